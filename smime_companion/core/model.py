@@ -1,0 +1,267 @@
+"""Values that flow out of the core: statuses, per-layer reports and the ``OpenResult``.
+
+Every type here is immutable. The string values of the enums are part of the public interface
+(``smime-companion open --json`` prints them; the cache stores them): never rename one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+
+class Decryption(StrEnum):
+    """Outcome of decrypting a message (the overall verdict, or one layer's)."""
+
+    OK = "ok"  # every encrypted layer was decrypted
+    NONE = "none"  # the message was not encrypted
+    NO_KEY = "no-key"  # encrypted, but to none of the keys we hold
+    FAILED = "failed"  # a key matched but decryption failed (wrong key, bad padding, bad GCM tag)
+    MALFORMED = "malformed"  # the encrypted structure could not be parsed
+    UNSUPPORTED = "unsupported"  # an algorithm we do not implement
+
+
+class SignatureStatus(StrEnum):
+    """Outcome of checking a signature (the overall verdict, one layer's, or one signer's)."""
+
+    VALID = "valid"
+    INVALID = "invalid"  # the signature or the message digest does not match the content
+    UNTRUSTED = "untrusted"  # sound signature, but the certificate chains to no trust anchor
+    EXPIRED = "expired"  # a certificate in the chain had expired at the time checked
+    NOT_YET_VALID = "not-yet-valid"  # a certificate in the chain was not yet valid
+    BAD_EKU = "bad-eku"  # the signer certificate is not for email protection
+    EMAIL_MISMATCH = "email-mismatch"  # the signer's address is not the message's From
+    WEAK_ALGORITHM = "weak-algorithm"  # sound, but made with an algorithm we no longer trust (SHA-1)
+    NONE = "none"  # the message was not signed
+    MALFORMED = "malformed"  # the signed structure could not be parsed
+    UNSUPPORTED = "unsupported"  # an algorithm we do not implement
+
+
+# When several signed layers disagree, the overall verdict is the first of these that occurs:
+# a broken signature anywhere outranks a trust problem, which outranks a policy problem.
+SIGNATURE_SEVERITY: tuple[SignatureStatus, ...] = (
+    SignatureStatus.INVALID,
+    SignatureStatus.MALFORMED,
+    SignatureStatus.UNSUPPORTED,
+    SignatureStatus.UNTRUSTED,
+    SignatureStatus.EXPIRED,
+    SignatureStatus.NOT_YET_VALID,
+    SignatureStatus.BAD_EKU,
+    SignatureStatus.WEAK_ALGORITHM,
+    SignatureStatus.EMAIL_MISMATCH,
+    SignatureStatus.VALID,
+    SignatureStatus.NONE,
+)
+
+DECRYPTION_SEVERITY: tuple[Decryption, ...] = (
+    Decryption.FAILED,
+    Decryption.MALFORMED,
+    Decryption.UNSUPPORTED,
+    Decryption.NO_KEY,
+    Decryption.OK,
+    Decryption.NONE,
+)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One of the user's own key pairs, used to decrypt (and, by ``seal``, to sign).
+
+    ``chain`` holds intermediates to send along with the certificate when signing.
+    """
+
+    key: PrivateKeyTypes
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...] = ()
+
+
+@dataclass(frozen=True)
+class SignerReport:
+    """What was found about one SignerInfo.
+
+    ``reason`` is one line explaining any status other than ``valid``. ``chain`` runs from the
+    signer certificate to the trust anchor when a chain was built, else holds just the signer
+    certificate when it was found. ``capabilities`` are the cipher names of the SMIMECapabilities
+    signed attribute (e.g. ``aes-256-gcm``), in the sender's order of preference; ``capability_oids``
+    keeps every advertised OID, including ones we do not name.
+    """
+
+    status: SignatureStatus
+    reason: str | None = None
+    address: str | None = None
+    addresses: tuple[str, ...] = ()
+    certificate: x509.Certificate | None = None
+    chain: tuple[x509.Certificate, ...] = ()
+    certificates_in_message: tuple[x509.Certificate, ...] = ()
+    digest_algorithm: str | None = None
+    signature_algorithm: str | None = None
+    signing_time: datetime | None = None
+    capabilities: tuple[str, ...] = ()
+    capability_oids: tuple[str, ...] = ()
+    # SMIMEEncryptionKeyPreference (or Microsoft's variant): how the signer's preferred
+    # encryption certificate is named, e.g. ("issuer-serial", "CN=CA", 1234) or ("ski", "ab01..").
+    encryption_key_preference: tuple[Any, ...] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready summary (no certificates, only their SHA-256 fingerprints)."""
+        from cryptography.hazmat.primitives import hashes
+
+        return {
+            "status": str(self.status),
+            "reason": self.reason,
+            "address": self.address,
+            "addresses": list(self.addresses),
+            "fingerprint": self.certificate.fingerprint(hashes.SHA256()).hex()
+            if self.certificate is not None
+            else None,
+            "subject": self.certificate.subject.rfc4514_string()
+            if self.certificate is not None
+            else None,
+            "chain": [c.subject.rfc4514_string() for c in self.chain],
+            "digest_algorithm": self.digest_algorithm,
+            "signature_algorithm": self.signature_algorithm,
+            "signing_time": self.signing_time.isoformat() if self.signing_time else None,
+            "capabilities": list(self.capabilities),
+        }
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One S/MIME layer, outermost first in ``OpenResult.layers``.
+
+    ``type`` is one of ``signed`` (multipart/signed, detached), ``signed-data`` (opaque),
+    ``enveloped`` (EnvelopedData), ``auth-enveloped`` (AuthEnvelopedData), ``compressed``,
+    ``rfc822`` (an RFC 8551 message/rfc822 wrapper).
+    Signed layers fill ``signature`` and ``signers``; encrypted layers fill ``decryption``,
+    ``content_cipher`` and ``key_transport``.
+    """
+
+    type: str
+    signature: SignatureStatus | None = None
+    signers: tuple[SignerReport, ...] = ()
+    decryption: Decryption | None = None
+    content_cipher: str | None = None
+    key_transport: str | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type}
+        if self.signature is not None:
+            out["signature"] = str(self.signature)
+            out["signers"] = [s.to_json() for s in self.signers]
+        if self.decryption is not None:
+            out["decryption"] = str(self.decryption)
+            out["content_cipher"] = self.content_cipher
+            out["key_transport"] = self.key_transport
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(frozen=True)
+class DecryptOutcome:
+    """Result of ``core.decrypt.decrypt``: the plaintext when ``status`` is ``ok``."""
+
+    status: Decryption
+    plaintext: bytes | None = None
+    content_cipher: str | None = None  # "aes-256-gcm", "aes-128-cbc", "3des-cbc", ...
+    key_transport: str | None = None  # "rsa-pkcs1v15", "rsa-oaep-sha256", "ecdh-p256-sha256", ...
+    integrity_protected: bool = False  # True for AEAD (AuthEnvelopedData with a checked tag)
+    weak: bool = False  # True for legacy ciphers (3DES, RC2)
+    error: str | None = None  # one line when status is not ok
+
+
+@dataclass(frozen=True)
+class VerifyOutcome:
+    """Result of ``core.verify.verify_signed_data`` for one SignedData."""
+
+    status: SignatureStatus
+    signers: tuple[SignerReport, ...] = ()
+    content: bytes | None = None  # the signed content (the encapsulated content when opaque)
+    error: str | None = None
+
+    @property
+    def signer(self) -> SignerReport | None:
+        """The signer whose status decided the verdict."""
+        for s in self.signers:
+            if s.status == self.status:
+                return s
+        return self.signers[0] if self.signers else None
+
+
+@dataclass(frozen=True)
+class OpenResult:
+    """Everything ``core.open.open_message`` learnt about one message.
+
+    ``content`` is the innermost MIME entity (headers and body, as bytes) after every S/MIME layer
+    was removed; when a layer could not be opened it is that layer's entity, unopened.
+    ``headers`` are the effective message headers: protected headers (RFC 9788, legacy
+    ``protected-headers="v1"``, or an RFC 8551 message/rfc822 wrapper) win over the outer ones.
+    """
+
+    decryption: Decryption
+    signature: SignatureStatus
+    signer: str | None
+    layers: tuple[Layer, ...]
+    content_cipher: str | None
+    warnings: tuple[str, ...]
+    error: str | None
+    content: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+    header_protection: str | None = None  # "hp", "v1", "rfc822" or None
+    signers: tuple[SignerReport, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        """True when the message opened fully and any signature is valid (the CLI's exit 0)."""
+        return self.decryption in (Decryption.OK, Decryption.NONE) and self.signature in (
+            SignatureStatus.VALID,
+            SignatureStatus.NONE,
+        )
+
+    def header(self, name: str) -> str | None:
+        """The first effective header of that name (case-insensitive), or None."""
+        lname = name.lower()
+        for k, v in self.headers:
+            if k.lower() == lname:
+                return v
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        """The object ``smime-companion open --json`` prints."""
+        return {
+            "decryption": str(self.decryption),
+            "signature": str(self.signature),
+            "signer": self.signer,
+            "layers": [layer.to_json() for layer in self.layers],
+            "content_cipher": self.content_cipher,
+            "warnings": list(self.warnings),
+            "error": self.error,
+            "header_protection": self.header_protection,
+            "headers": {k.lower(): v for k, v in self.headers if k.lower() in _SUMMARY_HEADERS},
+        }
+
+
+_SUMMARY_HEADERS = frozenset({"from", "to", "cc", "subject", "date", "message-id"})
+
+
+def worst_signature(statuses: Sequence[SignatureStatus]) -> SignatureStatus:
+    """The overall verdict of several signed layers (``none`` when there are none)."""
+    for status in SIGNATURE_SEVERITY:
+        if status in statuses:
+            return status
+    return SignatureStatus.NONE
+
+
+def worst_decryption(statuses: Sequence[Decryption]) -> Decryption:
+    """The overall verdict of several encrypted layers (``none`` when there are none)."""
+    for status in DECRYPTION_SEVERITY:
+        if status in statuses:
+            return status
+    return Decryption.NONE

@@ -1,0 +1,38 @@
+"""The exception family of smime-companion.
+
+Checking untrusted mail produces *results* (see ``core.model``), not exceptions. These exceptions are
+for misuse (bad arguments, unreadable files, wrong passwords) and for input that cannot be parsed at
+all; callers at the edge turn them into one clear line for the user.
+"""
+
+
+class SmimeCompanionError(Exception):
+    """Base of every error this package raises on purpose. ``str(err)`` is one line for the user."""
+
+
+class UsageError(SmimeCompanionError):
+    """The caller asked for something impossible: a missing file, a bad option, a bad argument."""
+
+
+class KeyLoadError(UsageError):
+    """A private key, certificate or PKCS#12 file could not be loaded (unreadable, wrong password,
+    key that does not match its certificate)."""
+
+
+class MalformedInput(SmimeCompanionError):
+    """Untrusted input (MIME, CMS, base64, a certificate) is not well formed. The message names the
+    structure that is broken."""
+
+
+class LimitExceeded(MalformedInput):
+    """Untrusted input goes past a safety limit (nesting depth, part count, size) meant to bound the
+    time and memory a hostile message can cost."""
+
+
+class UnsupportedInput(SmimeCompanionError):
+    """Input is well formed but uses an algorithm or structure this engine does not implement."""
+
+
+class SealError(SmimeCompanionError):
+    """A draft cannot be sealed as asked: no From, a recipient without a certificate, a non-MIME
+    draft, a signing key that does not match its certificate."""

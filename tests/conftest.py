@@ -1,0 +1,40 @@
+"""Shared fixtures: a test PKI made once per test session, and loaders for its files."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from smime_companion.core.model import Identity
+from smime_companion.testing.pki import TestPki, make_test_pki
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
+    """A fresh test PKI (root, email intermediate, users of every key type and defect)."""
+    return make_test_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def now() -> dt.datetime:
+    """The time every verification in the tests is made at (the PKI was made around it)."""
+    return dt.datetime.now(dt.UTC)
+
+
+def load_cert(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def load_identity(pki: TestPki, user: str) -> Identity:
+    key = serialization.load_pem_private_key(pki.key(user).read_bytes(), password=None)
+    return Identity(key=key, certificate=load_cert(pki.cert(user)))
+
+
+@pytest.fixture(scope="session")
+def anchors(pki: TestPki) -> tuple[x509.Certificate, ...]:
+    """The trust anchors of the test PKI: its root only (never the rogue root)."""
+    return (load_cert(pki.root),)

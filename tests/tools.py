@@ -1,0 +1,39 @@
+"""Running the S/MIME implementations we did not write: openssl (and, in interop tests, gpgsm and
+NSS cmsutil). Each helper returns the tool's output bytes and fails the test with the tool's stderr."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def run(argv: Sequence[str | Path], stdin: bytes | None = None, check: bool = True) -> bytes:
+    """Run a command; return stdout. On failure raise AssertionError with its stderr."""
+    proc = subprocess.run([str(a) for a in argv], input=stdin, capture_output=True, timeout=60)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(str(a) for a in argv)} failed ({proc.returncode}): "
+            f"{proc.stderr.decode(errors='replace')}"
+        )
+    return proc.stdout
+
+
+def openssl_cms(args: Sequence[str | Path], data: bytes | None = None) -> bytes:
+    """``openssl cms ARGS`` with ``data`` on stdin; returns stdout."""
+    return run(["openssl", "cms", *args], stdin=data)
+
+
+def mime_message(
+    body: str = "Hello Bob,\r\nthis is a test.\r\n",
+    sender: str = "alice@example.org",
+    to: str = "bob@example.org",
+    subject: str = "Test message",
+) -> bytes:
+    """A small plain-text MIME message with CRLF line ends."""
+    return (
+        f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\n"
+        "Date: Wed, 25 Nov 2026 09:00:00 +0000\r\nMessage-ID: <test@example.org>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        f"{body}"
+    ).encode()
