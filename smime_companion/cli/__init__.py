@@ -1,0 +1,63 @@
+"""The ``smime-companion`` command: one entry point, a module per subcommand.
+
+Exit codes (documented in the README): 0 success; 1 the command ran but the result is not good
+(a signature not valid, a message not decryptable, a recipient without certificate); 2 usage
+error (bad option, unreadable file, wrong password); 3 an internal error (a bug: please report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from smime_companion import __version__
+from smime_companion.cli import open_cmd
+from smime_companion.errors import SmimeCompanionError, UsageError
+
+EXIT_OK = 0
+EXIT_NOT_GOOD = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+
+# Each subcommand module has ``register(subparsers)`` that adds its parser and sets ``func``.
+SUBCOMMANDS = (open_cmd,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smime-companion",
+        description="S/MIME for mail clients that lack it: open, verify and seal messages.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module in SUBCOMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors and 0 for --help
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"smime-companion {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SmimeCompanionError as exc:
+        print(f"smime-companion {args.command}: {exc}", file=sys.stderr)
+        return EXIT_NOT_GOOD
+    except KeyboardInterrupt:
+        return 130
