@@ -219,8 +219,9 @@ class OpenResult:
 
     @property
     def ok(self) -> bool:
-        """True when the message opened fully and any signature is valid (the CLI's exit 0)."""
-        return self.decryption in (Decryption.OK, Decryption.NONE) and self.signature in (
+        """True when the message opened fully, without error, and any signature is valid
+        (the CLI's exit 0)."""
+        return self.error is None and self.decryption in (Decryption.OK, Decryption.NONE) and self.signature in (
             SignatureStatus.VALID,
             SignatureStatus.NONE,
         )

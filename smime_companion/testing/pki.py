@@ -254,7 +254,8 @@ def make_test_pki(directory: Path, now: dt.datetime | None = None) -> TestPki:
 
     for spec in USERS:
         key = _new_key(spec.key_type)
-        issuer_cert, issuer_key = (rogue, rogue_key) if spec.issuer == "rogue" else (inter, inter_key)
+        rogue_issued = spec.issuer == "rogue"
+        issuer_cert, issuer_key = (rogue, rogue_key) if rogue_issued else (inter, inter_key)
         cert = _user_cert(spec, key, issuer_cert, issuer_key, now)
         _write_key(directory / f"{spec.name}.key.pem", key)
         (directory / f"{spec.name}.cert.pem").write_bytes(_pem(cert))

@@ -1,0 +1,91 @@
+"""Argument helpers shared by the subcommands: reading input, writing output atomically,
+loading identities and trust anchors."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import ssl
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography import x509
+
+from smime_companion import keyfiles
+from smime_companion.core.model import Identity
+from smime_companion.errors import UsageError
+
+# A message file larger than this is refused before it is read into memory.
+MAX_INPUT_BYTES = 256 * 1024 * 1024
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print a JSON object for scripts")
+
+
+def read_input(name: str) -> bytes:
+    """The bytes of file ``name``, or of standard input for ``-``."""
+    if name == "-":
+        data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
+    else:
+        try:
+            with open(name, "rb") as handle:
+                data = handle.read(MAX_INPUT_BYTES + 1)
+        except OSError as exc:
+            raise UsageError(f"cannot read {name}: {exc.strerror or exc}") from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise UsageError(f"{name} is larger than {MAX_INPUT_BYTES // (1024 * 1024)} MB")
+    return data
+
+
+def write_output(name: str, data: bytes) -> None:
+    """Write ``data`` to file ``name`` atomically (or to stdout for ``-``)."""
+    if name == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    target = Path(name)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or Path("."))
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise UsageError(f"cannot write {name}: {exc.strerror or exc}") from None
+
+
+def load_identities(
+    keys: Sequence[Path], certs: Sequence[Path], p12s: Sequence[Path], p12_password_env: str | None
+) -> list[Identity]:
+    """Identities from --key/--cert pairs and --p12 files."""
+    identities: list[Identity] = []
+    if p12s:
+        password = keyfiles.password_from_env(p12_password_env)
+        identities.extend(keyfiles.load_pkcs12(p, password) for p in p12s)
+    if keys:
+        all_certs = [c for path in certs for c in keyfiles.load_certificates(path)]
+        identities.extend(
+            keyfiles.pair_keys_with_certificates(
+                (keyfiles.load_private_key(k) for k in keys), all_certs
+            )
+        )
+    return identities
+
+
+def load_anchors(paths: Sequence[Path], system: bool) -> list[x509.Certificate]:
+    """Trust anchors from files, plus the system CA bundle when ``system`` is set."""
+    anchors = [c for path in paths for c in keyfiles.load_certificates(path)]
+    if system:
+        anchors.extend(system_anchors())
+    return anchors
+
+
+def system_anchors() -> list[x509.Certificate]:
+    """The system's CA certificates (OpenSSL's default verify paths)."""
+    paths = ssl.get_default_verify_paths()
+    found: list[x509.Certificate] = []
+    if paths.cafile and os.path.exists(paths.cafile):
+        found.extend(keyfiles.load_certificates(Path(paths.cafile)))
+    return found

@@ -1,0 +1,511 @@
+"""Opening a message: unwrap every S/MIME layer, decrypting and verifying, into an ``OpenResult``.
+
+The walk goes from the outside in. At each step the current MIME entity is either an S/MIME layer
+(multipart/signed, application/pkcs7-mime and its aliases, an RFC 8551 message/rfc822 wrapper
+inside a layer) which is opened to give the next entity, or anything else, which is the innermost
+content and ends the walk. A layer that cannot be opened (no key, broken CMS) ends the walk too,
+and its entity, still sealed, is the content.
+
+Only a message whose *whole body* is an S/MIME object counts as signed or encrypted (EFAIL): S/MIME
+parts found deeper inside an unprotected multipart are reported as warnings and left untouched.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from asn1crypto import cms
+from cryptography import x509
+
+from smime_companion.core import decrypt as decrypt_mod
+from smime_companion.core import verify as verify_mod
+from smime_companion.core.cms import parse_content_info
+from smime_companion.core.mime import (
+    Entity,
+    addresses,
+    multipart_parts,
+    parse_entity,
+    to_crlf,
+)
+from smime_companion.core.model import (
+    Decryption,
+    Identity,
+    Layer,
+    OpenResult,
+    SignatureStatus,
+    SignerReport,
+    worst_decryption,
+    worst_signature,
+)
+from smime_companion.errors import LimitExceeded, MalformedInput, UnsupportedInput
+
+PKCS7_MIME_TYPES = frozenset({"application/pkcs7-mime", "application/x-pkcs7-mime"})
+PKCS7_SIGNATURE_TYPES = frozenset({"application/pkcs7-signature", "application/x-pkcs7-signature"})
+
+# Warnings (stable strings: the cache stores them and scripts read them).
+WARN_PARTIALLY_ENCRYPTED = "partially-encrypted"
+WARN_PARTIALLY_SIGNED = "partially-signed"
+WARN_NOT_INTEGRITY_PROTECTED = "not-integrity-protected"
+WARN_WEAK_CIPHER = "weak-cipher"
+WARN_MIME_LIMIT = "mime-limit-reached"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on the work a hostile message can cause. The defaults suit real mail."""
+
+    max_message_bytes: int = 256 * 1024 * 1024
+    max_layers: int = 8  # S/MIME layers unwrapped (triple wrap needs 3)
+    max_mime_depth: int = 32  # multipart nesting examined when looking for hidden S/MIME parts
+    max_parts: int = 2000  # MIME parts in one multipart
+    max_header_bytes: int = 256 * 1024  # one header section
+    max_content_bytes: int = 256 * 1024 * 1024  # one decompressed layer
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def open_message(
+    raw: bytes,
+    *,
+    identities: Sequence[Identity] = (),
+    anchors: Sequence[x509.Certificate] = (),
+    at: datetime,
+    extra_certificates: Sequence[x509.Certificate] = (),
+    allow_sha1: bool = False,
+    limits: Limits = DEFAULT_LIMITS,
+) -> OpenResult:
+    """Open ``raw`` (a whole RFC 5322 message): decrypt with ``identities``, verify against
+    ``anchors`` at time ``at`` (timezone-aware), and unwrap every layer.
+
+    Never raises for untrusted input: problems are statuses, warnings and ``error`` in the
+    result. ``extra_certificates`` (e.g. harvested intermediates) help build signer chains.
+    """
+    if at.tzinfo is None:
+        raise ValueError("open_message needs a timezone-aware time")
+    opener = _Opener(identities, anchors, at, extra_certificates, allow_sha1, limits)
+    return opener.run(raw)
+
+
+@dataclass
+class _Step:
+    """What opening one layer produced: the layer report and the next entity (None: stop)."""
+
+    layer: Layer
+    next_raw: bytes | None
+    signers: tuple[SignerReport, ...] = ()
+    warnings: list[str] = field(default_factory=list)
+    integrity_protected: bool = True
+
+
+class _Opener:
+    def __init__(
+        self,
+        identities: Sequence[Identity],
+        anchors: Sequence[x509.Certificate],
+        at: datetime,
+        extra_certificates: Sequence[x509.Certificate],
+        allow_sha1: bool,
+        limits: Limits,
+    ) -> None:
+        self.identities = identities
+        self.anchors = anchors
+        self.at = at
+        self.extra_certificates = extra_certificates
+        self.allow_sha1 = allow_sha1
+        self.limits = limits
+
+    def run(self, raw: bytes) -> OpenResult:
+        if len(raw) > self.limits.max_message_bytes:
+            return _unreadable(raw, f"message of {len(raw)} bytes is larger than the limit")
+        try:
+            entity = parse_entity(raw, self.limits.max_header_bytes)
+        except MalformedInput as exc:
+            return _unreadable(raw, f"message is malformed: {exc}")
+
+        headers = entity.fields
+        header_protection: str | None = None
+        layers: list[Layer] = []
+        signers: list[SignerReport] = []
+        warnings: list[str] = []
+        # Index in ``layers`` of each CBC layer still waiting for a signature inside it.
+        unprotected_cbc: list[int] = []
+        error: str | None = None
+
+        while True:
+            kind = _layer_kind(entity, inside_layer=bool(layers))
+            if kind is None:
+                break
+            if len(layers) >= self.limits.max_layers:
+                error = f"more than {self.limits.max_layers} S/MIME layers; stopped unwrapping"
+                break
+            from_addrs = addresses(_field(headers, "From"))
+            if kind == "multipart/signed":
+                step = self._open_multipart_signed(entity, from_addrs)
+            elif kind == "rfc822":
+                step = _Step(Layer(type="rfc822"), entity.decoded_body())
+            else:
+                step = self._open_cms(entity, from_addrs)
+
+            layers.append(step.layer)
+            signers.extend(step.signers)
+            warnings.extend(w for w in step.warnings if w not in warnings)
+            if step.layer.signature is not None:
+                unprotected_cbc.clear()  # a signature inside covers the CBC layers outside it
+            if step.layer.decryption == Decryption.OK and not step.integrity_protected:
+                unprotected_cbc.append(len(layers) - 1)
+            if error is None and _is_processing_failure(step.layer):
+                error = step.layer.error
+            if step.next_raw is None:
+                break
+            try:
+                entity = parse_entity(step.next_raw, self.limits.max_header_bytes)
+            except MalformedInput as exc:
+                error = error or f"content inside the {step.layer.type} layer is malformed: {exc}"
+                entity = Entity(raw=step.next_raw, fields=(), body=step.next_raw)
+                break
+            protection = "rfc822" if step.layer.type == "rfc822" else _protection_of(entity)
+            if protection is not None:
+                # Protected headers (RFC 9788 hp, legacy v1, RFC 8551 message/rfc822) win.
+                headers, header_protection = entity.fields, protection
+
+        if unprotected_cbc:
+            warnings.append(WARN_NOT_INTEGRITY_PROTECTED)
+        if not layers:
+            warnings.extend(self._hidden_smime_warnings(entity))
+
+        signed = [layer for layer in layers if layer.signature is not None]
+        encrypted = [layer for layer in layers if layer.decryption is not None]
+        signature = worst_signature([layer.signature for layer in signed if layer.signature])
+        decryption = worst_decryption([layer.decryption for layer in encrypted if layer.decryption])
+        return OpenResult(
+            decryption=decryption,
+            signature=signature,
+            signer=_deciding_signer_address(signed, signature),
+            layers=tuple(layers),
+            content_cipher=encrypted[0].content_cipher if encrypted else None,
+            warnings=tuple(warnings),
+            error=error,
+            content=entity.raw,
+            headers=headers,
+            header_protection=header_protection,
+            signers=tuple(signers),
+        )
+
+    # -- one layer each ---------------------------------------------------------------------
+
+    def _open_multipart_signed(self, entity: Entity, from_addrs: tuple[str, ...]) -> _Step:
+        try:
+            parts = multipart_parts(entity, self.limits.max_parts)
+            if len(parts) != 2:
+                raise MalformedInput(f"multipart/signed has {len(parts)} parts instead of 2")
+            signed_raw, signature_raw = parts
+            signature_entity = parse_entity(signature_raw, self.limits.max_header_bytes)
+            info = parse_content_info(signature_entity.decoded_body())
+            if info["content_type"].native != "signed_data":
+                raise MalformedInput("the signature part of multipart/signed is not SignedData")
+        except (MalformedInput, UnsupportedInput) as exc:
+            status = (
+                SignatureStatus.UNSUPPORTED
+                if isinstance(exc, UnsupportedInput)
+                else SignatureStatus.MALFORMED
+            )
+            return _Step(
+                Layer(type="signed", signature=status, error=f"signature: {exc}"),
+                # The content of a broken multipart/signed is still the first part, if any.
+                next_raw=_first_part_or_none(entity, self.limits.max_parts),
+            )
+        inner_from = self._protected_from(signed_raw) or from_addrs
+        outcome = verify_mod.verify_signed_data(
+            info,
+            to_crlf(signed_raw),
+            anchors=self.anchors,
+            at=self.at,
+            from_addresses=inner_from,
+            allow_sha1=self.allow_sha1,
+            extra_certificates=self.extra_certificates,
+        )
+        return _Step(
+            Layer(
+                type="signed",
+                signature=outcome.status,
+                signers=outcome.signers,
+                error=_prefixed("signature", outcome.error),
+            ),
+            next_raw=signed_raw,
+            signers=outcome.signers,
+        )
+
+    def _open_cms(self, entity: Entity, from_addrs: tuple[str, ...]) -> _Step:
+        smime_type = (entity.content_type.param("smime-type") or "").lower()
+        try:
+            info = parse_content_info(entity.decoded_body())
+        except (MalformedInput, UnsupportedInput) as exc:
+            return _unparsable_cms_step(smime_type, exc)
+        kind = info["content_type"].native
+        if kind == "signed_data":
+            return self._open_signed_data(info, from_addrs)
+        if kind in ("enveloped_data", "authenticated_enveloped_data"):
+            return self._open_enveloped(info)
+        return self._open_compressed(info)
+
+    def _open_signed_data(self, info: cms.ContentInfo, from_addrs: tuple[str, ...]) -> _Step:
+        encapsulated = _encapsulated_content(info)
+        inner_from = (self._protected_from(encapsulated) if encapsulated else None) or from_addrs
+        outcome = verify_mod.verify_signed_data(
+            info,
+            None,
+            anchors=self.anchors,
+            at=self.at,
+            from_addresses=inner_from,
+            allow_sha1=self.allow_sha1,
+            extra_certificates=self.extra_certificates,
+        )
+        return _Step(
+            Layer(
+                type="signed-data",
+                signature=outcome.status,
+                signers=outcome.signers,
+                error=_prefixed("signature", outcome.error),
+            ),
+            next_raw=outcome.content if outcome.content is not None else encapsulated,
+            signers=outcome.signers,
+        )
+
+    def _open_enveloped(self, info: cms.ContentInfo) -> _Step:
+        outcome = decrypt_mod.decrypt(info, self.identities)
+        layer_type = (
+            "auth-enveloped"
+            if info["content_type"].native == "authenticated_enveloped_data"
+            else "enveloped"
+        )
+        ok = outcome.status == Decryption.OK
+        return _Step(
+            Layer(
+                type=layer_type,
+                decryption=outcome.status,
+                content_cipher=outcome.content_cipher,
+                key_transport=outcome.key_transport,
+                error=None if ok else _prefixed("decryption", outcome.error or str(outcome.status)),
+            ),
+            next_raw=outcome.plaintext if ok else None,
+            warnings=[WARN_WEAK_CIPHER] if ok and outcome.weak else [],
+            integrity_protected=outcome.integrity_protected,
+        )
+
+    def _open_compressed(self, info: cms.ContentInfo) -> _Step:
+        try:
+            content = info["content"]
+            algorithm = content["compression_algorithm"]["algorithm"].native
+            if algorithm != "zlib":
+                raise UnsupportedInput(f"compression algorithm {algorithm!r}")
+            data = content["encap_content_info"]["content"].native or b""
+            plain = _bounded_inflate(data, self.limits.max_content_bytes)
+        except (MalformedInput, UnsupportedInput) as exc:
+            return _Step(Layer(type="compressed", error=f"compressed data: {exc}"), None)
+        except (ValueError, TypeError, KeyError) as exc:
+            return _Step(
+                Layer(type="compressed", error=f"compressed data is malformed: {exc}"), None
+            )
+        return _Step(Layer(type="compressed"), plain)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _protected_from(self, raw: bytes | None) -> tuple[str, ...] | None:
+        """The From of content that carries protected headers, so the signer is checked against
+        the From the reader will see."""
+        if not raw:
+            return None
+        try:
+            entity = parse_entity(raw, self.limits.max_header_bytes)
+        except MalformedInput:
+            return None
+        if entity.content_type.mime_type == "message/rfc822":
+            try:
+                entity = parse_entity(entity.decoded_body(), self.limits.max_header_bytes)
+            except MalformedInput:
+                return None
+        elif _protection_of(entity) is None:
+            return None
+        return addresses(entity.get("From")) or None
+
+    def _hidden_smime_warnings(self, top: Entity) -> list[str]:
+        """Warnings for S/MIME parts inside an unprotected multipart (EFAIL's attack shape).
+
+        Those parts are not opened and never joined with the surrounding unprotected parts.
+        """
+        found: list[str] = []
+        stack: list[tuple[Entity, int]] = [(top, 0)]
+        examined = 0
+        while stack:
+            entity, depth = stack.pop()
+            mime_type = entity.content_type.mime_type
+            if depth > 0:
+                kind = _layer_kind(entity, inside_layer=False)
+                if kind == "multipart/signed" or kind == "signed":
+                    _add(found, WARN_PARTIALLY_SIGNED)
+                    continue
+                if kind == "encrypted":
+                    _add(found, WARN_PARTIALLY_ENCRYPTED)
+                    continue
+            if not mime_type.startswith("multipart/"):
+                continue
+            if depth >= self.limits.max_mime_depth:
+                _add(found, WARN_MIME_LIMIT)
+                continue
+            try:
+                parts = multipart_parts(entity, self.limits.max_parts)
+            except MalformedInput:
+                continue
+            for part in parts:
+                examined += 1
+                if examined > self.limits.max_parts:
+                    _add(found, WARN_MIME_LIMIT)
+                    return found
+                try:
+                    stack.append((parse_entity(part, self.limits.max_header_bytes), depth + 1))
+                except MalformedInput:
+                    continue
+        return found
+
+
+# -- pure helpers -------------------------------------------------------------------------------
+
+
+def _layer_kind(entity: Entity, inside_layer: bool) -> str | None:
+    """What S/MIME layer ``entity`` is: ``multipart/signed``, ``signed``, ``encrypted``,
+    ``compressed``, ``cms`` (unknown smime-type), ``rfc822``, or None for ordinary content."""
+    ctype = entity.content_type
+    mime_type = ctype.mime_type
+    if mime_type == "multipart/signed":
+        protocol = (ctype.param("protocol") or "").lower()
+        return "multipart/signed" if protocol in PKCS7_SIGNATURE_TYPES else None
+    if mime_type == "message/rfc822":
+        return "rfc822" if inside_layer else None
+    is_cms = mime_type in PKCS7_MIME_TYPES or (
+        mime_type == "application/octet-stream" and _filename(entity).endswith(".p7m")
+    )
+    if not is_cms:
+        return None
+    smime_type = (ctype.param("smime-type") or "").lower()
+    if smime_type == "signed-data":
+        return "signed"
+    if smime_type in ("enveloped-data", "authenveloped-data"):
+        return "encrypted"
+    if smime_type in ("compressed-data",):
+        return "compressed"
+    return "cms"
+
+
+def _filename(entity: Entity) -> str:
+    name = entity.content_type.param("name")
+    if not name:
+        disposition = entity.get("Content-Disposition") or ""
+        for piece in disposition.split(";"):
+            key, _, value = piece.strip().partition("=")
+            if key.lower() == "filename":
+                name = value.strip().strip('"')
+    return (name or "").lower()
+
+
+def _protection_of(entity: Entity) -> str | None:
+    """How ``entity`` (just unwrapped) carries protected headers, if it does."""
+    ctype = entity.content_type
+    if ctype.param("hp") in ("cipher", "clear"):
+        return "hp"
+    if (ctype.param("protected-headers") or "").lower() == "v1":
+        return "v1"
+    return None
+
+
+def _field(fields: tuple[tuple[str, str], ...], name: str) -> str | None:
+    lname = name.lower()
+    return next((v for k, v in fields if k.lower() == lname), None)
+
+
+def _encapsulated_content(info: cms.ContentInfo) -> bytes | None:
+    try:
+        content = info["content"]["encap_content_info"]["content"]
+        native = content.native if content is not None else None
+    except (ValueError, TypeError, KeyError):
+        return None
+    return native if isinstance(native, bytes) else None
+
+
+def _bounded_inflate(data: bytes, limit: int) -> bytes:
+    """zlib-inflate ``data`` refusing output past ``limit`` bytes (a compression bomb)."""
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise MalformedInput(f"zlib data is corrupt: {exc}") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise LimitExceeded(f"compressed content expands past {limit} bytes")
+    return out
+
+
+def _first_part_or_none(entity: Entity, max_parts: int) -> bytes | None:
+    try:
+        return multipart_parts(entity, max_parts)[0]
+    except MalformedInput:
+        return None
+
+
+def _unparsable_cms_step(smime_type: str, exc: Exception) -> _Step:
+    unsupported = isinstance(exc, UnsupportedInput)
+    if smime_type == "signed-data":
+        status = SignatureStatus.UNSUPPORTED if unsupported else SignatureStatus.MALFORMED
+        return _Step(Layer(type="signed-data", signature=status, error=f"signature: {exc}"), None)
+    decryption = Decryption.UNSUPPORTED if unsupported else Decryption.MALFORMED
+    layer_type = "auth-enveloped" if smime_type == "authenveloped-data" else "enveloped"
+    return _Step(Layer(type=layer_type, decryption=decryption, error=f"decryption: {exc}"), None)
+
+
+def _deciding_signer_address(signed: list[Layer], overall: SignatureStatus) -> str | None:
+    """The address of the signer that decided the verdict, innermost signed layer first."""
+    for layer in reversed(signed):
+        if layer.signature != overall:
+            continue
+        for signer in layer.signers:
+            if signer.status == overall and (signer.address or signer.addresses):
+                return signer.address or signer.addresses[0]
+    for layer in reversed(signed):
+        for signer in layer.signers:
+            if signer.address or signer.addresses:
+                return signer.address or signer.addresses[0]
+    return None
+
+
+def _is_processing_failure(layer: Layer) -> bool:
+    """True when a layer could not be processed at all (as opposed to a signature verdict, whose
+    reason stays in the layer's report)."""
+    if layer.error is None:
+        return False
+    if layer.signature is not None:
+        return layer.signature in (SignatureStatus.MALFORMED, SignatureStatus.UNSUPPORTED)
+    return True
+
+
+def _prefixed(what: str, error: str | None) -> str | None:
+    return f"{what}: {error}" if error else None
+
+
+def _add(items: list[str], item: str) -> None:
+    if item not in items:
+        items.append(item)
+
+
+def _unreadable(raw: bytes, error: str) -> OpenResult:
+    return OpenResult(
+        decryption=Decryption.NONE,
+        signature=SignatureStatus.NONE,
+        signer=None,
+        layers=(),
+        content_cipher=None,
+        warnings=(),
+        error=error,
+        content=raw,
+    )
