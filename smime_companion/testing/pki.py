@@ -270,3 +270,20 @@ def make_test_pki(directory: Path, now: dt.datetime | None = None) -> TestPki:
             )
         )
     return TestPki(directory)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m smime_companion.testing.pki DIR``: write a test PKI into DIR."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m smime_companion.testing.pki DIR", file=sys.stderr)
+        return 2
+    pki = make_test_pki(Path(args[0]))
+    print(f"test PKI written to {pki.directory} (PKCS#12 password: {PKCS12_PASSWORD!r})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

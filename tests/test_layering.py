@@ -1,0 +1,110 @@
+"""The import rules of docs/architecture.md, read from the source with ``ast``.
+
+- ``core`` imports only the standard library, cryptography, asn1crypto, ``errors`` and itself.
+- nothing outside ``store`` imports sqlite3.
+- only ``cli`` and ``daemon`` import ``config``; nothing imports ``cli`` or ``daemon``.
+- ``imap.sync`` and ``outbox`` do not import imapclient or smtplib (they use protocols).
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "smime_companion"
+CORE_ALLOWED_THIRD_PARTY = {"cryptography", "asn1crypto"}
+CORE_ALLOWED_OWN = {"smime_companion.core", "smime_companion.errors"}
+# I/O modules of the standard library that the pure core must not use.
+CORE_FORBIDDEN_STDLIB = {
+    "os", "io", "socket", "ssl", "sqlite3", "subprocess", "shutil", "tempfile", "pathlib",
+    "time", "logging", "urllib", "http", "smtplib", "imaplib", "threading", "asyncio", "select",
+}  # fmt: skip
+
+
+def _modules() -> list[tuple[str, Path]]:
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        found.append((".".join(parts), path))
+    return found
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            # The project uses absolute imports only, so every rule can be read off the name.
+            assert node.level == 0, f"{module} uses a relative import"
+            if node.module:
+                names.add(node.module)
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+MODULES = _modules()
+
+
+def _top(name: str) -> str:
+    return name.split(".")[0]
+
+
+@pytest.mark.parametrize(
+    "module,path",
+    [m for m in MODULES if m[0].startswith("smime_companion.core")],
+    ids=lambda v: str(v),
+)
+def test_core_imports_only_stdlib_crypto_and_itself(module: str, path: Path) -> None:
+    for name in _imports(path, module):
+        top = _top(name)
+        if top == "smime_companion":
+            assert any(name == own or name.startswith(own + ".") for own in CORE_ALLOWED_OWN), (
+                f"{module} imports {name}: the core may import only core and errors"
+            )
+        elif top in CORE_ALLOWED_THIRD_PARTY or top == "__future__":
+            continue
+        else:
+            assert top in sys.stdlib_module_names, f"{module} imports third-party {name}"
+            assert top not in CORE_FORBIDDEN_STDLIB, f"{module} (pure core) imports {name}"
+
+
+@pytest.mark.parametrize("module,path", MODULES, ids=lambda v: str(v))
+def test_layer_rules_hold(module: str, path: Path) -> None:
+    names = _imports(path, module)
+    tops = {_top(n) for n in names}
+    if not module.startswith("smime_companion.store"):
+        assert "sqlite3" not in tops and "apsw" not in tops, (
+            f"{module} touches SQLite outside store"
+        )
+    if not (
+        module.startswith("smime_companion.cli") or module.startswith("smime_companion.daemon")
+    ):
+        assert not any(n.startswith("smime_companion.config") for n in names), (
+            f"{module} reads config; only cli and daemon may"
+        )
+        assert (
+            not any(
+                n.startswith("smime_companion.cli") or n.startswith("smime_companion.daemon")
+                for n in names
+            )
+            or module == "smime_companion.__main__"
+        ), f"{module} imports cli or daemon"
+    if module.startswith("smime_companion.imap.sync") or module.startswith(
+        "smime_companion.outbox"
+    ):
+        assert not tops & {"imapclient", "smtplib", "imaplib"}, f"{module} must use protocols"
+
+
+def test_the_rules_see_every_module() -> None:
+    # A guard against the checker silently checking nothing.
+    names = {m for m, _ in MODULES}
+    assert "smime_companion.core.open" in names
+    assert "smime_companion.cli" in names

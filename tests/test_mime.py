@@ -1,0 +1,101 @@
+"""MIME is read on the raw bytes: parts are exact slices, never re-serialised."""
+
+from __future__ import annotations
+
+import pytest
+
+from smime_companion.core.mime import (
+    addresses,
+    decode_transfer_encoding,
+    multipart_parts,
+    parse_entity,
+    to_crlf,
+)
+from smime_companion.errors import LimitExceeded, MalformedInput
+
+LIMIT = 64 * 1024
+
+SIGNED = (
+    b"From: Alice <alice@example.org>\r\n"
+    b'Content-Type: multipart/signed; protocol="application/pkcs7-signature";\r\n'
+    b' micalg=sha-256; boundary="b1"\r\n\r\n'
+    b"preamble\r\n"
+    b"--b1\r\n"
+    b"Content-Type: text/plain\r\n\r\n"
+    b"line one  \r\n"
+    b">From the start\r\n"
+    b"\r\n"
+    b"--b1\r\n"
+    b"Content-Type: application/pkcs7-signature\r\n\r\n"
+    b"AAAA\r\n"
+    b"--b1--\r\n"
+    b"epilogue\r\n"
+)
+
+
+def test_header_fields_are_unfolded_and_kept_in_order() -> None:
+    entity = parse_entity(SIGNED, LIMIT)
+    assert [name for name, _ in entity.fields] == ["From", "Content-Type"]
+    assert entity.content_type.mime_type == "multipart/signed"
+    assert entity.content_type.param("micalg") == "sha-256"
+    assert entity.content_type.param("protocol") == "application/pkcs7-signature"
+
+
+def test_parts_are_exact_slices_without_the_crlf_before_the_delimiter() -> None:
+    first, second = multipart_parts(parse_entity(SIGNED, LIMIT), 10)
+    # Trailing spaces, ">From" and the blank last line survive byte for byte.
+    assert first == b"Content-Type: text/plain\r\n\r\nline one  \r\n>From the start\r\n"
+    assert second == b"Content-Type: application/pkcs7-signature\r\n\r\nAAAA"
+
+
+def test_lf_only_messages_split_the_same_way() -> None:
+    lf = SIGNED.replace(b"\r\n", b"\n")
+    first, _ = multipart_parts(parse_entity(lf, LIMIT), 10)
+    assert first == b"Content-Type: text/plain\n\nline one  \n>From the start\n"
+    assert to_crlf(first) == b"Content-Type: text/plain\r\n\r\nline one  \r\n>From the start\r\n"
+
+
+def test_a_boundary_text_inside_a_line_is_not_a_delimiter() -> None:
+    raw = b'Content-Type: multipart/mixed; boundary="x"\r\n\r\n--x\r\n\r\nsee --x here\r\n--x--\r\n'
+    assert multipart_parts(parse_entity(raw, LIMIT), 10) == [b"\r\nsee --x here"]
+
+
+def test_a_multipart_without_boundary_is_malformed() -> None:
+    with pytest.raises(MalformedInput, match="boundary"):
+        multipart_parts(parse_entity(b"Content-Type: multipart/mixed\r\n\r\nx", LIMIT), 10)
+
+
+def test_too_many_parts_hit_the_limit() -> None:
+    body = b"".join(b"--x\r\n\r\npart\r\n" for _ in range(20)) + b"--x--\r\n"
+    raw = b'Content-Type: multipart/mixed; boundary="x"\r\n\r\n' + body
+    with pytest.raises(LimitExceeded, match="more than 5 MIME parts"):
+        multipart_parts(parse_entity(raw, LIMIT), 5)
+
+
+def test_a_huge_header_section_hits_the_limit() -> None:
+    raw = b"Subject: " + b"x" * (LIMIT + 10) + b"\r\n\r\nbody"
+    with pytest.raises(LimitExceeded, match="header section"):
+        parse_entity(raw, LIMIT)
+
+
+def test_a_line_that_is_not_a_header_field_is_malformed() -> None:
+    with pytest.raises(MalformedInput, match="not a field"):
+        parse_entity(b"this is not a header\r\n\r\nbody", LIMIT)
+
+
+def test_base64_tolerates_line_breaks_and_missing_padding_but_not_garbage() -> None:
+    assert decode_transfer_encoding(b"aGVs\r\nbG8", "base64") == b"hello"
+    with pytest.raises(MalformedInput, match="base64"):
+        decode_transfer_encoding(b"aGVs*bG8=", "base64")
+
+
+def test_quoted_printable_is_decoded() -> None:
+    assert decode_transfer_encoding(b"caf=C3=A9=\r\n!", "quoted-printable") == "café!".encode()
+
+
+def test_addresses_are_lower_cased_and_names_dropped() -> None:
+    assert addresses('"Alice A." <Alice@Example.ORG>, bob@example.org') == (
+        "alice@example.org",
+        "bob@example.org",
+    )
+    assert addresses(None) == ()
