@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
 from smime_companion import __version__
@@ -61,3 +62,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_NOT_GOOD
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug of ours: one line, the traceback only with --verbose
+        if args.verbose:
+            traceback.print_exc()
+        print(
+            f"smime-companion {args.command}: internal error ({type(exc).__name__}: {exc}); "
+            "please report it (run with -v for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL

@@ -1,0 +1,164 @@
+"""Benchmark of ``core.open``: throughput against the bare RSA private-key rate, and peak memory.
+
+Run: ``.venv/bin/python bench/open.py [--count 1000] [--big-mb 25]``
+
+1. Throughput: opening N signed-then-encrypted 10 KB messages (RSA-2048 signer and recipient,
+   AES-256-CBC, made by ``openssl cms``) against the rate of bare RSA-2048 private-key decryptions
+   measured in the same run. Each open costs one such private-key operation plus parsing, a
+   signature check and a chain check, so the ratio says how much our own work costs on top of the
+   unavoidable cryptography (target >= 0.6).
+2. Memory: the peak resident memory of opening one big signed-then-encrypted message in a fresh
+   process, above what the process held just before the call, against the message's size
+   (target <= 4x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from smime_companion.core.model import Identity
+from smime_companion.core.open import open_message
+from smime_companion.testing.pki import make_test_pki
+
+
+def _openssl(*args: str | Path, data: bytes) -> bytes:
+    return subprocess.run(
+        ["openssl", "cms", *map(str, args)], input=data, capture_output=True, check=True
+    ).stdout
+
+
+def make_message(pki_dir: Path, body: bytes, index: int) -> bytes:
+    """A note from Alice to herself (RSA-2048), signed (detached), then AES-256-CBC encrypted."""
+    text = (
+        b"From: alice@example.org\r\nTo: alice@example.org\r\n"
+        + f"Subject: bench {index}\r\n".encode()
+        + b"Content-Type: text/plain; charset=us-ascii\r\n\r\n"
+        + body
+    )
+    signed = _openssl(
+        "-sign", "-signer", pki_dir / "alice.cert.pem", "-inkey", pki_dir / "alice.key.pem",
+        "-certfile", pki_dir / "intermediate.pem", data=text,
+    )  # fmt: skip
+    return _openssl("-encrypt", "-aes256", "-recip", pki_dir / "alice.cert.pem", data=signed)
+
+
+def filler(size: int, seed: int) -> bytes:
+    """``size`` bytes of printable lines (76 characters and CRLF), different for each seed."""
+    line = (f"{seed:08d} " * 10)[:76].encode() + b"\r\n"
+    return (line * (size // len(line) + 1))[:size]
+
+
+def bare_rsa_rate(key: rsa.RSAPrivateKey, seconds: float) -> float:
+    """RSA-2048 PKCS#1 v1.5 decryptions per second (the private-key operation open must do)."""
+    ciphertext = key.public_key().encrypt(os.urandom(32), padding.PKCS1v15())
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        key.decrypt(ciphertext, padding.PKCS1v15())
+        count += 1
+    return count / (time.perf_counter() - start)
+
+
+def throughput(pki_dir: Path, count: int) -> float:
+    alice = Identity(
+        key=serialization.load_pem_private_key((pki_dir / "alice.key.pem").read_bytes(), None),
+        certificate=x509.load_pem_x509_certificate((pki_dir / "alice.cert.pem").read_bytes()),
+    )
+    anchors = [x509.load_pem_x509_certificate((pki_dir / "root.pem").read_bytes())]
+    print(f"making {count} messages with openssl ...", file=sys.stderr)
+    messages = [make_message(pki_dir, filler(10 * 1024, i), i) for i in range(count)]
+    now = dt.datetime.now(dt.UTC)
+    start = time.perf_counter()
+    for raw in messages:
+        result = open_message(raw, identities=[alice], anchors=anchors, at=now)
+        assert result.ok and result.signature == "valid", result.to_json()
+    return count / (time.perf_counter() - start)
+
+
+MEMORY_CHILD = r"""
+import datetime as dt, resource, sys
+from pathlib import Path
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from smime_companion.core.model import Identity
+from smime_companion.core.open import open_message
+pki, msg = Path(sys.argv[1]), Path(sys.argv[2])
+alice = Identity(
+    key=serialization.load_pem_private_key((pki / "alice.key.pem").read_bytes(), None),
+    certificate=x509.load_pem_x509_certificate((pki / "alice.cert.pem").read_bytes()),
+)
+anchors = [x509.load_pem_x509_certificate((pki / "root.pem").read_bytes())]
+raw = msg.read_bytes()
+def rss_kb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+before = rss_kb()
+result = open_message(raw, identities=[alice], anchors=anchors, at=dt.datetime.now(dt.UTC))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+assert result.ok, result.to_json()
+print(before, peak, len(result.content))
+"""
+
+
+def memory(pki_dir: Path, size_mb: int, workdir: Path) -> tuple[int, int, int]:
+    """(message bytes, peak extra bytes during open, bytes of the opened content)."""
+    big = make_message(pki_dir, filler(size_mb * 1024 * 1024, 7), 0)
+    path = workdir / "big.eml"
+    path.write_bytes(big)
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_CHILD, str(pki_dir), str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    before_kb, peak_kb, content = int(out[0]), int(out[1]), int(out[2])
+    return len(big), (peak_kb - before_kb) * 1024, content
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=1000, help="messages in the throughput run")
+    parser.add_argument("--big-mb", type=int, default=25, help="size of the memory-test body")
+    parser.add_argument("--seconds", type=float, default=3.0, help="time for the bare RSA rate")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        pki = make_test_pki(workdir / "pki")
+        key = serialization.load_pem_private_key(
+            (pki.directory / "alice.key.pem").read_bytes(), None
+        )
+        assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == 2048
+
+        open_rate = throughput(pki.directory, args.count)
+        rsa_rate = bare_rsa_rate(key, args.seconds)
+        size, extra, content = memory(pki.directory, args.big_mb, workdir)
+
+    ratio = open_rate / rsa_rate
+    mem_ratio = extra / size
+    print()
+    print(f"{'measure':<52} {'value':>14} {'target':>10}")
+    print("-" * 78)
+    print(f"{'open(): signed+encrypted 10 KB messages/s':<52} {open_rate:>14.1f}")
+    print(f"{'bare RSA-2048 private-key operations/s':<52} {rsa_rate:>14.1f}")
+    print(f"{'ratio open / bare RSA':<52} {ratio:>14.2f} {'>= 0.6':>10}")
+    print(f"{'big message size (MB)':<52} {size / 1e6:>14.1f}")
+    print(f"{'peak memory above baseline while opening (MB)':<52} {extra / 1e6:>14.1f}")
+    print(f"{'ratio peak memory / message size':<52} {mem_ratio:>14.2f} {'<= 4':>10}")
+    print(f"(opened content {content / 1e6:.1f} MB; {args.count} messages in the throughput run)")
+    return 0 if ratio >= 0.6 and mem_ratio <= 4 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
