@@ -1,0 +1,340 @@
+"""Building the MIME that ``core.seal`` signs and encrypts.
+
+Three jobs, all pure (bytes in, bytes out):
+
+* :func:`parse_draft` reads a draft (an RFC 5322 message) and splits it into the message header
+  fields and a MIME tree.
+* :func:`payload_entity` writes that tree back out *transport-safe*: CRLF line ends, 7-bit only
+  (quoted-printable for text, base64 for everything else that is not already 7-bit clean), no
+  trailing whitespace, no line starting with ``From `` and no line longer than SMTP allows. A
+  relay may rewrite any of those, and a signature over the original bytes would then fail.
+* Header protection (RFC 9788): the cryptographic payload carries the real header fields and the
+  ``hp`` Content-Type parameter; :func:`outer_header_fields` gives the header fields shown outside,
+  with the baseline confidentiality policy applied to encrypted messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.message
+import email.policy
+import email.utils
+import quopri
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from email import errors as email_errors
+from email.parser import BytesParser
+
+from smime_companion.errors import SealError
+
+# SMTP limits a line to 998 octets plus CRLF (RFC 5321 sec 4.5.3.1.6).
+MAX_LINE = 998
+# The outer Subject of an encrypted message under RFC 9788's baseline policy (hcp_baseline).
+OBSCURED_SUBJECT = "[...]"
+# Header fields the baseline policy removes from the outside of an encrypted message.
+_BASELINE_REMOVED = frozenset({"comments", "keywords"})
+# Bcc never appears in any copy: RecipientInfos aside, the header itself would reveal them.
+_NEVER_COPIED = frozenset({"bcc", "resent-bcc"})
+
+_HEADER_LINE = re.compile(rb"^[!-9;-~]+[ \t]*:")
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A parsed draft.
+
+    ``header_fields`` are the message's own header fields (everything except the structural
+    ``Content-*`` and ``MIME-Version`` fields), in order, each as ``(name, value)`` with the value
+    unfolded and decoded to text. ``root`` is the parsed MIME tree of the body.
+    """
+
+    header_fields: tuple[tuple[str, str], ...]
+    root: email.message.Message
+
+    def values(self, name: str) -> tuple[str, ...]:
+        """Every value of header field ``name`` (case-insensitive), in order."""
+        lname = name.lower()
+        return tuple(v for k, v in self.header_fields if k.lower() == lname)
+
+    def addresses(self, *names: str) -> tuple[str, ...]:
+        """The addresses (lower-cased, de-duplicated, in order) named by the given fields."""
+        return addresses_in(v for name in names for v in self.values(name))
+
+
+def addresses_in(values: Iterable[str]) -> tuple[str, ...]:
+    """The bare addresses in address-list header values, lower-cased and de-duplicated.
+
+    Raises :class:`SealError` for a value that holds something that is not an address.
+    """
+    seen: list[str] = []
+    for _name, addr in email.utils.getaddresses(list(values)):
+        if not addr:
+            continue
+        if "@" not in addr or any(c.isspace() for c in addr):
+            raise SealError(f"draft names an invalid address {addr!r}")
+        if addr.lower() not in seen:
+            seen.append(addr.lower())
+    return tuple(seen)
+
+
+def parse_draft(raw: bytes) -> Draft:
+    """Parse a draft message.
+
+    Returns a :class:`Draft`. Raises :class:`SealError` when the bytes are not a MIME message (no
+    header section, a broken multipart) or have no From field.
+    """
+    if not raw.strip():
+        raise SealError("draft is empty")
+    first_line = raw.lstrip(b"\r\n").split(b"\n", 1)[0]
+    if not _HEADER_LINE.match(first_line):
+        raise SealError("draft is not a MIME message: it does not start with a header section")
+    root = BytesParser(policy=email.policy.compat32).parsebytes(raw)
+    _check_defects(root)
+    fields: list[tuple[str, str]] = []
+    for name, value in root.raw_items():
+        if _is_structural(name):
+            continue
+        fields.append((name, _unfold(_header_text(value))))
+    draft = Draft(header_fields=tuple(fields), root=root)
+    if not draft.values("From"):
+        raise SealError("draft has no From header")
+    if not draft.addresses("From"):
+        raise SealError("draft's From header holds no address")
+    return draft
+
+
+def _check_defects(part: email.message.Message) -> None:
+    """Refuse a draft whose structure the parser had to guess: we would sign the guess."""
+    fatal = (
+        email_errors.MissingHeaderBodySeparatorDefect,
+        email_errors.NoBoundaryInMultipartDefect,
+        email_errors.StartBoundaryNotFoundDefect,
+        email_errors.MultipartInvariantViolationDefect,
+        email_errors.FirstHeaderLineIsContinuationDefect,
+        email_errors.MisplacedEnvelopeHeaderDefect,
+    )
+    for defect in part.defects:
+        if isinstance(defect, fatal):
+            raise SealError(f"draft is not a well-formed MIME message: {type(defect).__name__}")
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        for sub in payload:
+            if isinstance(sub, email.message.Message):
+                _check_defects(sub)
+
+
+def _is_structural(name: str) -> bool:
+    lname = name.lower()
+    return lname.startswith("content-") or lname == "mime-version"
+
+
+def _header_text(value: object) -> str:
+    """A raw header value as text: the parser keeps 8-bit octets as surrogate escapes."""
+    text = str(value)
+    try:
+        return text.encode("ascii", "surrogateescape").decode("utf-8")
+    except UnicodeError:
+        # Not UTF-8: Latin-1 maps every octet, so nothing is lost or refused.
+        return text.encode("ascii", "surrogateescape").decode("latin-1")
+
+
+def _unfold(value: str) -> str:
+    return re.sub(r"\r?\n(?=[ \t])", "", value).strip()
+
+
+def format_header(name: str, value: str) -> bytes:
+    """One header field as 7-bit bytes ending in CRLF.
+
+    Non-ASCII values are RFC 2047 encoded (address fields keep their addresses readable); long
+    ASCII values are folded; no line ends in whitespace.
+    """
+    if value.isascii() and len(name) + len(value) + 2 <= 78:
+        return f"{name}: {value}\r\n".encode("ascii")
+    policy = email.policy.SMTP
+    folded = policy.header_factory(name, value).fold(policy=policy)
+    lines = [line.rstrip(" \t") for line in folded.split("\r\n") if line.strip()]
+    text = "\r\n".join(lines) + "\r\n"
+    if not text.isascii():  # pragma: no cover - the SMTP policy always encodes
+        raise SealError(f"header {name} cannot be encoded as 7-bit")
+    return text.encode("ascii")
+
+
+def payload_entity(
+    draft: Draft,
+    *,
+    protected_fields: Sequence[tuple[str, str]] = (),
+    hp: str | None = None,
+) -> bytes:
+    """The draft's body as one transport-safe MIME entity (CRLF, 7-bit).
+
+    ``protected_fields`` are written first in the entity's header section (header protection);
+    ``hp`` (``"clear"`` or ``"cipher"``) is added as the RFC 9788 Content-Type parameter of the
+    root part. Raises :class:`SealError` for a part that cannot be encoded.
+    """
+    head = b"".join(format_header(n, v) for n, v in protected_fields)
+    return head + _entity(draft.root, hp=hp, top=True)
+
+
+def _entity(
+    part: email.message.Message,
+    *,
+    hp: str | None,
+    top: bool = False,
+) -> bytes:
+    ctype = part.get_content_type()
+    maintype = part.get_content_maintype()
+    headers: list[tuple[str, str]] = []
+    has_ctype = False
+    for name, value in part.raw_items():
+        lname = name.lower()
+        if top and not _is_structural(name):
+            continue  # message header fields are written by the caller (or kept outside)
+        if lname in ("content-transfer-encoding", "mime-version"):
+            continue
+        text = _unfold(_header_text(value))
+        if lname == "content-type":
+            has_ctype = True
+            text = _without_param(text, "hp")
+            if top and hp is not None:
+                text = f'{text}; hp="{hp}"'
+        headers.append((name, text))
+
+    if isinstance(part.get_payload(), list):
+        if part.is_multipart() and maintype == "multipart":
+            body = _multipart_body(part)
+            boundary = part.get_boundary()
+            if boundary is None:  # pragma: no cover - refused by _check_defects
+                raise SealError("draft multipart has no boundary")
+        else:  # message/rfc822 and friends: the payload is one embedded message
+            inner = part.get_payload()
+            body = b"".join(
+                _whole_message(m) for m in inner if isinstance(m, email.message.Message)
+            )
+        cte = None
+    else:
+        raw = part.get_payload(decode=True)
+        data = raw if isinstance(raw, bytes) else b""
+        if maintype == "text" or not has_ctype:
+            cte, body = _encode_text(data)
+        else:
+            cte, body = "base64", _base64_lines(data)
+        if not has_ctype and top:
+            charset = "us-ascii" if data.isascii() else "utf-8"
+            ctext = f"text/plain; charset={charset}"
+            if hp is not None:
+                ctext += f'; hp="{hp}"'
+            headers.insert(0, ("Content-Type", ctext))
+            has_ctype = True
+    if not has_ctype and top:
+        headers.insert(0, ("Content-Type", ctype))
+    out = b"".join(format_header(n, v) for n, v in headers)
+    if cte is not None:
+        out += format_header("Content-Transfer-Encoding", cte)
+    return out + b"\r\n" + body
+
+
+def _whole_message(msg: email.message.Message) -> bytes:
+    """An embedded message (message/rfc822): its header fields, then its body, all 7-bit."""
+    head = b"".join(
+        format_header(n, _unfold(_header_text(v)))
+        for n, v in msg.raw_items()
+        if not _is_structural(n)
+    )
+    return head + _entity(msg, hp=None, top=True)
+
+
+def _multipart_body(part: email.message.Message) -> bytes:
+    boundary = part.get_boundary()
+    assert boundary is not None
+    out = b""
+    preamble = part.preamble
+    if preamble and preamble.isascii():
+        out += _crlf(preamble.encode("ascii")).rstrip(b"\r\n") + b"\r\n"
+    for sub in part.get_payload():
+        if not isinstance(sub, email.message.Message):  # pragma: no cover - parser invariant
+            continue
+        out += f"--{boundary}\r\n".encode("ascii")
+        out += _entity(sub, hp=None) + b"\r\n"
+    out += f"--{boundary}--\r\n".encode("ascii")
+    return out
+
+
+def _without_param(content_type: str, param: str) -> str:
+    pieces = [p for p in _split_params(content_type)]
+    kept = [pieces[0]] + [p for p in pieces[1:] if p.split("=", 1)[0].strip().lower() != param]
+    return "; ".join(p.strip() for p in kept)
+
+
+def _split_params(value: str) -> list[str]:
+    """Split a Content-Type value at semicolons that are not inside quotes."""
+    out, cur, quoted = [], "", False
+    for ch in value:
+        if ch == '"':
+            quoted = not quoted
+        if ch == ";" and not quoted:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    out.append(cur)
+    return [p for p in out if p.strip()] or [value]
+
+
+def _crlf(data: bytes) -> bytes:
+    """Canonical line ends: CRLF for every CRLF, bare LF and bare CR."""
+    return re.sub(rb"\r\n|\r|\n", b"\r\n", data)
+
+
+def _is_7bit_clean(data: bytes) -> bool:
+    """True when ``data`` (CRLF text) can travel as-is through any SMTP relay."""
+    if not data.isascii() or b"\x00" in data:
+        return False
+    for line in data.split(b"\r\n"):
+        if len(line) > MAX_LINE or line.endswith((b" ", b"\t")) or line.startswith(b"From "):
+            return False
+    return True
+
+
+def _encode_text(data: bytes) -> tuple[str, bytes]:
+    """Encode a text part: as-is when 7-bit clean, else quoted-printable (CRLF)."""
+    text = _crlf(data)
+    if _is_7bit_clean(text):
+        return "7bit", text
+    encoded = quopri.encodestring(text.replace(b"\r\n", b"\n"), quotetabs=False)
+    # quopri leaves "From " at a line start alone; mbox-minded relays rewrite it to ">From ".
+    encoded = re.sub(rb"(?m)^From ", b"=46rom ", encoded)
+    return "quoted-printable", encoded.replace(b"\n", b"\r\n")
+
+
+def _base64_lines(data: bytes) -> bytes:
+    return base64.encodebytes(data).replace(b"\n", b"\r\n")
+
+
+def hp_outer_fields(outer: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The RFC 9788 ``HP-Outer`` fields recording which header fields an encrypted message shows
+    outside (each as ``Name: value``), to be placed in the cryptographic payload."""
+    return [("HP-Outer", f"{name}: {value}") for name, value in outer]
+
+
+def protected_header_fields(draft: Draft) -> list[tuple[str, str]]:
+    """The header fields the cryptographic payload carries: all of the draft's, except Bcc."""
+    return [(n, v) for n, v in draft.header_fields if n.lower() not in _NEVER_COPIED]
+
+
+def outer_header_fields(draft: Draft, *, encrypted: bool) -> list[tuple[str, str]]:
+    """The header fields shown outside the S/MIME layers.
+
+    Never Bcc. For an encrypted message, RFC 9788's baseline policy: the Subject becomes
+    ``[...]`` and Comments and Keywords are removed; every other field is kept so that mail
+    routing and threading still work.
+    """
+    out: list[tuple[str, str]] = []
+    for name, value in protected_header_fields(draft):
+        lname = name.lower()
+        if encrypted and lname in _BASELINE_REMOVED:
+            continue
+        if encrypted and lname == "subject":
+            value = OBSCURED_SUBJECT
+        out.append((name, value))
+    return out

@@ -1,0 +1,724 @@
+"""Sealing a draft: sign and/or encrypt it so that every S/MIME client opens it (RFC 8551).
+
+The order is RFC 8551's: the transport-safe payload (carrying the real header fields, RFC 9788)
+is signed (detached ``multipart/signed``, or opaque ``signed-data``), then the signed entity is
+encrypted to every To/Cc recipient and to the sender. Each Bcc recipient gets a copy encrypted
+separately, so that no RecipientInfo reveals a Bcc recipient to anyone else.
+
+The CMS structures are built with asn1crypto; cryptography supplies the primitives. cryptography's
+own PKCS#7 builders cannot do what is needed here (opaque signing, the new signature media type,
+AES-GCM, RSA-OAEP, ECDH recipients), see issue 3.
+
+Pure: no file or network access and no clock reads; the time is an argument and the randomness a
+function that can be replaced.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from asn1crypto import algos, cms, core, keys
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives import hashes, padding, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.keywrap import aes_key_wrap
+
+from smime_companion.core import mime_build
+from smime_companion.core.certs import (
+    CAPABILITY_OIDS,
+    allows_encryption,
+    capabilities_from_attribute,
+    email_addresses,
+    is_usable_for_email,
+)
+from smime_companion.core.cms_algorithms import (
+    AnyAlgorithmIdentifier,
+    GcmParameters,
+    ecc_cms_shared_info,
+    x963_kdf,
+)
+from smime_companion.core.model import Identity
+from smime_companion.errors import MalformedInput, SealError, UnsupportedInput
+
+RandomBytes = Callable[[int], bytes]
+
+# Capability names (core.certs vocabulary) that steer the choice of algorithms.
+AES_256_GCM = "aes-256-gcm"
+AES_256_CBC = "aes-256-cbc"
+AES_128_CBC = "aes-128-cbc"
+TRIPLE_DES = "3des-cbc"
+RSA_OAEP = "rsaes-oaep"
+
+# What we advertise in our SMIMECapabilities signed attribute, most preferred first.
+OUR_CAPABILITIES: tuple[str, ...] = (
+    AES_256_GCM,
+    "aes-128-gcm",
+    AES_256_CBC,
+    AES_128_CBC,
+    RSA_OAEP,
+    "ecdh-sha256",
+    "ecdh-sha384",
+    "ecdh-sha512",
+)
+
+# What the sender's own certificate is assumed to accept when it is a recipient of the Sent copy.
+SENDER_CAPABILITIES: tuple[str, ...] = (AES_256_GCM, AES_256_CBC, AES_128_CBC)
+
+_SMIME_CAPABILITIES = "1.2.840.113549.1.9.15"
+
+# Microsoft's variant of SMIMEEncryptionKeyPreference (an IssuerAndSerialNumber); Outlook reads it.
+_MS_ENCRYPTION_KEY_PREFERENCE = "1.3.6.1.4.1.311.16.4"
+
+# ECDH scheme per curve (RFC 5753 sec 8 / RFC 8418 pairing of curve and KDF hash).
+_ECDH_SCHEMES = {
+    "secp256r1": ("1.3.132.1.11.1", "sha256", "p256"),
+    "secp384r1": ("1.3.132.1.11.2", "sha384", "p384"),
+    "secp521r1": ("1.3.132.1.11.3", "sha512", "p521"),
+}
+_CURVE_OIDS = {"secp256r1": "1.2.840.10045.3.1.7", "secp384r1": "1.3.132.0.34"}
+_CURVE_OIDS["secp521r1"] = "1.3.132.0.35"
+
+
+@dataclass(frozen=True)
+class _CipherSpec:
+    name: str
+    oid: str
+    key_size: int
+    aead: bool
+    wrap_oid: str  # the AES key wrap used to carry this key to ECDH recipients
+    wrap_name: str
+
+
+_CIPHERS = {
+    AES_256_GCM: _CipherSpec(
+        AES_256_GCM, "2.16.840.1.101.3.4.1.46", 32, True, "2.16.840.1.101.3.4.1.45", "aes256"
+    ),
+    AES_256_CBC: _CipherSpec(
+        AES_256_CBC, "2.16.840.1.101.3.4.1.42", 32, False, "2.16.840.1.101.3.4.1.45", "aes256"
+    ),
+    AES_128_CBC: _CipherSpec(
+        AES_128_CBC, "2.16.840.1.101.3.4.1.2", 16, False, "2.16.840.1.101.3.4.1.5", "aes128"
+    ),
+    # A 3DES key is 24 bytes: AES-256 wrap carries it (RFC 5753 lets the KEK be stronger).
+    TRIPLE_DES: _CipherSpec(
+        TRIPLE_DES, "1.2.840.113549.3.7", 24, False, "2.16.840.1.101.3.4.1.45", "aes256"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class SealOptions:
+    """How to seal. ``allow_3des`` permits Triple-DES for a recipient that advertised nothing
+    better; without it such a recipient still gets AES-128-CBC (which RFC 8551 makes mandatory)."""
+
+    sign: bool = True
+    encrypt: bool = True
+    opaque: bool = False
+    header_protection: bool = True
+    allow_3des: bool = False
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Who a message is encrypted to: an address, its certificate, and the capability names
+    (``core.certs`` vocabulary, e.g. ``aes-256-gcm``, ``rsaes-oaep``) the recipient advertised;
+    empty when nothing is known about the recipient."""
+
+    address: str
+    certificate: x509.Certificate
+    capabilities: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class KeyDelivery:
+    """How the content key reached one recipient: ``rsa-pkcs1v15``, ``rsa-oaep-sha256`` or
+    ``ecdh-p256-sha256``-style names (the ones ``core.decrypt`` reports)."""
+
+    address: str
+    key_transport: str
+
+
+@dataclass(frozen=True)
+class SealedMessage:
+    """One finished message and the envelope addresses it is for."""
+
+    message: bytes
+    envelope_recipients: tuple[str, ...]
+    deliveries: tuple[KeyDelivery, ...] = ()
+
+
+@dataclass(frozen=True)
+class SealResult:
+    """What :func:`seal` made.
+
+    ``main`` goes to the sender's Sent folder and to every To/Cc recipient; ``bcc_copies`` maps
+    each Bcc address to its own copy (empty when not encrypting: then ``main`` goes to Bcc
+    recipients too and is listed in its envelope). ``content_cipher`` is None when not encrypted.
+    """
+
+    main: SealedMessage
+    bcc_copies: dict[str, SealedMessage] = field(default_factory=dict)
+    content_cipher: str | None = None
+    signed: bool = False
+    encrypted: bool = False
+    micalg: str | None = None
+
+
+def seal(
+    draft: bytes,
+    *,
+    signer: Identity | None,
+    recipients: Sequence[Recipient],
+    at: datetime,
+    options: SealOptions = SealOptions(),
+    random: RandomBytes = os.urandom,
+) -> SealResult:
+    """Sign and/or encrypt ``draft`` (a whole RFC 5322 message) as ``options`` ask.
+
+    ``signer`` signs (required when ``options.sign``); its certificate is also an encryption
+    recipient for the From address unless ``recipients`` names that address. ``recipients`` must
+    cover every To, Cc and Bcc address (and From, when there is no signer) when encrypting.
+    ``at`` is the signing time and the Date of a draft without one.
+
+    Returns a :class:`SealResult`. Raises :class:`SealError` for a draft that cannot be sealed
+    (not MIME, no From, recipients without certificate, a signer key that does not match its
+    certificate or address) and :class:`UnsupportedInput` for a key type we cannot use.
+    """
+    if not (options.sign or options.encrypt):
+        raise SealError("nothing to do: neither signing nor encrypting was asked for")
+    parsed = mime_build.parse_draft(draft)
+    sender = parsed.addresses("From")[0]
+    to_cc = parsed.addresses("To", "Cc")
+    bcc = tuple(a for a in parsed.addresses("Bcc") if a not in to_cc)
+    if options.sign:
+        if signer is None:
+            raise SealError("signing was asked for but no signing key was given")
+        _check_signer(signer, sender)
+    parsed = _with_date_and_id(parsed, at, sender, random)
+
+    by_address = _recipient_table(recipients, signer, sender)
+    if options.encrypt:
+        missing = [a for a in (sender, *to_cc, *bcc) if a not in by_address]
+        if missing:
+            raise SealError("no certificate for recipient(s): " + ", ".join(missing))
+        unusable = [
+            f"{a} ({problem})"
+            for a in dict.fromkeys((sender, *to_cc, *bcc))
+            if (problem := recipient_certificate_problem(by_address[a].certificate, at))
+        ]
+        if unusable:
+            raise SealError("cannot encrypt to recipient(s): " + ", ".join(unusable))
+
+    hp = None
+    protected: list[tuple[str, str]] = []
+    if options.header_protection:
+        hp = "cipher" if options.encrypt else "clear"
+        protected = mime_build.protected_header_fields(parsed)
+        if options.encrypt:
+            outer = mime_build.outer_header_fields(parsed, encrypted=True)
+            protected += mime_build.hp_outer_fields(outer)
+    payload = mime_build.payload_entity(parsed, protected_fields=protected, hp=hp)
+
+    micalg = None
+    if options.sign:
+        assert signer is not None
+        digest_name = _digest_for(signer.key)
+        micalg = _MICALG[digest_name]
+        entity = _signed_entity(payload, signer, at, options.opaque, random)
+    else:
+        entity = payload
+
+    outer_fields = mime_build.outer_header_fields(parsed, encrypted=options.encrypt)
+    if not options.encrypt:
+        message = _message(outer_fields, entity)
+        everyone = tuple(dict.fromkeys((*to_cc, *bcc)))
+        return SealResult(main=SealedMessage(message, everyone), signed=options.sign, micalg=micalg)
+
+    main_rcpts = [by_address[a] for a in dict.fromkeys((sender, *to_cc))]
+    cipher = _CIPHERS[choose_content_cipher(main_rcpts, allow_3des=options.allow_3des)]
+    main = _encrypted_message(outer_fields, entity, main_rcpts, cipher, random, to_cc)
+    copies: dict[str, SealedMessage] = {}
+    for address in bcc:
+        rcpts = [by_address[address], by_address[sender]]
+        copy_cipher = _CIPHERS[choose_content_cipher(rcpts, allow_3des=options.allow_3des)]
+        copies[address] = _encrypted_message(
+            outer_fields, entity, rcpts, copy_cipher, random, (address,)
+        )
+    return SealResult(
+        main=main,
+        bcc_copies=copies,
+        content_cipher=cipher.name,
+        signed=options.sign,
+        encrypted=True,
+        micalg=micalg,
+    )
+
+
+def choose_content_cipher(recipients: Sequence[Recipient], *, allow_3des: bool = False) -> str:
+    """The content cipher every recipient can decrypt.
+
+    AES-256-GCM only when every recipient advertised it; else AES-256-CBC when every recipient
+    advertised it or advertised nothing; else AES-128-CBC; 3DES only with ``allow_3des`` and a
+    recipient whose advertised list has 3DES but no AES. Returns the cipher's name.
+    """
+    caps = [set(r.capabilities) for r in recipients]
+    if caps and all(AES_256_GCM in c for c in caps):
+        return AES_256_GCM
+    if all(not c or AES_256_CBC in c or AES_256_GCM in c for c in caps):
+        # A recipient advertising GCM-256 but not CBC-256 has the key size, and RFC 8551
+        # makes CBC mandatory: AES-256-CBC is safe for it.
+        return AES_256_CBC
+    aes = {AES_256_GCM, AES_256_CBC, AES_128_CBC, "aes-128-gcm", "aes-192-cbc", "aes-192-gcm"}
+    if allow_3des and any(c and TRIPLE_DES in c and not (c & aes) for c in caps):
+        return TRIPLE_DES
+    return AES_128_CBC
+
+
+def recipient_certificate_problem(cert: x509.Certificate, at: datetime) -> str | None:
+    """Why ``cert`` must not receive encrypted mail at time ``at`` (one short phrase), or None.
+
+    Checks the validity period, the extended key usage (emailProtection) and the key usage for
+    the key type (keyEncipherment for RSA, keyAgreement for EC). Never raises.
+    """
+    if at < cert.not_valid_before_utc:
+        return "certificate not yet valid"
+    if at > cert.not_valid_after_utc:
+        return "certificate expired"
+    if not is_usable_for_email(cert):
+        return "certificate not for email protection"
+    if not allows_encryption(cert):
+        return "certificate key cannot receive encrypted mail"
+    return None
+
+
+def advertised_capabilities(cert: x509.Certificate) -> tuple[str, ...]:
+    """The capability names of the certificate's SMIMECapabilities extension (RFC 4262), or
+    ``()`` when it has none or it cannot be read. Never raises."""
+    try:
+        ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(_SMIME_CAPABILITIES))
+    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
+        return ()
+    value = ext.value
+    if not isinstance(value, x509.UnrecognizedExtension):
+        return ()
+    try:
+        names, _oids = capabilities_from_attribute(value.value)
+    except MalformedInput:
+        return ()
+    return names
+
+
+# --- draft preparation --------------------------------------------------------------------------
+
+
+def _check_signer(signer: Identity, sender: str) -> None:
+    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    if signer.key.public_key().public_bytes(
+        der, fmt
+    ) != signer.certificate.public_key().public_bytes(der, fmt):
+        raise SealError("the signing key does not match the signing certificate")
+    addresses = email_addresses(signer.certificate)
+    if sender not in addresses:
+        shown = ", ".join(addresses) or "no address"
+        raise SealError(f"the signing certificate is for {shown}, not the From address {sender}")
+
+
+def _with_date_and_id(
+    draft: mime_build.Draft, at: datetime, sender: str, random: RandomBytes
+) -> mime_build.Draft:
+    """RFC 5322 wants Date; a Message-ID lets replies thread. Add them when the draft lacks them,
+    before signing, so that they are protected too."""
+    fields = list(draft.header_fields)
+    if not draft.values("Date"):
+        fields.append(("Date", email.utils.format_datetime(at)))
+    if not draft.values("Message-ID"):
+        domain = sender.rsplit("@", 1)[1]
+        fields.append(("Message-ID", f"<{random(16).hex()}@{domain}>"))
+    return mime_build.Draft(header_fields=tuple(fields), root=draft.root)
+
+
+def _recipient_table(
+    recipients: Sequence[Recipient], signer: Identity | None, sender: str
+) -> dict[str, Recipient]:
+    table: dict[str, Recipient] = {}
+    for r in recipients:
+        table.setdefault(r.address.lower(), r)
+    if signer is not None and sender not in table:
+        # The sender reads the Sent copy with the key it signs with, possibly in another client:
+        # assume the content ciphers every current client reads, but not OAEP (gpgsm 2.2 lacks it).
+        table[sender] = Recipient(sender, signer.certificate, SENDER_CAPABILITIES)
+    return table
+
+
+# --- MIME framing -------------------------------------------------------------------------------
+
+
+def _message(outer_fields: Sequence[tuple[str, str]], entity: bytes) -> bytes:
+    head = b"".join(mime_build.format_header(n, v) for n, v in outer_fields)
+    return head + b"MIME-Version: 1.0\r\n" + entity
+
+
+def _base64(der: bytes) -> bytes:
+    return base64.encodebytes(der).replace(b"\n", b"\r\n")
+
+
+def _pkcs7_mime(smime_type: str, der: bytes) -> bytes:
+    return (
+        f'Content-Type: application/pkcs7-mime; smime-type={smime_type}; name="smime.p7m"\r\n'
+        'Content-Disposition: attachment; filename="smime.p7m"\r\n'
+        "Content-Transfer-Encoding: base64\r\n\r\n"
+    ).encode("ascii") + _base64(der)
+
+
+def _boundary(random: RandomBytes, content: bytes) -> str:
+    while True:
+        boundary = "----smime-" + random(12).hex()
+        if boundary.encode("ascii") not in content:
+            return boundary
+
+
+# --- signing ------------------------------------------------------------------------------------
+
+_MICALG = {"sha256": "sha-256", "sha512": "sha-512"}
+
+
+def _digest_for(key: object) -> str:
+    # Ed25519 signs with SHA-512 as its message digest (RFC 8419 sec 3.1); everything else
+    # SHA-256, the one digest every client in use verifies.
+    return "sha512" if isinstance(key, ed25519.Ed25519PrivateKey) else "sha256"
+
+
+def _signed_entity(
+    payload: bytes, signer: Identity, at: datetime, opaque: bool, random: RandomBytes
+) -> bytes:
+    """The payload signed: a multipart/signed entity, or an opaque signed-data entity."""
+    der = sign_content(payload, signer, at, detached=not opaque)
+    if opaque:
+        return _pkcs7_mime("signed-data", der)
+    digest = _MICALG[_digest_for(signer.key)]
+    boundary = _boundary(random, payload)
+    return (
+        (
+            f'Content-Type: multipart/signed; protocol="application/pkcs7-signature"; '
+            f'micalg={digest};\r\n boundary="{boundary}"\r\n\r\n'
+            "This is a cryptographically signed message in MIME format.\r\n\r\n"
+            f"--{boundary}\r\n"
+        ).encode("ascii")
+        + payload
+        + (
+            f"\r\n--{boundary}\r\n"
+            'Content-Type: application/pkcs7-signature; name="smime.p7s"\r\n'
+            'Content-Disposition: attachment; filename="smime.p7s"\r\n'
+            "Content-Transfer-Encoding: base64\r\n\r\n"
+        ).encode("ascii")
+        + _base64(der)
+        + f"\r\n--{boundary}--\r\n".encode("ascii")
+    )
+
+
+def sign_content(content: bytes, signer: Identity, at: datetime, *, detached: bool) -> bytes:
+    """DER of a CMS ContentInfo holding SignedData over ``content`` by ``signer``.
+
+    The signed attributes are contentType, signingTime, messageDigest, SMIMECapabilities,
+    SMIMEEncryptionKeyPreference and Microsoft's variant of it; the certificates are the signer's
+    and its ``chain``. Raises :class:`UnsupportedInput` for a key type we cannot sign with.
+    """
+    digest_name = _digest_for(signer.key)
+    message_digest = hashlib.new(digest_name, content).digest()
+    cert = asn1_x509.Certificate.load(signer.certificate.public_bytes(serialization.Encoding.DER))
+    issuer_serial = cms.IssuerAndSerialNumber(
+        {"issuer": cert.issuer, "serial_number": cert.serial_number}
+    )
+    attrs = cms.CMSAttributes(
+        [
+            _attr("content_type", cms.ContentType("data")),
+            _attr("signing_time", _cms_time(at)),
+            _attr("message_digest", core.OctetString(message_digest)),
+            _attr("smime_capabilities", _smime_capabilities()),
+            _attr(
+                "encrypt_key_pref",
+                cms.SMIMEEncryptionKeyPreference(
+                    name="issuer_and_serial_number", value=issuer_serial
+                ),
+            ),
+            cms.CMSAttribute(
+                {
+                    "type": _MS_ENCRYPTION_KEY_PREFERENCE,
+                    "values": [issuer_serial],
+                }
+            ),
+        ]
+    )
+    # The signature covers the DER SET OF (universal tag 17), not the [0] IMPLICIT form.
+    to_sign = attrs.dump(force=True)
+    signature, sig_alg = _sign(signer.key, to_sign, digest_name)
+    signer_info = cms.SignerInfo(
+        {
+            "version": "v1",
+            "sid": cms.SignerIdentifier(name="issuer_and_serial_number", value=issuer_serial),
+            "digest_algorithm": algos.DigestAlgorithm({"algorithm": digest_name}),
+            "signed_attrs": cms.CMSAttributes.load(to_sign),
+            "signature_algorithm": sig_alg,
+            "signature": signature,
+        }
+    )
+    encap: dict[str, object] = {"content_type": "data"}
+    if not detached:
+        encap["content"] = core.OctetString(content)
+    certificates = [cert] + [
+        asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER))
+        for c in signer.chain
+        if c != signer.certificate
+    ]
+    signed_data = cms.SignedData(
+        {
+            "version": "v1",
+            "digest_algorithms": [algos.DigestAlgorithm({"algorithm": digest_name})],
+            "encap_content_info": cms.ContentInfo(encap),
+            "certificates": [
+                cms.CertificateChoices(name="certificate", value=c) for c in certificates
+            ],
+            "signer_infos": [signer_info],
+        }
+    )
+    info = cms.ContentInfo({"content_type": "signed_data", "content": signed_data})
+    return bytes(info.dump(force=True))
+
+
+def _attr(name: str, value: core.Asn1Value) -> cms.CMSAttribute:
+    return cms.CMSAttribute({"type": name, "values": [value]})
+
+
+def _cms_time(at: datetime) -> cms.Time:
+    # RFC 5652 sec 11.3: UTCTime for 1950-2049, GeneralizedTime otherwise.
+    if 1950 <= at.year < 2050:
+        return cms.Time(name="utc_time", value=core.UTCTime(at))
+    return cms.Time(name="general_time", value=core.GeneralizedTime(at))
+
+
+def _smime_capabilities() -> cms.SMIMECapabilites:
+    caps = []
+    for name in OUR_CAPABILITIES:
+        caps.append(cms.SMIMECapabilityIdentifier({"capability_id": CAPABILITY_OIDS[name]}))
+    return cms.SMIMECapabilites(caps)
+
+
+def _sign(key: object, data: bytes, digest_name: str) -> tuple[bytes, algos.SignedDigestAlgorithm]:
+    if isinstance(key, rsa.RSAPrivateKey):
+        sig = key.sign(data, asym_padding.PKCS1v15(), hashes.SHA256())
+        # rsaEncryption with the digest named separately, as every S/MIME agent writes it.
+        return sig, algos.SignedDigestAlgorithm({"algorithm": "rsassa_pkcs1v15"})
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        sig = key.sign(data, ec.ECDSA(hashes.SHA256()))
+        return sig, algos.SignedDigestAlgorithm({"algorithm": "sha256_ecdsa"})
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign(data), algos.SignedDigestAlgorithm({"algorithm": "ed25519"})
+    raise UnsupportedInput(f"cannot sign with a {type(key).__name__}")
+
+
+# --- encryption ---------------------------------------------------------------------------------
+
+
+def _encrypted_message(
+    outer_fields: Sequence[tuple[str, str]],
+    entity: bytes,
+    recipients: Sequence[Recipient],
+    cipher: _CipherSpec,
+    random: RandomBytes,
+    envelope: Sequence[str],
+) -> SealedMessage:
+    der, deliveries = encrypt_content(entity, recipients, cipher.name, random=random)
+    smime_type = "authEnveloped-data" if cipher.aead else "enveloped-data"
+    message = _message(outer_fields, _pkcs7_mime(smime_type, der))
+    return SealedMessage(message, tuple(envelope), deliveries)
+
+
+def encrypt_content(
+    content: bytes,
+    recipients: Sequence[Recipient],
+    cipher_name: str,
+    *,
+    random: RandomBytes = os.urandom,
+) -> tuple[bytes, tuple[KeyDelivery, ...]]:
+    """DER of a CMS ContentInfo holding EnvelopedData (CBC) or AuthEnvelopedData (GCM) of
+    ``content`` to every recipient, and how the key went to each.
+
+    RSA recipients get RSAES-OAEP (SHA-256) when they advertised ``rsaes-oaep``, else PKCS#1
+    v1.5; EC recipients get ECDH (RFC 5753, ephemeral-static, X9.63 KDF) with AES key wrap.
+    Raises :class:`UnsupportedInput` for a certificate key that cannot receive encrypted mail
+    and for an unknown cipher name.
+    """
+    spec = _CIPHERS.get(cipher_name)
+    if spec is None:
+        raise UnsupportedInput(f"unknown content cipher {cipher_name!r}")
+    cek = random(spec.key_size)
+    infos = []
+    deliveries = []
+    for r in recipients:
+        info, method = _recipient_info(r, cek, spec)
+        infos.append(info)
+        deliveries.append(KeyDelivery(r.address, method))
+    version = "v2" if any(i.name == "kari" for i in infos) else "v0"
+    if spec.aead:
+        nonce = random(12)
+        sealed = AESGCM(cek).encrypt(nonce, content, None)
+        ciphertext, tag = sealed[:-16], sealed[-16:]
+        params = GcmParameters({"aes_nonce": nonce, "aes_icvlen": 16})
+        alg = AnyAlgorithmIdentifier({"algorithm": spec.oid, "parameters": params})
+        eci = cms.EncryptedContentInfo(
+            {
+                "content_type": "data",
+                "content_encryption_algorithm": algos.EncryptionAlgorithm.load(alg.dump()),
+                "encrypted_content": ciphertext,
+            }
+        )
+        auth = cms.AuthEnvelopedData(
+            {
+                "version": "v0",
+                "recipient_infos": infos,
+                "auth_encrypted_content_info": eci,
+                "mac": tag,
+            }
+        )
+        info = cms.ContentInfo({"content_type": "authenticated_enveloped_data", "content": auth})
+    else:
+        block = 8 if spec.name == TRIPLE_DES else 16
+        iv = random(block)
+        padder = padding.PKCS7(block * 8).padder()
+        padded = padder.update(content) + padder.finalize()
+        algorithm = TripleDES(cek) if spec.name == TRIPLE_DES else algorithms.AES(cek)
+        encryptor = Cipher(algorithm, modes.CBC(iv)).encryptor()
+        ciphertext = encryptor.update(padded) + encryptor.finalize()
+        alg = AnyAlgorithmIdentifier({"algorithm": spec.oid, "parameters": core.OctetString(iv)})
+        eci = cms.EncryptedContentInfo(
+            {
+                "content_type": "data",
+                "content_encryption_algorithm": algos.EncryptionAlgorithm.load(alg.dump()),
+                "encrypted_content": ciphertext,
+            }
+        )
+        env = cms.EnvelopedData(
+            {"version": version, "recipient_infos": infos, "encrypted_content_info": eci}
+        )
+        info = cms.ContentInfo({"content_type": "enveloped_data", "content": env})
+    return bytes(info.dump(force=True)), tuple(deliveries)
+
+
+def _issuer_serial(cert: x509.Certificate) -> cms.IssuerAndSerialNumber:
+    parsed = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+    return cms.IssuerAndSerialNumber(
+        {"issuer": parsed.issuer, "serial_number": parsed.serial_number}
+    )
+
+
+def _recipient_info(
+    recipient: Recipient, cek: bytes, spec: _CipherSpec
+) -> tuple[cms.RecipientInfo, str]:
+    public = recipient.certificate.public_key()
+    rid = _issuer_serial(recipient.certificate)
+    if isinstance(public, rsa.RSAPublicKey):
+        if RSA_OAEP in recipient.capabilities:
+            oaep = asym_padding.OAEP(
+                mgf=asym_padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None
+            )
+            encrypted = public.encrypt(cek, oaep)
+            params = algos.RSAESOAEPParams(
+                {
+                    "hash_algorithm": {"algorithm": "sha256"},
+                    "mask_gen_algorithm": {
+                        "algorithm": "mgf1",
+                        "parameters": {"algorithm": "sha256"},
+                    },
+                }
+            )
+            kea = cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_oaep", "parameters": params})
+            method = "rsa-oaep-sha256"
+        else:
+            encrypted = public.encrypt(cek, asym_padding.PKCS1v15())
+            kea = cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_pkcs1v15"})
+            method = "rsa-pkcs1v15"
+        ktri = cms.KeyTransRecipientInfo(
+            {
+                "version": "v0",
+                "rid": cms.RecipientIdentifier(name="issuer_and_serial_number", value=rid),
+                "key_encryption_algorithm": kea,
+                "encrypted_key": encrypted,
+            }
+        )
+        return cms.RecipientInfo(name="ktri", value=ktri), method
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        return _kari(public, rid, cek, spec)
+    raise UnsupportedInput(
+        f"the certificate of {recipient.address} has a {type(public).__name__}, which cannot "
+        "receive encrypted mail"
+    )
+
+
+def _kari(
+    public: ec.EllipticCurvePublicKey,
+    rid: cms.IssuerAndSerialNumber,
+    cek: bytes,
+    spec: _CipherSpec,
+) -> tuple[cms.RecipientInfo, str]:
+    """A KeyAgreeRecipientInfo: ephemeral-static ECDH (RFC 5753 sec 3.1.1)."""
+    scheme = _ECDH_SCHEMES.get(public.curve.name)
+    if scheme is None:
+        raise UnsupportedInput(f"cannot encrypt to an EC key on curve {public.curve.name}")
+    scheme_oid, hash_name, curve_short = scheme
+    ephemeral = ec.generate_private_key(public.curve)
+    shared = ephemeral.exchange(ec.ECDH(), public)
+    wrap_alg = AnyAlgorithmIdentifier({"algorithm": spec.wrap_oid})
+    kek_size = 16 if spec.wrap_name == "aes128" else 32
+    kek = x963_kdf(hash_name, shared, kek_size, ecc_cms_shared_info(wrap_alg, None))
+    wrapped = aes_key_wrap(kek, cek)
+    point = ephemeral.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    originator_key = keys.PublicKeyInfo(
+        {
+            "algorithm": keys.PublicKeyAlgorithm(
+                {
+                    "algorithm": "ec",
+                    "parameters": keys.ECDomainParameters(
+                        name="named", value=_CURVE_OIDS[public.curve.name]
+                    ),
+                }
+            ),
+            "public_key": point,
+        }
+    )
+    kea = cms.KeyEncryptionAlgorithm.load(
+        AnyAlgorithmIdentifier({"algorithm": scheme_oid, "parameters": wrap_alg}).dump()
+    )
+    kari = cms.KeyAgreeRecipientInfo(
+        {
+            "version": "v3",
+            "originator": cms.OriginatorIdentifierOrKey(
+                name="originator_key", value=originator_key
+            ),
+            "key_encryption_algorithm": kea,
+            "recipient_encrypted_keys": [
+                cms.RecipientEncryptedKey(
+                    {
+                        "rid": cms.KeyAgreementRecipientIdentifier(
+                            name="issuer_and_serial_number", value=rid
+                        ),
+                        "encrypted_key": wrapped,
+                    }
+                )
+            ],
+        }
+    )
+    return cms.RecipientInfo(name="kari", value=kari), f"ecdh-{curve_short}-{hash_name}"
