@@ -44,6 +44,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from smime_companion.core.model import Decryption, OpenResult, SignatureStatus
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki
 
 # Content-* headers belong to the MIME entity that is signed/encrypted; every other header of a
@@ -609,3 +610,50 @@ class NssDb:
             _run([*args, "-o", outfile], check=False)
             out = outfile.read_bytes() if outfile.exists() else None
         return PeerVerdict(good=good, valid=good, statuses=statuses, content=out)
+
+
+# --- what the interop tests expect of open_message -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expect:
+    """The verdict ``open_message`` must reach on a generated message.
+
+    ``cipher`` and ``key_transport`` are checked on the outermost encrypted layer when set;
+    ``layers`` is the layer types outermost first; ``warnings`` must all be present and
+    ``absent_warnings`` must not be.
+    """
+
+    decryption: Decryption = Decryption.NONE
+    signature: SignatureStatus = SignatureStatus.NONE
+    signer: str | None = None
+    layers: tuple[str, ...] = ()
+    cipher: str | None = None
+    key_transport: str | None = None
+    warnings: tuple[str, ...] = ()
+    absent_warnings: tuple[str, ...] = ()
+
+
+def check_opened(result: OpenResult, expect: Expect, marker: str, sender: str) -> None:
+    """Assert that ``result`` matches ``expect``, that the innermost content holds ``marker``
+    (a line of the original body) and that the effective From is ``sender``."""
+    summary = (
+        f"decryption={result.decryption} signature={result.signature} signer={result.signer} "
+        f"layers={[layer.type for layer in result.layers]} cipher={result.content_cipher} "
+        f"warnings={result.warnings} error={result.error} "
+        f"reasons={[s.reason for s in result.signers]}"
+    )
+    assert result.decryption == expect.decryption, summary
+    assert result.signature == expect.signature, summary
+    assert result.signer == expect.signer, summary
+    assert tuple(layer.type for layer in result.layers) == expect.layers, summary
+    assert result.content_cipher == expect.cipher, summary
+    if expect.key_transport is not None:
+        encrypted = [layer for layer in result.layers if layer.decryption is not None]
+        assert encrypted and encrypted[0].key_transport == expect.key_transport, summary
+    for warning in expect.warnings:
+        assert warning in result.warnings, summary
+    for warning in expect.absent_warnings:
+        assert warning not in result.warnings, summary
+    assert marker.encode() in result.content, f"marker missing from content: {result.content!r}"
+    assert result.header("From") == sender, summary
