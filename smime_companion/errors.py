@@ -1,8 +1,8 @@
 """The exception family of smime-companion.
 
-Checking untrusted mail produces *results* (see ``core.model``), not exceptions. These exceptions are
-for misuse (bad arguments, unreadable files, wrong passwords) and for input that cannot be parsed at
-all; callers at the edge turn them into one clear line for the user.
+Checking untrusted mail produces *results* (see ``core.model``), not exceptions. These exceptions
+are for misuse (bad arguments, unreadable files, wrong passwords) and for input that cannot be
+parsed at all; callers at the edge turn them into one clear line for the user.
 """
 
 
@@ -17,6 +17,16 @@ class UsageError(SmimeCompanionError):
 class KeyLoadError(UsageError):
     """A private key, certificate or PKCS#12 file could not be loaded (unreadable, wrong password,
     key that does not match its certificate)."""
+
+
+class ConfigError(UsageError):
+    """The configuration file is missing, is not valid TOML, or has an unknown key or a bad value.
+    The message names the file, the line and the key."""
+
+
+class SecretUnavailable(UsageError):
+    """A secret (password, cache key) could not be obtained from where the config says it is:
+    an unset environment variable, a failing command, no keyring backend or entry."""
 
 
 class MalformedInput(SmimeCompanionError):

@@ -37,7 +37,9 @@ class SignatureStatus(StrEnum):
     NOT_YET_VALID = "not-yet-valid"  # a certificate in the chain was not yet valid
     BAD_EKU = "bad-eku"  # the signer certificate is not for email protection
     EMAIL_MISMATCH = "email-mismatch"  # the signer's address is not the message's From
-    WEAK_ALGORITHM = "weak-algorithm"  # sound, but made with an algorithm we no longer trust (SHA-1)
+    WEAK_ALGORITHM = (
+        "weak-algorithm"  # sound, but made with an algorithm we no longer trust (SHA-1)
+    )
     NONE = "none"  # the message was not signed
     MALFORMED = "malformed"  # the signed structure could not be parsed
     UNSUPPORTED = "unsupported"  # an algorithm we do not implement
@@ -87,9 +89,9 @@ class SignerReport:
 
     ``reason`` is one line explaining any status other than ``valid``. ``chain`` runs from the
     signer certificate to the trust anchor when a chain was built, else holds just the signer
-    certificate when it was found. ``capabilities`` are the cipher names of the SMIMECapabilities
-    signed attribute (e.g. ``aes-256-gcm``), in the sender's order of preference; ``capability_oids``
-    keeps every advertised OID, including ones we do not name.
+    certificate when it was found. ``capabilities`` are the cipher names of the
+    SMIMECapabilities signed attribute (e.g. ``aes-256-gcm``), in the sender's order of
+    preference; ``capability_oids`` keeps every advertised OID, including ones we do not name.
     """
 
     status: SignatureStatus
@@ -221,9 +223,14 @@ class OpenResult:
     def ok(self) -> bool:
         """True when the message opened fully, without error, and any signature is valid
         (the CLI's exit 0)."""
-        return self.error is None and self.decryption in (Decryption.OK, Decryption.NONE) and self.signature in (
-            SignatureStatus.VALID,
-            SignatureStatus.NONE,
+        return (
+            self.error is None
+            and self.decryption in (Decryption.OK, Decryption.NONE)
+            and self.signature
+            in (
+                SignatureStatus.VALID,
+                SignatureStatus.NONE,
+            )
         )
 
     def header(self, name: str) -> str | None:

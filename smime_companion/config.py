@@ -1,0 +1,422 @@
+"""The configuration file (TOML), read once at the edge into frozen dataclasses.
+
+Only ``cli`` and ``daemon`` import this module; everything else takes plain arguments.
+
+Where the file is: ``--config FILE``, else ``$SMIME_COMPANION_CONFIG``, else
+``$XDG_CONFIG_HOME/smime-companion/config.toml`` (``~/.config/...``).
+
+Secrets are never read from the file itself. Each secret ``NAME`` is given as ``NAME_env`` (an
+environment variable), ``NAME_command`` (a command whose first output line is the secret) or
+``NAME_keyring`` (``true`` for the default entry, or ``"service/user"``), and resolved only when
+needed by :mod:`smime_companion.secrets`.
+
+Every problem is reported as one :class:`ConfigError` line with the file, the line and the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from smime_companion.errors import ConfigError
+
+KEYRING_SERVICE = "smime-companion"
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """Where a secret comes from: exactly one of an environment variable, a command, a keyring
+    entry (``service``, ``user``). ``what`` names it in messages (``accounts.work.password``)."""
+
+    what: str
+    env: str | None = None
+    command: str | None = None
+    keyring: tuple[str, str] | None = None
+
+    @property
+    def given(self) -> bool:
+        return bool(self.env or self.command or self.keyring)
+
+    def describe(self) -> str:
+        """Where the secret is looked up, for messages (never the secret itself)."""
+        if self.env:
+            return f"environment variable {self.env}"
+        if self.command:
+            return f"command {self.command!r}"
+        if self.keyring:
+            return f"keyring entry {self.keyring[0]}/{self.keyring[1]}"
+        return "nowhere (not configured)"
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    """The user's own S/MIME identity and the trust anchors."""
+
+    p12: Path | None = None
+    p12_password: SecretRef = SecretRef("identity.p12_password")
+    key: Path | None = None
+    cert: Path | None = None
+    old_p12: tuple[Path, ...] = ()  # retired identities, kept to open old mail
+    trust_anchors: tuple[Path, ...] = ()
+    system_anchors: bool = True
+    allow_sha1: bool = False
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Malware scanning of decrypted content: clamd socket, or a command, or nothing."""
+
+    clamd_socket: Path | None = None
+    command: str | None = None
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    path: Path
+    encrypt: bool = True
+    key: SecretRef = SecretRef("cache.key", keyring=(KEYRING_SERVICE, "cache"))
+    cache_all: bool = False
+    scan: ScanConfig = ScanConfig()
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    name: str
+    host: str
+    username: str
+    password: SecretRef
+    port: int = 993
+    tls: str = "implicit"  # "implicit", "starttls", or "plain" (insecure_plaintext only)
+    ca_file: Path | None = None
+    auth: str = "password"  # or "xoauth2"
+    oauth2_token_command: str | None = None
+    folders: tuple[str, ...] = ("INBOX",)
+    smtp_host: str | None = None
+    smtp_port: int = 465
+    smtp_tls: str = "implicit"
+    smtp_username: str | None = None  # default: username
+    smtp_password: SecretRef | None = None  # default: the IMAP password
+    outbox_folder: str = "S/MIME Outbox"
+    sent_folder: str = "Sent"
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path | None
+    identity: IdentityConfig
+    cache: CacheConfig
+    accounts: tuple[AccountConfig, ...] = field(default=())
+
+    def account(self, name: str) -> AccountConfig:
+        for account in self.accounts:
+            if account.name == name:
+                return account
+        known = ", ".join(a.name for a in self.accounts) or "none"
+        raise ConfigError(f"no account named {name!r} in the config (accounts: {known})")
+
+
+def default_config_path() -> Path:
+    """``$SMIME_COMPANION_CONFIG``, else the XDG config location."""
+    env = os.environ.get("SMIME_COMPANION_CONFIG")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "smime-companion" / "config.toml"
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "smime-companion"
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read and validate the config file; raises :class:`ConfigError` (one line) on any problem."""
+    path = (path or default_config_path()).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no config file (copy config.example.toml there, or pass --config)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path | None = None) -> Config:
+    """Validate TOML ``text`` (read from ``path``, named in errors)."""
+    where = str(path or "<config>")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    reader = _Reader(text, where)
+    reader.known(data, "", {"identity", "cache", "accounts"})
+    identity = reader.identity(data.get("identity", {}))
+    cache = reader.cache(data.get("cache", {}))
+    raw_accounts = data.get("accounts", [])
+    if not isinstance(raw_accounts, list):
+        raise reader.error("accounts", "", "must be an array of tables: [[accounts]]")
+    accounts = tuple(reader.account(a, i) for i, a in enumerate(raw_accounts))
+    names = [a.name for a in accounts]
+    for name in names:
+        if names.count(name) > 1:
+            raise reader.error("accounts", "name", f"account name {name!r} is used twice")
+    return Config(source=path, identity=identity, cache=cache, accounts=accounts)
+
+
+_SECRET_SUFFIXES = ("_env", "_command", "_keyring")
+
+
+class _Reader:
+    """Validation with error messages that point at the file, line and key."""
+
+    def __init__(self, text: str, where: str) -> None:
+        self.lines = text.splitlines()
+        self.where = where
+
+    # -- error reporting -----------------------------------------------------------------------
+
+    def _line(self, section: str, key: str, index: int = 0) -> int | None:
+        """Best-effort line of ``key`` in ``[section]`` (the index-th ``[[section]]``)."""
+        header = re.compile(r"^\s*\[\[?\s*" + re.escape(section) + r"\s*\]\]?\s*$")
+        any_header = re.compile(r"^\s*\[")
+        key_re = re.compile(r"^\s*" + re.escape(key) + r"\s*=") if key else None
+        seen = -1
+        inside = not section
+        for number, line in enumerate(self.lines, 1):
+            if any_header.match(line):
+                inside = bool(header.match(line))
+                if inside:
+                    seen += 1
+                    if key_re is None and seen == index:
+                        return number
+                continue
+            if inside and (not section or seen == index) and key_re and key_re.match(line):
+                return number
+        return None
+
+    def error(self, section: str, key: str, problem: str, index: int = 0) -> ConfigError:
+        line = self._line(section, key, index)
+        place = f"{self.where}:{line}" if line else self.where
+        dotted = ".".join(p for p in (section, key) if p)
+        return ConfigError(f"{place}: {dotted}: {problem}")
+
+    # -- typed getters -------------------------------------------------------------------------
+
+    def known(self, table: Mapping[str, Any], section: str, allowed: set[str], index: int = 0):
+        for key in table:
+            if key in allowed:
+                continue
+            if key.endswith(("password", "_key", "secret", "token")) or key in (
+                "key",
+                "passphrase",
+            ):
+                raise self.error(
+                    section, key,
+                    "secrets are never read from the config file; use "
+                    f"{key}_env, {key}_command or {key}_keyring",
+                    index,
+                )  # fmt: skip
+            hint = _close_match(key, allowed)
+            raise self.error(
+                section, key, "unknown key" + (f" (did you mean {hint}?)" if hint else ""), index
+            )
+
+    def string(self, table, section, key, default=None, index=0, choices=None) -> Any:
+        value = table.get(key, default)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(section, key, "must be a non-empty string", index)
+        if choices and value not in choices:
+            raise self.error(
+                section, key, f"must be one of {', '.join(choices)}; got {value!r}", index
+            )
+        return value
+
+    def path(self, table, section, key, index=0) -> Path | None:
+        value = self.string(table, section, key, index=index)
+        return Path(value).expanduser() if value else None
+
+    def paths(self, table, section, key, index=0) -> tuple[Path, ...]:
+        value = table.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.error(section, key, "must be a list of paths", index)
+        return tuple(Path(v).expanduser() for v in value)
+
+    def boolean(self, table, section, key, default: bool, index=0) -> bool:
+        value = table.get(key, default)
+        if not isinstance(value, bool):
+            raise self.error(section, key, "must be true or false", index)
+        return value
+
+    def port(self, table, section, key, default: int, index=0) -> int:
+        value = table.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
+            raise self.error(section, key, "must be a port number between 1 and 65535", index)
+        return value
+
+    def secret(self, table, section, name, what, index=0, default_keyring=None) -> SecretRef:
+        env = self.string(table, section, f"{name}_env", index=index)
+        command = self.string(table, section, f"{name}_command", index=index)
+        keyring_value = table.get(f"{name}_keyring")
+        keyring: tuple[str, str] | None = None
+        if keyring_value is True:
+            keyring = default_keyring
+            if keyring is None:
+                raise self.error(
+                    section, f"{name}_keyring", 'give the entry as "service/user"', index
+                )
+        elif isinstance(keyring_value, str) and "/" in keyring_value:
+            service, _, user = keyring_value.partition("/")
+            keyring = (service, user)
+        elif keyring_value not in (None, False):
+            raise self.error(section, f"{name}_keyring", 'must be true or "service/user"', index)
+        given = [x for x in (env, command, keyring) if x]
+        if len(given) > 1:
+            raise self.error(
+                section,
+                f"{name}_env",
+                f"give only one of {name}_env, {name}_command, {name}_keyring",
+                index,
+            )
+        if not given and default_keyring is not None:
+            keyring = default_keyring
+        return SecretRef(what=what, env=env, command=command, keyring=keyring)
+
+    # -- sections ------------------------------------------------------------------------------
+
+    def identity(self, table: Any) -> IdentityConfig:
+        s = "identity"
+        if not isinstance(table, dict):
+            raise self.error(s, "", "must be a table: [identity]")
+        self.known(
+            table, s,
+            {"p12", "key_file", "cert", "old_p12", "trust_anchors", "system_anchors", "allow_sha1"}
+            | {f"p12_password{x}" for x in _SECRET_SUFFIXES},
+        )  # fmt: skip
+        p12 = self.path(table, s, "p12")
+        key = self.path(table, s, "key_file")
+        cert = self.path(table, s, "cert")
+        if p12 and (key or cert):
+            raise self.error(s, "key_file", "give either p12 or key_file + cert, not both")
+        if bool(key) != bool(cert):
+            raise self.error(s, "key_file" if cert else "cert", "key_file and cert go together")
+        return IdentityConfig(
+            p12=p12,
+            p12_password=self.secret(table, s, "p12_password", "identity.p12_password"),
+            key=key,
+            cert=cert,
+            old_p12=self.paths(table, s, "old_p12"),
+            trust_anchors=self.paths(table, s, "trust_anchors"),
+            system_anchors=self.boolean(table, s, "system_anchors", True),
+            allow_sha1=self.boolean(table, s, "allow_sha1", False),
+        )
+
+    def cache(self, table: Any) -> CacheConfig:
+        s = "cache"
+        if not isinstance(table, dict):
+            raise self.error(s, "", "must be a table: [cache]")
+        self.known(
+            table, s,
+            {"path", "encrypt_cache", "cache_all", "clamd_socket", "scan_command"}
+            | {f"key{x}" for x in _SECRET_SUFFIXES},
+        )  # fmt: skip
+        encrypt = self.boolean(table, s, "encrypt_cache", True)
+        return CacheConfig(
+            path=self.path(table, s, "path") or default_data_dir(),
+            encrypt=encrypt,
+            key=self.secret(
+                table, s, "key", "cache.key", default_keyring=(KEYRING_SERVICE, "cache")
+            ),
+            cache_all=self.boolean(table, s, "cache_all", False),
+            scan=ScanConfig(
+                clamd_socket=self.path(table, s, "clamd_socket"),
+                command=self.string(table, s, "scan_command"),
+            ),
+        )
+
+    def account(self, table: Any, index: int) -> AccountConfig:
+        s = "accounts"
+        if not isinstance(table, dict):
+            raise self.error(s, "", "each [[accounts]] entry must be a table", index)
+        secret_keys = {f"{n}{x}" for n in ("password", "smtp_password") for x in _SECRET_SUFFIXES}
+        self.known(
+            table, s,
+            {"name", "host", "port", "tls", "insecure_plaintext", "ca_file", "username", "auth",
+             "oauth2_token_command", "folders", "smtp_host", "smtp_port", "smtp_tls",
+             "smtp_username", "outbox_folder", "sent_folder"} | secret_keys,
+            index,
+        )  # fmt: skip
+        for required in ("name", "host", "username"):
+            if required not in table:
+                raise self.error(s, "", f"account #{index + 1} has no {required!r}", index)
+        name = self.string(table, s, "name", index=index)
+        tls = self.string(table, s, "tls", "implicit", index, ("implicit", "starttls", "plain"))
+        insecure = self.boolean(table, s, "insecure_plaintext", False, index)
+        if tls == "plain" and not insecure:
+            raise self.error(
+                s,
+                "tls",
+                "plain IMAP needs insecure_plaintext = true (meant for loopback tests)",
+                index,
+            )
+        auth = self.string(table, s, "auth", "password", index, ("password", "xoauth2"))
+        token_command = self.string(table, s, "oauth2_token_command", index=index)
+        if auth == "xoauth2" and not token_command:
+            raise self.error(s, "auth", "xoauth2 needs oauth2_token_command", index)
+        password = self.secret(table, s, "password", f"accounts.{name}.password", index,
+                               default_keyring=(KEYRING_SERVICE, f"{name}/imap"))  # fmt: skip
+        folders = table.get("folders", ["INBOX"])
+        if (
+            not isinstance(folders, list)
+            or not folders
+            or not all(isinstance(f, str) and f for f in folders)
+        ):
+            raise self.error(
+                s, "folders", "must be a non-empty list of folder names or patterns", index
+            )
+        smtp_tls = self.string(
+            table, s, "smtp_tls", "implicit", index, ("implicit", "starttls", "plain")
+        )
+        if smtp_tls == "plain" and not insecure:
+            raise self.error(s, "smtp_tls", "plain SMTP needs insecure_plaintext = true", index)
+        smtp_password = None
+        if any(f"smtp_password{x}" in table for x in _SECRET_SUFFIXES):
+            smtp_password = self.secret(
+                table, s, "smtp_password", f"accounts.{name}.smtp_password", index
+            )
+        return AccountConfig(
+            name=name,
+            host=self.string(table, s, "host", index=index),
+            username=self.string(table, s, "username", index=index),
+            password=password,
+            port=self.port(table, s, "port", 993 if tls == "implicit" else 143, index),
+            tls=tls,
+            ca_file=self.path(table, s, "ca_file", index),
+            auth=auth,
+            oauth2_token_command=token_command,
+            folders=tuple(folders),
+            smtp_host=self.string(table, s, "smtp_host", index=index),
+            smtp_port=self.port(
+                table, s, "smtp_port", 465 if smtp_tls == "implicit" else 587, index
+            ),
+            smtp_tls=smtp_tls,
+            smtp_username=self.string(table, s, "smtp_username", index=index),
+            smtp_password=smtp_password,
+            outbox_folder=self.string(table, s, "outbox_folder", "S/MIME Outbox", index),
+            sent_folder=self.string(table, s, "sent_folder", "Sent", index),
+        )
+
+
+def _close_match(key: str, allowed: set[str]) -> str | None:
+    import difflib
+
+    matches = difflib.get_close_matches(key, sorted(allowed), n=1)
+    return matches[0] if matches else None

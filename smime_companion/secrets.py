@@ -1,0 +1,90 @@
+"""Resolving secrets (passwords, the cache key) from where the config says they are.
+
+The only module that imports ``keyring``. Secrets are returned to the caller and never logged;
+error messages name where a secret was looked for, never its value.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from smime_companion.config import SecretRef
+from smime_companion.errors import SecretUnavailable
+
+COMMAND_TIMEOUT_SECONDS = 30
+
+
+def resolve(ref: SecretRef) -> str:
+    """The secret ``ref`` points to. Raises :class:`SecretUnavailable` with one line."""
+    if ref.env:
+        value = os.environ.get(ref.env)
+        if value is None:
+            raise SecretUnavailable(f"{ref.what}: environment variable {ref.env} is not set")
+        return value
+    if ref.command:
+        return _from_command(ref)
+    if ref.keyring:
+        return _from_keyring(ref)
+    raise SecretUnavailable(
+        f"{ref.what}: not configured (set {ref.what.split('.')[-1]}_env, _command or _keyring)"
+    )
+
+
+def _from_command(ref: SecretRef) -> str:
+    assert ref.command is not None
+    try:
+        proc = subprocess.run(
+            ref.command, shell=True, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_SECONDS
+        )
+    except subprocess.TimeoutExpired:
+        raise SecretUnavailable(
+            f"{ref.what}: command {ref.command!r} did not finish in {COMMAND_TIMEOUT_SECONDS} s"
+        ) from None
+    if proc.returncode != 0:
+        raise SecretUnavailable(
+            f"{ref.what}: command {ref.command!r} failed (exit {proc.returncode})"
+        )
+    value = proc.stdout.splitlines()[0] if proc.stdout else ""
+    if not value:
+        raise SecretUnavailable(f"{ref.what}: command {ref.command!r} printed nothing")
+    return value
+
+
+def _from_keyring(ref: SecretRef) -> str:
+    assert ref.keyring is not None
+    service, user = ref.keyring
+    try:
+        import keyring
+        from keyring.errors import KeyringError
+
+        value = keyring.get_password(service, user)
+    except ImportError:
+        raise SecretUnavailable(f"{ref.what}: the keyring package is not installed") from None
+    except KeyringError as exc:
+        raise SecretUnavailable(
+            f"{ref.what}: the OS keyring is unavailable ({type(exc).__name__})"
+        ) from None
+    if value is None:
+        raise SecretUnavailable(
+            f"{ref.what}: no keyring entry {service}/{user} "
+            f"(store one with: keyring set {service} {user})"
+        )
+    return value
+
+
+def store_in_keyring(ref: SecretRef, value: str) -> None:
+    """Save ``value`` as ``ref``'s keyring entry. Raises :class:`SecretUnavailable`."""
+    if not ref.keyring:
+        raise SecretUnavailable(f"{ref.what}: not configured as a keyring entry")
+    try:
+        import keyring
+        from keyring.errors import KeyringError
+
+        keyring.set_password(ref.keyring[0], ref.keyring[1], value)
+    except ImportError:
+        raise SecretUnavailable(f"{ref.what}: the keyring package is not installed") from None
+    except KeyringError as exc:
+        raise SecretUnavailable(
+            f"{ref.what}: the OS keyring is unavailable ({type(exc).__name__})"
+        ) from None

@@ -1,0 +1,110 @@
+"""The config file: the documented shape loads; every mistake is one line naming file, line, key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from smime_companion.config import load_config, parse_config
+from smime_companion.errors import ConfigError, SecretUnavailable
+from smime_companion.secrets import resolve
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
+
+MINIMAL = """
+[identity]
+p12 = "/tmp/me.p12"
+p12_password_env = "P12"
+
+[cache]
+path = "/tmp/cache"
+key_env = "CACHE_KEY"
+
+[[accounts]]
+name = "work"
+host = "imap.example.org"
+username = "alice@example.org"
+password_env = "IMAP_PASSWORD"
+"""
+
+
+def test_the_example_config_loads() -> None:
+    config = load_config(EXAMPLE)
+    account = config.account("work")
+    assert (account.host, account.port, account.tls) == ("imap.example.org", 993, "implicit")
+    assert account.folders == ("INBOX", "Archive/*")
+    assert account.password.env == "IMAP_PASSWORD"
+    assert config.cache.key.env == "SMIME_CACHE_KEY" and config.cache.encrypt
+    assert config.identity.p12 == Path("~/.config/smime-companion/me.p12").expanduser()
+
+
+def test_defaults_fill_what_is_left_out() -> None:
+    config = parse_config(MINIMAL)
+    account = config.account("work")
+    assert account.folders == ("INBOX",) and account.outbox_folder == "S/MIME Outbox"
+    assert config.cache.cache_all is False and config.identity.system_anchors is True
+
+
+def _error(text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, Path("/etc/sc.toml"))
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_an_unknown_key_names_file_line_and_key_with_a_suggestion() -> None:
+    message = _error(MINIMAL.replace('host = "imap', 'hots = "imap'))
+    assert message.startswith("/etc/sc.toml:12: accounts.hots: unknown key")
+    assert "did you mean host?" in message
+
+
+def test_a_password_in_the_file_is_refused() -> None:
+    message = _error(MINIMAL + 'password = "hunter2"\n')
+    assert "accounts.password: secrets are never read from the config file" in message
+    assert "hunter2" not in message
+
+
+def test_a_bad_value_is_named() -> None:
+    assert "accounts.tls: must be one of implicit, starttls, plain" in _error(
+        MINIMAL + 'tls = "ssl"\n'
+    )
+    assert "accounts.port: must be a port number" in _error(MINIMAL + "port = 99999\n")
+
+
+def test_plain_imap_needs_the_explicit_insecure_flag() -> None:
+    assert "insecure_plaintext = true" in _error(MINIMAL + 'tls = "plain"\n')
+    config = parse_config(MINIMAL + 'tls = "plain"\ninsecure_plaintext = true\nport = 1143\n')
+    assert config.account("work").tls == "plain"
+
+
+def test_invalid_toml_is_one_line() -> None:
+    assert "not valid TOML" in _error("[identity\n")
+
+
+def test_a_missing_file_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no config file"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_secrets_resolve_from_env_and_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = parse_config(
+        MINIMAL.replace('password_env = "IMAP_PASSWORD"', 'password_command = "echo s3cret"')
+    )
+    assert resolve(config.account("work").password) == "s3cret"
+    monkeypatch.setenv("CACHE_KEY", "k")
+    assert resolve(config.cache.key) == "k"
+    monkeypatch.delenv("CACHE_KEY")
+    with pytest.raises(SecretUnavailable, match="CACHE_KEY is not set"):
+        resolve(config.cache.key)
+
+
+def test_a_failing_secret_command_does_not_echo_its_output() -> None:
+    config = parse_config(
+        MINIMAL.replace('password_env = "IMAP_PASSWORD"', 'password_command = "echo leaked; false"')
+    )
+    with pytest.raises(SecretUnavailable) as info:
+        resolve(config.account("work").password)
+    assert "leaked" not in str(info.value).split("command")[0]
+    assert "exit 1" in str(info.value)
