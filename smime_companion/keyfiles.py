@@ -6,6 +6,8 @@ The only module that reads key material from disk; the core takes the loaded obj
 from __future__ import annotations
 
 import os
+import ssl
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -99,3 +101,24 @@ def pair_keys_with_certificates(
         chain = tuple(c for c in cert_list if c is not match)
         identities.append(Identity(key=key, certificate=match, chain=chain))
     return identities
+
+
+def system_anchors() -> list[x509.Certificate]:
+    """The system's CA certificates (OpenSSL's default CA file; empty when there is none).
+
+    Certificates of the bundle that cryptography refuses or warns about (some old roots have
+    a negative serial number) are skipped one by one rather than failing the whole bundle.
+    """
+    cafile = ssl.get_default_verify_paths().cafile
+    if not cafile or not os.path.exists(cafile):
+        return []
+    end = b"-----END CERTIFICATE-----"
+    anchors = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for block in _read(Path(cafile), "system CA bundle").split(end)[:-1]:
+            try:
+                anchors.append(x509.load_pem_x509_certificate(block + end))
+            except ValueError:
+                continue
+    return anchors

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import ssl
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -78,14 +77,5 @@ def load_anchors(paths: Sequence[Path], system: bool) -> list[x509.Certificate]:
     """Trust anchors from files, plus the system CA bundle when ``system`` is set."""
     anchors = [c for path in paths for c in keyfiles.load_certificates(path)]
     if system:
-        anchors.extend(system_anchors())
+        anchors.extend(keyfiles.system_anchors())
     return anchors
-
-
-def system_anchors() -> list[x509.Certificate]:
-    """The system's CA certificates (OpenSSL's default verify paths)."""
-    paths = ssl.get_default_verify_paths()
-    found: list[x509.Certificate] = []
-    if paths.cafile and os.path.exists(paths.cafile):
-        found.extend(keyfiles.load_certificates(Path(paths.cafile)))
-    return found

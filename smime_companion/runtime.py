@@ -1,0 +1,47 @@
+"""Turning a :class:`~smime_companion.config.Config` into live objects: the user's identities,
+the trust anchors, and (in the store package's terms) the cache.
+
+With ``cli`` and ``daemon`` this is the only module that reads ``config``; it exists so both
+build their objects the same way without importing each other.
+"""
+
+from __future__ import annotations
+
+from cryptography import x509
+
+from smime_companion import keyfiles, secrets
+from smime_companion.config import Config, IdentityConfig
+from smime_companion.core.model import Identity
+
+
+def load_identities(cfg: IdentityConfig) -> list[Identity]:
+    """The current identity first, then the retired ones (``old_p12``), ready to decrypt.
+
+    Raises :class:`~smime_companion.errors.KeyLoadError` or
+    :class:`~smime_companion.errors.SecretUnavailable` with one line.
+    """
+    identities: list[Identity] = []
+    p12_files = ([cfg.p12] if cfg.p12 else []) + list(cfg.old_p12)
+    if p12_files:
+        password = secrets.resolve(cfg.p12_password).encode() if cfg.p12_password.given else None
+        identities.extend(keyfiles.load_pkcs12(path, password) for path in p12_files)
+    if cfg.key and cfg.cert:
+        certs = keyfiles.load_certificates(cfg.cert)
+        identities[:0] = keyfiles.pair_keys_with_certificates(
+            [keyfiles.load_private_key(cfg.key)], certs
+        )
+    return identities
+
+
+def load_anchors(cfg: IdentityConfig) -> list[x509.Certificate]:
+    """The configured trust anchors, plus the system CA bundle unless ``system_anchors = false``."""
+    anchors = [c for path in cfg.trust_anchors for c in keyfiles.load_certificates(path)]
+    if cfg.system_anchors:
+        anchors.extend(keyfiles.system_anchors())
+    return anchors
+
+
+def describe(config: Config) -> str:
+    """One line saying which config is in use (for logs; holds no secret)."""
+    names = ", ".join(a.name for a in config.accounts) or "no accounts"
+    return f"config {config.source or '<built-in>'}: {names}; cache at {config.cache.path}"
