@@ -77,7 +77,6 @@ def test_core_imports_only_stdlib_crypto_and_itself(module: str, path: Path) -> 
             assert top not in CORE_FORBIDDEN_STDLIB, f"{module} (pure core) imports {name}"
 
 
-@pytest.mark.parametrize("module,path", MODULES, ids=lambda v: str(v))
 # Modules allowed to import config: the two edges, the builder they share, and config's own
 # secret resolver.
 CONFIG_READERS = (
