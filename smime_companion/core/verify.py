@@ -1,0 +1,927 @@
+"""Checking a CMS SignedData (RFC 5652 section 5, RFC 8551): signature, chain, usage, address.
+
+:func:`verify_signed_data` takes a parsed SignedData, the bytes that were signed (for a detached
+signature) and the facts it must be judged against (trust anchors, a time, the From addresses) and
+returns a :class:`~smime_companion.core.model.VerifyOutcome`. Untrusted input never makes it raise:
+every problem becomes a status with a one-line reason.
+
+Each SignerInfo is checked in this order, and the first failing check decides its status:
+
+1. cryptography: the digest and signature algorithms are known (else ``unsupported``), the signed
+   attributes are well formed (else ``malformed``), the messageDigest and contentType attributes
+   match the content and the signature verifies with the signer certificate's key (else
+   ``invalid``);
+2. algorithm strength: SHA-1 (unless allowed), MD5, RSA keys under 2048 bits, and SHA-1 or MD5
+   certificate signatures in the chain give ``weak-algorithm``;
+3. chain: a path from the signer certificate to a trust anchor must exist (else ``untrusted``; a
+   signer certificate that cannot be found is ``untrusted`` too, since a signature we cannot check
+   against any certificate is not attributable to anyone), and every certificate on the chosen path
+   must be valid at ``at`` (else ``expired`` / ``not-yet-valid``). Time only decides between paths
+   that otherwise build: a missing issuer is ``untrusted`` even when the signer has also expired;
+4. usage: the signer's extendedKeyUsage and every intermediate's must allow emailProtection, and the
+   signer's keyUsage must allow digitalSignature or nonRepudiation (else ``bad-eku``);
+5. address: one of the signer certificate's addresses must be a From address (else
+   ``email-mismatch``).
+
+A later failure is still named in the reason (``...; also untrusted``) so nothing is hidden.
+The layer is ``valid`` when at least one signer is; otherwise it takes the most severe signer status
+(:func:`~smime_companion.core.model.worst_signature`).
+
+Not checked here: revocation (CRL/OCSP need I/O), certificate policies, countersignatures and other
+unsigned attributes, and name constraints on name forms other than rfc822Name and directoryName.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from asn1crypto import cms, core
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from smime_companion.core.certs import (
+    CertificateDefect,
+    allows_signing,
+    capabilities_from_attribute,
+    email_addresses,
+    extension_value,
+    is_usable_for_email,
+    key_description,
+    name_to_rfc4514,
+)
+from smime_companion.core.model import (
+    SignatureStatus,
+    SignerReport,
+    VerifyOutcome,
+    worst_signature,
+)
+from smime_companion.errors import MalformedInput, UsageError
+
+# Bounds on the work one hostile message can cause.
+MAX_SIGNERS = 16  # SignerInfos checked per SignedData; later ones are ignored (and said so)
+MAX_CERTIFICATES = 64  # certificates taken from one message, and from extra_certificates
+MAX_CHAIN_LENGTH = 8  # certificates in a path, signer and trust anchor included
+_MAX_PATHS = 16  # complete paths compared per signer
+_MAX_SIGNATURE_CHECKS = 256  # certificate signature verifications per signer
+
+MIN_RSA_BITS = 2048
+
+S = SignatureStatus
+
+# Digest algorithms by OID: our name and a factory for the hash object.
+_DIGESTS: dict[str, tuple[str, Callable[[], hashes.HashAlgorithm]]] = {
+    "2.16.840.1.101.3.4.2.1": ("sha256", hashes.SHA256),
+    "2.16.840.1.101.3.4.2.2": ("sha384", hashes.SHA384),
+    "2.16.840.1.101.3.4.2.3": ("sha512", hashes.SHA512),
+    "2.16.840.1.101.3.4.2.4": ("sha224", hashes.SHA224),
+    "2.16.840.1.101.3.4.2.8": ("sha3-256", hashes.SHA3_256),
+    "2.16.840.1.101.3.4.2.9": ("sha3-384", hashes.SHA3_384),
+    "2.16.840.1.101.3.4.2.10": ("sha3-512", hashes.SHA3_512),
+    # RFC 8419: Ed448 signers digest the content with SHAKE256 and a 512-bit output.
+    "2.16.840.1.101.3.4.2.12": ("shake256", lambda: hashes.SHAKE256(64)),
+    "1.3.14.3.2.26": ("sha1", hashes.SHA1),
+    "1.2.840.113549.2.5": ("md5", hashes.MD5),
+}
+_HASH_FACTORIES = {name: factory for name, factory in _DIGESTS.values()}
+
+# Signature algorithms by OID: our name and the digest the OID fixes (None: the digestAlgorithm's).
+_SIGNATURES: dict[str, tuple[str, str | None]] = {
+    "1.2.840.113549.1.1.1": ("rsa-pkcs1v15", None),  # rsaEncryption, the usual CMS choice
+    "1.2.840.113549.1.1.4": ("rsa-pkcs1v15", "md5"),
+    "1.2.840.113549.1.1.5": ("rsa-pkcs1v15", "sha1"),
+    "1.2.840.113549.1.1.14": ("rsa-pkcs1v15", "sha224"),
+    "1.2.840.113549.1.1.11": ("rsa-pkcs1v15", "sha256"),
+    "1.2.840.113549.1.1.12": ("rsa-pkcs1v15", "sha384"),
+    "1.2.840.113549.1.1.13": ("rsa-pkcs1v15", "sha512"),
+    "1.2.840.113549.1.1.10": ("rsa-pss", None),  # the hash comes from RSASSA-PSS-params
+    "1.2.840.10045.2.1": ("ecdsa", None),  # id-ecPublicKey: hash from digestAlgorithm
+    "1.2.840.10045.4.1": ("ecdsa", "sha1"),
+    "1.2.840.10045.4.3.1": ("ecdsa", "sha224"),
+    "1.2.840.10045.4.3.2": ("ecdsa", "sha256"),
+    "1.2.840.10045.4.3.3": ("ecdsa", "sha384"),
+    "1.2.840.10045.4.3.4": ("ecdsa", "sha512"),
+    "1.3.101.112": ("ed25519", None),  # pure EdDSA: no separate hash (RFC 8419)
+    "1.3.101.113": ("ed448", None),
+}
+_MGF1 = "1.2.840.113549.1.1.8"
+_WEAK_DIGESTS = frozenset({"sha1", "md5"})
+
+_OID_MS_ENCRYPTION_KEY_PREFERENCE = "1.3.6.1.4.1.311.16.4"
+# RFC 5652 section 11 / RFC 8551 section 2.5: attributes that may occur once, with one value.
+_SINGLE_ATTRIBUTES = {
+    "1.2.840.113549.1.9.3": "contentType",
+    "1.2.840.113549.1.9.4": "messageDigest",
+    "1.2.840.113549.1.9.5": "signingTime",
+}
+
+# Stages of the per-signer checks; the earliest failing stage decides the status.
+_CRYPTO, _WEAK, _CHAIN, _USAGE, _ADDRESS = range(5)
+
+# Critical extensions a path may carry. Policy extensions are accepted without policy processing
+# (like most mail clients, we do not require an explicit policy); anything else that is critical
+# and unknown makes the certificate unusable, as RFC 5280 section 4.2 demands.
+_HANDLED_CRITICAL = frozenset(
+    {
+        x509.BasicConstraints.oid,
+        x509.KeyUsage.oid,
+        x509.ExtendedKeyUsage.oid,
+        x509.SubjectAlternativeName.oid,
+        x509.SubjectKeyIdentifier.oid,
+        x509.AuthorityKeyIdentifier.oid,
+        x509.NameConstraints.oid,
+        x509.CertificatePolicies.oid,
+        x509.PolicyConstraints.oid,
+        x509.InhibitAnyPolicy.oid,
+        x509.oid.ExtensionOID.POLICY_MAPPINGS,
+    }
+)
+
+
+def verify_signed_data(
+    info: cms.ContentInfo,
+    detached_content: bytes | None,
+    *,
+    anchors: Sequence[x509.Certificate],
+    at: datetime,
+    from_addresses: Sequence[str],
+    allow_sha1: bool = False,
+    extra_certificates: Sequence[x509.Certificate] = (),
+) -> VerifyOutcome:
+    """Check every signature of a SignedData and return the verdict with one report per signer.
+
+    ``info`` is a signed-data ``ContentInfo`` from :func:`core.cms.parse_content_info`.
+    ``detached_content`` holds the exact signed bytes of a detached signature (multipart/signed);
+    when given it is what is verified and returned, even if the SignedData also encapsulates
+    content. With None, the encapsulated content is used (BER chunks joined). ``anchors`` are the
+    trust anchors, ``at`` the aware time at which certificates must be valid, ``from_addresses``
+    the message's From addresses, ``extra_certificates`` further certificates (e.g. harvested
+    intermediates) to find the signer and its issuers among.
+
+    Returns a ``VerifyOutcome`` whose ``content`` is the signed content whenever it could be
+    found. Raises :class:`UsageError` only for misuse: ``info`` that is not signed-data, or a naive
+    ``at``. Problems of the message are statuses, never exceptions.
+    """
+    if info["content_type"].native != "signed_data":
+        raise UsageError(f"verify_signed_data needs signed-data, not {info['content_type'].native}")
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise UsageError("verify_signed_data needs an aware time (UTC), got a naive datetime")
+    signed_data = info["content"]
+    try:
+        signer_infos = list(signed_data["signer_infos"])
+        if not signer_infos:
+            raise MalformedInput("SignedData has no SignerInfo")
+        content, econtent_type = _signed_content(signed_data, detached_content)
+        message_certs = _message_certificates(signed_data)
+    except MalformedInput as exc:
+        return VerifyOutcome(
+            status=S.MALFORMED,
+            content=_available_content(signed_data, detached_content),
+            error=str(exc),
+        )
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+        return VerifyOutcome(
+            status=S.MALFORMED,
+            content=_available_content(signed_data, detached_content),
+            error=f"SignedData is malformed: {_one_line(exc)}",
+        )
+    note = None
+    if len(signer_infos) > MAX_SIGNERS:
+        note = f"only the first {MAX_SIGNERS} of {len(signer_infos)} signers were checked"
+        signer_infos = signer_infos[:MAX_SIGNERS]
+
+    context = _Context(
+        content=content,
+        econtent_type=econtent_type,
+        message_certs=message_certs,
+        pool=_dedupe(message_certs + [_Cert(c) for c in extra_certificates[:MAX_CERTIFICATES]]),
+        anchors=_dedupe([_Cert(c) for c in anchors]),
+        at=at,
+        from_addresses=tuple(a.strip().lower() for a in from_addresses if a.strip()),
+        allow_sha1=allow_sha1,
+    )
+    reports = tuple(_check_signer_safely(i, si, context) for i, si in enumerate(signer_infos))
+    statuses = [r.status for r in reports]
+    status = S.VALID if S.VALID in statuses else worst_signature(statuses)
+    return VerifyOutcome(status=status, signers=reports, content=content, error=note)
+
+
+# --- the signed content and the message's certificates -----------------------------------------
+
+
+def _signed_content(signed_data: cms.SignedData, detached: bytes | None) -> tuple[bytes, str]:
+    """The bytes to verify and the eContentType (dotted). Raises MalformedInput when absent."""
+    encap = signed_data["encap_content_info"]
+    econtent_type = encap["content_type"].dotted
+    if detached is not None:
+        return detached, econtent_type
+    econtent = encap["content"]
+    if isinstance(econtent, core.Void):
+        raise MalformedInput("detached signature, but the signed content was not given")
+    # bytes() joins the chunks of a BER constructed (streamed) OCTET STRING.
+    return bytes(econtent), econtent_type
+
+
+def _available_content(signed_data: cms.SignedData, detached: bytes | None) -> bytes | None:
+    """The content of a SignedData that cannot be checked, when there is one; never raises."""
+    try:
+        return _signed_content(signed_data, detached)[0]
+    except (MalformedInput, ValueError, TypeError, KeyError, IndexError, OverflowError):
+        return None
+
+
+@dataclass(frozen=True, eq=False)
+class _Cert:
+    """A certificate with its DER encoding (the identity used to compare certificates)."""
+
+    cert: x509.Certificate
+    der: bytes = field(default=b"")
+
+    def __post_init__(self) -> None:
+        if not self.der:
+            object.__setattr__(self, "der", self.cert.public_bytes(Encoding.DER))
+
+
+def _message_certificates(signed_data: cms.SignedData) -> list[_Cert]:
+    """The X.509 certificates of the SignedData (at most MAX_CERTIFICATES), skipping any that
+    cryptography cannot load and the other CertificateChoices (attribute certificates...)."""
+    certs = signed_data["certificates"]
+    out: list[_Cert] = []
+    if isinstance(certs, core.Void):
+        return out
+    for choice in certs:
+        if len(out) >= MAX_CERTIFICATES:
+            break
+        if choice.name != "certificate":
+            continue
+        der = choice.chosen.dump()
+        try:
+            out.append(_Cert(x509.load_der_x509_certificate(der), der))
+        except ValueError:
+            continue  # an unreadable certificate cannot be the signer's nor an issuer
+    return _dedupe(out)
+
+
+def _dedupe(certs: list[_Cert]) -> list[_Cert]:
+    seen: set[bytes] = set()
+    out = []
+    for c in certs:
+        if c.der not in seen:
+            seen.add(c.der)
+            out.append(c)
+    return out
+
+
+# --- one signer ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Context:
+    content: bytes
+    econtent_type: str
+    message_certs: list[_Cert]
+    pool: list[_Cert]  # message certificates, then extra certificates
+    anchors: list[_Cert]
+    at: datetime
+    from_addresses: tuple[str, ...]
+    allow_sha1: bool
+    digests: dict[str, bytes] = field(default_factory=dict)  # content digest by algorithm name
+
+    def content_digest(self, name: str) -> bytes:
+        # Several signers usually share an algorithm: hash the (possibly large) content once.
+        if name not in self.digests:
+            h = hashes.Hash(_HASH_FACTORIES[name]())
+            h.update(self.content)
+            self.digests[name] = h.finalize()
+        return self.digests[name]
+
+
+@dataclass
+class _Findings:
+    """What the checks of one signer learnt; becomes a SignerReport."""
+
+    problems: list[tuple[int, SignatureStatus, str]] = field(default_factory=list)
+    certificate: x509.Certificate | None = None
+    chain: tuple[x509.Certificate, ...] = ()
+    addresses: tuple[str, ...] = ()
+    address: str | None = None
+    digest_algorithm: str | None = None
+    signature_algorithm: str | None = None
+    signing_time: datetime | None = None
+    capabilities: tuple[str, ...] = ()
+    capability_oids: tuple[str, ...] = ()
+    encryption_key_preference: tuple[Any, ...] | None = None
+
+    def fail(self, stage: int, status: SignatureStatus, reason: str) -> None:
+        self.problems.append((stage, status, reason))
+
+    def report(self, message_certs: list[_Cert]) -> SignerReport:
+        if self.problems:
+            # sorted() is stable: within a stage the first problem found wins.
+            ordered = sorted(self.problems, key=lambda p: p[0])
+            status, reason = ordered[0][1], ordered[0][2]
+            others = list(dict.fromkeys(str(p[1]) for p in ordered[1:] if p[1] != status))
+            if others:
+                reason = f"{reason}; also {', '.join(others)}"
+        else:
+            status, reason = S.VALID, None
+        return SignerReport(
+            status=status,
+            reason=reason,
+            address=self.address,
+            addresses=self.addresses,
+            certificate=self.certificate,
+            chain=self.chain,
+            certificates_in_message=tuple(c.cert for c in message_certs),
+            digest_algorithm=self.digest_algorithm,
+            signature_algorithm=self.signature_algorithm,
+            signing_time=self.signing_time,
+            capabilities=self.capabilities,
+            capability_oids=self.capability_oids,
+            encryption_key_preference=self.encryption_key_preference,
+        )
+
+
+class _Stop(Exception):
+    """Ends the checks of one signer early (a problem was recorded in the findings)."""
+
+
+def _check_signer_safely(index: int, signer_info: cms.SignerInfo, ctx: _Context) -> SignerReport:
+    # asn1crypto parses lazily, so a broken field may only fail when first read: any such
+    # failure makes this signer malformed instead of escaping as an exception.
+    findings = _Findings()
+    try:
+        _check_signer(signer_info, ctx, findings)
+    except _Stop:
+        pass
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError, MalformedInput) as exc:
+        findings.fail(
+            _CRYPTO, S.MALFORMED, f"SignerInfo {index + 1} is malformed: {_one_line(exc)}"
+        )
+    return findings.report(ctx.message_certs)
+
+
+def _check_signer(si: cms.SignerInfo, ctx: _Context, f: _Findings) -> None:
+    digest_oid = si["digest_algorithm"]["algorithm"].dotted
+    sig_oid = si["signature_algorithm"]["algorithm"].dotted
+    digest = _DIGESTS.get(digest_oid)
+    f.digest_algorithm = digest[0] if digest else digest_oid
+    signature_kind = _SIGNATURES.get(sig_oid)
+    f.signature_algorithm = signature_kind[0] if signature_kind else sig_oid
+    if digest is None:
+        f.fail(_CRYPTO, S.UNSUPPORTED, f"digest algorithm {digest_oid} is not supported")
+        raise _Stop
+    if signature_kind is None:
+        f.fail(_CRYPTO, S.UNSUPPORTED, f"signature algorithm {sig_oid} is not supported")
+        raise _Stop
+
+    # Look the certificate up first so that every report names it, even an invalid one's.
+    candidate = _find_signer_certificate(si["sid"], ctx.pool)
+    if candidate is not None:
+        f.certificate = candidate.cert
+        f.chain = (candidate.cert,)
+        f.addresses = email_addresses(candidate.cert)
+
+    signed_attrs = si["signed_attrs"]
+    has_attrs = not isinstance(signed_attrs, core.Void)
+    if has_attrs:
+        attrs = _read_signed_attributes(signed_attrs, f)
+        _read_informational_attributes(attrs, f)
+        _check_content_attributes(attrs, digest[0], ctx, f)
+
+    if candidate is None:
+        f.fail(_CHAIN, S.UNTRUSTED, "the signer certificate is not in the message")
+        raise _Stop
+
+    signed_bytes_options = _signed_bytes(signed_attrs) if has_attrs else [ctx.content]
+    _check_signature(si, signature_kind, digest[0], candidate.cert, signed_bytes_options, ctx, f)
+    _check_chain(candidate, ctx, f)
+    _check_signer_usage(candidate.cert, f)
+    _check_address(ctx, f)
+
+
+# --- signed attributes -----------------------------------------------------------------------
+
+
+def _read_signed_attributes(
+    signed_attrs: cms.CMSAttributes, f: _Findings
+) -> dict[str, list[core.Asn1Value]]:
+    """The attribute values by dotted type; records ``malformed`` for a repeated one-off."""
+    attrs: dict[str, list[core.Asn1Value]] = {}
+    for attr in signed_attrs:
+        oid = attr["type"].dotted
+        if oid in attrs and oid in _SINGLE_ATTRIBUTES:
+            f.fail(_CRYPTO, S.MALFORMED, f"signed attributes repeat {_SINGLE_ATTRIBUTES[oid]}")
+            raise _Stop
+        values = list(attr["values"])
+        if oid in _SINGLE_ATTRIBUTES and len(values) != 1:
+            f.fail(_CRYPTO, S.MALFORMED, f"{_SINGLE_ATTRIBUTES[oid]} attribute must have one value")
+            raise _Stop
+        attrs.setdefault(oid, []).extend(values)
+    return attrs
+
+
+def _check_content_attributes(
+    attrs: dict[str, list[core.Asn1Value]], digest_name: str, ctx: _Context, f: _Findings
+) -> None:
+    # RFC 5652 section 5.3: with signed attributes, contentType and messageDigest are required;
+    # they are what binds the signature to this content.
+    content_type = attrs.get("1.2.840.113549.1.9.3")
+    if content_type is None:
+        f.fail(_CRYPTO, S.INVALID, "signed attributes lack the contentType attribute")
+        raise _Stop
+    if content_type[0].dotted != ctx.econtent_type:
+        f.fail(_CRYPTO, S.INVALID, "contentType attribute differs from the encapsulated type")
+        raise _Stop
+    message_digest = attrs.get("1.2.840.113549.1.9.4")
+    if message_digest is None:
+        f.fail(_CRYPTO, S.INVALID, "signed attributes lack the messageDigest attribute")
+        raise _Stop
+    expected = ctx.content_digest(digest_name)
+    if not hmac.compare_digest(bytes(message_digest[0].native), expected):
+        f.fail(_CRYPTO, S.INVALID, "message digest does not match the content (content altered)")
+        raise _Stop
+
+
+def _read_informational_attributes(attrs: dict[str, list[core.Asn1Value]], f: _Findings) -> None:
+    """Signing time, capabilities and key preference. These only inform: a broken one is
+    ignored rather than failing a signature that is otherwise sound."""
+    signing_time = attrs.get("1.2.840.113549.1.9.5")
+    if signing_time:
+        try:
+            f.signing_time = signing_time[0].native
+        except ValueError:
+            pass
+    capabilities = attrs.get("1.2.840.113549.1.9.15")
+    if capabilities:
+        try:
+            f.capabilities, f.capability_oids = capabilities_from_attribute(capabilities[0])
+        except MalformedInput:
+            pass
+    try:
+        f.encryption_key_preference = _encryption_key_preference(attrs)
+    except (ValueError, TypeError, KeyError):
+        pass
+
+
+def _encryption_key_preference(attrs: dict[str, list[core.Asn1Value]]) -> tuple[Any, ...] | None:
+    """SMIMEEncryptionKeyPreference (RFC 8551 section 2.5.3) or Microsoft's attribute.
+
+    Returns ``("issuer-serial", issuer_rfc4514, serial)``, ``("ski", hex)`` for a recipientKeyId,
+    ``("alt-ski", hex)`` for a subjectAltKeyIdentifier, or None.
+    """
+    preference = attrs.get("1.2.840.113549.1.9.16.2.11")
+    if preference:
+        choice = preference[0]
+        if choice.name == "issuer_and_serial_number":
+            ias = choice.chosen
+            return ("issuer-serial", name_to_rfc4514(ias["issuer"]), ias["serial_number"].native)
+        if choice.name == "recipientKeyId":
+            return ("ski", bytes(choice.chosen["subjectKeyIdentifier"].native).hex())
+        return ("alt-ski", bytes(choice.chosen.native).hex())
+    microsoft = attrs.get(_OID_MS_ENCRYPTION_KEY_PREFERENCE)
+    if microsoft:
+        # asn1crypto does not know this OID: its value is an IssuerAndSerialNumber.
+        ias = cms.IssuerAndSerialNumber.load(microsoft[0].dump(), strict=True)
+        return ("issuer-serial", name_to_rfc4514(ias["issuer"]), ias["serial_number"].native)
+    return None
+
+
+def _signed_bytes(signed_attrs: cms.CMSAttributes) -> list[bytes]:
+    """What the signer signed: the DER SET OF the signed attributes (RFC 5652 section 5.4).
+
+    The attributes arrive as ``[0] IMPLICIT``; the signature covers the same bytes with the
+    universal SET tag (0x31). We use the bytes as received, never asn1crypto's re-serialisation;
+    only when they are not DER (e.g. an indefinite length) is a DER re-encoding also tried, since
+    the signer had to sign DER and we check the parsed attributes' values either way.
+    """
+    original = signed_attrs.dump()
+    as_set = b"\x31" + original[1:]
+    options = [as_set]
+    reencoded = cms.CMSAttributes.load(as_set).dump(force=True)
+    if reencoded != as_set:
+        options.append(reencoded)
+    return options
+
+
+# --- the signer certificate and the signature ------------------------------------------------
+
+
+def _find_signer_certificate(sid: cms.SignerIdentifier, pool: list[_Cert]) -> _Cert | None:
+    """The certificate named by the SignerIdentifier: issuerAndSerialNumber or SKI."""
+    if sid.name == "issuer_and_serial_number":
+        issuer_der = sid.chosen["issuer"].dump()
+        serial = sid.chosen["serial_number"].native
+        for c in pool:
+            if c.cert.serial_number == serial and c.cert.issuer.public_bytes() == issuer_der:
+                return c
+        # Fall back to asn1crypto's comparison, which normalises string types and case as
+        # RFC 5280 section 7.1 asks, for issuers encoded differently than in the certificate.
+        issuer = sid.chosen["issuer"]
+        for c in pool:
+            if c.cert.serial_number == serial and _asn1_name(c.cert.issuer) == issuer:
+                return c
+        return None
+    key_id = bytes(sid.chosen.native)
+    for c in pool:
+        try:
+            ski = extension_value(c.cert, x509.SubjectKeyIdentifier)
+        except CertificateDefect:
+            continue
+        if ski is not None and ski.digest == key_id:
+            return c
+    return None
+
+
+def _asn1_name(name: x509.Name) -> asn1_x509.Name:
+    return asn1_x509.Name.load(name.public_bytes())
+
+
+def _check_signature(
+    si: cms.SignerInfo,
+    kind: tuple[str, str | None],
+    digest_name: str,
+    cert: x509.Certificate,
+    candidates: list[bytes],
+    ctx: _Context,
+    f: _Findings,
+) -> None:
+    name, fixed_hash = kind
+    signature = bytes(si["signature"].native)
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        f.fail(_CRYPTO, S.UNSUPPORTED, "the signer certificate's key type is not supported")
+        raise _Stop from None
+    key_name = key_description(cert)
+    # The hash inside the signature: fixed by the OID (sha256WithRSAEncryption...), by the PSS
+    # parameters, or else the digestAlgorithm (rsaEncryption, id-ecPublicKey).
+    signature_hash = fixed_hash or digest_name
+    pss: padding.PSS | None = None
+    if name == "rsa-pss":
+        signature_hash, pss = _pss_parameters(si["signature_algorithm"]["parameters"], f)
+
+    def verify(data: bytes) -> None:
+        if name in ("rsa-pkcs1v15", "rsa-pss") and isinstance(key, rsa.RSAPublicKey):
+            pad = pss if pss is not None else padding.PKCS1v15()
+            key.verify(signature, data, pad, _HASH_FACTORIES[signature_hash]())
+        elif name == "ecdsa" and isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, data, ec.ECDSA(_HASH_FACTORIES[signature_hash]()))
+        elif name == "ed25519" and isinstance(key, ed25519.Ed25519PublicKey):
+            key.verify(signature, data)
+        elif name == "ed448" and isinstance(key, ed448.Ed448PublicKey):
+            key.verify(signature, data)
+        else:
+            raise _KeyMismatch
+
+    if signature_hash not in _HASH_FACTORIES or signature_hash == "shake256" and name != "ed448":
+        f.fail(_CRYPTO, S.UNSUPPORTED, f"signature hash {signature_hash} is not supported")
+        raise _Stop
+    for data in candidates:
+        try:
+            verify(data)
+            break
+        except InvalidSignature:
+            continue
+        except _KeyMismatch:
+            f.fail(_CRYPTO, S.INVALID, f"signature algorithm {name} does not fit a {key_name} key")
+            raise _Stop from None
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            f.fail(_CRYPTO, S.UNSUPPORTED, f"cannot check {name} signature: {_one_line(exc)}")
+            raise _Stop from None
+    else:
+        f.fail(_CRYPTO, S.INVALID, "signature does not verify with the signer certificate's key")
+        raise _Stop
+
+    # The signature is sound; now judge how strong its algorithms are.
+    for used in dict.fromkeys((digest_name, signature_hash)):
+        if used == "md5" or (used == "sha1" and not ctx.allow_sha1):
+            f.fail(_WEAK, S.WEAK_ALGORITHM, f"signed with {used.upper()}, no longer trusted")
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+        f.fail(_WEAK, S.WEAK_ALGORITHM, f"signer key is RSA-{key.key_size}, under {MIN_RSA_BITS}")
+
+
+class _KeyMismatch(Exception):
+    """The signature algorithm does not fit the key type of the signer certificate."""
+
+
+def _pss_parameters(params: Any, f: _Findings) -> tuple[str, padding.PSS]:
+    """The hash and padding of RSASSA-PSS-params (RFC 4055 section 3.1; absent fields default)."""
+    if isinstance(params, core.Void | core.Null):
+        f.fail(_CRYPTO, S.MALFORMED, "RSASSA-PSS signature without parameters")
+        raise _Stop
+    hash_oid = params["hash_algorithm"]["algorithm"].dotted
+    mgf = params["mask_gen_algorithm"]
+    salt_length = params["salt_length"].native
+    if mgf["algorithm"].dotted != _MGF1:
+        f.fail(_CRYPTO, S.UNSUPPORTED, f"RSASSA-PSS mask generation {mgf['algorithm'].dotted}")
+        raise _Stop
+    mgf_hash_oid = mgf["parameters"]["algorithm"].dotted
+    if params["trailer_field"].native not in (1, "trailer_field_bc"):
+        f.fail(_CRYPTO, S.UNSUPPORTED, "RSASSA-PSS trailer field other than 1")
+        raise _Stop
+    names = [_DIGESTS.get(oid, (None,))[0] for oid in (hash_oid, mgf_hash_oid)]
+    if None in names or "shake256" in names:
+        f.fail(_CRYPTO, S.UNSUPPORTED, "RSASSA-PSS with an unsupported hash")
+        raise _Stop
+    hash_name, mgf_name = str(names[0]), str(names[1])
+    mgf1 = padding.MGF1(_HASH_FACTORIES[mgf_name]())
+    return hash_name, padding.PSS(mgf=mgf1, salt_length=salt_length)
+
+
+# --- the certificate path --------------------------------------------------------------------
+
+
+def _check_chain(signer: _Cert, ctx: _Context, f: _Findings) -> None:
+    """Build the paths from the signer to an anchor and record the best path's problems."""
+    builder = _PathBuilder(ctx)
+    paths = builder.paths(signer)
+    if not paths:
+        f.fail(_CHAIN, S.UNTRUSTED, builder.why_not(signer))
+        return
+    judged = [(path, _path_problems(path, ctx, f.addresses)) for path in paths]
+    # The best path is the one whose first problem comes latest (none at all is best), then the
+    # one with fewest problems: a renewed intermediate wins over an expired twin.
+    path, problems = min(
+        judged, key=lambda item: (min((p[0] for p in item[1]), default=99) * -1, len(item[1]))
+    )
+    f.chain = tuple(c.cert for c in path)
+    f.problems.extend(problems)
+
+
+def _path_problems(
+    path: tuple[_Cert, ...], ctx: _Context, addresses: tuple[str, ...]
+) -> list[tuple[int, SignatureStatus, str]]:
+    problems: list[tuple[int, SignatureStatus, str]] = []
+    for position, c in enumerate(path):
+        cert = c.cert
+        role = _role(position, len(path))
+        subject = _subject(cert)
+        if ctx.at < cert.not_valid_before_utc:
+            when = cert.not_valid_before_utc.date().isoformat()
+            problems.append((_CHAIN, S.NOT_YET_VALID, f"{role} {subject} is valid from {when}"))
+        elif ctx.at > cert.not_valid_after_utc:
+            when = cert.not_valid_after_utc.date().isoformat()
+            problems.append((_CHAIN, S.EXPIRED, f"{role} {subject} expired on {when}"))
+        if 0 < position < len(path) - 1 and not is_usable_for_email(cert):
+            problems.append((_USAGE, S.BAD_EKU, f"{role} {subject} is not for email protection"))
+        if position < len(path) - 1:
+            # The anchor's own signature is not checked: it is trusted by configuration.
+            weak = _weak_certificate_hash(cert, ctx.allow_sha1)
+            if weak:
+                problems.append(
+                    (_WEAK, S.WEAK_ALGORITHM, f"{role} {subject} is signed with {weak}")
+                )
+    constraint = _name_constraint_violation(path, addresses)
+    if constraint:
+        problems.append((_CHAIN, S.UNTRUSTED, constraint))
+    return problems
+
+
+def _weak_certificate_hash(cert: x509.Certificate, allow_sha1: bool) -> str | None:
+    try:
+        algorithm = cert.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        return None
+    if isinstance(algorithm, hashes.MD5):
+        return "MD5"
+    if isinstance(algorithm, hashes.SHA1) and not allow_sha1:
+        return "SHA-1"
+    return None
+
+
+def _role(position: int, length: int) -> str:
+    if position == 0:
+        return "signer certificate"
+    return "trust anchor" if position == length - 1 else "intermediate"
+
+
+def _subject(cert: x509.Certificate) -> str:
+    try:
+        return cert.subject.rfc4514_string() or "(empty subject)"
+    except ValueError:
+        return "(unreadable subject)"
+
+
+class _PathBuilder:
+    """Depth-first search for paths signer -> ... -> anchor through the known certificates.
+
+    An issuer must match the child's issuer name (and its key identifier when both carry one),
+    have verified the child's signature, be a CA (basicConstraints cA, keyUsage keyCertSign when
+    present), honour its pathLenConstraint, carry no unknown critical extension, and not repeat in
+    the path. Validity in time is judged afterwards, per path, so that an expired certificate is
+    reported as expired rather than as a missing link.
+    """
+
+    def __init__(self, ctx: _Context) -> None:
+        self.anchor_ders = {a.der for a in ctx.anchors}
+        # Anchors first: a path that reaches an anchor directly is the shortest.
+        self.candidates = ctx.anchors + [c for c in ctx.pool if c.der not in self.anchor_ders]
+        self.checks = 0
+        self.verified: dict[tuple[bytes, bytes], bool] = {}
+        self.rejections: dict[bytes, str] = {}  # why an issuer candidate was refused
+
+    def paths(self, signer: _Cert) -> list[tuple[_Cert, ...]]:
+        found: list[tuple[_Cert, ...]] = []
+        if _unhandled_critical(signer.cert):
+            self.rejections[signer.der] = (
+                f"signer certificate has an unsupported critical extension "
+                f"{_unhandled_critical(signer.cert)}"
+            )
+            return found
+        self._walk((signer,), found)
+        return found
+
+    def _walk(self, path: tuple[_Cert, ...], found: list[tuple[_Cert, ...]]) -> None:
+        if len(found) >= _MAX_PATHS:
+            return
+        top = path[-1]
+        if top.der in self.anchor_ders:
+            found.append(path)
+            return
+        if len(path) >= MAX_CHAIN_LENGTH:
+            self.rejections[top.der] = f"the path is longer than {MAX_CHAIN_LENGTH} certificates"
+            return
+        in_path = {c.der for c in path}
+        for issuer in self.candidates:
+            if issuer.der in in_path or issuer.cert.subject != top.cert.issuer:
+                continue
+            if not self._key_ids_match(top.cert, issuer.cert):
+                continue
+            refusal = self._issuer_refusal(issuer, path)
+            if refusal:
+                self.rejections[issuer.der] = refusal
+                continue
+            if not self._signed_by(top, issuer):
+                continue
+            self._walk((*path, issuer), found)
+
+    @staticmethod
+    def _key_ids_match(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+        try:
+            aki = extension_value(child, x509.AuthorityKeyIdentifier)
+            ski = extension_value(issuer, x509.SubjectKeyIdentifier)
+        except CertificateDefect:
+            return False
+        if aki is None or aki.key_identifier is None or ski is None:
+            return True
+        return aki.key_identifier == ski.digest
+
+    @staticmethod
+    def _issuer_refusal(issuer: _Cert, path: tuple[_Cert, ...]) -> str | None:
+        cert = issuer.cert
+        name = _subject(cert)
+        try:
+            constraints = extension_value(cert, x509.BasicConstraints)
+            usage = extension_value(cert, x509.KeyUsage)
+        except CertificateDefect as exc:
+            return f"issuer {name}: {exc}"
+        if constraints is None or not constraints.ca:
+            return f"issuer {name} is not a CA"
+        if usage is not None and not usage.key_cert_sign:
+            return f"issuer {name} may not sign certificates (keyUsage)"
+        if constraints.path_length is not None:
+            # RFC 5280 section 4.2.1.9: intermediates below this one, self-issued ones not counted.
+            below = sum(1 for c in path[1:] if c.cert.subject != c.cert.issuer)
+            if below > constraints.path_length:
+                return f"issuer {name} allows {constraints.path_length} intermediates below it"
+        critical = _unhandled_critical(cert)
+        if critical:
+            return f"issuer {name} has an unsupported critical extension {critical}"
+        return None
+
+    def _signed_by(self, child: _Cert, issuer: _Cert) -> bool:
+        pair = (child.der, issuer.der)
+        if pair not in self.verified:
+            if self.checks >= _MAX_SIGNATURE_CHECKS:
+                return False
+            self.checks += 1
+            try:
+                child.cert.verify_directly_issued_by(issuer.cert)
+                self.verified[pair] = True
+            except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+                self.verified[pair] = False
+                self.rejections[issuer.der] = (
+                    f"{_subject(child.cert)} is not signed by the key of {_subject(issuer.cert)}"
+                )
+        return self.verified[pair]
+
+    def why_not(self, signer: _Cert) -> str:
+        """One line saying why no path was found."""
+        if self.rejections:
+            return "no path to a trust anchor: " + next(reversed(self.rejections.values()))
+        issuer = signer.cert.issuer.rfc4514_string() or "(empty issuer)"
+        if signer.cert.subject == signer.cert.issuer:
+            return f"self-signed certificate {issuer} is not a trust anchor"
+        return f"no path to a trust anchor: issuer {issuer} is not known"
+
+
+def _unhandled_critical(cert: x509.Certificate) -> str | None:
+    try:
+        extensions = list(cert.extensions)
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
+        return "(unreadable extensions)"
+    for ext in extensions:
+        if ext.critical and ext.oid not in _HANDLED_CRITICAL:
+            return ext.oid.dotted_string
+    return None
+
+
+# --- name constraints ------------------------------------------------------------------------
+
+
+def _name_constraint_violation(path: tuple[_Cert, ...], addresses: tuple[str, ...]) -> str | None:
+    """RFC 5280 section 4.2.1.10 for the names S/MIME relies on: the signer's email addresses
+    (rfc822Name) and the subjects (directoryName) of the certificates below each CA."""
+    for position in range(1, len(path)):
+        ca = path[position].cert
+        try:
+            constraints = extension_value(ca, x509.NameConstraints)
+        except CertificateDefect:
+            return f"name constraints of {_subject(ca)} cannot be read"
+        if constraints is None:
+            continue
+        below = [c.cert for c in path[:position]]
+        for address in addresses:
+            if not _allowed(address, constraints, x509.RFC822Name, _email_matches):
+                return f"address {address} is outside the name constraints of {_subject(ca)}"
+        for cert in below:
+            subject = cert.subject
+            # The self-issued certificates' subjects are exempt; an empty subject says nothing.
+            if len(subject) == 0 or (cert is not path[0].cert and cert.subject == cert.issuer):
+                continue
+            if not _allowed(subject, constraints, x509.DirectoryName, _dn_matches):
+                return f"subject {_subject(cert)} is outside the name constraints of {_subject(ca)}"
+    return None
+
+
+def _allowed(
+    name: Any,
+    constraints: x509.NameConstraints,
+    kind: type[x509.GeneralName],
+    matches: Callable[[Any, Any], bool],
+) -> bool:
+    permitted = [t.value for t in constraints.permitted_subtrees or () if isinstance(t, kind)]
+    excluded = [t.value for t in constraints.excluded_subtrees or () if isinstance(t, kind)]
+    if any(matches(name, e) for e in excluded):
+        return False
+    return not permitted or any(matches(name, p) for p in permitted)
+
+
+def _email_matches(address: str, constraint: str) -> bool:
+    # A full address matches itself; "host" matches addresses at that host; ".domain" matches
+    # addresses at any host below the domain (RFC 5280 section 4.2.1.10).
+    constraint = constraint.lower()
+    if "@" in constraint:
+        return address == constraint
+    host = address.rpartition("@")[2]
+    if constraint.startswith("."):
+        return host.endswith(constraint)
+    return host == constraint
+
+
+def _dn_matches(subject: x509.Name, constraint: x509.Name) -> bool:
+    # A directoryName subtree holds the names that start with its RDNs.
+    prefix = list(constraint.rdns)
+    return list(subject.rdns)[: len(prefix)] == prefix
+
+
+# --- signer usage and address ----------------------------------------------------------------
+
+
+def _check_signer_usage(cert: x509.Certificate, f: _Findings) -> None:
+    if not is_usable_for_email(cert):
+        f.fail(_USAGE, S.BAD_EKU, "signer certificate's extended key usage excludes email")
+    if not allows_signing(cert):
+        f.fail(
+            _USAGE,
+            S.BAD_EKU,
+            "signer certificate's key usage has neither digitalSignature nor nonRepudiation",
+        )
+
+
+def _check_address(ctx: _Context, f: _Findings) -> None:
+    matching = [a for a in f.addresses if a in ctx.from_addresses]
+    f.address = matching[0] if matching else (f.addresses[0] if f.addresses else None)
+    if not ctx.from_addresses:
+        f.fail(_ADDRESS, S.EMAIL_MISMATCH, "message has no From address")
+    elif not f.addresses:
+        f.fail(_ADDRESS, S.EMAIL_MISMATCH, "signer certificate names no email address")
+    elif not matching:
+        f.fail(
+            _ADDRESS,
+            S.EMAIL_MISMATCH,
+            f"signer is {', '.join(f.addresses)}, not the From address {ctx.from_addresses[0]}",
+        )
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] if text else type(exc).__name__
