@@ -72,7 +72,7 @@ def test_sign_only_verifies_for_every_key_type(pki: TestPki, signer: str) -> Non
 
 def test_opaque_signed_data_verifies_and_carries_the_content(pki: TestPki) -> None:
     draft = attachment_draft()
-    result = seal_draft(pki, draft, options=SealOptions(encrypt=False))
+    result = seal_draft(pki, draft, options=SealOptions(encrypt=False, opaque=True))
     assert b"smime-type=signed-data" in result.main.message
     _assert_same_payloads(draft, _verify(pki, result.main.message))
 
