@@ -8,7 +8,7 @@ Where the file is: ``--config FILE``, else ``$SMIME_COMPANION_CONFIG``, else
 Secrets are never read from the file itself. Each secret ``NAME`` is given as ``NAME_env`` (an
 environment variable), ``NAME_command`` (a command whose first output line is the secret) or
 ``NAME_keyring`` (``true`` for the default entry, or ``"service/user"``), and resolved only when
-needed by :mod:`smime_companion.secrets`.
+needed by :mod:`smime_companion.credentials`.
 
 Every problem is reported as one :class:`ConfigError` line with the file, the line and the key.
 """

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from cryptography import x509
 
-from smime_companion import keyfiles, secrets
+from smime_companion import credentials, keyfiles
 from smime_companion.config import Config, IdentityConfig
 from smime_companion.core.model import Identity
 
@@ -23,7 +23,9 @@ def load_identities(cfg: IdentityConfig) -> list[Identity]:
     identities: list[Identity] = []
     p12_files = ([cfg.p12] if cfg.p12 else []) + list(cfg.old_p12)
     if p12_files:
-        password = secrets.resolve(cfg.p12_password).encode() if cfg.p12_password.given else None
+        password = (
+            credentials.resolve(cfg.p12_password).encode() if cfg.p12_password.given else None
+        )
         identities.extend(keyfiles.load_pkcs12(path, password) for path in p12_files)
     if cfg.key and cfg.cert:
         certs = keyfiles.load_certificates(cfg.cert)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from smime_companion.config import load_config, parse_config
+from smime_companion.credentials import resolve
 from smime_companion.errors import ConfigError, SecretUnavailable
-from smime_companion.secrets import resolve
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
 

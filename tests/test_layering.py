@@ -84,7 +84,7 @@ CONFIG_READERS = (
     "smime_companion.daemon",
     "smime_companion.runtime",
     "smime_companion.config",
-    "smime_companion.secrets",
+    "smime_companion.credentials",
 )
 EDGES = ("smime_companion.cli", "smime_companion.daemon")
 
