@@ -13,6 +13,7 @@ from pathlib import Path
 from cryptography import x509
 
 from smime_companion import keyfiles
+from smime_companion.config import Config, load_config
 from smime_companion.core.model import Identity
 from smime_companion.errors import UsageError
 
@@ -79,3 +80,19 @@ def load_anchors(paths: Sequence[Path], system: bool) -> list[x509.Certificate]:
     if system:
         anchors.extend(keyfiles.system_anchors())
     return anchors
+
+
+def add_config_flag(parser: argparse.ArgumentParser) -> None:
+    """The ``--config FILE`` option every config-reading subcommand takes."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        type=Path,
+        help="config file (default: $SMIME_COMPANION_CONFIG, else "
+        "~/.config/smime-companion/config.toml)",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Load the config named by ``--config`` (or the default location)."""
+    return load_config(args.config)
