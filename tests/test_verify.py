@@ -18,7 +18,7 @@ from asn1crypto import cms, core
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -200,39 +200,43 @@ def test_sha1_is_accepted_when_allowed(
 # --- Ed25519 (RFC 8419), built here because OpenSSL 3.0 cannot ------------------------------
 
 
-def ed25519_signed_data(
-    pki: TestPki,
+def eddsa_signed_data(
+    cert: x509.Certificate,
+    key: ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey,
     content: bytes,
     *,
+    chain: Sequence[x509.Certificate] = (),
     signed_attributes: bool = True,
     extra_attributes: Sequence[dict[str, Any]] = (),
 ) -> bytes:
-    """An opaque SignedData by erin (Ed25519): digest SHA-512, pure EdDSA over the DER SET OF the
-    signed attributes, or over the content itself without them (RFC 8419 section 3)."""
-    cert = asn1_x509.Certificate.load(load_cert(pki.cert("erin")).public_bytes(Encoding.DER))
-    intermediate = asn1_x509.Certificate.load(
-        load_cert(pki.intermediate).public_bytes(Encoding.DER)
-    )
-    key = serialization.load_pem_private_key(pki.key("erin").read_bytes(), password=None)
-    assert isinstance(key, ed25519.Ed25519PrivateKey)
+    """An opaque SignedData by an EdDSA key (RFC 8419 section 3): the content digest is SHA-512
+    (Ed25519) or SHAKE256 with 512 bits (Ed448); the pure EdDSA signature covers the DER SET OF
+    the signed attributes, or the content itself without them."""
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        digest_name, signature_name = "sha512", "ed25519"
+        message_digest = hashlib.sha512(content).digest()
+    else:
+        digest_name, signature_name = "shake256", "ed448"
+        message_digest = hashlib.shake_256(content).digest(64)
+    signer_cert = asn1_x509.Certificate.load(cert.public_bytes(Encoding.DER))
     signer: dict[str, Any] = {
         "version": "v1",
         "sid": cms.SignerIdentifier(
             {
                 "issuer_and_serial_number": {
-                    "issuer": cert.issuer,
-                    "serial_number": cert.serial_number,
+                    "issuer": signer_cert.issuer,
+                    "serial_number": signer_cert.serial_number,
                 }
             }
         ),
-        "digest_algorithm": {"algorithm": "sha512"},
-        "signature_algorithm": {"algorithm": "ed25519"},
+        "digest_algorithm": {"algorithm": digest_name},
+        "signature_algorithm": {"algorithm": signature_name},
     }
     if signed_attributes:
         attrs = cms.CMSAttributes(
             [
                 {"type": "content_type", "values": ["data"]},
-                {"type": "message_digest", "values": [hashlib.sha512(content).digest()]},
+                {"type": "message_digest", "values": [message_digest]},
                 *extra_attributes,
             ]
         )
@@ -240,16 +244,27 @@ def ed25519_signed_data(
         signer["signature"] = key.sign(attrs.dump())  # the universal SET OF encoding
     else:
         signer["signature"] = key.sign(content)
+    certificates = [signer_cert] + [
+        asn1_x509.Certificate.load(c.public_bytes(Encoding.DER)) for c in chain
+    ]
     signed_data = cms.SignedData(
         {
             "version": "v1",
-            "digest_algorithms": [{"algorithm": "sha512"}],
+            "digest_algorithms": [{"algorithm": digest_name}],
             "encap_content_info": {"content_type": "data", "content": content},
-            "certificates": [cert, intermediate],
+            "certificates": certificates,
             "signer_infos": [signer],
         }
     )
     return cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()
+
+
+def ed25519_signed_data(pki: TestPki, content: bytes, **kwargs: Any) -> bytes:
+    """An opaque SignedData by erin (Ed25519), with the intermediate."""
+    key = serialization.load_pem_private_key(pki.key("erin").read_bytes(), password=None)
+    assert isinstance(key, ed25519.Ed25519PrivateKey)
+    cert = load_cert(pki.cert("erin"))
+    return eddsa_signed_data(cert, key, content, chain=[load_cert(pki.intermediate)], **kwargs)
 
 
 @pytest.mark.parametrize("signed_attributes", [True, False])
@@ -485,11 +500,13 @@ def issue(
     name: str,
     *,
     key_size: int = 2048,
+    key: Any = None,
     key_usage: x509.KeyUsage | None = None,
     eku: Sequence[x509.ObjectIdentifier] = (ExtendedKeyUsageOID.EMAIL_PROTECTION,),
     issuer: tuple[x509.Certificate, Any] | None = None,
     ca: bool = False,
     name_constraints: x509.NameConstraints | None = None,
+    extra_extension: x509.ExtensionType | None = None,
 ) -> tuple[Path, Path, x509.Certificate, Any]:
     """A certificate for ``name``@example.org; returns (cert path, key path, cert, key)."""
     if issuer is None:
@@ -497,7 +514,8 @@ def issue(
             (pki.directory / "intermediate.key.pem").read_bytes(), password=None
         )
         issuer = (load_cert(pki.intermediate), issuer_key)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
+    if key is None:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=key_size)
     now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
@@ -517,6 +535,8 @@ def issue(
         builder = builder.add_extension(key_usage, critical=True)
     if name_constraints is not None:
         builder = builder.add_extension(name_constraints, critical=True)
+    if extra_extension is not None:
+        builder = builder.add_extension(extra_extension, critical=True)
     cert = builder.sign(issuer[1], hashes.SHA256())
     cert_path, key_path = directory / f"{name}.cert.pem", directory / f"{name}.key.pem"
     cert_path.write_bytes(cert.public_bytes(Encoding.PEM))
@@ -684,3 +704,72 @@ def test_a_naive_time_is_refused_as_misuse(
 ) -> None:
     with pytest.raises(UsageError):
         check(sign(pki, "alice"), anchors, now.replace(tzinfo=None))
+
+
+# --- more algorithms and limits --------------------------------------------------------------
+
+
+def test_md5_is_a_weak_algorithm_even_when_sha1_is_allowed(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime
+) -> None:
+    outcome = check(sign(pki, "alice", args=["-md", "md5"]), anchors, now, allow_sha1=True)
+    assert outcome.status == S.WEAK_ALGORITHM
+    assert outcome.signers[0].digest_algorithm == "md5"
+
+
+def test_a_dsa_signature_is_unsupported(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime, tmp_path: Path
+) -> None:
+    key = dsa.generate_private_key(key_size=2048)
+    cert, key_path, *_ = issue(pki, tmp_path, "dsa", key=key)
+    outcome = check(sign_with(cert, key_path), anchors, now, from_=["dsa@example.org"])
+    assert outcome.status == S.UNSUPPORTED
+    assert outcome.signers[0].signature_algorithm == "2.16.840.1.101.3.4.3.2"  # dsa-with-sha256
+    assert (outcome.signers[0].reason or "").endswith("is not supported")
+
+
+def test_ed448_signatures_are_valid(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime, tmp_path: Path
+) -> None:
+    key = ed448.Ed448PrivateKey.generate()
+    _, _, cert, _ = issue(pki, tmp_path, "ed448", key=key)
+    der = eddsa_signed_data(cert, key, CONTENT, chain=[load_cert(pki.intermediate)])
+    outcome = check(der, anchors, now, from_=["ed448@example.org"])
+    assert outcome.status == S.VALID
+    assert outcome.signers[0].signature_algorithm == "ed448"
+    assert outcome.signers[0].digest_algorithm == "shake256"
+
+
+def test_an_unknown_critical_extension_makes_the_signer_untrusted(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime, tmp_path: Path
+) -> None:
+    unknown = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"), b"\x05\x00")
+    cert, key, *_ = issue(pki, tmp_path, "odd", extra_extension=unknown)
+    der = sign_with(cert, key, args=["-certfile", str(pki.intermediate)])
+    outcome = check(der, anchors, now, from_=["odd@example.org"])
+    assert outcome.status == S.UNTRUSTED
+    assert "1.3.6.1.4.1.99999.1" in (outcome.signers[0].reason or "")
+
+
+def test_only_the_first_sixteen_signers_are_checked(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime
+) -> None:
+    info = parse_content_info(sign(pki, "alice"))
+    signed_data = info["content"]
+    signer = signed_data["signer_infos"][0]
+    copies = cms.SignerInfos([cms.SignerInfo.load(signer.dump()) for _ in range(17)])
+    signed_data["signer_infos"] = copies
+    der = cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump(force=True)
+    outcome = check(der, anchors, now)
+    assert outcome.status == S.VALID
+    assert len(outcome.signers) == 16
+    assert outcome.error == "only the first 16 of 17 signers were checked"
+
+
+def test_a_trust_anchor_may_be_the_signer_certificate_itself(
+    pki: TestPki, now: dt.datetime
+) -> None:
+    der = sign(pki, "rogue", with_intermediate=False)
+    outcome = check(der, [load_cert(pki.cert("rogue"))], now, from_=["rogue@example.org"])
+    assert outcome.status == S.VALID
+    assert outcome.signers[0].chain == (load_cert(pki.cert("rogue")),)

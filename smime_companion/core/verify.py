@@ -46,6 +46,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
 from smime_companion.core.certs import (
     CertificateDefect,
@@ -67,7 +68,8 @@ from smime_companion.errors import MalformedInput, UsageError
 
 # Bounds on the work one hostile message can cause.
 MAX_SIGNERS = 16  # SignerInfos checked per SignedData; later ones are ignored (and said so)
-MAX_CERTIFICATES = 64  # certificates taken from one message, and from extra_certificates
+MAX_CERTIFICATES = 64  # certificates taken from one message
+MAX_EXTRA_CERTIFICATES = 4096  # extra_certificates considered (they come from our own store)
 MAX_CHAIN_LENGTH = 8  # certificates in a path, signer and trust anchor included
 _MAX_PATHS = 16  # complete paths compared per signer
 _MAX_SIGNATURE_CHECKS = 256  # certificate signature verifications per signer
@@ -201,7 +203,9 @@ def verify_signed_data(
         content=content,
         econtent_type=econtent_type,
         message_certs=message_certs,
-        pool=_dedupe(message_certs + [_Cert(c) for c in extra_certificates[:MAX_CERTIFICATES]]),
+        pool=_dedupe(
+            message_certs + [_Cert(c) for c in extra_certificates[:MAX_EXTRA_CERTIFICATES]]
+        ),
         anchors=_dedupe([_Cert(c) for c in anchors]),
         at=at,
         from_addresses=tuple(a.strip().lower() for a in from_addresses if a.strip()),
@@ -526,7 +530,7 @@ def _find_signer_certificate(sid: cms.SignerIdentifier, pool: list[_Cert]) -> _C
         # RFC 5280 section 7.1 asks, for issuers encoded differently than in the certificate.
         issuer = sid.chosen["issuer"]
         for c in pool:
-            if c.cert.serial_number == serial and _asn1_name(c.cert.issuer) == issuer:
+            if c.cert.serial_number == serial and _same_name(c.cert.issuer, issuer):
                 return c
         return None
     key_id = bytes(sid.chosen.native)
@@ -540,8 +544,11 @@ def _find_signer_certificate(sid: cms.SignerIdentifier, pool: list[_Cert]) -> _C
     return None
 
 
-def _asn1_name(name: x509.Name) -> asn1_x509.Name:
-    return asn1_x509.Name.load(name.public_bytes())
+def _same_name(name: x509.Name, other: asn1_x509.Name) -> bool:
+    try:
+        return bool(asn1_x509.Name.load(name.public_bytes()) == other)
+    except (ValueError, TypeError, KeyError):
+        return False  # a name asn1crypto cannot compare matches no certificate
 
 
 def _check_signature(
@@ -581,7 +588,7 @@ def _check_signature(
         else:
             raise _KeyMismatch
 
-    if signature_hash not in _HASH_FACTORIES or signature_hash == "shake256" and name != "ed448":
+    if signature_hash not in _HASH_FACTORIES or (signature_hash == "shake256" and name != "ed448"):
         f.fail(_CRYPTO, S.UNSUPPORTED, f"signature hash {signature_hash} is not supported")
         raise _Stop
     for data in candidates:
@@ -849,7 +856,7 @@ def _name_constraint_violation(path: tuple[_Cert, ...], addresses: tuple[str, ..
         if constraints is None:
             continue
         below = [c.cert for c in path[:position]]
-        for address in addresses:
+        for address in _constrained_addresses(path[0].cert, addresses):
             if not _allowed(address, constraints, x509.RFC822Name, _email_matches):
                 return f"address {address} is outside the name constraints of {_subject(ca)}"
         for cert in below:
@@ -860,6 +867,20 @@ def _name_constraint_violation(path: tuple[_Cert, ...], addresses: tuple[str, ..
             if not _allowed(subject, constraints, x509.DirectoryName, _dn_matches):
                 return f"subject {_subject(cert)} is outside the name constraints of {_subject(ca)}"
     return None
+
+
+def _constrained_addresses(signer: x509.Certificate, addresses: tuple[str, ...]) -> list[str]:
+    # RFC 5280 section 4.2.1.10: emailAddress attributes of the subject are constrained like
+    # rfc822Names, even when the SAN is what names the signer.
+    try:
+        in_subject = [
+            a.value.lower()
+            for a in signer.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS)
+            if isinstance(a.value, str)
+        ]
+    except ValueError:
+        in_subject = []
+    return list(dict.fromkeys([*addresses, *in_subject]))
 
 
 def _allowed(
