@@ -130,11 +130,12 @@ def seal_draft(
 
 def leaf_payloads(raw: bytes) -> list[tuple[str, bytes]]:
     """(content type, decoded payload) of every leaf part, text with canonical CRLF line ends:
-    what a reader sees, whatever transfer encoding carried it."""
+    what a reader sees, whatever transfer encoding carried it. Detached signatures are not
+    payload and are left out."""
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
     out = []
     for part in msg.walk():
-        if part.is_multipart():
+        if part.is_multipart() or part.get_content_type() == "application/pkcs7-signature":
             continue
         data = part.get_payload(decode=True)
         assert isinstance(data, bytes)
