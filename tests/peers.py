@@ -306,9 +306,13 @@ class GpgsmHome:
         self._work = _Workdir(directory)
         self._keys: set[str] = set()
         self._certs: set[str] = set()
-        self._gpgsm(["--import", pki.root, pki.intermediate])
-        for user in users:
-            self.import_identity(user)
+        try:
+            self._gpgsm(["--import", pki.root, pki.intermediate])
+            for user in users:
+                self.import_identity(user)
+        except BaseException:
+            self.close()  # an import may already have started gpg-agent
+            raise
 
     def __enter__(self) -> GpgsmHome:
         return self
@@ -337,7 +341,9 @@ class GpgsmHome:
         proc = self._gpgsm(["--import", p12], passphrase=True, check=False)
         # gpgsm may exit 0 having imported only the certificates: insist on the key.
         if proc.returncode != 0 or b"secret keys imported: 1" not in proc.stderr:
-            raise PeerCannot(f"gpgsm cannot import {user}'s PKCS#12 key: {_stderr_line(proc)}")
+            raise PeerCannot(
+                f"gpgsm cannot import {user}'s PKCS#12 key from {p12}: {_stderr_line(proc)}"
+            )
         self._keys.add(user)
         self._certs.add(user)
 
