@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import email
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asn1crypto import algos, cms, core, keys
@@ -22,6 +23,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.ciphers.algorithms import AES
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from smime_companion.core.cms import parse_content_info
 from smime_companion.core.cms_algorithms import (
@@ -31,8 +34,8 @@ from smime_companion.core.cms_algorithms import (
     x963_kdf,
 )
 from smime_companion.core.decrypt import MAX_ATTEMPTS_PER_IDENTITY, decrypt
-from smime_companion.core.model import Decryption, Identity
-from smime_companion.errors import MalformedInput
+from smime_companion.core.model import Decryption, DecryptOutcome, Identity
+from smime_companion.errors import MalformedInput, UnsupportedInput
 from smime_companion.testing.pki import TestPki
 from tests.conftest import load_cert, load_identity
 from tests.tools import mime_message, openssl_cms, run
@@ -57,18 +60,20 @@ def encrypt(*args: str | Path, data: bytes = BODY) -> bytes:
     return openssl_cms(["-encrypt", "-binary", "-outform", "DER", *args], data)
 
 
-def open_with(der: bytes, identities: Sequence[Identity]):  # noqa: ANN201 - DecryptOutcome
+def open_with(der: bytes, identities: Sequence[Identity]) -> DecryptOutcome:
+    """Parse ``der`` as the caller does, then decrypt it."""
     return decrypt(parse_content_info(der), identities)
 
 
-def edit(der: bytes, change) -> bytes:  # noqa: ANN001 - a callable taking the ContentInfo
+def edit(der: bytes, change: Callable[[cms.ContentInfo], None]) -> bytes:
     """Re-encode ``der`` after ``change`` edited its parsed asn1crypto ContentInfo in place."""
     info = cms.ContentInfo.load(der)
     change(info)
     return info.dump(force=True)
 
 
-def first_recipient(info: cms.ContentInfo):  # noqa: ANN201 - a KeyTrans/KeyAgreeRecipientInfo
+def first_recipient(info: cms.ContentInfo) -> Any:
+    """The chosen KeyTransRecipientInfo or KeyAgreeRecipientInfo of the first RecipientInfo."""
     return info["content"]["recipient_infos"][0].chosen
 
 
@@ -248,24 +253,22 @@ def test_pem_output_decodes_to_a_decryptable_cms(pki: TestPki) -> None:
 
 
 @pytest.mark.parametrize(
-    ("user", "args"),
+    ("user", "options", "keyopts"),
     [
-        pytest.param("alice", ["-aes192"], id="aes-192"),
-        pytest.param("bob", ["-aes128", "-keyopt", "rsa_padding_mode:oaep"], id="oaep"),
-        pytest.param("alice", ["-aes-128-gcm"], id="gcm"),
-        pytest.param("carol", ["-aes128"], id="ecdh"),
-        pytest.param("alice", ["-aes128", "-keyid"], id="subject-key-identifier"),
-        pytest.param("alice", ["-aes128", "-stream"], id="ber"),
+        pytest.param("alice", ["-aes192"], [], id="aes-192"),
+        pytest.param("bob", ["-aes128"], ["rsa_padding_mode:oaep"], id="oaep"),
+        pytest.param("alice", ["-aes-128-gcm"], [], id="gcm"),
+        pytest.param("carol", ["-aes128"], [], id="ecdh"),
+        pytest.param("alice", ["-aes128", "-keyid"], [], id="subject-key-identifier"),
+        pytest.param("alice", ["-aes128", "-stream"], [], id="ber"),
     ],
 )
 def test_cases_cryptography_pkcs7_decrypt_der_rejects_all_work(
-    pki: TestPki, user: str, args: list[str]
+    pki: TestPki, user: str, options: list[str], keyopts: list[str]
 ) -> None:
     """cryptography 50's ``pkcs7_decrypt_der`` refuses each of these (measured when this module
     was written); they are why the engine reads the structure with asn1crypto itself."""
-    opts = [a for a in args if a != "-keyopt" and not a.startswith("rsa_")]
-    keyopts = [a for a in args if a.startswith("rsa_")]
-    der = encrypt(*opts, *recip(pki, user, *keyopts))
+    der = encrypt(*options, *recip(pki, user, *keyopts))
     outcome = open_with(der, [load_identity(pki, user)])
     assert outcome.status == Decryption.OK, outcome.error
     assert outcome.plaintext == BODY
@@ -567,11 +570,14 @@ def _issuer_and_serial(pki: TestPki, user: str) -> cms.IssuerAndSerialNumber:
     return cms.IssuerAndSerialNumber({"issuer": cert.issuer, "serial_number": cert.serial_number})
 
 
-def _auth_enveloped_with_attributes(pki: TestPki, attrs: cms.CMSAttributes) -> bytes:
+def _auth_enveloped_with_attributes(
+    pki: TestPki, attrs: cms.CMSAttributes | None, tag_length: int = 16, write_icvlen: bool = True
+) -> bytes:
     """DER of an AuthEnvelopedData to bob (RSA-OAEP-SHA256, AES-128-GCM) whose authAttrs are
-    ``attrs``; the AAD is their DER as a SET OF (RFC 5083 section 2.1)."""
+    ``attrs``; the AAD is their DER as a SET OF (RFC 5083 section 2.1). Without ``write_icvlen``
+    the GCMParameters leave aes-ICVlen out, which means 12."""
     cek, nonce = os.urandom(16), os.urandom(12)
-    aad = attrs.dump()
+    aad = attrs.dump() if attrs is not None else b""
     sealed = AESGCM(cek).encrypt(nonce, BODY, aad)
     bob_key = load_cert(pki.cert("bob")).public_key()
     assert isinstance(bob_key, rsa.RSAPublicKey)
@@ -606,15 +612,22 @@ def _auth_enveloped_with_attributes(pki: TestPki, attrs: cms.CMSAttributes) -> b
                 "content_encryption_algorithm": {
                     "algorithm": "aes128_gcm",
                     "parameters": core.Any.load(
-                        GcmParameters({"aes_nonce": nonce, "aes_icvlen": 16}).dump()
+                        GcmParameters(
+                            {"aes_nonce": nonce, "aes_icvlen": tag_length}
+                            if write_icvlen
+                            else {"aes_nonce": nonce}
+                        ).dump()
                     ),
                 },
-                "encrypted_content": sealed[:-16],
+                "encrypted_content": sealed[:-16],  # AESGCM appends a 16-byte tag
             },
             "auth_attrs": attrs,
-            "mac": sealed[-16:],
+            # A shorter GCM tag is the full tag truncated (NIST SP 800-38D).
+            "mac": sealed[-16:][:tag_length],
         }
     )
+    if attrs is None:
+        del aed["auth_attrs"]
     info = cms.ContentInfo({"content_type": "authenticated_enveloped_data", "content": aed})
     return info.dump()
 
@@ -635,6 +648,34 @@ def test_authenticated_attributes_are_the_gcm_aad(pki: TestPki) -> None:
     assert outcome.status == Decryption.OK, outcome.error
     assert outcome.plaintext == BODY
     assert outcome.integrity_protected is True
+
+
+def test_gcm_shorter_tag_is_accepted_and_checked(pki: TestPki) -> None:
+    der = _auth_enveloped_with_attributes(pki, None, tag_length=14)
+    assert _openssl_decrypt(pki, "bob", der) == BODY
+    outcome = open_with(der, [load_identity(pki, "bob")])
+    assert outcome.status == Decryption.OK, outcome.error
+    assert outcome.plaintext == BODY
+
+    def flip_tag(info: cms.ContentInfo) -> None:
+        tag = bytearray(info["content"]["mac"].native)
+        tag[-1] ^= 0x80
+        info["content"]["mac"] = bytes(tag)
+
+    assert open_with(edit(der, flip_tag), [load_identity(pki, "bob")]).status == Decryption.FAILED
+
+
+def test_gcm_parameters_without_icvlen_mean_a_twelve_byte_tag(pki: TestPki) -> None:
+    # RFC 5084's DEFAULT 12, which DER must leave out. OpenSSL 3.0's reader insists on the field
+    # (it writes 16 itself), so there is no cross-check here.
+    der = _auth_enveloped_with_attributes(pki, None, tag_length=12, write_icvlen=False)
+    params = cms.ContentInfo.load(der)["content"]["auth_encrypted_content_info"][
+        "content_encryption_algorithm"
+    ]["parameters"]
+    assert len(params.dump()) == 2 + 2 + 12  # SEQUENCE { OCTET STRING nonce } only
+    outcome = open_with(der, [load_identity(pki, "bob")])
+    assert outcome.status == Decryption.OK, outcome.error
+    assert outcome.plaintext == BODY
 
 
 def test_altered_authenticated_attribute_is_failed(pki: TestPki) -> None:
@@ -758,3 +799,43 @@ def test_decrypt_refuses_signed_data_as_a_programming_error(pki: TestPki) -> Non
     )
     with pytest.raises(ValueError):
         decrypt(parse_content_info(signed), [load_identity(pki, "alice")])
+
+
+# --- hostile input never escapes as an exception ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fuzz_seeds(pki: TestPki) -> list[bytes]:
+    """One message per code path: RSA v1.5 CBC, OAEP with keyid and GCM, ECDH, BER with 3DES."""
+    return [
+        encrypt("-aes128", pki.cert("alice")),
+        encrypt("-aes-128-gcm", "-keyid", *recip(pki, "bob", "rsa_padding_mode:oaep")),
+        encrypt("-aes-256-gcm", pki.cert("carol"), pki.cert("alice")),
+        encrypt("-stream", "-des3", pki.cert("carol")),
+    ]
+
+
+@pytest.fixture(scope="module")
+def fuzz_identities(pki: TestPki) -> list[Identity]:
+    return [load_identity(pki, u) for u in ("alice", "bob", "carol")]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(data=st.data())
+def test_mangled_messages_give_a_status_never_an_exception(
+    fuzz_seeds: list[bytes], fuzz_identities: list[Identity], data: st.DataObject
+) -> None:
+    message = bytearray(data.draw(st.sampled_from(fuzz_seeds)))
+    for _ in range(data.draw(st.integers(min_value=1, max_value=4))):
+        position = data.draw(st.integers(min_value=0, max_value=len(message) - 1))
+        message[position] = data.draw(st.integers(min_value=0, max_value=255))
+    try:
+        info = parse_content_info(bytes(message))
+    except (MalformedInput, UnsupportedInput):
+        return  # refused by the parser, the caller's concern
+    if info["content_type"].native not in ("enveloped_data", "authenticated_enveloped_data"):
+        return  # a flipped content type: the caller would not hand this to decrypt
+    outcome = decrypt(info, fuzz_identities)
+    assert isinstance(outcome.status, Decryption)
+    assert (outcome.status == Decryption.OK) == (outcome.plaintext is not None)
+    assert (outcome.status == Decryption.OK) == (outcome.error is None)
