@@ -239,7 +239,9 @@ def seal(
     else:
         entity = payload
 
-    outer_fields = mime_build.outer_header_fields(parsed, encrypted=options.encrypt)
+    # Obscuring outer fields is only safe when the payload carries the real ones.
+    obscure = options.encrypt and options.header_protection
+    outer_fields = mime_build.outer_header_fields(parsed, encrypted=obscure)
     if not options.encrypt:
         message = _message(outer_fields, entity)
         everyone = tuple(dict.fromkeys((*to_cc, *bcc)))

@@ -1,0 +1,208 @@
+"""The shape of what ``seal`` writes: transport-safe MIME, header protection (RFC 9788), the
+multipart/signed framing and the signed attributes (RFC 8551)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+import hashlib
+import re
+
+import pytest
+from asn1crypto import cms
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from smime_companion.core.seal import SealOptions
+from smime_companion.testing.pki import TestPki
+from tests.peers import extract_cms
+from tests.test_seal_support import (
+    DRAFTS,
+    certificate,
+    decode_words,
+    decoded_header,
+    headers,
+    leaf_payloads,
+    recipient,
+    seal_draft,
+    text_draft,
+)
+from tests.tools import openssl_cms
+
+AT = dt.datetime(2026, 11, 25, 9, 30, 15, tzinfo=dt.UTC)
+
+
+def _lines(message: bytes) -> list[bytes]:
+    assert b"\n" not in message.replace(b"\r\n", b""), "a bare LF"
+    assert b"\r" not in message.replace(b"\r\n", b""), "a bare CR"
+    return message.split(b"\r\n")
+
+
+def _long_line_draft() -> bytes:
+    body = "x" * 1500 + "\r\n" + "plain line\r\n"
+    return text_draft(body=body).replace(b"Content-Transfer-Encoding: 8bit", b"X-Note: long")
+
+
+@pytest.mark.parametrize("shape", [*sorted(DRAFTS), "long-line"])
+def test_signed_output_is_7bit_crlf_with_short_lines_and_no_trailing_whitespace(
+    pki: TestPki, shape: str
+) -> None:
+    draft = _long_line_draft() if shape == "long-line" else DRAFTS[shape]()
+    message = seal_draft(pki, draft, options=SealOptions(encrypt=False)).main.message
+    assert message.isascii()
+    for line in _lines(message):
+        assert len(line) <= 998
+        assert not line.endswith((b" ", b"\t")), line
+        assert not line.startswith(b"From "), line
+    # What a reader decodes is still the draft's content, octet for octet.
+    assert leaf_payloads(message) == leaf_payloads(draft)
+
+
+def _relay(message: bytes) -> bytes:
+    """What careless relays do: LF line ends, trailing whitespace stripped, then CRLF again."""
+    lines = [line.rstrip(b" \t") for line in message.replace(b"\r\n", b"\n").split(b"\n")]
+    return b"\r\n".join(lines)
+
+
+@pytest.mark.parametrize("shape", sorted(DRAFTS))
+def test_the_signature_survives_a_relay_that_rewrites_whitespace_and_line_ends(
+    pki: TestPki, shape: str
+) -> None:
+    message = seal_draft(pki, DRAFTS[shape](), options=SealOptions(encrypt=False)).main.message
+    relayed = _relay(message)
+    assert relayed == message  # nothing a relay may touch is there to touch
+    openssl_cms(["-verify", "-purpose", "smimesign", "-CAfile", pki.root], relayed)
+
+
+def test_8bit_text_becomes_quoted_printable_and_binary_becomes_base64(pki: TestPki) -> None:
+    message = seal_draft(
+        pki, DRAFTS["binary-attachment"](), options=SealOptions(encrypt=False)
+    ).main.message
+    msg = email.message_from_bytes(message, policy=email.policy.compat32)
+    inner = msg.get_payload()[0]
+    text, attachment = inner.get_payload()
+    assert text["Content-Transfer-Encoding"] == "quoted-printable"
+    assert attachment["Content-Transfer-Encoding"] == "base64"
+
+
+# --- header protection (RFC 9788) -------------------------------------------------------------
+
+
+def _decrypted_and_verified(pki: TestPki, message: bytes, user: str = "bob") -> bytes:
+    inner = openssl_cms(["-decrypt", "-recip", pki.cert(user), "-inkey", pki.key(user)], message)
+    return openssl_cms(["-verify", "-purpose", "smimesign", "-CAfile", pki.root], inner)
+
+
+def test_encrypted_message_hides_subject_and_keywords_outside_and_carries_them_inside(
+    pki: TestPki,
+) -> None:
+    result = seal_draft(pki, text_draft(), recipients=[recipient(pki, "bob")], at=AT)
+    outer = result.main.message
+    assert decoded_header(outer, "Subject") == "[...]"
+    assert decoded_header(outer, "Keywords") is None
+    assert decoded_header(outer, "From") == "alice@example.org"
+    payload = _decrypted_and_verified(pki, outer)
+    assert decoded_header(payload, "Subject") == "Quarterly numbers — confidential"
+    assert decoded_header(payload, "Keywords") == "budget, secret"
+    assert decoded_header(payload, "Message-ID") == "<draft-1@example.org>"
+    msg = email.message_from_bytes(payload, policy=email.policy.compat32)
+    assert msg.get_param("hp") == "cipher"
+    # HP-Outer records exactly the non-structural fields shown outside.
+    hp_outer = [decode_words(str(v)) for v in msg.get_all("HP-Outer", [])]
+    assert "Subject: [...]" in hp_outer
+    assert "From: alice@example.org" in hp_outer
+    assert not any(v.startswith("Keywords:") for v in hp_outer)
+
+
+def test_signed_only_message_keeps_headers_outside_and_marks_the_payload_clear(
+    pki: TestPki,
+) -> None:
+    result = seal_draft(pki, text_draft(), options=SealOptions(encrypt=False))
+    outer = result.main.message
+    assert decoded_header(outer, "Subject") == "Quarterly numbers — confidential"
+    signed = openssl_cms(["-verify", "-purpose", "smimesign", "-CAfile", pki.root], outer)
+    msg = email.message_from_bytes(signed, policy=email.policy.compat32)
+    assert msg.get_param("hp") == "clear"
+    assert decode_words(str(msg["Subject"])) == "Quarterly numbers — confidential"
+    assert msg.get_all("HP-Outer") is None
+
+
+def test_without_header_protection_the_payload_has_only_content_headers(pki: TestPki) -> None:
+    options = SealOptions(header_protection=False)
+    result = seal_draft(pki, text_draft(), recipients=[recipient(pki, "bob")], options=options)
+    assert decoded_header(result.main.message, "Subject") == "Quarterly numbers — confidential"
+    payload = _decrypted_and_verified(pki, result.main.message)
+    msg = email.message_from_bytes(payload, policy=email.policy.compat32)
+    assert msg.get_param("hp") is None
+    assert msg["From"] is None and msg["Subject"] is None
+
+
+def test_missing_date_and_message_id_are_added_from_the_sealing_time(pki: TestPki) -> None:
+    draft = re.sub(rb"(Date|Message-ID): [^\r]*\r\n", b"", text_draft())
+    assert b"Date:" not in draft
+    message = seal_draft(pki, draft, options=SealOptions(encrypt=False), at=AT).main.message
+    assert decoded_header(message, "Date") == "Wed, 25 Nov 2026 09:30:15 +0000"
+    assert re.fullmatch(r"<[0-9a-f]{32}@example\.org>", decoded_header(message, "Message-ID") or "")
+
+
+# --- multipart/signed and the signed attributes ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def signed_message(pki: TestPki) -> bytes:
+    return seal_draft(pki, text_draft(), options=SealOptions(encrypt=False), at=AT).main.message
+
+
+def test_multipart_signed_uses_the_rfc_8551_media_type_and_micalg(signed_message: bytes) -> None:
+    msg = email.message_from_bytes(signed_message, policy=email.policy.compat32)
+    assert msg.get_content_type() == "multipart/signed"
+    assert msg.get_param("protocol") == "application/pkcs7-signature"
+    assert msg.get_param("micalg") == "sha-256"
+    assert msg.get_payload()[1].get_content_type() == "application/pkcs7-signature"
+    assert b"x-pkcs7" not in signed_message
+
+
+def test_signed_attributes_are_complete_and_the_digest_covers_the_exact_part(
+    signed_message: bytes, pki: TestPki
+) -> None:
+    der, content = extract_cms(signed_message)
+    assert content is not None
+    signed_data = cms.ContentInfo.load(der)["content"]
+    assert signed_data["encap_content_info"]["content"].native is None  # detached
+    signer = signed_data["signer_infos"][0]
+    assert signer["digest_algorithm"]["algorithm"].native == "sha256"
+    attrs = {a["type"].dotted: a["values"][0] for a in signer["signed_attrs"]}
+    by_name = {a["type"].native: a["values"][0] for a in signer["signed_attrs"]}
+    assert by_name["content_type"].native == "data"
+    assert by_name["message_digest"].native == hashlib.sha256(content).digest()
+    assert by_name["signing_time"].native == AT
+    capabilities = [c["capability_id"].native for c in by_name["smime_capabilities"]]
+    assert capabilities[:4] == ["aes256_gcm", "aes128_gcm", "aes256_cbc", "aes128_cbc"]
+    alice = certificate(pki, "alice")
+    preference = by_name["encrypt_key_pref"]
+    assert preference.name == "issuer_and_serial_number"
+    assert preference.chosen["serial_number"].native == alice.serial_number
+    microsoft = cms.IssuerAndSerialNumber.load(attrs["1.3.6.1.4.1.311.16.4"].dump())
+    assert microsoft["serial_number"].native == alice.serial_number
+    assert microsoft["issuer"].dump() == preference.chosen["issuer"].dump()
+
+
+def test_the_signature_carries_the_signer_certificate_and_its_intermediate(
+    signed_message: bytes, pki: TestPki
+) -> None:
+    der, _ = extract_cms(signed_message)
+    signed_data = cms.ContentInfo.load(der)["content"]
+    wanted = {
+        x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(serialization.Encoding.DER)
+        for path in (pki.cert("alice"), pki.intermediate)
+    }
+    assert {c.chosen.dump() for c in signed_data["certificates"]} == wanted
+
+
+def test_a_non_ascii_subject_travels_as_encoded_words(pki: TestPki) -> None:
+    draft = headers("alice@example.org", ["Bøb <bob@example.org>"]).encode() + b"\r\nhi\r\n"
+    message = seal_draft(pki, draft, options=SealOptions(encrypt=False)).main.message
+    assert message.isascii()
+    assert decoded_header(message, "To") == "Bøb <bob@example.org>"
+    assert decoded_header(message, "Subject") == "Quarterly numbers — confidential"
