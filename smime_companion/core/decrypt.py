@@ -245,7 +245,7 @@ def _read_envelope(content: cms.EnvelopedData | cms.AuthEnvelopedData, *, auth: 
     nonce = bytes(params["aes_nonce"].native)
     icv_len = int(params["aes_icvlen"].native)
     tag = bytes(content["mac"].native)
-    # RFC 5084 allows tags of 12 to 16 bytes; shorter ones would be too easy to forge.
+    # RFC 5084 allows GCM tags of 12 to 16 bytes (AES-GCMICVlen); fewer would ease forgery.
     if not 12 <= icv_len <= 16:
         raise _Failure(Decryption.MALFORMED, f"GCM tag length {icv_len} is outside 12..16")
     if len(tag) != icv_len:
@@ -372,6 +372,9 @@ def _recover_cek(recipient: _Recipient, identity: Identity, cipher: ContentCiphe
         if isinstance(recipient.info, cms.KeyTransRecipientInfo):
             return _key_transport(recipient, identity, cipher)
         return _key_agreement(recipient, identity)
+    except UnsupportedAlgorithm as exc:
+        # The OpenSSL under cryptography may lack a hash or curve the message asks for.
+        raise _Failure(Decryption.UNSUPPORTED, f"not available here: {_line(exc)}") from None
     except _PARSE_ERRORS as exc:
         raise _Failure(Decryption.MALFORMED, f"malformed RecipientInfo: {_line(exc)}") from None
 
@@ -548,6 +551,13 @@ def _key_agreement(recipient: _Recipient, identity: Identity) -> _Cek:
 
 def _decrypt_content(envelope: _Envelope, cipher: ContentCipher, cek: bytes) -> bytes:
     """The plaintext, after checking the CBC padding or the GCM tag. Raises _Failure."""
+    try:
+        return _decrypt_with(envelope, cipher, cek)
+    except UnsupportedAlgorithm as exc:  # e.g. an OpenSSL built without Triple-DES
+        raise _Failure(Decryption.UNSUPPORTED, f"{cipher.name}: {_line(exc)}") from None
+
+
+def _decrypt_with(envelope: _Envelope, cipher: ContentCipher, cek: bytes) -> bytes:
     if len(cek) != cipher.key_size:
         raise _Failure(
             Decryption.FAILED,
