@@ -11,6 +11,9 @@ Quirks measured on this machine (gpgsm 2.2.40, NSS 3.87) and worked around or su
 * gpgsm cannot read the PKCS#12 files the test PKI writes (PBES2 with an hmacWithSHA256 PRF):
   ``encryptedData error at "pkcs5PBES2-params"``. We re-encode the same key and certificates as a
   legacy PKCS#12 (pbeWithSHAAnd3-KeyTripleDES-CBC, SHA-1 MAC), password unchanged.
+* gpgsm 2.2.40 fails to decrypt about one 3DES key bag in fifty (deterministic per file, so
+  per salt; openssl reads the same files): ``decryption failed; trying charset ...`` then
+  ``data error at "shrouded_key_bag.decrypted-text"``. We re-encode with a fresh salt and retry.
 * gpgsm 2.2.40 crashes importing any EC private key from PKCS#12 (``signal Segmentation fault
   caught``), whoever wrote the file; so it cannot sign as carol/dave/frank. Ed25519 keys are
   rejected too. Both raise :class:`PeerCannot`.
@@ -258,6 +261,11 @@ class _Workdir:
 # --- gpgsm ---------------------------------------------------------------------------------
 
 
+# What gpgsm prints when it cannot decrypt a key bag it should (see GpgsmHome.import_identity).
+_P12_SALT_BUG = b"decryption failed; trying charset"
+_P12_ATTEMPTS = 5
+
+
 def _legacy_p12(pki: TestPki, user: str) -> bytes:
     """``user``'s PKCS#12 re-encoded with 3DES + SHA-1 MAC, the newest scheme gpgsm 2.2 reads."""
     bundle = pkcs12.load_pkcs12(pki.p12(user).read_bytes(), PKCS12_PASSWORD.encode())
@@ -294,7 +302,10 @@ class GpgsmHome:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(directory, 0o700)  # gpg warns (and may refuse) on a group-readable home
         self.env = {**os.environ, "GNUPGHOME": str(directory), "LC_ALL": "C"}
-        (directory / "gpg-agent.conf").write_text("allow-loopback-pinentry\n")
+        # loopback: the passphrase comes from our stdin, never a pinentry window. A low
+        # s2k-count: the agent re-protects imported keys with it, and the calibrated default
+        # (~100 ms per unlock, worse on a busy machine) made every gpgsm signature take 0.5 s.
+        (directory / "gpg-agent.conf").write_text("allow-loopback-pinentry\ns2k-count 65536\n")
         (directory / "gpgsm.conf").write_text(
             "disable-crl-checks\ndisable-dirmngr\ndisable-policy-checks\n"
         )
@@ -337,9 +348,21 @@ class GpgsmHome:
         """Import ``user``'s key and certificate. Raises PeerCannot when gpgsm refuses the key."""
         if user in self._keys:
             return
-        p12 = self._work.file(f"{user}.p12", _legacy_p12(self.pki, user))
-        proc = self._gpgsm(["--import", p12], passphrase=True, check=False)
-        # gpgsm may exit 0 having imported only the certificates: insist on the key.
+        for _attempt in range(_P12_ATTEMPTS):
+            p12 = self._work.file(f"{user}.p12", _legacy_p12(self.pki, user))
+            proc = self._gpgsm(["--import", p12], passphrase=True, check=False)
+            # gpgsm may exit 0 having imported only the certificates: insist on the key.
+            if proc.returncode == 0 and b"secret keys imported: 1" in proc.stderr:
+                break
+            if _P12_SALT_BUG not in proc.stderr:
+                break
+            # gpgsm 2.2.40 fails to decrypt about 2% of 3DES key bags, deterministically for a
+            # given file (openssl reads them fine): a fresh encoding (new salt) goes through.
+        else:
+            raise PeerCannot(
+                f"gpgsm cannot import {user}'s PKCS#12 key ({_P12_ATTEMPTS} encodings): "
+                f"{_stderr_line(proc)}"
+            )
         if proc.returncode != 0 or b"secret keys imported: 1" not in proc.stderr:
             raise PeerCannot(
                 f"gpgsm cannot import {user}'s PKCS#12 key from {p12}: {_stderr_line(proc)}"
@@ -431,7 +454,9 @@ class GpgsmHome:
         infile = self._work.file("enveloped.der", cms)
         outfile = self._work.file("plain")
         proc = self._gpgsm(["--decrypt", "-o", outfile, infile], passphrase=True, check=False)
-        if proc.returncode != 0 or b"DECRYPTION_OKAY" not in proc.stdout:
+        # Judge by status, as GPGME clients do: gpgsm 2.2 exits 2 after logging an error for
+        # each RecipientInfo that is not ours, even when it then decrypts with the one that is.
+        if b"DECRYPTION_OKAY" not in proc.stdout or b"DECRYPTION_FAILED" in proc.stdout:
             raise AssertionError(f"gpgsm cannot decrypt: {_stderr_line(proc)}")
         return outfile.read_bytes()
 
