@@ -25,7 +25,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from smime_companion.core.cms import parse_content_info
 from smime_companion.core.model import SignatureStatus, VerifyOutcome
 from smime_companion.core.verify import verify_signed_data
-from smime_companion.errors import UsageError
+from smime_companion.errors import MalformedInput, UnsupportedInput, UsageError
 from smime_companion.testing.pki import TestPki
 from tests.conftest import load_cert
 from tests.tools import mime_message, openssl_cms, run
@@ -340,6 +340,7 @@ def test_a_changed_byte_of_detached_content_makes_the_signature_invalid(
     assert "digest" in (outcome.signers[0].reason or "")
     # The report still names who claimed to sign.
     assert outcome.signers[0].certificate == load_cert(pki.cert("alice"))
+    assert outcome.signers[0].address == "alice@example.org"
 
 
 def test_a_changed_byte_of_encapsulated_content_makes_the_signature_invalid(
@@ -773,3 +774,27 @@ def test_a_trust_anchor_may_be_the_signer_certificate_itself(
     outcome = check(der, [load_cert(pki.cert("rogue"))], now, from_=["rogue@example.org"])
     assert outcome.status == S.VALID
     assert outcome.signers[0].chain == (load_cert(pki.cert("rogue")),)
+
+
+def test_no_single_byte_change_makes_verification_raise(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime
+) -> None:
+    # Untrusted input must only ever give statuses. Every byte of a small opaque signature by
+    # carol (P-256: quick to check) is changed in turn; what still parses must verify quietly.
+    der = sign(pki, "carol", data=b"hi\r\n")
+    checked = 0
+    for position in range(len(der)):
+        mutated = der[:position] + bytes([der[position] ^ 0x41]) + der[position + 1 :]
+        try:
+            info = parse_content_info(mutated)
+        except (MalformedInput, UnsupportedInput):
+            continue
+        outcome = check(mutated, anchors, now, from_=["carol@example.org"])
+        assert isinstance(outcome.status, SignatureStatus)
+        checked += 1
+        if outcome.status == S.VALID:
+            # Only bytes no signature covers may change without notice (e.g. unsigned parts
+            # of a certificate's outer encoding are not among them): the content must be intact.
+            assert outcome.content == b"hi\r\n"
+        del info
+    assert checked > len(der) // 2

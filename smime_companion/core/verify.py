@@ -34,6 +34,7 @@ unsigned attributes, and name constraints on name forms other than rfc822Name an
 from __future__ import annotations
 
 import hmac
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -46,6 +47,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID
 
 from smime_companion.core.certs import (
@@ -267,8 +269,10 @@ def _message_certificates(signed_data: cms.SignedData) -> list[_Cert]:
             continue
         der = choice.chosen.dump()
         try:
-            out.append(_Cert(x509.load_der_x509_certificate(der), der))
-        except ValueError:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", CryptographyDeprecationWarning)  # see _serial
+                out.append(_Cert(x509.load_der_x509_certificate(der), der))
+        except (ValueError, x509.InvalidVersion):
             continue  # an unreadable certificate cannot be the signer's nor an issuer
     return _dedupe(out)
 
@@ -392,6 +396,9 @@ def _check_signer(si: cms.SignerInfo, ctx: _Context, f: _Findings) -> None:
         f.certificate = candidate.cert
         f.chain = (candidate.cert,)
         f.addresses = email_addresses(candidate.cert)
+        matching = [a for a in f.addresses if a in ctx.from_addresses]
+        named = matching or list(f.addresses)
+        f.address = named[0] if named else None
 
     signed_attrs = si["signed_attrs"]
     has_attrs = not isinstance(signed_attrs, core.Void)
@@ -524,13 +531,13 @@ def _find_signer_certificate(sid: cms.SignerIdentifier, pool: list[_Cert]) -> _C
         issuer_der = sid.chosen["issuer"].dump()
         serial = sid.chosen["serial_number"].native
         for c in pool:
-            if c.cert.serial_number == serial and c.cert.issuer.public_bytes() == issuer_der:
+            if _serial(c.cert) == serial and c.cert.issuer.public_bytes() == issuer_der:
                 return c
         # Fall back to asn1crypto's comparison, which normalises string types and case as
         # RFC 5280 section 7.1 asks, for issuers encoded differently than in the certificate.
         issuer = sid.chosen["issuer"]
         for c in pool:
-            if c.cert.serial_number == serial and _same_name(c.cert.issuer, issuer):
+            if _serial(c.cert) == serial and _same_name(c.cert.issuer, issuer):
                 return c
         return None
     key_id = bytes(sid.chosen.native)
@@ -542,6 +549,14 @@ def _find_signer_certificate(sid: cms.SignerIdentifier, pool: list[_Cert]) -> _C
         if ski is not None and ski.digest == key_id:
             return c
     return None
+
+
+def _serial(cert: x509.Certificate) -> int:
+    # Mail still carries old certificates with negative serials; cryptography warns about each
+    # read of one. It is the issuer's fault, not something the reader of the mail can act on.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        return cert.serial_number
 
 
 def _same_name(name: x509.Name, other: asn1_x509.Name) -> bool:
@@ -929,8 +944,8 @@ def _check_signer_usage(cert: x509.Certificate, f: _Findings) -> None:
 
 
 def _check_address(ctx: _Context, f: _Findings) -> None:
+    # RFC 8550 section 3: the signer's address must be the From address; compared lower-cased.
     matching = [a for a in f.addresses if a in ctx.from_addresses]
-    f.address = matching[0] if matching else (f.addresses[0] if f.addresses else None)
     if not ctx.from_addresses:
         f.fail(_ADDRESS, S.EMAIL_MISMATCH, "message has no From address")
     elif not f.addresses:
