@@ -46,3 +46,15 @@ class UnsupportedInput(SmimeCompanionError):
 class SealError(SmimeCompanionError):
     """A draft cannot be sealed as asked: no From, a recipient without a certificate, a non-MIME
     draft, a signing key that does not match its certificate."""
+
+
+class CacheError(SmimeCompanionError):
+    """The message cache cannot be used as asked: a wrong or missing key, a damaged database file,
+    a full disk or another I/O failure. The message names which; the database is left as it was
+    (a failed change is rolled back, never half-applied)."""
+
+
+class ImapError(SmimeCompanionError):
+    """Talking to an IMAP server failed: it could not be reached, refused TLS or the login, does
+    not have a folder, or broke the connection. The message names the account or host and the step
+    that failed, never a password or token."""
