@@ -1,0 +1,291 @@
+"""Decrypted MIME -> what the cache indexes and shows: header fields, body text, attachments.
+
+Pure: bytes in, values out. The MIME is read with :mod:`smime_companion.core.mime` (raw slicing,
+never re-serialised); HTML is turned into text with the standard library's ``html.parser``.
+
+Parts are numbered 1, 2, 3, ... in depth-first order over the *leaf* parts (non-multipart
+entities); ``message/rfc822`` parts are descended into. The numbers are what
+``smime-companion show --part N`` takes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.header import decode_header, make_header
+from email.utils import parsedate_to_datetime
+from html.parser import HTMLParser
+
+from smime_companion.core.mime import Entity, multipart_parts, parse_entity
+from smime_companion.errors import MalformedInput, SmimeCompanionError
+
+# Bounds on the work one (hostile) message can cost the indexer.
+MAX_HEADER_BYTES = 256 * 1024
+MAX_DEPTH = 32
+MAX_PARTS = 2000
+# Text beyond this many characters per message is not indexed (a 1 MB text body is already rare).
+MAX_INDEXED_CHARS = 1_000_000
+
+SUMMARY_HEADERS = ("from", "to", "cc", "subject", "date", "message-id")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One attachment: its part number, name (may be empty), type, decoded size and SHA-256."""
+
+    part: int
+    filename: str
+    mime_type: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Part:
+    """One leaf part: number, type, name, whether it is an attachment, its decoded bytes and
+    its declared charset."""
+
+    number: int
+    mime_type: str
+    filename: str
+    is_attachment: bool
+    data: bytes
+    charset: str | None = None
+
+
+@dataclass(frozen=True)
+class MessageText:
+    """The searchable text of a message: its body text and its attachments."""
+
+    body: str
+    attachments: tuple[Attachment, ...]
+
+
+def decode_header_text(value: str | None) -> str:
+    """A header value with RFC 2047 encoded words decoded (``""`` for None); never raises."""
+    if not value:
+        return ""
+    try:
+        return str(make_header(decode_header(value)))
+    except (ValueError, LookupError, UnicodeError):
+        # A broken encoded word: show it as it was rather than drop the header.
+        return value
+
+
+def header_date(value: str | None) -> datetime | None:
+    """The Date header as an aware UTC datetime, or None when missing or unparsable."""
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed is None:
+        return None
+    if parsed.tzinfo is None:  # "-0000" means UTC with unknown local zone (RFC 5322)
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def summary_headers(fields: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """From, To, Cc, Subject, Date, Message-ID of ``fields`` (first occurrence wins), decoded."""
+    out: dict[str, str] = {}
+    for name, value in fields:
+        key = name.lower()
+        if key in SUMMARY_HEADERS and key not in out:
+            out[key] = decode_header_text(value)
+    return out
+
+
+def iter_parts(content: bytes) -> Iterator[Part]:
+    """The leaf parts of the MIME entity ``content``, depth first, numbered from 1.
+
+    A part whose structure is broken (no boundary, bad base64) is yielded with its raw bytes
+    rather than failing the whole message. Raises :class:`MalformedInput` only when the top
+    entity's header section cannot be parsed at all.
+    """
+    counter = [0]
+    yield from _walk(parse_entity(content, MAX_HEADER_BYTES), 0, counter)
+
+
+def _walk(entity: Entity, depth: int, counter: list[int]) -> Iterator[Part]:
+    ctype = entity.content_type
+    if depth < MAX_DEPTH and counter[0] < MAX_PARTS:
+        if ctype.mime_type.startswith("multipart/"):
+            try:
+                children = multipart_parts(entity, MAX_PARTS)
+            except MalformedInput:
+                children = None
+            if children is not None:
+                for child in children:
+                    try:
+                        sub = parse_entity(child, MAX_HEADER_BYTES)
+                    except MalformedInput:
+                        continue
+                    yield from _walk(sub, depth + 1, counter)
+                return
+        elif ctype.mime_type == "message/rfc822" and not _disposition_is_attachment(entity):
+            try:
+                inner = parse_entity(entity.decoded_body(), MAX_HEADER_BYTES)
+            except MalformedInput:
+                inner = None
+            if inner is not None:
+                yield from _walk(inner, depth + 1, counter)
+                return
+    counter[0] += 1
+    try:
+        data = entity.decoded_body()
+    except MalformedInput:
+        data = entity.body
+    filename = _filename(entity)
+    is_attachment = (
+        _disposition_is_attachment(entity)
+        or bool(filename)
+        or ctype.mime_type not in ("text/plain", "text/html")
+    )
+    yield Part(counter[0], ctype.mime_type, filename, is_attachment, data, ctype.param("charset"))
+
+
+def _disposition_is_attachment(entity: Entity) -> bool:
+    value = (entity.get("Content-Disposition") or "").strip().lower()
+    return value.startswith("attachment")
+
+
+def _filename(entity: Entity) -> str:
+    disposition = entity.get("Content-Disposition")
+    if disposition:
+        name = _param(disposition, "filename")
+        if name:
+            return name
+    return entity.content_type.param("name") or ""
+
+
+def _param(value: str, name: str) -> str | None:
+    # Content-Disposition has the same parameter syntax as Content-Type: reuse that parser.
+    from smime_companion.core.mime import parse_content_type
+
+    parsed = parse_content_type("x/x;" + value.partition(";")[2])
+    found = parsed.param(name)
+    return decode_header_text(found) if found else None
+
+
+def part_text(part: Part) -> str:
+    """The text of a text part: decoded with its charset, HTML converted to plain text."""
+    text = _decode_charset(part.data, part.charset)
+    if part.mime_type == "text/html":
+        return html_to_text(text)
+    return text
+
+
+def _decode_charset(data: bytes, charset: str | None) -> str:
+    try:
+        return data.decode(charset or "utf-8", "replace")
+    except LookupError:  # an unknown charset name: UTF-8 is the best guess for modern mail
+        return data.decode("utf-8", "replace")
+
+
+def extract_text(content: bytes) -> MessageText:
+    """Body text (every inline text part; HTML converted) and attachments of ``content``.
+
+    Never raises for broken MIME: what cannot be parsed is left out of the text.
+    """
+    chunks: list[str] = []
+    size = 0
+    attachments: list[Attachment] = []
+    try:
+        for part in iter_parts(content):
+            if part.is_attachment:
+                attachments.append(
+                    Attachment(
+                        part=part.number,
+                        filename=part.filename,
+                        mime_type=part.mime_type,
+                        size=len(part.data),
+                        sha256=hashlib.sha256(part.data).hexdigest(),
+                    )
+                )
+                continue
+            if size < MAX_INDEXED_CHARS:
+                text = part_text(part)[: MAX_INDEXED_CHARS - size]
+                chunks.append(text)
+                size += len(text)
+    except SmimeCompanionError:
+        pass  # the top header section is unparsable: nothing to index
+    return MessageText(body="\n".join(chunks), attachments=tuple(attachments))
+
+
+def get_part(content: bytes, number: int) -> Part | None:
+    """Leaf part ``number`` (1-based) of ``content``, or None when there is no such part."""
+    try:
+        for part in iter_parts(content):
+            if part.number == number:
+                return part
+    except SmimeCompanionError:
+        return None
+    return None
+
+
+# -- HTML to text ----------------------------------------------------------------------------
+
+_BLOCK_TAGS = frozenset(
+    "address article aside blockquote br dd div dl dt fieldset figcaption figure footer form "
+    "h1 h2 h3 h4 h5 h6 header hr li main nav ol p pre section table td th tr ul".split()
+)
+_SKIP_TAGS = frozenset({"script", "style", "head", "title", "template", "noscript"})
+_SPACES = re.compile(r"[ \t\r\f\v]+")
+_BLANK_LINES = re.compile(r"\n\s*\n+")
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self.skip_depth = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _SKIP_TAGS:
+            self.skip_depth += 1
+        elif tag in _BLOCK_TAGS:
+            self.out.append("\n")
+        elif tag == "img":
+            alt = dict(attrs).get("alt")
+            if alt:
+                self.out.append(f" {alt} ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIP_TAGS:
+            self.skip_depth = max(0, self.skip_depth - 1)
+        elif tag in _BLOCK_TAGS:
+            self.out.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self.skip_depth:
+            self.out.append(data)
+
+
+def html_to_text(html: str) -> str:
+    """Readable plain text of an HTML document: tags dropped, entities decoded, script and style
+    left out, block elements on their own lines."""
+    parser = _TextExtractor()
+    parser.feed(html)
+    parser.close()
+    lines = (_SPACES.sub(" ", line).strip() for line in "".join(parser.out).split("\n"))
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+
+
+__all__ = [
+    "Attachment",
+    "MessageText",
+    "Part",
+    "decode_header_text",
+    "extract_text",
+    "get_part",
+    "header_date",
+    "html_to_text",
+    "iter_parts",
+    "part_text",
+    "summary_headers",
+]

@@ -1,0 +1,790 @@
+"""The message cache: raw originals, decrypted MIME, the open report, a full-text index, and the
+sync state of every folder, in one encrypted database (see :mod:`smime_companion.store.db`).
+
+A message is keyed by ``(account, folder, uidvalidity, uid)``. The raw original is always kept;
+everything else (headers, text index, attachments list, report) is *derived* from it and can be
+rebuilt (:meth:`Cache.rebuild`). A message that could not be opened is stored too, with its error,
+and listed by :meth:`Cache.messages_to_reopen` so it is retried when a key is imported.
+
+The text index is an FTS5 table without its own copy of the text (``content=''``): the words are
+indexed but the plaintext exists only once, inside the encrypted ``messages`` table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import apsw
+
+from smime_companion.core import text as mime_text
+from smime_companion.core.mime import parse_entity
+from smime_companion.core.model import Decryption, OpenResult, SignatureStatus
+from smime_companion.errors import CacheError, MalformedInput, UsageError
+from smime_companion.store import db
+from smime_companion.store.query import compile_query
+
+# Decryption results that mean "we could not read it yet": a newly imported key may fix them.
+_REOPEN_DECRYPTION = (Decryption.NO_KEY, Decryption.FAILED)
+
+# Scan verdicts as stored: NULL (not scanned yet), "clean", "infected:NAME", "error".
+SCAN_CLEAN = "clean"
+SCAN_ERROR = "error"
+SCAN_INFECTED_PREFIX = "infected:"
+
+
+@dataclass(frozen=True)
+class FolderState:
+    """What the sync last knew about a folder on the server."""
+
+    uidvalidity: int
+    highest_modseq: int | None = None
+    uidnext: int | None = None
+    last_sync: datetime | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class MessageSummary:
+    """One search hit: where the message lives and what it says about itself."""
+
+    id: int
+    account: str
+    folder: str
+    uidvalidity: int
+    uid: int
+    date: datetime
+    arrived: datetime
+    sender: str
+    to: str
+    cc: str
+    subject: str
+    message_id: str
+    decryption: str
+    signature: str
+    signer: str | None
+    error: str | None
+    scan: str | None
+    flags: tuple[str, ...]
+    attachments: int
+
+    @property
+    def encrypted(self) -> bool:
+        return self.decryption != Decryption.NONE
+
+    def to_json(self) -> dict[str, Any]:
+        """The object ``smime-companion search --json`` prints for this message."""
+        return {
+            "id": self.id,
+            "account": self.account,
+            "folder": self.folder,
+            "uidvalidity": self.uidvalidity,
+            "uid": self.uid,
+            "from": self.sender,
+            "to": self.to,
+            "cc": self.cc,
+            "subject": self.subject,
+            "date": self.date.isoformat(),
+            "arrived": self.arrived.isoformat(),
+            "message_id": self.message_id,
+            "encrypted": self.encrypted,
+            "decryption": self.decryption,
+            "signature": self.signature,
+            "signer": self.signer,
+            "error": self.error,
+            "scan": self.scan,
+            "flags": list(self.flags),
+            "attachments": self.attachments,
+        }
+
+
+@dataclass(frozen=True)
+class StoredAttachment:
+    """An attachment row: part number, name, type, size, SHA-256 and its scan verdict."""
+
+    part: int
+    filename: str
+    mime_type: str
+    size: int
+    sha256: str
+    scan: str | None
+
+
+def _migration_1(conn: apsw.Connection) -> None:
+    conn.execute(
+        """
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            account TEXT NOT NULL,
+            folder TEXT NOT NULL,
+            uidvalidity INTEGER NOT NULL,
+            uid INTEGER NOT NULL,
+            raw BLOB NOT NULL,
+            raw_sha256 TEXT NOT NULL,
+            content BLOB,
+            arrived INTEGER NOT NULL,
+            date INTEGER NOT NULL,
+            sender TEXT NOT NULL DEFAULT '',
+            recipients TEXT NOT NULL DEFAULT '',
+            cc TEXT NOT NULL DEFAULT '',
+            subject TEXT NOT NULL DEFAULT '',
+            message_id TEXT NOT NULL DEFAULT '',
+            decryption TEXT NOT NULL,
+            signature TEXT NOT NULL,
+            signer TEXT,
+            content_cipher TEXT,
+            error TEXT,
+            reopen INTEGER NOT NULL DEFAULT 0,
+            report TEXT NOT NULL,
+            flags TEXT NOT NULL DEFAULT '',
+            scan TEXT,
+            UNIQUE (account, folder, uidvalidity, uid)
+        );
+        CREATE INDEX messages_by_date ON messages (date DESC, id DESC);
+        CREATE INDEX messages_by_hash ON messages (account, folder, raw_sha256);
+        CREATE INDEX messages_to_reopen ON messages (reopen) WHERE reopen = 1;
+        CREATE INDEX messages_to_scan ON messages (scan) WHERE scan IS NULL OR scan = 'error';
+        CREATE TABLE attachments (
+            message INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+            part INTEGER NOT NULL,
+            filename TEXT NOT NULL,
+            mime_type TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            scan TEXT,
+            PRIMARY KEY (message, part)
+        );
+        CREATE TABLE folders (
+            account TEXT NOT NULL,
+            folder TEXT NOT NULL,
+            uidvalidity INTEGER NOT NULL,
+            highest_modseq INTEGER,
+            uidnext INTEGER,
+            last_sync TEXT,
+            error TEXT,
+            PRIMARY KEY (account, folder)
+        );
+        -- Contentless: the index holds words and positions, not a second copy of the text.
+        CREATE VIRTUAL TABLE message_text USING fts5 (
+            sender, recipients, subject, body, attachments,
+            content = '', contentless_delete = 1,
+            tokenize = 'unicode61 remove_diacritics 2'
+        );
+        """
+    )
+
+
+MIGRATIONS: list[db.Migration] = [_migration_1]
+
+_SUMMARY_COLUMNS = (
+    "m.id, m.account, m.folder, m.uidvalidity, m.uid, m.date, m.arrived, m.sender, m.recipients, "
+    "m.cc, m.subject, m.message_id, m.decryption, m.signature, m.signer, m.error, m.scan, m.flags, "
+    "(SELECT count(*) FROM attachments a WHERE a.message = m.id)"
+)
+
+
+def _epoch(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        raise ValueError("the cache needs timezone-aware datetimes")
+    return int(moment.timestamp())
+
+
+def _from_epoch(value: int) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def _flags_text(flags: Sequence[str]) -> str:
+    # Stored space-separated with a leading and trailing space so "is:" can test " \Seen ".
+    clean = [f for f in flags if f and not any(c.isspace() for c in f)]
+    return (" " + " ".join(clean) + " ") if clean else ""
+
+
+class Cache:
+    """The message cache. Open with :meth:`Cache.open`; use as a context manager or call
+    :meth:`close`. Every public method raises :class:`CacheError` (one line) on a database
+    failure, and leaves the database as it was."""
+
+    def __init__(self, conn: apsw.Connection, path: Path, encrypted: bool) -> None:
+        self._conn = conn
+        self.path = path
+        self.encrypted = encrypted
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, directory: Path, key: str | None) -> Cache:
+        """Open or create the cache in ``directory`` (made 0700; files 0600). ``key`` is the
+        passphrase; None only for a plain (``encrypt_cache = false``) database.
+
+        Raises :class:`CacheError`: wrong key (``wrong cache key: the database could not be
+        decrypted``), missing key, damaged file, unwritable directory.
+        """
+        path = Path(directory).expanduser() / db.DB_FILENAME
+        conn = db.connect(path, key, MIGRATIONS)
+        return cls(conn, path, key is not None)
+
+    def close(self) -> None:
+        """Close the database (idempotent)."""
+        self._conn.close()
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """A nestable transaction (SAVEPOINT): everything inside commits together or not at all."""
+        return db.savepoint(self._conn)
+
+    # -- storing ---------------------------------------------------------------------------------
+
+    @db.guarded("store a message")
+    def store_message(
+        self,
+        *,
+        account: str,
+        folder: str,
+        uidvalidity: int,
+        uid: int,
+        raw: bytes,
+        result: OpenResult,
+        arrived: datetime,
+        flags: Sequence[str] = (),
+    ) -> int:
+        """Store ``raw`` and everything derived from ``result`` at (account, folder, uidvalidity,
+        uid) in one transaction; return the message id.
+
+        Idempotent: storing the same location again replaces the derived data (never a second
+        row). When the location is new but the same raw message is cached in this folder under an
+        older UIDVALIDITY, that entry is moved to the new location instead of duplicated.
+        """
+        raw_sha256 = hashlib.sha256(raw).hexdigest()
+        with self._conn:
+            row = self._conn.execute(
+                "SELECT id FROM messages WHERE account = ? AND folder = ? AND uidvalidity = ? "
+                "AND uid = ?",
+                (account, folder, uidvalidity, uid),
+            ).fetchone()
+            if row is None:
+                stale = self._stale_by_hash(account, folder, uidvalidity, raw_sha256)
+                if stale is not None:
+                    self._relocate(stale, uidvalidity, uid)
+                    row = (stale,)
+            message_id: int
+            if row is None:
+                self._conn.execute(
+                    "INSERT INTO messages (account, folder, uidvalidity, uid, raw, raw_sha256, "
+                    "arrived, date, decryption, signature, report, flags) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'none', 'none', '{}', ?)",
+                    (
+                        account,
+                        folder,
+                        uidvalidity,
+                        uid,
+                        raw,
+                        raw_sha256,
+                        _epoch(arrived),
+                        _epoch(arrived),
+                        _flags_text(flags),
+                    ),
+                )
+                message_id = self._conn.last_insert_rowid()
+            else:
+                message_id = int(row[0])
+                self._conn.execute(
+                    "UPDATE messages SET raw = ?, raw_sha256 = ?, arrived = ?, flags = ? "
+                    "WHERE id = ?",
+                    (raw, raw_sha256, _epoch(arrived), _flags_text(flags), message_id),
+                )
+            self._write_derived(message_id, raw, result, arrived)
+        return message_id
+
+    def _write_derived(
+        self, message_id: int, raw: bytes, result: OpenResult, arrived: datetime
+    ) -> None:
+        """(Re)write every column derived from the open result, the attachments and the index."""
+        readable = result.decryption not in (
+            Decryption.NO_KEY,
+            Decryption.FAILED,
+            Decryption.MALFORMED,
+            Decryption.UNSUPPORTED,
+        )
+        fields = result.headers or _outer_fields(raw)
+        headers = mime_text.summary_headers(fields)
+        date = mime_text.header_date(headers.get("date")) or arrived
+        if readable and result.error is None:
+            extracted = mime_text.extract_text(result.content)
+        else:
+            # Nothing inside was read: index headers only (the unopened layer is base64 noise).
+            extracted = mime_text.MessageText(body="", attachments=())
+        report = result.to_json()
+        report["signers"] = [s.to_json() for s in result.signers]
+        reopen = result.decryption in _REOPEN_DECRYPTION or (
+            result.error is not None and result.decryption != Decryption.NONE
+        )
+        self._conn.execute(
+            "UPDATE messages SET content = ?, date = ?, sender = ?, recipients = ?, cc = ?, "
+            "subject = ?, message_id = ?, decryption = ?, signature = ?, signer = ?, "
+            "content_cipher = ?, error = ?, reopen = ?, report = ?, scan = NULL WHERE id = ?",
+            (
+                result.content if readable else None,
+                _epoch(date),
+                headers.get("from", ""),
+                headers.get("to", ""),
+                headers.get("cc", ""),
+                headers.get("subject", ""),
+                headers.get("message-id", "").strip(),
+                str(result.decryption),
+                str(result.signature),
+                result.signer,
+                result.content_cipher,
+                result.error,
+                int(reopen),
+                json.dumps(report, sort_keys=True),
+                message_id,
+            ),
+        )
+        self._conn.execute("DELETE FROM attachments WHERE message = ?", (message_id,))
+        for att in extracted.attachments:
+            self._conn.execute(
+                "INSERT INTO attachments (message, part, filename, mime_type, size, sha256) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (message_id, att.part, att.filename, att.mime_type, att.size, att.sha256),
+            )
+        self._conn.execute("DELETE FROM message_text WHERE rowid = ?", (message_id,))
+        self._conn.execute(
+            "INSERT INTO message_text (rowid, sender, recipients, subject, body, attachments) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                message_id,
+                headers.get("from", ""),
+                " ".join(x for x in (headers.get("to"), headers.get("cc")) if x),
+                headers.get("subject", ""),
+                extracted.body,
+                " ".join(a.filename for a in extracted.attachments if a.filename),
+            ),
+        )
+
+    # -- locations -------------------------------------------------------------------------------
+
+    @db.guarded("read the cache")
+    def has_uid(self, account: str, folder: str, uidvalidity: int, uid: int) -> bool:
+        """True when that message is cached."""
+        return (
+            self._conn.execute(
+                "SELECT 1 FROM messages WHERE account = ? AND folder = ? AND uidvalidity = ? "
+                "AND uid = ?",
+                (account, folder, uidvalidity, uid),
+            ).fetchone()
+            is not None
+        )
+
+    @db.guarded("read the cache")
+    def uids(self, account: str, folder: str, uidvalidity: int) -> set[int]:
+        """The UIDs cached for that folder under that UIDVALIDITY."""
+        return {
+            int(r[0])
+            for r in self._conn.execute(
+                "SELECT uid FROM messages WHERE account = ? AND folder = ? AND uidvalidity = ?",
+                (account, folder, uidvalidity),
+            )
+        }
+
+    @db.guarded("remove messages from the cache")
+    def forget_uids(self, account: str, folder: str, uidvalidity: int, uids: Iterable[int]) -> int:
+        """Remove those messages (expunged on the server); return how many were removed."""
+        removed = 0
+        with self._conn:
+            for uid in uids:
+                row = self._conn.execute(
+                    "SELECT id FROM messages WHERE account = ? AND folder = ? AND uidvalidity = ? "
+                    "AND uid = ?",
+                    (account, folder, uidvalidity, uid),
+                ).fetchone()
+                if row is not None:
+                    self._delete(int(row[0]))
+                    removed += 1
+        return removed
+
+    def _delete(self, message_id: int) -> None:
+        self._conn.execute("DELETE FROM message_text WHERE rowid = ?", (message_id,))
+        self._conn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+
+    @db.guarded("update flags")
+    def update_flags(
+        self, account: str, folder: str, uidvalidity: int, uid: int, flags: Sequence[str]
+    ) -> None:
+        """Replace the IMAP flags of that message (no-op when it is not cached)."""
+        self._conn.execute(
+            "UPDATE messages SET flags = ? WHERE account = ? AND folder = ? AND uidvalidity = ? "
+            "AND uid = ?",
+            (_flags_text(flags), account, folder, uidvalidity, uid),
+        )
+
+    @db.guarded("read the folder state")
+    def folder_state(self, account: str, folder: str) -> FolderState | None:
+        """The stored sync state of that folder, or None before its first sync."""
+        row = self._conn.execute(
+            "SELECT uidvalidity, highest_modseq, uidnext, last_sync, error FROM folders "
+            "WHERE account = ? AND folder = ?",
+            (account, folder),
+        ).fetchone()
+        if row is None:
+            return None
+        return FolderState(
+            uidvalidity=int(row[0]),
+            highest_modseq=row[1],
+            uidnext=row[2],
+            last_sync=datetime.fromisoformat(row[3]) if row[3] else None,
+            error=row[4],
+        )
+
+    @db.guarded("save the folder state")
+    def set_folder_state(self, account: str, folder: str, state: FolderState) -> None:
+        """Record the sync state of that folder (replacing the previous one)."""
+        self._conn.execute(
+            "INSERT INTO folders (account, folder, uidvalidity, highest_modseq, uidnext, "
+            "last_sync, error) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (account, folder) DO UPDATE SET uidvalidity = excluded.uidvalidity, "
+            "highest_modseq = excluded.highest_modseq, uidnext = excluded.uidnext, "
+            "last_sync = excluded.last_sync, error = excluded.error",
+            (
+                account,
+                folder,
+                state.uidvalidity,
+                state.highest_modseq,
+                state.uidnext,
+                state.last_sync.isoformat() if state.last_sync else None,
+                state.error,
+            ),
+        )
+
+    @db.guarded("reset a folder")
+    def reset_folder(self, account: str, folder: str, new_uidvalidity: int) -> None:
+        """The server changed the folder's UIDVALIDITY: record the new one and forget the
+        modseq/uidnext, but keep every cached message (still searchable) under its old
+        UIDVALIDITY. Messages fetched again under the new one are moved onto their old entry
+        (by raw SHA-256, see :meth:`store_message` and :meth:`find_by_raw_hash`); call
+        :meth:`drop_stale` after a complete pass to remove those the server no longer has."""
+        old = self.folder_state(account, folder)
+        self.set_folder_state(
+            account,
+            folder,
+            FolderState(
+                uidvalidity=new_uidvalidity,
+                last_sync=old.last_sync if old else None,
+            ),
+        )
+
+    @db.guarded("drop stale messages")
+    def drop_stale(self, account: str, folder: str) -> int:
+        """Remove the folder's messages left under an older UIDVALIDITY (after a complete pass
+        under the new one found no match for them); returns how many. No-op without a state."""
+        state = self.folder_state(account, folder)
+        if state is None:
+            return 0
+        with self._conn:
+            ids = [
+                int(r[0])
+                for r in self._conn.execute(
+                    "SELECT id FROM messages WHERE account = ? AND folder = ? AND uidvalidity != ?",
+                    (account, folder, state.uidvalidity),
+                )
+            ]
+            for message_id in ids:
+                self._delete(message_id)
+        return len(ids)
+
+    @db.guarded("read the cache")
+    def find_by_raw_hash(self, account: str, folder: str, sha256_hex: str) -> int | None:
+        """The id of a message of that folder whose raw original has that SHA-256, preferring
+        one left under an older UIDVALIDITY (waiting to be relocated); None when there is none."""
+        state = self.folder_state(account, folder)
+        current = state.uidvalidity if state else -1
+        row = self._conn.execute(
+            "SELECT id FROM messages WHERE account = ? AND folder = ? AND raw_sha256 = ? "
+            "ORDER BY (uidvalidity = ?), id LIMIT 1",
+            (account, folder, sha256_hex.lower(), current),
+        ).fetchone()
+        return int(row[0]) if row else None
+
+    def _stale_by_hash(
+        self, account: str, folder: str, uidvalidity: int, raw_sha256: str
+    ) -> int | None:
+        row = self._conn.execute(
+            "SELECT id FROM messages WHERE account = ? AND folder = ? AND raw_sha256 = ? "
+            "AND uidvalidity != ? ORDER BY id LIMIT 1",
+            (account, folder, raw_sha256, uidvalidity),
+        ).fetchone()
+        return int(row[0]) if row else None
+
+    @db.guarded("relocate a message")
+    def relocate(self, message_id: int, uidvalidity: int, uid: int) -> None:
+        """Move message ``message_id`` to (uidvalidity, uid) in its folder, keeping everything
+        else. Raises :class:`CacheError` when another message already has that location, and
+        :class:`UsageError` for an unknown id."""
+        with self._conn:
+            self._relocate(message_id, uidvalidity, uid)
+
+    def _relocate(self, message_id: int, uidvalidity: int, uid: int) -> None:
+        try:
+            self._conn.execute(
+                "UPDATE messages SET uidvalidity = ?, uid = ? WHERE id = ?",
+                (uidvalidity, uid, message_id),
+            )
+        except apsw.ConstraintError:
+            raise CacheError(
+                f"cannot relocate message {message_id}: UID {uid} under UIDVALIDITY "
+                f"{uidvalidity} is already cached"
+            ) from None
+        if self._conn.changes() == 0:
+            raise UsageError(f"no message with id {message_id} in the cache")
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    @db.guarded("read the cache")
+    def messages_to_reopen(self) -> list[int]:
+        """Ids of messages that could not be opened (no key, failed decryption), oldest first:
+        candidates for :meth:`rebuild` after a key import."""
+        return [int(r[0]) for r in self._conn.execute("SELECT id FROM messages WHERE reopen = 1")]
+
+    @db.guarded("read the cache")
+    def raw(self, message_id: int) -> bytes:
+        """The raw original of message ``message_id``. Raises :class:`UsageError` when unknown."""
+        return bytes(self._one(message_id, "raw"))
+
+    @db.guarded("read the cache")
+    def content(self, message_id: int) -> bytes | None:
+        """The decrypted innermost MIME of the message, or None when it could not be opened."""
+        value = self._one(message_id, "content")
+        return bytes(value) if value is not None else None
+
+    @db.guarded("read the cache")
+    def report(self, message_id: int) -> dict[str, Any]:
+        """The stored ``open`` report (``OpenResult.to_json()`` plus ``signers``)."""
+        return dict(json.loads(self._one(message_id, "report")))
+
+    @db.guarded("read the cache")
+    def summary(self, message_id: int) -> MessageSummary:
+        """The summary of message ``message_id``. Raises :class:`UsageError` when unknown."""
+        row = self._conn.execute(
+            f"SELECT {_SUMMARY_COLUMNS} FROM messages m WHERE m.id = ?", (message_id,)
+        ).fetchone()
+        if row is None:
+            raise UsageError(f"no message with id {message_id} in the cache")
+        return _summary(row)
+
+    @db.guarded("read the cache")
+    def attachments(self, message_id: int) -> list[StoredAttachment]:
+        """The attachments of message ``message_id`` in part order."""
+        return [
+            StoredAttachment(int(r[0]), r[1], r[2], int(r[3]), r[4], r[5])
+            for r in self._conn.execute(
+                "SELECT part, filename, mime_type, size, sha256, scan FROM attachments "
+                "WHERE message = ? ORDER BY part",
+                (message_id,),
+            )
+        ]
+
+    def _one(self, message_id: int, column: str) -> Any:
+        row = self._conn.execute(
+            f"SELECT {column} FROM messages WHERE id = ?", (message_id,)
+        ).fetchone()
+        if row is None:
+            raise UsageError(f"no message with id {message_id} in the cache")
+        return row[0]
+
+    # -- search ----------------------------------------------------------------------------------
+
+    @db.guarded("search the cache")
+    def search(
+        self, query: str, *, now: datetime, limit: int | None = None, offset: int = 0
+    ) -> list[MessageSummary]:
+        """Messages matching ``query`` (see :mod:`smime_companion.store.query`), newest first.
+
+        ``now`` anchors relative dates (``date:7d..``). Raises :class:`UsageError` with one line
+        saying where a malformed query is wrong.
+        """
+        where, params = compile_query(query, now=now)
+        sql = (
+            f"SELECT {_SUMMARY_COLUMNS} FROM messages m WHERE {where} "
+            "ORDER BY m.date DESC, m.id DESC"
+        )
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            params = [*params, int(limit), int(offset)]
+        return [_summary(r) for r in self._conn.execute(sql, params)]
+
+    @db.guarded("search the cache")
+    def search_ids(self, query: str, *, now: datetime) -> Iterator[int]:
+        """Ids of the messages matching ``query``, newest first (for export and rebuild)."""
+        where, params = compile_query(query, now=now)
+        ids = [
+            int(r[0])
+            for r in self._conn.execute(
+                f"SELECT m.id FROM messages m WHERE {where} ORDER BY m.date DESC, m.id DESC",
+                params,
+            )
+        ]
+        return iter(ids)
+
+    # -- scanning --------------------------------------------------------------------------------
+
+    @db.guarded("read the cache")
+    def messages_to_scan(self, limit: int = 100) -> list[int]:
+        """Ids of opened messages not scanned yet, or whose last scan was an ``error``."""
+        return [
+            int(r[0])
+            for r in self._conn.execute(
+                "SELECT id FROM messages WHERE (scan IS NULL OR scan = 'error') "
+                "AND content IS NOT NULL ORDER BY id LIMIT ?",
+                (limit,),
+            )
+        ]
+
+    @db.guarded("record a scan result")
+    def record_scan(
+        self, message_id: int, message_verdict: str, attachment_verdicts: dict[int, str]
+    ) -> str:
+        """Store the scanner's verdicts (``clean``, ``infected:NAME`` or ``error``) for the
+        message and its attachments (by part number); returns the message's overall verdict:
+        infected if anything was, else error if anything failed, else clean."""
+        verdicts = [message_verdict, *attachment_verdicts.values()]
+        infected = [v for v in verdicts if v.startswith(SCAN_INFECTED_PREFIX)]
+        overall = (
+            infected[0] if infected else (SCAN_ERROR if SCAN_ERROR in verdicts else SCAN_CLEAN)
+        )
+        with self._conn:
+            self._conn.execute("UPDATE messages SET scan = ? WHERE id = ?", (overall, message_id))
+            for part, verdict in attachment_verdicts.items():
+                self._conn.execute(
+                    "UPDATE attachments SET scan = ? WHERE message = ? AND part = ?",
+                    (verdict, message_id, part),
+                )
+        return overall
+
+    # -- maintenance -----------------------------------------------------------------------------
+
+    @db.guarded("rebuild the cache")
+    def rebuild(
+        self,
+        open_raw: Callable[[bytes, datetime], OpenResult],
+        message_ids: Iterable[int] | None = None,
+    ) -> int:
+        """Re-derive messages from their raw originals with ``open_raw(raw, arrived)`` (e.g.
+        after importing an old key); all messages when ``message_ids`` is None. Each message is
+        its own transaction, so an interruption loses nothing. Returns how many were rebuilt."""
+        ids = (
+            list(message_ids)
+            if message_ids is not None
+            else [int(r[0]) for r in self._conn.execute("SELECT id FROM messages ORDER BY id")]
+        )
+        count = 0
+        for message_id in ids:
+            row = self._conn.execute(
+                "SELECT raw, arrived FROM messages WHERE id = ?", (message_id,)
+            ).fetchone()
+            if row is None:
+                continue
+            raw, arrived = bytes(row[0]), _from_epoch(int(row[1]))
+            result = open_raw(raw, arrived)
+            with self._conn:
+                self._write_derived(message_id, raw, result, arrived)
+            count += 1
+        return count
+
+    def rekey(self, new_key: str) -> None:
+        """Re-encrypt the database under ``new_key``. Raises :class:`CacheError` (also for a
+        plain database, which has no key to change)."""
+        if not self.encrypted:
+            raise CacheError("the cache is not encrypted (encrypt_cache = false): no key to change")
+        db.rekey(self._conn, new_key)
+
+    @db.guarded("read the cache statistics")
+    def stats(self) -> dict[str, Any]:
+        """Counts for ``cache stats``: messages, per folder, encrypted, signed, unreadable,
+        scan verdicts, attachments, and the size of the database files."""
+        one = self._conn.execute
+
+        def scalar(sql: str, *params: Any) -> int:
+            row = self._conn.execute(sql, params).fetchone()
+            return int(row[0]) if row else 0
+
+        count = scalar("SELECT count(*) FROM messages")
+        by_folder = [
+            {"account": a, "folder": f, "uidvalidity": uv, "messages": n}
+            for a, f, uv, n in one(
+                "SELECT account, folder, uidvalidity, count(*) FROM messages "
+                "GROUP BY account, folder, uidvalidity ORDER BY account, folder, uidvalidity"
+            )
+        ]
+        files = [self.path, *(self.path.with_name(self.path.name + s) for s in ("-wal", "-shm"))]
+        return {
+            "path": str(self.path),
+            "encrypted": self.encrypted,
+            "messages": count,
+            "encrypted_messages": scalar(
+                "SELECT count(*) FROM messages WHERE decryption != 'none'"
+            ),
+            "signed_messages": scalar("SELECT count(*) FROM messages WHERE signature != 'none'"),
+            "valid_signatures": scalar(
+                "SELECT count(*) FROM messages WHERE signature = ?", str(SignatureStatus.VALID)
+            ),
+            "unopened": scalar("SELECT count(*) FROM messages WHERE reopen = 1"),
+            "attachments": scalar("SELECT count(*) FROM attachments"),
+            "scan": {
+                (v or "pending"): int(n)
+                for v, n in one(
+                    "SELECT CASE WHEN scan LIKE 'infected:%' THEN 'infected' ELSE scan END, "
+                    "count(*) FROM messages GROUP BY 1"
+                )
+            },
+            "folders": by_folder,
+            "bytes_on_disk": sum(p.stat().st_size for p in files if p.exists()),
+        }
+
+
+def _summary(row: Sequence[Any]) -> MessageSummary:
+    return MessageSummary(
+        id=int(row[0]),
+        account=row[1],
+        folder=row[2],
+        uidvalidity=int(row[3]),
+        uid=int(row[4]),
+        date=_from_epoch(int(row[5])),
+        arrived=_from_epoch(int(row[6])),
+        sender=row[7],
+        to=row[8],
+        cc=row[9],
+        subject=row[10],
+        message_id=row[11],
+        decryption=row[12],
+        signature=row[13],
+        signer=row[14],
+        error=row[15],
+        scan=row[16],
+        flags=tuple(row[17].split()),
+        attachments=int(row[18]),
+    )
+
+
+def _outer_fields(raw: bytes) -> tuple[tuple[str, str], ...]:
+    # When opening produced no effective headers (e.g. an unparsable message), the outer header
+    # section is the best we have; when even that is broken, the message has none.
+    try:
+        return parse_entity(raw, mime_text.MAX_HEADER_BYTES).fields
+    except MalformedInput:
+        return ()

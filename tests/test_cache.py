@@ -1,0 +1,281 @@
+"""The message cache's storage contract (the interface the sync daemon is built on): locations,
+idempotence, folder state, UIDVALIDITY resets, reopening after a key import, transactions.
+
+Messages are made at test time by openssl from the test PKI and opened by ``core.open``. The
+helpers here are shared by the other cache test files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from smime_companion.core.model import Decryption, Identity, OpenResult, SignatureStatus
+from smime_companion.core.open import open_message
+from smime_companion.errors import CacheError, UsageError
+from smime_companion.store import Cache, FolderState
+from smime_companion.testing.pki import TestPki
+from tests.conftest import load_cert, load_identity
+from tests.tools import openssl_cms
+
+KEY = "correct horse battery staple"
+
+
+def mail(
+    pki: TestPki,
+    *,
+    kind: str = "plain",
+    subject: str = "Quarterly numbers",
+    body: str = "The zebra budget is attached.\r\n",
+    sender: str = "alice",
+    to: str = "bob",
+    date: str = "Wed, 25 Nov 2026 09:00:00 +0000",
+    message_id: str | None = None,
+    extra_parts: str = "",
+) -> bytes:
+    """A message made with openssl: ``plain``, ``signed`` (by ``sender``), ``encrypted`` (to
+    ``to``) or ``signed+encrypted``. ``extra_parts`` are appended MIME parts (multipart/mixed)."""
+    from_addr, to_addr = pki.email(sender), pki.email(to)
+    message_id = message_id or f"<{hashlib.sha256((subject + body).encode()).hexdigest()[:16]}@t>"
+    if extra_parts:
+        inner = (
+            'Content-Type: multipart/mixed; boundary="b0"\r\n\r\n'
+            "--b0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+            f"{body}\r\n{extra_parts}--b0--\r\n"
+        )
+    else:
+        inner = f"Content-Type: text/plain; charset=utf-8\r\n\r\n{body}"
+    head = (
+        f"From: {from_addr}\r\nTo: {to_addr}\r\nSubject: {subject}\r\nDate: {date}\r\n"
+        f"Message-ID: {message_id}\r\n"
+    )
+    plain = (head + "MIME-Version: 1.0\r\n" + inner).encode()
+    if kind == "plain":
+        return plain
+    entity = ("MIME-Version: 1.0\r\n" + inner).encode()
+    if "signed" in kind:
+        entity = openssl_cms(
+            ["-sign", "-signer", pki.cert(sender), "-inkey", pki.key(sender),
+             "-certfile", pki.intermediate, "-crlfeol"],
+            entity,
+        )  # fmt: skip
+    if "encrypted" in kind:
+        entity = openssl_cms(["-encrypt", "-aes-256-gcm", "-recip", pki.cert(to)], entity)
+    # openssl writes its own MIME-Version; our head goes on top, as a mail client's would.
+    return head.encode() + entity
+
+
+def opener(
+    pki: TestPki, users: tuple[str, ...] = ("bob",)
+) -> Callable[[bytes, dt.datetime], OpenResult]:
+    """open_message with the keys of ``users`` and the test root as the only anchor."""
+    identities: list[Identity] = [load_identity(pki, u) for u in users]
+    anchors = [load_cert(pki.root)]
+
+    def run(raw: bytes, at: dt.datetime) -> OpenResult:
+        return open_message(raw, identities=identities, anchors=anchors, at=at)
+
+    return run
+
+
+def store(
+    cache: Cache,
+    raw: bytes,
+    open_raw: Callable[[bytes, dt.datetime], OpenResult],
+    now: dt.datetime,
+    *,
+    uid: int,
+    folder: str = "INBOX",
+    uidvalidity: int = 7,
+    account: str = "work",
+    flags: tuple[str, ...] = (),
+) -> int:
+    return cache.store_message(
+        account=account, folder=folder, uidvalidity=uidvalidity, uid=uid, raw=raw,
+        result=open_raw(raw, now), arrived=now, flags=flags,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def cache(tmp_path: Path):
+    with Cache.open(tmp_path / "data", KEY) as opened:
+        yield opened
+
+
+def test_store_returns_an_id_and_the_raw_original_is_kept_byte_for_byte(
+    cache: Cache, pki: TestPki, now: dt.datetime
+) -> None:
+    raw = mail(pki, kind="signed+encrypted")
+    message_id = store(cache, raw, opener(pki), now, uid=1)
+    assert cache.raw(message_id) == raw
+    summary = cache.summary(message_id)
+    assert (summary.account, summary.folder, summary.uidvalidity, summary.uid) == (
+        "work", "INBOX", 7, 1,
+    )  # fmt: skip
+    assert summary.decryption == Decryption.OK and summary.signature == SignatureStatus.VALID
+    assert summary.signer == pki.email("alice")
+    assert summary.subject == "Quarterly numbers"
+    assert summary.date == dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.UTC)
+    assert b"zebra budget" in (cache.content(message_id) or b"")
+    assert cache.report(message_id)["signature"] == "valid"
+
+
+def test_storing_the_same_location_again_replaces_instead_of_duplicating(
+    cache: Cache, pki: TestPki, now: dt.datetime
+) -> None:
+    first = store(cache, mail(pki, subject="first version"), opener(pki), now, uid=5)
+    second = store(cache, mail(pki, subject="second version"), opener(pki), now, uid=5)
+    assert first == second
+    assert cache.stats()["messages"] == 1
+    assert cache.summary(first).subject == "second version"
+    assert [m.id for m in cache.search("second", now=now)] == [first]
+    assert cache.search("first", now=now) == []  # the old words left the index too
+
+
+def test_has_uid_uids_and_forget_uids_follow_the_server(
+    cache: Cache, pki: TestPki, now: dt.datetime
+) -> None:
+    for uid in (1, 2, 3):
+        store(cache, mail(pki, subject=f"message {uid}"), opener(pki), now, uid=uid)
+    store(cache, mail(pki, subject="other folder"), opener(pki), now, uid=1, folder="Archive")
+    assert cache.has_uid("work", "INBOX", 7, 2)
+    assert not cache.has_uid("work", "INBOX", 8, 2)
+    assert cache.uids("work", "INBOX", 7) == {1, 2, 3}
+    assert cache.forget_uids("work", "INBOX", 7, [2, 3, 99]) == 2
+    assert cache.uids("work", "INBOX", 7) == {1}
+    assert cache.uids("work", "Archive", 7) == {1}
+    assert cache.search("message", now=now)[0].uid == 1
+    assert len(cache.search("message", now=now)) == 1
+
+
+def test_update_flags_is_visible_to_is_unread(cache: Cache, pki: TestPki, now: dt.datetime) -> None:
+    store(cache, mail(pki), opener(pki), now, uid=1, flags=("\\Seen",))
+    store(cache, mail(pki, subject="new one"), opener(pki), now, uid=2)
+    assert [m.uid for m in cache.search("is:unread", now=now)] == [2]
+    cache.update_flags("work", "INBOX", 7, 2, ["\\Seen", "\\Flagged"])
+    assert cache.search("is:unread", now=now) == []
+    assert [m.uid for m in cache.search("is:flagged", now=now)] == [2]
+    assert cache.summary(cache.search("is:flagged", now=now)[0].id).flags == ("\\Seen", "\\Flagged")
+
+
+def test_folder_state_is_none_before_the_first_sync_and_round_trips(
+    cache: Cache, now: dt.datetime
+) -> None:
+    assert cache.folder_state("work", "INBOX") is None
+    state = FolderState(uidvalidity=42, highest_modseq=9001, uidnext=17, last_sync=now, error=None)
+    cache.set_folder_state("work", "INBOX", state)
+    assert cache.folder_state("work", "INBOX") == state
+    failed = FolderState(uidvalidity=42, last_sync=None, error="connection reset")
+    cache.set_folder_state("work", "INBOX", failed)
+    assert cache.folder_state("work", "INBOX") == failed
+
+
+def test_a_uidvalidity_reset_relocates_refetched_messages_and_keeps_the_rest_until_dropped(
+    cache: Cache, pki: TestPki, now: dt.datetime
+) -> None:
+    kept, gone = mail(pki, subject="still on the server"), mail(pki, subject="expunged meanwhile")
+    kept_id = store(cache, kept, opener(pki), now, uid=10)
+    store(cache, gone, opener(pki), now, uid=11)
+    cache.set_folder_state("work", "INBOX", FolderState(uidvalidity=7, highest_modseq=5))
+
+    cache.reset_folder("work", "INBOX", 8)
+    state = cache.folder_state("work", "INBOX")
+    assert state is not None and state.uidvalidity == 8 and state.highest_modseq is None
+    assert len(cache.search("", now=now)) == 2  # nothing lost while the new pass runs
+
+    # The sync may look the message up first ...
+    assert cache.find_by_raw_hash("work", "INBOX", hashlib.sha256(kept).hexdigest()) == kept_id
+    # ... or simply store it again: either way it lands on its old entry.
+    assert store(cache, kept, opener(pki), now, uid=3, uidvalidity=8) == kept_id
+    assert cache.uids("work", "INBOX", 8) == {3}
+    assert cache.stats()["messages"] == 2
+
+    assert cache.drop_stale("work", "INBOX") == 1
+    assert [m.id for m in cache.search("", now=now)] == [kept_id]
+
+
+def test_relocate_moves_a_message_and_refuses_an_occupied_location(
+    cache: Cache, pki: TestPki, now: dt.datetime
+) -> None:
+    a = store(cache, mail(pki, subject="a"), opener(pki), now, uid=1)
+    store(cache, mail(pki, subject="b"), opener(pki), now, uid=2)
+    cache.relocate(a, 9, 100)
+    assert cache.has_uid("work", "INBOX", 9, 100) and not cache.has_uid("work", "INBOX", 7, 1)
+    with pytest.raises(CacheError, match="already cached"):
+        cache.relocate(a, 7, 2)
+    with pytest.raises(UsageError, match="no message with id 999"):
+        cache.relocate(999, 7, 3)
+
+
+def test_a_message_without_our_key_is_stored_with_its_error_and_reopened_after_key_import(
+    cache: Cache, pki: TestPki, now: dt.datetime
+) -> None:
+    raw = mail(pki, kind="encrypted", to="carol", subject="For Carol", body="platypus secret\r\n")
+    message_id = store(cache, raw, opener(pki, ("bob",)), now, uid=1)
+    assert cache.summary(message_id).decryption == Decryption.NO_KEY
+    assert cache.messages_to_reopen() == [message_id]
+    assert cache.raw(message_id) == raw
+    assert cache.search("platypus", now=now) == []
+    assert [m.id for m in cache.search("subject:carol", now=now)] == [message_id]
+
+    # Carol's key is imported: rebuild what could not be opened.
+    assert cache.rebuild(opener(pki, ("bob", "carol")), cache.messages_to_reopen()) == 1
+    assert cache.messages_to_reopen() == []
+    assert cache.summary(message_id).decryption == Decryption.OK
+    assert [m.id for m in cache.search("platypus", now=now)] == [message_id]
+
+
+def test_a_message_that_cannot_be_parsed_is_stored_not_dropped(
+    cache: Cache, pki: TestPki, now: dt.datetime
+) -> None:
+    raw = b"this is\nnot: a\n mail\x00 message at all" * 3
+    message_id = store(cache, raw, opener(pki), now, uid=1)
+    assert cache.raw(message_id) == raw
+    assert cache.summary(message_id).error is not None
+
+
+def test_transactions_nest_and_roll_back_as_a_whole(
+    cache: Cache, pki: TestPki, now: dt.datetime
+) -> None:
+    with pytest.raises(RuntimeError):
+        with cache.transaction():
+            store(cache, mail(pki, subject="one"), opener(pki), now, uid=1)
+            with cache.transaction():
+                store(cache, mail(pki, subject="two"), opener(pki), now, uid=2)
+            raise RuntimeError("the sync died here")
+    assert cache.stats()["messages"] == 0
+    with cache.transaction():
+        with cache.transaction():
+            store(cache, mail(pki, subject="three"), opener(pki), now, uid=3)
+    assert cache.uids("work", "INBOX", 7) == {3}
+
+
+def test_an_unknown_message_id_is_one_clear_line(cache: Cache) -> None:
+    with pytest.raises(UsageError, match="^no message with id 12345 in the cache$"):
+        cache.raw(12345)
+
+
+def test_attachments_are_listed_with_name_type_size_and_hash(
+    cache: Cache, pki: TestPki, now: dt.datetime
+) -> None:
+    part = (
+        '--b0\r\nContent-Type: application/pdf; name="report.pdf"\r\n'
+        'Content-Disposition: attachment; filename="report.pdf"\r\n'
+        "Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n"
+    )
+    message_id = store(
+        cache, mail(pki, kind="encrypted", extra_parts=part), opener(pki), now, uid=1
+    )
+    [att] = cache.attachments(message_id)
+    assert (att.part, att.filename, att.mime_type, att.size) == (
+        2,
+        "report.pdf",
+        "application/pdf",
+        9,
+    )
+    assert att.sha256 == hashlib.sha256(b"%PDF-1.4\n").hexdigest()
+    assert cache.summary(message_id).attachments == 1
