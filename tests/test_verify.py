@@ -718,6 +718,40 @@ def test_md5_is_a_weak_algorithm_even_when_sha1_is_allowed(
     assert outcome.signers[0].digest_algorithm == "md5"
 
 
+def test_other_content_than_data_signed_without_signed_attributes_is_malformed(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime
+) -> None:
+    der = sign(pki, "alice", args=["-econtent_type", "1.2.3.4", "-noattr"])
+    outcome = check(der, anchors, now)
+    assert outcome.status == S.MALFORMED
+    assert "signed attributes" in (outcome.signers[0].reason or "")
+
+
+def test_other_content_than_data_with_signed_attributes_is_valid(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime
+) -> None:
+    der = sign(pki, "alice", args=["-econtent_type", "1.2.3.4"])
+    outcome = check(der, anchors, now)
+    assert outcome.status == S.VALID
+    assert outcome.content == CONTENT
+
+
+def test_an_intermediate_with_a_small_rsa_key_is_a_weak_algorithm(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime, tmp_path: Path
+) -> None:
+    root_key = serialization.load_pem_private_key(
+        (pki.directory / "root.key.pem").read_bytes(), password=None
+    )
+    ca_path, _, ca_cert, ca_key = issue(
+        pki, tmp_path, "Small CA", ca=True, key_size=1024, issuer=(load_cert(pki.root), root_key)
+    )
+    cert, key, *_ = issue(pki, tmp_path, "smallca-user", issuer=(ca_cert, ca_key))
+    der = sign_with(cert, key, args=["-certfile", str(ca_path)])
+    outcome = check(der, anchors, now, from_=["smallca-user@example.org"])
+    assert outcome.status == S.WEAK_ALGORITHM
+    assert "intermediate CN=Small CA has an RSA-1024 key" in (outcome.signers[0].reason or "")
+
+
 def test_a_dsa_signature_is_unsupported(
     pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime, tmp_path: Path
 ) -> None:

@@ -116,6 +116,7 @@ _SIGNATURES: dict[str, tuple[str, str | None]] = {
     "1.3.101.113": ("ed448", None),
 }
 _MGF1 = "1.2.840.113549.1.1.8"
+_ID_DATA = "1.2.840.113549.1.7.1"
 _WEAK_DIGESTS = frozenset({"sha1", "md5"})
 
 _OID_MS_ENCRYPTION_KEY_PREFERENCE = "1.3.6.1.4.1.311.16.4"
@@ -406,6 +407,11 @@ def _check_signer(si: cms.SignerInfo, ctx: _Context, f: _Findings) -> None:
         attrs = _read_signed_attributes(signed_attrs, f)
         _read_informational_attributes(attrs, f)
         _check_content_attributes(attrs, digest[0], ctx, f)
+    elif ctx.econtent_type != _ID_DATA:
+        # RFC 5652 section 5.3: without signed attributes nothing would bind the content type
+        # to the signature, so they are required for any content other than id-data.
+        f.fail(_CRYPTO, S.MALFORMED, "content other than id-data signed without signed attributes")
+        raise _Stop
 
     if candidate is None:
         f.fail(_CHAIN, S.UNTRUSTED, "the signer certificate is not in the message")
@@ -695,8 +701,12 @@ def _path_problems(
         if 0 < position < len(path) - 1 and not is_usable_for_email(cert):
             problems.append((_USAGE, S.BAD_EKU, f"{role} {subject} is not for email protection"))
         if position < len(path) - 1:
-            # The anchor's own signature is not checked: it is trusted by configuration.
+            # The anchor's own signature and key are not judged: it is trusted by configuration.
             weak = _weak_certificate_hash(cert, ctx.allow_sha1)
+            if 0 < position and _rsa_bits(cert) < MIN_RSA_BITS:
+                problems.append(
+                    (_WEAK, S.WEAK_ALGORITHM, f"{role} {subject} has an RSA-{_rsa_bits(cert)} key")
+                )
             if weak:
                 problems.append(
                     (_WEAK, S.WEAK_ALGORITHM, f"{role} {subject} is signed with {weak}")
@@ -705,6 +715,15 @@ def _path_problems(
     if constraint:
         problems.append((_CHAIN, S.UNTRUSTED, constraint))
     return problems
+
+
+def _rsa_bits(cert: x509.Certificate) -> int:
+    """The RSA modulus size of the certificate's key; a large number for other key types."""
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        return 1 << 16
+    return key.key_size if isinstance(key, rsa.RSAPublicKey) else 1 << 16
 
 
 def _weak_certificate_hash(cert: x509.Certificate, allow_sha1: bool) -> str | None:
