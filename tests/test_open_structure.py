@@ -96,7 +96,8 @@ def test_3des_opens_but_is_flagged_weak(pki, opener) -> None:
 
 
 def test_triple_wrapped_message_opens_every_layer(pki, opener) -> None:
-    raw = _sign(pki, _encrypt(pki, _sign(pki, mime_message())))
+    # The outer signature can only be matched against the outer From: real mail has one.
+    raw = b"From: alice@example.org\r\n" + _sign(pki, _encrypt(pki, _sign(pki, mime_message())))
     result = opener(raw)
     assert [layer.type for layer in result.layers] == ["signed", "enveloped", "signed"]
     assert (result.decryption, result.signature) == (Decryption.OK, SignatureStatus.VALID)
@@ -159,3 +160,10 @@ def test_a_plain_message_is_neither_encrypted_nor_signed(opener) -> None:
         (),
     )
     assert result.content == raw and result.ok
+
+
+def test_a_signature_outside_the_encryption_needs_an_outer_from(pki, opener) -> None:
+    # The signed content is ciphertext, so nothing inside it can name the sender.
+    result = opener(_sign(pki, _encrypt(pki, mime_message())))
+    assert result.signature == SignatureStatus.EMAIL_MISMATCH
+    assert "From" in (result.layers[0].signers[0].reason or "")

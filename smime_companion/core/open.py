@@ -218,7 +218,7 @@ class _Opener:
                 # The content of a broken multipart/signed is still the first part, if any.
                 next_raw=_first_part_or_none(entity, self.limits.max_parts),
             )
-        inner_from = self._protected_from(signed_raw) or from_addrs
+        inner_from = self._signed_from(signed_raw, from_addrs)
         outcome = verify_mod.verify_signed_data(
             info,
             to_crlf(signed_raw),
@@ -254,7 +254,7 @@ class _Opener:
 
     def _open_signed_data(self, info: cms.ContentInfo, from_addrs: tuple[str, ...]) -> _Step:
         encapsulated = _encapsulated_content(info)
-        inner_from = (self._protected_from(encapsulated) if encapsulated else None) or from_addrs
+        inner_from = self._signed_from(encapsulated, from_addrs)
         outcome = verify_mod.verify_signed_data(
             info,
             None,
@@ -314,23 +314,24 @@ class _Opener:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _protected_from(self, raw: bytes | None) -> tuple[str, ...] | None:
-        """The From of content that carries protected headers, so the signer is checked against
-        the From the reader will see."""
+    def _signed_from(self, raw: bytes | None, outer: tuple[str, ...]) -> tuple[str, ...]:
+        """The From addresses a signer must match.
+
+        Signed content that carries protected headers (or an RFC 8551 message/rfc822) names the
+        From the reader will see, so that one counts. Otherwise the outer From counts; when the
+        outer header has none (a bare S/MIME entity), a From inside the signed content is used.
+        """
         if not raw:
-            return None
+            return outer
         try:
             entity = parse_entity(raw, self.limits.max_header_bytes)
-        except MalformedInput:
-            return None
-        if entity.content_type.mime_type == "message/rfc822":
-            try:
+            if entity.content_type.mime_type == "message/rfc822":
                 entity = parse_entity(entity.decoded_body(), self.limits.max_header_bytes)
-            except MalformedInput:
-                return None
-        elif _protection_of(entity) is None:
-            return None
-        return addresses(entity.get("From")) or None
+            elif _protection_of(entity) is None and outer:
+                return outer
+        except MalformedInput:
+            return outer
+        return addresses(entity.get("From")) or outer
 
     def _hidden_smime_warnings(self, top: Entity) -> list[str]:
         """Warnings for S/MIME parts inside an unprotected multipart (EFAIL's attack shape).

@@ -61,6 +61,8 @@ USERS: tuple[UserSpec, ...] = (
 class TestPki:
     """Paths of a generated test PKI."""
 
+    __test__ = False  # not a pytest test class, despite its name
+
     directory: Path
 
     def cert(self, user: str) -> Path:
