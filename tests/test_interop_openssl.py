@@ -22,7 +22,7 @@ from cryptography import x509
 
 from smime_companion.core.model import Decryption, Identity, SignatureStatus
 from smime_companion.core.open import open_message
-from tests.conftest import load_identity
+from tests.conftest import load_cert, load_identity
 from tests.peers import Expect, PeerCannot, check_opened
 from tests.tools import run
 
@@ -34,10 +34,11 @@ OK = Decryption.OK
 WEAK_CIPHER = "weak-cipher"
 
 
-def _openssl(args: Sequence[str | Path], data: bytes) -> bytes:
-    """``openssl cms ARGS`` on ``data``; a refusal is the tool's limitation (PeerCannot)."""
+def _openssl(args: Sequence[str | Path], data: bytes, command: str = "cms") -> bytes:
+    """``openssl cms ARGS`` (or the legacy ``openssl smime``) on ``data``; a refusal is the
+    tool's limitation (PeerCannot)."""
     try:
-        return run(["openssl", "cms", *args], stdin=data)
+        return run(["openssl", command, *args], stdin=data)
     except AssertionError as exc:
         raise PeerCannot(str(exc)) from None
 
@@ -153,6 +154,19 @@ class Case:
     build: Build
     expect: Expect
     openers: tuple[str, ...] = ("bob",)
+    # Certificates the reader already holds (harvested earlier), passed as extra_certificates.
+    known_certs: tuple[str, ...] = ()
+
+
+def _legacy_smime(*args: str, recipient: str | None = None) -> Build:
+    """The older ``openssl smime`` command: PKCS#7 v1.5 structures and the x-pkcs7 MIME names.
+    Its recipient certificates come last, after every option."""
+
+    def build(pki: TestPki, d: Draft) -> bytes:
+        tail = [str(pki.cert(recipient))] if recipient else []
+        return _openssl([*args, *d.outer, *tail], d.entity, command="smime")
+
+    return build
 
 
 def _signed(user: str, *extra: str, detached: bool = True) -> Build:
@@ -233,6 +247,35 @@ SIGNED_CASES = {
         ),
         _valid("alice", "signed-data"),
     ),
+    "two-signers-rsa-and-ecdsa": Case(
+        "alice",
+        lambda pki, d: sign(
+            pki,
+            d.entity,
+            "alice",
+            *("-signer", str(pki.cert("carol")), "-inkey", str(pki.key("carol"))),
+            outer=d.outer,
+        ),
+        _valid("alice"),
+    ),
+    "receipt-requested": Case(
+        "alice",
+        _signed("alice", "-receipt_request_all", "-receipt_request_to", "alice@example.org"),
+        _valid("alice"),
+    ),
+    "crlf-line-ends-everywhere": Case("alice", _signed("alice", "-crlfeol"), _valid("alice")),
+    "signer-certificate-left-out-but-known": Case(
+        "alice", _signed("alice", "-nocerts"), _valid("alice"), known_certs=("alice",)
+    ),
+    "legacy-openssl-smime-command": Case(
+        "alice",
+        lambda pki, d: _legacy_smime(
+            "-sign",
+            *("-signer", str(pki.cert("alice")), "-inkey", str(pki.key("alice"))),
+            *("-certfile", str(pki.intermediate)),
+        )(pki, d),
+        _valid("alice"),
+    ),
     "outlook-octet-stream-opaque": Case(
         "alice",
         lambda pki, d: retyped(
@@ -277,6 +320,14 @@ ENCRYPTED_CASES = {
         lambda pki, d: encrypt(pki, d.entity, ["frank"], outer=d.outer),
         _decrypted("aes-256-cbc", transport="ecdh-p521-sha1"),
         openers=("frank",),
+    ),
+    "ecdh-recipient-by-keyid-aes128-wrap": Case(
+        "alice",
+        lambda pki, d: encrypt(
+            pki, d.entity, ["carol"], "-keyid", "-wrap", "aes128-wrap", outer=d.outer
+        ),
+        _decrypted("aes-256-cbc", transport="ecdh-p256-sha1"),
+        openers=("carol",),
     ),
     "aes-128-cbc": Case("alice", _encrypted(cipher="-aes128"), _decrypted("aes-128-cbc")),
     "aes-192-cbc": Case("alice", _encrypted(cipher="-aes192"), _decrypted("aes-192-cbc")),
@@ -331,6 +382,11 @@ ENCRYPTED_CASES = {
         lambda pki, d: retyped(_encrypted()(pki, d), "application/octet-stream; name=smime.p7m"),
         _decrypted("aes-256-cbc"),
     ),
+    "legacy-openssl-smime-command-3des": Case(
+        "alice",
+        _legacy_smime("-encrypt", recipient="bob"),
+        Expect(decryption=OK, cipher="3des-cbc", layers=("enveloped",), warnings=(WEAK_CIPHER,)),
+    ),
     "last-of-three-recipients": Case(
         "alice",
         lambda pki, d: encrypt(pki, d.entity, ["alice", "carol", "bob"], outer=d.outer),
@@ -377,6 +433,11 @@ NESTED_CASES = {
         _encrypt_then_sign,
         Expect(OK, VALID, "alice@example.org", ("signed", "enveloped"), "aes-256-cbc"),
     ),
+    "compressed-then-signed": Case(
+        "alice",
+        lambda pki, d: sign(pki, _openssl(["-compress"], d.entity), "alice", outer=d.outer),
+        Expect(signature=VALID, signer="alice@example.org", layers=("signed", "compressed")),
+    ),
     "triple-wrap": Case(
         "alice",
         _triple_wrap,
@@ -409,6 +470,8 @@ CERTIFICATE_CASES = {
 TOOL_LIMITS = {
     "ed25519-erin": "OpenSSL 3.0 cannot sign CMS with Ed25519 "
     "(eddsa_digest_signverify_init:invalid digest; with -noattr: operation not supported)",
+    "compressed-then-signed": "this OpenSSL is built without zlib: "
+    "'CMS_compress:unsupported compression algorithm'",
 }
 
 # Cases that fail because of a bug in core.open/decrypt/verify (not in the tool): reason + repro
@@ -447,11 +510,13 @@ def _open_case(
 ) -> None:
     draft = Draft(marker=f"interop-openssl {request.node.callspec.id}", sender=_address(pki, case))
     message = case.build(pki, draft)
+    known = [load_cert(pki.cert(u)) for u in case.known_certs]
     result = open_message(
         message,
         identities=[identities[u] for u in case.openers],
         anchors=anchors,
         at=now,
+        extra_certificates=[*known, load_cert(pki.intermediate)] if known else (),
     )
     check_opened(result, case.expect, draft.marker, draft.sender)
 
