@@ -328,6 +328,72 @@ def test_microsofts_encryption_key_preference_attribute_is_reported(
     assert report.encryption_key_preference[2] == load_cert(pki.cert("carol")).serial_number
 
 
+def _indefinite(tag: bytes, *parts: bytes) -> bytes:
+    return tag + b"\x80" + b"".join(parts) + b"\x00\x00"
+
+
+def with_indefinite_lengths(der: bytes) -> bytes:
+    """The same SignedData re-encoded in BER: every structure down to the signed attributes of
+    the first signer uses the indefinite length form (as streaming encoders write it)."""
+    info = cms.ContentInfo.load(der)
+    signed_data = info["content"]
+    si = signed_data["signer_infos"][0]
+    signer = _indefinite(
+        b"\x30",
+        si["version"].dump(),
+        si["sid"].dump(),
+        si["digest_algorithm"].dump(),
+        _indefinite(b"\xa0", si["signed_attrs"].contents),
+        si["signature_algorithm"].dump(),
+        si["signature"].dump(),
+    )
+    body = _indefinite(
+        b"\x30",
+        signed_data["version"].dump(),
+        signed_data["digest_algorithms"].dump(),
+        signed_data["encap_content_info"].dump(),
+        signed_data["certificates"].dump(),
+        _indefinite(b"\x31", signer),
+    )
+    return _indefinite(b"\x30", info["content_type"].dump(), _indefinite(b"\xa0", body))
+
+
+def test_signed_attributes_sent_in_ber_are_checked_over_their_der_encoding(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime
+) -> None:
+    ber = with_indefinite_lengths(sign(pki, "alice"))
+    assert b"\xa0\x80\x30" in ber
+    # openssl agrees that the re-encoded message still verifies.
+    openssl_cms(["-verify", "-inform", "DER", "-CAfile", pki.root, "-out", "/dev/null"], ber)
+    assert check(ber, anchors, now).status == S.VALID
+
+
+@pytest.mark.parametrize(
+    ("user", "oid", "algorithm"),
+    [
+        ("carol", "1.2.840.10045.2.1", "ecdsa"),  # id-ecPublicKey: hash from digestAlgorithm
+        ("alice", "1.2.840.113549.1.1.11", "rsa-pkcs1v15"),  # sha256WithRSAEncryption
+    ],
+)
+def test_signature_algorithm_identifiers_other_agents_write_are_understood(
+    pki: TestPki,
+    anchors: tuple[x509.Certificate, ...],
+    now: dt.datetime,
+    user: str,
+    oid: str,
+    algorithm: str,
+) -> None:
+    # openssl writes ecdsa-with-SHA256 and rsaEncryption; other agents the alternatives. The
+    # signatureAlgorithm is outside what is signed, so openssl's signature is rewritten.
+    info = cms.ContentInfo.load(sign(pki, user))
+    info["content"]["signer_infos"][0]["signature_algorithm"] = {"algorithm": oid}
+    der = info.dump(force=True)
+    openssl_cms(["-verify", "-inform", "DER", "-CAfile", pki.root, "-out", "/dev/null"], der)
+    outcome = check(der, anchors, now, from_=[pki.email(user)])
+    assert outcome.status == S.VALID
+    assert outcome.signers[0].signature_algorithm == algorithm
+
+
 # --- invalid ---------------------------------------------------------------------------------
 
 
