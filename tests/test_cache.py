@@ -8,6 +8,7 @@ helpers here are shared by the other cache test files.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
@@ -69,10 +70,12 @@ def mail(
     return head.encode() + entity
 
 
+@functools.cache
 def opener(
     pki: TestPki, users: tuple[str, ...] = ("bob",)
 ) -> Callable[[bytes, dt.datetime], OpenResult]:
-    """open_message with the keys of ``users`` and the test root as the only anchor."""
+    """open_message with the keys of ``users`` and the test root as the only anchor (made once
+    per PKI: loading RSA keys costs a tenth of a second)."""
     identities: list[Identity] = [load_identity(pki, u) for u in users]
     anchors = [load_cert(pki.root)]
 
