@@ -114,7 +114,7 @@ OPEN_BUGS: dict[str, str] = {}
 
 
 def _params() -> list[object]:
-    params = []
+    params: list[object] = []
     for name, case in CASES.items():
         marks: list[pytest.MarkDecorator] = []
         if name in TOOL_LIMITS:

@@ -480,7 +480,7 @@ OPEN_BUGS: dict[str, str] = {}
 
 
 def _params(cases: dict[str, Case]) -> list[object]:
-    params = []
+    params: list[object] = []
     for name, case in cases.items():
         marks: list[pytest.MarkDecorator] = []
         if name in TOOL_LIMITS:
