@@ -95,6 +95,14 @@ def test_addresses_are_lower_cased_and_deduplicated_in_certificate_order() -> No
     assert email_addresses(cert) == ("zoe@example.org", "alias@example.org")
 
 
+def test_internationalised_addresses_come_from_smtp_utf8_mailbox_other_names() -> None:
+    mailbox = x509.OtherName(
+        x509.ObjectIdentifier("1.3.6.1.5.5.7.8.9"), core.UTF8String("Élise@exämple.org").dump()
+    )
+    cert = _self_signed(san=[x509.RFC822Name("elise@example.org"), mailbox])
+    assert email_addresses(cert) == ("elise@example.org", "élise@exämple.org")
+
+
 def test_subject_email_is_ignored_when_the_san_names_an_address() -> None:
     cert = _self_signed(san=[x509.RFC822Name("san@example.org")], subject_email="dn@example.org")
     assert email_addresses(cert) == ("san@example.org",)

@@ -80,6 +80,7 @@ CAPABILITY_NAMES: Mapping[str, str] = {
 CAPABILITY_OIDS: Mapping[str, str] = {name: oid for oid, name in CAPABILITY_NAMES.items()}
 
 _RC2_OID = "1.2.840.113549.3.2"
+_SMTP_UTF8_MAILBOX = "1.3.6.1.5.5.7.8.9"  # id-on-SmtpUTF8Mailbox, RFC 9598
 _RC2_KEY_BITS = frozenset({40, 64, 128})
 
 _E = TypeVar("_E", bound=x509.ExtensionType)
@@ -107,8 +108,9 @@ def extension_value(cert: x509.Certificate, ext_type: type[_E]) -> _E | None:
 def email_addresses(cert: x509.Certificate) -> tuple[str, ...]:
     """The certificate's email addresses, lower-cased, without duplicates, in certificate order.
 
-    Taken from the subjectAltName rfc822Name entries (RFC 8550 section 3); only when there are
-    none, from the legacy emailAddress attributes of the subject. Returns ``()`` when there is no
+    Taken from the subjectAltName rfc822Name entries (RFC 8550 section 3) and SmtpUTF8Mailbox
+    otherNames (RFC 9598, internationalised addresses); only when there are none, from the legacy
+    emailAddress attributes of the subject. Returns ``()`` when there is no
     address or when the certificate's extensions cannot be parsed (an unreadable SAN must not let
     a subject address stand in for it). Never raises.
     """
@@ -119,6 +121,12 @@ def email_addresses(cert: x509.Certificate) -> tuple[str, ...]:
     found: list[str] = []
     if san is not None:
         found = [name.lower() for name in san.get_values_for_type(x509.RFC822Name)]
+        for other in san.get_values_for_type(x509.OtherName):
+            if other.type_id.dotted_string == _SMTP_UTF8_MAILBOX:
+                try:
+                    found.append(core.UTF8String.load(other.value, strict=True).native.lower())
+                except (ValueError, TypeError):
+                    continue  # an unreadable name is no address
     if not found:
         try:
             attrs = cert.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS)
