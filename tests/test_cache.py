@@ -37,6 +37,8 @@ def mail(
     date: str = "Wed, 25 Nov 2026 09:00:00 +0000",
     message_id: str | None = None,
     extra_parts: str = "",
+    cc: str | None = None,
+    content_type: str = "text/plain",
 ) -> bytes:
     """A message made with openssl: ``plain``, ``signed`` (by ``sender``), ``encrypted`` (to
     ``to``) or ``signed+encrypted``. ``extra_parts`` are appended MIME parts (multipart/mixed)."""
@@ -45,14 +47,14 @@ def mail(
     if extra_parts:
         inner = (
             'Content-Type: multipart/mixed; boundary="b0"\r\n\r\n'
-            "--b0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+            f"--b0\r\nContent-Type: {content_type}; charset=utf-8\r\n\r\n"
             f"{body}\r\n{extra_parts}--b0--\r\n"
         )
     else:
-        inner = f"Content-Type: text/plain; charset=utf-8\r\n\r\n{body}"
+        inner = f"Content-Type: {content_type}; charset=utf-8\r\n\r\n{body}"
     head = (
         f"From: {from_addr}\r\nTo: {to_addr}\r\nSubject: {subject}\r\nDate: {date}\r\n"
-        f"Message-ID: {message_id}\r\n"
+        f"Message-ID: {message_id}\r\n" + (f"Cc: {pki.email(cc)}\r\n" if cc else "")
     )
     plain = (head + "MIME-Version: 1.0\r\n" + inner).encode()
     if kind == "plain":
