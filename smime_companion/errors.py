@@ -58,9 +58,3 @@ class ImapError(SmimeCompanionError):
     """Talking to an IMAP server failed: it could not be reached, refused TLS or the login, does
     not have a folder, or broke the connection. The message names the account or host and the step
     that failed, never a password or token."""
-
-
-class ImapError(SmimeCompanionError):
-    """Talking to an IMAP server failed: it could not be reached, refused TLS or the login, does
-    not have a folder, or broke the connection. The message names the account or host and the step
-    that failed, never a password or token."""
