@@ -1,0 +1,527 @@
+"""The IMAP adapter: the only module that imports imapclient.
+
+It exposes a small :class:`Mailbox` protocol (what :mod:`smime_companion.imap.sync` needs, no
+more) and :class:`ImapMailbox`, its implementation over imapclient. Everything it returns is plain
+values (ints, strs, bytes, frozen dataclasses); every failure is an
+:class:`~smime_companion.errors.ImapError` whose message names the host and the step, never a
+secret.
+
+The session is read-only on the server: folders are opened with EXAMINE and bodies fetched with
+BODY.PEEK[], so syncing never marks a message as read.
+
+Workarounds for imapclient 4.1 (see the sync issue): its FETCH parser fails on ``1:*``, so UIDs
+are always passed as explicit lists (in chunks, to bound the command length); it has no QRESYNC
+helper and does not parse VANISHED, so ``VANISHED (EARLIER)`` responses are read from imaplib's
+untagged responses after a ``CHANGEDSINCE ... VANISHED`` fetch.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from fnmatch import fnmatchcase
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+from imapclient import IMAPClient
+from imapclient import exceptions as imap_exceptions
+
+from smime_companion.errors import ImapError
+
+log = logging.getLogger(__name__)
+
+# UIDs per FETCH/SEARCH command: keeps command lines well under servers' limits (Dovecot: 64 KB).
+UID_CHUNK = 1000
+# A body batch stops growing past this many bytes or messages (bounds memory per round trip).
+BODY_BATCH_BYTES = 16 * 1024 * 1024
+BODY_BATCH_COUNT = 100
+
+_SMIME_TYPES = {
+    ("application", "pkcs7-mime"),
+    ("application", "x-pkcs7-mime"),
+}
+_SMIME_SIGNATURE_PROTOCOLS = {"application/pkcs7-signature", "application/x-pkcs7-signature"}
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """Where and how to connect; built by the daemon from an account's config.
+
+    ``tls`` is ``implicit``, ``starttls`` or ``plain`` (loopback tests only). ``auth`` is
+    ``password`` or ``xoauth2``; ``secret`` returns the password or a fresh access token and is
+    called on every connect (tokens expire), never logged.
+    """
+
+    host: str
+    port: int
+    username: str
+    secret: Callable[[], str] = field(repr=False)
+    tls: str = "implicit"
+    ca_file: Path | None = None
+    auth: str = "password"
+    timeout: float = 60.0
+    name: str = ""  # the account name, for messages
+
+    @property
+    def label(self) -> str:
+        return f"{self.name or self.username} ({self.host}:{self.port})"
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    """What EXAMINE told about a folder. ``highest_modseq`` is None without CONDSTORE."""
+
+    name: str
+    uidvalidity: int
+    uidnext: int | None
+    exists: int
+    highest_modseq: int | None = None
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One message before its body is fetched: enough to decide whether to download it."""
+
+    uid: int
+    size: int
+    flags: tuple[str, ...]
+    smime: bool
+    internaldate: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What changed since a MODSEQ: new flags of the given messages, and UIDs expunged."""
+
+    flags: dict[int, tuple[str, ...]]
+    vanished: frozenset[int]
+
+
+class Mailbox(Protocol):
+    """The IMAP operations sync needs, on one connection. Implementations raise ImapError."""
+
+    @property
+    def capabilities(self) -> frozenset[str]: ...
+
+    @property
+    def qresync(self) -> bool:
+        """True when QRESYNC is enabled on this connection (VANISHED responses available)."""
+        ...
+
+    def list_folders(self, patterns: Sequence[str]) -> list[str]:
+        """Folder names matching any of the names or glob patterns (``Archive/*``)."""
+        ...
+
+    def examine(self, folder: str) -> FolderInfo:
+        """Open ``folder`` read-only and return its state."""
+        ...
+
+    def search_uids(self, start: int = 1) -> list[int]:
+        """UIDs >= ``start`` in the examined folder, ascending."""
+        ...
+
+    def summaries(self, uids: Sequence[int]) -> list[Summary]:
+        """Size, flags, arrival time and S/MIME-ness (from BODYSTRUCTURE) of these messages."""
+        ...
+
+    def bodies(self, uids: Sequence[int]) -> dict[int, bytes]:
+        """The raw messages (BODY.PEEK[], so the \\Seen flag is not set). Missing: expunged."""
+        ...
+
+    def flags(self, uids: Sequence[int]) -> dict[int, tuple[str, ...]]:
+        """Current flags of these messages (expunged ones are absent)."""
+        ...
+
+    def changes_since(self, uids: Sequence[int], modseq: int) -> Changes:
+        """Flags changed since ``modseq`` among ``uids`` and, with QRESYNC, the expunged ones."""
+        ...
+
+    def idle_start(self) -> None:
+        """Enter IDLE on the examined folder (or prepare to poll when IDLE is missing)."""
+        ...
+
+    def idle_wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds; True when the server reported a change."""
+        ...
+
+    def idle_done(self) -> None:
+        """Leave IDLE."""
+        ...
+
+    def close(self) -> None:
+        """Log out and close the connection (never raises)."""
+        ...
+
+
+def connect(spec: ServerSpec) -> ImapMailbox:
+    """A logged-in :class:`ImapMailbox`. Raises ImapError naming what failed (connect, TLS,
+    login), with no secret in the message."""
+    return ImapMailbox(spec)
+
+
+def ssl_context(ca_file: Path | None) -> ssl.SSLContext:
+    """A verifying TLS context: the system CAs plus ``ca_file`` when given."""
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=str(ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ImapError(f"cannot load ca_file {ca_file}: {exc}") from None
+    return context
+
+
+class ImapMailbox:
+    """:class:`Mailbox` over one imapclient connection."""
+
+    def __init__(self, spec: ServerSpec) -> None:
+        self.spec = spec
+        self._folder: str | None = None
+        self._idling = False
+        self._idle_polling = False
+        self._qresync = False
+        self._imap = self._open()
+        try:
+            self._login()
+            caps = self._caps()
+            wanted = [c for c in ("QRESYNC", "CONDSTORE") if c in caps]
+            if wanted:
+                # QRESYNC implies CONDSTORE; enabling it makes EXAMINE report HIGHESTMODSEQ and
+                # lets CHANGEDSINCE fetches report expunges as VANISHED.
+                enabled = {_text(c).upper() for c in self._imap.enable(*wanted)}
+                self._qresync = "QRESYNC" in enabled
+        except BaseException:
+            self.close()
+            raise
+
+    # -- connection ------------------------------------------------------------------------------
+
+    def _open(self) -> IMAPClient:
+        spec = self.spec
+        context = ssl_context(spec.ca_file) if spec.tls != "plain" else None
+        try:
+            imap = IMAPClient(
+                spec.host,
+                port=spec.port,
+                ssl=spec.tls == "implicit",
+                ssl_context=context,
+                timeout=spec.timeout,
+            )
+            if spec.tls == "starttls":
+                imap.starttls(context)
+        except ssl.SSLCertVerificationError as exc:
+            raise ImapError(
+                f"{spec.label}: TLS certificate not trusted ({exc.verify_message}); "
+                "set ca_file to the server's CA if it is yours"
+            ) from None
+        except (OSError, ssl.SSLError, imaplib.IMAP4.error) as exc:
+            raise ImapError(f"{spec.label}: cannot connect: {_reason(exc)}") from None
+        # Aware UTC datetimes for INTERNALDATE rather than naive local times.
+        imap.normalise_times = False
+        return imap
+
+    def _login(self) -> None:
+        spec = self.spec
+        secret = spec.secret()
+        try:
+            if spec.auth == "xoauth2":
+                self._imap.oauth2_login(spec.username, secret)
+            else:
+                self._imap.login(spec.username, secret)
+        except imap_exceptions.LoginError as exc:
+            # The server's text may echo the mechanism but never the secret we sent.
+            raise ImapError(
+                f"{spec.label}: login refused for {spec.username} ({spec.auth}): {_reason(exc)}"
+            ) from None
+        except (OSError, imaplib.IMAP4.error) as exc:
+            raise ImapError(f"{spec.label}: login failed: {_reason(exc)}") from None
+
+    def _caps(self) -> frozenset[str]:
+        return frozenset(_text(c).upper() for c in self._imap.capabilities())
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return self._call("CAPABILITY", self._caps)
+
+    @property
+    def qresync(self) -> bool:
+        return self._qresync
+
+    def close(self) -> None:
+        try:
+            if self._idling:
+                self._imap.idle_done()
+            self._imap.logout()
+        except Exception:  # closing a broken connection: nothing more to do
+            try:
+                self._imap.shutdown()
+            except Exception:
+                pass
+
+    def _call(self, step: str, func: Callable[[], Any]) -> Any:
+        """Run one IMAP step, turning every library or socket failure into one ImapError."""
+        try:
+            return func()
+        except ImapError:
+            raise
+        except (OSError, imaplib.IMAP4.error, imap_exceptions.IMAPClientError, EOFError) as exc:
+            folder = f" {self._folder!r}" if self._folder else ""
+            raise ImapError(f"{self.spec.label}: {step}{folder} failed: {_reason(exc)}") from None
+
+    # -- folders ---------------------------------------------------------------------------------
+
+    def list_folders(self, patterns: Sequence[str]) -> list[str]:
+        listed = self._call("LIST", lambda: self._imap.list_folders())
+        names = [name for flags, _delim, name in listed if b"\\Noselect" not in flags]
+        chosen: list[str] = []
+        for pattern in patterns:
+            for name in names:
+                # INBOX is case-insensitive (RFC 3501); other names are matched as given.
+                matches = (
+                    name.upper() == "INBOX"
+                    if pattern.upper() == "INBOX"
+                    else fnmatchcase(name, pattern)
+                )
+                if matches and name not in chosen:
+                    chosen.append(name)
+        return chosen
+
+    def examine(self, folder: str) -> FolderInfo:
+        self._folder = folder
+        data = self._call("EXAMINE", lambda: self._imap.select_folder(folder, readonly=True))
+        uidvalidity = data.get(b"UIDVALIDITY")
+        if uidvalidity is None:
+            raise ImapError(f"{self.spec.label}: EXAMINE {folder!r} gave no UIDVALIDITY")
+        modseq = data.get(b"HIGHESTMODSEQ")
+        if b"NOMODSEQ" in b" ".join(_as_bytes(v) for v in data.get(b"OK", [])):
+            modseq = None
+        return FolderInfo(
+            name=folder,
+            uidvalidity=int(uidvalidity),
+            uidnext=int(data[b"UIDNEXT"]) if b"UIDNEXT" in data else None,
+            exists=int(data.get(b"EXISTS", 0)),
+            highest_modseq=int(modseq) if modseq is not None else None,
+        )
+
+    # -- messages --------------------------------------------------------------------------------
+
+    def search_uids(self, start: int = 1) -> list[int]:
+        criteria = ["ALL"] if start <= 1 else ["UID", f"{start}:*"]
+        found = self._call("UID SEARCH", lambda: self._imap.search(criteria))
+        # "n:*" always includes the highest UID even when it is below n (RFC 3501 6.4.8).
+        return sorted(int(u) for u in found if int(u) >= start)
+
+    def summaries(self, uids: Sequence[int]) -> list[Summary]:
+        out: list[Summary] = []
+        for chunk in _chunks(sorted(uids), UID_CHUNK):
+            data = self._call(
+                "UID FETCH BODYSTRUCTURE",
+                partial(
+                    self._imap.fetch,
+                    chunk,
+                    ["RFC822.SIZE", "FLAGS", "INTERNALDATE", "BODYSTRUCTURE"],
+                ),
+            )
+            for uid in chunk:
+                item = data.get(uid)
+                if item is None:
+                    continue  # expunged meanwhile
+                structure = item.get(b"BODYSTRUCTURE")
+                out.append(
+                    Summary(
+                        uid=uid,
+                        size=int(item.get(b"RFC822.SIZE", 0)),
+                        flags=_flags(item.get(b"FLAGS", ())),
+                        smime=structure is not None and is_smime_structure(structure),
+                        internaldate=_aware(item.get(b"INTERNALDATE")),
+                    )
+                )
+        return out
+
+    def bodies(self, uids: Sequence[int]) -> dict[int, bytes]:
+        if not uids:
+            return {}
+        data = self._call(
+            "UID FETCH BODY.PEEK[]", lambda: self._imap.fetch(sorted(uids), ["BODY.PEEK[]"])
+        )
+        return {uid: bytes(item[b"BODY[]"]) for uid, item in data.items() if b"BODY[]" in item}
+
+    def flags(self, uids: Sequence[int]) -> dict[int, tuple[str, ...]]:
+        out: dict[int, tuple[str, ...]] = {}
+        for chunk in _chunks(sorted(uids), UID_CHUNK):
+            data = self._call("UID FETCH FLAGS", partial(self._imap.fetch, chunk, ["FLAGS"]))
+            out.update({uid: _flags(item.get(b"FLAGS", ())) for uid, item in data.items()})
+        return out
+
+    def changes_since(self, uids: Sequence[int], modseq: int) -> Changes:
+        flags: dict[int, tuple[str, ...]] = {}
+        vanished: set[int] = set()
+        modifier = f"CHANGEDSINCE {modseq}" + (" VANISHED" if self._qresync else "")
+        for chunk in _chunks(sorted(uids), UID_CHUNK):
+            data = self._call(
+                "UID FETCH CHANGEDSINCE",
+                partial(self._imap.fetch, chunk, ["FLAGS"], modifiers=[modifier]),
+            )
+            flags.update({uid: _flags(item.get(b"FLAGS", ())) for uid, item in data.items()})
+            if self._qresync:
+                # imapclient leaves "* VANISHED (EARLIER) 3:5,9" in imaplib's untagged responses.
+                for line in self._imap._imap.untagged_responses.pop("VANISHED", []):
+                    vanished.update(_parse_vanished(_as_bytes(line)))
+        return Changes(flags=flags, vanished=frozenset(vanished & set(uids)))
+
+    # -- waiting for news ------------------------------------------------------------------------
+
+    def idle_start(self) -> None:
+        if "IDLE" in self.capabilities:
+            self._call("IDLE", self._imap.idle)
+            self._idling = True
+        else:
+            self._idle_polling = True
+
+    def idle_wait(self, timeout: float) -> bool:
+        if not self._idling:
+            # No IDLE: poll with NOOP, which returns pending EXISTS/EXPUNGE/FETCH responses.
+            time.sleep(timeout)
+            _text, responses = self._call("NOOP", self._imap.noop)
+            return any(_is_change(r) for r in responses)
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            started = time.monotonic()
+            responses = self._call("IDLE", partial(self._imap.idle_check, remaining))
+            if any(_is_change(r) for r in responses):
+                return True
+            # imapclient returns an empty list on EOF: tell a dead server from a quiet one.
+            if not responses and time.monotonic() - started < remaining * 0.5 and self._closed():
+                raise ImapError(f"{self.spec.label}: connection closed by the server during IDLE")
+            # Otherwise a keepalive ("* OK Still here"): keep waiting.
+        return False
+
+    def idle_done(self) -> None:
+        if self._idling:
+            self._idling = False
+            self._call("IDLE DONE", self._imap.idle_done)
+        self._idle_polling = False
+
+    def _closed(self) -> bool:
+        sock = self._imap.socket()
+        try:
+            sock.setblocking(False)
+            try:
+                return sock.recv(1, socket.MSG_PEEK) == b""
+            finally:
+                sock.setblocking(True)
+                sock.settimeout(self.spec.timeout)
+        except BlockingIOError:
+            return False
+        except (OSError, ssl.SSLError):
+            return True
+
+
+# -- pure helpers (also used by tests) ----------------------------------------------------------
+
+
+def is_smime_structure(structure: Any) -> bool:
+    """True when a BODYSTRUCTURE (as imapclient parses it) is S/MIME at the top level:
+    application/(x-)pkcs7-mime, multipart/signed with a PKCS#7 signature protocol, or an
+    application/octet-stream named ``*.p7m`` (as some gateways send enveloped mail)."""
+    if not isinstance(structure, (list, tuple)) or not structure:
+        return False
+    if isinstance(structure[0], list):  # multipart: ([parts...], subtype, params, ...)
+        subtype = _text(structure[1]).lower() if len(structure) > 1 else ""
+        params = _params(structure[2]) if len(structure) > 2 else {}
+        return subtype == "signed" and params.get("protocol", "").lower() in (
+            _SMIME_SIGNATURE_PROTOCOLS
+        )
+    if len(structure) < 3:
+        return False
+    media = (_text(structure[0]).lower(), _text(structure[1]).lower())
+    if media in _SMIME_TYPES:
+        return True
+    params = _params(structure[2])
+    if media == ("application", "octet-stream"):
+        name = params.get("name", "")
+        if not name and len(structure) > 8:
+            disposition = structure[8]
+            if isinstance(disposition, (list, tuple)) and len(disposition) > 1:
+                name = _params(disposition[1]).get("filename", "")
+        return name.lower().endswith(".p7m")
+    return False
+
+
+def _params(raw: Any) -> dict[str, str]:
+    if not isinstance(raw, (list, tuple)):
+        return {}
+    items = [_text(x) for x in raw]
+    return {items[i].lower(): items[i + 1] for i in range(0, len(items) - 1, 2)}
+
+
+def _parse_vanished(line: bytes) -> set[int]:
+    """UIDs in a VANISHED response body: ``(EARLIER) 3:5,9`` -> {3, 4, 5, 9}."""
+    text = line.decode("ascii", "replace")
+    text = text.split(")", 1)[1] if text.lstrip().startswith("(") else text
+    return uid_set(text.strip())
+
+
+def uid_set(text: str) -> set[int]:
+    """Parse an IMAP sequence set of UIDs (``1:3,7``). Raises ImapError when malformed."""
+    out: set[int] = set()
+    for part in filter(None, text.split(",")):
+        low, _, high = part.partition(":")
+        try:
+            a, b = int(low), int(high or low)
+        except ValueError:
+            raise ImapError(f"server sent a malformed UID set {text[:60]!r}") from None
+        if a > b:
+            a, b = b, a
+        if b - a > 10_000_000:
+            raise ImapError(f"server sent an implausible UID range {part!r}")
+        out.update(range(a, b + 1))
+    return out
+
+
+def _is_change(response: Any) -> bool:
+    if not isinstance(response, tuple) or len(response) < 2:
+        return False
+    kind = _as_bytes(response[1]).upper() if isinstance(response[1], (bytes, str)) else b""
+    head = _as_bytes(response[0]).upper() if isinstance(response[0], (bytes, str)) else b""
+    return kind in (b"EXISTS", b"EXPUNGE", b"FETCH", b"RECENT") or head == b"VANISHED"
+
+
+def _flags(raw: Iterable[Any]) -> tuple[str, ...]:
+    return tuple(_text(f) for f in raw)
+
+
+def _aware(value: Any) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _chunks(items: Sequence[int], size: int) -> Iterable[list[int]]:
+    for i in range(0, len(items), size):
+        yield list(items[i : i + size])
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _as_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode("utf-8", "replace")
+
+
+def _reason(exc: BaseException) -> str:
+    """A one-line reason for a library exception."""
+    text = " ".join(_text(a) for a in exc.args) if exc.args else type(exc).__name__
+    text = " ".join(text.split())
+    return (text[:200] + "...") if len(text) > 200 else text or type(exc).__name__
