@@ -9,6 +9,7 @@ import email
 import email.header
 import email.message
 import email.policy
+import functools
 from collections.abc import Sequence
 
 from asn1crypto import cms
@@ -26,8 +27,11 @@ HTML_BODY = "<html><body><p>Grüße <b>bold</b></p></body></html>\r\n"
 BINARY = bytes(range(256)) * 8 + b"\r\n\r\r\n\x00trailing  \n"
 
 
+@functools.lru_cache(maxsize=64)
 def identity(pki: TestPki, user: str) -> Identity:
-    """``user``'s signing identity from their PKCS#12 (key, certificate, intermediate)."""
+    """``user``'s signing identity from their PKCS#12 (key, certificate, intermediate).
+
+    Cached: opening a PKCS#12 runs its password KDF, which dominates a small seal."""
     return keyfiles.load_pkcs12(pki.p12(user), PKCS12_PASSWORD.encode())
 
 

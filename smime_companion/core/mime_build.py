@@ -16,6 +16,7 @@ Three jobs, all pure (bytes in, bytes out):
 from __future__ import annotations
 
 import base64
+import email.header
 import email.message
 import email.policy
 import email.utils
@@ -146,18 +147,48 @@ def _unfold(value: str) -> str:
 def format_header(name: str, value: str) -> bytes:
     """One header field as 7-bit bytes ending in CRLF.
 
-    Non-ASCII values are RFC 2047 encoded (address fields keep their addresses readable); long
-    ASCII values are folded; no line ends in whitespace.
+    Non-ASCII values are RFC 2047 encoded (in address fields only the display names, so the
+    addresses stay readable to relays); long values are folded at whitespace; no line ends in
+    whitespace. Raises :class:`SealError` for a non-ASCII address (SMTPUTF8 is not supported).
     """
-    if value.isascii() and len(name) + len(value) + 2 <= 78:
-        return f"{name}: {value}\r\n".encode("ascii")
-    policy = email.policy.SMTP
-    folded = policy.header_factory(name, value).fold(policy=policy)
-    lines = [line.rstrip(" \t") for line in folded.split("\r\n") if line.strip()]
-    text = "\r\n".join(lines) + "\r\n"
-    if not text.isascii():  # pragma: no cover - the SMTP policy always encodes
-        raise SealError(f"header {name} cannot be encoded as 7-bit")
-    return text.encode("ascii")
+    if value.isascii():
+        return _fold_ascii(f"{name}: {value}")
+    if name.lower() in _ADDRESS_FIELDS:
+        pairs = email.utils.getaddresses([value])
+        if any(not addr.isascii() for _n, addr in pairs):
+            raise SealError(
+                f"header {name} holds a non-ASCII address, which cannot be sent as 7-bit"
+            )
+        items = [email.utils.formataddr((n, a), charset="utf-8") for n, a in pairs]
+        return (f"{name}: " + ",\r\n ".join(items) + "\r\n").encode("ascii")
+    # email.header.Header keeps the whitespace between encoded words inside them; the newer
+    # policy-based folder can drop a space there (a CPython bug), changing the Subject.
+    encoded = email.header.Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
+    return f"{name}: {encoded}\r\n".encode("ascii")
+
+
+_ADDRESS_FIELDS = frozenset(
+    {"from", "to", "cc", "bcc", "reply-to", "sender", "resent-from", "resent-to", "resent-cc"}
+)
+
+
+def _fold_ascii(line: str, limit: int = 78) -> bytes:
+    """Fold an ASCII header line before whitespace so that lines stay within ``limit`` where a
+    fold point exists (folding adds CRLF before existing whitespace: the value is unchanged)."""
+    out: list[str] = []
+    rest = line.rstrip(" \t")
+    while len(rest) > limit:
+        cut = max(rest.rfind(" ", 0, limit), rest.rfind("\t", 0, limit))
+        if cut <= len(rest.split(":", 1)[0]) + 1:
+            cut = min(
+                (i for i in (rest.find(" ", limit), rest.find("\t", limit)) if i > 0), default=-1
+            )
+            if cut < 0:
+                break
+        out.append(rest[:cut].rstrip(" \t"))
+        rest = rest[cut:]
+    out.append(rest)
+    return ("\r\n".join(out) + "\r\n").encode("ascii")
 
 
 def payload_entity(
