@@ -188,15 +188,17 @@ class Dovecot:
     def start(self) -> None:
         """Start the server and wait until it accepts connections on both ports."""
         # The master daemonizes; its children inherit our stdio, so never give it pipes.
-        with open(self.dir / "log" / "start.log", "ab") as out:
-            subprocess.run(
+        start_log = self.dir / "log" / "start.log"
+        with open(start_log, "ab") as out:
+            proc = subprocess.run(
                 ["dovecot", "-c", str(self.dir / "dovecot.conf")],
-                check=True,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
                 timeout=30,
             )
+        if proc.returncode != 0:
+            raise RuntimeError(f"dovecot failed to start: {start_log.read_text()[-500:]}")
         pid_file = self.dir / "run" / "master.pid"
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -226,6 +228,9 @@ class Dovecot:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and _alive(pid):
             time.sleep(0.02)
+        # Dovecot refuses to start while master.pid names a process, and an unreaped zombie
+        # still counts as one.
+        (self.dir / "run" / "master.pid").unlink(missing_ok=True)
         # Its children (imap, auth, login) exit right after the master.
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
