@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import functools
 import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
-from asn1crypto import algos, cms, core, keys
+from asn1crypto import core
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
@@ -44,7 +45,6 @@ from smime_companion.core.certs import (
 )
 from smime_companion.core.cms_algorithms import (
     AnyAlgorithmIdentifier,
-    GcmParameters,
     ecc_cms_shared_info,
     x963_kdf,
 )
@@ -438,95 +438,49 @@ def sign_content(content: bytes, signer: Identity, at: datetime, *, detached: bo
     and its ``chain``. Raises :class:`UnsupportedInput` for a key type we cannot sign with.
     """
     digest_name = _digest_for(signer.key)
-    message_digest = hashlib.new(digest_name, content).digest()
-    cert = asn1_x509.Certificate.load(signer.certificate.public_bytes(serialization.Encoding.DER))
-    issuer_serial = cms.IssuerAndSerialNumber(
-        {"issuer": cert.issuer, "serial_number": cert.serial_number}
-    )
-    attrs = cms.CMSAttributes(
-        [
-            _attr("content_type", cms.ContentType("data")),
-            _attr("signing_time", _cms_time(at)),
-            _attr("message_digest", core.OctetString(message_digest)),
-            _attr("smime_capabilities", _smime_capabilities()),
-            _attr(
-                "encrypt_key_pref",
-                cms.SMIMEEncryptionKeyPreference(
-                    name="issuer_and_serial_number", value=issuer_serial
-                ),
-            ),
-            cms.CMSAttribute(
-                {
-                    "type": _MS_ENCRYPTION_KEY_PREFERENCE,
-                    "values": [issuer_serial],
-                }
-            ),
-        ]
-    )
-    # The signature covers the DER SET OF (universal tag 17), not the [0] IMPLICIT form.
-    to_sign = attrs.dump(force=True)
-    signature, sig_alg = _sign(signer.key, to_sign, digest_name)
-    signer_info = cms.SignerInfo(
-        {
-            "version": "v1",
-            "sid": cms.SignerIdentifier(name="issuer_and_serial_number", value=issuer_serial),
-            "digest_algorithm": algos.DigestAlgorithm({"algorithm": digest_name}),
-            "signed_attrs": cms.CMSAttributes.load(to_sign),
-            "signature_algorithm": sig_alg,
-            "signature": signature,
-        }
-    )
-    encap: dict[str, object] = {"content_type": "data"}
-    if not detached:
-        encap["content"] = core.OctetString(content)
-    certificates = [cert] + [
-        asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER))
-        for c in signer.chain
-        if c != signer.certificate
+    digest_alg = _DIGEST_ALGORITHMS[digest_name]
+    issuer_serial = _issuer_and_serial(signer.certificate)
+    attributes = [
+        _attribute(_OID_CONTENT_TYPE, _OID_DATA),
+        _attribute(_OID_SIGNING_TIME, _der_time(at)),
+        _attribute(_OID_MESSAGE_DIGEST, _tlv(0x04, hashlib.new(digest_name, content).digest())),
+        _attribute(_OID_SMIME_CAPABILITIES, _OUR_CAPABILITIES_DER),
+        # SMIMEEncryptionKeyPreference: the [0] IMPLICIT issuerAndSerialNumber choice.
+        _attribute(_OID_ENCRYPTION_KEY_PREFERENCE, _retag(issuer_serial, 0xA0)),
+        _attribute(_OID_MS_ENCRYPTION_KEY_PREFERENCE, issuer_serial),
     ]
-    signed_data = cms.SignedData(
-        {
-            "version": "v1",
-            "digest_algorithms": [algos.DigestAlgorithm({"algorithm": digest_name})],
-            "encap_content_info": cms.ContentInfo(encap),
-            "certificates": [
-                cms.CertificateChoices(name="certificate", value=c) for c in certificates
-            ],
-            "signer_infos": [signer_info],
-        }
+    # DER orders a SET OF by its elements' encodings; the signature covers the SET OF (tag 17),
+    # while the SignerInfo carries the same contents under [0] IMPLICIT.
+    attrs_content = b"".join(sorted(attributes))
+    signature, sig_alg = _sign(signer.key, _tlv(0x31, attrs_content), digest_name)
+    signer_info = _seq(
+        _INT_1, issuer_serial, digest_alg, _tlv(0xA0, attrs_content), sig_alg, _tlv(0x04, signature)
     )
-    info = cms.ContentInfo({"content_type": "signed_data", "content": signed_data})
-    return bytes(info.dump(force=True))
+    encap = _seq(_OID_DATA) if detached else _seq(_OID_DATA, _tlv(0xA0, _tlv(0x04, content)))
+    certificates = [_certificate_der(signer.certificate)] + [
+        _certificate_der(c) for c in signer.chain if c != signer.certificate
+    ]
+    signed_data = _seq(
+        _INT_1,
+        _tlv(0x31, digest_alg),
+        encap,
+        _tlv(0xA0, b"".join(sorted(set(certificates)))),
+        _tlv(0x31, signer_info),
+    )
+    return _seq(_OID_SIGNED_DATA, _tlv(0xA0, signed_data))
 
 
-def _attr(name: str, value: core.Asn1Value) -> cms.CMSAttribute:
-    return cms.CMSAttribute({"type": name, "values": [value]})
-
-
-def _cms_time(at: datetime) -> cms.Time:
-    # RFC 5652 sec 11.3: UTCTime for 1950-2049, GeneralizedTime otherwise.
-    if 1950 <= at.year < 2050:
-        return cms.Time(name="utc_time", value=core.UTCTime(at))
-    return cms.Time(name="general_time", value=core.GeneralizedTime(at))
-
-
-def _smime_capabilities() -> cms.SMIMECapabilites:
-    caps = []
-    for name in OUR_CAPABILITIES:
-        caps.append(cms.SMIMECapabilityIdentifier({"capability_id": CAPABILITY_OIDS[name]}))
-    return cms.SMIMECapabilites(caps)
-
-
-def _sign(key: object, data: bytes, digest_name: str) -> tuple[bytes, algos.SignedDigestAlgorithm]:
+def _sign(key: object, data: bytes, digest_name: str) -> tuple[bytes, bytes]:
+    """The signature over ``data`` and the DER AlgorithmIdentifier naming it."""
     if isinstance(key, rsa.RSAPrivateKey):
         sig = key.sign(data, asym_padding.PKCS1v15(), hashes.SHA256())
         # rsaEncryption with the digest named separately, as every S/MIME agent writes it.
-        return sig, algos.SignedDigestAlgorithm({"algorithm": "rsassa_pkcs1v15"})
+        return sig, _seq(_oid("1.2.840.113549.1.1.1"), _NULL)
     if isinstance(key, ec.EllipticCurvePrivateKey):
         sig = key.sign(data, ec.ECDSA(hashes.SHA256()))
-        return sig, algos.SignedDigestAlgorithm({"algorithm": "sha256_ecdsa"})
+        return sig, _seq(_oid("1.2.840.10045.4.3.2"))  # ecdsa-with-SHA256, no parameters
     if isinstance(key, ed25519.Ed25519PrivateKey):
-        return key.sign(data), algos.SignedDigestAlgorithm({"algorithm": "ed25519"})
+        return key.sign(data), _seq(_oid("1.3.101.112"))  # id-Ed25519 (RFC 8419)
     raise UnsupportedInput(f"cannot sign with a {type(key).__name__}")
 
 
@@ -572,94 +526,44 @@ def encrypt_content(
         info, method = _recipient_info(r, cek, spec)
         infos.append(info)
         deliveries.append(KeyDelivery(r.address, method))
-    version = "v2" if any(i.name == "kari" for i in infos) else "v0"
+    recipient_infos = _tlv(0x31, b"".join(sorted(infos)))
     if spec.aead:
         nonce = random(12)
         sealed = AESGCM(cek).encrypt(nonce, content, None)
         ciphertext, tag = sealed[:-16], sealed[-16:]
-        params = GcmParameters({"aes_nonce": nonce, "aes_icvlen": 16})
-        alg = AnyAlgorithmIdentifier({"algorithm": spec.oid, "parameters": params})
-        eci = cms.EncryptedContentInfo(
-            {
-                "content_type": "data",
-                "content_encryption_algorithm": algos.EncryptionAlgorithm.load(alg.dump()),
-                "encrypted_content": ciphertext,
-            }
-        )
-        auth = cms.AuthEnvelopedData(
-            {
-                "version": "v0",
-                "recipient_infos": infos,
-                "auth_encrypted_content_info": eci,
-                "mac": tag,
-            }
-        )
-        info = cms.ContentInfo({"content_type": "authenticated_enveloped_data", "content": auth})
-    else:
-        block = 8 if spec.name == TRIPLE_DES else 16
-        iv = random(block)
-        padder = padding.PKCS7(block * 8).padder()
-        padded = padder.update(content) + padder.finalize()
-        algorithm = TripleDES(cek) if spec.name == TRIPLE_DES else algorithms.AES(cek)
-        encryptor = Cipher(algorithm, modes.CBC(iv)).encryptor()
-        ciphertext = encryptor.update(padded) + encryptor.finalize()
-        alg = AnyAlgorithmIdentifier({"algorithm": spec.oid, "parameters": core.OctetString(iv)})
-        eci = cms.EncryptedContentInfo(
-            {
-                "content_type": "data",
-                "content_encryption_algorithm": algos.EncryptionAlgorithm.load(alg.dump()),
-                "encrypted_content": ciphertext,
-            }
-        )
-        env = cms.EnvelopedData(
-            {"version": version, "recipient_infos": infos, "encrypted_content_info": eci}
-        )
-        info = cms.ContentInfo({"content_type": "enveloped_data", "content": env})
-    return bytes(info.dump(force=True)), tuple(deliveries)
+        # GCMParameters (RFC 5084): the nonce, and the 16-byte tag length spelt out.
+        alg = _seq(_oid(spec.oid), _seq(_tlv(0x04, nonce), _tlv(0x02, b"\x10")))
+        eci = _seq(_OID_DATA, alg, _tlv(0x80, ciphertext))
+        auth = _seq(_INT_0, recipient_infos, eci, _tlv(0x04, tag))
+        return _seq(_OID_AUTH_ENVELOPED_DATA, _tlv(0xA0, auth)), tuple(deliveries)
+    block = 8 if spec.name == TRIPLE_DES else 16
+    iv = random(block)
+    padder = padding.PKCS7(block * 8).padder()
+    padded = padder.update(content) + padder.finalize()
+    algorithm = TripleDES(cek) if spec.name == TRIPLE_DES else algorithms.AES(cek)
+    encryptor = Cipher(algorithm, modes.CBC(iv)).encryptor()
+    ciphertext = encryptor.update(padded) + encryptor.finalize()
+    eci = _seq(_OID_DATA, _seq(_oid(spec.oid), _tlv(0x04, iv)), _tlv(0x80, ciphertext))
+    # RFC 5652 sec 6.1: version 2 as soon as one RecipientInfo is not a version 0 KTRI.
+    version = _INT_2 if any(i[0] == 0xA1 for i in infos) else _INT_0
+    enveloped = _seq(version, recipient_infos, eci)
+    return _seq(_OID_ENVELOPED_DATA, _tlv(0xA0, enveloped)), tuple(deliveries)
 
 
-def _issuer_serial(cert: x509.Certificate) -> cms.IssuerAndSerialNumber:
-    parsed = asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
-    return cms.IssuerAndSerialNumber(
-        {"issuer": parsed.issuer, "serial_number": parsed.serial_number}
-    )
-
-
-def _recipient_info(
-    recipient: Recipient, cek: bytes, spec: _CipherSpec
-) -> tuple[cms.RecipientInfo, str]:
+def _recipient_info(recipient: Recipient, cek: bytes, spec: _CipherSpec) -> tuple[bytes, str]:
+    """The DER RecipientInfo carrying ``cek`` to ``recipient``, and the key-transport name."""
     public = recipient.certificate.public_key()
-    rid = _issuer_serial(recipient.certificate)
+    rid = _issuer_and_serial(recipient.certificate)
     if isinstance(public, rsa.RSAPublicKey):
         if RSA_OAEP in recipient.capabilities:
             oaep = asym_padding.OAEP(
                 mgf=asym_padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None
             )
-            encrypted = public.encrypt(cek, oaep)
-            params = algos.RSAESOAEPParams(
-                {
-                    "hash_algorithm": {"algorithm": "sha256"},
-                    "mask_gen_algorithm": {
-                        "algorithm": "mgf1",
-                        "parameters": {"algorithm": "sha256"},
-                    },
-                }
-            )
-            kea = cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_oaep", "parameters": params})
-            method = "rsa-oaep-sha256"
+            encrypted, kea, method = public.encrypt(cek, oaep), _OAEP_SHA256, "rsa-oaep-sha256"
         else:
             encrypted = public.encrypt(cek, asym_padding.PKCS1v15())
-            kea = cms.KeyEncryptionAlgorithm({"algorithm": "rsaes_pkcs1v15"})
-            method = "rsa-pkcs1v15"
-        ktri = cms.KeyTransRecipientInfo(
-            {
-                "version": "v0",
-                "rid": cms.RecipientIdentifier(name="issuer_and_serial_number", value=rid),
-                "key_encryption_algorithm": kea,
-                "encrypted_key": encrypted,
-            }
-        )
-        return cms.RecipientInfo(name="ktri", value=ktri), method
+            kea, method = _RSA_ENCRYPTION, "rsa-pkcs1v15"
+        return _seq(_INT_0, rid, kea, _tlv(0x04, encrypted)), method
     if isinstance(public, ec.EllipticCurvePublicKey):
         return _kari(public, rid, cek, spec)
     raise UnsupportedInput(
@@ -669,58 +573,110 @@ def _recipient_info(
 
 
 def _kari(
-    public: ec.EllipticCurvePublicKey,
-    rid: cms.IssuerAndSerialNumber,
-    cek: bytes,
-    spec: _CipherSpec,
-) -> tuple[cms.RecipientInfo, str]:
-    """A KeyAgreeRecipientInfo: ephemeral-static ECDH (RFC 5753 sec 3.1.1)."""
+    public: ec.EllipticCurvePublicKey, rid: bytes, cek: bytes, spec: _CipherSpec
+) -> tuple[bytes, str]:
+    """A KeyAgreeRecipientInfo ([1] IMPLICIT): ephemeral-static ECDH (RFC 5753 sec 3.1.1)."""
     scheme = _ECDH_SCHEMES.get(public.curve.name)
     if scheme is None:
         raise UnsupportedInput(f"cannot encrypt to an EC key on curve {public.curve.name}")
     scheme_oid, hash_name, curve_short = scheme
     ephemeral = ec.generate_private_key(public.curve)
     shared = ephemeral.exchange(ec.ECDH(), public)
-    wrap_alg = AnyAlgorithmIdentifier({"algorithm": spec.wrap_oid})
+    wrap_alg = _seq(_oid(spec.wrap_oid))
     kek_size = 16 if spec.wrap_name == "aes128" else 32
-    kek = x963_kdf(hash_name, shared, kek_size, ecc_cms_shared_info(wrap_alg, None))
-    wrapped = aes_key_wrap(kek, cek)
+    shared_info = ecc_cms_shared_info(AnyAlgorithmIdentifier.load(wrap_alg), None)
+    kek = x963_kdf(hash_name, shared, kek_size, shared_info)
     point = ephemeral.public_key().public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
-    originator_key = keys.PublicKeyInfo(
-        {
-            "algorithm": keys.PublicKeyAlgorithm(
-                {
-                    "algorithm": "ec",
-                    "parameters": keys.ECDomainParameters(
-                        name="named", value=_CURVE_OIDS[public.curve.name]
-                    ),
-                }
-            ),
-            "public_key": point,
-        }
-    )
-    kea = cms.KeyEncryptionAlgorithm.load(
-        AnyAlgorithmIdentifier({"algorithm": scheme_oid, "parameters": wrap_alg}).dump()
-    )
-    kari = cms.KeyAgreeRecipientInfo(
-        {
-            "version": "v3",
-            "originator": cms.OriginatorIdentifierOrKey(
-                name="originator_key", value=originator_key
-            ),
-            "key_encryption_algorithm": kea,
-            "recipient_encrypted_keys": [
-                cms.RecipientEncryptedKey(
-                    {
-                        "rid": cms.KeyAgreementRecipientIdentifier(
-                            name="issuer_and_serial_number", value=rid
-                        ),
-                        "encrypted_key": wrapped,
-                    }
-                )
-            ],
-        }
-    )
-    return cms.RecipientInfo(name="kari", value=kari), f"ecdh-{curve_short}-{hash_name}"
+    # originatorKey [1] IMPLICIT OriginatorPublicKey { id-ecPublicKey + named curve, point }.
+    originator_alg = _seq(_oid("1.2.840.10045.2.1"), _oid(_CURVE_OIDS[public.curve.name]))
+    originator = _tlv(0xA0, _tlv(0xA1, originator_alg + _tlv(0x03, b"\x00" + point)))
+    key_encryption = _seq(_oid(scheme_oid), wrap_alg)
+    encrypted_key = _seq(_seq(rid, _tlv(0x04, aes_key_wrap(kek, cek))))
+    kari = _tlv(0xA1, _INT_3 + originator + key_encryption + encrypted_key)
+    return kari, f"ecdh-{curve_short}-{hash_name}"
+
+
+# --- DER writing ----------------------------------------------------------------------------------
+# The structures above are fixed, so they are written as DER directly: building them as
+# asn1crypto objects cost ten times the RSA signature itself (bench/seal.py). The tests parse
+# every structure back with asn1crypto, OpenSSL, gpgsm and NSS.
+
+
+def _length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
+    octets = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes((0x80 | len(octets),)) + octets
+
+
+def _tlv(tag: int, content: bytes) -> bytes:
+    return bytes((tag,)) + _length(len(content)) + content
+
+
+def _seq(*parts: bytes) -> bytes:
+    return _tlv(0x30, b"".join(parts))
+
+
+def _retag(der: bytes, tag: int) -> bytes:
+    """``der`` under another tag (an IMPLICIT tag replaces the outer one, contents unchanged)."""
+    return bytes((tag,)) + der[1:]
+
+
+@functools.lru_cache(maxsize=128)
+def _oid(dotted: str) -> bytes:
+    return bytes(core.ObjectIdentifier(dotted).dump())
+
+
+def _attribute(oid: bytes, value: bytes) -> bytes:
+    return _seq(oid, _tlv(0x31, value))
+
+
+def _der_time(at: datetime) -> bytes:
+    # RFC 5652 sec 11.3: UTCTime for 1950-2049, GeneralizedTime otherwise; always UTC, seconds.
+    utc = at.astimezone(UTC)
+    if 1950 <= utc.year < 2050:
+        return _tlv(0x17, utc.strftime("%y%m%d%H%M%SZ").encode("ascii"))
+    return _tlv(0x18, utc.strftime("%Y%m%d%H%M%SZ").encode("ascii"))
+
+
+@functools.lru_cache(maxsize=256)
+def _certificate_der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+@functools.lru_cache(maxsize=256)
+def _issuer_and_serial(cert: x509.Certificate) -> bytes:
+    """DER IssuerAndSerialNumber of ``cert``, with the issuer Name exactly as the certificate
+    encodes it (recipients match it octet for octet)."""
+    parsed = asn1_x509.Certificate.load(_certificate_der(cert))
+    issuer = parsed["tbs_certificate"]["issuer"].dump()
+    serial = parsed["tbs_certificate"]["serial_number"].dump()
+    return _seq(issuer, serial)
+
+
+_NULL = b"\x05\x00"
+_INT_0, _INT_1, _INT_2, _INT_3 = (bytes((0x02, 0x01, n)) for n in range(4))
+_OID_DATA = _oid("1.2.840.113549.1.7.1")
+_OID_SIGNED_DATA = _oid("1.2.840.113549.1.7.2")
+_OID_ENVELOPED_DATA = _oid("1.2.840.113549.1.7.3")
+_OID_AUTH_ENVELOPED_DATA = _oid("1.2.840.113549.1.9.16.1.23")
+_OID_CONTENT_TYPE = _oid("1.2.840.113549.1.9.3")
+_OID_MESSAGE_DIGEST = _oid("1.2.840.113549.1.9.4")
+_OID_SIGNING_TIME = _oid("1.2.840.113549.1.9.5")
+_OID_SMIME_CAPABILITIES = _oid(_SMIME_CAPABILITIES)
+_OID_ENCRYPTION_KEY_PREFERENCE = _oid("1.2.840.113549.1.9.16.2.11")
+_OID_MS_ENCRYPTION_KEY_PREFERENCE = _oid(_MS_ENCRYPTION_KEY_PREFERENCE)
+_DIGEST_ALGORITHMS = {
+    "sha256": _seq(_oid("2.16.840.1.101.3.4.2.1"), _NULL),
+    "sha512": _seq(_oid("2.16.840.1.101.3.4.2.3"), _NULL),
+}
+_OUR_CAPABILITIES_DER = _seq(*(_seq(_oid(CAPABILITY_OIDS[name])) for name in OUR_CAPABILITIES))
+_RSA_ENCRYPTION = _seq(_oid("1.2.840.113549.1.1.1"), _NULL)
+# RSAES-OAEP with SHA-256 and MGF1-SHA-256 (RFC 4055 sec 4.1; the SHA-1 defaults are not used).
+_SHA256_ALG = _seq(_oid("2.16.840.1.101.3.4.2.1"), _NULL)
+_OAEP_SHA256 = _seq(
+    _oid("1.2.840.113549.1.1.7"),
+    _seq(_tlv(0xA0, _SHA256_ALG), _tlv(0xA1, _seq(_oid("1.2.840.113549.1.1.8"), _SHA256_ALG))),
+)
