@@ -12,6 +12,8 @@ from cryptography import x509
 from smime_companion import credentials, keyfiles
 from smime_companion.config import Config, IdentityConfig
 from smime_companion.core.model import Identity
+from smime_companion.scan import Scanner, make_scanner
+from smime_companion.store import Cache
 
 
 def load_identities(cfg: IdentityConfig) -> list[Identity]:
@@ -47,3 +49,29 @@ def describe(config: Config) -> str:
     """One line saying which config is in use (for logs; holds no secret)."""
     names = ", ".join(a.name for a in config.accounts) or "no accounts"
     return f"config {config.source or '<built-in>'}: {names}; cache at {config.cache.path}"
+
+
+def cache_key(config: Config) -> str | None:
+    """The cache passphrase from where the config says it is (None for a plain cache).
+
+    Raises :class:`~smime_companion.errors.SecretUnavailable` with one line.
+    """
+    if not config.cache.encrypt:
+        return None
+    return credentials.resolve(config.cache.key)
+
+
+def open_cache(config: Config, key: str | None = None) -> Cache:
+    """The message cache of ``config``, opened with ``key`` or, when None, the configured key.
+
+    Raises :class:`~smime_companion.errors.SecretUnavailable` or
+    :class:`~smime_companion.errors.CacheError` (wrong key, damaged file) with one line.
+    """
+    if not config.cache.encrypt:
+        return Cache.open(config.cache.path, None)
+    return Cache.open(config.cache.path, key if key is not None else cache_key(config))
+
+
+def open_scanner(config: Config) -> Scanner | None:
+    """The malware scanner the config names (clamd socket, else command), or None."""
+    return make_scanner(config.cache.scan.clamd_socket, config.cache.scan.command)

@@ -1,0 +1,423 @@
+"""``search``, ``show``, ``export`` and ``cache stats|rekey|rebuild|scan``: reading the private
+message cache from the command line.
+
+Every subcommand takes ``--config FILE``. The cache key comes from where the config says
+(keyring, command, environment); when it is unavailable and standard input is a terminal, the
+passphrase is asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import getpass
+import json
+import mailbox
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from smime_companion import credentials, runtime
+from smime_companion.cli.common import (
+    add_config_flag,
+    add_json_flag,
+    config_from_args,
+    write_output,
+)
+from smime_companion.config import Config
+from smime_companion.core import text as mime_text
+from smime_companion.core.model import OpenResult
+from smime_companion.core.open import open_message
+from smime_companion.errors import SecretUnavailable, UsageError
+from smime_companion.scan import scan_pending
+from smime_companion.store import Cache, MessageSummary
+
+DEFAULT_LIMIT = 100
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the cache subcommands to the main parser."""
+    search = sub.add_parser(
+        "search",
+        help="search the cache (newest first)",
+        description='Search cached mail with a notmuch-like query: words, "phrases", from:, '
+        "to:, subject:, folder:, date:2026-01-01..2026-03-31 or date:7d.., is:encrypted, "
+        "is:signed, sig:valid|invalid|untrusted|..., has:attachment, scan:infected, "
+        "AND/OR/NOT and parentheses. An empty query lists everything.",
+    )
+    search.add_argument("query", nargs="*", help="the query (several words are ANDed)")
+    search.add_argument(
+        "--limit",
+        type=int,
+        default=DEFAULT_LIMIT,
+        metavar="N",
+        help=f"at most N results (default {DEFAULT_LIMIT}; 0 for all)",
+    )
+    add_json_flag(search)
+    add_config_flag(search)
+    search.set_defaults(func=run_search)
+
+    show = sub.add_parser(
+        "show",
+        help="show one cached message",
+        description="Show a cached message: its headers, verdict and text (default), the raw "
+        "original (--raw), the headers only (--headers), the text only (--text), or save "
+        "one decoded MIME part (--part N -o FILE).",
+    )
+    show.add_argument("id", type=int, help="the message id (from search)")
+    what = show.add_mutually_exclusive_group()
+    what.add_argument("--raw", action="store_true", help="the raw original, exactly as fetched")
+    what.add_argument("--headers", action="store_true", help="the effective headers and verdict")
+    what.add_argument("--text", action="store_true", help="the text of the message only")
+    what.add_argument("--part", type=int, metavar="N", help="decoded MIME part N (1-based)")
+    show.add_argument("-o", "--output", default="-", metavar="FILE", help="write to FILE")
+    add_json_flag(show)
+    add_config_flag(show)
+    show.set_defaults(func=run_show)
+
+    export = sub.add_parser(
+        "export",
+        help="export decrypted messages to a Maildir or mbox",
+        description="Write the decrypted messages matching QUERY (all when empty) to a Maildir "
+        "or an mbox file that any mail client opens, each with X-SMIME-Companion-* headers "
+        "stating the verdict. The files are private (0600).",
+    )
+    target = export.add_mutually_exclusive_group(required=True)
+    target.add_argument("--maildir", type=Path, metavar="DIR", help="write a Maildir")
+    target.add_argument("--mbox", type=Path, metavar="FILE", help="append to an mbox file")
+    export.add_argument("query", nargs="*", help="which messages (default: all)")
+    add_config_flag(export)
+    export.set_defaults(func=run_export)
+
+    cache = sub.add_parser(
+        "cache",
+        help="look after the cache: stats, rekey, rebuild, scan",
+        description="Maintain the encrypted message cache.",
+    )
+    cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION")
+    cache_sub.required = True
+    stats = cache_sub.add_parser("stats", help="counts and size of the cache")
+    add_json_flag(stats)
+    add_config_flag(stats)
+    stats.set_defaults(func=run_stats)
+    rekey = cache_sub.add_parser(
+        "rekey",
+        help="re-encrypt the cache under a new key",
+        description="Re-encrypt the cache under a new passphrase, read from --new-key-env or "
+        "asked for. A keyring-held key is updated in the keyring; for a key from an "
+        "environment variable or command, update that source yourself.",
+    )
+    rekey.add_argument("--new-key-env", metavar="VAR", help="take the new key from $VAR")
+    add_config_flag(rekey)
+    rekey.set_defaults(func=run_rekey)
+    rebuild = cache_sub.add_parser(
+        "rebuild",
+        help="re-open messages from their raw originals",
+        description="Re-open cached messages from their raw originals with the identities of "
+        "the config (e.g. after importing an old key) and re-index them. By default only "
+        "the messages that could not be opened; --all for every message, or a QUERY.",
+    )
+    rebuild.add_argument("query", nargs="*", help="which messages (default: the unopened)")
+    rebuild.add_argument("--all", action="store_true", help="every cached message")
+    add_config_flag(rebuild)
+    rebuild.set_defaults(func=run_rebuild)
+    scan = cache_sub.add_parser(
+        "scan",
+        help="scan messages not scanned yet",
+        description="Send cached messages without a scan verdict (or whose scan failed) to the "
+        "configured scanner (clamd_socket or scan_command).",
+    )
+    scan.add_argument("--limit", type=int, default=1000, metavar="N", help="at most N messages")
+    add_config_flag(scan)
+    scan.set_defaults(func=run_scan)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _open(config: Config) -> Cache:
+    """The cache, asking for the passphrase on a terminal when no configured source has it."""
+    try:
+        return runtime.open_cache(config)
+    except SecretUnavailable:
+        if not sys.stdin.isatty():
+            raise
+        return runtime.open_cache(config, getpass.getpass("cache passphrase: "))
+
+
+def _query(words: list[str]) -> str:
+    return " ".join(words)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _verdict_fields(summary: MessageSummary) -> tuple[tuple[str, str], ...]:
+    fields = [
+        ("X-SMIME-Companion-Decryption", summary.decryption),
+        ("X-SMIME-Companion-Signature", summary.signature),
+    ]
+    if summary.signer:
+        fields.append(("X-SMIME-Companion-Signer", summary.signer))
+    if summary.error:
+        fields.append(("X-SMIME-Companion-Error", summary.error))
+    fields.append(("X-SMIME-Companion-Scan", summary.scan or "not-scanned"))
+    fields.append(
+        (
+            "X-SMIME-Companion-Source",
+            f"{summary.account}/{summary.folder}; uidvalidity={summary.uidvalidity}; "
+            f"uid={summary.uid}",
+        )
+    )
+    return tuple(fields)
+
+
+def _exported(cache: Cache, message_id: int) -> bytes:
+    summary = cache.summary(message_id)
+    report = cache.report(message_id)
+    raw = cache.raw(message_id)
+    content = cache.content(message_id)
+    effective = tuple((k, v) for k, v in (report.get("headers") or {}).items())
+    # The report keeps only the summary headers (lower-cased names); give them their usual case.
+    effective = tuple((_CANONICAL.get(k, k), v) for k, v in effective)
+    verdict = list(_verdict_fields(summary))
+    if report.get("warnings"):
+        verdict.append(("X-SMIME-Companion-Warnings", ", ".join(report["warnings"])))
+    if report.get("content_cipher"):
+        verdict.append(("X-SMIME-Companion-Cipher", str(report["content_cipher"])))
+    return mime_text.export_message(raw, content, effective, tuple(verdict))
+
+
+_CANONICAL = {
+    "from": "From",
+    "to": "To",
+    "cc": "Cc",
+    "subject": "Subject",
+    "date": "Date",
+    "message-id": "Message-ID",
+}
+
+
+@contextlib.contextmanager
+def _private_files() -> Iterator[None]:
+    # Exported mail is plaintext: whatever we create is readable by the user only.
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _badge(m: MessageSummary) -> str:
+    marks = []
+    if m.encrypted:
+        marks.append("encrypted" if m.decryption == "ok" else f"encrypted:{m.decryption}")
+    if m.signature != "none":
+        marks.append(f"sig:{m.signature}")
+    if m.attachments:
+        marks.append(f"att:{m.attachments}")
+    if m.scan and m.scan != "clean":
+        marks.append(f"scan:{m.scan}")
+    return " ".join(marks)
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+def run_search(args: argparse.Namespace) -> int:
+    """Print the messages matching the query, newest first."""
+    if args.limit < 0:
+        raise UsageError("--limit must be 0 (no limit) or more")
+    with _open(config_from_args(args)) as cache:
+        hits = cache.search(_query(args.query), now=_now(), limit=args.limit or None)
+    if args.json:
+        print(json.dumps([h.to_json() for h in hits], indent=2, ensure_ascii=False))
+        return 0
+    for h in hits:
+        sender = mime_text.decode_header_text(h.sender)
+        print(
+            f"{h.id:>7}  {h.date:%Y-%m-%d %H:%M}  {sender[:32]:<32}  {h.subject}"
+            + (f"  [{_badge(h)}]" if _badge(h) else "")
+        )
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    """Print (or save) one message or part of it."""
+    with _open(config_from_args(args)) as cache:
+        summary = cache.summary(args.id)
+        if args.raw:
+            write_output(args.output, cache.raw(args.id))
+            return 0
+        content = cache.content(args.id)
+        if args.part is not None:
+            if content is None:
+                raise UsageError(f"message {args.id} could not be opened: it has no parts to show")
+            part = mime_text.get_part(content, args.part)
+            if part is None:
+                raise UsageError(f"message {args.id} has no part {args.part}")
+            write_output(args.output, part.data)
+            return 0
+        exported = _exported(cache, args.id)
+        attachments = cache.attachments(args.id)
+        report = cache.report(args.id)
+    head, _, _ = exported.partition(b"\n\n")
+    body = mime_text.extract_text(content).body if content is not None else ""
+    if args.json:
+        out: dict[str, Any] = summary.to_json()
+        out["report"] = report
+        out["attachments"] = [a.__dict__ for a in attachments]
+        out["text"] = body
+        write_output(args.output, (json.dumps(out, indent=2, ensure_ascii=False) + "\n").encode())
+        return 0
+    if args.headers:
+        write_output(args.output, head + b"\n")
+        return 0
+    if args.text:
+        write_output(args.output, body.encode("utf-8") + b"\n")
+        return 0
+    lines = [
+        f"{name}: {mime_text.decode_header_text(value)}"
+        for name, value in (
+            ("From", summary.sender),
+            ("To", summary.to),
+            ("Cc", summary.cc),
+            ("Subject", summary.subject),
+            ("Date", summary.date.isoformat()),
+        )
+        if value
+    ]
+    lines += [f"{name}: {value}" for name, value in _verdict_fields(summary)]
+    for a in attachments:
+        lines.append(
+            f"Attachment: part {a.part}: {a.filename or '(no name)'} ({a.mime_type}, "
+            f"{a.size} bytes, sha256 {a.sha256[:16]}..., scan {a.scan or 'not-scanned'})"
+        )
+    text = "\n".join(lines) + "\n\n" + (body if content is not None else "(not opened)") + "\n"
+    write_output(args.output, text.encode("utf-8"))
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Write the matching messages to a Maildir or an mbox file."""
+    count = 0
+    with _open(config_from_args(args)) as cache, _private_files():
+        ids = list(cache.search_ids(_query(args.query), now=_now()))
+        ids.reverse()  # oldest first, the order mail clients expect in an mbox
+        try:
+            box: mailbox.Mailbox[Any]
+            if args.maildir is not None:
+                box = mailbox.Maildir(str(args.maildir), create=True)
+            else:
+                box = mailbox.mbox(str(args.mbox), create=True)
+                box.lock()
+            try:
+                for message_id in ids:
+                    box.add(_exported(cache, message_id))
+                    count += 1
+                box.flush()
+            finally:
+                if isinstance(box, mailbox.mbox):
+                    box.unlock()
+                box.close()
+        except OSError as exc:
+            where = args.maildir or args.mbox
+            raise UsageError(f"cannot write {where}: {exc.strerror or exc}") from None
+    print(f"exported {count} message{'s' if count != 1 else ''}", file=sys.stderr)
+    return 0
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    """Print counts and the size of the cache."""
+    with _open(config_from_args(args)) as cache:
+        stats = cache.stats()
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return 0
+    print(f"cache: {stats['path']} ({'encrypted' if stats['encrypted'] else 'NOT encrypted'})")
+    print(f"messages: {stats['messages']} ({stats['encrypted_messages']} encrypted, "
+          f"{stats['signed_messages']} signed, {stats['valid_signatures']} valid signatures, "
+          f"{stats['unopened']} not opened)")  # fmt: skip
+    print(f"attachments: {stats['attachments']}")
+    print("scan: " + (", ".join(f"{k} {v}" for k, v in sorted(stats["scan"].items())) or "-"))
+    print(f"size on disk: {stats['bytes_on_disk']} bytes")
+    for f in stats["folders"]:
+        print(f"  {f['account']}/{f['folder']} (uidvalidity {f['uidvalidity']}): {f['messages']}")
+    return 0
+
+
+def run_rekey(args: argparse.Namespace) -> int:
+    """Re-encrypt the cache under a new key (and update a keyring-held key)."""
+    config = config_from_args(args)
+    if not config.cache.encrypt:
+        raise UsageError("the cache is not encrypted (encrypt_cache = false): nothing to rekey")
+    if args.new_key_env:
+        new_key = os.environ.get(args.new_key_env)
+        if not new_key:
+            raise UsageError(f"environment variable {args.new_key_env} is not set or empty")
+    elif sys.stdin.isatty():
+        new_key = getpass.getpass("new cache passphrase: ")
+        if new_key != getpass.getpass("again: "):
+            raise UsageError("the two passphrases differ; nothing was changed")
+    else:
+        raise UsageError("give the new key with --new-key-env VAR (or run on a terminal)")
+    with _open(config) as cache:
+        cache.rekey(new_key)
+    if config.cache.key.keyring:
+        credentials.store_in_keyring(config.cache.key, new_key)
+        print("cache key changed and saved in the keyring", file=sys.stderr)
+    else:
+        print(
+            f"cache key changed: update {config.cache.key.describe()} to the new key",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def run_rebuild(args: argparse.Namespace) -> int:
+    """Re-open messages from their raw originals with the configured identities."""
+    config = config_from_args(args)
+    identities = runtime.load_identities(config.identity)
+    anchors = runtime.load_anchors(config.identity)
+
+    def open_raw(raw: bytes, arrived: dt.datetime) -> OpenResult:
+        # Verified as of arrival, so a signature valid then stays explained as it was.
+        return open_message(
+            raw,
+            identities=identities,
+            anchors=anchors,
+            at=arrived,
+            allow_sha1=config.identity.allow_sha1,
+        )
+
+    with _open(config) as cache:
+        if args.all:
+            ids = None
+        elif args.query:
+            ids = list(cache.search_ids(_query(args.query), now=_now()))
+        else:
+            ids = cache.messages_to_reopen()
+        count = cache.rebuild(open_raw, ids)
+        left = len(cache.messages_to_reopen())
+    print(
+        f"rebuilt {count} message{'s' if count != 1 else ''}; {left} still cannot be opened",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def run_scan(args: argparse.Namespace) -> int:
+    """Scan messages without a verdict with the configured scanner."""
+    config = config_from_args(args)
+    scanner = runtime.open_scanner(config)
+    if scanner is None:
+        raise UsageError("no scanner configured (set clamd_socket or scan_command in [cache])")
+    with _open(config) as cache:
+        count = scan_pending(cache, scanner, limit=args.limit)
+        infected = len(cache.search("scan:infected", now=_now()))
+    print(f"scanned {count} messages; {infected} infected in the cache", file=sys.stderr)
+    return 0

@@ -1,0 +1,124 @@
+"""core.text: decrypted MIME -> searchable text, attachments, parts, and the exported message."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import hashlib
+
+from smime_companion.core.text import (
+    export_message,
+    extract_text,
+    get_part,
+    header_date,
+    html_to_text,
+    iter_parts,
+    summary_headers,
+)
+
+NESTED = (
+    b'Content-Type: multipart/mixed; boundary="outer"\r\n\r\n'
+    b"--outer\r\n"
+    b'Content-Type: multipart/alternative; boundary="alt"\r\n\r\n'
+    b"--alt\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
+    b"Content-Transfer-Encoding: quoted-printable\r\n\r\nCaf=E9 cr=E8me\r\n"
+    b"--alt\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+    b"<div>Caf\xc3\xa9 <i>cr\xc3\xa8me</i></div>\r\n"
+    b"--alt--\r\n"
+    b"--outer\r\nContent-Type: message/rfc822\r\n\r\n"
+    b"Subject: forwarded\r\nContent-Type: text/plain\r\n\r\nForwarded walrus text\r\n"
+    b"--outer\r\nContent-Type: image/png\r\nContent-Disposition: attachment; "
+    b"filename*=utf-8''%C3%A9t%C3%A9.png\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    b"iVBORw0KGgo=\r\n"
+    b"--outer--\r\n"
+)
+
+
+def test_every_text_part_is_indexed_and_charsets_are_honoured() -> None:
+    text = extract_text(NESTED)
+    assert "Café crème" in text.body  # quoted-printable latin-1
+    assert "Forwarded walrus text" in text.body  # inside message/rfc822
+    assert text.body.count("Café") == 2  # the HTML alternative, converted
+
+
+def test_attachments_carry_part_number_decoded_name_size_and_hash() -> None:
+    [png] = extract_text(NESTED).attachments
+    assert png.part == 4 and png.filename == "été.png" and png.mime_type == "image/png"
+    assert png.size == 8 and png.sha256 == hashlib.sha256(b"\x89PNG\r\n\x1a\n").hexdigest()
+
+
+def test_parts_are_numbered_depth_first_over_leaves() -> None:
+    assert [(p.number, p.mime_type) for p in iter_parts(NESTED)] == [
+        (1, "text/plain"),
+        (2, "text/html"),
+        (3, "text/plain"),
+        (4, "image/png"),
+    ]
+    part = get_part(NESTED, 4)
+    assert part is not None and part.data == b"\x89PNG\r\n\x1a\n"
+    assert get_part(NESTED, 5) is None
+
+
+def test_html_becomes_readable_text_without_script_or_style() -> None:
+    html = (
+        "<html><head><title>T</title><style>.x{}</style></head><body><h1>Hello&nbsp;there</h1>"
+        "<p>one &lt;two&gt;</p><script>var secret = 1;</script><ul><li>a</li><li>b</li></ul>"
+        '<img alt="logo"></body></html>'
+    )
+    assert html_to_text(html) == "Hello\xa0there\n\none <two>\n\na\n\nb\n\nlogo"
+
+
+def test_broken_mime_is_indexed_as_far_as_it_goes_and_never_raises() -> None:
+    broken = (
+        b"Content-Type: multipart/mixed\r\n\r\nno boundary at all"  # multipart without boundary
+    )
+    assert extract_text(broken).body == ""  # its raw body is not a text part
+    bad_base64 = (
+        b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!not base64!!!"
+    )
+    assert "not base64" in extract_text(bad_base64).body
+    assert extract_text(b"\x00\x01 not a header\r\n\r\nbody").attachments == ()
+
+
+def test_encoded_words_and_dates_are_decoded() -> None:
+    fields = (
+        ("Subject", "=?utf-8?q?Gr=C3=BC=C3=9Fe?= aus Wien"),
+        ("From", "=?iso-8859-1?q?J=F6rg?= <jorg@example.org>"),
+        ("Date", "Tue, 10 Feb 2026 11:30:00 +0100"),
+        ("Subject", "second subject is ignored"),
+    )
+    headers = summary_headers(fields)
+    assert headers["subject"] == "Grüße aus Wien"
+    assert headers["from"] == "Jörg <jorg@example.org>"
+    assert header_date(headers["date"]) == dt.datetime(2026, 2, 10, 10, 30, tzinfo=dt.UTC)
+    assert header_date("yesterday-ish") is None and header_date(None) is None
+
+
+def test_export_puts_protected_headers_and_verdict_over_the_decrypted_content() -> None:
+    raw = (
+        b"From: outer@example.org\r\nTo: bob@example.org\r\nSubject: ...\r\n"
+        b"Received: from mx\r\n  by mx2\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\nMIIB...\r\n"
+    )
+    content = (
+        b"Content-Type: text/plain; charset=utf-8\r\nX-Inner: dropped\r\n\r\nThe real text\r\n"
+    )
+    effective = (("From", "alice@example.org"), ("To", "bob@example.org"), ("Subject", "Real"))
+    verdict = (("X-SMIME-Companion-Signature", "valid"),)
+    out = export_message(raw, content, effective, verdict)
+    assert b"\r\n" not in out
+    msg = email.message_from_bytes(out)
+    assert msg.get_all("Subject") == ["Real"] and msg["From"] == "alice@example.org"
+    assert msg["Received"] == "from mx\n  by mx2"
+    assert msg["X-SMIME-Companion-Signature"] == "valid"
+    assert msg.get_content_type() == "text/plain" and msg["X-Inner"] is None
+    assert msg.get_payload() == "The real text\n"
+
+
+def test_export_of_an_unopened_message_keeps_it_as_fetched_below_the_verdict() -> None:
+    raw = b"Subject: sealed\r\nContent-Type: application/pkcs7-mime\r\n\r\nMIIB\r\n"
+    out = export_message(raw, None, (), (("X-SMIME-Companion-Decryption", "no-key"),))
+    assert out == (
+        b"X-SMIME-Companion-Decryption: no-key\nSubject: sealed\n"
+        b"Content-Type: application/pkcs7-mime\n\nMIIB\n"
+    )
