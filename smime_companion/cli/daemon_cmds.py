@@ -1,0 +1,390 @@
+"""The daemon's subcommands: ``run``, ``sync``, ``status`` and ``doctor``.
+
+Each reads the config (``--config FILE``, else ``$SMIME_COMPANION_CONFIG``, else the XDG config
+dir) and builds the :class:`~smime_companion.daemon.Daemon` the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+from smime_companion import runtime
+from smime_companion.cli.common import add_config_flag, add_json_flag, config_from_args
+from smime_companion.config import Config
+from smime_companion.daemon import (
+    AccountResult,
+    Daemon,
+    open_cache,
+    read_status_file,
+    server_spec,
+)
+from smime_companion.errors import SmimeCompanionError, UsageError
+from smime_companion.imap.client import connect
+from smime_companion.imap.sync import Stopped
+
+EXIT_OK = 0
+EXIT_NOT_GOOD = 1
+# An identity certificate that expires sooner than this is reported by doctor.
+EXPIRY_WARNING_DAYS = 30
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = sub.add_parser(
+        "run",
+        help="run the sync daemon in the foreground",
+        description=(
+            "Sync every configured account into the cache, then follow new mail with IDLE until "
+            "SIGTERM (which finishes the current message) or Ctrl-C. SIGHUP reloads the config. "
+            "Logs go to stderr. With --once, do one full pass of every account and exit: 0 when "
+            "every account synced, 1 when one failed (the others are still synced)."
+        ),
+    )
+    run.add_argument("--once", action="store_true", help="one full pass, then exit")
+    add_config_flag(run)
+    run.set_defaults(func=cmd_run)
+
+    sync = sub.add_parser(
+        "sync",
+        help="sync now: one pass over all accounts, one account, or one folder",
+        description=(
+            "One pass over the watched folders of every account (or --account A, or --folder F "
+            "of it), printing what changed. Exit 0 when every account synced, 1 otherwise."
+        ),
+    )
+    sync.add_argument("--account", metavar="A", help="only this account")
+    sync.add_argument("--folder", metavar="F", help="only this folder (needs --account)")
+    add_config_flag(sync)
+    add_json_flag(sync)
+    sync.set_defaults(func=cmd_sync)
+
+    status = sub.add_parser(
+        "status",
+        help="per account and folder: last sync, cached messages, errors, IDLE state",
+        description=(
+            "Show, for each account and folder, when it was last synced, how many messages are "
+            "cached, the last error, and what the running daemon's watcher is doing (idle, "
+            "polling, reconnecting). Reads the cache, so it needs the cache key."
+        ),
+    )
+    add_config_flag(status)
+    add_json_flag(status)
+    status.set_defaults(func=cmd_status)
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="check the config, identity, cache and every account's server",
+        description=(
+            "Check, one line each: the config; the identity (loads, validity, expiry within "
+            f"{EXPIRY_WARNING_DAYS} days); the trust anchors; the cache (opens with its key); and "
+            "for every account DNS, TLS, login, capabilities (IDLE, CONDSTORE, QRESYNC) and the "
+            "watched folders. Exit 0 when nothing failed, 1 otherwise."
+        ),
+    )
+    add_config_flag(doctor)
+    doctor.set_defaults(func=cmd_doctor)
+
+
+# -- building ------------------------------------------------------------------------------------
+
+
+def build_daemon(
+    config: Config, progress: Callable[[str, str, int, int], None] | None = None
+) -> Daemon:
+    """The daemon for ``config``: cache opened, identities and anchors loaded.
+    Raises ConfigError, SecretUnavailable, KeyLoadError or CacheError with one line."""
+    identities = runtime.load_identities(config.identity)
+    anchors = runtime.load_anchors(config.identity)
+    cache = open_cache(config)
+    return Daemon(config, cache, identities=identities, anchors=anchors, progress=progress)
+
+
+def _terminal_progress() -> Callable[[str, str, int, int], None] | None:
+    """A one-line progress bar on stderr during long passes, only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(account: str, folder: str, done: int, total: int) -> None:
+        width = 30
+        filled = width * done // max(total, 1)
+        bar = "#" * filled + "-" * (width - filled)
+        end = "\n" if done >= total else ""
+        print(f"\r{account}/{folder} [{bar}] {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+    return show
+
+
+def _summaries(results: list[AccountResult]) -> list[str]:
+    lines = []
+    for result in results:
+        if result.error:
+            lines.append(f"{result.account}: FAILED: {result.error}")
+        for r in result.folders:
+            lines.append(
+                f"{result.account}/{r.folder}: {r.new} new, {r.stored} stored, "
+                f"{r.skipped} not S/MIME, {r.failed_to_open} unopened, {r.expunged} expunged, "
+                f"{r.flags_updated} flag changes"
+                + (", UIDVALIDITY changed" if r.uidvalidity_changed else "")
+            )
+    return lines
+
+
+def _results_json(results: list[AccountResult]) -> list[dict[str, Any]]:
+    return [
+        {
+            "account": r.account,
+            "error": r.error,
+            "folders": [
+                {
+                    "folder": f.folder,
+                    "uidvalidity": f.uidvalidity,
+                    "new": f.new,
+                    "stored": f.stored,
+                    "skipped": f.skipped,
+                    "unopened": f.failed_to_open,
+                    "expunged": f.expunged,
+                    "flags_updated": f.flags_updated,
+                    "uidvalidity_changed": f.uidvalidity_changed,
+                    "complete": f.complete,
+                }
+                for f in r.folders
+            ],
+        }
+        for r in results
+    ]
+
+
+# -- run / sync ----------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``run``: the daemon in the foreground (or one pass with ``--once``)."""
+    logging.getLogger().setLevel(logging.INFO if not args.verbose else logging.DEBUG)
+    config = config_from_args(args)
+    logging.getLogger(__name__).info("%s", runtime.describe(config))
+    daemon = build_daemon(config, _terminal_progress())
+    if args.once:
+        return _one_pass(daemon, None, None, json_out=False)
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        daemon.stop.set()
+
+    def on_hup(signum: int, frame: FrameType | None) -> None:
+        daemon.reload.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_hup)
+    try:
+        daemon.run(reload_config=lambda: config_from_args(args))
+    except KeyboardInterrupt:
+        daemon.stop.set()
+        daemon.close()
+    finally:
+        daemon.cache.close()
+    return EXIT_OK
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """``sync``: one pass, optionally limited to an account or a folder."""
+    if args.folder and not args.account:
+        raise UsageError("--folder needs --account")
+    config = config_from_args(args)
+    if args.account:
+        config.account(args.account)  # unknown account: one line now, before anything opens
+    daemon = build_daemon(config, None if args.json else _terminal_progress())
+    accounts = [args.account] if args.account else None
+    return _one_pass(daemon, accounts, args.folder, json_out=args.json)
+
+
+def _one_pass(
+    daemon: Daemon, accounts: list[str] | None, folder: str | None, json_out: bool
+) -> int:
+    try:
+        results = daemon.sync_once(accounts, folder)
+    except Stopped:
+        results = []
+    finally:
+        daemon.close()
+        daemon.cache.close()
+    if json_out:
+        print(json.dumps(_results_json(results), indent=1))
+    else:
+        for line in _summaries(results):
+            print(line)
+    return EXIT_NOT_GOOD if any(r.error for r in results) else EXIT_OK
+
+
+# -- status --------------------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``status``: what the cache and the running daemon know about each folder."""
+    config = config_from_args(args)
+    live = read_status_file(config.cache.path) or {}
+    with open_cache(config) as cache:
+        counts: dict[tuple[str, str], int] = {}
+        for row in cache.stats()["folders"]:
+            key = (row["account"], row["folder"])
+            counts[key] = counts.get(key, 0) + int(row["messages"])
+        accounts: list[dict[str, Any]] = []
+        for account in config.accounts:
+            live_account = live.get("accounts", {}).get(account.name, {})
+            watch = live_account.get("folders", {})
+            names = [f for f in account.folders if not any(c in f for c in "*?[")]
+            names += [f for a, f in counts if a == account.name]
+            names += list(watch)
+            folders = []
+            for name in dict.fromkeys(names):
+                state = cache.folder_state(account.name, name)
+                folders.append(
+                    {
+                        "folder": name,
+                        "last_sync": state.last_sync.isoformat()
+                        if state and state.last_sync
+                        else None,
+                        "cached": counts.get((account.name, name), 0),
+                        "uidvalidity": state.uidvalidity if state else None,
+                        "error": state.error if state else None,
+                        "idle": watch.get(name) if live.get("running") else None,
+                    }
+                )
+            accounts.append(
+                {
+                    "account": account.name,
+                    "host": account.host,
+                    "error": live_account.get("error") if live.get("running") else None,
+                    "folders": folders,
+                }
+            )
+    out: dict[str, Any] = {
+        "daemon": {
+            "running": bool(live.get("running")),
+            "pid": live.get("pid"),
+            "updated": live.get("updated"),
+        },
+        "accounts": accounts,
+    }
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return EXIT_OK
+    daemon: dict[str, Any] = out["daemon"]
+    print(
+        f"daemon: running (pid {daemon['pid']}, updated {daemon['updated']})"
+        if daemon["running"]
+        else "daemon: not running"
+    )
+    for account_out in accounts:
+        error = f"  error: {account_out['error']}" if account_out["error"] else ""
+        print(f"{account_out['account']} ({account_out['host']}){error}")
+        for f in account_out["folders"]:
+            print(
+                f"  {f['folder']}: {f['cached']} cached, last sync {f['last_sync'] or 'never'}"
+                + (f", watcher {f['idle']}" if f["idle"] else "")
+                + (f", error: {f['error']}" if f["error"] else "")
+            )
+    return EXIT_OK
+
+
+# -- doctor --------------------------------------------------------------------------------------
+
+
+class _Checks:
+    def __init__(self) -> None:
+        self.failed = False
+
+    def ok(self, what: str) -> None:
+        print(f"ok    {what}")
+
+    def warn(self, what: str) -> None:
+        print(f"warn  {what}")
+
+    def fail(self, what: str) -> None:
+        self.failed = True
+        print(f"FAIL  {what}")
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """``doctor``: check everything the daemon needs, one line per check."""
+    checks = _Checks()
+    try:
+        config = config_from_args(args)
+    except SmimeCompanionError as exc:
+        checks.fail(f"config: {exc}")
+        return EXIT_NOT_GOOD
+    checks.ok(f"config: {runtime.describe(config)}")
+    now = datetime.now(UTC)
+    try:
+        identities = runtime.load_identities(config.identity)
+    except SmimeCompanionError as exc:
+        checks.fail(f"identity: {exc}")
+        identities = []
+    if not identities and not checks.failed:
+        checks.warn("identity: none configured (encrypted mail cannot be opened)")
+    for identity in identities:
+        cert = identity.certificate
+        subject = cert.subject.rfc4514_string()
+        days = (cert.not_valid_after_utc - now).days
+        if cert.not_valid_before_utc > now:
+            checks.fail(
+                f"identity {subject}: not valid before {cert.not_valid_before_utc:%Y-%m-%d}"
+            )
+        elif days < 0:
+            checks.fail(f"identity {subject}: expired on {cert.not_valid_after_utc:%Y-%m-%d}")
+        elif days < EXPIRY_WARNING_DAYS:
+            checks.warn(f"identity {subject}: expires in {days} days")
+        else:
+            checks.ok(f"identity {subject}: valid until {cert.not_valid_after_utc:%Y-%m-%d}")
+    try:
+        anchors = runtime.load_anchors(config.identity)
+        checks.ok(f"trust anchors: {len(anchors)} certificates")
+    except SmimeCompanionError as exc:
+        checks.fail(f"trust anchors: {exc}")
+    try:
+        with open_cache(config) as cache:
+            checks.ok(f"cache: {cache.stats()['messages']} messages in {config.cache.path}")
+    except SmimeCompanionError as exc:
+        checks.fail(f"cache: {exc}")
+    for account in config.accounts:
+        _check_account(checks, account_name=account.name, config=config)
+    return EXIT_NOT_GOOD if checks.failed else EXIT_OK
+
+
+def _check_account(checks: _Checks, *, account_name: str, config: Config) -> None:
+    account = config.account(account_name)
+    label = f"account {account.name} ({account.host}:{account.port})"
+    try:
+        socket.getaddrinfo(account.host, account.port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        checks.fail(f"{label}: DNS: {exc.strerror or exc}")
+        return
+    try:
+        box = connect(server_spec(account, timeout=20))
+    except SmimeCompanionError as exc:
+        checks.fail(f"{label}: {exc}")
+        return
+    try:
+        tls = {"implicit": "TLS", "starttls": "STARTTLS", "plain": "NO TLS (insecure_plaintext)"}
+        checks.ok(f"{label}: {tls[account.tls]}, login as {account.username} ({account.auth})")
+        caps = box.capabilities
+        missing = [c for c in ("IDLE", "CONDSTORE", "QRESYNC") if c not in caps]
+        if missing:
+            checks.warn(f"{label}: server lacks {', '.join(missing)} (slower sync: polling/SEARCH)")
+        else:
+            checks.ok(f"{label}: IDLE, CONDSTORE, QRESYNC offered")
+        folders = box.list_folders(account.folders)
+        if folders:
+            checks.ok(f"{label}: watching {', '.join(folders)}")
+        else:
+            checks.fail(f"{label}: no folder matches {', '.join(account.folders)}")
+    except SmimeCompanionError as exc:
+        checks.fail(f"{label}: {exc}")
+    finally:
+        box.close()

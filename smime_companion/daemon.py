@@ -1,0 +1,474 @@
+"""The sync daemon: wires the config, the cache, the identities and the IMAP adapter together.
+
+Threads and who owns what:
+
+- The **sync loop** (the thread that calls :meth:`Daemon.run`, normally the main thread) owns the
+  cache and one sync connection per account; it is the only thread that writes the cache.
+- One **watcher** thread per (account, folder) holds its own connection in IDLE (re-issued every
+  25 minutes, before servers' 29-minute limit; NOOP polling where IDLE is missing) and only
+  posts "this folder changed" to the sync loop's queue.
+- Every connection failure backs off exponentially with jitter (1 s doubling to 5 min, each delay
+  drawn between half and all of it), per account or per watcher, so one broken account never
+  stops the others.
+
+Signals (installed by the ``run`` command): SIGTERM sets the stop event, which lets the current
+message finish, saves progress and exits; SIGHUP sets the reload event, which re-reads the
+config, the identities and the anchors, and restarts the watchers.
+
+A small JSON status file (``daemon-status.json`` in the cache directory, no secrets) tells
+``smime-companion status`` whether each folder is in IDLE, polling or reconnecting.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from smime_companion import credentials, runtime
+from smime_companion.config import AccountConfig, Config, SecretRef
+from smime_companion.core.model import Identity, OpenResult
+from smime_companion.core.open import open_message
+from smime_companion.errors import ImapError, SmimeCompanionError
+from smime_companion.imap.client import Mailbox, ServerSpec, connect
+from smime_companion.imap.sync import FolderReport, Harvester, Stopped, record_error, sync_folder
+from smime_companion.store.cache import Cache
+
+log = logging.getLogger(__name__)
+
+STATUS_FILE = "daemon-status.json"
+IDLE_RENEW_SECONDS = 25 * 60  # servers may drop an IDLE after 29 minutes (RFC 2177)
+POLL_SECONDS = 60.0  # NOOP polling interval where IDLE is missing
+FULL_PASS_SECONDS = 15 * 60  # a full pass of every account now and then, whatever IDLE says
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 300.0
+
+Connector = Callable[[ServerSpec], Mailbox]
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+class Backoff:
+    """Exponential backoff with jitter: the n-th delay is drawn from [d/2, d] with
+    d = min(cap, base * 2**n); :meth:`reset` after a success."""
+
+    def __init__(
+        self,
+        base: float = BACKOFF_BASE_SECONDS,
+        cap: float = BACKOFF_CAP_SECONDS,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.base = base
+        self.cap = cap
+        self.failures = 0
+        self._rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        """The delay to wait before the next attempt (and count one more failure)."""
+        ceiling = min(self.cap, self.base * (2**self.failures))
+        self.failures += 1
+        # Jitter spreads the reconnects of many clients after a server restart.
+        return self._rng.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+def server_spec(account: AccountConfig, timeout: float = 60.0) -> ServerSpec:
+    """The adapter's connection parameters for ``account``. The secret (password or OAuth2
+    token from ``oauth2_token_command``) is resolved at each connect, never stored here."""
+    if account.auth == "xoauth2":
+        assert account.oauth2_token_command is not None  # config validation guarantees it
+        token_ref = SecretRef(
+            what=f"accounts.{account.name}.oauth2_token_command",
+            command=account.oauth2_token_command,
+        )
+
+        def secret() -> str:
+            return credentials.resolve(token_ref)
+
+    else:
+
+        def secret() -> str:
+            return credentials.resolve(account.password)
+
+    return ServerSpec(
+        host=account.host,
+        port=account.port,
+        username=account.username,
+        secret=secret,
+        tls=account.tls,
+        ca_file=account.ca_file,
+        auth=account.auth,
+        timeout=timeout,
+        name=account.name,
+    )
+
+
+def open_cache(config: Config) -> Cache:
+    """Open the configured cache (key from the configured secret unless ``encrypt_cache =
+    false``). Raises CacheError or SecretUnavailable with one line."""
+    key = credentials.resolve(config.cache.key) if config.cache.encrypt else None
+    return Cache.open(config.cache.path, key)
+
+
+@dataclass
+class AccountResult:
+    """One account's share of a pass: per-folder reports, or the one-line error that stopped it."""
+
+    account: str
+    folders: list[FolderReport] = field(default_factory=list)
+    error: str | None = None
+
+
+class Daemon:
+    """Syncs every configured account into ``cache``; see the module docstring."""
+
+    def __init__(
+        self,
+        config: Config,
+        cache: Cache,
+        *,
+        identities: Sequence[Identity],
+        anchors: Sequence[x509.Certificate],
+        connector: Connector = connect,
+        harvester: Harvester | None = None,
+        clock: Callable[[], datetime] = now_utc,
+        stop: threading.Event | None = None,
+        progress: Callable[[str, str, int, int], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.cache = cache
+        self.identities = list(identities)
+        self.anchors = list(anchors)
+        self.connector = connector
+        self.harvester = harvester  # None until the certificate store (issue 4) exists
+        self.clock = clock
+        self.stop = stop or threading.Event()
+        self.reload = threading.Event()
+        self.progress = progress
+        self.changes: queue.Queue[tuple[str, str]] = queue.Queue()
+        self._boxes: dict[str, Mailbox] = {}
+        self._folders: dict[str, list[str]] = {}
+        self._backoff: dict[str, Backoff] = {}
+        self._retry_at: dict[str, float] = {}
+        self._watchers: list[FolderWatcher] = []
+        self._status_lock = threading.Lock()
+        self._status: dict[str, Any] = {"pid": os.getpid(), "accounts": {}}
+
+    # -- opening ---------------------------------------------------------------------------------
+
+    def open_raw(self, raw: bytes, at: datetime) -> OpenResult:
+        """``core.open`` with the configured identities and anchors, at arrival time ``at``."""
+        return open_message(
+            raw,
+            identities=self.identities,
+            anchors=self.anchors,
+            at=at,
+            allow_sha1=self.config.identity.allow_sha1,
+        )
+
+    # -- one pass --------------------------------------------------------------------------------
+
+    def sync_once(
+        self, accounts: Sequence[str] | None = None, folder: str | None = None
+    ) -> list[AccountResult]:
+        """One full pass over ``accounts`` (default: all), or over one ``folder`` of them.
+
+        A failing account (unreachable, wrong password, missing secret) is reported in its
+        result and logged as one line; the others are still synced. Raises :class:`Stopped`
+        when the stop event is set.
+        """
+        chosen = [self.config.account(a) for a in accounts] if accounts else self.config.accounts
+        return [self.sync_account(account, folder) for account in chosen]
+
+    def sync_account(self, account: AccountConfig, only_folder: str | None = None) -> AccountResult:
+        """Sync the watched folders of one account (or one of them); never raises for the
+        account's own failures (they are in the result), only :class:`Stopped`."""
+        result = AccountResult(account.name)
+        try:
+            box = self._box(account)
+            folders = [only_folder] if only_folder else self._folder_names(account, box)
+            for name in folders:
+                result.folders.append(self._sync_folder(account, box, name))
+            self._backoff.pop(account.name, None)
+            self._retry_at.pop(account.name, None)
+            self._set_account_status(account.name, error=None)
+        except Stopped:
+            raise
+        except SmimeCompanionError as exc:
+            result.error = str(exc)
+            self._drop_box(account.name)
+            backoff = self._backoff.setdefault(account.name, Backoff())
+            self._retry_at[account.name] = time.monotonic() + backoff.next_delay()
+            self._set_account_status(account.name, error=result.error)
+            log.error("account %s: %s", account.name, exc)
+        return result
+
+    def _sync_folder(self, account: AccountConfig, box: Mailbox, folder: str) -> FolderReport:
+        def progress(done: int, total: int) -> None:
+            if self.progress is not None:
+                self.progress(account.name, folder, done, total)
+
+        try:
+            return sync_folder(
+                box,
+                self.cache,
+                account=account.name,
+                folder=folder,
+                open_raw=self.open_raw,
+                now=self.clock,
+                cache_all=self.config.cache.cache_all,
+                harvester=self.harvester,
+                should_stop=self.stop.is_set,
+                progress=progress,
+            )
+        except ImapError as exc:
+            record_error(self.cache, account.name, folder, str(exc))
+            raise
+
+    def _box(self, account: AccountConfig) -> Mailbox:
+        box = self._boxes.get(account.name)
+        if box is None:
+            box = self.connector(server_spec(account))
+            self._boxes[account.name] = box
+        return box
+
+    def _drop_box(self, name: str) -> None:
+        box = self._boxes.pop(name, None)
+        if box is not None:
+            box.close()
+
+    def _folder_names(self, account: AccountConfig, box: Mailbox) -> list[str]:
+        names = box.list_folders(account.folders)
+        if not names:
+            raise ImapError(
+                f"account {account.name}: no folder matches {', '.join(account.folders)}"
+            )
+        self._folders[account.name] = names
+        return names
+
+    def close(self) -> None:
+        """Stop the watchers and log out of every connection."""
+        self._stop_watchers()
+        for name in list(self._boxes):
+            self._drop_box(name)
+
+    # -- around the clock ------------------------------------------------------------------------
+
+    def run(self, reload_config: Callable[[], Config] | None = None) -> None:
+        """Sync everything, then follow changes (IDLE) until the stop event is set.
+
+        ``reload_config`` is called when the reload event is set (SIGHUP); a config that fails
+        to load is logged and the old one kept.
+        """
+        try:
+            self._loop(reload_config)
+        except Stopped as exc:
+            log.info("stopping: %s", exc)
+        finally:
+            self.close()
+            self._write_status(running=False)
+
+    def _loop(self, reload_config: Callable[[], Config] | None) -> None:
+        self.sync_once()
+        self._start_watchers()
+        next_full_pass = time.monotonic() + FULL_PASS_SECONDS
+        while not self.stop.is_set():
+            self._write_status(running=True)
+            if self.reload.is_set():
+                self.reload.clear()
+                self._reload(reload_config)
+                next_full_pass = 0.0
+            try:
+                account_name, folder = self.changes.get(timeout=1.0)
+            except queue.Empty:
+                account_name, folder = "", ""
+            if account_name:
+                pending = {(account_name, folder)}
+                while True:  # several IDLE wakes for one folder: one sync
+                    try:
+                        pending.add(self.changes.get_nowait())
+                    except queue.Empty:
+                        break
+                for name, fold in sorted(pending):
+                    if self._due(name):
+                        self.sync_account(self.config.account(name), fold)
+            now = time.monotonic()
+            retry = [
+                a for a in self.config.accounts if a.name in self._retry_at and self._due(a.name)
+            ]
+            if now >= next_full_pass:
+                self.sync_once()
+                self._restart_dead_watchers()
+                next_full_pass = now + FULL_PASS_SECONDS
+            else:
+                for account in retry:
+                    self.sync_account(account)
+                if retry:
+                    self._restart_dead_watchers()
+        raise Stopped("stop requested")
+
+    def _due(self, account_name: str) -> bool:
+        return time.monotonic() >= self._retry_at.get(account_name, 0.0)
+
+    def _reload(self, reload_config: Callable[[], Config] | None) -> None:
+        if reload_config is None:
+            return
+        try:
+            config = reload_config()
+            identities = runtime.load_identities(config.identity)
+            anchors = runtime.load_anchors(config.identity)
+        except SmimeCompanionError as exc:
+            log.error("reload failed, keeping the running config: %s", exc)
+            return
+        if config.cache.path != self.config.cache.path:
+            log.warning("reload: a new cache path takes effect only after a restart")
+        log.info("reloaded %s", runtime.describe(config))
+        self._stop_watchers()
+        for name in list(self._boxes):
+            self._drop_box(name)
+        self.config, self.identities, self.anchors = config, identities, anchors
+        self._retry_at.clear()
+        self._backoff.clear()
+        self.sync_once()
+        self._start_watchers()
+
+    def _start_watchers(self) -> None:
+        for account in self.config.accounts:
+            for folder in self._folders.get(account.name, []):
+                watcher = FolderWatcher(self, account, folder)
+                self._watchers.append(watcher)
+                watcher.start()
+
+    def _restart_dead_watchers(self) -> None:
+        """Start watchers for folders that have none (an account that was down at start)."""
+        watched = {(w.account.name, w.folder) for w in self._watchers if w.is_alive()}
+        for account in self.config.accounts:
+            for folder in self._folders.get(account.name, []):
+                if (account.name, folder) not in watched:
+                    watcher = FolderWatcher(self, account, folder)
+                    self._watchers.append(watcher)
+                    watcher.start()
+
+    def _stop_watchers(self) -> None:
+        for watcher in self._watchers:
+            watcher.halt.set()
+        for watcher in self._watchers:
+            watcher.join(timeout=10)
+        self._watchers = []
+
+    # -- status ----------------------------------------------------------------------------------
+
+    def _set_account_status(self, account: str, **values: Any) -> None:
+        with self._status_lock:
+            self._status["accounts"].setdefault(account, {"folders": {}}).update(values)
+
+    def set_watch_state(self, account: str, folder: str, state: str) -> None:
+        """Record a watcher's state (``idle``, ``polling``, ``reconnecting``, ``stopped``)."""
+        with self._status_lock:
+            entry = self._status["accounts"].setdefault(account, {"folders": {}})
+            entry["folders"][folder] = state
+
+    def _write_status(self, running: bool) -> None:
+        with self._status_lock:
+            snapshot = json.loads(json.dumps(self._status))
+        snapshot.update(running=running, updated=self.clock().isoformat())
+        path = Path(self.config.cache.path) / STATUS_FILE
+        try:
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(snapshot, indent=1))
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.debug("cannot write %s: %s", path, exc)
+
+
+def read_status_file(cache_dir: Path) -> dict[str, Any] | None:
+    """The daemon's last status snapshot, or None when there is none (never ran, unreadable)."""
+    try:
+        data = json.loads((Path(cache_dir) / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class FolderWatcher(threading.Thread):
+    """Keeps one folder in IDLE on its own connection and posts its changes to the daemon."""
+
+    def __init__(self, daemon: Daemon, account: AccountConfig, folder: str) -> None:
+        super().__init__(name=f"watch {account.name}/{folder}", daemon=True)
+        self.owner = daemon
+        self.account = account
+        self.folder = folder
+        self.halt = threading.Event()
+        self.backoff = Backoff()
+
+    def _stopping(self) -> bool:
+        return self.halt.is_set() or self.owner.stop.is_set()
+
+    def run(self) -> None:
+        first = True
+        while not self._stopping():
+            box: Mailbox | None = None
+            try:
+                box = self.owner.connector(server_spec(self.account))
+                box.examine(self.folder)
+                if not first:
+                    # Changes may have happened while we were disconnected.
+                    self.owner.changes.put((self.account.name, self.folder))
+                first = False
+                self.backoff.reset()
+                self._watch(box)
+            except SmimeCompanionError as exc:
+                delay = self.backoff.next_delay()
+                self.owner.set_watch_state(self.account.name, self.folder, "reconnecting")
+                log.warning(
+                    "watch %s/%s: %s; retrying in %.0f s",
+                    self.account.name,
+                    self.folder,
+                    exc,
+                    delay,
+                )
+                self.halt.wait(delay)
+                if self.owner.stop.is_set():
+                    break
+            finally:
+                if box is not None:
+                    box.close()
+        self.owner.set_watch_state(self.account.name, self.folder, "stopped")
+
+    def _watch(self, box: Mailbox) -> None:
+        idle = "IDLE" in box.capabilities
+        self.owner.set_watch_state(self.account.name, self.folder, "idle" if idle else "polling")
+        while not self._stopping():
+            box.idle_start()
+            renew_at = time.monotonic() + IDLE_RENEW_SECONDS
+            changed = False
+            try:
+                while not self._stopping() and time.monotonic() < renew_at:
+                    if idle:
+                        changed = box.idle_wait(1.0)
+                    else:
+                        self.halt.wait(POLL_SECONDS)
+                        changed = box.idle_wait(0)
+                    if changed:
+                        break
+            finally:
+                box.idle_done()
+            if changed:
+                log.info("watch %s/%s: change reported", self.account.name, self.folder)
+                self.owner.changes.put((self.account.name, self.folder))

@@ -1,0 +1,288 @@
+"""The daemon and its commands (run --once, sync, status, doctor) on a real Dovecot, with a config
+file written by the test: several accounts, one of them broken; IDLE; reconnecting after a server
+restart; SIGTERM."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from smime_companion.cli import main
+from smime_companion.config import load_config
+from smime_companion.daemon import Backoff, Daemon, open_cache, read_status_file
+from smime_companion.runtime import load_anchors, load_identities
+from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki
+from tests.dovecot import PASSWORD, Dovecot, free_port, plain_mail, running_dovecot, signed_mail
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Dovecot]:
+    yield from running_dovecot()
+
+
+@pytest.fixture(autouse=True)
+def secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", PASSWORD)
+    monkeypatch.setenv("TEST_P12_PASSWORD", PKCS12_PASSWORD)
+    monkeypatch.setenv("TEST_CACHE_KEY", "cache key for the daemon tests")
+
+
+def write_config(
+    path: Path,
+    server: Dovecot,
+    pki: TestPki,
+    folders: list[str],
+    *,
+    extra_accounts: str = "",
+    ca_file: Path | None = None,
+) -> Path:
+    path.write_text(
+        f"""
+[identity]
+p12 = "{pki.p12("bob")}"
+p12_password_env = "TEST_P12_PASSWORD"
+trust_anchors = ["{pki.root}"]
+system_anchors = false
+
+[cache]
+path = "{path.parent / "cache"}"
+key_env = "TEST_CACHE_KEY"
+
+[[accounts]]
+name = "work"
+host = "localhost"
+port = {server.tls_port}
+tls = "implicit"
+ca_file = "{ca_file or server.cert}"
+username = "alice"
+password_env = "TEST_IMAP_PASSWORD"
+folders = {json.dumps(folders)}
+{extra_accounts}
+"""
+    )
+    return path
+
+
+def cached_subjects(config_path: Path, folder: str) -> list[str]:
+    with open_cache(load_config(config_path)) as cache:
+        hits = cache.search(f'folder:"{folder}"', now=dt.datetime.now(dt.UTC))
+    return sorted(h.subject for h in hits)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def test_run_once_syncs_the_good_account_and_names_the_broken_ones_in_one_line_each(
+    server: Dovecot, pki: TestPki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.deliver("alice", signed_mail(pki, "once-1"), "Once")
+    server.deliver("alice", plain_mail("once-plain"), "Once")
+    broken = f"""
+[[accounts]]
+name = "down"
+host = "127.0.0.1"
+port = {free_port()}
+tls = "plain"
+insecure_plaintext = true
+username = "x"
+password_env = "TEST_IMAP_PASSWORD"
+
+[[accounts]]
+name = "nosecret"
+host = "localhost"
+port = {server.tls_port}
+ca_file = "{server.cert}"
+username = "alice"
+password_env = "UNSET_VARIABLE_FOR_TEST"
+"""
+    config = write_config(tmp_path / "c.toml", server, pki, ["Once"], extra_accounts=broken)
+    assert main(["run", "--once", "--config", str(config)]) == 1
+    out = capsys.readouterr()
+    assert "work/Once: 2 new, 1 stored, 1 not S/MIME" in out.out
+    [down] = [line for line in out.out.splitlines() if line.startswith("down:")]
+    assert "cannot connect" in down
+    [nosecret] = [line for line in out.out.splitlines() if line.startswith("nosecret:")]
+    assert "UNSET_VARIABLE_FOR_TEST is not set" in nosecret
+    assert cached_subjects(config, "Once") == ["Test once-1"]
+
+
+def test_sync_limited_to_one_folder_leaves_the_others_alone(
+    server: Dovecot, pki: TestPki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.deliver("alice", signed_mail(pki, "only-a"), "OnlyA")
+    server.deliver("alice", signed_mail(pki, "only-b"), "OnlyB")
+    config = write_config(tmp_path / "c.toml", server, pki, ["OnlyA", "OnlyB"])
+    args = ["sync", "--account", "work", "--folder", "OnlyA", "--json", "--config", str(config)]
+    assert main(args) == 0
+    [account] = json.loads(capsys.readouterr().out)
+    assert [f["folder"] for f in account["folders"]] == ["OnlyA"]
+    assert cached_subjects(config, "OnlyA") == ["Test only-a"]
+    assert cached_subjects(config, "OnlyB") == []
+
+
+def test_sync_folder_without_account_is_a_usage_error(tmp_path: Path) -> None:
+    assert main(["sync", "--folder", "INBOX", "--config", str(tmp_path / "none.toml")]) == 2
+
+
+def test_status_json_reports_last_sync_cached_count_and_errors(
+    server: Dovecot, pki: TestPki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for i in range(2):
+        server.deliver("alice", signed_mail(pki, f"st{i}"), "Stat")
+    config = write_config(tmp_path / "c.toml", server, pki, ["Stat"])
+    before = dt.datetime.now(dt.UTC)
+    assert main(["sync", "--config", str(config)]) == 0
+    capsys.readouterr()
+    assert main(["status", "--json", "--config", str(config)]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["daemon"]["running"] is False
+    [account] = status["accounts"]
+    [folder] = account["folders"]
+    assert folder["folder"] == "Stat" and folder["cached"] == 2 and folder["error"] is None
+    assert dt.datetime.fromisoformat(folder["last_sync"]) >= before
+
+
+def make_daemon(config_path: Path) -> Daemon:
+    config = load_config(config_path)
+    return Daemon(
+        config,
+        open_cache(config),
+        identities=load_identities(config.identity),
+        anchors=load_anchors(config.identity),
+    )
+
+
+def test_running_daemon_caches_a_new_message_reported_by_idle_and_stops_on_request(
+    server: Dovecot, pki: TestPki, tmp_path: Path
+) -> None:
+    folder = "Live"
+    server.deliver("alice", signed_mail(pki, "live-0"), folder)
+    config = write_config(tmp_path / "c.toml", server, pki, [folder])
+    daemon = make_daemon(config)
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    try:
+        assert wait_until(lambda: daemon.cache.uids("work", folder, _uv(server, folder)) != set())
+        assert wait_until(
+            lambda: (
+                (read_status_file(tmp_path / "cache") or {})
+                .get("accounts", {})
+                .get("work", {})
+                .get("folders", {})
+                .get(folder)
+                == "idle"
+            )
+        )
+        server.deliver("alice", signed_mail(pki, "live-1"), folder)
+        # The IDLE watcher notices within about a second; nothing else polls that fast.
+        assert wait_until(
+            lambda: len(daemon.cache.uids("work", folder, _uv(server, folder))) == 2, 5
+        )
+    finally:
+        daemon.stop.set()
+        thread.join(timeout=15)
+    assert not thread.is_alive()
+    daemon.cache.close()
+    assert (read_status_file(tmp_path / "cache") or {}).get("running") is False
+
+
+def test_daemon_reconnects_after_a_server_restart_and_catches_up(
+    server: Dovecot, pki: TestPki, tmp_path: Path
+) -> None:
+    folder = "Comeback"
+    server.deliver("alice", signed_mail(pki, "back-0"), folder)
+    config = write_config(tmp_path / "c.toml", server, pki, [folder])
+    daemon = make_daemon(config)
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    try:
+        uv = _uv(server, folder)
+        assert wait_until(lambda: len(daemon.cache.uids("work", folder, uv)) == 1)
+        server.stop()
+        server.deliver("alice", signed_mail(pki, "back-1"), folder)  # arrives while down
+        server.start()
+        assert wait_until(lambda: len(daemon.cache.uids("work", folder, uv)) == 2, 15)
+    finally:
+        daemon.stop.set()
+        thread.join(timeout=15)
+        daemon.cache.close()
+
+
+def _uv(server: Dovecot, folder: str) -> int:
+    imap = server.client()
+    try:
+        return int(imap.select_folder(folder, readonly=True)[b"UIDVALIDITY"])
+    finally:
+        imap.logout()
+
+
+def test_sigterm_stops_run_cleanly(server: Dovecot, pki: TestPki, tmp_path: Path) -> None:
+    server.maildir("alice", "Term")
+    config = write_config(tmp_path / "c.toml", server, pki, ["Term"])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smime_companion", "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ},
+    )
+    try:
+        assert wait_until(
+            lambda: (read_status_file(tmp_path / "cache") or {}).get("running") is True, 15
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    assert PASSWORD not in stderr
+    assert (read_status_file(tmp_path / "cache") or {}).get("running") is False
+
+
+def test_doctor_passes_on_a_good_config_and_fails_on_an_untrusted_server_certificate(
+    server: Dovecot, pki: TestPki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path / "c.toml", server, pki, ["INBOX"])
+    assert main(["doctor", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out
+    assert "IDLE, CONDSTORE, QRESYNC offered" in out
+    assert "identity" in out and "valid until" in out
+
+    wrong_ca = tmp_path / "wrong"
+    from tests.dovecot import make_tls_certificate
+
+    bad = write_config(
+        tmp_path / "bad.toml", server, pki, ["INBOX"], ca_file=make_tls_certificate(wrong_ca)
+    )
+    assert main(["doctor", "--config", str(bad)]) == 1
+    assert "TLS certificate not trusted" in capsys.readouterr().out
+
+
+def test_backoff_doubles_with_jitter_up_to_the_cap_and_resets() -> None:
+    backoff = Backoff(base=1, cap=8, rng=random.Random(7))
+    delays = [backoff.next_delay() for _ in range(6)]
+    for n, delay in enumerate(delays):
+        ceiling = min(8, 2**n)
+        assert ceiling / 2 <= delay <= ceiling
+    assert len({round(d, 6) for d in delays}) == len(delays)  # jittered, not fixed
+    backoff.reset()
+    assert backoff.next_delay() <= 1
