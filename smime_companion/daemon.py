@@ -43,6 +43,7 @@ from smime_companion.core.open import open_message
 from smime_companion.errors import ImapError, SmimeCompanionError
 from smime_companion.imap.client import Mailbox, ServerSpec, connect
 from smime_companion.imap.sync import FolderReport, Harvester, Stopped, record_error, sync_folder
+from smime_companion.scan import Scanner, scan_pending
 from smime_companion.store.cache import Cache
 
 log = logging.getLogger(__name__)
@@ -119,10 +120,9 @@ def server_spec(account: AccountConfig, timeout: float = 60.0) -> ServerSpec:
 
 
 def open_cache(config: Config) -> Cache:
-    """Open the configured cache (key from the configured secret unless ``encrypt_cache =
-    false``). Raises CacheError or SecretUnavailable with one line."""
-    key = credentials.resolve(config.cache.key) if config.cache.encrypt else None
-    return Cache.open(config.cache.path, key)
+    """Open the configured cache (see :func:`smime_companion.runtime.open_cache`).
+    Raises CacheError or SecretUnavailable with one line."""
+    return runtime.open_cache(config)
 
 
 @dataclass
@@ -149,6 +149,7 @@ class Daemon:
         clock: Callable[[], datetime] = now_utc,
         stop: threading.Event | None = None,
         progress: Callable[[str, str, int, int], None] | None = None,
+        scanner: Scanner | None = None,
     ) -> None:
         self.config = config
         self.cache = cache
@@ -160,6 +161,7 @@ class Daemon:
         self.stop = stop or threading.Event()
         self.reload = threading.Event()
         self.progress = progress
+        self.scanner = scanner
         self.changes: queue.Queue[tuple[str, str]] = queue.Queue()
         self._boxes: dict[str, Mailbox] = {}
         self._folders: dict[str, list[str]] = {}
@@ -193,7 +195,30 @@ class Daemon:
         when the stop event is set.
         """
         chosen = [self.config.account(a) for a in accounts] if accounts else self.config.accounts
-        return [self.sync_account(account, folder) for account in chosen]
+        results = [self.sync_account(account, folder) for account in chosen]
+        self.scan_new()
+        return results
+
+    def scan_new(self) -> int:
+        """Scan cached messages that have no verdict yet (or an ``error`` one) when a scanner is
+        configured; returns how many. Scanning comes after caching and never blocks it."""
+        if self.scanner is None:
+            return 0
+        try:
+            return scan_pending(self.cache, self.scanner)
+        except SmimeCompanionError as exc:
+            log.warning("scanning: %s", exc)
+            return 0
+
+    def reopen_unopened(self) -> int:
+        """Open again the cached messages that could not be opened (no key, failed), e.g. after
+        an old key was added to the config; returns how many were re-derived."""
+        pending = self.cache.messages_to_reopen()
+        if not pending:
+            return 0
+        count = self.cache.rebuild(self.open_raw, pending)
+        log.info("re-opened %d cached messages with the current keys", count)
+        return count
 
     def sync_account(self, account: AccountConfig, only_folder: str | None = None) -> AccountResult:
         """Sync the watched folders of one account (or one of them); never raises for the
@@ -284,6 +309,7 @@ class Daemon:
             self._write_status(running=False)
 
     def _loop(self, reload_config: Callable[[], Config] | None) -> None:
+        self.reopen_unopened()
         self.sync_once()
         self._start_watchers()
         next_full_pass = time.monotonic() + FULL_PASS_SECONDS
@@ -307,6 +333,7 @@ class Daemon:
                 for name, fold in sorted(pending):
                     if self._due(name):
                         self.sync_account(self.config.account(name), fold)
+                self.scan_new()
             now = time.monotonic()
             retry = [
                 a for a in self.config.accounts if a.name in self._retry_at and self._due(a.name)
@@ -344,6 +371,7 @@ class Daemon:
         self.config, self.identities, self.anchors = config, identities, anchors
         self._retry_at.clear()
         self._backoff.clear()
+        self.reopen_unopened()  # the new config may hold a key that opens them
         self.sync_once()
         self._start_watchers()
 

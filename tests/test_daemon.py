@@ -23,7 +23,15 @@ from smime_companion.config import load_config
 from smime_companion.daemon import Backoff, Daemon, open_cache, read_status_file
 from smime_companion.runtime import load_anchors, load_identities
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki
-from tests.dovecot import PASSWORD, Dovecot, free_port, plain_mail, running_dovecot, signed_mail
+from tests.dovecot import (
+    PASSWORD,
+    Dovecot,
+    encrypted_mail,
+    free_port,
+    plain_mail,
+    running_dovecot,
+    signed_mail,
+)
 
 
 @pytest.fixture(scope="module")
@@ -286,3 +294,32 @@ def test_backoff_doubles_with_jitter_up_to_the_cap_and_resets() -> None:
     assert len({round(d, 6) for d in delays}) == len(delays)  # jittered, not fixed
     backoff.reset()
     assert backoff.next_delay() <= 1
+
+
+def test_reload_with_an_added_old_key_reopens_the_messages_that_could_not_be_opened(
+    server: Dovecot, pki: TestPki, tmp_path: Path
+) -> None:
+    folder = "Reload"
+    server.deliver("alice", encrypted_mail(pki, "for-carol", to="carol"), folder)
+    config_path = write_config(tmp_path / "c.toml", server, pki, [folder])
+    daemon = make_daemon(config_path)
+    thread = threading.Thread(target=daemon.run, args=(lambda: load_config(config_path),))
+    thread.start()
+
+    def decryption() -> str | None:
+        hits = daemon.cache.search(f"folder:{folder}", now=dt.datetime.now(dt.UTC))
+        return hits[0].decryption if hits else None
+
+    try:
+        assert wait_until(lambda: decryption() == "no-key")
+        text = config_path.read_text().replace(
+            'p12_password_env = "TEST_P12_PASSWORD"',
+            f'p12_password_env = "TEST_P12_PASSWORD"\nold_p12 = ["{pki.p12("carol")}"]',
+        )
+        config_path.write_text(text)
+        daemon.reload.set()  # what SIGHUP does
+        assert wait_until(lambda: decryption() == "ok")
+    finally:
+        daemon.stop.set()
+        thread.join(timeout=15)
+        daemon.cache.close()

@@ -103,8 +103,16 @@ def build_daemon(
     Raises ConfigError, SecretUnavailable, KeyLoadError or CacheError with one line."""
     identities = runtime.load_identities(config.identity)
     anchors = runtime.load_anchors(config.identity)
+    scanner = runtime.open_scanner(config)
     cache = open_cache(config)
-    return Daemon(config, cache, identities=identities, anchors=anchors, progress=progress)
+    return Daemon(
+        config,
+        cache,
+        identities=identities,
+        anchors=anchors,
+        progress=progress,
+        scanner=scanner,
+    )
 
 
 def _terminal_progress() -> Callable[[str, str, int, int], None] | None:
