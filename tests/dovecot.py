@@ -84,6 +84,7 @@ service anvil {{
 _PASSWD_PASSDB = """\
 passdb {{
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%u {dir}/users
 }}"""
 
