@@ -15,7 +15,6 @@ function that can be replaced.
 
 from __future__ import annotations
 
-import base64
 import email.utils
 import functools
 import hashlib
@@ -373,7 +372,7 @@ def _message(outer_fields: Sequence[tuple[str, str]], entity: bytes) -> bytes:
 
 
 def _base64(der: bytes) -> bytes:
-    return base64.encodebytes(der).replace(b"\n", b"\r\n")
+    return mime_build.base64_lines(der)
 
 
 def _pkcs7_mime(smime_type: str, der: bytes) -> bytes:
