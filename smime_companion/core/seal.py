@@ -296,6 +296,13 @@ def recipient_certificate_problem(cert: x509.Certificate, at: datetime) -> str |
         return "certificate not yet valid"
     if at > cert.not_valid_after_utc:
         return "certificate expired"
+    return _usage_problem(cert)
+
+
+@functools.lru_cache(maxsize=256)
+def _usage_problem(cert: x509.Certificate) -> str | None:
+    # Cached: the outbox seals to the same certificates again and again, and reading the
+    # extensions costs as much as an RSA public-key operation.
     if not is_usable_for_email(cert):
         return "certificate not for email protection"
     if not allows_encryption(cert):
