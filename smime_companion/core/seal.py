@@ -18,7 +18,7 @@ from __future__ import annotations
 import email.utils
 import functools
 import hashlib
-import os
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -181,7 +181,7 @@ def seal(
     recipients: Sequence[Recipient],
     at: datetime,
     options: SealOptions = SealOptions(),
-    random: RandomBytes = os.urandom,
+    random: RandomBytes = secrets.token_bytes,
 ) -> SealResult:
     """Sign and/or encrypt ``draft`` (a whole RFC 5322 message) as ``options`` ask.
 
@@ -512,7 +512,7 @@ def encrypt_content(
     recipients: Sequence[Recipient],
     cipher_name: str,
     *,
-    random: RandomBytes = os.urandom,
+    random: RandomBytes = secrets.token_bytes,
 ) -> tuple[bytes, tuple[KeyDelivery, ...]]:
     """DER of a CMS ContentInfo holding EnvelopedData (CBC) or AuthEnvelopedData (GCM) of
     ``content`` to every recipient, and how the key went to each.
