@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -129,6 +129,8 @@ def _migration_1(conn: apsw.Connection) -> None:
             raw BLOB NOT NULL,
             raw_sha256 TEXT NOT NULL,
             content BLOB,
+            -- 1 when the decrypted content is the raw message itself (plain mail): stored once.
+            content_is_raw INTEGER NOT NULL DEFAULT 0,
             arrived INTEGER NOT NULL,
             date INTEGER NOT NULL,
             sender TEXT NOT NULL DEFAULT '',
@@ -145,9 +147,13 @@ def _migration_1(conn: apsw.Connection) -> None:
             report TEXT NOT NULL,
             flags TEXT NOT NULL DEFAULT '',
             scan TEXT,
+            -- The newest-first order: (date << 24) + (id mod 2^24), unique. It is also the
+            -- rowid of the message in the text index, so a text search walks the index
+            -- newest first and stops at the limit instead of sorting every hit.
+            sort_key INTEGER,
             UNIQUE (account, folder, uidvalidity, uid)
         );
-        CREATE INDEX messages_by_date ON messages (date DESC, id DESC);
+        CREATE UNIQUE INDEX messages_by_sort_key ON messages (sort_key);
         CREATE INDEX messages_by_hash ON messages (account, folder, raw_sha256);
         CREATE INDEX messages_to_reopen ON messages (reopen) WHERE reopen = 1;
         CREATE INDEX messages_to_scan ON messages (scan) WHERE scan IS NULL OR scan = 'error';
@@ -172,6 +178,7 @@ def _migration_1(conn: apsw.Connection) -> None:
             PRIMARY KEY (account, folder)
         );
         -- Contentless: the index holds words and positions, not a second copy of the text.
+        -- Its rowid is messages.sort_key.
         CREATE VIRTUAL TABLE message_text USING fts5 (
             sender, recipients, subject, body, attachments,
             content = '', contentless_delete = 1,
@@ -188,6 +195,16 @@ _SUMMARY_COLUMNS = (
     "m.cc, m.subject, m.message_id, m.decryption, m.signature, m.signer, m.error, m.scan, m.flags, "
     "(SELECT count(*) FROM attachments a WHERE a.message = m.id)"
 )
+
+
+SORT_SHIFT = 24
+_SORT_DATE_LIMIT = 2**38  # seconds either side of 1970; keeps sort keys inside 64 bits
+
+
+def sort_key(date_epoch: int, message_id: int) -> int:
+    """The newest-first ordering key of a message dated ``date_epoch`` (see the schema)."""
+    clamped = max(-_SORT_DATE_LIMIT, min(_SORT_DATE_LIMIT - 1, date_epoch))
+    return (clamped << SORT_SHIFT) + (message_id & ((1 << SORT_SHIFT) - 1))
 
 
 def _epoch(moment: datetime) -> int:
@@ -330,18 +347,28 @@ class Cache:
         else:
             # Nothing inside was read: index headers only (the unopened layer is base64 noise).
             extracted = mime_text.MessageText(body="", attachments=())
+        content_is_raw = readable and result.content == raw
         report = result.to_json()
         report["signers"] = [s.to_json() for s in result.signers]
         reopen = result.decryption in _REOPEN_DECRYPTION or (
             result.error is not None and result.decryption != Decryption.NONE
         )
+        old_key = self._conn.execute(
+            "SELECT sort_key FROM messages WHERE id = ?", (message_id,)
+        ).fetchone()
+        if old_key is not None and old_key[0] is not None:
+            self._conn.execute("DELETE FROM message_text WHERE rowid = ?", (old_key[0],))
+        new_key = sort_key(_epoch(date), message_id)
         self._conn.execute(
-            "UPDATE messages SET content = ?, date = ?, sender = ?, recipients = ?, cc = ?, "
+            "UPDATE messages SET content = ?, content_is_raw = ?, date = ?, sort_key = ?, "
+            "sender = ?, recipients = ?, cc = ?, "
             "subject = ?, message_id = ?, decryption = ?, signature = ?, signer = ?, "
             "content_cipher = ?, error = ?, reopen = ?, report = ?, scan = NULL WHERE id = ?",
             (
-                result.content if readable else None,
+                result.content if readable and not content_is_raw else None,
+                int(content_is_raw),
                 _epoch(date),
+                new_key,
                 headers.get("from", ""),
                 headers.get("to", ""),
                 headers.get("cc", ""),
@@ -364,12 +391,11 @@ class Cache:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (message_id, att.part, att.filename, att.mime_type, att.size, att.sha256),
             )
-        self._conn.execute("DELETE FROM message_text WHERE rowid = ?", (message_id,))
         self._conn.execute(
             "INSERT INTO message_text (rowid, sender, recipients, subject, body, attachments) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (
-                message_id,
+                new_key,
                 headers.get("from", ""),
                 " ".join(x for x in (headers.get("to"), headers.get("cc")) if x),
                 headers.get("subject", ""),
@@ -420,7 +446,10 @@ class Cache:
         return removed
 
     def _delete(self, message_id: int) -> None:
-        self._conn.execute("DELETE FROM message_text WHERE rowid = ?", (message_id,))
+        self._conn.execute(
+            "DELETE FROM message_text WHERE rowid = (SELECT sort_key FROM messages WHERE id = ?)",
+            (message_id,),
+        )
         self._conn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
 
     @db.guarded("update flags")
@@ -569,8 +598,14 @@ class Cache:
     @db.guarded("read the cache")
     def content(self, message_id: int) -> bytes | None:
         """The decrypted innermost MIME of the message, or None when it could not be opened."""
-        value = self._one(message_id, "content")
-        return bytes(value) if value is not None else None
+        row = self._conn.execute(
+            "SELECT content, content_is_raw, raw FROM messages WHERE id = ?", (message_id,)
+        ).fetchone()
+        if row is None:
+            raise UsageError(f"no message with id {message_id} in the cache")
+        if row[1]:
+            return bytes(row[2])
+        return bytes(row[0]) if row[0] is not None else None
 
     @db.guarded("read the cache")
     def report(self, message_id: int) -> dict[str, Any]:
@@ -618,28 +653,41 @@ class Cache:
         ``now`` anchors relative dates (``date:7d..``). Raises :class:`UsageError` with one line
         saying where a malformed query is wrong.
         """
-        where, params = compile_query(query, now=now)
-        sql = (
-            f"SELECT {_SUMMARY_COLUMNS} FROM messages m WHERE {where} "
-            "ORDER BY m.date DESC, m.id DESC"
-        )
+        sql, params = self._select(_SUMMARY_COLUMNS, query, now)
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"
             params = [*params, int(limit), int(offset)]
         return [_summary(r) for r in self._conn.execute(sql, params)]
 
     @db.guarded("search the cache")
-    def search_ids(self, query: str, *, now: datetime) -> Iterator[int]:
+    def search_ids(self, query: str, *, now: datetime) -> list[int]:
         """Ids of the messages matching ``query``, newest first (for export and rebuild)."""
-        where, params = compile_query(query, now=now)
-        ids = [
-            int(r[0])
-            for r in self._conn.execute(
-                f"SELECT m.id FROM messages m WHERE {where} ORDER BY m.date DESC, m.id DESC",
-                params,
+        sql, params = self._select("m.id", query, now)
+        return [int(r[0]) for r in self._conn.execute(sql, params)]
+
+    def _select(self, columns: str, query: str, now: datetime) -> tuple[str, list[Any]]:
+        compiled = compile_query(query, now=now)
+        params: list[Any] = []
+        if compiled.match is not None:
+            # Drive the search from the text index, newest first (its rowid is the sort key),
+            # so LIMIT stops the walk early; a top-level date range bounds the walk too.
+            sql = (
+                f"SELECT {columns} FROM message_text f JOIN messages m ON m.sort_key = f.rowid "
+                "WHERE f.message_text MATCH ?"
             )
-        ]
-        return iter(ids)
+            params.append(compiled.match)
+            key = "f.rowid"
+        else:
+            sql = f"SELECT {columns} FROM messages m WHERE 1"
+            key = "m.sort_key"
+        if compiled.low is not None:
+            sql += f" AND {key} >= ?"
+            params.append(compiled.low << SORT_SHIFT)
+        if compiled.high is not None:
+            sql += f" AND {key} < ?"
+            params.append(compiled.high << SORT_SHIFT)
+        sql += f" AND {compiled.where} ORDER BY {key} DESC"
+        return sql, params + compiled.params
 
     # -- scanning --------------------------------------------------------------------------------
 
@@ -650,7 +698,7 @@ class Cache:
             int(r[0])
             for r in self._conn.execute(
                 "SELECT id FROM messages WHERE (scan IS NULL OR scan = 'error') "
-                "AND content IS NOT NULL ORDER BY id LIMIT ?",
+                "AND (content IS NOT NULL OR content_is_raw = 1) ORDER BY id LIMIT ?",
                 (limit,),
             )
         ]

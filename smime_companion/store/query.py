@@ -148,10 +148,14 @@ class Text:
 
 @dataclass(frozen=True)
 class Sql:
-    """A condition on the messages row ``m``, with its parameters."""
+    """A condition on the messages row ``m``, with its parameters. A ``date:`` condition also
+    keeps its bounds (epoch seconds, ``[low, high)``) so a search can use them as a range."""
 
     sql: str
     params: tuple[Any, ...]
+    low: int | None = None
+    high: int | None = None
+    is_date: bool = False
 
 
 @dataclass(frozen=True)
@@ -324,13 +328,15 @@ def _date_term(token: _Token, now: datetime) -> Node:
     if low is not None and high is not None and low >= high:
         raise _error(token.column, f"date:{value} is an empty range (its start is after its end)")
     parts, params = [], []
-    if low is not None:
+    low_epoch = int(low.timestamp()) if low is not None else None
+    high_epoch = int(high.timestamp()) if high is not None else None
+    if low_epoch is not None:
         parts.append("m.date >= ?")
-        params.append(int(low.timestamp()))
-    if high is not None:
+        params.append(low_epoch)
+    if high_epoch is not None:
         parts.append("m.date < ?")
-        params.append(int(high.timestamp()))
-    return Sql(" AND ".join(parts), tuple(params))
+        params.append(high_epoch)
+    return Sql(" AND ".join(parts), tuple(params), low_epoch, high_epoch, is_date=True)
 
 
 def _moment(text: str, token: _Token, now: datetime) -> tuple[datetime, datetime]:
@@ -391,7 +397,7 @@ def _as_fts(node: Node) -> str | None:
     return None
 
 
-_MATCH = "m.id IN (SELECT rowid FROM message_text WHERE message_text MATCH ?)"
+_MATCH = "m.sort_key IN (SELECT rowid FROM message_text WHERE message_text MATCH ?)"
 
 
 def _to_sql(node: Node) -> tuple[str, list[Any]]:
@@ -438,13 +444,60 @@ def parse_query(query: str, *, now: datetime) -> Node | None:
     return _Parser(tokens, now, len(query)).parse()
 
 
-def compile_query(query: str, *, now: datetime) -> tuple[str, list[Any]]:
-    """``query`` as an SQL condition over the ``messages`` row ``m`` and its parameters.
+@dataclass(frozen=True)
+class Compiled:
+    """A query ready to run: an FTS5 expression that can drive the search (or None), date bounds
+    in epoch seconds that apply to the whole query (``[low, high)``), and the remaining SQL
+    condition over the messages row ``m`` with its parameters."""
+
+    match: str | None
+    low: int | None
+    high: int | None
+    where: str
+    params: list[Any]
+
+
+def compile_query(query: str, *, now: datetime) -> Compiled:
+    """``query`` compiled for :meth:`Cache.search <smime_companion.store.cache.Cache.search>`.
 
     ``now`` anchors relative dates. Raises :class:`UsageError` (``malformed query at column N:
     ...``) for a malformed query.
     """
     node = parse_query(query, now=now)
     if node is None:
-        return "1", []
-    return _to_sql(node)
+        return Compiled(None, None, None, "1", [])
+    whole = _as_fts(node)
+    if whole is not None:
+        return Compiled(whole, None, None, "1", [])
+    if isinstance(node, Sql) and node.is_date:
+        return Compiled(None, node.low, node.high, "1", [])
+    if not isinstance(node, And):
+        where, where_params = _to_sql(node)
+        return Compiled(None, None, None, where, where_params)
+    # A top-level AND: its text part drives the search, its dates bound it, the rest filters.
+    low: int | None = None
+    high: int | None = None
+    rest: list[Node] = []
+    for child in node.children:
+        if isinstance(child, Sql) and child.is_date:
+            if child.low is not None:
+                low = child.low if low is None else max(low, child.low)
+            if child.high is not None:
+                high = child.high if high is None else min(high, child.high)
+        else:
+            rest.append(child)
+    text = [
+        c
+        for c in rest
+        if _as_fts(c) is not None or (isinstance(c, Not) and _as_fts(c.child) is not None)
+    ]
+    match = _as_fts(And(tuple(text))) if text else None
+    if match is not None:
+        rest = [c for c in rest if c not in text]
+    where_parts: list[str] = []
+    params: list[Any] = []
+    for child in rest:
+        sql, child_params = _to_sql(child)
+        where_parts.append(sql)
+        params.extend(child_params)
+    return Compiled(match, low, high, " AND ".join(where_parts) or "1", params)
