@@ -206,3 +206,32 @@ def test_a_non_ascii_subject_travels_as_encoded_words(pki: TestPki) -> None:
     assert message.isascii()
     assert decoded_header(message, "To") == "Bøb <bob@example.org>"
     assert decoded_header(message, "Subject") == "Quarterly numbers — confidential"
+
+
+def test_a_forwarded_message_attachment_is_made_7bit_inside_and_still_verifies(
+    pki: TestPki,
+) -> None:
+    draft = (
+        b"From: alice@example.org\r\nTo: bob@example.org\r\nSubject: fwd\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; boundary=outer\r\n\r\n"
+        b"--outer\r\nContent-Type: text/plain\r\n\r\nsee below\r\n"
+        b"--outer\r\nContent-Type: message/rfc822\r\n\r\n"
+        b"From: carol@example.org\r\nSubject: caf\xc3\xa9\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+        b"h\xc3\xa9llo  \r\n--outer--\r\n"
+    )
+    message = seal_draft(pki, draft, options=SealOptions(encrypt=False)).main.message
+    assert message.isascii()
+    assert b"Subject: =?utf-8?b?Y2Fmw6k=?=" in message  # the embedded message's header
+    signed = openssl_cms(["-verify", "-purpose", "smimesign", "-CAfile", pki.root], message)
+    assert leaf_payloads(signed) == leaf_payloads(draft)
+
+
+def test_a_draft_without_mime_headers_is_sealed_as_text_plain(pki: TestPki) -> None:
+    draft = b"From: alice@example.org\nTo: bob@example.org\nSubject: plain\n\nno MIME \xc3\xa9\n"
+    message = seal_draft(pki, draft, options=SealOptions(encrypt=False)).main.message
+    signed = openssl_cms(["-verify", "-purpose", "smimesign", "-CAfile", pki.root], message)
+    msg = email.message_from_bytes(signed, policy=email.policy.compat32)
+    assert msg.get_content_type() == "text/plain"
+    assert msg.get_content_charset() == "utf-8"
+    assert msg.get_payload(decode=True) == b"no MIME \xc3\xa9\r\n"
