@@ -13,6 +13,7 @@ blind RSA PKCS#1 v1.5 trial would be slow and would hand a padding oracle to who
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,7 +84,7 @@ class _Recipient:
 
     info: cms.KeyTransRecipientInfo | cms.KeyAgreeRecipientInfo
     encrypted_key: bytes
-    issuer: object | None  # asn1crypto Name.hashable (normalised per RFC 5280) or None
+    issuer: asn1_x509.Name | None
     serial: int | None
     ski: bytes | None
 
@@ -107,7 +108,7 @@ class _OurKey:
     """One of our identities with the ways a RecipientInfo can name its certificate."""
 
     identity: Identity
-    issuer: object  # asn1crypto Name.hashable
+    issuer: asn1_x509.Name
     serial: int
     skis: frozenset[bytes]
 
@@ -297,11 +298,11 @@ def _read_recipients(infos: cms.RecipientInfos) -> tuple[tuple[_Recipient, ...],
     return tuple(recipients), others
 
 
-def _recipient_id(rid: core.Choice) -> tuple[object | None, int | None, bytes | None]:
+def _recipient_id(rid: core.Choice) -> tuple[asn1_x509.Name | None, int | None, bytes | None]:
     """(issuer, serial, None) or (None, None, subject key identifier) from a recipient id."""
     if rid.name == "issuer_and_serial_number":
         ias = rid.chosen
-        return ias["issuer"].hashable, int(ias["serial_number"].native), None
+        return ias["issuer"], int(ias["serial_number"].native), None
     if rid.name == "subject_key_identifier":  # KeyTransRecipientInfo
         return None, None, bytes(rid.chosen.native)
     # KeyAgreeRecipientInfo's rKeyId: a RecipientKeyIdentifier around the key identifier.
@@ -313,7 +314,14 @@ def _recipient_id(rid: core.Choice) -> tuple[object | None, int | None, bytes | 
 
 def _our_key(identity: Identity) -> _OurKey:
     """How RecipientInfos may name ``identity``'s certificate."""
-    cert = identity.certificate
+    issuer, serial, skis = _certificate_ids(identity.certificate)
+    return _OurKey(identity, issuer, serial, skis)
+
+
+@functools.lru_cache(maxsize=64)
+def _certificate_ids(cert: x509.Certificate) -> tuple[asn1_x509.Name, int, frozenset[bytes]]:
+    """(issuer, serial, subject key identifiers) of one of our certificates. Cached: the same
+    few identities open every message, and reading them costs as much as the matching."""
     parsed = asn1_x509.Certificate.load(cert.public_bytes(Encoding.DER))
     skis: set[bytes] = set()
     try:
@@ -326,9 +334,7 @@ def _our_key(identity: Identity) -> _OurKey:
     except (ValueError, TypeError, UnsupportedAlgorithm):
         pass
     tbs = parsed["tbs_certificate"]
-    return _OurKey(
-        identity, tbs["issuer"].hashable, int(tbs["serial_number"].native), frozenset(skis)
-    )
+    return tbs["issuer"], int(tbs["serial_number"].native), frozenset(skis)
 
 
 def _match(
@@ -344,7 +350,9 @@ def _match(
             if recipient.ski is not None:
                 named = recipient.ski in ours.skis
             else:
-                named = recipient.serial == ours.serial and recipient.issuer == ours.issuer
+                named = recipient.serial == ours.serial and _same_name(
+                    recipient.issuer, ours.issuer
+                )
             if not named:
                 continue
             if tries[index] >= MAX_ATTEMPTS_PER_IDENTITY:
@@ -353,6 +361,17 @@ def _match(
             tries[index] += 1
             pairs.append((recipient, ours))
     return pairs, skipped
+
+
+def _same_name(named: asn1_x509.Name | None, ours: asn1_x509.Name) -> bool:
+    """RFC 5280 name equality. Identical DER (the usual case) is decided without computing the
+    normalised form, which costs more than the rest of matching."""
+    if named is None:
+        return False
+    try:
+        return bool(named.dump() == ours.dump() or named.hashable == ours.hashable)
+    except _PARSE_ERRORS:  # a name the message mangled matches nothing
+        return False
 
 
 def _no_key_message(envelope: _Envelope, our_keys: Sequence[_OurKey]) -> str:

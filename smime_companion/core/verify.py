@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import hmac
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -417,7 +417,7 @@ def _check_signer(si: cms.SignerInfo, ctx: _Context, f: _Findings) -> None:
         f.fail(_CHAIN, S.UNTRUSTED, "the signer certificate is not in the message")
         raise _Stop
 
-    signed_bytes_options = _signed_bytes(signed_attrs) if has_attrs else [ctx.content]
+    signed_bytes_options = _signed_bytes(signed_attrs) if has_attrs else iter([ctx.content])
     _check_signature(si, signature_kind, digest[0], candidate.cert, signed_bytes_options, ctx, f)
     _check_chain(candidate, ctx, f)
     _check_signer_usage(candidate.cert, f)
@@ -511,21 +511,20 @@ def _encryption_key_preference(attrs: dict[str, list[core.Asn1Value]]) -> tuple[
     return None
 
 
-def _signed_bytes(signed_attrs: cms.CMSAttributes) -> list[bytes]:
+def _signed_bytes(signed_attrs: cms.CMSAttributes) -> Iterator[bytes]:
     """What the signer signed: the DER SET OF the signed attributes (RFC 5652 section 5.4).
 
     The attributes arrive as ``[0] IMPLICIT``; the signature covers the same bytes with the
     universal SET tag (0x31). We use the bytes as received, never asn1crypto's re-serialisation;
     only when they are not DER (e.g. an indefinite length) is a DER re-encoding also tried, since
-    the signer had to sign DER and we check the parsed attributes' values either way.
+    the signer had to sign DER and we check the parsed attributes' values either way. A generator:
+    the re-encoding costs as much as the rest of the check, so it is made only when needed.
     """
-    original = signed_attrs.dump()
-    as_set = b"\x31" + original[1:]
-    options = [as_set]
+    as_set = b"\x31" + signed_attrs.dump()[1:]
+    yield as_set
     reencoded = cms.CMSAttributes.load(as_set).dump(force=True)
     if reencoded != as_set:
-        options.append(reencoded)
-    return options
+        yield reencoded
 
 
 # --- the signer certificate and the signature ------------------------------------------------
@@ -577,7 +576,7 @@ def _check_signature(
     kind: tuple[str, str | None],
     digest_name: str,
     cert: x509.Certificate,
-    candidates: list[bytes],
+    candidates: Iterator[bytes],
     ctx: _Context,
     f: _Findings,
 ) -> None:
