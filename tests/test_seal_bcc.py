@@ -79,3 +79,10 @@ def test_sign_only_makes_no_copies_and_sends_the_one_message_to_bcc_too(pki: Tes
     assert result.bcc_copies == {}
     assert result.main.envelope_recipients == ("bob@example.org", "dave@example.org")
     assert b"Bcc:" not in result.main.message
+
+
+def test_a_bcc_to_oneself_needs_no_copy_the_main_message_reaches_the_sender(pki: TestPki) -> None:
+    draft = text_draft(bcc=("alice@example.org",))
+    result = seal_draft(pki, draft, recipients=[recipient(pki, "bob")])
+    assert result.bcc_copies == {}
+    assert result.main.envelope_recipients == ("bob@example.org", "alice@example.org")

@@ -5,9 +5,10 @@ is signed (detached ``multipart/signed``, or opaque ``signed-data``), then the s
 encrypted to every To/Cc recipient and to the sender. Each Bcc recipient gets a copy encrypted
 separately, so that no RecipientInfo reveals a Bcc recipient to anyone else.
 
-The CMS structures are built with asn1crypto; cryptography supplies the primitives. cryptography's
-own PKCS#7 builders cannot do what is needed here (opaque signing, the new signature media type,
-AES-GCM, RSA-OAEP, ECDH recipients), see issue 3.
+The CMS structures (RFC 5652, 5083, 5084, 5753, 8551) are written here as DER; cryptography
+supplies only the primitives. Its own PKCS#7 builders cannot do what is needed (opaque signing,
+the RFC 8551 signature media type, AES-GCM, RSA-OAEP, ECDH recipients; see issue 3), and building
+the structures as asn1crypto objects cost ten times the RSA signature (``bench/seal.py``).
 
 Pure: no file or network access and no clock reads; the time is an argument and the randomness a
 function that can be replaced.
@@ -95,23 +96,23 @@ class _CipherSpec:
     oid: str
     key_size: int
     aead: bool
-    wrap_oid: str  # the AES key wrap used to carry this key to ECDH recipients
-    wrap_name: str
+    wrap_oid: str  # the AES key wrap that carries this key to ECDH recipients
+    kek_size: int  # its key-encryption-key size in bytes
 
 
 _CIPHERS = {
     AES_256_GCM: _CipherSpec(
-        AES_256_GCM, "2.16.840.1.101.3.4.1.46", 32, True, "2.16.840.1.101.3.4.1.45", "aes256"
+        AES_256_GCM, "2.16.840.1.101.3.4.1.46", 32, True, "2.16.840.1.101.3.4.1.45", 32
     ),
     AES_256_CBC: _CipherSpec(
-        AES_256_CBC, "2.16.840.1.101.3.4.1.42", 32, False, "2.16.840.1.101.3.4.1.45", "aes256"
+        AES_256_CBC, "2.16.840.1.101.3.4.1.42", 32, False, "2.16.840.1.101.3.4.1.45", 32
     ),
     AES_128_CBC: _CipherSpec(
-        AES_128_CBC, "2.16.840.1.101.3.4.1.2", 16, False, "2.16.840.1.101.3.4.1.5", "aes128"
+        AES_128_CBC, "2.16.840.1.101.3.4.1.2", 16, False, "2.16.840.1.101.3.4.1.5", 16
     ),
     # A 3DES key is 24 bytes: AES-256 wrap carries it (RFC 5753 lets the KEK be stronger).
     TRIPLE_DES: _CipherSpec(
-        TRIPLE_DES, "1.2.840.113549.3.7", 24, False, "2.16.840.1.101.3.4.1.45", "aes256"
+        TRIPLE_DES, "1.2.840.113549.3.7", 24, False, "2.16.840.1.101.3.4.1.45", 32
     ),
 }
 
@@ -188,7 +189,9 @@ def seal(
     ``signer`` signs (required when ``options.sign``); its certificate is also an encryption
     recipient for the From address unless ``recipients`` names that address. ``recipients`` must
     cover every To, Cc and Bcc address (and From, when there is no signer) when encrypting.
-    ``at`` is the signing time and the Date of a draft without one.
+    ``at`` is the signing time and the Date of a draft without one. The main message is
+    encrypted to the sender and every To/Cc address; each Bcc address gets its own copy,
+    encrypted to it and the sender only. No output carries a Bcc field.
 
     Returns a :class:`SealResult`. Raises :class:`SealError` for a draft that cannot be sealed
     (not MIME, no From, recipients without certificate, a signer key that does not match its
@@ -199,7 +202,11 @@ def seal(
     parsed = mime_build.parse_draft(draft)
     sender = parsed.addresses("From")[0]
     to_cc = parsed.addresses("To", "Cc")
-    bcc = tuple(a for a in parsed.addresses("Bcc") if a not in to_cc)
+    # A Bcc that is also To/Cc, or the sender, learns nothing from the main message's
+    # RecipientInfos, so it needs no copy of its own.
+    all_bcc = parsed.addresses("Bcc")
+    bcc = tuple(a for a in all_bcc if a not in to_cc and a != sender)
+    main_envelope = to_cc + ((sender,) if sender in all_bcc and sender not in to_cc else ())
     if options.sign:
         if signer is None:
             raise SealError("signing was asked for but no signing key was given")
@@ -243,12 +250,12 @@ def seal(
     outer_fields = mime_build.outer_header_fields(parsed, encrypted=obscure)
     if not options.encrypt:
         message = _message(outer_fields, entity)
-        everyone = tuple(dict.fromkeys((*to_cc, *bcc)))
+        everyone = tuple(dict.fromkeys((*main_envelope, *bcc)))
         return SealResult(main=SealedMessage(message, everyone), signed=options.sign, micalg=micalg)
 
     main_rcpts = [by_address[a] for a in dict.fromkeys((sender, *to_cc))]
     cipher = _CIPHERS[choose_content_cipher(main_rcpts, allow_3des=options.allow_3des)]
-    main = _encrypted_message(outer_fields, entity, main_rcpts, cipher, random, to_cc)
+    main = _encrypted_message(outer_fields, entity, main_rcpts, cipher, random, main_envelope)
     copies: dict[str, SealedMessage] = {}
     for address in bcc:
         rcpts = [by_address[address], by_address[sender]]
@@ -363,7 +370,7 @@ def _recipient_table(
     table: dict[str, Recipient] = {}
     for r in recipients:
         table.setdefault(r.address.lower(), r)
-    if signer is not None and sender not in table:
+    if signer is not None and sender not in table and sender in email_addresses(signer.certificate):
         # The sender reads the Sent copy with the key it signs with, possibly in another client:
         # assume the content ciphers every current client reads, but not OAEP (gpgsm 2.2 lacks it).
         table[sender] = Recipient(sender, signer.certificate, SENDER_CAPABILITIES)
@@ -589,9 +596,8 @@ def _kari(
     ephemeral = ec.generate_private_key(public.curve)
     shared = ephemeral.exchange(ec.ECDH(), public)
     wrap_alg = _seq(_oid(spec.wrap_oid))
-    kek_size = 16 if spec.wrap_name == "aes128" else 32
     shared_info = ecc_cms_shared_info(AnyAlgorithmIdentifier.load(wrap_alg), None)
-    kek = x963_kdf(hash_name, shared, kek_size, shared_info)
+    kek = x963_kdf(hash_name, shared, spec.kek_size, shared_info)
     point = ephemeral.public_key().public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
