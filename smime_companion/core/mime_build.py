@@ -311,10 +311,9 @@ def _whole_message(msg: email.message.Message) -> bytes:
 def _multipart_body(part: email.message.Message) -> bytes:
     boundary = part.get_boundary()
     assert boundary is not None
+    # The preamble and epilogue are dropped: no reader shows them, and their lines (trailing
+    # whitespace, 8-bit text) would be one more thing a relay could rewrite under the signature.
     out = b""
-    preamble = part.preamble
-    if preamble and preamble.isascii():
-        out += _crlf(preamble.encode("ascii")).rstrip(b"\r\n") + b"\r\n"
     for sub in part.get_payload():
         if not isinstance(sub, email.message.Message):  # pragma: no cover - parser invariant
             continue
@@ -325,7 +324,7 @@ def _multipart_body(part: email.message.Message) -> bytes:
 
 
 def _without_param(content_type: str, param: str) -> str:
-    pieces = [p for p in _split_params(content_type)]
+    pieces = _split_params(content_type)
     kept = [pieces[0]] + [p for p in pieces[1:] if p.split("=", 1)[0].strip().lower() != param]
     return "; ".join(p.strip() for p in kept)
 
