@@ -173,3 +173,23 @@ def test_a_full_disk_is_one_clear_line_and_loses_nothing_already_cached(
                 assert cache.raw(message.id) == stored[message.uid]
     finally:
         subprocess.run(["umount", str(mountpoint)], check=False)
+
+
+def test_a_damaged_encrypted_database_is_one_clear_line(
+    tmp_path: Path, pki: TestPki, now: dt.datetime
+) -> None:
+    with Cache.open(tmp_path, KEY) as cache:
+        for uid in range(1, 30):
+            store(cache, mail(pki, subject=f"number {uid}", body="y" * 3000), opener(pki), now,
+                  uid=uid)  # fmt: skip
+    path = tmp_path / "cache.db"
+    data = bytearray(path.read_bytes())
+    # Pages whose ciphertext no longer matches their authentication tags.
+    data[8192 : len(data) - 4096] = os.urandom(len(data) - 4096 - 8192)
+    path.write_bytes(bytes(data))
+    with pytest.raises(CacheError) as info:
+        with Cache.open(tmp_path, KEY) as cache:
+            for message in cache.search("", now=now):
+                cache.raw(message.id)
+    assert "damaged" in str(info.value) and "\n" not in str(info.value)
+    assert path.read_bytes() == bytes(data)
