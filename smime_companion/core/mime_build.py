@@ -107,35 +107,60 @@ def parse_draft(raw: bytes) -> Draft:
     """Parse a draft message.
 
     Returns a :class:`Draft`. Raises :class:`SealError` when the bytes are not a MIME message (no
-    header section, a broken multipart) or have no From field.
+    header section, a header line that is not a field, a broken multipart) or have no From field.
     """
+    raw = raw.lstrip(b"\r\n")
     if not raw.strip():
         raise SealError("draft is empty")
-    first_line = raw.lstrip(b"\r\n").split(b"\n", 1)[0]
-    if not _HEADER_LINE.match(first_line):
+    if not _HEADER_LINE.match(raw.split(b"\n", 1)[0]):
         raise SealError("draft is not a MIME message: it does not start with a header section")
-    # A single-part body needs no MIME parsing, and the parser walks every line of it: parse the
-    # header section alone and attach the body as the parser would (octets as surrogate
-    # escapes); parse the whole draft only for multipart or message bodies.
     end = _END_OF_HEADER.search(raw)
     head, body = (raw[: end.end()], raw[end.end() :]) if end else (raw, b"")
-    root = BytesParser(policy=email.policy.compat32).parsebytes(head, headersonly=True)
+    raw_fields = _header_fields(head)
+    root = email.message.Message(policy=email.policy.compat32)
+    for name, value in raw_fields:
+        if _is_structural(name):
+            root[name] = value
     if root.get_content_maintype() in ("multipart", "message"):
         root = BytesParser(policy=email.policy.compat32).parsebytes(raw)
+        _check_defects(root)
     else:
+        # A single-part body needs no MIME parsing (the email parser would walk every line of
+        # it): attach it as the parser would, octets as surrogate escapes.
         root.set_payload(body.decode("ascii", "surrogateescape"))
-    _check_defects(root)
-    fields: list[tuple[str, str]] = []
-    for name, value in root.raw_items():
-        if _is_structural(name):
-            continue
-        fields.append((name, _unfold(_header_text(value))))
-    draft = Draft(header_fields=tuple(fields), root=root)
+    fields = tuple(
+        (name, _unfold(_header_text(value)))
+        for name, value in raw_fields
+        if not _is_structural(name)
+    )
+    draft = Draft(header_fields=fields, root=root)
     if not draft.values("From"):
         raise SealError("draft has no From header")
     if not draft.addresses("From"):
         raise SealError("draft's From header holds no address")
     return draft
+
+
+def _header_fields(head: bytes) -> list[tuple[str, str]]:
+    """The fields of a header section as ``(name, raw value)``; folded lines stay joined by CRLF
+    and octets stay surrogate escapes (as the email package keeps them). Raises
+    :class:`SealError` for a line that is neither a field nor a continuation."""
+    fields: list[tuple[str, str]] = []
+    for line in head.split(b"\n"):
+        line = line[:-1] if line.endswith(b"\r") else line
+        if not line:
+            continue
+        text = line.decode("ascii", "surrogateescape")
+        if text[0] in " \t" and fields:
+            name, value = fields[-1]
+            fields[-1] = (name, value + "\r\n" + text)
+            continue
+        name, colon, value = text.partition(":")
+        if not colon or not _HEADER_LINE.match(line):
+            shown = text[:40].encode("ascii", "backslashreplace").decode("ascii")
+            raise SealError(f"draft is not a MIME message: bad header line {shown!r}")
+        fields.append((name.rstrip(" \t"), value.lstrip(" \t")))
+    return fields
 
 
 def _check_defects(part: email.message.Message) -> None:
