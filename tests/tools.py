@@ -1,5 +1,5 @@
-"""Running the S/MIME implementations we did not write: openssl (and, in interop tests, gpgsm and
-NSS cmsutil). Each helper returns the tool's output bytes and fails the test with the tool's stderr."""
+"""Running openssl, one of the S/MIME implementations we did not write (gpgsm and NSS cmsutil are
+in ``tests/peers.py``). Each helper returns the tool's output and fails the test with its stderr."""
 
 from __future__ import annotations
 
