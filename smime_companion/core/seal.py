@@ -31,6 +31,7 @@ from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import hashes, padding, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
@@ -565,7 +566,7 @@ def encrypt_content(
 
 def _recipient_info(recipient: Recipient, cek: bytes, spec: _CipherSpec) -> tuple[bytes, str]:
     """The DER RecipientInfo carrying ``cek`` to ``recipient``, and the key-transport name."""
-    public = recipient.certificate.public_key()
+    public = _public_key(recipient.certificate)
     rid = _issuer_and_serial(recipient.certificate)
     if isinstance(public, rsa.RSAPublicKey):
         if RSA_OAEP in recipient.capabilities:
@@ -656,6 +657,12 @@ def _der_time(at: datetime) -> bytes:
 @functools.lru_cache(maxsize=256)
 def _certificate_der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
+
+
+@functools.lru_cache(maxsize=256)
+def _public_key(cert: x509.Certificate) -> CertificatePublicKeyTypes:
+    # Parsing the key out of the certificate costs a third of an RSA public-key operation.
+    return cert.public_key()
 
 
 @functools.lru_cache(maxsize=256)
