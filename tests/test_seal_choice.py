@@ -12,16 +12,18 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from smime_companion.core.model import Identity
 from smime_companion.core.seal import (
     Recipient,
     SealOptions,
     advertised_capabilities,
     choose_content_cipher,
     recipient_certificate_problem,
+    seal,
 )
 from smime_companion.errors import SealError
 from smime_companion.testing.pki import TestPki
-from tests.test_seal_support import certificate, recipient, seal_draft, text_draft
+from tests.test_seal_support import certificate, identity, recipient, seal_draft, text_draft
 
 
 def _with(pki: TestPki, *capability_lists: tuple[str, ...]) -> list[Recipient]:
@@ -129,3 +131,9 @@ def test_signing_with_a_certificate_for_another_address_is_refused(pki: TestPki)
 def test_asking_for_neither_signing_nor_encryption_is_refused(pki: TestPki) -> None:
     with pytest.raises(SealError, match="nothing to do"):
         seal_draft(pki, text_draft(), options=SealOptions(sign=False, encrypt=False))
+
+
+def test_a_signing_key_that_does_not_match_its_certificate_is_refused(pki: TestPki) -> None:
+    mismatched = Identity(key=identity(pki, "bob").key, certificate=certificate(pki, "alice"))
+    with pytest.raises(SealError, match="signing key does not match the signing certificate"):
+        seal(text_draft(), signer=mismatched, recipients=[], at=dt.datetime.now(dt.UTC))
