@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from smime_companion.core.seal import SealOptions
+from smime_companion.errors import SealError
 from smime_companion.testing.pki import TestPki
 from tests.peers import extract_cms
 from tests.test_seal_support import (
@@ -235,3 +236,24 @@ def test_a_draft_without_mime_headers_is_sealed_as_text_plain(pki: TestPki) -> N
     assert msg.get_content_type() == "text/plain"
     assert msg.get_content_charset() == "utf-8"
     assert msg.get_payload(decode=True) == b"no MIME \xc3\xa9\r\n"
+
+
+def test_an_unfoldable_long_unstructured_header_travels_as_encoded_words(pki: TestPki) -> None:
+    draft = text_draft().replace(b"Keywords:", b"X-Token: " + b"a" * 1200 + b"\r\nKeywords:")
+    message = seal_draft(pki, draft, options=SealOptions(encrypt=False)).main.message
+    assert max(map(len, message.split(b"\r\n"))) <= 998
+    assert decoded_header(message, "X-Token") == "a" * 1200
+
+
+def test_an_unfoldable_long_structured_header_is_refused(pki: TestPki) -> None:
+    draft = text_draft().replace(b"<draft-1@example.org>", b"<" + b"a" * 1200 + b"@example.org>")
+    with pytest.raises(SealError, match="header Message-ID has a line longer than 998 octets"):
+        seal_draft(pki, draft, options=SealOptions(encrypt=False))
+
+
+def test_a_draft_with_cr_only_line_ends_is_read_line_by_line(pki: TestPki) -> None:
+    draft = b"From: alice@example.org\rTo: bob@example.org\rSubject: old Mac\r\rbody\r"
+    message = seal_draft(pki, draft, options=SealOptions(encrypt=False)).main.message
+    assert decoded_header(message, "Subject") == "old Mac"
+    signed = openssl_cms(["-verify", "-purpose", "smimesign", "-CAfile", pki.root], message)
+    assert leaf_payloads(signed) == [("text/plain", b"body\r\n")]

@@ -109,6 +109,8 @@ def parse_draft(raw: bytes) -> Draft:
     Returns a :class:`Draft`. Raises :class:`SealError` when the bytes are not a MIME message (no
     header section, a header line that is not a field, a broken multipart) or have no From field.
     """
+    if b"\n" not in raw:  # a classic Mac file: CR alone ends every line
+        raw = raw.replace(b"\r", b"\r\n")
     raw = raw.lstrip(b"\r\n")
     if not raw.strip():
         raise SealError("draft is empty")
@@ -207,10 +209,18 @@ def format_header(name: str, value: str) -> bytes:
 
     Non-ASCII values are RFC 2047 encoded (in address fields only the display names, so the
     addresses stay readable to relays); long values are folded at whitespace; no line ends in
-    whitespace. Raises :class:`SealError` for a non-ASCII address (SMTPUTF8 is not supported).
+    whitespace. Raises :class:`SealError` for a non-ASCII address (SMTPUTF8 is not supported)
+    and for a structured field with a line longer than SMTP allows that cannot be folded.
     """
     if value.isascii():
-        return _fold_ascii(f"{name}: {value}")
+        folded = _fold_ascii(f"{name}: {value}")
+        if max(map(len, folded.split(b"\r\n"))) <= MAX_LINE:
+            return folded
+        if name.lower() in _ADDRESS_FIELDS or name.lower() in _STRUCTURED_FIELDS:
+            raise SealError(f"header {name} has a line longer than {MAX_LINE} octets")
+        # An unstructured field may be carried in encoded words, which fold anywhere.
+        encoded = email.header.Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
+        return f"{name}: {encoded}\r\n".encode("ascii")
     if name.lower() in _ADDRESS_FIELDS:
         pairs = email.utils.getaddresses([value])
         if any(not addr.isascii() for _n, addr in pairs):
@@ -225,6 +235,10 @@ def format_header(name: str, value: str) -> bytes:
     return f"{name}: {encoded}\r\n".encode("ascii")
 
 
+# Fields whose syntax encoded words would break (RFC 2047 sec 5).
+_STRUCTURED_FIELDS = frozenset(
+    {"date", "message-id", "in-reply-to", "references", "resent-date", "resent-message-id"}
+)
 _ADDRESS_FIELDS = frozenset(
     {"from", "to", "cc", "bcc", "reply-to", "sender", "resent-from", "resent-to", "resent-cc"}
 )
