@@ -140,3 +140,22 @@ def test_three_recipients_of_mixed_key_types_each_open_it(pki: TestPki) -> None:
     }
     for user in ("bob", "carol", "frank", "alice"):
         _assert_same_payloads(draft, _verify(pki, _decrypt(pki, result.main.message, user)))
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "options", "cipher"),
+    [
+        (("aes-128-cbc",), SealOptions(), "aes-128-cbc"),  # carried by aes128-wrap
+        (("3des-cbc",), SealOptions(allow_3des=True), "3des-cbc"),  # carried by aes256-wrap
+        (("aes-256-gcm",), SealOptions(), "aes-256-gcm"),  # AuthEnvelopedData with a KARI
+    ],
+    ids=["aes128", "3des-when-allowed", "gcm"],
+)
+def test_an_ec_recipient_opens_every_content_cipher_we_choose(
+    pki: TestPki, capabilities: tuple[str, ...], options: SealOptions, cipher: str
+) -> None:
+    draft = text_draft(to=("carol@example.org",))
+    rcpts = [recipient(pki, "carol", capabilities)]
+    result = seal_draft(pki, draft, recipients=rcpts, options=options)
+    assert result.content_cipher == cipher
+    _assert_same_payloads(draft, _verify(pki, _decrypt(pki, result.main.message, "carol")))
