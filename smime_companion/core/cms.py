@@ -7,6 +7,8 @@ surfaces here as one :class:`MalformedInput` naming the structure, never as a st
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from asn1crypto import cms, core
 
 from smime_companion.errors import MalformedInput, UnsupportedInput
@@ -52,6 +54,255 @@ def parse_content_info(der: bytes) -> cms.ContentInfo:
 def content_type_name(info: cms.ContentInfo) -> str:
     """The content type in our vocabulary: ``signed-data``, ``enveloped-data``, ..."""
     return CONTENT_TYPE_NAMES.get(info["content_type"].native, info["content_type"].dotted)
+
+
+# --- cutting the large content out before asn1crypto sees it -----------------------------------
+#
+# asn1crypto copies an element's contents each time a child is first read, and every parent keeps
+# its copy: reading a 25 MB encryptedContent through ContentInfo -> [0] -> EnvelopedData ->
+# EncryptedContentInfo costs four 25 MB copies that live as long as the ContentInfo. So before
+# asn1crypto parses anything, a small tag/length walker finds the one large field (the
+# encryptedContent of (Auth)EnvelopedData, the eContent of SignedData), takes its value out as
+# one bytes object, and re-encodes the (small) rest without it. Both fields are OPTIONAL in their
+# SEQUENCE, so the remainder is still a valid ContentInfo; the content travels beside it.
+
+_OID_SIGNED_DATA = bytes.fromhex("06092a864886f70d010702")
+_OID_ENVELOPED_DATA = bytes.fromhex("06092a864886f70d010703")
+_OID_AUTH_ENVELOPED_DATA = bytes.fromhex("060b2a864886f70d0109100117")
+_CUT_TYPES = {
+    _OID_SIGNED_DATA: "signed_data",
+    _OID_ENVELOPED_DATA: "enveloped_data",
+    _OID_AUTH_ENVELOPED_DATA: "authenticated_enveloped_data",
+}
+# Nesting of BER constructed strings (chunks of chunks) we follow; deeper input is left to
+# asn1crypto, which then decides.
+_MAX_BER_DEPTH = 16
+
+
+@dataclass(frozen=True)
+class ParsedCms:
+    """A parsed ContentInfo and, when it was cut out, its large content.
+
+    ``content`` is the value of the EnvelopedData/AuthEnvelopedData encryptedContent (the
+    ciphertext) or of the SignedData eContent (the signed bytes), BER chunks joined; ``info`` then
+    lacks that field. ``content`` is None when the object had no such field or was not cut (``info``
+    is then complete, exactly as :func:`parse_content_info` returns it).
+    """
+
+    info: cms.ContentInfo
+    content: bytes | None
+
+
+class _Unexpected(Exception):
+    """The walker met an encoding it does not follow; asn1crypto parses the whole object."""
+
+
+@dataclass(frozen=True)
+class _Tlv:
+    """One BER element: where it starts, where its value starts and ends, where it ends."""
+
+    start: int
+    value_start: int
+    value_end: int  # for an indefinite length: where the end-of-contents octets start
+    end: int
+    tag: int  # the first identifier octet (class, constructed bit, low tag number)
+    indefinite: bool
+
+
+def parse_cms(data: bytes) -> ParsedCms:
+    """Parse a DER or BER ``ContentInfo`` like :func:`parse_content_info`, but with the large
+    content (encryptedContent or eContent) cut out beforehand, so that a big message is held in
+    memory about once rather than once per nesting level.
+
+    Returns a :class:`ParsedCms`. Raises what :func:`parse_content_info` raises, for the same
+    input.
+    """
+    if len(data) > MAX_CMS_BYTES:
+        raise MalformedInput(f"CMS object of {len(data)} bytes is larger than the limit")
+    try:
+        rest, content = _cut_content(data)
+    except (_Unexpected, IndexError):
+        return ParsedCms(parse_content_info(data), None)
+    return ParsedCms(parse_content_info(rest), content)
+
+
+def _cut_content(data: bytes) -> tuple[bytes, bytes]:
+    """(the encoding without the large field, the field's value). Raises _Unexpected."""
+    top = _read_tlv(data, 0)
+    if top.tag != 0x30 or _element_end(data, top, 0) != len(data):
+        raise _Unexpected  # not one SEQUENCE: let asn1crypto name the problem
+    oid = _read_tlv(data, top.value_start)
+    kind = _CUT_TYPES.get(data[oid.start : oid.end])
+    if kind is None:
+        raise _Unexpected
+    explicit = _read_tlv(data, oid.end)  # content [0] EXPLICIT
+    if explicit.tag != 0xA0:
+        raise _Unexpected
+    body = _read_tlv(data, explicit.value_start)  # SignedData / (Auth)EnvelopedData
+    if body.tag != 0x30:
+        raise _Unexpected
+    # The first universal SEQUENCE in the body is EncapsulatedContentInfo or
+    # (Auth)EncryptedContentInfo: the fields before it are an INTEGER, a [0] and a SET.
+    inner = _first_child(data, body, 0x30)
+    type_oid = _read_tlv(data, inner.value_start)
+    if type_oid.tag != 0x06:
+        raise _Unexpected
+    if kind == "signed_data":
+        after = type_oid.end
+        if after >= inner.value_end:
+            raise _Unexpected  # no eContent: nothing to cut
+        field_tlv = _complete(data, _read_tlv(data, after), 0)  # eContent [0] EXPLICIT
+        if field_tlv.tag != 0xA0:
+            raise _Unexpected
+        octets = _read_tlv(data, field_tlv.value_start)
+        if octets.tag not in (0x04, 0x24) or _element_end(data, octets, 0) != field_tlv.value_end:
+            raise _Unexpected
+        content = _octets(data, octets, 0)
+    else:
+        algorithm = _read_tlv(data, type_oid.end)
+        after = _element_end(data, algorithm, 0)
+        if after >= inner.value_end:
+            raise _Unexpected  # encryptedContent absent (detached): decrypt reports it
+        field_tlv = _read_tlv(data, after)  # encryptedContent [0] IMPLICIT OCTET STRING
+        if field_tlv.tag not in (0x80, 0xA0):
+            raise _Unexpected
+        content = _octets(data, field_tlv, 0)
+    field_end = _element_end(data, field_tlv, 0)
+    if field_end != inner.value_end:
+        raise _Unexpected  # something follows the field: not a shape we cut
+    # Re-encode from the inside out, each ancestor with its new length.
+    chain = [inner, _complete(data, body, 0), _complete(data, explicit, 0), _complete(data, top, 0)]
+    rebuilt = data[inner.value_start : field_tlv.start]
+    for level, tlv in enumerate(chain):
+        rebuilt = _wrap(data, tlv, rebuilt)
+        if level + 1 < len(chain):
+            parent = chain[level + 1]
+            rebuilt = (
+                data[parent.value_start : tlv.start] + rebuilt + data[tlv.end : parent.value_end]
+            )
+    return rebuilt, content
+
+
+def _wrap(data: bytes, tlv: _Tlv, value: bytes) -> bytes:
+    """``value`` under ``tlv``'s identifier, with an indefinite length when it had one."""
+    identifier = data[tlv.start : tlv.start + _identifier_size(data, tlv.start)]
+    if tlv.indefinite:
+        return identifier + b"\x80" + value + b"\x00\x00"
+    return identifier + _length_octets(len(value)) + value
+
+
+def _length_octets(length: int) -> bytes:
+    if length < 0x80:
+        return bytes([length])
+    size = (length.bit_length() + 7) // 8
+    return bytes([0x80 | size]) + length.to_bytes(size, "big")
+
+
+def _identifier_size(data: bytes, offset: int) -> int:
+    if data[offset] & 0x1F != 0x1F:
+        return 1
+    size = 1
+    while data[offset + size] & 0x80:
+        size += 1
+        if size > 5:
+            raise _Unexpected
+    return size + 1
+
+
+def _read_tlv(data: bytes, offset: int) -> _Tlv:
+    """The element at ``offset``. Raises _Unexpected (or IndexError past the end)."""
+    tag = data[offset]
+    pos = offset + _identifier_size(data, offset)
+    first = data[pos]
+    pos += 1
+    if first == 0x80:
+        if not tag & 0x20:
+            raise _Unexpected  # an indefinite length needs a constructed element
+        # The end is found by walking the children (_element_end); value_end stays unknown.
+        return _Tlv(offset, pos, -1, -1, tag, True)
+    if first & 0x80:
+        size = first & 0x7F
+        if size > 8:
+            raise _Unexpected
+        length = int.from_bytes(data[pos : pos + size], "big")
+        pos += size
+    else:
+        length = first
+    end = pos + length
+    if end > len(data):
+        raise _Unexpected
+    return _Tlv(offset, pos, end, end, tag, False)
+
+
+def _element_end(data: bytes, tlv: _Tlv, depth: int) -> int:
+    """Where ``tlv`` ends; for an indefinite length, after its end-of-contents octets."""
+    if not tlv.indefinite:
+        return tlv.end
+    return _children_end(data, tlv, depth) + 2
+
+
+def _children_end(data: bytes, tlv: _Tlv, depth: int) -> int:
+    """Where the end-of-contents octets of an indefinite-length ``tlv`` start."""
+    if depth > _MAX_BER_DEPTH:
+        raise _Unexpected
+    pos = tlv.value_start
+    while True:
+        if data[pos] == 0 and data[pos + 1] == 0:
+            return pos
+        pos = _element_end(data, _read_tlv(data, pos), depth + 1)
+
+
+def _complete(data: bytes, tlv: _Tlv, depth: int) -> _Tlv:
+    """``tlv`` with ``value_end`` and ``end`` known (walking an indefinite length's children)."""
+    if not tlv.indefinite:
+        return tlv
+    value_end = _children_end(data, tlv, depth)
+    return _Tlv(tlv.start, tlv.value_start, value_end, value_end + 2, tlv.tag, True)
+
+
+def _first_child(data: bytes, parent: _Tlv, tag: int) -> _Tlv:
+    """The first child of ``parent`` with identifier ``tag``, completed. Raises _Unexpected."""
+    pos = parent.value_start
+    limit = parent.value_end if not parent.indefinite else len(data)
+    while pos < limit:
+        if parent.indefinite and data[pos] == 0 and data[pos + 1] == 0:
+            break
+        child = _complete(data, _read_tlv(data, pos), 0)
+        if child.tag == tag:
+            return child
+        pos = child.end
+    raise _Unexpected
+
+
+def _octets(data: bytes, tlv: _Tlv, depth: int) -> bytes:
+    """The value of an OCTET STRING (IMPLICIT-tagged or not): the bytes of a primitive one, the
+    joined chunks of a constructed (BER) one."""
+    if not tlv.tag & 0x20:
+        return data[tlv.value_start : tlv.value_end]
+    if depth > _MAX_BER_DEPTH:
+        raise _Unexpected
+    view = memoryview(data)
+    chunks: list[memoryview | bytes] = []
+    pos = tlv.value_start
+    while True:
+        if tlv.indefinite:
+            if data[pos] == 0 and data[pos + 1] == 0:
+                break
+        elif pos >= tlv.value_end:
+            break
+        chunk = _read_tlv(data, pos)
+        if chunk.tag == 0x04:
+            chunks.append(view[chunk.value_start : chunk.value_end])
+            pos = chunk.end
+        elif chunk.tag == 0x24:
+            chunks.append(_octets(data, chunk, depth + 1))
+            pos = _element_end(data, chunk, depth + 1)
+        else:
+            raise _Unexpected
+    if not tlv.indefinite and pos != tlv.value_end:
+        raise _Unexpected
+    # One copy: the chunks are views into ``data``.
+    return b"".join(chunks)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -122,10 +122,14 @@ class _Cek:
     weak: bool
 
 
-def decrypt(info: cms.ContentInfo, identities: Sequence[Identity]) -> DecryptOutcome:
+def decrypt(
+    info: cms.ContentInfo, identities: Sequence[Identity], *, ciphertext: bytes | None = None
+) -> DecryptOutcome:
     """Decrypt an EnvelopedData or AuthEnvelopedData with whichever of ``identities`` it is for.
 
-    ``info`` comes from :func:`smime_companion.core.cms.parse_content_info`. Returns a
+    ``info`` comes from :func:`smime_companion.core.cms.parse_content_info`, or from
+    :func:`~smime_companion.core.cms.parse_cms` with the encryptedContent cut out and given as
+    ``ciphertext`` (which then replaces the field; a large message is not copied again). Returns a
     :class:`DecryptOutcome`: ``ok`` with the plaintext; ``no-key`` when no RecipientInfo names one
     of our certificates; ``failed`` when one does but the key, the padding or the GCM tag does not
     check out; ``malformed`` for broken structure; ``unsupported`` naming an algorithm OID we do
@@ -137,7 +141,9 @@ def decrypt(info: cms.ContentInfo, identities: Sequence[Identity]) -> DecryptOut
         raise ValueError(f"decrypt() takes enveloped or auth-enveloped data, not {content_type!r}")
     kind = _KIND_NAMES[content_type]
     try:
-        envelope = _read_envelope(info["content"], auth=content_type != "enveloped_data")
+        envelope = _read_envelope(
+            info["content"], auth=content_type != "enveloped_data", ciphertext=ciphertext
+        )
     except _Failure as failure:
         return DecryptOutcome(status=failure.status, error=failure.message)
     except _PARSE_ERRORS as exc:
@@ -192,17 +198,26 @@ def decrypt(info: cms.ContentInfo, identities: Sequence[Identity]) -> DecryptOut
 # --- reading the envelope ---------------------------------------------------------------------
 
 
-def _read_envelope(content: cms.EnvelopedData | cms.AuthEnvelopedData, *, auth: bool) -> _Envelope:
-    """Read the recipients and the encrypted content. Raises _Failure or a parse error."""
+def _read_envelope(
+    content: cms.EnvelopedData | cms.AuthEnvelopedData,
+    *,
+    auth: bool,
+    ciphertext: bytes | None = None,
+) -> _Envelope:
+    """Read the recipients and the encrypted content (``ciphertext`` when the caller cut it out
+    beforehand). Raises _Failure or a parse error."""
     eci = content["auth_encrypted_content_info" if auth else "encrypted_content_info"]
     algorithm = eci["content_encryption_algorithm"]
     oid = algorithm["algorithm"].dotted
-    encrypted = eci["encrypted_content"]
-    if isinstance(encrypted, core.Void):
-        raise _Failure(Decryption.UNSUPPORTED, "the encrypted content is detached (not in the CMS)")
-    # A BER (streamed) message carries the ciphertext as a constructed OCTET STRING in chunks;
-    # asn1crypto's native value joins them.
-    ciphertext = bytes(encrypted.native)
+    if ciphertext is None:
+        encrypted = eci["encrypted_content"]
+        if isinstance(encrypted, core.Void):
+            raise _Failure(
+                Decryption.UNSUPPORTED, "the encrypted content is detached (not in the CMS)"
+            )
+        # A BER (streamed) message carries the ciphertext as a constructed OCTET STRING in
+        # chunks; asn1crypto's native value joins them.
+        ciphertext = bytes(encrypted.native)
     recipients, others = _read_recipients(content["recipient_infos"])
 
     cipher = CONTENT_CIPHERS.get(oid)
@@ -596,15 +611,33 @@ def _decrypt_with(envelope: _Envelope, cipher: ContentCipher, cek: bytes) -> byt
             ) from None
 
     algorithm: CipherAlgorithm = TripleDES(cek) if cipher.name == "3des-cbc" else AES(cek)
-    cbc = Cipher(algorithm, modes.CBC(envelope.iv)).decryptor()
-    padded = cbc.update(envelope.ciphertext) + cbc.finalize()
-    unpadder = sym_padding.PKCS7(algorithm.block_size).unpadder()  # type: ignore[attr-defined]
+    return _cbc_decrypt(algorithm, envelope.iv, envelope.ciphertext)
+
+
+def _cbc_decrypt(algorithm: CipherAlgorithm, iv: bytes, ciphertext: bytes) -> bytes:
+    """CBC-decrypt and remove the PKCS#7 padding, copying the plaintext as little as possible.
+
+    The last block is decrypted first (its IV is the block before it) to read and check the
+    padding; then everything before it is decrypted in one call, and the few plaintext bytes of
+    the last block are appended. A 25 MB body so costs the plaintext once plus one concatenation,
+    instead of the three copies a padding object makes. Raises _Failure for a bad padding.
+    """
+    block = len(iv)
+    view = memoryview(ciphertext)
+    last_iv = bytes(view[-2 * block : -block]) if len(view) > block else iv
+    last = Cipher(algorithm, modes.CBC(last_iv)).decryptor().update(view[-block:])
+    # cryptography's unpadder checks the padding (in constant time) on that one block.
+    unpadder = sym_padding.PKCS7(block * 8).unpadder()
     try:
-        return unpadder.update(padded) + unpadder.finalize()
+        tail = unpadder.update(last) + unpadder.finalize()
     except ValueError:
         raise _Failure(
             Decryption.FAILED, "CBC padding is invalid: wrong key or altered content"
         ) from None
+    if len(view) == block:
+        return tail
+    head = Cipher(algorithm, modes.CBC(iv)).decryptor().update(view[:-block])
+    return head + tail if tail else head
 
 
 # --- helpers ------------------------------------------------------------------------------------

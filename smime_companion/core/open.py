@@ -22,7 +22,7 @@ from cryptography import x509
 
 from smime_companion.core import decrypt as decrypt_mod
 from smime_companion.core import verify as verify_mod
-from smime_companion.core.cms import parse_content_info
+from smime_companion.core.cms import ParsedCms, parse_cms, parse_content_info
 from smime_companion.core.mime import (
     Entity,
     addresses,
@@ -165,7 +165,7 @@ class _Opener:
                 entity = parse_entity(step.next_raw, self.limits.max_header_bytes)
             except MalformedInput as exc:
                 error = error or f"content inside the {step.layer.type} layer is malformed: {exc}"
-                entity = Entity(raw=step.next_raw, fields=(), body=step.next_raw)
+                entity = Entity(raw=step.next_raw, fields=())
                 break
             protection = "rfc822" if step.layer.type == "rfc822" else _protection_of(entity)
             if protection is not None:
@@ -242,22 +242,25 @@ class _Opener:
     def _open_cms(self, entity: Entity, from_addrs: tuple[str, ...]) -> _Step:
         smime_type = (entity.content_type.param("smime-type") or "").lower()
         try:
-            info = parse_content_info(entity.decoded_body())
+            # parse_cms cuts the large content out before asn1crypto copies it at every level.
+            parsed = parse_cms(entity.decoded_body())
         except (MalformedInput, UnsupportedInput) as exc:
             return _unparsable_cms_step(smime_type, exc)
-        kind = info["content_type"].native
+        kind = parsed.info["content_type"].native
         if kind == "signed_data":
-            return self._open_signed_data(info, from_addrs)
+            return self._open_signed_data(parsed, from_addrs)
         if kind in ("enveloped_data", "authenticated_enveloped_data"):
-            return self._open_enveloped(info)
-        return self._open_compressed(info)
+            return self._open_enveloped(parsed)
+        return self._open_compressed(parsed.info)
 
-    def _open_signed_data(self, info: cms.ContentInfo, from_addrs: tuple[str, ...]) -> _Step:
-        encapsulated = _encapsulated_content(info)
+    def _open_signed_data(self, parsed: ParsedCms, from_addrs: tuple[str, ...]) -> _Step:
+        info = parsed.info
+        encapsulated = parsed.content if parsed.content is not None else _encapsulated_content(info)
         inner_from = self._signed_from(encapsulated, from_addrs)
         outcome = verify_mod.verify_signed_data(
             info,
-            None,
+            # The eContent cut out by parse_cms is checked as the signed bytes it is.
+            parsed.content,
             anchors=self.anchors,
             at=self.at,
             from_addresses=inner_from,
@@ -275,8 +278,9 @@ class _Opener:
             signers=outcome.signers,
         )
 
-    def _open_enveloped(self, info: cms.ContentInfo) -> _Step:
-        outcome = decrypt_mod.decrypt(info, self.identities)
+    def _open_enveloped(self, parsed: ParsedCms) -> _Step:
+        info = parsed.info
+        outcome = decrypt_mod.decrypt(info, self.identities, ciphertext=parsed.content)
         layer_type = (
             "auth-enveloped"
             if info["content_type"].native == "authenticated_enveloped_data"
