@@ -1,0 +1,159 @@
+"""Harvesting correspondents' certificates from opened mail into the certificate store.
+
+The sync daemon hands every opened message to :class:`CertHarvester` (its ``Harvester``
+protocol); so does anything else that opens mail. Each cryptographically sound signature
+contributes its signer certificate, the chain that was built for it, the SMIMECapabilities and the
+encryption-key preference, which may name a separate encryption certificate carried in the same
+message.
+
+What is harvested, by signer status:
+
+* ``valid``, ``email-mismatch``, ``weak-algorithm``, ``expired``, ``not-yet-valid``: the chain
+  reached a trust anchor, so the certificate is recorded as ``anchor`` for its own addresses
+  (the CA vouches for them, whoever sent the message; selection still checks validity).
+* ``untrusted``: sound signature, no anchor. Recorded ``untrusted``, or pinned (``tofu``) for
+  the addresses the TOFU policy covers *and* the message's From names: a self-signed
+  certificate only speaks for the address it arrived from.
+* anything else (``invalid``, ``malformed``, ``unsupported``, ``bad-eku``): nothing; a broken
+  signature proves nothing about its certificate.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+
+from cryptography import x509
+
+from smime_companion.core.certs import email_addresses, fingerprint_sha256
+from smime_companion.core.model import OpenResult, SignatureStatus, SignerReport
+from smime_companion.core.selection import CertRecord, chain_to_anchor, tofu_applies
+from smime_companion.store.certstore import CertStore, Sighting
+
+log = logging.getLogger(__name__)
+
+S = SignatureStatus
+# Statuses whose chain reached an anchor (verify reports later problems only on a built path).
+ANCHORED = frozenset({S.VALID, S.EMAIL_MISMATCH, S.WEAK_ALGORITHM, S.EXPIRED, S.NOT_YET_VALID})
+HARVESTABLE = ANCHORED | {S.UNTRUSTED}
+
+
+class CertHarvester:
+    """Records signer certificates of opened messages in a :class:`CertStore`.
+
+    ``tofu`` is the TOFU policy: patterns (``*``, an address, a domain) whose untrusted
+    certificates are pinned on first sight.
+    """
+
+    def __init__(self, store: CertStore, tofu: Sequence[str] = ()) -> None:
+        self.store = store
+        self.tofu = tuple(tofu)
+
+    def harvest(self, result: OpenResult, message_id: str | None, at: datetime) -> None:
+        """Record every harvestable signer of ``result`` (all layers), seen at ``at`` in the
+        message ``message_id``. Raises :class:`~smime_companion.errors.CacheError` when the store
+        cannot be written (the store is then unchanged for that signer)."""
+        self.harvest_records(result, message_id, at)
+
+    def harvest_records(
+        self, result: OpenResult, message_id: str | None, at: datetime
+    ) -> list[CertRecord]:
+        """As :meth:`harvest`, returning the records written (one per certificate and address)."""
+        source = message_id.strip() if message_id and message_id.strip() else "unknown-message"
+        senders = {a.lower() for _n, a in email.utils.getaddresses([result.header("From") or ""])}
+        signers = list(result.signers) or [s for layer in result.layers for s in layer.signers]
+        written: list[CertRecord] = []
+        for signer in signers:
+            if signer.certificate is None or signer.status not in HARVESTABLE:
+                continue
+            written.extend(self._harvest_signer(signer, senders, source, at))
+        return written
+
+    def _harvest_signer(
+        self, signer: SignerReport, senders: set[str], source: str, at: datetime
+    ) -> list[CertRecord]:
+        assert signer.certificate is not None
+        anchored = signer.status in ANCHORED
+        written: list[CertRecord] = []
+        preferred_fp: str | None = None
+        encryption_cert = _preferred_certificate(signer)
+        if encryption_cert is not None and encryption_cert != signer.certificate:
+            enc_chain = None
+            if anchored and signer.chain:
+                # The named certificate is trusted only if it chains to the same anchor.
+                enc_chain = chain_to_anchor(
+                    encryption_cert,
+                    [*signer.chain, *signer.certificates_in_message],
+                    [signer.chain[-1]],
+                )
+            written += self.store.record(
+                Sighting(
+                    certificate=encryption_cert,
+                    source=source,
+                    at=at,
+                    anchored=enc_chain is not None,
+                    chain=enc_chain or (),
+                    tofu_addresses=self._tofu_addresses(encryption_cert, signer, senders),
+                    capabilities=signer.capabilities,
+                )
+            )
+            preferred_fp = fingerprint_sha256(encryption_cert)
+        elif encryption_cert is not None:
+            preferred_fp = fingerprint_sha256(encryption_cert)
+        written += self.store.record(
+            Sighting(
+                certificate=signer.certificate,
+                source=source,
+                at=at,
+                anchored=anchored,
+                chain=signer.chain if anchored else (),
+                tofu_addresses=self._tofu_addresses(signer.certificate, signer, senders),
+                capabilities=signer.capabilities,
+                preferred=preferred_fp,
+            )
+        )
+        log.info(
+            "harvested %s for %s from %s",
+            fingerprint_sha256(signer.certificate)[:16],
+            ", ".join(email_addresses(signer.certificate)) or "no address",
+            source,
+        )
+        return written
+
+    def _tofu_addresses(
+        self, cert: x509.Certificate, signer: SignerReport, senders: set[str]
+    ) -> frozenset[str]:
+        if signer.status != S.UNTRUSTED:
+            return frozenset()
+        return frozenset(
+            a for a in email_addresses(cert) if a in senders and tofu_applies(a, self.tofu)
+        )
+
+
+def _preferred_certificate(signer: SignerReport) -> x509.Certificate | None:
+    """The certificate the signer's SMIMEEncryptionKeyPreference names, among the message's
+    certificates (or the signer's own), or None."""
+    preference = signer.encryption_key_preference
+    if not preference:
+        return None
+    pool = list(signer.certificates_in_message)
+    if signer.certificate is not None:
+        pool.append(signer.certificate)
+    kind = preference[0]
+    for cert in pool:
+        if kind == "issuer-serial" and len(preference) == 3:
+            if (
+                cert.issuer.rfc4514_string() == preference[1]
+                and cert.serial_number == preference[2]
+            ):
+                return cert
+        elif kind == "ski" and len(preference) == 2:
+            try:
+                ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+            except (x509.ExtensionNotFound, ValueError):
+                continue
+            if ski.digest.hex() == preference[1]:
+                return cert
+    return None
