@@ -28,6 +28,7 @@ from smime_companion.errors import KeyLoadError, UsageError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``seal`` subcommand to ``sub``; its ``func`` is :func:`run`."""
     p = sub.add_parser(
         "seal",
         help="sign and encrypt a draft so that every S/MIME client opens it",
@@ -84,6 +85,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Seal the draft as ``args`` ask and write every output, or none; return the exit code (0).
+
+    Raises :class:`UsageError` / :class:`KeyLoadError` for bad options, files and passwords
+    (exit 2) and :class:`SealError` for a draft that cannot be sealed (exit 1).
+    """
     options = SealOptions(
         sign=not args.no_sign,
         encrypt=not args.no_encrypt,
