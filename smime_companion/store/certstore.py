@@ -525,7 +525,7 @@ def expiry_warnings(
         if not_after < at:
             warnings.append(f"identity {who} expired on {not_after.date().isoformat()}")
         elif not_after - at <= ahead:
-            days = (not_after - at).days
+            days = -(-(not_after - at) // timedelta(days=1))  # whole days, rounded up
             warnings.append(
                 f"identity {who} expires on {not_after.date().isoformat()} (in {days} days)"
             )
