@@ -135,8 +135,8 @@ def encryption_problem(
         return f"key changed: confirm it with 'certs trust {record.fingerprint}'"
     if record.trust not in USABLE_TRUST:
         return f"not trusted: no trust anchor (trust it with 'certs trust {record.fingerprint}')"
-    if revocation_policy != "off" and record.revocation == Revocation.REVOKED:
-        return "revoked"
+    if record.revocation == Revocation.REVOKED:
+        return "revoked"  # known to be revoked: refused whatever the policy says about asking
     if revocation_policy == "hard" and record.revocation in (
         Revocation.UNKNOWN,
         Revocation.UNAVAILABLE,
