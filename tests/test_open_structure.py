@@ -167,3 +167,11 @@ def test_a_signature_outside_the_encryption_needs_an_outer_from(pki, opener) -> 
     result = opener(_sign(pki, _encrypt(pki, mime_message())))
     assert result.signature == SignatureStatus.EMAIL_MISMATCH
     assert "From" in (result.layers[0].signers[0].reason or "")
+
+
+def test_encoded_word_headers_are_decoded_for_display(opener) -> None:
+    raw = mime_message(subject="=?utf-8?q?Caf=C3=A9_=E2=98=95?=")
+    result = opener(raw)
+    assert result.header("Subject") == "=?utf-8?q?Caf=C3=A9_=E2=98=95?="
+    assert result.header_text("Subject") == "Café ☕"
+    assert result.to_json()["headers"]["subject"] == "Café ☕"

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
 from enum import StrEnum
 from typing import Any
 
@@ -241,6 +243,12 @@ class OpenResult:
                 return v
         return None
 
+    def header_text(self, name: str) -> str | None:
+        """The first effective header of that name with RFC 2047 encoded words decoded, for
+        display and search (``header`` returns the raw value)."""
+        value = self.header(name)
+        return None if value is None else decode_encoded_words(value)
+
     def to_json(self) -> dict[str, Any]:
         """The object ``smime-companion open --json`` prints."""
         return {
@@ -252,11 +260,25 @@ class OpenResult:
             "warnings": list(self.warnings),
             "error": self.error,
             "header_protection": self.header_protection,
-            "headers": {k.lower(): v for k, v in self.headers if k.lower() in _SUMMARY_HEADERS},
+            "headers": {
+                k.lower(): decode_encoded_words(v)
+                for k, v in self.headers
+                if k.lower() in _SUMMARY_HEADERS
+            },
         }
 
 
 _SUMMARY_HEADERS = frozenset({"from", "to", "cc", "subject", "date", "message-id"})
+
+
+def decode_encoded_words(value: str) -> str:
+    """``value`` with RFC 2047 encoded words decoded; undecodable words are left as they are."""
+    if "=?" not in value:
+        return value
+    try:
+        return str(make_header(decode_header(value)))
+    except (ValueError, LookupError, UnicodeError, HeaderParseError):
+        return value
 
 
 def worst_signature(statuses: Sequence[SignatureStatus]) -> SignatureStatus:
