@@ -85,12 +85,15 @@ class ParsedCms:
 
     ``content`` is the value of the EnvelopedData/AuthEnvelopedData encryptedContent (the
     ciphertext) or of the SignedData eContent (the signed bytes), BER chunks joined; ``info`` then
-    lacks that field. ``content`` is None when the object had no such field or was not cut (``info``
-    is then complete, exactly as :func:`parse_content_info` returns it).
+    lacks that field. The signed bytes are always ``bytes`` (they become the next MIME entity); a
+    ciphertext that was one primitive string is a ``memoryview`` into the input instead of a copy,
+    since it is only read once by the cipher. ``content`` is None when the object had no such
+    field or was not cut (``info`` is then complete, exactly as :func:`parse_content_info`
+    returns it).
     """
 
     info: cms.ContentInfo
-    content: bytes | None
+    content: bytes | memoryview | None
 
 
 class _Unexpected(Exception):
@@ -126,7 +129,7 @@ def parse_cms(data: bytes) -> ParsedCms:
     return ParsedCms(parse_content_info(rest), content)
 
 
-def _cut_content(data: bytes) -> tuple[bytes, bytes]:
+def _cut_content(data: bytes) -> tuple[bytes, bytes | memoryview]:
     """(the encoding without the large field, the field's value). Raises _Unexpected."""
     top = _read_tlv(data, 0)
     if top.tag != 0x30 or _element_end(data, top, 0) != len(data):
@@ -157,7 +160,7 @@ def _cut_content(data: bytes) -> tuple[bytes, bytes]:
         octets = _read_tlv(data, field_tlv.value_start)
         if octets.tag not in (0x04, 0x24) or _element_end(data, octets, 0) != field_tlv.value_end:
             raise _Unexpected
-        content = _octets(data, octets, 0)
+        content: bytes | memoryview = bytes(_octets(data, octets, 0))
     else:
         algorithm = _read_tlv(data, type_oid.end)
         after = _element_end(data, algorithm, 0)
@@ -274,11 +277,11 @@ def _first_child(data: bytes, parent: _Tlv, tag: int) -> _Tlv:
     raise _Unexpected
 
 
-def _octets(data: bytes, tlv: _Tlv, depth: int) -> bytes:
-    """The value of an OCTET STRING (IMPLICIT-tagged or not): the bytes of a primitive one, the
-    joined chunks of a constructed (BER) one."""
+def _octets(data: bytes, tlv: _Tlv, depth: int) -> bytes | memoryview:
+    """The value of an OCTET STRING (IMPLICIT-tagged or not): a view of a primitive one's bytes,
+    the joined chunks of a constructed (BER) one."""
     if not tlv.tag & 0x20:
-        return data[tlv.value_start : tlv.value_end]
+        return memoryview(data)[tlv.value_start : tlv.value_end]
     if depth > _MAX_BER_DEPTH:
         raise _Unexpected
     view = memoryview(data)

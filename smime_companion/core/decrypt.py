@@ -98,7 +98,7 @@ class _Envelope:
     cipher: ContentCipher | None  # None when ``cipher_problem`` says why we cannot decrypt
     cipher_problem: _Failure | None
     iv: bytes  # the CBC IV or the GCM nonce
-    ciphertext: bytes
+    ciphertext: bytes | memoryview  # a view into the CMS object when parse_cms cut it out
     tag: bytes  # the GCM tag (AuthEnvelopedData's mac), empty for CBC
     aad: bytes  # the DER of the authenticated attributes, empty when there are none
 
@@ -123,7 +123,10 @@ class _Cek:
 
 
 def decrypt(
-    info: cms.ContentInfo, identities: Sequence[Identity], *, ciphertext: bytes | None = None
+    info: cms.ContentInfo,
+    identities: Sequence[Identity],
+    *,
+    ciphertext: bytes | memoryview | None = None,
 ) -> DecryptOutcome:
     """Decrypt an EnvelopedData or AuthEnvelopedData with whichever of ``identities`` it is for.
 
@@ -202,7 +205,7 @@ def _read_envelope(
     content: cms.EnvelopedData | cms.AuthEnvelopedData,
     *,
     auth: bool,
-    ciphertext: bytes | None = None,
+    ciphertext: bytes | memoryview | None = None,
 ) -> _Envelope:
     """Read the recipients and the encrypted content (``ciphertext`` when the caller cut it out
     beforehand). Raises _Failure or a parse error."""
@@ -614,7 +617,7 @@ def _decrypt_with(envelope: _Envelope, cipher: ContentCipher, cek: bytes) -> byt
     return _cbc_decrypt(algorithm, envelope.iv, envelope.ciphertext)
 
 
-def _cbc_decrypt(algorithm: CipherAlgorithm, iv: bytes, ciphertext: bytes) -> bytes:
+def _cbc_decrypt(algorithm: CipherAlgorithm, iv: bytes, ciphertext: bytes | memoryview) -> bytes:
     """CBC-decrypt and remove the PKCS#7 padding, copying the plaintext as little as possible.
 
     The last block is decrypted first (its IV is the block before it) to read and check the

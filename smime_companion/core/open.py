@@ -255,12 +255,15 @@ class _Opener:
 
     def _open_signed_data(self, parsed: ParsedCms, from_addrs: tuple[str, ...]) -> _Step:
         info = parsed.info
-        encapsulated = parsed.content if parsed.content is not None else _encapsulated_content(info)
+        # parse_cms hands out signed content as bytes (a view only for ciphertext); bytes() of a
+        # bytes object is that object, so this never copies.
+        cut = bytes(parsed.content) if parsed.content is not None else None
+        encapsulated = cut if cut is not None else _encapsulated_content(info)
         inner_from = self._signed_from(encapsulated, from_addrs)
         outcome = verify_mod.verify_signed_data(
             info,
             # The eContent cut out by parse_cms is checked as the signed bytes it is.
-            parsed.content,
+            cut,
             anchors=self.anchors,
             at=self.at,
             from_addresses=inner_from,
