@@ -189,8 +189,9 @@ class CertStore:
         A new (address, certificate) pair gets ``anchor`` when anchored; else ``tofu`` when the
         address is in ``tofu_addresses`` and holds no trusted certificate with another key (a
         renewal of the pinned key stays pinned); ``key-changed`` when it does; else
-        ``untrusted``. A known pair keeps its trust (raised to ``anchor`` when now anchored)
-        and gets its last-seen time, capabilities and preference updated.
+        ``untrusted``. A known pair keeps its trust (raised to ``anchor`` when now anchored, or
+        judged as new when it was ``untrusted`` and TOFU now applies) and gets its last-seen
+        time, capabilities and preference updated.
         """
         cert = sighting.certificate
         fp = fingerprint_sha256(cert)
@@ -213,7 +214,13 @@ class CertStore:
                          sighting.preferred),
                     )  # fmt: skip
                     continue
-                trust = Trust.ANCHOR if sighting.anchored else Trust(str(row[0]))
+                trust = Trust(str(row[0]))
+                if sighting.anchored:
+                    trust = Trust.ANCHOR
+                elif trust == Trust.UNTRUSTED and address in sighting.tofu_addresses:
+                    # First seen where TOFU did not apply (say, forwarded by someone else);
+                    # now its own address vouches for it: pin it as if it were new.
+                    trust = self._trust_for_new(address, cert, sighting)
                 self._conn.execute(
                     "UPDATE bindings SET trust = ?, last_seen = max(last_seen, ?),"
                     " capabilities = CASE WHEN ? = '[]' THEN capabilities ELSE ? END,"
