@@ -7,6 +7,7 @@ helpers here are shared by the other cache test files.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import functools
 import hashlib
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from smime_companion.core.model import Decryption, Identity, OpenResult, SignatureStatus
 from smime_companion.core.open import open_message
@@ -126,7 +128,16 @@ def test_store_returns_an_id_and_the_raw_original_is_kept_byte_for_byte(
     assert summary.subject == "Quarterly numbers"
     assert summary.date == dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.UTC)
     assert b"zebra budget" in (cache.content(message_id) or b"")
-    assert cache.report(message_id)["signature"] == "valid"
+    report = cache.report(message_id)
+    assert report["signature"] == "valid" and report["decryption"] == "ok"
+    assert report["evidence"]["checked_at"] == now.isoformat()
+    [chain] = report["evidence"]["chains"]
+    assert base64.b64decode(chain[0]) == load_cert(pki.cert("alice")).public_bytes(
+        serialization.Encoding.DER
+    )
+    assert base64.b64decode(chain[-1]) == load_cert(pki.root).public_bytes(
+        serialization.Encoding.DER
+    )
 
 
 def test_storing_the_same_location_again_replaces_instead_of_duplicating(
@@ -284,3 +295,15 @@ def test_attachments_are_listed_with_name_type_size_and_hash(
     )
     assert att.sha256 == hashlib.sha256(b"%PDF-1.4\n").hexdigest()
     assert cache.summary(message_id).attachments == 1
+
+
+def test_a_reader_is_not_blocked_by_a_writer_in_the_middle_of_a_transaction(
+    tmp_path: Path, pki: TestPki, now: dt.datetime
+) -> None:
+    with Cache.open(tmp_path, KEY) as writer, Cache.open(tmp_path, KEY) as reader:
+        store(writer, mail(pki, subject="committed"), opener(pki), now, uid=1)
+        with writer.transaction():
+            store(writer, mail(pki, subject="in flight"), opener(pki), now, uid=2)
+            # The CLI searching while the daemon stores a batch sees the committed state.
+            assert [m.subject for m in reader.search("", now=now)] == ["committed"]
+        assert {m.subject for m in reader.search("", now=now)} == {"committed", "in flight"}

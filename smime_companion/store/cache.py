@@ -12,6 +12,7 @@ indexed but the plaintext exists only once, inside the encrypted ``messages`` ta
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
@@ -23,6 +24,7 @@ from types import TracebackType
 from typing import Any
 
 import apsw
+from cryptography.hazmat.primitives import serialization
 
 from smime_companion.core import text as mime_text
 from smime_companion.core.mime import parse_entity
@@ -350,6 +352,18 @@ class Cache:
         content_is_raw = readable and result.content == raw
         report = result.to_json()
         report["signers"] = [s.to_json() for s in result.signers]
+        # The evidence a verdict rests on, so it stays explained later: when it was checked
+        # (the arrival time) and the exact certificates of each signer's chain.
+        report["evidence"] = {
+            "checked_at": arrived.isoformat(),
+            "chains": [
+                [
+                    base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode()
+                    for c in (signer.chain or ((signer.certificate,) if signer.certificate else ()))
+                ]
+                for signer in result.signers
+            ],
+        }
         reopen = result.decryption in _REOPEN_DECRYPTION or (
             result.error is not None and result.decryption != Decryption.NONE
         )
