@@ -8,6 +8,7 @@ one without restrictions.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import TypeVar
 
@@ -148,8 +149,16 @@ def capabilities_from_attribute(
     size parameter (``rc2-128-cbc``, ``rc2-40-cbc``...), or ``rc2-cbc`` without a usable one.
     Raises :class:`MalformedInput` when the value is not a SEQUENCE OF SMIMECapability.
     """
+    # Read from the DER, and cached by it: a sender's capabilities are the same in every message
+    # it signs, and walking them with asn1crypto costs as much as checking the signature.
+    der = value if isinstance(value, bytes) else value.dump()
+    return _capabilities_from_der(der)
+
+
+@functools.lru_cache(maxsize=256)
+def _capabilities_from_der(der: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:
     try:
-        caps = cms.SMIMECapabilites.load(value, strict=True) if isinstance(value, bytes) else value
+        caps = cms.SMIMECapabilites.load(der, strict=True)
         names: list[str] = []
         oids: list[str] = []
         for cap in caps:

@@ -33,11 +33,13 @@ unsigned attributes, and name constraints on name forms other than rfc822Name an
 
 from __future__ import annotations
 
+import functools
 import hmac
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from asn1crypto import cms, core
@@ -207,9 +209,9 @@ def verify_signed_data(
         econtent_type=econtent_type,
         message_certs=message_certs,
         pool=_dedupe(
-            message_certs + [_Cert(c) for c in extra_certificates[:MAX_EXTRA_CERTIFICATES]]
+            message_certs + [_cert_of(c) for c in extra_certificates[:MAX_EXTRA_CERTIFICATES]]
         ),
-        anchors=_dedupe([_Cert(c) for c in anchors]),
+        anchors=_dedupe([_cert_of(c) for c in anchors]),
         at=at,
         from_addresses=tuple(a.strip().lower() for a in from_addresses if a.strip()),
         allow_sha1=allow_sha1,
@@ -246,7 +248,15 @@ def _available_content(signed_data: cms.SignedData, detached: bytes | None) -> b
 
 @dataclass(frozen=True, eq=False)
 class _Cert:
-    """A certificate with its DER encoding (the identity used to compare certificates)."""
+    """A certificate with its DER encoding (the identity used to compare certificates) and the
+    facts the checks read from it, each computed on first use.
+
+    The same signer, intermediates and anchors come back in message after message, and reading a
+    fact through cryptography (a name, an extension) costs microseconds each time. So ``_Cert``
+    objects are shared between calls (:func:`_cert_from_der`, :func:`_cert_of`) and keep what
+    they learnt: every fact is a pure function of the DER, so sharing cannot change a verdict.
+    Facts that depend on the call (the time, ``allow_sha1``) are not kept here.
+    """
 
     cert: x509.Certificate
     der: bytes = field(default=b"")
@@ -254,6 +264,117 @@ class _Cert:
     def __post_init__(self) -> None:
         if not self.der:
             object.__setattr__(self, "der", self.cert.public_bytes(Encoding.DER))
+
+    @cached_property
+    def subject(self) -> x509.Name:
+        return self.cert.subject
+
+    @cached_property
+    def issuer(self) -> x509.Name:
+        return self.cert.issuer
+
+    @cached_property
+    def issuer_der(self) -> bytes:
+        return self.cert.issuer.public_bytes()
+
+    @cached_property
+    def serial(self) -> int:
+        return _serial(self.cert)
+
+    @cached_property
+    def subject_text(self) -> str:
+        return _subject(self.cert)
+
+    @cached_property
+    def addresses(self) -> tuple[str, ...]:
+        return email_addresses(self.cert)
+
+    @cached_property
+    def usable_for_email(self) -> bool:
+        return is_usable_for_email(self.cert)
+
+    @cached_property
+    def allows_signing(self) -> bool:
+        return allows_signing(self.cert)
+
+    @cached_property
+    def unhandled_critical(self) -> str | None:
+        return _unhandled_critical(self.cert)
+
+    @cached_property
+    def rsa_bits(self) -> int:
+        return _rsa_bits(self.cert)
+
+    @cached_property
+    def signature_hash(self) -> str | None:
+        """``md5``, ``sha1`` or None for the hash of the certificate's own signature."""
+        return _certificate_hash_name(self.cert)
+
+    @cached_property
+    def validity(self) -> tuple[datetime, datetime]:
+        return self.cert.not_valid_before_utc, self.cert.not_valid_after_utc
+
+    @cached_property
+    def key_ids(self) -> tuple[bytes | None, bytes | None] | None:
+        """(authority key identifier, subject key identifier), None when unreadable."""
+        try:
+            aki = extension_value(self.cert, x509.AuthorityKeyIdentifier)
+            ski = extension_value(self.cert, x509.SubjectKeyIdentifier)
+        except CertificateDefect:
+            return None
+        return (aki.key_identifier if aki is not None else None), (
+            ski.digest if ski is not None else None
+        )
+
+    @cached_property
+    def ca_facts(self) -> tuple[x509.BasicConstraints | None, x509.KeyUsage | None] | str:
+        """(basicConstraints, keyUsage), or why the extensions cannot be read."""
+        try:
+            return (
+                extension_value(self.cert, x509.BasicConstraints),
+                extension_value(self.cert, x509.KeyUsage),
+            )
+        except CertificateDefect as exc:
+            return str(exc)
+
+    @cached_property
+    def name_constraints(self) -> x509.NameConstraints | None | CertificateDefect:
+        try:
+            return extension_value(self.cert, x509.NameConstraints)
+        except CertificateDefect as exc:
+            return exc
+
+
+# Bounded: a hostile stream of mail with fresh certificates only evicts entries.
+_CERT_CACHE_SIZE = 1024
+
+
+@functools.lru_cache(maxsize=_CERT_CACHE_SIZE)
+def _cert_from_der(der: bytes) -> _Cert | None:
+    """The shared ``_Cert`` for a certificate's DER, or None when cryptography cannot load it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)  # see _serial
+            return _Cert(x509.load_der_x509_certificate(der), der)
+    except (ValueError, x509.InvalidVersion):
+        return None
+
+
+@functools.lru_cache(maxsize=_CERT_CACHE_SIZE)
+def _cert_of(cert: x509.Certificate) -> _Cert:
+    """The shared ``_Cert`` of a certificate object (anchors, extra certificates)."""
+    return _Cert(cert)
+
+
+# Certificate signature checks by (child DER, issuer DER): a pure fact, and the one costly step
+# of building a path that would otherwise be repeated for every message of the same signer.
+@functools.lru_cache(maxsize=4 * _CERT_CACHE_SIZE)
+def _directly_issued(child: _Cert, issuer: _Cert) -> bool:
+    try:
+        child.cert.verify_directly_issued_by(issuer.cert)
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+    return True
 
 
 def _message_certificates(signed_data: cms.SignedData) -> list[_Cert]:
@@ -268,13 +389,9 @@ def _message_certificates(signed_data: cms.SignedData) -> list[_Cert]:
             break
         if choice.name != "certificate":
             continue
-        der = choice.chosen.dump()
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", CryptographyDeprecationWarning)  # see _serial
-                out.append(_Cert(x509.load_der_x509_certificate(der), der))
-        except (ValueError, x509.InvalidVersion):
-            continue  # an unreadable certificate cannot be the signer's nor an issuer
+        loaded = _cert_from_der(choice.chosen.dump())
+        if loaded is not None:  # an unreadable certificate cannot be the signer's nor an issuer
+            out.append(loaded)
     return _dedupe(out)
 
 
@@ -396,7 +513,7 @@ def _check_signer(si: cms.SignerInfo, ctx: _Context, f: _Findings) -> None:
     if candidate is not None:
         f.certificate = candidate.cert
         f.chain = (candidate.cert,)
-        f.addresses = email_addresses(candidate.cert)
+        f.addresses = candidate.addresses
         matching = [a for a in f.addresses if a in ctx.from_addresses]
         named = matching or list(f.addresses)
         f.address = named[0] if named else None
@@ -420,7 +537,7 @@ def _check_signer(si: cms.SignerInfo, ctx: _Context, f: _Findings) -> None:
     signed_bytes_options = _signed_bytes(signed_attrs) if has_attrs else iter([ctx.content])
     _check_signature(si, signature_kind, digest[0], candidate.cert, signed_bytes_options, ctx, f)
     _check_chain(candidate, ctx, f)
-    _check_signer_usage(candidate.cert, f)
+    _check_signer_usage(candidate, f)
     _check_address(ctx, f)
 
 
@@ -536,22 +653,19 @@ def _find_signer_certificate(sid: cms.SignerIdentifier, pool: list[_Cert]) -> _C
         issuer_der = sid.chosen["issuer"].dump()
         serial = sid.chosen["serial_number"].native
         for c in pool:
-            if _serial(c.cert) == serial and c.cert.issuer.public_bytes() == issuer_der:
+            if c.serial == serial and c.issuer_der == issuer_der:
                 return c
         # Fall back to asn1crypto's comparison, which normalises string types and case as
         # RFC 5280 section 7.1 asks, for issuers encoded differently than in the certificate.
         issuer = sid.chosen["issuer"]
         for c in pool:
-            if _serial(c.cert) == serial and _same_name(c.cert.issuer, issuer):
+            if c.serial == serial and _same_name(c.issuer, issuer):
                 return c
         return None
     key_id = bytes(sid.chosen.native)
     for c in pool:
-        try:
-            ski = extension_value(c.cert, x509.SubjectKeyIdentifier)
-        except CertificateDefect:
-            continue
-        if ski is not None and ski.digest == key_id:
+        ids = c.key_ids
+        if ids is not None and ids[1] == key_id:
             return c
     return None
 
@@ -688,23 +802,23 @@ def _path_problems(
 ) -> list[tuple[int, SignatureStatus, str]]:
     problems: list[tuple[int, SignatureStatus, str]] = []
     for position, c in enumerate(path):
-        cert = c.cert
         role = _role(position, len(path))
-        subject = _subject(cert)
-        if ctx.at < cert.not_valid_before_utc:
-            when = cert.not_valid_before_utc.date().isoformat()
+        subject = c.subject_text
+        not_before, not_after = c.validity
+        if ctx.at < not_before:
+            when = not_before.date().isoformat()
             problems.append((_CHAIN, S.NOT_YET_VALID, f"{role} {subject} is valid from {when}"))
-        elif ctx.at > cert.not_valid_after_utc:
-            when = cert.not_valid_after_utc.date().isoformat()
+        elif ctx.at > not_after:
+            when = not_after.date().isoformat()
             problems.append((_CHAIN, S.EXPIRED, f"{role} {subject} expired on {when}"))
-        if 0 < position < len(path) - 1 and not is_usable_for_email(cert):
+        if 0 < position < len(path) - 1 and not c.usable_for_email:
             problems.append((_USAGE, S.BAD_EKU, f"{role} {subject} is not for email protection"))
         if position < len(path) - 1:
             # The anchor's own signature and key are not judged: it is trusted by configuration.
-            weak = _weak_certificate_hash(cert, ctx.allow_sha1)
-            if 0 < position and _rsa_bits(cert) < MIN_RSA_BITS:
+            weak = _weak_hash(c.signature_hash, ctx.allow_sha1)
+            if 0 < position and c.rsa_bits < MIN_RSA_BITS:
                 problems.append(
-                    (_WEAK, S.WEAK_ALGORITHM, f"{role} {subject} has an RSA-{_rsa_bits(cert)} key")
+                    (_WEAK, S.WEAK_ALGORITHM, f"{role} {subject} has an RSA-{c.rsa_bits} key")
                 )
             if weak:
                 problems.append(
@@ -725,14 +839,24 @@ def _rsa_bits(cert: x509.Certificate) -> int:
     return key.key_size if isinstance(key, rsa.RSAPublicKey) else 1 << 16
 
 
-def _weak_certificate_hash(cert: x509.Certificate, allow_sha1: bool) -> str | None:
+def _certificate_hash_name(cert: x509.Certificate) -> str | None:
+    """``md5`` or ``sha1`` when the certificate is signed with that hash, else None."""
     try:
         algorithm = cert.signature_hash_algorithm
     except UnsupportedAlgorithm:
         return None
     if isinstance(algorithm, hashes.MD5):
+        return "md5"
+    if isinstance(algorithm, hashes.SHA1):
+        return "sha1"
+    return None
+
+
+def _weak_hash(name: str | None, allow_sha1: bool) -> str | None:
+    """How a weak certificate signature hash is named in a reason, or None when acceptable."""
+    if name == "md5":
         return "MD5"
-    if isinstance(algorithm, hashes.SHA1) and not allow_sha1:
+    if name == "sha1" and not allow_sha1:
         return "SHA-1"
     return None
 
@@ -770,10 +894,10 @@ class _PathBuilder:
 
     def paths(self, signer: _Cert) -> list[tuple[_Cert, ...]]:
         found: list[tuple[_Cert, ...]] = []
-        if _unhandled_critical(signer.cert):
+        if signer.unhandled_critical:
             self.rejections[signer.der] = (
                 f"signer certificate has an unsupported critical extension "
-                f"{_unhandled_critical(signer.cert)}"
+                f"{signer.unhandled_critical}"
             )
             return found
         self._walk((signer,), found)
@@ -791,9 +915,9 @@ class _PathBuilder:
             return
         in_path = {c.der for c in path}
         for issuer in self.candidates:
-            if issuer.der in in_path or issuer.cert.subject != top.cert.issuer:
+            if issuer.der in in_path or issuer.subject != top.issuer:
                 continue
-            if not self._key_ids_match(top.cert, issuer.cert):
+            if not self._key_ids_match(top, issuer):
                 continue
             refusal = self._issuer_refusal(issuer, path)
             if refusal:
@@ -804,35 +928,32 @@ class _PathBuilder:
             self._walk((*path, issuer), found)
 
     @staticmethod
-    def _key_ids_match(child: x509.Certificate, issuer: x509.Certificate) -> bool:
-        try:
-            aki = extension_value(child, x509.AuthorityKeyIdentifier)
-            ski = extension_value(issuer, x509.SubjectKeyIdentifier)
-        except CertificateDefect:
+    def _key_ids_match(child: _Cert, issuer: _Cert) -> bool:
+        child_ids, issuer_ids = child.key_ids, issuer.key_ids
+        if child_ids is None or issuer_ids is None:
             return False
-        if aki is None or aki.key_identifier is None or ski is None:
+        aki, ski = child_ids[0], issuer_ids[1]
+        if aki is None or ski is None:
             return True
-        return aki.key_identifier == ski.digest
+        return aki == ski
 
     @staticmethod
     def _issuer_refusal(issuer: _Cert, path: tuple[_Cert, ...]) -> str | None:
-        cert = issuer.cert
-        name = _subject(cert)
-        try:
-            constraints = extension_value(cert, x509.BasicConstraints)
-            usage = extension_value(cert, x509.KeyUsage)
-        except CertificateDefect as exc:
-            return f"issuer {name}: {exc}"
+        name = issuer.subject_text
+        facts = issuer.ca_facts
+        if isinstance(facts, str):
+            return f"issuer {name}: {facts}"
+        constraints, usage = facts
         if constraints is None or not constraints.ca:
             return f"issuer {name} is not a CA"
         if usage is not None and not usage.key_cert_sign:
             return f"issuer {name} may not sign certificates (keyUsage)"
         if constraints.path_length is not None:
             # RFC 5280 section 4.2.1.9: intermediates below this one, self-issued ones not counted.
-            below = sum(1 for c in path[1:] if c.cert.subject != c.cert.issuer)
+            below = sum(1 for c in path[1:] if c.subject != c.issuer)
             if below > constraints.path_length:
                 return f"issuer {name} allows {constraints.path_length} intermediates below it"
-        critical = _unhandled_critical(cert)
+        critical = issuer.unhandled_critical
         if critical:
             return f"issuer {name} has an unsupported critical extension {critical}"
         return None
@@ -843,13 +964,10 @@ class _PathBuilder:
             if self.checks >= _MAX_SIGNATURE_CHECKS:
                 return False
             self.checks += 1
-            try:
-                child.cert.verify_directly_issued_by(issuer.cert)
-                self.verified[pair] = True
-            except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
-                self.verified[pair] = False
+            self.verified[pair] = _directly_issued(child, issuer)
+            if not self.verified[pair]:
                 self.rejections[issuer.der] = (
-                    f"{_subject(child.cert)} is not signed by the key of {_subject(issuer.cert)}"
+                    f"{child.subject_text} is not signed by the key of {issuer.subject_text}"
                 )
         return self.verified[pair]
 
@@ -882,9 +1000,8 @@ def _name_constraint_violation(path: tuple[_Cert, ...], addresses: tuple[str, ..
     (rfc822Name) and the subjects (directoryName) of the certificates below each CA."""
     for position in range(1, len(path)):
         ca = path[position].cert
-        try:
-            constraints = extension_value(ca, x509.NameConstraints)
-        except CertificateDefect:
+        constraints = path[position].name_constraints
+        if isinstance(constraints, CertificateDefect):
             return f"name constraints of {_subject(ca)} cannot be read"
         if constraints is None:
             continue
@@ -950,10 +1067,10 @@ def _dn_matches(subject: x509.Name, constraint: x509.Name) -> bool:
 # --- signer usage and address ----------------------------------------------------------------
 
 
-def _check_signer_usage(cert: x509.Certificate, f: _Findings) -> None:
-    if not is_usable_for_email(cert):
+def _check_signer_usage(signer: _Cert, f: _Findings) -> None:
+    if not signer.usable_for_email:
         f.fail(_USAGE, S.BAD_EKU, "signer certificate's extended key usage excludes email")
-    if not allows_signing(cert):
+    if not signer.allows_signing:
         f.fail(
             _USAGE,
             S.BAD_EKU,
