@@ -117,6 +117,18 @@ class _Opener:
         self.extra_certificates = extra_certificates
         self.allow_sha1 = allow_sha1
         self.limits = limits
+        # The entity parsed last, with its raw bytes: _signed_from reads the From of the content
+        # that the walk parses next, so the walk reuses that parse instead of repeating it.
+        self._last_parsed: tuple[bytes, Entity] | None = None
+
+    def _parse(self, raw: bytes) -> Entity:
+        """parse_entity with the limits, reusing the last result for the same bytes object."""
+        last = self._last_parsed
+        if last is not None and last[0] is raw:
+            return last[1]
+        entity = parse_entity(raw, self.limits.max_header_bytes)
+        self._last_parsed = (raw, entity)
+        return entity
 
     def run(self, raw: bytes) -> OpenResult:
         if len(raw) > self.limits.max_message_bytes:
@@ -162,7 +174,7 @@ class _Opener:
             if step.next_raw is None:
                 break
             try:
-                entity = parse_entity(step.next_raw, self.limits.max_header_bytes)
+                entity = self._parse(step.next_raw)
             except MalformedInput as exc:
                 error = error or f"content inside the {step.layer.type} layer is malformed: {exc}"
                 entity = Entity(raw=step.next_raw, fields=())
@@ -331,7 +343,7 @@ class _Opener:
         if not raw:
             return outer
         try:
-            entity = parse_entity(raw, self.limits.max_header_bytes)
+            entity = self._parse(raw)
             if entity.content_type.mime_type == "message/rfc822":
                 entity = parse_entity(entity.decoded_body(), self.limits.max_header_bytes)
             elif _protection_of(entity) is None and outer:
