@@ -358,14 +358,14 @@ class CertStore:
         address: str,
         at: datetime,
         revocation_policy: str = "soft",
-        refresh: Callable[[CertRecord], None] | None = None,
+        refresh: Callable[[CertRecord, datetime], None] | None = None,
     ) -> Selection:
         """The certificate and capabilities to encrypt to ``address`` at ``at`` (see
         :func:`core.selection.select_certificate`), or the reason there is none.
 
         ``refresh``, when given and the policy is not ``off``, is called for each trusted,
         currently valid record whose revocation answer is missing or stale; it is expected to
-        store a fresh one (``revocation.RevocationChecker.refresh`` does).
+        store a fresh one (``revocation.RevocationChecker.refresh_in`` makes one).
         """
         records = self.records(address)
         if refresh is not None and revocation_policy != "off":
@@ -378,7 +378,7 @@ class CertStore:
                 and r.revocation != Revocation.REVOKED
             ]
             for record in stale:
-                refresh(record)
+                refresh(record, at)
             if stale:
                 records = self.records(address)
         return select_certificate(records, address, at, revocation_policy)

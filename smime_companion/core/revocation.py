@@ -1,0 +1,249 @@
+"""Revocation checking, the pure half: where to ask (AIA OCSP, CRL distribution points), the OCSP
+request to send, and what an OCSP response or a CRL says about one certificate at one time.
+
+Fetching is the adapter's business (:mod:`smime_companion.revocation`). Everything that arrives
+from the network is untrusted: a response counts only when it is signed by the certificate's
+issuer (or by a responder the issuer delegated with the OCSPSigning usage), is about this very
+certificate, and is current at the time given. Anything else is ``unavailable`` with a reason,
+never an exception.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
+
+from smime_companion.core.certs import CertificateDefect, extension_value
+from smime_companion.core.selection import Revocation
+
+# Clocks differ: a response "produced" slightly in our future is still fine.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class RevocationAnswer:
+    """What was learnt about one certificate: the status, where from (``ocsp URL`` or
+    ``crl URL``), when, until when it may be reused (``next_update``; None: do not reuse), the
+    response or CRL bytes as evidence, and one line explaining anything but ``good``."""
+
+    status: Revocation
+    checked: datetime
+    source: str | None = None
+    next_update: datetime | None = None
+    evidence: bytes | None = None
+    reason: str | None = None
+
+
+def _uris(names: list[x509.GeneralName]) -> list[str]:
+    return [
+        n.value
+        for n in names
+        if isinstance(n, x509.UniformResourceIdentifier) and n.value.startswith("http://")
+    ]
+
+
+def ocsp_urls(cert: x509.Certificate) -> tuple[str, ...]:
+    """The http OCSP responder URLs of the certificate's AIA extension (RFC 5280 4.2.2.1).
+
+    Only plain http: OCSP responses are signed, and https would need revocation checks of its
+    own. Returns ``()`` when there are none or the extensions cannot be parsed."""
+    try:
+        aia = extension_value(cert, x509.AuthorityInformationAccess)
+    except CertificateDefect:
+        return ()
+    if aia is None:
+        return ()
+    return tuple(
+        _uris(
+            [
+                d.access_location
+                for d in aia
+                if d.access_method == AuthorityInformationAccessOID.OCSP
+            ]
+        )
+    )
+
+
+def crl_urls(cert: x509.Certificate) -> tuple[str, ...]:
+    """The http URLs of the certificate's CRL distribution points (RFC 5280 4.2.1.13), or ``()``."""
+    try:
+        points = extension_value(cert, x509.CRLDistributionPoints)
+    except CertificateDefect:
+        return ()
+    if points is None:
+        return ()
+    return tuple(url for p in points if p.full_name for url in _uris(list(p.full_name)))
+
+
+def ocsp_request(cert: x509.Certificate, issuer: x509.Certificate) -> bytes:
+    """The DER OCSP request for ``cert`` issued by ``issuer`` (CertID with SHA-1, which every
+    responder understands; RFC 5019)."""
+    builder = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1())
+    return builder.build().public_bytes(serialization.Encoding.DER)
+
+
+def read_ocsp_response(
+    der: bytes, cert: x509.Certificate, issuer: x509.Certificate, at: datetime, source: str
+) -> RevocationAnswer:
+    """What the OCSP response ``der`` (fetched from ``source``) says about ``cert`` at ``at``.
+
+    ``good``, ``revoked`` or ``unknown`` from a response that is signed by ``issuer`` or its
+    delegated responder, names ``cert`` and is current; ``unavailable`` with a reason for
+    anything else (unparsable, error status, bad signature, another certificate, stale). Never
+    raises.
+    """
+
+    def unavailable(reason: str) -> RevocationAnswer:
+        return RevocationAnswer(Revocation.UNAVAILABLE, at, source, None, der, reason)
+
+    try:
+        response = ocsp.load_der_ocsp_response(der)
+    except ValueError as exc:
+        return unavailable(f"OCSP response from {source} is malformed: {exc}")
+    if response.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
+        return unavailable(f"OCSP responder {source} answered {response.response_status.name}")
+    try:
+        signer = _ocsp_signer(response, issuer)
+        if signer is None:
+            return unavailable(f"OCSP response from {source} is not signed by the issuer")
+        single = _single_response(response, cert, issuer)
+        if single is None:
+            return unavailable(f"OCSP response from {source} is not about this certificate")
+        this_update = single.this_update_utc
+        next_update = single.next_update_utc
+        status = single.certificate_status
+        revoked_at = single.revocation_time_utc
+    except (ValueError, TypeError) as exc:
+        return unavailable(f"OCSP response from {source} cannot be read: {exc}")
+    if this_update > at + CLOCK_SKEW:
+        return unavailable(f"OCSP response from {source} is dated in the future")
+    if next_update is not None and next_update < at - CLOCK_SKEW:
+        return unavailable(f"OCSP response from {source} is stale (next update {next_update})")
+    if status == ocsp.OCSPCertStatus.REVOKED:
+        when = revoked_at.isoformat() if revoked_at else "an unknown time"
+        return RevocationAnswer(
+            Revocation.REVOKED, at, source, next_update, der, f"revoked at {when} ({source})"
+        )
+    if status == ocsp.OCSPCertStatus.UNKNOWN:
+        return RevocationAnswer(
+            Revocation.UNKNOWN, at, source, next_update, der, f"{source} does not know it"
+        )
+    return RevocationAnswer(Revocation.GOOD, at, source, next_update, der)
+
+
+def _single_response(
+    response: ocsp.OCSPResponse, cert: x509.Certificate, issuer: x509.Certificate
+) -> ocsp.OCSPSingleResponse | None:
+    issuer_info = asn1_x509.Certificate.load(issuer.public_bytes(serialization.Encoding.DER))
+    key_hashes = {"sha1": issuer_info.public_key.sha1, "sha256": issuer_info.public_key.sha256}
+    for single in response.responses:
+        expected = key_hashes.get(single.hash_algorithm.name)
+        if single.serial_number == cert.serial_number and single.issuer_key_hash == expected:
+            return single
+    return None
+
+
+def _ocsp_signer(response: ocsp.OCSPResponse, issuer: x509.Certificate) -> x509.Certificate | None:
+    """The certificate whose key signed ``response``: the issuer itself, or a responder
+    certificate included in the response, issued by the issuer for OCSPSigning (RFC 6960 4.2.2.2).
+    None when neither signed it."""
+    candidates = [issuer]
+    for delegate in response.certificates:
+        if delegate.issuer != issuer.subject or not _issued_by(delegate, issuer):
+            continue
+        try:
+            eku = extension_value(delegate, x509.ExtendedKeyUsage)
+        except CertificateDefect:
+            continue
+        if eku is not None and ExtendedKeyUsageOID.OCSP_SIGNING in eku:
+            candidates.append(delegate)
+    for candidate in candidates:
+        if _signature_ok(
+            candidate.public_key(),
+            response.signature,
+            response.tbs_response_bytes,
+            response.signature_hash_algorithm,
+        ):
+            return candidate
+    return None
+
+
+def read_crl(
+    data: bytes, cert: x509.Certificate, issuer: x509.Certificate, at: datetime, source: str
+) -> RevocationAnswer:
+    """What the CRL ``data`` (DER or PEM, fetched from ``source``) says about ``cert`` at ``at``.
+
+    ``revoked`` when it lists the certificate's serial with a revocation date not after ``at``,
+    else ``good``; ``unavailable`` with a reason when the CRL cannot be parsed, is not the
+    issuer's, is not signed by it, or is stale. Never raises.
+    """
+
+    def unavailable(reason: str) -> RevocationAnswer:
+        return RevocationAnswer(Revocation.UNAVAILABLE, at, source, None, data, reason)
+
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            crl = x509.load_pem_x509_crl(data)
+        else:
+            crl = x509.load_der_x509_crl(data)
+        if crl.issuer != issuer.subject:
+            return unavailable(
+                f"CRL from {source} is not issued by {issuer.subject.rfc4514_string()}"
+            )
+        if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+            return unavailable(f"CRL from {source} is not signed by the issuer")
+        next_update = crl.next_update_utc
+        if crl.last_update_utc > at + CLOCK_SKEW:
+            return unavailable(f"CRL from {source} is dated in the future")
+        if next_update is not None and next_update < at - CLOCK_SKEW:
+            return unavailable(f"CRL from {source} is stale (next update {next_update})")
+        entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+    except (ValueError, TypeError) as exc:
+        return unavailable(f"CRL from {source} cannot be read: {exc}")
+    if entry is not None and entry.revocation_date_utc <= at + CLOCK_SKEW:
+        return RevocationAnswer(
+            Revocation.REVOKED,
+            at,
+            source,
+            next_update,
+            data,
+            f"revoked at {entry.revocation_date_utc.isoformat()} ({source})",
+        )
+    return RevocationAnswer(Revocation.GOOD, at, source, next_update, data)
+
+
+def _issued_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        child.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _signature_ok(
+    key: CertificatePublicKeyTypes,
+    signature: bytes,
+    data: bytes,
+    algorithm: hashes.HashAlgorithm | None,
+) -> bool:
+    try:
+        if isinstance(key, rsa.RSAPublicKey) and algorithm is not None:
+            key.verify(signature, data, padding.PKCS1v15(), algorithm)
+        elif isinstance(key, ec.EllipticCurvePublicKey) and algorithm is not None:
+            key.verify(signature, data, ec.ECDSA(algorithm))
+        elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+            key.verify(signature, data)
+        else:
+            return False
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True

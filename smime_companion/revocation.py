@@ -1,0 +1,154 @@
+"""Revocation checking, the network half: ask the certificate's OCSP responders (AIA) first, then
+its CRL distribution points, over plain HTTP with urllib, and store the answer with its evidence
+in the certificate store until the answer's nextUpdate.
+
+The policy (``off``, ``soft``, ``hard``) is applied by ``core.selection``: this module only finds
+out. An unreachable responder is an answer too (``unavailable``), never an exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from datetime import datetime
+
+from cryptography import x509
+
+from smime_companion.core.certs import fingerprint_sha256
+from smime_companion.core.revocation import (
+    RevocationAnswer,
+    crl_urls,
+    ocsp_request,
+    ocsp_urls,
+    read_crl,
+    read_ocsp_response,
+)
+from smime_companion.core.selection import CertRecord, Revocation
+from smime_companion.store.certstore import CertStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 10.0
+MAX_OCSP_BYTES = 1024 * 1024  # an OCSP response is a few KB
+MAX_CRL_BYTES = 32 * 1024 * 1024  # large public CAs publish CRLs of tens of MB
+
+# (url, request body or None for GET, timeout in seconds, size limit) -> response body.
+# Raises OSError (urllib's errors are OSErrors) when the server cannot be reached or answers
+# with an error.
+Fetch = Callable[[str, bytes | None, float, int], bytes]
+
+
+def http_fetch(url: str, body: bytes | None, timeout: float, limit: int) -> bytes:
+    """GET ``url`` (or POST ``body`` as an OCSP request) and return at most ``limit`` bytes.
+
+    Raises :class:`OSError` for an unreachable server, an HTTP error, a non-http URL or a body
+    larger than ``limit``."""
+    if not url.startswith("http://"):
+        raise OSError(f"only http:// revocation URLs are fetched, not {url}")
+    request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")
+    if body is not None:
+        request.add_header("Content-Type", "application/ocsp-request")
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http only)
+        data = response.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(f"{url} sent more than {limit} bytes")
+    return bytes(data)
+
+
+class RevocationChecker:
+    """Finds the revocation status of certificates (OCSP first, then CRLs).
+
+    ``fetch`` does the HTTP (tests may pass their own); ``timeout`` bounds each request.
+    """
+
+    def __init__(self, fetch: Fetch = http_fetch, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.fetch = fetch
+        self.timeout = timeout
+
+    def check(
+        self, cert: x509.Certificate, issuer: x509.Certificate | None, at: datetime
+    ) -> RevocationAnswer:
+        """The revocation status of ``cert`` (issued by ``issuer``) at ``at``.
+
+        Tries every OCSP URL, then every CRL URL, and returns the first ``good`` or ``revoked``
+        answer; else ``unknown`` when a responder did not know the certificate, ``no-source``
+        when the certificate names nowhere to ask, ``unavailable`` (with every failure in the
+        reason) when nobody could answer. Never raises for network or response problems.
+        """
+        ocsp, crls = ocsp_urls(cert), crl_urls(cert)
+        if not ocsp and not crls:
+            return RevocationAnswer(Revocation.NO_SOURCE, at, reason="no OCSP responder or CRL")
+        if issuer is None:
+            return RevocationAnswer(
+                Revocation.UNAVAILABLE, at, reason="the issuer certificate is not known"
+            )
+        failures: list[str] = []
+        unknown: RevocationAnswer | None = None
+        for url in ocsp:
+            data = self._get(url, ocsp_request(cert, issuer), MAX_OCSP_BYTES, failures)
+            if data is None:
+                continue
+            answer = read_ocsp_response(data, cert, issuer, at, url)
+            if answer.status in (Revocation.GOOD, Revocation.REVOKED):
+                return answer
+            if answer.status == Revocation.UNKNOWN:
+                unknown = answer  # a CRL may still know it
+            elif answer.reason:
+                failures.append(answer.reason)
+        for url in crls:
+            data = self._get(url, None, MAX_CRL_BYTES, failures)
+            if data is None:
+                continue
+            answer = read_crl(data, cert, issuer, at, url)
+            if answer.status in (Revocation.GOOD, Revocation.REVOKED):
+                return answer
+            if answer.reason:
+                failures.append(answer.reason)
+        if unknown is not None:
+            return unknown
+        return RevocationAnswer(Revocation.UNAVAILABLE, at, reason="; ".join(failures))
+
+    def _get(self, url: str, body: bytes | None, limit: int, failures: list[str]) -> bytes | None:
+        try:
+            return self.fetch(url, body, self.timeout, limit)
+        except (OSError, ValueError) as exc:
+            # urllib wraps refusals and timeouts in URLError (an OSError); say which server.
+            why = getattr(exc, "reason", None) or exc
+            failures.append(f"{url} unreachable: {why}")
+            log.warning("revocation check: %s unreachable: %s", url, why)
+            return None
+
+    def refresh_in(self, store: CertStore) -> Callable[[CertRecord, datetime], None]:
+        """A ``refresh`` callback for :meth:`CertStore.select`: checks one record's certificate
+        against its stored issuer and stores the answer (with its evidence) in ``store``."""
+
+        def refresh(record: CertRecord, at: datetime) -> None:
+            self.check_and_store(store, record.certificate, record.chain, at)
+
+        return refresh
+
+    def check_and_store(
+        self,
+        store: CertStore,
+        cert: x509.Certificate,
+        chain: tuple[x509.Certificate, ...],
+        at: datetime,
+    ) -> RevocationAnswer:
+        """Check ``cert`` (its issuer is ``chain[0]``) and record the answer in ``store``.
+        Raises :class:`~smime_companion.errors.CacheError` when the store cannot be written."""
+        issuer = chain[0] if chain else None
+        answer = self.check(cert, issuer, at)
+        source = answer.source
+        if source is not None:
+            source = ("ocsp " if source in ocsp_urls(cert) else "crl ") + source
+        store.set_revocation(
+            fingerprint_sha256(cert),
+            answer.status,
+            at,
+            answer.next_update,
+            source=source if answer.reason is None else f"{source or '-'}: {answer.reason}",
+            evidence=answer.evidence,
+        )
+        return answer
