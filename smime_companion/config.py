@@ -106,11 +106,23 @@ class AccountConfig:
 
 
 @dataclass(frozen=True)
+class CertificatesConfig:
+    """The certificate store's policies: ``revocation`` is ``off``, ``soft`` (an unreachable
+    responder does not block) or ``hard`` (it does); ``tofu`` lists who gets trust on first use
+    for certificates that chain to no anchor: ``*``, addresses or domains (with subdomains)."""
+
+    revocation: str = "soft"
+    tofu: tuple[str, ...] = ()
+    revocation_timeout: int = 10  # seconds per OCSP or CRL request
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path | None
     identity: IdentityConfig
     cache: CacheConfig
     accounts: tuple[AccountConfig, ...] = field(default=())
+    certificates: CertificatesConfig = CertificatesConfig()
 
     def account(self, name: str) -> AccountConfig:
         for account in self.accounts:
@@ -156,7 +168,7 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}") from None
     reader = _Reader(text, where)
-    reader.known(data, "", {"identity", "cache", "accounts"})
+    reader.known(data, "", {"identity", "cache", "accounts", "certificates"})
     identity = reader.identity(data.get("identity", {}))
     cache = reader.cache(data.get("cache", {}))
     raw_accounts = data.get("accounts", [])
@@ -167,7 +179,10 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     for name in names:
         if names.count(name) > 1:
             raise reader.error("accounts", "name", f"account name {name!r} is used twice")
-    return Config(source=path, identity=identity, cache=cache, accounts=accounts)
+    certificates = reader.certificates(data.get("certificates", {}))
+    return Config(
+        source=path, identity=identity, cache=cache, accounts=accounts, certificates=certificates
+    )
 
 
 _SECRET_SUFFIXES = ("_env", "_command", "_keyring")
@@ -340,6 +355,23 @@ class _Reader:
                 clamd_socket=self.path(table, s, "clamd_socket"),
                 command=self.string(table, s, "scan_command"),
             ),
+        )
+
+    def certificates(self, table: Any) -> CertificatesConfig:
+        s = "certificates"
+        if not isinstance(table, dict):
+            raise self.error(s, "", "must be a table: [certificates]")
+        self.known(table, s, {"revocation", "tofu", "revocation_timeout"})
+        tofu = table.get("tofu", [])
+        if not isinstance(tofu, list) or not all(isinstance(t, str) and t.strip() for t in tofu):
+            raise self.error(s, "tofu", 'must be a list of "*", addresses or domains')
+        timeout = table.get("revocation_timeout", 10)
+        if not isinstance(timeout, int) or isinstance(timeout, bool) or not 0 < timeout <= 300:
+            raise self.error(s, "revocation_timeout", "must be a number of seconds from 1 to 300")
+        return CertificatesConfig(
+            revocation=self.string(table, s, "revocation", "soft", choices=("off", "soft", "hard")),
+            tofu=tuple(t.strip().lower() for t in tofu),
+            revocation_timeout=timeout,
         )
 
     def account(self, table: Any, index: int) -> AccountConfig:

@@ -12,8 +12,11 @@ from cryptography import x509
 from smime_companion import credentials, keyfiles
 from smime_companion.config import Config, IdentityConfig
 from smime_companion.core.model import Identity
+from smime_companion.harvest import CertHarvester
+from smime_companion.revocation import RevocationChecker
 from smime_companion.scan import Scanner, make_scanner
 from smime_companion.store import Cache
+from smime_companion.store.certstore import CertStore
 
 
 def load_identities(cfg: IdentityConfig) -> list[Identity]:
@@ -75,3 +78,27 @@ def open_cache(config: Config, key: str | None = None) -> Cache:
 def open_scanner(config: Config) -> Scanner | None:
     """The malware scanner the config names (clamd socket, else command), or None."""
     return make_scanner(config.cache.scan.clamd_socket, config.cache.scan.command)
+
+
+def open_certstore(config: Config, key: str | None = None) -> CertStore:
+    """The certificate and identity store of ``config`` (``certs.db`` in the cache directory,
+    under the cache key): opened with ``key`` or, when None, the configured key.
+
+    Raises :class:`~smime_companion.errors.SecretUnavailable` or
+    :class:`~smime_companion.errors.CacheError` (wrong key, damaged file) with one line.
+    """
+    if not config.cache.encrypt:
+        return CertStore.open(config.cache.path, None)
+    return CertStore.open(config.cache.path, key if key is not None else cache_key(config))
+
+
+def revocation_checker(config: Config) -> RevocationChecker | None:
+    """The OCSP/CRL checker the ``[certificates]`` policy asks for (None when ``off``)."""
+    if config.certificates.revocation == "off":
+        return None
+    return RevocationChecker(timeout=config.certificates.revocation_timeout)
+
+
+def certificate_harvester(config: Config, store: CertStore) -> CertHarvester:
+    """The harvester the sync daemon hands opened messages to, with the config's TOFU policy."""
+    return CertHarvester(store, config.certificates.tofu)
