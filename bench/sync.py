@@ -1,0 +1,349 @@
+"""Benchmark of the IMAP sync: first-sync wall time beside mbsync, IDLE latency, peak memory.
+
+Run: ``.venv/bin/python bench/sync.py [--messages 10000] [--samples 20]``
+
+It starts a throwaway Dovecot (as the tests do, see ``tests/dovecot.py``), fills INBOX with
+``--messages`` messages as Maildir files (10% S/MIME: half signed, half signed-then-encrypted by
+``openssl cms`` for the test PKI; sizes from 2 KB to 2 MB, most of them small), then measures:
+
+1. First sync: ``smime-companion run --once`` into an empty encrypted cache, with
+   ``cache_all = false`` (only S/MIME bodies are downloaded) and with ``cache_all = true``
+   (every body, every message opened and indexed), each beside ``mbsync`` (``FSync no``) pulling
+   the same folder into a fresh Maildir in the same run. Ratios are ours / mbsync's
+   (targets: <= 1.0 and <= 2.0).
+2. Arrival-to-searchable latency: with ``smime-companion run`` in IDLE, a new S/MIME message is
+   dropped into the Maildir and the cache is polled until ``search`` finds it; median of
+   ``--samples`` (target < 1 s).
+3. Peak memory: the maximum resident set of the ``run --once`` processes (target < 200 MB).
+
+Before the timed runs the message files are read once (page cache) and Dovecot indexes the
+folder (one EXAMINE and UID SEARCH), so neither contender pays for the other's warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # tests/dovecot.py runs the server and makes the test mail
+
+from smime_companion.config import load_config  # noqa: E402
+from smime_companion.runtime import open_cache  # noqa: E402
+from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki, make_test_pki  # noqa: E402
+from tests.dovecot import MAIL_UID, PASSWORD, Dovecot  # noqa: E402
+
+MIN_SIZE = 2 * 1024
+MAX_SIZE = 2 * 1024 * 1024
+SMIME_SIZES = (2 * 1024, 8 * 1024, 32 * 1024, 128 * 1024, 512 * 1024, 2 * 1024 * 1024)
+TEMPLATES_PER_SIZE = 4
+
+
+def message_size(rng: random.Random) -> int:
+    """Sizes from 2 KB to 2 MB, skewed small like a real mailbox (mean about 40 KB): most are
+    2-64 KB, 3% are 64 KB-2 MB (attachments)."""
+    if rng.random() < 0.03:
+        return int(64 * 1024 * (MAX_SIZE / (64 * 1024)) ** rng.random())
+    return int(MIN_SIZE * 32 ** (rng.random() ** 1.5))
+
+
+def filler(size: int, seed: int) -> bytes:
+    line = (f"{seed:08d} lorem ipsum " * 8)[:76].encode() + b"\r\n"
+    return (line * (size // len(line) + 1))[:size]
+
+
+def openssl(*args: str | Path, data: bytes) -> bytes:
+    return subprocess.run(
+        ["openssl", "cms", *map(str, args)], input=data, capture_output=True, check=True
+    ).stdout
+
+
+def smime_template(pki: TestPki, size: int, seed: int, encrypt: bool) -> bytes:
+    """An S/MIME body (MIME headers and all) from alice to bob, about ``size`` bytes."""
+    entity = b"Content-Type: text/plain; charset=us-ascii\r\n\r\n" + filler(
+        max(size * 3 // 4 - 3000, 200), seed
+    )
+    signed = openssl(
+        "-sign", "-signer", pki.cert("alice"), "-inkey", pki.key("alice"),
+        "-certfile", pki.intermediate, "-crlfeol", data=entity,
+    )  # fmt: skip
+    if not encrypt:
+        return signed
+    return openssl("-encrypt", "-aes256", "-recip", pki.cert("bob"), "-crlfeol", data=signed)
+
+
+def headers(index: int, subject: str) -> bytes:
+    return (
+        f"From: alice@example.org\r\nTo: bob@example.org\r\nSubject: {subject}\r\n"
+        f"Date: Wed, 25 Nov 2026 09:00:00 +0000\r\nMessage-ID: <{index}.bench@example.org>\r\n"
+    ).encode()
+
+
+def plain_message(index: int, size: int) -> bytes:
+    head = headers(index, f"plain {index}") + b"MIME-Version: 1.0\r\n"
+    if size < 16 * 1024:
+        return head + b"Content-Type: text/plain; charset=us-ascii\r\n\r\n" + filler(size, index)
+    # Bigger ones carry an attachment, as big mail does.
+    attachment = filler(size * 3 // 4, index)
+    import base64
+
+    b64 = base64.encodebytes(attachment).replace(b"\n", b"\r\n")
+    return head + (
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+        b"Content-Type: text/plain\r\n\r\nSee attached.\r\n--b\r\n"
+        b"Content-Type: application/octet-stream; name=data.bin\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + b64 + b"--b--\r\n"
+    )
+
+
+def fill(
+    server: Dovecot, pki: TestPki, count: int, smime_ratio: float, seed: int
+) -> tuple[int, int]:
+    """Write ``count`` messages into alice's INBOX; returns (S/MIME count, total bytes)."""
+    rng = random.Random(seed)
+    templates: dict[int, list[bytes]] = {}
+    for size in SMIME_SIZES:
+        templates[size] = [
+            smime_template(pki, size, size + i, encrypt=i % 2 == 1)
+            for i in range(TEMPLATES_PER_SIZE)
+        ]
+    box = server.maildir("alice")
+    smime = total = 0
+    for index in range(count):
+        size = message_size(rng)
+        if rng.random() < smime_ratio:
+            bucket = min(SMIME_SIZES, key=lambda s: abs(s - size))
+            raw = headers(index, f"smime {index}") + rng.choice(templates[bucket])
+            smime += 1
+        else:
+            raw = plain_message(index, size)
+        total += len(raw)
+        name = f"{1700000000 + index}.M{index}P1.bench,S={len(raw)}:2,"
+        (box / "cur" / name).write_bytes(raw)
+    for path in (box, box / "cur"):
+        os.chown(path, MAIL_UID, MAIL_UID)
+    for entry in os.scandir(box / "cur"):
+        os.chown(entry.path, MAIL_UID, MAIL_UID)
+    return smime, total
+
+
+def warm_up(server: Dovecot) -> None:
+    for entry in os.scandir(server.maildir("alice") / "cur"):
+        with open(entry.path, "rb") as handle:
+            while handle.read(1 << 20):
+                pass
+    imap = server.client()
+    try:
+        imap.select_folder("INBOX", readonly=True)
+        imap.search(["ALL"])
+    finally:
+        imap.logout()
+
+
+def write_config(directory: Path, server: Dovecot, pki: TestPki, cache_all: bool) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "config.toml"
+    path.write_text(
+        f"""
+[identity]
+p12 = "{pki.p12("bob")}"
+p12_password_env = "BENCH_P12_PASSWORD"
+trust_anchors = ["{pki.root}"]
+system_anchors = false
+
+[cache]
+path = "{directory / "cache"}"
+key_env = "BENCH_CACHE_KEY"
+cache_all = {"true" if cache_all else "false"}
+
+[[accounts]]
+name = "bench"
+host = "localhost"
+port = {server.tls_port}
+tls = "implicit"
+ca_file = "{server.cert}"
+username = "alice"
+password_env = "BENCH_IMAP_PASSWORD"
+folders = ["INBOX"]
+"""
+    )
+    return path
+
+
+def env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "BENCH_P12_PASSWORD": PKCS12_PASSWORD,
+        "BENCH_CACHE_KEY": "bench cache key",
+        "BENCH_IMAP_PASSWORD": PASSWORD,
+    }
+
+
+def timed(argv: list[str]) -> tuple[float, int]:
+    """Run ``argv``; return (wall seconds, peak RSS in KB). Fails loudly on a non-zero exit."""
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: nobody reads while it runs
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env(), stdout=subprocess.DEVNULL, stderr=log)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            log.seek(0)
+            err = log.read().decode(errors="replace")
+            raise SystemExit(f"{argv[0]} failed ({proc.returncode}): {err[-2000:]}")
+    return wall, usage.ru_maxrss
+
+
+def ours(config: Path) -> tuple[float, int]:
+    return timed(
+        [sys.executable, "-m", "smime_companion", "run", "--once", "--config", str(config)]
+    )
+
+
+def mbsync(directory: Path, server: Dovecot) -> float | None:
+    if shutil.which("mbsync") is None:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "mail").mkdir(exist_ok=True)
+    rc = directory / "mbsyncrc"
+    rc.write_text(
+        f"""FSync no
+
+IMAPAccount bench
+Host localhost
+Port {server.tls_port}
+User alice
+Pass {PASSWORD}
+SSLType IMAPS
+CertificateFile {server.cert}
+
+IMAPStore remote
+Account bench
+
+MaildirStore local
+Path {directory / "mail"}/
+Inbox {directory / "mail" / "INBOX"}
+
+Channel bench
+Far :remote:INBOX
+Near :local:INBOX
+Sync Pull
+Create Near
+SyncState *
+"""
+    )
+    os.chmod(rc, 0o600)
+    wall, _rss = timed(["mbsync", "-q", "-c", str(rc), "bench"])
+    return wall
+
+
+def latency(config: Path, server: Dovecot, pki: TestPki, samples: int) -> list[float]:
+    """Seconds from a message landing in the Maildir to ``search`` finding it in the cache."""
+    cfg = load_config(config)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smime_companion", "run", "--config", str(config)],
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    results: list[float] = []
+    try:
+        status = cfg.cache.path / "daemon-status.json"
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            try:
+                data = json.loads(status.read_text())
+                if data["accounts"]["bench"]["folders"]["INBOX"] == "idle":
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.1)
+        else:
+            raise SystemExit("the daemon never reached IDLE")
+        template = smime_template(pki, 8 * 1024, 4242, encrypt=True)
+        with open_cache(cfg) as cache:
+            for n in range(samples):
+                word = f"latency{n}x{random.randrange(10**9)}"
+                raw = headers(900000 + n, word) + template
+                started = time.perf_counter()
+                server.deliver("alice", raw)
+                while True:
+                    if cache.search(f"subject:{word}", now=dt.datetime.now(dt.UTC)):
+                        break
+                    if time.perf_counter() - started > 30:
+                        raise SystemExit(f"message {n} never became searchable")
+                    time.sleep(0.005)
+                results.append(time.perf_counter() - started)
+                time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--smime-ratio", type=float, default=0.10)
+    parser.add_argument("--samples", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    os.environ.update(env())
+
+    work = Path(tempfile.mkdtemp(prefix="bench-sync-"))
+    server = Dovecot()
+    try:
+        pki = make_test_pki(work / "pki")
+        started = time.perf_counter()
+        smime, total = fill(server, pki, args.messages, args.smime_ratio, args.seed)
+        print(
+            f"mailbox: {args.messages} messages, {smime} S/MIME, {total / 1e6:.0f} MB "
+            f"(made in {time.perf_counter() - started:.1f} s)"
+        )
+        server.start()
+        warm_up(server)
+
+        rows = []
+        for cache_all, target in ((False, 1.0), (True, 2.0)):
+            wall, rss = ours(write_config(work / f"ours-{cache_all}", server, pki, cache_all))
+            reference = mbsync(work / f"mbsync-{cache_all}", server)
+            rows.append((cache_all, wall, rss, reference, target))
+        print()
+        head = f"{'first sync':<28}{'ours s':>9}{'mbsync s':>10}{'ratio':>8}{'target':>8}"
+        print(head + f"{'peak MB':>9}")
+        for cache_all, wall, rss, reference, target in rows:
+            ratio = f"{wall / reference:.2f}" if reference else "n/a"
+            ref = f"{reference:.1f}" if reference else "absent"
+            label = f"cache_all = {'true' if cache_all else 'false'}"
+            print(f"{label:<28}{wall:>9.1f}{ref:>10}{ratio:>8}{'<= ' + str(target):>8}"
+                  f"{rss / 1024:>9.0f}")  # fmt: skip
+        if rows[0][3] is None:
+            print("mbsync is not installed (Debian: apt-get install isync): no ratio")
+
+        samples = latency(work / "ours-False" / "config.toml", server, pki, args.samples)
+        print()
+        print(
+            f"arrival -> searchable with IDLE: median {statistics.median(samples) * 1000:.0f} ms, "
+            f"max {max(samples) * 1000:.0f} ms over {len(samples)} messages (target < 1000 ms)"
+        )
+        peak = max(r[2] for r in rows) / 1024
+        print(f"peak memory of run --once: {peak:.0f} MB (target < 200 MB)")
+    finally:
+        server.stop()
+        shutil.rmtree(server.dir, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
