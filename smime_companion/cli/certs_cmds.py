@@ -1,0 +1,395 @@
+"""``certs list|show|import|export|trust|forget`` and ``identity import|list``: the certificate
+and identity store from the command line.
+
+Every subcommand takes ``--config FILE``; the store is ``certs.db`` in the cache directory,
+under the cache key (asked for on a terminal when no configured source has it). Bad input (a file
+that is not a certificate, a corrupt PKCS#12, a wrong password) is one line and exit 2, and the
+store is left unchanged: everything is loaded and checked before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from smime_companion import keyfiles, runtime
+from smime_companion.cli.common import add_config_flag, add_json_flag, config_from_args
+from smime_companion.cli.common import write_output as _write_output
+from smime_companion.config import Config
+from smime_companion.core.certs import email_addresses
+from smime_companion.core.model import Identity
+from smime_companion.core.selection import (
+    CertRecord,
+    NoCertificate,
+    chain_to_anchor,
+    effective_trust,
+)
+from smime_companion.errors import KeyLoadError, SecretUnavailable, UsageError
+from smime_companion.store.certstore import CertStore, Sighting, expiry_warnings
+
+EXIT_OK = 0
+EXIT_NOT_GOOD = 1
+IMPORT_SOURCE = "import"
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``certs`` and ``identity`` subcommands to the main parser."""
+    certs = sub.add_parser(
+        "certs",
+        help="correspondents' certificates: list, show, import, export, trust, forget",
+        description="The certificates harvested from signed mail or imported, by address, with "
+        "their trust: anchor (chains to a trust anchor), tofu (pinned), untrusted, key-changed "
+        "(a new key for a pinned address: confirm with 'certs trust'), revoked, expired.",
+    )
+    certs_sub = certs.add_subparsers(dest="certs_command", metavar="ACTION")
+    certs_sub.required = True
+
+    listing = certs_sub.add_parser("list", help="every certificate, one line per address")
+    add_json_flag(listing)
+    add_config_flag(listing)
+    listing.set_defaults(func=run_list)
+
+    show = certs_sub.add_parser(
+        "show",
+        help="the certificates of an address, or one certificate",
+        description="Show the certificates recorded for ADDRESS (and which one encryption "
+        "would use), or the certificate with FINGERPRINT (a unique prefix of 8+ hex digits).",
+    )
+    show.add_argument("what", metavar="ADDRESS|FINGERPRINT")
+    add_json_flag(show)
+    add_config_flag(show)
+    show.set_defaults(func=run_show)
+
+    imp = certs_sub.add_parser(
+        "import",
+        help="add certificates from a PEM or DER file",
+        description="Add the email certificates of FILE (PEM, several allowed, or DER). One "
+        "that chains to a trust anchor is trusted; any other is kept untrusted until "
+        "'certs trust'. CA certificates in the file help build the chains.",
+    )
+    imp.add_argument("file", type=Path, metavar="FILE")
+    add_config_flag(imp)
+    imp.set_defaults(func=run_import)
+
+    export = certs_sub.add_parser(
+        "export",
+        help="write the certificate encryption to ADDRESS would use",
+        description="Write, as PEM, the certificate that encrypting to ADDRESS would use now.",
+    )
+    export.add_argument("address", metavar="ADDRESS")
+    export.add_argument("-o", "--output", default="-", metavar="FILE", help="write to FILE")
+    add_config_flag(export)
+    export.set_defaults(func=run_export)
+
+    trust = certs_sub.add_parser(
+        "trust",
+        help="pin a certificate (confirm a changed key)",
+        description="Trust the certificate with FINGERPRINT for its addresses: it is pinned, "
+        "and other keys pinned for those addresses are un-pinned.",
+    )
+    trust.add_argument("fingerprint", metavar="FINGERPRINT")
+    add_config_flag(trust)
+    trust.set_defaults(func=run_trust)
+
+    forget = certs_sub.add_parser(
+        "forget",
+        help="delete a certificate from the store",
+        description="Delete the certificate with FINGERPRINT and every record of it.",
+    )
+    forget.add_argument("fingerprint", metavar="FINGERPRINT")
+    add_config_flag(forget)
+    forget.set_defaults(func=run_forget)
+
+    identity = sub.add_parser(
+        "identity",
+        help="your own key pairs: import, list",
+        description="Your own S/MIME identities, kept encrypted in the store. The latest "
+        "imported is current; older ones stay to decrypt old mail.",
+    )
+    identity_sub = identity.add_subparsers(dest="identity_command", metavar="ACTION")
+    identity_sub.required = True
+    id_import = identity_sub.add_parser(
+        "import",
+        help="import a PKCS#12 file, or a PEM file with key and certificate",
+        description="Import FILE: PKCS#12 (.p12/.pfx; the password from --password-env, else "
+        "asked on a terminal) or PEM holding the private key and its certificate (and chain).",
+    )
+    id_import.add_argument("file", type=Path, metavar="FILE")
+    id_import.add_argument("--password-env", metavar="VAR", help="the file's password is in $VAR")
+    add_config_flag(id_import)
+    id_import.set_defaults(func=run_identity_import)
+    id_list = identity_sub.add_parser("list", help="your identities, current first")
+    add_json_flag(id_list)
+    add_config_flag(id_list)
+    id_list.set_defaults(func=run_identity_list)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _open(config: Config) -> CertStore:
+    """The store, asking for the passphrase on a terminal when no configured source has it."""
+    try:
+        return runtime.open_certstore(config)
+    except SecretUnavailable:
+        if not sys.stdin.isatty():
+            raise
+        return runtime.open_certstore(config, getpass.getpass("cache passphrase: "))
+
+
+def _record_json(record: CertRecord, at: dt.datetime) -> dict[str, Any]:
+    return {
+        "address": record.address,
+        "fingerprint": record.fingerprint,
+        "subject": record.certificate.subject.rfc4514_string(),
+        "issuer": record.certificate.issuer.rfc4514_string(),
+        "not_before": record.not_before.isoformat(),
+        "not_after": record.not_after.isoformat(),
+        "trust": str(effective_trust(record, at)),
+        "capabilities": list(record.capabilities),
+        "source": record.source,
+        "first_seen": record.first_seen.isoformat(),
+        "last_seen": record.last_seen.isoformat(),
+        "preferred": record.preferred,
+        "revocation": str(record.revocation),
+        "revocation_checked": record.revocation_checked.isoformat()
+        if record.revocation_checked
+        else None,
+        "chain": [c.subject.rfc4514_string() for c in record.chain],
+    }
+
+
+def _line(record: CertRecord, at: dt.datetime) -> str:
+    return (
+        f"{record.address:32} {record.fingerprint[:16]}  {effective_trust(record, at)!s:11} "
+        f"until {record.not_after.date().isoformat()}  from {record.source}"
+    )
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, indent=2))
+
+
+# -- certs ---------------------------------------------------------------------------------------
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """``certs list``: every (address, certificate) record."""
+    now = _now()
+    with _open(config_from_args(args)) as store:
+        records = store.records()
+    if args.json:
+        _print_json([_record_json(r, now) for r in records])
+    else:
+        for record in records:
+            print(_line(record, now))
+    return EXIT_OK
+
+
+def run_show(args: argparse.Namespace) -> int:
+    """``certs show``: an address's records and the selection, or one certificate's records."""
+    config = config_from_args(args)
+    now = _now()
+    with _open(config) as store:
+        if "@" in args.what:
+            records = store.records(args.what)
+            if not records:
+                raise UsageError(f"no certificate recorded for {args.what.strip().lower()}")
+            selection = store.select(args.what, now, config.certificates.revocation)
+        else:
+            records = store.records_for_fingerprint(store.resolve(args.what))
+            selection = None
+        evidence = {r.fingerprint: store.revocation_evidence(r.fingerprint)[0] for r in records}
+    if args.json:
+        out: dict[str, Any] = {"records": [_record_json(r, now) for r in records]}
+        if selection is not None:
+            out["encrypt_to"] = (
+                None if isinstance(selection, NoCertificate) else selection.record.fingerprint
+            )
+            out["reason"] = selection.reason if isinstance(selection, NoCertificate) else None
+        _print_json(out)
+        return EXIT_OK
+    for record in records:
+        print(_line(record, now))
+        print(f"  subject      {record.certificate.subject.rfc4514_string()}")
+        print(f"  issuer       {record.certificate.issuer.rfc4514_string()}")
+        print(f"  fingerprint  {record.fingerprint}")
+        print(f"  capabilities {', '.join(record.capabilities) or '-'}")
+        checked = record.revocation_checked.isoformat() if record.revocation_checked else "never"
+        where = evidence[record.fingerprint] or "-"
+        print(f"  revocation   {record.revocation} (checked {checked}; {where})")
+        for issuer in record.chain:
+            print(f"  chain        {issuer.subject.rfc4514_string()}")
+    if selection is not None:
+        if isinstance(selection, NoCertificate):
+            print(f"encryption: none ({selection.reason})")
+        else:
+            print(f"encryption: {selection.record.fingerprint}")
+            for warning in selection.warnings:
+                print(f"warning: {warning}")
+    return EXIT_OK
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except (x509.ExtensionNotFound, ValueError):
+        return False
+
+
+def run_import(args: argparse.Namespace) -> int:
+    """``certs import FILE``: record the file's email certificates (anchored or untrusted)."""
+    config = config_from_args(args)
+    certs = keyfiles.load_certificates(args.file)  # KeyLoadError: not a certificate file
+    leaves = [c for c in certs if not _is_ca(c) and email_addresses(c)]
+    if not leaves:
+        raise UsageError(f"{args.file}: holds no email certificate (no address in any of them)")
+    anchors = runtime.load_anchors(config.identity)
+    now = _now()
+    with _open(config) as store:
+        pool = [*certs, *store.intermediates()]
+        # Decide everything first; then write (each record is one transaction).
+        sightings = []
+        for cert in leaves:
+            chain = chain_to_anchor(cert, pool, anchors)
+            sightings.append(
+                Sighting(
+                    certificate=cert,
+                    source=IMPORT_SOURCE,
+                    at=now,
+                    anchored=chain is not None,
+                    chain=chain[1:] if chain else (),
+                )
+            )
+        for sighting in sightings:
+            for record in store.record(sighting):
+                print(_line(record, now))
+                if record.trust == "untrusted":
+                    print(
+                        f"  not trusted: no anchor vouches for it; if you checked it, run "
+                        f"'smime-companion certs trust {record.fingerprint}'"
+                    )
+    return EXIT_OK
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """``certs export ADDRESS``: the PEM of the certificate encryption would use."""
+    config = config_from_args(args)
+    with _open(config) as store:
+        selection = store.select(args.address, _now(), config.certificates.revocation)
+    if isinstance(selection, NoCertificate):
+        print(f"smime-companion certs export: {selection.reason}", file=sys.stderr)
+        return EXIT_NOT_GOOD
+    _write_output(
+        args.output, selection.record.certificate.public_bytes(serialization.Encoding.PEM)
+    )
+    return EXIT_OK
+
+
+def run_trust(args: argparse.Namespace) -> int:
+    """``certs trust FINGERPRINT``: pin it for its addresses."""
+    now = _now()
+    with _open(config_from_args(args)) as store:
+        for record in store.trust(args.fingerprint):
+            print(_line(record, now))
+    return EXIT_OK
+
+
+def run_forget(args: argparse.Namespace) -> int:
+    """``certs forget FINGERPRINT``: delete it."""
+    with _open(config_from_args(args)) as store:
+        print(f"forgot {store.forget(args.fingerprint)}")
+    return EXIT_OK
+
+
+# -- identity ------------------------------------------------------------------------------------
+
+
+def _password(args: argparse.Namespace) -> bytes | None:
+    if args.password_env:
+        value = os.environ.get(args.password_env)
+        if value is None:
+            raise KeyLoadError(f"environment variable {args.password_env} is not set")
+        return value.encode()
+    if sys.stdin.isatty():
+        return getpass.getpass(f"password of {args.file}: ").encode()
+    return None
+
+
+def load_identity_file(path: Path, password: bytes | None) -> Identity:
+    """An identity from a PKCS#12 file or a PEM file holding a private key and its certificate
+    (plus chain). Raises :class:`KeyLoadError` with one line (unreadable, corrupt, wrong
+    password, no key, key without certificate)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KeyLoadError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if b"-----BEGIN" not in data:
+        return keyfiles.load_pkcs12(path, password)
+    key = keyfiles.load_private_key(path, password)
+    certs = keyfiles.load_certificates(path)
+    (identity,) = keyfiles.pair_keys_with_certificates([key], certs)
+    return identity
+
+
+def run_identity_import(args: argparse.Namespace) -> int:
+    """``identity import FILE``: keep the key pair (encrypted) and make it current."""
+    config = config_from_args(args)
+    identity = load_identity_file(args.file, _password(args))
+    now = _now()
+    with _open(config) as store:
+        stored = store.import_identity(identity, now)
+        warnings = expiry_warnings([stored], now)
+    print(
+        f"imported {stored.fingerprint[:16]} for {', '.join(stored.addresses) or 'no address'} "
+        f"(valid until {identity.certificate.not_valid_after_utc.date().isoformat()}); current"
+    )
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return EXIT_OK
+
+
+def run_identity_list(args: argparse.Namespace) -> int:
+    """``identity list``: own identities, current first, with expiry warnings."""
+    now = _now()
+    with _open(config_from_args(args)) as store:
+        listed = store.identities_listed()
+    warnings = expiry_warnings(listed, now)
+    if args.json:
+        _print_json(
+            [
+                {
+                    "fingerprint": i.fingerprint,
+                    "addresses": list(i.addresses),
+                    "subject": i.identity.certificate.subject.rfc4514_string(),
+                    "not_before": i.identity.certificate.not_valid_before_utc.isoformat(),
+                    "not_after": i.identity.certificate.not_valid_after_utc.isoformat(),
+                    "imported": i.imported.isoformat(),
+                    "current": i.current,
+                }
+                for i in listed
+            ]
+        )
+    else:
+        for i in listed:
+            state = "current" if i.current else "retired"
+            print(
+                f"{', '.join(i.addresses) or '-':32} {i.fingerprint[:16]}  {state:8} until "
+                f"{i.identity.certificate.not_valid_after_utc.date().isoformat()}"
+            )
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return EXIT_OK
