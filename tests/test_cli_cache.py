@@ -22,7 +22,14 @@ from tests.test_query import PDF_PART
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 
 
-def _config(tmp: Path, pki: TestPki, *, old_p12: list[Path] | None = None, extra: str = "") -> Path:
+def _config(
+    tmp: Path,
+    pki: TestPki,
+    *,
+    old_p12: list[Path] | None = None,
+    extra: str = "",
+    key_source: str = 'key_env = "TEST_CACHE_KEY"',
+) -> Path:
     path = tmp / "config.toml"
     old = ", ".join(f'"{p}"' for p in (old_p12 or []))
     path.write_text(
@@ -34,13 +41,15 @@ def _config(tmp: Path, pki: TestPki, *, old_p12: list[Path] | None = None, extra
         "system_anchors = false\n"
         "[cache]\n"
         f'path = "{tmp / "data"}"\n'
-        'key_env = "TEST_CACHE_KEY"\n' + extra
+        f"{key_source}\n" + extra
     )
     return path
 
 
-def cli(config: Path, *args: str | Path, key: str | None = KEY) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("TEST_CACHE_KEY",)}
+def cli(
+    config: Path, *args: str | Path, key: str | None = KEY, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("TEST_CACHE_KEY",)} | (env or {})
     env["TEST_P12_PASSWORD"] = "test"
     if key is not None:
         env["TEST_CACHE_KEY"] = key
