@@ -29,7 +29,8 @@ from cryptography import x509
 
 from smime_companion.core.certs import email_addresses, fingerprint_sha256
 from smime_companion.core.model import OpenResult, SignatureStatus, SignerReport
-from smime_companion.core.selection import CertRecord, chain_to_anchor, tofu_applies
+from smime_companion.core.selection import CertRecord, Trust, chain_to_anchor, tofu_applies
+from smime_companion.revocation import RevocationChecker
 from smime_companion.store.certstore import CertStore, Sighting
 
 log = logging.getLogger(__name__)
@@ -44,12 +45,20 @@ class CertHarvester:
     """Records signer certificates of opened messages in a :class:`CertStore`.
 
     ``tofu`` is the TOFU policy: patterns (``*``, an address, a domain) whose untrusted
-    certificates are pinned on first sight.
+    certificates are pinned on first sight. With a ``revocation`` checker, each harvested
+    certificate that chains to an anchor and has no fresh revocation answer is checked, and the
+    answer is stored with its evidence: how the certificate stood when its mail arrived.
     """
 
-    def __init__(self, store: CertStore, tofu: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        store: CertStore,
+        tofu: Sequence[str] = (),
+        revocation: RevocationChecker | None = None,
+    ) -> None:
         self.store = store
         self.tofu = tuple(tofu)
+        self.revocation = revocation
 
     def harvest(self, result: OpenResult, message_id: str | None, at: datetime) -> None:
         """Record every harvestable signer of ``result`` (all layers), seen at ``at`` in the
@@ -69,7 +78,26 @@ class CertHarvester:
             if signer.certificate is None or signer.status not in HARVESTABLE:
                 continue
             written.extend(self._harvest_signer(signer, senders, source, at))
+        if self.revocation is not None:
+            self._check_revocation(written, at)
+            by_key = {(r.address, r.fingerprint) for r in written}
+            written = [
+                r
+                for fp in dict.fromkeys(r.fingerprint for r in written)
+                for r in self.store.records_for_fingerprint(fp)
+                if (r.address, r.fingerprint) in by_key
+            ]
         return written
+
+    def _check_revocation(self, records: list[CertRecord], at: datetime) -> None:
+        assert self.revocation is not None
+        checked: set[str] = set()
+        for record in records:
+            fresh = record.revocation_next is not None and record.revocation_next >= at
+            if record.fingerprint in checked or fresh or record.trust != Trust.ANCHOR:
+                continue
+            checked.add(record.fingerprint)
+            self.revocation.check_and_store(self.store, record.certificate, record.chain, at)
 
     def _harvest_signer(
         self, signer: SignerReport, senders: set[str], source: str, at: datetime

@@ -100,5 +100,24 @@ def revocation_checker(config: Config) -> RevocationChecker | None:
 
 
 def certificate_harvester(config: Config, store: CertStore) -> CertHarvester:
-    """The harvester the sync daemon hands opened messages to, with the config's TOFU policy."""
-    return CertHarvester(store, config.certificates.tofu)
+    """The harvester the sync daemon hands opened messages to, with the config's TOFU policy
+    and revocation checks (unless ``revocation = "off"``)."""
+    return CertHarvester(store, config.certificates.tofu, revocation_checker(config))
+
+
+def identities_with_store(config: Config, store: CertStore) -> list[Identity]:
+    """The config's identities (current first) followed by those imported into the store
+    (latest first), without duplicates: every key that may open the user's mail.
+
+    Raises :class:`~smime_companion.errors.KeyLoadError`,
+    :class:`~smime_companion.errors.SecretUnavailable` or
+    :class:`~smime_companion.errors.CacheError` with one line.
+    """
+    seen: set[bytes] = set()
+    merged: list[Identity] = []
+    for identity in [*load_identities(config.identity), *store.identities()]:
+        der = identity.certificate.tbs_certificate_bytes
+        if der not in seen:
+            seen.add(der)
+            merged.append(identity)
+    return merged

@@ -19,14 +19,19 @@ from typing import TYPE_CHECKING
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509 import ocsp
 
+from smime_companion.core.open import open_message
 from smime_companion.core.revocation import ocsp_request, read_crl, read_ocsp_response
 from smime_companion.core.selection import NoCertificate, Revocation, Selected
+from smime_companion.harvest import CertHarvester
 from smime_companion.revocation import RevocationChecker, http_fetch
 from smime_companion.store.certstore import CertStore, Sighting
 from tests.conftest import load_cert
+from tests.peers import split_message
 from tests.test_certstore import issue_certificate
+from tests.tools import mime_message, run
 
 if TYPE_CHECKING:
     from smime_companion.testing.pki import TestPki
@@ -67,6 +72,7 @@ class Responders:
     down_then_crl: x509.Certificate  # OCSP responder down, CRL lists it
     down: x509.Certificate  # OCSP responder down, no CRL
     crl: bytes
+    keys: dict[str, CertificateIssuerPrivateKeyTypes]  # by address
 
 
 def _index_line(cert: x509.Certificate, revoked: dt.datetime | None) -> str:
@@ -87,8 +93,11 @@ def responders(
     down_url = f"http://127.0.0.1:{down_port}"
     crl_url = f"http://127.0.0.1:{crl_port}/email-ca.crl"
 
+    keys: dict[str, CertificateIssuerPrivateKeyTypes] = {}
+
     def make(address: str, **kw: str) -> x509.Certificate:
-        return issue_certificate(pki, address, now, **kw)[0]  # type: ignore[arg-type]
+        cert, keys[address] = issue_certificate(pki, address, now, **kw)  # type: ignore[arg-type]
+        return cert
 
     made = Responders(
         issuer=load_cert(pki.intermediate),
@@ -100,6 +109,7 @@ def responders(
         down_then_crl=make("fallback@example.org", ocsp_url=down_url, crl_url=crl_url),
         down=make("down@example.org", ocsp_url=down_url),
         crl=b"",
+        keys=keys,
     )
     issuer_key = serialization.load_pem_private_key(
         (pki.directory / "intermediate.key.pem").read_bytes(), password=None
@@ -311,3 +321,41 @@ def test_a_stale_crl_or_one_for_another_certificate_decides_nothing(
     assert stale.status == Revocation.UNAVAILABLE and "stale" in (stale.reason or "")
     wrong = read_crl(responders.crl, responders.crl_good, load_cert(pki.root), now, "u")
     assert wrong.status == Revocation.UNAVAILABLE and "not issued by" in (wrong.reason or "")
+
+
+@pytest.mark.parametrize(
+    "address, status",
+    [("good@example.org", Revocation.GOOD), ("revoked@example.org", Revocation.REVOKED)],
+)
+def test_harvesting_checks_revocation_and_keeps_the_evidence_of_arrival(
+    responders: Responders, now: dt.datetime, tmp_path: Path, pki: TestPki, address: str,
+    status: Revocation,
+) -> None:  # fmt: skip
+    cert = responders.good if address.startswith("good") else responders.revoked
+    (tmp_path / "signer.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "signer.key").write_bytes(
+        responders.keys[address].private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    outer, entity = split_message(mime_message(sender=address))
+    signed = run(
+        ["openssl", "cms", "-sign", "-signer", tmp_path / "signer.pem", "-inkey",
+         tmp_path / "signer.key", "-certfile", pki.intermediate],
+        stdin=entity,
+    )  # fmt: skip
+    result = open_message(
+        b"\r\n".join(outer) + b"\r\n" + signed, anchors=[load_cert(pki.root)], at=now
+    )
+    with CertStore.open(tmp_path / "store", "revocation test key") as store:
+        harvester = CertHarvester(store, revocation=RevocationChecker(timeout=5))
+        (record,) = harvester.harvest_records(result, "<arrival@example.org>", now)
+        source, evidence = store.revocation_evidence(record.fingerprint)
+        selection = store.select(address, now, "soft")
+    assert record.revocation == status
+    assert record.revocation_checked == now.replace(microsecond=0)
+    assert source is not None and source.startswith("ocsp http://127.0.0.1:")
+    assert ocsp.load_der_ocsp_response(evidence or b"").certificate_status.name == status.name
+    assert isinstance(selection, Selected) is (status == Revocation.GOOD)

@@ -180,6 +180,11 @@ class CertStore:
     ) -> None:
         self.close()
 
+    def rekey(self, new_key: str) -> None:
+        """Re-encrypt the store under ``new_key`` (``cache rekey`` must call this too, since
+        the store shares the cache key). Raises :class:`CacheError`."""
+        db.rekey(self._conn, new_key)
+
     # -- recording certificates -----------------------------------------------------------------
 
     @db.guarded("record a certificate")
