@@ -323,3 +323,15 @@ def test_expiry_warnings_name_a_current_identity_expiring_within_30_days_only(
         # Once replaced, the old identity's expiry is no longer news.
         store.import_identity(keyfiles.load_pkcs12(pki.p12("bob"), b"test"), now)
         assert expiry_warnings(store.identities_listed(), now) == []
+
+
+def test_rekey_re_encrypts_the_store_under_the_new_key_only(
+    tmp_path: Path, pki: TestPki, now: dt.datetime
+) -> None:
+    with CertStore.open(tmp_path, KEY) as store:
+        store.record(Sighting(load_cert(pki.cert("alice")), "<m@x>", now, anchored=True))
+        store.rekey("the new key")
+    with pytest.raises(CacheError, match="wrong cache key"):
+        CertStore.open(tmp_path, KEY)
+    with CertStore.open(tmp_path, "the new key") as store:
+        assert [r.address for r in store.records()] == ["alice@example.org"]

@@ -216,3 +216,26 @@ def test_a_bad_certificates_policy_in_the_config_names_file_line_and_key() -> No
     with pytest.raises(ConfigError, match="certificates.tofu"):
         parse_config("[certificates]\ntofu = [1]\n")
     assert parse_config("").certificates.revocation == "soft"
+
+
+def test_the_daemon_gets_the_config_identities_then_the_imported_ones_without_duplicates(
+    config: Path, pki: TestPki, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from smime_companion import runtime
+    from smime_companion.config import load_config
+
+    text = config.read_text().replace(
+        "[identity]\n",
+        f'[identity]\np12 = "{pki.p12("alice")}"\np12_password_env = "TEST_P12_PASSWORD"\n',
+    )
+    config.write_text(text)
+    for user in ("bob", "alice"):
+        cli(config, capsys, "identity", "import", pki.p12(user), "--password-env",
+            "TEST_P12_PASSWORD")  # fmt: skip
+    loaded = load_config(config)
+    with runtime.open_certstore(loaded) as store:
+        merged = runtime.identities_with_store(loaded, store)
+    assert [i.certificate for i in merged] == [
+        load_cert(pki.cert("alice")),
+        load_cert(pki.cert("bob")),
+    ]
