@@ -16,7 +16,7 @@ from smime_companion.harvest import CertHarvester
 from smime_companion.revocation import RevocationChecker
 from smime_companion.scan import Scanner, make_scanner
 from smime_companion.store import Cache
-from smime_companion.store.certstore import CertStore
+from smime_companion.store.certstore import CertStore, PolicyLookup
 
 
 def load_identities(cfg: IdentityConfig) -> list[Identity]:
@@ -103,6 +103,17 @@ def certificate_harvester(config: Config, store: CertStore) -> CertHarvester:
     """The harvester the sync daemon hands opened messages to, with the config's TOFU policy
     and revocation checks (unless ``revocation = "off"``)."""
     return CertHarvester(store, config.certificates.tofu, revocation_checker(config))
+
+
+def certificate_lookup(config: Config, store: CertStore) -> PolicyLookup:
+    """The outbox's certificate lookup: ``store`` with the config's revocation policy, checking
+    OCSP/CRL (answers cached in the store until their nextUpdate) unless it is ``off``."""
+    checker = revocation_checker(config)
+    return PolicyLookup(
+        store,
+        config.certificates.revocation,
+        checker.refresh_in(store) if checker is not None else None,
+    )
 
 
 def identities_with_store(config: Config, store: CertStore) -> list[Identity]:

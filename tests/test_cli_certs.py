@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -239,3 +240,27 @@ def test_the_daemon_gets_the_config_identities_then_the_imported_ones_without_du
         load_cert(pki.cert("alice")),
         load_cert(pki.cert("bob")),
     ]
+
+
+@pytest.mark.parametrize("policy, usable", [("soft", True), ("hard", False), ("off", True)])
+def test_the_outbox_lookup_applies_the_configured_revocation_policy(
+    config: Path, pki: TestPki, now: dt.datetime, policy: str, usable: bool
+) -> None:
+    from smime_companion import runtime
+    from smime_companion.config import load_config
+    from smime_companion.core.selection import Selected
+
+    config.write_text(config.read_text().replace('revocation = "soft"', f'revocation = "{policy}"'))
+    with socket.socket() as sock:  # a loopback port nobody listens on: the responder is down
+        sock.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    cert, _ = issue_certificate(pki, "sam@example.org", now, ocsp_url=down)
+    loaded = load_config(config)
+    with runtime.open_certstore(loaded) as store:
+        store.record(
+            Sighting(cert, "<m@x>", now, anchored=True, chain=(load_cert(pki.intermediate),))
+        )
+        selection = runtime.certificate_lookup(loaded, store).select("sam@example.org", now)
+        (record,) = store.records("sam@example.org")
+    assert isinstance(selection, Selected) is usable
+    assert record.revocation == ("not-checked" if policy == "off" else "unavailable")

@@ -522,6 +522,20 @@ class CertStore:
         return [i.identity for i in self.identities_listed()]
 
 
+@dataclass(frozen=True)
+class PolicyLookup:
+    """The outbox's certificate lookup (``select(address, at)``) with the configured revocation
+    policy and checker bound: see :meth:`CertStore.select`."""
+
+    store: CertStore
+    revocation_policy: str = "soft"
+    refresh: Callable[[CertRecord, datetime], None] | None = None
+
+    def select(self, address: str, at: datetime) -> Selection:
+        """The certificate to encrypt to ``address`` at ``at``, or why there is none."""
+        return self.store.select(address, at, self.revocation_policy, self.refresh)
+
+
 def expiry_warnings(
     identities: Iterable[StoredIdentity], at: datetime, ahead: timedelta = EXPIRY_WARNING
 ) -> list[str]:
@@ -547,6 +561,7 @@ def expiry_warnings(
 __all__ = [
     "CertStore",
     "DB_FILENAME",
+    "PolicyLookup",
     "Sighting",
     "StoredIdentity",
     "expiry_warnings",
