@@ -117,12 +117,28 @@ class CertificatesConfig:
 
 
 @dataclass(frozen=True)
+class OutboxConfig:
+    """The outbox: ``missing_cert`` is ``hold`` (do not send), ``sign-only`` (send signed, not
+    encrypted) or ``split`` (encrypted to those with a certificate, held for the others);
+    ``directory`` is an optional local outbox (``.eml`` files or a Maildir) sent through the
+    SMTP server of ``directory_account`` (default: the first account); ``imap`` turns the IMAP
+    outbox folders on or off."""
+
+    missing_cert: str = "hold"
+    max_draft_bytes: int = 25 * 1024 * 1024
+    directory: Path | None = None
+    directory_account: str | None = None
+    imap: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path | None
     identity: IdentityConfig
     cache: CacheConfig
     accounts: tuple[AccountConfig, ...] = field(default=())
     certificates: CertificatesConfig = CertificatesConfig()
+    outbox: OutboxConfig = OutboxConfig()
 
     def account(self, name: str) -> AccountConfig:
         for account in self.accounts:
@@ -168,7 +184,7 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}") from None
     reader = _Reader(text, where)
-    reader.known(data, "", {"identity", "cache", "accounts", "certificates"})
+    reader.known(data, "", {"identity", "cache", "accounts", "certificates", "outbox"})
     identity = reader.identity(data.get("identity", {}))
     cache = reader.cache(data.get("cache", {}))
     raw_accounts = data.get("accounts", [])
@@ -180,9 +196,11 @@ def parse_config(text: str, path: Path | None = None) -> Config:
         if names.count(name) > 1:
             raise reader.error("accounts", "name", f"account name {name!r} is used twice")
     certificates = reader.certificates(data.get("certificates", {}))
+    outbox = reader.outbox(data.get("outbox", {}), names)
     return Config(
-        source=path, identity=identity, cache=cache, accounts=accounts, certificates=certificates
-    )
+        source=path, identity=identity, cache=cache, accounts=accounts, certificates=certificates,
+        outbox=outbox,
+    )  # fmt: skip
 
 
 _SECRET_SUFFIXES = ("_env", "_command", "_keyring")
@@ -372,6 +390,31 @@ class _Reader:
             revocation=self.string(table, s, "revocation", "soft", choices=("off", "soft", "hard")),
             tofu=tuple(t.strip().lower() for t in tofu),
             revocation_timeout=timeout,
+        )
+
+    def outbox(self, table: Any, accounts: list[str]) -> OutboxConfig:
+        s = "outbox"
+        if not isinstance(table, dict):
+            raise self.error(s, "", "must be a table: [outbox]")
+        self.known(
+            table, s, {"missing_cert", "max_draft_bytes", "directory", "directory_account", "imap"}
+        )
+        limit = table.get("max_draft_bytes", OutboxConfig.max_draft_bytes)
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1024:
+            raise self.error(s, "max_draft_bytes", "must be a number of bytes, at least 1024")
+        directory_account = self.string(table, s, "directory_account")
+        if directory_account is not None and directory_account not in accounts:
+            raise self.error(
+                s, "directory_account", f"no account named {directory_account!r} in the config"
+            )
+        return OutboxConfig(
+            missing_cert=self.string(
+                table, s, "missing_cert", "hold", choices=("hold", "sign-only", "split")
+            ),
+            max_draft_bytes=limit,
+            directory=self.path(table, s, "directory"),
+            directory_account=directory_account,
+            imap=self.boolean(table, s, "imap", True),
         )
 
     def account(self, table: Any, index: int) -> AccountConfig:
