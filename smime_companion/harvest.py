@@ -104,9 +104,22 @@ class CertHarvester:
     ) -> list[CertRecord]:
         assert signer.certificate is not None
         anchored = signer.status in ANCHORED
-        written: list[CertRecord] = []
-        preferred_fp: str | None = None
         encryption_cert = _preferred_certificate(signer)
+        preferred_fp = fingerprint_sha256(encryption_cert) if encryption_cert else None
+        # The signer first: a separate encryption certificate it names is then judged as its
+        # companion (pinned with it, key-changed with it), not as a second key.
+        written = self.store.record(
+            Sighting(
+                certificate=signer.certificate,
+                source=source,
+                at=at,
+                anchored=anchored,
+                chain=signer.chain if anchored else (),
+                tofu_addresses=self._tofu_addresses(signer.certificate, signer, senders),
+                capabilities=signer.capabilities,
+                preferred=preferred_fp,
+            )
+        )
         if encryption_cert is not None and encryption_cert != signer.certificate:
             enc_chain = None
             if anchored and signer.chain:
@@ -122,26 +135,12 @@ class CertHarvester:
                     source=source,
                     at=at,
                     anchored=enc_chain is not None,
-                    chain=enc_chain or (),
+                    chain=enc_chain[1:] if enc_chain else (),
                     tofu_addresses=self._tofu_addresses(encryption_cert, signer, senders),
                     capabilities=signer.capabilities,
+                    companions=(signer.certificate,),
                 )
             )
-            preferred_fp = fingerprint_sha256(encryption_cert)
-        elif encryption_cert is not None:
-            preferred_fp = fingerprint_sha256(encryption_cert)
-        written += self.store.record(
-            Sighting(
-                certificate=signer.certificate,
-                source=source,
-                at=at,
-                anchored=anchored,
-                chain=signer.chain if anchored else (),
-                tofu_addresses=self._tofu_addresses(signer.certificate, signer, senders),
-                capabilities=signer.capabilities,
-                preferred=preferred_fp,
-            )
-        )
         log.info(
             "harvested %s for %s from %s",
             fingerprint_sha256(signer.certificate)[:16],

@@ -335,3 +335,22 @@ def test_rekey_re_encrypts_the_store_under_the_new_key_only(
         CertStore.open(tmp_path, KEY)
     with CertStore.open(tmp_path, "the new key") as store:
         assert [r.address for r in store.records()] == ["alice@example.org"]
+
+
+def test_an_encryption_certificate_named_by_a_pinned_signature_is_pinned_with_it(
+    store: CertStore, pki: TestPki, now: dt.datetime
+) -> None:
+    signing, _ = issue_certificate(pki, "pat@example.net", now, usage="sign", self_signed=True)
+    encryption, _ = issue_certificate(
+        pki, "pat@example.net", now, usage="encrypt", self_signed=True
+    )  # noqa: E501
+    store.record(_seen(signing, now))
+    (companion,) = store.record(
+        Sighting(encryption, "<m@x>", now, anchored=False, companions=(signing,),
+                 tofu_addresses=frozenset({"pat@example.net"}))
+    )  # fmt: skip
+    assert companion.trust == Trust.TOFU
+    # Without that signature's backing, the same kind of certificate is a changed key.
+    stranger, _ = issue_certificate(pki, "pat@example.net", now, usage="encrypt", self_signed=True)  # noqa: E501
+    (flagged,) = store.record(_seen(stranger, now))
+    assert flagged.trust == Trust.KEY_CHANGED

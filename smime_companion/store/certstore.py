@@ -113,6 +113,9 @@ class Sighting:
     tofu_addresses: frozenset[str] = frozenset()
     capabilities: tuple[str, ...] = ()
     preferred: str | None = None
+    # Certificates vouched for by the same signature (a signing certificate and the separate
+    # encryption certificate it names): not "another key" for key-change detection.
+    companions: tuple[x509.Certificate, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -239,17 +242,20 @@ class CertStore:
             return Trust.ANCHOR
         if address not in sighting.tofu_addresses:
             return Trust.UNTRUSTED
-        trusted = [
-            x509.load_der_x509_certificate(bytes(der))
-            for (der,) in self._conn.execute(
-                "SELECT c.der FROM bindings b JOIN certificates c USING (fingerprint)"
-                " WHERE b.address = ? AND b.trust IN (?, ?, ?)",
-                (address, str(Trust.ANCHOR), str(Trust.TOFU), str(Trust.KEY_CHANGED)),
-            )
-        ]
-        if not trusted:
-            return Trust.TOFU
-        if any(same_key(cert, other) for other in trusted):
+        companions = {fingerprint_sha256(c) for c in sighting.companions}
+        others = []
+        for fp, der, trust in self._all(
+            "SELECT b.fingerprint, c.der, b.trust FROM bindings b JOIN certificates c"
+            " USING (fingerprint) WHERE b.address = ? AND b.trust IN (?, ?, ?)",
+            (address, str(Trust.ANCHOR), str(Trust.TOFU), str(Trust.KEY_CHANGED)),
+        ):
+            if str(fp) in companions:
+                # Vouched for by the same signature: it shares that certificate's fate.
+                if str(trust) == Trust.KEY_CHANGED:
+                    return Trust.KEY_CHANGED
+                continue
+            others.append(x509.load_der_x509_certificate(bytes(der)))
+        if not others or any(same_key(cert, other) for other in others):
             return Trust.TOFU
         return Trust.KEY_CHANGED
 
