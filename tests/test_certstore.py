@@ -96,7 +96,7 @@ def issue_certificate(
                     x509.AccessDescription(
                         AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url)
                     )
-                ]  # noqa: E501
+                ]
             ),
             critical=False,
         )
@@ -107,7 +107,7 @@ def issue_certificate(
                     x509.DistributionPoint(
                         [x509.UniformResourceIdentifier(crl_url)], None, None, None
                     )
-                ]  # noqa: E501
+                ]
             ),
             critical=False,
         )
@@ -343,7 +343,7 @@ def test_an_encryption_certificate_named_by_a_pinned_signature_is_pinned_with_it
     signing, _ = issue_certificate(pki, "pat@example.net", now, usage="sign", self_signed=True)
     encryption, _ = issue_certificate(
         pki, "pat@example.net", now, usage="encrypt", self_signed=True
-    )  # noqa: E501
+    )
     store.record(_seen(signing, now))
     (companion,) = store.record(
         Sighting(encryption, "<m@x>", now, anchored=False, companions=(signing,),
@@ -351,6 +351,6 @@ def test_an_encryption_certificate_named_by_a_pinned_signature_is_pinned_with_it
     )  # fmt: skip
     assert companion.trust == Trust.TOFU
     # Without that signature's backing, the same kind of certificate is a changed key.
-    stranger, _ = issue_certificate(pki, "pat@example.net", now, usage="encrypt", self_signed=True)  # noqa: E501
+    stranger, _ = issue_certificate(pki, "pat@example.net", now, usage="encrypt", self_signed=True)
     (flagged,) = store.record(_seen(stranger, now))
     assert flagged.trust == Trust.KEY_CHANGED
