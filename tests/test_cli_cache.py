@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import mailbox
 import os
+import pty
 import stat
 import subprocess
 import sys
@@ -246,3 +247,32 @@ def test_cache_scan_uses_the_configured_command(pki: TestPki, tmp_path: Path) ->
     assert b"scanned 2 messages; 1 infected" in proc.stderr
     [hit] = json.loads(cli(config, "search", "--json", "scan:infected").stdout)
     assert hit["scan"] == "infected:Test.Dugong"
+
+
+def test_on_a_terminal_without_a_configured_key_the_passphrase_is_asked_for(setup) -> None:
+    config, ids, _ = setup
+    master, slave = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "TEST_CACHE_KEY"}
+    env["TEST_P12_PASSWORD"] = "test"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "smime_companion", "search", "--json", "tapir",
+         "--config", str(config)],
+        stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+        start_new_session=True,  # no controlling terminal: getpass uses the pty on stdin
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        prompt = b""
+        while not prompt.endswith(b"passphrase: "):
+            chunk = proc.stderr.read(1)
+            assert chunk, f"no passphrase prompt; stderr so far: {prompt!r}"
+            prompt += chunk
+        # Typed only now: getpass flushes pending input when it turns echo off.
+        os.write(master, KEY.encode() + b"\n")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        os.close(master)
+        os.close(slave)
+    assert proc.returncode == 0, err
+    assert [h["id"] for h in json.loads(out)] == [ids["plain"]]
