@@ -307,3 +307,25 @@ def test_a_reader_is_not_blocked_by_a_writer_in_the_middle_of_a_transaction(
             # The CLI searching while the daemon stores a batch sees the committed state.
             assert [m.subject for m in reader.search("", now=now)] == ["committed"]
         assert {m.subject for m in reader.search("", now=now)} == {"committed", "in flight"}
+
+
+def test_protected_headers_win_over_the_outer_ones(
+    cache: Cache, pki: TestPki, now: dt.datetime
+) -> None:
+    inner = (
+        b"From: alice@example.org\r\nTo: bob@example.org\r\nSubject: The real subject\r\n"
+        b"Date: Tue, 10 Feb 2026 10:00:00 +0000\r\nMessage-ID: <real@example.org>\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nHidden okapi.\r\n"
+    )
+    # RFC 8551 section 3.1: the whole message wrapped as message/rfc822, then encrypted.
+    sealed = openssl_cms(
+        ["-encrypt", "-aes-256-gcm", "-recip", pki.cert("bob")],
+        b"Content-Type: message/rfc822\r\n\r\n" + inner,
+    )
+    raw = b"From: alice@example.org\r\nTo: bob@example.org\r\nSubject: ...\r\n" + sealed
+    message_id = store(cache, raw, opener(pki), now, uid=1)
+    summary = cache.summary(message_id)
+    assert summary.subject == "The real subject"
+    assert summary.message_id == "<real@example.org>"
+    assert summary.date == dt.datetime(2026, 2, 10, 10, 0, tzinfo=dt.UTC)
+    assert [m.id for m in cache.search('subject:"real subject" okapi', now=now)] == [message_id]
