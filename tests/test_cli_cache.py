@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from smime_companion.store import Cache
+from smime_companion.errors import CacheError
+from smime_companion.store import Cache, db
 from smime_companion.testing.pki import TestPki
 from tests.test_cache import KEY, mail, opener, store
 from tests.test_query import PDF_PART
@@ -216,24 +217,50 @@ def test_cache_rebuild_opens_old_mail_after_a_key_import(pki: TestPki, tmp_path:
     assert hit["encrypted"] is True and hit["decryption"] == "ok"
 
 
-def test_cache_rekey_changes_the_key(pki: TestPki, tmp_path: Path) -> None:
+def _sibling_database(directory: Path, key: str) -> None:
+    # Another database sharing the cache key (as the certificate store and outbox journal do).
+    def migration(conn) -> None:
+        conn.execute("CREATE TABLE t (x TEXT); INSERT INTO t VALUES ('sibling')")
+
+    db.connect(directory / "sibling.db", key, [migration]).close()
+
+
+def test_cache_rekey_changes_the_key_of_every_database_in_the_directory(
+    pki: TestPki, tmp_path: Path
+) -> None:
     config = _config(tmp_path, pki)
     with Cache.open(tmp_path / "data", KEY) as cache:
         store(cache, mail(pki, body="Dugong\r\n"), opener(pki), NOW, uid=1)
-    env_name = "TEST_NEW_CACHE_KEY"
-    os.environ[env_name] = "the new passphrase"
-    try:
-        proc = cli(config, "cache", "rekey", "--new-key-env", env_name)
-    finally:
-        del os.environ[env_name]
+    _sibling_database(tmp_path / "data", KEY)
+    proc = cli(config, "cache", "rekey", "--new-key-env", "NEW", env={"NEW": "new passphrase"})
     assert proc.returncode == 0, proc.stderr
+    assert b"re-encrypted cache.db, sibling.db" in proc.stderr
     assert b"update environment variable TEST_CACHE_KEY" in proc.stderr
     assert cli(config, "search", "dugong").returncode == 1
     assert b"Dugong" not in b"".join(p.read_bytes() for p in (tmp_path / "data").iterdir())
-    assert (
-        len(json.loads(cli(config, "search", "--json", "dugong", key="the new passphrase").stdout))
-        == 1
+    hits = json.loads(cli(config, "search", "--json", "dugong", key="new passphrase").stdout)
+    assert len(hits) == 1
+    with pytest.raises(CacheError, match="wrong cache key"):
+        db.connect(tmp_path / "data" / "sibling.db", KEY, []).close()
+    conn = db.connect(tmp_path / "data" / "sibling.db", "new passphrase", [lambda c: None])
+    assert conn.execute("SELECT x FROM t").fetchall() == [("sibling",)]
+    conn.close()
+
+
+def test_cache_rekey_changes_nothing_when_one_database_does_not_open(
+    pki: TestPki, tmp_path: Path
+) -> None:
+    config = _config(tmp_path, pki)
+    Cache.open(tmp_path / "data", KEY).close()
+    _sibling_database(tmp_path / "data", "some other key")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "data").glob("*.db")}
+    proc = cli(config, "cache", "rekey", "--new-key-env", "NEW", env={"NEW": "new passphrase"})
+    assert proc.returncode == 1
+    assert proc.stderr.decode() == (
+        "smime-companion cache: sibling.db: wrong cache key: the database could not be "
+        "decrypted; no key was changed\n"
     )
+    assert {p.name: p.read_bytes() for p in (tmp_path / "data").glob("*.db")} == before
 
 
 def test_cache_scan_uses_the_configured_command(pki: TestPki, tmp_path: Path) -> None:

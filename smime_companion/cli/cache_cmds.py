@@ -33,7 +33,7 @@ from smime_companion.core.model import OpenResult
 from smime_companion.core.open import open_message
 from smime_companion.errors import SecretUnavailable, UsageError
 from smime_companion.scan import scan_pending
-from smime_companion.store import Cache, MessageSummary
+from smime_companion.store import Cache, MessageSummary, db
 
 DEFAULT_LIMIT = 100
 
@@ -106,9 +106,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     rekey = cache_sub.add_parser(
         "rekey",
         help="re-encrypt the cache under a new key",
-        description="Re-encrypt the cache under a new passphrase, read from --new-key-env or "
-        "asked for. A keyring-held key is updated in the keyring; for a key from an "
-        "environment variable or command, update that source yourself.",
+        description="Re-encrypt the cache (and the certificate store and outbox journal, which "
+        "share its key) under a new passphrase, read from --new-key-env or asked for. "
+        "Stop the daemon first. A keyring-held key is updated in the keyring; for a key from "
+        "an environment variable or command, update that source yourself.",
     )
     rekey.add_argument("--new-key-env", metavar="VAR", help="take the new key from $VAR")
     add_config_flag(rekey)
@@ -138,14 +139,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def _open(config: Config) -> Cache:
-    """The cache, asking for the passphrase on a terminal when no configured source has it."""
+def _cache_key(config: Config) -> str | None:
+    """The cache key from its configured source, else asked for on a terminal (None: plain)."""
     try:
-        return runtime.open_cache(config)
+        return runtime.cache_key(config)
     except SecretUnavailable:
         if not sys.stdin.isatty():
             raise
-        return runtime.open_cache(config, getpass.getpass("cache passphrase: "))
+        return getpass.getpass("cache passphrase: ")
+
+
+def _open(config: Config) -> Cache:
+    """The cache, asking for the passphrase on a terminal when no configured source has it."""
+    return runtime.open_cache(config, _cache_key(config))
 
 
 def _query(words: list[str]) -> str:
@@ -365,8 +371,13 @@ def run_rekey(args: argparse.Namespace) -> int:
             raise UsageError("the two passphrases differ; nothing was changed")
     else:
         raise UsageError("give the new key with --new-key-env VAR (or run on a terminal)")
-    with _open(config) as cache:
-        cache.rekey(new_key)
+    key = _cache_key(config)
+    assert key is not None  # encrypt is on
+    # Open the cache once the normal way (checks the key, brings the schema up to date), then
+    # re-encrypt it together with the other databases that share its key.
+    runtime.open_cache(config, key).close()
+    changed = db.rekey_directory(config.cache.path, key, new_key)
+    print(f"re-encrypted {', '.join(p.name for p in changed)}", file=sys.stderr)
     if config.cache.key.keyring:
         credentials.store_in_keyring(config.cache.key, new_key)
         print("cache key changed and saved in the keyring", file=sys.stderr)

@@ -56,6 +56,11 @@ def connect(path: Path, key: str | None, migrations: list[Migration]) -> apsw.Co
     Raises :class:`CacheError` with one line for a wrong or missing key, a damaged file, a
     plain database opened with a key (or the reverse), or an I/O failure.
     """
+    return _open(path, key, migrations)
+
+
+def _open(path: Path, key: str | None, migrations: list[Migration] | None) -> apsw.Connection:
+    # migrations None: open an existing database as it is (for rekeying), never migrate.
     private_directory(path.parent)
     existed = path.exists() and path.stat().st_size > 0
     if not existed:
@@ -94,7 +99,8 @@ def connect(path: Path, key: str | None, migrations: list[Migration]) -> apsw.Co
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA secure_delete = ON")  # deleted mail is overwritten, not left in pages
-        _migrate(conn, migrations)
+        if migrations is not None:
+            _migrate(conn, migrations)
     except apsw.NotADBError:
         conn.close()
         if key is None:
@@ -190,3 +196,33 @@ def rekey(conn: apsw.Connection, new_key: str) -> None:
             conn.execute("PRAGMA journal_mode = WAL").fetchall()
     except apsw.Error as exc:
         raise translate(exc, "change the cache key") from None
+
+
+def rekey_directory(directory: Path, key: str, new_key: str) -> list[Path]:
+    """Re-encrypt every database (``*.db``) in ``directory`` from ``key`` to ``new_key``: the
+    cache, the certificate store and the outbox journal share the cache key, so they change
+    together. Every file is opened with ``key`` first, and nothing is changed unless all open.
+    Returns the files rekeyed. Raises :class:`CacheError` naming the file that failed.
+    """
+    paths = sorted(p for p in directory.glob("*.db") if p.is_file())
+    conns: list[tuple[Path, apsw.Connection]] = []
+    try:
+        for path in paths:
+            try:
+                conns.append((path, _open(path, key, None)))
+            except CacheError as exc:
+                raise CacheError(f"{path.name}: {exc}; no key was changed") from None
+        done: list[Path] = []
+        for path, conn in conns:
+            try:
+                rekey(conn, new_key)
+            except CacheError as exc:
+                changed = ", ".join(p.name for p in done) or "none"
+                raise CacheError(
+                    f"{path.name}: {exc} (already under the new key: {changed})"
+                ) from None
+            done.append(path)
+        return done
+    finally:
+        for _, conn in conns:
+            conn.close()
