@@ -7,16 +7,29 @@ build their objects the same way without importing each other.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
 from cryptography import x509
 
 from smime_companion import credentials, keyfiles
-from smime_companion.config import Config, IdentityConfig
+from smime_companion.config import AccountConfig, Config, IdentityConfig, SecretRef
+from smime_companion.core.certs import email_addresses
 from smime_companion.core.model import Identity
+from smime_companion.errors import ConfigError
 from smime_companion.harvest import CertHarvester
+from smime_companion.imap.client import ServerSpec
+from smime_companion.imap.outbox_source import ImapOutbox
+from smime_companion.outbox import service as outbox_service
+from smime_companion.outbox.pipeline import OutboxSettings, PassReport
+from smime_companion.outbox.plan import CertificateLookup, MissingCertPolicy
+from smime_companion.outbox.protocols import OutboxSource
 from smime_companion.revocation import RevocationChecker
 from smime_companion.scan import Scanner, make_scanner
+from smime_companion.smtp import SmtpSpec, SmtpSubmitter
 from smime_companion.store import Cache
 from smime_companion.store.certstore import CertStore, PolicyLookup
+from smime_companion.store.journal import Journal
 
 
 def load_identities(cfg: IdentityConfig) -> list[Identity]:
@@ -132,3 +145,131 @@ def identities_with_store(config: Config, store: CertStore) -> list[Identity]:
             seen.add(der)
             merged.append(identity)
     return merged
+
+
+# -- the outbox (issue 7) -------------------------------------------------------------------------
+
+
+def open_outbox_journal(config: Config, key: str | None = None) -> Journal:
+    """The outbox journal (``outbox.db`` beside the cache, under the cache key; ``key`` None:
+    the configured key). Raises :class:`~smime_companion.errors.CacheError` or
+    :class:`~smime_companion.errors.SecretUnavailable` with one line."""
+    if not config.cache.encrypt:
+        return Journal.open(config.cache.path, None)
+    return Journal.open(config.cache.path, key if key is not None else cache_key(config))
+
+
+def _account_secret(account: AccountConfig, ref: SecretRef) -> tuple[str, Callable[[], str]]:
+    """The auth mechanism and a secret getter (password ``ref``, or an OAuth2 token from the
+    account's token command), resolved at each connection, never stored."""
+    if account.auth == "xoauth2" and account.oauth2_token_command:
+        token = SecretRef(
+            what=f"accounts.{account.name}.oauth2_token_command",
+            command=account.oauth2_token_command,
+        )
+        return "xoauth2", lambda: credentials.resolve(token)
+    return "password", lambda: credentials.resolve(ref)
+
+
+def outbox_imap(account: AccountConfig, timeout: float = 60.0) -> ImapOutbox:
+    """The outbox side of ``account``'s IMAP server (outbox, Sent, INBOX)."""
+    auth, secret = _account_secret(account, account.password)
+    spec = ServerSpec(
+        host=account.host,
+        port=account.port,
+        username=account.username,
+        secret=secret,
+        tls=account.tls,
+        ca_file=account.ca_file,
+        auth=auth,
+        timeout=timeout,
+        name=account.name,
+    )
+    return ImapOutbox(spec, account.outbox_folder, account.sent_folder)
+
+
+def smtp_submitter(account: AccountConfig, timeout: float = 60.0) -> SmtpSubmitter:
+    """Submission through ``account``'s SMTP server: ``smtp_username`` (default: the IMAP
+    username) with ``smtp_password`` (default: the IMAP password) or the OAuth2 token, TLS
+    verified with the account's ``ca_file`` added. Raises ConfigError without ``smtp_host``."""
+    if not account.smtp_host:
+        raise ConfigError(f"account {account.name}: no smtp_host, so its outbox cannot send")
+    auth, secret = _account_secret(account, account.smtp_password or account.password)
+    return SmtpSubmitter(
+        SmtpSpec(
+            host=account.smtp_host,
+            port=account.smtp_port,
+            username=account.smtp_username or account.username,
+            secret=secret,
+            tls=account.smtp_tls,
+            auth=auth,
+            ca_file=account.ca_file,
+            timeout=timeout,
+        )
+    )
+
+
+def outbox_settings(
+    config: Config, account: AccountConfig, identities: Sequence[Identity], label: str
+) -> OutboxSettings:
+    """The outbox settings of ``account`` (journal name ``label``). Notices go to the account's
+    username when it is an address, else to the current identity's first address."""
+    user_address = account.username
+    if "@" not in user_address:
+        addresses = [a for i in identities for a in email_addresses(i.certificate)]
+        user_address = addresses[0] if addresses else account.username
+    return OutboxSettings(
+        account=label,
+        identities=tuple(identities),
+        user_address=user_address,
+        policy=MissingCertPolicy(config.outbox.missing_cert),
+        max_bytes=config.outbox.max_draft_bytes,
+    )
+
+
+def process_outbox(
+    config: Config,
+    account_name: str,
+    *,
+    journal: Journal,
+    identities: Sequence[Identity],
+    lookup: CertificateLookup,
+    clock: Callable[[], datetime],
+) -> list[PassReport]:
+    """One outbox pass for ``account_name``: its IMAP outbox folder (unless ``[outbox] imap =
+    false``) and, when it is the directory's account, the local outbox directory. An account
+    without ``smtp_host`` has no outbox: returns ``[]``.
+
+    Failures of the servers are in the reports' ``errors``. Raises
+    :class:`~smime_companion.outbox.service.OutboxBusy` when another process runs a pass.
+    """
+    account = config.account(account_name)
+    if not account.smtp_host:
+        return []
+    directory_account = config.outbox.directory_account or config.accounts[0].name
+    wants_directory = config.outbox.directory is not None and account.name == directory_account
+    if not config.outbox.imap and not wants_directory:
+        return []
+    reports: list[PassReport] = []
+    submitter = smtp_submitter(account)
+    with outbox_imap(account) as imap:
+
+        def one_pass(source: OutboxSource, label: str) -> PassReport:
+            return outbox_service.process_account(
+                journal=journal,
+                lock_directory=config.cache.path,
+                source=source,
+                submitter=submitter,
+                filer=imap,
+                notifier=imap,
+                lookup=lookup,
+                settings=outbox_settings(config, account, identities, label),
+                clock=clock,
+            )
+
+        if config.outbox.imap:
+            reports.append(one_pass(imap, account.name))
+        if config.outbox.directory is not None and wants_directory:
+            local = outbox_service.local_source(config.outbox.directory)
+            reports.append(one_pass(local, f"{account.name}/local"))
+    return reports

@@ -1,0 +1,190 @@
+"""The IMAP outbox end to end, on a real Dovecot and a real aiosmtpd: a draft appended to the
+outbox folder is sealed, submitted, filed in Sent and removed; every recipient's copy opens with
+``openssl cms`` and that recipient's key, with a valid signature."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from smime_companion.outbox.plan import MissingCertPolicy
+from smime_companion.store.journal import ItemState
+from smime_companion.testing.pki import TestPki
+from tests.dovecot import Dovecot, running_dovecot
+from tests.outbox_world import OUTBOX, SENT, World, draft, make_world, open_as, verify_signed
+from tests.smtpd import SmtpServer, running_smtpd
+
+
+@pytest.fixture()
+def dovecot() -> Iterator[Dovecot]:
+    yield from running_dovecot()
+
+
+@pytest.fixture()
+def smtpd() -> Iterator[SmtpServer]:
+    yield from running_smtpd("starttls")
+
+
+@pytest.fixture()
+def world(pki: TestPki, dovecot: Dovecot, smtpd: SmtpServer) -> Iterator[World]:
+    yield from make_world(pki, dovecot, smtpd)
+
+
+def test_a_draft_in_the_outbox_reaches_every_recipient_sealed_and_lands_in_sent(
+    world: World, pki: TestPki
+) -> None:
+    world.put_draft(draft(pki, "m1", to=("bob",), cc=("carol",), bcc=("dave",)))
+    report = world.run()
+    assert report.errors == []
+    assert len(report.done) == 1
+
+    received = world.smtpd.received
+    # The main message goes to To and Cc; the Bcc recipient gets a copy of their own.
+    by_rcpt = {r: m for m in received for r in m.recipients}
+    assert sorted(by_rcpt) == ["bob@example.org", "carol@example.org", "dave@example.org"]
+    assert len(received) == 2
+    assert all(m.sender == "alice@example.org" for m in received)
+    for user in ("bob", "carol", "dave"):
+        message = by_rcpt[pki.email(user)].data
+        assert b"Secret body m1" not in message  # encrypted on the wire
+        assert b"Secret body m1" in open_as(pki, message, user)
+    # No copy names the Bcc recipient in its header.
+    assert all(b"Bcc:" not in m.data for m in received)
+
+    [sent] = world.folder(SENT)
+    assert b"Secret body m1" in open_as(pki, sent, "alice")
+    assert b"\\Seen" in world.flags(SENT)[0]
+    assert world.folder(OUTBOX) == []
+    [item] = world.journal.items()
+    assert item.state == ItemState.DONE
+
+
+def test_a_second_pass_sends_nothing_again(world: World, pki: TestPki) -> None:
+    world.put_draft(draft(pki, "once"))
+    world.run()
+    second = world.run()
+    assert second.claimed == [] and second.sent == []
+    assert len(world.smtpd.received) == 1
+    assert len(world.folder(SENT)) == 1
+
+
+def test_a_draft_from_a_foreign_address_is_moved_aside_unsent_with_a_notice(
+    world: World, pki: TestPki
+) -> None:
+    world.put_draft(draft(pki, "evil", sender="mallory@example.net"))
+    report = world.run()
+    assert len(report.failed) == 1
+    assert world.smtpd.received == []
+    assert world.folder(OUTBOX) == []
+    [rejected] = world.folder(f"{OUTBOX}/Rejected")
+    assert b"Secret body evil" in rejected
+    [notice] = world.notices()
+    assert "mallory@example.net is not one of your S/MIME identities" in notice
+    assert "Secret body" not in notice
+
+
+def test_a_recipient_without_certificate_holds_the_draft_and_a_notice_names_them(
+    world: World, pki: TestPki
+) -> None:
+    world.put_draft(draft(pki, "held", to=("bob",), to_addresses=("nocert@example.com",)))
+    report = world.run()
+    assert len(report.held) == 1
+    assert world.smtpd.received == []
+    assert world.folder(OUTBOX) == []
+    assert len(world.folder(f"{OUTBOX}/Held")) == 1
+    [notice] = world.notices()
+    assert "nocert@example.com" in notice
+    assert "bob@example.org" not in notice
+    assert "signed S/MIME message" in notice  # how to get a certificate
+
+
+def test_sign_only_sends_signed_not_encrypted_with_a_notice(world: World, pki: TestPki) -> None:
+    world.put_draft(draft(pki, "so", to=("bob",), to_addresses=("nocert@example.com",)))
+    world.run(policy=MissingCertPolicy.SIGN_ONLY)
+    [got] = world.smtpd.received
+    assert sorted(got.recipients) == ["bob@example.org", "nocert@example.com"]
+    assert b"application/pkcs7-mime" not in got.data
+    assert b"Secret body so" in verify_signed(pki, got.data)
+    [notice] = world.notices()
+    assert "NOT encrypted" in notice and "nocert@example.com" in notice
+    assert world.folder(OUTBOX) == []
+
+
+def test_split_sends_encrypted_to_those_with_certificates_and_holds_a_draft_for_the_rest(
+    world: World, pki: TestPki
+) -> None:
+    world.put_draft(draft(pki, "sp", to=("bob",), to_addresses=("nocert@example.com",)))
+    world.run(policy=MissingCertPolicy.SPLIT)
+    [got] = world.smtpd.received
+    assert got.recipients == ("bob@example.org",)
+    assert b"Secret body sp" in open_as(pki, got.data, "bob")
+    [held] = world.folder(f"{OUTBOX}/Held")
+    header = held.split(b"\r\n\r\n", 1)[0]
+    assert b"To: nocert@example.com" in header and b"bob@example.org" not in header
+    [notice] = world.notices()
+    assert "nocert@example.com" in notice
+    assert world.folder(OUTBOX) == []
+
+
+@pytest.mark.parametrize("reply", ["421 4.3.2 Shutting down", "451 4.3.0 Try again later"])
+def test_a_4xx_reply_is_retried_after_the_backoff_and_then_delivered_once(
+    world: World, pki: TestPki, reply: str
+) -> None:
+    world.smtpd.answer_next(reply)
+    world.put_draft(draft(pki, "later"))
+    first = world.run()
+    assert len(first.deferred) == 1 and world.smtpd.received == []
+    [item] = world.journal.items()
+    assert item.state == ItemState.SEALED and reply in (item.reason or "")
+    # Before the backoff has passed, nothing is tried.
+    assert world.run().deferred == [item.id] and world.smtpd.received == []
+    world.clock_offset = world.settings().retry_base * 2
+    world.run()
+    assert len(world.smtpd.received) == 1
+    assert world.journal.item(item.id).state == ItemState.DONE
+    assert world.folder(OUTBOX) == []
+
+
+def test_a_5xx_reply_holds_the_item_with_a_notice_quoting_the_server(
+    world: World, pki: TestPki
+) -> None:
+    world.smtpd.answer_next("554 5.7.1 Rejected by policy")
+    world.put_draft(draft(pki, "no"))
+    report = world.run()
+    assert len(report.held) == 1
+    [item] = world.journal.items()
+    assert item.state == ItemState.HELD
+    [notice] = world.notices()
+    assert "554 5.7.1 Rejected by policy" in notice
+    assert f"outbox retry {item.id}" in notice
+    assert world.folder(OUTBOX) == []
+    # Retrying on request sends the kept sealed copy and removes the held draft.
+    world.journal.retry(item.id, world.clock())
+    world.run()
+    assert len(world.smtpd.received) == 1
+    assert world.journal.item(item.id).state == ItemState.DONE
+    assert world.folder(f"{OUTBOX}/Held") == []
+
+
+def test_a_connection_dropped_after_data_is_uncertain_and_never_resent_on_its_own(
+    world: World, pki: TestPki
+) -> None:
+    world.smtpd.answer_next("drop")
+    world.put_draft(draft(pki, "maybe"))
+    report = world.run()
+    assert len(report.uncertain) == 1
+    world.run()
+    world.run()
+    assert len(world.smtpd.received) == 1  # the server got it once; we never sent it again
+    [item] = world.journal.items()
+    assert item.state == ItemState.UNCERTAIN
+    [notice] = world.notices()
+    assert f"smime-companion outbox retry {item.id}" in notice
+    # The draft stays in the outbox, owned by the uncertain item, until the user decides.
+    assert len(world.folder(OUTBOX)) == 1
+    world.journal.retry(item.id, world.clock())
+    world.run()
+    assert len(world.smtpd.received) == 2
+    assert world.journal.item(item.id).state == ItemState.DONE
+    assert world.folder(OUTBOX) == []
