@@ -225,6 +225,23 @@ def _sibling_database(directory: Path, key: str) -> None:
     db.connect(directory / "sibling.db", key, [migration]).close()
 
 
+def test_identity_import_then_cache_rebuild_opens_mail_for_the_imported_key(
+    pki: TestPki, tmp_path: Path
+) -> None:
+    config = _config(tmp_path, pki)
+    with Cache.open(tmp_path / "data", KEY) as cache:
+        store(cache, mail(pki, kind="encrypted", to="carol", body="Echidna\r\n"), opener(pki),
+              NOW, uid=1)  # fmt: skip
+    proc = cli(config, "identity", "import", pki.p12("carol"), "--password-env",
+               "TEST_P12_PASSWORD")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    proc = cli(config, "cache", "rebuild")
+    assert proc.returncode == 0, proc.stderr
+    assert b"rebuilt 1 message; 0 still cannot be opened" in proc.stderr
+    [hit] = json.loads(cli(config, "search", "--json", "echidna").stdout)
+    assert hit["decryption"] == "ok"
+
+
 def test_cache_rekey_changes_the_key_of_every_database_in_the_directory(
     pki: TestPki, tmp_path: Path
 ) -> None:

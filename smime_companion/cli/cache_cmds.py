@@ -118,7 +118,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "rebuild",
         help="re-open messages from their raw originals",
         description="Re-open cached messages from their raw originals with the identities of "
-        "the config (e.g. after importing an old key) and re-index them. By default only "
+        "the config and those imported with 'identity import' (e.g. after importing an old "
+        "key) and re-index them. By default only "
         "the messages that could not be opened; --all for every message, or a QUERY.",
     )
     rebuild.add_argument("query", nargs="*", help="which messages (default: the unopened)")
@@ -392,7 +393,11 @@ def run_rekey(args: argparse.Namespace) -> int:
 def run_rebuild(args: argparse.Namespace) -> int:
     """Re-open messages from their raw originals with the configured identities."""
     config = config_from_args(args)
-    identities = runtime.load_identities(config.identity)
+    key = _cache_key(config)
+    # Every key that may open the user's mail: the config's and those imported with
+    # ``identity import`` (kept in the certificate store under the same key).
+    with runtime.open_certstore(config, key) as certstore:
+        identities = runtime.identities_with_store(config, certstore)
     anchors = runtime.load_anchors(config.identity)
 
     def open_raw(raw: bytes, arrived: dt.datetime) -> OpenResult:
@@ -405,7 +410,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
             allow_sha1=config.identity.allow_sha1,
         )
 
-    with _open(config) as cache:
+    with runtime.open_cache(config, key) as cache:
         if args.all:
             ids = None
         elif args.query:
