@@ -48,6 +48,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID
@@ -62,6 +63,7 @@ from smime_companion.core.certs import (
     key_description,
     name_to_rfc4514,
 )
+from smime_companion.core.cms import der_elements, oid_dotted, read_attributes
 from smime_companion.core.model import (
     SignatureStatus,
     SignerReport,
@@ -274,6 +276,24 @@ class _Cert:
         return self.cert.issuer
 
     @cached_property
+    def subject_key(self) -> tuple[frozenset[tuple[str, Any]], ...]:
+        """The subject as cryptography's ``Name.__eq__`` compares it (each RDN a set of type and
+        value), in a form that compares in one step: path building compares names a lot."""
+        return _name_key(self.cert.subject)
+
+    @cached_property
+    def issuer_key(self) -> tuple[frozenset[tuple[str, Any]], ...]:
+        return _name_key(self.cert.issuer)
+
+    @cached_property
+    def public_key(self) -> CertificatePublicKeyTypes:
+        return self.cert.public_key()
+
+    @cached_property
+    def key_description(self) -> str:
+        return key_description(self.cert)
+
+    @cached_property
     def issuer_der(self) -> bytes:
         return self.cert.issuer.public_bytes()
 
@@ -345,6 +365,10 @@ class _Cert:
             return exc
 
 
+def _name_key(name: x509.Name) -> tuple[frozenset[tuple[str, Any]], ...]:
+    return tuple(frozenset((a.oid.dotted_string, a.value) for a in rdn) for rdn in name.rdns)
+
+
 # Bounded: a hostile stream of mail with fresh certificates only evicts entries.
 _CERT_CACHE_SIZE = 1024
 
@@ -381,18 +405,40 @@ def _message_certificates(signed_data: cms.SignedData) -> list[_Cert]:
     """The X.509 certificates of the SignedData (at most MAX_CERTIFICATES), skipping any that
     cryptography cannot load and the other CertificateChoices (attribute certificates...)."""
     certs = signed_data["certificates"]
-    out: list[_Cert] = []
     if isinstance(certs, core.Void):
-        return out
-    for choice in certs:
+        return []
+    # A sender attaches the same certificates to every message: read them once per encoding.
+    return list(_certificates_in_set(certs.contents))
+
+
+@functools.lru_cache(maxsize=256)
+def _certificates_in_set(contents: bytes) -> tuple[_Cert, ...]:
+    try:
+        # A certificate is the universal SEQUENCE choice; the others carry context tags.
+        choices = [whole for tag, whole, _ in der_elements(contents) if tag == 0x30]
+    except ValueError:  # not DER: let asn1crypto read the BER
+        choices = [
+            choice.chosen.dump()
+            for choice in cms.CertificateSet.load(b"\x31" + _length(contents) + contents)
+            if choice.name == "certificate"
+        ]
+    out: list[_Cert] = []
+    for der in choices:
         if len(out) >= MAX_CERTIFICATES:
             break
-        if choice.name != "certificate":
-            continue
-        loaded = _cert_from_der(choice.chosen.dump())
+        loaded = _cert_from_der(der)
         if loaded is not None:  # an unreadable certificate cannot be the signer's nor an issuer
             out.append(loaded)
-    return _dedupe(out)
+    return tuple(_dedupe(out))
+
+
+def _length(contents: bytes) -> bytes:
+    """DER length octets for ``contents``."""
+    size = len(contents)
+    if size < 0x80:
+        return bytes([size])
+    octets = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(octets)]) + octets
 
 
 def _dedupe(certs: list[_Cert]) -> list[_Cert]:
@@ -535,7 +581,7 @@ def _check_signer(si: cms.SignerInfo, ctx: _Context, f: _Findings) -> None:
         raise _Stop
 
     signed_bytes_options = _signed_bytes(signed_attrs) if has_attrs else iter([ctx.content])
-    _check_signature(si, signature_kind, digest[0], candidate.cert, signed_bytes_options, ctx, f)
+    _check_signature(si, signature_kind, digest[0], candidate, signed_bytes_options, ctx, f)
     _check_chain(candidate, ctx, f)
     _check_signer_usage(candidate, f)
     _check_address(ctx, f)
@@ -546,15 +592,21 @@ def _check_signer(si: cms.SignerInfo, ctx: _Context, f: _Findings) -> None:
 
 def _read_signed_attributes(
     signed_attrs: cms.CMSAttributes, f: _Findings
-) -> dict[str, list[core.Asn1Value]]:
-    """The attribute values by dotted type; records ``malformed`` for a repeated one-off."""
-    attrs: dict[str, list[core.Asn1Value]] = {}
-    for attr in signed_attrs:
-        oid = attr["type"].dotted
+) -> dict[str, list[bytes]]:
+    """The DER of the attribute values by dotted type; records ``malformed`` for a repeated
+    one-off. Values are decoded only where they are used (see the readers below)."""
+    try:
+        # A direct walk of the DER: several times cheaper than asn1crypto's objects.
+        listed = read_attributes(signed_attrs.contents)
+    except ValueError:
+        # Not DER (an indefinite length, say): asn1crypto reads BER, and each value's encoding
+        # as received is what the readers below decode.
+        listed = [(a["type"].dotted, [v.dump() for v in a["values"]]) for a in signed_attrs]
+    attrs: dict[str, list[bytes]] = {}
+    for oid, values in listed:
         if oid in attrs and oid in _SINGLE_ATTRIBUTES:
             f.fail(_CRYPTO, S.MALFORMED, f"signed attributes repeat {_SINGLE_ATTRIBUTES[oid]}")
             raise _Stop
-        values = list(attr["values"])
         if oid in _SINGLE_ATTRIBUTES and len(values) != 1:
             f.fail(_CRYPTO, S.MALFORMED, f"{_SINGLE_ATTRIBUTES[oid]} attribute must have one value")
             raise _Stop
@@ -563,7 +615,7 @@ def _read_signed_attributes(
 
 
 def _check_content_attributes(
-    attrs: dict[str, list[core.Asn1Value]], digest_name: str, ctx: _Context, f: _Findings
+    attrs: dict[str, list[bytes]], digest_name: str, ctx: _Context, f: _Findings
 ) -> None:
     # RFC 5652 section 5.3: with signed attributes, contentType and messageDigest are required;
     # they are what binds the signature to this content.
@@ -571,7 +623,7 @@ def _check_content_attributes(
     if content_type is None:
         f.fail(_CRYPTO, S.INVALID, "signed attributes lack the contentType attribute")
         raise _Stop
-    if content_type[0].dotted != ctx.econtent_type:
+    if _oid_value(content_type[0]) != ctx.econtent_type:
         f.fail(_CRYPTO, S.INVALID, "contentType attribute differs from the encapsulated type")
         raise _Stop
     message_digest = attrs.get("1.2.840.113549.1.9.4")
@@ -579,19 +631,34 @@ def _check_content_attributes(
         f.fail(_CRYPTO, S.INVALID, "signed attributes lack the messageDigest attribute")
         raise _Stop
     expected = ctx.content_digest(digest_name)
-    if not hmac.compare_digest(bytes(message_digest[0].native), expected):
+    digest = _octet_string_value(message_digest[0])
+    if not hmac.compare_digest(digest, expected):
         f.fail(_CRYPTO, S.INVALID, "message digest does not match the content (content altered)")
         raise _Stop
 
 
-def _read_informational_attributes(attrs: dict[str, list[core.Asn1Value]], f: _Findings) -> None:
+def _oid_value(encoded: bytes) -> str:
+    """The dotted OID of a DER OBJECT IDENTIFIER. Raises ValueError for anything else."""
+    if encoded[:1] != b"\x06":
+        raise ValueError("contentType attribute is not an OBJECT IDENTIFIER")
+    return oid_dotted(der_elements(encoded)[0][2])
+
+
+def _octet_string_value(encoded: bytes) -> bytes:
+    """The value of a DER OCTET STRING (a BER one through asn1crypto). Raises ValueError."""
+    if encoded[:1] == b"\x04":
+        return der_elements(encoded)[0][2]
+    return bytes(core.OctetString.load(encoded, strict=True).native)
+
+
+def _read_informational_attributes(attrs: dict[str, list[bytes]], f: _Findings) -> None:
     """Signing time, capabilities and key preference. These only inform: a broken one is
     ignored rather than failing a signature that is otherwise sound."""
     signing_time = attrs.get("1.2.840.113549.1.9.5")
     if signing_time:
         try:
-            f.signing_time = signing_time[0].native
-        except ValueError:
+            f.signing_time = cms.Time.load(signing_time[0], strict=True).native
+        except (ValueError, TypeError):
             pass
     capabilities = attrs.get("1.2.840.113549.1.9.15")
     if capabilities:
@@ -605,7 +672,7 @@ def _read_informational_attributes(attrs: dict[str, list[core.Asn1Value]], f: _F
         pass
 
 
-def _encryption_key_preference(attrs: dict[str, list[core.Asn1Value]]) -> tuple[Any, ...] | None:
+def _encryption_key_preference(attrs: dict[str, list[bytes]]) -> tuple[Any, ...] | None:
     """SMIMEEncryptionKeyPreference (RFC 8551 section 2.5.3) or Microsoft's attribute.
 
     Returns ``("issuer-serial", issuer_rfc4514, serial)``, ``("ski", hex)`` for a recipientKeyId,
@@ -613,7 +680,7 @@ def _encryption_key_preference(attrs: dict[str, list[core.Asn1Value]]) -> tuple[
     """
     preference = attrs.get("1.2.840.113549.1.9.16.2.11")
     if preference:
-        choice = preference[0]
+        choice = cms.SMIMEEncryptionKeyPreference.load(preference[0], strict=True)
         if choice.name == "issuer_and_serial_number":
             ias = choice.chosen
             return ("issuer-serial", name_to_rfc4514(ias["issuer"]), ias["serial_number"].native)
@@ -623,7 +690,7 @@ def _encryption_key_preference(attrs: dict[str, list[core.Asn1Value]]) -> tuple[
     microsoft = attrs.get(_OID_MS_ENCRYPTION_KEY_PREFERENCE)
     if microsoft:
         # asn1crypto does not know this OID: its value is an IssuerAndSerialNumber.
-        ias = cms.IssuerAndSerialNumber.load(microsoft[0].dump(), strict=True)
+        ias = cms.IssuerAndSerialNumber.load(microsoft[0], strict=True)
         return ("issuer-serial", name_to_rfc4514(ias["issuer"]), ias["serial_number"].native)
     return None
 
@@ -689,7 +756,7 @@ def _check_signature(
     si: cms.SignerInfo,
     kind: tuple[str, str | None],
     digest_name: str,
-    cert: x509.Certificate,
+    cert: _Cert,
     candidates: Iterator[bytes],
     ctx: _Context,
     f: _Findings,
@@ -697,11 +764,11 @@ def _check_signature(
     name, fixed_hash = kind
     signature = bytes(si["signature"].native)
     try:
-        key = cert.public_key()
+        key = cert.public_key
     except (ValueError, UnsupportedAlgorithm):
         f.fail(_CRYPTO, S.UNSUPPORTED, "the signer certificate's key type is not supported")
         raise _Stop from None
-    key_name = key_description(cert)
+    key_name = cert.key_description
     # The hash inside the signature: fixed by the OID (sha256WithRSAEncryption...), by the PSS
     # parameters, or else the digestAlgorithm (rsaEncryption, id-ecPublicKey).
     signature_hash = fixed_hash or digest_name
@@ -915,7 +982,7 @@ class _PathBuilder:
             return
         in_path = {c.der for c in path}
         for issuer in self.candidates:
-            if issuer.der in in_path or issuer.subject != top.issuer:
+            if issuer.der in in_path or issuer.subject_key != top.issuer_key:
                 continue
             if not self._key_ids_match(top, issuer):
                 continue
@@ -950,7 +1017,7 @@ class _PathBuilder:
             return f"issuer {name} may not sign certificates (keyUsage)"
         if constraints.path_length is not None:
             # RFC 5280 section 4.2.1.9: intermediates below this one, self-issued ones not counted.
-            below = sum(1 for c in path[1:] if c.subject != c.issuer)
+            below = sum(1 for c in path[1:] if c.subject_key != c.issuer_key)
             if below > constraints.path_length:
                 return f"issuer {name} allows {constraints.path_length} intermediates below it"
         critical = issuer.unhandled_critical
