@@ -26,9 +26,6 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from tests.dovecot import free_port, make_tls_certificate
 
-# Implicit TLS is TLS, but aiosmtpd warns about AUTH without its own STARTTLS rule.
-warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
-
 USERNAME = "alice"
 PASSWORD = "smtp-secret"
 TOKEN = "oauth-token-for-alice"
@@ -76,6 +73,14 @@ class _Handler:
         return AuthResult(success=ok, handled=False, auth_data=fields.get("user"))
 
 
+class _Controller(Controller):
+    def factory(self) -> Any:
+        # Implicit TLS is TLS, but aiosmtpd warns about AUTH without its own STARTTLS rule.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
+            return super().factory()
+
+
 class SmtpServer:
     """A started aiosmtpd server; :meth:`stop` ends it. ``tls`` is ``starttls`` or ``implicit``."""
 
@@ -98,7 +103,7 @@ class SmtpServer:
         else:
             kwargs["tls_context"] = context
             kwargs["require_starttls"] = True
-        self.controller = Controller(
+        self.controller = _Controller(
             self.handler, hostname="127.0.0.1", port=self.port, ready_timeout=10, **kwargs
         )
         self.controller.start()
