@@ -12,7 +12,7 @@ import logging
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cryptography import x509
 
@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 10.0
 MAX_OCSP_BYTES = 1024 * 1024  # an OCSP response is a few KB
 MAX_CRL_BYTES = 32 * 1024 * 1024  # large public CAs publish CRLs of tens of MB
+# How long an answer without a nextUpdate is reused: an unreachable responder, a certificate
+# naming nowhere to ask, an OCSP response without nextUpdate. Without it, every message from
+# such a sender would make the sync wait for the same dead responder again.
+REUSE_WITHOUT_NEXT_UPDATE = timedelta(hours=1)
 
 # (url, request body or None for GET, timeout in seconds, size limit) -> response body.
 # Raises OSError (urllib's errors are OSErrors) when the server cannot be reached or answers
@@ -136,10 +140,12 @@ class RevocationChecker:
         chain: tuple[x509.Certificate, ...],
         at: datetime,
     ) -> RevocationAnswer:
-        """Check ``cert`` (its issuer is ``chain[0]``) and record the answer in ``store``.
+        """Check ``cert`` (its issuer is ``chain[0]``) and record the answer in ``store``, to be
+        reused until its nextUpdate (or :data:`REUSE_WITHOUT_NEXT_UPDATE` when it has none).
         Raises :class:`~smime_companion.errors.CacheError` when the store cannot be written."""
         issuer = chain[0] if chain else None
         answer = self.check(cert, issuer, at)
+        reuse_until = answer.next_update or at + REUSE_WITHOUT_NEXT_UPDATE
         source = answer.source
         if source is not None:
             source = ("ocsp " if source in ocsp_urls(cert) else "crl ") + source
@@ -147,7 +153,7 @@ class RevocationChecker:
             fingerprint_sha256(cert),
             answer.status,
             at,
-            answer.next_update,
+            reuse_until,
             source=source if answer.reason is None else f"{source or '-'}: {answer.reason}",
             evidence=answer.evidence,
         )

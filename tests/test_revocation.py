@@ -359,3 +359,23 @@ def test_harvesting_checks_revocation_and_keeps_the_evidence_of_arrival(
     assert source is not None and source.startswith("ocsp http://127.0.0.1:")
     assert ocsp.load_der_ocsp_response(evidence or b"").certificate_status.name == status.name
     assert isinstance(selection, Selected) is (status == Revocation.GOOD)
+
+
+def test_an_unreachable_responder_is_not_asked_again_for_an_hour(
+    responders: Responders, now: dt.datetime, tmp_path: Path
+) -> None:
+    asked: list[str] = []
+
+    def counting_fetch(url: str, body: bytes | None, timeout: float, limit: int) -> bytes:
+        asked.append(url)
+        return http_fetch(url, body, timeout, limit)
+
+    checker = RevocationChecker(fetch=counting_fetch, timeout=5)
+    with _stored(tmp_path, responders.down, responders.issuer, now) as store:
+        refresh = checker.refresh_in(store)
+        for minutes in (0, 10, 59):
+            at = now + dt.timedelta(minutes=minutes)
+            assert isinstance(store.select("down@example.org", at, "hard", refresh), NoCertificate)
+        assert len(asked) == 1
+        store.select("down@example.org", now + dt.timedelta(minutes=61), "soft", refresh)
+        assert len(asked) == 2
