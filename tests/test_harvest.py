@@ -152,6 +152,23 @@ def test_a_signed_then_encrypted_message_harvests_the_inner_signer(
     assert (record.address, record.trust) == ("alice@example.org", Trust.ANCHOR)
 
 
+@pytest.mark.parametrize("peer", ["gpgsm", "nss"])
+def test_a_peer_signed_then_encrypted_message_harvests_the_inner_signer(
+    store: CertStore, pki: TestPki, now: dt.datetime, tmp_path: Path, peer: str
+) -> None:
+    draft = _message("bob@example.org", to="alice@example.org")
+    if peer == "gpgsm":
+        with GpgsmHome(tmp_path / "gpgsm", pki, users=("bob",)) as gpgsm:
+            raw = gpgsm.sign_and_encrypt(draft, "bob", ["alice"])
+    else:
+        raw = NssDb(tmp_path / "nss", pki, users=("bob",)).sign_and_encrypt(draft, "bob", ["alice"])
+    result = _open(pki, raw, now, reader="alice")
+    assert (result.decryption, result.signature) == (Decryption.OK, SignatureStatus.VALID)
+    (record,) = _harvest(store, result, now)
+    assert (record.address, record.trust) == ("bob@example.org", Trust.ANCHOR)
+    assert record.source == MESSAGE_ID
+
+
 def test_a_certificate_without_anchor_is_kept_untrusted_without_a_tofu_policy(
     store: CertStore, pki: TestPki, now: dt.datetime
 ) -> None:
