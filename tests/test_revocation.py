@@ -271,16 +271,21 @@ def test_selection_checks_revocation_soft_passes_with_a_warning_and_hard_blocks(
         assert evidence  # the signed response is kept to explain the verdict later
 
 
-def test_a_stored_answer_is_reused_until_its_next_update(
-    responders: Responders, now: dt.datetime, tmp_path: Path
-) -> None:
+def _counting_checker() -> tuple[RevocationChecker, list[str]]:
+    """A checker over real HTTP that notes every URL it fetches."""
     asked: list[str] = []
 
     def counting_fetch(url: str, body: bytes | None, timeout: float, limit: int) -> bytes:
         asked.append(url)
         return http_fetch(url, body, timeout, limit)
 
-    checker = RevocationChecker(fetch=counting_fetch, timeout=5)
+    return RevocationChecker(fetch=counting_fetch, timeout=5), asked
+
+
+def test_a_stored_answer_is_reused_until_its_next_update(
+    responders: Responders, now: dt.datetime, tmp_path: Path
+) -> None:
+    checker, asked = _counting_checker()
     with _stored(tmp_path, responders.good, responders.issuer, now) as store:
         refresh = checker.refresh_in(store)
         for minutes in (0, 1, 30):
@@ -364,13 +369,7 @@ def test_harvesting_checks_revocation_and_keeps_the_evidence_of_arrival(
 def test_an_unreachable_responder_is_not_asked_again_for_an_hour(
     responders: Responders, now: dt.datetime, tmp_path: Path
 ) -> None:
-    asked: list[str] = []
-
-    def counting_fetch(url: str, body: bytes | None, timeout: float, limit: int) -> bytes:
-        asked.append(url)
-        return http_fetch(url, body, timeout, limit)
-
-    checker = RevocationChecker(fetch=counting_fetch, timeout=5)
+    checker, asked = _counting_checker()
     with _stored(tmp_path, responders.down, responders.issuer, now) as store:
         refresh = checker.refresh_in(store)
         for minutes in (0, 10, 59):
