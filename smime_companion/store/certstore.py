@@ -6,7 +6,8 @@ same key (see :mod:`smime_companion.store.db`). A separate file rather than more
 ``cache.db`` because ``db.connect`` records one linear migration list per file in
 ``PRAGMA user_version``: two modules appending to one list would have to coordinate every schema
 change, and ``cache rebuild`` may drop and rebuild derived message data, which must never touch
-private keys. The price: ``cache rekey`` must rekey this file too (reported to the lead).
+private keys. ``cache rekey`` re-encrypts every ``*.db`` of the directory together
+(``db.rekey_directory``), this file included.
 
 Trust is kept per (address, certificate): one certificate may be pinned for one of its addresses
 and flagged ``key-changed`` for another. Private keys are stored as PKCS#8 DER inside the
@@ -184,8 +185,8 @@ class CertStore:
         self.close()
 
     def rekey(self, new_key: str) -> None:
-        """Re-encrypt the store under ``new_key`` (``cache rekey`` must call this too, since
-        the store shares the cache key). Raises :class:`CacheError`."""
+        """Re-encrypt this store alone under ``new_key`` (``cache rekey`` uses
+        ``db.rekey_directory`` to change every database together). Raises :class:`CacheError`."""
         db.rekey(self._conn, new_key)
 
     # -- recording certificates -----------------------------------------------------------------
