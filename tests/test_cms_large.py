@@ -17,7 +17,7 @@ import pytest
 from asn1crypto import cms
 from cryptography import x509
 
-from smime_companion.core.cms import parse_cms, parse_content_info
+from smime_companion.core.cms import CUT_MIN_BYTES, parse_cms, parse_content_info
 from smime_companion.core.decrypt import decrypt
 from smime_companion.core.model import Decryption, OpenResult, SignatureStatus
 from smime_companion.core.open import open_message
@@ -144,7 +144,7 @@ def _field_value(info: cms.ContentInfo) -> bytes | None:
 
 
 def test_parse_cms_cuts_out_exactly_the_content_asn1crypto_reads(pki: TestPki) -> None:
-    data = mime_message(body="x" * 70_000)  # several BER chunks with -stream
+    data = mime_message(body="x" * CUT_MIN_BYTES)  # several BER chunks with -stream
     for name, der in _cases(pki, data).items():
         full = parse_content_info(der)
         parsed = parse_cms(der)
@@ -165,8 +165,8 @@ def test_parse_cms_cuts_out_exactly_the_content_asn1crypto_reads(pki: TestPki) -
                 assert parsed.info["content"][key][field].dump() == expected, (name, field)
 
 
-def test_parse_cms_leaves_a_detached_signature_whole(pki: TestPki) -> None:
-    der = _sign(pki, b"detached content\r\n", outform="DER")
+def test_parse_cms_parses_small_objects_whole(pki: TestPki) -> None:
+    der = _encrypt(pki, b"a short note\r\n", "-aes256", outform="DER")
     parsed = parse_cms(der)
     assert parsed.content is None
     assert parsed.info.dump() == parse_content_info(der).dump()
@@ -197,7 +197,8 @@ def test_decrypt_with_the_cut_ciphertext_equals_decrypt_of_the_whole(pki: TestPk
 def test_parse_cms_rejects_what_parse_content_info_rejects(
     pki: TestPki, mangle: Callable[[bytes], bytes]
 ) -> None:
-    for der in _cases(pki, b"some content\r\n").values():
+    # Large enough that even half of it is cut rather than parsed whole (CUT_MIN_BYTES).
+    for der in _cases(pki, b"x" * 3 * CUT_MIN_BYTES).values():
         broken = mangle(der)
         with pytest.raises(MalformedInput):
             parse_content_info(broken)

@@ -15,6 +15,8 @@ from smime_companion.errors import MalformedInput, UnsupportedInput
 
 # Upper bound on a CMS object we agree to parse; larger input is refused before parsing.
 MAX_CMS_BYTES = 256 * 1024 * 1024
+# parse_cms cuts the content out of objects from this size on (see _cut_content).
+CUT_MIN_BYTES = 64 * 1024
 
 CONTENT_TYPE_NAMES = {
     "signed_data": "signed-data",
@@ -117,11 +119,15 @@ def parse_cms(data: bytes) -> ParsedCms:
     content (encryptedContent or eContent) cut out beforehand, so that a big message is held in
     memory about once rather than once per nesting level.
 
-    Returns a :class:`ParsedCms`. Raises what :func:`parse_content_info` raises, for the same
-    input.
+    Objects under ``CUT_MIN_BYTES`` are parsed whole (``content`` None): there the copies cost
+    less than the walk. Returns a :class:`ParsedCms`. Raises what :func:`parse_content_info`
+    raises, for the same input.
     """
     if len(data) > MAX_CMS_BYTES:
         raise MalformedInput(f"CMS object of {len(data)} bytes is larger than the limit")
+    if len(data) < CUT_MIN_BYTES:
+        # Small objects: asn1crypto's copies cost less than the walk that would avoid them.
+        return ParsedCms(parse_content_info(data), None)
     try:
         rest, content = _cut_content(data)
     except (_Unexpected, IndexError):

@@ -717,8 +717,7 @@ def _signed_bytes(signed_attrs: cms.CMSAttributes) -> Iterator[bytes]:
 def _find_signer_certificate(sid: cms.SignerIdentifier, pool: list[_Cert]) -> _Cert | None:
     """The certificate named by the SignerIdentifier: issuerAndSerialNumber or SKI."""
     if sid.name == "issuer_and_serial_number":
-        issuer_der = sid.chosen["issuer"].dump()
-        serial = sid.chosen["serial_number"].native
+        issuer_der, serial = _issuer_and_serial(sid.chosen)
         for c in pool:
             if c.serial == serial and c.issuer_der == issuer_der:
                 return c
@@ -735,6 +734,17 @@ def _find_signer_certificate(sid: cms.SignerIdentifier, pool: list[_Cert]) -> _C
         if ids is not None and ids[1] == key_id:
             return c
     return None
+
+
+def _issuer_and_serial(ias: cms.IssuerAndSerialNumber) -> tuple[bytes, int]:
+    """The issuer's DER and the serial number, read from the DER directly when it is DER."""
+    try:
+        (name_tag, name, _), (int_tag, _, serial) = der_elements(ias.contents)
+        if name_tag == 0x30 and int_tag == 0x02 and serial:
+            return name, int.from_bytes(serial, "big", signed=True)
+    except ValueError:
+        pass
+    return ias["issuer"].dump(), int(ias["serial_number"].native)
 
 
 def _serial(cert: x509.Certificate) -> int:
