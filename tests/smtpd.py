@@ -84,14 +84,17 @@ class _Controller(Controller):
 class SmtpServer:
     """A started aiosmtpd server; :meth:`stop` ends it. ``tls`` is ``starttls`` or ``implicit``."""
 
-    def __init__(self, tls: str = "starttls") -> None:
+    def __init__(self, tls: str = "starttls", ssl_dir: Path | None = None) -> None:
+        """``ssl_dir`` holds an existing ``cert.pem``/``key.pem`` to serve (e.g. Dovecot's, so
+        one CA file trusts both servers); by default a new certificate is made."""
         self.dir = Path(tempfile.mkdtemp(prefix="smime-smtpd-"))
-        self.cert = make_tls_certificate(self.dir / "ssl")
+        self.cert = (ssl_dir / "cert.pem") if ssl_dir else make_tls_certificate(self.dir / "ssl")
+        key = (ssl_dir or self.dir / "ssl") / "key.pem"
         self.tls = tls
         self.port = free_port()
         self.handler = _Handler()
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.cert, self.dir / "ssl" / "key.pem")
+        context.load_cert_chain(self.cert, key)
         kwargs: dict[str, Any] = {
             "authenticator": self._authenticate,
             "auth_required": True,
@@ -133,9 +136,9 @@ class SmtpServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def running_smtpd(tls: str = "starttls") -> Iterator[SmtpServer]:
+def running_smtpd(tls: str = "starttls", ssl_dir: Path | None = None) -> Iterator[SmtpServer]:
     """Generator for fixtures: a started server, stopped after the ``yield``."""
-    server = SmtpServer(tls)
+    server = SmtpServer(tls, ssl_dir)
     try:
         yield server
     finally:

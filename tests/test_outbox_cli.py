@@ -1,0 +1,161 @@
+"""``smime-companion outbox run|list|retry`` from a config file, against a real Dovecot and a real
+aiosmtpd: the command-line path builds the same pipeline as the daemon (``runtime.process_outbox``)
+from the config, with the journal encrypted under the cache key."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from smime_companion import keyfiles
+from smime_companion.cli import main
+from smime_companion.store.certstore import CertStore, Sighting
+from smime_companion.store.journal import DB_FILENAME
+from smime_companion.testing.pki import TestPki
+from tests.dovecot import PASSWORD, Dovecot, running_dovecot
+from tests.outbox_world import OUTBOX, SENT, draft, open_as
+from tests.smtpd import PASSWORD as SMTP_PASSWORD
+from tests.smtpd import SmtpServer, running_smtpd
+
+CACHE_KEY = "cli-cache-key"
+
+
+@pytest.fixture()
+def dovecot() -> Iterator[Dovecot]:
+    yield from running_dovecot()
+
+
+@pytest.fixture()
+def smtpd(dovecot: Dovecot) -> Iterator[SmtpServer]:
+    # Dovecot's certificate, so that the account's one ca_file trusts both servers (two
+    # self-signed certificates with the same subject in one bundle confuse OpenSSL's lookup).
+    yield from running_smtpd("starttls", dovecot.cert.parent)
+
+
+@pytest.fixture()
+def config(
+    pki: TestPki,
+    dovecot: Dovecot,
+    smtpd: SmtpServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Path:
+    """A config for alice's account on the test servers, with bob's certificate in the store."""
+    dovecot.maildir("alice")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("T_P12_PW", "test")
+    monkeypatch.setenv("T_CACHE_KEY", CACHE_KEY)
+    monkeypatch.setenv("T_IMAP_PW", PASSWORD)
+    monkeypatch.setenv("T_SMTP_PW", SMTP_PASSWORD)
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f"""
+[identity]
+p12 = "{pki.p12("alice")}"
+p12_password_env = "T_P12_PW"
+trust_anchors = ["{pki.root}"]
+system_anchors = false
+
+[cache]
+path = "{cache}"
+key_env = "T_CACHE_KEY"
+
+[certificates]
+revocation = "off"
+
+[[accounts]]
+name = "work"
+host = "127.0.0.1"
+port = {dovecot.tls_port}
+tls = "implicit"
+ca_file = "{dovecot.cert}"
+username = "alice"
+password_env = "T_IMAP_PW"
+smtp_host = "127.0.0.1"
+smtp_port = {smtpd.port}
+smtp_tls = "starttls"
+smtp_password_env = "T_SMTP_PW"
+"""
+    )
+    with CertStore.open(cache, CACHE_KEY) as store:
+        cert = keyfiles.load_certificates(pki.cert("bob"))[0]
+        store.record(Sighting(cert, "import", dt.datetime.now(dt.UTC), anchored=True))
+    return path
+
+
+def _list(config: Path, capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
+    capsys.readouterr()
+    assert main(["outbox", "list", "--json", "--config", str(config)]) == 0
+    return json.loads(capsys.readouterr().out)  # type: ignore[no-any-return]
+
+
+def test_outbox_run_once_sends_a_draft_and_list_shows_it_done(
+    config: Path,
+    dovecot: Dovecot,
+    smtpd: SmtpServer,
+    pki: TestPki,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    dovecot.append("alice", draft(pki, "cli"), OUTBOX)
+    assert main(["outbox", "run", "--once", "--config", str(config)]) == 0
+    assert "outbox work: 1 sent" in capsys.readouterr().out
+    [got] = smtpd.received
+    assert b"Secret body cli" in open_as(pki, got.data, "bob")
+    [item] = _list(config, capsys)
+    assert item["state"] == "done" and item["subject"] == "Outbox test cli"
+    # The journal is encrypted at rest: neither the subject nor the SQLite header is readable.
+    raw = (config.parent / "cache" / DB_FILENAME).read_bytes()
+    assert b"Outbox test cli" not in raw and not raw.startswith(b"SQLite format 3")
+
+
+def test_an_uncertain_item_is_listed_and_sent_again_only_after_outbox_retry(
+    config: Path,
+    dovecot: Dovecot,
+    smtpd: SmtpServer,
+    pki: TestPki,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    smtpd.answer_next("drop")
+    dovecot.append("alice", draft(pki, "unsure"), OUTBOX)
+    assert main(["outbox", "run", "--once", "--config", str(config)]) == 0
+    assert main(["outbox", "run", "--once", "--config", str(config)]) == 0
+    [item] = _list(config, capsys)
+    assert item["state"] == "uncertain"
+    assert len(smtpd.received) == 1
+    assert main(["outbox", "retry", str(item["id"]), "--config", str(config)]) == 0
+    assert main(["outbox", "run", "--once", "--config", str(config)]) == 0
+    assert len(smtpd.received) == 2
+    assert [i["state"] for i in _list(config, capsys)] == ["done"]
+
+
+def test_retrying_a_done_item_is_a_usage_error_in_one_line(
+    config: Path, dovecot: Dovecot, pki: TestPki, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dovecot.append("alice", draft(pki, "fine"), OUTBOX)
+    main(["outbox", "run", "--once", "--config", str(config)])
+    capsys.readouterr()
+    assert main(["outbox", "retry", "1", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "outbox item 1 is done" in err and len(err.strip().splitlines()) == 1
+    assert main(["outbox", "retry", "99", "--config", str(config)]) == 2
+    assert "no outbox item 99" in capsys.readouterr().err
+
+
+def test_the_sent_copy_is_filed_once_in_the_configured_sent_folder(
+    config: Path, dovecot: Dovecot, pki: TestPki
+) -> None:
+    dovecot.append("alice", draft(pki, "filed"), OUTBOX)
+    main(["outbox", "run", "--once", "--config", str(config)])
+    main(["outbox", "run", "--once", "--config", str(config)])
+    imap = dovecot.client("alice")
+    try:
+        imap.select_folder(SENT, readonly=True)
+        assert len(imap.search(["ALL"])) == 1
+        imap.select_folder(OUTBOX, readonly=True)
+        assert imap.search(["ALL"]) == []
+    finally:
+        imap.logout()
