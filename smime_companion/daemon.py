@@ -234,8 +234,14 @@ class Daemon:
             self._set_account_status(account.name, error=None)
         except Stopped:
             raise
-        except SmimeCompanionError as exc:
-            result.error = str(exc)
+        except Exception as exc:
+            # Our own failures are one line; anything else is a bug of ours, logged with its
+            # traceback, but it must not take the other accounts down with it.
+            if isinstance(exc, SmimeCompanionError):
+                result.error = str(exc)
+            else:
+                log.exception("account %s: unexpected error", account.name)
+                result.error = f"internal error: {type(exc).__name__}: {exc}"
             self._drop_box(account.name)
             backoff = self._backoff.setdefault(account.name, Backoff())
             self._retry_at[account.name] = time.monotonic() + backoff.next_delay()
@@ -449,19 +455,19 @@ class FolderWatcher(threading.Thread):
         return self.halt.is_set() or self.owner.stop.is_set()
 
     def run(self) -> None:
-        first = True
         while not self._stopping():
             box: Mailbox | None = None
             try:
                 box = self.owner.connector(server_spec(self.account))
                 box.examine(self.folder)
-                if not first:
-                    # Changes may have happened while we were disconnected.
-                    self.owner.changes.put((self.account.name, self.folder))
-                first = False
+                # Mail may have arrived between the last sync and this IDLE (or while we were
+                # disconnected): ask for a sync; an unchanged folder costs one EXAMINE.
+                self.owner.changes.put((self.account.name, self.folder))
                 self.backoff.reset()
                 self._watch(box)
-            except SmimeCompanionError as exc:
+            except Exception as exc:  # never let the watcher die: back off and reconnect
+                if not isinstance(exc, SmimeCompanionError):
+                    log.exception("watch %s/%s: unexpected error", self.account.name, self.folder)
                 delay = self.backoff.next_delay()
                 self.owner.set_watch_state(self.account.name, self.folder, "reconnecting")
                 log.warning(

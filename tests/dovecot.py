@@ -165,6 +165,8 @@ class Dovecot:
         # The auth process runs as the dovecot user and must traverse the directory.
         os.chmod(d, 0o755)
         os.chmod(d / "ssl" / "key.pem", 0o600)
+        for user in USERS:  # the mail uid cannot create its home under our root-owned dir
+            self.maildir(user)
         (d / "users").write_text("".join(f"{u}:{{PLAIN}}{PASSWORD}\n" for u in USERS))
         passdbs = _PASSWD_PASSDB.format(dir=d)
         mechanisms = "plain login"

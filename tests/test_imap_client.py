@@ -194,3 +194,16 @@ def test_uid_set_parses_ranges_and_rejects_garbage() -> None:
     assert uid_set("1:3,7,9:8") == {1, 2, 3, 7, 8, 9}
     with pytest.raises(ImapError):
         uid_set("1:x")
+
+
+def test_idle_on_a_connection_the_server_dropped_raises_instead_of_waiting_forever() -> None:
+    for server in running_dovecot():
+        box = connect(spec_for(server))
+        try:
+            box.examine("INBOX")
+            box.idle_start()
+            server.stop()
+            with pytest.raises(ImapError, match="connection closed by the server during IDLE"):
+                box.idle_wait(5)
+        finally:
+            box.close()

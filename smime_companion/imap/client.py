@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import imaplib
 import logging
+import os
 import socket
 import ssl
 import time
@@ -189,13 +190,13 @@ class ImapMailbox:
         self._imap = self._open()
         try:
             self._login()
-            caps = self._caps()
+            caps = self.capabilities
             wanted = [c for c in ("QRESYNC", "CONDSTORE") if c in caps]
             if wanted:
                 # QRESYNC implies CONDSTORE; enabling it makes EXAMINE report HIGHESTMODSEQ and
                 # lets CHANGEDSINCE fetches report expunges as VANISHED.
-                enabled = {_text(c).upper() for c in self._imap.enable(*wanted)}
-                self._qresync = "QRESYNC" in enabled
+                enabled = self._call("ENABLE", partial(self._imap.enable, *wanted))
+                self._qresync = "QRESYNC" in {_text(c).upper() for c in enabled}
         except BaseException:
             self.close()
             raise
@@ -409,18 +410,21 @@ class ImapMailbox:
         self._idle_polling = False
 
     def _closed(self) -> bool:
+        """True when the server closed the connection (EOF waiting on the socket)."""
         sock = self._imap.socket()
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return False  # decrypted data is waiting: not closed
+        # Peek at the raw TCP stream through a duplicate descriptor: an SSLSocket refuses
+        # MSG_PEEK, and peeking at TLS records consumes nothing.
+        raw = socket.socket(fileno=os.dup(sock.fileno()))
         try:
-            sock.setblocking(False)
-            try:
-                return sock.recv(1, socket.MSG_PEEK) == b""
-            finally:
-                sock.setblocking(True)
-                sock.settimeout(self.spec.timeout)
+            return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
         except BlockingIOError:
             return False
-        except (OSError, ssl.SSLError):
+        except OSError:
             return True
+        finally:
+            raw.close()
 
 
 # -- pure helpers (also used by tests) ----------------------------------------------------------

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -79,6 +81,8 @@ class SyncCache(Protocol):
     def reset_folder(self, account: str, folder: str, new_uidvalidity: int) -> None: ...
 
     def drop_stale(self, account: str, folder: str) -> int: ...
+
+    def transaction(self) -> AbstractContextManager[None]: ...
 
 
 class Harvester(Protocol):
@@ -200,9 +204,29 @@ def sync_folder(
         summaries = mailbox.summaries(batch)
         wanted = [s for s in summaries if s.smime or cache_all]
         report.skipped += len(summaries) - len(wanted)
-        for group in _body_groups(wanted):
-            _store_bodies(mailbox, cache, group, report, account, folder, uv, open_raw, now,
-                          harvester, should_stop)  # fmt: skip
+        groups = list(_body_groups(wanted))
+        # The next batch of bodies is fetched on a second thread while this one is opened and
+        # stored: the server's work and the socket reads overlap ours (the two cores both busy).
+        # Only that thread touches the connection until the pool is shut down.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-prefetch") as pool:
+            ahead = pool.submit(mailbox.bodies, [s.uid for s in groups[0]]) if groups else None
+            for i, group in enumerate(groups):
+                assert ahead is not None
+                bodies = ahead.result()
+                ahead = (
+                    pool.submit(mailbox.bodies, [s.uid for s in groups[i + 1]])
+                    if i + 1 < len(groups)
+                    else None
+                )
+                # One transaction per body batch: a commit per message (an fsync each) cost
+                # more than everything else together; a crash loses at most this batch.
+                with cache.transaction():
+                    stopped_at = _store_bodies(bodies, cache, group, report, account, folder, uv,
+                                               open_raw, now, harvester, should_stop)  # fmt: skip
+                if stopped_at is not None:
+                    # SIGTERM: the messages stored so far are committed; the rest of this batch
+                    # is fetched again next time (storing is idempotent).
+                    raise Stopped(f"{account}/{folder}: stopped at UID {stopped_at}")
         done += len(batch)
         # Every UID of this batch is now handled (stored or deliberately skipped): resume after it.
         state = _save(cache, account, folder, state, uidnext=max(batch) + 1,
@@ -254,7 +278,7 @@ def record_error(cache: SyncCache, account: str, folder: str, error: str) -> Non
 
 
 def _store_bodies(
-    mailbox: Mailbox,
+    bodies: dict[int, bytes],
     cache: SyncCache,
     group: list[Summary],
     report: FolderReport,
@@ -265,8 +289,8 @@ def _store_bodies(
     now: Callable[[], datetime],
     harvester: Harvester | None,
     should_stop: Callable[[], bool],
-) -> None:
-    bodies = mailbox.bodies([s.uid for s in group])
+) -> int | None:
+    """Open and store one batch; returns the UID it stopped after when asked to stop."""
     for summary in group:
         raw = bodies.get(summary.uid)
         if raw is None:
@@ -303,10 +327,9 @@ def _store_bodies(
                 harvester.harvest(result, message_id, arrived)
             except Exception as exc:  # harvesting is a bonus: never lose the sync over it
                 log.warning("%s/%s UID %d: harvest failed: %s", account, folder, summary.uid, exc)
-        # SIGTERM finishes the current message, then stops; the batch's progress is not saved,
-        # so the rest of it is fetched again next time (storing is idempotent).
         if should_stop():
-            raise Stopped(f"{account}/{folder}: stopped at UID {summary.uid}")
+            return summary.uid  # SIGTERM finishes the current message, then stops
+    return None
 
 
 def open_safely(open_raw: Opener, raw: bytes, at: datetime) -> OpenResult:
