@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.ciphers.algorithms import AES
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from smime_companion.core.cms import der_elements
 from smime_companion.core.cms_algorithms import (
     CONTENT_CIPHERS,
     CURVE_NAMES,
@@ -84,7 +85,7 @@ class _Recipient:
 
     info: cms.KeyTransRecipientInfo | cms.KeyAgreeRecipientInfo
     encrypted_key: bytes
-    issuer: asn1_x509.Name | None
+    issuer: asn1_x509.Name | bytes | None  # bytes: the Name's DER, read without asn1crypto
     serial: int | None
     ski: bytes | None
 
@@ -296,10 +297,12 @@ def _read_recipients(infos: cms.RecipientInfos) -> tuple[tuple[_Recipient, ...],
     for ri in infos:
         if ri.name == "ktri":
             ktri = ri.chosen
-            issuer, serial, ski = _recipient_id(ktri["rid"])
-            recipients.append(
-                _Recipient(ktri, bytes(ktri["encrypted_key"].native), issuer, serial, ski)
-            )
+            fields = _key_transport_fields(ktri.contents)
+            if fields is None:  # not plain DER: asn1crypto reads it
+                issuer, serial, ski = _recipient_id(ktri["rid"])
+                fields = (issuer, serial, ski, bytes(ktri["encrypted_key"].native))
+            issuer, serial, ski, encrypted_key = fields
+            recipients.append(_Recipient(ktri, encrypted_key, issuer, serial, ski))
         elif ri.name == "kari":
             kari = ri.chosen
             for rek in kari["recipient_encrypted_keys"]:
@@ -314,6 +317,30 @@ def _read_recipients(infos: cms.RecipientInfos) -> tuple[tuple[_Recipient, ...],
         if len(recipients) + others > MAX_RECIPIENTS:
             raise _Failure(Decryption.MALFORMED, f"more than {MAX_RECIPIENTS} recipients")
     return tuple(recipients), others
+
+
+def _key_transport_fields(
+    contents: bytes,
+) -> tuple[bytes | None, int | None, bytes | None, bytes] | None:
+    """(issuer DER, serial, subject key identifier, encrypted key) of a DER
+    KeyTransRecipientInfo, read without asn1crypto (one per recipient of every message); None
+    when the encoding is not the plain DER shape, for asn1crypto to read instead."""
+    try:
+        (version_tag, _, _), (rid_tag, _, rid), (alg_tag, _, _), (key_tag, _, key) = der_elements(
+            contents
+        )
+        if version_tag != 0x02 or alg_tag != 0x30 or key_tag != 0x04:
+            return None
+        if rid_tag == 0x80:  # [0] IMPLICIT SubjectKeyIdentifier
+            return None, None, rid, key
+        if rid_tag != 0x30:
+            return None
+        (name_tag, name, _), (serial_tag, _, serial) = der_elements(rid)
+        if name_tag != 0x30 or serial_tag != 0x02 or not serial:
+            return None
+        return name, int.from_bytes(serial, "big", signed=True), None, key
+    except ValueError:  # a different number of elements, or not DER
+        return None
 
 
 def _recipient_id(rid: core.Choice) -> tuple[asn1_x509.Name | None, int | None, bytes | None]:
@@ -381,13 +408,17 @@ def _match(
     return pairs, skipped
 
 
-def _same_name(named: asn1_x509.Name | None, ours: asn1_x509.Name) -> bool:
+def _same_name(named: asn1_x509.Name | bytes | None, ours: asn1_x509.Name) -> bool:
     """RFC 5280 name equality. Identical DER (the usual case) is decided without computing the
     normalised form, which costs more than the rest of matching."""
     if named is None:
         return False
     try:
-        return bool(named.dump() == ours.dump() or named.hashable == ours.hashable)
+        named_der = named if isinstance(named, bytes) else named.dump()
+        if named_der == ours.dump():
+            return True
+        parsed = asn1_x509.Name.load(named, strict=True) if isinstance(named, bytes) else named
+        return bool(parsed.hashable == ours.hashable)
     except _PARSE_ERRORS:  # a name the message mangled matches nothing
         return False
 
