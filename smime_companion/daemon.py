@@ -285,6 +285,9 @@ class Daemon:
 
     def _folder_names(self, account: AccountConfig, box: Mailbox) -> list[str]:
         names = box.list_folders(account.folders)
+        for pattern in account.folders:
+            if not any(c in pattern for c in "*?[") and not box.list_folders([pattern]):
+                log.warning("account %s: the server has no folder %r", account.name, pattern)
         if not names:
             raise ImapError(
                 f"account {account.name}: no folder matches {', '.join(account.folders)}"
@@ -432,12 +435,29 @@ class Daemon:
 
 
 def read_status_file(cache_dir: Path) -> dict[str, Any] | None:
-    """The daemon's last status snapshot, or None when there is none (never ran, unreadable)."""
+    """The daemon's last status snapshot, or None when there is none (never ran, unreadable).
+    ``running`` is corrected to False when the process that wrote it is gone (killed)."""
     try:
         data = json.loads((Path(cache_dir) / STATUS_FILE).read_text())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return None
+    if data.get("running") and not _pid_alive(data.get("pid")):
+        data["running"] = False
+    return data
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
 
 
 class FolderWatcher(threading.Thread):

@@ -178,7 +178,7 @@ def make_daemon(config_path: Path) -> Daemon:
 
 
 def test_running_daemon_caches_a_new_message_reported_by_idle_and_stops_on_request(
-    server: Dovecot, pki: TestPki, tmp_path: Path
+    server: Dovecot, pki: TestPki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder = "Live"
     server.deliver("alice", signed_mail(pki, "live-0"), folder)
@@ -198,6 +198,11 @@ def test_running_daemon_caches_a_new_message_reported_by_idle_and_stops_on_reque
                 == "idle"
             )
         )
+        assert main(["status", "--json", "--config", str(config)]) == 0
+        status = json.loads(capsys.readouterr().out)
+        assert status["daemon"]["running"] is True
+        [live] = status["accounts"][0]["folders"]
+        assert (live["folder"], live["idle"], live["cached"]) == (folder, "idle", 1)
         server.deliver("alice", signed_mail(pki, "live-1"), folder)
         # The IDLE watcher notices within about a second; nothing else polls that fast.
         assert wait_until(
