@@ -1,25 +1,35 @@
 """A stop at every journal step resumes correctly: no draft lost, nothing delivered twice, every
 item ends ``done`` or ``uncertain`` (with a notice).
 
-The stop is simulated by raising :class:`Crash` (a BaseException, so nothing in the pipeline
-catches it, as nothing runs after a SIGKILL) from a wrapper around a real adapter, just before or
-just after the real operation. A fresh pipeline on the same journal then plays the next start.
+The stop is made by a wrapper around a real adapter, just before or just after the real
+operation: in process by raising :class:`Crash` (a BaseException, so nothing in the pipeline
+catches it, as nothing runs after a SIGKILL), and for real by a pass in a subprocess that kills
+itself with SIGKILL. A fresh pipeline on the same journal then plays the next start.
 """
 
 from __future__ import annotations
 
+import signal
+import subprocess
 from collections.abc import Iterator, Sequence
-from datetime import datetime
 
 import pytest
 
-from smime_companion.core.selection import Selection
-from smime_companion.outbox.plan import CertificateLookup
-from smime_companion.outbox.protocols import OutboxSource, Place, SentFiler, Submitter
+from smime_companion.outbox.protocols import Submitter
 from smime_companion.store.journal import ItemState
 from smime_companion.testing.pki import TestPki
 from tests.dovecot import Dovecot, running_dovecot
-from tests.outbox_world import OUTBOX, SENT, World, draft, make_world, open_as
+from tests.outbox_world import (
+    OUTBOX,
+    SENT,
+    STEPS,
+    World,
+    draft,
+    dying_parts,
+    killed_pass_command,
+    make_world,
+    open_as,
+)
 from tests.smtpd import SmtpServer, running_smtpd
 
 
@@ -27,53 +37,8 @@ class Crash(BaseException):
     """The process dies here."""
 
 
-class CrashingSubmitter:
-    def __init__(self, real: Submitter, after: bool) -> None:
-        self.real, self.after = real, after
-
-    def submit(self, message: bytes, sender: str, recipients: Sequence[str]) -> None:
-        if not self.after:
-            raise Crash("before the submission")
-        self.real.submit(message, sender, recipients)
-        raise Crash("after the server accepted, before the journal knew")
-
-
-class CrashingFiler:
-    def __init__(self, real: SentFiler, after: bool) -> None:
-        self.real, self.after = real, after
-
-    def file_sent(self, message: bytes, message_id: str | None) -> None:
-        if not self.after:
-            raise Crash("before filing")
-        self.real.file_sent(message, message_id)
-        raise Crash("after filing, before the journal knew")
-
-
-class CrashingRemove:
-    """The real source, dying around the removal of the draft."""
-
-    def __init__(self, real: OutboxSource, after: bool) -> None:
-        self.real, self.after = real, after
-        self.drafts, self.read, self.put = real.drafts, real.read, real.put
-
-    def move_aside(self, ref: str, place: Place) -> str | None:
-        return self.real.move_aside(ref, place)
-
-    def remove(self, ref: str) -> None:
-        if not self.after:
-            raise Crash("before removing the draft")
-        self.real.remove(ref)
-        raise Crash("after removing the draft, before the journal knew")
-
-
-class CrashingLookup:
-    """Dies while the draft is being planned (item ``claimed``)."""
-
-    def __init__(self, real: CertificateLookup) -> None:
-        self.real = real
-
-    def select(self, address: str, at: datetime) -> Selection:
-        raise Crash("while sealing")
+def _die(where: str) -> None:
+    raise Crash(where)
 
 
 @pytest.fixture()
@@ -92,17 +57,8 @@ def world(pki: TestPki, dovecot: Dovecot, smtpd: SmtpServer) -> Iterator[World]:
 
 
 def _crash_once(world: World, step: str) -> None:
-    parts: dict[str, object] = {
-        "sealing": {"lookup": CrashingLookup(world.store)},
-        "before-submit": {"submitter": CrashingSubmitter(world.submitter, after=False)},
-        "after-submit": {"submitter": CrashingSubmitter(world.submitter, after=True)},
-        "before-file": {"filer": CrashingFiler(world.imap, after=False)},
-        "after-file": {"filer": CrashingFiler(world.imap, after=True)},
-        "before-remove": {"source": CrashingRemove(world.imap, after=False)},
-        "after-remove": {"source": CrashingRemove(world.imap, after=True)},
-    }[step]
     with pytest.raises(Crash):
-        world.run(**parts)  # type: ignore[arg-type]
+        world.run(**dying_parts(world, step, _die))  # type: ignore[arg-type]
     # The dead process's connection goes with it.
     world.imap.close()
 
@@ -176,3 +132,28 @@ def test_a_stop_between_two_copies_resends_only_the_copy_not_known_to_be_accepte
     recipients = sorted(r for m in world.smtpd.received for r in m.recipients)
     assert recipients == ["bob@example.org", "carol@example.org"]  # bob's copy went once
     assert world.journal.item(item.id).state == ItemState.DONE
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_process_killed_with_sigkill_at_any_step_loses_nothing_and_sends_nothing_twice(
+    world: World, pki: TestPki, step: str
+) -> None:
+    world.put_draft(draft(pki, f"kill-{step}"))
+    proc = subprocess.run(killed_pass_command(world, step), capture_output=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode(errors="replace")
+    accepted = len(world.smtpd.received)
+    world.run()
+    world.run()
+    [item] = world.journal.items()
+    # The server has the message exactly when the kill came after it accepted it.
+    assert accepted == (1 if STEPS.index(step) >= STEPS.index("after-submit") else 0)
+    if step in ("before-submit", "after-submit"):
+        assert item.state == ItemState.UNCERTAIN
+        assert len(world.smtpd.received) == accepted  # nothing sent again on its own
+        assert any(f"outbox retry {item.id}" in n for n in world.notices())
+        assert len(world.folder(OUTBOX)) == 1
+    else:
+        assert item.state == ItemState.DONE
+        assert len(world.smtpd.received) == 1
+        assert len(world.folder(SENT)) == 1
+        assert world.folder(OUTBOX) == []
