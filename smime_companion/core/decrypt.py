@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.ciphers.algorithms import AES
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from smime_companion.core.cms import der_elements
+from smime_companion.core.cms import der_elements, oid_dotted
 from smime_companion.core.cms_algorithms import (
     CONTENT_CIPHERS,
     CURVE_NAMES,
@@ -88,6 +88,8 @@ class _Recipient:
     issuer: asn1_x509.Name | bytes | None  # bytes: the Name's DER, read without asn1crypto
     serial: int | None
     ski: bytes | None
+    # The keyEncryptionAlgorithm OID when read from the DER with the rest (None: ask ``info``).
+    algorithm_oid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -300,9 +302,16 @@ def _read_recipients(infos: cms.RecipientInfos) -> tuple[tuple[_Recipient, ...],
             fields = _key_transport_fields(ktri.contents)
             if fields is None:  # not plain DER: asn1crypto reads it
                 issuer, serial, ski = _recipient_id(ktri["rid"])
-                fields = (issuer, serial, ski, bytes(ktri["encrypted_key"].native))
-            issuer, serial, ski, encrypted_key = fields
-            recipients.append(_Recipient(ktri, encrypted_key, issuer, serial, ski))
+                recipients.append(
+                    _Recipient(ktri, bytes(ktri["encrypted_key"].native), issuer, serial, ski)
+                )
+            else:
+                issuer_der, serial_number, key_id, encrypted_key, algorithm_oid = fields
+                recipients.append(
+                    _Recipient(
+                        ktri, encrypted_key, issuer_der, serial_number, key_id, algorithm_oid
+                    )
+                )
         elif ri.name == "kari":
             kari = ri.chosen
             for rek in kari["recipient_encrypted_keys"]:
@@ -321,25 +330,29 @@ def _read_recipients(infos: cms.RecipientInfos) -> tuple[tuple[_Recipient, ...],
 
 def _key_transport_fields(
     contents: bytes,
-) -> tuple[bytes | None, int | None, bytes | None, bytes] | None:
-    """(issuer DER, serial, subject key identifier, encrypted key) of a DER
+) -> tuple[bytes | None, int | None, bytes | None, bytes, str] | None:
+    """(issuer DER, serial, subject key identifier, encrypted key, key encryption OID) of a DER
     KeyTransRecipientInfo, read without asn1crypto (one per recipient of every message); None
     when the encoding is not the plain DER shape, for asn1crypto to read instead."""
     try:
-        (version_tag, _, _), (rid_tag, _, rid), (alg_tag, _, _), (key_tag, _, key) = der_elements(
+        (version_tag, _, _), (rid_tag, _, rid), (alg_tag, _, alg), (key_tag, _, key) = der_elements(
             contents
         )
         if version_tag != 0x02 or alg_tag != 0x30 or key_tag != 0x04:
             return None
+        oid_tag, _, oid = der_elements(alg)[0]
+        if oid_tag != 0x06:
+            return None
+        algorithm_oid = oid_dotted(oid)
         if rid_tag == 0x80:  # [0] IMPLICIT SubjectKeyIdentifier
-            return None, None, rid, key
+            return None, None, rid, key, algorithm_oid
         if rid_tag != 0x30:
             return None
         (name_tag, name, _), (serial_tag, _, serial) = der_elements(rid)
         if name_tag != 0x30 or serial_tag != 0x02 or not serial:
             return None
-        return name, int.from_bytes(serial, "big", signed=True), None, key
-    except ValueError:  # a different number of elements, or not DER
+        return name, int.from_bytes(serial, "big", signed=True), None, key, algorithm_oid
+    except (ValueError, IndexError):  # a different number of elements, or not DER
         return None
 
 
@@ -449,8 +462,7 @@ def _recover_cek(recipient: _Recipient, identity: Identity, cipher: ContentCiphe
 
 def _key_transport(recipient: _Recipient, identity: Identity, cipher: ContentCipher) -> _Cek:
     """RSA key transport, PKCS#1 v1.5 (RFC 5652) or RSAES-OAEP (RFC 3560 / RFC 8017)."""
-    algorithm = recipient.info["key_encryption_algorithm"]
-    oid = algorithm["algorithm"].dotted
+    oid = recipient.algorithm_oid or recipient.info["key_encryption_algorithm"]["algorithm"].dotted
     key = identity.key
     if oid == _RSA_PKCS1:
         name = "rsa-pkcs1v15"
@@ -468,7 +480,7 @@ def _key_transport(recipient: _Recipient, identity: Identity, cipher: ContentCip
             cek = fallback
         return _Cek(cek, name, weak=False)
     if oid == _RSA_OAEP:
-        oaep, name = _oaep_padding(algorithm["parameters"])
+        oaep, name = _oaep_padding(recipient.info["key_encryption_algorithm"]["parameters"])
         _require_rsa(key, name)
         assert isinstance(key, rsa.RSAPrivateKey)
         try:

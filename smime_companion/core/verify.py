@@ -38,7 +38,7 @@ import hmac
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
@@ -651,13 +651,36 @@ def _octet_string_value(encoded: bytes) -> bytes:
     return bytes(core.OctetString.load(encoded, strict=True).native)
 
 
+def _signing_time(encoded: bytes) -> datetime:
+    """The time of a DER UTCTime or GeneralizedTime. The plain ``...Z`` forms DER requires are
+    read here; anything else goes through asn1crypto. Raises ValueError."""
+    tag, value = encoded[:1], encoded[2:]
+    if encoded[1:2] == bytes([len(value)]) and value.endswith(b"Z") and value[:-1].isdigit():
+        if tag == b"\x17" and len(value) == 13:  # UTCTime YYMMDDHHMMSSZ
+            year = int(value[:2])
+            # RFC 5280 section 4.1.2.5.1: YY under 50 is 20YY.
+            return _utc_datetime(year + (2000 if year < 50 else 1900), value[2:12])
+        if tag == b"\x18" and len(value) == 15:  # GeneralizedTime YYYYMMDDHHMMSSZ
+            return _utc_datetime(int(value[:4]), value[4:14])
+    native = cms.Time.load(encoded, strict=True).native
+    if not isinstance(native, datetime):
+        raise ValueError("signingTime is not a time")
+    return native
+
+
+def _utc_datetime(year: int, rest: bytes) -> datetime:
+    """``rest`` is MMDDHHMMSS. Raises ValueError for an impossible date."""
+    month, day, hour, minute, second = (int(rest[i : i + 2]) for i in range(0, 10, 2))
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+
+
 def _read_informational_attributes(attrs: dict[str, list[bytes]], f: _Findings) -> None:
     """Signing time, capabilities and key preference. These only inform: a broken one is
     ignored rather than failing a signature that is otherwise sound."""
     signing_time = attrs.get("1.2.840.113549.1.9.5")
     if signing_time:
         try:
-            f.signing_time = cms.Time.load(signing_time[0], strict=True).native
+            f.signing_time = _signing_time(signing_time[0])
         except (ValueError, TypeError):
             pass
     capabilities = attrs.get("1.2.840.113549.1.9.15")
