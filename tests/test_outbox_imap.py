@@ -8,7 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from smime_companion import keyfiles
 from smime_companion.outbox.plan import MissingCertPolicy
+from smime_companion.store.certstore import Sighting
 from smime_companion.store.journal import ItemState
 from smime_companion.testing.pki import TestPki
 from tests.dovecot import Dovecot, running_dovecot
@@ -53,6 +55,7 @@ def test_a_draft_in_the_outbox_reaches_every_recipient_sealed_and_lands_in_sent(
     assert all(b"Bcc:" not in m.data for m in received)
 
     [sent] = world.folder(SENT)
+    assert b"Secret body m1" not in sent  # nothing decrypted is written to the server
     assert b"Secret body m1" in open_as(pki, sent, "alice")
     assert b"\\Seen" in world.flags(SENT)[0]
     assert world.folder(OUTBOX) == []
@@ -188,3 +191,28 @@ def test_a_connection_dropped_after_data_is_uncertain_and_never_resent_on_its_ow
     assert len(world.smtpd.received) == 2
     assert world.journal.item(item.id).state == ItemState.DONE
     assert world.folder(OUTBOX) == []
+
+
+def test_the_outbox_folder_is_created_when_missing(world: World) -> None:
+    assert world.run().errors == []
+    imap = world.dovecot.client("alice")
+    try:
+        assert imap.folder_exists(OUTBOX)
+    finally:
+        imap.logout()
+
+
+def test_a_held_draft_moved_back_once_the_certificate_is_known_is_sent(
+    world: World, pki: TestPki
+) -> None:
+    world.put_draft(draft(pki, "back", to=("bob", "frank")))
+    world.run()
+    assert world.smtpd.received == []
+    frank = keyfiles.load_certificates(pki.cert("frank"))[0]
+    world.store.record(Sighting(frank, "<signed@example.org>", world.clock(), anchored=True))
+    [held] = world.folder(f"{OUTBOX}/Held")
+    world.put_draft(held)  # the user moves it back into the outbox
+    world.run()
+    [got] = world.smtpd.received
+    assert b"Secret body back" in open_as(pki, got.data, "frank")
+    assert [i.state for i in world.journal.items()] == [ItemState.HELD, ItemState.DONE]
