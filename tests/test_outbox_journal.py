@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from smime_companion.errors import CacheError, UsageError
+from smime_companion.store import db
 from smime_companion.store.journal import DB_FILENAME, CopyState, ItemState, Journal
 
 AT = dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.UTC)
@@ -122,3 +123,11 @@ def test_the_journal_is_encrypted_at_rest_and_needs_its_key(tmp_path: Path) -> N
     assert oct((tmp_path / DB_FILENAME).stat().st_mode & 0o777) == "0o600"
     with pytest.raises(CacheError, match="wrong cache key"):
         Journal.open(tmp_path, "another key")
+
+
+def test_changing_the_cache_key_changes_the_journals_key_too(tmp_path: Path) -> None:
+    with Journal.open(tmp_path, KEY) as journal:
+        item_id = _sealed(journal)
+    assert tmp_path / DB_FILENAME in db.rekey_directory(tmp_path, KEY, "new key")
+    with Journal.open(tmp_path, "new key") as journal:
+        assert journal.item(item_id).state == ItemState.SEALED
