@@ -663,15 +663,17 @@ def _decrypt_with(envelope: _Envelope, cipher: ContentCipher, cek: bytes) -> byt
 def _cbc_decrypt(algorithm: CipherAlgorithm, iv: bytes, ciphertext: bytes | memoryview) -> bytes:
     """CBC-decrypt and remove the PKCS#7 padding, copying the plaintext as little as possible.
 
-    The last block is decrypted first (its IV is the block before it) to read and check the
-    padding; then everything before it is decrypted in one call, and the few plaintext bytes of
-    the last block are appended. A 25 MB body so costs the plaintext once plus one concatenation,
-    instead of the three copies a padding object makes. Raises _Failure for a bad padding.
+    Everything but the last block is decrypted in one call; the last block, decrypted on its
+    own by the same context, goes through the padding check, and its few plaintext bytes are
+    appended. A 25 MB body so costs the plaintext once plus one concatenation, instead of the
+    three copies a padding object over the whole plaintext makes. Raises _Failure for a bad
+    padding.
     """
     block = len(iv)
     view = memoryview(ciphertext)
-    last_iv = bytes(view[-2 * block : -block]) if len(view) > block else iv
-    last = Cipher(algorithm, modes.CBC(last_iv)).decryptor().update(view[-block:])
+    decryptor = Cipher(algorithm, modes.CBC(iv)).decryptor()
+    head = decryptor.update(view[:-block]) if len(view) > block else b""
+    last = decryptor.update(view[-block:])
     # cryptography's unpadder checks the padding (in constant time) on that one block.
     unpadder = sym_padding.PKCS7(block * 8).unpadder()
     try:
@@ -680,9 +682,6 @@ def _cbc_decrypt(algorithm: CipherAlgorithm, iv: bytes, ciphertext: bytes | memo
         raise _Failure(
             Decryption.FAILED, "CBC padding is invalid: wrong key or altered content"
         ) from None
-    if len(view) == block:
-        return tail
-    head = Cipher(algorithm, modes.CBC(iv)).decryptor().update(view[:-block])
     return head + tail if tail else head
 
 

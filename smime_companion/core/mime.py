@@ -219,11 +219,15 @@ _B64_SPACE = b" \t\r\n"
 _B64_SLICE = 1 << 20
 
 
+def _corrupt_base64() -> MalformedInput:
+    return MalformedInput("the base64 body is corrupt (invalid characters or padding)")
+
+
 def _decode_base64(data: bytes, start: int) -> bytes:
     """Decode the base64 text ``data[start:]``, line breaks and blanks ignored, without copying
     the (possibly large) text. Raises :class:`MalformedInput` on any other character, on text
     after the padding, or on a length no padding can mend."""
-    corrupt = MalformedInput("the base64 body is corrupt (invalid characters or padding)")
+    corrupt = _corrupt_base64  # made only when needed: an exception costs microseconds to build
     size = len(data)
     if size - start <= _B64_SLICE:
         # Small (the usual case): drop the blanks in one copy and let binascii's strict mode
@@ -234,18 +238,18 @@ def _decode_base64(data: bytes, start: int) -> bytes:
         try:
             return binascii.a2b_base64(compact, strict_mode=True)
         except binascii.Error:
-            raise corrupt from None
+            raise corrupt() from None
     # Large: never copy the text whole.
     # Validate slice by slice: deleting the alphabet leaves only blanks (a few percent).
     for offset in range(start, size, _B64_SLICE):
         others = data[offset : offset + _B64_SLICE].translate(None, _B64_ALPHABET)
         if others.translate(None, _B64_SPACE + b"="):
-            raise corrupt
+            raise corrupt()
     first_pad = data.find(b"=", start)
     if first_pad >= 0:
         tail = data[first_pad:]
         if tail.translate(None, _B64_SPACE + b"=") or tail.count(b"=") > 2:
-            raise corrupt
+            raise corrupt()
     blanks = sum(data.count(bytes([c]), start) for c in _B64_SPACE)
     missing = -(size - start - blanks) % 4
     text: bytes | memoryview = memoryview(data)[start:]
@@ -256,7 +260,7 @@ def _decode_base64(data: bytes, start: int) -> bytes:
         # Not strict mode: it skips the blanks we just accepted.
         return binascii.a2b_base64(text)
     except binascii.Error:
-        raise corrupt from None
+        raise corrupt() from None
 
 
 def multipart_parts(entity: Entity, max_parts: int) -> list[bytes]:
