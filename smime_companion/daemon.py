@@ -59,6 +59,7 @@ Connector = Callable[[ServerSpec], Mailbox]
 
 
 def now_utc() -> datetime:
+    """The current time, timezone-aware (the daemon's default clock)."""
     return datetime.now(UTC)
 
 
@@ -85,6 +86,7 @@ class Backoff:
         return self._rng.uniform(ceiling / 2, ceiling)
 
     def reset(self) -> None:
+        """Start again from the base delay (after a success)."""
         self.failures = 0
 
 
@@ -475,6 +477,7 @@ class FolderWatcher(threading.Thread):
         return self.halt.is_set() or self.owner.stop.is_set()
 
     def run(self) -> None:
+        """Connect, IDLE, post changes; on any failure back off and reconnect, until halted."""
         while not self._stopping():
             box: Mailbox | None = None
             try:

@@ -38,6 +38,7 @@ EXPIRY_WARNING_DAYS = 30
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``run``, ``sync``, ``status`` and ``doctor`` subcommands."""
     run = sub.add_parser(
         "run",
         help="run the sync daemon in the foreground",

@@ -72,6 +72,7 @@ class ServerSpec:
 
     @property
     def label(self) -> str:
+        """``account (host:port)``, the prefix of every error message about this server."""
         return f"{self.name or self.username} ({self.host}:{self.port})"
 
 
@@ -109,7 +110,9 @@ class Mailbox(Protocol):
     """The IMAP operations sync needs, on one connection. Implementations raise ImapError."""
 
     @property
-    def capabilities(self) -> frozenset[str]: ...
+    def capabilities(self) -> frozenset[str]:
+        """The server's capabilities after login, upper-case (``IDLE``, ``QRESYNC``, ...)."""
+        ...
 
     @property
     def qresync(self) -> bool:
@@ -179,7 +182,10 @@ def ssl_context(ca_file: Path | None) -> ssl.SSLContext:
 
 
 class ImapMailbox:
-    """:class:`Mailbox` over one imapclient connection."""
+    """:class:`Mailbox` over one imapclient connection (each method is documented there).
+
+    Not thread-safe: one thread at a time uses a connection (sync's prefetch thread takes it
+    only while the sync thread waits)."""
 
     def __init__(self, spec: ServerSpec) -> None:
         self.spec = spec

@@ -89,7 +89,10 @@ class Harvester(Protocol):
     """Receives every opened message so signer certificates can be collected (issue 4's
     certificate store). ``message_id`` is the Message-ID header, for its records."""
 
-    def harvest(self, result: OpenResult, message_id: str | None, at: datetime) -> None: ...
+    def harvest(self, result: OpenResult, message_id: str | None, at: datetime) -> None:
+        """Collect what ``result`` teaches (signer chains, capabilities) as seen at ``at``.
+        May raise: sync logs the error and carries on."""
+        ...
 
 
 # Opens one raw message at a time (its arrival time): the daemon binds identities and anchors.
