@@ -279,6 +279,7 @@ def test_doctor_passes_on_a_good_config_and_fails_on_an_untrusted_server_certifi
     assert "FAIL" not in out
     assert "IDLE, CONDSTORE, QRESYNC offered" in out
     assert "identity" in out and "valid until" in out
+    assert "clock: " in out and "behind" not in out
 
     wrong_ca = tmp_path / "wrong"
     from tests.dovecot import make_tls_certificate
@@ -328,3 +329,16 @@ def test_reload_with_an_added_old_key_reopens_the_messages_that_could_not_be_ope
         daemon.stop.set()
         thread.join(timeout=15)
         daemon.cache.close()
+
+
+def test_doctor_warns_when_the_server_clock_is_ahead_of_ours(
+    server: Dovecot, pki: TestPki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Maildir's arrival time is the file's mtime: a message that arrived two hours from now.
+    path = server.deliver("alice", plain_mail("future"), "Clock")
+    later = time.time() + 2 * 3600
+    os.utime(path, (later, later))
+    config = write_config(tmp_path / "c.toml", server, pki, ["Clock"])
+    assert main(["doctor", "--config", str(config)]) == 0
+    [line] = [x for x in capsys.readouterr().out.splitlines() if "clock:" in x]
+    assert line.startswith("warn") and "clock is behind" in line

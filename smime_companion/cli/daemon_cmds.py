@@ -28,13 +28,15 @@ from smime_companion.daemon import (
     server_spec,
 )
 from smime_companion.errors import SmimeCompanionError, UsageError
-from smime_companion.imap.client import connect
+from smime_companion.imap.client import Mailbox, connect
 from smime_companion.imap.sync import Stopped
 
 EXIT_OK = 0
 EXIT_NOT_GOOD = 1
 # An identity certificate that expires sooner than this is reported by doctor.
 EXPIRY_WARNING_DAYS = 30
+# A server clock this far ahead of ours is reported by doctor.
+CLOCK_SKEW_WARNING_SECONDS = 300
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -86,8 +88,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=(
             "Check, one line each: the config; the identity (loads, validity, expiry within "
             f"{EXPIRY_WARNING_DAYS} days); the trust anchors; the cache (opens with its key); and "
-            "for every account DNS, TLS, login, capabilities (IDLE, CONDSTORE, QRESYNC) and the "
-            "watched folders. Exit 0 when nothing failed, 1 otherwise."
+            "for every account DNS, TLS, login, capabilities (IDLE, CONDSTORE, QRESYNC), the "
+            "watched folders and clock skew (seen when the newest message arrived in our future). "
+            "Exit 0 when nothing failed, 1 otherwise."
         ),
     )
     add_config_flag(doctor)
@@ -366,6 +369,28 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return EXIT_NOT_GOOD if checks.failed else EXIT_OK
 
 
+def _check_clock(checks: _Checks, label: str, box: Mailbox, folder: str) -> None:
+    """IMAP has no time command and doctor stays read-only (no APPEND to read a server time
+    from), so the skew visible is one-sided: the newest message's arrival time (the server's
+    clock) lying in our future means our clock is behind, which makes fresh certificates look
+    not yet valid."""
+    box.examine(folder)
+    uids = box.search_uids()
+    newest = box.summaries(uids[-1:]) if uids else []
+    arrived = newest[0].internaldate if newest else None
+    if arrived is None:
+        checks.ok(f"{label}: clock: no message in {folder} to compare with")
+        return
+    ahead = (arrived - datetime.now(UTC)).total_seconds()
+    if ahead > CLOCK_SKEW_WARNING_SECONDS:
+        checks.warn(
+            f"{label}: clock: the newest message in {folder} arrived {ahead / 60:.0f} minutes "
+            "in our future: this machine's clock is behind (certificates may look not yet valid)"
+        )
+    else:
+        checks.ok(f"{label}: clock: no skew visible (newest arrival in {folder}: {arrived:%c})")
+
+
 def _check_account(checks: _Checks, *, account_name: str, config: Config) -> None:
     account = config.account(account_name)
     label = f"account {account.name} ({account.host}:{account.port})"
@@ -391,6 +416,7 @@ def _check_account(checks: _Checks, *, account_name: str, config: Config) -> Non
         folders = box.list_folders(account.folders)
         if folders:
             checks.ok(f"{label}: watching {', '.join(folders)}")
+            _check_clock(checks, label, box, folders[0])
         else:
             checks.fail(f"{label}: no folder matches {', '.join(account.folders)}")
     except SmimeCompanionError as exc:
