@@ -1,6 +1,7 @@
 """Benchmark of ``core.open``: throughput against the bare RSA private-key rate, and peak memory.
 
-Run: ``.venv/bin/python bench/open.py [--count 1000] [--big-mb 25]``
+Run: ``.venv/bin/python bench/open.py [--count 1000] [--big-mb 25]``, or with ``--breakdown`` for
+the CPU cost of each step of one open (the table in ``docs/performance.md``).
 
 1. Throughput: opening N signed-then-encrypted 10 KB messages (RSA-2048 signer and recipient,
    AES-256-CBC, made by ``openssl cms``) against the rate of bare RSA-2048 private-key decryptions
@@ -23,14 +24,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from smime_companion.core.cms import parse_cms, parse_content_info
+from smime_companion.core.decrypt import decrypt
+from smime_companion.core.mime import multipart_parts, parse_entity
 from smime_companion.core.model import Identity
-from smime_companion.core.open import open_message
+from smime_companion.core.open import DEFAULT_LIMITS, open_message
+from smime_companion.core.verify import verify_signed_data
 from smime_companion.testing.pki import make_test_pki
 
 
@@ -69,6 +75,67 @@ def bare_rsa_rate(key: rsa.RSAPrivateKey, seconds: float) -> float:
         key.decrypt(ciphertext, padding.PKCS1v15())
         count += 1
     return count / (time.process_time() - start)
+
+
+def _cpu_microseconds(step: Callable[[], object], runs: int) -> float:
+    step()  # warm the caches a steady stream of mail keeps warm
+    start = time.process_time()
+    for _ in range(runs):
+        step()
+    return (time.process_time() - start) / runs * 1e6
+
+
+def breakdown(pki_dir: Path, runs: int) -> list[tuple[str, float]]:
+    """CPU microseconds of each step of opening one bench message, each timed on its own."""
+    alice = Identity(
+        key=serialization.load_pem_private_key((pki_dir / "alice.key.pem").read_bytes(), None),
+        certificate=x509.load_pem_x509_certificate((pki_dir / "alice.cert.pem").read_bytes()),
+    )
+    anchors = [x509.load_pem_x509_certificate((pki_dir / "root.pem").read_bytes())]
+    now = dt.datetime.now(dt.UTC)
+    raw = make_message(pki_dir, filler(10 * 1024, 1), 1)
+    limit = DEFAULT_LIMITS.max_header_bytes
+    envelope = parse_entity(raw, limit).decoded_body()
+    parsed = parse_cms(envelope)
+    plaintext = decrypt(parsed.info, [alice], ciphertext=parsed.content).plaintext
+    assert plaintext is not None
+    signed, signature = multipart_parts(parse_entity(plaintext, limit), 2)
+    signature_der = parse_entity(signature, limit).decoded_body()
+    key = alice.key
+    assert isinstance(key, rsa.RSAPrivateKey)
+    pkcs1 = padding.PKCS1v15()
+    ciphertext = key.public_key().encrypt(os.urandom(32), pkcs1)
+
+    def outer() -> object:
+        return parse_entity(raw, limit).decoded_body()
+
+    def enveloped() -> object:
+        fresh = parse_cms(envelope)  # a fresh parse: asn1crypto caches what was read
+        return decrypt(fresh.info, [alice], ciphertext=fresh.content)
+
+    def multipart() -> object:
+        parts = multipart_parts(parse_entity(plaintext, limit), 2)
+        return parse_entity(parts[1], limit).decoded_body()
+
+    def signed_data() -> object:
+        info = parse_content_info(signature_der)
+        sender = ("alice@example.org",)
+        return verify_signed_data(info, signed, anchors=anchors, at=now, from_addresses=sender)
+
+    def whole() -> object:
+        return open_message(raw, identities=[alice], anchors=anchors, at=now)
+
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("bare RSA-2048 private-key decryption", lambda: key.decrypt(ciphertext, pkcs1)),
+        ("outer entity: header fields + base64 decode", outer),
+        ("EnvelopedData: parse_cms + decrypt() (RSA included)", enveloped),
+        ("  of which parse_cms", lambda: parse_cms(envelope)),
+        ("multipart/signed: parse, split, decode signature", multipart),
+        ("SignedData: parse_content_info + verify_signed_data", signed_data),
+        ("  of which parse_content_info", lambda: parse_content_info(signature_der)),
+        ("open_message, whole", whole),
+    ]
+    return [(label, _cpu_microseconds(step, runs)) for label, step in steps]
 
 
 def throughput(pki_dir: Path, count: int) -> float:
@@ -141,7 +208,19 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=1000, help="messages in the throughput run")
     parser.add_argument("--big-mb", type=int, default=25, help="size of the memory-test body")
     parser.add_argument("--seconds", type=float, default=3.0, help="time for the bare RSA rate")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="only print the CPU cost of each step of one open (docs/performance.md)",
+    )
     args = parser.parse_args()
+
+    if args.breakdown:
+        with tempfile.TemporaryDirectory() as tmp:
+            pki = make_test_pki(Path(tmp) / "pki")
+            for label, micros in breakdown(pki.directory, 2000):
+                print(f"{label:<56} {micros:>8.1f} us")
+        return 0
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
