@@ -126,9 +126,14 @@ def test_bodystructure_tells_smime_from_plain_mail(
     )  # a signed-looking message that is not multipart/signed
     server.deliver("alice", opaque, folder)
     mailbox.examine(folder)
-    summaries = mailbox.summaries(mailbox.search_uids())
+    uids = mailbox.search_uids()
+    summaries = mailbox.summaries(uids)
     assert [s.smime for s in summaries] == [False, True, True, False]
     assert all(s.size > 0 and s.internaldate is not None for s in summaries)
+    # The server's header search is a superset (the fake still names the PKCS#7 protocol);
+    # BODYSTRUCTURE then rules it out.
+    assert mailbox.search_smime_candidates() == uids[1:]
+    assert mailbox.search_smime_candidates(uids[2]) == uids[2:]
 
 
 def test_is_smime_structure_accepts_p7m_attachment_and_x_types() -> None:

@@ -15,7 +15,7 @@ from smime_companion.core.model import OpenResult
 from smime_companion.core.open import open_message
 from smime_companion.errors import ImapError
 from smime_companion.imap import sync
-from smime_companion.imap.client import ImapMailbox, ServerSpec, connect
+from smime_companion.imap.client import ImapMailbox, ServerSpec, Summary, connect
 from smime_companion.imap.sync import FolderReport, Stopped, sync_folder
 from smime_companion.store.cache import Cache, MessageSummary
 from smime_companion.testing.pki import TestPki
@@ -301,3 +301,46 @@ def test_every_stored_message_is_offered_to_the_harvester(
     recorder = Recorder()
     run_sync(mailbox, cache, folder, opener, harvester=recorder)
     assert recorder.seen == [("<h1@test.example.org>", "carol@example.org")]
+
+
+def test_without_server_side_header_search_every_bodystructure_is_read_instead(
+    server: Dovecot, mailbox: ImapMailbox, cache: Cache, opener: Opener, pki: TestPki,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    folder = "NoHeaderSearch"
+    server.deliver("alice", plain_mail("nh-plain"), folder)
+    server.deliver("alice", encrypted_mail(pki, "nh-enc"), folder)
+    monkeypatch.setattr(mailbox, "search_smime_candidates", lambda start=1: None)
+    looked_at: list[int] = []
+    real = mailbox.summaries
+
+    def summaries(uids: list[int]) -> list[Summary]:
+        looked_at.extend(uids)
+        return real(uids)
+
+    monkeypatch.setattr(mailbox, "summaries", summaries)
+    report = run_sync(mailbox, cache, folder, opener)
+    assert (report.stored, report.skipped) == (1, 1)
+    assert len(looked_at) == 2  # both BODYSTRUCTUREs read, the plain one too
+    assert set(cached(cache, folder)) == {"Test nh-enc"}
+
+
+def test_plain_messages_are_skipped_without_reading_their_bodystructure(
+    server: Dovecot, mailbox: ImapMailbox, cache: Cache, opener: Opener, pki: TestPki,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    folder = "HeaderSearch"
+    for i in range(3):
+        server.deliver("alice", plain_mail(f"hs-plain{i}"), folder)
+    server.deliver("alice", signed_mail(pki, "hs-signed"), folder)
+    looked_at: list[int] = []
+    real = mailbox.summaries
+
+    def summaries(uids: list[int]) -> list[Summary]:
+        looked_at.extend(uids)
+        return real(uids)
+
+    monkeypatch.setattr(mailbox, "summaries", summaries)
+    report = run_sync(mailbox, cache, folder, opener)
+    assert (report.new, report.stored, report.skipped) == (4, 1, 3)
+    assert len(looked_at) == 1

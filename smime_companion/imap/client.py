@@ -131,6 +131,12 @@ class Mailbox(Protocol):
         """UIDs >= ``start`` in the examined folder, ascending."""
         ...
 
+    def search_smime_candidates(self, start: int = 1) -> list[int] | None:
+        """UIDs >= ``start`` whose Content-Type (or Content-Disposition) header mentions
+        ``pkcs7`` or ``p7m``: a superset of the S/MIME messages, found by the server. None when
+        the server refused the search (then every message's BODYSTRUCTURE must be read)."""
+        ...
+
     def summaries(self, uids: Sequence[int]) -> list[Summary]:
         """Size, flags, arrival time and S/MIME-ness (from BODYSTRUCTURE) of these messages."""
         ...
@@ -323,6 +329,34 @@ class ImapMailbox:
         found = self._call("UID SEARCH", lambda: self._imap.search(criteria))
         # "n:*" always includes the highest UID even when it is below n (RFC 3501 6.4.8).
         return sorted(int(u) for u in found if int(u) >= start)
+
+    def search_smime_candidates(self, start: int = 1) -> list[int] | None:
+        # SEARCH HEADER is a case-insensitive substring match done by the server: on 10,000
+        # messages it costs a tenth of fetching and parsing every BODYSTRUCTURE.
+        criteria = [
+            "UID", f"{max(start, 1)}:*",
+            "OR", "OR",
+            "HEADER", "Content-Type", "pkcs7",
+            "HEADER", "Content-Type", "p7m",
+            "HEADER", "Content-Disposition", "p7m",
+        ]  # fmt: skip
+        try:
+            found = self._call("UID SEARCH HEADER", partial(self._imap.search, criteria))
+        except ImapError as exc:
+            if self._imap_alive():
+                log.info(
+                    "%s: header search refused (%s); reading BODYSTRUCTUREs", self.spec.label, exc
+                )
+                return None
+            raise
+        return sorted(int(u) for u in found if int(u) >= start)
+
+    def _imap_alive(self) -> bool:
+        try:
+            self._imap.noop()
+            return True
+        except Exception:
+            return False
 
     def summaries(self, uids: Sequence[int]) -> list[Summary]:
         out: list[Summary] = []

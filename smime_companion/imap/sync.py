@@ -202,11 +202,18 @@ def sync_folder(
     # -- new messages -------------------------------------------------------------------------
     new = [u for u in server_uids if u >= start and u not in cached]
     report.new = len(new)
+    # Unless everything is cached, let the server name the messages whose headers mention
+    # PKCS#7 (a superset of S/MIME): the others need no BODYSTRUCTURE at all.
+    candidates: set[int] | None = None
+    if new and not cache_all:
+        found = mailbox.search_smime_candidates(new[0])
+        candidates = set(found) if found is not None else None
     done = 0
     for batch in _batches(new, SUMMARY_BATCH):
-        summaries = mailbox.summaries(batch)
+        look_at = batch if candidates is None else [u for u in batch if u in candidates]
+        summaries = mailbox.summaries(look_at) if look_at else []
         wanted = [s for s in summaries if s.smime or cache_all]
-        report.skipped += len(summaries) - len(wanted)
+        report.skipped += len(batch) - len(wanted)
         groups = list(_body_groups(wanted))
         # The next batch of bodies is fetched on a second thread while this one is opened and
         # stored: the server's work and the socket reads overlap ours (the two cores both busy).
