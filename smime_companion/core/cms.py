@@ -65,9 +65,10 @@ def content_type_name(info: cms.ContentInfo) -> str:
 # its copy: reading a 25 MB encryptedContent through ContentInfo -> [0] -> EnvelopedData ->
 # EncryptedContentInfo costs four 25 MB copies that live as long as the ContentInfo. So before
 # asn1crypto parses anything, a small tag/length walker finds the one large field (the
-# encryptedContent of (Auth)EnvelopedData, the eContent of SignedData), takes its value out as
-# one bytes object, and re-encodes the (small) rest without it. Both fields are OPTIONAL in their
-# SEQUENCE, so the remainder is still a valid ContentInfo; the content travels beside it.
+# encryptedContent of (Auth)EnvelopedData, the eContent of SignedData), takes its value out (a
+# view of a DER string, BER chunks joined once), and re-encodes the (small) rest without it.
+# Both fields are OPTIONAL in their SEQUENCE, so the remainder is still a valid ContentInfo; the
+# content travels beside it.
 
 _OID_SIGNED_DATA = bytes.fromhex("06092a864886f70d010702")
 _OID_ENVELOPED_DATA = bytes.fromhex("06092a864886f70d010703")
@@ -140,8 +141,9 @@ def parse_cms(data: bytes) -> ParsedCms:
 
 def _cut_content(data: bytes) -> tuple[bytes, bytes | memoryview]:
     """(the encoding without the large field, the field's value). Raises _Unexpected."""
+    ends: _Ends = {}
     top = _read_tlv(data, 0)
-    if top.tag != 0x30 or _element_end(data, top, 0) != len(data):
+    if top.tag != 0x30 or _element_end(data, top, 0, ends) != len(data):
         raise _Unexpected  # not one SEQUENCE: let asn1crypto name the problem
     oid = _read_tlv(data, top.value_start)
     kind = _CUT_TYPES.get(data[oid.start : oid.end])
@@ -155,7 +157,7 @@ def _cut_content(data: bytes) -> tuple[bytes, bytes | memoryview]:
         raise _Unexpected
     # The first universal SEQUENCE in the body is EncapsulatedContentInfo or
     # (Auth)EncryptedContentInfo: the fields before it are an INTEGER, a [0] and a SET.
-    inner = _first_child(data, body, 0x30)
+    inner = _first_child(data, body, 0x30, ends)
     type_oid = _read_tlv(data, inner.value_start)
     if type_oid.tag != 0x06:
         raise _Unexpected
@@ -163,27 +165,29 @@ def _cut_content(data: bytes) -> tuple[bytes, bytes | memoryview]:
         after = type_oid.end
         if after >= inner.value_end:
             raise _Unexpected  # no eContent: nothing to cut
-        field_tlv = _complete(data, _read_tlv(data, after), 0)  # eContent [0] EXPLICIT
+        field_tlv = _complete(data, _read_tlv(data, after), ends)  # eContent [0] EXPLICIT
         if field_tlv.tag != 0xA0:
             raise _Unexpected
         octets = _read_tlv(data, field_tlv.value_start)
-        if octets.tag not in (0x04, 0x24) or _element_end(data, octets, 0) != field_tlv.value_end:
+        if octets.tag not in (0x04, 0x24):
             raise _Unexpected
-        content: bytes | memoryview = bytes(_octets(data, octets, 0))
+        if _element_end(data, octets, 0, ends) != field_tlv.value_end:
+            raise _Unexpected
+        content: bytes | memoryview = bytes(_octets(data, octets, 0, ends))
     else:
         algorithm = _read_tlv(data, type_oid.end)
-        after = _element_end(data, algorithm, 0)
+        after = _element_end(data, algorithm, 0, ends)
         if after >= inner.value_end:
             raise _Unexpected  # encryptedContent absent (detached): decrypt reports it
         field_tlv = _read_tlv(data, after)  # encryptedContent [0] IMPLICIT OCTET STRING
         if field_tlv.tag not in (0x80, 0xA0):
             raise _Unexpected
-        content = _octets(data, field_tlv, 0)
-    field_end = _element_end(data, field_tlv, 0)
+        content = _octets(data, field_tlv, 0, ends)
+    field_end = _element_end(data, field_tlv, 0, ends)
     if field_end != inner.value_end:
         raise _Unexpected  # something follows the field: not a shape we cut
     # Re-encode from the inside out, each ancestor with its new length.
-    chain = [inner, _complete(data, body, 0), _complete(data, explicit, 0), _complete(data, top, 0)]
+    chain = [inner, *(_complete(data, tlv, ends) for tlv in (body, explicit, top))]
     rebuilt = data[inner.value_start : field_tlv.start]
     for level, tlv in enumerate(chain):
         rebuilt = _wrap(data, tlv, rebuilt)
@@ -246,47 +250,56 @@ def _read_tlv(data: bytes, offset: int) -> _Tlv:
     return _Tlv(offset, pos, end, end, tag, False)
 
 
-def _element_end(data: bytes, tlv: _Tlv, depth: int) -> int:
+# Where the end-of-contents octets of each indefinite-length element start, by the element's
+# offset: filled by the first walk over a BER object, so that no chunk list is walked twice to
+# find the same end (a hostile object can hold millions of one-byte chunks).
+_Ends = dict[int, int]
+
+
+def _element_end(data: bytes, tlv: _Tlv, depth: int, ends: _Ends) -> int:
     """Where ``tlv`` ends; for an indefinite length, after its end-of-contents octets."""
     if not tlv.indefinite:
         return tlv.end
-    return _children_end(data, tlv, depth) + 2
+    return _children_end(data, tlv, depth, ends) + 2
 
 
-def _children_end(data: bytes, tlv: _Tlv, depth: int) -> int:
+def _children_end(data: bytes, tlv: _Tlv, depth: int, ends: _Ends) -> int:
     """Where the end-of-contents octets of an indefinite-length ``tlv`` start."""
+    known = ends.get(tlv.start)
+    if known is not None:
+        return known
     if depth > _MAX_BER_DEPTH:
         raise _Unexpected
     pos = tlv.value_start
-    while True:
-        if data[pos] == 0 and data[pos + 1] == 0:
-            return pos
-        pos = _element_end(data, _read_tlv(data, pos), depth + 1)
+    while not (data[pos] == 0 and data[pos + 1] == 0):
+        pos = _element_end(data, _read_tlv(data, pos), depth + 1, ends)
+    ends[tlv.start] = pos
+    return pos
 
 
-def _complete(data: bytes, tlv: _Tlv, depth: int) -> _Tlv:
+def _complete(data: bytes, tlv: _Tlv, ends: _Ends) -> _Tlv:
     """``tlv`` with ``value_end`` and ``end`` known (walking an indefinite length's children)."""
     if not tlv.indefinite:
         return tlv
-    value_end = _children_end(data, tlv, depth)
+    value_end = _children_end(data, tlv, 0, ends)
     return _Tlv(tlv.start, tlv.value_start, value_end, value_end + 2, tlv.tag, True)
 
 
-def _first_child(data: bytes, parent: _Tlv, tag: int) -> _Tlv:
+def _first_child(data: bytes, parent: _Tlv, tag: int, ends: _Ends) -> _Tlv:
     """The first child of ``parent`` with identifier ``tag``, completed. Raises _Unexpected."""
     pos = parent.value_start
     limit = parent.value_end if not parent.indefinite else len(data)
     while pos < limit:
         if parent.indefinite and data[pos] == 0 and data[pos + 1] == 0:
             break
-        child = _complete(data, _read_tlv(data, pos), 0)
+        child = _complete(data, _read_tlv(data, pos), ends)
         if child.tag == tag:
             return child
         pos = child.end
     raise _Unexpected
 
 
-def _octets(data: bytes, tlv: _Tlv, depth: int) -> bytes | memoryview:
+def _octets(data: bytes, tlv: _Tlv, depth: int, ends: _Ends) -> bytes | memoryview:
     """The value of an OCTET STRING (IMPLICIT-tagged or not): a view of a primitive one's bytes,
     the joined chunks of a constructed (BER) one."""
     if not tlv.tag & 0x20:
@@ -307,8 +320,8 @@ def _octets(data: bytes, tlv: _Tlv, depth: int) -> bytes | memoryview:
             chunks.append(view[chunk.value_start : chunk.value_end])
             pos = chunk.end
         elif chunk.tag == 0x24:
-            chunks.append(_octets(data, chunk, depth + 1))
-            pos = _element_end(data, chunk, depth + 1)
+            chunks.append(_octets(data, chunk, depth + 1, ends))
+            pos = _element_end(data, chunk, depth + 1, ends)
         else:
             raise _Unexpected
     if not tlv.indefinite and pos != tlv.value_end:
