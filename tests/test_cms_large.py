@@ -204,3 +204,49 @@ def test_parse_cms_rejects_what_parse_content_info_rejects(
             parse_content_info(broken)
         with pytest.raises(MalformedInput):
             parse_cms(broken)
+
+
+def _rechunked(der: bytes, size: int, nested: bool) -> bytes:
+    """``openssl cms -stream`` output with its encryptedContent re-chunked: ``size``-byte OCTET
+    STRING chunks, grouped in constructed (BER) chunks of their own when ``nested``."""
+    # openssl writes the encryptedContent as [0] with an indefinite length, then 04 chunks.
+    start = der.index(b"\xa0\x80\x04")
+    pos, pieces = start + 2, []
+    while der[pos : pos + 2] != b"\x00\x00":
+        assert der[pos] == 0x04
+        if der[pos + 1] & 0x80:
+            octets = der[pos + 1] & 0x7F
+            length = int.from_bytes(der[pos + 2 : pos + 2 + octets], "big")
+            pos += 2 + octets
+        else:
+            length = der[pos + 1]
+            pos += 2
+        pieces.append(der[pos : pos + length])
+        pos += length
+    ciphertext = b"".join(pieces)
+    assert ciphertext == bytes(
+        parse_content_info(der)["content"]["encrypted_content_info"]["encrypted_content"].native
+    )
+    chunks = [
+        bytes([0x04, len(piece)]) + piece
+        for piece in (ciphertext[i : i + size] for i in range(0, len(ciphertext), size))
+    ]
+    if nested:
+        chunks = [
+            b"\x24\x80" + b"".join(chunks[i : i + 100]) + b"\x00\x00"
+            for i in range(0, len(chunks), 100)
+        ]
+    return der[: start + 2] + b"".join(chunks) + der[pos:]
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["flat", "chunks-of-chunks"])
+def test_ber_content_in_one_byte_chunks_decrypts_to_the_same_plaintext(
+    pki: TestPki, nested: bool
+) -> None:
+    data = b"y" * 3 * CUT_MIN_BYTES
+    der = _rechunked(_encrypt(pki, data, "-stream", "-aes256", outform="DER"), 1, nested)
+    parsed = parse_cms(der)
+    assert parsed.content is not None  # cut by the walker, not parsed whole by asn1crypto
+    outcome = decrypt(parsed.info, [load_identity(pki, "alice")], ciphertext=parsed.content)
+    assert outcome.status == Decryption.OK, outcome.error
+    assert outcome.plaintext == data
