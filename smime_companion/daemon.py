@@ -7,6 +7,9 @@ Threads and who owns what:
 - One **watcher** thread per (account, folder) holds its own connection in IDLE (re-issued every
   25 minutes, before servers' 29-minute limit; NOOP polling where IDLE is missing) and only
   posts "this folder changed" to the sync loop's queue.
+- Each pass of an account ends with an outbox pass (``runtime.process_outbox``, when the
+  account has SMTP), also run every minute between passes; every stored message is offered to
+  the certificate harvester, so a sender's certificate is known before a reply is sealed.
 - Every connection failure backs off exponentially with jitter (1 s doubling to 5 min, each delay
   drawn between half and all of it), per account or per watcher, so one broken account never
   stops the others.
@@ -32,7 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 
@@ -52,10 +55,24 @@ STATUS_FILE = "daemon-status.json"
 IDLE_RENEW_SECONDS = 25 * 60  # servers may drop an IDLE after 29 minutes (RFC 2177)
 POLL_SECONDS = 60.0  # NOOP polling interval where IDLE is missing
 FULL_PASS_SECONDS = 15 * 60  # a full pass of every account now and then, whatever IDLE says
+OUTBOX_SECONDS = 60.0  # how often the outbox is looked at between full passes
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 300.0
 
 Connector = Callable[[ServerSpec], Mailbox]
+# One outbox pass for an account: (config, identities, account name) -> the pass reports.
+OutboxPass = Callable[[Config, Sequence[Identity], str], list[Any]]
+# The identities that open mail under a config (the config's, plus keys imported elsewhere).
+IdentityLoader = Callable[[Config], list[Identity]]
+
+
+def config_identities(config: Config) -> list[Identity]:
+    """The identities the config names (the default :data:`IdentityLoader`)."""
+    return runtime.load_identities(config.identity)
+
+
+class Closeable(Protocol):
+    def close(self) -> None: ...
 
 
 def now_utc() -> datetime:
@@ -134,6 +151,8 @@ class AccountResult:
     account: str
     folders: list[FolderReport] = field(default_factory=list)
     error: str | None = None
+    outbox: list[Any] = field(default_factory=list)  # outbox pass reports (issue: outbox)
+    outbox_error: str | None = None
 
 
 class Daemon:
@@ -152,6 +171,9 @@ class Daemon:
         stop: threading.Event | None = None,
         progress: Callable[[str, str, int, int], None] | None = None,
         scanner: Scanner | None = None,
+        outbox: OutboxPass | None = None,
+        identity_loader: IdentityLoader = config_identities,
+        resources: Sequence[Closeable] = (),
     ) -> None:
         self.config = config
         self.cache = cache
@@ -164,6 +186,9 @@ class Daemon:
         self.reload = threading.Event()
         self.progress = progress
         self.scanner = scanner
+        self.outbox = outbox
+        self.identity_loader = identity_loader
+        self._resources = list(resources)  # closed by shutdown(), after the cache
         self.changes: queue.Queue[tuple[str, str]] = queue.Queue()
         self._boxes: dict[str, Mailbox] = {}
         self._folders: dict[str, list[str]] = {}
@@ -197,9 +222,31 @@ class Daemon:
         when the stop event is set.
         """
         chosen = [self.config.account(a) for a in accounts] if accounts else self.config.accounts
-        results = [self.sync_account(account, folder) for account in chosen]
+        results = []
+        for account in chosen:
+            result = self.sync_account(account, folder)
+            if folder is None:
+                self.outbox_pass(account, result)
+            results.append(result)
         self.scan_new()
         return results
+
+    def outbox_pass(self, account: AccountConfig, result: AccountResult) -> None:
+        """Send what waits in ``account``'s outbox (when an outbox is wired and the account
+        has SMTP); failures go into ``result`` as one line, never stop the daemon."""
+        if self.outbox is None or not account.smtp_host:
+            return
+        try:
+            result.outbox = self.outbox(self.config, self.identities, account.name)
+        except Exception as exc:
+            if not isinstance(exc, SmimeCompanionError):
+                log.exception("outbox %s: unexpected error", account.name)
+            result.outbox_error = str(exc)
+            log.error("outbox %s: %s", account.name, exc)
+            return
+        for report in result.outbox:
+            for error in getattr(report, "errors", []):
+                log.error("outbox %s: %s", account.name, error)
 
     def scan_new(self) -> int:
         """Scan cached messages that have no verdict yet (or an ``error`` one) when a scanner is
@@ -303,6 +350,15 @@ class Daemon:
         for name in list(self._boxes):
             self._drop_box(name)
 
+    def shutdown(self) -> None:
+        """:meth:`close`, then close the cache and the other stores the daemon was given."""
+        self.close()
+        for resource in [self.cache, *self._resources]:
+            try:
+                resource.close()
+            except Exception as exc:  # closing on the way out: report, carry on
+                log.warning("closing %s: %s", type(resource).__name__, exc)
+
     # -- around the clock ------------------------------------------------------------------------
 
     def run(self, reload_config: Callable[[], Config] | None = None) -> None:
@@ -324,6 +380,7 @@ class Daemon:
         self.sync_once()
         self._start_watchers()
         next_full_pass = time.monotonic() + FULL_PASS_SECONDS
+        next_outbox = time.monotonic() + OUTBOX_SECONDS
         while not self.stop.is_set():
             self._write_status(running=True)
             if self.reload.is_set():
@@ -350,9 +407,15 @@ class Daemon:
                 a for a in self.config.accounts if a.name in self._retry_at and self._due(a.name)
             ]
             if now >= next_full_pass:
-                self.sync_once()
+                self.sync_once()  # the outbox too
                 self._restart_dead_watchers()
                 next_full_pass = now + FULL_PASS_SECONDS
+                next_outbox = now + OUTBOX_SECONDS
+            elif now >= next_outbox:
+                for account in self.config.accounts:
+                    if self._due(account.name):
+                        self.outbox_pass(account, AccountResult(account.name))
+                next_outbox = now + OUTBOX_SECONDS
             else:
                 for account in retry:
                     self.sync_account(account)
@@ -368,7 +431,7 @@ class Daemon:
             return
         try:
             config = reload_config()
-            identities = runtime.load_identities(config.identity)
+            identities = self.identity_loader(config)
             anchors = runtime.load_anchors(config.identity)
         except SmimeCompanionError as exc:
             log.error("reload failed, keeping the running config: %s", exc)

@@ -21,7 +21,7 @@ import pytest
 from smime_companion.cli import main
 from smime_companion.config import load_config
 from smime_companion.daemon import Backoff, Daemon, open_cache, read_status_file
-from smime_companion.runtime import load_anchors, load_identities
+from smime_companion.runtime import load_anchors, load_identities, open_certstore
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki
 from tests.dovecot import (
     PASSWORD,
@@ -129,6 +129,9 @@ password_env = "UNSET_VARIABLE_FOR_TEST"
     [nosecret] = [line for line in out.out.splitlines() if line.startswith("nosecret:")]
     assert "UNSET_VARIABLE_FOR_TEST is not set" in nosecret
     assert cached_subjects(config, "Once") == ["Test once-1"]
+    # The signer's certificate was harvested into the certificate store.
+    with open_certstore(load_config(config)) as store:
+        assert store.records("alice@example.org")
 
 
 def test_sync_limited_to_one_folder_leaves_the_others_alone(
@@ -342,3 +345,27 @@ def test_doctor_warns_when_the_server_clock_is_ahead_of_ours(
     assert main(["doctor", "--config", str(config)]) == 0
     [line] = [x for x in capsys.readouterr().out.splitlines() if "clock:" in x]
     assert line.startswith("warn") and "clock is behind" in line
+
+
+def test_run_once_also_passes_over_the_outbox_and_defers_what_smtp_refuses(
+    server: Dovecot, pki: TestPki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.deliver("alice", signed_mail(pki, "ob-1"), "OutboxSync")
+    # A draft from the identity (bob) to alice, whose certificate the same pass harvests.
+    draft = plain_mail("draft", sender="bob@example.org", to="alice@example.org")
+    server.append("alice", draft, "S/MIME Outbox")
+    config = write_config(tmp_path / "c.toml", server, pki, ["OutboxSync"])
+    text = config.read_text().replace(
+        'folders = ["OutboxSync"]',
+        'folders = ["OutboxSync"]\nsmtp_host = "127.0.0.1"\n'
+        f'smtp_port = {free_port()}\nsmtp_tls = "plain"\ninsecure_plaintext = true',
+    )
+    config.write_text(text)
+    code = main(["run", "--once", "--config", str(config)])
+    out = capsys.readouterr().out
+    assert "work/OutboxSync: 1 new, 1 stored" in out  # the sync is done whatever the outbox does
+    [outbox] = [line for line in out.splitlines() if line.startswith("work: outbox")]
+    # Sealed (alice's certificate was harvested by the sync just before), then deferred: the
+    # SMTP server is down, so the item waits in the journal for the next pass.
+    assert outbox == "work: outbox: 0 sent, 1 deferred, 0 held, 0 failed"
+    assert code == 0

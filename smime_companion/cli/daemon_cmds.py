@@ -12,7 +12,7 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
@@ -20,9 +20,11 @@ from typing import Any
 from smime_companion import runtime
 from smime_companion.cli.common import add_config_flag, add_json_flag, config_from_args
 from smime_companion.config import Config
+from smime_companion.core.model import Identity
 from smime_companion.daemon import (
     AccountResult,
     Daemon,
+    now_utc,
     open_cache,
     read_status_file,
     server_spec,
@@ -103,12 +105,38 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def build_daemon(
     config: Config, progress: Callable[[str, str, int, int], None] | None = None
 ) -> Daemon:
-    """The daemon for ``config``: cache opened, identities and anchors loaded.
-    Raises ConfigError, SecretUnavailable, KeyLoadError or CacheError with one line."""
-    identities = runtime.load_identities(config.identity)
+    """The daemon for ``config``: the cache, the certificate store (keys imported there open
+    mail too; signers are harvested into it) and the outbox journal opened, identities and
+    anchors loaded. Raises ConfigError, SecretUnavailable, KeyLoadError or CacheError with one
+    line."""
     anchors = runtime.load_anchors(config.identity)
     scanner = runtime.open_scanner(config)
     cache = open_cache(config)
+    resources: list[Any] = []
+    try:
+        store = runtime.open_certstore(config)
+        resources.append(store)
+        journal = runtime.open_outbox_journal(config)
+        resources.append(journal)
+        identities = runtime.identities_with_store(config, store)
+    except BaseException:
+        for resource in [cache, *resources]:
+            resource.close()
+        raise
+
+    def identity_loader(cfg: Config) -> list[Identity]:
+        return runtime.identities_with_store(cfg, store)
+
+    def outbox(cfg: Config, ids: Sequence[Identity], account: str) -> list[Any]:
+        return runtime.process_outbox(
+            cfg,
+            account,
+            journal=journal,
+            identities=ids,
+            lookup=runtime.certificate_lookup(cfg, store),
+            clock=now_utc,
+        )
+
     return Daemon(
         config,
         cache,
@@ -116,6 +144,10 @@ def build_daemon(
         anchors=anchors,
         progress=progress,
         scanner=scanner,
+        harvester=runtime.certificate_harvester(config, store),
+        outbox=outbox,
+        identity_loader=identity_loader,
+        resources=resources,
     )
 
 
@@ -139,6 +171,14 @@ def _summaries(results: list[AccountResult]) -> list[str]:
     for result in results:
         if result.error:
             lines.append(f"{result.account}: FAILED: {result.error}")
+        if result.outbox_error:
+            lines.append(f"{result.account}: outbox FAILED: {result.outbox_error}")
+        for report in result.outbox:
+            lines.append(
+                f"{result.account}: outbox: {len(report.sent)} sent, "
+                f"{len(report.deferred)} deferred, {len(report.held)} held, "
+                f"{len(report.failed)} failed" + "".join(f"; {error}" for error in report.errors)
+            )
         for r in result.folders:
             lines.append(
                 f"{result.account}/{r.folder}: {r.new} new, {r.stored} stored, "
@@ -154,6 +194,17 @@ def _results_json(results: list[AccountResult]) -> list[dict[str, Any]]:
         {
             "account": r.account,
             "error": r.error,
+            "outbox_error": r.outbox_error,
+            "outbox": [
+                {
+                    "sent": len(o.sent),
+                    "deferred": len(o.deferred),
+                    "held": len(o.held),
+                    "failed": len(o.failed),
+                    "errors": list(o.errors),
+                }
+                for o in r.outbox
+            ],
             "folders": [
                 {
                     "folder": f.folder,
@@ -198,9 +249,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         daemon.run(reload_config=lambda: config_from_args(args))
     except KeyboardInterrupt:
         daemon.stop.set()
-        daemon.close()
     finally:
-        daemon.cache.close()
+        daemon.shutdown()
     return EXIT_OK
 
 
@@ -224,14 +274,14 @@ def _one_pass(
     except Stopped:
         results = []
     finally:
-        daemon.close()
-        daemon.cache.close()
+        daemon.shutdown()
     if json_out:
         print(json.dumps(_results_json(results), indent=1))
     else:
         for line in _summaries(results):
             print(line)
-    return EXIT_NOT_GOOD if any(r.error for r in results) else EXIT_OK
+    failed = any(r.error or r.outbox_error for r in results)
+    return EXIT_NOT_GOOD if failed else EXIT_OK
 
 
 # -- status --------------------------------------------------------------------------------------
