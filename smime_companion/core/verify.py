@@ -392,13 +392,25 @@ def _cert_of(cert: x509.Certificate) -> _Cert:
 
 # Certificate signature checks by (child DER, issuer DER): a pure fact, and the one costly step
 # of building a path that would otherwise be repeated for every message of the same signer.
-@functools.lru_cache(maxsize=4 * _CERT_CACHE_SIZE)
+# Keyed by the DER rather than the objects so that it holds no parsed certificate alive; emptied
+# when full (a hostile stream of new certificates costs recomputation, never memory).
+_ISSUED_CACHE_SIZE = 4 * _CERT_CACHE_SIZE
+_issued: dict[tuple[bytes, bytes], bool] = {}
+
+
 def _directly_issued(child: _Cert, issuer: _Cert) -> bool:
-    try:
-        child.cert.verify_directly_issued_by(issuer.cert)
-    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
-        return False
-    return True
+    key = (child.der, issuer.der)
+    known = _issued.get(key)
+    if known is None:
+        try:
+            child.cert.verify_directly_issued_by(issuer.cert)
+            known = True
+        except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+            known = False
+        if len(_issued) >= _ISSUED_CACHE_SIZE:
+            _issued.clear()
+        _issued[key] = known
+    return known
 
 
 def _message_certificates(signed_data: cms.SignedData) -> list[_Cert]:
@@ -411,7 +423,8 @@ def _message_certificates(signed_data: cms.SignedData) -> list[_Cert]:
     return list(_certificates_in_set(certs.contents))
 
 
-@functools.lru_cache(maxsize=256)
+# 64 sets of up to MAX_CERTIFICATES each: a few megabytes at most, even for hostile mail.
+@functools.lru_cache(maxsize=64)
 def _certificates_in_set(contents: bytes) -> tuple[_Cert, ...]:
     try:
         # A certificate is the universal SEQUENCE choice; the others carry context tags.
