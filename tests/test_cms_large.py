@@ -17,12 +17,13 @@ import pytest
 from asn1crypto import cms
 from cryptography import x509
 
+from smime_companion.core import cms as cms_module
 from smime_companion.core.cms import CUT_MIN_BYTES, parse_cms, parse_content_info
 from smime_companion.core.decrypt import decrypt
 from smime_companion.core.model import Decryption, OpenResult, SignatureStatus
 from smime_companion.core.open import open_message
 from smime_companion.core.verify import verify_signed_data
-from smime_companion.errors import MalformedInput
+from smime_companion.errors import LimitExceeded, MalformedInput
 from smime_companion.testing.pki import TestPki
 from tests.conftest import load_identity
 from tests.tools import mime_message, openssl_cms
@@ -250,3 +251,14 @@ def test_ber_content_in_one_byte_chunks_decrypts_to_the_same_plaintext(
     outcome = decrypt(parsed.info, [load_identity(pki, "alice")], ciphertext=parsed.content)
     assert outcome.status == Decryption.OK, outcome.error
     assert outcome.plaintext == data
+
+
+def test_a_ber_object_past_the_element_limit_is_refused_as_a_limit(
+    pki: TestPki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    der = _rechunked(
+        _encrypt(pki, b"z" * 3 * CUT_MIN_BYTES, "-stream", "-aes256", outform="DER"), 1, False
+    )
+    monkeypatch.setattr(cms_module, "MAX_BER_ELEMENTS", 100_000)
+    with pytest.raises(LimitExceeded):
+        parse_cms(der)

@@ -12,12 +12,17 @@ from typing import NamedTuple
 
 from asn1crypto import cms, core
 
-from smime_companion.errors import MalformedInput, UnsupportedInput
+from smime_companion.errors import LimitExceeded, MalformedInput, UnsupportedInput
 
 # Upper bound on a CMS object we agree to parse; larger input is refused before parsing.
 MAX_CMS_BYTES = 256 * 1024 * 1024
 # parse_cms cuts the content out of objects from this size on (see _cut_content).
 CUT_MIN_BYTES = 64 * 1024
+# BER element reads parse_cms makes in one object (a chunk list is read twice: once to find its
+# end, once to join it): about 4.5 s of walking. Streaming encoders write chunks of hundreds of
+# bytes or more (a 256 MB object in 128-byte chunks is two million); one-byte chunks only come
+# from someone trying to waste our time.
+MAX_BER_ELEMENTS = 4_000_000
 
 CONTENT_TYPE_NAMES = {
     "signed_data": "signed-data",
@@ -141,9 +146,9 @@ def parse_cms(data: bytes) -> ParsedCms:
 
 def _cut_content(data: bytes) -> tuple[bytes, bytes | memoryview]:
     """(the encoding without the large field, the field's value). Raises _Unexpected."""
-    ends: _Ends = {}
+    walk = _Walk()
     top = _read_tlv(data, 0)
-    if top.tag != 0x30 or _element_end(data, top, 0, ends) != len(data):
+    if top.tag != 0x30 or _element_end(data, top, 0, walk) != len(data):
         raise _Unexpected  # not one SEQUENCE: let asn1crypto name the problem
     oid = _read_tlv(data, top.value_start)
     kind = _CUT_TYPES.get(data[oid.start : oid.end])
@@ -157,7 +162,7 @@ def _cut_content(data: bytes) -> tuple[bytes, bytes | memoryview]:
         raise _Unexpected
     # The first universal SEQUENCE in the body is EncapsulatedContentInfo or
     # (Auth)EncryptedContentInfo: the fields before it are an INTEGER, a [0] and a SET.
-    inner = _first_child(data, body, 0x30, ends)
+    inner = _first_child(data, body, 0x30, walk)
     type_oid = _read_tlv(data, inner.value_start)
     if type_oid.tag != 0x06:
         raise _Unexpected
@@ -165,29 +170,29 @@ def _cut_content(data: bytes) -> tuple[bytes, bytes | memoryview]:
         after = type_oid.end
         if after >= inner.value_end:
             raise _Unexpected  # no eContent: nothing to cut
-        field_tlv = _complete(data, _read_tlv(data, after), ends)  # eContent [0] EXPLICIT
+        field_tlv = _complete(data, _read_tlv(data, after), walk)  # eContent [0] EXPLICIT
         if field_tlv.tag != 0xA0:
             raise _Unexpected
         octets = _read_tlv(data, field_tlv.value_start)
         if octets.tag not in (0x04, 0x24):
             raise _Unexpected
-        if _element_end(data, octets, 0, ends) != field_tlv.value_end:
+        if _element_end(data, octets, 0, walk) != field_tlv.value_end:
             raise _Unexpected
-        content: bytes | memoryview = bytes(_octets(data, octets, 0, ends))
+        content: bytes | memoryview = bytes(_octets(data, octets, 0, walk))
     else:
         algorithm = _read_tlv(data, type_oid.end)
-        after = _element_end(data, algorithm, 0, ends)
+        after = _element_end(data, algorithm, 0, walk)
         if after >= inner.value_end:
             raise _Unexpected  # encryptedContent absent (detached): decrypt reports it
         field_tlv = _read_tlv(data, after)  # encryptedContent [0] IMPLICIT OCTET STRING
         if field_tlv.tag not in (0x80, 0xA0):
             raise _Unexpected
-        content = _octets(data, field_tlv, 0, ends)
-    field_end = _element_end(data, field_tlv, 0, ends)
+        content = _octets(data, field_tlv, 0, walk)
+    field_end = _element_end(data, field_tlv, 0, walk)
     if field_end != inner.value_end:
         raise _Unexpected  # something follows the field: not a shape we cut
     # Re-encode from the inside out, each ancestor with its new length.
-    chain = [inner, *(_complete(data, tlv, ends) for tlv in (body, explicit, top))]
+    chain = [inner, *(_complete(data, tlv, walk) for tlv in (body, explicit, top))]
     rebuilt = data[inner.value_start : field_tlv.start]
     for level, tlv in enumerate(chain):
         rebuilt = _wrap(data, tlv, rebuilt)
@@ -250,56 +255,72 @@ def _read_tlv(data: bytes, offset: int) -> _Tlv:
     return _Tlv(offset, pos, end, end, tag, False)
 
 
-# Where the end-of-contents octets of each indefinite-length element start, by the element's
-# offset: filled by the first walk over a BER object, so that no chunk list is walked twice to
-# find the same end (a hostile object can hold millions of one-byte chunks).
-_Ends = dict[int, int]
+class _Walk:
+    """The state of one walk over a BER object.
+
+    ``ends`` holds where the end-of-contents octets of each indefinite-length element start, by
+    the element's offset: filled by the first pass, so that no chunk list is walked twice to find
+    the same end. ``elements`` counts the elements read, against ``MAX_BER_ELEMENTS``: a hostile
+    object can hold millions of one-byte chunks, each costing the walker a microsecond or two.
+    """
+
+    __slots__ = ("ends", "elements")
+
+    def __init__(self) -> None:
+        self.ends: dict[int, int] = {}
+        self.elements = 0
+
+    def count(self) -> None:
+        self.elements += 1
+        if self.elements > MAX_BER_ELEMENTS:
+            raise LimitExceeded(f"CMS object needs more than {MAX_BER_ELEMENTS} BER element reads")
 
 
-def _element_end(data: bytes, tlv: _Tlv, depth: int, ends: _Ends) -> int:
+def _element_end(data: bytes, tlv: _Tlv, depth: int, walk: _Walk) -> int:
     """Where ``tlv`` ends; for an indefinite length, after its end-of-contents octets."""
     if not tlv.indefinite:
         return tlv.end
-    return _children_end(data, tlv, depth, ends) + 2
+    return _children_end(data, tlv, depth, walk) + 2
 
 
-def _children_end(data: bytes, tlv: _Tlv, depth: int, ends: _Ends) -> int:
+def _children_end(data: bytes, tlv: _Tlv, depth: int, walk: _Walk) -> int:
     """Where the end-of-contents octets of an indefinite-length ``tlv`` start."""
-    known = ends.get(tlv.start)
+    known = walk.ends.get(tlv.start)
     if known is not None:
         return known
     if depth > _MAX_BER_DEPTH:
         raise _Unexpected
     pos = tlv.value_start
     while not (data[pos] == 0 and data[pos + 1] == 0):
-        pos = _element_end(data, _read_tlv(data, pos), depth + 1, ends)
-    ends[tlv.start] = pos
+        walk.count()
+        pos = _element_end(data, _read_tlv(data, pos), depth + 1, walk)
+    walk.ends[tlv.start] = pos
     return pos
 
 
-def _complete(data: bytes, tlv: _Tlv, ends: _Ends) -> _Tlv:
+def _complete(data: bytes, tlv: _Tlv, walk: _Walk) -> _Tlv:
     """``tlv`` with ``value_end`` and ``end`` known (walking an indefinite length's children)."""
     if not tlv.indefinite:
         return tlv
-    value_end = _children_end(data, tlv, 0, ends)
+    value_end = _children_end(data, tlv, 0, walk)
     return _Tlv(tlv.start, tlv.value_start, value_end, value_end + 2, tlv.tag, True)
 
 
-def _first_child(data: bytes, parent: _Tlv, tag: int, ends: _Ends) -> _Tlv:
+def _first_child(data: bytes, parent: _Tlv, tag: int, walk: _Walk) -> _Tlv:
     """The first child of ``parent`` with identifier ``tag``, completed. Raises _Unexpected."""
     pos = parent.value_start
     limit = parent.value_end if not parent.indefinite else len(data)
     while pos < limit:
         if parent.indefinite and data[pos] == 0 and data[pos + 1] == 0:
             break
-        child = _complete(data, _read_tlv(data, pos), ends)
+        child = _complete(data, _read_tlv(data, pos), walk)
         if child.tag == tag:
             return child
         pos = child.end
     raise _Unexpected
 
 
-def _octets(data: bytes, tlv: _Tlv, depth: int, ends: _Ends) -> bytes | memoryview:
+def _octets(data: bytes, tlv: _Tlv, depth: int, walk: _Walk) -> bytes | memoryview:
     """The value of an OCTET STRING (IMPLICIT-tagged or not): a view of a primitive one's bytes,
     the joined chunks of a constructed (BER) one."""
     if not tlv.tag & 0x20:
@@ -315,13 +336,14 @@ def _octets(data: bytes, tlv: _Tlv, depth: int, ends: _Ends) -> bytes | memoryvi
                 break
         elif pos >= tlv.value_end:
             break
+        walk.count()
         chunk = _read_tlv(data, pos)
         if chunk.tag == 0x04:
             chunks.append(view[chunk.value_start : chunk.value_end])
             pos = chunk.end
         elif chunk.tag == 0x24:
-            chunks.append(_octets(data, chunk, depth + 1, ends))
-            pos = _element_end(data, chunk, depth + 1, ends)
+            chunks.append(_octets(data, chunk, depth + 1, walk))
+            pos = _element_end(data, chunk, depth + 1, walk)
         else:
             raise _Unexpected
     if not tlv.indefinite and pos != tlv.value_end:
