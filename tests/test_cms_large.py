@@ -9,6 +9,7 @@ lengths), enveloped (AES-CBC and AES-GCM), opaque signed and detached signed. Th
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from cryptography import x509
 from smime_companion.core import cms as cms_module
 from smime_companion.core.cms import CUT_MIN_BYTES, parse_cms, parse_content_info
 from smime_companion.core.decrypt import decrypt
+from smime_companion.core.mime import decode_transfer_encoding
 from smime_companion.core.model import Decryption, OpenResult, SignatureStatus
 from smime_companion.core.open import open_message
 from smime_companion.core.verify import verify_signed_data
@@ -262,3 +264,19 @@ def test_a_ber_object_past_the_element_limit_is_refused_as_a_limit(
     monkeypatch.setattr(cms_module, "MAX_BER_ELEMENTS", 100_000)
     with pytest.raises(LimitExceeded):
         parse_cms(der)
+
+
+@pytest.mark.parametrize("size", [3_000, 3_000_000], ids=["small", "large"])
+def test_base64_bodies_of_any_size_decode_alike_and_refuse_the_same_corruption(size: int) -> None:
+    data = bytes(range(256)) * (size // 256) + b"xy"  # two bytes short of a group: padded
+    text = base64.encodebytes(data).replace(b"\n", b"\r\n")
+    assert decode_transfer_encoding(text, "base64") == data
+    assert decode_transfer_encoding(text.replace(b"=", b""), "base64") == data  # padding stripped
+    middle = len(text) // 2
+    for corrupt in (
+        text[:middle] + b"*" + text[middle:],  # not a base64 character
+        text[:middle] + b"==" + text[middle:],  # padding in the middle
+        text.rstrip() + b"\r\nQUJD\r\n",  # text after the padding
+    ):
+        with pytest.raises(MalformedInput):
+            decode_transfer_encoding(corrupt, "base64")

@@ -217,6 +217,7 @@ def decode_transfer_encoding(body: bytes, encoding: str) -> bytes:
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _B64_SPACE = b" \t\r\n"
 _B64_SLICE = 1 << 20
+_B64_TAIL_MAX = 4096
 
 
 def _corrupt_base64() -> MalformedInput:
@@ -247,6 +248,10 @@ def _decode_base64(data: bytes, start: int) -> bytes:
             raise corrupt()
     first_pad = data.find(b"=", start)
     if first_pad >= 0:
+        # Padding ends the text: only blanks may follow it, and never kilobytes of them (which
+        # also keeps this copy small).
+        if size - first_pad > _B64_TAIL_MAX:
+            raise corrupt()
         tail = data[first_pad:]
         if tail.translate(None, _B64_SPACE + b"=") or tail.count(b"=") > 2:
             raise corrupt()
