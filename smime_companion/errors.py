@@ -58,3 +58,21 @@ class ImapError(SmimeCompanionError):
     """Talking to an IMAP server failed: it could not be reached, refused TLS or the login, does
     not have a folder, or broke the connection. The message names the account or host and the step
     that failed, never a password or token."""
+
+
+class SubmissionError(SmimeCompanionError):
+    """Submitting a message failed; the message quotes the server's reply when there was one."""
+
+
+class SubmissionDeferred(SubmissionError):
+    """Nothing was accepted and trying again later may work: a 4xx reply, a connection, TLS or
+    login failure before the message was sent."""
+
+
+class SubmissionRefused(SubmissionError):
+    """The server refused the message or a recipient for good (a 5xx reply)."""
+
+
+class SubmissionUncertain(SubmissionError):
+    """The connection broke after the message was sent and before the server's reply: it may or
+    may not have been accepted."""

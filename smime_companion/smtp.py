@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from smime_companion.outbox.protocols import (
+from smime_companion.errors import (
     SubmissionDeferred,
     SubmissionRefused,
     SubmissionUncertain,

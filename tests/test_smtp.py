@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from smime_companion.outbox.protocols import (
+from smime_companion.errors import (
     SubmissionDeferred,
     SubmissionRefused,
     SubmissionUncertain,

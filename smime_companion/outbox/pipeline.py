@@ -32,7 +32,14 @@ from email.policy import SMTP
 from smime_companion.core.mime import parse_entity
 from smime_companion.core.model import Identity
 from smime_companion.core.seal import SealOptions, SealResult, seal
-from smime_companion.errors import MalformedInput, SealError, SmimeCompanionError
+from smime_companion.errors import (
+    MalformedInput,
+    SealError,
+    SmimeCompanionError,
+    SubmissionDeferred,
+    SubmissionRefused,
+    SubmissionUncertain,
+)
 from smime_companion.outbox.plan import (
     DEFAULT_MAX_DRAFT_BYTES,
     MAX_HEADER_BYTES,
@@ -55,9 +62,6 @@ from smime_companion.outbox.protocols import (
     OutboxSource,
     Place,
     SentFiler,
-    SubmissionDeferred,
-    SubmissionRefused,
-    SubmissionUncertain,
     Submitter,
 )
 from smime_companion.store.journal import (

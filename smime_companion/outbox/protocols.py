@@ -6,10 +6,10 @@ The pipeline (:mod:`smime_companion.outbox.pipeline`) depends only on these: the
 implement them, and tests inject failures through them.
 
 Submission failures are exceptions because they interrupt a network exchange, and they are split
-by what the pipeline may do next: :class:`SubmissionDeferred` (nothing was accepted: try again
-later), :class:`SubmissionRefused` (the server said no for good: hold and tell the user) and
-:class:`SubmissionUncertain` (the connection broke after the whole message was sent: the server
-may have accepted it, so it is never resent without the user's word).
+by what the pipeline may do next (all in ``smime_companion.errors``): :class:`SubmissionDeferred`
+(nothing was accepted: try again later), :class:`SubmissionRefused` (the server said no for good:
+hold and tell the user) and :class:`SubmissionUncertain` (the connection broke after the whole
+message was sent: the server may have accepted it, so it is never resent without the user's word).
 """
 
 from __future__ import annotations
@@ -18,26 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
-
-from smime_companion.errors import SmimeCompanionError
-
-
-class SubmissionError(SmimeCompanionError):
-    """Submitting a message failed; the message quotes the server's reply when there was one."""
-
-
-class SubmissionDeferred(SubmissionError):
-    """Nothing was accepted and trying again later may work: a 4xx reply, a connection, TLS or
-    login failure before the message was sent."""
-
-
-class SubmissionRefused(SubmissionError):
-    """The server refused the message or a recipient for good (a 5xx reply)."""
-
-
-class SubmissionUncertain(SubmissionError):
-    """The connection broke after the message was sent and before the server's reply: it may or
-    may not have been accepted."""
 
 
 class Place(StrEnum):
