@@ -231,6 +231,9 @@ def _results_json(results: list[AccountResult]) -> list[dict[str, Any]]:
 def cmd_run(args: argparse.Namespace) -> int:
     """``run``: the daemon in the foreground (or one pass with ``--once``)."""
     logging.getLogger().setLevel(logging.INFO if not args.verbose else logging.DEBUG)
+    # imapclient traces every protocol line at DEBUG, message bodies included (a draft's
+    # plaintext, fetched for sealing): -v must never put mail into the log, so that trace stays off.
+    logging.getLogger("imapclient").setLevel(logging.INFO)
     config = config_from_args(args)
     logging.getLogger(__name__).info("%s", runtime.describe(config))
     daemon = build_daemon(config, _terminal_progress())

@@ -66,6 +66,7 @@ class Setup:
     smtpd: SmtpServer | None
     home: Path
     secrets: Secrets = field(default_factory=Secrets)
+    p12: Path | None = None  # the identity's PKCS#12 (default: the test PKI's, password "test")
 
     @property
     def config(self) -> Path:
@@ -89,7 +90,7 @@ class Setup:
         self.config.write_text(
             f"""
 [identity]
-p12 = "{self.pki.p12(IDENTITY)}"
+p12 = "{self.p12 or self.pki.p12(IDENTITY)}"
 p12_password_env = "CHAOS_P12_PW"
 trust_anchors = ["{self.pki.root}"]
 system_anchors = false
@@ -133,7 +134,23 @@ folders = {json.dumps(list(folders))}
         ]
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "PYTHONPATH": str(REPO), **self.secrets.env()}
+        # HOME, the XDG directories and TMPDIR inside ``home``: whatever the daemon writes
+        # beside its cache lands where the secrets test searches.
+        places = {
+            name: str(self.home / "user" / sub)
+            for name, sub in (
+                ("HOME", "home"),
+                ("XDG_CONFIG_HOME", "config"),
+                ("XDG_STATE_HOME", "state"),
+                ("XDG_CACHE_HOME", "cache"),
+                ("XDG_DATA_HOME", "data"),
+                ("XDG_RUNTIME_DIR", "run"),
+                ("TMPDIR", "tmp"),
+            )
+        }
+        for place in places.values():
+            Path(place).mkdir(parents=True, exist_ok=True, mode=0o700)
+        return {**os.environ, "PYTHONPATH": str(REPO), **places, **self.secrets.env()}
 
     def run_once(
         self, verbose: bool = False, timeout: float = 300
