@@ -18,6 +18,7 @@ package when it is missing.
 from __future__ import annotations
 
 import base64
+import logging
 import shutil
 import ssl
 import tempfile
@@ -48,7 +49,17 @@ def require_aiosmtpd() -> tuple[ModuleType, ModuleType]:
             "the SMTP sink needs aiosmtpd, which is not installed: "
             "pip install 'smime-companion[test]' (scripts/bootstrap does)"
         ) from exc
+    # aiosmtpd 1.4 sets its own deprecated Session.login_data after every login and warns about
+    # that itself, on every login: noise that says nothing about the sink or its client.
+    mail_log = logging.getLogger("mail.log")
+    if _quiet_login_data not in mail_log.filters:
+        mail_log.addFilter(_quiet_login_data)
     return aiosmtpd.controller, aiosmtpd.smtp
+
+
+def _quiet_login_data(record: logging.LogRecord) -> bool:
+    """A logging filter: False (drop) for aiosmtpd's own ``login_data`` deprecation warning."""
+    return "Session.login_data is deprecated" not in record.getMessage()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,520 @@
+"""The demo: the whole product, end to end, on this machine
+(``python -m smime_companion.testing.demo DIR``; ``scripts/demo`` installs what it needs first).
+
+1. A test PKI; OpenSSL signs a message as Alice and encrypts it to Bob; ``smime-companion open``
+   opens it as Bob (a valid signature), and a forged copy (an invalid one).
+2. A local Dovecot (IMAPS on a free loopback port, in a temporary directory, with a generated TLS
+   certificate) and a local SMTP sink (aiosmtpd: STARTTLS, AUTH, every message written to DIR).
+3. Five messages into Bob's INBOX, made by OpenSSL: signed, encrypted, signed and encrypted,
+   forged, plain.
+4. A config for Bob's account (cache in DIR, secrets from environment variables, TLS trusting the
+   demo's server certificate); ``run --once``, ``search`` (twice), ``show --headers``, ``certs
+   list`` (harvested from the signed mail) and ``status``.
+5. A draft from Bob to Alice in Bob's ``S/MIME Outbox``; ``run --once`` seals and submits it, and
+   ``smime-companion open`` as Alice opens what the SMTP sink received, with a valid signature.
+6. Both servers stopped (also on an error or Ctrl-C), and where everything is.
+
+Every command is shown as it runs, from DIR (so its paths are short), and its result checked; the
+exit code is 0 only if every check passed. The servers need root (Dovecot switches users): run by
+another user, the demo does part 1, says in one line why it stops, and exits 1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import os
+import shlex
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from smime_companion.errors import SmimeCompanionError, UsageError
+from smime_companion.testing.dovecot import Dovecot, missing_requirement
+from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki, make_test_pki
+from smime_companion.testing.smtp_sink import SmtpSink
+
+# Secrets reach the daemon through environment variables named in the config, never the file.
+# They are demo values, printed at the end so that the commands can be tried again by hand.
+SECRETS = {
+    "DEMO_P12_PASSWORD": PKCS12_PASSWORD,
+    "DEMO_CACHE_KEY": "demo cache key",
+    "DEMO_IMAP_PASSWORD": "bob-imap-demo",
+    "DEMO_SMTP_PASSWORD": "bob-smtp-demo",
+}
+# Written into the demo directory, so that a second run may clear a directory it made itself
+# and never one that merely happens to have the same name.
+MARKER = ".smime-companion-demo"
+OUTBOX_FOLDER = "S/MIME Outbox"
+# A word that occurs only in the body of the encrypted message: finding it shows that the
+# daemon decrypted the message and indexed its text.
+SECRET_WORD = "marzipan"
+
+
+@dataclass
+class Demo:
+    """The demo's state: its directory, the checks made so far, the environment for commands."""
+
+    out: Path
+    failures: list[str] = field(default_factory=list)
+    step: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+
+    # -- output ----------------------------------------------------------------------------------
+
+    def heading(self, title: str) -> None:
+        """Print the next step's numbered heading."""
+        self.step += 1
+        print(f"\n== {self.step}. {title}", flush=True)
+
+    def say(self, text: str) -> None:
+        """Print a short explanation, wrapped and indented."""
+        print(textwrap.fill(" ".join(text.split()), 96, initial_indent="   ",
+                            subsequent_indent="   "), flush=True)  # fmt: skip
+
+    def check(self, ok: bool, what: str) -> bool:
+        """Print and record whether the expectation ``what`` held; returns ``ok``."""
+        print(f"   {'ok' if ok else 'FAILED'}: {what}", flush=True)
+        if not ok:
+            self.failures.append(what)
+        return ok
+
+    # -- commands --------------------------------------------------------------------------------
+
+    def run(
+        self, argv: Sequence[str], *, shown: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Show ``argv`` (or ``shown``), run it in the demo directory and print its output,
+        indented; returns the finished process (stdout and stderr as text)."""
+        print(f"   $ {shown or shlex.join(argv)}", flush=True)
+        proc = subprocess.run(
+            list(argv), cwd=self.out, env=self.env, capture_output=True, text=True, timeout=120
+        )
+        for line in (proc.stdout + proc.stderr).splitlines():
+            print(f"     {line}", flush=True)
+        return proc
+
+    def smime(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``smime-companion ARGS`` from this very installation (the interpreter running us)."""
+        return self.run(
+            [sys.executable, "-m", "smime_companion", *args],
+            shown=shlex.join(["smime-companion", *args]),
+        )
+
+    def openssl(self, *args: str) -> None:
+        """``openssl cms ARGS``; raises :class:`SmimeCompanionError` with openssl's complaint when
+        it fails (the demo cannot go on without the message)."""
+        proc = self.run(["openssl", "cms", *args])
+        if proc.returncode != 0:
+            raise SmimeCompanionError(f"openssl cms {args[0]} failed: {proc.stderr.strip()[-300:]}")
+
+
+# -- the messages ------------------------------------------------------------------------------
+
+
+def _headers(sender: str, to: str, subject: str, when: dt.datetime, tag: str) -> bytes:
+    return (
+        f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\n"
+        f"Date: {email.utils.format_datetime(when)}\r\nMessage-ID: <{tag}@demo.example.org>\r\n"
+    ).encode()
+
+
+def _entity(text: str) -> bytes:
+    body = "".join(f"{line}\r\n" for line in text.splitlines())
+    return b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + body.encode()
+
+
+def _opening(demo: Demo, pki: TestPki) -> None:
+    """Part 1, the demo as it always was: OpenSSL seals, ``smime-companion open`` opens."""
+    demo.heading("OpenSSL signs as Alice and encrypts to Bob; smime-companion opens it as Bob")
+    demo.say("A test PKI (root, intermediate, a dozen users; PKCS#12 password 'test') is in pki/.")
+    (demo.out / "message.txt").write_bytes(
+        b"From: Alice <alice@example.org>\r\nTo: Bob <bob@example.org>\r\n"
+        b"Subject: Quarterly figures\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+        b"Hi Bob,\r\nthe figures are attached in spirit.\r\n"
+    )
+    demo.openssl("-sign", "-in", "message.txt", "-signer", "pki/alice.cert.pem",
+                  "-inkey", "pki/alice.key.pem", "-certfile", "pki/intermediate.pem",
+                  "-out", "signed.eml")  # fmt: skip
+    demo.openssl("-encrypt", "-in", "signed.eml", "-aes-256-gcm", "-recip", "pki/bob.cert.pem",
+                 "-from", "alice@example.org", "-to", "bob@example.org",
+                 "-subject", "Quarterly figures", "-out", "sealed.eml")  # fmt: skip
+    bob = ("--p12", "pki/bob.p12", "--p12-password-env", "DEMO_P12_PASSWORD")
+    proc = demo.smime("open", "sealed.eml", *bob, "--anchor", "pki/root.pem", "-o", "opened.eml")
+    demo.check(proc.returncode == 0, "sealed.eml opens (exit 0): decrypted, signature valid")
+    opened = (demo.out / "opened.eml").read_bytes() if (demo.out / "opened.eml").exists() else b""
+    demo.check(b"figures are attached" in opened, "opened.eml holds Alice's text")
+
+    demo.say("A forged copy: one word of Alice's signed text changed, then encrypted again.")
+    signed = (demo.out / "signed.eml").read_bytes()
+    (demo.out / "forged-signed.eml").write_bytes(signed.replace(b"figures are", b"figures ARE"))
+    demo.openssl("-encrypt", "-in", "forged-signed.eml", "-aes-256-gcm",
+                 "-recip", "pki/bob.cert.pem", "-out", "forged.eml")  # fmt: skip
+    proc = demo.smime("open", "forged.eml", *bob, "--anchor", "pki/root.pem")
+    demo.check(
+        proc.returncode == 1 and "invalid" in proc.stdout,
+        "forged.eml is reported with an invalid signature (exit 1)",
+    )
+
+
+def _make_inbox(demo: Demo, now: dt.datetime) -> list[tuple[str, bytes]]:
+    """Part 3's messages, made with openssl in ``mail/``: (file name, whole message) pairs."""
+    mail = demo.out / "mail"
+    mail.mkdir()
+    alice, carol, bob = "Alice <alice@example.org>", "Carol <carol@example.org>", "bob@example.org"
+
+    def sign(name: str, user: str, text: str) -> None:
+        (mail / f"{name}.txt").write_bytes(_entity(text))
+        demo.openssl("-sign", "-in", f"mail/{name}.txt", "-signer", f"pki/{user}.cert.pem",
+                     "-inkey", f"pki/{user}.key.pem", "-certfile", "pki/intermediate.pem",
+                     "-crlfeol", "-out", f"mail/{name}.signed")  # fmt: skip
+
+    def encrypt(name: str, source: str, cipher: str) -> None:
+        demo.openssl("-encrypt", "-in", f"mail/{source}", cipher, "-recip", "pki/bob.cert.pem",
+                     "-crlfeol", "-out", f"mail/{name}.p7m")  # fmt: skip
+
+    sign("1-signed", "alice", "Shall we try the new noodle bar on Friday?\n-- Alice")
+    (mail / "2-encrypted.txt").write_bytes(
+        _entity(f"The code of the lab door is now 4711; the password is {SECRET_WORD}.\n-- Carol")
+    )
+    encrypt("2-encrypted", "2-encrypted.txt", "-aes256")
+    sign("3-signed-encrypted", "carol", "The budget draft: travel 1200 EUR, hardware 800 EUR.")
+    encrypt("3-signed-encrypted", "3-signed-encrypted.signed", "-aes-256-gcm")
+    sign("4-forged", "alice", "Please transfer 250 EUR to the usual account.\n-- Alice")
+    signed = (mail / "4-forged.signed").read_bytes()
+    (mail / "4-forged.signed").write_bytes(signed.replace(b"250 EUR", b"950 EUR"))
+
+    def at(minutes: int) -> dt.datetime:
+        return now - dt.timedelta(minutes=minutes)
+
+    messages = [
+        ("1-signed.eml", _headers(alice, bob, "Lunch on Friday", at(50), "lunch")
+         + (mail / "1-signed.signed").read_bytes()),
+        ("2-encrypted.eml", _headers(carol, bob, "Door code", at(40), "door")
+         + (mail / "2-encrypted.p7m").read_bytes()),
+        ("3-signed-encrypted.eml", _headers(carol, bob, "Budget draft", at(30), "budget")
+         + (mail / "3-signed-encrypted.p7m").read_bytes()),
+        ("4-forged.eml", _headers(alice, bob, "Transfer", at(20), "transfer")
+         + (mail / "4-forged.signed").read_bytes()),
+        ("5-plain.eml", _headers(alice, bob, "Plain note", at(10), "plain")
+         + b"MIME-Version: 1.0\r\n" + _entity("No S/MIME here: the daemon leaves it alone.")),
+    ]  # fmt: skip
+    for name, raw in messages:
+        (mail / name).write_bytes(raw)
+    return messages
+
+
+def _config(demo: Demo, pki: TestPki, imap_port: int, smtp_port: int, ca_file: Path) -> Path:
+    """Part 4's config file for Bob's account; returns its path."""
+    path = demo.out / "config.toml"
+    path.write_text(
+        f"""\
+# Written by the smime-companion demo. Secrets come from the environment variables named here.
+[identity]
+p12 = "{pki.p12("bob")}"
+p12_password_env = "DEMO_P12_PASSWORD"
+trust_anchors = ["{pki.root}"]
+system_anchors = false
+
+[cache]
+path = "{demo.out / "cache"}"
+key_env = "DEMO_CACHE_KEY"
+
+[certificates]
+revocation = "off"          # the test PKI has no OCSP responder or CRL to ask
+
+[[accounts]]
+name = "demo"
+host = "localhost"
+port = {imap_port}
+tls = "implicit"
+ca_file = "{ca_file}"       # the demo's own server certificate: TLS verified, not skipped
+username = "bob"
+password_env = "DEMO_IMAP_PASSWORD"
+folders = ["INBOX"]
+smtp_host = "localhost"
+smtp_port = {smtp_port}
+smtp_tls = "starttls"
+smtp_password_env = "DEMO_SMTP_PASSWORD"
+outbox_folder = "{OUTBOX_FOLDER}"
+"""
+    )
+    return path
+
+
+def _tls_greeting(host: str, port: int, ca_file: Path) -> str:
+    """The first line a TLS server sends, its certificate checked against ``ca_file`` and
+    ``host``; an empty string when the connection or the check fails."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    try:
+        with socket.create_connection((host, port), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname=host) as tls:
+                return tls.recv(512).decode("ascii", "replace").splitlines()[0]
+    except (OSError, IndexError):  # ssl.SSLError is an OSError
+        return ""
+
+
+def _first_id(listing: str) -> str | None:
+    """The message id that starts the first line of ``search`` output, or None."""
+    for line in listing.splitlines():
+        first = line.split(maxsplit=1)[0] if line.strip() else ""
+        if first.isdigit():
+            return first
+    return None
+
+
+def _servers_part(demo: Demo, pki: TestPki) -> None:
+    """Parts 2 to 6: everything that needs the two servers, which are stopped in any case."""
+    demo.heading("A local Dovecot (IMAPS) and a local SMTP sink (STARTTLS, AUTH)")
+    dovecot: Dovecot | None = None
+    sink: SmtpSink | None = None
+    try:
+        dovecot = Dovecot(users=("bob",), password=SECRETS["DEMO_IMAP_PASSWORD"])
+        dovecot.start()
+        # One unwrapped line each, so that a reader (or a test) finds the pid and directory.
+        print(f"   Dovecot: pid {dovecot.pid}, directory {dovecot.dir}", flush=True)
+        demo.say(
+            f"It serves IMAPS on 127.0.0.1:{dovecot.tls_port} with a TLS certificate made just "
+            "now for localhost, and knows one user, bob."
+        )
+        tls = demo.out / "tls"
+        tls.mkdir()
+        ca_file = tls / "server-ca.pem"
+        shutil.copyfile(dovecot.cert, ca_file)
+        sink = SmtpSink(
+            "starttls",
+            dovecot.cert.parent,  # the same certificate: one ca_file trusts both servers
+            username="bob",
+            password=SECRETS["DEMO_SMTP_PASSWORD"],
+            capture_dir=demo.out / "smtp-received",
+        )
+        print(f"   SMTP sink: 127.0.0.1:{sink.port}, writing to smtp-received/", flush=True)
+        demo.say(
+            "The sink serves the same certificate, requires STARTTLS and Bob's login, and keeps "
+            "every message it accepts."
+        )
+        demo.check(
+            _tls_greeting("localhost", dovecot.tls_port, ca_file).startswith("* OK"),
+            "Dovecot greets over TLS, its certificate verified with tls/server-ca.pem",
+        )
+        _mail_part(demo, pki, dovecot, sink, ca_file)
+    finally:
+        demo.heading("Stopping both servers")
+        if sink is not None:
+            sink.stop()
+            print("   the SMTP sink is stopped", flush=True)
+        if dovecot is not None:
+            log = dovecot.dir / "log" / "dovecot.log"
+            if log.exists():
+                shutil.copyfile(log, demo.out / "dovecot.log")
+            dovecot.remove()
+            print(f"   Dovecot is stopped and {dovecot.dir} removed (its log: dovecot.log)")
+
+
+def _mail_part(demo: Demo, pki: TestPki, dovecot: Dovecot, sink: SmtpSink, ca_file: Path) -> None:
+    """Parts 3 to 5, with both servers running."""
+    demo.heading("Five messages for Bob, made by OpenSSL from the test PKI")
+    messages = _make_inbox(demo, dt.datetime.now(dt.UTC))
+    for name, raw in messages:
+        dovecot.deliver("bob", raw)
+        print(f"   delivered mail/{name} to Bob's INBOX", flush=True)
+    demo.say(
+        "1 signed by Alice; 2 encrypted by Carol (not signed); 3 signed by Carol, then "
+        "encrypted (AES-256-GCM); 4 signed by Alice, then one amount changed; 5 plain."
+    )
+
+    demo.heading("A config for Bob's account")
+    config = _config(demo, pki, dovecot.tls_port, sink.port, ca_file)
+    for line in config.read_text().splitlines():
+        print(f"     {line}")
+    demo.say(
+        "Passwords and the cache key come from DEMO_* environment variables; the servers' "
+        "TLS certificate is checked against tls/server-ca.pem (no insecure_plaintext)."
+    )
+    cfg = ("--config", "config.toml")
+
+    demo.heading("The daemon's first pass, then the cache")
+    proc = demo.smime("run", "--once", *cfg)
+    demo.check(
+        proc.returncode == 0 and "demo/INBOX: 5 new, 4 stored, 1 not S/MIME" in proc.stdout,
+        "run --once stores the four S/MIME messages and passes over the plain one",
+    )
+    proc = demo.smime("search", SECRET_WORD, *cfg)
+    demo.check(
+        proc.returncode == 0 and "Door code" in proc.stdout and len(proc.stdout.splitlines()) == 1,
+        f"'{SECRET_WORD}', a word only inside the encrypted message, finds it",
+    )
+    found = _first_id(proc.stdout)
+    proc = demo.smime("search", "sig:invalid", *cfg)
+    demo.check(
+        proc.returncode == 0 and "Transfer" in proc.stdout and len(proc.stdout.splitlines()) == 1,
+        "sig:invalid finds the forged message, and only it",
+    )
+    if demo.check(found is not None, "the search gave the encrypted message's id"):
+        proc = demo.smime("show", str(found), "--headers", *cfg)
+        demo.check(
+            proc.returncode == 0 and "Subject: Door code" in proc.stdout,
+            "show --headers prints its effective headers and verdict",
+        )
+    proc = demo.smime("certs", "list", *cfg)
+    demo.check(
+        proc.returncode == 0
+        and "alice@example.org" in proc.stdout
+        and "carol@example.org" in proc.stdout,
+        "certs list holds Alice's and Carol's certificates, harvested from their signed mail",
+    )
+    proc = demo.smime("status", *cfg)
+    demo.check(proc.returncode == 0 and "INBOX" in proc.stdout, "status reports the INBOX")
+
+    demo.heading("A draft from Bob to Alice in the S/MIME Outbox, sealed and sent")
+    draft = (
+        _headers(
+            "Bob <bob@example.org>",
+            "Alice <alice@example.org>",
+            "Re: Lunch on Friday",
+            dt.datetime.now(dt.UTC),
+            "reply",
+        )  # fmt: skip
+        + b"MIME-Version: 1.0\r\n"
+        + _entity("Friday suits me. Noodles at noon?\n-- Bob")
+    )
+    (demo.out / "mail" / "draft.eml").write_bytes(draft)
+    dovecot.append("bob", draft, OUTBOX_FOLDER)
+    print(f"   appended mail/draft.eml to Bob's '{OUTBOX_FOLDER}' (over IMAPS)", flush=True)
+    demo.say(
+        "The daemon signs it as Bob and encrypts it to Alice with the certificate it "
+        "harvested from her signed mail (and to Bob, for his Sent copy)."
+    )
+    proc = demo.smime("run", "--once", *cfg)
+    demo.check(
+        proc.returncode == 0 and "demo: outbox: 1 sent" in proc.stdout,
+        "run --once sends the draft",
+    )
+    received = sorted((demo.out / "smtp-received").glob("*.eml"))
+    if not demo.check(len(received) == 1, "the SMTP sink received one message"):
+        return
+    captured = str(received[0].relative_to(demo.out))
+    demo.check(
+        b"Noodles at noon" not in received[0].read_bytes(),
+        f"{captured} does not show the draft's text: it is encrypted",
+    )
+    proc = demo.smime(
+        "open", captured, "--p12", "pki/alice.p12", "--p12-password-env", "DEMO_P12_PASSWORD",
+        "--anchor", "pki/root.pem", "-o", "smtp-received/opened-as-alice.eml",
+    )  # fmt: skip
+    opened = demo.out / "smtp-received" / "opened-as-alice.eml"
+    demo.check(
+        proc.returncode == 0 and opened.exists() and b"Noodles at noon" in opened.read_bytes(),
+        "Alice opens it: decrypted, Bob's signature valid (exit 0)",
+    )
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into KeyboardInterrupt (as Ctrl-C is), so that the servers are
+    stopped by the ``finally`` blocks whichever way the demo is ended."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _prepare(out: Path) -> None:
+    """Make ``out`` empty: a fresh directory, or one an earlier demo run made (and marked).
+    Raises :class:`UsageError` for any other non-empty directory, which is never deleted."""
+    if out.exists() and any(out.iterdir()):
+        if not (out / MARKER).exists():
+            raise UsageError(f"{out} is not empty and was not made by the demo; give another DIR")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by python -m smime_companion.testing.demo\n")
+
+
+def _summary(demo: Demo) -> None:
+    out = demo.out
+    print(f"\n== Where everything is (in {out})")
+    for path, what in (
+        ("pki/", "the test PKI (PKCS#12 password 'test')"),
+        ("sealed.eml, forged.eml", "part 1's messages; opened.eml, the opened one"),
+        ("mail/", "the messages delivered to Bob, and his draft"),
+        ("config.toml", "Bob's account"),
+        ("cache/", "the encrypted cache and certificate store"),
+        ("tls/server-ca.pem", "the servers' TLS certificate"),
+        ("smtp-received/", "what the SMTP sink accepted, and Alice's opened copy"),
+        ("dovecot.log", "the IMAP server's log"),
+    ):
+        if (out / path.split(",")[0].strip()).exists():
+            print(f"   {path:24} {what}")
+    print("   To look around (the servers are stopped; the cache stays):")
+    exports = " ".join(
+        f"{k}={shlex.quote(v)}" for k, v in SECRETS.items() if k != "DEMO_IMAP_PASSWORD"
+    )
+    print(f"     cd {shlex.quote(str(out))} && export {exports}")
+    print("     smime-companion search --config config.toml is:encrypted")
+
+
+def run_demo(out: Path) -> int:
+    """Run the whole demo in ``out`` (created; an earlier demo's directory is cleared). Returns
+    0 when every check passed, 1 when one failed or the servers cannot run here (not root, no
+    Dovecot), 130 on Ctrl-C (or SIGTERM, SIGHUP). A failed step is reported and counted, not
+    raised; raises :class:`UsageError` only when ``out`` is a non-empty directory the demo did
+    not make."""
+    out = out.resolve()
+    _prepare(out)
+    demo = Demo(out, env={**os.environ, **SECRETS})
+    try:
+        with _stop_on_signals():
+            pki = make_test_pki(out / "pki", dt.datetime.now(dt.UTC))
+            _opening(demo, pki)
+            reason = missing_requirement()
+            if reason:
+                print(f"\nThe server part of the demo is skipped: {reason}.")
+                return 1
+            _servers_part(demo, pki)
+    except KeyboardInterrupt:
+        print("\ndemo interrupted; the servers are stopped", file=sys.stderr)
+        return 130
+    except Exception as exc:  # reported in one line: the demo's job is to say what went wrong
+        demo.failures.append(f"{type(exc).__name__}: {exc}")
+        print(f"\nFAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
+    _summary(demo)
+    if demo.failures:
+        print(f"\nThe demo FAILED: {len(demo.failures)} check(s) did not hold:")
+        for what in demo.failures:
+            print(f"   - {what}")
+        return 1
+    print("\nThe demo passed: every step gave the expected result.")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m smime_companion.testing.demo [DIR]`` (default ``demo-out``); returns the exit
+    code of :func:`run_demo`, or 2 for a bad command line or a DIR it must not clear."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) > 1 or (args and args[0].startswith("-")):
+        print("usage: python -m smime_companion.testing.demo [DIR]", file=sys.stderr)
+        return 2
+    try:
+        return run_demo(Path(args[0] if args else "demo-out"))
+    except UsageError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
