@@ -553,9 +553,72 @@ def _check_signer_safely(index: int, signer_info: cms.SignerInfo, ctx: _Context)
     return findings.report(ctx.message_certs)
 
 
+@dataclass(frozen=True)
+class _RawSigner:
+    """The fields of a DER SignerInfo, read without asn1crypto (see :func:`_raw_signer`)."""
+
+    digest_oid: str
+    signature_oid: str
+    sid: tuple[bytes, int] | bytes  # (issuer DER, serial number), or a subject key identifier
+    signed_attrs: bytes | None  # the whole [0] IMPLICIT element, None without signed attributes
+    signed_attrs_contents: bytes
+    signature: bytes
+
+
+def _raw_signer(si: cms.SignerInfo) -> _RawSigner | None:
+    """The SignerInfo's fields read straight from its DER, or None when it is not the plain DER
+    shape of RFC 5652 section 5.3 (asn1crypto then reads it). Every message has a new SignerInfo,
+    and reading it through asn1crypto objects costs more than checking its RSA signature."""
+    try:
+        elements = der_elements(si.contents)
+        if len(elements) < 5:
+            return None
+        (version_tag, _, _), (sid_tag, _, sid_value), (digest_tag, _, digest) = elements[:3]
+        rest = elements[3:]
+        signed_attrs, signed_contents = None, b""
+        if rest[0][0] == 0xA0:
+            signed_attrs, signed_contents = rest[0][1], rest[0][2]
+            rest = rest[1:]
+        if len(rest) not in (2, 3) or (len(rest) == 3 and rest[2][0] != 0xA1):
+            return None
+        (algorithm_tag, _, algorithm), (signature_tag, _, signature) = rest[:2]
+        if (version_tag, digest_tag, algorithm_tag, signature_tag) != (0x02, 0x30, 0x30, 0x04):
+            return None
+        sid: tuple[bytes, int] | bytes
+        if sid_tag == 0x80:  # [0] IMPLICIT SubjectKeyIdentifier
+            sid = sid_value
+        elif sid_tag == 0x30:
+            (name_tag, name, _), (serial_tag, _, serial) = der_elements(sid_value)
+            if name_tag != 0x30 or serial_tag != 0x02 or not serial:
+                return None
+            sid = (name, int.from_bytes(serial, "big", signed=True))
+        else:
+            return None
+        digest_oid, signature_oid = (_algorithm_oid(v) for v in (digest, algorithm))
+    except ValueError:
+        return None
+    if digest_oid is None or signature_oid is None:
+        return None
+    return _RawSigner(
+        digest_oid, signature_oid, sid, signed_attrs, signed_contents, bytes(signature)
+    )
+
+
+def _algorithm_oid(contents: bytes) -> str | None:
+    """The OID of an AlgorithmIdentifier's contents (OID, optional parameters), or None."""
+    elements = der_elements(contents)
+    if not 1 <= len(elements) <= 2 or elements[0][0] != 0x06:
+        return None
+    return oid_dotted(elements[0][2])
+
+
 def _check_signer(si: cms.SignerInfo, ctx: _Context, f: _Findings) -> None:
-    digest_oid = si["digest_algorithm"]["algorithm"].dotted
-    sig_oid = si["signature_algorithm"]["algorithm"].dotted
+    raw = _raw_signer(si)
+    if raw is not None:
+        digest_oid, sig_oid = raw.digest_oid, raw.signature_oid
+    else:
+        digest_oid = si["digest_algorithm"]["algorithm"].dotted
+        sig_oid = si["signature_algorithm"]["algorithm"].dotted
     digest = _DIGESTS.get(digest_oid)
     f.digest_algorithm = digest[0] if digest else digest_oid
     signature_kind = _SIGNATURES.get(sig_oid)
@@ -568,7 +631,14 @@ def _check_signer(si: cms.SignerInfo, ctx: _Context, f: _Findings) -> None:
         raise _Stop
 
     # Look the certificate up first so that every report names it, even an invalid one's.
-    candidate = _find_signer_certificate(si["sid"], ctx.pool)
+    if raw is not None:
+        candidate = (
+            _find_by_key_id(raw.sid, ctx.pool)
+            if isinstance(raw.sid, bytes)
+            else _find_by_issuer(*raw.sid, ctx.pool)
+        )
+    else:
+        candidate = _find_signer_certificate(si["sid"], ctx.pool)
     if candidate is not None:
         f.certificate = candidate.cert
         f.chain = (candidate.cert,)
@@ -577,9 +647,13 @@ def _check_signer(si: cms.SignerInfo, ctx: _Context, f: _Findings) -> None:
         named = matching or list(f.addresses)
         f.address = named[0] if named else None
 
-    signed_attrs = si["signed_attrs"]
-    has_attrs = not isinstance(signed_attrs, core.Void)
-    if has_attrs:
+    signed_attrs: cms.CMSAttributes | bytes | None
+    if raw is not None:
+        signed_attrs = raw.signed_attrs
+    else:
+        asn1_attrs = si["signed_attrs"]
+        signed_attrs = None if isinstance(asn1_attrs, core.Void) else asn1_attrs
+    if signed_attrs is not None:
         attrs = _read_signed_attributes(signed_attrs, f)
         _read_informational_attributes(attrs, f)
         _check_content_attributes(attrs, digest[0], ctx, f)
@@ -593,8 +667,13 @@ def _check_signer(si: cms.SignerInfo, ctx: _Context, f: _Findings) -> None:
         f.fail(_CHAIN, S.UNTRUSTED, "the signer certificate is not in the message")
         raise _Stop
 
-    signed_bytes_options = _signed_bytes(signed_attrs) if has_attrs else iter([ctx.content])
-    _check_signature(si, signature_kind, digest[0], candidate, signed_bytes_options, ctx, f)
+    signed_bytes_options = (
+        _signed_bytes(signed_attrs) if signed_attrs is not None else iter([ctx.content])
+    )
+    signature = raw.signature if raw is not None else bytes(si["signature"].native)
+    _check_signature(
+        si, signature, signature_kind, digest[0], candidate, signed_bytes_options, ctx, f
+    )
     _check_chain(candidate, ctx, f)
     _check_signer_usage(candidate, f)
     _check_address(ctx, f)
@@ -604,17 +683,27 @@ def _check_signer(si: cms.SignerInfo, ctx: _Context, f: _Findings) -> None:
 
 
 def _read_signed_attributes(
-    signed_attrs: cms.CMSAttributes, f: _Findings
+    signed_attrs: cms.CMSAttributes | bytes, f: _Findings
 ) -> dict[str, list[bytes]]:
     """The DER of the attribute values by dotted type; records ``malformed`` for a repeated
-    one-off. Values are decoded only where they are used (see the readers below)."""
+    one-off. ``signed_attrs`` is the parsed field or the whole [0] element's encoding. Values
+    are decoded only where they are used (see the readers below)."""
+    if isinstance(signed_attrs, bytes):
+        contents = der_elements(signed_attrs)[0][2]
+    else:
+        contents = signed_attrs.contents
     try:
         # A direct walk of the DER: several times cheaper than asn1crypto's objects.
-        listed = read_attributes(signed_attrs.contents)
+        listed = read_attributes(contents)
     except ValueError:
         # Not DER (an indefinite length, say): asn1crypto reads BER, and each value's encoding
         # as received is what the readers below decode.
-        listed = [(a["type"].dotted, [v.dump() for v in a["values"]]) for a in signed_attrs]
+        parsed = (
+            cms.CMSAttributes.load(b"\x31" + signed_attrs[1:])
+            if isinstance(signed_attrs, bytes)
+            else signed_attrs
+        )
+        listed = [(a["type"].dotted, [v.dump() for v in a["values"]]) for a in parsed]
     attrs: dict[str, list[bytes]] = {}
     for oid, values in listed:
         if oid in attrs and oid in _SINGLE_ATTRIBUTES:
@@ -731,7 +820,7 @@ def _encryption_key_preference(attrs: dict[str, list[bytes]]) -> tuple[Any, ...]
     return None
 
 
-def _signed_bytes(signed_attrs: cms.CMSAttributes) -> Iterator[bytes]:
+def _signed_bytes(signed_attrs: cms.CMSAttributes | bytes) -> Iterator[bytes]:
     """What the signer signed: the DER SET OF the signed attributes (RFC 5652 section 5.4).
 
     The attributes arrive as ``[0] IMPLICIT``; the signature covers the same bytes with the
@@ -740,7 +829,8 @@ def _signed_bytes(signed_attrs: cms.CMSAttributes) -> Iterator[bytes]:
     the signer had to sign DER and we check the parsed attributes' values either way. A generator:
     the re-encoding costs as much as the rest of the check, so it is made only when needed.
     """
-    as_set = b"\x31" + signed_attrs.dump()[1:]
+    encoded = signed_attrs if isinstance(signed_attrs, bytes) else signed_attrs.dump()
+    as_set = b"\x31" + encoded[1:]
     yield as_set
     reencoded = cms.CMSAttributes.load(as_set).dump(force=True)
     if reencoded != as_set:
@@ -753,18 +843,24 @@ def _signed_bytes(signed_attrs: cms.CMSAttributes) -> Iterator[bytes]:
 def _find_signer_certificate(sid: cms.SignerIdentifier, pool: list[_Cert]) -> _Cert | None:
     """The certificate named by the SignerIdentifier: issuerAndSerialNumber or SKI."""
     if sid.name == "issuer_and_serial_number":
-        issuer_der, serial = _issuer_and_serial(sid.chosen)
-        for c in pool:
-            if c.serial == serial and c.issuer_der == issuer_der:
-                return c
-        # Fall back to asn1crypto's comparison, which normalises string types and case as
-        # RFC 5280 section 7.1 asks, for issuers encoded differently than in the certificate.
-        issuer = sid.chosen["issuer"]
-        for c in pool:
-            if c.serial == serial and _same_name(c.issuer, issuer):
-                return c
-        return None
-    key_id = bytes(sid.chosen.native)
+        return _find_by_issuer(*_issuer_and_serial(sid.chosen), pool)
+    return _find_by_key_id(bytes(sid.chosen.native), pool)
+
+
+def _find_by_issuer(issuer_der: bytes, serial: int, pool: list[_Cert]) -> _Cert | None:
+    for c in pool:
+        if c.serial == serial and c.issuer_der == issuer_der:
+            return c
+    # Fall back to asn1crypto's comparison, which normalises string types and case as
+    # RFC 5280 section 7.1 asks, for issuers encoded differently than in the certificate.
+    issuer = asn1_x509.Name.load(issuer_der)
+    for c in pool:
+        if c.serial == serial and _same_name(c.issuer, issuer):
+            return c
+    return None
+
+
+def _find_by_key_id(key_id: bytes, pool: list[_Cert]) -> _Cert | None:
     for c in pool:
         ids = c.key_ids
         if ids is not None and ids[1] == key_id:
@@ -800,6 +896,7 @@ def _same_name(name: x509.Name, other: asn1_x509.Name) -> bool:
 
 def _check_signature(
     si: cms.SignerInfo,
+    signature: bytes,
     kind: tuple[str, str | None],
     digest_name: str,
     cert: _Cert,
@@ -808,7 +905,6 @@ def _check_signature(
     f: _Findings,
 ) -> None:
     name, fixed_hash = kind
-    signature = bytes(si["signature"].native)
     try:
         key = cert.public_key
     except (ValueError, UnsupportedAlgorithm):
