@@ -1,0 +1,129 @@
+"""Hostile messages through ``open_message``: each ends in a status or one clean line, within a
+hang guard (pytest-timeout) and a memory bound (the tracemalloc peak while it is opened).
+
+Complements ``tests/test_open_negative.py`` (1,000 nested multiparts, 12 nested SignedData, a
+1 MB header, a bomb under a 1 MB limit) and ``tests/test_open_mutations.py`` (mutated signatures):
+the cases here are the ones those do not cover.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from cryptography import x509
+
+from smime_companion.core.model import Decryption, OpenResult, SignatureStatus
+from smime_companion.core.open import Limits, open_message
+from smime_companion.testing.pki import TestPki
+from tests.chaos import hostile
+from tests.conftest import load_identity
+
+pytestmark = pytest.mark.timeout(30)
+
+MB = 1 << 20
+
+
+def _open(
+    raw: bytes,
+    pki: TestPki,
+    anchors: tuple[x509.Certificate, ...],
+    now: dt.datetime,
+    limits: Limits | None = None,
+) -> tuple[OpenResult, int]:
+    """Open ``raw`` as bob; return the result and the allocation peak."""
+    identities = [load_identity(pki, "bob")]
+    extra = {"limits": limits} if limits else {}
+    return hostile.measured(
+        lambda: open_message(raw, identities=identities, anchors=anchors, at=now, **extra)
+    )
+
+
+def _one_line(error: str | None) -> bool:
+    return error is not None and "\n" not in error and len(error) < 300
+
+
+def test_a_compression_bomb_stops_at_the_content_limit_with_memory_bounded_by_it(
+    pki, anchors, now
+) -> None:
+    limit = 16 * MB
+    bomb = hostile.compression_bomb(64 * MB)  # 64 MiB of zeros in about 65 KB
+    result, peak = _open(bomb, pki, anchors, now, Limits(max_content_bytes=limit))
+    assert _one_line(result.error) and "expands past" in (result.error or "")
+    assert not result.ok
+    # What the inflater held, and a copy: never the whole expansion.
+    assert peak < 3 * limit
+
+
+def test_ber_nested_a_hundred_thousand_levels_deep_is_malformed_not_a_recursion_crash(
+    pki, anchors, now
+) -> None:
+    result, peak = _open(hostile.deep_ber(100_000), pki, anchors, now)
+    assert result.decryption == Decryption.MALFORMED
+    assert _one_line(result.error)
+    assert peak < 32 * MB
+
+
+def test_five_thousand_recipient_infos_before_ours_still_decrypt_with_bounded_cost(
+    pki, anchors, now
+) -> None:
+    result, peak = _open(hostile.many_recipients(pki, 5000), pki, anchors, now)
+    assert result.decryption == Decryption.OK
+    assert b"this is a test" in result.content
+    assert peak < 64 * MB
+
+
+def test_five_thousand_recipient_infos_none_ours_give_no_key(pki, anchors, now) -> None:
+    raw = hostile.many_recipients(pki, 5000)
+    identities = [load_identity(pki, "carol")]  # not among the recipients
+    result, _ = hostile.measured(
+        lambda: open_message(raw, identities=identities, anchors=anchors, at=now)
+    )
+    assert result.decryption == Decryption.NO_KEY
+    assert _one_line(result.error)
+
+
+def test_fifty_look_alike_issuers_beside_the_real_one_leave_the_signature_valid(
+    pki, anchors, now
+) -> None:
+    # Every look-alike has the intermediate's name: the path builder must try and reject each.
+    result, peak = _open(hostile.huge_chain(pki, 50, keep_real=True), pki, anchors, now)
+    assert result.signature == SignatureStatus.VALID
+    assert peak < 32 * MB
+
+
+def test_fifty_look_alike_issuers_without_the_real_one_are_never_trusted(pki, anchors, now) -> None:
+    result, _ = _open(hostile.huge_chain(pki, 50, keep_real=False), pki, anchors, now)
+    assert result.signature == SignatureStatus.UNTRUSTED
+
+
+def test_five_hundred_certificates_in_a_signed_data_cost_bounded_work_and_are_never_valid(
+    pki, anchors, now
+) -> None:
+    # The look-alikes come first: past verify.MAX_CERTIFICATES (64) the rest is not read, so
+    # the signer's own certificate is not found. Safe: at worst a good message looks untrusted.
+    result, peak = _open(hostile.huge_chain(pki, 500, keep_real=True), pki, anchors, now)
+    assert result.signature not in (SignatureStatus.VALID, SignatureStatus.NONE)
+    assert peak < 64 * MB
+
+
+def test_twenty_thousand_header_fields_are_parsed_in_bounded_time(pki, anchors, now) -> None:
+    result, peak = _open(hostile.many_header_fields(20_000), pki, anchors, now)
+    assert result.error is None
+    assert result.header_text("X-H19999") == "v"
+    assert peak < 64 * MB
+
+
+@pytest.mark.parametrize(
+    "subject", hostile.BROKEN_HEADER_VALUES, ids=range(len(hostile.BROKEN_HEADER_VALUES))
+)
+def test_malformed_utf8_and_encoded_words_in_headers_leave_the_signature_valid_and_readable(
+    pki, anchors, now, subject: bytes
+) -> None:
+    result, _ = _open(hostile.broken_headers_signed(pki, subject), pki, anchors, now)
+    # The outer headers are not signed: the broken ones change nothing about the signature.
+    assert result.signature == SignatureStatus.VALID
+    for name in ("Subject", "From", "X-Broken-0", "X-Broken-4"):
+        text = result.header_text(name)
+        assert text is None or isinstance(text, str)
+    assert result.to_json()  # the cache and --json serialise it without error
