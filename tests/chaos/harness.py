@@ -23,7 +23,7 @@ from pathlib import Path
 
 from smime_companion import keyfiles
 from smime_companion.store import db
-from smime_companion.store.cache import MIGRATIONS
+from smime_companion.store.cache import MIGRATIONS, Cache, MessageSummary
 from smime_companion.store.certstore import CertStore, Sighting
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki
 from tests.dovecot import PASSWORD, Dovecot
@@ -76,8 +76,9 @@ class Setup:
     def cache_dir(self) -> Path:
         return self.home / "cache"
 
-    def write_config(self, folders: tuple[str, ...] = (FOLDER,)) -> Path:
-        """Write the config: bob's PKCS#12 as identity, alice's IMAP account, SMTP if any."""
+    def write_config(self, folders: tuple[str, ...] = (FOLDER,), cache_all: bool = False) -> Path:
+        """Write the config: bob's PKCS#12 as identity, alice's IMAP account, SMTP if any;
+        ``cache_all`` caches plain mail too."""
         self.home.mkdir(parents=True, exist_ok=True)
         for folder in folders:
             self.dovecot.maildir("alice", folder)
@@ -98,6 +99,7 @@ system_anchors = false
 [cache]
 path = "{self.cache_dir}"
 key_env = "CHAOS_CACHE_KEY"
+cache_all = {"true" if cache_all else "false"}
 
 [certificates]
 revocation = "off"
@@ -276,6 +278,13 @@ class CacheCheck:
     rows: int
     per_uid: Counter[int]
     subjects: Counter[str]
+
+
+def cached_summaries(setup: Setup, folder: str = FOLDER) -> dict[str, MessageSummary]:
+    """The cached messages of ``folder`` by subject (each subject is unique in a trial)."""
+    with Cache.open(setup.cache_dir, setup.secrets.cache_key) as cache:
+        hits = cache.search(f'folder:"{folder}"', now=_utcnow())
+    return {hit.subject: hit for hit in hits}
 
 
 def check_cache(setup: Setup, folder: str = FOLDER) -> CacheCheck:

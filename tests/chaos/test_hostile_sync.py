@@ -1,0 +1,65 @@
+"""Hostile messages through the daemon's sync path into the cache: ``run --once`` (in process, so
+its allocation peak can be measured) over a folder holding every hostile message between two good
+ones. Each hostile message is cached with its status or error, never dropped; the good ones after
+them are cached valid: the daemon keeps going.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from smime_companion.cli import main
+from smime_companion.core.model import SignatureStatus
+from smime_companion.testing.pki import TestPki
+from tests.chaos import hostile
+from tests.chaos.harness import FOLDER, Setup, cached_summaries, check_cache
+from tests.dovecot import signed_mail
+
+pytestmark = pytest.mark.timeout(120)
+
+MB = 1 << 20
+
+
+def _subject(raw: bytes) -> str:
+    return raw.split(b"Subject: ", 1)[1].split(b"\r\n", 1)[0].decode()
+
+
+def test_a_folder_of_hostile_mail_is_cached_message_by_message_and_the_sync_goes_on(
+    setup: Setup, pki: TestPki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup.write_config(cache_all=True)
+    hostile_mail = [
+        # Past the default 256 MiB content limit: the one case that costs real memory.
+        hostile.compression_bomb(300 * MB, "Bomb"),
+        hostile.deep_ber(100_000, "Deep BER"),
+        hostile.many_recipients(pki, 2000, "Many recipients"),
+        hostile.huge_chain(pki, 300, keep_real=True, subject="Huge chain"),
+        hostile.many_header_fields(20_000, "Many header fields"),
+        hostile.broken_headers_signed(pki, b"Broken headers"),
+        b"Subject: Not mail\r\n\r\n" + bytes(range(256)) * 64,
+    ]
+    first = signed_mail(pki, "first")
+    last = signed_mail(pki, "last")
+    for raw in [first, *hostile_mail, last]:
+        setup.dovecot.deliver("alice", raw, FOLDER)
+    for name, value in setup.secrets.env().items():
+        monkeypatch.setenv(name, value)
+
+    code, peak = hostile.measured(lambda: main(["run", "--once", "--config", str(setup.config)]))
+    assert code == 0
+
+    state = check_cache(setup)
+    assert state.integrity == "ok"
+    assert state.rows == len(hostile_mail) + 2  # every message cached, once
+    cached = cached_summaries(setup)
+    assert cached["Test first"].signature == SignatureStatus.VALID
+    assert cached["Test last"].signature == SignatureStatus.VALID  # the sync went on after all
+    assert "expands past" in (cached["Bomb"].error or "")
+    assert cached["Deep BER"].decryption == "malformed"
+    assert cached["Many recipients"].decryption == "ok"
+    assert cached["Huge chain"].signature != SignatureStatus.VALID
+    assert cached["Broken headers"].signature == SignatureStatus.VALID
+    for subject in ("Bomb", "Deep BER"):
+        assert "\n" not in (cached[subject].error or "")
+    # The bomb's inflation bounds the whole pass: about twice the 256 MiB limit, no more.
+    assert peak < 640 * MB
