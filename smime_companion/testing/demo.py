@@ -7,16 +7,17 @@
    certificate) and a local SMTP sink (aiosmtpd: STARTTLS, AUTH, every message written to DIR).
 3. Five messages into Bob's INBOX, made by OpenSSL: signed, encrypted, signed and encrypted,
    forged, plain.
-4. A config for Bob's account (cache in DIR, secrets from environment variables, TLS trusting the
-   demo's server certificate); ``run --once``, ``search`` (twice), ``show --headers``, ``certs
-   list`` (harvested from the signed mail) and ``status``.
-5. A draft from Bob to Alice in Bob's ``S/MIME Outbox``; ``run --once`` seals and submits it, and
+4. A config for Bob's account: cache in DIR, secrets from environment variables, TLS trusting
+   the demo's server certificate.
+5. ``run --once``, ``search`` (twice), ``show --headers``, ``certs list`` (harvested from the
+   signed mail) and ``status``.
+6. A draft from Bob to Alice in Bob's ``S/MIME Outbox``; ``run --once`` seals and submits it, and
    ``smime-companion open`` as Alice opens what the SMTP sink received, with a valid signature.
-6. Both servers stopped (also on an error or Ctrl-C), and where everything is.
+7. Both servers stopped (also on an error or Ctrl-C), and where everything is.
 
 Every command is shown as it runs, from DIR (so its paths are short), and its result checked; the
 exit code is 0 only if every check passed. The servers need root (Dovecot switches users): run by
-another user, the demo does part 1, says in one line why it stops, and exits 1.
+another user, the demo does step 1, says in one line why it stops, and exits 1.
 """
 
 from __future__ import annotations
@@ -78,8 +79,9 @@ class Demo:
 
     def say(self, text: str) -> None:
         """Print a short explanation, wrapped and indented."""
-        print(textwrap.fill(" ".join(text.split()), 96, initial_indent="   ",
-                            subsequent_indent="   "), flush=True)  # fmt: skip
+        wrapped = textwrap.fill(" ".join(text.split()), 96, initial_indent="   ",
+                                subsequent_indent="   ")  # fmt: skip
+        print(wrapped, flush=True)
 
     def check(self, ok: bool, what: str) -> bool:
         """Print and record whether the expectation ``what`` held; returns ``ok``."""
@@ -134,7 +136,7 @@ def _entity(text: str) -> bytes:
 
 
 def _opening(demo: Demo, pki: TestPki) -> None:
-    """Part 1, the demo as it always was: OpenSSL seals, ``smime-companion open`` opens."""
+    """Step 1, the demo as it always was: OpenSSL seals, ``smime-companion open`` opens."""
     demo.heading("OpenSSL signs as Alice and encrypts to Bob; smime-companion opens it as Bob")
     demo.say("A test PKI (root, intermediate, a dozen users; PKCS#12 password 'test') is in pki/.")
     (demo.out / "message.txt").write_bytes(
@@ -167,7 +169,7 @@ def _opening(demo: Demo, pki: TestPki) -> None:
 
 
 def _make_inbox(demo: Demo, now: dt.datetime) -> list[tuple[str, bytes]]:
-    """Part 3's messages, made with openssl in ``mail/``: (file name, whole message) pairs."""
+    """Step 3's messages, made with openssl in ``mail/``: (file name, whole message) pairs."""
     mail = demo.out / "mail"
     mail.mkdir()
     alice, carol, bob = "Alice <alice@example.org>", "Carol <carol@example.org>", "bob@example.org"
@@ -214,7 +216,7 @@ def _make_inbox(demo: Demo, now: dt.datetime) -> list[tuple[str, bytes]]:
 
 
 def _config(demo: Demo, pki: TestPki, imap_port: int, smtp_port: int, ca_file: Path) -> Path:
-    """Part 4's config file for Bob's account; returns its path."""
+    """Step 4's config file for Bob's account; returns its path."""
     path = demo.out / "config.toml"
     path.write_text(
         f"""\
@@ -273,7 +275,7 @@ def _first_id(listing: str) -> str | None:
 
 
 def _servers_part(demo: Demo, pki: TestPki) -> None:
-    """Parts 2 to 6: everything that needs the two servers, which are stopped in any case."""
+    """Steps 2 to 7: everything that needs the two servers, which are stopped in any case."""
     demo.heading("A local Dovecot (IMAPS) and a local SMTP sink (STARTTLS, AUTH)")
     dovecot: Dovecot | None = None
     sink: SmtpSink | None = None
@@ -321,7 +323,7 @@ def _servers_part(demo: Demo, pki: TestPki) -> None:
 
 
 def _mail_part(demo: Demo, pki: TestPki, dovecot: Dovecot, sink: SmtpSink, ca_file: Path) -> None:
-    """Parts 3 to 5, with both servers running."""
+    """Steps 3 to 6, with both servers running."""
     demo.heading("Five messages for Bob, made by OpenSSL from the test PKI")
     messages = _make_inbox(demo, dt.datetime.now(dt.UTC))
     for name, raw in messages:
@@ -450,7 +452,7 @@ def _summary(demo: Demo) -> None:
     print(f"\n== Where everything is (in {out})")
     for path, what in (
         ("pki/", "the test PKI (PKCS#12 password 'test')"),
-        ("sealed.eml, forged.eml", "part 1's messages; opened.eml, the opened one"),
+        ("sealed.eml, forged.eml", "step 1's messages; opened.eml, the opened one"),
         ("mail/", "the messages delivered to Bob, and his draft"),
         ("config.toml", "Bob's account"),
         ("cache/", "the encrypted cache and certificate store"),
@@ -465,7 +467,10 @@ def _summary(demo: Demo) -> None:
         f"{k}={shlex.quote(v)}" for k, v in SECRETS.items() if k != "DEMO_IMAP_PASSWORD"
     )
     print(f"     cd {shlex.quote(str(out))} && export {exports}")
-    print("     smime-companion search --config config.toml is:encrypted")
+    # The command beside this interpreter (the venv's), as it may not be on PATH.
+    command = Path(sys.executable).parent / "smime-companion"
+    shown = shlex.quote(str(command)) if command.exists() else "smime-companion"
+    print(f"     {shown} search --config config.toml is:encrypted")
 
 
 def run_demo(out: Path) -> int:
