@@ -1,0 +1,203 @@
+"""Coverage-guided fuzzing of ``core.open.open_message`` with atheris (libFuzzer for Python).
+
+Run: ``.venv/bin/python bench/fuzz_open.py [-runs=1000000] [-max_total_time=SECONDS] [-jobs=N]``
+(any libFuzzer flag is passed on). atheris is bench-only: when it is missing this prints how to
+install it (``.venv/bin/pip install atheris``) and exits 2.
+
+Seeds are made at start, in a temporary directory, from the test PKI: detached and opaque
+signatures by openssl (RSA, P-256, P-384 signers), an openssl envelope for bob, signed then
+encrypted, CompressedData, a message sealed by our own ``core.seal`` (signed and encrypted, with
+header protection), and small hostile messages (``tests/chaos/hostile.py``). libFuzzer mutates
+them as bytes (MIME-level damage: headers, boundaries, base64 line breaks); the custom mutator
+also decodes the base64 CMS body of a message, mutates the DER with libFuzzer's mutator and
+encodes it again (CMS-level damage that survives the base64 decoding).
+
+Every input is opened as bob with the test root as the only anchor. A finding is:
+- an exception out of ``open_message`` (it must return a status or an error line, never raise);
+- an input that takes more than ``HANG_SECONDS`` (1 s);
+- a ``valid`` signature verdict for content that is not exactly one of the seeds' signed
+  contents (a mutation that changed what was signed must never verify);
+- memory past libFuzzer's ``-rss_limit_mb`` (2048 by default here).
+Each finding stops the run with the input written to ``crash-*`` in the current directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import random
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+HANG_SECONDS = 1.0
+
+try:
+    import atheris
+except ImportError:
+    print(
+        "bench/fuzz_open.py needs atheris (bench-only, not a test dependency):\n"
+        "    .venv/bin/pip install atheris\n"
+        "then run it again.",
+        file=sys.stderr,
+    )
+    sys.exit(2)
+
+with atheris.instrument_imports(include=["smime_companion", "asn1crypto"]):
+    from smime_companion.core.mime import to_crlf
+    from smime_companion.core.model import SignatureStatus
+    from smime_companion.core.open import open_message
+
+from asn1crypto import cms  # noqa: E402
+from cryptography import x509  # noqa: E402
+
+from smime_companion import keyfiles  # noqa: E402
+from smime_companion.core.model import Identity  # noqa: E402
+from smime_companion.core.seal import Recipient, seal  # noqa: E402
+from smime_companion.testing.pki import PKCS12_PASSWORD, make_test_pki  # noqa: E402
+from tests.chaos import hostile  # noqa: E402
+from tests.tools import mime_message, openssl_cms  # noqa: E402
+
+NOW = dt.datetime.now(dt.UTC)
+SIGNED_TEXT = mime_message(body="Pay 100 EUR to account 1234.\r\n")
+
+
+class World:
+    """The identity, anchors and the seeds' signed contents, made once before fuzzing."""
+
+    identity: Identity
+    anchors: tuple[x509.Certificate, ...]
+    valid_contents: set[bytes]
+
+
+WORLD = World()
+
+
+def make_seeds(directory: Path) -> list[bytes]:
+    """Make the seed messages (see the module docstring); fill ``WORLD``; return the seeds."""
+    pki = make_test_pki(directory / "pki")
+    WORLD.identity = keyfiles.load_pkcs12(pki.p12("bob"), PKCS12_PASSWORD.encode())
+    WORLD.anchors = (x509.load_pem_x509_certificate(pki.root.read_bytes()),)
+    seeds = []
+    for user in ("alice", "carol", "dave"):
+        base = ["-signer", pki.cert(user), "-inkey", pki.key(user), "-certfile", pki.intermediate]
+        seeds.append(openssl_cms(["-sign", *base], SIGNED_TEXT))
+        seeds.append(openssl_cms(["-sign", "-nodetach", *base], SIGNED_TEXT))
+    encrypted = openssl_cms(["-encrypt", "-aes256", "-recip", pki.cert("bob")], SIGNED_TEXT)
+    seeds.append(encrypted)
+    signed = openssl_cms(
+        ["-sign", "-signer", pki.cert("alice"), "-inkey", pki.key("alice"), "-crlfeol"],
+        SIGNED_TEXT,
+    )
+    seeds.append(openssl_cms(["-encrypt", "-aes128", "-recip", pki.cert("bob")], signed))
+    # CompressedData (this openssl has no zlib): asn1crypto around zlib, as a peer would send it.
+    compressed = cms.ContentInfo(
+        {
+            "content_type": "compressed_data",
+            "content": {
+                "version": "v0",
+                "compression_algorithm": {"algorithm": "zlib"},
+                "encap_content_info": {
+                    "content_type": "data",
+                    "content": zlib.compress(SIGNED_TEXT),
+                },
+            },
+        }
+    )
+    seeds.append(hostile.pkcs7_mime("compressed-data", compressed.dump(), "Compressed"))
+    alice = keyfiles.load_pkcs12(pki.p12("alice"), PKCS12_PASSWORD.encode())
+    sealed = seal(
+        SIGNED_TEXT,
+        signer=alice,
+        recipients=[Recipient("bob@example.org", WORLD.identity.certificate)],
+        at=NOW,
+    )
+    seeds.append(sealed.main.message)
+    seeds += [
+        hostile.deep_ber(50),
+        hostile.many_recipients(pki, 3),
+        hostile.huge_chain(pki, 3, keep_real=True),
+        hostile.broken_headers_signed(pki, b"=?utf-8?B?/w==?="),
+    ]
+    # The contents a valid verdict may show: whatever the untouched signed seeds open to.
+    WORLD.valid_contents = set()
+    for seed in seeds:
+        result = open_message(seed, identities=[WORLD.identity], anchors=WORLD.anchors, at=NOW)
+        if result.signature == SignatureStatus.VALID:
+            WORLD.valid_contents.add(to_crlf(result.content))
+    assert WORLD.valid_contents, "no seed verified: the PKI or the tools are broken"
+    return seeds
+
+
+class Finding(Exception):
+    """An input broke one of the fuzzer's rules."""
+
+
+def test_one_input(data: bytes) -> None:
+    """Open ``data``; raise :class:`Finding` on a hang or a valid verdict for other content
+    (any exception from ``open_message`` itself propagates: libFuzzer reports it)."""
+    start = time.perf_counter()
+    result = open_message(data, identities=[WORLD.identity], anchors=WORLD.anchors, at=NOW)
+    elapsed = time.perf_counter() - start
+    if elapsed > HANG_SECONDS:
+        raise Finding(f"took {elapsed:.2f} s")
+    if result.signature == SignatureStatus.VALID:
+        if to_crlf(result.content) not in WORLD.valid_contents:
+            raise Finding("valid verdict for content that was not signed")
+
+
+def _split_body(message: bytes) -> tuple[bytes, bytes] | None:
+    for separator in (b"\r\n\r\n", b"\n\n"):
+        head, found, body = message.partition(separator)
+        if found:
+            return head + separator, body
+    return None
+
+
+def custom_mutator(data: bytes, max_size: int, seed: int) -> bytes:
+    """Half the time a byte-level mutation of the whole message; otherwise, when the body is
+    base64 (a pkcs7-mime message), a mutation of the decoded DER, encoded again."""
+    rng = random.Random(seed)
+    if rng.random() < 0.5:
+        return bytes(atheris.Mutate(data, max_size))
+    parts = _split_body(data)
+    if parts is None:
+        return bytes(atheris.Mutate(data, max_size))
+    head, body = parts
+    try:
+        der = base64.b64decode(body, validate=False)
+    except ValueError:
+        return bytes(atheris.Mutate(data, max_size))
+    if not der:
+        return bytes(atheris.Mutate(data, max_size))
+    mutated = bytes(atheris.Mutate(der, max(len(der) * 2, 64)))
+    out = head + base64.encodebytes(mutated).replace(b"\n", b"\r\n")
+    return out[:max_size]
+
+
+def main() -> int:
+    work = Path(tempfile.mkdtemp(prefix="fuzz-open-"))
+    seeds = make_seeds(work)
+    corpus = work / "corpus"
+    corpus.mkdir()
+    for n, seed in enumerate(seeds):
+        (corpus / f"seed-{n}").write_bytes(seed)
+    print(f"{len(seeds)} seeds in {corpus}", file=sys.stderr, flush=True)
+    argv = [sys.argv[0], *sys.argv[1:]]
+    if not any(a.startswith("-rss_limit_mb") for a in argv):
+        argv.append("-rss_limit_mb=2048")
+    if not any(a.startswith("-max_len") for a in argv):
+        argv.append("-max_len=65536")
+    argv.append(str(corpus))
+    atheris.Setup(argv, test_one_input, custom_mutator=custom_mutator)
+    atheris.Fuzz()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
