@@ -116,9 +116,9 @@ def test_no_file_the_daemon_writes_and_no_log_line_holds_a_secret_or_the_plainte
     )  # fmt: skip
     sealed = openssl_cms(["-encrypt", "-aes256", "-recip", pki.cert(IDENTITY), "-crlfeol"], signed)
     headers = (
-        "From: alice@example.org\r\nTo: bob@example.org\r\nSubject: Secret test\r\n"
-        "Message-ID: <secret@example.org>\r\n"
-    ).encode()
+        b"From: alice@example.org\r\nTo: bob@example.org\r\nSubject: Secret test\r\n"
+        b"Message-ID: <secret@example.org>\r\n"
+    )
     dovecot.deliver("alice", headers + sealed, FOLDER)
     # Outgoing: a draft from bob to alice whose body (only: a Message-ID may be logged) holds
     # the marker; it is fetched in the clear from the outbox folder and sealed.
