@@ -8,8 +8,10 @@ Threads and who owns what:
   25 minutes, before servers' 29-minute limit; NOOP polling where IDLE is missing) and only
   posts "this folder changed" to the sync loop's queue.
 - Each pass of an account ends with an outbox pass (``runtime.process_outbox``, when the
-  account has SMTP), also run every minute between passes; every stored message is offered to
-  the certificate harvester, so a sender's certificate is known before a reply is sealed.
+  account has SMTP), also run every minute between passes and at once when a watcher sees the
+  outbox folder change (IDLE) or a draft land in the local outbox directory (watchdog); every
+  stored message is offered to the certificate harvester, so a sender's certificate is known
+  before a reply is sealed.
 - Every connection failure backs off exponentially with jitter (1 s doubling to 5 min, each delay
   drawn between half and all of it), per account or per watcher, so one broken account never
   stops the others.
@@ -46,6 +48,8 @@ from smime_companion.core.open import open_message
 from smime_companion.errors import ImapError, SmimeCompanionError
 from smime_companion.imap.client import Mailbox, ServerSpec, connect
 from smime_companion.imap.sync import FolderReport, Harvester, Stopped, record_error, sync_folder
+from smime_companion.outbox.localdir import LocalDirectory
+from smime_companion.outbox.watch import DraftWatcher
 from smime_companion.scan import Scanner, scan_pending
 from smime_companion.store.cache import Cache
 
@@ -56,6 +60,9 @@ IDLE_RENEW_SECONDS = 25 * 60  # servers may drop an IDLE after 29 minutes (RFC 2
 POLL_SECONDS = 60.0  # NOOP polling interval where IDLE is missing
 FULL_PASS_SECONDS = 15 * 60  # a full pass of every account now and then, whatever IDLE says
 OUTBOX_SECONDS = 60.0  # how often the outbox is looked at between full passes
+# The name under which the local outbox directory's watcher posts to the change queue (no IMAP
+# folder can be called this: it holds a NUL).
+LOCAL_OUTBOX = "\0local outbox"
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 300.0
 
@@ -195,6 +202,7 @@ class Daemon:
         self._backoff: dict[str, Backoff] = {}
         self._retry_at: dict[str, float] = {}
         self._watchers: list[FolderWatcher] = []
+        self._local_watcher: DraftWatcher | None = None
         self._status_lock = threading.Lock()
         self._status: dict[str, Any] = {"pid": os.getpid(), "accounts": {}}
 
@@ -399,8 +407,14 @@ class Daemon:
                     except queue.Empty:
                         break
                 for name, fold in sorted(pending):
-                    if self._due(name):
-                        self.sync_account(self.config.account(name), fold)
+                    if not self._due(name):
+                        continue
+                    account = self.config.account(name)
+                    if self._is_outbox(account, fold):
+                        # A draft arrived (IDLE on the outbox folder, or the local directory).
+                        self.outbox_pass(account, AccountResult(name))
+                    else:
+                        self.sync_account(account, fold)
                 self.scan_new()
             now = time.monotonic()
             retry = [
@@ -449,22 +463,54 @@ class Daemon:
         self.sync_once()
         self._start_watchers()
 
-    def _start_watchers(self) -> None:
+    def _watched(self) -> list[tuple[AccountConfig, str]]:
+        """Every (account, folder) to keep in IDLE: the synced folders, and each outbox folder
+        so that a draft is sent within a second or two instead of at the next outbox pass."""
+        targets: list[tuple[AccountConfig, str]] = []
         for account in self.config.accounts:
-            for folder in self._folders.get(account.name, []):
-                watcher = FolderWatcher(self, account, folder)
-                self._watchers.append(watcher)
-                watcher.start()
+            targets.extend((account, folder) for folder in self._folders.get(account.name, []))
+            if self.outbox is not None and account.smtp_host and self.config.outbox.imap:
+                targets.append((account, account.outbox_folder))
+        return targets
+
+    def _is_outbox(self, account: AccountConfig, folder: str) -> bool:
+        return folder == LOCAL_OUTBOX or (
+            folder == account.outbox_folder and folder not in self._folders.get(account.name, [])
+        )
+
+    def _start_watchers(self) -> None:
+        for account, folder in self._watched():
+            watcher = FolderWatcher(self, account, folder)
+            self._watchers.append(watcher)
+            watcher.start()
+        self._start_local_outbox_watcher()
 
     def _restart_dead_watchers(self) -> None:
         """Start watchers for folders that have none (an account that was down at start)."""
         watched = {(w.account.name, w.folder) for w in self._watchers if w.is_alive()}
-        for account in self.config.accounts:
-            for folder in self._folders.get(account.name, []):
-                if (account.name, folder) not in watched:
-                    watcher = FolderWatcher(self, account, folder)
-                    self._watchers.append(watcher)
-                    watcher.start()
+        for account, folder in self._watched():
+            if (account.name, folder) not in watched:
+                watcher = FolderWatcher(self, account, folder)
+                self._watchers.append(watcher)
+                watcher.start()
+
+    def _start_local_outbox_watcher(self) -> None:
+        """Watch the local outbox directory (watchdog); a draft there wakes an outbox pass of
+        the directory's account."""
+        directory = self.config.outbox.directory
+        if self.outbox is None or directory is None or not self.config.accounts:
+            return
+        name = self.config.outbox.directory_account or self.config.accounts[0].name
+        try:
+            watcher = DraftWatcher(
+                LocalDirectory(directory),
+                on_draft=lambda: self.changes.put((name, LOCAL_OUTBOX)),
+            )
+            watcher.start()
+        except OSError as exc:  # the directory is missing or unreadable: passes still run
+            log.error("outbox directory %s cannot be watched: %s", directory, exc)
+            return
+        self._local_watcher = watcher
 
     def _stop_watchers(self) -> None:
         for watcher in self._watchers:
@@ -472,6 +518,9 @@ class Daemon:
         for watcher in self._watchers:
             watcher.join(timeout=10)
         self._watchers = []
+        if self._local_watcher is not None:
+            self._local_watcher.stop()
+            self._local_watcher = None
 
     # -- status ----------------------------------------------------------------------------------
 

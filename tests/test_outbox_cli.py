@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from smime_companion import keyfiles
 from smime_companion.cli import main
+from smime_companion.cli.daemon_cmds import build_daemon
+from smime_companion.config import load_config
+from smime_companion.daemon import Daemon, read_status_file
 from smime_companion.store.certstore import CertStore, Sighting
 from smime_companion.store.journal import DB_FILENAME
 from smime_companion.testing.pki import TestPki
@@ -159,3 +164,64 @@ def test_the_sent_copy_is_filed_once_in_the_configured_sent_folder(
         assert imap.search(["ALL"]) == []
     finally:
         imap.logout()
+
+
+def _run_daemon(config: Path) -> tuple[Daemon, threading.Thread]:
+    daemon = build_daemon(load_config(config))
+    thread = threading.Thread(target=daemon.run, name="daemon under test")
+    thread.start()
+    return daemon, thread
+
+
+def _stop(daemon: Daemon, thread: threading.Thread) -> None:
+    daemon.stop.set()
+    thread.join(timeout=20)
+    assert not thread.is_alive()
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def _outbox_watched(config: Path) -> bool:
+    status = read_status_file(config.parent / "cache") or {}
+    folders = status.get("accounts", {}).get("work", {}).get("folders", {})
+    return bool(folders.get(OUTBOX) == "idle")
+
+
+def test_a_running_daemon_sends_a_draft_as_soon_as_it_lands_in_the_outbox_folder(
+    config: Path, dovecot: Dovecot, smtpd: SmtpServer, pki: TestPki
+) -> None:
+    daemon, thread = _run_daemon(config)
+    try:
+        assert _wait_until(lambda: _outbox_watched(config), 15), "the outbox folder is not in IDLE"
+        dovecot.append("alice", draft(pki, "live"), OUTBOX)
+        # IDLE wakes an outbox pass at once; without it the next pass is a minute away.
+        assert _wait_until(lambda: len(smtpd.received) == 1, 10)
+    finally:
+        _stop(daemon, thread)
+    assert b"Secret body live" in open_as(pki, smtpd.received[0].data, "bob")
+
+
+def test_a_running_daemon_sends_a_draft_saved_into_the_local_outbox_directory(
+    config: Path, dovecot: Dovecot, smtpd: SmtpServer, pki: TestPki
+) -> None:
+    outbox_dir = config.parent / "outbox"
+    outbox_dir.mkdir()
+    config.write_text(config.read_text() + f'\n[outbox]\ndirectory = "{outbox_dir}"\n')
+    daemon, thread = _run_daemon(config)
+    try:
+        assert _wait_until(lambda: _outbox_watched(config), 15)
+        tmp = outbox_dir / ".draft.eml.tmp"
+        tmp.write_bytes(draft(pki, "local-live"))
+        tmp.rename(outbox_dir / "draft.eml")  # an atomic save, as editors do
+        assert _wait_until(lambda: len(smtpd.received) == 1, 10)
+    finally:
+        _stop(daemon, thread)
+    assert b"Secret body local-live" in open_as(pki, smtpd.received[0].data, "bob")
+    assert not (outbox_dir / "draft.eml").exists()
