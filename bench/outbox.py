@@ -167,9 +167,8 @@ def main() -> int:
         print(f"{name:<44} {statistics.median(values):>9.3f} {p95:>9.3f} {target:>9}")
 
     print()
-    print(
-        f"{'measure (seconds, ' + str(args.count) + ' drafts)':<44} {'median':>9} {'p95':>9} {'target':>9}"
-    )
+    title = f"measure (seconds, {args.count} drafts)"
+    print(f"{title:<44} {'median':>9} {'p95':>9} {'target':>9}")
     print("-" * 74)
     row("IMAP APPEND of the draft (reference)", append_times)
     row("draft appended -> accepted by SMTP", accepted, "< 2")
