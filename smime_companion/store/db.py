@@ -173,9 +173,13 @@ def guarded(doing: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
 @contextlib.contextmanager
 def savepoint(conn: apsw.Connection) -> Iterator[None]:
     """A nestable transaction (apsw's connection context uses SAVEPOINT): commits on success,
-    rolls back on any exception."""
-    with conn:
-        yield
+    rolls back on any exception. An SQLite failure, the commit's included (the disk filling up
+    as a sync batch is committed), is raised as one :class:`CacheError` line."""
+    try:
+        with conn:
+            yield
+    except apsw.Error as exc:
+        raise translate(exc, "commit to the cache") from None
 
 
 def rekey(conn: apsw.Connection, new_key: str) -> None:
