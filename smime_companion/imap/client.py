@@ -187,6 +187,59 @@ def ssl_context(ca_file: Path | None) -> ssl.SSLContext:
     return context
 
 
+def open_session(spec: ServerSpec) -> IMAPClient:
+    """A connected, TLS-verified, logged-in imapclient connection: the one way every IMAP
+    adapter here (read-only sync, the outbox) reaches the server. Raises :class:`ImapError`
+    naming the step that failed (connect, TLS, login), never the secret."""
+    context = ssl_context(spec.ca_file) if spec.tls != "plain" else None
+    try:
+        imap = IMAPClient(
+            spec.host,
+            port=spec.port,
+            ssl=spec.tls == "implicit",
+            ssl_context=context,
+            timeout=spec.timeout,
+        )
+        if spec.tls == "starttls":
+            imap.starttls(context)
+    except ssl.SSLCertVerificationError as exc:
+        raise ImapError(
+            f"{spec.label}: TLS certificate not trusted ({exc.verify_message}); "
+            "set ca_file to the server's CA if it is yours"
+        ) from None
+    except (OSError, ssl.SSLError, imaplib.IMAP4.error) as exc:
+        raise ImapError(f"{spec.label}: cannot connect: {reason(exc)}") from None
+    # Aware UTC datetimes for INTERNALDATE rather than naive local times.
+    imap.normalise_times = False
+    try:
+        secret = spec.secret()
+        if spec.auth == "xoauth2":
+            imap.oauth2_login(spec.username, secret)
+        else:
+            imap.login(spec.username, secret)
+    except imap_exceptions.LoginError as exc:
+        shutdown(imap)
+        # The server's text may echo the mechanism but never the secret we sent.
+        raise ImapError(
+            f"{spec.label}: login refused for {spec.username} ({spec.auth}): {reason(exc)}"
+        ) from None
+    except (OSError, imaplib.IMAP4.error) as exc:
+        shutdown(imap)
+        raise ImapError(f"{spec.label}: login failed: {reason(exc)}") from None
+    except BaseException:  # e.g. the secret could not be obtained
+        shutdown(imap)
+        raise
+    return imap
+
+
+def shutdown(imap: IMAPClient) -> None:
+    """Close a connection without a LOGOUT exchange (for broken ones; never raises)."""
+    try:
+        imap.shutdown()
+    except Exception:  # already broken
+        pass
+
+
 class ImapMailbox:
     """:class:`Mailbox` over one imapclient connection (each method is documented there).
 
@@ -199,9 +252,8 @@ class ImapMailbox:
         self._idling = False
         self._idle_polling = False
         self._qresync = False
-        self._imap = self._open()
+        self._imap = open_session(spec)
         try:
-            self._login()
             caps = self.capabilities
             wanted = [c for c in ("QRESYNC", "CONDSTORE") if c in caps]
             if wanted:
@@ -214,46 +266,6 @@ class ImapMailbox:
             raise
 
     # -- connection ------------------------------------------------------------------------------
-
-    def _open(self) -> IMAPClient:
-        spec = self.spec
-        context = ssl_context(spec.ca_file) if spec.tls != "plain" else None
-        try:
-            imap = IMAPClient(
-                spec.host,
-                port=spec.port,
-                ssl=spec.tls == "implicit",
-                ssl_context=context,
-                timeout=spec.timeout,
-            )
-            if spec.tls == "starttls":
-                imap.starttls(context)
-        except ssl.SSLCertVerificationError as exc:
-            raise ImapError(
-                f"{spec.label}: TLS certificate not trusted ({exc.verify_message}); "
-                "set ca_file to the server's CA if it is yours"
-            ) from None
-        except (OSError, ssl.SSLError, imaplib.IMAP4.error) as exc:
-            raise ImapError(f"{spec.label}: cannot connect: {_reason(exc)}") from None
-        # Aware UTC datetimes for INTERNALDATE rather than naive local times.
-        imap.normalise_times = False
-        return imap
-
-    def _login(self) -> None:
-        spec = self.spec
-        secret = spec.secret()
-        try:
-            if spec.auth == "xoauth2":
-                self._imap.oauth2_login(spec.username, secret)
-            else:
-                self._imap.login(spec.username, secret)
-        except imap_exceptions.LoginError as exc:
-            # The server's text may echo the mechanism but never the secret we sent.
-            raise ImapError(
-                f"{spec.label}: login refused for {spec.username} ({spec.auth}): {_reason(exc)}"
-            ) from None
-        except (OSError, imaplib.IMAP4.error) as exc:
-            raise ImapError(f"{spec.label}: login failed: {_reason(exc)}") from None
 
     def _caps(self) -> frozenset[str]:
         return frozenset(_text(c).upper() for c in self._imap.capabilities())
@@ -285,7 +297,7 @@ class ImapMailbox:
             raise
         except (OSError, imaplib.IMAP4.error, imap_exceptions.IMAPClientError, EOFError) as exc:
             folder = f" {self._folder!r}" if self._folder else ""
-            raise ImapError(f"{self.spec.label}: {step}{folder} failed: {_reason(exc)}") from None
+            raise ImapError(f"{self.spec.label}: {step}{folder} failed: {reason(exc)}") from None
 
     # -- folders ---------------------------------------------------------------------------------
 
@@ -564,7 +576,7 @@ def _as_bytes(value: Any) -> bytes:
     return str(value).encode("utf-8", "replace")
 
 
-def _reason(exc: BaseException) -> str:
+def reason(exc: BaseException) -> str:
     """A one-line reason for a library exception."""
     text = " ".join(_text(a) for a in exc.args) if exc.args else type(exc).__name__
     text = " ".join(text.split())

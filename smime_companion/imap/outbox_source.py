@@ -19,7 +19,6 @@ import imaplib
 import json
 import logging
 import re
-import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +26,7 @@ from imapclient import IMAPClient
 from imapclient import exceptions as imap_exceptions
 
 from smime_companion.errors import ImapError
-from smime_companion.imap.client import ServerSpec, ssl_context
+from smime_companion.imap.client import ServerSpec, open_session, reason, shutdown
 from smime_companion.outbox.protocols import DraftRef, Place
 
 log = logging.getLogger(__name__)
@@ -55,35 +54,7 @@ class ImapOutbox:
     def _client(self) -> IMAPClient:
         if self._imap is not None:
             return self._imap
-        spec = self.spec
-        context = ssl_context(spec.ca_file) if spec.tls != "plain" else None
-        try:
-            imap = IMAPClient(
-                spec.host,
-                port=spec.port,
-                ssl=spec.tls == "implicit",
-                ssl_context=context,
-                timeout=spec.timeout,
-            )
-            if spec.tls == "starttls":
-                imap.starttls(context)
-        except ssl.SSLCertVerificationError as exc:
-            raise ImapError(
-                f"{spec.label}: TLS certificate not trusted ({exc.verify_message}); "
-                "set ca_file to the server's CA if it is yours"
-            ) from None
-        except (OSError, ssl.SSLError, imaplib.IMAP4.error) as exc:
-            raise ImapError(f"{spec.label}: cannot connect: {_reason(exc)}") from None
-        try:
-            if spec.auth == "xoauth2":
-                imap.oauth2_login(spec.username, spec.secret())
-            else:
-                imap.login(spec.username, spec.secret())
-        except (imap_exceptions.LoginError, imaplib.IMAP4.error, OSError) as exc:
-            _shutdown(imap)
-            raise ImapError(
-                f"{spec.label}: login refused for {spec.username} ({spec.auth}): {_reason(exc)}"
-            ) from None
+        imap = open_session(self.spec)
         self._imap = imap
         try:
             listed = imap.list_folders("", "")
@@ -100,7 +71,7 @@ class ImapOutbox:
             try:
                 imap.logout()
             except Exception:  # closing a broken connection: nothing more to do
-                _shutdown(imap)
+                shutdown(imap)
 
     def __enter__(self) -> ImapOutbox:
         return self
@@ -116,7 +87,7 @@ class ImapOutbox:
         except (OSError, imaplib.IMAP4.error, imap_exceptions.IMAPClientError, EOFError) as exc:
             # The connection may be unusable now: the next call reconnects.
             self.close()
-            raise ImapError(f"{self.spec.label}: {step} failed: {_reason(exc)}") from None
+            raise ImapError(f"{self.spec.label}: {step} failed: {reason(exc)}") from None
 
     # -- folders ---------------------------------------------------------------------------------
 
@@ -279,22 +250,9 @@ def _parse_ref(ref: str) -> tuple[str, int, int]:
         raise ImapError(f"not an IMAP draft reference: {ref!r}") from exc
 
 
-def _shutdown(imap: IMAPClient) -> None:
-    try:
-        imap.shutdown()
-    except Exception:  # already broken
-        pass
-
-
 def _as_bytes(value: Any) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode("utf-8", "replace")
 
 
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _reason(exc: BaseException) -> str:
-    text = " ".join(_text(a) for a in exc.args) if exc.args else type(exc).__name__
-    text = " ".join(text.split())
-    return (text[:200] + "...") if len(text) > 200 else text or type(exc).__name__
