@@ -18,17 +18,22 @@ Every input is opened as bob with the test root as the only anchor. A finding is
 - a ``valid`` signature verdict for content that is not exactly one of the seeds' signed
   contents (a mutation that changed what was signed must never verify);
 - memory past libFuzzer's ``-rss_limit_mb`` (2048 by default here).
-Each finding stops the run with the input written to ``crash-*`` in the current directory.
+Each finding stops the run with the input written to ``crash-*`` in the current directory;
+defects already reported (``KNOWN_DEFECTS``) are counted, their first input written to
+``known-*``, and the run goes on (``FUZZ_STOP_ON_KNOWN=1`` stops on them too).
 """
 
 from __future__ import annotations
 
+import atexit
 import base64
 import datetime as dt
+import os
 import random
 import sys
 import tempfile
 import time
+import traceback
 import zlib
 from pathlib import Path
 
@@ -138,11 +143,43 @@ class Finding(Exception):
     """An input broke one of the fuzzer's rules."""
 
 
+# Defects already found and reported, by (exception type, innermost function): counted and
+# sampled instead of stopping the run, so the run can find the next one. FUZZ_STOP_ON_KNOWN=1
+# makes them stop it like any other finding.
+KNOWN_DEFECTS = {
+    # core/mime.py: raw non-Latin-1 text in an RFC 2231 extended parameter (name*=utf-8''\u20ac)
+    ("UnicodeEncodeError", "_rfc2231_text"),
+}
+KNOWN_SEEN: dict[tuple[str, str], int] = {}
+STOP_ON_KNOWN = os.environ.get("FUZZ_STOP_ON_KNOWN") == "1"
+
+
+def _known(exc: BaseException) -> tuple[str, str] | None:
+    frames = traceback.extract_tb(exc.__traceback__)
+    key = (type(exc).__name__, frames[-1].name if frames else "")
+    return key if key in KNOWN_DEFECTS and not STOP_ON_KNOWN else None
+
+
+def _report_known() -> None:
+    for (kind, where), count in sorted(KNOWN_SEEN.items()):
+        print(f"known defect {kind} in {where}: {count} inputs", file=sys.stderr)
+
+
 def test_one_input(data: bytes) -> None:
     """Open ``data``; raise :class:`Finding` on a hang or a valid verdict for other content
-    (any exception from ``open_message`` itself propagates: libFuzzer reports it)."""
+    (any exception from ``open_message`` itself propagates: libFuzzer reports it, unless it is
+    one of ``KNOWN_DEFECTS``, which are counted)."""
     start = time.perf_counter()
-    result = open_message(data, identities=[WORLD.identity], anchors=WORLD.anchors, at=NOW)
+    try:
+        result = open_message(data, identities=[WORLD.identity], anchors=WORLD.anchors, at=NOW)
+    except Exception as exc:
+        key = _known(exc)
+        if key is None:
+            raise
+        if key not in KNOWN_SEEN:
+            Path(f"known-{key[0]}-{key[1]}").write_bytes(data)
+        KNOWN_SEEN[key] = KNOWN_SEEN.get(key, 0) + 1
+        return
     elapsed = time.perf_counter() - start
     if elapsed > HANG_SECONDS:
         raise Finding(f"took {elapsed:.2f} s")
@@ -194,6 +231,7 @@ def main() -> int:
     if not any(a.startswith("-max_len") for a in argv):
         argv.append("-max_len=65536")
     argv.append(str(corpus))
+    atexit.register(_report_known)
     atheris.Setup(argv, test_one_input, custom_mutator=custom_mutator)
     atheris.Fuzz()
     return 0
