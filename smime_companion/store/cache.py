@@ -20,7 +20,6 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import apsw
@@ -225,7 +224,7 @@ def _flags_text(flags: Sequence[str]) -> str:
     return (" " + " ".join(clean) + " ") if clean else ""
 
 
-class Cache:
+class Cache(db.Handle):
     """The message cache. Open with :meth:`Cache.open`; use as a context manager or call
     :meth:`close`. Every public method raises :class:`CacheError` (one line) on a database
     failure, and leaves the database as it was."""
@@ -248,21 +247,6 @@ class Cache:
         path = Path(directory).expanduser() / db.DB_FILENAME
         conn = db.connect(path, key, MIGRATIONS)
         return cls(conn, path, key is not None)
-
-    def close(self) -> None:
-        """Close the database (idempotent)."""
-        self._conn.close()
-
-    def __enter__(self) -> Cache:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def transaction(self) -> AbstractContextManager[None]:
         """A nestable transaction (SAVEPOINT): everything inside commits together or not at all."""

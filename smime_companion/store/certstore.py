@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import apsw
@@ -145,7 +144,7 @@ def _der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 
 
-class CertStore:
+class CertStore(db.Handle):
     """The certificate and identity database. Open with :meth:`open`; close (or use ``with``).
 
     Every method raises :class:`~smime_companion.errors.CacheError` with one line when the
@@ -168,21 +167,6 @@ class CertStore:
         """Open (or create) ``directory/certs.db`` encrypted with ``key`` (None: in the clear,
         for tests). Raises :class:`CacheError` for a wrong key or a damaged file."""
         return cls(db.connect(directory / DB_FILENAME, key, MIGRATIONS))
-
-    def close(self) -> None:
-        """Close the database."""
-        self._conn.close()
-
-    def __enter__(self) -> CertStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def rekey(self, new_key: str) -> None:
         """Re-encrypt this store alone under ``new_key`` (``cache rekey`` uses

@@ -19,7 +19,8 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, Self, TypeVar
 
 import apsw
 
@@ -230,3 +231,25 @@ def rekey_directory(directory: Path, key: str, new_key: str) -> list[Path]:
     finally:
         for _, conn in conns:
             conn.close()
+
+
+class Handle:
+    """What every store object (cache, certificate store, outbox journal) shares: one open
+    connection in ``_conn``, :meth:`close`, and use as a context manager."""
+
+    _conn: apsw.Connection
+
+    def close(self) -> None:
+        """Close the database (idempotent)."""
+        self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

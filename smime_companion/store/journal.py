@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import apsw
@@ -220,7 +219,7 @@ def _item(row: Any) -> OutboxItem:
     )
 
 
-class Journal:
+class Journal(db.Handle):
     """The outbox journal database. Open with :meth:`open`; close (or use ``with``).
 
     Every method is one transaction and raises :class:`~smime_companion.errors.CacheError` with
@@ -235,21 +234,6 @@ class Journal:
         """Open (or create) ``directory/outbox.db`` encrypted with ``key`` (None: in the clear,
         for tests). Raises :class:`CacheError` for a wrong key or a damaged file."""
         return cls(db.connect(directory / DB_FILENAME, key, MIGRATIONS))
-
-    def close(self) -> None:
-        """Close the database."""
-        self._conn.close()
-
-    def __enter__(self) -> Journal:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _rows(self, sql: str, args: tuple[object, ...] = ()) -> list[Any]:
         return list(self._conn.execute(sql, args))
