@@ -359,6 +359,23 @@ class OutboxCheck:
         """Drafts neither delivered nor kept (in the outbox, with an item asking the user)."""
         return [i for i in ids if self.delivered[i] == 0 and i not in self.still_in_outbox]
 
+    def unaccounted(self, message_id: str) -> str | None:
+        """What is wrong with where the draft ``message_id`` ended, or None when it is one of:
+        ``done``, delivered once, filed in Sent once, gone from the outbox; or ``uncertain``
+        (the kill came while it was being submitted: the server may or may not have it, at most
+        once), kept in the outbox for the user to decide, not filed."""
+        state = self.states.get(message_id)
+        delivered, filed = self.delivered[message_id], self.in_sent[message_id]
+        kept = message_id in self.still_in_outbox
+        if state == "done" and delivered == 1 and filed == 1 and not kept:
+            return None
+        if state == "uncertain" and delivered <= 1 and filed == 0 and kept:
+            return None
+        return (
+            f"{message_id}: state {state}, delivered {delivered}, filed {filed}, "
+            f"{'still' if kept else 'not'} in the outbox"
+        )
+
     def twice(self) -> list[str]:
         return [i for i, n in self.delivered.items() if n > 1]
 
