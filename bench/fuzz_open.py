@@ -179,6 +179,9 @@ def test_one_input(data: bytes) -> None:
         if key not in KNOWN_SEEN:
             Path(f"known-{key[0]}-{key[1]}").write_bytes(data)
         KNOWN_SEEN[key] = KNOWN_SEEN.get(key, 0) + 1
+        if KNOWN_SEEN[key] in (1, 10, 100) or KNOWN_SEEN[key] % 1000 == 0:
+            # libFuzzer may end the process without Python's atexit: say it as it happens.
+            print(f"known defect {key[0]} in {key[1]}: {KNOWN_SEEN[key]} inputs", file=sys.stderr)
         return
     elapsed = time.perf_counter() - start
     if elapsed > HANG_SECONDS:
