@@ -33,13 +33,10 @@ unsigned attributes, and name constraints on name forms other than rfc822Name an
 
 from __future__ import annotations
 
-import functools
 import hmac
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property
 from typing import Any
 
 from asn1crypto import cms, core
@@ -48,20 +45,18 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.utils import CryptographyDeprecationWarning
-from cryptography.x509.oid import NameOID
 
 from smime_companion.core.certs import (
-    CertificateDefect,
-    allows_signing,
     capabilities_from_attribute,
-    email_addresses,
-    extension_value,
-    is_usable_for_email,
-    key_description,
     name_to_rfc4514,
+)
+from smime_companion.core.chain import (
+    Cert,
+    PathBuilder,
+    cert_of,
+    certificates_in_set,
+    dedupe,
+    name_constraint_violation,
 )
 from smime_companion.core.cms import der_elements, oid_dotted, read_attributes
 from smime_companion.core.model import (
@@ -74,11 +69,7 @@ from smime_companion.errors import MalformedInput, UsageError
 
 # Bounds on the work one hostile message can cause.
 MAX_SIGNERS = 16  # SignerInfos checked per SignedData; later ones are ignored (and said so)
-MAX_CERTIFICATES = 64  # certificates taken from one message
 MAX_EXTRA_CERTIFICATES = 4096  # extra_certificates considered (they come from our own store)
-MAX_CHAIN_LENGTH = 8  # certificates in a path, signer and trust anchor included
-_MAX_PATHS = 16  # complete paths compared per signer
-_MAX_SIGNATURE_CHECKS = 256  # certificate signature verifications per signer
 
 MIN_RSA_BITS = 2048
 
@@ -133,25 +124,6 @@ _SINGLE_ATTRIBUTES = {
 
 # Stages of the per-signer checks; the earliest failing stage decides the status.
 _CRYPTO, _WEAK, _CHAIN, _USAGE, _ADDRESS = range(5)
-
-# Critical extensions a path may carry. Policy extensions are accepted without policy processing
-# (like most mail clients, we do not require an explicit policy); anything else that is critical
-# and unknown makes the certificate unusable, as RFC 5280 section 4.2 demands.
-_HANDLED_CRITICAL = frozenset(
-    {
-        x509.BasicConstraints.oid,
-        x509.KeyUsage.oid,
-        x509.ExtendedKeyUsage.oid,
-        x509.SubjectAlternativeName.oid,
-        x509.SubjectKeyIdentifier.oid,
-        x509.AuthorityKeyIdentifier.oid,
-        x509.NameConstraints.oid,
-        x509.CertificatePolicies.oid,
-        x509.PolicyConstraints.oid,
-        x509.InhibitAnyPolicy.oid,
-        x509.oid.ExtensionOID.POLICY_MAPPINGS,
-    }
-)
 
 
 def verify_signed_data(
@@ -210,10 +182,10 @@ def verify_signed_data(
         content=content,
         econtent_type=econtent_type,
         message_certs=message_certs,
-        pool=_dedupe(
-            message_certs + [_cert_of(c) for c in extra_certificates[:MAX_EXTRA_CERTIFICATES]]
+        pool=dedupe(
+            message_certs + [cert_of(c) for c in extra_certificates[:MAX_EXTRA_CERTIFICATES]]
         ),
-        anchors=_dedupe([_cert_of(c) for c in anchors]),
+        anchors=dedupe([cert_of(c) for c in anchors]),
         at=at,
         from_addresses=tuple(a.strip().lower() for a in from_addresses if a.strip()),
         allow_sha1=allow_sha1,
@@ -248,220 +220,14 @@ def _available_content(signed_data: cms.SignedData, detached: bytes | None) -> b
         return None
 
 
-@dataclass(frozen=True, eq=False)
-class _Cert:
-    """A certificate with its DER encoding (the identity used to compare certificates) and the
-    facts the checks read from it, each computed on first use.
-
-    The same signer, intermediates and anchors come back in message after message, and reading a
-    fact through cryptography (a name, an extension) costs microseconds each time. So ``_Cert``
-    objects are shared between calls (:func:`_cert_from_der`, :func:`_cert_of`) and keep what
-    they learnt: every fact is a pure function of the DER, so sharing cannot change a verdict.
-    Facts that depend on the call (the time, ``allow_sha1``) are not kept here.
-    """
-
-    cert: x509.Certificate
-    der: bytes = field(default=b"")
-
-    def __post_init__(self) -> None:
-        if not self.der:
-            object.__setattr__(self, "der", self.cert.public_bytes(Encoding.DER))
-
-    @cached_property
-    def subject(self) -> x509.Name:
-        return self.cert.subject
-
-    @cached_property
-    def issuer(self) -> x509.Name:
-        return self.cert.issuer
-
-    @cached_property
-    def subject_key(self) -> tuple[frozenset[tuple[str, Any]], ...]:
-        """The subject as cryptography's ``Name.__eq__`` compares it (each RDN a set of type and
-        value), in a form that compares in one step: path building compares names a lot."""
-        return _name_key(self.cert.subject)
-
-    @cached_property
-    def issuer_key(self) -> tuple[frozenset[tuple[str, Any]], ...]:
-        return _name_key(self.cert.issuer)
-
-    @cached_property
-    def public_key(self) -> CertificatePublicKeyTypes:
-        return self.cert.public_key()
-
-    @cached_property
-    def key_description(self) -> str:
-        return key_description(self.cert)
-
-    @cached_property
-    def issuer_der(self) -> bytes:
-        return self.cert.issuer.public_bytes()
-
-    @cached_property
-    def serial(self) -> int:
-        return _serial(self.cert)
-
-    @cached_property
-    def subject_text(self) -> str:
-        return _subject(self.cert)
-
-    @cached_property
-    def addresses(self) -> tuple[str, ...]:
-        return email_addresses(self.cert)
-
-    @cached_property
-    def usable_for_email(self) -> bool:
-        return is_usable_for_email(self.cert)
-
-    @cached_property
-    def allows_signing(self) -> bool:
-        return allows_signing(self.cert)
-
-    @cached_property
-    def unhandled_critical(self) -> str | None:
-        return _unhandled_critical(self.cert)
-
-    @cached_property
-    def rsa_bits(self) -> int:
-        return _rsa_bits(self.cert)
-
-    @cached_property
-    def signature_hash(self) -> str | None:
-        """``md5``, ``sha1`` or None for the hash of the certificate's own signature."""
-        return _certificate_hash_name(self.cert)
-
-    @cached_property
-    def validity(self) -> tuple[datetime, datetime]:
-        return self.cert.not_valid_before_utc, self.cert.not_valid_after_utc
-
-    @cached_property
-    def key_ids(self) -> tuple[bytes | None, bytes | None] | None:
-        """(authority key identifier, subject key identifier), None when unreadable."""
-        try:
-            aki = extension_value(self.cert, x509.AuthorityKeyIdentifier)
-            ski = extension_value(self.cert, x509.SubjectKeyIdentifier)
-        except CertificateDefect:
-            return None
-        return (aki.key_identifier if aki is not None else None), (
-            ski.digest if ski is not None else None
-        )
-
-    @cached_property
-    def ca_facts(self) -> tuple[x509.BasicConstraints | None, x509.KeyUsage | None] | str:
-        """(basicConstraints, keyUsage), or why the extensions cannot be read."""
-        try:
-            return (
-                extension_value(self.cert, x509.BasicConstraints),
-                extension_value(self.cert, x509.KeyUsage),
-            )
-        except CertificateDefect as exc:
-            return str(exc)
-
-    @cached_property
-    def name_constraints(self) -> x509.NameConstraints | None | CertificateDefect:
-        try:
-            return extension_value(self.cert, x509.NameConstraints)
-        except CertificateDefect as exc:
-            return exc
-
-
-def _name_key(name: x509.Name) -> tuple[frozenset[tuple[str, Any]], ...]:
-    return tuple(frozenset((a.oid.dotted_string, a.value) for a in rdn) for rdn in name.rdns)
-
-
-# Bounded: a hostile stream of mail with fresh certificates only evicts entries.
-_CERT_CACHE_SIZE = 1024
-
-
-@functools.lru_cache(maxsize=_CERT_CACHE_SIZE)
-def _cert_from_der(der: bytes) -> _Cert | None:
-    """The shared ``_Cert`` for a certificate's DER, or None when cryptography cannot load it."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", CryptographyDeprecationWarning)  # see _serial
-            return _Cert(x509.load_der_x509_certificate(der), der)
-    except (ValueError, x509.InvalidVersion):
-        return None
-
-
-@functools.lru_cache(maxsize=_CERT_CACHE_SIZE)
-def _cert_of(cert: x509.Certificate) -> _Cert:
-    """The shared ``_Cert`` of a certificate object (anchors, extra certificates)."""
-    return _Cert(cert)
-
-
-# Certificate signature checks by (child DER, issuer DER): a pure fact, and the one costly step
-# of building a path that would otherwise be repeated for every message of the same signer.
-# Keyed by the DER rather than the objects so that it holds no parsed certificate alive; emptied
-# when full (a hostile stream of new certificates costs recomputation, never memory).
-_ISSUED_CACHE_SIZE = 4 * _CERT_CACHE_SIZE
-_issued: dict[tuple[bytes, bytes], bool] = {}
-
-
-def _directly_issued(child: _Cert, issuer: _Cert) -> bool:
-    key = (child.der, issuer.der)
-    known = _issued.get(key)
-    if known is None:
-        try:
-            child.cert.verify_directly_issued_by(issuer.cert)
-            known = True
-        except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
-            known = False
-        if len(_issued) >= _ISSUED_CACHE_SIZE:
-            _issued.clear()
-        _issued[key] = known
-    return known
-
-
-def _message_certificates(signed_data: cms.SignedData) -> list[_Cert]:
+def _message_certificates(signed_data: cms.SignedData) -> list[Cert]:
     """The X.509 certificates of the SignedData (at most MAX_CERTIFICATES), skipping any that
     cryptography cannot load and the other CertificateChoices (attribute certificates...)."""
     certs = signed_data["certificates"]
     if isinstance(certs, core.Void):
         return []
     # A sender attaches the same certificates to every message: read them once per encoding.
-    return list(_certificates_in_set(certs.contents))
-
-
-# 64 sets of up to MAX_CERTIFICATES each: a few megabytes at most, even for hostile mail.
-@functools.lru_cache(maxsize=64)
-def _certificates_in_set(contents: bytes) -> tuple[_Cert, ...]:
-    try:
-        # A certificate is the universal SEQUENCE choice; the others carry context tags.
-        choices = [whole for tag, whole, _ in der_elements(contents) if tag == 0x30]
-    except ValueError:  # not DER: let asn1crypto read the BER
-        choices = [
-            choice.chosen.dump()
-            for choice in cms.CertificateSet.load(b"\x31" + _length(contents) + contents)
-            if choice.name == "certificate"
-        ]
-    out: list[_Cert] = []
-    for der in choices:
-        if len(out) >= MAX_CERTIFICATES:
-            break
-        loaded = _cert_from_der(der)
-        if loaded is not None:  # an unreadable certificate cannot be the signer's nor an issuer
-            out.append(loaded)
-    return tuple(_dedupe(out))
-
-
-def _length(contents: bytes) -> bytes:
-    """DER length octets for ``contents``."""
-    size = len(contents)
-    if size < 0x80:
-        return bytes([size])
-    octets = size.to_bytes((size.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(octets)]) + octets
-
-
-def _dedupe(certs: list[_Cert]) -> list[_Cert]:
-    seen: set[bytes] = set()
-    out = []
-    for c in certs:
-        if c.der not in seen:
-            seen.add(c.der)
-            out.append(c)
-    return out
+    return list(certificates_in_set(certs.contents))
 
 
 # --- one signer ------------------------------------------------------------------------------
@@ -471,9 +237,9 @@ def _dedupe(certs: list[_Cert]) -> list[_Cert]:
 class _Context:
     content: bytes
     econtent_type: str
-    message_certs: list[_Cert]
-    pool: list[_Cert]  # message certificates, then extra certificates
-    anchors: list[_Cert]
+    message_certs: list[Cert]
+    pool: list[Cert]  # message certificates, then extra certificates
+    anchors: list[Cert]
     at: datetime
     from_addresses: tuple[str, ...]
     allow_sha1: bool
@@ -507,7 +273,7 @@ class _Findings:
     def fail(self, stage: int, status: SignatureStatus, reason: str) -> None:
         self.problems.append((stage, status, reason))
 
-    def report(self, message_certs: list[_Cert]) -> SignerReport:
+    def report(self, message_certs: list[Cert]) -> SignerReport:
         if self.problems:
             # sorted() is stable: within a stage the first problem found wins.
             ordered = sorted(self.problems, key=lambda p: p[0])
@@ -840,14 +606,14 @@ def _signed_bytes(signed_attrs: cms.CMSAttributes | bytes) -> Iterator[bytes]:
 # --- the signer certificate and the signature ------------------------------------------------
 
 
-def _find_signer_certificate(sid: cms.SignerIdentifier, pool: list[_Cert]) -> _Cert | None:
+def _find_signer_certificate(sid: cms.SignerIdentifier, pool: list[Cert]) -> Cert | None:
     """The certificate named by the SignerIdentifier: issuerAndSerialNumber or SKI."""
     if sid.name == "issuer_and_serial_number":
         return _find_by_issuer(*_issuer_and_serial(sid.chosen), pool)
     return _find_by_key_id(bytes(sid.chosen.native), pool)
 
 
-def _find_by_issuer(issuer_der: bytes, serial: int, pool: list[_Cert]) -> _Cert | None:
+def _find_by_issuer(issuer_der: bytes, serial: int, pool: list[Cert]) -> Cert | None:
     for c in pool:
         if c.serial == serial and c.issuer_der == issuer_der:
             return c
@@ -860,7 +626,7 @@ def _find_by_issuer(issuer_der: bytes, serial: int, pool: list[_Cert]) -> _Cert 
     return None
 
 
-def _find_by_key_id(key_id: bytes, pool: list[_Cert]) -> _Cert | None:
+def _find_by_key_id(key_id: bytes, pool: list[Cert]) -> Cert | None:
     for c in pool:
         ids = c.key_ids
         if ids is not None and ids[1] == key_id:
@@ -879,14 +645,6 @@ def _issuer_and_serial(ias: cms.IssuerAndSerialNumber) -> tuple[bytes, int]:
     return ias["issuer"].dump(), int(ias["serial_number"].native)
 
 
-def _serial(cert: x509.Certificate) -> int:
-    # Mail still carries old certificates with negative serials; cryptography warns about each
-    # read of one. It is the issuer's fault, not something the reader of the mail can act on.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-        return cert.serial_number
-
-
 def _same_name(name: x509.Name, other: asn1_x509.Name) -> bool:
     try:
         return bool(asn1_x509.Name.load(name.public_bytes()) == other)
@@ -899,7 +657,7 @@ def _check_signature(
     signature: bytes,
     kind: tuple[str, str | None],
     digest_name: str,
-    cert: _Cert,
+    cert: Cert,
     candidates: Iterator[bytes],
     ctx: _Context,
     f: _Findings,
@@ -989,9 +747,9 @@ def _pss_parameters(params: Any, f: _Findings) -> tuple[str, padding.PSS]:
 # --- the certificate path --------------------------------------------------------------------
 
 
-def _check_chain(signer: _Cert, ctx: _Context, f: _Findings) -> None:
+def _check_chain(signer: Cert, ctx: _Context, f: _Findings) -> None:
     """Build the paths from the signer to an anchor and record the best path's problems."""
-    builder = _PathBuilder(ctx)
+    builder = PathBuilder(ctx.anchors, ctx.pool)
     paths = builder.paths(signer)
     if not paths:
         f.fail(_CHAIN, S.UNTRUSTED, builder.why_not(signer))
@@ -1007,7 +765,7 @@ def _check_chain(signer: _Cert, ctx: _Context, f: _Findings) -> None:
 
 
 def _path_problems(
-    path: tuple[_Cert, ...], ctx: _Context, addresses: tuple[str, ...]
+    path: tuple[Cert, ...], ctx: _Context, addresses: tuple[str, ...]
 ) -> list[tuple[int, SignatureStatus, str]]:
     problems: list[tuple[int, SignatureStatus, str]] = []
     for position, c in enumerate(path):
@@ -1033,32 +791,10 @@ def _path_problems(
                 problems.append(
                     (_WEAK, S.WEAK_ALGORITHM, f"{role} {subject} is signed with {weak}")
                 )
-    constraint = _name_constraint_violation(path, addresses)
+    constraint = name_constraint_violation(path, addresses)
     if constraint:
         problems.append((_CHAIN, S.UNTRUSTED, constraint))
     return problems
-
-
-def _rsa_bits(cert: x509.Certificate) -> int:
-    """The RSA modulus size of the certificate's key; a large number for other key types."""
-    try:
-        key = cert.public_key()
-    except (ValueError, UnsupportedAlgorithm):
-        return 1 << 16
-    return key.key_size if isinstance(key, rsa.RSAPublicKey) else 1 << 16
-
-
-def _certificate_hash_name(cert: x509.Certificate) -> str | None:
-    """``md5`` or ``sha1`` when the certificate is signed with that hash, else None."""
-    try:
-        algorithm = cert.signature_hash_algorithm
-    except UnsupportedAlgorithm:
-        return None
-    if isinstance(algorithm, hashes.MD5):
-        return "md5"
-    if isinstance(algorithm, hashes.SHA1):
-        return "sha1"
-    return None
 
 
 def _weak_hash(name: str | None, allow_sha1: bool) -> str | None:
@@ -1076,207 +812,10 @@ def _role(position: int, length: int) -> str:
     return "trust anchor" if position == length - 1 else "intermediate"
 
 
-def _subject(cert: x509.Certificate) -> str:
-    try:
-        return cert.subject.rfc4514_string() or "(empty subject)"
-    except ValueError:
-        return "(unreadable subject)"
-
-
-class _PathBuilder:
-    """Depth-first search for paths signer -> ... -> anchor through the known certificates.
-
-    An issuer must match the child's issuer name (and its key identifier when both carry one),
-    have verified the child's signature, be a CA (basicConstraints cA, keyUsage keyCertSign when
-    present), honour its pathLenConstraint, carry no unknown critical extension, and not repeat in
-    the path. Validity in time is judged afterwards, per path, so that an expired certificate is
-    reported as expired rather than as a missing link.
-    """
-
-    def __init__(self, ctx: _Context) -> None:
-        self.anchor_ders = {a.der for a in ctx.anchors}
-        # Anchors first: a path that reaches an anchor directly is the shortest.
-        self.candidates = ctx.anchors + [c for c in ctx.pool if c.der not in self.anchor_ders]
-        self.checks = 0
-        self.verified: dict[tuple[bytes, bytes], bool] = {}
-        self.rejections: dict[bytes, str] = {}  # why an issuer candidate was refused
-
-    def paths(self, signer: _Cert) -> list[tuple[_Cert, ...]]:
-        found: list[tuple[_Cert, ...]] = []
-        if signer.unhandled_critical:
-            self.rejections[signer.der] = (
-                f"signer certificate has an unsupported critical extension "
-                f"{signer.unhandled_critical}"
-            )
-            return found
-        self._walk((signer,), found)
-        return found
-
-    def _walk(self, path: tuple[_Cert, ...], found: list[tuple[_Cert, ...]]) -> None:
-        if len(found) >= _MAX_PATHS:
-            return
-        top = path[-1]
-        if top.der in self.anchor_ders:
-            found.append(path)
-            return
-        if len(path) >= MAX_CHAIN_LENGTH:
-            self.rejections[top.der] = f"the path is longer than {MAX_CHAIN_LENGTH} certificates"
-            return
-        in_path = {c.der for c in path}
-        for issuer in self.candidates:
-            if issuer.der in in_path or issuer.subject_key != top.issuer_key:
-                continue
-            if not self._key_ids_match(top, issuer):
-                continue
-            refusal = self._issuer_refusal(issuer, path)
-            if refusal:
-                self.rejections[issuer.der] = refusal
-                continue
-            if not self._signed_by(top, issuer):
-                continue
-            self._walk((*path, issuer), found)
-
-    @staticmethod
-    def _key_ids_match(child: _Cert, issuer: _Cert) -> bool:
-        child_ids, issuer_ids = child.key_ids, issuer.key_ids
-        if child_ids is None or issuer_ids is None:
-            return False
-        aki, ski = child_ids[0], issuer_ids[1]
-        if aki is None or ski is None:
-            return True
-        return aki == ski
-
-    @staticmethod
-    def _issuer_refusal(issuer: _Cert, path: tuple[_Cert, ...]) -> str | None:
-        name = issuer.subject_text
-        facts = issuer.ca_facts
-        if isinstance(facts, str):
-            return f"issuer {name}: {facts}"
-        constraints, usage = facts
-        if constraints is None or not constraints.ca:
-            return f"issuer {name} is not a CA"
-        if usage is not None and not usage.key_cert_sign:
-            return f"issuer {name} may not sign certificates (keyUsage)"
-        if constraints.path_length is not None:
-            # RFC 5280 section 4.2.1.9: intermediates below this one, self-issued ones not counted.
-            below = sum(1 for c in path[1:] if c.subject_key != c.issuer_key)
-            if below > constraints.path_length:
-                return f"issuer {name} allows {constraints.path_length} intermediates below it"
-        critical = issuer.unhandled_critical
-        if critical:
-            return f"issuer {name} has an unsupported critical extension {critical}"
-        return None
-
-    def _signed_by(self, child: _Cert, issuer: _Cert) -> bool:
-        pair = (child.der, issuer.der)
-        if pair not in self.verified:
-            if self.checks >= _MAX_SIGNATURE_CHECKS:
-                return False
-            self.checks += 1
-            self.verified[pair] = _directly_issued(child, issuer)
-            if not self.verified[pair]:
-                self.rejections[issuer.der] = (
-                    f"{child.subject_text} is not signed by the key of {issuer.subject_text}"
-                )
-        return self.verified[pair]
-
-    def why_not(self, signer: _Cert) -> str:
-        """One line saying why no path was found."""
-        if self.rejections:
-            return "no path to a trust anchor: " + next(reversed(self.rejections.values()))
-        issuer = signer.cert.issuer.rfc4514_string() or "(empty issuer)"
-        if signer.cert.subject == signer.cert.issuer:
-            return f"self-signed certificate {issuer} is not a trust anchor"
-        return f"no path to a trust anchor: issuer {issuer} is not known"
-
-
-def _unhandled_critical(cert: x509.Certificate) -> str | None:
-    try:
-        extensions = list(cert.extensions)
-    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
-        return "(unreadable extensions)"
-    for ext in extensions:
-        if ext.critical and ext.oid not in _HANDLED_CRITICAL:
-            return ext.oid.dotted_string
-    return None
-
-
-# --- name constraints ------------------------------------------------------------------------
-
-
-def _name_constraint_violation(path: tuple[_Cert, ...], addresses: tuple[str, ...]) -> str | None:
-    """RFC 5280 section 4.2.1.10 for the names S/MIME relies on: the signer's email addresses
-    (rfc822Name) and the subjects (directoryName) of the certificates below each CA."""
-    for position in range(1, len(path)):
-        ca = path[position].cert
-        constraints = path[position].name_constraints
-        if isinstance(constraints, CertificateDefect):
-            return f"name constraints of {_subject(ca)} cannot be read"
-        if constraints is None:
-            continue
-        below = [c.cert for c in path[:position]]
-        for address in _constrained_addresses(path[0].cert, addresses):
-            if not _allowed(address, constraints, x509.RFC822Name, _email_matches):
-                return f"address {address} is outside the name constraints of {_subject(ca)}"
-        for cert in below:
-            subject = cert.subject
-            # The self-issued certificates' subjects are exempt; an empty subject says nothing.
-            if len(subject) == 0 or (cert is not path[0].cert and cert.subject == cert.issuer):
-                continue
-            if not _allowed(subject, constraints, x509.DirectoryName, _dn_matches):
-                return f"subject {_subject(cert)} is outside the name constraints of {_subject(ca)}"
-    return None
-
-
-def _constrained_addresses(signer: x509.Certificate, addresses: tuple[str, ...]) -> list[str]:
-    # RFC 5280 section 4.2.1.10: emailAddress attributes of the subject are constrained like
-    # rfc822Names, even when the SAN is what names the signer.
-    try:
-        in_subject = [
-            a.value.lower()
-            for a in signer.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS)
-            if isinstance(a.value, str)
-        ]
-    except ValueError:
-        in_subject = []
-    return list(dict.fromkeys([*addresses, *in_subject]))
-
-
-def _allowed(
-    name: Any,
-    constraints: x509.NameConstraints,
-    kind: type[x509.GeneralName],
-    matches: Callable[[Any, Any], bool],
-) -> bool:
-    permitted = [t.value for t in constraints.permitted_subtrees or () if isinstance(t, kind)]
-    excluded = [t.value for t in constraints.excluded_subtrees or () if isinstance(t, kind)]
-    if any(matches(name, e) for e in excluded):
-        return False
-    return not permitted or any(matches(name, p) for p in permitted)
-
-
-def _email_matches(address: str, constraint: str) -> bool:
-    # A full address matches itself; "host" matches addresses at that host; ".domain" matches
-    # addresses at any host below the domain (RFC 5280 section 4.2.1.10).
-    constraint = constraint.lower()
-    if "@" in constraint:
-        return address == constraint
-    host = address.rpartition("@")[2]
-    if constraint.startswith("."):
-        return host.endswith(constraint)
-    return host == constraint
-
-
-def _dn_matches(subject: x509.Name, constraint: x509.Name) -> bool:
-    # A directoryName subtree holds the names that start with its RDNs.
-    prefix = list(constraint.rdns)
-    return list(subject.rdns)[: len(prefix)] == prefix
-
-
 # --- signer usage and address ----------------------------------------------------------------
 
 
-def _check_signer_usage(signer: _Cert, f: _Findings) -> None:
+def _check_signer_usage(signer: Cert, f: _Findings) -> None:
     if not signer.usable_for_email:
         f.fail(_USAGE, S.BAD_EKU, "signer certificate's extended key usage excludes email")
     if not signer.allows_signing:
