@@ -187,7 +187,11 @@ def _rfc2231_text(param: tuple[str | None, str | None, str]) -> str:
     charset, _, text = param
     try:
         return text.encode("latin-1", "surrogateescape").decode(charset or "ascii", "replace")
-    except LookupError:
+    except LookupError:  # an unknown charset: keep the text as the email package gave it
+        return text
+    except UnicodeEncodeError:
+        # Raw UTF-8 where RFC 2231 wants percent-escapes: our header fields are already decoded
+        # from UTF-8, so the text is the value (found by bench/fuzz_open.py).
         return text
 
 
