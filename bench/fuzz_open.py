@@ -90,7 +90,9 @@ def make_seeds(directory: Path) -> list[bytes]:
     WORLD.anchors = (x509.load_pem_x509_certificate(pki.root.read_bytes()),)
     seeds = []
     for user in ("alice", "carol", "dave"):
-        base = ["-signer", pki.cert(user), "-inkey", pki.key(user), "-certfile", pki.intermediate]
+        base: list[str | Path] = [
+            "-signer", pki.cert(user), "-inkey", pki.key(user), "-certfile", pki.intermediate
+        ]  # fmt: skip
         seeds.append(openssl_cms(["-sign", *base], SIGNED_TEXT))
         seeds.append(openssl_cms(["-sign", "-nodetach", *base], SIGNED_TEXT))
     encrypted = openssl_cms(["-encrypt", "-aes256", "-recip", pki.cert("bob")], SIGNED_TEXT)

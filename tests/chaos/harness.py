@@ -8,6 +8,7 @@ so both run exactly the same scenario.
 
 from __future__ import annotations
 
+import datetime as dt
 import email
 import email.policy
 import json
@@ -188,9 +189,8 @@ folders = {json.dumps(list(folders))}
         return items
 
 
-def _utcnow():  # noqa: ANN202 - a datetime; kept local so the harness reads the clock in one place
-    import datetime as dt
-
+def _utcnow() -> dt.datetime:
+    """The wall clock (the daemon under test reads it too; the harness only stamps with it)."""
     return dt.datetime.now(dt.UTC)
 
 

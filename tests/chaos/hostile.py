@@ -14,6 +14,7 @@ import datetime as dt
 import tracemalloc
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from asn1crypto import cms
@@ -132,7 +133,9 @@ def huge_chain(pki: TestPki, count: int, keep_real: bool, subject: str = "Huge c
     """Alice's opaque signed message (signature intact) whose certificate set carries ``count``
     look-alike issuers, and the real intermediate too when ``keep_real``. The certificate set
     is outside what is signed, so changing it leaves the signature valid."""
-    base = ["-sign", "-nodetach", "-signer", pki.cert("alice"), "-inkey", pki.key("alice")]
+    base: list[str | Path] = [
+        "-sign", "-nodetach", "-signer", pki.cert("alice"), "-inkey", pki.key("alice")
+    ]  # fmt: skip
     if keep_real:
         base += ["-certfile", pki.intermediate]
     sealed = openssl_cms(base, mime_message())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -38,7 +39,7 @@ def bob(pki: TestPki) -> Identity:
 @pytest.fixture(scope="module")
 def seeds(pki: TestPki, bob: Identity, now: dt.datetime) -> dict[str, bytes]:
     """Whole messages whose body is one base64 CMS object."""
-    alice = [
+    alice: list[str | Path] = [
         "-signer",
         pki.cert("alice"),
         "-inkey",

@@ -14,7 +14,7 @@ import pytest
 from cryptography import x509
 
 from smime_companion.core.model import Decryption, OpenResult, SignatureStatus
-from smime_companion.core.open import Limits, open_message
+from smime_companion.core.open import DEFAULT_LIMITS, Limits, open_message
 from smime_companion.testing.pki import TestPki
 from tests.chaos import hostile
 from tests.conftest import load_identity
@@ -33,9 +33,10 @@ def _open(
 ) -> tuple[OpenResult, int]:
     """Open ``raw`` as bob; return the result and the allocation peak."""
     identities = [load_identity(pki, "bob")]
-    extra = {"limits": limits} if limits else {}
     return hostile.measured(
-        lambda: open_message(raw, identities=identities, anchors=anchors, at=now, **extra)
+        lambda: open_message(
+            raw, identities=identities, anchors=anchors, at=now, limits=limits or DEFAULT_LIMITS
+        )
     )
 
 
