@@ -184,3 +184,22 @@ def broken_headers_signed(pki: TestPki, subject: bytes) -> bytes:
         b"From: =?utf-8?B?/w==?= <alice@example.org>\r\nTo: bob@example.org\r\n"
         b"Subject: " + subject + b"\r\n" + extra + sealed
     )
+
+
+# openssl's smimeCapabilities attribute lists RC2-CBC with its key size as an INTEGER; the same
+# parameter under universal tag 8 (EXTERNAL / INSTANCE OF) is what bench/fuzz_open.py's finding
+# came down to.
+RC2_CAPABILITY = bytes.fromhex("06082a864886f70d030202020080")
+RC2_CAPABILITY_TAG_8 = bytes.fromhex("06082a864886f70d030208020080")
+
+
+def capability_with_tag_8(pki: TestPki, subject: str = "Capability tag 8") -> bytes:
+    """Alice's opaque signed message whose signed smimeCapabilities attribute has the RC2 key
+    size under universal tag 8 instead of INTEGER (the signature no longer matches, of course)."""
+    sealed = openssl_cms(
+        ["-sign", "-nodetach", "-signer", pki.cert("alice"), "-inkey", pki.key("alice")],
+        mime_message(),
+    )
+    der = base64.b64decode(sealed.split(b"\n\n", 1)[1])
+    assert RC2_CAPABILITY in der, "openssl no longer lists RC2 in smimeCapabilities"
+    return pkcs7_mime("signed-data", der.replace(RC2_CAPABILITY, RC2_CAPABILITY_TAG_8), subject)
