@@ -139,15 +139,9 @@ def test_raw_utf8_in_an_rfc2231_parameter_opens_without_an_exception(now) -> Non
     assert result.error is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="core/verify.py _signed_bytes re-encodes the signed attributes with asn1crypto, which "
-    "fails on a universal tag 8 value (found by bench/fuzz_open.py, reported to the lead; core is "
-    "not ours to edit). Strict: once fixed this passes and the marker must go.",
-)
 def test_a_signed_attribute_value_under_universal_tag_8_gives_a_status_not_an_exception(
     pki, anchors, now
 ) -> None:
+    # Found by bench/fuzz_open.py: asn1crypto could not re-encode the attributes and raised.
     result = open_message(hostile.capability_with_tag_8(pki), anchors=anchors, at=now)
     assert result.signature not in (SignatureStatus.VALID, SignatureStatus.NONE)
