@@ -162,3 +162,27 @@ def test_a_compression_bomb_stops_at_the_size_limit(pki, anchors, now) -> None:
     )
     result = open_message(raw, at=now, limits=Limits(max_content_bytes=1_000_000))
     assert result.error is not None and "expands past" in result.error
+
+
+def test_a_compression_bomb_under_the_size_limit_is_refused_by_its_ratio(now) -> None:
+    import zlib
+
+    from asn1crypto import cms
+
+    bomb = zlib.compress(b"\0" * 50_000_000, 9)  # 50 MB from about 50 KB: a 1000x ratio
+    info = cms.ContentInfo(
+        {
+            "content_type": "compressed_data",
+            "content": {
+                "version": "v0",
+                "compression_algorithm": {"algorithm": "zlib"},
+                "encap_content_info": {"content_type": "data", "content": bomb},
+            },
+        }
+    )
+    raw = (
+        b"Content-Type: application/pkcs7-mime; smime-type=compressed-data\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(info.dump())
+    )
+    result = open_message(raw, at=now)  # default limits: 256 MB would admit it
+    assert result.error is not None and "expands past" in result.error

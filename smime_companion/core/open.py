@@ -63,6 +63,9 @@ class Limits:
     max_parts: int = 2000  # MIME parts in one multipart
     max_header_bytes: int = 256 * 1024  # one header section
     max_content_bytes: int = 256 * 1024 * 1024  # one decompressed layer
+    # Real compressed mail expands a few times; a bomb expands a thousandfold. A layer may grow
+    # to this many times its compressed size (and always to 1 MiB), within max_content_bytes.
+    max_compression_ratio: int = 100
 
 
 DEFAULT_LIMITS = Limits()
@@ -322,7 +325,8 @@ class _Opener:
             if algorithm != "zlib":
                 raise UnsupportedInput(f"compression algorithm {algorithm!r}")
             data = content["encap_content_info"]["content"].native or b""
-            plain = _bounded_inflate(data, self.limits.max_content_bytes)
+            ratio_limit = max(1 << 20, len(data) * self.limits.max_compression_ratio)
+            plain = _bounded_inflate(data, min(self.limits.max_content_bytes, ratio_limit))
         except (MalformedInput, UnsupportedInput) as exc:
             return _Step(Layer(type="compressed", error=f"compressed data: {exc}"), None)
         except (ValueError, TypeError, KeyError) as exc:
