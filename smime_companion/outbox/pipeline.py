@@ -281,7 +281,12 @@ class OutboxPipeline:
 
     def _submit(self, item: OutboxItem, report: PassReport) -> OutboxItem:
         now = self.clock()
-        if item.next_attempt is not None and item.next_attempt > now:
+        # A retry time further ahead than the longest backoff means the clock went back since it
+        # was set: try now rather than wait out the jump.
+        if (
+            item.next_attempt is not None
+            and now < item.next_attempt <= now + self.settings.retry_cap
+        ):
             report.deferred.append(item.id)
             return item
         for copy in self.journal.copies(item.id):

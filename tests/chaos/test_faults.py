@@ -132,17 +132,16 @@ def test_a_clock_jumping_back_and_forth_neither_loses_a_deferred_draft_nor_sends
     world.run()
     [item] = world.journal.items()
     assert item.state == ItemState.SEALED
-    # A day back: the retry time is now far in the future; nothing is sent, nothing dropped.
+    # A day back: the retry time is now further ahead than any backoff, which only a clock
+    # jump explains; the draft is not made to wait out the jump: it goes now, once.
     world.clock_offset = -dt.timedelta(days=1)
-    world.run()
-    assert world.smtpd.received == []
-    assert world.journal.item(item.id).state == ItemState.SEALED
-    # A year forward: the retry is due; it goes once, and once only.
-    world.clock_offset = dt.timedelta(days=365)
-    world.run()
     world.run()
     assert len(world.smtpd.received) == 1
     assert world.journal.item(item.id).state == ItemState.DONE
+    # A year forward: nothing is sent again.
+    world.clock_offset = dt.timedelta(days=365)
+    world.run()
+    assert len(world.smtpd.received) == 1
     # And back again: a done item stays done.
     world.clock_offset = -dt.timedelta(days=30)
     world.run()
