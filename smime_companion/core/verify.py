@@ -51,6 +51,7 @@ from smime_companion.core.certs import (
     name_to_rfc4514,
 )
 from smime_companion.core.chain import (
+    MAX_CERTIFICATES,
     Cert,
     PathBuilder,
     cert_of,
@@ -430,7 +431,14 @@ def _check_signer(si: cms.SignerInfo, ctx: _Context, f: _Findings) -> None:
         raise _Stop
 
     if candidate is None:
-        f.fail(_CHAIN, S.UNTRUSTED, "the signer certificate is not in the message")
+        if len(ctx.message_certs) >= MAX_CERTIFICATES:  # the set was cut at the limit
+            reason = (
+                f"the signer certificate is not among the first {MAX_CERTIFICATES} certificates "
+                "of the message (the rest were not read)"
+            )
+        else:
+            reason = "the signer certificate is not in the message"
+        f.fail(_CHAIN, S.UNTRUSTED, reason)
         raise _Stop
 
     signed_bytes_options = (

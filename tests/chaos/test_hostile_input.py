@@ -106,6 +106,9 @@ def test_five_hundred_certificates_in_a_signed_data_cost_bounded_work_and_are_ne
     result, peak = _open(hostile.huge_chain(pki, 500, keep_real=True), pki, anchors, now)
     assert result.signature not in (SignatureStatus.VALID, SignatureStatus.NONE)
     assert peak < 64 * MB
+    # ...and the reason says so, rather than claiming the certificate is missing.
+    reason = result.layers[0].signers[0].reason or ""
+    assert "not among the first 64 certificates" in reason
 
 
 def test_twenty_thousand_header_fields_are_parsed_in_bounded_time(pki, anchors, now) -> None:
