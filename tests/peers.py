@@ -39,10 +39,11 @@ import os
 import re
 import secrets
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -688,3 +689,18 @@ def check_opened(result: OpenResult, expect: Expect, marker: str, sender: str) -
         assert warning not in result.warnings, summary
     assert marker.encode() in result.content, f"marker missing from content: {result.content!r}"
     assert result.header("From") == sender, summary
+
+
+def interop_params(cases: Mapping[str, object], tool_limits: Mapping[str, str]) -> list[object]:
+    """pytest parameters for interop cases, one per case id. A case a tool cannot produce is a
+    strict xfail that must raise :class:`PeerCannot` with the measured reason, so it starts
+    failing (and the marker must go) the day the tool learns the format."""
+    params: list[object] = []
+    for name, case in cases.items():
+        marks = []
+        if name in tool_limits:
+            marks.append(
+                pytest.mark.xfail(raises=PeerCannot, strict=True, reason=tool_limits[name])
+            )
+        params.append(pytest.param(case, id=name, marks=marks))
+    return params

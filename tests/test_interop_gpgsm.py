@@ -18,7 +18,7 @@ from cryptography import x509
 from smime_companion.core.model import Decryption, Identity, SignatureStatus
 from smime_companion.core.open import open_message
 from tests.conftest import load_identity
-from tests.peers import Expect, GpgsmHome, PeerCannot, check_opened
+from tests.peers import Expect, GpgsmHome, check_opened, interop_params
 from tests.tools import mime_message
 
 if TYPE_CHECKING:  # for annotations only: pytest would try to collect "TestPki"
@@ -109,25 +109,8 @@ TOOL_LIMITS = {
     "certificate ('can't encrypt to 'carol@example.org': Wrong key usage')",
 }
 
-# Cases that fail because of a bug in core.open/decrypt/verify (not gpgsm's); see the report.
-OPEN_BUGS: dict[str, str] = {}
 
-
-def _params() -> list[object]:
-    params: list[object] = []
-    for name, case in CASES.items():
-        marks: list[pytest.MarkDecorator] = []
-        if name in TOOL_LIMITS:
-            marks.append(
-                pytest.mark.xfail(raises=PeerCannot, strict=True, reason=TOOL_LIMITS[name])
-            )
-        if name in OPEN_BUGS:
-            marks.append(pytest.mark.xfail(strict=True, reason=OPEN_BUGS[name]))
-        params.append(pytest.param(case, id=name, marks=marks))
-    return params
-
-
-@pytest.mark.parametrize("case", _params())
+@pytest.mark.parametrize("case", interop_params(CASES, TOOL_LIMITS))
 def test_gpgsm_message_opens_with_expected_verdict(
     case: Case,
     request: pytest.FixtureRequest,

@@ -23,7 +23,7 @@ from cryptography import x509
 from smime_companion.core.model import Decryption, Identity, SignatureStatus
 from smime_companion.core.open import open_message
 from tests.conftest import load_cert, load_identity
-from tests.peers import Expect, PeerCannot, check_opened
+from tests.peers import Expect, PeerCannot, check_opened, interop_params
 from tests.tools import run
 
 if TYPE_CHECKING:  # imported for annotations only: pytest would try to collect "TestPki"
@@ -474,24 +474,6 @@ TOOL_LIMITS = {
     "'CMS_compress:unsupported compression algorithm'",
 }
 
-# Cases that fail because of a bug in core.open/decrypt/verify (not in the tool): reason + repro
-# in the final report of the interop work.
-OPEN_BUGS: dict[str, str] = {}
-
-
-def _params(cases: dict[str, Case]) -> list[object]:
-    params: list[object] = []
-    for name, case in cases.items():
-        marks: list[pytest.MarkDecorator] = []
-        if name in TOOL_LIMITS:
-            marks.append(
-                pytest.mark.xfail(raises=PeerCannot, strict=True, reason=TOOL_LIMITS[name])
-            )
-        if name in OPEN_BUGS:
-            marks.append(pytest.mark.xfail(strict=True, reason=OPEN_BUGS[name]))
-        params.append(pytest.param(case, id=name, marks=marks))
-    return params
-
 
 @pytest.fixture(scope="session")
 def identities(pki: TestPki) -> dict[str, Identity]:
@@ -525,7 +507,7 @@ def _address(pki: TestPki, case: Case) -> str:
     return pki.email(case.sender)
 
 
-@pytest.mark.parametrize("case", _params(SIGNED_CASES))
+@pytest.mark.parametrize("case", interop_params(SIGNED_CASES, TOOL_LIMITS))
 def test_openssl_signed_message_verifies(
     case: Case,
     request: pytest.FixtureRequest,
@@ -537,7 +519,7 @@ def test_openssl_signed_message_verifies(
     _open_case(case, request, pki, identities, anchors, now)
 
 
-@pytest.mark.parametrize("case", _params(ENCRYPTED_CASES))
+@pytest.mark.parametrize("case", interop_params(ENCRYPTED_CASES, TOOL_LIMITS))
 def test_openssl_encrypted_message_decrypts(
     case: Case,
     request: pytest.FixtureRequest,
@@ -549,7 +531,7 @@ def test_openssl_encrypted_message_decrypts(
     _open_case(case, request, pki, identities, anchors, now)
 
 
-@pytest.mark.parametrize("case", _params(NESTED_CASES))
+@pytest.mark.parametrize("case", interop_params(NESTED_CASES, TOOL_LIMITS))
 def test_openssl_nested_layers_all_open(
     case: Case,
     request: pytest.FixtureRequest,
@@ -561,7 +543,7 @@ def test_openssl_nested_layers_all_open(
     _open_case(case, request, pki, identities, anchors, now)
 
 
-@pytest.mark.parametrize("case", _params(CERTIFICATE_CASES))
+@pytest.mark.parametrize("case", interop_params(CERTIFICATE_CASES, TOOL_LIMITS))
 def test_openssl_signer_certificate_defect_gives_its_status(
     case: Case,
     request: pytest.FixtureRequest,
