@@ -38,3 +38,9 @@ def load_identity(pki: TestPki, user: str) -> Identity:
 def anchors(pki: TestPki) -> tuple[x509.Certificate, ...]:
     """The trust anchors of the test PKI: its root only (never the rogue root)."""
     return (load_cert(pki.root),)
+
+
+@pytest.fixture(scope="session")
+def identities(pki: TestPki) -> dict[str, Identity]:
+    """The key pair of every user who can receive encrypted mail, by user name."""
+    return {user: load_identity(pki, user) for user in ("alice", "bob", "carol", "dave", "frank")}

@@ -17,7 +17,6 @@ from cryptography import x509
 
 from smime_companion.core.model import Decryption, Identity, SignatureStatus
 from smime_companion.core.open import open_message
-from tests.conftest import load_identity
 from tests.peers import Expect, GpgsmHome, check_opened, interop_params
 from tests.tools import mime_message
 
@@ -33,11 +32,6 @@ def gpgsm(tmp_path_factory: pytest.TempPathFactory, pki: TestPki) -> Iterator[Gp
     """One gpgsm home for the module (importing keys starts gpg-agent: about two seconds)."""
     with GpgsmHome(tmp_path_factory.mktemp("gpgsm"), pki, users=("alice", "bob")) as home:
         yield home
-
-
-@pytest.fixture(scope="module")
-def identities(pki: TestPki) -> dict[str, Identity]:
-    return {user: load_identity(pki, user) for user in ("alice", "bob", "carol")}
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from cryptography import x509
 
 from smime_companion.core.model import Decryption, Identity, SignatureStatus
 from smime_companion.core.open import open_message
-from tests.conftest import load_cert, load_identity
+from tests.conftest import load_cert
 from tests.peers import Expect, NssDb, check_opened, interop_params
 from tests.tools import mime_message
 
@@ -32,11 +32,6 @@ OK = Decryption.OK
 def nss(tmp_path_factory: pytest.TempPathFactory, pki: TestPki) -> NssDb:
     """One NSS database for the module, holding the people who sign (a tenth of a second)."""
     return NssDb(tmp_path_factory.mktemp("nss"), pki, users=("alice", "bob", "carol", "dave"))
-
-
-@pytest.fixture(scope="module")
-def identities(pki: TestPki) -> dict[str, Identity]:
-    return {user: load_identity(pki, user) for user in ("alice", "bob", "carol")}
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from cryptography import x509
 
 from smime_companion.core.model import Decryption, Identity, SignatureStatus
 from smime_companion.core.open import open_message
-from tests.conftest import load_cert, load_identity
+from tests.conftest import load_cert
 from tests.peers import Expect, PeerCannot, check_opened, interop_params
 from tests.tools import run
 
@@ -468,21 +468,33 @@ CERTIFICATE_CASES = {
 # Cases a tool cannot produce: named with the error measured here. strict: if the tool learns to,
 # the case must be turned into a real one.
 TOOL_LIMITS = {
-    "ed25519-erin": "OpenSSL 3.0 cannot sign CMS with Ed25519 "
+    "signed/ed25519-erin": "OpenSSL 3.0 cannot sign CMS with Ed25519 "
     "(eddsa_digest_signverify_init:invalid digest; with -noattr: operation not supported)",
-    "compressed-then-signed": "this OpenSSL is built without zlib: "
+    "nested/compressed-then-signed": "this OpenSSL is built without zlib: "
     "'CMS_compress:unsupported compression algorithm'",
 }
 
 
-@pytest.fixture(scope="session")
-def identities(pki: TestPki) -> dict[str, Identity]:
-    """Every user's key pair, by user name."""
-    users = ("alice", "bob", "carol", "dave", "frank")
-    return {user: load_identity(pki, user) for user in users}
+def _address(pki: TestPki, case: Case) -> str:
+    return pki.email(case.sender)
 
 
-def _open_case(
+# Every form openssl writes, by group: how it signs, how it encrypts, layers nested in each
+# order, and the certificate defects that must give their own status.
+ALL_CASES = {
+    f"{group}/{name}": case
+    for group, cases in (
+        ("signed", SIGNED_CASES),
+        ("encrypted", ENCRYPTED_CASES),
+        ("nested", NESTED_CASES),
+        ("certificate", CERTIFICATE_CASES),
+    )
+    for name, case in cases.items()
+}
+
+
+@pytest.mark.parametrize("case", interop_params(ALL_CASES, TOOL_LIMITS))
+def test_openssl_message_opens_with_expected_verdict(
     case: Case,
     request: pytest.FixtureRequest,
     pki: TestPki,
@@ -501,58 +513,6 @@ def _open_case(
         extra_certificates=[*known, load_cert(pki.intermediate)] if known else (),
     )
     check_opened(result, case.expect, draft.marker, draft.sender)
-
-
-def _address(pki: TestPki, case: Case) -> str:
-    return pki.email(case.sender)
-
-
-@pytest.mark.parametrize("case", interop_params(SIGNED_CASES, TOOL_LIMITS))
-def test_openssl_signed_message_verifies(
-    case: Case,
-    request: pytest.FixtureRequest,
-    pki: TestPki,
-    identities: dict[str, Identity],
-    anchors: Sequence[x509.Certificate],
-    now: dt.datetime,
-) -> None:
-    _open_case(case, request, pki, identities, anchors, now)
-
-
-@pytest.mark.parametrize("case", interop_params(ENCRYPTED_CASES, TOOL_LIMITS))
-def test_openssl_encrypted_message_decrypts(
-    case: Case,
-    request: pytest.FixtureRequest,
-    pki: TestPki,
-    identities: dict[str, Identity],
-    anchors: Sequence[x509.Certificate],
-    now: dt.datetime,
-) -> None:
-    _open_case(case, request, pki, identities, anchors, now)
-
-
-@pytest.mark.parametrize("case", interop_params(NESTED_CASES, TOOL_LIMITS))
-def test_openssl_nested_layers_all_open(
-    case: Case,
-    request: pytest.FixtureRequest,
-    pki: TestPki,
-    identities: dict[str, Identity],
-    anchors: Sequence[x509.Certificate],
-    now: dt.datetime,
-) -> None:
-    _open_case(case, request, pki, identities, anchors, now)
-
-
-@pytest.mark.parametrize("case", interop_params(CERTIFICATE_CASES, TOOL_LIMITS))
-def test_openssl_signer_certificate_defect_gives_its_status(
-    case: Case,
-    request: pytest.FixtureRequest,
-    pki: TestPki,
-    identities: dict[str, Identity],
-    anchors: Sequence[x509.Certificate],
-    now: dt.datetime,
-) -> None:
-    _open_case(case, request, pki, identities, anchors, now)
 
 
 def test_openssl_signed_message_with_altered_body_is_invalid(
