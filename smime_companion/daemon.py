@@ -41,8 +41,8 @@ from typing import Any, Protocol
 
 from cryptography import x509
 
-from smime_companion import credentials, runtime
-from smime_companion.config import AccountConfig, Config, SecretRef
+from smime_companion import runtime
+from smime_companion.config import AccountConfig, Config
 from smime_companion.core.model import Identity, OpenResult
 from smime_companion.core.open import open_message
 from smime_companion.errors import ImapError, SmimeCompanionError
@@ -112,37 +112,6 @@ class Backoff:
     def reset(self) -> None:
         """Start again from the base delay (after a success)."""
         self.failures = 0
-
-
-def server_spec(account: AccountConfig, timeout: float = 60.0) -> ServerSpec:
-    """The adapter's connection parameters for ``account``. The secret (password or OAuth2
-    token from ``oauth2_token_command``) is resolved at each connect, never stored here."""
-    if account.auth == "xoauth2":
-        assert account.oauth2_token_command is not None  # config validation guarantees it
-        token_ref = SecretRef(
-            what=f"accounts.{account.name}.oauth2_token_command",
-            command=account.oauth2_token_command,
-        )
-
-        def secret() -> str:
-            return credentials.resolve(token_ref)
-
-    else:
-
-        def secret() -> str:
-            return credentials.resolve(account.password)
-
-    return ServerSpec(
-        host=account.host,
-        port=account.port,
-        username=account.username,
-        secret=secret,
-        tls=account.tls,
-        ca_file=account.ca_file,
-        auth=account.auth,
-        timeout=timeout,
-        name=account.name,
-    )
 
 
 def open_cache(config: Config) -> Cache:
@@ -331,7 +300,7 @@ class Daemon:
     def _box(self, account: AccountConfig) -> Mailbox:
         box = self._boxes.get(account.name)
         if box is None:
-            box = self.connector(server_spec(account))
+            box = self.connector(runtime.server_spec(account))
             self._boxes[account.name] = box
         return box
 
@@ -593,7 +562,7 @@ class FolderWatcher(threading.Thread):
         while not self._stopping():
             box: Mailbox | None = None
             try:
-                box = self.owner.connector(server_spec(self.account))
+                box = self.owner.connector(runtime.server_spec(self.account))
                 box.examine(self.folder)
                 # Mail may have arrived between the last sync and this IDLE (or while we were
                 # disconnected): ask for a sync; an unchanged folder costs one EXAMINE.

@@ -171,10 +171,12 @@ def _account_secret(account: AccountConfig, ref: SecretRef) -> tuple[str, Callab
     return "password", lambda: credentials.resolve(ref)
 
 
-def outbox_imap(account: AccountConfig, timeout: float = 60.0) -> ImapOutbox:
-    """The outbox side of ``account``'s IMAP server (outbox, Sent, INBOX)."""
+def server_spec(account: AccountConfig, timeout: float = 60.0) -> ServerSpec:
+    """The IMAP connection parameters for ``account`` (sync, watchers and the outbox alike).
+    The secret (password, or an OAuth2 token from ``oauth2_token_command``) is resolved at each
+    connect, never stored here."""
     auth, secret = _account_secret(account, account.password)
-    spec = ServerSpec(
+    return ServerSpec(
         host=account.host,
         port=account.port,
         username=account.username,
@@ -185,7 +187,11 @@ def outbox_imap(account: AccountConfig, timeout: float = 60.0) -> ImapOutbox:
         timeout=timeout,
         name=account.name,
     )
-    return ImapOutbox(spec, account.outbox_folder, account.sent_folder)
+
+
+def outbox_imap(account: AccountConfig, timeout: float = 60.0) -> ImapOutbox:
+    """The outbox side of ``account``'s IMAP server (outbox, Sent, INBOX)."""
+    return ImapOutbox(server_spec(account, timeout), account.outbox_folder, account.sent_folder)
 
 
 def smtp_submitter(account: AccountConfig, timeout: float = 60.0) -> SmtpSubmitter:

@@ -12,9 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from smime_companion.config import AccountConfig, SecretRef
-from smime_companion.daemon import server_spec
 from smime_companion.errors import ImapError
 from smime_companion.imap.client import connect
+from smime_companion.runtime import server_spec
 from tests.dovecot import Dovecot, running_dovecot
 
 GOOD_TOKEN = "ya29.test-token-for-alice"

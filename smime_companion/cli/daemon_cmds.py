@@ -27,7 +27,6 @@ from smime_companion.daemon import (
     now_utc,
     open_cache,
     read_status_file,
-    server_spec,
 )
 from smime_companion.errors import SmimeCompanionError, UsageError
 from smime_companion.imap.client import Mailbox, connect
@@ -453,7 +452,7 @@ def _check_account(checks: _Checks, *, account_name: str, config: Config) -> Non
         checks.fail(f"{label}: DNS: {exc.strerror or exc}")
         return
     try:
-        box = connect(server_spec(account, timeout=20))
+        box = connect(runtime.server_spec(account, timeout=20))
     except SmimeCompanionError as exc:
         checks.fail(f"{label}: {exc}")
         return
