@@ -221,6 +221,23 @@ class OpenResult:
     header_protection: str | None = None  # "hp", "v1", "rfc822" or None
     signers: tuple[SignerReport, ...] = field(default=())
 
+    @classmethod
+    def unopened(
+        cls, raw: bytes, error: str, decryption: Decryption = Decryption.NONE
+    ) -> OpenResult:
+        """The result for a message that could not be opened at all: no layers, ``error`` set,
+        the raw message as the content (so it is still kept and shown)."""
+        return cls(
+            decryption=decryption,
+            signature=SignatureStatus.NONE,
+            signer=None,
+            layers=(),
+            content_cipher=None,
+            warnings=(),
+            error=error,
+            content=raw,
+        )
+
     @property
     def ok(self) -> bool:
         """True when the message opened fully, without error, and any signature is valid

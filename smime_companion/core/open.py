@@ -135,11 +135,11 @@ class _Opener:
 
     def run(self, raw: bytes) -> OpenResult:
         if len(raw) > self.limits.max_message_bytes:
-            return _unreadable(raw, f"message of {len(raw)} bytes is larger than the limit")
+            return OpenResult.unopened(raw, f"message of {len(raw)} bytes is larger than the limit")
         try:
             entity = parse_entity(raw, self.limits.max_header_bytes)
         except MalformedInput as exc:
-            return _unreadable(raw, f"message is malformed: {exc}")
+            return OpenResult.unopened(raw, f"message is malformed: {exc}")
 
         headers = entity.fields
         header_protection: str | None = None
@@ -520,16 +520,3 @@ def _prefixed(what: str, error: str | None) -> str | None:
 def _add(items: list[str], item: str) -> None:
     if item not in items:
         items.append(item)
-
-
-def _unreadable(raw: bytes, error: str) -> OpenResult:
-    return OpenResult(
-        decryption=Decryption.NONE,
-        signature=SignatureStatus.NONE,
-        signer=None,
-        layers=(),
-        content_cipher=None,
-        warnings=(),
-        error=error,
-        content=raw,
-    )

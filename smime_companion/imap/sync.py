@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from smime_companion.core.model import Decryption, OpenResult, SignatureStatus
+from smime_companion.core.model import Decryption, OpenResult
 from smime_companion.errors import SmimeCompanionError
 from smime_companion.imap.client import Mailbox, Summary
 from smime_companion.store.cache import FolderState
@@ -352,16 +352,7 @@ def open_safely(open_raw: Opener, raw: bytes, at: datetime) -> OpenResult:
     except Exception as exc:
         log.exception("core.open failed on a message")
         error = f"internal error while opening: {type(exc).__name__}"
-    return OpenResult(
-        decryption=Decryption.MALFORMED,
-        signature=SignatureStatus.NONE,
-        signer=None,
-        layers=(),
-        content_cipher=None,
-        warnings=(),
-        error=error,
-        content=raw,
-    )
+    return OpenResult.unopened(raw, error, decryption=Decryption.MALFORMED)
 
 
 def _save(
