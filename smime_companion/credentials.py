@@ -6,8 +6,13 @@ error messages name where a secret was looked for, never its value.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+from collections.abc import Iterator
+
+import keyring
+from keyring.errors import KeyringError
 
 from smime_companion.config import SecretRef
 from smime_companion.errors import SecretUnavailable
@@ -51,20 +56,22 @@ def _from_command(ref: SecretRef) -> str:
     return value
 
 
-def _from_keyring(ref: SecretRef) -> str:
-    assert ref.keyring is not None
-    service, user = ref.keyring
+@contextlib.contextmanager
+def _keyring_errors(ref: SecretRef) -> Iterator[None]:
+    """Turn a keyring backend failure into one line naming the secret (never its value)."""
     try:
-        import keyring
-        from keyring.errors import KeyringError
-
-        value = keyring.get_password(service, user)
-    except ImportError:
-        raise SecretUnavailable(f"{ref.what}: the keyring package is not installed") from None
+        yield
     except KeyringError as exc:
         raise SecretUnavailable(
             f"{ref.what}: the OS keyring is unavailable ({type(exc).__name__})"
         ) from None
+
+
+def _from_keyring(ref: SecretRef) -> str:
+    assert ref.keyring is not None
+    service, user = ref.keyring
+    with _keyring_errors(ref):
+        value = keyring.get_password(service, user)
     if value is None:
         raise SecretUnavailable(
             f"{ref.what}: no keyring entry {service}/{user} "
@@ -77,14 +84,5 @@ def store_in_keyring(ref: SecretRef, value: str) -> None:
     """Save ``value`` as ``ref``'s keyring entry. Raises :class:`SecretUnavailable`."""
     if not ref.keyring:
         raise SecretUnavailable(f"{ref.what}: not configured as a keyring entry")
-    try:
-        import keyring
-        from keyring.errors import KeyringError
-
+    with _keyring_errors(ref):
         keyring.set_password(ref.keyring[0], ref.keyring[1], value)
-    except ImportError:
-        raise SecretUnavailable(f"{ref.what}: the keyring package is not installed") from None
-    except KeyringError as exc:
-        raise SecretUnavailable(
-            f"{ref.what}: the OS keyring is unavailable ({type(exc).__name__})"
-        ) from None
