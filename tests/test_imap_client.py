@@ -212,3 +212,130 @@ def test_idle_on_a_connection_the_server_dropped_raises_instead_of_waiting_forev
                 box.idle_wait(5)
         finally:
             box.close()
+
+
+# -- the lean FETCH reader (bodies, summaries without BODYSTRUCTURE) -----------------------------
+
+AWKWARD_MAIL = {
+    "crlf": plain_mail("crlf"),
+    "bare-lf": b"Subject: bare\nFrom: a@example.org\n\nline one\nline two\n",
+    "8-bit": (
+        b"Subject: 8bit\r\nContent-Type: text/plain; charset=latin1\r\n\r\n\xe9t\xe9 \xff\x80\r\n"
+    ),
+    "protocol-lookalike": (
+        b"Subject: ) {5}\r\n\r\n) {5}\r\nhello\r\n* 3 EXPUNGE\r\nA001 OK done\r\n)\r\n"
+    ),
+    "headers-only": b"Subject: empty\r\n\r\n",
+    "empty": b"",
+}
+
+
+def test_bodies_are_byte_for_byte_what_imapclient_reads(
+    server: Dovecot, mailbox: ImapMailbox
+) -> None:
+    folder = "Awkward"
+    for raw in AWKWARD_MAIL.values():
+        server.deliver("alice", raw, folder)
+    mailbox.examine(folder)
+    uids = mailbox.search_uids()
+    bodies = mailbox.bodies(uids)
+    reference = mailbox._imap.fetch(uids, ["BODY.PEEK[]"])
+    assert bodies == {uid: item[b"BODY[]"] for uid, item in reference.items()}
+    by_name = dict(zip(AWKWARD_MAIL, uids, strict=True))
+    for name in ("crlf", "8-bit", "protocol-lookalike", "headers-only", "empty"):
+        assert bodies[by_name[name]] == AWKWARD_MAIL[name], name
+    # Dovecot sends bare LF as CRLF.
+    assert bodies[by_name["bare-lf"]] == AWKWARD_MAIL["bare-lf"].replace(b"\n", b"\r\n")
+
+
+def test_bodies_leave_out_a_message_expunged_meanwhile_and_changes_since_still_sees_it(
+    server: Dovecot, mailbox: ImapMailbox
+) -> None:
+    folder = "Vanishing"
+    uids = [server.append("alice", plain_mail(f"v{i}"), folder) for i in range(3)]
+    before = mailbox.examine(folder)
+    assert before.highest_modseq is not None
+    server.expunge("alice", [uids[1]], folder)  # by another session, while ours has it in view
+    bodies = mailbox.bodies(uids)
+    assert bodies.keys() == {uids[0], uids[2]}
+    assert b"Plain v2" in bodies[uids[2]]
+    # The server's VANISHED, sent during the body fetch, is kept for changes_since.
+    assert mailbox.changes_since(uids, before.highest_modseq).vanished == {uids[1]}
+
+
+def test_summaries_without_structure_agree_with_those_with_it_except_smime(
+    server: Dovecot, mailbox: ImapMailbox, pki: TestPki
+) -> None:
+    folder = "Summaries"
+    server.deliver("alice", plain_mail("s-plain"), folder)
+    server.deliver("alice", signed_mail(pki, "s-signed"), folder)
+    server.deliver("alice", encrypted_mail(pki, "s-enc"), folder)
+    server.deliver("alice", plain_mail("s-flagged"), folder)
+    mailbox.examine(folder)
+    uids = mailbox.search_uids()
+    server.set_flags("alice", uids[-1:], [b"\\Flagged", b"$Label1"], folder)
+    mailbox.examine(folder)
+    full = mailbox.summaries(uids)
+    lean = mailbox.summaries(uids, structure=False)
+    assert [s.smime for s in lean] == [None] * 4
+    assert [s.smime for s in full] == [False, True, True, False]
+    assert [(s.uid, s.size, s.flags, s.internaldate) for s in lean] == [
+        (s.uid, s.size, s.flags, s.internaldate) for s in full
+    ]
+    assert {"\\Flagged", "$Label1"} <= set(lean[-1].flags)
+    assert all(s.internaldate is not None and s.internaldate.tzinfo for s in lean)
+
+
+def test_after_bodies_the_connection_still_searches_fetches_flags_and_idles(
+    server: Dovecot, mailbox: ImapMailbox
+) -> None:
+    folder = "After"
+    uids = [server.append("alice", plain_mail(f"a{i}"), folder) for i in range(3)]
+    mailbox.examine(folder)
+    assert len(mailbox.bodies(uids)) == 3
+    assert mailbox.search_uids() == uids
+    assert set(mailbox.flags(uids)) == set(uids)
+    assert len(mailbox.summaries(uids)) == 3
+    assert len(mailbox.bodies(uids[:1])) == 1
+    mailbox.idle_start()
+    try:
+        threading.Timer(0.2, server.append, ("alice", plain_mail("after-idle"), folder)).start()
+        assert mailbox.idle_wait(5)
+    finally:
+        mailbox.idle_done()
+    assert len(mailbox.search_uids()) == 4
+
+
+def test_a_refused_body_fetch_is_an_error_naming_the_step_and_the_connection_goes_on(
+    server: Dovecot, mailbox: ImapMailbox
+) -> None:
+    # No folder examined yet: Dovecot answers BAD.
+    with pytest.raises(ImapError, match=r"UID FETCH BODY\.PEEK\[\] failed: BAD") as info:
+        mailbox.bodies([1])
+    assert str(info.value).startswith(f"test (localhost:{server.tls_port}): ")
+    mailbox.examine("INBOX")
+    mailbox.search_uids()
+
+
+def test_a_socket_failure_inside_a_body_is_one_line_without_the_body_and_drops_the_connection(
+    server: Dovecot, mailbox: ImapMailbox
+) -> None:
+    folder = "Broken"
+    uid = server.append("alice", plain_mail("confidential-words"), folder)
+    mailbox.examine(folder)
+    imap = mailbox._imap._imap
+    real_read = imap.read
+
+    def failing_read(size: int) -> bytes:
+        real_read(size // 2)  # part of the body arrives, then the network fails
+        raise TimeoutError("timed out")
+
+    imap.read = failing_read  # failure injection
+    with pytest.raises(ImapError) as info:
+        mailbox.bodies([uid])
+    message = str(info.value)
+    assert "UID FETCH BODY.PEEK[] 'Broken' failed: timed out" in message
+    assert "\n" not in message and "confidential" not in message
+    # Where the next response starts is unknown: the connection is closed, not misread.
+    with pytest.raises(ImapError):
+        mailbox.search_uids()

@@ -13,6 +13,12 @@ Workarounds for imapclient 4.1 (see the sync issue): its FETCH parser fails on `
 are always passed as explicit lists (in chunks, to bound the command length); it has no QRESYNC
 helper and does not parse VANISHED, so ``VANISHED (EARLIER)`` responses are read from imaplib's
 untagged responses after a ``CHANGEDSINCE ... VANISHED`` fetch.
+
+Bodies (and summaries without BODYSTRUCTURE) bypass imaplib's response loop and imapclient's
+parser, which cost about 7 s of CPU for 317 MB: :class:`FetchReader` sends ``UID FETCH`` on the
+same connection (with a tag from imaplib, so its bookkeeping stays right), reads each literal
+with one ``read(n)`` and parses the item lists itself; untagged responses other than FETCH are
+stored in imaplib's ``untagged_responses`` exactly as imaplib would store them.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import imaplib
 import logging
 import os
+import re
 import socket
 import ssl
 import time
@@ -33,6 +40,7 @@ from typing import Any, Protocol
 
 from imapclient import IMAPClient
 from imapclient import exceptions as imap_exceptions
+from imapclient.datetime_util import parse_to_datetime
 
 from smime_companion.errors import ImapError
 
@@ -89,12 +97,15 @@ class FolderInfo:
 
 @dataclass(frozen=True)
 class Summary:
-    """One message before its body is fetched: enough to decide whether to download it."""
+    """One message before its body is fetched: enough to decide whether to download it.
+
+    ``smime`` is None when BODYSTRUCTURE was not examined (``summaries(structure=False)``).
+    """
 
     uid: int
     size: int
     flags: tuple[str, ...]
-    smime: bool
+    smime: bool | None
     internaldate: datetime | None = None
 
 
@@ -137,8 +148,10 @@ class Mailbox(Protocol):
         the server refused the search (then every message's BODYSTRUCTURE must be read)."""
         ...
 
-    def summaries(self, uids: Sequence[int]) -> list[Summary]:
-        """Size, flags, arrival time and S/MIME-ness (from BODYSTRUCTURE) of these messages."""
+    def summaries(self, uids: Sequence[int], *, structure: bool = True) -> list[Summary]:
+        """Size, flags and arrival time of these messages (expunged ones are absent) and, with
+        ``structure``, their S/MIME-ness from BODYSTRUCTURE; without it ``smime`` is None (for
+        callers that download every body anyway: BODYSTRUCTURE costs the server a parse)."""
         ...
 
     def bodies(self, uids: Sequence[int]) -> dict[int, bytes]:
@@ -296,8 +309,50 @@ class ImapMailbox:
         except ImapError:
             raise
         except (OSError, imaplib.IMAP4.error, imap_exceptions.IMAPClientError, EOFError) as exc:
-            folder = f" {self._folder!r}" if self._folder else ""
-            raise ImapError(f"{self.spec.label}: {step}{folder} failed: {reason(exc)}") from None
+            raise self._failed(step, reason(exc)) from None
+
+    def _failed(self, step: str, why: str) -> ImapError:
+        """``account (host:port): STEP 'folder' failed: why``: the one shape of a step's error."""
+        folder = f" {self._folder!r}" if self._folder else ""
+        return ImapError(f"{self.spec.label}: {step}{folder} failed: {why}")
+
+    def _uid_fetch(
+        self, step: str, uids: Sequence[int], items: bytes
+    ) -> dict[int, dict[bytes, Any]]:
+        """``UID FETCH <uids> <items>`` read by :class:`FetchReader`: the items of each asked-for
+        UID the server returned (expunged ones are absent). Raises ImapError naming ``step``
+        on NO/BAD (like imapclient's fetch, even when some messages came first), on a socket
+        failure, or on a response it cannot parse; after the last two the connection is shut
+        down, since where the next response starts is no longer known."""
+        imap = self._imap._imap
+        command = b"UID FETCH " + sequence_set(uids) + b" " + items
+
+        def run() -> dict[int, dict[bytes, Any]]:
+            # As imaplib's _command does: a stale tagged-status text must not be mistaken for
+            # this command's, and a BYE already received means the connection is gone.
+            for typ in ("OK", "NO", "BAD"):
+                imap.untagged_responses.pop(typ, None)
+            imap._check_bye()
+            tag = imap._new_tag()  # registered in imaplib's tagged_commands: tags stay unique
+            try:
+                imap.send(tag + b" " + command + b"\r\n")
+                reader = FetchReader(imap.readline, imap.read, imap._append_untagged)
+                status, text, messages = reader.read_until(tag)
+            except BaseException as exc:
+                shutdown(self._imap)
+                if isinstance(exc, ImapError):
+                    raise self._failed(step, str(exc)) from None
+                raise
+            finally:
+                imap.tagged_commands.pop(tag, None)
+            if status != "OK":
+                # The tagged completion was read: the connection is still in step.
+                raise self._failed(step, f"{status} {_text(text)[:200]}")
+            wanted = set(uids)
+            return {uid: item for uid, item in messages.items() if uid in wanted}
+
+        result: dict[int, dict[bytes, Any]] = self._call(step, run)
+        return result
 
     # -- folders ---------------------------------------------------------------------------------
 
@@ -370,7 +425,9 @@ class ImapMailbox:
         except Exception:
             return False
 
-    def summaries(self, uids: Sequence[int]) -> list[Summary]:
+    def summaries(self, uids: Sequence[int], *, structure: bool = True) -> list[Summary]:
+        if not structure:
+            return self._plain_summaries(uids)
         out: list[Summary] = []
         for chunk in _chunks(sorted(uids), UID_CHUNK):
             data = self._call(
@@ -397,13 +454,41 @@ class ImapMailbox:
                 )
         return out
 
+    def _plain_summaries(self, uids: Sequence[int]) -> list[Summary]:
+        """Summaries without BODYSTRUCTURE (``smime`` None), through :class:`FetchReader`."""
+        out: list[Summary] = []
+        for chunk in _chunks(sorted(uids), UID_CHUNK):
+            data = self._uid_fetch(
+                "UID FETCH RFC822.SIZE", chunk, b"(UID RFC822.SIZE FLAGS INTERNALDATE)"
+            )
+            for uid in chunk:
+                item = data.get(uid)
+                if item is None:
+                    continue  # expunged meanwhile
+                size = item.get(b"RFC822.SIZE", 0)
+                flags = item.get(b"FLAGS", ())
+                out.append(
+                    Summary(
+                        uid=uid,
+                        size=size if isinstance(size, int) else 0,
+                        flags=_flags(flags) if isinstance(flags, tuple) else (),
+                        smime=None,
+                        internaldate=_internaldate(item.get(b"INTERNALDATE")),
+                    )
+                )
+        return out
+
     def bodies(self, uids: Sequence[int]) -> dict[int, bytes]:
         if not uids:
             return {}
-        data = self._call(
-            "UID FETCH BODY.PEEK[]", lambda: self._imap.fetch(sorted(uids), ["BODY.PEEK[]"])
-        )
-        return {uid: bytes(item[b"BODY[]"]) for uid, item in data.items() if b"BODY[]" in item}
+        data = self._uid_fetch("UID FETCH BODY.PEEK[]", sorted(uids), b"(UID BODY.PEEK[])")
+        # A literal is bytes already (one read(n) each): no copy. NIL (an empty answer from a
+        # server that lost the message) is not a body.
+        return {
+            uid: body
+            for uid, item in data.items()
+            if isinstance(body := item.get(b"BODY[]"), bytes)
+        }
 
     def flags(self, uids: Sequence[int]) -> dict[int, tuple[str, ...]]:
         out: dict[int, tuple[str, ...]] = {}
@@ -477,6 +562,180 @@ class ImapMailbox:
             return True
         finally:
             raw.close()
+
+
+# -- the FETCH reader ---------------------------------------------------------------------------
+
+# A literal larger than this is refused before anything is allocated for it: read(n) allocates n
+# bytes at once, and a hostile or broken server could announce any size.
+MAX_LITERAL = 512 * 1024 * 1024
+# Nesting deeper than this in one item list is refused (BODYSTRUCTUREs nest a few levels).
+MAX_DEPTH = 64
+
+# One token of a FETCH item list, after optional spaces. Groups: 1 "(", 2 ")", 3 a quoted string's
+# content, 4 a literal's size (only at the end of a line), 5 an atom or number, where an item name
+# may carry a section and a partial range (``BODY[HEADER.FIELDS (TO)]<0>``).
+_TOKEN = re.compile(
+    rb' *(?:(\()|(\))|"((?:[^"\\]|\\.)*)"|\{(\d+)\}\Z'
+    rb'|([^ ()"{}\[\]]+(?:\[[^\]]*\](?:<\d+(?:\.\d+)?>)?)?))'
+)
+_QUOTED_ESCAPE = re.compile(rb"\\(.)")
+_FETCH = re.compile(rb"\* (\d+) FETCH \(")
+# imaplib's own patterns for the other untagged responses, so they are stored as it stores them.
+_UNTAGGED = re.compile(rb"\* (?P<type>[A-Z-]+)( (?P<data>.*))?", re.ASCII)
+_UNTAGGED_STATUS = re.compile(rb"\* (?P<data>\d+) (?P<type>[A-Z-]+)( (?P<data2>.*))?", re.ASCII)
+_LITERAL_AT_END = re.compile(rb".*{(?P<size>\d+)}$", re.ASCII)
+_RESPONSE_CODE = re.compile(rb"\[(?P<type>[A-Z-]+)( (?P<data>.*))?\]", re.ASCII)
+
+
+class FetchReader:
+    """Reads the responses to one tagged FETCH command from a connection's stream.
+
+    ``readline()`` returns one line with its CRLF (b"" at end of stream) and ``read(n)`` n bytes
+    (imaplib's methods of the same names); ``keep(type, data)`` receives every untagged response
+    that is not a FETCH, in the form imaplib's ``_append_untagged`` stores it (the data, or a
+    ``(data, literal)`` tuple for each literal in it), so EXISTS, EXPUNGE, VANISHED and response
+    codes reach whoever reads ``untagged_responses`` later. Raises ImapError (without the
+    server's name: the caller adds it) on a response it cannot parse, a closed stream or a BYE.
+    """
+
+    def __init__(
+        self,
+        readline: Callable[[], bytes],
+        read: Callable[[int], bytes],
+        keep: Callable[[str, Any], None],
+    ) -> None:
+        self._readline = readline
+        self._read = read
+        self._keep = keep
+
+    def read_until(self, tag: bytes) -> tuple[str, bytes, dict[int, dict[bytes, Any]]]:
+        """Read up to the tagged completion of ``tag``: (``OK``/``NO``/``BAD``, its text, the
+        items of each FETCH response by UID). Items are keyed by upper-case name (``BODY[]``,
+        ``FLAGS``); values are int (numbers), bytes (atoms, quoted strings, literals), None (NIL)
+        or tuples (lists). Responses without a UID (unsolicited, for another message) are
+        dropped; two for one UID are merged."""
+        messages: dict[int, dict[bytes, Any]] = {}
+        prefix = tag + b" "
+        while True:
+            line = self._line()
+            fetch = _FETCH.match(line)
+            if fetch is not None:
+                items = self._item_list(line, fetch.end())
+                uid = items.get(b"UID")
+                if isinstance(uid, int):
+                    messages.setdefault(uid, {}).update(items)
+            elif line.startswith(b"* "):
+                self._untagged(line)
+            elif line.startswith(prefix):
+                status, _, text = line[len(prefix) :].partition(b" ")
+                if status not in (b"OK", b"NO", b"BAD"):
+                    raise _unparsable(line)
+                self._response_code(text)
+                return status.decode("ascii"), text, messages
+            else:  # a continuation or another command's tag: not a FETCH exchange
+                raise _unparsable(line)
+
+    def _line(self) -> bytes:
+        line = self._readline()
+        if not line:
+            raise ImapError("connection closed by the server during FETCH")
+        if not line.endswith(b"\r\n"):
+            raise _unparsable(line)
+        return line[:-2]
+
+    def _literal(self, size: int) -> bytes:
+        if size > MAX_LITERAL:
+            raise ImapError(f"server announced a literal of {size} bytes (limit {MAX_LITERAL})")
+        data = self._read(size)
+        if len(data) != size:
+            raise ImapError("connection closed by the server inside a literal")
+        return data
+
+    def _item_list(self, line: bytes, pos: int) -> dict[bytes, Any]:
+        """The ``name value`` pairs of the list opened just before ``pos``, read on through
+        literals and the lines after them."""
+        stack: list[list[Any]] = [[]]
+        while True:
+            token = _TOKEN.match(line, pos)
+            if token is None:
+                raise _unparsable(line)
+            pos = token.end()
+            kind = token.lastindex
+            if kind == 5:
+                atom = token.group(5)
+                if atom.isdigit():
+                    stack[-1].append(int(atom))
+                else:
+                    stack[-1].append(None if atom.upper() == b"NIL" else atom)
+            elif kind == 4:
+                stack[-1].append(self._literal(int(token.group(4))))
+                line, pos = self._line(), 0  # the response goes on after the literal
+            elif kind == 3:
+                quoted = token.group(3)
+                stack[-1].append(_QUOTED_ESCAPE.sub(rb"\1", quoted) if b"\\" in quoted else quoted)
+            elif kind == 1:
+                if len(stack) >= MAX_DEPTH:
+                    raise _unparsable(line)
+                stack.append([])
+            else:  # ")"
+                done = stack.pop()
+                if stack:
+                    stack[-1].append(tuple(done))
+                    continue
+                if line[pos:].strip(b" ") or len(done) % 2:
+                    raise _unparsable(line)
+                names = done[0::2]
+                if not all(isinstance(name, bytes) for name in names):
+                    raise _unparsable(line)
+                return {name.upper(): value for name, value in zip(names, done[1::2], strict=True)}
+
+    def _untagged(self, line: bytes) -> None:
+        """Store a non-FETCH untagged response as imaplib's ``_get_response`` would."""
+        data2 = None
+        match = _UNTAGGED.match(line)
+        if match is None:
+            match = _UNTAGGED_STATUS.match(line)
+            if match is None:
+                raise _unparsable(line)
+            data2 = match.group("data2")
+        kind = match.group("type").decode("ascii")
+        data = match.group("data") or b""
+        if data2:
+            data = data + b" " + data2
+        while (literal := _LITERAL_AT_END.match(data)) is not None:
+            self._keep(kind, (data, self._literal(int(literal.group("size")))))
+            data = self._line()
+        self._keep(kind, data)
+        if kind in ("OK", "NO", "BAD"):
+            self._response_code(data)
+        if kind == "BYE":
+            raise ImapError(f"server closed the connection: {_text(data)[:80]}")
+
+    def _response_code(self, text: bytes) -> None:
+        """Keep ``[CODE data]`` of an OK/NO/BAD as imaplib does (``untagged_responses[CODE]``)."""
+        if (code := _RESPONSE_CODE.match(text)) is not None:
+            self._keep(code.group("type").decode("ascii"), code.group("data"))
+
+
+def _unparsable(line: bytes) -> ImapError:
+    # At most 80 bytes: a line after a wrong literal size may be message text.
+    return ImapError(f"unparsable FETCH response {line[:80]!r}")
+
+
+def sequence_set(uids: Iterable[int]) -> bytes:
+    """An IMAP sequence set for these UIDs with runs as ranges: [1, 2, 3, 7] -> ``b"1:3,7"``."""
+    runs: list[str] = []
+    start = previous = -1
+    for uid in sorted(set(uids)):
+        if uid != previous + 1:
+            if previous >= 0:
+                runs.append(f"{start}:{previous}" if previous > start else str(start))
+            start = uid
+        previous = uid
+    if previous >= 0:
+        runs.append(f"{start}:{previous}" if previous > start else str(start))
+    return ",".join(runs).encode("ascii")
 
 
 # -- pure helpers (also used by tests) ----------------------------------------------------------
@@ -557,6 +816,16 @@ def _aware(value: Any) -> datetime | None:
     if not isinstance(value, datetime):
         return None
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _internaldate(value: Any) -> datetime | None:
+    """An INTERNALDATE string as imapclient converts it with ``normalise_times = False``."""
+    if not isinstance(value, bytes):
+        return None
+    try:
+        return _aware(parse_to_datetime(value, normalise=False))
+    except ValueError:
+        return None
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterable[list[int]]:
