@@ -4,4 +4,7 @@ import sys
 
 from smime_companion.cli import main
 
-sys.exit(main())
+# Guarded: the opening workers are started with ``spawn``, which imports the parent's main
+# module (as ``__mp_main__``) in each worker; it must not run the command line again there.
+if __name__ == "__main__":
+    sys.exit(main())

@@ -44,10 +44,10 @@ from cryptography import x509
 from smime_companion import runtime
 from smime_companion.config import AccountConfig, Config
 from smime_companion.core.model import Identity, OpenResult
-from smime_companion.core.open import open_message
 from smime_companion.errors import ImapError, SmimeCompanionError
 from smime_companion.imap.client import Mailbox, ServerSpec, connect
 from smime_companion.imap.sync import FolderReport, Harvester, Stopped, record_error, sync_folder
+from smime_companion.opening import Opener
 from smime_companion.outbox.localdir import LocalDirectory
 from smime_companion.outbox.watch import DraftWatcher
 from smime_companion.scan import Scanner, scan_pending
@@ -150,6 +150,7 @@ class Daemon:
         outbox: OutboxPass | None = None,
         identity_loader: IdentityLoader = config_identities,
         resources: Sequence[Closeable] = (),
+        open_workers: int | None = None,
     ) -> None:
         self.config = config
         self.cache = cache
@@ -165,6 +166,9 @@ class Daemon:
         self.outbox = outbox
         self.identity_loader = identity_loader
         self._resources = list(resources)  # closed by shutdown(), after the cache
+        # None: one worker process per spare core (see smime_companion.opening).
+        self._open_workers = open_workers
+        self.opener = self._new_opener()
         self.changes: queue.Queue[tuple[str, str]] = queue.Queue()
         self._boxes: dict[str, Mailbox] = {}
         self._folders: dict[str, list[str]] = {}
@@ -178,13 +182,16 @@ class Daemon:
     # -- opening ---------------------------------------------------------------------------------
 
     def open_raw(self, raw: bytes, at: datetime) -> OpenResult:
-        """``core.open`` with the configured identities and anchors, at arrival time ``at``."""
-        return open_message(
-            raw,
-            identities=self.identities,
-            anchors=self.anchors,
-            at=at,
+        """``core.open`` with the configured identities and anchors, at arrival time ``at``;
+        never raises (a message that cannot be opened gives a result carrying the error)."""
+        return self.opener.open(raw, at)
+
+    def _new_opener(self) -> Opener:
+        return Opener(
+            self.identities,
+            self.anchors,
             allow_sha1=self.config.identity.allow_sha1,
+            workers=self._open_workers,
         )
 
     # -- one pass --------------------------------------------------------------------------------
@@ -286,7 +293,7 @@ class Daemon:
                 self.cache,
                 account=account.name,
                 folder=folder,
-                open_raw=self.open_raw,
+                opener=self.opener,
                 now=self.clock,
                 cache_all=self.config.cache.cache_all,
                 harvester=self.harvester,
@@ -322,10 +329,11 @@ class Daemon:
         return names
 
     def close(self) -> None:
-        """Stop the watchers and log out of every connection."""
+        """Stop the watchers and the opening workers, and log out of every connection."""
         self._stop_watchers()
         for name in list(self._boxes):
             self._drop_box(name)
+        self.opener.close()
 
     def shutdown(self) -> None:
         """:meth:`close`, then close the cache and the other stores the daemon was given."""
@@ -426,6 +434,8 @@ class Daemon:
         for name in list(self._boxes):
             self._drop_box(name)
         self.config, self.identities, self.anchors = config, identities, anchors
+        self.opener.close()  # its workers hold the old keys
+        self.opener = self._new_opener()
         self._retry_at.clear()
         self._backoff.clear()
         self.reopen_unopened()  # the new config may hold a key that opens them

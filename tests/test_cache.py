@@ -21,6 +21,7 @@ from smime_companion.core.model import Decryption, Identity, OpenResult, Signatu
 from smime_companion.core.open import open_message
 from smime_companion.errors import CacheError, UsageError
 from smime_companion.store import Cache, FolderState
+from smime_companion.store.cache import derive_entry
 from smime_companion.testing.pki import TestPki
 from tests.conftest import load_cert, load_identity
 from tests.tools import openssl_cms
@@ -103,7 +104,7 @@ def store(
 ) -> int:
     return cache.store_message(
         account=account, folder=folder, uidvalidity=uidvalidity, uid=uid, raw=raw,
-        result=open_raw(raw, now), arrived=now, flags=flags,
+        entry=derive_entry(raw, open_raw(raw, now), now), arrived=now, flags=flags,
     )  # fmt: skip
 
 

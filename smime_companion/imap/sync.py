@@ -15,36 +15,43 @@ One pass, read-only on the server:
 3. Expunges and flag changes of cached messages: with QRESYNC from ``CHANGEDSINCE ... VANISHED``;
    otherwise by comparing a UID SEARCH with the cache (and CHANGEDSINCE or plain FLAGS fetches).
 4. New messages (UIDs at or above the recorded UIDNEXT, or every UID not cached on a first pass):
-   BODYSTRUCTURE first, in batches, so only S/MIME bodies are downloaded (all of them with
-   ``cache_all``); bodies in batches bounded in bytes; each opened with ``core.open`` at its
-   arrival time, stored in one transaction, and offered to the certificate harvester.
-   Progress (UIDNEXT) is saved after every batch, so an interrupted pass resumes where it stopped;
-   storing is idempotent, so a batch repeated after a crash adds nothing twice.
+   the server names the candidates (a header SEARCH) and their BODYSTRUCTURE tells which are
+   S/MIME, so only S/MIME bodies are downloaded (every body with ``cache_all``, with no
+   BODYSTRUCTURE at all); bodies in batches bounded in bytes. Three stages overlap: a reader
+   thread fetches the next batches, the opener (``smime_companion.opening``, worker processes
+   when there are spare cores) opens each at its arrival time and derives its cache entry, and
+   this thread stores the oldest opened batch in one transaction, offering each message to the
+   certificate harvester. Progress (UIDNEXT) is saved once every batch of a summary batch is
+   stored, so an interrupted pass resumes where it stopped; storing is idempotent, so a batch
+   repeated after a crash adds nothing twice.
 
 A message that cannot be opened is stored with its error and raw bytes, never dropped.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 from smime_companion.core.model import Decryption, OpenResult
-from smime_companion.errors import SmimeCompanionError
 from smime_companion.imap.client import Mailbox, Summary
-from smime_companion.store.cache import FolderState
+from smime_companion.opening import Opened
+from smime_companion.store.cache import CacheEntry, FolderState
 
 log = logging.getLogger(__name__)
 
 # Messages per BODYSTRUCTURE round trip.
 SUMMARY_BATCH = 500
 # A body batch closes at this many bytes or messages (bounds memory and the loss on a crash).
-BODY_BATCH_BYTES = 16 * 1024 * 1024
+# Up to four batches are in flight at once (read ahead, queued, being opened, being stored).
+BODY_BATCH_BYTES = 8 * 1024 * 1024
 BODY_BATCH_COUNT = 50
 
 
@@ -59,7 +66,7 @@ class SyncCache(Protocol):
         uidvalidity: int,
         uid: int,
         raw: bytes,
-        result: OpenResult,
+        entry: CacheEntry,
         arrived: datetime,
         flags: Sequence[str] = (),
     ) -> int: ...
@@ -95,8 +102,28 @@ class Harvester(Protocol):
         ...
 
 
-# Opens one raw message at a time (its arrival time): the daemon binds identities and anchors.
-Opener = Callable[[bytes, datetime], OpenResult]
+class OpenedBatch(Protocol):
+    """A batch being opened (:class:`smime_companion.opening.OpenedBatch`)."""
+
+    def result(self) -> list[Opened]:
+        """One :class:`Opened` per submitted message, in order."""
+        ...
+
+    def done(self) -> bool:
+        """True when :meth:`result` would not wait."""
+        ...
+
+
+class BatchOpener(Protocol):
+    """Opens messages and derives their cache entries, possibly in another process
+    (:class:`smime_companion.opening.Opener`, which binds the identities and anchors)."""
+
+    # How many worker processes open batches (0: ``submit`` opens them before returning).
+    workers: int
+
+    def submit(self, items: Sequence[tuple[bytes, datetime]]) -> OpenedBatch:
+        """Start opening ``(raw, arrival time)`` pairs; never raises for a bad message."""
+        ...
 
 
 @dataclass
@@ -129,7 +156,7 @@ def sync_folder(
     *,
     account: str,
     folder: str,
-    open_raw: Opener,
+    opener: BatchOpener,
     now: Callable[[], datetime],
     cache_all: bool = False,
     harvester: Harvester | None = None,
@@ -208,43 +235,45 @@ def sync_folder(
     if new and not cache_all:
         found = mailbox.search_smime_candidates(new[0])
         candidates = set(found) if found is not None else None
+    # Three stages run side by side: a reader thread fetches batches of bodies (it alone uses
+    # the connection until it has finished), the opener opens batches (in worker processes when
+    # there are cores to spare), and this thread stores the oldest opened batch, in order.
     done = 0
-    for batch in _batches(new, SUMMARY_BATCH):
-        look_at = batch if candidates is None else [u for u in batch if u in candidates]
-        summaries = mailbox.summaries(look_at) if look_at else []
-        wanted = [s for s in summaries if s.smime or cache_all]
-        report.skipped += len(batch) - len(wanted)
-        groups = list(_body_groups(wanted))
-        # The next batch of bodies is fetched on a second thread while this one is opened and
-        # stored: the server's work and the socket reads overlap ours (the two cores both busy).
-        # Only that thread touches the connection until the pool is shut down.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imap-prefetch") as pool:
-            ahead = pool.submit(mailbox.bodies, [s.uid for s in groups[0]]) if groups else None
-            for i, group in enumerate(groups):
-                assert ahead is not None
-                bodies = ahead.result()
-                ahead = (
-                    pool.submit(mailbox.bodies, [s.uid for s in groups[i + 1]])
-                    if i + 1 < len(groups)
-                    else None
-                )
-                # One transaction per body batch: a commit per message (an fsync each) cost
-                # more than everything else together; a crash loses at most this batch.
-                with cache.transaction():
-                    stopped_at = _store_bodies(bodies, cache, group, report, account, folder, uv,
-                                               open_raw, now, harvester, should_stop)  # fmt: skip
-                if stopped_at is not None:
-                    # SIGTERM: the messages stored so far are committed; the rest of this batch
-                    # is fetched again next time (storing is idempotent).
-                    raise Stopped(f"{account}/{folder}: stopped at UID {stopped_at}")
-        done += len(batch)
-        # Every UID of this batch is now handled (stored or deliberately skipped): resume after it.
-        state = _save(cache, account, folder, state, uidnext=max(batch) + 1,
-                      modseq=state.highest_modseq, last_sync=state.last_sync)  # fmt: skip
-        if progress is not None:
-            progress(done, len(new))
-        if should_stop():
-            raise Stopped(f"{account}/{folder}: stopped after UID {max(batch)}")
+    saved: FolderState = state  # the state as last saved: progress is saved batch by batch
+    in_flight: collections.deque[tuple[_Fetched, OpenedBatch]] = collections.deque()
+
+    def store_oldest() -> None:
+        nonlocal done, saved
+        fetched, batch = in_flight.popleft()
+        # One transaction per batch: a commit per message (an fsync each) cost more than
+        # everything else together; a crash loses at most this batch.
+        with cache.transaction():
+            stopped_at = _store_batch(fetched, batch.result(), cache, report, account, folder,
+                                      uv, now, harvester, should_stop)  # fmt: skip
+        if stopped_at is not None:
+            # SIGTERM: the messages stored so far are committed; the rest is fetched again
+            # next time (storing is idempotent).
+            raise Stopped(f"{account}/{folder}: stopped at UID {stopped_at}")
+        if fetched.batch_end is not None:
+            # Every UID of that summary batch is handled (stored or deliberately skipped):
+            # the next pass resumes after it.
+            done += fetched.batch_size
+            saved = _save(cache, account, folder, saved, uidnext=fetched.batch_end + 1,
+                          modseq=saved.highest_modseq, last_sync=saved.last_sync)  # fmt: skip
+            if progress is not None:
+                progress(done, len(new))
+            if should_stop():
+                raise Stopped(f"{account}/{folder}: stopped after UID {fetched.batch_end}")
+
+    with _Reader(mailbox, new, candidates, cache_all, report) as reader:
+        for fetched in reader:
+            items = [(raw, at) for _s, raw, at in fetched.messages(now)]
+            in_flight.append((fetched, opener.submit(items)))
+            # Keep each worker busy with a batch; store what is ready meanwhile, oldest first.
+            while len(in_flight) > opener.workers or (in_flight and in_flight[0][1].done()):
+                store_oldest()
+        while in_flight:
+            store_oldest()
 
     # A complete pass under the current UIDVALIDITY: entries left under an older one were not
     # found again, so the server no longer has them (a no-op unless UIDVALIDITY changed, which
@@ -253,7 +282,7 @@ def sync_folder(
     uidnext = info.uidnext
     if uidnext is None:
         uidnext = max([*server_uids, start - 1]) + 1
-    _save(cache, account, folder, state, uidnext=max(uidnext, state.uidnext or 1),
+    _save(cache, account, folder, saved, uidnext=max(uidnext, saved.uidnext or 1),
           modseq=info.highest_modseq, last_sync=now())  # fmt: skip
     report.complete = True
     log.info(
@@ -287,39 +316,34 @@ def record_error(cache: SyncCache, account: str, folder: str, error: str) -> Non
     )
 
 
-def _store_bodies(
-    bodies: dict[int, bytes],
+def _store_batch(
+    fetched: _Fetched,
+    opened: list[Opened],
     cache: SyncCache,
-    group: list[Summary],
     report: FolderReport,
     account: str,
     folder: str,
     uidvalidity: int,
-    open_raw: Opener,
     now: Callable[[], datetime],
     harvester: Harvester | None,
     should_stop: Callable[[], bool],
 ) -> int | None:
-    """Open and store one batch; returns the UID it stopped after when asked to stop."""
-    for summary in group:
-        raw = bodies.get(summary.uid)
-        if raw is None:
-            continue  # expunged between the two fetches
-        arrived = summary.internaldate or now()
-        result = open_safely(open_raw, raw, arrived)
+    """Store one opened batch; returns the UID it stopped after when asked to stop."""
+    for (summary, raw, arrived), item in zip(fetched.messages(now), opened, strict=True):
+        result = item.result
         cache.store_message(
             account=account,
             folder=folder,
             uidvalidity=uidvalidity,
             uid=summary.uid,
             raw=raw,
-            result=result,
+            entry=item.entry,
             arrived=arrived,
             flags=summary.flags,
         )
         report.stored += 1
         report.stored_uids.append(summary.uid)
-        message_id = result.header("Message-ID")
+        message_id = item.entry.message_id
         if result.error is not None:
             report.failed_to_open += 1
             log.warning(
@@ -330,8 +354,10 @@ def _store_bodies(
                 message_id,
                 result.error,
             )
-        else:
+        elif result.decryption != Decryption.NONE or result.signature != "none":
             log.info("%s/%s UID %d %s: stored", account, folder, summary.uid, message_id)
+        else:  # plain mail (cache_all): one line each would drown the S/MIME ones
+            log.debug("%s/%s UID %d %s: stored", account, folder, summary.uid, message_id)
         if harvester is not None:
             try:
                 harvester.harvest(result, message_id, arrived)
@@ -342,17 +368,110 @@ def _store_bodies(
     return None
 
 
-def open_safely(open_raw: Opener, raw: bytes, at: datetime) -> OpenResult:
-    """``open_raw(raw, at)``; an exception (hostile input past a limit, or a bug of ours)
-    becomes a result carrying the error, so the message is still cached with its raw bytes."""
-    try:
-        return open_raw(raw, at)
-    except SmimeCompanionError as exc:
-        error = str(exc)
-    except Exception as exc:
-        log.exception("core.open failed on a message")
-        error = f"internal error while opening: {type(exc).__name__}"
-    return OpenResult.unopened(raw, error, decryption=Decryption.MALFORMED)
+@dataclass
+class _Fetched:
+    """One batch of bodies read from the server. ``batch_end`` is set on the last batch of a
+    summary batch: once it is stored, every UID up to it is handled."""
+
+    group: list[Summary]
+    bodies: dict[int, bytes]
+    batch_end: int | None = None
+    batch_size: int = 0
+    _arrived: list[datetime] | None = None
+
+    def messages(self, now: Callable[[], datetime]) -> list[tuple[Summary, bytes, datetime]]:
+        """(summary, raw, arrival time) of each message still on the server (an expunge
+        between the two fetches drops it); the same times on every call."""
+        present = [s for s in self.group if s.uid in self.bodies]
+        if self._arrived is None:
+            self._arrived = [s.internaldate or now() for s in present]
+        return [(s, self.bodies[s.uid], t) for s, t in zip(present, self._arrived, strict=True)]
+
+
+class _Reader:
+    """Reads summaries and bodies of the new messages on a thread, one batch ahead of the
+    opener, into a queue of one; iterate it for the batches. It alone uses the connection from
+    start until it is closed (which waits for the thread). A failure is raised to the reader's
+    consumer when it reaches that point."""
+
+    _END = object()
+
+    def __init__(
+        self,
+        mailbox: Mailbox,
+        new: list[int],
+        candidates: set[int] | None,
+        cache_all: bool,
+        report: FolderReport,
+    ) -> None:
+        self._mailbox = mailbox
+        self._new = new
+        self._candidates = candidates
+        self._cache_all = cache_all
+        self._report = report
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=1)
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="imap-reader", daemon=True)
+
+    def __enter__(self) -> _Reader:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._closing.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.05)  # unblock a reader waiting to hand over
+            except queue.Empty:
+                pass
+        self._thread.join()
+
+    def __iter__(self) -> Iterator[_Fetched]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, _Fetched)
+            yield item
+
+    def _run(self) -> None:
+        try:
+            for batch in _batches(self._new, SUMMARY_BATCH):
+                candidates = self._candidates
+                look_at = batch if candidates is None else [u for u in batch if u in candidates]
+                # With cache_all every body is downloaded anyway: no BODYSTRUCTURE to read.
+                summaries = (
+                    self._mailbox.summaries(look_at, structure=not self._cache_all)
+                    if look_at
+                    else []
+                )
+                wanted = [s for s in summaries if s.smime or self._cache_all]
+                self._report.skipped += len(batch) - len(wanted)
+                groups = list(_body_groups(wanted)) or [[]]
+                for i, group in enumerate(groups):
+                    if self._closing.is_set():
+                        return
+                    bodies = self._mailbox.bodies([s.uid for s in group]) if group else {}
+                    last = i == len(groups) - 1
+                    fetched = _Fetched(group, bodies)
+                    if last:
+                        fetched.batch_end, fetched.batch_size = max(batch), len(batch)
+                    if not self._hand_over(fetched):
+                        return
+            self._hand_over(self._END)
+        except BaseException as exc:  # raised again in the consuming thread
+            self._hand_over(exc)
+
+    def _hand_over(self, item: object) -> bool:
+        while not self._closing.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
 
 
 def _save(

@@ -118,6 +118,88 @@ class StoredAttachment:
     scan: str | None
 
 
+@dataclass(frozen=True)
+class CacheEntry:
+    """Everything the cache keeps about a message besides its raw original and location, derived
+    from the raw message and its open result by :func:`derive_entry`.
+
+    Deriving (text extraction, header decoding, the JSON report) is kept apart from writing so it
+    can run in a worker process beside the one that writes the database
+    (:mod:`smime_companion.opening`); it is plain data, cheap to pickle.
+    """
+
+    content: bytes | None  # decrypted innermost MIME; None when unreadable or the raw itself
+    content_is_raw: bool  # plain mail: the content is the raw message, stored once
+    date: int  # epoch seconds of the Date header, else of the arrival
+    sender: str
+    to: str
+    cc: str
+    subject: str
+    message_id: str
+    decryption: str
+    signature: str
+    signer: str | None
+    content_cipher: str | None
+    error: str | None
+    reopen: bool  # could not be read yet: a newly imported key may open it
+    report: str  # JSON: the open report, signers and evidence
+    attachments: tuple[mime_text.Attachment, ...]
+    body: str  # the text that is indexed
+
+
+def derive_entry(raw: bytes, result: OpenResult, arrived: datetime) -> CacheEntry:
+    """The :class:`CacheEntry` of ``raw``, opened as ``result`` when it arrived at ``arrived``."""
+    readable = result.decryption not in (
+        Decryption.NO_KEY,
+        Decryption.FAILED,
+        Decryption.MALFORMED,
+        Decryption.UNSUPPORTED,
+    )
+    fields = result.headers or _outer_fields(raw)
+    headers = mime_text.summary_headers(fields)
+    date = mime_text.header_date(headers.get("date")) or arrived
+    if readable and result.error is None:
+        extracted = mime_text.extract_text(result.content)
+    else:
+        # Nothing inside was read: index headers only (the unopened layer is base64 noise).
+        extracted = mime_text.MessageText(body="", attachments=())
+    content_is_raw = readable and result.content == raw
+    report = result.to_json()
+    report["signers"] = [s.to_json() for s in result.signers]
+    # The evidence a verdict rests on, so it stays explained later: when it was checked
+    # (the arrival time) and the exact certificates of each signer's chain.
+    report["evidence"] = {
+        "checked_at": arrived.isoformat(),
+        "chains": [
+            [
+                base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode()
+                for c in (signer.chain or ((signer.certificate,) if signer.certificate else ()))
+            ]
+            for signer in result.signers
+        ],
+    }
+    return CacheEntry(
+        content=result.content if readable and not content_is_raw else None,
+        content_is_raw=content_is_raw,
+        date=_epoch(date),
+        sender=headers.get("from", ""),
+        to=headers.get("to", ""),
+        cc=headers.get("cc", ""),
+        subject=headers.get("subject", ""),
+        message_id=headers.get("message-id", "").strip(),
+        decryption=str(result.decryption),
+        signature=str(result.signature),
+        signer=result.signer,
+        content_cipher=result.content_cipher,
+        error=result.error,
+        reopen=result.decryption in _REOPEN_DECRYPTION
+        or (result.error is not None and result.decryption != Decryption.NONE),
+        report=json.dumps(report, sort_keys=True),
+        attachments=extracted.attachments,
+        body=extracted.body,
+    )
+
+
 def _migration_1(conn: apsw.Connection) -> None:
     conn.execute(
         """
@@ -263,12 +345,12 @@ class Cache(db.Handle):
         uidvalidity: int,
         uid: int,
         raw: bytes,
-        result: OpenResult,
+        entry: CacheEntry,
         arrived: datetime,
         flags: Sequence[str] = (),
     ) -> int:
-        """Store ``raw`` and everything derived from ``result`` at (account, folder, uidvalidity,
-        uid) in one transaction; return the message id.
+        """Store ``raw`` and its derived ``entry`` (:func:`derive_entry`) at (account, folder,
+        uidvalidity, uid) in one transaction; return the message id.
 
         Idempotent: storing the same location again replaces the derived data (never a second
         row). When the location is new but the same raw message is cached in this folder under an
@@ -312,78 +394,44 @@ class Cache(db.Handle):
                     "WHERE id = ?",
                     (raw, raw_sha256, _epoch(arrived), _flags_text(flags), message_id),
                 )
-            self._write_derived(message_id, raw, result, arrived)
+            self._write_entry(message_id, entry)
         return message_id
 
-    def _write_derived(
-        self, message_id: int, raw: bytes, result: OpenResult, arrived: datetime
-    ) -> None:
+    def _write_entry(self, message_id: int, entry: CacheEntry) -> None:
         """(Re)write every column derived from the open result, the attachments and the index."""
-        readable = result.decryption not in (
-            Decryption.NO_KEY,
-            Decryption.FAILED,
-            Decryption.MALFORMED,
-            Decryption.UNSUPPORTED,
-        )
-        fields = result.headers or _outer_fields(raw)
-        headers = mime_text.summary_headers(fields)
-        date = mime_text.header_date(headers.get("date")) or arrived
-        if readable and result.error is None:
-            extracted = mime_text.extract_text(result.content)
-        else:
-            # Nothing inside was read: index headers only (the unopened layer is base64 noise).
-            extracted = mime_text.MessageText(body="", attachments=())
-        content_is_raw = readable and result.content == raw
-        report = result.to_json()
-        report["signers"] = [s.to_json() for s in result.signers]
-        # The evidence a verdict rests on, so it stays explained later: when it was checked
-        # (the arrival time) and the exact certificates of each signer's chain.
-        report["evidence"] = {
-            "checked_at": arrived.isoformat(),
-            "chains": [
-                [
-                    base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode()
-                    for c in (signer.chain or ((signer.certificate,) if signer.certificate else ()))
-                ]
-                for signer in result.signers
-            ],
-        }
-        reopen = result.decryption in _REOPEN_DECRYPTION or (
-            result.error is not None and result.decryption != Decryption.NONE
-        )
         old_key = self._conn.execute(
             "SELECT sort_key FROM messages WHERE id = ?", (message_id,)
         ).fetchone()
         if old_key is not None and old_key[0] is not None:
             self._conn.execute("DELETE FROM message_text WHERE rowid = ?", (old_key[0],))
-        new_key = sort_key(_epoch(date), message_id)
+        new_key = sort_key(entry.date, message_id)
         self._conn.execute(
             "UPDATE messages SET content = ?, content_is_raw = ?, date = ?, sort_key = ?, "
             "sender = ?, recipients = ?, cc = ?, "
             "subject = ?, message_id = ?, decryption = ?, signature = ?, signer = ?, "
             "content_cipher = ?, error = ?, reopen = ?, report = ?, scan = NULL WHERE id = ?",
             (
-                result.content if readable and not content_is_raw else None,
-                int(content_is_raw),
-                _epoch(date),
+                entry.content,
+                int(entry.content_is_raw),
+                entry.date,
                 new_key,
-                headers.get("from", ""),
-                headers.get("to", ""),
-                headers.get("cc", ""),
-                headers.get("subject", ""),
-                headers.get("message-id", "").strip(),
-                str(result.decryption),
-                str(result.signature),
-                result.signer,
-                result.content_cipher,
-                result.error,
-                int(reopen),
-                json.dumps(report, sort_keys=True),
+                entry.sender,
+                entry.to,
+                entry.cc,
+                entry.subject,
+                entry.message_id,
+                entry.decryption,
+                entry.signature,
+                entry.signer,
+                entry.content_cipher,
+                entry.error,
+                int(entry.reopen),
+                entry.report,
                 message_id,
             ),
         )
         self._conn.execute("DELETE FROM attachments WHERE message = ?", (message_id,))
-        for att in extracted.attachments:
+        for att in entry.attachments:
             self._conn.execute(
                 "INSERT INTO attachments (message, part, filename, mime_type, size, sha256) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -394,11 +442,11 @@ class Cache(db.Handle):
             "VALUES (?, ?, ?, ?, ?, ?)",
             (
                 new_key,
-                headers.get("from", ""),
-                " ".join(x for x in (headers.get("to"), headers.get("cc")) if x),
-                headers.get("subject", ""),
-                extracted.body,
-                " ".join(a.filename for a in extracted.attachments if a.filename),
+                entry.sender,
+                " ".join(x for x in (entry.to, entry.cc) if x),
+                entry.subject,
+                entry.body,
+                " ".join(a.filename for a in entry.attachments if a.filename),
             ),
         )
 
@@ -746,9 +794,9 @@ class Cache(db.Handle):
             if row is None:
                 continue
             raw, arrived = bytes(row[0]), _from_epoch(int(row[1]))
-            result = open_raw(raw, arrived)
+            entry = derive_entry(raw, open_raw(raw, arrived), arrived)
             with self._conn:
-                self._write_derived(message_id, raw, result, arrived)
+                self._write_entry(message_id, entry)
             count += 1
         return count
 

@@ -1,0 +1,269 @@
+"""Opening fetched mail for the cache: ``core.open`` plus the cache entry derived from its result,
+in a worker process when the machine has a core to spare.
+
+The sync hands over a batch of raw messages and later collects, for each, the open result and
+its :class:`~smime_companion.store.cache.CacheEntry` (an :class:`Opened`). Meanwhile it stores
+the previous batch and the IMAP thread reads the next one, so reading, opening and writing the
+database run side by side on the machine's cores (see ``docs/performance.md``).
+
+Workers are processes, since opening is pure Python under the GIL. They are started with
+``spawn``, never ``fork``: the daemon has threads (watchers, the IMAP reader), and a forked child
+can inherit a lock some other thread held. Each worker receives the identities' private keys once,
+through its start-up pipe (PKCS#8 DER: never a file, an argument or a log line), and the trust
+anchors. If a worker dies (killed, out of memory), the batch is opened in this process instead
+and a new worker is started for the next one: a message is never lost to a worker.
+
+A message that cannot be opened (hostile input past a limit, or a bug of ours) becomes a result
+carrying its error, so it is still cached with its raw bytes.
+"""
+
+from __future__ import annotations
+
+import copyreg
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from smime_companion.core.model import Decryption, Identity, OpenResult
+from smime_companion.core.open import open_message
+from smime_companion.errors import SmimeCompanionError
+from smime_companion.store.cache import CacheEntry, derive_entry
+
+log = logging.getLogger(__name__)
+
+# Most workers worth starting: beyond this the single process writing the database is the limit.
+MAX_WORKERS = 4
+
+
+@dataclass(frozen=True)
+class Opened:
+    """One message opened for the cache: what ``core.open`` found and what will be stored."""
+
+    result: OpenResult
+    entry: CacheEntry
+
+
+def default_workers() -> int:
+    """Worker processes to use: one per core beyond the one the sync's own threads (the IMAP
+    reader, the database writer) keep busy; none on a single core, where opening in-process
+    costs less than handing messages over. Measured on two cores: a second worker made a full
+    sync slower, since it took CPU from the database writer."""
+    return max(0, min(MAX_WORKERS, (os.cpu_count() or 1) - 1))
+
+
+def open_safely(
+    raw: bytes,
+    at: datetime,
+    identities: Sequence[Identity],
+    anchors: Sequence[x509.Certificate],
+    allow_sha1: bool,
+) -> OpenResult:
+    """``core.open`` of ``raw`` as of ``at``; never raises: a failure becomes an unopened result
+    carrying the error (one line), with the raw message as its content."""
+    try:
+        return open_message(
+            raw, identities=identities, anchors=anchors, at=at, allow_sha1=allow_sha1
+        )
+    except SmimeCompanionError as exc:
+        error = str(exc)
+    except Exception as exc:
+        log.exception("core.open failed on a message")
+        error = f"internal error while opening: {type(exc).__name__}"
+    return OpenResult.unopened(raw, error, decryption=Decryption.MALFORMED)
+
+
+def prepare(
+    raw: bytes,
+    at: datetime,
+    identities: Sequence[Identity],
+    anchors: Sequence[x509.Certificate],
+    allow_sha1: bool,
+) -> Opened:
+    """Open ``raw`` (arrived at ``at``) and derive its cache entry; never raises."""
+    result = open_safely(raw, at, identities, anchors, allow_sha1)
+    try:
+        return Opened(result, derive_entry(raw, result, at))
+    except Exception as exc:  # a bug of ours while indexing: keep the message, say why
+        log.exception("indexing failed on a message")
+        result = OpenResult.unopened(
+            raw, f"internal error while indexing: {type(exc).__name__}", Decryption.MALFORMED
+        )
+        return Opened(result, derive_entry(raw, result, at))
+
+
+class OpenedBatch:
+    """A batch being opened; :meth:`result` waits for it."""
+
+    def __init__(
+        self, opener: Opener, items: Sequence[tuple[bytes, datetime]], future: Future[list[Opened]]
+    ) -> None:
+        self._opener = opener
+        self._items = items
+        self._future = future
+
+    def done(self) -> bool:
+        """True when :meth:`result` would not wait."""
+        return self._future.done()
+
+    def result(self) -> list[Opened]:
+        """One :class:`Opened` per item, in order."""
+        try:
+            opened = self._future.result()
+        except BrokenProcessPool:
+            log.warning("the opening worker died; opening %d messages here", len(self._items))
+            self._opener.restart()
+            return [self._opener.prepare(raw, at) for raw, at in self._items]
+        # The worker sends plain mail back without its content (it is the raw message, which
+        # this process holds): put it back, so a result reads the same wherever it was made.
+        return [
+            replace(o, result=replace(o.result, content=raw)) if o.entry.content_is_raw else o
+            for o, (raw, _at) in zip(opened, self._items, strict=True)
+        ]
+
+
+class Opener:
+    """Opens messages with the user's identities and anchors, here or in worker processes."""
+
+    def __init__(
+        self,
+        identities: Sequence[Identity],
+        anchors: Sequence[x509.Certificate],
+        *,
+        allow_sha1: bool = False,
+        workers: int | None = None,
+    ) -> None:
+        self.identities = list(identities)
+        self.anchors = list(anchors)
+        self.allow_sha1 = allow_sha1
+        self.workers = default_workers() if workers is None else workers
+        self._pool: ProcessPoolExecutor | None = None
+        if self.workers:
+            self._start()
+
+    def open(self, raw: bytes, at: datetime) -> OpenResult:
+        """Open one message in this process (see :func:`open_safely`)."""
+        return open_safely(raw, at, self.identities, self.anchors, self.allow_sha1)
+
+    def prepare(self, raw: bytes, at: datetime) -> Opened:
+        """Open one message and derive its cache entry in this process (see :func:`prepare`)."""
+        return prepare(raw, at, self.identities, self.anchors, self.allow_sha1)
+
+    def submit(self, items: Sequence[tuple[bytes, datetime]]) -> OpenedBatch:
+        """Start opening ``(raw, arrival time)`` items; a worker does it when there is one.
+        Arrival times must be timezone-aware; they are used as UTC (the same instant), since
+        not every library's tzinfo survives the trip to a worker."""
+        items = [(raw, at.astimezone(UTC)) for raw, at in items]
+        if self._pool is None:
+            done: Future[list[Opened]] = Future()
+            done.set_result([self.prepare(raw, at) for raw, at in items])
+            return OpenedBatch(self, items, done)
+        try:
+            return OpenedBatch(self, items, self._pool.submit(_open_in_worker, list(items)))
+        except BrokenProcessPool:
+            self.restart()
+            return self.submit(items)
+
+    def restart(self) -> None:
+        """Replace dead workers (or none, when running in-process)."""
+        self.close()
+        if self.workers:
+            self._start()
+
+    def close(self) -> None:
+        """Stop the workers (waiting for a batch under way)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> Opener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        keys = [
+            (
+                i.key.private_bytes(
+                    serialization.Encoding.DER,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                ),
+                _der(i.certificate),
+                [_der(c) for c in i.chain],
+            )
+            for i in self.identities
+        ]
+        self._pool = ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(keys, [_der(a) for a in self.anchors], self.allow_sha1),
+        )
+        # Start the workers now (importing the engine takes them a few tenths of a second),
+        # while the caller logs in and lists its folders, rather than on the first batch.
+        self._pool.submit(int)
+
+
+# -- inside a worker ------------------------------------------------------------------------------
+
+_IdentityDer = tuple[bytes, bytes, list[bytes]]
+_worker: tuple[list[Identity], list[x509.Certificate], bool] | None = None
+
+
+def _start_worker(keys: list[_IdentityDer], anchors: list[bytes], allow_sha1: bool) -> None:
+    global _worker
+    identities = [
+        Identity(
+            key=serialization.load_der_private_key(key, None),  # type: ignore[arg-type]
+            certificate=x509.load_der_x509_certificate(cert),
+            chain=tuple(x509.load_der_x509_certificate(c) for c in chain),
+        )
+        for key, cert, chain in keys
+    ]
+    _worker = (identities, [x509.load_der_x509_certificate(a) for a in anchors], allow_sha1)
+
+
+def _open_in_worker(items: list[tuple[bytes, datetime]]) -> list[Opened]:
+    assert _worker is not None, "worker not initialised"
+    identities, anchors, allow_sha1 = _worker
+    out = []
+    for raw, at in items:
+        opened = prepare(raw, at, identities, anchors, allow_sha1)
+        if opened.entry.content_is_raw:
+            # Do not send the raw message back: the sync holds it (see OpenedBatch.result).
+            opened = replace(opened, result=replace(opened.result, content=b""))
+        out.append(opened)
+    return out
+
+
+# -- pickling certificates ------------------------------------------------------------------------
+
+
+def _der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def _load_certificate(der: bytes) -> x509.Certificate:
+    # A function of ours: pickle cannot name cryptography's Rust-level loader.
+    return x509.load_der_x509_certificate(der)
+
+
+def _reduce_certificate(
+    cert: x509.Certificate,
+) -> tuple[Callable[[bytes], x509.Certificate], tuple[bytes]]:
+    return _load_certificate, (_der(cert),)
+
+
+# Results name signer certificates, which cryptography's objects cannot pickle by themselves:
+# they travel as DER and are parsed again on arrival. Registered on import, so in the workers too.
+# (Since cryptography 42, ``x509.Certificate`` is the concrete class of every loaded certificate.)
+copyreg.pickle(x509.Certificate, _reduce_certificate)

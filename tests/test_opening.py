@@ -1,0 +1,86 @@
+"""Opening for the cache in a worker process (``smime_companion.opening``): the same results as in
+this process, nothing lost when a worker dies, and a bad message is a result, never an error."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+from collections.abc import Iterator
+
+import pytest
+from cryptography import x509
+
+from smime_companion.core.model import Decryption, SignatureStatus
+from smime_companion.opening import Opener
+from smime_companion.store.cache import derive_entry
+from smime_companion.testing.pki import TestPki
+from tests.conftest import load_identity
+from tests.dovecot import encrypted_mail, plain_mail, signed_mail
+
+
+@pytest.fixture
+def mail(pki: TestPki) -> list[tuple[bytes, dt.datetime]]:
+    at = dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.UTC)
+    return [
+        (signed_mail(pki, "o-signed"), at),
+        (encrypted_mail(pki, "o-encrypted"), at),
+        (plain_mail("o-plain"), at),
+        (b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\n%%%%", at),
+    ]
+
+
+@pytest.fixture
+def worker(pki: TestPki, anchors: tuple[x509.Certificate, ...]) -> Iterator[Opener]:
+    with Opener([load_identity(pki, "bob")], anchors, workers=1) as opener:
+        yield opener
+
+
+def test_a_worker_opens_and_derives_exactly_what_this_process_does(
+    pki: TestPki,
+    anchors: tuple[x509.Certificate, ...],
+    worker: Opener,
+    mail: list[tuple[bytes, dt.datetime]],
+) -> None:
+    here = Opener([load_identity(pki, "bob")], anchors, workers=0)
+    there = worker.submit(mail).result()
+    assert there == here.submit(mail).result()
+    signed, encrypted, plain, broken = there
+    assert signed.result.signature == SignatureStatus.VALID
+    assert signed.result.signers[0].certificate == x509.load_pem_x509_certificate(
+        pki.cert("alice").read_bytes()
+    )  # certificates cross the process boundary intact
+    assert encrypted.result.decryption == Decryption.OK and encrypted.entry.content
+    # Plain mail comes back whole, though the worker does not send its content twice.
+    assert plain.entry.content_is_raw and plain.result.content == mail[2][0]
+    assert broken.result.error and broken.entry.error == broken.result.error
+
+
+def test_the_entry_is_the_one_derived_from_the_result(
+    worker: Opener, mail: list[tuple[bytes, dt.datetime]]
+) -> None:
+    for (raw, at), opened in zip(mail, worker.submit(mail).result(), strict=True):
+        assert opened.entry == derive_entry(raw, opened.result, at)
+
+
+def test_a_killed_worker_loses_no_message_and_is_replaced(
+    worker: Opener, mail: list[tuple[bytes, dt.datetime]]
+) -> None:
+    worker.submit(mail[:1]).result()  # the worker is up
+    pool = worker._pool
+    assert pool is not None
+    for pid in list(pool._processes):  # failure injection: the kernel's OOM killer, say
+        os.kill(pid, signal.SIGKILL)
+    opened = worker.submit(mail).result()  # opened here instead
+    assert [o.result.signature for o in opened][:1] == [SignatureStatus.VALID]
+    assert len(opened) == len(mail)
+    again = worker.submit(mail).result()  # and by a new worker next time
+    assert again == opened
+    assert worker._pool is not None and worker._pool is not pool
+
+
+def test_a_closed_opener_still_opens_in_this_process(
+    worker: Opener, mail: list[tuple[bytes, dt.datetime]]
+) -> None:
+    worker.close()
+    assert [o.result.signature for o in worker.submit(mail[:1]).result()] == ["valid"]
