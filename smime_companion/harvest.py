@@ -16,13 +16,21 @@ What is harvested, by signer status:
   certificate only speaks for the address it arrived from.
 * anything else (``invalid``, ``malformed``, ``unsupported``, ``bad-eku``): nothing; a broken
   signature proves nothing about its certificate.
+
+A correspondent's mail mostly repeats the same sighting (same certificate, chain, capabilities
+and preference): :meth:`CertHarvester.harvest` remembers the last few it recorded and, for a
+repeat, only moves the bindings' last-seen time forward, until a revocation answer it relied on
+runs out. A first sync of a mailbox full of one colleague's signed mail then costs one UPDATE per
+message instead of recording the certificate again each time.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
@@ -39,6 +47,18 @@ S = SignatureStatus
 # Statuses whose chain reached an anchor (verify reports later problems only on a built path).
 ANCHORED = frozenset({S.VALID, S.EMAIL_MISMATCH, S.WEAK_ALGORITHM, S.EXPIRED, S.NOT_YET_VALID})
 HARVESTABLE = ANCHORED | {S.UNTRUSTED}
+# Repeated sightings remembered (see the module docstring); forgotten all at once when full.
+RECENT_SIGHTINGS = 256
+
+
+@dataclass
+class _Recent:
+    """A sighting recorded earlier in this process: the newest time it was seen, the bindings
+    it wrote, and until when the revocation answers it relied on hold (None: no check due)."""
+
+    at: datetime
+    bindings: tuple[tuple[str, str], ...]
+    recheck_at: datetime | None
 
 
 class CertHarvester:
@@ -59,20 +79,45 @@ class CertHarvester:
         self.store = store
         self.tofu = tuple(tofu)
         self.revocation = revocation
+        self._recent: dict[tuple[object, ...], _Recent] = {}
 
     def harvest(self, result: OpenResult, message_id: str | None, at: datetime) -> None:
         """Record every harvestable signer of ``result`` (all layers), seen at ``at`` in the
         message ``message_id``. Raises :class:`~smime_companion.errors.CacheError` when the store
         cannot be written (the store is then unchanged for that signer)."""
-        self.harvest_records(result, message_id, at)
+        key = _sighting_key(result)
+        if key is None:
+            return  # no signer worth recording
+        recent = self._recent.get(key)
+        if recent is not None and (recent.recheck_at is None or at < recent.recheck_at):
+            if at > recent.at:
+                self.store.touch(recent.bindings, at)
+                recent.at = at
+            return
+        written = self.harvest_records(result, message_id, at)
+        if len(self._recent) >= RECENT_SIGHTINGS:
+            self._recent.clear()
+        due = [
+            r.revocation_next
+            for r in written
+            if self.revocation is not None and r.trust == Trust.ANCHOR
+        ]
+        self._recent[key] = _Recent(
+            at=at,
+            bindings=tuple((r.address, r.fingerprint) for r in written),
+            # An answer without a next update (or none yet) is due again at once.
+            recheck_at=None if not due else min((d or at) for d in due),
+        )
 
     def harvest_records(
         self, result: OpenResult, message_id: str | None, at: datetime
     ) -> list[CertRecord]:
         """As :meth:`harvest`, returning the records written (one per certificate and address)."""
+        signers = list(result.signers) or [s for layer in result.layers for s in layer.signers]
+        if not signers:
+            return []  # most mail: nothing to harvest, and nothing to parse
         source = message_id.strip() if message_id and message_id.strip() else "unknown-message"
         senders = {a.lower() for _n, a in email.utils.getaddresses([result.header("From") or ""])}
-        signers = list(result.signers) or [s for layer in result.layers for s in layer.signers]
         written: list[CertRecord] = []
         for signer in signers:
             if signer.certificate is None or signer.status not in HARVESTABLE:
@@ -157,6 +202,17 @@ class CertHarvester:
         return frozenset(
             a for a in email_addresses(cert) if a in senders and tofu_applies(a, self.tofu)
         )
+
+
+def _sighting_key(result: OpenResult) -> tuple[object, ...] | None:
+    """What a sighting of ``result``'s signers depends on, the signing times aside (they differ
+    in every message and are not recorded); None when no signer would be recorded."""
+    signers = list(result.signers) or [s for layer in result.layers for s in layer.signers]
+    wanted = [s for s in signers if s.certificate is not None and s.status in HARVESTABLE]
+    if not wanted:
+        return None
+    sender = (result.header("From") or "").lower()  # TOFU pins only for the From address
+    return (sender, *(dataclasses.replace(s, signing_time=None) for s in wanted))
 
 
 def _preferred_certificate(signer: SignerReport) -> x509.Certificate | None:

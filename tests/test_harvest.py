@@ -18,6 +18,7 @@ from smime_companion.core.model import Decryption, OpenResult, SignatureStatus
 from smime_companion.core.open import open_message
 from smime_companion.core.selection import Selected, Trust
 from smime_companion.harvest import CertHarvester
+from smime_companion.revocation import RevocationChecker
 from smime_companion.store.certstore import CertStore
 from tests.conftest import load_cert, load_identity
 from tests.peers import GpgsmHome, NssDb, multipart_signed_entity, split_message
@@ -238,3 +239,30 @@ def test_the_harvester_satisfies_the_sync_protocol_and_records_the_message_id(
     (record,) = store.records("alice@example.org")
     assert record.source == "unknown-message"  # the first sighting had no Message-ID
     assert record.last_seen - record.first_seen == dt.timedelta(days=1)
+
+
+def test_a_repeated_sighting_moves_last_seen_and_rechecks_revocation_only_when_due(
+    store: CertStore, pki: TestPki, now: dt.datetime
+) -> None:
+    harvester = CertHarvester(store, revocation=RevocationChecker(timeout=1))
+    result = _open(pki, _openssl_signed(pki, "alice"), now)
+    harvester.harvest(result, MESSAGE_ID, now)
+    (first,) = store.records("alice@example.org")
+    assert first.revocation_checked == now.replace(microsecond=0)
+    assert first.revocation_next is not None  # the test PKI names no responder: reused a while
+
+    soon = now + dt.timedelta(minutes=5)
+    harvester.harvest(result, MESSAGE_ID, soon)
+    (second,) = store.records("alice@example.org")
+    assert second.last_seen == soon.replace(microsecond=0)
+    assert second.revocation_checked == first.revocation_checked  # not asked again
+    assert second.first_seen == first.first_seen and second.trust == first.trust
+
+    harvester.harvest(result, MESSAGE_ID, now)  # an older message changes nothing
+    assert store.records("alice@example.org") == [second]
+
+    due = first.revocation_next + dt.timedelta(minutes=1)
+    harvester.harvest(result, MESSAGE_ID, due)
+    (third,) = store.records("alice@example.org")
+    assert third.revocation_checked == due.replace(microsecond=0)
+    assert third.last_seen == due.replace(microsecond=0)

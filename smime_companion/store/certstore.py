@@ -222,6 +222,18 @@ class CertStore(db.Handle):
                 )
         return [r for r in self.records_for_fingerprint(fp) if r.address in addresses]
 
+    @db.guarded("record a certificate")
+    def touch(self, bindings: Sequence[tuple[str, str]], at: datetime) -> None:
+        """Move the last-seen time of these (address, fingerprint) bindings forward to ``at``
+        (a repeated sighting that changes nothing else; see ``harvest``)."""
+        with db.savepoint(self._conn):
+            for address, fp in bindings:
+                self._conn.execute(
+                    "UPDATE bindings SET last_seen = max(last_seen, ?)"
+                    " WHERE address = ? AND fingerprint = ?",
+                    (_ts(at), address, fp),
+                )
+
     def _trust_for_new(self, address: str, cert: x509.Certificate, sighting: Sighting) -> Trust:
         if sighting.anchored:
             return Trust.ANCHOR
