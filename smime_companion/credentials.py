@@ -10,9 +10,7 @@ import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
-
-import keyring
-from keyring.errors import KeyringError
+from types import ModuleType
 
 from smime_companion.config import SecretRef
 from smime_companion.errors import SecretUnavailable
@@ -57,10 +55,15 @@ def _from_command(ref: SecretRef) -> str:
 
 
 @contextlib.contextmanager
-def _keyring_errors(ref: SecretRef) -> Iterator[None]:
-    """Turn a keyring backend failure into one line naming the secret (never its value)."""
+def _keyring(ref: SecretRef) -> Iterator[ModuleType]:
+    """The ``keyring`` module, imported on first use (it costs every start a twentieth of a
+    second, and most configs never use it); a backend failure inside the block becomes one line
+    naming the secret (never its value)."""
+    import keyring
+    from keyring.errors import KeyringError
+
     try:
-        yield
+        yield keyring
     except KeyringError as exc:
         raise SecretUnavailable(
             f"{ref.what}: the OS keyring is unavailable ({type(exc).__name__})"
@@ -70,8 +73,8 @@ def _keyring_errors(ref: SecretRef) -> Iterator[None]:
 def _from_keyring(ref: SecretRef) -> str:
     assert ref.keyring is not None
     service, user = ref.keyring
-    with _keyring_errors(ref):
-        value = keyring.get_password(service, user)
+    with _keyring(ref) as ring:
+        value = ring.get_password(service, user)
     if value is None:
         raise SecretUnavailable(
             f"{ref.what}: no keyring entry {service}/{user} "
@@ -84,5 +87,5 @@ def store_in_keyring(ref: SecretRef, value: str) -> None:
     """Save ``value`` as ``ref``'s keyring entry. Raises :class:`SecretUnavailable`."""
     if not ref.keyring:
         raise SecretUnavailable(f"{ref.what}: not configured as a keyring entry")
-    with _keyring_errors(ref):
-        keyring.set_password(ref.keyring[0], ref.keyring[1], value)
+    with _keyring(ref) as ring:
+        ring.set_password(ref.keyring[0], ref.keyring[1], value)
