@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from smime_companion.core.model import Decryption, SignatureStatus
-from smime_companion.core.open import open_message
+from smime_companion.core.open import is_smime_message, open_message
 from smime_companion.testing.pki import TestPki
 from tests.conftest import load_identity
 from tests.tools import mime_message, openssl_cms
@@ -175,3 +175,26 @@ def test_encoded_word_headers_are_decoded_for_display(opener) -> None:
     assert result.header("Subject") == "=?utf-8?q?Caf=C3=A9_=E2=98=95?="
     assert result.header_text("Subject") == "Café ☕"
     assert result.to_json()["headers"]["subject"] == "Café ☕"
+
+
+@pytest.mark.parametrize(
+    "content_type,expected",
+    [
+        ('multipart/signed; protocol="application/pkcs7-signature"; boundary=b', True),
+        ('multipart/signed; protocol="application/pgp-signature"; boundary=b', False),
+        ("application/pkcs7-mime; smime-type=enveloped-data", True),
+        ("application/x-pkcs7-mime; smime-type=signed-data", True),
+        ('application/octet-stream; name="smime.p7m"', True),
+        ('text/plain; name="pkcs7-notes.txt"', False),
+        ("message/rfc822", False),
+    ],
+)
+def test_is_smime_message_reads_the_top_level_content_type_only(
+    content_type: str, expected: bool
+) -> None:
+    raw = f"From: a@example.org\r\nContent-Type: {content_type}\r\n\r\nbody\r\n".encode()
+    assert is_smime_message(raw) is expected
+
+
+def test_a_message_whose_header_cannot_be_parsed_counts_as_smime_so_it_is_kept() -> None:
+    assert is_smime_message(b"From: a@example.org\r\nthis is not a header line\r\n\r\n") is True

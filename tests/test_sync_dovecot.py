@@ -351,3 +351,29 @@ def test_plain_messages_are_skipped_without_reading_their_bodystructure(
     report = run_sync(mailbox, cache, folder, opener)
     assert (report.new, report.stored, report.skipped) == (4, 1, 3)
     assert len(looked_at) == 1
+
+
+def test_a_candidate_whose_own_header_is_not_smime_is_downloaded_but_not_stored(
+    server: Dovecot, mailbox: ImapMailbox, cache: Cache, opener: Opener, pki: TestPki,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    folder = "FalseCandidate"
+    # The header search matches "pkcs7" anywhere in Content-Type, here in a file name.
+    lookalike = plain_mail("fc-plain").replace(
+        b"Content-Type: text/plain; charset=utf-8",
+        b'Content-Type: text/plain; charset=utf-8; name="pkcs7-notes.txt"',
+    )
+    server.deliver("alice", lookalike, folder)
+    server.deliver("alice", encrypted_mail(pki, "fc-enc"), folder)
+    structures: list[bool] = []
+    real = mailbox.summaries
+
+    def summaries(uids: list[int], *, structure: bool = True) -> list[Summary]:
+        structures.append(structure)
+        return real(uids, structure=structure)
+
+    monkeypatch.setattr(mailbox, "summaries", summaries)
+    report = run_sync(mailbox, cache, folder, opener)
+    assert structures == [False]  # the server named the candidates: no BODYSTRUCTURE needed
+    assert (report.new, report.stored, report.skipped) == (2, 1, 1)
+    assert set(cached(cache, folder)) == {"Test fc-enc"}

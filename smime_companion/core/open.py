@@ -71,6 +71,19 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
+def is_smime_message(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> bool:
+    """True when the message's own Content-Type is an S/MIME layer (multipart/signed with a
+    PKCS#7 signature, application/(x-)pkcs7-mime, or an ``.p7m`` octet stream): what the sync
+    stores without ``cache_all``, decided from the header alone. A message whose header
+    cannot be parsed is treated as S/MIME, so it is kept (and ``open`` says what is wrong)."""
+    try:
+        return (
+            _layer_kind(parse_entity(raw, limits.max_header_bytes), inside_layer=False) is not None
+        )
+    except (MalformedInput, LimitExceeded):
+        return True
+
+
 def open_message(
     raw: bytes,
     *,

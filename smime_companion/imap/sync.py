@@ -15,9 +15,10 @@ One pass, read-only on the server:
 3. Expunges and flag changes of cached messages: with QRESYNC from ``CHANGEDSINCE ... VANISHED``;
    otherwise by comparing a UID SEARCH with the cache (and CHANGEDSINCE or plain FLAGS fetches).
 4. New messages (UIDs at or above the recorded UIDNEXT, or every UID not cached on a first pass):
-   the server names the candidates (a header SEARCH) and their BODYSTRUCTURE tells which are
-   S/MIME, so only S/MIME bodies are downloaded (every body with ``cache_all``, with no
-   BODYSTRUCTURE at all); bodies in batches bounded in bytes. Three stages overlap: a reader
+   the server names the candidates (a header SEARCH) and each candidate's own header, fetched
+   with its body, tells whether it is S/MIME (BODYSTRUCTURE where the server refuses the
+   search), so only S/MIME bodies are downloaded (every body with ``cache_all``); bodies in
+   batches bounded in bytes. Three stages overlap: a reader
    thread fetches the next batches, the opener (``smime_companion.opening``, worker processes
    when there are spare cores) opens each at its arrival time and derives its cache entry, and
    this thread stores the oldest opened batch in one transaction, offering each message to the
@@ -41,6 +42,7 @@ from datetime import datetime
 from typing import Protocol
 
 from smime_companion.core.model import Decryption, OpenResult
+from smime_companion.core.open import is_smime_message
 from smime_companion.imap.client import Mailbox, Summary
 from smime_companion.opening import Opened
 from smime_companion.store.cache import CacheEntry, FolderState
@@ -121,8 +123,9 @@ class BatchOpener(Protocol):
     # How many worker processes open batches (0: ``submit`` opens them before returning).
     workers: int
 
-    def submit(self, items: Sequence[tuple[bytes, datetime]]) -> OpenedBatch:
-        """Start opening ``(raw, arrival time)`` pairs; never raises for a bad message."""
+    def submit(self, items: Sequence[tuple[bytes, datetime]], *, here: bool = False) -> OpenedBatch:
+        """Start opening ``(raw, arrival time)`` pairs (in this thread, at once, when ``here``);
+        never raises for a bad message."""
         ...
 
 
@@ -268,9 +271,14 @@ def sync_folder(
     with _Reader(mailbox, new, candidates, cache_all, report) as reader:
         for fetched in reader:
             items = [(raw, at) for _s, raw, at in fetched.messages(now)]
-            in_flight.append((fetched, opener.submit(items)))
-            # Keep each worker busy with a batch; store what is ready meanwhile, oldest first.
-            while len(in_flight) > opener.workers or (in_flight and in_flight[0][1].done()):
+            # A batch goes to a worker when one is free; when all are busy, this thread opens
+            # it rather than wait (it has stored everything ready): both cores stay busy
+            # whether opening or storing is the slower stage.
+            busy = sum(not batch.done() for _f, batch in in_flight) >= opener.workers
+            in_flight.append((fetched, opener.submit(items, here=busy)))
+            # Store what is ready, oldest first (storing is in UID order); wait for the oldest
+            # only when more batches are in flight than the workers and this thread hold.
+            while in_flight and (in_flight[0][1].done() or len(in_flight) > opener.workers + 1):
                 store_oldest()
         while in_flight:
             store_oldest()
@@ -441,19 +449,21 @@ class _Reader:
             for batch in _batches(self._new, SUMMARY_BATCH):
                 candidates = self._candidates
                 look_at = batch if candidates is None else [u for u in batch if u in candidates]
-                # With cache_all every body is downloaded anyway: no BODYSTRUCTURE to read.
-                summaries = (
-                    self._mailbox.summaries(look_at, structure=not self._cache_all)
-                    if look_at
-                    else []
-                )
-                wanted = [s for s in summaries if s.smime or self._cache_all]
+                # BODYSTRUCTURE tells which messages are S/MIME only when the server could not
+                # name candidates: a candidate's own header, fetched with its body, decides (a
+                # false candidate costs one download, the BODYSTRUCTUREs a round trip per batch
+                # and the server's parsing of every candidate). With cache_all no check at all.
+                structure = candidates is None and not self._cache_all
+                summaries = self._mailbox.summaries(look_at, structure=structure) if look_at else []
+                wanted = [s for s in summaries if self._cache_all or s.smime is not False]
                 self._report.skipped += len(batch) - len(wanted)
                 groups = list(_body_groups(wanted)) or [[]]
                 for i, group in enumerate(groups):
                     if self._closing.is_set():
                         return
                     bodies = self._mailbox.bodies([s.uid for s in group]) if group else {}
+                    if not self._cache_all:
+                        bodies = self._smime_only(group, bodies)
                     last = i == len(groups) - 1
                     fetched = _Fetched(group, bodies)
                     if last:
@@ -463,6 +473,13 @@ class _Reader:
             self._hand_over(self._END)
         except BaseException as exc:  # raised again in the consuming thread
             self._hand_over(exc)
+
+    def _smime_only(self, group: list[Summary], bodies: dict[int, bytes]) -> dict[int, bytes]:
+        """``bodies`` without the candidates whose header shows they are not S/MIME."""
+        unknown = {s.uid for s in group if s.smime is None}
+        kept = {u: raw for u, raw in bodies.items() if u not in unknown or is_smime_message(raw)}
+        self._report.skipped += len(bodies) - len(kept)
+        return kept
 
     def _hand_over(self, item: object) -> bool:
         while not self._closing.is_set():
