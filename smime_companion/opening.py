@@ -156,12 +156,14 @@ class Opener:
         """Open one message and derive its cache entry in this process (see :func:`prepare`)."""
         return prepare(raw, at, self.identities, self.anchors, self.allow_sha1)
 
-    def submit(self, items: Sequence[tuple[bytes, datetime]]) -> OpenedBatch:
-        """Start opening ``(raw, arrival time)`` items; a worker does it when there is one.
-        Arrival times must be timezone-aware; they are used as UTC (the same instant), since
-        not every library's tzinfo survives the trip to a worker."""
+    def submit(self, items: Sequence[tuple[bytes, datetime]], *, here: bool = False) -> OpenedBatch:
+        """Start opening ``(raw, arrival time)`` items; a worker does it when there is one,
+        unless ``here`` (the caller has nothing better to do while the workers are busy): then
+        they are opened before this returns. Arrival times must be timezone-aware; they are
+        used as UTC (the same instant), since not every library's tzinfo survives the trip to a
+        worker."""
         items = [(raw, at.astimezone(UTC)) for raw, at in items]
-        if self._pool is None:
+        if self._pool is None or here:
             done: Future[list[Opened]] = Future()
             done.set_result([self.prepare(raw, at) for raw, at in items])
             return OpenedBatch(self, items, done)
