@@ -271,14 +271,16 @@ def sync_folder(
     with _Reader(mailbox, new, candidates, cache_all, report) as reader:
         for fetched in reader:
             items = [(raw, at) for _s, raw, at in fetched.messages(now)]
-            # A batch goes to a worker when one is free; when all are busy, this thread opens
-            # it rather than wait (it has stored everything ready): both cores stay busy
-            # whether opening or storing is the slower stage.
-            busy = sum(not batch.done() for _f, batch in in_flight) >= opener.workers
-            in_flight.append((fetched, opener.submit(items, here=busy)))
+            # A batch goes to the workers, unless each already has one waiting behind the one
+            # it is opening: then opening is the slower stage, and this thread opens the batch
+            # itself (it has stored everything ready). So both cores stay busy whichever stage
+            # is slower, and storing never waits behind opening it could have done.
+            backlog = sum(not batch.done() for _f, batch in in_flight)
+            in_flight.append((fetched, opener.submit(items, here=backlog >= 2 * opener.workers)))
             # Store what is ready, oldest first (storing is in UID order); wait for the oldest
             # only when more batches are in flight than the workers and this thread hold.
-            while in_flight and (in_flight[0][1].done() or len(in_flight) > opener.workers + 1):
+            limit = 2 * opener.workers + 1
+            while in_flight and (in_flight[0][1].done() or len(in_flight) > limit):
                 store_oldest()
         while in_flight:
             store_oldest()
