@@ -200,6 +200,36 @@ def derive_entry(raw: bytes, result: OpenResult, arrived: datetime) -> CacheEntr
     )
 
 
+# The columns a CacheEntry fills (scan is reset: the content may have changed), in the order of
+# _entry_values; and the columns that come with the raw message itself.
+_ENTRY_COLUMNS = (
+    "content", "content_is_raw", "date", "sender", "recipients", "cc", "subject", "message_id",
+    "decryption", "signature", "signer", "content_cipher", "error", "reopen", "report", "scan",
+)  # fmt: skip
+_LOCATED_COLUMNS = ("raw", "raw_sha256", "arrived", "flags")
+
+
+def _entry_values(entry: CacheEntry) -> tuple[Any, ...]:
+    return (
+        entry.content,
+        int(entry.content_is_raw),
+        entry.date,
+        entry.sender,
+        entry.to,
+        entry.cc,
+        entry.subject,
+        entry.message_id,
+        entry.decryption,
+        entry.signature,
+        entry.signer,
+        entry.content_cipher,
+        entry.error,
+        int(entry.reopen),
+        entry.report,
+        None,
+    )
+
+
 def _migration_1(conn: apsw.Connection) -> None:
     conn.execute(
         """
@@ -281,13 +311,14 @@ _SUMMARY_COLUMNS = (
 
 
 SORT_SHIFT = 24
+_SORT_ID_MASK = (1 << SORT_SHIFT) - 1
 _SORT_DATE_LIMIT = 2**38  # seconds either side of 1970; keeps sort keys inside 64 bits
 
 
 def sort_key(date_epoch: int, message_id: int) -> int:
     """The newest-first ordering key of a message dated ``date_epoch`` (see the schema)."""
     clamped = max(-_SORT_DATE_LIMIT, min(_SORT_DATE_LIMIT - 1, date_epoch))
-    return (clamped << SORT_SHIFT) + (message_id & ((1 << SORT_SHIFT) - 1))
+    return (clamped << SORT_SHIFT) + (message_id & _SORT_ID_MASK)
 
 
 def _epoch(moment: datetime) -> int:
@@ -357,6 +388,7 @@ class Cache(db.Handle):
         older UIDVALIDITY, that entry is moved to the new location instead of duplicated.
         """
         raw_sha256 = hashlib.sha256(raw).hexdigest()
+        located = (raw, raw_sha256, _epoch(arrived), _flags_text(flags))
         with self._conn:
             row = self._conn.execute(
                 "SELECT id FROM messages WHERE account = ? AND folder = ? AND uidvalidity = ? "
@@ -368,69 +400,62 @@ class Cache(db.Handle):
                 if stale is not None:
                     self._relocate(stale, uidvalidity, uid)
                     row = (stale,)
-            message_id: int
-            if row is None:
-                self._conn.execute(
-                    "INSERT INTO messages (account, folder, uidvalidity, uid, raw, raw_sha256, "
-                    "arrived, date, decryption, signature, report, flags) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'none', 'none', '{}', ?)",
-                    (
-                        account,
-                        folder,
-                        uidvalidity,
-                        uid,
-                        raw,
-                        raw_sha256,
-                        _epoch(arrived),
-                        _epoch(arrived),
-                        _flags_text(flags),
-                    ),
-                )
-                message_id = self._conn.last_insert_rowid()
-            else:
+            if row is not None:
                 message_id = int(row[0])
-                self._conn.execute(
-                    "UPDATE messages SET raw = ?, raw_sha256 = ?, arrived = ?, flags = ? "
-                    "WHERE id = ?",
-                    (raw, raw_sha256, _epoch(arrived), _flags_text(flags), message_id),
-                )
-            self._write_entry(message_id, entry)
+                self._write_entry(message_id, entry, _LOCATED_COLUMNS, located)
+                return message_id
+            # One INSERT with everything: inserting the row and then updating it rewrote the
+            # whole record, raw message included (twice the writing, and the first copy's pages
+            # zeroed by secure_delete). The new id is chosen in the statement itself (what
+            # SQLite would choose) so the sort key, which contains it, is written with the row.
+            next_id = "(SELECT coalesce(max(id), 0) + 1 FROM messages)"
+            columns = ("account", "folder", "uidvalidity", "uid", *_LOCATED_COLUMNS,
+                       *_ENTRY_COLUMNS)  # fmt: skip
+            inserted = self._conn.execute(
+                f"INSERT INTO messages (id, sort_key, {', '.join(columns)}) "
+                f"VALUES ({next_id}, ? + ({next_id} & {_SORT_ID_MASK}), "
+                f"{', '.join('?' * len(columns))}) RETURNING id, sort_key",
+                (
+                    sort_key(entry.date, 0),
+                    account,
+                    folder,
+                    uidvalidity,
+                    uid,
+                    *located,
+                    *_entry_values(entry),
+                ),
+            ).fetchone()
+            assert inserted is not None
+            message_id, new_key = int(inserted[0]), int(inserted[1])
+            self._write_index(message_id, new_key, entry)
         return message_id
 
-    def _write_entry(self, message_id: int, entry: CacheEntry) -> None:
-        """(Re)write every column derived from the open result, the attachments and the index."""
+    def _write_entry(
+        self,
+        message_id: int,
+        entry: CacheEntry,
+        more_columns: Sequence[str] = (),
+        more_values: Sequence[Any] = (),
+    ) -> None:
+        """Rewrite an existing message's derived columns (and ``more_columns``), attachments and
+        index entry from ``entry``."""
         old_key = self._conn.execute(
             "SELECT sort_key FROM messages WHERE id = ?", (message_id,)
         ).fetchone()
         if old_key is not None and old_key[0] is not None:
             self._conn.execute("DELETE FROM message_text WHERE rowid = ?", (old_key[0],))
-        new_key = sort_key(entry.date, message_id)
-        self._conn.execute(
-            "UPDATE messages SET content = ?, content_is_raw = ?, date = ?, sort_key = ?, "
-            "sender = ?, recipients = ?, cc = ?, "
-            "subject = ?, message_id = ?, decryption = ?, signature = ?, signer = ?, "
-            "content_cipher = ?, error = ?, reopen = ?, report = ?, scan = NULL WHERE id = ?",
-            (
-                entry.content,
-                int(entry.content_is_raw),
-                entry.date,
-                new_key,
-                entry.sender,
-                entry.to,
-                entry.cc,
-                entry.subject,
-                entry.message_id,
-                entry.decryption,
-                entry.signature,
-                entry.signer,
-                entry.content_cipher,
-                entry.error,
-                int(entry.reopen),
-                entry.report,
-                message_id,
-            ),
-        )
         self._conn.execute("DELETE FROM attachments WHERE message = ?", (message_id,))
+        new_key = sort_key(entry.date, message_id)
+        columns = (*_ENTRY_COLUMNS, *more_columns)
+        self._conn.execute(
+            f"UPDATE messages SET {', '.join(c + ' = ?' for c in columns)}, sort_key = ? "
+            "WHERE id = ?",
+            (*_entry_values(entry), *more_values, new_key, message_id),
+        )
+        self._write_index(message_id, new_key, entry)
+
+    def _write_index(self, message_id: int, key: int, entry: CacheEntry) -> None:
+        """Add the message's attachments and its text index entry (its rowid is ``key``)."""
         for att in entry.attachments:
             self._conn.execute(
                 "INSERT INTO attachments (message, part, filename, mime_type, size, sha256) "
@@ -441,7 +466,7 @@ class Cache(db.Handle):
             "INSERT INTO message_text (rowid, sender, recipients, subject, body, attachments) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (
-                new_key,
+                key,
                 entry.sender,
                 " ".join(x for x in (entry.to, entry.cc) if x),
                 entry.subject,
