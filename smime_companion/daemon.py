@@ -4,6 +4,9 @@ Threads and who owns what:
 
 - The **sync loop** (the thread that calls :meth:`Daemon.run`, normally the main thread) owns the
   cache and one sync connection per account; it is the only thread that writes the cache.
+  During a pass over a folder, a **reader** thread has that connection to itself and fetches
+  ahead, and the **opening workers** (processes, see :mod:`smime_companion.opening`) open and
+  index what it fetched; they are started with the daemon and restarted with new keys on reload.
 - One **watcher** thread per (account, folder) holds its own connection in IDLE (re-issued every
   25 minutes, before servers' 29-minute limit; NOOP polling where IDLE is missing) and only
   posts "this folder changed" to the sync loop's queue.
