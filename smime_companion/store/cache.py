@@ -346,6 +346,10 @@ class Cache(db.Handle):
         self._conn = conn
         self.path = path
         self.encrypted = encrypted
+        # (account, folder, uidvalidity) of folders seen to hold nothing under another
+        # UIDVALIDITY: storing there needs no relocation lookup. Only reset_folder (a UIDVALIDITY
+        # change) leaves such entries, and it forgets the folder here.
+        self._no_stale: set[tuple[str, str, int]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -589,6 +593,7 @@ class Cache(db.Handle):
         (by raw SHA-256, see :meth:`store_message` and :meth:`find_by_raw_hash`); call
         :meth:`drop_stale` after a complete pass to remove those the server no longer has."""
         old = self.folder_state(account, folder)
+        self._no_stale = {w for w in self._no_stale if w[:2] != (account, folder)}
         self.set_folder_state(
             account,
             folder,
@@ -633,6 +638,15 @@ class Cache(db.Handle):
     def _stale_by_hash(
         self, account: str, folder: str, uidvalidity: int, raw_sha256: str
     ) -> int | None:
+        where = (account, folder, uidvalidity)
+        if where in self._no_stale:
+            return None
+        if not self._conn.execute(
+            "SELECT 1 FROM messages WHERE account = ? AND folder = ? AND uidvalidity != ? LIMIT 1",
+            where,
+        ).fetchall():
+            self._no_stale.add(where)
+            return None
         row = self._conn.execute(
             "SELECT id FROM messages WHERE account = ? AND folder = ? AND raw_sha256 = ? "
             "AND uidvalidity != ? ORDER BY id LIMIT 1",
