@@ -5,8 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import email
 import hashlib
+from email.header import decode_header, make_header
+
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from smime_companion.core.text import (
+    decode_header_text,
     export_message,
     extract_text,
     get_part,
@@ -122,3 +127,9 @@ def test_export_of_an_unopened_message_keeps_it_as_fetched_below_the_verdict() -
         b"X-SMIME-Companion-Decryption: no-key\nSubject: sealed\n"
         b"Content-Type: application/pkcs7-mime\n\nMIIB\n"
     )
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60))
+def test_a_header_without_encoded_words_reads_as_the_email_package_reads_it(value: str) -> None:
+    assume("=?" not in value)
+    assert decode_header_text(value) == str(make_header(decode_header(value)))
