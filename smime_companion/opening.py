@@ -22,7 +22,9 @@ from __future__ import annotations
 import copyreg
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -223,6 +225,7 @@ _worker: tuple[list[Identity], list[x509.Certificate], bool] | None = None
 
 def _start_worker(keys: list[_IdentityDer], anchors: list[bytes], allow_sha1: bool) -> None:
     global _worker
+    _exit_with_parent()
     identities = [
         Identity(
             key=serialization.load_der_private_key(key, None),  # type: ignore[arg-type]
@@ -232,6 +235,21 @@ def _start_worker(keys: list[_IdentityDer], anchors: list[bytes], allow_sha1: bo
         for key, cert, chain in keys
     ]
     _worker = (identities, [x509.load_der_x509_certificate(a) for a in anchors], allow_sha1)
+
+
+def _exit_with_parent() -> None:
+    """End this worker as soon as the daemon that started it is gone. A worker waits for work on
+    a pipe whose writing end it holds itself, so a daemon killed outright (SIGKILL, the OOM
+    killer) would leave it waiting forever, with the user's keys in its memory."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])  # readable once the parent is gone
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _open_in_worker(items: list[tuple[bytes, datetime]]) -> list[Opened]:

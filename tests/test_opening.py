@@ -6,6 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -84,3 +87,41 @@ def test_a_closed_opener_still_opens_in_this_process(
 ) -> None:
     worker.close()
     assert [o.result.signature for o in worker.submit(mail[:1]).result()] == ["valid"]
+
+
+HOLDER = """
+import sys, time
+from cryptography import x509
+from smime_companion.keyfiles import load_pkcs12
+from smime_companion.opening import Opener
+identity = load_pkcs12(__import__("pathlib").Path(sys.argv[1]), b"test")
+opener = Opener([identity], [], workers=1)
+opener.submit([]).result()  # the worker is up
+print(*opener._pool._processes, flush=True)
+time.sleep(60)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return any(line.split()[1] == "Z" for line in status if line.startswith("State:"))
+    except FileNotFoundError:
+        return True
+
+
+def test_a_worker_ends_when_the_daemon_is_killed_outright(pki: TestPki) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(pki.p12("bob"))], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        (worker,) = (int(pid) for pid in holder.stdout.readline().split())
+        holder.kill()  # SIGKILL: no clean-up code of the daemon runs
+        holder.wait()
+        deadline = time.monotonic() + 10
+        while not _gone(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _gone(worker), "the worker outlived its daemon (and kept its keys)"
+    finally:
+        holder.kill()
