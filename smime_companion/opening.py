@@ -24,6 +24,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -225,6 +226,11 @@ _worker: tuple[list[Identity], list[x509.Certificate], bool] | None = None
 
 def _start_worker(keys: list[_IdentityDer], anchors: list[bytes], allow_sha1: bool) -> None:
     global _worker
+    # Ctrl-C in a terminal and systemd's stop signal reach the whole process group: the daemon
+    # finishes its current message and then stops its workers; a worker must not die first
+    # (with a traceback) under the batch it is opening.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _exit_with_parent()
     identities = [
         Identity(

@@ -125,3 +125,17 @@ def test_a_worker_ends_when_the_daemon_is_killed_outright(pki: TestPki) -> None:
         assert _gone(worker), "the worker outlived its daemon (and kept its keys)"
     finally:
         holder.kill()
+
+
+def test_ctrl_c_and_a_stop_signal_leave_the_worker_to_its_daemon(
+    worker: Opener, mail: list[tuple[bytes, dt.datetime]]
+) -> None:
+    worker.submit(mail[:1]).result()  # the worker is up
+    pool = worker._pool
+    assert pool is not None
+    (pid,) = pool._processes
+    for sig in (signal.SIGINT, signal.SIGTERM):  # as a terminal or systemd sends to the group
+        os.kill(pid, sig)
+    time.sleep(0.3)
+    assert [o.result.signature for o in worker.submit(mail[:1]).result()] == ["valid"]
+    assert worker._pool is pool and not _gone(pid)  # the same worker did it
