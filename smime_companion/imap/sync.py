@@ -241,33 +241,9 @@ def sync_folder(
     # Three stages run side by side: a reader thread fetches batches of bodies (it alone uses
     # the connection until it has finished), the opener opens batches (in worker processes when
     # there are cores to spare), and this thread stores the oldest opened batch, in order.
-    done = 0
-    saved: FolderState = state  # the state as last saved: progress is saved batch by batch
+    store = _Storer(cache, report, account, folder, uv, state, len(new), now, harvester,
+                    should_stop, progress)  # fmt: skip
     in_flight: collections.deque[tuple[_Fetched, OpenedBatch]] = collections.deque()
-
-    def store_oldest() -> None:
-        nonlocal done, saved
-        fetched, batch = in_flight.popleft()
-        # One transaction per batch: a commit per message (an fsync each) cost more than
-        # everything else together; a crash loses at most this batch.
-        with cache.transaction():
-            stopped_at = _store_batch(fetched, batch.result(), cache, report, account, folder,
-                                      uv, now, harvester, should_stop)  # fmt: skip
-        if stopped_at is not None:
-            # SIGTERM: the messages stored so far are committed; the rest is fetched again
-            # next time (storing is idempotent).
-            raise Stopped(f"{account}/{folder}: stopped at UID {stopped_at}")
-        if fetched.batch_end is not None:
-            # Every UID of that summary batch is handled (stored or deliberately skipped):
-            # the next pass resumes after it.
-            done += fetched.batch_size
-            saved = _save(cache, account, folder, saved, uidnext=fetched.batch_end + 1,
-                          modseq=saved.highest_modseq, last_sync=saved.last_sync)  # fmt: skip
-            if progress is not None:
-                progress(done, len(new))
-            if should_stop():
-                raise Stopped(f"{account}/{folder}: stopped after UID {fetched.batch_end}")
-
     with _Reader(mailbox, new, candidates, cache_all, report) as reader:
         for fetched in reader:
             items = [(raw, at) for _s, raw, at in fetched.messages(now)]
@@ -281,9 +257,10 @@ def sync_folder(
             # only when more batches are in flight than the workers and this thread hold.
             limit = 2 * opener.workers + 1
             while in_flight and (in_flight[0][1].done() or len(in_flight) > limit):
-                store_oldest()
+                store(*in_flight.popleft())
         while in_flight:
-            store_oldest()
+            store(*in_flight.popleft())
+    saved = store.saved
 
     # A complete pass under the current UIDVALIDITY: entries left under an older one were not
     # found again, so the server no longer has them (a no-op unless UIDVALIDITY changed, which
@@ -326,56 +303,86 @@ def record_error(cache: SyncCache, account: str, folder: str, error: str) -> Non
     )
 
 
-def _store_batch(
-    fetched: _Fetched,
-    opened: list[Opened],
-    cache: SyncCache,
-    report: FolderReport,
-    account: str,
-    folder: str,
-    uidvalidity: int,
-    now: Callable[[], datetime],
-    harvester: Harvester | None,
-    should_stop: Callable[[], bool],
-) -> int | None:
-    """Store one opened batch; returns the UID it stopped after when asked to stop."""
-    for (summary, raw, arrived), item in zip(fetched.messages(now), opened, strict=True):
-        result = item.result
-        cache.store_message(
-            account=account,
-            folder=folder,
-            uidvalidity=uidvalidity,
-            uid=summary.uid,
-            raw=raw,
-            entry=item.entry,
-            arrived=arrived,
-            flags=summary.flags,
-        )
-        report.stored += 1
-        report.stored_uids.append(summary.uid)
-        message_id = item.entry.message_id
-        if result.error is not None:
-            report.failed_to_open += 1
-            log.warning(
-                "%s/%s UID %d %s: stored unopened: %s",
-                account,
-                folder,
-                summary.uid,
-                message_id,
-                result.error,
+class _Storer:
+    """Stores opened batches of one folder, in UID order, each in one transaction, and saves
+    the folder's progress once every batch of a summary batch is stored."""
+
+    def __init__(
+        self,
+        cache: SyncCache,
+        report: FolderReport,
+        account: str,
+        folder: str,
+        uidvalidity: int,
+        state: FolderState,
+        total: int,
+        now: Callable[[], datetime],
+        harvester: Harvester | None,
+        should_stop: Callable[[], bool],
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
+        self.cache, self.report, self.now = cache, report, now
+        self.account, self.folder, self.uidvalidity = account, folder, uidvalidity
+        self.saved = state  # the folder state as last saved
+        self.total, self.done = total, 0
+        self.harvester, self.should_stop, self.progress = harvester, should_stop, progress
+
+    def __call__(self, fetched: _Fetched, batch: OpenedBatch) -> None:
+        """Store ``fetched`` as opened by ``batch``. Raises :class:`Stopped` when asked to stop
+        (what was stored is committed; the rest is fetched again next time)."""
+        where = f"{self.account}/{self.folder}"
+        # One transaction per batch: a commit per message cost more than everything else
+        # together; a crash loses at most this batch, and storing again is idempotent.
+        with self.cache.transaction():
+            stopped_at = self._store(fetched, batch.result())
+        if stopped_at is not None:
+            raise Stopped(f"{where}: stopped at UID {stopped_at}")
+        if fetched.batch_end is not None:
+            # Every UID of that summary batch is handled (stored or deliberately skipped):
+            # the next pass resumes after it.
+            self.done += fetched.batch_size
+            self.saved = _save(self.cache, self.account, self.folder, self.saved,
+                               uidnext=fetched.batch_end + 1, modseq=self.saved.highest_modseq,
+                               last_sync=self.saved.last_sync)  # fmt: skip
+            if self.progress is not None:
+                self.progress(self.done, self.total)
+            if self.should_stop():
+                raise Stopped(f"{where}: stopped after UID {fetched.batch_end}")
+
+    def _store(self, fetched: _Fetched, opened: list[Opened]) -> int | None:
+        """Store one opened batch; returns the UID it stopped after when asked to stop."""
+        report, where = self.report, f"{self.account}/{self.folder}"
+        for (summary, raw, arrived), item in zip(fetched.messages(self.now), opened, strict=True):
+            result = item.result
+            self.cache.store_message(
+                account=self.account,
+                folder=self.folder,
+                uidvalidity=self.uidvalidity,
+                uid=summary.uid,
+                raw=raw,
+                entry=item.entry,
+                arrived=arrived,
+                flags=summary.flags,
             )
-        elif result.decryption != Decryption.NONE or result.signature != "none":
-            log.info("%s/%s UID %d %s: stored", account, folder, summary.uid, message_id)
-        else:  # plain mail (cache_all): one line each would drown the S/MIME ones
-            log.debug("%s/%s UID %d %s: stored", account, folder, summary.uid, message_id)
-        if harvester is not None:
-            try:
-                harvester.harvest(result, message_id, arrived)
-            except Exception as exc:  # harvesting is a bonus: never lose the sync over it
-                log.warning("%s/%s UID %d: harvest failed: %s", account, folder, summary.uid, exc)
-        if should_stop():
-            return summary.uid  # SIGTERM finishes the current message, then stops
-    return None
+            report.stored += 1
+            report.stored_uids.append(summary.uid)
+            message_id = item.entry.message_id
+            if result.error is not None:
+                report.failed_to_open += 1
+                log.warning("%s UID %d %s: stored unopened: %s", where, summary.uid, message_id,
+                            result.error)  # fmt: skip
+            elif result.decryption != Decryption.NONE or result.signature != "none":
+                log.info("%s UID %d %s: stored", where, summary.uid, message_id)
+            else:  # plain mail (cache_all): one line each would drown the S/MIME ones
+                log.debug("%s UID %d %s: stored", where, summary.uid, message_id)
+            if self.harvester is not None:
+                try:
+                    self.harvester.harvest(result, message_id, arrived)
+                except Exception as exc:  # harvesting is a bonus: never lose the sync over it
+                    log.warning("%s UID %d: harvest failed: %s", where, summary.uid, exc)
+            if self.should_stop():
+                return summary.uid  # SIGTERM finishes the current message, then stops
+        return None
 
 
 @dataclass
