@@ -106,11 +106,16 @@ class OpenedBatch:
     """A batch being opened; :meth:`result` waits for it."""
 
     def __init__(
-        self, opener: Opener, items: Sequence[tuple[bytes, datetime]], future: Future[list[Opened]]
+        self,
+        opener: Opener,
+        items: Sequence[tuple[bytes, datetime]],
+        future: Future[list[Opened]],
+        pool: ProcessPoolExecutor | None = None,
     ) -> None:
         self._opener = opener
         self._items = items
         self._future = future
+        self._pool = pool  # the pool it went to (None: opened here)
 
     def done(self) -> bool:
         """True when :meth:`result` would not wait."""
@@ -122,7 +127,7 @@ class OpenedBatch:
             opened = self._future.result()
         except BrokenProcessPool:
             log.warning("the opening worker died; opening %d messages here", len(self._items))
-            self._opener.restart()
+            self._opener.replace_broken(self._pool)
             return [self._opener.prepare(raw, at) for raw, at in self._items]
         # The worker sends plain mail back without its content (it is the raw message, which
         # this process holds): put it back, so a result reads the same wherever it was made.
@@ -170,16 +175,19 @@ class Opener:
             done: Future[list[Opened]] = Future()
             done.set_result([self.prepare(raw, at) for raw, at in items])
             return OpenedBatch(self, items, done)
+        pool = self._pool
         try:
-            return OpenedBatch(self, items, self._pool.submit(_open_in_worker, list(items)))
+            return OpenedBatch(self, items, pool.submit(_open_in_worker, list(items)), pool)
         except BrokenProcessPool:
-            self.restart()
+            self.replace_broken(pool)
             return self.submit(items)
 
-    def restart(self) -> None:
-        """Replace dead workers (or none, when running in-process)."""
-        self.close()
-        if self.workers:
+    def replace_broken(self, pool: ProcessPoolExecutor | None) -> None:
+        """Start new workers in place of ``pool``, whose worker died, unless that was done
+        already (every batch in flight on a dead pool reports it; the new pool, which may have
+        work by then, must not be replaced again)."""
+        if pool is not None and pool is self._pool:
+            self.close()
             self._start()
 
     def close(self) -> None:

@@ -139,3 +139,20 @@ def test_ctrl_c_and_a_stop_signal_leave_the_worker_to_its_daemon(
     time.sleep(0.3)
     assert [o.result.signature for o in worker.submit(mail[:1]).result()] == ["valid"]
     assert worker._pool is pool and not _gone(pid)  # the same worker did it
+
+
+def test_batches_in_flight_when_the_worker_dies_all_open_and_later_work_is_not_cancelled(
+    worker: Opener, mail: list[tuple[bytes, dt.datetime]]
+) -> None:
+    worker.submit(mail[:1]).result()  # the worker is up
+    pool = worker._pool
+    assert pool is not None
+    in_flight = [worker.submit(mail) for _ in range(3)]
+    for pid in list(pool._processes):
+        os.kill(pid, signal.SIGKILL)
+    first = in_flight[0].result()  # opened here; a new worker is started
+    later = [worker.submit(mail) for _ in range(4)]  # queued for the new worker
+    rest = [batch.result() for batch in in_flight[1:]]  # must not replace the new worker again
+    assert rest == [first, first]
+    assert [batch.result() for batch in later] == [first] * 4  # none of them cancelled
+    assert [o.result.signature for o in first][:1] == ["valid"]
