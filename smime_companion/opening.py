@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 # Most workers worth starting: beyond this the single process writing the database is the limit.
 MAX_WORKERS = 4
+# Worker deaths (killed, out of memory) after which an Opener stops starting new ones.
+MAX_WORKER_DEATHS = 5
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,7 @@ class Opener:
         self.allow_sha1 = allow_sha1
         self.workers = default_workers() if workers is None else workers
         self._pool: ProcessPoolExecutor | None = None
+        self._deaths = 0
         if self.workers:
             self._start()
 
@@ -180,15 +183,24 @@ class Opener:
             return OpenedBatch(self, items, pool.submit(_open_in_worker, list(items)), pool)
         except BrokenProcessPool:
             self.replace_broken(pool)
-            return self.submit(items)
+            return self.submit(items, here=True)
 
     def replace_broken(self, pool: ProcessPoolExecutor | None) -> None:
         """Start new workers in place of ``pool``, whose worker died, unless that was done
         already (every batch in flight on a dead pool reports it; the new pool, which may have
-        work by then, must not be replaced again)."""
-        if pool is not None and pool is self._pool:
-            self.close()
-            self._start()
+        work by then, must not be replaced again). After :data:`MAX_WORKER_DEATHS` deaths,
+        everything is opened in this process: slower, but a worker that cannot live (no
+        memory for it, say) must not be restarted forever."""
+        if pool is None or pool is not self._pool:
+            return
+        self.close()
+        self._deaths += 1
+        if self._deaths >= MAX_WORKER_DEATHS:
+            log.error("opening workers died %d times: opening in this process from now on",
+                      self._deaths)  # fmt: skip
+            self.workers = 0
+            return
+        self._start()
 
     def close(self) -> None:
         """Stop the workers (waiting for a batch under way)."""

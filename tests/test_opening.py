@@ -10,12 +10,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 
 import pytest
 from cryptography import x509
 
 from smime_companion.core.model import Decryption, SignatureStatus
-from smime_companion.opening import Opener
+from smime_companion.opening import MAX_WORKER_DEATHS, Opener
 from smime_companion.store.cache import derive_entry
 from smime_companion.testing.pki import TestPki
 from tests.conftest import load_identity
@@ -93,7 +95,7 @@ HOLDER = """
 import sys, time
 from cryptography import x509
 from smime_companion.keyfiles import load_pkcs12
-from smime_companion.opening import Opener
+from smime_companion.opening import MAX_WORKER_DEATHS, Opener
 identity = load_pkcs12(__import__("pathlib").Path(sys.argv[1]), b"test")
 opener = Opener([identity], [], workers=1)
 opener.submit([]).result()  # the worker is up
@@ -156,3 +158,26 @@ def test_batches_in_flight_when_the_worker_dies_all_open_and_later_work_is_not_c
     assert rest == [first, first]
     assert [batch.result() for batch in later] == [first] * 4  # none of them cancelled
     assert [o.result.signature for o in first][:1] == ["valid"]
+
+
+def _refuse_to_start(*args: object) -> None:
+    raise RuntimeError("injected: this worker cannot start")
+
+
+class UnstartableOpener(Opener):
+    """Failure injection: every worker it starts dies in its initializer."""
+
+    def _start(self) -> None:
+        self._pool = ProcessPoolExecutor(
+            max_workers=1, mp_context=get_context("spawn"), initializer=_refuse_to_start
+        )
+
+
+def test_workers_that_cannot_live_leave_every_message_opened_here_in_the_end(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], mail: list[tuple[bytes, dt.datetime]]
+) -> None:
+    with UnstartableOpener([load_identity(pki, "bob")], anchors, workers=1) as opener:
+        batches = [opener.submit(mail).result() for _ in range(MAX_WORKER_DEATHS + 2)]
+    assert all(batch == batches[0] for batch in batches)
+    assert [o.result.signature for o in batches[0]][:1] == ["valid"]
+    assert opener.workers == 0  # it gave up starting workers
