@@ -145,6 +145,7 @@ class CacheEntry:
     report: str  # JSON: the open report, signers and evidence
     attachments: tuple[mime_text.Attachment, ...]
     body: str  # the text that is indexed
+    raw_sha256: str  # of the raw message: finds it again after a UIDVALIDITY change
 
 
 def derive_entry(raw: bytes, result: OpenResult, arrived: datetime) -> CacheEntry:
@@ -197,6 +198,9 @@ def derive_entry(raw: bytes, result: OpenResult, arrived: datetime) -> CacheEntr
         report=json.dumps(report, sort_keys=True),
         attachments=extracted.attachments,
         body=extracted.body,
+        # Hashed here, not when storing: a worker process derives entries, and hashing every
+        # message (317 MB in the sync bench) was the storing thread's to do.
+        raw_sha256=hashlib.sha256(raw).hexdigest(),
     )
 
 
@@ -393,14 +397,15 @@ class Cache(db.Handle):
         arrived: datetime,
         flags: Sequence[str] = (),
     ) -> int:
-        """Store ``raw`` and its derived ``entry`` (:func:`derive_entry`) at (account, folder,
-        uidvalidity, uid) in one transaction; return the message id.
+        """Store ``raw`` and its derived ``entry`` (:func:`derive_entry` of this same ``raw``: its
+        hash is the entry's) at (account, folder, uidvalidity, uid) in one transaction; return
+        the message id.
 
         Idempotent: storing the same location again replaces the derived data (never a second
         row). When the location is new but the same raw message is cached in this folder under an
         older UIDVALIDITY, that entry is moved to the new location instead of duplicated.
         """
-        raw_sha256 = hashlib.sha256(raw).hexdigest()
+        raw_sha256 = entry.raw_sha256
         located = (raw, raw_sha256, _epoch(arrived), _flags_text(flags))
         with self._conn:
             row = self._conn.execute(
