@@ -46,7 +46,7 @@ from cryptography import x509
 
 from smime_companion import runtime
 from smime_companion.config import AccountConfig, Config
-from smime_companion.core.model import Identity, OpenResult
+from smime_companion.core.model import Identity
 from smime_companion.errors import ImapError, SmimeCompanionError
 from smime_companion.imap.client import Mailbox, ServerSpec, connect
 from smime_companion.imap.sync import FolderReport, Harvester, Stopped, record_error, sync_folder
@@ -184,11 +184,6 @@ class Daemon:
 
     # -- opening ---------------------------------------------------------------------------------
 
-    def open_raw(self, raw: bytes, at: datetime) -> OpenResult:
-        """``core.open`` with the configured identities and anchors, at arrival time ``at``;
-        never raises (a message that cannot be opened gives a result carrying the error)."""
-        return self.opener.open(raw, at)
-
     def _new_opener(self) -> Opener:
         return Opener(
             self.identities,
@@ -252,7 +247,7 @@ class Daemon:
         pending = self.cache.messages_to_reopen()
         if not pending:
             return 0
-        count = self.cache.rebuild(self.open_raw, pending)
+        count = self.cache.rebuild(self.opener.open, pending)
         log.info("re-opened %d cached messages with the current keys", count)
         return count
 

@@ -113,15 +113,13 @@ class CertHarvester:
         self, result: OpenResult, message_id: str | None, at: datetime
     ) -> list[CertRecord]:
         """As :meth:`harvest`, returning the records written (one per certificate and address)."""
-        signers = list(result.signers) or [s for layer in result.layers for s in layer.signers]
+        signers = _harvestable_signers(result)
         if not signers:
             return []  # most mail: nothing to harvest, and nothing to parse
         source = message_id.strip() if message_id and message_id.strip() else "unknown-message"
         senders = {a.lower() for _n, a in email.utils.getaddresses([result.header("From") or ""])}
         written: list[CertRecord] = []
         for signer in signers:
-            if signer.certificate is None or signer.status not in HARVESTABLE:
-                continue
             written.extend(self._harvest_signer(signer, senders, source, at))
         if self.revocation is not None:
             self._check_revocation(written, at)
@@ -204,11 +202,16 @@ class CertHarvester:
         )
 
 
+def _harvestable_signers(result: OpenResult) -> list[SignerReport]:
+    """The signers of ``result`` (of every layer) whose certificate is recorded."""
+    signers = list(result.signers) or [s for layer in result.layers for s in layer.signers]
+    return [s for s in signers if s.certificate is not None and s.status in HARVESTABLE]
+
+
 def _sighting_key(result: OpenResult) -> tuple[object, ...] | None:
     """What a sighting of ``result``'s signers depends on, the signing times aside (they differ
     in every message and are not recorded); None when no signer would be recorded."""
-    signers = list(result.signers) or [s for layer in result.layers for s in layer.signers]
-    wanted = [s for s in signers if s.certificate is not None and s.status in HARVESTABLE]
+    wanted = _harvestable_signers(result)
     if not wanted:
         return None
     sender = (result.header("From") or "").lower()  # TOFU pins only for the From address

@@ -41,6 +41,13 @@ def worker(pki: TestPki, anchors: tuple[x509.Certificate, ...]) -> Iterator[Open
         yield opener
 
 
+def running_pool(opener: Opener, mail: list[tuple[bytes, dt.datetime]]) -> ProcessPoolExecutor:
+    """The opener's pool, once its worker has opened something (so it is up)."""
+    opener.submit(mail[:1]).result()
+    assert opener._pool is not None
+    return opener._pool
+
+
 def test_a_worker_opens_and_derives_exactly_what_this_process_does(
     pki: TestPki,
     anchors: tuple[x509.Certificate, ...],
@@ -71,9 +78,7 @@ def test_the_entry_is_the_one_derived_from_the_result(
 def test_a_killed_worker_loses_no_message_and_is_replaced(
     worker: Opener, mail: list[tuple[bytes, dt.datetime]]
 ) -> None:
-    worker.submit(mail[:1]).result()  # the worker is up
-    pool = worker._pool
-    assert pool is not None
+    pool = running_pool(worker, mail)
     for pid in list(pool._processes):  # failure injection: the kernel's OOM killer, say
         os.kill(pid, signal.SIGKILL)
     opened = worker.submit(mail).result()  # opened here instead
@@ -132,9 +137,7 @@ def test_a_worker_ends_when_the_daemon_is_killed_outright(pki: TestPki) -> None:
 def test_ctrl_c_and_a_stop_signal_leave_the_worker_to_its_daemon(
     worker: Opener, mail: list[tuple[bytes, dt.datetime]]
 ) -> None:
-    worker.submit(mail[:1]).result()  # the worker is up
-    pool = worker._pool
-    assert pool is not None
+    pool = running_pool(worker, mail)
     (pid,) = pool._processes
     for sig in (signal.SIGINT, signal.SIGTERM):  # as a terminal or systemd sends to the group
         os.kill(pid, sig)
@@ -146,9 +149,7 @@ def test_ctrl_c_and_a_stop_signal_leave_the_worker_to_its_daemon(
 def test_batches_in_flight_when_the_worker_dies_all_open_and_later_work_is_not_cancelled(
     worker: Opener, mail: list[tuple[bytes, dt.datetime]]
 ) -> None:
-    worker.submit(mail[:1]).result()  # the worker is up
-    pool = worker._pool
-    assert pool is not None
+    pool = running_pool(worker, mail)
     in_flight = [worker.submit(mail) for _ in range(3)]
     for pid in list(pool._processes):
         os.kill(pid, signal.SIGKILL)

@@ -94,6 +94,22 @@ def run_sync(
     )
 
 
+def record_summaries(
+    mailbox: ImapMailbox, monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[list[int], bool]]:
+    """Make ``mailbox`` note each summaries() call: (the UIDs asked for, whether BODYSTRUCTURE
+    was)."""
+    calls: list[tuple[list[int], bool]] = []
+    real = mailbox.summaries
+
+    def summaries(uids: list[int], *, structure: bool = True) -> list[Summary]:
+        calls.append((list(uids), structure))
+        return real(uids, structure=structure)
+
+    monkeypatch.setattr(mailbox, "summaries", summaries)
+    return calls
+
+
 def cached(cache: Cache, folder: str) -> dict[str, MessageSummary]:
     """The folder's cached messages by subject."""
     hits = cache.search(f'folder:"{folder}"', now=dt.datetime.now(dt.UTC))
@@ -318,17 +334,10 @@ def test_without_server_side_header_search_every_bodystructure_is_read_instead(
     server.deliver("alice", plain_mail("nh-plain"), folder)
     server.deliver("alice", encrypted_mail(pki, "nh-enc"), folder)
     monkeypatch.setattr(mailbox, "search_smime_candidates", lambda start=1: None)
-    looked_at: list[int] = []
-    real = mailbox.summaries
-
-    def summaries(uids: list[int], *, structure: bool = True) -> list[Summary]:
-        looked_at.extend(uids)
-        return real(uids, structure=structure)
-
-    monkeypatch.setattr(mailbox, "summaries", summaries)
+    calls = record_summaries(mailbox, monkeypatch)
     report = run_sync(mailbox, cache, folder, opener)
     assert (report.stored, report.skipped) == (1, 1)
-    assert len(looked_at) == 2  # both BODYSTRUCTUREs read, the plain one too
+    assert [(len(uids), structure) for uids, structure in calls] == [(2, True)]  # the plain one too
     assert set(cached(cache, folder)) == {"Test nh-enc"}
 
 
@@ -340,17 +349,10 @@ def test_plain_messages_are_skipped_without_reading_their_bodystructure(
     for i in range(3):
         server.deliver("alice", plain_mail(f"hs-plain{i}"), folder)
     server.deliver("alice", signed_mail(pki, "hs-signed"), folder)
-    looked_at: list[int] = []
-    real = mailbox.summaries
-
-    def summaries(uids: list[int], *, structure: bool = True) -> list[Summary]:
-        looked_at.extend(uids)
-        return real(uids, structure=structure)
-
-    monkeypatch.setattr(mailbox, "summaries", summaries)
+    calls = record_summaries(mailbox, monkeypatch)
     report = run_sync(mailbox, cache, folder, opener)
     assert (report.new, report.stored, report.skipped) == (4, 1, 3)
-    assert len(looked_at) == 1
+    assert sum(len(uids) for uids, _structure in calls) == 1
 
 
 def test_a_candidate_whose_own_header_is_not_smime_is_downloaded_but_not_stored(
@@ -365,15 +367,9 @@ def test_a_candidate_whose_own_header_is_not_smime_is_downloaded_but_not_stored(
     )
     server.deliver("alice", lookalike, folder)
     server.deliver("alice", encrypted_mail(pki, "fc-enc"), folder)
-    structures: list[bool] = []
-    real = mailbox.summaries
-
-    def summaries(uids: list[int], *, structure: bool = True) -> list[Summary]:
-        structures.append(structure)
-        return real(uids, structure=structure)
-
-    monkeypatch.setattr(mailbox, "summaries", summaries)
+    calls = record_summaries(mailbox, monkeypatch)
     report = run_sync(mailbox, cache, folder, opener)
-    assert structures == [False]  # the server named the candidates: no BODYSTRUCTURE needed
+    # The server named the candidates: no BODYSTRUCTURE needed.
+    assert [structure for _uids, structure in calls] == [False]
     assert (report.new, report.stored, report.skipped) == (2, 1, 1)
     assert set(cached(cache, folder)) == {"Test fc-enc"}

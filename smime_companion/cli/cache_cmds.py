@@ -29,9 +29,8 @@ from smime_companion.cli.common import (
 )
 from smime_companion.config import Config
 from smime_companion.core import text as mime_text
-from smime_companion.core.model import OpenResult
-from smime_companion.core.open import open_message
 from smime_companion.errors import SecretUnavailable, UsageError
+from smime_companion.opening import Opener
 from smime_companion.scan import scan_pending
 from smime_companion.store import Cache, MessageSummary, db
 
@@ -400,15 +399,10 @@ def run_rebuild(args: argparse.Namespace) -> int:
         identities = runtime.identities_with_store(config, certstore)
     anchors = runtime.load_anchors(config.identity)
 
-    def open_raw(raw: bytes, arrived: dt.datetime) -> OpenResult:
-        # Verified as of arrival, so a signature valid then stays explained as it was.
-        return open_message(
-            raw,
-            identities=identities,
-            anchors=anchors,
-            at=arrived,
-            allow_sha1=config.identity.allow_sha1,
-        )
+    # In this process (no workers for a rebuild), and never raising: a message that cannot be
+    # opened is re-derived with its error, as the sync would store it. rebuild() passes each
+    # message's arrival time, so a signature valid then stays explained as it was.
+    opener = Opener(identities, anchors, allow_sha1=config.identity.allow_sha1, workers=0)
 
     with runtime.open_cache(config, key) as cache:
         if args.all:
@@ -417,7 +411,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
             ids = list(cache.search_ids(_query(args.query), now=_now()))
         else:
             ids = cache.messages_to_reopen()
-        count = cache.rebuild(open_raw, ids)
+        count = cache.rebuild(opener.open, ids)
         left = len(cache.messages_to_reopen())
     print(
         f"rebuilt {count} message{'s' if count != 1 else ''}; {left} still cannot be opened",

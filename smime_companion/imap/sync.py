@@ -241,12 +241,12 @@ def sync_folder(
     # Three stages run side by side: a reader thread fetches batches of bodies (it alone uses
     # the connection until it has finished), the opener opens batches (in worker processes when
     # there are cores to spare), and this thread stores the oldest opened batch, in order.
-    store = _Storer(cache, report, account, folder, uv, state, len(new), now, harvester,
+    store = _Storer(cache, report, account, folder, uv, state, len(new), harvester,
                     should_stop, progress)  # fmt: skip
     in_flight: collections.deque[tuple[_Fetched, OpenedBatch]] = collections.deque()
-    with _Reader(mailbox, new, candidates, cache_all, report) as reader:
+    with _Reader(mailbox, new, candidates, cache_all, report, now) as reader:
         for fetched in reader:
-            items = [(raw, at) for _s, raw, at in fetched.messages(now)]
+            items = [(raw, at) for _s, raw, at in fetched.messages]
             # A batch goes to the workers, unless each already has one waiting behind the one
             # it is opening: then opening is the slower stage, and this thread opens the batch
             # itself (it has stored everything ready). So both cores stay busy whichever stage
@@ -316,12 +316,11 @@ class _Storer:
         uidvalidity: int,
         state: FolderState,
         total: int,
-        now: Callable[[], datetime],
         harvester: Harvester | None,
         should_stop: Callable[[], bool],
         progress: Callable[[int, int], None] | None,
     ) -> None:
-        self.cache, self.report, self.now = cache, report, now
+        self.cache, self.report = cache, report
         self.account, self.folder, self.uidvalidity = account, folder, uidvalidity
         self.saved = state  # the folder state as last saved
         self.total, self.done = total, 0
@@ -352,7 +351,7 @@ class _Storer:
     def _store(self, fetched: _Fetched, opened: list[Opened]) -> int | None:
         """Store one opened batch; returns the UID it stopped after when asked to stop."""
         report, where = self.report, f"{self.account}/{self.folder}"
-        for (summary, raw, arrived), item in zip(fetched.messages(self.now), opened, strict=True):
+        for (summary, raw, arrived), item in zip(fetched.messages, opened, strict=True):
             result = item.result
             self.cache.store_message(
                 account=self.account,
@@ -385,24 +384,15 @@ class _Storer:
         return None
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Fetched:
-    """One batch of bodies read from the server. ``batch_end`` is set on the last batch of a
+    """One batch read from the server: (summary, raw, arrival time) of each message still there
+    (an expunge between the two fetches drops it). ``batch_end`` is set on the last batch of a
     summary batch: once it is stored, every UID up to it is handled."""
 
-    group: list[Summary]
-    bodies: dict[int, bytes]
+    messages: list[tuple[Summary, bytes, datetime]]
     batch_end: int | None = None
     batch_size: int = 0
-    _arrived: list[datetime] | None = None
-
-    def messages(self, now: Callable[[], datetime]) -> list[tuple[Summary, bytes, datetime]]:
-        """(summary, raw, arrival time) of each message still on the server (an expunge
-        between the two fetches drops it); the same times on every call."""
-        present = [s for s in self.group if s.uid in self.bodies]
-        if self._arrived is None:
-            self._arrived = [s.internaldate or now() for s in present]
-        return [(s, self.bodies[s.uid], t) for s, t in zip(present, self._arrived, strict=True)]
 
 
 class _Reader:
@@ -420,8 +410,10 @@ class _Reader:
         candidates: set[int] | None,
         cache_all: bool,
         report: FolderReport,
+        now: Callable[[], datetime],
     ) -> None:
         self._mailbox = mailbox
+        self._now = now
         self._new = new
         self._candidates = candidates
         self._cache_all = cache_all
@@ -473,10 +465,12 @@ class _Reader:
                     bodies = self._mailbox.bodies([s.uid for s in group]) if group else {}
                     if not self._cache_all:
                         bodies = self._smime_only(group, bodies)
+                    messages = [(s, bodies[s.uid], s.internaldate or self._now())
+                                for s in group if s.uid in bodies]  # fmt: skip
                     last = i == len(groups) - 1
-                    fetched = _Fetched(group, bodies)
-                    if last:
-                        fetched.batch_end, fetched.batch_size = max(batch), len(batch)
+                    fetched = (
+                        _Fetched(messages, max(batch), len(batch)) if last else _Fetched(messages)
+                    )
                     if not self._hand_over(fetched):
                         return
             self._hand_over(self._END)

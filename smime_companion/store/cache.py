@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -204,34 +204,27 @@ def derive_entry(raw: bytes, result: OpenResult, arrived: datetime) -> CacheEntr
     )
 
 
-# The columns a CacheEntry fills (scan is reset: the content may have changed), in the order of
-# _entry_values; and the columns that come with the raw message itself.
-_ENTRY_COLUMNS = (
-    "content", "content_is_raw", "date", "sender", "recipients", "cc", "subject", "message_id",
-    "decryption", "signature", "signer", "content_cipher", "error", "reopen", "report", "scan",
-)  # fmt: skip
-_LOCATED_COLUMNS = ("raw", "raw_sha256", "arrived", "flags")
-
-
-def _entry_values(entry: CacheEntry) -> tuple[Any, ...]:
-    return (
-        entry.content,
-        int(entry.content_is_raw),
-        entry.date,
-        entry.sender,
-        entry.to,
-        entry.cc,
-        entry.subject,
-        entry.message_id,
-        entry.decryption,
-        entry.signature,
-        entry.signer,
-        entry.content_cipher,
-        entry.error,
-        int(entry.reopen),
-        entry.report,
-        None,
-    )
+def _entry_columns(entry: CacheEntry) -> dict[str, Any]:
+    """The ``messages`` columns ``entry`` fills, by name (scan is reset: the content may have
+    changed)."""
+    return {
+        "content": entry.content,
+        "content_is_raw": int(entry.content_is_raw),
+        "date": entry.date,
+        "sender": entry.sender,
+        "recipients": entry.to,
+        "cc": entry.cc,
+        "subject": entry.subject,
+        "message_id": entry.message_id,
+        "decryption": entry.decryption,
+        "signature": entry.signature,
+        "signer": entry.signer,
+        "content_cipher": entry.content_cipher,
+        "error": entry.error,
+        "reopen": int(entry.reopen),
+        "report": entry.report,
+        "scan": None,
+    }
 
 
 def _migration_1(conn: apsw.Connection) -> None:
@@ -406,7 +399,8 @@ class Cache(db.Handle):
         older UIDVALIDITY, that entry is moved to the new location instead of duplicated.
         """
         raw_sha256 = entry.raw_sha256
-        located = (raw, raw_sha256, _epoch(arrived), _flags_text(flags))
+        located = {"raw": raw, "raw_sha256": raw_sha256, "arrived": _epoch(arrived),
+                   "flags": _flags_text(flags)}  # fmt: skip
         with self._conn:
             row = self._conn.execute(
                 "SELECT id FROM messages WHERE account = ? AND folder = ? AND uidvalidity = ? "
@@ -420,28 +414,20 @@ class Cache(db.Handle):
                     row = (stale,)
             if row is not None:
                 message_id = int(row[0])
-                self._write_entry(message_id, entry, _LOCATED_COLUMNS, located)
+                self._write_entry(message_id, entry, located)
                 return message_id
             # One INSERT with everything: inserting the row and then updating it rewrote the
             # whole record, raw message included (twice the writing, and the first copy's pages
             # zeroed by secure_delete). The new id is chosen in the statement itself (what
             # SQLite would choose) so the sort key, which contains it, is written with the row.
             next_id = "(SELECT coalesce(max(id), 0) + 1 FROM messages)"
-            columns = ("account", "folder", "uidvalidity", "uid", *_LOCATED_COLUMNS,
-                       *_ENTRY_COLUMNS)  # fmt: skip
+            values = {"account": account, "folder": folder, "uidvalidity": uidvalidity,
+                      "uid": uid, **located, **_entry_columns(entry)}  # fmt: skip
             inserted = self._conn.execute(
-                f"INSERT INTO messages (id, sort_key, {', '.join(columns)}) "
+                f"INSERT INTO messages (id, sort_key, {', '.join(values)}) "
                 f"VALUES ({next_id}, ? + ({next_id} & {_SORT_ID_MASK}), "
-                f"{', '.join('?' * len(columns))}) RETURNING id, sort_key",
-                (
-                    sort_key(entry.date, 0),
-                    account,
-                    folder,
-                    uidvalidity,
-                    uid,
-                    *located,
-                    *_entry_values(entry),
-                ),
+                f"{', '.join('?' * len(values))}) RETURNING id, sort_key",
+                (sort_key(entry.date, 0), *values.values()),
             ).fetchone()
             assert inserted is not None
             message_id, new_key = int(inserted[0]), int(inserted[1])
@@ -449,14 +435,10 @@ class Cache(db.Handle):
         return message_id
 
     def _write_entry(
-        self,
-        message_id: int,
-        entry: CacheEntry,
-        more_columns: Sequence[str] = (),
-        more_values: Sequence[Any] = (),
+        self, message_id: int, entry: CacheEntry, more: Mapping[str, Any] | None = None
     ) -> None:
-        """Rewrite an existing message's derived columns (and ``more_columns``), attachments and
-        index entry from ``entry``."""
+        """Rewrite an existing message's derived columns (and the ``more`` columns, by name),
+        attachments and index entry from ``entry``."""
         old_key = self._conn.execute(
             "SELECT sort_key FROM messages WHERE id = ?", (message_id,)
         ).fetchone()
@@ -464,11 +446,11 @@ class Cache(db.Handle):
             self._conn.execute("DELETE FROM message_text WHERE rowid = ?", (old_key[0],))
         self._conn.execute("DELETE FROM attachments WHERE message = ?", (message_id,))
         new_key = sort_key(entry.date, message_id)
-        columns = (*_ENTRY_COLUMNS, *more_columns)
+        values = {**_entry_columns(entry), **(more or {})}
         self._conn.execute(
-            f"UPDATE messages SET {', '.join(c + ' = ?' for c in columns)}, sort_key = ? "
+            f"UPDATE messages SET {', '.join(c + ' = ?' for c in values)}, sort_key = ? "
             "WHERE id = ?",
-            (*_entry_values(entry), *more_values, new_key, message_id),
+            (*values.values(), new_key, message_id),
         )
         self._write_index(message_id, new_key, entry)
 
