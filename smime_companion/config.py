@@ -82,6 +82,8 @@ class CacheConfig:
     key: SecretRef = SecretRef("cache.key", keyring=(KEYRING_SERVICE, "cache"))
     cache_all: bool = False
     scan: ScanConfig = ScanConfig()
+    # Worker processes that open and index mail during a sync; None: one per spare core.
+    open_workers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -358,10 +360,15 @@ class _Reader:
             raise self.error(s, "", "must be a table: [cache]")
         self.known(
             table, s,
-            {"path", "encrypt_cache", "cache_all", "clamd_socket", "scan_command"}
+            {"path", "encrypt_cache", "cache_all", "clamd_socket", "scan_command", "open_workers"}
             | {f"key{x}" for x in _SECRET_SUFFIXES},
         )  # fmt: skip
         encrypt = self.boolean(table, s, "encrypt_cache", True)
+        workers = table.get("open_workers", "auto")
+        if workers != "auto" and (
+            not isinstance(workers, int) or isinstance(workers, bool) or not 0 <= workers <= 16
+        ):
+            raise self.error(s, "open_workers", 'must be "auto" or a number from 0 to 16')
         return CacheConfig(
             path=self.path(table, s, "path") or default_data_dir(),
             encrypt=encrypt,
@@ -373,6 +380,7 @@ class _Reader:
                 clamd_socket=self.path(table, s, "clamd_socket"),
                 command=self.string(table, s, "scan_command"),
             ),
+            open_workers=None if workers == "auto" else workers,
         )
 
     def certificates(self, table: Any) -> CertificatesConfig:

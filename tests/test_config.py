@@ -73,6 +73,19 @@ def test_a_bad_value_is_named() -> None:
     assert "accounts.port: must be a port number" in _error(MINIMAL + "port = 99999\n")
 
 
+def _with_cache_line(line: str) -> str:
+    return MINIMAL.replace('key_env = "CACHE_KEY"\n', f'key_env = "CACHE_KEY"\n{line}\n')
+
+
+def test_open_workers_is_auto_by_default_or_a_number_and_anything_else_is_named() -> None:
+    assert parse_config(MINIMAL).cache.open_workers is None  # one per spare core
+    assert parse_config(_with_cache_line('open_workers = "auto"')).cache.open_workers is None
+    assert parse_config(_with_cache_line("open_workers = 0")).cache.open_workers == 0
+    for bad in ('"many"', "-1", "17", "true"):
+        message = _error(_with_cache_line(f"open_workers = {bad}"))
+        assert 'cache.open_workers: must be "auto" or a number from 0 to 16' in message
+
+
 def test_plain_imap_needs_the_explicit_insecure_flag() -> None:
     assert "insecure_plaintext = true" in _error(MINIMAL + 'tls = "plain"\n')
     config = parse_config(MINIMAL + 'tls = "plain"\ninsecure_plaintext = true\nport = 1143\n')

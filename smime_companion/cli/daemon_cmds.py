@@ -147,6 +147,7 @@ def build_daemon(
         outbox=outbox,
         identity_loader=identity_loader,
         resources=resources,
+        open_workers=config.cache.open_workers,
     )
 
 

@@ -77,9 +77,14 @@ class Setup:
     def cache_dir(self) -> Path:
         return self.home / "cache"
 
-    def write_config(self, folders: tuple[str, ...] = (FOLDER,), cache_all: bool = False) -> Path:
+    def write_config(
+        self,
+        folders: tuple[str, ...] = (FOLDER,),
+        cache_all: bool = False,
+        open_workers: int | str = "auto",
+    ) -> Path:
         """Write the config: bob's PKCS#12 as identity, alice's IMAP account, SMTP if any;
-        ``cache_all`` caches plain mail too."""
+        ``cache_all`` caches plain mail too; ``open_workers`` as the config takes it."""
         self.home.mkdir(parents=True, exist_ok=True)
         for folder in folders:
             self.dovecot.maildir("alice", folder)
@@ -101,6 +106,7 @@ system_anchors = false
 path = "{self.cache_dir}"
 key_env = "CHAOS_CACHE_KEY"
 cache_all = {"true" if cache_all else "false"}
+open_workers = {open_workers if isinstance(open_workers, int) else f'"{open_workers}"'}
 
 [certificates]
 revocation = "off"
