@@ -77,15 +77,22 @@ def cache_key(config: Config) -> str | None:
     return credentials.resolve(config.cache.key)
 
 
-def open_cache(config: Config, key: str | None = None) -> Cache:
-    """The message cache of ``config``, opened with ``key`` or, when None, the configured key.
+def open_cache(
+    config: Config, key: str | None = None, *, checkpoint_in_background: bool = False
+) -> Cache:
+    """The message cache of ``config``, opened with ``key`` or, when None, the configured key
+    (``checkpoint_in_background``: see :meth:`Cache.open`).
 
     Raises :class:`~smime_companion.errors.SecretUnavailable` or
     :class:`~smime_companion.errors.CacheError` (wrong key, damaged file) with one line.
     """
-    if not config.cache.encrypt:
-        return Cache.open(config.cache.path, None)
-    return Cache.open(config.cache.path, key if key is not None else cache_key(config))
+    if config.cache.encrypt and key is None:
+        key = cache_key(config)
+    return Cache.open(
+        config.cache.path,
+        key if config.cache.encrypt else None,
+        checkpoint_in_background=checkpoint_in_background,
+    )
 
 
 def open_scanner(config: Config) -> Scanner | None:

@@ -30,11 +30,12 @@ def _fill(cache: Cache, pki: TestPki, now: dt.datetime) -> None:
         store(cache, mail(pki, kind=kind), opener(pki), now, uid=uid)
 
 
+@pytest.mark.parametrize("background", [False, True], ids=["checkpoint-on-commit", "daemon"])
 def test_no_file_of_the_data_directory_holds_the_header_or_any_plaintext(
-    tmp_path: Path, pki: TestPki, now: dt.datetime
+    tmp_path: Path, pki: TestPki, now: dt.datetime, background: bool
 ) -> None:
     directory = tmp_path / "data"
-    with Cache.open(directory, KEY) as cache:
+    with Cache.open(directory, KEY, checkpoint_in_background=background) as cache:
         _fill(cache, pki, now)
         # Checked while open, so the write-ahead log still holds the recent pages.
         files = _all_bytes(directory)

@@ -110,7 +110,8 @@ def build_daemon(
     line."""
     anchors = runtime.load_anchors(config.identity)
     scanner = runtime.open_scanner(config)
-    cache = open_cache(config)
+    # The daemon writes whole mailboxes: its log is copied into the database beside it.
+    cache = runtime.open_cache(config, checkpoint_in_background=True)
     resources: list[Any] = []
     try:
         store = runtime.open_certstore(config)

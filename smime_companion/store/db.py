@@ -16,7 +16,9 @@ This module and the rest of ``store`` are the only places that import a SQLite b
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +31,13 @@ from smime_companion.errors import CacheError
 DB_FILENAME = "cache.db"
 _PLAIN_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_MS = 10_000
+# Log pages after which a commit copies the log into the database, when no Checkpointer does: a
+# sync batch writes megabytes, and checkpointing every 40 MiB (4 MiB by default) writes each
+# index page fewer times (with the cache's bigger page cache, storing 10,000 messages took 13%
+# less time).
+AUTOCHECKPOINT_PAGES = 10_000
+
+log = logging.getLogger(__name__)
 
 WRONG_KEY = "wrong cache key: the database could not be decrypted"
 
@@ -233,14 +242,119 @@ def rekey_directory(directory: Path, key: str, new_key: str) -> list[Path]:
             conn.close()
 
 
+class Checkpointer:
+    """Copies a writing connection's write-ahead log into the database file from a thread of its
+    own, so the thread that writes does not also copy every page a second time.
+
+    In WAL mode each committed page is first appended to the log and later copied into the
+    database file by a checkpoint, which SQLite otherwise runs inside the writer's commit once
+    the log passes a size (``wal_autocheckpoint``). For a first sync that stores hundreds of
+    megabytes, that copy (decrypting and re-encrypting each page, writing it) was a third of the
+    storing thread's time: storing 10,000 messages (300 MB) took 2.9 s with it and 1.9 s with
+    the copy moved here, on the other core. The thread has its own connection, and SQLite lets a
+    PASSIVE checkpoint run beside a writer.
+
+    The log is still bounded. A passive checkpoint cannot reset the log while the writer keeps
+    appending, so once it holds ``limit_pages`` the writer, right after its commit, waits for one
+    checkpoint pass to finish; its next transaction then starts the log again from the top. The
+    wait is short, since the thread has copied all but the last few batches by then.
+
+    Nothing here decides durability: a checkpoint only moves committed pages between two files
+    SQLite already keeps consistent, and a crash in the middle leaves the log to be replayed.
+    """
+
+    def __init__(
+        self,
+        writer: apsw.Connection,
+        path: Path,
+        key: str | None,
+        *,
+        step_pages: int = 5_000,
+        limit_pages: int = 25_000,
+    ) -> None:
+        self._writer = writer
+        self._step = step_pages
+        self._limit = limit_pages
+        self._conn = _open(path, key, None)
+        self._lock = threading.Condition()
+        self._requested = 0  # passes asked for
+        self._finished = 0  # the request number the last finished pass covered
+        self._copied = 0  # log frames the last pass left copied
+        self._stopping = False
+        writer.set_wal_hook(self._committed)
+        self._thread = threading.Thread(target=self._run, name="cache-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _committed(self, _conn: apsw.Connection, _name: str, pages: int) -> int:
+        """SQLite's WAL hook, called in the writer's thread after each commit with the log's
+        length in pages (the writer holds no lock by then)."""
+        if pages < self._copied:  # the log was started again from the top
+            self._copied = 0
+        if pages >= self._limit:
+            with self._lock:
+                self._requested += 1
+                wanted = self._requested
+                self._lock.notify_all()
+                while self._finished < wanted and not self._stopping:
+                    self._lock.wait()
+        elif pages - self._copied >= self._step:
+            with self._lock:
+                self._requested += 1
+                self._lock.notify_all()
+        return apsw.SQLITE_OK
+
+    def _run(self) -> None:
+        failing = ""  # the last failure, said once
+        while True:
+            with self._lock:
+                while self._finished >= self._requested and not self._stopping:
+                    self._lock.wait()
+                if self._stopping:
+                    return
+                covering = self._requested
+            try:
+                _, self._copied = self._conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+                if failing:
+                    log.warning("cache checkpoints work again")
+                failing = ""
+            except apsw.BusyError:
+                pass  # another checkpoint is running (a second daemon's, a CLI's): next time
+            except apsw.Error as exc:
+                # The log keeps everything committed; it only grows until a pass succeeds.
+                # Said once, not at every commit past the limit.
+                if str(exc) != failing:
+                    log.warning("cache checkpoint failed (the write-ahead log grows): %s", exc)
+                failing = str(exc)
+            finally:
+                with self._lock:
+                    self._finished = covering
+                    self._lock.notify_all()
+
+    def close(self) -> None:
+        """Stop the thread (after its current pass) and give the checkpoints back to the
+        writer's commits. Idempotent."""
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
+            self._lock.notify_all()
+        self._thread.join()
+        self._conn.close()
+        with contextlib.suppress(apsw.Error):  # the writer may be closed already
+            self._writer.wal_autocheckpoint(AUTOCHECKPOINT_PAGES)
+
+
 class Handle:
     """What every store object (cache, certificate store, outbox journal) shares: one open
     connection in ``_conn``, :meth:`close`, and use as a context manager."""
 
     _conn: apsw.Connection
+    _checkpointer: Checkpointer | None = None
 
     def close(self) -> None:
         """Close the database (idempotent)."""
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self._conn.close()
 
     def __enter__(self) -> Self:
