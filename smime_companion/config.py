@@ -131,6 +131,10 @@ class OutboxConfig:
     directory: Path | None = None
     directory_account: str | None = None
     imap: bool = True
+    # A message the server keeps deferring (4xx): tell the user after this many hours, hold it
+    # after this many; 0 turns either off.
+    delay_notice_hours: int = 4
+    give_up_hours: int = 120
 
 
 @dataclass(frozen=True)
@@ -405,8 +409,17 @@ class _Reader:
         if not isinstance(table, dict):
             raise self.error(s, "", "must be a table: [outbox]")
         self.known(
-            table, s, {"missing_cert", "max_draft_bytes", "directory", "directory_account", "imap"}
-        )
+            table,
+            s,
+            {"missing_cert", "max_draft_bytes", "directory", "directory_account", "imap",
+             "delay_notice_hours", "give_up_hours"},
+        )  # fmt: skip
+        hours = {}
+        for key in ("delay_notice_hours", "give_up_hours"):
+            value = table.get(key, getattr(OutboxConfig, key))
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 8760:
+                raise self.error(s, key, "must be a number of hours from 0 (never) to 8760")
+            hours[key] = value
         limit = table.get("max_draft_bytes", OutboxConfig.max_draft_bytes)
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1024:
             raise self.error(s, "max_draft_bytes", "must be a number of bytes, at least 1024")
@@ -423,6 +436,7 @@ class _Reader:
             directory=self.path(table, s, "directory"),
             directory_account=directory_account,
             imap=self.boolean(table, s, "imap", True),
+            **hours,
         )
 
     def account(self, table: Any, index: int) -> AccountConfig:

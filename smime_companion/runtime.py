@@ -8,7 +8,7 @@ build their objects the same way without importing each other.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cryptography import x509
 
@@ -237,7 +237,14 @@ def outbox_settings(
         user_address=user_address,
         policy=MissingCertPolicy(config.outbox.missing_cert),
         max_bytes=config.outbox.max_draft_bytes,
+        delay_notice_after=_hours(config.outbox.delay_notice_hours),
+        give_up_after=_hours(config.outbox.give_up_hours),
     )
+
+
+def _hours(hours: int) -> timedelta | None:
+    """A config's hours as a duration; 0 means never (None)."""
+    return timedelta(hours=hours) if hours else None
 
 
 def process_outbox(

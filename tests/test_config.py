@@ -86,6 +86,16 @@ def test_open_workers_is_auto_by_default_or_a_number_and_anything_else_is_named(
         assert 'cache.open_workers: must be "auto" or a number from 0 to 16' in message
 
 
+def test_the_outbox_tells_of_a_late_message_after_4_hours_and_gives_up_after_5_days() -> None:
+    outbox = parse_config(MINIMAL).outbox
+    assert (outbox.delay_notice_hours, outbox.give_up_hours) == (4, 120)
+    changed = parse_config(MINIMAL + "[outbox]\ndelay_notice_hours = 0\ngive_up_hours = 48\n")
+    assert (changed.outbox.delay_notice_hours, changed.outbox.give_up_hours) == (0, 48)
+    for bad in ("-1", "9000", '"5d"', "true"):
+        message = _error(MINIMAL + f"[outbox]\ngive_up_hours = {bad}\n")
+        assert "outbox.give_up_hours: must be a number of hours from 0 (never) to 8760" in message
+
+
 def test_plain_imap_needs_the_explicit_insecure_flag() -> None:
     assert "insecure_plaintext = true" in _error(MINIMAL + 'tls = "plain"\n')
     config = parse_config(MINIMAL + 'tls = "plain"\ninsecure_plaintext = true\nport = 1143\n')

@@ -4,6 +4,7 @@ outbox folder is sealed, submitted, filed in Sent and removed; every recipient's
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 
 import pytest
@@ -147,6 +148,59 @@ def test_a_4xx_reply_is_retried_after_the_backoff_and_then_delivered_once(
     assert len(world.smtpd.received) == 1
     assert world.journal.item(item.id).state == ItemState.DONE
     assert world.folder(OUTBOX) == []
+
+
+def test_a_message_deferred_for_hours_brings_one_notice_that_it_is_late_and_is_still_sent(
+    world: World, pki: TestPki
+) -> None:
+    world.smtpd.answer_next(*["451 4.3.0 Try again later"] * 3)
+    world.put_draft(draft(pki, "slow"))
+    world.run()
+    assert world.notices() == []  # one deferral is no news
+    world.clock_offset = world.settings().delay_notice_after + dt.timedelta(hours=1)
+    report = world.run()
+    [item] = world.journal.items()
+    assert report.deferred == [item.id] and item.state == ItemState.SEALED
+    [notice] = world.notices()
+    assert f"S/MIME outbox: message {item.id} is not sent yet" in notice
+    assert "451 4.3.0 Try again later" in notice and "keeps trying" in notice
+    world.clock_offset += dt.timedelta(hours=1)
+    world.run()  # deferred a third time: no second notice
+    assert len(world.notices()) == 1
+    world.clock_offset += dt.timedelta(hours=1)
+    world.run()
+    assert len(world.smtpd.received) == 1
+    assert world.journal.item(item.id).state == ItemState.DONE
+
+
+def test_a_message_deferred_past_the_give_up_time_is_held_with_a_notice_and_can_be_retried(
+    world: World, pki: TestPki
+) -> None:
+    world.smtpd.answer_next(*["452 4.2.2 Mailbox full"] * 3)
+    world.put_draft(draft(pki, "full"))
+    world.run()
+    give_up = world.settings().give_up_after
+    assert give_up is not None
+    world.clock_offset = give_up + dt.timedelta(minutes=1)
+    report = world.run()
+    [item] = world.journal.items()
+    assert report.held == [item.id] and item.state == ItemState.HELD
+    reason = item.reason or ""
+    assert "the mail server deferred it for 5.0 days: " in reason and "452 4.2.2" in reason
+    [notice] = world.notices()  # past the give-up time, the only notice says so
+    assert f"S/MIME outbox: message {item.id} was not sent" in notice
+    assert f"smime-companion outbox retry {item.id}" in notice
+    assert world.folder(OUTBOX) == [] and len(world.folder(f"{OUTBOX}/Held")) == 1
+    # A retry is a new try: deferred once more, it is not held at once but waits again.
+    world.journal.retry(item.id, world.clock())
+    world.run()
+    retried = world.journal.item(item.id)
+    assert retried.state == ItemState.SEALED and retried.attempts == 1
+    world.clock_offset += dt.timedelta(hours=2)
+    world.run()
+    assert len(world.smtpd.received) == 1
+    assert world.journal.item(item.id).state == ItemState.DONE
+    assert world.folder(f"{OUTBOX}/Held") == []
 
 
 def test_a_5xx_reply_holds_the_item_with_a_notice_quoting_the_server(

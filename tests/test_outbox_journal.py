@@ -10,7 +10,13 @@ import pytest
 
 from smime_companion.errors import CacheError, UsageError
 from smime_companion.store import db
-from smime_companion.store.journal import DB_FILENAME, CopyState, ItemState, Journal
+from smime_companion.store.journal import (
+    DB_FILENAME,
+    MIGRATIONS,
+    CopyState,
+    ItemState,
+    Journal,
+)
 
 AT = dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.UTC)
 KEY = "journal-test-key"
@@ -113,6 +119,44 @@ def test_a_deferred_copy_counts_an_attempt_and_sets_the_next_one(tmp_path: Path)
         item = journal.item(item_id)
         assert item.state == ItemState.SEALED and item.attempts == 1
         assert item.next_attempt == later and item.reason == "451 try later"
+
+
+def test_the_first_deferral_of_a_try_is_kept_and_a_retry_starts_a_new_try(
+    tmp_path: Path,
+) -> None:
+    with Journal.open(tmp_path, None) as journal:
+        item_id = _sealed(journal)
+        for minutes in (0, 5):
+            at = AT + dt.timedelta(minutes=minutes)
+            journal.begin_submission(item_id, 0, at)
+            journal.copy_deferred(item_id, 0, "451 try later", at, at + dt.timedelta(minutes=1))
+        journal.delay_noticed(item_id, ("late", "still trying"), AT)
+        item = journal.item(item_id)
+        assert (item.deferred_since, item.delay_noticed, item.attempts) == (AT, True, 2)
+        assert [n.subject for n in journal.notices("work")] == ["late"]
+        journal.advance(item_id, {ItemState.SEALED}, ItemState.HELD, AT, reason="gave up")
+        item = journal.retry(item_id, AT)
+        assert (item.deferred_since, item.delay_noticed, item.attempts) == (None, False, 0)
+
+
+def test_a_journal_from_before_the_deferral_times_opens_and_keeps_its_items(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / DB_FILENAME
+    conn = db.connect(path, KEY, MIGRATIONS[:1])  # schema 1, as the first release wrote it
+    conn.execute(
+        "INSERT INTO items (account, digest, state, attempts, created, updated)"
+        " VALUES ('work', 'd0', 'sealed', 3, 0, 0)"
+    )
+    conn.close()
+    with Journal.open(tmp_path, KEY) as journal:
+        [item] = journal.items()
+        assert (item.digest, item.attempts, item.deferred_since, item.delay_noticed) == (
+            "d0",
+            3,
+            None,
+            False,
+        )
 
 
 def test_the_journal_is_encrypted_at_rest_and_needs_its_key(tmp_path: Path) -> None:

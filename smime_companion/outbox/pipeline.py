@@ -25,7 +25,7 @@ import logging
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP
 
@@ -76,6 +76,10 @@ log = logging.getLogger(__name__)
 
 RETRY_BASE = timedelta(seconds=30)
 RETRY_CAP = timedelta(hours=1)
+# As mail servers do with a deferred message: tell the sender it is late after a few hours, give
+# up (hold it, with a notice) after five days. ``[outbox] delay_notice_hours``, ``give_up_hours``.
+DELAY_NOTICE_AFTER = timedelta(hours=4)
+GIVE_UP_AFTER = timedelta(days=5)
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,8 @@ class OutboxSettings:
     seal_options: SealOptions = field(default_factory=SealOptions)
     retry_base: timedelta = RETRY_BASE
     retry_cap: timedelta = RETRY_CAP
+    delay_notice_after: timedelta | None = DELAY_NOTICE_AFTER  # None: never
+    give_up_after: timedelta | None = GIVE_UP_AFTER  # None: retry forever
 
 
 @dataclass
@@ -305,8 +311,7 @@ class OutboxPipeline:
                 log.warning(
                     "outbox %s: item %d deferred for %s: %s", self.account, item.id, delay, exc
                 )
-                report.deferred.append(item.id)
-                return self.journal.item(item.id)
+                return self._deferred(self.journal.item(item.id), str(exc), report)
             except SubmissionRefused as exc:
                 self._refused_by_server(item, copy.index, str(exc), report)
                 return self.journal.item(item.id)
@@ -335,6 +340,57 @@ class OutboxPipeline:
             )
         report.sent.append(item.id)
         return self.journal.item(item.id)
+
+    def _deferred(self, item: OutboxItem, reply: str, report: PassReport) -> OutboxItem:
+        """After the server deferred ``item``: past ``give_up_after`` since its first deferral
+        it is held with a notice; past ``delay_notice_after`` the user is told once that it is
+        late; otherwise it simply waits for its next attempt."""
+        now = self.clock()
+        since = item.deferred_since or now
+        give_up, warn = self.settings.give_up_after, self.settings.delay_notice_after
+        if give_up is not None and now - since >= give_up:
+            self._give_up(item, reply, now - since, report)
+            return self.journal.item(item.id)
+        report.deferred.append(item.id)
+        if warn is not None and now - since >= warn and not item.delay_noticed:
+            until = (
+                f"It gives up on {_when(since + give_up)} and tells you then."
+                if give_up is not None
+                else "It keeps trying until the server takes it."
+            )
+            text = (
+                f"Your message {describe_draft_item(item)} has not been sent yet: the mail "
+                f"server has deferred it since {_when(since)} ({item.attempts} attempts). "
+                f"Its last reply:\n\n  {reply}\n\nThe companion keeps trying. {until} "
+                "Nothing needs doing unless the reply asks for something.\n"
+            )
+            self.journal.delay_noticed(
+                item.id, (f"S/MIME outbox: message {item.id} is not sent yet", text), now
+            )
+            log.warning("outbox %s: item %d late since %s", self.account, item.id, since)
+        return self.journal.item(item.id)
+
+    def _give_up(self, item: OutboxItem, reply: str, trying: timedelta, report: PassReport) -> None:
+        days = trying.total_seconds() / 86400
+        reason = f"the mail server deferred it for {days:.1f} days: {reply}"
+        text = (
+            f"Your message {describe_draft_item(item)} was NOT sent: the mail server deferred "
+            f"it for {days:.1f} days ({item.attempts} attempts). Its last reply:\n\n  {reply}\n\n"
+            "The draft was moved to the outbox's Held folder. Once the problem is fixed, send "
+            f"the sealed message again with:\n\n    smime-companion outbox retry {item.id}\n"
+        )
+        new_ref = self.source.move_aside(item.ref, Place.HELD) if item.ref else None
+        self.journal.set_ref(item.id, new_ref)
+        self.journal.advance(
+            item.id,
+            {ItemState.SEALED},
+            ItemState.HELD,
+            self.clock(),
+            reason=reason,
+            notice=(f"S/MIME outbox: message {item.id} was not sent", text),
+        )
+        log.warning("outbox %s: item %d held: %s", self.account, item.id, reason)
+        report.held.append(item.id)
 
     def _file(self, item: OutboxItem) -> OutboxItem:
         sent = self.journal.sent_copy(item.id)
@@ -450,6 +506,10 @@ class OutboxPipeline:
                 return  # keep it queued; the next pass tries again
             self.journal.notice_delivered(notice.id)
             report.notices += 1
+
+
+def _when(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def describe_draft_item(item: OutboxItem) -> str:

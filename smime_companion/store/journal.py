@@ -122,7 +122,16 @@ def _migration_1(conn: apsw.Connection) -> None:
     )
 
 
-MIGRATIONS: list[db.Migration] = [_migration_1]
+def _migration_2(conn: apsw.Connection) -> None:
+    # When the server first deferred the current try (NULL: it has not), and whether the user was
+    # told the message is late: what a mail server's delay warning and queue lifetime need.
+    conn.execute(
+        "ALTER TABLE items ADD COLUMN deferred_since INTEGER;"
+        "ALTER TABLE items ADD COLUMN delay_noticed INTEGER NOT NULL DEFAULT 0;"
+    )
+
+
+MIGRATIONS: list[db.Migration] = [_migration_1, _migration_2]
 
 
 @dataclass(frozen=True)
@@ -142,6 +151,8 @@ class OutboxItem:
     next_attempt: datetime | None
     created: datetime
     updated: datetime
+    deferred_since: datetime | None = None  # the server's first 4xx of the current try
+    delay_noticed: bool = False  # the user was told this message is late
 
     def as_json(self) -> dict[str, Any]:
         """A JSON-ready dict (``outbox list --json``); holds no message content but the
@@ -156,6 +167,7 @@ class OutboxItem:
             "reason": self.reason,
             "attempts": self.attempts,
             "next_attempt": self.next_attempt.isoformat() if self.next_attempt else None,
+            "deferred_since": self.deferred_since.isoformat() if self.deferred_since else None,
             "created": self.created.isoformat(),
             "updated": self.updated.isoformat(),
         }
@@ -194,7 +206,7 @@ def _dt(value: Any) -> datetime | None:
 
 _ITEM_COLUMNS = (
     "id, account, digest, ref, state, sender, subject, message_id, reason, attempts, "
-    "next_attempt, created, updated"
+    "next_attempt, created, updated, deferred_since, delay_noticed"
 )
 
 
@@ -216,6 +228,8 @@ def _item(row: Any) -> OutboxItem:
         next_attempt=_dt(row[10]),
         created=created,
         updated=updated,
+        deferred_since=_dt(row[13]),
+        delay_noticed=bool(row[14]),
     )
 
 
@@ -407,14 +421,23 @@ class Journal(db.Handle):
         self, item_id: int, index: int, reply: str, at: datetime, next_attempt: datetime
     ) -> None:
         """Copy ``index`` was not accepted and may be tried again at ``next_attempt``: the item
-        goes back to ``sealed`` with one more attempt counted."""
+        goes back to ``sealed`` with one more attempt counted (``deferred_since`` is set by the
+        first deferral of a try)."""
         with db.savepoint(self._conn):
             self._copy_state(item_id, index, CopyState.PENDING, reply)
             self._conn.execute(
                 "UPDATE items SET state = ?, reason = ?, attempts = attempts + 1,"
-                " next_attempt = ?, updated = ? WHERE id = ?",
-                (str(ItemState.SEALED), reply, _ts(next_attempt), _ts(at), item_id),
+                " next_attempt = ?, updated = ?, deferred_since = coalesce(deferred_since, ?)"
+                " WHERE id = ?",
+                (str(ItemState.SEALED), reply, _ts(next_attempt), _ts(at), _ts(at), item_id),
             )
+
+    @db.guarded("record a submission")
+    def delay_noticed(self, item_id: int, notice: tuple[str, str], at: datetime) -> None:
+        """Queue ``notice`` (the message is late, still being tried) once per try."""
+        with db.savepoint(self._conn):
+            self._conn.execute("UPDATE items SET delay_noticed = 1 WHERE id = ?", (item_id,))
+            self._queue_notice(item_id, notice, at)
 
     @db.guarded("record a submission")
     def copy_failed(
@@ -486,23 +509,26 @@ class Journal(db.Handle):
 
     @db.guarded("retry an outbox item")
     def retry(self, item_id: int, at: datetime) -> OutboxItem:
-        """On the user's request: an ``uncertain`` or ``held`` item that has sealed copies goes
+        """On the user's request: an ``uncertain`` or ``held`` item that has sealed copies (held
+        after the server refused it, or deferred it past the time to give up) goes
         back to ``sealed``; its copies not known to be accepted are submitted again on the next
-        pass (now, with no backoff). Raises :class:`UsageError` for any other item."""
+        pass (now, with no backoff), as a new try: the backoff, the delay notice and the time
+        before giving up start again. Raises :class:`UsageError` for any other item."""
         with db.savepoint(self._conn):
             item = self.item(item_id)
             copies = self.copies(item_id)
             if item.state not in (ItemState.UNCERTAIN, ItemState.HELD) or not copies:
                 raise UsageError(
                     f"outbox item {item_id} is {item.state}: only an uncertain item, or one held "
-                    "after the server refused it, can be retried"
+                    "after the server refused or kept deferring it, can be retried"
                 )
             self._conn.execute(
                 "UPDATE copies SET state = ? WHERE item_id = ? AND state != ?",
                 (str(CopyState.PENDING), item_id, str(CopyState.SUBMITTED)),
             )
             self._conn.execute(
-                "UPDATE items SET state = ?, next_attempt = NULL, updated = ? WHERE id = ?",
+                "UPDATE items SET state = ?, next_attempt = NULL, attempts = 0,"
+                " deferred_since = NULL, delay_noticed = 0, updated = ? WHERE id = ?",
                 (str(ItemState.SEALED), _ts(at), item_id),
             )
         return self.item(item_id)
