@@ -8,6 +8,7 @@ out. An unreachable responder is an answer too (``unavailable``), never an excep
 
 from __future__ import annotations
 
+import itertools
 import logging
 import urllib.error
 import urllib.request
@@ -19,6 +20,7 @@ from cryptography import x509
 from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.revocation import (
     RevocationAnswer,
+    chain_answer,
     crl_urls,
     ocsp_request,
     ocsp_urls,
@@ -70,6 +72,8 @@ class RevocationChecker:
     def __init__(self, fetch: Fetch = http_fetch, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.fetch = fetch
         self.timeout = timeout
+        # (CA fingerprint, its issuer's) -> (reuse until, answer): see _check_ca.
+        self._ca_answers: dict[tuple[str, str], tuple[datetime, RevocationAnswer]] = {}
 
     def check(
         self, cert: x509.Certificate, issuer: x509.Certificate | None, at: datetime
@@ -124,6 +128,19 @@ class RevocationChecker:
             log.warning("revocation check: %s unreachable: %s", url, why)
             return None
 
+    def _check_ca(
+        self, ca: x509.Certificate, issuer: x509.Certificate, at: datetime
+    ) -> RevocationAnswer:
+        """:meth:`check` of a CA certificate, remembered until its next update (an hour when it
+        has none): many correspondents share one CA, and its CRL can be megabytes."""
+        key = (fingerprint_sha256(ca), fingerprint_sha256(issuer))
+        known = self._ca_answers.get(key)
+        if known is not None and known[0] > at >= known[1].checked:
+            return known[1]
+        answer = self.check(ca, issuer, at)
+        self._ca_answers[key] = (answer.next_update or at + REUSE_WITHOUT_NEXT_UPDATE, answer)
+        return answer
+
     def refresh_in(self, store: CertStore) -> Callable[[CertRecord, datetime], None]:
         """A ``refresh`` callback for :meth:`CertStore.select`: checks one record's certificate
         against its stored issuer and stores the answer (with its evidence) in ``store``."""
@@ -140,15 +157,19 @@ class RevocationChecker:
         chain: tuple[x509.Certificate, ...],
         at: datetime,
     ) -> RevocationAnswer:
-        """Check ``cert`` (its issuer is ``chain[0]``) and record the answer in ``store``, to be
-        reused until its nextUpdate (or :data:`REUSE_WITHOUT_NEXT_UPDATE` when it has none).
+        """Check ``cert`` and the CA certificates of its ``chain`` (issuer first, the trust
+        anchor last, which is not checked) and record the combined answer
+        (:func:`~smime_companion.core.revocation.chain_answer`) in ``store``, to be reused until
+        its nextUpdate (or :data:`REUSE_WITHOUT_NEXT_UPDATE` when it has none).
         Raises :class:`~smime_companion.errors.CacheError` when the store cannot be written."""
         issuer = chain[0] if chain else None
-        answer = self.check(cert, issuer, at)
+        cas = [(ca, self._check_ca(ca, above, at)) for ca, above in itertools.pairwise(chain)]
+        answer = chain_answer(self.check(cert, issuer, at), cas)
         reuse_until = answer.next_update or at + REUSE_WITHOUT_NEXT_UPDATE
         source = answer.source
         if source is not None:
-            source = ("ocsp " if source in ocsp_urls(cert) else "crl ") + source
+            about = next((ca for ca, a in cas if a.source == source), cert)
+            source = ("ocsp " if source in ocsp_urls(about) else "crl ") + source
         store.set_revocation(
             fingerprint_sha256(cert),
             answer.status,

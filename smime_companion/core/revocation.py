@@ -10,7 +10,7 @@ never an exception.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from asn1crypto import x509 as asn1_x509
@@ -219,6 +219,42 @@ def read_crl(
             f"revoked at {entry.revocation_date_utc.isoformat()} ({source})",
         )
     return RevocationAnswer(Revocation.GOOD, at, source, next_update, data)
+
+
+def chain_answer(
+    leaf: RevocationAnswer, cas: list[tuple[x509.Certificate, RevocationAnswer]]
+) -> RevocationAnswer:
+    """One answer for a certificate and the CA certificates above it (``cas``: each
+    intermediate between it and the trust anchor, with its own answer).
+
+    A revoked CA revokes everything it issued (RFC 5280 path validation), so any revoked link
+    makes the answer ``revoked``, naming the CA. A ``good`` leaf stays good only when no CA's
+    status is in doubt: an unreachable or unknowing source for a CA turns it into that doubt,
+    which the policy then weighs like the leaf's own. A CA naming no OCSP responder and no CRL
+    is common for private CAs and says nothing either way, so it changes nothing. A lasting
+    answer is kept until the earliest next update among them.
+    """
+    for ca, answer in cas:
+        if answer.status == Revocation.REVOKED and leaf.status != Revocation.REVOKED:
+            return _about_ca(ca, answer, leaf.checked, "is revoked")
+    result = leaf
+    if leaf.status == Revocation.GOOD:
+        for ca, answer in cas:
+            if answer.status in (Revocation.UNAVAILABLE, Revocation.UNKNOWN):
+                result = _about_ca(ca, answer, leaf.checked, answer.reason or str(answer.status))
+                break
+    if result.next_update is None:  # an answer not to be kept: asked again soon
+        return result
+    updates = [a.next_update for a in (leaf, *(a for _, a in cas)) if a.next_update is not None]
+    return replace(result, next_update=min(updates))
+
+
+def _about_ca(
+    ca: x509.Certificate, answer: RevocationAnswer, checked: datetime, what: str
+) -> RevocationAnswer:
+    return replace(
+        answer, checked=checked, reason=f"the issuing CA {ca.subject.rfc4514_string()}: {what}"
+    )
 
 
 def _issued_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
