@@ -39,6 +39,10 @@ MAX_CRL_BYTES = 32 * 1024 * 1024  # large public CAs publish CRLs of tens of MB
 # naming nowhere to ask, an OCSP response without nextUpdate. Without it, every message from
 # such a sender would make the sync wait for the same dead responder again.
 REUSE_WITHOUT_NEXT_UPDATE = timedelta(hours=1)
+# How long a URL that could not be fetched is not asked again, for any certificate. A CA's
+# certificates share their responder and CRL URLs: without it, a first sync meeting a hundred
+# certificates of a CA whose responder is down would wait out a hundred timeouts.
+SKIP_UNREACHABLE = timedelta(minutes=10)
 
 # (url, request body or None for GET, timeout in seconds, size limit) -> response body.
 # Raises OSError (urllib's errors are OSErrors) when the server cannot be reached or answers
@@ -74,6 +78,8 @@ class RevocationChecker:
         self.timeout = timeout
         # (CA fingerprint, its issuer's) -> (reuse until, answer): see _check_ca.
         self._ca_answers: dict[tuple[str, str], tuple[datetime, RevocationAnswer]] = {}
+        # URL -> (failed at, why): not fetched again before SKIP_UNREACHABLE has passed.
+        self._unreachable: dict[str, tuple[datetime, str]] = {}
 
     def check(
         self, cert: x509.Certificate, issuer: x509.Certificate | None, at: datetime
@@ -95,7 +101,7 @@ class RevocationChecker:
         failures: list[str] = []
         unknown: RevocationAnswer | None = None
         for url in ocsp:
-            data = self._get(url, ocsp_request(cert, issuer), MAX_OCSP_BYTES, failures)
+            data = self._get(url, ocsp_request(cert, issuer), MAX_OCSP_BYTES, at, failures)
             if data is None:
                 continue
             answer = read_ocsp_response(data, cert, issuer, at, url)
@@ -106,7 +112,7 @@ class RevocationChecker:
             elif answer.reason:
                 failures.append(answer.reason)
         for url in crls:
-            data = self._get(url, None, MAX_CRL_BYTES, failures)
+            data = self._get(url, None, MAX_CRL_BYTES, at, failures)
             if data is None:
                 continue
             answer = read_crl(data, cert, issuer, at, url)
@@ -118,15 +124,26 @@ class RevocationChecker:
             return unknown
         return RevocationAnswer(Revocation.UNAVAILABLE, at, reason="; ".join(failures))
 
-    def _get(self, url: str, body: bytes | None, limit: int, failures: list[str]) -> bytes | None:
+    def _get(
+        self, url: str, body: bytes | None, limit: int, at: datetime, failures: list[str]
+    ) -> bytes | None:
+        failed = self._unreachable.get(url)
+        if failed is not None and failed[0] <= at < failed[0] + SKIP_UNREACHABLE:
+            failures.append(
+                f"{url} unreachable: {failed[1]} (at {failed[0]:%H:%M}, not asked again yet)"
+            )
+            return None
         try:
-            return self.fetch(url, body, self.timeout, limit)
+            data = self.fetch(url, body, self.timeout, limit)
         except (OSError, ValueError) as exc:
             # urllib wraps refusals and timeouts in URLError (an OSError); say which server.
             why = getattr(exc, "reason", None) or exc
             failures.append(f"{url} unreachable: {why}")
             log.warning("revocation check: %s unreachable: %s", url, why)
+            self._unreachable[url] = (at, str(why))
             return None
+        self._unreachable.pop(url, None)
+        return data
 
     def _check_ca(
         self, ca: x509.Certificate, issuer: x509.Certificate, at: datetime

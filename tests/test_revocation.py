@@ -378,3 +378,22 @@ def test_an_unreachable_responder_is_not_asked_again_for_an_hour(
         assert len(asked) == 1
         store.select("down@example.org", now + dt.timedelta(minutes=61), "soft", refresh)
         assert len(asked) == 2
+
+
+def test_a_responder_that_did_not_answer_is_skipped_for_every_certificate_for_ten_minutes(
+    responders: Responders, now: dt.datetime
+) -> None:
+    # Two certificates of one CA share its dead responder: the second is not made to wait out a
+    # second timeout, and still gets its answer from the CRL it also names.
+    checker, asked = _counting_checker()
+    first = checker.check(responders.down, responders.issuer, now)
+    assert first.status == Revocation.UNAVAILABLE
+    later = now + dt.timedelta(minutes=1)
+    second = checker.check(responders.down_then_crl, responders.issuer, later)
+    assert second.status == Revocation.REVOKED
+    dead = asked[0]
+    assert asked.count(dead) == 1 and len(asked) == 2  # the dead responder once, then the CRL
+    again = checker.check(responders.down, responders.issuer, later)
+    assert again.reason is not None and "not asked again yet" in again.reason
+    checker.check(responders.down, responders.issuer, now + dt.timedelta(minutes=11))
+    assert asked.count(dead) == 2  # ten minutes later it is given another chance
