@@ -14,7 +14,15 @@ import traceback
 from collections.abc import Sequence
 
 from smime_companion import __version__
-from smime_companion.cli import cache_cmds, certs_cmds, daemon_cmds, open_cmd, outbox_cmds, seal_cmd
+from smime_companion.cli import (
+    cache_cmds,
+    certs_cmds,
+    daemon_cmds,
+    init_cmd,
+    open_cmd,
+    outbox_cmds,
+    seal_cmd,
+)
 from smime_companion.errors import SmimeCompanionError, UsageError
 
 EXIT_OK = 0
@@ -23,7 +31,7 @@ EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 
 # Each subcommand module has ``register(subparsers)`` that adds its parser and sets ``func``.
-SUBCOMMANDS = (open_cmd, seal_cmd, cache_cmds, daemon_cmds, certs_cmds, outbox_cmds)
+SUBCOMMANDS = (init_cmd, open_cmd, seal_cmd, cache_cmds, daemon_cmds, certs_cmds, outbox_cmds)
 
 
 def build_parser() -> argparse.ArgumentParser:
