@@ -46,8 +46,9 @@ from cryptography import x509
 
 from smime_companion import runtime
 from smime_companion.config import AccountConfig, Config
-from smime_companion.core.model import Identity
+from smime_companion.core.model import Identity, OpenResult
 from smime_companion.errors import ImapError, SmimeCompanionError
+from smime_companion.harvest import with_known_revocations
 from smime_companion.imap.client import Mailbox, ServerSpec, connect
 from smime_companion.imap.sync import FolderReport, Harvester, Stopped, record_error, sync_folder
 from smime_companion.opening import Opener
@@ -247,7 +248,10 @@ class Daemon:
         pending = self.cache.messages_to_reopen()
         if not pending:
             return 0
-        count = self.cache.rebuild(self.opener.open, pending)
+        open_raw: Callable[[bytes, datetime], OpenResult] = self.opener.open
+        if self.harvester is not None:  # keep the verdicts of revoked signers the sync stored
+            open_raw = with_known_revocations(open_raw, self.harvester.known_revoked)
+        count = self.cache.rebuild(open_raw, pending)
         log.info("re-opened %d cached messages with the current keys", count)
         return count
 

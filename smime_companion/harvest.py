@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import email.utils
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -37,7 +37,14 @@ from cryptography import x509
 
 from smime_companion.core.certs import email_addresses, fingerprint_sha256
 from smime_companion.core.model import OpenResult, SignatureStatus, SignerReport
-from smime_companion.core.selection import CertRecord, Trust, chain_to_anchor, tofu_applies
+from smime_companion.core.open import with_revoked_signers
+from smime_companion.core.selection import (
+    CertRecord,
+    Revocation,
+    Trust,
+    chain_to_anchor,
+    tofu_applies,
+)
 from smime_companion.revocation import RevocationChecker
 from smime_companion.store.certstore import CertStore, Sighting
 
@@ -59,6 +66,7 @@ class _Recent:
     at: datetime
     bindings: tuple[tuple[str, str], ...]
     recheck_at: datetime | None
+    revoked: dict[str, str]  # what harvest returned for it
 
 
 class CertHarvester:
@@ -81,19 +89,21 @@ class CertHarvester:
         self.revocation = revocation
         self._recent: dict[tuple[object, ...], _Recent] = {}
 
-    def harvest(self, result: OpenResult, message_id: str | None, at: datetime) -> None:
+    def harvest(self, result: OpenResult, message_id: str | None, at: datetime) -> dict[str, str]:
         """Record every harvestable signer of ``result`` (all layers), seen at ``at`` in the
-        message ``message_id``. Raises :class:`~smime_companion.errors.CacheError` when the store
-        cannot be written (the store is then unchanged for that signer)."""
+        message ``message_id``; return the signers known to be revoked (fingerprint -> where
+        that was learnt), for :func:`~smime_companion.core.open.with_revoked_signers`. Raises
+        :class:`~smime_companion.errors.CacheError` when the store cannot be written (the store
+        is then unchanged for that signer)."""
         key = _sighting_key(result)
         if key is None:
-            return  # no signer worth recording
+            return {}  # no signer worth recording
         recent = self._recent.get(key)
         if recent is not None and (recent.recheck_at is None or at < recent.recheck_at):
             if at > recent.at:
                 self.store.touch(recent.bindings, at)
                 recent.at = at
-            return
+            return recent.revoked
         written = self.harvest_records(result, message_id, at)
         if len(self._recent) >= RECENT_SIGHTINGS:
             self._recent.clear()
@@ -102,12 +112,19 @@ class CertHarvester:
             for r in written
             if self.revocation is not None and r.trust == Trust.ANCHOR
         ]
+        revoked = known_revoked(self.store, result)
         self._recent[key] = _Recent(
             at=at,
             bindings=tuple((r.address, r.fingerprint) for r in written),
             # An answer without a next update (or none yet) is due again at once.
             recheck_at=None if not due else min((d or at) for d in due),
+            revoked=revoked,
         )
+        return revoked
+
+    def known_revoked(self, result: OpenResult) -> dict[str, str]:
+        """:func:`known_revoked` in this harvester's store (asks no server)."""
+        return known_revoked(self.store, result)
 
     def harvest_records(
         self, result: OpenResult, message_id: str | None, at: datetime
@@ -200,6 +217,36 @@ class CertHarvester:
         return frozenset(
             a for a in email_addresses(cert) if a in senders and tofu_applies(a, self.tofu)
         )
+
+
+def known_revoked(store: CertStore, result: OpenResult) -> dict[str, str]:
+    """The signers of ``result`` whose certificate ``store`` holds as revoked (OCSP or a CRL
+    said so, for it or a CA above it): SHA-256 fingerprint -> where that was learnt. Asks no
+    server: what the store knows."""
+    revoked: dict[str, str] = {}
+    for signer in _harvestable_signers(result):
+        assert signer.certificate is not None
+        fingerprint = fingerprint_sha256(signer.certificate)
+        records = store.records_for_fingerprint(fingerprint)
+        if any(r.revocation == Revocation.REVOKED for r in records):
+            source, _ = store.revocation_evidence(fingerprint)
+            revoked[fingerprint] = source or "the certificate store holds it as revoked"
+    return revoked
+
+
+def with_known_revocations(
+    open_raw: Callable[[bytes, datetime], OpenResult],
+    known: Callable[[OpenResult], Mapping[str, str]],
+) -> Callable[[bytes, datetime], OpenResult]:
+    """``open_raw`` whose results carry the revoked signers ``known`` names (e.g.
+    :meth:`CertHarvester.known_revoked`): a rebuild re-opens messages from their raw bytes and
+    must keep the verdict the sync stored, ``revoked`` included."""
+
+    def open_known(raw: bytes, at: datetime) -> OpenResult:
+        result = open_raw(raw, at)
+        return with_revoked_signers(result, known(result))
+
+    return open_known
 
 
 def _harvestable_signers(result: OpenResult) -> list[SignerReport]:

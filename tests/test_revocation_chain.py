@@ -44,6 +44,11 @@ class Crls:
 
 @pytest.fixture
 def crls() -> Iterator[Crls]:
+    yield from serving_crls()
+
+
+def serving_crls() -> Iterator[Crls]:
+    """Generator for fixtures: a started CRL server, stopped after the ``yield``."""
     served = Crls(_free_port())
 
     class Handler(http.server.BaseHTTPRequestHandler):

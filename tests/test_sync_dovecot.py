@@ -312,8 +312,14 @@ class Recorder:
     def __init__(self) -> None:
         self.seen: list[tuple[str | None, str | None]] = []
 
-    def harvest(self, result: OpenResult, message_id: str | None, at: dt.datetime) -> None:
+    def harvest(
+        self, result: OpenResult, message_id: str | None, at: dt.datetime
+    ) -> dict[str, str]:
         self.seen.append((message_id, result.signer))
+        return {}
+
+    def known_revoked(self, result: OpenResult) -> dict[str, str]:
+        return {}
 
 
 def test_every_stored_message_is_offered_to_the_harvester(

@@ -30,6 +30,7 @@ from smime_companion.cli.common import (
 from smime_companion.config import Config
 from smime_companion.core import text as mime_text
 from smime_companion.errors import SecretUnavailable, UsageError
+from smime_companion.harvest import CertHarvester, with_known_revocations
 from smime_companion.opening import Opener
 from smime_companion.scan import scan_pending
 from smime_companion.store import Cache, MessageSummary, db
@@ -395,23 +396,22 @@ def run_rebuild(args: argparse.Namespace) -> int:
     key = _cache_key(config)
     # Every key that may open the user's mail: the config's and those imported with
     # ``identity import`` (kept in the certificate store under the same key).
-    with runtime.open_certstore(config, key) as certstore:
+    with runtime.open_certstore(config, key) as certstore, runtime.open_cache(config, key) as cache:
         identities = runtime.identities_with_store(config, certstore)
-    anchors = runtime.load_anchors(config.identity)
-
-    # In this process (no workers for a rebuild), and never raising: a message that cannot be
-    # opened is re-derived with its error, as the sync would store it. rebuild() passes each
-    # message's arrival time, so a signature valid then stays explained as it was.
-    opener = Opener(identities, anchors, allow_sha1=config.identity.allow_sha1, workers=0)
-
-    with runtime.open_cache(config, key) as cache:
+        anchors = runtime.load_anchors(config.identity)
+        # In this process (no workers for a rebuild), and never raising: a message that cannot
+        # be opened is re-derived with its error, as the sync would store it. rebuild() passes
+        # each message's arrival time, so a signature valid then stays explained as it was, and
+        # a signer the store holds as revoked stays revoked.
+        opener = Opener(identities, anchors, allow_sha1=config.identity.allow_sha1, workers=0)
+        open_raw = with_known_revocations(opener.open, CertHarvester(certstore).known_revoked)
         if args.all:
             ids = None
         elif args.query:
             ids = list(cache.search_ids(_query(args.query), now=_now()))
         else:
             ids = cache.messages_to_reopen()
-        count = cache.rebuild(opener.open, ids)
+        count = cache.rebuild(open_raw, ids)
         left = len(cache.messages_to_reopen())
     print(
         f"rebuilt {count} message{'s' if count != 1 else ''}; {left} still cannot be opened",

@@ -45,6 +45,10 @@ class SignatureStatus(StrEnum):
     NONE = "none"  # the message was not signed
     MALFORMED = "malformed"  # the signed structure could not be parsed
     UNSUPPORTED = "unsupported"  # an algorithm we do not implement
+    # Sound and chained, but the signer's certificate (or a CA above it) is revoked. Never from
+    # core.open itself, which has no network: the daemon applies what the certificate store
+    # learnt from OCSP or a CRL (see core.open.with_revoked_signers).
+    REVOKED = "revoked"
 
 
 # When several signed layers disagree, the overall verdict is the first of these that occurs:
@@ -53,6 +57,7 @@ SIGNATURE_SEVERITY: tuple[SignatureStatus, ...] = (
     SignatureStatus.INVALID,
     SignatureStatus.MALFORMED,
     SignatureStatus.UNSUPPORTED,
+    SignatureStatus.REVOKED,
     SignatureStatus.UNTRUSTED,
     SignatureStatus.EXPIRED,
     SignatureStatus.NOT_YET_VALID,
@@ -304,6 +309,12 @@ def worst_signature(statuses: Sequence[SignatureStatus]) -> SignatureStatus:
         if status in statuses:
             return status
     return SignatureStatus.NONE
+
+
+def signed_data_verdict(statuses: Sequence[SignatureStatus]) -> SignatureStatus:
+    """The verdict of one SignedData from its signers' statuses: ``valid`` when any signer is
+    valid (RFC 5652 section 5.6: a recipient may accept any one), else the worst of them."""
+    return SignatureStatus.VALID if SignatureStatus.VALID in statuses else worst_signature(statuses)
 
 
 def worst_decryption(statuses: Sequence[Decryption]) -> Decryption:

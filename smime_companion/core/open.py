@@ -13,8 +13,8 @@ parts found deeper inside an unprotected multipart are reported as warnings and 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from asn1crypto import cms
@@ -22,6 +22,7 @@ from cryptography import x509
 
 from smime_companion.core import decrypt as decrypt_mod
 from smime_companion.core import verify as verify_mod
+from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.cms import ParsedCms, parse_cms, parse_content_info
 from smime_companion.core.mime import (
     Entity,
@@ -31,12 +32,14 @@ from smime_companion.core.mime import (
     to_crlf,
 )
 from smime_companion.core.model import (
+    SIGNATURE_SEVERITY,
     Decryption,
     Identity,
     Layer,
     OpenResult,
     SignatureStatus,
     SignerReport,
+    signed_data_verdict,
     worst_decryption,
     worst_signature,
 )
@@ -104,6 +107,47 @@ def open_message(
         raise ValueError("open_message needs a timezone-aware time")
     opener = _Opener(identities, anchors, at, extra_certificates, allow_sha1, limits)
     return opener.run(raw)
+
+
+def with_revoked_signers(result: OpenResult, revoked: Mapping[str, str]) -> OpenResult:
+    """``result`` with every signer whose certificate is in ``revoked`` (SHA-256 fingerprint ->
+    why, one line) made ``revoked``, and each layer's and the overall verdict recomputed.
+
+    core.open has no network, so it cannot know that a certificate was revoked; the daemon
+    learns it from OCSP or a CRL (its certificate store) and applies it here, so a message
+    signed with a revoked key is never shown ``valid``. A signer whose signature is already
+    broken (``invalid``, ``malformed``, ``unsupported``) keeps that verdict: it says more.
+    """
+    if not revoked:
+        return result
+
+    def mark(signer: SignerReport) -> SignerReport:
+        if signer.certificate is None:
+            return signer
+        why = revoked.get(fingerprint_sha256(signer.certificate))
+        if why is None or _SEVERITY[signer.status] <= _SEVERITY[SignatureStatus.REVOKED]:
+            return signer
+        return replace(signer, status=SignatureStatus.REVOKED, reason=f"revoked: {why}")
+
+    layers = []
+    for layer in result.layers:
+        if layer.signature is not None and layer.signers:
+            signers = tuple(mark(s) for s in layer.signers)
+            verdict = signed_data_verdict([s.status for s in signers])
+            layer = replace(layer, signature=verdict, signers=signers)
+        layers.append(layer)
+    signed = [layer for layer in layers if layer.signature is not None]
+    signature = worst_signature([layer.signature for layer in signed if layer.signature])
+    return replace(
+        result,
+        layers=tuple(layers),
+        signature=signature,
+        signer=_deciding_signer_address(signed, signature),
+        signers=tuple(mark(s) for s in result.signers),
+    )
+
+
+_SEVERITY = {status: rank for rank, status in enumerate(SIGNATURE_SEVERITY)}
 
 
 @dataclass

@@ -25,10 +25,12 @@ Each SignerInfo is checked in this order, and the first failing check decides it
 
 A later failure is still named in the reason (``...; also untrusted``) so nothing is hidden.
 The layer is ``valid`` when at least one signer is; otherwise it takes the most severe signer status
-(:func:`~smime_companion.core.model.worst_signature`).
+(:func:`~smime_companion.core.model.signed_data_verdict`).
 
-Not checked here: revocation (CRL/OCSP need I/O), certificate policies, countersignatures and other
-unsigned attributes, and name constraints on name forms other than rfc822Name and directoryName.
+Not checked here: revocation (CRL/OCSP need I/O; the daemon applies what its certificate store
+learnt, see :func:`smime_companion.core.open.with_revoked_signers`), certificate policies,
+countersignatures and other unsigned attributes, and name constraints on name forms other than
+rfc822Name and directoryName.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ from smime_companion.core.model import (
     SignatureStatus,
     SignerReport,
     VerifyOutcome,
-    worst_signature,
+    signed_data_verdict,
 )
 from smime_companion.errors import MalformedInput, UsageError
 
@@ -192,8 +194,7 @@ def verify_signed_data(
         allow_sha1=allow_sha1,
     )
     reports = tuple(_check_signer_safely(i, si, context) for i, si in enumerate(signer_infos))
-    statuses = [r.status for r in reports]
-    status = S.VALID if S.VALID in statuses else worst_signature(statuses)
+    status = signed_data_verdict([r.status for r in reports])
     return VerifyOutcome(status=status, signers=reports, content=content, error=note)
 
 

@@ -35,17 +35,17 @@ import collections
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 from smime_companion.core.model import Decryption, OpenResult
-from smime_companion.core.open import is_smime_message
+from smime_companion.core.open import is_smime_message, with_revoked_signers
 from smime_companion.imap.client import Mailbox, Summary
 from smime_companion.opening import Opened
-from smime_companion.store.cache import CacheEntry, FolderState
+from smime_companion.store.cache import CacheEntry, FolderState, derive_entry
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +98,16 @@ class Harvester(Protocol):
     """Receives every opened message so signer certificates can be collected (issue 4's
     certificate store). ``message_id`` is the Message-ID header, for its records."""
 
-    def harvest(self, result: OpenResult, message_id: str | None, at: datetime) -> None:
-        """Collect what ``result`` teaches (signer chains, capabilities) as seen at ``at``.
-        May raise: sync logs the error and carries on."""
+    def harvest(
+        self, result: OpenResult, message_id: str | None, at: datetime
+    ) -> Mapping[str, str]:
+        """Collect what ``result`` teaches (signer chains, capabilities) as seen at ``at``;
+        return its signers known to be revoked (SHA-256 fingerprint -> where that was learnt),
+        which the message is then stored with. May raise: sync logs the error and carries on."""
+        ...
+
+    def known_revoked(self, result: OpenResult) -> Mapping[str, str]:
+        """The signers of ``result`` already known to be revoked (asks no server)."""
         ...
 
 
@@ -352,20 +359,28 @@ class _Storer:
         """Store one opened batch; returns the UID it stopped after when asked to stop."""
         report, where = self.report, f"{self.account}/{self.folder}"
         for (summary, raw, arrived), item in zip(fetched.messages, opened, strict=True):
-            result = item.result
+            result, entry = item.result, item.entry
+            message_id = entry.message_id
+            # Harvested before storing: the certificate store may know the signer is revoked
+            # (or learn it now), and then the message is stored with that verdict.
+            revoked = self._harvest(result, message_id, arrived, summary.uid)
+            if revoked:
+                result = with_revoked_signers(result, revoked)
+                entry = derive_entry(raw, result, arrived)
+                log.warning("%s UID %d %s: signed with a revoked certificate", where,
+                            summary.uid, message_id)  # fmt: skip
             self.cache.store_message(
                 account=self.account,
                 folder=self.folder,
                 uidvalidity=self.uidvalidity,
                 uid=summary.uid,
                 raw=raw,
-                entry=item.entry,
+                entry=entry,
                 arrived=arrived,
                 flags=summary.flags,
             )
             report.stored += 1
             report.stored_uids.append(summary.uid)
-            message_id = item.entry.message_id
             if result.error is not None:
                 report.failed_to_open += 1
                 log.warning("%s UID %d %s: stored unopened: %s", where, summary.uid, message_id,
@@ -374,14 +389,22 @@ class _Storer:
                 log.info("%s UID %d %s: stored", where, summary.uid, message_id)
             else:  # plain mail (cache_all): one line each would drown the S/MIME ones
                 log.debug("%s UID %d %s: stored", where, summary.uid, message_id)
-            if self.harvester is not None:
-                try:
-                    self.harvester.harvest(result, message_id, arrived)
-                except Exception as exc:  # harvesting is a bonus: never lose the sync over it
-                    log.warning("%s UID %d: harvest failed: %s", where, summary.uid, exc)
             if self.should_stop():
                 return summary.uid  # SIGTERM finishes the current message, then stops
         return None
+
+    def _harvest(
+        self, result: OpenResult, message_id: str, arrived: datetime, uid: int
+    ) -> Mapping[str, str]:
+        """Harvest ``result``'s signers; return those known to be revoked (see
+        :class:`Harvester`). Never raises: harvesting must not lose the sync a message."""
+        if self.harvester is None:
+            return {}
+        try:
+            return self.harvester.harvest(result, message_id, arrived)
+        except Exception as exc:  # harvesting is a bonus: never lose the sync over it
+            log.warning("%s/%s UID %d: harvest failed: %s", self.account, self.folder, uid, exc)
+            return {}
 
 
 @dataclass(frozen=True)
