@@ -118,7 +118,6 @@ class CutProxy:
         self.upstream = upstream
         self.cuts: list[Cut] = []
         self.errors: list[str] = []  # what went wrong inside the proxy (a test asserts none)
-        self.connections = 0
         self._lock = threading.Lock()
         self._arming: _Arming | None = None
         self._closing = threading.Event()
@@ -164,8 +163,12 @@ class CutProxy:
                 continue
             except OSError:
                 return
-            server = socket.create_connection(self.upstream)
-            self.connections += 1
+            try:
+                server = socket.create_connection(self.upstream)
+            except OSError as exc:  # the server is down: the client sees its connection close
+                self.errors.append(f"cannot reach {self.upstream}: {exc}")
+                client.close()
+                continue
             thread = threading.Thread(
                 target=self._pump, args=(client, server), name="cut-proxy-conn", daemon=True
             )
@@ -179,9 +182,7 @@ class CutProxy:
             if arming is None or arming.command.search(line) is None:
                 return False
             arming.seen += 1
-            if arming.seen < arming.nth:
-                return False
-            return True
+            return arming.seen == arming.nth
 
     def _pump(self, client: socket.socket, server: socket.socket) -> None:
         selector = selectors.DefaultSelector()
