@@ -640,6 +640,10 @@ class FetchReader:
         line = self._readline()
         if not line:
             raise ImapError("connection closed by the server during FETCH")
+        if not line.endswith(b"\n"):
+            # readline stops short of a line end only where the stream ended (imaplib raises
+            # for an overlong line): the connection died mid-line; the server said nothing wrong.
+            raise ImapError("connection closed by the server during FETCH, in the middle of a line")
         if not line.endswith(b"\r\n"):
             raise _unparsable(line)
         return line[:-2]

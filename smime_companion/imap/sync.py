@@ -251,8 +251,17 @@ def sync_folder(
     store = _Storer(cache, report, account, folder, uv, state, len(new), harvester,
                     should_stop, progress)  # fmt: skip
     in_flight: collections.deque[tuple[_Fetched, OpenedBatch]] = collections.deque()
+    failed: Exception | None = None  # the reader's: raised once what arrived whole is stored
     with _Reader(mailbox, new, candidates, cache_all, report, now) as reader:
-        for fetched in reader:
+        batches = iter(reader)
+        while True:
+            try:
+                fetched = next(batches)
+            except StopIteration:
+                break
+            except Exception as exc:  # the connection failed: keep the batches read whole
+                failed = exc
+                break
             items = [(raw, at) for _s, raw, at in fetched.messages]
             # A batch goes to the workers, unless each already has one waiting behind the one
             # it is opening: then opening is the slower stage, and this thread opens the batch
@@ -265,8 +274,12 @@ def sync_folder(
             limit = 2 * opener.workers + 1
             while in_flight and (in_flight[0][1].done() or len(in_flight) > limit):
                 store(*in_flight.popleft())
+        # Also after a failed read: batches received whole are stored (and progress saved), so a
+        # connection that always dies at the same place still lets a first sync move on.
         while in_flight:
             store(*in_flight.popleft())
+    if failed is not None:
+        raise failed
     saved = store.saved
 
     # A complete pass under the current UIDVALIDITY: entries left under an older one were not

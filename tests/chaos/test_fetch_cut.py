@@ -16,9 +16,9 @@ what the server holds (SHA-256 against a FETCH made without the proxy), ``PRAGMA
 integrity_check`` ok. The Mailbox test cuts at every place in-process and expects an ImapError
 saying the connection closed, never a partial result.
 
-Two strict xfails record defects found here (``docs/reliability.md``, "Faults"): a cut inside a
-line is reported as an unparsable response, and a failed pass drops the batches it had received
-whole but not yet stored when a worker process opens them.
+Two defects found here are fixed (``docs/reliability.md``, "Faults"): a cut inside a line was
+reported as an unparsable response, and a failed pass dropped the batches it had received whole
+but not yet stored when a worker process opened them.
 """
 
 from __future__ import annotations
@@ -273,21 +273,7 @@ def test_a_fetch_cut_fails_the_pass_in_one_line_and_the_next_pass_caches_each_me
 
 @pytest.mark.parametrize(
     "open_workers",
-    [
-        pytest.param(0, id="opened-by-the-sync-thread"),
-        pytest.param(
-            1,
-            id="opened-by-a-worker",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "sync.sync_folder: when the reader raises, the batches already handed over "
-                    "but not yet stored (in_flight, waiting on the opening worker) are dropped, "
-                    "so a cut inside the second body batch stores nothing of the first"
-                ),
-            ),
-        ),
-    ],
+    [pytest.param(0, id="opened-by-the-sync-thread"), pytest.param(1, id="opened-by-a-worker")],
 )
 def test_the_batch_received_whole_before_a_cut_is_kept_by_the_failed_pass(
     folder: Folder, pki: TestPki, tmp_path: Path, open_workers: int
@@ -307,24 +293,9 @@ def test_the_batch_received_whole_before_a_cut_is_kept_by_the_failed_pass(
     assert sorted(uid for uid, _ in rows) == first_batch
 
 
-# Cuts that leave the client with part of a line: the reader gets a line without its CRLF.
-MID_LINE = {"inside-the-attribute-list", "inside-the-tagged-ok", "inside-a-summary-response"}
-MID_LINE_DEFECT = (
-    "imap.client.FetchReader._line: a line cut by the connection's end (no LF) is reported as "
-    "'unparsable FETCH response <partial line>', blaming the server's syntax, not as a closed "
-    "connection"
-)
-
-
 @pytest.mark.parametrize(
     "where",
-    [
-        pytest.param(where, marks=pytest.mark.xfail(strict=True, reason=MID_LINE_DEFECT))
-        if where in MID_LINE
-        else where
-        for where in POSITIONS
-        if POSITIONS[where].locate is not len  # a whole answer is a success for one command
-    ],
+    [where for where in POSITIONS if POSITIONS[where].locate is not len],  # whole: a success
 )
 def test_the_mailbox_reports_a_cut_fetch_as_a_closed_connection_and_returns_nothing_partial(
     folder: Folder, where: str
