@@ -8,6 +8,8 @@ import datetime as dt
 import os
 import stat
 import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -194,3 +196,38 @@ def test_a_damaged_encrypted_database_is_one_clear_line(
                 cache.raw(message.id)
     assert "damaged" in str(info.value) and "\n" not in str(info.value)
     assert path.read_bytes() == bytes(data)
+
+
+_OPEN_AT_ONCE = """
+import os, sys, time
+from pathlib import Path
+from smime_companion.store import Cache
+go = Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.0005)
+with Cache.open(Path(sys.argv[1]), sys.argv[3]) as cache:
+    cache.stats()
+"""
+
+
+@pytest.mark.parametrize("attempt", range(5))
+def test_processes_creating_the_cache_at_once_all_open_it(tmp_path: Path, attempt: int) -> None:
+    # The daemon's first start and a command typed meanwhile: each used to write the new
+    # database's header with its own cipher salt, and the loser's pages never decrypted again.
+    directory, go = tmp_path / "data", tmp_path / "go"
+    root = str(Path(__file__).resolve().parent.parent)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _OPEN_AT_ONCE, str(directory), str(go), KEY],
+            env={**os.environ, "PYTHONPATH": root},
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    time.sleep(0.5)  # all of them started and waiting
+    go.touch()
+    for proc in procs:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err.decode()
+    with Cache.open(directory, KEY) as cache:
+        assert cache.stats()["messages"] == 0

@@ -16,6 +16,7 @@ This module and the rest of ``store`` are the only places that import a SQLite b
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import threading
@@ -72,6 +73,34 @@ def connect(path: Path, key: str | None, migrations: list[Migration]) -> apsw.Co
 def _open(path: Path, key: str | None, migrations: list[Migration] | None) -> apsw.Connection:
     # migrations None: open an existing database as it is (for rekeying), never migrate.
     private_directory(path.parent)
+    with _opening_lock(path):
+        return _open_locked(path, key, migrations)
+
+
+@contextlib.contextmanager
+def _opening_lock(path: Path) -> Iterator[None]:
+    """Hold ``PATH.lock`` exclusively while a database is opened, created or migrated.
+
+    Two processes creating the same encrypted database at once (the daemon's first start and a
+    ``search`` typed meanwhile) each wrote a header with its own cipher salt, and the loser's
+    pages no longer decrypted: "wrong cache key" on a database nobody could read again. An
+    flock on a file of its own (SQLite's own locks are POSIX locks on the database file, which
+    an flock does not touch) makes opening one at a time; it is held for milliseconds.
+    """
+    try:
+        fd = os.open(f"{path}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    except OSError as exc:
+        raise CacheError(f"cannot create the lock file {path}.lock: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _open_locked(
+    path: Path, key: str | None, migrations: list[Migration] | None
+) -> apsw.Connection:
     existed = path.exists() and path.stat().st_size > 0
     if not existed:
         # Create the file 0600 ourselves: SQLite gives -wal and -shm the main file's mode.
