@@ -376,21 +376,9 @@ class OutboxPipeline:
         text = (
             f"Your message {describe_draft_item(item)} was NOT sent: the mail server deferred "
             f"it for {days:.1f} days ({item.attempts} attempts). Its last reply:\n\n  {reply}\n\n"
-            "The draft was moved to the outbox's Held folder. Once the problem is fixed, send "
-            f"the sealed message again with:\n\n    smime-companion outbox retry {item.id}\n"
+            f"{_held_for_retry(item)}"
         )
-        new_ref = self.source.move_aside(item.ref, Place.HELD) if item.ref else None
-        self.journal.set_ref(item.id, new_ref)
-        self.journal.advance(
-            item.id,
-            {ItemState.SEALED},
-            ItemState.HELD,
-            self.clock(),
-            reason=reason,
-            notice=(f"S/MIME outbox: message {item.id} was not sent", text),
-        )
-        log.warning("outbox %s: item %d held: %s", self.account, item.id, reason)
-        report.held.append(item.id)
+        self._hold(item, reason, report, text, was=ItemState.SEALED, subject="was not sent")
 
     def _file(self, item: OutboxItem) -> OutboxItem:
         sent = self.journal.sent_copy(item.id)
@@ -447,8 +435,17 @@ class OutboxPipeline:
         self._hold(item, plan.reason, report, text)
 
     def _hold(
-        self, item: OutboxItem, reason: str, report: PassReport, text: str | None = None
+        self,
+        item: OutboxItem,
+        reason: str,
+        report: PassReport,
+        text: str | None = None,
+        *,
+        was: ItemState = ItemState.CLAIMED,
+        subject: str = "is held",
     ) -> None:
+        """Move the draft to Held and the item from ``was`` to held, with a notice (its
+        subject ends in ``subject``; ``text`` by default quotes ``reason``)."""
         new_ref = self.source.move_aside(item.ref, Place.HELD) if item.ref else None
         self.journal.set_ref(item.id, new_ref)
         if text is None:
@@ -458,11 +455,11 @@ class OutboxPipeline:
             )
         self.journal.advance(
             item.id,
-            {ItemState.CLAIMED},
+            {was},
             ItemState.HELD,
             self.clock(),
             reason=reason,
-            notice=(f"S/MIME outbox: message {item.id} is held", text),
+            notice=(f"S/MIME outbox: message {item.id} {subject}", text),
         )
         log.warning("outbox %s: item %d held: %s", self.account, item.id, reason)
         report.held.append(item.id)
@@ -473,9 +470,7 @@ class OutboxPipeline:
         reason = f"the mail server refused the message: {reply}"
         text = (
             f"Your message {describe_draft_item(item)} was NOT sent: the mail server refused "
-            f"it.\n\nThe server replied:\n\n  {reply}\n\nThe draft was moved to the outbox's "
-            "Held folder. Once the problem is fixed, send the sealed message again with:\n\n"
-            f"    smime-companion outbox retry {item.id}\n"
+            f"it.\n\nThe server replied:\n\n  {reply}\n\n{_held_for_retry(item)}"
         )
         new_ref = self.source.move_aside(item.ref, Place.HELD) if item.ref else None
         self.journal.set_ref(item.id, new_ref)
@@ -506,6 +501,14 @@ class OutboxPipeline:
                 return  # keep it queued; the next pass tries again
             self.journal.notice_delivered(notice.id)
             report.notices += 1
+
+
+def _held_for_retry(item: OutboxItem) -> str:
+    """The end of a notice for a sealed item moved to Held: how to send it once fixed."""
+    return (
+        "The draft was moved to the outbox's Held folder. Once the problem is fixed, send the "
+        f"sealed message again with:\n\n    smime-companion outbox retry {item.id}\n"
+    )
 
 
 def _when(at: datetime) -> str:
