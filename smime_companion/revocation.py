@@ -12,12 +12,13 @@ import itertools
 import logging
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from cryptography import x509
 
 from smime_companion.core.certs import fingerprint_sha256
+from smime_companion.core.model import OpenResult, SignatureStatus
 from smime_companion.core.revocation import (
     RevocationAnswer,
     chain_answer,
@@ -31,6 +32,18 @@ from smime_companion.core.selection import CertRecord, Revocation
 from smime_companion.store.certstore import CertStore
 
 log = logging.getLogger(__name__)
+
+# Signer verdicts reached with a chain to an anchor: only those are worth asking about.
+_CHAINED = frozenset(
+    {
+        SignatureStatus.VALID,
+        SignatureStatus.EMAIL_MISMATCH,
+        SignatureStatus.WEAK_ALGORITHM,
+        SignatureStatus.BAD_EKU,
+        SignatureStatus.EXPIRED,
+        SignatureStatus.NOT_YET_VALID,
+    }
+)
 
 DEFAULT_TIMEOUT = 10.0
 MAX_OCSP_BYTES = 1024 * 1024  # an OCSP response is a few KB
@@ -145,6 +158,32 @@ class RevocationChecker:
         self._unreachable.pop(url, None)
         return data
 
+    def check_chain(
+        self, cert: x509.Certificate, above: Sequence[x509.Certificate], at: datetime
+    ) -> RevocationAnswer:
+        """The status of ``cert`` and of the CAs ``above`` it (its issuer first, the trust
+        anchor last, which is not asked about), combined by
+        :func:`~smime_companion.core.revocation.chain_answer`."""
+        cas = [(ca, self._check_ca(ca, issuer, at)) for ca, issuer in itertools.pairwise(above)]
+        return chain_answer(self.check(cert, above[0] if above else None, at), cas)
+
+    def revoked_signers(self, result: OpenResult, at: datetime) -> dict[str, str]:
+        """The signers of ``result`` that OCSP or a CRL says are revoked (their certificate or
+        a CA above it, up to the trust anchor) at ``at``: SHA-256 fingerprint -> where that was
+        learnt, for :func:`~smime_companion.core.open.with_revoked_signers`. Only signers whose
+        chain reached an anchor are asked about; an unreachable responder revokes nothing."""
+        revoked: dict[str, str] = {}
+        layers = [s for layer in result.layers for s in layer.signers]
+        for signer in result.signers or tuple(layers):
+            chain = signer.chain  # the signer first, the anchor last, when one was reached
+            if signer.certificate is None or signer.status not in _CHAINED or len(chain) < 2:
+                continue
+            answer = self.check_chain(chain[0], chain[1:], at)
+            if answer.status == Revocation.REVOKED:
+                why = f"{answer.source}: {answer.reason}" if answer.reason else answer.source
+                revoked[fingerprint_sha256(signer.certificate)] = why or "revoked"
+        return revoked
+
     def _check_ca(
         self, ca: x509.Certificate, issuer: x509.Certificate, at: datetime
     ) -> RevocationAnswer:
@@ -179,14 +218,13 @@ class RevocationChecker:
         (:func:`~smime_companion.core.revocation.chain_answer`) in ``store``, to be reused until
         its nextUpdate (or :data:`REUSE_WITHOUT_NEXT_UPDATE` when it has none).
         Raises :class:`~smime_companion.errors.CacheError` when the store cannot be written."""
-        issuer = chain[0] if chain else None
-        cas = [(ca, self._check_ca(ca, above, at)) for ca, above in itertools.pairwise(chain)]
-        answer = chain_answer(self.check(cert, issuer, at), cas)
+        answer = self.check_chain(cert, chain, at)
         reuse_until = answer.next_update or at + REUSE_WITHOUT_NEXT_UPDATE
         source = answer.source
         if source is not None:
-            about = next((ca for ca, a in cas if a.source == source), cert)
-            source = ("ocsp " if source in ocsp_urls(about) else "crl ") + source
+            # The answer may be a CA's: name the kind of source its certificate gave.
+            about = next((c for c in (cert, *chain) if source in crl_urls(c)), None)
+            source = ("crl " if about is not None else "ocsp ") + source
         store.set_revocation(
             fingerprint_sha256(cert),
             answer.status,

@@ -14,6 +14,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from smime_companion.cli import main
 from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.model import SignatureStatus
 from smime_companion.core.open import open_message, with_revoked_signers
@@ -141,3 +142,20 @@ def test_a_broken_signature_stays_invalid_and_unlisted_signers_are_untouched(
     assert with_revoked_signers(broken, {fingerprint: "crl http://x"}).signature == (
         SignatureStatus.INVALID
     )
+
+
+def test_open_asks_about_revocation_only_when_told_and_then_says_revoked(
+    pki: TestPki, crls: Crls, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    message = tmp_path / "dee.eml"
+    message.write_bytes(_signed_by(tmp_path, pki, "dee@example.org", crls, now, revoked=True))
+    args = ["open", str(message), "--anchor", str(pki.root), "--json"]
+    assert main(args) == 0  # offline: the signature itself is sound
+    assert json.loads(capsys.readouterr().out)["signature"] == "valid"
+    assert crls.asked == []
+    assert main([*args, "--check-revocation"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["signature"] == "revoked"
+    [signer] = report["layers"][0]["signers"]
+    assert signer["reason"].startswith(f"revoked: {crls.url('dee.crl')}")

@@ -18,8 +18,9 @@ from smime_companion.cli.common import (
     write_output,
 )
 from smime_companion.core.model import OpenResult
-from smime_companion.core.open import open_message
+from smime_companion.core.open import open_message, with_revoked_signers
 from smime_companion.errors import UsageError
+from smime_companion.revocation import RevocationChecker
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -83,6 +84,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="accept SHA-1 signatures as valid instead of weak-algorithm",
     )
+    p.add_argument(
+        "--check-revocation",
+        action="store_true",
+        help="ask the OCSP responders and CRLs the signer's certificate and its CAs name "
+        "(HTTP); a revoked one makes the signature 'revoked'",
+    )
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -95,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
     result = open_message(
         raw, identities=identities, anchors=anchors, at=at, allow_sha1=args.allow_sha1
     )
+    if args.check_revocation:
+        result = with_revoked_signers(result, RevocationChecker().revoked_signers(result, at))
     if args.output:
         write_output(args.output, result.content)
     if args.json:
