@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 import selectors
 import socket
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -98,6 +99,7 @@ class _Arming:
     command: re.Pattern[bytes]
     locate: Locate
     nth: int
+    reset: bool = False
     seen: int = 0
 
 
@@ -134,11 +136,12 @@ class CutProxy:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def arm(self, command: str, locate: Locate, nth: int = 1) -> None:
+    def arm(self, command: str, locate: Locate, nth: int = 1, *, reset: bool = False) -> None:
         """Cut the answer to the ``nth`` client command line matching the regular expression
-        ``command`` (counted over all connections from now) at ``locate(answer)`` bytes."""
+        ``command`` (counted over all connections from now) at ``locate(answer)`` bytes; with
+        ``reset`` the client's side ends with a TCP reset (RST) instead of a clean close."""
         with self._lock:
-            self._arming = _Arming(re.compile(command.encode()), locate, nth)
+            self._arming = _Arming(re.compile(command.encode()), locate, nth, reset)
 
     def disarm(self) -> None:
         """Forward everything from now on."""
@@ -249,4 +252,9 @@ class CutProxy:
         if not 0 <= offset <= len(answer):
             raise ValueError(f"cut offset {offset} outside the answer (0..{len(answer)})")
         client.sendall(answer[:offset])
+        if arming.reset:
+            # Linger on with a zero timeout: close() then sends RST, the way a crashed
+            # middlebox or a NAT timeout ends a connection. shutdown() would send FIN first.
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()
         self.cuts.append(Cut(held.command, len(answer), offset))

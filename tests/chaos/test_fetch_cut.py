@@ -320,3 +320,26 @@ def test_the_mailbox_reports_a_cut_fetch_as_a_closed_connection_and_returns_noth
     message = str(failure.value)
     assert "\n" not in message and "FETCH" in message
     assert "closed" in message, message
+
+
+@pytest.mark.parametrize("where", ["inside-a-body-literal", "inside-the-attribute-list"])
+def test_a_reset_connection_is_one_line_too_and_the_next_pass_caches_each_message_once(
+    folder: Folder, pki: TestPki, tmp_path: Path, where: str
+) -> None:
+    # A TCP reset (a crashed middlebox, a NAT forgetting the connection) instead of a clean
+    # close: the socket raises ConnectionResetError where a close returns no data.
+    position = POSITIONS[where]
+    setup = Setup(pki, folder.dovecot, None, tmp_path / "home")
+    with CutProxy(("127.0.0.1", folder.dovecot.port)) as proxy:
+        _configure(setup, proxy.port, cache_all=False)
+        proxy.arm(position.command, position.locate, position.nth, reset=True)
+        cut = setup.run_once(timeout=60)
+        assert proxy.errors == [] and len(proxy.cuts) == 1
+        line = _assert_one_failure_line(cut)
+        assert "reset" in line or "closed" in line, line
+        proxy.disarm()
+        again = setup.run_once(timeout=60)
+    assert again.returncode == 0, _text(again)
+    rows = _cached(setup)
+    _assert_exact(rows, folder, set(folder.smime))
+    assert sorted(uid for uid, _ in rows) == sorted(folder.smime)
