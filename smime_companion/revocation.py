@@ -180,8 +180,8 @@ class RevocationChecker:
                 continue
             answer = self.check_chain(chain[0], chain[1:], at)
             if answer.status == Revocation.REVOKED:
-                why = f"{answer.source}: {answer.reason}" if answer.reason else answer.source
-                revoked[fingerprint_sha256(signer.certificate)] = why or "revoked"
+                why = _described(answer, chain) or "revoked"
+                revoked[fingerprint_sha256(signer.certificate)] = why
         return revoked
 
     def _check_ca(
@@ -220,17 +220,23 @@ class RevocationChecker:
         Raises :class:`~smime_companion.errors.CacheError` when the store cannot be written."""
         answer = self.check_chain(cert, chain, at)
         reuse_until = answer.next_update or at + REUSE_WITHOUT_NEXT_UPDATE
-        source = answer.source
-        if source is not None:
-            # The answer may be a CA's: name the kind of source its certificate gave.
-            about = next((c for c in (cert, *chain) if source in crl_urls(c)), None)
-            source = ("crl " if about is not None else "ocsp ") + source
         store.set_revocation(
             fingerprint_sha256(cert),
             answer.status,
             at,
             reuse_until,
-            source=source if answer.reason is None else f"{source or '-'}: {answer.reason}",
+            source=_described(answer, (cert, *chain)),
             evidence=answer.evidence,
         )
         return answer
+
+
+def _described(answer: RevocationAnswer, certs: Sequence[x509.Certificate]) -> str | None:
+    """Where ``answer`` (about one of ``certs``: the answer may be a CA's) came from, as stored
+    and shown: ``ocsp URL`` or ``crl URL``, then its reason when it has one."""
+    source = answer.source
+    if source is not None:
+        source = ("crl " if any(source in crl_urls(c) for c in certs) else "ocsp ") + source
+    if answer.reason is None:
+        return source
+    return f"{source or '-'}: {answer.reason}"

@@ -158,4 +158,4 @@ def test_open_asks_about_revocation_only_when_told_and_then_says_revoked(
     report = json.loads(capsys.readouterr().out)
     assert report["signature"] == "revoked"
     [signer] = report["layers"][0]["signers"]
-    assert signer["reason"].startswith(f"revoked: {crls.url('dee.crl')}")
+    assert signer["reason"].startswith(f"revoked: crl {crls.url('dee.crl')}")
