@@ -92,6 +92,7 @@ def test_with_env_secrets_nothing_is_asked_and_the_variables_are_named(
     proc = _init(
         tmp_path, "init", "--config", target, "--p12", pki.p12("alice"), "--secrets", "env",
         "--email", "alice@example.org", "--name", "work", "--host", "mail.example.org",
+        "--port", "143",
         "--smtp-host", "mail.example.org", "--smtp-port", "587", "--cache-all",
         env={"SMIME_P12_PASSWORD": PKCS12_PASSWORD},
     )  # fmt: skip
@@ -99,6 +100,7 @@ def test_with_env_secrets_nothing_is_asked_and_the_variables_are_named(
     config = load_config(target)
     account = config.account("work")
     assert (account.smtp_port, account.smtp_tls) == (587, "starttls")
+    assert (account.port, account.tls) == (143, "starttls")
     assert account.password.env == "SMIME_IMAP_PASSWORD" and config.cache.cache_all
     assert config.cache.key.env == "SMIME_CACHE_KEY"
     assert "SMIME_P12_PASSWORD SMIME_CACHE_KEY SMIME_IMAP_PASSWORD" in proc.stdout

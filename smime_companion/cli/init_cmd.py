@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--email", help="your address (default: the certificate's)")
     parser.add_argument("--name", help="a short name for the account (default: from the domain)")
     parser.add_argument("--host", help="IMAP server (default: imap.DOMAIN)")
-    parser.add_argument("--port", type=int, help="IMAP port (default: 993, TLS)")
+    parser.add_argument("--port", type=int, help="IMAP port (default: 993, TLS; 143 uses STARTTLS)")
     parser.add_argument("--username", help="IMAP login (default: the address)")
     parser.add_argument("--smtp-host", help="SMTP server for the outbox (default: smtp.DOMAIN)")
     parser.add_argument("--smtp-port", type=int,
@@ -198,6 +198,7 @@ def _config_text(
         f"name = {_toml(name)}",
         f"host = {_toml(host)}",
         *([f"port = {args.port}"] if args.port else []),
+        *(['tls = "starttls"'] if args.port == 143 else []),  # the plain port: STARTTLS
         f"username = {_toml(username)}",
         secret("password", "imap", None),
         'folders = ["INBOX"]',
