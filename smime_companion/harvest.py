@@ -36,7 +36,12 @@ from datetime import datetime
 from cryptography import x509
 
 from smime_companion.core.certs import email_addresses, fingerprint_sha256
-from smime_companion.core.model import OpenResult, SignatureStatus, SignerReport
+from smime_companion.core.model import (
+    ANCHORED_STATUSES,
+    OpenResult,
+    SignatureStatus,
+    SignerReport,
+)
 from smime_companion.core.open import with_revoked_signers
 from smime_companion.core.selection import (
     CertRecord,
@@ -51,9 +56,7 @@ from smime_companion.store.certstore import CertStore, Sighting
 log = logging.getLogger(__name__)
 
 S = SignatureStatus
-# Statuses whose chain reached an anchor (verify reports later problems only on a built path).
-ANCHORED = frozenset({S.VALID, S.EMAIL_MISMATCH, S.WEAK_ALGORITHM, S.EXPIRED, S.NOT_YET_VALID})
-HARVESTABLE = ANCHORED | {S.UNTRUSTED}
+HARVESTABLE = ANCHORED_STATUSES | {S.UNTRUSTED}
 # Repeated sightings remembered (see the module docstring); forgotten all at once when full.
 RECENT_SIGHTINGS = 256
 
@@ -163,7 +166,7 @@ class CertHarvester:
         self, signer: SignerReport, senders: set[str], source: str, at: datetime
     ) -> list[CertRecord]:
         assert signer.certificate is not None
-        anchored = signer.status in ANCHORED
+        anchored = signer.status in ANCHORED_STATUSES
         encryption_cert = _preferred_certificate(signer)
         preferred_fp = fingerprint_sha256(encryption_cert) if encryption_cert else None
         # The signer first: a separate encryption certificate it names is then judged as its
@@ -251,8 +254,9 @@ def with_known_revocations(
 
 def _harvestable_signers(result: OpenResult) -> list[SignerReport]:
     """The signers of ``result`` (of every layer) whose certificate is recorded."""
-    signers = list(result.signers) or [s for layer in result.layers for s in layer.signers]
-    return [s for s in signers if s.certificate is not None and s.status in HARVESTABLE]
+    return [
+        s for s in result.all_signers() if s.certificate is not None and s.status in HARVESTABLE
+    ]
 
 
 def _sighting_key(result: OpenResult) -> tuple[object, ...] | None:

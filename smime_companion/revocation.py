@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from cryptography import x509
 
 from smime_companion.core.certs import fingerprint_sha256
-from smime_companion.core.model import OpenResult, SignatureStatus
+from smime_companion.core.model import ANCHORED_STATUSES, OpenResult
 from smime_companion.core.revocation import (
     RevocationAnswer,
     chain_answer,
@@ -32,18 +32,6 @@ from smime_companion.core.selection import CertRecord, Revocation
 from smime_companion.store.certstore import CertStore
 
 log = logging.getLogger(__name__)
-
-# Signer verdicts reached with a chain to an anchor: only those are worth asking about.
-_CHAINED = frozenset(
-    {
-        SignatureStatus.VALID,
-        SignatureStatus.EMAIL_MISMATCH,
-        SignatureStatus.WEAK_ALGORITHM,
-        SignatureStatus.BAD_EKU,
-        SignatureStatus.EXPIRED,
-        SignatureStatus.NOT_YET_VALID,
-    }
-)
 
 DEFAULT_TIMEOUT = 10.0
 MAX_OCSP_BYTES = 1024 * 1024  # an OCSP response is a few KB
@@ -173,10 +161,13 @@ class RevocationChecker:
         learnt, for :func:`~smime_companion.core.open.with_revoked_signers`. Only signers whose
         chain reached an anchor are asked about; an unreachable responder revokes nothing."""
         revoked: dict[str, str] = {}
-        layers = [s for layer in result.layers for s in layer.signers]
-        for signer in result.signers or tuple(layers):
+        for signer in result.all_signers():
             chain = signer.chain  # the signer first, the anchor last, when one was reached
-            if signer.certificate is None or signer.status not in _CHAINED or len(chain) < 2:
+            if (
+                signer.certificate is None
+                or signer.status not in ANCHORED_STATUSES
+                or len(chain) < 2
+            ):
                 continue
             answer = self.check_chain(chain[0], chain[1:], at)
             if answer.status == Revocation.REVOKED:

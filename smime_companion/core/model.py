@@ -68,6 +68,18 @@ SIGNATURE_SEVERITY: tuple[SignatureStatus, ...] = (
     SignatureStatus.NONE,
 )
 
+# Signer verdicts reached on a path built to a trust anchor (verify reports the later
+# problems only on a built path): the signers whose certificate is worth trusting or revoking.
+ANCHORED_STATUSES = frozenset(
+    {
+        SignatureStatus.VALID,
+        SignatureStatus.EMAIL_MISMATCH,
+        SignatureStatus.WEAK_ALGORITHM,
+        SignatureStatus.EXPIRED,
+        SignatureStatus.NOT_YET_VALID,
+    }
+)
+
 DECRYPTION_SEVERITY: tuple[Decryption, ...] = (
     Decryption.FAILED,
     Decryption.MALFORMED,
@@ -225,6 +237,11 @@ class OpenResult:
     headers: tuple[tuple[str, str], ...] = ()
     header_protection: str | None = None  # "hp", "v1", "rfc822" or None
     signers: tuple[SignerReport, ...] = field(default=())
+
+    def all_signers(self) -> tuple[SignerReport, ...]:
+        """Every signer of every layer: ``signers``, or the layers' own when a result was built
+        without that summary."""
+        return self.signers or tuple(s for layer in self.layers for s in layer.signers)
 
     @classmethod
     def unopened(
