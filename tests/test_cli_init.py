@@ -143,3 +143,20 @@ def test_without_a_usable_keyring_nothing_is_written_and_env_is_suggested(
     assert proc.stderr.count("\n") == 1 and "the OS keyring is unavailable" in proc.stderr
     assert "nothing was written (try --secrets env)" in proc.stderr
     assert not _written(tmp_path).exists()
+
+
+def test_a_missing_file_a_bad_address_or_port_is_named_before_any_question(
+    tmp_path: Path, pki: TestPki
+) -> None:
+    cases = [
+        (("--p12", tmp_path / "none.p12"), "no such PKCS#12 file"),
+        (("--p12", pki.p12("bob"), "--secrets", "env", "--email", "bob"), "is not an email"),
+        (("--p12", pki.p12("bob"), "--port", "0"), "'0' is not a port number (1 to 65535)"),
+    ]
+    for args, said in cases:
+        proc = _init(tmp_path, "init", *args)  # nothing on standard input: no question asked
+        assert proc.returncode == 2, proc.stderr
+        # One line saying what is wrong (argparse puts its usage lines before a bad option's).
+        [line] = [line for line in proc.stderr.splitlines() if said in line]
+        assert not line.startswith("usage"), proc.stderr
+        assert not _written(tmp_path).exists()

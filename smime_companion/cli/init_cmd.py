@@ -54,10 +54,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--email", help="your address (default: the certificate's)")
     parser.add_argument("--name", help="a short name for the account (default: from the domain)")
     parser.add_argument("--host", help="IMAP server (default: imap.DOMAIN)")
-    parser.add_argument("--port", type=int, help="IMAP port (default: 993, TLS; 143 uses STARTTLS)")
+    parser.add_argument(
+        "--port", type=_port, help="IMAP port (default: 993, TLS; 143 uses STARTTLS)"
+    )
     parser.add_argument("--username", help="IMAP login (default: the address)")
     parser.add_argument("--smtp-host", help="SMTP server for the outbox (default: smtp.DOMAIN)")
-    parser.add_argument("--smtp-port", type=int,
+    parser.add_argument("--smtp-port", type=_port,
                         help="SMTP port (default: 465, TLS; 587 uses STARTTLS)")  # fmt: skip
     parser.add_argument("--secrets", choices=("keyring", "env"), default="keyring",
                         help="keep passwords and the cache key in the OS keyring (default; "
@@ -66,6 +68,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         help="archive all mail in the cache, not only S/MIME")  # fmt: skip
     parser.add_argument("--force", action="store_true", help="replace an existing config")
     parser.set_defaults(func=cmd_init)
+
+
+def _port(text: str) -> int:
+    """A port number option (argparse reports the error in one line)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1 to 65535)")
+    return port
 
 
 class _Asker:
@@ -110,6 +123,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     ask = _Asker()
     p12 = Path(ask.value(str(args.p12) if args.p12 else None, "Your S/MIME identity (PKCS#12 "
                          "file)", None, "--p12")).expanduser()  # fmt: skip
+    if not p12.is_file():  # said before its password is asked for
+        raise UsageError(f"{p12}: no such PKCS#12 file")
     found: dict[str, str] = {}  # secret name -> value, stored only once the config is written
     if args.secrets == "keyring":
         found["p12"] = ask.secret(f"Password of {p12.name}")
@@ -126,6 +141,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     addresses = list(email_addresses(identity.certificate)) if identity else []
     email = ask.value(args.email, "Your email address", addresses[0] if addresses else None,
                       "--email").strip().lower()  # fmt: skip
+    local, _, domain = email.rpartition("@")
+    if not local or "." not in domain:
+        raise UsageError(f"{email!r} is not an email address (like alice@example.org)")
     if identity and email not in addresses:
         certified = ", ".join(addresses) or "no address"
         print(
@@ -133,9 +151,6 @@ def cmd_init(args: argparse.Namespace) -> int:
             "mail you seal will fail the recipients' address check",
             file=sys.stderr,
         )
-    domain = email.rpartition("@")[2]
-    if not domain:
-        raise UsageError(f"{email!r} is not an email address")
     name = args.name or domain.split(".")[0]
     host = ask.value(args.host, "IMAP server", f"imap.{domain}", "--host")
     username = ask.value(args.username, "IMAP login", email, "--username")
