@@ -14,15 +14,21 @@ from smime_companion.testing.pki import TestPki, make_test_pki
 
 
 @pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
-    """A fresh test PKI (root, email intermediate, users of every key type and defect)."""
-    return make_test_pki(tmp_path_factory.mktemp("pki"))
+def now() -> dt.datetime:
+    """The time every verification in the tests is made at: the PKI is made around it.
+
+    Taken from the clock once per session, never written as a date: a test that judged a
+    certificate at a fixed date would start failing once the calendar passed the certificate's
+    validity (``scripts/test-time-moved`` runs the suite years ahead to catch that).
+    """
+    return dt.datetime.now(dt.UTC)
 
 
 @pytest.fixture(scope="session")
-def now() -> dt.datetime:
-    """The time every verification in the tests is made at (the PKI was made around it)."""
-    return dt.datetime.now(dt.UTC)
+def pki(tmp_path_factory: pytest.TempPathFactory, now: dt.datetime) -> TestPki:
+    """A fresh test PKI (root, email intermediate, users of every key type and defect), its
+    validity periods around ``now``."""
+    return make_test_pki(tmp_path_factory.mktemp("pki"), now)
 
 
 def load_cert(path: Path) -> x509.Certificate:

@@ -21,8 +21,6 @@ from smime_companion.testing.pki import TestPki
 from tests.test_cache import KEY, mail, opener, store
 from tests.test_query import PDF_PART
 
-NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
-
 
 def _config(
     tmp: Path,
@@ -62,7 +60,7 @@ def cli(
 
 
 @pytest.fixture(scope="module")
-def setup(pki: TestPki, tmp_path_factory: pytest.TempPathFactory):
+def setup(pki: TestPki, tmp_path_factory: pytest.TempPathFactory, now: dt.datetime):
     """A config and a cache with: a signed+encrypted message with a PDF, a plain message, and
     one encrypted to Carol (whose key the config does not have). Yields (config, ids, raws)."""
     tmp = tmp_path_factory.mktemp("cli-cache")
@@ -78,7 +76,7 @@ def setup(pki: TestPki, tmp_path_factory: pytest.TempPathFactory):
     ids = {}
     with Cache.open(tmp / "data", KEY) as cache:
         for uid, (name, raw) in enumerate(raws.items(), start=1):
-            ids[name] = store(cache, raw, opener(pki), NOW, uid=uid)
+            ids[name] = store(cache, raw, opener(pki), now, uid=uid)
     return config, ids, raws
 
 
@@ -200,11 +198,13 @@ def test_cache_stats(setup) -> None:
     assert "messages: 3" in human and "(encrypted)" in human
 
 
-def test_cache_rebuild_opens_old_mail_after_a_key_import(pki: TestPki, tmp_path: Path) -> None:
+def test_cache_rebuild_opens_old_mail_after_a_key_import(
+    pki: TestPki, tmp_path: Path, now: dt.datetime
+) -> None:
     config = _config(tmp_path, pki)
     with Cache.open(tmp_path / "data", KEY) as cache:
         store(cache, mail(pki, kind="encrypted", to="carol", body="Numbat\r\n"), opener(pki),
-              NOW, uid=1)  # fmt: skip
+              now, uid=1)  # fmt: skip
     assert json.loads(cli(config, "search", "--json", "numbat").stdout) == []
     proc = cli(config, "cache", "rebuild")
     assert proc.returncode == 0 and b"1 still cannot be opened" in proc.stderr
@@ -226,12 +226,12 @@ def _sibling_database(directory: Path, key: str) -> None:
 
 
 def test_identity_import_then_cache_rebuild_opens_mail_for_the_imported_key(
-    pki: TestPki, tmp_path: Path
+    pki: TestPki, tmp_path: Path, now: dt.datetime
 ) -> None:
     config = _config(tmp_path, pki)
     with Cache.open(tmp_path / "data", KEY) as cache:
         store(cache, mail(pki, kind="encrypted", to="carol", body="Echidna\r\n"), opener(pki),
-              NOW, uid=1)  # fmt: skip
+              now, uid=1)  # fmt: skip
     proc = cli(config, "identity", "import", pki.p12("carol"), "--password-env",
                "TEST_P12_PASSWORD")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -243,11 +243,11 @@ def test_identity_import_then_cache_rebuild_opens_mail_for_the_imported_key(
 
 
 def test_cache_rekey_changes_the_key_of_every_database_in_the_directory(
-    pki: TestPki, tmp_path: Path
+    pki: TestPki, tmp_path: Path, now: dt.datetime
 ) -> None:
     config = _config(tmp_path, pki)
     with Cache.open(tmp_path / "data", KEY) as cache:
-        store(cache, mail(pki, body="Dugong\r\n"), opener(pki), NOW, uid=1)
+        store(cache, mail(pki, body="Dugong\r\n"), opener(pki), now, uid=1)
     _sibling_database(tmp_path / "data", KEY)
     proc = cli(config, "cache", "rekey", "--new-key-env", "NEW", env={"NEW": "new passphrase"})
     assert proc.returncode == 0, proc.stderr
@@ -280,12 +280,14 @@ def test_cache_rekey_changes_nothing_when_one_database_does_not_open(
     assert {p.name: p.read_bytes() for p in (tmp_path / "data").glob("*.db")} == before
 
 
-def test_cache_scan_uses_the_configured_command(pki: TestPki, tmp_path: Path) -> None:
+def test_cache_scan_uses_the_configured_command(
+    pki: TestPki, tmp_path: Path, now: dt.datetime
+) -> None:
     command = "grep -q Dugong && echo 'x: Test.Dugong FOUND' && exit 1 || exit 0"
     config = _config(tmp_path, pki, extra=f'scan_command = "{command}"\n')
     with Cache.open(tmp_path / "data", KEY) as cache:
-        store(cache, mail(pki, body="Dugong\r\n"), opener(pki), NOW, uid=1)
-        store(cache, mail(pki, body="Manatee\r\n"), opener(pki), NOW, uid=2)
+        store(cache, mail(pki, body="Dugong\r\n"), opener(pki), now, uid=1)
+        store(cache, mail(pki, body="Manatee\r\n"), opener(pki), now, uid=2)
     proc = cli(config, "cache", "scan")
     assert proc.returncode == 0, proc.stderr
     assert b"scanned 2 messages; 1 infected" in proc.stderr

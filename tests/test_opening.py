@@ -25,8 +25,8 @@ from tests.dovecot import encrypted_mail, plain_mail, signed_mail
 
 
 @pytest.fixture
-def mail(pki: TestPki) -> list[tuple[bytes, dt.datetime]]:
-    at = dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.UTC)
+def mail(pki: TestPki, now: dt.datetime) -> list[tuple[bytes, dt.datetime]]:
+    at = now  # the PKI is valid then
     return [
         (signed_mail(pki, "o-signed"), at),
         (encrypted_mail(pki, "o-encrypted"), at),

@@ -14,6 +14,9 @@ from smime_companion.testing.pki import TestPki
 from tests.test_cache import KEY, mail, opener, store
 
 # Relative dates are anchored here; the messages' Date headers are set around it.
+# The clock relative date terms (`date:7d..`) are read against, fixed so that they meet the
+# fixed Date fields below. Signatures are judged at the session's `now`, which the PKI was made
+# around: never at a calendar date.
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 
 PDF_PART = (
@@ -24,7 +27,7 @@ PDF_PART = (
 
 
 @pytest.fixture(scope="module")
-def corpus(pki: TestPki, tmp_path_factory: pytest.TempPathFactory):
+def corpus(pki: TestPki, tmp_path_factory: pytest.TempPathFactory, now: dt.datetime):
     """A cache of seven messages, named by what they are; yields (cache, name -> id)."""
     specs = {
         "plain": dict(kind="plain", subject="Quarterly numbers", body="The zebra budget.\r\n",
@@ -52,7 +55,7 @@ def corpus(pki: TestPki, tmp_path_factory: pytest.TempPathFactory):
         for uid, (name, spec) in enumerate(specs.items(), start=1):
             folder = str(spec.pop("folder", "INBOX"))
             raw = mail(pki, message_id=f"<{name}@example.org>", **spec)  # type: ignore[arg-type]
-            ids[name] = store(cache, raw, opener(pki), NOW, uid=uid, folder=folder)
+            ids[name] = store(cache, raw, opener(pki), now, uid=uid, folder=folder)
         yield cache, ids
 
 
@@ -161,10 +164,10 @@ def test_results_are_newest_first_and_limited(corpus) -> None:
     assert [m.id for m in cache.search("", now=NOW, limit=1, offset=2)] == [ids["encrypted"]]
 
 
-def test_scan_verdicts_are_searchable(pki: TestPki, tmp_path: Path) -> None:
+def test_scan_verdicts_are_searchable(pki: TestPki, tmp_path: Path, now: dt.datetime) -> None:
     with Cache.open(tmp_path, KEY) as cache:
-        a = store(cache, mail(pki, subject="one"), opener(pki), NOW, uid=1)
-        b = store(cache, mail(pki, subject="two"), opener(pki), NOW, uid=2)
+        a = store(cache, mail(pki, subject="one"), opener(pki), now, uid=1)
+        b = store(cache, mail(pki, subject="two"), opener(pki), now, uid=2)
         assert cache.record_scan(a, "clean", {}) == "clean"
         assert cache.record_scan(b, "clean", {2: "infected:Eicar-Test"}) == "infected:Eicar-Test"
         assert [m.id for m in cache.search("scan:infected", now=NOW)] == [b]

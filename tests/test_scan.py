@@ -23,8 +23,6 @@ from smime_companion.testing.pki import TestPki
 from tests.clamd import EICAR, Clamd, clamd  # noqa: F401  (clamd is a fixture)
 from tests.test_cache import KEY, mail, opener, store
 
-NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
-
 
 def _attachment(name: str, data: bytes) -> str:
     return (
@@ -45,14 +43,15 @@ def test_clamd_finds_the_test_signature_inside_an_encrypted_message(
     cache: Cache,
     pki: TestPki,
     clamd: Clamd,  # noqa: F811
+    now: dt.datetime,
 ) -> None:
     infected = mail(pki, kind="encrypted", subject="invoice",
                     extra_parts=_attachment("invoice.com", EICAR))  # fmt: skip
     photo = _attachment("photo.jpg", b"\xff\xd8\xff\xe0 not a virus")
     harmless = mail(pki, kind="encrypted", subject="photos", extra_parts=photo)
-    bad_id = store(cache, infected, opener(pki), NOW, uid=1)
-    good_id = store(cache, harmless, opener(pki), NOW, uid=2)
-    assert [m.id for m in cache.search("scan:pending", now=NOW)] == [good_id, bad_id]
+    bad_id = store(cache, infected, opener(pki), now, uid=1)
+    good_id = store(cache, harmless, opener(pki), now, uid=2)
+    assert [m.id for m in cache.search("scan:pending", now=now)] == [good_id, bad_id]
 
     assert scan_pending(cache, ClamdScanner(clamd.socket)) == 2
 
@@ -60,8 +59,8 @@ def test_clamd_finds_the_test_signature_inside_an_encrypted_message(
     assert cache.summary(bad_id).scan == verdict
     assert [a.scan for a in cache.attachments(bad_id)] == [verdict]
     assert cache.summary(good_id).scan == "clean"
-    assert [m.id for m in cache.search("scan:infected", now=NOW)] == [bad_id]
-    assert [m.id for m in cache.search("scan:clean", now=NOW)] == [good_id]
+    assert [m.id for m in cache.search("scan:infected", now=now)] == [bad_id]
+    assert [m.id for m in cache.search("scan:clean", now=now)] == [good_id]
     assert scan_pending(cache, ClamdScanner(clamd.socket)) == 0  # nothing left to scan
 
 
@@ -77,24 +76,29 @@ def test_an_unreachable_scanner_records_error_and_the_next_pass_retries(
     pki: TestPki,
     tmp_path: Path,
     clamd: Clamd,  # noqa: F811
+    now: dt.datetime,
 ) -> None:
-    message_id = store(cache, mail(pki, kind="encrypted"), opener(pki), NOW, uid=1)
+    message_id = store(cache, mail(pki, kind="encrypted"), opener(pki), now, uid=1)
     assert scan_pending(cache, ClamdScanner(tmp_path / "no-such.sock")) == 1
     assert cache.summary(message_id).scan == "error"
-    assert [m.id for m in cache.search("scan:error", now=NOW)] == [message_id]
+    assert [m.id for m in cache.search("scan:error", now=now)] == [message_id]
     # The message stayed fully usable while the scanner was down.
     assert b"zebra" in (cache.content(message_id) or b"")
     assert scan_pending(cache, ClamdScanner(clamd.socket)) == 1
     assert cache.summary(message_id).scan == "clean"
 
 
-def test_messages_that_could_not_be_opened_are_not_scanned(cache: Cache, pki: TestPki) -> None:
-    store(cache, mail(pki, kind="encrypted", to="carol"), opener(pki), NOW, uid=1)
+def test_messages_that_could_not_be_opened_are_not_scanned(
+    cache: Cache, pki: TestPki, now: dt.datetime
+) -> None:
+    store(cache, mail(pki, kind="encrypted", to="carol"), opener(pki), now, uid=1)
     assert scan_pending(cache, CommandScanner("exit 0")) == 0
-    assert [m.scan for m in cache.search("", now=NOW)] == [None]
+    assert [m.scan for m in cache.search("", now=now)] == [None]
 
 
-def test_a_scan_command_follows_clamdscan_exit_codes(cache: Cache, pki: TestPki) -> None:
+def test_a_scan_command_follows_clamdscan_exit_codes(
+    cache: Cache, pki: TestPki, now: dt.datetime
+) -> None:
     command = "if grep -q EICAR; then echo 'stream: Eicar-Test-Signature FOUND'; exit 1; fi; exit 0"
     scanner = CommandScanner(command)
     assert scanner.scan(b"hello") == "clean"
@@ -102,7 +106,7 @@ def test_a_scan_command_follows_clamdscan_exit_codes(cache: Cache, pki: TestPki)
     assert CommandScanner("exit 1").scan(b"x") == "infected:unknown"
     assert CommandScanner("exit 2").scan(b"x") == "error"
     infected = mail(pki, extra_parts=_attachment("x.com", EICAR))
-    message_id = store(cache, infected, opener(pki), NOW, uid=1)
+    message_id = store(cache, infected, opener(pki), now, uid=1)
     scan_pending(cache, scanner)
     assert cache.summary(message_id).scan == "infected:Eicar-Test-Signature"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
+import email.utils
 import hashlib
 import re
 
@@ -31,7 +32,12 @@ from tests.test_seal_support import (
 )
 from tests.tools import openssl_cms
 
-AT = dt.datetime(2026, 11, 25, 9, 30, 15, tzinfo=dt.UTC)
+
+@pytest.fixture(scope="module")
+def at(now: dt.datetime) -> dt.datetime:
+    """The sealing time: the session's ``now`` (the PKI is valid then), to the second, as a
+    Date field and signingTime carry it."""
+    return now.replace(microsecond=0)
 
 
 def _lines(message: bytes) -> list[bytes]:
@@ -96,9 +102,9 @@ def _decrypted_and_verified(pki: TestPki, message: bytes, user: str = "bob") -> 
 
 
 def test_encrypted_message_hides_subject_and_keywords_outside_and_carries_them_inside(
-    pki: TestPki,
+    pki: TestPki, at: dt.datetime
 ) -> None:
-    result = seal_draft(pki, text_draft(), recipients=[recipient(pki, "bob")], at=AT)
+    result = seal_draft(pki, text_draft(), recipients=[recipient(pki, "bob")], at=at)
     outer = result.main.message
     assert decoded_header(outer, "Subject") == "[...]"
     assert decoded_header(outer, "Keywords") is None
@@ -139,11 +145,14 @@ def test_without_header_protection_the_payload_has_only_content_headers(pki: Tes
     assert msg["From"] is None and msg["Subject"] is None
 
 
-def test_missing_date_and_message_id_are_added_from_the_sealing_time(pki: TestPki) -> None:
+def test_missing_date_and_message_id_are_added_from_the_sealing_time(
+    pki: TestPki, at: dt.datetime
+) -> None:
     draft = re.sub(rb"(Date|Message-ID): [^\r]*\r\n", b"", text_draft())
     assert b"Date:" not in draft
-    message = seal_draft(pki, draft, options=SealOptions(encrypt=False), at=AT).main.message
-    assert decoded_header(message, "Date") == "Wed, 25 Nov 2026 09:30:15 +0000"
+    message = seal_draft(pki, draft, options=SealOptions(encrypt=False), at=at).main.message
+    assert decoded_header(message, "Date") == email.utils.format_datetime(at)
+    assert decoded_header(message, "Date").endswith(" +0000")
     assert re.fullmatch(r"<[0-9a-f]{32}@example\.org>", decoded_header(message, "Message-ID") or "")
 
 
@@ -151,8 +160,8 @@ def test_missing_date_and_message_id_are_added_from_the_sealing_time(pki: TestPk
 
 
 @pytest.fixture(scope="module")
-def signed_message(pki: TestPki) -> bytes:
-    return seal_draft(pki, text_draft(), options=SealOptions(encrypt=False), at=AT).main.message
+def signed_message(pki: TestPki, at: dt.datetime) -> bytes:
+    return seal_draft(pki, text_draft(), options=SealOptions(encrypt=False), at=at).main.message
 
 
 def test_multipart_signed_uses_the_rfc_8551_media_type_and_micalg(signed_message: bytes) -> None:
@@ -165,7 +174,7 @@ def test_multipart_signed_uses_the_rfc_8551_media_type_and_micalg(signed_message
 
 
 def test_signed_attributes_are_complete_and_the_digest_covers_the_exact_part(
-    signed_message: bytes, pki: TestPki
+    signed_message: bytes, pki: TestPki, at: dt.datetime
 ) -> None:
     der, content = extract_cms(signed_message)
     assert content is not None
@@ -177,7 +186,7 @@ def test_signed_attributes_are_complete_and_the_digest_covers_the_exact_part(
     by_name = {a["type"].native: a["values"][0] for a in signer["signed_attrs"]}
     assert by_name["content_type"].native == "data"
     assert by_name["message_digest"].native == hashlib.sha256(content).digest()
-    assert by_name["signing_time"].native == AT
+    assert by_name["signing_time"].native == at
     capabilities = [c["capability_id"].native for c in by_name["smime_capabilities"]]
     assert capabilities[:4] == ["aes256_gcm", "aes128_gcm", "aes256_cbc", "aes128_cbc"]
     alice = certificate(pki, "alice")
