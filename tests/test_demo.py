@@ -113,3 +113,20 @@ def test_the_demo_refuses_to_clear_a_directory_it_did_not_make(
     assert "is not empty and was not made by the demo" in capsys.readouterr().err
     assert (tmp_path / "precious.txt").read_text() == "keep me"
     assert sorted(os.listdir(tmp_path)) == ["precious.txt"]
+
+
+def test_scripts_demo_refuses_a_directory_it_did_not_make_and_deletes_nothing(
+    tmp_path: Path,
+) -> None:
+    # The shell wrapper, not only the driver: it once ran `rm -rf DIR` before the driver's guard.
+    (tmp_path / "precious.txt").write_text("keep me")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "also.txt").write_text("and me")
+    script = Path(__file__).resolve().parent.parent / "scripts" / "demo"
+    proc = subprocess.run(
+        ["bash", str(script), str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "is not empty and was not made by the demo" in proc.stderr
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+    assert (tmp_path / "sub" / "also.txt").read_text() == "and me"
