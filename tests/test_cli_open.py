@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki
-from tests.tools import mime_message, openssl_cms
+from tests.tools import mime_message, minimal_env, openssl_cms
 
 CLI = [sys.executable, "-m", "smime_companion"]
 
 
 def _run(*args: str | Path, env_password: bool = True, stdin: bytes | None = None):
-    env = {"PATH": "/usr/bin:/bin", "P12_PASSWORD": PKCS12_PASSWORD} if env_password else None
+    env = minimal_env(P12_PASSWORD=PKCS12_PASSWORD) if env_password else None
     return subprocess.run(
         [*CLI, *map(str, args)], input=stdin, capture_output=True, timeout=60, env=env
     )
@@ -84,7 +84,7 @@ def test_a_wrong_pkcs12_password_is_a_usage_error(sealed: Path, pki: TestPki) ->
     proc = subprocess.run(
         [*CLI, "open", str(sealed), "--p12", str(pki.p12("bob")), "--p12-password-env", "PW"],
         capture_output=True,
-        env={"PATH": "/usr/bin:/bin", "PW": "wrong"},
+        env=minimal_env(PW="wrong"),
         timeout=60,
     )
     assert proc.returncode == 2

@@ -12,13 +12,13 @@ import pytest
 
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki
 from tests.test_seal_support import leaf_payloads, recipient_addresses, text_draft
-from tests.tools import openssl_cms
+from tests.tools import minimal_env, openssl_cms
 
 CLI = [sys.executable, "-m", "smime_companion", "seal"]
 
 
 def _seal(*args: str | Path, password: str = PKCS12_PASSWORD) -> subprocess.CompletedProcess[bytes]:
-    env = {"PATH": "/usr/bin:/bin", "P12_PASSWORD": password}
+    env = minimal_env(P12_PASSWORD=password)
     return subprocess.run([*CLI, *map(str, args)], capture_output=True, timeout=60, env=env)
 
 

@@ -3,6 +3,7 @@ in ``tests/peers.py``). Each helper returns the tool's output and fails the test
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,17 @@ def run(argv: Sequence[str | Path], stdin: bytes | None = None, check: bool = Tr
             f"{proc.stderr.decode(errors='replace')}"
         )
     return proc.stdout
+
+
+def minimal_env(**values: str) -> dict[str, str]:
+    """An environment for a command under test holding only PATH and ``values``, plus what moves
+    the clock in a time-moved run (scripts/test-time-moved), so the command sees the same time
+    as the test that made its certificates."""
+    env = {"PATH": "/usr/bin:/bin", **values}
+    for name in ("LD_PRELOAD", "CLOCKSHIFT_SECONDS"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return env
 
 
 def openssl_cms(args: Sequence[str | Path], data: bytes | None = None) -> bytes:

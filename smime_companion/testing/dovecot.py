@@ -299,6 +299,10 @@ class Dovecot:
         tmp = box / "tmp" / name
         tmp.write_bytes(raw)
         os.chown(tmp, MAIL_UID, MAIL_UID)
+        # Dovecot takes INTERNALDATE from the file's time. Set it from our clock, as a delivery
+        # agent's would be: the file system's own stamp would not follow a moved test clock.
+        delivered = time.time()
+        os.utime(tmp, (delivered, delivered))
         target = box / "new" / name
         os.rename(tmp, target)
         return target
