@@ -7,6 +7,7 @@ Ed25519 cases build their SignedData here, by RFC 8419, with asn1crypto and cryp
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
@@ -818,15 +819,19 @@ def test_an_intermediate_with_a_small_rsa_key_is_a_weak_algorithm(
     assert "intermediate CN=Small CA has an RSA-1024 key" in (outcome.signers[0].reason or "")
 
 
-def test_a_dsa_signature_is_unsupported(
+def test_a_dsa_signature_made_by_openssl_is_valid_and_a_forged_one_invalid(
     pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime, tmp_path: Path
 ) -> None:
+    # Old archives hold DSA-signed mail (Netscape-era and some government PKIs).
     key = dsa.generate_private_key(key_size=2048)
     cert, key_path, *_ = issue(pki, tmp_path, "dsa", key=key)
-    outcome = check(sign_with(cert, key_path), anchors, now, from_=["dsa@example.org"])
-    assert outcome.status == S.UNSUPPORTED
-    assert outcome.signers[0].signature_algorithm == "2.16.840.1.101.3.4.3.2"  # dsa-with-sha256
-    assert (outcome.signers[0].reason or "").endswith("is not supported")
+    der = sign_with(cert, key_path, args=["-certfile", str(pki.intermediate)])
+    outcome = check(der, anchors, now, from_=["dsa@example.org"])
+    assert outcome.status == S.VALID, outcome.signers[0].reason
+    assert outcome.signers[0].signature_algorithm == "dsa"
+    assert outcome.signers[0].digest_algorithm == "sha256"
+    forged = check(flip_byte_inside(der, CONTENT[:16], 3), anchors, now, from_=["dsa@example.org"])
+    assert forged.status == S.INVALID
 
 
 def test_ed448_signatures_are_valid(
@@ -898,3 +903,55 @@ def test_no_single_byte_change_makes_verification_raise(
             assert outcome.content == b"hi\r\n"
         del info
     assert checked > len(der) // 2
+
+
+@pytest.mark.parametrize("digest", ["sha1", "md5"])
+def test_a_certificate_signed_with_an_old_hash_chains_and_is_judged_weak_not_forged(
+    pki: TestPki,
+    anchors: tuple[x509.Certificate, ...],
+    now: dt.datetime,
+    tmp_path: Path,
+    digest: str,
+) -> None:
+    # Nearly every S/MIME certificate issued before about 2016 is signed with SHA-1 (older ones
+    # with MD5). cryptography >= 49 refuses to check such signatures; ours must still tell a
+    # sound old certificate (weak, or valid for an archive) from a forged one.
+    user_key, csr = tmp_path / "old.key.pem", tmp_path / "old.csr.pem"
+    cert, ext = tmp_path / "old.cert.pem", tmp_path / "ext.cnf"
+    ext.write_text(
+        "subjectAltName=email:old@example.org\nextendedKeyUsage=emailProtection\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\nbasicConstraints=critical,CA:FALSE\n"
+    )
+    run(["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", user_key,
+         "-subj", "/CN=Old", "-out", csr])  # fmt: skip
+    run(["openssl", "x509", "-req", "-in", csr, "-CA", pki.intermediate,
+         "-CAkey", pki.directory / "intermediate.key.pem", "-CAcreateserial",
+         f"-{digest}", "-days", "30", "-extfile", ext, "-out", cert])  # fmt: skip
+    der = sign_with(cert, user_key, args=["-certfile", str(pki.intermediate)])
+    strict = check(der, anchors, now, from_=["old@example.org"])
+    assert strict.status == S.WEAK_ALGORITHM, strict.signers[0].reason
+    assert f"signed with {'SHA-1' if digest == 'sha1' else 'MD5'}" in (
+        strict.signers[0].reason or ""
+    )
+    archive = check(der, anchors, now, from_=["old@example.org"], allow_sha1=True)
+    assert archive.status == (S.VALID if digest == "sha1" else S.WEAK_ALGORITHM)
+    # The same certificate with its signature altered is not signed by the intermediate at all.
+    pem = cert.read_bytes()
+    body = b"".join(pem.splitlines()[1:-1])
+    forged_der = bytearray(base64.b64decode(body))
+    forged_der[-5] ^= 0x01
+    forged_cert = tmp_path / "forged.cert.pem"
+    forged_cert.write_bytes(
+        b"-----BEGIN CERTIFICATE-----\n"
+        + base64.encodebytes(bytes(forged_der))
+        + b"-----END CERTIFICATE-----\n"
+    )
+    forged = check(
+        sign_with(forged_cert, user_key, args=["-certfile", str(pki.intermediate)]),
+        anchors,
+        now,
+        from_=["old@example.org"],
+        allow_sha1=True,
+    )
+    assert forged.status == S.UNTRUSTED
+    assert "is not signed by the key of" in (forged.signers[0].reason or "")

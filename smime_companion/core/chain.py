@@ -20,7 +20,7 @@ from typing import Any
 
 from asn1crypto import cms
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
@@ -37,6 +37,7 @@ from smime_companion.core.certs import (
     key_description,
 )
 from smime_companion.core.cms import der_elements
+from smime_companion.core.signatures import structure_signed_by
 
 # Bounds on the work one hostile message can cause.
 MAX_CERTIFICATES = 64  # certificates taken from one message
@@ -219,10 +220,12 @@ def _directly_issued(child: Cert, issuer: Cert) -> bool:
     known = _issued.get(key)
     if known is None:
         try:
-            child.cert.verify_directly_issued_by(issuer.cert)
-            known = True
-        except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
-            known = False
+            issuer_key = issuer.public_key
+        except (ValueError, UnsupportedAlgorithm):
+            issuer_key = None
+        # Over the bytes as received, whatever the hash: a SHA-1 or MD5 certificate is judged
+        # weak by verify (or accepted for archives), never mistaken for a forged one.
+        known = issuer_key is not None and structure_signed_by(child.der, issuer_key)
         if len(_issued) >= _ISSUED_CACHE_SIZE:
             _issued.clear()
         _issued[key] = known

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
+from asn1crypto import ocsp as asn1_ocsp
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
 from smime_companion.core.certs import CertificateDefect, extension_value
 from smime_companion.core.selection import Revocation
+from smime_companion.core.signatures import certificate_signed_by, signed_by, structure_signed_by
 
 # Clocks differ: a response "produced" slightly in our future is still fine.
 CLOCK_SKEW = timedelta(minutes=5)
@@ -158,7 +158,7 @@ def _ocsp_signer(response: ocsp.OCSPResponse, issuer: x509.Certificate) -> x509.
     None when neither signed it."""
     candidates = [issuer]
     for delegate in response.certificates:
-        if delegate.issuer != issuer.subject or not _issued_by(delegate, issuer):
+        if delegate.issuer != issuer.subject or not certificate_signed_by(delegate, issuer):
             continue
         try:
             eku = extension_value(delegate, x509.ExtendedKeyUsage)
@@ -167,14 +167,24 @@ def _ocsp_signer(response: ocsp.OCSPResponse, issuer: x509.Certificate) -> x509.
         if eku is not None and ExtendedKeyUsageOID.OCSP_SIGNING in eku:
             candidates.append(delegate)
     for candidate in candidates:
-        if _signature_ok(
+        if signed_by(
             candidate.public_key(),
             response.signature,
             response.tbs_response_bytes,
-            response.signature_hash_algorithm,
+            response.signature_algorithm_oid.dotted_string,
+            _signature_parameters(response),
         ):
             return candidate
     return None
+
+
+def _signature_parameters(response: ocsp.OCSPResponse) -> Any:
+    """The asn1crypto parameters of the response's signature algorithm (RSASSA-PSS needs them)."""
+    try:
+        basic = asn1_ocsp.OCSPResponse.load(response.public_bytes(serialization.Encoding.DER))
+        return basic["response_bytes"]["response"].parsed["signature_algorithm"]["parameters"]
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
 def read_crl(
@@ -199,7 +209,9 @@ def read_crl(
             return unavailable(
                 f"CRL from {source} is not issued by {issuer.subject.rfc4514_string()}"
             )
-        if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+        if not structure_signed_by(
+            crl.public_bytes(serialization.Encoding.DER), issuer.public_key()
+        ):
             return unavailable(f"CRL from {source} is not signed by the issuer")
         next_update = crl.next_update_utc
         if crl.last_update_utc > at + CLOCK_SKEW:
@@ -255,31 +267,3 @@ def _about_ca(
     return replace(
         answer, checked=checked, reason=f"the issuing CA {ca.subject.rfc4514_string()}: {what}"
     )
-
-
-def _issued_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        child.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
-def _signature_ok(
-    key: CertificatePublicKeyTypes,
-    signature: bytes,
-    data: bytes,
-    algorithm: hashes.HashAlgorithm | None,
-) -> bool:
-    try:
-        if isinstance(key, rsa.RSAPublicKey) and algorithm is not None:
-            key.verify(signature, data, padding.PKCS1v15(), algorithm)
-        elif isinstance(key, ec.EllipticCurvePublicKey) and algorithm is not None:
-            key.verify(signature, data, ec.ECDSA(algorithm))
-        elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
-            key.verify(signature, data)
-        else:
-            return False
-    except (InvalidSignature, ValueError, TypeError):
-        return False
-    return True

@@ -15,11 +15,11 @@ from datetime import datetime
 from enum import StrEnum
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from smime_companion.core.certs import allows_encryption, is_usable_for_email
 from smime_companion.core.seal import Recipient, advertised_capabilities
+from smime_companion.core.signatures import certificate_signed_by
 
 
 class Trust(StrEnum):
@@ -251,13 +251,7 @@ def chain_to_anchor(
 
 
 def _issued_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
-    if child.issuer != issuer.subject:
-        return False
-    try:
-        child.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
+    return child.issuer == issuer.subject and certificate_signed_by(child, issuer)
 
 
 def tofu_applies(address: str, patterns: Iterable[str]) -> bool:

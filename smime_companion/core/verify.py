@@ -36,7 +36,7 @@ rfc822Name and directoryName.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -44,9 +44,9 @@ from typing import Any
 from asn1crypto import cms, core
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from smime_companion.core.certs import (
     capabilities_from_attribute,
@@ -68,6 +68,15 @@ from smime_companion.core.model import (
     VerifyOutcome,
     signed_data_verdict,
 )
+from smime_companion.core.signatures import (
+    DIGESTS,
+    HASH_FACTORIES,
+    SIGNATURE_ALGORITHMS,
+    KeyMismatch,
+    SignatureAlgorithmError,
+    signature_algorithm,
+    signature_verifies,
+)
 from smime_companion.errors import MalformedInput, UsageError
 
 # Bounds on the work one hostile message can cause.
@@ -78,44 +87,7 @@ MIN_RSA_BITS = 2048
 
 S = SignatureStatus
 
-# Digest algorithms by OID: our name and a factory for the hash object.
-_DIGESTS: dict[str, tuple[str, Callable[[], hashes.HashAlgorithm]]] = {
-    "2.16.840.1.101.3.4.2.1": ("sha256", hashes.SHA256),
-    "2.16.840.1.101.3.4.2.2": ("sha384", hashes.SHA384),
-    "2.16.840.1.101.3.4.2.3": ("sha512", hashes.SHA512),
-    "2.16.840.1.101.3.4.2.4": ("sha224", hashes.SHA224),
-    "2.16.840.1.101.3.4.2.8": ("sha3-256", hashes.SHA3_256),
-    "2.16.840.1.101.3.4.2.9": ("sha3-384", hashes.SHA3_384),
-    "2.16.840.1.101.3.4.2.10": ("sha3-512", hashes.SHA3_512),
-    # RFC 8419: Ed448 signers digest the content with SHAKE256 and a 512-bit output.
-    "2.16.840.1.101.3.4.2.12": ("shake256", lambda: hashes.SHAKE256(64)),
-    "1.3.14.3.2.26": ("sha1", hashes.SHA1),
-    "1.2.840.113549.2.5": ("md5", hashes.MD5),
-}
-_HASH_FACTORIES = {name: factory for name, factory in _DIGESTS.values()}
-
-# Signature algorithms by OID: our name and the digest the OID fixes (None: the digestAlgorithm's).
-_SIGNATURES: dict[str, tuple[str, str | None]] = {
-    "1.2.840.113549.1.1.1": ("rsa-pkcs1v15", None),  # rsaEncryption, the usual CMS choice
-    "1.2.840.113549.1.1.4": ("rsa-pkcs1v15", "md5"),
-    "1.2.840.113549.1.1.5": ("rsa-pkcs1v15", "sha1"),
-    "1.2.840.113549.1.1.14": ("rsa-pkcs1v15", "sha224"),
-    "1.2.840.113549.1.1.11": ("rsa-pkcs1v15", "sha256"),
-    "1.2.840.113549.1.1.12": ("rsa-pkcs1v15", "sha384"),
-    "1.2.840.113549.1.1.13": ("rsa-pkcs1v15", "sha512"),
-    "1.2.840.113549.1.1.10": ("rsa-pss", None),  # the hash comes from RSASSA-PSS-params
-    "1.2.840.10045.2.1": ("ecdsa", None),  # id-ecPublicKey: hash from digestAlgorithm
-    "1.2.840.10045.4.1": ("ecdsa", "sha1"),
-    "1.2.840.10045.4.3.1": ("ecdsa", "sha224"),
-    "1.2.840.10045.4.3.2": ("ecdsa", "sha256"),
-    "1.2.840.10045.4.3.3": ("ecdsa", "sha384"),
-    "1.2.840.10045.4.3.4": ("ecdsa", "sha512"),
-    "1.3.101.112": ("ed25519", None),  # pure EdDSA: no separate hash (RFC 8419)
-    "1.3.101.113": ("ed448", None),
-}
-_MGF1 = "1.2.840.113549.1.1.8"
 _ID_DATA = "1.2.840.113549.1.7.1"
-_WEAK_DIGESTS = frozenset({"sha1", "md5"})
 
 _OID_MS_ENCRYPTION_KEY_PREFERENCE = "1.3.6.1.4.1.311.16.4"
 # RFC 5652 section 11 / RFC 8551 section 2.5: attributes that may occur once, with one value.
@@ -250,7 +222,7 @@ class _Context:
     def content_digest(self, name: str) -> bytes:
         # Several signers usually share an algorithm: hash the (possibly large) content once.
         if name not in self.digests:
-            h = hashes.Hash(_HASH_FACTORIES[name]())
+            h = hashes.Hash(HASH_FACTORIES[name]())
             h.update(self.content)
             self.digests[name] = h.finalize()
         return self.digests[name]
@@ -387,9 +359,9 @@ def _check_signer(si: cms.SignerInfo, ctx: _Context, f: _Findings) -> None:
     else:
         digest_oid = si["digest_algorithm"]["algorithm"].dotted
         sig_oid = si["signature_algorithm"]["algorithm"].dotted
-    digest = _DIGESTS.get(digest_oid)
+    digest = DIGESTS.get(digest_oid)
     f.digest_algorithm = digest[0] if digest else digest_oid
-    signature_kind = _SIGNATURES.get(sig_oid)
+    signature_kind = SIGNATURE_ALGORITHMS.get(sig_oid)
     f.signature_algorithm = signature_kind[0] if signature_kind else sig_oid
     if digest is None:
         f.fail(_CRYPTO, S.UNSUPPORTED, f"digest algorithm {digest_oid} is not supported")
@@ -446,9 +418,7 @@ def _check_signer(si: cms.SignerInfo, ctx: _Context, f: _Findings) -> None:
         _signed_bytes(signed_attrs) if signed_attrs is not None else iter([ctx.content])
     )
     signature = raw.signature if raw is not None else bytes(si["signature"].native)
-    _check_signature(
-        si, signature, signature_kind, digest[0], candidate, signed_bytes_options, ctx, f
-    )
+    _check_signature(si, signature, sig_oid, digest[0], candidate, signed_bytes_options, ctx, f)
     _check_chain(candidate, ctx, f)
     _check_signer_usage(candidate, f)
     _check_address(ctx, f)
@@ -670,93 +640,56 @@ def _same_name(name: x509.Name, other: asn1_x509.Name) -> bool:
 def _check_signature(
     si: cms.SignerInfo,
     signature: bytes,
-    kind: tuple[str, str | None],
+    signature_oid: str,
     digest_name: str,
     cert: Cert,
     candidates: Iterator[bytes],
     ctx: _Context,
     f: _Findings,
 ) -> None:
-    name, fixed_hash = kind
     try:
         key = cert.public_key
     except (ValueError, UnsupportedAlgorithm):
         f.fail(_CRYPTO, S.UNSUPPORTED, "the signer certificate's key type is not supported")
         raise _Stop from None
-    key_name = cert.key_description
     # The hash inside the signature: fixed by the OID (sha256WithRSAEncryption...), by the PSS
     # parameters, or else the digestAlgorithm (rsaEncryption, id-ecPublicKey).
-    signature_hash = fixed_hash or digest_name
-    pss: padding.PSS | None = None
-    if name == "rsa-pss":
-        signature_hash, pss = _pss_parameters(si["signature_algorithm"]["parameters"], f)
-
-    def verify(data: bytes) -> None:
-        if name in ("rsa-pkcs1v15", "rsa-pss") and isinstance(key, rsa.RSAPublicKey):
-            pad = pss if pss is not None else padding.PKCS1v15()
-            key.verify(signature, data, pad, _HASH_FACTORIES[signature_hash]())
-        elif name == "ecdsa" and isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(signature, data, ec.ECDSA(_HASH_FACTORIES[signature_hash]()))
-        elif name == "ed25519" and isinstance(key, ed25519.Ed25519PublicKey):
-            key.verify(signature, data)
-        elif name == "ed448" and isinstance(key, ed448.Ed448PublicKey):
-            key.verify(signature, data)
-        else:
-            raise _KeyMismatch
-
-    if signature_hash not in _HASH_FACTORIES or (signature_hash == "shake256" and name != "ed448"):
-        f.fail(_CRYPTO, S.UNSUPPORTED, f"signature hash {signature_hash} is not supported")
-        raise _Stop
+    is_pss = SIGNATURE_ALGORITHMS[signature_oid][0] == "rsa-pss"
+    try:
+        algorithm = signature_algorithm(
+            signature_oid, si["signature_algorithm"]["parameters"] if is_pss else None, digest_name
+        )
+    except SignatureAlgorithmError as exc:
+        f.fail(_CRYPTO, S.MALFORMED if exc.malformed else S.UNSUPPORTED, str(exc))
+        raise _Stop from None
     for data in candidates:
         try:
-            verify(data)
-            break
-        except InvalidSignature:
-            continue
-        except _KeyMismatch:
-            f.fail(_CRYPTO, S.INVALID, f"signature algorithm {name} does not fit a {key_name} key")
+            if signature_verifies(key, signature, data, algorithm):
+                break
+        except KeyMismatch:
+            f.fail(
+                _CRYPTO,
+                S.INVALID,
+                f"signature algorithm {algorithm.scheme} does not fit a {cert.key_description} key",
+            )
             raise _Stop from None
         except (ValueError, UnsupportedAlgorithm) as exc:
-            f.fail(_CRYPTO, S.UNSUPPORTED, f"cannot check {name} signature: {_one_line(exc)}")
+            f.fail(
+                _CRYPTO,
+                S.UNSUPPORTED,
+                f"cannot check {algorithm.scheme} signature: {_one_line(exc)}",
+            )
             raise _Stop from None
     else:
         f.fail(_CRYPTO, S.INVALID, "signature does not verify with the signer certificate's key")
         raise _Stop
 
     # The signature is sound; now judge how strong its algorithms are.
-    for used in dict.fromkeys((digest_name, signature_hash)):
+    for used in dict.fromkeys((digest_name, algorithm.hash_name or digest_name)):
         if used == "md5" or (used == "sha1" and not ctx.allow_sha1):
             f.fail(_WEAK, S.WEAK_ALGORITHM, f"signed with {used.upper()}, no longer trusted")
     if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
         f.fail(_WEAK, S.WEAK_ALGORITHM, f"signer key is RSA-{key.key_size}, under {MIN_RSA_BITS}")
-
-
-class _KeyMismatch(Exception):
-    """The signature algorithm does not fit the key type of the signer certificate."""
-
-
-def _pss_parameters(params: Any, f: _Findings) -> tuple[str, padding.PSS]:
-    """The hash and padding of RSASSA-PSS-params (RFC 4055 section 3.1; absent fields default)."""
-    if isinstance(params, core.Void | core.Null):
-        f.fail(_CRYPTO, S.MALFORMED, "RSASSA-PSS signature without parameters")
-        raise _Stop
-    hash_oid = params["hash_algorithm"]["algorithm"].dotted
-    mgf = params["mask_gen_algorithm"]
-    salt_length = params["salt_length"].native
-    if mgf["algorithm"].dotted != _MGF1:
-        f.fail(_CRYPTO, S.UNSUPPORTED, f"RSASSA-PSS mask generation {mgf['algorithm'].dotted}")
-        raise _Stop
-    mgf_hash_oid = mgf["parameters"]["algorithm"].dotted
-    if params["trailer_field"].native not in (1, "trailer_field_bc"):
-        f.fail(_CRYPTO, S.UNSUPPORTED, "RSASSA-PSS trailer field other than 1")
-        raise _Stop
-    names = [_DIGESTS.get(oid, (None,))[0] for oid in (hash_oid, mgf_hash_oid)]
-    if None in names or "shake256" in names:
-        f.fail(_CRYPTO, S.UNSUPPORTED, "RSASSA-PSS with an unsupported hash")
-        raise _Stop
-    hash_name, mgf_name = str(names[0]), str(names[1])
-    mgf1 = padding.MGF1(_HASH_FACTORIES[mgf_name]())
-    return hash_name, padding.PSS(mgf=mgf1, salt_length=salt_length)
 
 
 # --- the certificate path --------------------------------------------------------------------
