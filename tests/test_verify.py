@@ -928,6 +928,8 @@ def test_a_certificate_signed_with_an_old_hash_chains_and_is_judged_weak_not_for
          "-CAkey", pki.directory / "intermediate.key.pem", "-CAcreateserial",
          f"-{digest}", "-days", "30", "-extfile", ext, "-out", cert])  # fmt: skip
     der = sign_with(cert, user_key, args=["-certfile", str(pki.intermediate)])
+    # openssl x509 makes it valid from the moment it ran, after the session's `now`.
+    now = load_cert(cert).not_valid_before_utc + dt.timedelta(hours=1)
     strict = check(der, anchors, now, from_=["old@example.org"])
     assert strict.status == S.WEAK_ALGORITHM, strict.signers[0].reason
     assert f"signed with {'SHA-1' if digest == 'sha1' else 'MD5'}" in (
