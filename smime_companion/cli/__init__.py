@@ -24,6 +24,7 @@ from smime_companion.cli import (
     seal_cmd,
 )
 from smime_companion.errors import SmimeCompanionError, UsageError
+from smime_companion.logs import route_library_warnings
 
 EXIT_OK = 0
 EXIT_NOT_GOOD = 1
@@ -60,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    route_library_warnings(args.verbose)
     try:
         return int(args.func(args))
     except UsageError as exc:

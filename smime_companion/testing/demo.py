@@ -40,6 +40,7 @@ from pathlib import Path
 from types import FrameType
 
 from smime_companion.errors import SmimeCompanionError, UsageError
+from smime_companion.logs import route_library_warnings
 from smime_companion.testing.dovecot import Dovecot, missing_requirement
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki, make_test_pki
 from smime_companion.testing.smtp_sink import SmtpSink
@@ -514,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) > 1 or (args and args[0].startswith("-")):
         print("usage: python -m smime_companion.testing.demo [DIR]", file=sys.stderr)
         return 2
+    route_library_warnings(verbose=False)
     try:
         return run_demo(Path(args[0] if args else "demo-out"))
     except UsageError as exc:
