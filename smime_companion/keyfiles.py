@@ -5,9 +5,10 @@ The only module that reads key material from disk; the core takes the loaded obj
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 import ssl
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from smime_companion.core.cert_loading import load_certificate
 from smime_companion.core.model import Identity
 from smime_companion.errors import KeyLoadError
 
@@ -32,10 +34,27 @@ def load_certificates(path: Path) -> list[x509.Certificate]:
     data = _read(path, "certificate file")
     try:
         if b"-----BEGIN" in data:
-            return x509.load_pem_x509_certificates(data)
-        return [x509.load_der_x509_certificate(data)]
+            certificates = [load_certificate(der) for der in _pem_certificates(data)]
+            if not certificates:
+                raise ValueError("no certificate")
+            return certificates
+        return [load_certificate(data)]
     except ValueError:
         raise KeyLoadError(f"{path}: not a PEM or DER certificate") from None
+
+
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN (?:X509 )?CERTIFICATE-----(.*?)-----END (?:X509 )?CERTIFICATE-----", re.S
+)
+
+
+def _pem_certificates(data: bytes) -> list[bytes]:
+    """The DER of every certificate block in PEM text (decoded here, so that a certificate
+    cryptography refuses can still be loaded by :func:`load_certificate`)."""
+    return [
+        base64.b64decode(b"".join(body.split()), validate=True)
+        for body in _PEM_CERTIFICATE.findall(data)
+    ]
 
 
 def load_private_key(path: Path, password: bytes | None = None) -> PrivateKeyTypes:
@@ -106,19 +125,16 @@ def pair_keys_with_certificates(
 def system_anchors() -> list[x509.Certificate]:
     """The system's CA certificates (OpenSSL's default CA file; empty when there is none).
 
-    Certificates of the bundle that cryptography refuses or warns about (some old roots have
-    a negative serial number) are skipped one by one rather than failing the whole bundle.
+    A certificate of the bundle that cannot be read is skipped rather than failing the whole
+    bundle (old roots with a negative serial number are read, see core.cert_loading).
     """
     cafile = ssl.get_default_verify_paths().cafile
     if not cafile or not os.path.exists(cafile):
         return []
-    end = b"-----END CERTIFICATE-----"
     anchors = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for block in _read(Path(cafile), "system CA bundle").split(end)[:-1]:
-            try:
-                anchors.append(x509.load_pem_x509_certificate(block + end))
-            except ValueError:
-                continue
+    for der in _pem_certificates(_read(Path(cafile), "system CA bundle")):
+        try:
+            anchors.append(load_certificate(der))
+        except ValueError:
+            continue
     return anchors

@@ -35,9 +35,11 @@ from datetime import UTC, datetime
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from smime_companion.core.cert_loading import load_certificate
 from smime_companion.core.model import Decryption, Identity, OpenResult
 from smime_companion.core.open import open_message
 from smime_companion.errors import SmimeCompanionError
+from smime_companion.logs import route_library_warnings
 from smime_companion.store.cache import CacheEntry, derive_entry
 
 log = logging.getLogger(__name__)
@@ -251,16 +253,17 @@ def _start_worker(keys: list[_IdentityDer], anchors: list[bytes], allow_sha1: bo
     # (with a traceback) under the batch it is opening.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    route_library_warnings(verbose=False)  # the worker's stderr is the daemon's terminal
     _exit_with_parent()
     identities = [
         Identity(
             key=serialization.load_der_private_key(key, None),  # type: ignore[arg-type]
-            certificate=x509.load_der_x509_certificate(cert),
-            chain=tuple(x509.load_der_x509_certificate(c) for c in chain),
+            certificate=load_certificate(cert),
+            chain=tuple(load_certificate(c) for c in chain),
         )
         for key, cert, chain in keys
     ]
-    _worker = (identities, [x509.load_der_x509_certificate(a) for a in anchors], allow_sha1)
+    _worker = (identities, [load_certificate(a) for a in anchors], allow_sha1)
 
 
 def _exit_with_parent() -> None:
@@ -298,15 +301,11 @@ def _der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 
 
-def _load_certificate(der: bytes) -> x509.Certificate:
-    # A function of ours: pickle cannot name cryptography's Rust-level loader.
-    return x509.load_der_x509_certificate(der)
-
-
 def _reduce_certificate(
     cert: x509.Certificate,
 ) -> tuple[Callable[[bytes], x509.Certificate], tuple[bytes]]:
-    return _load_certificate, (_der(cert),)
+    # A function of ours: pickle cannot name cryptography's Rust-level loader.
+    return load_certificate, (_der(cert),)
 
 
 # Results name signer certificates, which cryptography's objects cannot pickle by themselves:

@@ -137,6 +137,7 @@ def _summary(result: OpenResult) -> str:
         for signer in layer.signers:
             if signer.reason:
                 lines.append(f"  signer {signer.address or '?'}: {signer.reason}")
+            lines.extend(f"  note: {note}" for note in signer.notes)
     if result.warnings:
         lines.append("warnings:   " + ", ".join(result.warnings))
     if result.error:

@@ -11,7 +11,6 @@ and directoryName. Time validity, usage and strength are judged per path by ``ve
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,9 +24,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID
 
+from smime_companion.core.cert_loading import load_certificate
 from smime_companion.core.certs import (
     CertificateDefect,
     allows_signing,
@@ -194,9 +193,7 @@ _CERT_CACHE_SIZE = 1024
 def cert_from_der(der: bytes) -> Cert | None:
     """The shared ``Cert`` for a certificate's DER, or None when cryptography cannot load it."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", CryptographyDeprecationWarning)  # see _serial
-            return Cert(x509.load_der_x509_certificate(der), der)
+        return Cert(load_certificate(der), der)
     except (ValueError, x509.InvalidVersion):
         return None
 
@@ -274,11 +271,8 @@ def dedupe(certs: list[Cert]) -> list[Cert]:
 
 
 def serial_number(cert: x509.Certificate) -> int:
-    # Mail still carries old certificates with negative serials; cryptography warns about each
-    # read of one. It is the issuer's fault, not something the reader of the mail can act on.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-        return cert.serial_number
+    # Mail still carries old certificates with a negative serial (see core.cert_loading).
+    return cert.serial_number
 
 
 def rsa_bits(cert: x509.Certificate) -> int:

@@ -128,6 +128,9 @@ class SignerReport:
     # SMIMEEncryptionKeyPreference (or Microsoft's variant): how the signer's preferred
     # encryption certificate is named, e.g. ("issuer-serial", "CN=CA", 1234) or ("ski", "ab01..").
     encryption_key_preference: tuple[Any, ...] | None = None
+    # Defects of the signer's certificates that were tolerated, one line each (e.g. a serial
+    # number that is not positive): never a reason for the status, always shown beside it.
+    notes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready summary (no certificates, only their SHA-256 fingerprints)."""
@@ -149,6 +152,7 @@ class SignerReport:
             "signature_algorithm": self.signature_algorithm,
             "signing_time": self.signing_time.isoformat() if self.signing_time else None,
             "capabilities": list(self.capabilities),
+            "notes": list(self.notes),
         }
 
 

@@ -54,6 +54,9 @@ WARN_PARTIALLY_SIGNED = "partially-signed"
 WARN_NOT_INTEGRITY_PROTECTED = "not-integrity-protected"
 WARN_WEAK_CIPHER = "weak-cipher"
 WARN_MIME_LIMIT = "mime-limit-reached"
+# A signer's certificate (or a CA above it) has a serial number that is not positive: accepted,
+# and named in that signer's ``notes``.
+WARN_NON_POSITIVE_SERIAL = "non-positive-serial"
 
 
 @dataclass(frozen=True)
@@ -246,6 +249,8 @@ class _Opener:
 
         if unprotected_cbc:
             warnings.append(WARN_NOT_INTEGRITY_PROTECTED)
+        if any(s.notes for s in signers):
+            warnings.append(WARN_NON_POSITIVE_SERIAL)
         if not layers:
             warnings.extend(self._hidden_smime_warnings(entity))
 

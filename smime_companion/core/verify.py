@@ -48,6 +48,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from smime_companion.core.cert_loading import certificate_notes
 from smime_companion.core.certs import (
     capabilities_from_attribute,
     name_to_rfc4514,
@@ -271,6 +272,7 @@ class _Findings:
             capabilities=self.capabilities,
             capability_oids=self.capability_oids,
             encryption_key_preference=self.encryption_key_preference,
+            notes=tuple(n for c in self.chain or () for n in certificate_notes(c)),
         )
 
 

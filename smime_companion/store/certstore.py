@@ -28,6 +28,7 @@ import apsw
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from smime_companion.core.cert_loading import load_certificate
 from smime_companion.core.certs import email_addresses, fingerprint_sha256
 from smime_companion.core.model import Identity
 from smime_companion.core.selection import (
@@ -251,7 +252,7 @@ class CertStore(db.Handle):
                 if str(trust) == Trust.KEY_CHANGED:
                     return Trust.KEY_CHANGED
                 continue
-            others.append(x509.load_der_x509_certificate(bytes(der)))
+            others.append(load_certificate(bytes(der)))
         if not others or any(same_key(cert, other) for other in others):
             return Trust.TOFU
         return Trust.KEY_CHANGED
@@ -298,13 +299,13 @@ class CertStore(db.Handle):
                     found = self._one("SELECT der FROM issuers WHERE fingerprint = ?", (issuer_fp,))
                     if found is None:
                         continue
-                    issuers[issuer_fp] = x509.load_der_x509_certificate(bytes(found[0]))
+                    issuers[issuer_fp] = load_certificate(bytes(found[0]))
                 chain.append(issuers[issuer_fp])
             records.append(
                 CertRecord(
                     address=str(row[0]),
                     fingerprint=str(row[1]),
-                    certificate=x509.load_der_x509_certificate(bytes(row[2])),
+                    certificate=load_certificate(bytes(row[2])),
                     trust=Trust(str(row[3])),
                     first_seen=datetime.fromtimestamp(int(row[4]), UTC),
                     last_seen=datetime.fromtimestamp(int(row[5]), UTC),
@@ -357,8 +358,7 @@ class CertStore(db.Handle):
         """Every issuer certificate seen in a chain: extra certificates for building chains of
         messages that leave them out."""
         return [
-            x509.load_der_x509_certificate(bytes(der))
-            for (der,) in self._conn.execute("SELECT der FROM issuers")
+            load_certificate(bytes(der)) for (der,) in self._conn.execute("SELECT der FROM issuers")
         ]
 
     def select(
@@ -401,7 +401,7 @@ class CertStore(db.Handle):
         fp = self.resolve(fingerprint)
         with db.savepoint(self._conn):
             records = self.records_for_fingerprint(fp)
-            cert = x509.load_der_x509_certificate(
+            cert = load_certificate(
                 bytes(self._one("SELECT der FROM certificates WHERE fingerprint = ?", (fp,))[0])
             )
             for record in records:
@@ -505,10 +505,8 @@ class CertStore(db.Handle):
         for index, (fp, cert_der, key_der, chain, imported) in enumerate(rows):
             identity = Identity(
                 key=serialization.load_der_private_key(bytes(key_der), password=None),
-                certificate=x509.load_der_x509_certificate(bytes(cert_der)),
-                chain=tuple(
-                    x509.load_der_x509_certificate(bytes.fromhex(h)) for h in json.loads(str(chain))
-                ),
+                certificate=load_certificate(bytes(cert_der)),
+                chain=tuple(load_certificate(bytes.fromhex(h)) for h in json.loads(str(chain))),
             )
             listed.append(
                 StoredIdentity(
