@@ -103,8 +103,10 @@ class AccountConfig:
     smtp_tls: str = "implicit"
     smtp_username: str | None = None  # default: username
     smtp_password: SecretRef | None = None  # default: the IMAP password
-    outbox_folder: str = "S/MIME Outbox"
-    sent_folder: str = "Sent"
+    # None: found on the server (``SMIME Outbox``; Sent by its \\Sent mark), see
+    # smime_companion.imap.outbox_source; a name given in the file is used as it is.
+    outbox_folder: str | None = None
+    sent_folder: str | None = None
 
 
 @dataclass(frozen=True)
@@ -507,8 +509,8 @@ class _Reader:
             smtp_tls=smtp_tls,
             smtp_username=self.string(table, s, "smtp_username", index=index),
             smtp_password=smtp_password,
-            outbox_folder=self.string(table, s, "outbox_folder", "S/MIME Outbox", index),
-            sent_folder=self.string(table, s, "sent_folder", "Sent", index),
+            outbox_folder=self.string(table, s, "outbox_folder", index=index),
+            sent_folder=self.string(table, s, "sent_folder", index=index),
         )
 
 

@@ -176,6 +176,8 @@ class Daemon:
         self.changes: queue.Queue[tuple[str, str]] = queue.Queue()
         self._boxes: dict[str, Mailbox] = {}
         self._folders: dict[str, list[str]] = {}
+        # Each account's IMAP outbox folder as the outbox passes found it on the server.
+        self._outbox_folders: dict[str, str] = {}
         self._backoff: dict[str, Backoff] = {}
         self._retry_at: dict[str, float] = {}
         self._watchers: list[FolderWatcher] = []
@@ -230,6 +232,8 @@ class Daemon:
         for report in result.outbox:
             for error in getattr(report, "errors", []):
                 log.error("outbox %s: %s", account.name, error)
+            if getattr(report, "folder", None):
+                self._outbox_folders[account.name] = report.folder
 
     def scan_new(self) -> int:
         """Scan cached messages that have no verdict yet (or an ``error`` one) when a scanner is
@@ -450,13 +454,15 @@ class Daemon:
         targets: list[tuple[AccountConfig, str]] = []
         for account in self.config.accounts:
             targets.extend((account, folder) for folder in self._folders.get(account.name, []))
-            if self.outbox is not None and account.smtp_host and self.config.outbox.imap:
-                targets.append((account, account.outbox_folder))
+            outbox_folder = self._outbox_folders.get(account.name)
+            if outbox_folder and account.smtp_host and self.config.outbox.imap:
+                targets.append((account, outbox_folder))
         return targets
 
     def _is_outbox(self, account: AccountConfig, folder: str) -> bool:
         return folder == LOCAL_OUTBOX or (
-            folder == account.outbox_folder and folder not in self._folders.get(account.name, [])
+            folder == self._outbox_folders.get(account.name)
+            and folder not in self._folders.get(account.name, [])
         )
 
     def _start_watchers(self) -> None:

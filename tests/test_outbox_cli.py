@@ -21,7 +21,7 @@ from smime_companion.daemon import Daemon, read_status_file
 from smime_companion.store.certstore import CertStore, Sighting
 from smime_companion.store.journal import DB_FILENAME
 from smime_companion.testing.pki import TestPki
-from tests.dovecot import PASSWORD, Dovecot, running_dovecot
+from tests.dovecot import PASSWORD, SEPARATORS, Dovecot, running_dovecot
 from tests.outbox_world import OUTBOX, SENT, draft, open_as
 from tests.smtpd import PASSWORD as SMTP_PASSWORD
 from tests.smtpd import SmtpServer, running_smtpd
@@ -29,9 +29,10 @@ from tests.smtpd import SmtpServer, running_smtpd
 CACHE_KEY = "cli-cache-key"
 
 
-@pytest.fixture()
-def dovecot() -> Iterator[Dovecot]:
-    yield from running_dovecot()
+@pytest.fixture(params=SEPARATORS, ids=lambda sep: f"separator{sep}")
+def dovecot(request: pytest.FixtureRequest) -> Iterator[Dovecot]:
+    """Dovecot with each hierarchy separator: ``.`` as Debian ships it, ``/`` as Gmail has."""
+    yield from running_dovecot(separator=request.param)
 
 
 @pytest.fixture()
@@ -164,6 +165,41 @@ def test_the_sent_copy_is_filed_once_in_the_configured_sent_folder(
         assert imap.search(["ALL"]) == []
     finally:
         imap.logout()
+
+
+def _folder(dovecot: Dovecot, folder: str) -> list[bytes]:
+    imap = dovecot.client("alice")
+    try:
+        imap.select_folder(folder, readonly=True)
+        uids = imap.search(["ALL"])
+        return [bytes(m[b"BODY[]"]) for m in imap.fetch(uids, ["BODY.PEEK[]"]).values()]
+    finally:
+        imap.logout()
+
+
+def test_with_the_default_config_a_draft_in_the_folder_the_daemon_made_is_sent_in_one_run(
+    config: Path,
+    dovecot: Dovecot,
+    smtpd: SmtpServer,
+    pki: TestPki,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The config names no outbox or Sent folder. The first pass makes the outbox folder...
+    assert main(["run", "--once", "--config", str(config)]) == 0
+    imap = dovecot.client("alice")
+    try:
+        assert imap.folder_exists(OUTBOX)
+    finally:
+        imap.logout()
+    # ...the user saves a draft there, and one more pass seals, sends, files and removes it.
+    dovecot.append("alice", draft(pki, "stock"), OUTBOX)
+    assert main(["run", "--once", "--config", str(config)]) == 0
+    assert "work: outbox: 1 sent" in capsys.readouterr().out
+    [got] = smtpd.received
+    assert b"Secret body stock" in open_as(pki, got.data, "bob")
+    [filed] = _folder(dovecot, SENT)
+    assert b"Secret body stock" not in filed and b"pkcs7-mime" in filed  # the sealed copy
+    assert _folder(dovecot, OUTBOX) == []
 
 
 def _run_daemon(config: Path) -> tuple[Daemon, threading.Thread]:

@@ -221,7 +221,9 @@ def open_session(spec: ServerSpec) -> IMAPClient:
             "set ca_file to the server's CA if it is yours"
         ) from None
     except (OSError, ssl.SSLError, imaplib.IMAP4.error) as exc:
-        raise ImapError(f"{spec.label}: cannot connect: {reason(exc)}") from None
+        raise ImapError(
+            f"{spec.label}: cannot connect: {reason(exc)}{tls_hint(exc, spec.tls, 'tls')}"
+        ) from None
     # Aware UTC datetimes for INTERNALDATE rather than naive local times.
     imap.normalise_times = False
     try:
@@ -849,8 +851,26 @@ def _as_bytes(value: Any) -> bytes:
     return str(value).encode("utf-8", "replace")
 
 
+def tls_hint(exc: BaseException, tls: str, key: str) -> str:
+    """A hint for a TLS handshake that met a server speaking no TLS on that port (a plain or
+    STARTTLS port configured as implicit TLS), else ``""``. ``key`` names the config key."""
+    if tls == "implicit" and isinstance(exc, ssl.SSLError) and "WRONG_VERSION_NUMBER" in str(exc):
+        return (
+            f"; the server did not answer with TLS: this port may expect STARTTLS "
+            f'(set {key} = "starttls", usually with port 143 for IMAP or 587 for SMTP)'
+        )
+    return ""
+
+
+# How Python shows bytes in an exception's text: b'...' or b"..." (imaplib passes the server's
+# reply as bytes, and imapclient turns the exception into a string).
+_BYTES_REPR = re.compile(r"\bb'((?:[^'\\]|\\.)*)'" + r'|\bb"((?:[^"\\]|\\.)*)"')
+
+
 def reason(exc: BaseException) -> str:
-    """A one-line reason for a library exception."""
+    """A one-line reason for a library exception, with the server's words as text (never a
+    Python ``b'...'``)."""
     text = " ".join(_text(a) for a in exc.args) if exc.args else type(exc).__name__
+    text = _BYTES_REPR.sub(lambda m: m.group(1) if m.group(1) is not None else m.group(2), text)
     text = " ".join(text.split())
     return (text[:200] + "...") if len(text) > 200 else text or type(exc).__name__
