@@ -133,6 +133,18 @@ class AccountResult:
     error: str | None = None
     outbox: list[Any] = field(default_factory=list)  # outbox pass reports (issue: outbox)
     outbox_error: str | None = None
+    folder_errors: list[str] = field(default_factory=list)  # e.g. a watched folder is missing
+
+    @property
+    def failed(self) -> bool:
+        """True when the account, one of its folders or its outbox failed (not when a draft
+        merely waits: deferred, held)."""
+        return bool(
+            self.error
+            or self.outbox_error
+            or self.folder_errors
+            or any(getattr(r, "errors", None) or getattr(r, "failed", None) for r in self.outbox)
+        )
 
 
 class Daemon:
@@ -265,7 +277,11 @@ class Daemon:
         result = AccountResult(account.name)
         try:
             box = self._box(account)
-            folders = [only_folder] if only_folder else self._folder_names(account, box)
+            if only_folder:
+                folders = [only_folder]
+            else:
+                folders, missing = self._folder_names(account, box)
+                result.folder_errors.extend(f"the server has no folder {m!r}" for m in missing)
             for name in folders:
                 result.folders.append(self._sync_folder(account, box, name))
             self._backoff.pop(account.name, None)
@@ -322,17 +338,21 @@ class Daemon:
         if box is not None:
             box.close()
 
-    def _folder_names(self, account: AccountConfig, box: Mailbox) -> list[str]:
+    def _folder_names(self, account: AccountConfig, box: Mailbox) -> tuple[list[str], list[str]]:
+        """The folders to sync (what the patterns match) and the named folders the server
+        lacks. Raises ImapError when nothing matches at all."""
         names = box.list_folders(account.folders)
+        missing = []
         for pattern in account.folders:
             if not any(c in pattern for c in "*?[") and not box.list_folders([pattern]):
                 log.warning("account %s: the server has no folder %r", account.name, pattern)
+                missing.append(pattern)
         if not names:
             raise ImapError(
                 f"account {account.name}: no folder matches {', '.join(account.folders)}"
             )
         self._folders[account.name] = names
-        return names
+        return names, missing
 
     def close(self) -> None:
         """Stop the watchers and the opening workers, and log out of every connection."""

@@ -369,3 +369,33 @@ def test_run_once_also_passes_over_the_outbox_and_defers_what_smtp_refuses(
     # SMTP server is down, so the item waits in the journal for the next pass.
     assert outbox == "work: outbox: 0 sent, 1 deferred, 0 held, 0 failed"
     assert code == 0
+
+
+def test_run_once_exits_1_when_a_watched_folder_is_missing(
+    server: Dovecot, pki: TestPki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.deliver("alice", plain_mail("here"), "Present")
+    config = write_config(tmp_path / "c.toml", server, pki, ["Present", "Absent"])
+    assert main(["run", "--once", "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "work/Present: 1 new" in out  # what exists is still synced
+    assert "work: FAILED: the server has no folder 'Absent'" in out
+
+
+def test_run_once_and_sync_exit_1_when_the_outbox_failed_and_say_why_with_the_servers_words(
+    server: Dovecot, pki: TestPki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.deliver("alice", plain_mail("fine"), "OutboxFails")
+    config = write_config(tmp_path / "c.toml", server, pki, ["OutboxFails"])
+    config.write_text(
+        config.read_text().replace(
+            'folders = ["OutboxFails"]',
+            'folders = ["OutboxFails"]\noutbox_folder = "~Outbox"\nsmtp_host = "127.0.0.1"\n'
+            f'smtp_port = {free_port()}\nsmtp_tls = "plain"\ninsecure_plaintext = true',
+        )
+    )
+    for command in (["run", "--once"], ["sync"]):
+        assert main([*command, "--config", str(config)]) == 1
+        out = capsys.readouterr().out
+        assert "work/OutboxFails:" in out
+        assert "CREATE '~Outbox' failed: [CANNOT] Invalid mailbox name" in out

@@ -48,8 +48,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=(
             "Sync every configured account into the cache, then follow new mail with IDLE until "
             "SIGTERM (which finishes the current message) or Ctrl-C. SIGHUP reloads the config. "
-            "Logs go to stderr. With --once, do one full pass of every account and exit: 0 when "
-            "every account synced, 1 when one failed (the others are still synced)."
+            "Logs go to stderr. With --once, do one full pass of every account and its outbox "
+            "and exit: 0 when everything worked, 1 when an account, a watched folder or an "
+            "outbox failed (the others are still done)."
         ),
     )
     run.add_argument("--once", action="store_true", help="one full pass, then exit")
@@ -61,7 +62,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="sync now: one pass over all accounts, one account, or one folder",
         description=(
             "One pass over the watched folders of every account (or --account A, or --folder F "
-            "of it), printing what changed. Exit 0 when every account synced, 1 otherwise."
+            "of it), and the outbox, printing what changed. Exit 0 when everything worked, 1 "
+            "when an account, a watched folder or an outbox failed."
         ),
     )
     sync.add_argument("--account", metavar="A", help="only this account")
@@ -174,6 +176,8 @@ def _summaries(results: list[AccountResult]) -> list[str]:
             lines.append(f"{result.account}: FAILED: {result.error}")
         if result.outbox_error:
             lines.append(f"{result.account}: outbox FAILED: {result.outbox_error}")
+        for error in result.folder_errors:
+            lines.append(f"{result.account}: FAILED: {error}")
         for report in result.outbox:
             lines.append(
                 f"{result.account}: outbox: {len(report.sent)} sent, "
@@ -196,6 +200,8 @@ def _results_json(results: list[AccountResult]) -> list[dict[str, Any]]:
             "account": r.account,
             "error": r.error,
             "outbox_error": r.outbox_error,
+            "folder_errors": list(r.folder_errors),
+            "failed": r.failed,
             "outbox": [
                 {
                     "sent": len(o.sent),
@@ -284,8 +290,7 @@ def _one_pass(
     else:
         for line in _summaries(results):
             print(line)
-    failed = any(r.error or r.outbox_error for r in results)
-    return EXIT_NOT_GOOD if failed else EXIT_OK
+    return EXIT_NOT_GOOD if any(r.failed for r in results) else EXIT_OK
 
 
 # -- status --------------------------------------------------------------------------------------
