@@ -31,12 +31,15 @@ from smime_companion.core.mime import parse_entity
 from smime_companion.core.model import Decryption, OpenResult, SignatureStatus
 from smime_companion.errors import CacheError, MalformedInput, UsageError
 from smime_companion.store import db
+from smime_companion.store.normalise import search_form
 from smime_companion.store.query import compile_query
 
 log = logging.getLogger(__name__)
 
 # Decryption results that mean "we could not read it yet": a newly imported key may fix them.
 _REOPEN_DECRYPTION = (Decryption.NO_KEY, Decryption.FAILED)
+# Decryption results after which nothing inside the message was read (nothing to index).
+_UNREADABLE = (Decryption.NO_KEY, Decryption.FAILED, Decryption.MALFORMED, Decryption.UNSUPPORTED)
 
 # Scan verdicts as stored: NULL (not scanned yet), "clean", "infected:NAME", "error".
 SCAN_CLEAN = "clean"
@@ -153,12 +156,7 @@ class CacheEntry:
 
 def derive_entry(raw: bytes, result: OpenResult, arrived: datetime) -> CacheEntry:
     """The :class:`CacheEntry` of ``raw``, opened as ``result`` when it arrived at ``arrived``."""
-    readable = result.decryption not in (
-        Decryption.NO_KEY,
-        Decryption.FAILED,
-        Decryption.MALFORMED,
-        Decryption.UNSUPPORTED,
-    )
+    readable = result.decryption not in _UNREADABLE
     fields = result.headers or _outer_fields(raw)
     headers = mime_text.summary_headers(fields)
     date = mime_text.header_date(headers.get("date")) or arrived
@@ -301,7 +299,55 @@ def _migration_1(conn: apsw.Connection) -> None:
     )
 
 
-MIGRATIONS: list[db.Migration] = [_migration_1]
+def _index_text(
+    conn: apsw.Connection,
+    key: int,
+    sender: str,
+    recipients: str,
+    subject: str,
+    body: str,
+    filenames: Iterable[str],
+) -> None:
+    """Add one message's text index entry (rowid ``key``), every column in its
+    :func:`~smime_companion.store.normalise.search_form` (the query side uses the same)."""
+    conn.execute(
+        "INSERT INTO message_text (rowid, sender, recipients, subject, body, attachments) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            key,
+            search_form(sender),
+            search_form(recipients),
+            search_form(subject),
+            search_form(body),
+            search_form(" ".join(f for f in filenames if f)),
+        ),
+    )
+
+
+def _migration_2(conn: apsw.Connection) -> None:
+    """Re-index every message in its search form (issue 17): the index of earlier versions
+    kept CJK runs as one word and did not fold ß, ø, ł or Greek accents. The text comes again
+    from the decrypted content kept in the cache, as :func:`derive_entry` takes it."""
+    conn.execute("INSERT INTO message_text (message_text) VALUES ('delete-all')")
+    rows = conn.execute(
+        "SELECT id, sort_key, sender, recipients, cc, subject, error, decryption, "
+        "CASE WHEN content_is_raw = 1 THEN raw ELSE content END FROM messages"
+    ).fetchall()
+    for message_id, key, sender, to, cc, subject, error, decryption, content in rows:
+        body = ""
+        if content is not None and decryption not in _UNREADABLE and error is None:
+            body = mime_text.extract_text(bytes(content)).body
+        filenames = [
+            str(r[0])
+            for r in conn.execute(
+                "SELECT filename FROM attachments WHERE message = ? ORDER BY part", (message_id,)
+            )
+        ]
+        recipients = " ".join(x for x in (to, cc) if x)
+        _index_text(conn, key, sender, recipients, subject, body, filenames)
+
+
+MIGRATIONS: list[db.Migration] = [_migration_1, _migration_2]
 
 _SUMMARY_COLUMNS = (
     "m.id, m.account, m.folder, m.uidvalidity, m.uid, m.date, m.arrived, m.sender, m.recipients, "
@@ -475,17 +521,14 @@ class Cache(db.Handle):
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (message_id, att.part, att.filename, att.mime_type, att.size, att.sha256),
             )
-        self._conn.execute(
-            "INSERT INTO message_text (rowid, sender, recipients, subject, body, attachments) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                key,
-                entry.sender,
-                " ".join(x for x in (entry.to, entry.cc) if x),
-                entry.subject,
-                entry.body,
-                " ".join(a.filename for a in entry.attachments if a.filename),
-            ),
+        _index_text(
+            self._conn,
+            key,
+            entry.sender,
+            " ".join(x for x in (entry.to, entry.cc) if x),
+            entry.subject,
+            entry.body,
+            [a.filename for a in entry.attachments],
         )
 
     # -- locations -------------------------------------------------------------------------------
