@@ -150,7 +150,8 @@ class CacheEntry:
     reopen: bool  # could not be read yet: a newly imported key may open it
     report: str  # JSON: the open report, signers and evidence
     attachments: tuple[mime_text.Attachment, ...]
-    body: str  # the text that is indexed
+    body: str  # the body text as indexed: in its search form (store.normalise), made here so
+    # that the worker processes, not the storing thread, pay for it
     raw_sha256: str  # of the raw message: finds it again after a UIDVALIDITY change
 
 
@@ -198,7 +199,7 @@ def derive_entry(raw: bytes, result: OpenResult, arrived: datetime) -> CacheEntr
         or (result.error is not None and result.decryption != Decryption.NONE),
         report=json.dumps(report, sort_keys=True),
         attachments=extracted.attachments,
-        body=extracted.body,
+        body=search_form(extracted.body),
         # Hashed here, not when storing: a worker process derives entries, and hashing every
         # message (317 MB in the sync bench) was the storing thread's to do.
         raw_sha256=hashlib.sha256(raw).hexdigest(),
@@ -309,7 +310,8 @@ def _index_text(
     filenames: Iterable[str],
 ) -> None:
     """Add one message's text index entry (rowid ``key``), every column in its
-    :func:`~smime_companion.store.normalise.search_form` (the query side uses the same)."""
+    :func:`~smime_companion.store.normalise.search_form` (the query side uses the same); ``body``
+    is in that form already (:func:`derive_entry` makes it in a worker process)."""
     conn.execute(
         "INSERT INTO message_text (rowid, sender, recipients, subject, body, attachments) "
         "VALUES (?, ?, ?, ?, ?, ?)",
@@ -318,7 +320,7 @@ def _index_text(
             search_form(sender),
             search_form(recipients),
             search_form(subject),
-            search_form(body),
+            body,
             search_form(" ".join(f for f in filenames if f)),
         ),
     )
@@ -336,7 +338,7 @@ def _migration_2(conn: apsw.Connection) -> None:
     for message_id, key, sender, to, cc, subject, error, decryption, content in rows:
         body = ""
         if content is not None and decryption not in _UNREADABLE and error is None:
-            body = mime_text.extract_text(bytes(content)).body
+            body = search_form(mime_text.extract_text(bytes(content)).body)
         filenames = [
             str(r[0])
             for r in conn.execute(

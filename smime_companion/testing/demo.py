@@ -14,7 +14,8 @@
    message, ``sig:invalid``, and ``日本語``, ``テキスト`` and ``strasse``), ``show --headers``,
    ``certs list`` (harvested from the signed mail) and ``status``.
 6. A draft from Bob to Alice in Bob's ``SMIME Outbox`` (the default folder the first pass made);
-   ``run --once`` seals and submits it, and ``smime-companion open`` as Alice opens what the SMTP sink received, with a valid signature.
+   ``run --once`` seals and submits it, and ``smime-companion open`` as Alice opens what the SMTP
+   sink received, with a valid signature.
 7. Both servers stopped (also on an error or Ctrl-C), and where everything is.
 
 Every command is shown as it runs, from DIR (so its paths are short), and its result checked; the
