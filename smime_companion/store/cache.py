@@ -331,22 +331,26 @@ def _migration_2(conn: apsw.Connection) -> None:
     kept CJK runs as one word and did not fold ß, ø, ł or Greek accents. The text comes again
     from the decrypted content kept in the cache, as :func:`derive_entry` takes it."""
     conn.execute("INSERT INTO message_text (message_text) VALUES ('delete-all')")
-    rows = conn.execute(
-        "SELECT id, sort_key, sender, recipients, cc, subject, error, decryption, "
-        "CASE WHEN content_is_raw = 1 THEN raw ELSE content END FROM messages"
-    ).fetchall()
-    for message_id, key, sender, to, cc, subject, error, decryption, content in rows:
+    # One message at a time: the contents of a whole cache do not fit in memory at once.
+    ids = [int(r[0]) for r in conn.execute("SELECT id FROM messages ORDER BY id")]
+    for message_id in ids:
+        row = conn.execute(
+            "SELECT sort_key, sender, recipients, cc, subject, error, decryption, "
+            "CASE WHEN content_is_raw = 1 THEN raw ELSE content END FROM messages WHERE id = ?",
+            (message_id,),
+        ).fetchone()
+        key, sender, to, cc, subject, error, decryption, content = row
         body = ""
-        if content is not None and decryption not in _UNREADABLE and error is None:
-            body = search_form(mime_text.extract_text(bytes(content)).body)
+        if isinstance(content, bytes) and decryption not in _UNREADABLE and error is None:
+            body = search_form(mime_text.extract_text(content).body)
         filenames = [
             str(r[0])
             for r in conn.execute(
                 "SELECT filename FROM attachments WHERE message = ? ORDER BY part", (message_id,)
             )
         ]
-        recipients = " ".join(x for x in (to, cc) if x)
-        _index_text(conn, key, sender, recipients, subject, body, filenames)
+        recipients = " ".join(str(x) for x in (to, cc) if x)
+        _index_text(conn, int(key), str(sender), recipients, str(subject), body, filenames)
 
 
 MIGRATIONS: list[db.Migration] = [_migration_1, _migration_2]
