@@ -339,6 +339,7 @@ def _migration_2(conn: apsw.Connection) -> None:
             "CASE WHEN content_is_raw = 1 THEN raw ELSE content END FROM messages WHERE id = ?",
             (message_id,),
         ).fetchone()
+        assert row is not None  # inside the migration's transaction: nothing deletes it
         key, sender, to, cc, subject, error, decryption, content = row
         body = ""
         if isinstance(content, bytes) and decryption not in _UNREADABLE and error is None:
