@@ -177,7 +177,8 @@ def load_config(path: Path | None = None) -> Config:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
-            f"{path}: no config file (copy config.example.toml there, or pass --config)"
+            f"{path}: no config file; make one with 'smime-companion init --p12 YOUR.p12' "
+            "(or pass --config FILE)"
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc}") from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -70,6 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_NOT_GOOD
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (``search ... | head``): what it wanted it has. Point stdout at
+        # nothing so the interpreter's own flush at exit does not complain about the pipe.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_OK
     except Exception as exc:  # a bug of ours: one line, the traceback only with --verbose
         if args.verbose:
             traceback.print_exc()

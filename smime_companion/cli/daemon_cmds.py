@@ -348,7 +348,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     daemon: dict[str, Any] = out["daemon"]
     print(
-        f"daemon: running (pid {daemon['pid']}, updated {daemon['updated']})"
+        f"daemon: running (pid {daemon['pid']}, updated {_local_time(daemon['updated'])})"
         if daemon["running"]
         else "daemon: not running"
     )
@@ -357,11 +357,25 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"{account_out['account']} ({account_out['host']}){error}")
         for f in account_out["folders"]:
             print(
-                f"  {f['folder']}: {f['cached']} cached, last sync {f['last_sync'] or 'never'}"
+                f"  {f['folder']}: {f['cached']} cached, last sync {_local_time(f['last_sync'])}"
                 + (f", watcher {f['idle']}" if f["idle"] else "")
                 + (f", error: {f['error']}" if f["error"] else "")
             )
     return EXIT_OK
+
+
+def _local_time(iso: str | None) -> str:
+    """An ISO time as the user's clock shows it, to the second (``2026-12-06 09:14:03``);
+    ``never`` for None. ``--json`` keeps the exact UTC ISO form."""
+    if not iso:
+        return "never"
+    try:
+        moment = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 # -- doctor --------------------------------------------------------------------------------------

@@ -124,7 +124,7 @@ class StoredIdentity:
 
     fingerprint: str
     identity: Identity
-    imported: datetime
+    imported: datetime | None  # None: named by the config, not imported into the store
     current: bool
 
     @property
