@@ -17,7 +17,11 @@ Threads and who owns what:
   before a reply is sealed.
 - Every connection failure backs off exponentially with jitter (1 s doubling to 5 min, each delay
   drawn between half and all of it), per account or per watcher, so one broken account never
-  stops the others.
+  stops the others. A refused login backs off hard (5 minutes doubling to an hour: servers lock
+  accounts after a few failed logins), is logged once until it changes or succeeds, and stops
+  that account's outbox passes and watchers meanwhile.
+- One daemon per config: ``run`` holds :class:`DaemonLock` (``daemon.lock`` in the cache
+  directory, naming its pid); a second ``run`` stops at once with one line naming the first.
 
 Signals (installed by the ``run`` command): SIGTERM sets the stop event, which lets the current
 message finish, saves progress and exits; SIGHUP sets the reload event, which re-reads the
@@ -29,6 +33,7 @@ A small JSON status file (``daemon-status.json`` in the cache directory, no secr
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -47,7 +52,12 @@ from cryptography import x509
 from smime_companion import runtime
 from smime_companion.config import AccountConfig, Config
 from smime_companion.core.model import Identity, OpenResult
-from smime_companion.errors import ImapError, SmimeCompanionError
+from smime_companion.errors import (
+    AlreadyRunning,
+    AuthenticationFailed,
+    ImapError,
+    SmimeCompanionError,
+)
 from smime_companion.harvest import with_known_revocations
 from smime_companion.imap.client import Mailbox, ServerSpec, connect
 from smime_companion.imap.sync import FolderReport, Harvester, Stopped, record_error, sync_folder
@@ -69,6 +79,11 @@ OUTBOX_SECONDS = 60.0  # how often the outbox is looked at between full passes
 LOCAL_OUTBOX = "\0local outbox"
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 300.0
+# After a refused login: servers (Dovecot's auth penalty, Microsoft 365, fail2ban) lock or slow
+# down an account after a handful of failures within minutes.
+AUTH_BACKOFF_BASE_SECONDS = 300.0
+AUTH_BACKOFF_CAP_SECONDS = 3600.0
+LOCK_FILE = "daemon.lock"
 
 Connector = Callable[[ServerSpec], Mailbox]
 # One outbox pass for an account: (config, identities, account name) -> the pass reports.
@@ -116,6 +131,52 @@ class Backoff:
     def reset(self) -> None:
         """Start again from the base delay (after a success)."""
         self.failures = 0
+
+
+def auth_backoff() -> Backoff:
+    """The backoff after a refused login (minutes, not seconds)."""
+    return Backoff(AUTH_BACKOFF_BASE_SECONDS, AUTH_BACKOFF_CAP_SECONDS)
+
+
+class DaemonLock:
+    """One daemon per config: an exclusive ``flock`` on ``daemon.lock`` in the cache directory,
+    which holds the running daemon's pid. The kernel drops the lock when the process dies, so a
+    crash never leaves it stale."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.path = Path(cache_dir) / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock and write our pid. Raises :class:`AlreadyRunning` naming the pid that
+        holds it, at once (never waits)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise AlreadyRunning(
+                f"smime-companion run is already running for this config (pid {holder}; lock "
+                f"{self.path}): stop it first (kill {holder}), or reload it with kill -HUP"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        """Drop the lock (the file stays: removing it would race with a new daemon)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> DaemonLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def open_cache(config: Config) -> Cache:
@@ -192,6 +253,8 @@ class Daemon:
         self._outbox_folders: dict[str, str] = {}
         self._backoff: dict[str, Backoff] = {}
         self._retry_at: dict[str, float] = {}
+        # The refused-login message last logged per account: said once until it changes.
+        self._auth_failed: dict[str, str] = {}
         self._watchers: list[FolderWatcher] = []
         self._local_watcher: DraftWatcher | None = None
         self._status_lock = threading.Lock()
@@ -222,7 +285,7 @@ class Daemon:
         results = []
         for account in chosen:
             result = self.sync_account(account, folder)
-            if folder is None:
+            if folder is None and account.name not in self._auth_failed:
                 self.outbox_pass(account, result)
             results.append(result)
         self.scan_new()
@@ -286,6 +349,8 @@ class Daemon:
                 result.folders.append(self._sync_folder(account, box, name))
             self._backoff.pop(account.name, None)
             self._retry_at.pop(account.name, None)
+            if self._auth_failed.pop(account.name, None) is not None:
+                log.info("account %s: login accepted again", account.name)
             self._set_account_status(account.name, error=None)
         except Stopped:
             raise
@@ -298,10 +363,29 @@ class Daemon:
                 log.exception("account %s: unexpected error", account.name)
                 result.error = f"internal error: {type(exc).__name__}: {exc}"
             self._drop_box(account.name)
-            backoff = self._backoff.setdefault(account.name, Backoff())
-            self._retry_at[account.name] = time.monotonic() + backoff.next_delay()
+            if isinstance(exc, AuthenticationFailed):
+                backoff = self._backoff.get(account.name)
+                if backoff is None or backoff.base < AUTH_BACKOFF_BASE_SECONDS:
+                    backoff = self._backoff[account.name] = auth_backoff()
+            else:
+                backoff = self._backoff.setdefault(account.name, Backoff())
+            delay = backoff.next_delay()
+            self._retry_at[account.name] = time.monotonic() + delay
             self._set_account_status(account.name, error=result.error)
-            log.error("account %s: %s", account.name, exc)
+            if not isinstance(exc, AuthenticationFailed):
+                log.error("account %s: %s", account.name, exc)
+            elif self._auth_failed.get(account.name) != str(exc):
+                self._auth_failed[account.name] = str(exc)
+                log.error(
+                    "account %s: %s; fix the password (or token) in the config, then reload "
+                    "(SIGHUP). Not trying again for %.0f minutes, then less and less often, so "
+                    "the server does not lock the account",
+                    account.name,
+                    exc,
+                    delay / 60,
+                )
+            else:
+                log.debug("account %s: login still refused", account.name)
         return result
 
     def _sync_folder(self, account: AccountConfig, box: Mailbox, folder: str) -> FolderReport:
@@ -430,7 +514,7 @@ class Daemon:
                 next_outbox = now + OUTBOX_SECONDS
             elif now >= next_outbox:
                 for account in self.config.accounts:
-                    if self._due(account.name):
+                    if self._due(account.name) and account.name not in self._auth_failed:
                         self.outbox_pass(account, AccountResult(account.name))
                 next_outbox = now + OUTBOX_SECONDS
             else:
@@ -464,6 +548,7 @@ class Daemon:
         self.opener = self._new_opener()
         self._retry_at.clear()
         self._backoff.clear()
+        self._auth_failed.clear()  # perhaps the reload fixed the password: try at once
         self.reopen_unopened()  # the new config may hold a key that opens them
         self.sync_once()
         self._start_watchers()
@@ -610,9 +695,13 @@ class FolderWatcher(threading.Thread):
             except Exception as exc:  # never let the watcher die: back off and reconnect
                 if not isinstance(exc, SmimeCompanionError):
                     log.exception("watch %s/%s: unexpected error", self.account.name, self.folder)
+                refused = isinstance(exc, AuthenticationFailed)
+                if refused and self.backoff.base < AUTH_BACKOFF_BASE_SECONDS:
+                    self.backoff = auth_backoff()
                 delay = self.backoff.next_delay()
                 self.owner.set_watch_state(self.account.name, self.folder, "reconnecting")
-                log.warning(
+                # A refused login is the account's news, said once by the sync loop.
+                (log.debug if refused else log.warning)(
                     "watch %s/%s: %s; retrying in %.0f s",
                     self.account.name,
                     self.folder,

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from smime_companion.cli import main
+from smime_companion.cli.daemon_cmds import build_daemon
 from smime_companion.config import load_config
 from smime_companion.daemon import Backoff, Daemon, open_cache, read_status_file
 from smime_companion.runtime import load_anchors, load_identities, open_certstore
@@ -399,3 +400,66 @@ def test_run_once_and_sync_exit_1_when_the_outbox_failed_and_say_why_with_the_se
         out = capsys.readouterr().out
         assert "work/OutboxFails:" in out
         assert "CREATE '~Outbox' failed: [CANNOT] Invalid mailbox name" in out
+
+
+def test_a_second_run_for_the_same_config_stops_at_once_naming_the_first(
+    server: Dovecot, pki: TestPki, tmp_path: Path
+) -> None:
+    server.maildir("alice", "Lock")
+    config = write_config(tmp_path / "c.toml", server, pki, ["Lock"])
+    command = [sys.executable, "-m", "smime_companion", "run", "--config", str(config)]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert wait_until(
+            lambda: (read_status_file(tmp_path / "cache") or {}).get("running") is True, 15
+        )
+        second = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        assert second.returncode == 1
+        [line] = second.stderr.strip().splitlines()
+        assert "already running for this config" in line and f"pid {first.pid}" in line
+        assert (tmp_path / "cache" / "daemon.lock").read_text().strip() == str(first.pid)
+        # run --once beside it is refused the same way: two writers of one outbox journal.
+        once = subprocess.run([*command, "--once"], capture_output=True, text=True, timeout=30)
+        assert once.returncode == 1 and "already running" in once.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=15)
+    # Once the first is gone, the lock is free again (the kernel dropped it with the process).
+    assert main(["run", "--once", "--config", str(config)]) == 0
+
+
+def test_a_refused_login_is_said_once_and_not_retried_for_minutes(
+    server: Dovecot,
+    pki: TestPki,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", "wrong password")
+    server.maildir("alice", "Refused")
+    config = write_config(tmp_path / "c.toml", server, pki, ["Refused"])
+    config.write_text(
+        config.read_text().replace(
+            'folders = ["Refused"]',
+            f'folders = ["Refused"]\nsmtp_host = "127.0.0.1"\nsmtp_port = {free_port()}\n'
+            'smtp_tls = "plain"\ninsecure_plaintext = true',
+        )
+    )
+    daemon = build_daemon(load_config(config))
+    thread = threading.Thread(target=daemon.run)
+    log_before = server.log().count("auth failed") + server.log().count("Password mismatch")
+    with caplog.at_level("DEBUG", logger="smime_companion"):
+        thread.start()
+        try:
+            time.sleep(6)  # the old backoff retried a dozen times in this while
+        finally:
+            daemon.stop.set()
+            thread.join(timeout=15)
+            daemon.shutdown()
+    refused = [r for r in caplog.records if r.levelname == "ERROR" and "login refused" in r.message]
+    assert len(refused) == 1
+    assert (
+        "Not trying again for" in refused[0].message and "wrong password" not in refused[0].message
+    )
+    logins = server.log().count("auth failed") + server.log().count("Password mismatch")
+    assert 1 <= logins - log_before <= 1  # one attempt: no outbox pass, no watcher behind it

@@ -24,6 +24,7 @@ from smime_companion.core.model import Identity
 from smime_companion.daemon import (
     AccountResult,
     Daemon,
+    DaemonLock,
     now_utc,
     open_cache,
     read_status_file,
@@ -242,10 +243,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     # plaintext, fetched for sealing): -v must never put mail into the log, so that trace stays off.
     logging.getLogger("imapclient").setLevel(logging.INFO)
     config = config_from_args(args)
-    logging.getLogger(__name__).info("%s", runtime.describe(config))
-    daemon = build_daemon(config, _terminal_progress())
-    if args.once:
-        return _one_pass(daemon, None, None, json_out=False)
+    with DaemonLock(config.cache.path):  # AlreadyRunning: one line, exit 1
+        logging.getLogger(__name__).info("%s", runtime.describe(config))
+        daemon = build_daemon(config, _terminal_progress())
+        if args.once:
+            return _one_pass(daemon, None, None, json_out=False)
+        return _run_forever(daemon, args)
+
+
+def _run_forever(daemon: Daemon, args: argparse.Namespace) -> int:
+    """Run ``daemon`` until SIGTERM or Ctrl-C (SIGHUP reloads the config); returns 0."""
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         daemon.stop.set()

@@ -42,7 +42,7 @@ from imapclient import IMAPClient
 from imapclient import exceptions as imap_exceptions
 from imapclient.datetime_util import parse_to_datetime
 
-from smime_companion.errors import ImapError
+from smime_companion.errors import AuthenticationFailed, ImapError
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ def open_session(spec: ServerSpec) -> IMAPClient:
     except imap_exceptions.LoginError as exc:
         shutdown(imap)
         # The server's text may echo the mechanism but never the secret we sent.
-        raise ImapError(
+        raise AuthenticationFailed(
             f"{spec.label}: login refused for {spec.username} ({spec.auth}): {reason(exc)}"
         ) from None
     except (OSError, imaplib.IMAP4.error) as exc:
