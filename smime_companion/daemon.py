@@ -27,6 +27,11 @@ Signals (installed by the ``run`` command): SIGTERM sets the stop event, which l
 message finish, saves progress and exits; SIGHUP sets the reload event, which re-reads the
 config, the identities and the anchors, and restarts the watchers.
 
+Under systemd (``Type=notify``, see ``contrib/systemd``) the daemon says ``READY=1`` once it
+is set up, ``RELOADING=1`` and ``READY=1`` around a reload, ``STOPPING=1`` when it stops, and,
+with ``WatchdogSec=``, ``WATCHDOG=1`` from a thread for as long as the sync loop shows signs of
+life (its loop, or a folder's sync progressing), so a hung loop is restarted.
+
 A small JSON status file (``daemon-status.json`` in the cache directory, no secrets) tells
 ``smime-companion status`` whether each folder is in IDLE, polling or reconnecting.
 """
@@ -49,7 +54,7 @@ from typing import Any, Protocol
 
 from cryptography import x509
 
-from smime_companion import runtime
+from smime_companion import runtime, systemd
 from smime_companion.config import AccountConfig, Config
 from smime_companion.core.model import Identity, OpenResult
 from smime_companion.errors import (
@@ -257,6 +262,7 @@ class Daemon:
         self._auth_failed: dict[str, str] = {}
         self._watchers: list[FolderWatcher] = []
         self._local_watcher: DraftWatcher | None = None
+        self._heartbeat = time.monotonic()  # the sync loop's last sign of life (watchdog)
         self._status_lock = threading.Lock()
         self._status: dict[str, Any] = {"pid": os.getpid(), "accounts": {}}
 
@@ -390,6 +396,7 @@ class Daemon:
 
     def _sync_folder(self, account: AccountConfig, box: Mailbox, folder: str) -> FolderReport:
         def progress(done: int, total: int) -> None:
+            self._heartbeat = time.monotonic()
             if self.progress is not None:
                 self.progress(account.name, folder, done, total)
 
@@ -462,21 +469,48 @@ class Daemon:
         ``reload_config`` is called when the reload event is set (SIGHUP); a config that fails
         to load is logged and the old one kept.
         """
+        watchdog = self._start_watchdog()
         try:
             self._loop(reload_config)
         except Stopped as exc:
             log.info("stopping: %s", exc)
         finally:
+            systemd.notify("STOPPING=1")
             self.close()
             self._write_status(running=False)
+            if watchdog is not None:
+                watchdog.join(timeout=5)
+
+    def _start_watchdog(self) -> threading.Thread | None:
+        """With ``WatchdogSec=``: a thread sending ``WATCHDOG=1`` at half the interval while
+        the sync loop showed life within the interval (a hung loop then gets restarted)."""
+        interval = systemd.watchdog_interval()
+        if interval is None:
+            return None
+
+        def ping() -> None:
+            while not self.stop.wait(interval / 2):
+                if time.monotonic() - self._heartbeat < interval:
+                    systemd.notify("WATCHDOG=1")
+                else:
+                    log.warning("the sync loop showed no life for %.0f s", interval)
+
+        thread = threading.Thread(target=ping, name="systemd watchdog", daemon=True)
+        thread.start()
+        return thread
 
     def _loop(self, reload_config: Callable[[], Config] | None) -> None:
+        # Ready once set up: a first sync of a large mailbox may take longer than systemd
+        # waits for a start; the STATUS line says what it does meanwhile.
+        systemd.notify("READY=1", "STATUS=first pass over every account")
         self.reopen_unopened()
         self.sync_once()
         self._start_watchers()
+        systemd.notify(f"STATUS=watching {len(self._watchers)} folders")
         next_full_pass = time.monotonic() + FULL_PASS_SECONDS
         next_outbox = time.monotonic() + OUTBOX_SECONDS
         while not self.stop.is_set():
+            self._heartbeat = time.monotonic()
             self._write_status(running=True)
             if self.reload.is_set():
                 self.reload.clear()
@@ -530,6 +564,13 @@ class Daemon:
     def _reload(self, reload_config: Callable[[], Config] | None) -> None:
         if reload_config is None:
             return
+        systemd.reloading()
+        try:
+            self._reload_from(reload_config)
+        finally:
+            systemd.notify("READY=1", f"STATUS=watching {len(self._watchers)} folders")
+
+    def _reload_from(self, reload_config: Callable[[], Config]) -> None:
         try:
             config = reload_config()
             identities = self.identity_loader(config)

@@ -14,7 +14,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from smime_companion import __version__
+from smime_companion import __version__, systemd
 from smime_companion.cli import (
     cache_cmds,
     certs_cmds,
@@ -56,11 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors and 0 for --help
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    if systemd.journal_stream():  # journald records the level from a <N> prefix
+        handler.setFormatter(systemd.JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     try:
         return int(args.func(args))
     except UsageError as exc:
