@@ -27,6 +27,12 @@ Signals (installed by the ``run`` command): SIGTERM sets the stop event, which l
 message finish, saves progress and exits; SIGHUP sets the reload event, which re-reads the
 config, the identities and the anchors, and restarts the watchers.
 
+Trust changes take effect (:meth:`Daemon.rejudge_trust`, on start and on reload): a fingerprint
+of the trust configuration (the anchors' SHA-256 fingerprints and the TOFU policy) is kept in
+``trust.sha256`` in the cache directory; when it differs, every signed message is opened again
+from its raw original (its verdict re-judged, its signers harvested again) and every stored
+certificate's trust is judged again (``harvest.rejudge_store``).
+
 Under systemd (``Type=notify``, see ``contrib/systemd``) the daemon says ``READY=1`` once it
 is set up, ``RELOADING=1`` and ``READY=1`` around a reload, ``STOPPING=1`` when it stops, and,
 with ``WatchdogSec=``, ``WATCHDOG=1`` from a thread for as long as the sync loop shows signs of
@@ -39,6 +45,7 @@ A small JSON status file (``daemon-status.json`` in the cache directory, no secr
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -56,6 +63,7 @@ from cryptography import x509
 
 from smime_companion import runtime, systemd
 from smime_companion.config import AccountConfig, Config
+from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.model import Identity, OpenResult
 from smime_companion.errors import (
     AlreadyRunning,
@@ -63,7 +71,7 @@ from smime_companion.errors import (
     ImapError,
     SmimeCompanionError,
 )
-from smime_companion.harvest import with_known_revocations
+from smime_companion.harvest import CertHarvester, rejudge_store, with_known_revocations
 from smime_companion.imap.client import Mailbox, ServerSpec, connect
 from smime_companion.imap.sync import FolderReport, Harvester, Stopped, record_error, sync_folder
 from smime_companion.opening import Opener
@@ -89,6 +97,7 @@ BACKOFF_CAP_SECONDS = 300.0
 AUTH_BACKOFF_BASE_SECONDS = 300.0
 AUTH_BACKOFF_CAP_SECONDS = 3600.0
 LOCK_FILE = "daemon.lock"
+TRUST_FILE = "trust.sha256"
 
 Connector = Callable[[ServerSpec], Mailbox]
 # One outbox pass for an account: (config, identities, account name) -> the pass reports.
@@ -136,6 +145,17 @@ class Backoff:
     def reset(self) -> None:
         """Start again from the base delay (after a success)."""
         self.failures = 0
+
+
+def trust_fingerprint(anchors: Sequence[x509.Certificate], tofu: Sequence[str]) -> str:
+    """SHA-256 of what decides trust: the anchors (by fingerprint, in any order) and the TOFU
+    policy. Equal fingerprints mean every stored verdict still stands."""
+    digest = hashlib.sha256()
+    for fingerprint in sorted({fingerprint_sha256(a) for a in anchors}):
+        digest.update(f"anchor {fingerprint}\n".encode())
+    for pattern in sorted(set(tofu)):
+        digest.update(f"tofu {pattern}\n".encode())
+    return digest.hexdigest()
 
 
 def auth_backoff() -> Backoff:
@@ -340,6 +360,46 @@ class Daemon:
         log.info("re-opened %d cached messages with the current keys", count)
         return count
 
+    def rejudge_trust(self) -> int:
+        """When the trust anchors or the TOFU policy differ from those the cache was judged
+        under (see the module docstring), judge every signed message and stored certificate
+        again; returns how many messages were re-judged (0 when nothing changed). Errors of
+        the cache or store raise (one line)."""
+        path = Path(self.config.cache.path) / TRUST_FILE
+        stamp = trust_fingerprint(self.anchors, self.config.certificates.tofu)
+        try:
+            previous = path.read_text().strip()
+        except OSError:
+            previous = None
+        if previous == stamp:
+            return 0
+        ids = self.cache.signed_messages()
+        count = 0
+        if ids and previous is None:
+            log.info("no record of the trust configuration: judging %d signed messages", len(ids))
+        elif ids:
+            log.info("trust anchors or TOFU policy changed: judging %d signed messages", len(ids))
+        if ids:
+            open_raw: Callable[[bytes, datetime], OpenResult] = self.opener.open
+            harvester = self.harvester
+            if isinstance(harvester, CertHarvester):
+                harvester.forget_sightings()
+            if harvester is not None:
+                open_raw = with_known_revocations(open_raw, harvester.known_revoked)
+                open_raw = _harvesting(open_raw, harvester)
+            count = self.cache.rebuild(open_raw, ids)
+        if isinstance(self.harvester, CertHarvester):
+            changed = rejudge_store(
+                self.harvester.store, self.anchors, self.config.certificates.tofu
+            )
+            if changed:
+                log.info("trust of %d stored certificates judged again", changed)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(stamp + "\n")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+        return count
+
     def sync_account(self, account: AccountConfig, only_folder: str | None = None) -> AccountResult:
         """Sync the watched folders of one account (or one of them); never raises for the
         account's own failures (they are in the result), only :class:`Stopped`."""
@@ -503,6 +563,7 @@ class Daemon:
         # Ready once set up: a first sync of a large mailbox may take longer than systemd
         # waits for a start; the STATUS line says what it does meanwhile.
         systemd.notify("READY=1", "STATUS=first pass over every account")
+        self.rejudge_trust()
         self.reopen_unopened()
         self.sync_once()
         self._start_watchers()
@@ -590,6 +651,9 @@ class Daemon:
         self._retry_at.clear()
         self._backoff.clear()
         self._auth_failed.clear()  # perhaps the reload fixed the password: try at once
+        if isinstance(self.harvester, CertHarvester):
+            self.harvester.tofu = tuple(config.certificates.tofu)
+        self.rejudge_trust()  # the anchors or TOFU policy may have changed
         self.reopen_unopened()  # the new config may hold a key that opens them
         self.sync_once()
         self._start_watchers()
@@ -679,6 +743,23 @@ class Daemon:
             os.replace(tmp, path)
         except OSError as exc:
             log.debug("cannot write %s: %s", path, exc)
+
+
+def _harvesting(
+    open_raw: Callable[[bytes, datetime], OpenResult], harvester: Harvester
+) -> Callable[[bytes, datetime], OpenResult]:
+    """``open_raw`` that also hands each result's signers to ``harvester`` (as the sync does),
+    so a re-judged message's certificates are judged with it."""
+
+    def open_and_harvest(raw: bytes, at: datetime) -> OpenResult:
+        result = open_raw(raw, at)
+        try:
+            harvester.harvest(result, result.header("Message-ID"), at)
+        except SmimeCompanionError as exc:  # the verdict stands; the store says why not
+            log.warning("re-judging: cannot record a signer: %s", exc)
+        return result
+
+    return open_and_harvest
 
 
 def read_status_file(cache_dir: Path) -> dict[str, Any] | None:

@@ -463,3 +463,54 @@ def test_a_refused_login_is_said_once_and_not_retried_for_minutes(
     )
     logins = server.log().count("auth failed") + server.log().count("Password mismatch")
     assert 1 <= logins - log_before <= 1  # one attempt: no outbox pass, no watcher behind it
+
+
+def _verdicts(config_path: Path, folder: str = "Trust") -> tuple[str, str]:
+    """The cached signature of the rogue's message in ``folder`` and the stored trust of the
+    rogue's certificate (``-`` for what is not there yet)."""
+    config = load_config(config_path)
+    with open_cache(config) as cache:
+        hits = cache.search(f"folder:{folder}", now=dt.datetime.now(dt.UTC))
+    with open_certstore(config) as store:
+        records = store.records("rogue@example.org")
+    return (
+        hits[0].signature if len(hits) == 1 else "-",
+        str(records[0].trust) if len(records) == 1 else "-",
+    )
+
+
+def test_a_trust_anchor_added_or_removed_later_rejudges_cached_verdicts_and_certificates(
+    server: Dovecot, pki: TestPki, tmp_path: Path
+) -> None:
+    server.deliver("alice", signed_mail(pki, "rogue-1", user="rogue"), "Trust")
+    config = write_config(tmp_path / "c.toml", server, pki, ["Trust"])
+    assert main(["run", "--once", "--config", str(config)]) == 0
+    assert _verdicts(config) == ("untrusted", "untrusted")
+    with_rogue = config.read_text().replace(
+        f'trust_anchors = ["{pki.root}"]', f'trust_anchors = ["{pki.root}", "{pki.rogue_root}"]'
+    )
+    config.write_text(with_rogue)
+    assert main(["run", "--once", "--config", str(config)]) == 0  # nothing new on the server
+    assert _verdicts(config) == ("valid", "anchor")
+    config.write_text(with_rogue.replace(f', "{pki.rogue_root}"', ""))
+    assert main(["run", "--once", "--config", str(config)]) == 0
+    assert _verdicts(config) == ("untrusted", "untrusted")
+
+
+def test_a_tofu_policy_added_on_reload_pins_the_certificates_it_now_covers(
+    server: Dovecot, pki: TestPki, tmp_path: Path
+) -> None:
+    server.deliver("alice", signed_mail(pki, "rogue-2", user="rogue"), "Tofu")
+    config = write_config(tmp_path / "c.toml", server, pki, ["Tofu"])
+    daemon = build_daemon(load_config(config))
+    thread = threading.Thread(target=daemon.run, args=(lambda: load_config(config),))
+    thread.start()
+    try:
+        assert wait_until(lambda: _verdicts(config, "Tofu") == ("untrusted", "untrusted"), 15)
+        config.write_text(config.read_text() + '\n[certificates]\ntofu = ["example.org"]\n')
+        daemon.reload.set()  # what SIGHUP does
+        assert wait_until(lambda: _verdicts(config, "Tofu")[1] == "tofu", 15)
+    finally:
+        daemon.stop.set()
+        thread.join(timeout=15)
+        daemon.shutdown()

@@ -293,6 +293,7 @@ def _one_pass(
     daemon: Daemon, accounts: list[str] | None, folder: str | None, json_out: bool
 ) -> int:
     try:
+        daemon.rejudge_trust()  # the anchors or TOFU policy may have changed since last time
         results = daemon.sync_once(accounts, folder)
     except Stopped:
         results = []

@@ -735,6 +735,15 @@ class Cache(db.Handle):
         return [int(r[0]) for r in self._conn.execute("SELECT id FROM messages WHERE reopen = 1")]
 
     @db.guarded("read the cache")
+    def signed_messages(self) -> list[int]:
+        """Ids of messages with a signature verdict (any but ``none``), oldest first: what a
+        change of trust anchors or TOFU policy may judge differently."""
+        return [
+            int(r[0])
+            for r in self._conn.execute("SELECT id FROM messages WHERE signature != 'none'")
+        ]
+
+    @db.guarded("read the cache")
     def raw(self, message_id: int) -> bytes:
         """The raw original of message ``message_id``. Raises :class:`UsageError` when unknown."""
         return bytes(self._one(message_id, "raw"))

@@ -414,6 +414,12 @@ class CertStore(db.Handle):
                     self._set_trust(record.address, fp, Trust.TOFU)
         return self.records_for_fingerprint(fp)
 
+    @db.guarded("record a trust decision")
+    def rejudge(self, address: str, fingerprint: str, trust: Trust) -> None:
+        """Set the stored trust of one (address, certificate) record, as the configured trust
+        anchors or TOFU policy now decide it (see ``harvest.rejudge_store``)."""
+        self._set_trust(address, fingerprint, trust)
+
     def _set_trust(self, address: str, fingerprint: str, trust: Trust) -> None:
         self._conn.execute(
             "UPDATE bindings SET trust = ? WHERE address = ? AND fingerprint = ?",
