@@ -117,6 +117,18 @@ def _from_keyring(ref: SecretRef) -> str:
     return value
 
 
+def keyring_problem(service: str) -> str | None:
+    """Why the OS keyring cannot keep secrets here (one line), or None when it can: a lookup
+    of an entry that does not exist must answer "none" rather than fail."""
+    ref = SecretRef(what="the OS keyring", keyring=(service, "probe"))
+    try:
+        with _keyring(ref) as ring:
+            ring.get_password(service, "probe")
+    except SecretUnavailable as exc:
+        return str(exc).split(": ", 1)[-1]  # without the probe's name
+    return None
+
+
 def store_in_keyring(ref: SecretRef, value: str) -> None:
     """Save ``value`` as ``ref``'s keyring entry. Raises :class:`SecretUnavailable`."""
     if not ref.keyring:

@@ -247,6 +247,56 @@ def open_session(spec: ServerSpec) -> IMAPClient:
     return imap
 
 
+@dataclass(frozen=True)
+class ServerCertificate:
+    """What the TLS handshake with a server showed: its certificate (DER) and whether the
+    system's CAs (plus ``ca_file``) vouch for it; ``problem`` says why not."""
+
+    der: bytes
+    trusted: bool
+    problem: str | None = None
+
+
+def server_certificate(
+    host: str, port: int, tls: str, ca_file: Path | None = None, timeout: float = 10.0
+) -> ServerCertificate:
+    """Handshake with the IMAP server (implicit TLS, or STARTTLS after the greeting) and
+    return its certificate, verified or not (for ``init``, which offers to pin one the system
+    does not trust, as ssh does). Raises ImapError when the server cannot be reached or speaks
+    no TLS there."""
+    label = f"{host}:{port}"
+    verifying = ssl_context(ca_file)
+    problem: str | None = None
+    for context in (verifying, None):
+        try:
+            with socket.create_connection((host, port), timeout=timeout) as raw:
+                if tls == "starttls":
+                    reader = raw.makefile("rb")
+                    reader.readline()  # the greeting
+                    raw.sendall(b"s1 STARTTLS\r\n")
+                    line = reader.readline()
+                    while line.startswith(b"* "):
+                        line = reader.readline()
+                    if not line.startswith(b"s1 OK"):
+                        raise ImapError(f"{label}: STARTTLS refused: {_text(line).strip()[:100]}")
+                if context is None:  # only to read the certificate that was not trusted
+                    context = ssl.create_default_context()
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+                with context.wrap_socket(raw, server_hostname=host) as wrapped:
+                    der = wrapped.getpeercert(binary_form=True) or b""
+            if context is verifying:
+                return ServerCertificate(der, True)
+            return ServerCertificate(der, False, problem)
+        except ssl.SSLCertVerificationError as exc:
+            problem = exc.verify_message or str(exc)
+            continue
+        except (OSError, ssl.SSLError) as exc:
+            hint = tls_hint(exc, tls, "tls")
+            raise ImapError(f"{label}: cannot connect: {reason(exc)}{hint}") from None
+    raise ImapError(f"{label}: no TLS certificate")  # pragma: no cover (the loop returns)
+
+
 def shutdown(imap: IMAPClient) -> None:
     """Close a connection without a LOGOUT exchange (for broken ones; never raises)."""
     try:
