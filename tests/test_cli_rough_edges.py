@@ -9,6 +9,7 @@ import datetime as dt
 import mailbox
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,11 +19,13 @@ from smime_companion.cli.daemon_cmds import _local_time
 from smime_companion.config import load_config
 from smime_companion.core.open import open_message
 from smime_companion.core.text import html_to_text
-from smime_companion.errors import ConfigError, UsageError
+from smime_companion.errors import AuthenticationFailed, ConfigError, ImapError, UsageError
+from smime_companion.imap.client import ServerSpec, connect
 from smime_companion.store import Cache
 from smime_companion.store.cache import derive_entry
 from smime_companion.store.journal import ItemState, Journal
 from smime_companion.testing.pki import TestPki
+from tests.dovecot import PASSWORD, Dovecot, running_dovecot
 from tests.tools import minimal_env
 
 
@@ -122,3 +125,32 @@ def test_retrying_a_draft_held_for_a_missing_certificate_says_to_move_it_back(
         journal.advance(item.id, {ItemState.CLAIMED}, ItemState.HELD, at, reason="no cert")
         with pytest.raises(UsageError, match="move the draft from the outbox's Held folder back"):
             journal.retry(item.id, at)
+
+
+# -- what a wrong port or password says -----------------------------------------------------------
+
+
+@pytest.fixture
+def dovecot() -> Iterator[Dovecot]:
+    yield from running_dovecot()
+
+
+def _spec(dovecot: Dovecot, port: int, password: str = PASSWORD) -> ServerSpec:
+    return ServerSpec(
+        host="127.0.0.1", port=port, username="alice", secret=lambda: password,
+        tls="implicit", ca_file=dovecot.cert, timeout=10, name="work",
+    )  # fmt: skip
+
+
+def test_implicit_tls_on_a_plain_port_suggests_starttls(dovecot: Dovecot) -> None:
+    with pytest.raises(ImapError) as info:
+        connect(_spec(dovecot, dovecot.port))  # the STARTTLS port, configured as TLS
+    assert 'tls = "starttls"' in str(info.value)
+
+
+def test_a_refused_login_quotes_the_server_as_text_not_python_bytes(dovecot: Dovecot) -> None:
+    with pytest.raises(AuthenticationFailed) as info:
+        connect(_spec(dovecot, dovecot.tls_port, password="wrong"))
+    text = str(info.value)
+    assert "login refused for alice" in text and "AUTHENTICATIONFAILED" in text
+    assert "b'" not in text and 'b"' not in text
