@@ -232,9 +232,11 @@ def rejudge_store(
 ) -> int:
     """Judge the stored trust of every certificate again under the current ``anchors`` and
     TOFU policy (after they changed): ``anchor`` when it chains to one of them through its
-    stored chain or the known intermediates; one that no longer does becomes ``tofu`` where the
-    policy covers its address (as if first seen now), else ``untrusted``. Pins (``tofu``) and
-    ``key-changed`` stay: they are the user's decisions. Returns how many records changed."""
+    stored chain or the known intermediates; one whose stored chain no longer does becomes
+    ``tofu`` where the policy covers its address (as if first seen now), else ``untrusted`` (an
+    ``anchor`` record stored without its chain is left as it is: there is no evidence to
+    judge). Pins (``tofu``) and ``key-changed`` stay: they are the user's decisions. Returns
+    how many records changed."""
     pool = store.intermediates()
     changed = 0
     for record in store.records():
@@ -243,6 +245,8 @@ def rejudge_store(
         anchored = chain_to_anchor(record.certificate, [*record.chain, *pool], anchors)
         if anchored is not None:
             trust = Trust.ANCHOR
+        elif record.trust == Trust.ANCHOR and not record.chain:
+            continue  # no chain was kept with it: nothing to judge by, so nothing is taken away
         elif record.trust == Trust.ANCHOR:
             trust = Trust.TOFU if tofu_applies(record.address, tofu) else Trust.UNTRUSTED
         else:

@@ -330,6 +330,8 @@ def _migration_2(conn: apsw.Connection) -> None:
     """Re-index every message in its search form (issue 17): the index of earlier versions
     kept CJK runs as one word and did not fold ß, ø, ł or Greek accents. The text comes again
     from the decrypted content kept in the cache, as :func:`derive_entry` takes it."""
+    if conn.execute("SELECT count(*) FROM messages").fetchall() == [(0,)]:
+        return  # a new cache: nothing to re-index (and no page written for nothing)
     conn.execute("INSERT INTO message_text (message_text) VALUES ('delete-all')")
     # One message at a time: the contents of a whole cache do not fit in memory at once.
     ids = [int(r[0]) for r in conn.execute("SELECT id FROM messages ORDER BY id")]
