@@ -31,16 +31,18 @@ KEYRING_SERVICE = "smime-companion"
 @dataclass(frozen=True)
 class SecretRef:
     """Where a secret comes from: exactly one of an environment variable, a command, a keyring
-    entry (``service``, ``user``). ``what`` names it in messages (``accounts.work.password``)."""
+    entry (``service``, ``user``), a systemd credential (a file of that name in
+    ``$CREDENTIALS_DIRECTORY``). ``what`` names it in messages (``accounts.work.password``)."""
 
     what: str
     env: str | None = None
     command: str | None = None
     keyring: tuple[str, str] | None = None
+    credential: str | None = None
 
     @property
     def given(self) -> bool:
-        return bool(self.env or self.command or self.keyring)
+        return bool(self.env or self.command or self.keyring or self.credential)
 
     def describe(self) -> str:
         """Where the secret is looked up, for messages (never the secret itself)."""
@@ -50,6 +52,8 @@ class SecretRef:
             return f"command {self.command!r}"
         if self.keyring:
             return f"keyring entry {self.keyring[0]}/{self.keyring[1]}"
+        if self.credential:
+            return f"systemd credential {self.credential}"
         return "nowhere (not configured)"
 
 
@@ -103,8 +107,10 @@ class AccountConfig:
     smtp_tls: str = "implicit"
     smtp_username: str | None = None  # default: username
     smtp_password: SecretRef | None = None  # default: the IMAP password
-    outbox_folder: str = "S/MIME Outbox"
-    sent_folder: str = "Sent"
+    # None: found on the server (``SMIME Outbox``; Sent by its \\Sent mark), see
+    # smime_companion.imap.outbox_source; a name given in the file is used as it is.
+    outbox_folder: str | None = None
+    sent_folder: str | None = None
 
 
 @dataclass(frozen=True)
@@ -175,7 +181,8 @@ def load_config(path: Path | None = None) -> Config:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
-            f"{path}: no config file (copy config.example.toml there, or pass --config)"
+            f"{path}: no config file; make one with 'smime-companion init --p12 YOUR.p12' "
+            "(or pass --config FILE)"
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
@@ -209,7 +216,7 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     )  # fmt: skip
 
 
-_SECRET_SUFFIXES = ("_env", "_command", "_keyring")
+_SECRET_SUFFIXES = ("_env", "_command", "_keyring", "_credential")
 
 
 class _Reader:
@@ -259,7 +266,7 @@ class _Reader:
                 raise self.error(
                     section, key,
                     "secrets are never read from the config file; use "
-                    f"{key}_env, {key}_command or {key}_keyring",
+                    f"{key}_env, {key}_command, {key}_keyring or {key}_credential",
                     index,
                 )  # fmt: skip
             hint = _close_match(key, allowed)
@@ -304,6 +311,11 @@ class _Reader:
     def secret(self, table, section, name, what, index=0, default_keyring=None) -> SecretRef:
         env = self.string(table, section, f"{name}_env", index=index)
         command = self.string(table, section, f"{name}_command", index=index)
+        credential = self.string(table, section, f"{name}_credential", index=index)
+        if credential is not None and ("/" in credential or credential in (".", "..")):
+            raise self.error(
+                section, f"{name}_credential", "must be a credential name, not a path", index
+            )
         keyring_value = table.get(f"{name}_keyring")
         keyring: tuple[str, str] | None = None
         if keyring_value is True:
@@ -317,17 +329,19 @@ class _Reader:
             keyring = (service, user)
         elif keyring_value not in (None, False):
             raise self.error(section, f"{name}_keyring", 'must be true or "service/user"', index)
-        given = [x for x in (env, command, keyring) if x]
+        given = [x for x in (env, command, keyring, credential) if x]
         if len(given) > 1:
             raise self.error(
                 section,
                 f"{name}_env",
-                f"give only one of {name}_env, {name}_command, {name}_keyring",
+                f"give only one of {name}_env, {name}_command, {name}_keyring, {name}_credential",
                 index,
             )
         if not given and default_keyring is not None:
             keyring = default_keyring
-        return SecretRef(what=what, env=env, command=command, keyring=keyring)
+        return SecretRef(
+            what=what, env=env, command=command, keyring=keyring, credential=credential
+        )
 
     # -- sections ------------------------------------------------------------------------------
 
@@ -507,8 +521,8 @@ class _Reader:
             smtp_tls=smtp_tls,
             smtp_username=self.string(table, s, "smtp_username", index=index),
             smtp_password=smtp_password,
-            outbox_folder=self.string(table, s, "outbox_folder", "S/MIME Outbox", index),
-            sent_folder=self.string(table, s, "sent_folder", "Sent", index),
+            outbox_folder=self.string(table, s, "outbox_folder", index=index),
+            sent_folder=self.string(table, s, "sent_folder", index=index),
         )
 
 

@@ -125,7 +125,7 @@ class StoredIdentity:
 
     fingerprint: str
     identity: Identity
-    imported: datetime
+    imported: datetime | None  # None: named by the config, not imported into the store
     current: bool
 
     @property
@@ -413,6 +413,12 @@ class CertStore(db.Handle):
                 if record.trust != Trust.ANCHOR:
                     self._set_trust(record.address, fp, Trust.TOFU)
         return self.records_for_fingerprint(fp)
+
+    @db.guarded("record a trust decision")
+    def rejudge(self, address: str, fingerprint: str, trust: Trust) -> None:
+        """Set the stored trust of one (address, certificate) record, as the configured trust
+        anchors or TOFU policy now decide it (see ``harvest.rejudge_store``)."""
+        self._set_trust(address, fingerprint, trust)
 
     def _set_trust(self, address: str, fingerprint: str, trust: Trust) -> None:
         self._conn.execute(
