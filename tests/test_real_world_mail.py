@@ -186,7 +186,7 @@ def test_the_cli_flag_and_the_config_option_accept_weak_algorithms(
     message = tmp_path / "small.eml"
     message.write_bytes(_sign(*rsa1024, ["-certfile", pki.intermediate]))
     at = _an_hour_after(rsa1024[0]).isoformat()
-    base = ["open", message, "--anchor", pki.root, "--at", at, "--json"]
+    base: list[str | Path] = ["open", message, "--anchor", pki.root, "--at", at, "--json"]
     strict = _cli(*base)
     assert strict.returncode == 1 and json.loads(strict.stdout)["signature"] == "weak-algorithm"
     flag = _cli(*base, "--allow-weak")

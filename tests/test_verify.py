@@ -478,7 +478,9 @@ def test_extra_certificates_supply_the_signer_certificate_of_a_nocerts_signature
     der = sign(pki, "dave", with_intermediate=False, args=["-nocerts"])
     alone = check(der, anchors, now, from_=["dave@example.org"])
     assert alone.status == S.UNTRUSTED
-    assert (alone.signers[0].reason or "").startswith("the signer certificate is not in the message")
+    assert (alone.signers[0].reason or "").startswith(
+        "the signer certificate is not in the message"
+    )
     assert alone.signers[0].certificate is None
     extra = (load_cert(pki.cert("dave")), load_cert(pki.intermediate))
     found = check(der, anchors, now, from_=["dave@example.org"], extra_certificates=extra)
