@@ -146,7 +146,9 @@ def with_revoked_signers(result: OpenResult, revoked: Mapping[str, str]) -> Open
         why = revoked.get(fingerprint_sha256(signer.certificate))
         if why is None or _SEVERITY[signer.status] <= _SEVERITY[SignatureStatus.REVOKED]:
             return signer
-        return replace(signer, status=SignatureStatus.REVOKED, reason=f"revoked: {why}")
+        reason = f"revoked: {why}"
+        problems = ((SignatureStatus.REVOKED, reason), *signer.problems)
+        return replace(signer, status=SignatureStatus.REVOKED, reason=reason, problems=problems)
 
     layers = []
     for layer in result.layers:
