@@ -85,7 +85,7 @@ def _index_line(cert: x509.Certificate, revoked: dt.datetime | None) -> str:
 
 @pytest.fixture(scope="module")
 def responders(
-    tmp_path_factory: pytest.TempPathFactory, pki: TestPki, now: dt.datetime
+    tmp_path_factory: pytest.TempPathFactory, pki: TestPki, pki_now: dt.datetime
 ) -> Iterator[Responders]:
     work = tmp_path_factory.mktemp("revocation")
     ocsp_port, down_port, crl_port = _free_port(), _free_port(), _free_port()
@@ -96,7 +96,7 @@ def responders(
     keys: dict[str, CertificateIssuerPrivateKeyTypes] = {}
 
     def make(address: str, **kw: str) -> x509.Certificate:
-        cert, keys[address] = issue_certificate(pki, address, now, **kw)  # type: ignore[arg-type]
+        cert, keys[address] = issue_certificate(pki, address, pki_now, **kw)  # type: ignore[arg-type]
         return cert
 
     made = Responders(
@@ -117,14 +117,14 @@ def responders(
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(made.issuer.subject)
-        .last_update(now - dt.timedelta(hours=1))
-        .next_update(now + dt.timedelta(days=1))
+        .last_update(pki_now - dt.timedelta(hours=1))
+        .next_update(pki_now + dt.timedelta(days=1))
     )
     for cert in (made.crl_revoked, made.down_then_crl):
         builder = builder.add_revoked_certificate(
             x509.RevokedCertificateBuilder()
             .serial_number(cert.serial_number)
-            .revocation_date(now - dt.timedelta(minutes=30))
+            .revocation_date(pki_now - dt.timedelta(minutes=30))
             .build()
         )
     made.crl = builder.sign(issuer_key, hashes.SHA256()).public_bytes(  # type: ignore[arg-type]
@@ -132,7 +132,7 @@ def responders(
     )
     index = work / "index.txt"
     index.write_text(
-        _index_line(made.good, None) + _index_line(made.revoked, now - dt.timedelta(hours=2))
+        _index_line(made.good, None) + _index_line(made.revoked, pki_now - dt.timedelta(hours=2))
     )
     proc = subprocess.Popen(
         ["openssl", "ocsp", "-index", str(index), "-port", str(ocsp_port),
