@@ -69,6 +69,9 @@ class IdentityConfig:
     trust_anchors: tuple[Path, ...] = ()
     system_anchors: bool = True
     allow_sha1: bool = False
+    # For archives: accept SHA-1, MD5-signed certificates and RSA keys under 2048 bits as valid
+    # (the weakness is still reported, warning weak-algorithm). Implies allow_sha1.
+    allow_weak_algorithms: bool = False
 
 
 @dataclass(frozen=True)
@@ -351,7 +354,8 @@ class _Reader:
             raise self.error(s, "", "must be a table: [identity]")
         self.known(
             table, s,
-            {"p12", "key_file", "cert", "old_p12", "trust_anchors", "system_anchors", "allow_sha1"}
+            {"p12", "key_file", "cert", "old_p12", "trust_anchors", "system_anchors", "allow_sha1",
+             "allow_weak_algorithms"}
             | {f"p12_password{x}" for x in _SECRET_SUFFIXES},
         )  # fmt: skip
         p12 = self.path(table, s, "p12")
@@ -370,6 +374,7 @@ class _Reader:
             trust_anchors=self.paths(table, s, "trust_anchors"),
             system_anchors=self.boolean(table, s, "system_anchors", True),
             allow_sha1=self.boolean(table, s, "allow_sha1", False),
+            allow_weak_algorithms=self.boolean(table, s, "allow_weak_algorithms", False),
         )
 
     def cache(self, table: Any) -> CacheConfig:

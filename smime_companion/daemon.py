@@ -253,8 +253,12 @@ class Daemon:
         identity_loader: IdentityLoader = config_identities,
         resources: Sequence[Closeable] = (),
         open_workers: int | None = None,
+        extra_certificates: Sequence[x509.Certificate] = (),
     ) -> None:
         self.config = config
+        # The certificate store's certificates when the daemon started: where signer
+        # certificates that a message leaves out (gpgsm's default) are looked for.
+        self.extra_certificates = list(extra_certificates)
         self.cache = cache
         self.identities = list(identities)
         self.anchors = list(anchors)
@@ -293,6 +297,8 @@ class Daemon:
             self.identities,
             self.anchors,
             allow_sha1=self.config.identity.allow_sha1,
+            allow_weak=self.config.identity.allow_weak_algorithms,
+            extra_certificates=self.extra_certificates,
             workers=self._open_workers,
         )
 

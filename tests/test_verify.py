@@ -481,7 +481,9 @@ def test_extra_certificates_supply_the_signer_certificate_of_a_nocerts_signature
     der = sign(pki, "dave", with_intermediate=False, args=["-nocerts"])
     alone = check(der, anchors, now, from_=["dave@example.org"])
     assert alone.status == S.UNTRUSTED
-    assert alone.signers[0].reason == "the signer certificate is not in the message"
+    assert (alone.signers[0].reason or "").startswith(
+        "the signer certificate is not in the message"
+    )
     assert alone.signers[0].certificate is None
     extra = (load_cert(pki.cert("dave")), load_cert(pki.intermediate))
     found = check(der, anchors, now, from_=["dave@example.org"], extra_certificates=extra)
@@ -552,7 +554,7 @@ def test_sha1_is_a_weak_algorithm(
 ) -> None:
     outcome = check(sign(pki, "alice", args=["-md", "sha1"]), anchors, now)
     assert outcome.status == S.WEAK_ALGORITHM
-    assert "SHA1" in (outcome.signers[0].reason or "")
+    assert "SHA-1" in (outcome.signers[0].reason or "")
 
 
 def test_a_broken_sha1_signature_is_invalid_not_weak(

@@ -338,7 +338,7 @@ def load_identity_file(path: Path, password: bytes | None) -> Identity:
         data = path.read_bytes()
     except OSError as exc:
         raise KeyLoadError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if b"-----BEGIN" not in data:
+    if b"-----BEGIN" not in data or keyfiles.is_armoured_pkcs12(data):
         return keyfiles.load_pkcs12(path, password)
     key = keyfiles.load_private_key(path, password)
     certs = keyfiles.load_certificates(path)

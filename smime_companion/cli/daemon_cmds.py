@@ -158,6 +158,7 @@ def build_daemon(
         identity_loader=identity_loader,
         resources=resources,
         open_workers=config.cache.open_workers,
+        extra_certificates=store.certificates(),
     )
 
 

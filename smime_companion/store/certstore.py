@@ -354,6 +354,18 @@ class CertStore(db.Handle):
         return found[0]
 
     @db.guarded("read the certificate store")
+    def certificates(self) -> list[x509.Certificate]:
+        """Every certificate the store holds (signers harvested or imported, and the issuers
+        seen in their chains): where the signer certificate of a message that leaves it out
+        is looked for, and its chain built."""
+        return [
+            load_certificate(bytes(der))
+            for (der,) in self._conn.execute(
+                "SELECT der FROM certificates UNION SELECT der FROM issuers"
+            )
+        ]
+
+    @db.guarded("read the certificate store")
     def intermediates(self) -> list[x509.Certificate]:
         """Every issuer certificate seen in a chain: extra certificates for building chains of
         messages that leave them out."""
