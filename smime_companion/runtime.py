@@ -21,6 +21,7 @@ from smime_companion.harvest import CertHarvester
 from smime_companion.imap.client import ServerSpec
 from smime_companion.imap.outbox_source import ImapOutbox
 from smime_companion.outbox import service as outbox_service
+from smime_companion.outbox.journal_drafts import JournalDrafts, reader_label
 from smime_companion.outbox.pipeline import OutboxSettings, PassReport
 from smime_companion.outbox.plan import CertificateLookup, MissingCertPolicy
 from smime_companion.outbox.protocols import OutboxSource
@@ -29,7 +30,10 @@ from smime_companion.scan import Scanner, make_scanner
 from smime_companion.smtp import SmtpSpec, SmtpSubmitter
 from smime_companion.store import Cache
 from smime_companion.store.certstore import CertStore, PolicyLookup
-from smime_companion.store.journal import Journal
+from smime_companion.store.journal import ItemState, Journal
+
+# Items whose pipeline is not finished: a pass must take them further.
+ACTIVE_STATES = (ItemState.CLAIMED, ItemState.SEALED, ItemState.SUBMITTED, ItemState.FILED)
 
 
 def load_identities(cfg: IdentityConfig) -> list[Identity]:
@@ -257,7 +261,8 @@ def process_outbox(
     clock: Callable[[], datetime],
 ) -> list[PassReport]:
     """One outbox pass for ``account_name``: its IMAP outbox folder (unless ``[outbox] imap =
-    false``) and, when it is the directory's account, the local outbox directory. An account
+    false``), when it is the directory's account the local outbox directory, and the drafts
+    queued in the journal by the reader or ``compose`` (when there are any). An account
     without ``smtp_host`` has no outbox: returns ``[]``.
 
     Failures of the servers are in the reports' ``errors``. Raises
@@ -268,7 +273,12 @@ def process_outbox(
         return []
     directory_account = config.outbox.directory_account or config.accounts[0].name
     wants_directory = config.outbox.directory is not None and account.name == directory_account
-    if not config.outbox.imap and not wants_directory:
+    # Drafts queued in the reader or by ``compose`` wait in the journal itself.
+    drafts = JournalDrafts(journal, account.name, clock)
+    wants_drafts = bool(drafts.drafts()) or bool(
+        journal.items(reader_label(account.name), ACTIVE_STATES)
+    )
+    if not config.outbox.imap and not wants_directory and not wants_drafts:
         return []
     reports: list[PassReport] = []
     submitter = smtp_submitter(account)
@@ -292,4 +302,6 @@ def process_outbox(
         if config.outbox.directory is not None and wants_directory:
             local = outbox_service.local_source(config.outbox.directory)
             reports.append(one_pass(local, f"{account.name}/local"))
+        if wants_drafts:
+            reports.append(one_pass(drafts, reader_label(account.name)))
     return reports
