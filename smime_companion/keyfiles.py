@@ -29,13 +29,18 @@ def _read(path: Path, what: str) -> bytes:
 
 def load_certificates(path: Path) -> list[x509.Certificate]:
     """Every certificate in a PEM file (one or more) or a single DER certificate."""
-    data = _read(path, "certificate file")
+    return certificates_from_bytes(_read(path, "certificate file"), str(path))
+
+
+def certificates_from_bytes(data: bytes, name: str) -> list[x509.Certificate]:
+    """Every certificate in PEM ``data`` (one or more) or a single DER certificate; ``name``
+    says where it came from in the error. Raises :class:`KeyLoadError`."""
     try:
         if b"-----BEGIN" in data:
             return x509.load_pem_x509_certificates(data)
         return [x509.load_der_x509_certificate(data)]
     except ValueError:
-        raise KeyLoadError(f"{path}: not a PEM or DER certificate") from None
+        raise KeyLoadError(f"{name}: not a PEM or DER certificate") from None
 
 
 def load_private_key(path: Path, password: bytes | None = None) -> PrivateKeyTypes:

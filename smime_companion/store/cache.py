@@ -800,6 +800,23 @@ class Cache(db.Handle):
             if (not local[s.id] if s.id in local else "\\Seen" not in s.flags)
         }
 
+    @db.guarded("read the cache")
+    def warnings_of(self, message_ids: Sequence[int]) -> dict[int, list[str]]:
+        """The ``open`` warnings (e.g. ``partially-encrypted``) of each message that has any."""
+        out: dict[int, list[str]] = {}
+        ids = list(message_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            for message_id, warnings in self._conn.execute(
+                "SELECT id, json_extract(report, '$.warnings') FROM messages WHERE id IN "
+                f"({', '.join('?' * len(chunk))})",
+                chunk,
+            ):
+                found = json.loads(warnings) if warnings else []
+                if found:
+                    out[int(message_id)] = [str(w) for w in found]
+        return out
+
     @db.guarded("count the folders")
     def folder_counts(self) -> list[FolderCount]:
         """Every cached folder with its message and unread counts, by account and folder."""
