@@ -22,6 +22,7 @@ from smime_companion.cli.common import add_config_flag, add_json_flag, config_fr
 from smime_companion.config import Config
 from smime_companion.core.model import Identity
 from smime_companion.daemon import (
+    LOCAL_OUTBOX,
     AccountResult,
     Daemon,
     now_utc,
@@ -31,6 +32,7 @@ from smime_companion.daemon import (
 from smime_companion.errors import SmimeCompanionError, UsageError
 from smime_companion.imap.client import Mailbox, connect
 from smime_companion.imap.sync import Stopped
+from smime_companion.reader.server import ReaderServer
 
 EXIT_OK = 0
 EXIT_NOT_GOOD = 1
@@ -249,13 +251,40 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_hup)
+    reader = _start_reader(config, daemon)
     try:
         daemon.run(reload_config=lambda: config_from_args(args))
     except KeyboardInterrupt:
         daemon.stop.set()
     finally:
+        if reader is not None:
+            reader.stop()
         daemon.shutdown()
     return EXIT_OK
+
+
+def _start_reader(config: Config, daemon: Daemon) -> ReaderServer | None:
+    """Serve the reader beside the daemon (``[reader] enabled``); what it queues wakes the
+    daemon's outbox at once. A reader that cannot start (its port taken) is logged: the daemon
+    runs on without it."""
+    if not config.reader.enabled:
+        return None
+    context = runtime.reader_context(
+        config,
+        runtime.cache_key(config),
+        kick_outbox=lambda account: daemon.changes.put((account, LOCAL_OUTBOX)),
+        daemon_status=lambda: read_status_file(config.cache.path),
+    )
+    server = ReaderServer(context, config.reader.port)
+    try:
+        server.start()
+    except SmimeCompanionError as exc:
+        logging.getLogger(__name__).error("reader: %s", exc)
+        return None
+    logging.getLogger(__name__).info(
+        "reader on %s: run 'smime-companion reader' to sign in", server.url
+    )
+    return server
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
