@@ -204,9 +204,7 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}") from None
     reader = _Reader(text, where)
-    reader.known(
-        data, "", {"identity", "cache", "accounts", "certificates", "outbox", "reader"}
-    )
+    reader.known(data, "", {"identity", "cache", "accounts", "certificates", "outbox", "reader"})
     identity = reader.identity(data.get("identity", {}))
     cache = reader.cache(data.get("cache", {}))
     raw_accounts = data.get("accounts", [])

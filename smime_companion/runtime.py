@@ -356,9 +356,7 @@ def reader_context(
     return ReaderContext(
         state_dir=Path(config.cache.path),
         stores=StoreOpeners(cache=cache, certs=certs, journal=journal),
-        accounts=tuple(
-            AccountInfo(a.name, a.username, bool(a.smtp_host)) for a in config.accounts
-        ),
+        accounts=tuple(AccountInfo(a.name, a.username, bool(a.smtp_host)) for a in config.accounts),
         identities=identities or own,
         anchors=lambda: load_anchors(config.identity),
         lookup=lookup,
@@ -369,4 +367,3 @@ def reader_context(
         idle=timedelta(minutes=config.reader.idle_minutes),
         clock=clock or (lambda: datetime.now(UTC)),
     )
-

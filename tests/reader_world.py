@@ -127,8 +127,13 @@ def store_messages(config: Config, messages: list[bytes], now: dt.datetime) -> l
             result = open_message(raw, identities=identities, anchors=anchors, at=now)
             ids.append(
                 cache.store_message(
-                    account="work", folder="INBOX", uidvalidity=1, uid=uid, raw=raw,
-                    entry=derive_entry(raw, result, now), arrived=now,
+                    account="work",
+                    folder="INBOX",
+                    uidvalidity=1,
+                    uid=uid,
+                    raw=raw,
+                    entry=derive_entry(raw, result, now),
+                    arrived=now,
                 )  # fmt: skip
             )
     return ids

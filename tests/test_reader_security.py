@@ -49,8 +49,9 @@ def test_an_expired_sign_in_token_is_refused(tmp_path: Path) -> None:
 
 
 def test_without_a_session_no_page_shows_mail(world: World) -> None:
-    for path in ("/mail", "/message/1", "/message/1/raw", "/message/1/html/1",
-                 "/message/1/part/1", "/api/mailbox", "/compose?reply=1", "/certificates"):  # fmt: skip
+    paths = ("/mail", "/message/1", "/message/1/raw", "/message/1/html/1", "/message/1/part/1",
+             "/api/mailbox", "/compose?reply=1", "/certificates")  # fmt: skip
+    for path in paths:
         status, _, body = world.request("GET", path)
         assert status == 401, path
         assert b"marzipan" not in body and b"Plans" not in body
@@ -78,6 +79,8 @@ def test_another_origin_cannot_change_anything(world: World) -> None:
         {"Origin": "http://evil.example"},
         {"Origin": f"http://127.0.0.1:{world.port + 1}"},  # another local port is another origin
         {"Origin": "null"},
+        {"Origin": "null", "Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-origin"},  # no Origin at all
     ]
     for extra in attempts:
         status, _, _ = world.request("POST", "/message/1/read", {**kinds, **extra}, form)
@@ -91,6 +94,9 @@ def test_another_origin_cannot_change_anything(world: World) -> None:
     assert status == 403
     status, _, _ = world.request("POST", "/message/1/read", {**kinds, "Origin": own}, form)
     assert status == 302
+    # Our own form under Referrer-Policy: no-referrer: Origin null, fetched from our origin.
+    ours = {**kinds, "Origin": "null", "Sec-Fetch-Site": "same-origin"}
+    assert world.request("POST", "/message/1/read", ours, form)[0] == 302
 
 
 def test_another_origin_cannot_read_anything(world: World) -> None:

@@ -250,9 +250,7 @@ def run_import(args: argparse.Namespace) -> int:
         # Decide everything first; then write (each record is one transaction).
         sightings = import_sightings(certs, store.intermediates(), anchors, now)
         if not sightings:
-            raise UsageError(
-                f"{args.file}: holds no email certificate (no address in any of them)"
-            )
+            raise UsageError(f"{args.file}: holds no email certificate (no address in any of them)")
         for sighting in sightings:
             for record in store.record(sighting):
                 print(_line(record, now))

@@ -97,7 +97,12 @@ def _check_request() -> Response | None:
             "new sign-in link.",
         )
     if request.method not in ("GET", "HEAD"):
-        if not origin_ok(request.headers.get("Origin"), request.host, state.port):
+        if not origin_ok(
+            request.headers.get("Origin"),
+            request.host,
+            state.port,
+            request.headers.get("Sec-Fetch-Site"),
+        ):
             return _refuse(403, "Refused", "This request did not come from the reader's pages.")
         sent = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD)
         if not csrf_ok(session, sent):

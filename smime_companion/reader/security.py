@@ -10,8 +10,9 @@ check (docs/reader.md has the threat model):
 - **Sessions** live in the server's memory only: a random id in an HttpOnly, SameSite=Strict
   cookie, ended by sign-out, by ``idle`` time without a request, and by a restart.
 - **Host**: a request must name the loopback address and port the server listens on (a DNS
-  rebinding page names its own host); **Origin** must be ours on every state change, and so must
-  the session's CSRF token, sent in a form field or the ``X-CSRF-Token`` header.
+  rebinding page names its own host); **Origin** must be ours on every state change (or, for
+  our own forms, ``null`` with ``Sec-Fetch-Site: same-origin``), and so must the session's CSRF
+  token, sent in a form field or the ``X-CSRF-Token`` header.
 
 Nothing here imports the web framework: the routes call these with plain values.
 """
@@ -171,13 +172,19 @@ def host_ok(host: str | None, port: int) -> bool:
     return (host or "").lower() in allowed_hosts(port)
 
 
-def origin_ok(origin: str | None, host: str | None, port: int) -> bool:
-    """True when ``origin`` (the Origin header) is the reader's own origin, as reached through
-    ``host``. A state change without an Origin header is refused: browsers send it on every
-    POST, and its absence means the request did not come from our pages."""
-    if not origin or not host_ok(host, port):
+def origin_ok(
+    origin: str | None, host: str | None, port: int, fetch_site: str | None = None
+) -> bool:
+    """True when the request comes from the reader's own pages, as reached through ``host``:
+    its Origin header is our origin, or, for a form our page submitted, Origin is ``null`` and
+    ``Sec-Fetch-Site`` is ``same-origin``. (With ``Referrer-Policy: no-referrer`` browsers send
+    ``Origin: null`` on form submissions; ``Sec-Fetch-Site`` is set by the browser itself and no
+    page can forge it.) A state change without either is refused."""
+    if not host_ok(host, port):
         return False
-    return origin.lower() == f"http://{(host or '').lower()}"
+    if origin and origin.lower() == f"http://{(host or '').lower()}":
+        return True
+    return origin == "null" and (fetch_site or "").lower() == "same-origin"
 
 
 def csrf_ok(session: Session, sent: str | None) -> bool:

@@ -44,6 +44,7 @@ class ReaderServer:
         self.port = port
         self.app = create_app(context, port)
         self._server: Any = None
+        self._stopping = False
         self._thread: threading.Thread | None = None
         # waitress's own notices ("Serving on...", queue depth) are not for the user's terminal.
         logging.getLogger("waitress").setLevel(logging.ERROR)
@@ -69,10 +70,20 @@ class ReaderServer:
     def start(self) -> None:
         """Bind and serve in a background thread."""
         self._server = self._bind()
-        self._thread = threading.Thread(target=self._server.run, name="reader", daemon=True)
+        self._stopping = False
+        self._thread = threading.Thread(target=self._serve, name="reader", daemon=True)
         self._thread.start()
         write_server_file(self.context.state_dir, self.port, os.getpid())
         log.info("reader: serving on %s", self.url)
+
+    def _serve(self) -> None:
+        server = self._server
+        try:
+            server.run()
+        except (OSError, ValueError):
+            # stop() closed the sockets under the loop's select: that is how it ends.
+            if not self._stopping:
+                raise
 
     def sign_in_url(self) -> str:
         """A fresh one-time sign-in address (valid two minutes)."""
@@ -86,6 +97,7 @@ class ReaderServer:
     def stop(self) -> None:
         """Stop serving and close the store connections. Idempotent."""
         server, self._server = self._server, None
+        self._stopping = True
         if server is not None:
             server.close()
         if self._thread is not None:

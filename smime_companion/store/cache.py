@@ -840,9 +840,7 @@ class Cache(db.Handle):
             "GROUP BY m.account, m.folder"
         ):
             unread[(str(a), str(f))] = unread.get((str(a), str(f)), 0) + int(n)
-        return [
-            FolderCount(a, f, n, unread.get((a, f), 0)) for (a, f), n in sorted(totals.items())
-        ]
+        return [FolderCount(a, f, n, unread.get((a, f), 0)) for (a, f), n in sorted(totals.items())]
 
     # -- search ----------------------------------------------------------------------------------
 
