@@ -165,13 +165,16 @@ def _progress_json(draft_id: int) -> dict[str, object]:
 def draft_page(draft_id: int) -> str:
     """Where a draft is on its way; the page follows it until it is sent or stopped."""
     progress = _progress_json(draft_id)
-    kept = reader().stores.journal().draft(draft_id)
+    journal = reader().stores.journal()
+    kept = journal.draft(draft_id)
     subject = ""
     if kept is not None:
         try:
             subject = compose.read_draft(kept.message, kept.account)[0].subject
         except MalformedInput:
             subject = ""
+    elif progress.get("item_id"):  # sent: the draft is gone, its journal item remembers
+        subject = journal.item(int(str(progress["item_id"]))).subject or ""
     return render_template("draft.html", progress=progress, draft_id=draft_id, subject=subject)
 
 
