@@ -14,6 +14,7 @@ frame on top (``routes_mail``); the sanitiser is the first wall, not the only on
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -93,6 +94,23 @@ def clean_html(html: str, images: Mapping[str, InlineImage]) -> CleanHtml:
     return CleanHtml(cleaned, blocked[0], frozenset(inlined))
 
 
+# The only CSS functions a kept style may call: colours. Anything else with a "(" (url(),
+# image-set(), legacy expression(), var() games) is dropped, whatever its property.
+_STYLE_FUNCTIONS = re.compile(r"\b(?:rgb|rgba|hsl|hsla)\(", re.IGNORECASE)
+
+
+def _safe_style(value: str) -> str | None:
+    """``value`` without the declarations that call anything but a colour function."""
+    kept = [
+        declaration.strip()
+        for declaration in value.split(";")
+        if declaration.strip()
+        and "(" not in _STYLE_FUNCTIONS.sub("", declaration)
+        and "\\" not in declaration  # CSS escapes can spell a function name
+    ]
+    return ";".join(kept) or None
+
+
 def _attribute_filter(
     images: Mapping[str, InlineImage], blocked: list[int], inlined: set[str]
 ) -> Callable[[str, str, str], str | None]:
@@ -114,6 +132,8 @@ def _attribute_filter(
             if attribute == "cite":
                 return None  # a URL nobody needs to see, and no reason to keep one
             return target if target.lower().startswith(_LINK_SCHEMES) else None
+        if attribute == "style":
+            return _safe_style(value)
         return value
 
     return keep
