@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import html
 import json
 import os
 import secrets
@@ -75,8 +76,8 @@ class SignInTokens:
         with os.fdopen(fd, "w") as handle:
             handle.write(
                 '<!doctype html><meta charset="utf-8"><meta name="referrer" content="no-referrer">'
-                f'<meta http-equiv="refresh" content="0;url={url}"><title>Signing in</title>'
-                "<p>Signing in to the S/MIME reader…</p>"
+                f'<meta http-equiv="refresh" content="0;url={html.escape(url)}">'
+                "<title>Signing in</title><p>Signing in to the S/MIME reader…</p>"
             )
         return path
 
