@@ -87,8 +87,9 @@ def test_a_draft_needs_a_recipient_and_one_line_headers(world: World) -> None:
         compose.build_draft(compose.DraftFields("work", "bob@example.org"), world.now)
     with pytest.raises(UsageError, match="Subject must be one line"):
         compose.build_draft(
-            compose.DraftFields("work", "bob@example.org", to="a@example.org",
-                                subject="x\r\nBcc: eve@example.org"),  # fmt: skip
+            compose.DraftFields(
+                "work", "bob@example.org", to="a@example.org", subject="x\r\nBcc: eve@example.org"
+            ),  # fmt: skip
             world.now,
         )
 
