@@ -129,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     if (directory / "cache.db").exists():
         with Cache.open(directory, KEY) as cache:
             big_id = cache.search_ids("id:big@example.org", now=dt.datetime.now(dt.UTC))[0]
-        words = ["kala", "mira", "tune", "sobi"]
+        gen = _search_bench().Generator(  # type: ignore[attr-defined]
+            seed=1, start=dt.datetime(2024, 11, 1, tzinfo=dt.UTC)
+        )
+        words = [gen.text(1) for _ in range(100)]  # words of the same vocabulary
     else:
         big_id, words = _fill(directory, args.count, args.batch)
 

@@ -208,17 +208,23 @@ def message(message_id: int) -> str:
     )
 
 
+# A search result list is looked through this far for the messages either side of one.
+NEIGHBOUR_SEARCH_LIMIT = 1000
+
+
 def _neighbours(back: str, message_id: int) -> tuple[int | None, int | None]:
-    """The messages before and after this one in the list it was opened from (for j/k)."""
+    """The messages before and after this one in the list it was opened from (for j/k): its
+    folder, or the first results of the search it was found by."""
     state = reader()
-    params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(back).query))
-    query = params.get("q") or (
-        mailbox_view.folder_query(params.get("account", ""), params["folder"])
-        if params.get("folder")
-        else ""
-    )
+    cache = state.stores.cache()
+    query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(back).query)).get("q", "")
+    if not query:
+        return cache.folder_neighbours(message_id)
     try:
-        ids = state.stores.cache().search_ids(query, now=state.context.clock())
+        ids = [
+            h.id
+            for h in cache.search(query, now=state.context.clock(), limit=NEIGHBOUR_SEARCH_LIMIT)
+        ]
     except UsageError:
         return None, None
     if message_id not in ids:

@@ -313,9 +313,11 @@ def _migration_1(conn: apsw.Connection) -> None:
 
 
 def _migration_2(conn: apsw.Connection) -> None:
-    # The reader's own read state (the server's \Seen stays untouched unless the user asks), and
-    # an index of the messages not seen on the server, so unread counts need not read each row
-    # (a row's flags sit after its raw message, in overflow pages).
+    # The reader's own read state (the server's \Seen stays untouched unless the user asks); an
+    # index of the messages not seen on the server, so unread counts need not read each row (a
+    # row's flags sit after its raw message, in overflow pages); and one of each folder in
+    # newest-first order. Building them reads every row once (about a second at 100,000
+    # messages of the search bench).
     conn.execute(
         """
         CREATE TABLE local_state (
@@ -324,6 +326,9 @@ def _migration_2(conn: apsw.Connection) -> None:
         );
         CREATE INDEX messages_unseen ON messages (account, folder)
             WHERE instr(flags, ' \\Seen ') = 0;
+        -- A folder's messages newest first: its listing stops after a page instead of sorting
+        -- the whole folder (the unique index has the folder, not the order).
+        CREATE INDEX messages_by_folder ON messages (account, folder, sort_key);
         """
     )
 
@@ -817,6 +822,25 @@ class Cache(db.Handle):
                     out[int(message_id)] = [str(w) for w in found]
         return out
 
+    @db.guarded("read the cache")
+    def folder_neighbours(self, message_id: int) -> tuple[int | None, int | None]:
+        """The ids of the messages just newer and just older than ``message_id`` in its folder
+        (None at either end). Raises :class:`UsageError` for an unknown id."""
+        row = self._conn.execute(
+            "SELECT account, folder, sort_key FROM messages WHERE id = ?", (message_id,)
+        ).fetchone()
+        if row is None:
+            raise UsageError(f"no message with id {message_id} in the cache")
+        found = []
+        for compare, order in ((">", "ASC"), ("<", "DESC")):
+            near = self._conn.execute(
+                f"SELECT id FROM messages WHERE account = ? AND folder = ? AND sort_key {compare} ?"
+                f" ORDER BY sort_key {order} LIMIT 1",
+                tuple(row),
+            ).fetchone()
+            found.append(int(near[0]) if near else None)
+        return found[0], found[1]
+
     @db.guarded("count the folders")
     def folder_counts(self) -> list[FolderCount]:
         """Every cached folder with its message and unread counts, by account and folder."""
@@ -834,8 +858,10 @@ class Cache(db.Handle):
             "GROUP BY m.account, m.folder"
         ):
             unread[(str(a), str(f))] = int(n)
+        # CROSS JOIN keeps local_state (small) as the outer loop: the planner otherwise walked
+        # every message, reading each one's flags from its overflow pages.
         for a, f, n in self._conn.execute(
-            "SELECT m.account, m.folder, count(*) FROM local_state s JOIN messages m "
+            "SELECT m.account, m.folder, count(*) FROM local_state s CROSS JOIN messages m "
             f"ON m.id = s.message WHERE s.read = 0 AND NOT ({_NOT_SEEN}) "
             "GROUP BY m.account, m.folder"
         ):
