@@ -113,8 +113,16 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 
 
 def _sign_in(browser: Any, world: World) -> None:
+    """Sign in and wait for the mailbox page to be loaded, its script included (the sign-in
+    page moves on by a refresh, which selenium's get does not wait for)."""
     browser.get(world.sign_in_url())
-    _wait(lambda: browser.current_url.endswith("/mail"))
+    _wait(
+        lambda: (
+            browser.current_url.endswith("/mail")
+            and browser.execute_script("return document.readyState") == "complete"
+            and bool(browser.find_elements("css selector", "table.messages"))
+        )
+    )
 
 
 def _wait(condition: Any, timeout: float = 10.0) -> None:
@@ -292,3 +300,55 @@ def test_a_phone_sized_window_shows_the_list_in_one_column(
     assert table.size["width"] <= 390
     assert browser.execute_script("return document.documentElement.scrollWidth") <= 400
     screenshot(browser, tmp_path / "screenshots", "phone")
+
+
+ATTACK_PAGE = """<!doctype html><html><head><meta name="referrer" content="no-referrer"></head>
+<body><form id="f" method="post" action="{reader}/message/{id}/read" target="sink">
+<input name="read" value="1"><input name="csrf" value="guessed"></form>
+<iframe name="sink"></iframe>
+<script>
+fetch("{reader}/api/mailbox", {{credentials: "include"}})
+  .then(r => r.text()).then(t => {{ document.title = "READ:" + t.slice(0, 40); }})
+  .catch(e => {{ document.title = "blocked"; }});
+fetch("{reader}/message/{id}/read", {{method: "POST", credentials: "include", mode: "no-cors",
+  headers: {{"Content-Type": "application/x-www-form-urlencoded"}}, body: "read=1"}});
+document.getElementById("f").submit();
+</script></body></html>"""
+
+
+def test_a_page_of_another_origin_can_neither_read_nor_change_anything(
+    browser: Any, world: World, tmp_path: Path
+) -> None:
+    import http.server
+    import threading
+
+    from tests.dovecot import free_port
+
+    _sign_in(browser, world)  # the session cookie is in this browser now
+    with runtime.open_cache(world.config) as cache:
+        target = cache.search("subject:Transfer", now=world.now)[0]
+    page = ATTACK_PAGE.format(reader=f"http://127.0.0.1:{world.port}", id=target.id).encode()
+
+    class Attack(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server hook
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    # Another port of the same loopback address: same-site for cookies, another origin.
+    attacker = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Attack)
+    threading.Thread(target=attacker.serve_forever, daemon=True).start()
+    try:
+        browser.get(f"http://127.0.0.1:{attacker.server_address[1]}/")
+        _wait(lambda: browser.title in ("blocked",) or browser.title.startswith("READ:"))
+        time.sleep(1)
+        assert browser.title == "blocked"  # CORS: the answer never reached the page
+        screenshot(browser, tmp_path / "screenshots", "attack")
+    finally:
+        attacker.shutdown()
+    with runtime.open_cache(world.config) as cache:
+        assert cache.unread_among([cache.summary(target.id)]) == {target.id}  # unchanged

@@ -8,11 +8,14 @@ verifies Bob's signature. ``compose`` does the same from the terminal, with $EDI
 from __future__ import annotations
 
 import datetime as dt
+import http.client
+import json
 import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -216,7 +219,7 @@ def test_compose_from_the_terminal_queues_a_reply_and_sends_it_sealed(
     config, env = daemon
     search = _smime("search", "--json", "noodle", "--config", str(config), env=env)
     assert search.returncode == 0, search.stderr
-    (hit,) = __import__("json").loads(search.stdout)
+    (hit,) = json.loads(search.stdout)
     editor = tmp_path / "editor.sh"
     # The "editor" adds a line to the text and leaves the headers as the reply filled them.
     editor.write_text('#!/bin/sh\nprintf "Yes, noon at the noodle bar.\\n" >> "$1"\n')
@@ -234,3 +237,43 @@ def test_compose_from_the_terminal_queues_a_reply_and_sends_it_sealed(
     content = _opened_as_alice(pki, received.data)
     assert b"noon at the noodle bar" in content
     assert b"> Shall we try the noodle bar on Friday?" in content
+
+
+def test_a_reply_to_someone_without_a_certificate_is_held_with_the_reason_and_can_be_resent(
+    daemon: tuple[Path, dict[str, str]], tmp_path: Path, smtpd: SmtpServer
+) -> None:
+    config, env = daemon
+    proc = _smime("reader", "--no-browser", "--config", str(config), env=env)
+    url = proc.stdout.strip()
+    port = int(url.split(":")[2].split("/")[0])
+    origin = f"http://127.0.0.1:{port}"
+
+    def request(method: str, path: str, headers: dict[str, str], body: bytes = b"") -> Any:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request(method, path, body=body, headers={"Host": f"127.0.0.1:{port}", **headers})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+
+    _, headers, _ = request("GET", url.split(str(port), 1)[1], {})
+    cookie = headers["Set-Cookie"].split(";", 1)[0]
+    _, _, page = request("GET", "/compose", {"Cookie": cookie})
+    csrf = re.search(rb'name="csrf-token" content="([^"]+)"', page)[1].decode()  # type: ignore[index]
+    sender = re.search(rb'<option value="([^"]+)"', page)[1].decode()  # type: ignore[index]
+    form = urllib.parse.urlencode({
+        "csrf": csrf, "sender": sender, "to": "zed@example.org", "subject": "Lunch?",
+        "body": "Noodles at noon?", "action": "send",
+    }).encode()  # fmt: skip
+    status, headers, _ = request("POST", "/compose", {
+        "Cookie": cookie, "Origin": origin, "Content-Type": "application/x-www-form-urlencoded",
+    }, form)  # fmt: skip
+    assert status == 302
+    draft = headers["Location"].rsplit("/", 1)[1]
+
+    def progress() -> dict[str, Any]:
+        return json.loads(request("GET", f"/api/draft/{draft}", {"Cookie": cookie})[2])
+
+    _wait(lambda: progress()["stage"] == "held", 30)
+    held = progress()
+    assert "no usable certificate for zed@example.org" in held["reason"]
+    assert held["can_send_again"] is True
+    assert smtpd.received == []
