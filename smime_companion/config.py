@@ -147,6 +147,19 @@ class OutboxConfig:
 
 
 @dataclass(frozen=True)
+class ReaderConfig:
+    """The local web reader: ``run`` serves it on ``port`` of 127.0.0.1 and ::1 (never another
+    interface) unless ``enabled = false``; a session ends after ``idle_minutes`` without a
+    request; ``mark_seen_on_server`` also sets ``\\Seen`` on the server when a message is opened
+    (by default read state stays local and the server is untouched)."""
+
+    enabled: bool = True
+    port: int = 8765
+    idle_minutes: int = 30
+    mark_seen_on_server: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path | None
     identity: IdentityConfig
@@ -154,6 +167,7 @@ class Config:
     accounts: tuple[AccountConfig, ...] = field(default=())
     certificates: CertificatesConfig = CertificatesConfig()
     outbox: OutboxConfig = OutboxConfig()
+    reader: ReaderConfig = ReaderConfig()
 
     def account(self, name: str) -> AccountConfig:
         for account in self.accounts:
@@ -200,7 +214,7 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}") from None
     reader = _Reader(text, where)
-    reader.known(data, "", {"identity", "cache", "accounts", "certificates", "outbox"})
+    reader.known(data, "", {"identity", "cache", "accounts", "certificates", "outbox", "reader"})
     identity = reader.identity(data.get("identity", {}))
     cache = reader.cache(data.get("cache", {}))
     raw_accounts = data.get("accounts", [])
@@ -215,7 +229,7 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     outbox = reader.outbox(data.get("outbox", {}), names)
     return Config(
         source=path, identity=identity, cache=cache, accounts=accounts, certificates=certificates,
-        outbox=outbox,
+        outbox=outbox, reader=reader.reader(data.get("reader", {})),
     )  # fmt: skip
 
 
@@ -456,6 +470,21 @@ class _Reader:
             directory_account=directory_account,
             imap=self.boolean(table, s, "imap", True),
             **hours,
+        )
+
+    def reader(self, table: Any) -> ReaderConfig:
+        s = "reader"
+        if not isinstance(table, dict):
+            raise self.error(s, "", "must be a table: [reader]")
+        self.known(table, s, {"enabled", "port", "idle_minutes", "mark_seen_on_server"})
+        idle = table.get("idle_minutes", ReaderConfig.idle_minutes)
+        if not isinstance(idle, int) or isinstance(idle, bool) or not 1 <= idle <= 24 * 60:
+            raise self.error(s, "idle_minutes", "must be a number of minutes from 1 to 1440")
+        return ReaderConfig(
+            enabled=self.boolean(table, s, "enabled", True),
+            port=self.port(table, s, "port", ReaderConfig.port),
+            idle_minutes=idle,
+            mark_seen_on_server=self.boolean(table, s, "mark_seen_on_server", False),
         )
 
     def account(self, table: Any, index: int) -> AccountConfig:

@@ -87,7 +87,8 @@ IDLE_RENEW_SECONDS = 25 * 60  # servers may drop an IDLE after 29 minutes (RFC 2
 POLL_SECONDS = 60.0  # NOOP polling interval where IDLE is missing
 FULL_PASS_SECONDS = 15 * 60  # a full pass of every account now and then, whatever IDLE says
 OUTBOX_SECONDS = 60.0  # how often the outbox is looked at between full passes
-# The name under which the local outbox directory's watcher posts to the change queue (no IMAP
+# The name under which the local outbox directory's watcher (and the reader's Send) posts to the
+# change queue: "an outbox of this account has work" (no IMAP
 # folder can be called this: it holds a NUL).
 LOCAL_OUTBOX = "\0local outbox"
 BACKOFF_BASE_SECONDS = 1.0

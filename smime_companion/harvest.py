@@ -329,3 +329,40 @@ def _preferred_certificate(signer: SignerReport) -> x509.Certificate | None:
             if ski.digest.hex() == preference[1]:
                 return cert
     return None
+
+
+IMPORT_SOURCE = "import"
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except (x509.ExtensionNotFound, ValueError):
+        return False
+
+
+def import_sightings(
+    certificates: Sequence[x509.Certificate],
+    intermediates: Sequence[x509.Certificate],
+    anchors: Sequence[x509.Certificate],
+    at: datetime,
+) -> list[Sighting]:
+    """What importing ``certificates`` (a file's, PEM or DER) records: one sighting per email
+    certificate among them, anchored when it chains to one of ``anchors`` through the file's
+    other certificates and the store's ``intermediates``; CA certificates only help the chains.
+    Empty when the file holds no email certificate."""
+    leaves = [c for c in certificates if not _is_ca(c) and email_addresses(c)]
+    pool = [*certificates, *intermediates]
+    sightings = []
+    for cert in leaves:
+        chain = chain_to_anchor(cert, pool, anchors)
+        sightings.append(
+            Sighting(
+                certificate=cert,
+                source=IMPORT_SOURCE,
+                at=at,
+                anchored=chain is not None,
+                chain=chain[1:] if chain else (),
+            )
+        )
+    return sightings

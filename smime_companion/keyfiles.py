@@ -31,7 +31,12 @@ def _read(path: Path, what: str) -> bytes:
 
 def load_certificates(path: Path) -> list[x509.Certificate]:
     """Every certificate in a PEM file (one or more) or a single DER certificate."""
-    data = _read(path, "certificate file")
+    return certificates_from_bytes(_read(path, "certificate file"), str(path))
+
+
+def certificates_from_bytes(data: bytes, name: str) -> list[x509.Certificate]:
+    """Every certificate in PEM ``data`` (one or more) or a single DER certificate; ``name``
+    says where it came from in the error. Raises :class:`KeyLoadError`."""
     try:
         if b"-----BEGIN" in data:
             certificates = [load_certificate(der) for der in _pem_certificates(data)]
@@ -40,7 +45,7 @@ def load_certificates(path: Path) -> list[x509.Certificate]:
             return certificates
         return [load_certificate(data)]
     except ValueError:
-        raise KeyLoadError(f"{path}: not a PEM or DER certificate") from None
+        raise KeyLoadError(f"{name}: not a PEM or DER certificate") from None
 
 
 _PEM_CERTIFICATE = re.compile(

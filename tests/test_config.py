@@ -141,3 +141,22 @@ def test_a_failing_secret_command_does_not_echo_its_output() -> None:
         resolve(config.account("work").password)
     assert "leaked" not in str(info.value).split("command")[0]
     assert "exit 1" in str(info.value)
+
+
+def test_the_reader_is_served_on_port_8765_with_a_30_minute_idle_limit_and_local_read_state() -> (
+    None
+):
+    reader = parse_config(MINIMAL).reader
+    assert (reader.enabled, reader.port, reader.idle_minutes) == (True, 8765, 30)
+    assert reader.mark_seen_on_server is False
+    changed = parse_config(
+        MINIMAL + "[reader]\nport = 9000\nidle_minutes = 5\nmark_seen_on_server = true\n"
+        "enabled = false\n"
+    ).reader
+    assert (changed.enabled, changed.port, changed.idle_minutes) == (False, 9000, 5)
+    assert changed.mark_seen_on_server is True
+    assert "reader.port: must be a port number" in _error(MINIMAL + "[reader]\nport = 0\n")
+    assert "reader.idle_minutes: must be a number of minutes from 1 to 1440" in _error(
+        MINIMAL + "[reader]\nidle_minutes = 0\n"
+    )
+    assert "reader.listen: unknown key" in _error(MINIMAL + '[reader]\nlisten = "0.0.0.0"\n')

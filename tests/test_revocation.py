@@ -83,6 +83,15 @@ def _index_line(cert: x509.Certificate, revoked: dt.datetime | None) -> str:
     return f"{status}\t{expires}\t{when}\t{cert.serial_number:X}\tunknown\t{subject}\n"
 
 
+@pytest.fixture(scope="session")
+def now() -> dt.datetime:
+    """The time these checks are made at: taken when this module starts, not when the session
+    did. The responders answer with the real clock, and a response dated more than the allowed
+    skew (5 minutes) after the check time is refused as "in the future": with the session's
+    time, every check failed once the suite before this module took longer than that."""
+    return dt.datetime.now(dt.UTC)
+
+
 @pytest.fixture(scope="module")
 def at() -> dt.datetime:
     """This module's time: the clock when its first test starts. The OCSP responder stamps its

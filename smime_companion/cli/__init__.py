@@ -22,6 +22,7 @@ from smime_companion.cli import (
     init_cmd,
     open_cmd,
     outbox_cmds,
+    reader_cmds,
     seal_cmd,
 )
 from smime_companion.errors import SmimeCompanionError, UsageError
@@ -33,7 +34,9 @@ EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 
 # Each subcommand module has ``register(subparsers)`` that adds its parser and sets ``func``.
-SUBCOMMANDS = (init_cmd, open_cmd, seal_cmd, cache_cmds, daemon_cmds, certs_cmds, outbox_cmds)
+SUBCOMMANDS = (
+    init_cmd, open_cmd, seal_cmd, cache_cmds, daemon_cmds, certs_cmds, outbox_cmds, reader_cmds,
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

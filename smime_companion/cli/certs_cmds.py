@@ -19,27 +19,25 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from smime_companion import keyfiles, runtime
 from smime_companion.cli.common import add_config_flag, add_json_flag, config_from_args
 from smime_companion.cli.common import write_output as _write_output
 from smime_companion.config import Config
-from smime_companion.core.certs import email_addresses, fingerprint_sha256
+from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.model import Identity
 from smime_companion.core.selection import (
     CertRecord,
     NoCertificate,
-    chain_to_anchor,
     effective_trust,
 )
 from smime_companion.errors import KeyLoadError, SecretUnavailable, UsageError
-from smime_companion.store.certstore import CertStore, Sighting, StoredIdentity, expiry_warnings
+from smime_companion.harvest import import_sightings
+from smime_companion.store.certstore import CertStore, StoredIdentity, expiry_warnings
 
 EXIT_OK = 0
 EXIT_NOT_GOOD = 1
-IMPORT_SOURCE = "import"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -244,37 +242,17 @@ def run_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except (x509.ExtensionNotFound, ValueError):
-        return False
-
-
 def run_import(args: argparse.Namespace) -> int:
     """``certs import FILE``: record the file's email certificates (anchored or untrusted)."""
     config = config_from_args(args)
     certs = keyfiles.load_certificates(args.file)  # KeyLoadError: not a certificate file
-    leaves = [c for c in certs if not _is_ca(c) and email_addresses(c)]
-    if not leaves:
-        raise UsageError(f"{args.file}: holds no email certificate (no address in any of them)")
     anchors = runtime.load_anchors(config.identity)
     now = _now()
     with _open(config) as store:
-        pool = [*certs, *store.intermediates()]
         # Decide everything first; then write (each record is one transaction).
-        sightings = []
-        for cert in leaves:
-            chain = chain_to_anchor(cert, pool, anchors)
-            sightings.append(
-                Sighting(
-                    certificate=cert,
-                    source=IMPORT_SOURCE,
-                    at=now,
-                    anchored=chain is not None,
-                    chain=chain[1:] if chain else (),
-                )
-            )
+        sightings = import_sightings(certs, store.intermediates(), anchors, now)
+        if not sightings:
+            raise UsageError(f"{args.file}: holds no email certificate (no address in any of them)")
         for sighting in sightings:
             for record in store.record(sighting):
                 print(_line(record, now))

@@ -23,6 +23,7 @@ from smime_companion.config import AccountConfig, Config
 from smime_companion.core.model import Identity
 from smime_companion.core.selection import Trust, chain_to_anchor
 from smime_companion.daemon import (
+    LOCAL_OUTBOX,
     AccountResult,
     Daemon,
     DaemonLock,
@@ -33,6 +34,7 @@ from smime_companion.daemon import (
 from smime_companion.errors import SmimeCompanionError, UsageError
 from smime_companion.imap.client import Mailbox, connect
 from smime_companion.imap.sync import Stopped
+from smime_companion.reader.server import ReaderServer
 
 log = logging.getLogger(__name__)
 
@@ -255,11 +257,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         daemon = build_daemon(config, _terminal_progress())
         if args.once:
             return _one_pass(daemon, None, None, json_out=False)
-        return _run_forever(daemon, args)
+        return _run_forever(daemon, config, args)
 
 
-def _run_forever(daemon: Daemon, args: argparse.Namespace) -> int:
-    """Run ``daemon`` until SIGTERM or Ctrl-C (SIGHUP reloads the config); returns 0."""
+def _run_forever(daemon: Daemon, config: Config, args: argparse.Namespace) -> int:
+    """Run ``daemon`` and, beside it, the reader until SIGTERM or Ctrl-C (SIGHUP reloads the
+    config); returns 0."""
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         daemon.stop.set()
@@ -269,13 +272,40 @@ def _run_forever(daemon: Daemon, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_hup)
+    reader = _start_reader(config, daemon)
     try:
         daemon.run(reload_config=lambda: config_from_args(args))
     except KeyboardInterrupt:
         daemon.stop.set()
     finally:
+        if reader is not None:
+            reader.stop()
         daemon.shutdown()
     return EXIT_OK
+
+
+def _start_reader(config: Config, daemon: Daemon) -> ReaderServer | None:
+    """Serve the reader beside the daemon (``[reader] enabled``); what it queues wakes the
+    daemon's outbox at once. A reader that cannot start (its port taken) is logged: the daemon
+    runs on without it."""
+    if not config.reader.enabled:
+        return None
+    context = runtime.reader_context(
+        config,
+        runtime.cache_key(config),
+        kick_outbox=lambda account: daemon.changes.put((account, LOCAL_OUTBOX)),
+        daemon_status=lambda: read_status_file(config.cache.path),
+    )
+    server = ReaderServer(context, config.reader.port)
+    try:
+        server.start()
+    except SmimeCompanionError as exc:
+        logging.getLogger(__name__).error("reader: %s", exc)
+        return None
+    logging.getLogger(__name__).info(
+        "reader on %s: run 'smime-companion reader' to sign in", server.url
+    )
+    return server
 
 
 def cmd_sync(args: argparse.Namespace) -> int:

@@ -54,6 +54,7 @@ class Part:
     is_attachment: bool
     data: bytes
     charset: str | None = None
+    content_id: str | None = None  # without angle brackets, as a cid: URL names it
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,11 @@ def _walk(entity: Entity, depth: int, counter: list[int]) -> Iterator[Part]:
         or bool(filename)
         or ctype.mime_type not in ("text/plain", "text/html")
     )
-    yield Part(counter[0], ctype.mime_type, filename, is_attachment, data, ctype.param("charset"))
+    content_id = (entity.get("Content-ID") or "").strip().strip("<>").strip() or None
+    yield Part(
+        counter[0], ctype.mime_type, filename, is_attachment, data, ctype.param("charset"),
+        content_id,
+    )  # fmt: skip
 
 
 def _disposition_is_attachment(entity: Entity) -> bool:
@@ -175,9 +180,14 @@ def _param(value: str, name: str) -> str | None:
     return decode_header_text(found) if found else None
 
 
+def decoded_text(part: Part) -> str:
+    """The part's bytes decoded with its charset (UTF-8 when unknown), HTML left as it is."""
+    return _decode_charset(part.data, part.charset)
+
+
 def part_text(part: Part) -> str:
     """The text of a text part: decoded with its charset, HTML converted to plain text."""
-    text = _decode_charset(part.data, part.charset)
+    text = decoded_text(part)
     if part.mime_type == "text/html":
         return html_to_text(text)
     return text
@@ -310,6 +320,7 @@ __all__ = [
     "MessageText",
     "Part",
     "decode_header_text",
+    "decoded_text",
     "export_message",
     "extract_text",
     "get_part",

@@ -268,6 +268,20 @@ class ImapOutbox:
             return None
         return folder, uid
 
+    # -- the reader's read state ------------------------------------------------------------------
+
+    def mark_seen(self, folder: str, uidvalidity: int, uid: int) -> bool:
+        """Set ``\\Seen`` on message ``uid`` of ``folder`` (for the reader, only with
+        ``mark_seen_on_server``); False when the folder's UIDVALIDITY is no longer
+        ``uidvalidity`` (the UID names another message now). Never creates the folder."""
+        self._selected = None
+        data = self._call(f"SELECT {folder!r}", lambda imap: imap.select_folder(folder))
+        if int(data[b"UIDVALIDITY"]) != uidvalidity:
+            return False
+        self._selected = (folder, uidvalidity)
+        self._call("STORE +FLAGS \\Seen", lambda imap: imap.add_flags([uid], [b"\\Seen"]))
+        return True
+
     # -- OutboxSource ----------------------------------------------------------------------------
 
     def drafts(self) -> list[DraftRef]:

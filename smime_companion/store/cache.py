@@ -113,6 +113,17 @@ class MessageSummary:
 
 
 @dataclass(frozen=True)
+class FolderCount:
+    """How many messages a folder holds in the cache, and how many of them are unread (neither
+    seen on the server nor read in the reader)."""
+
+    account: str
+    folder: str
+    messages: int
+    unread: int
+
+
+@dataclass(frozen=True)
 class StoredAttachment:
     """An attachment row: part number, name, type, size, SHA-256 and its scan verdict."""
 
@@ -356,7 +367,31 @@ def _migration_2(conn: apsw.Connection) -> None:
         _index_text(conn, int(key), str(sender), recipients, str(subject), body, filenames)
 
 
-MIGRATIONS: list[db.Migration] = [_migration_1, _migration_2]
+def _migration_3(conn: apsw.Connection) -> None:
+    # The reader's own read state (the server's \Seen stays untouched unless the user asks); an
+    # index of the messages not seen on the server, so unread counts need not read each row (a
+    # row's flags sit after its raw message, in overflow pages); and one of each folder in
+    # newest-first order. Building them reads every row once (about a second at 100,000
+    # messages of the search bench).
+    conn.execute(
+        """
+        CREATE TABLE local_state (
+            message INTEGER PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
+            read INTEGER NOT NULL
+        );
+        CREATE INDEX messages_unseen ON messages (account, folder)
+            WHERE instr(flags, ' \\Seen ') = 0;
+        -- A folder's messages newest first: its listing stops after a page instead of sorting
+        -- the whole folder (the unique index has the folder, not the order).
+        CREATE INDEX messages_by_folder ON messages (account, folder, sort_key);
+        """
+    )
+
+
+MIGRATIONS: list[db.Migration] = [_migration_1, _migration_2, _migration_3]
+
+# Server-side "not seen", exactly as the partial index messages_unseen is declared.
+_NOT_SEEN = "instr(m.flags, ' \\Seen ') = 0"
 
 _SUMMARY_COLUMNS = (
     "m.id, m.account, m.folder, m.uidvalidity, m.uid, m.date, m.arrived, m.sender, m.recipients, "
@@ -796,6 +831,103 @@ class Cache(db.Handle):
         if row is None:
             raise UsageError(f"no message with id {message_id} in the cache")
         return row[0]
+
+    # -- the reader's read state -----------------------------------------------------------------
+
+    @db.guarded("record the read state")
+    def set_read(self, message_id: int, read: bool) -> None:
+        """Mark message ``message_id`` read (or unread again) in this cache only; the server's
+        flags are not touched. No-op for an unknown id."""
+        self._conn.execute(
+            "INSERT INTO local_state (message, read) SELECT id, ? FROM messages WHERE id = ? "
+            "ON CONFLICT (message) DO UPDATE SET read = excluded.read",
+            (int(read), message_id),
+        )
+
+    @db.guarded("read the read state")
+    def unread_among(self, summaries: Sequence[MessageSummary]) -> set[int]:
+        """The ids of ``summaries`` that are unread: not ``\\Seen`` on the server and not read
+        here (a message read here and marked unread again is unread)."""
+        ids = [s.id for s in summaries]
+        local: dict[int, bool] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            local.update(
+                (int(r[0]), bool(r[1]))
+                for r in self._conn.execute(
+                    f"SELECT message, read FROM local_state WHERE message IN "
+                    f"({', '.join('?' * len(chunk))})",
+                    chunk,
+                )
+            )
+        return {
+            s.id
+            for s in summaries
+            if (not local[s.id] if s.id in local else "\\Seen" not in s.flags)
+        }
+
+    @db.guarded("read the cache")
+    def warnings_of(self, message_ids: Sequence[int]) -> dict[int, list[str]]:
+        """The ``open`` warnings (e.g. ``partially-encrypted``) of each message that has any."""
+        out: dict[int, list[str]] = {}
+        ids = list(message_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            for message_id, warnings in self._conn.execute(
+                "SELECT id, json_extract(report, '$.warnings') FROM messages WHERE id IN "
+                f"({', '.join('?' * len(chunk))})",
+                chunk,
+            ):
+                found = json.loads(warnings) if warnings else []
+                if found:
+                    out[int(message_id)] = [str(w) for w in found]
+        return out
+
+    @db.guarded("read the cache")
+    def folder_neighbours(self, message_id: int) -> tuple[int | None, int | None]:
+        """The ids of the messages just newer and just older than ``message_id`` in its folder
+        (None at either end). Raises :class:`UsageError` for an unknown id."""
+        row = self._conn.execute(
+            "SELECT account, folder, sort_key FROM messages WHERE id = ?", (message_id,)
+        ).fetchone()
+        if row is None:
+            raise UsageError(f"no message with id {message_id} in the cache")
+        found = []
+        for compare, order in ((">", "ASC"), ("<", "DESC")):
+            near = self._conn.execute(
+                f"SELECT id FROM messages WHERE account = ? AND folder = ? AND sort_key {compare} ?"
+                f" ORDER BY sort_key {order} LIMIT 1",
+                tuple(row),
+            ).fetchone()
+            found.append(int(near[0]) if near else None)
+        return found[0], found[1]
+
+    @db.guarded("count the folders")
+    def folder_counts(self) -> list[FolderCount]:
+        """Every cached folder with its message and unread counts, by account and folder."""
+        totals = {
+            (str(a), str(f)): int(n)
+            for a, f, n in self._conn.execute(
+                "SELECT account, folder, count(*) FROM messages GROUP BY account, folder"
+            )
+        }
+        unread: dict[tuple[str, str], int] = {}
+        # Not seen on the server and not read here, plus seen there but marked unread here.
+        for a, f, n in self._conn.execute(
+            f"SELECT m.account, m.folder, count(*) FROM messages m WHERE {_NOT_SEEN} AND NOT "
+            "EXISTS (SELECT 1 FROM local_state s WHERE s.message = m.id AND s.read = 1) "
+            "GROUP BY m.account, m.folder"
+        ):
+            unread[(str(a), str(f))] = int(n)
+        # CROSS JOIN keeps local_state (small) as the outer loop: the planner otherwise walked
+        # every message, reading each one's flags from its overflow pages.
+        for a, f, n in self._conn.execute(
+            "SELECT m.account, m.folder, count(*) FROM local_state s CROSS JOIN messages m "
+            f"ON m.id = s.message WHERE s.read = 0 AND NOT ({_NOT_SEEN}) "
+            "GROUP BY m.account, m.folder"
+        ):
+            unread[(str(a), str(f))] = unread.get((str(a), str(f)), 0) + int(n)
+        return [FolderCount(a, f, n, unread.get((a, f), 0)) for (a, f), n in sorted(totals.items())]
 
     # -- search ----------------------------------------------------------------------------------
 

@@ -16,7 +16,10 @@
 6. A draft from Bob to Alice in Bob's ``SMIME Outbox`` (the default folder the first pass made);
    ``run --once`` seals and submits it, and ``smime-companion open`` as Alice opens what the SMTP
    sink received, with a valid signature.
-7. Both servers stopped (also on an error or Ctrl-C), and where everything is.
+7. Both servers stopped (also on an error or Ctrl-C).
+8. The reader on the demo's cache (``smime-companion reader --no-browser``): its one-time
+   sign-in address printed. On a terminal it serves until Ctrl-C; otherwise (a script, a test)
+   it is stopped at once. Then where everything is.
 
 Every command is shown as it runs, from DIR (so its paths are short), and its result checked; the
 exit code is 0 only if every check passed. The servers need root (Dovecot switches users): run by
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import http.client
 import os
 import shlex
 import shutil
@@ -45,7 +49,7 @@ from types import FrameType
 from smime_companion.errors import SmimeCompanionError, UsageError
 from smime_companion.imap.outbox_source import DEFAULT_OUTBOX_FOLDER
 from smime_companion.logs import route_library_warnings
-from smime_companion.testing.dovecot import Dovecot, missing_requirement
+from smime_companion.testing.dovecot import Dovecot, free_port, missing_requirement
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki, make_test_pki
 from smime_companion.testing.smtp_sink import SmtpSink
 
@@ -260,6 +264,9 @@ smtp_host = "localhost"
 smtp_port = {smtp_port}
 smtp_tls = "starttls"
 smtp_password_env = "DEMO_SMTP_PASSWORD"
+
+[reader]
+port = {free_port()}              # the web reader, on 127.0.0.1 and ::1 only
 """
     )
     return path
@@ -443,6 +450,61 @@ def _mail_part(demo: Demo, pki: TestPki, dovecot: Dovecot, sink: SmtpSink, ca_fi
     )
 
 
+def _reader_part(demo: Demo) -> None:
+    """Step 8: the reader on the demo's cache, served by ``smime-companion reader`` in the
+    foreground; its sign-in address printed. On a terminal it serves until Ctrl-C."""
+    demo.heading("The reader: your mail in the browser, on this machine only")
+    argv = [sys.executable, "-m", "smime_companion", "reader", "--no-browser",
+            "--config", "config.toml"]  # fmt: skip
+    print("   $ smime-companion reader --no-browser --config config.toml", flush=True)
+    proc = subprocess.Popen(
+        argv, cwd=demo.out, env=demo.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        if not demo.check(url.startswith("http://127.0.0.1:"), "the reader prints its sign-in URL"):
+            return
+        print(f"   Sign in: {url}", flush=True)
+        port = int(url.split(":")[2].split("/")[0])
+        demo.check(
+            _http_status(port, "/mail") == 401,
+            "the reader answers on loopback, and shows nothing without signing in",
+        )
+        demo.say(
+            "Open the address in a browser on this machine within two minutes: the list, the "
+            "verdicts, search, replies (sealed, sent through the outbox). A new link any time: "
+            "smime-companion reader --config config.toml"
+        )
+        if sys.stdin.isatty():
+            print("   The reader runs until you press Ctrl-C.", flush=True)
+            try:
+                proc.wait()
+            except KeyboardInterrupt:
+                pass
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        print("   the reader is stopped", flush=True)
+
+
+def _http_status(port: int, path: str) -> int:
+    """The status of GET ``path`` on the loopback reader (0 when it does not answer)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers={"Host": f"127.0.0.1:{port}"})
+        return conn.getresponse().status
+    except OSError:
+        return 0
+    finally:
+        conn.close()
+
+
 @contextmanager
 def _stop_on_signals() -> Iterator[None]:
     """Turn SIGTERM and SIGHUP into KeyboardInterrupt (as Ctrl-C is), so that the servers are
@@ -494,6 +556,7 @@ def _summary(demo: Demo) -> None:
     command = Path(sys.executable).parent / "smime-companion"
     shown = shlex.quote(str(command)) if command.exists() else "smime-companion"
     print(f"     {shown} search --config config.toml is:encrypted")
+    print(f"     {shown} reader --config config.toml      # your mail in the browser")
 
 
 def run_demo(out: Path) -> int:
@@ -514,6 +577,8 @@ def run_demo(out: Path) -> int:
                 print(f"\nThe server part of the demo is skipped: {reason}.")
                 return 1
             _servers_part(demo, pki)
+            if (demo.out / "config.toml").exists():
+                _reader_part(demo)
     except KeyboardInterrupt:
         print("\ndemo interrupted; the servers are stopped", file=sys.stderr)
         return 130
