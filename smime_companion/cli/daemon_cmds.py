@@ -21,6 +21,7 @@ from smime_companion import runtime
 from smime_companion.cli.common import add_config_flag, add_json_flag, config_from_args
 from smime_companion.config import Config
 from smime_companion.core.model import Identity
+from smime_companion.core.printable import for_terminal
 from smime_companion.daemon import (
     AccountResult,
     Daemon,
@@ -162,7 +163,8 @@ def _terminal_progress() -> Callable[[str, str, int, int], None] | None:
         filled = width * done // max(total, 1)
         bar = "#" * filled + "-" * (width - filled)
         end = "\n" if done >= total else ""
-        print(f"\r{account}/{folder} [{bar}] {done}/{total}", end=end, file=sys.stderr, flush=True)
+        where = for_terminal(f"{account}/{folder}")
+        print(f"\r{where} [{bar}] {done}/{total}", end=end, file=sys.stderr, flush=True)
 
     return show
 
@@ -283,7 +285,7 @@ def _one_pass(
         print(json.dumps(_results_json(results), indent=1))
     else:
         for line in _summaries(results):
-            print(line)
+            print(for_terminal(line))
     failed = any(r.error or r.outbox_error for r in results)
     return EXIT_NOT_GOOD if failed else EXIT_OK
 
@@ -349,12 +351,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     )
     for account_out in accounts:
         error = f"  error: {account_out['error']}" if account_out["error"] else ""
-        print(f"{account_out['account']} ({account_out['host']}){error}")
+        print(for_terminal(f"{account_out['account']} ({account_out['host']}){error}"))
         for f in account_out["folders"]:
+            # Folder names and errors come from the server: one escaped line each.
             print(
-                f"  {f['folder']}: {f['cached']} cached, last sync {f['last_sync'] or 'never'}"
-                + (f", watcher {f['idle']}" if f["idle"] else "")
-                + (f", error: {f['error']}" if f["error"] else "")
+                "  "
+                + for_terminal(
+                    f"{f['folder']}: {f['cached']} cached, last sync {f['last_sync'] or 'never'}"
+                    + (f", watcher {f['idle']}" if f["idle"] else "")
+                    + (f", error: {f['error']}" if f["error"] else "")
+                )
             )
     return EXIT_OK
 
@@ -367,14 +373,14 @@ class _Checks:
         self.failed = False
 
     def ok(self, what: str) -> None:
-        print(f"ok    {what}")
+        print(f"ok    {for_terminal(what)}")
 
     def warn(self, what: str) -> None:
-        print(f"warn  {what}")
+        print(f"warn  {for_terminal(what)}")
 
     def fail(self, what: str) -> None:
         self.failed = True
-        print(f"FAIL  {what}")
+        print(f"FAIL  {for_terminal(what)}")
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
