@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import resource
 import signal
 import socket
 import sys
@@ -231,8 +232,21 @@ def _results_json(results: list[AccountResult]) -> list[dict[str, Any]]:
 # -- run / sync ----------------------------------------------------------------------------------
 
 
+def forbid_core_dumps() -> bool:
+    """Set this process's core-file limit to 0 (inherited by the opening workers): a crash
+    must never write the private keys and decrypted mail it holds to disk. Returns whether it
+    took; a sandbox that forbids setrlimit (the systemd unit, which sets LimitCORE=0 itself)
+    is not an error."""
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """``run``: the daemon in the foreground (or one pass with ``--once``)."""
+    forbid_core_dumps()
     logging.getLogger().setLevel(logging.INFO if not args.verbose else logging.DEBUG)
     # imapclient traces every protocol line at DEBUG, message bodies included (a draft's
     # plaintext, fetched for sealing): -v must never put mail into the log, so that trace stays off.
@@ -264,6 +278,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     """``sync``: one pass, optionally limited to an account or a folder."""
     if args.folder and not args.account:
         raise UsageError("--folder needs --account")
+    forbid_core_dumps()
     config = config_from_args(args)
     if args.account:
         config.account(args.account)  # unknown account: one line now, before anything opens
