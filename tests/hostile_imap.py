@@ -33,6 +33,7 @@ class Message:
     body: bytes
     announced: int | None = None  # RFC822.SIZE (default: the body's length)
     sent: int | None = None  # the literal's size when it lies (padding follows the body)
+    internaldate: str = "01-Jan-2000 00:00:00 +0000"  # whatever the server claims
 
 
 @dataclass
@@ -172,7 +173,7 @@ class HostileImap:
         size = message.announced if message.announced is not None else len(message.body)
         return (
             f"* {seq} FETCH (UID {message.uid} RFC822.SIZE {size} FLAGS () "
-            f'INTERNALDATE "01-Jan-2000 00:00:00 +0000")\r\n'
+            f'INTERNALDATE "{message.internaldate}")\r\n'
         ).encode()
 
     def _stream(self, sock: socket.socket, start: bytes, size: int) -> None:
