@@ -161,3 +161,32 @@ def test_a_uidvalidity_outside_its_range_is_one_clear_error(
         with pytest.raises(ImapError, match="invalid UIDVALIDITY") as raised:
             _pass(server, cache, opener)
     assert "\n" not in str(raised.value)
+
+
+@pytest.mark.timeout(90)
+def test_a_real_dovecot_slowed_to_a_byte_at_a_time_is_cut_off_at_the_time_limit(
+    pki: TestPki, cache: Cache, opener: Opener
+) -> None:
+    from tests.dovecot import PASSWORD as DOVECOT_PASSWORD
+    from tests.dovecot import running_dovecot
+    from tests.trickle_proxy import TrickleProxy
+
+    for dovecot in running_dovecot():
+        dovecot.deliver("alice", encrypted_mail(pki, "slowly"))
+        with TrickleProxy(("127.0.0.1", dovecot.port), b"BODY.PEEK[]", 0.3) as proxy:
+            spec = ServerSpec(
+                "127.0.0.1", proxy.port, "alice", lambda: DOVECOT_PASSWORD, tls="plain",
+                name="work", timeout=10, command_time_limit=2.0,
+            )  # fmt: skip
+            box = connect(spec)
+            started = time.monotonic()
+            try:
+                with pytest.raises(ImapError, match="time limit"):
+                    sync_folder(
+                        box, cache, account="work", folder="INBOX", opener=opener,
+                        now=lambda: dt.datetime.now(dt.UTC),
+                    )  # fmt: skip
+            finally:
+                box.close()
+            assert time.monotonic() - started < 10
+            assert proxy.trickled > 0  # the answer really was being trickled
