@@ -41,7 +41,7 @@ class Behaviour:
     uidvalidity: int = 7
     extra_search_uids: tuple[int, ...] = ()  # UIDs SEARCH names that no message has
     unsolicited_fetch_uids: tuple[int, ...] = ()  # FETCH responses for UIDs nobody asked for
-    trickle: str | None = None  # "FETCH-BODY": that answer one byte per trickle_interval
+    trickle: str | None = None  # "FETCH-BODY", "SEARCH": that answer a byte per trickle_interval
     trickle_interval: float = 1.0
     flood: str | None = None  # "FETCH-BODY" or "SEARCH": endless untagged lines instead
     uidnext: int | None = None
@@ -112,14 +112,22 @@ class HostileImap:
                     f"* OK [UIDVALIDITY {b.uidvalidity}] ok\r\n* OK [UIDNEXT {uidnext}] ok\r\n"
                     "* FLAGS (\\Seen)\r\n".encode()
                     + tag
-                    + b" OK [READ-ONLY] done\r\n"
+                    + (
+                        b" OK [READ-ONLY] done\r\n"
+                        if word == "EXAMINE"
+                        else b" OK [READ-WRITE] done\r\n"
+                    )
                 )
             elif word == "UID SEARCH":
                 if self.behaviour.flood == "SEARCH":
                     self._flood(sock)
                     return
                 uids = [m.uid for m in self.messages] + list(self.behaviour.extra_search_uids)
-                sock.sendall(b"* SEARCH " + " ".join(map(str, uids)).encode() + b"\r\n" + done)
+                answer = b"* SEARCH " + " ".join(map(str, uids)).encode() + b"\r\n" + done
+                if self.behaviour.trickle == "SEARCH":
+                    self._trickle(sock, answer)
+                    return
+                sock.sendall(answer)
             elif word == "UID FETCH":
                 if not self._fetch(sock, tag, command):
                     return

@@ -190,3 +190,22 @@ def test_a_real_dovecot_slowed_to_a_byte_at_a_time_is_cut_off_at_the_time_limit(
                 box.close()
             assert time.monotonic() - started < 10
             assert proxy.trickled > 0  # the answer really was being trickled
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("behaviour", ["flood", "trickle"])
+def test_the_outbox_connection_has_the_same_bounds(behaviour: str) -> None:
+    from smime_companion.imap.outbox_source import ImapOutbox
+
+    misbehaving = (
+        Behaviour(flood="SEARCH")
+        if behaviour == "flood"
+        else Behaviour(trickle="SEARCH", trickle_interval=0.3)
+    )
+    with hostile_imap([], misbehaving) as server:
+        outbox = ImapOutbox(_spec(server, limit=2.0), "INBOX", "Sent")
+        started = time.monotonic()
+        with pytest.raises(ImapError, match="lines|time limit"):
+            outbox.drafts()
+        outbox.close()
+    assert time.monotonic() - started < 10

@@ -26,7 +26,17 @@ from imapclient import IMAPClient
 from imapclient import exceptions as imap_exceptions
 
 from smime_companion.errors import ImapError
-from smime_companion.imap.client import ServerSpec, open_session, reason, shutdown
+from smime_companion.imap.client import (
+    MAX_ANSWER_BYTES,
+    MAX_LINES_PER_COMMAND,
+    MAX_LITERAL,
+    UID_MAX,
+    CommandGuard,
+    ServerSpec,
+    open_session,
+    reason,
+    shutdown,
+)
 from smime_companion.outbox.protocols import DraftRef, Place
 
 log = logging.getLogger(__name__)
@@ -46,6 +56,7 @@ class ImapOutbox:
         self.outbox_folder = outbox_folder
         self.sent_folder = sent_folder
         self._imap: IMAPClient | None = None
+        self._guard: CommandGuard | None = None
         self._delimiter = "/"
         self._selected: tuple[str, int] | None = None
 
@@ -56,8 +67,13 @@ class ImapOutbox:
             return self._imap
         imap = open_session(self.spec)
         self._imap = imap
+        # The same bounds as the sync's connection: a time limit per command, capped answers.
+        self._guard = CommandGuard(imap._imap)
         try:
-            listed = imap.list_folders("", "")
+            with self._guard.limits(
+                self.spec.command_time_limit, MAX_ANSWER_BYTES, MAX_LINES_PER_COMMAND
+            ):
+                listed = imap.list_folders("", "")
             if listed and listed[0][1]:
                 self._delimiter = _text(listed[0][1])
         except (OSError, imaplib.IMAP4.error, imap_exceptions.IMAPClientError):
@@ -67,11 +83,18 @@ class ImapOutbox:
     def close(self) -> None:
         """Log out (never raises)."""
         imap, self._imap, self._selected = self._imap, None, None
+        guard, self._guard = self._guard, None
         if imap is not None:
             try:
-                imap.logout()
+                if guard is not None:
+                    with guard.limits(min(self.spec.command_time_limit, 30.0), 1 << 20, 1000):
+                        imap.logout()
+                else:
+                    imap.logout()
             except Exception:  # closing a broken connection: nothing more to do
                 shutdown(imap)
+        if guard is not None:
+            guard.close()
 
     def __enter__(self) -> ImapOutbox:
         return self
@@ -79,15 +102,23 @@ class ImapOutbox:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, step: str, func: Callable[[], Any]) -> Any:
+    def _call(self, step: str, func: Callable[[], Any], max_bytes: int = MAX_ANSWER_BYTES) -> Any:
+        guard = self._guard
         try:
-            return func()
+            if guard is None:
+                return func()
+            if self._imap is not None:
+                self._imap._imap.untagged_responses.clear()  # see ImapMailbox._call
+            guard.expired = False
+            with guard.limits(self.spec.command_time_limit, max_bytes, MAX_LINES_PER_COMMAND):
+                return func()
         except ImapError:
             raise
         except (OSError, imaplib.IMAP4.error, imap_exceptions.IMAPClientError, EOFError) as exc:
+            why = guard.time_limit_text() if guard is not None and guard.expired else reason(exc)
             # The connection may be unusable now: the next call reconnects.
             self.close()
-            raise ImapError(f"{self.spec.label}: {step} failed: {reason(exc)}") from None
+            raise ImapError(f"{self.spec.label}: {step} failed: {why}") from None
 
     # -- folders ---------------------------------------------------------------------------------
 
@@ -115,7 +146,12 @@ class ImapOutbox:
             return self._selected[1]
         self._ensure(folder)
         data = self._call(f"SELECT {folder!r}", lambda: imap.select_folder(folder))
-        uidvalidity = int(data[b"UIDVALIDITY"])
+        try:
+            uidvalidity = int(data[b"UIDVALIDITY"])
+        except (KeyError, TypeError, ValueError):
+            uidvalidity = 0
+        if not 1 <= uidvalidity <= UID_MAX:
+            raise ImapError(f"{self.spec.label}: SELECT {folder!r} gave no valid UIDVALIDITY")
         self._selected = (folder, uidvalidity)
         return uidvalidity
 
@@ -135,7 +171,8 @@ class ImapOutbox:
         self._selected = None  # re-select: SELECT is what makes new messages visible
         uidvalidity = self._select(folder)
         imap = self._client()
-        uids = sorted(int(u) for u in self._call("UID SEARCH", lambda: imap.search(["UNDELETED"])))
+        found = self._call("UID SEARCH", lambda: imap.search(["UNDELETED"]))
+        uids = sorted({int(u) for u in found if 1 <= int(u) <= UID_MAX})
         if not uids:
             return []
         sizes = self._call("UID FETCH", lambda: imap.fetch(uids, ["RFC822.SIZE"]))
@@ -151,7 +188,9 @@ class ImapOutbox:
         if found is None:
             return None
         imap = self._client()
-        data = self._call("UID FETCH", lambda: imap.fetch([found[1]], ["BODY.PEEK[]"]))
+        data = self._call(
+            "UID FETCH", lambda: imap.fetch([found[1]], ["BODY.PEEK[]"]), max_bytes=MAX_LITERAL
+        )
         item = data.get(found[1])
         return bytes(item[b"BODY[]"]) if item and b"BODY[]" in item else None
 
