@@ -125,6 +125,11 @@ class CertHarvester:
         )
         return revoked
 
+    def forget_sightings(self) -> None:
+        """Forget the recent sightings, so the next harvest of each signer records it again
+        (after the TOFU policy or the anchors changed, a repeat is news)."""
+        self._recent.clear()
+
     def known_revoked(self, result: OpenResult) -> dict[str, str]:
         """:func:`known_revoked` in this harvester's store (asks no server)."""
         return known_revoked(self.store, result)
@@ -220,6 +225,36 @@ class CertHarvester:
         return frozenset(
             a for a in email_addresses(cert) if a in senders and tofu_applies(a, self.tofu)
         )
+
+
+def rejudge_store(
+    store: CertStore, anchors: Sequence[x509.Certificate], tofu: Sequence[str]
+) -> int:
+    """Judge the stored trust of every certificate again under the current ``anchors`` and
+    TOFU policy (after they changed): ``anchor`` when it chains to one of them through its
+    stored chain or the known intermediates; one whose stored chain no longer does becomes
+    ``tofu`` where the policy covers its address (as if first seen now), else ``untrusted`` (an
+    ``anchor`` record stored without its chain is left as it is: there is no evidence to
+    judge). Pins (``tofu``) and ``key-changed`` stay: they are the user's decisions. Returns
+    how many records changed."""
+    pool = store.intermediates()
+    changed = 0
+    for record in store.records():
+        if record.trust not in (Trust.ANCHOR, Trust.UNTRUSTED):
+            continue
+        anchored = chain_to_anchor(record.certificate, [*record.chain, *pool], anchors)
+        if anchored is not None:
+            trust = Trust.ANCHOR
+        elif record.trust == Trust.ANCHOR and not record.chain:
+            continue  # no chain was kept with it: nothing to judge by, so nothing is taken away
+        elif record.trust == Trust.ANCHOR:
+            trust = Trust.TOFU if tofu_applies(record.address, tofu) else Trust.UNTRUSTED
+        else:
+            continue
+        if trust != record.trust:
+            store.rejudge(record.address, record.fingerprint, trust)
+            changed += 1
+    return changed
 
 
 def known_revoked(store: CertStore, result: OpenResult) -> dict[str, str]:

@@ -36,7 +36,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from smime_companion.core.cert_loading import load_certificate
-from smime_companion.core.model import Decryption, Identity, OpenResult
+from smime_companion.core.model import Decryption, Identity, OpenResult, SignatureStatus
 from smime_companion.core.open import open_message
 from smime_companion.errors import SmimeCompanionError
 from smime_companion.logs import route_library_warnings
@@ -72,19 +72,27 @@ def open_safely(
     identities: Sequence[Identity],
     anchors: Sequence[x509.Certificate],
     allow_sha1: bool,
+    allow_weak: bool = False,
+    extra_certificates: Sequence[x509.Certificate] = (),
 ) -> OpenResult:
     """``core.open`` of ``raw`` as of ``at``; never raises: a failure becomes an unopened result
     carrying the error (one line), with the raw message as its content."""
     try:
         return open_message(
-            raw, identities=identities, anchors=anchors, at=at, allow_sha1=allow_sha1
+            raw,
+            identities=identities,
+            anchors=anchors,
+            at=at,
+            allow_sha1=allow_sha1,
+            allow_weak=allow_weak,
+            extra_certificates=extra_certificates,
         )
     except SmimeCompanionError as exc:
         error = str(exc)
     except Exception as exc:
         log.exception("core.open failed on a message")
         error = f"internal error while opening: {type(exc).__name__}"
-    return OpenResult.unopened(raw, error, decryption=Decryption.MALFORMED)
+    return OpenResult.unopened(raw, error, Decryption.MALFORMED, SignatureStatus.MALFORMED)
 
 
 def prepare(
@@ -93,9 +101,11 @@ def prepare(
     identities: Sequence[Identity],
     anchors: Sequence[x509.Certificate],
     allow_sha1: bool,
+    allow_weak: bool = False,
+    extra_certificates: Sequence[x509.Certificate] = (),
 ) -> Opened:
     """Open ``raw`` (arrived at ``at``) and derive its cache entry; never raises."""
-    result = open_safely(raw, at, identities, anchors, allow_sha1)
+    result = open_safely(raw, at, identities, anchors, allow_sha1, allow_weak, extra_certificates)
     try:
         return Opened(result, derive_entry(raw, result, at))
     except Exception as exc:  # a bug of ours while indexing: keep the message, say why
@@ -142,7 +152,10 @@ class OpenedBatch:
 
 
 class Opener:
-    """Opens messages with the user's identities and anchors, here or in worker processes."""
+    """Opens messages with the user's identities and anchors, here or in worker processes.
+
+    ``extra_certificates`` (the certificate store's, harvested from earlier mail) are where a
+    signer certificate a message leaves out, and its issuers, are looked for."""
 
     def __init__(
         self,
@@ -151,10 +164,14 @@ class Opener:
         *,
         allow_sha1: bool = False,
         workers: int | None = None,
+        allow_weak: bool = False,
+        extra_certificates: Sequence[x509.Certificate] = (),
     ) -> None:
         self.identities = list(identities)
         self.anchors = list(anchors)
         self.allow_sha1 = allow_sha1
+        self.allow_weak = allow_weak
+        self.extra_certificates = list(extra_certificates)
         self.workers = default_workers() if workers is None else workers
         self._pool: ProcessPoolExecutor | None = None
         self._deaths = 0
@@ -163,11 +180,17 @@ class Opener:
 
     def open(self, raw: bytes, at: datetime) -> OpenResult:
         """Open one message in this process (see :func:`open_safely`)."""
-        return open_safely(raw, at, self.identities, self.anchors, self.allow_sha1)
+        return open_safely(
+            raw, at, self.identities, self.anchors, self.allow_sha1, self.allow_weak,
+            self.extra_certificates,
+        )  # fmt: skip
 
     def prepare(self, raw: bytes, at: datetime) -> Opened:
         """Open one message and derive its cache entry in this process (see :func:`prepare`)."""
-        return prepare(raw, at, self.identities, self.anchors, self.allow_sha1)
+        return prepare(
+            raw, at, self.identities, self.anchors, self.allow_sha1, self.allow_weak,
+            self.extra_certificates,
+        )  # fmt: skip
 
     def submit(self, items: Sequence[tuple[bytes, datetime]], *, here: bool = False) -> OpenedBatch:
         """Start opening ``(raw, arrival time)`` items; a worker does it when there is one,
@@ -233,7 +256,13 @@ class Opener:
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(keys, [_der(a) for a in self.anchors], self.allow_sha1),
+            initargs=(
+                keys,
+                [_der(a) for a in self.anchors],
+                self.allow_sha1,
+                self.allow_weak,
+                [_der(c) for c in self.extra_certificates],
+            ),
         )
         # Start the workers now (importing the engine takes them a few tenths of a second),
         # while the caller logs in and lists its folders, rather than on the first batch.
@@ -243,10 +272,18 @@ class Opener:
 # -- inside a worker ------------------------------------------------------------------------------
 
 _IdentityDer = tuple[bytes, bytes, list[bytes]]
-_worker: tuple[list[Identity], list[x509.Certificate], bool] | None = None
+_worker: (
+    tuple[list[Identity], list[x509.Certificate], bool, bool, list[x509.Certificate]] | None
+) = None
 
 
-def _start_worker(keys: list[_IdentityDer], anchors: list[bytes], allow_sha1: bool) -> None:
+def _start_worker(
+    keys: list[_IdentityDer],
+    anchors: list[bytes],
+    allow_sha1: bool,
+    allow_weak: bool = False,
+    extra: Sequence[bytes] = (),
+) -> None:
     global _worker
     # Ctrl-C in a terminal and systemd's stop signal reach the whole process group: the daemon
     # finishes its current message and then stops its workers; a worker must not die first
@@ -263,7 +300,13 @@ def _start_worker(keys: list[_IdentityDer], anchors: list[bytes], allow_sha1: bo
         )
         for key, cert, chain in keys
     ]
-    _worker = (identities, [load_certificate(a) for a in anchors], allow_sha1)
+    _worker = (
+        identities,
+        [load_certificate(a) for a in anchors],
+        allow_sha1,
+        allow_weak,
+        [load_certificate(c) for c in extra],
+    )
 
 
 def _exit_with_parent() -> None:
@@ -283,10 +326,10 @@ def _exit_with_parent() -> None:
 
 def _open_in_worker(items: list[tuple[bytes, datetime]]) -> list[Opened]:
     assert _worker is not None, "worker not initialised"
-    identities, anchors, allow_sha1 = _worker
+    identities, anchors, allow_sha1, allow_weak, extra = _worker
     out = []
     for raw, at in items:
-        opened = prepare(raw, at, identities, anchors, allow_sha1)
+        opened = prepare(raw, at, identities, anchors, allow_sha1, allow_weak, extra)
         if opened.entry.content_is_raw:
             # Do not send the raw message back: the sync holds it (see OpenedBatch.result).
             opened = replace(opened, result=replace(opened.result, content=b""))

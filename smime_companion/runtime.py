@@ -289,7 +289,10 @@ def process_outbox(
             )
 
         if config.outbox.imap:
-            reports.append(one_pass(imap, account.name))
+            report = one_pass(imap, account.name)
+            if not report.errors:
+                report.folder = imap.outbox_folder
+            reports.append(report)
         if config.outbox.directory is not None and wants_directory:
             local = outbox_service.local_source(config.outbox.directory)
             reports.append(one_pass(local, f"{account.name}/local"))

@@ -42,8 +42,18 @@ def test_the_example_config_loads() -> None:
 def test_defaults_fill_what_is_left_out() -> None:
     config = parse_config(MINIMAL)
     account = config.account("work")
-    assert account.folders == ("INBOX",) and account.outbox_folder == "S/MIME Outbox"
+    assert account.folders == ("INBOX",)
+    # Folder names left out are found on the server (a name valid everywhere; Sent by \\Sent).
+    assert account.outbox_folder is None and account.sent_folder is None
     assert config.cache.cache_all is False and config.identity.system_anchors is True
+
+
+def test_folder_names_given_in_the_file_are_kept_as_they_are() -> None:
+    text = MINIMAL.replace(
+        'name = "work"', 'name = "work"\noutbox_folder = "S/MIME Outbox"\nsent_folder = "Gesendet"'
+    )
+    account = parse_config(text).account("work")
+    assert (account.outbox_folder, account.sent_folder) == ("S/MIME Outbox", "Gesendet")
 
 
 def _error(text: str) -> str:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
 
-from smime_companion import __version__
+from smime_companion import __version__, systemd
 from smime_companion.cli import (
     cache_cmds,
     certs_cmds,
@@ -46,6 +47,11 @@ class TerminalSafeFormatter(logging.Formatter):
         return super().formatMessage(record)
 
 
+class JournalSafeFormatter(TerminalSafeFormatter, systemd.JournalFormatter):
+    """journald's priority prefix on each line, and the message escaped as on a terminal (a
+    line break in a folder name would otherwise forge a journal line of its own)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smime-companion",
@@ -68,7 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits 2 on usage errors and 0 for --help
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(TerminalSafeFormatter("%(levelname)s %(name)s: %(message)s"))
+    if systemd.journal_stream():  # journald records the level from a <N> prefix
+        handler.setFormatter(JournalSafeFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(TerminalSafeFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     route_library_warnings(args.verbose)
     try:
@@ -81,6 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_NOT_GOOD
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (``search ... | head``): what it wanted it has. Point stdout at
+        # nothing so the interpreter's own flush at exit does not complain about the pipe.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_OK
     except Exception as exc:  # a bug of ours: one line, the traceback only with --verbose
         if args.verbose:
             traceback.print_exc()

@@ -330,6 +330,9 @@ def run_export(args: argparse.Namespace) -> int:
         ids = list(cache.search_ids(_query(args.query), now=_now()))
         ids.reverse()  # oldest first, the order mail clients expect in an mbox
         try:
+            where = args.maildir or args.mbox
+            # A missing parent directory is made (private, like everything exported).
+            Path(where).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             box: mailbox.Mailbox[Any]
             if args.maildir is not None:
                 box = mailbox.Maildir(str(args.maildir), create=True)
@@ -346,7 +349,6 @@ def run_export(args: argparse.Namespace) -> int:
                     box.unlock()
                 box.close()
         except OSError as exc:
-            where = args.maildir or args.mbox
             raise UsageError(f"cannot write {where}: {exc.strerror or exc}") from None
     print(f"exported {count} message{'s' if count != 1 else ''}", file=sys.stderr)
     return 0
@@ -367,7 +369,8 @@ def run_stats(args: argparse.Namespace) -> int:
     print("scan: " + (", ".join(f"{k} {v}" for k, v in sorted(stats["scan"].items())) or "-"))
     print(f"size on disk: {stats['bytes_on_disk']} bytes")
     for f in stats["folders"]:
-        print(f"  {f['account']}/{f['folder']} (uidvalidity {f['uidvalidity']}): {f['messages']}")
+        where = for_terminal(f"{f['account']}/{f['folder']}")  # folder names are the server's
+        print(f"  {where} (uidvalidity {f['uidvalidity']}): {f['messages']}")
     return 0
 
 
@@ -417,7 +420,14 @@ def run_rebuild(args: argparse.Namespace) -> int:
         # be opened is re-derived with its error, as the sync would store it. rebuild() passes
         # each message's arrival time, so a signature valid then stays explained as it was, and
         # a signer the store holds as revoked stays revoked.
-        opener = Opener(identities, anchors, allow_sha1=config.identity.allow_sha1, workers=0)
+        opener = Opener(
+            identities,
+            anchors,
+            allow_sha1=config.identity.allow_sha1,
+            allow_weak=config.identity.allow_weak_algorithms,
+            extra_certificates=certstore.certificates(),
+            workers=0,
+        )
         open_raw = with_known_revocations(opener.open, CertHarvester(certstore).known_revoked)
         if args.all:
             ids = None

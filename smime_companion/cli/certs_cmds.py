@@ -15,6 +15,7 @@ import getpass
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from smime_companion import keyfiles, runtime
 from smime_companion.cli.common import add_config_flag, add_json_flag, config_from_args
 from smime_companion.cli.common import write_output as _write_output
 from smime_companion.config import Config
-from smime_companion.core.certs import email_addresses
+from smime_companion.core.certs import email_addresses, fingerprint_sha256
 from smime_companion.core.model import Identity
 from smime_companion.core.printable import for_terminal
 from smime_companion.core.selection import (
@@ -35,7 +36,7 @@ from smime_companion.core.selection import (
     effective_trust,
 )
 from smime_companion.errors import KeyLoadError, SecretUnavailable, UsageError
-from smime_companion.store.certstore import CertStore, Sighting, expiry_warnings
+from smime_companion.store.certstore import CertStore, Sighting, StoredIdentity, expiry_warnings
 
 EXIT_OK = 0
 EXIT_NOT_GOOD = 1
@@ -338,7 +339,7 @@ def load_identity_file(path: Path, password: bytes | None) -> Identity:
         data = path.read_bytes()
     except OSError as exc:
         raise KeyLoadError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if b"-----BEGIN" not in data:
+    if b"-----BEGIN" not in data or keyfiles.is_armoured_pkcs12(data):
         return keyfiles.load_pkcs12(path, password)
     key = keyfiles.load_private_key(path, password)
     certs = keyfiles.load_certificates(path)
@@ -366,11 +367,24 @@ def run_identity_import(args: argparse.Namespace) -> int:
 
 
 def run_identity_list(args: argparse.Namespace) -> int:
-    """``identity list``: own identities, current first, with expiry warnings."""
+    """``identity list``: own identities, current first, with expiry warnings: those the config
+    names (``[identity]``: the current one, then ``old_p12``) and those imported into the
+    store, each once."""
     now = _now()
-    with _open(config_from_args(args)) as store:
-        listed = store.identities_listed()
-    warnings = expiry_warnings(listed, now)
+    config = config_from_args(args)
+    with _open(config) as store:
+        imported = store.identities_listed()
+    configured = runtime.load_identities(config.identity)
+    rows: list[StoredIdentity] = []
+    seen: set[str] = set()
+    for n, identity in enumerate(configured):
+        fp = fingerprint_sha256(identity.certificate)
+        seen.add(fp)
+        rows.append(StoredIdentity(fp, identity, imported=None, current=n == 0))
+    for item in imported:
+        if item.fingerprint not in seen:
+            rows.append(replace(item, current=item.current and not configured))
+    warnings = expiry_warnings(rows, now)
     if args.json:
         _print_json(
             [
@@ -380,19 +394,23 @@ def run_identity_list(args: argparse.Namespace) -> int:
                     "subject": i.identity.certificate.subject.rfc4514_string(),
                     "not_before": i.identity.certificate.not_valid_before_utc.isoformat(),
                     "not_after": i.identity.certificate.not_valid_after_utc.isoformat(),
-                    "imported": i.imported.isoformat(),
+                    "imported": i.imported.isoformat() if i.imported else None,
+                    "source": "store" if i.imported else "config",
                     "current": i.current,
                 }
-                for i in listed
+                for i in rows
             ]
         )
     else:
-        for i in listed:
+        if not rows:
+            print("no identity: name your PKCS#12 in [identity] p12, or 'identity import FILE'")
+        for i in rows:
             state = "current" if i.current else "retired"
             print(
                 for_terminal(
                     f"{', '.join(i.addresses) or '-':32} {i.fingerprint[:16]}  {state:8} until "
-                    f"{i.identity.certificate.not_valid_after_utc.date().isoformat()}"
+                    f"{i.identity.certificate.not_valid_after_utc.date().isoformat()}  "
+                    f"({'imported' if i.imported else 'config'})"
                 )
             )
     for warning in warnings:

@@ -349,7 +349,7 @@ class PathBuilder:
                 continue
             if not self._key_ids_match(top, issuer):
                 continue
-            refusal = self._issuer_refusal(issuer, path)
+            refusal = self._issuer_refusal(issuer, path, issuer.der in self.anchor_ders)
             if refusal:
                 self.rejections[issuer.der] = refusal
                 continue
@@ -368,12 +368,18 @@ class PathBuilder:
         return aki == ski
 
     @staticmethod
-    def _issuer_refusal(issuer: Cert, path: tuple[Cert, ...]) -> str | None:
+    def _issuer_refusal(issuer: Cert, path: tuple[Cert, ...], is_anchor: bool) -> str | None:
         name = issuer.subject_text
         facts = issuer.ca_facts
         if isinstance(facts, str):
             return f"issuer {name}: {facts}"
         constraints, usage = facts
+        if constraints is None and is_anchor:
+            # RFC 5280 section 6.1.1: a trust anchor is a name and a key. A version-1 root (no
+            # extensions at all) configured as an anchor is accepted, as OpenSSL, NSS and gpgsm
+            # do; one that says it is not a CA (cA false, or a keyUsage without keyCertSign)
+            # is still refused.
+            constraints = x509.BasicConstraints(ca=True, path_length=None)
         if constraints is None or not constraints.ca:
             return f"issuer {name} is not a CA"
         if usage is not None and not usage.key_cert_sign:

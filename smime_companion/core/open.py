@@ -24,9 +24,11 @@ from smime_companion.core import decrypt as decrypt_mod
 from smime_companion.core import verify as verify_mod
 from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.cms import ParsedCms, parse_cms, parse_content_info
+from smime_companion.core.input_forms import as_message, content_type_oid
 from smime_companion.core.mime import (
     Entity,
     addresses,
+    decode_transfer_encoding,
     multipart_parts,
     parse_entity,
     to_crlf,
@@ -39,6 +41,7 @@ from smime_companion.core.model import (
     OpenResult,
     SignatureStatus,
     SignerReport,
+    VerifyOutcome,
     signed_data_verdict,
     worst_decryption,
     worst_signature,
@@ -54,6 +57,9 @@ WARN_PARTIALLY_SIGNED = "partially-signed"
 WARN_NOT_INTEGRITY_PROTECTED = "not-integrity-protected"
 WARN_WEAK_CIPHER = "weak-cipher"
 WARN_MIME_LIMIT = "mime-limit-reached"
+# A signer used an algorithm we no longer trust (SHA-1, MD5, RSA under 2048 bits), whether that
+# decided the verdict (weak-algorithm) or was accepted for archives (allow_weak, allow_sha1).
+WARN_WEAK_ALGORITHM = "weak-algorithm"
 # A signer's certificate (or a CA above it) has a serial number that is not positive: accepted,
 # and named in that signer's ``notes``.
 WARN_NON_POSITIVE_SERIAL = "non-positive-serial"
@@ -99,16 +105,26 @@ def open_message(
     extra_certificates: Sequence[x509.Certificate] = (),
     allow_sha1: bool = False,
     limits: Limits = DEFAULT_LIMITS,
+    allow_weak: bool = False,
 ) -> OpenResult:
-    """Open ``raw`` (a whole RFC 5322 message): decrypt with ``identities``, verify against
-    ``anchors`` at time ``at`` (timezone-aware), and unwrap every layer.
+    """Open ``raw`` (a whole RFC 5322 message, or any form :func:`core.input_forms.as_message`
+    accepts: a leading mbox ``From `` line, a bare DER/BER/PEM CMS object): decrypt with
+    ``identities``, verify against ``anchors`` at time ``at`` (timezone-aware), and unwrap every
+    layer.
 
     Never raises for untrusted input: problems are statuses, warnings and ``error`` in the
-    result. ``extra_certificates`` (e.g. harvested intermediates) help build signer chains.
+    result. ``extra_certificates`` (harvested certificates, ``open --certfile``) are where a
+    signer certificate the message left out, and its issuers, are looked for. ``allow_sha1``
+    accepts SHA-1; ``allow_weak`` accepts every weak algorithm (SHA-1, MD5, RSA under 2048 bits)
+    for archives: either way the weakness is still reported (warning ``weak-algorithm``).
     """
     if at.tzinfo is None:
         raise ValueError("open_message needs a timezone-aware time")
-    opener = _Opener(identities, anchors, at, extra_certificates, allow_sha1, limits)
+    if len(raw) <= limits.max_message_bytes:
+        raw = as_message(raw)
+    opener = _Opener(
+        identities, anchors, at, extra_certificates, allow_sha1 or allow_weak, limits, allow_weak
+    )
     return opener.run(raw)
 
 
@@ -130,7 +146,9 @@ def with_revoked_signers(result: OpenResult, revoked: Mapping[str, str]) -> Open
         why = revoked.get(fingerprint_sha256(signer.certificate))
         if why is None or _SEVERITY[signer.status] <= _SEVERITY[SignatureStatus.REVOKED]:
             return signer
-        return replace(signer, status=SignatureStatus.REVOKED, reason=f"revoked: {why}")
+        reason = f"revoked: {why}"
+        problems = ((SignatureStatus.REVOKED, reason), *signer.problems)
+        return replace(signer, status=SignatureStatus.REVOKED, reason=reason, problems=problems)
 
     layers = []
     for layer in result.layers:
@@ -173,12 +191,14 @@ class _Opener:
         extra_certificates: Sequence[x509.Certificate],
         allow_sha1: bool,
         limits: Limits,
+        allow_weak: bool = False,
     ) -> None:
         self.identities = identities
         self.anchors = anchors
         self.at = at
         self.extra_certificates = extra_certificates
         self.allow_sha1 = allow_sha1
+        self.allow_weak = allow_weak
         self.limits = limits
         # The entity parsed last, with its raw bytes: _signed_from reads the From of the content
         # that the walk parses next, so the walk reuses that parse instead of repeating it.
@@ -194,12 +214,14 @@ class _Opener:
         return entity
 
     def run(self, raw: bytes) -> OpenResult:
+        # A message that cannot be read at all is malformed, never "not signed, not encrypted":
+        # nothing about it was checked.
         if len(raw) > self.limits.max_message_bytes:
-            return OpenResult.unopened(raw, f"message of {len(raw)} bytes is larger than the limit")
+            return _malformed(raw, f"message of {len(raw)} bytes is larger than the limit")
         try:
             entity = parse_entity(raw, self.limits.max_header_bytes)
         except MalformedInput as exc:
-            return OpenResult.unopened(raw, f"message is malformed: {exc}")
+            return _malformed(raw, f"message is malformed: {exc}")
 
         headers = entity.fields
         header_protection: str | None = None
@@ -219,7 +241,7 @@ class _Opener:
                 break
             from_addrs = addresses(_field(headers, "From"))
             if kind == "multipart/signed":
-                step = self._open_multipart_signed(entity, from_addrs)
+                step = self._open_multipart_signed(entity, from_addrs, inside_layer=bool(layers))
             elif kind == "rfc822":
                 step = _Step(Layer(type="rfc822"), entity.decoded_body())
             else:
@@ -251,6 +273,9 @@ class _Opener:
             warnings.append(WARN_NOT_INTEGRITY_PROTECTED)
         if any(s.notes for s in signers):
             warnings.append(WARN_NON_POSITIVE_SERIAL)
+        if any(s.weaknesses for s in signers):
+            # Reported beside the verdict, whether it decided it or was accepted for archives.
+            warnings.append(WARN_WEAK_ALGORITHM)
         if not layers:
             warnings.extend(self._hidden_smime_warnings(entity))
 
@@ -274,7 +299,9 @@ class _Opener:
 
     # -- one layer each ---------------------------------------------------------------------
 
-    def _open_multipart_signed(self, entity: Entity, from_addrs: tuple[str, ...]) -> _Step:
+    def _open_multipart_signed(
+        self, entity: Entity, from_addrs: tuple[str, ...], inside_layer: bool = False
+    ) -> _Step:
         try:
             parts = multipart_parts(entity, self.limits.max_parts)
             if len(parts) != 2:
@@ -296,15 +323,17 @@ class _Opener:
                 next_raw=_first_part_or_none(entity, self.limits.max_parts),
             )
         inner_from = self._signed_from(signed_raw, from_addrs)
-        outcome = verify_mod.verify_signed_data(
-            info,
-            to_crlf(signed_raw),
-            anchors=self.anchors,
-            at=self.at,
-            from_addresses=inner_from,
-            allow_sha1=self.allow_sha1,
-            extra_certificates=self.extra_certificates,
-        )
+        canonical = to_crlf(signed_raw)
+        outcome = self._verify(info, canonical, inner_from)
+        retry = inside_layer and canonical is not signed_raw
+        if outcome.status == SignatureStatus.INVALID and retry:
+            # NSS/Thunderbird sign a multipart/signed nested inside an opaque signed or encrypted
+            # layer over its bare-LF bytes, which no transport rewrote: like ``openssl cms
+            # -binary``, verify the bytes as received when the canonical form fails. Never for
+            # the top level, where mail is canonical CRLF by definition.
+            as_received = self._verify(info, signed_raw, inner_from)
+            if as_received.status != SignatureStatus.INVALID:
+                outcome = as_received
         return _Step(
             Layer(
                 type="signed",
@@ -314,6 +343,20 @@ class _Opener:
             ),
             next_raw=signed_raw,
             signers=outcome.signers,
+        )
+
+    def _verify(
+        self, info: cms.ContentInfo, content: bytes, from_addresses: tuple[str, ...]
+    ) -> VerifyOutcome:
+        return verify_mod.verify_signed_data(
+            info,
+            content,
+            anchors=self.anchors,
+            at=self.at,
+            from_addresses=from_addresses,
+            allow_sha1=self.allow_sha1,
+            allow_weak=self.allow_weak,
+            extra_certificates=self.extra_certificates,
         )
 
     def _open_cms(self, entity: Entity, from_addrs: tuple[str, ...]) -> _Step:
@@ -345,6 +388,7 @@ class _Opener:
             at=self.at,
             from_addresses=inner_from,
             allow_sha1=self.allow_sha1,
+            allow_weak=self.allow_weak,
             extra_certificates=self.extra_certificates,
         )
         return _Step(
@@ -431,6 +475,8 @@ class _Opener:
             mime_type = entity.content_type.mime_type
             if depth > 0:
                 kind = _layer_kind(entity, inside_layer=False)
+                if kind == "cms":  # no smime-type (Outlook's octet-stream smime.p7m): peek
+                    kind = _peeked_cms_kind(entity)
                 if kind == "multipart/signed" or kind == "signed":
                     _add(found, WARN_PARTIALLY_SIGNED)
                     continue
@@ -484,6 +530,33 @@ def _layer_kind(entity: Entity, inside_layer: bool) -> str | None:
     if smime_type in ("compressed-data",):
         return "compressed"
     return "cms"
+
+
+_PEEK_KINDS = {
+    bytes.fromhex("06092a864886f70d010702"): "signed",
+    bytes.fromhex("06092a864886f70d010703"): "encrypted",
+    bytes.fromhex("060b2a864886f70d0109100117"): "encrypted",
+    bytes.fromhex("060b2a864886f70d0109100109"): "compressed",
+}
+
+
+def _malformed(raw: bytes, error: str) -> OpenResult:
+    return OpenResult.unopened(raw, error, Decryption.MALFORMED, SignatureStatus.MALFORMED)
+
+
+def _peeked_cms_kind(entity: Entity) -> str:
+    """What a CMS part without an smime-type holds, read from the first bytes of its body:
+    ``signed``, ``encrypted`` (also when it cannot be told: an .p7m attachment is usually
+    encrypted, and must never pass for plain content), or ``compressed``."""
+    try:
+        head = entity.body[:256]
+        if entity.transfer_encoding == "base64":
+            text = head.translate(None, b" \t\r\n")
+            head = decode_transfer_encoding(text[: len(text) // 4 * 4], "base64")
+        oid = content_type_oid(head)
+    except MalformedInput:
+        return "encrypted"
+    return _PEEK_KINDS.get(oid, "encrypted") if oid is not None else "encrypted"
 
 
 def _filename(entity: Entity) -> str:

@@ -247,6 +247,8 @@ class _TextExtractor(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.out: list[str] = []
         self.skip_depth = 0
+        # The target of each open <a>, and where its text starts in ``out``.
+        self.links: list[tuple[str | None, int]] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in _SKIP_TAGS:
@@ -257,10 +259,19 @@ class _TextExtractor(HTMLParser):
             alt = dict(attrs).get("alt")
             if alt:
                 self.out.append(f" {alt} ")
+        elif tag == "a":
+            self.links.append((dict(attrs).get("href"), len(self.out)))
 
     def handle_endtag(self, tag: str) -> None:
         if tag in _SKIP_TAGS:
             self.skip_depth = max(0, self.skip_depth - 1)
+        elif tag == "a" and self.links:
+            href, start = self.links.pop()
+            target = _link_target(href)
+            # The target after the link's text, unless the text already says it: a link whose
+            # words hide where it goes is exactly what a reader (and a search) must see.
+            if target and target not in "".join(self.out[start:]):
+                self.out.append(f" <{target}>")
         elif tag in _BLOCK_TAGS:
             self.out.append("\n")
 
@@ -269,9 +280,24 @@ class _TextExtractor(HTMLParser):
             self.out.append(data)
 
 
+def _link_target(href: str | None) -> str | None:
+    """The part of a link worth showing: web and mail addresses (``mailto:`` dropped), not
+    in-page anchors or scripts."""
+    if not href:
+        return None
+    href = href.strip()
+    lowered = href.lower()
+    if lowered.startswith("mailto:"):
+        return href[7:].split("?", 1)[0] or None
+    if lowered.startswith(("http://", "https://", "ftp://")):
+        return href
+    return None
+
+
 def html_to_text(html: str) -> str:
     """Readable plain text of an HTML document: tags dropped, entities decoded, script and style
-    left out, block elements on their own lines."""
+    left out, block elements on their own lines, and each link's target after its text
+    (``Pay here <https://...>``) unless the text already shows it."""
     parser = _TextExtractor()
     parser.feed(html)
     parser.close()

@@ -31,12 +31,15 @@ from smime_companion.core.mime import parse_entity
 from smime_companion.core.model import Decryption, OpenResult, SignatureStatus
 from smime_companion.errors import CacheError, MalformedInput, UsageError
 from smime_companion.store import db
+from smime_companion.store.normalise import search_form
 from smime_companion.store.query import compile_query
 
 log = logging.getLogger(__name__)
 
 # Decryption results that mean "we could not read it yet": a newly imported key may fix them.
 _REOPEN_DECRYPTION = (Decryption.NO_KEY, Decryption.FAILED)
+# Decryption results after which nothing inside the message was read (nothing to index).
+_UNREADABLE = (Decryption.NO_KEY, Decryption.FAILED, Decryption.MALFORMED, Decryption.UNSUPPORTED)
 
 # Scan verdicts as stored: NULL (not scanned yet), "clean", "infected:NAME", "error".
 SCAN_CLEAN = "clean"
@@ -147,18 +150,14 @@ class CacheEntry:
     reopen: bool  # could not be read yet: a newly imported key may open it
     report: str  # JSON: the open report, signers and evidence
     attachments: tuple[mime_text.Attachment, ...]
-    body: str  # the text that is indexed
+    body: str  # the body text as indexed: in its search form (store.normalise), made here so
+    # that the worker processes, not the storing thread, pay for it
     raw_sha256: str  # of the raw message: finds it again after a UIDVALIDITY change
 
 
 def derive_entry(raw: bytes, result: OpenResult, arrived: datetime) -> CacheEntry:
     """The :class:`CacheEntry` of ``raw``, opened as ``result`` when it arrived at ``arrived``."""
-    readable = result.decryption not in (
-        Decryption.NO_KEY,
-        Decryption.FAILED,
-        Decryption.MALFORMED,
-        Decryption.UNSUPPORTED,
-    )
+    readable = result.decryption not in _UNREADABLE
     fields = result.headers or _outer_fields(raw)
     headers = mime_text.summary_headers(fields)
     date = mime_text.header_date(headers.get("date")) or arrived
@@ -200,7 +199,7 @@ def derive_entry(raw: bytes, result: OpenResult, arrived: datetime) -> CacheEntr
         or (result.error is not None and result.decryption != Decryption.NONE),
         report=json.dumps(report, sort_keys=True),
         attachments=extracted.attachments,
-        body=extracted.body,
+        body=search_form(extracted.body),
         # Hashed here, not when storing: a worker process derives entries, and hashing every
         # message (317 MB in the sync bench) was the storing thread's to do.
         raw_sha256=hashlib.sha256(raw).hexdigest(),
@@ -301,7 +300,63 @@ def _migration_1(conn: apsw.Connection) -> None:
     )
 
 
-MIGRATIONS: list[db.Migration] = [_migration_1]
+def _index_text(
+    conn: apsw.Connection,
+    key: int,
+    sender: str,
+    recipients: str,
+    subject: str,
+    body: str,
+    filenames: Iterable[str],
+) -> None:
+    """Add one message's text index entry (rowid ``key``), every column in its
+    :func:`~smime_companion.store.normalise.search_form` (the query side uses the same); ``body``
+    is in that form already (:func:`derive_entry` makes it in a worker process)."""
+    conn.execute(
+        "INSERT INTO message_text (rowid, sender, recipients, subject, body, attachments) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            key,
+            search_form(sender),
+            search_form(recipients),
+            search_form(subject),
+            body,
+            search_form(" ".join(f for f in filenames if f)),
+        ),
+    )
+
+
+def _migration_2(conn: apsw.Connection) -> None:
+    """Re-index every message in its search form (issue 17): the index of earlier versions
+    kept CJK runs as one word and did not fold ß, ø, ł or Greek accents. The text comes again
+    from the decrypted content kept in the cache, as :func:`derive_entry` takes it."""
+    if conn.execute("SELECT count(*) FROM messages").fetchall() == [(0,)]:
+        return  # a new cache: nothing to re-index (and no page written for nothing)
+    conn.execute("INSERT INTO message_text (message_text) VALUES ('delete-all')")
+    # One message at a time: the contents of a whole cache do not fit in memory at once.
+    ids = [int(r[0]) for r in conn.execute("SELECT id FROM messages ORDER BY id")]
+    for message_id in ids:
+        row = conn.execute(
+            "SELECT sort_key, sender, recipients, cc, subject, error, decryption, "
+            "CASE WHEN content_is_raw = 1 THEN raw ELSE content END FROM messages WHERE id = ?",
+            (message_id,),
+        ).fetchone()
+        assert row is not None  # inside the migration's transaction: nothing deletes it
+        key, sender, to, cc, subject, error, decryption, content = row
+        body = ""
+        if isinstance(content, bytes) and decryption not in _UNREADABLE and error is None:
+            body = search_form(mime_text.extract_text(content).body)
+        filenames = [
+            str(r[0])
+            for r in conn.execute(
+                "SELECT filename FROM attachments WHERE message = ? ORDER BY part", (message_id,)
+            )
+        ]
+        recipients = " ".join(str(x) for x in (to, cc) if x)
+        _index_text(conn, int(key), str(sender), recipients, str(subject), body, filenames)
+
+
+MIGRATIONS: list[db.Migration] = [_migration_1, _migration_2]
 
 _SUMMARY_COLUMNS = (
     "m.id, m.account, m.folder, m.uidvalidity, m.uid, m.date, m.arrived, m.sender, m.recipients, "
@@ -475,17 +530,14 @@ class Cache(db.Handle):
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (message_id, att.part, att.filename, att.mime_type, att.size, att.sha256),
             )
-        self._conn.execute(
-            "INSERT INTO message_text (rowid, sender, recipients, subject, body, attachments) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                key,
-                entry.sender,
-                " ".join(x for x in (entry.to, entry.cc) if x),
-                entry.subject,
-                entry.body,
-                " ".join(a.filename for a in entry.attachments if a.filename),
-            ),
+        _index_text(
+            self._conn,
+            key,
+            entry.sender,
+            " ".join(x for x in (entry.to, entry.cc) if x),
+            entry.subject,
+            entry.body,
+            [a.filename for a in entry.attachments],
         )
 
     # -- locations -------------------------------------------------------------------------------
@@ -683,6 +735,15 @@ class Cache(db.Handle):
         """Ids of messages that could not be opened (no key, failed decryption), oldest first:
         candidates for :meth:`rebuild` after a key import."""
         return [int(r[0]) for r in self._conn.execute("SELECT id FROM messages WHERE reopen = 1")]
+
+    @db.guarded("read the cache")
+    def signed_messages(self) -> list[int]:
+        """Ids of messages with a signature verdict (any but ``none``), oldest first: what a
+        change of trust anchors or TOFU policy may judge differently."""
+        return [
+            int(r[0])
+            for r in self._conn.execute("SELECT id FROM messages WHERE signature != 'none'")
+        ]
 
     @db.guarded("read the cache")
     def raw(self, message_id: int) -> bytes:

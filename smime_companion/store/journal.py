@@ -518,6 +518,12 @@ class Journal(db.Handle):
             item = self.item(item_id)
             copies = self.copies(item_id)
             if item.state not in (ItemState.UNCERTAIN, ItemState.HELD) or not copies:
+                if item.state == ItemState.HELD:
+                    raise UsageError(
+                        f"outbox item {item_id} was held before it was sealed (a recipient "
+                        "lacks a certificate): once the certificate is known, move the draft "
+                        "from the outbox's Held folder back into the outbox and it is sent"
+                    )
                 raise UsageError(
                     f"outbox item {item_id} is {item.state}: only an uncertain item, or one held "
                     "after the server refused or kept deferring it, can be retried"
