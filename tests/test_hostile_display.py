@@ -57,11 +57,12 @@ def _hostile(pki: TestPki) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def hostile_cache(pki: TestPki, tmp_path_factory: pytest.TempPathFactory, now: dt.datetime):
+def hostile_cache(pki: TestPki, tmp_path_factory: pytest.TempPathFactory, pki_now: dt.datetime):
     tmp = tmp_path_factory.mktemp("hostile-display")
     config = _config(tmp, pki)
     with Cache.open(tmp / "data", KEY) as cache:
-        message_id = store(cache, _hostile(pki), opener(pki), now, uid=1)
+        at = max(pki_now, dt.datetime.now(dt.UTC))
+        message_id = store(cache, _hostile(pki), opener(pki), at, uid=1)
         report = cache.report(message_id)
     assert report["decryption"] == "ok" and "not-integrity-protected" in report["warnings"]
     return config, message_id, tmp

@@ -94,8 +94,8 @@ def _delegate(
 
 
 @pytest.fixture(scope="module")
-def subject(pki: TestPki, now: dt.datetime) -> x509.Certificate:
-    cert, _ = issue_certificate(pki, "fresh@example.org", now, ocsp_url="http://ocsp.invalid/")
+def subject(pki: TestPki, pki_now: dt.datetime) -> x509.Certificate:
+    cert, _ = issue_certificate(pki, "fresh@example.org", pki_now, ocsp_url="http://ocsp.invalid/")
     return cert
 
 
