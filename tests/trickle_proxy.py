@@ -33,7 +33,14 @@ class TrickleProxy:
 
     def __exit__(self, *exc: object) -> None:
         self._closing.set()
+        # close() alone does not wake a thread blocked in accept(), which would keep the port
+        # listening for whatever test gets that port number next: shut it down first.
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self._listener.close()
+        self._thread.join(timeout=10)
 
     def _accept(self) -> None:
         while not self._closing.is_set():
@@ -41,7 +48,14 @@ class TrickleProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            server = socket.create_connection(self.upstream, timeout=10)
+            if self._closing.is_set():
+                client.close()
+                return
+            try:
+                server = socket.create_connection(self.upstream, timeout=10)
+            except OSError:
+                client.close()
+                continue
             slow = threading.Event()
             threading.Thread(target=self._up, args=(client, server, slow), daemon=True).start()
             threading.Thread(target=self._down, args=(server, client, slow), daemon=True).start()
