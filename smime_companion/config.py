@@ -114,6 +114,7 @@ class AccountConfig:
     # smime_companion.imap.outbox_source; a name given in the file is used as it is.
     outbox_folder: str | None = None
     sent_folder: str | None = None
+    command_time_limit: int = 300  # seconds for the whole answer to one IMAP command
 
 
 @dataclass(frozen=True)
@@ -496,7 +497,8 @@ class _Reader:
             table, s,
             {"name", "host", "port", "tls", "insecure_plaintext", "ca_file", "username", "auth",
              "oauth2_token_command", "folders", "smtp_host", "smtp_port", "smtp_tls",
-             "smtp_username", "outbox_folder", "sent_folder"} | secret_keys,
+             "smtp_username", "outbox_folder", "sent_folder", "command_time_limit"}
+            | secret_keys,
             index,
         )  # fmt: skip
         for required in ("name", "host", "username"):
@@ -532,6 +534,11 @@ class _Reader:
         )
         if smtp_tls == "plain" and not insecure:
             raise self.error(s, "smtp_tls", "plain SMTP needs insecure_plaintext = true", index)
+        limit = table.get("command_time_limit", 300)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 10 <= limit <= 86400:
+            raise self.error(
+                s, "command_time_limit", "must be a number of seconds from 10 to 86400", index
+            )
         smtp_password = None
         if any(f"smtp_password{x}" in table for x in _SECRET_SUFFIXES):
             smtp_password = self.secret(
@@ -557,6 +564,7 @@ class _Reader:
             smtp_password=smtp_password,
             outbox_folder=self.string(table, s, "outbox_folder", index=index),
             sent_folder=self.string(table, s, "sent_folder", index=index),
+            command_time_limit=limit,
         )
 
 

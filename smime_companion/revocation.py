@@ -1,6 +1,6 @@
 """Revocation checking, the network half: ask the certificate's OCSP responders (AIA) first, then
-its CRL distribution points, over plain HTTP with urllib, and store the answer with its evidence
-in the certificate store until the answer's nextUpdate.
+its CRL distribution points, over plain HTTP (http.client, each fetch under one time limit), and
+store the answer with its evidence in the certificate store until the answer's nextUpdate.
 
 The policy (``off``, ``soft``, ``hard``) is applied by ``core.selection``: this module only finds
 out. An unreachable responder is an answer too (``unavailable``), never an exception.
@@ -8,12 +8,15 @@ out. An unreachable responder is an answer too (``unavailable``), never an excep
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import logging
-import urllib.error
-import urllib.request
+import socket
+import threading
+import time
+import urllib.parse
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 
@@ -45,38 +48,110 @@ REUSE_WITHOUT_NEXT_UPDATE = timedelta(hours=1)
 # certificates of a CA whose responder is down would wait out a hundred timeouts.
 SKIP_UNREACHABLE = timedelta(minutes=10)
 
-# (url, request body or None for GET, timeout in seconds, size limit) -> response body.
-# Raises OSError (urllib's errors are OSErrors) when the server cannot be reached or answers
-# with an error.
+# Redirects followed (CRLs are often served from a CDN behind one), to http:// only.
+MAX_REDIRECTS = 3
+
+# (url, request body or None for GET, time limit in seconds, size limit) -> response body.
+# Raises OSError when the server cannot be reached, answers with an error, or takes longer.
 Fetch = Callable[[str, bytes | None, float, int], bytes]
 
 
 def http_fetch(url: str, body: bytes | None, timeout: float, limit: int) -> bytes:
-    """GET ``url`` (or POST ``body`` as an OCSP request) and return at most ``limit`` bytes.
+    """GET ``url`` (or POST ``body`` as an OCSP request) and return at most ``limit`` bytes,
+    all within ``timeout`` seconds from the first connect to the last byte, redirects
+    included: a server that trickles its answer a byte at a time is cut off there (a socket
+    timeout alone bounds each read, never the whole).
 
-    Raises :class:`OSError` for an unreachable server, an HTTP error, a non-http URL or a body
-    larger than ``limit``."""
-    if not url.startswith("http://"):
+    Raises :class:`OSError` for an unreachable server, an HTTP error, a non-http URL, a body
+    larger than ``limit`` or an answer not complete within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    for _ in range(MAX_REDIRECTS + 1):
+        status, location, data = _http_once(url, body, deadline, limit)
+        if status in (301, 302, 303, 307, 308) and location:
+            url = urllib.parse.urljoin(url, location)
+            body = body if status in (307, 308) else None
+            continue
+        if status != 200:
+            raise OSError(f"{url} answered HTTP {status}")
+        return data
+    raise OSError(f"{url}: more than {MAX_REDIRECTS} redirects")
+
+
+def _http_once(
+    url: str, body: bytes | None, deadline: float, limit: int
+) -> tuple[int, str | None, bytes]:
+    """One HTTP exchange, ended by a watchdog at ``deadline``: (status, Location, body)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
         raise OSError(f"only http:// revocation URLs are fetched, not {url}")
-    request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")
-    if body is not None:
-        request.add_header("Content-Type", "application/ocsp-request")
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (http only)
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise OSError(f"{url}: no answer within the time limit")
+    conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=remaining)
+    expired = threading.Event()
+
+    connected: list[socket.socket] = []  # the socket, once connected (the connect itself is
+    # bounded by its timeout): http.client lets go of conn.sock before the body is read
+
+    def cut_off() -> None:
+        expired.set()
+        for sock in connected:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    watchdog = threading.Timer(remaining, cut_off)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        headers = {"Content-Type": "application/ocsp-request"} if body is not None else {}
+        conn.connect()
+        assert conn.sock is not None
+        connected.append(conn.sock)
+        if expired.is_set():
+            cut_off()
+        conn.request("POST" if body is not None else "GET", path, body=body, headers=headers)
+        response = conn.getresponse()
         data = response.read(limit + 1)
-    if len(data) > limit:
-        raise OSError(f"{url} sent more than {limit} bytes")
-    return bytes(data)
+        if expired.is_set():
+            raise OSError(f"{url}: no complete answer within the time limit")
+        if len(data) > limit:
+            raise OSError(f"{url} sent more than {limit} bytes")
+        if response.length:  # the connection ended before Content-Length bytes came
+            raise OSError(f"{url}: the answer ended {response.length} bytes short")
+        return response.status, response.getheader("Location"), data
+    except (OSError, http.client.HTTPException) as exc:
+        if expired.is_set():
+            raise OSError(f"{url}: no complete answer within the time limit") from None
+        if isinstance(exc, OSError):
+            raise
+        raise OSError(f"{url}: {type(exc).__name__}: {exc}") from None
+    finally:
+        watchdog.cancel()
+        conn.close()
 
 
 class RevocationChecker:
     """Finds the revocation status of certificates (OCSP first, then CRLs).
 
-    ``fetch`` does the HTTP (tests may pass their own); ``timeout`` bounds each request.
+    ``fetch`` does the HTTP (tests may pass their own); ``timeout`` bounds each request as a
+    whole. ``clock`` is the time answers are checked at (their freshness), whatever time a
+    certificate is judged at.
     """
 
-    def __init__(self, fetch: Fetch = http_fetch, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        fetch: Fetch = http_fetch,
+        timeout: float = DEFAULT_TIMEOUT,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.fetch = fetch
         self.timeout = timeout
+        self.clock = clock
         # (CA fingerprint, its issuer's) -> (reuse until, answer): see _check_ca.
         self._ca_answers: dict[tuple[str, str], tuple[datetime, RevocationAnswer]] = {}
         # URL -> (failed at, why): not fetched again before SKIP_UNREACHABLE has passed.
@@ -85,7 +160,9 @@ class RevocationChecker:
     def check(
         self, cert: x509.Certificate, issuer: x509.Certificate | None, at: datetime
     ) -> RevocationAnswer:
-        """The revocation status of ``cert`` (issued by ``issuer``) at ``at``.
+        """The revocation status of ``cert`` (issued by ``issuer``) at ``at``, the answers
+        judged fresh or not at the later of ``at`` and the clock (an answer fetched now is
+        about now, even when ``at`` is a message's time in the past).
 
         Tries every OCSP URL, then every CRL URL, and returns the first ``good`` or ``revoked``
         answer; else ``unknown`` when a responder did not know the certificate, ``no-source``
@@ -101,11 +178,12 @@ class RevocationChecker:
             )
         failures: list[str] = []
         unknown: RevocationAnswer | None = None
+        now = max(self.clock(), at)
         for url in ocsp:
             data = self._get(url, ocsp_request(cert, issuer), MAX_OCSP_BYTES, at, failures)
             if data is None:
                 continue
-            answer = read_ocsp_response(data, cert, issuer, at, url)
+            answer = read_ocsp_response(data, cert, issuer, at, url, now=now)
             if answer.status in (Revocation.GOOD, Revocation.REVOKED):
                 return answer
             if answer.status == Revocation.UNKNOWN:
@@ -116,7 +194,7 @@ class RevocationChecker:
             data = self._get(url, None, MAX_CRL_BYTES, at, failures)
             if data is None:
                 continue
-            answer = read_crl(data, cert, issuer, at, url)
+            answer = read_crl(data, cert, issuer, at, url, now=now)
             if answer.status in (Revocation.GOOD, Revocation.REVOKED):
                 return answer
             if answer.reason:
@@ -137,7 +215,6 @@ class RevocationChecker:
         try:
             data = self.fetch(url, body, self.timeout, limit)
         except (OSError, ValueError) as exc:
-            # urllib wraps refusals and timeouts in URLError (an OSError); say which server.
             why = getattr(exc, "reason", None) or exc
             failures.append(f"{url} unreachable: {why}")
             log.warning("revocation check: %s unreachable: %s", url, why)

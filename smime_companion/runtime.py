@@ -201,6 +201,7 @@ def server_spec(account: AccountConfig, timeout: float = 60.0) -> ServerSpec:
         auth=auth,
         timeout=timeout,
         name=account.name,
+        command_time_limit=float(account.command_time_limit),
     )
 
 

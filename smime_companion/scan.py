@@ -4,11 +4,17 @@ configured command. Servers cannot scan inside encrypted mail, so the cache is w
 A verdict is a string, as the cache stores it: ``clean``, ``infected:NAME`` or ``error``.
 Scanning never blocks caching: messages are stored first with no verdict, :func:`scan_pending`
 scans them afterwards, and an unreachable scanner records ``error`` (retried on the next call).
+
+Plaintext on disk: clamd writes what it scans (or a normalised copy) to its TemporaryDirectory,
+whether it is sent the bytes (INSTREAM) or a descriptor (FILDES); no protocol avoids that, so
+``contrib/clamav`` puts that directory on a private tmpfs. A scan command gets a clean
+environment, never the daemon's secrets.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import socket
 import struct
@@ -86,10 +92,37 @@ def parse_clamd_reply(reply: str) -> str:
     return SCAN_ERROR
 
 
+# What a scan command may see of the daemon's environment: enough to find programs and speak
+# the user's language. Everything else stays out, above all the ``*_env`` secrets the config
+# names (IMAP, SMTP and PKCS#12 passwords, the cache key).
+PASSED_ENVIRONMENT = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+)
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def scan_command_environment(environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """The environment a scan command runs with: only :data:`PASSED_ENVIRONMENT` taken from
+    ``environ`` (PATH defaulting to :data:`DEFAULT_PATH`)."""
+    env = {name: environ[name] for name in PASSED_ENVIRONMENT if name in environ}
+    env.setdefault("PATH", DEFAULT_PATH)
+    return env
+
+
 class CommandScanner:
     """A command (run by the shell) that reads the content on stdin and exits like clamdscan:
     0 clean, 1 infected (the name is taken from a ``NAME FOUND`` line, else ``unknown``), any
-    other status an error."""
+    other status an error. It runs with a clean environment (:func:`scan_command_environment`)
+    and no inherited file descriptors; it is run on decrypted content, so it must not write
+    that content to disk (clamscan does, for standard input: use clamdscan, see contrib)."""
 
     def __init__(self, command: str, timeout: float = TIMEOUT_SECONDS) -> None:
         self.command = command
@@ -99,7 +132,13 @@ class CommandScanner:
         """Run the command on ``data``; returns the verdict."""
         try:
             proc = subprocess.run(
-                self.command, shell=True, input=data, capture_output=True, timeout=self.timeout
+                self.command,
+                shell=True,
+                input=data,
+                capture_output=True,
+                timeout=self.timeout,
+                env=scan_command_environment(os.environ),
+                close_fds=True,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             log.warning("scan command failed to run: %s", type(exc).__name__)

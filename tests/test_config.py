@@ -160,3 +160,19 @@ def test_the_reader_is_served_on_port_8765_with_a_30_minute_idle_limit_and_local
         MINIMAL + "[reader]\nidle_minutes = 0\n"
     )
     assert "reader.listen: unknown key" in _error(MINIMAL + '[reader]\nlisten = "0.0.0.0"\n')
+
+
+def test_an_accounts_command_time_limit_is_read_and_bounded(tmp_path: Path) -> None:
+    base = (
+        '[identity]\np12 = "me.p12"\n[cache]\npath = "c"\n'
+        '[[accounts]]\nname = "w"\nhost = "h"\nusername = "u"\npassword_env = "P"\n'
+    )
+    path = tmp_path / "config.toml"
+    path.write_text(base)
+    assert load_config(path).accounts[0].command_time_limit == 300
+    path.write_text(base + "command_time_limit = 60\n")
+    assert load_config(path).accounts[0].command_time_limit == 60
+    for bad in ("0", "5", "true", '"60"', "100000"):
+        path.write_text(base + f"command_time_limit = {bad}\n")
+        with pytest.raises(ConfigError, match="command_time_limit"):
+            load_config(path)

@@ -1,9 +1,8 @@
-"""core.text: decrypted MIME -> searchable text, attachments, parts, and the exported message."""
+"""core.text: decrypted MIME -> searchable text, attachments and parts (export: test_export.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import email
 import hashlib
 from email.header import decode_header, make_header
 
@@ -12,7 +11,6 @@ from hypothesis import strategies as st
 
 from smime_companion.core.text import (
     decode_header_text,
-    export_message,
     extract_text,
     get_part,
     header_date,
@@ -97,36 +95,6 @@ def test_encoded_words_and_dates_are_decoded() -> None:
     assert headers["from"] == "Jörg <jorg@example.org>"
     assert header_date(headers["date"]) == dt.datetime(2026, 2, 10, 10, 30, tzinfo=dt.UTC)
     assert header_date("yesterday-ish") is None and header_date(None) is None
-
-
-def test_export_puts_protected_headers_and_verdict_over_the_decrypted_content() -> None:
-    raw = (
-        b"From: outer@example.org\r\nTo: bob@example.org\r\nSubject: ...\r\n"
-        b"Received: from mx\r\n  by mx2\r\nMIME-Version: 1.0\r\n"
-        b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\nMIIB...\r\n"
-    )
-    content = (
-        b"Content-Type: text/plain; charset=utf-8\r\nX-Inner: dropped\r\n\r\nThe real text\r\n"
-    )
-    effective = (("From", "alice@example.org"), ("To", "bob@example.org"), ("Subject", "Real"))
-    verdict = (("X-SMIME-Companion-Signature", "valid"),)
-    out = export_message(raw, content, effective, verdict)
-    assert b"\r\n" not in out
-    msg = email.message_from_bytes(out)
-    assert msg.get_all("Subject") == ["Real"] and msg["From"] == "alice@example.org"
-    assert msg["Received"] == "from mx\n  by mx2"
-    assert msg["X-SMIME-Companion-Signature"] == "valid"
-    assert msg.get_content_type() == "text/plain" and msg["X-Inner"] is None
-    assert msg.get_payload() == "The real text\n"
-
-
-def test_export_of_an_unopened_message_keeps_it_as_fetched_below_the_verdict() -> None:
-    raw = b"Subject: sealed\r\nContent-Type: application/pkcs7-mime\r\n\r\nMIIB\r\n"
-    out = export_message(raw, None, (), (("X-SMIME-Companion-Decryption", "no-key"),))
-    assert out == (
-        b"X-SMIME-Companion-Decryption: no-key\nSubject: sealed\n"
-        b"Content-Type: application/pkcs7-mime\n\nMIIB\n"
-    )
 
 
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60))

@@ -25,6 +25,7 @@ from smime_companion.cli import (
     reader_cmds,
     seal_cmd,
 )
+from smime_companion.core.printable import for_terminal
 from smime_companion.errors import SmimeCompanionError, UsageError
 from smime_companion.logs import route_library_warnings
 
@@ -37,6 +38,21 @@ EXIT_INTERNAL = 3
 SUBCOMMANDS = (
     init_cmd, open_cmd, seal_cmd, cache_cmds, daemon_cmds, certs_cmds, outbox_cmds, reader_cmds,
 )  # fmt: skip
+
+
+class TerminalSafeFormatter(logging.Formatter):
+    """Log records with the message on one line and every control character escaped: a log
+    line names folders, Message-IDs and server replies, which the server or the sender chose.
+    A traceback (``-v``) keeps its own lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        record.message = for_terminal(record.message)
+        return super().formatMessage(record)
+
+
+class JournalSafeFormatter(TerminalSafeFormatter, systemd.JournalFormatter):
+    """journald's priority prefix on each line, and the message escaped as on a terminal (a
+    line break in a folder name would otherwise forge a journal line of its own)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,18 +78,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     handler = logging.StreamHandler(sys.stderr)
     if systemd.journal_stream():  # journald records the level from a <N> prefix
-        handler.setFormatter(systemd.JournalFormatter("%(name)s: %(message)s"))
+        handler.setFormatter(JournalSafeFormatter("%(name)s: %(message)s"))
     else:
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TerminalSafeFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     route_library_warnings(args.verbose)
     try:
         return int(args.func(args))
     except UsageError as exc:
-        print(f"smime-companion {args.command}: {exc}", file=sys.stderr)
+        print(f"smime-companion {args.command}: {for_terminal(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except SmimeCompanionError as exc:
-        print(f"smime-companion {args.command}: {exc}", file=sys.stderr)
+        print(f"smime-companion {args.command}: {for_terminal(str(exc))}", file=sys.stderr)
         return EXIT_NOT_GOOD
     except KeyboardInterrupt:
         return 130
@@ -88,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             traceback.print_exc()
         print(
-            f"smime-companion {args.command}: internal error ({type(exc).__name__}: {exc}); "
+            f"smime-companion {args.command}: internal error "
+            f"({type(exc).__name__}: {for_terminal(str(exc))}); "
             "please report it (run with -v for the traceback)",
             file=sys.stderr,
         )

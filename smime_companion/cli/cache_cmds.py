@@ -28,7 +28,9 @@ from smime_companion.cli.common import (
     write_output,
 )
 from smime_companion.config import Config
+from smime_companion.core import export as exporting
 from smime_companion.core import text as mime_text
+from smime_companion.core.printable import for_terminal, for_terminal_lines
 from smime_companion.errors import SecretUnavailable, UsageError
 from smime_companion.harvest import CertHarvester, with_known_revocations
 from smime_companion.opening import Opener
@@ -192,11 +194,18 @@ def _exported(cache: Cache, message_id: int) -> bytes:
     # The report keeps only the summary headers (lower-cased names); give them their usual case.
     effective = tuple((_CANONICAL.get(k, k), v) for k, v in effective)
     verdict = list(_verdict_fields(summary))
-    if report.get("warnings"):
-        verdict.append(("X-SMIME-Companion-Warnings", ", ".join(report["warnings"])))
+    warnings = tuple(str(w) for w in report.get("warnings") or ())
+    if warnings:
+        verdict.append(("X-SMIME-Companion-Warnings", ", ".join(warnings)))
     if report.get("content_cipher"):
         verdict.append(("X-SMIME-Companion-Cipher", str(report["content_cipher"])))
-    return mime_text.export_message(raw, content, effective, tuple(verdict))
+    cipher = report.get("content_cipher")
+    protected = exporting.is_integrity_protected(
+        summary.decryption, summary.signature, str(cipher) if cipher else None, warnings
+    )
+    return exporting.export_message(
+        raw, content, effective, tuple(verdict), integrity_protected=protected
+    )
 
 
 _CANONICAL = {
@@ -245,10 +254,10 @@ def run_search(args: argparse.Namespace) -> int:
         print(json.dumps([h.to_json() for h in hits], indent=2, ensure_ascii=False))
         return 0
     for h in hits:
-        sender = mime_text.decode_header_text(h.sender)
+        sender = for_terminal(mime_text.decode_header_text(h.sender))
         print(
-            f"{h.id:>7}  {h.date:%Y-%m-%d %H:%M}  {sender[:32]:<32}  {h.subject}"
-            + (f"  [{_badge(h)}]" if _badge(h) else "")
+            f"{h.id:>7}  {h.date:%Y-%m-%d %H:%M}  {sender[:32]:<32}  {for_terminal(h.subject)}"
+            + (f"  [{for_terminal(_badge(h))}]" if _badge(h) else "")
         )
     return 0
 
@@ -282,13 +291,16 @@ def run_show(args: argparse.Namespace) -> int:
         write_output(args.output, (json.dumps(out, indent=2, ensure_ascii=False) + "\n").encode())
         return 0
     if args.headers:
-        write_output(args.output, head + b"\n")
+        # The exported head holds no line that is not a field, but its bytes are still the
+        # sender's: escape what a terminal would act on, keeping the fields' own line breaks.
+        shown = for_terminal_lines(head.decode("utf-8", "replace"))
+        write_output(args.output, shown.encode("utf-8") + b"\n")
         return 0
     if args.text:
-        write_output(args.output, body.encode("utf-8") + b"\n")
+        write_output(args.output, for_terminal_lines(body).encode("utf-8") + b"\n")
         return 0
     lines = [
-        f"{name}: {mime_text.decode_header_text(value)}"
+        f"{name}: {for_terminal(mime_text.decode_header_text(value))}"
         for name, value in (
             ("From", summary.sender),
             ("To", summary.to),
@@ -298,13 +310,15 @@ def run_show(args: argparse.Namespace) -> int:
         )
         if value
     ]
-    lines += [f"{name}: {value}" for name, value in _verdict_fields(summary)]
+    lines += [f"{name}: {for_terminal(value)}" for name, value in _verdict_fields(summary)]
     for a in attachments:
         lines.append(
-            f"Attachment: part {a.part}: {a.filename or '(no name)'} ({a.mime_type}, "
+            f"Attachment: part {a.part}: {for_terminal(a.filename) or '(no name)'} "
+            f"({for_terminal(a.mime_type)}, "
             f"{a.size} bytes, sha256 {a.sha256[:16]}..., scan {a.scan or 'not-scanned'})"
         )
-    text = "\n".join(lines) + "\n\n" + (body if content is not None else "(not opened)") + "\n"
+    shown = for_terminal_lines(body) if content is not None else "(not opened)"
+    text = "\n".join(lines) + "\n\n" + shown + "\n"
     write_output(args.output, text.encode("utf-8"))
     return 0
 
@@ -355,7 +369,8 @@ def run_stats(args: argparse.Namespace) -> int:
     print("scan: " + (", ".join(f"{k} {v}" for k, v in sorted(stats["scan"].items())) or "-"))
     print(f"size on disk: {stats['bytes_on_disk']} bytes")
     for f in stats["folders"]:
-        print(f"  {f['account']}/{f['folder']} (uidvalidity {f['uidvalidity']}): {f['messages']}")
+        where = for_terminal(f"{f['account']}/{f['folder']}")  # folder names are the server's
+        print(f"  {where} (uidvalidity {f['uidvalidity']}): {f['messages']}")
     return 0
 
 

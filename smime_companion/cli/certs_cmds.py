@@ -27,6 +27,7 @@ from smime_companion.cli.common import write_output as _write_output
 from smime_companion.config import Config
 from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.model import Identity
+from smime_companion.core.printable import for_terminal
 from smime_companion.core.selection import (
     CertRecord,
     NoCertificate,
@@ -194,7 +195,7 @@ def run_list(args: argparse.Namespace) -> int:
         _print_json([_record_json(r, now) for r in records])
     else:
         for record in records:
-            print(_line(record, now))
+            print(for_terminal(_line(record, now)))
     return EXIT_OK
 
 
@@ -222,23 +223,23 @@ def run_show(args: argparse.Namespace) -> int:
         _print_json(out)
         return EXIT_OK
     for record in records:
-        print(_line(record, now))
-        print(f"  subject      {record.certificate.subject.rfc4514_string()}")
-        print(f"  issuer       {record.certificate.issuer.rfc4514_string()}")
-        print(f"  fingerprint  {record.fingerprint}")
-        print(f"  capabilities {', '.join(record.capabilities) or '-'}")
+        print(for_terminal(_line(record, now)))
+        print(for_terminal(f"  subject      {record.certificate.subject.rfc4514_string()}"))
+        print(for_terminal(f"  issuer       {record.certificate.issuer.rfc4514_string()}"))
+        print(for_terminal(f"  fingerprint  {record.fingerprint}"))
+        print(for_terminal(f"  capabilities {', '.join(record.capabilities) or '-'}"))
         checked = record.revocation_checked.isoformat() if record.revocation_checked else "never"
         where = evidence[record.fingerprint] or "-"
-        print(f"  revocation   {record.revocation} (checked {checked}; {where})")
+        print(for_terminal(f"  revocation   {record.revocation} (checked {checked}; {where})"))
         for issuer in record.chain:
-            print(f"  chain        {issuer.subject.rfc4514_string()}")
+            print(for_terminal(f"  chain        {issuer.subject.rfc4514_string()}"))
     if selection is not None:
         if isinstance(selection, NoCertificate):
-            print(f"encryption: none ({selection.reason})")
+            print(for_terminal(f"encryption: none ({selection.reason})"))
         else:
-            print(f"encryption: {selection.record.fingerprint}")
+            print(for_terminal(f"encryption: {selection.record.fingerprint}"))
             for warning in selection.warnings:
-                print(f"warning: {warning}")
+                print(for_terminal(f"warning: {warning}"))
     return EXIT_OK
 
 
@@ -255,10 +256,10 @@ def run_import(args: argparse.Namespace) -> int:
             raise UsageError(f"{args.file}: holds no email certificate (no address in any of them)")
         for sighting in sightings:
             for record in store.record(sighting):
-                print(_line(record, now))
+                print(for_terminal(_line(record, now)))
                 if record.trust == "untrusted":
                     print(
-                        f"  not trusted: no anchor vouches for it; if you checked it, run "
+                        "  not trusted: no anchor vouches for it; if you checked it, run "
                         f"'smime-companion certs trust {record.fingerprint}'"
                     )
     return EXIT_OK
@@ -270,7 +271,7 @@ def run_export(args: argparse.Namespace) -> int:
     with _open(config) as store:
         selection = store.select(args.address, _now(), config.certificates.revocation)
     if isinstance(selection, NoCertificate):
-        print(f"smime-companion certs export: {selection.reason}", file=sys.stderr)
+        print(for_terminal(f"smime-companion certs export: {selection.reason}"), file=sys.stderr)
         return EXIT_NOT_GOOD
     _write_output(
         args.output, selection.record.certificate.public_bytes(serialization.Encoding.PEM)
@@ -283,14 +284,14 @@ def run_trust(args: argparse.Namespace) -> int:
     now = _now()
     with _open(config_from_args(args)) as store:
         for record in store.trust(args.fingerprint):
-            print(_line(record, now))
+            print(for_terminal(_line(record, now)))
     return EXIT_OK
 
 
 def run_forget(args: argparse.Namespace) -> int:
     """``certs forget FINGERPRINT``: delete it."""
     with _open(config_from_args(args)) as store:
-        print(f"forgot {store.forget(args.fingerprint)}")
+        print(for_terminal(f"forgot {store.forget(args.fingerprint)}"))
     return EXIT_OK
 
 
@@ -333,11 +334,13 @@ def run_identity_import(args: argparse.Namespace) -> int:
         stored = store.import_identity(identity, now)
         warnings = expiry_warnings([stored], now)
     print(
-        f"imported {stored.fingerprint[:16]} for {', '.join(stored.addresses) or 'no address'} "
-        f"(valid until {identity.certificate.not_valid_after_utc.date().isoformat()}); current"
+        for_terminal(
+            f"imported {stored.fingerprint[:16]} for {', '.join(stored.addresses) or 'no address'}"
+            f" (valid until {identity.certificate.not_valid_after_utc.date().isoformat()}); current"
+        )
     )
     for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(for_terminal(f"warning: {warning}"), file=sys.stderr)
     return EXIT_OK
 
 
@@ -382,10 +385,12 @@ def run_identity_list(args: argparse.Namespace) -> int:
         for i in rows:
             state = "current" if i.current else "retired"
             print(
-                f"{', '.join(i.addresses) or '-':32} {i.fingerprint[:16]}  {state:8} until "
-                f"{i.identity.certificate.not_valid_after_utc.date().isoformat()}  "
-                f"({'imported' if i.imported else 'config'})"
+                for_terminal(
+                    f"{', '.join(i.addresses) or '-':32} {i.fingerprint[:16]}  {state:8} until "
+                    f"{i.identity.certificate.not_valid_after_utc.date().isoformat()}  "
+                    f"({'imported' if i.imported else 'config'})"
+                )
             )
     for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(for_terminal(f"warning: {warning}"), file=sys.stderr)
     return EXIT_OK

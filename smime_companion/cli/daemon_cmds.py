@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import resource
 import signal
 import socket
 import sys
@@ -21,6 +22,7 @@ from smime_companion import runtime
 from smime_companion.cli.common import add_config_flag, add_json_flag, config_from_args
 from smime_companion.config import AccountConfig, Config
 from smime_companion.core.model import Identity
+from smime_companion.core.printable import for_terminal
 from smime_companion.core.selection import Trust, chain_to_anchor
 from smime_companion.daemon import (
     LOCAL_OUTBOX,
@@ -174,7 +176,8 @@ def _terminal_progress() -> Callable[[str, str, int, int], None] | None:
         filled = width * done // max(total, 1)
         bar = "#" * filled + "-" * (width - filled)
         end = "\n" if done >= total else ""
-        print(f"\r{account}/{folder} [{bar}] {done}/{total}", end=end, file=sys.stderr, flush=True)
+        where = for_terminal(f"{account}/{folder}")
+        print(f"\r{where} [{bar}] {done}/{total}", end=end, file=sys.stderr, flush=True)
 
     return show
 
@@ -245,8 +248,21 @@ def _results_json(results: list[AccountResult]) -> list[dict[str, Any]]:
 # -- run / sync ----------------------------------------------------------------------------------
 
 
+def forbid_core_dumps() -> bool:
+    """Set this process's core-file limit to 0 (inherited by the opening workers): a crash
+    must never write the private keys and decrypted mail it holds to disk. Returns whether it
+    took; a sandbox that forbids setrlimit (the systemd unit, which sets LimitCORE=0 itself)
+    is not an error."""
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """``run``: the daemon in the foreground (or one pass with ``--once``)."""
+    forbid_core_dumps()
     logging.getLogger().setLevel(logging.INFO if not args.verbose else logging.DEBUG)
     # imapclient traces every protocol line at DEBUG, message bodies included (a draft's
     # plaintext, fetched for sealing): -v must never put mail into the log, so that trace stays off.
@@ -312,6 +328,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     """``sync``: one pass, optionally limited to an account or a folder."""
     if args.folder and not args.account:
         raise UsageError("--folder needs --account")
+    forbid_core_dumps()
     config = config_from_args(args)
     if args.account:
         config.account(args.account)  # unknown account: one line now, before anything opens
@@ -334,7 +351,7 @@ def _one_pass(
         print(json.dumps(_results_json(results), indent=1))
     else:
         for line in _summaries(results):
-            print(line)
+            print(for_terminal(line))
     return EXIT_NOT_GOOD if any(r.failed for r in results) else EXIT_OK
 
 
@@ -399,12 +416,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     )
     for account_out in accounts:
         error = f"  error: {account_out['error']}" if account_out["error"] else ""
-        print(f"{account_out['account']} ({account_out['host']}){error}")
+        print(for_terminal(f"{account_out['account']} ({account_out['host']}){error}"))
         for f in account_out["folders"]:
+            # Folder names and errors come from the server: one escaped line each.
             print(
-                f"  {f['folder']}: {f['cached']} cached, last sync {_local_time(f['last_sync'])}"
-                + (f", watcher {f['idle']}" if f["idle"] else "")
-                + (f", error: {f['error']}" if f["error"] else "")
+                "  "
+                + for_terminal(
+                    f"{f['folder']}: {f['cached']} cached, last sync {_local_time(f['last_sync'])}"
+                    + (f", watcher {f['idle']}" if f["idle"] else "")
+                    + (f", error: {f['error']}" if f["error"] else "")
+                )
             )
     return EXIT_OK
 
@@ -431,14 +452,14 @@ class _Checks:
         self.failed = False
 
     def ok(self, what: str) -> None:
-        print(f"ok    {what}")
+        print(f"ok    {for_terminal(what)}")
 
     def warn(self, what: str) -> None:
-        print(f"warn  {what}")
+        print(f"warn  {for_terminal(what)}")
 
     def fail(self, what: str) -> None:
         self.failed = True
-        print(f"FAIL  {what}")
+        print(f"FAIL  {for_terminal(what)}")
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ from smime_companion.config import (
     parse_config,
 )
 from smime_companion.core.certs import email_addresses
+from smime_companion.core.printable import for_terminal
 from smime_companion.errors import ImapError, KeyLoadError, SecretUnavailable, UsageError
 from smime_companion.imap.client import server_certificate
 
@@ -314,16 +315,24 @@ def _server_trust(ask: _Asker, config_path: Path, host: str, port: int) -> Path 
     try:
         seen = server_certificate(host, port, tls)
     except ImapError as exc:
-        print(f"note: {exc}; the TLS certificate is checked again by 'doctor'", file=sys.stderr)
+        print(
+            for_terminal(f"note: {exc}; the TLS certificate is checked again by 'doctor'"),
+            file=sys.stderr,
+        )
         return None
     if seen.trusted:
         return None
     cert = x509.load_der_x509_certificate(seen.der)
     fingerprint = hashlib.sha256(seen.der).hexdigest().upper()
     pretty = ":".join(fingerprint[i : i + 2] for i in range(0, len(fingerprint), 2))
-    print(f"The TLS certificate of {host}:{port} is not trusted by this system ({seen.problem}).")
-    print(f"  subject: {cert.subject.rfc4514_string()}")
-    print(f"  issuer:  {cert.issuer.rfc4514_string()}")
+    # The certificate is the server's (or a man in the middle's): its names are shown escaped.
+    print(
+        for_terminal(
+            f"The TLS certificate of {host}:{port} is not trusted by this system ({seen.problem})."
+        )
+    )
+    print(for_terminal(f"  subject: {cert.subject.rfc4514_string()}"))
+    print(for_terminal(f"  issuer:  {cert.issuer.rfc4514_string()}"))
     print(f"  SHA-256 fingerprint: {pretty}")
     print("Compare the fingerprint with what your mail provider or administrator shows.")
     if not ask.tty:

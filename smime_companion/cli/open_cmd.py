@@ -24,6 +24,7 @@ from smime_companion.cli.common import (
 from smime_companion.config import Config, default_config_path
 from smime_companion.core.model import OpenResult
 from smime_companion.core.open import open_message, with_revoked_signers
+from smime_companion.core.printable import for_terminal
 from smime_companion.errors import UsageError
 from smime_companion.revocation import RevocationChecker
 
@@ -202,4 +203,5 @@ def _summary(result: OpenResult) -> str:
         lines.append("warnings:   " + ", ".join(result.warnings))
     if result.error:
         lines.append(f"error:      {result.error}")
-    return "\n".join(lines)
+    # Addresses and reasons quote the message's certificates and structure: one line each.
+    return "\n".join(for_terminal(line) for line in lines)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from smime_companion import runtime
 from smime_companion.cli.common import add_config_flag, add_json_flag, config_from_args
 from smime_companion.config import Config
+from smime_companion.core.printable import for_terminal
 from smime_companion.outbox.localdir import LocalDirectory
 from smime_companion.outbox.pipeline import PassReport
 from smime_companion.outbox.service import OutboxBusy
@@ -118,7 +119,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         line = f"{item.id:>5}  {item.state:<10}  {when}  {item.account}  {subject}"
         if item.reason and item.state not in ("done",):
             line += f"  -- {item.reason}"
-        print(line)
+        # The subject is the draft's, decoded; the reason may quote a server: one line each.
+        print(for_terminal(line))
     return EXIT_OK
 
 
@@ -168,7 +170,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.once:
             reports = one_pass()
             for report in reports:
-                print(_summary(report))
+                print(for_terminal(_summary(report)))
             return EXIT_NOT_GOOD if any(r.errors for r in reports) else EXIT_OK
         watcher = None
         if config.outbox.directory is not None and config.outbox.directory.is_dir():

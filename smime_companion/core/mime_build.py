@@ -107,7 +107,8 @@ def parse_draft(raw: bytes) -> Draft:
     """Parse a draft message.
 
     Returns a :class:`Draft`. Raises :class:`SealError` when the bytes are not a MIME message (no
-    header section, a header line that is not a field, a broken multipart) or have no From field.
+    header section, a header line that is not a field, a bare CR or a NUL in the header section,
+    a broken multipart) or have no From field.
     """
     if b"\n" not in raw:  # a classic Mac file: CR alone ends every line
         raw = raw.replace(b"\r", b"\r\n")
@@ -118,6 +119,7 @@ def parse_draft(raw: bytes) -> Draft:
         raise SealError("draft is not a MIME message: it does not start with a header section")
     end = _END_OF_HEADER.search(raw)
     head, body = (raw[: end.end()], raw[end.end() :]) if end else (raw, b"")
+    _refuse_hidden_line_breaks(head)
     raw_fields = _header_fields(head)
     root = email.message.Message(policy=email.policy.compat32)
     for name, value in raw_fields:
@@ -141,6 +143,29 @@ def parse_draft(raw: bytes) -> Draft:
     if not draft.addresses("From"):
         raise SealError("draft's From header holds no address")
     return draft
+
+
+_BARE_CR = re.compile(rb"\r(?!\n)")
+
+
+def _refuse_hidden_line_breaks(head: bytes) -> None:
+    """Raise :class:`SealError` for a header section holding a bare CR or a NUL.
+
+    Programs disagree on a bare CR: our field reader keeps it inside the value, the email
+    package and smtplib (which turns every bare CR into CRLF before DATA) end the line there.
+    Sealed as it is, ``Subject: x<CR>Bcc: y`` would be checked as one Subject and delivered as
+    two fields. A NUL ends the line for C programs on the way. Such a draft is refused rather
+    than guessed at: the user saves it again."""
+    for name, pattern in (("a bare CR", _BARE_CR), ("a NUL byte", re.compile(rb"\x00"))):
+        found = pattern.search(head)
+        if found is not None:
+            line_start = head.rfind(b"\n", 0, found.start()) + 1
+            field = head[line_start : found.start()].split(b":", 1)[0][:40]
+            shown = field.decode("ascii", "backslashreplace")
+            raise SealError(
+                f"draft header {shown!r} holds {name}, which mail programs read as a line "
+                "break or an end; save the draft again from your mail client"
+            )
 
 
 def _header_fields(head: bytes) -> list[tuple[str, str]]:
@@ -212,6 +237,9 @@ def format_header(name: str, value: str) -> bytes:
     whitespace. Raises :class:`SealError` for a non-ASCII address (SMTPUTF8 is not supported)
     and for a structured field with a line longer than SMTP allows that cannot be folded.
     """
+    if any(c in value for c in "\r\n\x00"):
+        # Folding is ours to add: a line break or NUL in a value would start a new field.
+        raise SealError(f"header {name} holds a line break or NUL")
     if value.isascii():
         folded = _fold_ascii(f"{name}: {value}")
         if max(map(len, folded.split(b"\r\n"))) <= MAX_LINE:

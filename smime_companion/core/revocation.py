@@ -6,6 +6,11 @@ from the network is untrusted: a response counts only when it is signed by the c
 issuer (or by a responder the issuer delegated with the OCSPSigning usage), is about this very
 certificate, and is current at the time given. Anything else is ``unavailable`` with a reason,
 never an exception.
+
+Two times: ``at`` is when the signature is judged (when we received the message), ``now`` when
+the answer is checked. Freshness is judged at ``now``: an answer is evidence about the present,
+and judging it at a message's (possibly server-claimed, backdated) time turned a fresh REVOKED
+into "dated in the future", hence ``unavailable``, hence passed under ``soft``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ from smime_companion.core.signatures import certificate_signed_by, signed_by, st
 
 # Clocks differ: a response "produced" slightly in our future is still fine.
 CLOCK_SKEW = timedelta(minutes=5)
+# An OCSP response without nextUpdate says "newer information is always available" (RFC 6960
+# 4.2.2.1): it is believed for this long after its thisUpdate, never longer, so an old "good"
+# cannot be replayed over plain HTTP once the certificate is revoked (Mozilla uses one day).
+MAX_AGE_WITHOUT_NEXT_UPDATE = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -92,15 +101,24 @@ def ocsp_request(cert: x509.Certificate, issuer: x509.Certificate) -> bytes:
 
 
 def read_ocsp_response(
-    der: bytes, cert: x509.Certificate, issuer: x509.Certificate, at: datetime, source: str
+    der: bytes,
+    cert: x509.Certificate,
+    issuer: x509.Certificate,
+    at: datetime,
+    source: str,
+    *,
+    now: datetime | None = None,
 ) -> RevocationAnswer:
-    """What the OCSP response ``der`` (fetched from ``source``) says about ``cert`` at ``at``.
+    """What the OCSP response ``der`` (fetched from ``source``) says about ``cert`` at ``at``,
+    checked at ``now`` (default ``at``).
 
-    ``good``, ``revoked`` or ``unknown`` from a response that is signed by ``issuer`` or its
-    delegated responder, names ``cert`` and is current; ``unavailable`` with a reason for
-    anything else (unparsable, error status, bad signature, another certificate, stale). Never
-    raises.
+    ``good``, ``revoked`` or ``unknown`` from a response that is signed by ``issuer`` or by a
+    responder it delegated (OCSPSigning usage, valid at ``now``), names ``cert`` and is current
+    at ``now`` (not dated after it, not past its nextUpdate, and without a nextUpdate not older
+    than :data:`MAX_AGE_WITHOUT_NEXT_UPDATE`); ``unavailable`` with a reason for anything else
+    (unparsable, error status, bad signature, another certificate, stale). Never raises.
     """
+    now = now or at
 
     def unavailable(reason: str) -> RevocationAnswer:
         return RevocationAnswer(Revocation.UNAVAILABLE, at, source, None, der, reason)
@@ -112,9 +130,12 @@ def read_ocsp_response(
     if response.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
         return unavailable(f"OCSP responder {source} answered {response.response_status.name}")
     try:
-        signer = _ocsp_signer(response, issuer)
+        signer = _ocsp_signer(response, issuer, now)
         if signer is None:
-            return unavailable(f"OCSP response from {source} is not signed by the issuer")
+            return unavailable(
+                f"OCSP response from {source} is not signed by the issuer or by a responder "
+                "it delegated that is valid now"
+            )
         single = _single_response(response, cert, issuer)
         if single is None:
             return unavailable(f"OCSP response from {source} is not about this certificate")
@@ -124,10 +145,15 @@ def read_ocsp_response(
         revoked_at = single.revocation_time_utc
     except (ValueError, TypeError) as exc:
         return unavailable(f"OCSP response from {source} cannot be read: {exc}")
-    if this_update > at + CLOCK_SKEW:
+    if this_update > now + CLOCK_SKEW:
         return unavailable(f"OCSP response from {source} is dated in the future")
-    if next_update is not None and next_update < at - CLOCK_SKEW:
+    if next_update is not None and next_update < now - CLOCK_SKEW:
         return unavailable(f"OCSP response from {source} is stale (next update {next_update})")
+    if next_update is None and this_update < now - MAX_AGE_WITHOUT_NEXT_UPDATE - CLOCK_SKEW:
+        return unavailable(
+            f"OCSP response from {source} has no next update and is older than "
+            f"{_hours(MAX_AGE_WITHOUT_NEXT_UPDATE)} hours (produced {this_update})"
+        )
     if status == ocsp.OCSPCertStatus.REVOKED:
         when = revoked_at.isoformat() if revoked_at else "an unknown time"
         return RevocationAnswer(
@@ -152,13 +178,26 @@ def _single_response(
     return None
 
 
-def _ocsp_signer(response: ocsp.OCSPResponse, issuer: x509.Certificate) -> x509.Certificate | None:
+def _hours(delta: timedelta) -> int:
+    return int(delta.total_seconds() // 3600)
+
+
+def _ocsp_signer(
+    response: ocsp.OCSPResponse, issuer: x509.Certificate, now: datetime
+) -> x509.Certificate | None:
     """The certificate whose key signed ``response``: the issuer itself, or a responder
-    certificate included in the response, issued by the issuer for OCSPSigning (RFC 6960 4.2.2.2).
-    None when neither signed it."""
+    certificate included in the response, issued by the issuer for OCSPSigning (RFC 6960 4.2.2.2)
+    and valid at ``now`` (an expired responder key may be in anyone's hands). None when
+    neither signed it."""
     candidates = [issuer]
     for delegate in response.certificates:
         if delegate.issuer != issuer.subject or not certificate_signed_by(delegate, issuer):
+            continue
+        if not (
+            delegate.not_valid_before_utc - CLOCK_SKEW
+            <= now
+            <= delegate.not_valid_after_utc + CLOCK_SKEW
+        ):
             continue
         try:
             eku = extension_value(delegate, x509.ExtendedKeyUsage)
@@ -188,14 +227,22 @@ def _signature_parameters(response: ocsp.OCSPResponse) -> Any:
 
 
 def read_crl(
-    data: bytes, cert: x509.Certificate, issuer: x509.Certificate, at: datetime, source: str
+    data: bytes,
+    cert: x509.Certificate,
+    issuer: x509.Certificate,
+    at: datetime,
+    source: str,
+    *,
+    now: datetime | None = None,
 ) -> RevocationAnswer:
-    """What the CRL ``data`` (DER or PEM, fetched from ``source``) says about ``cert`` at ``at``.
+    """What the CRL ``data`` (DER or PEM, fetched from ``source``) says about ``cert`` at ``at``,
+    checked at ``now`` (default ``at``).
 
     ``revoked`` when it lists the certificate's serial with a revocation date not after ``at``,
     else ``good``; ``unavailable`` with a reason when the CRL cannot be parsed, is not the
-    issuer's, is not signed by it, or is stale. Never raises.
+    issuer's, is not signed by it, or is not current at ``now``. Never raises.
     """
+    now = now or at
 
     def unavailable(reason: str) -> RevocationAnswer:
         return RevocationAnswer(Revocation.UNAVAILABLE, at, source, None, data, reason)
@@ -214,10 +261,15 @@ def read_crl(
         ):
             return unavailable(f"CRL from {source} is not signed by the issuer")
         next_update = crl.next_update_utc
-        if crl.last_update_utc > at + CLOCK_SKEW:
+        if crl.last_update_utc > now + CLOCK_SKEW:
             return unavailable(f"CRL from {source} is dated in the future")
-        if next_update is not None and next_update < at - CLOCK_SKEW:
+        if next_update is not None and next_update < now - CLOCK_SKEW:
             return unavailable(f"CRL from {source} is stale (next update {next_update})")
+        if next_update is None and crl.last_update_utc < now - MAX_AGE_WITHOUT_NEXT_UPDATE:
+            return unavailable(
+                f"CRL from {source} has no next update and is older than "
+                f"{_hours(MAX_AGE_WITHOUT_NEXT_UPDATE)} hours"
+            )
         entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
     except (ValueError, TypeError) as exc:
         return unavailable(f"CRL from {source} cannot be read: {exc}")

@@ -321,7 +321,6 @@ __all__ = [
     "Part",
     "decode_header_text",
     "decoded_text",
-    "export_message",
     "extract_text",
     "get_part",
     "header_date",
@@ -330,67 +329,3 @@ __all__ = [
     "part_text",
     "summary_headers",
 ]
-
-
-# -- export ----------------------------------------------------------------------------------------
-
-_CONTENT_FIELD = re.compile(rb"^(content-[!-9;-~]*|mime-version)\s*:", re.IGNORECASE)
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
-
-
-def _header_lines(raw: bytes) -> tuple[list[bytes], bytes]:
-    """The header fields of ``raw`` as raw bytes (each with its continuation lines, without the
-    line break) and the body after the blank line."""
-    if raw.startswith((b"\r\n", b"\n")):
-        return [], raw.split(b"\n", 1)[1]
-    match = _HEADER_END.search(raw)
-    head, body = (raw[: match.start()], raw[match.end() :]) if match else (raw, b"")
-    fields: list[bytes] = []
-    for line in head.split(b"\n"):
-        line = line.rstrip(b"\r")
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1] += b"\n" + line
-        elif line:
-            fields.append(line)
-    return fields, body
-
-
-def _field_name(field: bytes) -> str:
-    return field.split(b":", 1)[0].strip().decode("ascii", "replace").lower()
-
-
-def export_message(
-    raw: bytes,
-    content: bytes | None,
-    effective_headers: tuple[tuple[str, str], ...],
-    verdict: tuple[tuple[str, str], ...],
-) -> bytes:
-    """A message any mail client opens: the outer headers of ``raw`` (with the effective,
-    possibly protected, From/To/Cc/Subject/Date/Message-ID in place of the outer ones), the
-    ``verdict`` fields (e.g. ``X-SMIME-Companion-Signature``), then the decrypted ``content``
-    (its Content-* fields and body). When ``content`` is None (the message could not be opened)
-    the raw original follows the verdict fields unchanged. Line ends are LF, as mbox and
-    Maildir files use."""
-    verdict_lines = [
-        f"{name}: {' '.join(value.split())}".encode("utf-8", "replace") for name, value in verdict
-    ]
-    raw_fields, raw_body = _header_lines(raw)
-    if content is None:
-        out = b"\n".join([*verdict_lines, *raw_fields]) + b"\n\n" + raw_body
-        return out.replace(b"\r\n", b"\n")
-    effective = {k.lower(): v for k, v in reversed(effective_headers)}
-    replaced = {name for name in SUMMARY_HEADERS if name in effective}
-    outer = [
-        f for f in raw_fields if not _CONTENT_FIELD.match(f) and _field_name(f) not in replaced
-    ]
-    protected = [
-        f"{name}: {value}".encode("utf-8", "replace")
-        for name, value in effective_headers
-        if name.lower() in replaced
-    ]
-    inner_fields, inner_body = _header_lines(content)
-    inner = [f for f in inner_fields if _CONTENT_FIELD.match(f)]
-    if not any(_field_name(f) == "mime-version" for f in inner):
-        inner.insert(0, b"MIME-Version: 1.0")
-    head = b"\n".join([*outer, *protected, *verdict_lines, *inner])
-    return (head + b"\n\n" + inner_body).replace(b"\r\n", b"\n")

@@ -19,6 +19,12 @@ parser, which cost about 7 s of CPU for 317 MB: :class:`FetchReader` sends ``UID
 same connection (with a tag from imaplib, so its bookkeeping stays right), reads each literal
 with one ``read(n)`` and parses the item lists itself; untagged responses other than FETCH are
 stored in imaplib's ``untagged_responses`` exactly as imaplib would store them.
+
+A hostile or broken server is bounded (:class:`CommandGuard`): every command has a time limit
+(a watchdog closes the socket when it passes, so a server trickling one byte every 20 s cannot
+hold a sync), a cap on the lines (untagged responses) and bytes of its answer, and a body fetch
+refuses a literal much larger than the message's RFC822.SIZE (:class:`OversizedBody`). UIDs,
+UIDVALIDITY, UIDNEXT, MODSEQ and sizes outside their RFC ranges are dropped or refused.
 """
 
 from __future__ import annotations
@@ -29,14 +35,15 @@ import os
 import re
 import socket
 import ssl
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 from imapclient import IMAPClient
 from imapclient import exceptions as imap_exceptions
@@ -51,6 +58,25 @@ UID_CHUNK = 1000
 # A body batch stops growing past this many bytes or messages (bounds memory per round trip).
 BODY_BATCH_BYTES = 16 * 1024 * 1024
 BODY_BATCH_COUNT = 100
+
+# RFC 3501/9051: UIDs, UIDVALIDITY and sizes are 32-bit unsigned (nz-number, number);
+# RFC 7162: MODSEQ values are 63-bit.
+UID_MAX = 2**32 - 1
+MODSEQ_MAX = 2**63 - 1
+# Time one command may take unless ServerSpec says otherwise; a body fetch gets more, at
+# MIN_BODY_RATE for the bytes its messages announced.
+COMMAND_TIME_LIMIT = 300.0
+MIN_BODY_RATE = 64 * 1024
+# Lines (tagged, untagged and continuation) one answer may have: a few per message asked about,
+# plus room for a server's chatter. More is a server flooding us.
+MAX_LINES_PER_COMMAND = 50_000
+LINES_PER_MESSAGE = 8
+# Bytes of one answer that carries no message body (SEARCH, FLAGS, BODYSTRUCTURE, LIST...).
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+# A body literal may exceed the message's RFC822.SIZE by this factor plus this slack (servers
+# count line ends differently); a larger one is refused unread.
+BODY_SIZE_FACTOR = 2
+BODY_SIZE_SLACK = 1024 * 1024
 
 _SMIME_TYPES = {
     ("application", "pkcs7-mime"),
@@ -77,6 +103,7 @@ class ServerSpec:
     auth: str = "password"
     timeout: float = 60.0
     name: str = ""  # the account name, for messages
+    command_time_limit: float = COMMAND_TIME_LIMIT  # whole answer to one command, seconds
 
     @property
     def label(self) -> str:
@@ -103,10 +130,11 @@ class Summary:
     """
 
     uid: int
-    size: int
+    size: int  # RFC822.SIZE; 0 when the server gave none (or one outside 0..2^32-1)
     flags: tuple[str, ...]
     smime: bool | None
     internaldate: datetime | None = None
+    size_announced: bool = True  # False: ``size`` is no announcement to hold the body to
 
 
 @dataclass(frozen=True)
@@ -154,8 +182,12 @@ class Mailbox(Protocol):
         callers that download every body anyway: BODYSTRUCTURE costs the server a parse)."""
         ...
 
-    def bodies(self, uids: Sequence[int]) -> dict[int, bytes]:
-        """The raw messages (BODY.PEEK[], so the \\Seen flag is not set). Missing: expunged."""
+    def bodies(
+        self, uids: Sequence[int], sizes: Mapping[int, int] | None = None
+    ) -> dict[int, bytes]:
+        """The raw messages (BODY.PEEK[], so the \\Seen flag is not set). Missing: expunged.
+        ``sizes`` are the RFC822.SIZEs the server announced: a literal much larger than its
+        message's raises :class:`OversizedBody` (carrying the bodies received before it)."""
         ...
 
     def flags(self, uids: Sequence[int]) -> dict[int, tuple[str, ...]]:
@@ -305,6 +337,181 @@ def shutdown(imap: IMAPClient) -> None:
         pass
 
 
+class OversizedBody(ImapError):
+    """A body FETCH was refused because the server sent a literal much larger than the
+    message's RFC822.SIZE (or than any message of the batch, before naming its UID).
+
+    ``uid`` is the message's UID (None when the server had not named it yet), ``received``
+    the bodies that arrived whole before it. The connection is shut down: where the next
+    response starts is unknown, and reading on would be reading what was refused."""
+
+    def __init__(self, message: str, uid: int | None, received: Mapping[int, Any] | None = None):
+        super().__init__(message)
+        self.uid = uid
+        # The reader's items by UID while reading; the bodies by UID once out of the mailbox.
+        self.received: dict[int, Any] = dict(received or {})
+
+
+def body_allowance(size: int | None) -> int:
+    """The largest literal accepted for a message whose RFC822.SIZE is ``size`` (None:
+    unknown): ``BODY_SIZE_FACTOR`` times it plus ``BODY_SIZE_SLACK``, at most MAX_LITERAL."""
+    if size is None:
+        return MAX_LITERAL
+    return min(BODY_SIZE_FACTOR * size + BODY_SIZE_SLACK, MAX_LITERAL)
+
+
+class _AnswerTooLarge(imaplib.IMAP4.abort):
+    """An answer broke a :class:`CommandGuard` limit (lines or bytes)."""
+
+
+class CommandGuard:
+    """Bounds the answer to each command on one imaplib connection: its time, its lines and
+    its bytes. Installed over the connection's ``read`` and ``readline`` (which imaplib and
+    :class:`FetchReader` read through); :meth:`limits` arms it for one command.
+
+    Time: a watchdog thread shuts the socket down when the command's deadline passes, so a
+    read blocked on a server that trickles a byte at a time ends at once (a per-read socket
+    timeout never would). Lines and bytes: past the limit the read raises (an imaplib
+    ``abort``) and the socket is shut down. Either way the connection is finished; the caller
+    reports the step as failed and the next pass reconnects."""
+
+    def __init__(self, imap4: imaplib.IMAP4) -> None:
+        self._imap4 = imap4
+        self._raw_read = imap4.read
+        self._raw_readline = imap4.readline
+        imap4.read = self.read  # type: ignore[method-assign]
+        imap4.readline = self.readline  # type: ignore[method-assign]
+        self._cond = threading.Condition()
+        self._deadline: float | None = None
+        self._seconds = 0.0
+        self._generation = 0
+        self._closed = False
+        self.expired = False
+        self._max_lines = MAX_LINES_PER_COMMAND
+        self._max_bytes = MAX_ANSWER_BYTES
+        self._lines = 0
+        self._bytes = 0
+        self._watchdog = threading.Thread(target=self._watch, name="imap-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def limits(self, seconds: float, max_bytes: int, max_lines: int) -> _Armed:
+        """A context manager bounding the command run inside it."""
+        return _Armed(self, seconds, max_bytes, max_lines)
+
+    def _arm(self, seconds: float, max_bytes: int, max_lines: int) -> None:
+        with self._cond:
+            self._lines = self._bytes = 0
+            self._max_bytes, self._max_lines = max_bytes, max_lines
+            self._seconds = seconds
+            self._deadline = time.monotonic() + seconds
+            self._generation += 1
+            self._cond.notify()
+
+    def _disarm(self) -> None:
+        with self._cond:
+            self._deadline = None
+            self._generation += 1
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Stop the watchdog (never raises)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _watch(self) -> None:
+        with self._cond:
+            while not self._closed:
+                if self._deadline is None:
+                    self._cond.wait()
+                    continue
+                generation, remaining = self._generation, self._deadline - time.monotonic()
+                if remaining > 0:
+                    self._cond.wait(remaining)
+                    continue
+                if generation == self._generation:
+                    self.expired = True
+                    self._deadline = None
+                    self._shutdown()
+
+    def _shutdown(self) -> None:
+        try:
+            sock = self._imap4.socket()
+            # The plain socket's shutdown, also for an SSLSocket: it ends a read blocked in
+            # another thread without touching the TLS object that thread is using.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except (OSError, AttributeError):
+            pass
+
+    def time_limit_text(self) -> str:
+        return f"no complete answer within {self._seconds:.0f} s (the time limit of a command)"
+
+    def read(self, size: int) -> bytes:
+        self._bytes += size
+        if self._bytes > self._max_bytes:
+            self._shutdown()
+            raise _AnswerTooLarge(
+                f"the answer is larger than {self._max_bytes} bytes (a literal of {size})"
+            )
+        return self._raw_read(size)
+
+    def readline(self) -> bytes:
+        line = self._raw_readline()
+        self._lines += 1
+        self._bytes += len(line)
+        if self._lines > self._max_lines:
+            self._shutdown()
+            raise _AnswerTooLarge(f"the answer has more than {self._max_lines} lines")
+        if self._bytes > self._max_bytes:
+            self._shutdown()
+            raise _AnswerTooLarge(f"the answer is larger than {self._max_bytes} bytes")
+        return line
+
+
+class _Armed:
+    def __init__(self, guard: CommandGuard, seconds: float, max_bytes: int, max_lines: int):
+        self._guard, self._args = guard, (seconds, max_bytes, max_lines)
+
+    def __enter__(self) -> None:
+        self._guard._arm(*self._args)
+
+    def __exit__(self, *exc: object) -> None:
+        self._guard._disarm()
+
+
+def valid_uid(value: Any) -> TypeGuard[int]:
+    """Whether ``value`` is a UID a server may send: an int in 1..2^32-1."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= UID_MAX
+
+
+def _valid_uids(values: Iterable[Any], where: str, label: str) -> list[int]:
+    """The valid UIDs of ``values`` (ints or digit strings), logging once how many were not."""
+    out: list[int] = []
+    bad = 0
+    for value in values:
+        try:
+            uid = int(value)
+        except (TypeError, ValueError):
+            bad += 1
+            continue
+        if valid_uid(uid):
+            out.append(uid)
+        else:
+            bad += 1
+    if bad:
+        log.warning("%s: %s: ignored %d UIDs outside 1..%d", label, where, bad, UID_MAX)
+    return out
+
+
+def _bounded(value: Any, low: int, high: int) -> int | None:
+    """``value`` as an int when it is one within low..high, else None."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if low <= number <= high else None
+
+
 class ImapMailbox:
     """:class:`Mailbox` over one imapclient connection (each method is documented there).
 
@@ -318,6 +525,7 @@ class ImapMailbox:
         self._idle_polling = False
         self._qresync = False
         self._imap = open_session(spec)
+        self._guard = CommandGuard(self._imap._imap)
         try:
             caps = self.capabilities
             wanted = [c for c in ("QRESYNC", "CONDSTORE") if c in caps]
@@ -345,23 +553,52 @@ class ImapMailbox:
 
     def close(self) -> None:
         try:
-            if self._idling:
-                self._imap.idle_done()
-            self._imap.logout()
+            with self._guard.limits(min(self.spec.command_time_limit, 30.0), 1 << 20, 1000):
+                if self._idling:
+                    self._imap.idle_done()
+                self._imap.logout()
         except Exception:  # closing a broken connection: nothing more to do
             try:
                 self._imap.shutdown()
             except Exception:
                 pass
+        finally:
+            self._guard.close()
 
-    def _call(self, step: str, func: Callable[[], Any]) -> Any:
-        """Run one IMAP step, turning every library or socket failure into one ImapError."""
+    def _call(
+        self,
+        step: str,
+        func: Callable[[], Any],
+        *,
+        seconds: float | None = None,
+        max_bytes: int = MAX_ANSWER_BYTES,
+        max_lines: int = MAX_LINES_PER_COMMAND,
+    ) -> Any:
+        """Run one IMAP step within its limits (time: ``seconds``, default the spec's
+        ``command_time_limit``; the answer's bytes and lines), turning every library or socket
+        failure, and a broken limit, into one ImapError."""
+        # Untagged responses nobody asked for would pile up in imaplib for the connection's
+        # life (a server can send any number): each step starts without them.
+        self._imap._imap.untagged_responses.clear()
+        self._guard.expired = False
         try:
-            return func()
-        except ImapError:
+            with self._guard.limits(
+                seconds if seconds is not None else self.spec.command_time_limit,
+                max_bytes,
+                max_lines,
+            ):
+                return func()
+        except OversizedBody:
             raise
+        except ImapError as exc:
+            if self._guard.expired:
+                raise self._failed(step, self._guard.time_limit_text()) from None
+            raise exc
         except (OSError, imaplib.IMAP4.error, imap_exceptions.IMAPClientError, EOFError) as exc:
-            raise self._failed(step, reason(exc)) from None
+            why = self._guard.time_limit_text() if self._guard.expired else reason(exc)
+            if isinstance(exc, _AnswerTooLarge) or self._guard.expired:
+                shutdown(self._imap)
+            raise self._failed(step, why) from None
 
     def _failed(self, step: str, why: str) -> ImapError:
         """``account (host:port): STEP 'folder' failed: why``: the one shape of a step's error."""
@@ -369,7 +606,11 @@ class ImapMailbox:
         return ImapError(f"{self.spec.label}: {step}{folder} failed: {why}")
 
     def _uid_fetch(
-        self, step: str, uids: Sequence[int], items: bytes
+        self,
+        step: str,
+        uids: Sequence[int],
+        items: bytes,
+        sizes: Mapping[int, int] | None = None,
     ) -> dict[int, dict[bytes, Any]]:
         """``UID FETCH <uids> <items>`` read by :class:`FetchReader`: the items of each asked-for
         UID the server returned (expunged ones are absent). Raises ImapError naming ``step``
@@ -378,6 +619,7 @@ class ImapMailbox:
         down, since where the next response starts is no longer known."""
         imap = self._imap._imap
         command = b"UID FETCH " + sequence_set(uids) + b" " + items
+        allowance = None if sizes is None else _allowances(uids, sizes)
 
         def run() -> dict[int, dict[bytes, Any]]:
             # As imaplib's _command does: a stale tagged-status text must not be mistaken for
@@ -388,10 +630,20 @@ class ImapMailbox:
             tag = imap._new_tag()  # registered in imaplib's tagged_commands: tags stay unique
             try:
                 imap.send(tag + b" " + command + b"\r\n")
-                reader = FetchReader(imap.readline, imap.read, imap._append_untagged)
+                reader = FetchReader(imap.readline, imap.read, imap._append_untagged, allowance)
                 status, text, messages = reader.read_until(tag)
             except BaseException as exc:
                 shutdown(self._imap)
+                if isinstance(exc, OversizedBody):
+                    wanted = set(uids)
+                    exc.received = {
+                        uid: body
+                        for uid, item in exc.received.items()
+                        if uid in wanted and isinstance(body := item.get(b"BODY[]"), bytes)
+                    }
+                    raise OversizedBody(
+                        str(self._failed(step, str(exc))), exc.uid, exc.received
+                    ) from None
                 if isinstance(exc, ImapError):
                     raise self._failed(step, str(exc)) from None
                 raise
@@ -403,7 +655,20 @@ class ImapMailbox:
             wanted = set(uids)
             return {uid: item for uid, item in messages.items() if uid in wanted}
 
-        result: dict[int, dict[bytes, Any]] = self._call(step, run)
+        announced = sum(sizes.get(uid, 0) for uid in uids) if sizes else 0
+        if allowance is None:
+            max_bytes = MAX_ANSWER_BYTES
+        else:
+            # The whole answer: every message's allowance (a server repeating a body, or
+            # sending bodies nobody asked for, stops here) plus the lines around them.
+            max_bytes = sum(allowance(uid) for uid in uids) + MAX_ANSWER_BYTES
+        result: dict[int, dict[bytes, Any]] = self._call(
+            step,
+            run,
+            seconds=self.spec.command_time_limit + announced / MIN_BODY_RATE,
+            max_bytes=max_bytes,
+            max_lines=MAX_LINES_PER_COMMAND // 10 + LINES_PER_MESSAGE * len(uids),
+        )
         return result
 
     # -- folders ---------------------------------------------------------------------------------
@@ -427,18 +692,27 @@ class ImapMailbox:
     def examine(self, folder: str) -> FolderInfo:
         self._folder = folder
         data = self._call("EXAMINE", lambda: self._imap.select_folder(folder, readonly=True))
-        uidvalidity = data.get(b"UIDVALIDITY")
-        if uidvalidity is None:
+        raw_uidvalidity = data.get(b"UIDVALIDITY")
+        if raw_uidvalidity is None:
             raise ImapError(f"{self.spec.label}: EXAMINE {folder!r} gave no UIDVALIDITY")
+        uidvalidity = _bounded(raw_uidvalidity, 1, UID_MAX)
+        if uidvalidity is None:
+            shown = _text(raw_uidvalidity)[:30]
+            raise ImapError(
+                f"{self.spec.label}: EXAMINE {folder!r} gave an invalid UIDVALIDITY {shown!r} "
+                f"(not in 1..{UID_MAX})"
+            )
         modseq = data.get(b"HIGHESTMODSEQ")
         if b"NOMODSEQ" in b" ".join(_as_bytes(v) for v in data.get(b"OK", [])):
             modseq = None
         return FolderInfo(
             name=folder,
-            uidvalidity=int(uidvalidity),
-            uidnext=int(data[b"UIDNEXT"]) if b"UIDNEXT" in data else None,
-            exists=int(data.get(b"EXISTS", 0)),
-            highest_modseq=int(modseq) if modseq is not None else None,
+            uidvalidity=uidvalidity,
+            # Out of range: as if not sent (the sync then derives UIDNEXT from the UIDs it
+            # sees, and works without CONDSTORE).
+            uidnext=_bounded(data.get(b"UIDNEXT"), 1, UID_MAX + 1),
+            exists=_bounded(data.get(b"EXISTS", 0), 0, UID_MAX) or 0,
+            highest_modseq=_bounded(modseq, 1, MODSEQ_MAX) if modseq is not None else None,
         )
 
     # -- messages --------------------------------------------------------------------------------
@@ -446,8 +720,9 @@ class ImapMailbox:
     def search_uids(self, start: int = 1) -> list[int]:
         criteria = ["ALL"] if start <= 1 else ["UID", f"{start}:*"]
         found = self._call("UID SEARCH", lambda: self._imap.search(criteria))
+        uids = _valid_uids(found, "UID SEARCH", self.spec.label)
         # "n:*" always includes the highest UID even when it is below n (RFC 3501 6.4.8).
-        return sorted(int(u) for u in found if int(u) >= start)
+        return sorted(u for u in set(uids) if u >= start)
 
     def search_smime_candidates(self, start: int = 1) -> list[int] | None:
         # SEARCH HEADER is a case-insensitive substring match done by the server: on 10,000
@@ -468,7 +743,8 @@ class ImapMailbox:
                 )
                 return None
             raise
-        return sorted(int(u) for u in found if int(u) >= start)
+        uids = _valid_uids(found, "UID SEARCH HEADER", self.spec.label)
+        return sorted(u for u in set(uids) if u >= start)
 
     def _imap_alive(self) -> bool:
         try:
@@ -495,13 +771,15 @@ class ImapMailbox:
                 if item is None:
                     continue  # expunged meanwhile
                 structure = item.get(b"BODYSTRUCTURE")
+                size = _bounded(item.get(b"RFC822.SIZE"), 0, UID_MAX)
                 out.append(
                     Summary(
                         uid=uid,
-                        size=int(item.get(b"RFC822.SIZE", 0)),
+                        size=size or 0,
                         flags=_flags(item.get(b"FLAGS", ())),
                         smime=structure is not None and is_smime_structure(structure),
                         internaldate=_aware(item.get(b"INTERNALDATE")),
+                        size_announced=size is not None,
                     )
                 )
         return out
@@ -517,23 +795,29 @@ class ImapMailbox:
                 item = data.get(uid)
                 if item is None:
                     continue  # expunged meanwhile
-                size = item.get(b"RFC822.SIZE", 0)
+                size = item.get(b"RFC822.SIZE")
+                size = size if isinstance(size, int) and 0 <= size <= UID_MAX else None
                 flags = item.get(b"FLAGS", ())
                 out.append(
                     Summary(
                         uid=uid,
-                        size=size if isinstance(size, int) else 0,
+                        size=size or 0,
                         flags=_flags(flags) if isinstance(flags, tuple) else (),
                         smime=None,
                         internaldate=_internaldate(item.get(b"INTERNALDATE")),
+                        size_announced=size is not None,
                     )
                 )
         return out
 
-    def bodies(self, uids: Sequence[int]) -> dict[int, bytes]:
+    def bodies(
+        self, uids: Sequence[int], sizes: Mapping[int, int] | None = None
+    ) -> dict[int, bytes]:
         if not uids:
             return {}
-        data = self._uid_fetch("UID FETCH BODY.PEEK[]", sorted(uids), b"(UID BODY.PEEK[])")
+        data = self._uid_fetch(
+            "UID FETCH BODY.PEEK[]", sorted(uids), b"(UID BODY.PEEK[])", sizes or {}
+        )
         # A literal is bytes already (one read(n) each): no copy. NIL (an empty answer from a
         # server that lost the message) is not a body.
         return {
@@ -546,7 +830,10 @@ class ImapMailbox:
         out: dict[int, tuple[str, ...]] = {}
         for chunk in _chunks(sorted(uids), UID_CHUNK):
             data = self._call("UID FETCH FLAGS", partial(self._imap.fetch, chunk, ["FLAGS"]))
-            out.update({uid: _flags(item.get(b"FLAGS", ())) for uid, item in data.items()})
+            asked = set(chunk)  # what the server adds of its own names nothing we hold
+            out.update(
+                {uid: _flags(item.get(b"FLAGS", ())) for uid, item in data.items() if uid in asked}
+            )
         return out
 
     def changes_since(self, uids: Sequence[int], modseq: int) -> Changes:
@@ -558,7 +845,10 @@ class ImapMailbox:
                 "UID FETCH CHANGEDSINCE",
                 partial(self._imap.fetch, chunk, ["FLAGS"], modifiers=[modifier]),
             )
-            flags.update({uid: _flags(item.get(b"FLAGS", ())) for uid, item in data.items()})
+            asked = set(chunk)
+            flags.update(
+                {uid: _flags(item.get(b"FLAGS", ())) for uid, item in data.items() if uid in asked}
+            )
             if self._qresync:
                 # imapclient leaves "* VANISHED (EARLIER) 3:5,9" in imaplib's untagged responses.
                 for line in self._imap._imap.untagged_responses.pop("VANISHED", []):
@@ -583,7 +873,11 @@ class ImapMailbox:
         deadline = time.monotonic() + timeout
         while (remaining := deadline - time.monotonic()) > 0:
             started = time.monotonic()
-            responses = self._call("IDLE", partial(self._imap.idle_check, remaining))
+            responses = self._call(
+                "IDLE",
+                partial(self._imap.idle_check, remaining),
+                seconds=remaining + self.spec.command_time_limit,
+            )
             if any(_is_change(r) for r in responses):
                 return True
             # imapclient returns an empty list on EOF: tell a dead server from a quiet one.
@@ -656,10 +950,15 @@ class FetchReader:
         readline: Callable[[], bytes],
         read: Callable[[int], bytes],
         keep: Callable[[str, Any], None],
+        allowance: Callable[[int | None], int] | None = None,
     ) -> None:
         self._readline = readline
         self._read = read
         self._keep = keep
+        # The largest literal accepted inside a FETCH for a UID (None: the UID is not named
+        # yet); None: MAX_LITERAL for every literal.
+        self._allowance = allowance
+        self._messages: dict[int, dict[bytes, Any]] = {}
 
     def read_until(self, tag: bytes) -> tuple[str, bytes, dict[int, dict[bytes, Any]]]:
         """Read up to the tagged completion of ``tag``: (``OK``/``NO``/``BAD``, its text, the
@@ -667,7 +966,7 @@ class FetchReader:
         ``FLAGS``); values are int (numbers), bytes (atoms, quoted strings, literals), None (NIL)
         or tuples (lists). Responses without a UID (unsolicited, for another message) are
         dropped; two for one UID are merged."""
-        messages: dict[int, dict[bytes, Any]] = {}
+        messages = self._messages = {}
         prefix = tag + b" "
         while True:
             line = self._line()
@@ -675,7 +974,7 @@ class FetchReader:
             if fetch is not None:
                 items = self._item_list(line, fetch.end())
                 uid = items.get(b"UID")
-                if isinstance(uid, int):
+                if valid_uid(uid):  # a UID outside 1..2^32-1 names no message
                     messages.setdefault(uid, {}).update(items)
             elif line.startswith(b"* "):
                 self._untagged(line)
@@ -725,7 +1024,10 @@ class FetchReader:
                 else:
                     stack[-1].append(None if atom.upper() == b"NIL" else atom)
             elif kind == 4:
-                stack[-1].append(self._literal(int(token.group(4))))
+                size = int(token.group(4))
+                if self._allowance is not None:
+                    self._check_body_size(size, stack[0])
+                stack[-1].append(self._literal(size))
                 line, pos = self._line(), 0  # the response goes on after the literal
             elif kind == 3:
                 quoted = token.group(3)
@@ -745,6 +1047,22 @@ class FetchReader:
                 if not all(isinstance(name, bytes) for name in names):
                     raise _unparsable(line)
                 return {name.upper(): value for name, value in zip(names, done[1::2], strict=True)}
+
+    def _check_body_size(self, size: int, items: list[Any]) -> None:
+        """Raise :class:`OversizedBody` when a literal of ``size`` bytes, in a FETCH whose
+        top-level items read so far are ``items``, is larger than its message's allowance."""
+        assert self._allowance is not None
+        uid = next((v for k, v in zip(items[0::2], items[1::2], strict=False) if k == b"UID"), None)
+        uid = uid if valid_uid(uid) else None
+        allowed = self._allowance(uid)
+        if size > allowed:
+            which = f"UID {uid}" if uid is not None else "a message not named yet"
+            raise OversizedBody(
+                f"server sent a literal of {size} bytes for {which}, more than the {allowed} "
+                "its announced size allows; refused unread",
+                uid,
+                self._messages,
+            )
 
     def _untagged(self, line: bytes) -> None:
         """Store a non-FETCH untagged response as imaplib's ``_get_response`` would."""
@@ -772,6 +1090,20 @@ class FetchReader:
         """Keep ``[CODE data]`` of an OK/NO/BAD as imaplib does (``untagged_responses[CODE]``)."""
         if (code := _RESPONSE_CODE.match(text)) is not None:
             self._keep(code.group("type").decode("ascii"), code.group("data"))
+
+
+def _allowances(uids: Sequence[int], sizes: Mapping[int, int]) -> Callable[[int | None], int]:
+    """The literal allowance of each asked-for UID (a UID not asked for, or not named yet: the
+    largest of the batch)."""
+    largest = max((body_allowance(sizes.get(uid)) for uid in uids), default=BODY_SIZE_SLACK)
+    wanted = set(uids)
+
+    def allowance(uid: int | None) -> int:
+        if uid is None or uid not in wanted:
+            return largest
+        return body_allowance(sizes.get(uid))
+
+    return allowance
 
 
 def _unparsable(line: bytes) -> ImapError:
@@ -848,6 +1180,8 @@ def uid_set(text: str) -> set[int]:
             a, b = int(low), int(high or low)
         except ValueError:
             raise ImapError(f"server sent a malformed UID set {text[:60]!r}") from None
+        if not (valid_uid(a) and valid_uid(b)):
+            raise ImapError(f"server sent a UID outside 1..{UID_MAX} in {part[:40]!r}")
         if a > b:
             a, b = b, a
         if b - a > 10_000_000:

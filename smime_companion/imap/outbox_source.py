@@ -35,7 +35,17 @@ from imapclient import exceptions as imap_exceptions
 from imapclient.imapclient import SENT
 
 from smime_companion.errors import ImapError
-from smime_companion.imap.client import ServerSpec, open_session, reason, shutdown
+from smime_companion.imap.client import (
+    MAX_ANSWER_BYTES,
+    MAX_LINES_PER_COMMAND,
+    MAX_LITERAL,
+    UID_MAX,
+    CommandGuard,
+    ServerSpec,
+    open_session,
+    reason,
+    shutdown,
+)
 from smime_companion.outbox.protocols import DraftRef, Place
 
 log = logging.getLogger(__name__)
@@ -69,6 +79,7 @@ class ImapOutbox:
         self._configured_outbox = outbox_folder
         self._configured_sent = sent_folder
         self._imap: IMAPClient | None = None
+        self._guard: CommandGuard | None = None
         self._delimiter: str | None = "/"
         self._prefix = ""
         self._selected: tuple[str, int] | None = None
@@ -81,13 +92,17 @@ class ImapOutbox:
             return self._imap
         imap = open_session(self.spec)
         self._imap = imap
+        # The same bounds as the sync's connection: a time limit per command, capped answers.
+        guard = self._guard = CommandGuard(imap._imap)
         try:
-            listed = imap.list_folders("", "")
+            with guard.limits(self.spec.command_time_limit, MAX_ANSWER_BYTES, 10_000):
+                listed = imap.list_folders("", "")
             # LIST "" "" answers the hierarchy delimiter; NIL means a flat server.
             if listed:
                 self._delimiter = _text(listed[0][1]) if listed[0][1] else None
             if imap.has_capability("NAMESPACE"):
-                personal = imap.namespace().personal
+                with guard.limits(self.spec.command_time_limit, MAX_ANSWER_BYTES, 10_000):
+                    personal = imap.namespace().personal
                 if personal:
                     self._prefix = _text(personal[0][0] or "")
                     if personal[0][1]:
@@ -105,11 +120,18 @@ class ImapOutbox:
     def close(self) -> None:
         """Log out (never raises)."""
         imap, self._imap, self._selected = self._imap, None, None
+        guard, self._guard = self._guard, None
         if imap is not None:
             try:
-                imap.logout()
+                if guard is not None:
+                    with guard.limits(min(self.spec.command_time_limit, 30.0), 1 << 20, 1000):
+                        imap.logout()
+                else:
+                    imap.logout()
             except Exception:  # closing a broken connection: nothing more to do
                 shutdown(imap)
+        if guard is not None:
+            guard.close()
 
     def __enter__(self) -> ImapOutbox:
         return self
@@ -117,18 +139,27 @@ class ImapOutbox:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, step: str, func: Callable[[Any], Any]) -> Any:
-        """Run ``func(connection)``; raises ImapError ``account: STEP failed: the server's
-        words``. A refusal (NO, BAD) leaves the connection usable; a broken connection is
-        closed, and the next call opens a new one."""
+    def _call(
+        self, step: str, func: Callable[[Any], Any], max_bytes: int = MAX_ANSWER_BYTES
+    ) -> Any:
+        """Run ``func(connection)`` within the command limits (time, and ``max_bytes`` and
+        lines of answer: see ``imap.client.CommandGuard``); raises ImapError ``account: STEP
+        failed: the server's words``. A refusal (NO, BAD) leaves the connection usable; a
+        broken connection (or a broken limit) is closed, and the next call opens a new one."""
         imap = self._client()
+        guard = self._guard
+        assert guard is not None
+        imap._imap.untagged_responses.clear()  # see ImapMailbox._call
+        guard.expired = False
         try:
-            return func(imap)
+            with guard.limits(self.spec.command_time_limit, max_bytes, MAX_LINES_PER_COMMAND):
+                return func(imap)
         except ImapError:
             raise
         except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
+            why = guard.time_limit_text() if guard.expired else reason(exc)
             self.close()
-            raise ImapError(f"{self.spec.label}: {step} failed: {reason(exc)}") from None
+            raise ImapError(f"{self.spec.label}: {step} failed: {why}") from None
         except (imaplib.IMAP4.error, imap_exceptions.IMAPClientError) as exc:
             why = _COMMAND_PREFIX.sub("", reason(exc))
             raise ImapError(f"{self.spec.label}: {step} failed: {why}") from None
@@ -242,7 +273,9 @@ class ImapOutbox:
             return self._selected[1]
         self._ensure(folder)
         data = self._call(f"SELECT {folder!r}", lambda imap: imap.select_folder(folder))
-        uidvalidity = int(data[b"UIDVALIDITY"])
+        uidvalidity = _uidvalidity(data)
+        if uidvalidity is None:
+            raise ImapError(f"{self.spec.label}: SELECT {folder!r} gave no valid UIDVALIDITY")
         self._selected = (folder, uidvalidity)
         return uidvalidity
 
@@ -276,7 +309,7 @@ class ImapOutbox:
         ``uidvalidity`` (the UID names another message now). Never creates the folder."""
         self._selected = None
         data = self._call(f"SELECT {folder!r}", lambda imap: imap.select_folder(folder))
-        if int(data[b"UIDVALIDITY"]) != uidvalidity:
+        if _uidvalidity(data) != uidvalidity:
             return False
         self._selected = (folder, uidvalidity)
         self._call("STORE +FLAGS \\Seen", lambda imap: imap.add_flags([uid], [b"\\Seen"]))
@@ -290,7 +323,7 @@ class ImapOutbox:
         self._selected = None  # re-select: SELECT is what makes new messages visible
         uidvalidity = self._select(folder)
         found = self._call(f"UID SEARCH {folder!r}", lambda imap: imap.search(["UNDELETED"]))
-        uids = sorted(int(u) for u in found)
+        uids = sorted({int(u) for u in found if 1 <= int(u) <= UID_MAX})
         if not uids:
             return []
         sizes = self._call(f"UID FETCH {folder!r}", lambda imap: imap.fetch(uids, ["RFC822.SIZE"]))
@@ -306,7 +339,9 @@ class ImapOutbox:
         if found is None:
             return None
         data = self._call(
-            f"UID FETCH {found[0]!r}", lambda imap: imap.fetch([found[1]], ["BODY.PEEK[]"])
+            f"UID FETCH {found[0]!r}",
+            lambda imap: imap.fetch([found[1]], ["BODY.PEEK[]"]),
+            max_bytes=MAX_LITERAL,
         )
         item = data.get(found[1])
         return bytes(item[b"BODY[]"]) if item and b"BODY[]" in item else None
@@ -395,6 +430,15 @@ class ImapOutbox:
     def _capabilities(self) -> frozenset[bytes]:
         caps = self._call("CAPABILITY", lambda imap: imap.capabilities())
         return frozenset(_as_bytes(c).upper() for c in caps)
+
+
+def _uidvalidity(data: Any) -> int | None:
+    """The UIDVALIDITY of a SELECT answer when it is one (1..2^32-1), else None."""
+    try:
+        value = int(data[b"UIDVALIDITY"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return value if 1 <= value <= UID_MAX else None
 
 
 def _ref(folder: str, uidvalidity: int, uid: int) -> str:

@@ -43,7 +43,7 @@ from typing import Protocol
 
 from smime_companion.core.model import Decryption, OpenResult
 from smime_companion.core.open import is_smime_message, with_revoked_signers
-from smime_companion.imap.client import Mailbox, Summary
+from smime_companion.imap.client import Mailbox, OversizedBody, Summary
 from smime_companion.opening import Opened
 from smime_companion.store.cache import CacheEntry, FolderState, derive_entry
 
@@ -147,6 +147,7 @@ class FolderReport:
     stored: int = 0  # bodies fetched and stored
     skipped: int = 0  # not S/MIME (and cache_all off): not downloaded
     failed_to_open: int = 0  # stored with an error
+    refused: int = 0  # bodies refused unread (far larger than announced), stored as failed
     expunged: int = 0
     flags_updated: int = 0
     uidvalidity_changed: bool = False
@@ -404,6 +405,21 @@ class _Storer:
                 log.debug("%s UID %d %s: stored", where, summary.uid, message_id)
             if self.should_stop():
                 return summary.uid  # SIGTERM finishes the current message, then stops
+        for summary, why, arrived in fetched.refused:
+            result = OpenResult.unopened(b"", why)
+            self.cache.store_message(
+                account=self.account,
+                folder=self.folder,
+                uidvalidity=self.uidvalidity,
+                uid=summary.uid,
+                raw=b"",
+                entry=derive_entry(b"", result, arrived),
+                arrived=arrived,
+                flags=summary.flags,
+            )
+            report.stored += 1
+            report.failed_to_open += 1
+            log.warning("%s UID %d: recorded as failed: %s", where, summary.uid, why)
         return None
 
     def _harvest(
@@ -429,6 +445,9 @@ class _Fetched:
     messages: list[tuple[Summary, bytes, datetime]]
     batch_end: int | None = None
     batch_size: int = 0
+    # Messages whose body the server sent far larger than announced: stored as failed, with
+    # the reason and no bytes (none were read).
+    refused: list[tuple[Summary, str, datetime]] = field(default_factory=list)
 
 
 class _Reader:
@@ -498,20 +517,53 @@ class _Reader:
                 for i, group in enumerate(groups):
                     if self._closing.is_set():
                         return
-                    bodies = self._mailbox.bodies([s.uid for s in group]) if group else {}
+                    refused: list[tuple[Summary, str, datetime]] = []
+                    failure: OversizedBody | None = None
+                    try:
+                        bodies = self._bodies(group)
+                    except OversizedBody as exc:
+                        bodies, failure = exc.received, exc
+                        refused = self._refused(group, bodies, exc)
                     if not self._cache_all:
                         bodies = self._smime_only(group, bodies)
-                    messages = [(s, bodies[s.uid], s.internaldate or self._now())
-                                for s in group if s.uid in bodies]  # fmt: skip
-                    last = i == len(groups) - 1
+                    # The time WE received the messages, not the server's INTERNALDATE: that
+                    # is the server's claim (an APPEND sets any date), and signatures and
+                    # revocation are judged at it.
+                    received = self._now()
+                    messages = [(s, bodies[s.uid], received) for s in group if s.uid in bodies]
+                    last = i == len(groups) - 1 and failure is None
                     fetched = (
-                        _Fetched(messages, max(batch), len(batch)) if last else _Fetched(messages)
+                        _Fetched(messages, max(batch), len(batch), refused)
+                        if last
+                        else _Fetched(messages, refused=refused)
                     )
                     if not self._hand_over(fetched):
                         return
+                    if failure is not None:
+                        raise failure  # the connection is gone; the next pass goes on
             self._hand_over(self._END)
         except BaseException as exc:  # raised again in the consuming thread
             self._hand_over(exc)
+
+    def _bodies(self, group: list[Summary]) -> dict[int, bytes]:
+        if not group:
+            return {}
+        sizes = {s.uid: s.size for s in group if s.size_announced}
+        return self._mailbox.bodies([s.uid for s in group], sizes)
+
+    def _refused(
+        self, group: list[Summary], bodies: Mapping[int, bytes], exc: OversizedBody
+    ) -> list[tuple[Summary, str, datetime]]:
+        """The message a refused literal was for, to be stored as failed (so the next pass
+        does not ask for it again). When the server had not named its UID, the lowest UID of
+        the group that did not arrive: servers answer in UID order, and a server that does not
+        is not one whose word decides which message it was."""
+        if exc.uid is not None:
+            blamed = [s for s in group if s.uid == exc.uid]
+        else:
+            blamed = [s for s in group if s.uid not in bodies][:1]
+        self._report.refused += len(blamed)
+        return [(s, str(exc), self._now()) for s in blamed]
 
     def _smime_only(self, group: list[Summary], bodies: dict[int, bytes]) -> dict[int, bytes]:
         """``bodies`` without the candidates whose header shows they are not S/MIME."""
