@@ -8,12 +8,31 @@ and its entity, still sealed, is the content.
 
 Only a message whose *whole body* is an S/MIME object counts as signed or encrypted (EFAIL): S/MIME
 parts found deeper inside an unprotected multipart are reported as warnings and left untouched.
+
+What a verdict stands for is exactly what is shown:
+
+- Headers: the outer header section, unless a layer's content carries protected headers (RFC 9788
+  ``hp``, legacy ``protected-headers="v1"``, an RFC 8551 message/rfc822) *and* a signature covers
+  that content (the content is inside a signed layer). Protected headers that no signature covers
+  (an encryption layer anyone could have made around someone's signed message) are shown only
+  when the message has no signature at all.
+- From: one rule everywhere (:func:`~smime_companion.core.mime.sender_of`): a signature is
+  ``valid`` only when the headers shown have exactly one From field holding exactly one address,
+  and that address is the signer's. Checked per layer while unwrapping, and once more against
+  the headers finally shown.
+- Content decrypted from CBC (no authentication) is flagged ``not-integrity-protected`` unless a
+  sound signature inside the encryption covers it: anyone can splice blocks into a CBC
+  ciphertext (EFAIL's gadgets) and sign the result, so such content is not ``ok``.
+
+A message's work is bounded: its :class:`Limits`, a budget of decompressed bytes over all its
+compressed layers, and a :class:`~smime_companion.core.chain.WorkBudget` for path search and
+certificate signature checks shared by every signer of every layer.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -23,16 +42,21 @@ from cryptography import x509
 from smime_companion.core import decrypt as decrypt_mod
 from smime_companion.core import verify as verify_mod
 from smime_companion.core.certs import fingerprint_sha256
-from smime_companion.core.cms import ParsedCms, parse_cms, parse_content_info
+from smime_companion.core.chain import WorkBudget
+from smime_companion.core.cms import ParsedCms, cms_content_type, parse_cms
 from smime_companion.core.mime import (
     Entity,
-    addresses,
+    Sender,
+    decode_transfer_encoding,
     multipart_parts,
     parse_entity,
+    sender_of,
     to_crlf,
 )
 from smime_companion.core.model import (
     SIGNATURE_SEVERITY,
+    SOUND_SIGNATURES,
+    WARN_NOT_INTEGRITY_PROTECTED,
     Decryption,
     Identity,
     Layer,
@@ -51,7 +75,6 @@ PKCS7_SIGNATURE_TYPES = frozenset({"application/pkcs7-signature", "application/x
 # Warnings (stable strings: the cache stores them and scripts read them).
 WARN_PARTIALLY_ENCRYPTED = "partially-encrypted"
 WARN_PARTIALLY_SIGNED = "partially-signed"
-WARN_NOT_INTEGRITY_PROTECTED = "not-integrity-protected"
 WARN_WEAK_CIPHER = "weak-cipher"
 WARN_MIME_LIMIT = "mime-limit-reached"
 # A signer's certificate (or a CA above it) has a serial number that is not positive: accepted,
@@ -69,9 +92,13 @@ class Limits:
     max_parts: int = 2000  # MIME parts in one multipart
     max_header_bytes: int = 256 * 1024  # one header section
     max_content_bytes: int = 256 * 1024 * 1024  # one decompressed layer
-    # Real compressed mail expands a few times; a bomb expands a thousandfold. A layer may grow
-    # to this many times its compressed size (and always to 1 MiB), within max_content_bytes.
-    max_compression_ratio: int = 100
+    # Decompressed bytes one message may produce, summed over all its compressed layers (a
+    # ratio per layer multiplies when layers nest): this allowance, plus the message's own size
+    # times decompressed_per_byte, within max_content_bytes. Real compressed mail expands a few
+    # times, which the allowance covers for all but very large messages; a bomb expands a
+    # thousandfold. Keeps opening within about four times the message's size plus 64 MB.
+    decompression_allowance: int = 4 * 1024 * 1024
+    decompressed_per_byte: int = 1
 
 
 DEFAULT_LIMITS = Limits()
@@ -104,7 +131,8 @@ def open_message(
     ``anchors`` at time ``at`` (timezone-aware), and unwrap every layer.
 
     Never raises for untrusted input: problems are statuses, warnings and ``error`` in the
-    result. ``extra_certificates`` (e.g. harvested intermediates) help build signer chains.
+    result, and the work is bounded (see the module docstring). ``extra_certificates`` (e.g.
+    harvested intermediates) help build signer chains.
     """
     if at.tzinfo is None:
         raise ValueError("open_message needs a timezone-aware time")
@@ -132,22 +160,33 @@ def with_revoked_signers(result: OpenResult, revoked: Mapping[str, str]) -> Open
             return signer
         return replace(signer, status=SignatureStatus.REVOKED, reason=f"revoked: {why}")
 
-    layers = []
-    for layer in result.layers:
-        if layer.signature is not None and layer.signers:
-            signers = tuple(mark(s) for s in layer.signers)
-            verdict = signed_data_verdict([s.status for s in signers])
-            layer = replace(layer, signature=verdict, signers=signers)
-        layers.append(layer)
+    layers, signers = _remarked(result.layers, result.signers, mark)
     signed = [layer for layer in layers if layer.signature is not None]
     signature = worst_signature([layer.signature for layer in signed if layer.signature])
     return replace(
         result,
-        layers=tuple(layers),
+        layers=layers,
         signature=signature,
         signer=_deciding_signer_address(signed, signature),
-        signers=tuple(mark(s) for s in result.signers),
+        signers=signers,
     )
+
+
+def _remarked(
+    layers: Sequence[Layer],
+    signers: Sequence[SignerReport],
+    mark: Callable[[SignerReport], SignerReport],
+) -> tuple[tuple[Layer, ...], tuple[SignerReport, ...]]:
+    """``layers`` and ``signers`` with every signer passed through ``mark`` and each signed
+    layer's verdict recomputed from its signers."""
+    out = []
+    for layer in layers:
+        if layer.signature is not None and layer.signers:
+            marked = tuple(mark(s) for s in layer.signers)
+            verdict = signed_data_verdict([s.status for s in marked])
+            layer = replace(layer, signature=verdict, signers=marked)
+        out.append(layer)
+    return tuple(out), tuple(mark(s) for s in signers)
 
 
 _SEVERITY = {status: rank for rank, status in enumerate(SIGNATURE_SEVERITY)}
@@ -183,6 +222,9 @@ class _Opener:
         # The entity parsed last, with its raw bytes: _signed_from reads the From of the content
         # that the walk parses next, so the walk reuses that parse instead of repeating it.
         self._last_parsed: tuple[bytes, Entity] | None = None
+        # What this message may still cost: path search and signature checks, decompression.
+        self.budget = WorkBudget()
+        self.decompression_budget = self.decompression_left = 0
 
     def _parse(self, raw: bytes) -> Entity:
         """parse_entity with the limits, reusing the last result for the same bytes object."""
@@ -200,14 +242,20 @@ class _Opener:
             entity = parse_entity(raw, self.limits.max_header_bytes)
         except MalformedInput as exc:
             return OpenResult.unopened(raw, f"message is malformed: {exc}")
+        self.decompression_budget = self.decompression_left = min(
+            self.limits.max_content_bytes,
+            self.limits.decompression_allowance + self.limits.decompressed_per_byte * len(raw),
+        )
 
+        # The headers shown: the outer ones, or protected headers a signature covers.
         headers = entity.fields
         header_protection: str | None = None
+        # Protected headers no signature covers: shown only if the message has no signature.
+        uncovered: tuple[tuple[tuple[str, str], ...], str] | None = None
         layers: list[Layer] = []
         signers: list[SignerReport] = []
         warnings: list[str] = []
-        # Index in ``layers`` of each CBC layer still waiting for a signature inside it.
-        unprotected_cbc: list[int] = []
+        unprotected_cbc = 0  # CBC (malleable) layers no sound signature inside covers yet
         error: str | None = None
 
         while True:
@@ -217,21 +265,21 @@ class _Opener:
             if len(layers) >= self.limits.max_layers:
                 error = f"more than {self.limits.max_layers} S/MIME layers; stopped unwrapping"
                 break
-            from_addrs = addresses(_field(headers, "From"))
+            sender = sender_of(headers)
             if kind == "multipart/signed":
-                step = self._open_multipart_signed(entity, from_addrs)
+                step = self._open_multipart_signed(entity, sender)
             elif kind == "rfc822":
                 step = _Step(Layer(type="rfc822"), entity.decoded_body())
             else:
-                step = self._open_cms(entity, from_addrs)
+                step = self._open_cms(entity, sender)
 
             layers.append(step.layer)
             signers.extend(step.signers)
             warnings.extend(w for w in step.warnings if w not in warnings)
-            if step.layer.signature is not None:
-                unprotected_cbc.clear()  # a signature inside covers the CBC layers outside it
+            if step.layer.signature in SOUND_SIGNATURES:
+                unprotected_cbc = 0  # a sound signature inside covers the CBC layers outside it
             if step.layer.decryption == Decryption.OK and not step.integrity_protected:
-                unprotected_cbc.append(len(layers) - 1)
+                unprotected_cbc += 1
             if error is None and _is_processing_failure(step.layer):
                 error = step.layer.error
             if step.next_raw is None:
@@ -242,46 +290,63 @@ class _Opener:
                 error = error or f"content inside the {step.layer.type} layer is malformed: {exc}"
                 entity = Entity(raw=step.next_raw, fields=())
                 break
+            covered = any(layer.signature is not None for layer in layers)
             protection = "rfc822" if step.layer.type == "rfc822" else _protection_of(entity)
-            if protection is not None:
+            if protection is not None and covered:
                 # Protected headers (RFC 9788 hp, legacy v1, RFC 8551 message/rfc822) win.
                 headers, header_protection = entity.fields, protection
-
-        if unprotected_cbc:
-            warnings.append(WARN_NOT_INTEGRITY_PROTECTED)
-        if any(s.notes for s in signers):
-            warnings.append(WARN_NON_POSITIVE_SERIAL)
-        if not layers:
-            warnings.extend(self._hidden_smime_warnings(entity))
+            elif protection is not None:
+                uncovered = (entity.fields, protection)
+            elif step.signers and sender.field is None and entity.get("From") is not None:
+                # A bare S/MIME entity (no From of its own): the signed content's header
+                # section names the sender the signature was checked against; show it.
+                headers = entity.fields
 
         signed = [layer for layer in layers if layer.signature is not None]
-        encrypted = [layer for layer in layers if layer.decryption is not None]
+        if uncovered is not None and not signed:
+            headers, header_protection = uncovered
+        layer_tuple, signer_tuple = _checked_against_shown(layers, signers, sender_of(headers))
+        signed = [layer for layer in layer_tuple if layer.signature is not None]
+        # Only a signature inside the encryption covers CBC content: its signer signed the
+        # plaintext. One outside it covers the ciphertext, but anyone can sign a ciphertext
+        # with blocks spliced in, and a broken signature inside covers nothing.
+        if unprotected_cbc:
+            warnings.append(WARN_NOT_INTEGRITY_PROTECTED)
+        if any(s.notes for s in signer_tuple):
+            warnings.append(WARN_NON_POSITIVE_SERIAL)
+        # S/MIME parts hidden in the content (an unprotected multipart, an attached message,
+        # a decrypted multipart): named, never opened or joined to what is shown.
+        warnings.extend(w for w in self._hidden_smime_warnings(entity) if w not in warnings)
+
+        encrypted = [layer for layer in layer_tuple if layer.decryption is not None]
         signature = worst_signature([layer.signature for layer in signed if layer.signature])
         decryption = worst_decryption([layer.decryption for layer in encrypted if layer.decryption])
         return OpenResult(
             decryption=decryption,
             signature=signature,
             signer=_deciding_signer_address(signed, signature),
-            layers=tuple(layers),
+            layers=layer_tuple,
             content_cipher=encrypted[0].content_cipher if encrypted else None,
             warnings=tuple(warnings),
             error=error,
             content=entity.raw,
             headers=headers,
             header_protection=header_protection,
-            signers=tuple(signers),
+            signers=signer_tuple,
         )
 
     # -- one layer each ---------------------------------------------------------------------
 
-    def _open_multipart_signed(self, entity: Entity, from_addrs: tuple[str, ...]) -> _Step:
+    def _open_multipart_signed(self, entity: Entity, sender: Sender) -> _Step:
         try:
             parts = multipart_parts(entity, self.limits.max_parts)
             if len(parts) != 2:
                 raise MalformedInput(f"multipart/signed has {len(parts)} parts instead of 2")
             signed_raw, signature_raw = parts
             signature_entity = parse_entity(signature_raw, self.limits.max_header_bytes)
-            info = parse_content_info(signature_entity.decoded_body())
+            # parse_cms, not asn1crypto directly: a large signature part is read by the counted,
+            # linear BER walker first (a chunk flood must not cost asn1crypto's quadratic joins).
+            info = parse_cms(signature_entity.decoded_body()).info
             if info["content_type"].native != "signed_data":
                 raise MalformedInput("the signature part of multipart/signed is not SignedData")
         except (MalformedInput, UnsupportedInput) as exc:
@@ -295,15 +360,17 @@ class _Opener:
                 # The content of a broken multipart/signed is still the first part, if any.
                 next_raw=_first_part_or_none(entity, self.limits.max_parts),
             )
-        inner_from = self._signed_from(signed_raw, from_addrs)
+        checked = self._signed_from(signed_raw, sender)
         outcome = verify_mod.verify_signed_data(
             info,
             to_crlf(signed_raw),
             anchors=self.anchors,
             at=self.at,
-            from_addresses=inner_from,
+            from_addresses=checked.addresses,
+            from_problem=checked.problem,
             allow_sha1=self.allow_sha1,
             extra_certificates=self.extra_certificates,
+            budget=self.budget,
         )
         return _Step(
             Layer(
@@ -316,7 +383,7 @@ class _Opener:
             signers=outcome.signers,
         )
 
-    def _open_cms(self, entity: Entity, from_addrs: tuple[str, ...]) -> _Step:
+    def _open_cms(self, entity: Entity, sender: Sender) -> _Step:
         smime_type = (entity.content_type.param("smime-type") or "").lower()
         try:
             # parse_cms cuts the large content out before asn1crypto copies it at every level.
@@ -325,27 +392,29 @@ class _Opener:
             return _unparsable_cms_step(smime_type, exc)
         kind = parsed.info["content_type"].native
         if kind == "signed_data":
-            return self._open_signed_data(parsed, from_addrs)
+            return self._open_signed_data(parsed, sender)
         if kind in ("enveloped_data", "authenticated_enveloped_data"):
             return self._open_enveloped(parsed)
-        return self._open_compressed(parsed.info)
+        return self._open_compressed(parsed)
 
-    def _open_signed_data(self, parsed: ParsedCms, from_addrs: tuple[str, ...]) -> _Step:
+    def _open_signed_data(self, parsed: ParsedCms, sender: Sender) -> _Step:
         info = parsed.info
         # parse_cms hands out signed content as bytes (a view only for ciphertext); bytes() of a
         # bytes object is that object, so this never copies.
         cut = bytes(parsed.content) if parsed.content is not None else None
         encapsulated = cut if cut is not None else _encapsulated_content(info)
-        inner_from = self._signed_from(encapsulated, from_addrs)
+        checked = self._signed_from(encapsulated, sender)
         outcome = verify_mod.verify_signed_data(
             info,
             # The eContent cut out by parse_cms is checked as the signed bytes it is.
             cut,
             anchors=self.anchors,
             at=self.at,
-            from_addresses=inner_from,
+            from_addresses=checked.addresses,
+            from_problem=checked.problem,
             allow_sha1=self.allow_sha1,
             extra_certificates=self.extra_certificates,
+            budget=self.budget,
         )
         return _Step(
             Layer(
@@ -380,15 +449,20 @@ class _Opener:
             integrity_protected=outcome.integrity_protected,
         )
 
-    def _open_compressed(self, info: cms.ContentInfo) -> _Step:
+    def _open_compressed(self, parsed: ParsedCms) -> _Step:
         try:
-            content = info["content"]
+            content = parsed.info["content"]
             algorithm = content["compression_algorithm"]["algorithm"].native
             if algorithm != "zlib":
                 raise UnsupportedInput(f"compression algorithm {algorithm!r}")
-            data = content["encap_content_info"]["content"].native or b""
-            ratio_limit = max(1 << 20, len(data) * self.limits.max_compression_ratio)
-            plain = _bounded_inflate(data, min(self.limits.max_content_bytes, ratio_limit))
+            data = (
+                parsed.content
+                if parsed.content is not None
+                else content["encap_content_info"]["content"].native or b""
+            )
+            # One budget for the whole message: nested layers cannot multiply it.
+            plain = _bounded_inflate(data, self.decompression_left, self.decompression_budget)
+            self.decompression_left -= len(plain)
         except (MalformedInput, UnsupportedInput) as exc:
             return _Step(Layer(type="compressed", error=f"compressed data: {exc}"), None)
         except (ValueError, TypeError, KeyError) as exc:
@@ -399,12 +473,13 @@ class _Opener:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _signed_from(self, raw: bytes | None, outer: tuple[str, ...]) -> tuple[str, ...]:
-        """The From addresses a signer must match.
+    def _signed_from(self, raw: bytes | None, outer: Sender) -> Sender:
+        """The sender a signer must match (the one From rule, see ``sender_of``).
 
         Signed content that carries protected headers (or an RFC 8551 message/rfc822) names the
         From the reader will see, so that one counts. Otherwise the outer From counts; when the
-        outer header has none (a bare S/MIME entity), a From inside the signed content is used.
+        outer header has no From field (a bare S/MIME entity), the signed content's does. The
+        walk shows the headers of whichever counted (see ``run``).
         """
         if not raw:
             return outer
@@ -412,16 +487,20 @@ class _Opener:
             entity = self._parse(raw)
             if entity.content_type.mime_type == "message/rfc822":
                 entity = parse_entity(entity.decoded_body(), self.limits.max_header_bytes)
-            elif _protection_of(entity) is None and outer:
+            elif _protection_of(entity) is None and outer.field is not None:
                 return outer
         except MalformedInput:
             return outer
-        return addresses(entity.get("From")) or outer
+        return sender_of(entity.fields) if entity.get("From") is not None else outer
 
     def _hidden_smime_warnings(self, top: Entity) -> list[str]:
-        """Warnings for S/MIME parts inside an unprotected multipart (EFAIL's attack shape).
+        """Warnings for S/MIME parts inside the content shown (EFAIL's attack shape): inside an
+        unprotected multipart, inside an attached message (message/rfc822), or inside a
+        multipart that was decrypted. A part is S/MIME by its Content-Type, or (an
+        application/octet-stream ``.p7m`` or a pkcs7-mime without smime-type) by the CMS
+        content type at the start of its body.
 
-        Those parts are not opened and never joined with the surrounding unprotected parts.
+        Those parts are not opened and never joined with the content around them.
         """
         found: list[str] = []
         stack: list[tuple[Entity, int]] = [(top, 0)]
@@ -431,19 +510,26 @@ class _Opener:
             mime_type = entity.content_type.mime_type
             if depth > 0:
                 kind = _layer_kind(entity, inside_layer=False)
+                if kind == "cms":
+                    kind = _peeked_kind(entity)
                 if kind == "multipart/signed" or kind == "signed":
                     _add(found, WARN_PARTIALLY_SIGNED)
                     continue
-                if kind == "encrypted":
+                if kind is not None:  # encrypted, compressed, or a CMS object of unknown kind
                     _add(found, WARN_PARTIALLY_ENCRYPTED)
                     continue
-            if not mime_type.startswith("multipart/"):
+            inside_message = mime_type == "message/rfc822"
+            if not mime_type.startswith("multipart/") and not inside_message:
                 continue
             if depth >= self.limits.max_mime_depth:
                 _add(found, WARN_MIME_LIMIT)
                 continue
             try:
-                parts = multipart_parts(entity, self.limits.max_parts)
+                parts = (
+                    [entity.decoded_body()]
+                    if inside_message
+                    else multipart_parts(entity, self.limits.max_parts)
+                )
             except MalformedInput:
                 continue
             for part in parts:
@@ -486,6 +572,45 @@ def _layer_kind(entity: Entity, inside_layer: bool) -> str | None:
     return "cms"
 
 
+def _peeked_kind(entity: Entity) -> str:
+    """``signed``, ``encrypted`` or ``compressed`` for a CMS part without an smime-type, from the
+    content type at the start of its body; ``encrypted`` when that cannot be read (a ``.p7m``
+    is an envelope far more often than anything else)."""
+    try:
+        head = entity.raw[entity.body_start : entity.body_start + 96]
+        if entity.transfer_encoding == "base64":
+            head = decode_transfer_encoding(head[: len(head) - len(head) % 4], "base64")
+        kind = cms_content_type(head)
+    except MalformedInput:
+        return "encrypted"
+    return {"signed_data": "signed", "compressed_data": "compressed"}.get(kind or "", "encrypted")
+
+
+def _checked_against_shown(
+    layers: Sequence[Layer], signers: Sequence[SignerReport], shown: Sender
+) -> tuple[tuple[Layer, ...], tuple[SignerReport, ...]]:
+    """``layers`` and ``signers`` with every ``valid`` signer checked once more against the
+    From finally shown: a signer whose address it is not (or a header section without exactly
+    one From address) is ``email-mismatch``. Each layer checked the From it knew while
+    unwrapping; this makes sure that is the one the user sees."""
+    if not any(s.status == SignatureStatus.VALID for s in signers):
+        return tuple(layers), tuple(signers)
+
+    def mark(signer: SignerReport) -> SignerReport:
+        if signer.status != SignatureStatus.VALID:
+            return signer
+        if shown.problem is not None:
+            reason = f"{shown.problem}; a signature is valid only for exactly one From address"
+        elif shown.address in signer.addresses:
+            return signer
+        else:
+            held = ", ".join(signer.addresses) or "no address"
+            reason = f"signer is {held}, not the From address {shown.address} shown"
+        return replace(signer, status=SignatureStatus.EMAIL_MISMATCH, reason=reason)
+
+    return _remarked(layers, signers, mark)
+
+
 def _filename(entity: Entity) -> str:
     name = entity.content_type.param("name")
     if not name:
@@ -521,15 +646,19 @@ def _encapsulated_content(info: cms.ContentInfo) -> bytes | None:
     return native if isinstance(native, bytes) else None
 
 
-def _bounded_inflate(data: bytes, limit: int) -> bytes:
-    """zlib-inflate ``data`` refusing output past ``limit`` bytes (a compression bomb)."""
+def _bounded_inflate(data: bytes | memoryview, limit: int, budget: int) -> bytes:
+    """zlib-inflate ``data`` refusing output past ``limit`` bytes, what is left of the
+    message's ``budget`` (a compression bomb, or bombs nested in each other)."""
     inflater = zlib.decompressobj()
     try:
         out = inflater.decompress(data, limit + 1)
     except zlib.error as exc:
         raise MalformedInput(f"zlib data is corrupt: {exc}") from None
     if len(out) > limit or inflater.unconsumed_tail:
-        raise LimitExceeded(f"compressed content expands past {limit} bytes")
+        raise LimitExceeded(
+            f"compressed content expands past {limit} bytes (all compressed layers of this "
+            f"message may expand to {budget} bytes together)"
+        )
     return out
 
 
@@ -545,6 +674,8 @@ def _unparsable_cms_step(smime_type: str, exc: Exception) -> _Step:
     if smime_type == "signed-data":
         status = SignatureStatus.UNSUPPORTED if unsupported else SignatureStatus.MALFORMED
         return _Step(Layer(type="signed-data", signature=status, error=f"signature: {exc}"), None)
+    if smime_type == "compressed-data":
+        return _Step(Layer(type="compressed", error=f"compressed data: {exc}"), None)
     decryption = Decryption.UNSUPPORTED if unsupported else Decryption.MALFORMED
     layer_type = "auth-enveloped" if smime_type == "authenveloped-data" else "enveloped"
     return _Step(Layer(type=layer_type, decryption=decryption, error=f"decryption: {exc}"), None)
