@@ -191,6 +191,7 @@ class Daemon:
             self.anchors,
             allow_sha1=self.config.identity.allow_sha1,
             workers=self._open_workers,
+            time_limit=self.config.cache.open_time_limit,
         )
 
     # -- one pass --------------------------------------------------------------------------------

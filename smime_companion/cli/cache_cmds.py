@@ -403,7 +403,13 @@ def run_rebuild(args: argparse.Namespace) -> int:
         # be opened is re-derived with its error, as the sync would store it. rebuild() passes
         # each message's arrival time, so a signature valid then stays explained as it was, and
         # a signer the store holds as revoked stays revoked.
-        opener = Opener(identities, anchors, allow_sha1=config.identity.allow_sha1, workers=0)
+        opener = Opener(
+            identities,
+            anchors,
+            allow_sha1=config.identity.allow_sha1,
+            workers=0,
+            time_limit=config.cache.open_time_limit,
+        )
         open_raw = with_known_revocations(opener.open, CertHarvester(certstore).known_revoked)
         if args.all:
             ids = None
