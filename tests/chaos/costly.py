@@ -272,18 +272,22 @@ def _value(tlv: bytes) -> bytes:
     return tlv[2 + (tlv[1] & 0x7F if tlv[1] & 0x80 else 0) :]
 
 
-def _alice_signed_der(pki: TestPki, *extra: str) -> bytes:
+def _alice_signed_der(pki: TestPki, *extra: str, body: int = 0) -> bytes:
+    text = "Pay 100 EUR to account 1234.\r\n"
+    content = mime_message(body=text * (body // len(text) + 1)) if body else mime_message()
     return openssl_cms(
         ["-sign", "-binary", "-outform", "DER", *extra, "-signer", pki.cert("alice"),
          "-inkey", pki.key("alice"), "-certfile", pki.intermediate],
-        mime_message(),
+        content,
     )  # fmt: skip
 
 
-def signed_data_chunk_flood(pki: TestPki, chunk: int = 1, subject: str | None = None) -> bytes:
-    """Alice's opaque SignedData (signature intact) whose eContent is re-encoded as an OCTET
-    STRING of ``chunk``-byte chunks."""
-    oid, explicit = _children(_alice_signed_der(pki, "-nodetach"))
+def signed_data_chunk_flood(
+    pki: TestPki, chunk: int = 1, subject: str | None = None, body: int = 0
+) -> bytes:
+    """Alice's opaque SignedData (signature intact) whose eContent (a text of about ``body``
+    bytes, or a short one) is re-encoded as an OCTET STRING of ``chunk``-byte chunks."""
+    oid, explicit = _children(_alice_signed_der(pki, "-nodetach", body=body))
     fields = _children(_children(explicit)[0])
     encap_oid, econtent = _children(fields[2])
     value = _value(_children(econtent)[0])
@@ -315,3 +319,23 @@ def signature_value_flood(pki: TestPki, size: int, chunk: int = 1) -> bytes:
         + base64.encodebytes(der).replace(b"\n", b"\r\n")
         + b"\r\n--" + boundary + b"--\r\n"
     )  # fmt: skip
+
+
+def enveloped_chunk_flood(pki: TestPki, size: int, chunk: int = 1) -> bytes:
+    """An envelope to bob (openssl, AES-256-CBC) of ``size`` bytes of text whose
+    encryptedContent, an IMPLICIT [0] OCTET STRING, is re-encoded in ``chunk``-byte chunks."""
+    text = b"Content-Type: text/plain\r\n\r\n" + b"C" * size
+    der = openssl_cms(
+        ["-encrypt", "-binary", "-stream", "-outform", "DER", "-aes256", "-recip",
+         pki.cert("bob")],
+        text,
+    )  # fmt: skip
+    start = der.index(b"\xa0\x80\x04")  # openssl streams the ciphertext as [0] of chunks
+    pos, pieces = start + 2, []
+    while der[pos : pos + 2] != b"\x00\x00":
+        octets = der[pos + 1] & 0x7F if der[pos + 1] & 0x80 else 0
+        length = int.from_bytes(der[pos + 2 : pos + 2 + octets], "big") if octets else der[pos + 1]
+        pieces.append(der[pos + 2 + octets : pos + 2 + octets + length])
+        pos += 2 + octets + length
+    flood = chunked(b"".join(pieces), chunk, tag=0xA0)
+    return pkcs7_mime("enveloped-data", der[:start] + flood + der[pos + 2 :], "Enveloped flood")
