@@ -430,9 +430,18 @@ class PathBuilder:
             return
         found_before = len(search.found)
         last_rejection = len(self.rejections)
+        budget = self.budget
         for issuer in self.by_subject.get(top.issuer_key, ()):
-            if len(search.found) >= _MAX_PATHS or not self._step():
+            if len(search.found) >= _MAX_PATHS:
                 return
+            if search.steps >= MAX_SEARCH_STEPS or budget.search_steps <= 0:
+                search.gave_up = (
+                    f"gave up the search for a path to a trust anchor after {search.steps} "
+                    "steps: the message's certificates link to each other in too many ways"
+                )
+                return
+            search.steps += 1
+            budget.search_steps -= 1
             identity = issuer.key_identity
             if identity in in_path:
                 # Its name and key are in the path already: a twin of a certificate above, or
@@ -462,18 +471,6 @@ class PathBuilder:
             # A dead end, searched to its end: remember it, and why, for the next visit.
             reasons = list(self.rejections.values())[last_rejection:]
             self._dead[position] = reasons[-1] if reasons else None
-
-    def _step(self) -> bool:
-        search = self._search
-        if search.steps >= MAX_SEARCH_STEPS or self.budget.search_steps <= 0:
-            search.gave_up = (
-                f"gave up the search for a path to a trust anchor after {search.steps} steps: "
-                "the message's certificates link to each other in too many ways"
-            )
-            return False
-        search.steps += 1
-        self.budget.search_steps -= 1
-        return True
 
     @staticmethod
     def _key_ids_match(child: Cert, issuer: Cert) -> bool:

@@ -247,8 +247,10 @@ class _Opener:
             self.limits.decompression_allowance + self.limits.decompressed_per_byte * len(raw),
         )
 
-        # The headers shown: the outer ones, or protected headers a signature covers.
+        # The headers shown: the outer ones, or protected headers a signature covers; and the
+        # sender they name (read again only when they change).
         headers = entity.fields
+        sender = sender_of(headers)
         header_protection: str | None = None
         # Protected headers no signature covers: shown only if the message has no signature.
         uncovered: tuple[tuple[tuple[str, str], ...], str] | None = None
@@ -256,6 +258,7 @@ class _Opener:
         signers: list[SignerReport] = []
         warnings: list[str] = []
         unprotected_cbc = 0  # CBC (malleable) layers no sound signature inside covers yet
+        covered = False  # a signed layer was opened: what follows is inside a signature
         error: str | None = None
 
         while True:
@@ -265,7 +268,6 @@ class _Opener:
             if len(layers) >= self.limits.max_layers:
                 error = f"more than {self.limits.max_layers} S/MIME layers; stopped unwrapping"
                 break
-            sender = sender_of(headers)
             if kind == "multipart/signed":
                 step = self._open_multipart_signed(entity, sender)
             elif kind == "rfc822":
@@ -274,6 +276,7 @@ class _Opener:
                 step = self._open_cms(entity, sender)
 
             layers.append(step.layer)
+            covered = covered or step.layer.signature is not None
             signers.extend(step.signers)
             warnings.extend(w for w in step.warnings if w not in warnings)
             if step.layer.signature in SOUND_SIGNATURES:
@@ -290,22 +293,24 @@ class _Opener:
                 error = error or f"content inside the {step.layer.type} layer is malformed: {exc}"
                 entity = Entity(raw=step.next_raw, fields=())
                 break
-            covered = any(layer.signature is not None for layer in layers)
             protection = "rfc822" if step.layer.type == "rfc822" else _protection_of(entity)
             if protection is not None and covered:
                 # Protected headers (RFC 9788 hp, legacy v1, RFC 8551 message/rfc822) win.
                 headers, header_protection = entity.fields, protection
+                sender = sender_of(headers)
             elif protection is not None:
                 uncovered = (entity.fields, protection)
             elif step.signers and sender.field is None and entity.get("From") is not None:
                 # A bare S/MIME entity (no From of its own): the signed content's header
                 # section names the sender the signature was checked against; show it.
                 headers = entity.fields
+                sender = sender_of(headers)
 
         signed = [layer for layer in layers if layer.signature is not None]
         if uncovered is not None and not signed:
             headers, header_protection = uncovered
-        layer_tuple, signer_tuple = _checked_against_shown(layers, signers, sender_of(headers))
+            sender = sender_of(headers)
+        layer_tuple, signer_tuple = _checked_against_shown(layers, signers, sender)
         signed = [layer for layer in layer_tuple if layer.signature is not None]
         # Only a signature inside the encryption covers CBC content: its signer signed the
         # plaintext. One outside it covers the ciphertext, but anyone can sign a ciphertext
@@ -316,7 +321,9 @@ class _Opener:
             warnings.append(WARN_NON_POSITIVE_SERIAL)
         # S/MIME parts hidden in the content (an unprotected multipart, an attached message,
         # a decrypted multipart): named, never opened or joined to what is shown.
-        warnings.extend(w for w in self._hidden_smime_warnings(entity) if w not in warnings)
+        mime_type = entity.content_type.mime_type
+        if mime_type.startswith("multipart/") or mime_type == "message/rfc822":
+            warnings.extend(w for w in self._hidden_smime_warnings(entity) if w not in warnings)
 
         encrypted = [layer for layer in layer_tuple if layer.decryption is not None]
         signature = worst_signature([layer.signature for layer in signed if layer.signature])
@@ -593,16 +600,18 @@ def _checked_against_shown(
     From finally shown: a signer whose address it is not (or a header section without exactly
     one From address) is ``email-mismatch``. Each layer checked the From it knew while
     unwrapping; this makes sure that is the one the user sees."""
-    if not any(s.status == SignatureStatus.VALID for s in signers):
-        return tuple(layers), tuple(signers)
+    valid, address = SignatureStatus.VALID, shown.address
+    if shown.problem is None and all(s.status != valid or address in s.addresses for s in signers):
+        return tuple(layers), tuple(signers)  # the common case: nothing to change
+
+    def holds(signer: SignerReport) -> bool:
+        return shown.problem is None and shown.address in signer.addresses
 
     def mark(signer: SignerReport) -> SignerReport:
-        if signer.status != SignatureStatus.VALID:
+        if signer.status != SignatureStatus.VALID or holds(signer):
             return signer
         if shown.problem is not None:
             reason = f"{shown.problem}; a signature is valid only for exactly one From address"
-        elif shown.address in signer.addresses:
-            return signer
         else:
             held = ", ".join(signer.addresses) or "no address"
             reason = f"signer is {held}, not the From address {shown.address} shown"

@@ -662,6 +662,10 @@ def _verifying_candidate(
     what its check found (a weak algorithm, say). When none does, the first candidate's failure
     is recorded and :class:`_Stop` raised. Every candidate after the first spends one signature
     check of the message's budget; when it runs out, the signer is ``untrusted``."""
+    if len(candidates) == 1:  # the usual case: no trial findings to keep apart
+        options = _signed_bytes(signed_attrs) if signed_attrs is not None else iter([ctx.content])
+        _check_signature(si, signature, signature_oid, digest_name, candidates[0], options, ctx, f)
+        return candidates[0]
     first: _Findings | None = None
     for index, cert in enumerate(candidates):
         if index and not ctx.budget.take_signature_check():

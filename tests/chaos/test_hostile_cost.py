@@ -114,7 +114,7 @@ def test_compressed_data_in_streamed_chunks_opens(pki, anchors, now) -> None:
 
 
 def test_a_chunk_flood_inside_a_compressed_layer_is_refused(pki, anchors, now) -> None:
-    raw = costly.flood_wrapped_in_compression(800_000)  # 16 KB of mail, 2.4 MB of chunks
+    raw = costly.flood_wrapped_in_compression(800_000)  # 1.2 MB of mail, 2.4 MB of chunks
     result = _open(raw, pki, anchors, now)
     assert _one_line(result.error) and "a flood of tiny chunks" in (result.error or "")
     assert [layer.type for layer in result.layers] == ["compressed", "compressed"]
