@@ -24,7 +24,7 @@ def _open(raw: bytes, pki, anchors, now):
 
 
 def test_a_cbc_gadget_decrypts_ok_but_the_content_is_not_trusted(pki, anchors, now) -> None:
-    genuine, gadget = forged.cbc_gadget(pki, b"X-Injected: yes\n")
+    genuine, gadget = forged.cbc_gadget(pki, b"X-Gadget:  1\r\nX:")
     for raw in (genuine, gadget):
         result = _open(raw, pki, anchors, now)
         assert result.decryption == Decryption.OK
@@ -32,7 +32,8 @@ def test_a_cbc_gadget_decrypts_ok_but_the_content_is_not_trusted(pki, anchors, n
         assert not result.integrity_protected
         assert not result.ok
     # The gadget worked: the attacker chose the first block without any key.
-    assert _open(gadget, pki, anchors, now).content.startswith(b"X-Injected: yes\n")
+    opened = _open(gadget, pki, anchors, now)
+    assert opened.content.startswith(b"X-Gadget:  1\r\nX:") and opened.error is None
 
 
 def test_a_broken_signature_inside_cbc_does_not_protect_it(pki, anchors, now) -> None:

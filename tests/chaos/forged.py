@@ -167,7 +167,7 @@ def protected_subject_inside_the_signature(pki: TestPki) -> bytes:
 _AES256_CBC = bytes.fromhex("060960864801650304012a")
 
 
-def cbc_gadget(pki: TestPki, chosen: bytes = b"X-Injected: yes\n") -> tuple[bytes, bytes]:
+def cbc_gadget(pki: TestPki, chosen: bytes = b"X-Gadget:  1\r\nX:") -> tuple[bytes, bytes]:
     """(a message encrypted to bob with AES-256-CBC and no signature, the same message with its
     IV changed so the first plaintext block decrypts to ``chosen``). Anyone who knows (or
     guesses) a block of the plaintext can do this without any key: EFAIL's CBC gadget."""
