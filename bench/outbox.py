@@ -26,13 +26,14 @@ from pathlib import Path
 from smime_companion import keyfiles
 from smime_companion.cli.daemon_cmds import build_daemon
 from smime_companion.config import load_config
+from smime_companion.imap.outbox_source import DEFAULT_OUTBOX_FOLDER
 from smime_companion.store.certstore import CertStore, Sighting
 from smime_companion.testing.dovecot import PASSWORD, Dovecot, missing_requirement
 from smime_companion.testing.pki import PKCS12_PASSWORD, make_test_pki
 from smime_companion.testing.smtp_sink import PASSWORD as SMTP_PASSWORD
 from smime_companion.testing.smtp_sink import SmtpSink
 
-OUTBOX = "S/MIME Outbox"
+OUTBOX = DEFAULT_OUTBOX_FOLDER  # what a config without outbox_folder uses
 SENT = "Sent"
 CACHE_KEY = "bench-outbox-key"
 

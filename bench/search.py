@@ -10,7 +10,9 @@ transactions of ``--batch`` messages (as the sync stores a fetched batch). Then 
 
 - indexing throughput (messages/s, open + store, and store alone) and the database size;
 - median and p95 latency of 50 runs each of: a word, a phrase, ``from:`` + word, a date range +
-  word, and the newest 50 (every query returns at most 50 results, newest first, like the CLI).
+  word, the newest 50, and a word in Japanese, Chinese or Korean text (a phrase of character
+  pairs in the index); every query returns at most 50 results, newest first, like the CLI.
+  One message in ten has a line in such a language or with letters the index folds (ß, ø, ł).
 
 Targets (issue 5): p95 <= 20 ms for every query at 100,000 messages; indexing >= 2x notmuch.
 When ``notmuch`` is installed (and not ``--no-notmuch``), the same messages are written to a
@@ -47,6 +49,16 @@ FIRST = "anna ben carla david emma felix greta hugo ida jonas karin lars mia nil
 LAST = "berger fischer hansen jansen keller lange meyer novak olsen peters richter schulz".split()
 DOMAINS = ["example.org", "example.com", "mail.example.net", "corp.example", "uni.example.edu"]
 SYLLABLES = "ka lo mi ne ra su te vo bi da fe gu ho ji ku la mo ni po qu re si tu wa ze".split()
+# One message in ten carries a line of text that needs the search normalisation (CJK pairs,
+# folded letters), so its cost and the "CJK word" query are measured too.
+FOREIGN_LINES = [
+    "日本語のテキストを東京の会議で確認しました",
+    "我们明天在北京的办公室见面讨论预算",
+    "한국어 텍스트를 서울에서 검색합니다",
+    "Wir treffen uns in der Schloßstraße bei Müller",
+    "Møde i Ærøskøbing og Łódź, Καλημέρα από την Αθήνα",
+]
+CJK_WORDS = ["テキスト", "東京", "会議", "北京", "预算", "텍스트", "서울"]
 
 
 def _vocabulary(rng: random.Random, size: int = 8000) -> list[str]:
@@ -81,6 +93,8 @@ class Generator:
         date = self.start + dt.timedelta(seconds=rng.randint(0, 2 * 365 * 86400))
         subject = self.text(rng.randint(3, 8)).capitalize()
         body_lines = [self.text(rng.randint(8, 14)) for _ in range(rng.randint(4, 30))]
+        if rng.random() < 0.1:
+            body_lines.insert(rng.randrange(len(body_lines)), rng.choice(FOREIGN_LINES))
         body = "\r\n".join(body_lines)
         head = (
             f"From: {from_name} <{from_addr}>\r\nTo: {to_name} <{to_addr}>\r\n"
@@ -143,6 +157,7 @@ def _queries(gen: Generator, addresses: list[str], now: dt.datetime) -> Iterator
         yield "from: + word", f"from:{addr} {rng.choice(common[:100])}"
         yield "date range + word", f"date:2025-{month:02d}-01..2025-{month:02d}-28 {word}"
         yield "newest 50", ""
+        yield "CJK word", rng.choice(CJK_WORDS)
 
 
 def _notmuch_query(query: str) -> str:

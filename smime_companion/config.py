@@ -31,16 +31,18 @@ KEYRING_SERVICE = "smime-companion"
 @dataclass(frozen=True)
 class SecretRef:
     """Where a secret comes from: exactly one of an environment variable, a command, a keyring
-    entry (``service``, ``user``). ``what`` names it in messages (``accounts.work.password``)."""
+    entry (``service``, ``user``), a systemd credential (a file of that name in
+    ``$CREDENTIALS_DIRECTORY``). ``what`` names it in messages (``accounts.work.password``)."""
 
     what: str
     env: str | None = None
     command: str | None = None
     keyring: tuple[str, str] | None = None
+    credential: str | None = None
 
     @property
     def given(self) -> bool:
-        return bool(self.env or self.command or self.keyring)
+        return bool(self.env or self.command or self.keyring or self.credential)
 
     def describe(self) -> str:
         """Where the secret is looked up, for messages (never the secret itself)."""
@@ -50,6 +52,8 @@ class SecretRef:
             return f"command {self.command!r}"
         if self.keyring:
             return f"keyring entry {self.keyring[0]}/{self.keyring[1]}"
+        if self.credential:
+            return f"systemd credential {self.credential}"
         return "nowhere (not configured)"
 
 
@@ -65,6 +69,9 @@ class IdentityConfig:
     trust_anchors: tuple[Path, ...] = ()
     system_anchors: bool = True
     allow_sha1: bool = False
+    # For archives: accept SHA-1, MD5-signed certificates and RSA keys under 2048 bits as valid
+    # (the weakness is still reported, warning weak-algorithm). Implies allow_sha1.
+    allow_weak_algorithms: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,8 +112,10 @@ class AccountConfig:
     smtp_tls: str = "implicit"
     smtp_username: str | None = None  # default: username
     smtp_password: SecretRef | None = None  # default: the IMAP password
-    outbox_folder: str = "S/MIME Outbox"
-    sent_folder: str = "Sent"
+    # None: found on the server (``SMIME Outbox``; Sent by its \\Sent mark), see
+    # smime_companion.imap.outbox_source; a name given in the file is used as it is.
+    outbox_folder: str | None = None
+    sent_folder: str | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +149,19 @@ class OutboxConfig:
 
 
 @dataclass(frozen=True)
+class ReaderConfig:
+    """The local web reader: ``run`` serves it on ``port`` of 127.0.0.1 and ::1 (never another
+    interface) unless ``enabled = false``; a session ends after ``idle_minutes`` without a
+    request; ``mark_seen_on_server`` also sets ``\\Seen`` on the server when a message is opened
+    (by default read state stays local and the server is untouched)."""
+
+    enabled: bool = True
+    port: int = 8765
+    idle_minutes: int = 30
+    mark_seen_on_server: bool = False
+
+
+@dataclass(frozen=True)
 class Config:
     source: Path | None
     identity: IdentityConfig
@@ -147,6 +169,7 @@ class Config:
     accounts: tuple[AccountConfig, ...] = field(default=())
     certificates: CertificatesConfig = CertificatesConfig()
     outbox: OutboxConfig = OutboxConfig()
+    reader: ReaderConfig = ReaderConfig()
 
     def account(self, name: str) -> AccountConfig:
         for account in self.accounts:
@@ -177,7 +200,8 @@ def load_config(path: Path | None = None) -> Config:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
-            f"{path}: no config file (copy config.example.toml there, or pass --config)"
+            f"{path}: no config file; make one with 'smime-companion init --p12 YOUR.p12' "
+            "(or pass --config FILE)"
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
@@ -192,7 +216,7 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}") from None
     reader = _Reader(text, where)
-    reader.known(data, "", {"identity", "cache", "accounts", "certificates", "outbox"})
+    reader.known(data, "", {"identity", "cache", "accounts", "certificates", "outbox", "reader"})
     identity = reader.identity(data.get("identity", {}))
     cache = reader.cache(data.get("cache", {}))
     raw_accounts = data.get("accounts", [])
@@ -207,11 +231,11 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     outbox = reader.outbox(data.get("outbox", {}), names)
     return Config(
         source=path, identity=identity, cache=cache, accounts=accounts, certificates=certificates,
-        outbox=outbox,
+        outbox=outbox, reader=reader.reader(data.get("reader", {})),
     )  # fmt: skip
 
 
-_SECRET_SUFFIXES = ("_env", "_command", "_keyring")
+_SECRET_SUFFIXES = ("_env", "_command", "_keyring", "_credential")
 
 
 class _Reader:
@@ -261,7 +285,7 @@ class _Reader:
                 raise self.error(
                     section, key,
                     "secrets are never read from the config file; use "
-                    f"{key}_env, {key}_command or {key}_keyring",
+                    f"{key}_env, {key}_command, {key}_keyring or {key}_credential",
                     index,
                 )  # fmt: skip
             hint = _close_match(key, allowed)
@@ -306,6 +330,11 @@ class _Reader:
     def secret(self, table, section, name, what, index=0, default_keyring=None) -> SecretRef:
         env = self.string(table, section, f"{name}_env", index=index)
         command = self.string(table, section, f"{name}_command", index=index)
+        credential = self.string(table, section, f"{name}_credential", index=index)
+        if credential is not None and ("/" in credential or credential in (".", "..")):
+            raise self.error(
+                section, f"{name}_credential", "must be a credential name, not a path", index
+            )
         keyring_value = table.get(f"{name}_keyring")
         keyring: tuple[str, str] | None = None
         if keyring_value is True:
@@ -319,17 +348,19 @@ class _Reader:
             keyring = (service, user)
         elif keyring_value not in (None, False):
             raise self.error(section, f"{name}_keyring", 'must be true or "service/user"', index)
-        given = [x for x in (env, command, keyring) if x]
+        given = [x for x in (env, command, keyring, credential) if x]
         if len(given) > 1:
             raise self.error(
                 section,
                 f"{name}_env",
-                f"give only one of {name}_env, {name}_command, {name}_keyring",
+                f"give only one of {name}_env, {name}_command, {name}_keyring, {name}_credential",
                 index,
             )
         if not given and default_keyring is not None:
             keyring = default_keyring
-        return SecretRef(what=what, env=env, command=command, keyring=keyring)
+        return SecretRef(
+            what=what, env=env, command=command, keyring=keyring, credential=credential
+        )
 
     # -- sections ------------------------------------------------------------------------------
 
@@ -339,7 +370,8 @@ class _Reader:
             raise self.error(s, "", "must be a table: [identity]")
         self.known(
             table, s,
-            {"p12", "key_file", "cert", "old_p12", "trust_anchors", "system_anchors", "allow_sha1"}
+            {"p12", "key_file", "cert", "old_p12", "trust_anchors", "system_anchors", "allow_sha1",
+             "allow_weak_algorithms"}
             | {f"p12_password{x}" for x in _SECRET_SUFFIXES},
         )  # fmt: skip
         p12 = self.path(table, s, "p12")
@@ -358,6 +390,7 @@ class _Reader:
             trust_anchors=self.paths(table, s, "trust_anchors"),
             system_anchors=self.boolean(table, s, "system_anchors", True),
             allow_sha1=self.boolean(table, s, "allow_sha1", False),
+            allow_weak_algorithms=self.boolean(table, s, "allow_weak_algorithms", False),
         )
 
     def cache(self, table: Any) -> CacheConfig:
@@ -450,6 +483,21 @@ class _Reader:
             **hours,
         )
 
+    def reader(self, table: Any) -> ReaderConfig:
+        s = "reader"
+        if not isinstance(table, dict):
+            raise self.error(s, "", "must be a table: [reader]")
+        self.known(table, s, {"enabled", "port", "idle_minutes", "mark_seen_on_server"})
+        idle = table.get("idle_minutes", ReaderConfig.idle_minutes)
+        if not isinstance(idle, int) or isinstance(idle, bool) or not 1 <= idle <= 24 * 60:
+            raise self.error(s, "idle_minutes", "must be a number of minutes from 1 to 1440")
+        return ReaderConfig(
+            enabled=self.boolean(table, s, "enabled", True),
+            port=self.port(table, s, "port", ReaderConfig.port),
+            idle_minutes=idle,
+            mark_seen_on_server=self.boolean(table, s, "mark_seen_on_server", False),
+        )
+
     def account(self, table: Any, index: int) -> AccountConfig:
         s = "accounts"
         if not isinstance(table, dict):
@@ -518,8 +566,8 @@ class _Reader:
             smtp_tls=smtp_tls,
             smtp_username=self.string(table, s, "smtp_username", index=index),
             smtp_password=smtp_password,
-            outbox_folder=self.string(table, s, "outbox_folder", "S/MIME Outbox", index),
-            sent_folder=self.string(table, s, "sent_folder", "Sent", index),
+            outbox_folder=self.string(table, s, "outbox_folder", index=index),
+            sent_folder=self.string(table, s, "sent_folder", index=index),
         )
 
 

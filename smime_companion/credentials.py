@@ -29,9 +29,43 @@ def resolve(ref: SecretRef) -> str:
         return _from_command(ref)
     if ref.keyring:
         return _from_keyring(ref)
+    if ref.credential:
+        return _from_credential(ref)
     raise SecretUnavailable(
-        f"{ref.what}: not configured (set {ref.what.split('.')[-1]}_env, _command or _keyring)"
+        f"{ref.what}: not configured (set {ref.what.split('.')[-1]}_env, _command, _keyring "
+        "or _credential)"
     )
+
+
+def _from_credential(ref: SecretRef) -> str:
+    """A systemd credential (``LoadCredential=`` or ``LoadCredentialEncrypted=``): the file
+    ``$CREDENTIALS_DIRECTORY/NAME``, which systemd decrypts for the service alone; without its
+    final newline."""
+    assert ref.credential is not None
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        raise SecretUnavailable(
+            f"{ref.what}: systemd credential {ref.credential!r} wanted, but $CREDENTIALS_DIRECTORY "
+            "is not set (run under systemd with LoadCredentialEncrypted="
+            f"{ref.credential}:FILE, see contrib/systemd)"
+        )
+    path = os.path.join(directory, ref.credential)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = handle.read()
+    except FileNotFoundError:
+        raise SecretUnavailable(
+            f"{ref.what}: systemd credential {ref.credential!r} is not in {directory} (add "
+            f"LoadCredentialEncrypted={ref.credential}:FILE to the unit)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SecretUnavailable(
+            f"{ref.what}: cannot read systemd credential {ref.credential!r}: {exc}"
+        ) from None
+    value = value[:-1] if value.endswith("\n") else value
+    if not value:
+        raise SecretUnavailable(f"{ref.what}: systemd credential {ref.credential!r} is empty")
+    return value
 
 
 def _from_command(ref: SecretRef) -> str:
@@ -81,6 +115,18 @@ def _from_keyring(ref: SecretRef) -> str:
             f"(store one with: keyring set {service} {user})"
         )
     return value
+
+
+def keyring_problem(service: str) -> str | None:
+    """Why the OS keyring cannot keep secrets here (one line), or None when it can: a lookup
+    of an entry that does not exist must answer "none" rather than fail."""
+    ref = SecretRef(what="the OS keyring", keyring=(service, "probe"))
+    try:
+        with _keyring(ref) as ring:
+            ring.get_password(service, "probe")
+    except SecretUnavailable as exc:
+        return str(exc).split(": ", 1)[-1]  # without the probe's name
+    return None
 
 
 def store_in_keyring(ref: SecretRef, value: str) -> None:

@@ -17,11 +17,26 @@ Threads and who owns what:
   before a reply is sealed.
 - Every connection failure backs off exponentially with jitter (1 s doubling to 5 min, each delay
   drawn between half and all of it), per account or per watcher, so one broken account never
-  stops the others.
+  stops the others. A refused login backs off hard (5 minutes doubling to an hour: servers lock
+  accounts after a few failed logins), is logged once until it changes or succeeds, and stops
+  that account's outbox passes and watchers meanwhile.
+- One daemon per config: ``run`` holds :class:`DaemonLock` (``daemon.lock`` in the cache
+  directory, naming its pid); a second ``run`` stops at once with one line naming the first.
 
 Signals (installed by the ``run`` command): SIGTERM sets the stop event, which lets the current
 message finish, saves progress and exits; SIGHUP sets the reload event, which re-reads the
 config, the identities and the anchors, and restarts the watchers.
+
+Trust changes take effect (:meth:`Daemon.rejudge_trust`, on start and on reload): a fingerprint
+of the trust configuration (the anchors' SHA-256 fingerprints and the TOFU policy) is kept in
+``trust.sha256`` in the cache directory; when it differs, every signed message is opened again
+from its raw original (its verdict re-judged, its signers harvested again) and every stored
+certificate's trust is judged again (``harvest.rejudge_store``).
+
+Under systemd (``Type=notify``, see ``contrib/systemd``) the daemon says ``READY=1`` once it
+is set up, ``RELOADING=1`` and ``READY=1`` around a reload, ``STOPPING=1`` when it stops, and,
+with ``WatchdogSec=``, ``WATCHDOG=1`` from a thread for as long as the sync loop shows signs of
+life (its loop, or a folder's sync progressing), so a hung loop is restarted.
 
 A small JSON status file (``daemon-status.json`` in the cache directory, no secrets) tells
 ``smime-companion status`` whether each folder is in IDLE, polling or reconnecting.
@@ -29,6 +44,8 @@ A small JSON status file (``daemon-status.json`` in the cache directory, no secr
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -44,11 +61,17 @@ from typing import Any, Protocol
 
 from cryptography import x509
 
-from smime_companion import runtime
+from smime_companion import runtime, systemd
 from smime_companion.config import AccountConfig, Config
+from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.model import Identity, OpenResult
-from smime_companion.errors import ImapError, SmimeCompanionError
-from smime_companion.harvest import with_known_revocations
+from smime_companion.errors import (
+    AlreadyRunning,
+    AuthenticationFailed,
+    ImapError,
+    SmimeCompanionError,
+)
+from smime_companion.harvest import CertHarvester, rejudge_store, with_known_revocations
 from smime_companion.imap.client import Mailbox, ServerSpec, connect
 from smime_companion.imap.sync import FolderReport, Harvester, Stopped, record_error, sync_folder
 from smime_companion.opening import Opener
@@ -64,11 +87,18 @@ IDLE_RENEW_SECONDS = 25 * 60  # servers may drop an IDLE after 29 minutes (RFC 2
 POLL_SECONDS = 60.0  # NOOP polling interval where IDLE is missing
 FULL_PASS_SECONDS = 15 * 60  # a full pass of every account now and then, whatever IDLE says
 OUTBOX_SECONDS = 60.0  # how often the outbox is looked at between full passes
-# The name under which the local outbox directory's watcher posts to the change queue (no IMAP
+# The name under which the local outbox directory's watcher (and the reader's Send) posts to the
+# change queue: "an outbox of this account has work" (no IMAP
 # folder can be called this: it holds a NUL).
 LOCAL_OUTBOX = "\0local outbox"
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 300.0
+# After a refused login: servers (Dovecot's auth penalty, Microsoft 365, fail2ban) lock or slow
+# down an account after a handful of failures within minutes.
+AUTH_BACKOFF_BASE_SECONDS = 300.0
+AUTH_BACKOFF_CAP_SECONDS = 3600.0
+LOCK_FILE = "daemon.lock"
+TRUST_FILE = "trust.sha256"
 
 Connector = Callable[[ServerSpec], Mailbox]
 # One outbox pass for an account: (config, identities, account name) -> the pass reports.
@@ -118,6 +148,63 @@ class Backoff:
         self.failures = 0
 
 
+def trust_fingerprint(anchors: Sequence[x509.Certificate], tofu: Sequence[str]) -> str:
+    """SHA-256 of what decides trust: the anchors (by fingerprint, in any order) and the TOFU
+    policy. Equal fingerprints mean every stored verdict still stands."""
+    digest = hashlib.sha256()
+    for fingerprint in sorted({fingerprint_sha256(a) for a in anchors}):
+        digest.update(f"anchor {fingerprint}\n".encode())
+    for pattern in sorted(set(tofu)):
+        digest.update(f"tofu {pattern}\n".encode())
+    return digest.hexdigest()
+
+
+def auth_backoff() -> Backoff:
+    """The backoff after a refused login (minutes, not seconds)."""
+    return Backoff(AUTH_BACKOFF_BASE_SECONDS, AUTH_BACKOFF_CAP_SECONDS)
+
+
+class DaemonLock:
+    """One daemon per config: an exclusive ``flock`` on ``daemon.lock`` in the cache directory,
+    which holds the running daemon's pid. The kernel drops the lock when the process dies, so a
+    crash never leaves it stale."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.path = Path(cache_dir) / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock and write our pid. Raises :class:`AlreadyRunning` naming the pid that
+        holds it, at once (never waits)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise AlreadyRunning(
+                f"smime-companion run is already running for this config (pid {holder}; lock "
+                f"{self.path}): stop it first (kill {holder}), or reload it with kill -HUP"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        """Drop the lock (the file stays: removing it would race with a new daemon)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> DaemonLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 def open_cache(config: Config) -> Cache:
     """Open the configured cache (see :func:`smime_companion.runtime.open_cache`).
     Raises CacheError or SecretUnavailable with one line."""
@@ -133,6 +220,18 @@ class AccountResult:
     error: str | None = None
     outbox: list[Any] = field(default_factory=list)  # outbox pass reports (issue: outbox)
     outbox_error: str | None = None
+    folder_errors: list[str] = field(default_factory=list)  # e.g. a watched folder is missing
+
+    @property
+    def failed(self) -> bool:
+        """True when the account, one of its folders or its outbox failed (not when a draft
+        merely waits: deferred, held)."""
+        return bool(
+            self.error
+            or self.outbox_error
+            or self.folder_errors
+            or any(getattr(r, "errors", None) or getattr(r, "failed", None) for r in self.outbox)
+        )
 
 
 class Daemon:
@@ -155,8 +254,12 @@ class Daemon:
         identity_loader: IdentityLoader = config_identities,
         resources: Sequence[Closeable] = (),
         open_workers: int | None = None,
+        extra_certificates: Sequence[x509.Certificate] = (),
     ) -> None:
         self.config = config
+        # The certificate store's certificates when the daemon started: where signer
+        # certificates that a message leaves out (gpgsm's default) are looked for.
+        self.extra_certificates = list(extra_certificates)
         self.cache = cache
         self.identities = list(identities)
         self.anchors = list(anchors)
@@ -176,10 +279,15 @@ class Daemon:
         self.changes: queue.Queue[tuple[str, str]] = queue.Queue()
         self._boxes: dict[str, Mailbox] = {}
         self._folders: dict[str, list[str]] = {}
+        # Each account's IMAP outbox folder as the outbox passes found it on the server.
+        self._outbox_folders: dict[str, str] = {}
         self._backoff: dict[str, Backoff] = {}
         self._retry_at: dict[str, float] = {}
+        # The refused-login message last logged per account: said once until it changes.
+        self._auth_failed: dict[str, str] = {}
         self._watchers: list[FolderWatcher] = []
         self._local_watcher: DraftWatcher | None = None
+        self._heartbeat = time.monotonic()  # the sync loop's last sign of life (watchdog)
         self._status_lock = threading.Lock()
         self._status: dict[str, Any] = {"pid": os.getpid(), "accounts": {}}
 
@@ -190,6 +298,8 @@ class Daemon:
             self.identities,
             self.anchors,
             allow_sha1=self.config.identity.allow_sha1,
+            allow_weak=self.config.identity.allow_weak_algorithms,
+            extra_certificates=self.extra_certificates,
             workers=self._open_workers,
             time_limit=self.config.cache.open_time_limit,
         )
@@ -209,7 +319,7 @@ class Daemon:
         results = []
         for account in chosen:
             result = self.sync_account(account, folder)
-            if folder is None:
+            if folder is None and account.name not in self._auth_failed:
                 self.outbox_pass(account, result)
             results.append(result)
         self.scan_new()
@@ -231,6 +341,8 @@ class Daemon:
         for report in result.outbox:
             for error in getattr(report, "errors", []):
                 log.error("outbox %s: %s", account.name, error)
+            if getattr(report, "folder", None):
+                self._outbox_folders[account.name] = report.folder
 
     def scan_new(self) -> int:
         """Scan cached messages that have no verdict yet (or an ``error`` one) when a scanner is
@@ -256,17 +368,63 @@ class Daemon:
         log.info("re-opened %d cached messages with the current keys", count)
         return count
 
+    def rejudge_trust(self) -> int:
+        """When the trust anchors or the TOFU policy differ from those the cache was judged
+        under (see the module docstring), judge every signed message and stored certificate
+        again; returns how many messages were re-judged (0 when nothing changed). Errors of
+        the cache or store raise (one line)."""
+        path = Path(self.config.cache.path) / TRUST_FILE
+        stamp = trust_fingerprint(self.anchors, self.config.certificates.tofu)
+        try:
+            previous = path.read_text().strip()
+        except OSError:
+            previous = None
+        if previous == stamp:
+            return 0
+        ids = self.cache.signed_messages()
+        count = 0
+        if ids and previous is None:
+            log.info("no record of the trust configuration: judging %d signed messages", len(ids))
+        elif ids:
+            log.info("trust anchors or TOFU policy changed: judging %d signed messages", len(ids))
+        if ids:
+            open_raw: Callable[[bytes, datetime], OpenResult] = self.opener.open
+            harvester = self.harvester
+            if isinstance(harvester, CertHarvester):
+                harvester.forget_sightings()
+            if harvester is not None:
+                open_raw = with_known_revocations(open_raw, harvester.known_revoked)
+                open_raw = _harvesting(open_raw, harvester)
+            count = self.cache.rebuild(open_raw, ids)
+        if isinstance(self.harvester, CertHarvester):
+            changed = rejudge_store(
+                self.harvester.store, self.anchors, self.config.certificates.tofu
+            )
+            if changed:
+                log.info("trust of %d stored certificates judged again", changed)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(stamp + "\n")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+        return count
+
     def sync_account(self, account: AccountConfig, only_folder: str | None = None) -> AccountResult:
         """Sync the watched folders of one account (or one of them); never raises for the
         account's own failures (they are in the result), only :class:`Stopped`."""
         result = AccountResult(account.name)
         try:
             box = self._box(account)
-            folders = [only_folder] if only_folder else self._folder_names(account, box)
+            if only_folder:
+                folders = [only_folder]
+            else:
+                folders, missing = self._folder_names(account, box)
+                result.folder_errors.extend(f"the server has no folder {m!r}" for m in missing)
             for name in folders:
                 result.folders.append(self._sync_folder(account, box, name))
             self._backoff.pop(account.name, None)
             self._retry_at.pop(account.name, None)
+            if self._auth_failed.pop(account.name, None) is not None:
+                log.info("account %s: login accepted again", account.name)
             self._set_account_status(account.name, error=None)
         except Stopped:
             raise
@@ -279,14 +437,34 @@ class Daemon:
                 log.exception("account %s: unexpected error", account.name)
                 result.error = f"internal error: {type(exc).__name__}: {exc}"
             self._drop_box(account.name)
-            backoff = self._backoff.setdefault(account.name, Backoff())
-            self._retry_at[account.name] = time.monotonic() + backoff.next_delay()
+            if isinstance(exc, AuthenticationFailed):
+                backoff = self._backoff.get(account.name)
+                if backoff is None or backoff.base < AUTH_BACKOFF_BASE_SECONDS:
+                    backoff = self._backoff[account.name] = auth_backoff()
+            else:
+                backoff = self._backoff.setdefault(account.name, Backoff())
+            delay = backoff.next_delay()
+            self._retry_at[account.name] = time.monotonic() + delay
             self._set_account_status(account.name, error=result.error)
-            log.error("account %s: %s", account.name, exc)
+            if not isinstance(exc, AuthenticationFailed):
+                log.error("account %s: %s", account.name, exc)
+            elif self._auth_failed.get(account.name) != str(exc):
+                self._auth_failed[account.name] = str(exc)
+                log.error(
+                    "account %s: %s; fix the password (or token) in the config, then reload "
+                    "(SIGHUP). Not trying again for %.0f minutes, then less and less often, so "
+                    "the server does not lock the account",
+                    account.name,
+                    exc,
+                    delay / 60,
+                )
+            else:
+                log.debug("account %s: login still refused", account.name)
         return result
 
     def _sync_folder(self, account: AccountConfig, box: Mailbox, folder: str) -> FolderReport:
         def progress(done: int, total: int) -> None:
+            self._heartbeat = time.monotonic()
             if self.progress is not None:
                 self.progress(account.name, folder, done, total)
 
@@ -319,17 +497,21 @@ class Daemon:
         if box is not None:
             box.close()
 
-    def _folder_names(self, account: AccountConfig, box: Mailbox) -> list[str]:
+    def _folder_names(self, account: AccountConfig, box: Mailbox) -> tuple[list[str], list[str]]:
+        """The folders to sync (what the patterns match) and the named folders the server
+        lacks. Raises ImapError when nothing matches at all."""
         names = box.list_folders(account.folders)
+        missing = []
         for pattern in account.folders:
             if not any(c in pattern for c in "*?[") and not box.list_folders([pattern]):
                 log.warning("account %s: the server has no folder %r", account.name, pattern)
+                missing.append(pattern)
         if not names:
             raise ImapError(
                 f"account {account.name}: no folder matches {', '.join(account.folders)}"
             )
         self._folders[account.name] = names
-        return names
+        return names, missing
 
     def close(self) -> None:
         """Stop the watchers and the opening workers, and log out of every connection."""
@@ -355,21 +537,49 @@ class Daemon:
         ``reload_config`` is called when the reload event is set (SIGHUP); a config that fails
         to load is logged and the old one kept.
         """
+        watchdog = self._start_watchdog()
         try:
             self._loop(reload_config)
         except Stopped as exc:
             log.info("stopping: %s", exc)
         finally:
+            systemd.notify("STOPPING=1")
             self.close()
             self._write_status(running=False)
+            if watchdog is not None:
+                watchdog.join(timeout=5)
+
+    def _start_watchdog(self) -> threading.Thread | None:
+        """With ``WatchdogSec=``: a thread sending ``WATCHDOG=1`` at half the interval while
+        the sync loop showed life within the interval (a hung loop then gets restarted)."""
+        interval = systemd.watchdog_interval()
+        if interval is None:
+            return None
+
+        def ping() -> None:
+            while not self.stop.wait(interval / 2):
+                if time.monotonic() - self._heartbeat < interval:
+                    systemd.notify("WATCHDOG=1")
+                else:
+                    log.warning("the sync loop showed no life for %.0f s", interval)
+
+        thread = threading.Thread(target=ping, name="systemd watchdog", daemon=True)
+        thread.start()
+        return thread
 
     def _loop(self, reload_config: Callable[[], Config] | None) -> None:
+        # Ready once set up: a first sync of a large mailbox may take longer than systemd
+        # waits for a start; the STATUS line says what it does meanwhile.
+        systemd.notify("READY=1", "STATUS=first pass over every account")
+        self.rejudge_trust()
         self.reopen_unopened()
         self.sync_once()
         self._start_watchers()
+        systemd.notify(f"STATUS=watching {len(self._watchers)} folders")
         next_full_pass = time.monotonic() + FULL_PASS_SECONDS
         next_outbox = time.monotonic() + OUTBOX_SECONDS
         while not self.stop.is_set():
+            self._heartbeat = time.monotonic()
             self._write_status(running=True)
             if self.reload.is_set():
                 self.reload.clear()
@@ -407,7 +617,7 @@ class Daemon:
                 next_outbox = now + OUTBOX_SECONDS
             elif now >= next_outbox:
                 for account in self.config.accounts:
-                    if self._due(account.name):
+                    if self._due(account.name) and account.name not in self._auth_failed:
                         self.outbox_pass(account, AccountResult(account.name))
                 next_outbox = now + OUTBOX_SECONDS
             else:
@@ -423,6 +633,13 @@ class Daemon:
     def _reload(self, reload_config: Callable[[], Config] | None) -> None:
         if reload_config is None:
             return
+        systemd.reloading()
+        try:
+            self._reload_from(reload_config)
+        finally:
+            systemd.notify("READY=1", f"STATUS=watching {len(self._watchers)} folders")
+
+    def _reload_from(self, reload_config: Callable[[], Config]) -> None:
         try:
             config = reload_config()
             identities = self.identity_loader(config)
@@ -441,6 +658,10 @@ class Daemon:
         self.opener = self._new_opener()
         self._retry_at.clear()
         self._backoff.clear()
+        self._auth_failed.clear()  # perhaps the reload fixed the password: try at once
+        if isinstance(self.harvester, CertHarvester):
+            self.harvester.tofu = tuple(config.certificates.tofu)
+        self.rejudge_trust()  # the anchors or TOFU policy may have changed
         self.reopen_unopened()  # the new config may hold a key that opens them
         self.sync_once()
         self._start_watchers()
@@ -451,13 +672,15 @@ class Daemon:
         targets: list[tuple[AccountConfig, str]] = []
         for account in self.config.accounts:
             targets.extend((account, folder) for folder in self._folders.get(account.name, []))
-            if self.outbox is not None and account.smtp_host and self.config.outbox.imap:
-                targets.append((account, account.outbox_folder))
+            outbox_folder = self._outbox_folders.get(account.name)
+            if outbox_folder and account.smtp_host and self.config.outbox.imap:
+                targets.append((account, outbox_folder))
         return targets
 
     def _is_outbox(self, account: AccountConfig, folder: str) -> bool:
         return folder == LOCAL_OUTBOX or (
-            folder == account.outbox_folder and folder not in self._folders.get(account.name, [])
+            folder == self._outbox_folders.get(account.name)
+            and folder not in self._folders.get(account.name, [])
         )
 
     def _start_watchers(self) -> None:
@@ -530,6 +753,23 @@ class Daemon:
             log.debug("cannot write %s: %s", path, exc)
 
 
+def _harvesting(
+    open_raw: Callable[[bytes, datetime], OpenResult], harvester: Harvester
+) -> Callable[[bytes, datetime], OpenResult]:
+    """``open_raw`` that also hands each result's signers to ``harvester`` (as the sync does),
+    so a re-judged message's certificates are judged with it."""
+
+    def open_and_harvest(raw: bytes, at: datetime) -> OpenResult:
+        result = open_raw(raw, at)
+        try:
+            harvester.harvest(result, result.header("Message-ID"), at)
+        except SmimeCompanionError as exc:  # the verdict stands; the store says why not
+            log.warning("re-judging: cannot record a signer: %s", exc)
+        return result
+
+    return open_and_harvest
+
+
 def read_status_file(cache_dir: Path) -> dict[str, Any] | None:
     """The daemon's last status snapshot, or None when there is none (never ran, unreadable).
     ``running`` is corrected to False when the process that wrote it is gone (killed)."""
@@ -585,9 +825,13 @@ class FolderWatcher(threading.Thread):
             except Exception as exc:  # never let the watcher die: back off and reconnect
                 if not isinstance(exc, SmimeCompanionError):
                     log.exception("watch %s/%s: unexpected error", self.account.name, self.folder)
+                refused = isinstance(exc, AuthenticationFailed)
+                if refused and self.backoff.base < AUTH_BACKOFF_BASE_SECONDS:
+                    self.backoff = auth_backoff()
                 delay = self.backoff.next_delay()
                 self.owner.set_watch_state(self.account.name, self.folder, "reconnecting")
-                log.warning(
+                # A refused login is the account's news, said once by the sync loop.
+                (log.debug if refused else log.warning)(
                     "watch %s/%s: %s; retrying in %.0f s",
                     self.account.name,
                     self.folder,

@@ -60,6 +60,15 @@ class ImapError(SmimeCompanionError):
     that failed, never a password or token."""
 
 
+class AuthenticationFailed(ImapError):
+    """The IMAP server refused the login (wrong password, expired token). Retrying soon would
+    only risk a lockout of the account: the daemon backs off for minutes, not seconds."""
+
+
+class AlreadyRunning(SmimeCompanionError):
+    """Another ``smime-companion run`` holds this config's cache: one daemon per config."""
+
+
 class SubmissionError(SmimeCompanionError):
     """Submitting a message failed; the message quotes the server's reply when there was one."""
 

@@ -125,6 +125,11 @@ class CertHarvester:
         )
         return revoked
 
+    def forget_sightings(self) -> None:
+        """Forget the recent sightings, so the next harvest of each signer records it again
+        (after the TOFU policy or the anchors changed, a repeat is news)."""
+        self._recent.clear()
+
     def known_revoked(self, result: OpenResult) -> dict[str, str]:
         """:func:`known_revoked` in this harvester's store (asks no server)."""
         return known_revoked(self.store, result)
@@ -223,6 +228,36 @@ class CertHarvester:
         )
 
 
+def rejudge_store(
+    store: CertStore, anchors: Sequence[x509.Certificate], tofu: Sequence[str]
+) -> int:
+    """Judge the stored trust of every certificate again under the current ``anchors`` and
+    TOFU policy (after they changed): ``anchor`` when it chains to one of them through its
+    stored chain or the known intermediates; one whose stored chain no longer does becomes
+    ``tofu`` where the policy covers its address (as if first seen now), else ``untrusted`` (an
+    ``anchor`` record stored without its chain is left as it is: there is no evidence to
+    judge). Pins (``tofu``) and ``key-changed`` stay: they are the user's decisions. Returns
+    how many records changed."""
+    pool = store.intermediates()
+    changed = 0
+    for record in store.records():
+        if record.trust not in (Trust.ANCHOR, Trust.UNTRUSTED):
+            continue
+        anchored = chain_to_anchor(record.certificate, [*record.chain, *pool], anchors)
+        if anchored is not None:
+            trust = Trust.ANCHOR
+        elif record.trust == Trust.ANCHOR and not record.chain:
+            continue  # no chain was kept with it: nothing to judge by, so nothing is taken away
+        elif record.trust == Trust.ANCHOR:
+            trust = Trust.TOFU if tofu_applies(record.address, tofu) else Trust.UNTRUSTED
+        else:
+            continue
+        if trust != record.trust:
+            store.rejudge(record.address, record.fingerprint, trust)
+            changed += 1
+    return changed
+
+
 def known_revoked(store: CertStore, result: OpenResult) -> dict[str, str]:
     """The signers of ``result`` whose certificate ``store`` holds as revoked (OCSP or a CRL
     said so, for it or a CA above it): SHA-256 fingerprint -> where that was learnt. Asks no
@@ -295,3 +330,40 @@ def _preferred_certificate(signer: SignerReport) -> x509.Certificate | None:
             if ski.digest.hex() == preference[1]:
                 return cert
     return None
+
+
+IMPORT_SOURCE = "import"
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except (x509.ExtensionNotFound, ValueError):
+        return False
+
+
+def import_sightings(
+    certificates: Sequence[x509.Certificate],
+    intermediates: Sequence[x509.Certificate],
+    anchors: Sequence[x509.Certificate],
+    at: datetime,
+) -> list[Sighting]:
+    """What importing ``certificates`` (a file's, PEM or DER) records: one sighting per email
+    certificate among them, anchored when it chains to one of ``anchors`` through the file's
+    other certificates and the store's ``intermediates``; CA certificates only help the chains.
+    Empty when the file holds no email certificate."""
+    leaves = [c for c in certificates if not _is_ca(c) and email_addresses(c)]
+    pool = [*certificates, *intermediates]
+    sightings = []
+    for cert in leaves:
+        chain = chain_to_anchor(cert, pool, anchors)
+        sightings.append(
+            Sighting(
+                certificate=cert,
+                source=IMPORT_SOURCE,
+                at=at,
+                anchored=chain is not None,
+                chain=chain[1:] if chain else (),
+            )
+        )
+    return sightings

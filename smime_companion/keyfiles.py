@@ -31,7 +31,12 @@ def _read(path: Path, what: str) -> bytes:
 
 def load_certificates(path: Path) -> list[x509.Certificate]:
     """Every certificate in a PEM file (one or more) or a single DER certificate."""
-    data = _read(path, "certificate file")
+    return certificates_from_bytes(_read(path, "certificate file"), str(path))
+
+
+def certificates_from_bytes(data: bytes, name: str) -> list[x509.Certificate]:
+    """Every certificate in PEM ``data`` (one or more) or a single DER certificate; ``name``
+    says where it came from in the error. Raises :class:`KeyLoadError`."""
     try:
         if b"-----BEGIN" in data:
             certificates = [load_certificate(der) for der in _pem_certificates(data)]
@@ -40,7 +45,7 @@ def load_certificates(path: Path) -> list[x509.Certificate]:
             return certificates
         return [load_certificate(data)]
     except ValueError:
-        raise KeyLoadError(f"{path}: not a PEM or DER certificate") from None
+        raise KeyLoadError(f"{name}: not a PEM or DER certificate") from None
 
 
 _PEM_CERTIFICATE = re.compile(
@@ -70,12 +75,33 @@ def load_private_key(path: Path, password: bytes | None = None) -> PrivateKeyTyp
         raise KeyLoadError(f"{path}: not a private key, or the password is wrong") from None
 
 
+_PEM_PKCS12 = re.compile(rb"-----BEGIN PKCS12-----(.*?)-----END PKCS12-----", re.S)
+
+
+def is_armoured_pkcs12(data: bytes) -> bool:
+    """True when ``data`` holds a PEM-armoured PKCS#12 (``-----BEGIN PKCS12-----``)."""
+    return _PEM_PKCS12.search(data) is not None
+
+
+def _pkcs12_der(data: bytes) -> bytes:
+    """The DER of a PKCS#12 file: the file itself, or the body of its PEM armour, which is what
+    ``gpgsm --export-secret-key-p12 --armor`` writes (after a few lines describing the key).
+    Raises ``ValueError`` for an armour whose body is not base64."""
+    armour = _PEM_PKCS12.search(data)
+    if armour is None:
+        return data
+    lines = [line.strip() for line in armour.group(1).splitlines()]
+    # RFC 1421-style headers ("Name: value") may precede the base64 body.
+    body = b"".join(line for line in lines if line and b":" not in line)
+    return base64.b64decode(body, validate=True)
+
+
 def load_pkcs12(path: Path, password: bytes | None) -> Identity:
-    """The key, certificate and chain of a PKCS#12 file."""
+    """The key, certificate and chain of a PKCS#12 file, DER or PEM-armoured."""
     data = _read(path, "PKCS#12 file")
     try:
-        bundle = pkcs12.load_pkcs12(data, password)
-    except ValueError:
+        bundle = pkcs12.load_pkcs12(_pkcs12_der(data), password)
+    except ValueError:  # binascii.Error (bad armour) included
         raise KeyLoadError(f"{path}: wrong PKCS#12 password, or not a PKCS#12 file") from None
     if bundle.key is None or bundle.cert is None:
         raise KeyLoadError(f"{path}: the PKCS#12 file holds no key with its certificate")

@@ -43,7 +43,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from smime_companion.core.cert_loading import load_certificate
-from smime_companion.core.model import Decryption, Identity, OpenResult
+from smime_companion.core.model import Decryption, Identity, OpenResult, SignatureStatus
 from smime_companion.core.open import open_message
 from smime_companion.errors import SmimeCompanionError
 from smime_companion.logs import route_library_warnings
@@ -156,7 +156,8 @@ def _timed_out(raw: bytes, seconds: float, stage: str) -> OpenResult:
         raw,
         f"gave up after {seconds:g} s of {stage} (the time limit per message); "
         "stored unopened with its raw message",
-        decryption=Decryption.MALFORMED,
+        Decryption.MALFORMED,
+        SignatureStatus.MALFORMED,  # nothing about it was checked
     )
 
 
@@ -166,18 +167,26 @@ def _open(
     identities: Sequence[Identity],
     anchors: Sequence[x509.Certificate],
     allow_sha1: bool,
+    allow_weak: bool,
+    extra_certificates: Sequence[x509.Certificate],
 ) -> OpenResult:
     """``core.open``, a failure of ours or a limit turned into an unopened result."""
     try:
         return open_message(
-            raw, identities=identities, anchors=anchors, at=at, allow_sha1=allow_sha1
+            raw,
+            identities=identities,
+            anchors=anchors,
+            at=at,
+            allow_sha1=allow_sha1,
+            allow_weak=allow_weak,
+            extra_certificates=extra_certificates,
         )
     except SmimeCompanionError as exc:
         error = str(exc)
     except Exception as exc:
         log.exception("core.open failed on a message")
         error = f"internal error while opening: {type(exc).__name__}"
-    return OpenResult.unopened(raw, error, decryption=Decryption.MALFORMED)
+    return OpenResult.unopened(raw, error, Decryption.MALFORMED, SignatureStatus.MALFORMED)
 
 
 def open_safely(
@@ -186,6 +195,8 @@ def open_safely(
     identities: Sequence[Identity],
     anchors: Sequence[x509.Certificate],
     allow_sha1: bool,
+    allow_weak: bool = False,
+    extra_certificates: Sequence[x509.Certificate] = (),
     time_limit: float = DEFAULT_TIME_LIMIT,
 ) -> OpenResult:
     """``core.open`` of ``raw`` as of ``at``; never raises: a failure, or opening that takes
@@ -193,7 +204,7 @@ def open_safely(
     line), with the raw message as its content."""
     try:
         with _WATCHDOG.limit(time_limit):
-            return _open(raw, at, identities, anchors, allow_sha1)
+            return _open(raw, at, identities, anchors, allow_sha1, allow_weak, extra_certificates)
     except TookTooLong:
         return _timed_out(raw, time_limit, "opening")
 
@@ -204,6 +215,8 @@ def prepare(
     identities: Sequence[Identity],
     anchors: Sequence[x509.Certificate],
     allow_sha1: bool,
+    allow_weak: bool = False,
+    extra_certificates: Sequence[x509.Certificate] = (),
     time_limit: float = DEFAULT_TIME_LIMIT,
 ) -> Opened:
     """Open ``raw`` (arrived at ``at``) and derive its cache entry, within ``time_limit``
@@ -212,7 +225,7 @@ def prepare(
     stage = "opening"
     try:
         with _WATCHDOG.limit(time_limit):
-            result = _open(raw, at, identities, anchors, allow_sha1)
+            result = _open(raw, at, identities, anchors, allow_sha1, allow_weak, extra_certificates)
             stage = "indexing"
             try:
                 return Opened(result, derive_entry(raw, result, at))
@@ -261,7 +274,10 @@ class OpenedBatch:
 
 
 class Opener:
-    """Opens messages with the user's identities and anchors, here or in worker processes."""
+    """Opens messages with the user's identities and anchors, here or in worker processes.
+
+    ``extra_certificates`` (the certificate store's, harvested from earlier mail) are where a
+    signer certificate a message leaves out, and its issuers, are looked for."""
 
     def __init__(
         self,
@@ -270,11 +286,15 @@ class Opener:
         *,
         allow_sha1: bool = False,
         workers: int | None = None,
+        allow_weak: bool = False,
+        extra_certificates: Sequence[x509.Certificate] = (),
         time_limit: float = DEFAULT_TIME_LIMIT,
     ) -> None:
         self.identities = list(identities)
         self.anchors = list(anchors)
         self.allow_sha1 = allow_sha1
+        self.allow_weak = allow_weak
+        self.extra_certificates = list(extra_certificates)
         self.time_limit = time_limit
         self.workers = default_workers() if workers is None else workers
         self._pool: ProcessPoolExecutor | None = None
@@ -284,11 +304,17 @@ class Opener:
 
     def open(self, raw: bytes, at: datetime) -> OpenResult:
         """Open one message in this process (see :func:`open_safely`)."""
-        return open_safely(raw, at, self.identities, self.anchors, self.allow_sha1, self.time_limit)
+        return open_safely(
+            raw, at, self.identities, self.anchors, self.allow_sha1, self.allow_weak,
+            self.extra_certificates, self.time_limit,
+        )  # fmt: skip
 
     def prepare(self, raw: bytes, at: datetime) -> Opened:
         """Open one message and derive its cache entry in this process (see :func:`prepare`)."""
-        return prepare(raw, at, self.identities, self.anchors, self.allow_sha1, self.time_limit)
+        return prepare(
+            raw, at, self.identities, self.anchors, self.allow_sha1, self.allow_weak,
+            self.extra_certificates, self.time_limit,
+        )  # fmt: skip
 
     def submit(self, items: Sequence[tuple[bytes, datetime]], *, here: bool = False) -> OpenedBatch:
         """Start opening ``(raw, arrival time)`` items; a worker does it when there is one,
@@ -354,7 +380,14 @@ class Opener:
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(keys, [_der(a) for a in self.anchors], self.allow_sha1, self.time_limit),
+            initargs=(
+                keys,
+                [_der(a) for a in self.anchors],
+                self.allow_sha1,
+                self.allow_weak,
+                [_der(c) for c in self.extra_certificates],
+                self.time_limit,
+            ),
         )
         # Start the workers now (importing the engine takes them a few tenths of a second),
         # while the caller logs in and lists its folders, rather than on the first batch.
@@ -364,11 +397,18 @@ class Opener:
 # -- inside a worker ------------------------------------------------------------------------------
 
 _IdentityDer = tuple[bytes, bytes, list[bytes]]
-_worker: tuple[list[Identity], list[x509.Certificate], bool, float] | None = None
+_worker: (
+    tuple[list[Identity], list[x509.Certificate], bool, bool, list[x509.Certificate], float] | None
+) = None
 
 
 def _start_worker(
-    keys: list[_IdentityDer], anchors: list[bytes], allow_sha1: bool, time_limit: float
+    keys: list[_IdentityDer],
+    anchors: list[bytes],
+    allow_sha1: bool,
+    allow_weak: bool = False,
+    extra: Sequence[bytes] = (),
+    time_limit: float = DEFAULT_TIME_LIMIT,
 ) -> None:
     global _worker
     # Ctrl-C in a terminal and systemd's stop signal reach the whole process group: the daemon
@@ -386,7 +426,14 @@ def _start_worker(
         )
         for key, cert, chain in keys
     ]
-    _worker = (identities, [load_certificate(a) for a in anchors], allow_sha1, time_limit)
+    _worker = (
+        identities,
+        [load_certificate(a) for a in anchors],
+        allow_sha1,
+        allow_weak,
+        [load_certificate(c) for c in extra],
+        time_limit,
+    )
 
 
 def _exit_with_parent() -> None:
@@ -406,12 +453,12 @@ def _exit_with_parent() -> None:
 
 def _open_in_worker(items: list[tuple[bytes, datetime]]) -> list[Opened]:
     assert _worker is not None, "worker not initialised"
-    identities, anchors, allow_sha1, time_limit = _worker
+    identities, anchors, allow_sha1, allow_weak, extra, time_limit = _worker
     out = []
     for raw, at in items:
         # Past the time limit a message is given up on here, in the worker, and the batch goes
         # on: the sync stores it unopened, with its raw bytes, and moves on.
-        opened = prepare(raw, at, identities, anchors, allow_sha1, time_limit)
+        opened = prepare(raw, at, identities, anchors, allow_sha1, allow_weak, extra, time_limit)
         if opened.entry.content_is_raw:
             # Do not send the raw message back: the sync holds it (see OpenedBatch.result).
             opened = replace(opened, result=replace(opened.result, content=b""))

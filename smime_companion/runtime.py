@@ -8,7 +8,9 @@ build their objects the same way without importing each other.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
@@ -21,15 +23,21 @@ from smime_companion.harvest import CertHarvester
 from smime_companion.imap.client import ServerSpec
 from smime_companion.imap.outbox_source import ImapOutbox
 from smime_companion.outbox import service as outbox_service
+from smime_companion.outbox.journal_drafts import JournalDrafts, reader_label
 from smime_companion.outbox.pipeline import OutboxSettings, PassReport
 from smime_companion.outbox.plan import CertificateLookup, MissingCertPolicy
 from smime_companion.outbox.protocols import OutboxSource
+from smime_companion.reader.context import AccountInfo, ReaderContext, StoreOpeners
 from smime_companion.revocation import RevocationChecker
 from smime_companion.scan import Scanner, make_scanner
 from smime_companion.smtp import SmtpSpec, SmtpSubmitter
 from smime_companion.store import Cache
+from smime_companion.store.cache import MessageSummary
 from smime_companion.store.certstore import CertStore, PolicyLookup
-from smime_companion.store.journal import Journal
+from smime_companion.store.journal import ItemState, Journal
+
+# Items whose pipeline is not finished: a pass must take them further.
+ACTIVE_STATES = (ItemState.CLAIMED, ItemState.SEALED, ItemState.SUBMITTED, ItemState.FILED)
 
 
 def load_identities(cfg: IdentityConfig) -> list[Identity]:
@@ -257,7 +265,8 @@ def process_outbox(
     clock: Callable[[], datetime],
 ) -> list[PassReport]:
     """One outbox pass for ``account_name``: its IMAP outbox folder (unless ``[outbox] imap =
-    false``) and, when it is the directory's account, the local outbox directory. An account
+    false``), when it is the directory's account the local outbox directory, and the drafts
+    queued in the journal by the reader or ``compose`` (when there are any). An account
     without ``smtp_host`` has no outbox: returns ``[]``.
 
     Failures of the servers are in the reports' ``errors``. Raises
@@ -268,7 +277,12 @@ def process_outbox(
         return []
     directory_account = config.outbox.directory_account or config.accounts[0].name
     wants_directory = config.outbox.directory is not None and account.name == directory_account
-    if not config.outbox.imap and not wants_directory:
+    # Drafts queued in the reader or by ``compose`` wait in the journal itself.
+    drafts = JournalDrafts(journal, account.name, clock)
+    wants_drafts = bool(drafts.drafts()) or bool(
+        journal.items(reader_label(account.name), ACTIVE_STATES)
+    )
+    if not config.outbox.imap and not wants_directory and not wants_drafts:
         return []
     reports: list[PassReport] = []
     submitter = smtp_submitter(account)
@@ -288,8 +302,71 @@ def process_outbox(
             )
 
         if config.outbox.imap:
-            reports.append(one_pass(imap, account.name))
+            report = one_pass(imap, account.name)
+            if not report.errors:
+                report.folder = imap.outbox_folder
+            reports.append(report)
         if config.outbox.directory is not None and wants_directory:
             local = outbox_service.local_source(config.outbox.directory)
             reports.append(one_pass(local, f"{account.name}/local"))
+        if wants_drafts:
+            reports.append(one_pass(drafts, reader_label(account.name)))
     return reports
+
+
+# -- the reader (issue 15) ------------------------------------------------------------------------
+
+
+def reader_context(
+    config: Config,
+    key: str | None,
+    *,
+    kick_outbox: Callable[[str], None],
+    daemon_status: Callable[[], dict[str, Any] | None],
+    identities: Callable[[], Sequence[Identity]] | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> ReaderContext:
+    """What the reader needs from ``config``, with the stores opened under ``key`` (the cache
+    key, None for a plain cache). ``kick_outbox(account)`` asks for an outbox pass now;
+    ``daemon_status`` reads the running daemon's status snapshot; ``identities`` default to the
+    config's plus the store's, read again on each use (an identity imported meanwhile can
+    send)."""
+    plain = not config.cache.encrypt
+
+    def cache() -> Cache:
+        return open_cache(config, key)
+
+    def certs() -> CertStore:
+        return CertStore.open(config.cache.path, None if plain else key)
+
+    def journal() -> Journal:
+        return Journal.open(config.cache.path, None if plain else key)
+
+    def own() -> Sequence[Identity]:
+        with certs() as store:
+            return identities_with_store(config, store)
+
+    def lookup(store: CertStore) -> CertificateLookup:
+        return certificate_lookup(config, store)
+
+    mark_seen = None
+    if config.reader.mark_seen_on_server:
+
+        def mark_seen(summary: MessageSummary) -> None:
+            with outbox_imap(config.account(summary.account), timeout=30) as imap:
+                imap.mark_seen(summary.folder, summary.uidvalidity, summary.uid)
+
+    return ReaderContext(
+        state_dir=Path(config.cache.path),
+        stores=StoreOpeners(cache=cache, certs=certs, journal=journal),
+        accounts=tuple(AccountInfo(a.name, a.username, bool(a.smtp_host)) for a in config.accounts),
+        identities=identities or own,
+        anchors=lambda: load_anchors(config.identity),
+        lookup=lookup,
+        missing_cert=config.outbox.missing_cert,
+        kick_outbox=kick_outbox,
+        mark_seen=mark_seen,
+        daemon_status=daemon_status,
+        idle=timedelta(minutes=config.reader.idle_minutes),
+        clock=clock or (lambda: datetime.now(UTC)),
+    )

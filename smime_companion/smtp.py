@@ -94,6 +94,28 @@ class SmtpSubmitter:
             except (smtplib.SMTPException, OSError):
                 smtp.close()
 
+    def check(self) -> str:
+        """Connect, set up TLS and log in as :meth:`submit` would, and leave without sending
+        anything (for ``doctor``); returns what was checked, e.g. ``STARTTLS, AUTH PLAIN as
+        alice``. Raises the same exceptions as :meth:`submit`, whose text says what failed."""
+        smtp = self._connect()
+        try:
+            self._login(smtp)
+            offered = (smtp.esmtp_features.get("auth") or "").upper().split()
+        finally:
+            try:
+                smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                smtp.close()
+        tls = {"implicit": "TLS", "starttls": "STARTTLS", "plain": "NO TLS"}[self.spec.tls]
+        if self.spec.username is None:
+            return f"{tls}, no login"
+        if self.spec.auth == "xoauth2":
+            mechanism = "XOAUTH2"
+        else:
+            mechanism = next((m for m in ("PLAIN", "LOGIN") if m in offered), "?")
+        return f"{tls}, AUTH {mechanism} as {self.spec.username}"
+
     # -- connection ------------------------------------------------------------------------------
 
     def _connect(self) -> smtplib.SMTP:
@@ -125,7 +147,15 @@ class SmtpSubmitter:
         except (OSError, smtplib.SMTPException) as exc:
             if isinstance(exc, smtplib.SMTPResponseException):
                 raise self._reply_error(exc.smtp_code, exc.smtp_error, "connect") from None
-            raise SubmissionDeferred(f"{spec.label}: cannot connect: {_reason(exc)}") from None
+            hint = ""
+            if spec.tls == "implicit" and "WRONG_VERSION_NUMBER" in str(exc):
+                hint = (
+                    "; the server did not answer with TLS: this port may expect STARTTLS "
+                    '(set smtp_tls = "starttls", usually with smtp_port = 587)'
+                )
+            raise SubmissionDeferred(
+                f"{spec.label}: cannot connect: {_reason(exc)}{hint}"
+            ) from None
         return smtp
 
     def _login(self, smtp: smtplib.SMTP) -> None:

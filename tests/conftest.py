@@ -14,21 +14,31 @@ from smime_companion.testing.pki import TestPki, make_test_pki
 
 
 @pytest.fixture(scope="session")
-def now() -> dt.datetime:
-    """The time every verification in the tests is made at: the PKI is made around it.
-
-    Taken from the clock once per session, never written as a date: a test that judged a
-    certificate at a fixed date would start failing once the calendar passed the certificate's
-    validity (``scripts/test-time-moved`` runs the suite years ahead to catch that).
-    """
+def pki_now() -> dt.datetime:
+    """The time the test PKI is made around (read from the clock once per session): its users are
+    valid from a day before it for two years. Module- and session-wide fixtures that judge
+    certificates use it; a test uses ``now``."""
     return dt.datetime.now(dt.UTC)
 
 
+@pytest.fixture
+def now(pki_now: dt.datetime) -> dt.datetime:
+    """The time a test judges certificates at: the clock when the test starts, so that it agrees
+    with what the tools it runs stamp (openssl's signingTime, a CRL's thisUpdate) even late in a
+    long run, and always inside the PKI's validity.
+
+    Never write a date instead: a test that judged a certificate at a fixed date would start
+    failing once the calendar passed the certificate's validity (``scripts/test-time-moved``
+    runs the suite years ahead to catch that).
+    """
+    return max(pki_now, dt.datetime.now(dt.UTC))
+
+
 @pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory, now: dt.datetime) -> TestPki:
+def pki(tmp_path_factory: pytest.TempPathFactory, pki_now: dt.datetime) -> TestPki:
     """A fresh test PKI (root, email intermediate, users of every key type and defect), its
-    validity periods around ``now``."""
-    return make_test_pki(tmp_path_factory.mktemp("pki"), now)
+    validity periods around ``pki_now``."""
+    return make_test_pki(tmp_path_factory.mktemp("pki"), pki_now)
 
 
 def load_cert(path: Path) -> x509.Certificate:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from smime_companion.testing.dovecot import (
     MAIL_UID,
     PASSWORD,
+    SEPARATORS,
     USERS,
     Dovecot,
     free_port,
@@ -19,6 +20,7 @@ from tests.tools import openssl_cms
 __all__ = [
     "MAIL_UID",
     "PASSWORD",
+    "SEPARATORS",
     "USERS",
     "Dovecot",
     "encrypted_mail",

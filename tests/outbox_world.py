@@ -23,7 +23,7 @@ from smime_companion import keyfiles
 from smime_companion.core.model import Identity
 from smime_companion.core.selection import Selection
 from smime_companion.imap.client import ServerSpec
-from smime_companion.imap.outbox_source import ImapOutbox
+from smime_companion.imap.outbox_source import DEFAULT_OUTBOX_FOLDER, ImapOutbox
 from smime_companion.outbox.pipeline import OutboxPipeline, OutboxSettings, PassReport
 from smime_companion.outbox.plan import CertificateLookup, MissingCertPolicy
 from smime_companion.outbox.protocols import (
@@ -44,7 +44,8 @@ from tests.smtpd import USERNAME as SMTP_USERNAME
 from tests.smtpd import SmtpServer
 from tests.tools import openssl_cms
 
-OUTBOX = "S/MIME Outbox"
+# The names the outbox finds by itself on a server that has neither folder yet.
+OUTBOX = DEFAULT_OUTBOX_FOLDER
 JOURNAL_KEY = "journal-key"
 SENT = "Sent"
 
@@ -204,7 +205,7 @@ def make_world(pki: TestPki, dovecot: Dovecot, smtpd: SmtpServer) -> Iterator[Wo
         timeout=10,
         name="alice",
     )
-    imap = ImapOutbox(spec, OUTBOX, SENT)
+    imap = ImapOutbox(spec, None, None)  # names found on the server, as with a default config
     submitter = SmtpSubmitter(
         SmtpSpec(
             "127.0.0.1",
@@ -354,7 +355,7 @@ def killed_pass(params_json: str) -> None:
             tls=params["smtp_tls"], ca_file=Path(params["smtp_ca"]), timeout=10,
         )
     )  # fmt: skip
-    imap = ImapOutbox(spec, OUTBOX, SENT)
+    imap = ImapOutbox(spec, None, None)  # names found on the server, as with a default config
     identity = keyfiles.load_pkcs12(pki.p12("alice"), b"test")
     world = World(pki, None, None, journal, store, Path(params["cache"]), identity, imap,  # type: ignore[arg-type]
                   submitter, dt.datetime.now(dt.UTC))  # fmt: skip

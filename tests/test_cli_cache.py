@@ -60,7 +60,7 @@ def cli(
 
 
 @pytest.fixture(scope="module")
-def setup(pki: TestPki, tmp_path_factory: pytest.TempPathFactory, now: dt.datetime):
+def setup(pki: TestPki, tmp_path_factory: pytest.TempPathFactory, pki_now: dt.datetime):
     """A config and a cache with: a signed+encrypted message with a PDF, a plain message, and
     one encrypted to Carol (whose key the config does not have). Yields (config, ids, raws)."""
     tmp = tmp_path_factory.mktemp("cli-cache")
@@ -76,7 +76,7 @@ def setup(pki: TestPki, tmp_path_factory: pytest.TempPathFactory, now: dt.dateti
     ids = {}
     with Cache.open(tmp / "data", KEY) as cache:
         for uid, (name, raw) in enumerate(raws.items(), start=1):
-            ids[name] = store(cache, raw, opener(pki), now, uid=uid)
+            ids[name] = store(cache, raw, opener(pki), pki_now, uid=uid)
     return config, ids, raws
 
 

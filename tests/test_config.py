@@ -42,8 +42,18 @@ def test_the_example_config_loads() -> None:
 def test_defaults_fill_what_is_left_out() -> None:
     config = parse_config(MINIMAL)
     account = config.account("work")
-    assert account.folders == ("INBOX",) and account.outbox_folder == "S/MIME Outbox"
+    assert account.folders == ("INBOX",)
+    # Folder names left out are found on the server (a name valid everywhere; Sent by \\Sent).
+    assert account.outbox_folder is None and account.sent_folder is None
     assert config.cache.cache_all is False and config.identity.system_anchors is True
+
+
+def test_folder_names_given_in_the_file_are_kept_as_they_are() -> None:
+    text = MINIMAL.replace(
+        'name = "work"', 'name = "work"\noutbox_folder = "S/MIME Outbox"\nsent_folder = "Gesendet"'
+    )
+    account = parse_config(text).account("work")
+    assert (account.outbox_folder, account.sent_folder) == ("S/MIME Outbox", "Gesendet")
 
 
 def _error(text: str) -> str:
@@ -131,3 +141,22 @@ def test_a_failing_secret_command_does_not_echo_its_output() -> None:
         resolve(config.account("work").password)
     assert "leaked" not in str(info.value).split("command")[0]
     assert "exit 1" in str(info.value)
+
+
+def test_the_reader_is_served_on_port_8765_with_a_30_minute_idle_limit_and_local_read_state() -> (
+    None
+):
+    reader = parse_config(MINIMAL).reader
+    assert (reader.enabled, reader.port, reader.idle_minutes) == (True, 8765, 30)
+    assert reader.mark_seen_on_server is False
+    changed = parse_config(
+        MINIMAL + "[reader]\nport = 9000\nidle_minutes = 5\nmark_seen_on_server = true\n"
+        "enabled = false\n"
+    ).reader
+    assert (changed.enabled, changed.port, changed.idle_minutes) == (False, 9000, 5)
+    assert changed.mark_seen_on_server is True
+    assert "reader.port: must be a port number" in _error(MINIMAL + "[reader]\nport = 0\n")
+    assert "reader.idle_minutes: must be a number of minutes from 1 to 1440" in _error(
+        MINIMAL + "[reader]\nidle_minutes = 0\n"
+    )
+    assert "reader.listen: unknown key" in _error(MINIMAL + '[reader]\nlisten = "0.0.0.0"\n')

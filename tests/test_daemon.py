@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from smime_companion.cli import main
+from smime_companion.cli.daemon_cmds import build_daemon
 from smime_companion.config import load_config
 from smime_companion.daemon import Backoff, Daemon, open_cache, read_status_file
 from smime_companion.runtime import load_anchors, load_identities, open_certstore
@@ -369,3 +370,147 @@ def test_run_once_also_passes_over_the_outbox_and_defers_what_smtp_refuses(
     # SMTP server is down, so the item waits in the journal for the next pass.
     assert outbox == "work: outbox: 0 sent, 1 deferred, 0 held, 0 failed"
     assert code == 0
+
+
+def test_run_once_exits_1_when_a_watched_folder_is_missing(
+    server: Dovecot, pki: TestPki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.deliver("alice", plain_mail("here"), "Present")
+    config = write_config(tmp_path / "c.toml", server, pki, ["Present", "Absent"])
+    assert main(["run", "--once", "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "work/Present: 1 new" in out  # what exists is still synced
+    assert "work: FAILED: the server has no folder 'Absent'" in out
+
+
+def test_run_once_and_sync_exit_1_when_the_outbox_failed_and_say_why_with_the_servers_words(
+    server: Dovecot, pki: TestPki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.deliver("alice", plain_mail("fine"), "OutboxFails")
+    config = write_config(tmp_path / "c.toml", server, pki, ["OutboxFails"])
+    config.write_text(
+        config.read_text().replace(
+            'folders = ["OutboxFails"]',
+            'folders = ["OutboxFails"]\noutbox_folder = "~Outbox"\nsmtp_host = "127.0.0.1"\n'
+            f'smtp_port = {free_port()}\nsmtp_tls = "plain"\ninsecure_plaintext = true',
+        )
+    )
+    for command in (["run", "--once"], ["sync"]):
+        assert main([*command, "--config", str(config)]) == 1
+        out = capsys.readouterr().out
+        assert "work/OutboxFails:" in out
+        assert "CREATE '~Outbox' failed: [CANNOT] Invalid mailbox name" in out
+
+
+def test_a_second_run_for_the_same_config_stops_at_once_naming_the_first(
+    server: Dovecot, pki: TestPki, tmp_path: Path
+) -> None:
+    server.maildir("alice", "Lock")
+    config = write_config(tmp_path / "c.toml", server, pki, ["Lock"])
+    command = [sys.executable, "-m", "smime_companion", "run", "--config", str(config)]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert wait_until(
+            lambda: (read_status_file(tmp_path / "cache") or {}).get("running") is True, 15
+        )
+        second = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        assert second.returncode == 1
+        [line] = second.stderr.strip().splitlines()
+        assert "already running for this config" in line and f"pid {first.pid}" in line
+        assert (tmp_path / "cache" / "daemon.lock").read_text().strip() == str(first.pid)
+        # run --once beside it is refused the same way: two writers of one outbox journal.
+        once = subprocess.run([*command, "--once"], capture_output=True, text=True, timeout=30)
+        assert once.returncode == 1 and "already running" in once.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=15)
+    # Once the first is gone, the lock is free again (the kernel dropped it with the process).
+    assert main(["run", "--once", "--config", str(config)]) == 0
+
+
+def test_a_refused_login_is_said_once_and_not_retried_for_minutes(
+    server: Dovecot,
+    pki: TestPki,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("TEST_IMAP_PASSWORD", "wrong password")
+    server.maildir("alice", "Refused")
+    config = write_config(tmp_path / "c.toml", server, pki, ["Refused"])
+    config.write_text(
+        config.read_text().replace(
+            'folders = ["Refused"]',
+            f'folders = ["Refused"]\nsmtp_host = "127.0.0.1"\nsmtp_port = {free_port()}\n'
+            'smtp_tls = "plain"\ninsecure_plaintext = true',
+        )
+    )
+    daemon = build_daemon(load_config(config))
+    thread = threading.Thread(target=daemon.run)
+    log_before = server.log().count("auth failed") + server.log().count("Password mismatch")
+    with caplog.at_level("DEBUG", logger="smime_companion"):
+        thread.start()
+        try:
+            time.sleep(6)  # the old backoff retried a dozen times in this while
+        finally:
+            daemon.stop.set()
+            thread.join(timeout=15)
+            daemon.shutdown()
+    refused = [r for r in caplog.records if r.levelname == "ERROR" and "login refused" in r.message]
+    assert len(refused) == 1
+    assert (
+        "Not trying again for" in refused[0].message and "wrong password" not in refused[0].message
+    )
+    logins = server.log().count("auth failed") + server.log().count("Password mismatch")
+    assert 1 <= logins - log_before <= 1  # one attempt: no outbox pass, no watcher behind it
+
+
+def _verdicts(config_path: Path, folder: str = "Trust") -> tuple[str, str]:
+    """The cached signature of the rogue's message in ``folder`` and the stored trust of the
+    rogue's certificate (``-`` for what is not there yet)."""
+    config = load_config(config_path)
+    with open_cache(config) as cache:
+        hits = cache.search(f"folder:{folder}", now=dt.datetime.now(dt.UTC))
+    with open_certstore(config) as store:
+        records = store.records("rogue@example.org")
+    return (
+        hits[0].signature if len(hits) == 1 else "-",
+        str(records[0].trust) if len(records) == 1 else "-",
+    )
+
+
+def test_a_trust_anchor_added_or_removed_later_rejudges_cached_verdicts_and_certificates(
+    server: Dovecot, pki: TestPki, tmp_path: Path
+) -> None:
+    server.deliver("alice", signed_mail(pki, "rogue-1", user="rogue"), "Trust")
+    config = write_config(tmp_path / "c.toml", server, pki, ["Trust"])
+    assert main(["run", "--once", "--config", str(config)]) == 0
+    assert _verdicts(config) == ("untrusted", "untrusted")
+    with_rogue = config.read_text().replace(
+        f'trust_anchors = ["{pki.root}"]', f'trust_anchors = ["{pki.root}", "{pki.rogue_root}"]'
+    )
+    config.write_text(with_rogue)
+    assert main(["run", "--once", "--config", str(config)]) == 0  # nothing new on the server
+    assert _verdicts(config) == ("valid", "anchor")
+    config.write_text(with_rogue.replace(f', "{pki.rogue_root}"', ""))
+    assert main(["run", "--once", "--config", str(config)]) == 0
+    assert _verdicts(config) == ("untrusted", "untrusted")
+
+
+def test_a_tofu_policy_added_on_reload_pins_the_certificates_it_now_covers(
+    server: Dovecot, pki: TestPki, tmp_path: Path
+) -> None:
+    server.deliver("alice", signed_mail(pki, "rogue-2", user="rogue"), "Tofu")
+    config = write_config(tmp_path / "c.toml", server, pki, ["Tofu"])
+    daemon = build_daemon(load_config(config))
+    thread = threading.Thread(target=daemon.run, args=(lambda: load_config(config),))
+    thread.start()
+    try:
+        assert wait_until(lambda: _verdicts(config, "Tofu") == ("untrusted", "untrusted"), 15)
+        config.write_text(config.read_text() + '\n[certificates]\ntofu = ["example.org"]\n')
+        daemon.reload.set()  # what SIGHUP does
+        assert wait_until(lambda: _verdicts(config, "Tofu")[1] == "tofu", 15)
+    finally:
+        daemon.stop.set()
+        thread.join(timeout=15)
+        daemon.shutdown()

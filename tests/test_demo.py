@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +26,13 @@ needs_servers = pytest.mark.skipif(
 def _demo(directory: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "smime_companion.testing.demo", str(directory)],
+        stdin=subprocess.DEVNULL,  # not a terminal: the reader step stops by itself
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # As from a terminal: a suite started in the background (`scripts/test &`) ignores
+        # SIGINT, and a Python started with it ignored never turns it into KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
@@ -58,12 +63,21 @@ def test_the_demo_passes_every_step_and_stops_both_servers(tmp_path: Path) -> No
     # (Python prints "FILE:LINE: SomeWarning: text"; our X-SMIME-Companion-Warnings is a header.)
     assert not re.search(r"\w+Warning: ", output), output
     # The key results, as the commands printed them.
-    assert "demo/INBOX: 5 new, 4 stored, 1 not S/MIME" in output
+    assert "demo/INBOX: 6 new, 5 stored, 1 not S/MIME" in output
+    for word in ("日本語", "テキスト", "strasse"):  # on the demo's own cache
+        assert f"'{word}' finds the encrypted message in Japanese and German" in output
     assert re.search(r"^\s+\d+ .*Door code\s+\[encrypted\]$", output, re.M)
     assert re.search(r"^\s+\d+ .*Transfer\s+\[sig:invalid\]$", output, re.M)
     assert re.search(r"^\s+alice@example\.org\s+\w+\s+anchor", output, re.M)
     assert "demo: outbox: 1 sent" in output
     assert output.count("signature:  valid by bob@example.org") == 1
+    # The last step: the reader on the demo's cache, its sign-in address printed, then stopped.
+    signin = re.search(r"Sign in: (http://127\.0\.0\.1:(\d+)/signin\?token=[\w-]+)$", output, re.M)
+    assert signin, output
+    assert "ok: the reader answers on loopback, and shows nothing without signing in" in output
+    assert "the reader is stopped" in output
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", int(signin[2])), timeout=2).close()
     # What the sink received is on disk and encrypted; the servers are gone.
     assert b"Noodles at noon" not in (out / "smtp-received" / "0001.eml").read_bytes()
     assert b"Noodles at noon" in (out / "smtp-received" / "opened-as-alice.eml").read_bytes()

@@ -18,12 +18,13 @@ from smime_companion.core.model import Decryption, OpenResult, SignatureStatus
 from smime_companion.core.open import open_message
 from smime_companion.core.selection import Selected, Trust
 from smime_companion.harvest import CertHarvester
+from smime_companion.opening import Opener
 from smime_companion.revocation import RevocationChecker
 from smime_companion.store.certstore import CertStore
 from tests.conftest import load_cert, load_identity
 from tests.peers import GpgsmHome, NssDb, multipart_signed_entity, split_message
 from tests.test_certstore import issue_certificate
-from tests.tools import mime_message, run
+from tests.tools import mime_message, openssl_cms, run
 
 if TYPE_CHECKING:
     from smime_companion.testing.pki import TestPki
@@ -266,3 +267,23 @@ def test_a_repeated_sighting_moves_last_seen_and_rechecks_revocation_only_when_d
     (third,) = store.records("alice@example.org")
     assert third.revocation_checked == due.replace(microsecond=0)
     assert third.last_seen == due.replace(microsecond=0)
+
+
+def test_a_harvested_signer_opens_later_mail_that_leaves_its_certificate_out(
+    store: CertStore, pki: TestPki, now: dt.datetime
+) -> None:
+    # gpgsm and openssl -nocerts send no certificate: the daemon looks the signer up among the
+    # store's certificates (every harvested signer and issuer), in its worker processes too.
+    _harvest(store, _open(pki, _openssl_signed(pki, "alice"), now), now)
+    known = store.certificates()
+    assert load_cert(pki.cert("alice")) in known and load_cert(pki.intermediate) in known
+    nocerts = openssl_cms(
+        ["-sign", "-signer", pki.cert("alice"), "-inkey", pki.key("alice"), "-nocerts"],
+        mime_message(),
+    )
+    anchors = [load_cert(pki.root)]
+    with Opener([], anchors, workers=0) as alone:
+        assert alone.open(nocerts, now).signature == SignatureStatus.UNTRUSTED
+    with Opener([], anchors, workers=1, extra_certificates=known) as opener:
+        (opened,) = opener.submit([(nocerts, now)]).result()
+    assert opened.result.signature == SignatureStatus.VALID

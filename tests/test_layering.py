@@ -5,6 +5,9 @@
 - only ``cli``, ``daemon`` and ``runtime`` (which builds live objects from a Config for both)
   import ``config``; nothing imports ``cli`` or ``daemon``.
 - ``imap.sync`` and ``outbox`` do not import imapclient or smtplib (they use protocols).
+- only the reader's ``app``, ``web_state`` and ``routes_*`` modules import the web framework
+  (flask, werkzeug, jinja2), only ``reader.server`` imports waitress, only
+  ``reader.html_mail`` imports nh3; the reader reads no config (``runtime`` builds its context).
 """
 
 from __future__ import annotations
@@ -105,8 +108,27 @@ def test_layer_rules_hold(module: str, path: Path) -> None:
         assert not tops & {"imapclient", "smtplib", "imaplib"}, f"{module} must use protocols"
 
 
+WEB_FRAMEWORK = {"flask", "werkzeug", "jinja2", "markupsafe"}
+WEB_MODULES = ("smime_companion.reader.app", "smime_companion.reader.web_state",
+               "smime_companion.reader.routes_")  # fmt: skip
+
+
+@pytest.mark.parametrize("module,path", MODULES, ids=lambda v: str(v))
+def test_only_the_reader_web_modules_import_the_web_framework_server_and_sanitiser(
+    module: str, path: Path
+) -> None:
+    tops = {_top(n) for n in _imports(path, module)}
+    if not module.startswith(WEB_MODULES):
+        assert not tops & WEB_FRAMEWORK, f"{module} imports the web framework"
+    if module != "smime_companion.reader.server":
+        assert "waitress" not in tops, f"{module} imports waitress"
+    if module != "smime_companion.reader.html_mail":
+        assert "nh3" not in tops, f"{module} imports nh3"
+
+
 def test_the_rules_see_every_module() -> None:
     # A guard against the checker silently checking nothing.
     names = {m for m, _ in MODULES}
     assert "smime_companion.core.open" in names
     assert "smime_companion.cli" in names
+    assert "smime_companion.reader.routes_mail" in names

@@ -21,7 +21,7 @@ from smime_companion.daemon import Daemon, read_status_file
 from smime_companion.store.certstore import CertStore, Sighting
 from smime_companion.store.journal import DB_FILENAME
 from smime_companion.testing.pki import TestPki
-from tests.dovecot import PASSWORD, Dovecot, running_dovecot
+from tests.dovecot import PASSWORD, SEPARATORS, Dovecot, running_dovecot
 from tests.outbox_world import OUTBOX, SENT, draft, open_as
 from tests.smtpd import PASSWORD as SMTP_PASSWORD
 from tests.smtpd import SmtpServer, running_smtpd
@@ -29,9 +29,10 @@ from tests.smtpd import SmtpServer, running_smtpd
 CACHE_KEY = "cli-cache-key"
 
 
-@pytest.fixture()
-def dovecot() -> Iterator[Dovecot]:
-    yield from running_dovecot()
+@pytest.fixture(params=SEPARATORS, ids=lambda sep: f"separator{sep}")
+def dovecot(request: pytest.FixtureRequest) -> Iterator[Dovecot]:
+    """Dovecot with each hierarchy separator: ``.`` as Debian ships it, ``/`` as Gmail has."""
+    yield from running_dovecot(separator=request.param)
 
 
 @pytest.fixture()
@@ -166,6 +167,41 @@ def test_the_sent_copy_is_filed_once_in_the_configured_sent_folder(
         imap.logout()
 
 
+def _folder(dovecot: Dovecot, folder: str) -> list[bytes]:
+    imap = dovecot.client("alice")
+    try:
+        imap.select_folder(folder, readonly=True)
+        uids = imap.search(["ALL"])
+        return [bytes(m[b"BODY[]"]) for m in imap.fetch(uids, ["BODY.PEEK[]"]).values()]
+    finally:
+        imap.logout()
+
+
+def test_with_the_default_config_a_draft_in_the_folder_the_daemon_made_is_sent_in_one_run(
+    config: Path,
+    dovecot: Dovecot,
+    smtpd: SmtpServer,
+    pki: TestPki,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The config names no outbox or Sent folder. The first pass makes the outbox folder...
+    assert main(["run", "--once", "--config", str(config)]) == 0
+    imap = dovecot.client("alice")
+    try:
+        assert imap.folder_exists(OUTBOX)
+    finally:
+        imap.logout()
+    # ...the user saves a draft there, and one more pass seals, sends, files and removes it.
+    dovecot.append("alice", draft(pki, "stock"), OUTBOX)
+    assert main(["run", "--once", "--config", str(config)]) == 0
+    assert "work: outbox: 1 sent" in capsys.readouterr().out
+    [got] = smtpd.received
+    assert b"Secret body stock" in open_as(pki, got.data, "bob")
+    [filed] = _folder(dovecot, SENT)
+    assert b"Secret body stock" not in filed and b"pkcs7-mime" in filed  # the sealed copy
+    assert _folder(dovecot, OUTBOX) == []
+
+
 def _run_daemon(config: Path) -> tuple[Daemon, threading.Thread]:
     daemon = build_daemon(load_config(config))
     thread = threading.Thread(target=daemon.run, name="daemon under test")
@@ -225,3 +261,69 @@ def test_a_running_daemon_sends_a_draft_saved_into_the_local_outbox_directory(
         _stop(daemon, thread)
     assert b"Secret body local-live" in open_as(pki, smtpd.received[0].data, "bob")
     assert not (outbox_dir / "draft.eml").exists()
+
+
+# -- doctor on the outbox, Sent, SMTP and the harvested certificates ------------------------------
+
+
+def _doctor(config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
+    capsys.readouterr()
+    code = main(["doctor", "--config", str(config)])
+    return code, capsys.readouterr().out.splitlines()
+
+
+def test_doctor_makes_the_outbox_finds_sent_and_logs_in_to_smtp_without_sending(
+    config: Path, dovecot: Dovecot, smtpd: SmtpServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, lines = _doctor(config, capsys)
+    assert code == 0, lines
+    [outbox] = [line for line in lines if "outbox folder" in line]
+    held = dovecot.name(OUTBOX, "Held")
+    assert outbox.startswith("ok") and f"{OUTBOX!r}" in outbox and repr(held) in outbox
+    assert "Sent folder 'Sent'" in outbox
+    [smtp] = [line for line in lines if "SMTP" in line]
+    assert smtp.startswith("ok") and "STARTTLS, AUTH" in smtp
+    assert smtpd.received == []  # nothing was sent
+    imap = dovecot.client("alice")
+    try:
+        assert imap.folder_exists(OUTBOX) and imap.folder_exists(held)
+    finally:
+        imap.logout()
+
+
+def test_doctor_fails_on_a_wrong_smtp_password_and_a_missing_folder_saying_what_to_fix(
+    config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("T_SMTP_PW", "not the password")
+    config.write_text(
+        config.read_text().replace(
+            'username = "alice"', 'username = "alice"\nfolders = ["INBOX", "Archiv"]'
+        )
+    )
+    code, lines = _doctor(config, capsys)
+    assert code == 1
+    [smtp] = [line for line in lines if "SMTP" in line]
+    assert smtp.startswith("FAIL") and "login refused" in smtp and "fix smtp_password" in smtp
+    [folder] = [line for line in lines if "Archiv" in line]
+    assert folder.startswith("FAIL") and "fix 'folders'" in folder and "INBOX" in folder
+
+
+def test_doctor_warns_when_harvested_certificates_chain_to_no_anchor_and_names_the_fix(
+    config: Path, pki: TestPki, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rogue = keyfiles.load_certificates(pki.cert("rogue"))[0]
+    with CertStore.open(config.parent / "cache", CACHE_KEY) as store:
+        store.record(Sighting(rogue, "<r@example.org>", dt.datetime.now(dt.UTC), anchored=False))
+    code, lines = _doctor(config, capsys)
+    assert code == 0  # a warning: mail still flows
+    [warn] = [line for line in lines if line.startswith("warn  harvested")]
+    assert "1 issued by CN=Rogue Root CA" in warn and "trust_anchors" in warn
+    assert "smime-companion certs trust " in warn
+    # With the correspondents' CA among the anchors, the same check is fine.
+    config.write_text(
+        config.read_text().replace(
+            f'trust_anchors = ["{pki.root}"]', f'trust_anchors = ["{pki.root}", "{pki.rogue_root}"]'
+        )
+    )
+    code, lines = _doctor(config, capsys)
+    assert any(line.startswith("ok    harvested certificates: all 1") for line in lines), lines

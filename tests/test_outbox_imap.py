@@ -10,18 +10,21 @@ from collections.abc import Iterator
 import pytest
 
 from smime_companion import keyfiles
+from smime_companion.errors import ImapError
+from smime_companion.imap.outbox_source import ImapOutbox
 from smime_companion.outbox.plan import MissingCertPolicy
 from smime_companion.store.certstore import Sighting
 from smime_companion.store.journal import ItemState
 from smime_companion.testing.pki import TestPki
-from tests.dovecot import Dovecot, running_dovecot
+from tests.dovecot import SEPARATORS, Dovecot, running_dovecot
 from tests.outbox_world import OUTBOX, SENT, World, draft, make_world, open_as, verify_signed
 from tests.smtpd import SmtpServer, running_smtpd
 
 
-@pytest.fixture()
-def dovecot() -> Iterator[Dovecot]:
-    yield from running_dovecot()
+@pytest.fixture(params=SEPARATORS, ids=lambda sep: f"separator{sep}")
+def dovecot(request: pytest.FixtureRequest) -> Iterator[Dovecot]:
+    """Dovecot with each hierarchy separator: ``.`` as Debian ships it, ``/`` as Gmail has."""
+    yield from running_dovecot(separator=request.param)
 
 
 @pytest.fixture()
@@ -81,7 +84,7 @@ def test_a_draft_from_a_foreign_address_is_moved_aside_unsent_with_a_notice(
     assert len(report.failed) == 1
     assert world.smtpd.received == []
     assert world.folder(OUTBOX) == []
-    [rejected] = world.folder(f"{OUTBOX}/Rejected")
+    [rejected] = world.folder(world.dovecot.name(OUTBOX, "Rejected"))
     assert b"Secret body evil" in rejected
     [notice] = world.notices()
     assert "mallory@example.net is not one of your S/MIME identities" in notice
@@ -96,7 +99,7 @@ def test_a_recipient_without_certificate_holds_the_draft_and_a_notice_names_them
     assert len(report.held) == 1
     assert world.smtpd.received == []
     assert world.folder(OUTBOX) == []
-    assert len(world.folder(f"{OUTBOX}/Held")) == 1
+    assert len(world.folder(world.dovecot.name(OUTBOX, "Held"))) == 1
     [notice] = world.notices()
     assert "nocert@example.com" in notice
     assert "bob@example.org" not in notice
@@ -123,7 +126,7 @@ def test_split_sends_encrypted_to_those_with_certificates_and_holds_a_draft_for_
     [got] = world.smtpd.received
     assert got.recipients == ("bob@example.org",)
     assert b"Secret body sp" in open_as(pki, got.data, "bob")
-    [held] = world.folder(f"{OUTBOX}/Held")
+    [held] = world.folder(world.dovecot.name(OUTBOX, "Held"))
     header = held.split(b"\r\n\r\n", 1)[0]
     assert b"To: nocert@example.com" in header and b"bob@example.org" not in header
     [notice] = world.notices()
@@ -190,7 +193,7 @@ def test_a_message_deferred_past_the_give_up_time_is_held_with_a_notice_and_can_
     [notice] = world.notices()  # past the give-up time, the only notice says so
     assert f"S/MIME outbox: message {item.id} was not sent" in notice
     assert f"smime-companion outbox retry {item.id}" in notice
-    assert world.folder(OUTBOX) == [] and len(world.folder(f"{OUTBOX}/Held")) == 1
+    assert world.folder(OUTBOX) == [] and len(world.folder(world.dovecot.name(OUTBOX, "Held"))) == 1
     # A retry is a new try: deferred once more, it is not held at once but waits again.
     world.journal.retry(item.id, world.clock())
     world.run()
@@ -200,7 +203,7 @@ def test_a_message_deferred_past_the_give_up_time_is_held_with_a_notice_and_can_
     world.run()
     assert len(world.smtpd.received) == 1
     assert world.journal.item(item.id).state == ItemState.DONE
-    assert world.folder(f"{OUTBOX}/Held") == []
+    assert world.folder(world.dovecot.name(OUTBOX, "Held")) == []
 
 
 def test_a_5xx_reply_holds_the_item_with_a_notice_quoting_the_server(
@@ -221,7 +224,7 @@ def test_a_5xx_reply_holds_the_item_with_a_notice_quoting_the_server(
     world.run()
     assert len(world.smtpd.received) == 1
     assert world.journal.item(item.id).state == ItemState.DONE
-    assert world.folder(f"{OUTBOX}/Held") == []
+    assert world.folder(world.dovecot.name(OUTBOX, "Held")) == []
 
 
 def test_a_connection_dropped_after_data_is_uncertain_and_never_resent_on_its_own(
@@ -264,9 +267,96 @@ def test_a_held_draft_moved_back_once_the_certificate_is_known_is_sent(
     assert world.smtpd.received == []
     frank = keyfiles.load_certificates(pki.cert("frank"))[0]
     world.store.record(Sighting(frank, "<signed@example.org>", world.clock(), anchored=True))
-    [held] = world.folder(f"{OUTBOX}/Held")
+    [held] = world.folder(world.dovecot.name(OUTBOX, "Held"))
     world.put_draft(held)  # the user moves it back into the outbox
     world.run()
     [got] = world.smtpd.received
     assert b"Secret body back" in open_as(pki, got.data, "frank")
     assert [i.state for i in world.journal.items()] == [ItemState.HELD, ItemState.DONE]
+
+
+# -- folders on every server ---------------------------------------------------------------------
+
+
+def _names(dovecot: Dovecot) -> dict[str, tuple[bytes, ...]]:
+    imap = dovecot.client("alice")
+    try:
+        return {name: tuple(flags) for flags, _sep, name in imap.list_folders()}
+    finally:
+        imap.logout()
+
+
+def test_the_default_outbox_name_is_valid_with_either_separator_and_its_subfolders_use_it(
+    world: World, pki: TestPki
+) -> None:
+    world.put_draft(draft(pki, "nobody", to=("frank",)))  # frank has no certificate: held
+    report = world.run()
+    assert report.errors == [] and len(report.held) == 1
+    names = _names(world.dovecot)
+    assert OUTBOX in names and "/" not in OUTBOX and "." not in OUTBOX
+    held = world.dovecot.name(OUTBOX, "Held")
+    assert held in names and len(world.folder(held)) == 1
+
+
+def test_sent_is_the_folder_the_server_marks_sent_before_any_name(
+    pki: TestPki, smtpd: SmtpServer
+) -> None:
+    # A server whose Sent folder is called "Envoyés" (marked \Sent), beside a plain "Sent".
+    server = Dovecot(special_use={"Envoyés": "\\Sent"}, separator=".")
+    try:
+        server.start()
+        imap = server.client("alice")
+        imap.create_folder("Envoyés")
+        imap.create_folder("Sent")
+        imap.logout()
+        for world in make_world(pki, server, smtpd):
+            world.put_draft(draft(pki, "marked", to=("bob",)))
+            assert world.run().errors == []
+            assert len(world.folder("Envoyés")) == 1 and world.folder("Sent") == []
+    finally:
+        server.remove()
+
+
+def test_subfolders_become_siblings_where_the_server_refuses_children(
+    world: World, pki: TestPki
+) -> None:
+    # A server without hierarchy (LIST answers a NIL delimiter) gets "Outbox Held" beside it.
+    world.imap._client()
+    world.imap._delimiter = None
+    world.put_draft(draft(pki, "flat", to=("frank",)))
+    assert world.run().errors == []
+    assert len(world.folder(f"{OUTBOX} Held")) == 1
+
+
+def test_a_refused_create_names_the_folder_quotes_the_server_and_leaves_the_connection_usable(
+    pki: TestPki, smtpd: SmtpServer
+) -> None:
+    server = Dovecot(separator=".")  # Maildir++ refuses a "/" in a name
+    try:
+        server.start()
+        for world in make_world(pki, server, smtpd):
+            world.imap = ImapOutbox(world.imap.spec, "S/MIME Outbox", None)
+            with pytest.raises(ImapError) as info:
+                world.run()
+            error = str(info.value)
+            assert "CREATE 'S/MIME Outbox' failed" in error
+            assert "Name must not have '/' characters" in error  # the server's words
+            assert "separator is '.'" in error  # and what to do about it
+            assert "illegal in state" not in error and "b'" not in error
+            # The same connection still serves the next command.
+            assert world.imap.sent_folder == "Sent"
+            world.imap.notify(b"Subject: still here\r\n\r\nok\r\n")
+            assert any(b"still here" in m for m in world.folder("INBOX"))
+    finally:
+        server.remove()
+
+
+def test_an_outbox_folder_of_the_old_default_name_is_kept_where_it_exists(
+    world: World, pki: TestPki
+) -> None:
+    if world.dovecot.separator != "/":
+        pytest.skip("the old default name could exist only on a '/' server")
+    world.dovecot.append("alice", draft(pki, "legacy", to=("bob",)), "S/MIME Outbox")
+    report = world.run()
+    assert report.errors == [] and len(report.sent) == 1
+    assert world.imap.outbox_folder == "S/MIME Outbox"

@@ -27,7 +27,7 @@ PDF_PART = (
 
 
 @pytest.fixture(scope="module")
-def corpus(pki: TestPki, tmp_path_factory: pytest.TempPathFactory, now: dt.datetime):
+def corpus(pki: TestPki, tmp_path_factory: pytest.TempPathFactory, pki_now: dt.datetime):
     """A cache of seven messages, named by what they are; yields (cache, name -> id)."""
     specs = {
         "plain": dict(kind="plain", subject="Quarterly numbers", body="The zebra budget.\r\n",
@@ -55,7 +55,7 @@ def corpus(pki: TestPki, tmp_path_factory: pytest.TempPathFactory, now: dt.datet
         for uid, (name, spec) in enumerate(specs.items(), start=1):
             folder = str(spec.pop("folder", "INBOX"))
             raw = mail(pki, message_id=f"<{name}@example.org>", **spec)  # type: ignore[arg-type]
-            ids[name] = store(cache, raw, opener(pki), now, uid=uid, folder=folder)
+            ids[name] = store(cache, raw, opener(pki), pki_now, uid=uid, folder=folder)
         yield cache, ids
 
 

@@ -83,9 +83,27 @@ def _index_line(cert: x509.Certificate, revoked: dt.datetime | None) -> str:
     return f"{status}\t{expires}\t{when}\t{cert.serial_number:X}\tunknown\t{subject}\n"
 
 
+@pytest.fixture(scope="session")
+def now() -> dt.datetime:
+    """The time these checks are made at: taken when this module starts, not when the session
+    did. The responders answer with the real clock, and a response dated more than the allowed
+    skew (5 minutes) after the check time is refused as "in the future": with the session's
+    time, every check failed once the suite before this module took longer than that."""
+    return dt.datetime.now(dt.UTC)
+
+
+@pytest.fixture(scope="module")
+def at() -> dt.datetime:
+    """This module's time: the clock when its first test starts. The OCSP responder stamps its
+    answers with the clock, and in a long run the session's ``now`` (which made the test PKI)
+    can be more than the allowed skew older by then; the test PKI is valid for days either
+    side of it, so it is valid at this time too."""
+    return dt.datetime.now(dt.UTC)
+
+
 @pytest.fixture(scope="module")
 def responders(
-    tmp_path_factory: pytest.TempPathFactory, pki: TestPki, now: dt.datetime
+    tmp_path_factory: pytest.TempPathFactory, pki: TestPki, at: dt.datetime
 ) -> Iterator[Responders]:
     work = tmp_path_factory.mktemp("revocation")
     ocsp_port, down_port, crl_port = _free_port(), _free_port(), _free_port()
@@ -96,7 +114,7 @@ def responders(
     keys: dict[str, CertificateIssuerPrivateKeyTypes] = {}
 
     def make(address: str, **kw: str) -> x509.Certificate:
-        cert, keys[address] = issue_certificate(pki, address, now, **kw)  # type: ignore[arg-type]
+        cert, keys[address] = issue_certificate(pki, address, at, **kw)  # type: ignore[arg-type]
         return cert
 
     made = Responders(
@@ -117,14 +135,14 @@ def responders(
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(made.issuer.subject)
-        .last_update(now - dt.timedelta(hours=1))
-        .next_update(now + dt.timedelta(days=1))
+        .last_update(at - dt.timedelta(hours=1))
+        .next_update(at + dt.timedelta(days=1))
     )
     for cert in (made.crl_revoked, made.down_then_crl):
         builder = builder.add_revoked_certificate(
             x509.RevokedCertificateBuilder()
             .serial_number(cert.serial_number)
-            .revocation_date(now - dt.timedelta(minutes=30))
+            .revocation_date(at - dt.timedelta(minutes=30))
             .build()
         )
     made.crl = builder.sign(issuer_key, hashes.SHA256()).public_bytes(  # type: ignore[arg-type]
@@ -132,7 +150,7 @@ def responders(
     )
     index = work / "index.txt"
     index.write_text(
-        _index_line(made.good, None) + _index_line(made.revoked, now - dt.timedelta(hours=2))
+        _index_line(made.good, None) + _index_line(made.revoked, at - dt.timedelta(hours=2))
     )
     proc = subprocess.Popen(
         ["openssl", "ocsp", "-index", str(index), "-port", str(ocsp_port),
@@ -175,69 +193,69 @@ def checker() -> RevocationChecker:
 
 
 def test_ocsp_good_from_a_real_responder_with_its_next_update_and_evidence(
-    responders: Responders, checker: RevocationChecker, now: dt.datetime
+    responders: Responders, checker: RevocationChecker, at: dt.datetime
 ) -> None:
-    answer = checker.check(responders.good, responders.issuer, now)
+    answer = checker.check(responders.good, responders.issuer, at)
     assert answer.status == Revocation.GOOD, answer.reason
     assert answer.source is not None and answer.source.startswith("http://127.0.0.1:")
-    assert answer.next_update is not None and answer.next_update > now
+    assert answer.next_update is not None and answer.next_update > at
     assert ocsp.load_der_ocsp_response(answer.evidence or b"").serial_number == (
         responders.good.serial_number
     )
 
 
 def test_ocsp_revoked_from_a_real_responder(
-    responders: Responders, checker: RevocationChecker, now: dt.datetime
+    responders: Responders, checker: RevocationChecker, at: dt.datetime
 ) -> None:
-    answer = checker.check(responders.revoked, responders.issuer, now)
+    answer = checker.check(responders.revoked, responders.issuer, at)
     assert answer.status == Revocation.REVOKED
     assert answer.reason is not None and answer.reason.startswith("revoked at")
 
 
 def test_ocsp_unknown_when_the_responder_does_not_know_the_certificate(
-    responders: Responders, checker: RevocationChecker, now: dt.datetime
+    responders: Responders, checker: RevocationChecker, at: dt.datetime
 ) -> None:
-    assert checker.check(responders.unknown, responders.issuer, now).status == Revocation.UNKNOWN
+    assert checker.check(responders.unknown, responders.issuer, at).status == Revocation.UNKNOWN
 
 
 @pytest.mark.parametrize("attr, status", [("crl_good", Revocation.GOOD),
                                           ("crl_revoked", Revocation.REVOKED)])  # fmt: skip
 def test_a_crl_served_over_http_decides_when_there_is_no_responder(
-    responders: Responders, checker: RevocationChecker, now: dt.datetime, attr: str,
+    responders: Responders, checker: RevocationChecker, at: dt.datetime, attr: str,
     status: Revocation,
 ) -> None:  # fmt: skip
-    answer = checker.check(getattr(responders, attr), responders.issuer, now)
+    answer = checker.check(getattr(responders, attr), responders.issuer, at)
     assert answer.status == status
-    assert answer.next_update is not None and answer.next_update > now  # reused until then
+    assert answer.next_update is not None and answer.next_update > at  # reused until then
     assert answer.evidence == responders.crl
 
 
 def test_an_unreachable_responder_falls_back_to_the_crl(
-    responders: Responders, checker: RevocationChecker, now: dt.datetime
+    responders: Responders, checker: RevocationChecker, at: dt.datetime
 ) -> None:
-    answer = checker.check(responders.down_then_crl, responders.issuer, now)
+    answer = checker.check(responders.down_then_crl, responders.issuer, at)
     assert answer.status == Revocation.REVOKED
     assert answer.source is not None and answer.source.endswith("/email-ca.crl")
 
 
 def test_an_unreachable_responder_without_crl_is_unavailable_naming_it(
-    responders: Responders, checker: RevocationChecker, now: dt.datetime
+    responders: Responders, checker: RevocationChecker, at: dt.datetime
 ) -> None:
-    answer = checker.check(responders.down, responders.issuer, now)
+    answer = checker.check(responders.down, responders.issuer, at)
     assert answer.status == Revocation.UNAVAILABLE
     assert answer.reason is not None and "unreachable" in answer.reason
 
 
 def test_a_certificate_naming_no_responder_has_no_source(
-    pki: TestPki, checker: RevocationChecker, now: dt.datetime
+    pki: TestPki, checker: RevocationChecker, at: dt.datetime
 ) -> None:
-    answer = checker.check(load_cert(pki.cert("alice")), load_cert(pki.intermediate), now)
+    answer = checker.check(load_cert(pki.cert("alice")), load_cert(pki.intermediate), at)
     assert answer.status == Revocation.NO_SOURCE
 
 
-def _stored(tmp_path: Path, cert: x509.Certificate, issuer: x509.Certificate, now: dt.datetime):
+def _stored(tmp_path: Path, cert: x509.Certificate, issuer: x509.Certificate, at: dt.datetime):
     store = CertStore.open(tmp_path, "revocation test key")
-    store.record(Sighting(cert, "<m@example.org>", now, anchored=True, chain=(issuer,)))
+    store.record(Sighting(cert, "<m@example.org>", at, anchored=True, chain=(issuer,)))
     return store
 
 
@@ -247,17 +265,17 @@ def _stored(tmp_path: Path, cert: x509.Certificate, issuer: x509.Certificate, no
      ("down", True, False)],
 )  # fmt: skip
 def test_selection_checks_revocation_soft_passes_with_a_warning_and_hard_blocks(
-    responders: Responders, checker: RevocationChecker, now: dt.datetime, tmp_path: Path,
+    responders: Responders, checker: RevocationChecker, at: dt.datetime, tmp_path: Path,
     attr: str, soft_ok: bool, hard_ok: bool,
 ) -> None:  # fmt: skip
     cert: x509.Certificate = getattr(responders, attr)
     address = cert.extensions.get_extension_for_class(
         x509.SubjectAlternativeName
     ).value.get_values_for_type(x509.RFC822Name)[0]
-    with _stored(tmp_path, cert, responders.issuer, now) as store:
+    with _stored(tmp_path, cert, responders.issuer, at) as store:
         refresh = checker.refresh_in(store)
-        soft = store.select(address, now, "soft", refresh)
-        hard = store.select(address, now, "hard", refresh)
+        soft = store.select(address, at, "soft", refresh)
+        hard = store.select(address, at, "hard", refresh)
         (record,) = store.records(address)
         source, evidence = store.revocation_evidence(record.fingerprint)
     assert isinstance(soft, Selected) is soft_ok, soft
@@ -283,48 +301,48 @@ def _counting_checker() -> tuple[RevocationChecker, list[str]]:
 
 
 def test_a_stored_answer_is_reused_until_its_next_update(
-    responders: Responders, now: dt.datetime, tmp_path: Path
+    responders: Responders, at: dt.datetime, tmp_path: Path
 ) -> None:
     checker, asked = _counting_checker()
-    with _stored(tmp_path, responders.good, responders.issuer, now) as store:
+    with _stored(tmp_path, responders.good, responders.issuer, at) as store:
         refresh = checker.refresh_in(store)
         for minutes in (0, 1, 30):
-            selection = store.select("good@example.org", now + dt.timedelta(minutes=minutes),
+            selection = store.select("good@example.org", at + dt.timedelta(minutes=minutes),
                                      "hard", refresh)  # fmt: skip
             assert isinstance(selection, Selected)
         assert len(asked) == 1
-        store.select("good@example.org", now + dt.timedelta(minutes=90), "hard", refresh)
+        store.select("good@example.org", at + dt.timedelta(minutes=90), "hard", refresh)
         assert len(asked) == 2  # past nextUpdate (60 minutes): asked again
 
 
 def test_an_ocsp_response_signed_by_another_key_is_not_believed(
-    responders: Responders, now: dt.datetime, pki: TestPki
+    responders: Responders, at: dt.datetime, pki: TestPki
 ) -> None:
-    forger_cert, forger = issue_certificate(pki, "ocsp@example.org", now, self_signed=True)
+    forger_cert, forger = issue_certificate(pki, "ocsp@example.org", at, self_signed=True)
     forged = (
         ocsp.OCSPResponseBuilder()
         .add_response(
             cert=responders.revoked, issuer=responders.issuer, algorithm=hashes.SHA1(),
-            cert_status=ocsp.OCSPCertStatus.GOOD, this_update=now,
-            next_update=now + dt.timedelta(hours=1), revocation_time=None, revocation_reason=None,
+            cert_status=ocsp.OCSPCertStatus.GOOD, this_update=at,
+            next_update=at + dt.timedelta(hours=1), revocation_time=None, revocation_reason=None,
         )
         .responder_id(ocsp.OCSPResponderEncoding.HASH, forger_cert)
         .certificates([forger_cert])
         .sign(forger, hashes.SHA256())
         .public_bytes(serialization.Encoding.DER)
     )  # fmt: skip
-    answer = read_ocsp_response(forged, responders.revoked, responders.issuer, now, "http://x")
+    answer = read_ocsp_response(forged, responders.revoked, responders.issuer, at, "http://x")
     assert answer.status == Revocation.UNAVAILABLE
     assert answer.reason is not None and "not signed by the issuer" in answer.reason
 
 
 def test_a_stale_crl_or_one_for_another_certificate_decides_nothing(
-    responders: Responders, now: dt.datetime, pki: TestPki
+    responders: Responders, at: dt.datetime, pki: TestPki
 ) -> None:
-    later = now + dt.timedelta(days=3)
+    later = at + dt.timedelta(days=3)
     stale = read_crl(responders.crl, responders.crl_revoked, responders.issuer, later, "u")
     assert stale.status == Revocation.UNAVAILABLE and "stale" in (stale.reason or "")
-    wrong = read_crl(responders.crl, responders.crl_good, load_cert(pki.root), now, "u")
+    wrong = read_crl(responders.crl, responders.crl_good, load_cert(pki.root), at, "u")
     assert wrong.status == Revocation.UNAVAILABLE and "not issued by" in (wrong.reason or "")
 
 
@@ -333,7 +351,7 @@ def test_a_stale_crl_or_one_for_another_certificate_decides_nothing(
     [("good@example.org", Revocation.GOOD), ("revoked@example.org", Revocation.REVOKED)],
 )
 def test_harvesting_checks_revocation_and_keeps_the_evidence_of_arrival(
-    responders: Responders, now: dt.datetime, tmp_path: Path, pki: TestPki, address: str,
+    responders: Responders, at: dt.datetime, tmp_path: Path, pki: TestPki, address: str,
     status: Revocation,
 ) -> None:  # fmt: skip
     cert = responders.good if address.startswith("good") else responders.revoked
@@ -352,48 +370,50 @@ def test_harvesting_checks_revocation_and_keeps_the_evidence_of_arrival(
         stdin=entity,
     )  # fmt: skip
     result = open_message(
-        b"\r\n".join(outer) + b"\r\n" + signed, anchors=[load_cert(pki.root)], at=now
+        b"\r\n".join(outer) + b"\r\n" + signed, anchors=[load_cert(pki.root)], at=at
     )
     with CertStore.open(tmp_path / "store", "revocation test key") as store:
         harvester = CertHarvester(store, revocation=RevocationChecker(timeout=5))
-        (record,) = harvester.harvest_records(result, "<arrival@example.org>", now)
+        (record,) = harvester.harvest_records(result, "<arrival@example.org>", at)
         source, evidence = store.revocation_evidence(record.fingerprint)
-        selection = store.select(address, now, "soft")
+        selection = store.select(address, at, "soft")
     assert record.revocation == status
-    assert record.revocation_checked == now.replace(microsecond=0)
+    assert record.revocation_checked == at.replace(microsecond=0)
     assert source is not None and source.startswith("ocsp http://127.0.0.1:")
     assert ocsp.load_der_ocsp_response(evidence or b"").certificate_status.name == status.name
     assert isinstance(selection, Selected) is (status == Revocation.GOOD)
 
 
 def test_an_unreachable_responder_is_not_asked_again_for_an_hour(
-    responders: Responders, now: dt.datetime, tmp_path: Path
+    responders: Responders, at: dt.datetime, tmp_path: Path
 ) -> None:
     checker, asked = _counting_checker()
-    with _stored(tmp_path, responders.down, responders.issuer, now) as store:
+    with _stored(tmp_path, responders.down, responders.issuer, at) as store:
         refresh = checker.refresh_in(store)
         for minutes in (0, 10, 59):
-            at = now + dt.timedelta(minutes=minutes)
-            assert isinstance(store.select("down@example.org", at, "hard", refresh), NoCertificate)
+            when = at + dt.timedelta(minutes=minutes)
+            assert isinstance(
+                store.select("down@example.org", when, "hard", refresh), NoCertificate
+            )
         assert len(asked) == 1
-        store.select("down@example.org", now + dt.timedelta(minutes=61), "soft", refresh)
+        store.select("down@example.org", at + dt.timedelta(minutes=61), "soft", refresh)
         assert len(asked) == 2
 
 
 def test_a_responder_that_did_not_answer_is_skipped_for_every_certificate_for_ten_minutes(
-    responders: Responders, now: dt.datetime
+    responders: Responders, at: dt.datetime
 ) -> None:
     # Two certificates of one CA share its dead responder: the second is not made to wait out a
     # second timeout, and still gets its answer from the CRL it also names.
     checker, asked = _counting_checker()
-    first = checker.check(responders.down, responders.issuer, now)
+    first = checker.check(responders.down, responders.issuer, at)
     assert first.status == Revocation.UNAVAILABLE
-    later = now + dt.timedelta(minutes=1)
+    later = at + dt.timedelta(minutes=1)
     second = checker.check(responders.down_then_crl, responders.issuer, later)
     assert second.status == Revocation.REVOKED
     dead = asked[0]
     assert asked.count(dead) == 1 and len(asked) == 2  # the dead responder once, then the CRL
     again = checker.check(responders.down, responders.issuer, later)
     assert again.reason is not None and "not asked again yet" in again.reason
-    checker.check(responders.down, responders.issuer, now + dt.timedelta(minutes=11))
+    checker.check(responders.down, responders.issuer, at + dt.timedelta(minutes=11))
     assert asked.count(dead) == 2  # ten minutes later it is given another chance

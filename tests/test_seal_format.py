@@ -34,10 +34,10 @@ from tests.tools import openssl_cms
 
 
 @pytest.fixture(scope="module")
-def at(now: dt.datetime) -> dt.datetime:
-    """The sealing time: the session's ``now`` (the PKI is valid then), to the second, as a
+def at(pki_now: dt.datetime) -> dt.datetime:
+    """The sealing time: ``pki_now`` (the PKI is valid then), to the second, as a
     Date field and signingTime carry it."""
-    return now.replace(microsecond=0)
+    return pki_now.replace(microsecond=0)
 
 
 def _lines(message: bytes) -> list[bytes]:

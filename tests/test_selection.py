@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import pytest
@@ -74,8 +75,18 @@ def test_an_expired_certificate_is_not_selected_and_shows_as_expired(
 ) -> None:
     cert, _ = issue_certificate(pki, ADDRESS, now, days=(-400, -1))
     record = _record(cert, now)
-    assert _reason(select_certificate([record], ADDRESS, now)).endswith("expired")
+    assert "expired on" in _reason(select_certificate([record], ADDRESS, now))
     assert effective_trust(record, now) == Trust.EXPIRED
+
+
+def test_an_expired_untrusted_certificate_is_called_expired_not_advised_to_be_trusted(
+    pki: TestPki, now: dt.datetime
+) -> None:
+    cert, _ = issue_certificate(pki, ADDRESS, now, days=(-400, -1))
+    record = replace(_record(cert, now), trust=Trust.UNTRUSTED)
+    reason = _reason(select_certificate([record], ADDRESS, now))
+    assert "expired on" in reason and "new certificate" in reason
+    assert "certs trust" not in reason
 
 
 def test_a_revoked_certificate_is_never_selected_whatever_the_policy(

@@ -22,6 +22,7 @@ from smime_companion.testing.pki import TestPki
 from tests.conftest import load_identity
 from tests.dovecot import (
     PASSWORD,
+    SEPARATORS,
     Dovecot,
     encrypted_mail,
     plain_mail,
@@ -32,9 +33,10 @@ from tests.dovecot import (
 ACCOUNT = "work"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[Dovecot]:
-    yield from running_dovecot()
+@pytest.fixture(scope="module", params=SEPARATORS, ids=lambda sep: f"separator{sep}")
+def server(request: pytest.FixtureRequest) -> Iterator[Dovecot]:
+    """Dovecot with each hierarchy separator: ``.`` as Debian ships it, ``/`` as Gmail has."""
+    yield from running_dovecot(separator=request.param)
 
 
 @pytest.fixture
@@ -379,3 +381,12 @@ def test_a_candidate_whose_own_header_is_not_smime_is_downloaded_but_not_stored(
     assert [structure for _uids, structure in calls] == [False]
     assert (report.new, report.stored, report.skipped) == (2, 1, 1)
     assert set(cached(cache, folder)) == {"Test fc-enc"}
+
+
+def test_nested_folders_are_synced_with_the_servers_own_separator(
+    server: Dovecot, mailbox: ImapMailbox, cache: Cache, opener: Opener, pki: TestPki
+) -> None:
+    nested = server.name("Projects", "Nested")
+    server.deliver("alice", signed_mail(pki, "nested-1"), nested)
+    assert mailbox.list_folders([server.name("Projects", "*")]) == [nested]
+    assert run_sync(mailbox, cache, nested, opener).stored == 1

@@ -103,7 +103,9 @@ def test_a_sound_signature_by_a_trusted_email_certificate_is_valid(
     md: str,
     algorithm: str,
 ) -> None:
+    signed_from = dt.datetime.now(dt.UTC).replace(microsecond=0)
     der = sign(pki, user, args=["-md", md])
+    signed_until = dt.datetime.now(dt.UTC)
     outcome = check(der, anchors, now, from_=[pki.email(user)])
     assert outcome.status == S.VALID
     assert outcome.content == CONTENT
@@ -123,8 +125,9 @@ def test_a_sound_signature_by_a_trusted_email_certificate_is_valid(
         load_cert(pki.cert(user)),
         load_cert(pki.intermediate),
     }
+    # openssl's signingTime is its own clock while it signed (whole seconds), not the session's.
     assert report.signing_time is not None
-    assert abs(report.signing_time - now) < dt.timedelta(minutes=5)
+    assert signed_from <= report.signing_time <= signed_until
     assert report.capabilities[0] == "aes-256-cbc"
     assert report.capability_oids[0] == "2.16.840.1.101.3.4.1.42"
 
@@ -478,7 +481,9 @@ def test_extra_certificates_supply_the_signer_certificate_of_a_nocerts_signature
     der = sign(pki, "dave", with_intermediate=False, args=["-nocerts"])
     alone = check(der, anchors, now, from_=["dave@example.org"])
     assert alone.status == S.UNTRUSTED
-    assert alone.signers[0].reason == "the signer certificate is not in the message"
+    assert (alone.signers[0].reason or "").startswith(
+        "the signer certificate is not in the message"
+    )
     assert alone.signers[0].certificate is None
     extra = (load_cert(pki.cert("dave")), load_cert(pki.intermediate))
     found = check(der, anchors, now, from_=["dave@example.org"], extra_certificates=extra)
@@ -549,7 +554,7 @@ def test_sha1_is_a_weak_algorithm(
 ) -> None:
     outcome = check(sign(pki, "alice", args=["-md", "sha1"]), anchors, now)
     assert outcome.status == S.WEAK_ALGORITHM
-    assert "SHA1" in (outcome.signers[0].reason or "")
+    assert "SHA-1" in (outcome.signers[0].reason or "")
 
 
 def test_a_broken_sha1_signature_is_invalid_not_weak(

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
 
-from smime_companion import __version__
+from smime_companion import __version__, systemd
 from smime_companion.cli import (
     cache_cmds,
     certs_cmds,
@@ -21,6 +22,7 @@ from smime_companion.cli import (
     init_cmd,
     open_cmd,
     outbox_cmds,
+    reader_cmds,
     seal_cmd,
 )
 from smime_companion.errors import SmimeCompanionError, UsageError
@@ -32,7 +34,9 @@ EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 
 # Each subcommand module has ``register(subparsers)`` that adds its parser and sets ``func``.
-SUBCOMMANDS = (init_cmd, open_cmd, seal_cmd, cache_cmds, daemon_cmds, certs_cmds, outbox_cmds)
+SUBCOMMANDS = (
+    init_cmd, open_cmd, seal_cmd, cache_cmds, daemon_cmds, certs_cmds, outbox_cmds, reader_cmds,
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,11 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors and 0 for --help
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    if systemd.journal_stream():  # journald records the level from a <N> prefix
+        handler.setFormatter(systemd.JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     route_library_warnings(args.verbose)
     try:
         return int(args.func(args))
@@ -72,6 +77,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_NOT_GOOD
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (``search ... | head``): what it wanted it has. Point stdout at
+        # nothing so the interpreter's own flush at exit does not complain about the pipe.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_OK
     except Exception as exc:  # a bug of ours: one line, the traceback only with --verbose
         if args.verbose:
             traceback.print_exc()

@@ -316,6 +316,9 @@ def run_export(args: argparse.Namespace) -> int:
         ids = list(cache.search_ids(_query(args.query), now=_now()))
         ids.reverse()  # oldest first, the order mail clients expect in an mbox
         try:
+            where = args.maildir or args.mbox
+            # A missing parent directory is made (private, like everything exported).
+            Path(where).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             box: mailbox.Mailbox[Any]
             if args.maildir is not None:
                 box = mailbox.Maildir(str(args.maildir), create=True)
@@ -332,7 +335,6 @@ def run_export(args: argparse.Namespace) -> int:
                     box.unlock()
                 box.close()
         except OSError as exc:
-            where = args.maildir or args.mbox
             raise UsageError(f"cannot write {where}: {exc.strerror or exc}") from None
     print(f"exported {count} message{'s' if count != 1 else ''}", file=sys.stderr)
     return 0
@@ -407,6 +409,8 @@ def run_rebuild(args: argparse.Namespace) -> int:
             identities,
             anchors,
             allow_sha1=config.identity.allow_sha1,
+            allow_weak=config.identity.allow_weak_algorithms,
+            extra_certificates=certstore.certificates(),
             workers=0,
             time_limit=config.cache.open_time_limit,
         )

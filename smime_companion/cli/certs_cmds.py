@@ -15,30 +15,29 @@ import getpass
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from smime_companion import keyfiles, runtime
 from smime_companion.cli.common import add_config_flag, add_json_flag, config_from_args
 from smime_companion.cli.common import write_output as _write_output
 from smime_companion.config import Config
-from smime_companion.core.certs import email_addresses
+from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.model import Identity
 from smime_companion.core.selection import (
     CertRecord,
     NoCertificate,
-    chain_to_anchor,
     effective_trust,
 )
 from smime_companion.errors import KeyLoadError, SecretUnavailable, UsageError
-from smime_companion.store.certstore import CertStore, Sighting, expiry_warnings
+from smime_companion.harvest import import_sightings
+from smime_companion.store.certstore import CertStore, StoredIdentity, expiry_warnings
 
 EXIT_OK = 0
 EXIT_NOT_GOOD = 1
-IMPORT_SOURCE = "import"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -243,37 +242,17 @@ def run_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except (x509.ExtensionNotFound, ValueError):
-        return False
-
-
 def run_import(args: argparse.Namespace) -> int:
     """``certs import FILE``: record the file's email certificates (anchored or untrusted)."""
     config = config_from_args(args)
     certs = keyfiles.load_certificates(args.file)  # KeyLoadError: not a certificate file
-    leaves = [c for c in certs if not _is_ca(c) and email_addresses(c)]
-    if not leaves:
-        raise UsageError(f"{args.file}: holds no email certificate (no address in any of them)")
     anchors = runtime.load_anchors(config.identity)
     now = _now()
     with _open(config) as store:
-        pool = [*certs, *store.intermediates()]
         # Decide everything first; then write (each record is one transaction).
-        sightings = []
-        for cert in leaves:
-            chain = chain_to_anchor(cert, pool, anchors)
-            sightings.append(
-                Sighting(
-                    certificate=cert,
-                    source=IMPORT_SOURCE,
-                    at=now,
-                    anchored=chain is not None,
-                    chain=chain[1:] if chain else (),
-                )
-            )
+        sightings = import_sightings(certs, store.intermediates(), anchors, now)
+        if not sightings:
+            raise UsageError(f"{args.file}: holds no email certificate (no address in any of them)")
         for sighting in sightings:
             for record in store.record(sighting):
                 print(_line(record, now))
@@ -337,7 +316,7 @@ def load_identity_file(path: Path, password: bytes | None) -> Identity:
         data = path.read_bytes()
     except OSError as exc:
         raise KeyLoadError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if b"-----BEGIN" not in data:
+    if b"-----BEGIN" not in data or keyfiles.is_armoured_pkcs12(data):
         return keyfiles.load_pkcs12(path, password)
     key = keyfiles.load_private_key(path, password)
     certs = keyfiles.load_certificates(path)
@@ -363,11 +342,24 @@ def run_identity_import(args: argparse.Namespace) -> int:
 
 
 def run_identity_list(args: argparse.Namespace) -> int:
-    """``identity list``: own identities, current first, with expiry warnings."""
+    """``identity list``: own identities, current first, with expiry warnings: those the config
+    names (``[identity]``: the current one, then ``old_p12``) and those imported into the
+    store, each once."""
     now = _now()
-    with _open(config_from_args(args)) as store:
-        listed = store.identities_listed()
-    warnings = expiry_warnings(listed, now)
+    config = config_from_args(args)
+    with _open(config) as store:
+        imported = store.identities_listed()
+    configured = runtime.load_identities(config.identity)
+    rows: list[StoredIdentity] = []
+    seen: set[str] = set()
+    for n, identity in enumerate(configured):
+        fp = fingerprint_sha256(identity.certificate)
+        seen.add(fp)
+        rows.append(StoredIdentity(fp, identity, imported=None, current=n == 0))
+    for item in imported:
+        if item.fingerprint not in seen:
+            rows.append(replace(item, current=item.current and not configured))
+    warnings = expiry_warnings(rows, now)
     if args.json:
         _print_json(
             [
@@ -377,18 +369,22 @@ def run_identity_list(args: argparse.Namespace) -> int:
                     "subject": i.identity.certificate.subject.rfc4514_string(),
                     "not_before": i.identity.certificate.not_valid_before_utc.isoformat(),
                     "not_after": i.identity.certificate.not_valid_after_utc.isoformat(),
-                    "imported": i.imported.isoformat(),
+                    "imported": i.imported.isoformat() if i.imported else None,
+                    "source": "store" if i.imported else "config",
                     "current": i.current,
                 }
-                for i in listed
+                for i in rows
             ]
         )
     else:
-        for i in listed:
+        if not rows:
+            print("no identity: name your PKCS#12 in [identity] p12, or 'identity import FILE'")
+        for i in rows:
             state = "current" if i.current else "retired"
             print(
                 f"{', '.join(i.addresses) or '-':32} {i.fingerprint[:16]}  {state:8} until "
-                f"{i.identity.certificate.not_valid_after_utc.date().isoformat()}"
+                f"{i.identity.certificate.not_valid_after_utc.date().isoformat()}  "
+                f"({'imported' if i.imported else 'config'})"
             )
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)

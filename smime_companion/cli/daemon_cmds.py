@@ -19,11 +19,14 @@ from typing import Any
 
 from smime_companion import runtime
 from smime_companion.cli.common import add_config_flag, add_json_flag, config_from_args
-from smime_companion.config import Config
+from smime_companion.config import AccountConfig, Config
 from smime_companion.core.model import Identity
+from smime_companion.core.selection import Trust, chain_to_anchor
 from smime_companion.daemon import (
+    LOCAL_OUTBOX,
     AccountResult,
     Daemon,
+    DaemonLock,
     now_utc,
     open_cache,
     read_status_file,
@@ -31,6 +34,9 @@ from smime_companion.daemon import (
 from smime_companion.errors import SmimeCompanionError, UsageError
 from smime_companion.imap.client import Mailbox, connect
 from smime_companion.imap.sync import Stopped
+from smime_companion.reader.server import ReaderServer
+
+log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_NOT_GOOD = 1
@@ -48,8 +54,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=(
             "Sync every configured account into the cache, then follow new mail with IDLE until "
             "SIGTERM (which finishes the current message) or Ctrl-C. SIGHUP reloads the config. "
-            "Logs go to stderr. With --once, do one full pass of every account and exit: 0 when "
-            "every account synced, 1 when one failed (the others are still synced)."
+            "Logs go to stderr. With --once, do one full pass of every account and its outbox "
+            "and exit: 0 when everything worked, 1 when an account, a watched folder or an "
+            "outbox failed (the others are still done)."
         ),
     )
     run.add_argument("--once", action="store_true", help="one full pass, then exit")
@@ -61,7 +68,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="sync now: one pass over all accounts, one account, or one folder",
         description=(
             "One pass over the watched folders of every account (or --account A, or --folder F "
-            "of it), printing what changed. Exit 0 when every account synced, 1 otherwise."
+            "of it), and the outbox, printing what changed. Exit 0 when everything worked, 1 "
+            "when an account, a watched folder or an outbox failed."
         ),
     )
     sync.add_argument("--account", metavar="A", help="only this account")
@@ -88,10 +96,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="check the config, identity, cache and every account's server",
         description=(
             "Check, one line each: the config; the identity (loads, validity, expiry within "
-            f"{EXPIRY_WARNING_DAYS} days); the trust anchors; the cache (opens with its key); and "
-            "for every account DNS, TLS, login, capabilities (IDLE, CONDSTORE, QRESYNC), the "
-            "watched folders and clock skew (seen when the newest message arrived in our future). "
-            "Exit 0 when nothing failed, 1 otherwise."
+            f"{EXPIRY_WARNING_DAYS} days); the trust anchors, and whether the certificates "
+            "harvested from your correspondents chain to them; the cache (opens with its key); "
+            "and for every account DNS, TLS, login, capabilities (IDLE, CONDSTORE, QRESYNC), "
+            "that every watched folder exists, clock skew (seen when the newest message arrived "
+            "in our future), the outbox folders (created when missing, as the first pass would) "
+            "and the Sent folder, and SMTP (connect, TLS, login; nothing is sent). Each problem "
+            "comes with what to type or change. Exit 0 when nothing failed, 1 otherwise."
         ),
     )
     add_config_flag(doctor)
@@ -149,6 +160,7 @@ def build_daemon(
         identity_loader=identity_loader,
         resources=resources,
         open_workers=config.cache.open_workers,
+        extra_certificates=store.certificates(),
     )
 
 
@@ -174,6 +186,8 @@ def _summaries(results: list[AccountResult]) -> list[str]:
             lines.append(f"{result.account}: FAILED: {result.error}")
         if result.outbox_error:
             lines.append(f"{result.account}: outbox FAILED: {result.outbox_error}")
+        for error in result.folder_errors:
+            lines.append(f"{result.account}: FAILED: {error}")
         for report in result.outbox:
             lines.append(
                 f"{result.account}: outbox: {len(report.sent)} sent, "
@@ -196,6 +210,8 @@ def _results_json(results: list[AccountResult]) -> list[dict[str, Any]]:
             "account": r.account,
             "error": r.error,
             "outbox_error": r.outbox_error,
+            "folder_errors": list(r.folder_errors),
+            "failed": r.failed,
             "outbox": [
                 {
                     "sent": len(o.sent),
@@ -236,10 +252,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     # plaintext, fetched for sealing): -v must never put mail into the log, so that trace stays off.
     logging.getLogger("imapclient").setLevel(logging.INFO)
     config = config_from_args(args)
-    logging.getLogger(__name__).info("%s", runtime.describe(config))
-    daemon = build_daemon(config, _terminal_progress())
-    if args.once:
-        return _one_pass(daemon, None, None, json_out=False)
+    with DaemonLock(config.cache.path):  # AlreadyRunning: one line, exit 1
+        logging.getLogger(__name__).info("%s", runtime.describe(config))
+        daemon = build_daemon(config, _terminal_progress())
+        if args.once:
+            return _one_pass(daemon, None, None, json_out=False)
+        return _run_forever(daemon, config, args)
+
+
+def _run_forever(daemon: Daemon, config: Config, args: argparse.Namespace) -> int:
+    """Run ``daemon`` and, beside it, the reader until SIGTERM or Ctrl-C (SIGHUP reloads the
+    config); returns 0."""
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         daemon.stop.set()
@@ -249,13 +272,40 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_hup)
+    reader = _start_reader(config, daemon)
     try:
         daemon.run(reload_config=lambda: config_from_args(args))
     except KeyboardInterrupt:
         daemon.stop.set()
     finally:
+        if reader is not None:
+            reader.stop()
         daemon.shutdown()
     return EXIT_OK
+
+
+def _start_reader(config: Config, daemon: Daemon) -> ReaderServer | None:
+    """Serve the reader beside the daemon (``[reader] enabled``); what it queues wakes the
+    daemon's outbox at once. A reader that cannot start (its port taken) is logged: the daemon
+    runs on without it."""
+    if not config.reader.enabled:
+        return None
+    context = runtime.reader_context(
+        config,
+        runtime.cache_key(config),
+        kick_outbox=lambda account: daemon.changes.put((account, LOCAL_OUTBOX)),
+        daemon_status=lambda: read_status_file(config.cache.path),
+    )
+    server = ReaderServer(context, config.reader.port)
+    try:
+        server.start()
+    except SmimeCompanionError as exc:
+        logging.getLogger(__name__).error("reader: %s", exc)
+        return None
+    logging.getLogger(__name__).info(
+        "reader on %s: run 'smime-companion reader' to sign in", server.url
+    )
+    return server
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -274,6 +324,7 @@ def _one_pass(
     daemon: Daemon, accounts: list[str] | None, folder: str | None, json_out: bool
 ) -> int:
     try:
+        daemon.rejudge_trust()  # the anchors or TOFU policy may have changed since last time
         results = daemon.sync_once(accounts, folder)
     except Stopped:
         results = []
@@ -284,8 +335,7 @@ def _one_pass(
     else:
         for line in _summaries(results):
             print(line)
-    failed = any(r.error or r.outbox_error for r in results)
-    return EXIT_NOT_GOOD if failed else EXIT_OK
+    return EXIT_NOT_GOOD if any(r.failed for r in results) else EXIT_OK
 
 
 # -- status --------------------------------------------------------------------------------------
@@ -343,7 +393,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     daemon: dict[str, Any] = out["daemon"]
     print(
-        f"daemon: running (pid {daemon['pid']}, updated {daemon['updated']})"
+        f"daemon: running (pid {daemon['pid']}, updated {_local_time(daemon['updated'])})"
         if daemon["running"]
         else "daemon: not running"
     )
@@ -352,11 +402,25 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"{account_out['account']} ({account_out['host']}){error}")
         for f in account_out["folders"]:
             print(
-                f"  {f['folder']}: {f['cached']} cached, last sync {f['last_sync'] or 'never'}"
+                f"  {f['folder']}: {f['cached']} cached, last sync {_local_time(f['last_sync'])}"
                 + (f", watcher {f['idle']}" if f["idle"] else "")
                 + (f", error: {f['error']}" if f["error"] else "")
             )
     return EXIT_OK
+
+
+def _local_time(iso: str | None) -> str:
+    """An ISO time as the user's clock shows it, to the second (``2026-12-06 09:14:03``);
+    ``never`` for None. ``--json`` keeps the exact UTC ISO form."""
+    if not iso:
+        return "never"
+    try:
+        moment = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 # -- doctor --------------------------------------------------------------------------------------
@@ -408,6 +472,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             checks.warn(f"identity {subject}: expires in {days} days")
         else:
             checks.ok(f"identity {subject}: valid until {cert.not_valid_after_utc:%Y-%m-%d}")
+    anchors: list[Any] | None = None
     try:
         anchors = runtime.load_anchors(config.identity)
         checks.ok(f"trust anchors: {len(anchors)} certificates")
@@ -416,6 +481,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     try:
         with open_cache(config) as cache:
             checks.ok(f"cache: {cache.stats()['messages']} messages in {config.cache.path}")
+        if anchors is not None:
+            _check_harvested(checks, config, anchors, now)
     except SmimeCompanionError as exc:
         checks.fail(f"cache: {exc}")
     for account in config.accounts:
@@ -445,6 +512,38 @@ def _check_clock(checks: _Checks, label: str, box: Mailbox, folder: str) -> None
         checks.ok(f"{label}: clock: no skew visible (newest arrival in {folder}: {arrived:%c})")
 
 
+def _check_harvested(checks: _Checks, config: Config, anchors: list[Any], now: datetime) -> None:
+    """Whether the certificates harvested from correspondents chain to the configured anchors:
+    a correspondent's private CA missing from ``trust_anchors`` leaves every one of theirs
+    untrusted, which only shows when a draft to them is held."""
+    with runtime.open_certstore(config) as store:
+        records = [r for r in store.records() if r.source != "import"]
+        pool = store.intermediates()
+    if not records:
+        checks.ok("harvested certificates: none yet (they come with signed mail)")
+        return
+    unanchored: dict[str, list[str]] = {}  # issuer -> fingerprints
+    for record in records:
+        if now > record.certificate.not_valid_after_utc or record.trust == Trust.TOFU:
+            continue  # expired is not a trust problem; a pin is the user's decision
+        if chain_to_anchor(record.certificate, [*record.chain, *pool], anchors) is None:
+            issuer = record.certificate.issuer.rfc4514_string() or "(no issuer)"
+            unanchored.setdefault(issuer, []).append(record.fingerprint)
+    if not unanchored:
+        checks.ok(f"harvested certificates: all {len(records)} chain to an anchor or are pinned")
+        return
+    count = sum(len(v) for v in unanchored.values())
+    for issuer, fingerprints in sorted(unanchored.items()):
+        checks.warn(
+            f"harvested certificates: {len(fingerprints)} issued by {issuer} chain to no trust "
+            "anchor, so mail to their owners cannot be encrypted; if you trust that CA, add "
+            "its certificate to trust_anchors in [identity] (ask the sender for it) and run "
+            "'systemctl --user reload smime-companion' (or restart run); or trust one "
+            f"certificate alone: smime-companion certs trust {fingerprints[0][:16]}"
+        )
+    log.debug("%d harvested certificates chain to no anchor", count)
+
+
 def _check_account(checks: _Checks, *, account_name: str, config: Config) -> None:
     account = config.account(account_name)
     label = f"account {account.name} ({account.host}:{account.port})"
@@ -468,12 +567,55 @@ def _check_account(checks: _Checks, *, account_name: str, config: Config) -> Non
         else:
             checks.ok(f"{label}: IDLE, CONDSTORE, QRESYNC offered")
         folders = box.list_folders(account.folders)
+        every = box.list_folders(["*"])
+        for pattern in account.folders:
+            if not box.list_folders([pattern]):
+                which = "matching " if _is_pattern(pattern) else ""
+                checks.fail(
+                    f"{label}: the server has no folder {which}{pattern!r}; fix 'folders' in "
+                    "the config (the server has: "
+                    f"{', '.join(every[:12])}{', ...' if len(every) > 12 else ''})"
+                )
         if folders:
             checks.ok(f"{label}: watching {', '.join(folders)}")
             _check_clock(checks, label, box, folders[0])
-        else:
-            checks.fail(f"{label}: no folder matches {', '.join(account.folders)}")
     except SmimeCompanionError as exc:
         checks.fail(f"{label}: {exc}")
     finally:
         box.close()
+    if account.smtp_host:
+        _check_outbox(checks, config, account)
+
+
+def _is_pattern(folder: str) -> bool:
+    return any(c in folder for c in "*?[")
+
+
+def _check_outbox(checks: _Checks, config: Config, account: AccountConfig) -> None:
+    """The outbox's folders (made when missing, as the first pass would) and Sent, then the
+    SMTP server: connect, TLS and login, without sending anything."""
+    label = f"account {account.name}"
+    if config.outbox.imap:
+        try:
+            with runtime.outbox_imap(account, timeout=20) as imap:
+                found = dict(imap.check_folders())
+            checks.ok(
+                f"{label}: outbox folder {found['outbox']!r} (held: {found['held']!r}, "
+                f"rejected: {found['rejected']!r}), Sent folder {found['sent']!r}"
+            )
+        except SmimeCompanionError as exc:
+            checks.fail(
+                f"{label}: outbox: {exc}; fix outbox_folder or sent_folder in the config "
+                "(or leave them out: the defaults are found on the server)"
+            )
+    smtp = f"{label} SMTP ({account.smtp_host}:{account.smtp_port})"
+    try:
+        checks.ok(f"{smtp}: {runtime.smtp_submitter(account, timeout=20).check()}")
+    except SmimeCompanionError as exc:
+        text = str(exc)
+        fix = (
+            "fix smtp_password (default: the IMAP password) or smtp_username"
+            if "login refused" in text
+            else "check smtp_host, smtp_port and smtp_tls"
+        )
+        checks.fail(f"{smtp}: {text}; {fix}")

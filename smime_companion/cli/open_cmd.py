@@ -5,18 +5,23 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 
 from cryptography import x509
 
+from smime_companion import keyfiles, runtime
 from smime_companion.cli.common import (
+    add_config_flag,
     add_json_flag,
+    config_from_args,
     load_anchors,
     load_identities,
     read_input,
     write_output,
 )
+from smime_companion.config import Config, default_config_path
 from smime_companion.core.model import OpenResult
 from smime_companion.core.open import open_message, with_revoked_signers
 from smime_companion.errors import UsageError
@@ -28,8 +33,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "open",
         help="decrypt, verify and unwrap an S/MIME message",
         description=(
-            "Open MSG (a whole message; '-' reads stdin): decrypt it with your keys, verify every "
-            "signature against the trust anchors, and write the innermost MIME to OUT. "
+            "Open MSG (a whole message, an mbox-saved one, or a bare .p7m/CMS file in DER, BER or "
+            "PEM; '-' reads stdin): decrypt it with your keys, verify every signature against "
+            "the trust anchors, and write the innermost MIME to OUT. With a config file, its "
+            "identity and anchors are used unless given here. "
             "Exit 0 when decryption is ok/none, the signature valid/none and the content "
             "integrity-protected (not CBC without a signature inside), 1 otherwise, "
             "2 for usage errors."
@@ -81,9 +88,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--at", metavar="ISO-8601", help="check certificate validity at this time instead of now"
     )
     p.add_argument(
+        "--certfile",
+        metavar="PEM",
+        action="append",
+        default=[],
+        type=Path,
+        help="certificates (PEM or DER, repeatable) among which the signer's certificate and its "
+        "issuers are looked for when the message leaves them out",
+    )
+    p.add_argument(
         "--allow-sha1",
         action="store_true",
         help="accept SHA-1 signatures as valid instead of weak-algorithm",
+    )
+    p.add_argument(
+        "--allow-weak",
+        action="store_true",
+        help="for archives: accept SHA-1, MD5-signed certificates and RSA keys under 2048 bits "
+        "as valid (still reported: warning weak-algorithm)",
     )
     p.add_argument(
         "--check-revocation",
@@ -91,17 +113,44 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="ask the OCSP responders and CRLs the signer's certificate and its CAs name "
         "(HTTP); a revoked one makes the signature 'revoked'",
     )
+    add_config_flag(p)
+    p.add_argument(
+        "--no-config",
+        action="store_true",
+        help="ignore the config file (by default its identity, anchors and weak-algorithm "
+        "settings are used when no --key/--p12, no --anchor/--system-anchors are given)",
+    )
     add_json_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     at = _parse_time(args.at)
+    config = _config(args)
     identities = load_identities(args.key, args.cert, args.p12, args.p12_password_env)
     anchors: list[x509.Certificate] = load_anchors(args.anchor, args.system_anchors)
+    allow_sha1, allow_weak = args.allow_sha1, args.allow_weak
+    if config is not None:
+        # The configured identity and anchors, unless the command line names its own.
+        try:
+            if not (args.key or args.p12):
+                identities = runtime.load_identities(config.identity)
+            if not (args.anchor or args.system_anchors):
+                anchors = runtime.load_anchors(config.identity)
+        except UsageError as exc:
+            raise UsageError(f"{exc} (config {config.source}; --no-config ignores it)") from None
+        allow_sha1 = allow_sha1 or config.identity.allow_sha1
+        allow_weak = allow_weak or config.identity.allow_weak_algorithms
+    extra = [c for path in args.certfile for c in keyfiles.load_certificates(path)]
     raw = read_input(args.message)
     result = open_message(
-        raw, identities=identities, anchors=anchors, at=at, allow_sha1=args.allow_sha1
+        raw,
+        identities=identities,
+        anchors=anchors,
+        at=at,
+        allow_sha1=allow_sha1,
+        allow_weak=allow_weak,
+        extra_certificates=extra,
     )
     if args.check_revocation:
         result = with_revoked_signers(result, RevocationChecker().revoked_signers(result, at))
@@ -113,6 +162,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(_summary(result))
     return 0 if result.ok else 1
+
+
+def _config(args: argparse.Namespace) -> Config | None:
+    """The config ``open`` uses: none with --no-config; the one named by --config or
+    $SMIME_COMPANION_CONFIG (which must then load); else the default file when it exists."""
+    if args.no_config:
+        return None
+    if args.config is None and not os.environ.get("SMIME_COMPANION_CONFIG"):
+        if not default_config_path().expanduser().is_file():
+            return None
+    return config_from_args(args)
 
 
 def _parse_time(text: str | None) -> dt.datetime:

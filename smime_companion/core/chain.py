@@ -454,7 +454,7 @@ class PathBuilder:
                 continue
             if not self._key_ids_match(top, issuer):
                 continue
-            refusal = self._issuer_refusal(issuer, below)
+            refusal = self._issuer_refusal(issuer, below, issuer.der in self.anchor_ders)
             if refusal:
                 self.rejections[issuer.der] = refusal
                 continue
@@ -483,14 +483,21 @@ class PathBuilder:
         return aki == ski
 
     @staticmethod
-    def _issuer_refusal(issuer: Cert, below: int) -> str | None:
-        """Why ``issuer`` cannot issue the top of a path with ``below`` intermediates under it
-        that are not self-issued (the signer not counted), or None."""
+    def _issuer_refusal(issuer: Cert, below: int, is_anchor: bool) -> str | None:
+        """Why ``issuer`` (a trust anchor when ``is_anchor``) cannot issue the top of a path with
+        ``below`` intermediates under it that are not self-issued (the signer not counted), or
+        None."""
         name = issuer.subject_text
         facts = issuer.ca_facts
         if isinstance(facts, str):
             return f"issuer {name}: {facts}"
         constraints, usage = facts
+        if constraints is None and is_anchor:
+            # RFC 5280 section 6.1.1: a trust anchor is a name and a key. A version-1 root (no
+            # extensions at all) configured as an anchor is accepted, as OpenSSL, NSS and gpgsm
+            # do; one that says it is not a CA (cA false, or a keyUsage without keyCertSign)
+            # is still refused.
+            constraints = x509.BasicConstraints(ca=True, path_length=None)
         if constraints is None or not constraints.ca:
             return f"issuer {name} is not a CA"
         if usage is not None and not usage.key_cert_sign:

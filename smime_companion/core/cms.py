@@ -164,22 +164,6 @@ def parse_cms(data: bytes) -> ParsedCms:
     return ParsedCms(parse_content_info(_flattened(rest, walk)), content)
 
 
-def cms_content_type(head: bytes) -> str | None:
-    """The content type (``signed_data``, ``enveloped_data``, ``authenticated_enveloped_data``,
-    ``compressed_data``) named at the start of a ContentInfo's encoding, read from its first
-    bytes only; None when they are not the start of one of those."""
-    try:
-        if head[0] != 0x30:
-            return None
-        start = 2 + (head[1] & 0x7F if head[1] > 0x80 else 0)
-        if head[start] != 0x06:
-            return None
-        oid = head[start : start + 2 + head[start + 1]]
-    except IndexError:
-        return None
-    return _CUT_TYPES.get(oid)
-
-
 def _cut_content(data: bytes, walk: _Walk) -> tuple[bytes, bytes | memoryview]:
     """(the encoding without the large field, the field's value). Raises _Unexpected."""
     top = _read_tlv(data, 0)

@@ -19,12 +19,15 @@ from asn1crypto import core
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.x963kdf import X963KDF
 from cryptography.hazmat.primitives.keywrap import (
     InvalidUnwrap,
     aes_key_unwrap,
     aes_key_unwrap_with_padding,
 )
+
+from smime_companion.core.cms import der_elements
 
 # --- content-encryption algorithms ------------------------------------------------------------
 
@@ -35,9 +38,23 @@ class ContentCipher:
 
     name: str
     oid: str
-    mode: Literal["cbc", "gcm"]
+    mode: Literal["cbc", "gcm", "chacha20-poly1305"]
     key_size: int
     weak: bool = False  # a legacy cipher we still read but flag (64-bit block, old design)
+    # RC2's effective key bits (RFC 2268), read from the message's parameters; 0 for the others.
+    effective_bits: int = 0
+
+    @property
+    def aead(self) -> bool:
+        """True for the authenticated ciphers, which belong in AuthEnvelopedData only."""
+        return self.mode != "cbc"
+
+    @property
+    def block_size(self) -> int:
+        """The cipher's block size in bytes (the CBC IV size); 0 for the AEADs."""
+        if self.aead:
+            return 0
+        return 16 if self.name.startswith("aes") else 8
 
 
 CONTENT_CIPHERS: dict[str, ContentCipher] = {
@@ -50,25 +67,67 @@ CONTENT_CIPHERS: dict[str, ContentCipher] = {
         ContentCipher("aes-192-gcm", "2.16.840.1.101.3.4.1.26", "gcm", 24),
         ContentCipher("aes-256-gcm", "2.16.840.1.101.3.4.1.46", "gcm", 32),
         ContentCipher("3des-cbc", "1.2.840.113549.3.7", "cbc", 24, weak=True),
+        # Old archives: single DES (56-bit key) and RC2, whose key size and name come from its
+        # parameters (rc2_cipher); both are opened and flagged weak.
+        ContentCipher("des-cbc", "1.3.14.3.2.7", "cbc", 8, weak=True),
+        ContentCipher("rc2-cbc", "1.2.840.113549.3.2", "cbc", 16, weak=True, effective_bits=128),
+        # RFC 8103: AEAD_CHACHA20_POLY1305 in AuthEnvelopedData, parameters the 12-byte nonce.
+        ContentCipher("chacha20-poly1305", "1.2.840.113549.1.9.16.3.18", "chacha20-poly1305", 32),
     )
 }
 
+_RC2_OID = "1.2.840.113549.3.2"
+# RFC 8018 appendix B.2.3 / RFC 3370 section 5.2: rc2ParameterVersion -> effective key bits.
+_RC2_VERSIONS = {160: 40, 120: 64, 58: 128}
+
+
+def rc2_cipher(parameters: bytes) -> tuple[ContentCipher, bytes]:
+    """The RC2 variant and IV the DER ``parameters`` of an rc2-cbc AlgorithmIdentifier name.
+
+    RC2-CBCParameter is ``SEQUENCE { rc2ParameterVersion INTEGER OPTIONAL, iv OCTET STRING }``
+    (versions 160, 120 and 58 mean 40, 64 and 128 effective bits; 256 and up the number itself;
+    absent, 32 bits as RFC 2268 says); the oldest senders wrote the IV alone. The key is as long
+    as the effective bits ask (5 bytes for RC2-40), which is what the sender's key transport
+    carries. Raises ``ValueError`` for parameters of another shape.
+    """
+    [(tag, _, value)] = der_elements(parameters)
+    if tag == 0x04:
+        version, iv = None, value
+    elif tag == 0x30:
+        fields = der_elements(value)
+        if len(fields) == 1 and fields[0][0] == 0x04:
+            version, iv = None, fields[0][2]
+        elif len(fields) == 2 and (fields[0][0], fields[1][0]) == (0x02, 0x04):
+            version, iv = int.from_bytes(fields[0][2], "big", signed=True), fields[1][2]
+        else:
+            raise ValueError("RC2 parameters are not a version and an IV")
+    else:
+        raise ValueError("RC2 parameters are not a version and an IV")
+    if version is None:
+        bits = 32
+    elif version in _RC2_VERSIONS:
+        bits = _RC2_VERSIONS[version]
+    elif 256 <= version <= 1024:
+        bits = version
+    else:
+        raise ValueError(f"RC2 parameter version {version} names no key size")
+    cipher = ContentCipher(
+        f"rc2-{bits}-cbc", _RC2_OID, "cbc", max(1, (bits + 7) // 8), weak=True, effective_bits=bits
+    )
+    return cipher, iv
+
+
 # OIDs we recognise only to name them in an "unsupported" message.
 KNOWN_UNSUPPORTED_OIDS: dict[str, str] = {
-    "1.2.840.113549.3.2": "rc2-cbc",
-    "1.3.14.3.2.7": "des-cbc",
     "2.16.840.1.101.3.4.1.7": "aes-128-ccm",
     "2.16.840.1.101.3.4.1.27": "aes-192-ccm",
     "2.16.840.1.101.3.4.1.47": "aes-256-ccm",
-    "1.2.840.113549.1.9.16.3.18": "chacha20-poly1305",
     "1.2.840.113549.1.9.16.3.14": "rsa-kem",
     "1.3.133.16.840.63.0.16": "ecmqv-sha1kdf",
     "1.3.132.1.15.0": "ecmqv-sha224kdf",
     "1.3.132.1.15.1": "ecmqv-sha256kdf",
     "1.3.132.1.15.2": "ecmqv-sha384kdf",
     "1.3.132.1.15.3": "ecmqv-sha512kdf",
-    "1.3.101.110": "x25519",
-    "1.3.101.111": "x448",
 }
 
 
@@ -180,6 +239,20 @@ CURVE_NAMES: dict[str, str] = {
     "secp521r1": "p521",
 }
 
+# RFC 8418 section 2.2: key agreement with X25519 or X448 and HKDF (the X9.63 schemes of
+# ECDH_SCHEMES may be used with them too). OID -> the HKDF hash.
+HKDF_SCHEMES: dict[str, str] = {
+    "1.2.840.113549.1.9.16.3.19": "sha256",  # dhSinglePass-stdDH-hkdf-sha256-scheme
+    "1.2.840.113549.1.9.16.3.20": "sha384",
+    "1.2.840.113549.1.9.16.3.21": "sha512",
+}
+
+# RFC 8410 key OIDs of the originator's ephemeral key in X25519 / X448 key agreement.
+X_CURVES: dict[str, str] = {
+    "1.3.101.110": "x25519",
+    "1.3.101.111": "x448",
+}
+
 # Named-curve OIDs as they appear in an originator key's ECParameters.
 CURVE_OIDS: dict[str, str] = {
     "1.2.840.10045.3.1.7": "secp256r1",
@@ -260,3 +333,13 @@ def x963_kdf(hash_name: str, shared_secret: bytes, length: int, shared_info: byt
     """ANSI X9.63 KDF of ``shared_secret`` (as RFC 5753 uses it): ``length`` bytes of key."""
     kdf = X963KDF(algorithm=HASHES[hash_name], length=length, sharedinfo=shared_info)
     return kdf.derive(shared_secret)
+
+
+def hkdf(
+    hash_name: str, shared_secret: bytes, length: int, info: bytes, salt: bytes | None
+) -> bytes:
+    """RFC 5869 HKDF of ``shared_secret`` (as RFC 8418 uses it): ``length`` bytes of key, the
+    DER ECC-CMS-SharedInfo as ``info``."""
+    return HKDF(algorithm=HASHES[hash_name], length=length, salt=salt, info=info).derive(
+        shared_secret
+    )

@@ -22,15 +22,17 @@ from asn1crypto import cms, core
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
-from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.decrepit.ciphers.algorithms import RC2, TripleDES
 from cryptography.hazmat.primitives import padding as sym_padding
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa, x448, x25519
 from cryptography.hazmat.primitives.asymmetric import padding as rsa_padding
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherAlgorithm, modes
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.ciphers.algorithms import AES
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from smime_companion.core import rc2
 from smime_companion.core.cms import der_elements, oid_dotted
 from smime_companion.core.cms_algorithms import (
     CONTENT_CIPHERS,
@@ -38,12 +40,16 @@ from smime_companion.core.cms_algorithms import (
     CURVE_OIDS,
     ECDH_SCHEMES,
     HASHES,
+    HKDF_SCHEMES,
     KEY_WRAPS,
+    X_CURVES,
     ContentCipher,
     GcmParameters,
     decode_key_wrap_algorithm,
     describe_oid,
     ecc_cms_shared_info,
+    hkdf,
+    rc2_cipher,
     unwrap_key,
     x963_kdf,
 )
@@ -58,6 +64,7 @@ MAX_RECIPIENTS = 10_000
 _RSA_PKCS1 = "1.2.840.113549.1.1.1"
 _RSA_OAEP = "1.2.840.113549.1.1.7"
 _EC_PUBLIC_KEY = "1.2.840.10045.2.1"
+_RC2_CBC = "1.2.840.113549.3.2"
 
 # What asn1crypto raises when a lazily parsed structure turns out to be broken.
 _PARSE_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError)
@@ -184,7 +191,7 @@ def decrypt(
             plaintext=plaintext,
             content_cipher=cipher.name,
             key_transport=cek.key_transport,
-            integrity_protected=cipher.mode == "gcm",
+            integrity_protected=cipher.aead,
             weak=cipher.weak or cek.weak,
         )
 
@@ -233,13 +240,14 @@ def _read_envelope(
             Decryption.UNSUPPORTED,
             f"content encryption algorithm {describe_oid(oid)} is not supported",
         )
-    elif auth and cipher.mode != "gcm":
+    elif auth and not cipher.aead:
         problem = _Failure(
             Decryption.UNSUPPORTED,
             f"{cipher.name} in AuthEnvelopedData: it needs an authenticated cipher",
         )
-    elif not auth and cipher.mode == "gcm":
-        # RFC 5084 puts GCM in AuthEnvelopedData only; EnvelopedData has no field for the tag.
+    elif not auth and cipher.aead:
+        # RFC 5084 and RFC 8103 put the AEADs in AuthEnvelopedData only; EnvelopedData has no
+        # field for the tag.
         problem = _Failure(
             Decryption.UNSUPPORTED,
             f"{cipher.name} in EnvelopedData, which has no place for its tag",
@@ -249,8 +257,11 @@ def _read_envelope(
 
     if cipher.mode == "cbc":
         iv = algorithm["parameters"]
-        iv_bytes = bytes(iv.native) if isinstance(iv, core.OctetString) else b""
-        block = 8 if cipher.name == "3des-cbc" else 16
+        if cipher.oid == _RC2_CBC:
+            cipher, iv_bytes = _rc2_parameters(iv)
+        else:
+            iv_bytes = bytes(iv.native) if isinstance(iv, core.OctetString) else b""
+        block = cipher.block_size
         if len(iv_bytes) != block:
             raise _Failure(Decryption.MALFORMED, f"the {cipher.name} IV has {len(iv_bytes)} bytes")
         if not ciphertext or len(ciphertext) % block:
@@ -261,6 +272,8 @@ def _read_envelope(
         return _Envelope(recipients, others, cipher, None, iv_bytes, ciphertext, b"", b"")
 
     params_value = algorithm["parameters"]
+    if cipher.mode == "chacha20-poly1305":
+        return _chacha_envelope(content, recipients, others, cipher, params_value, ciphertext)
     if isinstance(params_value, core.Void):
         raise _Failure(Decryption.MALFORMED, f"{cipher.name} without GCMParameters")
     params = GcmParameters.load(params_value.dump(), strict=True)
@@ -276,6 +289,38 @@ def _read_envelope(
         )
     if not 8 <= len(nonce) <= 128:
         raise _Failure(Decryption.UNSUPPORTED, f"GCM nonce of {len(nonce)} bytes")
+    return _Envelope(
+        recipients, others, cipher, None, nonce, ciphertext, tag, _auth_attrs_aad(content)
+    )
+
+
+def _rc2_parameters(parameters: core.Asn1Value) -> tuple[ContentCipher, bytes]:
+    """The RC2 variant and IV of rc2-cbc parameters. Raises _Failure when they are unusable."""
+    try:
+        return rc2_cipher(parameters.dump())
+    except ValueError as exc:
+        raise _Failure(Decryption.MALFORMED, f"rc2-cbc parameters: {_line(exc)}") from None
+
+
+def _chacha_envelope(
+    content: cms.AuthEnvelopedData,
+    recipients: tuple[_Recipient, ...],
+    others: int,
+    cipher: ContentCipher,
+    parameters: core.Asn1Value,
+    ciphertext: bytes | memoryview,
+) -> _Envelope:
+    """RFC 8103: the parameters are the 12-byte nonce (an OCTET STRING), the mac the 16-byte
+    Poly1305 tag. Raises _Failure for anything else."""
+    try:
+        [(tag_number, _, nonce)] = der_elements(parameters.dump())
+    except ValueError:
+        tag_number, nonce = 0, b""
+    if tag_number != 0x04 or len(nonce) != 12:
+        raise _Failure(Decryption.MALFORMED, f"{cipher.name} needs a 12-byte nonce parameter")
+    tag = bytes(content["mac"].native)
+    if len(tag) != 16:
+        raise _Failure(Decryption.MALFORMED, f"the {cipher.name} tag has {len(tag)} bytes, not 16")
     return _Envelope(
         recipients, others, cipher, None, nonce, ciphertext, tag, _auth_attrs_aad(content)
     )
@@ -550,6 +595,8 @@ def _key_agreement(recipient: _Recipient, identity: Identity) -> _Cek:
         )
     public_key_info = originator.chosen
     key_algorithm = public_key_info["algorithm"]["algorithm"].dotted
+    if key_algorithm in X_CURVES:
+        return _x_key_agreement(recipient, identity, X_CURVES[key_algorithm])
     if key_algorithm != _EC_PUBLIC_KEY:
         raise _Failure(
             Decryption.UNSUPPORTED,
@@ -626,6 +673,65 @@ def _key_agreement(recipient: _Recipient, identity: Identity) -> _Cek:
     return _Cek(cek, name, weak=wrap.kind == "3des")
 
 
+def _x_key_agreement(recipient: _Recipient, identity: Identity, curve: str) -> _Cek:
+    """Ephemeral-static X25519 / X448 (RFC 8418): HKDF, or the X9.63 KDF of RFC 5753, over
+    ECC-CMS-SharedInfo, then key unwrap."""
+    kari = recipient.info
+    key = identity.key
+    private_type = x25519.X25519PrivateKey if curve == "x25519" else x448.X448PrivateKey
+    public_type = x25519.X25519PublicKey if curve == "x25519" else x448.X448PublicKey
+    if not isinstance(key, private_type):
+        raise _Failure(
+            Decryption.FAILED,
+            f"{curve} recipient, but the matching certificate's key is not {curve}",
+        )
+    scheme_oid = kari["key_encryption_algorithm"]["algorithm"].dotted
+    x963 = ECDH_SCHEMES.get(scheme_oid)
+    hkdf_hash = HKDF_SCHEMES.get(scheme_oid)
+    if x963 is None and hkdf_hash is None:
+        raise _Failure(
+            Decryption.UNSUPPORTED,
+            f"key agreement algorithm {describe_oid(scheme_oid)} is not supported with {curve}",
+        )
+    name = f"{curve}-hkdf-{hkdf_hash}" if hkdf_hash else f"{curve}-{x963.hash_name}"  # type: ignore[union-attr]
+    wrap_algorithm = decode_key_wrap_algorithm(kari["key_encryption_algorithm"]["parameters"])
+    wrap_oid = wrap_algorithm["algorithm"].dotted
+    wrap = KEY_WRAPS.get(wrap_oid)
+    if wrap is None:
+        raise _Failure(
+            Decryption.UNSUPPORTED,
+            f"key wrap algorithm {describe_oid(wrap_oid)} is not supported",
+            name,
+        )
+    point = bytes(kari["originator"].chosen["public_key"].native)
+    try:
+        shared_secret = key.exchange(public_type.from_public_bytes(point))  # type: ignore[arg-type]
+    except ValueError:
+        # A point of the wrong size, or one of small order (an all-zero shared secret).
+        raise _Failure(
+            Decryption.MALFORMED, f"the originator key is not a usable {curve} key", name
+        ) from None
+    ukm = kari["ukm"]
+    ukm_bytes = None if isinstance(ukm, core.Void) else bytes(ukm.native)
+    shared_info = ecc_cms_shared_info(wrap_algorithm, ukm_bytes)
+    if hkdf_hash is None:
+        assert x963 is not None
+        keks = [x963_kdf(x963.hash_name, shared_secret, wrap.kek_size, shared_info)]
+    else:
+        # RFC 8418 puts the ukm into the SharedInfo; some senders also use it as HKDF's salt.
+        # The key wrap's integrity check tells which one the sender meant.
+        salts = [None, ukm_bytes] if ukm_bytes else [None]
+        keks = [hkdf(hkdf_hash, shared_secret, wrap.kek_size, shared_info, s) for s in salts]
+    for kek in keks:
+        try:
+            return _Cek(unwrap_key(wrap, kek, recipient.encrypted_key), name, weak=False)
+        except (InvalidUnwrap, ValueError):
+            continue
+    raise _Failure(
+        Decryption.FAILED, f"{wrap.name} unwrap failed: wrong key or altered message", name
+    )
+
+
 # --- decrypting the content ---------------------------------------------------------------------
 
 
@@ -656,8 +762,48 @@ def _decrypt_with(envelope: _Envelope, cipher: ContentCipher, cek: bytes) -> byt
                 Decryption.FAILED, "GCM tag mismatch: content was altered or the key is wrong"
             ) from None
 
-    algorithm: CipherAlgorithm = TripleDES(cek) if cipher.name == "3des-cbc" else AES(cek)
-    return _cbc_decrypt(algorithm, envelope.iv, envelope.ciphertext)
+    if cipher.mode == "chacha20-poly1305":
+        try:
+            # One buffer of ciphertext and tag, as cryptography's AEAD interface takes it.
+            return ChaCha20Poly1305(cek).decrypt(
+                envelope.iv, bytes(envelope.ciphertext) + envelope.tag, envelope.aad
+            )
+        except InvalidTag:
+            raise _Failure(
+                Decryption.FAILED, "Poly1305 tag mismatch: content was altered or the key is wrong"
+            ) from None
+    if cipher.oid == _RC2_CBC and (cipher.effective_bits != 128 or len(cek) != 16):
+        return _rc2_python_decrypt(envelope, cipher, cek)
+    return _cbc_decrypt(_cbc_algorithm(cipher, cek), envelope.iv, envelope.ciphertext)
+
+
+def _cbc_algorithm(cipher: ContentCipher, cek: bytes) -> CipherAlgorithm:
+    """cryptography's block cipher for a CBC content cipher and its key."""
+    if cipher.name == "3des-cbc":
+        return TripleDES(cek)
+    if cipher.name == "des-cbc":
+        # Triple-DES with three equal keys is single DES (cryptography's 8-byte form of the
+        # same thing is deprecated and warns).
+        return TripleDES(cek * 3)
+    if cipher.oid == _RC2_CBC:
+        return RC2(cek)  # RC2-128: the one RC2 cryptography implements
+    return AES(cek)
+
+
+def _rc2_python_decrypt(envelope: _Envelope, cipher: ContentCipher, cek: bytes) -> bytes:
+    """RC2 at 40 or 64 effective bits (core.rc2, in Python), padding checked here."""
+    try:
+        padded = rc2.cbc_decrypt(cek, cipher.effective_bits, envelope.iv, envelope.ciphertext)
+    except ValueError as exc:
+        raise _Failure(Decryption.UNSUPPORTED, f"{cipher.name}: {_line(exc)}") from None
+    unpadder = sym_padding.PKCS7(64).unpadder()
+    try:
+        tail = unpadder.update(padded[-8:]) + unpadder.finalize()
+    except ValueError:
+        raise _Failure(
+            Decryption.FAILED, "CBC padding is invalid: wrong key or altered content"
+        ) from None
+    return padded[:-8] + tail
 
 
 def _cbc_decrypt(algorithm: CipherAlgorithm, iv: bytes, ciphertext: bytes | memoryview) -> bytes:

@@ -51,8 +51,10 @@ class SignatureStatus(StrEnum):
     REVOKED = "revoked"
 
 
-# When several signed layers disagree, the overall verdict is the first of these that occurs:
-# a broken signature anywhere outranks a trust problem, which outranks a policy problem.
+# When several signed layers disagree, and among the problems of one signer, the verdict is the
+# first of these that occurs: a broken signature outranks a trust problem, which outranks time,
+# then usage, then the address; a weak algorithm is the least severe, so it never hides another
+# problem (it is still reported beside the verdict: SignerReport.weaknesses).
 SIGNATURE_SEVERITY: tuple[SignatureStatus, ...] = (
     SignatureStatus.INVALID,
     SignatureStatus.MALFORMED,
@@ -62,8 +64,8 @@ SIGNATURE_SEVERITY: tuple[SignatureStatus, ...] = (
     SignatureStatus.EXPIRED,
     SignatureStatus.NOT_YET_VALID,
     SignatureStatus.BAD_EKU,
-    SignatureStatus.WEAK_ALGORITHM,
     SignatureStatus.EMAIL_MISMATCH,
+    SignatureStatus.WEAK_ALGORITHM,
     SignatureStatus.VALID,
     SignatureStatus.NONE,
 )
@@ -146,6 +148,12 @@ class SignerReport:
     # Defects of the signer's certificates that were tolerated, one line each (e.g. a serial
     # number that is not positive): never a reason for the status, always shown beside it.
     notes: tuple[str, ...] = ()
+    # Every problem found, most severe first, as (status, one line): the status and reason
+    # above are the first of them.
+    problems: tuple[tuple[SignatureStatus, str], ...] = ()
+    # Every weak algorithm found (SHA-1, MD5, RSA under 2048 bits), one line each, whether it
+    # made the status weak-algorithm, was outranked by a worse problem, or was accepted.
+    weaknesses: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready summary (no certificates, only their SHA-256 fingerprints)."""
@@ -168,6 +176,8 @@ class SignerReport:
             "signing_time": self.signing_time.isoformat() if self.signing_time else None,
             "capabilities": list(self.capabilities),
             "notes": list(self.notes),
+            "problems": [{"status": str(s), "reason": r} for s, r in self.problems],
+            "weaknesses": list(self.weaknesses),
         }
 
 
@@ -264,13 +274,17 @@ class OpenResult:
 
     @classmethod
     def unopened(
-        cls, raw: bytes, error: str, decryption: Decryption = Decryption.NONE
+        cls,
+        raw: bytes,
+        error: str,
+        decryption: Decryption = Decryption.NONE,
+        signature: SignatureStatus = SignatureStatus.NONE,
     ) -> OpenResult:
         """The result for a message that could not be opened at all: no layers, ``error`` set,
         the raw message as the content (so it is still kept and shown)."""
         return cls(
             decryption=decryption,
-            signature=SignatureStatus.NONE,
+            signature=signature,
             signer=None,
             layers=(),
             content_cipher=None,

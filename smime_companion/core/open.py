@@ -43,7 +43,8 @@ from smime_companion.core import decrypt as decrypt_mod
 from smime_companion.core import verify as verify_mod
 from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.chain import WorkBudget
-from smime_companion.core.cms import ParsedCms, cms_content_type, parse_cms
+from smime_companion.core.cms import ParsedCms, parse_cms
+from smime_companion.core.input_forms import as_message, content_type_oid
 from smime_companion.core.mime import (
     Entity,
     Sender,
@@ -63,6 +64,7 @@ from smime_companion.core.model import (
     OpenResult,
     SignatureStatus,
     SignerReport,
+    VerifyOutcome,
     signed_data_verdict,
     worst_decryption,
     worst_signature,
@@ -77,6 +79,9 @@ WARN_PARTIALLY_ENCRYPTED = "partially-encrypted"
 WARN_PARTIALLY_SIGNED = "partially-signed"
 WARN_WEAK_CIPHER = "weak-cipher"
 WARN_MIME_LIMIT = "mime-limit-reached"
+# A signer used an algorithm we no longer trust (SHA-1, MD5, RSA under 2048 bits), whether that
+# decided the verdict (weak-algorithm) or was accepted for archives (allow_weak, allow_sha1).
+WARN_WEAK_ALGORITHM = "weak-algorithm"
 # A signer's certificate (or a CA above it) has a serial number that is not positive: accepted,
 # and named in that signer's ``notes``.
 WARN_NON_POSITIVE_SERIAL = "non-positive-serial"
@@ -126,17 +131,27 @@ def open_message(
     extra_certificates: Sequence[x509.Certificate] = (),
     allow_sha1: bool = False,
     limits: Limits = DEFAULT_LIMITS,
+    allow_weak: bool = False,
 ) -> OpenResult:
-    """Open ``raw`` (a whole RFC 5322 message): decrypt with ``identities``, verify against
-    ``anchors`` at time ``at`` (timezone-aware), and unwrap every layer.
+    """Open ``raw`` (a whole RFC 5322 message, or any form :func:`core.input_forms.as_message`
+    accepts: a leading mbox ``From `` line, a bare DER/BER/PEM CMS object): decrypt with
+    ``identities``, verify against ``anchors`` at time ``at`` (timezone-aware), and unwrap every
+    layer.
 
     Never raises for untrusted input: problems are statuses, warnings and ``error`` in the
-    result, and the work is bounded (see the module docstring). ``extra_certificates`` (e.g.
-    harvested intermediates) help build signer chains.
+    result, and the work is bounded (see the module docstring). ``extra_certificates``
+    (harvested certificates, ``open --certfile``) are where a signer certificate the message left
+    out, and its issuers, are looked for. ``allow_sha1`` accepts SHA-1; ``allow_weak`` accepts
+    every weak algorithm (SHA-1, MD5, RSA under 2048 bits) for archives: either way the weakness
+    is still reported (warning ``weak-algorithm``).
     """
     if at.tzinfo is None:
         raise ValueError("open_message needs a timezone-aware time")
-    opener = _Opener(identities, anchors, at, extra_certificates, allow_sha1, limits)
+    if len(raw) <= limits.max_message_bytes:
+        raw = as_message(raw)
+    opener = _Opener(
+        identities, anchors, at, extra_certificates, allow_sha1 or allow_weak, limits, allow_weak
+    )
     return opener.run(raw)
 
 
@@ -158,7 +173,9 @@ def with_revoked_signers(result: OpenResult, revoked: Mapping[str, str]) -> Open
         why = revoked.get(fingerprint_sha256(signer.certificate))
         if why is None or _SEVERITY[signer.status] <= _SEVERITY[SignatureStatus.REVOKED]:
             return signer
-        return replace(signer, status=SignatureStatus.REVOKED, reason=f"revoked: {why}")
+        reason = f"revoked: {why}"
+        problems = ((SignatureStatus.REVOKED, reason), *signer.problems)
+        return replace(signer, status=SignatureStatus.REVOKED, reason=reason, problems=problems)
 
     layers, signers = _remarked(result.layers, result.signers, mark)
     signed = [layer for layer in layers if layer.signature is not None]
@@ -212,12 +229,14 @@ class _Opener:
         extra_certificates: Sequence[x509.Certificate],
         allow_sha1: bool,
         limits: Limits,
+        allow_weak: bool = False,
     ) -> None:
         self.identities = identities
         self.anchors = anchors
         self.at = at
         self.extra_certificates = extra_certificates
         self.allow_sha1 = allow_sha1
+        self.allow_weak = allow_weak
         self.limits = limits
         # The entity parsed last, with its raw bytes: _signed_from reads the From of the content
         # that the walk parses next, so the walk reuses that parse instead of repeating it.
@@ -236,12 +255,14 @@ class _Opener:
         return entity
 
     def run(self, raw: bytes) -> OpenResult:
+        # A message that cannot be read at all is malformed, never "not signed, not encrypted":
+        # nothing about it was checked.
         if len(raw) > self.limits.max_message_bytes:
-            return OpenResult.unopened(raw, f"message of {len(raw)} bytes is larger than the limit")
+            return _malformed(raw, f"message of {len(raw)} bytes is larger than the limit")
         try:
             entity = parse_entity(raw, self.limits.max_header_bytes)
         except MalformedInput as exc:
-            return OpenResult.unopened(raw, f"message is malformed: {exc}")
+            return _malformed(raw, f"message is malformed: {exc}")
         self.decompression_budget = self.decompression_left = min(
             self.limits.max_content_bytes,
             self.limits.decompression_allowance + self.limits.decompressed_per_byte * len(raw),
@@ -269,7 +290,7 @@ class _Opener:
                 error = f"more than {self.limits.max_layers} S/MIME layers; stopped unwrapping"
                 break
             if kind == "multipart/signed":
-                step = self._open_multipart_signed(entity, sender)
+                step = self._open_multipart_signed(entity, sender, inside_layer=bool(layers))
             elif kind == "rfc822":
                 step = _Step(Layer(type="rfc822"), entity.decoded_body())
             else:
@@ -319,6 +340,9 @@ class _Opener:
             warnings.append(WARN_NOT_INTEGRITY_PROTECTED)
         if any(s.notes for s in signer_tuple):
             warnings.append(WARN_NON_POSITIVE_SERIAL)
+        if any(s.weaknesses for s in signer_tuple):
+            # Reported beside the verdict, whether it decided it or was accepted for archives.
+            warnings.append(WARN_WEAK_ALGORITHM)
         # S/MIME parts hidden in the content (an unprotected multipart, an attached message,
         # a decrypted multipart): named, never opened or joined to what is shown.
         mime_type = entity.content_type.mime_type
@@ -344,7 +368,9 @@ class _Opener:
 
     # -- one layer each ---------------------------------------------------------------------
 
-    def _open_multipart_signed(self, entity: Entity, sender: Sender) -> _Step:
+    def _open_multipart_signed(
+        self, entity: Entity, sender: Sender, inside_layer: bool = False
+    ) -> _Step:
         try:
             parts = multipart_parts(entity, self.limits.max_parts)
             if len(parts) != 2:
@@ -368,17 +394,17 @@ class _Opener:
                 next_raw=_first_part_or_none(entity, self.limits.max_parts),
             )
         checked = self._signed_from(signed_raw, sender)
-        outcome = verify_mod.verify_signed_data(
-            info,
-            to_crlf(signed_raw),
-            anchors=self.anchors,
-            at=self.at,
-            from_addresses=checked.addresses,
-            from_problem=checked.problem,
-            allow_sha1=self.allow_sha1,
-            extra_certificates=self.extra_certificates,
-            budget=self.budget,
-        )
+        canonical = to_crlf(signed_raw)
+        outcome = self._verify(info, canonical, checked)
+        retry = inside_layer and canonical is not signed_raw
+        if outcome.status == SignatureStatus.INVALID and retry:
+            # NSS/Thunderbird sign a multipart/signed nested inside an opaque signed or encrypted
+            # layer over its bare-LF bytes, which no transport rewrote: like ``openssl cms
+            # -binary``, verify the bytes as received when the canonical form fails. Never for
+            # the top level, where mail is canonical CRLF by definition.
+            as_received = self._verify(info, signed_raw, checked)
+            if as_received.status != SignatureStatus.INVALID:
+                outcome = as_received
         return _Step(
             Layer(
                 type="signed",
@@ -388,6 +414,24 @@ class _Opener:
             ),
             next_raw=signed_raw,
             signers=outcome.signers,
+        )
+
+    def _verify(
+        self, info: cms.ContentInfo, content: bytes | None, checked: Sender
+    ) -> VerifyOutcome:
+        """verify_signed_data with this message's anchors, time, policy and budget, against
+        the ``checked`` sender (the one From rule)."""
+        return verify_mod.verify_signed_data(
+            info,
+            content,
+            anchors=self.anchors,
+            at=self.at,
+            from_addresses=checked.addresses,
+            from_problem=checked.problem,
+            allow_sha1=self.allow_sha1,
+            allow_weak=self.allow_weak,
+            extra_certificates=self.extra_certificates,
+            budget=self.budget,
         )
 
     def _open_cms(self, entity: Entity, sender: Sender) -> _Step:
@@ -411,18 +455,8 @@ class _Opener:
         cut = bytes(parsed.content) if parsed.content is not None else None
         encapsulated = cut if cut is not None else _encapsulated_content(info)
         checked = self._signed_from(encapsulated, sender)
-        outcome = verify_mod.verify_signed_data(
-            info,
-            # The eContent cut out by parse_cms is checked as the signed bytes it is.
-            cut,
-            anchors=self.anchors,
-            at=self.at,
-            from_addresses=checked.addresses,
-            from_problem=checked.problem,
-            allow_sha1=self.allow_sha1,
-            extra_certificates=self.extra_certificates,
-            budget=self.budget,
-        )
+        # The eContent cut out by parse_cms is checked as the signed bytes it is.
+        outcome = self._verify(info, cut, checked)
         return _Step(
             Layer(
                 type="signed-data",
@@ -517,8 +551,8 @@ class _Opener:
             mime_type = entity.content_type.mime_type
             if depth > 0:
                 kind = _layer_kind(entity, inside_layer=False)
-                if kind == "cms":
-                    kind = _peeked_kind(entity)
+                if kind == "cms":  # no smime-type (Outlook's octet-stream smime.p7m): peek
+                    kind = _peeked_cms_kind(entity)
                 if kind == "multipart/signed" or kind == "signed":
                     _add(found, WARN_PARTIALLY_SIGNED)
                     continue
@@ -579,18 +613,31 @@ def _layer_kind(entity: Entity, inside_layer: bool) -> str | None:
     return "cms"
 
 
-def _peeked_kind(entity: Entity) -> str:
-    """``signed``, ``encrypted`` or ``compressed`` for a CMS part without an smime-type, from the
-    content type at the start of its body; ``encrypted`` when that cannot be read (a ``.p7m``
-    is an envelope far more often than anything else)."""
+_PEEK_KINDS = {
+    bytes.fromhex("06092a864886f70d010702"): "signed",
+    bytes.fromhex("06092a864886f70d010703"): "encrypted",
+    bytes.fromhex("060b2a864886f70d0109100117"): "encrypted",
+    bytes.fromhex("060b2a864886f70d0109100109"): "compressed",
+}
+
+
+def _malformed(raw: bytes, error: str) -> OpenResult:
+    return OpenResult.unopened(raw, error, Decryption.MALFORMED, SignatureStatus.MALFORMED)
+
+
+def _peeked_cms_kind(entity: Entity) -> str:
+    """What a CMS part without an smime-type holds, read from the first bytes of its body:
+    ``signed``, ``encrypted`` (also when it cannot be told: an .p7m attachment is usually
+    encrypted, and must never pass for plain content), or ``compressed``."""
     try:
-        head = entity.raw[entity.body_start : entity.body_start + 96]
+        head = entity.body[:256]
         if entity.transfer_encoding == "base64":
-            head = decode_transfer_encoding(head[: len(head) - len(head) % 4], "base64")
-        kind = cms_content_type(head)
+            text = head.translate(None, b" \t\r\n")
+            head = decode_transfer_encoding(text[: len(text) // 4 * 4], "base64")
+        oid = content_type_oid(head)
     except MalformedInput:
         return "encrypted"
-    return {"signed_data": "signed", "compressed_data": "compressed"}.get(kind or "", "encrypted")
+    return _PEEK_KINDS.get(oid, "encrypted") if oid is not None else "encrypted"
 
 
 def _checked_against_shown(
@@ -615,7 +662,10 @@ def _checked_against_shown(
         else:
             held = ", ".join(signer.addresses) or "no address"
             reason = f"signer is {held}, not the From address {shown.address} shown"
-        return replace(signer, status=SignatureStatus.EMAIL_MISMATCH, reason=reason)
+        problems = ((SignatureStatus.EMAIL_MISMATCH, reason), *signer.problems)
+        return replace(
+            signer, status=SignatureStatus.EMAIL_MISMATCH, reason=reason, problems=problems
+        )
 
     return _remarked(layers, signers, mark)
 

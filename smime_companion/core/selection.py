@@ -131,6 +131,15 @@ def encryption_problem(
     checked) is refused; one that names no responder and no CRL is accepted, as there is nobody
     to ask. Never raises.
     """
+    # Time first: trusting an expired certificate would not make it usable, so saying so
+    # would send the user the wrong way.
+    if at > record.not_after:
+        return (
+            f"expired on {record.not_after:%Y-%m-%d}: ask {record.address} for a signed message "
+            "made with their new certificate"
+        )
+    if at < record.not_before:
+        return f"not valid before {record.not_before:%Y-%m-%d}"
     if record.trust == Trust.KEY_CHANGED:
         return f"key changed: confirm it with 'certs trust {record.fingerprint}'"
     if record.trust not in USABLE_TRUST:
@@ -143,10 +152,6 @@ def encryption_problem(
         Revocation.NOT_CHECKED,
     ):
         return f"revocation status {record.revocation} (policy hard)"
-    if at < record.not_before:
-        return "not yet valid"
-    if at > record.not_after:
-        return "expired"
     if not is_usable_for_email(record.certificate):
         return "not for email protection"
     if not allows_encryption(record.certificate):

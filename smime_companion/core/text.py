@@ -54,6 +54,7 @@ class Part:
     is_attachment: bool
     data: bytes
     charset: str | None = None
+    content_id: str | None = None  # without angle brackets, as a cid: URL names it
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,11 @@ def _walk(entity: Entity, depth: int, counter: list[int]) -> Iterator[Part]:
         or bool(filename)
         or ctype.mime_type not in ("text/plain", "text/html")
     )
-    yield Part(counter[0], ctype.mime_type, filename, is_attachment, data, ctype.param("charset"))
+    content_id = (entity.get("Content-ID") or "").strip().strip("<>").strip() or None
+    yield Part(
+        counter[0], ctype.mime_type, filename, is_attachment, data, ctype.param("charset"),
+        content_id,
+    )  # fmt: skip
 
 
 def _disposition_is_attachment(entity: Entity) -> bool:
@@ -175,9 +180,14 @@ def _param(value: str, name: str) -> str | None:
     return decode_header_text(found) if found else None
 
 
+def decoded_text(part: Part) -> str:
+    """The part's bytes decoded with its charset (UTF-8 when unknown), HTML left as it is."""
+    return _decode_charset(part.data, part.charset)
+
+
 def part_text(part: Part) -> str:
     """The text of a text part: decoded with its charset, HTML converted to plain text."""
-    text = _decode_charset(part.data, part.charset)
+    text = decoded_text(part)
     if part.mime_type == "text/html":
         return html_to_text(text)
     return text
@@ -247,6 +257,8 @@ class _TextExtractor(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.out: list[str] = []
         self.skip_depth = 0
+        # The target of each open <a>, and where its text starts in ``out``.
+        self.links: list[tuple[str | None, int]] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in _SKIP_TAGS:
@@ -257,10 +269,19 @@ class _TextExtractor(HTMLParser):
             alt = dict(attrs).get("alt")
             if alt:
                 self.out.append(f" {alt} ")
+        elif tag == "a":
+            self.links.append((dict(attrs).get("href"), len(self.out)))
 
     def handle_endtag(self, tag: str) -> None:
         if tag in _SKIP_TAGS:
             self.skip_depth = max(0, self.skip_depth - 1)
+        elif tag == "a" and self.links:
+            href, start = self.links.pop()
+            target = _link_target(href)
+            # The target after the link's text, unless the text already says it: a link whose
+            # words hide where it goes is exactly what a reader (and a search) must see.
+            if target and target not in "".join(self.out[start:]):
+                self.out.append(f" <{target}>")
         elif tag in _BLOCK_TAGS:
             self.out.append("\n")
 
@@ -269,9 +290,24 @@ class _TextExtractor(HTMLParser):
             self.out.append(data)
 
 
+def _link_target(href: str | None) -> str | None:
+    """The part of a link worth showing: web and mail addresses (``mailto:`` dropped), not
+    in-page anchors or scripts."""
+    if not href:
+        return None
+    href = href.strip()
+    lowered = href.lower()
+    if lowered.startswith("mailto:"):
+        return href[7:].split("?", 1)[0] or None
+    if lowered.startswith(("http://", "https://", "ftp://")):
+        return href
+    return None
+
+
 def html_to_text(html: str) -> str:
     """Readable plain text of an HTML document: tags dropped, entities decoded, script and style
-    left out, block elements on their own lines."""
+    left out, block elements on their own lines, and each link's target after its text
+    (``Pay here <https://...>``) unless the text already shows it."""
     parser = _TextExtractor()
     parser.feed(html)
     parser.close()
@@ -284,6 +320,7 @@ __all__ = [
     "MessageText",
     "Part",
     "decode_header_text",
+    "decoded_text",
     "export_message",
     "extract_text",
     "get_part",

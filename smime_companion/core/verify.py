@@ -71,6 +71,7 @@ from smime_companion.core.chain import (
 )
 from smime_companion.core.cms import der_elements, oid_dotted, read_attributes
 from smime_companion.core.model import (
+    SIGNATURE_SEVERITY,
     SignatureStatus,
     SignerReport,
     VerifyOutcome,
@@ -105,8 +106,10 @@ _SINGLE_ATTRIBUTES = {
     "1.2.840.113549.1.9.5": "signingTime",
 }
 
-# Stages of the per-signer checks; the earliest failing stage decides the status.
-_CRYPTO, _WEAK, _CHAIN, _USAGE, _ADDRESS = range(5)
+# Stages of the per-signer checks, in the order of the issue-16 verdict model: a problem's
+# severity (SIGNATURE_SEVERITY) decides the status; the stages order the paths compared.
+_CRYPTO, _CHAIN, _USAGE, _ADDRESS, _WEAK = range(5)
+_RANK = {status: rank for rank, status in enumerate(SIGNATURE_SEVERITY)}
 
 
 def verify_signed_data(
@@ -118,6 +121,7 @@ def verify_signed_data(
     from_addresses: Sequence[str],
     allow_sha1: bool = False,
     extra_certificates: Sequence[x509.Certificate] = (),
+    allow_weak: bool = False,
     from_problem: str | None = None,
     budget: WorkBudget | None = None,
 ) -> VerifyOutcome:
@@ -130,10 +134,14 @@ def verify_signed_data(
     trust anchors, ``at`` the aware time at which certificates must be valid, ``from_addresses``
     the message's From address (a signature is valid only when there is exactly one),
     ``from_problem`` why the message has no single From address (see
-    :func:`smime_companion.core.mime.sender_of`; it fails the address check), and
-    ``extra_certificates`` further certificates (e.g. harvested intermediates) to find the signer
-    and its issuers among. ``budget`` is what the whole message may still spend on path search
-    and certificate signature checks (a fresh :class:`WorkBudget` when None).
+    :func:`smime_companion.core.mime.sender_of`; it fails the address check),
+    ``extra_certificates`` further certificates (harvested ones, ``open --certfile``) to find the
+    signer and its issuers among; a signer certificate the message left out is also looked for
+    among the anchors (a self-signed signer, as gpgsm sends by default). ``allow_sha1`` accepts
+    SHA-1, ``allow_weak`` every weak algorithm (SHA-1, MD5, RSA under 2048 bits); an accepted
+    weakness is still listed in the signer's ``weaknesses``. ``budget`` is what the whole
+    message may still spend on path search and certificate signature checks (a fresh
+    :class:`WorkBudget` when None).
 
     Returns a ``VerifyOutcome`` whose ``content`` is the signed content whenever it could be
     found. Raises :class:`UsageError` only for misuse: ``info`` that is not signed-data, or a naive
@@ -171,19 +179,35 @@ def verify_signed_data(
         content=content,
         econtent_type=econtent_type,
         message_certs=message_certs,
-        pool=dedupe(
-            message_certs + [cert_of(c) for c in extra_certificates[:MAX_EXTRA_CERTIFICATES]]
-        ),
+        pool=dedupe(message_certs + _extra_certs(extra_certificates)),
         anchors=dedupe([cert_of(c) for c in anchors]),
         at=at,
         from_addresses=tuple(a.strip().lower() for a in from_addresses if a.strip()),
         from_problem=from_problem,
-        allow_sha1=allow_sha1,
+        allow_sha1=allow_sha1 or allow_weak,
         budget=budget if budget is not None else WorkBudget(),
+        allow_weak=allow_weak,
     )
     reports = tuple(_check_signer_safely(i, si, context) for i, si in enumerate(signer_infos))
     status = signed_data_verdict([r.status for r in reports])
     return VerifyOutcome(status=status, signers=reports, content=content, error=note)
+
+
+_last_extras: tuple[Sequence[x509.Certificate], list[Cert]] | None = None
+
+
+def _extra_certs(extra: Sequence[x509.Certificate]) -> list[Cert]:
+    """``extra`` as shared ``Cert`` objects. The daemon passes the same (possibly long) list of
+    harvested certificates with every message: it is converted once, not per message."""
+    global _last_extras
+    if not extra:
+        return []
+    last = _last_extras
+    if last is not None and last[0] is extra:
+        return last[1]
+    converted = [cert_of(c) for c in extra[:MAX_EXTRA_CERTIFICATES]]
+    _last_extras = (extra, converted)
+    return converted
 
 
 # --- the signed content and the message's certificates -----------------------------------------
@@ -235,6 +259,7 @@ class _Context:
     from_problem: str | None
     allow_sha1: bool
     budget: WorkBudget
+    allow_weak: bool = False
     digests: dict[str, bytes] = field(default_factory=dict)  # content digest by algorithm name
     _builder: PathBuilder | None = None
 
@@ -269,14 +294,23 @@ class _Findings:
     capabilities: tuple[str, ...] = ()
     capability_oids: tuple[str, ...] = ()
     encryption_key_preference: tuple[Any, ...] | None = None
+    weaknesses: list[str] = field(default_factory=list)
 
     def fail(self, stage: int, status: SignatureStatus, reason: str) -> None:
         self.problems.append((stage, status, reason))
 
+    def weak(self, reason: str, allowed: bool) -> None:
+        """A weak algorithm: always listed, a problem unless the caller accepts it."""
+        if reason not in self.weaknesses:
+            self.weaknesses.append(reason)
+        if not allowed:
+            self.fail(_WEAK, S.WEAK_ALGORITHM, reason)
+
     def report(self, message_certs: list[Cert]) -> SignerReport:
         if self.problems:
-            # sorted() is stable: within a stage the first problem found wins.
-            ordered = sorted(self.problems, key=lambda p: p[0])
+            # The most severe problem decides; sorted() is stable, so among equals the first
+            # found wins.
+            ordered = sorted(self.problems, key=lambda p: (_RANK[p[1]], p[0]))
             status, reason = ordered[0][1], ordered[0][2]
             others = list(dict.fromkeys(str(p[1]) for p in ordered[1:] if p[1] != status))
             if others:
@@ -298,6 +332,12 @@ class _Findings:
             capability_oids=self.capability_oids,
             encryption_key_preference=self.encryption_key_preference,
             notes=tuple(n for c in self.chain or () for n in certificate_notes(c)),
+            problems=tuple(
+                dict.fromkeys(
+                    (p[1], p[2]) for p in sorted(self.problems, key=lambda p: (_RANK[p[1]], p[0]))
+                )
+            ),
+            weaknesses=tuple(self.weaknesses),
         )
 
 
@@ -406,6 +446,16 @@ def _check_signer(si: cms.SignerInfo, ctx: _Context, f: _Findings) -> None:
         )
     else:
         candidates = _find_signer_certificate(si["sid"], ctx.pool)
+    if not candidates and ctx.anchors:
+        # Not in the message nor among the extra certificates: a self-signed signer configured
+        # as a trust anchor (gpgsm sends no certificate for one by default).
+        candidates = (
+            _find_signer_certificate(si["sid"], ctx.anchors)
+            if raw is None
+            else _find_by_key_id(raw.sid, ctx.anchors)
+            if isinstance(raw.sid, bytes)
+            else _find_by_issuer(*raw.sid, ctx.anchors)
+        )
     if candidates:
         _name_signer(candidates[0], ctx, f)
 
@@ -432,7 +482,10 @@ def _check_signer(si: cms.SignerInfo, ctx: _Context, f: _Findings) -> None:
                 "of the message (the rest were not read)"
             )
         else:
-            reason = "the signer certificate is not in the message"
+            reason = (
+                "the signer certificate is not in the message, nor among the trust anchors "
+                "and the certificates given (open --certfile, or harvested)"
+            )
         f.fail(_CHAIN, S.UNTRUSTED, reason)
         raise _Stop
 
@@ -686,9 +739,11 @@ def _verifying_candidate(
         if index:
             _name_signer(cert, ctx, f)
         f.problems.extend(trial.problems)
+        f.weaknesses.extend(w for w in trial.weaknesses if w not in f.weaknesses)
         return cert
     assert first is not None
     f.problems.extend(first.problems)
+    f.weaknesses.extend(w for w in first.weaknesses if w not in f.weaknesses)
     raise _Stop
 
 
@@ -759,10 +814,13 @@ def _check_signature(
 
     # The signature is sound; now judge how strong its algorithms are.
     for used in dict.fromkeys((digest_name, algorithm.hash_name or digest_name)):
-        if used == "md5" or (used == "sha1" and not ctx.allow_sha1):
-            f.fail(_WEAK, S.WEAK_ALGORITHM, f"signed with {used.upper()}, no longer trusted")
+        if used in ("md5", "sha1"):
+            f.weak(
+                f"signed with {_HASH_NAMES[used]}, no longer trusted",
+                ctx.allow_weak or (used == "sha1" and ctx.allow_sha1),
+            )
     if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
-        f.fail(_WEAK, S.WEAK_ALGORITHM, f"signer key is RSA-{key.key_size}, under {MIN_RSA_BITS}")
+        f.weak(f"signer key is RSA-{key.key_size}, under {MIN_RSA_BITS}", ctx.allow_weak)
 
 
 # --- the certificate path --------------------------------------------------------------------
@@ -774,57 +832,75 @@ def _check_chain(signer: Cert, ctx: _Context, f: _Findings) -> None:
     paths = builder.paths(signer)
     if not paths:
         f.fail(_CHAIN, S.UNTRUSTED, builder.why_not(signer))
+        # Every problem found is reported: the signer's own validity too, beside the verdict.
+        validity = _validity_problem(signer, "signer certificate", ctx.at)
+        if validity is not None:
+            f.fail(_CHAIN, *validity)
         return
-    judged = [(path, _path_problems(path, ctx, f.addresses)) for path in paths]
+    judged = []
+    for path in paths:
+        weaknesses: list[str] = []
+        judged.append((path, _path_problems(path, ctx, f.addresses, weaknesses), weaknesses))
     # The best path is the one whose first problem comes latest (none at all is best), then the
     # one with fewest problems: a renewed intermediate wins over an expired twin.
-    path, problems = min(
+    path, problems, path_weaknesses = min(
         judged, key=lambda item: (min((p[0] for p in item[1]), default=99) * -1, len(item[1]))
     )
     f.chain = tuple(c.cert for c in path)
     f.problems.extend(problems)
+    for reason in path_weaknesses:
+        if reason not in f.weaknesses:
+            f.weaknesses.append(reason)
+
+
+def _validity_problem(c: Cert, role: str, at: datetime) -> tuple[SignatureStatus, str] | None:
+    """``expired`` or ``not-yet-valid`` with its reason when ``c`` is not valid at ``at``."""
+    not_before, not_after = c.validity
+    if at < not_before:
+        return S.NOT_YET_VALID, f"{role} {c.subject_text} is valid from {not_before.date()}"
+    if at > not_after:
+        return S.EXPIRED, f"{role} {c.subject_text} expired on {not_after.date()}"
+    return None
 
 
 def _path_problems(
-    path: tuple[Cert, ...], ctx: _Context, addresses: tuple[str, ...]
+    path: tuple[Cert, ...], ctx: _Context, addresses: tuple[str, ...], weaknesses: list[str]
 ) -> list[tuple[int, SignatureStatus, str]]:
+    """The problems of one path; its weak algorithms are added to ``weaknesses`` (and are
+    problems only when not accepted)."""
     problems: list[tuple[int, SignatureStatus, str]] = []
     for position, c in enumerate(path):
         role = _role(position, len(path))
         subject = c.subject_text
-        not_before, not_after = c.validity
-        if ctx.at < not_before:
-            when = not_before.date().isoformat()
-            problems.append((_CHAIN, S.NOT_YET_VALID, f"{role} {subject} is valid from {when}"))
-        elif ctx.at > not_after:
-            when = not_after.date().isoformat()
-            problems.append((_CHAIN, S.EXPIRED, f"{role} {subject} expired on {when}"))
+        validity = _validity_problem(c, role, ctx.at)
+        if validity is not None:
+            problems.append((_CHAIN, *validity))
         if 0 < position < len(path) - 1 and not c.usable_for_email:
             problems.append((_USAGE, S.BAD_EKU, f"{role} {subject} is not for email protection"))
         if position < len(path) - 1:
             # The anchor's own signature and key are not judged: it is trusted by configuration.
-            weak = _weak_hash(c.signature_hash, ctx.allow_sha1)
+            found: list[tuple[str, bool]] = []
             if 0 < position and c.rsa_bits < MIN_RSA_BITS:
-                problems.append(
-                    (_WEAK, S.WEAK_ALGORITHM, f"{role} {subject} has an RSA-{c.rsa_bits} key")
+                found.append((f"{role} {subject} has an RSA-{c.rsa_bits} key", ctx.allow_weak))
+            if c.signature_hash in _HASH_NAMES:
+                hash_name = str(c.signature_hash)
+                found.append(
+                    (
+                        f"{role} {subject} is signed with {_HASH_NAMES[hash_name]}",
+                        ctx.allow_weak or (hash_name == "sha1" and ctx.allow_sha1),
+                    )
                 )
-            if weak:
-                problems.append(
-                    (_WEAK, S.WEAK_ALGORITHM, f"{role} {subject} is signed with {weak}")
-                )
+            for reason, allowed in found:
+                weaknesses.append(reason)
+                if not allowed:
+                    problems.append((_WEAK, S.WEAK_ALGORITHM, reason))
     constraint = name_constraint_violation(path, addresses)
     if constraint:
         problems.append((_CHAIN, S.UNTRUSTED, constraint))
     return problems
 
 
-def _weak_hash(name: str | None, allow_sha1: bool) -> str | None:
-    """How a weak certificate signature hash is named in a reason, or None when acceptable."""
-    if name == "md5":
-        return "MD5"
-    if name == "sha1" and not allow_sha1:
-        return "SHA-1"
-    return None
+_HASH_NAMES = {"md5": "MD5", "sha1": "SHA-1"}  # the weak hashes, as reasons name them
 
 
 def _role(position: int, length: int) -> str:

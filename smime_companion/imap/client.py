@@ -42,7 +42,7 @@ from imapclient import IMAPClient
 from imapclient import exceptions as imap_exceptions
 from imapclient.datetime_util import parse_to_datetime
 
-from smime_companion.errors import ImapError
+from smime_companion.errors import AuthenticationFailed, ImapError
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,9 @@ def open_session(spec: ServerSpec) -> IMAPClient:
             "set ca_file to the server's CA if it is yours"
         ) from None
     except (OSError, ssl.SSLError, imaplib.IMAP4.error) as exc:
-        raise ImapError(f"{spec.label}: cannot connect: {reason(exc)}") from None
+        raise ImapError(
+            f"{spec.label}: cannot connect: {reason(exc)}{tls_hint(exc, spec.tls, 'tls')}"
+        ) from None
     # Aware UTC datetimes for INTERNALDATE rather than naive local times.
     imap.normalise_times = False
     try:
@@ -233,7 +235,7 @@ def open_session(spec: ServerSpec) -> IMAPClient:
     except imap_exceptions.LoginError as exc:
         shutdown(imap)
         # The server's text may echo the mechanism but never the secret we sent.
-        raise ImapError(
+        raise AuthenticationFailed(
             f"{spec.label}: login refused for {spec.username} ({spec.auth}): {reason(exc)}"
         ) from None
     except (OSError, imaplib.IMAP4.error) as exc:
@@ -243,6 +245,56 @@ def open_session(spec: ServerSpec) -> IMAPClient:
         shutdown(imap)
         raise
     return imap
+
+
+@dataclass(frozen=True)
+class ServerCertificate:
+    """What the TLS handshake with a server showed: its certificate (DER) and whether the
+    system's CAs (plus ``ca_file``) vouch for it; ``problem`` says why not."""
+
+    der: bytes
+    trusted: bool
+    problem: str | None = None
+
+
+def server_certificate(
+    host: str, port: int, tls: str, ca_file: Path | None = None, timeout: float = 10.0
+) -> ServerCertificate:
+    """Handshake with the IMAP server (implicit TLS, or STARTTLS after the greeting) and
+    return its certificate, verified or not (for ``init``, which offers to pin one the system
+    does not trust, as ssh does). Raises ImapError when the server cannot be reached or speaks
+    no TLS there."""
+    label = f"{host}:{port}"
+    verifying = ssl_context(ca_file)
+    problem: str | None = None
+    for context in (verifying, None):
+        try:
+            with socket.create_connection((host, port), timeout=timeout) as raw:
+                if tls == "starttls":
+                    reader = raw.makefile("rb")
+                    reader.readline()  # the greeting
+                    raw.sendall(b"s1 STARTTLS\r\n")
+                    line = reader.readline()
+                    while line.startswith(b"* "):
+                        line = reader.readline()
+                    if not line.startswith(b"s1 OK"):
+                        raise ImapError(f"{label}: STARTTLS refused: {_text(line).strip()[:100]}")
+                if context is None:  # only to read the certificate that was not trusted
+                    context = ssl.create_default_context()
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+                with context.wrap_socket(raw, server_hostname=host) as wrapped:
+                    der = wrapped.getpeercert(binary_form=True) or b""
+            if context is verifying:
+                return ServerCertificate(der, True)
+            return ServerCertificate(der, False, problem)
+        except ssl.SSLCertVerificationError as exc:
+            problem = exc.verify_message or str(exc)
+            continue
+        except (OSError, ssl.SSLError) as exc:
+            hint = tls_hint(exc, tls, "tls")
+            raise ImapError(f"{label}: cannot connect: {reason(exc)}{hint}") from None
+    raise ImapError(f"{label}: no TLS certificate")  # pragma: no cover (the loop returns)
 
 
 def shutdown(imap: IMAPClient) -> None:
@@ -849,8 +901,26 @@ def _as_bytes(value: Any) -> bytes:
     return str(value).encode("utf-8", "replace")
 
 
+def tls_hint(exc: BaseException, tls: str, key: str) -> str:
+    """A hint for a TLS handshake that met a server speaking no TLS on that port (a plain or
+    STARTTLS port configured as implicit TLS), else ``""``. ``key`` names the config key."""
+    if tls == "implicit" and isinstance(exc, ssl.SSLError) and "WRONG_VERSION_NUMBER" in str(exc):
+        return (
+            f"; the server did not answer with TLS: this port may expect STARTTLS "
+            f'(set {key} = "starttls", usually with port 143 for IMAP or 587 for SMTP)'
+        )
+    return ""
+
+
+# How Python shows bytes in an exception's text: b'...' or b"..." (imaplib passes the server's
+# reply as bytes, and imapclient turns the exception into a string).
+_BYTES_REPR = re.compile(r"\bb'((?:[^'\\]|\\.)*)'" + r'|\bb"((?:[^"\\]|\\.)*)"')
+
+
 def reason(exc: BaseException) -> str:
-    """A one-line reason for a library exception."""
+    """A one-line reason for a library exception, with the server's words as text (never a
+    Python ``b'...'``)."""
     text = " ".join(_text(a) for a in exc.args) if exc.args else type(exc).__name__
+    text = _BYTES_REPR.sub(lambda m: m.group(1) if m.group(1) is not None else m.group(2), text)
     text = " ".join(text.split())
     return (text[:200] + "...") if len(text) > 200 else text or type(exc).__name__

@@ -6,11 +6,19 @@ module of its own, beside :mod:`smime_companion.imap.client`, because the sync's
 read-only by design (EXAMINE, BODY.PEEK) and the outbox must write: CREATE, APPEND, UID MOVE,
 UID EXPUNGE.
 
-Folders: the outbox (``S/MIME Outbox`` by default) and its subfolders ``Held`` and ``Rejected``
-are created when missing. A draft's ref is ``[folder, uidvalidity, uid]`` as JSON: a ref whose
-UIDVALIDITY no longer matches names nothing (the draft is found again by its digest on the next
-listing). Only what the outbox writes reaches the server: sealed (encrypted) copies in Sent,
-plain notices in INBOX, and the user's own drafts moved between outbox folders.
+Folders, valid on every server: the default outbox is ``SMIME Outbox`` (neither ``/`` nor ``.``,
+the two hierarchy separators servers use), under the personal namespace's prefix where the
+server has one (``INBOX.`` on Courier and Cyrus); a folder of the old default name
+``S/MIME Outbox`` that already exists is kept. Its ``Held`` and ``Rejected`` subfolders are made
+with the server's own separator (from LIST), or as siblings (``SMIME Outbox Held``) where the
+server has no hierarchy or refuses children. Sent is the folder marked ``\\Sent`` (RFC 6154
+SPECIAL-USE), else one of the usual names, else ``Sent`` (created). Names given in the config
+are used as they are. Every folder error quotes the server's own words.
+
+A draft's ref is ``[folder, uidvalidity, uid]`` as JSON: a ref whose UIDVALIDITY no longer
+matches names nothing (the draft is found again by its digest on the next listing). Only what
+the outbox writes reaches the server: sealed (encrypted) copies in Sent, plain notices in INBOX,
+and the user's own drafts moved between outbox folders.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from typing import Any
 
 from imapclient import IMAPClient
 from imapclient import exceptions as imap_exceptions
+from imapclient.imapclient import SENT
 
 from smime_companion.errors import ImapError
 from smime_companion.imap.client import ServerSpec, open_session, reason, shutdown
@@ -31,23 +40,39 @@ from smime_companion.outbox.protocols import DraftRef, Place
 
 log = logging.getLogger(__name__)
 
+DEFAULT_OUTBOX_FOLDER = "SMIME Outbox"
+# The default of earlier versions: invalid on Maildir++ servers (separator "."), a folder
+# "MIME Outbox" inside "S" on "/" servers. Kept where it already exists, so drafts are not lost.
+LEGACY_OUTBOX_FOLDER = "S/MIME Outbox"
+DEFAULT_SENT_FOLDER = "Sent"
+# Names clients give the Sent folder when the server marks none with \Sent (imapclient's list).
+_SENT_NAMES = ("Sent", "Sent Items", "Sent Messages", "Sent items")
+
 _COPYUID = re.compile(rb"COPYUID\s+(\d+)\s+\S+\s+(\d+)", re.IGNORECASE)
 _PLACE_NAMES = {Place.HELD: "Held", Place.REJECTED: "Rejected"}
+# imapclient prefixes a refusal with the command ("create failed: "); the step names it already.
+_COMMAND_PREFIX = re.compile(r"^[a-z_]+ failed: ", re.IGNORECASE)
 
 
 class ImapOutbox:
     """One account's outbox, Sent folder and INBOX over one connection (opened on first use).
 
-    Every method raises :class:`ImapError` naming the account and the step, never a secret.
+    ``outbox_folder`` and ``sent_folder`` are the names the config gives, or None to find them
+    on the server (see the module docstring). Every method raises :class:`ImapError` naming the
+    account, the step and the folder, with the server's words, never a secret.
     """
 
-    def __init__(self, spec: ServerSpec, outbox_folder: str, sent_folder: str) -> None:
+    def __init__(
+        self, spec: ServerSpec, outbox_folder: str | None, sent_folder: str | None
+    ) -> None:
         self.spec = spec
-        self.outbox_folder = outbox_folder
-        self.sent_folder = sent_folder
+        self._configured_outbox = outbox_folder
+        self._configured_sent = sent_folder
         self._imap: IMAPClient | None = None
-        self._delimiter = "/"
+        self._delimiter: str | None = "/"
+        self._prefix = ""
         self._selected: tuple[str, int] | None = None
+        self._names: dict[str, str] = {}  # resolved folder names: "outbox", "sent", places
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -58,10 +83,23 @@ class ImapOutbox:
         self._imap = imap
         try:
             listed = imap.list_folders("", "")
-            if listed and listed[0][1]:
-                self._delimiter = _text(listed[0][1])
-        except (OSError, imaplib.IMAP4.error, imap_exceptions.IMAPClientError):
-            pass  # keep "/": only the names of the Held and Rejected subfolders depend on it
+            # LIST "" "" answers the hierarchy delimiter; NIL means a flat server.
+            if listed:
+                self._delimiter = _text(listed[0][1]) if listed[0][1] else None
+            if imap.has_capability("NAMESPACE"):
+                personal = imap.namespace().personal
+                if personal:
+                    self._prefix = _text(personal[0][0] or "")
+                    if personal[0][1]:
+                        self._delimiter = _text(personal[0][1])
+        except imap_exceptions.IMAPClientError as exc:
+            if isinstance(exc, imaplib.IMAP4.abort):
+                self.close()
+                raise ImapError(f"{self.spec.label}: LIST failed: {reason(exc)}") from None
+            # A server refusing LIST "" "" or NAMESPACE: assume "/" and no prefix.
+        except (OSError, EOFError) as exc:
+            self.close()
+            raise ImapError(f"{self.spec.label}: LIST failed: {reason(exc)}") from None
         return imap
 
     def close(self) -> None:
@@ -79,45 +117,148 @@ class ImapOutbox:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, step: str, func: Callable[[], Any]) -> Any:
+    def _call(self, step: str, func: Callable[[Any], Any]) -> Any:
+        """Run ``func(connection)``; raises ImapError ``account: STEP failed: the server's
+        words``. A refusal (NO, BAD) leaves the connection usable; a broken connection is
+        closed, and the next call opens a new one."""
+        imap = self._client()
         try:
-            return func()
+            return func(imap)
         except ImapError:
             raise
-        except (OSError, imaplib.IMAP4.error, imap_exceptions.IMAPClientError, EOFError) as exc:
-            # The connection may be unusable now: the next call reconnects.
+        except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
             self.close()
             raise ImapError(f"{self.spec.label}: {step} failed: {reason(exc)}") from None
+        except (imaplib.IMAP4.error, imap_exceptions.IMAPClientError) as exc:
+            why = _COMMAND_PREFIX.sub("", reason(exc))
+            raise ImapError(f"{self.spec.label}: {step} failed: {why}") from None
 
     # -- folders ---------------------------------------------------------------------------------
 
+    @property
+    def outbox_folder(self) -> str:
+        """The outbox folder's name on the server (found or created on first use)."""
+        name = self._names.get("outbox")
+        if name is None:
+            name = self._configured_outbox or self._default_outbox()
+            self._names["outbox"] = name
+        return name
+
+    @property
+    def sent_folder(self) -> str:
+        """The Sent folder's name: configured, else marked \\Sent, else a usual name, else
+        ``Sent`` (created on first filing)."""
+        name = self._names.get("sent")
+        if name is None:
+            name = self._configured_sent or self._find_sent()
+            self._names["sent"] = name
+        return name
+
+    def _default_outbox(self) -> str:
+        """The default outbox name on this server: an existing one (new name, with the
+        namespace prefix, or the legacy name), else the new name under the prefix."""
+        preferred = self._prefix + DEFAULT_OUTBOX_FOLDER
+        candidates = dict.fromkeys([preferred, DEFAULT_OUTBOX_FOLDER, LEGACY_OUTBOX_FOLDER])
+        for name in candidates:
+            if self._exists(name):
+                if name == LEGACY_OUTBOX_FOLDER:
+                    log.info("%s: using the existing outbox folder %r", self.spec.label, name)
+                return name
+        return preferred
+
+    def _find_sent(self) -> str:
+        listed = self._call("LIST", lambda imap: imap.list_folders())
+        for flags, _delimiter, name in listed:
+            if SENT in flags:
+                return _text(name)
+        names = {_text(name) for _flags, _delimiter, name in listed}
+        for candidate in _SENT_NAMES:
+            for name in (self._prefix + candidate, candidate):
+                if name in names:
+                    return name
+        return self._prefix + DEFAULT_SENT_FOLDER
+
+    def _exists(self, folder: str) -> bool:
+        return bool(self._call(f"LIST {folder!r}", lambda imap: imap.folder_exists(folder)))
+
     def folder_for(self, place: Place) -> str:
-        """The folder name of ``place``."""
+        """The folder name of ``place``: the outbox, or its Held/Rejected folder (a child made
+        with the server's separator, or a sibling where children are impossible)."""
         if place == Place.OUTBOX:
             return self.outbox_folder
-        return f"{self.outbox_folder}{self._delimiter}{_PLACE_NAMES[place]}"
+        name = self._names.get(place)
+        if name is None:
+            name = self._place_folder(place)
+            self._names[place] = name
+        return name
+
+    def _place_folder(self, place: Place) -> str:
+        self._client()  # the separator is known once connected
+        outbox = self.outbox_folder
+        sibling = f"{outbox} {_PLACE_NAMES[place]}"
+        if self._delimiter is None:
+            return sibling
+        child = f"{outbox}{self._delimiter}{_PLACE_NAMES[place]}"
+        if self._exists(child):
+            return child
+        if self._exists(sibling):
+            return sibling
+        self._ensure(outbox)
+        listed = self._call(f"LIST {outbox!r}", lambda imap: imap.list_folders("", outbox))
+        if any(b"\\NOINFERIORS" in {_as_bytes(f).upper() for f in flags} for flags, _, _ in listed):
+            return sibling
+        try:
+            self._create(child)
+        except ImapError as exc:
+            if self._imap is None:  # the connection broke: not a refusal of children
+                raise
+            log.info("%s: %s; using %r instead", self.spec.label, exc, sibling)
+            return sibling
+        return child
+
+    def _create(self, folder: str) -> None:
+        log.info("%s: creating folder %r", self.spec.label, folder)
+        try:
+            self._call(f"CREATE {folder!r}", lambda imap: imap.create_folder(folder))
+        except ImapError as exc:
+            if self._imap is not None and self._exists(folder):
+                return  # another client (or our previous run) created it meanwhile
+            hint = ""
+            odd = [c for c in "/." if c in folder and c != self._delimiter]
+            if odd:
+                hint = (
+                    f"; this server's folder separator is {self._delimiter!r}: give this folder "
+                    f"a name without {odd[0]!r} in the config"
+                )
+            raise ImapError(f"{exc}{hint}") from None
 
     def _ensure(self, folder: str) -> None:
-        imap = self._client()
-        if not self._call("LIST", lambda: imap.folder_exists(folder)):
-            log.info("%s: creating folder %r", self.spec.label, folder)
-            try:
-                self._call("CREATE", lambda: imap.create_folder(folder))
-            except ImapError:
-                # Another client (or our previous run) may have created it meanwhile.
-                if not self._call("LIST", lambda: imap.folder_exists(folder)):
-                    raise
+        if not self._exists(folder):
+            self._create(folder)
 
     def _select(self, folder: str) -> int:
         """Select ``folder`` read-write; returns its UIDVALIDITY."""
-        imap = self._client()
         if self._selected is not None and self._selected[0] == folder:
             return self._selected[1]
         self._ensure(folder)
-        data = self._call(f"SELECT {folder!r}", lambda: imap.select_folder(folder))
+        data = self._call(f"SELECT {folder!r}", lambda imap: imap.select_folder(folder))
         uidvalidity = int(data[b"UIDVALIDITY"])
         self._selected = (folder, uidvalidity)
         return uidvalidity
+
+    def check_folders(self) -> list[tuple[str, str]]:
+        """For ``doctor``: make sure the outbox, its Held and Rejected folders and Sent exist
+        and can be selected (creating what is missing, as the first pass would); returns
+        (what, folder name) pairs. Raises ImapError with the server's words."""
+        checked = [("outbox", self.outbox_folder)]
+        for place in (Place.HELD, Place.REJECTED):
+            checked.append((place.value, self.folder_for(place)))
+        checked.append(("sent", self.sent_folder))
+        for _what, folder in checked:
+            self._selected = None
+            self._select(folder)
+        self._selected = None
+        return checked
 
     def _locate(self, ref: str) -> tuple[str, int] | None:
         """Select the ref's folder; returns (folder, uid) when the ref still names a message
@@ -127,6 +268,20 @@ class ImapOutbox:
             return None
         return folder, uid
 
+    # -- the reader's read state ------------------------------------------------------------------
+
+    def mark_seen(self, folder: str, uidvalidity: int, uid: int) -> bool:
+        """Set ``\\Seen`` on message ``uid`` of ``folder`` (for the reader, only with
+        ``mark_seen_on_server``); False when the folder's UIDVALIDITY is no longer
+        ``uidvalidity`` (the UID names another message now). Never creates the folder."""
+        self._selected = None
+        data = self._call(f"SELECT {folder!r}", lambda imap: imap.select_folder(folder))
+        if int(data[b"UIDVALIDITY"]) != uidvalidity:
+            return False
+        self._selected = (folder, uidvalidity)
+        self._call("STORE +FLAGS \\Seen", lambda imap: imap.add_flags([uid], [b"\\Seen"]))
+        return True
+
     # -- OutboxSource ----------------------------------------------------------------------------
 
     def drafts(self) -> list[DraftRef]:
@@ -134,11 +289,11 @@ class ImapOutbox:
         folder = self.outbox_folder
         self._selected = None  # re-select: SELECT is what makes new messages visible
         uidvalidity = self._select(folder)
-        imap = self._client()
-        uids = sorted(int(u) for u in self._call("UID SEARCH", lambda: imap.search(["UNDELETED"])))
+        found = self._call(f"UID SEARCH {folder!r}", lambda imap: imap.search(["UNDELETED"]))
+        uids = sorted(int(u) for u in found)
         if not uids:
             return []
-        sizes = self._call("UID FETCH", lambda: imap.fetch(uids, ["RFC822.SIZE"]))
+        sizes = self._call(f"UID FETCH {folder!r}", lambda imap: imap.fetch(uids, ["RFC822.SIZE"]))
         return [
             DraftRef(_ref(folder, uidvalidity, uid), int(sizes[uid].get(b"RFC822.SIZE", 0)))
             for uid in uids
@@ -150,8 +305,9 @@ class ImapOutbox:
         found = self._locate(ref)
         if found is None:
             return None
-        imap = self._client()
-        data = self._call("UID FETCH", lambda: imap.fetch([found[1]], ["BODY.PEEK[]"]))
+        data = self._call(
+            f"UID FETCH {found[0]!r}", lambda imap: imap.fetch([found[1]], ["BODY.PEEK[]"])
+        )
         item = data.get(found[1])
         return bytes(item[b"BODY[]"]) if item and b"BODY[]" in item else None
 
@@ -160,11 +316,10 @@ class ImapOutbox:
         found = self._locate(ref)
         if found is None:
             return
-        imap = self._client()
-        uid = found[1]
-        self._call("UID STORE", lambda: imap.delete_messages([uid]))
+        folder, uid = found
+        self._call(f"UID STORE {folder!r}", lambda imap: imap.delete_messages([uid]))
         if b"UIDPLUS" in self._capabilities():
-            self._call("UID EXPUNGE", lambda: imap.uid_expunge([uid]))
+            self._call(f"UID EXPUNGE {folder!r}", lambda imap: imap.uid_expunge([uid]))
         else:
             # Without UIDPLUS, EXPUNGE would also remove other \Deleted drafts of the user; the
             # draft stays flagged \Deleted (hidden by most clients) and is skipped by drafts().
@@ -178,21 +333,24 @@ class ImapOutbox:
             return None
         target = self.folder_for(place)
         self._ensure(target)  # LIST/CREATE leave the draft's folder selected
-        imap = self._client()
+        if self._selected is None or self._selected[0] != found[0]:
+            found = self._locate(ref)  # a refused CREATE of a child folder: select it again
+            if found is None:
+                return None
         uid = found[1]
         if b"MOVE" in self._capabilities():
-            untagged = imap._imap.untagged_responses
+            untagged = self._client()._imap.untagged_responses
             untagged.pop("COPYUID", None)
-            response = self._call("UID MOVE", lambda: imap.move([uid], target))
+            response = self._call(f"UID MOVE to {target!r}", lambda imap: imap.move([uid], target))
             # RFC 6851: the COPYUID of a MOVE comes in an untagged OK, which imaplib files
             # under its response code; fall back to the tagged text.
             codes = [_as_bytes(c) for c in untagged.pop("COPYUID", [])]
             texts = [b"COPYUID " + c for c in codes] + [_as_bytes(response)]
         else:
-            response = self._call("UID COPY", lambda: imap.copy([uid], target))
-            self._call("UID STORE", lambda: imap.delete_messages([uid]))
+            response = self._call(f"UID COPY to {target!r}", lambda imap: imap.copy([uid], target))
+            self._call("UID STORE", lambda imap: imap.delete_messages([uid]))
             if b"UIDPLUS" in self._capabilities():
-                self._call("UID EXPUNGE", lambda: imap.uid_expunge([uid]))
+                self._call("UID EXPUNGE", lambda imap: imap.uid_expunge([uid]))
             texts = [_as_bytes(response)]
         self._selected = None
         for text in texts:
@@ -205,8 +363,9 @@ class ImapOutbox:
         """APPEND a draft (flagged \\Draft) to the ``place`` folder."""
         folder = self.folder_for(place)
         self._ensure(folder)
-        imap = self._client()
-        self._call("APPEND", lambda: imap.append(folder, draft, flags=[b"\\Draft"]))
+        self._call(
+            f"APPEND to {folder!r}", lambda imap: imap.append(folder, draft, flags=[b"\\Draft"])
+        )
 
     # -- SentFiler and Notifier ------------------------------------------------------------------
 
@@ -215,26 +374,26 @@ class ImapOutbox:
         is already there (a previous attempt that stopped before the journal said so)."""
         folder = self.sent_folder
         self._ensure(folder)
-        imap = self._client()
         if message_id:
             self._selected = None
             self._select(folder)
             found = self._call(
-                "UID SEARCH", lambda: imap.search(["HEADER", "Message-ID", message_id])
+                f"UID SEARCH {folder!r}",
+                lambda imap: imap.search(["HEADER", "Message-ID", message_id]),
             )
             if found:
                 log.info("%s: %s already in %r", self.spec.label, message_id, folder)
                 return
-        self._call("APPEND", lambda: imap.append(folder, message, flags=[b"\\Seen"]))
+        self._call(
+            f"APPEND to {folder!r}", lambda imap: imap.append(folder, message, flags=[b"\\Seen"])
+        )
 
     def notify(self, message: bytes) -> None:
         """APPEND a notice to INBOX, unread."""
-        imap = self._client()
-        self._call("APPEND", lambda: imap.append("INBOX", message))
+        self._call("APPEND to 'INBOX'", lambda imap: imap.append("INBOX", message))
 
     def _capabilities(self) -> frozenset[bytes]:
-        imap = self._client()
-        caps = self._call("CAPABILITY", imap.capabilities)
+        caps = self._call("CAPABILITY", lambda imap: imap.capabilities())
         return frozenset(_as_bytes(c).upper() for c in caps)
 
 

@@ -117,6 +117,9 @@ class PassReport:
     uncertain: list[int] = field(default_factory=list)
     notices: int = 0
     errors: list[str] = field(default_factory=list)
+    # The IMAP outbox folder as named on the server (set for IMAP outboxes): the daemon keeps
+    # it in IDLE.
+    folder: str | None = None
 
 
 class OutboxPipeline:

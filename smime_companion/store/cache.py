@@ -31,12 +31,15 @@ from smime_companion.core.mime import parse_entity
 from smime_companion.core.model import Decryption, OpenResult, SignatureStatus
 from smime_companion.errors import CacheError, MalformedInput, UsageError
 from smime_companion.store import db
+from smime_companion.store.normalise import search_form
 from smime_companion.store.query import compile_query
 
 log = logging.getLogger(__name__)
 
 # Decryption results that mean "we could not read it yet": a newly imported key may fix them.
 _REOPEN_DECRYPTION = (Decryption.NO_KEY, Decryption.FAILED)
+# Decryption results after which nothing inside the message was read (nothing to index).
+_UNREADABLE = (Decryption.NO_KEY, Decryption.FAILED, Decryption.MALFORMED, Decryption.UNSUPPORTED)
 
 # Scan verdicts as stored: NULL (not scanned yet), "clean", "infected:NAME", "error".
 SCAN_CLEAN = "clean"
@@ -110,6 +113,17 @@ class MessageSummary:
 
 
 @dataclass(frozen=True)
+class FolderCount:
+    """How many messages a folder holds in the cache, and how many of them are unread (neither
+    seen on the server nor read in the reader)."""
+
+    account: str
+    folder: str
+    messages: int
+    unread: int
+
+
+@dataclass(frozen=True)
 class StoredAttachment:
     """An attachment row: part number, name, type, size, SHA-256 and its scan verdict."""
 
@@ -147,18 +161,14 @@ class CacheEntry:
     reopen: bool  # could not be read yet: a newly imported key may open it
     report: str  # JSON: the open report, signers and evidence
     attachments: tuple[mime_text.Attachment, ...]
-    body: str  # the text that is indexed
+    body: str  # the body text as indexed: in its search form (store.normalise), made here so
+    # that the worker processes, not the storing thread, pay for it
     raw_sha256: str  # of the raw message: finds it again after a UIDVALIDITY change
 
 
 def derive_entry(raw: bytes, result: OpenResult, arrived: datetime) -> CacheEntry:
     """The :class:`CacheEntry` of ``raw``, opened as ``result`` when it arrived at ``arrived``."""
-    readable = result.decryption not in (
-        Decryption.NO_KEY,
-        Decryption.FAILED,
-        Decryption.MALFORMED,
-        Decryption.UNSUPPORTED,
-    )
+    readable = result.decryption not in _UNREADABLE
     fields = result.headers or _outer_fields(raw)
     headers = mime_text.summary_headers(fields)
     date = mime_text.header_date(headers.get("date")) or arrived
@@ -200,7 +210,7 @@ def derive_entry(raw: bytes, result: OpenResult, arrived: datetime) -> CacheEntr
         or (result.error is not None and result.decryption != Decryption.NONE),
         report=json.dumps(report, sort_keys=True),
         attachments=extracted.attachments,
-        body=extracted.body,
+        body=search_form(extracted.body),
         # Hashed here, not when storing: a worker process derives entries, and hashing every
         # message (317 MB in the sync bench) was the storing thread's to do.
         raw_sha256=hashlib.sha256(raw).hexdigest(),
@@ -301,7 +311,87 @@ def _migration_1(conn: apsw.Connection) -> None:
     )
 
 
-MIGRATIONS: list[db.Migration] = [_migration_1]
+def _index_text(
+    conn: apsw.Connection,
+    key: int,
+    sender: str,
+    recipients: str,
+    subject: str,
+    body: str,
+    filenames: Iterable[str],
+) -> None:
+    """Add one message's text index entry (rowid ``key``), every column in its
+    :func:`~smime_companion.store.normalise.search_form` (the query side uses the same); ``body``
+    is in that form already (:func:`derive_entry` makes it in a worker process)."""
+    conn.execute(
+        "INSERT INTO message_text (rowid, sender, recipients, subject, body, attachments) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            key,
+            search_form(sender),
+            search_form(recipients),
+            search_form(subject),
+            body,
+            search_form(" ".join(f for f in filenames if f)),
+        ),
+    )
+
+
+def _migration_2(conn: apsw.Connection) -> None:
+    """Re-index every message in its search form (issue 17): the index of earlier versions
+    kept CJK runs as one word and did not fold ß, ø, ł or Greek accents. The text comes again
+    from the decrypted content kept in the cache, as :func:`derive_entry` takes it."""
+    if conn.execute("SELECT count(*) FROM messages").fetchall() == [(0,)]:
+        return  # a new cache: nothing to re-index (and no page written for nothing)
+    conn.execute("INSERT INTO message_text (message_text) VALUES ('delete-all')")
+    # One message at a time: the contents of a whole cache do not fit in memory at once.
+    ids = [int(r[0]) for r in conn.execute("SELECT id FROM messages ORDER BY id")]
+    for message_id in ids:
+        row = conn.execute(
+            "SELECT sort_key, sender, recipients, cc, subject, error, decryption, "
+            "CASE WHEN content_is_raw = 1 THEN raw ELSE content END FROM messages WHERE id = ?",
+            (message_id,),
+        ).fetchone()
+        assert row is not None  # inside the migration's transaction: nothing deletes it
+        key, sender, to, cc, subject, error, decryption, content = row
+        body = ""
+        if isinstance(content, bytes) and decryption not in _UNREADABLE and error is None:
+            body = search_form(mime_text.extract_text(content).body)
+        filenames = [
+            str(r[0])
+            for r in conn.execute(
+                "SELECT filename FROM attachments WHERE message = ? ORDER BY part", (message_id,)
+            )
+        ]
+        recipients = " ".join(str(x) for x in (to, cc) if x)
+        _index_text(conn, int(key), str(sender), recipients, str(subject), body, filenames)
+
+
+def _migration_3(conn: apsw.Connection) -> None:
+    # The reader's own read state (the server's \Seen stays untouched unless the user asks); an
+    # index of the messages not seen on the server, so unread counts need not read each row (a
+    # row's flags sit after its raw message, in overflow pages); and one of each folder in
+    # newest-first order. Building them reads every row once (about a second at 100,000
+    # messages of the search bench).
+    conn.execute(
+        """
+        CREATE TABLE local_state (
+            message INTEGER PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
+            read INTEGER NOT NULL
+        );
+        CREATE INDEX messages_unseen ON messages (account, folder)
+            WHERE instr(flags, ' \\Seen ') = 0;
+        -- A folder's messages newest first: its listing stops after a page instead of sorting
+        -- the whole folder (the unique index has the folder, not the order).
+        CREATE INDEX messages_by_folder ON messages (account, folder, sort_key);
+        """
+    )
+
+
+MIGRATIONS: list[db.Migration] = [_migration_1, _migration_2, _migration_3]
+
+# Server-side "not seen", exactly as the partial index messages_unseen is declared.
+_NOT_SEEN = "instr(m.flags, ' \\Seen ') = 0"
 
 _SUMMARY_COLUMNS = (
     "m.id, m.account, m.folder, m.uidvalidity, m.uid, m.date, m.arrived, m.sender, m.recipients, "
@@ -475,17 +565,14 @@ class Cache(db.Handle):
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (message_id, att.part, att.filename, att.mime_type, att.size, att.sha256),
             )
-        self._conn.execute(
-            "INSERT INTO message_text (rowid, sender, recipients, subject, body, attachments) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                key,
-                entry.sender,
-                " ".join(x for x in (entry.to, entry.cc) if x),
-                entry.subject,
-                entry.body,
-                " ".join(a.filename for a in entry.attachments if a.filename),
-            ),
+        _index_text(
+            self._conn,
+            key,
+            entry.sender,
+            " ".join(x for x in (entry.to, entry.cc) if x),
+            entry.subject,
+            entry.body,
+            [a.filename for a in entry.attachments],
         )
 
     # -- locations -------------------------------------------------------------------------------
@@ -685,6 +772,15 @@ class Cache(db.Handle):
         return [int(r[0]) for r in self._conn.execute("SELECT id FROM messages WHERE reopen = 1")]
 
     @db.guarded("read the cache")
+    def signed_messages(self) -> list[int]:
+        """Ids of messages with a signature verdict (any but ``none``), oldest first: what a
+        change of trust anchors or TOFU policy may judge differently."""
+        return [
+            int(r[0])
+            for r in self._conn.execute("SELECT id FROM messages WHERE signature != 'none'")
+        ]
+
+    @db.guarded("read the cache")
     def raw(self, message_id: int) -> bytes:
         """The raw original of message ``message_id``. Raises :class:`UsageError` when unknown."""
         return bytes(self._one(message_id, "raw"))
@@ -735,6 +831,103 @@ class Cache(db.Handle):
         if row is None:
             raise UsageError(f"no message with id {message_id} in the cache")
         return row[0]
+
+    # -- the reader's read state -----------------------------------------------------------------
+
+    @db.guarded("record the read state")
+    def set_read(self, message_id: int, read: bool) -> None:
+        """Mark message ``message_id`` read (or unread again) in this cache only; the server's
+        flags are not touched. No-op for an unknown id."""
+        self._conn.execute(
+            "INSERT INTO local_state (message, read) SELECT id, ? FROM messages WHERE id = ? "
+            "ON CONFLICT (message) DO UPDATE SET read = excluded.read",
+            (int(read), message_id),
+        )
+
+    @db.guarded("read the read state")
+    def unread_among(self, summaries: Sequence[MessageSummary]) -> set[int]:
+        """The ids of ``summaries`` that are unread: not ``\\Seen`` on the server and not read
+        here (a message read here and marked unread again is unread)."""
+        ids = [s.id for s in summaries]
+        local: dict[int, bool] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            local.update(
+                (int(r[0]), bool(r[1]))
+                for r in self._conn.execute(
+                    f"SELECT message, read FROM local_state WHERE message IN "
+                    f"({', '.join('?' * len(chunk))})",
+                    chunk,
+                )
+            )
+        return {
+            s.id
+            for s in summaries
+            if (not local[s.id] if s.id in local else "\\Seen" not in s.flags)
+        }
+
+    @db.guarded("read the cache")
+    def warnings_of(self, message_ids: Sequence[int]) -> dict[int, list[str]]:
+        """The ``open`` warnings (e.g. ``partially-encrypted``) of each message that has any."""
+        out: dict[int, list[str]] = {}
+        ids = list(message_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            for message_id, warnings in self._conn.execute(
+                "SELECT id, json_extract(report, '$.warnings') FROM messages WHERE id IN "
+                f"({', '.join('?' * len(chunk))})",
+                chunk,
+            ):
+                found = json.loads(warnings) if warnings else []
+                if found:
+                    out[int(message_id)] = [str(w) for w in found]
+        return out
+
+    @db.guarded("read the cache")
+    def folder_neighbours(self, message_id: int) -> tuple[int | None, int | None]:
+        """The ids of the messages just newer and just older than ``message_id`` in its folder
+        (None at either end). Raises :class:`UsageError` for an unknown id."""
+        row = self._conn.execute(
+            "SELECT account, folder, sort_key FROM messages WHERE id = ?", (message_id,)
+        ).fetchone()
+        if row is None:
+            raise UsageError(f"no message with id {message_id} in the cache")
+        found = []
+        for compare, order in ((">", "ASC"), ("<", "DESC")):
+            near = self._conn.execute(
+                f"SELECT id FROM messages WHERE account = ? AND folder = ? AND sort_key {compare} ?"
+                f" ORDER BY sort_key {order} LIMIT 1",
+                tuple(row),
+            ).fetchone()
+            found.append(int(near[0]) if near else None)
+        return found[0], found[1]
+
+    @db.guarded("count the folders")
+    def folder_counts(self) -> list[FolderCount]:
+        """Every cached folder with its message and unread counts, by account and folder."""
+        totals = {
+            (str(a), str(f)): int(n)
+            for a, f, n in self._conn.execute(
+                "SELECT account, folder, count(*) FROM messages GROUP BY account, folder"
+            )
+        }
+        unread: dict[tuple[str, str], int] = {}
+        # Not seen on the server and not read here, plus seen there but marked unread here.
+        for a, f, n in self._conn.execute(
+            f"SELECT m.account, m.folder, count(*) FROM messages m WHERE {_NOT_SEEN} AND NOT "
+            "EXISTS (SELECT 1 FROM local_state s WHERE s.message = m.id AND s.read = 1) "
+            "GROUP BY m.account, m.folder"
+        ):
+            unread[(str(a), str(f))] = int(n)
+        # CROSS JOIN keeps local_state (small) as the outer loop: the planner otherwise walked
+        # every message, reading each one's flags from its overflow pages.
+        for a, f, n in self._conn.execute(
+            "SELECT m.account, m.folder, count(*) FROM local_state s CROSS JOIN messages m "
+            f"ON m.id = s.message WHERE s.read = 0 AND NOT ({_NOT_SEEN}) "
+            "GROUP BY m.account, m.folder"
+        ):
+            unread[(str(a), str(f))] = unread.get((str(a), str(f)), 0) + int(n)
+        return [FolderCount(a, f, n, unread.get((a, f), 0)) for (a, f), n in sorted(totals.items())]
 
     # -- search ----------------------------------------------------------------------------------
 

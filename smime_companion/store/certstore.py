@@ -125,7 +125,7 @@ class StoredIdentity:
 
     fingerprint: str
     identity: Identity
-    imported: datetime
+    imported: datetime | None  # None: named by the config, not imported into the store
     current: bool
 
     @property
@@ -354,6 +354,18 @@ class CertStore(db.Handle):
         return found[0]
 
     @db.guarded("read the certificate store")
+    def certificates(self) -> list[x509.Certificate]:
+        """Every certificate the store holds (signers harvested or imported, and the issuers
+        seen in their chains): where the signer certificate of a message that leaves it out
+        is looked for, and its chain built."""
+        return [
+            load_certificate(bytes(der))
+            for (der,) in self._conn.execute(
+                "SELECT der FROM certificates UNION SELECT der FROM issuers"
+            )
+        ]
+
+    @db.guarded("read the certificate store")
     def intermediates(self) -> list[x509.Certificate]:
         """Every issuer certificate seen in a chain: extra certificates for building chains of
         messages that leave them out."""
@@ -413,6 +425,12 @@ class CertStore(db.Handle):
                 if record.trust != Trust.ANCHOR:
                     self._set_trust(record.address, fp, Trust.TOFU)
         return self.records_for_fingerprint(fp)
+
+    @db.guarded("record a trust decision")
+    def rejudge(self, address: str, fingerprint: str, trust: Trust) -> None:
+        """Set the stored trust of one (address, certificate) record, as the configured trust
+        anchors or TOFU policy now decide it (see ``harvest.rejudge_store``)."""
+        self._set_trust(address, fingerprint, trust)
 
     def _set_trust(self, address: str, fingerprint: str, trust: Trust) -> None:
         self._conn.execute(

@@ -131,7 +131,31 @@ def _migration_2(conn: apsw.Connection) -> None:
     )
 
 
-MIGRATIONS: list[db.Migration] = [_migration_1, _migration_2]
+def _migration_3(conn: apsw.Connection) -> None:
+    # Drafts written in the reader (or by ``compose``): kept here, encrypted with the journal,
+    # so a draft is never a plaintext file nor a message on the provider's server. ``place``:
+    # 'saved' (the user is still writing it), 'outbox' (queued to send), 'held', 'rejected'
+    # (moved aside by the pipeline, like an IMAP outbox's subfolders).
+    conn.execute(
+        """
+        CREATE TABLE drafts (
+            id INTEGER PRIMARY KEY,
+            account TEXT NOT NULL,
+            place TEXT NOT NULL,
+            message BLOB NOT NULL,
+            created INTEGER NOT NULL,
+            updated INTEGER NOT NULL
+        );
+        CREATE INDEX drafts_by_place ON drafts (account, place);
+        """
+    )
+
+
+MIGRATIONS: list[db.Migration] = [_migration_1, _migration_2, _migration_3]
+
+# Where a draft of the ``drafts`` table is (see _migration_3).
+DRAFT_SAVED = "saved"
+DRAFT_PLACES = (DRAFT_SAVED, "outbox", "held", "rejected")
 
 
 @dataclass(frozen=True)
@@ -186,6 +210,18 @@ class SealedCopy:
 
 
 @dataclass(frozen=True)
+class StoredDraft:
+    """A draft kept in the journal (see :meth:`Journal.save_draft`)."""
+
+    id: int
+    account: str
+    place: str
+    message: bytes
+    created: datetime
+    updated: datetime
+
+
+@dataclass(frozen=True)
 class Notice:
     """A notice for the user, queued until delivered."""
 
@@ -231,6 +267,12 @@ def _item(row: Any) -> OutboxItem:
         deferred_since=_dt(row[13]),
         delay_noticed=bool(row[14]),
     )
+
+
+def _draft(row: Any) -> StoredDraft:
+    created, updated = _dt(row[4]), _dt(row[5])
+    assert created is not None and updated is not None  # NOT NULL columns
+    return StoredDraft(int(row[0]), str(row[1]), str(row[2]), bytes(row[3]), created, updated)
 
 
 class Journal(db.Handle):
@@ -330,6 +372,83 @@ class Journal(db.Handle):
             Notice(int(r[0]), r[1], str(r[2]), str(r[3]), str(r[4]))
             for r in self._rows(sql + " ORDER BY id", args)
         ]
+
+    @db.guarded("read the outbox journal")
+    def item_for_ref(self, account: str, ref: str) -> OutboxItem | None:
+        """The newest item of ``account`` whose draft was (or is) at ``ref``, or None."""
+        rows = self._rows(
+            f"SELECT {_ITEM_COLUMNS} FROM items WHERE account = ? AND ref = ?"
+            " ORDER BY id DESC LIMIT 1",
+            (account, ref),
+        )
+        return _item(rows[0]) if rows else None
+
+    # -- drafts kept in the journal ------------------------------------------------------------
+
+    @db.guarded("save a draft")
+    def save_draft(
+        self, account: str, message: bytes, place: str, at: datetime, draft_id: int | None = None
+    ) -> int:
+        """Keep ``message`` as a draft of ``account`` in ``place`` (one of
+        :data:`DRAFT_PLACES`): a new draft, or draft ``draft_id`` replaced. Returns its id.
+        Raises :class:`UsageError` for an unknown place or draft id."""
+        if place not in DRAFT_PLACES:
+            raise UsageError(f"unknown draft place {place!r}")
+        with db.savepoint(self._conn):
+            if draft_id is None:
+                self._conn.execute(
+                    "INSERT INTO drafts (account, place, message, created, updated)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (account, place, message, _ts(at), _ts(at)),
+                )
+                return int(self._conn.last_insert_rowid())
+            self._conn.execute(
+                "UPDATE drafts SET account = ?, place = ?, message = ?, updated = ? WHERE id = ?",
+                (account, place, message, _ts(at), draft_id),
+            )
+            if self._conn.changes() == 0:
+                raise UsageError(f"no draft {draft_id}")
+            return draft_id
+
+    @db.guarded("read a draft")
+    def draft(self, draft_id: int) -> StoredDraft | None:
+        """Draft ``draft_id``, or None when it is gone (sent, deleted)."""
+        rows = self._rows(
+            "SELECT id, account, place, message, created, updated FROM drafts WHERE id = ?",
+            (draft_id,),
+        )
+        return _draft(rows[0]) if rows else None
+
+    @db.guarded("read the drafts")
+    def drafts(
+        self, account: str | None = None, places: Sequence[str] | None = None
+    ) -> list[StoredDraft]:
+        """Drafts of ``account`` (default: all) in ``places`` (default: all), oldest first."""
+        sql = "SELECT id, account, place, message, created, updated FROM drafts WHERE 1"
+        args: list[object] = []
+        if account is not None:
+            sql += " AND account = ?"
+            args.append(account)
+        if places is not None:
+            sql += f" AND place IN ({', '.join('?' * len(places))})"
+            args.extend(places)
+        return [_draft(r) for r in self._rows(sql + " ORDER BY id", tuple(args))]
+
+    @db.guarded("move a draft")
+    def move_draft(self, draft_id: int, place: str, at: datetime) -> bool:
+        """Put draft ``draft_id`` in ``place``; False when it is gone."""
+        if place not in DRAFT_PLACES:
+            raise UsageError(f"unknown draft place {place!r}")
+        self._conn.execute(
+            "UPDATE drafts SET place = ?, updated = ? WHERE id = ?", (place, _ts(at), draft_id)
+        )
+        return self._conn.changes() > 0
+
+    @db.guarded("delete a draft")
+    def delete_draft(self, draft_id: int) -> None:
+        """Forget draft ``draft_id`` (its bytes are overwritten: secure_delete); no-op when
+        gone."""
+        self._conn.execute("DELETE FROM drafts WHERE id = ?", (draft_id,))
 
     # -- steps -----------------------------------------------------------------------------------
 
@@ -518,6 +637,12 @@ class Journal(db.Handle):
             item = self.item(item_id)
             copies = self.copies(item_id)
             if item.state not in (ItemState.UNCERTAIN, ItemState.HELD) or not copies:
+                if item.state == ItemState.HELD:
+                    raise UsageError(
+                        f"outbox item {item_id} was held before it was sealed (a recipient "
+                        "lacks a certificate): once the certificate is known, move the draft "
+                        "from the outbox's Held folder back into the outbox and it is sent"
+                    )
                 raise UsageError(
                     f"outbox item {item_id} is {item.state}: only an uncertain item, or one held "
                     "after the server refused or kept deferring it, can be retried"

@@ -12,9 +12,19 @@ Fields: ``from:`` ``to:`` (To and Cc) ``subject:`` ``attachment:`` (file names) 
 text index like words; ``folder:`` (exact, ``*`` and ``?`` as wildcards) ``account:``
 ``id:`` (Message-ID) ``signer:`` ``date:A..B`` (``2026-01-31``, ``2026-01``, ``2026``, ``today``,
 ``yesterday``, ``now``, relative ``90min`` ``12h`` ``7d`` ``2w`` ``3mo`` ``1y``; either side may be
-empty; a single date means that whole day, month or year) ``is:encrypted|signed|decrypted|
-unopened|unread|read|flagged|answered`` ``sig:STATUS`` ``dec:STATUS`` ``has:attachment``
-``scan:clean|infected|error|pending``.
+empty; a single date means that whole day, month or year, a single relative one "since then")
+``is:encrypted|signed|decrypted|unopened|unread|read|flagged|answered`` ``sig:STATUS``
+``dec:STATUS`` ``has:attachment`` ``scan:clean|infected|error|pending``.
+
+What Gmail and notmuch users type works too: ``-word`` (NOT word), ``older_than:7d``
+(``date:..7d``), ``newer_than:2w`` (``date:2w..``; Gmail's ``3m`` is three months),
+``filename:`` (``attachment:``), ``larger:5M`` and ``smaller:100K`` (the raw message's size),
+``in:`` (a folder, case-insensitive; ``in:anywhere`` is every folder).
+
+Words are compared in their :func:`~smime_companion.store.normalise.search_form`, the same
+normalisation the index applies: accents and case do not matter, ``strasse`` finds ``Straße``,
+and a word in Japanese, Chinese, Korean or Thai text is found as the phrase of its character
+pairs.
 
 User text never reaches SQL: every value is a bound parameter, and text-index terms are quoted
 as FTS5 strings (with ``"`` doubled). A malformed query raises :class:`UsageError` naming the
@@ -30,6 +40,7 @@ from typing import Any
 
 from smime_companion.core.model import Decryption, SignatureStatus
 from smime_companion.errors import UsageError
+from smime_companion.store.normalise import is_unspaced, search_form
 
 # Columns of the FTS5 table ``message_text`` that a field searches.
 _TEXT_FIELDS = {
@@ -37,10 +48,13 @@ _TEXT_FIELDS = {
     "to": "recipients",
     "subject": "subject",
     "attachment": "attachments",
+    "filename": "attachments",  # Gmail's name for it
 }
 _SQL_FIELDS = frozenset({"folder", "account", "id", "signer", "date", "is", "sig", "dec", "has"})
-_SQL_FIELDS = _SQL_FIELDS | {"scan"}
+_SQL_FIELDS = _SQL_FIELDS | {"scan", "in", "larger", "smaller", "older_than", "newer_than"}
 _ALL_FIELDS = sorted(set(_TEXT_FIELDS) | _SQL_FIELDS)
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)([kmg]?)b?$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 _IS_VALUES: dict[str, tuple[str, tuple[Any, ...]]] = {
     "encrypted": ("m.decryption != 'none'", ()),
@@ -106,6 +120,10 @@ def tokenize(query: str) -> list[_Token]:
             tokens.append(_Token("term", i + 1, value=text, phrase=True))
             i = i_next
             continue
+        if c == "-" and i + 1 < n and not query[i + 1].isspace() and query[i + 1] not in "-)":
+            tokens.append(_Token("NOT", i + 1))  # Gmail's and notmuch's -word
+            i += 1
+            continue
         start = i
         while i < n and not query[i].isspace() and query[i] not in '()"':
             i += 1
@@ -114,7 +132,7 @@ def tokenize(query: str) -> list[_Token]:
             tokens.append(_Token(word, start + 1))
             continue
         name, colon, value = word.partition(":")
-        if colon and re.fullmatch(r"[A-Za-z]+", name):
+        if colon and re.fullmatch(r"[A-Za-z_]+", name):
             field = name.lower()
             if field not in _ALL_FIELDS:
                 raise _error(
@@ -249,16 +267,37 @@ class _Parser:
 
 
 def _fts_string(token: _Token, column: str | None) -> str:
-    if not re.search(r"\w", token.value):
+    words = search_form(token.value).strip()
+    if not re.search(r"\w", words):
         raise _error(token.column, f"{token.value!r} has no word to search for")
-    quoted = '"' + token.value.replace('"', '""') + '"'
-    if token.prefix:
+    quoted = '"' + words.replace('"', '""') + '"'
+    if token.prefix or is_unspaced(words):
+        # One character of a script without spaces is indexed only inside its pairs.
         quoted += " *"
     return f"{{{column}}} : ({quoted})" if column else quoted
 
 
 def _sql_term(token: _Token, now: datetime) -> Node:
     field, value = token.field, token.value
+    if field in ("older_than", "newer_than"):
+        if re.fullmatch(r"\d+m", value):  # Gmail's months
+            value += "o"
+        if not _RELATIVE.match(value):
+            raise _error(token.column, f"{field}:{value} needs a time like 7d, 2w, 3m or 1y")
+        bounds = f"..{value}" if field == "older_than" else f"{value}.."
+        return _date_term(_Token("term", token.column, "date", bounds), now)
+    if field in ("larger", "smaller"):
+        size = _SIZE.match(value)
+        if size is None:
+            raise _error(token.column, f"{field}:{value} needs a size like 500K, 5M or 20000")
+        limit = int(float(size.group(1)) * _SIZE_UNITS[size.group(2).lower()])
+        return Sql(f"length(m.raw) {'>' if field == 'larger' else '<'} ?", (limit,))
+    if field == "in":
+        if value.lower() == "anywhere":
+            return Sql("1", ())
+        if "*" in value or "?" in value:
+            return Sql("lower(m.folder) GLOB ?", (_glob(value.lower()),))
+        return Sql("m.folder = ? COLLATE NOCASE", (value,))
     if field == "folder":
         if "*" in value or "?" in value:
             return Sql("m.folder GLOB ?", (_glob(value),))
@@ -323,6 +362,8 @@ def _date_term(token: _Token, now: datetime) -> Node:
             raise _error(token.column, "date:.. needs at least one end")
         low = _moment(low_text, token, now)[0] if low_text else None
         high = _moment(high_text, token, now)[1] if high_text else None
+    elif _RELATIVE.match(value):
+        low, high = _moment(value, token, now)[0], None  # date:2w means the last two weeks
     else:
         low, high = _moment(value, token, now)
     if low is not None and high is not None and low >= high:

@@ -3,17 +3,23 @@
 
 1. A test PKI; OpenSSL signs a message as Alice and encrypts it to Bob; ``smime-companion open``
    opens it as Bob (a valid signature), and a forged copy (an invalid one).
-2. A local Dovecot (IMAPS on a free loopback port, in a temporary directory, with a generated TLS
-   certificate) and a local SMTP sink (aiosmtpd: STARTTLS, AUTH, every message written to DIR).
-3. Five messages into Bob's INBOX, made by OpenSSL: signed, encrypted, signed and encrypted,
-   forged, plain.
+2. A local Dovecot as Debian ships it (Maildir++, hierarchy separator ``.``; IMAPS on a free
+   loopback port, in a temporary directory, with a generated TLS certificate) and a local SMTP
+   sink (aiosmtpd: STARTTLS, AUTH, every message written to DIR).
+3. Six messages into Bob's INBOX, made by OpenSSL: signed, encrypted, signed and encrypted,
+   forged, plain, and an encrypted one in Japanese and German.
 4. A config for Bob's account: cache in DIR, secrets from environment variables, TLS trusting
    the demo's server certificate.
-5. ``run --once``, ``search`` (twice), ``show --headers``, ``certs list`` (harvested from the
-   signed mail) and ``status``.
-6. A draft from Bob to Alice in Bob's ``S/MIME Outbox``; ``run --once`` seals and submits it, and
-   ``smime-companion open`` as Alice opens what the SMTP sink received, with a valid signature.
-7. Both servers stopped (also on an error or Ctrl-C), and where everything is.
+5. ``run --once`` (which also makes the outbox folder), ``search`` (a word inside the encrypted
+   message, ``sig:invalid``, and ``日本語``, ``テキスト`` and ``strasse``), ``show --headers``,
+   ``certs list`` (harvested from the signed mail) and ``status``.
+6. A draft from Bob to Alice in Bob's ``SMIME Outbox`` (the default folder the first pass made);
+   ``run --once`` seals and submits it, and ``smime-companion open`` as Alice opens what the SMTP
+   sink received, with a valid signature.
+7. Both servers stopped (also on an error or Ctrl-C).
+8. The reader on the demo's cache (``smime-companion reader --no-browser``): its one-time
+   sign-in address printed. On a terminal it serves until Ctrl-C; otherwise (a script, a test)
+   it is stopped at once. Then where everything is.
 
 Every command is shown as it runs, from DIR (so its paths are short), and its result checked; the
 exit code is 0 only if every check passed. The servers need root (Dovecot switches users): run by
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import http.client
 import os
 import shlex
 import shutil
@@ -40,8 +47,9 @@ from pathlib import Path
 from types import FrameType
 
 from smime_companion.errors import SmimeCompanionError, UsageError
+from smime_companion.imap.outbox_source import DEFAULT_OUTBOX_FOLDER
 from smime_companion.logs import route_library_warnings
-from smime_companion.testing.dovecot import Dovecot, missing_requirement
+from smime_companion.testing.dovecot import Dovecot, free_port, missing_requirement
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki, make_test_pki
 from smime_companion.testing.smtp_sink import SmtpSink
 
@@ -56,7 +64,7 @@ SECRETS = {
 # Written into the demo directory, so that a second run may clear a directory it made itself
 # and never one that merely happens to have the same name.
 MARKER = ".smime-companion-demo"
-OUTBOX_FOLDER = "S/MIME Outbox"
+OUTBOX_FOLDER = DEFAULT_OUTBOX_FOLDER  # the config names none: the default
 # A word that occurs only in the body of the encrypted message: finding it shows that the
 # daemon decrypted the message and indexed its text.
 SECRET_WORD = "marzipan"
@@ -193,6 +201,12 @@ def _make_inbox(demo: Demo, now: dt.datetime) -> list[tuple[str, bytes]]:
     sign("3-signed-encrypted", "carol", "The budget draft: travel 1200 EUR, hardware 800 EUR.")
     encrypt("3-signed-encrypted", "3-signed-encrypted.signed", "-aes-256-gcm")
     sign("4-forged", "alice", "Please transfer 250 EUR to the usual account.\n-- Alice")
+    (mail / "6-international.txt").write_bytes(
+        _entity(
+            "日本語のテキストです。来週、東京で会いましょう。\nTreffen an der Straße nach Köln."
+        )
+    )
+    encrypt("6-international", "6-international.txt", "-aes256")
     signed = (mail / "4-forged.signed").read_bytes()
     (mail / "4-forged.signed").write_bytes(signed.replace(b"250 EUR", b"950 EUR"))
 
@@ -210,6 +224,8 @@ def _make_inbox(demo: Demo, now: dt.datetime) -> list[tuple[str, bytes]]:
          + (mail / "4-forged.signed").read_bytes()),
         ("5-plain.eml", _headers(alice, bob, "Plain note", at(10), "plain")
          + b"MIME-Version: 1.0\r\n" + _entity("No S/MIME here: the daemon leaves it alone.")),
+        ("6-international.eml", _headers(carol, bob, "Reiseplan", at(5), "travel")
+         + (mail / "6-international.p7m").read_bytes()),
     ]  # fmt: skip
     for name, raw in messages:
         (mail / name).write_bytes(raw)
@@ -248,7 +264,9 @@ smtp_host = "localhost"
 smtp_port = {smtp_port}
 smtp_tls = "starttls"
 smtp_password_env = "DEMO_SMTP_PASSWORD"
-outbox_folder = "{OUTBOX_FOLDER}"
+
+[reader]
+port = {free_port()}              # the web reader, on 127.0.0.1 and ::1 only
 """
     )
     return path
@@ -281,13 +299,15 @@ def _servers_part(demo: Demo, pki: TestPki) -> None:
     dovecot: Dovecot | None = None
     sink: SmtpSink | None = None
     try:
-        dovecot = Dovecot(users=("bob",), password=SECRETS["DEMO_IMAP_PASSWORD"])
+        # Debian's stock layout: Maildir++, where "/" is no separator and "." is.
+        dovecot = Dovecot(users=("bob",), password=SECRETS["DEMO_IMAP_PASSWORD"], separator=".")
         dovecot.start()
         # One unwrapped line each, so that a reader (or a test) finds the pid and directory.
         print(f"   Dovecot: pid {dovecot.pid}, directory {dovecot.dir}", flush=True)
         demo.say(
             f"It serves IMAPS on 127.0.0.1:{dovecot.tls_port} with a TLS certificate made just "
-            "now for localhost, and knows one user, bob."
+            "now for localhost, knows one user, bob, and keeps Debian's folder layout "
+            "(separator '.')."
         )
         tls = demo.out / "tls"
         tls.mkdir()
@@ -325,14 +345,15 @@ def _servers_part(demo: Demo, pki: TestPki) -> None:
 
 def _mail_part(demo: Demo, pki: TestPki, dovecot: Dovecot, sink: SmtpSink, ca_file: Path) -> None:
     """Steps 3 to 6, with both servers running."""
-    demo.heading("Five messages for Bob, made by OpenSSL from the test PKI")
+    demo.heading("Six messages for Bob, made by OpenSSL from the test PKI")
     messages = _make_inbox(demo, dt.datetime.now(dt.UTC))
     for name, raw in messages:
         dovecot.deliver("bob", raw)
         print(f"   delivered mail/{name} to Bob's INBOX", flush=True)
     demo.say(
         "1 signed by Alice; 2 encrypted by Carol (not signed); 3 signed by Carol, then "
-        "encrypted (AES-256-GCM); 4 signed by Alice, then one amount changed; 5 plain."
+        "encrypted (AES-256-GCM); 4 signed by Alice, then one amount changed; 5 plain; 6 "
+        "encrypted, in Japanese and German."
     )
 
     demo.heading("A config for Bob's account")
@@ -348,8 +369,8 @@ def _mail_part(demo: Demo, pki: TestPki, dovecot: Dovecot, sink: SmtpSink, ca_fi
     demo.heading("The daemon's first pass, then the cache")
     proc = demo.smime("run", "--once", *cfg)
     demo.check(
-        proc.returncode == 0 and "demo/INBOX: 5 new, 4 stored, 1 not S/MIME" in proc.stdout,
-        "run --once stores the four S/MIME messages and passes over the plain one",
+        proc.returncode == 0 and "demo/INBOX: 6 new, 5 stored, 1 not S/MIME" in proc.stdout,
+        "run --once stores the five S/MIME messages and passes over the plain one",
     )
     proc = demo.smime("search", SECRET_WORD, *cfg)
     demo.check(
@@ -375,10 +396,18 @@ def _mail_part(demo: Demo, pki: TestPki, dovecot: Dovecot, sink: SmtpSink, ca_fi
         and "carol@example.org" in proc.stdout,
         "certs list holds Alice's and Carol's certificates, harvested from their signed mail",
     )
+    for word in ("日本語", "テキスト", "strasse"):
+        proc = demo.smime("search", word, *cfg)
+        demo.check(
+            proc.returncode == 0
+            and "Reiseplan" in proc.stdout
+            and len(proc.stdout.splitlines()) == 1,
+            f"'{word}' finds the encrypted message in Japanese and German (it says Straße)",
+        )
     proc = demo.smime("status", *cfg)
     demo.check(proc.returncode == 0 and "INBOX" in proc.stdout, "status reports the INBOX")
 
-    demo.heading("A draft from Bob to Alice in the S/MIME Outbox, sealed and sent")
+    demo.heading(f"A draft from Bob to Alice in the '{OUTBOX_FOLDER}' folder, sealed and sent")
     draft = (
         _headers(
             "Bob <bob@example.org>",
@@ -419,6 +448,61 @@ def _mail_part(demo: Demo, pki: TestPki, dovecot: Dovecot, sink: SmtpSink, ca_fi
         proc.returncode == 0 and opened.exists() and b"Noodles at noon" in opened.read_bytes(),
         "Alice opens it: decrypted, Bob's signature valid (exit 0)",
     )
+
+
+def _reader_part(demo: Demo) -> None:
+    """Step 8: the reader on the demo's cache, served by ``smime-companion reader`` in the
+    foreground; its sign-in address printed. On a terminal it serves until Ctrl-C."""
+    demo.heading("The reader: your mail in the browser, on this machine only")
+    argv = [sys.executable, "-m", "smime_companion", "reader", "--no-browser",
+            "--config", "config.toml"]  # fmt: skip
+    print("   $ smime-companion reader --no-browser --config config.toml", flush=True)
+    proc = subprocess.Popen(
+        argv, cwd=demo.out, env=demo.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        if not demo.check(url.startswith("http://127.0.0.1:"), "the reader prints its sign-in URL"):
+            return
+        print(f"   Sign in: {url}", flush=True)
+        port = int(url.split(":")[2].split("/")[0])
+        demo.check(
+            _http_status(port, "/mail") == 401,
+            "the reader answers on loopback, and shows nothing without signing in",
+        )
+        demo.say(
+            "Open the address in a browser on this machine within two minutes: the list, the "
+            "verdicts, search, replies (sealed, sent through the outbox). A new link any time: "
+            "smime-companion reader --config config.toml"
+        )
+        if sys.stdin.isatty():
+            print("   The reader runs until you press Ctrl-C.", flush=True)
+            try:
+                proc.wait()
+            except KeyboardInterrupt:
+                pass
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        print("   the reader is stopped", flush=True)
+
+
+def _http_status(port: int, path: str) -> int:
+    """The status of GET ``path`` on the loopback reader (0 when it does not answer)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers={"Host": f"127.0.0.1:{port}"})
+        return conn.getresponse().status
+    except OSError:
+        return 0
+    finally:
+        conn.close()
 
 
 @contextmanager
@@ -472,6 +556,7 @@ def _summary(demo: Demo) -> None:
     command = Path(sys.executable).parent / "smime-companion"
     shown = shlex.quote(str(command)) if command.exists() else "smime-companion"
     print(f"     {shown} search --config config.toml is:encrypted")
+    print(f"     {shown} reader --config config.toml      # your mail in the browser")
 
 
 def run_demo(out: Path) -> int:
@@ -492,6 +577,8 @@ def run_demo(out: Path) -> int:
                 print(f"\nThe server part of the demo is skipped: {reason}.")
                 return 1
             _servers_part(demo, pki)
+            if (demo.out / "config.toml").exists():
+                _reader_part(demo)
     except KeyboardInterrupt:
         print("\ndemo interrupted; the servers are stopped", file=sys.stderr)
         return 130

@@ -63,8 +63,8 @@ userdb {{
 mail_location = maildir:~/Maildir
 namespace inbox {{
   inbox = yes
-  separator = /
-}}
+  separator = {separator}
+{special_use}}}
 mail_fsync = never
 mail_plugins =
 service imap-login {{
@@ -95,6 +95,12 @@ passdb {{
   mechanisms = xoauth2 oauthbearer
   args = {dir}/oauth2.conf
 }}"""
+
+
+# As Debian's 15-mailboxes.conf marks them (created by clients, not by the server).
+STOCK_SPECIAL_USE = {"Drafts": "\\Drafts", "Sent": "\\Sent", "Sent Messages": "\\Sent",
+                     "Junk": "\\Junk", "Trash": "\\Trash"}  # fmt: skip
+SEPARATORS = (".", "/")
 
 
 def missing_requirement() -> str | None:
@@ -158,7 +164,11 @@ class Dovecot:
     Not under pytest's tmp_path: its parents are 0700, and Dovecot's auth process (user dovecot)
     must traverse every directory above the users file. :meth:`remove` deletes it.
     ``users`` log in with ``password``; with ``oauth2_introspection_url`` the server also accepts
-    XOAUTH2/OAUTHBEARER tokens checked against that endpoint."""
+    XOAUTH2/OAUTHBEARER tokens checked against that endpoint.
+
+    ``separator`` is the hierarchy separator: ``.`` is Dovecot's (and Debian's) stock Maildir++
+    layout, where a name with ``/`` is refused; ``/`` is what Gmail, Microsoft 365 and Fastmail
+    use. ``special_use`` maps mailbox names to their RFC 6154 flag (Debian's marks by default)."""
 
     def __init__(
         self,
@@ -166,10 +176,16 @@ class Dovecot:
         *,
         users: tuple[str, ...] = USERS,
         password: str = PASSWORD,
+        separator: str = "/",
+        special_use: dict[str, str] | None = None,
     ) -> None:
+        if separator not in SEPARATORS:
+            raise ValueError(f"separator must be one of {SEPARATORS}")
         self.dir = Path(tempfile.mkdtemp(prefix="smime-dovecot-"))
         self.users = users
         self.password = password
+        self.separator = separator
+        self.special_use = STOCK_SPECIAL_USE if special_use is None else special_use
         self.port = free_port()
         self.tls_port = free_port()
         self.oauth2_url = oauth2_introspection_url
@@ -207,6 +223,11 @@ class Dovecot:
                 uid=MAIL_UID,
                 passdbs=passdbs,
                 mechanisms=mechanisms,
+                separator=self.separator,
+                special_use="".join(
+                    f'  mailbox "{name}" {{\n    special_use = {flag}\n  }}\n'
+                    for name, flag in self.special_use.items()
+                ),
             )
         )
 
@@ -282,10 +303,15 @@ class Dovecot:
 
     # -- mail ------------------------------------------------------------------------------------
 
+    def name(self, *parts: str) -> str:
+        """The folder name of ``parts`` nested on this server (``A/B`` or ``A.B``)."""
+        return self.separator.join(parts)
+
     def maildir(self, user: str, folder: str = "INBOX") -> Path:
-        """The Maildir of ``folder`` (Maildir++: ``INBOX`` is the root, others ``.Name``)."""
+        """The Maildir of ``folder`` (Maildir++: ``INBOX`` is the root, others ``.Name``, a
+        nested folder ``.Parent.Child`` whatever the separator)."""
         root = self.dir / "mail" / user / "Maildir"
-        path = root if folder == "INBOX" else root / ("." + folder.replace("/", "."))
+        path = root if folder == "INBOX" else root / ("." + folder.replace(self.separator, "."))
         for sub in ("new", "cur", "tmp"):
             (path / sub).mkdir(parents=True, exist_ok=True)
         self._chown(self.dir / "mail" / user)
@@ -380,9 +406,12 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def running_dovecot(oauth2_introspection_url: str | None = None) -> Iterator[Dovecot]:
-    """Generator for fixtures: a started server, stopped and removed after the ``yield``."""
-    server = Dovecot(oauth2_introspection_url)
+def running_dovecot(
+    oauth2_introspection_url: str | None = None, *, separator: str = "/"
+) -> Iterator[Dovecot]:
+    """Generator for fixtures: a started server (hierarchy ``separator``), stopped and removed
+    after the ``yield``."""
+    server = Dovecot(oauth2_introspection_url, separator=separator)
     try:  # a server that failed to start leaves no directory behind either
         server.start()
         yield server

@@ -37,7 +37,7 @@ def bob(pki: TestPki) -> Identity:
 
 
 @pytest.fixture(scope="module")
-def seeds(pki: TestPki, bob: Identity, now: dt.datetime) -> dict[str, bytes]:
+def seeds(pki: TestPki, bob: Identity, pki_now: dt.datetime) -> dict[str, bytes]:
     """Whole messages whose body is one base64 CMS object."""
     alice: list[str | Path] = [
         "-signer",
@@ -53,7 +53,7 @@ def seeds(pki: TestPki, bob: Identity, now: dt.datetime) -> dict[str, bytes]:
         SIGNED_TEXT,
         signer=keyfiles.load_pkcs12(pki.p12("alice"), PKCS12_PASSWORD.encode()),
         recipients=[Recipient("bob@example.org", bob.certificate)],
-        at=now,
+        at=pki_now,
         options=SealOptions(opaque=True),
     )
     return {
@@ -67,12 +67,15 @@ def seeds(pki: TestPki, bob: Identity, now: dt.datetime) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def valid_contents(
-    seeds: dict[str, bytes], bob: Identity, anchors: tuple[x509.Certificate, ...], now: dt.datetime
+    seeds: dict[str, bytes],
+    bob: Identity,
+    anchors: tuple[x509.Certificate, ...],
+    pki_now: dt.datetime,
 ) -> set[bytes]:
     """What the untouched seeds open to with a valid signature: nothing else may be valid."""
     found = set()
     for raw in seeds.values():
-        result = open_message(raw, identities=[bob], anchors=anchors, at=now)
+        result = open_message(raw, identities=[bob], anchors=anchors, at=pki_now)
         assert result.signature == SignatureStatus.VALID, result.error
         found.add(to_crlf(result.content))
     return found

@@ -1,0 +1,100 @@
+"""What a user hands ``open``, turned into the message ``core.open`` walks.
+
+People open more than RFC 5322 messages: mail saved from an mbox (or KMail's files) starts with
+the mbox ``From `` separator line; an attachment saved from webmail or Outlook (``smime.p7m``),
+or ``openssl cms -out`` with ``-outform DER`` or ``PEM``, is a bare CMS ContentInfo in DER, BER,
+base64 or PEM armour (``PKCS7``, ``CMS``, Netscape's ``PKCS #7 SIGNED DATA``). :func:`as_message`
+recognises those forms, as ``openssl cms -inform`` does, and gives the message they stand for;
+anything else is returned unchanged (the same object, never a copy). Pure and cheap: a message
+costs a look at its first bytes.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+
+# The content types a bare ContentInfo may hold, by the DER of their OID, and the smime-type
+# parameter of the application/pkcs7-mime entity that stands for it.
+_SMIME_TYPES = {
+    bytes.fromhex("06092a864886f70d010702"): "signed-data",
+    bytes.fromhex("06092a864886f70d010703"): "enveloped-data",
+    bytes.fromhex("060b2a864886f70d0109100117"): "authEnveloped-data",
+    bytes.fromhex("060b2a864886f70d0109100109"): "compressed-data",
+}
+_PEM = re.compile(
+    rb"\A\s*-----BEGIN (PKCS7|CMS|PKCS #7 SIGNED DATA)-----\r?\n(.*?)-----END \1-----\s*\Z", re.S
+)
+_BASE64_TEXT = re.compile(rb"\A[A-Za-z0-9+/=\r\n\t ]+\Z")
+
+
+def as_message(raw: bytes) -> bytes:
+    """The message ``raw`` stands for: without a leading mbox ``From `` line, and with a bare
+    CMS object (DER, BER, base64 or PEM) wrapped as an ``application/pkcs7-mime`` entity whose
+    ``smime-type`` names the object's content type. Anything else comes back unchanged.
+    Never raises."""
+    raw = _without_mbox_separator(raw)
+    head = raw[:2]
+    if head[:1] == b"\x30":
+        return _wrapped(raw) if content_type_oid(raw) is not None else raw
+    if head == b"MI" or raw.lstrip()[:5] == b"-----":
+        der = _decoded_text(raw)
+        if der is not None and content_type_oid(der) is not None:
+            return _wrapped(der)
+    return raw
+
+
+def _without_mbox_separator(raw: bytes) -> bytes:
+    """``raw`` without its first line when that is an mbox ``From `` separator (``From addr
+    date``), never a header field (``From:``, or the obsolete ``From :``)."""
+    if not raw.startswith(b"From "):
+        return raw
+    end = raw.find(b"\n")
+    if end < 0 or raw[5:end].lstrip().startswith(b":"):
+        return raw
+    return raw[end + 1 :]
+
+
+def content_type_oid(der: bytes) -> bytes | None:
+    """The DER of the OID at the start of a ContentInfo SEQUENCE when it names a CMS content
+    type we open, else None. Reads only the first bytes (definite or indefinite length)."""
+    if len(der) < 4 or der[0] != 0x30:
+        return None
+    first = der[1]
+    if first == 0x80:  # indefinite length (BER, as gpgsm and openssl -stream write)
+        pos = 2
+    elif first & 0x80:
+        pos = 2 + (first & 0x7F)
+    else:
+        pos = 2
+    if pos + 2 > len(der) or der[pos] != 0x06:
+        return None
+    oid = der[pos : pos + 2 + der[pos + 1]]
+    return oid if oid in _SMIME_TYPES else None
+
+
+def _decoded_text(raw: bytes) -> bytes | None:
+    """The DER inside PEM armour or plain base64 text, or None when ``raw`` is neither."""
+    armour = _PEM.match(raw)
+    if armour is not None:
+        body = armour.group(2)
+    elif _BASE64_TEXT.match(raw[:4096]) and b":" not in raw[:4096]:
+        body = raw
+    else:
+        return None
+    try:
+        return binascii.a2b_base64(body.translate(None, b" \t\r\n"), strict_mode=True)
+    except binascii.Error:
+        return None
+
+
+def _wrapped(der: bytes) -> bytes:
+    oid = content_type_oid(der)
+    smime_type = _SMIME_TYPES[oid] if oid is not None else None
+    return (
+        b"MIME-Version: 1.0\r\n"
+        b"Content-Type: application/pkcs7-mime; smime-type="
+        + (smime_type or "").encode()
+        + b'; name="smime.p7m"\r\n'
+        b"Content-Transfer-Encoding: binary\r\n\r\n" + der
+    )

@@ -1,0 +1,361 @@
+"""Writing mail: new messages, replies, reply-all and forwards, each recipient's certificate
+status, and queueing the draft in the encrypted outbox journal. The reader's compose page and
+``smime-companion compose`` both use this module, so a reply is the same whichever way it is
+written.
+
+A draft is an RFC 5322 message whose From is one of the user's identities; the outbox pipeline
+seals and sends it (``outbox.journal_drafts``). It is never written to a plaintext file or to
+the provider's server: it goes straight into the journal (``Journal.save_draft``).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import EmailMessage
+from email.policy import SMTP
+
+from smime_companion.core import text as mime_text
+from smime_companion.core.certs import email_addresses
+from smime_companion.core.mime import addresses, parse_entity
+from smime_companion.core.model import Identity
+from smime_companion.core.selection import Selected
+from smime_companion.errors import MalformedInput, UsageError
+from smime_companion.outbox.journal_drafts import QUEUED, draft_ref, reader_label
+from smime_companion.outbox.plan import CertificateLookup
+from smime_companion.reader import message_view
+from smime_companion.reader.context import AccountInfo
+from smime_companion.store.cache import Cache
+from smime_companion.store.journal import DRAFT_SAVED, ItemState, Journal
+
+MODES = ("reply", "reply-all", "forward")
+MAX_BODY_CHARS = 2_000_000
+_PREFIX = {"reply": "Re: ", "reply-all": "Re: ", "forward": "Fwd: "}
+_HAS_PREFIX = re.compile(r"^\s*(re|fwd?|aw|wg|sv|vs)\s*:", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Attached:
+    """A file carried by a draft (a forwarded message's attachments)."""
+
+    filename: str
+    mime_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class DraftFields:
+    """What the user writes. ``account`` sends it; ``sender`` is one of the identities'
+    addresses."""
+
+    account: str
+    sender: str
+    to: str = ""
+    cc: str = ""
+    bcc: str = ""
+    subject: str = ""
+    body: str = ""
+    in_reply_to: str = ""
+    references: str = ""
+    attachments: tuple[Attached, ...] = field(default=())
+
+    def recipients(self) -> list[str]:
+        """Every To, Cc and Bcc address, in order, once each (lower case)."""
+        found: list[str] = []
+        for value in (self.to, self.cc, self.bcc):
+            found.extend(a for a in addresses(value) if a not in found)
+        return found
+
+
+@dataclass(frozen=True)
+class Sender:
+    """A From the user may choose: an identity's address, sent through an account."""
+
+    account: str
+    address: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.account} {self.address}"
+
+
+def senders(accounts: Sequence[AccountInfo], identities: Sequence[Identity]) -> list[Sender]:
+    """Every (account, identity address) pair that can send, the likeliest first: an account
+    whose username is the address comes before the others."""
+    sending = [a for a in accounts if a.can_send]
+    out: list[Sender] = []
+    for identity in identities:
+        for address in email_addresses(identity.certificate):
+            ordered = sorted(sending, key=lambda a: a.username.lower() != address)
+            for account in ordered:
+                choice = Sender(account.name, address)
+                if choice not in out:
+                    out.append(choice)
+    return out
+
+
+def _reply_subject(subject: str, mode: str) -> str:
+    if mode != "forward" and _HAS_PREFIX.match(subject):
+        return subject
+    return _PREFIX[mode] + subject
+
+
+def _quote(text: str, limit: int = MAX_BODY_CHARS) -> str:
+    return "\n".join("> " + line if line else ">" for line in text[:limit].splitlines())
+
+
+def answer_fields(
+    cache: Cache, message_id: int, mode: str, sender: Sender, own: Sequence[str]
+) -> DraftFields:
+    """The draft answering message ``message_id`` (``mode``: reply, reply-all or forward),
+    from ``sender``; ``own`` are the user's addresses, left out of reply-all. Raises
+    :class:`UsageError` for an unknown mode or message."""
+    if mode not in MODES:
+        raise UsageError(f"unknown answer {mode!r} (use {', '.join(MODES)})")
+    summary = cache.summary(message_id)
+    view_headers = {
+        h.name.lower(): h.value for h in message_view.effective_headers(cache, message_id)
+    }
+    original_from = view_headers.get("from", summary.sender)
+    date = view_headers.get("date", summary.date.isoformat())
+    text = message_view.quoted_text(cache, message_id)
+    subject = _reply_subject(view_headers.get("subject", summary.subject), mode)
+    if mode == "forward":
+        attached = tuple(
+            Attached(p.filename or f"part-{p.number}", p.mime_type, p.data)
+            for p in message_view.attachment_parts(cache, message_id)
+        )
+        block = [
+            "-------- Forwarded message --------",
+            f"From: {original_from}",
+            f"Date: {date}",
+            f"Subject: {view_headers.get('subject', summary.subject)}",
+            f"To: {view_headers.get('to', summary.to)}",
+        ]
+        if view_headers.get("cc"):
+            block.append(f"Cc: {view_headers['cc']}")
+        body = "\n\n" + "\n".join(block) + "\n\n" + text[:MAX_BODY_CHARS]
+        return DraftFields(sender.account, sender.address, subject=subject, body=body,
+                           attachments=attached)  # fmt: skip
+    reply_to = message_view.reply_to_of(cache, message_id) or original_from
+    own_lower = {a.lower() for a in own} | {sender.address.lower()}
+    to = [a for a in _mailboxes(reply_to) if a[1].lower() not in own_lower] or _mailboxes(reply_to)
+    cc: list[tuple[str, str]] = []
+    if mode == "reply-all":
+        seen = {a[1].lower() for a in to} | own_lower
+        for value in (view_headers.get("to", ""), view_headers.get("cc", "")):
+            for pair in _mailboxes(value):
+                if pair[1].lower() not in seen:
+                    cc.append(pair)
+                    seen.add(pair[1].lower())
+    references = message_view.references_of(cache, message_id)
+    body = f"\n\nOn {date}, {original_from} wrote:\n{_quote(text)}\n"
+    return DraftFields(
+        sender.account,
+        sender.address,
+        to=", ".join(email.utils.formataddr(p) for p in to),
+        cc=", ".join(email.utils.formataddr(p) for p in cc),
+        subject=subject,
+        body=body,
+        in_reply_to=summary.message_id,
+        references=references,
+    )
+
+
+def _mailboxes(value: str) -> list[tuple[str, str]]:
+    return [(n, a) for n, a in email.utils.getaddresses([value]) if "@" in a]
+
+
+def build_draft(fields: DraftFields, at: datetime, message_id: str | None = None) -> bytes:
+    """The RFC 5322 draft of ``fields`` at ``at`` (UTF-8 text, the attachments after it), ready
+    to send. Raises :class:`UsageError` when it has no recipient or sender, or a header holds a
+    line break."""
+    if not fields.recipients():
+        raise UsageError("give at least one recipient in To, Cc or Bcc")
+    if "@" not in fields.sender:
+        raise UsageError("choose who the message is from")
+    return _message(fields, at, message_id)
+
+
+def _message(fields: DraftFields, at: datetime, message_id: str | None) -> bytes:
+    """The draft as it stands (a saved draft may still lack recipients)."""
+    for name, value in (("From", fields.sender), ("To", fields.to), ("Cc", fields.cc),
+                        ("Bcc", fields.bcc), ("Subject", fields.subject)):  # fmt: skip
+        if "\n" in value or "\r" in value:
+            raise UsageError(f"{name} must be one line")
+    message = EmailMessage(policy=SMTP)
+    if fields.sender:
+        message["From"] = fields.sender
+    for name, value in (("To", fields.to), ("Cc", fields.cc), ("Bcc", fields.bcc)):
+        if value.strip():
+            message[name] = value.strip()
+    message["Subject"] = fields.subject.strip()
+    message["Date"] = email.utils.format_datetime(at)
+    domain = fields.sender.rpartition("@")[2] or "localhost"
+    message["Message-ID"] = message_id or email.utils.make_msgid(domain=domain)
+    if fields.in_reply_to:
+        message["In-Reply-To"] = fields.in_reply_to
+    if fields.references:
+        message["References"] = fields.references
+    body = fields.body.replace("\r\n", "\n")[:MAX_BODY_CHARS]
+    message.set_content(body if body.endswith("\n") else body + "\n", charset="utf-8")
+    for item in fields.attachments:
+        maintype, _, subtype = item.mime_type.partition("/")
+        message.add_attachment(
+            item.data,
+            maintype=maintype or "application",
+            subtype=subtype or "octet-stream",
+            filename=item.filename,
+        )
+    return message.as_bytes()
+
+
+def read_draft(raw: bytes, account: str) -> tuple[DraftFields, str | None]:
+    """The fields of a kept draft (for editing it again) and its Message-ID. Raises
+    :class:`MalformedInput` when it cannot be read."""
+    entity = parse_entity(raw, mime_text.MAX_HEADER_BYTES)
+
+    def get(name: str) -> str:
+        return mime_text.decode_header_text(entity.get(name) or "").strip()
+
+    body = ""
+    attached: list[Attached] = []
+    for part in mime_text.iter_parts(raw):
+        if part.is_attachment:
+            attached.append(Attached(part.filename, part.mime_type, part.data))
+        elif not body and part.mime_type == "text/plain":
+            body = mime_text.part_text(part)
+    sender = (addresses(entity.get("From")) or ("",))[0]
+    fields = DraftFields(
+        account=account, sender=sender, to=get("To"), cc=get("Cc"), bcc=get("Bcc"),
+        subject=get("Subject"), body=body, in_reply_to=get("In-Reply-To"),
+        references=get("References"), attachments=tuple(attached),
+    )  # fmt: skip
+    return fields, (get("Message-ID") or None)
+
+
+@dataclass(frozen=True)
+class RecipientStatus:
+    """What will happen for one recipient: ``encrypt`` (a usable certificate), else per the
+    ``missing_cert`` policy ``hold``, ``sign-only`` or ``split``; ``detail`` says why."""
+
+    address: str
+    state: str
+    detail: str
+
+
+def recipient_status(
+    address: str, lookup: CertificateLookup, at: datetime, policy: str, own: Sequence[str] = ()
+) -> RecipientStatus:
+    """The status of ``address`` for a draft sealed now."""
+    wanted = address.strip().lower()
+    if wanted in {a.lower() for a in own}:
+        return RecipientStatus(wanted, "encrypt", "your own address: encrypted to your key")
+    selection = lookup.select(wanted, at)
+    if isinstance(selection, Selected):
+        fingerprint = selection.record.fingerprint[:16]
+        detail = f"will be encrypted (certificate {fingerprint}…, {selection.record.trust})"
+        if selection.warnings:
+            detail += "; " + "; ".join(selection.warnings)
+        return RecipientStatus(wanted, "encrypt", detail)
+    words = {
+        "hold": "no usable certificate: the message will be held, not sent",
+        "sign-only": "no usable certificate: the message will be sent signed, NOT encrypted",
+        "split": "no usable certificate: a copy for this recipient will be held",
+    }
+    return RecipientStatus(wanted, policy, f"{words.get(policy, policy)} ({selection.reason})")
+
+
+def save(
+    journal: Journal,
+    fields: DraftFields,
+    at: datetime,
+    *,
+    send: bool,
+    draft_id: int | None = None,
+) -> int:
+    """Keep the draft in the journal, queued to send when ``send``; returns its id. A draft
+    edited again keeps its Message-ID. Raises :class:`UsageError` for a draft that cannot be
+    sent (no recipient, a header with a line break)."""
+    message_id = None
+    if draft_id is not None:
+        kept = journal.draft(draft_id)
+        if kept is not None:
+            try:
+                message_id = read_draft(kept.message, kept.account)[1]
+            except MalformedInput:
+                message_id = None
+    raw = build_draft(fields, at, message_id) if send else _message(fields, at, message_id)
+    return journal.save_draft(
+        fields.account, raw, QUEUED if send else DRAFT_SAVED, at, draft_id=draft_id
+    )
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a draft queued in the reader is on its way: ``stage`` (one word), ``words`` (a
+    sentence for the page), ``reason`` (the last problem), and what the user may do."""
+
+    draft_id: int
+    stage: str
+    words: str
+    reason: str | None = None
+    item_id: int | None = None
+    can_retry: bool = False
+    can_send_again: bool = False
+    finished: bool = False
+
+
+def progress(journal: Journal, account: str, draft_id: int) -> Progress:
+    """Where draft ``draft_id`` of ``account`` is: queued, sealed, submitted, filed, sent, held
+    or deferred (with the server's reason), or why it was not sent."""
+    item = journal.item_for_ref(reader_label(account), draft_ref(draft_id))
+    draft = journal.draft(draft_id)
+    if (
+        draft is not None
+        and draft.place in (DRAFT_SAVED, QUEUED)
+        and (item is None or item.state in (ItemState.DONE, ItemState.HELD, ItemState.FAILED))
+    ):
+        if draft.place == DRAFT_SAVED:
+            return Progress(draft_id, "saved", "Saved as a draft (encrypted, on this machine).")
+        return Progress(draft_id, "queued", "Queued: waiting for the outbox to seal and send it.")
+    if item is None:
+        if draft is not None and draft.place in ("held", "rejected"):
+            return Progress(draft_id, draft.place, f"Not sent: {draft.place}.",
+                            can_send_again=True)  # fmt: skip
+        return Progress(draft_id, "gone", "This draft no longer exists.", finished=True)
+    state, reason = item.state, item.reason
+    words = {
+        ItemState.CLAIMED: ("sealing", "Being signed and encrypted."),
+        ItemState.SUBMITTING: ("submitting", "Being handed to the mail server."),
+        ItemState.SUBMITTED: ("submitted", "Accepted by the mail server; being filed in Sent."),
+        ItemState.FILED: ("filed", "Sent and filed in Sent."),
+        ItemState.DONE: ("sent", "Sent: signed, encrypted, accepted by the server and filed "
+                         "in Sent."),
+        ItemState.UNCERTAIN: ("uncertain", "The connection broke while the server was taking "
+                              "it: it may or may not have been sent."),
+        ItemState.FAILED: ("failed", "Not sent."),
+    }  # fmt: skip
+    if state == ItemState.SEALED:
+        if item.next_attempt is not None and reason:
+            when = item.next_attempt.strftime("%H:%M UTC")
+            return Progress(draft_id, "deferred", f"Deferred by the server; next try at {when}.",
+                            reason, item.id)  # fmt: skip
+        return Progress(draft_id, "sealed", "Signed and encrypted; being sent.", None, item.id)
+    if state == ItemState.HELD:
+        copies = journal.copies(item.id)
+        return Progress(
+            draft_id, "held", "Held, not sent.", reason, item.id,
+            can_retry=bool(copies), can_send_again=not copies and draft is not None,
+        )  # fmt: skip
+    stage, sentence = words[state]
+    return Progress(
+        draft_id, stage, sentence,
+        reason if state in (ItemState.UNCERTAIN, ItemState.FAILED) else None, item.id,
+        can_retry=state == ItemState.UNCERTAIN,
+        can_send_again=state == ItemState.FAILED and draft is not None,
+        finished=state in (ItemState.DONE, ItemState.FILED, ItemState.FAILED),
+    )  # fmt: skip

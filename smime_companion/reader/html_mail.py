@@ -1,0 +1,177 @@
+"""HTML mail made harmless with nh3 (the Ammonia sanitiser): the only module importing nh3.
+
+What comes out is a fragment that can do nothing but show text and pictures of its own: no
+script, event handler, form, frame, SVG, ``<meta refresh>``, ``<base>``, ``<link>`` or
+``<style>`` element survives; links keep only http, https and mailto targets (and open in a new
+tab, without referrer); style attributes keep only a list of harmless properties, so no CSS
+``url()`` is left; and every image source that is not a ``cid:`` reference to a part of the
+same message is removed, so nothing is ever fetched from the network (the EFAIL channel and
+read-tracking pixels). ``cid:`` images become ``data:`` URIs made by us from the message's own
+parts. The page that shows the fragment adds a strict Content-Security-Policy and a sandboxed
+frame on top (``routes_mail``); the sanitiser is the first wall, not the only one.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from html import escape
+
+import nh3
+
+from smime_companion.core.text import html_to_text
+
+# Image types a browser shows without running anything (SVG can carry script: never inlined).
+INLINE_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+# A cid: image larger than this is listed as an attachment instead of inlined.
+MAX_INLINE_IMAGE_BYTES = 5 * 1024 * 1024
+
+_TAGS = set(nh3.ALLOWED_TAGS) | {"font"}
+_ATTRIBUTES: dict[str, set[str]] = {
+    **{tag: set(values) for tag, values in nh3.ALLOWED_ATTRIBUTES.items()},
+    "font": {"color", "face", "size"},
+    "td": {"align", "valign", "colspan", "rowspan", "width", "height", "bgcolor"},
+    "th": {"align", "valign", "colspan", "rowspan", "width", "height", "bgcolor"},
+    "table": {"align", "width", "border", "cellpadding", "cellspacing", "bgcolor"},
+    "*": {"style", "title", "dir", "lang"},
+}
+# Removed with everything inside them (nh3 refuses a tag in both sets).
+_DROP_WITH_CONTENT = {
+    "script", "style", "svg", "math", "template", "title", "noscript", "head", "iframe",
+    "object", "embed", "applet", "noembed", "noframes", "xmp", "textarea", "select",
+}  # fmt: skip
+# Style properties that change how text and boxes look and can fetch nothing.
+_STYLE_PROPERTIES = {
+    "color", "background-color", "font", "font-family", "font-size", "font-style",
+    "font-weight", "text-align", "text-decoration", "text-transform", "line-height",
+    "letter-spacing", "white-space", "vertical-align", "margin", "margin-top", "margin-right",
+    "margin-bottom", "margin-left", "padding", "padding-top", "padding-right", "padding-bottom",
+    "padding-left", "border", "border-top", "border-right", "border-bottom", "border-left",
+    "border-color", "border-style", "border-width", "border-collapse", "border-spacing",
+    "border-radius", "width", "height", "max-width", "min-width", "display", "direction",
+}  # fmt: skip
+_LINK_SCHEMES = ("http://", "https://", "mailto:")
+
+
+# The HTML parser's work grows with the square of how deeply elements nest (50,000 nested <div>
+# cost 9 s here; 2,000 cost milliseconds). A document nested deeper than this is shown as text.
+MAX_NESTING = 2000
+# Elements that nest nothing (void) or close themselves when a sibling starts (optional end
+# tags): not counted as nesting, so an old table or list without end tags is not "deep".
+_NOT_NESTING = frozenset(
+    "area base br col embed hr img input link meta source track wbr p li dt dd td th tr "
+    "tbody thead tfoot colgroup caption option optgroup rb rt rtc rp".split()
+)
+# A tag's start, whatever follows (a '<' inside an attribute value must not hide a tag).
+_TAG_START = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)")
+
+
+def too_deep(html: str, limit: int = MAX_NESTING) -> bool:
+    """True when ``html`` may nest elements deeper than ``limit`` (an upper bound, counted in
+    one linear pass without parsing)."""
+    depth = 0
+    for match in _TAG_START.finditer(html):
+        if match.group(2).lower() in _NOT_NESTING:
+            continue
+        depth += -1 if match.group(1) else 1
+        if depth > limit:
+            return True
+        depth = max(depth, 0)
+    return False
+
+
+@dataclass(frozen=True)
+class InlineImage:
+    """A part of the message that a ``cid:`` reference may show: its type and bytes."""
+
+    mime_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class CleanHtml:
+    """A sanitised fragment, how many remote images were removed from it, and which cid
+    images it shows inline (their Content-IDs)."""
+
+    html: str
+    remote_images: int
+    inlined: frozenset[str]
+    as_text: bool = False  # too deeply nested to parse in bounded time: shown as its text
+
+
+def clean_html(html: str, images: Mapping[str, InlineImage]) -> CleanHtml:
+    """``html`` (a whole document or a fragment, any junk) as a harmless fragment.
+
+    ``images`` maps Content-IDs (without angle brackets, lower case) to the parts a ``cid:``
+    image may show. Never raises for hostile input; costs time linear in its size.
+    """
+    if too_deep(html):
+        text = html_to_text(html)
+        return CleanHtml(f"<pre>{escape(text)}</pre>", 0, frozenset(), as_text=True)
+    blocked = [0]
+    inlined: set[str] = set()
+    filter_attribute = _attribute_filter(images, blocked, inlined)
+    cleaned = nh3.clean(
+        html,
+        tags=_TAGS,
+        clean_content_tags=_DROP_WITH_CONTENT,
+        attributes=_ATTRIBUTES,
+        attribute_filter=filter_attribute,
+        strip_comments=True,
+        link_rel="noopener noreferrer",
+        set_tag_attribute_values={"a": {"target": "_blank"}},
+        url_schemes={"http", "https", "mailto", "cid"},
+        filter_style_properties=_STYLE_PROPERTIES,
+    )
+    return CleanHtml(cleaned, blocked[0], frozenset(inlined))
+
+
+# The only CSS functions a kept style may call: colours. Anything else with a "(" (url(),
+# image-set(), legacy expression(), var() games) is dropped, whatever its property.
+_STYLE_FUNCTIONS = re.compile(r"\b(?:rgb|rgba|hsl|hsla)\(", re.IGNORECASE)
+
+
+def _safe_style(value: str) -> str | None:
+    """``value`` without the declarations that call anything but a colour function."""
+    kept = [
+        declaration.strip()
+        for declaration in value.split(";")
+        if declaration.strip()
+        and "(" not in _STYLE_FUNCTIONS.sub("", declaration)
+        and "\\" not in declaration  # CSS escapes can spell a function name
+    ]
+    return ";".join(kept) or None
+
+
+def _attribute_filter(
+    images: Mapping[str, InlineImage], blocked: list[int], inlined: set[str]
+) -> Callable[[str, str, str], str | None]:
+    def keep(element: str, attribute: str, value: str) -> str | None:
+        if attribute in ("src", "href", "cite") or (element == "area" and attribute == "href"):
+            target = value.strip()
+            if element == "img" and attribute == "src":
+                if target.lower().startswith("cid:"):
+                    cid = target[4:].strip().strip("<>").lower()
+                    image = images.get(cid)
+                    if image is not None and _inlinable(image):
+                        inlined.add(cid)
+                        return f"data:{image.mime_type};base64," + base64.b64encode(
+                            image.data
+                        ).decode("ascii")
+                    return None
+                blocked[0] += 1
+                return None
+            if attribute == "cite":
+                return None  # a URL nobody needs to see, and no reason to keep one
+            return target if target.lower().startswith(_LINK_SCHEMES) else None
+        if attribute == "style":
+            return _safe_style(value)
+        return value
+
+    return keep
+
+
+def _inlinable(image: InlineImage) -> bool:
+    return image.mime_type in INLINE_IMAGE_TYPES and len(image.data) <= MAX_INLINE_IMAGE_BYTES

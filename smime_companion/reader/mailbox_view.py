@@ -1,0 +1,84 @@
+"""What a message list shows: one page of a folder or of a search, newest first, each row with
+its sender, subject, date, attachment mark, unread state and verdict badges; and the folders
+with their counts.
+
+A search runs the query language of ``smime-companion search`` unchanged (``Cache.search``), so
+the reader and the command find the same messages. A folder is listed as the query
+``account:A folder:"F"``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from dataclasses import dataclass
+from datetime import datetime
+
+from smime_companion.core import text as mime_text
+from smime_companion.reader.verdict_words import Badge, list_badges
+from smime_companion.store.cache import Cache, FolderCount, MessageSummary
+
+PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class Row:
+    """One message in a list."""
+
+    summary: MessageSummary
+    sender: str
+    unread: bool
+    badges: list[Badge]
+
+
+@dataclass(frozen=True)
+class ListPage:
+    """One page of a list: its rows, its number (from 1), whether another follows."""
+
+    rows: list[Row]
+    page: int
+    has_next: bool
+
+
+def folder_query(account: str, folder: str) -> str:
+    """The query that lists one folder of one account."""
+
+    def quoted(value: str) -> str:
+        # The language's quoted strings end at the next '"': a name holding one is matched
+        # with a wildcard in its place (folder: takes * and ? as wildcards).
+        return '"' + value.replace('"', "?") + '"'
+
+    return f"account:{quoted(account)} folder:{quoted(folder)}"
+
+
+def list_page(
+    cache: Cache, query: str, page: int, now: datetime, page_size: int = PAGE_SIZE
+) -> ListPage:
+    """Page ``page`` (from 1) of the messages ``query`` matches, newest first. Raises
+    :class:`UsageError` for a malformed query (one line naming the column)."""
+    page = max(1, page)
+    hits = cache.search(query, now=now, limit=page_size + 1, offset=(page - 1) * page_size)
+    shown = hits[:page_size]
+    unread = cache.unread_among(shown)
+    warnings = cache.warnings_of([h.id for h in shown])
+    rows = [
+        Row(
+            summary=hit,
+            sender=_display_sender(hit.sender),
+            unread=hit.id in unread,
+            badges=list_badges(hit.decryption, hit.signature, warnings.get(hit.id, [])),
+        )
+        for hit in shown
+    ]
+    return ListPage(rows, page, len(hits) > page_size)
+
+
+def _display_sender(value: str) -> str:
+    """The sender's name when it has one, else the address."""
+    decoded = mime_text.decode_header_text(value)
+    name, address = email.utils.parseaddr(decoded)
+    return name or address or decoded or "(no sender)"
+
+
+def folders(cache: Cache) -> list[FolderCount]:
+    """Every cached folder with its counts."""
+    return cache.folder_counts()

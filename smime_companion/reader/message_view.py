@@ -1,0 +1,251 @@
+"""What a message page shows, read from the stores: effective headers (and whether they were
+protected), the verdict in plain words, the bodies, the attachments.
+
+Nothing here knows about HTTP: the routes turn a :class:`MessageView` into a page. HTML bodies
+are not inlined into the page; the page frames ``/message/ID/html/PART``, whose fragment
+:func:`html_body` makes. HTML whose integrity nothing vouches for (content decrypted from CBC
+with no signature inside, ``not-integrity-protected``: EFAIL's CBC gadgets can splice HTML into
+it) is never rendered: it is shown as its text, and its fragment is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from smime_companion.core import text as mime_text
+from smime_companion.core.mime import parse_entity
+from smime_companion.core.model import WARN_NOT_INTEGRITY_PROTECTED
+from smime_companion.errors import MalformedInput
+from smime_companion.reader.html_mail import CleanHtml, InlineImage, clean_html
+from smime_companion.reader.verdict_words import (
+    Badge,
+    VerdictLine,
+    layer_lines,
+    list_badges,
+    verdict_lines,
+)
+from smime_companion.store.cache import Cache, MessageSummary, StoredAttachment
+from smime_companion.store.certstore import CertStore
+
+# Shown headers, in order, with their display names.
+SHOWN_HEADERS = (("from", "From"), ("to", "To"), ("cc", "Cc"), ("subject", "Subject"),
+                 ("date", "Date"))  # fmt: skip
+# A text body longer than this is cut on the page (the whole is in the raw source).
+MAX_SHOWN_TEXT = 2_000_000
+
+
+@dataclass(frozen=True)
+class HeaderLine:
+    """An effective header; ``outer`` is what the unprotected outer header said when the
+    protected one differs from it (None otherwise)."""
+
+    name: str
+    value: str
+    protected: bool
+    outer: str | None = None
+
+
+@dataclass(frozen=True)
+class Body:
+    """A body part as shown: plain text, or an HTML part shown in a frame (by part number)."""
+
+    part: int
+    kind: str  # "text" or "html"
+    text: str = ""
+    alternative: int | None = None  # the part number of the other form of the same body
+
+
+@dataclass
+class MessageView:
+    """Everything the message page shows."""
+
+    summary: MessageSummary
+    headers: list[HeaderLine]
+    header_protection: str | None
+    verdict: list[VerdictLine]
+    layers: list[str]
+    bodies: list[Body]
+    attachments: list[StoredAttachment]
+    opened: bool
+    badges: list[Badge] = field(default_factory=list)
+
+
+def _outer_headers(raw: bytes) -> dict[str, str]:
+    try:
+        fields = parse_entity(raw, mime_text.MAX_HEADER_BYTES).fields
+    except MalformedInput:
+        return {}
+    return mime_text.summary_headers(fields)
+
+
+def _fields(content: bytes | None) -> dict[str, str]:
+    """Every header of the innermost entity (lower-case names, first wins, decoded)."""
+    if content is None:
+        return {}
+    try:
+        fields = parse_entity(content, mime_text.MAX_HEADER_BYTES).fields
+    except MalformedInput:
+        return {}
+    out: dict[str, str] = {}
+    for name, value in fields:
+        out.setdefault(name.lower(), mime_text.decode_header_text(value))
+    return out
+
+
+def key_changed(store: CertStore, report: dict[str, Any]) -> bool:
+    """True when a signer's certificate is held as ``key-changed`` for its address."""
+    for signer in report.get("signers") or []:
+        fingerprint = signer.get("fingerprint")
+        if not fingerprint:
+            continue
+        for record in store.records_for_fingerprint(fingerprint):
+            if str(record.trust) == "key-changed":
+                return True
+    return False
+
+
+def _header_lines(report: dict[str, Any], raw: bytes) -> list[HeaderLine]:
+    outer = _outer_headers(raw)
+    effective = {str(k).lower(): str(v) for k, v in (report.get("headers") or {}).items()}
+    protection = report.get("header_protection")
+    headers = []
+    for key, name in SHOWN_HEADERS:
+        value = effective.get(key) or outer.get(key, "")
+        if not value and key in ("cc", "date"):
+            continue
+        protected = bool(protection) and key in effective
+        differs = protected and outer.get(key, "") != value
+        headers.append(HeaderLine(name, value, protected, outer.get(key, "") if differs else None))
+    return headers
+
+
+def effective_headers(cache: Cache, message_id: int) -> list[HeaderLine]:
+    """From, To, Cc, Subject and Date as the message means them: protected headers win over
+    the outer ones. Raises :class:`UsageError` for an unknown message."""
+    return _header_lines(cache.report(message_id), cache.raw(message_id))
+
+
+def reply_to_of(cache: Cache, message_id: int) -> str:
+    """The Reply-To of the message (the protected one first), or ""."""
+    return _fields(cache.content(message_id)).get("reply-to") or outer_field(
+        cache.raw(message_id), "reply-to"
+    )
+
+
+def references_of(cache: Cache, message_id: int) -> str:
+    """The References a reply to the message carries: its own References and Message-ID."""
+    inner = _fields(cache.content(message_id))
+    own = cache.summary(message_id).message_id
+    return " ".join(x for x in (inner.get("references", ""), own) if x).strip()
+
+
+def message_view(cache: Cache, store: CertStore, message_id: int) -> MessageView:
+    """The view of message ``message_id``. Raises :class:`UsageError` when it is unknown."""
+    summary = cache.summary(message_id)
+    report = cache.report(message_id)
+    raw = cache.raw(message_id)
+    content = cache.content(message_id)
+    protection = report.get("header_protection")
+    headers = _header_lines(report, raw)
+    opened = content is not None and report.get("error") is None
+    bodies = _bodies(content, _trusted(report)) if content is not None else []
+    changed = key_changed(store, report)
+    return MessageView(
+        summary=summary,
+        headers=headers,
+        header_protection=str(protection) if protection else None,
+        verdict=verdict_lines(report, key_changed=changed, scan=summary.scan),
+        layers=layer_lines(report),
+        bodies=bodies,
+        attachments=cache.attachments(message_id),
+        opened=opened,
+        badges=list_badges(
+            summary.decryption,
+            summary.signature,
+            [*(report.get("warnings") or []), *(["key-changed"] if changed else [])],
+        ),
+    )
+
+
+def outer_field(raw: bytes, name: str) -> str:
+    """The first outer header ``name`` of ``raw``, decoded ("" when absent)."""
+    return _fields(raw).get(name.lower(), "")
+
+
+def _trusted(report: dict[str, Any]) -> bool:
+    """False when the content is not integrity-protected (its HTML is then never rendered)."""
+    return WARN_NOT_INTEGRITY_PROTECTED not in (report.get("warnings") or [])
+
+
+def _bodies(content: bytes, trusted: bool = True) -> list[Body]:
+    """The inline text parts; a text/plain part followed by a text/html part is taken as one
+    body in two forms (multipart/alternative), shown as HTML with the text one step away. For
+    content that is not ``trusted``, HTML is shown as its text."""
+    inline = [p for p in _parts(content) if not p.is_attachment]
+    bodies: list[Body] = []
+    index = 0
+    while index < len(inline):
+        part = inline[index]
+        following = inline[index + 1] if index + 1 < len(inline) else None
+        if (
+            trusted
+            and part.mime_type == "text/plain"
+            and following is not None
+            and following.mime_type == "text/html"
+        ):
+            bodies.append(Body(following.number, "html", alternative=part.number))
+            index += 2
+            continue
+        if part.mime_type == "text/html" and trusted:
+            bodies.append(Body(part.number, "html"))
+        else:
+            bodies.append(Body(part.number, "text", mime_text.part_text(part)[:MAX_SHOWN_TEXT]))
+        index += 1
+    return bodies
+
+
+def _parts(content: bytes) -> list[mime_text.Part]:
+    try:
+        return list(mime_text.iter_parts(content))
+    except MalformedInput:
+        return []
+
+
+def text_body(cache: Cache, message_id: int, part_number: int) -> str | None:
+    """The text of part ``part_number`` (HTML turned into text), or None when there is none."""
+    content = cache.content(message_id)
+    part = mime_text.get_part(content, part_number) if content is not None else None
+    if part is None or part.mime_type not in ("text/plain", "text/html"):
+        return None
+    return mime_text.part_text(part)[:MAX_SHOWN_TEXT]
+
+
+def html_body(cache: Cache, message_id: int, part_number: int) -> CleanHtml | None:
+    """The sanitised fragment of HTML part ``part_number``, its ``cid:`` images inlined from
+    the message's own parts; None when that part is not HTML, or when the message's content is
+    not integrity-protected (its HTML is never rendered)."""
+    content = cache.content(message_id)
+    if content is None or not _trusted(cache.report(message_id)):
+        return None
+    parts = _parts(content)
+    html = next((p for p in parts if p.number == part_number), None)
+    if html is None or html.mime_type != "text/html":
+        return None
+    images = {p.content_id.lower(): InlineImage(p.mime_type, p.data) for p in parts if p.content_id}
+    return clean_html(mime_text.decoded_text(html), images)
+
+
+def quoted_text(cache: Cache, message_id: int) -> str:
+    """The message's text for quoting in a reply (every inline part, HTML as text)."""
+    content = cache.content(message_id)
+    if content is None:
+        return ""
+    return mime_text.extract_text(content).body
+
+
+def attachment_parts(cache: Cache, message_id: int) -> Sequence[mime_text.Part]:
+    """The attachment parts of the message, with their bytes (for forwarding)."""
+    content = cache.content(message_id)
+    return [p for p in _parts(content) if p.is_attachment] if content is not None else []

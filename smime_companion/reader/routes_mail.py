@@ -1,0 +1,288 @@
+"""Reading: the mailboxes, the message list and search, a message, its HTML body frame, its
+attachments and raw source, the read state, and the JSON the list polls for new mail."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import urllib.parse
+from typing import Any
+
+from flask import (
+    Flask,
+    Response,
+    abort,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+
+from smime_companion.core import text as mime_text
+from smime_companion.errors import SmimeCompanionError, UsageError
+from smime_companion.reader import mailbox_view, message_view
+from smime_companion.reader.html_mail import CleanHtml
+from smime_companion.reader.security import COOKIE
+from smime_companion.reader.web_state import new_nonce, reader
+
+log = logging.getLogger(__name__)
+
+# The HTML of a message is shown in a sandboxed frame of its own, under this policy: nothing
+# but our data: images and our nonce'd style sheet may load, no script runs, no form submits,
+# and the frame may only sit inside our own pages.
+FRAME_POLICY = (
+    "default-src 'none'; img-src data:; style-src 'nonce-{nonce}'; "
+    "style-src-attr 'unsafe-inline'; font-src 'none'; form-action 'none'; base-uri 'none'; "
+    "frame-ancestors 'self'; sandbox allow-popups allow-popups-to-escape-sandbox"
+)
+# A downloaded part or the raw source is data, never a page.
+DATA_POLICY = "default-src 'none'; sandbox"
+
+
+def register(app: Flask) -> None:
+    """Add the reading routes to ``app``."""
+    app.add_url_rule("/", "home", home)
+    app.add_url_rule("/signin", "signin", signin)
+    app.add_url_rule("/mail", "mailbox", mailbox)
+    app.add_url_rule("/message/<int:message_id>", "message", message)
+    app.add_url_rule("/message/<int:message_id>/html/<int:part>", "html_part", html_part)
+    app.add_url_rule("/message/<int:message_id>/part/<int:part>", "download", download)
+    app.add_url_rule("/message/<int:message_id>/raw", "raw", raw)
+    app.add_url_rule("/message/<int:message_id>/read", "set_read", set_read, methods=["POST"])
+    app.add_url_rule("/api/mailbox", "api_mailbox", api_mailbox)
+
+
+def home() -> Response:
+    """The first folder (INBOX when there is one)."""
+    return redirect(url_for("mailbox"))  # type: ignore[return-value]
+
+
+def signin() -> Response:
+    """Trade a one-time token for a session, then go to the mailbox.
+
+    The next page is reached by a refresh from this page (not a redirect) so that the browser,
+    having arrived from elsewhere (a terminal, a file), sends the SameSite=Strict cookie with
+    it: it is then a navigation started by our own page."""
+    state = reader()
+    token = request.args.get("token", "")
+    if not state.tokens.redeem(token, state.context.clock()):
+        page = render_template(
+            "refused.html",
+            title="Sign-in link used or expired",
+            text="This sign-in link was already used or has expired (links last two minutes). "
+            "Run 'smime-companion reader' for a new one.",
+            signed_in=False,
+        )
+        return Response(page, status=403, mimetype="text/html")
+    cookie, _ = state.sessions.create()
+    response = Response(render_template("signin.html", signed_in=False), mimetype="text/html")
+    response.set_cookie(COOKIE, cookie, httponly=True, samesite="Strict", path="/")
+    return response
+
+
+def _sidebar() -> dict[str, Any]:
+    state = reader()
+    counts = mailbox_view.folders(state.stores.cache())
+    accounts = [a.name for a in state.context.accounts]
+    for count in counts:
+        if count.account not in accounts:
+            accounts.append(count.account)
+    tree = [(name, [c for c in counts if c.account == name]) for name in accounts]
+    return {"tree": tree, "can_compose": any(a.can_send for a in state.context.accounts)}
+
+
+def _default_folder() -> tuple[str, str] | None:
+    counts = mailbox_view.folders(reader().stores.cache())
+    for count in counts:
+        if count.folder.upper() == "INBOX":
+            return count.account, count.folder
+    return (counts[0].account, counts[0].folder) if counts else None
+
+
+def _list_args() -> tuple[str, str, str, int]:
+    account = request.args.get("account", "")
+    folder = request.args.get("folder", "")
+    query = request.args.get("q", "").strip()
+    try:
+        page = max(1, int(request.args.get("page", "1")))
+    except ValueError:
+        page = 1
+    return account, folder, query, page
+
+
+def mailbox() -> str:
+    """A folder, or the results of a search (``q``), newest first, paged."""
+    state = reader()
+    account, folder, query, page = _list_args()
+    if not query and not (account and folder):
+        default = _default_folder()
+        if default is not None:
+            account, folder = default
+    effective = query or (mailbox_view.folder_query(account, folder) if folder else "")
+    error = None
+    try:
+        listing = mailbox_view.list_page(
+            state.stores.cache(), effective, page, state.context.clock()
+        )
+    except UsageError as exc:
+        error = str(exc)
+        listing = mailbox_view.ListPage([], 1, False)
+    return render_template(
+        "mailbox.html",
+        listing=listing,
+        account=account,
+        folder=folder,
+        query=query,
+        error=error,
+        poll_url=url_for("api_mailbox", account=account, folder=folder, q=query)
+        if page == 1
+        else "",
+        **_sidebar(),
+    )
+
+
+def api_mailbox() -> Response:
+    """For the list's polling: the newest message of the list and the folder counts."""
+    state = reader()
+    account, folder, query, _ = _list_args()
+    effective = query or (mailbox_view.folder_query(account, folder) if folder else "")
+    try:
+        hits = state.stores.cache().search(effective, now=state.context.clock(), limit=1)
+    except UsageError as exc:
+        return jsonify({"error": str(exc)})
+    counts = [
+        {"account": c.account, "folder": c.folder, "messages": c.messages, "unread": c.unread}
+        for c in mailbox_view.folders(state.stores.cache())
+    ]
+    return jsonify({"newest": hits[0].id if hits else None, "folders": counts})
+
+
+def _mark_seen_on_server(message_id: int) -> None:
+    state = reader()
+    mark = state.context.mark_seen
+    if mark is None:
+        return
+    summary = state.stores.cache().summary(message_id)
+    if "\\Seen" in summary.flags:
+        return
+
+    def run() -> None:
+        try:
+            mark(summary)
+        except SmimeCompanionError as exc:
+            log.warning("marking message %d seen on the server: %s", message_id, exc)
+
+    threading.Thread(target=run, name="mark-seen", daemon=True).start()
+
+
+def message(message_id: int) -> str:
+    """A message: headers, verdict panel, bodies, attachments. Opening it marks it read here
+    (and on the server with ``mark_seen_on_server``)."""
+    state = reader()
+    cache = state.stores.cache()
+    try:
+        view = message_view.message_view(cache, state.stores.certs(), message_id)
+    except UsageError:
+        abort(404)
+    if request.args.get("keep_unread") is None:
+        cache.set_read(message_id, True)
+        _mark_seen_on_server(message_id)
+    as_text = request.args.get("view") == "text"
+    texts = {
+        b.part: message_view.text_body(cache, message_id, b.alternative or b.part) or ""
+        for b in view.bodies
+        if b.kind == "html" and as_text
+    }
+    back = request.args.get("back", "")
+    if not back.startswith("/mail"):
+        back = url_for("mailbox", account=view.summary.account, folder=view.summary.folder)
+    return render_template(
+        "message.html",
+        view=view,
+        as_text=as_text,
+        texts=texts,
+        back=back,
+        neighbours=_neighbours(back, message_id),
+        **_sidebar(),
+    )
+
+
+# A search result list is looked through this far for the messages either side of one.
+NEIGHBOUR_SEARCH_LIMIT = 1000
+
+
+def _neighbours(back: str, message_id: int) -> tuple[int | None, int | None]:
+    """The messages before and after this one in the list it was opened from (for j/k): its
+    folder, or the first results of the search it was found by."""
+    state = reader()
+    cache = state.stores.cache()
+    query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(back).query)).get("q", "")
+    if not query:
+        return cache.folder_neighbours(message_id)
+    try:
+        ids = [
+            h.id
+            for h in cache.search(query, now=state.context.clock(), limit=NEIGHBOUR_SEARCH_LIMIT)
+        ]
+    except UsageError:
+        return None, None
+    if message_id not in ids:
+        return None, None
+    index = ids.index(message_id)
+    newer = ids[index - 1] if index > 0 else None
+    older = ids[index + 1] if index + 1 < len(ids) else None
+    return newer, older
+
+
+def html_part(message_id: int, part: int) -> Response:
+    """The sanitised HTML of part ``part``, as a document for the message page's sandboxed
+    frame, with link targets shown after each link."""
+    cleaned: CleanHtml | None = message_view.html_body(reader().stores.cache(), message_id, part)
+    if cleaned is None:
+        abort(404)
+    nonce = new_nonce()
+    page = render_template("frame.html", cleaned=cleaned, nonce=nonce)
+    response = Response(page, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = FRAME_POLICY.format(nonce=nonce)
+    response.headers["X-Frame-Options"] = "SAMEORIGIN"
+    return response
+
+
+def download(message_id: int, part: int) -> Response:
+    """Part ``part`` of the message, as a download (never shown by the browser)."""
+    content = reader().stores.cache().content(message_id)
+    found = mime_text.get_part(content, part) if content is not None else None
+    if found is None:
+        abort(404)
+    name = found.filename or f"part-{part}"
+    response = Response(found.data, mimetype="application/octet-stream")
+    quoted = urllib.parse.quote(name, safe="")
+    fallback = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:100] or "part"
+    response.headers["Content-Disposition"] = (
+        f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quoted}"
+    )
+    response.headers["Content-Security-Policy"] = DATA_POLICY
+    return response
+
+
+def raw(message_id: int) -> Response:
+    """The raw original, exactly as fetched, as plain text."""
+    try:
+        data = reader().stores.cache().raw(message_id)
+    except UsageError:
+        abort(404)
+    response = Response(data, mimetype="text/plain")
+    response.headers["Content-Type"] = "text/plain; charset=utf-8"
+    response.headers["Content-Security-Policy"] = DATA_POLICY
+    return response
+
+
+def set_read(message_id: int) -> Response:
+    """Mark the message read or unread (``read`` = 1 or 0) in the reader; back to ``back``."""
+    read = request.form.get("read", "1") == "1"
+    reader().stores.cache().set_read(message_id, read)
+    back = request.form.get("back", "")
+    if not back.startswith("/"):
+        back = url_for("message", message_id=message_id)
+    return redirect(back)  # type: ignore[return-value]

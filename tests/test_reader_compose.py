@@ -1,0 +1,147 @@
+"""Writing mail with the reader's compose logic (shared by the compose page and the compose
+command): replies address the right people and quote the original, forwards carry its
+attachments, each recipient's fate is said before sending, and a sent draft lives only in the
+encrypted journal, from where the outbox pipeline takes it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from smime_companion import runtime
+from smime_companion.core.mime import parse_entity
+from smime_companion.errors import UsageError
+from smime_companion.outbox.journal_drafts import JournalDrafts, draft_ref
+from smime_companion.outbox.plan import CertificateList
+from smime_companion.outbox.protocols import Place
+from smime_companion.reader import compose
+from smime_companion.store.journal import Journal
+from smime_companion.testing.pki import TestPki
+from tests.conftest import load_cert
+from tests.reader_world import World, make_world, message, text_entity
+
+BOB = compose.Sender("work", "bob@example.org")
+
+
+@pytest.fixture()
+def world(tmp_path: Path, pki: TestPki, now: dt.datetime) -> Iterator[World]:
+    original = message(
+        "Alice <alice@example.org>",
+        "Lunch on Friday",
+        now,
+        b"Reply-To: Alice Work <alice.work@example.org>\r\n"
+        b"Cc: Carol <carol@example.org>, bob@example.org\r\n"
+        b"References: <earlier@test.example>\r\n" + text_entity("Noodles?\nOr pizza?"),
+        "lunch",
+    )
+    attached = message(
+        "Carol <carol@example.org>",
+        "Budget",
+        now,
+        b"Content-Type: multipart/mixed; boundary=M\r\n\r\n--M\r\n" + text_entity("See file.")
+        + b"--M\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; "
+        b'filename="budget.pdf"\r\n\r\n%PDF budget\r\n--M--\r\n',
+        "budget",
+    )  # fmt: skip
+    yield from make_world(tmp_path, pki, now, [original, attached])
+
+
+def test_a_reply_goes_to_reply_to_quotes_the_text_and_threads(world: World) -> None:
+    with runtime.open_cache(world.config) as cache:
+        fields = compose.answer_fields(cache, 1, "reply", BOB, ["bob@example.org"])
+    assert fields.to == "Alice Work <alice.work@example.org>"
+    assert fields.cc == ""
+    assert fields.subject == "Re: Lunch on Friday"
+    assert fields.in_reply_to == "<lunch@test.example>"
+    assert fields.references == "<earlier@test.example> <lunch@test.example>"
+    assert "wrote:\n> Noodles?\n> Or pizza?" in fields.body
+
+
+def test_reply_all_adds_the_others_but_never_yourself(world: World) -> None:
+    with runtime.open_cache(world.config) as cache:
+        fields = compose.answer_fields(cache, 1, "reply-all", BOB, ["bob@example.org"])
+    assert fields.to == "Alice Work <alice.work@example.org>"
+    assert fields.cc == "Carol <carol@example.org>"
+
+
+def test_a_forward_carries_the_attachments_and_the_original_header(world: World) -> None:
+    with runtime.open_cache(world.config) as cache:
+        fields = compose.answer_fields(cache, 2, "forward", BOB, [])
+    assert fields.subject == "Fwd: Budget" and fields.to == ""
+    assert "From: Carol <carol@example.org>" in fields.body and "See file." in fields.body
+    (item,) = fields.attachments
+    assert (item.filename, item.mime_type, item.data) == ("budget.pdf", "application/pdf",
+                                                          b"%PDF budget")  # fmt: skip
+    built = compose.build_draft(
+        compose.DraftFields(**{**fields.__dict__, "to": "dave@example.org"}), world.now
+    )
+    again, _ = compose.read_draft(built, "work")
+    assert again.attachments == fields.attachments
+
+
+def test_a_draft_needs_a_recipient_and_one_line_headers(world: World) -> None:
+    with pytest.raises(UsageError, match="at least one recipient"):
+        compose.build_draft(compose.DraftFields("work", "bob@example.org"), world.now)
+    with pytest.raises(UsageError, match="Subject must be one line"):
+        compose.build_draft(
+            compose.DraftFields(
+                "work", "bob@example.org", to="a@example.org", subject="x\r\nBcc: eve@example.org"
+            ),  # fmt: skip
+            world.now,
+        )
+
+
+def test_each_recipient_is_told_what_will_happen(pki: TestPki, now: dt.datetime) -> None:
+    lookup = CertificateList([load_cert(pki.cert("alice"))])
+    alice = compose.recipient_status("Alice@Example.org", lookup, now, "hold")
+    assert alice.state == "encrypt" and "will be encrypted" in alice.detail
+    held = compose.recipient_status("zed@example.org", lookup, now, "hold")
+    assert held.state == "hold" and "held, not sent" in held.detail
+    signed_only = compose.recipient_status("zed@example.org", lookup, now, "sign-only")
+    assert "NOT encrypted" in signed_only.detail
+    own = compose.recipient_status("bob@example.org", lookup, now, "hold", ["bob@example.org"])
+    assert own.state == "encrypt"
+
+
+def test_send_keeps_the_draft_in_the_encrypted_journal_for_the_pipeline(
+    world: World, tmp_path: Path
+) -> None:
+    fields = compose.DraftFields("work", "bob@example.org", to="alice@example.org",
+                                 subject="Secret lunch", body="marzipan at noon")  # fmt: skip
+    with runtime.open_outbox_journal(world.config) as journal:
+        draft_id = compose.save(journal, fields, world.now, send=True)
+        progress = compose.progress(journal, "work", draft_id)
+        assert progress.stage == "queued"
+        source = JournalDrafts(journal, "work", lambda: world.now)
+        (ref,) = source.drafts()
+        assert ref.ref == draft_ref(draft_id)
+        raw = source.read(ref.ref)
+        assert raw is not None and b"marzipan at noon" in raw
+        assert parse_entity(raw, 65536).get("Subject") == "Secret lunch"
+        # Held by the pipeline: kept, in its place, offered to send again.
+        assert source.move_aside(ref.ref, Place.HELD) == ref.ref
+        assert source.drafts() == []
+        source.remove(ref.ref)
+        assert source.read(ref.ref) is None
+    # Nowhere on disk in the clear: not in the journal file, not beside it.
+    for path in (tmp_path / "cache").iterdir():
+        if path.is_file():
+            assert b"marzipan at noon" not in path.read_bytes(), path
+
+
+def test_a_saved_draft_keeps_its_message_id_when_edited_and_sent(world: World) -> None:
+    with Journal.open(world.config.cache.path, "reader test cache key") as journal:
+        fields = compose.DraftFields("work", "bob@example.org", subject="Draft")
+        draft_id = compose.save(journal, fields, world.now, send=False)
+        kept = journal.draft(draft_id)
+        assert kept is not None and kept.place == "saved"
+        first_id = compose.read_draft(kept.message, "work")[1]
+        edited = compose.DraftFields("work", "bob@example.org", to="alice@example.org",
+                                     subject="Draft")  # fmt: skip
+        assert compose.save(journal, edited, world.now, send=True, draft_id=draft_id) == draft_id
+        sent = journal.draft(draft_id)
+        assert sent is not None and sent.place == "outbox"
+        assert compose.read_draft(sent.message, "work")[1] == first_id

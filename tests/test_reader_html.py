@@ -1,0 +1,96 @@
+"""HTML mail through the sanitiser: whatever comes in, what comes out can run nothing, submit
+nothing and fetch nothing; text, structure, harmless styles, links (http, https, mailto) and the
+message's own cid: images survive."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from smime_companion.reader.html_mail import InlineImage, clean_html
+
+PNG = b"\x89PNG\r\n\x1a\n fake image bytes"
+IMAGES = {
+    "logo@x": InlineImage("image/png", PNG),
+    "vector@x": InlineImage("image/svg+xml", b"<svg/>"),
+}
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "<script>fetch('http://evil.example/')</script>",
+        "<img src=x onerror=\"fetch('http://evil.example/')\">",
+        "<body onload=\"fetch('http://evil.example/')\">",
+        '<meta http-equiv="refresh" content="0;url=http://evil.example/">',
+        '<form action="http://evil.example/"><input name=a><button>go</button></form>',
+        '<svg><image href="http://evil.example/x.png"/></svg>',
+        '<math><mtext><img src="http://evil.example/m.png"></mtext></math>',
+        "<style>body { background: url(http://evil.example/bg.png) }</style>",
+        '<p style="background-image: url(http://evil.example/p.png)">x</p>',
+        '<p style="background: url(&quot;http://evil.example/q.png&quot;)">x</p>',
+        '<link rel="stylesheet" href="http://evil.example/s.css">',
+        '<base href="http://evil.example/">',
+        '<iframe src="http://evil.example/f"></iframe>',
+        '<object data="http://evil.example/o"></object><embed src="http://evil.example/e">',
+        '<video poster="http://evil.example/v.png" src="http://evil.example/v.mp4"></video>',
+        '<img srcset="http://evil.example/s.png 2x">',
+        '<table background="http://evil.example/t.png"><tr><td>x</td></tr></table>',
+        "<a href=\"javascript:fetch('http://evil.example/')\">x</a>",
+        '<a href="data:text/html,<script>alert(1)</script>">x</a>',
+        '<img src="//evil.example/protocol-relative.png">',
+        '<IMG SRC="http://evil.example/upper.png">',
+        '<img src=" http://evil.example/space.png ">',
+        '<div style="width: expression(alert(1))">x</div>',
+        "<!--[if gte mso 9]><img src=http://evil.example/mso.png><![endif]-->",
+        '<a href="http://ok.example/" ping="http://evil.example/ping">x</a>',
+    ],
+)
+def test_nothing_hostile_survives(hostile: str) -> None:
+    cleaned = clean_html(f"<p>before</p>{hostile}<p>after</p>", IMAGES).html
+    lowered = cleaned.lower()
+    assert "evil.example" not in lowered
+    for marker in ("<script", "onerror", "onload", "<form", "<svg", "<math", "<style", "<meta",
+                   "<link", "<base", "<iframe", "<object", "<embed", "<video", "javascript:",
+                   "url(", "expression(", "srcset", "ping=", "data:text"):  # fmt: skip
+        assert marker not in lowered, (marker, cleaned)
+    assert "before" in cleaned and "after" in cleaned
+
+
+def test_remote_images_are_counted_and_cid_images_become_our_data_uris() -> None:
+    cleaned = clean_html(
+        '<img src="http://a.example/1.png"><img src="cid:LOGO@x" alt="logo">'
+        '<img src="cid:missing@x"><img src="cid:vector@x"><img src="relative.png">',
+        IMAGES,
+    )
+    assert cleaned.remote_images == 2
+    assert cleaned.inlined == frozenset({"logo@x"})
+    assert f'src="data:image/png;base64,{base64.b64encode(PNG).decode()}"' in cleaned.html
+    assert "svg" not in cleaned.html  # an SVG part is never inlined: it can carry script
+
+
+def test_text_structure_styles_and_links_survive() -> None:
+    cleaned = clean_html(
+        '<h1 style="color: red; font-weight: bold">Title</h1><table><tr><td>cell</td></tr>'
+        '</table><a href="https://example.org/x">see</a> <a href="mailto:bob@example.org">bob</a>',
+        {},
+    ).html
+    assert 'style="color:red;font-weight:bold"' in cleaned.replace(" ", "")
+    assert "<td>cell</td>" in cleaned
+    assert 'href="https://example.org/x"' in cleaned and 'target="_blank"' in cleaned
+    assert 'rel="noopener noreferrer"' in cleaned
+    assert 'href="mailto:bob@example.org"' in cleaned
+
+
+def test_html_nested_too_deeply_to_parse_in_bounded_time_is_shown_as_its_text() -> None:
+    # 50,000 nested elements cost the parser seconds (its work grows with the square of the
+    # depth): such a document is shown as text instead, found in one linear pass.
+    for opener in ("<div>", '<div title="<">', "<font><span>"):
+        cleaned = clean_html(opener * 50_000 + "<p onclick=x>deep text</p>", {})
+        assert cleaned.as_text and cleaned.html.startswith("<pre>"), opener
+        assert "deep text" in cleaned.html and "onclick" not in cleaned.html
+    # An old table and list without end tags is not deep.
+    table = "<table>" + "<tr><td>cell" * 5000 + "</table><ul>" + "<li>item" * 5000 + "</ul>"
+    assert not clean_html(table, {}).as_text
+    assert not clean_html("<p onclick=x>" * 20_000 + "<" * 100_000, {}).as_text

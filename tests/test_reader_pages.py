@@ -1,0 +1,105 @@
+"""The reader's pages over plain HTTP (a signed-in session): protected headers win over the
+outer ones and say so, a partially encrypted message is flagged in the list and explained, the
+status and outbox pages show the accounts and the queue, and a certificate file can be
+imported."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from smime_companion.cli import main
+from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki
+from tests.reader_world import World, encrypted, make_world, message, text_entity
+from tests.tools import mime_message
+
+
+def _sealed_with_header_protection(pki: TestPki, tmp_path: Path, now: dt.datetime) -> bytes:
+    draft = tmp_path / "draft.eml"
+    draft.write_bytes(mime_message("The real subject is inside.\r\n", subject="Salary review"))
+    out = tmp_path / "sealed.eml"
+    code = main(["seal", str(draft), "-o", str(out), "--p12", str(pki.p12("alice")),
+                 "--p12-password-env", "READER_P12_PASSWORD", "--to-cert",
+                 str(pki.cert("bob"))])  # fmt: skip
+    assert code == 0
+    return out.read_bytes()
+
+
+def _partially_encrypted(pki: TestPki, now: dt.datetime) -> bytes:
+    inner = encrypted(pki, text_entity("someone else's secret"))
+    body = (
+        b"Content-Type: multipart/mixed; boundary=P\r\n\r\n--P\r\n"
+        + text_entity("Please read the attached and click my link.")
+        + b"--P\r\n" + inner + b"\r\n--P--\r\n"
+    )  # fmt: skip
+    return message("Mallory <mallory@example.net>", "Wrapped", now, body, "wrapped")
+
+
+@pytest.fixture()
+def world(
+    tmp_path: Path, pki: TestPki, now: dt.datetime, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[World]:
+    monkeypatch.setenv("READER_P12_PASSWORD", PKCS12_PASSWORD)
+    mail = [_sealed_with_header_protection(pki, tmp_path, now), _partially_encrypted(pki, now)]
+    yield from make_world(tmp_path, pki, now, mail)
+
+
+def _page(world: World, path: str) -> str:
+    cookie, _ = world.session()
+    status, _, body = world.request("GET", path, {"Cookie": cookie})
+    assert status == 200, (path, status)
+    return body.decode()
+
+
+def test_protected_headers_win_and_the_page_says_what_the_outside_said(world: World) -> None:
+    page = _page(world, "/message/1")
+    assert '<h1 id="subject">Salary review</h1>' in page
+    assert "protected</span>" in page
+    assert "outside it said: <q>[...]</q>" in page
+    listing = _page(world, "/mail")
+    assert "Salary review" in listing and "[...]" not in listing
+
+
+def test_a_partially_encrypted_message_is_flagged_and_explained(world: World) -> None:
+    listing = _page(world, "/mail")
+    assert "partially encrypted" in listing
+    page = _page(world, "/message/2")
+    assert "Partially encrypted" in page
+    assert "The encrypted part was not opened" in page
+    assert "someone else" not in page
+
+
+def test_status_and_outbox_pages_show_the_accounts_and_the_queue(world: World) -> None:
+    status = _page(world, "/status")
+    assert "daemon not running" in status and "INBOX" in status
+    outbox = _page(world, "/outbox")
+    assert "No drafts." in outbox and "Nothing sent yet." in outbox
+
+
+def test_a_certificate_file_is_imported_from_the_certificates_page(
+    world: World, pki: TestPki
+) -> None:
+    cookie, csrf = world.session()
+    boundary = "XyZ"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n{csrf}\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="d.pem"\r\n'
+            "Content-Type: application/x-pem-file\r\n\r\n"
+        ).encode()
+        + pki.chain("dave").read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    status, headers, _ = world.request(
+        "POST", "/certificates/import",
+        {"Cookie": cookie, "Origin": f"http://127.0.0.1:{world.port}",
+         "Content-Type": f"multipart/form-data; boundary={boundary}"},
+        body,
+    )  # fmt: skip
+    assert status == 302, headers
+    assert "Imported: dave@example.org (anchor)" in headers["Location"].replace("+", " ")
+    page = _page(world, "/certificates")
+    assert "dave@example.org" in page and "anchor" in page

@@ -1,0 +1,432 @@
+"""Real-world messages that used to fail (issue 16): legacy certificates, bare .p7m files, mbox
+separators, and the quirks of gpgsm and NSS. One section per class of the issue.
+
+Every certificate and message is made at test time by a tool we did not write: ``openssl req``,
+``openssl x509 -req`` (SHA-1 and MD5 CAs, an RSA-1024 signer, a version-1 root), ``openssl cms``
+(``-nocerts``, ``-outform DER/PEM``, ``-binary``), ``gpgsm --include-certs 0`` and ``gpgsm
+--export-secret-key-p12 --armor``; the two public vectors are the RFC 9216 keys' examples in
+tests/vectors (origin and licence in tests/interop_cases.md). Certificates that ``openssl x509``
+makes are valid from the moment it ran, so those tests judge them an hour later.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from smime_companion import keyfiles
+from smime_companion.core.model import Decryption, OpenResult, SignatureStatus
+from smime_companion.core.open import open_message
+from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki
+from tests.conftest import load_cert, load_identity
+from tests.peers import GpgsmHome, _with_outer, multipart_signed_entity, split_message
+from tests.tools import mime_message, minimal_env, openssl_cms, run
+
+S = SignatureStatus
+VECTORS = Path(__file__).parent / "vectors"
+CLI = [sys.executable, "-m", "smime_companion"]
+MESSAGE = mime_message(body="Hello Bob,\r\nthe quarterly figures.\r\n", sender="old@example.org")
+EXT = (
+    "subjectAltName=email:old@example.org\nextendedKeyUsage=emailProtection\n"
+    "keyUsage=critical,digitalSignature,keyEncipherment\nbasicConstraints=critical,CA:FALSE\n"
+)
+
+
+def _cli(
+    *args: str | Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [*CLI, *map(str, args)],
+        capture_output=True,
+        timeout=120,
+        env=env or minimal_env(P12_PASSWORD=PKCS12_PASSWORD, XDG_CONFIG_HOME="/nonexistent"),
+    )
+
+
+def _user(
+    directory: Path,
+    name: str,
+    ca: Path,
+    ca_key: Path,
+    *,
+    digest: str = "sha256",
+    bits: int = 2048,
+    days: int = 30,
+) -> tuple[Path, Path]:
+    """A user certificate (old@example.org, email EKU) made by ``openssl x509 -req``."""
+    key, csr = directory / f"{name}.key.pem", directory / f"{name}.csr.pem"
+    cert, ext = directory / f"{name}.cert.pem", directory / f"{name}.ext"
+    ext.write_text(EXT)
+    run(["openssl", "req", "-new", "-newkey", f"rsa:{bits}", "-nodes", "-keyout", key,
+         "-subj", f"/CN={name}", "-out", csr])  # fmt: skip
+    run(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         f"-{digest}", "-days", str(days), "-extfile", ext, "-out", cert])  # fmt: skip
+    return cert, key
+
+
+def _sign(cert: Path, key: Path, extra: Sequence[str | Path] = (), data: bytes = MESSAGE) -> bytes:
+    return openssl_cms(["-sign", "-signer", cert, "-inkey", key, *extra], data)
+
+
+def _open(message: bytes, anchors: Sequence[x509.Certificate], at: dt.datetime, **kw) -> OpenResult:
+    return open_message(message, anchors=anchors, at=at, **kw)
+
+
+def _an_hour_after(cert: Path) -> dt.datetime:
+    return load_cert(cert).not_valid_before_utc + dt.timedelta(hours=1)
+
+
+# --- 1. certificates signed with SHA-1 or MD5 ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def old_ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A root made with ``openssl req -x509 -sha1``, as CAs were until about 2016."""
+    directory = tmp_path_factory.mktemp("old-ca")
+    cert, key = directory / "ca.pem", directory / "ca.key.pem"
+    run(["openssl", "req", "-x509", "-sha1", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+         "-subj", "/CN=Old SHA-1 Root", "-days", "3650", "-out", cert,
+         "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"])  # fmt: skip
+    return cert, key
+
+
+@pytest.mark.parametrize("digest", ["sha1", "md5"])
+def test_an_old_hash_chain_is_weak_by_default_and_valid_for_archives(
+    old_ca: tuple[Path, Path], tmp_path: Path, digest: str
+) -> None:
+    cert, key = _user(tmp_path, "old", *old_ca, digest=digest)
+    anchors = [load_cert(old_ca[0])]
+    at = _an_hour_after(cert)
+    message = _sign(cert, key)
+    strict = _open(message, anchors, at)
+    assert strict.signature == S.WEAK_ALGORITHM, strict.layers
+    assert "weak-algorithm" in strict.warnings
+    # --allow-sha1 accepts a SHA-1 chain, never an MD5-signed certificate.
+    sha1_only = _open(message, anchors, at, allow_sha1=True)
+    assert sha1_only.signature == (S.VALID if digest == "sha1" else S.WEAK_ALGORITHM)
+    # The archive option accepts both, and still says the message is weak.
+    archive = _open(message, anchors, at, allow_weak=True)
+    assert archive.signature == S.VALID, archive.layers
+    assert "weak-algorithm" in archive.warnings
+    name = "SHA-1" if digest == "sha1" else "MD5"
+    assert any(name in w for w in archive.signers[0].weaknesses)
+
+
+# --- 2. a weak algorithm never masks the real diagnosis ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rsa1024(pki: TestPki, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """An RSA-1024 signer (valid 30 days) issued by the test intermediate."""
+    return _user(
+        tmp_path_factory.mktemp("rsa1024"), "small", pki.intermediate,
+        pki.directory / "intermediate.key.pem", bits=1024,
+    )  # fmt: skip
+
+
+def test_an_expired_rsa1024_signer_is_expired_with_the_weakness_beside_it(
+    pki: TestPki, rsa1024: tuple[Path, Path], anchors: tuple[x509.Certificate, ...]
+) -> None:
+    message = _sign(*rsa1024, ["-certfile", pki.intermediate])
+    later = _an_hour_after(rsa1024[0]) + dt.timedelta(days=400)
+    result = _open(message, anchors, later)
+    assert result.signature == S.EXPIRED
+    assert "weak-algorithm" in result.warnings
+    signer = result.signers[0]
+    assert [p[0] for p in signer.problems] == [S.EXPIRED, S.WEAK_ALGORITHM]
+    assert "RSA-1024" in signer.weaknesses[0]
+
+
+def test_a_weak_signer_for_another_address_is_email_mismatch(
+    pki: TestPki, rsa1024: tuple[Path, Path], anchors: tuple[x509.Certificate, ...]
+) -> None:
+    other = mime_message(sender="alice@example.org")
+    result = _open(
+        _sign(*rsa1024, ["-certfile", pki.intermediate], other),
+        anchors,
+        _an_hour_after(rsa1024[0]),
+    )
+    assert result.signature == S.EMAIL_MISMATCH
+    assert "weak-algorithm" in result.warnings
+
+
+def test_a_weak_signer_from_an_unknown_root_is_untrusted_and_every_problem_is_listed(
+    rsa1024: tuple[Path, Path], anchors: tuple[x509.Certificate, ...]
+) -> None:
+    # No intermediate in the message: no path. The weakness is still found and listed.
+    result = _open(_sign(*rsa1024, ["-md", "sha1"]), anchors, _an_hour_after(rsa1024[0]))
+    assert result.signature == S.UNTRUSTED
+    statuses = [p[0] for p in result.signers[0].problems]
+    assert statuses[0] == S.UNTRUSTED and S.WEAK_ALGORITHM in statuses
+    assert len(result.signers[0].weaknesses) == 2  # SHA-1 and RSA-1024
+
+
+def test_an_rsa1024_signer_is_valid_for_archives_and_reported_weak(
+    pki: TestPki, rsa1024: tuple[Path, Path], anchors: tuple[x509.Certificate, ...]
+) -> None:
+    message = _sign(*rsa1024, ["-certfile", pki.intermediate])
+    at = _an_hour_after(rsa1024[0])
+    assert _open(message, anchors, at).signature == S.WEAK_ALGORITHM
+    archive = _open(message, anchors, at, allow_weak=True)
+    assert archive.signature == S.VALID and "weak-algorithm" in archive.warnings
+
+
+def test_the_cli_flag_and_the_config_option_accept_weak_algorithms(
+    pki: TestPki, rsa1024: tuple[Path, Path], tmp_path: Path
+) -> None:
+    message = tmp_path / "small.eml"
+    message.write_bytes(_sign(*rsa1024, ["-certfile", pki.intermediate]))
+    at = _an_hour_after(rsa1024[0]).isoformat()
+    base: list[str | Path] = ["open", message, "--anchor", pki.root, "--at", at, "--json"]
+    strict = _cli(*base)
+    assert strict.returncode == 1 and json.loads(strict.stdout)["signature"] == "weak-algorithm"
+    flag = _cli(*base, "--allow-weak")
+    assert flag.returncode == 0, flag.stderr
+    report = json.loads(flag.stdout)
+    assert report["signature"] == "valid" and "weak-algorithm" in report["warnings"]
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[identity]\ntrust_anchors = ["{pki.root}"]\nsystem_anchors = false\n'
+        "allow_weak_algorithms = true\n"
+    )
+    configured = _cli("open", message, "--at", at, "--json", "--config", config)
+    assert configured.returncode == 0, configured.stderr
+    assert json.loads(configured.stdout)["signature"] == "valid"
+
+
+# --- 3. a version-1 root as trust anchor --------------------------------------------------------
+
+
+def test_a_version_1_root_configured_as_anchor_is_a_name_and_a_key(tmp_path: Path) -> None:
+    root_key, csr, root = tmp_path / "v1.key.pem", tmp_path / "v1.csr", tmp_path / "v1.pem"
+    run(["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", root_key,
+         "-subj", "/CN=Version 1 Root", "-out", csr])  # fmt: skip
+    # openssl x509 -req without extensions writes a version-1 certificate.
+    run(["openssl", "x509", "-req", "-in", csr, "-signkey", root_key, "-days", "3650",
+         "-out", root])  # fmt: skip
+    assert load_cert(root).version == x509.Version.v1
+    cert, key = _user(tmp_path, "old", root, root_key)
+    result = _open(_sign(cert, key), [load_cert(root)], _an_hour_after(cert))
+    assert result.signature == S.VALID, result.layers
+    # Not configured as an anchor, the same root is still no CA for anyone.
+    assert _open(_sign(cert, key, ["-certfile", root]), [], _an_hour_after(cert)).signature == (
+        S.UNTRUSTED
+    )
+
+
+# --- 4. the signer's certificate is not in the message ------------------------------------------
+
+
+def test_a_self_signed_signer_left_out_of_the_message_is_found_among_the_anchors(
+    tmp_path: Path,
+) -> None:
+    cert, key = tmp_path / "self.pem", tmp_path / "self.key.pem"
+    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+         "-subj", "/CN=Self", "-days", "30", "-out", cert,
+         "-addext", "subjectAltName=email:old@example.org",
+         "-addext", "extendedKeyUsage=emailProtection"])  # fmt: skip
+    message = _sign(cert, key, ["-nocerts"])
+    at = _an_hour_after(cert)
+    assert _open(message, [load_cert(cert)], at).signature == S.VALID
+    untrusted = _open(message, [], at)
+    assert untrusted.signature == S.UNTRUSTED
+    assert "not in the message" in (untrusted.signers[0].reason or "")
+
+
+def test_gpgsm_include_certs_0_opens_with_the_certificates_given(
+    pki: TestPki, tmp_path: Path, anchors: tuple[x509.Certificate, ...], now: dt.datetime
+) -> None:
+    data = mime_message()
+    outer, entity = split_message(data)
+    with GpgsmHome(tmp_path / "gnupg", pki, ["alice"]) as home:
+        (tmp_path / "content").write_bytes(entity)
+        proc = home._gpgsm(
+            ["-u", "alice@example.org", "--include-certs", "0", "--detach-sign",
+             "-o", tmp_path / "sig.der", tmp_path / "content"],
+            passphrase=True,
+        )  # fmt: skip
+        assert b"SIG_CREATED" in proc.stdout
+    signed = multipart_signed_entity(entity, (tmp_path / "sig.der").read_bytes(), "sha-256")
+    message = _with_outer(outer, signed)
+    alone = _open(message, anchors, now)
+    assert alone.signature == S.UNTRUSTED
+    given = [load_cert(pki.cert("alice")), load_cert(pki.intermediate)]
+    assert _open(message, anchors, now, extra_certificates=given).signature == S.VALID
+    path = tmp_path / "gpgsm.eml"
+    path.write_bytes(message)
+    proc2 = _cli("open", path, "--anchor", pki.root, "--certfile", pki.chain("alice"))
+    assert proc2.returncode == 0, proc2.stdout + proc2.stderr
+
+
+def test_rfc9216_nocerts_example_verifies_with_the_certificate_given(now: dt.datetime) -> None:
+    # Public vector: Alice (RSA) and Carlos (Ed25519) sign without certificates. With Carlos's
+    # certificate given (and trusted directly), his signature is sound; Alice's cannot be found.
+    carlos = keyfiles.load_certificates(VECTORS / "lamps-carlos.crt")
+    raw = (VECTORS / "signedByAliceAndCarlosNoCerts.pem").read_bytes()
+    result = _open(raw, carlos, now, extra_certificates=carlos)
+    signers = {s.address: s for s in result.signers}
+    assert [p[0] for p in signers["carlos@smime.example"].problems] == [S.EMAIL_MISMATCH]
+    assert "no From" in (signers["carlos@smime.example"].reason or "")
+    (alice,) = [s for s in result.signers if s.certificate is None]
+    assert alice.status == S.UNTRUSTED and "not in the message" in (alice.reason or "")
+
+
+# --- 5 and 6. mbox separators and bare CMS files -------------------------------------------------
+
+
+def test_a_message_saved_from_an_mbox_opens(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime
+) -> None:
+    signed = _sign(pki.cert("alice"), pki.key("alice"), ["-certfile", pki.intermediate],
+                   mime_message())  # fmt: skip
+    saved = b"From alice@example.org Wed Nov 25 09:00:00 2026\n" + signed
+    result = _open(saved, anchors, now)
+    assert result.signature == S.VALID and result.signer == "alice@example.org"
+    assert result.error is None
+
+
+@pytest.mark.parametrize(
+    ("outform", "extra"),
+    [("DER", []), ("PEM", []), ("DER", ["-stream"])],
+    ids=["der", "pem", "ber"],
+)
+def test_a_bare_signed_cms_file_opens(
+    pki: TestPki,
+    anchors: tuple[x509.Certificate, ...],
+    now: dt.datetime,
+    outform: str,
+    extra: list[str],
+) -> None:
+    p7m = _sign(pki.cert("alice"), pki.key("alice"),
+                ["-certfile", pki.intermediate, "-nodetach", "-outform", outform, *extra],
+                mime_message())  # fmt: skip
+    result = _open(p7m, anchors, now)
+    assert result.signature == S.VALID, result.layers
+    assert [layer.type for layer in result.layers] == ["signed-data"]
+    assert b"this is a test" in result.content
+
+
+def test_a_bare_enveloped_pem_file_decrypts(pki: TestPki, now: dt.datetime) -> None:
+    p7m = openssl_cms(["-encrypt", "-outform", "PEM", "-recip", pki.cert("bob")], mime_message())
+    assert p7m.startswith(b"-----BEGIN CMS-----")
+    result = open_message(p7m, identities=[load_identity(pki, "bob")], at=now)
+    assert result.decryption == Decryption.OK
+    assert b"this is a test" in result.content
+
+
+def test_rfc9216_ed25519_example_opens_as_a_bare_pem_file(now: dt.datetime) -> None:
+    carlos = keyfiles.load_certificates(VECTORS / "lamps-carlos.crt")
+    result = _open((VECTORS / "signedByCarlosEd25519.pem").read_bytes(), carlos, now)
+    (signer,) = result.signers
+    assert signer.address == "carlos@smime.example"
+    assert [p[0] for p in signer.problems] == [S.EMAIL_MISMATCH]  # a bare file has no From
+    assert result.content == b"This is some sample content."
+
+
+def test_open_with_a_config_uses_its_identity_and_anchors(pki: TestPki, tmp_path: Path) -> None:
+    signed = _sign(pki.cert("alice"), pki.key("alice"), ["-certfile", pki.intermediate],
+                   mime_message())  # fmt: skip
+    p7m = tmp_path / "smime.p7m"
+    p7m.write_bytes(openssl_cms(["-encrypt", "-outform", "DER", "-recip", pki.cert("bob")], signed))
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[identity]\np12 = "{pki.p12("bob")}"\np12_password_env = "P12_PASSWORD"\n'
+        f'trust_anchors = ["{pki.root}"]\nsystem_anchors = false\n'
+    )
+    env = minimal_env(P12_PASSWORD=PKCS12_PASSWORD, SMIME_COMPANION_CONFIG=str(config))
+    proc = _cli("open", p7m, "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert (report["decryption"], report["signature"]) == ("ok", "valid")
+    ignored = _cli("open", p7m, "--json", "--no-config", env=env)
+    assert ignored.returncode == 1 and json.loads(ignored.stdout)["decryption"] == "no-key"
+
+
+# --- 7. a bare-LF multipart/signed inside an opaque layer ----------------------------------------
+
+
+def test_a_bare_lf_multipart_signed_inside_an_envelope_verifies_as_received(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime
+) -> None:
+    # NSS signs the nested entity over its bare-LF bytes (-binary: no canonicalisation), and
+    # the envelope keeps them as they are.
+    lf_entity = mime_message().replace(b"\r\n", b"\n")
+    signed = _sign(pki.cert("alice"), pki.key("alice"),
+                   ["-certfile", pki.intermediate, "-binary"], lf_entity)  # fmt: skip
+    assert b"\r\n" not in signed.split(b"\n\n", 1)[1][:200]
+    enveloped = openssl_cms(["-encrypt", "-binary", "-recip", pki.cert("bob")], signed)
+    result = open_message(
+        enveloped, identities=[load_identity(pki, "bob")], anchors=anchors, at=now
+    )
+    assert [layer.type for layer in result.layers] == ["enveloped", "signed"]
+    assert result.signature == S.VALID, result.layers
+    # At the top level the canonical form is the only one: the same bytes are invalid there.
+    assert _open(signed, anchors, now).signature == S.INVALID
+
+
+# --- 8. verdict honesty ------------------------------------------------------------------------
+
+
+def test_a_header_section_over_the_limit_is_malformed_never_none(now: dt.datetime) -> None:
+    huge = b"X-Filler: " + b"a" * (300 * 1024) + b"\r\n" + mime_message()
+    result = open_message(huge, at=now)
+    assert (result.signature, result.decryption) == (S.MALFORMED, Decryption.MALFORMED)
+    assert not result.ok
+
+
+def test_an_outlook_p7m_attachment_in_a_plain_multipart_is_partially_encrypted(
+    pki: TestPki, now: dt.datetime
+) -> None:
+    der = openssl_cms(["-encrypt", "-outform", "DER", "-recip", pki.cert("bob")], mime_message())
+    attachment = base64.encodebytes(der)
+    message = (
+        b"From: alice@example.org\r\nTo: bob@example.org\r\nSubject: see attached\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n"
+        b"--XX\r\nContent-Type: text/plain\r\n\r\nplain words\r\n"
+        b"--XX\r\nContent-Type: application/octet-stream; name=smime.p7m\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + attachment + b"--XX--\r\n"
+    )
+    result = open_message(message, identities=[load_identity(pki, "bob")], at=now)
+    assert "partially-encrypted" in result.warnings
+    assert result.decryption == Decryption.NONE  # never opened nor joined to the plain part
+
+
+# --- 10. PEM-armoured PKCS#12 -------------------------------------------------------------------
+
+
+def test_a_gpgsm_armoured_pkcs12_opens_mail_and_imports(
+    pki: TestPki, tmp_path: Path, now: dt.datetime
+) -> None:
+    with GpgsmHome(tmp_path / "gnupg", pki, ["bob"]) as home:
+        proc = home._gpgsm(
+            ["--armor", "--export-secret-key-p12", "bob@example.org"], passphrase=True
+        )
+    armoured = tmp_path / "bob.p12.asc"
+    armoured.write_bytes(proc.stdout)
+    assert b"-----BEGIN PKCS12-----" in proc.stdout
+    identity = keyfiles.load_pkcs12(armoured, PKCS12_PASSWORD.encode())
+    assert identity.certificate == load_cert(pki.cert("bob"))
+    message = tmp_path / "enc.eml"
+    message.write_bytes(openssl_cms(["-encrypt", "-recip", pki.cert("bob")], mime_message()))
+    opened = _cli("open", message, "--p12", armoured, "--p12-password-env", "P12_PASSWORD",
+                  "--json")  # fmt: skip
+    assert opened.returncode == 0, opened.stderr
+    assert json.loads(opened.stdout)["decryption"] == "ok"
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[identity]\nsystem_anchors = false\n[cache]\npath = "{tmp_path / "cache"}"\n'
+        "encrypt_cache = false\n"
+    )
+    imported = _cli("identity", "import", armoured, "--password-env", "P12_PASSWORD",
+                    "--config", config)  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
+    assert b"bob@example.org" in imported.stdout
