@@ -33,6 +33,19 @@ BER_BYTES_PER_ELEMENT = 16
 BER_BASE_CHUNKS = 2_048
 BER_BYTES_PER_CHUNK = 128
 
+# What asn1crypto raises when a structure it parses lazily turns out to be broken or hostile:
+# AttributeError included, for a value under universal tag 8 (EXTERNAL / INSTANCE OF) where the
+# schema leaves the type open (an unknown name attribute, an algorithm's parameters), which it
+# parses but cannot read as a native value (bench/fuzz_open.py found it three times).
+ASN1_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    OverflowError,
+    AttributeError,
+)
+
 CONTENT_TYPE_NAMES = {
     "signed_data": "signed-data",
     "enveloped_data": "enveloped-data",
@@ -61,7 +74,7 @@ def parse_content_info(der: bytes) -> cms.ContentInfo:
                 content[key]
     except MalformedInput:
         raise
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+    except ASN1_ERRORS as exc:
         raise MalformedInput(f"not a valid CMS ContentInfo: {_one_line(exc)}") from None
     if content_type not in CONTENT_TYPE_NAMES or content_type == "data":
         raise UnsupportedInput(f"unsupported CMS content type {content_type!r}")

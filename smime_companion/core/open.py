@@ -43,7 +43,7 @@ from smime_companion.core import decrypt as decrypt_mod
 from smime_companion.core import verify as verify_mod
 from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.chain import WorkBudget
-from smime_companion.core.cms import ParsedCms, parse_cms
+from smime_companion.core.cms import ASN1_ERRORS, ParsedCms, parse_cms
 from smime_companion.core.input_forms import as_message, content_type_oid
 from smime_companion.core.mime import (
     Entity,
@@ -506,7 +506,7 @@ class _Opener:
             self.decompression_left -= len(plain)
         except (MalformedInput, UnsupportedInput) as exc:
             return _Step(Layer(type="compressed", error=f"compressed data: {exc}"), None)
-        except (ValueError, TypeError, KeyError) as exc:
+        except ASN1_ERRORS as exc:
             return _Step(
                 Layer(type="compressed", error=f"compressed data is malformed: {exc}"), None
             )
@@ -700,7 +700,7 @@ def _encapsulated_content(info: cms.ContentInfo) -> bytes | None:
     try:
         content = info["content"]["encap_content_info"]["content"]
         native = content.native if content is not None else None
-    except (ValueError, TypeError, KeyError):
+    except ASN1_ERRORS:
         return None
     return native if isinstance(native, bytes) else None
 

@@ -69,7 +69,7 @@ from smime_companion.core.chain import (
     dedupe,
     name_constraint_violation,
 )
-from smime_companion.core.cms import der_elements, oid_dotted, read_attributes
+from smime_companion.core.cms import ASN1_ERRORS, der_elements, oid_dotted, read_attributes
 from smime_companion.core.model import (
     SIGNATURE_SEVERITY,
     SignatureStatus,
@@ -105,6 +105,9 @@ _SINGLE_ATTRIBUTES = {
     "1.2.840.113549.1.9.4": "messageDigest",
     "1.2.840.113549.1.9.5": "signingTime",
 }
+
+# A broken structure, whether our readers or asn1crypto found it.
+_BROKEN: tuple[type[Exception], ...] = (MalformedInput, *ASN1_ERRORS)
 
 # Stages of the per-signer checks, in the order of the issue-16 verdict model: a problem's
 # severity (SIGNATURE_SEVERITY) decides the status; the stages order the paths compared.
@@ -164,7 +167,7 @@ def verify_signed_data(
             content=_available_content(signed_data, detached_content),
             error=str(exc),
         )
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+    except ASN1_ERRORS as exc:
         return VerifyOutcome(
             status=S.MALFORMED,
             content=_available_content(signed_data, detached_content),
@@ -230,7 +233,7 @@ def _available_content(signed_data: cms.SignedData, detached: bytes | None) -> b
     """The content of a SignedData that cannot be checked, when there is one; never raises."""
     try:
         return _signed_content(signed_data, detached)[0]
-    except (MalformedInput, ValueError, TypeError, KeyError, IndexError, OverflowError):
+    except _BROKEN:
         return None
 
 
@@ -353,7 +356,7 @@ def _check_signer_safely(index: int, signer_info: cms.SignerInfo, ctx: _Context)
         _check_signer(signer_info, ctx, findings)
     except _Stop:
         pass
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError, MalformedInput) as exc:
+    except _BROKEN as exc:
         findings.fail(
             _CRYPTO, S.MALFORMED, f"SignerInfo {index + 1} is malformed: {_one_line(exc)}"
         )
@@ -612,7 +615,7 @@ def _read_informational_attributes(attrs: dict[str, list[bytes]], f: _Findings) 
             pass
     try:
         f.encryption_key_preference = _encryption_key_preference(attrs)
-    except (ValueError, TypeError, KeyError):
+    except ASN1_ERRORS:
         pass
 
 
@@ -653,7 +656,7 @@ def _signed_bytes(signed_attrs: cms.CMSAttributes | bytes) -> Iterator[bytes]:
     yield as_set
     try:
         reencoded = cms.CMSAttributes.load(as_set).dump(force=True)
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError):
+    except ASN1_ERRORS:
         # asn1crypto cannot re-encode every value it parses (bench/fuzz_open.py found one under
         # universal tag 8 that raised AttributeError): then the bytes as received are the only
         # candidate, and a signature that does not verify over them is invalid.
@@ -761,7 +764,7 @@ def _issuer_and_serial(ias: cms.IssuerAndSerialNumber) -> tuple[bytes, int]:
 def _same_name(name: x509.Name, other: asn1_x509.Name) -> bool:
     try:
         return bool(asn1_x509.Name.load(name.public_bytes()) == other)
-    except (ValueError, TypeError, KeyError):
+    except ASN1_ERRORS:
         return False  # a name asn1crypto cannot compare matches no certificate
 
 
