@@ -91,6 +91,8 @@ class CacheConfig:
     scan: ScanConfig = ScanConfig()
     # Worker processes that open and index mail during a sync; None: one per spare core.
     open_workers: int | None = None
+    # Seconds one message may take to open and index; past them it is stored unopened.
+    open_time_limit: int = 30
 
 
 @dataclass(frozen=True)
@@ -398,7 +400,8 @@ class _Reader:
             raise self.error(s, "", "must be a table: [cache]")
         self.known(
             table, s,
-            {"path", "encrypt_cache", "cache_all", "clamd_socket", "scan_command", "open_workers"}
+            {"path", "encrypt_cache", "cache_all", "clamd_socket", "scan_command", "open_workers",
+             "open_time_limit"}
             | {f"key{x}" for x in _SECRET_SUFFIXES},
         )  # fmt: skip
         encrypt = self.boolean(table, s, "encrypt_cache", True)
@@ -407,6 +410,13 @@ class _Reader:
             not isinstance(workers, int) or isinstance(workers, bool) or not 0 <= workers <= 16
         ):
             raise self.error(s, "open_workers", 'must be "auto" or a number from 0 to 16')
+        time_limit = table.get("open_time_limit", 30)
+        if (
+            not isinstance(time_limit, int)
+            or isinstance(time_limit, bool)
+            or not (1 <= time_limit <= 3600)
+        ):
+            raise self.error(s, "open_time_limit", "must be a number of seconds from 1 to 3600")
         return CacheConfig(
             path=self.path(table, s, "path") or default_data_dir(),
             encrypt=encrypt,
@@ -419,6 +429,7 @@ class _Reader:
                 command=self.string(table, s, "scan_command"),
             ),
             open_workers=None if workers == "auto" else workers,
+            open_time_limit=time_limit,
         )
 
     def certificates(self, table: Any) -> CertificatesConfig:

@@ -301,6 +301,7 @@ class Daemon:
             allow_weak=self.config.identity.allow_weak_algorithms,
             extra_certificates=self.extra_certificates,
             workers=self._open_workers,
+            time_limit=self.config.cache.open_time_limit,
         )
 
     # -- one pass --------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ message instead of recording the certificate again each time.
 from __future__ import annotations
 
 import dataclasses
-import email.utils
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from datetime import datetime
 from cryptography import x509
 
 from smime_companion.core.certs import email_addresses, fingerprint_sha256
+from smime_companion.core.mime import sender_of
 from smime_companion.core.model import (
     ANCHORED_STATUSES,
     OpenResult,
@@ -142,7 +142,8 @@ class CertHarvester:
         if not signers:
             return []  # most mail: nothing to harvest, and nothing to parse
         source = message_id.strip() if message_id and message_id.strip() else "unknown-message"
-        senders = {a.lower() for _n, a in email.utils.getaddresses([result.header("From") or ""])}
+        # The one From rule: a message with two From fields (or addresses) names no sender.
+        senders = set(sender_of(result.headers).addresses)
         written: list[CertRecord] = []
         for signer in signers:
             written.extend(self._harvest_signer(signer, senders, source, at))

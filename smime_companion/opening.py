@@ -14,19 +14,26 @@ anchors. If a worker dies (killed, out of memory), the batch is opened in this p
 and a new worker is started for the next one: a message is never lost to a worker.
 
 A message that cannot be opened (hostile input past a limit, or a bug of ours) becomes a result
-carrying its error, so it is still cached with its raw bytes.
+carrying its error, so it is still cached with its raw bytes. So does one that takes longer than
+the time limit per message (``[cache] open_time_limit``): the core bounds the work of every
+hostile shape it knows (path search, decompression, BER), and the limit catches what it does
+not, so that no message can hold the sync, the messages after it and the outbox.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copyreg
+import ctypes
+import itertools
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
@@ -48,6 +55,10 @@ log = logging.getLogger(__name__)
 MAX_WORKERS = 4
 # Worker deaths (killed, out of memory) after which an Opener stops starting new ones.
 MAX_WORKER_DEATHS = 5
+# Seconds one message may take to open and index (``[cache] open_time_limit``). Real mail takes
+# milliseconds, a 256 MB message a few seconds; every hostile message of bench/hostile_open.py
+# under one.
+DEFAULT_TIME_LIMIT = 30.0
 
 
 @dataclass(frozen=True)
@@ -66,17 +77,100 @@ def default_workers() -> int:
     return max(0, min(MAX_WORKERS, (os.cpu_count() or 1) - 1))
 
 
-def open_safely(
+class TookTooLong(BaseException):
+    """Raised in the thread opening a message once the message's time is up. A BaseException,
+    so that no ``except Exception`` on the way (the core reports every failure it knows as a
+    value) can swallow it."""
+
+
+class _Watchdog:
+    """Interrupts a thread that is still opening a message when its time is up.
+
+    A thread arms it with :meth:`limit` around the work; one daemon thread per process sleeps
+    until the earliest deadline and, if that message is still being opened, raises
+    :class:`TookTooLong` in the thread (CPython's ``PyThreadState_SetAsyncExc``: at its next
+    bytecode, so a single long call into C, such as one decryption, finishes first). Arming costs
+    a lock and a clock read: the watchdog is woken only when it was idle.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._armed: dict[int, tuple[float, int]] = {}  # thread -> (deadline, token)
+        self._fired: set[int] = set()  # tokens whose thread was interrupted
+        self._tokens = itertools.count()
+        self._next_wake = float("inf")  # the deadline the watchdog sleeps until
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def limit(self, seconds: float) -> Iterator[None]:
+        """Run the block for at most ``seconds``; past them raise :class:`TookTooLong` in it.
+        Raises TookTooLong also when the time ran out just as the block ended."""
+        thread, token = threading.get_ident(), next(self._tokens)
+        deadline = time.monotonic() + seconds
+        with self._lock:
+            self._armed[thread] = (deadline, token)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="open-watchdog", daemon=True)
+                self._thread.start()
+            elif deadline < self._next_wake:
+                self._changed.notify()
+        try:
+            yield
+        finally:
+            with self._lock:
+                if self._armed.get(thread, (0.0, -1))[1] == token:
+                    del self._armed[thread]
+                fired = token in self._fired
+                self._fired.discard(token)
+            if fired:
+                _interrupt(thread, None)  # cancel it, if it is still on its way
+                raise TookTooLong from None
+
+    def _run(self) -> None:
+        with self._lock:
+            while True:
+                now = time.monotonic()
+                for thread, (deadline, token) in list(self._armed.items()):
+                    if deadline <= now and token not in self._fired:
+                        self._fired.add(token)
+                        _interrupt(thread, TookTooLong)
+                waiting = [d for d, t in self._armed.values() if t not in self._fired]
+                self._next_wake = min(waiting, default=float("inf"))
+                self._changed.wait(self._next_wake - now + 0.01 if waiting else None)
+
+
+def _interrupt(thread: int, exc: type[BaseException] | None) -> None:
+    """Raise ``exc`` in ``thread`` at its next bytecode (None: cancel a pending one)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread), ctypes.py_object(exc) if exc is not None else None
+    )
+
+
+_WATCHDOG = _Watchdog()
+
+
+def _timed_out(raw: bytes, seconds: float, stage: str) -> OpenResult:
+    log.warning("gave up on a message after %g s of %s: stored unopened", seconds, stage)
+    return OpenResult.unopened(
+        raw,
+        f"gave up after {seconds:g} s of {stage} (the time limit per message); "
+        "stored unopened with its raw message",
+        Decryption.MALFORMED,
+        SignatureStatus.MALFORMED,  # nothing about it was checked
+    )
+
+
+def _open(
     raw: bytes,
     at: datetime,
     identities: Sequence[Identity],
     anchors: Sequence[x509.Certificate],
     allow_sha1: bool,
-    allow_weak: bool = False,
-    extra_certificates: Sequence[x509.Certificate] = (),
+    allow_weak: bool,
+    extra_certificates: Sequence[x509.Certificate],
 ) -> OpenResult:
-    """``core.open`` of ``raw`` as of ``at``; never raises: a failure becomes an unopened result
-    carrying the error (one line), with the raw message as its content."""
+    """``core.open``, a failure of ours or a limit turned into an unopened result."""
     try:
         return open_message(
             raw,
@@ -95,6 +189,26 @@ def open_safely(
     return OpenResult.unopened(raw, error, Decryption.MALFORMED, SignatureStatus.MALFORMED)
 
 
+def open_safely(
+    raw: bytes,
+    at: datetime,
+    identities: Sequence[Identity],
+    anchors: Sequence[x509.Certificate],
+    allow_sha1: bool,
+    allow_weak: bool = False,
+    extra_certificates: Sequence[x509.Certificate] = (),
+    time_limit: float = DEFAULT_TIME_LIMIT,
+) -> OpenResult:
+    """``core.open`` of ``raw`` as of ``at``; never raises: a failure, or opening that takes
+    longer than ``time_limit`` seconds, becomes an unopened result carrying the error (one
+    line), with the raw message as its content."""
+    try:
+        with _WATCHDOG.limit(time_limit):
+            return _open(raw, at, identities, anchors, allow_sha1, allow_weak, extra_certificates)
+    except TookTooLong:
+        return _timed_out(raw, time_limit, "opening")
+
+
 def prepare(
     raw: bytes,
     at: datetime,
@@ -103,17 +217,25 @@ def prepare(
     allow_sha1: bool,
     allow_weak: bool = False,
     extra_certificates: Sequence[x509.Certificate] = (),
+    time_limit: float = DEFAULT_TIME_LIMIT,
 ) -> Opened:
-    """Open ``raw`` (arrived at ``at``) and derive its cache entry; never raises."""
-    result = open_safely(raw, at, identities, anchors, allow_sha1, allow_weak, extra_certificates)
+    """Open ``raw`` (arrived at ``at``) and derive its cache entry, within ``time_limit``
+    seconds for both; never raises. Past the limit, the entry is the raw message's, unopened,
+    with the error saying so."""
+    stage = "opening"
     try:
-        return Opened(result, derive_entry(raw, result, at))
-    except Exception as exc:  # a bug of ours while indexing: keep the message, say why
-        log.exception("indexing failed on a message")
-        result = OpenResult.unopened(
-            raw, f"internal error while indexing: {type(exc).__name__}", Decryption.MALFORMED
-        )
-        return Opened(result, derive_entry(raw, result, at))
+        with _WATCHDOG.limit(time_limit):
+            result = _open(raw, at, identities, anchors, allow_sha1, allow_weak, extra_certificates)
+            stage = "indexing"
+            try:
+                return Opened(result, derive_entry(raw, result, at))
+            except Exception as exc:  # a bug of ours while indexing: keep the message, say why
+                log.exception("indexing failed on a message")
+                error = f"internal error while indexing: {type(exc).__name__}"
+                result = OpenResult.unopened(raw, error, Decryption.MALFORMED)
+    except TookTooLong:
+        result = _timed_out(raw, time_limit, stage)
+    return Opened(result, derive_entry(raw, result, at))
 
 
 class OpenedBatch:
@@ -166,12 +288,14 @@ class Opener:
         workers: int | None = None,
         allow_weak: bool = False,
         extra_certificates: Sequence[x509.Certificate] = (),
+        time_limit: float = DEFAULT_TIME_LIMIT,
     ) -> None:
         self.identities = list(identities)
         self.anchors = list(anchors)
         self.allow_sha1 = allow_sha1
         self.allow_weak = allow_weak
         self.extra_certificates = list(extra_certificates)
+        self.time_limit = time_limit
         self.workers = default_workers() if workers is None else workers
         self._pool: ProcessPoolExecutor | None = None
         self._deaths = 0
@@ -182,14 +306,14 @@ class Opener:
         """Open one message in this process (see :func:`open_safely`)."""
         return open_safely(
             raw, at, self.identities, self.anchors, self.allow_sha1, self.allow_weak,
-            self.extra_certificates,
+            self.extra_certificates, self.time_limit,
         )  # fmt: skip
 
     def prepare(self, raw: bytes, at: datetime) -> Opened:
         """Open one message and derive its cache entry in this process (see :func:`prepare`)."""
         return prepare(
             raw, at, self.identities, self.anchors, self.allow_sha1, self.allow_weak,
-            self.extra_certificates,
+            self.extra_certificates, self.time_limit,
         )  # fmt: skip
 
     def submit(self, items: Sequence[tuple[bytes, datetime]], *, here: bool = False) -> OpenedBatch:
@@ -262,6 +386,7 @@ class Opener:
                 self.allow_sha1,
                 self.allow_weak,
                 [_der(c) for c in self.extra_certificates],
+                self.time_limit,
             ),
         )
         # Start the workers now (importing the engine takes them a few tenths of a second),
@@ -273,7 +398,7 @@ class Opener:
 
 _IdentityDer = tuple[bytes, bytes, list[bytes]]
 _worker: (
-    tuple[list[Identity], list[x509.Certificate], bool, bool, list[x509.Certificate]] | None
+    tuple[list[Identity], list[x509.Certificate], bool, bool, list[x509.Certificate], float] | None
 ) = None
 
 
@@ -283,6 +408,7 @@ def _start_worker(
     allow_sha1: bool,
     allow_weak: bool = False,
     extra: Sequence[bytes] = (),
+    time_limit: float = DEFAULT_TIME_LIMIT,
 ) -> None:
     global _worker
     # Ctrl-C in a terminal and systemd's stop signal reach the whole process group: the daemon
@@ -306,6 +432,7 @@ def _start_worker(
         allow_sha1,
         allow_weak,
         [load_certificate(c) for c in extra],
+        time_limit,
     )
 
 
@@ -326,10 +453,12 @@ def _exit_with_parent() -> None:
 
 def _open_in_worker(items: list[tuple[bytes, datetime]]) -> list[Opened]:
     assert _worker is not None, "worker not initialised"
-    identities, anchors, allow_sha1, allow_weak, extra = _worker
+    identities, anchors, allow_sha1, allow_weak, extra, time_limit = _worker
     out = []
     for raw, at in items:
-        opened = prepare(raw, at, identities, anchors, allow_sha1, allow_weak, extra)
+        # Past the time limit a message is given up on here, in the worker, and the batch goes
+        # on: the sync stores it unopened, with its raw bytes, and moves on.
+        opened = prepare(raw, at, identities, anchors, allow_sha1, allow_weak, extra, time_limit)
         if opened.entry.content_is_raw:
             # Do not send the raw message back: the sync holds it (see OpenedBatch.result).
             opened = replace(opened, result=replace(opened.result, content=b""))

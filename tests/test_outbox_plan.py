@@ -108,7 +108,7 @@ def test_a_draft_from_an_expired_identity_is_refused(pki: TestPki, now: dt.datet
         (b"To: bob@example.org\r\nSubject: x\r\n\r\nbody\r\n", "no From address"),
         (
             b"From: alice@example.org, carol@example.org\r\nTo: bob@example.org\r\n\r\nx\r\n",
-            "2 From addresses",
+            "holds 2 addresses",
         ),
         (b"From: alice@example.org\r\nSubject: nobody\r\n\r\nx\r\n", "no To, Cc or Bcc"),
         (b"From: alice@example.org\r\nnot a header line\r\n\r\nx\r\n", "cannot be read"),

@@ -427,6 +427,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
             allow_weak=config.identity.allow_weak_algorithms,
             extra_certificates=certstore.certificates(),
             workers=0,
+            time_limit=config.cache.open_time_limit,
         )
         open_raw = with_known_revocations(opener.open, CertHarvester(certstore).known_revoked)
         if args.all:

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smime_companion import runtime
 from smime_companion.cli.common import add_config_flag, add_json_flag, config_from_args
@@ -36,7 +36,9 @@ from smime_companion.daemon import (
 from smime_companion.errors import SmimeCompanionError, UsageError
 from smime_companion.imap.client import Mailbox, connect
 from smime_companion.imap.sync import Stopped
-from smime_companion.reader.server import ReaderServer
+
+if TYPE_CHECKING:  # imported where it is started: flask costs every other command 10 MB
+    from smime_companion.reader.server import ReaderServer
 
 log = logging.getLogger(__name__)
 
@@ -306,6 +308,8 @@ def _start_reader(config: Config, daemon: Daemon) -> ReaderServer | None:
     runs on without it."""
     if not config.reader.enabled:
         return None
+    from smime_companion.reader.server import ReaderServer
+
     context = runtime.reader_context(
         config,
         runtime.cache_key(config),

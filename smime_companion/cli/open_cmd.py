@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "PEM; '-' reads stdin): decrypt it with your keys, verify every signature against "
             "the trust anchors, and write the innermost MIME to OUT. With a config file, its "
             "identity and anchors are used unless given here. "
-            "Exit 0 when decryption is ok/none and the signature valid/none, 1 otherwise, "
+            "Exit 0 when decryption is ok/none, the signature valid/none and the content "
+            "integrity-protected (not CBC without a signature inside), 1 otherwise, "
             "2 for usage errors."
         ),
     )
@@ -201,6 +202,11 @@ def _summary(result: OpenResult) -> str:
             lines.extend(f"  note: {note}" for note in signer.notes)
     if result.warnings:
         lines.append("warnings:   " + ", ".join(result.warnings))
+    if not result.integrity_protected:
+        lines.append(
+            "content:    not trusted: decrypted from CBC with no signature inside, so anyone "
+            "could have changed it"
+        )
     if result.error:
         lines.append(f"error:      {result.error}")
     # Addresses and reasons quote the message's certificates and structure: one line each.

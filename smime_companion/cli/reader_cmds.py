@@ -36,7 +36,6 @@ from smime_companion.outbox.service import OutboxBusy
 from smime_companion.reader import compose
 from smime_companion.reader.context import AccountInfo
 from smime_companion.reader.security import SignInTokens, read_server_file
-from smime_companion.reader.server import ReaderServer, sign_in_url
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +215,9 @@ def cmd_reader(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if args.port is not None and not 0 < args.port < 65536:
         raise UsageError("--port must be from 1 to 65535")
+    # The web server (flask, waitress) only now: every other command would pay for it.
+    from smime_companion.reader.server import ReaderServer, sign_in_url
+
     now = dt.datetime.now(dt.UTC)
     port = _running_reader(config, args.port)
     if port is not None:

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x448, x25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
+from smime_companion.core.cms import ASN1_ERRORS
 from smime_companion.errors import MalformedInput
 
 # SMIMECapabilities (RFC 8551 section 2.5.2) OIDs and the names this package uses for them. The
@@ -170,7 +171,7 @@ def _capabilities_from_der(der: bytes) -> tuple[tuple[str, ...], tuple[str, ...]
             if oid == _RC2_OID:
                 name = _rc2_name(cap["parameters"])
             names.append(name)
-    except (ValueError, TypeError, KeyError) as exc:
+    except ASN1_ERRORS as exc:
         raise MalformedInput(f"SMIMECapabilities attribute is malformed: {exc}") from None
     return tuple(dict.fromkeys(names)), tuple(oids)
 
@@ -283,5 +284,5 @@ def name_to_rfc4514(name: asn1_x509.Name) -> str:
             ]
             rdns.append(x509.RelativeDistinguishedName(attrs))
         return x509.Name(rdns).rfc4514_string()
-    except (ValueError, TypeError, KeyError):
+    except ASN1_ERRORS:
         return "#" + name.dump().hex()

@@ -11,6 +11,7 @@ and directoryName. Time validity, usage and strength are judged per path by ``ve
 from __future__ import annotations
 
 import functools
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,7 +24,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 
 from smime_companion.core.cert_loading import load_certificate
@@ -42,7 +43,16 @@ from smime_companion.core.signatures import structure_signed_by
 MAX_CERTIFICATES = 64  # certificates taken from one message
 MAX_CHAIN_LENGTH = 8  # certificates in a path, signer and trust anchor included
 _MAX_PATHS = 16  # complete paths compared per signer
-_MAX_SIGNATURE_CHECKS = 256  # certificate signature verifications per signer
+# Per signer: issuer candidates examined, and certificate signatures verified. A real chain
+# takes a handful of each; sixteen look-alike issuers at every level of an eight-certificate
+# path, with the dead ends remembered, stay within them.
+MAX_SEARCH_STEPS = 1024
+MAX_SIGNATURE_CHECKS = 256
+# Per message (WorkBudget): what sixteen signers, over every layer, may spend together. A
+# signature check costs at most about a millisecond (RSA-16384, P-521, DSA-3072), a step a few
+# microseconds: together well under a second.
+MESSAGE_SEARCH_STEPS = 4096
+MESSAGE_SIGNATURE_CHECKS = 512
 
 # Critical extensions a path may carry. Policy extensions are accepted without policy processing
 # (like most mail clients, we do not require an explicit policy); anything else that is critical
@@ -104,6 +114,21 @@ class Cert:
     @cached_property
     def public_key(self) -> CertificatePublicKeyTypes:
         return self.cert.public_key()
+
+    @cached_property
+    def self_issued(self) -> bool:
+        """Subject and issuer are the same name (RFC 5280 section 3.2)."""
+        return self.subject_key == self.issuer_key
+
+    @cached_property
+    def key_identity(self) -> tuple[Any, ...]:
+        """(subject name, public key): what makes two certificates the same CA for path
+        building. A key cryptography cannot read makes the certificate its own identity."""
+        try:
+            key = self.public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        except (ValueError, UnsupportedAlgorithm):
+            key = self.der
+        return (self.subject_key, key)
 
     @cached_property
     def key_description(self) -> str:
@@ -304,6 +329,40 @@ def describe_subject(cert: x509.Certificate) -> str:
         return "(unreadable subject)"
 
 
+@dataclass
+class WorkBudget:
+    """The costly checks one message may still make, shared by every signer of every layer.
+
+    Path search (RFC 4158 calls it a search through a graph) is exponential in the worst case: a
+    message can carry certificates that link to each other in many ways (sixteen self-issued CA
+    certificates sharing one key gave sixteen-factorial simple paths). Each signer gets its own
+    allowance (see :class:`PathBuilder`), and this budget caps the sum over the message, so that
+    sixteen signers times eight layers cannot multiply it. ``search_steps`` counts issuer
+    candidates examined; ``signature_checks`` counts public-key operations on certificates and
+    on signer certificates tried for a SignerIdentifier.
+    """
+
+    search_steps: int = MESSAGE_SEARCH_STEPS
+    signature_checks: int = MESSAGE_SIGNATURE_CHECKS
+
+    def take_signature_check(self) -> bool:
+        """Spend one signature check; False (spending nothing) when none is left."""
+        if self.signature_checks <= 0:
+            return False
+        self.signature_checks -= 1
+        return True
+
+
+@dataclass
+class _Search:
+    """The state of the search for one signer's paths."""
+
+    found: list[tuple[Cert, ...]] = field(default_factory=list)
+    steps: int = 0
+    checks: int = 0
+    gave_up: str | None = None  # why the search stopped before it was complete
+
+
 class PathBuilder:
     """Depth-first search for paths signer -> ... -> anchor through the known certificates.
 
@@ -312,50 +371,106 @@ class PathBuilder:
     present), honour its pathLenConstraint, carry no unknown critical extension, and not repeat in
     the path. Validity in time is judged afterwards, per path, so that an expired certificate is
     reported as expired rather than as a missing link.
+
+    The search is bounded whatever the certificates (RFC 4158 section 5.2): a path never holds
+    two certificates with the same subject name and key (twins lead to the same issuers, so a
+    second one only adds loops); a certificate found to be a dead end at some depth, with some
+    number of intermediates below it, is not searched again in that position; and every signer
+    may examine at most ``MAX_SEARCH_STEPS`` issuer candidates and ``MAX_SIGNATURE_CHECKS``
+    signatures, within what the message's :class:`WorkBudget` has left. A search cut short
+    keeps the paths it found; with none, the signer is ``untrusted`` and the reason says the
+    search gave up. One builder serves every signer of a SignedData, so the dead ends learnt for
+    one signer are known to the next.
     """
 
-    def __init__(self, anchors: list[Cert], pool: list[Cert]) -> None:
+    def __init__(
+        self, anchors: list[Cert], pool: list[Cert], budget: WorkBudget | None = None
+    ) -> None:
         self.anchor_ders = {a.der for a in anchors}
-        # Anchors first: a path that reaches an anchor directly is the shortest.
-        self.candidates = anchors + [c for c in pool if c.der not in self.anchor_ders]
-        self.checks = 0
+        self.budget = budget if budget is not None else WorkBudget()
+        # Candidate issuers by subject name, anchors first: a path that reaches an anchor
+        # directly is the shortest.
+        self.by_subject: dict[tuple[frozenset[tuple[str, Any]], ...], list[Cert]] = {}
+        for c in anchors + [c for c in pool if c.der not in self.anchor_ders]:
+            self.by_subject.setdefault(c.subject_key, []).append(c)
         self.verified: dict[tuple[bytes, bytes], bool] = {}
+        # (certificate, path length, intermediates below) -> the last refusal seen beyond it,
+        # for positions from which no path was found by a search that ran to its end.
+        self._dead: dict[tuple[bytes, int, int], str | None] = {}
         self.rejections: dict[bytes, str] = {}  # why an issuer candidate was refused
+        self._search = _Search()
 
     def paths(self, signer: Cert) -> list[tuple[Cert, ...]]:
-        found: list[tuple[Cert, ...]] = []
+        """Up to ``_MAX_PATHS`` paths from ``signer`` to an anchor (none: see :meth:`why_not`)."""
+        self.rejections = {}
+        self._search = search = _Search()
         if signer.unhandled_critical:
             self.rejections[signer.der] = (
                 f"signer certificate has an unsupported critical extension "
                 f"{signer.unhandled_critical}"
             )
-            return found
-        self._walk((signer,), found)
-        return found
+            return search.found
+        self._walk((signer,), {signer.key_identity}, 0)
+        return search.found
 
-    def _walk(self, path: tuple[Cert, ...], found: list[tuple[Cert, ...]]) -> None:
-        if len(found) >= _MAX_PATHS:
-            return
+    def _walk(self, path: tuple[Cert, ...], in_path: set[tuple[Any, ...]], below: int) -> None:
+        search = self._search
         top = path[-1]
         if top.der in self.anchor_ders:
-            found.append(path)
+            search.found.append(path)
             return
         if len(path) >= MAX_CHAIN_LENGTH:
             self.rejections[top.der] = f"the path is longer than {MAX_CHAIN_LENGTH} certificates"
             return
-        in_path = {c.der for c in path}
-        for issuer in self.candidates:
-            if issuer.der in in_path or issuer.subject_key != top.issuer_key:
+        position = (top.der, len(path), below)
+        if position in self._dead:
+            reason = self._dead[position]
+            if reason is not None:
+                self.rejections[top.der] = reason
+            return
+        found_before = len(search.found)
+        last_rejection = len(self.rejections)
+        budget = self.budget
+        for issuer in self.by_subject.get(top.issuer_key, ()):
+            if len(search.found) >= _MAX_PATHS:
+                return
+            if search.steps >= MAX_SEARCH_STEPS or budget.search_steps <= 0:
+                search.gave_up = (
+                    f"gave up the search for a path to a trust anchor after {search.steps} "
+                    "steps: the message's certificates link to each other in too many ways"
+                )
+                return
+            search.steps += 1
+            budget.search_steps -= 1
+            identity = issuer.key_identity
+            if identity in in_path:
+                # Its name and key are in the path already: a twin of a certificate above, or
+                # the top itself, self-signed again (a CA that is not an anchor).
+                self.rejections[issuer.der] = (
+                    f"{issuer.subject_text} is self-signed and not a trust anchor"
+                    if identity == top.key_identity
+                    else f"{issuer.subject_text} would appear twice in the path"
+                )
                 continue
             if not self._key_ids_match(top, issuer):
                 continue
-            refusal = self._issuer_refusal(issuer, path, issuer.der in self.anchor_ders)
+            refusal = self._issuer_refusal(issuer, below, issuer.der in self.anchor_ders)
             if refusal:
                 self.rejections[issuer.der] = refusal
                 continue
             if not self._signed_by(top, issuer):
+                if search.gave_up is not None:
+                    return
                 continue
-            self._walk((*path, issuer), found)
+            in_path.add(identity)
+            self._walk((*path, issuer), in_path, below + (not issuer.self_issued))
+            in_path.discard(identity)
+            if search.gave_up is not None:
+                return
+        if len(search.found) == found_before:
+            # A dead end, searched to its end: remember it, and why, for the next visit.
+            reasons = list(self.rejections.values())[last_rejection:]
+            self._dead[position] = reasons[-1] if reasons else None
 
     @staticmethod
     def _key_ids_match(child: Cert, issuer: Cert) -> bool:
@@ -368,7 +483,10 @@ class PathBuilder:
         return aki == ski
 
     @staticmethod
-    def _issuer_refusal(issuer: Cert, path: tuple[Cert, ...], is_anchor: bool) -> str | None:
+    def _issuer_refusal(issuer: Cert, below: int, is_anchor: bool) -> str | None:
+        """Why ``issuer`` (a trust anchor when ``is_anchor``) cannot issue the top of a path with
+        ``below`` intermediates under it that are not self-issued (the signer not counted), or
+        None."""
         name = issuer.subject_text
         facts = issuer.ca_facts
         if isinstance(facts, str):
@@ -384,11 +502,9 @@ class PathBuilder:
             return f"issuer {name} is not a CA"
         if usage is not None and not usage.key_cert_sign:
             return f"issuer {name} may not sign certificates (keyUsage)"
-        if constraints.path_length is not None:
-            # RFC 5280 section 4.2.1.9: intermediates below this one, self-issued ones not counted.
-            below = sum(1 for c in path[1:] if c.subject_key != c.issuer_key)
-            if below > constraints.path_length:
-                return f"issuer {name} allows {constraints.path_length} intermediates below it"
+        # RFC 5280 section 4.2.1.9: intermediates below this one, self-issued ones not counted.
+        if constraints.path_length is not None and below > constraints.path_length:
+            return f"issuer {name} allows {constraints.path_length} intermediates below it"
         critical = issuer.unhandled_critical
         if critical:
             return f"issuer {name} has an unsupported critical extension {critical}"
@@ -396,19 +512,27 @@ class PathBuilder:
 
     def _signed_by(self, child: Cert, issuer: Cert) -> bool:
         pair = (child.der, issuer.der)
-        if pair not in self.verified:
-            if self.checks >= _MAX_SIGNATURE_CHECKS:
+        known = self.verified.get(pair)
+        if known is None:
+            search = self._search
+            if search.checks >= MAX_SIGNATURE_CHECKS or not self.budget.take_signature_check():
+                search.gave_up = (
+                    f"gave up the search for a path to a trust anchor after {search.checks} "
+                    "certificate signature checks"
+                )
                 return False
-            self.checks += 1
-            self.verified[pair] = _directly_issued(child, issuer)
-            if not self.verified[pair]:
+            search.checks += 1
+            known = self.verified[pair] = _directly_issued(child, issuer)
+            if not known:
                 self.rejections[issuer.der] = (
                     f"{child.subject_text} is not signed by the key of {issuer.subject_text}"
                 )
-        return self.verified[pair]
+        return known
 
     def why_not(self, signer: Cert) -> str:
         """One line saying why no path was found."""
+        if self._search.gave_up is not None:
+            return self._search.gave_up
         if self.rejections:
             return "no path to a trust anchor: " + next(reversed(self.rejections.values()))
         issuer = signer.cert.issuer.rfc4514_string() or "(empty issuer)"
@@ -433,7 +557,14 @@ def unhandled_critical_extension(cert: x509.Certificate) -> str | None:
 
 def name_constraint_violation(path: tuple[Cert, ...], addresses: tuple[str, ...]) -> str | None:
     """RFC 5280 section 4.2.1.10 for the names S/MIME relies on: the signer's email addresses
-    (rfc822Name) and the subjects (directoryName) of the certificates below each CA."""
+    (rfc822Name) and the subjects (directoryName) of the certificates below each CA.
+
+    Names and constraints are compared in a normal form (section 7): host names in lower case,
+    without a trailing dot, internationalised labels as IDNA A-labels; directory names by
+    attribute type with string values case-folded (Unicode NFKC) and their spaces collapsed.
+    Otherwise ``ceo@evil.example.`` or ``O=EVIL`` would escape an exclusion of ``evil.example``
+    or ``O=Evil``. A name that has no normal form (a host IDNA refuses) is outside every
+    permitted subtree and inside every excluded one."""
     for position in range(1, len(path)):
         ca = path[position].cert
         constraints = path[position].name_constraints
@@ -443,15 +574,17 @@ def name_constraint_violation(path: tuple[Cert, ...], addresses: tuple[str, ...]
             continue
         below = [c.cert for c in path[:position]]
         ca_name = describe_subject(ca)
+        emails = _subtrees(constraints, x509.RFC822Name, _normal_email_constraint)
         for address in _constrained_addresses(path[0].cert, addresses):
-            if not _allowed(address, constraints, x509.RFC822Name, _email_matches):
+            if not _allowed(_normal_email(address), emails, _email_matches):
                 return f"address {address} is outside the name constraints of {ca_name}"
+        names = _subtrees(constraints, x509.DirectoryName, _normal_dn)
         for cert in below:
             subject = cert.subject
             # The self-issued certificates' subjects are exempt; an empty subject says nothing.
             if len(subject) == 0 or (cert is not path[0].cert and cert.subject == cert.issuer):
                 continue
-            if not _allowed(subject, constraints, x509.DirectoryName, _dn_matches):
+            if not _allowed(_normal_dn(subject), names, _dn_matches):
                 name = describe_subject(cert)
                 return f"subject {name} is outside the name constraints of {ca_name}"
     return None
@@ -471,32 +604,86 @@ def _constrained_addresses(signer: x509.Certificate, addresses: tuple[str, ...])
     return list(dict.fromkeys([*addresses, *in_subject]))
 
 
-def _allowed(
-    name: Any,
-    constraints: x509.NameConstraints,
-    kind: type[x509.GeneralName],
-    matches: Callable[[Any, Any], bool],
-) -> bool:
-    permitted = [t.value for t in constraints.permitted_subtrees or () if isinstance(t, kind)]
-    excluded = [t.value for t in constraints.excluded_subtrees or () if isinstance(t, kind)]
-    if any(matches(name, e) for e in excluded):
+_Subtrees = tuple[list[Any], list[Any]]  # (permitted, excluded) in normal form; None: no form
+
+
+def _subtrees(
+    constraints: x509.NameConstraints, kind: type[x509.GeneralName], normal: Callable[[Any], Any]
+) -> _Subtrees:
+    def of(trees: Any) -> list[Any]:
+        return [normal(t.value) for t in trees or () if isinstance(t, kind)]
+
+    return of(constraints.permitted_subtrees), of(constraints.excluded_subtrees)
+
+
+def _allowed(name: Any, subtrees: _Subtrees, matches: Callable[[Any, Any], bool]) -> bool:
+    permitted, excluded = subtrees
+    if name is None:  # no normal form: fail closed whenever this kind of name is constrained
+        return not permitted and not excluded
+    if any(e is None or matches(name, e) for e in excluded):
         return False
-    return not permitted or any(matches(name, p) for p in permitted)
+    return not permitted or any(p is not None and matches(name, p) for p in permitted)
 
 
-def _email_matches(address: str, constraint: str) -> bool:
+def _normal_host(host: str) -> str | None:
+    """``host`` as name constraints compare it: lower case, no trailing dot, IDNA A-labels.
+    None when it has no such form (a label IDNA refuses, an empty name)."""
+    host = host.strip().rstrip(".")
+    try:
+        host = host.encode("idna").decode("ascii") if not host.isascii() else host
+    except UnicodeError:
+        return None
+    host = host.lower()
+    return host if host and ".." not in host else None
+
+
+def _normal_email(address: str) -> tuple[str, str] | None:
+    local, at, host = address.strip().rpartition("@")
+    normal = _normal_host(host)
+    if not at or not local or normal is None:
+        return None
+    return local.lower(), normal
+
+
+def _normal_email_constraint(constraint: str) -> tuple[str, str] | None:
+    """(local part or "", host or ".domain") of an rfc822Name constraint, or None."""
+    constraint = constraint.strip()
+    if "@" in constraint:
+        return _normal_email(constraint)
+    normal = _normal_host(constraint.lstrip("."))
+    if normal is None:
+        return None
+    return "", ("." + normal if constraint.startswith(".") else normal)
+
+
+def _email_matches(address: tuple[str, str], constraint: tuple[str, str]) -> bool:
     # A full address matches itself; "host" matches addresses at that host; ".domain" matches
     # addresses at any host below the domain (RFC 5280 section 4.2.1.10).
-    constraint = constraint.lower()
-    if "@" in constraint:
+    local, host = constraint
+    if local:
         return address == constraint
-    host = address.rpartition("@")[2]
-    if constraint.startswith("."):
-        return host.endswith(constraint)
-    return host == constraint
+    if host.startswith("."):
+        return address[1].endswith(host)
+    return address[1] == host
 
 
-def _dn_matches(subject: x509.Name, constraint: x509.Name) -> bool:
+_NormalDn = tuple[frozenset[tuple[str, Any]], ...]
+
+
+def _normal_dn(name: x509.Name) -> _NormalDn:
+    return tuple(
+        frozenset((a.oid.dotted_string, _normal_dn_value(a.value)) for a in rdn)
+        for rdn in name.rdns
+    )
+
+
+def _normal_dn_value(value: Any) -> Any:
+    # RFC 5280 section 7.1 (after RFC 4518): case-insensitive, insignificant spaces removed.
+    if isinstance(value, str):
+        return " ".join(unicodedata.normalize("NFKC", value).casefold().split())
+    return value
+
+
+def _dn_matches(subject: _NormalDn, constraint: _NormalDn) -> bool:
     # A directoryName subtree holds the names that start with its RDNs.
-    prefix = list(constraint.rdns)
-    return list(subject.rdns)[: len(prefix)] == prefix
+    return subject[: len(constraint)] == constraint

@@ -16,13 +16,35 @@ from smime_companion.errors import LimitExceeded, MalformedInput, UnsupportedInp
 
 # Upper bound on a CMS object we agree to parse; larger input is refused before parsing.
 MAX_CMS_BYTES = 256 * 1024 * 1024
-# parse_cms cuts the content out of objects from this size on (see _cut_content).
-CUT_MIN_BYTES = 64 * 1024
-# BER element reads parse_cms makes in one object (a chunk list is read twice: once to find its
-# end, once to join it): about 4.5 s of walking. Streaming encoders write chunks of hundreds of
-# bytes or more (a 256 MB object in 128-byte chunks is two million); one-byte chunks only come
-# from someone trying to waste our time.
-MAX_BER_ELEMENTS = 4_000_000
+# parse_cms cuts the content out of objects from this size on (see _cut_content), and hands
+# asn1crypto the rest only once the BER walker has joined every chunked string in it. Smaller
+# objects go to asn1crypto whole: its joins are quadratic, but at this size they hold at most
+# about 11,000 chunks, joined in well under a tenth of a second.
+CUT_MIN_BYTES = 32 * 1024
+# BER element reads parse_cms may make in one object, each costing its walker a microsecond or
+# two: BER_BASE_ELEMENTS, plus one per BER_BYTES_PER_ELEMENT bytes of the object; and of those,
+# chunks of strings: BER_BASE_CHUNKS plus one per BER_BYTES_PER_CHUNK bytes. Streaming encoders
+# write chunks of a kilobyte or more (openssl 4 KB: a 256 MB object in 128-byte chunks would be
+# two million, the most allowed), and DER is read without visiting any element that holds no
+# indefinite length; a flood of one-byte chunks (three bytes each) only comes from someone
+# trying to waste our time, and is refused after a fortieth of its chunks.
+BER_BASE_ELEMENTS = 16_384
+BER_BYTES_PER_ELEMENT = 16
+BER_BASE_CHUNKS = 2_048
+BER_BYTES_PER_CHUNK = 128
+
+# What asn1crypto raises when a structure it parses lazily turns out to be broken or hostile:
+# AttributeError included, for a value under universal tag 8 (EXTERNAL / INSTANCE OF) where the
+# schema leaves the type open (an unknown name attribute, an algorithm's parameters), which it
+# parses but cannot read as a native value (bench/fuzz_open.py found it three times).
+ASN1_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    OverflowError,
+    AttributeError,
+)
 
 CONTENT_TYPE_NAMES = {
     "signed_data": "signed-data",
@@ -52,7 +74,7 @@ def parse_content_info(der: bytes) -> cms.ContentInfo:
                 content[key]
     except MalformedInput:
         raise
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+    except ASN1_ERRORS as exc:
         raise MalformedInput(f"not a valid CMS ContentInfo: {_one_line(exc)}") from None
     if content_type not in CONTENT_TYPE_NAMES or content_type == "data":
         raise UnsupportedInput(f"unsupported CMS content type {content_type!r}")
@@ -78,14 +100,17 @@ def content_type_name(info: cms.ContentInfo) -> str:
 _OID_SIGNED_DATA = bytes.fromhex("06092a864886f70d010702")
 _OID_ENVELOPED_DATA = bytes.fromhex("06092a864886f70d010703")
 _OID_AUTH_ENVELOPED_DATA = bytes.fromhex("060b2a864886f70d0109100117")
+_OID_COMPRESSED_DATA = bytes.fromhex("060b2a864886f70d0109100109")
 _CUT_TYPES = {
     _OID_SIGNED_DATA: "signed_data",
     _OID_ENVELOPED_DATA: "enveloped_data",
     _OID_AUTH_ENVELOPED_DATA: "authenticated_enveloped_data",
+    _OID_COMPRESSED_DATA: "compressed_data",
 }
-# Nesting of BER constructed strings (chunks of chunks) we follow; deeper input is left to
-# asn1crypto, which then decides.
+# Nesting of BER constructed strings (chunks of chunks) we follow when cutting; deeper input is
+# left to the flattener (see _flattened), which refuses nesting past _MAX_FLATTEN_DEPTH.
 _MAX_BER_DEPTH = 16
+_MAX_FLATTEN_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -93,8 +118,8 @@ class ParsedCms:
     """A parsed ContentInfo and, when it was cut out, its large content.
 
     ``content`` is the value of the EnvelopedData/AuthEnvelopedData encryptedContent (the
-    ciphertext) or of the SignedData eContent (the signed bytes), BER chunks joined; ``info`` then
-    lacks that field. The signed bytes are always ``bytes`` (they become the next MIME entity); a
+    ciphertext) or of the SignedData or CompressedData eContent (the signed or compressed bytes),
+    BER chunks joined; ``info`` then lacks that field. Those eContents are always ``bytes``; a
     ciphertext that was one primitive string is a ``memoryview`` into the input instead of a copy,
     since it is only read once by the cipher. ``content`` is None when the object had no such
     field or was not cut (``info`` is then complete, exactly as :func:`parse_content_info`
@@ -128,25 +153,32 @@ def parse_cms(data: bytes) -> ParsedCms:
     content (encryptedContent or eContent) cut out beforehand, so that a big message is held in
     memory about once rather than once per nesting level.
 
-    Objects under ``CUT_MIN_BYTES`` are parsed whole (``content`` None): there the copies cost
-    less than the walk. Returns a :class:`ParsedCms`. Raises what :func:`parse_content_info`
-    raises, for the same input.
+    asn1crypto joins the chunks of a BER string one ``+=`` at a time, which costs the square of
+    their number: so in an object of ``CUT_MIN_BYTES`` or more, every chunked string (the cut
+    content and any other) is joined here, by a walker that reads each element once and counts
+    them against a budget proportional to the object's size (see ``BER_BASE_ELEMENTS``), before
+    asn1crypto sees the rest. Smaller objects are parsed whole (``content`` None): there the
+    copies and joins cost less than the walk.
+
+    Returns a :class:`ParsedCms`. Raises what :func:`parse_content_info` raises, for the same
+    input, and :class:`LimitExceeded` for an object made of more BER elements than its size
+    allows (a chunk flood) or nested past 64 levels.
     """
     if len(data) > MAX_CMS_BYTES:
         raise MalformedInput(f"CMS object of {len(data)} bytes is larger than the limit")
     if len(data) < CUT_MIN_BYTES:
         # Small objects: asn1crypto's copies cost less than the walk that would avoid them.
         return ParsedCms(parse_content_info(data), None)
+    walk = _Walk(len(data))
     try:
-        rest, content = _cut_content(data)
+        rest, content = _cut_content(data, walk)
     except (_Unexpected, IndexError):
-        return ParsedCms(parse_content_info(data), None)
-    return ParsedCms(parse_content_info(rest), content)
+        return ParsedCms(parse_content_info(_flattened(data, walk)), None)
+    return ParsedCms(parse_content_info(_flattened(rest, walk)), content)
 
 
-def _cut_content(data: bytes) -> tuple[bytes, bytes | memoryview]:
+def _cut_content(data: bytes, walk: _Walk) -> tuple[bytes, bytes | memoryview]:
     """(the encoding without the large field, the field's value). Raises _Unexpected."""
-    walk = _Walk()
     top = _read_tlv(data, 0)
     if top.tag != 0x30 or _element_end(data, top, 0, walk) != len(data):
         raise _Unexpected  # not one SEQUENCE: let asn1crypto name the problem
@@ -161,12 +193,13 @@ def _cut_content(data: bytes) -> tuple[bytes, bytes | memoryview]:
     if body.tag != 0x30:
         raise _Unexpected
     # The first universal SEQUENCE in the body is EncapsulatedContentInfo or
-    # (Auth)EncryptedContentInfo: the fields before it are an INTEGER, a [0] and a SET.
-    inner = _first_child(data, body, 0x30, walk)
+    # (Auth)EncryptedContentInfo: the fields before it are an INTEGER, a [0] and a SET. In
+    # CompressedData it is the second: the compressionAlgorithm comes first.
+    inner = _first_child(data, body, 0x30, walk, skip=kind == "compressed_data")
     type_oid = _read_tlv(data, inner.value_start)
     if type_oid.tag != 0x06:
         raise _Unexpected
-    if kind == "signed_data":
+    if kind in ("signed_data", "compressed_data"):
         after = type_oid.end
         if after >= inner.value_end:
             raise _Unexpected  # no eContent: nothing to cut
@@ -256,24 +289,44 @@ def _read_tlv(data: bytes, offset: int) -> _Tlv:
 
 
 class _Walk:
-    """The state of one walk over a BER object.
+    """The state of the walks over one BER object of ``size`` bytes.
 
     ``ends`` holds where the end-of-contents octets of each indefinite-length element start, by
     the element's offset: filled by the first pass, so that no chunk list is walked twice to find
-    the same end. ``elements`` counts the elements read, against ``MAX_BER_ELEMENTS``: a hostile
+    the same end. ``elements`` and ``chunks`` count the elements read and, of those, the chunks
+    of strings, against limits proportional to ``size`` (see ``BER_BASE_ELEMENTS``): a hostile
     object can hold millions of one-byte chunks, each costing the walker a microsecond or two.
     """
 
-    __slots__ = ("ends", "elements")
+    __slots__ = ("ends", "elements", "chunks", "size", "changes", "max_elements", "max_chunks")
 
-    def __init__(self) -> None:
+    def __init__(self, size: int) -> None:
         self.ends: dict[int, int] = {}
         self.elements = 0
+        self.chunks = 0
+        self.size = size
+        self.changes = 0  # elements _flattened re-encoded
+        self.max_elements = BER_BASE_ELEMENTS + size // BER_BYTES_PER_ELEMENT
+        self.max_chunks = BER_BASE_CHUNKS + size // BER_BYTES_PER_CHUNK
 
     def count(self) -> None:
+        """Count one element read. Raises :class:`LimitExceeded` past the object's limit."""
         self.elements += 1
-        if self.elements > MAX_BER_ELEMENTS:
-            raise LimitExceeded(f"CMS object needs more than {MAX_BER_ELEMENTS} BER element reads")
+        if self.elements > self.max_elements:
+            raise LimitExceeded(
+                f"CMS object of {self.size} bytes is made of more than {self.max_elements} BER "
+                "elements; refused"
+            )
+
+    def chunk(self) -> None:
+        """Count one chunk of a string read. Raises :class:`LimitExceeded` past the limit."""
+        self.chunks += 1
+        if self.chunks > self.max_chunks:
+            raise LimitExceeded(
+                f"CMS object of {self.size} bytes has strings split into more than "
+                f"{self.max_chunks} chunks (a flood of tiny chunks); refused"
+            )
+        self.count()
 
 
 def _element_end(data: bytes, tlv: _Tlv, depth: int, walk: _Walk) -> int:
@@ -291,8 +344,17 @@ def _children_end(data: bytes, tlv: _Tlv, depth: int, walk: _Walk) -> int:
     if depth > _MAX_BER_DEPTH:
         raise _Unexpected
     pos = tlv.value_start
-    while not (data[pos] == 0 and data[pos + 1] == 0):
-        walk.count()
+    while True:
+        tag, first = data[pos], data[pos + 1]
+        if tag == 0 and first == 0:
+            break
+        if tag & 0xDF == 0x04:  # an OCTET STRING: a chunk, if tlv is a string
+            walk.chunk()
+        else:
+            walk.count()
+        if first < 0x80 and tag & 0x3F < 0x1F:  # primitive, short form: the common chunk
+            pos += 2 + first
+            continue
         pos = _element_end(data, _read_tlv(data, pos), depth + 1, walk)
     walk.ends[tlv.start] = pos
     return pos
@@ -306,8 +368,9 @@ def _complete(data: bytes, tlv: _Tlv, walk: _Walk) -> _Tlv:
     return _Tlv(tlv.start, tlv.value_start, value_end, value_end + 2, tlv.tag, True)
 
 
-def _first_child(data: bytes, parent: _Tlv, tag: int, walk: _Walk) -> _Tlv:
-    """The first child of ``parent`` with identifier ``tag``, completed. Raises _Unexpected."""
+def _first_child(data: bytes, parent: _Tlv, tag: int, walk: _Walk, skip: int = 0) -> _Tlv:
+    """The first child of ``parent`` with identifier ``tag`` (after ``skip`` such children),
+    completed. Raises _Unexpected."""
     pos = parent.value_start
     limit = parent.value_end if not parent.indefinite else len(data)
     while pos < limit:
@@ -315,7 +378,9 @@ def _first_child(data: bytes, parent: _Tlv, tag: int, walk: _Walk) -> _Tlv:
             break
         child = _complete(data, _read_tlv(data, pos), walk)
         if child.tag == tag:
-            return child
+            if not skip:
+                return child
+            skip -= 1
         pos = child.end
     raise _Unexpected
 
@@ -329,14 +394,25 @@ def _octets(data: bytes, tlv: _Tlv, depth: int, walk: _Walk) -> bytes | memoryvi
         raise _Unexpected
     view = memoryview(data)
     chunks: list[memoryview | bytes] = []
+    # Chunks whose end was found already were counted then: each is counted once.
+    counted = tlv.indefinite and tlv.start in walk.ends
     pos = tlv.value_start
     while True:
         if tlv.indefinite:
             if data[pos] == 0 and data[pos + 1] == 0:
+                walk.ends[tlv.start] = pos
                 break
         elif pos >= tlv.value_end:
             break
-        walk.count()
+        if not counted:
+            walk.chunk()
+        if data[pos] == 0x04 and data[pos + 1] < 0x80:  # primitive, short form
+            end = pos + 2 + data[pos + 1]
+            if end > len(data):
+                raise _Unexpected
+            chunks.append(view[pos + 2 : end])
+            pos = end
+            continue
         chunk = _read_tlv(data, pos)
         if chunk.tag == 0x04:
             chunks.append(view[chunk.value_start : chunk.value_end])
@@ -350,6 +426,143 @@ def _octets(data: bytes, tlv: _Tlv, depth: int, walk: _Walk) -> bytes | memoryvi
         raise _Unexpected
     # One copy: the chunks are views into ``data``.
     return b"".join(chunks)
+
+
+# --- joining every chunked string before asn1crypto reads the object ---------------------------
+#
+# asn1crypto accepts a constructed (chunked) string only with an indefinite length, and joins its
+# chunks with ``+=`` when the value is first read: quadratic in their number (11.7 MB of chunks
+# took minutes). _flattened re-encodes an object so that it holds no such string: universal
+# strings (OCTET STRING, BIT STRING, the character strings and times) become primitive, and an
+# indefinite-length element of another class whose elements are all OCTET STRINGs (an IMPLICIT
+# [n] OCTET STRING in chunks, such as encryptedContent) keeps its form with one joined chunk,
+# which reads the same whether the schema tags it IMPLICIT (a string) or EXPLICIT (one element).
+# Other indefinite lengths become definite. An element with nothing to change is copied as
+# received (so signed attributes and certificates keep their exact bytes), and a definite-length
+# one without a 0x80 octet inside cannot hold an indefinite length, so it is not even visited.
+
+# Universal tag numbers of the string types asn1crypto joins.
+_STRING_TAGS = frozenset({3, 4, 12, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 30})
+
+
+def _flattened(data: bytes, walk: _Walk) -> bytes:
+    """``data`` (one BER element, possibly followed by trailing bytes, kept for asn1crypto to
+    refuse) without chunked strings; ``data`` itself when it holds none. Raises
+    :class:`MalformedInput` for an encoding the walk cannot follow, :class:`LimitExceeded` past
+    the walk's element budget or ``_MAX_FLATTEN_DEPTH`` levels of nesting."""
+    out = bytearray()
+    changes = walk.changes
+    try:
+        end = _rewrite(data, _read_tlv(data, 0), 0, walk, out)
+    except (_Unexpected, IndexError):
+        raise MalformedInput("not a valid CMS ContentInfo: the BER encoding is broken") from None
+    if walk.changes == changes:
+        return data
+    out += memoryview(data)[end:]
+    return bytes(out)
+
+
+def _rewrite(data: bytes, tlv: _Tlv, depth: int, walk: _Walk, out: bytearray) -> int:
+    """Append the new encoding of ``tlv`` to ``out`` (the bytes as received when nothing in it
+    changes); return where ``tlv`` ends in ``data``."""
+    walk.count()
+    view = memoryview(data)
+    if not tlv.indefinite and (
+        not tlv.tag & 0x20 or data.find(b"\x80", tlv.value_start, tlv.value_end) < 0
+    ):
+        # Primitive, or definite with no 0x80 octet inside, so no indefinite length either:
+        # nothing asn1crypto would join (it refuses definite-length chunked strings).
+        out += view[tlv.start : tlv.end]
+        return tlv.end
+    if depth > _MAX_FLATTEN_DEPTH:
+        raise LimitExceeded(f"CMS object nested more than {_MAX_FLATTEN_DEPTH} levels deep")
+    mark = len(out)
+    universal = not tlv.tag & 0xC0
+    if tlv.indefinite and universal and tlv.tag & 0x1F in _STRING_TAGS:
+        walk.changes += 1  # a universal string in chunks: primitive
+        end = _join_string(data, tlv, tlv.tag & 0x1F, depth, walk, out)
+        out[mark:mark] = bytes([tlv.tag & ~0x20]) + _length_octets(len(out) - mark)
+        return end
+    identifier = data[tlv.start : tlv.start + _identifier_size(data, tlv.start)]
+    if tlv.indefinite and not universal and data[tlv.value_start] & 0xDF == 0x04:
+        # Another class, in chunks that are OCTET STRINGs: an IMPLICIT [n] OCTET STRING (or one
+        # OCTET STRING under an EXPLICIT [n]). One joined chunk reads the same either way.
+        try:
+            end = _join_string(data, tlv, 4, depth, walk, out)
+        except _Unexpected:  # an element that is no OCTET STRING: not a string after all
+            del out[mark:]
+        else:
+            walk.changes += 1
+            out[mark:mark] = identifier + b"\x80\x04" + _length_octets(len(out) - mark)
+            out += b"\x00\x00"
+            return end
+    changes = walk.changes
+    pos = tlv.value_start
+    while True:
+        if tlv.indefinite:
+            if data[pos] == 0 and data[pos + 1] == 0:
+                end = pos + 2
+                break
+        elif pos >= tlv.value_end:
+            if pos != tlv.value_end:
+                raise _Unexpected
+            end = pos
+            break
+        pos = _rewrite(data, _read_tlv(data, pos), depth + 1, walk, out)
+    if tlv.indefinite:
+        walk.changes += 1
+    if walk.changes == changes:  # nothing inside changed: the bytes as received
+        del out[mark:]
+        out += view[tlv.start : end]
+    else:
+        out[mark:mark] = identifier + _length_octets(len(out) - mark)
+    return end
+
+
+def _join_string(
+    data: bytes, tlv: _Tlv, number: int, depth: int, walk: _Walk, out: bytearray
+) -> int:
+    """Append the value of the string ``tlv`` (universal tag ``number``: its chunks may be
+    OCTET STRINGs or of that type, primitive or chunked again) to ``out``; return where it ends.
+    Raises _Unexpected for a chunk of another type. A BIT STRING's chunks each start with their
+    unused-bits octet, which only the last may set: the value keeps one, the last chunk's."""
+    if not tlv.tag & 0x20:
+        if number == 3 and tlv.value_end == tlv.value_start:
+            raise _Unexpected  # a BIT STRING chunk needs its unused-bits octet
+        out += memoryview(data)[tlv.value_start : tlv.value_end]
+        return tlv.end
+    if depth > _MAX_FLATTEN_DEPTH:
+        raise LimitExceeded(f"CMS object nested more than {_MAX_FLATTEN_DEPTH} levels deep")
+    view = memoryview(data)
+    bits_at = len(out)  # where a BIT STRING's unused-bits octet is kept
+    pos = tlv.value_start
+    while True:
+        if tlv.indefinite:
+            if data[pos] == 0 and data[pos + 1] == 0:
+                return pos + 2
+        elif pos >= tlv.value_end:
+            if pos != tlv.value_end:
+                raise _Unexpected
+            return pos
+        walk.chunk()
+        tag, first = data[pos], data[pos + 1]
+        if number != 3 and tag in (4, number) and first < 0x80:  # primitive, short form
+            end = pos + 2 + first
+            if end > len(data):
+                raise _Unexpected
+            out += view[pos + 2 : end]
+            pos = end
+            continue
+        chunk = _read_tlv(data, pos)
+        if chunk.tag & 0xDF not in (4, number):  # a chunk is of this type or an OCTET STRING
+            raise _Unexpected
+        before = len(out)
+        pos = _join_string(data, chunk, number, depth + 1, walk, out)
+        if number == 3 and before > bits_at:
+            if out[bits_at]:
+                raise MalformedInput("a BIT STRING chunk other than the last has unused bits")
+            out[bits_at] = out[before]  # this chunk's unused bits, in place of the earlier ones
+            del out[before]
 
 
 # --- reading attribute sets without building asn1crypto objects --------------------------------

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from smime_companion.core import rc2
-from smime_companion.core.cms import der_elements, oid_dotted
+from smime_companion.core.cms import ASN1_ERRORS, der_elements, oid_dotted
 from smime_companion.core.cms_algorithms import (
     CONTENT_CIPHERS,
     CURVE_NAMES,
@@ -67,7 +67,7 @@ _EC_PUBLIC_KEY = "1.2.840.10045.2.1"
 _RC2_CBC = "1.2.840.113549.3.2"
 
 # What asn1crypto raises when a lazily parsed structure turns out to be broken.
-_PARSE_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError)
+_PARSE_ERRORS = ASN1_ERRORS
 
 _KIND_NAMES = {
     "enveloped_data": "EnvelopedData",

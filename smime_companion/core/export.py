@@ -103,9 +103,13 @@ def export_message(
     outer = [
         f for f in raw_fields if not _CONTENT_FIELD.match(f) and _field_name(f) not in replaced
     ]
-    protected = [
-        _field_line(name, value) for name, value in effective_headers if name.lower() in replaced
-    ]
+    # The first field of each name, as every other view shows it (and the From the signature
+    # was checked against): a second From field never reaches the exported copy.
+    protected: list[bytes] = []
+    for name, value in effective_headers:
+        if name.lower() in replaced:
+            replaced.discard(name.lower())
+            protected.append(_field_line(name, value))
     if integrity_protected:
         inner_fields, inner_body = _header_lines(content)
         inner = [f for f in inner_fields if _CONTENT_FIELD.match(f)]

@@ -71,8 +71,9 @@ class Entity:
         return decode_transfer_encoding(self.raw[self.body_start :], encoding)
 
     @property
-    def from_addresses(self) -> tuple[str, ...]:
-        return addresses(self.get("From"))
+    def sender(self) -> Sender:
+        """The entity's :class:`Sender` (the one From rule)."""
+        return sender_of(self.fields)
 
 
 @dataclass(frozen=True)
@@ -199,14 +200,73 @@ _DOT_ATOM_ADDRESS = r"[A-Za-z0-9%+_-]+(?:\.[A-Za-z0-9%+_-]+)*@[A-Za-z0-9-]+(?:\.
 _BARE_ADDRESS = re.compile(rf"\s*(?:<({_DOT_ATOM_ADDRESS})>|({_DOT_ATOM_ADDRESS}))\s*")
 
 
+def address_pairs(value: str) -> list[tuple[str, str]]:
+    """(display name, address) of each entry of an address-list header value, as
+    :func:`email.utils.getaddresses` reads them.
+
+    Raises :class:`MalformedInput` for a value the parser cannot read: the email package
+    recurses once per nested comment ``(`` or group ``:``, so a few hundred of them (a "poison"
+    header) would otherwise end in RecursionError, which no caller expects from a header.
+    """
+    try:
+        return getaddresses([value])
+    except RecursionError:
+        raise MalformedInput(
+            "an address field nests comments or groups too deeply to be read"
+        ) from None
+
+
 def addresses(value: str | None) -> tuple[str, ...]:
-    """The lower-cased addresses of an address-list header (From, To, Cc)."""
+    """The lower-cased addresses of an address-list header (From, To, Cc).
+
+    Raises :class:`MalformedInput` for a value that cannot be read (see :func:`address_pairs`).
+    """
     if not value:
         return ()
     bare = _BARE_ADDRESS.fullmatch(value)
     if bare is not None:  # one plain address: no need for the full RFC 5322 parser
         return ((bare.group(1) or bare.group(2)).lower(),)
-    return tuple(addr.lower() for _, addr in getaddresses([value]) if "@" in addr)
+    return tuple(addr.lower() for _, addr in address_pairs(value) if "@" in addr)
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who a header section says sent the message, under the one rule every part of the
+    product applies (verification, display, the cache, the outbox): a message has a sender only
+    when it has exactly one From field and that field holds exactly one address.
+
+    ``field`` is the value of the first From field (the one shown and checked), or None when
+    there is none; ``address`` the one address, lower-cased, when the rule holds; otherwise
+    ``problem`` says in one line why there is no single sender.
+    """
+
+    field: str | None
+    address: str | None
+    problem: str | None
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """The sender's address as a tuple (empty when the rule does not hold)."""
+        return (self.address,) if self.address is not None else ()
+
+
+def sender_of(fields: tuple[tuple[str, str], ...]) -> Sender:
+    """The :class:`Sender` of a header section's ``fields``. Never raises."""
+    values = [value for name, value in fields if name.lower() == "from"]
+    if not values:
+        return Sender(None, None, "the message has no From address")
+    first = values[0]
+    if len(values) > 1:
+        return Sender(first, None, f"the message has {len(values)} From fields instead of one")
+    try:
+        found = addresses(first)
+    except MalformedInput as exc:
+        return Sender(first, None, f"the From field cannot be read: {exc}")
+    if not found:
+        return Sender(first, None, "the From field holds no address")
+    if len(found) > 1:
+        return Sender(first, None, f"the From field holds {len(found)} addresses instead of one")
+    return Sender(first, found[0], None)
 
 
 def decode_transfer_encoding(body: bytes, encoding: str) -> bytes:

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from email import errors as email_errors
 from email.parser import BytesParser
 
-from smime_companion.errors import SealError
+from smime_companion.core.mime import address_pairs
+from smime_companion.errors import MalformedInput, SealError
 
 # SMTP limits a line to 998 octets plus CRLF (RFC 5321 sec 4.5.3.1.6).
 MAX_LINE = 998
@@ -100,7 +101,15 @@ def _value_addresses(value: str) -> list[str]:
                 out.append(item)
         else:
             return out
-    return [addr for _name, addr in email.utils.getaddresses([value]) if addr]
+    return [addr for _name, addr in _address_pairs(value) if addr]
+
+
+def _address_pairs(value: str) -> list[tuple[str, str]]:
+    """:func:`core.mime.address_pairs`, its refusal as a :class:`SealError`."""
+    try:
+        return address_pairs(value)
+    except MalformedInput as exc:
+        raise SealError(f"draft {exc}") from None
 
 
 def parse_draft(raw: bytes) -> Draft:
@@ -138,10 +147,17 @@ def parse_draft(raw: bytes) -> Draft:
         if not _is_structural(name)
     )
     draft = Draft(header_fields=fields, root=root)
-    if not draft.values("From"):
+    # The one From rule (core.mime.sender_of): the signature vouches for exactly one sender.
+    senders = draft.values("From")
+    if not senders:
         raise SealError("draft has no From header")
-    if not draft.addresses("From"):
+    if len(senders) > 1:
+        raise SealError(f"draft has {len(senders)} From fields; exactly one is needed")
+    found = _value_addresses(senders[0])
+    if not found:
         raise SealError("draft's From header holds no address")
+    if len(found) > 1:
+        raise SealError(f"draft's From header holds {len(found)} addresses; exactly one is needed")
     return draft
 
 
@@ -250,7 +266,7 @@ def format_header(name: str, value: str) -> bytes:
         encoded = email.header.Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
         return f"{name}: {encoded}\r\n".encode("ascii")
     if name.lower() in _ADDRESS_FIELDS:
-        pairs = email.utils.getaddresses([value])
+        pairs = _address_pairs(value)
         if any(not addr.isascii() for _n, addr in pairs):
             raise SealError(
                 f"header {name} holds a non-ASCII address, which cannot be sent as 7-bit"

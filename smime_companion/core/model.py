@@ -82,6 +82,21 @@ ANCHORED_STATUSES = frozenset(
     }
 )
 
+# Verdicts of a signature that verified over the content (the cryptography held), whatever was
+# then found about the signer: content under such a signature cannot have been altered.
+SOUND_SIGNATURES: frozenset[SignatureStatus | None] = frozenset(SIGNATURE_SEVERITY) - {
+    SignatureStatus.INVALID,
+    SignatureStatus.MALFORMED,
+    SignatureStatus.UNSUPPORTED,
+    SignatureStatus.NONE,
+}
+
+# The warning for content decrypted from CBC (no authentication) that no sound signature covers:
+# blocks spliced into the ciphertext (EFAIL's CBC gadgets) would decrypt without error, so the
+# content is not trusted (``OpenResult.ok`` is False, exit 1) and must never be shown or exported
+# as active HTML. A stable string: the cache stores it and scripts read it.
+WARN_NOT_INTEGRITY_PROTECTED = "not-integrity-protected"
+
 DECRYPTION_SEVERITY: tuple[Decryption, ...] = (
     Decryption.FAILED,
     Decryption.MALFORMED,
@@ -280,8 +295,8 @@ class OpenResult:
 
     @property
     def ok(self) -> bool:
-        """True when the message opened fully, without error, and any signature is valid
-        (the CLI's exit 0)."""
+        """True when the message opened fully, without error, any signature is valid and the
+        content is integrity-protected (the CLI's exit 0)."""
         return (
             self.error is None
             and self.decryption in (Decryption.OK, Decryption.NONE)
@@ -290,7 +305,15 @@ class OpenResult:
                 SignatureStatus.VALID,
                 SignatureStatus.NONE,
             )
+            and self.integrity_protected
         )
+
+    @property
+    def integrity_protected(self) -> bool:
+        """False when the content came out of CBC decryption that no sound signature covers
+        (``not-integrity-protected``): then it must not be trusted, nor rendered or exported as
+        active HTML. True for everything else, plain mail included."""
+        return WARN_NOT_INTEGRITY_PROTECTED not in self.warnings
 
     def header(self, name: str) -> str | None:
         """The first effective header of that name (case-insensitive), or None."""
@@ -308,6 +331,13 @@ class OpenResult:
 
     def to_json(self) -> dict[str, Any]:
         """The object ``smime-companion open --json`` prints."""
+        # The first field of each name: the one every other view shows, and the From the
+        # signature was checked against (with two From fields it cannot be valid).
+        headers: dict[str, str] = {}
+        for name, value in self.headers:
+            key = name.lower()
+            if key in _SUMMARY_HEADERS and key not in headers:
+                headers[key] = decode_encoded_words(value)
         return {
             "decryption": str(self.decryption),
             "signature": str(self.signature),
@@ -317,11 +347,7 @@ class OpenResult:
             "warnings": list(self.warnings),
             "error": self.error,
             "header_protection": self.header_protection,
-            "headers": {
-                k.lower(): decode_encoded_words(v)
-                for k, v in self.headers
-                if k.lower() in _SUMMARY_HEADERS
-            },
+            "headers": headers,
         }
 
 

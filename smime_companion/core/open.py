@@ -8,12 +8,31 @@ and its entity, still sealed, is the content.
 
 Only a message whose *whole body* is an S/MIME object counts as signed or encrypted (EFAIL): S/MIME
 parts found deeper inside an unprotected multipart are reported as warnings and left untouched.
+
+What a verdict stands for is exactly what is shown:
+
+- Headers: the outer header section, unless a layer's content carries protected headers (RFC 9788
+  ``hp``, legacy ``protected-headers="v1"``, an RFC 8551 message/rfc822) *and* a signature covers
+  that content (the content is inside a signed layer). Protected headers that no signature covers
+  (an encryption layer anyone could have made around someone's signed message) are shown only
+  when the message has no signature at all.
+- From: one rule everywhere (:func:`~smime_companion.core.mime.sender_of`): a signature is
+  ``valid`` only when the headers shown have exactly one From field holding exactly one address,
+  and that address is the signer's. Checked per layer while unwrapping, and once more against
+  the headers finally shown.
+- Content decrypted from CBC (no authentication) is flagged ``not-integrity-protected`` unless a
+  sound signature inside the encryption covers it: anyone can splice blocks into a CBC
+  ciphertext (EFAIL's gadgets) and sign the result, so such content is not ``ok``.
+
+A message's work is bounded: its :class:`Limits`, a budget of decompressed bytes over all its
+compressed layers, and a :class:`~smime_companion.core.chain.WorkBudget` for path search and
+certificate signature checks shared by every signer of every layer.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -23,18 +42,22 @@ from cryptography import x509
 from smime_companion.core import decrypt as decrypt_mod
 from smime_companion.core import verify as verify_mod
 from smime_companion.core.certs import fingerprint_sha256
-from smime_companion.core.cms import ParsedCms, parse_cms, parse_content_info
+from smime_companion.core.chain import WorkBudget
+from smime_companion.core.cms import ASN1_ERRORS, ParsedCms, parse_cms
 from smime_companion.core.input_forms import as_message, content_type_oid
 from smime_companion.core.mime import (
     Entity,
-    addresses,
+    Sender,
     decode_transfer_encoding,
     multipart_parts,
     parse_entity,
+    sender_of,
     to_crlf,
 )
 from smime_companion.core.model import (
     SIGNATURE_SEVERITY,
+    SOUND_SIGNATURES,
+    WARN_NOT_INTEGRITY_PROTECTED,
     Decryption,
     Identity,
     Layer,
@@ -54,7 +77,6 @@ PKCS7_SIGNATURE_TYPES = frozenset({"application/pkcs7-signature", "application/x
 # Warnings (stable strings: the cache stores them and scripts read them).
 WARN_PARTIALLY_ENCRYPTED = "partially-encrypted"
 WARN_PARTIALLY_SIGNED = "partially-signed"
-WARN_NOT_INTEGRITY_PROTECTED = "not-integrity-protected"
 WARN_WEAK_CIPHER = "weak-cipher"
 WARN_MIME_LIMIT = "mime-limit-reached"
 # A signer used an algorithm we no longer trust (SHA-1, MD5, RSA under 2048 bits), whether that
@@ -75,9 +97,13 @@ class Limits:
     max_parts: int = 2000  # MIME parts in one multipart
     max_header_bytes: int = 256 * 1024  # one header section
     max_content_bytes: int = 256 * 1024 * 1024  # one decompressed layer
-    # Real compressed mail expands a few times; a bomb expands a thousandfold. A layer may grow
-    # to this many times its compressed size (and always to 1 MiB), within max_content_bytes.
-    max_compression_ratio: int = 100
+    # Decompressed bytes one message may produce, summed over all its compressed layers (a
+    # ratio per layer multiplies when layers nest): this allowance, plus the message's own size
+    # times decompressed_per_byte, within max_content_bytes. Real compressed mail expands a few
+    # times, which the allowance covers for all but very large messages; a bomb expands a
+    # thousandfold. Keeps opening within about four times the message's size plus 64 MB.
+    decompression_allowance: int = 4 * 1024 * 1024
+    decompressed_per_byte: int = 1
 
 
 DEFAULT_LIMITS = Limits()
@@ -113,10 +139,11 @@ def open_message(
     layer.
 
     Never raises for untrusted input: problems are statuses, warnings and ``error`` in the
-    result. ``extra_certificates`` (harvested certificates, ``open --certfile``) are where a
-    signer certificate the message left out, and its issuers, are looked for. ``allow_sha1``
-    accepts SHA-1; ``allow_weak`` accepts every weak algorithm (SHA-1, MD5, RSA under 2048 bits)
-    for archives: either way the weakness is still reported (warning ``weak-algorithm``).
+    result, and the work is bounded (see the module docstring). ``extra_certificates``
+    (harvested certificates, ``open --certfile``) are where a signer certificate the message left
+    out, and its issuers, are looked for. ``allow_sha1`` accepts SHA-1; ``allow_weak`` accepts
+    every weak algorithm (SHA-1, MD5, RSA under 2048 bits) for archives: either way the weakness
+    is still reported (warning ``weak-algorithm``).
     """
     if at.tzinfo is None:
         raise ValueError("open_message needs a timezone-aware time")
@@ -150,22 +177,33 @@ def with_revoked_signers(result: OpenResult, revoked: Mapping[str, str]) -> Open
         problems = ((SignatureStatus.REVOKED, reason), *signer.problems)
         return replace(signer, status=SignatureStatus.REVOKED, reason=reason, problems=problems)
 
-    layers = []
-    for layer in result.layers:
-        if layer.signature is not None and layer.signers:
-            signers = tuple(mark(s) for s in layer.signers)
-            verdict = signed_data_verdict([s.status for s in signers])
-            layer = replace(layer, signature=verdict, signers=signers)
-        layers.append(layer)
+    layers, signers = _remarked(result.layers, result.signers, mark)
     signed = [layer for layer in layers if layer.signature is not None]
     signature = worst_signature([layer.signature for layer in signed if layer.signature])
     return replace(
         result,
-        layers=tuple(layers),
+        layers=layers,
         signature=signature,
         signer=_deciding_signer_address(signed, signature),
-        signers=tuple(mark(s) for s in result.signers),
+        signers=signers,
     )
+
+
+def _remarked(
+    layers: Sequence[Layer],
+    signers: Sequence[SignerReport],
+    mark: Callable[[SignerReport], SignerReport],
+) -> tuple[tuple[Layer, ...], tuple[SignerReport, ...]]:
+    """``layers`` and ``signers`` with every signer passed through ``mark`` and each signed
+    layer's verdict recomputed from its signers."""
+    out = []
+    for layer in layers:
+        if layer.signature is not None and layer.signers:
+            marked = tuple(mark(s) for s in layer.signers)
+            verdict = signed_data_verdict([s.status for s in marked])
+            layer = replace(layer, signature=verdict, signers=marked)
+        out.append(layer)
+    return tuple(out), tuple(mark(s) for s in signers)
 
 
 _SEVERITY = {status: rank for rank, status in enumerate(SIGNATURE_SEVERITY)}
@@ -203,6 +241,9 @@ class _Opener:
         # The entity parsed last, with its raw bytes: _signed_from reads the From of the content
         # that the walk parses next, so the walk reuses that parse instead of repeating it.
         self._last_parsed: tuple[bytes, Entity] | None = None
+        # What this message may still cost: path search and signature checks, decompression.
+        self.budget = WorkBudget()
+        self.decompression_budget = self.decompression_left = 0
 
     def _parse(self, raw: bytes) -> Entity:
         """parse_entity with the limits, reusing the last result for the same bytes object."""
@@ -222,14 +263,23 @@ class _Opener:
             entity = parse_entity(raw, self.limits.max_header_bytes)
         except MalformedInput as exc:
             return _malformed(raw, f"message is malformed: {exc}")
+        self.decompression_budget = self.decompression_left = min(
+            self.limits.max_content_bytes,
+            self.limits.decompression_allowance + self.limits.decompressed_per_byte * len(raw),
+        )
 
+        # The headers shown: the outer ones, or protected headers a signature covers; and the
+        # sender they name (read again only when they change).
         headers = entity.fields
+        sender = sender_of(headers)
         header_protection: str | None = None
+        # Protected headers no signature covers: shown only if the message has no signature.
+        uncovered: tuple[tuple[tuple[str, str], ...], str] | None = None
         layers: list[Layer] = []
         signers: list[SignerReport] = []
         warnings: list[str] = []
-        # Index in ``layers`` of each CBC layer still waiting for a signature inside it.
-        unprotected_cbc: list[int] = []
+        unprotected_cbc = 0  # CBC (malleable) layers no sound signature inside covers yet
+        covered = False  # a signed layer was opened: what follows is inside a signature
         error: str | None = None
 
         while True:
@@ -239,21 +289,21 @@ class _Opener:
             if len(layers) >= self.limits.max_layers:
                 error = f"more than {self.limits.max_layers} S/MIME layers; stopped unwrapping"
                 break
-            from_addrs = addresses(_field(headers, "From"))
             if kind == "multipart/signed":
-                step = self._open_multipart_signed(entity, from_addrs, inside_layer=bool(layers))
+                step = self._open_multipart_signed(entity, sender, inside_layer=bool(layers))
             elif kind == "rfc822":
                 step = _Step(Layer(type="rfc822"), entity.decoded_body())
             else:
-                step = self._open_cms(entity, from_addrs)
+                step = self._open_cms(entity, sender)
 
             layers.append(step.layer)
+            covered = covered or step.layer.signature is not None
             signers.extend(step.signers)
             warnings.extend(w for w in step.warnings if w not in warnings)
-            if step.layer.signature is not None:
-                unprotected_cbc.clear()  # a signature inside covers the CBC layers outside it
+            if step.layer.signature in SOUND_SIGNATURES:
+                unprotected_cbc = 0  # a sound signature inside covers the CBC layers outside it
             if step.layer.decryption == Decryption.OK and not step.integrity_protected:
-                unprotected_cbc.append(len(layers) - 1)
+                unprotected_cbc += 1
             if error is None and _is_processing_failure(step.layer):
                 error = step.layer.error
             if step.next_raw is None:
@@ -265,42 +315,61 @@ class _Opener:
                 entity = Entity(raw=step.next_raw, fields=())
                 break
             protection = "rfc822" if step.layer.type == "rfc822" else _protection_of(entity)
-            if protection is not None:
+            if protection is not None and covered:
                 # Protected headers (RFC 9788 hp, legacy v1, RFC 8551 message/rfc822) win.
                 headers, header_protection = entity.fields, protection
-
-        if unprotected_cbc:
-            warnings.append(WARN_NOT_INTEGRITY_PROTECTED)
-        if any(s.notes for s in signers):
-            warnings.append(WARN_NON_POSITIVE_SERIAL)
-        if any(s.weaknesses for s in signers):
-            # Reported beside the verdict, whether it decided it or was accepted for archives.
-            warnings.append(WARN_WEAK_ALGORITHM)
-        if not layers:
-            warnings.extend(self._hidden_smime_warnings(entity))
+                sender = sender_of(headers)
+            elif protection is not None:
+                uncovered = (entity.fields, protection)
+            elif step.signers and sender.field is None and entity.get("From") is not None:
+                # A bare S/MIME entity (no From of its own): the signed content's header
+                # section names the sender the signature was checked against; show it.
+                headers = entity.fields
+                sender = sender_of(headers)
 
         signed = [layer for layer in layers if layer.signature is not None]
-        encrypted = [layer for layer in layers if layer.decryption is not None]
+        if uncovered is not None and not signed:
+            headers, header_protection = uncovered
+            sender = sender_of(headers)
+        layer_tuple, signer_tuple = _checked_against_shown(layers, signers, sender)
+        signed = [layer for layer in layer_tuple if layer.signature is not None]
+        # Only a signature inside the encryption covers CBC content: its signer signed the
+        # plaintext. One outside it covers the ciphertext, but anyone can sign a ciphertext
+        # with blocks spliced in, and a broken signature inside covers nothing.
+        if unprotected_cbc:
+            warnings.append(WARN_NOT_INTEGRITY_PROTECTED)
+        if any(s.notes for s in signer_tuple):
+            warnings.append(WARN_NON_POSITIVE_SERIAL)
+        if any(s.weaknesses for s in signer_tuple):
+            # Reported beside the verdict, whether it decided it or was accepted for archives.
+            warnings.append(WARN_WEAK_ALGORITHM)
+        # S/MIME parts hidden in the content (an unprotected multipart, an attached message,
+        # a decrypted multipart): named, never opened or joined to what is shown.
+        mime_type = entity.content_type.mime_type
+        if mime_type.startswith("multipart/") or mime_type == "message/rfc822":
+            warnings.extend(w for w in self._hidden_smime_warnings(entity) if w not in warnings)
+
+        encrypted = [layer for layer in layer_tuple if layer.decryption is not None]
         signature = worst_signature([layer.signature for layer in signed if layer.signature])
         decryption = worst_decryption([layer.decryption for layer in encrypted if layer.decryption])
         return OpenResult(
             decryption=decryption,
             signature=signature,
             signer=_deciding_signer_address(signed, signature),
-            layers=tuple(layers),
+            layers=layer_tuple,
             content_cipher=encrypted[0].content_cipher if encrypted else None,
             warnings=tuple(warnings),
             error=error,
             content=entity.raw,
             headers=headers,
             header_protection=header_protection,
-            signers=tuple(signers),
+            signers=signer_tuple,
         )
 
     # -- one layer each ---------------------------------------------------------------------
 
     def _open_multipart_signed(
-        self, entity: Entity, from_addrs: tuple[str, ...], inside_layer: bool = False
+        self, entity: Entity, sender: Sender, inside_layer: bool = False
     ) -> _Step:
         try:
             parts = multipart_parts(entity, self.limits.max_parts)
@@ -308,7 +377,9 @@ class _Opener:
                 raise MalformedInput(f"multipart/signed has {len(parts)} parts instead of 2")
             signed_raw, signature_raw = parts
             signature_entity = parse_entity(signature_raw, self.limits.max_header_bytes)
-            info = parse_content_info(signature_entity.decoded_body())
+            # parse_cms, not asn1crypto directly: a large signature part is read by the counted,
+            # linear BER walker first (a chunk flood must not cost asn1crypto's quadratic joins).
+            info = parse_cms(signature_entity.decoded_body()).info
             if info["content_type"].native != "signed_data":
                 raise MalformedInput("the signature part of multipart/signed is not SignedData")
         except (MalformedInput, UnsupportedInput) as exc:
@@ -322,16 +393,16 @@ class _Opener:
                 # The content of a broken multipart/signed is still the first part, if any.
                 next_raw=_first_part_or_none(entity, self.limits.max_parts),
             )
-        inner_from = self._signed_from(signed_raw, from_addrs)
+        checked = self._signed_from(signed_raw, sender)
         canonical = to_crlf(signed_raw)
-        outcome = self._verify(info, canonical, inner_from)
+        outcome = self._verify(info, canonical, checked)
         retry = inside_layer and canonical is not signed_raw
         if outcome.status == SignatureStatus.INVALID and retry:
             # NSS/Thunderbird sign a multipart/signed nested inside an opaque signed or encrypted
             # layer over its bare-LF bytes, which no transport rewrote: like ``openssl cms
             # -binary``, verify the bytes as received when the canonical form fails. Never for
             # the top level, where mail is canonical CRLF by definition.
-            as_received = self._verify(info, signed_raw, inner_from)
+            as_received = self._verify(info, signed_raw, checked)
             if as_received.status != SignatureStatus.INVALID:
                 outcome = as_received
         return _Step(
@@ -346,20 +417,24 @@ class _Opener:
         )
 
     def _verify(
-        self, info: cms.ContentInfo, content: bytes, from_addresses: tuple[str, ...]
+        self, info: cms.ContentInfo, content: bytes | None, checked: Sender
     ) -> VerifyOutcome:
+        """verify_signed_data with this message's anchors, time, policy and budget, against
+        the ``checked`` sender (the one From rule)."""
         return verify_mod.verify_signed_data(
             info,
             content,
             anchors=self.anchors,
             at=self.at,
-            from_addresses=from_addresses,
+            from_addresses=checked.addresses,
+            from_problem=checked.problem,
             allow_sha1=self.allow_sha1,
             allow_weak=self.allow_weak,
             extra_certificates=self.extra_certificates,
+            budget=self.budget,
         )
 
-    def _open_cms(self, entity: Entity, from_addrs: tuple[str, ...]) -> _Step:
+    def _open_cms(self, entity: Entity, sender: Sender) -> _Step:
         smime_type = (entity.content_type.param("smime-type") or "").lower()
         try:
             # parse_cms cuts the large content out before asn1crypto copies it at every level.
@@ -368,29 +443,20 @@ class _Opener:
             return _unparsable_cms_step(smime_type, exc)
         kind = parsed.info["content_type"].native
         if kind == "signed_data":
-            return self._open_signed_data(parsed, from_addrs)
+            return self._open_signed_data(parsed, sender)
         if kind in ("enveloped_data", "authenticated_enveloped_data"):
             return self._open_enveloped(parsed)
-        return self._open_compressed(parsed.info)
+        return self._open_compressed(parsed)
 
-    def _open_signed_data(self, parsed: ParsedCms, from_addrs: tuple[str, ...]) -> _Step:
+    def _open_signed_data(self, parsed: ParsedCms, sender: Sender) -> _Step:
         info = parsed.info
         # parse_cms hands out signed content as bytes (a view only for ciphertext); bytes() of a
         # bytes object is that object, so this never copies.
         cut = bytes(parsed.content) if parsed.content is not None else None
         encapsulated = cut if cut is not None else _encapsulated_content(info)
-        inner_from = self._signed_from(encapsulated, from_addrs)
-        outcome = verify_mod.verify_signed_data(
-            info,
-            # The eContent cut out by parse_cms is checked as the signed bytes it is.
-            cut,
-            anchors=self.anchors,
-            at=self.at,
-            from_addresses=inner_from,
-            allow_sha1=self.allow_sha1,
-            allow_weak=self.allow_weak,
-            extra_certificates=self.extra_certificates,
-        )
+        checked = self._signed_from(encapsulated, sender)
+        # The eContent cut out by parse_cms is checked as the signed bytes it is.
+        outcome = self._verify(info, cut, checked)
         return _Step(
             Layer(
                 type="signed-data",
@@ -424,18 +490,23 @@ class _Opener:
             integrity_protected=outcome.integrity_protected,
         )
 
-    def _open_compressed(self, info: cms.ContentInfo) -> _Step:
+    def _open_compressed(self, parsed: ParsedCms) -> _Step:
         try:
-            content = info["content"]
+            content = parsed.info["content"]
             algorithm = content["compression_algorithm"]["algorithm"].native
             if algorithm != "zlib":
                 raise UnsupportedInput(f"compression algorithm {algorithm!r}")
-            data = content["encap_content_info"]["content"].native or b""
-            ratio_limit = max(1 << 20, len(data) * self.limits.max_compression_ratio)
-            plain = _bounded_inflate(data, min(self.limits.max_content_bytes, ratio_limit))
+            data = (
+                parsed.content
+                if parsed.content is not None
+                else content["encap_content_info"]["content"].native or b""
+            )
+            # One budget for the whole message: nested layers cannot multiply it.
+            plain = _bounded_inflate(data, self.decompression_left, self.decompression_budget)
+            self.decompression_left -= len(plain)
         except (MalformedInput, UnsupportedInput) as exc:
             return _Step(Layer(type="compressed", error=f"compressed data: {exc}"), None)
-        except (ValueError, TypeError, KeyError) as exc:
+        except ASN1_ERRORS as exc:
             return _Step(
                 Layer(type="compressed", error=f"compressed data is malformed: {exc}"), None
             )
@@ -443,12 +514,13 @@ class _Opener:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _signed_from(self, raw: bytes | None, outer: tuple[str, ...]) -> tuple[str, ...]:
-        """The From addresses a signer must match.
+    def _signed_from(self, raw: bytes | None, outer: Sender) -> Sender:
+        """The sender a signer must match (the one From rule, see ``sender_of``).
 
         Signed content that carries protected headers (or an RFC 8551 message/rfc822) names the
         From the reader will see, so that one counts. Otherwise the outer From counts; when the
-        outer header has none (a bare S/MIME entity), a From inside the signed content is used.
+        outer header has no From field (a bare S/MIME entity), the signed content's does. The
+        walk shows the headers of whichever counted (see ``run``).
         """
         if not raw:
             return outer
@@ -456,16 +528,20 @@ class _Opener:
             entity = self._parse(raw)
             if entity.content_type.mime_type == "message/rfc822":
                 entity = parse_entity(entity.decoded_body(), self.limits.max_header_bytes)
-            elif _protection_of(entity) is None and outer:
+            elif _protection_of(entity) is None and outer.field is not None:
                 return outer
         except MalformedInput:
             return outer
-        return addresses(entity.get("From")) or outer
+        return sender_of(entity.fields) if entity.get("From") is not None else outer
 
     def _hidden_smime_warnings(self, top: Entity) -> list[str]:
-        """Warnings for S/MIME parts inside an unprotected multipart (EFAIL's attack shape).
+        """Warnings for S/MIME parts inside the content shown (EFAIL's attack shape): inside an
+        unprotected multipart, inside an attached message (message/rfc822), or inside a
+        multipart that was decrypted. A part is S/MIME by its Content-Type, or (an
+        application/octet-stream ``.p7m`` or a pkcs7-mime without smime-type) by the CMS
+        content type at the start of its body.
 
-        Those parts are not opened and never joined with the surrounding unprotected parts.
+        Those parts are not opened and never joined with the content around them.
         """
         found: list[str] = []
         stack: list[tuple[Entity, int]] = [(top, 0)]
@@ -480,16 +556,21 @@ class _Opener:
                 if kind == "multipart/signed" or kind == "signed":
                     _add(found, WARN_PARTIALLY_SIGNED)
                     continue
-                if kind == "encrypted":
+                if kind is not None:  # encrypted, compressed, or a CMS object of unknown kind
                     _add(found, WARN_PARTIALLY_ENCRYPTED)
                     continue
-            if not mime_type.startswith("multipart/"):
+            inside_message = mime_type == "message/rfc822"
+            if not mime_type.startswith("multipart/") and not inside_message:
                 continue
             if depth >= self.limits.max_mime_depth:
                 _add(found, WARN_MIME_LIMIT)
                 continue
             try:
-                parts = multipart_parts(entity, self.limits.max_parts)
+                parts = (
+                    [entity.decoded_body()]
+                    if inside_message
+                    else multipart_parts(entity, self.limits.max_parts)
+                )
             except MalformedInput:
                 continue
             for part in parts:
@@ -559,6 +640,36 @@ def _peeked_cms_kind(entity: Entity) -> str:
     return _PEEK_KINDS.get(oid, "encrypted") if oid is not None else "encrypted"
 
 
+def _checked_against_shown(
+    layers: Sequence[Layer], signers: Sequence[SignerReport], shown: Sender
+) -> tuple[tuple[Layer, ...], tuple[SignerReport, ...]]:
+    """``layers`` and ``signers`` with every ``valid`` signer checked once more against the
+    From finally shown: a signer whose address it is not (or a header section without exactly
+    one From address) is ``email-mismatch``. Each layer checked the From it knew while
+    unwrapping; this makes sure that is the one the user sees."""
+    valid, address = SignatureStatus.VALID, shown.address
+    if shown.problem is None and all(s.status != valid or address in s.addresses for s in signers):
+        return tuple(layers), tuple(signers)  # the common case: nothing to change
+
+    def holds(signer: SignerReport) -> bool:
+        return shown.problem is None and shown.address in signer.addresses
+
+    def mark(signer: SignerReport) -> SignerReport:
+        if signer.status != SignatureStatus.VALID or holds(signer):
+            return signer
+        if shown.problem is not None:
+            reason = f"{shown.problem}; a signature is valid only for exactly one From address"
+        else:
+            held = ", ".join(signer.addresses) or "no address"
+            reason = f"signer is {held}, not the From address {shown.address} shown"
+        problems = ((SignatureStatus.EMAIL_MISMATCH, reason), *signer.problems)
+        return replace(
+            signer, status=SignatureStatus.EMAIL_MISMATCH, reason=reason, problems=problems
+        )
+
+    return _remarked(layers, signers, mark)
+
+
 def _filename(entity: Entity) -> str:
     name = entity.content_type.param("name")
     if not name:
@@ -589,20 +700,24 @@ def _encapsulated_content(info: cms.ContentInfo) -> bytes | None:
     try:
         content = info["content"]["encap_content_info"]["content"]
         native = content.native if content is not None else None
-    except (ValueError, TypeError, KeyError):
+    except ASN1_ERRORS:
         return None
     return native if isinstance(native, bytes) else None
 
 
-def _bounded_inflate(data: bytes, limit: int) -> bytes:
-    """zlib-inflate ``data`` refusing output past ``limit`` bytes (a compression bomb)."""
+def _bounded_inflate(data: bytes | memoryview, limit: int, budget: int) -> bytes:
+    """zlib-inflate ``data`` refusing output past ``limit`` bytes, what is left of the
+    message's ``budget`` (a compression bomb, or bombs nested in each other)."""
     inflater = zlib.decompressobj()
     try:
         out = inflater.decompress(data, limit + 1)
     except zlib.error as exc:
         raise MalformedInput(f"zlib data is corrupt: {exc}") from None
     if len(out) > limit or inflater.unconsumed_tail:
-        raise LimitExceeded(f"compressed content expands past {limit} bytes")
+        raise LimitExceeded(
+            f"compressed content expands past {limit} bytes (all compressed layers of this "
+            f"message may expand to {budget} bytes together)"
+        )
     return out
 
 
@@ -618,6 +733,8 @@ def _unparsable_cms_step(smime_type: str, exc: Exception) -> _Step:
     if smime_type == "signed-data":
         status = SignatureStatus.UNSUPPORTED if unsupported else SignatureStatus.MALFORMED
         return _Step(Layer(type="signed-data", signature=status, error=f"signature: {exc}"), None)
+    if smime_type == "compressed-data":
+        return _Step(Layer(type="compressed", error=f"compressed data: {exc}"), None)
     decryption = Decryption.UNSUPPORTED if unsupported else Decryption.MALFORMED
     layer_type = "auth-enveloped" if smime_type == "authenveloped-data" else "enveloped"
     return _Step(Layer(type=layer_type, decryption=decryption, error=f"decryption: {exc}"), None)

@@ -146,6 +146,12 @@ def _pss_parameters(params: Any) -> tuple[str, padding.PSS]:
     return hash_name, padding.PSS(mgf=mgf1, salt_length=salt_length)
 
 
+# FIPS 186-4's largest DSA key. OpenSSL checks keys up to 10,000 bits, whose verification costs
+# about ten times more: a message full of them would multiply the cost of every check the path
+# search makes (see core.chain.MESSAGE_SIGNATURE_CHECKS). RSA is capped by OpenSSL (16,384 bits).
+MAX_DSA_BITS = 3072
+
+
 def signature_verifies(
     key: CertificatePublicKeyTypes, signature: bytes, data: bytes, algorithm: SignatureAlgorithm
 ) -> bool:
@@ -162,6 +168,8 @@ def signature_verifies(
         elif scheme == "ecdsa" and isinstance(key, ec.EllipticCurvePublicKey):
             key.verify(signature, data, ec.ECDSA(HASH_FACTORIES[str(hash_name)]()))
         elif scheme == "dsa" and isinstance(key, dsa.DSAPublicKey):
+            if key.key_size > MAX_DSA_BITS:
+                raise UnsupportedAlgorithm(f"DSA keys over {MAX_DSA_BITS} bits are not checked")
             key.verify(signature, data, HASH_FACTORIES[str(hash_name)]())
         elif scheme == "ed25519" and isinstance(key, ed25519.Ed25519PublicKey):
             key.verify(signature, data)

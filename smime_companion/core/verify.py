@@ -20,10 +20,16 @@ Each SignerInfo is checked in this order, and the first failing check decides it
    that otherwise build: a missing issuer is ``untrusted`` even when the signer has also expired;
 4. usage: the signer's extendedKeyUsage and every intermediate's must allow emailProtection, and the
    signer's keyUsage must allow digitalSignature or nonRepudiation (else ``bad-eku``);
-5. address: one of the signer certificate's addresses must be a From address (else
-   ``email-mismatch``).
+5. address: the message must have exactly one From field holding exactly one address (the one
+   From rule of :func:`smime_companion.core.mime.sender_of`), and it must be one of the signer
+   certificate's addresses (else ``email-mismatch``).
 
 A later failure is still named in the reason (``...; also untrusted``) so nothing is hidden.
+
+When several certificates of the message match a SignerIdentifier (a duplicate issuer and serial
+number, or subject key identifier, can be added by anyone: the certificate set is not signed),
+each is tried, and the one whose key verifies the signature is the signer's. Trying them, and
+building paths, spends the message's :class:`~smime_companion.core.chain.WorkBudget`.
 The layer is ``valid`` when at least one signer is; otherwise it takes the most severe signer status
 (:func:`~smime_companion.core.model.signed_data_verdict`).
 
@@ -57,12 +63,13 @@ from smime_companion.core.chain import (
     MAX_CERTIFICATES,
     Cert,
     PathBuilder,
+    WorkBudget,
     cert_of,
     certificates_in_set,
     dedupe,
     name_constraint_violation,
 )
-from smime_companion.core.cms import der_elements, oid_dotted, read_attributes
+from smime_companion.core.cms import ASN1_ERRORS, der_elements, oid_dotted, read_attributes
 from smime_companion.core.model import (
     SIGNATURE_SEVERITY,
     SignatureStatus,
@@ -99,6 +106,9 @@ _SINGLE_ATTRIBUTES = {
     "1.2.840.113549.1.9.5": "signingTime",
 }
 
+# A broken structure, whether our readers or asn1crypto found it.
+_BROKEN: tuple[type[Exception], ...] = (MalformedInput, *ASN1_ERRORS)
+
 # Stages of the per-signer checks, in the order of the issue-16 verdict model: a problem's
 # severity (SIGNATURE_SEVERITY) decides the status; the stages order the paths compared.
 _CRYPTO, _CHAIN, _USAGE, _ADDRESS, _WEAK = range(5)
@@ -115,6 +125,8 @@ def verify_signed_data(
     allow_sha1: bool = False,
     extra_certificates: Sequence[x509.Certificate] = (),
     allow_weak: bool = False,
+    from_problem: str | None = None,
+    budget: WorkBudget | None = None,
 ) -> VerifyOutcome:
     """Check every signature of a SignedData and return the verdict with one report per signer.
 
@@ -123,11 +135,16 @@ def verify_signed_data(
     when given it is what is verified and returned, even if the SignedData also encapsulates
     content. With None, the encapsulated content is used (BER chunks joined). ``anchors`` are the
     trust anchors, ``at`` the aware time at which certificates must be valid, ``from_addresses``
-    the message's From addresses, ``extra_certificates`` further certificates (harvested ones,
-    ``open --certfile``) to find the signer and its issuers among; a signer certificate the
-    message left out is also looked for among the anchors (a self-signed signer, as gpgsm sends
-    by default). ``allow_sha1`` accepts SHA-1, ``allow_weak`` every weak algorithm (SHA-1, MD5,
-    RSA under 2048 bits); an accepted weakness is still listed in the signer's ``weaknesses``.
+    the message's From address (a signature is valid only when there is exactly one),
+    ``from_problem`` why the message has no single From address (see
+    :func:`smime_companion.core.mime.sender_of`; it fails the address check),
+    ``extra_certificates`` further certificates (harvested ones, ``open --certfile``) to find the
+    signer and its issuers among; a signer certificate the message left out is also looked for
+    among the anchors (a self-signed signer, as gpgsm sends by default). ``allow_sha1`` accepts
+    SHA-1, ``allow_weak`` every weak algorithm (SHA-1, MD5, RSA under 2048 bits); an accepted
+    weakness is still listed in the signer's ``weaknesses``. ``budget`` is what the whole
+    message may still spend on path search and certificate signature checks (a fresh
+    :class:`WorkBudget` when None).
 
     Returns a ``VerifyOutcome`` whose ``content`` is the signed content whenever it could be
     found. Raises :class:`UsageError` only for misuse: ``info`` that is not signed-data, or a naive
@@ -150,7 +167,7 @@ def verify_signed_data(
             content=_available_content(signed_data, detached_content),
             error=str(exc),
         )
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+    except ASN1_ERRORS as exc:
         return VerifyOutcome(
             status=S.MALFORMED,
             content=_available_content(signed_data, detached_content),
@@ -169,7 +186,9 @@ def verify_signed_data(
         anchors=dedupe([cert_of(c) for c in anchors]),
         at=at,
         from_addresses=tuple(a.strip().lower() for a in from_addresses if a.strip()),
+        from_problem=from_problem,
         allow_sha1=allow_sha1 or allow_weak,
+        budget=budget if budget is not None else WorkBudget(),
         allow_weak=allow_weak,
     )
     reports = tuple(_check_signer_safely(i, si, context) for i, si in enumerate(signer_infos))
@@ -214,7 +233,7 @@ def _available_content(signed_data: cms.SignedData, detached: bytes | None) -> b
     """The content of a SignedData that cannot be checked, when there is one; never raises."""
     try:
         return _signed_content(signed_data, detached)[0]
-    except (MalformedInput, ValueError, TypeError, KeyError, IndexError, OverflowError):
+    except _BROKEN:
         return None
 
 
@@ -240,9 +259,19 @@ class _Context:
     anchors: list[Cert]
     at: datetime
     from_addresses: tuple[str, ...]
+    from_problem: str | None
     allow_sha1: bool
+    budget: WorkBudget
     allow_weak: bool = False
     digests: dict[str, bytes] = field(default_factory=dict)  # content digest by algorithm name
+    _builder: PathBuilder | None = None
+
+    @property
+    def builder(self) -> PathBuilder:
+        """The path builder every signer of this SignedData shares (and its dead ends)."""
+        if self._builder is None:
+            self._builder = PathBuilder(self.anchors, self.pool, self.budget)
+        return self._builder
 
     def content_digest(self, name: str) -> bytes:
         # Several signers usually share an algorithm: hash the (possibly large) content once.
@@ -327,7 +356,7 @@ def _check_signer_safely(index: int, signer_info: cms.SignerInfo, ctx: _Context)
         _check_signer(signer_info, ctx, findings)
     except _Stop:
         pass
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError, MalformedInput) as exc:
+    except _BROKEN as exc:
         findings.fail(
             _CRYPTO, S.MALFORMED, f"SignerInfo {index + 1} is malformed: {_one_line(exc)}"
         )
@@ -413,30 +442,25 @@ def _check_signer(si: cms.SignerInfo, ctx: _Context, f: _Findings) -> None:
 
     # Look the certificate up first so that every report names it, even an invalid one's.
     if raw is not None:
-        candidate = (
+        candidates = (
             _find_by_key_id(raw.sid, ctx.pool)
             if isinstance(raw.sid, bytes)
             else _find_by_issuer(*raw.sid, ctx.pool)
         )
     else:
-        candidate = _find_signer_certificate(si["sid"], ctx.pool)
-    if candidate is None and ctx.anchors:
+        candidates = _find_signer_certificate(si["sid"], ctx.pool)
+    if not candidates and ctx.anchors:
         # Not in the message nor among the extra certificates: a self-signed signer configured
         # as a trust anchor (gpgsm sends no certificate for one by default).
-        candidate = (
+        candidates = (
             _find_signer_certificate(si["sid"], ctx.anchors)
             if raw is None
             else _find_by_key_id(raw.sid, ctx.anchors)
             if isinstance(raw.sid, bytes)
             else _find_by_issuer(*raw.sid, ctx.anchors)
         )
-    if candidate is not None:
-        f.certificate = candidate.cert
-        f.chain = (candidate.cert,)
-        f.addresses = candidate.addresses
-        matching = [a for a in f.addresses if a in ctx.from_addresses]
-        named = matching or list(f.addresses)
-        f.address = named[0] if named else None
+    if candidates:
+        _name_signer(candidates[0], ctx, f)
 
     signed_attrs: cms.CMSAttributes | bytes | None
     if raw is not None:
@@ -454,7 +478,7 @@ def _check_signer(si: cms.SignerInfo, ctx: _Context, f: _Findings) -> None:
         f.fail(_CRYPTO, S.MALFORMED, "content other than id-data signed without signed attributes")
         raise _Stop
 
-    if candidate is None:
+    if not candidates:
         if len(ctx.message_certs) >= MAX_CERTIFICATES:  # the set was cut at the limit
             reason = (
                 f"the signer certificate is not among the first {MAX_CERTIFICATES} certificates "
@@ -468,11 +492,10 @@ def _check_signer(si: cms.SignerInfo, ctx: _Context, f: _Findings) -> None:
         f.fail(_CHAIN, S.UNTRUSTED, reason)
         raise _Stop
 
-    signed_bytes_options = (
-        _signed_bytes(signed_attrs) if signed_attrs is not None else iter([ctx.content])
-    )
     signature = raw.signature if raw is not None else bytes(si["signature"].native)
-    _check_signature(si, signature, sig_oid, digest[0], candidate, signed_bytes_options, ctx, f)
+    candidate = _verifying_candidate(
+        si, signature, sig_oid, digest[0], candidates, signed_attrs, ctx, f
+    )
     _check_chain(candidate, ctx, f)
     _check_signer_usage(candidate, f)
     _check_address(ctx, f)
@@ -592,7 +615,7 @@ def _read_informational_attributes(attrs: dict[str, list[bytes]], f: _Findings) 
             pass
     try:
         f.encryption_key_preference = _encryption_key_preference(attrs)
-    except (ValueError, TypeError, KeyError):
+    except ASN1_ERRORS:
         pass
 
 
@@ -633,7 +656,7 @@ def _signed_bytes(signed_attrs: cms.CMSAttributes | bytes) -> Iterator[bytes]:
     yield as_set
     try:
         reencoded = cms.CMSAttributes.load(as_set).dump(force=True)
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError):
+    except ASN1_ERRORS:
         # asn1crypto cannot re-encode every value it parses (bench/fuzz_open.py found one under
         # universal tag 8 that raised AttributeError): then the bytes as received are the only
         # candidate, and a signature that does not verify over them is invalid.
@@ -645,32 +668,86 @@ def _signed_bytes(signed_attrs: cms.CMSAttributes | bytes) -> Iterator[bytes]:
 # --- the signer certificate and the signature ------------------------------------------------
 
 
-def _find_signer_certificate(sid: cms.SignerIdentifier, pool: list[Cert]) -> Cert | None:
-    """The certificate named by the SignerIdentifier: issuerAndSerialNumber or SKI."""
+def _find_signer_certificate(sid: cms.SignerIdentifier, pool: list[Cert]) -> list[Cert]:
+    """The certificates named by the SignerIdentifier: issuerAndSerialNumber or SKI."""
     if sid.name == "issuer_and_serial_number":
         return _find_by_issuer(*_issuer_and_serial(sid.chosen), pool)
     return _find_by_key_id(bytes(sid.chosen.native), pool)
 
 
-def _find_by_issuer(issuer_der: bytes, serial: int, pool: list[Cert]) -> Cert | None:
-    for c in pool:
-        if c.serial == serial and c.issuer_der == issuer_der:
-            return c
+def _find_by_issuer(issuer_der: bytes, serial: int, pool: list[Cert]) -> list[Cert]:
+    """Every certificate of ``pool`` with that issuer and serial number, in pool order."""
+    found = [c for c in pool if c.serial == serial and c.issuer_der == issuer_der]
+    if found:
+        return found
     # Fall back to asn1crypto's comparison, which normalises string types and case as
     # RFC 5280 section 7.1 asks, for issuers encoded differently than in the certificate.
+    same_serial = [c for c in pool if c.serial == serial]
+    if not same_serial:
+        return []
     issuer = asn1_x509.Name.load(issuer_der)
-    for c in pool:
-        if c.serial == serial and _same_name(c.issuer, issuer):
-            return c
-    return None
+    return [c for c in same_serial if _same_name(c.issuer, issuer)]
 
 
-def _find_by_key_id(key_id: bytes, pool: list[Cert]) -> Cert | None:
-    for c in pool:
-        ids = c.key_ids
-        if ids is not None and ids[1] == key_id:
-            return c
-    return None
+def _find_by_key_id(key_id: bytes, pool: list[Cert]) -> list[Cert]:
+    """Every certificate of ``pool`` with that subject key identifier, in pool order."""
+    return [c for c in pool if (ids := c.key_ids) is not None and ids[1] == key_id]
+
+
+def _name_signer(cert: Cert, ctx: _Context, f: _Findings) -> None:
+    """Record ``cert`` as the signer's certificate in the findings."""
+    f.certificate = cert.cert
+    f.chain = (cert.cert,)
+    f.addresses = cert.addresses
+    matching = [a for a in f.addresses if a in ctx.from_addresses]
+    named = matching or list(f.addresses)
+    f.address = named[0] if named else None
+
+
+def _verifying_candidate(
+    si: cms.SignerInfo,
+    signature: bytes,
+    signature_oid: str,
+    digest_name: str,
+    candidates: list[Cert],
+    signed_attrs: cms.CMSAttributes | bytes | None,
+    ctx: _Context,
+    f: _Findings,
+) -> Cert:
+    """The first of ``candidates`` whose key verifies the signature, named in the findings with
+    what its check found (a weak algorithm, say). When none does, the first candidate's failure
+    is recorded and :class:`_Stop` raised. Every candidate after the first spends one signature
+    check of the message's budget; when it runs out, the signer is ``untrusted``."""
+    if len(candidates) == 1:  # the usual case: no trial findings to keep apart
+        options = _signed_bytes(signed_attrs) if signed_attrs is not None else iter([ctx.content])
+        _check_signature(si, signature, signature_oid, digest_name, candidates[0], options, ctx, f)
+        return candidates[0]
+    first: _Findings | None = None
+    for index, cert in enumerate(candidates):
+        if index and not ctx.budget.take_signature_check():
+            f.fail(
+                _CHAIN,
+                S.UNTRUSTED,
+                f"gave up after trying {index} certificates that share the signer's identifier",
+            )
+            raise _Stop
+        trial = _Findings()
+        options = _signed_bytes(signed_attrs) if signed_attrs is not None else iter([ctx.content])
+        try:
+            _check_signature(si, signature, signature_oid, digest_name, cert, options, ctx, trial)
+        except _Stop:
+            if first is None:
+                first = trial
+            continue
+        if index:
+            _name_signer(cert, ctx, f)
+        f.problems.extend(trial.problems)
+        f.weaknesses.extend(w for w in trial.weaknesses if w not in f.weaknesses)
+        return cert
+    assert first is not None
+    f.problems.extend(first.problems)
+    f.weaknesses.extend(w for w in first.weaknesses if w not in f.weaknesses)
+    raise _Stop
 
 
 def _issuer_and_serial(ias: cms.IssuerAndSerialNumber) -> tuple[bytes, int]:
@@ -687,7 +764,7 @@ def _issuer_and_serial(ias: cms.IssuerAndSerialNumber) -> tuple[bytes, int]:
 def _same_name(name: x509.Name, other: asn1_x509.Name) -> bool:
     try:
         return bool(asn1_x509.Name.load(name.public_bytes()) == other)
-    except (ValueError, TypeError, KeyError):
+    except ASN1_ERRORS:
         return False  # a name asn1crypto cannot compare matches no certificate
 
 
@@ -754,7 +831,7 @@ def _check_signature(
 
 def _check_chain(signer: Cert, ctx: _Context, f: _Findings) -> None:
     """Build the paths from the signer to an anchor and record the best path's problems."""
-    builder = PathBuilder(ctx.anchors, ctx.pool)
+    builder = ctx.builder
     paths = builder.paths(signer)
     if not paths:
         f.fail(_CHAIN, S.UNTRUSTED, builder.why_not(signer))
@@ -851,9 +928,24 @@ def _check_signer_usage(signer: Cert, f: _Findings) -> None:
 
 def _check_address(ctx: _Context, f: _Findings) -> None:
     # RFC 8550 section 3: the signer's address must be the From address; compared lower-cased.
+    # Only one From address may be shown beside a valid signature: with two, a reader could be
+    # shown the one the signer does not hold.
     matching = [a for a in f.addresses if a in ctx.from_addresses]
-    if not ctx.from_addresses:
+    if ctx.from_problem is not None:
+        f.fail(
+            _ADDRESS,
+            S.EMAIL_MISMATCH,
+            f"{ctx.from_problem}; a signature is valid only for exactly one From address",
+        )
+    elif not ctx.from_addresses:
         f.fail(_ADDRESS, S.EMAIL_MISMATCH, "message has no From address")
+    elif len(ctx.from_addresses) > 1:
+        f.fail(
+            _ADDRESS,
+            S.EMAIL_MISMATCH,
+            f"the message names {len(ctx.from_addresses)} From addresses; a signature is valid "
+            "only for exactly one",
+        )
     elif not f.addresses:
         f.fail(_ADDRESS, S.EMAIL_MISMATCH, "signer certificate names no email address")
     elif not matching:

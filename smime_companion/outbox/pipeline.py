@@ -158,8 +158,9 @@ class OutboxPipeline:
         """Take every draft and every unfinished item of this outbox as far as it can go now.
 
         Returns a :class:`PassReport`. A problem with one item (a refused submission, a filing
-        failure) is recorded in the journal and the report, and the others go on. Raises a
-        :class:`SmimeCompanionError` only when the source itself cannot be listed.
+        failure, a bug of ours on one draft) is recorded in the journal and the report, and the
+        others go on: one draft can never stop the rest. Raises a :class:`SmimeCompanionError`
+        only when the source itself cannot be listed.
         """
         report = PassReport(self.account)
         for item in self.journal.recover_interrupted(self.clock()):
@@ -170,18 +171,28 @@ class OutboxPipeline:
         for draft in self.source.drafts():
             try:
                 self._take(draft, report)
-            except SmimeCompanionError as exc:
-                report.errors.append(f"draft {draft.ref}: {exc}")
-                log.error("outbox %s: draft %s: %s", self.account, draft.ref, exc)
+            except Exception as exc:  # per draft, so the next one still goes
+                self._failed(f"draft {draft.ref}", exc, report)
         active = (ItemState.CLAIMED, ItemState.SEALED, ItemState.SUBMITTED, ItemState.FILED)
         for item in self.journal.items(self.account, active):
             try:
                 self._advance(item, report)
-            except SmimeCompanionError as exc:
-                report.errors.append(f"item {item.id}: {exc}")
-                log.error("outbox %s: item %d: %s", self.account, item.id, exc)
+            except Exception as exc:  # per item, so the next one still goes
+                self._failed(f"item {item.id}", exc, report)
         self._deliver_notices(report)
         return report
+
+    def _failed(self, what: str, exc: Exception, report: PassReport) -> None:
+        """Record that ``what`` (a draft or an item) stopped on ``exc``: one line in the report
+        and the log, the traceback too when it is a bug of ours rather than a known failure.
+        The item stays where the journal has it, and the next pass takes it up again."""
+        if isinstance(exc, SmimeCompanionError):
+            line = str(exc)
+            log.error("outbox %s: %s: %s", self.account, what, line)
+        else:
+            line = f"internal error: {type(exc).__name__}: {_one_line(exc)}"
+            log.error("outbox %s: %s: %s", self.account, what, line, exc_info=exc)
+        report.errors.append(f"{what}: {line}")
 
     def _take(self, draft: DraftRef, report: PassReport) -> None:
         """Claim a draft not seen before (or refuse a too-large one without reading it)."""
@@ -240,26 +251,37 @@ class OutboxPipeline:
             self.journal.advance(item.id, {ItemState.CLAIMED}, ItemState.FAILED, now, reason=reason)
             report.failed.append(item.id)
             return self.journal.item(item.id)
-        plan = plan_draft(
-            raw,
-            identities=self.settings.identities,
-            lookup=self.lookup,
-            at=now,
-            policy=self.settings.policy,
-            max_bytes=self.settings.max_bytes,
-            options=self.settings.seal_options,
-        )
+        try:
+            plan = plan_draft(
+                raw,
+                identities=self.settings.identities,
+                lookup=self.lookup,
+                at=now,
+                policy=self.settings.policy,
+                max_bytes=self.settings.max_bytes,
+                options=self.settings.seal_options,
+            )
+            result = self._seal_plan(plan, now) if isinstance(plan, SealPlan) else None
+        except SealError as exc:
+            self._hold(item, f"the draft cannot be sealed: {exc}", report)
+            return self.journal.item(item.id)
+        except SmimeCompanionError:
+            raise  # the certificate store failed: the item stays claimed for the next pass
+        except Exception as exc:  # a draft our code cannot handle: a bug of ours
+            # Planning and sealing are pure: the same draft would fail the same way on every
+            # pass. So it goes aside, with a notice, rather than being tried forever.
+            log.error("outbox %s: item %d: cannot be processed", self.account, item.id,
+                      exc_info=exc)  # fmt: skip
+            reason = f"the draft cannot be processed ({type(exc).__name__}: {_one_line(exc)})"
+            self._refuse(item, reason, report)
+            return self.journal.item(item.id)
         if isinstance(plan, Refused):
             self._refuse(item, plan.reason, report)
             return self.journal.item(item.id)
         if isinstance(plan, Blocked):
             self._hold_missing(item, plan, report)
             return self.journal.item(item.id)
-        try:
-            result = self._seal_plan(plan, now)
-        except SealError as exc:
-            self._hold(item, f"the draft cannot be sealed: {exc}", report)
-            return self.journal.item(item.id)
+        assert result is not None
         sender = plan.info.sender or ""
         copies: list[tuple[str, Sequence[str], bytes]] = [
             (sender, result.main.envelope_recipients, result.main.message)
@@ -512,6 +534,11 @@ def _held_for_retry(item: OutboxItem) -> str:
         "The draft was moved to the outbox's Held folder. Once the problem is fixed, send the "
         f"sealed message again with:\n\n    smime-companion outbox retry {item.id}\n"
     )
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] if text else type(exc).__name__
 
 
 def _when(at: datetime) -> str:

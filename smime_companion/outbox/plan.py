@@ -32,7 +32,7 @@ from typing import Protocol
 from cryptography import x509
 
 from smime_companion.core.certs import email_addresses, fingerprint_sha256
-from smime_companion.core.mime import addresses, parse_entity
+from smime_companion.core.mime import address_pairs, addresses, parse_entity
 from smime_companion.core.model import Identity
 from smime_companion.core.seal import (
     Recipient,
@@ -125,12 +125,17 @@ def _selected(address: str, cert: x509.Certificate) -> Selected:
 
 @dataclass(frozen=True)
 class DraftInfo:
-    """What the plan read from a draft's header, for notices and the journal (no body)."""
+    """What the plan read from a draft's header, for notices and the journal (no body).
+
+    ``sender`` is the draft's one From address, or None when the draft breaks the one From
+    rule (:func:`smime_companion.core.mime.sender_of`); ``sender_problem`` then says how.
+    """
 
     sender: str | None
     subject: str
     message_id: str | None
     recipients: tuple[str, ...]
+    sender_problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -185,22 +190,23 @@ def draft_digest(draft: bytes) -> str:
 def read_draft_info(draft: bytes) -> DraftInfo:
     """Sender, Subject, Message-ID and every To/Cc/Bcc address of ``draft``.
 
-    Raises :class:`MalformedInput` (or its :class:`LimitExceeded`) for a header that cannot be
-    read.
+    The sender follows the one From rule: a draft with two From fields, or a From field holding
+    two addresses, has no sender (``sender_problem`` says why), so it is never signed as one
+    of them while the other is shown. Raises :class:`MalformedInput` (or its
+    :class:`LimitExceeded`) for a header that cannot be read.
     """
     entity = parse_entity(draft, MAX_HEADER_BYTES)
-    senders = entity.from_addresses
-    if len(senders) > 1:
-        raise MalformedInput(f"the draft has {len(senders)} From addresses; one is needed")
+    sender = entity.sender
     recipients: list[str] = []
     for name, value in entity.fields:
         if name.lower() in _RECIPIENT_FIELDS:
             recipients.extend(a for a in addresses(value) if a not in recipients)
     return DraftInfo(
-        sender=senders[0] if senders else None,
+        sender=sender.address,
         subject=_decoded(entity.get("Subject") or ""),
         message_id=(entity.get("Message-ID") or "").strip() or None,
         recipients=tuple(recipients),
+        sender_problem=sender.problem,
     )
 
 
@@ -228,7 +234,12 @@ def plan_draft(
     except MalformedInput as exc:
         return Refused(f"the draft cannot be read: {exc}")
     if info.sender is None:
-        return Refused("the draft has no From address", info)
+        problem = info.sender_problem or "the message has no From address"
+        return Refused(
+            f"{problem.replace('the message', 'the draft', 1)}; the outbox seals only a draft "
+            "with exactly one From field holding one of your addresses",
+            info,
+        )
     signer = _identity_for(info.sender, identities, at)
     if signer is None:
         return Refused(
@@ -389,7 +400,7 @@ def keep_recipients(draft: bytes, keep: set[str]) -> bytes:
 
 def _format_addresses(value: str, keep: set[str]) -> str:
     kept: list[str] = []
-    for name, address in email.utils.getaddresses([value]):
+    for name, address in address_pairs(value):
         if address.lower() in keep:
             # formataddr encodes a non-ASCII display name as an encoded word; decode first so an
             # already-encoded name is not quoted as literal text.

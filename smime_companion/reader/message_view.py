@@ -3,7 +3,9 @@ protected), the verdict in plain words, the bodies, the attachments.
 
 Nothing here knows about HTTP: the routes turn a :class:`MessageView` into a page. HTML bodies
 are not inlined into the page; the page frames ``/message/ID/html/PART``, whose fragment
-:func:`html_body` makes.
+:func:`html_body` makes. HTML whose integrity nothing vouches for (content decrypted from CBC
+with no signature inside, ``not-integrity-protected``: EFAIL's CBC gadgets can splice HTML into
+it) is never rendered: it is shown as its text, and its fragment is refused.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from smime_companion.core import text as mime_text
 from smime_companion.core.mime import parse_entity
+from smime_companion.core.model import WARN_NOT_INTEGRITY_PROTECTED
 from smime_companion.errors import MalformedInput
 from smime_companion.reader.html_mail import CleanHtml, InlineImage, clean_html
 from smime_companion.reader.verdict_words import (
@@ -147,7 +150,7 @@ def message_view(cache: Cache, store: CertStore, message_id: int) -> MessageView
     protection = report.get("header_protection")
     headers = _header_lines(report, raw)
     opened = content is not None and report.get("error") is None
-    bodies = _bodies(content) if content is not None else []
+    bodies = _bodies(content, _trusted(report)) if content is not None else []
     changed = key_changed(store, report)
     return MessageView(
         summary=summary,
@@ -171,9 +174,15 @@ def outer_field(raw: bytes, name: str) -> str:
     return _fields(raw).get(name.lower(), "")
 
 
-def _bodies(content: bytes) -> list[Body]:
+def _trusted(report: dict[str, Any]) -> bool:
+    """False when the content is not integrity-protected (its HTML is then never rendered)."""
+    return WARN_NOT_INTEGRITY_PROTECTED not in (report.get("warnings") or [])
+
+
+def _bodies(content: bytes, trusted: bool = True) -> list[Body]:
     """The inline text parts; a text/plain part followed by a text/html part is taken as one
-    body in two forms (multipart/alternative), shown as HTML with the text one step away."""
+    body in two forms (multipart/alternative), shown as HTML with the text one step away. For
+    content that is not ``trusted``, HTML is shown as its text."""
     inline = [p for p in _parts(content) if not p.is_attachment]
     bodies: list[Body] = []
     index = 0
@@ -181,14 +190,15 @@ def _bodies(content: bytes) -> list[Body]:
         part = inline[index]
         following = inline[index + 1] if index + 1 < len(inline) else None
         if (
-            part.mime_type == "text/plain"
+            trusted
+            and part.mime_type == "text/plain"
             and following is not None
             and following.mime_type == "text/html"
         ):
             bodies.append(Body(following.number, "html", alternative=part.number))
             index += 2
             continue
-        if part.mime_type == "text/html":
+        if part.mime_type == "text/html" and trusted:
             bodies.append(Body(part.number, "html"))
         else:
             bodies.append(Body(part.number, "text", mime_text.part_text(part)[:MAX_SHOWN_TEXT]))
@@ -214,9 +224,10 @@ def text_body(cache: Cache, message_id: int, part_number: int) -> str | None:
 
 def html_body(cache: Cache, message_id: int, part_number: int) -> CleanHtml | None:
     """The sanitised fragment of HTML part ``part_number``, its ``cid:`` images inlined from
-    the message's own parts; None when that part is not HTML."""
+    the message's own parts; None when that part is not HTML, or when the message's content is
+    not integrity-protected (its HTML is never rendered)."""
     content = cache.content(message_id)
-    if content is None:
+    if content is None or not _trusted(cache.report(message_id)):
         return None
     parts = _parts(content)
     html = next((p for p in parts if p.number == part_number), None)
