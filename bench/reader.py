@@ -28,12 +28,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from smime_companion.core.cache_entry import derive_entry
 from smime_companion.core.open import open_message
 from smime_companion.reader.app import create_app
 from smime_companion.reader.context import AccountInfo, ReaderContext, StoreOpeners
 from smime_companion.reader.security import COOKIE
 from smime_companion.store import Cache
-from smime_companion.store.cache import derive_entry
 from smime_companion.store.certstore import CertStore
 from smime_companion.store.journal import Journal
 

@@ -41,9 +41,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from smime_companion.core.cache_entry import derive_entry
 from smime_companion.core.open import open_message
 from smime_companion.store import Cache
-from smime_companion.store.cache import derive_entry
 
 FIRST = "anna ben carla david emma felix greta hugo ida jonas karin lars mia nils olga paul".split()
 LAST = "berger fischer hansen jansen keller lange meyer novak olsen peters richter schulz".split()

@@ -63,6 +63,7 @@ from cryptography import x509
 
 from smime_companion import runtime, systemd
 from smime_companion.config import AccountConfig, Config
+from smime_companion.core.cache_entry import entry_maker
 from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.model import Identity, OpenResult
 from smime_companion.errors import (
@@ -71,7 +72,7 @@ from smime_companion.errors import (
     ImapError,
     SmimeCompanionError,
 )
-from smime_companion.harvest import CertHarvester, rejudge_store, with_known_revocations
+from smime_companion.harvest import CertHarvester, rejudge_store
 from smime_companion.imap.client import Mailbox, ServerSpec, connect
 from smime_companion.imap.sync import FolderReport, Harvester, Stopped, record_error, sync_folder
 from smime_companion.opening import Opener
@@ -361,10 +362,9 @@ class Daemon:
         pending = self.cache.messages_to_reopen()
         if not pending:
             return 0
-        open_raw: Callable[[bytes, datetime], OpenResult] = self.opener.open
-        if self.harvester is not None:  # keep the verdicts of revoked signers the sync stored
-            open_raw = with_known_revocations(open_raw, self.harvester.known_revoked)
-        count = self.cache.rebuild(open_raw, pending)
+        # Keep the verdicts of revoked signers the sync stored.
+        known = self.harvester.known_revoked if self.harvester is not None else None
+        count = self.cache.rebuild(entry_maker(self.opener.open, known), pending)
         log.info("re-opened %d cached messages with the current keys", count)
         return count
 
@@ -392,10 +392,11 @@ class Daemon:
             harvester = self.harvester
             if isinstance(harvester, CertHarvester):
                 harvester.forget_sightings()
-            if harvester is not None:
-                open_raw = with_known_revocations(open_raw, harvester.known_revoked)
+            known = None
+            if harvester is not None:  # harvested as the sync does, then revised
                 open_raw = _harvesting(open_raw, harvester)
-            count = self.cache.rebuild(open_raw, ids)
+                known = harvester.known_revoked
+            count = self.cache.rebuild(entry_maker(open_raw, known), ids)
         if isinstance(self.harvester, CertHarvester):
             changed = rejudge_store(
                 self.harvester.store, self.anchors, self.config.certificates.tofu

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -42,7 +42,6 @@ from smime_companion.core.model import (
     SignatureStatus,
     SignerReport,
 )
-from smime_companion.core.open import with_revoked_signers
 from smime_companion.core.selection import (
     CertRecord,
     Revocation,
@@ -271,21 +270,6 @@ def known_revoked(store: CertStore, result: OpenResult) -> dict[str, str]:
             source, _ = store.revocation_evidence(fingerprint)
             revoked[fingerprint] = source or "the certificate store holds it as revoked"
     return revoked
-
-
-def with_known_revocations(
-    open_raw: Callable[[bytes, datetime], OpenResult],
-    known: Callable[[OpenResult], Mapping[str, str]],
-) -> Callable[[bytes, datetime], OpenResult]:
-    """``open_raw`` whose results carry the revoked signers ``known`` names (e.g.
-    :meth:`CertHarvester.known_revoked`): a rebuild re-opens messages from their raw bytes and
-    must keep the verdict the sync stored, ``revoked`` included."""
-
-    def open_known(raw: bytes, at: datetime) -> OpenResult:
-        result = open_raw(raw, at)
-        return with_revoked_signers(result, known(result))
-
-    return open_known
 
 
 def _harvestable_signers(result: OpenResult) -> list[SignerReport]:

@@ -2,7 +2,7 @@
 in a worker process when the machine has a core to spare.
 
 The sync hands over a batch of raw messages and later collects, for each, the open result and
-its :class:`~smime_companion.store.cache.CacheEntry` (an :class:`Opened`). Meanwhile it stores
+its :class:`~smime_companion.core.cache_entry.CacheEntry` (an :class:`Opened`). Meanwhile it stores
 the previous batch and the IMAP thread reads the next one, so reading, opening and writing the
 database run side by side on the machine's cores (see ``docs/performance.md``).
 
@@ -42,12 +42,12 @@ from datetime import UTC, datetime
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from smime_companion.core.cache_entry import CacheEntry, derive_entry
 from smime_companion.core.cert_loading import load_certificate
 from smime_companion.core.model import Decryption, Identity, OpenResult, SignatureStatus
 from smime_companion.core.open import open_message
 from smime_companion.errors import SmimeCompanionError
 from smime_companion.logs import route_library_warnings
-from smime_companion.store.cache import CacheEntry, derive_entry
 
 log = logging.getLogger(__name__)
 

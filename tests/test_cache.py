@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from smime_companion.core.cache_entry import derive_entry, entry_maker
 from smime_companion.core.model import Decryption, Identity, OpenResult, SignatureStatus
 from smime_companion.core.open import open_message
 from smime_companion.errors import CacheError, UsageError
 from smime_companion.store import Cache, FolderState
-from smime_companion.store.cache import derive_entry
 from smime_companion.testing.pki import TestPki
 from tests.conftest import load_cert, load_identity
 from tests.tools import openssl_cms
@@ -240,7 +240,9 @@ def test_a_message_without_our_key_is_stored_with_its_error_and_reopened_after_k
     assert [m.id for m in cache.search("subject:carol", now=now)] == [message_id]
 
     # Carol's key is imported: rebuild what could not be opened.
-    assert cache.rebuild(opener(pki, ("bob", "carol")), cache.messages_to_reopen()) == 1
+    assert (
+        cache.rebuild(entry_maker(opener(pki, ("bob", "carol"))), cache.messages_to_reopen()) == 1
+    )
     assert cache.messages_to_reopen() == []
     assert cache.summary(message_id).decryption == Decryption.OK
     assert [m.id for m in cache.search("platypus", now=now)] == [message_id]

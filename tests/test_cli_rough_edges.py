@@ -17,12 +17,12 @@ import pytest
 from smime_companion.cli import main
 from smime_companion.cli.daemon_cmds import _local_time
 from smime_companion.config import load_config
+from smime_companion.core.cache_entry import derive_entry
 from smime_companion.core.open import open_message
 from smime_companion.core.text import html_to_text
 from smime_companion.errors import AuthenticationFailed, ConfigError, ImapError, UsageError
 from smime_companion.imap.client import ServerSpec, connect
 from smime_companion.store import Cache
-from smime_companion.store.cache import derive_entry
 from smime_companion.store.journal import ItemState, Journal
 from smime_companion.testing.pki import TestPki
 from tests.dovecot import PASSWORD, Dovecot, running_dovecot

@@ -15,10 +15,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from smime_companion.cli import main
+from smime_companion.core.cache_entry import entry_maker
 from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.model import SignatureStatus
 from smime_companion.core.open import open_message, with_revoked_signers
-from smime_companion.harvest import CertHarvester, with_known_revocations
+from smime_companion.harvest import CertHarvester
 from smime_companion.imap.client import connect
 from smime_companion.revocation import RevocationChecker
 from smime_companion.store.cache import Cache
@@ -114,7 +115,7 @@ def _expect_ann_revoked_and_ben_valid(
     assert signer["status"] == "revoked"
     assert signer["reason"].startswith(f"revoked: crl {crls.url('ann.crl')}")
     # Rebuilt from the raw bytes (as after importing a key), the verdict is kept.
-    rebuilt = with_known_revocations(opener.open, harvester.known_revoked)
+    rebuilt = entry_maker(opener.open, harvester.known_revoked)
     assert cache.rebuild(rebuilt, None) == 2
     assert cached(cache, folder)["from ann"].signature == "revoked"
     assert cached(cache, folder)["from ben"].signature == "valid"

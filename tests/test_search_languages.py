@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from smime_companion.core.normalise import search_form
 from smime_companion.errors import UsageError
 from smime_companion.store import Cache, db
-from smime_companion.store.normalise import search_form
 from smime_companion.testing.pki import TestPki
 from tests.test_cache import KEY, mail, opener, store
 

@@ -30,9 +30,10 @@ from smime_companion.cli.common import (
 from smime_companion.config import Config
 from smime_companion.core import export as exporting
 from smime_companion.core import text as mime_text
+from smime_companion.core.cache_entry import entry_maker
 from smime_companion.core.printable import for_terminal, for_terminal_lines
 from smime_companion.errors import SecretUnavailable, UsageError
-from smime_companion.harvest import CertHarvester, with_known_revocations
+from smime_companion.harvest import CertHarvester
 from smime_companion.opening import Opener
 from smime_companion.scan import scan_pending
 from smime_companion.store import Cache, MessageSummary, db
@@ -429,14 +430,14 @@ def run_rebuild(args: argparse.Namespace) -> int:
             workers=0,
             time_limit=config.cache.open_time_limit,
         )
-        open_raw = with_known_revocations(opener.open, CertHarvester(certstore).known_revoked)
+        derive = entry_maker(opener.open, CertHarvester(certstore).known_revoked)
         if args.all:
             ids = None
         elif args.query:
             ids = list(cache.search_ids(_query(args.query), now=_now()))
         else:
             ids = cache.messages_to_reopen()
-        count = cache.rebuild(open_raw, ids)
+        count = cache.rebuild(derive, ids)
         left = len(cache.messages_to_reopen())
     print(
         f"rebuilt {count} message{'s' if count != 1 else ''}; {left} still cannot be opened",

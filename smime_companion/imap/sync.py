@@ -41,11 +41,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from smime_companion.core.cache_entry import CacheEntry, derive_entry, revised_for_revocations
 from smime_companion.core.model import Decryption, OpenResult
-from smime_companion.core.open import is_smime_message, with_revoked_signers
+from smime_companion.core.open import is_smime_message
 from smime_companion.imap.client import Mailbox, OversizedBody, Summary
 from smime_companion.opening import Opened
-from smime_companion.store.cache import CacheEntry, FolderState, derive_entry
+from smime_companion.store.cache import FolderState
 
 log = logging.getLogger(__name__)
 
@@ -379,8 +380,7 @@ class _Storer:
             # (or learn it now), and then the message is stored with that verdict.
             revoked = self._harvest(result, message_id, arrived, summary.uid)
             if revoked:
-                result = with_revoked_signers(result, revoked)
-                entry = derive_entry(raw, result, arrived)
+                result, entry = revised_for_revocations(raw, result, entry, arrived, revoked)
                 log.warning("%s UID %d %s: signed with a revoked certificate", where,
                             summary.uid, message_id)  # fmt: skip
             self.cache.store_message(

@@ -21,7 +21,7 @@ What Gmail and notmuch users type works too: ``-word`` (NOT word), ``older_than:
 ``filename:`` (``attachment:``), ``larger:5M`` and ``smaller:100K`` (the raw message's size),
 ``in:`` (a folder, case-insensitive; ``in:anywhere`` is every folder).
 
-Words are compared in their :func:`~smime_companion.store.normalise.search_form`, the same
+Words are compared in their :func:`~smime_companion.core.normalise.search_form`, the same
 normalisation the index applies: accents and case do not matter, ``strasse`` finds ``Straße``,
 and a word in Japanese, Chinese, Korean or Thai text is found as the phrase of its character
 pairs.
@@ -39,8 +39,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from smime_companion.core.model import Decryption, SignatureStatus
+from smime_companion.core.normalise import is_unspaced, search_form
 from smime_companion.errors import UsageError
-from smime_companion.store.normalise import is_unspaced, search_form
 
 # Columns of the FTS5 table ``message_text`` that a field searches.
 _TEXT_FIELDS = {
