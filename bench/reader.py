@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from smime_companion.core.cache_entry import derive_entry
+from smime_companion.core.entry_derivation import derive_entry
 from smime_companion.core.open import open_message
 from smime_companion.reader.app import create_app
 from smime_companion.reader.context import AccountInfo, ReaderContext, StoreOpeners

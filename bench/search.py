@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from smime_companion.core.cache_entry import derive_entry
+from smime_companion.core.entry_derivation import derive_entry
 from smime_companion.core.open import open_message
 from smime_companion.store import Cache
 

@@ -63,8 +63,8 @@ from cryptography import x509
 
 from smime_companion import runtime, systemd
 from smime_companion.config import AccountConfig, Config
-from smime_companion.core.cache_entry import entry_maker
 from smime_companion.core.certs import fingerprint_sha256
+from smime_companion.core.entry_derivation import entry_maker
 from smime_companion.core.model import Identity, OpenResult
 from smime_companion.errors import (
     AlreadyRunning,

@@ -42,8 +42,9 @@ from datetime import UTC, datetime
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from smime_companion.core.cache_entry import CacheEntry, derive_entry
+from smime_companion.core.cache_entry import CacheEntry
 from smime_companion.core.cert_loading import load_certificate
+from smime_companion.core.entry_derivation import derive_entry
 from smime_companion.core.model import Decryption, Identity, OpenResult, SignatureStatus
 from smime_companion.core.open import open_message
 from smime_companion.errors import SmimeCompanionError

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from smime_companion import runtime
 from smime_companion.config import Config, parse_config
-from smime_companion.core.cache_entry import derive_entry
+from smime_companion.core.entry_derivation import derive_entry
 from smime_companion.core.open import open_message
 from smime_companion.reader.server import ReaderServer
 from smime_companion.testing.dovecot import free_port

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from smime_companion.core.cache_entry import derive_entry, entry_maker
+from smime_companion.core.entry_derivation import derive_entry, entry_maker
 from smime_companion.core.model import Decryption, Identity, OpenResult, SignatureStatus
 from smime_companion.core.open import open_message
 from smime_companion.errors import CacheError, UsageError

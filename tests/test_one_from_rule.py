@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from smime_companion.core.cache_entry import derive_entry
 from smime_companion.core.cms import parse_content_info
+from smime_companion.core.entry_derivation import derive_entry
 from smime_companion.core.export import export_message
 from smime_companion.core.model import OpenResult, SignatureStatus
 from smime_companion.core.open import open_message

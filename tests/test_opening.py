@@ -16,7 +16,7 @@ from multiprocessing import get_context
 import pytest
 from cryptography import x509
 
-from smime_companion.core.cache_entry import derive_entry
+from smime_companion.core.entry_derivation import derive_entry
 from smime_companion.core.model import Decryption, SignatureStatus
 from smime_companion.opening import MAX_WORKER_DEATHS, Opener
 from smime_companion.testing.pki import TestPki

@@ -15,8 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from smime_companion.cli import main
-from smime_companion.core.cache_entry import entry_maker
 from smime_companion.core.certs import fingerprint_sha256
+from smime_companion.core.entry_derivation import entry_maker
 from smime_companion.core.model import SignatureStatus
 from smime_companion.core.open import open_message, with_revoked_signers
 from smime_companion.harvest import CertHarvester

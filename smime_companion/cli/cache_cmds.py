@@ -30,7 +30,7 @@ from smime_companion.cli.common import (
 from smime_companion.config import Config
 from smime_companion.core import export as exporting
 from smime_companion.core import text as mime_text
-from smime_companion.core.cache_entry import entry_maker
+from smime_companion.core.entry_derivation import entry_maker
 from smime_companion.core.printable import for_terminal, for_terminal_lines
 from smime_companion.errors import SecretUnavailable, UsageError
 from smime_companion.harvest import CertHarvester

@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from smime_companion.core.cache_entry import CacheEntry, derive_entry, revised_for_revocations
+from smime_companion.core.cache_entry import CacheEntry
+from smime_companion.core.entry_derivation import derive_entry, revised_for_revocations
 from smime_companion.core.model import Decryption, OpenResult
 from smime_companion.core.open import is_smime_message
 from smime_companion.imap.client import Mailbox, OversizedBody, Summary

@@ -18,11 +18,11 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import apsw
 
-from smime_companion.core.cache_entry import CacheEntry, epoch
+from smime_companion.core.cache_entry import epoch
 from smime_companion.errors import CacheError, UsageError
 from smime_companion.store import db
 from smime_companion.store.cache_reading import (
@@ -36,6 +36,9 @@ from smime_companion.store.cache_reading import (
     from_epoch,
 )
 from smime_companion.store.cache_schema import MIGRATIONS, SORT_ID_MASK, index_text, sort_key
+
+if TYPE_CHECKING:
+    from smime_companion.core.cache_entry import CacheEntry
 
 __all__ = [
     "MIGRATIONS",

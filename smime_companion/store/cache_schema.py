@@ -8,7 +8,6 @@ from collections.abc import Iterable
 
 import apsw
 
-from smime_companion.core.cache_entry import indexed_body
 from smime_companion.core.normalise import search_form
 from smime_companion.store import db
 
@@ -116,6 +115,10 @@ def _migration_2(conn: apsw.Connection) -> None:
     from the decrypted content kept in the cache, as :func:`~.cache_entry.derive_entry` takes it."""
     if conn.execute("SELECT count(*) FROM messages").fetchall() == [(0,)]:
         return  # a new cache: nothing to re-index (and no page written for nothing)
+    # Imported here: text extraction loads the MIME engine, which opening a cache for a search
+    # does not need once this migration has run.
+    from smime_companion.core.entry_derivation import indexed_body
+
     conn.execute("INSERT INTO message_text (message_text) VALUES ('delete-all')")
     # One message at a time: the contents of a whole cache do not fit in memory at once.
     ids = [int(r[0]) for r in conn.execute("SELECT id FROM messages ORDER BY id")]

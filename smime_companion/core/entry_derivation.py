@@ -1,0 +1,133 @@
+"""Deriving a message's :class:`~smime_companion.core.cache_entry.CacheEntry` from its raw bytes
+and open result, and revising both for revocations learnt after opening. Pure: the sync's worker
+processes and a rebuild run it without a database.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from datetime import datetime
+
+from cryptography.hazmat.primitives import serialization
+
+from smime_companion.core import text as mime_text
+from smime_companion.core.cache_entry import REOPEN_DECRYPTION, UNREADABLE, CacheEntry, epoch
+from smime_companion.core.mime import parse_entity
+from smime_companion.core.model import Decryption, OpenResult
+from smime_companion.core.normalise import search_form
+from smime_companion.core.open import with_revoked_signers
+from smime_companion.errors import MalformedInput
+
+__all__ = ["derive_entry", "entry_maker", "indexed_body", "revised_for_revocations"]
+
+
+def indexed_body(content: bytes | None, decryption: str, error: str | None) -> str:
+    """The body text to index for a message whose readable content is ``content``, in its search
+    form; empty when nothing inside was read (an unopened layer is base64 noise)."""
+    if content is None or decryption in UNREADABLE or error is not None:
+        return ""
+    return search_form(mime_text.extract_text(content).body)
+
+
+def derive_entry(raw: bytes, result: OpenResult, arrived: datetime) -> CacheEntry:
+    """The :class:`CacheEntry` of ``raw``, opened as ``result`` when it arrived at ``arrived``."""
+    readable = result.decryption not in UNREADABLE
+    headers = mime_text.summary_headers(result.headers or _outer_fields(raw))
+    date = mime_text.header_date(headers.get("date")) or arrived
+    if readable and result.error is None:
+        extracted = mime_text.extract_text(result.content)
+    else:
+        # Nothing inside was read: index headers only (the unopened layer is base64 noise).
+        extracted = mime_text.MessageText(body="", attachments=())
+    content_is_raw = readable and result.content == raw
+    return CacheEntry(
+        content=result.content if readable and not content_is_raw else None,
+        content_is_raw=content_is_raw,
+        date=epoch(date),
+        sender=headers.get("from", ""),
+        to=headers.get("to", ""),
+        cc=headers.get("cc", ""),
+        subject=headers.get("subject", ""),
+        message_id=headers.get("message-id", "").strip(),
+        decryption=str(result.decryption),
+        signature=str(result.signature),
+        signer=result.signer,
+        content_cipher=result.content_cipher,
+        error=result.error,
+        reopen=result.decryption in REOPEN_DECRYPTION
+        or (result.error is not None and result.decryption != Decryption.NONE),
+        report=_report(result, arrived),
+        attachments=extracted.attachments,
+        body=search_form(extracted.body),
+        # Hashed here, not when storing: a worker process derives entries, and hashing every
+        # message (317 MB in the sync bench) was the storing thread's to do.
+        raw_sha256=hashlib.sha256(raw).hexdigest(),
+    )
+
+
+def revised_for_revocations(
+    raw: bytes,
+    result: OpenResult,
+    entry: CacheEntry,
+    arrived: datetime,
+    revoked: Mapping[str, str],
+) -> tuple[OpenResult, CacheEntry]:
+    """``result`` and its ``entry`` with every signer whose certificate is in ``revoked``
+    (SHA-256 fingerprint -> why) made ``revoked`` (see
+    :func:`~smime_companion.core.open.with_revoked_signers`); the same pair when nothing in
+    ``revoked`` applies. The sync and a rebuild both store what this returns, so a verdict learnt
+    from OCSP or a CRL survives a rebuild."""
+    revised = with_revoked_signers(result, revoked)
+    if revised == result:
+        return result, entry
+    return revised, derive_entry(raw, revised, arrived)
+
+
+def entry_maker(
+    open_raw: Callable[[bytes, datetime], OpenResult],
+    known_revoked: Callable[[OpenResult], Mapping[str, str]] | None = None,
+) -> Callable[[bytes, datetime], CacheEntry]:
+    """A function ``(raw, arrived) -> CacheEntry`` that opens ``raw`` with ``open_raw`` and
+    derives its entry, revised for the revoked signers ``known_revoked`` names (e.g.
+    ``harvest.CertHarvester.known_revoked``): a rebuild re-opens messages from their raw bytes
+    and must keep the verdict the sync stored, ``revoked`` included."""
+
+    def make(raw: bytes, arrived: datetime) -> CacheEntry:
+        result = open_raw(raw, arrived)
+        entry = derive_entry(raw, result, arrived)
+        if known_revoked is None:
+            return entry
+        return revised_for_revocations(raw, result, entry, arrived, known_revoked(result))[1]
+
+    return make
+
+
+def _report(result: OpenResult, arrived: datetime) -> str:
+    """The stored JSON report: the open report, its signers and the evidence a verdict rests on,
+    so it stays explained later (when it was checked, and the exact certificates of each
+    signer's chain)."""
+    report = result.to_json()
+    report["signers"] = [s.to_json() for s in result.signers]
+    report["evidence"] = {
+        "checked_at": arrived.isoformat(),
+        "chains": [
+            [
+                base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode()
+                for c in (signer.chain or ((signer.certificate,) if signer.certificate else ()))
+            ]
+            for signer in result.signers
+        ],
+    }
+    return json.dumps(report, sort_keys=True)
+
+
+def _outer_fields(raw: bytes) -> tuple[tuple[str, str], ...]:
+    # When opening produced no effective headers (e.g. an unparsable message), the outer header
+    # section is the best we have; when even that is broken, the message has none.
+    try:
+        return parse_entity(raw, mime_text.MAX_HEADER_BYTES).fields
+    except MalformedInput:
+        return ()
