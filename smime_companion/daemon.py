@@ -66,6 +66,7 @@ from smime_companion.config import AccountConfig, Config
 from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.entry_derivation import entry_maker
 from smime_companion.core.model import Identity, OpenResult
+from smime_companion.daemon_status import STATUS_FILE
 from smime_companion.errors import (
     AlreadyRunning,
     AuthenticationFailed,
@@ -83,7 +84,6 @@ from smime_companion.store.cache import Cache
 
 log = logging.getLogger(__name__)
 
-STATUS_FILE = "daemon-status.json"
 IDLE_RENEW_SECONDS = 25 * 60  # servers may drop an IDLE after 29 minutes (RFC 2177)
 POLL_SECONDS = 60.0  # NOOP polling interval where IDLE is missing
 FULL_PASS_SECONDS = 15 * 60  # a full pass of every account now and then, whatever IDLE says
@@ -769,32 +769,6 @@ def _harvesting(
         return result
 
     return open_and_harvest
-
-
-def read_status_file(cache_dir: Path) -> dict[str, Any] | None:
-    """The daemon's last status snapshot, or None when there is none (never ran, unreadable).
-    ``running`` is corrected to False when the process that wrote it is gone (killed)."""
-    try:
-        data = json.loads((Path(cache_dir) / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    if data.get("running") and not _pid_alive(data.get("pid")):
-        data["running"] = False
-    return data
-
-
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
 
 
 class FolderWatcher(threading.Thread):

@@ -10,34 +10,33 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-
-from smime_companion import credentials, keyfiles
+from smime_companion import credentials
 from smime_companion.config import AccountConfig, Config, IdentityConfig, SecretRef
-from smime_companion.core.certs import email_addresses
 from smime_companion.core.model import Identity
 from smime_companion.errors import ConfigError
-from smime_companion.harvest import CertHarvester
-from smime_companion.imap.client import ServerSpec
-from smime_companion.imap.outbox_source import ImapOutbox
-from smime_companion.outbox import service as outbox_service
-from smime_companion.outbox.journal_drafts import JournalDrafts, reader_label
-from smime_companion.outbox.pipeline import OutboxSettings, PassReport
-from smime_companion.outbox.plan import CertificateLookup, MissingCertPolicy
-from smime_companion.outbox.protocols import OutboxSource
-from smime_companion.reader.context import AccountInfo, ReaderContext, StoreOpeners
-from smime_companion.revocation import RevocationChecker
-from smime_companion.scan import Scanner, make_scanner
-from smime_companion.smtp import SmtpSpec, SmtpSubmitter
 from smime_companion.store import Cache
-from smime_companion.store.cache import MessageSummary
-from smime_companion.store.certstore import CertStore, PolicyLookup
-from smime_companion.store.journal import ItemState, Journal
 
-# Items whose pipeline is not finished: a pass must take them further.
-ACTIVE_STATES = (ItemState.CLAIMED, ItemState.SEALED, ItemState.SUBMITTED, ItemState.FILED)
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from smime_companion.harvest import CertHarvester
+    from smime_companion.imap.client import ServerSpec
+    from smime_companion.imap.outbox_source import ImapOutbox
+    from smime_companion.outbox.pipeline import OutboxSettings, PassReport
+    from smime_companion.outbox.plan import CertificateLookup
+    from smime_companion.outbox.protocols import OutboxSource
+    from smime_companion.reader.context import ReaderContext
+    from smime_companion.revocation import RevocationChecker
+    from smime_companion.scan import Scanner
+    from smime_companion.smtp import SmtpSubmitter
+    from smime_companion.store.cache import MessageSummary
+    from smime_companion.store.certstore import CertStore, PolicyLookup
+    from smime_companion.store.journal import Journal
+
+# Items whose pipeline is not finished: a pass must take them further (ItemState values).
+ACTIVE_STATES = ("claimed", "sealed", "submitted", "filed")
 
 
 def load_identities(cfg: IdentityConfig) -> list[Identity]:
@@ -46,6 +45,8 @@ def load_identities(cfg: IdentityConfig) -> list[Identity]:
     Raises :class:`~smime_companion.errors.KeyLoadError` or
     :class:`~smime_companion.errors.SecretUnavailable` with one line.
     """
+    from smime_companion import keyfiles
+
     identities: list[Identity] = []
     p12_files = ([cfg.p12] if cfg.p12 else []) + list(cfg.old_p12)
     if p12_files:
@@ -63,6 +64,8 @@ def load_identities(cfg: IdentityConfig) -> list[Identity]:
 
 def load_anchors(cfg: IdentityConfig) -> list[x509.Certificate]:
     """The configured trust anchors, plus the system CA bundle unless ``system_anchors = false``."""
+    from smime_companion import keyfiles
+
     anchors = [c for path in cfg.trust_anchors for c in keyfiles.load_certificates(path)]
     if cfg.system_anchors:
         anchors.extend(keyfiles.system_anchors())
@@ -105,6 +108,8 @@ def open_cache(
 
 def open_scanner(config: Config) -> Scanner | None:
     """The malware scanner the config names (clamd socket, else command), or None."""
+    from smime_companion.scan import make_scanner
+
     return make_scanner(config.cache.scan.clamd_socket, config.cache.scan.command)
 
 
@@ -115,6 +120,8 @@ def open_certstore(config: Config, key: str | None = None) -> CertStore:
     Raises :class:`~smime_companion.errors.SecretUnavailable` or
     :class:`~smime_companion.errors.CacheError` (wrong key, damaged file) with one line.
     """
+    from smime_companion.store.certstore import CertStore
+
     if not config.cache.encrypt:
         return CertStore.open(config.cache.path, None)
     return CertStore.open(config.cache.path, key if key is not None else cache_key(config))
@@ -122,6 +129,8 @@ def open_certstore(config: Config, key: str | None = None) -> CertStore:
 
 def revocation_checker(config: Config) -> RevocationChecker | None:
     """The OCSP/CRL checker the ``[certificates]`` policy asks for (None when ``off``)."""
+    from smime_companion.revocation import RevocationChecker
+
     if config.certificates.revocation == "off":
         return None
     return RevocationChecker(timeout=config.certificates.revocation_timeout)
@@ -130,12 +139,16 @@ def revocation_checker(config: Config) -> RevocationChecker | None:
 def certificate_harvester(config: Config, store: CertStore) -> CertHarvester:
     """The harvester the sync daemon hands opened messages to, with the config's TOFU policy
     and revocation checks (unless ``revocation = "off"``)."""
+    from smime_companion.harvest import CertHarvester
+
     return CertHarvester(store, config.certificates.tofu, revocation_checker(config))
 
 
 def certificate_lookup(config: Config, store: CertStore) -> PolicyLookup:
     """The outbox's certificate lookup: ``store`` with the config's revocation policy, checking
     OCSP/CRL (answers cached in the store until their nextUpdate) unless it is ``off``."""
+    from smime_companion.store.certstore import PolicyLookup
+
     checker = revocation_checker(config)
     return PolicyLookup(
         store,
@@ -169,6 +182,8 @@ def open_outbox_journal(config: Config, key: str | None = None) -> Journal:
     """The outbox journal (``outbox.db`` beside the cache, under the cache key; ``key`` None:
     the configured key). Raises :class:`~smime_companion.errors.CacheError` or
     :class:`~smime_companion.errors.SecretUnavailable` with one line."""
+    from smime_companion.store.journal import Journal
+
     if not config.cache.encrypt:
         return Journal.open(config.cache.path, None)
     return Journal.open(config.cache.path, key if key is not None else cache_key(config))
@@ -190,6 +205,8 @@ def server_spec(account: AccountConfig, timeout: float = 60.0) -> ServerSpec:
     """The IMAP connection parameters for ``account`` (sync, watchers and the outbox alike).
     The secret (password, or an OAuth2 token from ``oauth2_token_command``) is resolved at each
     connect, never stored here."""
+    from smime_companion.imap.client import ServerSpec
+
     auth, secret = _account_secret(account, account.password)
     return ServerSpec(
         host=account.host,
@@ -207,6 +224,8 @@ def server_spec(account: AccountConfig, timeout: float = 60.0) -> ServerSpec:
 
 def outbox_imap(account: AccountConfig, timeout: float = 60.0) -> ImapOutbox:
     """The outbox side of ``account``'s IMAP server (outbox, Sent, INBOX)."""
+    from smime_companion.imap.outbox_source import ImapOutbox
+
     return ImapOutbox(server_spec(account, timeout), account.outbox_folder, account.sent_folder)
 
 
@@ -214,6 +233,8 @@ def smtp_submitter(account: AccountConfig, timeout: float = 60.0) -> SmtpSubmitt
     """Submission through ``account``'s SMTP server: ``smtp_username`` (default: the IMAP
     username) with ``smtp_password`` (default: the IMAP password) or the OAuth2 token, TLS
     verified with the account's ``ca_file`` added. Raises ConfigError without ``smtp_host``."""
+    from smime_companion.smtp import SmtpSpec, SmtpSubmitter
+
     if not account.smtp_host:
         raise ConfigError(f"account {account.name}: no smtp_host, so its outbox cannot send")
     auth, secret = _account_secret(account, account.smtp_password or account.password)
@@ -236,6 +257,10 @@ def outbox_settings(
 ) -> OutboxSettings:
     """The outbox settings of ``account`` (journal name ``label``). Notices go to the account's
     username when it is an address, else to the current identity's first address."""
+    from smime_companion.core.certs import email_addresses
+    from smime_companion.outbox.pipeline import OutboxSettings
+    from smime_companion.outbox.plan import MissingCertPolicy
+
     user_address = account.username
     if "@" not in user_address:
         addresses = [a for i in identities for a in email_addresses(i.certificate)]
@@ -273,6 +298,9 @@ def process_outbox(
     Failures of the servers are in the reports' ``errors``. Raises
     :class:`~smime_companion.outbox.service.OutboxBusy` when another process runs a pass.
     """
+    from smime_companion.outbox import service as outbox_service
+    from smime_companion.outbox.journal_drafts import JournalDrafts, reader_label
+
     account = config.account(account_name)
     if not account.smtp_host:
         return []
@@ -332,6 +360,10 @@ def reader_context(
     ``daemon_status`` reads the running daemon's status snapshot; ``identities`` default to the
     config's plus the store's, read again on each use (an identity imported meanwhile can
     send)."""
+    from smime_companion.reader.context import AccountInfo, ReaderContext, StoreOpeners
+    from smime_companion.store.certstore import CertStore
+    from smime_companion.store.journal import Journal
+
     plain = not config.cache.encrypt
 
     def cache() -> Cache:

@@ -8,6 +8,7 @@ error (bad option, unreadable file, wrong password); 3 an internal error (a bug:
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -15,16 +16,6 @@ import traceback
 from collections.abc import Sequence
 
 from smime_companion import __version__, systemd
-from smime_companion.cli import (
-    cache_cmds,
-    certs_cmds,
-    daemon_cmds,
-    init_cmd,
-    open_cmd,
-    outbox_cmds,
-    reader_cmds,
-    seal_cmd,
-)
 from smime_companion.core.printable import for_terminal
 from smime_companion.errors import SmimeCompanionError, UsageError
 from smime_companion.logs import route_library_warnings
@@ -34,10 +25,28 @@ EXIT_NOT_GOOD = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 
-# Each subcommand module has ``register(subparsers)`` that adds its parser and sets ``func``.
-SUBCOMMANDS = (
-    init_cmd, open_cmd, seal_cmd, cache_cmds, daemon_cmds, certs_cmds, outbox_cmds, reader_cmds,
-)  # fmt: skip
+# Each subcommand module has ``register(subparsers)`` that adds its commands and their handlers.
+# Which module declares which command, so that a command line imports only the module of the
+# command it runs (``search`` does not load the reader, the sync or the sealing engine): the
+# modules import what their handlers need, and a search run from a shell pays each import.
+COMMANDS = {
+    "init": "init_cmd",
+    "open": "open_cmd",
+    "seal": "seal_cmd",
+    "search": "cache_cmds",
+    "show": "cache_cmds",
+    "export": "cache_cmds",
+    "cache": "cache_cmds",
+    "run": "daemon_cmds",
+    "sync": "daemon_cmds",
+    "status": "daemon_cmds",
+    "doctor": "daemon_cmds",
+    "certs": "certs_cmds",
+    "identity": "certs_cmds",
+    "outbox": "outbox_cmds",
+    "reader": "reader_cmds",
+    "compose": "reader_cmds",
+}
 
 
 class TerminalSafeFormatter(logging.Formatter):
@@ -55,7 +64,9 @@ class JournalSafeFormatter(TerminalSafeFormatter, systemd.JournalFormatter):
     line break in a folder name would otherwise forge a journal line of its own)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The command line's parser: with every subcommand, or, when ``argv`` names one, with the
+    commands of that one's module only (the rest are never imported)."""
     parser = argparse.ArgumentParser(
         prog="smime-companion",
         description="S/MIME for mail clients that lack it: open, verify and seal messages.",
@@ -64,14 +75,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in SUBCOMMANDS:
-        module.register(sub)
+    named = _command_named(argv)
+    modules = [COMMANDS[named]] if named is not None else list(dict.fromkeys(COMMANDS.values()))
+    for name in modules:
+        importlib.import_module(f"smime_companion.cli.{name}").register(sub)
     return parser
+
+
+def _command_named(argv: Sequence[str] | None) -> str | None:
+    """The subcommand ``argv`` runs when it is one we know, else None (help, a typo, none)."""
+    words = [a for a in (argv or ()) if not a.startswith("-")]
+    return words[0] if words and words[0] in COMMANDS else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors and 0 for --help

@@ -11,45 +11,40 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import getpass
 import json
-import mailbox
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smime_companion import credentials, runtime
-from smime_companion.cli.common import (
-    add_config_flag,
-    add_json_flag,
-    config_from_args,
-    write_output,
-)
+from smime_companion.cli.common import cache_key, write_output
+from smime_companion.cli.flags import add_command, add_group, add_output_flag, config_from_args
 from smime_companion.config import Config
-from smime_companion.core import export as exporting
 from smime_companion.core import text as mime_text
-from smime_companion.core.entry_derivation import entry_maker
 from smime_companion.core.printable import for_terminal, for_terminal_lines
-from smime_companion.errors import SecretUnavailable, UsageError
-from smime_companion.harvest import CertHarvester
-from smime_companion.opening import Opener
-from smime_companion.scan import scan_pending
+from smime_companion.errors import UsageError
 from smime_companion.store import Cache, MessageSummary, db
+
+if TYPE_CHECKING:
+    import mailbox
 
 DEFAULT_LIMIT = 100
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the cache subcommands to the main parser."""
-    search = sub.add_parser(
+    search = add_command(
+        sub,
         "search",
+        run_search,
         help="search the cache (newest first)",
         description='Search cached mail with a notmuch-like query: words, "phrases", from:, '
         "to:, subject:, folder:, date:2026-01-01..2026-03-31 or date:7d.., is:encrypted, "
         "is:signed, sig:valid|invalid|untrusted|..., has:attachment, scan:infected, "
         "AND/OR/NOT and parentheses. An empty query lists everything.",
+        json=True,
     )
     search.add_argument("query", nargs="*", help="the query (several words are ANDed)")
     search.add_argument(
@@ -59,16 +54,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="N",
         help=f"at most N results (default {DEFAULT_LIMIT}; 0 for all)",
     )
-    add_json_flag(search)
-    add_config_flag(search)
-    search.set_defaults(func=run_search)
 
-    show = sub.add_parser(
+    show = add_command(
+        sub,
         "show",
+        run_show,
         help="show one cached message",
         description="Show a cached message: its headers, verdict and text (default), the raw "
         "original (--raw), the headers only (--headers), the text only (--text), or save "
         "one decoded MIME part (--part N -o FILE).",
+        json=True,
     )
     show.add_argument("id", type=int, help="the message id (from search)")
     what = show.add_mutually_exclusive_group()
@@ -76,13 +71,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     what.add_argument("--headers", action="store_true", help="the effective headers and verdict")
     what.add_argument("--text", action="store_true", help="the text of the message only")
     what.add_argument("--part", type=int, metavar="N", help="decoded MIME part N (1-based)")
-    show.add_argument("-o", "--output", default="-", metavar="FILE", help="write to FILE")
-    add_json_flag(show)
-    add_config_flag(show)
-    show.set_defaults(func=run_show)
+    add_output_flag(show)
 
-    export = sub.add_parser(
+    export = add_command(
+        sub,
         "export",
+        run_export,
         help="export decrypted messages to a Maildir or mbox",
         description="Write the decrypted messages matching QUERY (all when empty) to a Maildir "
         "or an mbox file that any mail client opens, each with X-SMIME-Companion-* headers "
@@ -92,22 +86,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     target.add_argument("--maildir", type=Path, metavar="DIR", help="write a Maildir")
     target.add_argument("--mbox", type=Path, metavar="FILE", help="append to an mbox file")
     export.add_argument("query", nargs="*", help="which messages (default: all)")
-    add_config_flag(export)
-    export.set_defaults(func=run_export)
 
-    cache = sub.add_parser(
+    cache_sub = add_group(
+        sub,
         "cache",
         help="look after the cache: stats, rekey, rebuild, scan",
         description="Maintain the encrypted message cache.",
+        dest="cache_command",
     )
-    cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION")
-    cache_sub.required = True
-    stats = cache_sub.add_parser("stats", help="counts and size of the cache")
-    add_json_flag(stats)
-    add_config_flag(stats)
-    stats.set_defaults(func=run_stats)
-    rekey = cache_sub.add_parser(
+    add_command(
+        cache_sub,
+        "stats",
+        run_stats,
+        help="counts and size of the cache",
+        json=True,
+    )
+    rekey = add_command(
+        cache_sub,
         "rekey",
+        run_rekey,
         help="re-encrypt the cache under a new key",
         description="Re-encrypt the cache (and the certificate store and outbox journal, which "
         "share its key) under a new passphrase, read from --new-key-env or asked for. "
@@ -115,10 +112,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "an environment variable or command, update that source yourself.",
     )
     rekey.add_argument("--new-key-env", metavar="VAR", help="take the new key from $VAR")
-    add_config_flag(rekey)
-    rekey.set_defaults(func=run_rekey)
-    rebuild = cache_sub.add_parser(
+    rebuild = add_command(
+        cache_sub,
         "rebuild",
+        run_rebuild,
         help="re-open messages from their raw originals",
         description="Re-open cached messages from their raw originals with the identities of "
         "the config and those imported with 'identity import' (e.g. after importing an old "
@@ -127,35 +124,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     rebuild.add_argument("query", nargs="*", help="which messages (default: the unopened)")
     rebuild.add_argument("--all", action="store_true", help="every cached message")
-    add_config_flag(rebuild)
-    rebuild.set_defaults(func=run_rebuild)
-    scan = cache_sub.add_parser(
+    scan = add_command(
+        cache_sub,
         "scan",
+        run_scan,
         help="scan messages not scanned yet",
         description="Send cached messages without a scan verdict (or whose scan failed) to the "
         "configured scanner (clamd_socket or scan_command).",
     )
     scan.add_argument("--limit", type=int, default=1000, metavar="N", help="at most N messages")
-    add_config_flag(scan)
-    scan.set_defaults(func=run_scan)
 
 
 # -- helpers -------------------------------------------------------------------------------------
 
 
-def _cache_key(config: Config) -> str | None:
-    """The cache key from its configured source, else asked for on a terminal (None: plain)."""
-    try:
-        return runtime.cache_key(config)
-    except SecretUnavailable:
-        if not sys.stdin.isatty():
-            raise
-        return getpass.getpass("cache passphrase: ")
-
-
 def _open(config: Config) -> Cache:
     """The cache, asking for the passphrase on a terminal when no configured source has it."""
-    return runtime.open_cache(config, _cache_key(config))
+    return runtime.open_cache(config, cache_key(config))
 
 
 def _query(words: list[str]) -> str:
@@ -187,6 +172,8 @@ def _verdict_fields(summary: MessageSummary) -> tuple[tuple[str, str], ...]:
 
 
 def _exported(cache: Cache, message_id: int) -> bytes:
+    from smime_companion.core import export as exporting
+
     summary = cache.summary(message_id)
     report = cache.report(message_id)
     raw = cache.raw(message_id)
@@ -326,6 +313,8 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     """Write the matching messages to a Maildir or an mbox file."""
+    import mailbox
+
     count = 0
     with _open(config_from_args(args)) as cache, _private_files():
         ids = list(cache.search_ids(_query(args.query), now=_now()))
@@ -377,6 +366,8 @@ def run_stats(args: argparse.Namespace) -> int:
 
 def run_rekey(args: argparse.Namespace) -> int:
     """Re-encrypt the cache under a new key (and update a keyring-held key)."""
+    import getpass
+
     config = config_from_args(args)
     if not config.cache.encrypt:
         raise UsageError("the cache is not encrypted (encrypt_cache = false): nothing to rekey")
@@ -390,7 +381,7 @@ def run_rekey(args: argparse.Namespace) -> int:
             raise UsageError("the two passphrases differ; nothing was changed")
     else:
         raise UsageError("give the new key with --new-key-env VAR (or run on a terminal)")
-    key = _cache_key(config)
+    key = cache_key(config)
     assert key is not None  # encrypt is on
     # Open the cache once the normal way (checks the key, brings the schema up to date), then
     # re-encrypt it together with the other databases that share its key.
@@ -410,8 +401,12 @@ def run_rekey(args: argparse.Namespace) -> int:
 
 def run_rebuild(args: argparse.Namespace) -> int:
     """Re-open messages from their raw originals with the configured identities."""
+    from smime_companion.core.entry_derivation import entry_maker
+    from smime_companion.harvest import CertHarvester
+    from smime_companion.opening import Opener
+
     config = config_from_args(args)
-    key = _cache_key(config)
+    key = cache_key(config)
     # Every key that may open the user's mail: the config's and those imported with
     # ``identity import`` (kept in the certificate store under the same key).
     with runtime.open_certstore(config, key) as certstore, runtime.open_cache(config, key) as cache:
@@ -448,6 +443,8 @@ def run_rebuild(args: argparse.Namespace) -> int:
 
 def run_scan(args: argparse.Namespace) -> int:
     """Scan messages without a verdict with the configured scanner."""
+    from smime_companion.scan import scan_pending
+
     config = config_from_args(args)
     scanner = runtime.open_scanner(config)
     if scanner is None:

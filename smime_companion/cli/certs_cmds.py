@@ -22,8 +22,9 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from smime_companion import keyfiles, runtime
-from smime_companion.cli.common import add_config_flag, add_json_flag, config_from_args
+from smime_companion.cli.common import cache_key
 from smime_companion.cli.common import write_output as _write_output
+from smime_companion.cli.flags import add_command, add_group, add_output_flag, config_from_args
 from smime_companion.config import Config
 from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.model import Identity
@@ -33,7 +34,7 @@ from smime_companion.core.selection import (
     NoCertificate,
     effective_trust,
 )
-from smime_companion.errors import KeyLoadError, SecretUnavailable, UsageError
+from smime_companion.errors import KeyLoadError, UsageError
 from smime_companion.harvest import import_sightings
 from smime_companion.store.certstore import CertStore, StoredIdentity, expiry_warnings
 
@@ -43,94 +44,100 @@ EXIT_NOT_GOOD = 1
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ``certs`` and ``identity`` subcommands to the main parser."""
-    certs = sub.add_parser(
+    certs_sub = add_group(
+        sub,
         "certs",
         help="correspondents' certificates: list, show, import, export, trust, forget",
         description="The certificates harvested from signed mail or imported, by address, with "
         "their trust: anchor (chains to a trust anchor), tofu (pinned), untrusted, key-changed "
         "(a new key for a pinned address: confirm with 'certs trust'), revoked, expired.",
+        dest="certs_command",
     )
-    certs_sub = certs.add_subparsers(dest="certs_command", metavar="ACTION")
-    certs_sub.required = True
 
-    listing = certs_sub.add_parser("list", help="every certificate, one line per address")
-    add_json_flag(listing)
-    add_config_flag(listing)
-    listing.set_defaults(func=run_list)
+    add_command(
+        certs_sub,
+        "list",
+        run_list,
+        help="every certificate, one line per address",
+        json=True,
+    )
 
-    show = certs_sub.add_parser(
+    show = add_command(
+        certs_sub,
         "show",
+        run_show,
         help="the certificates of an address, or one certificate",
         description="Show the certificates recorded for ADDRESS (and which one encryption "
         "would use), or the certificate with FINGERPRINT (a unique prefix of 8+ hex digits).",
+        json=True,
     )
     show.add_argument("what", metavar="ADDRESS|FINGERPRINT")
-    add_json_flag(show)
-    add_config_flag(show)
-    show.set_defaults(func=run_show)
 
-    imp = certs_sub.add_parser(
+    imp = add_command(
+        certs_sub,
         "import",
+        run_import,
         help="add certificates from a PEM or DER file",
         description="Add the email certificates of FILE (PEM, several allowed, or DER). One "
         "that chains to a trust anchor is trusted; any other is kept untrusted until "
         "'certs trust'. CA certificates in the file help build the chains.",
     )
     imp.add_argument("file", type=Path, metavar="FILE")
-    add_config_flag(imp)
-    imp.set_defaults(func=run_import)
 
-    export = certs_sub.add_parser(
+    export = add_command(
+        certs_sub,
         "export",
+        run_export,
         help="write the certificate encryption to ADDRESS would use",
         description="Write, as PEM, the certificate that encrypting to ADDRESS would use now.",
     )
     export.add_argument("address", metavar="ADDRESS")
-    export.add_argument("-o", "--output", default="-", metavar="FILE", help="write to FILE")
-    add_config_flag(export)
-    export.set_defaults(func=run_export)
+    add_output_flag(export)
 
-    trust = certs_sub.add_parser(
+    trust = add_command(
+        certs_sub,
         "trust",
+        run_trust,
         help="pin a certificate (confirm a changed key)",
         description="Trust the certificate with FINGERPRINT for its addresses: it is pinned, "
         "and other keys pinned for those addresses are un-pinned.",
     )
     trust.add_argument("fingerprint", metavar="FINGERPRINT")
-    add_config_flag(trust)
-    trust.set_defaults(func=run_trust)
 
-    forget = certs_sub.add_parser(
+    forget = add_command(
+        certs_sub,
         "forget",
+        run_forget,
         help="delete a certificate from the store",
         description="Delete the certificate with FINGERPRINT and every record of it.",
     )
     forget.add_argument("fingerprint", metavar="FINGERPRINT")
-    add_config_flag(forget)
-    forget.set_defaults(func=run_forget)
 
-    identity = sub.add_parser(
+    identity_sub = add_group(
+        sub,
         "identity",
         help="your own key pairs: import, list",
         description="Your own S/MIME identities, kept encrypted in the store. The latest "
         "imported is current; older ones stay to decrypt old mail.",
+        dest="identity_command",
     )
-    identity_sub = identity.add_subparsers(dest="identity_command", metavar="ACTION")
-    identity_sub.required = True
-    id_import = identity_sub.add_parser(
+    id_import = add_command(
+        identity_sub,
         "import",
+        run_identity_import,
         help="import a PKCS#12 file, or a PEM file with key and certificate",
         description="Import FILE: PKCS#12 (.p12/.pfx; the password from --password-env, else "
         "asked on a terminal) or PEM holding the private key and its certificate (and chain).",
     )
     id_import.add_argument("file", type=Path, metavar="FILE")
     id_import.add_argument("--password-env", metavar="VAR", help="the file's password is in $VAR")
-    add_config_flag(id_import)
-    id_import.set_defaults(func=run_identity_import)
-    id_list = identity_sub.add_parser("list", help="your identities, current first")
-    add_json_flag(id_list)
-    add_config_flag(id_list)
-    id_list.set_defaults(func=run_identity_list)
+    add_command(
+        identity_sub,
+        "list",
+        run_identity_list,
+        help="your identities, current first",
+        json=True,
+    )
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -142,12 +149,7 @@ def _now() -> dt.datetime:
 
 def _open(config: Config) -> CertStore:
     """The store, asking for the passphrase on a terminal when no configured source has it."""
-    try:
-        return runtime.open_certstore(config)
-    except SecretUnavailable:
-        if not sys.stdin.isatty():
-            raise
-        return runtime.open_certstore(config, getpass.getpass("cache passphrase: "))
+    return runtime.open_certstore(config, cache_key(config))
 
 
 def _record_json(record: CertRecord, at: dt.datetime) -> dict[str, Any]:

@@ -1,28 +1,27 @@
-"""Argument helpers shared by the subcommands: reading input, writing output atomically,
-loading identities and trust anchors."""
+"""Helpers shared by the subcommands: reading input, writing output atomically, the cache key
+(asked for on a terminal when no configured source has it), loading identities and trust
+anchors."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-
-from smime_companion import keyfiles
-from smime_companion.config import Config, load_config
+from smime_companion import runtime
 from smime_companion.core.model import Identity
-from smime_companion.errors import UsageError
+from smime_companion.errors import SecretUnavailable, UsageError
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from smime_companion.config import Config
 
 # A message file larger than this is refused before it is read into memory.
 MAX_INPUT_BYTES = 256 * 1024 * 1024
-
-
-def add_json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print a JSON object for scripts")
 
 
 def read_input(name: str) -> bytes:
@@ -60,6 +59,8 @@ def load_identities(
     keys: Sequence[Path], certs: Sequence[Path], p12s: Sequence[Path], p12_password_env: str | None
 ) -> list[Identity]:
     """Identities from --key/--cert pairs and --p12 files."""
+    from smime_companion import keyfiles
+
     identities: list[Identity] = []
     if p12s:
         password = keyfiles.password_from_env(p12_password_env)
@@ -76,23 +77,22 @@ def load_identities(
 
 def load_anchors(paths: Sequence[Path], system: bool) -> list[x509.Certificate]:
     """Trust anchors from files, plus the system CA bundle when ``system`` is set."""
+    from smime_companion import keyfiles
+
     anchors = [c for path in paths for c in keyfiles.load_certificates(path)]
     if system:
         anchors.extend(keyfiles.system_anchors())
     return anchors
 
 
-def add_config_flag(parser: argparse.ArgumentParser) -> None:
-    """The ``--config FILE`` option every config-reading subcommand takes."""
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        type=Path,
-        help="config file (default: $SMIME_COMPANION_CONFIG, else "
-        "~/.config/smime-companion/config.toml)",
-    )
+def cache_key(config: Config) -> str | None:
+    """The cache key from its configured source, else asked for when standard input is a
+    terminal (None: a plain cache). Raises :class:`SecretUnavailable` otherwise."""
+    try:
+        return runtime.cache_key(config)
+    except SecretUnavailable:
+        if not sys.stdin.isatty():
+            raise
+        import getpass
 
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    """Load the config named by ``--config`` (or the default location)."""
-    return load_config(args.config)
+        return getpass.getpass("cache passphrase: ")

@@ -9,9 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import resource
-import signal
-import socket
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -19,23 +16,16 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from smime_companion import runtime
-from smime_companion.cli.common import add_config_flag, add_json_flag, config_from_args
+from smime_companion.cli.flags import add_account_flag, add_command, config_from_args
 from smime_companion.config import AccountConfig, Config
 from smime_companion.core.model import Identity
 from smime_companion.core.printable import for_terminal
-from smime_companion.core.selection import Trust, chain_to_anchor
-from smime_companion.daemon import (
-    LOCAL_OUTBOX,
-    AccountResult,
-    Daemon,
-    DaemonLock,
-    now_utc,
-    open_cache,
-    read_status_file,
-)
+from smime_companion.daemon_status import read_status_file
 from smime_companion.errors import SmimeCompanionError, UsageError
-from smime_companion.imap.client import Mailbox, connect
-from smime_companion.imap.sync import Stopped
+
+if TYPE_CHECKING:
+    from smime_companion.daemon import AccountResult, Daemon
+    from smime_companion.imap.client import Mailbox
 
 if TYPE_CHECKING:  # imported where it is started: flask costs every other command 10 MB
     from smime_companion.reader.server import ReaderServer
@@ -52,8 +42,10 @@ CLOCK_SKEW_WARNING_SECONDS = 300
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``run``, ``sync``, ``status`` and ``doctor`` subcommands."""
-    run = sub.add_parser(
+    run = add_command(
+        sub,
         "run",
+        cmd_run,
         help="run the sync daemon in the foreground",
         description=(
             "Sync every configured account into the cache, then follow new mail with IDLE until "
@@ -64,39 +56,39 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
     )
     run.add_argument("--once", action="store_true", help="one full pass, then exit")
-    add_config_flag(run)
-    run.set_defaults(func=cmd_run)
 
-    sync = sub.add_parser(
+    sync = add_command(
+        sub,
         "sync",
+        cmd_sync,
         help="sync now: one pass over all accounts, one account, or one folder",
         description=(
             "One pass over the watched folders of every account (or --account A, or --folder F "
             "of it), and the outbox, printing what changed. Exit 0 when everything worked, 1 "
             "when an account, a watched folder or an outbox failed."
         ),
+        json=True,
     )
-    sync.add_argument("--account", metavar="A", help="only this account")
+    add_account_flag(sync)
     sync.add_argument("--folder", metavar="F", help="only this folder (needs --account)")
-    add_config_flag(sync)
-    add_json_flag(sync)
-    sync.set_defaults(func=cmd_sync)
 
-    status = sub.add_parser(
+    add_command(
+        sub,
         "status",
+        cmd_status,
         help="per account and folder: last sync, cached messages, errors, IDLE state",
         description=(
             "Show, for each account and folder, when it was last synced, how many messages are "
             "cached, the last error, and what the running daemon's watcher is doing (idle, "
             "polling, reconnecting). Reads the cache, so it needs the cache key."
         ),
+        json=True,
     )
-    add_config_flag(status)
-    add_json_flag(status)
-    status.set_defaults(func=cmd_status)
 
-    doctor = sub.add_parser(
+    add_command(
+        sub,
         "doctor",
+        cmd_doctor,
         help="check the config, identity, cache and every account's server",
         description=(
             "Check, one line each: the config; the identity (loads, validity, expiry within "
@@ -109,8 +101,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "comes with what to type or change. Exit 0 when nothing failed, 1 otherwise."
         ),
     )
-    add_config_flag(doctor)
-    doctor.set_defaults(func=cmd_doctor)
 
 
 # -- building ------------------------------------------------------------------------------------
@@ -123,6 +113,9 @@ def build_daemon(
     mail too; signers are harvested into it) and the outbox journal opened, identities and
     anchors loaded. Raises ConfigError, SecretUnavailable, KeyLoadError or CacheError with one
     line."""
+
+    from smime_companion.daemon import Daemon, now_utc
+
     anchors = runtime.load_anchors(config.identity)
     scanner = runtime.open_scanner(config)
     # The daemon writes whole mailboxes: its log is copied into the database beside it.
@@ -255,6 +248,8 @@ def forbid_core_dumps() -> bool:
     must never write the private keys and decrypted mail it holds to disk. Returns whether it
     took; a sandbox that forbids setrlimit (the systemd unit, which sets LimitCORE=0 itself)
     is not an error."""
+    import resource
+
     try:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     except (OSError, ValueError):
@@ -264,6 +259,8 @@ def forbid_core_dumps() -> bool:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``run``: the daemon in the foreground (or one pass with ``--once``)."""
+    from smime_companion.daemon import DaemonLock
+
     forbid_core_dumps()
     logging.getLogger().setLevel(logging.INFO if not args.verbose else logging.DEBUG)
     # imapclient traces every protocol line at DEBUG, message bodies included (a draft's
@@ -281,6 +278,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run_forever(daemon: Daemon, config: Config, args: argparse.Namespace) -> int:
     """Run ``daemon`` and, beside it, the reader until SIGTERM or Ctrl-C (SIGHUP reloads the
     config); returns 0."""
+    import signal
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         daemon.stop.set()
@@ -306,6 +304,8 @@ def _start_reader(config: Config, daemon: Daemon) -> ReaderServer | None:
     """Serve the reader beside the daemon (``[reader] enabled``); what it queues wakes the
     daemon's outbox at once. A reader that cannot start (its port taken) is logged: the daemon
     runs on without it."""
+    from smime_companion.daemon import LOCAL_OUTBOX
+
     if not config.reader.enabled:
         return None
     from smime_companion.reader.server import ReaderServer
@@ -344,6 +344,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def _one_pass(
     daemon: Daemon, accounts: list[str] | None, folder: str | None, json_out: bool
 ) -> int:
+    from smime_companion.imap.sync import Stopped
+
     try:
         daemon.rejudge_trust()  # the anchors or TOFU policy may have changed since last time
         results = daemon.sync_once(accounts, folder)
@@ -366,7 +368,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     """``status``: what the cache and the running daemon know about each folder."""
     config = config_from_args(args)
     live = read_status_file(config.cache.path) or {}
-    with open_cache(config) as cache:
+    with runtime.open_cache(config) as cache:
         counts: dict[tuple[str, str], int] = {}
         for row in cache.stats()["folders"]:
             key = (row["account"], row["folder"])
@@ -504,7 +506,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     except SmimeCompanionError as exc:
         checks.fail(f"trust anchors: {exc}")
     try:
-        with open_cache(config) as cache:
+        with runtime.open_cache(config) as cache:
             checks.ok(f"cache: {cache.stats()['messages']} messages in {config.cache.path}")
         if anchors is not None:
             _check_harvested(checks, config, anchors, now)
@@ -541,6 +543,8 @@ def _check_harvested(checks: _Checks, config: Config, anchors: list[Any], now: d
     """Whether the certificates harvested from correspondents chain to the configured anchors:
     a correspondent's private CA missing from ``trust_anchors`` leaves every one of theirs
     untrusted, which only shows when a draft to them is held."""
+    from smime_companion.core.selection import Trust, chain_to_anchor
+
     with runtime.open_certstore(config) as store:
         records = [r for r in store.records() if r.source != "import"]
         pool = store.intermediates()
@@ -570,6 +574,10 @@ def _check_harvested(checks: _Checks, config: Config, anchors: list[Any], now: d
 
 
 def _check_account(checks: _Checks, *, account_name: str, config: Config) -> None:
+    import socket
+
+    from smime_companion.imap.client import connect
+
     account = config.account(account_name)
     label = f"account {account.name} ({account.host}:{account.port})"
     try:

@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from smime_companion import credentials, keyfiles
+from smime_companion.cli.flags import add_command
 from smime_companion.config import (
     KEYRING_SERVICE,
     SecretRef,
@@ -51,8 +52,10 @@ OAUTH_ONLY = ("gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "live
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
+    parser = add_command(
+        sub,
         "init",
+        cmd_init,
         help="write a config for your account and identity, asking what it needs",
         description="Write a config for one account: checks the OS keyring first (with the "
         "default --secrets keyring), asks for what is not given as an option (PKCS#12 file and "
@@ -61,6 +64,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "the system does not trust it and offers to pin it (as ssh does), explains where the "
         "cache key is and how to back it up, and keeps every secret out of the file (in the OS "
         "keyring, or named environment variables). It ends with the next command to type.",
+        config=False,
     )
     parser.add_argument("--config", metavar="FILE", type=Path,
                         help="where to write it (default: $SMIME_COMPANION_CONFIG, else "
@@ -89,7 +93,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--cache-all", action="store_true",
                         help="archive all mail in the cache, not only S/MIME")  # fmt: skip
     parser.add_argument("--force", action="store_true", help="replace an existing config")
-    parser.set_defaults(func=cmd_init)
 
 
 def _port(text: str) -> int:

@@ -12,15 +12,8 @@ from pathlib import Path
 from cryptography import x509
 
 from smime_companion import keyfiles, runtime
-from smime_companion.cli.common import (
-    add_config_flag,
-    add_json_flag,
-    config_from_args,
-    load_anchors,
-    load_identities,
-    read_input,
-    write_output,
-)
+from smime_companion.cli.common import load_anchors, load_identities, read_input, write_output
+from smime_companion.cli.flags import add_command, config_from_args
 from smime_companion.config import Config, default_config_path
 from smime_companion.core.model import OpenResult
 from smime_companion.core.open import open_message, with_revoked_signers
@@ -30,8 +23,10 @@ from smime_companion.revocation import RevocationChecker
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "open",
+        run,
         help="decrypt, verify and unwrap an S/MIME message",
         description=(
             "Open MSG (a whole message, an mbox-saved one, or a bare .p7m/CMS file in DER, BER or "
@@ -42,6 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "integrity-protected (not CBC without a signature inside), 1 otherwise, "
             "2 for usage errors."
         ),
+        json=True,
     )
     p.add_argument("message", metavar="MSG", help="message file, or - for standard input")
     p.add_argument(
@@ -114,15 +110,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="ask the OCSP responders and CRLs the signer's certificate and its CAs name "
         "(HTTP); a revoked one makes the signature 'revoked'",
     )
-    add_config_flag(p)
     p.add_argument(
         "--no-config",
         action="store_true",
         help="ignore the config file (by default its identity, anchors and weak-algorithm "
         "settings are used when no --key/--p12, no --anchor/--system-anchors are given)",
     )
-    add_json_flag(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime
 
 from smime_companion import runtime
-from smime_companion.cli.common import add_config_flag, add_json_flag, config_from_args
+from smime_companion.cli.flags import add_account_flag, add_command, add_group, config_from_args
 from smime_companion.config import Config
 from smime_companion.core.printable import for_terminal
 from smime_companion.outbox.localdir import LocalDirectory
@@ -33,7 +33,8 @@ DEFAULT_INTERVAL = 60.0  # seconds between passes of `outbox run` without --once
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``outbox`` subcommand (``list``, ``retry``, ``run``) to ``sub``."""
-    outbox = sub.add_parser(
+    actions = add_group(
+        sub,
         "outbox",
         help="list, retry and run the outbox (drafts sealed and sent exactly once)",
         description=(
@@ -42,25 +43,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "of the journal and its state; 'outbox retry ID' sends an uncertain or held item "
             "again; 'outbox run' processes the outbox without syncing mail."
         ),
+        dest="outbox_command",
     )
-    actions = outbox.add_subparsers(dest="outbox_command", metavar="ACTION")
-    actions.required = True
 
-    listing = actions.add_parser(
+    add_command(
+        actions,
         "list",
+        cmd_list,
         help="every outbox item with its state",
         description=(
             "List the outbox journal, oldest first: id, state (claimed, sealed, submitting, "
             "submitted, filed, done, uncertain, held, failed), account, sender, subject and the "
             "last problem. With --json, a list of objects."
         ),
+        json=True,
     )
-    add_config_flag(listing)
-    add_json_flag(listing)
-    listing.set_defaults(func=cmd_list)
 
-    retry = actions.add_parser(
+    retry = add_command(
+        actions,
         "retry",
+        cmd_retry,
         help="send an uncertain or held item again",
         description=(
             "Send item ID again on the next outbox pass. Only an 'uncertain' item (the "
@@ -70,11 +72,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
     )
     retry.add_argument("id", metavar="ID", type=int, help="the item id from 'outbox list'")
-    add_config_flag(retry)
-    retry.set_defaults(func=cmd_retry)
 
-    run = actions.add_parser(
+    run = add_command(
+        actions,
         "run",
+        cmd_run,
         help="process the outbox alone (no mail sync)",
         description=(
             "Process every account's outbox folder and the local outbox directory: seal, send, "
@@ -85,7 +87,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
     )
     run.add_argument("--once", action="store_true", help="one pass, then exit")
-    run.add_argument("--account", metavar="A", help="only this account")
+    add_account_flag(run)
     run.add_argument(
         "--interval",
         metavar="SECONDS",
@@ -93,8 +95,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=DEFAULT_INTERVAL,
         help=f"seconds between passes (default {DEFAULT_INTERVAL:g})",
     )
-    add_config_flag(run)
-    run.set_defaults(func=cmd_run)
 
 
 def _journal(config: Config) -> Journal:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import getpass
 import logging
 import os
 import shlex
@@ -27,11 +26,12 @@ from pathlib import Path
 from types import FrameType
 
 from smime_companion import runtime
-from smime_companion.cli.common import add_config_flag, config_from_args
+from smime_companion.cli.common import cache_key
+from smime_companion.cli.flags import add_command, config_from_args
 from smime_companion.config import Config
 from smime_companion.core.certs import email_addresses
-from smime_companion.daemon import read_status_file
-from smime_companion.errors import SecretUnavailable, SmimeCompanionError, UsageError
+from smime_companion.daemon_status import read_status_file
+from smime_companion.errors import SmimeCompanionError, UsageError
 from smime_companion.outbox.service import OutboxBusy
 from smime_companion.reader import compose
 from smime_companion.reader.context import AccountInfo
@@ -50,8 +50,10 @@ TEMPLATE_NOTE = (
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``reader`` and ``compose`` subcommands."""
-    reader = sub.add_parser(
+    reader = add_command(
+        sub,
         "reader",
+        cmd_reader,
         help="read, search and answer your mail in the browser (on this machine only)",
         description=(
             "Open the reader in the browser with a fresh one-time sign-in link (valid two "
@@ -67,11 +69,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     reader.add_argument(
         "--port", type=int, metavar="N", help="serve on this port (default: [reader] port)"
     )
-    add_config_flag(reader)
-    reader.set_defaults(func=cmd_reader)
 
-    comp = sub.add_parser(
+    comp = add_command(
+        sub,
         "compose",
+        cmd_compose,
         help="write a message (or a reply) in $EDITOR and queue it, sealed, in the outbox",
         description=(
             "Write a new message, or answer a cached one, in $VISUAL or $EDITOR. The file "
@@ -91,20 +93,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     comp.add_argument(
         "--no-send", action="store_true", help="only queue it: the daemon's outbox sends it"
     )
-    add_config_flag(comp)
-    comp.set_defaults(func=cmd_compose)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-def _cache_key(config: Config) -> str | None:
-    try:
-        return runtime.cache_key(config)
-    except SecretUnavailable:
-        if not sys.stdin.isatty():
-            raise
-        return getpass.getpass("cache passphrase: ")
 
 
 def _listening(port: int) -> bool:
@@ -226,7 +217,7 @@ def cmd_reader(args: argparse.Namespace) -> int:
         if not args.no_browser:
             _open_browser(config.cache.path, url)
         return EXIT_OK
-    key = _cache_key(config)
+    key = cache_key(config)
     runtime.open_cache(config, key).close()  # a wrong key: one line now, not in the browser
     sender = ForegroundOutbox(config, key)
     context = runtime.reader_context(
@@ -360,7 +351,7 @@ def _choose_sender(senders: Sequence[compose.Sender], wanted: str | None) -> com
 def cmd_compose(args: argparse.Namespace) -> int:
     """``compose``: write in $EDITOR, queue in the journal, send with one outbox pass."""
     config = config_from_args(args)
-    key = _cache_key(config)
+    key = cache_key(config)
     now = dt.datetime.now(dt.UTC)
     accounts = [AccountInfo(a.name, a.username, bool(a.smtp_host)) for a in config.accounts]
     with (

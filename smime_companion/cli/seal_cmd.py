@@ -14,7 +14,8 @@ from pathlib import Path
 from cryptography import x509
 
 from smime_companion import keyfiles
-from smime_companion.cli.common import add_json_flag, read_input
+from smime_companion.cli.common import read_input
+from smime_companion.cli.flags import add_command
 from smime_companion.core.certs import email_addresses
 from smime_companion.core.model import Identity
 from smime_companion.core.seal import (
@@ -29,8 +30,10 @@ from smime_companion.errors import KeyLoadError, UsageError
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``seal`` subcommand to ``sub``; its ``func`` is :func:`run`."""
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "seal",
+        run,
         help="sign and encrypt a draft so that every S/MIME client opens it",
         description=(
             "Seal DRAFT (a whole RFC 5322 message; '-' reads stdin): sign it, then encrypt it to "
@@ -41,6 +44,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "wrong password, a key that does not match its certificate). Nothing is written "
             "unless everything succeeded."
         ),
+        json=True,
+        config=False,
     )
     p.add_argument("draft", metavar="DRAFT", help="draft message file, or - for standard input")
     p.add_argument(
@@ -80,8 +85,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="use Triple-DES for recipients that advertise nothing better (legacy)",
     )
-    add_json_flag(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
