@@ -12,6 +12,7 @@ import pytest
 from smime_companion.core.normalise import search_form
 from smime_companion.errors import UsageError
 from smime_companion.store import Cache, db
+from smime_companion.store.compression import decompress
 from smime_companion.testing.pki import TestPki
 from tests.test_cache import KEY, mail, opener, store
 
@@ -222,9 +223,22 @@ def test_a_cache_indexed_by_an_earlier_version_is_reindexed_when_opened(
                 "INSERT INTO message_text (rowid, body) VALUES (?, ?)",
                 (key, "日本語のテキストです Schloßstraße Łodzi"),
             )
-        # ... and none of what later migrations add (the reader's read state and indexes).
+        # ... and none of what later migrations add (the reader's read state and indexes, the
+        # compressed raw messages and contents).
         conn.execute(
             "DROP TABLE local_state; DROP INDEX messages_unseen; DROP INDEX messages_by_folder"
+        )
+        for message_id, raw, content in conn.execute(
+            "SELECT id, raw, content FROM messages"
+        ).fetchall():
+            conn.execute(
+                "UPDATE messages SET raw = ?, content = ? WHERE id = ?",
+                (decompress(raw), decompress(content) if content is not None else None,
+                 message_id),
+            )  # fmt: skip
+        conn.execute(
+            "DROP INDEX messages_to_compress; ALTER TABLE messages DROP COLUMN compressed; "
+            "ALTER TABLE messages DROP COLUMN raw_size"
         )
         conn.execute("PRAGMA user_version = 1")
     conn.close()

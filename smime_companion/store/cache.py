@@ -34,8 +34,10 @@ from smime_companion.store.cache_reading import (
     MessageSummary,
     StoredAttachment,
     from_epoch,
+    stored_bytes,
 )
 from smime_companion.store.cache_schema import MIGRATIONS, SORT_ID_MASK, index_text, sort_key
+from smime_companion.store.compression import compress
 
 if TYPE_CHECKING:
     from smime_companion.core.cache_entry import CacheEntry
@@ -55,6 +57,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# Rows compressed per transaction when upgrading an older cache: each commit is a point an
+# interruption goes on from, and keeps the write-ahead log small.
+COMPRESS_BATCH = 200
+
 
 @dataclass(frozen=True)
 class FolderState:
@@ -69,9 +75,11 @@ class FolderState:
 
 def _entry_columns(entry: CacheEntry) -> dict[str, Any]:
     """The ``messages`` columns ``entry`` fills, by name (scan is reset: the content may have
-    changed)."""
+    changed). The content is compressed (:mod:`~smime_companion.store.compression`), so the
+    raw message written with it must be too."""
     return {
-        "content": entry.content,
+        "content": compress(entry.content) if entry.content is not None else None,
+        "compressed": 1,  # and the raw message too: callers write it with the entry
         "content_is_raw": int(entry.content_is_raw),
         "date": entry.date,
         "sender": entry.sender,
@@ -136,6 +144,11 @@ class Cache(CacheReading, db.Handle):
             conn.close()
             raise db.translate(exc, "open the cache") from None
         cache = cls(conn, path, key is not None)
+        try:
+            cache._finish_compression()
+        except BaseException:
+            conn.close()
+            raise
         if checkpoint_in_background:
             try:
                 cache._checkpointer = db.Checkpointer(conn, path, key)
@@ -171,8 +184,8 @@ class Cache(CacheReading, db.Handle):
         older UIDVALIDITY, that entry is moved to the new location instead of duplicated.
         """
         raw_sha256 = entry.raw_sha256
-        located = {"raw": raw, "raw_sha256": raw_sha256, "arrived": epoch(arrived),
-                   "flags": _flags_text(flags)}  # fmt: skip
+        located = {"raw": compress(raw), "raw_size": len(raw), "raw_sha256": raw_sha256,
+                   "arrived": epoch(arrived), "flags": _flags_text(flags)}  # fmt: skip
         with self._conn:
             row = self._conn.execute(
                 "SELECT id FROM messages WHERE account = ? AND folder = ? AND uidvalidity = ? "
@@ -452,16 +465,57 @@ class Cache(CacheReading, db.Handle):
         count = 0
         for message_id in ids:
             row = self._conn.execute(
-                "SELECT raw, arrived FROM messages WHERE id = ?", (message_id,)
+                "SELECT raw, compressed, arrived FROM messages WHERE id = ?", (message_id,)
             ).fetchone()
             if row is None:
                 continue
-            raw, arrived = bytes(row[0]), from_epoch(int(row[1]))
+            raw, arrived = stored_bytes(row[0], row[1]), from_epoch(int(row[2]))
             entry = derive(raw, arrived)
             with self._conn:
-                self._write_entry(message_id, entry)
+                self._write_entry(message_id, entry, {"raw": compress(raw), "raw_size": len(raw)})
             count += 1
         return count
+
+    @db.guarded("compress the cache")
+    def _finish_compression(self) -> None:
+        """Compress what a cache from before migration 4 holds uncompressed (once; see
+        :meth:`compress_pending`), saying so first: a large cache takes minutes."""
+        row = self._conn.execute("SELECT count(*) FROM messages WHERE compressed = 0").fetchone()
+        pending = int(row[0]) if row else 0
+        if pending:
+            log.warning(
+                "compressing the %d messages of a cache from an earlier version (once; "
+                "interrupting is safe: it goes on next time)",
+                pending,
+            )
+            self.compress_pending()
+
+    @db.guarded("compress the cache")
+    def compress_pending(self, batch: int | None = None) -> int:
+        """Compress the raw messages and contents that a cache from before migration 4 holds as
+        they came, ``batch`` rows per transaction (an interruption loses nothing: the next call
+        goes on from there). Returns how many rows were compressed; 0 at once when none are
+        left."""
+        batch = batch or COMPRESS_BATCH
+        done = 0
+        while True:
+            with self._conn:
+                rows = self._conn.execute(
+                    "SELECT id, raw, content FROM messages WHERE compressed = 0 ORDER BY id "
+                    "LIMIT ?",
+                    (batch,),
+                ).fetchall()
+                for message_id, raw, content in rows:
+                    self._conn.execute(
+                        "UPDATE messages SET raw = ?, raw_size = length(raw), content = ?, "
+                        "compressed = 1 WHERE id = ?",
+                        (compress(stored_bytes(raw, 0)),
+                         compress(stored_bytes(content, 0)) if content is not None else None,
+                         message_id),
+                    )  # fmt: skip
+            done += len(rows)
+            if len(rows) < batch:
+                return done
 
     def rekey(self, new_key: str) -> None:
         """Re-encrypt the database under ``new_key``. Raises :class:`CacheError` (also for a

@@ -21,6 +21,7 @@ from smime_companion.core.model import Decryption, SignatureStatus
 from smime_companion.errors import UsageError
 from smime_companion.store import db
 from smime_companion.store.cache_schema import NOT_SEEN, SORT_SHIFT
+from smime_companion.store.compression import decompress
 from smime_companion.store.query import compile_query
 
 # Scan verdicts as stored: NULL (not scanned yet), "clean", "infected:NAME", "error".
@@ -105,6 +106,12 @@ class StoredAttachment:
     scan: str | None
 
 
+def stored_bytes(value: Any, compressed: Any) -> bytes:
+    """A ``raw`` or ``content`` column's bytes as they were stored: decompressed when the row's
+    ``compressed`` says so (every row since migration 4)."""
+    return decompress(bytes(value)) if compressed else bytes(value)
+
+
 def from_epoch(value: int) -> datetime:
     """Epoch seconds as an aware UTC datetime."""
     return datetime.fromtimestamp(value, UTC)
@@ -139,19 +146,25 @@ class CacheReading:
     @db.guarded("read the cache")
     def raw(self, message_id: int) -> bytes:
         """The raw original of message ``message_id``. Raises :class:`UsageError` when unknown."""
-        return bytes(self._one(message_id, "raw"))
+        row = self._conn.execute(
+            "SELECT raw, compressed FROM messages WHERE id = ?", (message_id,)
+        ).fetchone()
+        if row is None:
+            raise UsageError(f"no message with id {message_id} in the cache")
+        return stored_bytes(row[0], row[1])
 
     @db.guarded("read the cache")
     def content(self, message_id: int) -> bytes | None:
         """The decrypted innermost MIME of the message, or None when it could not be opened."""
         row = self._conn.execute(
-            "SELECT content, content_is_raw, raw FROM messages WHERE id = ?", (message_id,)
+            "SELECT content, content_is_raw, raw, compressed FROM messages WHERE id = ?",
+            (message_id,),
         ).fetchone()
         if row is None:
             raise UsageError(f"no message with id {message_id} in the cache")
         if row[1]:
-            return bytes(row[2])
-        return bytes(row[0]) if row[0] is not None else None
+            return stored_bytes(row[2], row[3])
+        return stored_bytes(row[0], row[3]) if row[0] is not None else None
 
     @db.guarded("read the cache")
     def report(self, message_id: int) -> dict[str, Any]:

@@ -162,7 +162,23 @@ def _migration_3(conn: apsw.Connection) -> None:
     )
 
 
-MIGRATIONS: list[db.Migration] = [_migration_1, _migration_2, _migration_3]
+def _migration_4(conn: apsw.Connection) -> None:
+    # Raw messages and decrypted contents compressed (issue 19, store.compression): a row's
+    # ``compressed`` says its ``raw`` and ``content`` are Zstandard frames, and ``raw_size`` is
+    # the raw message's own size (larger:/smaller:). Rows of an older cache keep 0 and NULL here
+    # and are rewritten afterwards in small transactions of their own (Cache.compress_pending),
+    # so an interrupted upgrade loses nothing and resumes where it stopped; the partial index
+    # finds the rows left without reading any other.
+    conn.execute(
+        """
+        ALTER TABLE messages ADD COLUMN compressed INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE messages ADD COLUMN raw_size INTEGER;
+        CREATE INDEX messages_to_compress ON messages (id) WHERE compressed = 0;
+        """
+    )
+
+
+MIGRATIONS: list[db.Migration] = [_migration_1, _migration_2, _migration_3, _migration_4]
 
 # Server-side "not seen", exactly as the partial index messages_unseen is declared.
 NOT_SEEN = "instr(m.flags, ' \\Seen ') = 0"

@@ -291,7 +291,9 @@ def _sql_term(token: _Token, now: datetime) -> Node:
         if size is None:
             raise _error(token.column, f"{field}:{value} needs a size like 500K, 5M or 20000")
         limit = int(float(size.group(1)) * _SIZE_UNITS[size.group(2).lower()])
-        return Sql(f"length(m.raw) {'>' if field == 'larger' else '<'} ?", (limit,))
+        # raw_size: the raw message is stored compressed (NULL in a row not compressed yet).
+        size_sql = "coalesce(m.raw_size, length(m.raw))"
+        return Sql(f"{size_sql} {'>' if field == 'larger' else '<'} ?", (limit,))
     if field == "in":
         if value.lower() == "anywhere":
             return Sql("1", ())
