@@ -40,7 +40,7 @@ COMMANDS = {
     "run": "daemon_cmds",
     "sync": "daemon_cmds",
     "status": "daemon_cmds",
-    "doctor": "daemon_cmds",
+    "doctor": "doctor_cmd",
     "certs": "certs_cmds",
     "identity": "certs_cmds",
     "outbox": "outbox_cmds",

@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 from smime_companion import credentials, runtime
 from smime_companion.cli.common import cache_key, write_output
-from smime_companion.cli.flags import add_command, add_group, add_output_flag, config_from_args
+from smime_companion.cli.flags import (
+    Subcommands,
+    add_command,
+    add_group,
+    add_output_flag,
+    config_from_args,
+)
 from smime_companion.config import Config
 from smime_companion.core import text as mime_text
 from smime_companion.core.printable import for_terminal, for_terminal_lines
@@ -35,58 +41,9 @@ DEFAULT_LIMIT = 100
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the cache subcommands to the main parser."""
-    search = add_command(
-        sub,
-        "search",
-        run_search,
-        help="search the cache (newest first)",
-        description='Search cached mail with a notmuch-like query: words, "phrases", from:, '
-        "to:, subject:, folder:, date:2026-01-01..2026-03-31 or date:7d.., is:encrypted, "
-        "is:signed, sig:valid|invalid|untrusted|..., has:attachment, scan:infected, "
-        "AND/OR/NOT and parentheses. An empty query lists everything.",
-        json=True,
-    )
-    search.add_argument("query", nargs="*", help="the query (several words are ANDed)")
-    search.add_argument(
-        "--limit",
-        type=int,
-        default=DEFAULT_LIMIT,
-        metavar="N",
-        help=f"at most N results (default {DEFAULT_LIMIT}; 0 for all)",
-    )
-
-    show = add_command(
-        sub,
-        "show",
-        run_show,
-        help="show one cached message",
-        description="Show a cached message: its headers, verdict and text (default), the raw "
-        "original (--raw), the headers only (--headers), the text only (--text), or save "
-        "one decoded MIME part (--part N -o FILE).",
-        json=True,
-    )
-    show.add_argument("id", type=int, help="the message id (from search)")
-    what = show.add_mutually_exclusive_group()
-    what.add_argument("--raw", action="store_true", help="the raw original, exactly as fetched")
-    what.add_argument("--headers", action="store_true", help="the effective headers and verdict")
-    what.add_argument("--text", action="store_true", help="the text of the message only")
-    what.add_argument("--part", type=int, metavar="N", help="decoded MIME part N (1-based)")
-    add_output_flag(show)
-
-    export = add_command(
-        sub,
-        "export",
-        run_export,
-        help="export decrypted messages to a Maildir or mbox",
-        description="Write the decrypted messages matching QUERY (all when empty) to a Maildir "
-        "or an mbox file that any mail client opens, each with X-SMIME-Companion-* headers "
-        "stating the verdict. The files are private (0600).",
-    )
-    target = export.add_mutually_exclusive_group(required=True)
-    target.add_argument("--maildir", type=Path, metavar="DIR", help="write a Maildir")
-    target.add_argument("--mbox", type=Path, metavar="FILE", help="append to an mbox file")
-    export.add_argument("query", nargs="*", help="which messages (default: all)")
-
+    _declare_search(sub)
+    _declare_show(sub)
+    _declare_export(sub)
     cache_sub = add_group(
         sub,
         "cache",
@@ -94,45 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Maintain the encrypted message cache.",
         dest="cache_command",
     )
-    add_command(
-        cache_sub,
-        "stats",
-        run_stats,
-        help="counts and size of the cache",
-        json=True,
-    )
-    rekey = add_command(
-        cache_sub,
-        "rekey",
-        run_rekey,
-        help="re-encrypt the cache under a new key",
-        description="Re-encrypt the cache (and the certificate store and outbox journal, which "
-        "share its key) under a new passphrase, read from --new-key-env or asked for. "
-        "Stop the daemon first. A keyring-held key is updated in the keyring; for a key from "
-        "an environment variable or command, update that source yourself.",
-    )
-    rekey.add_argument("--new-key-env", metavar="VAR", help="take the new key from $VAR")
-    rebuild = add_command(
-        cache_sub,
-        "rebuild",
-        run_rebuild,
-        help="re-open messages from their raw originals",
-        description="Re-open cached messages from their raw originals with the identities of "
-        "the config and those imported with 'identity import' (e.g. after importing an old "
-        "key) and re-index them. By default only "
-        "the messages that could not be opened; --all for every message, or a QUERY.",
-    )
-    rebuild.add_argument("query", nargs="*", help="which messages (default: the unopened)")
-    rebuild.add_argument("--all", action="store_true", help="every cached message")
-    scan = add_command(
-        cache_sub,
-        "scan",
-        run_scan,
-        help="scan messages not scanned yet",
-        description="Send cached messages without a scan verdict (or whose scan failed) to the "
-        "configured scanner (clamd_socket or scan_command).",
-    )
-    scan.add_argument("--limit", type=int, default=1000, metavar="N", help="at most N messages")
+    _declare_stats(cache_sub)
+    _declare_rekey(cache_sub)
+    _declare_rebuild(cache_sub)
+    _declare_scan(cache_sub)
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -232,6 +154,29 @@ def _badge(m: MessageSummary) -> str:
 # -- commands ------------------------------------------------------------------------------------
 
 
+def _declare_search(sub: Subcommands) -> None:
+    """Declare ``search`` and its flags (run by :func:`run_search` below)."""
+    search = add_command(
+        sub,
+        "search",
+        run_search,
+        help="search the cache (newest first)",
+        description='Search cached mail with a notmuch-like query: words, "phrases", from:, '
+        "to:, subject:, folder:, date:2026-01-01..2026-03-31 or date:7d.., is:encrypted, "
+        "is:signed, sig:valid|invalid|untrusted|..., has:attachment, scan:infected, "
+        "AND/OR/NOT and parentheses. An empty query lists everything.",
+        json=True,
+    )
+    search.add_argument("query", nargs="*", help="the query (several words are ANDed)")
+    search.add_argument(
+        "--limit",
+        type=int,
+        default=DEFAULT_LIMIT,
+        metavar="N",
+        help=f"at most N results (default {DEFAULT_LIMIT}; 0 for all)",
+    )
+
+
 def run_search(args: argparse.Namespace) -> int:
     """Print the messages matching the query, newest first."""
     if args.limit < 0:
@@ -248,6 +193,27 @@ def run_search(args: argparse.Namespace) -> int:
             + (f"  [{for_terminal(_badge(h))}]" if _badge(h) else "")
         )
     return 0
+
+
+def _declare_show(sub: Subcommands) -> None:
+    """Declare ``show`` and its flags (run by :func:`run_show` below)."""
+    show = add_command(
+        sub,
+        "show",
+        run_show,
+        help="show one cached message",
+        description="Show a cached message: its headers, verdict and text (default), the raw "
+        "original (--raw), the headers only (--headers), the text only (--text), or save "
+        "one decoded MIME part (--part N -o FILE).",
+        json=True,
+    )
+    show.add_argument("id", type=int, help="the message id (from search)")
+    what = show.add_mutually_exclusive_group()
+    what.add_argument("--raw", action="store_true", help="the raw original, exactly as fetched")
+    what.add_argument("--headers", action="store_true", help="the effective headers and verdict")
+    what.add_argument("--text", action="store_true", help="the text of the message only")
+    what.add_argument("--part", type=int, metavar="N", help="decoded MIME part N (1-based)")
+    add_output_flag(show)
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -311,6 +277,23 @@ def run_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _declare_export(sub: Subcommands) -> None:
+    """Declare ``export`` and its flags (run by :func:`run_export` below)."""
+    export = add_command(
+        sub,
+        "export",
+        run_export,
+        help="export decrypted messages to a Maildir or mbox",
+        description="Write the decrypted messages matching QUERY (all when empty) to a Maildir "
+        "or an mbox file that any mail client opens, each with X-SMIME-Companion-* headers "
+        "stating the verdict. The files are private (0600).",
+    )
+    target = export.add_mutually_exclusive_group(required=True)
+    target.add_argument("--maildir", type=Path, metavar="DIR", help="write a Maildir")
+    target.add_argument("--mbox", type=Path, metavar="FILE", help="append to an mbox file")
+    export.add_argument("query", nargs="*", help="which messages (default: all)")
+
+
 def run_export(args: argparse.Namespace) -> int:
     """Write the matching messages to a Maildir or an mbox file."""
     import mailbox
@@ -344,6 +327,17 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _declare_stats(sub: Subcommands) -> None:
+    """Declare ``stats`` and its flags (run by :func:`run_stats` below)."""
+    add_command(
+        sub,
+        "stats",
+        run_stats,
+        help="counts and size of the cache",
+        json=True,
+    )
+
+
 def run_stats(args: argparse.Namespace) -> int:
     """Print counts and the size of the cache."""
     with _open(config_from_args(args)) as cache:
@@ -362,6 +356,21 @@ def run_stats(args: argparse.Namespace) -> int:
         where = for_terminal(f"{f['account']}/{f['folder']}")  # folder names are the server's
         print(f"  {where} (uidvalidity {f['uidvalidity']}): {f['messages']}")
     return 0
+
+
+def _declare_rekey(sub: Subcommands) -> None:
+    """Declare ``rekey`` and its flags (run by :func:`run_rekey` below)."""
+    rekey = add_command(
+        sub,
+        "rekey",
+        run_rekey,
+        help="re-encrypt the cache under a new key",
+        description="Re-encrypt the cache (and the certificate store and outbox journal, which "
+        "share its key) under a new passphrase, read from --new-key-env or asked for. "
+        "Stop the daemon first. A keyring-held key is updated in the keyring; for a key from "
+        "an environment variable or command, update that source yourself.",
+    )
+    rekey.add_argument("--new-key-env", metavar="VAR", help="take the new key from $VAR")
 
 
 def run_rekey(args: argparse.Namespace) -> int:
@@ -397,6 +406,22 @@ def run_rekey(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _declare_rebuild(sub: Subcommands) -> None:
+    """Declare ``rebuild`` and its flags (run by :func:`run_rebuild` below)."""
+    rebuild = add_command(
+        sub,
+        "rebuild",
+        run_rebuild,
+        help="re-open messages from their raw originals",
+        description="Re-open cached messages from their raw originals with the identities of "
+        "the config and those imported with 'identity import' (e.g. after importing an old "
+        "key) and re-index them. By default only "
+        "the messages that could not be opened; --all for every message, or a QUERY.",
+    )
+    rebuild.add_argument("query", nargs="*", help="which messages (default: the unopened)")
+    rebuild.add_argument("--all", action="store_true", help="every cached message")
 
 
 def run_rebuild(args: argparse.Namespace) -> int:
@@ -439,6 +464,19 @@ def run_rebuild(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _declare_scan(sub: Subcommands) -> None:
+    """Declare ``scan`` and its flags (run by :func:`run_scan` below)."""
+    scan = add_command(
+        sub,
+        "scan",
+        run_scan,
+        help="scan messages not scanned yet",
+        description="Send cached messages without a scan verdict (or whose scan failed) to the "
+        "configured scanner (clamd_socket or scan_command).",
+    )
+    scan.add_argument("--limit", type=int, default=1000, metavar="N", help="at most N messages")
 
 
 def run_scan(args: argparse.Namespace) -> int:

@@ -24,7 +24,13 @@ from cryptography.hazmat.primitives import serialization
 from smime_companion import keyfiles, runtime
 from smime_companion.cli.common import cache_key
 from smime_companion.cli.common import write_output as _write_output
-from smime_companion.cli.flags import add_command, add_group, add_output_flag, config_from_args
+from smime_companion.cli.flags import (
+    Subcommands,
+    add_command,
+    add_group,
+    add_output_flag,
+    config_from_args,
+)
 from smime_companion.config import Config
 from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.model import Identity
@@ -54,65 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         dest="certs_command",
     )
 
-    add_command(
-        certs_sub,
-        "list",
-        run_list,
-        help="every certificate, one line per address",
-        json=True,
-    )
-
-    show = add_command(
-        certs_sub,
-        "show",
-        run_show,
-        help="the certificates of an address, or one certificate",
-        description="Show the certificates recorded for ADDRESS (and which one encryption "
-        "would use), or the certificate with FINGERPRINT (a unique prefix of 8+ hex digits).",
-        json=True,
-    )
-    show.add_argument("what", metavar="ADDRESS|FINGERPRINT")
-
-    imp = add_command(
-        certs_sub,
-        "import",
-        run_import,
-        help="add certificates from a PEM or DER file",
-        description="Add the email certificates of FILE (PEM, several allowed, or DER). One "
-        "that chains to a trust anchor is trusted; any other is kept untrusted until "
-        "'certs trust'. CA certificates in the file help build the chains.",
-    )
-    imp.add_argument("file", type=Path, metavar="FILE")
-
-    export = add_command(
-        certs_sub,
-        "export",
-        run_export,
-        help="write the certificate encryption to ADDRESS would use",
-        description="Write, as PEM, the certificate that encrypting to ADDRESS would use now.",
-    )
-    export.add_argument("address", metavar="ADDRESS")
-    add_output_flag(export)
-
-    trust = add_command(
-        certs_sub,
-        "trust",
-        run_trust,
-        help="pin a certificate (confirm a changed key)",
-        description="Trust the certificate with FINGERPRINT for its addresses: it is pinned, "
-        "and other keys pinned for those addresses are un-pinned.",
-    )
-    trust.add_argument("fingerprint", metavar="FINGERPRINT")
-
-    forget = add_command(
-        certs_sub,
-        "forget",
-        run_forget,
-        help="delete a certificate from the store",
-        description="Delete the certificate with FINGERPRINT and every record of it.",
-    )
-    forget.add_argument("fingerprint", metavar="FINGERPRINT")
-
+    _declare_list(certs_sub)
+    _declare_show(certs_sub)
+    _declare_import(certs_sub)
+    _declare_export(certs_sub)
+    _declare_trust(certs_sub)
+    _declare_forget(certs_sub)
     identity_sub = add_group(
         sub,
         "identity",
@@ -121,23 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "imported is current; older ones stay to decrypt old mail.",
         dest="identity_command",
     )
-    id_import = add_command(
-        identity_sub,
-        "import",
-        run_identity_import,
-        help="import a PKCS#12 file, or a PEM file with key and certificate",
-        description="Import FILE: PKCS#12 (.p12/.pfx; the password from --password-env, else "
-        "asked on a terminal) or PEM holding the private key and its certificate (and chain).",
-    )
-    id_import.add_argument("file", type=Path, metavar="FILE")
-    id_import.add_argument("--password-env", metavar="VAR", help="the file's password is in $VAR")
-    add_command(
-        identity_sub,
-        "list",
-        run_identity_list,
-        help="your identities, current first",
-        json=True,
-    )
+    _declare_identity_import(identity_sub)
+    _declare_identity_list(identity_sub)
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -188,6 +126,17 @@ def _print_json(value: object) -> None:
 # -- certs ---------------------------------------------------------------------------------------
 
 
+def _declare_list(sub: Subcommands) -> None:
+    """Declare ``list`` and its flags (run by :func:`run_list` below)."""
+    add_command(
+        sub,
+        "list",
+        run_list,
+        help="every certificate, one line per address",
+        json=True,
+    )
+
+
 def run_list(args: argparse.Namespace) -> int:
     """``certs list``: every (address, certificate) record."""
     now = _now()
@@ -199,6 +148,20 @@ def run_list(args: argparse.Namespace) -> int:
         for record in records:
             print(for_terminal(_line(record, now)))
     return EXIT_OK
+
+
+def _declare_show(sub: Subcommands) -> None:
+    """Declare ``show`` and its flags (run by :func:`run_show` below)."""
+    show = add_command(
+        sub,
+        "show",
+        run_show,
+        help="the certificates of an address, or one certificate",
+        description="Show the certificates recorded for ADDRESS (and which one encryption "
+        "would use), or the certificate with FINGERPRINT (a unique prefix of 8+ hex digits).",
+        json=True,
+    )
+    show.add_argument("what", metavar="ADDRESS|FINGERPRINT")
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -245,6 +208,20 @@ def run_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _declare_import(sub: Subcommands) -> None:
+    """Declare ``import`` and its flags (run by :func:`run_import` below)."""
+    imp = add_command(
+        sub,
+        "import",
+        run_import,
+        help="add certificates from a PEM or DER file",
+        description="Add the email certificates of FILE (PEM, several allowed, or DER). One "
+        "that chains to a trust anchor is trusted; any other is kept untrusted until "
+        "'certs trust'. CA certificates in the file help build the chains.",
+    )
+    imp.add_argument("file", type=Path, metavar="FILE")
+
+
 def run_import(args: argparse.Namespace) -> int:
     """``certs import FILE``: record the file's email certificates (anchored or untrusted)."""
     config = config_from_args(args)
@@ -267,6 +244,19 @@ def run_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _declare_export(sub: Subcommands) -> None:
+    """Declare ``export`` and its flags (run by :func:`run_export` below)."""
+    export = add_command(
+        sub,
+        "export",
+        run_export,
+        help="write the certificate encryption to ADDRESS would use",
+        description="Write, as PEM, the certificate that encrypting to ADDRESS would use now.",
+    )
+    export.add_argument("address", metavar="ADDRESS")
+    add_output_flag(export)
+
+
 def run_export(args: argparse.Namespace) -> int:
     """``certs export ADDRESS``: the PEM of the certificate encryption would use."""
     config = config_from_args(args)
@@ -281,6 +271,19 @@ def run_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _declare_trust(sub: Subcommands) -> None:
+    """Declare ``trust`` and its flags (run by :func:`run_trust` below)."""
+    trust = add_command(
+        sub,
+        "trust",
+        run_trust,
+        help="pin a certificate (confirm a changed key)",
+        description="Trust the certificate with FINGERPRINT for its addresses: it is pinned, "
+        "and other keys pinned for those addresses are un-pinned.",
+    )
+    trust.add_argument("fingerprint", metavar="FINGERPRINT")
+
+
 def run_trust(args: argparse.Namespace) -> int:
     """``certs trust FINGERPRINT``: pin it for its addresses."""
     now = _now()
@@ -288,6 +291,18 @@ def run_trust(args: argparse.Namespace) -> int:
         for record in store.trust(args.fingerprint):
             print(for_terminal(_line(record, now)))
     return EXIT_OK
+
+
+def _declare_forget(sub: Subcommands) -> None:
+    """Declare ``forget`` and its flags (run by :func:`run_forget` below)."""
+    forget = add_command(
+        sub,
+        "forget",
+        run_forget,
+        help="delete a certificate from the store",
+        description="Delete the certificate with FINGERPRINT and every record of it.",
+    )
+    forget.add_argument("fingerprint", metavar="FINGERPRINT")
 
 
 def run_forget(args: argparse.Namespace) -> int:
@@ -327,6 +342,20 @@ def load_identity_file(path: Path, password: bytes | None) -> Identity:
     return identity
 
 
+def _declare_identity_import(sub: Subcommands) -> None:
+    """Declare ``import`` and its flags (run by :func:`run_identity_import` below)."""
+    id_import = add_command(
+        sub,
+        "import",
+        run_identity_import,
+        help="import a PKCS#12 file, or a PEM file with key and certificate",
+        description="Import FILE: PKCS#12 (.p12/.pfx; the password from --password-env, else "
+        "asked on a terminal) or PEM holding the private key and its certificate (and chain).",
+    )
+    id_import.add_argument("file", type=Path, metavar="FILE")
+    id_import.add_argument("--password-env", metavar="VAR", help="the file's password is in $VAR")
+
+
 def run_identity_import(args: argparse.Namespace) -> int:
     """``identity import FILE``: keep the key pair (encrypted) and make it current."""
     config = config_from_args(args)
@@ -344,6 +373,17 @@ def run_identity_import(args: argparse.Namespace) -> int:
     for warning in warnings:
         print(for_terminal(f"warning: {warning}"), file=sys.stderr)
     return EXIT_OK
+
+
+def _declare_identity_list(sub: Subcommands) -> None:
+    """Declare ``list`` and its flags (run by :func:`run_identity_list` below)."""
+    add_command(
+        sub,
+        "list",
+        run_identity_list,
+        help="your identities, current first",
+        json=True,
+    )
 
 
 def run_identity_list(args: argparse.Namespace) -> int:

@@ -78,6 +78,11 @@ def add_output_flag(parser: argparse.ArgumentParser, **kwargs: Any) -> None:
     parser.add_argument("-o", "--output", **{**options, **kwargs})
 
 
+def add_paths_flag(parser: argparse.ArgumentParser, flag: str, metavar: str, help: str) -> None:  # noqa: A002
+    """A repeatable file option (``--anchor A --anchor B``): a list of paths, empty by default."""
+    parser.add_argument(flag, metavar=metavar, action="append", default=[], type=Path, help=help)
+
+
 def add_account_flag(parser: argparse.ArgumentParser) -> None:
     """``--account A``: only this account."""
     parser.add_argument("--account", metavar="A", help="only this account")

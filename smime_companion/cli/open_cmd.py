@@ -7,13 +7,12 @@ import datetime as dt
 import json
 import os
 import sys
-from pathlib import Path
 
 from cryptography import x509
 
 from smime_companion import keyfiles, runtime
 from smime_companion.cli.common import load_anchors, load_identities, read_input, write_output
-from smime_companion.cli.flags import add_command, config_from_args
+from smime_companion.cli.flags import add_command, add_paths_flag, config_from_args
 from smime_companion.config import Config, default_config_path
 from smime_companion.core.model import OpenResult
 from smime_companion.core.open import open_message, with_revoked_signers
@@ -43,54 +42,26 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "-o", "--output", metavar="OUT", help="write the innermost MIME entity here ('-': stdout)"
     )
-    p.add_argument(
-        "--key",
-        metavar="PEM",
-        action="append",
-        default=[],
-        type=Path,
-        help="a private key to decrypt with (repeatable; pair it with its --cert)",
+    add_paths_flag(
+        p, "--key", "PEM", "a private key to decrypt with (repeatable; pair it with its --cert)"
     )
-    p.add_argument(
-        "--cert",
-        metavar="PEM",
-        action="append",
-        default=[],
-        type=Path,
-        help="certificate(s) of the --key private keys (repeatable)",
-    )
-    p.add_argument(
-        "--p12",
-        metavar="FILE",
-        action="append",
-        default=[],
-        type=Path,
-        help="a PKCS#12 identity to decrypt with (repeatable)",
-    )
+    add_paths_flag(p, "--cert", "PEM", "certificate(s) of the --key private keys (repeatable)")
+    add_paths_flag(p, "--p12", "FILE", "a PKCS#12 identity to decrypt with (repeatable)")
     p.add_argument(
         "--p12-password-env",
         metavar="VAR",
         help="environment variable holding the PKCS#12 password",
     )
-    p.add_argument(
-        "--anchor",
-        metavar="PEM",
-        action="append",
-        default=[],
-        type=Path,
-        help="a trust anchor certificate file (repeatable)",
-    )
+    add_paths_flag(p, "--anchor", "PEM", "a trust anchor certificate file (repeatable)")
     p.add_argument("--system-anchors", action="store_true", help="also trust the system CA bundle")
     p.add_argument(
         "--at", metavar="ISO-8601", help="check certificate validity at this time instead of now"
     )
-    p.add_argument(
+    add_paths_flag(
+        p,
         "--certfile",
-        metavar="PEM",
-        action="append",
-        default=[],
-        type=Path,
-        help="certificates (PEM or DER, repeatable) among which the signer's certificate and its "
+        "PEM",
+        "certificates (PEM or DER, repeatable) among which the signer's certificate and its "
         "issuers are looked for when the message leaves them out",
     )
     p.add_argument(

@@ -15,7 +15,13 @@ import time
 from datetime import UTC, datetime
 
 from smime_companion import runtime
-from smime_companion.cli.flags import add_account_flag, add_command, add_group, config_from_args
+from smime_companion.cli.flags import (
+    Subcommands,
+    add_account_flag,
+    add_command,
+    add_group,
+    config_from_args,
+)
 from smime_companion.config import Config
 from smime_companion.core.printable import for_terminal
 from smime_companion.outbox.localdir import LocalDirectory
@@ -46,8 +52,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         dest="outbox_command",
     )
 
+    _declare_list(actions)
+    _declare_retry(actions)
+    _declare_run(actions)
+
+
+def _journal(config: Config) -> Journal:
+    return runtime.open_outbox_journal(config)
+
+
+def _declare_list(sub: Subcommands) -> None:
+    """Declare ``list`` and its flags (run by :func:`cmd_list` below)."""
     add_command(
-        actions,
+        sub,
         "list",
         cmd_list,
         help="every outbox item with its state",
@@ -58,47 +75,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
         json=True,
     )
-
-    retry = add_command(
-        actions,
-        "retry",
-        cmd_retry,
-        help="send an uncertain or held item again",
-        description=(
-            "Send item ID again on the next outbox pass. Only an 'uncertain' item (the "
-            "connection or the program stopped while the server may have been accepting it) or "
-            "one 'held' after the server refused it can be retried; copies known to have been "
-            "accepted are not sent again. Exit 2 for any other item."
-        ),
-    )
-    retry.add_argument("id", metavar="ID", type=int, help="the item id from 'outbox list'")
-
-    run = add_command(
-        actions,
-        "run",
-        cmd_run,
-        help="process the outbox alone (no mail sync)",
-        description=(
-            "Process every account's outbox folder and the local outbox directory: seal, send, "
-            "file in Sent, remove the draft. With --once, one pass, then exit 0 when every "
-            "outbox was processed without error, 1 otherwise. Without it, a pass every "
-            "--interval seconds (and at once when a draft is saved into the local directory) "
-            "until Ctrl-C."
-        ),
-    )
-    run.add_argument("--once", action="store_true", help="one pass, then exit")
-    add_account_flag(run)
-    run.add_argument(
-        "--interval",
-        metavar="SECONDS",
-        type=float,
-        default=DEFAULT_INTERVAL,
-        help=f"seconds between passes (default {DEFAULT_INTERVAL:g})",
-    )
-
-
-def _journal(config: Config) -> Journal:
-    return runtime.open_outbox_journal(config)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -124,6 +100,23 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _declare_retry(sub: Subcommands) -> None:
+    """Declare ``retry`` and its flags (run by :func:`cmd_retry` below)."""
+    retry = add_command(
+        sub,
+        "retry",
+        cmd_retry,
+        help="send an uncertain or held item again",
+        description=(
+            "Send item ID again on the next outbox pass. Only an 'uncertain' item (the "
+            "connection or the program stopped while the server may have been accepting it) or "
+            "one 'held' after the server refused it can be retried; copies known to have been "
+            "accepted are not sent again. Exit 2 for any other item."
+        ),
+    )
+    retry.add_argument("id", metavar="ID", type=int, help="the item id from 'outbox list'")
+
+
 def cmd_retry(args: argparse.Namespace) -> int:
     """Put an uncertain or held item back to be sent; returns 0. Raises UsageError (exit 2) for
     an unknown item or one in another state."""
@@ -135,6 +128,32 @@ def cmd_retry(args: argparse.Namespace) -> int:
         "(now: smime-companion outbox run --once)"
     )
     return EXIT_OK
+
+
+def _declare_run(sub: Subcommands) -> None:
+    """Declare ``run`` and its flags (run by :func:`cmd_run` below)."""
+    run = add_command(
+        sub,
+        "run",
+        cmd_run,
+        help="process the outbox alone (no mail sync)",
+        description=(
+            "Process every account's outbox folder and the local outbox directory: seal, send, "
+            "file in Sent, remove the draft. With --once, one pass, then exit 0 when every "
+            "outbox was processed without error, 1 otherwise. Without it, a pass every "
+            "--interval seconds (and at once when a draft is saved into the local directory) "
+            "until Ctrl-C."
+        ),
+    )
+    run.add_argument("--once", action="store_true", help="one pass, then exit")
+    add_account_flag(run)
+    run.add_argument(
+        "--interval",
+        metavar="SECONDS",
+        type=float,
+        default=DEFAULT_INTERVAL,
+        help=f"seconds between passes (default {DEFAULT_INTERVAL:g})",
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:

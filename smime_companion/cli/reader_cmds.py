@@ -27,7 +27,7 @@ from types import FrameType
 
 from smime_companion import runtime
 from smime_companion.cli.common import cache_key
-from smime_companion.cli.flags import add_command, config_from_args
+from smime_companion.cli.flags import Subcommands, add_command, config_from_args
 from smime_companion.config import Config
 from smime_companion.core.certs import email_addresses
 from smime_companion.daemon_status import read_status_file
@@ -50,49 +50,8 @@ TEMPLATE_NOTE = (
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``reader`` and ``compose`` subcommands."""
-    reader = add_command(
-        sub,
-        "reader",
-        cmd_reader,
-        help="read, search and answer your mail in the browser (on this machine only)",
-        description=(
-            "Open the reader in the browser with a fresh one-time sign-in link (valid two "
-            "minutes). The running daemon serves the reader on [reader] port (127.0.0.1 and "
-            "::1 only); when none runs, this command serves it in the foreground until Ctrl-C, "
-            "and sends what you write in it. The sign-in address is printed as one line on "
-            "standard output."
-        ),
-    )
-    reader.add_argument(
-        "--no-browser", action="store_true", help="print the sign-in address, open no browser"
-    )
-    reader.add_argument(
-        "--port", type=int, metavar="N", help="serve on this port (default: [reader] port)"
-    )
-
-    comp = add_command(
-        sub,
-        "compose",
-        cmd_compose,
-        help="write a message (or a reply) in $EDITOR and queue it, sealed, in the outbox",
-        description=(
-            "Write a new message, or answer a cached one, in $VISUAL or $EDITOR. The file "
-            "opened holds From, To, Cc, Bcc and Subject lines, a blank line and the text (an "
-            "answer quotes the original). When you save and quit, the draft goes straight into "
-            "the encrypted outbox journal (never to the server or a plaintext file), each "
-            "recipient's certificate status is shown, and one outbox pass signs, encrypts and "
-            "sends it (when the daemon is busy with the outbox, its next pass does). Exit 0 "
-            "when queued, 1 when cancelled or not sent."
-        ),
-    )
-    answer = comp.add_mutually_exclusive_group()
-    answer.add_argument("--reply", type=int, metavar="ID", help="reply to message ID")
-    answer.add_argument("--reply-all", type=int, metavar="ID", help="reply to all of message ID")
-    answer.add_argument("--forward", type=int, metavar="ID", help="forward message ID")
-    comp.add_argument("--from", dest="sender", metavar="ADDRESS", help="send as this identity")
-    comp.add_argument(
-        "--no-send", action="store_true", help="only queue it: the daemon's outbox sends it"
-    )
+    _declare_reader(sub)
+    _declare_compose(sub)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -199,6 +158,29 @@ class ForegroundOutbox:
 
 
 # -- reader ----------------------------------------------------------------------------------------
+
+
+def _declare_reader(sub: Subcommands) -> None:
+    """Declare ``reader`` and its flags (run by :func:`cmd_reader` below)."""
+    reader = add_command(
+        sub,
+        "reader",
+        cmd_reader,
+        help="read, search and answer your mail in the browser (on this machine only)",
+        description=(
+            "Open the reader in the browser with a fresh one-time sign-in link (valid two "
+            "minutes). The running daemon serves the reader on [reader] port (127.0.0.1 and "
+            "::1 only); when none runs, this command serves it in the foreground until Ctrl-C, "
+            "and sends what you write in it. The sign-in address is printed as one line on "
+            "standard output."
+        ),
+    )
+    reader.add_argument(
+        "--no-browser", action="store_true", help="print the sign-in address, open no browser"
+    )
+    reader.add_argument(
+        "--port", type=int, metavar="N", help="serve on this port (default: [reader] port)"
+    )
 
 
 def cmd_reader(args: argparse.Namespace) -> int:
@@ -345,6 +327,33 @@ def _choose_sender(senders: Sequence[compose.Sender], wanted: str | None) -> com
     raise UsageError(
         f"{wanted} is none of your identities' addresses "
         f"({', '.join(sorted({s.address for s in senders}))})"
+    )
+
+
+def _declare_compose(sub: Subcommands) -> None:
+    """Declare ``compose`` and its flags (run by :func:`cmd_compose` below)."""
+    comp = add_command(
+        sub,
+        "compose",
+        cmd_compose,
+        help="write a message (or a reply) in $EDITOR and queue it, sealed, in the outbox",
+        description=(
+            "Write a new message, or answer a cached one, in $VISUAL or $EDITOR. The file "
+            "opened holds From, To, Cc, Bcc and Subject lines, a blank line and the text (an "
+            "answer quotes the original). When you save and quit, the draft goes straight into "
+            "the encrypted outbox journal (never to the server or a plaintext file), each "
+            "recipient's certificate status is shown, and one outbox pass signs, encrypts and "
+            "sends it (when the daemon is busy with the outbox, its next pass does). Exit 0 "
+            "when queued, 1 when cancelled or not sent."
+        ),
+    )
+    answer = comp.add_mutually_exclusive_group()
+    answer.add_argument("--reply", type=int, metavar="ID", help="reply to message ID")
+    answer.add_argument("--reply-all", type=int, metavar="ID", help="reply to all of message ID")
+    answer.add_argument("--forward", type=int, metavar="ID", help="forward message ID")
+    comp.add_argument("--from", dest="sender", metavar="ADDRESS", help="send as this identity")
+    comp.add_argument(
+        "--no-send", action="store_true", help="only queue it: the daemon's outbox sends it"
     )
 
 

@@ -15,7 +15,7 @@ from cryptography import x509
 
 from smime_companion import keyfiles
 from smime_companion.cli.common import read_input
-from smime_companion.cli.flags import add_command
+from smime_companion.cli.flags import add_command, add_paths_flag
 from smime_companion.core.certs import email_addresses
 from smime_companion.core.model import Identity
 from smime_companion.core.seal import (
@@ -62,13 +62,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=Path,
         help="certificate of --sign-key, optionally followed by its intermediates",
     )
-    p.add_argument(
+    add_paths_flag(
+        p,
         "--to-cert",
-        metavar="PEM",
-        action="append",
-        default=[],
-        type=Path,
-        help="a recipient's certificate file (repeatable); matched by its email address",
+        "PEM",
+        "a recipient's certificate file (repeatable); matched by its email address",
     )
     p.add_argument("--no-sign", action="store_true", help="encrypt only")
     p.add_argument("--no-encrypt", action="store_true", help="sign only")
