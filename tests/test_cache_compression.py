@@ -60,7 +60,11 @@ def _make_old(path: Path) -> None:
                 (compression.decompress(raw),
                  compression.decompress(content) if content is not None else None, message_id),
             )  # fmt: skip
-        conn.execute("DROP INDEX messages_to_compress")
+        conn.execute(
+            "DROP INDEX messages_to_compress; DROP INDEX messages_encrypted; "
+            "DROP INDEX messages_signed; DROP INDEX messages_by_signature; "
+            "DROP INDEX messages_by_decryption"
+        )
         conn.execute("ALTER TABLE messages DROP COLUMN compressed")
         conn.execute("ALTER TABLE messages DROP COLUMN raw_size")
         conn.execute("PRAGMA user_version = 3")

@@ -291,9 +291,8 @@ def _sql_term(token: _Token, now: datetime) -> Node:
         if size is None:
             raise _error(token.column, f"{field}:{value} needs a size like 500K, 5M or 20000")
         limit = int(float(size.group(1)) * _SIZE_UNITS[size.group(2).lower()])
-        # raw_size: the raw message is stored compressed (NULL in a row not compressed yet).
-        size_sql = "coalesce(m.raw_size, length(m.raw))"
-        return Sql(f"{size_sql} {'>' if field == 'larger' else '<'} ?", (limit,))
+        # raw_size: the raw message itself is stored compressed (store.compression).
+        return Sql(f"m.raw_size {'>' if field == 'larger' else '<'} ?", (limit,))
     if field == "in":
         if value.lower() == "anywhere":
             return Sql("1", ())
