@@ -250,7 +250,8 @@ def cli_per_call(base: Path, words: list[str], samples: int) -> tuple[float, flo
         ours.append((time.perf_counter() - start) * 1000)
         if shutil.which("notmuch"):
             start = time.perf_counter()
-            subprocess.run(["/bin/sh", "-c", f"notmuch search {word} >/dev/null"],
+            # --limit=100: what our search prints by default (notmuch prints every thread).
+            subprocess.run(["/bin/sh", "-c", f"notmuch search --limit=100 {word} >/dev/null"],
                            env=notmuch_env(base), check=True)  # fmt: skip
             theirs.append((time.perf_counter() - start) * 1000)
     return statistics.median(ours), statistics.median(theirs) if theirs else None

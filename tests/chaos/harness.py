@@ -25,6 +25,7 @@ from pathlib import Path
 from smime_companion import keyfiles
 from smime_companion.store import db
 from smime_companion.store.cache import MIGRATIONS, Cache, MessageSummary
+from smime_companion.store.cache_reading import stored_bytes
 from smime_companion.store.certstore import CertStore, Sighting
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki
 from tests.dovecot import PASSWORD, Dovecot
@@ -298,7 +299,12 @@ def check_cache(setup: Setup, folder: str = FOLDER) -> CacheCheck:
     conn = db.connect(setup.cache_dir / db.DB_FILENAME, setup.secrets.cache_key, MIGRATIONS)
     try:
         integrity = "; ".join(str(r[0]) for r in conn.execute("PRAGMA integrity_check"))
-        rows = list(conn.execute("SELECT uid, raw FROM messages WHERE folder = ?", (folder,)))
+        rows = [
+            (uid, stored_bytes(raw, compressed))
+            for uid, raw, compressed in conn.execute(
+                "SELECT uid, raw, compressed FROM messages WHERE folder = ?", (folder,)
+            )
+        ]
     finally:
         conn.close()
     subjects: Counter[str] = Counter()

@@ -38,6 +38,7 @@ from smime_companion.imap.client import ServerSpec, connect
 from smime_companion.imap.sync import BODY_BATCH_COUNT
 from smime_companion.store import db
 from smime_companion.store.cache import MIGRATIONS
+from smime_companion.store.cache_reading import stored_bytes
 from smime_companion.testing.pki import TestPki
 from tests.chaos.harness import FOLDER, IDENTITY, Setup
 from tests.cut_proxy import CutProxy, Literal, Locate, Response, layout
@@ -188,8 +189,8 @@ def _cached(setup: Setup) -> list[tuple[int, bytes]]:
     try:
         [(integrity,)] = list(conn.execute("PRAGMA integrity_check"))
         assert integrity == "ok"
-        rows = conn.execute("SELECT uid, raw FROM messages WHERE folder = ?", (FOLDER,))
-        return [(int(uid), bytes(raw)) for uid, raw in rows]
+        rows = conn.execute("SELECT uid, raw, compressed FROM messages WHERE folder = ?", (FOLDER,))
+        return [(int(uid), stored_bytes(raw, compressed)) for uid, raw, compressed in rows]
     finally:
         conn.close()
 
