@@ -224,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  ... {min(first + args.batch, args.count)} stored", file=sys.stderr)
         store_seconds -= open_seconds
         total = time.perf_counter() - total_start
+        merge_start = time.perf_counter()
+        cache.merge_index()  # one segment, as after a first sync (Cache.merge_index)
+        print(f"index merge: {time.perf_counter() - merge_start:.1f} s")
         size = cache.stats()["bytes_on_disk"]
         ours_rate = args.count / (open_seconds + store_seconds)
         store_rate = args.count / store_seconds
