@@ -233,7 +233,9 @@ def notmuch_per_process(base: Path, pairs: list[tuple[str, str]]) -> dict[str, l
 # -- the command line ------------------------------------------------------------------------------
 
 
-def cli_per_call(base: Path, words: list[str], samples: int) -> tuple[float, float | None]:
+def cli_per_call(
+    base: Path, words: list[str], samples: int, notmuch: bool
+) -> tuple[float, float | None]:
     """Median ms of ``smime-companion search WORD`` and of ``notmuch search WORD`` from a shell."""
     config = base / "config.toml"
     config.write_text(
@@ -248,7 +250,7 @@ def cli_per_call(base: Path, words: list[str], samples: int) -> tuple[float, flo
         start = time.perf_counter()
         subprocess.run(["/bin/sh", "-c", f"{exe} search {word} >/dev/null"], env=env, check=True)
         ours.append((time.perf_counter() - start) * 1000)
-        if shutil.which("notmuch"):
+        if notmuch:
             start = time.perf_counter()
             # --limit=100: what our search prints by default (notmuch prints every thread).
             subprocess.run(["/bin/sh", "-c", f"notmuch search --limit=100 {word} >/dev/null"],
@@ -365,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cli-samples", type=int, default=20)
     parser.add_argument("--sync-mix", type=int, default=10_000, help="messages of the disk mix")
     parser.add_argument("--sync-messages", type=int, default=0, help="also bench/sync.py's part")
+    parser.add_argument("--no-notmuch", action="store_true", help="ours alone (notmuch is slow)")
     args = parser.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-scale-"))
     base = work / f"archive-{args.messages}"
@@ -373,13 +376,15 @@ def main(argv: list[str] | None = None) -> int:
 
     meta = archive(base, args.messages)
     built = build_cache(base, args.messages)
-    notmuch_seconds = build_notmuch(base)
+    notmuch_seconds = None if args.no_notmuch else build_notmuch(base)
     pairs = queries(list(meta["addresses"]))  # type: ignore[call-overload]
     ours = ours_search(base, pairs)
     in_process = notmuch_in_process(base, pairs) if notmuch_seconds is not None else None
     per_process = notmuch_per_process(base, pairs) if notmuch_seconds is not None else {}
     words = [q for k, q in pairs if k == "word"][:10]
-    cli_ours, cli_notmuch = cli_per_call(base, words, args.cli_samples)
+    cli_ours, cli_notmuch = cli_per_call(
+        base, words, args.cli_samples, notmuch=notmuch_seconds is not None
+    )
     unlock = unlock_ms(base)
     cache_bytes = sum(
         p.stat().st_size for p in (base / "cache").iterdir() if p.name.startswith("cache.db")
