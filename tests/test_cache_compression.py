@@ -71,6 +71,15 @@ def _make_old(path: Path) -> None:
     conn.close()
 
 
+def _old_cache(path: Path, pki: TestPki, now: dt.datetime) -> dict[str, object]:
+    """A filled cache at ``path`` turned back into schema version 3; what it answered before."""
+    with Cache.open(path, KEY) as cache:
+        _fill(cache, pki, now)
+        before = _results(cache, now)
+    _make_old(path)
+    return before
+
+
 def test_raw_messages_round_trip_byte_exact_and_are_stored_compressed(
     tmp_path: Path, pki: TestPki, now: dt.datetime
 ) -> None:
@@ -88,10 +97,7 @@ def test_raw_messages_round_trip_byte_exact_and_are_stored_compressed(
 def test_an_old_cache_is_compressed_on_open_and_answers_as_before(
     tmp_path: Path, pki: TestPki, now: dt.datetime
 ) -> None:
-    with Cache.open(tmp_path / "data", KEY) as cache:
-        _fill(cache, pki, now)
-        before = _results(cache, now)
-    _make_old(tmp_path / "data")
+    before = _old_cache(tmp_path / "data", pki, now)
 
     with Cache.open(tmp_path / "data", KEY) as cache:
         assert cache._conn.execute("PRAGMA user_version").fetchall() == [(len(MIGRATIONS),)]
@@ -104,10 +110,7 @@ def test_an_old_cache_is_compressed_on_open_and_answers_as_before(
 def test_an_interrupted_upgrade_loses_nothing_and_resumes(
     tmp_path: Path, pki: TestPki, now: dt.datetime
 ) -> None:
-    with Cache.open(tmp_path / "data", KEY) as cache:
-        _fill(cache, pki, now)
-        before = _results(cache, now)
-    _make_old(tmp_path / "data")
+    before = _old_cache(tmp_path / "data", pki, now)
 
     calls = 0
     real = compression.compress
