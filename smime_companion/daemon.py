@@ -66,7 +66,6 @@ from smime_companion.config import AccountConfig, Config
 from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.entry_derivation import entry_maker
 from smime_companion.core.model import Identity, OpenResult
-from smime_companion.daemon_status import STATUS_FILE
 from smime_companion.errors import (
     AlreadyRunning,
     AuthenticationFailed,
@@ -80,6 +79,7 @@ from smime_companion.opening import Opener
 from smime_companion.outbox.localdir import LocalDirectory
 from smime_companion.outbox.watch import DraftWatcher
 from smime_companion.scan import Scanner, scan_pending
+from smime_companion.status_file import STATUS_FILE
 from smime_companion.store.cache import Cache
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,8 @@ from smime_companion.cli import main
 from smime_companion.cli.daemon_cmds import build_daemon
 from smime_companion.config import load_config
 from smime_companion.daemon import Backoff, Daemon, open_cache
-from smime_companion.daemon_status import read_status_file
 from smime_companion.runtime import load_anchors, load_identities, open_certstore
+from smime_companion.status_file import read_status_file
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki
 from tests.dovecot import (
     PASSWORD,

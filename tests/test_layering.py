@@ -106,6 +106,10 @@ def test_layer_rules_hold(module: str, path: Path) -> None:
         assert not any(n.startswith(EDGES) for n in names), f"{module} imports cli or daemon"
     if module.startswith(("smime_companion.imap.sync", "smime_companion.outbox")):
         assert not tops & {"imapclient", "smtplib", "imaplib"}, f"{module} must use protocols"
+    if module != "smime_companion.store.compression":
+        assert "zstandard" not in tops, (
+            f"{module} imports zstandard; store.compression is its codec"
+        )
 
 
 WEB_FRAMEWORK = {"flask", "werkzeug", "jinja2", "markupsafe"}

@@ -18,7 +18,7 @@ from smime_companion.cli import main
 from smime_companion.cli.daemon_cmds import build_daemon
 from smime_companion.config import load_config
 from smime_companion.daemon import Daemon
-from smime_companion.daemon_status import read_status_file
+from smime_companion.status_file import read_status_file
 from smime_companion.store.certstore import CertStore, Sighting
 from smime_companion.store.journal import DB_FILENAME
 from smime_companion.testing.pki import TestPki

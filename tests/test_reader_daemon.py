@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from smime_companion.daemon_status import read_status_file
 from smime_companion.reader.security import read_server_file
+from smime_companion.status_file import read_status_file
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki
 from tests.browser import needs_chromium, screenshot, start_browser, stop_browser
 from tests.dovecot import PASSWORD, Dovecot, free_port, running_dovecot

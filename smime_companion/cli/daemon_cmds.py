@@ -20,8 +20,8 @@ from smime_companion.cli.flags import Subcommands, add_account_flag, add_command
 from smime_companion.config import Config
 from smime_companion.core.model import Identity
 from smime_companion.core.printable import for_terminal
-from smime_companion.daemon_status import read_status_file
 from smime_companion.errors import SmimeCompanionError, UsageError
+from smime_companion.status_file import read_status_file
 
 if TYPE_CHECKING:
     from smime_companion.daemon import AccountResult, Daemon

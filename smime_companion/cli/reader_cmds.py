@@ -30,12 +30,12 @@ from smime_companion.cli.common import cache_key
 from smime_companion.cli.flags import Subcommands, add_command, config_from_args
 from smime_companion.config import Config
 from smime_companion.core.certs import email_addresses
-from smime_companion.daemon_status import read_status_file
 from smime_companion.errors import SmimeCompanionError, UsageError
 from smime_companion.outbox.service import OutboxBusy
 from smime_companion.reader import compose
 from smime_companion.reader.context import AccountInfo
 from smime_companion.reader.security import SignInTokens, read_server_file
+from smime_companion.status_file import read_status_file
 
 log = logging.getLogger(__name__)
 
