@@ -28,7 +28,7 @@ from smime_companion.outbox.pipeline import OutboxSettings, PassReport
 from smime_companion.outbox.plan import CertificateLookup, MissingCertPolicy
 from smime_companion.outbox.protocols import OutboxSource
 from smime_companion.reader.context import AccountInfo, ReaderContext, StoreOpeners
-from smime_companion.revocation import RevocationChecker
+from smime_companion.revocation_fetch import RevocationChecker
 from smime_companion.scan import Scanner, make_scanner
 from smime_companion.smtp import SmtpSpec, SmtpSubmitter
 from smime_companion.store import Cache

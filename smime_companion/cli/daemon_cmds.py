@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 from smime_companion import runtime
 from smime_companion.cli.common import add_config_flag, add_json_flag, config_from_args
 from smime_companion.config import AccountConfig, Config
+from smime_companion.core.cert_vocabulary import Trust
 from smime_companion.core.model import Identity
 from smime_companion.core.printable import for_terminal
-from smime_companion.core.selection import Trust, chain_to_anchor
+from smime_companion.core.selection import chain_to_anchor
 from smime_companion.daemon import (
     LOCAL_OUTBOX,
     AccountResult,

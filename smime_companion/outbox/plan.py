@@ -31,16 +31,17 @@ from typing import Protocol
 
 from cryptography import x509
 
-from smime_companion.core.certs import email_addresses, fingerprint_sha256
-from smime_companion.core.mime import address_pairs, addresses, parse_entity
-from smime_companion.core.model import Identity
-from smime_companion.core.seal import (
-    Recipient,
-    SealOptions,
+from smime_companion.core.cert_vocabulary import CertRecord, Recipient, Trust
+from smime_companion.core.certs import (
     advertised_capabilities,
+    email_addresses,
+    fingerprint_sha256,
     recipient_certificate_problem,
 )
-from smime_companion.core.selection import CertRecord, NoCertificate, Selected, Selection, Trust
+from smime_companion.core.mime import address_pairs, addresses, parse_entity
+from smime_companion.core.model import Identity
+from smime_companion.core.seal import SealOptions
+from smime_companion.core.selection import NoCertificate, Selected, Selection
 from smime_companion.errors import MalformedInput
 
 # A draft larger than this is refused unless the config says otherwise: most submission servers
