@@ -215,26 +215,10 @@ def seal(
 
     by_address = _recipient_table(recipients, signer, sender)
     if options.encrypt:
-        missing = [a for a in (sender, *to_cc, *bcc) if a not in by_address]
-        if missing:
-            raise SealError("no certificate for recipient(s): " + ", ".join(missing))
-        unusable = [
-            f"{a} ({problem})"
-            for a in dict.fromkeys((sender, *to_cc, *bcc))
-            if (problem := recipient_certificate_problem(by_address[a].certificate, at))
-        ]
-        if unusable:
-            raise SealError("cannot encrypt to recipient(s): " + ", ".join(unusable))
-
-    hp = None
-    protected: list[tuple[str, str]] = []
-    if options.header_protection:
-        hp = "cipher" if options.encrypt else "clear"
-        protected = mime_build.protected_header_fields(parsed)
-        if options.encrypt:
-            outer = mime_build.outer_header_fields(parsed, encrypted=True)
-            protected += mime_build.hp_outer_fields(outer)
-    payload = mime_build.payload_entity(parsed, protected_fields=protected, hp=hp)
+        _check_recipients(by_address, (sender, *to_cc, *bcc), at)
+    payload = mime_build.protected_payload(
+        parsed, header_protection=options.header_protection, encrypted=options.encrypt
+    )
 
     micalg = None
     if options.sign:
@@ -334,6 +318,22 @@ def _recipient_table(
         # assume the content ciphers every current client reads, but not OAEP (gpgsm 2.2 lacks it).
         table[sender] = Recipient(sender, signer.certificate, SENDER_CAPABILITIES)
     return table
+
+
+def _check_recipients(
+    by_address: dict[str, Recipient], addresses: Sequence[str], at: datetime
+) -> None:
+    """Raise :class:`SealError` unless every one of ``addresses`` has a usable certificate."""
+    missing = [a for a in addresses if a not in by_address]
+    if missing:
+        raise SealError("no certificate for recipient(s): " + ", ".join(missing))
+    unusable = [
+        f"{a} ({problem})"
+        for a in dict.fromkeys(addresses)
+        if (problem := recipient_certificate_problem(by_address[a].certificate, at))
+    ]
+    if unusable:
+        raise SealError("cannot encrypt to recipient(s): " + ", ".join(unusable))
 
 
 # --- MIME framing -------------------------------------------------------------------------------
