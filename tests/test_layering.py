@@ -10,6 +10,8 @@
 - only ``cli``, ``daemon`` and ``runtime`` (which builds live objects from a Config for both)
   import ``config``; nothing imports ``cli`` or ``daemon``.
 - ``imap.sync`` and ``outbox`` do not import imapclient or smtplib (they use protocols).
+- nothing in ``store`` writes user-facing prose: no notice texts, no commands for the user
+  (those are ``outbox.notices``' and the CLI's).
 - only the reader's ``app``, ``web_state`` and ``routes_*`` modules import the web framework
   (flask, werkzeug, jinja2), only ``reader.server`` imports waitress, only
   ``reader.html_mail`` imports nh3; the reader reads no config (``runtime`` builds its context).
@@ -176,3 +178,36 @@ def test_the_rules_see_every_module() -> None:
     assert "smime_companion.core.open" in names
     assert "smime_companion.cli" in names
     assert "smime_companion.reader.routes_mail" in names
+
+
+# What only the outbox (``outbox.notices``) and the CLI write: a notice's subject, a command for
+# the user to type. Storage stores; it does not write to the user.
+USER_PROSE = ("smime-companion ", "S/MIME outbox", "NOT sent", "'outbox ", "'certs ", "'cache ")
+
+
+def _string_constants(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        and id(node) not in docstrings
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "module,path", [m for m in MODULES if m[0].startswith("smime_companion.store")],
+    ids=lambda v: str(v),
+)  # fmt: skip
+def test_the_store_writes_no_notices_and_names_no_commands(module: str, path: Path) -> None:
+    for text in _string_constants(path):
+        for prose in USER_PROSE:
+            assert prose not in text, f"{module} writes user-facing prose: {text!r}"
