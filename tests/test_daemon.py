@@ -370,7 +370,7 @@ def test_run_once_also_passes_over_the_outbox_and_defers_what_smtp_refuses(
     [outbox] = [line for line in out.splitlines() if line.startswith("work: outbox")]
     # Sealed (alice's certificate was harvested by the sync just before), then deferred: the
     # SMTP server is down, so the item waits in the journal for the next pass.
-    assert outbox == "work: outbox: 0 sent, 1 deferred, 0 held, 0 failed"
+    assert outbox == "work: outbox: 0 sent, 1 deferred, 0 held, 0 rejected, 0 uncertain"
     assert code == 0
 
 

@@ -13,13 +13,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from smime_companion.core.cert_vocabulary import Trust
 from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.model import Decryption, OpenResult, SignatureStatus
 from smime_companion.core.open import open_message
-from smime_companion.core.selection import Selected, Trust
+from smime_companion.core.selection import Selected
 from smime_companion.harvest import CertHarvester
 from smime_companion.opening import Opener
-from smime_companion.revocation import RevocationChecker
+from smime_companion.revocation_fetch import RevocationChecker
 from smime_companion.store.certstore import CertStore
 from tests.conftest import load_cert, load_identity
 from tests.peers import GpgsmHome, NssDb, multipart_signed_entity, split_message

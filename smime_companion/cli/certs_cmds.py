@@ -25,14 +25,11 @@ from smime_companion import keyfiles, runtime
 from smime_companion.cli.common import add_config_flag, add_json_flag, config_from_args
 from smime_companion.cli.common import write_output as _write_output
 from smime_companion.config import Config
+from smime_companion.core.cert_vocabulary import CertRecord
 from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.model import Identity
 from smime_companion.core.printable import for_terminal
-from smime_companion.core.selection import (
-    CertRecord,
-    NoCertificate,
-    effective_trust,
-)
+from smime_companion.core.selection import NoCertificate, effective_trust
 from smime_companion.errors import KeyLoadError, SecretUnavailable, UsageError
 from smime_companion.harvest import import_sightings
 from smime_companion.store.certstore import CertStore, StoredIdentity, expiry_warnings

@@ -13,7 +13,7 @@ import resource
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -21,15 +21,15 @@ from typing import TYPE_CHECKING, Any
 from smime_companion import runtime
 from smime_companion.cli.common import add_config_flag, add_json_flag, config_from_args
 from smime_companion.config import AccountConfig, Config
+from smime_companion.core.cert_vocabulary import Trust
 from smime_companion.core.model import Identity
 from smime_companion.core.printable import for_terminal
-from smime_companion.core.selection import Trust, chain_to_anchor
+from smime_companion.core.selection import chain_to_anchor
 from smime_companion.daemon import (
     LOCAL_OUTBOX,
     AccountResult,
     Daemon,
     DaemonLock,
-    now_utc,
     open_cache,
     read_status_file,
 )
@@ -142,16 +142,6 @@ def build_daemon(
     def identity_loader(cfg: Config) -> list[Identity]:
         return runtime.identities_with_store(cfg, store)
 
-    def outbox(cfg: Config, ids: Sequence[Identity], account: str) -> list[Any]:
-        return runtime.process_outbox(
-            cfg,
-            account,
-            journal=journal,
-            identities=ids,
-            lookup=runtime.certificate_lookup(cfg, store),
-            clock=now_utc,
-        )
-
     return Daemon(
         config,
         cache,
@@ -160,7 +150,8 @@ def build_daemon(
         progress=progress,
         scanner=scanner,
         harvester=runtime.certificate_harvester(config, store),
-        outbox=outbox,
+        outbox_journal=journal,
+        certstore=store,
         identity_loader=identity_loader,
         resources=resources,
         open_workers=config.cache.open_workers,
@@ -194,11 +185,7 @@ def _summaries(results: list[AccountResult]) -> list[str]:
         for error in result.folder_errors:
             lines.append(f"{result.account}: FAILED: {error}")
         for report in result.outbox:
-            lines.append(
-                f"{result.account}: outbox: {len(report.sent)} sent, "
-                f"{len(report.deferred)} deferred, {len(report.held)} held, "
-                f"{len(report.failed)} failed" + "".join(f"; {error}" for error in report.errors)
-            )
+            lines.append(f"{result.account}: outbox: {report.summary()}")
         for r in result.folders:
             lines.append(
                 f"{result.account}/{r.folder}: {r.new} new, {r.stored} stored, "
@@ -222,7 +209,8 @@ def _results_json(results: list[AccountResult]) -> list[dict[str, Any]]:
                     "sent": len(o.sent),
                     "deferred": len(o.deferred),
                     "held": len(o.held),
-                    "failed": len(o.failed),
+                    "rejected": len(o.rejected),
+                    "uncertain": len(o.uncertain),
                     "errors": list(o.errors),
                 }
                 for o in r.outbox
