@@ -5,7 +5,7 @@ Threads and who owns what:
 - The **sync loop** (the thread that calls :meth:`Daemon.run`, normally the main thread) owns the
   cache and one sync connection per account; it is the only thread that writes the cache.
   During a pass over a folder, a **reader** thread has that connection to itself and fetches
-  ahead, and the **opening workers** (processes, see :mod:`smime_companion.opening`) open and
+  ahead, and the **opening workers** (processes, see :mod:`smime_companion.sync.opening`) open and
   index what it fetched; they are started with the daemon and restarted with new keys on reload.
 - One **watcher** thread per (account, folder) holds its own connection in IDLE (re-issued every
   25 minutes, before servers' 29-minute limit; NOOP polling where IDLE is missing) and only
@@ -72,9 +72,8 @@ from smime_companion.errors import (
     SmimeCompanionError,
 )
 from smime_companion.harvest import CertHarvester, rejudge_store, with_known_revocations
-from smime_companion.imap.client import Mailbox, ServerSpec, connect
-from smime_companion.imap.sync import FolderReport, Harvester, Stopped, record_error, sync_folder
-from smime_companion.opening import Opener
+from smime_companion.imap.mailbox import connect
+from smime_companion.imap.session import ServerSpec
 from smime_companion.outbox.localdir import LocalDirectory
 from smime_companion.outbox.pipeline import PassReport
 from smime_companion.outbox.watch import DraftWatcher
@@ -82,6 +81,9 @@ from smime_companion.scan import Scanner, scan_pending
 from smime_companion.store.cache import Cache
 from smime_companion.store.certstore import CertStore
 from smime_companion.store.journal import Journal
+from smime_companion.sync.folder import record_error, sync_folder
+from smime_companion.sync.opening import OpeningPool
+from smime_companion.sync.protocols import FolderReport, Harvester, Mailbox, Stopped
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +279,7 @@ class Daemon:
         self.certstore = certstore
         self.identity_loader = identity_loader
         self._resources = list(resources)  # closed by shutdown(), after the cache
-        # None: one worker process per spare core (see smime_companion.opening).
+        # None: one worker process per spare core (see smime_companion.sync.opening).
         self._open_workers = open_workers
         self.opener = self._new_opener()
         self.changes: queue.Queue[tuple[str, str]] = queue.Queue()
@@ -297,8 +299,8 @@ class Daemon:
 
     # -- opening ---------------------------------------------------------------------------------
 
-    def _new_opener(self) -> Opener:
-        return Opener(
+    def _new_opener(self) -> OpeningPool:
+        return OpeningPool(
             self.identities,
             self.anchors,
             allow_sha1=self.config.identity.allow_sha1,

@@ -20,8 +20,8 @@ from smime_companion.core.certs import email_addresses
 from smime_companion.core.model import Identity
 from smime_companion.errors import ConfigError
 from smime_companion.harvest import CertHarvester
-from smime_companion.imap.client import ServerSpec
 from smime_companion.imap.outbox_source import ImapOutbox
+from smime_companion.imap.session import ServerSpec
 from smime_companion.outbox.journal_drafts import JournalDrafts, reader_label
 from smime_companion.outbox.localdir import LocalDirectory
 from smime_companion.outbox.pipeline import (

@@ -20,7 +20,8 @@ from smime_companion.config import load_config
 from smime_companion.core.open import open_message
 from smime_companion.core.text import html_to_text
 from smime_companion.errors import AuthenticationFailed, ConfigError, ImapError, UsageError
-from smime_companion.imap.client import ServerSpec, connect
+from smime_companion.imap.mailbox import connect
+from smime_companion.imap.session import ServerSpec
 from smime_companion.outbox.pipeline import retry_item
 from smime_companion.store import Cache
 from smime_companion.store.cache import derive_entry

@@ -9,7 +9,13 @@
 - nothing outside ``store`` imports sqlite3.
 - only ``cli``, ``daemon`` and ``runtime`` (which builds live objects from a Config for both)
   import ``config``; nothing imports ``cli`` or ``daemon``.
-- ``imap.sync`` and ``outbox`` do not import imapclient or smtplib (they use protocols).
+- only the IMAP adapters (``imap.session``, ``imap.mailbox``, ``imap.outbox_source``) and the
+  test server's client (``testing.dovecot``) import imapclient or imaplib; only ``smtp`` imports
+  smtplib.
+- the ``sync`` package talks to the world through its protocols: it imports no IMAP or SMTP
+  library, nothing of ``imap``, ``outbox``, ``reader``, ``harvest`` or the edges; ``imap`` imports
+  of ``sync`` only its protocols; the pure IMAP helpers (``imap.responses``, ``imap.structure``)
+  and ``session`` import no protocol library.
 - nothing in ``store`` writes user-facing prose: no notice texts, no commands for the user
   (those are ``outbox.notices``' and the CLI's).
 - only the reader's ``app``, ``web_state`` and ``routes_*`` modules import the web framework
@@ -150,8 +156,57 @@ def test_layer_rules_hold(module: str, path: Path) -> None:
         )
     if not module.startswith(EDGES) and module != "smime_companion.__main__":
         assert not any(n.startswith(EDGES) for n in names), f"{module} imports cli or daemon"
-    if module.startswith(("smime_companion.imap.sync", "smime_companion.outbox")):
-        assert not tops & {"imapclient", "smtplib", "imaplib"}, f"{module} must use protocols"
+
+
+IMAP_LIBRARY_USERS = (
+    "smime_companion.imap.session",
+    "smime_companion.imap.mailbox",
+    "smime_companion.imap.outbox_source",
+    "smime_companion.testing.dovecot",
+)
+
+
+@pytest.mark.parametrize("module,path", MODULES, ids=lambda v: str(v))
+def test_only_the_adapters_import_the_imap_and_smtp_libraries(module: str, path: Path) -> None:
+    tops = {_top(n) for n in _imports(path, module)}
+    if module not in IMAP_LIBRARY_USERS:
+        assert not tops & {"imapclient", "imaplib"}, f"{module} imports an IMAP library"
+    if module != "smime_companion.smtp":
+        assert "smtplib" not in tops, f"{module} imports smtplib; only smtp may"
+
+
+SYNC_MAY_NOT_IMPORT = (
+    "smime_companion.imap",
+    "smime_companion.outbox",
+    "smime_companion.reader",
+    "smime_companion.harvest",
+    "smime_companion.runtime",
+    "smime_companion.cli",
+    "smime_companion.daemon",
+)
+
+
+@pytest.mark.parametrize("module,path", MODULES, ids=lambda v: str(v))
+def test_the_sync_sits_between_core_and_the_adapters(module: str, path: Path) -> None:
+    names = _imports(path, module)
+    own = {n for n in names if _top(n) == "smime_companion"}
+    if module.startswith("smime_companion.sync"):
+        assert not {_top(n) for n in names} & {"imapclient", "imaplib", "smtplib"}, module
+        bad = [n for n in own if n.startswith(SYNC_MAY_NOT_IMPORT)]
+        assert not bad, f"{module} imports {bad}: the sync uses its protocols"
+    if module.startswith("smime_companion.imap"):
+        bad = [
+            n
+            for n in own
+            if n.startswith("smime_companion.sync")
+            and not n.startswith("smime_companion.sync.protocols")
+        ]
+        assert not bad, f"{module} imports {bad}: an adapter knows only the sync's protocols"
+    if module in ("smime_companion.imap.responses", "smime_companion.imap.structure",
+                  "smime_companion.session"):  # fmt: skip
+        assert not {_top(n) for n in names} & {"imapclient", "imaplib", "smtplib", "socket"}, (
+            f"{module} is pure: no connection, no protocol library"
+        )
 
 
 WEB_FRAMEWORK = {"flask", "werkzeug", "jinja2", "markupsafe"}
@@ -178,6 +233,8 @@ def test_the_rules_see_every_module() -> None:
     assert "smime_companion.core.open" in names
     assert "smime_companion.cli" in names
     assert "smime_companion.reader.routes_mail" in names
+    assert "smime_companion.sync.folder" in names
+    assert "smime_companion.imap.mailbox" in names
 
 
 # What only the outbox (``outbox.notices``) and the CLI write: a notice's subject, a command for

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from smime_companion.imap.client import ServerSpec
 from smime_companion.imap.outbox_source import ImapOutbox
+from smime_companion.imap.session import ServerSpec
 from smime_companion.outbox.localdir import LocalDirectory
 from smime_companion.outbox.pipeline import OutboxBusy, OutboxPipeline, OutboxSettings, outbox_lock
 from smime_companion.outbox.plan import CertificateList

@@ -19,7 +19,7 @@ from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.model import SignatureStatus
 from smime_companion.core.open import open_message, with_revoked_signers
 from smime_companion.harvest import CertHarvester, with_known_revocations
-from smime_companion.imap.client import connect
+from smime_companion.imap.mailbox import connect
 from smime_companion.revocation_fetch import RevocationChecker
 from smime_companion.store.cache import Cache
 from smime_companion.store.certstore import CertStore

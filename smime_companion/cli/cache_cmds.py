@@ -33,9 +33,9 @@ from smime_companion.core import text as mime_text
 from smime_companion.core.printable import for_terminal, for_terminal_lines
 from smime_companion.errors import SecretUnavailable, UsageError
 from smime_companion.harvest import CertHarvester, with_known_revocations
-from smime_companion.opening import Opener
 from smime_companion.scan import scan_pending
 from smime_companion.store import Cache, MessageSummary, db
+from smime_companion.sync.opening import OpeningPool
 
 DEFAULT_LIMIT = 100
 
@@ -420,7 +420,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
         # be opened is re-derived with its error, as the sync would store it. rebuild() passes
         # each message's arrival time, so a signature valid then stays explained as it was, and
         # a signer the store holds as revoked stays revoked.
-        opener = Opener(
+        opener = OpeningPool(
             identities,
             anchors,
             allow_sha1=config.identity.allow_sha1,

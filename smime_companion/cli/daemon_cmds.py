@@ -34,8 +34,8 @@ from smime_companion.daemon import (
     read_status_file,
 )
 from smime_companion.errors import SmimeCompanionError, UsageError
-from smime_companion.imap.client import Mailbox, connect
-from smime_companion.imap.sync import Stopped
+from smime_companion.imap.mailbox import connect
+from smime_companion.sync.protocols import Mailbox, Stopped
 
 if TYPE_CHECKING:  # imported where it is started: flask costs every other command 10 MB
     from smime_companion.reader.server import ReaderServer
