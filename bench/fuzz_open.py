@@ -68,8 +68,9 @@ from asn1crypto import cms  # noqa: E402
 from cryptography import x509  # noqa: E402
 
 from smime_companion import keyfiles  # noqa: E402
+from smime_companion.core.cert_vocabulary import Recipient  # noqa: E402
 from smime_companion.core.model import Identity  # noqa: E402
-from smime_companion.core.seal import Recipient, seal  # noqa: E402
+from smime_companion.core.seal import seal  # noqa: E402
 from smime_companion.testing.pki import PKCS12_PASSWORD, make_test_pki  # noqa: E402
 from tests.chaos import costly, forged, hostile  # noqa: E402
 from tests.tools import mime_message, openssl_cms  # noqa: E402

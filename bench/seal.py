@@ -28,7 +28,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from smime_companion import keyfiles
-from smime_companion.core.seal import Recipient, seal
+from smime_companion.core.cert_vocabulary import Recipient
+from smime_companion.core.seal import seal
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki, make_test_pki
 
 RECIPIENTS = ("olga", "wrongaddr", "rogue")

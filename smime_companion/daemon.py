@@ -5,16 +5,16 @@ Threads and who owns what:
 - The **sync loop** (the thread that calls :meth:`Daemon.run`, normally the main thread) owns the
   cache and one sync connection per account; it is the only thread that writes the cache.
   During a pass over a folder, a **reader** thread has that connection to itself and fetches
-  ahead, and the **opening workers** (processes, see :mod:`smime_companion.opening`) open and
+  ahead, and the **opening workers** (processes, see :mod:`smime_companion.sync.opening`) open and
   index what it fetched; they are started with the daemon and restarted with new keys on reload.
 - One **watcher** thread per (account, folder) holds its own connection in IDLE (re-issued every
   25 minutes, before servers' 29-minute limit; NOOP polling where IDLE is missing) and only
   posts "this folder changed" to the sync loop's queue.
-- Each pass of an account ends with an outbox pass (``runtime.process_outbox``, when the
-  account has SMTP), also run every minute between passes and at once when a watcher sees the
-  outbox folder change (IDLE) or a draft land in the local outbox directory (watchdog); every
-  stored message is offered to the certificate harvester, so a sender's certificate is known
-  before a reply is sealed.
+- Each pass of an account ends with its outbox pass (``runtime.process_outbox``, called
+  directly, when the account has SMTP and the daemon has an outbox journal), also run every
+  minute between passes and at once when a watcher sees the outbox folder change (IDLE) or a
+  draft land in the local outbox directory (watchdog); every stored message is offered to the
+  certificate harvester, so a sender's certificate is known before a reply is sealed.
 - Every connection failure backs off exponentially with jitter (1 s doubling to 5 min, each delay
   drawn between half and all of it), per account or per watcher, so one broken account never
   stops the others. A refused login backs off hard (5 minutes doubling to an hour: servers lock
@@ -73,14 +73,19 @@ from smime_companion.errors import (
     SmimeCompanionError,
 )
 from smime_companion.harvest import CertHarvester, rejudge_store
-from smime_companion.imap.client import Mailbox, ServerSpec, connect
-from smime_companion.imap.sync import FolderReport, Harvester, Stopped, record_error, sync_folder
-from smime_companion.opening import Opener
+from smime_companion.imap.mailbox import connect
+from smime_companion.imap.session import ServerSpec
 from smime_companion.outbox.localdir import LocalDirectory
+from smime_companion.outbox.pipeline import PassReport
 from smime_companion.outbox.watch import DraftWatcher
 from smime_companion.scan import Scanner, scan_pending
 from smime_companion.status_file import STATUS_FILE
 from smime_companion.store.cache import Cache
+from smime_companion.store.certstore import CertStore
+from smime_companion.store.journal import Journal
+from smime_companion.sync.folder import record_error, sync_folder
+from smime_companion.sync.opening import OpeningPool
+from smime_companion.sync.protocols import FolderReport, Harvester, Mailbox, Stopped
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +107,6 @@ LOCK_FILE = "daemon.lock"
 TRUST_FILE = "trust.sha256"
 
 Connector = Callable[[ServerSpec], Mailbox]
-# One outbox pass for an account: (config, identities, account name) -> the pass reports.
-OutboxPass = Callable[[Config, Sequence[Identity], str], list[Any]]
 # The identities that open mail under a config (the config's, plus keys imported elsewhere).
 IdentityLoader = Callable[[Config], list[Identity]]
 
@@ -219,19 +222,19 @@ class AccountResult:
     account: str
     folders: list[FolderReport] = field(default_factory=list)
     error: str | None = None
-    outbox: list[Any] = field(default_factory=list)  # outbox pass reports (issue: outbox)
+    outbox: list[PassReport] = field(default_factory=list)  # one per outbox of the account
     outbox_error: str | None = None
     folder_errors: list[str] = field(default_factory=list)  # e.g. a watched folder is missing
 
     @property
     def failed(self) -> bool:
-        """True when the account, one of its folders or its outbox failed (not when a draft
-        merely waits: deferred, held)."""
+        """True when the account, one of its folders or its outbox failed, or a draft was
+        rejected (not when a draft merely waits: deferred, held)."""
         return bool(
             self.error
             or self.outbox_error
             or self.folder_errors
-            or any(getattr(r, "errors", None) or getattr(r, "failed", None) for r in self.outbox)
+            or any(report.went_wrong for report in self.outbox)
         )
 
 
@@ -251,7 +254,8 @@ class Daemon:
         stop: threading.Event | None = None,
         progress: Callable[[str, str, int, int], None] | None = None,
         scanner: Scanner | None = None,
-        outbox: OutboxPass | None = None,
+        outbox_journal: Journal | None = None,
+        certstore: CertStore | None = None,
         identity_loader: IdentityLoader = config_identities,
         resources: Sequence[Closeable] = (),
         open_workers: int | None = None,
@@ -271,10 +275,12 @@ class Daemon:
         self.reload = threading.Event()
         self.progress = progress
         self.scanner = scanner
-        self.outbox = outbox
+        # The outbox runs when both are given: its journal, and the certificates it seals to.
+        self.outbox_journal = outbox_journal
+        self.certstore = certstore
         self.identity_loader = identity_loader
         self._resources = list(resources)  # closed by shutdown(), after the cache
-        # None: one worker process per spare core (see smime_companion.opening).
+        # None: one worker process per spare core (see smime_companion.sync.opening).
         self._open_workers = open_workers
         self.opener = self._new_opener()
         self.changes: queue.Queue[tuple[str, str]] = queue.Queue()
@@ -294,8 +300,8 @@ class Daemon:
 
     # -- opening ---------------------------------------------------------------------------------
 
-    def _new_opener(self) -> Opener:
-        return Opener(
+    def _new_opener(self) -> OpeningPool:
+        return OpeningPool(
             self.identities,
             self.anchors,
             allow_sha1=self.config.identity.allow_sha1,
@@ -327,12 +333,19 @@ class Daemon:
         return results
 
     def outbox_pass(self, account: AccountConfig, result: AccountResult) -> None:
-        """Send what waits in ``account``'s outbox (when an outbox is wired and the account
-        has SMTP); failures go into ``result`` as one line, never stop the daemon."""
-        if self.outbox is None or not account.smtp_host:
+        """Send what waits in ``account``'s outbox (when the daemon has an outbox journal and
+        the account has SMTP); failures go into ``result`` as one line, never stop the daemon."""
+        if self.outbox_journal is None or self.certstore is None or not account.smtp_host:
             return
         try:
-            result.outbox = self.outbox(self.config, self.identities, account.name)
+            result.outbox = runtime.process_outbox(
+                self.config,
+                account.name,
+                journal=self.outbox_journal,
+                identities=self.identities,
+                lookup=runtime.certificate_lookup(self.config, self.certstore),
+                clock=self.clock,
+            )
         except Exception as exc:
             if not isinstance(exc, SmimeCompanionError):
                 log.exception("outbox %s: unexpected error", account.name)
@@ -340,9 +353,9 @@ class Daemon:
             log.error("outbox %s: %s", account.name, exc)
             return
         for report in result.outbox:
-            for error in getattr(report, "errors", []):
+            for error in report.errors:
                 log.error("outbox %s: %s", account.name, error)
-            if getattr(report, "folder", None):
+            if report.folder:
                 self._outbox_folders[account.name] = report.folder
 
     def scan_new(self) -> int:
@@ -704,7 +717,7 @@ class Daemon:
         """Watch the local outbox directory (watchdog); a draft there wakes an outbox pass of
         the directory's account."""
         directory = self.config.outbox.directory
-        if self.outbox is None or directory is None or not self.config.accounts:
+        if self.outbox_journal is None or directory is None or not self.config.accounts:
             return
         name = self.config.outbox.directory_account or self.config.accounts[0].name
         try:

@@ -5,6 +5,11 @@ are for misuse (bad arguments, unreadable files, wrong passwords) and for input 
 parsed at all; callers at the edge turn them into one clear line for the user.
 """
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
 
 class SmimeCompanionError(Exception):
     """Base of every error this package raises on purpose. ``str(err)`` is one line for the user."""
@@ -63,6 +68,21 @@ class ImapError(SmimeCompanionError):
 class AuthenticationFailed(ImapError):
     """The IMAP server refused the login (wrong password, expired token). Retrying soon would
     only risk a lockout of the account: the daemon backs off for minutes, not seconds."""
+
+
+class OversizedBody(ImapError):
+    """A body FETCH was refused because the server sent a literal much larger than the
+    message's RFC822.SIZE (or than any message of the batch, before naming its UID).
+
+    ``uid`` is the message's UID (None when the server had not named it yet), ``received``
+    the bodies that arrived whole before it. The connection is shut down: where the next
+    response starts is unknown, and reading on would be reading what was refused."""
+
+    def __init__(self, message: str, uid: int | None, received: Mapping[int, Any] | None = None):
+        super().__init__(message)
+        self.uid = uid
+        # The reader's items by UID while reading; the bodies by UID once out of the mailbox.
+        self.received: dict[int, Any] = dict(received or {})
 
 
 class AlreadyRunning(SmimeCompanionError):

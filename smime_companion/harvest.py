@@ -34,6 +34,7 @@ from datetime import datetime
 
 from cryptography import x509
 
+from smime_companion.core.cert_vocabulary import CertRecord, Revocation, Trust
 from smime_companion.core.certs import email_addresses, fingerprint_sha256
 from smime_companion.core.mime import sender_of
 from smime_companion.core.model import (
@@ -42,14 +43,8 @@ from smime_companion.core.model import (
     SignatureStatus,
     SignerReport,
 )
-from smime_companion.core.selection import (
-    CertRecord,
-    Revocation,
-    Trust,
-    chain_to_anchor,
-    tofu_applies,
-)
-from smime_companion.revocation import RevocationChecker
+from smime_companion.core.selection import chain_to_anchor, tofu_applies
+from smime_companion.revocation_fetch import RevocationChecker
 from smime_companion.store.certstore import CertStore, Sighting
 
 log = logging.getLogger(__name__)

@@ -22,21 +22,18 @@ if TYPE_CHECKING:
     from cryptography import x509
 
     from smime_companion.harvest import CertHarvester
-    from smime_companion.imap.client import ServerSpec
     from smime_companion.imap.outbox_source import ImapOutbox
+    from smime_companion.imap.session import ServerSpec
     from smime_companion.outbox.pipeline import OutboxSettings, PassReport
     from smime_companion.outbox.plan import CertificateLookup
     from smime_companion.outbox.protocols import OutboxSource
     from smime_companion.reader.context import ReaderContext
-    from smime_companion.revocation import RevocationChecker
+    from smime_companion.revocation_fetch import RevocationChecker
     from smime_companion.scan import Scanner
     from smime_companion.smtp import SmtpSubmitter
     from smime_companion.store.cache import MessageSummary
     from smime_companion.store.certstore import CertStore, PolicyLookup
     from smime_companion.store.journal import Journal
-
-# Items whose pipeline is not finished: a pass must take them further (ItemState values).
-ACTIVE_STATES = ("claimed", "sealed", "submitted", "filed")
 
 
 def load_identities(cfg: IdentityConfig) -> list[Identity]:
@@ -129,7 +126,7 @@ def open_certstore(config: Config, key: str | None = None) -> CertStore:
 
 def revocation_checker(config: Config) -> RevocationChecker | None:
     """The OCSP/CRL checker the ``[certificates]`` policy asks for (None when ``off``)."""
-    from smime_companion.revocation import RevocationChecker
+    from smime_companion.revocation_fetch import RevocationChecker
 
     if config.certificates.revocation == "off":
         return None
@@ -205,7 +202,7 @@ def server_spec(account: AccountConfig, timeout: float = 60.0) -> ServerSpec:
     """The IMAP connection parameters for ``account`` (sync, watchers and the outbox alike).
     The secret (password, or an OAuth2 token from ``oauth2_token_command``) is resolved at each
     connect, never stored here."""
-    from smime_companion.imap.client import ServerSpec
+    from smime_companion.imap.session import ServerSpec
 
     auth, secret = _account_secret(account, account.password)
     return ServerSpec(
@@ -290,16 +287,23 @@ def process_outbox(
     lookup: CertificateLookup,
     clock: Callable[[], datetime],
 ) -> list[PassReport]:
-    """One outbox pass for ``account_name``: its IMAP outbox folder (unless ``[outbox] imap =
-    false``), when it is the directory's account the local outbox directory, and the drafts
-    queued in the journal by the reader or ``compose`` (when there are any). An account
-    without ``smtp_host`` has no outbox: returns ``[]``.
+    """The outbox pass of ``account_name``, what ``run``, ``outbox run`` and the reader's Send
+    call: under the outbox lock, one :meth:`OutboxPipeline.run_pass` over each of its outboxes:
+    its IMAP outbox folder (unless ``[outbox] imap = false``), when it is the directory's
+    account the local outbox directory, and the drafts queued in the journal by the reader or
+    ``compose`` (when there are any). An account without ``smtp_host`` has no outbox: returns
+    ``[]``.
 
     Failures of the servers are in the reports' ``errors``. Raises
-    :class:`~smime_companion.outbox.service.OutboxBusy` when another process runs a pass.
+    :class:`~smime_companion.outbox.pipeline.OutboxBusy` when another process runs a pass.
     """
-    from smime_companion.outbox import service as outbox_service
     from smime_companion.outbox.journal_drafts import JournalDrafts, reader_label
+    from smime_companion.outbox.localdir import LocalDirectory
+    from smime_companion.outbox.pipeline import (
+        ACTIVE_STATES,
+        OutboxPipeline,
+        outbox_lock,
+    )
 
     account = config.account(account_name)
     if not account.smtp_host:
@@ -313,33 +317,25 @@ def process_outbox(
     )
     if not config.outbox.imap and not wants_directory and not wants_drafts:
         return []
+    sources: list[tuple[OutboxSource, str]] = []
+    if wants_directory and config.outbox.directory is not None:
+        sources.append((LocalDirectory.created(config.outbox.directory), f"{account.name}/local"))
+    if wants_drafts:
+        sources.append((drafts, reader_label(account.name)))
     reports: list[PassReport] = []
     submitter = smtp_submitter(account)
-    with outbox_imap(account) as imap:
-
-        def one_pass(source: OutboxSource, label: str) -> PassReport:
-            return outbox_service.process_account(
-                journal=journal,
-                lock_directory=config.cache.path,
-                source=source,
-                submitter=submitter,
-                filer=imap,
-                notifier=imap,
-                lookup=lookup,
-                settings=outbox_settings(config, account, identities, label),
-                clock=clock,
-            )
-
+    with outbox_lock(config.cache.path), outbox_imap(account) as imap:
         if config.outbox.imap:
-            report = one_pass(imap, account.name)
-            if not report.errors:
+            sources.insert(0, (imap, account.name))
+        for source, label in sources:
+            settings = outbox_settings(config, account, identities, label)
+            pipeline = OutboxPipeline(
+                journal, source, submitter, imap, imap, lookup, settings, clock=clock
+            )
+            report = pipeline.run_pass()
+            if source is imap and not report.errors:
                 report.folder = imap.outbox_folder
             reports.append(report)
-        if config.outbox.directory is not None and wants_directory:
-            local = outbox_service.local_source(config.outbox.directory)
-            reports.append(one_pass(local, f"{account.name}/local"))
-        if wants_drafts:
-            reports.append(one_pass(drafts, reader_label(account.name)))
     return reports
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import re
 import smtplib
-import socket
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from smime_companion.errors import (
     SubmissionRefused,
     SubmissionUncertain,
 )
+from smime_companion.session import reason, text_of, tls_context, tls_hint
 
 log = logging.getLogger(__name__)
 
@@ -55,18 +55,6 @@ class SmtpSpec:
     @property
     def label(self) -> str:
         return f"SMTP {self.host}:{self.port}"
-
-
-def tls_context(ca_file: Path | None) -> ssl.SSLContext:
-    """A verifying TLS context: the system CAs plus ``ca_file`` when given. Raises
-    :class:`SubmissionDeferred` when the file cannot be loaded."""
-    context = ssl.create_default_context()
-    if ca_file is not None:
-        try:
-            context.load_verify_locations(cafile=str(ca_file))
-        except (OSError, ssl.SSLError) as exc:
-            raise SubmissionDeferred(f"cannot load the SMTP ca_file {ca_file}: {exc}") from None
-    return context
 
 
 class SmtpSubmitter:
@@ -123,7 +111,10 @@ class SmtpSubmitter:
         try:
             if spec.tls == "implicit":
                 smtp: smtplib.SMTP = smtplib.SMTP_SSL(
-                    spec.host, spec.port, timeout=spec.timeout, context=tls_context(spec.ca_file)
+                    spec.host,
+                    spec.port,
+                    timeout=spec.timeout,
+                    context=tls_context(spec.ca_file, SubmissionDeferred, "the SMTP ca_file"),
                 )
             else:
                 smtp = smtplib.SMTP(spec.host, spec.port, timeout=spec.timeout)
@@ -134,7 +125,14 @@ class SmtpSubmitter:
                         raise SubmissionDeferred(
                             f"{spec.label}: the server does not offer STARTTLS"
                         )
-                    self._checked(smtp.starttls(context=tls_context(spec.ca_file)), "STARTTLS")
+                    self._checked(
+                        smtp.starttls(
+                            context=tls_context(
+                                spec.ca_file, SubmissionDeferred, "the SMTP ca_file"
+                            )
+                        ),
+                        "STARTTLS",
+                    )
                     self._checked(smtp.ehlo(), "EHLO")
             except BaseException:
                 smtp.close()
@@ -147,15 +145,10 @@ class SmtpSubmitter:
         except (OSError, smtplib.SMTPException) as exc:
             if isinstance(exc, smtplib.SMTPResponseException):
                 raise self._reply_error(exc.smtp_code, exc.smtp_error, "connect") from None
-            hint = ""
-            if spec.tls == "implicit" and "WRONG_VERSION_NUMBER" in str(exc):
-                hint = (
-                    "; the server did not answer with TLS: this port may expect STARTTLS "
-                    '(set smtp_tls = "starttls", usually with smtp_port = 587)'
-                )
-            raise SubmissionDeferred(
-                f"{spec.label}: cannot connect: {_reason(exc)}{hint}"
-            ) from None
+            hint = tls_hint(
+                exc, spec.tls, 'set smtp_tls = "starttls", usually with smtp_port = 587'
+            )
+            raise SubmissionDeferred(f"{spec.label}: cannot connect: {reason(exc)}{hint}") from None
         return smtp
 
     def _login(self, smtp: smtplib.SMTP) -> None:
@@ -191,12 +184,12 @@ class SmtpSubmitter:
             # (after the user fixes it) rather than hold the draft.
             raise SubmissionDeferred(
                 f"{spec.label}: login refused for {spec.username}: "
-                f"{exc.smtp_code} {_text(exc.smtp_error)}"
+                f"{exc.smtp_code} {_one_line(exc.smtp_error)}"
             ) from None
         except smtplib.SMTPResponseException as exc:
             raise self._reply_error(exc.smtp_code, exc.smtp_error, "AUTH") from None
         except (OSError, smtplib.SMTPException) as exc:
-            raise SubmissionDeferred(f"{spec.label}: login failed: {_reason(exc)}") from None
+            raise SubmissionDeferred(f"{spec.label}: login failed: {reason(exc)}") from None
         finally:
             smtp.password = ""
 
@@ -223,10 +216,10 @@ class SmtpSubmitter:
             if body_sent:
                 raise SubmissionUncertain(
                     f"{self.spec.label}: connection lost after the message was sent, before "
-                    f"the server confirmed it: {_reason(exc)}"
+                    f"the server confirmed it: {reason(exc)}"
                 ) from None
             raise SubmissionDeferred(
-                f"{self.spec.label}: connection lost before the message was sent: {_reason(exc)}"
+                f"{self.spec.label}: connection lost before the message was sent: {reason(exc)}"
             ) from None
         if code == -1:
             # smtplib reports a closed connection while reading the reply as code -1.
@@ -261,7 +254,7 @@ class SmtpSubmitter:
     def _reply_error(
         self, code: int, reply: bytes | str, step: str
     ) -> SubmissionDeferred | SubmissionRefused:
-        text = f"{self.spec.label}: {step}: {code} {_text(reply)}"
+        text = f"{self.spec.label}: {step}: {code} {_one_line(reply)}"
         if 500 <= code < 600:
             return SubmissionRefused(text)
         return SubmissionDeferred(text)
@@ -276,13 +269,6 @@ def _dot_stuffed(message: bytes) -> bytes:
     return data + b".\r\n"
 
 
-def _text(reply: bytes | str) -> str:
-    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
-    return " ".join(text.split())
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, socket.timeout | TimeoutError):
-        return "timed out"
-    text = " ".join(str(a) for a in exc.args) if exc.args else type(exc).__name__
-    return " ".join(text.split()) or type(exc).__name__
+def _one_line(reply: bytes | str) -> str:
+    """A server's reply as one line of text."""
+    return " ".join(text_of(reply).split())

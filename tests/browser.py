@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +114,25 @@ def screenshot(driver: Any, directory: Path, name: str) -> Path:
     path = directory / f"{name}.png"
     driver.save_screenshot(str(path))
     return path
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll ``condition`` until it holds, failing the test after ``timeout`` seconds.
+
+    The reader re-renders parts of a page when new mail arrives, so an element found a moment
+    ago can vanish while the condition reads it (selenium's StaleElementReferenceException):
+    that is "not yet", not a failure, and the condition is asked again.
+    """
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if condition():
+                return
+        except StaleElementReferenceException:
+            if time.monotonic() >= deadline:
+                raise
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"condition still false after {timeout} s")
+        time.sleep(0.1)

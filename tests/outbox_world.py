@@ -22,8 +22,8 @@ from pathlib import Path
 from smime_companion import keyfiles
 from smime_companion.core.model import Identity
 from smime_companion.core.selection import Selection
-from smime_companion.imap.client import ServerSpec
 from smime_companion.imap.outbox_source import DEFAULT_OUTBOX_FOLDER, ImapOutbox
+from smime_companion.imap.session import ServerSpec
 from smime_companion.outbox.pipeline import OutboxPipeline, OutboxSettings, PassReport
 from smime_companion.outbox.plan import CertificateLookup, MissingCertPolicy
 from smime_companion.outbox.protocols import (

@@ -21,7 +21,9 @@ from smime_companion.core.entry_derivation import derive_entry
 from smime_companion.core.open import open_message
 from smime_companion.core.text import html_to_text
 from smime_companion.errors import AuthenticationFailed, ConfigError, ImapError, UsageError
-from smime_companion.imap.client import ServerSpec, connect
+from smime_companion.imap.mailbox import connect
+from smime_companion.imap.session import ServerSpec
+from smime_companion.outbox.pipeline import retry_item
 from smime_companion.store import Cache
 from smime_companion.store.journal import ItemState, Journal
 from smime_companion.testing.pki import TestPki
@@ -124,7 +126,7 @@ def test_retrying_a_draft_held_for_a_missing_certificate_says_to_move_it_back(
         item = journal.claim("work", "d1", '["SMIME Outbox", 1, 1]', at)
         journal.advance(item.id, {ItemState.CLAIMED}, ItemState.HELD, at, reason="no cert")
         with pytest.raises(UsageError, match="move the draft from the outbox's Held folder back"):
-            journal.retry(item.id, at)
+            retry_item(journal, item.id, at)
 
 
 # -- what a wrong port or password says -----------------------------------------------------------

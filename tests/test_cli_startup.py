@@ -26,7 +26,8 @@ HEAVY = (
     "smime_companion.outbox",
     "smime_companion.reader",
     "smime_companion.daemon",
-    "smime_companion.opening",
+    "smime_companion.sync",  # the sync pipeline and its opening pool
+    "smime_companion.revocation_fetch",
     "smime_companion.harvest",
     "smime_companion.store.certstore",
     "smime_companion.store.journal",

@@ -236,7 +236,9 @@ def test_daemon_reconnects_after_a_server_restart_and_catches_up(
         server.stop()
         server.deliver("alice", signed_mail(pki, "back-1"), folder)  # arrives while down
         server.start()
-        assert wait_until(lambda: len(daemon.cache.uids("work", folder, uv)) == 2, 15)
+        # Failed reconnects back off 1, 2, 4, 8, 16 s (jittered down to half): on a loaded machine
+        # the restart alone can cost the first three, so allow for the fifth attempt.
+        assert wait_until(lambda: len(daemon.cache.uids("work", folder, uv)) == 2, 40)
     finally:
         daemon.stop.set()
         thread.join(timeout=15)
@@ -369,7 +371,7 @@ def test_run_once_also_passes_over_the_outbox_and_defers_what_smtp_refuses(
     [outbox] = [line for line in out.splitlines() if line.startswith("work: outbox")]
     # Sealed (alice's certificate was harvested by the sync just before), then deferred: the
     # SMTP server is down, so the item waits in the journal for the next pass.
-    assert outbox == "work: outbox: 0 sent, 1 deferred, 0 held, 0 failed"
+    assert outbox == "work: outbox: 0 sent, 1 deferred, 0 held, 0 rejected, 0 uncertain"
     assert code == 0
 
 

@@ -13,14 +13,15 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from smime_companion.core.cert_vocabulary import Trust
 from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.model import Decryption, OpenResult, SignatureStatus
 from smime_companion.core.open import open_message
-from smime_companion.core.selection import Selected, Trust
+from smime_companion.core.selection import Selected
 from smime_companion.harvest import CertHarvester
-from smime_companion.opening import Opener
-from smime_companion.revocation import RevocationChecker
+from smime_companion.revocation_fetch import RevocationChecker
 from smime_companion.store.certstore import CertStore
+from smime_companion.sync.opening import OpeningPool as Opener
 from tests.conftest import load_cert, load_identity
 from tests.peers import GpgsmHome, NssDb, multipart_signed_entity, split_message
 from tests.test_certstore import issue_certificate
@@ -231,7 +232,7 @@ def test_a_broken_signature_harvests_nothing(
 def test_the_harvester_satisfies_the_sync_protocol_and_records_the_message_id(
     store: CertStore, pki: TestPki, now: dt.datetime
 ) -> None:
-    from smime_companion.imap.sync import Harvester
+    from smime_companion.sync.protocols import Harvester
 
     harvester: Harvester = CertHarvester(store)
     result = _open(pki, _openssl_signed(pki, "alice"), now)

@@ -11,13 +11,9 @@ from pathlib import Path
 import pytest
 
 from smime_companion.errors import ImapError
-from smime_companion.imap.client import (
-    ImapMailbox,
-    ServerSpec,
-    connect,
-    is_smime_structure,
-    uid_set,
-)
+from smime_companion.imap.mailbox import ImapMailbox, connect
+from smime_companion.imap.session import ServerSpec
+from smime_companion.imap.structure import is_smime_structure, uid_set
 from smime_companion.testing.pki import TestPki
 from tests.dovecot import (
     PASSWORD,

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from smime_companion.errors import ImapError
-from smime_companion.imap.client import MAX_LITERAL, FetchReader, sequence_set
+from smime_companion.imap.responses import MAX_LITERAL, FetchReader
+from smime_companion.imap.structure import sequence_set
 
 TAG = b"ABCD7"
 

@@ -17,9 +17,11 @@ import pytest
 from cryptography import x509
 
 from smime_companion.errors import ImapError
-from smime_companion.imap.client import ImapMailbox, ServerSpec, connect
-from smime_companion.imap.sync import FolderReport, sync_folder
+from smime_companion.imap.mailbox import ImapMailbox, connect
+from smime_companion.imap.session import ServerSpec
 from smime_companion.store.cache import Cache
+from smime_companion.sync.folder import sync_folder
+from smime_companion.sync.protocols import FolderReport
 from smime_companion.testing.pki import TestPki
 from tests.dovecot import encrypted_mail
 from tests.hostile_imap import PASSWORD, USER, Behaviour, HostileImap, Message, hostile_imap

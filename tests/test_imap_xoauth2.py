@@ -13,7 +13,7 @@ import pytest
 
 from smime_companion.config import AccountConfig, SecretRef
 from smime_companion.errors import ImapError
-from smime_companion.imap.client import connect
+from smime_companion.imap.mailbox import connect
 from smime_companion.runtime import server_spec
 from tests.dovecot import Dovecot, running_dovecot
 

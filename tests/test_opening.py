@@ -1,5 +1,6 @@
-"""Opening for the cache in a worker process (``smime_companion.opening``): the same results as in
-this process, nothing lost when a worker dies, and a bad message is a result, never an error."""
+"""Opening for the cache in a worker process (``smime_companion.sync.opening``): the same
+results as in this process, nothing lost when a worker dies, and a bad message is a result,
+never an error."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from cryptography import x509
 
 from smime_companion.core.entry_derivation import derive_entry
 from smime_companion.core.model import Decryption, SignatureStatus
-from smime_companion.opening import MAX_WORKER_DEATHS, Opener
+from smime_companion.sync.opening import MAX_WORKER_DEATHS
+from smime_companion.sync.opening import OpeningPool as Opener
 from smime_companion.testing.pki import TestPki
 from tests.conftest import load_identity
 from tests.dovecot import encrypted_mail, plain_mail, signed_mail
@@ -100,7 +102,7 @@ HOLDER = """
 import sys, time
 from cryptography import x509
 from smime_companion.keyfiles import load_pkcs12
-from smime_companion.opening import MAX_WORKER_DEATHS, Opener
+from smime_companion.sync.opening import MAX_WORKER_DEATHS, OpeningPool as Opener
 identity = load_pkcs12(__import__("pathlib").Path(sys.argv[1]), b"test")
 opener = Opener([identity], [], workers=1)
 opener.submit([]).result()  # the worker is up

@@ -16,10 +16,11 @@ import pytest
 from cryptography import x509
 
 from smime_companion.core.model import SignatureStatus
-from smime_companion.imap.client import ServerSpec, connect
-from smime_companion.imap.sync import sync_folder
-from smime_companion.opening import Opener
+from smime_companion.imap.mailbox import connect
+from smime_companion.imap.session import ServerSpec
 from smime_companion.store.cache import Cache
+from smime_companion.sync.folder import sync_folder
+from smime_companion.sync.opening import OpeningPool as Opener
 from smime_companion.testing.pki import TestPki
 from tests.conftest import load_identity
 from tests.dovecot import PASSWORD, Dovecot, running_dovecot, signed_mail

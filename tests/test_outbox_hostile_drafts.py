@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
-from smime_companion.outbox.plan import Refused, plan_draft
+from smime_companion.outbox.plan import Rejected, plan_draft
 from smime_companion.outbox.protocols import Submitter
 from smime_companion.store.journal import ItemState
 from smime_companion.testing.pki import TestPki
@@ -67,7 +67,7 @@ def test_a_poison_draft_between_good_ones_is_rejected_and_the_good_ones_are_sent
     world.put_draft(draft(pki, "good-2"))
     report = world.run()
     assert sorted(_sent_markers(world)) == ["<good-1@example.org>", "<good-2@example.org>"]
-    assert len(report.done) == 2 and len(report.failed) == 1
+    assert len(report.done) == 2 and len(report.rejected) == 1
     assert report.errors == []
     [notice] = world.notices()
     assert "was NOT sent" in notice and "too deeply" in notice
@@ -90,7 +90,7 @@ def test_a_draft_naming_more_than_one_sender_is_refused_with_a_notice_never_sign
     world.put_draft(draft(pki, "fine"))
     report = world.run()
     assert _sent_markers(world) == ["<fine@example.org>"]
-    assert len(report.failed) == 1
+    assert len(report.rejected) == 1
     [notice] = world.notices()
     assert problem in notice
 
@@ -102,7 +102,7 @@ def test_plan_refuses_two_from_fields_even_when_the_first_is_yours(
         draft(pki, "x"), b"From: alice@example.org\r\nFrom: CEO <ceo@bank.example>"
     )
     plan = plan_draft(raw, identities=[world.identity], lookup=world.store, at=world.now)
-    assert isinstance(plan, Refused)
+    assert isinstance(plan, Rejected)
     assert plan.info is not None and plan.info.sender is None
     assert "2 From fields" in plan.reason
 

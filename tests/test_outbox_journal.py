@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from smime_companion.errors import CacheError, UsageError
+from smime_companion.outbox import notices
 from smime_companion.store import db
 from smime_companion.store.journal import (
     DB_FILENAME,
@@ -76,13 +77,13 @@ def test_reopening_after_a_stop_while_submitting_makes_the_item_uncertain_with_a
         item_id = _sealed(journal)
         journal.begin_submission(item_id, 0, AT)
     with Journal.open(tmp_path, KEY) as journal:
-        [item] = journal.recover_interrupted(AT)
+        [item] = journal.recover_interrupted(AT, notices.uncertain)
         assert item.id == item_id and item.state == ItemState.UNCERTAIN
         states = [c.state for c in journal.copies(item_id)]
         assert states == [CopyState.UNCERTAIN, CopyState.PENDING]
         [notice] = journal.notices("work")
         assert f"smime-companion outbox retry {item_id}" in notice.text
-        assert journal.recover_interrupted(AT) == []  # once only
+        assert journal.recover_interrupted(AT, notices.uncertain) == []  # once only
 
 
 def test_retry_resets_only_copies_not_known_to_be_accepted(tmp_path: Path) -> None:
@@ -91,7 +92,7 @@ def test_retry_resets_only_copies_not_known_to_be_accepted(tmp_path: Path) -> No
         journal.begin_submission(item_id, 0, AT)
         journal.copy_submitted(item_id, 0, AT)
         journal.begin_submission(item_id, 1, AT)
-        journal.recover_interrupted(AT)
+        journal.recover_interrupted(AT, notices.uncertain)
         item = journal.retry(item_id, AT)
         assert item.state == ItemState.SEALED and item.next_attempt is None
         assert [c.state for c in journal.copies(item_id)] == [
@@ -100,7 +101,7 @@ def test_retry_resets_only_copies_not_known_to_be_accepted(tmp_path: Path) -> No
         ]
 
 
-@pytest.mark.parametrize("state", [ItemState.SEALED, ItemState.DONE, ItemState.FAILED])
+@pytest.mark.parametrize("state", [ItemState.SEALED, ItemState.DONE, ItemState.REJECTED])
 def test_only_uncertain_or_held_items_can_be_retried(tmp_path: Path, state: ItemState) -> None:
     with Journal.open(tmp_path, None) as journal:
         item_id = _sealed(journal)
@@ -139,16 +140,20 @@ def test_the_first_deferral_of_a_try_is_kept_and_a_retry_starts_a_new_try(
         assert (item.deferred_since, item.delay_noticed, item.attempts) == (None, False, 0)
 
 
+def _old_journal(directory: Path, key: str | None, schema: int, values: str) -> None:
+    """A journal written by a release whose schema was ``schema``, holding one item."""
+    conn = db.connect(directory / DB_FILENAME, key, MIGRATIONS[:schema])
+    conn.execute(
+        "INSERT INTO items (account, digest, state, attempts, created, updated) VALUES " + values
+    )
+    conn.close()
+
+
 def test_a_journal_from_before_the_deferral_times_opens_and_keeps_its_items(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / DB_FILENAME
-    conn = db.connect(path, KEY, MIGRATIONS[:1])  # schema 1, as the first release wrote it
-    conn.execute(
-        "INSERT INTO items (account, digest, state, attempts, created, updated)"
-        " VALUES ('work', 'd0', 'sealed', 3, 0, 0)"
-    )
-    conn.close()
+    # Schema 1, as the first release wrote it.
+    _old_journal(tmp_path, KEY, 1, "('work', 'd0', 'sealed', 3, 0, 0)")
     with Journal.open(tmp_path, KEY) as journal:
         [item] = journal.items()
         assert (item.digest, item.attempts, item.deferred_since, item.delay_noticed) == (
@@ -175,3 +180,11 @@ def test_changing_the_cache_key_changes_the_journals_key_too(tmp_path: Path) -> 
     assert tmp_path / DB_FILENAME in db.rekey_directory(tmp_path, KEY, "new key")
     with Journal.open(tmp_path, "new key") as journal:
         assert journal.item(item_id).state == ItemState.SEALED
+
+
+def test_a_draft_moved_aside_by_an_older_version_reads_as_rejected(tmp_path: Path) -> None:
+    # Until migration 4 such an item was stored as 'failed'; it is one outcome with one word.
+    _old_journal(tmp_path, None, 3, "('work', 'd', 'failed', 0, 0, 0)")
+    with Journal.open(tmp_path, None) as journal:
+        [item] = journal.items()
+        assert item.state == ItemState.REJECTED and str(item.state) == "rejected"

@@ -11,11 +11,12 @@ import pytest
 from smime_companion import keyfiles
 from smime_companion.core.model import Identity
 from smime_companion.core.seal import seal
+from smime_companion.outbox import notices
 from smime_companion.outbox.plan import (
-    Blocked,
     CertificateList,
+    Held,
     MissingCertPolicy,
-    Refused,
+    Rejected,
     SealPlan,
     keep_recipients,
     plan_draft,
@@ -41,7 +42,7 @@ def _plan(
     certs: tuple[str, ...] = ("bob", "carol"),
     policy: MissingCertPolicy = MissingCertPolicy.HOLD,
     max_bytes: int = 1024 * 1024,
-) -> SealPlan | Blocked | Refused:
+) -> SealPlan | Held | Rejected:
     return plan_draft(
         raw,
         identities=[_identity(pki, "alice")],
@@ -59,7 +60,7 @@ def test_a_draft_from_the_users_identity_is_planned_for_every_recipient(
     assert isinstance(plan, SealPlan)
     assert plan.signer.certificate == _identity(pki, "alice").certificate
     assert sorted(r.address for r in plan.recipients) == ["bob@example.org", "carol@example.org"]
-    assert plan.options.sign and plan.options.encrypt and plan.notice is None
+    assert plan.options.sign and plan.options.encrypt and plan.missing == ()
 
 
 def test_the_planned_seal_opens_for_each_recipient(pki: TestPki, now: dt.datetime) -> None:
@@ -88,7 +89,7 @@ def test_a_draft_from_any_other_address_is_refused(
     pki: TestPki, now: dt.datetime, sender: str, reason: str
 ) -> None:
     plan = _plan(pki, draft(pki, "x", sender=sender), now)
-    assert isinstance(plan, Refused)
+    assert isinstance(plan, Rejected)
     assert reason in plan.reason
 
 
@@ -99,7 +100,7 @@ def test_a_draft_from_an_expired_identity_is_refused(pki: TestPki, now: dt.datet
         lookup=_certs(pki, "bob"),
         at=now,
     )
-    assert isinstance(plan, Refused) and "not one of your S/MIME identities" in plan.reason
+    assert isinstance(plan, Rejected) and "not one of your S/MIME identities" in plan.reason
 
 
 @pytest.mark.parametrize(
@@ -118,12 +119,12 @@ def test_drafts_that_cannot_be_processed_are_refused_with_the_reason(
     pki: TestPki, now: dt.datetime, raw: bytes, reason: str
 ) -> None:
     plan = _plan(pki, raw, now)
-    assert isinstance(plan, Refused) and reason in plan.reason
+    assert isinstance(plan, Rejected) and reason in plan.reason
 
 
 def test_a_draft_over_the_size_limit_is_refused(pki: TestPki, now: dt.datetime) -> None:
     plan = _plan(pki, draft(pki, "big") + b"x" * 2048, now, max_bytes=1024)
-    assert isinstance(plan, Refused) and "larger than the limit of 1024" in plan.reason
+    assert isinstance(plan, Rejected) and "larger than the limit of 1024" in plan.reason
 
 
 def test_hold_blocks_and_names_each_recipient_without_a_usable_certificate(
@@ -131,7 +132,7 @@ def test_hold_blocks_and_names_each_recipient_without_a_usable_certificate(
 ) -> None:
     raw = draft(pki, "h", to=("bob", "expired", "noeku"), to_addresses=("nobody@example.com",))
     plan = _plan(pki, raw, now, certs=("bob", "expired", "noeku"))
-    assert isinstance(plan, Blocked)
+    assert isinstance(plan, Held)
     reasons = {m.address: m.reason for m in plan.missing}
     assert sorted(reasons) == ["expired@example.org", "nobody@example.com", "noeku@example.org"]
     assert "expired" in reasons["expired@example.org"]
@@ -144,7 +145,9 @@ def test_sign_only_signs_without_encrypting_and_says_why(pki: TestPki, now: dt.d
     plan = _plan(pki, raw, now, policy=MissingCertPolicy.SIGN_ONLY)
     assert isinstance(plan, SealPlan)
     assert plan.options.sign and not plan.options.encrypt
-    assert plan.notice is not None and "nobody@example.com" in plan.notice
+    notice = notices.sealed_without_some(1, plan)
+    assert notice is not None and "nobody@example.com" in notice[1]
+    assert "signed but NOT encrypted" in notice[1]
     assert plan.draft == raw
 
 
@@ -167,7 +170,7 @@ def test_split_addresses_the_sealed_draft_to_those_with_certificates_and_holds_t
 def test_split_with_nobody_to_encrypt_to_blocks(pki: TestPki, now: dt.datetime) -> None:
     raw = draft(pki, "none", to=(), to_addresses=("nobody@example.com",))
     plan = _plan(pki, raw, now, policy=MissingCertPolicy.SPLIT)
-    assert isinstance(plan, Blocked)
+    assert isinstance(plan, Held)
 
 
 def test_keeping_recipients_unfolds_fields_and_keeps_display_names() -> None:
@@ -195,6 +198,6 @@ def test_the_certificate_store_is_a_lookup_and_its_refusals_reach_the_plan(
         store.record(Sighting(rogue, "<m@x>", now, anchored=False))
         raw = draft(pki, "cs", to=("bob", "rogue"))
         plan = plan_draft(raw, identities=[_identity(pki, "alice")], lookup=store, at=now)
-    assert isinstance(plan, Blocked)
+    assert isinstance(plan, Held)
     [missing] = plan.missing
     assert missing.address == pki.email("rogue") and "not trusted" in missing.reason

@@ -26,6 +26,7 @@ from tests.browser import (
     screenshot,
     start_browser,
     stop_browser,
+    wait_for,
 )
 from tests.reader_world import World, encrypted, make_world, message, signed, text_entity
 from tests.test_certstore import issue_certificate
@@ -116,22 +117,13 @@ def _sign_in(browser: Any, world: World) -> None:
     """Sign in and wait for the mailbox page to be loaded, its script included (the sign-in
     page moves on by a refresh, which selenium's get does not wait for)."""
     browser.get(world.sign_in_url())
-    _wait(
+    wait_for(
         lambda: (
             browser.current_url.endswith("/mail")
             and browser.execute_script("return document.readyState") == "complete"
             and bool(browser.find_elements("css selector", "table.messages"))
         )
     )
-
-
-def _wait(condition: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    assert condition()
 
 
 def _row(browser: Any, subject: str) -> Any:
@@ -167,7 +159,7 @@ def test_search_uses_the_query_language_and_finds_what_the_command_finds(
     _sign_in(browser, world)
     box = browser.find_element("id", "q")
     box.send_keys("marzipan\n")
-    _wait(lambda: "q=marzipan" in browser.current_url)
+    wait_for(lambda: "q=marzipan" in browser.current_url)
     subjects = [e.text for e in browser.find_elements("css selector", "td.subject a")]
     assert subjects == ["Door code"]
     with runtime.open_cache(world.config) as cache:
@@ -188,7 +180,7 @@ def test_a_message_shows_its_verdict_in_plain_words_and_its_attachment_downloads
 ) -> None:
     _sign_in(browser, world)
     _row(browser, "Budget draft").find_element("css selector", "td.subject a").click()
-    _wait(lambda: "/message/" in browser.current_url)
+    wait_for(lambda: "/message/" in browser.current_url)
     verdict = browser.find_element("css selector", "section.verdict").text
     assert "Encrypted with AES-256-CBC" in verdict
     assert "Signed by carol@example.org: valid" in verdict
@@ -200,7 +192,7 @@ def test_a_message_shows_its_verdict_in_plain_words_and_its_attachment_downloads
     screenshot(browser, tmp_path / "screenshots", "message")
     browser.find_element("link text", "budget.pdf").click()
     downloaded = tmp_path / "downloads" / "budget.pdf"
-    _wait(lambda: downloaded.exists() and downloaded.read_bytes() == b"%PDF-1.4 budget figures")
+    wait_for(lambda: downloaded.exists() and downloaded.read_bytes() == b"%PDF-1.4 budget figures")
     # Opened: read now, in the reader only.
     browser.get(f"http://127.0.0.1:{world.port}/mail")
     assert "unread" not in _row(browser, "Budget draft").get_attribute("class")
@@ -213,7 +205,7 @@ def test_hostile_html_renders_inert_and_no_request_leaves_loopback(
     _sign_in(browser, world)
     requested_urls(browser)  # drain the log: count from opening the message on
     _row(browser, "Quarterly report").find_element("css selector", "td.subject a").click()
-    _wait(lambda: "/message/" in browser.current_url)
+    wait_for(lambda: "/message/" in browser.current_url)
     time.sleep(2)  # time for anything the mail might try (refresh, scripts, image loads)
     urls = requested_urls(browser)
     assert leaving_loopback(urls) == [], urls
@@ -257,12 +249,12 @@ def test_keyboard_shortcuts_move_open_and_search(
     selected = browser.find_elements("css selector", "tr.selected")
     assert len(selected) == 1 and "Quarterly report" in selected[0].text
     ActionChains(browser).send_keys("k").send_keys("\n").perform()
-    _wait(lambda: "/message/" in browser.current_url)
+    wait_for(lambda: "/message/" in browser.current_url)
     assert browser.find_element("id", "subject").text == "Door code"
     ActionChains(browser).send_keys("j").perform()  # j on a message: the older one
-    _wait(lambda: browser.find_element("id", "subject").text == "Quarterly report")
+    wait_for(lambda: browser.find_element("id", "subject").text == "Quarterly report")
     ActionChains(browser).send_keys("u").perform()
-    _wait(lambda: "/mail" in browser.current_url)
+    wait_for(lambda: "/mail" in browser.current_url)
     ActionChains(browser).send_keys("/").perform()
     assert browser.switch_to.active_element.get_attribute("id") == "q"
 
@@ -283,7 +275,7 @@ def test_a_changed_key_is_flagged_and_confirmed_from_the_certificates_page(
     assert "pat@example.net" in alert
     screenshot(browser, tmp_path / "screenshots", "key-change")
     browser.find_element("xpath", "//button[contains(., 'Confirm')]").click()
-    _wait(lambda: "Trusted the new key" in browser.page_source)
+    wait_for(lambda: "Trusted the new key" in browser.page_source)
     assert not browser.find_elements("css selector", "section.alert")
     with runtime.open_certstore(world.config) as store:
         trust = {r.fingerprint: str(r.trust) for r in store.records("pat@example.net")}
@@ -344,7 +336,7 @@ def test_a_page_of_another_origin_can_neither_read_nor_change_anything(
     threading.Thread(target=attacker.serve_forever, daemon=True).start()
     try:
         browser.get(f"http://127.0.0.1:{attacker.server_address[1]}/")
-        _wait(lambda: browser.title in ("blocked",) or browser.title.startswith("READ:"))
+        wait_for(lambda: browser.title in ("blocked",) or browser.title.startswith("READ:"))
         time.sleep(1)
         assert browser.title == "blocked"  # CORS: the answer never reached the page
         screenshot(browser, tmp_path / "screenshots", "attack")

@@ -14,7 +14,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ import pytest
 from smime_companion.reader.security import read_server_file
 from smime_companion.status_file import read_status_file
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki
-from tests.browser import needs_chromium, screenshot, start_browser, stop_browser
+from tests.browser import needs_chromium, screenshot, start_browser, stop_browser, wait_for
 from tests.dovecot import PASSWORD, Dovecot, free_port, running_dovecot
 from tests.reader_world import encrypted, message, signed, text_entity
 from tests.smtpd import PASSWORD as SMTP_PASSWORD
@@ -98,15 +97,6 @@ def _smime(*args: str, env: dict[str, str], **kwargs: Any) -> subprocess.Complet
     )  # fmt: skip
 
 
-def _wait(condition: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    assert condition()
-
-
 def _mail(pki: TestPki, now: dt.datetime, subject: str, text: str, tag: str) -> bytes:
     return message(
         "Alice <alice@example.org>",
@@ -139,8 +129,8 @@ def daemon(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
     )  # fmt: skip
     try:
-        _wait(lambda: (read_status_file(tmp_path / "cache") or {}).get("running") is True, 30)
-        _wait(lambda: read_server_file(tmp_path / "cache") is not None, 10)
+        wait_for(lambda: (read_status_file(tmp_path / "cache") or {}).get("running") is True, 30)
+        wait_for(lambda: read_server_file(tmp_path / "cache") is not None, 10)
         yield config, env
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -173,33 +163,33 @@ def test_read_and_reply_in_the_browser_against_a_real_daemon(
     browser = start_browser()
     try:
         browser.get(url)
-        _wait(lambda: "Lunch on Friday" in browser.page_source)
+        wait_for(lambda: "Lunch on Friday" in browser.page_source)
         # New mail appears without a reload.
         dovecot.deliver("bob", _mail(pki, now, "Budget draft", "Travel 1200 EUR.", "budget"))
-        _wait(lambda: "Budget draft" in browser.find_element("css selector", "tbody").text, 30)
+        wait_for(lambda: "Budget draft" in browser.find_element("css selector", "tbody").text, 30)
         assert browser.current_url.endswith("/mail")
         screenshot(browser, shots, "daemon-list")
         browser.find_element("link text", "Lunch on Friday").click()
-        _wait(lambda: "/message/" in browser.current_url)
+        wait_for(lambda: "/message/" in browser.current_url)
         verdict = browser.find_element("css selector", "section.verdict").text
         assert "Signed by alice@example.org: valid" in verdict
         browser.find_element("link text", "Reply").click()
-        _wait(lambda: "/compose" in browser.current_url)
+        wait_for(lambda: "/compose" in browser.current_url)
         assert browser.find_element("id", "to").get_attribute("value") == (
             "Alice <alice@example.org>"
         )
         assert browser.find_element("id", "subject").get_attribute("value") == (
             "Re: Lunch on Friday"
         )
-        _wait(lambda: "encrypted" in browser.find_element("id", "recipient-status").text)
+        wait_for(lambda: "encrypted" in browser.find_element("id", "recipient-status").text)
         body = browser.find_element("id", "body")
         assert "> Shall we try the noodle bar on Friday?" in body.get_attribute("value")
         body.send_keys("Friday suits me. Noodles at noon?")
         browser.find_element("id", "body").send_keys("\n")
         screenshot(browser, shots, "daemon-compose")
         browser.find_element("css selector", "button.primary").click()
-        _wait(lambda: "/draft/" in browser.current_url)
-        _wait(lambda: browser.find_element("id", "stage").text == "sent", 30)
+        wait_for(lambda: "/draft/" in browser.current_url)
+        wait_for(lambda: browser.find_element("id", "stage").text == "sent", 30)
         screenshot(browser, shots, "daemon-sent")
     finally:
         stop_browser(browser)
@@ -272,7 +262,7 @@ def test_a_reply_to_someone_without_a_certificate_is_held_with_the_reason_and_ca
     def progress() -> dict[str, Any]:
         return json.loads(request("GET", f"/api/draft/{draft}", {"Cookie": cookie})[2])
 
-    _wait(lambda: progress()["stage"] == "held", 30)
+    wait_for(lambda: progress()["stage"] == "held", 30)
     held = progress()
     assert "no usable certificate for zed@example.org" in held["reason"]
     assert held["can_send_again"] is True

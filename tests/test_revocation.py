@@ -22,11 +22,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509 import ocsp
 
+from smime_companion.core.cert_vocabulary import Revocation
 from smime_companion.core.open import open_message
 from smime_companion.core.revocation import ocsp_request, read_crl, read_ocsp_response
-from smime_companion.core.selection import NoCertificate, Revocation, Selected
+from smime_companion.core.selection import NoCertificate, Selected
 from smime_companion.harvest import CertHarvester
-from smime_companion.revocation import RevocationChecker, http_fetch
+from smime_companion.revocation_fetch import RevocationChecker, http_fetch
 from smime_companion.store.certstore import CertStore, Sighting
 from tests.conftest import load_cert
 from tests.peers import split_message

@@ -19,9 +19,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from smime_companion.core.cert_vocabulary import CertRecord, Revocation
 from smime_companion.core.revocation import RevocationAnswer, chain_answer
-from smime_companion.core.selection import CertRecord, NoCertificate, Revocation, Selected
-from smime_companion.revocation import RevocationChecker, http_fetch
+from smime_companion.core.selection import NoCertificate, Selected
+from smime_companion.revocation_fetch import RevocationChecker, http_fetch
 from smime_companion.store.certstore import CertStore, Sighting
 from smime_companion.testing.pki import TestPki
 from tests.conftest import load_cert

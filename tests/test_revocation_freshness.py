@@ -28,9 +28,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from smime_companion.core.cert_vocabulary import Revocation
 from smime_companion.core.revocation import MAX_AGE_WITHOUT_NEXT_UPDATE, read_ocsp_response
-from smime_companion.core.selection import Revocation
-from smime_companion.revocation import RevocationChecker, http_fetch
+from smime_companion.revocation_fetch import RevocationChecker, http_fetch
 from smime_companion.store.cache import Cache
 from smime_companion.testing.pki import TestPki
 from tests.conftest import load_cert

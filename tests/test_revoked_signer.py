@@ -20,8 +20,8 @@ from smime_companion.core.entry_derivation import entry_maker
 from smime_companion.core.model import SignatureStatus
 from smime_companion.core.open import open_message, with_revoked_signers
 from smime_companion.harvest import CertHarvester
-from smime_companion.imap.client import connect
-from smime_companion.revocation import RevocationChecker
+from smime_companion.imap.mailbox import connect
+from smime_companion.revocation_fetch import RevocationChecker
 from smime_companion.store.cache import Cache
 from smime_companion.store.certstore import CertStore
 from smime_companion.testing.pki import TestPki

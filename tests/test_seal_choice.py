@@ -12,13 +12,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from smime_companion.core.cert_vocabulary import Recipient
+from smime_companion.core.certs import advertised_capabilities, recipient_certificate_problem
 from smime_companion.core.model import Identity
 from smime_companion.core.seal import (
-    Recipient,
     SealOptions,
-    advertised_capabilities,
     choose_content_cipher,
-    recipient_certificate_problem,
     seal,
 )
 from smime_companion.errors import SealError

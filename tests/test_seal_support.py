@@ -16,9 +16,10 @@ from asn1crypto import cms
 from cryptography import x509
 
 from smime_companion import keyfiles
+from smime_companion.core.cert_vocabulary import Recipient
 from smime_companion.core.certs import email_addresses
 from smime_companion.core.model import Identity
-from smime_companion.core.seal import Recipient, SealOptions, SealResult, seal
+from smime_companion.core.seal import SealOptions, SealResult, seal
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki
 
 UTF8_BODY = "Grüße aus Köln, Ørsted and 東京.   \r\nFrom the start of a line.\r\n" + "é" * 300

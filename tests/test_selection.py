@@ -10,13 +10,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from smime_companion.core.cert_vocabulary import CertRecord, Revocation, Trust
 from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.selection import (
-    CertRecord,
     NoCertificate,
-    Revocation,
     Selected,
-    Trust,
     chain_to_anchor,
     effective_trust,
     select_certificate,

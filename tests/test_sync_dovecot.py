@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from smime_companion import opening
 from smime_companion.core.model import OpenResult
 from smime_companion.errors import ImapError
-from smime_companion.imap import sync
-from smime_companion.imap.client import ImapMailbox, ServerSpec, Summary, connect
-from smime_companion.imap.sync import FolderReport, Stopped, sync_folder
+from smime_companion.imap.mailbox import ImapMailbox, connect
+from smime_companion.imap.session import ServerSpec
 from smime_companion.store.cache import Cache, MessageSummary
+from smime_companion.sync import opening, pipeline
+from smime_companion.sync.folder import sync_folder
+from smime_companion.sync.protocols import FolderReport, Stopped, Summary
 from smime_companion.testing.pki import TestPki
 from tests.conftest import load_identity
 from tests.dovecot import (
@@ -64,7 +65,7 @@ def mailbox(server: Dovecot) -> Iterator[ImapMailbox]:
     box.close()
 
 
-class Opener(opening.Opener):
+class Opener(opening.OpeningPool):
     """Opens in this process as bob (the recipient of the test mail), trusting the test root;
     counts the messages opened."""
 
@@ -72,9 +73,9 @@ class Opener(opening.Opener):
         super().__init__([load_identity(pki, "bob")], anchors, workers=0)
         self.calls = 0
 
-    def prepare(self, raw: bytes, at: dt.datetime) -> opening.Opened:
+    def open_for_cache(self, raw: bytes, at: dt.datetime) -> opening.Opened:
         self.calls += 1
-        return super().prepare(raw, at)
+        return super().open_for_cache(raw, at)
 
 
 @pytest.fixture
@@ -263,7 +264,7 @@ def test_stop_request_finishes_the_current_message_and_the_next_pass_resumes(
     folder = "Stopping"
     for i in range(6):
         server.deliver("alice", signed_mail(pki, f"s{i}"), folder)
-    monkeypatch.setattr(sync, "SUMMARY_BATCH", 2)
+    monkeypatch.setattr(pipeline, "SUMMARY_BATCH", 2)
     stop_after = 3
     stored = Recorder()  # offered every stored message
     with pytest.raises(Stopped):
@@ -281,8 +282,8 @@ def test_server_restart_mid_sync_resumes_without_loss_or_duplicates(
     folder = "Restart"
     for i in range(8):
         server.deliver("alice", signed_mail(pki, f"x{i}"), folder)
-    monkeypatch.setattr(sync, "SUMMARY_BATCH", 3)
-    monkeypatch.setattr(sync, "BODY_BATCH_COUNT", 2)
+    monkeypatch.setattr(pipeline, "SUMMARY_BATCH", 3)
+    monkeypatch.setattr(pipeline, "BODY_BATCH_COUNT", 2)
 
     box = connect(spec(server))
     real_summaries = box.summaries

@@ -428,7 +428,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
     """Re-open messages from their raw originals with the configured identities."""
     from smime_companion.core.entry_derivation import entry_maker
     from smime_companion.harvest import CertHarvester
-    from smime_companion.opening import Opener
+    from smime_companion.sync.opening import OpeningPool
 
     config = config_from_args(args)
     key = cache_key(config)
@@ -441,7 +441,7 @@ def run_rebuild(args: argparse.Namespace) -> int:
         # be opened is re-derived with its error, as the sync would store it. rebuild() passes
         # each message's arrival time, so a signature valid then stays explained as it was, and
         # a signer the store holds as revoked stays revoked.
-        opener = Opener(
+        opener = OpeningPool(
             identities,
             anchors,
             allow_sha1=config.identity.allow_sha1,

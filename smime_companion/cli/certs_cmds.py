@@ -32,14 +32,11 @@ from smime_companion.cli.flags import (
     config_from_args,
 )
 from smime_companion.config import Config
+from smime_companion.core.cert_vocabulary import CertRecord
 from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.model import Identity
 from smime_companion.core.printable import for_terminal
-from smime_companion.core.selection import (
-    CertRecord,
-    NoCertificate,
-    effective_trust,
-)
+from smime_companion.core.selection import NoCertificate, effective_trust
 from smime_companion.errors import KeyLoadError, UsageError
 from smime_companion.harvest import import_sightings
 from smime_companion.store.certstore import CertStore, StoredIdentity, expiry_warnings

@@ -10,7 +10,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -53,7 +53,7 @@ def build_daemon(
     anchors loaded. Raises ConfigError, SecretUnavailable, KeyLoadError or CacheError with one
     line."""
 
-    from smime_companion.daemon import Daemon, now_utc
+    from smime_companion.daemon import Daemon
 
     anchors = runtime.load_anchors(config.identity)
     scanner = runtime.open_scanner(config)
@@ -74,16 +74,6 @@ def build_daemon(
     def identity_loader(cfg: Config) -> list[Identity]:
         return runtime.identities_with_store(cfg, store)
 
-    def outbox(cfg: Config, ids: Sequence[Identity], account: str) -> list[Any]:
-        return runtime.process_outbox(
-            cfg,
-            account,
-            journal=journal,
-            identities=ids,
-            lookup=runtime.certificate_lookup(cfg, store),
-            clock=now_utc,
-        )
-
     return Daemon(
         config,
         cache,
@@ -92,7 +82,8 @@ def build_daemon(
         progress=progress,
         scanner=scanner,
         harvester=runtime.certificate_harvester(config, store),
-        outbox=outbox,
+        outbox_journal=journal,
+        certstore=store,
         identity_loader=identity_loader,
         resources=resources,
         open_workers=config.cache.open_workers,
@@ -126,11 +117,7 @@ def _summaries(results: list[AccountResult]) -> list[str]:
         for error in result.folder_errors:
             lines.append(f"{result.account}: FAILED: {error}")
         for report in result.outbox:
-            lines.append(
-                f"{result.account}: outbox: {len(report.sent)} sent, "
-                f"{len(report.deferred)} deferred, {len(report.held)} held, "
-                f"{len(report.failed)} failed" + "".join(f"; {error}" for error in report.errors)
-            )
+            lines.append(f"{result.account}: outbox: {report.summary()}")
         for r in result.folders:
             lines.append(
                 f"{result.account}/{r.folder}: {r.new} new, {r.stored} stored, "
@@ -154,7 +141,8 @@ def _results_json(results: list[AccountResult]) -> list[dict[str, Any]]:
                     "sent": len(o.sent),
                     "deferred": len(o.deferred),
                     "held": len(o.held),
-                    "failed": len(o.failed),
+                    "rejected": len(o.rejected),
+                    "uncertain": len(o.uncertain),
                     "errors": list(o.errors),
                 }
                 for o in r.outbox
@@ -319,7 +307,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def _one_pass(
     daemon: Daemon, accounts: list[str] | None, folder: str | None, json_out: bool
 ) -> int:
-    from smime_companion.imap.sync import Stopped
+    from smime_companion.sync.protocols import Stopped
 
     try:
         daemon.rejudge_trust()  # the anchors or TOFU policy may have changed since last time

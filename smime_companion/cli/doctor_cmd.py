@@ -16,7 +16,7 @@ from smime_companion.core.printable import for_terminal
 from smime_companion.errors import SmimeCompanionError
 
 if TYPE_CHECKING:
-    from smime_companion.imap.client import Mailbox
+    from smime_companion.sync.protocols import Mailbox
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,8 @@ def _check_harvested(checks: _Checks, config: Config, anchors: list[Any], now: d
     """Whether the certificates harvested from correspondents chain to the configured anchors:
     a correspondent's private CA missing from ``trust_anchors`` leaves every one of theirs
     untrusted, which only shows when a draft to them is held."""
-    from smime_companion.core.selection import Trust, chain_to_anchor
+    from smime_companion.core.cert_vocabulary import Trust
+    from smime_companion.core.selection import chain_to_anchor
 
     with runtime.open_certstore(config) as store:
         records = [r for r in store.records() if r.source != "import"]
@@ -176,7 +177,7 @@ def _check_harvested(checks: _Checks, config: Config, anchors: list[Any], now: d
 def _check_account(checks: _Checks, *, account_name: str, config: Config) -> None:
     import socket
 
-    from smime_companion.imap.client import connect
+    from smime_companion.imap.mailbox import connect
 
     account = config.account(account_name)
     label = f"account {account.name} ({account.host}:{account.port})"

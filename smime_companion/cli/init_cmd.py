@@ -36,7 +36,7 @@ from smime_companion.config import (
 from smime_companion.core.certs import email_addresses
 from smime_companion.core.printable import for_terminal
 from smime_companion.errors import ImapError, KeyLoadError, SecretUnavailable, UsageError
-from smime_companion.imap.client import server_certificate
+from smime_companion.imap.session import server_certificate
 
 # The environment variables an ``--secrets env`` config names.
 ENV_NAMES = {

@@ -18,7 +18,7 @@ from smime_companion.core.model import OpenResult
 from smime_companion.core.open import open_message, with_revoked_signers
 from smime_companion.core.printable import for_terminal
 from smime_companion.errors import UsageError
-from smime_companion.revocation import RevocationChecker
+from smime_companion.revocation_fetch import RevocationChecker
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

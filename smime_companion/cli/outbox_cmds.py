@@ -25,8 +25,7 @@ from smime_companion.cli.flags import (
 from smime_companion.config import Config
 from smime_companion.core.printable import for_terminal
 from smime_companion.outbox.localdir import LocalDirectory
-from smime_companion.outbox.pipeline import PassReport
-from smime_companion.outbox.service import OutboxBusy
+from smime_companion.outbox.pipeline import OutboxBusy, PassReport, retry_item
 from smime_companion.outbox.watch import DraftWatcher
 from smime_companion.store.journal import Journal
 
@@ -70,7 +69,7 @@ def _declare_list(sub: Subcommands) -> None:
         help="every outbox item with its state",
         description=(
             "List the outbox journal, oldest first: id, state (claimed, sealed, submitting, "
-            "submitted, filed, done, uncertain, held, failed), account, sender, subject and the "
+            "submitted, filed, done, uncertain, held, rejected), account, sender, subject and the "
             "last problem. With --json, a list of objects."
         ),
         json=True,
@@ -122,7 +121,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     an unknown item or one in another state."""
     config = config_from_args(args)
     with _journal(config) as journal:
-        item = journal.retry(args.id, datetime.now(UTC))
+        item = retry_item(journal, args.id, datetime.now(UTC))
     print(
         f"outbox item {item.id} will be sent on the next outbox pass "
         "(now: smime-companion outbox run --once)"
@@ -210,14 +209,4 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _summary(report: PassReport) -> str:
-    parts = [
-        f"{len(report.done)} sent",
-        f"{len(report.held)} held",
-        f"{len(report.failed)} refused",
-        f"{len(report.deferred)} deferred",
-        f"{len(report.uncertain)} uncertain",
-    ]
-    line = f"outbox {report.account}: " + ", ".join(parts)
-    if report.errors:
-        line += "; errors: " + "; ".join(report.errors)
-    return line
+    return f"outbox {report.account}: {report.summary()}"

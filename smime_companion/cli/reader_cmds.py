@@ -31,7 +31,7 @@ from smime_companion.cli.flags import Subcommands, add_command, config_from_args
 from smime_companion.config import Config
 from smime_companion.core.certs import email_addresses
 from smime_companion.errors import SmimeCompanionError, UsageError
-from smime_companion.outbox.service import OutboxBusy
+from smime_companion.outbox.pipeline import OutboxBusy
 from smime_companion.reader import compose
 from smime_companion.reader.context import AccountInfo
 from smime_companion.reader.security import SignInTokens, read_server_file

@@ -16,15 +16,10 @@ from cryptography import x509
 from smime_companion import keyfiles
 from smime_companion.cli.common import read_input
 from smime_companion.cli.flags import add_command, add_paths_flag
-from smime_companion.core.certs import email_addresses
+from smime_companion.core.cert_vocabulary import Recipient
+from smime_companion.core.certs import advertised_capabilities, email_addresses
 from smime_companion.core.model import Identity
-from smime_companion.core.seal import (
-    Recipient,
-    SealOptions,
-    SealResult,
-    advertised_capabilities,
-    seal,
-)
+from smime_companion.core.seal import SealOptions, SealResult, seal
 from smime_companion.errors import KeyLoadError, UsageError
 
 

@@ -51,7 +51,7 @@ class CacheEntry(MessageFacts):
 
     Deriving (text extraction, header decoding, the JSON report) is kept apart from writing so it
     can run in a worker process beside the one that writes the database
-    (:mod:`smime_companion.opening`); it is plain data, cheap to pickle.
+    (:mod:`smime_companion.sync.opening`); it is plain data, cheap to pickle.
     """
 
     content: bytes | None  # decrypted innermost MIME; None when unreadable or the raw itself

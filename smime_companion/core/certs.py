@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from datetime import datetime
 from typing import TypeVar
 
 from asn1crypto import cms, core
@@ -82,6 +83,7 @@ CAPABILITY_NAMES: Mapping[str, str] = {
 CAPABILITY_OIDS: Mapping[str, str] = {name: oid for oid, name in CAPABILITY_NAMES.items()}
 
 _RC2_OID = "1.2.840.113549.3.2"
+_SMIME_CAPABILITIES_OID = "1.2.840.113549.1.9.15"  # also a certificate extension, RFC 4262
 _SMTP_UTF8_MAILBOX = "1.3.6.1.5.5.7.8.9"  # id-on-SmtpUTF8Mailbox, RFC 9598
 _RC2_KEY_BITS = frozenset({40, 64, 128})
 
@@ -187,6 +189,23 @@ def _rc2_name(parameters: core.Asn1Value) -> str:
     return f"rc2-{bits}-cbc" if bits in _RC2_KEY_BITS else "rc2-cbc"
 
 
+def advertised_capabilities(cert: x509.Certificate) -> tuple[str, ...]:
+    """The capability names of the certificate's SMIMECapabilities extension (RFC 4262), or
+    ``()`` when it has none or it cannot be read. Never raises."""
+    try:
+        ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(_SMIME_CAPABILITIES_OID))
+    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
+        return ()
+    value = ext.value
+    if not isinstance(value, x509.UnrecognizedExtension):
+        return ()
+    try:
+        names, _oids = capabilities_from_attribute(value.value)
+    except MalformedInput:
+        return ()
+    return names
+
+
 def fingerprint_sha256(cert: x509.Certificate) -> str:
     """The SHA-256 fingerprint of the certificate's DER encoding, as lower-case hex (no colons)."""
     return cert.fingerprint(hashes.SHA256()).hex()
@@ -239,6 +258,30 @@ def allows_encryption(cert: x509.Certificate) -> bool:
     if isinstance(key, ec.EllipticCurvePublicKey | x25519.X25519PublicKey | x448.X448PublicKey):
         return usage is None or usage.key_agreement
     return False
+
+
+def recipient_certificate_problem(cert: x509.Certificate, at: datetime) -> str | None:
+    """Why ``cert`` must not receive encrypted mail at time ``at`` (one short phrase), or None.
+
+    Checks the validity period, the extended key usage (emailProtection) and the key usage for
+    the key type (keyEncipherment for RSA, keyAgreement for EC). Never raises.
+    """
+    if at < cert.not_valid_before_utc:
+        return "certificate not yet valid"
+    if at > cert.not_valid_after_utc:
+        return "certificate expired"
+    return _usage_problem(cert)
+
+
+@functools.lru_cache(maxsize=256)
+def _usage_problem(cert: x509.Certificate) -> str | None:
+    # Cached: the outbox seals to the same certificates again and again, and reading the
+    # extensions costs as much as an RSA public-key operation.
+    if not is_usable_for_email(cert):
+        return "certificate not for email protection"
+    if not allows_encryption(cert):
+        return "certificate key cannot receive encrypted mail"
+    return None
 
 
 def key_description(cert: x509.Certificate) -> str:

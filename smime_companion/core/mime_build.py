@@ -469,6 +469,18 @@ def base64_lines(data: bytes) -> bytes:
     return b"\r\n".join([text[i : i + 76] for i in range(0, len(text), 76)]) + b"\r\n"
 
 
+def protected_payload(draft: Draft, *, header_protection: bool, encrypted: bool) -> bytes:
+    """The payload entity of ``draft`` for sealing: with the RFC 9788 protected header fields
+    (and, when ``encrypted``, the obscured outer fields' originals) when ``header_protection``,
+    else the plain entity."""
+    if not header_protection:
+        return payload_entity(draft, protected_fields=[], hp=None)
+    protected = protected_header_fields(draft)
+    if encrypted:
+        protected += hp_outer_fields(outer_header_fields(draft, encrypted=True))
+    return payload_entity(draft, protected_fields=protected, hp="cipher" if encrypted else "clear")
+
+
 def hp_outer_fields(outer: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     """The RFC 9788 ``HP-Outer`` fields recording which header fields an encrypted message shows
     outside (each as ``Name: value``), to be placed in the cryptographic payload."""

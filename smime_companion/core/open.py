@@ -149,10 +149,10 @@ def open_message(
         raise ValueError("open_message needs a timezone-aware time")
     if len(raw) <= limits.max_message_bytes:
         raw = as_message(raw)
-    opener = _Opener(
+    walk = _LayerWalk(
         identities, anchors, at, extra_certificates, allow_sha1 or allow_weak, limits, allow_weak
     )
-    return opener.run(raw)
+    return walk.run(raw)
 
 
 def with_revoked_signers(result: OpenResult, revoked: Mapping[str, str]) -> OpenResult:
@@ -220,7 +220,10 @@ class _Step:
     integrity_protected: bool = True
 
 
-class _Opener:
+class _LayerWalk:
+    """One message's walk through its layers, outermost first: each S/MIME layer decrypted or
+    verified and unwrapped, within one work budget, into an :class:`OpenResult`."""
+
     def __init__(
         self,
         identities: Sequence[Identity],

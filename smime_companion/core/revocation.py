@@ -1,11 +1,11 @@
 """Revocation checking, the pure half: where to ask (AIA OCSP, CRL distribution points), the OCSP
 request to send, and what an OCSP response or a CRL says about one certificate at one time.
 
-Fetching is the adapter's business (:mod:`smime_companion.revocation`). Everything that arrives
-from the network is untrusted: a response counts only when it is signed by the certificate's
-issuer (or by a responder the issuer delegated with the OCSPSigning usage), is about this very
-certificate, and is current at the time given. Anything else is ``unavailable`` with a reason,
-never an exception.
+Fetching over HTTP is the adapter's business (:mod:`smime_companion.revocation_fetch`).
+Everything that arrives from the network is untrusted: a response counts only when it is signed
+by the certificate's issuer (or by a responder the issuer delegated with the OCSPSigning usage),
+is about this very certificate, and is current at the time given. Anything else is
+``unavailable`` with a reason, never an exception.
 
 Two times: ``at`` is when the signature is judged (when we received the message), ``now`` when
 the answer is checked. Freshness is judged at ``now``: an answer is evidence about the present,
@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
+from smime_companion.core.cert_vocabulary import Revocation
 from smime_companion.core.certs import CertificateDefect, extension_value
-from smime_companion.core.selection import Revocation
 from smime_companion.core.signatures import certificate_signed_by, signed_by, structure_signed_by
 
 # Clocks differ: a response "produced" slightly in our future is still fine.

@@ -22,10 +22,8 @@ import hashlib
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
-from asn1crypto import core
-from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import hashes, padding, serialization
@@ -37,29 +35,43 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
 from smime_companion.core import mime_build
+from smime_companion.core.cert_vocabulary import (
+    AES_128_CBC,
+    AES_256_CBC,
+    AES_256_GCM,
+    RSA_OAEP,
+    TRIPLE_DES,
+    Recipient,
+)
 from smime_companion.core.certs import (
     CAPABILITY_OIDS,
-    allows_encryption,
-    capabilities_from_attribute,
     email_addresses,
-    is_usable_for_email,
+    recipient_certificate_problem,
 )
 from smime_companion.core.cms_algorithms import (
     AnyAlgorithmIdentifier,
     ecc_cms_shared_info,
     x963_kdf,
 )
+from smime_companion.core.der_writer import (
+    INT_0,
+    INT_1,
+    INT_2,
+    INT_3,
+    NULL,
+    attribute,
+    certificate_der,
+    der_time,
+    issuer_and_serial,
+    oid,
+    retag,
+    seq,
+    tlv,
+)
 from smime_companion.core.model import Identity
-from smime_companion.errors import MalformedInput, SealError, UnsupportedInput
+from smime_companion.errors import SealError, UnsupportedInput
 
 RandomBytes = Callable[[int], bytes]
-
-# Capability names (core.certs vocabulary) that steer the choice of algorithms.
-AES_256_GCM = "aes-256-gcm"
-AES_256_CBC = "aes-256-cbc"
-AES_128_CBC = "aes-128-cbc"
-TRIPLE_DES = "3des-cbc"
-RSA_OAEP = "rsaes-oaep"
 
 # What we advertise in our SMIMECapabilities signed attribute, most preferred first.
 OUR_CAPABILITIES: tuple[str, ...] = (
@@ -75,8 +87,6 @@ OUR_CAPABILITIES: tuple[str, ...] = (
 
 # What the sender's own certificate is assumed to accept when it is a recipient of the Sent copy.
 SENDER_CAPABILITIES: tuple[str, ...] = (AES_256_GCM, AES_256_CBC, AES_128_CBC)
-
-_SMIME_CAPABILITIES = "1.2.840.113549.1.9.15"
 
 # Microsoft's variant of SMIMEEncryptionKeyPreference (an IssuerAndSerialNumber); Outlook reads it.
 _MS_ENCRYPTION_KEY_PREFERENCE = "1.3.6.1.4.1.311.16.4"
@@ -128,17 +138,6 @@ class SealOptions:
     opaque: bool = False
     header_protection: bool = True
     allow_3des: bool = False
-
-
-@dataclass(frozen=True)
-class Recipient:
-    """Who a message is encrypted to: an address, its certificate, and the capability names
-    (``core.certs`` vocabulary, e.g. ``aes-256-gcm``, ``rsaes-oaep``) the recipient advertised;
-    empty when nothing is known about the recipient."""
-
-    address: str
-    certificate: x509.Certificate
-    capabilities: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -216,26 +215,10 @@ def seal(
 
     by_address = _recipient_table(recipients, signer, sender)
     if options.encrypt:
-        missing = [a for a in (sender, *to_cc, *bcc) if a not in by_address]
-        if missing:
-            raise SealError("no certificate for recipient(s): " + ", ".join(missing))
-        unusable = [
-            f"{a} ({problem})"
-            for a in dict.fromkeys((sender, *to_cc, *bcc))
-            if (problem := recipient_certificate_problem(by_address[a].certificate, at))
-        ]
-        if unusable:
-            raise SealError("cannot encrypt to recipient(s): " + ", ".join(unusable))
-
-    hp = None
-    protected: list[tuple[str, str]] = []
-    if options.header_protection:
-        hp = "cipher" if options.encrypt else "clear"
-        protected = mime_build.protected_header_fields(parsed)
-        if options.encrypt:
-            outer = mime_build.outer_header_fields(parsed, encrypted=True)
-            protected += mime_build.hp_outer_fields(outer)
-    payload = mime_build.payload_entity(parsed, protected_fields=protected, hp=hp)
+        _check_recipients(by_address, (sender, *to_cc, *bcc), at)
+    payload = mime_build.protected_payload(
+        parsed, header_protection=options.header_protection, encrypted=options.encrypt
+    )
 
     micalg = None
     if options.sign:
@@ -294,47 +277,6 @@ def choose_content_cipher(recipients: Sequence[Recipient], *, allow_3des: bool =
     return AES_128_CBC
 
 
-def recipient_certificate_problem(cert: x509.Certificate, at: datetime) -> str | None:
-    """Why ``cert`` must not receive encrypted mail at time ``at`` (one short phrase), or None.
-
-    Checks the validity period, the extended key usage (emailProtection) and the key usage for
-    the key type (keyEncipherment for RSA, keyAgreement for EC). Never raises.
-    """
-    if at < cert.not_valid_before_utc:
-        return "certificate not yet valid"
-    if at > cert.not_valid_after_utc:
-        return "certificate expired"
-    return _usage_problem(cert)
-
-
-@functools.lru_cache(maxsize=256)
-def _usage_problem(cert: x509.Certificate) -> str | None:
-    # Cached: the outbox seals to the same certificates again and again, and reading the
-    # extensions costs as much as an RSA public-key operation.
-    if not is_usable_for_email(cert):
-        return "certificate not for email protection"
-    if not allows_encryption(cert):
-        return "certificate key cannot receive encrypted mail"
-    return None
-
-
-def advertised_capabilities(cert: x509.Certificate) -> tuple[str, ...]:
-    """The capability names of the certificate's SMIMECapabilities extension (RFC 4262), or
-    ``()`` when it has none or it cannot be read. Never raises."""
-    try:
-        ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(_SMIME_CAPABILITIES))
-    except (x509.ExtensionNotFound, ValueError, x509.DuplicateExtension):
-        return ()
-    value = ext.value
-    if not isinstance(value, x509.UnrecognizedExtension):
-        return ()
-    try:
-        names, _oids = capabilities_from_attribute(value.value)
-    except MalformedInput:
-        return ()
-    return names
-
-
 # --- draft preparation --------------------------------------------------------------------------
 
 
@@ -376,6 +318,22 @@ def _recipient_table(
         # assume the content ciphers every current client reads, but not OAEP (gpgsm 2.2 lacks it).
         table[sender] = Recipient(sender, signer.certificate, SENDER_CAPABILITIES)
     return table
+
+
+def _check_recipients(
+    by_address: dict[str, Recipient], addresses: Sequence[str], at: datetime
+) -> None:
+    """Raise :class:`SealError` unless every one of ``addresses`` has a usable certificate."""
+    missing = [a for a in addresses if a not in by_address]
+    if missing:
+        raise SealError("no certificate for recipient(s): " + ", ".join(missing))
+    unusable = [
+        f"{a} ({problem})"
+        for a in dict.fromkeys(addresses)
+        if (problem := recipient_certificate_problem(by_address[a].certificate, at))
+    ]
+    if unusable:
+        raise SealError("cannot encrypt to recipient(s): " + ", ".join(unusable))
 
 
 # --- MIME framing -------------------------------------------------------------------------------
@@ -453,35 +411,35 @@ def sign_content(content: bytes, signer: Identity, at: datetime, *, detached: bo
     """
     digest_name = _digest_for(signer.key)
     digest_alg = _DIGEST_ALGORITHMS[digest_name]
-    issuer_serial = _issuer_and_serial(signer.certificate)
+    issuer_serial = issuer_and_serial(signer.certificate)
     attributes = [
-        _attribute(_OID_CONTENT_TYPE, _OID_DATA),
-        _attribute(_OID_SIGNING_TIME, _der_time(at)),
-        _attribute(_OID_MESSAGE_DIGEST, _tlv(0x04, hashlib.new(digest_name, content).digest())),
-        _attribute(_OID_SMIME_CAPABILITIES, _OUR_CAPABILITIES_DER),
+        attribute(_OID_CONTENT_TYPE, _OID_DATA),
+        attribute(_OID_SIGNING_TIME, der_time(at)),
+        attribute(_OID_MESSAGE_DIGEST, tlv(0x04, hashlib.new(digest_name, content).digest())),
+        attribute(_OID_SMIME_CAPABILITIES, _OUR_CAPABILITIES_DER),
         # SMIMEEncryptionKeyPreference: the [0] IMPLICIT issuerAndSerialNumber choice.
-        _attribute(_OID_ENCRYPTION_KEY_PREFERENCE, _retag(issuer_serial, 0xA0)),
-        _attribute(_OID_MS_ENCRYPTION_KEY_PREFERENCE, issuer_serial),
+        attribute(_OID_ENCRYPTION_KEY_PREFERENCE, retag(issuer_serial, 0xA0)),
+        attribute(_OID_MS_ENCRYPTION_KEY_PREFERENCE, issuer_serial),
     ]
     # DER orders a SET OF by its elements' encodings; the signature covers the SET OF (tag 17),
     # while the SignerInfo carries the same contents under [0] IMPLICIT.
     attrs_content = b"".join(sorted(attributes))
-    signature, sig_alg = _sign(signer.key, _tlv(0x31, attrs_content), digest_name)
-    signer_info = _seq(
-        _INT_1, issuer_serial, digest_alg, _tlv(0xA0, attrs_content), sig_alg, _tlv(0x04, signature)
+    signature, sig_alg = _sign(signer.key, tlv(0x31, attrs_content), digest_name)
+    signer_info = seq(
+        INT_1, issuer_serial, digest_alg, tlv(0xA0, attrs_content), sig_alg, tlv(0x04, signature)
     )
-    encap = _seq(_OID_DATA) if detached else _seq(_OID_DATA, _tlv(0xA0, _tlv(0x04, content)))
-    certificates = [_certificate_der(signer.certificate)] + [
-        _certificate_der(c) for c in signer.chain if c != signer.certificate
+    encap = seq(_OID_DATA) if detached else seq(_OID_DATA, tlv(0xA0, tlv(0x04, content)))
+    certificates = [certificate_der(signer.certificate)] + [
+        certificate_der(c) for c in signer.chain if c != signer.certificate
     ]
-    signed_data = _seq(
-        _INT_1,
-        _tlv(0x31, digest_alg),
+    signed_data = seq(
+        INT_1,
+        tlv(0x31, digest_alg),
         encap,
-        _tlv(0xA0, b"".join(sorted(set(certificates)))),
-        _tlv(0x31, signer_info),
+        tlv(0xA0, b"".join(sorted(set(certificates)))),
+        tlv(0x31, signer_info),
     )
-    return _seq(_OID_SIGNED_DATA, _tlv(0xA0, signed_data))
+    return seq(_OID_SIGNED_DATA, tlv(0xA0, signed_data))
 
 
 def _sign(key: object, data: bytes, digest_name: str) -> tuple[bytes, bytes]:
@@ -489,12 +447,12 @@ def _sign(key: object, data: bytes, digest_name: str) -> tuple[bytes, bytes]:
     if isinstance(key, rsa.RSAPrivateKey):
         sig = key.sign(data, asym_padding.PKCS1v15(), hashes.SHA256())
         # rsaEncryption with the digest named separately, as every S/MIME agent writes it.
-        return sig, _seq(_oid("1.2.840.113549.1.1.1"), _NULL)
+        return sig, seq(oid("1.2.840.113549.1.1.1"), NULL)
     if isinstance(key, ec.EllipticCurvePrivateKey):
         sig = key.sign(data, ec.ECDSA(hashes.SHA256()))
-        return sig, _seq(_oid("1.2.840.10045.4.3.2"))  # ecdsa-with-SHA256, no parameters
+        return sig, seq(oid("1.2.840.10045.4.3.2"))  # ecdsa-with-SHA256, no parameters
     if isinstance(key, ed25519.Ed25519PrivateKey):
-        return key.sign(data), _seq(_oid("1.3.101.112"))  # id-Ed25519 (RFC 8419)
+        return key.sign(data), seq(oid("1.3.101.112"))  # id-Ed25519 (RFC 8419)
     raise UnsupportedInput(f"cannot sign with a {type(key).__name__}")
 
 
@@ -540,16 +498,16 @@ def encrypt_content(
         info, method = _recipient_info(r, cek, spec)
         infos.append(info)
         deliveries.append(KeyDelivery(r.address, method))
-    recipient_infos = _tlv(0x31, b"".join(sorted(infos)))
+    recipient_infos = tlv(0x31, b"".join(sorted(infos)))
     if spec.aead:
         nonce = random(12)
         sealed = AESGCM(cek).encrypt(nonce, content, None)
         ciphertext, tag = sealed[:-16], sealed[-16:]
         # GCMParameters (RFC 5084): the nonce, and the 16-byte tag length spelt out.
-        alg = _seq(_oid(spec.oid), _seq(_tlv(0x04, nonce), _tlv(0x02, b"\x10")))
-        eci = _seq(_OID_DATA, alg, _tlv(0x80, ciphertext))
-        auth = _seq(_INT_0, recipient_infos, eci, _tlv(0x04, tag))
-        return _seq(_OID_AUTH_ENVELOPED_DATA, _tlv(0xA0, auth)), tuple(deliveries)
+        alg = seq(oid(spec.oid), seq(tlv(0x04, nonce), tlv(0x02, b"\x10")))
+        eci = seq(_OID_DATA, alg, tlv(0x80, ciphertext))
+        auth = seq(INT_0, recipient_infos, eci, tlv(0x04, tag))
+        return seq(_OID_AUTH_ENVELOPED_DATA, tlv(0xA0, auth)), tuple(deliveries)
     block = 8 if spec.name == TRIPLE_DES else 16
     iv = random(block)
     padder = padding.PKCS7(block * 8).padder()
@@ -557,17 +515,17 @@ def encrypt_content(
     algorithm = TripleDES(cek) if spec.name == TRIPLE_DES else algorithms.AES(cek)
     encryptor = Cipher(algorithm, modes.CBC(iv)).encryptor()
     ciphertext = encryptor.update(padded) + encryptor.finalize()
-    eci = _seq(_OID_DATA, _seq(_oid(spec.oid), _tlv(0x04, iv)), _tlv(0x80, ciphertext))
+    eci = seq(_OID_DATA, seq(oid(spec.oid), tlv(0x04, iv)), tlv(0x80, ciphertext))
     # RFC 5652 sec 6.1: version 2 as soon as one RecipientInfo is not a version 0 KTRI.
-    version = _INT_2 if any(i[0] == 0xA1 for i in infos) else _INT_0
-    enveloped = _seq(version, recipient_infos, eci)
-    return _seq(_OID_ENVELOPED_DATA, _tlv(0xA0, enveloped)), tuple(deliveries)
+    version = INT_2 if any(i[0] == 0xA1 for i in infos) else INT_0
+    enveloped = seq(version, recipient_infos, eci)
+    return seq(_OID_ENVELOPED_DATA, tlv(0xA0, enveloped)), tuple(deliveries)
 
 
 def _recipient_info(recipient: Recipient, cek: bytes, spec: _CipherSpec) -> tuple[bytes, str]:
     """The DER RecipientInfo carrying ``cek`` to ``recipient``, and the key-transport name."""
     public = _public_key(recipient.certificate)
-    rid = _issuer_and_serial(recipient.certificate)
+    rid = issuer_and_serial(recipient.certificate)
     if isinstance(public, rsa.RSAPublicKey):
         if RSA_OAEP in recipient.capabilities:
             oaep = asym_padding.OAEP(
@@ -577,7 +535,7 @@ def _recipient_info(recipient: Recipient, cek: bytes, spec: _CipherSpec) -> tupl
         else:
             encrypted = public.encrypt(cek, asym_padding.PKCS1v15())
             kea, method = _RSA_ENCRYPTION, "rsa-pkcs1v15"
-        return _seq(_INT_0, rid, kea, _tlv(0x04, encrypted)), method
+        return seq(INT_0, rid, kea, tlv(0x04, encrypted)), method
     if isinstance(public, ec.EllipticCurvePublicKey):
         return _kari(public, rid, cek, spec)
     raise UnsupportedInput(
@@ -596,67 +554,19 @@ def _kari(
     scheme_oid, hash_name, curve_short = scheme
     ephemeral = ec.generate_private_key(public.curve)
     shared = ephemeral.exchange(ec.ECDH(), public)
-    wrap_alg = _seq(_oid(spec.wrap_oid))
+    wrap_alg = seq(oid(spec.wrap_oid))
     shared_info = ecc_cms_shared_info(AnyAlgorithmIdentifier.load(wrap_alg), None)
     kek = x963_kdf(hash_name, shared, spec.kek_size, shared_info)
     point = ephemeral.public_key().public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
     # originatorKey [1] IMPLICIT OriginatorPublicKey { id-ecPublicKey + named curve, point }.
-    originator_alg = _seq(_oid("1.2.840.10045.2.1"), _oid(_CURVE_OIDS[public.curve.name]))
-    originator = _tlv(0xA0, _tlv(0xA1, originator_alg + _tlv(0x03, b"\x00" + point)))
-    key_encryption = _seq(_oid(scheme_oid), wrap_alg)
-    encrypted_key = _seq(_seq(rid, _tlv(0x04, aes_key_wrap(kek, cek))))
-    kari = _tlv(0xA1, _INT_3 + originator + key_encryption + encrypted_key)
+    originator_alg = seq(oid("1.2.840.10045.2.1"), oid(_CURVE_OIDS[public.curve.name]))
+    originator = tlv(0xA0, tlv(0xA1, originator_alg + tlv(0x03, b"\x00" + point)))
+    key_encryption = seq(oid(scheme_oid), wrap_alg)
+    encrypted_key = seq(seq(rid, tlv(0x04, aes_key_wrap(kek, cek))))
+    kari = tlv(0xA1, INT_3 + originator + key_encryption + encrypted_key)
     return kari, f"ecdh-{curve_short}-{hash_name}"
-
-
-# --- DER writing ----------------------------------------------------------------------------------
-# The structures above are fixed, so they are written as DER directly: building them as
-# asn1crypto objects cost ten times the RSA signature itself (bench/seal.py). The tests parse
-# every structure back with asn1crypto, OpenSSL, gpgsm and NSS.
-
-
-def _length(n: int) -> bytes:
-    if n < 0x80:
-        return bytes((n,))
-    octets = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes((0x80 | len(octets),)) + octets
-
-
-def _tlv(tag: int, content: bytes) -> bytes:
-    return bytes((tag,)) + _length(len(content)) + content
-
-
-def _seq(*parts: bytes) -> bytes:
-    return _tlv(0x30, b"".join(parts))
-
-
-def _retag(der: bytes, tag: int) -> bytes:
-    """``der`` under another tag (an IMPLICIT tag replaces the outer one, contents unchanged)."""
-    return bytes((tag,)) + der[1:]
-
-
-@functools.lru_cache(maxsize=128)
-def _oid(dotted: str) -> bytes:
-    return bytes(core.ObjectIdentifier(dotted).dump())
-
-
-def _attribute(oid: bytes, value: bytes) -> bytes:
-    return _seq(oid, _tlv(0x31, value))
-
-
-def _der_time(at: datetime) -> bytes:
-    # RFC 5652 sec 11.3: UTCTime for 1950-2049, GeneralizedTime otherwise; always UTC, seconds.
-    utc = at.astimezone(UTC)
-    if 1950 <= utc.year < 2050:
-        return _tlv(0x17, utc.strftime("%y%m%d%H%M%SZ").encode("ascii"))
-    return _tlv(0x18, utc.strftime("%Y%m%d%H%M%SZ").encode("ascii"))
-
-
-@functools.lru_cache(maxsize=256)
-def _certificate_der(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.DER)
 
 
 @functools.lru_cache(maxsize=256)
@@ -665,37 +575,25 @@ def _public_key(cert: x509.Certificate) -> CertificatePublicKeyTypes:
     return cert.public_key()
 
 
-@functools.lru_cache(maxsize=256)
-def _issuer_and_serial(cert: x509.Certificate) -> bytes:
-    """DER IssuerAndSerialNumber of ``cert``, with the issuer Name exactly as the certificate
-    encodes it (recipients match it octet for octet)."""
-    parsed = asn1_x509.Certificate.load(_certificate_der(cert))
-    issuer = parsed["tbs_certificate"]["issuer"].dump()
-    serial = parsed["tbs_certificate"]["serial_number"].dump()
-    return _seq(issuer, serial)
-
-
-_NULL = b"\x05\x00"
-_INT_0, _INT_1, _INT_2, _INT_3 = (bytes((0x02, 0x01, n)) for n in range(4))
-_OID_DATA = _oid("1.2.840.113549.1.7.1")
-_OID_SIGNED_DATA = _oid("1.2.840.113549.1.7.2")
-_OID_ENVELOPED_DATA = _oid("1.2.840.113549.1.7.3")
-_OID_AUTH_ENVELOPED_DATA = _oid("1.2.840.113549.1.9.16.1.23")
-_OID_CONTENT_TYPE = _oid("1.2.840.113549.1.9.3")
-_OID_MESSAGE_DIGEST = _oid("1.2.840.113549.1.9.4")
-_OID_SIGNING_TIME = _oid("1.2.840.113549.1.9.5")
-_OID_SMIME_CAPABILITIES = _oid(_SMIME_CAPABILITIES)
-_OID_ENCRYPTION_KEY_PREFERENCE = _oid("1.2.840.113549.1.9.16.2.11")
-_OID_MS_ENCRYPTION_KEY_PREFERENCE = _oid(_MS_ENCRYPTION_KEY_PREFERENCE)
+_OID_DATA = oid("1.2.840.113549.1.7.1")
+_OID_SIGNED_DATA = oid("1.2.840.113549.1.7.2")
+_OID_ENVELOPED_DATA = oid("1.2.840.113549.1.7.3")
+_OID_AUTH_ENVELOPED_DATA = oid("1.2.840.113549.1.9.16.1.23")
+_OID_CONTENT_TYPE = oid("1.2.840.113549.1.9.3")
+_OID_MESSAGE_DIGEST = oid("1.2.840.113549.1.9.4")
+_OID_SIGNING_TIME = oid("1.2.840.113549.1.9.5")
+_OID_SMIME_CAPABILITIES = oid("1.2.840.113549.1.9.15")
+_OID_ENCRYPTION_KEY_PREFERENCE = oid("1.2.840.113549.1.9.16.2.11")
+_OID_MS_ENCRYPTION_KEY_PREFERENCE = oid(_MS_ENCRYPTION_KEY_PREFERENCE)
 _DIGEST_ALGORITHMS = {
-    "sha256": _seq(_oid("2.16.840.1.101.3.4.2.1"), _NULL),
-    "sha512": _seq(_oid("2.16.840.1.101.3.4.2.3"), _NULL),
+    "sha256": seq(oid("2.16.840.1.101.3.4.2.1"), NULL),
+    "sha512": seq(oid("2.16.840.1.101.3.4.2.3"), NULL),
 }
-_OUR_CAPABILITIES_DER = _seq(*(_seq(_oid(CAPABILITY_OIDS[name])) for name in OUR_CAPABILITIES))
-_RSA_ENCRYPTION = _seq(_oid("1.2.840.113549.1.1.1"), _NULL)
+_OUR_CAPABILITIES_DER = seq(*(seq(oid(CAPABILITY_OIDS[name])) for name in OUR_CAPABILITIES))
+_RSA_ENCRYPTION = seq(oid("1.2.840.113549.1.1.1"), NULL)
 # RSAES-OAEP with SHA-256 and MGF1-SHA-256 (RFC 4055 sec 4.1; the SHA-1 defaults are not used).
-_SHA256_ALG = _seq(_oid("2.16.840.1.101.3.4.2.1"), _NULL)
-_OAEP_SHA256 = _seq(
-    _oid("1.2.840.113549.1.1.7"),
-    _seq(_tlv(0xA0, _SHA256_ALG), _tlv(0xA1, _seq(_oid("1.2.840.113549.1.1.8"), _SHA256_ALG))),
+_SHA256_ALG = seq(oid("2.16.840.1.101.3.4.2.1"), NULL)
+_OAEP_SHA256 = seq(
+    oid("1.2.840.113549.1.1.7"),
+    seq(tlv(0xA0, _SHA256_ALG), tlv(0xA1, seq(oid("1.2.840.113549.1.1.8"), _SHA256_ALG))),
 )

@@ -3,8 +3,8 @@
 The store (``store.certstore``) keeps, per address, every certificate it ever harvested or was
 given, with a trust decision and the last revocation evidence. This module decides, for one
 address at one time, which of those records ``seal`` should use and with which capabilities, or
-why none fits. It also holds the trust vocabulary and the small chain check used for imported
-certificates. Nothing here reads the clock, the disk or the network.
+why none fits, in the words of ``core.cert_vocabulary``. It also holds the small chain check used
+for imported certificates. Nothing here reads the clock, the disk or the network.
 """
 
 from __future__ import annotations
@@ -12,77 +12,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from smime_companion.core.certs import allows_encryption, is_usable_for_email
-from smime_companion.core.seal import Recipient, advertised_capabilities
+from smime_companion.core.cert_vocabulary import (
+    USABLE_TRUST,
+    CertRecord,
+    Recipient,
+    Revocation,
+    Trust,
+)
+from smime_companion.core.certs import (
+    advertised_capabilities,
+    allows_encryption,
+    is_usable_for_email,
+)
 from smime_companion.core.signatures import certificate_signed_by
-
-
-class Trust(StrEnum):
-    """Why (or whether) a certificate may be used for an address. The string values are part of
-    the public interface (``certs list --json`` prints them, the store keeps them).
-
-    The store records ``anchor``, ``tofu``, ``untrusted`` and ``key-changed``; ``revoked`` and
-    ``expired`` are derived when a record is shown (:func:`effective_trust`)."""
-
-    ANCHOR = "anchor"  # the certificate chained to a trust anchor when it was harvested
-    TOFU = "tofu"  # pinned: first key seen under a TOFU policy, or confirmed by the user
-    UNTRUSTED = "untrusted"  # sound signature, but no anchor and no pin
-    KEY_CHANGED = "key-changed"  # a different key for an address that has a pinned one
-    REVOKED = "revoked"
-    EXPIRED = "expired"
-
-
-# Stored trust decisions that allow encrypting to a certificate.
-USABLE_TRUST = frozenset({Trust.ANCHOR, Trust.TOFU})
-
-
-class Revocation(StrEnum):
-    """The last revocation answer stored for a certificate (see ``core.revocation``)."""
-
-    GOOD = "good"
-    REVOKED = "revoked"
-    UNKNOWN = "unknown"  # the responder does not know the certificate
-    UNAVAILABLE = "unavailable"  # no responder or CRL could be reached or read
-    NO_SOURCE = "no-source"  # the certificate names no OCSP responder and no CRL
-    NOT_CHECKED = "not-checked"
-
-
-@dataclass(frozen=True)
-class CertRecord:
-    """One certificate for one address, as the store holds it.
-
-    ``capabilities`` are the cipher names the owner advertised (SMIMECapabilities of the signed
-    message it came with), ``preferred`` the SHA-256 fingerprint of the certificate the owner
-    asked to be encrypted to (SMIMEEncryptionKeyPreference), ``source`` a Message-ID or
-    ``import``. ``revocation_next`` is when the stored revocation answer stops being fresh.
-    """
-
-    address: str
-    fingerprint: str
-    certificate: x509.Certificate
-    trust: Trust
-    first_seen: datetime
-    last_seen: datetime
-    source: str
-    capabilities: tuple[str, ...] = ()
-    preferred: str | None = None
-    chain: tuple[x509.Certificate, ...] = ()
-    revocation: Revocation = Revocation.NOT_CHECKED
-    revocation_checked: datetime | None = None
-    revocation_next: datetime | None = None
-
-    @property
-    def not_before(self) -> datetime:
-        return self.certificate.not_valid_before_utc
-
-    @property
-    def not_after(self) -> datetime:
-        return self.certificate.not_valid_after_utc
 
 
 @dataclass(frozen=True)
@@ -96,7 +42,7 @@ class Selected:
 
     @property
     def recipient(self) -> Recipient:
-        """The ``core.seal.Recipient`` for this choice."""
+        """The :class:`~smime_companion.core.cert_vocabulary.Recipient` for this choice."""
         return Recipient(self.record.address, self.record.certificate, self.capabilities)
 
 

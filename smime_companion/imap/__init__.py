@@ -1,3 +1,8 @@
-"""IMAP: the client adapter (:mod:`.client`, the only module importing imapclient) and the
-per-folder sync logic (:mod:`.sync`, which depends only on the adapter's ``Mailbox`` protocol,
-the cache and ``core.open``)."""
+"""IMAP adapters, the only modules (with the test server's ``testing.dovecot``) importing
+imapclient or imaplib:
+
+- :mod:`.session`: connect, TLS, log in, and run each command within its limits;
+- :mod:`.mailbox`: the sync's read-only :class:`~smime_companion.sync.protocols.Mailbox`;
+- :mod:`.outbox_source`: the outbox's drafts, Sent folder and notices;
+- :mod:`.responses`: the pure FETCH reader; :mod:`.structure`: pure helpers on IMAP values.
+"""

@@ -2,7 +2,7 @@
 
 :class:`ImapOutbox` implements the outbox protocols (``OutboxSource``, ``SentFiler``,
 ``Notifier`` of :mod:`smime_companion.outbox.protocols`) over one imapclient connection. It is a
-module of its own, beside :mod:`smime_companion.imap.client`, because the sync's ``Mailbox`` is
+module of its own, beside :mod:`smime_companion.imap.mailbox`, because the sync's ``Mailbox`` is
 read-only by design (EXAMINE, BODY.PEEK) and the outbox must write: CREATE, APPEND, UID MOVE,
 UID EXPUNGE.
 
@@ -35,18 +35,11 @@ from imapclient import exceptions as imap_exceptions
 from imapclient.imapclient import SENT
 
 from smime_companion.errors import ImapError
-from smime_companion.imap.client import (
-    MAX_ANSWER_BYTES,
-    MAX_LINES_PER_COMMAND,
-    MAX_LITERAL,
-    UID_MAX,
-    CommandGuard,
-    ServerSpec,
-    open_session,
-    reason,
-    shutdown,
-)
+from smime_companion.imap.responses import MAX_LITERAL
+from smime_companion.imap.session import MAX_ANSWER_BYTES, ServerSpec, Session
+from smime_companion.imap.structure import UID_MAX
 from smime_companion.outbox.protocols import DraftRef, Place
+from smime_companion.session import bytes_of, reason, text_of
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +53,6 @@ _SENT_NAMES = ("Sent", "Sent Items", "Sent Messages", "Sent items")
 
 _COPYUID = re.compile(rb"COPYUID\s+(\d+)\s+\S+\s+(\d+)", re.IGNORECASE)
 _PLACE_NAMES = {Place.HELD: "Held", Place.REJECTED: "Rejected"}
-# imapclient prefixes a refusal with the command ("create failed: "); the step names it already.
-_COMMAND_PREFIX = re.compile(r"^[a-z_]+ failed: ", re.IGNORECASE)
 
 
 class ImapOutbox:
@@ -78,8 +69,7 @@ class ImapOutbox:
         self.spec = spec
         self._configured_outbox = outbox_folder
         self._configured_sent = sent_folder
-        self._imap: IMAPClient | None = None
-        self._guard: CommandGuard | None = None
+        self._session: Session | None = None
         self._delimiter: str | None = "/"
         self._prefix = ""
         self._selected: tuple[str, int] | None = None
@@ -88,25 +78,26 @@ class ImapOutbox:
     # -- connection ------------------------------------------------------------------------------
 
     def _client(self) -> IMAPClient:
-        if self._imap is not None:
-            return self._imap
-        imap = open_session(self.spec)
-        self._imap = imap
-        # The same bounds as the sync's connection: a time limit per command, capped answers.
-        guard = self._guard = CommandGuard(imap._imap)
+        return self._connected().imap
+
+    def _connected(self) -> Session:
+        if self._session is not None:
+            return self._session
+        session = self._session = Session(self.spec)
+        imap, guard = session.imap, session.guard
         try:
             with guard.limits(self.spec.command_time_limit, MAX_ANSWER_BYTES, 10_000):
                 listed = imap.list_folders("", "")
             # LIST "" "" answers the hierarchy delimiter; NIL means a flat server.
             if listed:
-                self._delimiter = _text(listed[0][1]) if listed[0][1] else None
+                self._delimiter = text_of(listed[0][1]) if listed[0][1] else None
             if imap.has_capability("NAMESPACE"):
                 with guard.limits(self.spec.command_time_limit, MAX_ANSWER_BYTES, 10_000):
                     personal = imap.namespace().personal
                 if personal:
-                    self._prefix = _text(personal[0][0] or "")
+                    self._prefix = text_of(personal[0][0] or "")
                     if personal[0][1]:
-                        self._delimiter = _text(personal[0][1])
+                        self._delimiter = text_of(personal[0][1])
         except imap_exceptions.IMAPClientError as exc:
             if isinstance(exc, imaplib.IMAP4.abort):
                 self.close()
@@ -115,23 +106,13 @@ class ImapOutbox:
         except (OSError, EOFError) as exc:
             self.close()
             raise ImapError(f"{self.spec.label}: LIST failed: {reason(exc)}") from None
-        return imap
+        return session
 
     def close(self) -> None:
         """Log out (never raises)."""
-        imap, self._imap, self._selected = self._imap, None, None
-        guard, self._guard = self._guard, None
-        if imap is not None:
-            try:
-                if guard is not None:
-                    with guard.limits(min(self.spec.command_time_limit, 30.0), 1 << 20, 1000):
-                        imap.logout()
-                else:
-                    imap.logout()
-            except Exception:  # closing a broken connection: nothing more to do
-                shutdown(imap)
-        if guard is not None:
-            guard.close()
+        session, self._session, self._selected = self._session, None, None
+        if session is not None:
+            session.close()
 
     def __enter__(self) -> ImapOutbox:
         return self
@@ -140,29 +121,18 @@ class ImapOutbox:
         self.close()
 
     def _call(
-        self, step: str, func: Callable[[Any], Any], max_bytes: int = MAX_ANSWER_BYTES
+        self, step: str, func: Callable[[IMAPClient], Any], max_bytes: int = MAX_ANSWER_BYTES
     ) -> Any:
-        """Run ``func(connection)`` within the command limits (time, and ``max_bytes`` and
-        lines of answer: see ``imap.client.CommandGuard``); raises ImapError ``account: STEP
+        """Run ``func(connection)`` within the command limits (see
+        :meth:`~smime_companion.imap.session.Session.call`); raises ImapError ``account: STEP
         failed: the server's words``. A refusal (NO, BAD) leaves the connection usable; a
         broken connection (or a broken limit) is closed, and the next call opens a new one."""
-        imap = self._client()
-        guard = self._guard
-        assert guard is not None
-        imap._imap.untagged_responses.clear()  # see ImapMailbox._call
-        guard.expired = False
+        session = self._connected()
         try:
-            with guard.limits(self.spec.command_time_limit, max_bytes, MAX_LINES_PER_COMMAND):
-                return func(imap)
-        except ImapError:
-            raise
-        except (OSError, EOFError, imaplib.IMAP4.abort) as exc:
-            why = guard.time_limit_text() if guard.expired else reason(exc)
-            self.close()
-            raise ImapError(f"{self.spec.label}: {step} failed: {why}") from None
-        except (imaplib.IMAP4.error, imap_exceptions.IMAPClientError) as exc:
-            why = _COMMAND_PREFIX.sub("", reason(exc))
-            raise ImapError(f"{self.spec.label}: {step} failed: {why}") from None
+            return session.call(step, lambda: func(session.imap), max_bytes=max_bytes)
+        finally:
+            if session.broken:
+                self.close()
 
     # -- folders ---------------------------------------------------------------------------------
 
@@ -201,8 +171,8 @@ class ImapOutbox:
         listed = self._call("LIST", lambda imap: imap.list_folders())
         for flags, _delimiter, name in listed:
             if SENT in flags:
-                return _text(name)
-        names = {_text(name) for _flags, _delimiter, name in listed}
+                return text_of(name)
+        names = {text_of(name) for _flags, _delimiter, name in listed}
         for candidate in _SENT_NAMES:
             for name in (self._prefix + candidate, candidate):
                 if name in names:
@@ -236,12 +206,12 @@ class ImapOutbox:
             return sibling
         self._ensure(outbox)
         listed = self._call(f"LIST {outbox!r}", lambda imap: imap.list_folders("", outbox))
-        if any(b"\\NOINFERIORS" in {_as_bytes(f).upper() for f in flags} for flags, _, _ in listed):
+        if any(b"\\NOINFERIORS" in {bytes_of(f).upper() for f in flags} for flags, _, _ in listed):
             return sibling
         try:
             self._create(child)
         except ImapError as exc:
-            if self._imap is None:  # the connection broke: not a refusal of children
+            if self._session is None:  # the connection broke: not a refusal of children
                 raise
             log.info("%s: %s; using %r instead", self.spec.label, exc, sibling)
             return sibling
@@ -252,7 +222,7 @@ class ImapOutbox:
         try:
             self._call(f"CREATE {folder!r}", lambda imap: imap.create_folder(folder))
         except ImapError as exc:
-            if self._imap is not None and self._exists(folder):
+            if self._session is not None and self._exists(folder):
                 return  # another client (or our previous run) created it meanwhile
             hint = ""
             odd = [c for c in "/." if c in folder and c != self._delimiter]
@@ -379,14 +349,14 @@ class ImapOutbox:
             response = self._call(f"UID MOVE to {target!r}", lambda imap: imap.move([uid], target))
             # RFC 6851: the COPYUID of a MOVE comes in an untagged OK, which imaplib files
             # under its response code; fall back to the tagged text.
-            codes = [_as_bytes(c) for c in untagged.pop("COPYUID", [])]
-            texts = [b"COPYUID " + c for c in codes] + [_as_bytes(response)]
+            codes = [bytes_of(c) for c in untagged.pop("COPYUID", [])]
+            texts = [b"COPYUID " + c for c in codes] + [bytes_of(response)]
         else:
             response = self._call(f"UID COPY to {target!r}", lambda imap: imap.copy([uid], target))
             self._call("UID STORE", lambda imap: imap.delete_messages([uid]))
             if b"UIDPLUS" in self._capabilities():
                 self._call("UID EXPUNGE", lambda imap: imap.uid_expunge([uid]))
-            texts = [_as_bytes(response)]
+            texts = [bytes_of(response)]
         self._selected = None
         for text in texts:
             match = _COPYUID.search(text)
@@ -429,7 +399,7 @@ class ImapOutbox:
 
     def _capabilities(self) -> frozenset[bytes]:
         caps = self._call("CAPABILITY", lambda imap: imap.capabilities())
-        return frozenset(_as_bytes(c).upper() for c in caps)
+        return frozenset(bytes_of(c).upper() for c in caps)
 
 
 def _uidvalidity(data: Any) -> int | None:
@@ -451,11 +421,3 @@ def _parse_ref(ref: str) -> tuple[str, int, int]:
         return str(folder), int(uidvalidity), int(uid)
     except (ValueError, TypeError) as exc:
         raise ImapError(f"not an IMAP draft reference: {ref!r}") from exc
-
-
-def _as_bytes(value: Any) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode("utf-8", "replace")
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

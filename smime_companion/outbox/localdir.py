@@ -31,6 +31,16 @@ class LocalDirectory:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
+    @classmethod
+    def created(cls, directory: Path) -> LocalDirectory:
+        """The local outbox ``directory``, created (0700) when missing. Raises
+        :class:`UsageError` when it cannot be."""
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise UsageError(f"cannot create the outbox directory {directory}: {exc}") from None
+        return cls(directory)
+
     @property
     def is_maildir(self) -> bool:
         """True when the directory is a Maildir (has ``new/`` and ``cur/``)."""

@@ -1,8 +1,9 @@
 """The outbox pipeline: claim a draft, seal it, submit it, file it in Sent, remove it, exactly once.
 
-One :class:`OutboxPipeline` serves one account's outbox (an IMAP folder or a local directory) and
-depends only on the protocols of :mod:`smime_companion.outbox.protocols`. Every step is written to
-the :class:`~smime_companion.store.journal.Journal` before the next is taken, so a pass that stops
+One :class:`OutboxPipeline` serves one outbox (an account's IMAP folder, a local directory, the
+drafts the reader queued) and depends only on the protocols of
+:mod:`smime_companion.outbox.protocols`. Every step is written to the
+:class:`~smime_companion.store.journal.Journal` before the next is taken, so a pass that stops
 anywhere (a crash, SIGKILL, a dropped connection) is finished by the next one:
 
 - ``claimed``: the draft is planned and sealed again (sealing is repeatable; nothing left yet);
@@ -13,21 +14,28 @@ anywhere (a crash, SIGKILL, a dropped connection) is finished by the next one:
 - ``submitted``: the Sent copy is filed (filing is idempotent by Message-ID);
 - ``filed``: the split-off draft is stored in Held and the draft removed; then ``done``.
 
-Only one pipeline may use a journal at a time (the caller holds a lock, see
-``smime_companion.outbox.service``): that is what makes ``submitting`` at the start of a pass mean
-"interrupted".
+A draft not sent ends in one of four words, the same in the journal, the log, the CLI and the
+README: ``deferred`` (the server said later; tried again on its own), ``held`` (waits for the
+user in the Held folder), ``rejected`` (not the user's draft, or unreadable: moved to Rejected,
+never sent) and ``uncertain`` (it may have been sent). "Refused" is only ever the mail server's
+answer (a 5xx), after which the item is held. What the user is told is in
+:mod:`smime_companion.outbox.notices`.
+
+Only one pipeline may use a journal at a time (the caller holds :func:`outbox_lock`): that is what
+makes ``submitting`` at the start of a pass mean "interrupted".
 """
 
 from __future__ import annotations
 
-import email.utils
+import contextlib
+import fcntl
 import logging
+import os
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
-from email.policy import SMTP
+from datetime import datetime, timedelta
+from pathlib import Path
 
 from smime_companion.core.mime import parse_entity
 from smime_companion.core.model import Identity
@@ -39,20 +47,20 @@ from smime_companion.errors import (
     SubmissionDeferred,
     SubmissionRefused,
     SubmissionUncertain,
+    UsageError,
 )
+from smime_companion.outbox import notices
+from smime_companion.outbox.notices import NoticeText
 from smime_companion.outbox.plan import (
     DEFAULT_MAX_DRAFT_BYTES,
     MAX_HEADER_BYTES,
-    Blocked,
     CertificateLookup,
     DraftInfo,
+    Held,
     MissingCertPolicy,
-    Refused,
+    Rejected,
     SealPlan,
-    describe_draft,
     draft_digest,
-    how_to_get_certificates,
-    missing_lines,
     plan_draft,
     read_draft_info,
 )
@@ -64,13 +72,7 @@ from smime_companion.outbox.protocols import (
     SentFiler,
     Submitter,
 )
-from smime_companion.store.journal import (
-    CopyState,
-    ItemState,
-    Journal,
-    OutboxItem,
-    uncertain_notice,
-)
+from smime_companion.store.journal import CopyState, ItemState, Journal, OutboxItem
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,35 @@ RETRY_CAP = timedelta(hours=1)
 # up (hold it, with a notice) after five days. ``[outbox] delay_notice_hours``, ``give_up_hours``.
 DELAY_NOTICE_AFTER = timedelta(hours=4)
 GIVE_UP_AFTER = timedelta(days=5)
+# Items whose pipeline is not finished: a pass takes them further.
+ACTIVE_STATES = (ItemState.CLAIMED, ItemState.SEALED, ItemState.SUBMITTED, ItemState.FILED)
+LOCK_FILENAME = "outbox.lock"
+
+
+class OutboxBusy(UsageError):
+    """Another process is running an outbox pass on the same journal right now."""
+
+
+@contextlib.contextmanager
+def outbox_lock(directory: Path) -> Iterator[None]:
+    """Hold the exclusive outbox lock of ``directory`` (the cache directory) while inside.
+
+    Raises :class:`OutboxBusy` at once when another process holds it: a second process skips
+    its pass instead of waiting. The lock is an advisory ``flock`` that the kernel releases when
+    the holder dies, so a crash never leaves it stale.
+    """
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(directory / LOCK_FILENAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutboxBusy(
+                "another smime-companion process is processing the outbox right now"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 @dataclass(frozen=True)
@@ -104,22 +135,57 @@ class OutboxSettings:
 
 @dataclass
 class PassReport:
-    """What one pass did, by outbox item id; ``errors`` are one-line problems that stopped an
-    item or the pass (the items stay in the journal and are taken up again next pass)."""
+    """What one pass over one outbox did, by outbox item id, in the words of the module
+    docstring (``sent``: accepted by the mail server; ``done``: filed in Sent and the draft
+    removed). ``errors`` are one-line problems that stopped an item or the pass (the items stay
+    in the journal and are taken up again next pass)."""
 
     account: str
     claimed: list[int] = field(default_factory=list)
     sent: list[int] = field(default_factory=list)
     done: list[int] = field(default_factory=list)
-    held: list[int] = field(default_factory=list)
-    failed: list[int] = field(default_factory=list)
     deferred: list[int] = field(default_factory=list)
+    held: list[int] = field(default_factory=list)
+    rejected: list[int] = field(default_factory=list)
     uncertain: list[int] = field(default_factory=list)
     notices: int = 0
     errors: list[str] = field(default_factory=list)
     # The IMAP outbox folder as named on the server (set for IMAP outboxes): the daemon keeps
     # it in IDLE.
     folder: str | None = None
+
+    def summary(self) -> str:
+        """One line, the same in every command: ``1 sent, 0 deferred, 0 held, 0 rejected,
+        0 uncertain``, then each error after a ``;``."""
+        outcomes = {
+            "sent": self.sent,
+            "deferred": self.deferred,
+            "held": self.held,
+            "rejected": self.rejected,
+            "uncertain": self.uncertain,
+        }
+        line = ", ".join(f"{len(ids)} {word}" for word, ids in outcomes.items())
+        return line + "".join(f"; {error}" for error in self.errors)
+
+    @property
+    def went_wrong(self) -> bool:
+        """True when the pass hit an error or rejected a draft; not when a draft merely waits
+        (deferred, held) or may have gone (uncertain)."""
+        return bool(self.errors or self.rejected)
+
+
+def retry_item(journal: Journal, item_id: int, at: datetime) -> OutboxItem:
+    """On the user's request (``outbox retry``, the reader's button): put item ``item_id`` back
+    to be submitted on the next pass. Only an ``uncertain`` item, or one ``held`` after it was
+    sealed (the server refused it, or kept deferring it), has copies to send again. Returns the
+    item; raises :class:`UsageError` (one line saying what to do) for any other."""
+    item = journal.find(item_id)
+    if item is None:
+        raise UsageError(notices.no_such_item(item_id))
+    has_copies = bool(journal.copies(item_id))
+    if item.state not in (ItemState.UNCERTAIN, ItemState.HELD) or not has_copies:
+        raise UsageError(notices.not_retryable(item, has_copies))
+    return journal.retry(item_id, at)
 
 
 class OutboxPipeline:
@@ -159,11 +225,20 @@ class OutboxPipeline:
 
         Returns a :class:`PassReport`. A problem with one item (a refused submission, a filing
         failure, a bug of ours on one draft) is recorded in the journal and the report, and the
-        others go on: one draft can never stop the rest. Raises a :class:`SmimeCompanionError`
-        only when the source itself cannot be listed.
+        others go on: one draft can never stop the rest. A failure of the source, the journal
+        or the notices is in the report's ``errors`` (and logged as one line), never raised, so
+        one broken account does not stop the others.
         """
         report = PassReport(self.account)
-        for item in self.journal.recover_interrupted(self.clock()):
+        try:
+            self._run(report)
+        except SmimeCompanionError as exc:
+            log.error("outbox %s: %s", self.account, exc)
+            report.errors.append(str(exc))
+        return report
+
+    def _run(self, report: PassReport) -> None:
+        for item in self.journal.recover_interrupted(self.clock(), notices.uncertain):
             if item.account == self.account:
                 log.warning("outbox item %d: interrupted while submitting: uncertain", item.id)
                 report.uncertain.append(item.id)
@@ -172,17 +247,15 @@ class OutboxPipeline:
             try:
                 self._take(draft, report)
             except Exception as exc:  # per draft, so the next one still goes
-                self._failed(f"draft {draft.ref}", exc, report)
-        active = (ItemState.CLAIMED, ItemState.SEALED, ItemState.SUBMITTED, ItemState.FILED)
-        for item in self.journal.items(self.account, active):
+                self._record_error(f"draft {draft.ref}", exc, report)
+        for item in self.journal.items(self.account, ACTIVE_STATES):
             try:
                 self._advance(item, report)
             except Exception as exc:  # per item, so the next one still goes
-                self._failed(f"item {item.id}", exc, report)
+                self._record_error(f"item {item.id}", exc, report)
         self._deliver_notices(report)
-        return report
 
-    def _failed(self, what: str, exc: Exception, report: PassReport) -> None:
+    def _record_error(self, what: str, exc: Exception, report: PassReport) -> None:
         """Record that ``what`` (a draft or an item) stopped on ``exc``: one line in the report
         and the log, the traceback too when it is a bug of ours rather than a known failure.
         The item stays where the journal has it, and the next pass takes it up again."""
@@ -195,7 +268,7 @@ class OutboxPipeline:
         report.errors.append(f"{what}: {line}")
 
     def _take(self, draft: DraftRef, report: PassReport) -> None:
-        """Claim a draft not seen before (or refuse a too-large one without reading it)."""
+        """Claim a draft not seen before (or reject a too-large one without reading it)."""
         now = self.clock()
         if draft.size > self.settings.max_bytes:
             # Not read, so no digest: key the record by its place, which moving it aside frees.
@@ -204,7 +277,7 @@ class OutboxPipeline:
                 f"the draft is {draft.size} bytes, larger than the limit of "
                 f"{self.settings.max_bytes}"
             )
-            self._refuse(item, reason, report)
+            self._reject(item, reason, report)
             return
         raw = self.source.read(draft.ref)
         if raw is None:
@@ -218,7 +291,7 @@ class OutboxPipeline:
         try:
             info: DraftInfo | None = read_draft_info(raw)
         except MalformedInput:
-            info = None  # planning refuses it in the next step, with the reason
+            info = None  # planning rejects it in the next step, with the reason
         item = self.journal.claim(
             self.account,
             digest,
@@ -248,8 +321,11 @@ class OutboxPipeline:
         now = self.clock()
         if raw is None:
             reason = "the draft disappeared from the outbox before it was sent"
-            self.journal.advance(item.id, {ItemState.CLAIMED}, ItemState.FAILED, now, reason=reason)
-            report.failed.append(item.id)
+            self.journal.advance(
+                item.id, {ItemState.CLAIMED}, ItemState.REJECTED, now, reason=reason
+            )
+            log.warning("outbox %s: item %d rejected: %s", self.account, item.id, reason)
+            report.rejected.append(item.id)
             return self.journal.item(item.id)
         try:
             plan = plan_draft(
@@ -263,7 +339,8 @@ class OutboxPipeline:
             )
             result = self._seal_plan(plan, now) if isinstance(plan, SealPlan) else None
         except SealError as exc:
-            self._hold(item, f"the draft cannot be sealed: {exc}", report)
+            reason = f"the draft cannot be sealed: {exc}"
+            self._hold(item, reason, notices.held(item, reason), report)
             return self.journal.item(item.id)
         except SmimeCompanionError:
             raise  # the certificate store failed: the item stays claimed for the next pass
@@ -273,13 +350,15 @@ class OutboxPipeline:
             log.error("outbox %s: item %d: cannot be processed", self.account, item.id,
                       exc_info=exc)  # fmt: skip
             reason = f"the draft cannot be processed ({type(exc).__name__}: {_one_line(exc)})"
-            self._refuse(item, reason, report)
+            self._reject(item, reason, report)
             return self.journal.item(item.id)
-        if isinstance(plan, Refused):
-            self._refuse(item, plan.reason, report)
+        if isinstance(plan, Rejected):
+            self._reject(item, plan.reason, report)
             return self.journal.item(item.id)
-        if isinstance(plan, Blocked):
-            self._hold_missing(item, plan, report)
+        if isinstance(plan, Held):
+            policy = self.settings.policy
+            missing = notices.held_for_certificates(item.id, plan.info, plan.missing, policy)
+            self._hold(item, plan.reason, missing, report)
             return self.journal.item(item.id)
         assert result is not None
         sender = plan.info.sender or ""
@@ -289,9 +368,7 @@ class OutboxPipeline:
         copies.extend(
             (sender, copy.envelope_recipients, copy.message) for copy in result.bcc_copies.values()
         )
-        notice = None
-        if plan.notice is not None:
-            notice = (f"S/MIME outbox: about message {item.id}", plan.notice)
+        notice = notices.sealed_without_some(item.id, plan)
         for warning in plan.warnings:
             log.warning("outbox %s: item %d: %s", self.account, item.id, warning)
         self.journal.record_sealed(
@@ -342,7 +419,6 @@ class OutboxPipeline:
                 return self.journal.item(item.id)
             except SubmissionUncertain as exc:
                 reason = f"the submission may not have gone through: {exc}"
-                subject, text = uncertain_notice(item)
                 self.journal.copy_failed(
                     item.id,
                     copy.index,
@@ -350,7 +426,7 @@ class OutboxPipeline:
                     ItemState.UNCERTAIN,
                     reason,
                     self.clock(),
-                    notice=(subject, f"{text}\nWhat happened: {exc}\n"),
+                    notice=notices.uncertain(item, str(exc)),
                 )
                 log.warning("outbox %s: item %d uncertain: %s", self.account, item.id, exc)
                 report.uncertain.append(item.id)
@@ -378,32 +454,15 @@ class OutboxPipeline:
             return self.journal.item(item.id)
         report.deferred.append(item.id)
         if warn is not None and now - since >= warn and not item.delay_noticed:
-            until = (
-                f"It gives up on {_when(since + give_up)} and tells you then."
-                if give_up is not None
-                else "It keeps trying until the server takes it."
-            )
-            text = (
-                f"Your message {describe_draft_item(item)} has not been sent yet: the mail "
-                f"server has deferred it since {_when(since)} ({item.attempts} attempts). "
-                f"Its last reply:\n\n  {reply}\n\nThe companion keeps trying. {until} "
-                "Nothing needs doing unless the reply asks for something.\n"
-            )
-            self.journal.delay_noticed(
-                item.id, (f"S/MIME outbox: message {item.id} is not sent yet", text), now
-            )
+            self.journal.delay_noticed(item.id, notices.late(item, reply, since, give_up), now)
             log.warning("outbox %s: item %d late since %s", self.account, item.id, since)
         return self.journal.item(item.id)
 
     def _give_up(self, item: OutboxItem, reply: str, trying: timedelta, report: PassReport) -> None:
         days = trying.total_seconds() / 86400
         reason = f"the mail server deferred it for {days:.1f} days: {reply}"
-        text = (
-            f"Your message {describe_draft_item(item)} was NOT sent: the mail server deferred "
-            f"it for {days:.1f} days ({item.attempts} attempts). Its last reply:\n\n  {reply}\n\n"
-            f"{_held_for_retry(item)}"
-        )
-        self._hold(item, reason, report, text, was=ItemState.SEALED, subject="was not sent")
+        notice = notices.gave_up(item, reply, days)
+        self._hold(item, reason, notice, report, was=ItemState.SEALED)
 
     def _file(self, item: OutboxItem) -> OutboxItem:
         sent = self.journal.sent_copy(item.id)
@@ -428,64 +487,35 @@ class OutboxPipeline:
 
     # -- moving drafts aside ---------------------------------------------------------------------
 
-    def _refuse(self, item: OutboxItem, reason: str, report: PassReport) -> None:
+    def _reject(self, item: OutboxItem, reason: str, report: PassReport) -> None:
         """Not the user's draft (or unreadable): move it to Rejected, unsent, and say why."""
         new_ref = self.source.move_aside(item.ref, Place.REJECTED) if item.ref else None
         self.journal.set_ref(item.id, new_ref)
-        text = (
-            f"A message in your S/MIME outbox, {describe_draft_item(item)}, was NOT sent and "
-            f"was moved to the outbox's Rejected folder:\n\n  {reason}\n\n"
-            "The companion signs and sends only your own drafts, From one of your S/MIME "
-            "identities. If you did not put this message there, someone else may have.\n"
-        )
         self.journal.advance(
             item.id,
             {ItemState.CLAIMED},
-            ItemState.FAILED,
+            ItemState.REJECTED,
             self.clock(),
             reason=reason,
-            notice=(f"S/MIME outbox: message {item.id} was not sent", text),
+            notice=notices.rejected(item, reason),
         )
-        log.warning("outbox %s: item %d refused: %s", self.account, item.id, reason)
-        report.failed.append(item.id)
-
-    def _hold_missing(self, item: OutboxItem, plan: Blocked, report: PassReport) -> None:
-        text = (
-            f"Your message {describe_draft(plan.info)} was NOT sent: these recipients have no "
-            f"usable S/MIME certificate, so it cannot be encrypted to them "
-            f"(missing_cert = {self.settings.policy}):\n\n{missing_lines(plan.missing)}\n\n"
-            f"{how_to_get_certificates()}\n\nThe draft was moved to the outbox's Held folder; "
-            "move it back into the outbox to send it once the certificates are known.\n"
-        )
-        self._hold(item, plan.reason, report, text)
+        log.warning("outbox %s: item %d rejected: %s", self.account, item.id, reason)
+        report.rejected.append(item.id)
 
     def _hold(
         self,
         item: OutboxItem,
         reason: str,
+        notice: NoticeText,
         report: PassReport,
-        text: str | None = None,
         *,
         was: ItemState = ItemState.CLAIMED,
-        subject: str = "is held",
     ) -> None:
-        """Move the draft to Held and the item from ``was`` to held, with a notice (its
-        subject ends in ``subject``; ``text`` by default quotes ``reason``)."""
+        """Move the draft to Held and the item from ``was`` to held, with ``notice``."""
         new_ref = self.source.move_aside(item.ref, Place.HELD) if item.ref else None
         self.journal.set_ref(item.id, new_ref)
-        if text is None:
-            text = (
-                f"Your message {describe_draft_item(item)} was NOT sent:\n\n  {reason}\n\n"
-                "The draft was moved to the outbox's Held folder.\n"
-            )
-        self.journal.advance(
-            item.id,
-            {was},
-            ItemState.HELD,
-            self.clock(),
-            reason=reason,
-            notice=(f"S/MIME outbox: message {item.id} {subject}", text),
-        )
+        self.journal.advance(item.id, {was}, ItemState.HELD, self.clock(), reason=reason,
+                             notice=notice)  # fmt: skip
         log.warning("outbox %s: item %d held: %s", self.account, item.id, reason)
         report.held.append(item.id)
 
@@ -493,10 +523,6 @@ class OutboxPipeline:
         self, item: OutboxItem, index: int, reply: str, report: PassReport
     ) -> None:
         reason = f"the mail server refused the message: {reply}"
-        text = (
-            f"Your message {describe_draft_item(item)} was NOT sent: the mail server refused "
-            f"it.\n\nThe server replied:\n\n  {reply}\n\n{_held_for_retry(item)}"
-        )
         new_ref = self.source.move_aside(item.ref, Place.HELD) if item.ref else None
         self.journal.set_ref(item.id, new_ref)
         self.journal.copy_failed(
@@ -506,7 +532,7 @@ class OutboxPipeline:
             ItemState.HELD,
             reason,
             self.clock(),
-            notice=(f"S/MIME outbox: message {item.id} was refused", text),
+            notice=notices.refused_by_server(item, reply),
         )
         log.warning("outbox %s: item %d refused by the server: %s", self.account, item.id, reply)
         report.held.append(item.id)
@@ -515,7 +541,7 @@ class OutboxPipeline:
 
     def _deliver_notices(self, report: PassReport) -> None:
         for notice in self.journal.notices(self.account):
-            message = notice_message(
+            message = notices.notice_message(
                 self.settings.user_address, notice.subject, notice.text, self.clock(), self.random
             )
             try:
@@ -528,40 +554,6 @@ class OutboxPipeline:
             report.notices += 1
 
 
-def _held_for_retry(item: OutboxItem) -> str:
-    """The end of a notice for a sealed item moved to Held: how to send it once fixed."""
-    return (
-        "The draft was moved to the outbox's Held folder. Once the problem is fixed, send the "
-        f"sealed message again with:\n\n    smime-companion outbox retry {item.id}\n"
-    )
-
-
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:200] if text else type(exc).__name__
-
-
-def _when(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def describe_draft_item(item: OutboxItem) -> str:
-    """The item's subject and Message-ID, for notices."""
-    subject = f'"{item.subject}"' if item.subject else "(no subject)"
-    return f"{subject} {item.message_id or ''}".strip()
-
-
-def notice_message(
-    address: str, subject: str, text: str, at: datetime, random: Callable[[int], bytes]
-) -> bytes:
-    """A plain-text notice from the companion to ``address`` (CRLF line ends)."""
-    message = EmailMessage(policy=SMTP)
-    message["From"] = email.utils.formataddr(("S/MIME Companion", address))
-    message["To"] = address
-    message["Subject"] = subject
-    message["Date"] = email.utils.format_datetime(at)
-    domain = address.rpartition("@")[2] or "localhost"
-    message["Message-ID"] = f"<notice.{random(12).hex()}@{domain}>"
-    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to it
-    message.set_content(text)
-    return message.as_bytes()

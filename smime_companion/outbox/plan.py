@@ -2,16 +2,16 @@
 certificates known for its recipients.
 
 The outbox is a signing oracle for whoever can put a message in it (an auto-saved draft, a
-shared folder, a compromised webmail session), so the plan refuses everything that is not
+shared folder, a compromised webmail session), so the plan rejects everything that is not
 clearly the user's own mail: a draft whose From is not an address of one of the user's
 identities, a draft too large, or one that cannot be read as a message. Those are
-:class:`Refused` and moved aside.
+:class:`Rejected` and moved aside.
 
 For the user's own drafts, every To/Cc/Bcc address is looked up through a
 :class:`CertificateLookup`. When one lacks a certificate the ``missing_cert`` policy decides:
 
-- ``hold`` (default): nothing is sent; :class:`Blocked` names who lacks a certificate;
-- ``sign-only``: the draft is sent signed but not encrypted, with a notice saying why;
+- ``hold`` (default): nothing is sent; :class:`Held` names who lacks a certificate;
+- ``sign-only``: the draft is sent signed but not encrypted (the user gets a notice saying why);
 - ``split``: the draft is sent encrypted to those with certificates and a draft addressed to the
   others only is held.
 
@@ -31,19 +31,20 @@ from typing import Protocol
 
 from cryptography import x509
 
-from smime_companion.core.certs import email_addresses, fingerprint_sha256
-from smime_companion.core.mime import address_pairs, addresses, parse_entity
-from smime_companion.core.model import Identity
-from smime_companion.core.seal import (
-    Recipient,
-    SealOptions,
+from smime_companion.core.cert_vocabulary import CertRecord, Recipient, Trust
+from smime_companion.core.certs import (
     advertised_capabilities,
+    email_addresses,
+    fingerprint_sha256,
     recipient_certificate_problem,
 )
-from smime_companion.core.selection import CertRecord, NoCertificate, Selected, Selection, Trust
+from smime_companion.core.mime import address_pairs, addresses, parse_entity
+from smime_companion.core.model import Identity
+from smime_companion.core.seal import SealOptions
+from smime_companion.core.selection import NoCertificate, Selected, Selection
 from smime_companion.errors import MalformedInput
 
-# A draft larger than this is refused unless the config says otherwise: most submission servers
+# A draft larger than this is rejected unless the config says otherwise: most submission servers
 # refuse messages over 25-50 MB, and sealing adds a third (base64) on top.
 DEFAULT_MAX_DRAFT_BYTES = 25 * 1024 * 1024
 MAX_HEADER_BYTES = 256 * 1024
@@ -144,9 +145,9 @@ class SealPlan:
 
     ``draft`` is the draft to seal: the original, or (``split``) the original addressed only to
     those with certificates. ``held_draft`` is the draft for the others under ``split`` (None
-    otherwise), ``missing`` the addresses without a usable certificate, ``notice`` a text for
-    the user when something was done differently from a plain sign+encrypt (``sign-only``,
-    ``split``, revocation warnings), else None.
+    otherwise), ``missing`` the addresses without a usable certificate (non-empty under
+    ``sign-only`` and ``split``: the user is told, see ``outbox.notices``), ``warnings`` lines
+    for the log (e.g. a revocation status that could not be checked).
     """
 
     draft: bytes
@@ -156,12 +157,11 @@ class SealPlan:
     options: SealOptions
     missing: tuple[NoCertificate, ...] = ()
     held_draft: bytes | None = None
-    notice: str | None = None
     warnings: tuple[str, ...] = field(default=())
 
 
 @dataclass(frozen=True)
-class Blocked:
+class Held:
     """Do not send: hold the draft. ``reason`` is one line; ``missing`` says, per address, why it
     has no usable certificate."""
 
@@ -171,7 +171,7 @@ class Blocked:
 
 
 @dataclass(frozen=True)
-class Refused:
+class Rejected:
     """Not the user's draft, or not processable at all: move it aside unsent. ``reason`` is one
     line for the notice and the journal."""
 
@@ -179,7 +179,7 @@ class Refused:
     info: DraftInfo | None = None
 
 
-Plan = SealPlan | Blocked | Refused
+Plan = SealPlan | Held | Rejected
 
 
 def draft_digest(draft: bytes) -> str:
@@ -222,33 +222,33 @@ def plan_draft(
 ) -> Plan:
     """Decide what to do with ``draft`` at time ``at``.
 
-    Returns :class:`Refused` for a draft larger than ``max_bytes``, one that cannot be read,
+    Returns :class:`Rejected` for a draft larger than ``max_bytes``, one that cannot be read,
     without recipients, or whose From is not an address of a valid identity in ``identities``;
-    :class:`Blocked` when a recipient lacks a usable certificate under ``hold`` (or under
+    :class:`Held` when a recipient lacks a usable certificate under ``hold`` (or under
     ``split`` when nobody has one); else a :class:`SealPlan`. Never raises.
     """
     if len(draft) > max_bytes:
-        return Refused(f"the draft is {len(draft)} bytes, larger than the limit of {max_bytes}")
+        return Rejected(f"the draft is {len(draft)} bytes, larger than the limit of {max_bytes}")
     try:
         info = read_draft_info(draft)
     except MalformedInput as exc:
-        return Refused(f"the draft cannot be read: {exc}")
+        return Rejected(f"the draft cannot be read: {exc}")
     if info.sender is None:
         problem = info.sender_problem or "the message has no From address"
-        return Refused(
+        return Rejected(
             f"{problem.replace('the message', 'the draft', 1)}; the outbox seals only a draft "
             "with exactly one From field holding one of your addresses",
             info,
         )
     signer = _identity_for(info.sender, identities, at)
     if signer is None:
-        return Refused(
+        return Rejected(
             f"the From address {info.sender} is not one of your S/MIME identities; "
             "the outbox only seals your own mail",
             info,
         )
     if not info.recipients:
-        return Refused("the draft has no To, Cc or Bcc recipient", info)
+        return Rejected("the draft has no To, Cc or Bcc recipient", info)
     if not options.encrypt:
         return SealPlan(draft, info, signer, (), options)
     found: list[Recipient] = []
@@ -265,6 +265,21 @@ def plan_draft(
             missing.append(selection)
     if not missing:
         return SealPlan(draft, info, signer, tuple(found), options, warnings=tuple(warnings))
+    return _plan_missing(draft, info, signer, found, missing, warnings, policy, options)
+
+
+def _plan_missing(
+    draft: bytes,
+    info: DraftInfo,
+    signer: Identity,
+    found: list[Recipient],
+    missing: list[NoCertificate],
+    warnings: list[str],
+    policy: MissingCertPolicy,
+    options: SealOptions,
+) -> Plan:
+    """What ``policy`` makes of a draft some of whose recipients lack a certificate."""
+    assert info.sender is not None  # plan_draft rejected a draft without one
     if policy == MissingCertPolicy.SIGN_ONLY and options.sign:
         return SealPlan(
             draft,
@@ -279,7 +294,6 @@ def plan_draft(
                 allow_3des=options.allow_3des,
             ),
             missing=tuple(missing),
-            notice=_sign_only_notice(info, missing),
             warnings=tuple(warnings),
         )
     if policy == MissingCertPolicy.SPLIT and (found or info.sender in info.recipients):
@@ -294,10 +308,9 @@ def plan_draft(
                 options,
                 missing=tuple(missing),
                 held_draft=keep_recipients(draft, lacking),
-                notice=_split_notice(info, missing),
                 warnings=tuple(warnings),
             )
-    return Blocked(
+    return Held(
         info,
         "no usable certificate for " + ", ".join(m.address for m in missing),
         tuple(missing),
@@ -314,47 +327,6 @@ def _identity_for(sender: str, identities: Sequence[Identity], at: datetime) -> 
         ):
             return identity
     return None
-
-
-def how_to_get_certificates() -> str:
-    """The advice every missing-certificate notice ends with."""
-    return (
-        "To get someone's certificate, ask them to send you a signed S/MIME message: the "
-        "companion harvests the certificate from it. You can also import a certificate file "
-        "with 'smime-companion certs import FILE'."
-    )
-
-
-def missing_lines(missing: Sequence[NoCertificate]) -> str:
-    """One line per address lacking a certificate, with the reason."""
-    return "\n".join(f"  - {m.address}: {m.reason}" for m in missing)
-
-
-def _sign_only_notice(info: DraftInfo, missing: Sequence[NoCertificate]) -> str:
-    return (
-        f"Your message {_title(info)} was sent signed but NOT encrypted, because these "
-        f"recipients have no usable certificate (missing_cert = sign-only):\n"
-        f"{missing_lines(missing)}\n\n{how_to_get_certificates()}\n"
-    )
-
-
-def _split_notice(info: DraftInfo, missing: Sequence[NoCertificate]) -> str:
-    return (
-        f"Your message {_title(info)} was sent encrypted to the recipients with a certificate. "
-        f"A copy of the draft for these recipients, who have no usable certificate, is held "
-        f"in the outbox's Held folder (missing_cert = split):\n{missing_lines(missing)}\n\n"
-        f"{how_to_get_certificates()}\n"
-    )
-
-
-def _title(info: DraftInfo) -> str:
-    subject = f'"{info.subject}"' if info.subject else "(no subject)"
-    return f"{subject} {info.message_id or ''}".strip()
-
-
-def describe_draft(info: DraftInfo | None) -> str:
-    """The draft's subject and Message-ID, for notices (never its body)."""
-    return _title(info) if info is not None else "(unreadable draft)"
 
 
 def _decoded(value: str) -> str:

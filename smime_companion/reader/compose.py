@@ -29,7 +29,8 @@ from smime_companion.outbox.plan import CertificateLookup
 from smime_companion.reader import message_view
 from smime_companion.reader.context import AccountInfo
 from smime_companion.store.cache import Cache
-from smime_companion.store.journal import DRAFT_SAVED, ItemState, Journal
+from smime_companion.store.draft_table import DRAFT_SAVED
+from smime_companion.store.journal import ItemState, Journal
 
 MODES = ("reply", "reply-all", "forward")
 MAX_BODY_CHARS = 2_000_000
@@ -317,7 +318,7 @@ def progress(journal: Journal, account: str, draft_id: int) -> Progress:
     if (
         draft is not None
         and draft.place in (DRAFT_SAVED, QUEUED)
-        and (item is None or item.state in (ItemState.DONE, ItemState.HELD, ItemState.FAILED))
+        and (item is None or item.state in (ItemState.DONE, ItemState.HELD, ItemState.REJECTED))
     ):
         if draft.place == DRAFT_SAVED:
             return Progress(draft_id, "saved", "Saved as a draft (encrypted, on this machine).")
@@ -337,7 +338,7 @@ def progress(journal: Journal, account: str, draft_id: int) -> Progress:
                          "in Sent."),
         ItemState.UNCERTAIN: ("uncertain", "The connection broke while the server was taking "
                               "it: it may or may not have been sent."),
-        ItemState.FAILED: ("failed", "Not sent."),
+        ItemState.REJECTED: ("rejected", "Not sent: rejected."),
     }  # fmt: skip
     if state == ItemState.SEALED:
         if item.next_attempt is not None and reason:
@@ -354,8 +355,8 @@ def progress(journal: Journal, account: str, draft_id: int) -> Progress:
     stage, sentence = words[state]
     return Progress(
         draft_id, stage, sentence,
-        reason if state in (ItemState.UNCERTAIN, ItemState.FAILED) else None, item.id,
+        reason if state in (ItemState.UNCERTAIN, ItemState.REJECTED) else None, item.id,
         can_retry=state == ItemState.UNCERTAIN,
-        can_send_again=state == ItemState.FAILED and draft is not None,
-        finished=state in (ItemState.DONE, ItemState.FILED, ItemState.FAILED),
+        can_send_again=state == ItemState.REJECTED and draft is not None,
+        finished=state in (ItemState.DONE, ItemState.FILED, ItemState.REJECTED),
     )  # fmt: skip

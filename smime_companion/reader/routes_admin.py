@@ -16,7 +16,7 @@ from smime_companion.outbox.journal_drafts import draft_id_of
 from smime_companion.reader import compose
 from smime_companion.reader.security import COOKIE
 from smime_companion.reader.web_state import reader
-from smime_companion.store.journal import DRAFT_SAVED
+from smime_companion.store.draft_table import DRAFT_SAVED
 
 
 def register(app: Flask) -> None:

@@ -29,16 +29,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from smime_companion.core.cert_loading import load_certificate
+from smime_companion.core.cert_vocabulary import CertRecord, Revocation, Trust
 from smime_companion.core.certs import email_addresses, fingerprint_sha256
 from smime_companion.core.model import Identity
-from smime_companion.core.selection import (
-    CertRecord,
-    Revocation,
-    Selection,
-    Trust,
-    same_key,
-    select_certificate,
-)
+from smime_companion.core.selection import Selection, same_key, select_certificate
 from smime_companion.errors import UsageError
 from smime_companion.store import db
 

@@ -9,12 +9,13 @@ here) -> ``submitting`` (a copy is being handed to the SMTP server) -> ``submitt
 
 Off the main line: ``uncertain`` (the process stopped, or the connection broke, while a copy was
 being submitted: the server may have accepted it, so it is never resent unless the user asks with
-``outbox retry``), ``held`` (waiting for the user: missing certificates, a refused submission) and
-``failed`` (not the user's draft, or unreadable: moved aside).
+``outbox retry``), ``held`` (waiting for the user: missing certificates, a submission the server
+refused) and ``rejected`` (not the user's draft, or unreadable: moved aside, never sent).
 
 Each sealed copy (the main message, one per Bcc recipient) has its own submission state, so a
 retry resends only the copies not known to be accepted. Notices for the user are queued here in
-the same transaction as the state change that causes them, so none is lost in a crash.
+the same transaction as the state change that causes them, so none is lost in a crash; their
+words are the outbox's (``outbox.notices``): the journal stores them and writes none.
 
 The journal is its own database file, ``outbox.db``, in the cache directory, encrypted with the
 cache key (see :mod:`smime_companion.store.db`): a separate file because each file has one linear
@@ -24,7 +25,7 @@ migration list.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -35,6 +36,8 @@ import apsw
 
 from smime_companion.errors import UsageError
 from smime_companion.store import db
+from smime_companion.store.draft_table import DraftTable
+from smime_companion.store.journal_schema import MIGRATIONS
 
 DB_FILENAME = "outbox.db"
 
@@ -50,11 +53,11 @@ class ItemState(StrEnum):
     DONE = "done"
     UNCERTAIN = "uncertain"
     HELD = "held"
-    FAILED = "failed"
+    REJECTED = "rejected"
 
 
 # States in which the item still owns its draft: a draft with the same bytes in the outbox is this
-# item, not a new message. Done, held and failed items have given their draft up (removed or moved
+# item, not a new message. Done, held and rejected items have given their draft up (removed or moved
 # aside), so the same bytes appearing again in the outbox are the user sending them again.
 OPEN_STATES = frozenset(
     {
@@ -76,86 +79,6 @@ class CopyState(StrEnum):
     SUBMITTED = "submitted"
     UNCERTAIN = "uncertain"
     REFUSED = "refused"
-
-
-def _migration_1(conn: apsw.Connection) -> None:
-    conn.execute(
-        """
-        CREATE TABLE items (
-            id INTEGER PRIMARY KEY,
-            account TEXT NOT NULL,
-            digest TEXT NOT NULL,           -- SHA-256 of the draft's bytes
-            ref TEXT,                       -- where the draft is now (source-specific)
-            state TEXT NOT NULL,
-            sender TEXT,
-            subject TEXT,
-            message_id TEXT,
-            reason TEXT,                    -- the last problem, one line
-            attempts INTEGER NOT NULL DEFAULT 0,
-            next_attempt INTEGER,           -- no submission before this time (backoff)
-            sent_copy BLOB,                 -- the sealed message for the Sent folder
-            held_draft BLOB,                -- split: the draft for those without certificate
-            created INTEGER NOT NULL,
-            updated INTEGER NOT NULL
-        );
-        CREATE INDEX items_by_digest ON items (account, digest);
-        CREATE INDEX items_by_state ON items (state);
-        CREATE TABLE copies (
-            item_id INTEGER NOT NULL REFERENCES items (id) ON DELETE CASCADE,
-            idx INTEGER NOT NULL,
-            sender TEXT NOT NULL,
-            recipients TEXT NOT NULL,       -- JSON list of envelope addresses
-            message BLOB,                   -- emptied once the item is done
-            state TEXT NOT NULL,
-            reply TEXT,
-            PRIMARY KEY (item_id, idx)
-        );
-        CREATE TABLE notices (
-            id INTEGER PRIMARY KEY,
-            item_id INTEGER REFERENCES items (id) ON DELETE SET NULL,
-            account TEXT NOT NULL,
-            subject TEXT NOT NULL,
-            text TEXT NOT NULL,
-            created INTEGER NOT NULL
-        );
-        """
-    )
-
-
-def _migration_2(conn: apsw.Connection) -> None:
-    # When the server first deferred the current try (NULL: it has not), and whether the user was
-    # told the message is late: what a mail server's delay warning and queue lifetime need.
-    conn.execute(
-        "ALTER TABLE items ADD COLUMN deferred_since INTEGER;"
-        "ALTER TABLE items ADD COLUMN delay_noticed INTEGER NOT NULL DEFAULT 0;"
-    )
-
-
-def _migration_3(conn: apsw.Connection) -> None:
-    # Drafts written in the reader (or by ``compose``): kept here, encrypted with the journal,
-    # so a draft is never a plaintext file nor a message on the provider's server. ``place``:
-    # 'saved' (the user is still writing it), 'outbox' (queued to send), 'held', 'rejected'
-    # (moved aside by the pipeline, like an IMAP outbox's subfolders).
-    conn.execute(
-        """
-        CREATE TABLE drafts (
-            id INTEGER PRIMARY KEY,
-            account TEXT NOT NULL,
-            place TEXT NOT NULL,
-            message BLOB NOT NULL,
-            created INTEGER NOT NULL,
-            updated INTEGER NOT NULL
-        );
-        CREATE INDEX drafts_by_place ON drafts (account, place);
-        """
-    )
-
-
-MIGRATIONS: list[db.Migration] = [_migration_1, _migration_2, _migration_3]
-
-# Where a draft of the ``drafts`` table is (see _migration_3).
-DRAFT_SAVED = "saved"
-DRAFT_PLACES = (DRAFT_SAVED, "outbox", "held", "rejected")
 
 
 @dataclass(frozen=True)
@@ -210,18 +133,6 @@ class SealedCopy:
 
 
 @dataclass(frozen=True)
-class StoredDraft:
-    """A draft kept in the journal (see :meth:`Journal.save_draft`)."""
-
-    id: int
-    account: str
-    place: str
-    message: bytes
-    created: datetime
-    updated: datetime
-
-
-@dataclass(frozen=True)
 class Notice:
     """A notice for the user, queued until delivered."""
 
@@ -269,13 +180,7 @@ def _item(row: Any) -> OutboxItem:
     )
 
 
-def _draft(row: Any) -> StoredDraft:
-    created, updated = _dt(row[4]), _dt(row[5])
-    assert created is not None and updated is not None  # NOT NULL columns
-    return StoredDraft(int(row[0]), str(row[1]), str(row[2]), bytes(row[3]), created, updated)
-
-
-class Journal(db.Handle):
+class Journal(DraftTable, db.Handle):
     """The outbox journal database. Open with :meth:`open`; close (or use ``with``).
 
     Every method is one transaction and raises :class:`~smime_companion.errors.CacheError` with
@@ -291,33 +196,29 @@ class Journal(db.Handle):
         for tests). Raises :class:`CacheError` for a wrong key or a damaged file."""
         return cls(db.connect(directory / DB_FILENAME, key, MIGRATIONS))
 
-    def _rows(self, sql: str, args: tuple[object, ...] = ()) -> list[Any]:
-        return list(self._conn.execute(sql, args))
-
     # -- reading ---------------------------------------------------------------------------------
 
     @db.guarded("read the outbox journal")
+    def find(self, item_id: int) -> OutboxItem | None:
+        """The item ``item_id``, or None when there is none."""
+        rows = self._rows(f"SELECT {_ITEM_COLUMNS} FROM items WHERE id = ?", (item_id,))
+        return _item(rows[0]) if rows else None
+
     def item(self, item_id: int) -> OutboxItem:
         """The item ``item_id``. Raises :class:`UsageError` when there is none."""
-        rows = self._rows(f"SELECT {_ITEM_COLUMNS} FROM items WHERE id = ?", (item_id,))
-        if not rows:
-            raise UsageError(f"no outbox item {item_id} (see 'outbox list')")
-        return _item(rows[0])
+        found = self.find(item_id)
+        if found is None:
+            raise UsageError(f"no outbox item {item_id}")
+        return found
 
     @db.guarded("read the outbox journal")
     def items(
         self, account: str | None = None, states: Sequence[ItemState] | None = None
     ) -> list[OutboxItem]:
         """Items, oldest first, of ``account`` (default: all) in ``states`` (default: all)."""
-        sql = f"SELECT {_ITEM_COLUMNS} FROM items WHERE 1"
-        args: list[object] = []
-        if account is not None:
-            sql += " AND account = ?"
-            args.append(account)
-        if states is not None:
-            sql += f" AND state IN ({', '.join('?' * len(states))})"
-            args.extend(str(s) for s in states)
-        return [_item(r) for r in self._rows(sql + " ORDER BY id", tuple(args))]
+        wanted = None if states is None else [str(s) for s in states]
+        select = f"SELECT {_ITEM_COLUMNS} FROM items"
+        return [_item(r) for r in self._filtered_rows(select, account, "state", wanted)]
 
     @db.guarded("read the outbox journal")
     def open_item_for(self, account: str, digest: str) -> OutboxItem | None:
@@ -382,73 +283,6 @@ class Journal(db.Handle):
             (account, ref),
         )
         return _item(rows[0]) if rows else None
-
-    # -- drafts kept in the journal ------------------------------------------------------------
-
-    @db.guarded("save a draft")
-    def save_draft(
-        self, account: str, message: bytes, place: str, at: datetime, draft_id: int | None = None
-    ) -> int:
-        """Keep ``message`` as a draft of ``account`` in ``place`` (one of
-        :data:`DRAFT_PLACES`): a new draft, or draft ``draft_id`` replaced. Returns its id.
-        Raises :class:`UsageError` for an unknown place or draft id."""
-        if place not in DRAFT_PLACES:
-            raise UsageError(f"unknown draft place {place!r}")
-        with db.savepoint(self._conn):
-            if draft_id is None:
-                self._conn.execute(
-                    "INSERT INTO drafts (account, place, message, created, updated)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (account, place, message, _ts(at), _ts(at)),
-                )
-                return int(self._conn.last_insert_rowid())
-            self._conn.execute(
-                "UPDATE drafts SET account = ?, place = ?, message = ?, updated = ? WHERE id = ?",
-                (account, place, message, _ts(at), draft_id),
-            )
-            if self._conn.changes() == 0:
-                raise UsageError(f"no draft {draft_id}")
-            return draft_id
-
-    @db.guarded("read a draft")
-    def draft(self, draft_id: int) -> StoredDraft | None:
-        """Draft ``draft_id``, or None when it is gone (sent, deleted)."""
-        rows = self._rows(
-            "SELECT id, account, place, message, created, updated FROM drafts WHERE id = ?",
-            (draft_id,),
-        )
-        return _draft(rows[0]) if rows else None
-
-    @db.guarded("read the drafts")
-    def drafts(
-        self, account: str | None = None, places: Sequence[str] | None = None
-    ) -> list[StoredDraft]:
-        """Drafts of ``account`` (default: all) in ``places`` (default: all), oldest first."""
-        sql = "SELECT id, account, place, message, created, updated FROM drafts WHERE 1"
-        args: list[object] = []
-        if account is not None:
-            sql += " AND account = ?"
-            args.append(account)
-        if places is not None:
-            sql += f" AND place IN ({', '.join('?' * len(places))})"
-            args.extend(places)
-        return [_draft(r) for r in self._rows(sql + " ORDER BY id", tuple(args))]
-
-    @db.guarded("move a draft")
-    def move_draft(self, draft_id: int, place: str, at: datetime) -> bool:
-        """Put draft ``draft_id`` in ``place``; False when it is gone."""
-        if place not in DRAFT_PLACES:
-            raise UsageError(f"unknown draft place {place!r}")
-        self._conn.execute(
-            "UPDATE drafts SET place = ?, updated = ? WHERE id = ?", (place, _ts(at), draft_id)
-        )
-        return self._conn.changes() > 0
-
-    @db.guarded("delete a draft")
-    def delete_draft(self, draft_id: int) -> None:
-        """Forget draft ``draft_id`` (its bytes are overwritten: secure_delete); no-op when
-        gone."""
-        self._conn.execute("DELETE FROM drafts WHERE id = ?", (draft_id,))
 
     # -- steps -----------------------------------------------------------------------------------
 
@@ -609,9 +443,12 @@ class Journal(db.Handle):
         self._conn.execute("UPDATE items SET held_draft = NULL WHERE id = ?", (item_id,))
 
     @db.guarded("recover the outbox journal")
-    def recover_interrupted(self, at: datetime) -> list[OutboxItem]:
+    def recover_interrupted(
+        self, at: datetime, notice_for: Callable[[OutboxItem], tuple[str, str]]
+    ) -> list[OutboxItem]:
         """After a stop: every copy still ``submitting`` becomes ``uncertain`` (the server may
-        have accepted it) and its item too, with a notice queued. Returns those items.
+        have accepted it) and its item too, with the notice ``notice_for(item)`` (subject, text)
+        queued in the same transaction. Returns those items.
 
         Call it once at start, before any pass, while no other process uses the journal."""
         with db.savepoint(self._conn):
@@ -623,30 +460,21 @@ class Journal(db.Handle):
                 )
                 reason = "stopped while the message was being submitted; it may have been sent"
                 self._set(item.id, ItemState.UNCERTAIN, at, reason)
-                self._queue_notice(item.id, uncertain_notice(item), at)
+                self._queue_notice(item.id, notice_for(item), at)
         return [self.item(i.id) for i in stuck]
 
     @db.guarded("retry an outbox item")
     def retry(self, item_id: int, at: datetime) -> OutboxItem:
-        """On the user's request: an ``uncertain`` or ``held`` item that has sealed copies (held
-        after the server refused it, or deferred it past the time to give up) goes
-        back to ``sealed``; its copies not known to be accepted are submitted again on the next
-        pass (now, with no backoff), as a new try: the backoff, the delay notice and the time
-        before giving up start again. Raises :class:`UsageError` for any other item."""
+        """An ``uncertain`` or ``held`` item that has sealed copies goes back to ``sealed``; its
+        copies not known to be accepted are submitted again on the next pass (now, with no
+        backoff), as a new try: the backoff, the delay notice and the time before giving up
+        start again. Whether the user may ask for it is the outbox's rule
+        (``outbox.pipeline.retry_item``). Raises :class:`UsageError` for an item in another
+        state or without sealed copies."""
         with db.savepoint(self._conn):
-            item = self.item(item_id)
-            copies = self.copies(item_id)
-            if item.state not in (ItemState.UNCERTAIN, ItemState.HELD) or not copies:
-                if item.state == ItemState.HELD:
-                    raise UsageError(
-                        f"outbox item {item_id} was held before it was sealed (a recipient "
-                        "lacks a certificate): once the certificate is known, move the draft "
-                        "from the outbox's Held folder back into the outbox and it is sent"
-                    )
-                raise UsageError(
-                    f"outbox item {item_id} is {item.state}: only an uncertain item, or one held "
-                    "after the server refused or kept deferring it, can be retried"
-                )
+            self._expect(item_id, {ItemState.UNCERTAIN, ItemState.HELD})
+            if not self.copies(item_id):
+                raise UsageError(f"outbox item {item_id} has no sealed copy to submit again")
             self._conn.execute(
                 "UPDATE copies SET state = ? WHERE item_id = ? AND state != ?",
                 (str(CopyState.PENDING), item_id, str(CopyState.SUBMITTED)),
@@ -697,21 +525,3 @@ class Journal(db.Handle):
             "INSERT INTO notices (item_id, account, subject, text, created) VALUES (?, ?, ?, ?, ?)",
             (item_id, account, notice[0], notice[1], _ts(at)),
         )
-
-
-def uncertain_notice(item: OutboxItem) -> tuple[str, str]:
-    """The notice for an item whose submission may or may not have gone through."""
-    subject = f"S/MIME outbox: message {item.id} may not have been sent"
-    text = (
-        f"Your message {_title(item)} was being submitted when the connection or the "
-        "companion stopped. The server may or may not have accepted it, so it was NOT sent "
-        "again on its own (that could deliver it twice).\n\n"
-        "If the recipients did not get it, send it again with:\n\n"
-        f"    smime-companion outbox retry {item.id}\n"
-    )
-    return subject, text
-
-
-def _title(item: OutboxItem) -> str:
-    subject = f'"{item.subject}"' if item.subject else "(no subject)"
-    return f"{subject} {item.message_id or ''}".strip()

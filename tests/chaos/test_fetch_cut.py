@@ -34,11 +34,12 @@ from pathlib import Path
 import pytest
 
 from smime_companion.errors import ImapError
-from smime_companion.imap.client import ServerSpec, connect
-from smime_companion.imap.sync import BODY_BATCH_COUNT
+from smime_companion.imap.mailbox import connect
+from smime_companion.imap.session import ServerSpec
 from smime_companion.store import db
 from smime_companion.store.cache import MIGRATIONS
 from smime_companion.store.cache_reading import stored_bytes
+from smime_companion.sync.pipeline import BODY_BATCH_COUNT
 from smime_companion.testing.pki import TestPki
 from tests.chaos.harness import FOLDER, IDENTITY, Setup
 from tests.cut_proxy import CutProxy, Literal, Locate, Response, layout

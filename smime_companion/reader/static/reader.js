@@ -140,13 +140,13 @@
   // -- a sent draft: follow it until it is sent or stopped ---------------------------------
   const progress = document.querySelector("section.progress[data-poll]");
   if (progress) {
-    const finished = ["sent", "filed", "failed", "gone", "saved", "held", "rejected", "uncertain"];
+    const finished = ["sent", "filed", "gone", "saved", "held", "rejected", "uncertain"];
     const follow = function () {
       getJSON(progress.dataset.poll).then(function (p) {
         if (!p) { return; }
         const stage = document.getElementById("stage");
         stage.textContent = p.stage;
-        stage.className = "badge " + (["sent", "filed"].includes(p.stage) ? "good" : (["held", "failed", "rejected", "uncertain"].includes(p.stage) ? "bad" : "info"));
+        stage.className = "badge " + (["sent", "filed"].includes(p.stage) ? "good" : (["held", "rejected", "uncertain"].includes(p.stage) ? "bad" : "info"));
         document.getElementById("words").textContent = p.words;
         const reason = document.getElementById("reason");
         reason.textContent = p.reason || "";

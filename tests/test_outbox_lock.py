@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from smime_companion.imap.client import ServerSpec
 from smime_companion.imap.outbox_source import ImapOutbox
+from smime_companion.imap.session import ServerSpec
 from smime_companion.outbox.localdir import LocalDirectory
-from smime_companion.outbox.pipeline import OutboxSettings
+from smime_companion.outbox.pipeline import OutboxBusy, OutboxPipeline, OutboxSettings, outbox_lock
 from smime_companion.outbox.plan import CertificateList
-from smime_companion.outbox.service import OutboxBusy, outbox_lock, process_account
 from smime_companion.smtp import SmtpSpec, SmtpSubmitter
 from smime_companion.store.journal import Journal
 from tests.dovecot import free_port
@@ -26,18 +25,17 @@ def _pass(cache: Path, outbox: Path) -> list[int]:
     # Nothing is in the outbox, so the servers (nobody listens there) are never contacted.
     nowhere = ServerSpec("127.0.0.1", free_port(), "alice", lambda: "x", name="alice")
     imap = ImapOutbox(nowhere, "S/MIME Outbox", "Sent")
-    with Journal.open(cache, None) as journal:
-        report = process_account(
-            journal=journal,
-            lock_directory=cache,
-            source=LocalDirectory(outbox),
-            submitter=SmtpSubmitter(SmtpSpec("127.0.0.1", free_port(), None, lambda: "")),
-            filer=imap,
-            notifier=imap,
-            lookup=CertificateList([]),
-            settings=OutboxSettings("alice/local", (), "alice@example.org"),
+    with outbox_lock(cache), Journal.open(cache, None) as journal:
+        report = OutboxPipeline(
+            journal,
+            LocalDirectory(outbox),
+            SmtpSubmitter(SmtpSpec("127.0.0.1", free_port(), None, lambda: "")),
+            imap,
+            imap,
+            CertificateList([]),
+            OutboxSettings("alice/local", (), "alice@example.org"),
             clock=lambda: dt.datetime.now(dt.UTC),
-        )
+        ).run_pass()
     assert report.errors == []
     return report.done
 
@@ -55,7 +53,7 @@ def test_the_lock_of_a_killed_process_is_free_at_once(tmp_path: Path) -> None:
     (tmp_path / "outbox").mkdir()
     code = (
         "import os, signal, sys; from pathlib import Path; "
-        "from smime_companion.outbox.service import outbox_lock\n"
+        "from smime_companion.outbox.pipeline import outbox_lock\n"
         "with outbox_lock(Path(sys.argv[1])):\n"
         "    print('held', flush=True); os.kill(os.getpid(), signal.SIGKILL)\n"
     )

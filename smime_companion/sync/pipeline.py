@@ -1,32 +1,18 @@
-"""Synchronising one IMAP folder into the cache: the sync logic, free of any IMAP library.
+"""The pipeline of a sync pass: fetch the new messages' bodies, open them, store them.
 
-:func:`sync_folder` talks to the server only through the
-:class:`~smime_companion.imap.client.Mailbox` protocol and to the cache only through
-:class:`SyncCache` (the methods of :class:`smime_companion.store.cache.Cache` it uses), so it
-can be read and tested on its own.
+Three stages overlap (see ``docs/performance.md``): a reader thread (:class:`_BodyFetcher`)
+fetches batches of bodies (it alone uses the connection until it has finished), the opening pool
+(:class:`~smime_companion.sync.opening.OpeningPool`, worker processes when there are spare
+cores) opens each batch at its arrival time and derives its cache entries, and the calling
+thread stores the oldest opened batch in one transaction (:class:`_Storer`), offering each
+message to the certificate harvester. Progress (UIDNEXT) is saved once every batch of a summary
+batch is stored, so an interrupted pass resumes where it stopped; storing is idempotent, so a
+batch repeated after a crash adds nothing twice.
 
-One pass, read-only on the server:
-
-1. EXAMINE the folder. A changed UIDVALIDITY means the server renumbered it: the cache keeps the
-   old entries (still searchable) and each message found again is moved onto its old entry by its
-   raw SHA-256 (``Cache.store_message`` does that), so nothing is lost or duplicated; entries not
-   found again are dropped only after a complete pass.
-2. Nothing changed (same HIGHESTMODSEQ and UIDNEXT under CONDSTORE): done, no further command.
-3. Expunges and flag changes of cached messages: with QRESYNC from ``CHANGEDSINCE ... VANISHED``;
-   otherwise by comparing a UID SEARCH with the cache (and CHANGEDSINCE or plain FLAGS fetches).
-4. New messages (UIDs at or above the recorded UIDNEXT, or every UID not cached on a first pass):
-   the server names the candidates (a header SEARCH) and each candidate's own header, fetched
-   with its body, tells whether it is S/MIME (BODYSTRUCTURE where the server refuses the
-   search), so only S/MIME bodies are downloaded (every body with ``cache_all``); bodies in
-   batches bounded in bytes. Three stages overlap: a reader
-   thread fetches the next batches, the opener (``smime_companion.opening``, worker processes
-   when there are spare cores) opens each at its arrival time and derives its cache entry, and
-   this thread stores the oldest opened batch in one transaction, offering each message to the
-   certificate harvester. Progress (UIDNEXT) is saved once every batch of a summary batch is
-   stored, so an interrupted pass resumes where it stopped; storing is idempotent, so a batch
-   repeated after a crash adds nothing twice.
-
-A message that cannot be opened is stored with its error and raw bytes, never dropped.
+Only S/MIME bodies are downloaded (every body with ``cache_all``): the server names the
+candidates (a header SEARCH, done by the caller) and each candidate's own header, fetched with
+its body, decides (BODYSTRUCTURE where the server refused the search). A message that cannot be
+opened is stored with its error and raw bytes, never dropped.
 """
 
 from __future__ import annotations
@@ -36,22 +22,28 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
 
-from smime_companion.core.cache_entry import CacheEntry
 from smime_companion.core.entry_derivation import derive_entry, revised_for_revocations
 from smime_companion.core.model import Decryption, OpenResult
 from smime_companion.core.open import is_smime_message
-from smime_companion.imap.client import Mailbox, OversizedBody, Summary
-from smime_companion.opening import Opened
+from smime_companion.errors import OversizedBody
 from smime_companion.store.cache import FolderState
+from smime_companion.sync.opening import Opened, OpenedBatch
+from smime_companion.sync.protocols import (
+    BatchOpener,
+    FolderReport,
+    Harvester,
+    Mailbox,
+    Stopped,
+    Summary,
+    SyncCache,
+)
 
 log = logging.getLogger(__name__)
 
-# Messages per BODYSTRUCTURE round trip.
+# Messages per summary round trip (and per saved progress).
 SUMMARY_BATCH = 500
 # A body batch closes at this many bytes or messages (bounds memory and the loss on a crash).
 # Up to four batches are in flight at once (read ahead, queued, being opened, being stored).
@@ -59,204 +51,40 @@ BODY_BATCH_BYTES = 8 * 1024 * 1024
 BODY_BATCH_COUNT = 50
 
 
-class SyncCache(Protocol):
-    """The part of :class:`smime_companion.store.cache.Cache` that sync uses."""
+@dataclass(frozen=True)
+class PassContext:
+    """Where a pass stores and what it reports to: the folder, its UIDVALIDITY and its state
+    as last saved."""
 
-    def store_message(
-        self,
-        *,
-        account: str,
-        folder: str,
-        uidvalidity: int,
-        uid: int,
-        raw: bytes,
-        entry: CacheEntry,
-        arrived: datetime,
-        flags: Sequence[str] = (),
-    ) -> int: ...
-
-    def uids(self, account: str, folder: str, uidvalidity: int) -> set[int]: ...
-
-    def forget_uids(
-        self, account: str, folder: str, uidvalidity: int, uids: Iterable[int]
-    ) -> int: ...
-
-    def update_flags(
-        self, account: str, folder: str, uidvalidity: int, uid: int, flags: Sequence[str]
-    ) -> None: ...
-
-    def folder_state(self, account: str, folder: str) -> FolderState | None: ...
-
-    def set_folder_state(self, account: str, folder: str, state: FolderState) -> None: ...
-
-    def reset_folder(self, account: str, folder: str, new_uidvalidity: int) -> None: ...
-
-    def drop_stale(self, account: str, folder: str) -> int: ...
-
-    def transaction(self) -> AbstractContextManager[None]: ...
-
-
-class Harvester(Protocol):
-    """Receives every opened message so signer certificates can be collected (issue 4's
-    certificate store). ``message_id`` is the Message-ID header, for its records."""
-
-    def harvest(
-        self, result: OpenResult, message_id: str | None, at: datetime
-    ) -> Mapping[str, str]:
-        """Collect what ``result`` teaches (signer chains, capabilities) as seen at ``at``;
-        return its signers known to be revoked (SHA-256 fingerprint -> where that was learnt),
-        which the message is then stored with. May raise: sync logs the error and carries on."""
-        ...
-
-    def known_revoked(self, result: OpenResult) -> Mapping[str, str]:
-        """The signers of ``result`` already known to be revoked (asks no server)."""
-        ...
-
-
-class OpenedBatch(Protocol):
-    """A batch being opened (:class:`smime_companion.opening.OpenedBatch`)."""
-
-    def result(self) -> list[Opened]:
-        """One :class:`Opened` per submitted message, in order."""
-        ...
-
-    def done(self) -> bool:
-        """True when :meth:`result` would not wait."""
-        ...
-
-
-class BatchOpener(Protocol):
-    """Opens messages and derives their cache entries, possibly in another process
-    (:class:`smime_companion.opening.Opener`, which binds the identities and anchors)."""
-
-    # How many worker processes open batches (0: ``submit`` opens them before returning).
-    workers: int
-
-    def submit(self, items: Sequence[tuple[bytes, datetime]], *, here: bool = False) -> OpenedBatch:
-        """Start opening ``(raw, arrival time)`` pairs (in this thread, at once, when ``here``);
-        never raises for a bad message."""
-        ...
-
-
-@dataclass
-class FolderReport:
-    """What one pass over one folder did."""
-
+    cache: SyncCache
+    report: FolderReport
     account: str
     folder: str
-    uidvalidity: int | None = None
-    new: int = 0  # messages seen for the first time
-    stored: int = 0  # bodies fetched and stored
-    skipped: int = 0  # not S/MIME (and cache_all off): not downloaded
-    failed_to_open: int = 0  # stored with an error
-    refused: int = 0  # bodies refused unread (far larger than announced), stored as failed
-    expunged: int = 0
-    flags_updated: int = 0
-    uidvalidity_changed: bool = False
-    dropped_stale: int = 0
-    unchanged: bool = False
-    complete: bool = False
-    stored_uids: list[int] = field(default_factory=list)
+    uidvalidity: int
+    state: FolderState
+    now: Callable[[], datetime]
+    harvester: Harvester | None
+    should_stop: Callable[[], bool]
+    progress: Callable[[int, int], None] | None
 
 
-class Stopped(Exception):
-    """Raised inside a pass when the caller asked to stop (SIGTERM) between two messages."""
-
-
-def sync_folder(
+def fetch_open_store(
     mailbox: Mailbox,
-    cache: SyncCache,
-    *,
-    account: str,
-    folder: str,
     opener: BatchOpener,
-    now: Callable[[], datetime],
-    cache_all: bool = False,
-    harvester: Harvester | None = None,
-    should_stop: Callable[[], bool] = lambda: False,
-    progress: Callable[[int, int], None] | None = None,
-) -> FolderReport:
-    """Bring the cache's copy of ``folder`` up to date with the server; return what was done.
-
-    ``now`` gives the current time (for ``last_sync`` and messages without INTERNALDATE);
-    ``progress(done, total)`` is called after each stored batch of new messages.
-    Raises :class:`~smime_companion.errors.ImapError` when the connection fails (the progress
-    made so far is kept), :class:`Stopped` when ``should_stop`` became true, and
-    :class:`~smime_companion.errors.CacheError` when the cache cannot be written.
-    """
-    report = FolderReport(account=account, folder=folder)
-    info = mailbox.examine(folder)
-    report.uidvalidity = uv = info.uidvalidity
-    state = cache.folder_state(account, folder)
-    if state is not None and state.uidvalidity != uv:
-        log.warning(
-            "%s/%s: UIDVALIDITY changed %s -> %s; re-matching cached messages",
-            account,
-            folder,
-            state.uidvalidity,
-            uv,
-        )
-        cache.reset_folder(account, folder, uv)
-        report.uidvalidity_changed = True
-        state = cache.folder_state(account, folder)
-    if state is None:
-        state = FolderState(uidvalidity=uv)
-        cache.set_folder_state(account, folder, state)
-
-    if (
-        info.highest_modseq is not None
-        and state.highest_modseq == info.highest_modseq
-        and state.uidnext == info.uidnext
-    ):
-        report.unchanged = report.complete = True
-        _save(cache, account, folder, state, uidnext=state.uidnext, modseq=state.highest_modseq,
-              last_sync=now())  # fmt: skip
-        return report
-
-    cached = cache.uids(account, folder, uv)
-    start = state.uidnext or 1
-
-    # -- expunges and flag changes of what we hold -------------------------------------------
-    server_uids: list[int]
-    if state.highest_modseq is not None and info.highest_modseq is not None and mailbox.qresync:
-        changes = mailbox.changes_since(sorted(cached), state.highest_modseq)
-        gone = set(changes.vanished)
-        changed_flags = changes.flags
-        server_uids = mailbox.search_uids(start)
-    else:
-        server_uids = mailbox.search_uids(1)
-        gone = cached - set(server_uids)
-        keep = sorted(cached - gone)
-        if state.highest_modseq is not None and info.highest_modseq is not None:
-            changed_flags = mailbox.changes_since(keep, state.highest_modseq).flags
-        else:
-            changed_flags = mailbox.flags(keep)
-    if gone:
-        report.expunged = cache.forget_uids(account, folder, uv, sorted(gone))
-        log.info("%s/%s: %d expunged", account, folder, report.expunged)
-    for uid, flags in changed_flags.items():
-        if uid in cached and uid not in gone:
-            cache.update_flags(account, folder, uv, uid, flags)
-            report.flags_updated += 1
-
-    # -- new messages -------------------------------------------------------------------------
-    new = [u for u in server_uids if u >= start and u not in cached]
-    report.new = len(new)
-    # Unless everything is cached, let the server name the messages whose headers mention
-    # PKCS#7 (a superset of S/MIME): the others need no BODYSTRUCTURE at all.
-    candidates: set[int] | None = None
-    if new and not cache_all:
-        found = mailbox.search_smime_candidates(new[0])
-        candidates = set(found) if found is not None else None
-    # Three stages run side by side: a reader thread fetches batches of bodies (it alone uses
-    # the connection until it has finished), the opener opens batches (in worker processes when
-    # there are cores to spare), and this thread stores the oldest opened batch, in order.
-    store = _Storer(cache, report, account, folder, uv, state, len(new), harvester,
-                    should_stop, progress)  # fmt: skip
+    context: PassContext,
+    new: list[int],
+    candidates: set[int] | None,
+    cache_all: bool,
+) -> FolderState:
+    """Fetch, open and store the messages ``new`` (only ``candidates`` and those whose header
+    shows S/MIME, unless ``cache_all``; ``candidates`` None: BODYSTRUCTURE decides); return the
+    folder state as last saved. Raises what the connection raised once every batch that
+    arrived whole is stored, :class:`Stopped` when asked to stop, CacheError."""
+    store = _Storer(context, len(new))
     in_flight: collections.deque[tuple[_Fetched, OpenedBatch]] = collections.deque()
     failed: Exception | None = None  # the reader's: raised once what arrived whole is stored
-    with _Reader(mailbox, new, candidates, cache_all, report, now) as reader:
-        batches = iter(reader)
+    with _BodyFetcher(mailbox, new, candidates, cache_all, context.report, context.now) as fetcher:
+        batches = iter(fetcher)
         while True:
             try:
                 fetched = next(batches)
@@ -283,71 +111,21 @@ def sync_folder(
             store(*in_flight.popleft())
     if failed is not None:
         raise failed
-    saved = store.saved
-
-    # A complete pass under the current UIDVALIDITY: entries left under an older one were not
-    # found again, so the server no longer has them (a no-op unless UIDVALIDITY changed, which
-    # may have been in an earlier, interrupted pass).
-    report.dropped_stale = cache.drop_stale(account, folder)
-    uidnext = info.uidnext
-    if uidnext is None:
-        uidnext = max([*server_uids, start - 1]) + 1
-    _save(cache, account, folder, saved, uidnext=max(uidnext, saved.uidnext or 1),
-          modseq=info.highest_modseq, last_sync=now())  # fmt: skip
-    report.complete = True
-    log.info(
-        "%s/%s: %d new (%d stored, %d not S/MIME), %d expunged, %d flag changes",
-        account,
-        folder,
-        report.new,
-        report.stored,
-        report.skipped,
-        report.expunged,
-        report.flags_updated,
-    )
-    return report
-
-
-def record_error(cache: SyncCache, account: str, folder: str, error: str) -> None:
-    """Remember the last failure of a folder (shown by ``status``), keeping its sync state."""
-    state = cache.folder_state(account, folder)
-    if state is None:
-        return  # never examined: nothing to attach the error to yet
-    cache.set_folder_state(
-        account,
-        folder,
-        FolderState(
-            uidvalidity=state.uidvalidity,
-            highest_modseq=state.highest_modseq,
-            uidnext=state.uidnext,
-            last_sync=state.last_sync,
-            error=error,
-        ),
-    )
+    return store.saved
 
 
 class _Storer:
     """Stores opened batches of one folder, in UID order, each in one transaction, and saves
     the folder's progress once every batch of a summary batch is stored."""
 
-    def __init__(
-        self,
-        cache: SyncCache,
-        report: FolderReport,
-        account: str,
-        folder: str,
-        uidvalidity: int,
-        state: FolderState,
-        total: int,
-        harvester: Harvester | None,
-        should_stop: Callable[[], bool],
-        progress: Callable[[int, int], None] | None,
-    ) -> None:
-        self.cache, self.report = cache, report
-        self.account, self.folder, self.uidvalidity = account, folder, uidvalidity
-        self.saved = state  # the folder state as last saved
+    def __init__(self, context: PassContext, total: int) -> None:
+        self.cache, self.report = context.cache, context.report
+        self.account, self.folder = context.account, context.folder
+        self.uidvalidity = context.uidvalidity
+        self.saved = context.state  # the folder state as last saved
         self.total, self.done = total, 0
-        self.harvester, self.should_stop, self.progress = harvester, should_stop, progress
+        self.harvester = context.harvester
+        self.should_stop, self.progress = context.should_stop, context.progress
 
     def __call__(self, fetched: _Fetched, batch: OpenedBatch) -> None:
         """Store ``fetched`` as opened by ``batch``. Raises :class:`Stopped` when asked to stop
@@ -363,7 +141,7 @@ class _Storer:
             # Every UID of that summary batch is handled (stored or deliberately skipped):
             # the next pass resumes after it.
             self.done += fetched.batch_size
-            self.saved = _save(self.cache, self.account, self.folder, self.saved,
+            self.saved = save_state(self.cache, self.account, self.folder, self.saved,
                                uidnext=fetched.batch_end + 1, modseq=self.saved.highest_modseq,
                                last_sync=self.saved.last_sync)  # fmt: skip
             if self.progress is not None:
@@ -451,7 +229,7 @@ class _Fetched:
     refused: list[tuple[Summary, str, datetime]] = field(default_factory=list)
 
 
-class _Reader:
+class _BodyFetcher:
     """Reads summaries and bodies of the new messages on a thread, one batch ahead of the
     opener, into a queue of one; iterate it for the batches. It alone uses the connection from
     start until it is closed (which waits for the thread). A failure is raised to the reader's
@@ -478,7 +256,7 @@ class _Reader:
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="imap-reader", daemon=True)
 
-    def __enter__(self) -> _Reader:
+    def __enter__(self) -> _BodyFetcher:
         self._thread.start()
         return self
 
@@ -503,7 +281,8 @@ class _Reader:
 
     def _run(self) -> None:
         try:
-            for batch in _batches(self._new, SUMMARY_BATCH):
+            for start in range(0, len(self._new), SUMMARY_BATCH):
+                batch = self._new[start : start + SUMMARY_BATCH]
                 candidates = self._candidates
                 look_at = batch if candidates is None else [u for u in batch if u in candidates]
                 # BODYSTRUCTURE tells which messages are S/MIME only when the server could not
@@ -583,7 +362,7 @@ class _Reader:
         return False
 
 
-def _save(
+def save_state(
     cache: SyncCache,
     account: str,
     folder: str,
@@ -602,11 +381,6 @@ def _save(
     )
     cache.set_folder_state(account, folder, new)
     return new
-
-
-def _batches(items: Sequence[int], size: int) -> Iterable[list[int]]:
-    for i in range(0, len(items), size):
-        yield list(items[i : i + size])
 
 
 def _body_groups(summaries: Sequence[Summary]) -> Iterable[list[Summary]]:

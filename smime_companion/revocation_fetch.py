@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 
+from smime_companion.core.cert_vocabulary import CertRecord, Revocation
 from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.model import ANCHORED_STATUSES, OpenResult
 from smime_companion.core.revocation import (
@@ -31,7 +32,6 @@ from smime_companion.core.revocation import (
     read_crl,
     read_ocsp_response,
 )
-from smime_companion.core.selection import CertRecord, Revocation
 from smime_companion.store.certstore import CertStore
 
 log = logging.getLogger(__name__)

@@ -25,18 +25,20 @@ from __future__ import annotations
 import contextlib
 import copyreg
 import ctypes
+import io
 import itertools
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography import x509
@@ -54,7 +56,7 @@ log = logging.getLogger(__name__)
 
 # Most workers worth starting: beyond this the single process writing the database is the limit.
 MAX_WORKERS = 4
-# Worker deaths (killed, out of memory) after which an Opener stops starting new ones.
+# Worker deaths (killed, out of memory) after which an OpeningPool stops starting new ones.
 MAX_WORKER_DEATHS = 5
 # Seconds one message may take to open and index (``[cache] open_time_limit``). Real mail takes
 # milliseconds, a 256 MB message a few seconds; every hostile message of bench/hostile_open.py
@@ -210,7 +212,7 @@ def open_safely(
         return _timed_out(raw, time_limit, "opening")
 
 
-def prepare(
+def open_for_cache(
     raw: bytes,
     at: datetime,
     identities: Sequence[Identity],
@@ -244,15 +246,15 @@ class OpenedBatch:
 
     def __init__(
         self,
-        opener: Opener,
+        owner: OpeningPool,
         items: Sequence[tuple[bytes, datetime]],
-        future: Future[list[Opened]],
-        pool: ProcessPoolExecutor | None = None,
+        future: Future[list[Opened]] | Future[bytes],
+        workers: ProcessPoolExecutor | None = None,
     ) -> None:
-        self._opener = opener
+        self._owner = owner
         self._items = items
         self._future = future
-        self._pool = pool  # the pool it went to (None: opened here)
+        self._workers = workers  # the worker pool it went to (None: opened here)
 
     def done(self) -> bool:
         """True when :meth:`result` would not wait."""
@@ -261,20 +263,17 @@ class OpenedBatch:
     def result(self) -> list[Opened]:
         """One :class:`Opened` per item, in order."""
         try:
-            opened = self._future.result()
+            answer = self._future.result()
         except BrokenProcessPool:
             log.warning("the opening worker died; opening %d messages here", len(self._items))
-            self._opener.replace_broken(self._pool)
-            return [self._opener.prepare(raw, at) for raw, at in self._items]
-        # The worker sends plain mail back without its content (it is the raw message, which
-        # this process holds): put it back, so a result reads the same wherever it was made.
-        return [
-            replace(o, result=replace(o.result, content=raw)) if o.entry.content_is_raw else o
-            for o, (raw, _at) in zip(opened, self._items, strict=True)
-        ]
+            self._owner.replace_broken(self._workers)
+            return [self._owner.open_for_cache(raw, at) for raw, at in self._items]
+        if isinstance(answer, bytes):  # from a worker: see _SharedBytesPickler
+            return _unpickled(answer, [raw for raw, _at in self._items])
+        return answer
 
 
-class Opener:
+class OpeningPool:
     """Opens messages with the user's identities and anchors, here or in worker processes.
 
     ``extra_certificates`` (the certificate store's, harvested from earlier mail) are where a
@@ -310,9 +309,9 @@ class Opener:
             self.extra_certificates, self.time_limit,
         )  # fmt: skip
 
-    def prepare(self, raw: bytes, at: datetime) -> Opened:
-        """Open one message and derive its cache entry in this process (see :func:`prepare`)."""
-        return prepare(
+    def open_for_cache(self, raw: bytes, at: datetime) -> Opened:
+        """Open one message and derive its cache entry here (see :func:`open_for_cache`)."""
+        return open_for_cache(
             raw, at, self.identities, self.anchors, self.allow_sha1, self.allow_weak,
             self.extra_certificates, self.time_limit,
         )  # fmt: skip
@@ -326,7 +325,7 @@ class Opener:
         items = [(raw, at.astimezone(UTC)) for raw, at in items]
         if self._pool is None or here:
             done: Future[list[Opened]] = Future()
-            done.set_result([self.prepare(raw, at) for raw, at in items])
+            done.set_result([self.open_for_cache(raw, at) for raw, at in items])
             return OpenedBatch(self, items, done)
         pool = self._pool
         try:
@@ -358,7 +357,7 @@ class Opener:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def __enter__(self) -> Opener:
+    def __enter__(self) -> OpeningPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -452,19 +451,59 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _open_in_worker(items: list[tuple[bytes, datetime]]) -> list[Opened]:
+def _open_in_worker(items: list[tuple[bytes, datetime]]) -> bytes:
+    """Open ``items`` for the cache; the :class:`Opened` list pickled so that no byte string
+    the parent sent is sent back (see :class:`_SharedBytesPickler`)."""
     assert _worker is not None, "worker not initialised"
     identities, anchors, allow_sha1, allow_weak, extra, time_limit = _worker
-    out = []
-    for raw, at in items:
-        # Past the time limit a message is given up on here, in the worker, and the batch goes
-        # on: the sync stores it unopened, with its raw bytes, and moves on.
-        opened = prepare(raw, at, identities, anchors, allow_sha1, allow_weak, extra, time_limit)
-        if opened.entry.content_is_raw:
-            # Do not send the raw message back: the sync holds it (see OpenedBatch.result).
-            opened = replace(opened, result=replace(opened.result, content=b""))
-        out.append(opened)
-    return out
+    # Past the time limit a message is given up on here, in the worker, and the batch goes on:
+    # the sync stores it unopened, with its raw bytes, and moves on.
+    opened = [
+        open_for_cache(raw, at, identities, anchors, allow_sha1, allow_weak, extra, time_limit)
+        for raw, at in items
+    ]
+    out = io.BytesIO()
+    _SharedBytesPickler(out, [raw for raw, _at in items]).dump(opened)
+    return out.getvalue()
+
+
+# -- sending results back without the bytes the parent holds ----------------------------------
+
+
+class _SharedBytesPickler(pickle.Pickler):
+    """Pickles results, naming each byte string equal to one of ``shared`` (the raw messages
+    the parent sent, which plain mail's content is) by its index instead of copying it: a
+    result travels back whole, and the parent's own copy of the raw message is put in its
+    place (:func:`_unpickled`)."""
+
+    def __init__(self, file: io.BytesIO, shared: Sequence[bytes]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._by_length: dict[int, list[tuple[int, bytes]]] = {}
+        for index, raw in enumerate(shared):
+            self._by_length.setdefault(len(raw), []).append((index, raw))
+
+    def persistent_id(self, obj: object) -> int | None:  # type: ignore[override]
+        if type(obj) is bytes and len(obj) in self._by_length:
+            for index, raw in self._by_length[len(obj)]:
+                if obj is raw or obj == raw:
+                    return index
+        return None
+
+
+class _SharedBytesUnpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, shared: Sequence[bytes]) -> None:
+        super().__init__(file)
+        self._shared = shared
+
+    def persistent_load(self, pid: object) -> bytes:
+        assert isinstance(pid, int)
+        return self._shared[pid]
+
+
+def _unpickled(data: bytes, shared: Sequence[bytes]) -> list[Opened]:
+    opened = _SharedBytesUnpickler(io.BytesIO(data), shared).load()
+    assert isinstance(opened, list)
+    return opened
 
 
 # -- pickling certificates ------------------------------------------------------------------------

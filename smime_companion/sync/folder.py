@@ -1,0 +1,181 @@
+"""One sync pass over one folder: reconcile what the cache holds with the server, then fetch,
+open and store what is new.
+
+:func:`sync_folder` talks to the server only through the
+:class:`~smime_companion.sync.protocols.Mailbox` protocol and to the cache only through
+:class:`~smime_companion.sync.protocols.SyncCache`, so it can be read and tested on its own.
+
+One pass, read-only on the server:
+
+1. EXAMINE the folder. A changed UIDVALIDITY means the server renumbered it: the cache keeps the
+   old entries (still searchable) and each message found again is moved onto its old entry by its
+   raw SHA-256 (``Cache.store_message`` does that), so nothing is lost or duplicated; entries not
+   found again are dropped only after a complete pass.
+2. Nothing changed (same HIGHESTMODSEQ and UIDNEXT under CONDSTORE): done, no further command.
+3. Expunges and flag changes of cached messages: with QRESYNC from ``CHANGEDSINCE ... VANISHED``;
+   otherwise by comparing a UID SEARCH with the cache (and CHANGEDSINCE or plain FLAGS fetches).
+4. New messages (UIDs at or above the recorded UIDNEXT, or every UID not cached on a first pass)
+   go through the pipeline (:mod:`smime_companion.sync.pipeline`): fetched, opened, stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from smime_companion.store.cache import FolderState
+from smime_companion.sync.pipeline import PassContext, fetch_open_store, save_state
+from smime_companion.sync.protocols import (
+    BatchOpener,
+    FolderInfo,
+    FolderReport,
+    Harvester,
+    Mailbox,
+    SyncCache,
+)
+
+log = logging.getLogger(__name__)
+
+
+def sync_folder(
+    mailbox: Mailbox,
+    cache: SyncCache,
+    *,
+    account: str,
+    folder: str,
+    opener: BatchOpener,
+    now: Callable[[], datetime],
+    cache_all: bool = False,
+    harvester: Harvester | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    progress: Callable[[int, int], None] | None = None,
+) -> FolderReport:
+    """Bring the cache's copy of ``folder`` up to date with the server; return what was done.
+
+    ``now`` gives the current time (for ``last_sync`` and messages without INTERNALDATE);
+    ``progress(done, total)`` is called after each stored batch of new messages.
+    Raises :class:`~smime_companion.errors.ImapError` when the connection fails (the progress
+    made so far is kept), :class:`~smime_companion.sync.protocols.Stopped` when ``should_stop``
+    became true, and :class:`~smime_companion.errors.CacheError` when the cache cannot be
+    written.
+    """
+    report = FolderReport(account=account, folder=folder)
+    info = mailbox.examine(folder)
+    report.uidvalidity = info.uidvalidity
+    state = _state_under(info, cache, report)
+    if _nothing_changed(info, state):
+        report.unchanged = report.complete = True
+        save_state(cache, account, folder, state, uidnext=state.uidnext,
+                   modseq=state.highest_modseq, last_sync=now())  # fmt: skip
+        return report
+    new, server_uids = _reconcile(mailbox, cache, info, state, report)
+    candidates = _smime_candidates(mailbox, new, cache_all)
+    context = PassContext(cache, report, account, folder, info.uidvalidity, state, now,
+                          harvester, should_stop, progress)  # fmt: skip
+    saved = fetch_open_store(mailbox, opener, context, new, candidates, cache_all)
+    # A complete pass under the current UIDVALIDITY: entries left under an older one were not
+    # found again, so the server no longer has them (a no-op unless UIDVALIDITY changed, which
+    # may have been in an earlier, interrupted pass).
+    report.dropped_stale = cache.drop_stale(account, folder)
+    start = state.uidnext or 1
+    uidnext = info.uidnext
+    if uidnext is None:
+        uidnext = max([*server_uids, start - 1]) + 1
+    save_state(cache, account, folder, saved, uidnext=max(uidnext, saved.uidnext or 1),
+               modseq=info.highest_modseq, last_sync=now())  # fmt: skip
+    report.complete = True
+    log.info(
+        "%s/%s: %d new (%d stored, %d not S/MIME), %d expunged, %d flag changes",
+        account, folder, report.new, report.stored, report.skipped, report.expunged,
+        report.flags_updated,
+    )  # fmt: skip
+    return report
+
+
+def record_error(cache: SyncCache, account: str, folder: str, error: str) -> None:
+    """Remember the last failure of a folder (shown by ``status``), keeping its sync state."""
+    state = cache.folder_state(account, folder)
+    if state is None:
+        return  # never examined: nothing to attach the error to yet
+    cache.set_folder_state(
+        account,
+        folder,
+        FolderState(
+            uidvalidity=state.uidvalidity,
+            highest_modseq=state.highest_modseq,
+            uidnext=state.uidnext,
+            last_sync=state.last_sync,
+            error=error,
+        ),
+    )
+
+
+def _state_under(info: FolderInfo, cache: SyncCache, report: FolderReport) -> FolderState:
+    """The folder's saved state under the server's UIDVALIDITY: a new one on a first pass, and
+    after a change of UIDVALIDITY (whose old entries are kept to be re-matched)."""
+    account, folder, uv = report.account, report.folder, info.uidvalidity
+    state = cache.folder_state(account, folder)
+    if state is not None and state.uidvalidity != uv:
+        log.warning("%s/%s: UIDVALIDITY changed %s -> %s; re-matching cached messages",
+                    account, folder, state.uidvalidity, uv)  # fmt: skip
+        cache.reset_folder(account, folder, uv)
+        report.uidvalidity_changed = True
+        state = cache.folder_state(account, folder)
+    if state is None:
+        state = FolderState(uidvalidity=uv)
+        cache.set_folder_state(account, folder, state)
+    return state
+
+
+def _nothing_changed(info: FolderInfo, state: FolderState) -> bool:
+    """True when CONDSTORE says nothing happened since the last pass."""
+    return (
+        info.highest_modseq is not None
+        and state.highest_modseq == info.highest_modseq
+        and state.uidnext == info.uidnext
+    )
+
+
+def _reconcile(
+    mailbox: Mailbox, cache: SyncCache, info: FolderInfo, state: FolderState, report: FolderReport
+) -> tuple[list[int], list[int]]:
+    """Apply expunges and flag changes of what the cache holds; return the new UIDs (to fetch)
+    and the UIDs the server listed."""
+    account, folder, uv = report.account, report.folder, info.uidvalidity
+    cached = cache.uids(account, folder, uv)
+    start = state.uidnext or 1
+    server_uids: list[int]
+    if state.highest_modseq is not None and info.highest_modseq is not None and mailbox.qresync:
+        changes = mailbox.changes_since(sorted(cached), state.highest_modseq)
+        gone = set(changes.vanished)
+        changed_flags = changes.flags
+        server_uids = mailbox.search_uids(start)
+    else:
+        server_uids = mailbox.search_uids(1)
+        gone = cached - set(server_uids)
+        keep = sorted(cached - gone)
+        if state.highest_modseq is not None and info.highest_modseq is not None:
+            changed_flags = mailbox.changes_since(keep, state.highest_modseq).flags
+        else:
+            changed_flags = mailbox.flags(keep)
+    if gone:
+        report.expunged = cache.forget_uids(account, folder, uv, sorted(gone))
+        log.info("%s/%s: %d expunged", account, folder, report.expunged)
+    for uid, flags in changed_flags.items():
+        if uid in cached and uid not in gone:
+            cache.update_flags(account, folder, uv, uid, flags)
+            report.flags_updated += 1
+    new = [u for u in server_uids if u >= start and u not in cached]
+    report.new = len(new)
+    return new, server_uids
+
+
+def _smime_candidates(mailbox: Mailbox, new: list[int], cache_all: bool) -> set[int] | None:
+    """Unless everything is cached, the new messages whose headers mention PKCS#7 (a superset
+    of S/MIME), named by the server: the others need no BODYSTRUCTURE at all. None: every
+    message is a candidate (``cache_all``, or the server refused the search)."""
+    if not new or cache_all:
+        return None
+    found = mailbox.search_smime_candidates(new[0])
+    return set(found) if found is not None else None
