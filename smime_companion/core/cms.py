@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from asn1crypto import cms, core
 
-from smime_companion.errors import LimitExceeded, MalformedInput, UnsupportedInput
+from smime_companion.errors import LimitExceeded, MalformedInput, UnsupportedInput, one_line
 
 # Upper bound on a CMS object we agree to parse; larger input is refused before parsing.
 MAX_CMS_BYTES = 256 * 1024 * 1024
@@ -75,7 +75,7 @@ def parse_content_info(der: bytes) -> cms.ContentInfo:
     except MalformedInput:
         raise
     except ASN1_ERRORS as exc:
-        raise MalformedInput(f"not a valid CMS ContentInfo: {_one_line(exc)}") from None
+        raise MalformedInput(f"not a valid CMS ContentInfo: {one_line(exc)}") from None
     if content_type not in CONTENT_TYPE_NAMES or content_type == "data":
         raise UnsupportedInput(f"unsupported CMS content type {content_type!r}")
     return info
@@ -662,8 +662,3 @@ def der_elements(contents: bytes) -> list[tuple[int, bytes, bytes]]:
     except (_Unexpected, IndexError):
         raise ValueError("elements are not DER") from None
     return out
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:200] if text else type(exc).__name__

@@ -54,6 +54,7 @@ from smime_companion.core.cms_algorithms import (
     x963_kdf,
 )
 from smime_companion.core.model import DECRYPTION_SEVERITY, Decryption, DecryptOutcome, Identity
+from smime_companion.errors import one_line
 
 # A hostile message may name our certificate in thousands of RecipientInfos to make us do
 # thousands of private-key operations; past this many tries per key we stop.
@@ -160,7 +161,9 @@ def decrypt(
     except _Failure as failure:
         return DecryptOutcome(status=failure.status, error=failure.message)
     except _PARSE_ERRORS as exc:
-        return DecryptOutcome(status=Decryption.MALFORMED, error=f"malformed {kind}: {_line(exc)}")
+        return DecryptOutcome(
+            status=Decryption.MALFORMED, error=f"malformed {kind}: {one_line(exc)}"
+        )
 
     our_keys = [_our_key(identity) for identity in identities]
     candidates, skipped = _match(envelope.recipients, our_keys)
@@ -299,7 +302,7 @@ def _rc2_parameters(parameters: core.Asn1Value) -> tuple[ContentCipher, bytes]:
     try:
         return rc2_cipher(parameters.dump())
     except ValueError as exc:
-        raise _Failure(Decryption.MALFORMED, f"rc2-cbc parameters: {_line(exc)}") from None
+        raise _Failure(Decryption.MALFORMED, f"rc2-cbc parameters: {one_line(exc)}") from None
 
 
 def _chacha_envelope(
@@ -500,9 +503,9 @@ def _recover_cek(recipient: _Recipient, identity: Identity, cipher: ContentCiphe
         return _key_agreement(recipient, identity)
     except UnsupportedAlgorithm as exc:
         # The OpenSSL under cryptography may lack a hash or curve the message asks for.
-        raise _Failure(Decryption.UNSUPPORTED, f"not available here: {_line(exc)}") from None
+        raise _Failure(Decryption.UNSUPPORTED, f"not available here: {one_line(exc)}") from None
     except _PARSE_ERRORS as exc:
-        raise _Failure(Decryption.MALFORMED, f"malformed RecipientInfo: {_line(exc)}") from None
+        raise _Failure(Decryption.MALFORMED, f"malformed RecipientInfo: {one_line(exc)}") from None
 
 
 def _key_transport(recipient: _Recipient, identity: Identity, cipher: ContentCipher) -> _Cek:
@@ -740,7 +743,7 @@ def _decrypt_content(envelope: _Envelope, cipher: ContentCipher, cek: bytes) -> 
     try:
         return _decrypt_with(envelope, cipher, cek)
     except UnsupportedAlgorithm as exc:  # e.g. an OpenSSL built without Triple-DES
-        raise _Failure(Decryption.UNSUPPORTED, f"{cipher.name}: {_line(exc)}") from None
+        raise _Failure(Decryption.UNSUPPORTED, f"{cipher.name}: {one_line(exc)}") from None
 
 
 def _decrypt_with(envelope: _Envelope, cipher: ContentCipher, cek: bytes) -> bytes:
@@ -795,7 +798,7 @@ def _rc2_python_decrypt(envelope: _Envelope, cipher: ContentCipher, cek: bytes) 
     try:
         padded = rc2.cbc_decrypt(cek, cipher.effective_bits, envelope.iv, envelope.ciphertext)
     except ValueError as exc:
-        raise _Failure(Decryption.UNSUPPORTED, f"{cipher.name}: {_line(exc)}") from None
+        raise _Failure(Decryption.UNSUPPORTED, f"{cipher.name}: {one_line(exc)}") from None
     unpadder = sym_padding.PKCS7(64).unpadder()
     try:
         tail = unpadder.update(padded[-8:]) + unpadder.finalize()
@@ -841,8 +844,3 @@ def _worst(failures: Sequence[_Failure]) -> _Failure:
             if failure.status == status:
                 return failure
     return failures[0]
-
-
-def _line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:200] if text else type(exc).__name__
