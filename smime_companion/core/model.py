@@ -96,6 +96,17 @@ SOUND_SIGNATURES: frozenset[SignatureStatus | None] = frozenset(SIGNATURE_SEVERI
 # content is not trusted (``OpenResult.ok`` is False, exit 1) and must never be shown or exported
 # as active HTML. A stable string: the cache stores it and scripts read it.
 WARN_NOT_INTEGRITY_PROTECTED = "not-integrity-protected"
+# The other warnings of an OpenResult (stable strings too).
+WARN_PARTIALLY_ENCRYPTED = "partially-encrypted"
+WARN_PARTIALLY_SIGNED = "partially-signed"
+WARN_WEAK_CIPHER = "weak-cipher"
+WARN_MIME_LIMIT = "mime-limit-reached"
+# A signer used an algorithm we no longer trust (SHA-1, MD5, RSA under 2048 bits), whether that
+# decided the verdict (weak-algorithm) or was accepted for archives (allow_weak, allow_sha1).
+WARN_WEAK_ALGORITHM = "weak-algorithm"
+# A signer's certificate (or a CA above it) has a serial number that is not positive: accepted,
+# and named in that signer's ``notes``.
+WARN_NON_POSITIVE_SERIAL = "non-positive-serial"
 
 DECRYPTION_SEVERITY: tuple[Decryption, ...] = (
     Decryption.FAILED,
