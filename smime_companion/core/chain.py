@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from smime_companion.core import der_writer
+from smime_companion.core.ber_walker import der_elements
 from smime_companion.core.cert_loading import load_certificate
 from smime_companion.core.certs import (
     CertificateDefect,
@@ -34,7 +36,6 @@ from smime_companion.core.certs import (
     is_usable_for_email,
     key_description,
 )
-from smime_companion.core.cms import der_elements
 from smime_companion.core.signatures import structure_signed_by
 
 # Bounds on the work one hostile message can cause.
@@ -259,9 +260,10 @@ def certificates_in_set(contents: bytes) -> tuple[Cert, ...]:
         # A certificate is the universal SEQUENCE choice; the others carry context tags.
         choices = [whole for tag, whole, _ in der_elements(contents) if tag == 0x30]
     except ValueError:  # not DER: let asn1crypto read the BER
+        as_set = b"\x31" + der_writer.length(len(contents)) + contents
         choices = [
             choice.chosen.dump()
-            for choice in cms.CertificateSet.load(b"\x31" + _length(contents) + contents)
+            for choice in cms.CertificateSet.load(as_set)
             if choice.name == "certificate"
         ]
     out: list[Cert] = []
@@ -272,15 +274,6 @@ def certificates_in_set(contents: bytes) -> tuple[Cert, ...]:
         if loaded is not None:  # an unreadable certificate cannot be the signer's nor an issuer
             out.append(loaded)
     return tuple(dedupe(out))
-
-
-def _length(contents: bytes) -> bytes:
-    """DER length octets for ``contents``."""
-    size = len(contents)
-    if size < 0x80:
-        return bytes([size])
-    octets = size.to_bytes((size.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(octets)]) + octets
 
 
 def dedupe(certs: list[Cert]) -> list[Cert]:

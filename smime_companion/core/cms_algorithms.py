@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.keywrap import (
     aes_key_unwrap_with_padding,
 )
 
-from smime_companion.core.cms import der_elements
+from smime_companion.core.ber_walker import der_elements
 
 # --- content-encryption algorithms ------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from asn1crypto import cms, core
 from asn1crypto import x509 as asn1_x509
 
-from smime_companion.core.cms import der_elements, oid_dotted
+from smime_companion.core.ber_walker import der_elements, oid_dotted
 from smime_companion.core.cms_algorithms import (
     CONTENT_CIPHERS,
     RC2_CBC_OID,

@@ -16,8 +16,9 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from smime_companion.core.ber_walker import der_elements
 from smime_companion.core.chain import Cert
-from smime_companion.core.cms import ASN1_ERRORS, der_elements
+from smime_companion.core.cms import ASN1_ERRORS
 from smime_companion.core.model import SignatureStatus
 from smime_companion.core.signatures import (
     SIGNATURE_ALGORITHMS,

@@ -48,6 +48,7 @@ from datetime import datetime
 from asn1crypto import cms, core
 from cryptography import x509
 
+from smime_companion.core.ber_walker import der_elements, oid_dotted
 from smime_companion.core.chain import (
     MAX_CERTIFICATES,
     Cert,
@@ -56,7 +57,7 @@ from smime_companion.core.chain import (
     certificates_in_set,
     dedupe,
 )
-from smime_companion.core.cms import ASN1_ERRORS, der_elements, oid_dotted
+from smime_companion.core.cms import ASN1_ERRORS
 from smime_companion.core.model import (
     SignatureStatus,
     SignerReport,
