@@ -80,14 +80,7 @@ def _rc2_python_decrypt(envelope: Envelope, cipher: ContentCipher, cek: bytes) -
         padded = rc2.cbc_decrypt(cek, cipher.effective_bits, envelope.iv, envelope.ciphertext)
     except ValueError as exc:
         raise DecryptFailure(Decryption.UNSUPPORTED, f"{cipher.name}: {one_line(exc)}") from None
-    unpadder = sym_padding.PKCS7(64).unpadder()
-    try:
-        tail = unpadder.update(padded[-8:]) + unpadder.finalize()
-    except ValueError:
-        raise DecryptFailure(
-            Decryption.FAILED, "CBC padding is invalid: wrong key or altered content"
-        ) from None
-    return padded[:-8] + tail
+    return padded[:-8] + _unpadded(padded[-8:], 8)
 
 
 def _cbc_decrypt(algorithm: CipherAlgorithm, iv: bytes, ciphertext: bytes | memoryview) -> bytes:
@@ -103,13 +96,18 @@ def _cbc_decrypt(algorithm: CipherAlgorithm, iv: bytes, ciphertext: bytes | memo
     view = memoryview(ciphertext)
     decryptor = Cipher(algorithm, modes.CBC(iv)).decryptor()
     head = decryptor.update(view[:-block]) if len(view) > block else b""
-    last = decryptor.update(view[-block:])
+    tail = _unpadded(decryptor.update(view[-block:]), block)
+    return head + tail if tail else head
+
+
+def _unpadded(last: bytes, block: int) -> bytes:
+    """The plaintext of ``last``, the last block (of ``block`` bytes), without its PKCS#7
+    padding. Raises DecryptFailure for a bad padding."""
     # cryptography's unpadder checks the padding (in constant time) on that one block.
     unpadder = sym_padding.PKCS7(block * 8).unpadder()
     try:
-        tail = unpadder.update(last) + unpadder.finalize()
+        return unpadder.update(last) + unpadder.finalize()
     except ValueError:
         raise DecryptFailure(
             Decryption.FAILED, "CBC padding is invalid: wrong key or altered content"
         ) from None
-    return head + tail if tail else head

@@ -103,8 +103,11 @@ def read_envelope(
     if cipher.mode == "cbc":
         return _cbc_envelope(recipients, others, cipher, parameters, ciphertext)
     if cipher.mode == "chacha20-poly1305":
-        return _chacha_envelope(content, recipients, others, cipher, parameters, ciphertext)
-    return _gcm_envelope(content, recipients, others, cipher, parameters, ciphertext)
+        nonce, tag = _chacha_nonce_and_tag(content, cipher, parameters)
+    else:
+        nonce, tag = _gcm_nonce_and_tag(content, cipher, parameters)
+    aad = _auth_attrs_aad(content)
+    return Envelope(recipients, others, cipher, None, nonce, ciphertext, tag, aad)
 
 
 def _encrypted_content(eci: cms.EncryptedContentInfo) -> bytes:
@@ -167,16 +170,11 @@ def _cbc_envelope(
     return Envelope(recipients, others, cipher, None, iv_bytes, ciphertext, b"", b"")
 
 
-def _gcm_envelope(
-    content: cms.AuthEnvelopedData,
-    recipients: tuple[EnvelopeRecipient, ...],
-    others: int,
-    cipher: ContentCipher,
-    parameters: core.Asn1Value,
-    ciphertext: bytes | memoryview,
-) -> Envelope:
-    """RFC 5084: GCMParameters (nonce, tag length) and the tag in the mac. Raises DecryptFailure
-    for anything else."""
+def _gcm_nonce_and_tag(
+    content: cms.AuthEnvelopedData, cipher: ContentCipher, parameters: core.Asn1Value
+) -> tuple[bytes, bytes]:
+    """RFC 5084: the nonce of the GCMParameters and the tag in the mac, of the length the
+    parameters say. Raises DecryptFailure for anything else."""
     if isinstance(parameters, core.Void):
         raise DecryptFailure(Decryption.MALFORMED, f"{cipher.name} without GCMParameters")
     params = GcmParameters.load(parameters.dump(), strict=True)
@@ -192,9 +190,7 @@ def _gcm_envelope(
         )
     if not 8 <= len(nonce) <= 128:
         raise DecryptFailure(Decryption.UNSUPPORTED, f"GCM nonce of {len(nonce)} bytes")
-    return Envelope(
-        recipients, others, cipher, None, nonce, ciphertext, tag, _auth_attrs_aad(content)
-    )
+    return nonce, tag
 
 
 def _rc2_parameters(parameters: core.Asn1Value) -> tuple[ContentCipher, bytes]:
@@ -206,14 +202,9 @@ def _rc2_parameters(parameters: core.Asn1Value) -> tuple[ContentCipher, bytes]:
         raise DecryptFailure(Decryption.MALFORMED, f"rc2-cbc parameters: {one_line(exc)}") from None
 
 
-def _chacha_envelope(
-    content: cms.AuthEnvelopedData,
-    recipients: tuple[EnvelopeRecipient, ...],
-    others: int,
-    cipher: ContentCipher,
-    parameters: core.Asn1Value,
-    ciphertext: bytes | memoryview,
-) -> Envelope:
+def _chacha_nonce_and_tag(
+    content: cms.AuthEnvelopedData, cipher: ContentCipher, parameters: core.Asn1Value
+) -> tuple[bytes, bytes]:
     """RFC 8103: the parameters are the 12-byte nonce (an OCTET STRING), the mac the 16-byte
     Poly1305 tag. Raises DecryptFailure for anything else."""
     try:
@@ -227,9 +218,7 @@ def _chacha_envelope(
         raise DecryptFailure(
             Decryption.MALFORMED, f"the {cipher.name} tag has {len(tag)} bytes, not 16"
         )
-    return Envelope(
-        recipients, others, cipher, None, nonce, ciphertext, tag, _auth_attrs_aad(content)
-    )
+    return nonce, tag
 
 
 def _auth_attrs_aad(content: cms.AuthEnvelopedData) -> bytes:
