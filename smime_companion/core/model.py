@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.errors import HeaderParseError
-from email.header import decode_header, make_header
 from enum import StrEnum
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+from smime_companion.core.mime import decode_encoded_words, first_field
 
 
 class Decryption(StrEnum):
@@ -328,11 +328,7 @@ class OpenResult:
 
     def header(self, name: str) -> str | None:
         """The first effective header of that name (case-insensitive), or None."""
-        lname = name.lower()
-        for k, v in self.headers:
-            if k.lower() == lname:
-                return v
-        return None
+        return first_field(self.headers, name)
 
     def header_text(self, name: str) -> str | None:
         """The first effective header of that name with RFC 2047 encoded words decoded, for
@@ -363,16 +359,6 @@ class OpenResult:
 
 
 _SUMMARY_HEADERS = frozenset({"from", "to", "cc", "subject", "date", "message-id"})
-
-
-def decode_encoded_words(value: str) -> str:
-    """``value`` with RFC 2047 encoded words decoded; undecodable words are left as they are."""
-    if "=?" not in value:
-        return value
-    try:
-        return str(make_header(decode_header(value)))
-    except (ValueError, LookupError, UnicodeError, HeaderParseError):
-        return value
 
 
 def worst_signature(statuses: Sequence[SignatureStatus]) -> SignatureStatus:
