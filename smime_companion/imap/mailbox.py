@@ -115,18 +115,27 @@ class ImapMailbox:
     def _uid_fetch(
         self,
         step: str,
-        uids: Sequence[int],
+        uids: Sequence[int] | None,
         items: bytes,
         sizes: Mapping[int, int] | None = None,
+        *,
+        modifiers: bytes = b"",
+        expected: int = 0,
     ) -> dict[int, dict[bytes, Any]]:
-        """``UID FETCH <uids> <items>`` read by :class:`FetchReader`: the items of each asked-for
-        UID the server returned (expunged ones are absent). Raises ImapError naming ``step``
-        on NO/BAD (like imapclient's fetch, even when some messages came first), on a socket
-        failure, or on a response it cannot parse; after the last two the connection is shut
-        down, since where the next response starts is no longer known."""
+        """``UID FETCH <uids> <items> <modifiers>`` read by :class:`FetchReader`: the items of
+        each asked-for UID the server returned (expunged ones are absent); ``uids`` None asks
+        for every message (``1:*``; ``expected`` of them, which bounds the answer's lines).
+        Raises ImapError naming ``step`` on NO/BAD (like imapclient's fetch, even when some
+        messages came first), on a socket failure, or on a response it cannot parse; after the
+        last two the connection is shut down, since where the next response starts is no
+        longer known."""
         imap = self._imap._imap
-        command = b"UID FETCH " + sequence_set(uids) + b" " + items
-        allowance = None if sizes is None else allowances(uids, sizes)
+        # Up to the largest UID there can be, not "*": "1:*" ends at the highest UID present,
+        # so an expunged last message would not be reported VANISHED.
+        asked = b"1:%d" % UID_MAX if uids is None else sequence_set(uids)
+        command = b"UID FETCH " + asked + b" " + items + (b" " + modifiers if modifiers else b"")
+        allowance = None if sizes is None or uids is None else allowances(uids, sizes)
+        wanted = None if uids is None else set(uids)
 
         def run() -> dict[int, dict[bytes, Any]]:
             # As imaplib's _command does: a stale tagged-status text must not be mistaken for
@@ -142,15 +151,7 @@ class ImapMailbox:
             except BaseException as exc:
                 shutdown(self._imap)
                 if isinstance(exc, OversizedBody):
-                    wanted = set(uids)
-                    exc.received = {
-                        uid: body
-                        for uid, item in exc.received.items()
-                        if uid in wanted and isinstance(body := item.get(b"BODY[]"), bytes)
-                    }
-                    raise OversizedBody(
-                        str(self._failed(step, str(exc))), exc.uid, exc.received
-                    ) from None
+                    raise self._refused(step, exc, wanted or set()) from None
                 if isinstance(exc, ImapError):
                     raise self._failed(step, str(exc)) from None
                 raise
@@ -159,11 +160,13 @@ class ImapMailbox:
             if status != "OK":
                 # The tagged completion was read: the connection is still in step.
                 raise self._failed(step, f"{status} {text_of(text)[:200]}")
-            wanted = set(uids)
+            if wanted is None:
+                return messages
             return {uid: item for uid, item in messages.items() if uid in wanted}
 
-        announced = sum(sizes.get(uid, 0) for uid in uids) if sizes else 0
-        if allowance is None:
+        count = expected if uids is None else len(uids)
+        announced = sum(sizes.get(uid, 0) for uid in uids or ()) if sizes else 0
+        if allowance is None or uids is None:
             max_bytes = MAX_ANSWER_BYTES
         else:
             # The whole answer: every message's allowance (a server repeating a body, or
@@ -174,9 +177,18 @@ class ImapMailbox:
             run,
             seconds=self.spec.command_time_limit + announced / MIN_BODY_RATE,
             max_bytes=max_bytes,
-            max_lines=MAX_LINES_PER_COMMAND // 10 + LINES_PER_MESSAGE * len(uids),
+            max_lines=MAX_LINES_PER_COMMAND // 10 + LINES_PER_MESSAGE * count,
         )
         return result
+
+    def _refused(self, step: str, exc: OversizedBody, wanted: set[int]) -> OversizedBody:
+        """``exc`` named as this step's failure, carrying the asked-for bodies received whole."""
+        received = {
+            uid: body
+            for uid, item in exc.received.items()
+            if uid in wanted and isinstance(body := item.get(b"BODY[]"), bytes)
+        }
+        return OversizedBody(str(self._failed(step, str(exc))), exc.uid, received)
 
     # -- folders ---------------------------------------------------------------------------------
 
@@ -347,8 +359,23 @@ class ImapMailbox:
             )
         return out
 
-    def changes_since(self, uids: Sequence[int], modseq: int) -> Changes:
-        flags: dict[int, tuple[str, ...]] = {}
+    def changes_since(
+        self, uids: Sequence[int] | None, modseq: int, *, expected: int = 0
+    ) -> Changes:
+        if uids is None:
+            # The whole folder in one command: the server answers only what changed, so the
+            # cost is that of the changes, not of the folder.
+            modifier = f"(CHANGEDSINCE {modseq}{' VANISHED' if self._qresync else ''})"
+            data = self._uid_fetch(
+                "UID FETCH CHANGEDSINCE",
+                None,
+                b"(UID FLAGS)",
+                modifiers=modifier.encode("ascii"),
+                expected=expected,
+            )
+            flags = {uid: flags_of(_tuple(item.get(b"FLAGS"))) for uid, item in data.items()}
+            return Changes(flags=flags, vanished=frozenset(self._vanished()))
+        flags = {}
         vanished: set[int] = set()
         modifier = f"CHANGEDSINCE {modseq}" + (" VANISHED" if self._qresync else "")
         for chunk in chunks(sorted(uids), UID_CHUNK):
@@ -364,11 +391,18 @@ class ImapMailbox:
                     if uid in asked
                 }
             )
-            if self._qresync:
-                # imapclient leaves "* VANISHED (EARLIER) 3:5,9" in imaplib's untagged responses.
-                for line in self._imap._imap.untagged_responses.pop("VANISHED", []):
-                    vanished.update(parse_vanished(bytes_of(line)))
+            vanished.update(self._vanished())
         return Changes(flags=flags, vanished=frozenset(vanished & set(uids)))
+
+    def _vanished(self) -> set[int]:
+        """The UIDs of the VANISHED responses the last command received (QRESYNC only)."""
+        out: set[int] = set()
+        if self._qresync:
+            # "* VANISHED (EARLIER) 3:5,9" is left in imaplib's untagged responses (imapclient
+            # does not parse it; FetchReader stores it as imaplib would).
+            for line in self._imap._imap.untagged_responses.pop("VANISHED", []):
+                out.update(parse_vanished(bytes_of(line)))
+        return out
 
     # -- waiting for news ------------------------------------------------------------------------
 
@@ -433,3 +467,8 @@ def _internaldate(value: Any) -> datetime | None:
         return aware(parse_to_datetime(value, normalise=False))
     except ValueError:
         return None
+
+
+def _tuple(value: Any) -> tuple[Any, ...]:
+    """A FETCH list item as a tuple (anything else, such as NIL, as an empty one)."""
+    return value if isinstance(value, tuple) else ()

@@ -149,7 +149,10 @@ def is_change(response: Any) -> bool:
 
 
 def flags_of(raw: Iterable[Any]) -> tuple[str, ...]:
-    return tuple(text_of(f) for f in raw)
+    """A FETCH's FLAGS as text, without ``\\Recent``: that one says which session saw the
+    message first (and IMAP4rev2 dropped it), not something about the message, and keeping it
+    would make every pass after another client's look like a flag change."""
+    return tuple(flag for f in raw if (flag := text_of(f)).lower() != "\\recent")
 
 
 def aware(value: Any) -> datetime | None:

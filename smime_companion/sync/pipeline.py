@@ -371,13 +371,16 @@ def save_state(
     uidnext: int | None,
     modseq: int | None,
     last_sync: datetime | None,
+    messages: int | None = None,
 ) -> FolderState:
+    """Save the folder's progress (clearing its last error) and return the state saved."""
     new = FolderState(
         uidvalidity=state.uidvalidity,
         highest_modseq=modseq,
         uidnext=uidnext,
         last_sync=last_sync,
         error=None,
+        messages=messages,
     )
     cache.set_folder_state(account, folder, new)
     return new

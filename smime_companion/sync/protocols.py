@@ -105,8 +105,12 @@ class Mailbox(Protocol):
         """Current flags of these messages (expunged ones are absent)."""
         ...
 
-    def changes_since(self, uids: Sequence[int], modseq: int) -> Changes:
-        """Flags changed since ``modseq`` among ``uids`` and, with QRESYNC, the expunged ones."""
+    def changes_since(
+        self, uids: Sequence[int] | None, modseq: int, *, expected: int = 0
+    ) -> Changes:
+        """Flags changed since ``modseq`` among ``uids`` (None: in the whole folder, in one
+        command whose answer holds only the changes; ``expected`` is the folder's message
+        count, which bounds that answer) and, with QRESYNC, the UIDs expunged since."""
         ...
 
     def idle_start(self) -> None:
@@ -142,7 +146,7 @@ class SyncCache(Protocol):
         flags: Sequence[str] = (),
     ) -> int: ...
 
-    def uids(self, account: str, folder: str, uidvalidity: int) -> set[int]: ...
+    def uids(self, account: str, folder: str, uidvalidity: int, start: int = 1) -> set[int]: ...
 
     def forget_uids(
         self, account: str, folder: str, uidvalidity: int, uids: Iterable[int]
@@ -150,7 +154,7 @@ class SyncCache(Protocol):
 
     def update_flags(
         self, account: str, folder: str, uidvalidity: int, uid: int, flags: Sequence[str]
-    ) -> None: ...
+    ) -> bool: ...
 
     def folder_state(self, account: str, folder: str) -> FolderState | None: ...
 
