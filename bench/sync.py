@@ -63,9 +63,12 @@ SMIME_SIZES = (2 * 1024, 8 * 1024, 32 * 1024, 128 * 1024, 512 * 1024, 2 * 1024 *
 TEMPLATES_PER_SIZE = 4
 
 
-def message_size(rng: random.Random) -> int:
+def message_size(rng: random.Random, small: bool = False) -> int:
     """Sizes from 2 KB to 2 MB, skewed small like a real mailbox (mean about 40 KB): most are
-    2-64 KB, 3% are 64 KB-2 MB (attachments)."""
+    2-64 KB, 3% are 64 KB-2 MB (attachments). ``small``: 2-4 KB only, for folders whose count
+    matters, not their bytes (1,000,000 messages in 3 GB rather than 28 GB)."""
+    if small:
+        return MIN_SIZE + rng.randrange(MIN_SIZE)
     if rng.random() < 0.03:
         return int(64 * 1024 * (MAX_SIZE / (64 * 1024)) ** rng.random())
     return int(MIN_SIZE * 32 ** (rng.random() ** 1.5))
@@ -124,13 +127,13 @@ ARCHIVE_VERSION = 1  # bump when the generated messages change
 
 
 def generate(
-    directory: Path, pki: TestPki, count: int, smime_ratio: float, seed: int
+    directory: Path, pki: TestPki, count: int, smime_ratio: float, seed: int, small: bool
 ) -> tuple[int, int]:
     """Write ``count`` messages as files into ``directory`` (no fsync); returns (S/MIME count,
     total bytes). The S/MIME ones are signed or signed-then-encrypted for ``pki``'s bob."""
     rng = random.Random(seed)
     templates: dict[int, list[bytes]] = {}
-    for size in SMIME_SIZES:
+    for size in SMIME_SIZES[:1] if small else SMIME_SIZES:
         templates[size] = [
             smime_template(pki, size, size + i, encrypt=i % 2 == 1)
             for i in range(TEMPLATES_PER_SIZE)
@@ -138,9 +141,9 @@ def generate(
     directory.mkdir(parents=True, exist_ok=True)
     smime = total = 0
     for index in range(count):
-        size = message_size(rng)
+        size = message_size(rng, small)
         if rng.random() < smime_ratio:
-            bucket = min(SMIME_SIZES, key=lambda s: abs(s - size))
+            bucket = min(templates, key=lambda s: abs(s - size))
             raw = headers(index, f"smime {index}") + rng.choice(templates[bucket])
             smime += 1
         else:
@@ -152,20 +155,24 @@ def generate(
     return smime, total
 
 
+def archive_path(root: Path, count: int, smime_ratio: float, seed: int, small: bool) -> Path:
+    size = "-small" if small else ""
+    return root / f"v{ARCHIVE_VERSION}-n{count}-r{smime_ratio}-s{seed}{size}"
+
+
 def fill(
-    server: Dovecot, archive_root: Path, count: int, smime_ratio: float, seed: int
+    server: Dovecot, archive: Path, count: int, smime_ratio: float, seed: int, small: bool
 ) -> tuple[int, int, float]:
     """Hard-link the archive of these parameters (generated on first use, with its own test
-    PKI) into alice's INBOX; returns (S/MIME count, total bytes, seconds spent generating, 0
-    when the archive was reused). The PKI is the archive's: see :func:`archive_pki`."""
-    archive = archive_root / f"v{ARCHIVE_VERSION}-n{count}-r{smime_ratio}-s{seed}"
+    PKI, in ``archive/pki``) into alice's INBOX; returns (S/MIME count, total bytes, seconds
+    spent generating, 0 when the archive was reused)."""
     summary = archive / "summary.json"
     made = 0.0
     if not summary.exists():
         shutil.rmtree(archive, ignore_errors=True)
         started = time.perf_counter()
         pki = make_test_pki(archive / "pki")
-        smime, total = generate(archive / "cur", pki, count, smime_ratio, seed)
+        smime, total = generate(archive / "cur", pki, count, smime_ratio, seed, small)
         summary.write_text(json.dumps({"smime": smime, "total": total}))
         made = time.perf_counter() - started
     facts = json.loads(summary.read_text())
@@ -177,11 +184,6 @@ def fill(
     for path in (box, box / "cur"):
         os.chown(path, MAIL_UID, MAIL_UID)
     return int(facts["smime"]), int(facts["total"]), made
-
-
-def archive_pki(archive_root: Path, count: int, smime_ratio: float, seed: int) -> TestPki:
-    """The test PKI the archive's S/MIME messages were made for."""
-    return TestPki(archive_root / f"v{ARCHIVE_VERSION}-n{count}-r{smime_ratio}-s{seed}" / "pki")
 
 
 def warm_up(server: Dovecot) -> None:
@@ -251,9 +253,14 @@ def _tree_rss_kb(root: int) -> int:
     return total
 
 
+CPU_SECONDS: list[float] = []  # user + system of each timed run, its workers included
+
+
 def timed(argv: list[str]) -> tuple[float, int]:
     """Run ``argv``; return (wall seconds, peak resident memory in KB of the process and its
-    worker processes together, sampled every 20 ms). Fails loudly on a non-zero exit."""
+    worker processes together, sampled every 20 ms), and note its CPU seconds (its own and
+    its reaped workers') in CPU_SECONDS: on a shared machine they move less than the wall
+    time. Fails loudly on a non-zero exit."""
     with tempfile.TemporaryFile() as log:  # a file, not a pipe: nobody reads while it runs
         started = time.perf_counter()
         proc = subprocess.Popen(argv, env=env(), stdout=subprocess.DEVNULL, stderr=log)
@@ -266,6 +273,7 @@ def timed(argv: list[str]) -> tuple[float, int]:
             peak = max(peak, _tree_rss_kb(proc.pid))
             time.sleep(0.02)
         wall = time.perf_counter() - started
+        CPU_SECONDS.append(usage.ru_utime + usage.ru_stime)
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
             log.seek(0)
@@ -378,6 +386,7 @@ def main() -> int:
         default=",".join(MEASURES),
         help="comma-separated: first-sync (cache_all = false), first-sync-all, latency",
     )
+    parser.add_argument("--small", action="store_true", help="messages of 2-4 KB only")
     parser.add_argument("--archive-dir", type=Path, default=Path("/var/tmp/smime-companion-bench"))
     parser.add_argument("--profile", type=Path, help="keep a cProfile of each first sync here")
     args = parser.parse_args()
@@ -389,10 +398,13 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-sync-"))
     server = Dovecot()
     try:
-        smime, total, made = fill(
-            server, args.archive_dir, args.messages, args.smime_ratio, args.seed
+        archive = archive_path(
+            args.archive_dir, args.messages, args.smime_ratio, args.seed, args.small
         )
-        pki = archive_pki(args.archive_dir, args.messages, args.smime_ratio, args.seed)
+        smime, total, made = fill(
+            server, archive, args.messages, args.smime_ratio, args.seed, args.small
+        )
+        pki = TestPki(archive / "pki")  # the one the archive's S/MIME messages were made for
         print(
             f"mailbox: {args.messages} messages, {smime} S/MIME, {total / 1e6:.0f} MB "
             + (f"(made in {made:.1f} s)" if made else "(archive reused)")
@@ -448,9 +460,11 @@ def first_syncs(
             if reference is not None:
                 references.append(reference)
             shutil.rmtree(work / f"mbsync-{cache_all}-{round_}", ignore_errors=True)
+            ours_cpu = CPU_SECONDS[-2] if reference is not None else CPU_SECONDS[-1]
+            mbsync_cpu = f", CPU {CPU_SECONDS[-1]:.1f} s" if reference is not None else ""
             print(f"  cache_all={cache_all} round {round_ + 1}: ours {wall:.2f} s "
-                  f"({rss / 1024:.0f} MB), mbsync "
-                  f"{reference if reference is None else round(reference, 2)} s",
+                  f"(CPU {ours_cpu:.1f} s, {rss / 1024:.0f} MB), mbsync "
+                  f"{reference if reference is None else round(reference, 2)} s{mbsync_cpu}",
                   flush=True)  # fmt: skip
         median = statistics.median(references) if references else None
         rows.append((cache_all, statistics.median(walls), max(rsss), median, target))

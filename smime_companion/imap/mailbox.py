@@ -50,6 +50,7 @@ from smime_companion.imap.structure import (
     aware,
     bounded,
     chunks,
+    esearch_all,
     flags_of,
     is_change,
     is_smime_structure,
@@ -80,12 +81,14 @@ class ImapMailbox:
         self._idling = False
         self._idle_polling = False
         self._qresync = False
+        self._exists = 0  # EXISTS of the folder last examined
         self._session = Session(spec)
         self._imap = self._session.imap
         self._call = self._session.call
         self._failed = self._session.failed
+        self._capabilities: frozenset[str] = frozenset()
         try:
-            caps = self.capabilities
+            caps = self._capabilities = self.capabilities
             wanted = [c for c in ("QRESYNC", "CONDSTORE") if c in caps]
             if wanted:
                 # QRESYNC implies CONDSTORE; enabling it makes EXAMINE report HIGHESTMODSEQ and
@@ -224,6 +227,7 @@ class ImapMailbox:
         modseq = data.get(b"HIGHESTMODSEQ")
         if b"NOMODSEQ" in b" ".join(bytes_of(v) for v in data.get(b"OK", [])):
             modseq = None
+        self._exists = bounded(data.get(b"EXISTS", 0), 0, UID_MAX) or 0
         return FolderInfo(
             name=folder,
             uidvalidity=uidvalidity,
@@ -236,16 +240,46 @@ class ImapMailbox:
 
     # -- messages --------------------------------------------------------------------------------
 
-    def search_uids(self, start: int = 1) -> list[int]:
+    def search_uids(self, start: int = 1) -> Sequence[int]:
+        if "ESEARCH" in self._capabilities:
+            return self._esearch_uids("UID SEARCH", start, "ALL" if start <= 1 else "")
         criteria = ["ALL"] if start <= 1 else ["UID", f"{start}:*"]
         found = self._call("UID SEARCH", lambda: self._imap.search(criteria))
         uids = valid_uids(found, "UID SEARCH", self.spec.label)
         # "n:*" always includes the highest UID even when it is below n (RFC 3501 6.4.8).
         return sorted(u for u in set(uids) if u >= start)
 
-    def search_smime_candidates(self, start: int = 1) -> list[int] | None:
+    def _esearch_uids(self, step: str, start: int, criteria: str) -> Sequence[int]:
+        """The UIDs >= ``start`` matching ``criteria`` by ``UID SEARCH RETURN (ALL)``
+        (RFC 4731): the answer is a sequence set (``1:100000`` for a folder never expunged),
+        read into 4 bytes per UID, where a plain SEARCH answer would cost a line of a million
+        numbers and a Python int for each."""
+        imap = self._imap._imap
+        if start > 1:
+            criteria = f"UID {start}:* {criteria}".strip()
+
+        def run() -> list[Any]:
+            typ, data = imap.uid("SEARCH", f"RETURN (ALL) {criteria}")
+            if typ != "OK":
+                raise self._failed(step, f"{typ} {text_of(data[0] if data else b'')[:200]}")
+            return list(imap.untagged_responses.pop("ESEARCH", []))
+
+        answers = self._call(step, run)
+        # Arrivals between EXAMINE and this search are allowed for; a server claiming more
+        # UIDs than that is refused before anything is allocated for them.
+        limit = self._exists + 100_000
+        uids = esearch_all(b" ".join(bytes_of(a) for a in answers if a is not None), limit)
+        # "n:*" always includes the highest UID even when it is below n (RFC 3501 6.4.8).
+        while uids and uids[0] < start:
+            uids.pop(0)
+        return uids
+
+    def search_smime_candidates(self, start: int = 1) -> Sequence[int] | None:
         # SEARCH HEADER is a case-insensitive substring match done by the server: on 10,000
         # messages it costs a tenth of fetching and parsing every BODYSTRUCTURE.
+        headers = (
+            "OR OR HEADER Content-Type pkcs7 HEADER Content-Type p7m HEADER Content-Disposition p7m"
+        )
         criteria = [
             "UID", f"{max(start, 1)}:*",
             "OR", "OR",
@@ -254,6 +288,8 @@ class ImapMailbox:
             "HEADER", "Content-Disposition", "p7m",
         ]  # fmt: skip
         try:
+            if "ESEARCH" in self._capabilities:
+                return self._esearch_uids("UID SEARCH HEADER", max(start, 1), headers)
             found = self._call("UID SEARCH HEADER", partial(self._imap.search, criteria))
         except ImapError as exc:
             if self._imap_alive():

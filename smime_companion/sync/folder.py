@@ -27,6 +27,7 @@ CONDSTORE, or the count check says messages were expunged without QRESYNC).
 from __future__ import annotations
 
 import logging
+from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -139,7 +140,7 @@ def _nothing_changed(info: FolderInfo, state: FolderState) -> bool:
 
 def _reconcile(
     mailbox: Mailbox, cache: SyncCache, info: FolderInfo, state: FolderState, report: FolderReport
-) -> list[int]:
+) -> Sequence[int]:
     """Apply expunges and flag changes to what the cache holds; return the new UIDs to fetch.
 
     Under CONDSTORE this costs what changed, not the folder: one ``CHANGEDSINCE`` fetch over
@@ -158,7 +159,7 @@ def _reconcile(
     elif state.messages is not None and state.messages + len(arrived) == info.exists:
         gone = set()  # as many messages as last time plus the new ones: none expunged
     else:
-        gone = cache.uids(account, folder, uv) - set(mailbox.search_uids(1))
+        gone = cache.uids(account, folder, uv).difference(mailbox.search_uids(1))
     _forget(cache, report, uv, gone)
     _update_flags(cache, report, uv, {u: f for u, f in changes.flags.items() if u not in gone})
     return _new_uids(cache, report, uv, arrived, start)
@@ -166,12 +167,12 @@ def _reconcile(
 
 def _reconcile_everything(
     mailbox: Mailbox, cache: SyncCache, info: FolderInfo, state: FolderState, report: FolderReport
-) -> list[int]:
+) -> Sequence[int]:
     """:func:`_reconcile` by comparing every UID and flag (first pass, no CONDSTORE)."""
     uv, start = info.uidvalidity, state.uidnext or 1
     server_uids = mailbox.search_uids(1)
     cached = cache.uids(report.account, report.folder, uv)
-    gone = cached - set(server_uids)
+    gone = cached.difference(server_uids)  # no set of every server UID on a first pass
     _forget(cache, report, uv, gone)
     kept = sorted(cached - gone)
     if state.highest_modseq is not None and info.highest_modseq is not None:
@@ -197,17 +198,17 @@ def _update_flags(
 
 
 def _new_uids(
-    cache: SyncCache, report: FolderReport, uv: int, server_uids: list[int], start: int
-) -> list[int]:
+    cache: SyncCache, report: FolderReport, uv: int, server_uids: Sequence[int], start: int
+) -> Sequence[int]:
     """The UIDs from ``start`` on that the server has and the cache does not (an interrupted
-    pass may have stored some past its saved UIDNEXT)."""
+    pass may have stored some past its saved UIDNEXT), 4 bytes each."""
     cached = cache.uids(report.account, report.folder, uv, start)
-    new = [u for u in server_uids if u >= start and u not in cached]
+    new = array("I", (u for u in server_uids if u >= start and u not in cached))
     report.new = len(new)
     return new
 
 
-def _smime_candidates(mailbox: Mailbox, new: list[int], cache_all: bool) -> set[int] | None:
+def _smime_candidates(mailbox: Mailbox, new: Sequence[int], cache_all: bool) -> set[int] | None:
     """Unless everything is cached, the new messages whose headers mention PKCS#7 (a superset
     of S/MIME), named by the server: the others need no BODYSTRUCTURE at all. None: every
     message is a candidate (``cache_all``, or the server refused the search)."""

@@ -71,7 +71,7 @@ def fetch_open_store(
     mailbox: Mailbox,
     opener: BatchOpener,
     context: PassContext,
-    new: list[int],
+    new: Sequence[int],
     candidates: set[int] | None,
     cache_all: bool,
 ) -> FolderState:
@@ -173,7 +173,6 @@ class _Storer:
                 flags=summary.flags,
             )
             report.stored += 1
-            report.stored_uids.append(summary.uid)
             if result.error is not None:
                 report.failed_to_open += 1
                 log.warning("%s UID %d %s: stored unopened: %s", where, summary.uid, message_id,
@@ -240,7 +239,7 @@ class _BodyFetcher:
     def __init__(
         self,
         mailbox: Mailbox,
-        new: list[int],
+        new: Sequence[int],
         candidates: set[int] | None,
         cache_all: bool,
         report: FolderReport,

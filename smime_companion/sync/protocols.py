@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
@@ -77,11 +77,12 @@ class Mailbox(Protocol):
         """Open ``folder`` read-only and return its state."""
         ...
 
-    def search_uids(self, start: int = 1) -> list[int]:
-        """UIDs >= ``start`` in the examined folder, ascending."""
+    def search_uids(self, start: int = 1) -> Sequence[int]:
+        """UIDs >= ``start`` in the examined folder, ascending (compact: a million UIDs may
+        come back)."""
         ...
 
-    def search_smime_candidates(self, start: int = 1) -> list[int] | None:
+    def search_smime_candidates(self, start: int = 1) -> Sequence[int] | None:
         """UIDs >= ``start`` whose Content-Type (or Content-Disposition) header mentions
         ``pkcs7`` or ``p7m``: a superset of the S/MIME messages, found by the server. None when
         the server refused the search (then every message's BODYSTRUCTURE must be read)."""
@@ -215,7 +216,6 @@ class FolderReport:
     dropped_stale: int = 0
     unchanged: bool = False
     complete: bool = False
-    stored_uids: list[int] = field(default_factory=list)
 
 
 class Stopped(Exception):
