@@ -392,8 +392,12 @@ def _migration_3(conn: apsw.Connection) -> None:
 
 
 def _migration_4(conn: apsw.Connection) -> None:
-    # The folder's message count at the last complete pass (FolderState.messages).
-    conn.execute("ALTER TABLE folders ADD COLUMN messages INTEGER")
+    # The folder's message count at the last complete pass (FolderState.messages). Added only
+    # if missing, so that a database set back to an earlier version (as a test of re-indexing
+    # does) migrates again.
+    columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(folders)")}
+    if "messages" not in columns:
+        conn.execute("ALTER TABLE folders ADD COLUMN messages INTEGER")
 
 
 MIGRATIONS: list[db.Migration] = [_migration_1, _migration_2, _migration_3, _migration_4]
