@@ -522,7 +522,7 @@ def print_first_syncs(rows: list[tuple[bool, float, int, float | None, float]]) 
         label = f"cache_all = {'true' if cache_all else 'false'}"
         print(f"{label:<28}{wall:>9.1f}{ref:>10}{ratio:>8}{'<= ' + str(target):>8}"
               f"{rss / 1024:>9.0f}")  # fmt: skip
-    if rows[0][3] is None:
+    if rows[0][3] is None and shutil.which("mbsync") is None:
         print("mbsync is not installed (Debian: apt-get install isync): no ratio")
 
 
