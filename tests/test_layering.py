@@ -13,7 +13,8 @@
   test server's client (``testing.dovecot``) import imapclient or imaplib; only ``smtp`` imports
   smtplib.
 - the ``sync`` package talks to the world through its protocols: it imports no IMAP or SMTP
-  library, nothing of ``imap``, ``outbox``, ``reader``, ``harvest`` or the edges; ``imap`` imports
+  library, nothing of ``imap``, ``store``, ``outbox``, ``reader``, ``harvest`` or the edges (so
+  its worker processes load no database binding); ``imap`` imports
   of ``sync`` only its protocols; the pure IMAP helpers (``imap.responses``, ``imap.structure``)
   and ``session`` import no protocol library.
 - nothing in ``store`` writes user-facing prose: no notice texts, no commands for the user
@@ -180,6 +181,7 @@ SYNC_MAY_NOT_IMPORT = (
     "smime_companion.outbox",
     "smime_companion.reader",
     "smime_companion.harvest",
+    "smime_companion.store",  # the cache is a SyncCache; the worker processes load no database
     "smime_companion.runtime",
     "smime_companion.cli",
     "smime_companion.daemon",

@@ -186,7 +186,22 @@ def _migration_4(conn: apsw.Connection) -> None:
     )
 
 
-MIGRATIONS: list[db.Migration] = [_migration_1, _migration_2, _migration_3, _migration_4]
+def _migration_5(conn: apsw.Connection) -> None:
+    # The folder's message count at the last complete pass (FolderState.messages): without
+    # QRESYNC, the next pass sees expunges from the count alone. Added only if missing, so that
+    # a database set back to an earlier version (as a test of re-indexing does) migrates again.
+    columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(folders)")}
+    if "messages" not in columns:
+        conn.execute("ALTER TABLE folders ADD COLUMN messages INTEGER")
+
+
+MIGRATIONS: list[db.Migration] = [
+    _migration_1,
+    _migration_2,
+    _migration_3,
+    _migration_4,
+    _migration_5,
+]
 
 # Server-side "not seen", exactly as the partial index messages_unseen is declared.
 NOT_SEEN = "instr(m.flags, ' \\Seen ') = 0"
