@@ -229,6 +229,18 @@ def test_only_the_reader_web_modules_import_the_web_framework_server_and_sanitis
         assert "nh3" not in tops, f"{module} imports nh3"
 
 
+def test_the_architecture_map_names_every_module() -> None:
+    # docs/architecture.md is where a newcomer looks a module up: a module it does not name
+    # is one nobody can find by reading.
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    missing = [
+        str(path.relative_to(PACKAGE))
+        for _, path in MODULES
+        if path.name != "__init__.py" and path.name not in text
+    ]
+    assert not missing, f"docs/architecture.md does not name {missing}"
+
+
 def test_the_rules_see_every_module() -> None:
     # A guard against the checker silently checking nothing.
     names = {m for m, _ in MODULES}
