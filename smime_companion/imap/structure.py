@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
 
@@ -133,15 +133,7 @@ def esearch_all(answer: bytes, limit: int) -> array[int]:
     text = text_of(words[upper.index(b"ALL") + 1]) if upper.index(b"ALL") + 1 < len(words) else ""
     ranges: list[tuple[int, int]] = []
     total = 0
-    for part in filter(None, text.split(",")):
-        low, _, high = part.partition(":")
-        try:
-            a, b = int(low), int(high or low)
-        except ValueError:
-            raise ImapError(f"server sent a malformed UID set {text[:60]!r}") from None
-        if not (valid_uid(a) and valid_uid(b)):
-            raise ImapError(f"server sent a UID outside 1..{UID_MAX} in {part[:40]!r}")
-        a, b = min(a, b), max(a, b)
+    for a, b, _ in _uid_ranges(text):
         total += b - a + 1
         if total > limit:
             raise ImapError(f"server answered more UIDs than the folder holds ({limit})")
@@ -157,6 +149,16 @@ def esearch_all(answer: bytes, limit: int) -> array[int]:
 def uid_set(text: str) -> set[int]:
     """Parse an IMAP sequence set of UIDs (``1:3,7``). Raises ImapError when malformed."""
     out: set[int] = set()
+    for a, b, part in _uid_ranges(text):
+        if b - a > 10_000_000:
+            raise ImapError(f"server sent an implausible UID range {part!r}")
+        out.update(range(a, b + 1))
+    return out
+
+
+def _uid_ranges(text: str) -> Iterator[tuple[int, int, str]]:
+    """The ranges of the UID set ``text`` as (low, high, the part as sent), low <= high.
+    Raises ImapError when a part is malformed or names a UID outside 1..2^32-1."""
     for part in filter(None, text.split(",")):
         low, _, high = part.partition(":")
         try:
@@ -165,12 +167,7 @@ def uid_set(text: str) -> set[int]:
             raise ImapError(f"server sent a malformed UID set {text[:60]!r}") from None
         if not (valid_uid(a) and valid_uid(b)):
             raise ImapError(f"server sent a UID outside 1..{UID_MAX} in {part[:40]!r}")
-        if a > b:
-            a, b = b, a
-        if b - a > 10_000_000:
-            raise ImapError(f"server sent an implausible UID range {part!r}")
-        out.update(range(a, b + 1))
-    return out
+        yield min(a, b), max(a, b), part
 
 
 def is_change(response: Any) -> bool:
