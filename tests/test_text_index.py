@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
+import apsw
 import pytest
 
 from smime_companion.errors import CacheError
 from smime_companion.store import Cache, db
+from smime_companion.store import cache as cache_module
 from smime_companion.store.cache_schema import MIGRATIONS
 from smime_companion.testing.pki import TestPki
 from tests.test_cache import KEY, mail, opener, store
@@ -98,8 +101,8 @@ def test_an_older_cache_is_reindexed_when_opened_and_answers_as_before(
         assert cache._conn.execute("SELECT count(*) FROM text_pending").fetchone() == (0,)
         schema = cache._conn.execute(
             "SELECT sql FROM sqlite_master WHERE name = 'message_text'"
-        ).fetchone()
-        assert "prefix = '2 3 4'" in str(schema[0])
+        ).fetchall()
+        assert "prefix = '2 3 4'" in str(schema[0][0])
         assert cache._conn.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
 
 
@@ -107,12 +110,12 @@ def test_an_interrupted_reindex_loses_nothing_and_resumes(
     old_cache: tuple[Path, dict[str, list[int]]], now: dt.datetime
 ) -> None:
     directory, before = old_cache
-    real = __import__("smime_companion.store.cache", fromlist=["index_text"]).index_text
+    real = cache_module.index_text
     calls = {"n": 0}
 
-    def failing(*args: object, **kwargs: object) -> None:
+    def failing(*args: Any, **kwargs: Any) -> None:
         calls["n"] += 1
-        if calls["n"] == 9:  # in the second batch of 4
+        if calls["n"] == 9:  # the first message of the third batch of 4
             raise KeyboardInterrupt
         real(*args, **kwargs)
 
@@ -135,10 +138,12 @@ def test_a_failing_reindex_is_a_cache_error_and_a_later_open_finishes_it(
 ) -> None:
     directory, before = old_cache
     with (
-        mock.patch("smime_companion.store.cache.index_text", side_effect=__import__(
-            "apsw").FullError("database or disk is full")),
+        mock.patch(
+            "smime_companion.store.cache.index_text",
+            side_effect=apsw.FullError("database or disk is full"),
+        ),
         pytest.raises(CacheError),
-    ):  # fmt: skip
+    ):
         Cache.open(directory, KEY)
     with Cache.open(directory, KEY) as cache:
         assert _answers(cache, now) == before
