@@ -1,6 +1,18 @@
 """Benchmark of the IMAP sync: first-sync wall time beside mbsync, IDLE latency, peak memory.
 
-Run: ``.venv/bin/python bench/sync.py [--messages 10000] [--samples 20] [--rounds 3]``
+Run: ``nice .venv/bin/python bench/sync.py [--messages 10000] [--samples 20] [--rounds 3]
+[--only first-sync-all,latency,...] [--profile DIR]``
+
+mbsync comes from Debian's ``isync`` (``apt-get install isync``; a bench-only tool, not in
+``scripts/bootstrap``): without it the first-sync rows have no ratio. ``--profile DIR`` runs
+each of our first syncs under cProfile (the main process; workers are not profiled) and keeps
+the profiles there; py-spy, if installed in the venv by hand, gives the workers too.
+
+The archive is generated once per (``--messages``, ``--smime-ratio``, ``--seed``) under
+``--archive-dir`` (default ``/var/tmp/smime-companion-bench``) and hard-linked into each fresh
+Dovecot, so a 1,000,000-message folder is written once, not per run. Messages are written
+without fsync; the S/MIME bodies are a few templates made by ``openssl cms``, each message with
+its own header (so every file is unique).
 
 It starts a throwaway Dovecot (as the tests do, see ``tests/dovecot.py``), fills INBOX with
 ``--messages`` messages as Maildir files (10% S/MIME: half signed, half signed-then-encrypted by
@@ -11,10 +23,12 @@ It starts a throwaway Dovecot (as the tests do, see ``tests/dovecot.py``), fills
    (every body, every message opened and indexed), each beside ``mbsync`` (``FSync no``) pulling
    the same folder into a fresh Maildir in the same run. ``--rounds`` rounds alternate the two,
    each from scratch; the ratios are of the medians, ours / mbsync's (targets: <= 1.0 and
-   <= 2.0).
+   <= 1.5).
 2. Arrival-to-searchable latency: with ``smime-companion run`` in IDLE, a new S/MIME message is
    dropped into the Maildir and the cache is polled until ``search`` finds it; median of
-   ``--samples`` (target < 1 s).
+   ``--samples`` (target < 1 s). Beside it, the reference: how long Dovecot takes to tell a
+   bare IMAP client in IDLE about such a message (on a Maildir it rescans the folder first,
+   which grows with the folder).
 3. Peak memory: the largest resident memory of a ``run --once`` process and its opening
    workers together, sampled every 20 ms (target < 200 MB).
 
@@ -51,9 +65,12 @@ SMIME_SIZES = (2 * 1024, 8 * 1024, 32 * 1024, 128 * 1024, 512 * 1024, 2 * 1024 *
 TEMPLATES_PER_SIZE = 4
 
 
-def message_size(rng: random.Random) -> int:
+def message_size(rng: random.Random, small: bool = False) -> int:
     """Sizes from 2 KB to 2 MB, skewed small like a real mailbox (mean about 40 KB): most are
-    2-64 KB, 3% are 64 KB-2 MB (attachments)."""
+    2-64 KB, 3% are 64 KB-2 MB (attachments). ``small``: 2-4 KB only, for folders whose count
+    matters, not their bytes (1,000,000 messages in 3 GB rather than 28 GB)."""
+    if small:
+        return MIN_SIZE + rng.randrange(MIN_SIZE)
     if rng.random() < 0.03:
         return int(64 * 1024 * (MAX_SIZE / (64 * 1024)) ** rng.random())
     return int(MIN_SIZE * 32 ** (rng.random() ** 1.5))
@@ -108,35 +125,67 @@ def plain_message(index: int, size: int) -> bytes:
     )
 
 
-def fill(
-    server: Dovecot, pki: TestPki, count: int, smime_ratio: float, seed: int
+ARCHIVE_VERSION = 1  # bump when the generated messages change
+
+
+def generate(
+    directory: Path, pki: TestPki, count: int, smime_ratio: float, seed: int, small: bool
 ) -> tuple[int, int]:
-    """Write ``count`` messages into alice's INBOX; returns (S/MIME count, total bytes)."""
+    """Write ``count`` messages as files into ``directory`` (no fsync); returns (S/MIME count,
+    total bytes). The S/MIME ones are signed or signed-then-encrypted for ``pki``'s bob."""
     rng = random.Random(seed)
     templates: dict[int, list[bytes]] = {}
-    for size in SMIME_SIZES:
+    for size in SMIME_SIZES[:1] if small else SMIME_SIZES:
         templates[size] = [
             smime_template(pki, size, size + i, encrypt=i % 2 == 1)
             for i in range(TEMPLATES_PER_SIZE)
         ]
-    box = server.maildir("alice")
+    directory.mkdir(parents=True, exist_ok=True)
     smime = total = 0
     for index in range(count):
-        size = message_size(rng)
+        size = message_size(rng, small)
         if rng.random() < smime_ratio:
-            bucket = min(SMIME_SIZES, key=lambda s: abs(s - size))
+            bucket = min(templates, key=lambda s: abs(s - size))
             raw = headers(index, f"smime {index}") + rng.choice(templates[bucket])
             smime += 1
         else:
             raw = plain_message(index, size)
         total += len(raw)
         name = f"{1700000000 + index}.M{index}P1.bench,S={len(raw)}:2,"
-        (box / "cur" / name).write_bytes(raw)
+        with open(directory / name, "wb") as out:
+            out.write(raw)
+    return smime, total
+
+
+def archive_path(root: Path, count: int, smime_ratio: float, seed: int, small: bool) -> Path:
+    size = "-small" if small else ""
+    return root / f"v{ARCHIVE_VERSION}-n{count}-r{smime_ratio}-s{seed}{size}"
+
+
+def fill(
+    server: Dovecot, archive: Path, count: int, smime_ratio: float, seed: int, small: bool
+) -> tuple[int, int, float]:
+    """Hard-link the archive of these parameters (generated on first use, with its own test
+    PKI, in ``archive/pki``) into alice's INBOX; returns (S/MIME count, total bytes, seconds
+    spent generating, 0 when the archive was reused)."""
+    summary = archive / "summary.json"
+    made = 0.0
+    if not summary.exists():
+        shutil.rmtree(archive, ignore_errors=True)
+        started = time.perf_counter()
+        pki = make_test_pki(archive / "pki")
+        smime, total = generate(archive / "cur", pki, count, smime_ratio, seed, small)
+        summary.write_text(json.dumps({"smime": smime, "total": total}))
+        made = time.perf_counter() - started
+    facts = json.loads(summary.read_text())
+    box = server.maildir("alice")
+    os.chown(archive / "cur", MAIL_UID, MAIL_UID)
+    for entry in os.scandir(archive / "cur"):
+        os.chown(entry.path, MAIL_UID, MAIL_UID)
+        os.link(entry.path, box / "cur" / entry.name)
     for path in (box, box / "cur"):
         os.chown(path, MAIL_UID, MAIL_UID)
-    for entry in os.scandir(box / "cur"):
-        os.chown(entry.path, MAIL_UID, MAIL_UID)
-    return smime, total
+    return int(facts["smime"]), int(facts["total"]), made
 
 
 def warm_up(server: Dovecot) -> None:
@@ -147,7 +196,7 @@ def warm_up(server: Dovecot) -> None:
     imap = server.client()
     try:
         imap.select_folder("INBOX", readonly=True)
-        imap.search(["ALL"])
+        imap._imap.uid("SEARCH", "RETURN (COUNT) ALL")  # a plain SEARCH line passes 1 MB
     finally:
         imap.logout()
 
@@ -206,9 +255,14 @@ def _tree_rss_kb(root: int) -> int:
     return total
 
 
+CPU_SECONDS: list[float] = []  # user + system of each timed run, its workers included
+
+
 def timed(argv: list[str]) -> tuple[float, int]:
     """Run ``argv``; return (wall seconds, peak resident memory in KB of the process and its
-    worker processes together, sampled every 20 ms). Fails loudly on a non-zero exit."""
+    worker processes together, sampled every 20 ms), and note its CPU seconds (its own and
+    its reaped workers') in CPU_SECONDS: on a shared machine they move less than the wall
+    time. Fails loudly on a non-zero exit."""
     with tempfile.TemporaryFile() as log:  # a file, not a pipe: nobody reads while it runs
         started = time.perf_counter()
         proc = subprocess.Popen(argv, env=env(), stdout=subprocess.DEVNULL, stderr=log)
@@ -221,6 +275,7 @@ def timed(argv: list[str]) -> tuple[float, int]:
             peak = max(peak, _tree_rss_kb(proc.pid))
             time.sleep(0.02)
         wall = time.perf_counter() - started
+        CPU_SECONDS.append(usage.ru_utime + usage.ru_stime)
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
             log.seek(0)
@@ -230,10 +285,11 @@ def timed(argv: list[str]) -> tuple[float, int]:
     return wall, max(peak, usage.ru_maxrss)
 
 
-def ours(config: Path) -> tuple[float, int]:
-    return timed(
-        [sys.executable, "-m", "smime_companion", "run", "--once", "--config", str(config)]
-    )
+def ours(config: Path, profile: Path | None = None) -> tuple[float, int]:
+    argv = [sys.executable]
+    if profile is not None:
+        argv += ["-m", "cProfile", "-o", str(profile)]
+    return timed(argv + ["-m", "smime_companion", "run", "--once", "--config", str(config)])
 
 
 def mbsync(directory: Path, server: Dovecot) -> float | None:
@@ -317,6 +373,33 @@ def latency(config: Path, server: Dovecot, pki: TestPki, samples: int) -> list[f
     return results
 
 
+MEASURES = ("first-sync", "first-sync-all", "latency")
+
+
+def server_notice(server: Dovecot, pki: TestPki, samples: int) -> list[float]:
+    """The reference for the IDLE latency: seconds from a message landing in the Maildir to
+    Dovecot telling a bare IMAP client in IDLE about it (the server's own share of ours: on a
+    Maildir it rescans the folder first)."""
+    imap = server.client()
+    results: list[float] = []
+    try:
+        imap.select_folder("INBOX", readonly=True)
+        template = smime_template(pki, 8 * 1024, 4243, encrypt=True)
+        for n in range(samples):
+            imap.idle()
+            started = time.perf_counter()
+            server.deliver("alice", headers(950000 + n, f"notice{n}") + template)
+            while not any(r[1] == b"EXISTS" for r in imap.idle_check(30) if len(r) > 1):
+                if time.perf_counter() - started > 30:
+                    raise SystemExit("Dovecot never reported the new message")
+            results.append(time.perf_counter() - started)
+            imap.idle_done()
+            time.sleep(0.2)
+    finally:
+        imap.logout()
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
@@ -324,67 +407,123 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3, help="first syncs of each, medians")
+    parser.add_argument(
+        "--only",
+        default=",".join(MEASURES),
+        help="comma-separated: first-sync (cache_all = false), first-sync-all, latency",
+    )
+    parser.add_argument("--small", action="store_true", help="messages of 2-4 KB only")
+    parser.add_argument("--no-mbsync", action="store_true", help="skip the reference runs")
+    parser.add_argument("--archive-dir", type=Path, default=Path("/var/tmp/smime-companion-bench"))
+    parser.add_argument("--profile", type=Path, help="keep a cProfile of each first sync here")
     args = parser.parse_args()
+    chosen = [m.strip() for m in args.only.split(",") if m.strip()]
+    if unknown := set(chosen) - set(MEASURES):
+        parser.error(f"unknown measurements {sorted(unknown)}; choose from {MEASURES}")
     os.environ.update(env())
 
     work = Path(tempfile.mkdtemp(prefix="bench-sync-"))
     server = Dovecot()
+    # Dovecot's default 256 MB per process is too little for the index of a million-message
+    # Maildir (the IMAP process is killed on the first SELECT).
+    conf = server.dir / "dovecot.conf"
+    conf.write_text(conf.read_text() + "service imap {\n  vsz_limit = 4G\n}\n")
     try:
-        pki = make_test_pki(work / "pki")
-        started = time.perf_counter()
-        smime, total = fill(server, pki, args.messages, args.smime_ratio, args.seed)
+        archive = archive_path(
+            args.archive_dir, args.messages, args.smime_ratio, args.seed, args.small
+        )
+        smime, total, made = fill(
+            server, archive, args.messages, args.smime_ratio, args.seed, args.small
+        )
+        pki = TestPki(archive / "pki")  # the one the archive's S/MIME messages were made for
         print(
             f"mailbox: {args.messages} messages, {smime} S/MIME, {total / 1e6:.0f} MB "
-            f"(made in {time.perf_counter() - started:.1f} s)"
+            + (f"(made in {made:.1f} s)" if made else "(archive reused)")
         )
+        started = time.perf_counter()
         server.start()
         warm_up(server)
-
-        rows = []
-        for cache_all, target in ((False, 1.0), (True, 2.0)):
-            # Rounds alternate ours and mbsync, each from scratch, and the medians are compared:
-            # on a shared machine one run of either moved by up to 50% from the next.
-            walls, rsss, references = [], [], []
-            for round_ in range(args.rounds):
-                directory = work / f"ours-{cache_all}-{round_}"
-                wall, rss = ours(write_config(directory, server, pki, cache_all))
-                walls.append(wall)
-                rsss.append(rss)
-                shutil.rmtree(directory)
-                reference = mbsync(work / f"mbsync-{cache_all}-{round_}", server)
-                if reference is not None:
-                    references.append(reference)
-                shutil.rmtree(work / f"mbsync-{cache_all}-{round_}", ignore_errors=True)
-                print(f"  cache_all={cache_all} round {round_ + 1}: ours {wall:.2f} s, mbsync "
-                      f"{reference if reference is None else round(reference, 2)} s")  # fmt: skip
-            median = statistics.median(references) if references else None
-            rows.append((cache_all, statistics.median(walls), max(rsss), median, target))
-        print()
-        head = f"{'first sync':<28}{'ours s':>9}{'mbsync s':>10}{'ratio':>8}{'target':>8}"
-        print(head + f"{'peak MB':>9}")
-        for cache_all, wall, rss, reference, target in rows:
-            ratio = f"{wall / reference:.2f}" if reference else "n/a"
-            ref = f"{reference:.1f}" if reference else "absent"
-            label = f"cache_all = {'true' if cache_all else 'false'}"
-            print(f"{label:<28}{wall:>9.1f}{ref:>10}{ratio:>8}{'<= ' + str(target):>8}"
-                  f"{rss / 1024:>9.0f}")  # fmt: skip
-        if rows[0][3] is None:
-            print("mbsync is not installed (Debian: apt-get install isync): no ratio")
-
-        latency_config = write_config(work / "ours-latency", server, pki, cache_all=False)
-        samples = latency(latency_config, server, pki, args.samples)
-        print()
-        print(
-            f"arrival -> searchable with IDLE: median {statistics.median(samples) * 1000:.0f} ms, "
-            f"max {max(samples) * 1000:.0f} ms over {len(samples)} messages (target < 1000 ms)"
-        )
-        peak = max(r[2] for r in rows) / 1024
-        print(f"peak memory of run --once and its workers: {peak:.0f} MB (target < 200 MB)")
+        print(f"Dovecot indexed the folder in {time.perf_counter() - started:.1f} s")
+        rows = first_syncs(args, chosen, work, server, pki)
+        if rows:
+            print_first_syncs(rows)
+            peak = max(r[2] for r in rows) / 1024
+            print(f"peak memory of run --once and its workers: {peak:.0f} MB (target < 200 MB)")
+        if "latency" in chosen:
+            latency_config = write_config(work / "ours-latency", server, pki, cache_all=False)
+            samples = latency(latency_config, server, pki, args.samples)
+            notices = server_notice(server, pki, args.samples)
+            ours_ms, notice_ms = (
+                statistics.median(samples) * 1000,
+                statistics.median(notices) * 1000,
+            )
+            print()
+            print(
+                f"arrival -> searchable with IDLE at {args.messages} messages: median "
+                f"{ours_ms:.0f} ms, max {max(samples) * 1000:.0f} ms over {len(samples)} "
+                "messages (target < 1000 ms)"
+            )
+            print(
+                f"arrival -> Dovecot's IDLE notice to a bare client (reference): median "
+                f"{notice_ms:.0f} ms, max {max(notices) * 1000:.0f} ms; ours less the server's: "
+                f"{ours_ms - notice_ms:.0f} ms"
+            )
     finally:
         server.stop()
         shutil.rmtree(server.dir, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def first_syncs(
+    args: argparse.Namespace, chosen: list[str], work: Path, server: Dovecot, pki: TestPki
+) -> list[tuple[bool, float, int, float | None, float]]:
+    """The first-sync rows: (cache_all, our median wall, our peak KB, mbsync's median wall or
+    None, target ratio)."""
+    rows = []
+    wanted = [(False, 1.0)] if "first-sync" in chosen else []
+    wanted += [(True, 1.5)] if "first-sync-all" in chosen else []
+    for cache_all, target in wanted:
+        # Rounds alternate ours and mbsync, each from scratch, and the medians are compared:
+        # on a shared machine one run of either moved by up to 50% from the next.
+        walls, rsss, references = [], [], []
+        for round_ in range(args.rounds):
+            directory = work / f"ours-{cache_all}-{round_}"
+            profile = None
+            if args.profile is not None:
+                args.profile.mkdir(parents=True, exist_ok=True)
+                profile = args.profile / f"first-sync-{cache_all}-{round_}.prof"
+            wall, rss = ours(write_config(directory, server, pki, cache_all), profile)
+            walls.append(wall)
+            rsss.append(rss)
+            shutil.rmtree(directory)
+            reference = None if args.no_mbsync else mbsync(work / f"mbsync-{cache_all}", server)
+            if reference is not None:
+                references.append(reference)
+            shutil.rmtree(work / f"mbsync-{cache_all}", ignore_errors=True)
+            ours_cpu = CPU_SECONDS[-2] if reference is not None else CPU_SECONDS[-1]
+            mbsync_cpu = f", CPU {CPU_SECONDS[-1]:.1f} s" if reference is not None else ""
+            print(f"  cache_all={cache_all} round {round_ + 1}: ours {wall:.2f} s "
+                  f"(CPU {ours_cpu:.1f} s, {rss / 1024:.0f} MB), mbsync "
+                  f"{reference if reference is None else round(reference, 2)} s{mbsync_cpu}",
+                  flush=True)  # fmt: skip
+        median = statistics.median(references) if references else None
+        rows.append((cache_all, statistics.median(walls), max(rsss), median, target))
+    return rows
+
+
+def print_first_syncs(rows: list[tuple[bool, float, int, float | None, float]]) -> None:
+    print()
+    head = f"{'first sync':<28}{'ours s':>9}{'mbsync s':>10}{'ratio':>8}{'target':>8}"
+    print(head + f"{'peak MB':>9}")
+    for cache_all, wall, rss, reference, target in rows:
+        ratio = f"{wall / reference:.2f}" if reference else "n/a"
+        ref = f"{reference:.1f}" if reference else "absent"
+        label = f"cache_all = {'true' if cache_all else 'false'}"
+        print(f"{label:<28}{wall:>9.1f}{ref:>10}{ratio:>8}{'<= ' + str(target):>8}"
+              f"{rss / 1024:>9.0f}")  # fmt: skip
+    if rows[0][3] is None and shutil.which("mbsync") is None:
+        print("mbsync is not installed (Debian: apt-get install isync): no ratio")
 
 
 if __name__ == "__main__":

@@ -20,18 +20,16 @@ Threads and who owns what:
   stops the others. A refused login backs off hard (5 minutes doubling to an hour: servers lock
   accounts after a few failed logins), is logged once until it changes or succeeds, and stops
   that account's outbox passes and watchers meanwhile.
-- One daemon per config: ``run`` holds :class:`DaemonLock` (``daemon.lock`` in the cache
-  directory, naming its pid); a second ``run`` stops at once with one line naming the first.
+- One daemon per config: ``run`` holds :class:`~smime_companion.run_lock.DaemonLock`
+  (``daemon.lock`` in the cache directory, naming its pid); a second ``run`` stops at once with
+  one line naming the first.
 
 Signals (installed by the ``run`` command): SIGTERM sets the stop event, which lets the current
 message finish, saves progress and exits; SIGHUP sets the reload event, which re-reads the
 config, the identities and the anchors, and restarts the watchers.
 
-Trust changes take effect (:meth:`Daemon.rejudge_trust`, on start and on reload): a fingerprint
-of the trust configuration (the anchors' SHA-256 fingerprints and the TOFU policy) is kept in
-``trust.sha256`` in the cache directory; when it differs, every signed message is opened again
-from its raw original (its verdict re-judged, its signers harvested again) and every stored
-certificate's trust is judged again (``harvest.rejudge_store``).
+Trust changes take effect on start and on reload: when the anchors or the TOFU policy changed,
+every signed message and stored certificate is judged again (:mod:`smime_companion.trust_change`).
 
 Under systemd (``Type=notify``, see ``contrib/systemd``) the daemon says ``READY=1`` once it
 is set up, ``RELOADING=1`` and ``READY=1`` around a reload, ``STOPPING=1`` when it stops, and,
@@ -44,67 +42,53 @@ A small JSON status file (``daemon-status.json`` in the cache directory, no secr
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import json
 import logging
-import os
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from cryptography import x509
 
 from smime_companion import runtime, systemd
+from smime_companion.backoff import AUTH_BACKOFF_BASE_SECONDS, Backoff, auth_backoff
 from smime_companion.config import AccountConfig, Config
-from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.entry_derivation import entry_maker
-from smime_companion.core.model import Identity, OpenResult
+from smime_companion.core.model import Identity
 from smime_companion.errors import (
-    AlreadyRunning,
     AuthenticationFailed,
     ImapError,
     SmimeCompanionError,
 )
-from smime_companion.harvest import CertHarvester, rejudge_store
+from smime_companion.folder_watch import FolderWatchers
+from smime_companion.harvest import CertHarvester
 from smime_companion.imap.mailbox import connect
 from smime_companion.imap.session import ServerSpec
 from smime_companion.outbox.localdir import LocalDirectory
 from smime_companion.outbox.pipeline import PassReport
 from smime_companion.outbox.watch import DraftWatcher
 from smime_companion.scan import Scanner, scan_pending
-from smime_companion.status_file import STATUS_FILE
+from smime_companion.status_file import STATUS_FILE, StatusBoard
 from smime_companion.store.cache import Cache
 from smime_companion.store.certstore import CertStore
 from smime_companion.store.journal import Journal
 from smime_companion.sync.folder import record_error, sync_folder
 from smime_companion.sync.opening import OpeningPool
 from smime_companion.sync.protocols import FolderReport, Harvester, Mailbox, Stopped
+from smime_companion.trust_change import rejudge_if_changed
 
 log = logging.getLogger(__name__)
 
-IDLE_RENEW_SECONDS = 25 * 60  # servers may drop an IDLE after 29 minutes (RFC 2177)
-POLL_SECONDS = 60.0  # NOOP polling interval where IDLE is missing
 FULL_PASS_SECONDS = 15 * 60  # a full pass of every account now and then, whatever IDLE says
 OUTBOX_SECONDS = 60.0  # how often the outbox is looked at between full passes
 # The name under which the local outbox directory's watcher (and the reader's Send) posts to the
 # change queue: "an outbox of this account has work" (no IMAP
 # folder can be called this: it holds a NUL).
 LOCAL_OUTBOX = "\0local outbox"
-BACKOFF_BASE_SECONDS = 1.0
-BACKOFF_CAP_SECONDS = 300.0
-# After a refused login: servers (Dovecot's auth penalty, Microsoft 365, fail2ban) lock or slow
-# down an account after a handful of failures within minutes.
-AUTH_BACKOFF_BASE_SECONDS = 300.0
-AUTH_BACKOFF_CAP_SECONDS = 3600.0
-LOCK_FILE = "daemon.lock"
-TRUST_FILE = "trust.sha256"
 
 Connector = Callable[[ServerSpec], Mailbox]
 # The identities that open mail under a config (the config's, plus keys imported elsewhere).
@@ -123,96 +107,6 @@ class Closeable(Protocol):
 def now_utc() -> datetime:
     """The current time, timezone-aware (the daemon's default clock)."""
     return datetime.now(UTC)
-
-
-class Backoff:
-    """Exponential backoff with jitter: the n-th delay is drawn from [d/2, d] with
-    d = min(cap, base * 2**n); :meth:`reset` after a success."""
-
-    def __init__(
-        self,
-        base: float = BACKOFF_BASE_SECONDS,
-        cap: float = BACKOFF_CAP_SECONDS,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.base = base
-        self.cap = cap
-        self.failures = 0
-        self._rng = rng or random.Random()
-
-    def next_delay(self) -> float:
-        """The delay to wait before the next attempt (and count one more failure)."""
-        ceiling = min(self.cap, self.base * (2**self.failures))
-        self.failures += 1
-        # Jitter spreads the reconnects of many clients after a server restart.
-        return self._rng.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        """Start again from the base delay (after a success)."""
-        self.failures = 0
-
-
-def trust_fingerprint(anchors: Sequence[x509.Certificate], tofu: Sequence[str]) -> str:
-    """SHA-256 of what decides trust: the anchors (by fingerprint, in any order) and the TOFU
-    policy. Equal fingerprints mean every stored verdict still stands."""
-    digest = hashlib.sha256()
-    for fingerprint in sorted({fingerprint_sha256(a) for a in anchors}):
-        digest.update(f"anchor {fingerprint}\n".encode())
-    for pattern in sorted(set(tofu)):
-        digest.update(f"tofu {pattern}\n".encode())
-    return digest.hexdigest()
-
-
-def auth_backoff() -> Backoff:
-    """The backoff after a refused login (minutes, not seconds)."""
-    return Backoff(AUTH_BACKOFF_BASE_SECONDS, AUTH_BACKOFF_CAP_SECONDS)
-
-
-class DaemonLock:
-    """One daemon per config: an exclusive ``flock`` on ``daemon.lock`` in the cache directory,
-    which holds the running daemon's pid. The kernel drops the lock when the process dies, so a
-    crash never leaves it stale."""
-
-    def __init__(self, cache_dir: Path) -> None:
-        self.path = Path(cache_dir) / LOCK_FILE
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        """Take the lock and write our pid. Raises :class:`AlreadyRunning` naming the pid that
-        holds it, at once (never waits)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
-            os.close(fd)
-            raise AlreadyRunning(
-                f"smime-companion run is already running for this config (pid {holder}; lock "
-                f"{self.path}): stop it first (kill {holder}), or reload it with kill -HUP"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        """Drop the lock (the file stays: removing it would race with a new daemon)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> DaemonLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def open_cache(config: Config) -> Cache:
-    """Open the configured cache (see :func:`smime_companion.runtime.open_cache`).
-    Raises CacheError or SecretUnavailable with one line."""
-    return runtime.open_cache(config)
 
 
 @dataclass
@@ -292,11 +186,10 @@ class Daemon:
         self._retry_at: dict[str, float] = {}
         # The refused-login message last logged per account: said once until it changes.
         self._auth_failed: dict[str, str] = {}
-        self._watchers: list[FolderWatcher] = []
+        self.watchers = FolderWatchers(self)
         self._local_watcher: DraftWatcher | None = None
         self._heartbeat = time.monotonic()  # the sync loop's last sign of life (watchdog)
-        self._status_lock = threading.Lock()
-        self._status: dict[str, Any] = {"pid": os.getpid(), "accounts": {}}
+        self.status = StatusBoard(Path(config.cache.path) / STATUS_FILE)
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -382,45 +275,17 @@ class Daemon:
         return count
 
     def rejudge_trust(self) -> int:
-        """When the trust anchors or the TOFU policy differ from those the cache was judged
-        under (see the module docstring), judge every signed message and stored certificate
-        again; returns how many messages were re-judged (0 when nothing changed). Errors of
-        the cache or store raise (one line)."""
-        path = Path(self.config.cache.path) / TRUST_FILE
-        stamp = trust_fingerprint(self.anchors, self.config.certificates.tofu)
-        try:
-            previous = path.read_text().strip()
-        except OSError:
-            previous = None
-        if previous == stamp:
-            return 0
-        ids = self.cache.signed_messages()
-        count = 0
-        if ids and previous is None:
-            log.info("no record of the trust configuration: judging %d signed messages", len(ids))
-        elif ids:
-            log.info("trust anchors or TOFU policy changed: judging %d signed messages", len(ids))
-        if ids:
-            open_raw: Callable[[bytes, datetime], OpenResult] = self.opener.open
-            harvester = self.harvester
-            if isinstance(harvester, CertHarvester):
-                harvester.forget_sightings()
-            known = None
-            if harvester is not None:  # harvested as the sync does, then revised
-                open_raw = _harvesting(open_raw, harvester)
-                known = harvester.known_revoked
-            count = self.cache.rebuild(entry_maker(open_raw, known), ids)
-        if isinstance(self.harvester, CertHarvester):
-            changed = rejudge_store(
-                self.harvester.store, self.anchors, self.config.certificates.tofu
-            )
-            if changed:
-                log.info("trust of %d stored certificates judged again", changed)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(stamp + "\n")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-        return count
+        """Judge every signed message and stored certificate again when the trust anchors or
+        the TOFU policy changed (:func:`smime_companion.trust_change.rejudge_if_changed`);
+        returns how many messages were re-judged."""
+        return rejudge_if_changed(
+            Path(self.config.cache.path),
+            self.cache,
+            self.opener.open,
+            self.harvester,
+            self.anchors,
+            self.config.certificates.tofu,
+        )
 
     def sync_account(self, account: AccountConfig, only_folder: str | None = None) -> AccountResult:
         """Sync the watched folders of one account (or one of them); never raises for the
@@ -439,7 +304,7 @@ class Daemon:
             self._retry_at.pop(account.name, None)
             if self._auth_failed.pop(account.name, None) is not None:
                 log.info("account %s: login accepted again", account.name)
-            self._set_account_status(account.name, error=None)
+            self.status.set_account(account.name, error=None)
         except Stopped:
             raise
         except Exception as exc:
@@ -459,7 +324,7 @@ class Daemon:
                 backoff = self._backoff.setdefault(account.name, Backoff())
             delay = backoff.next_delay()
             self._retry_at[account.name] = time.monotonic() + delay
-            self._set_account_status(account.name, error=result.error)
+            self.status.set_account(account.name, error=result.error)
             if not isinstance(exc, AuthenticationFailed):
                 log.error("account %s: %s", account.name, exc)
             elif self._auth_failed.get(account.name) != str(exc):
@@ -559,7 +424,7 @@ class Daemon:
         finally:
             systemd.notify("STOPPING=1")
             self.close()
-            self._write_status(running=False)
+            self.status.write(running=False, now=self.clock())
             if watchdog is not None:
                 watchdog.join(timeout=5)
 
@@ -589,12 +454,12 @@ class Daemon:
         self.reopen_unopened()
         self.sync_once()
         self._start_watchers()
-        systemd.notify(f"STATUS=watching {len(self._watchers)} folders")
+        systemd.notify(f"STATUS=watching {len(self.watchers)} folders")
         next_full_pass = time.monotonic() + FULL_PASS_SECONDS
         next_outbox = time.monotonic() + OUTBOX_SECONDS
         while not self.stop.is_set():
             self._heartbeat = time.monotonic()
-            self._write_status(running=True)
+            self.status.write(running=True, now=self.clock())
             if self.reload.is_set():
                 self.reload.clear()
                 self._reload(reload_config)
@@ -626,7 +491,7 @@ class Daemon:
             ]
             if now >= next_full_pass:
                 self.sync_once()  # the outbox too
-                self._restart_dead_watchers()
+                self.watchers.start_missing(self._watch_targets())
                 next_full_pass = now + FULL_PASS_SECONDS
                 next_outbox = now + OUTBOX_SECONDS
             elif now >= next_outbox:
@@ -638,7 +503,7 @@ class Daemon:
                 for account in retry:
                     self.sync_account(account)
                 if retry:
-                    self._restart_dead_watchers()
+                    self.watchers.start_missing(self._watch_targets())
         raise Stopped("stop requested")
 
     def _due(self, account_name: str) -> bool:
@@ -651,7 +516,7 @@ class Daemon:
         try:
             self._reload_from(reload_config)
         finally:
-            systemd.notify("READY=1", f"STATUS=watching {len(self._watchers)} folders")
+            systemd.notify("READY=1", f"STATUS=watching {len(self.watchers)} folders")
 
     def _reload_from(self, reload_config: Callable[[], Config]) -> None:
         try:
@@ -691,6 +556,9 @@ class Daemon:
                 targets.append((account, outbox_folder))
         return targets
 
+    def _watch_targets(self) -> list[tuple[str, ServerSpec, str]]:
+        return [(a.name, runtime.server_spec(a), folder) for a, folder in self._watched()]
+
     def _is_outbox(self, account: AccountConfig, folder: str) -> bool:
         return folder == LOCAL_OUTBOX or (
             folder == self._outbox_folders.get(account.name)
@@ -698,20 +566,8 @@ class Daemon:
         )
 
     def _start_watchers(self) -> None:
-        for account, folder in self._watched():
-            watcher = FolderWatcher(self, account, folder)
-            self._watchers.append(watcher)
-            watcher.start()
+        self.watchers.start_missing(self._watch_targets())
         self._start_local_outbox_watcher()
-
-    def _restart_dead_watchers(self) -> None:
-        """Start watchers for folders that have none (an account that was down at start)."""
-        watched = {(w.account.name, w.folder) for w in self._watchers if w.is_alive()}
-        for account, folder in self._watched():
-            if (account.name, folder) not in watched:
-                watcher = FolderWatcher(self, account, folder)
-                self._watchers.append(watcher)
-                watcher.start()
 
     def _start_local_outbox_watcher(self) -> None:
         """Watch the local outbox directory (watchdog); a draft there wakes an outbox pass of
@@ -732,126 +588,11 @@ class Daemon:
         self._local_watcher = watcher
 
     def _stop_watchers(self) -> None:
-        for watcher in self._watchers:
-            watcher.halt.set()
-        for watcher in self._watchers:
-            watcher.join(timeout=10)
-        self._watchers = []
+        self.watchers.stop()
         if self._local_watcher is not None:
             self._local_watcher.stop()
             self._local_watcher = None
 
-    # -- status ----------------------------------------------------------------------------------
-
-    def _set_account_status(self, account: str, **values: Any) -> None:
-        with self._status_lock:
-            self._status["accounts"].setdefault(account, {"folders": {}}).update(values)
-
     def set_watch_state(self, account: str, folder: str, state: str) -> None:
         """Record a watcher's state (``idle``, ``polling``, ``reconnecting``, ``stopped``)."""
-        with self._status_lock:
-            entry = self._status["accounts"].setdefault(account, {"folders": {}})
-            entry["folders"][folder] = state
-
-    def _write_status(self, running: bool) -> None:
-        with self._status_lock:
-            snapshot = json.loads(json.dumps(self._status))
-        snapshot.update(running=running, updated=self.clock().isoformat())
-        path = Path(self.config.cache.path) / STATUS_FILE
-        try:
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps(snapshot, indent=1))
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
-        except OSError as exc:
-            log.debug("cannot write %s: %s", path, exc)
-
-
-def _harvesting(
-    open_raw: Callable[[bytes, datetime], OpenResult], harvester: Harvester
-) -> Callable[[bytes, datetime], OpenResult]:
-    """``open_raw`` that also hands each result's signers to ``harvester`` (as the sync does),
-    so a re-judged message's certificates are judged with it."""
-
-    def open_and_harvest(raw: bytes, at: datetime) -> OpenResult:
-        result = open_raw(raw, at)
-        try:
-            harvester.harvest(result, result.header("Message-ID"), at)
-        except SmimeCompanionError as exc:  # the verdict stands; the store says why not
-            log.warning("re-judging: cannot record a signer: %s", exc)
-        return result
-
-    return open_and_harvest
-
-
-class FolderWatcher(threading.Thread):
-    """Keeps one folder in IDLE on its own connection and posts its changes to the daemon."""
-
-    def __init__(self, daemon: Daemon, account: AccountConfig, folder: str) -> None:
-        super().__init__(name=f"watch {account.name}/{folder}", daemon=True)
-        self.owner = daemon
-        self.account = account
-        self.folder = folder
-        self.halt = threading.Event()
-        self.backoff = Backoff()
-
-    def _stopping(self) -> bool:
-        return self.halt.is_set() or self.owner.stop.is_set()
-
-    def run(self) -> None:
-        """Connect, IDLE, post changes; on any failure back off and reconnect, until halted."""
-        while not self._stopping():
-            box: Mailbox | None = None
-            try:
-                box = self.owner.connector(runtime.server_spec(self.account))
-                box.examine(self.folder)
-                # Mail may have arrived between the last sync and this IDLE (or while we were
-                # disconnected): ask for a sync; an unchanged folder costs one EXAMINE.
-                self.owner.changes.put((self.account.name, self.folder))
-                self.backoff.reset()
-                self._watch(box)
-            except Exception as exc:  # never let the watcher die: back off and reconnect
-                if not isinstance(exc, SmimeCompanionError):
-                    log.exception("watch %s/%s: unexpected error", self.account.name, self.folder)
-                refused = isinstance(exc, AuthenticationFailed)
-                if refused and self.backoff.base < AUTH_BACKOFF_BASE_SECONDS:
-                    self.backoff = auth_backoff()
-                delay = self.backoff.next_delay()
-                self.owner.set_watch_state(self.account.name, self.folder, "reconnecting")
-                # A refused login is the account's news, said once by the sync loop.
-                (log.debug if refused else log.warning)(
-                    "watch %s/%s: %s; retrying in %.0f s",
-                    self.account.name,
-                    self.folder,
-                    exc,
-                    delay,
-                )
-                self.halt.wait(delay)
-                if self.owner.stop.is_set():
-                    break
-            finally:
-                if box is not None:
-                    box.close()
-        self.owner.set_watch_state(self.account.name, self.folder, "stopped")
-
-    def _watch(self, box: Mailbox) -> None:
-        idle = "IDLE" in box.capabilities
-        self.owner.set_watch_state(self.account.name, self.folder, "idle" if idle else "polling")
-        while not self._stopping():
-            box.idle_start()
-            renew_at = time.monotonic() + IDLE_RENEW_SECONDS
-            changed = False
-            try:
-                while not self._stopping() and time.monotonic() < renew_at:
-                    if idle:
-                        changed = box.idle_wait(1.0)
-                    else:
-                        self.halt.wait(POLL_SECONDS)
-                        changed = box.idle_wait(0)
-                    if changed:
-                        break
-            finally:
-                box.idle_done()
-            if changed:
-                log.info("watch %s/%s: change reported", self.account.name, self.folder)
-                self.owner.changes.put((self.account.name, self.folder))
+        self.status.set_folder(account, folder, state)

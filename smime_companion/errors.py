@@ -105,3 +105,10 @@ class SubmissionRefused(SubmissionError):
 class SubmissionUncertain(SubmissionError):
     """The connection broke after the message was sent and before the server's reply: it may or
     may not have been accepted."""
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc``'s message on one line (white space folded) of at most 200 characters, or its
+    class name when it has no message: a reason fit for a status line or a log."""
+    text = " ".join(str(exc).split())
+    return text[:200] if text else type(exc).__name__

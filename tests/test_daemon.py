@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from smime_companion.backoff import Backoff
 from smime_companion.cli import main
 from smime_companion.cli.daemon_cmds import build_daemon
 from smime_companion.config import load_config
-from smime_companion.daemon import Backoff, Daemon, open_cache
-from smime_companion.runtime import load_anchors, load_identities, open_certstore
+from smime_companion.daemon import Daemon
+from smime_companion.runtime import load_anchors, load_identities, open_cache, open_certstore
 from smime_companion.status_file import read_status_file
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki
 from tests.dovecot import (

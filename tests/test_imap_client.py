@@ -172,8 +172,8 @@ def test_search_from_a_uid_returns_only_newer_uids(server: Dovecot, mailbox: Ima
     folder = "Newer"
     uids = [server.append("alice", plain_mail(f"n{i}"), folder) for i in range(3)]
     mailbox.examine(folder)
-    assert mailbox.search_uids(uids[1]) == uids[1:]
-    assert mailbox.search_uids(uids[-1] + 1) == []
+    assert list(mailbox.search_uids(uids[1])) == uids[1:]
+    assert list(mailbox.search_uids(uids[-1] + 1)) == []
 
 
 def test_idle_reports_a_new_message(server: Dovecot, mailbox: ImapMailbox) -> None:
@@ -289,7 +289,7 @@ def test_after_bodies_the_connection_still_searches_fetches_flags_and_idles(
     uids = [server.append("alice", plain_mail(f"a{i}"), folder) for i in range(3)]
     mailbox.examine(folder)
     assert len(mailbox.bodies(uids)) == 3
-    assert mailbox.search_uids() == uids
+    assert list(mailbox.search_uids()) == uids
     assert set(mailbox.flags(uids)) == set(uids)
     assert len(mailbox.summaries(uids)) == 3
     assert len(mailbox.bodies(uids[:1])) == 1

@@ -1,7 +1,7 @@
 """The import rules of docs/architecture.md, read from the source with ``ast``.
 
 - ``core`` imports only the standard library, cryptography, asn1crypto, ``errors`` and itself;
-  of the standard library's randomness only ``secrets``, and only in ``core.decrypt`` and
+  of the standard library's randomness only ``secrets``, and only in ``core.key_transport`` and
   ``core.seal``.
 - ``core.revocation`` and ``core.selection`` share words with ``core.seal`` through
   ``core.cert_vocabulary``: checking revocation or choosing a certificate never loads the sealing
@@ -13,7 +13,8 @@
   test server's client (``testing.dovecot``) import imapclient or imaplib; only ``smtp`` imports
   smtplib.
 - the ``sync`` package talks to the world through its protocols: it imports no IMAP or SMTP
-  library, nothing of ``imap``, ``outbox``, ``reader``, ``harvest`` or the edges; ``imap`` imports
+  library, nothing of ``imap``, ``store``, ``outbox``, ``reader``, ``harvest`` or the edges (so
+  its worker processes load no database binding); ``imap`` imports
   of ``sync`` only its protocols; the pure IMAP helpers (``imap.responses``, ``imap.structure``)
   and ``session`` import no protocol library.
 - nothing in ``store`` writes user-facing prose: no notice texts, no commands for the user
@@ -39,10 +40,10 @@ CORE_FORBIDDEN_STDLIB = {
     "os", "io", "socket", "ssl", "sqlite3", "subprocess", "shutil", "tempfile", "pathlib",
     "time", "logging", "urllib", "http", "smtplib", "imaplib", "threading", "asyncio", "select",
 }  # fmt: skip
-# Core modules that may draw randomness themselves (``secrets``): ``decrypt`` for the substitute
-# key that hides an RSA PKCS#1 v1.5 padding failure (it must be unpredictable, so no caller may
-# supply it), and ``seal`` for its default when the caller passes no random source.
-CORE_RANDOMNESS = {"smime_companion.core.decrypt", "smime_companion.core.seal"}
+# Core modules that may draw randomness themselves (``secrets``): ``key_transport`` for the
+# substitute key that hides an RSA PKCS#1 v1.5 padding failure (it must be unpredictable, so no
+# caller may supply it), and ``seal`` for its default when the caller passes no random source.
+CORE_RANDOMNESS = {"smime_companion.core.key_transport", "smime_companion.core.seal"}
 
 
 def _modules() -> list[tuple[str, Path]]:
@@ -180,6 +181,7 @@ SYNC_MAY_NOT_IMPORT = (
     "smime_companion.outbox",
     "smime_companion.reader",
     "smime_companion.harvest",
+    "smime_companion.store",  # the cache is a SyncCache; the worker processes load no database
     "smime_companion.runtime",
     "smime_companion.cli",
     "smime_companion.daemon",

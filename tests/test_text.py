@@ -101,3 +101,11 @@ def test_encoded_words_and_dates_are_decoded() -> None:
 def test_a_header_without_encoded_words_reads_as_the_email_package_reads_it(value: str) -> None:
     assume("=?" not in value)
     assert decode_header_text(value) == str(make_header(decode_header(value)))
+
+
+def test_an_encoded_word_with_broken_base64_is_shown_as_it_was_never_raised() -> None:
+    # The email package raises HeaderParseError for it; a hostile Subject must not stop the
+    # summary (and with it the message's cache entry).
+    broken = "=?utf-8?b?Q=?= Rechnung"
+    assert decode_header_text(broken) == broken
+    assert summary_headers((("Subject", broken),))["subject"] == broken

@@ -204,7 +204,7 @@ def _declare_run(sub: Subcommands) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``run``: the daemon in the foreground (or one pass with ``--once``)."""
-    from smime_companion.daemon import DaemonLock
+    from smime_companion.run_lock import DaemonLock
 
     forbid_core_dumps()
     logging.getLogger().setLevel(logging.INFO if not args.verbose else logging.DEBUG)

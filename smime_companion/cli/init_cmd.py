@@ -28,12 +28,14 @@ from smime_companion import credentials, keyfiles
 from smime_companion.cli.flags import add_command
 from smime_companion.config import (
     KEYRING_SERVICE,
+    Config,
     SecretRef,
     default_config_path,
     default_data_dir,
     parse_config,
 )
 from smime_companion.core.certs import email_addresses
+from smime_companion.core.model import Identity
 from smime_companion.core.printable import for_terminal
 from smime_companion.errors import ImapError, KeyLoadError, SecretUnavailable, UsageError
 from smime_companion.imap.session import server_certificate
@@ -162,48 +164,11 @@ def cmd_init(args: argparse.Namespace) -> int:
     the keyring), then ask, open the identity, look at the server's TLS certificate, and write
     the config; returns 0. Raises UsageError or SecretUnavailable (one line, nothing written)."""
     path = (args.config or default_config_path()).expanduser()
-    if path.exists() and not args.force:
-        raise UsageError(f"{path} already exists (use --force to replace it)")
-    if args.email:
-        _check_address(args.email)
-    if args.secrets == "keyring":
-        problem = credentials.keyring_problem(KEYRING_SERVICE)
-        if problem is not None:  # before any question: no answer is typed in vain
-            raise SecretUnavailable(
-                f"{problem}; nothing was asked or written: use --secrets env (or a systemd "
-                "credential, see contrib/README.md)"
-            )
+    _check_before_asking(args, path)
     ask = _Asker()
-    p12 = Path(ask.value(str(args.p12) if args.p12 else None, "Your S/MIME identity (PKCS#12 "
-                         "file)", None, "--p12")).expanduser()  # fmt: skip
-    if not p12.is_file():  # said before its password is asked for
-        raise UsageError(f"{p12}: no such PKCS#12 file")
     found: dict[str, str] = {}  # secret name -> value, stored only once the config is written
-    if args.secrets == "keyring":
-        found["p12"] = ask.secret(f"Password of {p12.name}")
-        password = found["p12"]
-    else:
-        # Checked now in every mode (an expired or wrong identity is found today, not when the
-        # daemon starts), but only kept where the config says: the environment variable.
-        password = os.environ.get(ENV_NAMES["p12"]) or ask.secret(
-            f"Password of {p12.name} (only to check it opens; the config names ${ENV_NAMES['p12']})"
-        )
-    try:
-        identity = keyfiles.load_pkcs12(p12, password.encode() or None)
-    except KeyLoadError as exc:
-        raise UsageError(str(exc)) from None
-    _say_validity(identity.certificate)
-    addresses = list(email_addresses(identity.certificate))
-    email = ask.value(args.email, "Your email address", addresses[0] if addresses else None,
-                      "--email").strip().lower()  # fmt: skip
-    domain = _check_address(email)
-    if email not in addresses:
-        certified = ", ".join(addresses) or "no address"
-        print(
-            f"note: the certificate is for {certified}, not {email}: "
-            "mail you seal will fail the recipients' address check",
-            file=sys.stderr,
-        )
+    p12, identity = _open_identity(args, ask, found)
+    email, domain = _ask_address(args, ask, identity.certificate)
     name = args.name or domain.split(".")[0]
     host = ask.value(args.host, "IMAP server", f"imap.{domain}", "--host")
     port = int(ask.value(str(args.port) if args.port else None, "IMAP port (993: TLS, 143: "
@@ -244,22 +209,88 @@ def cmd_init(args: argparse.Namespace) -> int:
     config = parse_config(text, path)  # what is written must load, or it is our bug
     if args.secrets == "keyring":
         # Stored before the file is written: without a usable keyring nothing is left behind.
-        account = config.account(name)
-        assert account.smtp_password is not None
-        refs: dict[str, SecretRef] = {
-            "p12": config.identity.p12_password,
-            "cache": config.cache.key,
-            "imap": account.password,
-            "smtp": account.smtp_password,
-        }
-        try:
-            for key, ref in refs.items():
-                credentials.store_in_keyring(ref, found[key])
-        except SecretUnavailable as exc:
-            raise SecretUnavailable(f"{exc}; nothing was written (try --secrets env)") from None
+        _store_in_keyring(config, name, found)
     _write_private(path, text)
     _say_next(path, args.secrets, domain, config.cache.path)
     return 0
+
+
+def _check_before_asking(args: argparse.Namespace, path: Path) -> None:
+    """Refuse at once what no answer can mend: an existing config, a bad --email, a keyring
+    that is not there (so that no answer is typed in vain)."""
+    if path.exists() and not args.force:
+        raise UsageError(f"{path} already exists (use --force to replace it)")
+    if args.email:
+        _check_address(args.email)
+    if args.secrets == "keyring":
+        problem = credentials.keyring_problem(KEYRING_SERVICE)
+        if problem is not None:
+            raise SecretUnavailable(
+                f"{problem}; nothing was asked or written: use --secrets env (or a systemd "
+                "credential, see contrib/README.md)"
+            )
+
+
+def _open_identity(
+    args: argparse.Namespace, ask: _Asker, found: dict[str, str]
+) -> tuple[Path, Identity]:
+    """Ask for the PKCS#12 file and its password and open it (its validity is said). The
+    password is kept in ``found`` only for the keyring. Raises UsageError (one line)."""
+    p12 = Path(ask.value(str(args.p12) if args.p12 else None, "Your S/MIME identity (PKCS#12 "
+                         "file)", None, "--p12")).expanduser()  # fmt: skip
+    if not p12.is_file():  # said before its password is asked for
+        raise UsageError(f"{p12}: no such PKCS#12 file")
+    if args.secrets == "keyring":
+        found["p12"] = ask.secret(f"Password of {p12.name}")
+        password = found["p12"]
+    else:
+        # Checked now in every mode (an expired or wrong identity is found today, not when the
+        # daemon starts), but only kept where the config says: the environment variable.
+        password = os.environ.get(ENV_NAMES["p12"]) or ask.secret(
+            f"Password of {p12.name} (only to check it opens; the config names ${ENV_NAMES['p12']})"
+        )
+    try:
+        identity = keyfiles.load_pkcs12(p12, password.encode() or None)
+    except KeyLoadError as exc:
+        raise UsageError(str(exc)) from None
+    _say_validity(identity.certificate)
+    return p12, identity
+
+
+def _ask_address(
+    args: argparse.Namespace, ask: _Asker, certificate: x509.Certificate
+) -> tuple[str, str]:
+    """The user's address (offered: the certificate's) and its domain; a note when the
+    certificate is for another address."""
+    addresses = list(email_addresses(certificate))
+    email = ask.value(args.email, "Your email address", addresses[0] if addresses else None,
+                      "--email").strip().lower()  # fmt: skip
+    domain = _check_address(email)
+    if email not in addresses:
+        certified = ", ".join(addresses) or "no address"
+        print(
+            f"note: the certificate is for {certified}, not {email}: "
+            "mail you seal will fail the recipients' address check",
+            file=sys.stderr,
+        )
+    return email, domain
+
+
+def _store_in_keyring(config: Config, name: str, found: dict[str, str]) -> None:
+    """Put the secrets ``found`` where ``config`` says they are. Raises SecretUnavailable."""
+    account = config.account(name)
+    assert account.smtp_password is not None
+    refs: dict[str, SecretRef] = {
+        "p12": config.identity.p12_password,
+        "cache": config.cache.key,
+        "imap": account.password,
+        "smtp": account.smtp_password,
+    }
+    try:
+        for key, ref in refs.items():
+            credentials.store_in_keyring(ref, found[key])
+    except SecretUnavailable as exc:
+        raise SecretUnavailable(f"{exc}; nothing was written (try --secrets env)") from None
 
 
 @dataclass(frozen=True)

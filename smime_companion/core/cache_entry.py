@@ -1,6 +1,8 @@
 """What the cache keeps about a message besides its raw original: :class:`CacheEntry`, derived
 from the raw message and its open result (:mod:`smime_companion.core.entry_derivation`) and
-written by :mod:`smime_companion.store.cache`.
+written by :mod:`smime_companion.store.cache`; and about a folder: :class:`FolderState`, what
+the sync last knew of it. Plain values, so the sync and its worker processes use them without
+importing the database.
 
 :class:`MessageFacts` are the fields a message states about itself and its verdict; a
 :class:`CacheEntry` (what is written) and a search hit (``store.cache.MessageSummary``, what is
@@ -19,7 +21,14 @@ from smime_companion.core.model import Decryption
 if TYPE_CHECKING:
     from smime_companion.core.text import Attachment
 
-__all__ = ["REOPEN_DECRYPTION", "UNREADABLE", "CacheEntry", "MessageFacts", "epoch"]
+__all__ = [
+    "REOPEN_DECRYPTION",
+    "UNREADABLE",
+    "CacheEntry",
+    "FolderState",
+    "MessageFacts",
+    "epoch",
+]
 
 # Decryption results that mean "we could not read it yet": a newly imported key may fix them.
 REOPEN_DECRYPTION = (Decryption.NO_KEY, Decryption.FAILED)
@@ -71,3 +80,17 @@ def epoch(moment: datetime) -> int:
     if moment.tzinfo is None:
         raise ValueError("the cache needs timezone-aware datetimes")
     return int(moment.timestamp())
+
+
+@dataclass(frozen=True)
+class FolderState:
+    """What the sync last knew about a folder on the server."""
+
+    uidvalidity: int
+    highest_modseq: int | None = None
+    uidnext: int | None = None
+    last_sync: datetime | None = None
+    error: str | None = None
+    # The server's message count when UIDNEXT was ``uidnext`` (EXAMINE of the last complete
+    # pass): without QRESYNC, the next pass sees expunges from the count alone.
+    messages: int | None = None

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 from smime_companion.core.cms import ASN1_ERRORS
+from smime_companion.core.cms_algorithms import RC2_CBC_OID
 from smime_companion.errors import MalformedInput
 
 # SMIMECapabilities (RFC 8551 section 2.5.2) OIDs and the names this package uses for them. The
@@ -82,7 +83,6 @@ CAPABILITY_NAMES: Mapping[str, str] = {
 # the RC2 OID; its key-size parameter is the builder's business).
 CAPABILITY_OIDS: Mapping[str, str] = {name: oid for oid, name in CAPABILITY_NAMES.items()}
 
-_RC2_OID = "1.2.840.113549.3.2"
 _SMIME_CAPABILITIES_OID = "1.2.840.113549.1.9.15"  # also a certificate extension, RFC 4262
 _SMTP_UTF8_MAILBOX = "1.3.6.1.5.5.7.8.9"  # id-on-SmtpUTF8Mailbox, RFC 9598
 _RC2_KEY_BITS = frozenset({40, 64, 128})
@@ -170,7 +170,7 @@ def _capabilities_from_der(der: bytes) -> tuple[tuple[str, ...], tuple[str, ...]
             name = CAPABILITY_NAMES.get(oid)
             if name is None:
                 continue
-            if oid == _RC2_OID:
+            if oid == RC2_CBC_OID:
                 name = _rc2_name(cap["parameters"])
             names.append(name)
     except ASN1_ERRORS as exc:

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.keywrap import (
     aes_key_unwrap_with_padding,
 )
 
-from smime_companion.core.cms import der_elements
+from smime_companion.core.ber_walker import der_elements
 
 # --- content-encryption algorithms ------------------------------------------------------------
 
@@ -76,7 +76,7 @@ CONTENT_CIPHERS: dict[str, ContentCipher] = {
     )
 }
 
-_RC2_OID = "1.2.840.113549.3.2"
+RC2_CBC_OID = "1.2.840.113549.3.2"
 # RFC 8018 appendix B.2.3 / RFC 3370 section 5.2: rc2ParameterVersion -> effective key bits.
 _RC2_VERSIONS = {160: 40, 120: 64, 58: 128}
 
@@ -112,7 +112,12 @@ def rc2_cipher(parameters: bytes) -> tuple[ContentCipher, bytes]:
     else:
         raise ValueError(f"RC2 parameter version {version} names no key size")
     cipher = ContentCipher(
-        f"rc2-{bits}-cbc", _RC2_OID, "cbc", max(1, (bits + 7) // 8), weak=True, effective_bits=bits
+        f"rc2-{bits}-cbc",
+        RC2_CBC_OID,
+        "cbc",
+        max(1, (bits + 7) // 8),
+        weak=True,
+        effective_bits=bits,
     )
     return cipher, iv
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import binascii
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import getaddresses
 from functools import cached_property
@@ -42,11 +44,7 @@ class Entity:
 
     def get(self, name: str) -> str | None:
         """The first field of that name (case-insensitive), or None."""
-        lname = name.lower()
-        for key, value in self.fields:
-            if key.lower() == lname:
-                return value
-        return None
+        return first_field(self.fields, name)
 
     @cached_property
     def content_type(self) -> ContentType:
@@ -409,3 +407,21 @@ def to_crlf(data: bytes) -> bytes:
     if line_feeds == 0 or line_feeds == data.count(b"\r\n"):
         return data  # already canonical: no copy of a possibly large entity
     return re.sub(rb"(?<!\r)\n", b"\r\n", data)
+
+
+def first_field(fields: Sequence[tuple[str, str]], name: str) -> str | None:
+    """The value of the first field of that name in ``fields`` (case-insensitive), or None."""
+    lname = name.lower()
+    return next((value for key, value in fields if key.lower() == lname), None)
+
+
+def decode_encoded_words(value: str) -> str:
+    """``value`` with RFC 2047 encoded words decoded; undecodable words (a bad charset, broken
+    base64) are left as they are. Never raises."""
+    if "=?" not in value:
+        # No encoded word: the email package would return it unchanged, at some 20 µs a header.
+        return value
+    try:
+        return str(make_header(decode_header(value)))
+    except (ValueError, LookupError, UnicodeError, HeaderParseError):
+        return value

@@ -9,14 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.errors import HeaderParseError
-from email.header import decode_header, make_header
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotations only: a search need not load cryptography's X.509 (tens of ms)
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+from smime_companion.core.mime import decode_encoded_words, first_field
 
 
 class Decryption(StrEnum):
@@ -97,6 +97,17 @@ SOUND_SIGNATURES: frozenset[SignatureStatus | None] = frozenset(SIGNATURE_SEVERI
 # content is not trusted (``OpenResult.ok`` is False, exit 1) and must never be shown or exported
 # as active HTML. A stable string: the cache stores it and scripts read it.
 WARN_NOT_INTEGRITY_PROTECTED = "not-integrity-protected"
+# The other warnings of an OpenResult (stable strings too).
+WARN_PARTIALLY_ENCRYPTED = "partially-encrypted"
+WARN_PARTIALLY_SIGNED = "partially-signed"
+WARN_WEAK_CIPHER = "weak-cipher"
+WARN_MIME_LIMIT = "mime-limit-reached"
+# A signer used an algorithm we no longer trust (SHA-1, MD5, RSA under 2048 bits), whether that
+# decided the verdict (weak-algorithm) or was accepted for archives (allow_weak, allow_sha1).
+WARN_WEAK_ALGORITHM = "weak-algorithm"
+# A signer's certificate (or a CA above it) has a serial number that is not positive: accepted,
+# and named in that signer's ``notes``.
+WARN_NON_POSITIVE_SERIAL = "non-positive-serial"
 
 DECRYPTION_SEVERITY: tuple[Decryption, ...] = (
     Decryption.FAILED,
@@ -318,11 +329,7 @@ class OpenResult:
 
     def header(self, name: str) -> str | None:
         """The first effective header of that name (case-insensitive), or None."""
-        lname = name.lower()
-        for k, v in self.headers:
-            if k.lower() == lname:
-                return v
-        return None
+        return first_field(self.headers, name)
 
     def header_text(self, name: str) -> str | None:
         """The first effective header of that name with RFC 2047 encoded words decoded, for
@@ -353,16 +360,6 @@ class OpenResult:
 
 
 _SUMMARY_HEADERS = frozenset({"from", "to", "cc", "subject", "date", "message-id"})
-
-
-def decode_encoded_words(value: str) -> str:
-    """``value`` with RFC 2047 encoded words decoded; undecodable words are left as they are."""
-    if "=?" not in value:
-        return value
-    try:
-        return str(make_header(decode_header(value)))
-    except (ValueError, LookupError, UnicodeError, HeaderParseError):
-        return value
 
 
 def worst_signature(statuses: Sequence[SignatureStatus]) -> SignatureStatus:

@@ -31,60 +31,36 @@ certificate signature checks shared by every signer of every layer.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 
-from asn1crypto import cms
 from cryptography import x509
 
-from smime_companion.core import decrypt as decrypt_mod
-from smime_companion.core import verify as verify_mod
 from smime_companion.core.certs import fingerprint_sha256
-from smime_companion.core.chain import WorkBudget
-from smime_companion.core.cms import ASN1_ERRORS, ParsedCms, parse_cms
-from smime_companion.core.input_forms import as_message, content_type_oid
-from smime_companion.core.mime import (
-    Entity,
-    Sender,
-    decode_transfer_encoding,
-    multipart_parts,
-    parse_entity,
-    sender_of,
-    to_crlf,
-)
+from smime_companion.core.input_forms import as_message
+from smime_companion.core.layer_kinds import hidden_smime_warnings, layer_kind, protection_of
+from smime_companion.core.layer_opening import LayerOpener, LayerStep
+from smime_companion.core.mime import Entity, Sender, parse_entity, sender_of
 from smime_companion.core.model import (
     SIGNATURE_SEVERITY,
     SOUND_SIGNATURES,
+    WARN_NON_POSITIVE_SERIAL,
     WARN_NOT_INTEGRITY_PROTECTED,
+    WARN_WEAK_ALGORITHM,
     Decryption,
     Identity,
     Layer,
     OpenResult,
     SignatureStatus,
     SignerReport,
-    VerifyOutcome,
     signed_data_verdict,
     worst_decryption,
     worst_signature,
 )
-from smime_companion.errors import LimitExceeded, MalformedInput, UnsupportedInput
+from smime_companion.errors import LimitExceeded, MalformedInput
 
-PKCS7_MIME_TYPES = frozenset({"application/pkcs7-mime", "application/x-pkcs7-mime"})
-PKCS7_SIGNATURE_TYPES = frozenset({"application/pkcs7-signature", "application/x-pkcs7-signature"})
-
-# Warnings (stable strings: the cache stores them and scripts read them).
-WARN_PARTIALLY_ENCRYPTED = "partially-encrypted"
-WARN_PARTIALLY_SIGNED = "partially-signed"
-WARN_WEAK_CIPHER = "weak-cipher"
-WARN_MIME_LIMIT = "mime-limit-reached"
-# A signer used an algorithm we no longer trust (SHA-1, MD5, RSA under 2048 bits), whether that
-# decided the verdict (weak-algorithm) or was accepted for archives (allow_weak, allow_sha1).
-WARN_WEAK_ALGORITHM = "weak-algorithm"
-# A signer's certificate (or a CA above it) has a serial number that is not positive: accepted,
-# and named in that signer's ``notes``.
-WARN_NON_POSITIVE_SERIAL = "non-positive-serial"
+Headers = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -116,7 +92,7 @@ def is_smime_message(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> bool:
     cannot be parsed is treated as S/MIME, so it is kept (and ``open`` says what is wrong)."""
     try:
         return (
-            _layer_kind(parse_entity(raw, limits.max_header_bytes), inside_layer=False) is not None
+            layer_kind(parse_entity(raw, limits.max_header_bytes), inside_layer=False) is not None
         )
     except (MalformedInput, LimitExceeded):
         return True
@@ -149,10 +125,29 @@ def open_message(
         raise ValueError("open_message needs a timezone-aware time")
     if len(raw) <= limits.max_message_bytes:
         raw = as_message(raw)
-    walk = _LayerWalk(
-        identities, anchors, at, extra_certificates, allow_sha1 or allow_weak, limits, allow_weak
+    # A message that cannot be read at all is malformed, never "not signed, not encrypted":
+    # nothing about it was checked.
+    if len(raw) > limits.max_message_bytes:
+        return _malformed(raw, f"message of {len(raw)} bytes is larger than the limit")
+    try:
+        entity = parse_entity(raw, limits.max_header_bytes)
+    except MalformedInput as exc:
+        return _malformed(raw, f"message is malformed: {exc}")
+    opener = LayerOpener(
+        identities,
+        anchors,
+        at,
+        extra_certificates,
+        allow_sha1=allow_sha1 or allow_weak,
+        allow_weak=allow_weak,
+        max_parts=limits.max_parts,
+        max_header_bytes=limits.max_header_bytes,
+        decompression_budget=min(
+            limits.max_content_bytes,
+            limits.decompression_allowance + limits.decompressed_per_byte * len(raw),
+        ),
     )
-    return walk.run(raw)
+    return _LayerWalk(opener, limits, entity).run()
 
 
 def with_revoked_signers(result: OpenResult, revoked: Mapping[str, str]) -> OpenResult:
@@ -209,438 +204,146 @@ def _remarked(
 _SEVERITY = {status: rank for rank, status in enumerate(SIGNATURE_SEVERITY)}
 
 
-@dataclass
-class _Step:
-    """What opening one layer produced: the layer report and the next entity (None: stop)."""
-
-    layer: Layer
-    next_raw: bytes | None
-    signers: tuple[SignerReport, ...] = ()
-    warnings: list[str] = field(default_factory=list)
-    integrity_protected: bool = True
-
-
 class _LayerWalk:
-    """One message's walk through its layers, outermost first: each S/MIME layer decrypted or
-    verified and unwrapped, within one work budget, into an :class:`OpenResult`."""
+    """One message's walk through its layers, outermost first: each S/MIME layer opened (by a
+    :class:`LayerOpener`, within the message's budgets) and unwrapped, while keeping track of the
+    headers that will be shown and the sender a signer must match; then the
+    :class:`OpenResult`."""
 
-    def __init__(
-        self,
-        identities: Sequence[Identity],
-        anchors: Sequence[x509.Certificate],
-        at: datetime,
-        extra_certificates: Sequence[x509.Certificate],
-        allow_sha1: bool,
-        limits: Limits,
-        allow_weak: bool = False,
-    ) -> None:
-        self.identities = identities
-        self.anchors = anchors
-        self.at = at
-        self.extra_certificates = extra_certificates
-        self.allow_sha1 = allow_sha1
-        self.allow_weak = allow_weak
+    def __init__(self, opener: LayerOpener, limits: Limits, entity: Entity) -> None:
+        self.opener = opener
         self.limits = limits
-        # The entity parsed last, with its raw bytes: _signed_from reads the From of the content
-        # that the walk parses next, so the walk reuses that parse instead of repeating it.
-        self._last_parsed: tuple[bytes, Entity] | None = None
-        # What this message may still cost: path search and signature checks, decompression.
-        self.budget = WorkBudget()
-        self.decompression_budget = self.decompression_left = 0
-
-    def _parse(self, raw: bytes) -> Entity:
-        """parse_entity with the limits, reusing the last result for the same bytes object."""
-        last = self._last_parsed
-        if last is not None and last[0] is raw:
-            return last[1]
-        entity = parse_entity(raw, self.limits.max_header_bytes)
-        self._last_parsed = (raw, entity)
-        return entity
-
-    def run(self, raw: bytes) -> OpenResult:
-        # A message that cannot be read at all is malformed, never "not signed, not encrypted":
-        # nothing about it was checked.
-        if len(raw) > self.limits.max_message_bytes:
-            return _malformed(raw, f"message of {len(raw)} bytes is larger than the limit")
-        try:
-            entity = parse_entity(raw, self.limits.max_header_bytes)
-        except MalformedInput as exc:
-            return _malformed(raw, f"message is malformed: {exc}")
-        self.decompression_budget = self.decompression_left = min(
-            self.limits.max_content_bytes,
-            self.limits.decompression_allowance + self.limits.decompressed_per_byte * len(raw),
-        )
-
+        # The entity reached so far (in the end, the content shown).
+        self.entity = entity
         # The headers shown: the outer ones, or protected headers a signature covers; and the
         # sender they name (read again only when they change).
-        headers = entity.fields
-        sender = sender_of(headers)
-        header_protection: str | None = None
+        self.headers: Headers = entity.fields
+        self.sender: Sender = sender_of(self.headers)
+        self.header_protection: str | None = None
         # Protected headers no signature covers: shown only if the message has no signature.
-        uncovered: tuple[tuple[tuple[str, str], ...], str] | None = None
-        layers: list[Layer] = []
-        signers: list[SignerReport] = []
-        warnings: list[str] = []
-        unprotected_cbc = 0  # CBC (malleable) layers no sound signature inside covers yet
-        covered = False  # a signed layer was opened: what follows is inside a signature
-        error: str | None = None
+        self.uncovered: tuple[Headers, str] | None = None
+        self.layers: list[Layer] = []
+        self.signers: list[SignerReport] = []
+        self.warnings: list[str] = []
+        self.unprotected_cbc = 0  # CBC (malleable) layers no sound signature inside covers yet
+        self.covered = False  # a signed layer was opened: what follows is inside a signature
+        self.error: str | None = None
 
-        while True:
-            kind = _layer_kind(entity, inside_layer=bool(layers))
-            if kind is None:
-                break
-            if len(layers) >= self.limits.max_layers:
-                error = f"more than {self.limits.max_layers} S/MIME layers; stopped unwrapping"
-                break
-            if kind == "multipart/signed":
-                step = self._open_multipart_signed(entity, sender, inside_layer=bool(layers))
-            elif kind == "rfc822":
-                step = _Step(Layer(type="rfc822"), entity.decoded_body())
-            else:
-                step = self._open_cms(entity, sender)
+    def run(self) -> OpenResult:
+        """Unwrap every layer, then say what was found about what is shown."""
+        while self._unwrap_one():
+            pass
+        return self._result()
 
-            layers.append(step.layer)
-            covered = covered or step.layer.signature is not None
-            signers.extend(step.signers)
-            warnings.extend(w for w in step.warnings if w not in warnings)
-            if step.layer.signature in SOUND_SIGNATURES:
-                unprotected_cbc = 0  # a sound signature inside covers the CBC layers outside it
-            if step.layer.decryption == Decryption.OK and not step.integrity_protected:
-                unprotected_cbc += 1
-            if error is None and _is_processing_failure(step.layer):
-                error = step.layer.error
-            if step.next_raw is None:
-                break
-            try:
-                entity = self._parse(step.next_raw)
-            except MalformedInput as exc:
-                error = error or f"content inside the {step.layer.type} layer is malformed: {exc}"
-                entity = Entity(raw=step.next_raw, fields=())
-                break
-            protection = "rfc822" if step.layer.type == "rfc822" else _protection_of(entity)
-            if protection is not None and covered:
-                # Protected headers (RFC 9788 hp, legacy v1, RFC 8551 message/rfc822) win.
-                headers, header_protection = entity.fields, protection
-                sender = sender_of(headers)
-            elif protection is not None:
-                uncovered = (entity.fields, protection)
-            elif step.signers and sender.field is None and entity.get("From") is not None:
-                # A bare S/MIME entity (no From of its own): the signed content's header
-                # section names the sender the signature was checked against; show it.
-                headers = entity.fields
-                sender = sender_of(headers)
+    def _unwrap_one(self) -> bool:
+        """Open the current entity when it is a layer and move inside it; False when the walk
+        ends (ordinary content, the layer limit, a layer that cannot be opened)."""
+        kind = layer_kind(self.entity, inside_layer=bool(self.layers))
+        if kind is None:
+            return False
+        if len(self.layers) >= self.limits.max_layers:
+            self.error = f"more than {self.limits.max_layers} S/MIME layers; stopped unwrapping"
+            return False
+        step = self.opener.open_layer(kind, self.entity, self.sender, bool(self.layers))
+        self._record(step)
+        if step.next_raw is None:
+            return False
+        try:
+            self.entity = self.opener.parse(step.next_raw)
+        except MalformedInput as exc:
+            self.error = (
+                self.error or f"content inside the {step.layer.type} layer is malformed: {exc}"
+            )
+            self.entity = Entity(raw=step.next_raw, fields=())
+            return False
+        self._choose_headers(step)
+        return True
 
-        signed = [layer for layer in layers if layer.signature is not None]
-        if uncovered is not None and not signed:
-            headers, header_protection = uncovered
+    def _record(self, step: LayerStep) -> None:
+        """Add the layer ``step`` opened to what the walk found."""
+        self.layers.append(step.layer)
+        self.covered = self.covered or step.layer.signature is not None
+        self.signers.extend(step.signers)
+        self.warnings.extend(w for w in step.warnings if w not in self.warnings)
+        if step.layer.signature in SOUND_SIGNATURES:
+            self.unprotected_cbc = 0  # a sound signature inside covers the CBC layers outside it
+        if step.layer.decryption == Decryption.OK and not step.integrity_protected:
+            self.unprotected_cbc += 1
+        if self.error is None and _is_processing_failure(step.layer):
+            self.error = step.layer.error
+
+    def _choose_headers(self, step: LayerStep) -> None:
+        """After unwrapping ``step``'s layer: show the protected headers of the entity inside
+        when a signature covers them, and the signed content's From for a bare S/MIME entity."""
+        entity = self.entity
+        protection = "rfc822" if step.layer.type == "rfc822" else protection_of(entity)
+        if protection is not None and self.covered:
+            # Protected headers (RFC 9788 hp, legacy v1, RFC 8551 message/rfc822) win.
+            self.headers, self.header_protection = entity.fields, protection
+            self.sender = sender_of(self.headers)
+        elif protection is not None:
+            self.uncovered = (entity.fields, protection)
+        elif step.signers and self.sender.field is None and entity.get("From") is not None:
+            # A bare S/MIME entity (no From of its own): the signed content's header
+            # section names the sender the signature was checked against; show it.
+            self.headers = entity.fields
+            self.sender = sender_of(self.headers)
+
+    def _result(self) -> OpenResult:
+        """The OpenResult of the finished walk: signers checked against the From shown, the
+        warnings about the whole message, the overall verdicts."""
+        headers, header_protection, sender = self.headers, self.header_protection, self.sender
+        if self.uncovered is not None and all(la.signature is None for la in self.layers):
+            headers, header_protection = self.uncovered
             sender = sender_of(headers)
-        layer_tuple, signer_tuple = _checked_against_shown(layers, signers, sender)
-        signed = [layer for layer in layer_tuple if layer.signature is not None]
-        # Only a signature inside the encryption covers CBC content: its signer signed the
-        # plaintext. One outside it covers the ciphertext, but anyone can sign a ciphertext
-        # with blocks spliced in, and a broken signature inside covers nothing.
-        if unprotected_cbc:
-            warnings.append(WARN_NOT_INTEGRITY_PROTECTED)
-        if any(s.notes for s in signer_tuple):
-            warnings.append(WARN_NON_POSITIVE_SERIAL)
-        if any(s.weaknesses for s in signer_tuple):
-            # Reported beside the verdict, whether it decided it or was accepted for archives.
-            warnings.append(WARN_WEAK_ALGORITHM)
-        # S/MIME parts hidden in the content (an unprotected multipart, an attached message,
-        # a decrypted multipart): named, never opened or joined to what is shown.
-        mime_type = entity.content_type.mime_type
-        if mime_type.startswith("multipart/") or mime_type == "message/rfc822":
-            warnings.extend(w for w in self._hidden_smime_warnings(entity) if w not in warnings)
-
-        encrypted = [layer for layer in layer_tuple if layer.decryption is not None]
+        layers, signers = _checked_against_shown(self.layers, self.signers, sender)
+        signed = [layer for layer in layers if layer.signature is not None]
+        encrypted = [layer for layer in layers if layer.decryption is not None]
         signature = worst_signature([layer.signature for layer in signed if layer.signature])
         decryption = worst_decryption([layer.decryption for layer in encrypted if layer.decryption])
         return OpenResult(
             decryption=decryption,
             signature=signature,
             signer=_deciding_signer_address(signed, signature),
-            layers=layer_tuple,
+            layers=layers,
             content_cipher=encrypted[0].content_cipher if encrypted else None,
-            warnings=tuple(warnings),
-            error=error,
-            content=entity.raw,
+            warnings=tuple(self._message_warnings(signers)),
+            error=self.error,
+            content=self.entity.raw,
             headers=headers,
             header_protection=header_protection,
-            signers=signer_tuple,
+            signers=signers,
         )
 
-    # -- one layer each ---------------------------------------------------------------------
-
-    def _open_multipart_signed(
-        self, entity: Entity, sender: Sender, inside_layer: bool = False
-    ) -> _Step:
-        try:
-            parts = multipart_parts(entity, self.limits.max_parts)
-            if len(parts) != 2:
-                raise MalformedInput(f"multipart/signed has {len(parts)} parts instead of 2")
-            signed_raw, signature_raw = parts
-            signature_entity = parse_entity(signature_raw, self.limits.max_header_bytes)
-            # parse_cms, not asn1crypto directly: a large signature part is read by the counted,
-            # linear BER walker first (a chunk flood must not cost asn1crypto's quadratic joins).
-            info = parse_cms(signature_entity.decoded_body()).info
-            if info["content_type"].native != "signed_data":
-                raise MalformedInput("the signature part of multipart/signed is not SignedData")
-        except (MalformedInput, UnsupportedInput) as exc:
-            status = (
-                SignatureStatus.UNSUPPORTED
-                if isinstance(exc, UnsupportedInput)
-                else SignatureStatus.MALFORMED
+    def _message_warnings(self, signers: Sequence[SignerReport]) -> list[str]:
+        """The layers' warnings, then those about the whole message and the content shown."""
+        warnings = self.warnings
+        # Only a signature inside the encryption covers CBC content: its signer signed the
+        # plaintext. One outside it covers the ciphertext, but anyone can sign a ciphertext
+        # with blocks spliced in, and a broken signature inside covers nothing.
+        if self.unprotected_cbc:
+            warnings.append(WARN_NOT_INTEGRITY_PROTECTED)
+        if any(s.notes for s in signers):
+            warnings.append(WARN_NON_POSITIVE_SERIAL)
+        if any(s.weaknesses for s in signers):
+            # Reported beside the verdict, whether it decided it or was accepted for archives.
+            warnings.append(WARN_WEAK_ALGORITHM)
+        # S/MIME parts hidden in the content (an unprotected multipart, an attached message,
+        # a decrypted multipart): named, never opened or joined to what is shown.
+        mime_type = self.entity.content_type.mime_type
+        if mime_type.startswith("multipart/") or mime_type == "message/rfc822":
+            hidden = hidden_smime_warnings(
+                self.entity,
+                max_depth=self.limits.max_mime_depth,
+                max_parts=self.limits.max_parts,
+                max_header_bytes=self.limits.max_header_bytes,
             )
-            return _Step(
-                Layer(type="signed", signature=status, error=f"signature: {exc}"),
-                # The content of a broken multipart/signed is still the first part, if any.
-                next_raw=_first_part_or_none(entity, self.limits.max_parts),
-            )
-        checked = self._signed_from(signed_raw, sender)
-        canonical = to_crlf(signed_raw)
-        outcome = self._verify(info, canonical, checked)
-        retry = inside_layer and canonical is not signed_raw
-        if outcome.status == SignatureStatus.INVALID and retry:
-            # NSS/Thunderbird sign a multipart/signed nested inside an opaque signed or encrypted
-            # layer over its bare-LF bytes, which no transport rewrote: like ``openssl cms
-            # -binary``, verify the bytes as received when the canonical form fails. Never for
-            # the top level, where mail is canonical CRLF by definition.
-            as_received = self._verify(info, signed_raw, checked)
-            if as_received.status != SignatureStatus.INVALID:
-                outcome = as_received
-        return _Step(
-            Layer(
-                type="signed",
-                signature=outcome.status,
-                signers=outcome.signers,
-                error=_prefixed("signature", outcome.error),
-            ),
-            next_raw=signed_raw,
-            signers=outcome.signers,
-        )
-
-    def _verify(
-        self, info: cms.ContentInfo, content: bytes | None, checked: Sender
-    ) -> VerifyOutcome:
-        """verify_signed_data with this message's anchors, time, policy and budget, against
-        the ``checked`` sender (the one From rule)."""
-        return verify_mod.verify_signed_data(
-            info,
-            content,
-            anchors=self.anchors,
-            at=self.at,
-            from_addresses=checked.addresses,
-            from_problem=checked.problem,
-            allow_sha1=self.allow_sha1,
-            allow_weak=self.allow_weak,
-            extra_certificates=self.extra_certificates,
-            budget=self.budget,
-        )
-
-    def _open_cms(self, entity: Entity, sender: Sender) -> _Step:
-        smime_type = (entity.content_type.param("smime-type") or "").lower()
-        try:
-            # parse_cms cuts the large content out before asn1crypto copies it at every level.
-            parsed = parse_cms(entity.decoded_body())
-        except (MalformedInput, UnsupportedInput) as exc:
-            return _unparsable_cms_step(smime_type, exc)
-        kind = parsed.info["content_type"].native
-        if kind == "signed_data":
-            return self._open_signed_data(parsed, sender)
-        if kind in ("enveloped_data", "authenticated_enveloped_data"):
-            return self._open_enveloped(parsed)
-        return self._open_compressed(parsed)
-
-    def _open_signed_data(self, parsed: ParsedCms, sender: Sender) -> _Step:
-        info = parsed.info
-        # parse_cms hands out signed content as bytes (a view only for ciphertext); bytes() of a
-        # bytes object is that object, so this never copies.
-        cut = bytes(parsed.content) if parsed.content is not None else None
-        encapsulated = cut if cut is not None else _encapsulated_content(info)
-        checked = self._signed_from(encapsulated, sender)
-        # The eContent cut out by parse_cms is checked as the signed bytes it is.
-        outcome = self._verify(info, cut, checked)
-        return _Step(
-            Layer(
-                type="signed-data",
-                signature=outcome.status,
-                signers=outcome.signers,
-                error=_prefixed("signature", outcome.error),
-            ),
-            next_raw=outcome.content if outcome.content is not None else encapsulated,
-            signers=outcome.signers,
-        )
-
-    def _open_enveloped(self, parsed: ParsedCms) -> _Step:
-        info = parsed.info
-        outcome = decrypt_mod.decrypt(info, self.identities, ciphertext=parsed.content)
-        layer_type = (
-            "auth-enveloped"
-            if info["content_type"].native == "authenticated_enveloped_data"
-            else "enveloped"
-        )
-        ok = outcome.status == Decryption.OK
-        return _Step(
-            Layer(
-                type=layer_type,
-                decryption=outcome.status,
-                content_cipher=outcome.content_cipher,
-                key_transport=outcome.key_transport,
-                error=None if ok else _prefixed("decryption", outcome.error or str(outcome.status)),
-            ),
-            next_raw=outcome.plaintext if ok else None,
-            warnings=[WARN_WEAK_CIPHER] if ok and outcome.weak else [],
-            integrity_protected=outcome.integrity_protected,
-        )
-
-    def _open_compressed(self, parsed: ParsedCms) -> _Step:
-        try:
-            content = parsed.info["content"]
-            algorithm = content["compression_algorithm"]["algorithm"].native
-            if algorithm != "zlib":
-                raise UnsupportedInput(f"compression algorithm {algorithm!r}")
-            data = (
-                parsed.content
-                if parsed.content is not None
-                else content["encap_content_info"]["content"].native or b""
-            )
-            # One budget for the whole message: nested layers cannot multiply it.
-            plain = _bounded_inflate(data, self.decompression_left, self.decompression_budget)
-            self.decompression_left -= len(plain)
-        except (MalformedInput, UnsupportedInput) as exc:
-            return _Step(Layer(type="compressed", error=f"compressed data: {exc}"), None)
-        except ASN1_ERRORS as exc:
-            return _Step(
-                Layer(type="compressed", error=f"compressed data is malformed: {exc}"), None
-            )
-        return _Step(Layer(type="compressed"), plain)
-
-    # -- helpers -------------------------------------------------------------------------------
-
-    def _signed_from(self, raw: bytes | None, outer: Sender) -> Sender:
-        """The sender a signer must match (the one From rule, see ``sender_of``).
-
-        Signed content that carries protected headers (or an RFC 8551 message/rfc822) names the
-        From the reader will see, so that one counts. Otherwise the outer From counts; when the
-        outer header has no From field (a bare S/MIME entity), the signed content's does. The
-        walk shows the headers of whichever counted (see ``run``).
-        """
-        if not raw:
-            return outer
-        try:
-            entity = self._parse(raw)
-            if entity.content_type.mime_type == "message/rfc822":
-                entity = parse_entity(entity.decoded_body(), self.limits.max_header_bytes)
-            elif _protection_of(entity) is None and outer.field is not None:
-                return outer
-        except MalformedInput:
-            return outer
-        return sender_of(entity.fields) if entity.get("From") is not None else outer
-
-    def _hidden_smime_warnings(self, top: Entity) -> list[str]:
-        """Warnings for S/MIME parts inside the content shown (EFAIL's attack shape): inside an
-        unprotected multipart, inside an attached message (message/rfc822), or inside a
-        multipart that was decrypted. A part is S/MIME by its Content-Type, or (an
-        application/octet-stream ``.p7m`` or a pkcs7-mime without smime-type) by the CMS
-        content type at the start of its body.
-
-        Those parts are not opened and never joined with the content around them.
-        """
-        found: list[str] = []
-        stack: list[tuple[Entity, int]] = [(top, 0)]
-        examined = 0
-        while stack:
-            entity, depth = stack.pop()
-            mime_type = entity.content_type.mime_type
-            if depth > 0:
-                kind = _layer_kind(entity, inside_layer=False)
-                if kind == "cms":  # no smime-type (Outlook's octet-stream smime.p7m): peek
-                    kind = _peeked_cms_kind(entity)
-                if kind == "multipart/signed" or kind == "signed":
-                    _add(found, WARN_PARTIALLY_SIGNED)
-                    continue
-                if kind is not None:  # encrypted, compressed, or a CMS object of unknown kind
-                    _add(found, WARN_PARTIALLY_ENCRYPTED)
-                    continue
-            inside_message = mime_type == "message/rfc822"
-            if not mime_type.startswith("multipart/") and not inside_message:
-                continue
-            if depth >= self.limits.max_mime_depth:
-                _add(found, WARN_MIME_LIMIT)
-                continue
-            try:
-                parts = (
-                    [entity.decoded_body()]
-                    if inside_message
-                    else multipart_parts(entity, self.limits.max_parts)
-                )
-            except MalformedInput:
-                continue
-            for part in parts:
-                examined += 1
-                if examined > self.limits.max_parts:
-                    _add(found, WARN_MIME_LIMIT)
-                    return found
-                try:
-                    stack.append((parse_entity(part, self.limits.max_header_bytes), depth + 1))
-                except MalformedInput:
-                    continue
-        return found
-
-
-# -- pure helpers -------------------------------------------------------------------------------
-
-
-def _layer_kind(entity: Entity, inside_layer: bool) -> str | None:
-    """What S/MIME layer ``entity`` is: ``multipart/signed``, ``signed``, ``encrypted``,
-    ``compressed``, ``cms`` (unknown smime-type), ``rfc822``, or None for ordinary content."""
-    ctype = entity.content_type
-    mime_type = ctype.mime_type
-    if mime_type == "multipart/signed":
-        protocol = (ctype.param("protocol") or "").lower()
-        return "multipart/signed" if protocol in PKCS7_SIGNATURE_TYPES else None
-    if mime_type == "message/rfc822":
-        return "rfc822" if inside_layer else None
-    is_cms = mime_type in PKCS7_MIME_TYPES or (
-        mime_type == "application/octet-stream" and _filename(entity).endswith(".p7m")
-    )
-    if not is_cms:
-        return None
-    smime_type = (ctype.param("smime-type") or "").lower()
-    if smime_type == "signed-data":
-        return "signed"
-    if smime_type in ("enveloped-data", "authenveloped-data"):
-        return "encrypted"
-    if smime_type in ("compressed-data",):
-        return "compressed"
-    return "cms"
-
-
-_PEEK_KINDS = {
-    bytes.fromhex("06092a864886f70d010702"): "signed",
-    bytes.fromhex("06092a864886f70d010703"): "encrypted",
-    bytes.fromhex("060b2a864886f70d0109100117"): "encrypted",
-    bytes.fromhex("060b2a864886f70d0109100109"): "compressed",
-}
+            warnings.extend(w for w in hidden if w not in warnings)
+        return warnings
 
 
 def _malformed(raw: bytes, error: str) -> OpenResult:
     return OpenResult.unopened(raw, error, Decryption.MALFORMED, SignatureStatus.MALFORMED)
-
-
-def _peeked_cms_kind(entity: Entity) -> str:
-    """What a CMS part without an smime-type holds, read from the first bytes of its body:
-    ``signed``, ``encrypted`` (also when it cannot be told: an .p7m attachment is usually
-    encrypted, and must never pass for plain content), or ``compressed``."""
-    try:
-        head = entity.body[:256]
-        if entity.transfer_encoding == "base64":
-            text = head.translate(None, b" \t\r\n")
-            head = decode_transfer_encoding(text[: len(text) // 4 * 4], "base64")
-        oid = content_type_oid(head)
-    except MalformedInput:
-        return "encrypted"
-    return _PEEK_KINDS.get(oid, "encrypted") if oid is not None else "encrypted"
 
 
 def _checked_against_shown(
@@ -673,76 +376,6 @@ def _checked_against_shown(
     return _remarked(layers, signers, mark)
 
 
-def _filename(entity: Entity) -> str:
-    name = entity.content_type.param("name")
-    if not name:
-        disposition = entity.get("Content-Disposition") or ""
-        for piece in disposition.split(";"):
-            key, _, value = piece.strip().partition("=")
-            if key.lower() == "filename":
-                name = value.strip().strip('"')
-    return (name or "").lower()
-
-
-def _protection_of(entity: Entity) -> str | None:
-    """How ``entity`` (just unwrapped) carries protected headers, if it does."""
-    ctype = entity.content_type
-    if ctype.param("hp") in ("cipher", "clear"):
-        return "hp"
-    if (ctype.param("protected-headers") or "").lower() == "v1":
-        return "v1"
-    return None
-
-
-def _field(fields: tuple[tuple[str, str], ...], name: str) -> str | None:
-    lname = name.lower()
-    return next((v for k, v in fields if k.lower() == lname), None)
-
-
-def _encapsulated_content(info: cms.ContentInfo) -> bytes | None:
-    try:
-        content = info["content"]["encap_content_info"]["content"]
-        native = content.native if content is not None else None
-    except ASN1_ERRORS:
-        return None
-    return native if isinstance(native, bytes) else None
-
-
-def _bounded_inflate(data: bytes | memoryview, limit: int, budget: int) -> bytes:
-    """zlib-inflate ``data`` refusing output past ``limit`` bytes, what is left of the
-    message's ``budget`` (a compression bomb, or bombs nested in each other)."""
-    inflater = zlib.decompressobj()
-    try:
-        out = inflater.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise MalformedInput(f"zlib data is corrupt: {exc}") from None
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise LimitExceeded(
-            f"compressed content expands past {limit} bytes (all compressed layers of this "
-            f"message may expand to {budget} bytes together)"
-        )
-    return out
-
-
-def _first_part_or_none(entity: Entity, max_parts: int) -> bytes | None:
-    try:
-        return multipart_parts(entity, max_parts)[0]
-    except MalformedInput:
-        return None
-
-
-def _unparsable_cms_step(smime_type: str, exc: Exception) -> _Step:
-    unsupported = isinstance(exc, UnsupportedInput)
-    if smime_type == "signed-data":
-        status = SignatureStatus.UNSUPPORTED if unsupported else SignatureStatus.MALFORMED
-        return _Step(Layer(type="signed-data", signature=status, error=f"signature: {exc}"), None)
-    if smime_type == "compressed-data":
-        return _Step(Layer(type="compressed", error=f"compressed data: {exc}"), None)
-    decryption = Decryption.UNSUPPORTED if unsupported else Decryption.MALFORMED
-    layer_type = "auth-enveloped" if smime_type == "authenveloped-data" else "enveloped"
-    return _Step(Layer(type=layer_type, decryption=decryption, error=f"decryption: {exc}"), None)
-
-
 def _deciding_signer_address(signed: list[Layer], overall: SignatureStatus) -> str | None:
     """The address of the signer that decided the verdict, innermost signed layer first."""
     for layer in reversed(signed):
@@ -766,12 +399,3 @@ def _is_processing_failure(layer: Layer) -> bool:
     if layer.signature is not None:
         return layer.signature in (SignatureStatus.MALFORMED, SignatureStatus.UNSUPPORTED)
     return True
-
-
-def _prefixed(what: str, error: str | None) -> str | None:
-    return f"{what}: {error}" if error else None
-
-
-def _add(items: list[str], item: str) -> None:
-    if item not in items:
-        items.append(item)

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, p
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from smime_companion.core.cms import der_elements
+from smime_companion.core.ber_walker import der_elements
 
 # Digest algorithms by OID: our name and a factory for the hash object.
 DIGESTS: dict[str, tuple[str, Callable[[], hashes.HashAlgorithm]]] = {

@@ -15,11 +15,10 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
 from html.parser import HTMLParser
 
-from smime_companion.core.mime import Entity, multipart_parts, parse_entity
+from smime_companion.core.mime import Entity, decode_encoded_words, multipart_parts, parse_entity
 from smime_companion.errors import MalformedInput, SmimeCompanionError
 
 # Bounds on the work one (hostile) message can cost the indexer.
@@ -66,17 +65,9 @@ class MessageText:
 
 
 def decode_header_text(value: str | None) -> str:
-    """A header value with RFC 2047 encoded words decoded (``""`` for None); never raises."""
-    if not value:
-        return ""
-    if "=?" not in value:
-        # No encoded word: the email package would return it unchanged, at some 20 µs a header.
-        return value
-    try:
-        return str(make_header(decode_header(value)))
-    except (ValueError, LookupError, UnicodeError):
-        # A broken encoded word: show it as it was rather than drop the header.
-        return value
+    """A header value with RFC 2047 encoded words decoded (``""`` for None); never raises: a
+    broken encoded word is shown as it was rather than dropping the header."""
+    return decode_encoded_words(value) if value else ""
 
 
 def header_date(value: str | None) -> datetime | None:

@@ -50,6 +50,7 @@ from smime_companion.imap.structure import (
     aware,
     bounded,
     chunks,
+    esearch_all,
     flags_of,
     is_change,
     is_smime_structure,
@@ -80,12 +81,14 @@ class ImapMailbox:
         self._idling = False
         self._idle_polling = False
         self._qresync = False
+        self._exists = 0  # EXISTS of the folder last examined
         self._session = Session(spec)
         self._imap = self._session.imap
         self._call = self._session.call
         self._failed = self._session.failed
+        self._capabilities: frozenset[str] = frozenset()
         try:
-            caps = self.capabilities
+            caps = self._capabilities = self.capabilities
             wanted = [c for c in ("QRESYNC", "CONDSTORE") if c in caps]
             if wanted:
                 # QRESYNC implies CONDSTORE; enabling it makes EXAMINE report HIGHESTMODSEQ and
@@ -115,18 +118,27 @@ class ImapMailbox:
     def _uid_fetch(
         self,
         step: str,
-        uids: Sequence[int],
+        uids: Sequence[int] | None,
         items: bytes,
         sizes: Mapping[int, int] | None = None,
+        *,
+        modifiers: bytes = b"",
+        expected: int = 0,
     ) -> dict[int, dict[bytes, Any]]:
-        """``UID FETCH <uids> <items>`` read by :class:`FetchReader`: the items of each asked-for
-        UID the server returned (expunged ones are absent). Raises ImapError naming ``step``
-        on NO/BAD (like imapclient's fetch, even when some messages came first), on a socket
-        failure, or on a response it cannot parse; after the last two the connection is shut
-        down, since where the next response starts is no longer known."""
+        """``UID FETCH <uids> <items> <modifiers>`` read by :class:`FetchReader`: the items of
+        each asked-for UID the server returned (expunged ones are absent); ``uids`` None asks
+        for every message (``1:*``; ``expected`` of them, which bounds the answer's lines).
+        Raises ImapError naming ``step`` on NO/BAD (like imapclient's fetch, even when some
+        messages came first), on a socket failure, or on a response it cannot parse; after the
+        last two the connection is shut down, since where the next response starts is no
+        longer known."""
         imap = self._imap._imap
-        command = b"UID FETCH " + sequence_set(uids) + b" " + items
-        allowance = None if sizes is None else allowances(uids, sizes)
+        # Up to the largest UID there can be, not "*": "1:*" ends at the highest UID present,
+        # so an expunged last message would not be reported VANISHED.
+        asked = b"1:%d" % UID_MAX if uids is None else sequence_set(uids)
+        command = b"UID FETCH " + asked + b" " + items + (b" " + modifiers if modifiers else b"")
+        allowance = None if sizes is None or uids is None else allowances(uids, sizes)
+        wanted = None if uids is None else set(uids)
 
         def run() -> dict[int, dict[bytes, Any]]:
             # As imaplib's _command does: a stale tagged-status text must not be mistaken for
@@ -142,15 +154,7 @@ class ImapMailbox:
             except BaseException as exc:
                 shutdown(self._imap)
                 if isinstance(exc, OversizedBody):
-                    wanted = set(uids)
-                    exc.received = {
-                        uid: body
-                        for uid, item in exc.received.items()
-                        if uid in wanted and isinstance(body := item.get(b"BODY[]"), bytes)
-                    }
-                    raise OversizedBody(
-                        str(self._failed(step, str(exc))), exc.uid, exc.received
-                    ) from None
+                    raise self._refused(step, exc, wanted or set()) from None
                 if isinstance(exc, ImapError):
                     raise self._failed(step, str(exc)) from None
                 raise
@@ -159,11 +163,13 @@ class ImapMailbox:
             if status != "OK":
                 # The tagged completion was read: the connection is still in step.
                 raise self._failed(step, f"{status} {text_of(text)[:200]}")
-            wanted = set(uids)
+            if wanted is None:
+                return messages
             return {uid: item for uid, item in messages.items() if uid in wanted}
 
-        announced = sum(sizes.get(uid, 0) for uid in uids) if sizes else 0
-        if allowance is None:
+        count = expected if uids is None else len(uids)
+        announced = sum(sizes.get(uid, 0) for uid in uids or ()) if sizes else 0
+        if allowance is None or uids is None:
             max_bytes = MAX_ANSWER_BYTES
         else:
             # The whole answer: every message's allowance (a server repeating a body, or
@@ -174,9 +180,18 @@ class ImapMailbox:
             run,
             seconds=self.spec.command_time_limit + announced / MIN_BODY_RATE,
             max_bytes=max_bytes,
-            max_lines=MAX_LINES_PER_COMMAND // 10 + LINES_PER_MESSAGE * len(uids),
+            max_lines=MAX_LINES_PER_COMMAND // 10 + LINES_PER_MESSAGE * count,
         )
         return result
+
+    def _refused(self, step: str, exc: OversizedBody, wanted: set[int]) -> OversizedBody:
+        """``exc`` named as this step's failure, carrying the asked-for bodies received whole."""
+        received = {
+            uid: body
+            for uid, item in exc.received.items()
+            if uid in wanted and isinstance(body := item.get(b"BODY[]"), bytes)
+        }
+        return OversizedBody(str(self._failed(step, str(exc))), exc.uid, received)
 
     # -- folders ---------------------------------------------------------------------------------
 
@@ -212,6 +227,7 @@ class ImapMailbox:
         modseq = data.get(b"HIGHESTMODSEQ")
         if b"NOMODSEQ" in b" ".join(bytes_of(v) for v in data.get(b"OK", [])):
             modseq = None
+        self._exists = bounded(data.get(b"EXISTS", 0), 0, UID_MAX) or 0
         return FolderInfo(
             name=folder,
             uidvalidity=uidvalidity,
@@ -224,16 +240,46 @@ class ImapMailbox:
 
     # -- messages --------------------------------------------------------------------------------
 
-    def search_uids(self, start: int = 1) -> list[int]:
+    def search_uids(self, start: int = 1) -> Sequence[int]:
+        if "ESEARCH" in self._capabilities:
+            return self._esearch_uids("UID SEARCH", start, "ALL" if start <= 1 else "")
         criteria = ["ALL"] if start <= 1 else ["UID", f"{start}:*"]
         found = self._call("UID SEARCH", lambda: self._imap.search(criteria))
         uids = valid_uids(found, "UID SEARCH", self.spec.label)
         # "n:*" always includes the highest UID even when it is below n (RFC 3501 6.4.8).
         return sorted(u for u in set(uids) if u >= start)
 
-    def search_smime_candidates(self, start: int = 1) -> list[int] | None:
+    def _esearch_uids(self, step: str, start: int, criteria: str) -> Sequence[int]:
+        """The UIDs >= ``start`` matching ``criteria`` by ``UID SEARCH RETURN (ALL)``
+        (RFC 4731): the answer is a sequence set (``1:100000`` for a folder never expunged),
+        read into 4 bytes per UID, where a plain SEARCH answer would cost a line of a million
+        numbers and a Python int for each."""
+        imap = self._imap._imap
+        if start > 1:
+            criteria = f"UID {start}:* {criteria}".strip()
+
+        def run() -> list[Any]:
+            typ, data = imap.uid("SEARCH", f"RETURN (ALL) {criteria}")
+            if typ != "OK":
+                raise self._failed(step, f"{typ} {text_of(data[0] if data else b'')[:200]}")
+            return list(imap.untagged_responses.pop("ESEARCH", []))
+
+        answers = self._call(step, run)
+        # Arrivals between EXAMINE and this search are allowed for; a server claiming more
+        # UIDs than that is refused before anything is allocated for them.
+        limit = self._exists + 100_000
+        uids = esearch_all(b" ".join(bytes_of(a) for a in answers if a is not None), limit)
+        # "n:*" always includes the highest UID even when it is below n (RFC 3501 6.4.8).
+        while uids and uids[0] < start:
+            uids.pop(0)
+        return uids
+
+    def search_smime_candidates(self, start: int = 1) -> Sequence[int] | None:
         # SEARCH HEADER is a case-insensitive substring match done by the server: on 10,000
         # messages it costs a tenth of fetching and parsing every BODYSTRUCTURE.
+        headers = (
+            "OR OR HEADER Content-Type pkcs7 HEADER Content-Type p7m HEADER Content-Disposition p7m"
+        )
         criteria = [
             "UID", f"{max(start, 1)}:*",
             "OR", "OR",
@@ -242,6 +288,8 @@ class ImapMailbox:
             "HEADER", "Content-Disposition", "p7m",
         ]  # fmt: skip
         try:
+            if "ESEARCH" in self._capabilities:
+                return self._esearch_uids("UID SEARCH HEADER", max(start, 1), headers)
             found = self._call("UID SEARCH HEADER", partial(self._imap.search, criteria))
         except ImapError as exc:
             if self._imap_alive():
@@ -347,8 +395,23 @@ class ImapMailbox:
             )
         return out
 
-    def changes_since(self, uids: Sequence[int], modseq: int) -> Changes:
-        flags: dict[int, tuple[str, ...]] = {}
+    def changes_since(
+        self, uids: Sequence[int] | None, modseq: int, *, expected: int = 0
+    ) -> Changes:
+        if uids is None:
+            # The whole folder in one command: the server answers only what changed, so the
+            # cost is that of the changes, not of the folder.
+            modifier = f"(CHANGEDSINCE {modseq}{' VANISHED' if self._qresync else ''})"
+            data = self._uid_fetch(
+                "UID FETCH CHANGEDSINCE",
+                None,
+                b"(UID FLAGS)",
+                modifiers=modifier.encode("ascii"),
+                expected=expected,
+            )
+            flags = {uid: flags_of(_tuple(item.get(b"FLAGS"))) for uid, item in data.items()}
+            return Changes(flags=flags, vanished=frozenset(self._vanished()))
+        flags = {}
         vanished: set[int] = set()
         modifier = f"CHANGEDSINCE {modseq}" + (" VANISHED" if self._qresync else "")
         for chunk in chunks(sorted(uids), UID_CHUNK):
@@ -364,11 +427,18 @@ class ImapMailbox:
                     if uid in asked
                 }
             )
-            if self._qresync:
-                # imapclient leaves "* VANISHED (EARLIER) 3:5,9" in imaplib's untagged responses.
-                for line in self._imap._imap.untagged_responses.pop("VANISHED", []):
-                    vanished.update(parse_vanished(bytes_of(line)))
+            vanished.update(self._vanished())
         return Changes(flags=flags, vanished=frozenset(vanished & set(uids)))
+
+    def _vanished(self) -> set[int]:
+        """The UIDs of the VANISHED responses the last command received (QRESYNC only)."""
+        out: set[int] = set()
+        if self._qresync:
+            # "* VANISHED (EARLIER) 3:5,9" is left in imaplib's untagged responses (imapclient
+            # does not parse it; FetchReader stores it as imaplib would).
+            for line in self._imap._imap.untagged_responses.pop("VANISHED", []):
+                out.update(parse_vanished(bytes_of(line)))
+        return out
 
     # -- waiting for news ------------------------------------------------------------------------
 
@@ -433,3 +503,8 @@ def _internaldate(value: Any) -> datetime | None:
         return aware(parse_to_datetime(value, normalise=False))
     except ValueError:
         return None
+
+
+def _tuple(value: Any) -> tuple[Any, ...]:
+    """A FETCH list item as a tuple (anything else, such as NIL, as an empty one)."""
+    return value if isinstance(value, tuple) else ()

@@ -40,6 +40,8 @@ MAX_LINES_PER_COMMAND = 50_000
 LINES_PER_MESSAGE = 8
 # Bytes of one answer that carries no message body (SEARCH, FLAGS, BODYSTRUCTURE, LIST...).
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
+# Bytes of one line of an answer: a plain SEARCH naming 2,000,000 UIDs fits.
+MAX_LINE = 16 * 1024 * 1024
 # A body literal may exceed the message's RFC822.SIZE by this factor plus this slack (servers
 
 # imapclient prefixes a refusal with the command ("select failed: "); the step names it already.
@@ -197,7 +199,7 @@ class CommandGuard:
     def __init__(self, imap4: imaplib.IMAP4) -> None:
         self._imap4 = imap4
         self._raw_read = imap4.read
-        self._raw_readline = imap4.readline
+        self._raw_readline = self._read_line
         imap4.read = self.read  # type: ignore[method-assign]
         imap4.readline = self.readline  # type: ignore[method-assign]
         self._cond = threading.Condition()
@@ -261,6 +263,15 @@ class CommandGuard:
             socket.socket.shutdown(sock, socket.SHUT_RDWR)
         except (OSError, AttributeError):
             pass
+
+    def _read_line(self) -> bytes:
+        """One line of the answer, up to MAX_LINE bytes (imaplib's own readline stops at 1 MB:
+        a plain SEARCH answer naming 150,000 UIDs)."""
+        line = self._imap4.file.readline(MAX_LINE + 1)
+        assert isinstance(line, bytes)  # the connection's file is opened "rb"
+        if len(line) > MAX_LINE:
+            raise imaplib.IMAP4.error(f"got a line of more than {MAX_LINE} bytes")
+        return line
 
     def time_limit_text(self) -> str:
         return f"no complete answer within {self._seconds:.0f} s (the time limit of a command)"

@@ -8,6 +8,7 @@ tests call them directly).
 from __future__ import annotations
 
 import logging
+from array import array
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
@@ -121,6 +122,38 @@ def parse_vanished(line: bytes) -> set[int]:
     return uid_set(text.strip())
 
 
+def esearch_all(answer: bytes, limit: int) -> array[int]:
+    """The UIDs of an ESEARCH answer's ``ALL`` (``(TAG "a1") UID ALL 1:3,7``), ascending, as
+    4-byte integers; empty when it has none (nothing matched). Raises ImapError when the set is
+    malformed, names a UID outside 1..2^32-1, or holds more than ``limit`` UIDs."""
+    words = answer.split()
+    upper = [w.upper() for w in words]
+    if b"ALL" not in upper:
+        return array("I")
+    text = text_of(words[upper.index(b"ALL") + 1]) if upper.index(b"ALL") + 1 < len(words) else ""
+    ranges: list[tuple[int, int]] = []
+    total = 0
+    for part in filter(None, text.split(",")):
+        low, _, high = part.partition(":")
+        try:
+            a, b = int(low), int(high or low)
+        except ValueError:
+            raise ImapError(f"server sent a malformed UID set {text[:60]!r}") from None
+        if not (valid_uid(a) and valid_uid(b)):
+            raise ImapError(f"server sent a UID outside 1..{UID_MAX} in {part[:40]!r}")
+        a, b = min(a, b), max(a, b)
+        total += b - a + 1
+        if total > limit:
+            raise ImapError(f"server answered more UIDs than the folder holds ({limit})")
+        ranges.append((a, b))
+    out = array("I")
+    for a, b in sorted(ranges):
+        if out and a <= out[-1]:  # overlapping ranges: each UID once
+            a = out[-1] + 1
+        out.extend(range(a, b + 1))
+    return out
+
+
 def uid_set(text: str) -> set[int]:
     """Parse an IMAP sequence set of UIDs (``1:3,7``). Raises ImapError when malformed."""
     out: set[int] = set()
@@ -149,7 +182,10 @@ def is_change(response: Any) -> bool:
 
 
 def flags_of(raw: Iterable[Any]) -> tuple[str, ...]:
-    return tuple(text_of(f) for f in raw)
+    """A FETCH's FLAGS as text, without ``\\Recent``: that one says which session saw the
+    message first (and IMAP4rev2 dropped it), not something about the message, and keeping it
+    would make every pass after another client's look like a flag change."""
+    return tuple(flag for f in raw if (flag := text_of(f)).lower() != "\\recent")
 
 
 def aware(value: Any) -> datetime | None:

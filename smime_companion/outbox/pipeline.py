@@ -48,6 +48,7 @@ from smime_companion.errors import (
     SubmissionRefused,
     SubmissionUncertain,
     UsageError,
+    one_line,
 )
 from smime_companion.outbox import notices
 from smime_companion.outbox.notices import NoticeText
@@ -263,7 +264,7 @@ class OutboxPipeline:
             line = str(exc)
             log.error("outbox %s: %s: %s", self.account, what, line)
         else:
-            line = f"internal error: {type(exc).__name__}: {_one_line(exc)}"
+            line = f"internal error: {type(exc).__name__}: {one_line(exc)}"
             log.error("outbox %s: %s: %s", self.account, what, line, exc_info=exc)
         report.errors.append(f"{what}: {line}")
 
@@ -349,7 +350,7 @@ class OutboxPipeline:
             # pass. So it goes aside, with a notice, rather than being tried forever.
             log.error("outbox %s: item %d: cannot be processed", self.account, item.id,
                       exc_info=exc)  # fmt: skip
-            reason = f"the draft cannot be processed ({type(exc).__name__}: {_one_line(exc)})"
+            reason = f"the draft cannot be processed ({type(exc).__name__}: {one_line(exc)})"
             self._reject(item, reason, report)
             return self.journal.item(item.id)
         if isinstance(plan, Rejected):
@@ -552,8 +553,3 @@ class OutboxPipeline:
                 return  # keep it queued; the next pass tries again
             self.journal.notice_delivered(notice.id)
             report.notices += 1
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:200] if text else type(exc).__name__

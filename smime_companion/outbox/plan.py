@@ -25,7 +25,6 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.header import decode_header, make_header
 from enum import StrEnum
 from typing import Protocol
 
@@ -38,7 +37,7 @@ from smime_companion.core.certs import (
     fingerprint_sha256,
     recipient_certificate_problem,
 )
-from smime_companion.core.mime import address_pairs, addresses, parse_entity
+from smime_companion.core.mime import address_pairs, addresses, decode_encoded_words, parse_entity
 from smime_companion.core.model import Identity
 from smime_companion.core.seal import SealOptions
 from smime_companion.core.selection import NoCertificate, Selected, Selection
@@ -203,7 +202,7 @@ def read_draft_info(draft: bytes) -> DraftInfo:
             recipients.extend(a for a in addresses(value) if a not in recipients)
     return DraftInfo(
         sender=sender.address,
-        subject=_decoded(entity.get("Subject") or ""),
+        subject=decode_encoded_words(entity.get("Subject") or ""),
         message_id=(entity.get("Message-ID") or "").strip() or None,
         recipients=tuple(recipients),
         sender_problem=sender.problem,
@@ -329,13 +328,6 @@ def _identity_for(sender: str, identities: Sequence[Identity], at: datetime) -> 
     return None
 
 
-def _decoded(value: str) -> str:
-    try:
-        return str(make_header(decode_header(value)))
-    except (ValueError, LookupError):
-        return value
-
-
 # --- rewriting the recipient fields (split) -----------------------------------------------------
 
 
@@ -376,5 +368,5 @@ def _format_addresses(value: str, keep: set[str]) -> str:
         if address.lower() in keep:
             # formataddr encodes a non-ASCII display name as an encoded word; decode first so an
             # already-encoded name is not quoted as literal text.
-            kept.append(email.utils.formataddr((_decoded(name), address)))
+            kept.append(email.utils.formataddr((decode_encoded_words(name), address)))
     return ", ".join(kept)

@@ -15,14 +15,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import apsw
 
-from smime_companion.core.cache_entry import epoch
+from smime_companion.core.cache_entry import FolderState, epoch
 from smime_companion.errors import CacheError, UsageError
 from smime_companion.store import db
 from smime_companion.store.cache_reading import (
@@ -70,17 +69,6 @@ COMPRESS_BATCH = 200
 REINDEX_BATCH = 200
 # A rebuild of this many messages or more ends by merging the text index (see merge_index).
 REBUILD_MERGE_AFTER = 1000
-
-
-@dataclass(frozen=True)
-class FolderState:
-    """What the sync last knew about a folder on the server."""
-
-    uidvalidity: int
-    highest_modseq: int | None = None
-    uidnext: int | None = None
-    last_sync: datetime | None = None
-    error: str | None = None
 
 
 def _entry_columns(entry: CacheEntry) -> dict[str, Any]:
@@ -285,13 +273,14 @@ class Cache(CacheReading, db.Handle):
         )
 
     @db.guarded("read the cache")
-    def uids(self, account: str, folder: str, uidvalidity: int) -> set[int]:
-        """The UIDs cached for that folder under that UIDVALIDITY."""
+    def uids(self, account: str, folder: str, uidvalidity: int, start: int = 1) -> set[int]:
+        """The UIDs from ``start`` on cached for that folder under that UIDVALIDITY."""
         return {
             int(r[0])
             for r in self._conn.execute(
-                "SELECT uid FROM messages WHERE account = ? AND folder = ? AND uidvalidity = ?",
-                (account, folder, uidvalidity),
+                "SELECT uid FROM messages WHERE account = ? AND folder = ? AND uidvalidity = ? "
+                "AND uid >= ?",
+                (account, folder, uidvalidity, start),
             )
         }
 
@@ -321,19 +310,22 @@ class Cache(CacheReading, db.Handle):
     @db.guarded("update flags")
     def update_flags(
         self, account: str, folder: str, uidvalidity: int, uid: int, flags: Sequence[str]
-    ) -> None:
-        """Replace the IMAP flags of that message (no-op when it is not cached)."""
+    ) -> bool:
+        """Replace the IMAP flags of that message; False (and nothing done) when it is not
+        cached or already has them."""
+        text = _flags_text(flags)
         self._conn.execute(
             "UPDATE messages SET flags = ? WHERE account = ? AND folder = ? AND uidvalidity = ? "
-            "AND uid = ?",
-            (_flags_text(flags), account, folder, uidvalidity, uid),
+            "AND uid = ? AND flags != ?",
+            (text, account, folder, uidvalidity, uid, text),
         )
+        return bool(self._conn.changes())
 
     @db.guarded("read the folder state")
     def folder_state(self, account: str, folder: str) -> FolderState | None:
         """The stored sync state of that folder, or None before its first sync."""
         row = self._conn.execute(
-            "SELECT uidvalidity, highest_modseq, uidnext, last_sync, error FROM folders "
+            "SELECT uidvalidity, highest_modseq, uidnext, last_sync, error, messages FROM folders "
             "WHERE account = ? AND folder = ?",
             (account, folder),
         ).fetchone()
@@ -345,6 +337,7 @@ class Cache(CacheReading, db.Handle):
             uidnext=row[2],
             last_sync=datetime.fromisoformat(row[3]) if row[3] else None,
             error=row[4],
+            messages=row[5],
         )
 
     @db.guarded("save the folder state")
@@ -352,10 +345,11 @@ class Cache(CacheReading, db.Handle):
         """Record the sync state of that folder (replacing the previous one)."""
         self._conn.execute(
             "INSERT INTO folders (account, folder, uidvalidity, highest_modseq, uidnext, "
-            "last_sync, error) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "last_sync, error, messages) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (account, folder) DO UPDATE SET uidvalidity = excluded.uidvalidity, "
             "highest_modseq = excluded.highest_modseq, uidnext = excluded.uidnext, "
-            "last_sync = excluded.last_sync, error = excluded.error",
+            "last_sync = excluded.last_sync, error = excluded.error, "
+            "messages = excluded.messages",
             (
                 account,
                 folder,
@@ -364,6 +358,7 @@ class Cache(CacheReading, db.Handle):
                 state.uidnext,
                 state.last_sync.isoformat() if state.last_sync else None,
                 state.error,
+                state.messages,
             ),
         )
 
@@ -390,18 +385,23 @@ class Cache(CacheReading, db.Handle):
         """Remove the folder's messages left under an older UIDVALIDITY (after a complete pass
         under the new one found no match for them); returns how many. No-op without a state."""
         state = self.folder_state(account, folder)
-        if state is None:
+        if state is None or (account, folder, state.uidvalidity) in self._no_stale:
             return 0
         with self._conn:
+            # Two ranges of the (account, folder, uidvalidity, uid) index, not "!=", which would
+            # read every entry of the folder: a pass costs what is stale, not the folder.
             ids = [
                 int(r[0])
                 for r in self._conn.execute(
-                    "SELECT id FROM messages WHERE account = ? AND folder = ? AND uidvalidity != ?",
-                    (account, folder, state.uidvalidity),
+                    "SELECT id FROM messages WHERE account = ? AND folder = ? AND uidvalidity < ? "
+                    "UNION ALL "
+                    "SELECT id FROM messages WHERE account = ? AND folder = ? AND uidvalidity > ?",
+                    (account, folder, state.uidvalidity) * 2,
                 )
             ]
             for message_id in ids:
                 self._delete(message_id)
+        self._no_stale.add((account, folder, state.uidvalidity))
         return len(ids)
 
     @db.guarded("read the cache")

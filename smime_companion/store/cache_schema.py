@@ -187,6 +187,15 @@ def _migration_4(conn: apsw.Connection) -> None:
     )
 
 
+def _migration_5(conn: apsw.Connection) -> None:
+    # The folder's message count at the last complete pass (FolderState.messages): without
+    # QRESYNC, the next pass sees expunges from the count alone. Added only if missing, so that
+    # a database set back to an earlier version (as a test of re-indexing does) migrates again.
+    columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(folders)")}
+    if "messages" not in columns:
+        conn.execute("ALTER TABLE folders ADD COLUMN messages INTEGER")
+
+
 # The text index's settings since migration 6: the prefix indexes answer ``abc*`` from a doclist
 # of their own, walked newest first and stopped at the limit, where FTS5 without them merges the
 # doclists of every word with that prefix in full (a quarter of a second at 100,000 messages for
@@ -216,7 +225,6 @@ def _migration_6(conn: apsw.Connection) -> None:
     # lists every message in text_pending; Cache.open then indexes them in small transactions of
     # their own (Cache.reindex_pending) before the cache is used, so an interrupted upgrade loses
     # nothing and resumes where it stopped, and no search ever runs on a half-built index.
-    # Numbered 6: migration 5 is the sync-scale branch's (the two are independent).
     conn.execute(
         f"""
         DROP TABLE message_text;
@@ -232,7 +240,7 @@ MIGRATIONS: list[db.Migration] = [
     _migration_2,
     _migration_3,
     _migration_4,
-    # Migration 5 is sync-scale's; the lead renumbers at merge (this one then runs sixth).
+    _migration_5,
     _migration_6,
 ]
 

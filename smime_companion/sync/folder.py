@@ -12,19 +12,27 @@ One pass, read-only on the server:
    raw SHA-256 (``Cache.store_message`` does that), so nothing is lost or duplicated; entries not
    found again are dropped only after a complete pass.
 2. Nothing changed (same HIGHESTMODSEQ and UIDNEXT under CONDSTORE): done, no further command.
-3. Expunges and flag changes of cached messages: with QRESYNC from ``CHANGEDSINCE ... VANISHED``;
-   otherwise by comparing a UID SEARCH with the cache (and CHANGEDSINCE or plain FLAGS fetches).
-4. New messages (UIDs at or above the recorded UIDNEXT, or every UID not cached on a first pass)
-   go through the pipeline (:mod:`smime_companion.sync.pipeline`): fetched, opened, stored.
+3. Expunges and flag changes of cached messages, at the cost of the changes under CONDSTORE:
+   one ``UID FETCH 1:* (FLAGS) (CHANGEDSINCE m [VANISHED])`` answers the changed flags and, with
+   QRESYNC, the expunged UIDs; without QRESYNC the message count tells whether anything was
+   expunged (only then are all UIDs compared). Without CONDSTORE, and on a first pass, every UID
+   and flag is compared with the cache.
+4. New messages (UIDs at or above the recorded UIDNEXT, found by ``UID SEARCH UID n:*``) go
+   through the pipeline (:mod:`smime_companion.sync.pipeline`): fetched, opened, stored.
+
+No step reads every cached UID of the folder after the first pass (unless the server lacks
+CONDSTORE, or the count check says messages were expunged without QRESYNC).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 
-from smime_companion.store.cache import FolderState
+from smime_companion.core.cache_entry import FolderState
 from smime_companion.sync.pipeline import PassContext, fetch_open_store, save_state
 from smime_companion.sync.protocols import (
     BatchOpener,
@@ -67,9 +75,10 @@ def sync_folder(
     if _nothing_changed(info, state):
         report.unchanged = report.complete = True
         save_state(cache, account, folder, state, uidnext=state.uidnext,
-                   modseq=state.highest_modseq, last_sync=now())  # fmt: skip
+                   modseq=state.highest_modseq, last_sync=now(),
+                   messages=state.messages)  # fmt: skip
         return report
-    new, server_uids = _reconcile(mailbox, cache, info, state, report)
+    new = _reconcile(mailbox, cache, info, state, report)
     candidates = _smime_candidates(mailbox, new, cache_all)
     context = PassContext(cache, report, account, folder, info.uidvalidity, state, now,
                           harvester, should_stop, progress)  # fmt: skip
@@ -78,12 +87,14 @@ def sync_folder(
     # found again, so the server no longer has them (a no-op unless UIDVALIDITY changed, which
     # may have been in an earlier, interrupted pass).
     report.dropped_stale = cache.drop_stale(account, folder)
-    start = state.uidnext or 1
-    uidnext = info.uidnext
-    if uidnext is None:
-        uidnext = max([*server_uids, start - 1]) + 1
-    save_state(cache, account, folder, saved, uidnext=max(uidnext, saved.uidnext or 1),
-               modseq=info.highest_modseq, last_sync=now())  # fmt: skip
+    if info.uidnext is not None:
+        # The count and UIDNEXT of one moment (EXAMINE): the next pass's count check.
+        save_state(cache, account, folder, saved, uidnext=max(info.uidnext, saved.uidnext or 1),
+                   modseq=info.highest_modseq, last_sync=now(), messages=info.exists)  # fmt: skip
+    else:  # a server without UIDNEXT: after the highest UID seen
+        uidnext = max([*new, (state.uidnext or 1) - 1]) + 1
+        save_state(cache, account, folder, saved, uidnext=max(uidnext, saved.uidnext or 1),
+                   modseq=info.highest_modseq, last_sync=now())  # fmt: skip
     report.complete = True
     log.info(
         "%s/%s: %d new (%d stored, %d not S/MIME), %d expunged, %d flag changes",
@@ -98,17 +109,7 @@ def record_error(cache: SyncCache, account: str, folder: str, error: str) -> Non
     state = cache.folder_state(account, folder)
     if state is None:
         return  # never examined: nothing to attach the error to yet
-    cache.set_folder_state(
-        account,
-        folder,
-        FolderState(
-            uidvalidity=state.uidvalidity,
-            highest_modseq=state.highest_modseq,
-            uidnext=state.uidnext,
-            last_sync=state.last_sync,
-            error=error,
-        ),
-    )
+    cache.set_folder_state(account, folder, replace(state, error=error))
 
 
 def _state_under(info: FolderInfo, cache: SyncCache, report: FolderReport) -> FolderState:
@@ -139,39 +140,75 @@ def _nothing_changed(info: FolderInfo, state: FolderState) -> bool:
 
 def _reconcile(
     mailbox: Mailbox, cache: SyncCache, info: FolderInfo, state: FolderState, report: FolderReport
-) -> tuple[list[int], list[int]]:
-    """Apply expunges and flag changes of what the cache holds; return the new UIDs (to fetch)
-    and the UIDs the server listed."""
+) -> Sequence[int]:
+    """Apply expunges and flag changes to what the cache holds; return the new UIDs to fetch.
+
+    Under CONDSTORE this costs what changed, not the folder: one ``CHANGEDSINCE`` fetch over
+    the whole folder answers the changed flags (and, with QRESYNC, the expunged UIDs), and a
+    ``UID SEARCH`` from the last UIDNEXT the new messages. Without QRESYNC, expunges show in
+    the message count: only when it disagrees with the last pass's are all UIDs compared.
+    Without CONDSTORE (or on a first pass) every UID and flag is compared."""
     account, folder, uv = report.account, report.folder, info.uidvalidity
-    cached = cache.uids(account, folder, uv)
     start = state.uidnext or 1
-    server_uids: list[int]
-    if state.highest_modseq is not None and info.highest_modseq is not None and mailbox.qresync:
-        changes = mailbox.changes_since(sorted(cached), state.highest_modseq)
-        gone = set(changes.vanished)
-        changed_flags = changes.flags
-        server_uids = mailbox.search_uids(start)
+    if state.highest_modseq is None or info.highest_modseq is None:
+        return _reconcile_everything(mailbox, cache, info, state, report)
+    changes = mailbox.changes_since(None, state.highest_modseq, expected=info.exists)
+    arrived = mailbox.search_uids(start)
+    if mailbox.qresync:
+        gone: set[int] = set(changes.vanished)
+    elif state.messages is not None and state.messages + len(arrived) == info.exists:
+        gone = set()  # as many messages as last time plus the new ones: none expunged
     else:
-        server_uids = mailbox.search_uids(1)
-        gone = cached - set(server_uids)
-        keep = sorted(cached - gone)
-        if state.highest_modseq is not None and info.highest_modseq is not None:
-            changed_flags = mailbox.changes_since(keep, state.highest_modseq).flags
-        else:
-            changed_flags = mailbox.flags(keep)
+        gone = cache.uids(account, folder, uv).difference(mailbox.search_uids(1))
+    _forget(cache, report, uv, gone)
+    _update_flags(cache, report, uv, {u: f for u, f in changes.flags.items() if u not in gone})
+    return _new_uids(cache, report, uv, arrived, start)
+
+
+def _reconcile_everything(
+    mailbox: Mailbox, cache: SyncCache, info: FolderInfo, state: FolderState, report: FolderReport
+) -> Sequence[int]:
+    """:func:`_reconcile` by comparing every UID and flag (first pass, no CONDSTORE)."""
+    uv, start = info.uidvalidity, state.uidnext or 1
+    server_uids = mailbox.search_uids(1)
+    cached = cache.uids(report.account, report.folder, uv)
+    gone = cached.difference(server_uids)  # no set of every server UID on a first pass
+    _forget(cache, report, uv, gone)
+    kept = sorted(cached - gone)
+    if state.highest_modseq is not None and info.highest_modseq is not None:
+        changed = mailbox.changes_since(kept, state.highest_modseq).flags
+    else:
+        changed = mailbox.flags(kept)
+    _update_flags(cache, report, uv, changed)
+    return _new_uids(cache, report, uv, server_uids, start)
+
+
+def _forget(cache: SyncCache, report: FolderReport, uv: int, gone: set[int]) -> None:
     if gone:
-        report.expunged = cache.forget_uids(account, folder, uv, sorted(gone))
-        log.info("%s/%s: %d expunged", account, folder, report.expunged)
-    for uid, flags in changed_flags.items():
-        if uid in cached and uid not in gone:
-            cache.update_flags(account, folder, uv, uid, flags)
+        report.expunged = cache.forget_uids(report.account, report.folder, uv, sorted(gone))
+        log.info("%s/%s: %d expunged", report.account, report.folder, report.expunged)
+
+
+def _update_flags(
+    cache: SyncCache, report: FolderReport, uv: int, changed: Mapping[int, Sequence[str]]
+) -> None:
+    for uid, flags in changed.items():
+        if cache.update_flags(report.account, report.folder, uv, uid, flags):
             report.flags_updated += 1
-    new = [u for u in server_uids if u >= start and u not in cached]
+
+
+def _new_uids(
+    cache: SyncCache, report: FolderReport, uv: int, server_uids: Sequence[int], start: int
+) -> Sequence[int]:
+    """The UIDs from ``start`` on that the server has and the cache does not (an interrupted
+    pass may have stored some past its saved UIDNEXT), 4 bytes each."""
+    cached = cache.uids(report.account, report.folder, uv, start)
+    new = array("I", (u for u in server_uids if u >= start and u not in cached))
     report.new = len(new)
-    return new, server_uids
+    return new
 
 
-def _smime_candidates(mailbox: Mailbox, new: list[int], cache_all: bool) -> set[int] | None:
+def _smime_candidates(mailbox: Mailbox, new: Sequence[int], cache_all: bool) -> set[int] | None:
     """Unless everything is cached, the new messages whose headers mention PKCS#7 (a superset
     of S/MIME), named by the server: the others need no BODYSTRUCTURE at all. None: every
     message is a candidate (``cache_all``, or the server refused the search)."""

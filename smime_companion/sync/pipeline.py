@@ -25,11 +25,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from smime_companion.core.cache_entry import FolderState
 from smime_companion.core.entry_derivation import derive_entry, revised_for_revocations
 from smime_companion.core.model import Decryption, OpenResult
 from smime_companion.core.open import is_smime_message
 from smime_companion.errors import OversizedBody
-from smime_companion.store.cache import FolderState
 from smime_companion.sync.opening import Opened, OpenedBatch
 from smime_companion.sync.protocols import (
     BatchOpener,
@@ -72,7 +72,7 @@ def fetch_open_store(
     mailbox: Mailbox,
     opener: BatchOpener,
     context: PassContext,
-    new: list[int],
+    new: Sequence[int],
     candidates: set[int] | None,
     cache_all: bool,
 ) -> FolderState:
@@ -173,7 +173,6 @@ class _Storer:
                 flags=summary.flags,
             )
             report.stored += 1
-            report.stored_uids.append(summary.uid)
             if result.error is not None:
                 report.failed_to_open += 1
                 log.warning("%s UID %d %s: stored unopened: %s", where, summary.uid, message_id,
@@ -240,7 +239,7 @@ class _BodyFetcher:
     def __init__(
         self,
         mailbox: Mailbox,
-        new: list[int],
+        new: Sequence[int],
         candidates: set[int] | None,
         cache_all: bool,
         report: FolderReport,
@@ -371,13 +370,16 @@ def save_state(
     uidnext: int | None,
     modseq: int | None,
     last_sync: datetime | None,
+    messages: int | None = None,
 ) -> FolderState:
+    """Save the folder's progress (clearing its last error) and return the state saved."""
     new = FolderState(
         uidvalidity=state.uidvalidity,
         highest_modseq=modseq,
         uidnext=uidnext,
         last_sync=last_sync,
         error=None,
+        messages=messages,
     )
     cache.set_folder_state(account, folder, new)
     return new

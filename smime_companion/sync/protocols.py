@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-from smime_companion.core.cache_entry import CacheEntry
+from smime_companion.core.cache_entry import CacheEntry, FolderState
 from smime_companion.core.model import OpenResult
-from smime_companion.store.cache import FolderState
 
 if TYPE_CHECKING:
     from smime_companion.sync.opening import OpenedBatch
@@ -78,11 +77,12 @@ class Mailbox(Protocol):
         """Open ``folder`` read-only and return its state."""
         ...
 
-    def search_uids(self, start: int = 1) -> list[int]:
-        """UIDs >= ``start`` in the examined folder, ascending."""
+    def search_uids(self, start: int = 1) -> Sequence[int]:
+        """UIDs >= ``start`` in the examined folder, ascending (compact: a million UIDs may
+        come back)."""
         ...
 
-    def search_smime_candidates(self, start: int = 1) -> list[int] | None:
+    def search_smime_candidates(self, start: int = 1) -> Sequence[int] | None:
         """UIDs >= ``start`` whose Content-Type (or Content-Disposition) header mentions
         ``pkcs7`` or ``p7m``: a superset of the S/MIME messages, found by the server. None when
         the server refused the search (then every message's BODYSTRUCTURE must be read)."""
@@ -106,8 +106,12 @@ class Mailbox(Protocol):
         """Current flags of these messages (expunged ones are absent)."""
         ...
 
-    def changes_since(self, uids: Sequence[int], modseq: int) -> Changes:
-        """Flags changed since ``modseq`` among ``uids`` and, with QRESYNC, the expunged ones."""
+    def changes_since(
+        self, uids: Sequence[int] | None, modseq: int, *, expected: int = 0
+    ) -> Changes:
+        """Flags changed since ``modseq`` among ``uids`` (None: in the whole folder, in one
+        command whose answer holds only the changes; ``expected`` is the folder's message
+        count, which bounds that answer) and, with QRESYNC, the UIDs expunged since."""
         ...
 
     def idle_start(self) -> None:
@@ -143,7 +147,7 @@ class SyncCache(Protocol):
         flags: Sequence[str] = (),
     ) -> int: ...
 
-    def uids(self, account: str, folder: str, uidvalidity: int) -> set[int]: ...
+    def uids(self, account: str, folder: str, uidvalidity: int, start: int = 1) -> set[int]: ...
 
     def forget_uids(
         self, account: str, folder: str, uidvalidity: int, uids: Iterable[int]
@@ -151,7 +155,7 @@ class SyncCache(Protocol):
 
     def update_flags(
         self, account: str, folder: str, uidvalidity: int, uid: int, flags: Sequence[str]
-    ) -> None: ...
+    ) -> bool: ...
 
     def folder_state(self, account: str, folder: str) -> FolderState | None: ...
 
@@ -212,7 +216,6 @@ class FolderReport:
     dropped_stale: int = 0
     unchanged: bool = False
     complete: bool = False
-    stored_uids: list[int] = field(default_factory=list)
 
 
 class Stopped(Exception):

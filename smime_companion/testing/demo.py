@@ -29,7 +29,6 @@ another user, the demo does step 1, says in one line why it stops, and exits 1.
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import http.client
 import os
 import shlex
@@ -49,6 +48,12 @@ from types import FrameType
 from smime_companion.errors import SmimeCompanionError, UsageError
 from smime_companion.imap.outbox_source import DEFAULT_OUTBOX_FOLDER
 from smime_companion.logs import route_library_warnings
+from smime_companion.testing.demo_mail import (
+    INBOX_SUMMARY,
+    SECRET_WORD,
+    make_draft,
+    make_inbox,
+)
 from smime_companion.testing.dovecot import Dovecot, free_port, missing_requirement
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki, make_test_pki
 from smime_companion.testing.smtp_sink import SmtpSink
@@ -65,9 +70,6 @@ SECRETS = {
 # and never one that merely happens to have the same name.
 MARKER = ".smime-companion-demo"
 OUTBOX_FOLDER = DEFAULT_OUTBOX_FOLDER  # the config names none: the default
-# A word that occurs only in the body of the encrypted message: finding it shows that the
-# daemon decrypted the message and indexed its text.
-SECRET_WORD = "marzipan"
 
 
 @dataclass
@@ -129,21 +131,6 @@ class Demo:
             raise SmimeCompanionError(f"openssl cms {args[0]} failed: {proc.stderr.strip()[-300:]}")
 
 
-# -- the messages ------------------------------------------------------------------------------
-
-
-def _headers(sender: str, to: str, subject: str, when: dt.datetime, tag: str) -> bytes:
-    return (
-        f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\n"
-        f"Date: {email.utils.format_datetime(when)}\r\nMessage-ID: <{tag}@demo.example.org>\r\n"
-    ).encode()
-
-
-def _entity(text: str) -> bytes:
-    body = "".join(f"{line}\r\n" for line in text.splitlines())
-    return b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + body.encode()
-
-
 def _opening(demo: Demo, pki: TestPki) -> None:
     """Step 1, the demo as it always was: OpenSSL seals, ``smime-companion open`` opens."""
     demo.heading("OpenSSL signs as Alice and encrypts to Bob; smime-companion opens it as Bob")
@@ -175,61 +162,6 @@ def _opening(demo: Demo, pki: TestPki) -> None:
         proc.returncode == 1 and "invalid" in proc.stdout,
         "forged.eml is reported with an invalid signature (exit 1)",
     )
-
-
-def _make_inbox(demo: Demo, now: dt.datetime) -> list[tuple[str, bytes]]:
-    """Step 3's messages, made with openssl in ``mail/``: (file name, whole message) pairs."""
-    mail = demo.out / "mail"
-    mail.mkdir()
-    alice, carol, bob = "Alice <alice@example.org>", "Carol <carol@example.org>", "bob@example.org"
-
-    def sign(name: str, user: str, text: str) -> None:
-        (mail / f"{name}.txt").write_bytes(_entity(text))
-        demo.openssl("-sign", "-in", f"mail/{name}.txt", "-signer", f"pki/{user}.cert.pem",
-                     "-inkey", f"pki/{user}.key.pem", "-certfile", "pki/intermediate.pem",
-                     "-crlfeol", "-out", f"mail/{name}.signed")  # fmt: skip
-
-    def encrypt(name: str, source: str, cipher: str) -> None:
-        demo.openssl("-encrypt", "-in", f"mail/{source}", cipher, "-recip", "pki/bob.cert.pem",
-                     "-crlfeol", "-out", f"mail/{name}.p7m")  # fmt: skip
-
-    sign("1-signed", "alice", "Shall we try the new noodle bar on Friday?\n-- Alice")
-    (mail / "2-encrypted.txt").write_bytes(
-        _entity(f"The code of the lab door is now 4711; the password is {SECRET_WORD}.\n-- Carol")
-    )
-    encrypt("2-encrypted", "2-encrypted.txt", "-aes256")
-    sign("3-signed-encrypted", "carol", "The budget draft: travel 1200 EUR, hardware 800 EUR.")
-    encrypt("3-signed-encrypted", "3-signed-encrypted.signed", "-aes-256-gcm")
-    sign("4-forged", "alice", "Please transfer 250 EUR to the usual account.\n-- Alice")
-    (mail / "6-international.txt").write_bytes(
-        _entity(
-            "日本語のテキストです。来週、東京で会いましょう。\nTreffen an der Straße nach Köln."
-        )
-    )
-    encrypt("6-international", "6-international.txt", "-aes256")
-    signed = (mail / "4-forged.signed").read_bytes()
-    (mail / "4-forged.signed").write_bytes(signed.replace(b"250 EUR", b"950 EUR"))
-
-    def at(minutes: int) -> dt.datetime:
-        return now - dt.timedelta(minutes=minutes)
-
-    messages = [
-        ("1-signed.eml", _headers(alice, bob, "Lunch on Friday", at(50), "lunch")
-         + (mail / "1-signed.signed").read_bytes()),
-        ("2-encrypted.eml", _headers(carol, bob, "Door code", at(40), "door")
-         + (mail / "2-encrypted.p7m").read_bytes()),
-        ("3-signed-encrypted.eml", _headers(carol, bob, "Budget draft", at(30), "budget")
-         + (mail / "3-signed-encrypted.p7m").read_bytes()),
-        ("4-forged.eml", _headers(alice, bob, "Transfer", at(20), "transfer")
-         + (mail / "4-forged.signed").read_bytes()),
-        ("5-plain.eml", _headers(alice, bob, "Plain note", at(10), "plain")
-         + b"MIME-Version: 1.0\r\n" + _entity("No S/MIME here: the daemon leaves it alone.")),
-        ("6-international.eml", _headers(carol, bob, "Reiseplan", at(5), "travel")
-         + (mail / "6-international.p7m").read_bytes()),
-    ]  # fmt: skip
-    for name, raw in messages:
-        (mail / name).write_bytes(raw)
-    return messages
 
 
 def _config(demo: Demo, pki: TestPki, imap_port: int, smtp_port: int, ca_file: Path) -> Path:
@@ -346,15 +278,11 @@ def _servers_part(demo: Demo, pki: TestPki) -> None:
 def _mail_part(demo: Demo, pki: TestPki, dovecot: Dovecot, sink: SmtpSink, ca_file: Path) -> None:
     """Steps 3 to 6, with both servers running."""
     demo.heading("Six messages for Bob, made by OpenSSL from the test PKI")
-    messages = _make_inbox(demo, dt.datetime.now(dt.UTC))
+    messages = make_inbox(demo.out / "mail", demo.openssl, dt.datetime.now(dt.UTC))
     for name, raw in messages:
         dovecot.deliver("bob", raw)
         print(f"   delivered mail/{name} to Bob's INBOX", flush=True)
-    demo.say(
-        "1 signed by Alice; 2 encrypted by Carol (not signed); 3 signed by Carol, then "
-        "encrypted (AES-256-GCM); 4 signed by Alice, then one amount changed; 5 plain; 6 "
-        "encrypted, in Japanese and German."
-    )
+    demo.say(INBOX_SUMMARY)
 
     demo.heading("A config for Bob's account")
     config = _config(demo, pki, dovecot.tls_port, sink.port, ca_file)
@@ -365,7 +293,12 @@ def _mail_part(demo: Demo, pki: TestPki, dovecot: Dovecot, sink: SmtpSink, ca_fi
         "TLS certificate is checked against tls/server-ca.pem (no insecure_plaintext)."
     )
     cfg = ("--config", "config.toml")
+    _cache_part(demo, cfg)
+    _outbox_part(demo, dovecot, cfg)
 
+
+def _cache_part(demo: Demo, cfg: tuple[str, ...]) -> None:
+    """Step 5: the daemon's first pass, then what the cache answers."""
     demo.heading("The daemon's first pass, then the cache")
     proc = demo.smime("run", "--once", *cfg)
     demo.check(
@@ -407,18 +340,11 @@ def _mail_part(demo: Demo, pki: TestPki, dovecot: Dovecot, sink: SmtpSink, ca_fi
     proc = demo.smime("status", *cfg)
     demo.check(proc.returncode == 0 and "INBOX" in proc.stdout, "status reports the INBOX")
 
+
+def _outbox_part(demo: Demo, dovecot: Dovecot, cfg: tuple[str, ...]) -> None:
+    """Step 6: a draft in Bob's outbox folder, sealed and sent; Alice opens what was sent."""
     demo.heading(f"A draft from Bob to Alice in the '{OUTBOX_FOLDER}' folder, sealed and sent")
-    draft = (
-        _headers(
-            "Bob <bob@example.org>",
-            "Alice <alice@example.org>",
-            "Re: Lunch on Friday",
-            dt.datetime.now(dt.UTC),
-            "reply",
-        )  # fmt: skip
-        + b"MIME-Version: 1.0\r\n"
-        + _entity("Friday suits me. Noodles at noon?\n-- Bob")
-    )
+    draft = make_draft(dt.datetime.now(dt.UTC))
     (demo.out / "mail" / "draft.eml").write_bytes(draft)
     dovecot.append("bob", draft, OUTBOX_FOLDER)
     print(f"   appended mail/draft.eml to Bob's '{OUTBOX_FOLDER}' (over IMAPS)", flush=True)

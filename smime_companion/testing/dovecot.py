@@ -67,7 +67,7 @@ namespace inbox {{
 {special_use}}}
 mail_fsync = never
 mail_plugins =
-service imap-login {{
+{capability}service imap-login {{
   chroot =
   inet_listener imap {{
     port = {port}
@@ -101,6 +101,15 @@ passdb {{
 STOCK_SPECIAL_USE = {"Drafts": "\\Drafts", "Sent": "\\Sent", "Sent Messages": "\\Sent",
                      "Junk": "\\Junk", "Trash": "\\Trash"}  # fmt: skip
 SEPARATORS = (".", "/")
+# Dovecot 2.3's capabilities after login less CONDSTORE and QRESYNC (and the extensions that
+# imply them), as an older or simpler server offers.
+WITHOUT_CONDSTORE = (
+    "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT SORT=DISPLAY THREAD=REFERENCES "
+    "THREAD=REFS THREAD=ORDEREDSUBJECT MULTIAPPEND URL-PARTIAL CATENATE UNSELECT CHILDREN "
+    "NAMESPACE UIDPLUS LIST-EXTENDED I18NLEVEL=1 ESEARCH ESORT SEARCHRES WITHIN CONTEXT=SEARCH "
+    "LIST-STATUS BINARY MOVE SNIPPET=FUZZY PREVIEW=FUZZY PREVIEW STATUS=SIZE SAVEDATE LITERAL+ "
+    "SPECIAL-USE"
+)
 
 
 def missing_requirement() -> str | None:
@@ -168,7 +177,9 @@ class Dovecot:
 
     ``separator`` is the hierarchy separator: ``.`` is Dovecot's (and Debian's) stock Maildir++
     layout, where a name with ``/`` is refused; ``/`` is what Gmail, Microsoft 365 and Fastmail
-    use. ``special_use`` maps mailbox names to their RFC 6154 flag (Debian's marks by default)."""
+    use. ``special_use`` maps mailbox names to their RFC 6154 flag (Debian's marks by default).
+    ``capability`` replaces the capabilities offered after login (:data:`WITHOUT_CONDSTORE`: a
+    server without CONDSTORE and QRESYNC)."""
 
     def __init__(
         self,
@@ -178,6 +189,7 @@ class Dovecot:
         password: str = PASSWORD,
         separator: str = "/",
         special_use: dict[str, str] | None = None,
+        capability: str | None = None,
     ) -> None:
         if separator not in SEPARATORS:
             raise ValueError(f"separator must be one of {SEPARATORS}")
@@ -186,6 +198,7 @@ class Dovecot:
         self.password = password
         self.separator = separator
         self.special_use = STOCK_SPECIAL_USE if special_use is None else special_use
+        self.capability = capability
         self.port = free_port()
         self.tls_port = free_port()
         self.oauth2_url = oauth2_introspection_url
@@ -224,6 +237,9 @@ class Dovecot:
                 passdbs=passdbs,
                 mechanisms=mechanisms,
                 separator=self.separator,
+                capability=(
+                    f"imap_capability = {self.capability}\n" if self.capability is not None else ""
+                ),
                 special_use="".join(
                     f'  mailbox "{name}" {{\n    special_use = {flag}\n  }}\n'
                     for name, flag in self.special_use.items()
@@ -407,11 +423,14 @@ def _alive(pid: int) -> bool:
 
 
 def running_dovecot(
-    oauth2_introspection_url: str | None = None, *, separator: str = "/"
+    oauth2_introspection_url: str | None = None,
+    *,
+    separator: str = "/",
+    capability: str | None = None,
 ) -> Iterator[Dovecot]:
-    """Generator for fixtures: a started server (hierarchy ``separator``), stopped and removed
-    after the ``yield``."""
-    server = Dovecot(oauth2_introspection_url, separator=separator)
+    """Generator for fixtures: a started server (hierarchy ``separator``, ``capability`` as
+    :class:`Dovecot` takes it), stopped and removed after the ``yield``."""
+    server = Dovecot(oauth2_introspection_url, separator=separator, capability=capability)
     try:  # a server that failed to start leaves no directory behind either
         server.start()
         yield server

@@ -1,0 +1,152 @@
+"""Which S/MIME layer a MIME entity is, and the S/MIME parts hidden in content that is shown.
+
+A layer is known by its Content-Type (multipart/signed with a PKCS#7 signature protocol,
+application/(x-)pkcs7-mime and its smime-type, an ``.p7m`` octet stream, an RFC 8551
+message/rfc822 inside a layer); a CMS part without an smime-type is told by the content type at
+the start of its body. Protected headers (RFC 9788 ``hp``, legacy ``protected-headers="v1"``) are
+read off the Content-Type too.
+"""
+
+from __future__ import annotations
+
+from smime_companion.core.input_forms import content_type_oid
+from smime_companion.core.mime import (
+    Entity,
+    decode_transfer_encoding,
+    multipart_parts,
+    parse_entity,
+)
+from smime_companion.core.model import (
+    WARN_MIME_LIMIT,
+    WARN_PARTIALLY_ENCRYPTED,
+    WARN_PARTIALLY_SIGNED,
+)
+from smime_companion.errors import MalformedInput
+
+PKCS7_MIME_TYPES = frozenset({"application/pkcs7-mime", "application/x-pkcs7-mime"})
+PKCS7_SIGNATURE_TYPES = frozenset({"application/pkcs7-signature", "application/x-pkcs7-signature"})
+
+
+def layer_kind(entity: Entity, inside_layer: bool) -> str | None:
+    """What S/MIME layer ``entity`` is: ``multipart/signed``, ``signed``, ``encrypted``,
+    ``compressed``, ``cms`` (unknown smime-type), ``rfc822``, or None for ordinary content."""
+    ctype = entity.content_type
+    mime_type = ctype.mime_type
+    if mime_type == "multipart/signed":
+        protocol = (ctype.param("protocol") or "").lower()
+        return "multipart/signed" if protocol in PKCS7_SIGNATURE_TYPES else None
+    if mime_type == "message/rfc822":
+        return "rfc822" if inside_layer else None
+    is_cms = mime_type in PKCS7_MIME_TYPES or (
+        mime_type == "application/octet-stream" and _filename(entity).endswith(".p7m")
+    )
+    if not is_cms:
+        return None
+    smime_type = (ctype.param("smime-type") or "").lower()
+    if smime_type == "signed-data":
+        return "signed"
+    if smime_type in ("enveloped-data", "authenveloped-data"):
+        return "encrypted"
+    if smime_type in ("compressed-data",):
+        return "compressed"
+    return "cms"
+
+
+_PEEK_KINDS = {
+    bytes.fromhex("06092a864886f70d010702"): "signed",
+    bytes.fromhex("06092a864886f70d010703"): "encrypted",
+    bytes.fromhex("060b2a864886f70d0109100117"): "encrypted",
+    bytes.fromhex("060b2a864886f70d0109100109"): "compressed",
+}
+
+
+def _peeked_cms_kind(entity: Entity) -> str:
+    """What a CMS part without an smime-type holds, read from the first bytes of its body:
+    ``signed``, ``encrypted`` (also when it cannot be told: an .p7m attachment is usually
+    encrypted, and must never pass for plain content), or ``compressed``."""
+    try:
+        head = entity.body[:256]
+        if entity.transfer_encoding == "base64":
+            text = head.translate(None, b" \t\r\n")
+            head = decode_transfer_encoding(text[: len(text) // 4 * 4], "base64")
+        oid = content_type_oid(head)
+    except MalformedInput:
+        return "encrypted"
+    return _PEEK_KINDS.get(oid, "encrypted") if oid is not None else "encrypted"
+
+
+def _filename(entity: Entity) -> str:
+    name = entity.content_type.param("name")
+    if not name:
+        disposition = entity.get("Content-Disposition") or ""
+        for piece in disposition.split(";"):
+            key, _, value = piece.strip().partition("=")
+            if key.lower() == "filename":
+                name = value.strip().strip('"')
+    return (name or "").lower()
+
+
+def protection_of(entity: Entity) -> str | None:
+    """How ``entity`` (just unwrapped) carries protected headers, if it does."""
+    ctype = entity.content_type
+    if ctype.param("hp") in ("cipher", "clear"):
+        return "hp"
+    if (ctype.param("protected-headers") or "").lower() == "v1":
+        return "v1"
+    return None
+
+
+def hidden_smime_warnings(
+    top: Entity, *, max_depth: int, max_parts: int, max_header_bytes: int
+) -> list[str]:
+    """Warnings for S/MIME parts inside the content shown (EFAIL's attack shape): inside an
+    unprotected multipart, inside an attached message (message/rfc822), or inside a
+    multipart that was decrypted. A part is S/MIME by its Content-Type, or (an
+    application/octet-stream ``.p7m`` or a pkcs7-mime without smime-type) by the CMS
+    content type at the start of its body.
+
+    Those parts are not opened and never joined with the content around them.
+    """
+    found: list[str] = []
+    stack: list[tuple[Entity, int]] = [(top, 0)]
+    examined = 0
+    while stack:
+        entity, depth = stack.pop()
+        mime_type = entity.content_type.mime_type
+        if depth > 0:
+            kind = layer_kind(entity, inside_layer=False)
+            if kind == "cms":  # no smime-type (Outlook's octet-stream smime.p7m): peek
+                kind = _peeked_cms_kind(entity)
+            if kind == "multipart/signed" or kind == "signed":
+                _add(found, WARN_PARTIALLY_SIGNED)
+                continue
+            if kind is not None:  # encrypted, compressed, or a CMS object of unknown kind
+                _add(found, WARN_PARTIALLY_ENCRYPTED)
+                continue
+        inside_message = mime_type == "message/rfc822"
+        if not mime_type.startswith("multipart/") and not inside_message:
+            continue
+        if depth >= max_depth:
+            _add(found, WARN_MIME_LIMIT)
+            continue
+        try:
+            parts = (
+                [entity.decoded_body()] if inside_message else multipart_parts(entity, max_parts)
+            )
+        except MalformedInput:
+            continue
+        for part in parts:
+            examined += 1
+            if examined > max_parts:
+                _add(found, WARN_MIME_LIMIT)
+                return found
+            try:
+                stack.append((parse_entity(part, max_header_bytes), depth + 1))
+            except MalformedInput:
+                continue
+    return found
+
+
+def _add(items: list[str], item: str) -> None:
+    if item not in items:
+        items.append(item)
