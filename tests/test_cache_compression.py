@@ -67,6 +67,7 @@ def _make_old(path: Path) -> None:
         )
         conn.execute("ALTER TABLE messages DROP COLUMN compressed")
         conn.execute("ALTER TABLE messages DROP COLUMN raw_size")
+        conn.execute("DROP TABLE text_pending")  # migration 6's
         conn.execute("PRAGMA user_version = 3")
     conn.close()
 

@@ -75,6 +75,9 @@ def test_search_imports_none_of_the_engines_the_reader_or_the_sync(
     assert code == 0
     assert "smime_companion.store.cache" in modules  # it did search the cache
     assert _heavy(modules) == []
+    # Headers without encoded words (these) are listed without the MIME parser and HTML converter.
+    assert "smime_companion.core.text" not in modules
+    assert "html.parser" not in modules
 
 
 def test_show_of_a_decrypted_message_imports_none_of_the_engines(

@@ -31,6 +31,17 @@ def plan(cache: Cache, query: str, now: dt.datetime) -> list[str]:
     return [str(r[3]) for r in rows]
 
 
+# FTS5's xBestIndex flags in the plan's index number (fts5_main.c): ORDER BY rowid is consumed
+# by the index, and whether its walk is backward (FTS5 reads each page forward either way, so a
+# backward walk costs more: the text index's rowids are negated sort keys to avoid it).
+_FTS5_ORDER_BY_ROWID = 0x40
+_FTS5_ORDER_DESCENDING = 0x80
+
+
+def _fts_index_number(step: str) -> int:
+    return int(step.split("INDEX ", 1)[1].split(":", 1)[0])
+
+
 def _never_sorts_or_scans_the_table(steps: list[str]) -> None:
     assert not any("TEMP B-TREE" in s for s in steps), steps
     assert not any(s.strip() in ("SCAN m", "SCAN messages") for s in steps), steps
@@ -43,17 +54,20 @@ def _never_sorts_or_scans_the_table(steps: list[str]) -> None:
 )  # fmt: skip
 def test_text_queries_walk_the_text_index_newest_first(cache: Cache, query: str) -> None:
     steps = plan(cache, query, dt.datetime.now(dt.UTC))
-    # The FTS5 table answers the MATCH and yields rowids (the sort keys) newest first; each hit
-    # is one lookup of its row by that key.
+    # The FTS5 table answers the MATCH and yields rowids (the negated sort keys) newest first,
+    # walking forward; each hit is one lookup of its row by that key.
     assert steps[0].startswith("SCAN f VIRTUAL TABLE INDEX") and ":M" in steps[0], steps
+    assert _fts_index_number(steps[0]) & _FTS5_ORDER_BY_ROWID, steps
+    assert not _fts_index_number(steps[0]) & _FTS5_ORDER_DESCENDING, steps
     assert "SEARCH m USING INDEX messages_by_sort_key (sort_key=?)" in steps, steps
     _never_sorts_or_scans_the_table(steps)
 
 
 def test_a_date_range_with_words_bounds_the_text_index_walk(cache: Cache) -> None:
     steps = plan(cache, "date:2025-01-01..2025-02-01 zebra", dt.datetime.now(dt.UTC))
-    # '>' and '<' in the index string: the range is handed to FTS5 as rowid bounds.
-    assert steps[0].startswith("SCAN f VIRTUAL TABLE INDEX") and "><" in steps[0], steps
+    # '<' and '>' in the index string: the range is handed to FTS5 as rowid bounds.
+    assert steps[0].startswith("SCAN f VIRTUAL TABLE INDEX") and "<>" in steps[0], steps
+    assert not _fts_index_number(steps[0]) & _FTS5_ORDER_DESCENDING, steps
     _never_sorts_or_scans_the_table(steps)
 
 

@@ -240,7 +240,7 @@ def test_a_cache_indexed_by_an_earlier_version_is_reindexed_when_opened(
             "DROP INDEX messages_to_compress; DROP INDEX messages_encrypted; "
             "DROP INDEX messages_signed; DROP INDEX messages_by_signature; "
             "DROP INDEX messages_by_decryption; ALTER TABLE messages DROP COLUMN compressed; "
-            "ALTER TABLE messages DROP COLUMN raw_size"
+            "ALTER TABLE messages DROP COLUMN raw_size; DROP TABLE text_pending"
         )
         conn.execute("PRAGMA user_version = 1")
     conn.close()

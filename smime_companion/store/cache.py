@@ -35,7 +35,13 @@ from smime_companion.store.cache_reading import (
     from_epoch,
     stored_bytes,
 )
-from smime_companion.store.cache_schema import MIGRATIONS, SORT_ID_MASK, index_text, sort_key
+from smime_companion.store.cache_schema import (
+    MIGRATIONS,
+    SORT_ID_MASK,
+    index_text,
+    sort_key,
+    text_rowid,
+)
 from smime_companion.store.compression import compress
 
 if TYPE_CHECKING:
@@ -59,6 +65,8 @@ log = logging.getLogger(__name__)
 # Rows compressed per transaction when upgrading an older cache: each commit is a point an
 # interruption goes on from, and keeps the write-ahead log small.
 COMPRESS_BATCH = 200
+# Messages re-indexed per transaction when upgrading an older cache's text index (migration 6).
+REINDEX_BATCH = 200
 # A rebuild of this many messages or more ends by merging the text index (see merge_index).
 REBUILD_MERGE_AFTER = 1000
 
@@ -136,6 +144,7 @@ class Cache(CacheReading, db.Handle):
         cache = cls(conn, path, key is not None)
         try:
             cache._finish_compression()
+            cache._finish_reindex()
         except BaseException:
             conn.close()
             raise
@@ -218,7 +227,9 @@ class Cache(CacheReading, db.Handle):
             "SELECT sort_key FROM messages WHERE id = ?", (message_id,)
         ).fetchone()
         if old_key is not None and old_key[0] is not None:
-            self._conn.execute("DELETE FROM message_text WHERE rowid = ?", (old_key[0],))
+            self._conn.execute(
+                "DELETE FROM message_text WHERE rowid = ?", (text_rowid(int(old_key[0])),)
+            )
         self._conn.execute("DELETE FROM attachments WHERE message = ?", (message_id,))
         new_key = sort_key(entry.date, message_id)
         values = {**_entry_columns(entry), **(more or {})}
@@ -291,7 +302,7 @@ class Cache(CacheReading, db.Handle):
 
     def _delete(self, message_id: int) -> None:
         self._conn.execute(
-            "DELETE FROM message_text WHERE rowid = (SELECT sort_key FROM messages WHERE id = ?)",
+            "DELETE FROM message_text WHERE rowid = -(SELECT sort_key FROM messages WHERE id = ?)",
             (message_id,),
         )
         self._conn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
@@ -520,6 +531,81 @@ class Cache(CacheReading, db.Handle):
             done += len(rows)
             if len(rows) < batch:
                 return done
+
+    @db.guarded("rebuild the text index")
+    def _finish_reindex(self) -> None:
+        """Index what migration 6 left to re-index (once; see :meth:`reindex_pending`), saying
+        so first: a large cache takes minutes."""
+        row = self._conn.execute("SELECT count(*) FROM text_pending").fetchone()
+        pending = int(row[0]) if row else 0
+        if pending:
+            log.warning(
+                "rebuilding the search index of the %d messages of a cache from an earlier "
+                "version (once; interrupting is safe: it goes on next time)",
+                pending,
+            )
+            self.reindex_pending()
+
+    @db.guarded("rebuild the text index")
+    def reindex_pending(self, batch: int | None = None) -> int:
+        """Add the text index entries of the messages listed in ``text_pending`` (migration 6
+        lists every message of an older cache), from their decrypted contents, ``batch``
+        messages per transaction: an interruption loses nothing, the next call goes on from
+        there. Merges the index when it indexed any. Returns how many messages it indexed; 0
+        at once when none are left."""
+        # Imported here: text extraction loads the MIME engine, which a search does not need.
+        from smime_companion.core.entry_derivation import indexed_body
+
+        batch = batch or REINDEX_BATCH
+        done = 0
+        while True:
+            # IMMEDIATE: a second process upgrading the same cache waits here for this batch
+            # and then sees it gone from text_pending, instead of indexing it twice.
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                pending = [
+                    int(r[0])
+                    for r in self._conn.execute(
+                        "SELECT message FROM text_pending ORDER BY message LIMIT ?", (batch,)
+                    )
+                ]
+                for message_id in pending:
+                    self._reindex_one(message_id, indexed_body)
+                    self._conn.execute("DELETE FROM text_pending WHERE message = ?", (message_id,))
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+            done += len(pending)
+            if len(pending) < batch:
+                break
+        if done:
+            self.merge_index()
+        return done
+
+    def _reindex_one(
+        self, message_id: int, indexed_body: Callable[[bytes | None, str, str | None], str]
+    ) -> None:
+        """Index one stored message again from what the cache holds (a message deleted since
+        it was listed: nothing)."""
+        row = self._conn.execute(
+            "SELECT sort_key, sender, recipients, cc, subject, error, decryption, compressed, "
+            "CASE WHEN content_is_raw = 1 THEN raw ELSE content END FROM messages WHERE id = ?",
+            (message_id,),
+        ).fetchone()
+        if row is None:
+            return
+        key, sender, to, cc, subject, error, decryption, compressed, content = row
+        text = stored_bytes(content, int(compressed)) if isinstance(content, bytes) else None
+        body = indexed_body(text, decryption, error)
+        filenames = [
+            str(r[0])
+            for r in self._conn.execute(
+                "SELECT filename FROM attachments WHERE message = ? ORDER BY part", (message_id,)
+            )
+        ]
+        recipients = " ".join(str(x) for x in (to, cc) if x)
+        index_text(self._conn, int(key), str(sender), recipients, str(subject), body, filenames)
 
     @db.guarded("merge the text index")
     def merge_index(self) -> None:

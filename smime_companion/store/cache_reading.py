@@ -20,7 +20,7 @@ from smime_companion.core.cache_entry import MessageFacts
 from smime_companion.core.model import Decryption, SignatureStatus
 from smime_companion.errors import UsageError
 from smime_companion.store import db
-from smime_companion.store.cache_schema import NOT_SEEN, SORT_SHIFT
+from smime_companion.store.cache_schema import NOT_SEEN, SORT_SHIFT, text_rowid
 from smime_companion.store.compression import decompress
 from smime_companion.store.query import compile_query
 
@@ -324,25 +324,34 @@ class CacheReading:
     def _select(self, columns: str, query: str, now: datetime) -> tuple[str, list[Any]]:
         compiled = compile_query(query, now=now)
         params: list[Any] = []
+        low = compiled.low << SORT_SHIFT if compiled.low is not None else None
+        high = compiled.high << SORT_SHIFT if compiled.high is not None else None
         if compiled.match is not None:
-            # Drive the search from the text index, newest first (its rowid is the sort key),
-            # so LIMIT stops the walk early; a top-level date range bounds the walk too.
+            # Drive the search from the text index, newest first, so LIMIT stops the walk early;
+            # its rowid is the negated sort key (text_rowid), so newest first is its forward
+            # walk, and a top-level date range bounds the walk too (negated likewise).
             sql = (
-                f"SELECT {columns} FROM message_text f JOIN messages m ON m.sort_key = f.rowid "
+                f"SELECT {columns} FROM message_text f JOIN messages m ON m.sort_key = -f.rowid "
                 "WHERE f.message_text MATCH ?"
             )
             params.append(compiled.match)
-            key = "f.rowid"
+            if low is not None:
+                sql += " AND f.rowid <= ?"
+                params.append(text_rowid(low))
+            if high is not None:
+                sql += " AND f.rowid > ?"
+                params.append(text_rowid(high))
+            order = "f.rowid"
         else:
             sql = f"SELECT {columns} FROM messages m WHERE 1"
-            key = "m.sort_key"
-        if compiled.low is not None:
-            sql += f" AND {key} >= ?"
-            params.append(compiled.low << SORT_SHIFT)
-        if compiled.high is not None:
-            sql += f" AND {key} < ?"
-            params.append(compiled.high << SORT_SHIFT)
-        sql += f" AND {compiled.where} ORDER BY {key} DESC"
+            if low is not None:
+                sql += " AND m.sort_key >= ?"
+                params.append(low)
+            if high is not None:
+                sql += " AND m.sort_key < ?"
+                params.append(high)
+            order = "m.sort_key DESC"
+        sql += f" AND {compiled.where} ORDER BY {order}"
         return sql, params + compiled.params
 
     # -- scanning --------------------------------------------------------------------------------

@@ -92,14 +92,15 @@ def index_text(
     body: str,
     filenames: Iterable[str],
 ) -> None:
-    """Add one message's text index entry (rowid ``key``), every column in its
+    """Add the text index entry of the message whose sort key is ``key`` (its rowid is
+    :func:`text_rowid` of it), every column in its
     :func:`~smime_companion.core.normalise.search_form` (the query side uses the same); ``body``
     is in that form already (:func:`~.cache_entry.derive_entry` makes it in a worker process)."""
     conn.execute(
         "INSERT INTO message_text (rowid, sender, recipients, subject, body, attachments) "
         "VALUES (?, ?, ?, ?, ?, ?)",
         (
-            key,
+            text_rowid(key),
             search_form(sender),
             search_form(recipients),
             search_form(subject),
@@ -195,12 +196,52 @@ def _migration_5(conn: apsw.Connection) -> None:
         conn.execute("ALTER TABLE folders ADD COLUMN messages INTEGER")
 
 
+# The text index's settings since migration 6: the prefix indexes answer ``abc*`` from a doclist
+# of their own, walked newest first and stopped at the limit, where FTS5 without them merges the
+# doclists of every word with that prefix in full (a quarter of a second at 100,000 messages for
+# three letters, a second for two). Prefixes of 2, 3 and 4 characters: what people type before
+# a star; a longer prefix matches few words, so merging them stays cheap.
+TEXT_INDEX = """
+    CREATE VIRTUAL TABLE message_text USING fts5 (
+        sender, recipients, subject, body, attachments,
+        content = '', contentless_delete = 1, prefix = '2 3 4',
+        tokenize = 'unicode61 remove_diacritics 2'
+    )
+"""
+
+
+def text_rowid(key: int) -> int:
+    """The text index rowid of the message whose sort key is ``key``: its negation (since
+    migration 6), so that newest first is the index's ascending order. FTS5 walks a doclist
+    forward faster than backward (it reads a page's rowids forward either way, and a backward
+    walk first collects them): 1.1-2x for the same queries at 300,000 messages."""
+    return -key
+
+
+def _migration_6(conn: apsw.Connection) -> None:
+    # The text index rebuilt with prefix indexes and negated rowids (TEXT_INDEX, text_rowid;
+    # issue 19). Its words come again from each message's decrypted content, which is far too
+    # slow for one transaction at a million messages: this migration only empties the index and
+    # lists every message in text_pending; Cache.open then indexes them in small transactions of
+    # their own (Cache.reindex_pending) before the cache is used, so an interrupted upgrade loses
+    # nothing and resumes where it stopped, and no search ever runs on a half-built index.
+    conn.execute(
+        f"""
+        DROP TABLE message_text;
+        {TEXT_INDEX};
+        CREATE TABLE text_pending (message INTEGER PRIMARY KEY);
+        INSERT INTO text_pending (message) SELECT id FROM messages;
+        """
+    )
+
+
 MIGRATIONS: list[db.Migration] = [
     _migration_1,
     _migration_2,
     _migration_3,
     _migration_4,
     _migration_5,
+    _migration_6,
 ]
 
 # Server-side "not seen", exactly as the partial index messages_unseen is declared.

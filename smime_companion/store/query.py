@@ -439,7 +439,8 @@ def _as_fts(node: Node) -> str | None:
     return None
 
 
-_MATCH = "m.sort_key IN (SELECT rowid FROM message_text WHERE message_text MATCH ?)"
+# The text index rowid is the negated sort key (cache_schema.text_rowid).
+_MATCH = "m.sort_key IN (SELECT -rowid FROM message_text WHERE message_text MATCH ?)"
 
 
 def _to_sql(node: Node) -> tuple[str, list[Any]]:
