@@ -5,6 +5,9 @@ log priorities.
   ``STATUS=...`` as one datagram to the socket systemd names in ``$NOTIFY_SOCKET`` (a path, or
   ``@name`` for the abstract namespace), as ``sd_notify(3)`` does; outside systemd it does
   nothing. ``Type=notify`` units then know when the daemon is up, reloading or stopping.
+- :func:`starting` keeps systemd's start timeout from stopping a long start-up (a cache
+  being upgraded: compressed or re-indexed once after an upgrade, minutes at a large archive)
+  by extending it (``EXTEND_TIMEOUT_USEC``) while the start-up runs.
 - :func:`watchdog_interval` reads ``$WATCHDOG_USEC`` (for this process, ``$WATCHDOG_PID``):
   with ``WatchdogSec=`` the daemon must send ``WATCHDOG=1`` more often than that, or systemd
   restarts it.
@@ -18,9 +21,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-__all__ = ["JournalFormatter", "journal_stream", "notify", "watchdog_interval"]
+__all__ = ["JournalFormatter", "journal_stream", "notify", "starting", "watchdog_interval"]
 
 # syslog priorities by logging level (sd-daemon(3)).
 _PRIORITIES = {
@@ -54,6 +60,32 @@ def reloading() -> bool:
     """Tell systemd a reload began (``RELOADING=1`` with the monotonic time, as
     ``Type=notify-reload`` requires); send ``READY=1`` when it is done."""
     return notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+
+
+@contextmanager
+def starting(what: str, every: float = 30.0) -> Iterator[None]:
+    """While the block runs, tell systemd every ``every`` seconds that the start-up goes on
+    (``EXTEND_TIMEOUT_USEC`` of three periods, with ``STATUS=what``), so ``TimeoutStartSec``
+    (90 s by default) does not stop and restart a start-up that is slow but progressing, such
+    as a cache upgrade. Outside systemd it does nothing but run the block."""
+    if not os.environ.get("NOTIFY_SOCKET"):
+        yield
+        return
+    done = threading.Event()
+    extend = f"EXTEND_TIMEOUT_USEC={int(every * 3 * 1_000_000)}"
+
+    def keep_extending() -> None:
+        while not done.wait(every):
+            notify(extend, f"STATUS={what}")
+
+    notify(extend, f"STATUS={what}")
+    thread = threading.Thread(target=keep_extending, name="systemd start-up", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def watchdog_interval() -> float | None:

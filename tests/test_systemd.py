@@ -65,6 +65,28 @@ def test_notify_sends_one_datagram_to_the_socket_systemd_names(
     assert sock.recv(4096) == b"READY=1\nSTATUS=up"
 
 
+def test_a_slow_start_up_keeps_extending_the_start_timeout_until_it_ends(
+    notify_socket: tuple[socket.socket, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cache upgrade at open can outlast TimeoutStartSec: systemd must hear that it goes on.
+    sock, path = notify_socket
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    with systemd.starting("upgrading", every=0.1):
+        time.sleep(0.35)
+    seen = _receive(sock, "EXTEND_TIMEOUT_USEC=300000", 1.0)
+    extensions = [d for d in seen if "EXTEND_TIMEOUT_USEC=300000" in d.split("\n")]
+    while True:  # what arrived after the first one
+        try:
+            extensions.append(sock.recv(4096).decode())
+        except TimeoutError:
+            break
+    assert len(extensions) >= 3  # at the start and at least twice while it ran
+    assert all("STATUS=upgrading" in d for d in extensions)
+    time.sleep(0.3)
+    with pytest.raises(TimeoutError):  # nothing after the block ended
+        sock.recv(4096)
+
+
 def test_notify_reaches_an_abstract_socket_and_is_silent_outside_systemd(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -204,6 +204,7 @@ def _declare_run(sub: Subcommands) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``run``: the daemon in the foreground (or one pass with ``--once``)."""
+    from smime_companion import systemd
     from smime_companion.run_lock import DaemonLock
 
     forbid_core_dumps()
@@ -214,7 +215,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     with DaemonLock(config.cache.path):  # AlreadyRunning: one line, exit 1
         logging.getLogger(__name__).info("%s", runtime.describe(config))
-        daemon = build_daemon(config, _terminal_progress())
+        # Opening the stores may upgrade them first (minutes, once, at a large archive).
+        with systemd.starting("opening the cache (an upgrade may take minutes)"):
+            daemon = build_daemon(config, _terminal_progress())
         if args.once:
             return _one_pass(daemon, None, None, json_out=False)
         return _run_forever(daemon, config, args)
