@@ -123,8 +123,8 @@ def test_an_interrupted_upgrade_loses_nothing_and_resumes(
             raise CacheError("injected: the process stopped here")
         return real(data)
 
-    with mock.patch("smime_companion.store.cache.compress", failing):
-        with mock.patch("smime_companion.store.cache.COMPRESS_BATCH", 1):
+    with mock.patch("smime_companion.store.cache_upkeep.compress", failing):
+        with mock.patch("smime_companion.store.cache_upkeep.COMPRESS_BATCH", 1):
             with pytest.raises(CacheError, match="injected"):
                 Cache.open(tmp_path / "data", KEY)
     conn = db.connect(tmp_path / "data" / db.DB_FILENAME, KEY, MIGRATIONS)

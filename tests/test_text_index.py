@@ -120,8 +120,8 @@ def test_an_interrupted_reindex_loses_nothing_and_resumes(
         real(*args, **kwargs)
 
     with (
-        mock.patch("smime_companion.store.cache.REINDEX_BATCH", 4),
-        mock.patch("smime_companion.store.cache.index_text", failing),
+        mock.patch("smime_companion.store.cache_upkeep.REINDEX_BATCH", 4),
+        mock.patch("smime_companion.store.cache_upkeep.index_text", failing),
         pytest.raises(KeyboardInterrupt),
     ):
         Cache.open(directory, KEY)
@@ -139,7 +139,7 @@ def test_a_failing_reindex_is_a_cache_error_and_a_later_open_finishes_it(
     directory, before = old_cache
     with (
         mock.patch(
-            "smime_companion.store.cache.index_text",
+            "smime_companion.store.cache_upkeep.index_text",
             side_effect=apsw.FullError("database or disk is full"),
         ),
         pytest.raises(CacheError),

@@ -42,6 +42,7 @@ from smime_companion.store.cache_schema import (
     sort_key,
     text_rowid,
 )
+from smime_companion.store.cache_upkeep import CacheUpkeep
 from smime_companion.store.compression import compress
 
 if TYPE_CHECKING:
@@ -62,11 +63,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Rows compressed per transaction when upgrading an older cache: each commit is a point an
-# interruption goes on from, and keeps the write-ahead log small.
-COMPRESS_BATCH = 200
-# Messages re-indexed per transaction when upgrading an older cache's text index (migration 6).
-REINDEX_BATCH = 200
 # A rebuild of this many messages or more ends by merging the text index (see merge_index).
 REBUILD_MERGE_AFTER = 1000
 
@@ -102,7 +98,7 @@ def _flags_text(flags: Sequence[str]) -> str:
     return (" " + " ".join(clean) + " ") if clean else ""
 
 
-class Cache(CacheReading, db.Handle):
+class Cache(CacheReading, CacheUpkeep, db.Handle):
     """The message cache. Open with :meth:`Cache.open`; use as a context manager or call
     :meth:`close`. Every public method raises :class:`CacheError` (one line) on a database
     failure, and leaves the database as it was."""
@@ -490,131 +486,6 @@ class Cache(CacheReading, db.Handle):
         if count >= REBUILD_MERGE_AFTER:
             self.merge_index()
         return count
-
-    @db.guarded("compress the cache")
-    def _finish_compression(self) -> None:
-        """Compress what a cache from before migration 4 holds uncompressed (once; see
-        :meth:`compress_pending`), saying so first: a large cache takes minutes."""
-        row = self._conn.execute("SELECT count(*) FROM messages WHERE compressed = 0").fetchone()
-        pending = int(row[0]) if row else 0
-        if pending:
-            log.warning(
-                "compressing the %d messages of a cache from an earlier version (once; "
-                "interrupting is safe: it goes on next time)",
-                pending,
-            )
-            self.compress_pending()
-
-    @db.guarded("compress the cache")
-    def compress_pending(self, batch: int | None = None) -> int:
-        """Compress the raw messages and contents that a cache from before migration 4 holds as
-        they came, ``batch`` rows per transaction (an interruption loses nothing: the next call
-        goes on from there). Returns how many rows were compressed; 0 at once when none are
-        left."""
-        batch = batch or COMPRESS_BATCH
-        done = 0
-        while True:
-            with self._conn:
-                rows = self._conn.execute(
-                    "SELECT id, raw, content FROM messages WHERE compressed = 0 ORDER BY id "
-                    "LIMIT ?",
-                    (batch,),
-                ).fetchall()
-                for message_id, raw, content in rows:
-                    self._conn.execute(
-                        "UPDATE messages SET raw = ?, raw_size = length(raw), content = ?, "
-                        "compressed = 1 WHERE id = ?",
-                        (compress(stored_bytes(raw, 0)),
-                         compress(stored_bytes(content, 0)) if content is not None else None,
-                         message_id),
-                    )  # fmt: skip
-            done += len(rows)
-            if len(rows) < batch:
-                return done
-
-    @db.guarded("rebuild the text index")
-    def _finish_reindex(self) -> None:
-        """Index what migration 6 left to re-index (once; see :meth:`reindex_pending`), saying
-        so first: a large cache takes minutes."""
-        row = self._conn.execute("SELECT count(*) FROM text_pending").fetchone()
-        pending = int(row[0]) if row else 0
-        if pending:
-            log.warning(
-                "rebuilding the search index of the %d messages of a cache from an earlier "
-                "version (once; interrupting is safe: it goes on next time)",
-                pending,
-            )
-            self.reindex_pending()
-
-    @db.guarded("rebuild the text index")
-    def reindex_pending(self, batch: int | None = None) -> int:
-        """Add the text index entries of the messages listed in ``text_pending`` (migration 6
-        lists every message of an older cache), from their decrypted contents, ``batch``
-        messages per transaction: an interruption loses nothing, the next call goes on from
-        there. Merges the index when it indexed any. Returns how many messages it indexed; 0
-        at once when none are left."""
-        # Imported here: text extraction loads the MIME engine, which a search does not need.
-        from smime_companion.core.entry_derivation import indexed_body
-
-        batch = batch or REINDEX_BATCH
-        done = 0
-        while True:
-            # IMMEDIATE: a second process upgrading the same cache waits here for this batch
-            # and then sees it gone from text_pending, instead of indexing it twice.
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                pending = [
-                    int(r[0])
-                    for r in self._conn.execute(
-                        "SELECT message FROM text_pending ORDER BY message LIMIT ?", (batch,)
-                    )
-                ]
-                for message_id in pending:
-                    self._reindex_one(message_id, indexed_body)
-                    self._conn.execute("DELETE FROM text_pending WHERE message = ?", (message_id,))
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
-            done += len(pending)
-            if len(pending) < batch:
-                break
-        if done:
-            self.merge_index()
-        return done
-
-    def _reindex_one(
-        self, message_id: int, indexed_body: Callable[[bytes | None, str, str | None], str]
-    ) -> None:
-        """Index one stored message again from what the cache holds (a message deleted since
-        it was listed: nothing)."""
-        row = self._conn.execute(
-            "SELECT sort_key, sender, recipients, cc, subject, error, decryption, compressed, "
-            "CASE WHEN content_is_raw = 1 THEN raw ELSE content END FROM messages WHERE id = ?",
-            (message_id,),
-        ).fetchone()
-        if row is None:
-            return
-        key, sender, to, cc, subject, error, decryption, compressed, content = row
-        text = stored_bytes(content, int(compressed)) if isinstance(content, bytes) else None
-        body = indexed_body(text, decryption, error)
-        filenames = [
-            str(r[0])
-            for r in self._conn.execute(
-                "SELECT filename FROM attachments WHERE message = ? ORDER BY part", (message_id,)
-            )
-        ]
-        recipients = " ".join(str(x) for x in (to, cc) if x)
-        index_text(self._conn, int(key), str(sender), recipients, str(subject), body, filenames)
-
-    @db.guarded("merge the text index")
-    def merge_index(self) -> None:
-        """Merge the text index into one segment (FTS5 ``optimize``). Each committed batch adds
-        a segment, and a query reads every segment of each term: after bulk work (a first sync,
-        a rebuild, an import) one merged segment keeps searches as fast as the index allows. It
-        rewrites the whole index: not for each batch."""
-        with self._conn:
-            self._conn.execute("INSERT INTO message_text (message_text) VALUES ('optimize')")
 
     def rekey(self, new_key: str) -> None:
         """Re-encrypt the database under ``new_key``. Raises :class:`CacheError` (also for a
