@@ -36,8 +36,8 @@ It starts a throwaway Dovecot (as the tests do, see ``tests/dovecot.py``), fills
    - ``append``: IMAP APPEND on a connection of its own, as another client files a message.
    - ``maildir``: the file is renamed into the Maildir's ``new/`` behind Dovecot's back (how
      the bench measured before): Dovecot then rescans the whole Maildir before it tells anyone
-     (0.7 to 1.7 s at 100,000 messages, 2 to 9 s at 1,000,000 here, depending on how much of it is in the
-     page cache), so this row measures that scan more than us.
+     (0.7 to 1.7 s at 100,000 messages, 2 to 9 s at 1,000,000 here, depending on how much of
+     it is in the page cache), so this row measures that scan more than us.
 
    Beside each, the reference: how long Dovecot takes to tell a bare IMAP client in IDLE about
    a message delivered the same way (the server's own share of ours).
