@@ -61,8 +61,8 @@ except ImportError:
 
 with atheris.instrument_imports(include=["smime_companion", "asn1crypto"]):
     from smime_companion.core.mime import sender_of, to_crlf
-    from smime_companion.core.model import SignatureStatus
     from smime_companion.core.open import open_message
+    from smime_companion.core.verdicts import SignatureStatus
 
 from asn1crypto import cms  # noqa: E402
 from cryptography import x509  # noqa: E402

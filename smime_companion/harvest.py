@@ -37,13 +37,9 @@ from cryptography import x509
 from smime_companion.core.cert_vocabulary import CertRecord, Revocation, Trust
 from smime_companion.core.certs import email_addresses, fingerprint_sha256
 from smime_companion.core.mime import sender_of
-from smime_companion.core.model import (
-    ANCHORED_STATUSES,
-    OpenResult,
-    SignatureStatus,
-    SignerReport,
-)
+from smime_companion.core.model import OpenResult, SignerReport
 from smime_companion.core.selection import chain_to_anchor, tofu_applies
+from smime_companion.core.verdicts import ANCHORED_STATUSES, SignatureStatus
 from smime_companion.revocation_fetch import RevocationChecker
 from smime_companion.store.certstore import CertStore, Sighting
 

@@ -22,7 +22,7 @@ from cryptography import x509
 
 from smime_companion.core.cert_vocabulary import CertRecord, Revocation
 from smime_companion.core.certs import fingerprint_sha256
-from smime_companion.core.model import ANCHORED_STATUSES, OpenResult
+from smime_companion.core.model import OpenResult
 from smime_companion.core.revocation import (
     RevocationAnswer,
     chain_answer,
@@ -32,6 +32,7 @@ from smime_companion.core.revocation import (
     read_crl,
     read_ocsp_response,
 )
+from smime_companion.core.verdicts import ANCHORED_STATUSES
 from smime_companion.store.certstore import CertStore
 
 log = logging.getLogger(__name__)

@@ -48,7 +48,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from smime_companion.core.model import Decryption, OpenResult, SignatureStatus
+from smime_companion.core.model import OpenResult
+from smime_companion.core.verdicts import Decryption, SignatureStatus
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki
 
 # Content-* headers belong to the MIME entity that is signed/encrypted; every other header of a

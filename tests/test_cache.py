@@ -18,8 +18,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from smime_companion.core.entry_derivation import derive_entry, entry_maker
-from smime_companion.core.model import Decryption, Identity, OpenResult, SignatureStatus
+from smime_companion.core.model import Identity, OpenResult
 from smime_companion.core.open import open_message
+from smime_companion.core.verdicts import Decryption, SignatureStatus
 from smime_companion.errors import CacheError, UsageError
 from smime_companion.store import Cache, FolderState
 from smime_companion.testing.pki import TestPki

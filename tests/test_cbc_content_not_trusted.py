@@ -11,8 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from smime_companion.core.model import Decryption, SignatureStatus
 from smime_companion.core.open import open_message
+from smime_companion.core.verdicts import Decryption, SignatureStatus
 from smime_companion.testing.pki import TestPki
 from tests.chaos import forged
 from tests.conftest import load_identity

@@ -21,9 +21,10 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 
 from smime_companion import keyfiles
 from smime_companion.core.cert_vocabulary import Trust
-from smime_companion.core.model import Decryption, Identity
+from smime_companion.core.model import Identity
 from smime_companion.core.open import open_message
 from smime_companion.core.selection import NoCertificate, Selected
+from smime_companion.core.verdicts import Decryption
 from smime_companion.errors import CacheError, UsageError
 from smime_companion.store.certstore import DB_FILENAME, CertStore, Sighting, expiry_warnings
 from smime_companion.testing.pki import PKCS12_PASSWORD

@@ -21,8 +21,9 @@ from cryptography import x509
 from smime_companion.core.cms import CUT_MIN_BYTES, parse_cms, parse_content_info
 from smime_companion.core.decrypt import decrypt
 from smime_companion.core.mime import decode_transfer_encoding
-from smime_companion.core.model import Decryption, OpenResult, SignatureStatus
+from smime_companion.core.model import OpenResult
 from smime_companion.core.open import open_message
+from smime_companion.core.verdicts import Decryption, SignatureStatus
 from smime_companion.core.verify import verify_signed_data
 from smime_companion.errors import LimitExceeded, MalformedInput
 from smime_companion.testing.pki import TestPki

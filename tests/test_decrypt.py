@@ -34,7 +34,8 @@ from smime_companion.core.cms_algorithms import (
     x963_kdf,
 )
 from smime_companion.core.decrypt import MAX_ATTEMPTS_PER_IDENTITY, decrypt
-from smime_companion.core.model import Decryption, DecryptOutcome, Identity
+from smime_companion.core.model import DecryptOutcome, Identity
+from smime_companion.core.verdicts import Decryption
 from smime_companion.errors import MalformedInput, UnsupportedInput
 from smime_companion.testing.pki import TestPki
 from tests.conftest import load_cert, load_identity

@@ -36,8 +36,9 @@ from smime_companion.core.cms_algorithms import (
     x963_kdf,
 )
 from smime_companion.core.decrypt import decrypt
-from smime_companion.core.model import Decryption, DecryptOutcome, Identity
+from smime_companion.core.model import DecryptOutcome, Identity
 from smime_companion.core.open import open_message
+from smime_companion.core.verdicts import Decryption
 from smime_companion.testing.pki import TestPki
 from tests.conftest import load_cert, load_identity
 from tests.tools import mime_message, openssl_cms

@@ -15,9 +15,10 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from smime_companion.core.cert_vocabulary import Trust
 from smime_companion.core.certs import fingerprint_sha256
-from smime_companion.core.model import Decryption, OpenResult, SignatureStatus
+from smime_companion.core.model import OpenResult
 from smime_companion.core.open import open_message
 from smime_companion.core.selection import Selected
+from smime_companion.core.verdicts import Decryption, SignatureStatus
 from smime_companion.harvest import CertHarvester
 from smime_companion.revocation_fetch import RevocationChecker
 from smime_companion.store.certstore import CertStore

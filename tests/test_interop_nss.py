@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 import pytest
 from cryptography import x509
 
-from smime_companion.core.model import Decryption, Identity, SignatureStatus
+from smime_companion.core.model import Identity
 from smime_companion.core.open import open_message
+from smime_companion.core.verdicts import Decryption, SignatureStatus
 from tests.conftest import load_cert
 from tests.peers import Expect, NssDb, check_opened, interop_params
 from tests.tools import mime_message

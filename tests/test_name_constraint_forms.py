@@ -12,8 +12,8 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from smime_companion.core.model import SignatureStatus
 from smime_companion.core.open import open_message
+from smime_companion.core.verdicts import SignatureStatus
 from tests.chaos.forged import ConstrainedWorld, constrained_message
 
 

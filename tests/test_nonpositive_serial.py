@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from smime_companion.core import cert_loading
 from smime_companion.core.cert_loading import load_certificate
-from smime_companion.core.model import WARN_NON_POSITIVE_SERIAL, SignatureStatus
 from smime_companion.core.open import open_message
+from smime_companion.core.verdicts import WARN_NON_POSITIVE_SERIAL, SignatureStatus
 from smime_companion.harvest import CertHarvester
 from smime_companion.store.certstore import CertStore
 from smime_companion.testing.pki import TestPki

@@ -18,8 +18,9 @@ from cryptography import x509
 from smime_companion.core.cms import parse_content_info
 from smime_companion.core.entry_derivation import derive_entry
 from smime_companion.core.export import export_message
-from smime_companion.core.model import OpenResult, SignatureStatus
+from smime_companion.core.model import OpenResult
 from smime_companion.core.open import open_message
+from smime_companion.core.verdicts import SignatureStatus
 from smime_companion.core.verify import verify_signed_data
 from smime_companion.testing.pki import TestPki
 from tests.chaos import forged

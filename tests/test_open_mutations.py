@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smime_companion.core.mime import to_crlf
-from smime_companion.core.model import SignatureStatus
 from smime_companion.core.open import open_message
+from smime_companion.core.verdicts import SignatureStatus
 from smime_companion.testing.pki import TestPki
 from tests.tools import mime_message, openssl_cms
 

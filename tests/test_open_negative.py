@@ -12,8 +12,9 @@ import pytest
 from cryptography import x509
 
 from smime_companion.core.mime import multipart_parts, parse_entity
-from smime_companion.core.model import Decryption, OpenResult, SignatureStatus
+from smime_companion.core.model import OpenResult
 from smime_companion.core.open import open_message
+from smime_companion.core.verdicts import Decryption, SignatureStatus
 from smime_companion.testing.pki import TestPki
 from tests.conftest import load_identity
 from tests.tools import mime_message, openssl_cms

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from smime_companion.core.model import Decryption, SignatureStatus
 from smime_companion.core.open import is_smime_message, open_message
+from smime_companion.core.verdicts import Decryption, SignatureStatus
 from smime_companion.testing.pki import TestPki
 from tests.conftest import load_identity
 from tests.tools import mime_message, openssl_cms

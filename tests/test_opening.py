@@ -18,7 +18,7 @@ import pytest
 from cryptography import x509
 
 from smime_companion.core.entry_derivation import derive_entry
-from smime_companion.core.model import Decryption, SignatureStatus
+from smime_companion.core.verdicts import Decryption, SignatureStatus
 from smime_companion.sync.opening import MAX_WORKER_DEATHS
 from smime_companion.sync.opening import OpeningPool as Opener
 from smime_companion.testing.pki import TestPki

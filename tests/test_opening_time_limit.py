@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from smime_companion.core.model import SignatureStatus
+from smime_companion.core.verdicts import SignatureStatus
 from smime_companion.imap.mailbox import connect
 from smime_companion.imap.session import ServerSpec
 from smime_companion.store.cache import Cache

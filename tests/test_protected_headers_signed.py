@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from smime_companion.core.model import Decryption, SignatureStatus
 from smime_companion.core.open import open_message
+from smime_companion.core.verdicts import Decryption, SignatureStatus
 from tests.chaos import forged
 from tests.conftest import load_identity
 from tests.tools import openssl_cms

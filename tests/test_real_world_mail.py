@@ -23,8 +23,9 @@ import pytest
 from cryptography import x509
 
 from smime_companion import keyfiles
-from smime_companion.core.model import Decryption, OpenResult, SignatureStatus
+from smime_companion.core.model import OpenResult
 from smime_companion.core.open import open_message
+from smime_companion.core.verdicts import Decryption, SignatureStatus
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki
 from tests.conftest import load_cert, load_identity
 from tests.peers import GpgsmHome, _with_outer, multipart_signed_entity, split_message

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from smime_companion.cli import main
 from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.entry_derivation import entry_maker
-from smime_companion.core.model import SignatureStatus
 from smime_companion.core.open import open_message, with_revoked_signers
+from smime_companion.core.verdicts import SignatureStatus
 from smime_companion.harvest import CertHarvester
 from smime_companion.imap.mailbox import connect
 from smime_companion.revocation_fetch import RevocationChecker

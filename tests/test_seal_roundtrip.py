@@ -9,9 +9,9 @@ from cryptography import x509
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smime_companion.core.model import Decryption, SignatureStatus
 from smime_companion.core.open import open_message
 from smime_companion.core.seal import SealOptions
+from smime_companion.core.verdicts import Decryption, SignatureStatus
 from smime_companion.testing.pki import TestPki
 from tests.test_seal_support import (
     decode_words,

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from smime_companion.core.model import SignatureStatus
 from smime_companion.core.open import open_message
+from smime_companion.core.verdicts import SignatureStatus
 from tests.chaos import forged
 
 

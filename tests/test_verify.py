@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from smime_companion.core.cms import parse_content_info
-from smime_companion.core.model import SignatureStatus, VerifyOutcome
+from smime_companion.core.model import VerifyOutcome
+from smime_companion.core.verdicts import SignatureStatus
 from smime_companion.core.verify import verify_signed_data
 from smime_companion.errors import MalformedInput, UnsupportedInput, UsageError
 from smime_companion.testing.pki import TestPki

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from smime_companion.core.model import Decryption
+from smime_companion.core.verdicts import Decryption
 
 if TYPE_CHECKING:
     from smime_companion.core.text import Attachment

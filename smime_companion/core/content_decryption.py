@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.ciphers.algorithms import AES
 from smime_companion.core import rc2
 from smime_companion.core.cms_algorithms import RC2_CBC_OID, ContentCipher
 from smime_companion.core.envelope import DecryptFailure, Envelope
-from smime_companion.core.model import Decryption
+from smime_companion.core.verdicts import Decryption
 from smime_companion.errors import one_line
 
 

@@ -5,10 +5,11 @@ asn1crypto reads the structure; cryptography does the arithmetic. cryptography's
 or BER, all of which real mail uses.
 
 The message is untrusted, so :func:`decrypt` reports every problem with it as a
-:class:`~smime_companion.core.model.Decryption` status in a ``DecryptOutcome`` and never raises for
-it. Recipients are matched to our certificates by issuer and serial number or by subject key
-identifier; a key is never tried against a RecipientInfo that does not name its certificate (a
-blind RSA PKCS#1 v1.5 trial would be slow and would hand a padding oracle to whoever sent the mail).
+:class:`~smime_companion.core.verdicts.Decryption` status in a ``DecryptOutcome`` and never
+raises for it. Recipients are matched to our certificates by issuer and serial number or by
+subject key identifier; a key is never tried against a RecipientInfo that does not name its
+certificate (a blind RSA PKCS#1 v1.5 trial would be slow and would hand a padding oracle to
+whoever sent the mail).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from smime_companion.core.envelope import (
 )
 from smime_companion.core.key_agreement import key_agreement
 from smime_companion.core.key_transport import key_transport
-from smime_companion.core.model import DECRYPTION_SEVERITY, Decryption, DecryptOutcome, Identity
+from smime_companion.core.model import DecryptOutcome, Identity
+from smime_companion.core.verdicts import DECRYPTION_SEVERITY, Decryption
 from smime_companion.errors import one_line
 
 # A hostile message may name our certificate in thousands of RecipientInfos to make us do

@@ -16,9 +16,10 @@ from cryptography.hazmat.primitives import serialization
 from smime_companion.core import text as mime_text
 from smime_companion.core.cache_entry import REOPEN_DECRYPTION, UNREADABLE, CacheEntry, epoch
 from smime_companion.core.mime import parse_entity
-from smime_companion.core.model import Decryption, OpenResult
+from smime_companion.core.model import OpenResult
 from smime_companion.core.normalise import search_form
 from smime_companion.core.open import with_revoked_signers
+from smime_companion.core.verdicts import Decryption
 from smime_companion.errors import MalformedInput
 
 __all__ = ["derive_entry", "entry_maker", "indexed_body", "revised_for_revocations"]

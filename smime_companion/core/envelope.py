@@ -23,7 +23,7 @@ from smime_companion.core.cms_algorithms import (
     describe_oid,
     rc2_cipher,
 )
-from smime_companion.core.model import Decryption
+from smime_companion.core.verdicts import Decryption
 from smime_companion.errors import one_line
 
 # Matching is cheap, but a message with more recipients than this is not mail: refuse it.

@@ -30,8 +30,8 @@ from email.header import Header
 from email.utils import encode_rfc2231
 
 from smime_companion.core import printable
-from smime_companion.core.model import WARN_NOT_INTEGRITY_PROTECTED
 from smime_companion.core.text import SUMMARY_HEADERS, iter_parts, part_text
+from smime_companion.core.verdicts import WARN_NOT_INTEGRITY_PROTECTED
 from smime_companion.errors import SmimeCompanionError
 
 VERDICT_PREFIX = "x-smime-companion-"

@@ -26,7 +26,8 @@ from smime_companion.core.cms_algorithms import (
     x963_kdf,
 )
 from smime_companion.core.envelope import ContentKey, DecryptFailure, EnvelopeRecipient
-from smime_companion.core.model import Decryption, Identity
+from smime_companion.core.model import Identity
+from smime_companion.core.verdicts import Decryption
 
 _EC_PUBLIC_KEY = "1.2.840.10045.2.1"
 

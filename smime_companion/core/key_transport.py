@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from smime_companion.core.cms_algorithms import HASHES, ContentCipher, describe_oid
 from smime_companion.core.envelope import ContentKey, DecryptFailure, EnvelopeRecipient
-from smime_companion.core.model import Decryption, Identity
+from smime_companion.core.model import Identity
+from smime_companion.core.verdicts import Decryption
 
 _RSA_PKCS1 = "1.2.840.113549.1.1.1"
 _RSA_OAEP = "1.2.840.113549.1.1.7"

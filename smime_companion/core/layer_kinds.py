@@ -16,7 +16,7 @@ from smime_companion.core.mime import (
     multipart_parts,
     parse_entity,
 )
-from smime_companion.core.model import (
+from smime_companion.core.verdicts import (
     WARN_MIME_LIMIT,
     WARN_PARTIALLY_ENCRYPTED,
     WARN_PARTIALLY_SIGNED,

@@ -29,15 +29,8 @@ from smime_companion.core.mime import (
     sender_of,
     to_crlf,
 )
-from smime_companion.core.model import (
-    WARN_WEAK_CIPHER,
-    Decryption,
-    Identity,
-    Layer,
-    SignatureStatus,
-    SignerReport,
-    VerifyOutcome,
-)
+from smime_companion.core.model import Identity, Layer, SignerReport, VerifyOutcome
+from smime_companion.core.verdicts import WARN_WEAK_CIPHER, Decryption, SignatureStatus
 from smime_companion.core.verify import verify_signed_data
 from smime_companion.errors import LimitExceeded, MalformedInput, UnsupportedInput
 

@@ -43,20 +43,22 @@ from smime_companion.core.layer_kinds import hidden_smime_warnings, layer_kind, 
 from smime_companion.core.layer_opening import LayerOpener, LayerStep
 from smime_companion.core.mime import Entity, Sender, parse_entity, sender_of
 from smime_companion.core.model import (
+    Identity,
+    Layer,
+    OpenResult,
+    SignerReport,
+    signed_data_verdict,
+    worst_decryption,
+    worst_signature,
+)
+from smime_companion.core.verdicts import (
     SIGNATURE_SEVERITY,
     SOUND_SIGNATURES,
     WARN_NON_POSITIVE_SERIAL,
     WARN_NOT_INTEGRITY_PROTECTED,
     WARN_WEAK_ALGORITHM,
     Decryption,
-    Identity,
-    Layer,
-    OpenResult,
     SignatureStatus,
-    SignerReport,
-    signed_data_verdict,
-    worst_decryption,
-    worst_signature,
 )
 from smime_companion.errors import LimitExceeded, MalformedInput
 

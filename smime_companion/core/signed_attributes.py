@@ -18,8 +18,8 @@ from asn1crypto import cms, core
 from smime_companion.core.ber_walker import der_elements, oid_dotted, read_attributes
 from smime_companion.core.certs import capabilities_from_attribute, name_to_rfc4514
 from smime_companion.core.cms import ASN1_ERRORS
-from smime_companion.core.model import SignatureStatus
 from smime_companion.core.signer_findings import SignerContext, SignerFindings, Stage, StopChecks
+from smime_companion.core.verdicts import SignatureStatus
 from smime_companion.errors import MalformedInput
 
 S = SignatureStatus

@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from smime_companion.core.chain import Cert
-from smime_companion.core.model import SignatureStatus
 from smime_companion.core.name_constraints import name_constraint_violation
 from smime_companion.core.signer_findings import (
     MIN_RSA_BITS,
@@ -20,6 +19,7 @@ from smime_companion.core.signer_findings import (
     SignerFindings,
     Stage,
 )
+from smime_companion.core.verdicts import SignatureStatus
 
 S = SignatureStatus
 

@@ -19,8 +19,9 @@ from cryptography.hazmat.primitives import hashes
 
 from smime_companion.core.cert_loading import certificate_notes
 from smime_companion.core.chain import Cert, PathBuilder, WorkBudget
-from smime_companion.core.model import SIGNATURE_SEVERITY, SignatureStatus, SignerReport
+from smime_companion.core.model import SignerReport
 from smime_companion.core.signatures import HASH_FACTORIES
+from smime_companion.core.verdicts import SIGNATURE_SEVERITY, SignatureStatus
 
 MIN_RSA_BITS = 2048
 WEAK_HASH_NAMES = {"md5": "MD5", "sha1": "SHA-1"}  # the weak hashes, as reasons name them

@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from smime_companion.core.ber_walker import der_elements
 from smime_companion.core.chain import Cert
 from smime_companion.core.cms import ASN1_ERRORS
-from smime_companion.core.model import SignatureStatus
 from smime_companion.core.signatures import (
     SIGNATURE_ALGORITHMS,
     KeyMismatch,
@@ -36,6 +35,7 @@ from smime_companion.core.signer_findings import (
     Stage,
     StopChecks,
 )
+from smime_companion.core.verdicts import SignatureStatus
 from smime_companion.errors import one_line
 
 S = SignatureStatus

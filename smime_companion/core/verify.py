@@ -58,12 +58,7 @@ from smime_companion.core.chain import (
     dedupe,
 )
 from smime_companion.core.cms import ASN1_ERRORS
-from smime_companion.core.model import (
-    SignatureStatus,
-    SignerReport,
-    VerifyOutcome,
-    signed_data_verdict,
-)
+from smime_companion.core.model import SignerReport, VerifyOutcome, signed_data_verdict
 from smime_companion.core.signatures import DIGESTS, SIGNATURE_ALGORITHMS
 from smime_companion.core.signed_attributes import (
     check_content_attributes,
@@ -79,6 +74,7 @@ from smime_companion.core.signer_signature import (
     name_signer,
     verifying_candidate,
 )
+from smime_companion.core.verdicts import SignatureStatus
 from smime_companion.errors import MalformedInput, UsageError, one_line
 
 # Bounds on the work one hostile message can cause.

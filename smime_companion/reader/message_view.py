@@ -16,7 +16,7 @@ from typing import Any
 
 from smime_companion.core import text as mime_text
 from smime_companion.core.mime import parse_entity
-from smime_companion.core.model import WARN_NOT_INTEGRITY_PROTECTED
+from smime_companion.core.verdicts import WARN_NOT_INTEGRITY_PROTECTED
 from smime_companion.errors import MalformedInput
 from smime_companion.reader.html_mail import CleanHtml, InlineImage, clean_html
 from smime_companion.reader.verdict_words import (

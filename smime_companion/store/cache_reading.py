@@ -17,7 +17,7 @@ from typing import Any
 import apsw
 
 from smime_companion.core.cache_entry import MessageFacts
-from smime_companion.core.model import Decryption, SignatureStatus
+from smime_companion.core.verdicts import Decryption, SignatureStatus
 from smime_companion.errors import UsageError
 from smime_companion.store import db
 from smime_companion.store.cache_schema import NOT_SEEN, SORT_SHIFT, text_rowid

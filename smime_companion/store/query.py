@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from smime_companion.core.model import Decryption, SignatureStatus
 from smime_companion.core.normalise import is_unspaced, search_form
+from smime_companion.core.verdicts import Decryption, SignatureStatus
 from smime_companion.errors import UsageError
 
 # Columns of the FTS5 table ``message_text`` that a field searches.

@@ -47,8 +47,9 @@ from cryptography.hazmat.primitives import serialization
 from smime_companion.core.cache_entry import CacheEntry
 from smime_companion.core.cert_loading import load_certificate
 from smime_companion.core.entry_derivation import derive_entry
-from smime_companion.core.model import Decryption, Identity, OpenResult, SignatureStatus
+from smime_companion.core.model import Identity, OpenResult
 from smime_companion.core.open import open_message
+from smime_companion.core.verdicts import Decryption, SignatureStatus
 from smime_companion.errors import SmimeCompanionError
 from smime_companion.logs import route_library_warnings
 

@@ -27,8 +27,9 @@ from datetime import datetime
 
 from smime_companion.core.cache_entry import FolderState
 from smime_companion.core.entry_derivation import derive_entry, revised_for_revocations
-from smime_companion.core.model import Decryption, OpenResult
+from smime_companion.core.model import OpenResult
 from smime_companion.core.open import is_smime_message
+from smime_companion.core.verdicts import Decryption
 from smime_companion.errors import OversizedBody
 from smime_companion.sync.opening import Opened, OpenedBatch
 from smime_companion.sync.protocols import (

@@ -21,9 +21,10 @@ from hypothesis import strategies as st
 from smime_companion import keyfiles
 from smime_companion.core.cert_vocabulary import Recipient
 from smime_companion.core.mime import to_crlf
-from smime_companion.core.model import Identity, SignatureStatus
+from smime_companion.core.model import Identity
 from smime_companion.core.open import open_message
 from smime_companion.core.seal import SealOptions, seal
+from smime_companion.core.verdicts import SignatureStatus
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki
 from tests.tools import mime_message, openssl_cms
 

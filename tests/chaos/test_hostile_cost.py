@@ -16,8 +16,9 @@ import datetime as dt
 import pytest
 from cryptography import x509
 
-from smime_companion.core.model import Decryption, OpenResult, SignatureStatus
+from smime_companion.core.model import OpenResult
 from smime_companion.core.open import open_message
+from smime_companion.core.verdicts import Decryption, SignatureStatus
 from smime_companion.testing.pki import TestPki
 from tests.chaos import costly, hostile
 from tests.conftest import load_identity

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from smime_companion.cli import main
-from smime_companion.core.model import SignatureStatus
+from smime_companion.core.verdicts import SignatureStatus
 from smime_companion.testing.pki import TestPki
 from tests.chaos import hostile
 from tests.chaos.harness import FOLDER, Setup, cached_summaries, check_cache

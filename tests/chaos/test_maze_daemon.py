@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from smime_companion.core.model import SignatureStatus
+from smime_companion.core.verdicts import SignatureStatus
 from tests.chaos import costly
 from tests.chaos.harness import (
     FOLDER,

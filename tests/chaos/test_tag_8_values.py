@@ -13,9 +13,9 @@ import datetime as dt
 import pytest
 from cryptography import x509
 
-from smime_companion.core.model import Decryption, SignatureStatus
 from smime_companion.core.open import open_message
 from smime_companion.core.seal import SealOptions, seal
+from smime_companion.core.verdicts import Decryption, SignatureStatus
 from smime_companion.keyfiles import load_pkcs12
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki
 from tests.chaos.hostile import pkcs7_mime
