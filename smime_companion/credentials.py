@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -69,6 +68,8 @@ def _from_credential(ref: SecretRef) -> str:
 
 
 def _from_command(ref: SecretRef) -> str:
+    import subprocess  # here: most secrets come from elsewhere, and every command resolves one
+
     assert ref.command is not None
     try:
         proc = subprocess.run(

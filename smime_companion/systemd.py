@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -47,6 +46,8 @@ def notify(*states: str) -> bool:
         return False
     if address.startswith("@"):  # the abstract namespace
         address = "\0" + address[1:]
+    import socket  # here: every command loads this module for its log format, few notify
+
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
             sock.connect(address)

@@ -80,6 +80,20 @@ def test_search_imports_none_of_the_engines_the_reader_or_the_sync(
     assert "html.parser" not in modules
 
 
+@pytest.mark.parametrize("command", [["search", "tapir"], ["search", "--json", "from:alice"]])
+def test_a_listing_loads_neither_the_mime_parser_nor_the_codec_nor_the_result_values(
+    setup: tuple[Path, dict[str, int], dict[str, bytes]],  # noqa: F811
+    command: list[str],
+) -> None:
+    """A listing reads stored summaries: the verdict words come from core.verdicts, nothing is
+    decompressed, no header is parsed again; each of these cost milliseconds at every call."""
+    config, _, _ = setup
+    _, modules = _loaded(config, *command)
+    assert "smime_companion.core.verdicts" in modules
+    for unneeded in ("email", "zstandard", "smime_companion.core.model", "socket", "subprocess"):
+        assert unneeded not in modules, unneeded
+
+
 def test_show_of_a_decrypted_message_imports_none_of_the_engines(
     setup: tuple[Path, dict[str, int], dict[str, bytes]],  # noqa: F811
 ) -> None:

@@ -6,19 +6,18 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from smime_companion import runtime
-from smime_companion.core.model import Identity
 from smime_companion.errors import SecretUnavailable, UsageError
 
 if TYPE_CHECKING:
     from cryptography import x509
 
     from smime_companion.config import Config
+    from smime_companion.core.model import Identity
 
 # A message file larger than this is refused before it is read into memory.
 MAX_INPUT_BYTES = 256 * 1024 * 1024
@@ -45,6 +44,8 @@ def write_output(name: str, data: bytes) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return
+    import tempfile  # here: it loads shutil, random and more, which most commands never need
+
     target = Path(name)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or Path("."))

@@ -11,10 +11,12 @@ its content size, which bounds what decompressing it may allocate.
 from __future__ import annotations
 
 import threading
-
-import zstandard
+from typing import TYPE_CHECKING
 
 from smime_companion.errors import CacheError
+
+if TYPE_CHECKING:
+    import zstandard
 
 # Level 3 (zstd's default): about 300 MB/s on this machine's cores for mail, within a few per
 # cent of level 9's size on the sync bench's mix; the storing thread pays for it.
@@ -28,6 +30,9 @@ _local = threading.local()  # zstd contexts are not thread-safe; one pair per th
 def _contexts() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
     pair = getattr(_local, "pair", None)
     if pair is None:
+        # Imported here: a search that only lists messages never decompresses one.
+        import zstandard
+
         pair = (zstandard.ZstdCompressor(level=LEVEL), zstandard.ZstdDecompressor())
         _local.pair = pair
     return pair
@@ -41,6 +46,8 @@ def compress(data: bytes) -> bytes:
 def decompress(frame: bytes) -> bytes:
     """The bytes of ``frame``. Raises :class:`CacheError` when it is not a whole frame of ours
     (a damaged row): what it would hold is never guessed."""
+    import zstandard
+
     try:
         size = zstandard.frame_content_size(frame)
         if size < 0 or size > MAX_FRAME_CONTENT:
