@@ -93,6 +93,9 @@ class CacheConfig:
     open_workers: int | None = None
     # Seconds one message may take to open and index; past them it is stored unopened.
     open_time_limit: int = 30
+    # Minutes a command-line call keeps the unlocked cache's page key in the kernel keyring for
+    # the next call (cli/unlock.py); 0: never, every call derives it from the passphrase.
+    remember_unlock_minutes: int = 10
 
 
 @dataclass(frozen=True)
@@ -401,7 +404,7 @@ class _Reader:
         self.known(
             table, s,
             {"path", "encrypt_cache", "cache_all", "clamd_socket", "scan_command", "open_workers",
-             "open_time_limit"}
+             "open_time_limit", "remember_unlock_minutes"}
             | {f"key{x}" for x in _SECRET_SUFFIXES},
         )  # fmt: skip
         encrypt = self.boolean(table, s, "encrypt_cache", True)
@@ -417,6 +420,11 @@ class _Reader:
             or not (1 <= time_limit <= 3600)
         ):
             raise self.error(s, "open_time_limit", "must be a number of seconds from 1 to 3600")
+        remember = table.get("remember_unlock_minutes", CacheConfig.remember_unlock_minutes)
+        if not isinstance(remember, int) or isinstance(remember, bool) or not 0 <= remember <= 1440:
+            raise self.error(
+                s, "remember_unlock_minutes", "must be a number of minutes from 0 to 1440"
+            )
         return CacheConfig(
             path=self.path(table, s, "path") or default_data_dir(),
             encrypt=encrypt,
@@ -430,6 +438,7 @@ class _Reader:
             ),
             open_workers=None if workers == "auto" else workers,
             open_time_limit=time_limit,
+            remember_unlock_minutes=remember,
         )
 
     def certificates(self, table: Any) -> CertificatesConfig:

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from smime_companion import credentials
 from smime_companion.config import AccountConfig, Config, IdentityConfig, SecretRef
-from smime_companion.core.model import Identity
 from smime_companion.errors import ConfigError
 from smime_companion.store import Cache
 
 if TYPE_CHECKING:
     from cryptography import x509
 
+    from smime_companion.core.model import Identity
     from smime_companion.harvest import CertHarvester
     from smime_companion.imap.outbox_source import ImapOutbox
     from smime_companion.imap.session import ServerSpec
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from smime_companion.smtp import SmtpSubmitter
     from smime_companion.store.cache import MessageSummary
     from smime_companion.store.certstore import CertStore, PolicyLookup
+    from smime_companion.store.db import Key
     from smime_companion.store.journal import Journal
 
 
@@ -86,7 +87,7 @@ def cache_key(config: Config) -> str | None:
 
 
 def open_cache(
-    config: Config, key: str | None = None, *, checkpoint_in_background: bool = False
+    config: Config, key: Key | None = None, *, checkpoint_in_background: bool = False
 ) -> Cache:
     """The message cache of ``config``, opened with ``key`` or, when None, the configured key
     (``checkpoint_in_background``: see :meth:`Cache.open`).
@@ -110,7 +111,7 @@ def open_scanner(config: Config) -> Scanner | None:
     return make_scanner(config.cache.scan.clamd_socket, config.cache.scan.command)
 
 
-def open_certstore(config: Config, key: str | None = None) -> CertStore:
+def open_certstore(config: Config, key: Key | None = None) -> CertStore:
     """The certificate and identity store of ``config`` (``certs.db`` in the cache directory,
     under the cache key): opened with ``key`` or, when None, the configured key.
 

@@ -115,6 +115,9 @@ def test_a_malformed_query_is_one_line_and_exit_2(setup) -> None:
 
 def test_a_wrong_or_missing_key_is_one_line(setup) -> None:
     config, _, _ = setup
+    # Earlier commands left the page key in the kernel keyring (test_cache_unlock.py): forget it,
+    # or the passphrase would not even be read.
+    assert cli(config, "cache", "lock", key=None).returncode == 0
     proc = cli(config, "search", "tapir", key="wrong")
     assert proc.returncode == 1
     assert proc.stderr.decode() == (
@@ -297,6 +300,7 @@ def test_cache_scan_uses_the_configured_command(
 
 def test_on_a_terminal_without_a_configured_key_the_passphrase_is_asked_for(setup) -> None:
     config, ids, _ = setup
+    assert cli(config, "cache", "lock", key=None).returncode == 0  # nothing remembered
     master, slave = pty.openpty()
     env = {k: v for k, v in os.environ.items() if k != "TEST_CACHE_KEY"}
     env["TEST_P12_PASSWORD"] = "test"

@@ -28,6 +28,7 @@ from smime_companion.cli.flags import (
     add_output_flag,
     config_from_args,
 )
+from smime_companion.cli.unlock import forget_all, unlocked
 from smime_companion.config import Config
 from smime_companion.core.printable import for_terminal, for_terminal_lines
 from smime_companion.errors import UsageError
@@ -47,12 +48,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     cache_sub = add_group(
         sub,
         "cache",
-        help="look after the cache: stats, rekey, rebuild, scan",
+        help="look after the cache: stats, rekey, lock, rebuild, scan",
         description="Maintain the encrypted message cache.",
         dest="cache_command",
     )
     _declare_stats(cache_sub)
     _declare_rekey(cache_sub)
+    _declare_lock(cache_sub)
     _declare_rebuild(cache_sub)
     _declare_scan(cache_sub)
 
@@ -61,8 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _open(config: Config) -> Cache:
-    """The cache, asking for the passphrase on a terminal when no configured source has it."""
-    return runtime.open_cache(config, cache_key(config))
+    """The cache, with a remembered page key or else the passphrase (asked for on a terminal
+    when no configured source has it), see :mod:`smime_companion.cli.unlock`."""
+    return unlocked(config, db.DB_FILENAME, lambda key: runtime.open_cache(config, key))
 
 
 def _query(words: list[str]) -> str:
@@ -410,6 +413,7 @@ def run_rekey(args: argparse.Namespace) -> int:
     # re-encrypt it together with the other databases that share its key.
     runtime.open_cache(config, key).close()
     changed = db.rekey_directory(config.cache.path, key, new_key)
+    forget_all(config)  # the old page keys open nothing now
     print(f"re-encrypted {', '.join(p.name for p in changed)}", file=sys.stderr)
     if config.cache.key.keyring:
         credentials.store_in_keyring(config.cache.key, new_key)
@@ -419,6 +423,28 @@ def run_rekey(args: argparse.Namespace) -> int:
             f"cache key changed: update {config.cache.key.describe()} to the new key",
             file=sys.stderr,
         )
+    return 0
+
+
+def _declare_lock(sub: Subcommands) -> None:
+    """Declare ``lock`` (run by :func:`run_lock` below)."""
+    add_command(
+        sub,
+        "lock",
+        run_lock,
+        help="forget the remembered unlock now",
+        description="A command that unlocked the cache keeps the derived key (never the "
+        "passphrase) in the kernel's user keyring for [cache] remember_unlock_minutes, so "
+        "that the next command starts faster. This forgets it now: the next command needs the "
+        "passphrase (or its configured source) again.",
+    )
+
+
+def run_lock(args: argparse.Namespace) -> int:
+    """Forget the page keys that earlier commands remembered."""
+    forgotten = forget_all(config_from_args(args))
+    print(f"forgot {forgotten} remembered key(s)" if forgotten else "nothing was remembered",
+          file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -22,7 +22,6 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from smime_companion import keyfiles, runtime
-from smime_companion.cli.common import cache_key
 from smime_companion.cli.common import write_output as _write_output
 from smime_companion.cli.flags import (
     Subcommands,
@@ -31,6 +30,7 @@ from smime_companion.cli.flags import (
     add_output_flag,
     config_from_args,
 )
+from smime_companion.cli.unlock import unlocked
 from smime_companion.config import Config
 from smime_companion.core.cert_vocabulary import CertRecord
 from smime_companion.core.certs import fingerprint_sha256
@@ -83,8 +83,11 @@ def _now() -> dt.datetime:
 
 
 def _open(config: Config) -> CertStore:
-    """The store, asking for the passphrase on a terminal when no configured source has it."""
-    return runtime.open_certstore(config, cache_key(config))
+    """The store, with a remembered page key or else the passphrase (asked for on a terminal
+    when no configured source has it), see :mod:`smime_companion.cli.unlock`."""
+    from smime_companion.store.certstore import DB_FILENAME
+
+    return unlocked(config, DB_FILENAME, lambda key: runtime.open_certstore(config, key))
 
 
 def _record_json(record: CertRecord, at: dt.datetime) -> dict[str, Any]:

@@ -349,8 +349,10 @@ def _declare_status(sub: Subcommands) -> None:
 def cmd_status(args: argparse.Namespace) -> int:
     """``status``: what the cache and the running daemon know about each folder."""
     config = config_from_args(args)
+    from smime_companion.cli.unlock import unlocked
+
     live = read_status_file(config.cache.path) or {}
-    with runtime.open_cache(config) as cache:
+    with unlocked(config, "cache.db", lambda key: runtime.open_cache(config, key)) as cache:
         counts: dict[tuple[str, str], int] = {}
         for row in cache.stats()["folders"]:
             key = (row["account"], row["folder"])

@@ -116,10 +116,11 @@ class Cache(CacheReading, CacheUpkeep, db.Handle):
 
     @classmethod
     def open(
-        cls, directory: Path, key: str | None, *, checkpoint_in_background: bool = False
+        cls, directory: Path, key: db.Key | None, *, checkpoint_in_background: bool = False
     ) -> Cache:
         """Open or create the cache in ``directory`` (made 0700; files 0600). ``key`` is the
-        passphrase; None only for a plain (``encrypt_cache = false``) database.
+        passphrase, or the page key derived from it (:func:`~smime_companion.store.db.page_key`);
+        None only for a plain (``encrypt_cache = false``) database.
         ``checkpoint_in_background``: copy the write-ahead log into the database from a thread
         of its own (:class:`~smime_companion.store.db.Checkpointer`), for the daemon, which
         writes much; a short-lived command leaves it to SQLite.

@@ -158,7 +158,7 @@ class CertStore(db.Handle):
         return rows[0] if rows else None
 
     @classmethod
-    def open(cls, directory: Path, key: str | None) -> CertStore:
+    def open(cls, directory: Path, key: db.Key | None) -> CertStore:
         """Open (or create) ``directory/certs.db`` encrypted with ``key`` (None: in the clear,
         for tests). Raises :class:`CacheError` for a wrong key or a damaged file."""
         return cls(db.connect(directory / DB_FILENAME, key, MIGRATIONS))

@@ -10,6 +10,11 @@ The key is handed to SQLite as ``PRAGMA hexkey`` (the passphrase's UTF-8 bytes i
 user text is ever spliced into SQL. A wrong key is detected by reading the schema right after the
 key is set, before anything is written: a wrong key never changes a byte of the file.
 
+SQLite3 Multiple Ciphers turns the passphrase into the page key with PBKDF2 (about 25 ms, on
+purpose). :func:`page_key` derives the same page key, and a key given as ``bytes`` is that page
+key itself (sqlite3mc's ``raw:`` form), so the command line can remember it between calls
+instead of the passphrase (``cli.unlock``).
+
 This module and the rest of ``store`` are the only places that import a SQLite binding.
 """
 
@@ -38,6 +43,16 @@ BUSY_TIMEOUT_MS = 10_000
 # less time).
 AUTOCHECKPOINT_PAGES = 10_000
 
+# SQLite3 Multiple Ciphers' ChaCha20 cipher: the page key is PBKDF2-HMAC-SHA256 over the
+# passphrase and the 16-byte salt at the start of the file, with this many iterations (its
+# default ``kdf_iter``); tests/test_cache_unlock.py checks that our derivation opens a cache.
+_KDF_ITERATIONS = 64_007
+_SALT_BYTES = 16
+PAGE_KEY_BYTES = 32
+
+# A passphrase (str), or the page key derived from it (bytes), see page_key().
+Key = str | bytes
+
 log = logging.getLogger(__name__)
 
 WRONG_KEY = "wrong cache key: the database could not be decrypted"
@@ -60,7 +75,7 @@ def private_directory(directory: Path) -> Path:
     return directory
 
 
-def connect(path: Path, key: str | None, migrations: list[Migration]) -> apsw.Connection:
+def connect(path: Path, key: Key | None, migrations: list[Migration]) -> apsw.Connection:
     """Open (or create) the database at ``path`` with ``key`` (None: a plain database), check the
     key, set the pragmas and apply pending ``migrations``.
 
@@ -70,7 +85,7 @@ def connect(path: Path, key: str | None, migrations: list[Migration]) -> apsw.Co
     return _open(path, key, migrations)
 
 
-def _open(path: Path, key: str | None, migrations: list[Migration] | None) -> apsw.Connection:
+def _open(path: Path, key: Key | None, migrations: list[Migration] | None) -> apsw.Connection:
     # migrations None: open an existing database as it is (for rekeying), never migrate.
     private_directory(path.parent)
     with _opening_lock(path):
@@ -99,7 +114,7 @@ def _opening_lock(path: Path) -> Iterator[None]:
 
 
 def _open_locked(
-    path: Path, key: str | None, migrations: list[Migration] | None
+    path: Path, key: Key | None, migrations: list[Migration] | None
 ) -> apsw.Connection:
     existed = path.exists() and path.stat().st_size > 0
     if not existed:
@@ -112,7 +127,7 @@ def _open_locked(
         os.chmod(path, 0o600)
     except OSError as exc:
         raise CacheError(f"cannot protect the cache database {path}: {exc.strerror}") from None
-    if key is not None and "\x00" in key:
+    if isinstance(key, str) and "\x00" in key:
         raise CacheError("the cache key contains a NUL character")
     plain_on_disk = existed and _starts_with_plain_header(path)
     if existed and key is not None and plain_on_disk:
@@ -130,7 +145,7 @@ def _open_locked(
         conn.setbusytimeout(BUSY_TIMEOUT_MS)
         if key is not None:
             conn.execute("PRAGMA cipher = 'chacha20'")
-            conn.execute(f"PRAGMA hexkey = '{key.encode('utf-8').hex()}'")
+            conn.execute(f"PRAGMA hexkey = '{_key_material(key).hex()}'")
         # Reading the schema is the first page read: it fails here, before any write, when the
         # key is wrong or the file is not a database.
         conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
@@ -149,6 +164,39 @@ def _open_locked(
         conn.close()
         raise translate(exc, "open the cache") from None
     return conn
+
+
+def _key_material(key: Key) -> bytes:
+    if isinstance(key, bytes):
+        if len(key) != PAGE_KEY_BYTES:
+            raise CacheError(f"a page key has {PAGE_KEY_BYTES} bytes, not {len(key)}")
+        return b"raw:" + key  # sqlite3mc: use these bytes as the page key, skip the derivation
+    return key.encode("utf-8")
+
+
+def salt_of(path: Path) -> bytes | None:
+    """The cipher salt of the encrypted database at ``path`` (its first 16 bytes, random for
+    each database), or None when the file is missing or too short to hold one."""
+    try:
+        with open(path, "rb") as handle:
+            salt = handle.read(_SALT_BYTES)
+    except OSError:
+        return None
+    return salt if len(salt) == _SALT_BYTES else None
+
+
+def page_key(path: Path, passphrase: str) -> bytes | None:
+    """The page key SQLite3 Multiple Ciphers derives from ``passphrase`` for the encrypted
+    database at ``path``, or None when it has no salt yet (see :func:`salt_of`). Costs what
+    opening with the passphrase costs."""
+    import hashlib  # here: it loads OpenSSL (3 ms), which a call with a remembered key skips
+
+    salt = salt_of(path)
+    if salt is None:
+        return None
+    return hashlib.pbkdf2_hmac(
+        "sha256", passphrase.encode("utf-8"), salt, _KDF_ITERATIONS, PAGE_KEY_BYTES
+    )
 
 
 def _starts_with_plain_header(path: Path) -> bool:
@@ -296,7 +344,7 @@ class Checkpointer:
         self,
         writer: apsw.Connection,
         path: Path,
-        key: str | None,
+        key: Key | None,
         *,
         step_pages: int = 5_000,
         limit_pages: int = 25_000,
