@@ -81,13 +81,10 @@ def remember(name: str, secret: bytes, seconds: int) -> bool:
 
 def recall(name: str) -> bytes | None:
     """The secret kept under ``name``, or None (never kept, expired, or no key service)."""
-    calls = _calls()
-    if calls is None:
+    found = _find(name)
+    if found is None:
         return None
-    libc, _, keyctl = calls
-    serial = _search(libc, keyctl, name)
-    if serial is None:
-        return None
+    libc, keyctl, serial = found
     buffer = ctypes.create_string_buffer(_MAX_PAYLOAD)
     size = libc.syscall(keyctl, _KEYCTL_READ, serial, buffer, ctypes.c_size_t(_MAX_PAYLOAD))
     if size < 0:
@@ -98,18 +95,20 @@ def recall(name: str) -> bytes | None:
 
 def forget(name: str) -> bool:
     """Drop the secret kept under ``name``. Returns whether there was one."""
-    calls = _calls()
-    if calls is None:
+    found = _find(name)
+    if found is None:
         return False
-    libc, _, keyctl = calls
-    serial = _search(libc, keyctl, name)
-    if serial is None:
-        return False
+    libc, keyctl, serial = found
     return libc.syscall(keyctl, _KEYCTL_UNLINK, serial, _KEY_SPEC_USER_KEYRING) == 0
 
 
-def _search(libc: ctypes.CDLL, keyctl: int, name: str) -> int | None:
+def _find(name: str) -> tuple[ctypes.CDLL, int, int] | None:
+    """libc, the keyctl call's number and the serial of the key called ``name``, or None."""
+    calls = _calls()
+    if calls is None:
+        return None
+    libc, _, keyctl = calls
     serial = libc.syscall(
         keyctl, _KEYCTL_SEARCH, _KEY_SPEC_USER_KEYRING, _KEY_TYPE, name.encode(), 0
     )
-    return serial if serial >= 0 else None
+    return (libc, keyctl, serial) if serial >= 0 else None
