@@ -59,11 +59,7 @@ from smime_companion.backoff import AUTH_BACKOFF_BASE_SECONDS, Backoff, auth_bac
 from smime_companion.config import AccountConfig, Config
 from smime_companion.core.entry_derivation import entry_maker
 from smime_companion.core.model import Identity
-from smime_companion.errors import (
-    AuthenticationFailed,
-    ImapError,
-    SmimeCompanionError,
-)
+from smime_companion.errors import AuthenticationFailed, ImapError, SmimeCompanionError
 from smime_companion.folder_watch import FolderWatchers
 from smime_companion.harvest import CertHarvester
 from smime_companion.imap.mailbox import connect
@@ -86,8 +82,7 @@ log = logging.getLogger(__name__)
 FULL_PASS_SECONDS = 15 * 60  # a full pass of every account now and then, whatever IDLE says
 OUTBOX_SECONDS = 60.0  # how often the outbox is looked at between full passes
 # The name under which the local outbox directory's watcher (and the reader's Send) posts to the
-# change queue: "an outbox of this account has work" (no IMAP
-# folder can be called this: it holds a NUL).
+# change queue: "an outbox of this account has work" (no IMAP folder has it: it holds a NUL).
 LOCAL_OUTBOX = "\0local outbox"
 
 Connector = Callable[[ServerSpec], Mailbox]
@@ -292,7 +287,9 @@ class Daemon:
         account's own failures (they are in the result), only :class:`Stopped`."""
         result = AccountResult(account.name)
         try:
-            box = self._box(account)
+            # A change its watcher reported: on the watcher's connection (folder_watch.Loans).
+            lent = self.watchers.loans.borrow(account.name, only_folder) if only_folder else None
+            box = lent or self._box(account)
             if only_folder:
                 folders = [only_folder]
             else:
@@ -446,6 +443,13 @@ class Daemon:
         thread.start()
         return thread
 
+    def _follow_change(self, account: AccountConfig, folder: str) -> None:
+        if self._is_outbox(account, folder):
+            # A draft arrived (IDLE on the outbox folder, or the local directory).
+            self.outbox_pass(account, AccountResult(account.name))
+        else:
+            self.sync_account(account, folder)
+
     def _loop(self, reload_config: Callable[[], Config] | None) -> None:
         # Ready once set up: a first sync of a large mailbox may take longer than systemd
         # waits for a start; the STATUS line says what it does meanwhile.
@@ -476,14 +480,11 @@ class Daemon:
                     except queue.Empty:
                         break
                 for name, fold in sorted(pending):
-                    if not self._due(name):
-                        continue
-                    account = self.config.account(name)
-                    if self._is_outbox(account, fold):
-                        # A draft arrived (IDLE on the outbox folder, or the local directory).
-                        self.outbox_pass(account, AccountResult(name))
-                    else:
-                        self.sync_account(account, fold)
+                    try:
+                        if self._due(name):
+                            self._follow_change(self.config.account(name), fold)
+                    finally:
+                        self.watchers.loans.give_back(name, fold)
                 self.scan_new()
             now = time.monotonic()
             retry = [
@@ -545,19 +546,17 @@ class Daemon:
         self.sync_once()
         self._start_watchers()
 
-    def _watched(self) -> list[tuple[AccountConfig, str]]:
-        """Every (account, folder) to keep in IDLE: the synced folders, and each outbox folder
-        so that a draft is sent within a second or two instead of at the next outbox pass."""
-        targets: list[tuple[AccountConfig, str]] = []
+    def _watch_targets(self) -> list[tuple[str, ServerSpec, str]]:
+        """Every (account, server, folder) to keep in IDLE: the synced folders, and each outbox
+        folder so that a draft is sent within a second or two instead of at the next pass."""
+        targets: list[tuple[str, ServerSpec, str]] = []
         for account in self.config.accounts:
-            targets.extend((account, folder) for folder in self._folders.get(account.name, []))
+            folders = list(self._folders.get(account.name, []))
             outbox_folder = self._outbox_folders.get(account.name)
             if outbox_folder and account.smtp_host and self.config.outbox.imap:
-                targets.append((account, outbox_folder))
+                folders.append(outbox_folder)
+            targets.extend((account.name, runtime.server_spec(account), f) for f in folders)
         return targets
-
-    def _watch_targets(self) -> list[tuple[str, ServerSpec, str]]:
-        return [(a.name, runtime.server_spec(a), folder) for a, folder in self._watched()]
 
     def _is_outbox(self, account: AccountConfig, folder: str) -> bool:
         return folder == LOCAL_OUTBOX or (

@@ -1,9 +1,16 @@
-"""One IDLE connection per watched folder: it only tells the daemon's sync loop "this folder
-changed" and never touches the cache.
+"""One IDLE connection per watched folder: it tells the daemon's sync loop "this folder
+changed", lends the loop its connection for that pass, and never touches the cache itself.
 
 Each watcher holds its own connection in IDLE, re-issued every 25 minutes (before servers'
 29-minute limit, RFC 2177), or polls with NOOP where IDLE is missing. On any failure it backs
 off (:mod:`smime_companion.backoff`) and reconnects, until it is halted.
+
+Why lend the connection: the server process behind it has just brought its view of the folder
+up to date (that is how it noticed the new message), while the account's sync connection is
+served by another process that must do the same work again before it answers. On a Dovecot
+Maildir of 1,000,000 messages that second rescan, and the two processes rescanning side by side
+while the watcher re-entered IDLE, cost seconds per new message (docs/performance.md). While
+the pass runs the watcher waits; a change in the meantime is reported when its IDLE resumes.
 """
 
 from __future__ import annotations
@@ -24,6 +31,55 @@ log = logging.getLogger(__name__)
 
 IDLE_RENEW_SECONDS = 25 * 60  # servers may drop an IDLE after 29 minutes (RFC 2177)
 POLL_SECONDS = 60.0  # NOOP polling interval where IDLE is missing
+# How long a lent connection waits to be taken (the loop may be busy with another account's
+# pass, or skip this one while the account backs off); past it the watcher takes it back and the
+# loop uses its own connection when it comes to the change.
+LOAN_SECONDS = 60.0
+
+
+class _Loan:
+    def __init__(self, box: Mailbox) -> None:
+        self.box = box
+        self.taken = False
+        self.returned = threading.Event()
+
+
+class Loans:
+    """Watchers' connections on loan to the sync loop, one per (account, folder) at most."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loans: dict[tuple[str, str], _Loan] = {}
+
+    def offer(self, account: str, folder: str, box: Mailbox) -> _Loan:
+        with self._lock:
+            loan = self._loans[(account, folder)] = _Loan(box)
+        return loan
+
+    def borrow(self, account: str, folder: str) -> Mailbox | None:
+        """The connection a watcher lent for ``folder`` (it has the folder open), or None; the
+        loop must :meth:`give_back` it when the change is handled."""
+        with self._lock:
+            loan = self._loans.get((account, folder))
+            if loan is None:
+                return None
+            loan.taken = True
+            return loan.box
+
+    def give_back(self, account: str, folder: str) -> None:
+        """The change of ``folder`` is handled: its watcher may go back to IDLE."""
+        with self._lock:
+            loan = self._loans.pop((account, folder), None)
+        if loan is not None:
+            loan.returned.set()
+
+    def withdraw(self, account: str, folder: str, loan: _Loan) -> bool:
+        """Take ``loan`` back unless the loop is using it. Returns whether it was taken back."""
+        with self._lock:
+            if loan.taken or self._loans.get((account, folder)) is not loan:
+                return loan.returned.is_set()
+            del self._loans[(account, folder)]
+            return True
 
 
 class WatchOwner(Protocol):
@@ -39,9 +95,12 @@ class WatchOwner(Protocol):
 class FolderWatcher(threading.Thread):
     """Keeps one folder in IDLE on its own connection and posts its changes to the daemon."""
 
-    def __init__(self, owner: WatchOwner, account: str, spec: ServerSpec, folder: str) -> None:
+    def __init__(
+        self, owner: WatchOwner, loans: Loans, account: str, spec: ServerSpec, folder: str
+    ) -> None:
         super().__init__(name=f"watch {account}/{folder}", daemon=True)
         self.owner = owner
+        self.loans = loans
         self.account = account
         self.spec = spec
         self.folder = folder
@@ -107,7 +166,18 @@ class FolderWatcher(threading.Thread):
                 box.idle_done()
             if changed:
                 log.info("watch %s/%s: change reported", self.account, self.folder)
+                loan = self.loans.offer(self.account, self.folder, box)
                 self.owner.changes.put((self.account, self.folder))
+                self._await_return(loan)
+
+    def _await_return(self, loan: _Loan) -> None:
+        """Wait until the loop has handled the change with our connection, or until nobody has
+        taken it for LOAN_SECONDS (or we stop): then take it back."""
+        deadline = time.monotonic() + LOAN_SECONDS
+        while not loan.returned.wait(0.5):
+            if time.monotonic() > deadline or self._stopping():
+                if self.loans.withdraw(self.account, self.folder, loan):
+                    return
 
 
 class FolderWatchers:
@@ -115,6 +185,7 @@ class FolderWatchers:
 
     def __init__(self, owner: WatchOwner) -> None:
         self.owner = owner
+        self.loans = Loans()
         self._watchers: list[FolderWatcher] = []
 
     def __len__(self) -> int:
@@ -126,7 +197,7 @@ class FolderWatchers:
         watched = {(w.account, w.folder) for w in self._watchers if w.is_alive()}
         for account, spec, folder in targets:
             if (account, folder) not in watched:
-                watcher = FolderWatcher(self.owner, account, spec, folder)
+                watcher = FolderWatcher(self.owner, self.loans, account, spec, folder)
                 self._watchers.append(watcher)
                 watcher.start()
 

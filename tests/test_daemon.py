@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -220,6 +221,60 @@ def test_running_daemon_caches_a_new_message_reported_by_idle_and_stops_on_reque
     assert not thread.is_alive()
     daemon.cache.close()
     assert (read_status_file(tmp_path / "cache") or {}).get("running") is False
+
+
+class _CallLog:
+    """A connection that records the names of the methods called on it (and passes them on)."""
+
+    def __init__(self, box: Any) -> None:
+        self._box = box
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._box, name)
+        if callable(value):
+            self.calls.append(name)
+        return value
+
+
+def test_a_change_idle_reports_is_synced_on_the_watchers_own_connection(
+    server: Dovecot, pki: TestPki, tmp_path: Path
+) -> None:
+    """The watcher's server process has just seen the folder change; the sync connection's would
+    have to look again (seconds on a huge Maildir). So the pass borrows the watcher's connection,
+    and the watcher goes back to IDLE after it (the second message shows it is listening)."""
+    folder = "Borrowed"
+    server.deliver("alice", signed_mail(pki, "lend-0"), folder)
+    config = write_config(tmp_path / "c.toml", server, pki, [folder])
+    daemon = make_daemon(config)
+    boxes: list[_CallLog] = []
+    connect_for_real = daemon.connector
+
+    def connector(spec: Any) -> Any:
+        boxes.append(_CallLog(connect_for_real(spec)))
+        return boxes[-1]
+
+    daemon.connector = connector
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    try:
+        uv = _uv(server, folder)
+        assert wait_until(lambda: len(boxes) == 2 and "idle_start" in boxes[1].calls)
+        sync_box, watch_box = boxes
+        assert len(daemon.cache.uids("work", folder, uv)) == 1
+        sync_calls = len(sync_box.calls)
+        for n in (1, 2):
+            watch_calls = len(watch_box.calls)
+            server.deliver("alice", signed_mail(pki, f"lend-{n}"), folder)
+            assert wait_until(lambda n=n: len(daemon.cache.uids("work", folder, uv)) == n + 1, 10)
+            assert wait_until(lambda: watch_box.calls[-1] == "idle_wait")  # listening again
+            assert "examine" in watch_box.calls[watch_calls:]  # the pass ran on it
+        assert len(sync_box.calls) == sync_calls  # the sync connection was not asked anything
+        assert len(boxes) == 2
+    finally:
+        daemon.stop.set()
+        thread.join(timeout=15)
+        daemon.cache.close()
 
 
 def test_daemon_reconnects_after_a_server_restart_and_catches_up(
