@@ -74,10 +74,13 @@ class Loans:
             loan.returned.set()
 
     def withdraw(self, account: str, folder: str, loan: _Loan) -> bool:
-        """Take ``loan`` back unless the loop is using it. Returns whether it was taken back."""
+        """Take ``loan`` back unless the loop is using it. Returns whether the watcher has its
+        connection to itself again (also when the loan was returned, or is no longer on offer)."""
         with self._lock:
-            if loan.taken or self._loans.get((account, folder)) is not loan:
-                return loan.returned.is_set()
+            if self._loans.get((account, folder)) is not loan:
+                return True
+            if loan.taken:
+                return False
             del self._loans[(account, folder)]
             return True
 
