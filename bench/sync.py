@@ -60,7 +60,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -376,17 +378,29 @@ class Delivery:
 
 
 def latency(
-    config: Path, server: Dovecot, pki: TestPki, samples: int, deliveries: list[str]
+    config: Path,
+    server: Dovecot,
+    pki: TestPki,
+    samples: int,
+    deliveries: list[str],
+    daemon_log: Path | None = None,
 ) -> dict[str, list[float]]:
     """For each way in ``deliveries``, the seconds from a message's delivery returning to
-    ``search`` finding it in the cache, ``samples`` times, with one daemon in IDLE throughout."""
+    ``search`` finding it in the cache, ``samples`` times, with one daemon in IDLE throughout.
+
+    ``daemon_log``: run the daemon with ``-v`` and keep its log there, each line stamped with
+    the monotonic clock, beside lines marking each delivery and each find (where the time goes:
+    every IMAP command's duration is a debug line of imap/session.py)."""
     cfg = load_config(config)
+    verbose = ["-v"] if daemon_log else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "smime_companion", "run", "--config", str(config)],
+        [sys.executable, "-m", "smime_companion", *verbose, "run", "--config", str(config)],
         env=env(),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE if daemon_log else subprocess.DEVNULL,
+        text=True,
     )
+    stamp = _stamped_log(proc, daemon_log) if daemon_log else (lambda line: None)
     results: dict[str, list[float]] = {}
     try:
         status = cfg.cache.path / "daemon-status.json"
@@ -413,6 +427,7 @@ def latency(
                         word = f"latency{way}x{n}x{random.randrange(10**9)}"
                         deliver(headers(900000 + 1000 * way + n, word) + template)
                         started = time.perf_counter()
+                        stamp(f"bench: {how} {n + 1} delivered")
                         while True:
                             if cache.search(f"subject:{word}", now=dt.datetime.now(dt.UTC)):
                                 break
@@ -420,6 +435,7 @@ def latency(
                                 raise SystemExit(f"{how} message {n} never became searchable")
                             time.sleep(0.005)
                         results[how].append(time.perf_counter() - started)
+                        stamp(f"bench: {how} {n + 1} found")
                         print(f"  {how} {n + 1}: {results[how][-1] * 1000:.0f} ms", flush=True)
                         time.sleep(0.2)
                 finally:
@@ -428,6 +444,25 @@ def latency(
         proc.terminate()
         proc.wait(timeout=30)
     return results
+
+
+def _stamped_log(proc: subprocess.Popen[str], path: Path) -> Callable[[str], None]:
+    """Copy the daemon's stderr to ``path``, each line behind the monotonic clock; returns a
+    function that writes the bench's own lines the same way."""
+    out = path.open("w", buffering=1)
+    lock = threading.Lock()
+
+    def stamp(line: str) -> None:
+        with lock:
+            out.write(f"{time.monotonic():.3f} {line.rstrip()}\n")
+
+    def copy() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            stamp(line)
+
+    threading.Thread(target=copy, daemon=True).start()
+    return stamp
 
 
 MEASURES = ("first-sync", "first-sync-all", "latency")
@@ -483,6 +518,7 @@ def main() -> int:
     parser.add_argument("--no-mbsync", action="store_true", help="skip the reference runs")
     parser.add_argument("--archive-dir", type=Path, default=Path("/var/tmp/smime-companion-bench"))
     parser.add_argument("--profile", type=Path, help="keep a cProfile of each first sync here")
+    parser.add_argument("--daemon-log", type=Path, help="keep the latency daemon's -v log here")
     args = parser.parse_args()
     chosen = [m.strip() for m in args.only.split(",") if m.strip()]
     if unknown := set(chosen) - set(MEASURES):
@@ -526,7 +562,9 @@ def main() -> int:
             print(f"peak memory of run --once and its workers: {peak:.0f} MB (target < 200 MB)")
         if "latency" in chosen:
             latency_config = write_config(work / "ours-latency", server, pki, cache_all=False)
-            samples = latency(latency_config, server, pki, args.samples, deliveries)
+            samples = latency(
+                latency_config, server, pki, args.samples, deliveries, args.daemon_log
+            )
             notices = {how: server_notice(server, pki, args.samples, how) for how in deliveries}
             print_latencies(args.messages, samples, notices)
     finally:

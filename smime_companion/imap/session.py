@@ -14,6 +14,7 @@ hold a sync), a cap on the lines (untagged responses) and bytes of its answer.
 from __future__ import annotations
 
 import imaplib
+import logging
 import re
 import socket
 import ssl
@@ -48,6 +49,8 @@ MAX_LINE = 16 * 1024 * 1024
 _COMMAND_PREFIX = re.compile(r"^[a-z_]+ failed: ", re.IGNORECASE)
 # What to change when an implicit-TLS port answers in plain text.
 STARTTLS_ADVICE = 'set tls = "starttls", usually with port 143 for IMAP or 587 for SMTP'
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -341,6 +344,7 @@ class Session:
         # life (a server can send any number): each step starts without them.
         self.imap._imap.untagged_responses.clear()
         self.guard.expired = False
+        started = time.monotonic()
         try:
             with self.guard.limits(
                 seconds if seconds is not None else self.spec.command_time_limit,
@@ -365,6 +369,10 @@ class Session:
                 self._break()
                 raise self.failed(step, self.guard.time_limit_text()) from None
             raise self.failed(step, _COMMAND_PREFIX.sub("", reason(exc))) from None
+        finally:
+            if step != "IDLE":  # not each of a watcher's one-second waits
+                elapsed = (time.monotonic() - started) * 1000
+                log.debug("%s: %s took %.0f ms", self.spec.label, step, elapsed)
 
     def failed(self, step: str, why: str) -> ImapError:
         """``account (host:port): STEP 'folder' failed: why``: the one shape of a step's error."""
