@@ -296,7 +296,7 @@ class Daemon:
                 folders, missing = self._folder_names(account, box)
                 result.folder_errors.extend(f"the server has no folder {m!r}" for m in missing)
             for name in folders:
-                result.folders.append(self._sync_folder(account, box, name))
+                result.folders.append(self._sync_folder(account, box, name, lent is not None))
             self._backoff.pop(account.name, None)
             self._retry_at.pop(account.name, None)
             if self._auth_failed.pop(account.name, None) is not None:
@@ -338,7 +338,9 @@ class Daemon:
                 log.debug("account %s: login still refused", account.name)
         return result
 
-    def _sync_folder(self, account: AccountConfig, box: Mailbox, folder: str) -> FolderReport:
+    def _sync_folder(
+        self, account: AccountConfig, box: Mailbox, folder: str, lent: bool = False
+    ) -> FolderReport:
         def progress(done: int, total: int) -> None:
             self._heartbeat = time.monotonic()
             if self.progress is not None:
@@ -356,6 +358,7 @@ class Daemon:
                 harvester=self.harvester,
                 should_stop=self.stop.is_set,
                 progress=progress,
+                reuse_open=lent,  # the watcher's: it has the folder open and up to date
             )
         except ImapError as exc:
             record_error(self.cache, account.name, folder, str(exc))

@@ -242,7 +242,8 @@ def test_a_change_idle_reports_is_synced_on_the_watchers_own_connection(
 ) -> None:
     """The watcher's server process has just seen the folder change; the sync connection's would
     have to look again (seconds on a huge Maildir). So the pass borrows the watcher's connection,
-    and the watcher goes back to IDLE after it (the second message shows it is listening)."""
+    does not select the folder again (that too made Dovecot open it afresh), and the watcher goes
+    back to IDLE after it (the second message shows it is listening)."""
     folder = "Borrowed"
     server.deliver("alice", signed_mail(pki, "lend-0"), folder)
     config = write_config(tmp_path / "c.toml", server, pki, [folder])
@@ -268,7 +269,9 @@ def test_a_change_idle_reports_is_synced_on_the_watchers_own_connection(
             server.deliver("alice", signed_mail(pki, f"lend-{n}"), folder)
             assert wait_until(lambda n=n: len(daemon.cache.uids("work", folder, uv)) == n + 1, 10)
             assert wait_until(lambda: watch_box.calls[-1] == "idle_wait")  # listening again
-            assert "examine" in watch_box.calls[watch_calls:]  # the pass ran on it
+            during_pass = watch_box.calls[watch_calls:]
+            assert "changes_since" in during_pass and "search_uids" in during_pass
+            assert "examine" not in during_pass
         assert len(sync_box.calls) == sync_calls  # the sync connection was not asked anything
         assert len(boxes) == 2
     finally:

@@ -124,6 +124,74 @@ def test_a_pass_after_an_idle_wake_up_fetches_only_the_new_uid(
         box.close()
 
 
+def test_a_pass_on_the_watching_connection_does_not_select_the_folder_again(
+    server: Dovecot, tmp_path: Path, opener: Opener, pki: TestPki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon lends a watcher's connection to the pass (``reuse_open``): no EXAMINE (on a
+    huge Maildir the server opens the folder afresh for it, seconds); new mail, a flag change
+    and an expunge made meanwhile are all seen; and the state it saves is never ahead of the
+    server's, so the next ordinary pass finds nothing more to do (and reads no whole folder)."""
+    folder = "Watching"
+    uids = filled(server, pki, folder)
+    box = connect(spec(server))
+    examined: list[str] = []
+    real_examine = box.examine
+    monkeypatch.setattr(box, "examine", lambda f: examined.append(f) or real_examine(f))
+    try:
+        with open_cache(tmp_path / "cache") as cache:
+            run_sync(box, cache, folder, opener)
+            assert examined == [folder]
+            box.idle_start()
+            new_uid = server.append("alice", signed_mail(pki, "watching-new"), folder)
+            server.set_flags("alice", [uids[3]], [b"\\Flagged"], folder)
+            server.expunge("alice", [uids[0]], folder)
+            assert box.idle_wait(10.0), "IDLE reported no change"
+            box.idle_done()
+            calls = Recorder(box, cache, monkeypatch)
+            report = run_sync(box, cache, folder, opener, reuse_open=True)
+            assert examined == [folder]  # not again
+            assert calls.bodies == [new_uid] and not calls.read_the_whole_folder
+            assert (report.new, report.stored, report.expunged) == (1, 1, 1)
+            assert report.flags_updated == 1 and report.complete
+            now = cached(cache, folder)
+            assert "Test watching-new" in now and f"Test {folder}0" not in now
+            assert "\\Flagged" in now[f"Test {folder}3"].flags
+        with open_cache(tmp_path / "cache") as cache:
+            other = connect(spec(server))
+            try:
+                calls = Recorder(other, cache, monkeypatch)
+                report = run_sync(other, cache, folder, opener)
+                # (Not "unchanged": the expunge raised the folder's HIGHESTMODSEQ past every
+                # message's MODSEQ, which is all the pass above could see; saved lower, it is
+                # asked again once, at the cost of one CHANGEDSINCE that answers nothing.)
+                assert (report.new, report.expunged, report.flags_updated) == (0, 0, 0)
+                assert not calls.read_the_whole_folder and calls.bodies == []
+                assert run_sync(other, cache, folder, opener).unchanged
+            finally:
+                other.close()
+    finally:
+        box.close()
+
+
+def test_reuse_falls_back_to_examine_on_another_folder_or_without_qresync(
+    server: Dovecot, tmp_path: Path, opener: Opener, pki: TestPki
+) -> None:
+    filled(server, pki, "Reuse1")
+    filled(server, pki, "Reuse2")
+    box = connect(spec(server))
+    try:
+        with open_cache(tmp_path / "cache") as cache:
+            run_sync(box, cache, "Reuse1", opener)
+            assert box.still_open("Reuse1") is not None
+            assert box.still_open("Reuse2") is None  # another folder is not open
+            report = run_sync(box, cache, "Reuse2", opener, reuse_open=True)
+            assert report.stored == BACKLOG and report.complete
+            box._qresync = False  # as a server offering only CONDSTORE
+            assert box.still_open("Reuse2") is None
+    finally:
+        box.close()
+
+
 @pytest.mark.parametrize("qresync", [True, False], ids=["qresync", "condstore-only"])
 def test_an_expunge_and_a_flag_change_are_seen_incrementally(
     server: Dovecot,

@@ -7,7 +7,9 @@ open and store what is new.
 
 One pass, read-only on the server:
 
-1. EXAMINE the folder. A changed UIDVALIDITY means the server renumbered it: the cache keeps the
+1. EXAMINE the folder (unless ``reuse_open`` and the connection has it open already: a folder
+   watcher's, whose server process has just seen it change; see ``Mailbox.still_open``). A
+   changed UIDVALIDITY means the server renumbered it: the cache keeps the
    old entries (still searchable) and each message found again is moved onto its old entry by its
    raw SHA-256 (``Cache.store_message`` does that), so nothing is lost or duplicated; entries not
    found again are dropped only after a complete pass.
@@ -58,6 +60,7 @@ def sync_folder(
     harvester: Harvester | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     progress: Callable[[int, int], None] | None = None,
+    reuse_open: bool = False,
 ) -> FolderReport:
     """Bring the cache's copy of ``folder`` up to date with the server; return what was done.
 
@@ -69,9 +72,13 @@ def sync_folder(
     written.
     """
     report = FolderReport(account=account, folder=folder)
-    info = mailbox.examine(folder)
+    reused = mailbox.still_open(folder) if reuse_open else None
+    info = reused or mailbox.examine(folder)
     report.uidvalidity = info.uidvalidity
     state = _state_under(info, cache, report)
+    if reused is not None and state.highest_modseq is not None:
+        return _sync_what_changed(mailbox, cache, info, state, report, opener, now, cache_all,
+                                  harvester, should_stop, progress)  # fmt: skip
     if _nothing_changed(info, state):
         report.unchanged = report.complete = True
         save_state(cache, account, folder, state, uidnext=state.uidnext,
@@ -101,6 +108,47 @@ def sync_folder(
         account, folder, report.new, report.stored, report.skipped, report.expunged,
         report.flags_updated,
     )  # fmt: skip
+    return report
+
+
+def _sync_what_changed(
+    mailbox: Mailbox,
+    cache: SyncCache,
+    info: FolderInfo,
+    state: FolderState,
+    report: FolderReport,
+    opener: BatchOpener,
+    now: Callable[[], datetime],
+    cache_all: bool,
+    harvester: Harvester | None,
+    should_stop: Callable[[], bool],
+    progress: Callable[[int, int], None] | None,
+) -> FolderReport:
+    """A pass on a connection that has the folder open already (no EXAMINE, so no UIDNEXT or
+    HIGHESTMODSEQ of this moment): the changes since the saved MODSEQ, the UIDs from the saved
+    UIDNEXT. What is saved is never ahead of what was seen: the largest MODSEQ answered and the
+    UID after the largest one found, so the next pass can only ask again, never miss."""
+    account, folder = report.account, report.folder
+    assert state.highest_modseq is not None
+    start = state.uidnext or 1
+    changes = mailbox.changes_since(None, state.highest_modseq, expected=info.exists)
+    arrived = mailbox.search_uids(start)
+    _forget(cache, report, info.uidvalidity, set(changes.vanished))
+    flags = {u: f for u, f in changes.flags.items() if u not in changes.vanished}
+    _update_flags(cache, report, info.uidvalidity, flags)
+    new = _new_uids(cache, report, info.uidvalidity, arrived, start)
+    candidates = _smime_candidates(mailbox, new, cache_all)
+    context = PassContext(cache, report, account, folder, info.uidvalidity, state, now,
+                          harvester, should_stop, progress)  # fmt: skip
+    saved = fetch_open_store(mailbox, opener, context, new, candidates, cache_all)
+    uidnext = max([*arrived, start - 1]) + 1
+    modseq = max(state.highest_modseq, changes.highest_modseq or 0)
+    save_state(cache, account, folder, saved, uidnext=max(uidnext, saved.uidnext or 1),
+               modseq=modseq, last_sync=now(), messages=None)  # fmt: skip
+    report.complete = True
+    log.info("%s/%s: %d new (%d stored, %d not S/MIME), %d expunged, %d flag changes "
+             "(on the watching connection)", account, folder, report.new, report.stored,
+             report.skipped, report.expunged, report.flags_updated)  # fmt: skip
     return report
 
 

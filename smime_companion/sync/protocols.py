@@ -50,10 +50,12 @@ class Summary:
 
 @dataclass(frozen=True)
 class Changes:
-    """What changed since a MODSEQ: new flags of the given messages, and UIDs expunged."""
+    """What changed since a MODSEQ: new flags of the given messages, and UIDs expunged;
+    ``highest_modseq``: the largest MODSEQ among the answers (None when nothing changed)."""
 
     flags: dict[int, tuple[str, ...]]
     vanished: frozenset[int]
+    highest_modseq: int | None = None
 
 
 class Mailbox(Protocol):
@@ -75,6 +77,13 @@ class Mailbox(Protocol):
 
     def examine(self, folder: str) -> FolderInfo:
         """Open ``folder`` read-only and return its state."""
+        ...
+
+    def still_open(self, folder: str) -> FolderInfo | None:
+        """The state of ``folder`` as this connection's EXAMINE found it, when the folder is
+        still the one open and the server keeps it current for us (QRESYNC: a folder watcher's
+        connection); else None. ``uidnext`` is None (not asked again): a pass on it goes by
+        the changes since the saved state instead of selecting the folder again."""
         ...
 
     def search_uids(self, start: int = 1) -> Sequence[int]:
