@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from smime_companion.errors import ImapError
+from smime_companion.errors import AuthenticationFailed, ImapError
 from smime_companion.imap.mailbox import ImapMailbox, connect
 from smime_companion.imap.session import ServerSpec
 from smime_companion.imap.structure import is_smime_structure, uid_set
@@ -91,6 +91,34 @@ def test_wrong_password_is_a_login_error_that_does_not_echo_the_password() -> No
         with pytest.raises(ImapError, match="login refused for alice") as info:
             connect(spec_for(server, password="not-the-Pa55word"))
     assert "not-the-Pa55word" not in str(info.value)
+
+
+def test_a_connection_dropped_during_login_is_no_refused_login() -> None:
+    """A server going down while we log in (a restart) drops the connection; imapclient calls
+    that a LoginError too, but it must not look like a wrong password: that would put the
+    account (or a folder's watcher) on the five-minute back-off of a refused login."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"* OK ready\r\n")
+            while not (line := lines.readline()).split(b" ")[1:2] == [b"LOGIN"]:
+                tag = line.split(b" ")[0]  # CAPABILITY and the like: answered
+                conn.sendall(b"* CAPABILITY IMAP4rev1\r\n" + tag + b" OK done\r\n")
+        # LOGIN: hung up on
+        listener.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    spec = ServerSpec(
+        host="127.0.0.1", port=listener.getsockname()[1], username="x", secret=lambda: "x",
+        tls="plain",
+    )  # fmt: skip
+    with pytest.raises(ImapError, match="login failed") as info:
+        connect(spec)
+    assert not isinstance(info.value, AuthenticationFailed)
 
 
 def test_unreachable_server_is_a_connect_error() -> None:

@@ -113,6 +113,11 @@ def open_session(spec: ServerSpec) -> IMAPClient:
             imap.login(spec.username, secret)
     except imap_exceptions.LoginError as exc:
         shutdown(imap)
+        if isinstance(exc.__context__, (imaplib.IMAP4.abort, OSError)):
+            # imapclient calls the connection dropping during LOGIN (a server restarting) a
+            # LoginError too; that is no refusal, and must not put the account on the long
+            # back-off of a wrong password (tests/test_imap_client.py).
+            raise ImapError(f"{spec.label}: login failed: {reason(exc)}") from None
         # The server's text may echo the mechanism but never the secret we sent.
         raise AuthenticationFailed(
             f"{spec.label}: login refused for {spec.username} ({spec.auth}): {reason(exc)}"
