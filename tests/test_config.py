@@ -162,6 +162,17 @@ def test_the_reader_is_served_on_port_8765_with_a_30_minute_idle_limit_and_local
     assert "reader.listen: unknown key" in _error(MINIMAL + '[reader]\nlisten = "0.0.0.0"\n')
 
 
+def test_how_long_an_unlock_is_remembered_is_read_and_bounded() -> None:
+    assert parse_config(MINIMAL).cache.remember_unlock_minutes == 10
+    cache = MINIMAL.replace("[cache]\n", "[cache]\nremember_unlock_minutes = 0\n")
+    assert parse_config(cache).cache.remember_unlock_minutes == 0  # never
+    for bad in ("-1", "1441", "true", '"10"'):
+        text = MINIMAL.replace("[cache]\n", f"[cache]\nremember_unlock_minutes = {bad}\n")
+        assert "cache.remember_unlock_minutes: must be a number of minutes from 0 to 1440" in (
+            _error(text)
+        )
+
+
 def test_an_accounts_command_time_limit_is_read_and_bounded(tmp_path: Path) -> None:
     base = (
         '[identity]\np12 = "me.p12"\n[cache]\npath = "c"\n'
