@@ -28,7 +28,7 @@ from smime_companion.core.open import open_message
 from smime_companion.core.verdicts import Decryption, SignatureStatus
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki
 from tests.conftest import load_cert, load_identity
-from tests.peers import GpgsmHome, _with_outer, multipart_signed_entity, split_message
+from tests.peers import GpgsmHome, NssDb, _with_outer, multipart_signed_entity, split_message
 from tests.tools import mime_message, minimal_env, openssl_cms, run
 
 S = SignatureStatus
@@ -434,3 +434,92 @@ def test_a_gpgsm_armoured_pkcs12_opens_mail_and_imports(
                     "--config", config)  # fmt: skip
     assert imported.returncode == 0, imported.stderr
     assert b"bob@example.org" in imported.stdout
+
+
+# --- 11. certificates-only messages (smime.p7c) -------------------------------------------------
+#
+# How a client sends its certificate (RFC 8551 section 3.7): a SignedData with certificates and
+# neither a signer nor content, as `openssl crl2pkcs7 -nocrl` writes it (no eContent) and as
+# NSS's `cmsutil -O` does (an empty one). It signs nothing, so it is no broken signature.
+
+_P7C_HEADERS = (
+    b"Content-Type: application/pkcs7-mime; smime-type=certs-only; name=smime.p7c\r\n"
+    b"Content-Transfer-Encoding: base64\r\n"
+    b'Content-Disposition: attachment; filename="smime.p7c"\r\n\r\n'
+)
+
+
+def _p7c_part(der: bytes) -> bytes:
+    return _P7C_HEADERS + base64.encodebytes(der).replace(b"\n", b"\r\n")
+
+
+def _certs_only(pki: TestPki, tmp_path: Path, made_by: str) -> bytes:
+    if made_by == "openssl":
+        return run(["openssl", "crl2pkcs7", "-nocrl", "-certfile", pki.cert("alice"),
+                    "-certfile", pki.intermediate, "-outform", "DER"])  # fmt: skip
+    db = NssDb(tmp_path / "nss", pki, ["alice"])
+    out = tmp_path / "certs.p7c"
+    run(["cmsutil", "-O", "-d", db.db, "-r", "alice@example.org", "-o", out])
+    return out.read_bytes()
+
+
+def _headed(part: bytes, subject: str = "My certificate") -> bytes:
+    return (
+        f"From: alice@example.org\r\nTo: bob@example.org\r\nSubject: {subject}\r\n"
+        "MIME-Version: 1.0\r\n"
+    ).encode() + part
+
+
+def _mixed(text: bytes, attachment: bytes) -> bytes:
+    return _headed(
+        b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n--b1\r\n'
+        b"Content-Type: text/plain\r\n\r\n"
+        + text
+        + b"\r\n--b1\r\n"
+        + attachment
+        + b"\r\n--b1--\r\n"
+    )
+
+
+@pytest.mark.parametrize("made_by", ["openssl", "nss"])
+def test_a_certificates_only_message_is_neither_signed_nor_broken(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime, tmp_path: Path,
+    made_by: str,
+) -> None:  # fmt: skip
+    message = _headed(_p7c_part(_certs_only(pki, tmp_path, made_by)))
+    result = _open(message, anchors, now)
+    assert (result.decryption, result.signature) == (Decryption.NONE, S.NONE)
+    assert [layer.type for layer in result.layers] == ["certs-only"]
+    assert result.error is None and result.warnings == ()
+    assert b"smime.p7c" in result.content  # shown as it came: an attachment
+
+
+def test_an_attached_certificate_does_not_make_a_message_partly_signed(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime, tmp_path: Path
+) -> None:
+    p7c = _certs_only(pki, tmp_path, "openssl")
+    result = _open(_mixed(b"Hi Bob, my certificate is attached.", _p7c_part(p7c)), anchors, now)
+    assert result.warnings == () and result.error is None
+    assert (result.decryption, result.signature) == (Decryption.NONE, S.NONE)
+
+
+def test_a_signed_part_called_certs_only_still_warns(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime
+) -> None:
+    # The label is the sender's word: a real signature under it is still a hidden signed part.
+    signed = _sign(pki.cert("alice"), pki.key("alice"), ["-nodetach", "-outform", "DER"],
+                   b"Content-Type: text/plain\r\n\r\nI agree to pay.\r\n")  # fmt: skip
+    result = _open(_mixed(b"See attached.", _p7c_part(signed)), anchors, now)
+    assert result.warnings == ("partially-signed",)
+
+
+def test_a_signed_data_with_content_and_no_signer_is_still_malformed(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime, tmp_path: Path
+) -> None:
+    from asn1crypto import cms
+
+    info = cms.ContentInfo.load(_certs_only(pki, tmp_path, "openssl"))
+    info["content"]["encap_content_info"]["content"] = b"Content-Type: text/plain\r\n\r\nPay.\r\n"
+    result = _open(_headed(_p7c_part(info.dump(force=True))), anchors, now)
+    assert result.signature == S.MALFORMED
+    assert "no SignerInfo" in (result.error or "")

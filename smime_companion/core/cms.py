@@ -158,6 +158,23 @@ def parse_cms(data: bytes) -> ParsedCms:
     return ParsedCms(parse_content_info(flattened(rest, walk)), content)
 
 
+def is_certificates_only(parsed: ParsedCms) -> bool:
+    """True for a SignedData with neither a signer nor content (RFC 5652 section 5.2's degenerate
+    case): a certificates-only message (RFC 8551 section 3.7, ``smime.p7c``), which is how a
+    client sends its certificate. Nothing in it is signed. The content may be absent (OpenSSL's
+    ``crl2pkcs7``) or empty (NSS's ``cmsutil -O``). False when it cannot be read."""
+    try:
+        info = parsed.info
+        if info["content_type"].native != "signed_data" or parsed.content:
+            return False
+        signed = info["content"]
+        return len(signed["signer_infos"]) == 0 and not (
+            signed["encap_content_info"]["content"].native
+        )
+    except ASN1_ERRORS:
+        return False
+
+
 def _cut_content(data: bytes, walk: BerWalk) -> tuple[bytes, bytes | memoryview]:
     """(the encoding without the large field, the field's value). Raises UnexpectedEncoding."""
     top = read_tlv(data, 0)

@@ -9,6 +9,7 @@ read off the Content-Type too.
 
 from __future__ import annotations
 
+from smime_companion.core.cms import is_certificates_only, parse_cms
 from smime_companion.core.input_forms import content_type_oid
 from smime_companion.core.mime import (
     Entity,
@@ -21,7 +22,7 @@ from smime_companion.core.verdicts import (
     WARN_PARTIALLY_ENCRYPTED,
     WARN_PARTIALLY_SIGNED,
 )
-from smime_companion.errors import MalformedInput
+from smime_companion.errors import MalformedInput, UnsupportedInput
 
 PKCS7_MIME_TYPES = frozenset({"application/pkcs7-mime", "application/x-pkcs7-mime"})
 PKCS7_SIGNATURE_TYPES = frozenset({"application/pkcs7-signature", "application/x-pkcs7-signature"})
@@ -75,6 +76,15 @@ def _peeked_cms_kind(entity: Entity) -> str:
     return _PEEK_KINDS.get(oid, "encrypted") if oid is not None else "encrypted"
 
 
+def _carries_only_certificates(entity: Entity) -> bool:
+    """True when ``entity``'s body is a certificates-only SignedData (see
+    :func:`~smime_companion.core.cms.is_certificates_only`), whatever its label says."""
+    try:
+        return is_certificates_only(parse_cms(entity.decoded_body()))
+    except (MalformedInput, UnsupportedInput):
+        return False
+
+
 def _filename(entity: Entity) -> str:
     name = entity.content_type.param("name")
     if not name:
@@ -117,6 +127,8 @@ def hidden_smime_warnings(
             kind = layer_kind(entity, inside_layer=False)
             if kind == "cms":  # no smime-type (Outlook's octet-stream smime.p7m): peek
                 kind = _peeked_cms_kind(entity)
+            if kind == "signed" and _carries_only_certificates(entity):
+                continue  # an attached certificate (smime.p7c): nothing is signed in it
             if kind == "multipart/signed" or kind == "signed":
                 _add(found, WARN_PARTIALLY_SIGNED)
                 continue

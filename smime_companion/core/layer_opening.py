@@ -18,7 +18,7 @@ from asn1crypto import cms
 from cryptography import x509
 
 from smime_companion.core.chain import WorkBudget
-from smime_companion.core.cms import ASN1_ERRORS, ParsedCms, parse_cms
+from smime_companion.core.cms import ASN1_ERRORS, ParsedCms, is_certificates_only, parse_cms
 from smime_companion.core.decrypt import decrypt
 from smime_companion.core.layer_kinds import protection_of
 from smime_companion.core.mime import (
@@ -175,6 +175,10 @@ class LayerOpener:
         info = parsed.info
         # parse_cms hands out signed content as bytes (a view only for ciphertext); bytes() of a
         # bytes object is that object, so this never copies.
+        if is_certificates_only(parsed):
+            # How a client sends its certificate: nothing is signed and nothing is inside; the
+            # entity itself is what is shown (an attachment), and it is no broken signature.
+            return LayerStep(Layer(type="certs-only"), next_raw=None)
         cut = bytes(parsed.content) if parsed.content is not None else None
         encapsulated = cut if cut is not None else _encapsulated_content(info)
         checked = self.signed_from(encapsulated, sender)

@@ -106,7 +106,8 @@ class Layer:
 
     ``type`` is one of ``signed`` (multipart/signed, detached), ``signed-data`` (opaque),
     ``enveloped`` (EnvelopedData), ``auth-enveloped`` (AuthEnvelopedData), ``compressed``,
-    ``rfc822`` (an RFC 8551 message/rfc822 wrapper).
+    ``rfc822`` (an RFC 8551 message/rfc822 wrapper), ``certs-only`` (a SignedData with neither
+    signer nor content, which only carries certificates: nothing is unwrapped).
     Signed layers fill ``signature`` and ``signers``; encrypted layers fill ``decryption``,
     ``content_cipher`` and ``key_transport``.
     """

@@ -265,6 +265,8 @@ def layer_lines(report: Mapping[str, Any]) -> list[str]:
             out.append(f"{number}. signature, {form}: {layer['signature']}")
         elif kind == "compressed":
             out.append(f"{number}. compression")
+        elif kind == "certs-only":
+            out.append(f"{number}. certificates only (someone's certificate, nothing signed)")
         elif kind == "rfc822":
             out.append(f"{number}. wrapped message (message/rfc822)")
         else:
