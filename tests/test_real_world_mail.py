@@ -523,3 +523,32 @@ def test_a_signed_data_with_content_and_no_signer_is_still_malformed(
     result = _open(_headed(_p7c_part(info.dump(force=True))), anchors, now)
     assert result.signature == S.MALFORMED
     assert "no SignerInfo" in (result.error or "")
+
+
+# --- 12. signed receipts (RFC 2634) -------------------------------------------------------------
+
+
+def test_a_signed_receipt_is_checked_and_not_unwrapped(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime, tmp_path: Path
+) -> None:
+    # Alice asks for a receipt; Bob's client answers with `openssl cms -sign_receipt`: a SignedData
+    # whose content is a Receipt (DER naming Alice's message), not a MIME entity.
+    request = tmp_path / "request.eml"
+    asked = ["-certfile", pki.intermediate, "-receipt_request_all",
+             "-receipt_request_to", "alice@example.org"]  # fmt: skip
+    request.write_bytes(_sign(pki.cert("alice"), pki.key("alice"), asked, mime_message()))
+    receipt = run(["openssl", "cms", "-sign_receipt", "-in", request, "-signer", pki.cert("bob"),
+                   "-inkey", pki.key("bob"), "-certfile", pki.intermediate, "-from",
+                   "bob@example.org", "-to", "alice@example.org", "-subject", "Re"])  # fmt: skip
+    assert b"smime-type=signed-receipt" in receipt
+    result = _open(receipt, anchors, now)
+    assert result.signature == S.VALID and result.signer == "bob@example.org"
+    assert [layer.type for layer in result.layers] == ["signed-receipt"]
+    assert result.error is None
+    # The receipt's signature is still checked: a changed byte of it (the signature value ends
+    # the DER: openssl adds no unsigned attributes) makes it invalid.
+    outer, _, body = receipt.partition(b"\n\n")
+    der = bytearray(base64.b64decode(body))
+    der[-3] ^= 0x01
+    tampered = outer + b"\n\n" + base64.encodebytes(bytes(der))
+    assert _open(tampered, anchors, now).signature == S.INVALID

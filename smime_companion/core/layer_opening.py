@@ -184,6 +184,11 @@ class LayerOpener:
         checked = self.signed_from(encapsulated, sender)
         # The eContent cut out by parse_cms is checked as the signed bytes it is.
         outcome = self._verify(info, cut, checked)
+        if _content_type_of(info) == _ID_CT_RECEIPT:
+            # A signed receipt (RFC 2634 section 2.7, openssl cms -sign_receipt): what is signed
+            # is a Receipt naming the message it confirms, not a message to unwrap; the entity
+            # is shown as it came.
+            return _signed_step("signed-receipt", outcome, None)
         next_raw = outcome.content if outcome.content is not None else encapsulated
         return _signed_step("signed-data", outcome, next_raw)
 
@@ -264,6 +269,17 @@ def _signed_step(layer_type: str, outcome: VerifyOutcome, next_raw: bytes | None
         next_raw=next_raw,
         signers=outcome.signers,
     )
+
+
+_ID_CT_RECEIPT = "1.2.840.113549.1.9.16.1.1"
+
+
+def _content_type_of(info: cms.ContentInfo) -> str | None:
+    """The eContentType of a SignedData, dotted; None when it cannot be read."""
+    try:
+        return str(info["content"]["encap_content_info"]["content_type"].dotted)
+    except ASN1_ERRORS:
+        return None
 
 
 def _encapsulated_content(info: cms.ContentInfo) -> bytes | None:

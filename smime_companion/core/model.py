@@ -105,6 +105,7 @@ class Layer:
     """One S/MIME layer, outermost first in ``OpenResult.layers``.
 
     ``type`` is one of ``signed`` (multipart/signed, detached), ``signed-data`` (opaque),
+    ``signed-receipt`` (an RFC 2634 receipt: signed, with nothing inside to unwrap),
     ``enveloped`` (EnvelopedData), ``auth-enveloped`` (AuthEnvelopedData), ``compressed``,
     ``rfc822`` (an RFC 8551 message/rfc822 wrapper), ``certs-only`` (a SignedData with neither
     signer nor content, which only carries certificates: nothing is unwrapped).

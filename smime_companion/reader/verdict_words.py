@@ -261,7 +261,8 @@ def layer_lines(report: Mapping[str, Any]) -> list[str]:
             name = "authenticated encryption" if kind == "auth-enveloped" else "encryption"
             out.append(f"{number}. {name}: {cipher}, key by {transport} ({layer['decryption']})")
         elif "signature" in layer:
-            form = "detached (multipart/signed)" if kind == "signed" else "opaque (signed-data)"
+            forms = {"signed": "detached (multipart/signed)", "signed-receipt": "a signed receipt"}
+            form = forms.get(kind, "opaque (signed-data)")
             out.append(f"{number}. signature, {form}: {layer['signature']}")
         elif kind == "compressed":
             out.append(f"{number}. compression")
