@@ -173,12 +173,12 @@ class LayerOpener:
 
     def _open_signed_data(self, parsed: ParsedCms, sender: Sender) -> LayerStep:
         info = parsed.info
-        # parse_cms hands out signed content as bytes (a view only for ciphertext); bytes() of a
-        # bytes object is that object, so this never copies.
         if is_certificates_only(parsed):
             # How a client sends its certificate: nothing is signed and nothing is inside; the
             # entity itself is what is shown (an attachment), and it is no broken signature.
             return LayerStep(Layer(type="certs-only"), next_raw=None)
+        # parse_cms hands out signed content as bytes (a view only for ciphertext); bytes() of a
+        # bytes object is that object, so this never copies.
         cut = bytes(parsed.content) if parsed.content is not None else None
         encapsulated = cut if cut is not None else _encapsulated_content(info)
         checked = self.signed_from(encapsulated, sender)
