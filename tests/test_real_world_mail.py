@@ -552,3 +552,15 @@ def test_a_signed_receipt_is_checked_and_not_unwrapped(
     der[-3] ^= 0x01
     tampered = outer + b"\n\n" + base64.encodebytes(bytes(der))
     assert _open(tampered, anchors, now).signature == S.INVALID
+
+
+def test_a_damaged_certificates_only_part_claims_no_broken_encryption(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime, tmp_path: Path
+) -> None:
+    # Cut in half: it cannot be read, and its label promised certificates, not a ciphertext.
+    der = _certs_only(pki, tmp_path, "openssl")
+    result = _open(_headed(_p7c_part(der[: len(der) // 2])), anchors, now)
+    assert (result.decryption, result.signature) == (Decryption.NONE, S.NONE)
+    assert [layer.type for layer in result.layers] == ["certs-only"]
+    assert (result.error or "").startswith("certificates: not a valid CMS ContentInfo")
+    assert "\n" not in (result.error or "")

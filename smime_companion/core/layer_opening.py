@@ -315,12 +315,15 @@ def _first_part_or_none(entity: Entity, max_parts: int) -> bytes | None:
 
 
 def _unparsable_cms_step(smime_type: str, exc: Exception) -> LayerStep:
+    """The step of a CMS part that cannot be parsed, named after what its label claims (the
+    label is all there is to go on; a label that claims nothing counts as encrypted)."""
     unsupported = isinstance(exc, UnsupportedInput)
-    if smime_type == "signed-data":
+    if smime_type in ("signed-data", "signed-receipt"):
         status = SignatureStatus.UNSUPPORTED if unsupported else SignatureStatus.MALFORMED
-        return LayerStep(
-            Layer(type="signed-data", signature=status, error=f"signature: {exc}"), None
-        )
+        layer_type = "signed-receipt" if smime_type == "signed-receipt" else "signed-data"
+        return LayerStep(Layer(type=layer_type, signature=status, error=f"signature: {exc}"), None)
+    if smime_type == "certs-only":  # nothing signed or encrypted is claimed: no such verdict
+        return LayerStep(Layer(type="certs-only", error=f"certificates: {exc}"), None)
     if smime_type == "compressed-data":
         return LayerStep(Layer(type="compressed", error=f"compressed data: {exc}"), None)
     decryption = Decryption.UNSUPPORTED if unsupported else Decryption.MALFORMED
