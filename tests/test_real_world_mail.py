@@ -25,6 +25,7 @@ from cryptography import x509
 from smime_companion import keyfiles
 from smime_companion.core.model import OpenResult
 from smime_companion.core.open import open_message
+from smime_companion.core.text import extract_text
 from smime_companion.core.verdicts import Decryption, SignatureStatus
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki
 from tests.conftest import load_cert, load_identity
@@ -564,3 +565,95 @@ def test_a_damaged_certificates_only_part_claims_no_broken_encryption(
     assert [layer.type for layer in result.layers] == ["certs-only"]
     assert (result.error or "").startswith("certificates: not a valid CMS ContentInfo")
     assert "\n" not in (result.error or "")
+
+
+# --- 13. signed or encrypted content without a MIME header ---------------------------------------
+
+# PHP's openssl_pkcs7_sign / openssl_pkcs7_encrypt (the manual's own example) and `openssl smime`
+# without -text sign or encrypt a bare text file: the content inside the layer has no header
+# section, and RFC 2045 makes it text/plain. A signed document (an Italian `document.pdf.p7m`) is
+# the same with a file inside.
+
+PHP_TEXT = (
+    b"Nighthawk,\n\nTop secret, for your eyes only!\n\n"
+    b"The enemy is closing in! Meet me at the cafe at 8.30am\nto collect your forged passport!\n"
+)
+PHP_HEADERS = b"To: bob@example.org\nFrom: alice@example.org\nSubject: From PHP\n"
+
+
+def _smime(args: Sequence[str | Path], data: bytes) -> bytes:
+    return run(["openssl", "smime", *args], stdin=data)
+
+
+def _php_signed(pki: TestPki, data: bytes = PHP_TEXT) -> bytes:
+    """What openssl_pkcs7_sign($file, ..., $headers) sends: headers, then `openssl smime -sign`."""
+    signer = [
+        "-signer",
+        pki.cert("alice"),
+        "-inkey",
+        pki.key("alice"),
+        "-certfile",
+        pki.intermediate,
+    ]
+    return PHP_HEADERS + _smime(["-sign", *signer], data)
+
+
+def test_php_signed_text_without_a_header_is_valid_and_shown_whole(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime
+) -> None:
+    message = _php_signed(pki)
+    assert b"\nNighthawk," in message  # the signed part starts with the text, no header
+    result = _open(message, anchors, now)
+    assert (result.signature, result.signer, result.error) == (S.VALID, "alice@example.org", None)
+    assert result.content.replace(b"\r\n", b"\n") == PHP_TEXT
+    assert extract_text(result.content).body.startswith("Nighthawk,")
+    # What is shown is what was signed: one changed letter is invalid.
+    assert _open(message.replace(b"cafe", b"cafE"), anchors, now).signature == S.INVALID
+
+
+@pytest.mark.parametrize("signed_first", [False, True], ids=["encrypted", "signed-then-encrypted"])
+def test_php_encrypted_text_without_a_header_decrypts(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime, signed_first: bool
+) -> None:
+    inner = _php_signed(pki).split(b"\n", 3)[3] if signed_first else PHP_TEXT
+    message = PHP_HEADERS + _smime(["-encrypt", "-aes256", pki.cert("bob")], inner)
+    result = open_message(message, identities=[load_identity(pki, "bob")], anchors=anchors, at=now)
+    assert result.decryption == Decryption.OK and result.error is None, result.error
+    assert result.signature == (S.VALID if signed_first else S.NONE)
+    assert extract_text(result.content).body.startswith("Nighthawk,")
+
+
+def test_a_signed_pdf_p7m_is_a_valid_file_not_text(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime
+) -> None:
+    pdf = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n<< /Length 4 >>\nstream\n\x00\x01\x02\x03\nendstream\n"
+    signing = ["-certfile", pki.intermediate, "-nodetach", "-binary", "-outform", "DER"]
+    p7m = _sign(pki.cert("alice"), pki.key("alice"), signing, pdf)
+    message = (
+        b"From: alice@example.org\r\nSubject: the contract\r\nContent-Type: application/pkcs7-mime;"
+        b' smime-type=signed-data; name="contract.pdf.p7m"\r\nContent-Transfer-Encoding: base64'
+        b"\r\n\r\n" + base64.encodebytes(p7m)
+    )
+    result = _open(message, anchors, now)
+    assert (result.signature, result.error, result.content) == (S.VALID, None, pdf)
+    extracted = extract_text(result.content)
+    assert extracted.body == ""
+    (attachment,) = extracted.attachments
+    assert (attachment.mime_type, attachment.size) == ("application/octet-stream", len(pdf))
+
+
+def test_a_header_section_with_a_stray_line_ends_there(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime
+) -> None:
+    # Readers end the header section at the first line that is not a field (Python's email
+    # package does too): the rest is body, nothing is lost.
+    content = b"Content-Type: text/plain\nThis line is no field\n\nthe body\n"
+    result = _open(_php_signed(pki, content), anchors, now)
+    assert (result.signature, result.error) == (S.VALID, None)
+    assert extract_text(result.content).body.startswith("This line is no field")
+
+
+def test_a_whole_message_without_a_header_section_is_still_malformed(now: dt.datetime) -> None:
+    # Outside a layer, a "message" whose first line is no field was never checked as mail.
+    result = _open(b"Nighthawk,\n\nTop secret\n", (), now)
+    assert (result.decryption, result.signature) == (Decryption.MALFORMED, S.MALFORMED)

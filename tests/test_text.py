@@ -80,7 +80,11 @@ def test_broken_mime_is_indexed_as_far_as_it_goes_and_never_raises() -> None:
         b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!not base64!!!"
     )
     assert "not base64" in extract_text(bad_base64).body
-    assert extract_text(b"\x00\x01 not a header\r\n\r\nbody").attachments == ()
+    # Content whose first line is not a field has no header section; with a NUL byte it is a
+    # file, not text (a signed PDF inside a .p7m).
+    (headerless_binary,) = extract_text(b"\x00\x01 not a header\r\n\r\nbody").attachments
+    assert (headerless_binary.mime_type, headerless_binary.size) == ("application/octet-stream", 23)
+    assert extract_text(b"Not a header, just text\r\n\r\nbody").body.startswith("Not a header")
 
 
 def test_encoded_words_and_dates_are_decoded() -> None:

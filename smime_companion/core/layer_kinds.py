@@ -153,7 +153,7 @@ def hidden_smime_warnings(
                 _add(found, WARN_MIME_LIMIT)
                 return found
             try:
-                stack.append((parse_entity(part, max_header_bytes), depth + 1))
+                stack.append((parse_entity(part, max_header_bytes, as_content=True), depth + 1))
             except MalformedInput:
                 continue
     return found

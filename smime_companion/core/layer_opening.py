@@ -80,11 +80,11 @@ class LayerOpener:
         self.decompression_budget = self.decompression_left = decompression_budget
 
     def parse(self, raw: bytes) -> Entity:
-        """parse_entity with the limits, reusing the last result for the same bytes object."""
+        """parse_entity of a layer's content (``as_content``) with the limits, reusing the last result for the same bytes object."""
         last = self._last_parsed
         if last is not None and last[0] is raw:
             return last[1]
-        entity = parse_entity(raw, self.max_header_bytes)
+        entity = parse_entity(raw, self.max_header_bytes, as_content=True)
         self._last_parsed = (raw, entity)
         return entity
 
@@ -249,7 +249,7 @@ class LayerOpener:
         try:
             entity = self.parse(raw)
             if entity.content_type.mime_type == "message/rfc822":
-                entity = parse_entity(entity.decoded_body(), self.max_header_bytes)
+                entity = parse_entity(entity.decoded_body(), self.max_header_bytes, as_content=True)
             elif protection_of(entity) is None and outer.field is not None:
                 return outer
         except MalformedInput:

@@ -36,6 +36,9 @@ class Entity:
     raw: bytes
     fields: tuple[tuple[str, str], ...]
     body_start: int = 0
+    # True when the content began with a line that is not a header field, so that all of it is
+    # body (see :func:`parse_entity`'s ``as_content``).
+    headerless: bool = False
 
     @cached_property
     def body(self) -> bytes:
@@ -50,6 +53,11 @@ class Entity:
     def content_type(self) -> ContentType:
         # Cached: the walk in core.open asks for it several times per entity. cached_property
         # writes the instance __dict__ directly, which a frozen dataclass allows.
+        if self.headerless and b"\0" in self.raw:
+            # Content without a header section is text/plain by RFC 2045's default, but a
+            # signed PDF or image (an Italian ``document.pdf.p7m``) is not text: a NUL byte
+            # says so, and the content is offered as a file instead of shown as garbage.
+            return ContentType("application/octet-stream", ())
         return parse_content_type(self.get("Content-Type"))
 
     @property
@@ -89,41 +97,73 @@ class ContentType:
         return None
 
 
-def parse_entity(raw: bytes, max_header_bytes: int) -> Entity:
+def parse_entity(raw: bytes, max_header_bytes: int, *, as_content: bool = False) -> Entity:
     """Split a MIME entity into header fields and body (LF or CRLF line ends).
 
     An entity that starts with an empty line has no header fields. Raises :class:`LimitExceeded`
     when the header section is larger than ``max_header_bytes`` and :class:`MalformedInput` when a
     header line is neither a field nor a continuation.
+
+    ``as_content`` reads the content of a MIME part or of an S/MIME layer as mail readers do:
+    the header section ends at the first line that is neither a field nor a continuation, and
+    content whose first line is not a field has no header section at all (``headerless``: all
+    of it is body, text/plain by RFC 2045's default). Senders make such content: PHP's
+    ``openssl_pkcs7_sign``/``openssl_pkcs7_encrypt`` and ``openssl smime`` without ``-text``
+    sign or encrypt a bare text file. A whole message and a draft stay strict.
     """
     if raw.startswith(b"\r\n") or raw.startswith(b"\n"):
         return Entity(raw=raw, fields=(), body_start=2 if raw.startswith(b"\r\n") else 1)
     match = _HEADER_END.search(raw, 0, max_header_bytes + 4)
     if match is None:
         if len(raw) > max_header_bytes:
+            if as_content and not _starts_with_field(raw):
+                return Entity(raw=raw, fields=(), headerless=True)
             raise LimitExceeded(f"header section is larger than {max_header_bytes} bytes")
         header_bytes, body_start = raw, len(raw)
     else:
         header_bytes, body_start = raw[: match.start()], match.end()
-    return Entity(raw=raw, fields=_parse_fields(header_bytes), body_start=body_start)
+    fields, stopped_at = _parse_fields(header_bytes, stop_at_non_field=as_content)
+    if stopped_at is None:
+        return Entity(raw=raw, fields=fields, body_start=body_start)
+    return Entity(raw=raw, fields=fields, body_start=stopped_at, headerless=not fields)
 
 
-def _parse_fields(header_bytes: bytes) -> tuple[tuple[str, str], ...]:
+def _starts_with_field(raw: bytes) -> bool:
+    """Whether the first line of ``raw`` is a header field (``name:``)."""
+    name, sep, _ = raw[:1000].partition(b":")
+    return bool(sep) and b"\n" not in name and _FIELD_NAME.match(name.rstrip()) is not None
+
+
+def _parse_fields(
+    header_bytes: bytes, *, stop_at_non_field: bool
+) -> tuple[tuple[tuple[str, str], ...], int | None]:
+    """The fields of a header section, and None; or, with ``stop_at_non_field``, the fields
+    before the first line that is not one and that line's offset (where the body starts)."""
     fields: list[tuple[bytes, list[bytes]]] = []
+    offset = 0
     for line in header_bytes.split(b"\n"):
+        start, offset = offset, offset + len(line) + 1
         line = line.rstrip(b"\r")
         if not line:
             continue
         if line[:1] in (b" ", b"\t"):
             if not fields:
+                if stop_at_non_field:
+                    return (), start
                 raise MalformedInput("header section starts with a continuation line")
             fields[-1][1].append(line)
             continue
         name, sep, value = line.partition(b":")
         if not sep or not _FIELD_NAME.match(name.rstrip()):
+            if stop_at_non_field:
+                return _decoded(fields), start
             shown = line[:40].decode("ascii", "replace")
             raise MalformedInput(f"header line is not a field: {shown!r}")
         fields.append((name.rstrip(), [value]))
+    return _decoded(fields), None
+
+
+def _decoded(fields: list[tuple[bytes, list[bytes]]]) -> tuple[tuple[str, str], ...]:
     return tuple(
         (
             name.decode("ascii"),

@@ -103,7 +103,7 @@ def iter_parts(content: bytes) -> Iterator[Part]:
     entity's header section cannot be parsed at all.
     """
     counter = [0]
-    yield from _walk(parse_entity(content, MAX_HEADER_BYTES), 0, counter)
+    yield from _walk(parse_entity(content, MAX_HEADER_BYTES, as_content=True), 0, counter)
 
 
 def _walk(entity: Entity, depth: int, counter: list[int]) -> Iterator[Part]:
@@ -117,14 +117,14 @@ def _walk(entity: Entity, depth: int, counter: list[int]) -> Iterator[Part]:
             if children is not None:
                 for child in children:
                     try:
-                        sub = parse_entity(child, MAX_HEADER_BYTES)
+                        sub = parse_entity(child, MAX_HEADER_BYTES, as_content=True)
                     except MalformedInput:
                         continue
                     yield from _walk(sub, depth + 1, counter)
                 return
         elif ctype.mime_type == "message/rfc822" and not _disposition_is_attachment(entity):
             try:
-                inner = parse_entity(entity.decoded_body(), MAX_HEADER_BYTES)
+                inner = parse_entity(entity.decoded_body(), MAX_HEADER_BYTES, as_content=True)
             except MalformedInput:
                 inner = None
             if inner is not None:

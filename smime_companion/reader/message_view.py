@@ -85,7 +85,7 @@ def _fields(content: bytes | None) -> dict[str, str]:
     if content is None:
         return {}
     try:
-        fields = parse_entity(content, mime_text.MAX_HEADER_BYTES).fields
+        fields = parse_entity(content, mime_text.MAX_HEADER_BYTES, as_content=True).fields
     except MalformedInput:
         return {}
     out: dict[str, str] = {}
