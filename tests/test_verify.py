@@ -399,6 +399,61 @@ def test_signature_algorithm_identifiers_other_agents_write_are_understood(
     assert outcome.signers[0].signature_algorithm == algorithm
 
 
+@pytest.mark.parametrize(
+    ("user", "field", "oid"),
+    [
+        ("alice", "signature_algorithm", "1.2.840.113549.1.1.5"),  # sha1WithRSA over SHA-256
+        ("carol", "signature_algorithm", "1.2.840.10045.4.3.3"),  # ecdsa-with-SHA384 over SHA-256
+        ("alice", "digest_algorithm", "1.2.840.113549.1.1.11"),  # sha256WithRSA as the digest
+    ],
+    ids=["rsa-label-names-sha1", "ecdsa-label-names-sha384", "signature-oid-as-digest"],
+)
+def test_algorithm_labels_that_disagree_are_read_as_openssl_reads_them(
+    pki: TestPki,
+    anchors: tuple[x509.Certificate, ...],
+    now: dt.datetime,
+    user: str,
+    field: str,
+    oid: str,
+) -> None:
+    # Neither identifier is signed. OpenSSL hashes with the digestAlgorithm whatever the
+    # signatureAlgorithm names, and reads a signature OID put in the digestAlgorithm as its hash;
+    # signers that rely on either exist. The hash that verified is the one judged: no SHA-1 here.
+    info = cms.ContentInfo.load(sign(pki, user))
+    info["content"]["signer_infos"][0][field] = {"algorithm": oid}
+    if field == "digest_algorithm":  # such a signer lists it among the SignedData's digests too
+        info["content"]["digest_algorithms"] = [{"algorithm": oid}]
+    der = info.dump(force=True)
+    openssl_cms(["-verify", "-inform", "DER", "-CAfile", pki.root, "-out", "/dev/null"], der)
+    outcome = check(der, anchors, now, from_=[pki.email(user)])
+    assert outcome.status == S.VALID, outcome.signers[0].reason
+    assert outcome.signers[0].weaknesses == ()
+
+
+def test_a_label_naming_a_strong_hash_does_not_hide_a_sha1_signature(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime
+) -> None:
+    info = cms.ContentInfo.load(sign(pki, "alice", args=["-md", "sha1"]))
+    info["content"]["signer_infos"][0]["signature_algorithm"] = {
+        "algorithm": "1.2.840.113549.1.1.11"
+    }
+    outcome = check(info.dump(force=True), anchors, now, from_=["alice@example.org"])
+    assert outcome.status == S.WEAK_ALGORITHM
+
+
+def test_a_disagreeing_label_does_not_rescue_a_changed_signature(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime
+) -> None:
+    info = cms.ContentInfo.load(sign(pki, "alice"))
+    signer = info["content"]["signer_infos"][0]
+    signer["signature_algorithm"] = {"algorithm": "1.2.840.113549.1.1.13"}  # names SHA-512
+    signature = bytearray(signer["signature"].native)
+    signature[40] ^= 0x01
+    signer["signature"] = bytes(signature)
+    outcome = check(info.dump(force=True), anchors, now, from_=["alice@example.org"])
+    assert outcome.status == S.INVALID
+
+
 # --- invalid ---------------------------------------------------------------------------------
 
 

@@ -80,7 +80,8 @@ class LayerOpener:
         self.decompression_budget = self.decompression_left = decompression_budget
 
     def parse(self, raw: bytes) -> Entity:
-        """parse_entity of a layer's content (``as_content``) with the limits, reusing the last result for the same bytes object."""
+        """parse_entity of a layer's content (``as_content``) with the limits, reusing the last
+        result for the same bytes object."""
         last = self._last_parsed
         if last is not None and last[0] is raw:
             return last[1]

@@ -71,6 +71,19 @@ SIGNATURE_ALGORITHMS: dict[str, tuple[str, str | None]] = {
 _MGF1 = "1.2.840.113549.1.1.8"
 
 
+def digest_named_by(oid: str) -> tuple[str, Callable[[], hashes.HashAlgorithm]] | None:
+    """The hash a SignerInfo's digestAlgorithm ``oid`` names, or None when unknown.
+
+    Some signers put a signature OID that fixes its hash there (sha256WithRSAEncryption where
+    SHA-256 belongs, RFC 5652 asks for the digest's own OID). OpenSSL 3 reads it as that hash and
+    so do we: which hash is meant is unambiguous, and the signature still has to verify.
+    """
+    digest = DIGESTS.get(oid)
+    if digest is None and (fixed := SIGNATURE_ALGORITHMS.get(oid, ("", None))[1]) is not None:
+        return fixed, HASH_FACTORIES[fixed]
+    return digest
+
+
 class SignatureAlgorithmError(ValueError):
     """An algorithm identifier that cannot be used: ``malformed`` tells a broken encoding (or
     missing parameters) from an algorithm we do not implement."""

@@ -8,20 +8,24 @@ signature is then judged for strength (weak hashes, small RSA keys).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
 
 from asn1crypto import cms
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from smime_companion.core.ber_walker import der_elements
 from smime_companion.core.chain import Cert
 from smime_companion.core.cms import ASN1_ERRORS
 from smime_companion.core.signatures import (
+    HASH_FACTORIES,
     SIGNATURE_ALGORITHMS,
     KeyMismatch,
+    SignatureAlgorithm,
     SignatureAlgorithmError,
     signature_algorithm,
     signature_verifies,
@@ -166,10 +170,51 @@ def _check_signature(
     except SignatureAlgorithmError as exc:
         f.fail(Stage.CRYPTO, S.MALFORMED if exc.malformed else S.UNSUPPORTED, str(exc))
         raise StopChecks from None
+    # When the signature algorithm names another hash than the digestAlgorithm (say
+    # sha1WithRSAEncryption beside SHA-256), implementations disagree on which one the signature
+    # is made over: OpenSSL takes the digestAlgorithm, Heimdal the signature algorithm's. Both
+    # are tried, the named one first; the strength is judged on the one that verified.
+    algorithms = [algorithm]
+    if (
+        algorithm.pss is None
+        and algorithm.hash_name not in (None, digest_name)
+        and digest_name in HASH_FACTORIES
+        and digest_name != "shake256"
+    ):
+        algorithms.append(replace(algorithm, hash_name=digest_name))
+    options = list(candidates) if len(algorithms) > 1 else candidates
+    used = next((a for a in algorithms if _verifies(key, signature, options, a, cert, f)), None)
+    if used is None:
+        f.fail(
+            Stage.CRYPTO, S.INVALID, "signature does not verify with the signer certificate's key"
+        )
+        raise StopChecks
+
+    # The signature is sound; now judge how strong its algorithms are.
+    for hash_name in dict.fromkeys((digest_name, used.hash_name or digest_name)):
+        if hash_name in ("md5", "sha1"):
+            f.weak(
+                f"signed with {WEAK_HASH_NAMES[hash_name]}, no longer trusted",
+                ctx.allow_weak or (hash_name == "sha1" and ctx.allow_sha1),
+            )
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+        f.weak(f"signer key is RSA-{key.key_size}, under {MIN_RSA_BITS}", ctx.allow_weak)
+
+
+def _verifies(
+    key: CertificatePublicKeyTypes,
+    signature: bytes,
+    candidates: Iterable[bytes],
+    algorithm: SignatureAlgorithm,
+    cert: Cert,
+    f: SignerFindings,
+) -> bool:
+    """Whether ``signature`` verifies over one of ``candidates`` with ``algorithm``; a key that
+    does not fit the algorithm, or an algorithm the library cannot check, stops the checks."""
     for data in candidates:
         try:
             if signature_verifies(key, signature, data, algorithm):
-                break
+                return True
         except KeyMismatch:
             f.fail(
                 Stage.CRYPTO,
@@ -184,18 +229,4 @@ def _check_signature(
                 f"cannot check {algorithm.scheme} signature: {one_line(exc)}",
             )
             raise StopChecks from None
-    else:
-        f.fail(
-            Stage.CRYPTO, S.INVALID, "signature does not verify with the signer certificate's key"
-        )
-        raise StopChecks
-
-    # The signature is sound; now judge how strong its algorithms are.
-    for used in dict.fromkeys((digest_name, algorithm.hash_name or digest_name)):
-        if used in ("md5", "sha1"):
-            f.weak(
-                f"signed with {WEAK_HASH_NAMES[used]}, no longer trusted",
-                ctx.allow_weak or (used == "sha1" and ctx.allow_sha1),
-            )
-    if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
-        f.weak(f"signer key is RSA-{key.key_size}, under {MIN_RSA_BITS}", ctx.allow_weak)
+    return False

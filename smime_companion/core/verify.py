@@ -59,7 +59,7 @@ from smime_companion.core.chain import (
 )
 from smime_companion.core.cms import ASN1_ERRORS
 from smime_companion.core.model import SignerReport, VerifyOutcome, signed_data_verdict
-from smime_companion.core.signatures import DIGESTS, SIGNATURE_ALGORITHMS
+from smime_companion.core.signatures import SIGNATURE_ALGORITHMS, digest_named_by
 from smime_companion.core.signed_attributes import (
     check_content_attributes,
     read_informational_attributes,
@@ -306,7 +306,7 @@ def _check_signer(si: cms.SignerInfo, ctx: SignerContext, f: SignerFindings) -> 
     else:
         digest_oid = si["digest_algorithm"]["algorithm"].dotted
         sig_oid = si["signature_algorithm"]["algorithm"].dotted
-    digest = DIGESTS.get(digest_oid)
+    digest = digest_named_by(digest_oid)
     f.digest_algorithm = digest[0] if digest else digest_oid
     signature_kind = SIGNATURE_ALGORITHMS.get(sig_oid)
     f.signature_algorithm = signature_kind[0] if signature_kind else sig_oid
