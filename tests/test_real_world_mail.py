@@ -657,3 +657,51 @@ def test_a_whole_message_without_a_header_section_is_still_malformed(now: dt.dat
     # Outside a layer, a "message" whose first line is no field was never checked as mail.
     result = _open(b"Nighthawk,\n\nTop secret\n", (), now)
     assert (result.decryption, result.signature) == (Decryption.MALFORMED, S.MALFORMED)
+
+
+# --- 14. labels left out -------------------------------------------------------------------------
+
+# RFC 1847 requires multipart/signed's protocol parameter and RFC 2045 a Content-Transfer-Encoding
+# for base64; some senders, and list servers that rewrite the Content-Type, leave them out.
+
+
+def _detached(pki: TestPki) -> bytes:
+    return _sign(pki.cert("alice"), pki.key("alice"), ["-certfile", pki.intermediate, "-crlfeol"],
+                 mime_message())  # fmt: skip
+
+
+def test_a_multipart_signed_without_its_protocol_is_still_checked(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime
+) -> None:
+    signed = _detached(pki)
+    bare = signed.replace(b'protocol="application/pkcs7-signature"; ', b"")
+    assert b"protocol=" not in bare
+    result = _open(bare, anchors, now)
+    assert (result.signature, result.error) == (S.VALID, None)
+    assert [layer.type for layer in result.layers] == ["signed"]
+    assert _open(bare.replace(b"this is a test", b"this is a tesT"), anchors, now).signature == (
+        S.INVALID
+    )
+    # A PGP signature is not ours to judge, with or without the parameter.
+    pgp = bare.replace(b"application/pkcs7-signature", b"application/pgp-signature")
+    assert _open(pgp, anchors, now).signature == S.NONE
+
+
+def test_a_signature_part_without_its_transfer_encoding_is_read_as_base64(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime
+) -> None:
+    signed = _detached(pki)
+    assert signed.count(b"Content-Transfer-Encoding: base64\r\n") == 1  # the signature's
+    result = _open(signed.replace(b"Content-Transfer-Encoding: base64\r\n", b""), anchors, now)
+    assert (result.signature, result.error) == (S.VALID, None)
+
+
+def test_an_encrypted_part_without_its_transfer_encoding_decrypts(
+    pki: TestPki, now: dt.datetime
+) -> None:
+    encrypted = openssl_cms(["-encrypt", "-recip", pki.cert("bob")], mime_message())
+    bare = encrypted.replace(b"Content-Transfer-Encoding: base64\n", b"")
+    assert b"Content-Transfer-Encoding" not in bare
+    result = open_message(bare, identities=[load_identity(pki, "bob")], at=now)
+    assert (result.decryption, result.error) == (Decryption.OK, None)
+    assert b"this is a test" in result.content

@@ -24,6 +24,7 @@ from smime_companion.core.ber_walker import (
     read_tlv,
     wrap,
 )
+from smime_companion.core.input_forms import der_of_text
 from smime_companion.errors import MalformedInput, UnsupportedInput, one_line
 
 # Upper bound on a CMS object we agree to parse; larger input is refused before parsing.
@@ -141,12 +142,15 @@ def parse_cms(data: bytes) -> ParsedCms:
     ``ber_walker.BER_BASE_ELEMENTS``), before asn1crypto sees the rest. Smaller objects are
     parsed whole (``content`` None): there the copies and joins cost less than the walk.
 
+    ``data`` may also be the object's base64 or PEM text (see :func:`input_forms.der_of_text`).
+
     Returns a :class:`ParsedCms`. Raises what :func:`parse_content_info` raises, for the same
     input, and :class:`LimitExceeded` for an object made of more BER elements than its size
     allows (a chunk flood) or nested past 64 levels.
     """
     if len(data) > MAX_CMS_BYTES:
         raise MalformedInput(f"CMS object of {len(data)} bytes is larger than the limit")
+    data = der_of_text(data)
     if len(data) < CUT_MIN_BYTES:
         # Small objects: asn1crypto's copies cost less than the walk that would avoid them.
         return ParsedCms(parse_content_info(data), None)

@@ -73,6 +73,16 @@ def content_type_oid(der: bytes) -> bytes | None:
     return oid if oid in _SMIME_TYPES else None
 
 
+def der_of_text(data: bytes) -> bytes:
+    """``data``, or the DER it holds as base64 or PEM text: a CMS part whose sender left out
+    its Content-Transfer-Encoding arrives as text, and a ContentInfo's DER never starts with
+    a base64 letter (it starts with 0x30, base64 ``MI``). Never raises."""
+    if data[:1] == b"\x30":
+        return data
+    der = _decoded_text(data)
+    return der if der is not None and der[:1] == b"\x30" else data
+
+
 def _decoded_text(raw: bytes) -> bytes | None:
     """The DER inside PEM armour or plain base64 text, or None when ``raw`` is neither."""
     armour = _PEM.match(raw)

@@ -35,7 +35,9 @@ def layer_kind(entity: Entity, inside_layer: bool) -> str | None:
     mime_type = ctype.mime_type
     if mime_type == "multipart/signed":
         protocol = (ctype.param("protocol") or "").lower()
-        return "multipart/signed" if protocol in PKCS7_SIGNATURE_TYPES else None
+        if protocol in PKCS7_SIGNATURE_TYPES or (not protocol and _signed_by_pkcs7_part(entity)):
+            return "multipart/signed"
+        return None
     if mime_type == "message/rfc822":
         return "rfc822" if inside_layer else None
     is_cms = mime_type in PKCS7_MIME_TYPES or (
@@ -51,6 +53,27 @@ def layer_kind(entity: Entity, inside_layer: bool) -> str | None:
     if smime_type in ("compressed-data",):
         return "compressed"
     return "cms"
+
+
+# The header section of a signature part is a few lines; a larger one is not looked at.
+_SIGNATURE_PART_HEADER_BYTES = 16 * 1024
+
+
+def _signed_by_pkcs7_part(entity: Entity) -> bool:
+    """For a multipart/signed without its protocol parameter (RFC 1847 requires it, yet some
+    senders and list servers that rewrite the Content-Type leave it out): whether its second
+    part is a PKCS#7 signature, by type or as an octet stream named ``.p7s``. Never PGP's."""
+    try:
+        parts = multipart_parts(entity, 2)
+        if len(parts) != 2:
+            return False
+        signature = parse_entity(parts[1], _SIGNATURE_PART_HEADER_BYTES, as_content=True)
+    except MalformedInput:
+        return False
+    mime_type = signature.content_type.mime_type
+    return mime_type in PKCS7_SIGNATURE_TYPES or (
+        mime_type == "application/octet-stream" and _filename(signature).endswith(".p7s")
+    )
 
 
 _PEEK_KINDS = {
