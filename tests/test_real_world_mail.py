@@ -20,7 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from smime_companion import keyfiles
 from smime_companion.core.model import OpenResult
@@ -627,7 +631,14 @@ def test_a_signed_pdf_p7m_is_a_valid_file_not_text(
     pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime
 ) -> None:
     pdf = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n<< /Length 4 >>\nstream\n\x00\x01\x02\x03\nendstream\n"
-    signing = ["-certfile", pki.intermediate, "-nodetach", "-binary", "-outform", "DER"]
+    signing: list[str | Path] = [
+        "-certfile",
+        pki.intermediate,
+        "-nodetach",
+        "-binary",
+        "-outform",
+        "DER",
+    ]
     p7m = _sign(pki.cert("alice"), pki.key("alice"), signing, pdf)
     message = (
         b"From: alice@example.org\r\nSubject: the contract\r\nContent-Type: application/pkcs7-mime;"
@@ -705,3 +716,87 @@ def test_an_encrypted_part_without_its_transfer_encoding_decrypts(
     result = open_message(bare, identities=[load_identity(pki, "bob")], at=now)
     assert (result.decryption, result.error) == (Decryption.OK, None)
     assert b"this is a test" in result.content
+
+
+# --- 15. certificates encoded loosely (BER, not DER) ----------------------------------------------
+
+# Older CAs wrote a BOOLEAN TRUE as 01 rather than FF, wrote out default values (`critical FALSE`)
+# and UTCTimes without seconds (BER allows all three, DER none). OpenSSL accepts the first two,
+# cryptography refuses all three; we read them as BER says, validity to the minute. Each case is
+# alice's certificate with one such change, signed again by the test intermediate (with
+# cryptography: openssl would re-encode it as DER), then used by `openssl cms -sign`, which keeps
+# the encoding it was given.
+
+
+def _tlv(tag: int, content: bytes) -> bytes:
+    size = len(content)
+    length = bytes([size]) if size < 128 else bytes([0x80 | 2]) + size.to_bytes(2, "big")
+    return bytes([tag]) + length + content
+
+
+def _loosely_encoded(pki: TestPki, defect: str) -> bytes:
+    """Alice's certificate with ``defect``, as DER-but-not-quite, signed by the intermediate."""
+    original = asn1_x509.Certificate.load(load_cert(pki.cert("alice")).public_bytes(Encoding.DER))
+    tbs = original["tbs_certificate"]
+    fields = {name: tbs[name].dump() for name in (
+        "version", "serial_number", "signature", "issuer", "validity", "subject",
+        "subject_public_key_info")}  # fmt: skip
+    extensions = [extension.dump() for extension in tbs["extensions"]]
+    if defect == "boolean-true-as-01":
+        critical = next(i for i, e in enumerate(extensions) if b"\x01\x01\xff" in e)
+        extensions[critical] = extensions[critical].replace(b"\x01\x01\xff", b"\x01\x01\x01")
+    elif defect == "critical-false-written-out":
+        plain = next(i for i, e in enumerate(tbs["extensions"]) if not e["critical"].native)
+        extension = tbs["extensions"][plain]
+        extensions[plain] = _tlv(0x30, extension["extn_id"].dump() + b"\x01\x01\x00"
+                                 + extension["extn_value"].dump())  # fmt: skip
+    else:  # utctime-without-seconds
+        validity = tbs["validity"]
+        not_before = validity["not_before"].chosen.dump()
+        assert not_before[:2] == b"\x17\x0d"  # YYMMDDHHMMSSZ
+        fields["validity"] = _tlv(
+            0x30, b"\x17\x0b" + not_before[2:12] + b"Z" + validity["not_after"].dump()
+        )
+    body = b"".join(fields.values()) + _tlv(0xA3, _tlv(0x30, b"".join(extensions)))
+    tbs_der = _tlv(0x30, body)
+    ca_key = keyfiles.load_private_key(pki.directory / "intermediate.key.pem")
+    assert isinstance(ca_key, rsa.RSAPrivateKey)
+    signature = ca_key.sign(tbs_der, padding.PKCS1v15(), hashes.SHA256())
+    return _tlv(
+        0x30, tbs_der + original["signature_algorithm"].dump() + _tlv(0x03, b"\x00" + signature)
+    )
+
+
+@pytest.mark.parametrize(
+    "defect", ["boolean-true-as-01", "critical-false-written-out", "utctime-without-seconds"]
+)
+def test_a_signer_certificate_encoded_loosely_is_accepted_and_named(
+    pki: TestPki,
+    anchors: tuple[x509.Certificate, ...],
+    now: dt.datetime,
+    tmp_path: Path,
+    defect: str,
+) -> None:
+    der = _loosely_encoded(pki, defect)
+    with pytest.raises(ValueError):
+        x509.load_der_x509_certificate(der)  # what used to make the signer "not in the message"
+    cert = tmp_path / "alice-loose.pem"
+    cert.write_bytes(b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(der)
+                     + b"-----END CERTIFICATE-----\n")  # fmt: skip
+    message = _sign(cert, pki.key("alice"), ["-certfile", pki.intermediate], mime_message())
+    if defect != "utctime-without-seconds":  # OpenSSL 3.0 refuses that one ("format error")
+        run(["openssl", "cms", "-verify", "-CAfile", pki.root, "-out", "/dev/null"], message)
+    result = _open(message, anchors, now)
+    assert (result.signature, result.signer) == (S.VALID, "alice@example.org")
+    assert "non-der-certificate" in result.warnings
+    [signer] = result.all_signers()
+    assert signer.certificate is not None
+    assert signer.certificate.public_bytes(Encoding.DER) == der  # carried as it was, and reported
+    assert any("not DER" in note for note in signer.notes)
+    # What the CA signed is the certificate as sent: one changed byte of it and it is no longer
+    # its issuer's.
+    forged = der.replace(b"Alice", b"Alicf")
+    cert.write_bytes(b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(forged)
+                     + b"-----END CERTIFICATE-----\n")  # fmt: skip
+    message = _sign(cert, pki.key("alice"), ["-certfile", pki.intermediate], mime_message())
+    assert _open(message, anchors, now).signature == S.UNTRUSTED

@@ -37,6 +37,7 @@ from datetime import datetime
 
 from cryptography import x509
 
+from smime_companion.core.cert_loading import certificate_warnings
 from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.input_forms import as_message
 from smime_companion.core.layer_kinds import hidden_smime_warnings, layer_kind, protection_of
@@ -54,7 +55,6 @@ from smime_companion.core.model import (
 from smime_companion.core.verdicts import (
     SIGNATURE_SEVERITY,
     SOUND_SIGNATURES,
-    WARN_NON_POSITIVE_SERIAL,
     WARN_NOT_INTEGRITY_PROTECTED,
     WARN_WEAK_ALGORITHM,
     Decryption,
@@ -325,8 +325,8 @@ class _LayerWalk:
         # with blocks spliced in, and a broken signature inside covers nothing.
         if self.unprotected_cbc:
             warnings.append(WARN_NOT_INTEGRITY_PROTECTED)
-        if any(s.notes for s in signers):
-            warnings.append(WARN_NON_POSITIVE_SERIAL)
+        for cert in dict.fromkeys(c for s in signers for c in s.chain):
+            warnings.extend(w for w in certificate_warnings(cert) if w not in warnings)
         if any(s.weaknesses for s in signers):
             # Reported beside the verdict, whether it decided it or was accepted for archives.
             warnings.append(WARN_WEAK_ALGORITHM)

@@ -100,6 +100,9 @@ WARN_WEAK_ALGORITHM = "weak-algorithm"
 # A signer's certificate (or a CA above it) has a serial number that is not positive: accepted,
 # and named in that signer's ``notes``.
 WARN_NON_POSITIVE_SERIAL = "non-positive-serial"
+# One of them is BER but not DER (a BOOLEAN TRUE as 01, ``critical FALSE`` written out, a UTCTime
+# without seconds): accepted, as OpenSSL accepts most of them, and named in the ``notes`` too.
+WARN_NON_DER_CERTIFICATE = "non-der-certificate"
 
 DECRYPTION_SEVERITY: tuple[Decryption, ...] = (
     Decryption.FAILED,

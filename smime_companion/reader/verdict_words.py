@@ -158,6 +158,26 @@ WARNINGS: dict[str, tuple[str, str, str]] = {
         "The message is nested deeper or has more "
         "parts than this program examines; the rest was not shown.",
     ),
+    "weak-algorithm": (
+        "weak algorithm",
+        WARN,
+        "A signer used an algorithm that is no longer safe (SHA-1, MD5, or an RSA key under "
+        "2048 bits). Accepted for old archives if you allowed it, but it could be forged.",
+    ),
+    "non-positive-serial": (
+        "odd certificate",
+        INFO,
+        "A certificate of the signer has a serial number of zero or below, which the rules "
+        "forbid. Certificate authorities issued such certificates for years and other mail "
+        "programs accept them; so does this one.",
+    ),
+    "non-der-certificate": (
+        "odd certificate",
+        INFO,
+        "A certificate of the signer is encoded loosely (not in the strict form the rules ask "
+        "for), as some older certificate authorities wrote them. Other mail programs accept "
+        "it; so does this one.",
+    ),
     "key-changed": (
         "key changed",
         BAD,
@@ -178,6 +198,8 @@ def list_badges(decryption: str, signature: str, warnings: Sequence[str]) -> lis
         text, level, title = _SIGNATURE.get(signature, (signature, WARN, signature))
         badges.append(Badge(text, level, title))
     for warning in warnings:
+        if warning == signature:  # weak-algorithm: the signature's badge says it already
+            continue
         text, level, title = WARNINGS.get(warning, (warning, WARN, warning))
         badges.append(Badge(text, level, title))
     return badges
