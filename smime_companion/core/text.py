@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from html.parser import HTMLParser
 
+from smime_companion.core.charsets import decode_mail_text
 from smime_companion.core.mime import Entity, decode_encoded_words, multipart_parts, parse_entity
 from smime_companion.errors import MalformedInput, SmimeCompanionError
 
@@ -172,8 +173,8 @@ def _param(value: str, name: str) -> str | None:
 
 
 def decoded_text(part: Part) -> str:
-    """The part's bytes decoded with its charset (UTF-8 when unknown), HTML left as it is."""
-    return _decode_charset(part.data, part.charset)
+    """The part's bytes decoded with its charset (see :mod:`core.charsets`), HTML left as it is."""
+    return decode_mail_text(part.data, part.charset)
 
 
 def part_text(part: Part) -> str:
@@ -182,13 +183,6 @@ def part_text(part: Part) -> str:
     if part.mime_type == "text/html":
         return html_to_text(text)
     return text
-
-
-def _decode_charset(data: bytes, charset: str | None) -> str:
-    try:
-        return data.decode(charset or "utf-8", "replace")
-    except LookupError:  # an unknown charset name: UTF-8 is the best guess for modern mail
-        return data.decode("utf-8", "replace")
 
 
 def extract_text(content: bytes) -> MessageText:

@@ -1,0 +1,60 @@
+"""Mail text bytes as text: a body part with its declared charset, a header, an encoded word.
+
+Mail says which charset it is written in, and is often wrong or silent: a body labelled
+``iso-8859-1`` holding Windows quotes, raw Latin-1 in a header of 2003, ``charset=unknown-8bit``,
+a UTF-8 body labelled ``us-ascii``. A reader that decodes with the label and a replacement
+character shows "Gr��e" and cannot find "Grüße". So, as browsers do (the WHATWG Encoding
+Standard's labels: ``iso-8859-1`` and ``us-ascii`` mean windows-1252, ``gb2312`` means GBK...):
+the declared charset when it decodes the bytes cleanly, else UTF-8 when they are UTF-8, else the
+declared charset with replacement characters, or windows-1252 when none was usable.
+"""
+
+from __future__ import annotations
+
+import codecs
+
+# WHATWG Encoding Standard labels whose decoder is a superset of what Python's codec of the same
+# name accepts, as mail clients and browsers read them.
+_SUPERSETS = {
+    "iso8859-1": "cp1252",  # iso-8859-1, latin1, l1
+    "iso8859-9": "cp1254",
+    "iso8859-11": "cp874",
+    "tis-620": "cp874",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "euc_kr": "cp949",  # euc-kr, ks_c_5601-1987 (Outlook's name for Korean)
+    "shift_jis": "cp932",
+    "big5": "big5hkscs",
+}
+# Labels that say nothing about 8-bit bytes: UTF-8 is tried, then windows-1252.
+_NO_CHARSET = frozenset({"ascii", "utf-8"})
+_FALLBACK = "cp1252"  # the charset of western mail written without a label
+
+
+def decode_mail_text(data: bytes, charset: str | None = None) -> str:
+    """``data`` as text, read with ``charset`` (a MIME charset label, or None) as mail readers
+    read it (see the module's docstring). Never raises."""
+    codec = _codec(charset)
+    if codec is not None:
+        try:
+            return data.decode(codec)
+        except UnicodeDecodeError:
+            pass
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode(codec or _FALLBACK, "replace")
+
+
+def _codec(charset: str | None) -> str | None:
+    """The Python codec for a MIME charset label, or None for no label, an unknown one, or one
+    (us-ascii, utf-8, unknown-8bit) that leaves the bytes to UTF-8 and the fallback."""
+    if not charset:
+        return None
+    try:
+        name = codecs.lookup(charset.strip().strip('"').lower()).name
+    except LookupError:
+        return None
+    if name in _NO_CHARSET:
+        return None
+    return _SUPERSETS.get(name, name)

@@ -1,0 +1,74 @@
+"""Mail text in the charsets real mail uses, and mislabels: read as mail readers read it
+(core/charsets.py), so old archives show and find "Grüße", never "Gr��e"."""
+
+from __future__ import annotations
+
+import pytest
+
+from smime_companion.core.charsets import decode_mail_text
+from smime_companion.core.mime import decode_encoded_words, parse_entity
+from smime_companion.core.text import extract_text, summary_headers
+
+
+@pytest.mark.parametrize(
+    ("data", "charset", "text"),
+    [
+        ("Grüße".encode(), "utf-8", "Grüße"),
+        ("Grüße".encode("latin-1"), "iso-8859-1", "Grüße"),
+        (b"\x93quoted\x94 \x80", "iso-8859-1", "\u201cquoted\u201d \u20ac"),  # Windows quotes
+        ("Grüße".encode("latin-1"), None, "Grüße"),  # 8-bit text without a label
+        ("Grüße".encode("latin-1"), "us-ascii", "Grüße"),
+        ("Grüße".encode("latin-1"), "unknown-8bit", "Grüße"),
+        ("Grüße".encode("latin-1"), "x-no-such-charset", "Grüße"),
+        ("Grüße".encode("latin-1"), "utf-8", "Grüße"),  # labelled UTF-8, written in Latin-1
+        ("Grüße".encode(), "us-ascii", "Grüße"),  # UTF-8 labelled us-ascii
+        ("测试".encode("gbk"), "gb2312", "测试"),  # GBK characters under the gb2312 label
+        ("한국".encode("cp949"), "ks_c_5601-1987", "한국"),  # Outlook's Korean label
+        ("テスト".encode("iso-2022-jp"), '"ISO-2022-JP"', "テスト"),
+        ("Привет".encode("koi8-r"), "KOI8-R", "Привет"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
+def test_text_is_read_with_its_label_or_as_readers_guess(
+    data: bytes, charset: str | None, text: str
+) -> None:
+    assert decode_mail_text(data, charset) == text
+
+
+def test_broken_multibyte_text_keeps_its_charset_with_a_replacement() -> None:
+    # Never a windows-1252 reading of a whole Chinese text because one byte is bad.
+    data = "你好".encode("gbk") + b"\xff" + "世界".encode("gbk")
+    assert decode_mail_text(data, "gbk") == "你好\ufffd世界"
+
+
+@pytest.mark.parametrize(
+    ("value", "decoded"),
+    [
+        ("=?iso-8859-1?Q?Gr=FC=DFe?= aus Wien", "Grüße aus Wien"),
+        ("=?utf-8?B?w6Q=?= =?utf-8?B?w7Y=?=", "äö"),  # whitespace between words is dropped
+        ("=?utf-8?B?w6Q=?=   und =?utf-8?Q?=C3=B6?=", "ä   und ö"),
+        ("=?utf-8?B?4oKs?=", "€"),
+        ("=?utf-8?B?4g==?= =?utf-8?B?gqw=?=", "€"),  # one character split across two words
+        ("=?x-unknown?Q?Gr=FC=DFe?= und =?utf-8?Q?caf=C3=A9?=", "Grüße und café"),
+        ('"=?utf-8?B?SsO2cmc=?=" <j@example.de>', '"Jörg" <j@example.de>'),
+        ("=?utf-8*de?Q?Stra=C3=9Fe?=", "Straße"),  # RFC 2231 language in the charset
+        ("=?utf-8?Q?a_b?=", "a b"),
+        ("=?utf-8?B?w6Q?=", "ä"),  # missing base64 padding
+        ("=?utf-8?Q?caf=C3=A9 no end", "=?utf-8?Q?caf=C3=A9 no end"),  # no word: left as it is
+        ("=?utf-8?B?@@@?= x", "=?utf-8?B?@@@?= x"),  # broken base64: left as it is
+        ("plain, no words", "plain, no words"),
+    ],
+)
+def test_encoded_words_are_decoded_each_with_its_charset(value: str, decoded: str) -> None:
+    assert decode_encoded_words(value) == decoded
+
+
+def test_raw_latin1_headers_and_bodies_of_old_mail_are_readable_and_searchable() -> None:
+    old = (
+        b"From: J\xf6rg M\xfcller <jm@example.de>\r\nSubject: Gr\xfc\xdfe aus K\xf6ln\r\n"
+        b"Content-Type: text/plain\r\n\r\nViele Gr\xfc\xdfe\r\n"
+    )
+    headers = summary_headers(parse_entity(old, 65536).fields)
+    assert headers["from"] == "Jörg Müller <jm@example.de>"
+    assert headers["subject"] == "Grüße aus Köln"
+    assert extract_text(old).body.startswith("Viele Grüße")
