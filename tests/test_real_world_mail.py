@@ -800,3 +800,28 @@ def test_a_signer_certificate_encoded_loosely_is_accepted_and_named(
                      + b"-----END CERTIFICATE-----\n")  # fmt: skip
     message = _sign(cert, pki.key("alice"), ["-certfile", pki.intermediate], mime_message())
     assert _open(message, anchors, now).signature == S.UNTRUSTED
+
+
+# --- 16. ">From " lines an mbox writer escaped ---------------------------------------------------
+
+# mbox files (Thunderbird's local folders, mutt, archives imported from them) put ">" before a
+# body line that begins "From ", and many readers never take it off: the signed content no longer
+# matches. Verified without the escape, and shown so.
+
+FROM_LINE = mime_message(body="Hello Bob,\r\nFrom the team, thanks.\r\n>From a quote.\r\n")
+
+
+def test_a_signed_message_with_an_mbox_escaped_from_line_is_valid_as_sent(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime
+) -> None:
+    signed = _sign(pki.cert("alice"), pki.key("alice"), ["-certfile", pki.intermediate, "-crlfeol"],
+                   FROM_LINE)  # fmt: skip
+    assert _open(signed, anchors, now).signature == S.VALID  # as sent, nothing to undo
+    stored = signed.replace(b"\nFrom the team", b"\n>From the team").replace(
+        b"\n>From a quote", b"\n>>From a quote"
+    )  # fmt: skip
+    result = _open(stored, anchors, now)
+    assert (result.signature, result.error) == (S.VALID, None)
+    assert b"\r\nFrom the team, thanks.\r\n>From a quote.\r\n" in result.content
+    # Only the escape is undone: any other change is still a broken signature.
+    assert _open(stored.replace(b"thanks", b"Thanks"), anchors, now).signature == S.INVALID

@@ -9,6 +9,7 @@ checks, decompressed bytes). The walk over the layers is :mod:`smime_companion.c
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -138,6 +139,14 @@ class LayerOpener:
             as_received = self._verify(info, signed_raw, checked)
             if as_received.status != SignatureStatus.INVALID:
                 outcome = as_received
+        if outcome.status == SignatureStatus.INVALID and _MBOX_ESCAPED.search(signed_raw):
+            # An mbox writer (Thunderbird's among them) put ">" before each body line that began
+            # "From " and no reader took it off: the signature covers the line as it was sent.
+            # When the content without that ">" verifies, that content is what is shown.
+            unescaped = _MBOX_ESCAPED.sub(rb"\1", signed_raw)
+            as_sent = self._verify(info, to_crlf(unescaped), checked)
+            if as_sent.status != SignatureStatus.INVALID:
+                outcome, signed_raw = as_sent, unescaped
         return _signed_step("signed", outcome, signed_raw)
 
     def _verify(
@@ -273,6 +282,8 @@ def _signed_step(layer_type: str, outcome: VerifyOutcome, next_raw: bytes | None
 
 
 _ID_CT_RECEIPT = "1.2.840.113549.1.9.16.1.1"
+# A body line an mbox writer escaped: one ">" too many before "From " (mboxo and mboxrd).
+_MBOX_ESCAPED = re.compile(rb"(?m)^>(>*From )")
 
 
 def _content_type_of(info: cms.ContentInfo) -> str | None:
