@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -825,3 +826,18 @@ def test_a_signed_message_with_an_mbox_escaped_from_line_is_valid_as_sent(
     assert b"\r\nFrom the team, thanks.\r\n>From a quote.\r\n" in result.content
     # Only the escape is undone: any other change is still a broken signature.
     assert _open(stored.replace(b"thanks", b"Thanks"), anchors, now).signature == S.INVALID
+
+
+# --- 17. .eml files Windows tools saved ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["byte-order-mark", "cr-cr-lf"])
+def test_a_saved_eml_with_a_bom_or_doubled_line_ends_opens(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime, damage: str
+) -> None:
+    signed = _detached(pki)
+    saved = b"\xef\xbb\xbf" + signed if damage == "byte-order-mark" else (
+        re.sub(rb"\r?\n", b"\r\r\n", signed)  # every line end, openssl's LF ones too
+    )  # fmt: skip
+    result = _open(saved, anchors, now)
+    assert (result.signature, result.signer, result.error) == (S.VALID, "alice@example.org", None)

@@ -25,15 +25,17 @@ _SMIME_TYPES = {
 _PEM = re.compile(
     rb"\A\s*-----BEGIN (PKCS7|CMS|PKCS #7 SIGNED DATA)-----\r?\n(.*?)-----END \1-----\s*\Z", re.S
 )
+_UTF8_BOM = b"\xef\xbb\xbf"  # in front of .eml files some Windows programs save
 _BASE64_TEXT = re.compile(rb"\A[A-Za-z0-9+/=\r\n\t ]+\Z")
 
 
 def as_message(raw: bytes) -> bytes:
-    """The message ``raw`` stands for: without a leading mbox ``From `` line, and with a bare
+    """The message ``raw`` stands for: without a leading byte order mark or mbox ``From `` line,
+    with CR CR LF line ends repaired (see :func:`_with_line_ends_repaired`), and with a bare
     CMS object (DER, BER, base64 or PEM) wrapped as an ``application/pkcs7-mime`` entity whose
     ``smime-type`` names the object's content type. Anything else comes back unchanged.
     Never raises."""
-    raw = _without_mbox_separator(raw)
+    raw = _with_line_ends_repaired(_without_mbox_separator(raw.removeprefix(_UTF8_BOM)))
     head = raw[:2]
     if head[:1] == b"\x30":
         return _wrapped(raw) if content_type_oid(raw) is not None else raw
@@ -42,6 +44,16 @@ def as_message(raw: bytes) -> bytes:
         if der is not None and content_type_oid(der) is not None:
             return _wrapped(der)
     return raw
+
+
+def _with_line_ends_repaired(raw: bytes) -> bytes:
+    """``raw`` with CR CR LF line ends made CRLF when its first line ends so: what a message
+    converted to CRLF twice (a Windows tool run over a file that had CRLF already) looks like.
+    Nothing else is touched."""
+    end = raw.find(b"\n", 0, 4096)
+    if end < 1 or not raw.startswith(b"\r\r", end - 2):
+        return raw
+    return raw.replace(b"\r\r\n", b"\r\n")
 
 
 def _without_mbox_separator(raw: bytes) -> bytes:
