@@ -452,9 +452,9 @@ def first_field(fields: Sequence[tuple[str, str]], name: str) -> str | None:
     return next((value for key, value in fields if key.lower() == lname), None)
 
 
-# An RFC 2047 encoded word. The text part is read as leniently as the email package reads it
-# (some encoders put raw spaces in it).
-_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?(.*?)\?=")
+# An RFC 2047 encoded word. Its text may hold raw spaces (some encoders write them) but never a
+# "?", which also keeps a header full of unclosed "=?" openings linear to scan.
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?]*)\?=")
 
 
 def decode_encoded_words(value: str) -> str:
