@@ -76,5 +76,5 @@ def test_raw_latin1_headers_and_bodies_of_old_mail_are_readable_and_searchable()
 
 def test_a_header_of_unclosed_openings_is_read_in_linear_time() -> None:
     # Each "=?" opening must not make the scanner read to the end of the header again.
-    for hostile in ("=?a?q?" * 40_000, "=?a?q?" + "x" * 250_000, "=?" * 120_000):
+    for hostile in ("=?a?q?x" * 35_000, "=?a?q?" + "x" * 250_000, "=?" * 120_000):
         assert decode_encoded_words(hostile) == hostile
