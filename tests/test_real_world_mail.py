@@ -592,15 +592,8 @@ def _smime(args: Sequence[str | Path], data: bytes) -> bytes:
 
 def _php_signed(pki: TestPki, data: bytes = PHP_TEXT) -> bytes:
     """What openssl_pkcs7_sign($file, ..., $headers) sends: headers, then `openssl smime -sign`."""
-    signer = [
-        "-signer",
-        pki.cert("alice"),
-        "-inkey",
-        pki.key("alice"),
-        "-certfile",
-        pki.intermediate,
-    ]
-    return PHP_HEADERS + _smime(["-sign", *signer], data)
+    signer: list[str | Path] = ["-signer", pki.cert("alice"), "-inkey", pki.key("alice")]
+    return PHP_HEADERS + _smime(["-sign", *signer, "-certfile", pki.intermediate], data)
 
 
 def test_php_signed_text_without_a_header_is_valid_and_shown_whole(
