@@ -5,6 +5,7 @@ imported."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from smime_companion.cli import main
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki
 from tests.reader_world import World, encrypted, make_world, message, text_entity
-from tests.tools import mime_message
+from tests.tools import mime_message, openssl_cms
 
 
 def _sealed_with_header_protection(pki: TestPki, tmp_path: Path, now: dt.datetime) -> bytes:
@@ -38,12 +39,31 @@ def _partially_encrypted(pki: TestPki, now: dt.datetime) -> bytes:
     return message("Mallory <mallory@example.net>", "Wrapped", now, body, "wrapped")
 
 
+PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n<< /Length 4 >>\nstream\n\x00\x01\x02\x03\nendstream\n"
+
+
+def _signed_document(pki: TestPki, now: dt.datetime) -> bytes:
+    """A signed PDF as Italian certified mail carries it: contract.pdf.p7m, no MIME inside."""
+    p7m = openssl_cms(["-sign", "-nodetach", "-binary", "-outform", "DER", "-signer",
+                       pki.cert("alice"), "-inkey", pki.key("alice"), "-certfile",
+                       pki.intermediate], PDF)  # fmt: skip
+    body = (
+        b'Content-Type: application/pkcs7-mime; smime-type=signed-data; name="contract.pdf.p7m"'
+        b"\r\nContent-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(p7m)
+    )
+    return message("Alice <alice@example.org>", "The contract", now, body, "contract")
+
+
 @pytest.fixture()
 def world(
     tmp_path: Path, pki: TestPki, now: dt.datetime, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[World]:
     monkeypatch.setenv("READER_P12_PASSWORD", PKCS12_PASSWORD)
-    mail = [_sealed_with_header_protection(pki, tmp_path, now), _partially_encrypted(pki, now)]
+    mail = [
+        _sealed_with_header_protection(pki, tmp_path, now),
+        _partially_encrypted(pki, now),
+        _signed_document(pki, now),
+    ]
     yield from make_world(tmp_path, pki, now, mail)
 
 
@@ -103,3 +123,13 @@ def test_a_certificate_file_is_imported_from_the_certificates_page(
     assert "Imported: dave@example.org (anchor)" in headers["Location"].replace("+", " ")
     page = _page(world, "/certificates")
     assert "dave@example.org" in page and "anchor" in page
+
+
+def test_a_signed_document_is_offered_under_the_name_it_was_sent_as(world: World) -> None:
+    # contract.pdf.p7m holds a bare PDF: no MIME header names it, the .p7m's own name does.
+    page = _page(world, "/message/3")
+    assert "contract.pdf</a>" in page and "valid" in page
+    cookie, _ = world.session()
+    status, headers, body = world.request("GET", "/message/3/part/1", {"Cookie": cookie})
+    assert (status, body) == (200, PDF)
+    assert 'filename="contract.pdf"' in headers["Content-Disposition"]

@@ -641,10 +641,16 @@ def test_a_signed_pdf_p7m_is_a_valid_file_not_text(
     )
     result = _open(message, anchors, now)
     assert (result.signature, result.error, result.content) == (S.VALID, None, pdf)
-    extracted = extract_text(result.content)
+    assert result.content_name == "contract.pdf"  # named by the .p7m around it
+    extracted = extract_text(result.content, result.content_name)
     assert extracted.body == ""
     (attachment,) = extracted.attachments
-    assert (attachment.mime_type, attachment.size) == ("application/octet-stream", len(pdf))
+    assert (attachment.filename, attachment.mime_type, attachment.size) == (
+        "contract.pdf", "application/octet-stream", len(pdf)
+    )  # fmt: skip
+    # smime.p7m names no document: such content has no name of its own.
+    generic = message.replace(b'name="contract.pdf.p7m"', b'name="smime.p7m"')
+    assert _open(generic, anchors, now).content_name is None
 
 
 def test_a_header_section_with_a_stray_line_ends_there(

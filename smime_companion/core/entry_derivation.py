@@ -39,7 +39,7 @@ def derive_entry(raw: bytes, result: OpenResult, arrived: datetime) -> CacheEntr
     headers = mime_text.summary_headers(result.headers or _outer_fields(raw))
     date = mime_text.header_date(headers.get("date")) or arrived
     if readable and result.error is None:
-        extracted = mime_text.extract_text(result.content)
+        extracted = mime_text.extract_text(result.content, result.content_name)
     else:
         # Nothing inside was read: index headers only (the unopened layer is base64 noise).
         extracted = mime_text.MessageText(body="", attachments=())

@@ -109,6 +109,11 @@ def _carries_only_certificates(entity: Entity) -> bool:
 
 
 def _filename(entity: Entity) -> str:
+    return _named(entity).lower()
+
+
+def _named(entity: Entity) -> str:
+    """The part's file name (Content-Type name, else Content-Disposition filename), or ""."""
     name = entity.content_type.param("name")
     if not name:
         disposition = entity.get("Content-Disposition") or ""
@@ -116,7 +121,17 @@ def _filename(entity: Entity) -> str:
             key, _, value = piece.strip().partition("=")
             if key.lower() == "filename":
                 name = value.strip().strip('"')
-    return (name or "").lower()
+    return name or ""
+
+
+def wrapped_file_name(entity: Entity) -> str | None:
+    """The name of the file an S/MIME part wraps, by the convention of signed documents:
+    ``contract.pdf`` inside ``contract.pdf.p7m``; None for ``smime.p7m`` or an unnamed part."""
+    name = _named(entity)
+    stem, dot, suffix = name.rpartition(".")
+    if not dot or suffix.lower() not in ("p7m", "p7s") or stem.lower() in ("", "smime"):
+        return None
+    return stem
 
 
 def protection_of(entity: Entity) -> str | None:

@@ -187,6 +187,9 @@ class OpenResult:
     headers: tuple[tuple[str, str], ...] = ()
     header_protection: str | None = None  # "hp", "v1", "rfc822" or None
     signers: tuple[SignerReport, ...] = field(default=())
+    # The file name of content that came without a header of its own, from the name of the layer
+    # around it (``contract.pdf`` inside ``contract.pdf.p7m``); None otherwise.
+    content_name: str | None = None
 
     def all_signers(self) -> tuple[SignerReport, ...]:
         """Every signer of every layer: ``signers``, or the layers' own when a result was built

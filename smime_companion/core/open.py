@@ -40,7 +40,12 @@ from cryptography import x509
 from smime_companion.core.cert_loading import certificate_warnings
 from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.input_forms import as_message
-from smime_companion.core.layer_kinds import hidden_smime_warnings, layer_kind, protection_of
+from smime_companion.core.layer_kinds import (
+    hidden_smime_warnings,
+    layer_kind,
+    protection_of,
+    wrapped_file_name,
+)
 from smime_companion.core.layer_opening import LayerOpener, LayerStep
 from smime_companion.core.mime import Entity, Sender, parse_entity, sender_of
 from smime_companion.core.model import (
@@ -230,6 +235,7 @@ class _LayerWalk:
         self.unprotected_cbc = 0  # CBC (malleable) layers no sound signature inside covers yet
         self.covered = False  # a signed layer was opened: what follows is inside a signature
         self.error: str | None = None
+        self.content_name: str | None = None  # see OpenResult.content_name
 
     def run(self) -> OpenResult:
         """Unwrap every layer, then say what was found about what is shown."""
@@ -251,7 +257,9 @@ class _LayerWalk:
         if step.next_raw is None:
             return False
         try:
-            self.entity = self.opener.parse(step.next_raw)
+            layer_entity, self.entity = self.entity, self.opener.parse(step.next_raw)
+            if self.entity.headerless:
+                self.content_name = wrapped_file_name(layer_entity)
         except MalformedInput as exc:
             self.error = (
                 self.error or f"content inside the {step.layer.type} layer is malformed: {exc}"
@@ -315,6 +323,7 @@ class _LayerWalk:
             headers=headers,
             header_protection=header_protection,
             signers=signers,
+            content_name=self.content_name,
         )
 
     def _message_warnings(self, signers: Sequence[SignerReport]) -> list[str]:

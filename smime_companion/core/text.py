@@ -96,18 +96,22 @@ def summary_headers(fields: tuple[tuple[str, str], ...]) -> dict[str, str]:
     return out
 
 
-def iter_parts(content: bytes) -> Iterator[Part]:
+def iter_parts(content: bytes, content_name: str | None = None) -> Iterator[Part]:
     """The leaf parts of the MIME entity ``content``, depth first, numbered from 1.
 
     A part whose structure is broken (no boundary, bad base64) is yielded with its raw bytes
-    rather than failing the whole message. Raises :class:`MalformedInput` only when the top
-    entity's header section cannot be parsed at all.
+    rather than failing the whole message. Content without a header is one part, named
+    ``content_name`` (see ``OpenResult.content_name``). Raises :class:`MalformedInput` only when
+    the top entity's header section is over the limit.
     """
     counter = [0]
-    yield from _walk(parse_entity(content, MAX_HEADER_BYTES, as_content=True), 0, counter)
+    top = parse_entity(content, MAX_HEADER_BYTES, as_content=True)
+    yield from _walk(top, 0, counter, content_name if top.headerless else None)
 
 
-def _walk(entity: Entity, depth: int, counter: list[int]) -> Iterator[Part]:
+def _walk(
+    entity: Entity, depth: int, counter: list[int], name: str | None = None
+) -> Iterator[Part]:
     ctype = entity.content_type
     if depth < MAX_DEPTH and counter[0] < MAX_PARTS:
         if ctype.mime_type.startswith("multipart/"):
@@ -136,7 +140,7 @@ def _walk(entity: Entity, depth: int, counter: list[int]) -> Iterator[Part]:
         data = entity.decoded_body()
     except MalformedInput:
         data = entity.body
-    filename = _filename(entity)
+    filename = name or _filename(entity)
     is_attachment = (
         _disposition_is_attachment(entity)
         or bool(filename)
@@ -185,8 +189,9 @@ def part_text(part: Part) -> str:
     return text
 
 
-def extract_text(content: bytes) -> MessageText:
-    """Body text (every inline text part; HTML converted) and attachments of ``content``.
+def extract_text(content: bytes, content_name: str | None = None) -> MessageText:
+    """Body text (every inline text part; HTML converted) and attachments of ``content``
+    (``content_name`` names content without a header, see :func:`iter_parts`).
 
     Never raises for broken MIME: what cannot be parsed is left out of the text.
     """
@@ -194,7 +199,7 @@ def extract_text(content: bytes) -> MessageText:
     size = 0
     attachments: list[Attachment] = []
     try:
-        for part in iter_parts(content):
+        for part in iter_parts(content, content_name):
             if part.is_attachment:
                 attachments.append(
                     Attachment(

@@ -251,11 +251,15 @@ def html_part(message_id: int, part: int) -> Response:
 
 def download(message_id: int, part: int) -> Response:
     """Part ``part`` of the message, as a download (never shown by the browser)."""
-    content = reader().stores.cache().content(message_id)
+    cache = reader().stores.cache()
+    content = cache.content(message_id)
     found = mime_text.get_part(content, part) if content is not None else None
     if found is None:
         abort(404)
-    name = found.filename or f"part-{part}"
+    # Content that came without a header has its name only in the stored attachment row
+    # (contract.pdf inside contract.pdf.p7m, see OpenResult.content_name).
+    stored = next((a.filename for a in cache.attachments(message_id) if a.part == part), "")
+    name = found.filename or stored or f"part-{part}"
     response = Response(found.data, mimetype="application/octet-stream")
     quoted = urllib.parse.quote(name, safe="")
     fallback = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:100] or "part"
