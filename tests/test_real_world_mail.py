@@ -649,6 +649,7 @@ def test_a_signed_pdf_p7m_is_a_valid_file_not_text(
         "contract.pdf", "application/octet-stream", len(pdf)
     )  # fmt: skip
     # smime.p7m names no document: such content has no name of its own.
+    assert result.to_json()["content_name"] == "contract.pdf"  # for `open --json` scripts
     generic = message.replace(b'name="contract.pdf.p7m"', b'name="smime.p7m"')
     assert _open(generic, anchors, now).content_name is None
 

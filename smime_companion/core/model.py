@@ -274,6 +274,7 @@ class OpenResult:
             "error": self.error,
             "header_protection": self.header_protection,
             "headers": headers,
+            "content_name": self.content_name,
         }
 
 
