@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from smime_companion import keyfiles
+from smime_companion.core.cert_loading import load_certificate
 from smime_companion.core.model import OpenResult
 from smime_companion.core.open import open_message
 from smime_companion.core.text import extract_text
@@ -841,3 +842,13 @@ def test_a_saved_eml_with_a_bom_or_doubled_line_ends_opens(
     )  # fmt: skip
     result = _open(saved, anchors, now)
     assert (result.signature, result.signer, result.error) == (S.VALID, "alice@example.org", None)
+
+
+def test_only_encodings_are_tolerated_not_bytes_after_a_certificate(pki: TestPki) -> None:
+    # Bytes after it change its fingerprint and nothing it says: still refused, as cryptography
+    # and OpenSSL refuse them, so one certificate cannot pass for another.
+    der = load_cert(pki.cert("alice")).public_bytes(Encoding.DER)
+    with pytest.raises(ValueError):
+        load_certificate(der + b"\x00\x00")
+    with pytest.raises(ValueError):
+        load_certificate(_loosely_encoded(pki, "boolean-true-as-01") + b"\x00\x00")

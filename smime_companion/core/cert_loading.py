@@ -42,7 +42,7 @@ def load_certificate(der: bytes) -> x509.Certificate:
     except ValueError as exc:
         refused = exc
     try:
-        parsed = asn1_x509.Certificate.load(der)
+        parsed = asn1_x509.Certificate.load(der, strict=True)  # no bytes after it
         not_der = parsed.dump(force=True) != der
         tbs = parsed["tbs_certificate"]
         serial = int(tbs["serial_number"].native)
