@@ -695,9 +695,16 @@ def test_a_multipart_signed_without_its_protocol_is_still_checked(
     assert _open(bare.replace(b"this is a test", b"this is a tesT"), anchors, now).signature == (
         S.INVALID
     )
+    # A misspelt protocol is read the same way.
+    misspelt = signed.replace(b'protocol="application/pkcs7-signature"', b'protocol="pkcs7"')
+    assert _open(misspelt, anchors, now).signature == S.VALID
     # A PGP signature is not ours to judge, with or without the parameter.
     pgp = bare.replace(b"application/pkcs7-signature", b"application/pgp-signature")
     assert _open(pgp, anchors, now).signature == S.NONE
+    declared_pgp = signed.replace(
+        b'protocol="application/pkcs7-signature', b'protocol="application/pgp-signature'
+    )
+    assert _open(declared_pgp, anchors, now).signature == S.NONE
 
 
 def test_a_signature_part_without_its_transfer_encoding_is_read_as_base64(

@@ -35,8 +35,10 @@ def layer_kind(entity: Entity, inside_layer: bool) -> str | None:
     mime_type = ctype.mime_type
     if mime_type == "multipart/signed":
         protocol = (ctype.param("protocol") or "").lower()
-        if protocol in PKCS7_SIGNATURE_TYPES or (not protocol and _signed_by_pkcs7_part(entity)):
+        if protocol in PKCS7_SIGNATURE_TYPES:
             return "multipart/signed"
+        if protocol != "application/pgp-signature" and _signed_by_pkcs7_part(entity):
+            return "multipart/signed"  # the protocol left out or misspelt
         return None
     if mime_type == "message/rfc822":
         return "rfc822" if inside_layer else None
@@ -60,9 +62,10 @@ _SIGNATURE_PART_HEADER_BYTES = 16 * 1024
 
 
 def _signed_by_pkcs7_part(entity: Entity) -> bool:
-    """For a multipart/signed without its protocol parameter (RFC 1847 requires it, yet some
-    senders and list servers that rewrite the Content-Type leave it out): whether its second
-    part is a PKCS#7 signature, by type or as an octet stream named ``.p7s``. Never PGP's."""
+    """For a multipart/signed whose protocol parameter is missing or names no known protocol
+    (RFC 1847 requires it, yet some senders and list servers that rewrite the Content-Type
+    leave it out or garble it): whether its second part is a PKCS#7 signature, by type or as an
+    octet stream named ``.p7s``."""
     try:
         parts = multipart_parts(entity, 2)
         if len(parts) != 2:
