@@ -859,3 +859,21 @@ def test_only_encodings_are_tolerated_not_bytes_after_a_certificate(pki: TestPki
         load_certificate(der + b"\x00\x00")
     with pytest.raises(ValueError):
         load_certificate(_loosely_encoded(pki, "boolean-true-as-01") + b"\x00\x00")
+
+
+def test_a_footer_a_list_server_added_as_a_third_part_is_not_shown_as_signed(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime
+) -> None:
+    # ezmlm and Sympa add their footer as one more part of the multipart, inside multipart/signed.
+    signed = _detached(pki)
+    boundary = re.search(rb'boundary="([^"]+)"', signed)
+    assert boundary is not None
+    close = b"--" + boundary.group(1) + b"--"
+    footer = (
+        b"--" + boundary.group(1) + b"\r\nContent-Type: text/plain\r\n\r\nTo unsubscribe...\r\n"
+    )
+    listed = signed.replace(close, footer + close)
+    result = _open(listed, anchors, now)
+    assert (result.signature, result.error) == (S.VALID, None)
+    assert "partially-signed" in result.warnings
+    assert b"this is a test" in result.content and b"unsubscribe" not in result.content

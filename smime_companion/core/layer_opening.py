@@ -31,7 +31,12 @@ from smime_companion.core.mime import (
     to_crlf,
 )
 from smime_companion.core.model import Identity, Layer, SignerReport, VerifyOutcome
-from smime_companion.core.verdicts import WARN_WEAK_CIPHER, Decryption, SignatureStatus
+from smime_companion.core.verdicts import (
+    WARN_PARTIALLY_SIGNED,
+    WARN_WEAK_CIPHER,
+    Decryption,
+    SignatureStatus,
+)
 from smime_companion.core.verify import verify_signed_data
 from smime_companion.errors import LimitExceeded, MalformedInput, UnsupportedInput
 
@@ -107,9 +112,11 @@ class LayerOpener:
     ) -> LayerStep:
         try:
             parts = multipart_parts(entity, self.max_parts)
-            if len(parts) != 2:
+            if len(parts) < 2:
                 raise MalformedInput(f"multipart/signed has {len(parts)} parts instead of 2")
-            signed_raw, signature_raw = parts
+            # A list server (ezmlm, Sympa) may add its footer as a third part: the signature
+            # still covers the first, which alone is shown, and the message is partly signed.
+            signed_raw, signature_raw = parts[:2]
             signature_entity = parse_entity(signature_raw, self.max_header_bytes)
             # parse_cms, not asn1crypto directly: a large signature part is read by the counted,
             # linear BER walker first (a chunk flood must not cost asn1crypto's quadratic joins).
@@ -147,7 +154,10 @@ class LayerOpener:
             as_sent = self._verify(info, to_crlf(unescaped), checked)
             if as_sent.status != SignatureStatus.INVALID:
                 outcome, signed_raw = as_sent, unescaped
-        return _signed_step("signed", outcome, signed_raw)
+        step = _signed_step("signed", outcome, signed_raw)
+        if len(parts) > 2:
+            step.warnings.append(WARN_PARTIALLY_SIGNED)
+        return step
 
     def _verify(
         self, info: cms.ContentInfo, content: bytes | None, checked: Sender
