@@ -51,7 +51,7 @@ def _with_line_ends_repaired(raw: bytes) -> bytes:
     converted to CRLF twice (a Windows tool run over a file that had CRLF already) looks like.
     Nothing else is touched."""
     end = raw.find(b"\n", 0, 4096)
-    if end < 1 or not raw.startswith(b"\r\r", end - 2):
+    if end < 2 or not raw.startswith(b"\r\r", end - 2):
         return raw
     return raw.replace(b"\r\r\n", b"\r\n")
 
