@@ -167,6 +167,7 @@ BROKEN_HEADER_VALUES = [
     b"=?utf-8?B?not base64 ===?=",  # broken base64
     b"=?utf-8?X?unknown encoding?=",  # neither B nor Q
     b"=?" * 2000,  # many openers, no word
+    b"=?a?q?x" * 8_000,  # many unclosed words: a lazy pattern reads to the end from each
     b"nul\x00byte and \x1b[31m escape",
 ]
 
