@@ -128,13 +128,19 @@ def test_legacy_protected_headers_v1_are_read(pki, opener) -> None:
     assert result.header("Subject") == "Real subject"
 
 
-def test_rfc8551_message_rfc822_wrapping_gives_the_inner_headers(pki, opener) -> None:
-    wrapped = b"Content-Type: message/rfc822\r\n\r\n" + mime_message(
-        subject="Inner subject", body="wrapped body\r\n"
+@pytest.mark.parametrize(
+    ("wrapper", "subject"),
+    [("message/rfc822", "Inner subject"), ("message/global", "Grüße, raw UTF-8 (RFC 6532)")],
+)
+def test_rfc8551_message_rfc822_wrapping_gives_the_inner_headers(
+    pki, opener, wrapper: str, subject: str
+) -> None:
+    wrapped = f"Content-Type: {wrapper}\r\n\r\n".encode() + mime_message(
+        subject=subject, body="wrapped body\r\n"
     )
     result = opener(b"Subject: outer\r\n" + _encrypt(pki, _sign(pki, wrapped)))
     assert result.header_protection == "rfc822"
-    assert result.header("Subject") == "Inner subject"
+    assert result.header("Subject") == subject
     assert [layer.type for layer in result.layers] == ["enveloped", "signed", "rfc822"]
     assert result.signature == SignatureStatus.VALID
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from smime_companion.core.cms import is_certificates_only, parse_cms
 from smime_companion.core.input_forms import content_type_oid
 from smime_companion.core.mime import (
+    MESSAGE_TYPES,
     Entity,
     decode_transfer_encoding,
     multipart_parts,
@@ -40,7 +41,7 @@ def layer_kind(entity: Entity, inside_layer: bool) -> str | None:
         if protocol != "application/pgp-signature" and _signed_by_pkcs7_part(entity):
             return "multipart/signed"  # the protocol left out or misspelt
         return None
-    if mime_type == "message/rfc822":
+    if mime_type in MESSAGE_TYPES:
         return "rfc822" if inside_layer else None
     is_cms = mime_type in PKCS7_MIME_TYPES or (
         mime_type == "application/octet-stream" and _filename(entity).endswith(".p7m")
@@ -176,7 +177,7 @@ def hidden_smime_warnings(
             if kind is not None:  # encrypted, compressed, or a CMS object of unknown kind
                 _add(found, WARN_PARTIALLY_ENCRYPTED)
                 continue
-        inside_message = mime_type == "message/rfc822"
+        inside_message = mime_type in MESSAGE_TYPES
         if not mime_type.startswith("multipart/") and not inside_message:
             continue
         if depth >= max_depth:

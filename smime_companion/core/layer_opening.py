@@ -23,6 +23,7 @@ from smime_companion.core.cms import ASN1_ERRORS, ParsedCms, is_certificates_onl
 from smime_companion.core.decrypt import decrypt
 from smime_companion.core.layer_kinds import protection_of
 from smime_companion.core.mime import (
+    MESSAGE_TYPES,
     Entity,
     Sender,
     multipart_parts,
@@ -268,7 +269,7 @@ class LayerOpener:
             return outer
         try:
             entity = self.parse(raw)
-            if entity.content_type.mime_type == "message/rfc822":
+            if entity.content_type.mime_type in MESSAGE_TYPES:
                 entity = parse_entity(entity.decoded_body(), self.max_header_bytes, as_content=True)
             elif protection_of(entity) is None and outer.field is not None:
                 return outer

@@ -20,6 +20,8 @@ from smime_companion.core.charsets import decode_mail_text
 from smime_companion.errors import LimitExceeded, MalformedInput
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
+# A whole message as a MIME part: RFC 2046's, and RFC 6532's with UTF-8 headers.
+MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
 _FIELD_NAME = re.compile(rb"^[!-9;-~]+$")  # printable ASCII except colon (RFC 5322 ftext)
 
 

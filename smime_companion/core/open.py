@@ -47,7 +47,7 @@ from smime_companion.core.layer_kinds import (
     wrapped_file_name,
 )
 from smime_companion.core.layer_opening import LayerOpener, LayerStep
-from smime_companion.core.mime import Entity, Sender, parse_entity, sender_of
+from smime_companion.core.mime import MESSAGE_TYPES, Entity, Sender, parse_entity, sender_of
 from smime_companion.core.model import (
     Identity,
     Layer,
@@ -342,7 +342,7 @@ class _LayerWalk:
         # S/MIME parts hidden in the content (an unprotected multipart, an attached message,
         # a decrypted multipart): named, never opened or joined to what is shown.
         mime_type = self.entity.content_type.mime_type
-        if mime_type.startswith("multipart/") or mime_type == "message/rfc822":
+        if mime_type.startswith("multipart/") or mime_type in MESSAGE_TYPES:
             hidden = hidden_smime_warnings(
                 self.entity,
                 max_depth=self.limits.max_mime_depth,

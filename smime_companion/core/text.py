@@ -19,7 +19,13 @@ from email.utils import parsedate_to_datetime
 from html.parser import HTMLParser
 
 from smime_companion.core.charsets import decode_mail_text
-from smime_companion.core.mime import Entity, decode_encoded_words, multipart_parts, parse_entity
+from smime_companion.core.mime import (
+    MESSAGE_TYPES,
+    Entity,
+    decode_encoded_words,
+    multipart_parts,
+    parse_entity,
+)
 from smime_companion.errors import MalformedInput, SmimeCompanionError
 
 # Bounds on the work one (hostile) message can cost the indexer.
@@ -127,7 +133,7 @@ def _walk(
                         continue
                     yield from _walk(sub, depth + 1, counter)
                 return
-        elif ctype.mime_type == "message/rfc822" and not _disposition_is_attachment(entity):
+        elif ctype.mime_type in MESSAGE_TYPES and not _disposition_is_attachment(entity):
             try:
                 inner = parse_entity(entity.decoded_body(), MAX_HEADER_BYTES, as_content=True)
             except MalformedInput:
