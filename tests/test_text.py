@@ -113,3 +113,32 @@ def test_an_encoded_word_with_broken_base64_is_shown_as_it_was_never_raised() ->
     broken = "=?utf-8?b?Q=?= Rechnung"
     assert decode_header_text(broken) == broken
     assert summary_headers((("Subject", broken),))["subject"] == broken
+
+
+THUNDERBIRD_FLOWED = (
+    b"Content-Type: text/plain; charset=UTF-8; format=flowed\r\n"
+    b"Content-Transfer-Encoding: 7bit\r\n\r\n"
+    b"Hello Bob, \r\nthis line was broken \r\nat 72 characters.\r\n\r\n"
+    b"> Quoted text that \r\n> goes on.\r\n>> deeper \r\n>> still\r\n\r\n"
+    b" From here, space-stuffed.\r\n-- \r\nAlice\r\n"
+)
+
+
+def test_format_flowed_paragraphs_are_joined_as_rfc_3676_says() -> None:
+    # Thunderbird sends every plain-text message so: shown and indexed as the paragraphs written.
+    body = extract_text(THUNDERBIRD_FLOWED).body
+    assert body.splitlines() == [
+        "Hello Bob, this line was broken at 72 characters.",
+        "",
+        "> Quoted text that goes on.",
+        ">> deeper still",
+        "",
+        "From here, space-stuffed.",
+        "-- ",
+        "Alice",
+    ]
+    delsp = THUNDERBIRD_FLOWED.replace(b"format=flowed", b"format=flowed; delsp=yes")
+    assert extract_text(delsp).body.startswith("Hello Bob,this line was brokenat 72")
+    # Without format=flowed, every line break is the sender's.
+    fixed = THUNDERBIRD_FLOWED.replace(b"; format=flowed", b"")
+    assert extract_text(fixed).body.startswith("Hello Bob, \r\nthis line")

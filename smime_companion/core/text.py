@@ -61,6 +61,7 @@ class Part:
     data: bytes
     charset: str | None = None
     content_id: str | None = None  # without angle brackets, as a cid: URL names it
+    flowed: str | None = None  # text/plain format=flowed: "yes", or "delsp" with DelSp=yes
 
 
 @dataclass(frozen=True)
@@ -153,9 +154,12 @@ def _walk(
         or ctype.mime_type not in ("text/plain", "text/html")
     )
     content_id = (entity.get("Content-ID") or "").strip().strip("<>").strip() or None
+    flowed = None
+    if (ctype.param("format") or "").lower() == "flowed":
+        flowed = "delsp" if (ctype.param("delsp") or "").lower() == "yes" else "yes"
     yield Part(
         counter[0], ctype.mime_type, filename, is_attachment, data, ctype.param("charset"),
-        content_id,
+        content_id, flowed,
     )  # fmt: skip
 
 
@@ -188,11 +192,47 @@ def decoded_text(part: Part) -> str:
 
 
 def part_text(part: Part) -> str:
-    """The text of a text part: decoded with its charset, HTML converted to plain text."""
+    """The text of a text part: decoded with its charset, HTML converted to plain text, and
+    format=flowed paragraphs joined (RFC 3676)."""
     text = decoded_text(part)
     if part.mime_type == "text/html":
         return html_to_text(text)
+    if part.flowed is not None:
+        return unflowed(text, delsp=part.flowed == "delsp")
     return text
+
+
+def unflowed(text: str, delsp: bool = False) -> str:
+    """format=flowed text (RFC 3676 section 4.2) with its soft line breaks removed: a line that
+    ends in a space continues on the next line of the same quote depth (Thunderbird sends all
+    its plain text so, broken at 72 characters); quote marks and space-stuffing are read off
+    each line and the quote marks written once per paragraph. ``delsp``: the space before a
+    soft break is not part of the text."""
+    out: list[str] = []
+    paragraph: list[str] = []
+    depth = 0
+    for line in text.splitlines():
+        quotes = len(line) - len(line.lstrip(">"))
+        line = line[quotes:]
+        if line.startswith(" "):
+            line = line[1:]  # space-stuffing
+        if paragraph and quotes != depth:  # a soft break never crosses a quote depth change
+            out.append(_quoted(depth, paragraph))
+            paragraph = []
+        depth = quotes
+        soft = line.endswith(" ") and line != "-- "
+        paragraph.append(line[:-1] if soft and delsp else line)
+        if not soft:
+            out.append(_quoted(depth, paragraph))
+            paragraph = []
+    if paragraph:
+        out.append(_quoted(depth, paragraph))
+    return "\n".join(out) + ("\n" if text.endswith("\n") else "")
+
+
+def _quoted(depth: int, pieces: list[str]) -> str:
+    """One paragraph of flowed text, behind its quote marks (``>> `` for depth 2)."""
+    return (">" * depth + " " if depth else "") + "".join(pieces)
 
 
 def extract_text(content: bytes, content_name: str | None = None) -> MessageText:
