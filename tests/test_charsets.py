@@ -78,3 +78,12 @@ def test_a_header_of_unclosed_openings_is_read_in_linear_time() -> None:
     # Each "=?" opening must not make the scanner read to the end of the header again.
     for hostile in ("=?a?q?x" * 35_000, "=?a?q?" + "x" * 250_000, "=?" * 120_000):
         assert decode_encoded_words(hostile) == hostile
+
+
+def test_html_without_a_mime_charset_is_read_with_its_meta_charset() -> None:
+    page = '<html><head><meta http-equiv="Content-Type" content="text/html; charset=Shift_JIS">'
+    html = (page + "</head><body>テスト</body></html>").encode("shift_jis")
+    assert extract_text(b"Content-Type: text/html\r\n\r\n" + html).body == "テスト"
+    # A MIME charset wins over the page's own.
+    labelled = b"Content-Type: text/html; charset=utf-8\r\n\r\n" + page.encode() + "é".encode()
+    assert extract_text(labelled).body == "é"

@@ -187,8 +187,17 @@ def _param(value: str, name: str) -> str | None:
 
 
 def decoded_text(part: Part) -> str:
-    """The part's bytes decoded with its charset (see :mod:`core.charsets`), HTML left as it is."""
-    return decode_mail_text(part.data, part.charset)
+    """The part's bytes decoded with its charset (see :mod:`core.charsets`), HTML left as it is.
+    HTML without a MIME charset is read with the one its ``<meta>`` names, as browsers do."""
+    charset = part.charset
+    if charset is None and part.mime_type == "text/html":
+        meta = _META_CHARSET.search(part.data, 0, 4096)
+        charset = meta.group(1).decode("ascii") if meta else None
+    return decode_mail_text(part.data, charset)
+
+
+# <meta charset="x"> or <meta http-equiv="Content-Type" content="text/html; charset=x">.
+_META_CHARSET = re.compile(rb"""<meta[^>]*?charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.I)
 
 
 def part_text(part: Part) -> str:
