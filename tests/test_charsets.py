@@ -85,5 +85,8 @@ def test_html_without_a_mime_charset_is_read_with_its_meta_charset() -> None:
     html = (page + "</head><body>テスト</body></html>").encode("shift_jis")
     assert extract_text(b"Content-Type: text/html\r\n\r\n" + html).body == "テスト"
     # A MIME charset wins over the page's own.
-    labelled = b"Content-Type: text/html; charset=utf-8\r\n\r\n" + page.encode() + "é".encode()
+    labelled = (
+        b"Content-Type: text/html; charset=utf-8\r\n\r\n"
+        + (page + "</head><body>é</body></html>").encode()
+    )
     assert extract_text(labelled).body == "é"
