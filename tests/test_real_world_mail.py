@@ -623,7 +623,7 @@ def test_php_encrypted_text_without_a_header_decrypts(
 
 
 def test_a_signed_pdf_p7m_is_a_valid_file_not_text(
-    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime, tmp_path: Path
 ) -> None:
     pdf = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n<< /Length 4 >>\nstream\n\x00\x01\x02\x03\nendstream\n"
     signing: list[str | Path] = [
@@ -649,10 +649,16 @@ def test_a_signed_pdf_p7m_is_a_valid_file_not_text(
     assert (attachment.filename, attachment.mime_type, attachment.size) == (
         "contract.pdf", "application/octet-stream", len(pdf)
     )  # fmt: skip
-    # smime.p7m names no document: such content has no name of its own.
     assert result.to_json()["content_name"] == "contract.pdf"  # for `open --json` scripts
+    # smime.p7m names no document: such content has no name of its own.
     generic = message.replace(b'name="contract.pdf.p7m"', b'name="smime.p7m"')
     assert _open(generic, anchors, now).content_name is None
+    # The command line says what it holds and how to get it.
+    saved, out = tmp_path / "contract.eml", tmp_path / "contract.pdf"
+    saved.write_bytes(message)
+    shown = _cli("open", "--no-config", "--anchor", pki.root, "-o", out, saved)
+    assert shown.returncode == 0, shown.stderr
+    assert b"content:    the file contract.pdf" in shown.stdout and out.read_bytes() == pdf
 
 
 def test_a_header_section_with_a_stray_line_ends_there(

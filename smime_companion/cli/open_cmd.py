@@ -171,6 +171,8 @@ def _summary(result: OpenResult) -> str:
             "content:    not trusted: decrypted from CBC with no signature inside, so anyone "
             "could have changed it"
         )
+    elif result.content_name:
+        lines.append(f"content:    the file {result.content_name} (write it with -o)")
     if result.error:
         lines.append(f"error:      {result.error}")
     # Addresses and reasons quote the message's certificates and structure: one line each.
