@@ -26,6 +26,9 @@ from smime_companion.core.text import extract_text, summary_headers
         ("한국".encode("cp949"), "ks_c_5601-1987", "한국"),  # Outlook's Korean label
         ("テスト".encode("iso-2022-jp"), '"ISO-2022-JP"', "テスト"),
         ("Привет".encode("koi8-r"), "KOI8-R", "Привет"),
+        ("テスト".encode("cp932"), "x-sjis", "テスト"),  # labels Python does not know
+        ("Grüße".encode("mac_roman"), "x-mac-roman", "Grüße"),
+        ("ภาษา".encode("cp874"), "windows-874", "ภาษา"),
     ],
     ids=lambda value: value if isinstance(value, str) else None,
 )

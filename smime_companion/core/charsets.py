@@ -26,6 +26,15 @@ _SUPERSETS = {
     "shift_jis": "cp932",
     "big5": "big5hkscs",
 }
+# WHATWG labels Python does not know (the "x-" ones are also tried without their prefix).
+_LABELS = {
+    "windows-874": "cp874",
+    "iso-8859-8-i": "iso8859-8",
+    "cn-big5": "big5",
+    "x-x-big5": "big5",
+    "gb_2312-80": "gb2312",
+    "x-unicode20utf8": "utf-8",
+}
 # Labels that say nothing about 8-bit bytes: UTF-8 is tried, then windows-1252.
 _NO_CHARSET = frozenset({"ascii", "utf-8"})
 _FALLBACK = "cp1252"  # the charset of western mail written without a label
@@ -51,10 +60,15 @@ def _codec(charset: str | None) -> str | None:
     (us-ascii, utf-8, unknown-8bit) that leaves the bytes to UTF-8 and the fallback."""
     if not charset:
         return None
+    label = charset.strip().strip('"').lower()
+    label = _LABELS.get(label, label)
     try:
-        name = codecs.lookup(charset.strip().strip('"').lower()).name
+        name = codecs.lookup(label).name
     except LookupError:
-        return None
+        try:
+            name = codecs.lookup(label.removeprefix("x-")).name  # x-sjis, x-mac-roman, x-cp1250
+        except LookupError:
+            return None
     if name in _NO_CHARSET:
         return None
     return _SUPERSETS.get(name, name)
