@@ -17,6 +17,7 @@ from smime_companion.core.text import (
     html_to_text,
     iter_parts,
     summary_headers,
+    unflowed,
 )
 
 NESTED = (
@@ -139,6 +140,8 @@ def test_format_flowed_paragraphs_are_joined_as_rfc_3676_says() -> None:
     ]
     delsp = THUNDERBIRD_FLOWED.replace(b"format=flowed", b"format=flowed; delsp=yes")
     assert extract_text(delsp).body.startswith("Hello Bob,this line was brokenat 72")
+    # Only line ends break lines: a form feed or U+2028 inside a paragraph stays in it.
+    assert unflowed("a\x0cb \r\nc\u2028d\r\n") == "a\x0cb c\u2028d\n"
     # Without format=flowed, every line break is the sender's.
     fixed = THUNDERBIRD_FLOWED.replace(b"; format=flowed", b"")
     assert extract_text(fixed).body.startswith("Hello Bob, \r\nthis line")

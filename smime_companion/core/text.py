@@ -220,7 +220,12 @@ def unflowed(text: str, delsp: bool = False) -> str:
     out: list[str] = []
     paragraph: list[str] = []
     depth = 0
-    for line in text.splitlines():
+    # Split on line ends only: splitlines would also break at form feeds and U+2028.
+    lines = text.split("\n")
+    if text.endswith("\n"):
+        lines.pop()
+    for line in lines:
+        line = line.removesuffix("\r")
         quotes = len(line) - len(line.lstrip(">"))
         line = line[quotes:]
         if line.startswith(" "):
