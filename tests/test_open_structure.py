@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from smime_companion.core.open import is_smime_message, open_message
+from smime_companion.core.text import extract_text
 from smime_companion.core.verdicts import Decryption, SignatureStatus
 from smime_companion.testing.pki import TestPki
 from tests.conftest import load_identity
@@ -115,6 +116,24 @@ def test_rfc9788_protected_headers_win_over_the_obscured_outer_ones(pki, opener)
     assert result.header_protection == "hp"
     assert result.header("Subject") == "Merger plans"
     assert result.signature == SignatureStatus.VALID
+
+
+def test_rfc9788_legacy_display_is_hidden_once_the_protected_subject_is_shown(pki, opener) -> None:
+    # RFC 9788's example "text-plain-legacy-display", made by openssl: the text starts with
+    # "Subject: Dinner plans" for readers that show the outer "[...]"; ours shows the
+    # protected Subject, so the lines go, and neither the reader nor the index repeats them.
+    inner = (
+        b'Content-Type: text/plain; charset="us-ascii"; hp-legacy-display="1";\r\n'
+        b' hp="cipher"\r\nFrom: alice@example.org\r\nTo: bob@example.org\r\n'
+        b"Subject: Dinner plans\r\nHP-Outer: Subject: [...]\r\n\r\n"
+        b"Subject: Dinner plans\r\n\r\nLet's meet at Rama's Roti Shop at 8pm.\r\n"
+    )
+    sealed = _encrypt(pki, _sign(pki, inner))
+    result = opener(
+        b"From: alice@example.org\r\nTo: bob@example.org\r\nSubject: [...]\r\n" + sealed
+    )
+    assert (result.header("Subject"), result.signature) == ("Dinner plans", SignatureStatus.VALID)
+    assert extract_text(result.content).body == "Let's meet at Rama's Roti Shop at 8pm.\r\n"
 
 
 def test_legacy_protected_headers_v1_are_read(pki, opener) -> None:

@@ -81,6 +81,13 @@ def test_protected_headers_win_and_the_page_says_what_the_outside_said(world: Wo
     assert "outside it said: <q>[...]</q>" in page
     listing = _page(world, "/mail")
     assert "Salary review" in listing and "[...]" not in listing
+    # seal wrote "Subject: Salary review" atop the text for readers without header protection
+    # (RFC 9788's legacy display); this one shows the Subject above, so not in the text again,
+    # and a reply does not quote it.
+    assert "The real subject is inside." in page
+    assert "Subject: Salary review" not in page
+    reply = _page(world, "/compose?reply=1")
+    assert "The real subject is inside." in reply and "Subject: Salary review" not in reply
 
 
 def test_a_partially_encrypted_message_is_flagged_and_explained(world: World) -> None:

@@ -122,6 +122,66 @@ def test_encrypted_message_hides_subject_and_keywords_outside_and_carries_them_i
     assert not any(v.startswith("Keywords:") for v in hp_outer)
 
 
+def _main_parts(payload: bytes) -> dict[str, email.message.Message]:
+    msg = email.message_from_bytes(payload, policy=email.policy.compat32)
+    return {
+        part.get_content_type(): part
+        for part in msg.walk()
+        if not part.is_multipart() and part.get_content_type() != "application/pkcs7-signature"
+    }
+
+
+def test_an_encrypted_message_shows_its_subject_to_readers_without_header_protection(
+    pki: TestPki,
+) -> None:
+    # Outlook, Apple Mail and Thunderbird (for S/MIME) show the outer "[...]": RFC 9788's
+    # legacy display puts the Subject at the top of every main body part, marked for readers
+    # that show the protected Subject instead. What openssl decrypts is what they show.
+    for shape in ("utf8-text", "html-alternative", "binary-attachment"):
+        sealed = seal_draft(pki, DRAFTS[shape](), recipients=[recipient(pki, "bob")])
+        parts = _main_parts(_decrypted_and_verified(pki, sealed.main.message))
+        plain = parts["text/plain"]
+        assert plain.get_param("hp-legacy-display") == "1"
+        text = plain.get_payload(decode=True).decode(plain.get_content_charset())
+        assert text.startswith("Subject: Quarterly numbers — confidential\r\n\r\nGrüße aus Köln")
+        if shape == "html-alternative":
+            html = parts["text/html"].get_payload(decode=True).decode("utf-8")
+            assert html.startswith(
+                '<html><body><div class="header-protection-legacy-display">'
+                "<pre>Subject: Quarterly numbers &#8212; confidential</pre></div><p>Grüße"
+            )
+        if shape == "binary-attachment":
+            assert parts["application/octet-stream"].get_param("hp-legacy-display") is None
+
+
+def test_no_legacy_display_where_nothing_is_obscured(pki: TestPki) -> None:
+    for options in (SealOptions(encrypt=False), SealOptions(header_protection=False)):
+        rcpts = [recipient(pki, "bob")] if options.encrypt else []
+        sealed = seal_draft(pki, text_draft(), recipients=rcpts, options=options)
+        message = sealed.main.message
+        if options.encrypt:
+            inner = _decrypted_and_verified(pki, message)
+        else:
+            inner = openssl_cms(["-verify", "-purpose", "smimesign", "-CAfile", pki.root], message)
+        assert b"hp-legacy-display" not in inner
+        assert (
+            _main_parts(inner)["text/plain"].get_payload(decode=True).startswith("Grüße".encode())
+        )
+
+
+def test_a_subject_the_text_charset_cannot_write_turns_the_text_into_utf8(pki: TestPki) -> None:
+    draft = (
+        "From: alice@example.org\r\nTo: bob@example.org\r\nSubject: 東京 trip\r\n"
+        "Content-Type: text/plain; charset=iso-8859-1\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n\r\nGrüße\r\n"
+    ).encode()
+    draft = draft.replace("Grüße".encode(), "Grüße".encode("latin-1"))
+    sealed = seal_draft(pki, draft, recipients=[recipient(pki, "bob")])
+    plain = _main_parts(_decrypted_and_verified(pki, sealed.main.message))["text/plain"]
+    assert plain.get_content_charset() == "utf-8"
+    assert plain.get_payload(decode=True).decode("utf-8") == "Subject: 東京 trip\r\n\r\nGrüße\r\n"
+
+
 def test_signed_only_message_keeps_headers_outside_and_marks_the_payload_clear(
     pki: TestPki,
 ) -> None:

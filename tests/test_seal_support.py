@@ -10,6 +10,7 @@ import email.header
 import email.message
 import email.policy
 import functools
+import re
 from collections.abc import Sequence
 
 from asn1crypto import cms
@@ -136,7 +137,9 @@ def seal_draft(
 def leaf_payloads(raw: bytes) -> list[tuple[str, bytes]]:
     """(content type, decoded payload) of every leaf part, text with canonical CRLF line ends:
     what a reader sees, whatever transfer encoding carried it. Detached signatures are not
-    payload and are left out."""
+    payload and are left out, and so is the legacy display of the Subject that seal writes at
+    the top of an encrypted message's text (RFC 9788, ``hp-legacy-display="1"``; its own tests
+    look at it)."""
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
     out = []
     for part in msg.walk():
@@ -146,8 +149,25 @@ def leaf_payloads(raw: bytes) -> list[tuple[str, bytes]]:
         assert isinstance(data, bytes)
         if part.get_content_maintype() == "text":
             data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        if part.get_param("hp-legacy-display") == "1":
+            data = without_legacy_display(part.get_content_type(), data)
         out.append((part.get_content_type(), data))
     return out
+
+
+LEGACY_TEXT = re.compile(rb"(?:Subject: [^\r\n]*\r\n)+\r\n")
+LEGACY_HTML = re.compile(rb'<div class="header-protection-legacy-display"><pre>[^<]*</pre></div>')
+
+
+def without_legacy_display(content_type: str, data: bytes) -> bytes:
+    """``data`` less the legacy display element seal wrote (which must be there, in the form
+    RFC 9788's examples show)."""
+    if content_type == "text/html":
+        found = LEGACY_HTML.search(data)
+    else:
+        found = LEGACY_TEXT.match(data)
+    assert found is not None, f"no legacy display element in {data[:200]!r}"
+    return data[: found.start()] + data[found.end() :]
 
 
 def decoded_header(raw: bytes, name: str) -> str | None:

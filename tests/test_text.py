@@ -11,11 +11,13 @@ from hypothesis import strategies as st
 
 from smime_companion.core.text import (
     decode_header_text,
+    decoded_text,
     extract_text,
     get_part,
     header_date,
     html_to_text,
     iter_parts,
+    part_text,
     summary_headers,
     unflowed,
 )
@@ -145,3 +147,64 @@ def test_format_flowed_paragraphs_are_joined_as_rfc_3676_says() -> None:
     # Without format=flowed, every line break is the sender's.
     fixed = THUNDERBIRD_FLOWED.replace(b"; format=flowed", b"")
     assert extract_text(fixed).body.startswith("Hello Bob, \r\nthis line")
+
+
+# --- RFC 9788's legacy display element --------------------------------------------------------
+
+# The shape of RFC 9788's examples: an encrypted message's main body parts begin with the
+# obscured Subject (for readers without header protection), marked hp-legacy-display="1".
+LEGACY_TEXT = (
+    b'Content-Type: text/plain; charset="us-ascii"; hp-legacy-display="1";\r\n hp="cipher"\r\n'
+    b"Subject: Dinner plans\r\n\r\n"
+    b"Subject: Dinner plans\r\n\r\nLet's meet at Rama's Roti Shop at 8pm.\r\n"
+)
+LEGACY_ALTERNATIVE = (
+    b'Content-Type: multipart/alternative; boundary="c"; hp="cipher"\r\n'
+    b"Subject: Dinner plans\r\n\r\n"
+    b'--c\r\nContent-Type: text/plain; charset="us-ascii"; hp-legacy-display="1"\r\n\r\n'
+    b"Subject: Dinner plans\r\n\r\nLet's meet at 8pm.\r\n"
+    b'--c\r\nContent-Type: text/html; charset="us-ascii"; hp-legacy-display="1"\r\n\r\n'
+    b'<html><body><div class="header-protection-legacy-display">'
+    b"<pre>Subject: Dinner plans</pre></div><p>Let's meet at <b>8pm</b>.</p></body></html>\r\n"
+    b"--c--\r\n"
+)
+
+
+def test_the_legacy_display_of_the_subject_is_hidden_in_content_with_protected_headers() -> None:
+    assert extract_text(LEGACY_TEXT).body == "Let's meet at Rama's Roti Shop at 8pm.\r\n"
+    plain, html = iter_parts(LEGACY_ALTERNATIVE)
+    assert plain.legacy_display and html.legacy_display
+    assert part_text(plain) == "Let's meet at 8pm."  # the CRLF before a boundary is the boundary's
+    assert decoded_text(html) == "<html><body><p>Let's meet at <b>8pm</b>.</p></body></html>"
+    assert "Dinner" not in extract_text(LEGACY_ALTERNATIVE).body
+
+
+def test_a_legacy_display_mark_without_protected_headers_hides_nothing() -> None:
+    # hp-legacy-display alone (no hp on the content): the Subject shown is the outer one, so
+    # the lines are the only place the reader can see the real one.
+    unprotected = LEGACY_TEXT.replace(b'; hp="cipher"', b"").replace(b"\r\n hp", b" x")
+    assert not next(iter_parts(unprotected)).legacy_display
+    assert extract_text(unprotected).body.startswith("Subject: Dinner plans\r\n\r\n")
+
+
+def test_only_header_lines_ended_by_a_blank_line_are_taken_for_a_legacy_display() -> None:
+    def shown(body: bytes) -> str:
+        return extract_text(LEGACY_TEXT.split(b"\r\n\r\n")[0] + b"\r\n\r\n" + body).body
+
+    # A marked part whose first paragraph is not header fields keeps it: marking a part
+    # cannot make the start of a message vanish.
+    assert shown(b"Dear Bob,\r\n\r\nthe plan.\r\n") == "Dear Bob,\r\n\r\nthe plan.\r\n"
+    assert (
+        shown(b"Subject: x\r\nno blank line after\r\n") == "Subject: x\r\nno blank line after\r\n"
+    )
+    assert shown(b"Subject: x\r\n") == "Subject: x\r\n"
+    assert shown(b"\r\nstarts with a blank line\r\n") == "\r\nstarts with a blank line\r\n"
+    assert shown(b"Subject: a\r\n folded\r\nTo: bob@example.org\r\n\r\nbody\r\n") == "body\r\n"
+    fields = b"".join(b"X-%d: y\r\n" % i for i in range(40))
+    assert shown(fields + b"\r\nbody\r\n").startswith("X-0: y")
+
+
+def test_an_unclosed_legacy_display_div_leaves_the_html_whole() -> None:
+    broken = LEGACY_ALTERNATIVE.replace(b"</pre></div>", b"</pre>")
+    html = list(iter_parts(broken))[1]
+    assert "Subject: Dinner plans" in decoded_text(html)

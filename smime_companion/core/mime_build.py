@@ -10,12 +10,15 @@ Three jobs, all pure (bytes in, bytes out):
   relay may rewrite any of those, and a signature over the original bytes would then fail.
 * Header protection (RFC 9788): the cryptographic payload carries the real header fields and the
   ``hp`` Content-Type parameter; :func:`outer_header_fields` gives the header fields shown outside,
-  with the baseline confidentiality policy applied to encrypted messages.
+  with the baseline confidentiality policy applied to encrypted messages, whose main body parts
+  then begin with the obscured Subject for readers without header protection
+  (:mod:`core.legacy_display`).
 """
 
 from __future__ import annotations
 
 import base64
+import codecs
 import email.header
 import email.message
 import email.policy
@@ -27,6 +30,8 @@ from dataclasses import dataclass
 from email import errors as email_errors
 from email.parser import BytesParser
 
+from smime_companion.core import legacy_display
+from smime_companion.core.charsets import decode_mail_text
 from smime_companion.core.mime import address_pairs
 from smime_companion.errors import MalformedInput, SealError
 
@@ -307,20 +312,51 @@ def _fold_ascii(line: str, limit: int = 78) -> bytes:
     return ("\r\n".join(out) + "\r\n").encode("ascii")
 
 
+@dataclass(frozen=True)
+class _LegacyDisplay:
+    """The lines of a legacy display element and the parts (by ``id``) that begin with it."""
+
+    lines: tuple[str, ...]
+    parts: frozenset[int]
+
+
 def payload_entity(
     draft: Draft,
     *,
     protected_fields: Sequence[tuple[str, str]] = (),
     hp: str | None = None,
+    legacy_lines: Sequence[str] = (),
 ) -> bytes:
     """The draft's body as one transport-safe MIME entity (CRLF, 7-bit).
 
     ``protected_fields`` are written first in the entity's header section (header protection);
     ``hp`` (``"clear"`` or ``"cipher"``) is added as the RFC 9788 Content-Type parameter of the
-    root part. Raises :class:`SealError` for a part that cannot be encoded.
+    root part; ``legacy_lines`` (``Subject: ...``) begin each main body part as its legacy
+    display element. Raises :class:`SealError` for a part that cannot be encoded.
     """
+    legacy = None
+    if legacy_lines:
+        parts = frozenset(id(p) for p in _main_body_parts(draft.root))
+        legacy = _LegacyDisplay(tuple(legacy_lines), parts)
     head = b"".join(format_header(n, v) for n, v in protected_fields)
-    return head + _entity(draft.root, hp=hp, top=True)
+    return head + _entity(draft.root, hp=hp, top=True, legacy=legacy)
+
+
+def _main_body_parts(part: email.message.Message) -> list[email.message.Message]:
+    """The parts a reader shows as the message's text: an inline text/plain or text/html part;
+    each alternative of a multipart/alternative; the root of a multipart/related (its first
+    part); the first part of any other multipart. Never inside an attached message."""
+    if isinstance(part.get_payload(), list):
+        children = [c for c in part.get_payload() if isinstance(c, email.message.Message)]
+        if part.get_content_maintype() != "multipart" or not children:
+            return []
+        if part.get_content_type() == "multipart/alternative":
+            return [found for child in children for found in _main_body_parts(child)]
+        return _main_body_parts(children[0])
+    attachment = (part.get("Content-Disposition") or "").strip().lower().startswith("attachment")
+    if part.get_content_type() in ("text/plain", "text/html") and not attachment:
+        return [part]
+    return []
 
 
 def _entity(
@@ -328,6 +364,7 @@ def _entity(
     *,
     hp: str | None,
     top: bool = False,
+    legacy: _LegacyDisplay | None = None,
 ) -> bytes:
     ctype = part.get_content_type()
     maintype = part.get_content_maintype()
@@ -349,7 +386,7 @@ def _entity(
 
     if isinstance(part.get_payload(), list):
         if part.is_multipart() and maintype == "multipart":
-            body = _multipart_body(part)
+            body = _multipart_body(part, legacy)
             boundary = part.get_boundary()
             if boundary is None:  # pragma: no cover - refused by _check_defects
                 raise SealError("draft multipart has no boundary")
@@ -362,6 +399,17 @@ def _entity(
     else:
         raw = part.get_payload(decode=True)
         data = raw if isinstance(raw, bytes) else b""
+        if legacy is not None and id(part) in legacy.parts:
+            data, charset = _with_legacy_display(part, data, legacy.lines)
+            ctext = next((v for n, v in headers if n.lower() == "content-type"), "text/plain")
+            for param in ("charset", legacy_display.PARAMETER, "hp"):
+                ctext = _without_param(ctext, param)
+            ctext += f'; charset={charset}; {legacy_display.PARAMETER}="1"'
+            if top and hp is not None:
+                ctext += f'; hp="{hp}"'
+            headers = [(n, v) for n, v in headers if n.lower() != "content-type"]
+            headers.insert(0, ("Content-Type", ctext))
+            has_ctype = True
         if maintype == "text" or not has_ctype:
             cte, body = _encode_text(data)
         else:
@@ -391,7 +439,35 @@ def _whole_message(msg: email.message.Message) -> bytes:
     return head + _entity(msg, hp=None, top=True)
 
 
-def _multipart_body(part: email.message.Message) -> bytes:
+def _with_legacy_display(
+    part: email.message.Message, data: bytes, lines: Sequence[str]
+) -> tuple[bytes, str]:
+    """``data`` (a main body part's decoded bytes) with the legacy display element in front,
+    and the charset to declare: the part's own when it can write the element (HTML writes any
+    character as a reference), else UTF-8 with the text converted."""
+    charset = part.get_content_charset() or ("us-ascii" if data.isascii() else "utf-8")
+    try:
+        codec = codecs.lookup(charset).name
+        ascii_based = "a\r\n<".encode(codec) == b"a\r\n<"
+    except (LookupError, UnicodeError):
+        codec, ascii_based = "", False
+    if part.get_content_type() == "text/html" and ascii_based:
+        # latin-1 maps bytes to characters one to one: the element is ASCII, the rest untouched.
+        document = legacy_display.html_with_element(data.decode("latin-1"), lines)
+        return document.encode("latin-1"), charset
+    if part.get_content_type() == "text/plain" and ascii_based:
+        try:
+            head = legacy_display.text_with_element("", lines).encode(codec)
+            return head + data, charset
+        except UnicodeEncodeError:
+            pass  # the Subject has characters the part's charset lacks
+    text = decode_mail_text(data, part.get_content_charset())
+    if part.get_content_type() == "text/html":
+        return legacy_display.html_with_element(text, lines).encode("utf-8"), "utf-8"
+    return legacy_display.text_with_element(text, lines).encode("utf-8"), "utf-8"
+
+
+def _multipart_body(part: email.message.Message, legacy: _LegacyDisplay | None) -> bytes:
     boundary = part.get_boundary()
     assert boundary is not None
     # The preamble and epilogue are dropped: no reader shows them, and their lines (trailing
@@ -401,7 +477,7 @@ def _multipart_body(part: email.message.Message) -> bytes:
         if not isinstance(sub, email.message.Message):  # pragma: no cover - parser invariant
             continue
         out += f"--{boundary}\r\n".encode("ascii")
-        out += _entity(sub, hp=None) + b"\r\n"
+        out += _entity(sub, hp=None, legacy=legacy) + b"\r\n"
     out += f"--{boundary}--\r\n".encode("ascii")
     return out
 
@@ -471,14 +547,17 @@ def base64_lines(data: bytes) -> bytes:
 
 def protected_payload(draft: Draft, *, header_protection: bool, encrypted: bool) -> bytes:
     """The payload entity of ``draft`` for sealing: with the RFC 9788 protected header fields
-    (and, when ``encrypted``, the obscured outer fields' originals) when ``header_protection``,
-    else the plain entity."""
+    when ``header_protection`` (and, when ``encrypted``, ``HP-Outer`` fields naming what is shown
+    outside and a legacy display of the obscured Subject), else the plain entity."""
     if not header_protection:
         return payload_entity(draft, protected_fields=[], hp=None)
     protected = protected_header_fields(draft)
-    if encrypted:
-        protected += hp_outer_fields(outer_header_fields(draft, encrypted=True))
-    return payload_entity(draft, protected_fields=protected, hp="cipher" if encrypted else "clear")
+    if not encrypted:
+        return payload_entity(draft, protected_fields=protected, hp="clear")
+    outer = outer_header_fields(draft, encrypted=True)
+    lines = legacy_display.element_lines(protected, outer)
+    protected += hp_outer_fields(outer)
+    return payload_entity(draft, protected_fields=protected, hp="cipher", legacy_lines=lines)
 
 
 def hp_outer_fields(outer: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:

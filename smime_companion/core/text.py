@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from html.parser import HTMLParser
 
+from smime_companion.core import legacy_display
 from smime_companion.core.charsets import decode_mail_text
 from smime_companion.core.mime import (
     MESSAGE_TYPES,
@@ -62,6 +63,9 @@ class Part:
     charset: str | None = None
     content_id: str | None = None  # without angle brackets, as a cid: URL names it
     flowed: str | None = None  # text/plain format=flowed: "yes", or "delsp" with DelSp=yes
+    # Its text starts with RFC 9788's legacy display of the protected Subject, which the reader
+    # hides (the headers shown are the protected ones): see core.legacy_display.
+    legacy_display: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,12 +117,18 @@ def iter_parts(content: bytes, content_name: str | None = None) -> Iterator[Part
     """
     counter = [0]
     top = parse_entity(content, MAX_HEADER_BYTES, as_content=True)
-    yield from _walk(top, 0, counter, content_name if top.headerless else None)
+    protected = top.content_type.param("hp") in ("cipher", "clear")
+    yield from _walk(top, 0, counter, content_name if top.headerless else None, protected)
 
 
 def _walk(
-    entity: Entity, depth: int, counter: list[int], name: str | None = None
+    entity: Entity,
+    depth: int,
+    counter: list[int],
+    name: str | None = None,
+    protected: bool = False,
 ) -> Iterator[Part]:
+    """``protected``: ``entity`` is inside content that carries protected headers."""
     ctype = entity.content_type
     if depth < MAX_DEPTH and counter[0] < MAX_PARTS:
         if ctype.mime_type.startswith("multipart/"):
@@ -132,7 +142,7 @@ def _walk(
                         sub = parse_entity(child, MAX_HEADER_BYTES, as_content=True)
                     except MalformedInput:
                         continue
-                    yield from _walk(sub, depth + 1, counter)
+                    yield from _walk(sub, depth + 1, counter, None, protected)
                 return
         elif ctype.mime_type in MESSAGE_TYPES and not _disposition_is_attachment(entity):
             try:
@@ -157,9 +167,10 @@ def _walk(
     flowed = None
     if (ctype.param("format") or "").lower() == "flowed":
         flowed = "delsp" if (ctype.param("delsp") or "").lower() == "yes" else "yes"
+    legacy = protected and not is_attachment and ctype.param(legacy_display.PARAMETER) == "1"
     yield Part(
         counter[0], ctype.mime_type, filename, is_attachment, data, ctype.param("charset"),
-        content_id, flowed,
+        content_id, flowed, legacy,
     )  # fmt: skip
 
 
@@ -187,13 +198,19 @@ def _param(value: str, name: str) -> str | None:
 
 
 def decoded_text(part: Part) -> str:
-    """The part's bytes decoded with its charset (see :mod:`core.charsets`), HTML left as it is.
-    HTML without a MIME charset is read with the one its ``<meta>`` names, as browsers do."""
+    """The part's bytes decoded with its charset (see :mod:`core.charsets`), HTML left as it is,
+    less a legacy display of the protected Subject (``Part.legacy_display``). HTML without a
+    MIME charset is read with the one its ``<meta>`` names, as browsers do."""
     charset = part.charset
     if charset is None and part.mime_type == "text/html":
         meta = _META_CHARSET.search(part.data, 0, 4096)
         charset = meta.group(1).decode("ascii") if meta else None
-    return decode_mail_text(part.data, charset)
+    text = decode_mail_text(part.data, charset)
+    if not part.legacy_display:
+        return text
+    if part.mime_type == "text/html":
+        return legacy_display.html_without_element(text)
+    return legacy_display.text_without_element(text)
 
 
 # <meta charset="x"> or <meta http-equiv="Content-Type" content="text/html; charset=x">.

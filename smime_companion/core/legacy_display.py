@@ -1,0 +1,111 @@
+"""RFC 9788's Legacy Display Element: the protected Subject written at the top of the text.
+
+An encrypted message with header protection shows ``Subject: [...]`` outside. A reader that
+knows RFC 9788 shows the real Subject from inside the encryption; Outlook, Apple Mail and
+Thunderbird (for S/MIME) do not, and would show no subject at all. So the sender also writes
+the obscured fields as lines at the top of each main body part (``Subject: ...`` and a blank
+line; in HTML a ``div`` of class ``header-protection-legacy-display``) and marks that part with
+the Content-Type parameter ``hp-legacy-display="1"`` (RFC 9788 section 4.5.3).
+
+A reader that shows the protected headers hides those lines again (section 4.5.3.3): only in a
+part so marked, inside content that carries protected headers (``hp``), and only when they
+really are header-field lines, so a sender cannot make the first paragraph of a message vanish
+by marking it.
+
+Pure: text in, text out.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Sequence
+
+PARAMETER = "hp-legacy-display"
+HTML_CLASS = "header-protection-legacy-display"
+
+# The fields a reader shows that the baseline policy can obscure (RFC 9788 "user-facing").
+USER_FACING = ("subject", "from", "to", "cc", "date", "reply-to", "followup-to")
+
+# A legacy display element is a handful of header lines; a longer head is the message's text.
+_MAX_LINES = 20
+_FIELD_LINE = re.compile(r"[!-9;-~]+:[^\r\n]*")
+_DIV_TAG = re.compile(r"<(/?)div\b[^>]*>", re.I)
+_ELEMENT_OPEN = re.compile(
+    r"""<div\b[^>]*\bclass\s*=\s*["']?[^"'>]*\b""" + HTML_CLASS + r"""\b[^>]*>""", re.I
+)
+_BODY_OPEN = re.compile(r"<body\b[^>]*>", re.I)
+
+
+def element_lines(
+    protected: Sequence[tuple[str, str]], outer: Sequence[tuple[str, str]]
+) -> list[str]:
+    """The lines of the element: each user-facing field whose value inside differs from the
+    value shown outside (under the baseline policy, only the Subject), as ``Name: value``."""
+    shown = {(name.lower(), value) for name, value in outer}
+    return [
+        f"{name}: {value}"
+        for name, value in protected
+        if name.lower() in USER_FACING and (name.lower(), value) not in shown
+    ]
+
+
+def text_with_element(text: str, lines: Sequence[str], newline: str = "\r\n") -> str:
+    """``text`` with the element's lines and a blank line in front of it."""
+    return "".join(line + newline for line in lines) + newline + text
+
+
+def html_with_element(document: str, lines: Sequence[str]) -> str:
+    """``document`` with the element as the first thing in its body. Characters outside ASCII
+    are written as character references, so the part's charset need not change."""
+    shown = "\n".join(html.escape(line, quote=False) for line in lines)
+    shown = shown.encode("ascii", "xmlcharrefreplace").decode("ascii")
+    element = f'<div class="{HTML_CLASS}"><pre>{shown}</pre></div>'
+    body = _BODY_OPEN.search(document)
+    at = body.end() if body else 0
+    return document[:at] + element + document[at:]
+
+
+def text_without_element(text: str) -> str:
+    """``text`` without the element at its top: the lines up to and including the first blank
+    line, when there is at least one and every one is a header field (or a field's folded
+    continuation). Anything else is left as it is."""
+    position = fields = 0
+    while fields <= _MAX_LINES:
+        end = text.find("\n", position)
+        if end < 0:
+            return text  # no blank line: the whole text would go
+        line = text[position:end].removesuffix("\r")
+        position = end + 1
+        if not line:
+            return text[position:] if fields else text
+        if not (_FIELD_LINE.fullmatch(line) or (fields and line[0] in " \t")):
+            return text
+        fields += 1
+    return text
+
+
+def html_without_element(document: str) -> str:
+    """``document`` without its first element of class ``header-protection-legacy-display``
+    (through the matching ``</div>``); left whole when that element does not end."""
+    opening = _ELEMENT_OPEN.search(document)
+    if opening is None:
+        return document
+    depth = 1
+    for tag in _DIV_TAG.finditer(document, opening.end()):
+        depth += -1 if tag.group(1) else 1
+        if depth == 0:
+            return document[: opening.start()] + document[tag.end() :]
+    return document
+
+
+__all__ = [
+    "HTML_CLASS",
+    "PARAMETER",
+    "USER_FACING",
+    "element_lines",
+    "html_with_element",
+    "html_without_element",
+    "text_with_element",
+    "text_without_element",
+]
