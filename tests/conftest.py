@@ -59,4 +59,5 @@ def anchors(pki: TestPki) -> tuple[x509.Certificate, ...]:
 @pytest.fixture(scope="session")
 def identities(pki: TestPki) -> dict[str, Identity]:
     """The key pair of every user who can receive encrypted mail, by user name."""
-    return {user: load_identity(pki, user) for user in ("alice", "bob", "carol", "dave", "frank")}
+    users = ("alice", "bob", "carol", "dave", "frank", "gisela", "hedda", "ines")
+    return {user: load_identity(pki, user) for user in users}

@@ -205,6 +205,8 @@ SIGNED_CASES = {
     "ecdsa-p384-dave": Case("dave", _signed("dave"), _valid("dave")),
     "ecdsa-p521-frank": Case("frank", _signed("frank"), _valid("frank")),
     "ed25519-erin": Case("erin", _signed("erin", "-md", "sha512"), _valid("erin")),
+    "ecdsa-brainpool-p256-gisela": Case("gisela", _signed("gisela"), _valid("gisela")),
+    "ecdsa-brainpool-p512-ines": Case("ines", _signed("ines", "-md", "sha512"), _valid("ines")),
     "rsa-pss": Case("alice", _signed("alice", "-keyopt", "rsa_padding_mode:pss"), _valid("alice")),
     "sha384": Case("alice", _signed("alice", "-md", "sha384"), _valid("alice")),
     "sha512": Case("alice", _signed("alice", "-md", "sha512"), _valid("alice")),
@@ -322,6 +324,21 @@ ENCRYPTED_CASES = {
         _decrypted("aes-256-cbc", transport="ecdh-p521-sha1"),
         openers=("frank",),
     ),
+    **{
+        f"ecdh-brainpool-{curve}-{user}": Case(
+            "alice",
+            lambda pki, d, user=user, kdf=kdf: encrypt(
+                pki, d.entity, [user], keyopts=(f"ecdh_kdf_md:{kdf}",), outer=d.outer
+            ),
+            _decrypted("aes-256-cbc", transport=f"ecdh-{curve}-{kdf}"),
+            openers=(user,),
+        )
+        for curve, user, kdf in (
+            ("bp256", "gisela", "sha256"),
+            ("bp384", "hedda", "sha384"),
+            ("bp512", "ines", "sha512"),
+        )
+    },
     "ecdh-recipient-by-keyid-aes128-wrap": Case(
         "alice",
         lambda pki, d: encrypt(

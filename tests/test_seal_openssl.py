@@ -40,7 +40,9 @@ def _assert_same_payloads(draft: bytes, opened: bytes) -> None:
 
 @pytest.mark.parametrize("shape", sorted(DRAFTS))
 @pytest.mark.parametrize(
-    ("sender", "rcpt"), [("alice", "bob"), ("carol", "dave")], ids=["rsa", "ec"]
+    ("sender", "rcpt"),
+    [("alice", "bob"), ("carol", "dave"), ("gisela", "ines")],
+    ids=["rsa", "ec", "brainpool"],
 )
 def test_sign_then_encrypt_opens_and_verifies_for_each_recipient_and_the_sender(
     pki: TestPki, shape: str, sender: str, rcpt: str
@@ -61,7 +63,10 @@ _OPENSSL_NO_ED25519 = pytest.mark.xfail(
 
 @pytest.mark.parametrize(
     "signer",
-    ["alice", "bob", "carol", "dave", "frank", pytest.param("erin", marks=_OPENSSL_NO_ED25519)],
+    [
+        *("alice", "bob", "carol", "dave", "frank", "gisela", "hedda", "ines"),
+        pytest.param("erin", marks=_OPENSSL_NO_ED25519),
+    ],
 )
 def test_sign_only_verifies_for_every_key_type(pki: TestPki, signer: str) -> None:
     draft = attachment_draft(sender=pki.email(signer))
@@ -127,18 +132,23 @@ def test_oaep_when_the_recipient_advertised_it(pki: TestPki) -> None:
     _assert_same_payloads(draft, _verify(pki, _decrypt(pki, result.main.message, "bob")))
 
 
-def test_three_recipients_of_mixed_key_types_each_open_it(pki: TestPki) -> None:
-    draft = text_draft(to=("bob@example.org", "carol@example.org"), cc=("frank@example.org",))
-    rcpts = [recipient(pki, u) for u in ("bob", "carol", "frank")]
-    result = seal_draft(pki, draft, recipients=rcpts)
+def test_recipients_of_mixed_key_types_each_open_it(pki: TestPki) -> None:
+    draft = text_draft(
+        to=("bob@example.org", "carol@example.org"),
+        cc=("frank@example.org", "gisela@example.org", "hedda@example.org"),
+    )
+    users = ("bob", "carol", "frank", "gisela", "hedda")
+    result = seal_draft(pki, draft, recipients=[recipient(pki, u) for u in users])
     transports = {d.address: d.key_transport for d in result.main.deliveries}
     assert transports == {
         "alice@example.org": "rsa-pkcs1v15",
         "bob@example.org": "rsa-pkcs1v15",
         "carol@example.org": "ecdh-p256-sha256",
         "frank@example.org": "ecdh-p521-sha512",
+        "gisela@example.org": "ecdh-bp256-sha256",  # Brainpool, as German public-sector CAs issue
+        "hedda@example.org": "ecdh-bp384-sha384",
     }
-    for user in ("bob", "carol", "frank", "alice"):
+    for user in (*users, "alice"):
         _assert_same_payloads(draft, _verify(pki, _decrypt(pki, result.main.message, user)))
 
 

@@ -237,12 +237,33 @@ ECDH_SCHEMES: dict[str, EcdhScheme] = {
     )
 }
 
-# cryptography's curve names -> ours (used in key-transport names such as "ecdh-p256-sha256").
-CURVE_NAMES: dict[str, str] = {
-    "secp256r1": "p256",
-    "secp384r1": "p384",
-    "secp521r1": "p521",
+
+@dataclass(frozen=True)
+class Curve:
+    """A named curve for ECDH: cryptography's name, ours (in key-transport names such as
+    "ecdh-p256-sha256"), its OID in ECParameters, and the X9.63 KDF hash seal pairs with it
+    (RFC 5753 section 8's pairing of strength; the same for Brainpool in BSI TR-03116)."""
+
+    name: str
+    short: str
+    oid: str
+    kdf_hash: str
+
+
+# The NIST curves, and the Brainpool curves (RFC 5639) that German public-sector and some
+# European CAs issue S/MIME certificates on. Each has cofactor 1, so cofactor DH is plain DH.
+CURVES: dict[str, Curve] = {
+    c.name: c
+    for c in (
+        Curve("secp256r1", "p256", "1.2.840.10045.3.1.7", "sha256"),
+        Curve("secp384r1", "p384", "1.3.132.0.34", "sha384"),
+        Curve("secp521r1", "p521", "1.3.132.0.35", "sha512"),
+        Curve("brainpoolP256r1", "bp256", "1.3.36.3.3.2.8.1.1.7", "sha256"),
+        Curve("brainpoolP384r1", "bp384", "1.3.36.3.3.2.8.1.1.11", "sha384"),
+        Curve("brainpoolP512r1", "bp512", "1.3.36.3.3.2.8.1.1.13", "sha512"),
+    )
 }
+CURVE_NAMES: dict[str, str] = {c.name: c.short for c in CURVES.values()}
 
 # RFC 8418 section 2.2: key agreement with X25519 or X448 and HKDF (the X9.63 schemes of
 # ECDH_SCHEMES may be used with them too). OID -> the HKDF hash.
@@ -259,11 +280,7 @@ X_CURVES: dict[str, str] = {
 }
 
 # Named-curve OIDs as they appear in an originator key's ECParameters.
-CURVE_OIDS: dict[str, str] = {
-    "1.2.840.10045.3.1.7": "secp256r1",
-    "1.3.132.0.34": "secp384r1",
-    "1.3.132.0.35": "secp521r1",
-}
+CURVE_OIDS: dict[str, str] = {c.oid: c.name for c in CURVES.values()}
 
 HASHES: dict[str, hashes.HashAlgorithm] = {
     "sha1": hashes.SHA1(),

@@ -49,6 +49,8 @@ from smime_companion.core.certs import (
     recipient_certificate_problem,
 )
 from smime_companion.core.cms_algorithms import (
+    CURVES,
+    ECDH_SCHEMES,
     AnyAlgorithmIdentifier,
     ecc_cms_shared_info,
     x963_kdf,
@@ -91,14 +93,8 @@ SENDER_CAPABILITIES: tuple[str, ...] = (AES_256_GCM, AES_256_CBC, AES_128_CBC)
 # Microsoft's variant of SMIMEEncryptionKeyPreference (an IssuerAndSerialNumber); Outlook reads it.
 _MS_ENCRYPTION_KEY_PREFERENCE = "1.3.6.1.4.1.311.16.4"
 
-# ECDH scheme per curve (RFC 5753 sec 8 / RFC 8418 pairing of curve and KDF hash).
-_ECDH_SCHEMES = {
-    "secp256r1": ("1.3.132.1.11.1", "sha256", "p256"),
-    "secp384r1": ("1.3.132.1.11.2", "sha384", "p384"),
-    "secp521r1": ("1.3.132.1.11.3", "sha512", "p521"),
-}
-_CURVE_OIDS = {"secp256r1": "1.2.840.10045.3.1.7", "secp384r1": "1.3.132.0.34"}
-_CURVE_OIDS["secp521r1"] = "1.3.132.0.35"
+# The dhSinglePass-stdDH scheme of each KDF hash a curve is paired with (cms_algorithms.CURVES).
+_STD_DH_SCHEMES = {s.hash_name: s.oid for s in ECDH_SCHEMES.values() if not s.cofactor}
 
 
 @dataclass(frozen=True)
@@ -548,10 +544,11 @@ def _kari(
     public: ec.EllipticCurvePublicKey, rid: bytes, cek: bytes, spec: _CipherSpec
 ) -> tuple[bytes, str]:
     """A KeyAgreeRecipientInfo ([1] IMPLICIT): ephemeral-static ECDH (RFC 5753 sec 3.1.1)."""
-    scheme = _ECDH_SCHEMES.get(public.curve.name)
-    if scheme is None:
+    curve = CURVES.get(public.curve.name)
+    if curve is None:
         raise UnsupportedInput(f"cannot encrypt to an EC key on curve {public.curve.name}")
-    scheme_oid, hash_name, curve_short = scheme
+    hash_name = curve.kdf_hash
+    scheme_oid = _STD_DH_SCHEMES[hash_name]
     ephemeral = ec.generate_private_key(public.curve)
     shared = ephemeral.exchange(ec.ECDH(), public)
     wrap_alg = seq(oid(spec.wrap_oid))
@@ -561,12 +558,12 @@ def _kari(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
     # originatorKey [1] IMPLICIT OriginatorPublicKey { id-ecPublicKey + named curve, point }.
-    originator_alg = seq(oid("1.2.840.10045.2.1"), oid(_CURVE_OIDS[public.curve.name]))
+    originator_alg = seq(oid("1.2.840.10045.2.1"), oid(curve.oid))
     originator = tlv(0xA0, tlv(0xA1, originator_alg + tlv(0x03, b"\x00" + point)))
     key_encryption = seq(oid(scheme_oid), wrap_alg)
     encrypted_key = seq(seq(rid, tlv(0x04, aes_key_wrap(kek, cek))))
     kari = tlv(0xA1, INT_3 + originator + key_encryption + encrypted_key)
-    return kari, f"ecdh-{curve_short}-{hash_name}"
+    return kari, f"ecdh-{curve.short}-{hash_name}"
 
 
 @functools.lru_cache(maxsize=256)

@@ -34,7 +34,7 @@ PKCS12_PASSWORD = "test"
 class UserSpec:
     name: str
     email: str
-    key_type: str  # "rsa2048", "rsa3072", "p256", "p384", "p521", "ed25519"
+    key_type: str  # "rsa2048", "rsa3072", "p256", "p384", "p521", "bp256"..."bp512", "ed25519"
     issuer: str = "intermediate"  # or "rogue"
     validity: str = "current"  # "current", "expired", "future"
     eku: str = "email"  # "email", "server" (no emailProtection), "none" (no EKU extension)
@@ -48,6 +48,10 @@ USERS: tuple[UserSpec, ...] = (
     UserSpec("dave", "dave@example.org", "p384"),
     UserSpec("frank", "frank@example.org", "p521"),
     UserSpec("erin", "erin@example.org", "ed25519"),
+    # Brainpool (RFC 5639), as German public-sector CAs issue them.
+    UserSpec("gisela", "gisela@example.org", "bp256"),
+    UserSpec("hedda", "hedda@example.org", "bp384"),
+    UserSpec("ines", "ines@example.org", "bp512"),
     UserSpec("olga", "olga@example.org", "rsa2048", eku="none", email_in="subject"),
     UserSpec("expired", "expired@example.org", "rsa2048", validity="expired"),
     UserSpec("future", "future@example.org", "rsa2048", validity="future"),
@@ -98,7 +102,14 @@ def _new_key(key_type: str) -> CertificateIssuerPrivateKeyTypes:
         return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[3:]))
     if key_type == "ed25519":
         return ed25519.Ed25519PrivateKey.generate()
-    curve = {"p256": ec.SECP256R1(), "p384": ec.SECP384R1(), "p521": ec.SECP521R1()}[key_type]
+    curve = {
+        "p256": ec.SECP256R1(),
+        "p384": ec.SECP384R1(),
+        "p521": ec.SECP521R1(),
+        "bp256": ec.BrainpoolP256R1(),
+        "bp384": ec.BrainpoolP384R1(),
+        "bp512": ec.BrainpoolP512R1(),
+    }[key_type]
     return ec.generate_private_key(curve)
 
 
