@@ -36,7 +36,7 @@ from cryptography import x509
 
 from smime_companion.core.cert_vocabulary import CertRecord, Revocation, Trust
 from smime_companion.core.certs import email_addresses, fingerprint_sha256
-from smime_companion.core.mime import sender_of
+from smime_companion.core.mime import holds_address, sender_of
 from smime_companion.core.model import OpenResult, SignerReport
 from smime_companion.core.selection import chain_to_anchor, tofu_applies
 from smime_companion.core.verdicts import ANCHORED_STATUSES, SignatureStatus
@@ -214,7 +214,9 @@ class CertHarvester:
         if signer.status != S.UNTRUSTED:
             return frozenset()
         return frozenset(
-            a for a in email_addresses(cert) if a in senders and tofu_applies(a, self.tofu)
+            a
+            for a in email_addresses(cert)
+            if holds_address(senders, a) and tofu_applies(a, self.tofu)
         )
 
 

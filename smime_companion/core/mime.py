@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import binascii
 import re
-from collections.abc import Iterator, Sequence
+import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from email.message import Message
 from email.utils import getaddresses
@@ -264,6 +265,40 @@ def addresses(value: str | None) -> tuple[str, ...]:
     if bare is not None:  # one plain address: no need for the full RFC 5322 parser
         return ((bare.group(1) or bare.group(2)).lower(),)
     return tuple(addr.lower() for _, addr in address_pairs(value) if "@" in addr)
+
+
+# A DNS label is at most 63 octets; longer "xn--" text is no label and is not decoded (punycode
+# decoding costs the square of its length).
+_MAX_LABEL = 63
+
+
+def comparable_address(address: str) -> str:
+    """``address`` in the form two addresses are compared in: lower case, NFC, and each ``xn--``
+    label of the domain read as the Unicode label it stands for.
+
+    A certificate names an internationalised domain with A-labels (rfc822Name is ASCII), while a
+    From field may carry the U-labels (RFC 6532) or a SmtpUTF8Mailbox the reverse. Reading
+    A-labels back is exact: unlike IDNA 2003's mapping (``ß`` to ``ss``), it never makes two
+    different domains one."""
+    local, at, domain = address.rpartition("@")
+    if at and "xn--" in domain.lower():
+        labels = []
+        for label in domain.split("."):
+            if label[:4].lower() == "xn--" and len(label) <= _MAX_LABEL:
+                try:
+                    label = label[4:].encode("ascii").decode("punycode")
+                except UnicodeError:
+                    pass  # not a valid A-label: compared as written
+            labels.append(label)
+        address = f"{local}@{'.'.join(labels)}"
+    return unicodedata.normalize("NFC", address.lower())
+
+
+def holds_address(addresses: Iterable[str], address: str) -> bool:
+    """True when ``address`` is one of ``addresses``, compared as :func:`comparable_address`
+    says (the one comparison of a signer's addresses with a From address)."""
+    wanted = comparable_address(address)
+    return any(comparable_address(a) == wanted for a in addresses)
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,14 @@ from smime_companion.core.layer_kinds import (
     wrapped_file_name,
 )
 from smime_companion.core.layer_opening import LayerOpener, LayerStep
-from smime_companion.core.mime import MESSAGE_TYPES, Entity, Sender, parse_entity, sender_of
+from smime_companion.core.mime import (
+    MESSAGE_TYPES,
+    Entity,
+    Sender,
+    holds_address,
+    parse_entity,
+    sender_of,
+)
 from smime_companion.core.model import (
     Identity,
     Layer,
@@ -365,11 +372,14 @@ def _checked_against_shown(
     one From address) is ``email-mismatch``. Each layer checked the From it knew while
     unwrapping; this makes sure that is the one the user sees."""
     valid, address = SignatureStatus.VALID, shown.address
-    if shown.problem is None and all(s.status != valid or address in s.addresses for s in signers):
+    # (A Sender has its address exactly when it has no problem.)
+    if address is not None and all(
+        s.status != valid or holds_address(s.addresses, address) for s in signers
+    ):
         return tuple(layers), tuple(signers)  # the common case: nothing to change
 
     def holds(signer: SignerReport) -> bool:
-        return shown.problem is None and shown.address in signer.addresses
+        return address is not None and holds_address(signer.addresses, address)
 
     def mark(signer: SignerReport) -> SignerReport:
         if signer.status != SignatureStatus.VALID or holds(signer):

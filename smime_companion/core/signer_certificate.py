@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from smime_companion.core.chain import Cert
+from smime_companion.core.mime import holds_address
 from smime_companion.core.name_constraints import name_constraint_violation
 from smime_companion.core.signer_findings import (
     MIN_RSA_BITS,
@@ -121,10 +122,11 @@ def check_signer_usage(signer: Cert, f: SignerFindings) -> None:
 
 
 def check_address(ctx: SignerContext, f: SignerFindings) -> None:
-    # RFC 8550 section 3: the signer's address must be the From address; compared lower-cased.
+    # RFC 8550 section 3: the signer's address must be the From address; compared lower-cased,
+    # an internationalised domain in either form (core.mime.holds_address).
     # Only one From address may be shown beside a valid signature: with two, a reader could be
     # shown the one the signer does not hold.
-    matching = [a for a in f.addresses if a in ctx.from_addresses]
+    matching = [a for a in f.addresses if holds_address(ctx.from_addresses, a)]
     if ctx.from_problem is not None:
         f.fail(
             Stage.ADDRESS,

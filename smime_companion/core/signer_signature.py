@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from smime_companion.core.ber_walker import der_elements
 from smime_companion.core.chain import Cert
 from smime_companion.core.cms import ASN1_ERRORS
+from smime_companion.core.mime import holds_address
 from smime_companion.core.signatures import (
     HASH_FACTORIES,
     SIGNATURE_ALGORITHMS,
@@ -76,7 +77,7 @@ def name_signer(cert: Cert, ctx: SignerContext, f: SignerFindings) -> None:
     f.certificate = cert.cert
     f.chain = (cert.cert,)
     f.addresses = cert.addresses
-    matching = [a for a in f.addresses if a in ctx.from_addresses]
+    matching = [a for a in f.addresses if holds_address(ctx.from_addresses, a)]
     named = matching or list(f.addresses)
     f.address = named[0] if named else None
 
