@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 PARAMETER = "hp-legacy-display"
 HTML_CLASS = "header-protection-legacy-display"
@@ -30,11 +30,11 @@ USER_FACING = ("subject", "from", "to", "cc", "date", "reply-to", "followup-to")
 # A legacy display element is a handful of header lines; a longer head is the message's text.
 _MAX_LINES = 20
 _FIELD_LINE = re.compile(r"[!-9;-~]+:[^\r\n]*")
-_DIV_TAG = re.compile(r"<(/?)div\b[^>]*>", re.I)
-_ELEMENT_OPEN = re.compile(
-    r"""<div\b[^>]*\bclass\s*=\s*["']?[^"'>]*\b""" + HTML_CLASS + r"""\b[^>]*>""", re.I
-)
-_BODY_OPEN = re.compile(r"<body\b[^>]*>", re.I)
+# Tags are found by their start and then the next ">" (str.find): a pattern that scans for the
+# ">" from every "<div" would cost the square of a page of unclosed tags.
+_DIV_START = re.compile(r"<(/?)div\b", re.I)
+_BODY_START = re.compile(r"<body\b", re.I)
+_CLASS_VALUE = re.compile(r"""\bclass\s*=\s*("[^"]*"|'[^']*'|[^\s>]+)""", re.I)
 
 
 def element_lines(
@@ -61,8 +61,8 @@ def html_with_element(document: str, lines: Sequence[str]) -> str:
     shown = "\n".join(html.escape(line, quote=False) for line in lines)
     shown = shown.encode("ascii", "xmlcharrefreplace").decode("ascii")
     element = f'<div class="{HTML_CLASS}"><pre>{shown}</pre></div>'
-    body = _BODY_OPEN.search(document)
-    at = body.end() if body else 0
+    body = _BODY_START.search(document)
+    at = document.find(">", body.end()) + 1 if body else 0
     return document[:at] + element + document[at:]
 
 
@@ -88,15 +88,34 @@ def text_without_element(text: str) -> str:
 def html_without_element(document: str) -> str:
     """``document`` without its first element of class ``header-protection-legacy-display``
     (through the matching ``</div>``); left whole when that element does not end."""
-    opening = _ELEMENT_OPEN.search(document)
-    if opening is None:
-        return document
-    depth = 1
-    for tag in _DIV_TAG.finditer(document, opening.end()):
-        depth += -1 if tag.group(1) else 1
+    opening = None
+    depth = 0
+    for start, end, closing in _div_tags(document):
+        if opening is None:
+            if not closing and _is_element(document[start:end]):
+                opening, depth = start, 1
+            continue
+        depth += -1 if closing else 1
         if depth == 0:
-            return document[: opening.start()] + document[tag.end() :]
+            return document[:opening] + document[end:]
     return document
+
+
+def _div_tags(document: str) -> Iterator[tuple[int, int, bool]]:
+    """(start, end, is a closing tag) of each ``<div ...>`` and ``</div>`` in ``document``."""
+    position = 0
+    while (found := _DIV_START.search(document, position)) is not None:
+        end = document.find(">", found.end())
+        if end < 0:
+            return
+        yield found.start(), end + 1, bool(found.group(1))
+        position = end + 1
+
+
+def _is_element(tag: str) -> bool:
+    return any(
+        HTML_CLASS in value.strip("\"'").lower().split() for value in _CLASS_VALUE.findall(tag)
+    )
 
 
 __all__ = [
