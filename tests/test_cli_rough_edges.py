@@ -18,8 +18,8 @@ from smime_companion.cli import main
 from smime_companion.cli.daemon_cmds import _local_time
 from smime_companion.config import load_config
 from smime_companion.core.entry_derivation import derive_entry
+from smime_companion.core.html_text import html_to_text
 from smime_companion.core.open import open_message
-from smime_companion.core.text import html_to_text
 from smime_companion.errors import AuthenticationFailed, ConfigError, ImapError, UsageError
 from smime_companion.imap.mailbox import connect
 from smime_companion.imap.session import ServerSpec

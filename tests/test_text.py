@@ -9,13 +9,13 @@ from email.header import decode_header, make_header
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from smime_companion.core.html_text import html_to_text
 from smime_companion.core.text import (
     decode_header_text,
     decoded_text,
     extract_text,
     get_part,
     header_date,
-    html_to_text,
     iter_parts,
     part_text,
     summary_headers,

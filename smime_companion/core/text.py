@@ -1,7 +1,7 @@
 """Decrypted MIME -> what the cache indexes and shows: header fields, body text, attachments.
 
 Pure: bytes in, values out. The MIME is read with :mod:`smime_companion.core.mime` (raw slicing,
-never re-serialised); HTML is turned into text with the standard library's ``html.parser``.
+never re-serialised); HTML is turned into text by :mod:`core.html_text`.
 
 Parts are numbered 1, 2, 3, ... in depth-first order over the *leaf* parts (non-multipart
 entities); ``message/rfc822`` parts are descended into. The numbers are what
@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from html.parser import HTMLParser
 
 from smime_companion.core import legacy_display
 from smime_companion.core.charsets import decode_mail_text
+from smime_companion.core.html_text import html_to_text
 from smime_companion.core.mime import (
     MESSAGE_TYPES,
     Entity,
@@ -308,80 +308,6 @@ def get_part(content: bytes, number: int) -> Part | None:
     return None
 
 
-# -- HTML to text ----------------------------------------------------------------------------
-
-_BLOCK_TAGS = frozenset(
-    "address article aside blockquote br dd div dl dt fieldset figcaption figure footer form "
-    "h1 h2 h3 h4 h5 h6 header hr li main nav ol p pre section table td th tr ul".split()
-)
-_SKIP_TAGS = frozenset({"script", "style", "head", "title", "template", "noscript"})
-_SPACES = re.compile(r"[ \t\r\f\v]+")
-_BLANK_LINES = re.compile(r"\n\s*\n+")
-
-
-class _TextExtractor(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.out: list[str] = []
-        self.skip_depth = 0
-        # The target of each open <a>, and where its text starts in ``out``.
-        self.links: list[tuple[str | None, int]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _SKIP_TAGS:
-            self.skip_depth += 1
-        elif tag in _BLOCK_TAGS:
-            self.out.append("\n")
-        elif tag == "img":
-            alt = dict(attrs).get("alt")
-            if alt:
-                self.out.append(f" {alt} ")
-        elif tag == "a":
-            self.links.append((dict(attrs).get("href"), len(self.out)))
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _SKIP_TAGS:
-            self.skip_depth = max(0, self.skip_depth - 1)
-        elif tag == "a" and self.links:
-            href, start = self.links.pop()
-            target = _link_target(href)
-            # The target after the link's text, unless the text already says it: a link whose
-            # words hide where it goes is exactly what a reader (and a search) must see.
-            if target and target not in "".join(self.out[start:]):
-                self.out.append(f" <{target}>")
-        elif tag in _BLOCK_TAGS:
-            self.out.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.skip_depth:
-            self.out.append(data)
-
-
-def _link_target(href: str | None) -> str | None:
-    """The part of a link worth showing: web and mail addresses (``mailto:`` dropped), not
-    in-page anchors or scripts."""
-    if not href:
-        return None
-    href = href.strip()
-    lowered = href.lower()
-    if lowered.startswith("mailto:"):
-        return href[7:].split("?", 1)[0] or None
-    if lowered.startswith(("http://", "https://", "ftp://")):
-        return href
-    return None
-
-
-def html_to_text(html: str) -> str:
-    """Readable plain text of an HTML document: tags dropped, entities decoded, script and style
-    left out, block elements on their own lines, and each link's target after its text
-    (``Pay here <https://...>``) unless the text already shows it."""
-    parser = _TextExtractor()
-    parser.feed(html)
-    parser.close()
-    lines = (_SPACES.sub(" ", line).strip() for line in "".join(parser.out).split("\n"))
-    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
-
-
 __all__ = [
     "Attachment",
     "MessageText",
@@ -391,7 +317,6 @@ __all__ = [
     "extract_text",
     "get_part",
     "header_date",
-    "html_to_text",
     "iter_parts",
     "part_text",
     "summary_headers",

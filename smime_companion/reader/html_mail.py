@@ -21,7 +21,7 @@ from html import escape
 
 import nh3
 
-from smime_companion.core.text import html_to_text
+from smime_companion.core.html_text import html_to_text
 
 # Image types a browser shows without running anything (SVG can carry script: never inlined).
 INLINE_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})

@@ -158,6 +158,16 @@ def many_header_fields(count: int, subject: str = "Many header fields") -> bytes
     )
 
 
+def unfinished_html(subject: str = "Unfinished HTML") -> bytes:
+    """A plain message whose HTML part is a megabyte of tags that never end: html.parser read
+    each one again at every later "<" (hours of indexing for this one message)."""
+    return (
+        f"From: alice@example.org\r\nSubject: {subject}\r\n".encode()
+        + b"Content-Type: text/html; charset=utf-8\r\n\r\n<p>findable</p>"
+        + b"<div " * 200_000
+    )
+
+
 BROKEN_HEADER_VALUES = [
     b"\xff\xfe invalid UTF-8 \xc3\x28 \xe2\x82",  # not UTF-8 at all, truncated sequences
     b"=?utf-8?B?////?=",  # base64 of bytes that are not UTF-8

@@ -46,6 +46,7 @@ def test_a_folder_of_hostile_mail_is_cached_message_by_message_and_the_sync_goes
         # A signed attribute under universal tag 8: open_message raised on it until 83b90e6
         # (found by bench/fuzz_open.py); now a status like any broken signature.
         hostile.capability_with_tag_8(pki),
+        hostile.unfinished_html("Unfinished HTML"),
     ]
     first = signed_mail(pki, "first")
     last = signed_mail(pki, "last")
@@ -70,6 +71,7 @@ def test_a_folder_of_hostile_mail_is_cached_message_by_message_and_the_sync_goes
     assert cached["Broken headers"].signature == SignatureStatus.VALID
     assert cached["Raw UTF-8 parameter"].error is None
     assert cached["Capability tag 8"].signature not in (SignatureStatus.VALID, "none")
+    assert cached["Unfinished HTML"].error is None  # its text indexed, in bounded time
     for subject in ("Bomb", "Deep BER"):
         assert "\n" not in (cached[subject].error or "")
     if open_workers == 0:
