@@ -205,6 +205,48 @@ def test_without_header_protection_the_payload_has_only_content_headers(pki: Tes
     assert msg["From"] is None and msg["Subject"] is None
 
 
+# What Thunderbird and Apple Mail keep in a draft for themselves, as saved to IMAP Drafts.
+DRAFT_ONLY = {
+    "thunderbird": (
+        "X-Mozilla-Status: 0000\r\nX-Mozilla-Status2: 00000000\r\n"
+        "X-Mozilla-Draft-Info: internal/draft; vcard=0; receipt=0; DSN=0; uuencode=0;\r\n"
+        " attachmentreminder=0; deliveryformat=1\r\nX-Identity-Key: id1\r\n"
+        "X-Account-Key: account2\r\nFcc: imap://alice%40example.org@mail.example.org/Sent\r\n"
+    ),
+    "apple-mail": (
+        "X-Uniform-Type-Identifier: com.apple.mail-draft\r\nX-Apple-Auto-Saved: 1\r\n"
+        "X-Apple-Mail-Remote-Attachments: YES\r\nX-Apple-Base-Url: x-msg://3/\r\n"
+        "X-Universally-Unique-Identifier: 5E0B2E0C-1A2B-4C3D-9E8F-0123456789AB\r\n"
+    ),
+    "mbox": "Status: RO\r\nX-Status: A\r\nX-Keywords: $Draft\r\nContent-Length: 1234\r\n",
+}
+
+
+@pytest.mark.parametrize("client", sorted(DRAFT_ONLY))
+@pytest.mark.parametrize("encrypt", [True, False], ids=["encrypted", "signed"])
+def test_what_a_client_keeps_in_its_draft_for_itself_is_never_sent(
+    pki: TestPki, client: str, encrypt: bool
+) -> None:
+    # Thunderbird's Fcc names the account and the server; its client strips these before
+    # sending, and so must the outbox.
+    draft = text_draft().replace(b"MIME-Version:", DRAFT_ONLY[client].encode() + b"MIME-Version:")
+    assert b"MIME-Version:" in draft
+    rcpts = [recipient(pki, "bob")] if encrypt else []
+    sealed = seal_draft(pki, draft, recipients=rcpts, options=SealOptions(encrypt=encrypt))
+    message = sealed.main.message
+    inner = _decrypted_and_verified(pki, message) if encrypt else message
+    for name in re.findall(r"(?m)^([A-Za-z0-9-]+):", DRAFT_ONLY[client]):
+        for where in (message, inner):
+            assert f"\n{name}:".lower().encode() not in where.lower(), name
+    assert decoded_header(inner, "Subject") == "Quarterly numbers — confidential"
+
+
+def test_other_x_fields_of_a_draft_are_sent(pki: TestPki) -> None:
+    draft = text_draft().replace(b"MIME-Version:", b"X-Priority: 1\r\nMIME-Version:")
+    message = seal_draft(pki, draft, options=SealOptions(encrypt=False)).main.message
+    assert decoded_header(message, "X-Priority") == "1"
+
+
 def test_missing_date_and_message_id_are_added_from_the_sealing_time(
     pki: TestPki, at: dt.datetime
 ) -> None:

@@ -43,6 +43,28 @@ OBSCURED_SUBJECT = "[...]"
 _BASELINE_REMOVED = frozenset({"comments", "keywords"})
 # Bcc never appears in any copy: RecipientInfos aside, the header itself would reveal them.
 _NEVER_COPIED = frozenset({"bcc", "resent-bcc"})
+# Header fields a mail client keeps in its own drafts and removes when it sends: Thunderbird's
+# Fcc (the IMAP account and server of the Sent folder), X-Identity-Key and X-Mozilla-Draft-Info;
+# Apple Mail's draft markers; KMail's, Evolution's and Claws Mail's transport and folder
+# choices; the status lines of an mbox. Sent on, they would tell every recipient the sender's
+# account names, servers and folders, which the client itself never sends.
+_DRAFT_ONLY_FIELDS = frozenset(
+    {
+        "fcc",
+        "x-identity-key",
+        "x-account-key",
+        "x-uniform-type-identifier",
+        "x-universally-unique-identifier",
+        "x-unsent",
+        "x-draft-info",
+        "status",
+        "x-status",
+        "x-keywords",
+        "x-uid",
+        "lines",
+    }
+)
+_DRAFT_ONLY_PREFIXES = ("x-mozilla-", "x-apple-", "x-kmail-", "x-evolution-", "x-claws-")
 
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+[ \t]*:")
 _END_OF_HEADER = re.compile(rb"\r?\n\r?\n")
@@ -53,7 +75,8 @@ class Draft:
     """A parsed draft.
 
     ``header_fields`` are the message's own header fields (everything except the structural
-    ``Content-*`` and ``MIME-Version`` fields), in order, each as ``(name, value)`` with the value
+    ``Content-*`` and ``MIME-Version`` fields and those only the draft's mail client reads, such
+    as Thunderbird's ``Fcc``), in order, each as ``(name, value)`` with the value
     unfolded and decoded to text. ``root`` is the parsed MIME tree of the body.
     """
 
@@ -149,7 +172,7 @@ def parse_draft(raw: bytes) -> Draft:
     fields = tuple(
         (name, _unfold(_header_text(value)))
         for name, value in raw_fields
-        if not _is_structural(name)
+        if not _is_structural(name) and not _is_draft_only(name)
     )
     draft = Draft(header_fields=fields, root=root)
     # The one From rule (core.mime.sender_of): the signature vouches for exactly one sender.
@@ -229,6 +252,12 @@ def _check_defects(part: email.message.Message) -> None:
         for sub in payload:
             if isinstance(sub, email.message.Message):
                 _check_defects(sub)
+
+
+def _is_draft_only(name: str) -> bool:
+    """True for a header field that only the draft's own mail client reads (never sent)."""
+    lname = name.lower()
+    return lname in _DRAFT_ONLY_FIELDS or lname.startswith(_DRAFT_ONLY_PREFIXES)
 
 
 def _is_structural(name: str) -> bool:
@@ -374,8 +403,8 @@ def _entity(
         lname = name.lower()
         if top and not _is_structural(name):
             continue  # message header fields are written by the caller (or kept outside)
-        if lname in ("content-transfer-encoding", "mime-version"):
-            continue
+        if lname in ("content-transfer-encoding", "mime-version", "content-length"):
+            continue  # written anew (or, for an mbox's Content-Length, wrong once re-encoded)
         text = _unfold(_header_text(value))
         if lname == "content-type":
             has_ctype = True
