@@ -9,7 +9,9 @@ The message is untrusted, so :func:`decrypt` reports every problem with it as a
 raises for it. Recipients are matched to our certificates by issuer and serial number or by
 subject key identifier; a key is never tried against a RecipientInfo that does not name its
 certificate (a blind RSA PKCS#1 v1.5 trial would be slow and would hand a padding oracle to
-whoever sent the mail).
+whoever sent the mail). A certificate is ours when it holds one of our keys: mail encrypted to
+the certificate a renewed one replaced (same key, new serial) opens when that older certificate
+is among the ones the caller knows (harvested from our own signed mail, or given).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def decrypt(
     identities: Sequence[Identity],
     *,
     ciphertext: bytes | memoryview | None = None,
+    known_certificates: Sequence[x509.Certificate] = (),
 ) -> DecryptOutcome:
     """Decrypt an EnvelopedData or AuthEnvelopedData with whichever of ``identities`` it is for.
 
@@ -76,6 +79,10 @@ def decrypt(
     check out; ``malformed`` for broken structure; ``unsupported`` naming an algorithm OID we do
     not implement. Never raises for anything in the message; raises ``ValueError`` only when
     ``info`` is not enveloped or auth-enveloped data (a caller's mistake).
+
+    ``known_certificates`` are looked at only when no RecipientInfo names one of our own
+    certificates: one of them that holds one of our keys (an earlier certificate of ours) names
+    that key too.
     """
     content_type = info["content_type"].native
     if content_type not in _KIND_NAMES:
@@ -94,6 +101,9 @@ def decrypt(
 
     our_keys = [_our_key(identity) for identity in identities]
     candidates, skipped = _match(envelope.recipients, our_keys)
+    if not candidates and known_certificates:
+        earlier = _earlier_certificates(identities, known_certificates)
+        candidates, skipped = _match(envelope.recipients, earlier)
     if not candidates:
         return DecryptOutcome(status=Decryption.NO_KEY, error=_no_key_message(envelope, our_keys))
     if envelope.cipher is None:
@@ -145,6 +155,28 @@ def _our_key(identity: Identity) -> _OurKey:
     """How RecipientInfos may name ``identity``'s certificate."""
     issuer, serial, skis = _certificate_ids(identity.certificate)
     return _OurKey(identity, issuer, serial, skis)
+
+
+def _earlier_certificates(
+    identities: Sequence[Identity], certificates: Sequence[x509.Certificate]
+) -> list[_OurKey]:
+    """``certificates`` that hold the key of one of ``identities`` (under another name: a
+    renewed certificate keeps the key and changes the serial), as that identity's."""
+    by_key = {_key_of(identity.certificate): identity for identity in identities}
+    found = []
+    for cert in certificates:
+        identity = by_key.get(_key_of(cert))
+        if identity is not None and cert != identity.certificate:
+            issuer, serial, skis = _certificate_ids(cert)
+            found.append(_OurKey(identity, issuer, serial, skis))
+    return found
+
+
+@functools.lru_cache(maxsize=4096)
+def _key_of(cert: x509.Certificate) -> bytes:
+    """The certificate's SubjectPublicKeyInfo as it is encoded in the certificate."""
+    tbs = asn1_x509.Certificate.load(cert.public_bytes(Encoding.DER))["tbs_certificate"]
+    return tbs["subject_public_key_info"].dump()
 
 
 @functools.lru_cache(maxsize=64)

@@ -215,7 +215,12 @@ class LayerOpener:
 
     def _open_enveloped(self, parsed: ParsedCms) -> LayerStep:
         info = parsed.info
-        outcome = decrypt(info, self.identities, ciphertext=parsed.content)
+        outcome = decrypt(
+            info,
+            self.identities,
+            ciphertext=parsed.content,
+            known_certificates=self.extra_certificates,
+        )
         layer_type = (
             "auth-enveloped"
             if info["content_type"].native == "authenticated_enveloped_data"
