@@ -93,3 +93,35 @@ def test_html_without_a_mime_charset_is_read_with_its_meta_charset() -> None:
         + (page + "</head><body>é</body></html>").encode()
     )
     assert extract_text(labelled).body == "é"
+
+
+# A charset label is the sender's choice; Python's codec registry also holds codecs that are
+# no charset: bytes-to-bytes ones (zlib, base64), which raised LookupError out of every reader
+# of text; idna and "undefined", which raised UnicodeError; escape codecs, which would apply
+# backslash rules to the text; punycode, whose decoding costs the square of the text's length.
+NOT_CHARSETS = ["zlib", "base64", "rot13", "hex", "idna", "punycode", "unicode_escape",
+                "raw_unicode_escape", "undefined", "utf\x00-8"]  # fmt: skip
+
+
+@pytest.mark.parametrize("label", NOT_CHARSETS)
+def test_a_label_that_is_no_charset_reads_as_unlabelled_text(label: str) -> None:
+    assert decode_mail_text("Grüße \\x41".encode("latin-1"), label) == "Grüße \\x41"
+    assert decode_mail_text(b"a" * 1_000_000, label) == "a" * 1_000_000  # read once
+    assert decode_encoded_words(f"=?{label}?q?Gr=C3=BC=C3=9Fe?=") == "Grüße"
+    message = (
+        f"Subject: =?{label}?b?R3LDvMOfZQ==?=\r\n"
+        f"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+        f'Content-Type: text/plain; charset="{label}"\r\n\r\nGr\xfc\xdfe\r\n--b\r\n'
+        f"Content-Type: application/pdf\r\n"
+        f"Content-Disposition: attachment; filename*={label}''Gr%C3%BC%C3%9Fe.pdf\r\n\r\n"
+        "%PDF\r\n--b--\r\n"
+    ).encode("latin-1")
+    assert summary_headers(parse_entity(message, 65536).fields)["subject"] == "Grüße"
+    extracted = extract_text(message)
+    assert extracted.body == "Grüße"
+    assert [a.filename for a in extracted.attachments] == ["Grüße.pdf"]
+
+
+def test_stateful_charsets_with_broken_bytes_still_read() -> None:
+    assert "\ufffd" in decode_mail_text(b"+\xff\xfe-", "utf-7")
+    assert "\ufffd" in decode_mail_text(b"\x1b$B\xff", "iso-2022-jp")

@@ -37,6 +37,10 @@ _LABELS = {
 }
 # Labels that say nothing about 8-bit bytes: UTF-8 is tried, then windows-1252.
 _NO_CHARSET = frozenset({"ascii", "utf-8"})
+# Python text codecs that are no charset of mail: a sender naming one would have its own rules
+# applied to the text (backslash escapes), an exception raised (idna, undefined), or, for
+# punycode, decoding that costs the square of the body's length.
+_NOT_CHARSETS = frozenset({"idna", "punycode", "unicode-escape", "raw-unicode-escape", "undefined"})
 _FALLBACK = "cp1252"  # the charset of western mail written without a label
 
 
@@ -47,28 +51,37 @@ def decode_mail_text(data: bytes, charset: str | None = None) -> str:
     if codec is not None:
         try:
             return data.decode(codec)
-        except UnicodeDecodeError:
+        except UnicodeError:
             pass
     try:
         return data.decode("utf-8")
-    except UnicodeDecodeError:
+    except UnicodeError:
+        pass
+    try:
         return data.decode(codec or _FALLBACK, "replace")
+    except UnicodeError:  # a stateful codec (utf-7, iso-2022) that "replace" does not cover
+        return data.decode(_FALLBACK, "replace")
 
 
 def _codec(charset: str | None) -> str | None:
-    """The Python codec for a MIME charset label, or None for no label, an unknown one, or one
+    """The Python codec for a MIME charset label, or None for no label, an unknown one, one
+    that is no text charset (base64, zlib, punycode: the sender chooses the label), or one
     (us-ascii, utf-8, unknown-8bit) that leaves the bytes to UTF-8 and the fallback."""
     if not charset:
         return None
     label = charset.strip().strip('"').lower()
     label = _LABELS.get(label, label)
-    try:
-        name = codecs.lookup(label).name
-    except LookupError:
-        try:
-            name = codecs.lookup(label.removeprefix("x-")).name  # x-sjis, x-mac-roman, x-cp1250
-        except LookupError:
-            return None
-    if name in _NO_CHARSET:
+    # x-sjis, x-mac-roman, x-cp1250: WHATWG's names, which Python knows without the "x-".
+    info = _lookup(label) or _lookup(label.removeprefix("x-"))
+    if info is None or not info._is_text_encoding or info.name in _NOT_CHARSETS:
         return None
-    return _SUPERSETS.get(name, name)
+    if info.name in _NO_CHARSET:
+        return None
+    return _SUPERSETS.get(info.name, info.name)
+
+
+def _lookup(label: str) -> codecs.CodecInfo | None:
+    try:
+        return codecs.lookup(label)
+    except (LookupError, ValueError):  # ValueError: a NUL in the label
+        return None

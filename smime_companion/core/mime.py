@@ -225,13 +225,14 @@ def _parse_simple_content_type(value: str) -> ContentType | None:
 def _rfc2231_text(param: tuple[str | None, str | None, str]) -> str:
     charset, _, text = param
     try:
-        return text.encode("latin-1", "surrogateescape").decode(charset or "ascii", "replace")
-    except LookupError:  # an unknown charset: keep the text as the email package gave it
-        return text
+        raw = text.encode("latin-1", "surrogateescape")
     except UnicodeEncodeError:
         # Raw UTF-8 where RFC 2231 wants percent-escapes: our header fields are already decoded
         # from UTF-8, so the text is the value (found by bench/fuzz_open.py).
         return text
+    # The charset is the sender's word: decoded as every other mail text is (core.charsets),
+    # never with a codec that is no charset (zlib, idna, punycode).
+    return decode_mail_text(raw, charset)
 
 
 _DOT_ATOM_ADDRESS = r"[A-Za-z0-9%+_-]+(?:\.[A-Za-z0-9%+_-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"

@@ -478,7 +478,7 @@ def _with_legacy_display(
     try:
         codec = codecs.lookup(charset).name
         ascii_based = "a\r\n<".encode(codec) == b"a\r\n<"
-    except (LookupError, UnicodeError):
+    except (LookupError, UnicodeError, ValueError):  # ValueError: a NUL in the label
         codec, ascii_based = "", False
     if part.get_content_type() == "text/html" and ascii_based:
         # latin-1 maps bytes to characters one to one: the element is ASCII, the rest untouched.
