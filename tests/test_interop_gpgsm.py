@@ -74,6 +74,12 @@ CASES = {
     "encrypt-aes256": Case(
         "alice", lambda g, m: g.encrypt(m, ["bob"], cipher="AES256"), _cbc("aes-256-cbc")
     ),
+    "encrypt-camellia256": Case(
+        "alice", lambda g, m: g.encrypt(m, ["bob"], cipher="CAMELLIA256"), _cbc("camellia-256-cbc")
+    ),
+    "encrypt-seed": Case(
+        "alice", lambda g, m: g.encrypt(m, ["bob"], cipher="SEED"), _cbc("seed-cbc")
+    ),
     "encrypt-3des": Case(
         "alice",
         lambda g, m: g.encrypt(m, ["bob"], cipher="3DES"),

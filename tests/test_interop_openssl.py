@@ -25,7 +25,7 @@ from smime_companion.core.open import open_message
 from smime_companion.core.verdicts import Decryption, SignatureStatus
 from tests.conftest import load_cert
 from tests.peers import Expect, PeerCannot, check_opened, interop_params
-from tests.tools import run
+from tests.tools import mime_message, run
 
 if TYPE_CHECKING:  # imported for annotations only: pytest would try to collect "TestPki"
     from smime_companion.testing.pki import TestPki
@@ -350,6 +350,18 @@ ENCRYPTED_CASES = {
     "aes-128-cbc": Case("alice", _encrypted(cipher="-aes128"), _decrypted("aes-128-cbc")),
     "aes-192-cbc": Case("alice", _encrypted(cipher="-aes192"), _decrypted("aes-192-cbc")),
     "aes-256-cbc": Case("alice", _encrypted(cipher="-aes256"), _decrypted("aes-256-cbc")),
+    # National ciphers: Camellia (RFC 3657) and SEED (RFC 4010, in OpenSSL's legacy provider).
+    **{
+        f"camellia-{bits}-cbc": Case(
+            "alice", _encrypted(cipher=f"-camellia{bits}"), _decrypted(f"camellia-{bits}-cbc")
+        )
+        for bits in (128, 192, 256)
+    },
+    "seed-cbc": Case(
+        "alice",
+        _encrypted("-provider", "legacy", "-provider", "default", cipher="-seed"),
+        _decrypted("seed-cbc"),
+    ),
     "aes-128-gcm": Case(
         "alice",
         _encrypted(cipher="-aes-128-gcm"),
@@ -558,3 +570,13 @@ def test_openssl_message_for_someone_else_reports_no_key(
     assert result.error is not None
     # The content stays the sealed entity: nothing of the body leaks out.
     assert b"Hello," not in result.content and b"Bye." not in result.content
+
+
+def test_aria_is_named_when_it_cannot_be_opened(
+    pki: TestPki, identities: dict[str, Identity], now: dt.datetime
+) -> None:
+    # ARIA (RFC 5794, Korea): cryptography has no ARIA, so the message says which cipher it is.
+    message = encrypt(pki, mime_message(), ["bob"], cipher="-aria128")
+    result = open_message(message, identities=[identities["bob"]], at=now)
+    assert result.decryption == Decryption.UNSUPPORTED
+    assert "aria-128-cbc" in (result.error or "")

@@ -54,7 +54,7 @@ class ContentCipher:
         """The cipher's block size in bytes (the CBC IV size); 0 for the AEADs."""
         if self.aead:
             return 0
-        return 16 if self.name.startswith("aes") else 8
+        return 16 if self.name.startswith(("aes", "camellia", "seed")) else 8
 
 
 CONTENT_CIPHERS: dict[str, ContentCipher] = {
@@ -73,6 +73,12 @@ CONTENT_CIPHERS: dict[str, ContentCipher] = {
         ContentCipher("rc2-cbc", "1.2.840.113549.3.2", "cbc", 16, weak=True, effective_bits=128),
         # RFC 8103: AEAD_CHACHA20_POLY1305 in AuthEnvelopedData, parameters the 12-byte nonce.
         ContentCipher("chacha20-poly1305", "1.2.840.113549.1.9.16.3.18", "chacha20-poly1305", 32),
+        # National ciphers some clients offer (gpgsm, OpenSSL): Camellia (RFC 3657, Japan) and
+        # SEED (RFC 4010, Korea), 128-bit blocks, parameters the IV as for AES.
+        ContentCipher("camellia-128-cbc", "1.2.392.200011.61.1.1.1.2", "cbc", 16),
+        ContentCipher("camellia-192-cbc", "1.2.392.200011.61.1.1.1.3", "cbc", 24),
+        ContentCipher("camellia-256-cbc", "1.2.392.200011.61.1.1.1.4", "cbc", 32),
+        ContentCipher("seed-cbc", "1.2.410.200004.1.4", "cbc", 16),
     )
 }
 
@@ -128,6 +134,9 @@ KNOWN_UNSUPPORTED_OIDS: dict[str, str] = {
     "2.16.840.1.101.3.4.1.27": "aes-192-ccm",
     "2.16.840.1.101.3.4.1.47": "aes-256-ccm",
     "1.2.840.113549.1.9.16.3.14": "rsa-kem",
+    "1.2.410.200046.1.1.2": "aria-128-cbc",  # RFC 5794; cryptography has no ARIA
+    "1.2.410.200046.1.1.7": "aria-192-cbc",
+    "1.2.410.200046.1.1.12": "aria-256-cbc",
     "1.3.133.16.840.63.0.16": "ecmqv-sha1kdf",
     "1.3.132.1.15.0": "ecmqv-sha224kdf",
     "1.3.132.1.15.1": "ecmqv-sha256kdf",

@@ -6,7 +6,7 @@ plaintext as little as possible.
 from __future__ import annotations
 
 from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
-from cryptography.hazmat.decrepit.ciphers.algorithms import RC2, TripleDES
+from cryptography.hazmat.decrepit.ciphers.algorithms import RC2, SEED, Camellia, TripleDES
 from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherAlgorithm, modes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -71,6 +71,10 @@ def _cbc_algorithm(cipher: ContentCipher, cek: bytes) -> CipherAlgorithm:
         return TripleDES(cek * 3)
     if cipher.oid == RC2_CBC_OID:
         return RC2(cek)  # RC2-128: the one RC2 cryptography implements
+    if cipher.name.startswith("camellia"):
+        return Camellia(cek)
+    if cipher.name == "seed-cbc":
+        return SEED(cek)
     return AES(cek)
 
 

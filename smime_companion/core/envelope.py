@@ -156,7 +156,7 @@ def _cbc_envelope(
     if cipher.oid == RC2_CBC_OID:
         cipher, iv_bytes = _rc2_parameters(iv)
     else:
-        iv_bytes = bytes(iv.native) if isinstance(iv, core.OctetString) else b""
+        iv_bytes = _octets(iv)
     block = cipher.block_size
     if len(iv_bytes) != block:
         raise DecryptFailure(
@@ -168,6 +168,19 @@ def _cbc_envelope(
             f"{cipher.name} ciphertext of {len(ciphertext)} bytes is not whole blocks",
         )
     return Envelope(recipients, others, cipher, None, iv_bytes, ciphertext, b"", b"")
+
+
+def _octets(value: core.Asn1Value) -> bytes:
+    """An OCTET STRING parameter (a CBC IV), also when asn1crypto does not know the algorithm
+    and left it unparsed (Camellia, SEED); b"" for anything else."""
+    if isinstance(value, core.OctetString):
+        return bytes(value.native)
+    if isinstance(value, core.Any):
+        try:
+            return bytes(core.OctetString.load(value.dump(), strict=True).native)
+        except (ValueError, TypeError):
+            return b""
+    return b""
 
 
 def _gcm_nonce_and_tag(
