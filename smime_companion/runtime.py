@@ -20,7 +20,7 @@ from smime_companion.store import Cache
 if TYPE_CHECKING:
     from cryptography import x509
 
-    from smime_companion.core.model import Identity
+    from smime_companion.core.model import Identity, OpenResult
     from smime_companion.harvest import CertHarvester
     from smime_companion.imap.outbox_source import ImapOutbox
     from smime_companion.imap.session import ServerSpec
@@ -379,6 +379,21 @@ def reader_context(
     def lookup(store: CertStore) -> CertificateLookup:
         return certificate_lookup(config, store)
 
+    def open_attached(raw: bytes, at: datetime) -> OpenResult:
+        from smime_companion.core.open import open_message
+
+        with certs() as store:
+            known, keys = store.certificates(), identities_with_store(config, store)
+        return open_message(
+            raw,
+            identities=keys,
+            anchors=load_anchors(config.identity),
+            allow_sha1=config.identity.allow_sha1,
+            allow_weak=config.identity.allow_weak_algorithms,
+            extra_certificates=known,
+            at=at,
+        )
+
     mark_seen = None
     if config.reader.mark_seen_on_server:
 
@@ -399,4 +414,5 @@ def reader_context(
         daemon_status=daemon_status,
         idle=timedelta(minutes=config.reader.idle_minutes),
         clock=clock or (lambda: datetime.now(UTC)),
+        open_attached=open_attached,
     )

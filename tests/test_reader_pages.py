@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 
 from smime_companion.cli import main
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki
-from tests.reader_world import World, encrypted, make_world, message, text_entity
+from tests.reader_world import World, encrypted, make_world, message, signed, text_entity
 from tests.tools import mime_message, openssl_cms
 
 
@@ -54,6 +55,23 @@ def _signed_document(pki: TestPki, now: dt.datetime) -> bytes:
     return message("Alice <alice@example.org>", "The contract", now, body, "contract")
 
 
+def _forwarded(pki: TestPki, now: dt.datetime, altered: bool) -> bytes:
+    """Carol forwards, as an attachment, a message Alice signed (its text changed on the way
+    when ``altered``)."""
+    words = signed(pki, "alice", text_entity("The forwarded words."))
+    original = message("Alice <alice@example.org>", "The original", now, words, "original")
+    if altered:
+        original = original.replace(b"forwarded words", b"forwarded lies.")
+    body = (
+        b"Content-Type: multipart/mixed; boundary=F\r\n\r\n--F\r\n"
+        + text_entity("See the attached message.")
+        + b"--F\r\nContent-Type: message/rfc822\r\n"
+        + b'Content-Disposition: attachment; filename="original.eml"\r\n\r\n'
+        + original + b"\r\n--F--\r\n"
+    )  # fmt: skip
+    return message("Carol <carol@example.org>", "Fwd: the original", now, body, f"fwd{altered}")
+
+
 @pytest.fixture()
 def world(
     tmp_path: Path, pki: TestPki, now: dt.datetime, monkeypatch: pytest.MonkeyPatch
@@ -63,6 +81,8 @@ def world(
         _sealed_with_header_protection(pki, tmp_path, now),
         _partially_encrypted(pki, now),
         _signed_document(pki, now),
+        _forwarded(pki, now, altered=False),
+        _forwarded(pki, now, altered=True),
     ]
     yield from make_world(tmp_path, pki, now, mail)
 
@@ -140,3 +160,25 @@ def test_a_signed_document_is_offered_under_the_name_it_was_sent_as(world: World
     status, headers, body = world.request("GET", "/message/3/part/1", {"Cookie": cookie})
     assert (status, body) == (200, PDF)
     assert 'filename="contract.pdf"' in headers["Content-Disposition"]
+
+
+def test_a_message_forwarded_as_an_attachment_opens_with_its_own_verdict(world: World) -> None:
+    page = _page(world, "/message/4")
+    link = re.search(r'href="(/message/4/attached/(\d+))"', page)
+    assert link is not None, "no link to open the attached message"
+    attached = _page(world, link.group(1))
+    assert '<h1 id="subject">The original</h1>' in attached
+    assert "The forwarded words." in attached
+    assert "Signed by alice@example.org: valid" in attached
+    # Changed on the way: its own verdict says so (the message carrying it is not signed).
+    altered = _page(world, f"/message/5/attached/{link.group(2)}")
+    assert "forwarded lies." in altered
+    assert "Signed by alice@example.org: valid" not in altered
+    assert "Signed by alice@example.org: invalid" in altered
+
+
+def test_only_a_whole_message_part_opens_as_one(world: World) -> None:
+    cookie, _ = world.session()
+    for path in ("/message/4/attached/1", "/message/3/attached/1", "/message/99/attached/2"):
+        status, _, _ = world.request("GET", path, {"Cookie": cookie})
+        assert status == 404, path

@@ -17,7 +17,7 @@ from typing import Any
 
 from cryptography import x509
 
-from smime_companion.core.model import Identity
+from smime_companion.core.model import Identity, OpenResult
 from smime_companion.outbox.plan import CertificateLookup
 from smime_companion.store.cache import Cache, MessageSummary
 from smime_companion.store.certstore import CertStore
@@ -91,6 +91,8 @@ class ReaderContext:
     address file live there. ``kick_outbox(account)`` asks for an outbox pass now (the daemon's
     queue, or a thread of the foreground reader). ``mark_seen`` sets ``\\Seen`` on the server
     (None unless ``mark_seen_on_server``). ``daemon_status`` reads the running daemon's status.
+    ``open_attached(raw, at)`` opens a message attached to a cached one as the daemon opens
+    mail (the same keys, anchors, algorithm policy and known certificates), judged at ``at``.
     """
 
     state_dir: Path
@@ -105,3 +107,4 @@ class ReaderContext:
     daemon_status: Callable[[], dict[str, Any] | None] = lambda: None
     idle: timedelta = timedelta(minutes=30)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    open_attached: Callable[[bytes, datetime], OpenResult] | None = None

@@ -10,12 +10,16 @@ it) is never rendered: it is shown as its text, and its fragment is refused.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from smime_companion.core import text as mime_text
-from smime_companion.core.mime import parse_entity
+from smime_companion.core.entry_derivation import derive_entry
+from smime_companion.core.mime import MESSAGE_TYPES, parse_entity
+from smime_companion.core.model import OpenResult
 from smime_companion.core.verdicts import WARN_NOT_INTEGRITY_PROTECTED
 from smime_companion.errors import MalformedInput
 from smime_companion.reader.html_mail import CleanHtml, InlineImage, clean_html
@@ -139,6 +143,66 @@ def references_of(cache: Cache, message_id: int) -> str:
     inner = _fields(cache.content(message_id))
     own = cache.summary(message_id).message_id
     return " ".join(x for x in (inner.get("references", ""), own) if x).strip()
+
+
+@dataclass
+class AttachedView:
+    """A message attached to a cached one (a message/rfc822 part, as "forward as attachment"
+    sends it), opened on its own: its headers, its own verdict, its text (HTML as text: its
+    frame route serves cached messages only) and the names of its attachments."""
+
+    message_id: int
+    part: int
+    headers: list[HeaderLine]
+    header_protection: str | None
+    verdict: list[VerdictLine]
+    layers: list[str]
+    badges: list[Badge]
+    bodies: list[Body]
+    attachments: list[mime_text.Attachment]
+    opened: bool
+
+    @property
+    def subject(self) -> str:
+        return next((h.value for h in self.headers if h.name == "Subject"), "")
+
+
+def is_attached_message(attachment: StoredAttachment) -> bool:
+    """True for an attachment that is a whole message, which the reader can open."""
+    return attachment.mime_type in MESSAGE_TYPES
+
+
+def attached_view(
+    cache: Cache,
+    store: CertStore,
+    message_id: int,
+    part_number: int,
+    open_attached: Callable[[bytes, datetime], OpenResult],
+) -> AttachedView | None:
+    """Part ``part_number`` of message ``message_id`` opened as a message of its own, judged at
+    the time the message carrying it arrived (as that message was); None when the part is not
+    a whole message. Raises :class:`UsageError` for an unknown message."""
+    arrived = cache.summary(message_id).arrived
+    content = cache.content(message_id)
+    part = mime_text.get_part(content, part_number) if content is not None else None
+    if part is None or part.mime_type not in MESSAGE_TYPES:
+        return None
+    result = open_attached(part.data, arrived)
+    entry = derive_entry(part.data, result, arrived)
+    report = json.loads(entry.report)
+    opened = result.content is not None and result.error is None
+    return AttachedView(
+        message_id=message_id,
+        part=part_number,
+        headers=_header_lines(report, part.data),
+        header_protection=result.header_protection,
+        verdict=verdict_lines(report, key_changed=key_changed(store, report)),
+        layers=layer_lines(report),
+        badges=list_badges(str(result.decryption), str(result.signature), list(result.warnings)),
+        bodies=_bodies(result.content, trusted=False) if opened else [],
+        attachments=list(entry.attachments),
+        opened=opened,
+    )
 
 
 def message_view(cache: Cache, store: CertStore, message_id: int) -> MessageView:

@@ -48,6 +48,7 @@ def register(app: Flask) -> None:
     app.add_url_rule("/message/<int:message_id>", "message", message)
     app.add_url_rule("/message/<int:message_id>/html/<int:part>", "html_part", html_part)
     app.add_url_rule("/message/<int:message_id>/part/<int:part>", "download", download)
+    app.add_url_rule("/message/<int:message_id>/attached/<int:part>", "attached", attached)
     app.add_url_rule("/message/<int:message_id>/raw", "raw", raw)
     app.add_url_rule("/message/<int:message_id>/read", "set_read", set_read, methods=["POST"])
     app.add_url_rule("/api/mailbox", "api_mailbox", api_mailbox)
@@ -197,11 +198,15 @@ def message(message_id: int) -> str:
     back = request.args.get("back", "")
     if not back.startswith("/mail"):
         back = url_for("mailbox", account=view.summary.account, folder=view.summary.folder)
+    attached_parts = {a.part for a in view.attachments if message_view.is_attached_message(a)}
+    if state.context.open_attached is None:
+        attached_parts = set()
     return render_template(
         "message.html",
         view=view,
         as_text=as_text,
         texts=texts,
+        attached_parts=attached_parts,
         back=back,
         neighbours=_neighbours(back, message_id),
         **_sidebar(),
@@ -247,6 +252,24 @@ def html_part(message_id: int, part: int) -> Response:
     response.headers["Content-Security-Policy"] = FRAME_POLICY.format(nonce=nonce)
     response.headers["X-Frame-Options"] = "SAMEORIGIN"
     return response
+
+
+def attached(message_id: int, part: int) -> str:
+    """A message attached to this one (forwarded as an attachment), opened with its own
+    verdict."""
+    state = reader()
+    if state.context.open_attached is None:
+        abort(404)
+    try:
+        view = message_view.attached_view(
+            state.stores.cache(), state.stores.certs(), message_id, part,
+            state.context.open_attached,
+        )  # fmt: skip
+    except UsageError:
+        abort(404)
+    if view is None:
+        abort(404)
+    return render_template("attached.html", view=view, **_sidebar())
 
 
 def download(message_id: int, part: int) -> Response:
