@@ -144,7 +144,9 @@ WARNINGS: dict[str, tuple[str, str, str]] = {
     "partially-signed": (
         "partially signed",
         WARN,
-        "Only a part of this message is signed; the rest could have been added by anyone.",
+        "Only a part of this message is signed; the rest could have been added by anyone. "
+        "A message forwarded as an attachment has a verdict of its own: open it from the "
+        "attachments.",
     ),
     "weak-cipher": (
         "weak cipher",
