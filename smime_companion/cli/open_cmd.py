@@ -62,7 +62,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--certfile",
         "PEM",
         "certificates (PEM or DER, repeatable) among which the signer's certificate and its "
-        "issuers are looked for when the message leaves them out",
+        "issuers are looked for when the message leaves them out; one that holds your key (a "
+        "certificate a renewal replaced) also names that key for decryption",
     )
     p.add_argument(
         "--allow-sha1",
