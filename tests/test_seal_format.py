@@ -368,3 +368,34 @@ def test_a_draft_with_cr_only_line_ends_is_read_line_by_line(pki: TestPki) -> No
     assert decoded_header(message, "Subject") == "old Mac"
     signed = openssl_cms(["-verify", "-purpose", "smimesign", "-CAfile", pki.root], message)
     assert leaf_payloads(signed) == [("text/plain", b"body\r\n")]
+
+
+# Part headers the email package cannot decode a part's text with: get_payload() raised
+# ValueError (a NUL in the label) or UnicodeError (idna) out of seal, and an 8-bit
+# Content-Disposition came back as a Header object. Found by a one-off mutation fuzz of drafts.
+ODD_PART_HEADERS = {
+    "nul-in-charset": b'Content-Type: text/plain; charset="utf\x00-8"',
+    "idna-charset": b"Content-Type: text/plain; charset=idna",
+    "8bit-disposition": b"Content-Type: text/plain; charset=utf-8\r\n"
+    b'Content-Disposition: inline; filename="Gr\xc3\xbc\xc3\x9fe.txt"',
+}
+
+
+@pytest.mark.parametrize("odd", sorted(ODD_PART_HEADERS))
+def test_a_part_header_the_email_package_cannot_decode_with_is_sealed_or_refused_in_a_line(
+    pki: TestPki, odd: str
+) -> None:
+    draft = (
+        headers("alice@example.org", ["bob@example.org"]).encode()
+        + b"Content-Type: multipart/mixed; boundary=m\r\n\r\n--m\r\n"
+        + ODD_PART_HEADERS[odd]
+        + b"\r\n\r\nGr\xc3\xbc\xc3\x9fe\r\n--m--\r\n"
+    )
+    sealed = seal_draft(pki, draft, recipients=[recipient(pki, "bob")])
+    text = _main_parts(_decrypted_and_verified(pki, sealed.main.message))["text/plain"]
+    assert "Grüße".encode() in text.get_payload(decode=True)
+    if odd == "nul-in-charset":  # signed only, the label is written as it is: refused
+        with pytest.raises(SealError, match="Content-Type holds a line break or NUL"):
+            seal_draft(pki, draft, options=SealOptions(encrypt=False))
+    else:
+        seal_draft(pki, draft, options=SealOptions(encrypt=False))

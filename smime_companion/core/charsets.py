@@ -83,5 +83,5 @@ def _codec(charset: str | None) -> str | None:
 def _lookup(label: str) -> codecs.CodecInfo | None:
     try:
         return codecs.lookup(label)
-    except (LookupError, ValueError):  # ValueError: a NUL in the label
+    except (LookupError, ValueError):  # ValueError: a NUL or a lone surrogate in the label
         return None

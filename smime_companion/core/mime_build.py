@@ -247,9 +247,10 @@ def _check_defects(part: email.message.Message) -> None:
     for defect in part.defects:
         if isinstance(defect, fatal):
             raise SealError(f"draft is not a well-formed MIME message: {type(defect).__name__}")
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        for sub in payload:
+    # is_multipart, never get_payload(), to ask: get_payload() decodes a leaf's 8-bit text with
+    # its declared charset, and a label with a NUL (or a codec such as idna) raises there.
+    if part.is_multipart():
+        for sub in part.get_payload():
             if isinstance(sub, email.message.Message):
                 _check_defects(sub)
 
@@ -375,14 +376,18 @@ def _main_body_parts(part: email.message.Message) -> list[email.message.Message]
     """The parts a reader shows as the message's text: an inline text/plain or text/html part;
     each alternative of a multipart/alternative; the root of a multipart/related (its first
     part); the first part of any other multipart. Never inside an attached message."""
-    if isinstance(part.get_payload(), list):
+    if part.is_multipart():
         children = [c for c in part.get_payload() if isinstance(c, email.message.Message)]
         if part.get_content_maintype() != "multipart" or not children:
             return []
         if part.get_content_type() == "multipart/alternative":
             return [found for child in children for found in _main_body_parts(child)]
         return _main_body_parts(children[0])
-    attachment = (part.get("Content-Disposition") or "").strip().lower().startswith("attachment")
+    # The raw value: get() would hand a Header object for 8-bit text.
+    disposition = next(
+        (str(v) for n, v in part.raw_items() if n.lower() == "content-disposition"), ""
+    )
+    attachment = disposition.strip().lower().startswith("attachment")
     if part.get_content_type() in ("text/plain", "text/html") and not attachment:
         return [part]
     return []
@@ -413,8 +418,8 @@ def _entity(
                 text = f'{text}; hp="{hp}"'
         headers.append((name, text))
 
-    if isinstance(part.get_payload(), list):
-        if part.is_multipart() and maintype == "multipart":
+    if part.is_multipart():
+        if maintype == "multipart":
             body = _multipart_body(part, legacy)
             boundary = part.get_boundary()
             if boundary is None:  # pragma: no cover - refused by _check_defects
