@@ -380,19 +380,21 @@ def reader_context(
         return certificate_lookup(config, store)
 
     def open_attached(raw: bytes, at: datetime) -> OpenResult:
-        from smime_companion.core.open import open_message
+        # The daemon's opener, in this thread: the same policy and time limit, never raising.
+        from smime_companion.sync.opening import OpeningPool
 
         with certs() as store:
             known, keys = store.certificates(), identities_with_store(config, store)
-        return open_message(
-            raw,
-            identities=keys,
-            anchors=load_anchors(config.identity),
+        opener = OpeningPool(
+            keys,
+            load_anchors(config.identity),
             allow_sha1=config.identity.allow_sha1,
             allow_weak=config.identity.allow_weak_algorithms,
             extra_certificates=known,
-            at=at,
+            workers=0,
+            time_limit=config.cache.open_time_limit,
         )
+        return opener.open(raw, at)
 
     mark_seen = None
     if config.reader.mark_seen_on_server:
