@@ -115,44 +115,55 @@ def iter_parts(content: bytes, content_name: str | None = None) -> Iterator[Part
     ``content_name`` (see ``OpenResult.content_name``). Raises :class:`MalformedInput` only when
     the top entity's header section is over the limit.
     """
-    counter = [0]
     top = parse_entity(content, MAX_HEADER_BYTES, as_content=True)
     protected = top.content_type.param("hp") in ("cipher", "clear")
-    yield from _walk(top, 0, counter, content_name if top.headerless else None, protected)
-
-
-def _walk(
-    entity: Entity,
-    depth: int,
-    counter: list[int],
-    name: str | None = None,
-    protected: bool = False,
-) -> Iterator[Part]:
-    """``protected``: ``entity`` is inside content that carries protected headers."""
-    ctype = entity.content_type
-    if depth < MAX_DEPTH and counter[0] < MAX_PARTS:
-        if ctype.mime_type.startswith("multipart/"):
-            try:
-                children = multipart_parts(entity, MAX_PARTS)
-            except MalformedInput:
-                children = None
-            if children is not None:
-                for child in children:
-                    try:
-                        sub = parse_entity(child, MAX_HEADER_BYTES, as_content=True)
-                    except MalformedInput:
-                        continue
-                    yield from _walk(sub, depth + 1, counter, None, protected)
-                return
-        elif ctype.mime_type in MESSAGE_TYPES and not _disposition_is_attachment(entity):
-            try:
-                inner = parse_entity(entity.decoded_body(), MAX_HEADER_BYTES, as_content=True)
-            except MalformedInput:
-                inner = None
+    name = content_name if top.headerless else None
+    # An explicit stack rather than recursion: a container is dropped as soon as its children
+    # are cut out of it, so a hostile nest of multiparts or attached messages (each one a copy
+    # of nearly all of its parent) holds about two copies of the content at a time, not one per
+    # level of depth. ``protected``: the entity is inside content that carries protected headers.
+    stack: list[tuple[Entity, int, str | None, bool]] = [(top, 0, name, protected)]
+    del top
+    number = 0
+    while stack:
+        entity, depth, name, protected = stack.pop()
+        if depth < MAX_DEPTH and number < MAX_PARTS:
+            inner = _inner_entities(entity)
             if inner is not None:
-                yield from _walk(inner, depth + 1, counter)
-                return
-    counter[0] += 1
+                # A multipart's children keep the protection; an attached message is its own.
+                keeps = protected and entity.content_type.mime_type.startswith("multipart/")
+                stack.extend((sub, depth + 1, None, keeps) for sub in reversed(inner))
+                continue
+        number += 1
+        yield _leaf(entity, number, name, protected)
+
+
+def _inner_entities(entity: Entity) -> list[Entity] | None:
+    """The entities a multipart or an attached message (not one marked as an attachment) holds,
+    or None when ``entity`` is a leaf or its structure is too broken to descend into."""
+    ctype = entity.content_type
+    if ctype.mime_type.startswith("multipart/"):
+        try:
+            children = multipart_parts(entity, MAX_PARTS)
+        except MalformedInput:
+            return None
+        parsed = []
+        for child in children:
+            try:
+                parsed.append(parse_entity(child, MAX_HEADER_BYTES, as_content=True))
+            except MalformedInput:
+                continue  # a part whose header is over the limit is left out
+        return parsed
+    if ctype.mime_type in MESSAGE_TYPES and not _disposition_is_attachment(entity):
+        try:
+            return [parse_entity(entity.decoded_body(), MAX_HEADER_BYTES, as_content=True)]
+        except MalformedInput:
+            return None
+    return None
+
+
+def _leaf(entity: Entity, number: int, name: str | None, protected: bool) -> Part:
+    ctype = entity.content_type
     try:
         data = entity.decoded_body()
     except MalformedInput:
@@ -168,8 +179,8 @@ def _walk(
     if (ctype.param("format") or "").lower() == "flowed":
         flowed = "delsp" if (ctype.param("delsp") or "").lower() == "yes" else "yes"
     legacy = protected and not is_attachment and ctype.param(legacy_display.PARAMETER) == "1"
-    yield Part(
-        counter[0], ctype.mime_type, filename, is_attachment, data, ctype.param("charset"),
+    return Part(
+        number, ctype.mime_type, filename, is_attachment, data, ctype.param("charset"),
         content_id, flowed, legacy,
     )  # fmt: skip
 

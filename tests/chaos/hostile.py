@@ -158,6 +158,22 @@ def many_header_fields(count: int, subject: str = "Many header fields") -> bytes
     )
 
 
+def nested_containers(kind: str, depth: int, subject: str = "Nested containers") -> bytes:
+    """A plain message whose body is ``depth`` multiparts (``kind`` "multipart") or attached
+    messages ("message") each inside the last, around one line of text: every level is a copy of
+    nearly the whole message once it is cut out of its parent."""
+    head = f"From: alice@example.org\r\nTo: bob@example.org\r\nSubject: {subject}\r\n".encode()
+    if kind == "message":
+        level = b"Content-Type: message/rfc822\r\n\r\n" + head
+        return head + level * depth + b"Content-Type: text/plain\r\n\r\ninnermost\r\n"
+    opening = b"".join(
+        b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (n, n)
+        for n in range(depth)
+    )
+    closing = b"".join(b"\r\n--b%d--" % n for n in reversed(range(depth)))
+    return head + opening + b"Content-Type: text/plain\r\n\r\ninnermost" + closing + b"\r\n"
+
+
 def unfinished_html(subject: str = "Unfinished HTML") -> bytes:
     """A plain message whose HTML part is a megabyte of tags that never end: html.parser read
     each one again at every later "<" (hours of indexing for this one message)."""

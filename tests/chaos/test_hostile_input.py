@@ -13,6 +13,7 @@ import datetime as dt
 import pytest
 from cryptography import x509
 
+from smime_companion.core.entry_derivation import derive_entry
 from smime_companion.core.model import OpenResult
 from smime_companion.core.open import DEFAULT_LIMITS, Limits, open_message
 from smime_companion.core.verdicts import Decryption, SignatureStatus
@@ -149,3 +150,23 @@ def test_a_signed_attribute_value_under_universal_tag_8_gives_a_status_not_an_ex
     # Found by bench/fuzz_open.py: asn1crypto could not re-encode the attributes and raised.
     result = open_message(hostile.capability_with_tag_8(pki), anchors=anchors, at=now)
     assert result.signature not in (SignatureStatus.VALID, SignatureStatus.NONE)
+
+
+@pytest.mark.parametrize("kind", ["multipart", "message"])
+def test_a_deep_nest_of_containers_is_indexed_with_memory_linear_in_its_size(
+    kind: str, now: dt.datetime
+) -> None:
+    # Each level cut out of its parent is a copy of nearly the whole message; holding every
+    # level while descending cost 33 times the message (the walk stops at 32 levels).
+    raw = hostile.nested_containers(kind, 20_000)
+    assert len(raw) > MB
+
+    def open_and_index() -> tuple[OpenResult, int]:
+        result = open_message(raw, at=now)
+        return result, len(derive_entry(raw, result, now).attachments)
+
+    (result, attachments), peak = hostile.measured(open_and_index)
+    assert result.error is None
+    # Past the depth limit the rest of the nest is one attachment, not lost.
+    assert attachments == 1
+    assert peak < 4 * len(raw)
