@@ -72,6 +72,19 @@ def _forwarded(pki: TestPki, now: dt.datetime, altered: bool) -> bytes:
     return message("Carol <carol@example.org>", "Fwd: the original", now, body, f"fwd{altered}")
 
 
+def _disguised_attachment(now: dt.datetime) -> bytes:
+    """An attachment whose name holds a right-to-left override: "invoice", U+202E, "gpj.exe"
+    is displayed as "invoiceexe.jpg" wherever the character takes effect."""
+    body = (
+        b"Content-Type: multipart/mixed; boundary=D\r\n\r\n--D\r\n"
+        + text_entity("The invoice is attached.")
+        + b"--D\r\nContent-Type: application/octet-stream\r\n"
+        + b"Content-Disposition: attachment; filename*=utf-8''invoice%E2%80%AEgpj.exe\r\n"
+        + b"Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--D--\r\n"
+    )  # fmt: skip
+    return message("Mallory <mallory@example.net>", "Invoice", now, body, "disguised")
+
+
 @pytest.fixture()
 def world(
     tmp_path: Path, pki: TestPki, now: dt.datetime, monkeypatch: pytest.MonkeyPatch
@@ -83,6 +96,7 @@ def world(
         _signed_document(pki, now),
         _forwarded(pki, now, altered=False),
         _forwarded(pki, now, altered=True),
+        _disguised_attachment(now),
     ]
     yield from make_world(tmp_path, pki, now, mail)
 
@@ -160,6 +174,20 @@ def test_a_signed_document_is_offered_under_the_name_it_was_sent_as(world: World
     status, headers, body = world.request("GET", "/message/3/part/1", {"Cookie": cookie})
     assert (status, body) == (200, PDF)
     assert 'filename="contract.pdf"' in headers["Content-Disposition"]
+
+
+def test_a_file_name_cannot_hide_its_real_extension_behind_a_direction_override(
+    world: World,
+) -> None:
+    page = _page(world, "/message/6")
+    assert "\u202e" not in page
+    assert "invoice\\u202egpj.exe</a>" in page
+    cookie, _ = world.session()
+    status, headers, _ = world.request("GET", "/message/6/part/2", {"Cookie": cookie})
+    assert status == 200
+    # Saved under the name the page showed, never one a file manager would display reversed.
+    assert "%E2%80%AE" not in headers["Content-Disposition"]
+    assert "invoice%5Cu202egpj.exe" in headers["Content-Disposition"]
 
 
 def test_a_message_forwarded_as_an_attachment_opens_with_its_own_verdict(world: World) -> None:

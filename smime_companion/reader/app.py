@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Flask, Response, g, jsonify, render_template, request
 
+from smime_companion.core import printable
 from smime_companion.reader import routes_admin, routes_compose, routes_mail
 from smime_companion.reader.context import ReaderContext, ThreadStores
 from smime_companion.reader.security import (
@@ -61,6 +62,9 @@ def create_app(context: ReaderContext, port: int) -> Flask:
     app.before_request(_check_request)
     app.after_request(_protect_response)
     app.context_processor(_template_values)
+    # A name the sender chose for a file: its bidirectional and control characters shown
+    # escaped, so "invoice\u202egpj.exe" cannot pass for "invoiceexe.jpg".
+    app.add_template_filter(printable.for_terminal, "visible_controls")
     routes_mail.register(app)
     routes_compose.register(app)
     routes_admin.register(app)

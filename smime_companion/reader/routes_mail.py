@@ -19,6 +19,7 @@ from flask import (
     url_for,
 )
 
+from smime_companion.core import printable
 from smime_companion.core import text as mime_text
 from smime_companion.errors import SmimeCompanionError, UsageError
 from smime_companion.reader import mailbox_view, message_view
@@ -282,7 +283,8 @@ def download(message_id: int, part: int) -> Response:
     # Content that came without a header has its name only in the stored attachment row
     # (contract.pdf inside contract.pdf.p7m, see OpenResult.content_name).
     stored = next((a.filename for a in cache.attachments(message_id) if a.part == part), "")
-    name = found.filename or stored or f"part-{part}"
+    # Saved under the name shown on the page (bidirectional controls escaped, see app.py).
+    name = printable.for_terminal(found.filename or stored) or f"part-{part}"
     response = Response(found.data, mimetype="application/octet-stream")
     quoted = urllib.parse.quote(name, safe="")
     fallback = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:100] or "part"
