@@ -531,12 +531,12 @@ def decode_encoded_words(value: str) -> str:
 
 def _encoded_word_bytes(match: re.Match[str]) -> tuple[str, bytes] | None:
     """The charset (without an RFC 2231 language) and the bytes of one encoded word, or None
-    when its base64 is broken."""
+    when its base64 is broken or not ASCII."""
     charset, encoding, text = match.group(1).split("*")[0].lower(), match.group(2), match.group(3)
     if encoding in "qQ":
         return charset, binascii.a2b_qp(text.encode("utf-8"), header=True)
     data = "".join(text.split())
     try:
         return charset, binascii.a2b_base64(data + "=" * (-len(data) % 4), strict_mode=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a non-ASCII character (raw 8-bit header bytes)
         return None
