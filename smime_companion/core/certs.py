@@ -211,6 +211,16 @@ def fingerprint_sha256(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
+def describe_subject(cert: x509.Certificate, empty: str = "(empty subject)") -> str:
+    """The subject as RFC 4514 text, ``empty`` when it has no attribute, and "(unreadable
+    subject)" when cryptography refuses it: names are parsed only when first read, so a
+    certificate that loaded (and even signed) can still carry one. Never raises."""
+    try:
+        return cert.subject.rfc4514_string() or empty
+    except ValueError:
+        return "(unreadable subject)"
+
+
 def is_usable_for_email(cert: x509.Certificate) -> bool:
     """True when the certificate may protect email by its extended key usage.
 

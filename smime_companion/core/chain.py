@@ -31,6 +31,7 @@ from smime_companion.core.cert_loading import load_certificate
 from smime_companion.core.certs import (
     CertificateDefect,
     allows_signing,
+    describe_subject,
     email_addresses,
     extension_value,
     is_usable_for_email,
@@ -311,13 +312,6 @@ def weak_signature_hash(cert: x509.Certificate) -> str | None:
     if isinstance(algorithm, hashes.SHA1):
         return "sha1"
     return None
-
-
-def describe_subject(cert: x509.Certificate) -> str:
-    try:
-        return cert.subject.rfc4514_string() or "(empty subject)"
-    except ValueError:
-        return "(unreadable subject)"
 
 
 @dataclass

@@ -78,6 +78,8 @@ class SignerReport:
         """A JSON-ready summary (no certificates, only their SHA-256 fingerprints)."""
         from cryptography.hazmat.primitives import hashes
 
+        from smime_companion.core.certs import describe_subject
+
         return {
             "status": str(self.status),
             "reason": self.reason,
@@ -86,10 +88,10 @@ class SignerReport:
             "fingerprint": self.certificate.fingerprint(hashes.SHA256()).hex()
             if self.certificate is not None
             else None,
-            "subject": self.certificate.subject.rfc4514_string()
+            "subject": describe_subject(self.certificate, empty="")
             if self.certificate is not None
             else None,
-            "chain": [c.subject.rfc4514_string() for c in self.chain],
+            "chain": [describe_subject(c, empty="") for c in self.chain],
             "digest_algorithm": self.digest_algorithm,
             "signature_algorithm": self.signature_algorithm,
             "signing_time": self.signing_time.isoformat() if self.signing_time else None,

@@ -14,8 +14,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from smime_companion.core.certs import CertificateDefect
-from smime_companion.core.chain import Cert, describe_subject
+from smime_companion.core.certs import CertificateDefect, describe_subject
+from smime_companion.core.chain import Cert
 
 
 def name_constraint_violation(path: tuple[Cert, ...], addresses: tuple[str, ...]) -> str | None:

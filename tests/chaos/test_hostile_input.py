@@ -8,7 +8,9 @@ the cases here are the ones those do not cover.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 
 import pytest
 from cryptography import x509
@@ -20,6 +22,7 @@ from smime_companion.core.verdicts import Decryption, SignatureStatus
 from smime_companion.testing.pki import TestPki
 from tests.chaos import hostile
 from tests.conftest import load_identity
+from tests.tools import mime_message, openssl_cms
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -170,3 +173,26 @@ def test_a_deep_nest_of_containers_is_indexed_with_memory_linear_in_its_size(
     # Past the depth limit the rest of the nest is one attachment, not lost.
     assert attachments == 1
     assert peak < 4 * len(raw)
+
+
+def test_a_signer_certificate_whose_subject_cannot_be_read_is_reported_not_raised(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime
+) -> None:
+    # cryptography parses a name only when it is first read: a certificate with a broken
+    # subject loads and its key checks the signature, but printing the signer's subject for
+    # the report raised (found by bench/fuzz_open.py: the message was cached unindexed).
+    signed = openssl_cms(
+        ["-sign", "-nodetach", "-signer", pki.cert("alice"), "-inkey", pki.key("alice")],
+        mime_message(),
+    )
+    head, body = signed.split(b"\n\n", 1)
+    der = base64.b64decode(body)
+    common_name = b"\x0c\x05Alice"  # CN=Alice as a UTF8String; tag 1 (BOOLEAN) is no name
+    assert der.count(common_name) == 1
+    broken = der.replace(common_name, b"\x01" + common_name[1:])
+    raw = head + b"\n\n" + base64.encodebytes(broken)
+
+    result = open_message(raw, anchors=anchors, at=now)
+    assert result.signature not in (SignatureStatus.VALID, SignatureStatus.NONE)
+    report = json.loads(derive_entry(raw, result, now).report)
+    assert report["layers"][0]["signers"][0]["subject"] == "(unreadable subject)"
