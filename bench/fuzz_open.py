@@ -1,4 +1,8 @@
-"""Coverage-guided fuzzing of ``core.open.open_message`` with atheris (libFuzzer for Python).
+"""Coverage-guided fuzzing of ``core.open.open_message`` with atheris (libFuzzer for Python), and
+of what the daemon and the reader do next with what it returns: the cache entry
+(``core.entry_derivation.derive_entry``: text extraction, header decoding, the report) and each
+inline part as the reader shows it (HTML through ``reader.html_mail.clean_html``, text through
+``core.text.part_text``).
 
 Run: ``.venv/bin/python bench/fuzz_open.py [-runs=1000000] [-max_total_time=SECONDS] [-jobs=N]``
 (any libFuzzer flag is passed on). atheris is bench-only: when it is missing this prints how to
@@ -14,12 +18,16 @@ detached signature, two From fields or addresses, a poison From, protected heade
 signature, a CBC gadget, an impostor certificate with the signer's identifier. libFuzzer mutates
 them as bytes (MIME-level damage: headers, boundaries, base64 line breaks); the custom mutator
 also decodes the base64 CMS body of a message, mutates the DER with libFuzzer's mutator and
-encodes it again (CMS-level damage that survives the base64 decoding).
+encodes it again (CMS-level damage that survives the base64 decoding). Plain mail of the shapes
+the text walk reads (alternatives, HTML with cid images, attached messages, flowed text, legacy
+charsets, RFC 2047 and RFC 2231 names, uuencode, broken base64) seeds the indexing side.
 
 Every input is opened as bob with the test root as the only anchor. A finding is:
-- an exception out of ``open_message`` (it must return a status or an error line, never raise);
-- an input that takes more than ``HANG_SECONDS`` (1 s) of CPU time (CPU, not wall time: the
-  machine is shared, and a neighbour's load is not our cost);
+- an exception out of ``open_message`` (it must return a status or an error line, never raise),
+  out of ``derive_entry`` (the daemon would cache the message unindexed, "internal error while
+  indexing") or out of the reader's rendering of a part;
+- an input whose opening, indexing and rendering together take more than ``HANG_SECONDS`` (1 s)
+  of CPU time (CPU, not wall time: the machine is shared, and a neighbour's load is not our cost);
 - a ``valid`` signature verdict for content that is not exactly one of the seeds' signed
   contents (a mutation that changed what was signed must never verify), or beside headers that
   do not have exactly one From field holding the signer's address (the one From rule);
@@ -60,9 +68,13 @@ except ImportError:
     sys.exit(2)
 
 with atheris.instrument_imports(include=["smime_companion", "asn1crypto"]):
+    from smime_companion.core import text as mime_text
+    from smime_companion.core.cache_entry import UNREADABLE
+    from smime_companion.core.entry_derivation import derive_entry
     from smime_companion.core.mime import sender_of, to_crlf
     from smime_companion.core.open import open_message
     from smime_companion.core.verdicts import SignatureStatus
+    from smime_companion.reader.html_mail import InlineImage, clean_html
 
 from asn1crypto import cms  # noqa: E402
 from cryptography import x509  # noqa: E402
@@ -71,6 +83,7 @@ from smime_companion import keyfiles  # noqa: E402
 from smime_companion.core.cert_vocabulary import Recipient  # noqa: E402
 from smime_companion.core.model import Identity  # noqa: E402
 from smime_companion.core.seal import seal  # noqa: E402
+from smime_companion.errors import MalformedInput  # noqa: E402
 from smime_companion.testing.pki import PKCS12_PASSWORD, make_test_pki  # noqa: E402
 from tests.chaos import costly, forged, hostile  # noqa: E402
 from tests.tools import mime_message, openssl_cms  # noqa: E402
@@ -156,6 +169,7 @@ def make_seeds(directory: Path) -> list[bytes]:
         forged.cbc_gadget(pki)[1],
         forged.duplicate_signer_id(pki),
         forged.encrypted_message_attached(pki),
+        *plain_shapes(),
     ]
     # The contents a valid verdict may show: whatever the untouched signed seeds open to.
     WORLD.valid_contents = set()
@@ -167,6 +181,49 @@ def make_seeds(directory: Path) -> list[bytes]:
     return seeds
 
 
+def plain_shapes() -> list[bytes]:
+    """Unsigned mail in the shapes the text walk and the reader read (see the module docstring)."""
+    head = (
+        b"From: =?iso-8859-1?q?J=F6rg?= <joerg@example.org>\r\nTo: bob@example.org\r\n"
+        b"Subject: =?utf-8?b?w4RwZmVs?= and more\r\nDate: Wed, 25 Nov 2026 10:00:00 +0100\r\n"
+        b"Message-ID: <shape@example.org>\r\nMIME-Version: 1.0\r\n"
+    )
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(40))
+    alternative = (
+        b'Content-Type: multipart/alternative; boundary="alt"\r\n\r\n'
+        b"--alt\r\nContent-Type: text/plain; charset=utf-8; format=flowed; delsp=yes\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n> quoted =C3=A4 \r\nsoft \r\nend\r\n"
+        b"--alt\r\nContent-Type: text/html; charset=windows-1252\r\n\r\n"
+        b'<html><body><p style="color:red">Gr\xfc\xdfe</p><img src="cid:logo@x">'
+        b'<a href="http://example.org/">x</a><table><tr><td>1<td>2</table></body></html>\r\n'
+        b"--alt--\r\n"
+    )
+    related = (
+        b'Content-Type: multipart/related; boundary="rel"\r\n\r\n--rel\r\n' + alternative
+        + b"\r\n--rel\r\nContent-Type: image/png\r\nContent-ID: <logo@x>\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + png + b"\r\n--rel--\r\n"
+    )  # fmt: skip
+    mixed = (
+        b'Content-Type: multipart/mixed; boundary="mix"\r\n\r\npreamble\r\n--mix\r\n' + related
+        + b"\r\n--mix\r\nContent-Type: application/pdf\r\n"
+        b"Content-Disposition: attachment; filename*0*=utf-8''R%C3%A9sum; filename*1=.pdf\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n"
+        b"--mix\r\nContent-Type: message/rfc822\r\n\r\n" + head
+        + b"Content-Type: text/plain; charset=koi8-r\r\n\r\n\xf0\xd2\xc9\xd7\xc5\xd4\r\n"
+        b"--mix\r\nContent-Type: text/plain; name=old.txt\r\n"
+        b"Content-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 old.txt\r\n#86)C\r\n`\r\nend\r\n"
+        b"--mix\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        b"SGVsbG8*=garbage\r\n--mix--\r\nepilogue\r\n"
+    )  # fmt: skip
+    return [
+        head + mixed,
+        head + related,
+        head + b"Content-Type: text/html\r\n\r\n<div><div><p>unclosed <b>bold <!-- note",
+        head.replace(b"\r\n", b"\n") + b"Content-Type: text/plain; charset=iso-2022-jp\n\n"
+        b"\x1b$B$3$s$K$A$O\x1b(B\n",
+    ]
+
+
 class Finding(Exception):
     """An input broke one of the fuzzer's rules."""
 
@@ -176,7 +233,9 @@ class Finding(Exception):
 # makes them stop it like any other finding.
 # None is open. Fixed so far: ("UnicodeEncodeError", "_rfc2231_text"), raw UTF-8 in an RFC 2231
 # parameter (core/mime.py, commit 9102f6a); ("AttributeError", "dump"), a signed attribute value
-# under universal tag 8 (core/verify.py, commit 83b90e6).
+# under universal tag 8 (core/verify.py, commit 83b90e6); ("ValueError", "_encoded_word_bytes"),
+# non-ASCII inside an RFC 2047 word's base64 (core/mime.py, d5e19fd); ("ValueError", "to_json"),
+# a signer certificate whose subject cannot be parsed (core/model.py, eae60f9).
 KNOWN_DEFECTS: set[tuple[str, str]] = set()
 KNOWN_SEEN: dict[tuple[str, str], int] = {}
 STOP_ON_KNOWN = os.environ.get("FUZZ_STOP_ON_KNOWN") == "1"
@@ -194,9 +253,10 @@ def _report_known() -> None:
 
 
 def test_one_input(data: bytes) -> None:
-    """Open ``data``; raise :class:`Finding` on a hang or a valid verdict for other content
-    (any exception from ``open_message`` itself propagates: libFuzzer reports it, unless it is
-    one of ``KNOWN_DEFECTS``, which are counted)."""
+    """Open ``data``, index and render what it opens to; raise :class:`Finding` on a hang or a
+    valid verdict for other content (any exception from opening, indexing or rendering
+    propagates: libFuzzer reports it, unless it is one of ``KNOWN_DEFECTS``, which are
+    counted)."""
     start = time.process_time()
     try:
         result = open_message(data, identities=[WORLD.identity], anchors=WORLD.anchors, at=NOW)
@@ -211,6 +271,9 @@ def test_one_input(data: bytes) -> None:
             # libFuzzer may end the process without Python's atexit: say it as it happens.
             print(f"known defect {key[0]} in {key[1]}: {KNOWN_SEEN[key]} inputs", file=sys.stderr)
         return
+    derive_entry(data, result, NOW)  # as the daemon caches it, opened or not
+    if result.decryption not in UNREADABLE:
+        _render(result.content)
     elapsed = time.process_time() - start
     if elapsed > HANG_SECONDS:
         raise Finding(f"took {elapsed:.2f} s of CPU time")
@@ -221,6 +284,20 @@ def test_one_input(data: bytes) -> None:
         signers = {s.address for s in result.signers if s.status == SignatureStatus.VALID}
         if sender is None or sender not in signers:
             raise Finding(f"valid verdict beside From {sender!r}, not a valid signer's")
+
+
+def _render(content: bytes) -> None:
+    """Each inline part as the reader shows it (``reader.message_view``'s bodies)."""
+    try:
+        parts = list(mime_text.iter_parts(content))
+    except MalformedInput:  # the reader shows no body for content whose header is over the limit
+        return
+    images = {p.content_id.lower(): InlineImage(p.mime_type, p.data) for p in parts if p.content_id}
+    for part in parts:
+        if part.mime_type == "text/html" and not part.is_attachment:
+            clean_html(mime_text.decoded_text(part), images)
+        elif not part.is_attachment:
+            mime_text.part_text(part)
 
 
 def _split_body(message: bytes) -> tuple[bytes, bytes] | None:
