@@ -97,6 +97,13 @@ def world(
         _forwarded(pki, now, altered=False),
         _forwarded(pki, now, altered=True),
         _disguised_attachment(now),
+        message(
+            '"alice@example.org" <mallory@example.net>',
+            "Spoofed name",
+            now,
+            text_entity("Trust me."),
+            "spoofed",
+        ),  # fmt: skip
     ]
     yield from make_world(tmp_path, pki, now, mail)
 
@@ -188,6 +195,18 @@ def test_a_file_name_cannot_hide_its_real_extension_behind_a_direction_override(
     # Saved under the name the page showed, never one a file manager would display reversed.
     assert "%E2%80%AE" not in headers["Content-Disposition"]
     assert "invoice%5Cu202egpj.exe" in headers["Content-Disposition"]
+
+
+def test_a_sender_name_that_holds_an_address_is_listed_as_the_real_address(
+    world: World,
+) -> None:
+    listing = _page(world, "/mail")
+    sender_cell = r'<td class="from">(?:<span[^>]*>[^<]*</span>)?([^<]*)</td>\s*'
+    row = re.search(sender_cell + r'<td class="subject"><a[^>]*>Spoofed name<', listing)
+    assert row is not None
+    assert row.group(1) == "mallory@example.net"
+    # The message itself shows the whole field, name and address.
+    assert "&#34;alice@example.org&#34; &lt;mallory@example.net&gt;" in _page(world, "/message/7")
 
 
 def test_a_message_forwarded_as_an_attachment_opens_with_its_own_verdict(world: World) -> None:

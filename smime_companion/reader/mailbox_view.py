@@ -73,9 +73,13 @@ def list_page(
 
 
 def _display_sender(value: str) -> str:
-    """The sender's name when it has one, else the address."""
+    """The sender's name when it has one, else the address. A name that holds an address
+    ("alice@example.org" <mallory@example.net>) is replaced by the real address: beside a
+    valid-signature badge it would pass for that other sender."""
     decoded = mime_text.decode_header_text(value)
     name, address = email.utils.parseaddr(decoded)
+    if name and "@" in name and address:
+        return address
     return name or address or decoded or "(no sender)"
 
 
