@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 from email.header import decode_header, make_header
 
+import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -102,6 +103,18 @@ def test_encoded_words_and_dates_are_decoded() -> None:
     assert headers["from"] == "Jörg <jorg@example.org>"
     assert header_date(headers["date"]) == dt.datetime(2026, 2, 10, 10, 30, tzinfo=dt.UTC)
     assert header_date("yesterday-ish") is None and header_date(None) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Mon, 1 Jan 99999999999999999999 00:00:00 +0000",  # raised OverflowError (fuzz_open)
+        "Fri, 31 Dec 9999 23:59:59 -1200",  # past year 9999 once moved to UTC
+        "Mon, 1 Jan 2026 99:99:99 +0000",
+    ],
+)
+def test_a_date_no_calendar_holds_is_no_date(value: str) -> None:
+    assert header_date(value) is None
 
 
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60))

@@ -88,13 +88,12 @@ def header_date(value: str | None) -> datetime | None:
         return None
     try:
         parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if parsed.tzinfo is None:  # "-0000" means UTC with unknown local zone (RFC 5322)
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+    # OverflowError: a year too large for a C long, or one a time zone moves past 9999.
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if parsed is None:
-        return None
-    if parsed.tzinfo is None:  # "-0000" means UTC with unknown local zone (RFC 5322)
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def summary_headers(fields: tuple[tuple[str, str], ...]) -> dict[str, str]:
