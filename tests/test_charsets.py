@@ -124,4 +124,7 @@ def test_a_label_that_is_no_charset_reads_as_unlabelled_text(label: str) -> None
 
 def test_stateful_charsets_with_broken_bytes_still_read() -> None:
     assert "\ufffd" in decode_mail_text(b"+\xff\xfe-", "utf-7")
+    # A surrogate UTF-7 encodes on its own: replaced, so the text can be written as UTF-8.
+    assert decode_mail_text(b"a+2DQ-b", "utf-7") == "a\ufffdb"
+    assert decode_mail_text(b"+2D3eAA-", "utf-7") == "\U0001f600"  # a pair stays its character
     assert "\ufffd" in decode_mail_text(b"\x1b$B\xff", "iso-2022-jp")

@@ -12,6 +12,7 @@ declared charset with replacement characters, or windows-1252 when none was usab
 from __future__ import annotations
 
 import codecs
+import re
 
 # WHATWG Encoding Standard labels whose decoder is a superset of what Python's codec of the same
 # name accepts, as mail clients and browsers read them.
@@ -50,7 +51,7 @@ def decode_mail_text(data: bytes, charset: str | None = None) -> str:
     codec = _codec(charset)
     if codec is not None:
         try:
-            return data.decode(codec)
+            return _without_lone_surrogates(data.decode(codec))
         except UnicodeError:
             pass
     try:
@@ -58,9 +59,23 @@ def decode_mail_text(data: bytes, charset: str | None = None) -> str:
     except UnicodeError:
         pass
     try:
-        return data.decode(codec or _FALLBACK, "replace")
+        return _without_lone_surrogates(data.decode(codec or _FALLBACK, "replace"))
     except UnicodeError:  # a stateful codec (utf-7, iso-2022) that "replace" does not cover
         return data.decode(_FALLBACK, "replace")
+
+
+# A code point of the surrogate range on its own: a decoded str holds a proper pair as the one
+# character it encodes, so any such code point is unpaired.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_lone_surrogates(text: str) -> str:
+    """``text`` with every unpaired surrogate replaced by U+FFFD. UTF-7 decodes "+2DQ-" to a
+    lone surrogate without complaint; such a str cannot be written as UTF-8 (the cache, the
+    page, the export and the terminal all raise on it)."""
+    if _LONE_SURROGATE.search(text) is None:
+        return text
+    return _LONE_SURROGATE.sub("\ufffd", text)
 
 
 def _codec(charset: str | None) -> str | None:
