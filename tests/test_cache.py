@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from smime_companion.core import entry_derivation
+from smime_companion.core.cache_entry import CacheEntry
 from smime_companion.core.entry_derivation import derive_entry, entry_maker
 from smime_companion.core.model import Identity, OpenResult
 from smime_companion.core.open import open_message
@@ -249,6 +251,28 @@ def test_a_message_without_our_key_is_stored_with_its_error_and_reopened_after_k
     assert [m.id for m in cache.search("platypus", now=now)] == [message_id]
 
 
+def test_a_rebuild_goes_past_a_message_whose_entry_cannot_be_derived(
+    cache: Cache, pki: TestPki, now: dt.datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    poison = mail(pki, kind="signed", subject="Poison")
+    first = store(cache, poison, opener(pki), now, uid=1)
+    second = store(cache, mail(pki, kind="signed", subject="Fine"), opener(pki), now, uid=2)
+    derive = entry_derivation.derive_entry
+
+    def failing(raw: bytes, result: OpenResult, arrived: dt.datetime) -> CacheEntry:
+        # Failure injection: a bug of ours that this one message triggers.
+        if b"Poison" in raw:
+            raise ValueError("a bug")
+        return derive(raw, result, arrived)
+
+    monkeypatch.setattr(entry_derivation, "derive_entry", failing)
+    assert cache.rebuild(entry_maker(opener(pki))) == 2
+    kept = cache.summary(first)
+    assert kept.error == "internal error while indexing: ValueError"
+    assert cache.raw(first) == poison
+    assert cache.summary(second).signature == SignatureStatus.VALID
+
+
 def test_a_message_that_cannot_be_parsed_is_stored_not_dropped(
     cache: Cache, pki: TestPki, now: dt.datetime
 ) -> None:
@@ -256,6 +280,21 @@ def test_a_message_that_cannot_be_parsed_is_stored_not_dropped(
     message_id = store(cache, raw, opener(pki), now, uid=1)
     assert cache.raw(message_id) == raw
     assert cache.summary(message_id).error is not None
+
+
+def test_text_that_decodes_to_a_lone_surrogate_is_stored_and_found(
+    cache: Cache, pki: TestPki, now: dt.datetime
+) -> None:
+    # UTF-7 decodes "+2DQ-" to an unpaired surrogate without complaint, and SQLite cannot
+    # bind such a str (UnicodeEncodeError): it is stored as U+FFFD (found by fuzz_open).
+    raw = (
+        b"From: alice@example.org\r\nSubject: =?utf-7?q?Kaffee_+2DQ-?=\r\n"
+        b"Content-Type: text/plain; charset=utf-7\r\n\r\nMarzipan +2DQ- Kuchen\r\n"
+    )
+    message_id = store(cache, raw, opener(pki), now, uid=1)
+    assert cache.raw(message_id) == raw
+    assert cache.summary(message_id).subject == "Kaffee \ufffd"
+    assert [hit.id for hit in cache.search("marzipan", now=now)] == [message_id]
 
 
 def test_transactions_nest_and_roll_back_as_a_whole(

@@ -22,7 +22,13 @@ from smime_companion.core.open import with_revoked_signers
 from smime_companion.core.verdicts import Decryption
 from smime_companion.errors import MalformedInput
 
-__all__ = ["derive_entry", "entry_maker", "indexed_body", "revised_for_revocations"]
+__all__ = [
+    "derive_entry",
+    "entry_maker",
+    "indexed_body",
+    "revised_for_revocations",
+    "unindexed_entry",
+]
 
 
 def indexed_body(content: bytes | None, decryption: str, error: str | None) -> str:
@@ -69,6 +75,33 @@ def derive_entry(raw: bytes, result: OpenResult, arrived: datetime) -> CacheEntr
     )
 
 
+def unindexed_entry(raw: bytes, error: str, arrived: datetime) -> CacheEntry:
+    """The entry of a message whose own entry could not be derived or stored (a bug of ours that
+    its content triggers): nothing read from it but its size and hash, ``error`` saying why, so
+    the raw original is still kept and a ``cache rebuild`` with a fixed version reads it."""
+    result = OpenResult.unopened(b"", error, Decryption.MALFORMED)
+    return CacheEntry(
+        content=None,
+        content_is_raw=False,
+        date=epoch(arrived),
+        sender="",
+        to="",
+        cc="",
+        subject="",
+        message_id="",
+        decryption=str(result.decryption),
+        signature=str(result.signature),
+        signer=None,
+        content_cipher=None,
+        error=error,
+        reopen=False,
+        report=_report(result, arrived),
+        attachments=(),
+        body="",
+        raw_sha256=hashlib.sha256(raw).hexdigest(),
+    )
+
+
 def revised_for_revocations(
     raw: bytes,
     result: OpenResult,
@@ -98,10 +131,14 @@ def entry_maker(
 
     def make(raw: bytes, arrived: datetime) -> CacheEntry:
         result = open_raw(raw, arrived)
-        entry = derive_entry(raw, result, arrived)
-        if known_revoked is None:
-            return entry
-        return revised_for_revocations(raw, result, entry, arrived, known_revoked(result))[1]
+        try:
+            entry = derive_entry(raw, result, arrived)
+            if known_revoked is None:
+                return entry
+            return revised_for_revocations(raw, result, entry, arrived, known_revoked(result))[1]
+        except Exception as exc:  # a bug of ours that this message triggers: a rebuild goes on
+            error = f"internal error while indexing: {type(exc).__name__}"
+            return unindexed_entry(raw, error, arrived)
 
     return make
 

@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives import serialization
 
 from smime_companion.core.cache_entry import CacheEntry
 from smime_companion.core.cert_loading import load_certificate
-from smime_companion.core.entry_derivation import derive_entry
+from smime_companion.core.entry_derivation import derive_entry, unindexed_entry
 from smime_companion.core.model import Identity, OpenResult
 from smime_companion.core.open import open_message
 from smime_companion.core.verdicts import Decryption, SignatureStatus
@@ -239,7 +239,12 @@ def open_for_cache(
                 result = OpenResult.unopened(raw, error, Decryption.MALFORMED)
     except TookTooLong:
         result = _timed_out(raw, time_limit, stage)
-    return Opened(result, derive_entry(raw, result, at))
+    try:
+        return Opened(result, derive_entry(raw, result, at))
+    except Exception as exc:  # even its outer headers break our indexing: keep the raw alone
+        log.exception("indexing the headers failed on a message")
+        error = result.error or f"internal error while indexing: {type(exc).__name__}"
+        return Opened(result, unindexed_entry(raw, error, at))
 
 
 class OpenedBatch:

@@ -25,8 +25,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from smime_companion.core.cache_entry import FolderState
-from smime_companion.core.entry_derivation import derive_entry, revised_for_revocations
+from smime_companion.core.cache_entry import CacheEntry, FolderState
+from smime_companion.core.entry_derivation import (
+    derive_entry,
+    revised_for_revocations,
+    unindexed_entry,
+)
 from smime_companion.core.model import OpenResult
 from smime_companion.core.open import is_smime_message
 from smime_companion.core.verdicts import Decryption
@@ -163,16 +167,7 @@ class _Storer:
                 result, entry = revised_for_revocations(raw, result, entry, arrived, revoked)
                 log.warning("%s UID %d %s: signed with a revoked certificate", where,
                             summary.uid, message_id)  # fmt: skip
-            self.cache.store_message(
-                account=self.account,
-                folder=self.folder,
-                uidvalidity=self.uidvalidity,
-                uid=summary.uid,
-                raw=raw,
-                entry=entry,
-                arrived=arrived,
-                flags=summary.flags,
-            )
+            result = self._store_one(summary, raw, result, entry, arrived)
             report.stored += 1
             if result.error is not None:
                 report.failed_to_open += 1
@@ -200,6 +195,42 @@ class _Storer:
             report.failed_to_open += 1
             log.warning("%s UID %d: recorded as failed: %s", where, summary.uid, why)
         return None
+
+    def _store_one(
+        self,
+        summary: Summary,
+        raw: bytes,
+        result: OpenResult,
+        entry: CacheEntry,
+        arrived: datetime,
+    ) -> OpenResult:
+        """Store one message; return its result as stored. A value of this message that the
+        cache cannot write (a bug of ours that its content triggers, e.g. text SQLite cannot
+        bind) must not stop the folder at this UID on every pass: the raw original is stored
+        with an entry that holds nothing read from it, and the error says why. Storage errors
+        (sqlite3's own, the disk) are not caught: the pass stops and is retried."""
+
+        def store(entry: CacheEntry) -> None:
+            self.cache.store_message(
+                account=self.account,
+                folder=self.folder,
+                uidvalidity=self.uidvalidity,
+                uid=summary.uid,
+                raw=raw,
+                entry=entry,
+                arrived=arrived,
+                flags=summary.flags,
+            )
+
+        try:
+            store(entry)
+            return result
+        except (UnicodeError, ValueError, OverflowError, TypeError) as exc:
+            log.exception("%s/%s UID %d: storing its entry failed", self.account, self.folder,
+                          summary.uid)  # fmt: skip
+            error = f"internal error while storing: {type(exc).__name__}"
+        store(unindexed_entry(raw, error, arrived))
+        return OpenResult.unopened(raw, error, Decryption.MALFORMED)
 
     def _harvest(
         self, result: OpenResult, message_id: str, arrived: datetime, uid: int

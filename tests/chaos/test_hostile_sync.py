@@ -6,10 +6,13 @@ them are cached valid: the daemon keeps going.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from smime_companion.cli import main
 from smime_companion.core.verdicts import SignatureStatus
+from smime_companion.store import Cache
 from smime_companion.testing.pki import TestPki
 from tests.chaos import hostile
 from tests.chaos.harness import FOLDER, Setup, cached_summaries, check_cache
@@ -77,3 +80,34 @@ def test_a_folder_of_hostile_mail_is_cached_message_by_message_and_the_sync_goes
     if open_workers == 0:
         # The bomb's inflation bounds the whole pass: about twice the 256 MiB limit, no more.
         assert peak < 640 * MB
+
+
+def test_a_message_whose_entry_the_cache_cannot_write_is_kept_raw_and_the_folder_goes_on(
+    setup: Setup, pki: TestPki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Failure injection: the cache refuses one message's derived entry as SQLite refused text
+    # holding a lone surrogate (UTF-7, before core.charsets replaced them). That raised out of
+    # the pass at the same UID on every pass, so nothing after it was ever cached.
+    setup.write_config(cache_all=True, open_workers=0)
+    poison = b"From: alice@example.org\r\nSubject: Poison\r\n\r\nbody\r\n"
+    for raw in (signed_mail(pki, "first"), poison, signed_mail(pki, "last")):
+        setup.dovecot.deliver("alice", raw, FOLDER)
+    for name, value in setup.secrets.env().items():
+        monkeypatch.setenv(name, value)
+    store = Cache.store_message
+
+    def refusing(self: Cache, **kwargs: Any) -> int:
+        if kwargs["entry"].subject == "Poison":
+            raise UnicodeEncodeError("utf-8", "\ud834", 0, 1, "surrogates not allowed")
+        return store(self, **kwargs)
+
+    monkeypatch.setattr(Cache, "store_message", refusing)
+    assert main(["run", "--once", "--config", str(setup.config)]) == 0
+
+    state = check_cache(setup)
+    assert state.rows == 3 and state.subjects["Poison"] == 1  # its raw original, once
+    cached = cached_summaries(setup)
+    assert cached["Test last"].signature == SignatureStatus.VALID  # the folder went on
+    kept = cached[""]  # nothing read from it is kept, not even its subject
+    assert kept.error == "internal error while storing: UnicodeEncodeError"
+    assert kept.decryption == "malformed"
