@@ -2,7 +2,7 @@
 of what the daemon and the reader do next with what it returns: the cache entry
 (``core.entry_derivation.derive_entry``: text extraction, header decoding, the report) and each
 inline part as the reader shows it (HTML through ``reader.html_mail.clean_html``, text through
-``core.text.part_text``).
+``core.text.part_text``), and the message as ``export`` writes it (``core.export``).
 
 Run: ``.venv/bin/python bench/fuzz_open.py [-runs=1000000] [-max_total_time=SECONDS] [-jobs=N]``
 (any libFuzzer flag is passed on). atheris is bench-only: when it is missing this prints how to
@@ -25,9 +25,10 @@ charsets, RFC 2047 and RFC 2231 names, uuencode, broken base64) seeds the indexi
 Every input is opened as bob with the test root as the only anchor. A finding is:
 - an exception out of ``open_message`` (it must return a status or an error line, never raise),
   out of ``derive_entry`` (the daemon would cache the message unindexed, "internal error while
-  indexing") or out of the reader's rendering of a part;
-- an input whose opening, indexing and rendering together take more than ``HANG_SECONDS`` (1 s)
-  of CPU time (CPU, not wall time: the machine is shared, and a neighbour's load is not our cost);
+  indexing"), out of the reader's rendering of a part or out of the export;
+- an input whose opening, indexing, rendering and export together take more than
+  ``HANG_SECONDS`` (1 s) of CPU time (CPU, not wall time: the machine is shared, and a
+  neighbour's load is not our cost);
 - a ``valid`` signature verdict for content that is not exactly one of the seeds' signed
   contents (a mutation that changed what was signed must never verify), or beside headers that
   do not have exactly one From field holding the signer's address (the one From rule);
@@ -42,6 +43,7 @@ from __future__ import annotations
 import atexit
 import base64
 import datetime as dt
+import json
 import os
 import random
 import sys
@@ -71,6 +73,7 @@ with atheris.instrument_imports(include=["smime_companion", "asn1crypto"]):
     from smime_companion.core import text as mime_text
     from smime_companion.core.cache_entry import UNREADABLE
     from smime_companion.core.entry_derivation import derive_entry
+    from smime_companion.core.export import export_message
     from smime_companion.core.mime import sender_of, to_crlf
     from smime_companion.core.open import open_message
     from smime_companion.core.verdicts import SignatureStatus
@@ -271,9 +274,10 @@ def test_one_input(data: bytes) -> None:
             # libFuzzer may end the process without Python's atexit: say it as it happens.
             print(f"known defect {key[0]} in {key[1]}: {KNOWN_SEEN[key]} inputs", file=sys.stderr)
         return
-    derive_entry(data, result, NOW)  # as the daemon caches it, opened or not
+    entry = derive_entry(data, result, NOW)  # as the daemon caches it, opened or not
     if result.decryption not in UNREADABLE:
         _render(result.content)
+    _export(data, entry.content if not entry.content_is_raw else data, entry.report)
     elapsed = time.process_time() - start
     if elapsed > HANG_SECONDS:
         raise Finding(f"took {elapsed:.2f} s of CPU time")
@@ -298,6 +302,15 @@ def _render(content: bytes) -> None:
             clean_html(mime_text.decoded_text(part), images)
         elif not part.is_attachment:
             mime_text.part_text(part)
+
+
+def _export(raw: bytes, content: bytes | None, report_json: str) -> None:
+    """The message as ``export`` and ``show --eml`` write it, with and without active content."""
+    report = json.loads(report_json)
+    effective = tuple((name, value) for name, value in (report.get("headers") or {}).items())
+    verdict = (("X-SMIME-Companion-Signature", str(report.get("signature"))),)
+    for protected in (True, False):
+        export_message(raw, content, effective, verdict, integrity_protected=protected)
 
 
 def _split_body(message: bytes) -> tuple[bytes, bytes] | None:
