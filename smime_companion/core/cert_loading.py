@@ -35,8 +35,20 @@ def load_certificate(der: bytes) -> x509.Certificate:
     its non-positive serial number or its non-DER encoding, as a stand-in that behaves as the
     original.
 
-    Raises ``ValueError`` for anything that is not a certificate cryptography can read.
+    Raises ``ValueError`` for anything that is not a certificate cryptography can read, names
+    included: cryptography parses the subject and issuer only when first read, and a name it
+    refuses then (a broken string, a bit string under the wrong attribute type) would raise out
+    of whatever read it later, the report of a message among them.
     """
+    cert = _loaded(der)
+    try:
+        cert.subject, cert.issuer  # noqa: B018 (read for the parsing)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"the certificate's names cannot be read: {exc}") from None
+    return cert
+
+
+def _loaded(der: bytes) -> x509.Certificate:
     try:
         return x509.load_der_x509_certificate(der)
     except ValueError as exc:
@@ -60,10 +72,7 @@ def certificate_notes(cert: x509.Certificate) -> tuple[str, ...]:
     defects = _defects(cert)
     if not defects:
         return ()
-    try:
-        subject = cert.subject.rfc4514_string() or "(empty subject)"
-    except ValueError:
-        subject = "(unreadable subject)"
+    subject = cert.subject.rfc4514_string() or "(empty subject)"
     return tuple(
         f"certificate {subject} has {text}; accepted, as other mail programs do"
         for text in defects.values()

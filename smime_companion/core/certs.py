@@ -213,11 +213,12 @@ def fingerprint_sha256(cert: x509.Certificate) -> str:
 
 def describe_subject(cert: x509.Certificate, empty: str = "(empty subject)") -> str:
     """The subject as RFC 4514 text, ``empty`` when it has no attribute, and "(unreadable
-    subject)" when cryptography refuses it: names are parsed only when first read, so a
-    certificate that loaded (and even signed) can still carry one. Never raises."""
+    subject)" when cryptography refuses it: names are parsed only when first read, and a
+    certificate that did not come through ``core.cert_loading`` (which reads them) may carry
+    one cryptography cannot parse. Never raises."""
     try:
         return cert.subject.rfc4514_string() or empty
-    except ValueError:
+    except (ValueError, TypeError):
         return "(unreadable subject)"
 
 

@@ -255,8 +255,17 @@ def _directly_issued(child: Cert, issuer: Cert) -> bool:
 
 
 # 64 sets of up to MAX_CERTIFICATES each: a few megabytes at most, even for hostile mail.
+@dataclass(frozen=True)
+class CertificateSet:
+    """The certificates of a SignedData that could be read (at most ``MAX_CERTIFICATES``),
+    and how many more could not (cryptography refused them: a broken encoding or name)."""
+
+    readable: tuple[Cert, ...]
+    unreadable: int
+
+
 @functools.lru_cache(maxsize=64)
-def certificates_in_set(contents: bytes) -> tuple[Cert, ...]:
+def certificates_in_set(contents: bytes) -> CertificateSet:
     try:
         # A certificate is the universal SEQUENCE choice; the others carry context tags.
         choices = [whole for tag, whole, _ in der_elements(contents) if tag == 0x30]
@@ -268,13 +277,16 @@ def certificates_in_set(contents: bytes) -> tuple[Cert, ...]:
             if choice.name == "certificate"
         ]
     out: list[Cert] = []
+    unreadable = 0
     for der in choices:
         if len(out) >= MAX_CERTIFICATES:
             break
         loaded = cert_from_der(der)
         if loaded is not None:  # an unreadable certificate cannot be the signer's nor an issuer
             out.append(loaded)
-    return tuple(dedupe(out))
+        else:
+            unreadable += 1
+    return CertificateSet(tuple(dedupe(out)), unreadable)
 
 
 def dedupe(certs: list[Cert]) -> list[Cert]:

@@ -56,6 +56,7 @@ class SignerContext:
     allow_sha1: bool
     budget: WorkBudget
     allow_weak: bool = False
+    unreadable_certs: int = 0  # certificates of the message cryptography could not load
     digests: dict[str, bytes] = field(default_factory=dict)  # content digest by algorithm name
     _builder: PathBuilder | None = None
 

@@ -52,6 +52,7 @@ from smime_companion.core.ber_walker import der_elements, oid_dotted
 from smime_companion.core.chain import (
     MAX_CERTIFICATES,
     Cert,
+    CertificateSet,
     WorkBudget,
     cert_of,
     certificates_in_set,
@@ -136,7 +137,8 @@ def verify_signed_data(
         if not signer_infos:
             raise MalformedInput("SignedData has no SignerInfo")
         content, econtent_type = _signed_content(signed_data, detached_content)
-        message_certs = _message_certificates(signed_data)
+        certificate_set = _message_certificates(signed_data)
+        message_certs = list(certificate_set.readable)
     except MalformedInput as exc:
         return VerifyOutcome(
             status=S.MALFORMED,
@@ -158,6 +160,7 @@ def verify_signed_data(
         content=content,
         econtent_type=econtent_type,
         message_certs=message_certs,
+        unreadable_certs=certificate_set.unreadable,
         pool=dedupe(message_certs + _extra_certs(extra_certificates)),
         anchors=dedupe([cert_of(c) for c in anchors]),
         at=at,
@@ -213,14 +216,15 @@ def _available_content(signed_data: cms.SignedData, detached: bytes | None) -> b
         return None
 
 
-def _message_certificates(signed_data: cms.SignedData) -> list[Cert]:
-    """The X.509 certificates of the SignedData (at most MAX_CERTIFICATES), skipping any that
-    cryptography cannot load and the other CertificateChoices (attribute certificates...)."""
+def _message_certificates(signed_data: cms.SignedData) -> CertificateSet:
+    """The X.509 certificates of the SignedData (at most MAX_CERTIFICATES), skipping (and
+    counting) any that cryptography cannot load, and skipping the other CertificateChoices
+    (attribute certificates...)."""
     certs = signed_data["certificates"]
     if isinstance(certs, core.Void):
-        return []
+        return CertificateSet((), 0)
     # A sender attaches the same certificates to every message: read them once per encoding.
-    return list(certificates_in_set(certs.contents))
+    return certificates_in_set(certs.contents)
 
 
 def _check_signer_safely(
@@ -362,6 +366,12 @@ def _check_signer(si: cms.SignerInfo, ctx: SignerContext, f: SignerFindings) -> 
             reason = (
                 f"the signer certificate is not among the first {MAX_CERTIFICATES} certificates "
                 "of the message (the rest were not read)"
+            )
+        elif ctx.unreadable_certs:
+            reason = (
+                f"the signer certificate is not among the certificates of the message that can "
+                f"be read ({ctx.unreadable_certs} could not be: broken encoding or names), nor "
+                "among the trust anchors and the certificates given"
             )
         else:
             reason = (
