@@ -2,22 +2,27 @@
 
 Read as received (a direct walk of the DER, asn1crypto only for BER), checked against the content
 (contentType and messageDigest bind the signature to it), and the informational ones read
-(signing time, S/MIME capabilities, the encryption key preference). :func:`signed_bytes` gives
-what the signer signed.
+(signing time, S/MIME capabilities, the encryption key preference). The signing-certificate
+attributes (ESS, RFC 2634 and RFC 5035) name the certificate the signer signed with
+(:func:`signing_certificates`). :func:`signed_bytes` gives what the signer signed.
 """
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from asn1crypto import cms, core
+from asn1crypto import cms, core, tsp
+from cryptography.hazmat.primitives import hashes
 
 from smime_companion.core.ber_walker import der_elements, oid_dotted, read_attributes
 from smime_companion.core.certs import capabilities_from_attribute, name_to_rfc4514
+from smime_companion.core.chain import Cert
 from smime_companion.core.cms import ASN1_ERRORS
+from smime_companion.core.signatures import DIGESTS, HASH_FACTORIES
 from smime_companion.core.signer_findings import SignerContext, SignerFindings, Stage, StopChecks
 from smime_companion.core.verdicts import SignatureStatus
 from smime_companion.errors import MalformedInput
@@ -94,6 +99,63 @@ def check_content_attributes(
             Stage.CRYPTO, S.INVALID, "message digest does not match the content (content altered)"
         )
         raise StopChecks
+
+
+# ESS signing-certificate attributes: ESSCertID with a SHA-1 hash (RFC 2634 section 5.4) and
+# ESSCertIDv2 with any hash, SHA-256 by default (RFC 5035).
+_SIGNING_CERTIFICATE = {
+    "1.2.840.113549.1.9.16.2.12": tsp.SigningCertificate,
+    "1.2.840.113549.1.9.16.2.47": tsp.SigningCertificateV2,
+}
+
+
+@dataclass(frozen=True)
+class NamedCertificate:
+    """The certificate a signing-certificate attribute names first (the one the signer says it
+    signed with): the hash of its DER and, when given, its serial number."""
+
+    hash_name: str
+    cert_hash: bytes
+    serial: int | None
+
+    def names(self, cert: Cert) -> bool:
+        digest = hashes.Hash(HASH_FACTORIES[self.hash_name]())
+        digest.update(cert.der)
+        matches = hmac.compare_digest(digest.finalize(), self.cert_hash)
+        return matches and (self.serial is None or self.serial == cert.serial)
+
+
+def signing_certificates(
+    attrs: dict[str, list[bytes]], f: SignerFindings
+) -> list[NamedCertificate]:
+    """What the signing-certificate attributes among ``attrs`` name (RFC 5035: "the first
+    certificate identified ... MUST be the certificate used to verify the signature"). It binds
+    the signer's certificate into the signature, so that another certificate for the same key
+    (one a careless CA issued to someone else, or for another address) cannot pass for it. A
+    hash we do not know names nothing we can check. Records ``malformed`` for a broken one."""
+    named = []
+    for oid, schema in _SIGNING_CERTIFICATE.items():
+        for value in attrs.get(oid, ()):
+            try:
+                first = schema.load(value, strict=True)["certs"][0]
+                if "hash_algorithm" in first:
+                    known = DIGESTS.get(first["hash_algorithm"]["algorithm"].dotted)
+                    if known is None:
+                        continue
+                    hash_name = known[0]
+                else:
+                    hash_name = "sha1"
+                issuer_serial = first["issuer_serial"]
+                serial = (
+                    None
+                    if isinstance(issuer_serial, core.Void)
+                    else int(issuer_serial["serial_number"].native)
+                )
+                named.append(NamedCertificate(hash_name, bytes(first["cert_hash"].native), serial))
+            except ASN1_ERRORS:
+                f.fail(Stage.CRYPTO, S.MALFORMED, "signing-certificate attribute is malformed")
+                raise StopChecks from None
+    return named
 
 
 def _oid_value(encoded: bytes) -> str:

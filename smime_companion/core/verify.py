@@ -62,9 +62,11 @@ from smime_companion.core.cms import ASN1_ERRORS
 from smime_companion.core.model import SignerReport, VerifyOutcome, signed_data_verdict
 from smime_companion.core.signatures import SIGNATURE_ALGORITHMS, digest_named_by
 from smime_companion.core.signed_attributes import (
+    NamedCertificate,
     check_content_attributes,
     read_informational_attributes,
     read_signed_attributes,
+    signing_certificates,
 )
 from smime_companion.core.signer_certificate import check_address, check_chain, check_signer_usage
 from smime_companion.core.signer_findings import SignerContext, SignerFindings, Stage, StopChecks
@@ -349,10 +351,12 @@ def _check_signer(si: cms.SignerInfo, ctx: SignerContext, f: SignerFindings) -> 
     else:
         asn1_attrs = si["signed_attrs"]
         signed_attrs = None if isinstance(asn1_attrs, core.Void) else asn1_attrs
+    named: list[NamedCertificate] = []
     if signed_attrs is not None:
         attrs = read_signed_attributes(signed_attrs, f)
         read_informational_attributes(attrs, f)
         check_content_attributes(attrs, digest[0], ctx, f)
+        named = signing_certificates(attrs, f)
     elif ctx.econtent_type != _ID_DATA:
         # RFC 5652 section 5.3: without signed attributes nothing would bind the content type
         # to the signature, so they are required for any content other than id-data.
@@ -381,10 +385,23 @@ def _check_signer(si: cms.SignerInfo, ctx: SignerContext, f: SignerFindings) -> 
         f.fail(Stage.CHAIN, S.UNTRUSTED, reason)
         raise StopChecks
 
+    if named and len(candidates) > 1:  # twins share the identifier: try the named one first
+        preferred = next((c for c in candidates if all(n.names(c) for n in named)), None)
+        if preferred is not None and preferred is not candidates[0]:
+            candidates = [preferred, *(c for c in candidates if c is not preferred)]
+            name_signer(preferred, ctx, f)
     signature = raw.signature if raw is not None else bytes(si["signature"].native)
     candidate = verifying_candidate(
         si, signature, sig_oid, digest[0], candidates, signed_attrs, ctx, f
     )
+    if not all(n.names(candidate) for n in named):
+        f.fail(
+            Stage.CRYPTO,
+            S.INVALID,
+            "the signed signing-certificate attribute names another certificate than the one "
+            "whose key verifies the signature (a certificate put in place of the signer's)",
+        )
+        raise StopChecks
     check_chain(candidate, ctx, f)
     check_signer_usage(candidate, f)
     check_address(ctx, f)
