@@ -30,7 +30,7 @@ def _decrypt(pki: TestPki, message: bytes, user: str) -> bytes:
 
 def _verify(pki: TestPki, signed: bytes) -> bytes:
     """OpenSSL's verified content; the test fails when the signature or chain is refused."""
-    args: list[str | Path] = ["-verify", "-purpose", "smimesign", "-CAfile", pki.root]
+    args: list[str | Path] = ["-verify", "-cades", "-purpose", "smimesign", "-CAfile", pki.root]
     return openssl_cms(args, signed)
 
 

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
 from smime_companion.core import mime_build
+from smime_companion.core.ber_walker import der_elements
 from smime_companion.core.cert_vocabulary import (
     AES_128_CBC,
     AES_256_CBC,
@@ -364,6 +365,18 @@ def _boundary(random: RandomBytes, content: bytes) -> str:
 _MICALG = {"sha256": "sha-256", "sha512": "sha-512"}
 
 
+def _signing_certificate_v2(cert: x509.Certificate) -> bytes:
+    """SigningCertificateV2 (RFC 5035) naming ``cert`` by its SHA-256 (the default hash, so no
+    hashAlgorithm is written) and its issuer and serial: a receiver that checks it (``core``
+    does, and ``openssl cms -verify -cades``) takes no other certificate for the same key as
+    the signer's."""
+    ((_, _, contents),) = der_elements(issuer_and_serial(cert))
+    (_, issuer, _), (_, serial, _) = der_elements(contents)
+    issuer_serial = seq(seq(tlv(0xA4, issuer)), serial)  # GeneralNames: one directoryName
+    cert_id = seq(tlv(0x04, hashlib.sha256(certificate_der(cert)).digest()), issuer_serial)
+    return seq(seq(cert_id))
+
+
 def _digest_for(key: object) -> str:
     # Ed25519 signs with SHA-512 as its message digest (RFC 8419 sec 3.1); everything else
     # SHA-256, the one digest every client in use verifies.
@@ -402,8 +415,9 @@ def sign_content(content: bytes, signer: Identity, at: datetime, *, detached: bo
     """DER of a CMS ContentInfo holding SignedData over ``content`` by ``signer``.
 
     The signed attributes are contentType, signingTime, messageDigest, SMIMECapabilities,
-    SMIMEEncryptionKeyPreference and Microsoft's variant of it; the certificates are the signer's
-    and its ``chain``. Raises :class:`UnsupportedInput` for a key type we cannot sign with.
+    SMIMEEncryptionKeyPreference and Microsoft's variant of it, and signingCertificateV2; the
+    certificates are the signer's and its ``chain``. Raises :class:`UnsupportedInput` for a key
+    type we cannot sign with.
     """
     digest_name = _digest_for(signer.key)
     digest_alg = _DIGEST_ALGORITHMS[digest_name]
@@ -416,6 +430,7 @@ def sign_content(content: bytes, signer: Identity, at: datetime, *, detached: bo
         # SMIMEEncryptionKeyPreference: the [0] IMPLICIT issuerAndSerialNumber choice.
         attribute(_OID_ENCRYPTION_KEY_PREFERENCE, retag(issuer_serial, 0xA0)),
         attribute(_OID_MS_ENCRYPTION_KEY_PREFERENCE, issuer_serial),
+        attribute(_OID_SIGNING_CERTIFICATE_V2, _signing_certificate_v2(signer.certificate)),
     ]
     # DER orders a SET OF by its elements' encodings; the signature covers the SET OF (tag 17),
     # while the SignerInfo carries the same contents under [0] IMPLICIT.
@@ -581,6 +596,7 @@ _OID_MESSAGE_DIGEST = oid("1.2.840.113549.1.9.4")
 _OID_SIGNING_TIME = oid("1.2.840.113549.1.9.5")
 _OID_SMIME_CAPABILITIES = oid("1.2.840.113549.1.9.15")
 _OID_ENCRYPTION_KEY_PREFERENCE = oid("1.2.840.113549.1.9.16.2.11")
+_OID_SIGNING_CERTIFICATE_V2 = oid("1.2.840.113549.1.9.16.2.47")
 _OID_MS_ENCRYPTION_KEY_PREFERENCE = oid(_MS_ENCRYPTION_KEY_PREFERENCE)
 _DIGEST_ALGORITHMS = {
     "sha256": seq(oid("2.16.840.1.101.3.4.2.1"), NULL),
