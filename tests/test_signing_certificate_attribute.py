@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import subprocess
 from pathlib import Path
 
 import pytest
-from asn1crypto import cms
+from asn1crypto import cms, tsp
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -173,3 +174,38 @@ def test_a_signing_certificate_attribute_that_cannot_be_read_is_malformed(
     result = open_message(raw, anchors=anchors, at=now)
     assert result.signature == SignatureStatus.MALFORMED
     assert result.signers[0].reason == "signing-certificate attribute is malformed"
+
+
+def _with_v1_attribute(message: bytes, named: Path, pki: TestPki) -> bytes:
+    """``message`` (openssl's, no ESS attribute) with an RFC 2634 SigningCertificate naming
+    ``named`` by its SHA-1 added to Alice's signed attributes, signed again with her key."""
+    head, body = message.split(b"\n\n", 1)
+    info = cms.ContentInfo.load(base64.b64decode(body))
+    signer = info["content"]["signer_infos"][0]
+    cert_id = tsp.ESSCertID(
+        {"cert_hash": hashlib.sha1(load_cert(named).public_bytes(Encoding.DER)).digest()}
+    )
+    value = tsp.SigningCertificate({"certs": [cert_id]})
+    attribute = cms.CMSAttribute({"type": "signing_certificate", "values": [value]})
+    attributes = cms.CMSAttributes([*signer["signed_attrs"], attribute])
+    signer["signed_attrs"] = attributes
+    key = serialization.load_pem_private_key(pki.key("alice").read_bytes(), None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    signer["signature"] = key.sign(attributes.dump(force=True), padding.PKCS1v15(), hashes.SHA256())
+    return head + b"\n\n" + base64.encodebytes(info.dump(force=True))
+
+
+def test_the_first_version_of_the_attribute_with_sha_1_is_checked_too(
+    pki: TestPki, twin: Path, anchors: tuple[x509.Certificate, ...], now: dt.datetime
+) -> None:
+    plain = openssl_cms(
+        ["-sign", "-nodetach", "-signer", pki.cert("alice"), "-inkey", pki.key("alice"),
+         "-certfile", pki.intermediate],
+        mime_message(sender="mallory@example.org"),
+    )  # fmt: skip
+    honest = _with_v1_attribute(plain, pki.cert("alice"), pki)
+    assert _openssl_verifies(honest, pki, "-cades")  # the reference reads it as we do
+    substituted = _substituted(honest, twin)
+    result = open_message(substituted, anchors=anchors, at=now)
+    assert result.signature == SignatureStatus.INVALID
+    assert "names another certificate" in (result.signers[0].reason or "")

@@ -254,7 +254,6 @@ def _directly_issued(child: Cert, issuer: Cert) -> bool:
     return known
 
 
-# 64 sets of up to MAX_CERTIFICATES each: a few megabytes at most, even for hostile mail.
 @dataclass(frozen=True)
 class CertificateSet:
     """The certificates of a SignedData that could be read (at most ``MAX_CERTIFICATES``),
@@ -264,6 +263,7 @@ class CertificateSet:
     unreadable: int
 
 
+# 64 sets of up to MAX_CERTIFICATES each: a few megabytes at most, even for hostile mail.
 @functools.lru_cache(maxsize=64)
 def certificates_in_set(contents: bytes) -> CertificateSet:
     try:

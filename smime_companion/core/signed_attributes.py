@@ -105,7 +105,7 @@ def check_content_attributes(
 # ESSCertIDv2 with any hash, SHA-256 by default (RFC 5035).
 _SIGNING_CERTIFICATE = {
     "1.2.840.113549.1.9.16.2.12": tsp.SigningCertificate,
-    "1.2.840.113549.1.9.16.2.47": tsp.SigningCertificateV2,
+    "1.2.840.113549.1.9.16.2.47": tsp.SigningCertificateV2,  # its ESSCertIDv2 names its hash
 }
 
 
@@ -138,7 +138,7 @@ def signing_certificates(
         for value in attrs.get(oid, ()):
             try:
                 first = schema.load(value, strict=True)["certs"][0]
-                if "hash_algorithm" in first:
+                if schema is tsp.SigningCertificateV2:
                     known = DIGESTS.get(first["hash_algorithm"]["algorithm"].dotted)
                     if known is None:
                         continue
