@@ -8,19 +8,19 @@ Run: ``.venv/bin/python bench/fuzz_open.py [-runs=1000000] [-max_total_time=SECO
 (any libFuzzer flag is passed on). atheris is bench-only: when it is missing this prints how to
 install it (``.venv/bin/pip install atheris``) and exits 2.
 
-Seeds are made at start, in a temporary directory, from the test PKI: detached and opaque
-signatures by openssl (RSA, P-256, P-384 signers), an openssl envelope for bob, signed then
-encrypted, CompressedData, a message sealed by our own ``core.seal`` (signed and encrypted, with
-header protection), small hostile messages (``tests/chaos/hostile.py``), and issue 14's shapes
-(``tests/chaos/costly.py``, ``tests/chaos/forged.py``): certificate-graph mazes, compression
-nested in compression, BER chunk floods in CompressedData, SignedData, EnvelopedData and a
-detached signature, two From fields or addresses, a poison From, protected headers outside the
-signature, a CBC gadget, an impostor certificate with the signer's identifier. libFuzzer mutates
-them as bytes (MIME-level damage: headers, boundaries, base64 line breaks); the custom mutator
-also decodes the base64 CMS body of a message, mutates the DER with libFuzzer's mutator and
-encodes it again (CMS-level damage that survives the base64 decoding). Plain mail of the shapes
-the text walk reads (alternatives, HTML with cid images, attached messages, flowed text, legacy
-charsets, RFC 2047 and RFC 2231 names, uuencode, broken base64) seeds the indexing side.
+Seeds are made at start, in a temporary directory, from the test PKI: detached and opaque signatures
+by openssl (RSA, P-256, P-384 signers; one with ``-cades``), an openssl envelope for bob, signed
+then encrypted, CompressedData, a message sealed by our own ``core.seal`` (signed and encrypted,
+with header protection), small hostile messages (``tests/chaos/hostile.py``), and issue 14's shapes
+(``tests/chaos/costly.py``, ``tests/chaos/forged.py``): certificate-graph mazes, compression nested
+in compression, BER chunk floods in CompressedData, SignedData, EnvelopedData and a detached
+signature, two From fields or addresses, a poison From, protected headers outside the signature, a
+CBC gadget, an impostor certificate with the signer's identifier. libFuzzer mutates them as bytes
+(MIME-level damage: headers, boundaries, base64 line breaks); the custom mutator also decodes the
+base64 CMS body of a message, mutates the DER with libFuzzer's mutator and encodes it again (CMS-
+level damage that survives the base64 decoding). Plain mail of the shapes the text walk reads
+(alternatives, HTML with cid images, attached messages, flowed text, legacy charsets, RFC 2047 and
+RFC 2231 names, uuencode, broken base64) seeds the indexing side.
 
 Every input is opened as bob with the test root as the only anchor. A finding is:
 - an exception out of ``open_message`` (it must return a status or an error line, never raise),
@@ -118,6 +118,9 @@ def make_seeds(directory: Path) -> list[bytes]:
         ]  # fmt: skip
         seeds.append(openssl_cms(["-sign", *base], SIGNED_TEXT))
         seeds.append(openssl_cms(["-sign", "-nodetach", *base], SIGNED_TEXT))
+    # A signing-certificate attribute (ESS signingCertificateV2), as CAdES signers write it.
+    cades = ["-sign", "-cades", "-signer", pki.cert("alice"), "-inkey", pki.key("alice")]
+    seeds.append(openssl_cms([*cades, "-certfile", pki.intermediate], SIGNED_TEXT))
     encrypted = openssl_cms(["-encrypt", "-aes256", "-recip", pki.cert("bob")], SIGNED_TEXT)
     seeds.append(encrypted)
     signed = openssl_cms(
