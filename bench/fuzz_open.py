@@ -17,8 +17,8 @@ in compression, BER chunk floods in CompressedData, SignedData, EnvelopedData an
 signature, two From fields or addresses, a poison From, protected headers outside the signature, a
 CBC gadget, an impostor certificate with the signer's identifier. libFuzzer mutates them as bytes
 (MIME-level damage: headers, boundaries, base64 line breaks); the custom mutator also decodes the
-base64 CMS body of a message, mutates the DER with libFuzzer's mutator and encodes it again (CMS-
-level damage that survives the base64 decoding). Plain mail of the shapes the text walk reads
+base64 CMS body of a message, mutates the DER with libFuzzer's mutator and encodes it again
+(CMS-level damage that survives the base64 decoding). Plain mail of the shapes the text walk reads
 (alternatives, HTML with cid images, attached messages, flowed text, legacy charsets, RFC 2047 and
 RFC 2231 names, uuencode, broken base64) seeds the indexing side.
 
