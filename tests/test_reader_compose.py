@@ -46,7 +46,15 @@ def world(tmp_path: Path, pki: TestPki, now: dt.datetime) -> Iterator[World]:
         b'filename="budget.pdf"\r\n\r\n%PDF budget\r\n--M--\r\n',
         "budget",
     )  # fmt: skip
-    yield from make_world(tmp_path, pki, now, [original, attached])
+    # Exchange's "Last, First" in an encoded word, and an internationalised address (RFC 6532).
+    german = message(
+        "=?utf-8?q?M=C3=BCller=2C_J=C3=B6rg?= <jm@example.de>", "Angebot", now,
+        b"Cc: =?utf-8?b?SsO2cmc=?= <j\xc3\xb6rg@beispiel.de>\r\n" + text_entity("Anbei."),
+        "angebot",
+    )  # fmt: skip
+    # A poison From: comments nested 2,000 deep (the email package recurses once per level).
+    poison = message("(" * 2000 + "x", "Poison", now, text_entity("Hello."), "poison")
+    yield from make_world(tmp_path, pki, now, [original, attached, german, poison])
 
 
 def test_a_reply_goes_to_reply_to_quotes_the_text_and_threads(world: World) -> None:
@@ -80,6 +88,28 @@ def test_a_forward_carries_the_attachments_and_the_original_header(world: World)
     )
     again, _ = compose.read_draft(built, "work")
     assert again.attachments == fields.attachments
+
+
+def test_a_reply_shows_names_as_written_never_encoded_words(world: World) -> None:
+    with runtime.open_cache(world.config) as cache:
+        fields = compose.answer_fields(cache, 3, "reply-all", BOB, ["bob@example.org"])
+    # email.utils.formataddr wrote =?utf-8?b?...?= for the name, and raised for the address.
+    assert fields.to == '"Müller, Jörg" <jm@example.de>'
+    assert fields.cc == "Jörg <jörg@beispiel.de>"
+    built = compose.build_draft(fields, world.now)
+    again, _ = compose.read_draft(built, "work")
+    assert again.to == fields.to  # the comma stays inside the name, not a second address
+
+
+def test_a_poison_sender_neither_breaks_the_list_nor_a_reply(world: World) -> None:
+    with runtime.open_cache(world.config) as cache:
+        fields = compose.answer_fields(cache, 4, "reply", BOB, ["bob@example.org"])
+    assert fields.to == "" and fields.subject == "Re: Poison"
+    cookie, _ = world.session()
+    for path in ("/mail", "/message/4", "/compose?reply=4", "/mail?q=poison"):
+        status, _, body = world.request("GET", path, {"Cookie": cookie})
+        assert status == 200, path
+    assert b"Poison" in body
 
 
 def test_a_draft_needs_a_recipient_and_one_line_headers(world: World) -> None:

@@ -255,6 +255,24 @@ def address_pairs(value: str) -> list[tuple[str, str]]:
         ) from None
 
 
+# No two parts of it can match the same characters: linear in the length of a hostile field.
+_ONE_ANGLE_ADDRESS = re.compile(r"([^<>]*)<([^<>@\s]+@[^<>@\s]+)>\s*")
+
+
+def shown_mailbox(value: str) -> tuple[str, str] | None:
+    """(display name, address) of a decoded field that holds one ``name <address>``, the name
+    unquoted: once RFC 2047 words are decoded, a comma inside a name (Exchange's
+    ``=?utf-8?q?M=C3=BCller=2C_J=C3=B6rg?= <jm@example.de>``) would split it in two for the
+    address parser. None for any other shape (parse those with :func:`address_pairs`)."""
+    match = _ONE_ANGLE_ADDRESS.fullmatch(value)
+    if match is None:
+        return None
+    name = match.group(1).strip()
+    if len(name) >= 2 and name[0] == name[-1] == '"':
+        name = name[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    return name, match.group(2)
+
+
 def addresses(value: str | None) -> tuple[str, ...]:
     """The lower-cased addresses of an address-list header (From, To, Cc).
 

@@ -20,7 +20,7 @@ from email.policy import SMTP
 
 from smime_companion.core import text as mime_text
 from smime_companion.core.certs import email_addresses
-from smime_companion.core.mime import addresses, parse_entity
+from smime_companion.core.mime import address_pairs, addresses, parse_entity, shown_mailbox
 from smime_companion.core.model import Identity
 from smime_companion.core.selection import Selected
 from smime_companion.errors import MalformedInput, UsageError
@@ -157,8 +157,8 @@ def answer_fields(
     return DraftFields(
         sender.account,
         sender.address,
-        to=", ".join(email.utils.formataddr(p) for p in to),
-        cc=", ".join(email.utils.formataddr(p) for p in cc),
+        to=", ".join(_shown(*pair) for pair in to),
+        cc=", ".join(_shown(*pair) for pair in cc),
         subject=subject,
         body=body,
         in_reply_to=summary.message_id,
@@ -166,8 +166,46 @@ def answer_fields(
     )
 
 
+# RFC 5322 specials: a display name holding one must be quoted (a comma would split it in two).
+_SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
+
+
+def _shown(name: str, address: str) -> str:
+    """One mailbox as a person reads and types it in the form: the name decoded and quoted when
+    it holds a special, never RFC 2047-encoded (``email.utils.formataddr`` writes
+    ``=?utf-8?b?...?=`` for "Jörg", and raises for an internationalised address);
+    :func:`build_draft` encodes what it sends."""
+    name = mime_text.decode_header_text(name).strip()
+    if not name or name.lower() == address.lower():
+        return address
+    if _SPECIALS.search(name):
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{name} <{address}>"
+
+
+def _shown_field(value: str) -> str:
+    """An address field of a draft (RFC 2047-encoded as sent) as the form shows it; the field
+    decoded as it is when it holds anything but mailboxes."""
+    try:
+        pairs = address_pairs(value)
+    except MalformedInput:
+        pairs = []
+    if pairs and all("@" in address for _, address in pairs):
+        return ", ".join(_shown(name, address) for name, address in pairs)
+    return mime_text.decode_header_text(value).strip()
+
+
 def _mailboxes(value: str) -> list[tuple[str, str]]:
-    return [(n, a) for n, a in email.utils.getaddresses([value]) if "@" in a]
+    """The (name, address) pairs of a decoded address field of the message answered (one
+    ``name <address>`` kept whole, see :func:`shown_mailbox`); none when the field cannot be
+    read (one nesting comments hundreds deep)."""
+    one = shown_mailbox(value)
+    if one is not None:
+        return [one]
+    try:
+        return [(n, a) for n, a in address_pairs(value) if "@" in a]
+    except MalformedInput:
+        return []
 
 
 def build_draft(fields: DraftFields, at: datetime, message_id: str | None = None) -> bytes:
@@ -231,7 +269,8 @@ def read_draft(raw: bytes, account: str) -> tuple[DraftFields, str | None]:
             body = mime_text.part_text(part)
     sender = (addresses(entity.get("From")) or ("",))[0]
     fields = DraftFields(
-        account=account, sender=sender, to=get("To"), cc=get("Cc"), bcc=get("Bcc"),
+        account=account, sender=sender, to=_shown_field(entity.get("To") or ""),
+        cc=_shown_field(entity.get("Cc") or ""), bcc=_shown_field(entity.get("Bcc") or ""),
         subject=get("Subject"), body=body, in_reply_to=get("In-Reply-To"),
         references=get("References"), attachments=tuple(attached),
     )  # fmt: skip

@@ -9,11 +9,12 @@ the reader and the command find the same messages. A folder is listed as the que
 
 from __future__ import annotations
 
-import email.utils
 from dataclasses import dataclass
 from datetime import datetime
 
 from smime_companion.core import text as mime_text
+from smime_companion.core.mime import address_pairs, shown_mailbox
+from smime_companion.errors import MalformedInput
 from smime_companion.reader.verdict_words import Badge, list_badges
 from smime_companion.store.cache import Cache, FolderCount, MessageSummary
 
@@ -77,7 +78,10 @@ def _display_sender(value: str) -> str:
     ("alice@example.org" <mallory@example.net>) is replaced by the real address: beside a
     valid-signature badge it would pass for that other sender."""
     decoded = mime_text.decode_header_text(value)
-    name, address = email.utils.parseaddr(decoded)
+    try:
+        name, address = shown_mailbox(decoded) or next(iter(address_pairs(decoded)), ("", ""))
+    except MalformedInput:  # comments nested hundreds deep: shown as it came
+        name, address = "", ""
     if name and "@" in name and address:
         return address
     return name or address or decoded or "(no sender)"
