@@ -194,10 +194,26 @@ def parse_content_type(value: str | None) -> ContentType:
     msg["Content-Type"] = value
     mime_type = msg.get_content_type()
     params: list[tuple[str, str]] = []
-    for key, param in msg.get_params(failobj=[])[1:]:
+    try:
+        parsed = msg.get_params(failobj=[])[1:]
+    except (TypeError, ValueError, IndexError, LookupError):
+        # The email package's RFC 2231 joining raises on some broken values (``name*`` beside
+        # ``name*0`` makes it sort None against 0): read every parameter as written instead.
+        return ContentType(mime_type, _parameters_as_written(value))
+    for key, param in parsed:
         text = param if isinstance(param, str) else _rfc2231_text(param)
         params.append((key.lower(), text))
     return ContentType(mime_type, tuple(params))
+
+
+def _parameters_as_written(value: str) -> tuple[tuple[str, str], ...]:
+    """Each ``name=value`` after the first ``;`` of a Content-Type, unquoted, nothing decoded."""
+    params = []
+    for piece in value.split(";")[1:]:
+        key, sep, text = piece.partition("=")
+        if sep and key.strip():
+            params.append((key.strip().lower(), text.strip().strip('"')))
+    return tuple(params)
 
 
 def _parse_simple_content_type(value: str) -> ContentType | None:

@@ -147,6 +147,24 @@ def test_raw_utf8_in_an_rfc2231_parameter_opens_without_an_exception(now) -> Non
     assert result.error is None
 
 
+@pytest.mark.parametrize(
+    "parameters", ["name*=a; name*0=b", "name*0=a; name*=utf-8''b", "name*0=a; name*0*=b"]
+)
+def test_rfc2231_pieces_the_email_package_cannot_join_are_read_as_written(
+    parameters: str, now: dt.datetime
+) -> None:
+    # Found by bench/fuzz_open.py: "name*" beside "name*0" made the email package sort None
+    # against 0, and open_message raised TypeError. The boundary next to them still counts.
+    raw = (
+        f"From: alice@example.org\r\nSubject: Pieces\r\n"
+        f'Content-Type: multipart/mixed; boundary="b"; {parameters}\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nthe text\r\n--b--\r\n"
+    ).encode()
+    result = open_message(raw, at=now)
+    assert result.error is None
+    assert derive_entry(raw, result, now).body == "the text"
+
+
 def test_a_signed_attribute_value_under_universal_tag_8_gives_a_status_not_an_exception(
     pki, anchors, now
 ) -> None:
