@@ -115,6 +115,13 @@ def test_a_poison_sender_neither_breaks_the_list_nor_a_reply(world: World) -> No
 def test_a_draft_needs_a_recipient_and_one_line_headers(world: World) -> None:
     with pytest.raises(UsageError, match="at least one recipient"):
         compose.build_draft(compose.DraftFields("work", "bob@example.org"), world.now)
+    with pytest.raises(UsageError, match="^Cc: an address field nests comments"):
+        compose.build_draft(
+            compose.DraftFields(
+                "work", "bob@example.org", to="a@example.org", cc="(" * 2000 + "c@example.org"
+            ),  # fmt: skip
+            world.now,
+        )
     with pytest.raises(UsageError, match="Subject must be one line"):
         compose.build_draft(
             compose.DraftFields(

@@ -64,10 +64,14 @@ class DraftFields:
     attachments: tuple[Attached, ...] = field(default=())
 
     def recipients(self) -> list[str]:
-        """Every To, Cc and Bcc address, in order, once each (lower case)."""
+        """Every To, Cc and Bcc address, in order, once each (lower case). Raises
+        :class:`UsageError` for a field that cannot be read."""
         found: list[str] = []
-        for value in (self.to, self.cc, self.bcc):
-            found.extend(a for a in addresses(value) if a not in found)
+        for name, value in (("To", self.to), ("Cc", self.cc), ("Bcc", self.bcc)):
+            try:
+                found.extend(a for a in addresses(value) if a not in found)
+            except MalformedInput as exc:
+                raise UsageError(f"{name}: {exc}") from None
         return found
 
 
