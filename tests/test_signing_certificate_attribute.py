@@ -51,10 +51,12 @@ def twin(pki: TestPki, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cert
 
 
-def _cades_signed(pki: TestPki, sender: str) -> bytes:
+def _signed(pki: TestPki, sender: str, *, cades: bool = True) -> bytes:
+    """Alice's opaque signature by openssl, with a signingCertificateV2 unless ``cades`` is
+    False."""
     return openssl_cms(
-        ["-sign", "-cades", "-nodetach", "-signer", pki.cert("alice"), "-inkey",
-         pki.key("alice"), "-certfile", pki.intermediate],
+        ["-sign", *(["-cades"] if cades else []), "-nodetach", "-signer", pki.cert("alice"),
+         "-inkey", pki.key("alice"), "-certfile", pki.intermediate],
         mime_message(body="Pay 100 EUR to account 1234.\r\n", sender=sender),
     )  # fmt: skip
 
@@ -93,7 +95,7 @@ def _openssl_verifies(message: bytes, pki: TestPki, *flags: str) -> bool:
 def test_a_cades_signature_by_openssl_is_valid(
     pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime
 ) -> None:
-    message = _cades_signed(pki, "alice@example.org")
+    message = _signed(pki, "alice@example.org")
     result = open_message(message, anchors=anchors, at=now)
     assert result.signature == SignatureStatus.VALID, result.signers[0].reason
 
@@ -102,7 +104,7 @@ def test_a_certificate_put_in_place_of_the_one_the_signer_named_is_invalid(
     pki: TestPki, twin: Path, anchors: tuple[x509.Certificate, ...], now: dt.datetime
 ) -> None:
     # Alice signed a message From Mallory's address (or Mallory rewrote an unsigned From).
-    message = _substituted(_cades_signed(pki, "mallory@example.org"), twin)
+    message = _substituted(_signed(pki, "mallory@example.org"), twin)
     # The reference: OpenSSL accepts it unless asked to check the attribute.
     assert _openssl_verifies(message, pki)
     assert not _openssl_verifies(message, pki, "-cades")
@@ -117,11 +119,7 @@ def test_without_the_attribute_a_twin_certificate_is_what_verifies(
 ) -> None:
     # The control: with no signing-certificate attribute nothing binds the certificate, and
     # the twin's key verifies the signature (every S/MIME reader accepts this one).
-    plain = openssl_cms(
-        ["-sign", "-nodetach", "-signer", pki.cert("alice"), "-inkey", pki.key("alice"),
-         "-certfile", pki.intermediate],
-        mime_message(sender="mallory@example.org"),
-    )  # fmt: skip
+    plain = _signed(pki, "mallory@example.org", cades=False)
     result = open_message(_substituted(plain, twin), anchors=anchors, at=now)
     assert result.signature == SignatureStatus.VALID
     assert result.signer == "mallory@example.org"
@@ -155,7 +153,7 @@ def test_a_signing_certificate_attribute_that_cannot_be_read_is_malformed(
 ) -> None:
     # Alice's own signature over an attribute that is no SigningCertificateV2: nothing can say
     # which certificate she meant, so the signature is not taken as hers.
-    head, body = _cades_signed(pki, "alice@example.org").split(b"\n\n", 1)
+    head, body = _signed(pki, "alice@example.org").split(b"\n\n", 1)
     der = bytearray(base64.b64decode(body))
     oid = bytes.fromhex("060b2a864886f70d010910022f")  # id-aa-signingCertificateV2
     at = der.index(oid) + len(oid)
@@ -198,11 +196,7 @@ def _with_v1_attribute(message: bytes, named: Path, pki: TestPki) -> bytes:
 def test_the_first_version_of_the_attribute_with_sha_1_is_checked_too(
     pki: TestPki, twin: Path, anchors: tuple[x509.Certificate, ...], now: dt.datetime
 ) -> None:
-    plain = openssl_cms(
-        ["-sign", "-nodetach", "-signer", pki.cert("alice"), "-inkey", pki.key("alice"),
-         "-certfile", pki.intermediate],
-        mime_message(sender="mallory@example.org"),
-    )  # fmt: skip
+    plain = _signed(pki, "mallory@example.org", cades=False)
     honest = _with_v1_attribute(plain, pki.cert("alice"), pki)
     assert _openssl_verifies(honest, pki, "-cades")  # the reference reads it as we do
     substituted = _substituted(honest, twin)
