@@ -80,7 +80,9 @@ def _disguised_attachment(now: dt.datetime) -> bytes:
         + text_entity("The invoice is attached.")
         + b"--D\r\nContent-Type: application/octet-stream\r\n"
         + b"Content-Disposition: attachment; filename*=utf-8''invoice%E2%80%AEgpj.exe\r\n"
-        + b"Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--D--\r\n"
+        + b"Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n"
+        + b"--D\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; "
+        + b"filename*=utf-8''%D0%BE%D1%82%D1%87%D1%91%D1%82.pdf\r\n\r\n%PDF-1.4\r\n--D--\r\n"
     )  # fmt: skip
     return message("Mallory <mallory@example.net>", "Invoice", now, body, "disguised")
 
@@ -195,6 +197,17 @@ def test_a_file_name_cannot_hide_its_real_extension_behind_a_direction_override(
     # Saved under the name the page showed, never one a file manager would display reversed.
     assert "%E2%80%AE" not in headers["Content-Disposition"]
     assert "invoice%5Cu202egpj.exe" in headers["Content-Disposition"]
+
+
+def test_a_file_named_in_cyrillic_downloads_under_its_name(world: World) -> None:
+    cookie, _ = world.session()
+    status, headers, body = world.request("GET", "/message/6/part/3", {"Cookie": cookie})
+    # The plain filename was built with str.isalnum, true for Cyrillic: the server could not
+    # encode the header and answered 500.
+    assert (status, body) == (200, b"%PDF-1.4")
+    disposition = headers["Content-Disposition"]
+    assert disposition.isascii()
+    assert "filename*=UTF-8''%D0%BE%D1%82%D1%87%D1%91%D1%82.pdf" in disposition
 
 
 def test_a_sender_name_that_holds_an_address_is_listed_as_the_real_address(

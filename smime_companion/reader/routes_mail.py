@@ -287,7 +287,10 @@ def download(message_id: int, part: int) -> Response:
     name = printable.for_terminal(found.filename or stored) or f"part-{part}"
     response = Response(found.data, mimetype="application/octet-stream")
     quoted = urllib.parse.quote(name, safe="")
-    fallback = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:100] or "part"
+    # The plain filename is for old browsers: ASCII only (str.isalnum is True for "д" and "中",
+    # which no HTTP header can carry); filename* holds the real name.
+    fallback = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in name)
+    fallback = fallback[:100] or "part"
     response.headers["Content-Disposition"] = (
         f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quoted}"
     )
