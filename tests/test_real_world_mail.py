@@ -4,7 +4,7 @@ separators, and the quirks of gpgsm and NSS. One section per class of the issue.
 Every certificate and message is made at test time by a tool we did not write: ``openssl req``,
 ``openssl x509 -req`` (SHA-1 and MD5 CAs, an RSA-1024 signer, a version-1 root), ``openssl cms``
 (``-nocerts``, ``-outform DER/PEM``, ``-binary``), ``gpgsm --include-certs 0`` and ``gpgsm
---export-secret-key-p12 --armor``; the two public vectors are the RFC 9216 keys' examples in
+--export-secret-key-p12 --armor``; the three public vectors are the RFC 9216 keys' examples in
 tests/vectors (origin and licence in tests/interop_cases.md). Certificates that ``openssl x509``
 makes are valid from the moment it ran, so those tests judge them an hour later.
 """
@@ -339,6 +339,21 @@ def test_rfc9216_ed25519_example_opens_as_a_bare_pem_file(now: dt.datetime) -> N
     assert signer.address == "carlos@smime.example"
     assert [p[0] for p in signer.problems] == [S.EMAIL_MISMATCH]  # a bare file has no From
     assert result.content == b"This is some sample content."
+
+
+def test_rfc9216_rsa_pss_example_is_sound_and_lacks_only_its_anchor() -> None:
+    # Public vector: Alice signs with RSASSA-PSS (SHA-256, MGF1 with SHA-256, a 32-byte salt)
+    # and sends her certificate; RFC 9216's RSA CA is not among the vectors. Judged in 2020,
+    # inside the certificate's 2019-2052 validity.
+    at = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    raw = (VECTORS / "signedByAliceRSAPSS.pem").read_bytes()
+    (signer,) = _open(raw, (), at).signers
+    assert (signer.address, signer.signature_algorithm) == ("alice@smime.example", "rsa-pss")
+    assert [p[0] for p in signer.problems] == [S.UNTRUSTED, S.EMAIL_MISMATCH]
+    der = bytearray(base64.b64decode(b"".join(raw.splitlines()[1:-1])))
+    der[-1] ^= 1  # the signature value is the last field
+    (broken,) = _open(bytes(der), (), at).signers
+    assert broken.status == S.INVALID
 
 
 def test_open_with_a_config_uses_its_identity_and_anchors(pki: TestPki, tmp_path: Path) -> None:

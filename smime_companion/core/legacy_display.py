@@ -24,6 +24,14 @@ from collections.abc import Iterator, Sequence
 PARAMETER = "hp-legacy-display"
 HTML_CLASS = "header-protection-legacy-display"
 
+# Before RFC 9788, the protected-headers draft it replaced (draft-autocrypt-lamps-protected-
+# headers, "Legacy Display", 2019; written by Enigmail and by the samples of the early
+# draft-ietf-lamps-header-protection) put the obscured fields in a part of their own: the
+# first part of a multipart/mixed marked ``protected-headers="v1"``, of one of these types and
+# marked the same way, whose text is only those header lines. Readers that show the protected
+# headers leave that part out; ``core.text`` does, when ``is_element_only`` holds.
+LEGACY_PART_TYPES = ("text/rfc822-headers", "text/plain")
+
 # The fields a reader shows that the baseline policy can obscure (RFC 9788 "user-facing").
 USER_FACING = ("subject", "from", "to", "cc", "date", "reply-to", "followup-to")
 
@@ -85,6 +93,18 @@ def text_without_element(text: str) -> str:
     return text
 
 
+def is_element_only(text: str) -> bool:
+    """True when ``text`` is nothing but a legacy display's header-field lines (and their
+    folded continuations), blank lines after them at most: the test a Legacy Display *part*
+    (:data:`LEGACY_PART_TYPES`) must pass before a reader may leave it out."""
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines or len(lines) > _MAX_LINES or not _FIELD_LINE.fullmatch(lines[0]):
+        return False
+    return all(_FIELD_LINE.fullmatch(line) or line[:1] in (" ", "\t") for line in lines)
+
+
 def html_without_element(document: str) -> str:
     """``document`` without its first element of class ``header-protection-legacy-display``
     (through the matching ``</div>``); left whole when that element does not end."""
@@ -120,11 +140,13 @@ def _is_element(tag: str) -> bool:
 
 __all__ = [
     "HTML_CLASS",
+    "LEGACY_PART_TYPES",
     "PARAMETER",
     "USER_FACING",
     "element_lines",
     "html_with_element",
     "html_without_element",
+    "is_element_only",
     "text_with_element",
     "text_without_element",
 ]

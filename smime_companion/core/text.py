@@ -128,6 +128,8 @@ def iter_parts(content: bytes, content_name: str | None = None) -> Iterator[Part
         entity, depth, name, protected = stack.pop()
         if depth < MAX_DEPTH and number < MAX_PARTS:
             inner = _inner_entities(entity)
+            if depth == 0 and inner:
+                inner = _without_legacy_display_part(entity, inner)
             if inner is not None:
                 # A multipart's children keep the protection; an attached message is its own.
                 keeps = protected and entity.content_type.mime_type.startswith("multipart/")
@@ -159,6 +161,31 @@ def _inner_entities(entity: Entity) -> list[Entity] | None:
         except MalformedInput:
             return None
     return None
+
+
+def _without_legacy_display_part(top: Entity, children: list[Entity]) -> list[Entity]:
+    """``children`` of the content's top entity less its first one when that is the Legacy
+    Display part of the older protected-headers scheme (see ``legacy_display``): it repeats
+    the protected header fields this reader already shows in place of the outer ones."""
+    first = children[0]
+    if not (
+        top.content_type.mime_type == "multipart/mixed"
+        and _marked_v1(top)
+        and _marked_v1(first)
+        and first.content_type.mime_type in legacy_display.LEGACY_PART_TYPES
+        and not _disposition_is_attachment(first)
+        and not _filename(first)
+    ):
+        return children
+    try:
+        text = decode_mail_text(first.decoded_body(), first.content_type.param("charset"))
+    except MalformedInput:
+        return children
+    return children[1:] if legacy_display.is_element_only(text) else children
+
+
+def _marked_v1(entity: Entity) -> bool:
+    return (entity.content_type.param("protected-headers") or "").lower() == "v1"
 
 
 def _leaf(entity: Entity, number: int, name: str | None, protected: bool) -> Part:
