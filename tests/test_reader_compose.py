@@ -5,6 +5,7 @@ encrypted journal, from where the outbox pipeline takes it."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,7 +50,8 @@ def world(tmp_path: Path, pki: TestPki, now: dt.datetime) -> Iterator[World]:
     # Exchange's "Last, First" in an encoded word, and an internationalised address (RFC 6532).
     german = message(
         "=?utf-8?q?M=C3=BCller=2C_J=C3=B6rg?= <jm@example.de>", "Angebot", now,
-        b"Cc: =?utf-8?b?SsO2cmc=?= <j\xc3\xb6rg@beispiel.de>\r\n" + text_entity("Anbei."),
+        b"Cc: =?utf-8?b?SsO2cmc=?= <j\xc3\xb6rg@beispiel.de>,\r\n"
+        b" =?utf-8?q?Schr=C3=B6der=2C_Anna?= <as@example.de>\r\n" + text_entity("Anbei."),
         "angebot",
     )  # fmt: skip
     # A poison From: comments nested 2,000 deep (the email package recurses once per level).
@@ -95,10 +97,21 @@ def test_a_reply_shows_names_as_written_never_encoded_words(world: World) -> Non
         fields = compose.answer_fields(cache, 3, "reply-all", BOB, ["bob@example.org"])
     # email.utils.formataddr wrote =?utf-8?b?...?= for the name, and raised for the address.
     assert fields.to == '"Müller, Jörg" <jm@example.de>'
-    assert fields.cc == "Jörg <jörg@beispiel.de>"
+    # Each encoded "Last, First" of a list stays one name: the list is split as written.
+    assert fields.cc == 'Jörg <jörg@beispiel.de>, "Schröder, Anna" <as@example.de>'
+    # Jörg's address needs SMTPUTF8: said before anything is written, never sent mangled.
+    with pytest.raises(UsageError, match="^Cc: jörg@beispiel.de is an internationalised"):
+        compose.build_draft(fields, world.now)
+    sendable = dataclasses.replace(fields, cc='"Schröder, Anna" <as@example.de>')
+    again, _ = compose.read_draft(compose.build_draft(sendable, world.now), "work")
+    assert (again.to, again.cc) == (sendable.to, sendable.cc)  # commas stay inside the names
+
+
+def test_an_internationalised_domain_is_written_as_its_a_labels(world: World) -> None:
+    fields = compose.DraftFields("work", "bob@example.org", to="Jörg <jm@Bücher.example>")
     built = compose.build_draft(fields, world.now)
-    again, _ = compose.read_draft(built, "work")
-    assert again.to == fields.to  # the comma stays inside the name, not a second address
+    assert b"<jm@xn--bcher-kva.example>" in built
+    assert parse_entity(built, 65536).get("To") == "=?utf-8?q?J=C3=B6rg?= <jm@xn--bcher-kva.example>"
 
 
 def test_a_poison_sender_neither_breaks_the_list_nor_a_reply(world: World) -> None:

@@ -329,6 +329,19 @@ def comparable_address(address: str) -> str:
     return unicodedata.normalize("NFC", address.lower())
 
 
+def ascii_address(address: str) -> str:
+    """``address`` with each non-ASCII label of its domain written as its A-label (``xn--``,
+    punycode of the lower-case NFC label), the form every relay accepts; the local part as it
+    is (only SMTPUTF8 can carry one outside ASCII)."""
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii():
+        return address
+    labels = []
+    for label in unicodedata.normalize("NFC", domain.lower()).split("."):
+        labels.append(label if label.isascii() else "xn--" + label.encode("punycode").decode())
+    return f"{local}@{'.'.join(labels)}"
+
+
 def holds_address(addresses: Iterable[str], address: str) -> bool:
     """True when ``address`` is one of ``addresses``, compared as :func:`comparable_address`
     says (the one comparison of a signer's addresses with a From address)."""

@@ -20,7 +20,13 @@ from email.policy import SMTP
 
 from smime_companion.core import text as mime_text
 from smime_companion.core.certs import email_addresses
-from smime_companion.core.mime import address_pairs, addresses, parse_entity, shown_mailbox
+from smime_companion.core.mime import (
+    address_pairs,
+    addresses,
+    ascii_address,
+    parse_entity,
+    shown_mailbox,
+)
 from smime_companion.core.model import Identity
 from smime_companion.core.selection import Selected
 from smime_companion.errors import MalformedInput, UsageError
@@ -145,14 +151,19 @@ def answer_fields(
         body = "\n\n" + "\n".join(block) + "\n\n" + text[:MAX_BODY_CHARS]
         return DraftFields(sender.account, sender.address, subject=subject, body=body,
                            attachments=attached)  # fmt: skip
-    reply_to = message_view.reply_to_of(cache, message_id) or original_from
+
+    def written(name: str, shown: str) -> str:
+        return message_view.as_written(cache, message_id, name, shown)
+
+    reply_to = message_view.reply_to_of(cache, message_id)
+    reply_to = written("reply-to", reply_to) if reply_to else written("from", original_from)
     own_lower = {a.lower() for a in own} | {sender.address.lower()}
     to = [a for a in _mailboxes(reply_to) if a[1].lower() not in own_lower] or _mailboxes(reply_to)
     cc: list[tuple[str, str]] = []
     if mode == "reply-all":
         seen = {a[1].lower() for a in to} | own_lower
-        for value in (view_headers.get("to", ""), view_headers.get("cc", "")):
-            for pair in _mailboxes(value):
+        for name in ("to", "cc"):
+            for pair in _mailboxes(written(name, view_headers.get(name, ""))):
                 if pair[1].lower() not in seen:
                     cc.append(pair)
                     seen.add(pair[1].lower())
@@ -200,16 +211,16 @@ def _shown_field(value: str) -> str:
 
 
 def _mailboxes(value: str) -> list[tuple[str, str]]:
-    """The (name, address) pairs of a decoded address field of the message answered (one
-    ``name <address>`` kept whole, see :func:`shown_mailbox`); none when the field cannot be
-    read (one nesting comments hundreds deep)."""
+    """The (name, address) pairs of an address field of the message answered, as written
+    (:func:`message_view.as_written`) or, failing that, decoded; :func:`_shown` decodes the
+    names. One ``name <address>`` is kept whole (see :func:`shown_mailbox`). None when the
+    field cannot be read (one nesting comments hundreds deep)."""
     one = shown_mailbox(value)
-    if one is not None:
-        return [one]
     try:
-        return [(n, a) for n, a in address_pairs(value) if "@" in a]
+        pairs = [one] if one is not None else address_pairs(value)
     except MalformedInput:
         return []
+    return [(name, address) for name, address in pairs if "@" in address]
 
 
 def build_draft(fields: DraftFields, at: datetime, message_id: str | None = None) -> bytes:
@@ -234,7 +245,7 @@ def _message(fields: DraftFields, at: datetime, message_id: str | None) -> bytes
         message["From"] = fields.sender
     for name, value in (("To", fields.to), ("Cc", fields.cc), ("Bcc", fields.bcc)):
         if value.strip():
-            message[name] = value.strip()
+            message[name] = _sendable(name, value.strip())
     message["Subject"] = fields.subject.strip()
     message["Date"] = email.utils.format_datetime(at)
     domain = fields.sender.rpartition("@")[2] or "localhost"
@@ -254,6 +265,28 @@ def _message(fields: DraftFields, at: datetime, message_id: str | None) -> bytes
             filename=item.filename,
         )
     return message.as_bytes()
+
+
+def _sendable(name: str, value: str) -> str:
+    """Address field ``name`` as the draft carries it: an internationalised domain as its
+    A-labels (the email package would put encoded words inside the address). Raises
+    :class:`UsageError` for an address whose local part is not ASCII, which only SMTPUTF8
+    could send."""
+    if value.isascii():
+        return value
+    try:
+        pairs = address_pairs(value)
+    except MalformedInput as exc:
+        raise UsageError(f"{name}: {exc}") from None
+    if all(address.isascii() for _, address in pairs):
+        return value
+    for _, address in pairs:
+        if not address.rpartition("@")[0].isascii():
+            raise UsageError(
+                f"{name}: {address} is an internationalised address (SMTPUTF8), which "
+                "smime-companion cannot send yet; remove it or give the recipient's ASCII address"
+            )
+    return ", ".join(_shown(n, ascii_address(a)) for n, a in pairs if a)
 
 
 def read_draft(raw: bytes, account: str) -> tuple[DraftFields, str | None]:

@@ -86,15 +86,21 @@ def _outer_headers(raw: bytes) -> dict[str, str]:
 
 def _fields(content: bytes | None) -> dict[str, str]:
     """Every header of the innermost entity (lower-case names, first wins, decoded)."""
-    if content is None:
+    return {name: mime_text.decode_header_text(value) for name, value in _written(content).items()}
+
+
+def _written(data: bytes | None, as_content: bool = True) -> dict[str, str]:
+    """Every header of ``data`` as written, RFC 2047 words still encoded (lower-case names,
+    first wins)."""
+    if data is None:
         return {}
     try:
-        fields = parse_entity(content, mime_text.MAX_HEADER_BYTES, as_content=True).fields
+        fields = parse_entity(data, mime_text.MAX_HEADER_BYTES, as_content=as_content).fields
     except MalformedInput:
         return {}
     out: dict[str, str] = {}
     for name, value in fields:
-        out.setdefault(name.lower(), mime_text.decode_header_text(value))
+        out.setdefault(name.lower(), value)
     return out
 
 
@@ -136,6 +142,18 @@ def reply_to_of(cache: Cache, message_id: int) -> str:
     return _fields(cache.content(message_id)).get("reply-to") or outer_field(
         cache.raw(message_id), "reply-to"
     )
+
+
+def as_written(cache: Cache, message_id: int, name: str, shown: str) -> str:
+    """Header ``name`` of the message as written (RFC 2047 words still encoded) where it reads
+    as ``shown``: the innermost entity's, else the outer one's; ``shown`` itself when neither
+    does. Replies split address lists this way: once decoded, the comma inside an encoded
+    "Müller, Jörg" would cut that name in two."""
+    for data, as_content in ((cache.content(message_id), True), (cache.raw(message_id), False)):
+        value = _written(data, as_content).get(name.lower())
+        if value is not None and mime_text.decode_header_text(value) == shown:
+            return value
+    return shown
 
 
 def references_of(cache: Cache, message_id: int) -> str:
