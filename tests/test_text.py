@@ -237,6 +237,27 @@ def test_only_header_lines_ended_by_a_blank_line_are_taken_for_a_legacy_display(
     assert shown(fields + b"\r\nbody\r\n").startswith("X-0: y")
 
 
+def test_a_legacy_display_part_is_only_header_lines_and_not_too_many() -> None:
+    # The older scheme's Legacy Display part (tests/test_header_protection_samples.py has the
+    # public samples): the first part of a multipart/mixed marked protected-headers="v1".
+    def parts(first_body: bytes) -> list[str]:
+        content = (
+            b'Content-Type: multipart/mixed; boundary="m"; protected-headers="v1"\r\n\r\n'
+            b'--m\r\nContent-Type: text/rfc822-headers; protected-headers="v1"\r\n\r\n'
+            + first_body
+            + b"\r\n--m\r\nContent-Type: text/plain\r\n\r\nThe text.\r\n--m--\r\n"
+        )
+        return [p.mime_type for p in iter_parts(content)]
+
+    assert parts(b"Subject: Dinner plans\r\nTo: bob@example.org\r\n") == ["text/plain"]
+    fields = b"".join(b"X-%d: y\r\n" % i for i in range(20))
+    assert parts(fields + b"\r\n\r\n") == ["text/plain"]
+    # More lines than a legacy display holds, or a line that is no field: the sender's text.
+    kept = ["text/rfc822-headers", "text/plain"]
+    assert parts(fields + b"X-20: y\r\n") == kept
+    assert parts(b"Subject: x\r\n\r\nDinner is at 8.\r\n") == kept
+
+
 def test_an_unclosed_legacy_display_div_leaves_the_html_whole() -> None:
     broken = LEGACY_ALTERNATIVE.replace(b"</pre></div>", b"</pre>")
     html = list(iter_parts(broken))[1]

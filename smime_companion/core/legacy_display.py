@@ -97,10 +97,15 @@ def is_element_only(text: str) -> bool:
     """True when ``text`` is nothing but a legacy display's header-field lines (and their
     folded continuations), blank lines after them at most: the test a Legacy Display *part*
     (:data:`LEGACY_PART_TYPES`) must pass before a reader may leave it out."""
-    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    # Only the first _MAX_LINES lines are split off: a long text is no legacy display.
+    head, *rest = text.split("\n", _MAX_LINES)
+    lines = [head, *rest[: _MAX_LINES - 1]]
+    if len(rest) == _MAX_LINES and rest[-1].strip():
+        return False
+    lines = [line.removesuffix("\r") for line in lines]
     while lines and not lines[-1]:
         lines.pop()
-    if not lines or len(lines) > _MAX_LINES or not _FIELD_LINE.fullmatch(lines[0]):
+    if not lines or not _FIELD_LINE.fullmatch(lines[0]):
         return False
     return all(_FIELD_LINE.fullmatch(line) or line[:1] in (" ", "\t") for line in lines)
 
