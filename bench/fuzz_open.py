@@ -20,7 +20,8 @@ CBC gadget, an impostor certificate with the signer's identifier. libFuzzer muta
 base64 CMS body of a message, mutates the DER with libFuzzer's mutator and encodes it again
 (CMS-level damage that survives the base64 decoding). Plain mail of the shapes the text walk reads
 (alternatives, HTML with cid images, attached messages, flowed text, legacy charsets, RFC 2047 and
-RFC 2231 names, uuencode, broken base64) seeds the indexing side.
+RFC 2231 names, uuencode, broken base64, the older protected-headers scheme's Legacy Display
+part) seeds the indexing side.
 
 Every input is opened as bob with the test root as the only anchor. A finding is:
 - an exception out of ``open_message`` (it must return a status or an error line, never raise),
@@ -176,6 +177,8 @@ def make_seeds(directory: Path) -> list[bytes]:
         forged.duplicate_signer_id(pki),
         forged.encrypted_message_attached(pki),
         *plain_shapes(),
+        # The older protected-headers scheme's Legacy Display part, encrypted as it is sent.
+        openssl_cms(["-encrypt", "-aes-256-gcm", "-recip", pki.cert("bob")], LEGACY_DISPLAY_PART),
     ]
     # The contents a valid verdict may show: whatever the untouched signed seeds open to.
     WORLD.valid_contents = set()
@@ -185,6 +188,16 @@ def make_seeds(directory: Path) -> list[bytes]:
             WORLD.valid_contents.add(to_crlf(result.content))
     assert WORLD.valid_contents, "no seed verified: the PKI or the tools are broken"
     return seeds
+
+
+LEGACY_DISPLAY_PART = (
+    b"From: alice@example.org\r\nTo: bob@example.org\r\nSubject: Lunch\r\n"
+    b'Content-Type: multipart/mixed; boundary="ld"; protected-headers="v1"\r\n\r\n'
+    b'--ld\r\nContent-Type: text/plain; charset=us-ascii; protected-headers="v1"\r\n'
+    b"Content-Disposition: inline\r\n\r\n"
+    b"Subject: Lunch\r\nTo: bob@example.org,\r\n carol@example.org\r\n"
+    b"\r\n--ld\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nAt noon.\r\n--ld--\r\n"
+)
 
 
 def plain_shapes() -> list[bytes]:
@@ -225,6 +238,7 @@ def plain_shapes() -> list[bytes]:
         head + mixed,
         head + related,
         head + b"Content-Type: text/html\r\n\r\n<div><div><p>unclosed <b>bold <!-- note",
+        head + LEGACY_DISPLAY_PART.replace(b"text/plain; charset=us", b"text/rfc822-headers; x"),
         head.replace(b"\r\n", b"\n") + b"Content-Type: text/plain; charset=iso-2022-jp\n\n"
         b"\x1b$B$3$s$K$A$O\x1b(B\n",
     ]
