@@ -213,7 +213,7 @@ def _shown_field(value: str) -> str:
 def _mailboxes(value: str) -> list[tuple[str, str]]:
     """The (name, address) pairs of an address field of the message answered, as written
     (:func:`message_view.as_written`) or, failing that, decoded; :func:`_shown` decodes the
-    names. One ``name <address>`` is kept whole (see :func:`shown_mailbox`). None when the
+    names. One ``name <address>`` is kept whole (see :func:`shown_mailbox`). Empty when the
     field cannot be read (one nesting comments hundreds deep)."""
     one = shown_mailbox(value)
     try:
