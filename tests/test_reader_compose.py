@@ -110,8 +110,8 @@ def test_a_reply_shows_names_as_written_never_encoded_words(world: World) -> Non
 def test_an_internationalised_domain_is_written_as_its_a_labels(world: World) -> None:
     fields = compose.DraftFields("work", "bob@example.org", to="Jörg <jm@Bücher.example>")
     built = compose.build_draft(fields, world.now)
-    assert b"<jm@xn--bcher-kva.example>" in built
-    assert parse_entity(built, 65536).get("To") == "=?utf-8?q?J=C3=B6rg?= <jm@xn--bcher-kva.example>"
+    to = parse_entity(built, 65536).get("To")
+    assert to == "=?utf-8?q?J=C3=B6rg?= <jm@xn--bcher-kva.example>"
 
 
 def test_a_poison_sender_neither_breaks_the_list_nor_a_reply(world: World) -> None:
