@@ -8,6 +8,7 @@ from smime_companion.core.mime import (
     addresses,
     decode_transfer_encoding,
     multipart_parts,
+    parse_content_type,
     parse_entity,
     to_crlf,
 )
@@ -39,6 +40,17 @@ def test_header_fields_are_unfolded_and_kept_in_order() -> None:
     assert entity.content_type.mime_type == "multipart/signed"
     assert entity.content_type.param("micalg") == "sha-256"
     assert entity.content_type.param("protocol") == "application/pkcs7-signature"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["image/png\r0100", "text/pl ain; charset=utf-8", "message/rfc822\u00fe", "image/", "png"],
+)
+def test_a_media_type_that_is_no_type_slash_subtype_is_text_plain(value: str) -> None:
+    # RFC 2045 section 5.2; the email package would keep the CR, the space or the letter, and
+    # the type then reached headers the reader and the drafts write.
+    assert parse_content_type(value).mime_type == "text/plain"
+    assert parse_content_type("Image/PNG; name*=utf-8''a%20b").mime_type == "image/png"
 
 
 def test_parts_are_exact_slices_without_the_crlf_before_the_delimiter() -> None:

@@ -56,7 +56,16 @@ def world(tmp_path: Path, pki: TestPki, now: dt.datetime) -> Iterator[World]:
     )  # fmt: skip
     # A poison From: comments nested 2,000 deep (the email package recurses once per level).
     poison = message("(" * 2000 + "x", "Poison", now, text_entity("Hello."), "poison")
-    yield from make_world(tmp_path, pki, now, [original, attached, german, poison])
+    # Bare CRs where header values end up in an answer: a Subject, the Message-ID, a media type
+    # and a file name (shapes the fuzz corpus holds; the email package refuses them in a draft).
+    carriage = message(
+        "Carol <carol@example.org>", "Minutes\rBcc: eve@example.org", now,
+        b'Content-Type: multipart/mixed; boundary="M"\r\n\r\n--M\r\n' + text_entity("See file.")
+        + b"--M\r\nContent-Type: image/png\r0100\r\n"
+        b'Content-Disposition: attachment; filename="notes\r.txt"\r\n\r\nPNG\r\n--M--\r\n',
+        "minutes\rx",
+    )  # fmt: skip
+    yield from make_world(tmp_path, pki, now, [original, attached, german, poison, carriage])
 
 
 def test_a_reply_goes_to_reply_to_quotes_the_text_and_threads(world: World) -> None:
@@ -123,6 +132,21 @@ def test_a_poison_sender_neither_breaks_the_list_nor_a_reply(world: World) -> No
         status, _, body = world.request("GET", path, {"Cookie": cookie})
         assert status == 200, path
     assert b"Poison" in body
+
+
+def test_answers_to_fields_with_bare_carriage_returns_can_be_sent(world: World) -> None:
+    me = ["bob@example.org"]
+    with runtime.open_cache(world.config) as cache:
+        answers = [compose.answer_fields(cache, 5, mode, BOB, me) for mode in compose.MODES]
+    for fields in answers:
+        sendable = dataclasses.replace(fields, to=fields.to or "dave@example.org")
+        again, _ = compose.read_draft(compose.build_draft(sendable, world.now), "work")
+        assert "\r" not in again.subject and "\r" not in again.in_reply_to
+    forward = answers[compose.MODES.index("forward")]
+    (item,) = forward.attachments
+    # An invalid media type is text/plain (RFC 2045 section 5.2); the name as the page shows it.
+    assert (item.filename, item.mime_type) == ("notes\\r.txt", "text/plain")
+    assert forward.subject == "Fwd: Minutes Bcc: eve@example.org"
 
 
 def test_a_draft_needs_a_recipient_and_one_line_headers(world: World) -> None:

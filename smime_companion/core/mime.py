@@ -175,6 +175,7 @@ def _decoded(fields: list[tuple[bytes, list[bytes]]]) -> tuple[tuple[str, str], 
 
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _SIMPLE_TYPE = re.compile(rf"\s*({_TOKEN}/{_TOKEN})\s*")
+_MEDIA_TYPE = re.compile(rf"{_TOKEN}/{_TOKEN}")
 # One parameter without RFC 2231 encoding, comments or quoted-pair escapes.
 _SIMPLE_PARAM = re.compile(rf';\s*({_TOKEN})\s*=\s*(?:"([^"\\]*)"|([^\s;"()\\]+))\s*')
 _TRAILING = re.compile(r"[;\s]*")
@@ -193,6 +194,10 @@ def parse_content_type(value: str | None) -> ContentType:
     msg = Message()
     msg["Content-Type"] = value
     mime_type = msg.get_content_type()
+    if not _MEDIA_TYPE.fullmatch(mime_type):
+        # The email package takes anything around one "/" (a CR, a space, any letter); RFC 2045
+        # section 5.2: a syntactically invalid Content-Type is read as text/plain.
+        mime_type = "text/plain"
     params: list[tuple[str, str]] = []
     try:
         parsed = msg.get_params(failobj=[])[1:]

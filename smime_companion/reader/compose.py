@@ -18,6 +18,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.policy import SMTP
 
+from smime_companion.core import printable
 from smime_companion.core import text as mime_text
 from smime_companion.core.certs import email_addresses
 from smime_companion.core.mime import (
@@ -109,9 +110,16 @@ def senders(accounts: Sequence[AccountInfo], identities: Sequence[Identity]) -> 
 
 
 def _reply_subject(subject: str, mode: str) -> str:
+    subject = _one_line(subject)
     if mode != "forward" and _HAS_PREFIX.match(subject):
         return subject
     return _PREFIX[mode] + subject
+
+
+def _one_line(value: str) -> str:
+    """A header value taken from the message answered, as one line: a bare CR or another line
+    break inside a field of hostile mail must not make the answer unsendable."""
+    return " ".join(value.split())
 
 
 def _quote(text: str, limit: int = MAX_BODY_CHARS) -> str:
@@ -136,7 +144,8 @@ def answer_fields(
     subject = _reply_subject(view_headers.get("subject", summary.subject), mode)
     if mode == "forward":
         attached = tuple(
-            Attached(p.filename or f"part-{p.number}", p.mime_type, p.data)
+            # The name as the page shows it (controls and direction overrides escaped).
+            Attached(printable.for_terminal(p.filename) or f"part-{p.number}", p.mime_type, p.data)
             for p in message_view.attachment_parts(cache, message_id)
         )
         block = [
@@ -176,8 +185,8 @@ def answer_fields(
         cc=", ".join(_shown(*pair) for pair in cc),
         subject=subject,
         body=body,
-        in_reply_to=summary.message_id,
-        references=references,
+        in_reply_to=_one_line(summary.message_id),
+        references=_one_line(references),
     )
 
 
