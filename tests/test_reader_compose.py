@@ -149,6 +149,21 @@ def test_answers_to_fields_with_bare_carriage_returns_can_be_sent(world: World) 
     assert forward.subject == "Fwd: Minutes Bcc: eve@example.org"
 
 
+@pytest.mark.parametrize(
+    "subject",
+    ["Re: =?utf-8?b?w4R\x18ZmVs?= and more", "Re: =?iso-8859-1?q?J=F6rg??= x", "Grüße"],
+    ids=["broken-base64-word", "broken-q-word", "umlauts"],
+)
+def test_a_subject_holding_a_broken_encoded_word_is_sent_as_written(
+    world: World, subject: str
+) -> None:
+    # A Subject the answered message kept undecoded (its encoded word was broken): the email
+    # package raised UnicodeEncodeError folding it, so the reply could not be saved or sent.
+    fields = compose.DraftFields("work", "bob@example.org", to="dave@example.org", subject=subject)
+    again, _ = compose.read_draft(compose.build_draft(fields, world.now), "work")
+    assert again.subject == subject
+
+
 def test_a_draft_needs_a_recipient_and_one_line_headers(world: World) -> None:
     with pytest.raises(UsageError, match="at least one recipient"):
         compose.build_draft(compose.DraftFields("work", "bob@example.org"), world.now)

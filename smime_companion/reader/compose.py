@@ -10,6 +10,7 @@ the provider's server: it goes straight into the journal (``Journal.save_draft``
 
 from __future__ import annotations
 
+import email.header
 import email.utils
 import re
 from collections.abc import Sequence
@@ -255,7 +256,7 @@ def _message(fields: DraftFields, at: datetime, message_id: str | None) -> bytes
     for name, value in (("To", fields.to), ("Cc", fields.cc), ("Bcc", fields.bcc)):
         if value.strip():
             message[name] = _sendable(name, value.strip())
-    message["Subject"] = fields.subject.strip()
+    message["Subject"] = _literal(fields.subject.strip())
     message["Date"] = email.utils.format_datetime(at)
     domain = fields.sender.rpartition("@")[2] or "localhost"
     message["Message-ID"] = message_id or email.utils.make_msgid(domain=domain)
@@ -273,7 +274,22 @@ def _message(fields: DraftFields, at: datetime, message_id: str | None) -> bytes
             subtype=subtype or "octet-stream",
             filename=item.filename,
         )
-    return message.as_bytes()
+    try:
+        return message.as_bytes()
+    except (UnicodeError, ValueError) as exc:
+        # The email package's folding has corners of its own; one line, never a traceback.
+        raise UsageError(
+            f"the draft cannot be written as mail ({type(exc).__name__}: {exc}); "
+            "check its Subject and address fields"
+        ) from None
+
+
+def _literal(text: str) -> str:
+    """An unstructured header value the email package writes as ``text``. Given text holding
+    ``=?`` (a broken encoded word a Subject kept, which a reply repeats), the package tries to
+    decode it and can raise while folding; handed to it inside an encoded word of our own, the
+    text is taken as text and written as it is."""
+    return email.header.Header(text, "utf-8").encode() if "=?" in text else text
 
 
 def _sendable(name: str, value: str) -> str:
