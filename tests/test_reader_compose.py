@@ -151,8 +151,13 @@ def test_answers_to_fields_with_bare_carriage_returns_can_be_sent(world: World) 
 
 @pytest.mark.parametrize(
     "subject",
-    ["Re: =?utf-8?b?w4R\x18ZmVs?= and more", "Re: =?iso-8859-1?q?J=F6rg??= x", "Grüße"],
-    ids=["broken-base64-word", "broken-q-word", "umlauts"],
+    [
+        "Re: =?utf-8?b?w4R\x18ZmVs?= and more",
+        "Re: =?iso-8859-1?q?J=F6rg??= x",
+        "Re: =?utf-8?b?w4R\x18ZmVs?=" + " long" * 40,
+        "Grüße",
+    ],
+    ids=["broken-base64-word", "broken-q-word", "long", "umlauts"],
 )
 def test_a_subject_holding_a_broken_encoded_word_is_sent_as_written(
     world: World, subject: str

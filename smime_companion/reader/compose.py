@@ -289,7 +289,10 @@ def _literal(text: str) -> str:
     ``=?`` (a broken encoded word a Subject kept, which a reply repeats), the package tries to
     decode it and can raise while folding; handed to it inside an encoded word of our own, the
     text is taken as text and written as it is."""
-    return email.header.Header(text, "utf-8").encode() if "=?" in text else text
+    if "=?" not in text:
+        return text
+    # One line: the words Header folds onto more lines are still one value when joined.
+    return "".join(email.header.Header(text, "utf-8").encode().splitlines())
 
 
 def _sendable(name: str, value: str) -> str:
