@@ -56,10 +56,12 @@ def world(tmp_path: Path, pki: TestPki, now: dt.datetime) -> Iterator[World]:
     )  # fmt: skip
     # A poison From: comments nested 2,000 deep (the email package recurses once per level).
     poison = message("(" * 2000 + "x", "Poison", now, text_entity("Hello."), "poison")
-    # Bare CRs where header values end up in an answer: a Subject, the Message-ID, a media type
-    # and a file name (shapes the fuzz corpus holds; the email package refuses them in a draft).
+    # Bare CRs where header values end up in an answer (a Subject, the Message-ID, a media type,
+    # a file name) and a control character inside a Cc address: shapes the fuzz corpus holds,
+    # which the email package refuses in a draft.
     carriage = message(
         "Carol <carol@example.org>", "Minutes\rBcc: eve@example.org", now,
+        b"Cc: frank@example.org, dave@ex\x1eample.org, Erin <erin@example.org>\r\n"
         b'Content-Type: multipart/mixed; boundary="M"\r\n\r\n--M\r\n' + text_entity("See file.")
         + b"--M\r\nContent-Type: image/png\r0100\r\n"
         b'Content-Disposition: attachment; filename="notes\r.txt"\r\n\r\nPNG\r\n--M--\r\n',
@@ -142,6 +144,10 @@ def test_answers_to_fields_with_bare_carriage_returns_can_be_sent(world: World) 
         sendable = dataclasses.replace(fields, to=fields.to or "dave@example.org")
         again, _ = compose.read_draft(compose.build_draft(sendable, world.now), "work")
         assert "\r" not in again.subject and "\r" not in again.in_reply_to
+    # An "address" holding a control character is no one to answer to; a bare address before
+    # a named one is a mailbox of its own, not part of the name.
+    cc = answers[compose.MODES.index("reply-all")].cc
+    assert cc == "frank@example.org, Erin <erin@example.org>"
     forward = answers[compose.MODES.index("forward")]
     (item,) = forward.attachments
     # An invalid media type is text/plain (RFC 2045 section 5.2); the name as the page shows it.
@@ -177,6 +183,11 @@ def test_a_draft_needs_a_recipient_and_one_line_headers(world: World) -> None:
             compose.DraftFields(
                 "work", "bob@example.org", to="a@example.org", cc="(" * 2000 + "c@example.org"
             ),  # fmt: skip
+            world.now,
+        )
+    with pytest.raises(UsageError, match="^Cc must be one line"):
+        compose.build_draft(
+            compose.DraftFields("work", "bob@example.org", to="a@example.org", cc="c@e\x1ex.org"),
             world.now,
         )
     with pytest.raises(UsageError, match="Subject must be one line"):

@@ -162,18 +162,19 @@ def answer_fields(
         return DraftFields(sender.account, sender.address, subject=subject, body=body,
                            attachments=attached)  # fmt: skip
 
-    def written(name: str, shown: str) -> str:
-        return message_view.as_written(cache, message_id, name, shown)
+    def mailboxes(name: str, shown: str) -> list[tuple[str, str]]:
+        written = message_view.as_written(cache, message_id, name, shown)
+        return _mailboxes(written) if written is not None else _shown_mailboxes(shown)
 
     reply_to = message_view.reply_to_of(cache, message_id)
-    reply_to = written("reply-to", reply_to) if reply_to else written("from", original_from)
+    answer = mailboxes("reply-to", reply_to) if reply_to else mailboxes("from", original_from)
     own_lower = {a.lower() for a in own} | {sender.address.lower()}
-    to = [a for a in _mailboxes(reply_to) if a[1].lower() not in own_lower] or _mailboxes(reply_to)
+    to = [a for a in answer if a[1].lower() not in own_lower] or answer
     cc: list[tuple[str, str]] = []
     if mode == "reply-all":
         seen = {a[1].lower() for a in to} | own_lower
         for name in ("to", "cc"):
-            for pair in _mailboxes(written(name, view_headers.get(name, ""))):
+            for pair in mailboxes(name, view_headers.get(name, "")):
                 if pair[1].lower() not in seen:
                     cc.append(pair)
                     seen.add(pair[1].lower())
@@ -220,17 +221,30 @@ def _shown_field(value: str) -> str:
     return mime_text.decode_header_text(value).strip()
 
 
-def _mailboxes(value: str) -> list[tuple[str, str]]:
+def _mailboxes(written: str) -> list[tuple[str, str]]:
     """The (name, address) pairs of an address field of the message answered, as written
-    (:func:`message_view.as_written`) or, failing that, decoded; :func:`_shown` decodes the
-    names. One ``name <address>`` is kept whole (see :func:`shown_mailbox`). Empty when the
-    field cannot be read (one nesting comments hundreds deep)."""
-    one = shown_mailbox(value)
+    (:func:`message_view.as_written`; :func:`_shown` decodes the names). Empty when the field
+    cannot be read (one nesting comments hundreds deep)."""
     try:
-        pairs = [one] if one is not None else address_pairs(value)
+        pairs = address_pairs(written)
     except MalformedInput:
         return []
-    return [(name, address) for name, address in pairs if "@" in address]
+    return [(name, address) for name, address in pairs if "@" in address and _plain(address)]
+
+
+def _shown_mailboxes(shown: str) -> list[tuple[str, str]]:
+    """The same for a field only known decoded, where one ``name <address>`` is kept whole
+    (see :func:`shown_mailbox`): the decoded "Müller, Jörg" holds a comma."""
+    one = shown_mailbox(shown)
+    if one is None:
+        return _mailboxes(shown)
+    return [one] if _plain(one[1]) else []
+
+
+def _plain(address: str) -> bool:
+    """No control character, blank or line boundary in ``address``: such text in a field of
+    hostile mail is no address to answer to."""
+    return address.isprintable() and not any(c.isspace() for c in address)
 
 
 def build_draft(fields: DraftFields, at: datetime, message_id: str | None = None) -> bytes:
@@ -248,7 +262,8 @@ def _message(fields: DraftFields, at: datetime, message_id: str | None) -> bytes
     """The draft as it stands (a saved draft may still lack recipients)."""
     for name, value in (("From", fields.sender), ("To", fields.to), ("Cc", fields.cc),
                         ("Bcc", fields.bcc), ("Subject", fields.subject)):  # fmt: skip
-        if "\n" in value or "\r" in value:
+        if value and value.splitlines() != [value]:
+            # Every line boundary str.splitlines knows (the email package refuses them all).
             raise UsageError(f"{name} must be one line")
     message = EmailMessage(policy=SMTP)
     if fields.sender:

@@ -144,16 +144,16 @@ def reply_to_of(cache: Cache, message_id: int) -> str:
     )
 
 
-def as_written(cache: Cache, message_id: int, name: str, shown: str) -> str:
+def as_written(cache: Cache, message_id: int, name: str, shown: str) -> str | None:
     """Header ``name`` of the message as written (RFC 2047 words still encoded) where it reads
-    as ``shown``: the innermost entity's, else the outer one's; ``shown`` itself when neither
-    does. Replies split address lists this way: once decoded, the comma inside an encoded
+    as ``shown``: the innermost entity's, else the outer one's; None when neither does.
+    Replies split address lists this way: once decoded, the comma inside an encoded
     "Müller, Jörg" would cut that name in two."""
     for data, as_content in ((cache.content(message_id), True), (cache.raw(message_id), False)):
         value = _written(data, as_content).get(name.lower())
         if value is not None and mime_text.decode_header_text(value) == shown:
             return value
-    return shown
+    return None
 
 
 def references_of(cache: Cache, message_id: int) -> str:
