@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import html
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,6 +88,21 @@ def _disguised_attachment(now: dt.datetime) -> bytes:
     return message("Mallory <mallory@example.net>", "Invoice", now, body, "disguised")
 
 
+def _outlook_rich_text(pki: TestPki, now: dt.datetime) -> bytes:
+    """Outlook's Rich Text mail, signed and encrypted: the plain text, then winmail.dat (a TNEF
+    sample Outlook wrote; its HTML body wrapped in compressed RTF, three files)."""
+    tnef = (Path(__file__).parent / "vectors" / "tnef" / "umlaut.tnef").read_bytes()
+    entity = (
+        b"Content-Type: multipart/mixed; boundary=W\r\n\r\n--W\r\n"
+        + text_entity("TEST \u00e4\u00f6\u00fc +-*/~")
+        + b'--W\r\nContent-Type: application/ms-tnef; name="winmail.dat"\r\n'
+        + b"Content-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes(tnef).replace(b"\n", b"\r\n") + b"--W--\r\n"
+    )  # fmt: skip
+    return message("Alice <alice@example.org>", "Rich text", now,
+                   encrypted(pki, signed(pki, "alice", entity)), "richtext")  # fmt: skip
+
+
 @pytest.fixture()
 def world(
     tmp_path: Path, pki: TestPki, now: dt.datetime, monkeypatch: pytest.MonkeyPatch
@@ -106,6 +122,7 @@ def world(
             text_entity("Trust me."),
             "spoofed",
         ),  # fmt: skip
+        _outlook_rich_text(pki, now),
     ]
     yield from make_world(tmp_path, pki, now, mail)
 
@@ -242,3 +259,18 @@ def test_only_a_whole_message_part_opens_as_one(world: World) -> None:
     for path in ("/message/4/attached/1", "/message/3/attached/1", "/message/99/attached/2"):
         status, _, _ = world.request("GET", path, {"Cookie": cookie})
         assert status == 404, path
+
+
+def test_outlook_rich_text_shows_what_winmail_dat_holds(world: World) -> None:
+    page = _page(world, "/message/8")
+    assert "valid" in page and "winmail.dat" not in page
+    for name in ("TBZ PARIV GmbH.jpg", "image003.jpg", "UmlautAnhang-\u00e4\u00fc\u00f6.txt"):
+        assert f"{html.escape(name)}</a>" in page
+    # The HTML Outlook wrapped in RTF is the body (its plain text one step away), and its
+    # inline picture is drawn from the file Outlook sent with it.
+    assert '/message/8/html/2"' in page
+    frame = _page(world, "/message/8/html/2")
+    assert "data:image/jpeg;base64," in frame and "\u00e4\u00f6\u00fc" in frame
+    cookie, _ = world.session()
+    status, headers, body = world.request("GET", "/message/8/part/5", {"Cookie": cookie})
+    assert (status, body) == (200, b"TEST \xe4\xf6\xfc +-*/~")  # Windows-1252, as sent

@@ -4,8 +4,9 @@ Pure: bytes in, values out. The MIME is read with :mod:`smime_companion.core.mim
 never re-serialised); HTML is turned into text by :mod:`core.html_text`.
 
 Parts are numbered 1, 2, 3, ... in depth-first order over the *leaf* parts (non-multipart
-entities); ``message/rfc822`` parts are descended into. The numbers are what
-``smime-companion show --part N`` takes.
+entities); ``message/rfc822`` parts are descended into, and Outlook's TNEF attachment
+(``winmail.dat``) is replaced by the body and files inside it (:mod:`core.tnef`). The numbers
+are what ``smime-companion show --part N`` takes.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from smime_companion.core import legacy_display
+from smime_companion.core import legacy_display, tnef
 from smime_companion.core.charsets import decode_mail_text
 from smime_companion.core.html_text import html_to_text
 from smime_companion.core.mime import (
@@ -124,6 +125,7 @@ def iter_parts(content: bytes, content_name: str | None = None) -> Iterator[Part
     stack: list[tuple[Entity, int, str | None, bool]] = [(top, 0, name, protected)]
     del top
     number = 0
+    shown: Part | None = None  # the last inline text part, which a TNEF body may repeat
     while stack:
         entity, depth, name, protected = stack.pop()
         if depth < MAX_DEPTH and number < MAX_PARTS:
@@ -135,8 +137,13 @@ def iter_parts(content: bytes, content_name: str | None = None) -> Iterator[Part
                 keeps = protected and entity.content_type.mime_type.startswith("multipart/")
                 stack.extend((sub, depth + 1, None, keeps) for sub in reversed(inner))
                 continue
-        number += 1
-        yield _leaf(entity, number, name, protected)
+        leaf = _leaf(entity, number + 1, name, protected)
+        del entity
+        for part in _unpacked(leaf, shown):
+            number = part.number
+            if not part.is_attachment:
+                shown = part
+            yield part
 
 
 def _inner_entities(entity: Entity) -> list[Entity] | None:
@@ -182,6 +189,41 @@ def _without_legacy_display_part(top: Entity, children: list[Entity]) -> list[En
     except MalformedInput:
         return children
     return children[1:] if legacy_display.is_element_only(text) else children
+
+
+def _unpacked(leaf: Part, shown: Part | None) -> Iterator[Part]:
+    """``leaf``; or, when it is Outlook's TNEF attachment (winmail.dat), the body and the files
+    it carries in its place, numbered on from its number (see :mod:`core.tnef`). A plain-text
+    body is left out when it only repeats, up to line breaks and spacing, the inline text part
+    ``shown`` before it (Outlook sends the plain text beside the TNEF). A TNEF that cannot be
+    read, or not to its end, or holds nothing, is also offered as it came."""
+    if not tnef.is_tnef(leaf.mime_type, leaf.filename):
+        yield leaf
+        return
+    try:
+        content = tnef.read_tnef(leaf.data)
+    except MalformedInput:
+        yield leaf
+        return
+    number = leaf.number
+    body: list[Part] = []
+    if content.html is not None:
+        body.append(Part(number, "text/html", "", False, content.html.encode(), "utf-8"))
+    elif content.text is not None and not _same_words(content.text, shown):
+        body.append(Part(number, "text/plain", "", False, content.text.encode(), "utf-8"))
+    yield from body
+    number += len(body)
+    for file in content.files[: max(0, MAX_PARTS - number + 1)]:  # numbered up to MAX_PARTS
+        yield Part(number, file.mime_type, file.filename, True, file.data, None, file.content_id)
+        number += 1
+    empty = content.html is None and content.text is None and not content.files
+    if empty or not content.complete:
+        # Nothing was in it, or something may be missing: the file itself stays downloadable.
+        yield replace(leaf, number=number)
+
+
+def _same_words(text: str, shown: Part | None) -> bool:
+    return shown is not None and text.split() == part_text(shown).split()
 
 
 def _marked_v1(entity: Entity) -> bool:
