@@ -29,6 +29,13 @@ from smime_companion.core.text import extract_text, summary_headers
         ("テスト".encode("cp932"), "x-sjis", "テスト"),  # labels Python does not know
         ("Grüße".encode("mac_roman"), "x-mac-roman", "Grüße"),
         ("ภาษา".encode("cp874"), "windows-874", "ภาษา"),
+        ("テスト".encode("cp932"), "windows-31j", "テスト"),  # Java's name for Shift_JIS
+        ("한국".encode("cp949"), "ks_c_5601-1989", "한국"),
+        ("한국".encode("cp949"), "windows-949", "한국"),
+        ("Łódź".encode("iso8859-2"), "iso88592", "Łódź"),
+        ("שלום".encode("iso8859-8"), "logical", "שלום"),
+        ("€uro".encode("iso8859-15"), "csisolatin9", "€uro"),
+        ("Привет".encode("koi8-r"), "koi8", "Привет"),
     ],
     ids=lambda value: value if isinstance(value, str) else None,
 )

@@ -27,15 +27,31 @@ _SUPERSETS = {
     "shift_jis": "cp932",
     "big5": "big5hkscs",
 }
-# WHATWG labels Python does not know (the "x-" ones are also tried without their prefix).
+# WHATWG labels Python does not know, by the codec Python knows them as (the "x-" ones are also
+# tried without their prefix, and "iso8859N" as "iso8859-N"). Java and Japanese systems write
+# windows-31j, old Korean mail ks_c_5601-1989 or windows-949.
 _LABELS = {
-    "windows-874": "cp874",
-    "iso-8859-8-i": "iso8859-8",
-    "cn-big5": "big5",
-    "x-x-big5": "big5",
-    "gb_2312-80": "gb2312",
-    "x-unicode20utf8": "utf-8",
+    label: codec
+    for codec, labels in {
+        "cp874": "windows-874 dos-874",
+        "iso8859-6": "csiso88596e csiso88596i iso-8859-6-e iso-8859-6-i",
+        "iso8859-7": "sun_eu_greek",
+        "iso8859-8": "iso-8859-8-i csiso88598i logical csiso88598e iso-8859-8-e visual",
+        "iso8859-15": "csisolatin9",
+        "koi8-r": "koi koi8",
+        "koi8-u": "koi8-ru",
+        "mac-roman": "mac csmacintosh",
+        "mac-cyrillic": "x-mac-ukrainian",
+        "big5": "cn-big5 x-x-big5",
+        "gbk": "gb_2312-80 gb_2312 csgb2312",
+        "euc_jp": "cseucpkdfmtjapanese",
+        "cp932": "windows-31j",
+        "cp949": "windows-949 ks_c_5601-1989 ksc_5601 cseuckr csksc56011987 iso-ir-149",
+        "utf-8": "x-unicode20utf8",
+    }.items()
+    for label in labels.split()
 }
+_ISO8859_WITHOUT_DASH = re.compile(r"iso8859(\d{1,2})")
 # Labels that say nothing about 8-bit bytes: UTF-8 is tried, then windows-1252.
 _NO_CHARSET = frozenset({"ascii", "utf-8"})
 # Python text codecs that are no charset of mail: a sender naming one would have its own rules
@@ -86,6 +102,8 @@ def _codec(charset: str | None) -> str | None:
         return None
     label = charset.strip().strip('"').lower()
     label = _LABELS.get(label, label)
+    if (dashless := _ISO8859_WITHOUT_DASH.fullmatch(label)) is not None:
+        label = f"iso8859-{dashless.group(1)}"
     # x-sjis, x-mac-roman, x-cp1250: WHATWG's names, which Python knows without the "x-".
     info = _lookup(label) or _lookup(label.removeprefix("x-"))
     if info is None or not info._is_text_encoding or info.name in _NOT_CHARSETS:
