@@ -234,7 +234,19 @@ def plain_shapes() -> list[bytes]:
         b"--mix\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n"
         b"SGVsbG8*=garbage\r\n--mix--\r\nepilogue\r\n"
     )  # fmt: skip
+    # Outlook's Rich Text mail: winmail.dat (TNEF samples Outlook wrote: an RTF-only body; a
+    # plain body and two files), once in base64 and once as raw bytes, which mutations reach.
+    vectors = REPO / "tests" / "vectors" / "tnef"
+    outlook = (
+        b'Content-Type: multipart/mixed; boundary="tn"\r\n\r\n--tn\r\n'
+        b"Content-Type: text/plain\r\n\r\nPlain version.\r\n--tn\r\n"
+        b'Content-Type: application/ms-tnef; name="winmail.dat"\r\nContent-Transfer-Encoding: '
+    )
+    in_base64 = b"base64\r\n\r\n" + base64.encodebytes((vectors / "rtf.tnef").read_bytes())
+    as_bytes = b"binary\r\n\r\n" + (vectors / "two-files.tnef").read_bytes() + b"\r\n"
     return [
+        head + outlook + in_base64 + b"--tn--\r\n",
+        head + outlook + as_bytes + b"--tn--\r\n",
         head + mixed,
         head + related,
         head + b"Content-Type: text/html\r\n\r\n<div><div><p>unclosed <b>bold <!-- note",

@@ -17,12 +17,15 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from smime_companion.core import tnef as tnef_module
 from smime_companion.core.open import open_message
 from smime_companion.core.text import extract_text, get_part, iter_parts, part_text
 from smime_companion.core.tnef import is_tnef, read_tnef
 from smime_companion.core.verdicts import Decryption, SignatureStatus
 from smime_companion.errors import MalformedInput
+from smime_companion.store import Cache, db
 from tests.conftest import load_identity
+from tests.test_cache import KEY, opener, store
 from tests.tools import openssl_cms, run
 
 VECTORS = Path(__file__).parent / "vectors" / "tnef"
@@ -215,3 +218,32 @@ def test_an_attribute_longer_than_the_stream_ends_reading_there() -> None:
     stream = _tnef(_attribute(1, 0x0002800C, b"body\0")) + struct.pack("<BII", 2, 0x9002, 1 << 31)
     content = read_tnef(stream)
     assert (content.text, content.files, content.complete) == ("body", (), False)
+
+
+# --- a cache from before -----------------------------------------------------------------------
+
+
+def test_a_cache_from_before_shows_and_finds_what_winmail_dat_holds_once_upgraded(
+    pki, now: dt.datetime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The message as this version's predecessor cached it: winmail.dat as an attachment, its
+    # body's words not indexed, and a scan verdict for part 2 (then winmail.dat).
+    message = _outlook_message((VECTORS / "two-files.tnef").read_bytes(), plain="Hello.\r\n")
+    directory = tmp_path / "data"
+    with monkeypatch.context() as old:
+        old.setattr(tnef_module, "is_tnef", lambda mime_type, filename: False)
+        with Cache.open(directory, KEY) as cache:
+            message_id = store(cache, message, opener(pki), now, uid=1)
+            cache.record_scan(message_id, "clean", {2: "clean"})
+            assert [a.filename for a in cache.attachments(message_id)] == ["winmail.dat"]
+            assert cache.search("readme", now=now) == []
+    conn = db._open(directory / db.DB_FILENAME, KEY, None)  # as it is, without migrating
+    with conn:
+        conn.execute("PRAGMA user_version = 6")
+    conn.close()
+
+    with Cache.open(directory, KEY) as cache:
+        stored = cache.attachments(message_id)
+        assert [(a.part, a.filename) for a in stored] == [(2, "AUTHORS"), (3, "README")]
+        assert [m.id for m in cache.search("attachment:readme", now=now)] == [message_id]
+        assert cache.messages_to_scan(10) == [message_id]  # scanned again: its parts changed

@@ -25,18 +25,23 @@ from smime_companion.errors import MalformedInput
 __all__ = [
     "derive_entry",
     "entry_maker",
-    "indexed_body",
+    "indexed_text",
     "revised_for_revocations",
     "unindexed_entry",
 ]
 
 
-def indexed_body(content: bytes | None, decryption: str, error: str | None) -> str:
-    """The body text to index for a message whose readable content is ``content``, in its search
-    form; empty when nothing inside was read (an unopened layer is base64 noise)."""
+def indexed_text(
+    content: bytes | None, decryption: str, error: str | None, content_name: str | None = None
+) -> mime_text.MessageText:
+    """What to index of a message whose readable content is ``content``: its body text in its
+    search form, and its attachments (``content_name`` names content without a header, see
+    ``OpenResult.content_name``). Nothing when nothing inside was read (an unopened layer is
+    base64 noise: the headers alone are indexed)."""
     if content is None or decryption in UNREADABLE or error is not None:
-        return ""
-    return search_form(mime_text.extract_text(content).body)
+        return mime_text.MessageText(body="", attachments=())
+    extracted = mime_text.extract_text(content, content_name)
+    return mime_text.MessageText(search_form(extracted.body), extracted.attachments)
 
 
 def derive_entry(raw: bytes, result: OpenResult, arrived: datetime) -> CacheEntry:
@@ -44,11 +49,7 @@ def derive_entry(raw: bytes, result: OpenResult, arrived: datetime) -> CacheEntr
     readable = result.decryption not in UNREADABLE
     headers = mime_text.summary_headers(result.headers or _outer_fields(raw))
     date = mime_text.header_date(headers.get("date")) or arrived
-    if readable and result.error is None:
-        extracted = mime_text.extract_text(result.content, result.content_name)
-    else:
-        # Nothing inside was read: index headers only (the unopened layer is base64 noise).
-        extracted = mime_text.MessageText(body="", attachments=())
+    extracted = indexed_text(result.content, result.decryption, result.error, result.content_name)
     content_is_raw = readable and result.content == raw
     return CacheEntry(
         content=result.content if readable and not content_is_raw else None,
@@ -68,7 +69,7 @@ def derive_entry(raw: bytes, result: OpenResult, arrived: datetime) -> CacheEntr
         or (result.error is not None and result.decryption != Decryption.NONE),
         report=_report(result, arrived),
         attachments=extracted.attachments,
-        body=search_form(extracted.body),
+        body=extracted.body,
         # Hashed here, not when storing: a worker process derives entries, and hashing every
         # message (317 MB in the sync bench) was the storing thread's to do.
         raw_sha256=hashlib.sha256(raw).hexdigest(),

@@ -39,6 +39,7 @@ from smime_companion.store.cache_schema import (
     MIGRATIONS,
     SORT_ID_MASK,
     index_text,
+    insert_attachments,
     sort_key,
     text_rowid,
 )
@@ -239,12 +240,7 @@ class Cache(CacheReading, CacheUpkeep, db.Handle):
 
     def _write_index(self, message_id: int, key: int, entry: CacheEntry) -> None:
         """Add the message's attachments and its text index entry (its rowid is ``key``)."""
-        for att in entry.attachments:
-            self._conn.execute(
-                "INSERT INTO attachments (message, part, filename, mime_type, size, sha256) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (message_id, att.part, att.filename, att.mime_type, att.size, att.sha256),
-            )
+        insert_attachments(self._conn, message_id, entry.attachments)
         index_text(
             self._conn,
             key,

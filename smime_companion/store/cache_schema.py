@@ -5,11 +5,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import apsw
 
 from smime_companion.core.normalise import search_form
 from smime_companion.store import db
+
+if TYPE_CHECKING:
+    from smime_companion.core.text import Attachment
 
 
 def _migration_1(conn: apsw.Connection) -> None:
@@ -83,6 +87,17 @@ def _migration_1(conn: apsw.Connection) -> None:
     )
 
 
+def insert_attachments(
+    conn: apsw.Connection, message_id: int, attachments: Iterable[Attachment]
+) -> None:
+    """Add the attachment rows of a message (its earlier ones deleted first by the caller)."""
+    conn.executemany(
+        "INSERT INTO attachments (message, part, filename, mime_type, size, sha256) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [(message_id, a.part, a.filename, a.mime_type, a.size, a.sha256) for a in attachments],
+    )
+
+
 def index_text(
     conn: apsw.Connection,
     key: int,
@@ -118,7 +133,7 @@ def _migration_2(conn: apsw.Connection) -> None:
         return  # a new cache: nothing to re-index (and no page written for nothing)
     # Imported here: text extraction loads the MIME engine, which opening a cache for a search
     # does not need once this migration has run.
-    from smime_companion.core.entry_derivation import indexed_body
+    from smime_companion.core.entry_derivation import indexed_text
 
     conn.execute("INSERT INTO message_text (message_text) VALUES ('delete-all')")
     # One message at a time: the contents of a whole cache do not fit in memory at once.
@@ -131,7 +146,8 @@ def _migration_2(conn: apsw.Connection) -> None:
         ).fetchone()
         assert row is not None  # inside the migration's transaction: nothing deletes it
         key, sender, to, cc, subject, error, decryption, content = row
-        body = indexed_body(content if isinstance(content, bytes) else None, decryption, error)
+        readable = content if isinstance(content, bytes) else None
+        body = indexed_text(readable, decryption, error).body
         filenames = [
             str(r[0])
             for r in conn.execute(
@@ -235,6 +251,21 @@ def _migration_6(conn: apsw.Connection) -> None:
     )
 
 
+def _migration_7(conn: apsw.Connection) -> None:
+    # Outlook's winmail.dat is shown as the body and files inside it (core.tnef): a message
+    # cached with one listed it as an attachment, under part numbers the reader no longer
+    # uses. Such messages are listed for re-indexing (Cache.reindex_pending), which derives
+    # their text and attachments again from the decrypted content.
+    conn.execute(
+        """
+        INSERT OR IGNORE INTO text_pending (message)
+        SELECT DISTINCT message FROM attachments
+        WHERE lower(mime_type) IN ('application/ms-tnef', 'application/vnd.ms-tnef')
+           OR lower(filename) = 'winmail.dat'
+        """
+    )
+
+
 MIGRATIONS: list[db.Migration] = [
     _migration_1,
     _migration_2,
@@ -242,6 +273,7 @@ MIGRATIONS: list[db.Migration] = [
     _migration_4,
     _migration_5,
     _migration_6,
+    _migration_7,
 ]
 
 # Server-side "not seen", exactly as the partial index messages_unseen is declared.

@@ -1,5 +1,6 @@
 """The upkeep of the message cache: finishing the upgrade of a cache written by an earlier
-version (its raw messages compressed, migration 4; its text index rebuilt, migration 6), and
+version (its raw messages compressed, migration 4; its text index rebuilt, migration 6; the
+messages holding a winmail.dat derived again, migration 7), and
 merging the text index after bulk work. :class:`CacheUpkeep` is that part of
 :class:`~smime_companion.store.cache.Cache`.
 
@@ -9,15 +10,20 @@ an interruption loses nothing and the next open goes on from where it stopped.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import apsw
 
 from smime_companion.store import db
 from smime_companion.store.cache_reading import stored_bytes
-from smime_companion.store.cache_schema import index_text
+from smime_companion.store.cache_schema import index_text, insert_attachments, text_rowid
 from smime_companion.store.compression import compress
+
+if TYPE_CHECKING:  # at run time from the one function that needs it (see reindex_pending)
+    from smime_companion.core.text import MessageText
 
 __all__ = ["COMPRESS_BATCH", "REINDEX_BATCH", "CacheUpkeep"]
 
@@ -78,8 +84,8 @@ class CacheUpkeep:
 
     @db.guarded("rebuild the text index")
     def _finish_reindex(self) -> None:
-        """Index what migration 6 left to re-index (once; see :meth:`reindex_pending`), saying
-        so first: a large cache takes minutes."""
+        """Index what migrations 6 and 7 left to re-index (once; see :meth:`reindex_pending`),
+        saying so first: a large cache takes minutes."""
         row = self._conn.execute("SELECT count(*) FROM text_pending").fetchone()
         pending = int(row[0]) if row else 0
         if pending:
@@ -92,13 +98,14 @@ class CacheUpkeep:
 
     @db.guarded("rebuild the text index")
     def reindex_pending(self, batch: int | None = None) -> int:
-        """Add the text index entries of the messages listed in ``text_pending`` (migration 6
-        lists every message of an older cache), from their decrypted contents, ``batch``
-        messages per transaction: an interruption loses nothing, the next call goes on from
-        there. Merges the index when it indexed any. Returns how many messages it indexed; 0
-        at once when none are left."""
+        """Derive the text index entries and attachments of the messages listed in
+        ``text_pending`` again (migration 6 lists every message of an older cache, migration 7
+        the ones holding a winmail.dat), from their decrypted contents, ``batch`` messages per
+        transaction: an interruption loses nothing, the next call goes on from there. Merges
+        the index when it indexed any. Returns how many messages it indexed; 0 at once when
+        none are left."""
         # Imported here: text extraction loads the MIME engine, which a search does not need.
-        from smime_companion.core.entry_derivation import indexed_body
+        from smime_companion.core.entry_derivation import indexed_text
 
         batch = batch or REINDEX_BATCH
         done = 0
@@ -114,7 +121,7 @@ class CacheUpkeep:
                     )
                 ]
                 for message_id in pending:
-                    self._reindex_one(message_id, indexed_body)
+                    self._reindex_one(message_id, indexed_text)
                     self._conn.execute("DELETE FROM text_pending WHERE message = ?", (message_id,))
             except BaseException:
                 self._conn.execute("ROLLBACK")
@@ -127,29 +134,45 @@ class CacheUpkeep:
             self.merge_index()
         return done
 
-    def _reindex_one(
-        self, message_id: int, indexed_body: Callable[[bytes | None, str, str | None], str]
-    ) -> None:
+    def _reindex_one(self, message_id: int, indexed_text: Callable[..., MessageText]) -> None:
         """Index one stored message again from what the cache holds (a message deleted since
-        it was listed: nothing)."""
+        it was listed: nothing). When its attachments come out otherwise than stored (a
+        winmail.dat now shown as what it holds), they replace the stored ones and the message
+        is scanned again, since a scan verdict names parts by number."""
         row = self._conn.execute(
             "SELECT sort_key, sender, recipients, cc, subject, error, decryption, compressed, "
-            "CASE WHEN content_is_raw = 1 THEN raw ELSE content END FROM messages WHERE id = ?",
+            "CASE WHEN content_is_raw = 1 THEN raw ELSE content END, report "
+            "FROM messages WHERE id = ?",
             (message_id,),
         ).fetchone()
         if row is None:
             return
-        key, sender, to, cc, subject, error, decryption, compressed, content = row
+        key, sender, to, cc, subject, error, decryption, compressed, content, report = row
         text = stored_bytes(content, int(compressed)) if isinstance(content, bytes) else None
-        body = indexed_body(text, decryption, error)
-        filenames = [
-            str(r[0])
+        name = json.loads(str(report)).get("content_name")
+        derived = indexed_text(text, decryption, error, name if isinstance(name, str) else None)
+        stored = [
+            tuple(r)
             for r in self._conn.execute(
-                "SELECT filename FROM attachments WHERE message = ? ORDER BY part", (message_id,)
+                "SELECT part, filename, mime_type, size, sha256 FROM attachments "
+                "WHERE message = ? ORDER BY part",
+                (message_id,),
             )
         ]
+        filenames = [str(r[1]) for r in stored]
+        new = derived.attachments
+        rows = [(a.part, a.filename, a.mime_type, a.size, a.sha256) for a in new]
+        if text is not None and rows != stored:
+            self._conn.execute("DELETE FROM attachments WHERE message = ?", (message_id,))
+            insert_attachments(self._conn, message_id, new)
+            self._conn.execute("UPDATE messages SET scan = NULL WHERE id = ?", (message_id,))
+            filenames = [a.filename for a in new]
+        # Migration 6 emptied the index; a message listed by a later one is still in it.
+        self._conn.execute("DELETE FROM message_text WHERE rowid = ?", (text_rowid(int(key)),))
         recipients = " ".join(str(x) for x in (to, cc) if x)
-        index_text(self._conn, int(key), str(sender), recipients, str(subject), body, filenames)
+        index_text(
+            self._conn, int(key), str(sender), recipients, str(subject), derived.body, filenames
+        )
 
     @db.guarded("merge the text index")
     def merge_index(self) -> None:
