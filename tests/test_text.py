@@ -262,3 +262,54 @@ def test_an_unclosed_legacy_display_div_leaves_the_html_whole() -> None:
     broken = LEGACY_ALTERNATIVE.replace(b"</pre></div>", b"</pre>")
     html = list(iter_parts(broken))[1]
     assert "Subject: Dinner plans" in decoded_text(html)
+
+
+# --- old Apple Mail and Eudora forms ---------------------------------------------------------
+
+ENRICHED = (
+    "<bold>Now</bold> is the time for <italic>all</italic> good men\r\n<smaller>(and <<women>)"
+    "</smaller> to\r\n<ignoreme>come</ignoreme>\r\n\r\nto the aid of their\r\n\r\n\r\n"
+    "<color><param>red</param>beloved</color> country.\r\n"
+)
+
+
+def test_a_text_enriched_body_is_text_as_rfc_1896_reads_it() -> None:
+    content = f"Content-Type: text/enriched\r\n\r\n{ENRICHED}".encode()
+    [part] = iter_parts(content)
+    assert not part.is_attachment
+    # RFC 1896's own example, converted as its reference converter does.
+    assert part_text(part) == (
+        "Now is the time for all good men (and <women>) to come\n"
+        "to the aid of their\n\nbeloved country. "
+    )
+    richtext = b"Content-Type: text/richtext\r\n\r\nOne<nl>two <lt>3\r\nfour"
+    assert part_text(next(iter_parts(richtext))) == "One\ntwo <3 four"
+
+
+def test_an_enriched_alternative_beside_plain_text_is_not_shown_twice() -> None:
+    content = (
+        b'Content-Type: multipart/alternative; boundary="a"\r\n\r\n--a\r\n'
+        b"Content-Type: text/plain\r\n\r\nNow is the time.\r\n--a\r\n"
+        b"Content-Type: text/enriched\r\n\r\n<bold>Now</bold> is the time.\r\n--a--\r\n"
+    )
+    assert [p.mime_type for p in iter_parts(content)] == ["text/plain"]
+    alone = content.replace(b"Content-Type: text/plain", b"Content-Type: image/png")
+    assert [p.mime_type for p in iter_parts(alone)] == ["image/png", "text/enriched"]
+
+
+def test_an_appledouble_file_is_its_data_without_the_resource_fork() -> None:
+    content = (
+        b'Content-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\n'
+        b"Content-Type: text/plain\r\n\r\nThe report.\r\n--m\r\n"
+        b'Content-Type: multipart/appledouble; boundary="d"\r\n\r\n--d\r\n'
+        b'Content-Type: application/applefile; name="report.pdf"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\nAAUWBwACAAA=\r\n--d\r\n"
+        b'Content-Type: application/pdf; name="report.pdf"\r\n\r\n%PDF-1.4\r\n--d--\r\n--m--\r\n'
+    )
+    parts = list(iter_parts(content))
+    assert [(p.number, p.mime_type, p.filename) for p in parts] == [
+        (1, "text/plain", ""),
+        (2, "application/pdf", "report.pdf"),
+    ]
+    fork_only = content.replace(b"application/pdf", b"application/applefile")
+    assert len(list(iter_parts(fork_only))) == 3  # nothing else holds it: every part kept

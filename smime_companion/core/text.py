@@ -161,13 +161,36 @@ def _inner_entities(entity: Entity) -> list[Entity] | None:
                 parsed.append(parse_entity(child, MAX_HEADER_BYTES, as_content=True))
             except MalformedInput:
                 continue  # a part whose header is over the limit is left out
-        return parsed
+        return _without_redundant_forms(ctype.mime_type, parsed)
     if ctype.mime_type in MESSAGE_TYPES and not _disposition_is_attachment(entity):
         try:
             return [parse_entity(entity.decoded_body(), MAX_HEADER_BYTES, as_content=True)]
         except MalformedInput:
             return None
     return None
+
+
+# Text parts shown as the message's text (the rest are attachments).
+_INLINE_TEXT_TYPES = ("text/plain", "text/html", "text/enriched", "text/richtext")
+_ENRICHED_TYPES = ("text/enriched", "text/richtext")
+
+
+def _without_redundant_forms(multipart: str, children: list[Entity]) -> list[Entity]:
+    """``children`` less the parts that only repeat another child in a form a reader does not
+    show: the Macintosh resource fork (application/applefile) of a multipart/appledouble file
+    (old Apple Mail), and the text/enriched form of a multipart/alternative that has a plain or
+    HTML one (Apple Mail and Eudora sent both)."""
+    if multipart == "multipart/appledouble":
+        drop: tuple[str, ...] = ("application/applefile",)
+    elif multipart == "multipart/alternative":
+        drop = _ENRICHED_TYPES
+    else:
+        return children
+    kept = [c for c in children if c.content_type.mime_type not in drop]
+    shown = _INLINE_TEXT_TYPES[:2] if multipart == "multipart/alternative" else None
+    if not kept or (shown and not any(c.content_type.mime_type in shown for c in kept)):
+        return children  # nothing else holds the content: keep every form
+    return kept
 
 
 def _without_legacy_display_part(top: Entity, children: list[Entity]) -> list[Entity]:
@@ -240,7 +263,7 @@ def _leaf(entity: Entity, number: int, name: str | None, protected: bool) -> Par
     is_attachment = (
         _disposition_is_attachment(entity)
         or bool(filename)
-        or ctype.mime_type not in ("text/plain", "text/html")
+        or ctype.mime_type not in _INLINE_TEXT_TYPES
     )
     content_id = (entity.get("Content-ID") or "").strip().strip("<>").strip() or None
     flowed = None
@@ -302,9 +325,38 @@ def part_text(part: Part) -> str:
     text = decoded_text(part)
     if part.mime_type == "text/html":
         return html_to_text(text)
+    if part.mime_type in _ENRICHED_TYPES:
+        return _enriched_to_text(text, richtext=part.mime_type == "text/richtext")
     if part.flowed is not None:
         return unflowed(text, delsp=part.flowed == "delsp")
     return text
+
+
+# text/enriched (RFC 1896): a "<<" is "<", a <param> holds a formatting command's argument, every
+# other <...> is a command; text/richtext (RFC 1341) has <lt> and <nl> in their place.
+# Each alternative is bounded, so a body of unclosed <param>s is read in linear time.
+_ENRICHED_MARKUP = re.compile(r"<<|<param>[^<]{0,256}</param>|<[^<>]{0,60}>|(?:\r?\n)+", re.I)
+
+
+def _enriched_to_text(text: str, richtext: bool) -> str:
+    """The text of a text/enriched or text/richtext body: commands dropped, and its line breaks
+    read as the RFC says: in text/enriched one line break is a space and n of them are n - 1
+    (the reference converter of RFC 1896's appendix); in text/richtext every line break is a
+    space and <nl> breaks the line."""
+
+    def replaced(match: re.Match[str]) -> str:
+        found = match.group(0)
+        if found == "<<":
+            return "<"
+        if found[0] != "<":
+            breaks = found.count("\n")
+            return " " if richtext or breaks == 1 else "\n" * (breaks - 1)
+        command = found[1:-1].strip().lower()
+        if richtext and command in ("nl", "lt"):
+            return "\n" if command == "nl" else "<"
+        return ""
+
+    return _ENRICHED_MARKUP.sub(replaced, text)
 
 
 def unflowed(text: str, delsp: bool = False) -> str:
