@@ -252,15 +252,17 @@ def _migration_6(conn: apsw.Connection) -> None:
 
 
 def _migration_7(conn: apsw.Connection) -> None:
-    # Outlook's winmail.dat is shown as the body and files inside it (core.tnef): a message
-    # cached with one listed it as an attachment, under part numbers the reader no longer
-    # uses. Such messages are listed for re-indexing (Cache.reindex_pending), which derives
-    # their text and attachments again from the decrypted content.
+    # Outlook's winmail.dat is shown as the body and files inside it (core.tnef), a
+    # text/enriched body as text, and an appledouble file without its resource fork: a message
+    # cached with one of them listed it as an attachment, under part numbers the reader no
+    # longer uses. Such messages are listed for re-indexing (Cache.reindex_pending), which
+    # derives their text and attachments again from the decrypted content.
     conn.execute(
         """
         INSERT OR IGNORE INTO text_pending (message)
         SELECT DISTINCT message FROM attachments
-        WHERE lower(mime_type) IN ('application/ms-tnef', 'application/vnd.ms-tnef')
+        WHERE lower(mime_type) IN ('application/ms-tnef', 'application/vnd.ms-tnef',
+                                   'text/enriched', 'text/richtext', 'application/applefile')
            OR lower(filename) = 'winmail.dat'
         """
     )

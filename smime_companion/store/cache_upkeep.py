@@ -1,6 +1,7 @@
 """The upkeep of the message cache: finishing the upgrade of a cache written by an earlier
 version (its raw messages compressed, migration 4; its text index rebuilt, migration 6; the
-messages holding a winmail.dat derived again, migration 7), and
+messages holding a winmail.dat, enriched text or an appledouble file derived again, migration
+7), and
 merging the text index after bulk work. :class:`CacheUpkeep` is that part of
 :class:`~smime_companion.store.cache.Cache`.
 
@@ -100,10 +101,10 @@ class CacheUpkeep:
     def reindex_pending(self, batch: int | None = None) -> int:
         """Derive the text index entries and attachments of the messages listed in
         ``text_pending`` again (migration 6 lists every message of an older cache, migration 7
-        the ones holding a winmail.dat), from their decrypted contents, ``batch`` messages per
-        transaction: an interruption loses nothing, the next call goes on from there. Merges
-        the index when it indexed any. Returns how many messages it indexed; 0 at once when
-        none are left."""
+        the ones whose parts core.text now reads otherwise), from their decrypted contents,
+        ``batch`` messages per transaction: an interruption loses nothing, the next call goes
+        on from there. Merges the index when it indexed any. Returns how many messages it
+        indexed; 0 at once when none are left."""
         # Imported here: text extraction loads the MIME engine, which a search does not need.
         from smime_companion.core.entry_derivation import indexed_text
 
