@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import binascii
+
 import pytest
 
 from smime_companion.core.mime import (
@@ -103,6 +105,17 @@ def test_base64_tolerates_line_breaks_and_missing_padding_but_not_garbage() -> N
 
 def test_quoted_printable_is_decoded() -> None:
     assert decode_transfer_encoding(b"caf=C3=A9=\r\n!", "quoted-printable") == "café!".encode()
+
+
+@pytest.mark.parametrize("name", ["x-uuencode", "uuencode", "x-uue"])
+def test_a_uuencoded_attachment_is_its_data(name: str) -> None:
+    # As Pegasus Mail and early Netscape sent attachments; encoded by Python's binascii.
+    data = bytes(range(256)) * 3
+    lines = b"".join(binascii.b2a_uu(data[i : i + 45]) for i in range(0, len(data), 45))
+    body = b"begin 644 table.bin\r\n" + lines.replace(b"\n", b"\r\n") + b"`\r\nend\r\n"
+    assert decode_transfer_encoding(body, name) == data
+    assert decode_transfer_encoding(b"#86)C\n`\nend\n", name) == b"abc"  # no begin line
+    assert decode_transfer_encoding(b"begin 644 x\n\x00garbage\n#86)C\nend\n", name) == b"abc"
 
 
 def test_addresses_are_lower_cased_and_names_dropped() -> None:

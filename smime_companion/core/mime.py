@@ -400,7 +400,30 @@ def decode_transfer_encoding(body: bytes, encoding: str) -> bytes:
         return _decode_base64(body, 0)
     if encoding == "quoted-printable":
         return binascii.a2b_qp(body)
+    if encoding in _UUENCODE:
+        return _decode_uuencode(body)
     return body
+
+
+# The names old clients (Pegasus Mail, Mulberry, early Netscape) gave uuencoding as a transfer
+# encoding; it was never standardised.
+_UUENCODE = frozenset({"x-uuencode", "uuencode", "x-uue", "uue"})
+
+
+def _decode_uuencode(body: bytes) -> bytes:
+    """The data of a uuencoded body: the lines between "begin MODE NAME" (or from the start,
+    when there is none) and "end"; a line that does not decode is left out."""
+    lines = body.splitlines()
+    start = next((i + 1 for i, line in enumerate(lines) if line.startswith(b"begin ")), 0)
+    out = bytearray()
+    for line in lines[start:]:
+        if line.rstrip() == b"end":
+            break
+        try:
+            out += binascii.a2b_uu(line)
+        except binascii.Error:
+            continue
+    return bytes(out)
 
 
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
