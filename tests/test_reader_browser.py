@@ -74,11 +74,15 @@ def _related(html: bytes) -> bytes:
 
 
 def _with_attachment(text: str, name: str, data: bytes) -> bytes:
+    """Text, the PDF ``name`` holding ``data``, and a photo (chart.png)."""
     return (
         b"Content-Type: multipart/mixed; boundary=MIX\r\n\r\n--MIX\r\n" + text_entity(text)
         + b"--MIX\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; "
         + f'filename="{name}"'.encode() + b"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-        + base64.encodebytes(data).replace(b"\n", b"\r\n") + b"--MIX--\r\n"
+        + base64.encodebytes(data).replace(b"\n", b"\r\n")
+        + b'--MIX\r\nContent-Type: image/png; name="chart.png"\r\n'
+        + b"Content-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes(PNG).replace(b"\n", b"\r\n") + b"--MIX--\r\n"
     )  # fmt: skip
 
 
@@ -189,6 +193,10 @@ def test_a_message_shows_its_verdict_in_plain_words_and_its_attachment_downloads
     assert "The budget is attached." in browser.find_element("css selector", "pre.body").text
     attachments = browser.find_element("css selector", "section.attachments").text
     assert "budget.pdf" in attachments and "application/pdf" in attachments
+    # The attached photo is drawn under the text (16 pixels wide), as webmail shows photos.
+    photo = browser.find_element("css selector", "section.pictures img")
+    wait_for(lambda: browser.execute_script("return arguments[0].naturalWidth", photo) == 16)
+    assert photo.get_attribute("alt") == "chart.png"
     screenshot(browser, tmp_path / "screenshots", "message")
     browser.find_element("link text", "budget.pdf").click()
     downloaded = tmp_path / "downloads" / "budget.pdf"

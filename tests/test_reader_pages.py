@@ -274,3 +274,20 @@ def test_outlook_rich_text_shows_what_winmail_dat_holds(world: World) -> None:
     cookie, _ = world.session()
     status, headers, body = world.request("GET", "/message/8/part/5", {"Cookie": cookie})
     assert (status, body) == (200, b"TEST \xe4\xf6\xfc +-*/~")  # Windows-1252, as sent
+
+
+def test_an_attached_photo_is_shown_as_a_picture_under_the_text(world: World) -> None:
+    # The Rich Text message's winmail.dat holds a JPEG that Outlook typed
+    # application/octet-stream (part 3), the logo its HTML draws (part 4) and a text file.
+    page = _page(world, "/message/8")
+    assert '<img src="/message/8/picture/3"' in page
+    assert "/message/8/picture/4" not in page  # drawn by the HTML body already
+    cookie, _ = world.session()
+    status, headers, body = world.request("GET", "/message/8/picture/3", {"Cookie": cookie})
+    assert status == 200 and body.startswith(b"\xff\xd8\xff")
+    # Served as what its bytes are, never as what the sender said, and never sniffed.
+    assert headers["Content-Type"] == "image/jpeg"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    for path in ("/message/8/picture/5", "/message/6/picture/2", "/message/8/picture/99"):
+        status, _, _ = world.request("GET", path, {"Cookie": cookie})
+        assert status == 404, path

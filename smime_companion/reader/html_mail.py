@@ -25,6 +25,24 @@ from smime_companion.core.html_text import html_to_text
 
 # Image types a browser shows without running anything (SVG can carry script: never inlined).
 INLINE_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+# What the first bytes of each of those types are: a picture is served as the type its bytes
+# say, never as the type the sender declared (no SVG, no HTML a browser might sniff).
+_PICTURE_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+
+
+def picture_type(data: bytes) -> str | None:
+    """The media type of a PNG, JPEG, GIF or WebP picture, told by its bytes; None for
+    anything else."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return next((kind for magic, kind in _PICTURE_MAGIC if data.startswith(magic)), None)
+
+
 # A cid: image larger than this is listed as an attachment instead of inlined.
 MAX_INLINE_IMAGE_BYTES = 5 * 1024 * 1024
 

@@ -22,7 +22,13 @@ from smime_companion.core.mime import MESSAGE_TYPES, parse_entity
 from smime_companion.core.model import OpenResult
 from smime_companion.core.verdicts import WARN_NOT_INTEGRITY_PROTECTED
 from smime_companion.errors import MalformedInput
-from smime_companion.reader.html_mail import CleanHtml, InlineImage, clean_html
+from smime_companion.reader.html_mail import (
+    MAX_INLINE_IMAGE_BYTES,
+    CleanHtml,
+    InlineImage,
+    clean_html,
+    picture_type,
+)
 from smime_companion.reader.verdict_words import (
     Badge,
     VerdictLine,
@@ -74,6 +80,8 @@ class MessageView:
     attachments: list[StoredAttachment]
     opened: bool
     badges: list[Badge] = field(default_factory=list)
+    # Attached pictures shown under the text (see :func:`pictures`), by part number.
+    pictures: list[StoredAttachment] = field(default_factory=list)
 
 
 def _outer_headers(raw: bytes) -> dict[str, str]:
@@ -232,7 +240,9 @@ def message_view(cache: Cache, store: CertStore, message_id: int) -> MessageView
     protection = report.get("header_protection")
     headers = _header_lines(report, raw)
     opened = content is not None and report.get("error") is None
-    bodies = _bodies(content, _trusted(report)) if content is not None else []
+    parts = _parts(content) if content is not None else []
+    bodies = _bodies_of(parts, _trusted(report))
+    attachments = cache.attachments(message_id)
     changed = key_changed(store, report)
     return MessageView(
         summary=summary,
@@ -241,14 +251,49 @@ def message_view(cache: Cache, store: CertStore, message_id: int) -> MessageView
         verdict=verdict_lines(report, key_changed=changed, scan=summary.scan),
         layers=layer_lines(report),
         bodies=bodies,
-        attachments=cache.attachments(message_id),
+        attachments=attachments,
         opened=opened,
         badges=list_badges(
             summary.decryption,
             summary.signature,
             [*(report.get("warnings") or []), *(["key-changed"] if changed else [])],
         ),
+        pictures=pictures(parts, bodies, attachments),
     )
+
+
+def pictures(
+    parts: list[mime_text.Part], bodies: list[Body], attachments: list[StoredAttachment]
+) -> list[StoredAttachment]:
+    """The attachments shown as pictures under the text, as webmail shows attached photos: a
+    PNG, JPEG, GIF or WebP that its bytes confirm (:func:`html_mail.picture_type`), not too
+    large, not found infected, and not one an HTML body shown already draws (``cid:``)."""
+    html_shown = any(b.kind == "html" for b in bodies)
+    drawable = {
+        p.number
+        for p in parts
+        if p.is_attachment
+        and len(p.data) <= MAX_INLINE_IMAGE_BYTES
+        and picture_type(p.data) is not None
+        and not (html_shown and p.content_id)
+    }
+    return [
+        a for a in attachments if a.part in drawable and not (a.scan or "").startswith("infected:")
+    ]
+
+
+def picture(cache: Cache, message_id: int, part_number: int) -> tuple[str, bytes] | None:
+    """The media type (from its bytes) and bytes of picture ``part_number``, or None when that
+    part is no picture the message page shows."""
+    content = cache.content(message_id)
+    part = mime_text.get_part(content, part_number) if content is not None else None
+    if part is None or not part.is_attachment or len(part.data) > MAX_INLINE_IMAGE_BYTES:
+        return None
+    stored = next((a for a in cache.attachments(message_id) if a.part == part_number), None)
+    if stored is not None and (stored.scan or "").startswith("infected:"):
+        return None
+    kind = picture_type(part.data)
+    return (kind, part.data) if kind is not None else None
 
 
 def outer_field(raw: bytes, name: str) -> str:
@@ -262,10 +307,15 @@ def _trusted(report: dict[str, Any]) -> bool:
 
 
 def _bodies(content: bytes, trusted: bool = True) -> list[Body]:
+    """The bodies of ``content`` (see :func:`_bodies_of`)."""
+    return _bodies_of(_parts(content), trusted)
+
+
+def _bodies_of(parts: list[mime_text.Part], trusted: bool) -> list[Body]:
     """The inline text parts; a text/plain part followed by a text/html part is taken as one
     body in two forms (multipart/alternative), shown as HTML with the text one step away. For
     content that is not ``trusted``, HTML is shown as its text."""
-    inline = [p for p in _parts(content) if not p.is_attachment]
+    inline = [p for p in parts if not p.is_attachment]
     bodies: list[Body] = []
     index = 0
     while index < len(inline):
