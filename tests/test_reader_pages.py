@@ -90,14 +90,17 @@ def _disguised_attachment(now: dt.datetime) -> bytes:
 
 def _outlook_rich_text(pki: TestPki, now: dt.datetime) -> bytes:
     """Outlook's Rich Text mail, signed and encrypted: the plain text, then winmail.dat (a TNEF
-    sample Outlook wrote; its HTML body wrapped in compressed RTF, three files)."""
+    sample Outlook wrote; its HTML body wrapped in compressed RTF, three files), then a meeting
+    invitation as Outlook sends one (a text/calendar part without a name)."""
     tnef = (Path(__file__).parent / "vectors" / "tnef" / "umlaut.tnef").read_bytes()
     entity = (
         b"Content-Type: multipart/mixed; boundary=W\r\n\r\n--W\r\n"
         + text_entity("TEST \u00e4\u00f6\u00fc +-*/~")
         + b'--W\r\nContent-Type: application/ms-tnef; name="winmail.dat"\r\n'
         + b"Content-Transfer-Encoding: base64\r\n\r\n"
-        + base64.encodebytes(tnef).replace(b"\n", b"\r\n") + b"--W--\r\n"
+        + base64.encodebytes(tnef).replace(b"\n", b"\r\n")
+        + b"--W\r\nContent-Type: text/calendar; method=REQUEST; charset=utf-8\r\n\r\n"
+        + b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nEND:VCALENDAR\r\n--W--\r\n"
     )  # fmt: skip
     return message("Alice <alice@example.org>", "Rich text", now,
                    encrypted(pki, signed(pki, "alice", entity)), "richtext")  # fmt: skip
@@ -291,3 +294,10 @@ def test_an_attached_photo_is_shown_as_a_picture_under_the_text(world: World) ->
     for path in ("/message/8/picture/5", "/message/6/picture/2", "/message/8/picture/99"):
         status, _, _ = world.request("GET", path, {"Cookie": cookie})
         assert status == 404, path
+
+
+def test_a_nameless_invitation_downloads_under_a_name_a_calendar_opens(world: World) -> None:
+    cookie, _ = world.session()
+    status, headers, body = world.request("GET", "/message/8/part/6", {"Cookie": cookie})
+    assert status == 200 and body.startswith(b"BEGIN:VCALENDAR")
+    assert 'filename="part-6.ics"' in headers["Content-Disposition"]

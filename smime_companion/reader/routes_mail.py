@@ -274,6 +274,16 @@ def attached(message_id: int, part: int) -> str:
     return render_template("attached.html", view=view, **_sidebar())
 
 
+# The file name extension of a part sent without a name, by its type, so that a saved meeting
+# invitation opens in a calendar (Outlook sends invitations as a nameless text/calendar part).
+_EXTENSIONS = {
+    "text/calendar": ".ics", "text/plain": ".txt", "text/html": ".html", "text/csv": ".csv",
+    "text/vcard": ".vcf", "text/x-vcard": ".vcf", "message/rfc822": ".eml",
+    "application/pdf": ".pdf", "image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif",
+    "application/zip": ".zip", "application/ics": ".ics",
+}  # fmt: skip
+
+
 def download(message_id: int, part: int) -> Response:
     """Part ``part`` of the message, as a download (never shown by the browser)."""
     cache = reader().stores.cache()
@@ -285,7 +295,8 @@ def download(message_id: int, part: int) -> Response:
     # (contract.pdf inside contract.pdf.p7m, see OpenResult.content_name).
     stored = next((a.filename for a in cache.attachments(message_id) if a.part == part), "")
     # Saved under the name shown on the page (bidirectional controls escaped, see app.py).
-    name = printable.for_terminal(found.filename or stored) or f"part-{part}"
+    name = printable.for_terminal(found.filename or stored)
+    name = name or f"part-{part}{_EXTENSIONS.get(found.mime_type, '')}"
     response = Response(found.data, mimetype="application/octet-stream")
     quoted = urllib.parse.quote(name, safe="")
     # The plain filename is for old browsers: ASCII only (str.isalnum is True for "д" and "中",
