@@ -253,7 +253,8 @@ def _migration_6(conn: apsw.Connection) -> None:
 
 def _migration_7(conn: apsw.Connection) -> None:
     # Outlook's winmail.dat is shown as the body and files inside it (core.tnef), a
-    # text/enriched body as text, and an appledouble file without its resource fork: a message
+    # text/enriched body as text, an appledouble file without its resource fork, and the older
+    # protected-headers scheme's Legacy Display part (text/rfc822-headers) not at all: a message
     # cached with one of them listed it as an attachment, under part numbers the reader no
     # longer uses. Such messages are listed for re-indexing (Cache.reindex_pending), which
     # derives their text and attachments again from the decrypted content.
@@ -262,7 +263,8 @@ def _migration_7(conn: apsw.Connection) -> None:
         INSERT OR IGNORE INTO text_pending (message)
         SELECT DISTINCT message FROM attachments
         WHERE lower(mime_type) IN ('application/ms-tnef', 'application/vnd.ms-tnef',
-                                   'text/enriched', 'text/richtext', 'application/applefile')
+                                   'text/enriched', 'text/richtext', 'application/applefile',
+                                   'text/rfc822-headers')
            OR lower(filename) = 'winmail.dat'
         """
     )
