@@ -763,6 +763,41 @@ def test_an_encrypted_part_without_its_transfer_encoding_decrypts(
     assert b"this is a test" in result.content
 
 
+PEM_HEADERS = b"From: alice@example.org\r\nTo: bob@example.org\r\nMIME-Version: 1.0\r\n"
+
+
+def test_pem_armour_under_a_base64_label_is_read_as_the_armour_it_is(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime
+) -> None:
+    # Some scripts and Java programs write `-outform PEM` output into the body and still label
+    # it base64, which the armour lines make corrupt.
+    content = mime_message()
+    pem = openssl_cms(["-encrypt", "-outform", "PEM", "-recip", pki.cert("bob")], content)
+    assert pem.startswith(b"-----BEGIN CMS-----")
+    encrypted = PEM_HEADERS + (
+        b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + pem
+    )
+    result = open_message(encrypted, identities=[load_identity(pki, "bob")], at=now)
+    assert (result.decryption, result.error, result.content) == (Decryption.OK, None, content)
+    signer = [pki.cert("alice"), "-inkey", pki.key("alice"), "-certfile", pki.intermediate]
+    signature = openssl_cms(["-sign", "-binary", "-outform", "PEM", "-signer", *signer], content)
+    signed = PEM_HEADERS + (
+        b'Content-Type: multipart/signed; protocol="application/pkcs7-signature"; '
+        b'micalg=sha-256; boundary="b"\r\n\r\n--b\r\n' + content + b"\r\n--b\r\n"
+        b"Content-Type: application/pkcs7-signature; name=smime.p7s\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + signature + b"--b--\r\n"
+    )
+    assert (_open(signed, anchors, now).signature, _open(signed, anchors, now).error) == (
+        S.VALID,
+        None,
+    )
+    # Anything else that breaks the base64 still does.
+    broken = encrypted.replace(b"-----BEGIN CMS-----", b"-----BEGIN X-----")
+    result = open_message(broken, identities=[load_identity(pki, "bob")], at=now)
+    assert result.decryption == Decryption.MALFORMED
+
+
 # --- 15. certificates encoded loosely (BER, not DER) ----------------------------------------------
 
 # Older CAs wrote a BOOLEAN TRUE as 01 rather than FF, wrote out default values (`critical FALSE`)

@@ -25,6 +25,7 @@ from smime_companion.core.ber_walker import (
     wrap,
 )
 from smime_companion.core.input_forms import der_of_text
+from smime_companion.core.mime import Entity
 from smime_companion.errors import MalformedInput, UnsupportedInput, one_line
 
 # Upper bound on a CMS object we agree to parse; larger input is refused before parsing.
@@ -160,6 +161,20 @@ def parse_cms(data: bytes) -> ParsedCms:
     except (UnexpectedEncoding, IndexError):
         return ParsedCms(parse_content_info(flattened(data, walk)), None)
     return ParsedCms(parse_content_info(flattened(rest, walk)), content)
+
+
+def parse_cms_part(part: Entity) -> ParsedCms:
+    """The CMS object a MIME part carries (:func:`parse_cms` of its decoded body). A body
+    whose base64 is "corrupt" because it is PEM armour sent under a base64 label (a
+    ``-----BEGIN PKCS7-----`` line, as some scripts and Java programs write it) is read as
+    the armoured text it is."""
+    try:
+        body = part.decoded_body()
+    except MalformedInput:
+        if not part.body.lstrip().startswith(b"-----BEGIN "):
+            raise
+        body = part.body
+    return parse_cms(body)
 
 
 def is_certificates_only(parsed: ParsedCms) -> bool:

@@ -9,7 +9,7 @@ read off the Content-Type too.
 
 from __future__ import annotations
 
-from smime_companion.core.cms import is_certificates_only, parse_cms
+from smime_companion.core.cms import is_certificates_only, parse_cms_part
 from smime_companion.core.input_forms import content_type_oid
 from smime_companion.core.mime import (
     MESSAGE_TYPES,
@@ -107,7 +107,7 @@ def _carries_only_certificates(entity: Entity) -> bool:
     """True when ``entity``'s body is a certificates-only SignedData (see
     :func:`~smime_companion.core.cms.is_certificates_only`), whatever its label says."""
     try:
-        return is_certificates_only(parse_cms(entity.decoded_body()))
+        return is_certificates_only(parse_cms_part(entity))
     except (MalformedInput, UnsupportedInput):
         return False
 

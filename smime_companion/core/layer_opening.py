@@ -19,7 +19,12 @@ from asn1crypto import cms
 from cryptography import x509
 
 from smime_companion.core.chain import WorkBudget
-from smime_companion.core.cms import ASN1_ERRORS, ParsedCms, is_certificates_only, parse_cms
+from smime_companion.core.cms import (
+    ASN1_ERRORS,
+    ParsedCms,
+    is_certificates_only,
+    parse_cms_part,
+)
 from smime_companion.core.decrypt import decrypt
 from smime_companion.core.layer_kinds import protection_of
 from smime_companion.core.mime import (
@@ -121,7 +126,7 @@ class LayerOpener:
             signature_entity = parse_entity(signature_raw, self.max_header_bytes)
             # parse_cms, not asn1crypto directly: a large signature part is read by the counted,
             # linear BER walker first (a chunk flood must not cost asn1crypto's quadratic joins).
-            info = parse_cms(signature_entity.decoded_body()).info
+            info = parse_cms_part(signature_entity).info
             if info["content_type"].native != "signed_data":
                 raise MalformedInput("the signature part of multipart/signed is not SignedData")
         except (MalformedInput, UnsupportedInput) as exc:
@@ -182,7 +187,7 @@ class LayerOpener:
         smime_type = (entity.content_type.param("smime-type") or "").lower()
         try:
             # parse_cms cuts the large content out before asn1crypto copies it at every level.
-            parsed = parse_cms(entity.decoded_body())
+            parsed = parse_cms_part(entity)
         except (MalformedInput, UnsupportedInput) as exc:
             return _unparsable_cms_step(smime_type, exc)
         kind = parsed.info["content_type"].native
