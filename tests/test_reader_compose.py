@@ -67,7 +67,16 @@ def world(tmp_path: Path, pki: TestPki, now: dt.datetime) -> Iterator[World]:
         b'Content-Disposition: attachment; filename="notes\r.txt"\r\n\r\nPNG\r\n--M--\r\n',
         "minutes\rx",
     )  # fmt: skip
-    yield from make_world(tmp_path, pki, now, [original, attached, german, poison, carriage])
+    # What most clients send: the same text as plain text and as HTML.
+    alternative = message(
+        "Alice <alice@example.org>", "Both forms", now,
+        b'Content-Type: multipart/alternative; boundary="A"\r\n\r\n--A\r\n'
+        + text_entity("See you at noon.") + b"--A\r\nContent-Type: text/html\r\n\r\n"
+        b"<p>See you at <b>noon</b>.</p>\r\n--A--\r\n",
+        "both",
+    )  # fmt: skip
+    mail = [original, attached, german, poison, carriage, alternative]
+    yield from make_world(tmp_path, pki, now, mail)
 
 
 def test_a_reply_goes_to_reply_to_quotes_the_text_and_threads(world: World) -> None:
@@ -79,6 +88,13 @@ def test_a_reply_goes_to_reply_to_quotes_the_text_and_threads(world: World) -> N
     assert fields.in_reply_to == "<lunch@test.example>"
     assert fields.references == "<earlier@test.example> <lunch@test.example>"
     assert "wrote:\n> Noodles?\n> Or pizza?" in fields.body
+
+
+def test_a_reply_quotes_a_message_sent_as_text_and_html_once(world: World) -> None:
+    with runtime.open_cache(world.config) as cache:
+        fields = compose.answer_fields(cache, 6, "reply", BOB, ["bob@example.org"])
+    assert fields.body.count("See you at noon.") == 1
+    assert "wrote:\n> See you at noon." in fields.body
 
 
 def test_reply_all_adds_the_others_but_never_yourself(world: World) -> None:

@@ -370,11 +370,21 @@ def html_body(cache: Cache, message_id: int, part_number: int) -> CleanHtml | No
 
 
 def quoted_text(cache: Cache, message_id: int) -> str:
-    """The message's text for quoting in a reply (every inline part, HTML as text)."""
+    """The message's text for quoting in a reply: each body the page shows, once, in its plain
+    form (a text/plain and text/html pair, as most mail clients send, is one body: its plain
+    part is quoted; HTML alone as its text)."""
     content = cache.content(message_id)
     if content is None:
         return ""
-    return mime_text.extract_text(content).body
+    parts = _parts(content)
+    by_number = {p.number: p for p in parts}
+    texts = []
+    for body in _bodies_of(parts, trusted=True):
+        if body.kind == "html":
+            texts.append(mime_text.part_text(by_number[body.alternative or body.part]))
+        else:
+            texts.append(body.text)
+    return "\n".join(texts)
 
 
 def attachment_parts(cache: Cache, message_id: int) -> Sequence[mime_text.Part]:
