@@ -100,7 +100,12 @@ def _outlook_rich_text(pki: TestPki, now: dt.datetime) -> bytes:
         + b"Content-Transfer-Encoding: base64\r\n\r\n"
         + base64.encodebytes(tnef).replace(b"\n", b"\r\n")
         + b"--W\r\nContent-Type: text/calendar; method=REQUEST; charset=utf-8\r\n\r\n"
-        + b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nEND:VCALENDAR\r\n--W--\r\n"
+        + b"BEGIN:VCALENDAR\r\nMETHOD:REQUEST\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\n"
+        + b'ORGANIZER;CN="M\xc3\xbcller, J\xc3\xb6rg":mailto:jm@example.de\r\n'
+        + b"SUMMARY;LANGUAGE=de-DE:Quartalszahlen\\, Entwurf\r\n"
+        + b"DTSTART;TZID=W. Europe Standard Time:20261207T100000\r\n"
+        + b"DTEND;TZID=W. Europe Standard Time:20261207T110000\r\nLOCATION:Raum 4.12 /\r\n"
+        + b"  Teams\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n--W--\r\n"
     )  # fmt: skip
     return message("Alice <alice@example.org>", "Rich text", now,
                    encrypted(pki, signed(pki, "alice", entity)), "richtext")  # fmt: skip
@@ -294,6 +299,17 @@ def test_an_attached_photo_is_shown_as_a_picture_under_the_text(world: World) ->
     for path in ("/message/8/picture/5", "/message/6/picture/2", "/message/8/picture/99"):
         status, _, _ = world.request("GET", path, {"Cookie": cookie})
         assert status == 404, path
+
+
+def test_an_invitation_is_shown_as_a_card_above_the_text(world: World) -> None:
+    page = _page(world, "/message/8")
+    found = re.search(r'<section class="invitation".*?</section>', page, re.S)
+    assert found is not None
+    card = found.group()
+    assert "Invitation: Quartalszahlen, Entwurf" in card
+    assert "2026-12-07 10:00 (W. Europe Standard Time) to 2026-12-07 11:00" in card
+    assert "Raum 4.12 / Teams" in card  # a folded line, unfolded
+    assert html.escape("Müller, Jörg <jm@example.de>") in card
 
 
 def test_a_nameless_invitation_downloads_under_a_name_a_calendar_opens(world: World) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from smime_companion.core import text as mime_text
 from smime_companion.core.entry_derivation import derive_entry
+from smime_companion.core.invitation import Invitation, read_invitation
 from smime_companion.core.mime import MESSAGE_TYPES, parse_entity
 from smime_companion.core.model import OpenResult
 from smime_companion.core.verdicts import WARN_NOT_INTEGRITY_PROTECTED
@@ -82,6 +83,8 @@ class MessageView:
     badges: list[Badge] = field(default_factory=list)
     # Attached pictures shown under the text (see :func:`pictures`), by part number.
     pictures: list[StoredAttachment] = field(default_factory=list)
+    # Meeting invitations the message carries, shown as cards above the text.
+    invitations: list[Invitation] = field(default_factory=list)
 
 
 def _outer_headers(raw: bytes) -> dict[str, str]:
@@ -259,7 +262,20 @@ def message_view(cache: Cache, store: CertStore, message_id: int) -> MessageView
             [*(report.get("warnings") or []), *(["key-changed"] if changed else [])],
         ),
         pictures=pictures(parts, bodies, attachments),
+        invitations=invitations(parts),
     )
+
+
+def invitations(parts: list[mime_text.Part]) -> list[Invitation]:
+    """The meeting invitations among ``parts`` (text/calendar, as Outlook, Exchange and Google
+    Calendar send them), each read from its first event."""
+    found = []
+    for part in parts:
+        if part.mime_type in CALENDAR_TYPES:
+            invitation = read_invitation(mime_text.decoded_text(part))
+            if invitation is not None:
+                found.append(invitation)
+    return found
 
 
 def pictures(
@@ -299,6 +315,10 @@ def picture(cache: Cache, message_id: int, part_number: int) -> tuple[str, bytes
 def outer_field(raw: bytes, name: str) -> str:
     """The first outer header ``name`` of ``raw``, decoded ("" when absent)."""
     return _fields(raw).get(name.lower(), "")
+
+
+# The media types of an iCalendar part.
+CALENDAR_TYPES = frozenset({"text/calendar", "application/ics"})
 
 
 def _trusted(report: dict[str, Any]) -> bool:
