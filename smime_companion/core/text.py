@@ -181,16 +181,13 @@ def _without_redundant_forms(multipart: str, children: list[Entity]) -> list[Ent
     (old Apple Mail), and the text/enriched form of a multipart/alternative that has a plain or
     HTML one (Apple Mail and Eudora sent both)."""
     if multipart == "multipart/appledouble":
-        drop: tuple[str, ...] = ("application/applefile",)
-    elif multipart == "multipart/alternative":
-        drop = _ENRICHED_TYPES
-    else:
-        return children
-    kept = [c for c in children if c.content_type.mime_type not in drop]
-    shown = _INLINE_TEXT_TYPES[:2] if multipart == "multipart/alternative" else None
-    if not kept or (shown and not any(c.content_type.mime_type in shown for c in kept)):
-        return children  # nothing else holds the content: keep every form
-    return kept
+        kept = [c for c in children if c.content_type.mime_type != "application/applefile"]
+        return kept or children  # a resource fork alone is all there is: keep it
+    if multipart == "multipart/alternative":
+        kept = [c for c in children if c.content_type.mime_type not in _ENRICHED_TYPES]
+        forms = {c.content_type.mime_type for c in kept}
+        return kept if forms & {"text/plain", "text/html"} else children
+    return children
 
 
 def _without_legacy_display_part(top: Entity, children: list[Entity]) -> list[Entity]:
