@@ -8,6 +8,8 @@ import base64
 
 import pytest
 
+from smime_companion.core.text import Part
+from smime_companion.reader import message_view
 from smime_companion.reader.html_mail import InlineImage, clean_html
 
 PNG = b"\x89PNG\r\n\x1a\n fake image bytes"
@@ -94,3 +96,19 @@ def test_html_nested_too_deeply_to_parse_in_bounded_time_is_shown_as_its_text() 
     table = "<table>" + "<tr><td>cell" * 5000 + "</table><ul>" + "<li>item" * 5000 + "</ul>"
     assert not clean_html(table, {}).as_text
     assert not clean_html("<p onclick=x>" * 20_000 + "<" * 100_000, {}).as_text
+
+
+@pytest.mark.parametrize(
+    ("html", "height"),
+    [
+        ("<p>See you at noon.</p>", "short"),
+        ("<p>Hello</p>" + "<img src='cid:a'>" * 2, "medium"),
+        ("<p>" + "word " * 300 + "</p>", "medium"),  # 1,500 characters: about 15 lines
+        ("<br>".join(["a line"] * 40), "tall"),
+        ("<p>Report</p>" + "<img src='cid:a'>" * 4, "tall"),
+    ],
+    ids=["note", "two-pictures", "long-paragraph", "many-lines", "many-pictures"],
+)
+def test_an_html_body_gets_a_frame_about_as_tall_as_it_is(html: str, height: str) -> None:
+    part = Part(2, "text/html", "", False, html.encode(), "utf-8")
+    assert message_view._frame_height(part) == height

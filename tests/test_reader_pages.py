@@ -277,6 +277,7 @@ def test_outlook_rich_text_shows_what_winmail_dat_holds(world: World) -> None:
     # The HTML Outlook wrapped in RTF is the body (its plain text one step away), and its
     # inline picture is drawn from the file Outlook sent with it.
     assert '/message/8/html/2"' in page
+    assert 'class="html-body medium"' in page  # a line and a picture: no window-high frame
     frame = _page(world, "/message/8/html/2")
     assert "data:image/jpeg;base64," in frame and "\u00e4\u00f6\u00fc" in frame
     cookie, _ = world.session()

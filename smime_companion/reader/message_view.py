@@ -66,6 +66,9 @@ class Body:
     kind: str  # "text" or "html"
     text: str = ""
     alternative: int | None = None  # the part number of the other form of the same body
+    # The height of an HTML body's frame, "short", "medium" or "tall" (see _frame_height): the
+    # frame is sandboxed without scripts, so the page cannot measure what it holds.
+    height: str = "tall"
 
 
 @dataclass
@@ -347,11 +350,12 @@ def _bodies_of(parts: list[mime_text.Part], trusted: bool) -> list[Body]:
             and following is not None
             and following.mime_type == "text/html"
         ):
-            bodies.append(Body(following.number, "html", alternative=part.number))
+            height = _frame_height(following)
+            bodies.append(Body(following.number, "html", "", part.number, height))
             index += 2
             continue
         if part.mime_type == "text/html" and trusted:
-            bodies.append(Body(part.number, "html"))
+            bodies.append(Body(part.number, "html", height=_frame_height(part)))
         else:
             bodies.append(Body(part.number, "text", mime_text.part_text(part)[:MAX_SHOWN_TEXT]))
         index += 1
@@ -387,6 +391,17 @@ def html_body(cache: Cache, message_id: int, part_number: int) -> CleanHtml | No
         return None
     images = {p.content_id.lower(): InlineImage(p.mime_type, p.data) for p in parts if p.content_id}
     return clean_html(mime_text.decoded_text(html), images)
+
+
+def _frame_height(html: mime_text.Part) -> str:
+    """How tall a frame an HTML body needs, from its text's lines (a long line wraps) and its
+    pictures: a short note should not sit in a frame of most of the window. A guess; the frame
+    scrolls when it is short of the truth."""
+    text = mime_text.part_text(html)
+    lines = text.count("\n") + len(text) // 100 + 8 * html.data.lower().count(b"<img")
+    if lines <= 8:
+        return "short"
+    return "medium" if lines <= 24 else "tall"
 
 
 def quoted_text(cache: Cache, message_id: int) -> str:
