@@ -2,7 +2,8 @@
 of what the daemon and the reader do next with what it returns: the cache entry
 (``core.entry_derivation.derive_entry``: text extraction, header decoding, the report) and each
 inline part as the reader shows it (HTML through ``reader.html_mail.clean_html``, text through
-``core.text.part_text``), and the message as ``export`` writes it (``core.export``).
+``core.text.part_text``, invitation cards, attached pictures), and the message as ``export``
+writes it (``core.export``).
 
 Run: ``.venv/bin/python bench/fuzz_open.py [-runs=1000000] [-max_total_time=SECONDS] [-jobs=N]``
 (any libFuzzer flag is passed on). atheris is bench-only: when it is missing this prints how to
@@ -78,7 +79,8 @@ with atheris.instrument_imports(include=["smime_companion", "asn1crypto"]):
     from smime_companion.core.mime import sender_of, to_crlf
     from smime_companion.core.open import open_message
     from smime_companion.core.verdicts import SignatureStatus
-    from smime_companion.reader.html_mail import InlineImage, clean_html
+    from smime_companion.reader.html_mail import InlineImage, clean_html, picture_type
+    from smime_companion.reader.message_view import invitations
 
 from asn1crypto import cms  # noqa: E402
 from cryptography import x509  # noqa: E402
@@ -244,7 +246,16 @@ def plain_shapes() -> list[bytes]:
     )
     in_base64 = b"base64\r\n\r\n" + base64.encodebytes((vectors / "rtf.tnef").read_bytes())
     as_bytes = b"binary\r\n\r\n" + (vectors / "two-files.tnef").read_bytes() + b"\r\n"
+    invitation = (
+        b'Content-Type: multipart/alternative; boundary="cal"\r\n\r\n--cal\r\n'
+        b"Content-Type: text/plain\r\n\r\nLunch?\r\n--cal\r\n"
+        b"Content-Type: text/calendar; method=REQUEST; charset=utf-8\r\n\r\nBEGIN:VCALENDAR\r\n"
+        b'METHOD:REQUEST\r\nBEGIN:VEVENT\r\nORGANIZER;CN="M\xc3\xbcller, J":mailto:j@x\r\n'
+        b"SUMMARY:Lunch\\, maybe\r\nDTSTART;TZID=Europe/Berlin:20261207T120000\r\n"
+        b"LOCATION:Kantine\r\n  oben\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n--cal--\r\n"
+    )
     return [
+        head + invitation,
         head + outlook + in_base64 + b"--tn--\r\n",
         head + outlook + as_bytes + b"--tn--\r\n",
         head + mixed,
@@ -326,11 +337,14 @@ def _render(content: bytes) -> None:
     except MalformedInput:  # the reader shows no body for content whose header is over the limit
         return
     images = {p.content_id.lower(): InlineImage(p.mime_type, p.data) for p in parts if p.content_id}
+    invitations(parts)  # the meeting invitation cards
     for part in parts:
         if part.mime_type == "text/html" and not part.is_attachment:
             clean_html(mime_text.decoded_text(part), images)
         elif not part.is_attachment:
             mime_text.part_text(part)
+        else:
+            picture_type(part.data)  # the attached pictures
 
 
 def _export(raw: bytes, content: bytes | None, report_json: str) -> None:
