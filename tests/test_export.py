@@ -181,3 +181,15 @@ def test_any_decoded_value_stays_inside_its_own_field(value: str, name: str) -> 
     assert msg.get_all("Content-Type") == ["text/plain; charset=utf-8"]
     assert len(msg.get_all(name) or []) == 1
     assert msg.keys()[0] == "X-SMIME-Companion-Decryption"
+
+
+def test_a_body_sent_as_text_and_html_is_exported_once_without_active_content() -> None:
+    both = (
+        b'Content-Type: multipart/alternative; boundary="a"\r\n\r\n--a\r\n'
+        b"Content-Type: text/plain\r\n\r\nSee you at noon.\r\n--a\r\n"
+        b"Content-Type: text/html\r\n\r\n<p>See you at <b>noon</b>.</p>\r\n--a--\r\n"
+    )
+    out = export_message(OUTER, both, (), VERDICT, integrity_protected=False)
+    msg = email.message_from_bytes(out, policy=email.policy.default)
+    assert [p.get_content_type() for p in msg.walk()] == ["multipart/mixed", "text/plain"]
+    assert next(msg.iter_parts()).get_content() == "See you at noon."

@@ -20,11 +20,20 @@ HTML = (
 )
 
 
+# What Outlook sends encrypted and unsigned most often: the same text as plain text and HTML.
+BOTH = (
+    b'Content-Type: multipart/alternative; boundary="a"\r\n\r\n--a\r\n'
+    b"Content-Type: text/plain; charset=utf-8\r\n\r\nPlease pay the invoice today.\r\n--a\r\n"
+    + HTML + b"--a--\r\n"
+)  # fmt: skip
+
+
 @pytest.fixture()
 def world(tmp_path: Path, pki: TestPki, now: dt.datetime) -> Iterator[World]:
     mail = [
         message("alice@example.org", "Under CBC", now, encrypted(pki, HTML, "-aes256"), "cbc"),
         message("alice@example.org", "Under GCM", now, encrypted(pki, HTML), "gcm"),
+        message("alice@example.org", "Both forms", now, encrypted(pki, BOTH, "-aes256"), "both"),
     ]
     yield from make_world(tmp_path, pki, now, mail)
 
@@ -51,3 +60,10 @@ def test_the_same_html_under_gcm_is_framed(world: World) -> None:
     assert status == 200
     assert "/message/2/html/1" in page
     assert _get(world, "/message/2/html/1")[0] == 200
+
+
+def test_a_body_in_two_forms_under_cbc_is_its_plain_text_once(world: World) -> None:
+    status, page = _get(world, "/message/3")
+    assert status == 200
+    assert page.count("pay the invoice") == 1  # not the plain text and the HTML's text
+    assert "/message/3/html/" not in page

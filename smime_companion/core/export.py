@@ -30,7 +30,7 @@ from email.header import Header
 from email.utils import encode_rfc2231
 
 from smime_companion.core import printable
-from smime_companion.core.text import SUMMARY_HEADERS, iter_parts, part_text
+from smime_companion.core.text import SUMMARY_HEADERS, body_forms, iter_parts, part_text
 from smime_companion.core.verdicts import WARN_NOT_INTEGRITY_PROTECTED
 from smime_companion.errors import SmimeCompanionError
 
@@ -170,16 +170,21 @@ def _field_name(field: bytes) -> str:
 
 def _inactive_body(content: bytes) -> tuple[list[bytes], bytes]:
     """``content`` rebuilt as multipart/mixed under a boundary of ours: text/plain parts as
-    UTF-8 text, HTML as its plain text, everything else as a base64 attachment (active types
-    as application/octet-stream). The header fields and the body."""
+    UTF-8 text, HTML as its plain text (or left out when it is the HTML form of the text part
+    before it), everything else as a base64 attachment (active types as
+    application/octet-stream). The header fields and the body."""
     boundary = "=_smime-companion-" + hashlib.sha256(content).hexdigest()[:32]
     chunks: list[bytes] = []
     try:
         parts = list(iter_parts(content))
     except SmimeCompanionError:
         parts = []
+    # A body sent as text and as HTML is written once, as its text (body_forms).
+    html_forms = {html.number for html, plain in body_forms(parts) if plain is not None}
     for part in parts:
         fields: list[str]
+        if part.number in html_forms:
+            continue
         if not part.is_attachment:
             # An inline part is text/plain or text/html (iter_parts makes the rest attachments);
             # part_text turns HTML into its text.

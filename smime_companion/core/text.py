@@ -296,6 +296,27 @@ def _param(value: str, name: str) -> str | None:
     return decode_header_text(found) if found else None
 
 
+def body_forms(parts: list[Part]) -> list[tuple[Part, Part | None]]:
+    """The bodies among ``parts`` (its inline text parts), each as (part, plain form): a
+    text/plain part followed by a text/html part is one body in two forms, (the HTML, the
+    plain text), as multipart/alternative sends it (Gmail, Outlook, Apple Mail); any other
+    inline part is a body of its own, (it, None). So a reader, a reply or an export shows each
+    body once."""
+    inline = [p for p in parts if not p.is_attachment]
+    forms: list[tuple[Part, Part | None]] = []
+    index = 0
+    while index < len(inline):
+        part = inline[index]
+        following = inline[index + 1] if index + 1 < len(inline) else None
+        if part.mime_type == "text/plain" and following and following.mime_type == "text/html":
+            forms.append((following, part))
+            index += 2
+        else:
+            forms.append((part, None))
+            index += 1
+    return forms
+
+
 def decoded_text(part: Part) -> str:
     """The part's bytes decoded with its charset (see :mod:`core.charsets`), HTML left as it is,
     less a legacy display of the protected Subject (``Part.legacy_display``). HTML without a
@@ -440,6 +461,7 @@ __all__ = [
     "Attachment",
     "MessageText",
     "Part",
+    "body_forms",
     "decode_header_text",
     "decoded_text",
     "extract_text",

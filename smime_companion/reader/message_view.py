@@ -335,30 +335,17 @@ def _bodies(content: bytes, trusted: bool = True) -> list[Body]:
 
 
 def _bodies_of(parts: list[mime_text.Part], trusted: bool) -> list[Body]:
-    """The inline text parts; a text/plain part followed by a text/html part is taken as one
-    body in two forms (multipart/alternative), shown as HTML with the text one step away. For
-    content that is not ``trusted``, HTML is shown as its text."""
-    inline = [p for p in parts if not p.is_attachment]
+    """The bodies (:func:`core.text.body_forms`): one in two forms is shown as HTML with the
+    text one step away. For content that is not ``trusted`` HTML is never rendered: a body in
+    two forms is its plain text, an HTML-only one the HTML's text."""
     bodies: list[Body] = []
-    index = 0
-    while index < len(inline):
-        part = inline[index]
-        following = inline[index + 1] if index + 1 < len(inline) else None
-        if (
-            trusted
-            and part.mime_type == "text/plain"
-            and following is not None
-            and following.mime_type == "text/html"
-        ):
-            height = _frame_height(following)
-            bodies.append(Body(following.number, "html", "", part.number, height))
-            index += 2
-            continue
+    for part, plain in mime_text.body_forms(parts):
         if part.mime_type == "text/html" and trusted:
-            bodies.append(Body(part.number, "html", height=_frame_height(part)))
+            number = plain.number if plain else None
+            bodies.append(Body(part.number, "html", "", number, _frame_height(part)))
         else:
-            bodies.append(Body(part.number, "text", mime_text.part_text(part)[:MAX_SHOWN_TEXT]))
-        index += 1
+            shown = plain or part
+            bodies.append(Body(shown.number, "text", mime_text.part_text(shown)[:MAX_SHOWN_TEXT]))
     return bodies
 
 
@@ -411,15 +398,8 @@ def quoted_text(cache: Cache, message_id: int) -> str:
     content = cache.content(message_id)
     if content is None:
         return ""
-    parts = _parts(content)
-    by_number = {p.number: p for p in parts}
-    texts = []
-    for body in _bodies_of(parts, trusted=True):
-        if body.kind == "html":
-            texts.append(mime_text.part_text(by_number[body.alternative or body.part]))
-        else:
-            texts.append(body.text)
-    return "\n".join(texts)
+    forms = mime_text.body_forms(_parts(content))
+    return "\n".join(mime_text.part_text(plain or part) for part, plain in forms)
 
 
 def attachment_parts(cache: Cache, message_id: int) -> Sequence[mime_text.Part]:
