@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from smime_companion.core.charsets import decode_mail_text
+from smime_companion.core.charsets import codepage_codec, decode_mail_text
 from smime_companion.core.mime import decode_encoded_words, parse_entity
 from smime_companion.core.text import extract_text, summary_headers
 
@@ -135,3 +135,13 @@ def test_stateful_charsets_with_broken_bytes_still_read() -> None:
     assert decode_mail_text(b"a+2DQ-b", "utf-7") == "a\ufffdb"
     assert decode_mail_text(b"+2D3eAA-", "utf-7") == "\U0001f600"  # a pair stays its character
     assert "\ufffd" in decode_mail_text(b"\x1b$B\xff", "iso-2022-jp")
+
+
+@pytest.mark.parametrize(
+    ("codepage", "codec"),
+    [(1252, "cp1252"), (1251, "cp1251"), (932, "cp932"), (65001, "utf-8"), (28592, "iso8859-2"),
+     (20127, "ascii"), (0, "cp1252"), (None, "cp1252"), (99999, "cp1252")],
+)  # fmt: skip
+def test_windows_code_page_numbers_name_their_codec(codepage: int | None, codec: str) -> None:
+    # TNEF and RTF name their text's encoding by Windows code page number.
+    assert codepage_codec(codepage) == codec

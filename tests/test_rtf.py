@@ -343,3 +343,8 @@ def test_hostile_lzfu_is_bounded_by_its_limit() -> None:
     # junk after the header: whatever it decodes to, within the limit, without an exception
     junk = struct.pack("<4I", 12, 0xFFFFFFFF, LZFU, 0) + bytes(range(256)) * 4000
     assert len(decompress(junk, 100_000)) <= 100_000
+
+
+def test_a_code_page_python_names_otherwise_reads_as_that_code_page() -> None:
+    # 28592 is ISO 8859-2 (Python's iso8859-2, not cp28592): \'b3 is "ł", not windows-1252's "³".
+    assert text_from_rtf(b"{\\rtf1\\ansi\\ansicpg28592 \\'b3\\'f3d\\'bc}") == "łódź"

@@ -118,3 +118,22 @@ def _lookup(label: str) -> codecs.CodecInfo | None:
         return codecs.lookup(label)
     except (LookupError, ValueError):  # ValueError: a NUL or a lone surrogate in the label
         return None
+
+
+# Windows code page numbers (TNEF's attOemCodepage and PR_INTERNET_CPID, RTF's \ansicpg) whose
+# Python codec is not called cpNNNN.
+_CODEPAGE_CODECS = {
+    65001: "utf-8", 1200: "utf-16-le", 20127: "ascii", 20866: "koi8-r", 21866: "koi8-u",
+    50220: "iso2022-jp", 50221: "iso2022-jp", 50222: "iso2022-jp", 51932: "euc-jp",
+    51949: "euc-kr", 52936: "hz", 54936: "gb18030", 10000: "mac-roman",
+} | {28590 + n: f"iso8859-{n}" for n in range(1, 16)}  # fmt: skip
+
+
+def codepage_codec(codepage: int | None) -> str:
+    """The Python codec of a Windows code page number; windows-1252 for one Python does not
+    know (or none)."""
+    name = _CODEPAGE_CODECS.get(codepage or 0, f"cp{codepage}")
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return _FALLBACK

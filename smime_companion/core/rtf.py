@@ -24,12 +24,12 @@ Pure: bytes in, values out.
 
 from __future__ import annotations
 
-import codecs
 import re
 import struct
 from collections.abc import Iterator
 from typing import NamedTuple
 
+from smime_companion.core.charsets import codepage_codec
 from smime_companion.core.html_text import html_to_text
 
 # --- MS-OXRTFCP --------------------------------------------------------------------------------
@@ -231,10 +231,7 @@ class _Output:
 
     def set_codepage(self, number: int | None) -> None:
         self._flush()
-        try:
-            self.codec = codecs.lookup(f"cp{number}").name
-        except LookupError:
-            self.codec = "cp1252"
+        self.codec = codepage_codec(number)
 
     def text(self) -> str:
         self._flush()

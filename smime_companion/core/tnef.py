@@ -19,12 +19,12 @@ recursion, and a compressed RTF body expands at most eightfold (:mod:`core.rtf`)
 
 from __future__ import annotations
 
-import codecs
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from smime_companion.core import rtf
+from smime_companion.core.charsets import codepage_codec
 from smime_companion.errors import MalformedInput
 
 # The media types Outlook and Exchange label it with; some gateways send it as
@@ -315,24 +315,7 @@ def _integer(prop: tuple[int, bytes] | None) -> int:
 
 
 def _decode(value: bytes, codepage: int) -> str:
-    return value.decode(_codec(codepage), "replace")
-
-
-# Windows code page numbers whose Python codec is not called cpNNNN.
-_CODEPAGE_CODECS = {
-    65001: "utf-8", 1200: "utf-16-le", 20127: "ascii", 20866: "koi8-r", 21866: "koi8-u",
-    50220: "iso2022-jp", 50221: "iso2022-jp", 50222: "iso2022-jp", 51932: "euc-jp",
-    51949: "euc-kr", 52936: "hz", 54936: "gb18030", 10000: "mac-roman",
-} | {28590 + n: f"iso8859-{n}" for n in range(1, 16)}  # fmt: skip
-
-
-def _codec(codepage: int) -> str:
-    """The Python codec of a Windows code page; windows-1252 for one Python does not know."""
-    name = _CODEPAGE_CODECS.get(codepage, f"cp{codepage}")
-    try:
-        return codecs.lookup(name).name
-    except LookupError:
-        return "cp1252"
+    return value.decode(codepage_codec(codepage), "replace")
 
 
 __all__ = ["MEDIA_TYPES", "TnefContent", "TnefFile", "is_tnef", "read_tnef"]
