@@ -20,6 +20,8 @@ def test_text_is_read_as_a_browser_shows_it() -> None:
         "<p>Pay <a href='https://pay.example/x?a=1&amp;b=2'>here</a>, or "
         '<A HREF="https://site.example/">https://site.example/</A>.</p>'
         '<img alt="logo" src="cid:x"><!-- a comment with <p>tags</p> -->'
+        # Outlook's alt text is the picture's address: not words anyone wrote.
+        '<img src="cid:image003.jpg@01D2EE6A" alt="cid:image003.jpg@01D2EE6A">'
         "<div title='a > b'>one<br>two<br/>three</div></body></html>"
     )
     assert html_to_text(html) == (

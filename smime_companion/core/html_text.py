@@ -101,7 +101,8 @@ class _Extractor:
             self.out.append("\n")
         elif name == "img":
             alt = attributes.get("alt")
-            if alt:
+            # Outlook writes the picture's cid: address as its alt text: no words of the author.
+            if alt and not alt.strip().lower().startswith("cid:"):
                 self.out.append(f" {alt} ")
         elif name == "a" and len(self.links) < _MAX_OPEN_LINKS:
             self.links.append((attributes.get("href"), len(self.out)))

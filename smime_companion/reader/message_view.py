@@ -385,7 +385,8 @@ def _frame_height(html: mime_text.Part) -> str:
     pictures: a short note should not sit in a frame of most of the window. A guess; the frame
     scrolls when it is short of the truth."""
     text = mime_text.part_text(html)
-    lines = text.count("\n") + len(text) // 100 + 8 * html.data.lower().count(b"<img")
+    # A picture counts as ten lines: more than a short frame holds.
+    lines = text.count("\n") + len(text) // 100 + 10 * html.data.lower().count(b"<img")
     if lines <= 8:
         return "short"
     return "medium" if lines <= 24 else "tall"
