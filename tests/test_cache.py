@@ -24,7 +24,7 @@ from smime_companion.core.model import Identity, OpenResult
 from smime_companion.core.open import open_message
 from smime_companion.core.verdicts import Decryption, SignatureStatus
 from smime_companion.errors import CacheError, UsageError
-from smime_companion.store import Cache, FolderState
+from smime_companion.store import Cache, FolderState, db
 from smime_companion.testing.pki import TestPki
 from tests.conftest import load_cert, load_identity
 from tests.tools import openssl_cms
@@ -372,3 +372,41 @@ def test_protected_headers_win_over_the_outer_ones(
     assert summary.message_id == "<real@example.org>"
     assert summary.date == dt.datetime(2026, 2, 10, 10, 0, tzinfo=dt.UTC)
     assert [m.id for m in cache.search('subject:"real subject" okapi', now=now)] == [message_id]
+
+
+def test_a_message_is_listed_with_the_first_words_of_its_decrypted_text(
+    cache: Cache, pki: TestPki, now: dt.datetime
+) -> None:
+    raw = mail(pki, kind="signed+encrypted", body="The walrus budget is approved.\r\n")
+    message_id = store(cache, raw, opener(pki), now, uid=1)
+    summary = cache.summary(message_id)
+    assert summary.preview == "The walrus budget is approved."
+    assert summary.to_json()["preview"] == "The walrus budget is approved."
+    # Nothing inside was read: no words to show (the encrypted bytes are not text).
+    locked = mail(pki, kind="encrypted", to="carol", subject="For Carol", body="secret\r\n")
+    assert cache.summary(store(cache, locked, opener(pki), now, uid=2)).preview == ""
+
+
+def test_a_cache_from_before_previews_derives_them_for_the_messages_a_list_shows(
+    tmp_path: Path, pki: TestPki, now: dt.datetime
+) -> None:
+    directory = tmp_path / "data"
+    with Cache.open(directory, KEY) as cache:
+        first = store(
+            cache, mail(pki, kind="encrypted", body="Otter news.\r\n"), opener(pki), now, uid=1
+        )
+        second = store(
+            cache, mail(pki, body="Heron news.\r\n", subject="b"), opener(pki), now, uid=2
+        )
+    conn = db._open(directory / db.DB_FILENAME, KEY, None)  # as it is, without migrating
+    with conn:
+        conn.execute("ALTER TABLE messages DROP COLUMN preview")
+        conn.execute("PRAGMA user_version = 7")
+    conn.close()
+
+    with Cache.open(directory, KEY) as cache:  # migration 8: the column, every preview unknown
+        assert [cache.summary(i).preview for i in (first, second)] == [None, None]
+        assert cache.fill_previews([first]) == {first: "Otter news."}
+        assert cache.summary(first).preview == "Otter news."  # stored
+        assert cache.summary(second).preview is None  # not shown yet: not derived yet
+        assert cache.fill_previews([first, second]) == {second: "Heron news."}

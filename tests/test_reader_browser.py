@@ -142,9 +142,14 @@ def test_sign_in_and_the_list_shows_every_message_with_its_verdict(
 ) -> None:
     _sign_in(browser, world)
     rows = browser.find_elements("css selector", "table.messages tbody tr")
-    assert [r.find_element("css selector", "td.subject").text.strip() for r in rows] == [
+    assert [r.find_element("css selector", "td.subject a").text.strip() for r in rows] == [
         "Door code", "Quarterly report", "Transfer", "Lunch on Friday", "Budget draft",
     ]  # fmt: skip
+    # Beside each subject the first words of the decrypted text, on the row's one line.
+    door = _row(browser, "Door code").find_element("css selector", ".preview")
+    assert door.text == "The door code is 4711; the password is marzipan."
+    subject = _row(browser, "Door code").find_element("css selector", "td.subject a")
+    assert door.size["height"] < 1.5 * subject.size["height"]  # not wrapped onto a second line
     assert "encrypted" in _row(browser, "Door code").text
     # CBC without a signature inside: the warning is on the row.
     assert "not integrity-protected" in _row(browser, "Door code").text

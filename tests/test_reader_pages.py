@@ -9,12 +9,14 @@ import base64
 import datetime as dt
 import html
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from smime_companion.cli import main
+from smime_companion.reader.mailbox_view import shown_date
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki
 from tests.reader_world import World, encrypted, make_world, message, signed, text_entity
 from tests.tools import mime_message, openssl_cms
@@ -318,3 +320,39 @@ def test_a_nameless_invitation_downloads_under_a_name_a_calendar_opens(world: Wo
     status, headers, body = world.request("GET", "/message/8/part/6", {"Cookie": cookie})
     assert status == 200 and body.startswith(b"BEGIN:VCALENDAR")
     assert 'filename="part-6.ics"' in headers["Content-Disposition"]
+
+
+def test_each_row_of_a_list_shows_the_first_words_of_its_text(world: World) -> None:
+    listing = _page(world, "/mail")
+    previews = dict(
+        re.findall(
+            r'<a href="/message/(\d+)[^"]*">[^<]*</a>[^\n]*?<span class="preview">([^<]*)<', listing
+        )
+    )
+    # Decrypted for the list as for the page: the header-protected message's words, without
+    # the legacy display of its Subject written above them for other readers.
+    assert previews["1"] == "The real subject is inside."
+    assert previews["7"] == "Trust me."
+    # Outlook's Rich Text: the HTML inside its winmail.dat, once, though the plain text beside
+    # it says the same.
+    assert previews["8"] == "TEST äöü +-*/~"
+
+
+def test_a_list_dates_mail_as_webmail_does_in_the_time_zone_of_the_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TZ", "CET-1CEST,M3.5.0,M10.5.0/3")  # Berlin's rule, without tzdata
+    time.tzset()
+    try:
+        now = dt.datetime(2026, 12, 7, 0, 30, tzinfo=dt.UTC)  # 01:30 in Berlin
+
+        def at(*when: int) -> dt.datetime:
+            return dt.datetime(*when, tzinfo=dt.UTC)
+
+        assert shown_date(at(2026, 12, 6, 23, 15), now) == "00:15"  # today there, not in UTC
+        assert shown_date(at(2026, 12, 6, 22, 15), now) == "6 Dec"
+        assert shown_date(at(2025, 12, 31, 23, 30), now) == "1 Jan"  # this year there
+        assert shown_date(at(2025, 6, 1, 12, 0), now) == "2025-06-01"
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -19,6 +19,7 @@ from smime_companion.core.text import (
     header_date,
     iter_parts,
     part_text,
+    preview,
     summary_headers,
     unflowed,
 )
@@ -313,3 +314,38 @@ def test_an_appledouble_file_is_its_data_without_the_resource_fork() -> None:
     ]
     fork_only = content.replace(b"application/pdf", b"application/applefile")
     assert len(list(iter_parts(fork_only))) == 3  # nothing else holds it: every part kept
+
+
+def test_a_preview_is_the_first_words_of_the_text_without_the_message_it_answers() -> None:
+    body = (
+        "Hello Bob,\n\nyes, Friday suits me.\n\nOn Monday, Alice wrote:\n"
+        "> Shall we meet on Friday?\n>> Older words\n \t> indented quote\n\nAlice"
+    )
+    assert preview(body) == "Hello Bob, yes, Friday suits me. On Monday, Alice wrote: Alice"
+    assert preview("") == ""
+    assert preview("> only quoted\n> text") == ""
+
+
+def test_a_long_text_is_cut_at_a_word_and_the_cut_is_marked() -> None:
+    body = "The quarterly figures are attached. " * 20
+    shown = preview(body, limit=40)
+    assert shown == "The quarterly figures are attached. The …"
+    assert len(shown) <= 42
+    assert preview("x" * 500, limit=40) == "x" * 39 + "…"  # one word longer than the limit
+    assert preview("a few words", limit=40) == "a few words"
+
+
+def test_a_preview_drops_controls_and_the_invisible_padding_of_newsletters() -> None:
+    # Newsletters follow their teaser with zero-width non-joiners and combining grapheme
+    # joiners so that a list shows nothing of the text after it; a bidirectional override
+    # would turn the rest of the row around.
+    padded = "Winter sale starts today" + " \u200c\u034f" * 80 + "\nDear customer"
+    assert preview(padded) == "Winter sale starts today Dear customer"
+    assert preview("Invoice\u202e fdp.exe\x1b[2J paid") == "Invoice fdp.exe [2J paid"
+
+
+def test_a_preview_reads_only_the_start_of_a_long_body() -> None:
+    # A megabyte of text costs the lines the preview needs (the words after the limit are
+    # never split), and a megabyte of quoted lines one pass over them.
+    assert preview("word " * 200_000).startswith("word word")
+    assert preview("> quoted line\n" * 70_000 + "mine") == "mine"

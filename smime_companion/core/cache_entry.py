@@ -72,6 +72,7 @@ class CacheEntry(MessageFacts):
     attachments: tuple[Attachment, ...]
     body: str  # the body text as indexed: in its search form (core.normalise), made here so
     # that the worker processes, not the storing thread, pay for it
+    preview: str  # the first words of its text, for its row in a list (core.text.preview)
     raw_sha256: str  # of the raw message: finds it again after a UIDVALIDITY change
 
 

@@ -9,6 +9,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 
 from cryptography.hazmat.primitives import serialization
@@ -26,22 +27,30 @@ __all__ = [
     "derive_entry",
     "entry_maker",
     "indexed_text",
+    "readable_text",
     "revised_for_revocations",
     "unindexed_entry",
 ]
 
 
+def readable_text(
+    content: bytes | None, decryption: str, error: str | None, content_name: str | None = None
+) -> mime_text.MessageText:
+    """The body text and attachments of a message whose readable content is ``content``
+    (``content_name`` names content without a header, see ``OpenResult.content_name``).
+    Nothing when nothing inside was read (an unopened layer is base64 noise: only the headers
+    say anything)."""
+    if content is None or decryption in UNREADABLE or error is not None:
+        return mime_text.MessageText(body="", attachments=())
+    return mime_text.extract_text(content, content_name)
+
+
 def indexed_text(
     content: bytes | None, decryption: str, error: str | None, content_name: str | None = None
 ) -> mime_text.MessageText:
-    """What to index of a message whose readable content is ``content``: its body text in its
-    search form, and its attachments (``content_name`` names content without a header, see
-    ``OpenResult.content_name``). Nothing when nothing inside was read (an unopened layer is
-    base64 noise: the headers alone are indexed)."""
-    if content is None or decryption in UNREADABLE or error is not None:
-        return mime_text.MessageText(body="", attachments=())
-    extracted = mime_text.extract_text(content, content_name)
-    return mime_text.MessageText(search_form(extracted.body), extracted.attachments)
+    """What to index of a message: :func:`readable_text` with the body in its search form."""
+    extracted = readable_text(content, decryption, error, content_name)
+    return replace(extracted, body=search_form(extracted.body))
 
 
 def derive_entry(raw: bytes, result: OpenResult, arrived: datetime) -> CacheEntry:
@@ -49,7 +58,7 @@ def derive_entry(raw: bytes, result: OpenResult, arrived: datetime) -> CacheEntr
     readable = result.decryption not in UNREADABLE
     headers = mime_text.summary_headers(result.headers or _outer_fields(raw))
     date = mime_text.header_date(headers.get("date")) or arrived
-    extracted = indexed_text(result.content, result.decryption, result.error, result.content_name)
+    extracted = readable_text(result.content, result.decryption, result.error, result.content_name)
     content_is_raw = readable and result.content == raw
     return CacheEntry(
         content=result.content if readable and not content_is_raw else None,
@@ -69,7 +78,8 @@ def derive_entry(raw: bytes, result: OpenResult, arrived: datetime) -> CacheEntr
         or (result.error is not None and result.decryption != Decryption.NONE),
         report=_report(result, arrived),
         attachments=extracted.attachments,
-        body=extracted.body,
+        body=search_form(extracted.body),
+        preview=extracted.preview,
         # Hashed here, not when storing: a worker process derives entries, and hashing every
         # message (317 MB in the sync bench) was the storing thread's to do.
         raw_sha256=hashlib.sha256(raw).hexdigest(),
@@ -99,6 +109,7 @@ def unindexed_entry(raw: bytes, error: str, arrived: datetime) -> CacheEntry:
         report=_report(result, arrived),
         attachments=(),
         body="",
+        preview="",
         raw_sha256=hashlib.sha256(raw).hexdigest(),
     )
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from smime_companion.core import legacy_display, tnef
+from smime_companion.core import legacy_display, printable, tnef
 from smime_companion.core.charsets import decode_mail_text
 from smime_companion.core.html_text import html_to_text
 from smime_companion.core.mime import (
@@ -36,6 +37,8 @@ MAX_DEPTH = 32
 MAX_PARTS = 2000
 # Text beyond this many characters per message is not indexed (a 1 MB text body is already rare).
 MAX_INDEXED_CHARS = 1_000_000
+# A message list row shows this many characters of the message's text at most (see preview).
+PREVIEW_CHARS = 160
 
 SUMMARY_HEADERS = ("from", "to", "cc", "subject", "date", "message-id")
 
@@ -71,10 +74,12 @@ class Part:
 
 @dataclass(frozen=True)
 class MessageText:
-    """The searchable text of a message: its body text and its attachments."""
+    """The searchable text of a message: its body text and its attachments; and the first
+    words of its text for a list (:func:`preview`)."""
 
     body: str
     attachments: tuple[Attachment, ...]
+    preview: str = ""
 
 
 def decode_header_text(value: str | None) -> str:
@@ -415,15 +420,46 @@ def _quoted(depth: int, pieces: list[str]) -> str:
     return (">" * depth + " " if depth else "") + "".join(pieces)
 
 
+_LINES = re.compile(r"[^\n]+")
+
+
+def preview(body: str, limit: int = PREVIEW_CHARS) -> str:
+    """The first words of a message's own text, for its row in a list (as webmail shows them):
+    ``body`` (the text :func:`extract_text` gives) on one line, without the quoted lines of the
+    message it answers, cut at a word before ``limit`` characters, an ellipsis marking the cut.
+
+    Control and bidirectional characters are dropped (:func:`printable.for_header`), and so are
+    "words" with nothing visible in them: newsletters pad the text a list would show with
+    zero-width joiners and the like so that only their chosen teaser appears. Reads ``body``
+    line by line and stops at the limit: a long body costs what its first lines do.
+    """
+    words: list[str] = []
+    size = 0
+    for match in _LINES.finditer(body):
+        line = match.group()
+        if line.lstrip().startswith(">"):
+            continue
+        for word in printable.for_header(line).split():
+            if not any(unicodedata.category(c)[0] in "LNPS" for c in word):
+                continue
+            if size + len(word) > limit:
+                return " ".join(words) + " …" if words else word[: limit - 1] + "…"
+            words.append(word)
+            size += len(word) + 1
+    return " ".join(words)
+
+
 def extract_text(content: bytes, content_name: str | None = None) -> MessageText:
-    """Body text (every inline text part; HTML converted) and attachments of ``content``
-    (``content_name`` names content without a header, see :func:`iter_parts`).
+    """Body text (every inline text part; HTML converted), attachments and preview of
+    ``content`` (``content_name`` names content without a header, see :func:`iter_parts`).
 
     Never raises for broken MIME: what cannot be parsed is left out of the text.
     """
     chunks: list[str] = []
     size = 0
     attachments: list[Attachment] = []
+    inline: list[Part] = []  # without their bytes: body_forms needs only their types
+    texts: dict[int, str] = {}
     try:
         for part in iter_parts(content, content_name):
             if part.is_attachment:
@@ -441,9 +477,14 @@ def extract_text(content: bytes, content_name: str | None = None) -> MessageText
                 text = part_text(part)[: MAX_INDEXED_CHARS - size]
                 chunks.append(text)
                 size += len(text)
+                inline.append(replace(part, data=b""))
+                texts[part.number] = text
     except SmimeCompanionError:
         pass  # the top header section is unparsable: nothing to index
-    return MessageText(body="\n".join(chunks), attachments=tuple(attachments))
+    # Each body once, in its plain form: a message sent as text and HTML (most are) would
+    # otherwise show its first sentence twice.
+    shown = "\n".join(texts[(plain or part).number] for part, plain in body_forms(inline))
+    return MessageText("\n".join(chunks), tuple(attachments), preview(shown))
 
 
 def get_part(content: bytes, number: int) -> Part | None:

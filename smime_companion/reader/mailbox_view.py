@@ -1,6 +1,6 @@
 """What a message list shows: one page of a folder or of a search, newest first, each row with
-its sender, subject, date, attachment mark, unread state and verdict badges; and the folders
-with their counts.
+its sender, subject, the first words of its text, date, attachment mark, unread state and
+verdict badges; and the folders with their counts.
 
 A search runs the query language of ``smime-companion search`` unchanged (``Cache.search``), so
 the reader and the command find the same messages. A folder is listed as the query
@@ -27,6 +27,9 @@ class Row:
 
     summary: MessageSummary
     sender: str
+    preview: str
+    date: str  # as a list shows it (shown_date); the full date and time in date_title
+    date_title: str
     unread: bool
     badges: list[Badge]
 
@@ -61,16 +64,31 @@ def list_page(
     shown = hits[:page_size]
     unread = cache.unread_among(shown)
     warnings = cache.warnings_of([h.id for h in shown])
+    derived = cache.fill_previews([h.id for h in shown if h.preview is None])
     rows = [
         Row(
             summary=hit,
             sender=_display_sender(hit.sender),
+            preview=hit.preview if hit.preview is not None else derived.get(hit.id, ""),
+            date=shown_date(hit.date, now),
+            date_title=hit.date.astimezone().strftime("%Y-%m-%d %H:%M %Z"),
             unread=hit.id in unread,
             badges=list_badges(hit.decryption, hit.signature, warnings.get(hit.id, [])),
         )
         for hit in shown
     ]
     return ListPage(rows, page, len(hits) > page_size)
+
+
+def shown_date(moment: datetime, now: datetime) -> str:
+    """A row's date as webmail shows it, in this machine's time zone (the reader's user sits
+    at it): the time for today's mail, day and month for this year's, the whole date before."""
+    local, today = moment.astimezone(), now.astimezone()
+    if local.date() == today.date():
+        return local.strftime("%H:%M")
+    if local.year == today.year:
+        return f"{local.day} {local.strftime('%b')}"
+    return local.strftime("%Y-%m-%d")
 
 
 def _display_sender(value: str) -> str:

@@ -89,6 +89,7 @@ def _entry_columns(entry: CacheEntry) -> dict[str, Any]:
         "error": entry.error,
         "reopen": int(entry.reopen),
         "report": entry.report,
+        "preview": entry.preview,
         "scan": None,
     }
 

@@ -32,7 +32,7 @@ SCAN_INFECTED_PREFIX = "infected:"
 _SUMMARY_COLUMNS = (
     "m.id, m.account, m.folder, m.uidvalidity, m.uid, m.date, m.arrived, m.sender, m.recipients, "
     "m.cc, m.subject, m.message_id, m.decryption, m.signature, m.signer, m.error, m.scan, m.flags, "
-    "(SELECT count(*) FROM attachments a WHERE a.message = m.id)"
+    "(SELECT count(*) FROM attachments a WHERE a.message = m.id), m.preview"
 )
 
 
@@ -52,6 +52,9 @@ class MessageSummary(MessageFacts):
     scan: str | None
     flags: tuple[str, ...]
     attachments: int
+    # The first words of its text (core.text.preview); None when a cache from an earlier
+    # version has not derived it yet (Cache.fill_previews does).
+    preview: str | None
 
     @property
     def encrypted(self) -> bool:
@@ -80,6 +83,7 @@ class MessageSummary(MessageFacts):
             "scan": self.scan,
             "flags": list(self.flags),
             "attachments": self.attachments,
+            "preview": self.preview,
         }
 
 
@@ -454,4 +458,5 @@ def _summary(row: Sequence[Any]) -> MessageSummary:
         scan=row[16],
         flags=tuple(row[17].split()),
         attachments=int(row[18]),
+        preview=row[19],
     )

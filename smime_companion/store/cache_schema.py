@@ -270,6 +270,18 @@ def _migration_7(conn: apsw.Connection) -> None:
     )
 
 
+def _migration_8(conn: apsw.Connection) -> None:
+    # The first words of each message's text, for its row in the reader's list
+    # (core.text.preview). NULL: not derived yet. A cache from before keeps NULL until a list
+    # shows the message (Cache.fill_previews derives the previews of the rows shown and stores
+    # them) or `cache rebuild` runs: deriving a million of them here would hold up the first
+    # open after the upgrade for minutes, for text only a list page needs. Added only if
+    # missing, as in migration 5.
+    columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(messages)")}
+    if "preview" not in columns:
+        conn.execute("ALTER TABLE messages ADD COLUMN preview TEXT")
+
+
 MIGRATIONS: list[db.Migration] = [
     _migration_1,
     _migration_2,
@@ -278,6 +290,7 @@ MIGRATIONS: list[db.Migration] = [
     _migration_5,
     _migration_6,
     _migration_7,
+    _migration_8,
 ]
 
 # Server-side "not seen", exactly as the partial index messages_unseen is declared.

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import apsw
 
+from smime_companion.core.normalise import search_form
 from smime_companion.store import db
 from smime_companion.store.cache_reading import stored_bytes
 from smime_companion.store.cache_schema import index_text, insert_attachments, text_rowid
@@ -29,6 +30,11 @@ if TYPE_CHECKING:  # at run time from the one function that needs it (see reinde
 __all__ = ["COMPRESS_BATCH", "REINDEX_BATCH", "CacheUpkeep"]
 
 log = logging.getLogger(__name__)
+
+# What _stored_text reads of a message row, in its order.
+_STORED_TEXT_COLUMNS = (
+    "error, decryption, compressed, report, CASE WHEN content_is_raw = 1 THEN raw ELSE content END"
+)
 
 # Rows compressed per transaction when upgrading an older cache: each commit is a point an
 # interruption goes on from, and keeps the write-ahead log small.
@@ -106,7 +112,7 @@ class CacheUpkeep:
         on from there. Merges the index when it indexed any. Returns how many messages it
         indexed; 0 at once when none are left."""
         # Imported here: text extraction loads the MIME engine, which a search does not need.
-        from smime_companion.core.entry_derivation import indexed_text
+        from smime_companion.core.entry_derivation import readable_text
 
         batch = batch or REINDEX_BATCH
         done = 0
@@ -122,7 +128,7 @@ class CacheUpkeep:
                     )
                 ]
                 for message_id in pending:
-                    self._reindex_one(message_id, indexed_text)
+                    self._reindex_one(message_id, readable_text)
                     self._conn.execute("DELETE FROM text_pending WHERE message = ?", (message_id,))
             except BaseException:
                 self._conn.execute("ROLLBACK")
@@ -135,23 +141,20 @@ class CacheUpkeep:
             self.merge_index()
         return done
 
-    def _reindex_one(self, message_id: int, indexed_text: Callable[..., MessageText]) -> None:
+    def _reindex_one(self, message_id: int, readable_text: Callable[..., MessageText]) -> None:
         """Index one stored message again from what the cache holds (a message deleted since
         it was listed: nothing). When its attachments come out otherwise than stored (a
         winmail.dat now shown as what it holds), they replace the stored ones and the message
         is scanned again, since a scan verdict names parts by number."""
         row = self._conn.execute(
-            "SELECT sort_key, sender, recipients, cc, subject, error, decryption, compressed, "
-            "CASE WHEN content_is_raw = 1 THEN raw ELSE content END, report "
+            f"SELECT sort_key, sender, recipients, cc, subject, {_STORED_TEXT_COLUMNS} "
             "FROM messages WHERE id = ?",
             (message_id,),
         ).fetchone()
         if row is None:
             return
-        key, sender, to, cc, subject, error, decryption, compressed, content, report = row
-        text = stored_bytes(content, int(compressed)) if isinstance(content, bytes) else None
-        name = json.loads(str(report)).get("content_name")
-        derived = indexed_text(text, decryption, error, name if isinstance(name, str) else None)
+        key, sender, to, cc, subject = row[:5]
+        readable, derived = _stored_text(row[5:], readable_text)
         stored = [
             tuple(r)
             for r in self._conn.execute(
@@ -163,17 +166,56 @@ class CacheUpkeep:
         filenames = [str(r[1]) for r in stored]
         new = derived.attachments
         rows = [(a.part, a.filename, a.mime_type, a.size, a.sha256) for a in new]
-        if text is not None and rows != stored:
+        if readable and rows != stored:
             self._conn.execute("DELETE FROM attachments WHERE message = ?", (message_id,))
             insert_attachments(self._conn, message_id, new)
             self._conn.execute("UPDATE messages SET scan = NULL WHERE id = ?", (message_id,))
             filenames = [a.filename for a in new]
+        self._conn.execute(
+            "UPDATE messages SET preview = ? WHERE id = ?", (derived.preview, message_id)
+        )
         # Migration 6 emptied the index; a message listed by a later one is still in it.
         self._conn.execute("DELETE FROM message_text WHERE rowid = ?", (text_rowid(int(key)),))
         recipients = " ".join(str(x) for x in (to, cc) if x)
         index_text(
-            self._conn, int(key), str(sender), recipients, str(subject), derived.body, filenames
+            self._conn,
+            int(key),
+            str(sender),
+            recipients,
+            str(subject),
+            search_form(derived.body),
+            filenames,
         )
+
+    @db.guarded("derive the previews of messages")
+    def fill_previews(self, message_ids: Iterable[int]) -> dict[int, str]:
+        """The previews (:func:`core.text.preview`) of those of ``message_ids`` that have none
+        yet (messages a cache from before migration 8 holds), derived from their contents and
+        stored, by id. What a list page calls for its rows, so an upgraded cache needs no
+        upfront pass: the page's fifty messages cost about as much as opening one. When another
+        process holds the database for writing past the busy timeout, the previews are still
+        returned and stored by a later call."""
+        # Imported here: text extraction loads the MIME engine, which a search does not need.
+        from smime_companion.core.entry_derivation import readable_text
+
+        found: dict[int, str] = {}
+        for message_id in message_ids:
+            row = self._conn.execute(
+                f"SELECT {_STORED_TEXT_COLUMNS} FROM messages WHERE id = ? AND preview IS NULL",
+                (message_id,),
+            ).fetchone()
+            if row is not None:
+                found[message_id] = _stored_text(row, readable_text)[1].preview
+        if found:
+            try:
+                with self._conn:
+                    self._conn.executemany(
+                        "UPDATE messages SET preview = ? WHERE id = ? AND preview IS NULL",
+                        [(text, message_id) for message_id, text in found.items()],
+                    )
+            except apsw.BusyError:
+                log.debug("previews of %d messages not stored: the cache is busy", len(found))
+        return found
 
     @db.guarded("merge the text index")
     def merge_index(self) -> None:
@@ -183,3 +225,16 @@ class CacheUpkeep:
         rewrites the whole index: not for each batch."""
         with self._conn:
             self._conn.execute("INSERT INTO message_text (message_text) VALUES ('optimize')")
+
+
+def _stored_text(
+    row: Sequence[Any], readable_text: Callable[..., MessageText]
+) -> tuple[bool, MessageText]:
+    """Whether a stored message has readable content, and its text and attachments derived
+    again (``core.entry_derivation.readable_text``) from the :data:`_STORED_TEXT_COLUMNS` of
+    its row."""
+    error, decryption, compressed, report, content = row
+    text = stored_bytes(content, int(compressed)) if isinstance(content, bytes) else None
+    name = json.loads(str(report)).get("content_name")
+    derived = readable_text(text, decryption, error, name if isinstance(name, str) else None)
+    return text is not None, derived
