@@ -39,6 +39,9 @@ def _escape(char: str) -> str:
 _UNSAFE_OR_BACKSLASH = re.compile(
     "[\\\\\x00-\x1f\x7f-\x9f\u2028\u2029" + "".join(sorted(_BIDI_CONTROLS)) + "]"
 )
+# Every character _is_unsafe names (C0 and C1 controls, DEL, U+2028, U+2029, the bidirectional
+# controls), for a search or a substitution in one pass.
+UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029" + "".join(sorted(_BIDI_CONTROLS)) + "]")
 _UNSAFE_KEEP_LINES = re.compile(
     "[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029" + "".join(sorted(_BIDI_CONTROLS)) + "]"
 )
@@ -69,4 +72,4 @@ def for_header(text: str) -> str:
     return _SPACES.sub(" ", cleaned).strip()
 
 
-__all__ = ["for_header", "for_terminal", "for_terminal_lines"]
+__all__ = ["UNSAFE", "for_header", "for_terminal", "for_terminal_lines"]

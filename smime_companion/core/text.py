@@ -428,7 +428,7 @@ def preview(body: str, limit: int = PREVIEW_CHARS) -> str:
     ``body`` (the text :func:`extract_text` gives) on one line, without the quoted lines of the
     message it answers, cut at a word before ``limit`` characters, an ellipsis marking the cut.
 
-    Control and bidirectional characters are dropped (:func:`printable.for_header`), and so are
+    Control and bidirectional characters are dropped (:data:`printable.UNSAFE`), and so are
     "words" with nothing visible in them: newsletters pad the text a list would show with
     zero-width joiners and the like so that only their chosen teaser appears. Reads ``body``
     line by line and stops at the limit: a long body costs what its first lines do.
@@ -439,7 +439,7 @@ def preview(body: str, limit: int = PREVIEW_CHARS) -> str:
         line = match.group()
         if line.lstrip().startswith(">"):
             continue
-        for word in printable.for_header(line).split():
+        for word in printable.UNSAFE.sub(" ", line).split():
             if not any(unicodedata.category(c)[0] in "LNPS" for c in word):
                 continue
             if size + len(word) > limit:
@@ -458,7 +458,7 @@ def extract_text(content: bytes, content_name: str | None = None) -> MessageText
     chunks: list[str] = []
     size = 0
     attachments: list[Attachment] = []
-    inline: list[Part] = []  # without their bytes: body_forms needs only their types
+    inline: list[Part] = []
     texts: dict[int, str] = {}
     try:
         for part in iter_parts(content, content_name):
@@ -477,13 +477,16 @@ def extract_text(content: bytes, content_name: str | None = None) -> MessageText
                 text = part_text(part)[: MAX_INDEXED_CHARS - size]
                 chunks.append(text)
                 size += len(text)
-                inline.append(replace(part, data=b""))
+                inline.append(part)
                 texts[part.number] = text
     except SmimeCompanionError:
         pass  # the top header section is unparsable: nothing to index
     # Each body once, in its plain form: a message sent as text and HTML (most are) would
     # otherwise show its first sentence twice.
-    shown = "\n".join(texts[(plain or part).number] for part, plain in body_forms(inline))
+    if len(inline) > 1:
+        shown = "\n".join(texts[(plain or part).number] for part, plain in body_forms(inline))
+    else:
+        shown = chunks[0] if chunks else ""
     return MessageText("\n".join(chunks), tuple(attachments), preview(shown))
 
 
