@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smime_companion.core.printable import for_header, for_terminal, for_terminal_lines
+from smime_companion.core.printable import UNSAFE, for_header, for_terminal, for_terminal_lines
 
 
 @pytest.mark.parametrize(
@@ -49,3 +49,13 @@ def test_a_header_value_is_one_line_without_controls(text: str) -> None:
     value = for_header(text)
     assert not any(_unsafe(c) for c in value)
     assert value == value.strip() and "  " not in value
+
+
+def test_the_unsafe_pattern_names_exactly_what_the_header_cleaner_replaces() -> None:
+    # UNSAFE is the one-pass form the list preview uses; for_header decides per character.
+    # Over the Basic Multilingual Plane and the next one they must agree.
+    for code in range(0x20000):
+        char = chr(code)
+        if char == " " or 0xD800 <= code <= 0xDFFF:
+            continue
+        assert bool(UNSAFE.fullmatch(char)) == (for_header(f"a{char}b") == "a b"), hex(code)
