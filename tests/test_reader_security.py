@@ -119,6 +119,9 @@ def test_every_response_forbids_caching_referrers_sniffing_and_framing(world: Wo
         assert headers["Cache-Control"] == "no-store", path
         assert headers["Referrer-Policy"] == "no-referrer"
         assert headers["X-Content-Type-Options"] == "nosniff"
+        # No lookup of the hosts a mail's links name (the header's case varies by route).
+        prefetch = {k.lower(): v for k, v in headers.items()}["x-dns-prefetch-control"]
+        assert prefetch == "off", path
         policy = headers["Content-Security-Policy"]
         assert "default-src 'none'" in policy
         assert "frame-ancestors 'none'" in policy or path == "/message/1/raw"

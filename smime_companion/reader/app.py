@@ -117,12 +117,16 @@ def _check_request() -> Response | None:
 
 def _protect_response(response: Response) -> Response:
     """Headers on everything: nothing is cached or sent as a referrer, types are not guessed,
-    nothing frames us (the message frames set their own policy)."""
+    no host named in a page is looked up before it is visited, nothing frames us (the message
+    frames set their own policy)."""
     headers = response.headers
     headers["Cache-Control"] = "no-store"
     headers["Pragma"] = "no-cache"
     headers["Referrer-Policy"] = "no-referrer"
     headers["X-Content-Type-Options"] = "nosniff"
+    # A browser may resolve the hosts of a page's links ahead of a click: for a link in a mail,
+    # that DNS query tells the sender's name server that (and when) the message was read.
+    headers["X-DNS-Prefetch-Control"] = "off"
     headers.setdefault("Content-Security-Policy", PAGE_POLICY)
     headers.setdefault("X-Frame-Options", "DENY")
     headers["Cross-Origin-Opener-Policy"] = "same-origin"
