@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import binascii
 import datetime as dt
 import json
 import os
@@ -254,7 +255,17 @@ def plain_shapes() -> list[bytes]:
         b"SUMMARY:Lunch\\, maybe\r\nDTSTART;TZID=Europe/Berlin:20261207T120000\r\n"
         b"LOCATION:Kantine\r\n  oben\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n--cal--\r\n"
     )
+    # A file uuencoded in a plain text body, as `uuencode | mail` sends it (two blocks, one
+    # of them empty), which core.uuencoded takes out of the text.
+    log = b"Hello world! This is a line of log text. " * 3
+    lines = b"".join(binascii.b2a_uu(log[i : i + 45]) for i in range(0, len(log), 45))
+    uuencoded = (
+        b"Content-Type: text/plain\r\n\r\nThe log:\r\nbegin 644 dir/log.txt\r\n"
+        + lines.replace(b"\n", b"\r\n")
+        + b"`\r\nend\r\nbegin 600 empty\r\n`\r\nend\r\nThanks\r\n"
+    )
     return [
+        head + uuencoded,
         head + invitation,
         head + outlook + in_base64 + b"--tn--\r\n",
         head + outlook + as_bytes + b"--tn--\r\n",

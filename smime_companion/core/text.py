@@ -5,8 +5,9 @@ never re-serialised); HTML is turned into text by :mod:`core.html_text`.
 
 Parts are numbered 1, 2, 3, ... in depth-first order over the *leaf* parts (non-multipart
 entities); ``message/rfc822`` parts are descended into, and Outlook's TNEF attachment
-(``winmail.dat``) is replaced by the body and files inside it (:mod:`core.tnef`). The numbers
-are what ``smime-companion show --part N`` takes.
+(``winmail.dat``) is replaced by the body and files inside it (:mod:`core.tnef`). Files
+uuencoded inside plain text (:mod:`core.uuencoded`) are taken out of it and numbered after
+every other part. The numbers are what ``smime-companion show --part N`` takes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from smime_companion.core import legacy_display, printable, tnef
+from smime_companion.core import legacy_display, printable, tnef, uuencoded
 from smime_companion.core.charsets import decode_mail_text
 from smime_companion.core.html_text import html_to_text
 from smime_companion.core.mime import (
@@ -131,6 +132,7 @@ def iter_parts(content: bytes, content_name: str | None = None) -> Iterator[Part
     del top
     number = 0
     shown: Part | None = None  # the last inline text part, which a TNEF body may repeat
+    found: list[uuencoded.UuencodedFile] = []  # files uuencoded inside text parts
     while stack:
         entity, depth, name, protected = stack.pop()
         if depth < MAX_DEPTH and number < MAX_PARTS:
@@ -147,8 +149,14 @@ def iter_parts(content: bytes, content_name: str | None = None) -> Iterator[Part
         for part in _unpacked(leaf, shown):
             number = part.number
             if not part.is_attachment:
+                part = _without_uuencoded(part, found)
                 shown = part
             yield part
+    # Numbered after every MIME part, so that the numbers of those stay what they were before
+    # uuencoded files were looked for (the cache keeps scan verdicts and rows by part number).
+    for file in found[: max(0, MAX_PARTS - number)]:
+        number += 1
+        yield Part(number, "application/octet-stream", file.filename, True, file.data)
 
 
 def _inner_entities(entity: Entity) -> list[Entity] | None:
@@ -245,6 +253,18 @@ def _unpacked(leaf: Part, shown: Part | None) -> Iterator[Part]:
     if empty or not content.complete:
         # Nothing was in it, or something may be missing: the file itself stays downloadable.
         yield replace(leaf, number=number)
+
+
+def _without_uuencoded(part: Part, found: list[uuencoded.UuencodedFile]) -> Part:
+    """``part`` without the files uuencoded in it, which go to ``found`` (:mod:`core.uuencoded`):
+    plain text only, and only while the message has room for more parts."""
+    if part.mime_type != "text/plain" or len(found) >= MAX_PARTS:
+        return part
+    text, files = uuencoded.split_uuencoded(part.data)
+    if not files:
+        return part
+    found.extend(files)
+    return replace(part, data=text)
 
 
 def _same_words(text: str, shown: Part | None) -> bool:
