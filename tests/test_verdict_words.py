@@ -3,6 +3,8 @@ has plain words (reader/verdict_words.py); an unknown one would be shown only by
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from smime_companion.core import verdicts
@@ -34,3 +36,25 @@ def test_a_weak_signature_is_one_badge_and_an_archive_one_still_warns() -> None:
     assert [b.text for b in weak] == ["weak signature"]
     accepted = list_badges("none", "valid", ["weak-algorithm"])
     assert [b.level for b in accepted] == ["good", "warn"]
+
+
+def test_the_signing_time_is_shown_in_the_time_zone_of_the_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TZ", "CET-1CEST,M3.5.0,M10.5.0/3")
+    time.tzset()
+    try:
+        report = {
+            "decryption": "none",
+            "signature": "valid",
+            "signers": [{"status": "valid", "address": "alice@example.org",
+                         "signing_time": "2026-12-07T01:20:45+00:00"}],
+        }  # fmt: skip
+        [line] = [v for v in verdict_words.verdict_lines(report) if "alice" in v.title]
+        assert "Signed at 7 Dec 2026, 02:20 CET (as the signer's clock said)." in line.detail
+        report["signers"][0]["signing_time"] = "not a time"
+        [line] = [v for v in verdict_words.verdict_lines(report) if "alice" in v.title]
+        assert "Signed at not a time " in line.detail  # shown as it came
+    finally:
+        monkeypatch.undo()
+        time.tzset()

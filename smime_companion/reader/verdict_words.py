@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 # How a line or badge looks: good (green), warn (amber), bad (red), info (neutral).
@@ -246,7 +247,8 @@ def verdict_lines(
         if signer.get("reason") and status != "valid":
             parts.append(f"Why: {signer['reason']}.")
         if signer.get("signing_time"):
-            parts.append(f"Signed at {signer['signing_time']} (as the signer's clock said).")
+            when = _local_time(str(signer["signing_time"]))
+            parts.append(f"Signed at {when} (as the signer's clock said).")
         if signer.get("fingerprint"):
             parts.append(f"Certificate SHA-256 {signer['fingerprint'][:32]}…")
         lines.append(VerdictLine(level, title, " ".join(parts)))
@@ -299,3 +301,13 @@ def layer_lines(report: Mapping[str, Any]) -> list[str]:
         if layer.get("error"):
             out[-1] += f": {layer['error']}"
     return out
+
+
+def _local_time(iso: str) -> str:
+    """An ISO 8601 time from a report as a person reads it, in this machine's time zone
+    ("7 Dec 2026, 01:20 CET"); as it came when it is not one."""
+    try:
+        moment = datetime.fromisoformat(iso).astimezone()
+    except ValueError:
+        return iso
+    return f"{moment.day} {moment.strftime('%b %Y, %H:%M %Z')}"
