@@ -133,8 +133,22 @@ def world(
             "spoofed",
         ),  # fmt: skip
         _outlook_rich_text(pki, now),
+        _forwarded_inline(pki, now),
     ]
     yield from make_world(tmp_path, pki, now, mail)
+
+
+def _forwarded_inline(pki: TestPki, now: dt.datetime) -> bytes:
+    """Encrypted to Bob: a message forwarded inline as mutt and KMail forward (a message/rfc822
+    part shown in place), whose Subject tries to break out of the page."""
+    entity = (
+        b'Content-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\n'
+        b"Content-Type: text/plain\r\n\r\nFYI, see below.\r\n--m\r\n"
+        b"Content-Type: message/rfc822\r\nContent-Disposition: inline\r\n\r\n"
+        b"From: Carol <carol@example.org>\r\nDate: Fri, 4 Dec 2026 09:30:00 +0000\r\n"
+        b"Subject: Minutes </dd><script>x()</script>\r\n\r\nThe minutes of Friday.\r\n--m--\r\n"
+    )
+    return message("Alice <alice@example.org>", "Fwd: Minutes", now, encrypted(pki, entity), "fwd")
 
 
 def _page(world: World, path: str) -> str:
@@ -356,3 +370,18 @@ def test_a_list_dates_mail_as_webmail_does_in_the_time_zone_of_the_machine(
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_a_message_forwarded_inline_is_shown_under_its_own_header(world: World) -> None:
+    page = _page(world, "/message/9")
+    heading = re.search(r'<dl class="embedded-heading"[^>]*>(.*?)</dl>', page, re.S)
+    assert heading is not None
+    fields = dict(re.findall(r"<dt>([^<]*)</dt><dd>([^<]*)</dd>", heading.group(1)))
+    assert fields == {
+        "From": "Carol &lt;carol@example.org&gt;",
+        "Date": "Fri, 4 Dec 2026 09:30:00 +0000",
+        "Subject": "Minutes &lt;/dd&gt;&lt;script&gt;x()&lt;/script&gt;",
+    }
+    assert page.index("FYI, see below.") < heading.start() < page.index("The minutes of Friday.")
+    reply = html.unescape(_page(world, "/compose?reply=9"))
+    assert "> From: Carol <carol@example.org>\n> Date: Fri, 4 Dec 2026" in reply

@@ -349,3 +349,53 @@ def test_a_preview_reads_only_the_start_of_a_long_body() -> None:
     # never split), and a megabyte of quoted lines one pass over them.
     assert preview("word " * 200_000).startswith("word word")
     assert preview("> quoted line\n" * 70_000 + "mine") == "mine"
+
+
+DIGEST = (
+    b'Subject: list digest\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="o"'
+    b"\r\n\r\n--o\r\nContent-Type: text/plain\r\n\r\nToday's topics: 1. Lunch 2. Budget\r\n"
+    b'--o\r\nContent-Type: multipart/digest; boundary="d"\r\n\r\n'
+    # A digest's part without a Content-Type is a message (RFC 2046 section 5.1.5) ...
+    b"--d\r\n\r\nFrom: Alice <alice@example.org>\r\nDate: Mon, 7 Dec 2026 10:00:00 +0100\r\n"
+    b"Subject: Lunch\r\n\r\nNoodles at noon?\r\n"
+    # ... and one that says so is one too, whatever it holds.
+    b"--d\r\nContent-Type: message/rfc822\r\n\r\nFrom: =?utf-8?q?J=C3=B6rg?= <j@example.org>\r\n"
+    b'Subject: Budget\r\nContent-Type: multipart/alternative; boundary="a"\r\n\r\n'
+    b"--a\r\nContent-Type: text/plain\r\n\r\nSee figures.\r\n"
+    b"--a\r\nContent-Type: text/html\r\n\r\n<p>See figures.</p>\r\n--a--\r\n--d--\r\n--o--\r\n"
+)
+
+
+def test_each_message_of_a_digest_is_headed_by_its_own_fields() -> None:
+    parts = list(iter_parts(DIGEST))
+    assert [(p.number, p.mime_type, p.heading) for p in parts] == [
+        (1, "text/plain", ()),
+        (2, "text/plain", (("From", "Alice <alice@example.org>"),
+                           ("Date", "Mon, 7 Dec 2026 10:00:00 +0100"), ("Subject", "Lunch"))),
+        (3, "text/plain", (("From", "Jörg <j@example.org>"), ("Subject", "Budget"))),
+        (4, "text/html", ()),  # the other form of the same body: headed once
+    ]  # fmt: skip
+    assert parts[1].data == b"Noodles at noon?"  # the message's text, not its header
+    body = extract_text(DIGEST).body
+    assert "From: Alice <alice@example.org>\nDate: Mon, 7 Dec 2026" in body
+    assert "From: Jörg <j@example.org>\nSubject: Budget\n\nSee figures." in body
+
+
+def test_only_a_message_inside_the_content_is_headed() -> None:
+    # Content that is itself a message/rfc822 (a wrapped message, as some clients sign or
+    # encrypt) shows its fields as the message's own: no heading of its own.
+    wrapped = b"Content-Type: message/rfc822\r\n\r\nFrom: a@example.org\r\nSubject: s\r\n\r\nHi\r\n"
+    assert [p.heading for p in iter_parts(wrapped)] == [()]
+    # A message forwarded inline, as mutt and KMail attach it, is headed; one forwarded as an
+    # attachment is an attachment (the reader opens it with its own verdict).
+    forward = (
+        b'Content-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\nContent-Type: text/plain\r\n'
+        b"\r\nFYI\r\n--m\r\nContent-Type: message/rfc822\r\nContent-Disposition: inline\r\n\r\n"
+        b"From: b@example.org\r\nSubject: Old\r\n\r\nThe old words.\r\n--m--\r\n"
+    )
+    assert [p.heading for p in iter_parts(forward)] == [
+        (),
+        (("From", "b@example.org"), ("Subject", "Old")),
+    ]
+    attached = forward.replace(b"Disposition: inline", b"Disposition: attachment")
+    assert [(p.mime_type, p.heading) for p in iter_parts(attached)][1] == ("message/rfc822", ())

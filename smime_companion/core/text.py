@@ -55,6 +55,11 @@ class Attachment:
     sha256: str
 
 
+# Header fields as (name, decoded value) pairs, in the order HEADING_FIELDS names them.
+Heading = tuple[tuple[str, str], ...]
+HEADING_FIELDS = ("From", "To", "Cc", "Date", "Subject")
+
+
 @dataclass(frozen=True)
 class Part:
     """One leaf part: number, type, name, whether it is an attachment, its decoded bytes and
@@ -71,6 +76,10 @@ class Part:
     # Its text starts with RFC 9788's legacy display of the protected Subject, which the reader
     # hides (the headers shown are the protected ones): see core.legacy_display.
     legacy_display: bool = False
+    # The first part of a message embedded inline (a digest's messages; a message forwarded
+    # inline by mutt or KMail): that message's From, To, Cc, Date and Subject, decoded, shown
+    # above the part as a mail client does (heading_text). Empty for every other part.
+    heading: Heading = ()
 
 
 @dataclass(frozen=True)
@@ -128,23 +137,33 @@ def iter_parts(content: bytes, content_name: str | None = None) -> Iterator[Part
     # are cut out of it, so a hostile nest of multiparts or attached messages (each one a copy
     # of nearly all of its parent) holds about two copies of the content at a time, not one per
     # level of depth. ``protected``: the entity is inside content that carries protected headers.
-    stack: list[tuple[Entity, int, str | None, bool]] = [(top, 0, name, protected)]
+    # ``heading``: the header fields the leaf first found under the entity shows above it.
+    stack: list[tuple[Entity, int, str | None, bool, Heading]] = [(top, 0, name, protected, ())]
     del top
     number = 0
     shown: Part | None = None  # the last inline text part, which a TNEF body may repeat
     found: list[uuencoded.UuencodedFile] = []  # files uuencoded inside text parts
     while stack:
-        entity, depth, name, protected = stack.pop()
+        entity, depth, name, protected, heading = stack.pop()
         if depth < MAX_DEPTH and number < MAX_PARTS:
             inner = _inner_entities(entity)
             if depth == 0 and inner:
                 inner = _without_legacy_display_part(entity, inner)
             if inner is not None:
+                multipart = entity.content_type.mime_type.startswith("multipart/")
                 # A multipart's children keep the protection; an attached message is its own.
-                keeps = protected and entity.content_type.mime_type.startswith("multipart/")
-                stack.extend((sub, depth + 1, None, keeps) for sub in reversed(inner))
+                keeps = protected and multipart
+                # A multipart's first part inherits its heading; a message embedded inline (in
+                # a digest, or forwarded so by mutt and KMail) is headed by its own fields, but
+                # not the content itself when it is one (its fields are the message's own).
+                headings = [heading] if multipart or depth == 0 else [_heading(inner[0])]
+                headings += [()] * (len(inner) - 1)
+                stack.extend(
+                    (sub, depth + 1, None, keeps, first)
+                    for sub, first in reversed(list(zip(inner, headings, strict=False)))
+                )
                 continue
-        leaf = _leaf(entity, number + 1, name, protected)
+        leaf = _leaf(entity, number + 1, name, protected, heading)
         del entity
         for part in _unpacked(leaf, shown):
             number = part.number
@@ -169,11 +188,16 @@ def _inner_entities(entity: Entity) -> list[Entity] | None:
         except MalformedInput:
             return None
         parsed = []
+        digest = ctype.mime_type == "multipart/digest"
         for child in children:
             try:
-                parsed.append(parse_entity(child, MAX_HEADER_BYTES, as_content=True))
+                sub = parse_entity(child, MAX_HEADER_BYTES, as_content=True)
+                if digest and sub.get("Content-Type") is None:
+                    # A digest's parts are messages unless they say otherwise (RFC 2046 5.1.5).
+                    sub = parse_entity(_DIGEST_DEFAULT + child, MAX_HEADER_BYTES)
             except MalformedInput:
                 continue  # a part whose header is over the limit is left out
+            parsed.append(sub)
         return _without_redundant_forms(ctype.mime_type, parsed)
     if ctype.mime_type in MESSAGE_TYPES and not _disposition_is_attachment(entity):
         try:
@@ -182,6 +206,8 @@ def _inner_entities(entity: Entity) -> list[Entity] | None:
             return None
     return None
 
+
+_DIGEST_DEFAULT = b"Content-Type: message/rfc822\r\n"
 
 # Text parts shown as the message's text (the rest are attachments).
 _INLINE_TEXT_TYPES = ("text/plain", "text/html", "text/enriched", "text/richtext")
@@ -222,6 +248,24 @@ def _without_legacy_display_part(top: Entity, children: list[Entity]) -> list[En
     except MalformedInput:
         return children
     return children[1:] if legacy_display.is_element_only(text) else children
+
+
+def _heading(message: Entity) -> Heading:
+    """The fields of an embedded ``message`` a reader shows above its text."""
+    found = []
+    for name in HEADING_FIELDS:
+        value = printable.for_header(decode_header_text(message.get(name)))
+        if value:
+            found.append((name, value))
+    return tuple(found)
+
+
+def heading_text(part: Part) -> str:
+    """The heading of ``part`` as lines of text ending in a blank line ("From: ..."), or "":
+    what a reply quotes and the index holds above that part's text."""
+    if not part.heading:
+        return ""
+    return "".join(f"{name}: {value}\n" for name, value in part.heading) + "\n"
 
 
 def _unpacked(leaf: Part, shown: Part | None) -> Iterator[Part]:
@@ -275,7 +319,9 @@ def _marked_v1(entity: Entity) -> bool:
     return (entity.content_type.param("protected-headers") or "").lower() == "v1"
 
 
-def _leaf(entity: Entity, number: int, name: str | None, protected: bool) -> Part:
+def _leaf(
+    entity: Entity, number: int, name: str | None, protected: bool, heading: Heading = ()
+) -> Part:
     ctype = entity.content_type
     try:
         data = entity.decoded_body()
@@ -294,7 +340,7 @@ def _leaf(entity: Entity, number: int, name: str | None, protected: bool) -> Par
     legacy = protected and not is_attachment and ctype.param(legacy_display.PARAMETER) == "1"
     return Part(
         number, ctype.mime_type, filename, is_attachment, data, ctype.param("charset"),
-        content_id, flowed, legacy,
+        content_id, flowed, legacy, heading,
     )  # fmt: skip
 
 
@@ -494,7 +540,7 @@ def extract_text(content: bytes, content_name: str | None = None) -> MessageText
                 )
                 continue
             if size < MAX_INDEXED_CHARS:
-                text = part_text(part)[: MAX_INDEXED_CHARS - size]
+                text = (heading_text(part) + part_text(part))[: MAX_INDEXED_CHARS - size]
                 chunks.append(text)
                 size += len(text)
                 inline.append(part)
@@ -525,13 +571,17 @@ __all__ = [
     "Attachment",
     "MessageText",
     "Part",
+    "HEADING_FIELDS",
+    "Heading",
     "body_forms",
     "decode_header_text",
     "decoded_text",
     "extract_text",
     "get_part",
     "header_date",
+    "heading_text",
     "iter_parts",
     "part_text",
+    "preview",
     "summary_headers",
 ]

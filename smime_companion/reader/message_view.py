@@ -69,6 +69,9 @@ class Body:
     # The height of an HTML body's frame, "short", "medium" or "tall" (see _frame_height): the
     # frame is sandboxed without scripts, so the page cannot measure what it holds.
     height: str = "tall"
+    # The header fields of the message it begins, when that message is embedded inline (a
+    # digest's, a forward's): shown above it (core.text.Part.heading).
+    heading: mime_text.Heading = ()
 
 
 @dataclass
@@ -340,12 +343,14 @@ def _bodies_of(parts: list[mime_text.Part], trusted: bool) -> list[Body]:
     two forms is its plain text, an HTML-only one the HTML's text."""
     bodies: list[Body] = []
     for part, plain in mime_text.body_forms(parts):
+        heading = (plain or part).heading  # on the first of the two forms
         if part.mime_type == "text/html" and trusted:
             number = plain.number if plain else None
-            bodies.append(Body(part.number, "html", "", number, _frame_height(part)))
+            bodies.append(Body(part.number, "html", "", number, _frame_height(part), heading))
         else:
             shown = plain or part
-            bodies.append(Body(shown.number, "text", mime_text.part_text(shown)[:MAX_SHOWN_TEXT]))
+            text = mime_text.part_text(shown)[:MAX_SHOWN_TEXT]
+            bodies.append(Body(shown.number, "text", text, heading=heading))
     return bodies
 
 
@@ -400,7 +405,10 @@ def quoted_text(cache: Cache, message_id: int) -> str:
     if content is None:
         return ""
     forms = mime_text.body_forms(_parts(content))
-    return "\n".join(mime_text.part_text(plain or part) for part, plain in forms)
+    return "\n".join(
+        mime_text.heading_text(plain or part) + mime_text.part_text(plain or part)
+        for part, plain in forms
+    )
 
 
 def attachment_parts(cache: Cache, message_id: int) -> Sequence[mime_text.Part]:
