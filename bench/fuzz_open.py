@@ -264,7 +264,15 @@ def plain_shapes() -> list[bytes]:
         + lines.replace(b"\n", b"\r\n")
         + b"`\r\nend\r\nbegin 600 empty\r\n`\r\nend\r\nThanks\r\n"
     )
+    # A list digest: parts without a Content-Type are messages, each headed by its fields.
+    digest = (
+        b'Content-Type: multipart/digest; boundary="dg"\r\n\r\n--dg\r\n\r\n'
+        b"From: =?utf-8?q?J=C3=B6rg?= <j@x>\r\nSubject: One\r\n\r\nFirst.\r\n--dg\r\n"
+        b"Content-Type: message/rfc822\r\n\r\nSubject: Two\r\nContent-Type: multipart/mixed; "
+        b'boundary="in"\r\n\r\n--in\r\n\r\nSecond.\r\n--in--\r\n--dg--\r\n'
+    )
     return [
+        head + digest,
         head + uuencoded,
         head + invitation,
         head + outlook + in_base64 + b"--tn--\r\n",
