@@ -92,6 +92,7 @@ def test_search_json_lists_the_pinned_fields_newest_first(setup) -> None:
         assert key in sealed
     assert sealed["encrypted"] is True and sealed["signature"] == "valid"
     assert sealed["signer"] == "alice@example.org" and sealed["folder"] == "INBOX"
+    assert sealed["preview"] == "The aardvark figures."  # decrypted, for a script's list
 
 
 def test_search_prints_one_line_per_hit_and_honours_limit(setup) -> None:
@@ -151,6 +152,26 @@ def test_show_gives_verdict_raw_headers_text_and_parts(setup, tmp_path: Path) ->
     assert proc.returncode == 2 and proc.stderr.decode().endswith(
         "no message with id 424242 in the cache\n"
     )
+
+
+def test_show_text_prints_a_body_sent_as_text_and_html_once(
+    pki: TestPki, tmp_path: Path, now: dt.datetime
+) -> None:
+    config = _config(tmp_path, pki)
+    # As Gmail, Outlook and Apple Mail send it: the text, then the same as HTML.
+    raw = (
+        b"From: alice@example.org\r\nTo: bob@example.org\r\nSubject: Noon\r\n"
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="alt"\r\n\r\n'
+        b"--alt\r\nContent-Type: text/plain\r\n\r\nSee you at noon.\r\n--alt\r\n"
+        b"Content-Type: text/html\r\n\r\n<p>See you <b>at noon</b>.</p>\r\n--alt--\r\n"
+    )
+    with Cache.open(tmp_path / "data", KEY) as cache:
+        message_id = store(cache, raw, opener(pki), now, uid=1)
+    proc = cli(config, "show", "--text", message_id)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode() == "See you at noon.\n"
+    shown = json.loads(cli(config, "show", "--json", message_id).stdout)
+    assert shown["text"] == "See you at noon." and shown["preview"] == "See you at noon."
 
 
 def test_export_to_mbox_opens_back_with_the_mailbox_module(setup, tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from smime_companion.cli.flags import (
 from smime_companion.cli.unlock import forget_all, unlocked
 from smime_companion.config import Config
 from smime_companion.core.printable import for_terminal, for_terminal_lines
-from smime_companion.errors import UsageError
+from smime_companion.errors import MalformedInput, UsageError
 from smime_companion.store import Cache, MessageSummary, db
 
 if TYPE_CHECKING:
@@ -206,6 +206,17 @@ def _mime_text() -> ModuleType:
     return text
 
 
+def _shown_text(content: bytes) -> str:
+    """The message's text as a person reads it: each body once (a text and HTML pair, as most
+    mail is sent, printed as its text), under its heading when it is a message inside."""
+    text = _mime_text()
+    try:
+        parts = list(text.iter_parts(content))
+    except MalformedInput:
+        return ""  # the top header section is over the limit: nothing was read
+    return str(text.shown_text(parts))
+
+
 def _header_text(value: str) -> str:
     """``value`` with RFC 2047 encoded words decoded (core.text.decode_header_text); a value
     without one (most) is returned as it is without loading core.text."""
@@ -253,7 +264,7 @@ def run_show(args: argparse.Namespace) -> int:
         attachments = cache.attachments(args.id)
         report = cache.report(args.id)
     head, _, _ = exported.partition(b"\n\n")
-    body = _mime_text().extract_text(content).body if content is not None else ""
+    body = _shown_text(content) if content is not None else ""
     if args.json:
         out: dict[str, Any] = summary.to_json()
         out["report"] = report

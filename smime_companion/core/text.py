@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -540,20 +540,31 @@ def extract_text(content: bytes, content_name: str | None = None) -> MessageText
                 )
                 continue
             if size < MAX_INDEXED_CHARS:
-                text = (heading_text(part) + part_text(part))[: MAX_INDEXED_CHARS - size]
+                text = _headed_text(part)[: MAX_INDEXED_CHARS - size]
                 chunks.append(text)
                 size += len(text)
                 inline.append(part)
                 texts[part.number] = text
     except SmimeCompanionError:
         pass  # the top header section is unparsable: nothing to index
-    # Each body once, in its plain form: a message sent as text and HTML (most are) would
+    # The preview is of the text as read: a message sent as text and HTML (most are) would
     # otherwise show its first sentence twice.
-    if len(inline) > 1:
-        shown = "\n".join(texts[(plain or part).number] for part, plain in body_forms(inline))
-    else:
-        shown = chunks[0] if chunks else ""
+    shown = shown_text(inline, lambda part: texts[part.number])
     return MessageText("\n".join(chunks), tuple(attachments), preview(shown))
+
+
+def shown_text(parts: list[Part], text_of: Callable[[Part], str] | None = None) -> str:
+    """The text a person reads of a message whose parts are ``parts``: each body once
+    (:func:`body_forms`), in its plain form, under its heading. What ``show --text`` prints, a
+    reply quotes and the list's preview starts from. ``text_of`` gives a part's text with its
+    heading when the caller has it already."""
+    if text_of is None:
+        text_of = _headed_text
+    return "\n".join(text_of(plain or part) for part, plain in body_forms(parts))
+
+
+def _headed_text(part: Part) -> str:
+    return heading_text(part) + part_text(part)
 
 
 def get_part(content: bytes, number: int) -> Part | None:
@@ -583,5 +594,6 @@ __all__ = [
     "iter_parts",
     "part_text",
     "preview",
+    "shown_text",
     "summary_headers",
 ]

@@ -404,11 +404,7 @@ def quoted_text(cache: Cache, message_id: int) -> str:
     content = cache.content(message_id)
     if content is None:
         return ""
-    forms = mime_text.body_forms(_parts(content))
-    return "\n".join(
-        mime_text.heading_text(plain or part) + mime_text.part_text(plain or part)
-        for part, plain in forms
-    )
+    return mime_text.shown_text(_parts(content))
 
 
 def attachment_parts(cache: Cache, message_id: int) -> Sequence[mime_text.Part]:
