@@ -134,6 +134,9 @@ def world(
         ),  # fmt: skip
         _outlook_rich_text(pki, now),
         _forwarded_inline(pki, now),
+        # Sent by the user (Bob, the reader's identity), as the Sent folder holds it.
+        b"From: Bob <bob@example.org>\r\nTo: Carol <carol@example.org>, dave@example.org\r\n"
+        b"Subject: Sent by me\r\nDate: Fri, 4 Dec 2026 08:00:00 +0000\r\n\r\nHi Carol\r\n",
     ]
     yield from make_world(tmp_path, pki, now, mail)
 
@@ -385,3 +388,13 @@ def test_a_message_forwarded_inline_is_shown_under_its_own_header(world: World) 
     assert page.index("FYI, see below.") < heading.start() < page.index("The minutes of Friday.")
     reply = html.unescape(_page(world, "/compose?reply=9"))
     assert "> From: Carol <carol@example.org>\n> Date: Fri, 4 Dec 2026" in reply
+
+
+def test_a_message_the_user_sent_is_listed_by_whom_it_went_to(world: World) -> None:
+    listing = _page(world, "/mail")
+    cell = (
+        r'<td class="from">(?:<span[^>]*>[^<]*</span>)?([^<]*)</td>\s*<td class="subject"><a[^>]*>'
+    )
+    rows = dict((subject, who) for who, subject in re.findall(cell + r"([^<]*)<", listing))
+    assert rows["Sent by me"] == "To: Carol"  # the first recipient, by name
+    assert rows["Fwd: Minutes"] == "Alice"  # mail from others: its sender, as before

@@ -17,6 +17,7 @@ from typing import Any
 
 from cryptography import x509
 
+from smime_companion.core.certs import email_addresses
 from smime_companion.core.model import Identity, OpenResult
 from smime_companion.outbox.plan import CertificateLookup
 from smime_companion.store.cache import Cache, MessageSummary
@@ -108,3 +109,7 @@ class ReaderContext:
     idle: timedelta = timedelta(minutes=30)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     open_attached: Callable[[bytes, datetime], OpenResult] | None = None
+
+    def own_addresses(self) -> list[str]:
+        """The addresses of the user's identities (lower case, as certificates give them)."""
+        return [a for i in self.identities() for a in email_addresses(i.certificate)]

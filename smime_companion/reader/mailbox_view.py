@@ -9,11 +9,13 @@ the reader and the command find the same messages. A folder is listed as the que
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from email.utils import formataddr
 
 from smime_companion.core import text as mime_text
-from smime_companion.core.mime import address_pairs, shown_mailbox
+from smime_companion.core.mime import address_pairs, addresses, holds_address, shown_mailbox
 from smime_companion.errors import MalformedInput
 from smime_companion.reader.verdict_words import Badge, list_badges
 from smime_companion.store.cache import Cache, FolderCount, MessageSummary
@@ -55,10 +57,16 @@ def folder_query(account: str, folder: str) -> str:
 
 
 def list_page(
-    cache: Cache, query: str, page: int, now: datetime, page_size: int = PAGE_SIZE
+    cache: Cache,
+    query: str,
+    page: int,
+    now: datetime,
+    page_size: int = PAGE_SIZE,
+    own: Sequence[str] = (),
 ) -> ListPage:
-    """Page ``page`` (from 1) of the messages ``query`` matches, newest first. Raises
-    :class:`UsageError` for a malformed query (one line naming the column)."""
+    """Page ``page`` (from 1) of the messages ``query`` matches, newest first. A message from
+    one of the ``own`` addresses (the user's) names whom it went to instead, as webmail lists
+    sent mail. Raises :class:`UsageError` for a malformed query (one line naming the column)."""
     page = max(1, page)
     hits = cache.search(query, now=now, limit=page_size + 1, offset=(page - 1) * page_size)
     shown = hits[:page_size]
@@ -68,7 +76,7 @@ def list_page(
     rows = [
         Row(
             summary=hit,
-            sender=_display_sender(hit.sender),
+            sender=_shown_correspondent(hit, own),
             preview=hit.preview if hit.preview is not None else derived.get(hit.id, ""),
             date=shown_date(hit.date, now),
             date_title=hit.date.astimezone().strftime("%Y-%m-%d %H:%M %Z"),
@@ -89,6 +97,29 @@ def shown_date(moment: datetime, now: datetime) -> str:
     if local.year == today.year:
         return f"{local.day} {local.strftime('%b')}"
     return local.strftime("%Y-%m-%d")
+
+
+def _shown_correspondent(hit: MessageSummary, own: Sequence[str]) -> str:
+    """Who a row names: the sender, or "To: " and the first recipient of a message the user
+    sent (the Sent folder would otherwise list the user on every row)."""
+    sender = _address_of(hit.sender) if own else ""
+    if sender and holds_address(own, sender):
+        try:
+            first = next(iter(address_pairs(mime_text.decode_header_text(hit.to))), None)
+        except MalformedInput:
+            first = None
+        if first is not None:
+            return "To: " + _display_sender(formataddr(first))
+    return _display_sender(hit.sender)
+
+
+def _address_of(value: str) -> str:
+    """The one address of a From field, or "" (none, several, unreadable)."""
+    try:
+        found = addresses(value)
+    except MalformedInput:
+        return ""
+    return found[0] if len(found) == 1 else ""
 
 
 def _display_sender(value: str) -> str:

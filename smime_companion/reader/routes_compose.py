@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from flask import Flask, Response, abort, jsonify, redirect, render_template, request, url_for
 
-from smime_companion.core.certs import email_addresses
 from smime_companion.core.mime import addresses
 from smime_companion.errors import MalformedInput, UsageError
 from smime_companion.outbox.journal_drafts import QUEUED
@@ -22,10 +21,6 @@ def register(app: Flask) -> None:
     app.add_url_rule("/draft/<int:draft_id>/retry", "retry_draft", retry_draft, methods=["POST"])
     app.add_url_rule("/draft/<int:draft_id>/delete", "delete_draft", delete_draft, methods=["POST"])
     app.add_url_rule("/api/recipients", "api_recipients", api_recipients)
-
-
-def _own_addresses() -> list[str]:
-    return [a for i in reader().context.identities() for a in email_addresses(i.certificate)]
 
 
 def _senders() -> list[compose.Sender]:
@@ -67,7 +62,11 @@ def compose_page() -> Response | str:
                 answered = request.args.get(mode, type=int)
                 if answered is not None:
                     fields = compose.answer_fields(
-                        state.stores.cache(), answered, mode, default, _own_addresses()
+                        state.stores.cache(),
+                        answered,
+                        mode,
+                        default,
+                        reader().context.own_addresses(),
                     )
                     break
             if fields is None:
@@ -217,7 +216,7 @@ def api_recipients() -> Response:
     store = state.stores.certs()
     lookup = state.context.lookup(store)
     now = state.context.clock()
-    own = _own_addresses()
+    own = reader().context.own_addresses()
     statuses = [
         compose.recipient_status(a, lookup, now, state.context.missing_cert, own)
         for a in found[:100]

@@ -126,7 +126,11 @@ def mailbox() -> str:
     error = None
     try:
         listing = mailbox_view.list_page(
-            state.stores.cache(), effective, page, state.context.clock()
+            state.stores.cache(),
+            effective,
+            page,
+            state.context.clock(),
+            own=state.context.own_addresses(),
         )
     except UsageError as exc:
         error = str(exc)
