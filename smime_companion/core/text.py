@@ -491,8 +491,9 @@ _LINES = re.compile(r"[^\n]+")
 
 def preview(body: str, limit: int = PREVIEW_CHARS) -> str:
     """The first words of a message's own text, for its row in a list (as webmail shows them):
-    ``body`` (the text :func:`extract_text` gives) on one line, without the quoted lines of the
-    message it answers, cut at a word before ``limit`` characters, an ellipsis marking the cut.
+    ``body`` (the text as read, :func:`shown_text`) on one line, without the quoted lines of
+    the message it answers, cut at a word before ``limit`` characters, an ellipsis marking the
+    cut.
 
     Control and bidirectional characters are dropped (:data:`printable.UNSAFE`), and so are
     "words" with nothing visible in them: newsletters pad the text a list would show with

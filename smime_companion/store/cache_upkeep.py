@@ -1,12 +1,12 @@
 """The upkeep of the message cache: finishing the upgrade of a cache written by an earlier
 version (its raw messages compressed, migration 4; its text index rebuilt, migration 6; the
 messages holding a winmail.dat, enriched text or an appledouble file derived again, migration
-7), and
-merging the text index after bulk work. :class:`CacheUpkeep` is that part of
-:class:`~smime_companion.store.cache.Cache`.
+7; the list previews, migration 8), and merging the text index after bulk work.
+:class:`CacheUpkeep` is that part of :class:`~smime_companion.store.cache.Cache`.
 
-Both upgrades run at open in small transactions and remember what is left in the database, so
-an interruption loses nothing and the next open goes on from where it stopped.
+The first upgrades run at open in small transactions and remember what is left in the
+database, so an interruption loses nothing and the next open goes on from where it stopped;
+previews are derived for the messages a list shows, when it shows them.
 """
 
 from __future__ import annotations
