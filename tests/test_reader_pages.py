@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from smime_companion.cli import main
-from smime_companion.reader.mailbox_view import shown_date
+from smime_companion.reader.dates import in_list, shown_header_date
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki
 from tests.reader_world import World, encrypted, make_world, message, signed, text_entity
 from tests.tools import mime_message, openssl_cms
@@ -366,10 +366,13 @@ def test_a_list_dates_mail_as_webmail_does_in_the_time_zone_of_the_machine(
         def at(*when: int) -> dt.datetime:
             return dt.datetime(*when, tzinfo=dt.UTC)
 
-        assert shown_date(at(2026, 12, 6, 23, 15), now) == "00:15"  # today there, not in UTC
-        assert shown_date(at(2026, 12, 6, 22, 15), now) == "6 Dec"
-        assert shown_date(at(2025, 12, 31, 23, 30), now) == "1 Jan"  # this year there
-        assert shown_date(at(2025, 6, 1, 12, 0), now) == "2025-06-01"
+        assert in_list(at(2026, 12, 6, 23, 15), now) == "00:15"  # today there, not in UTC
+        assert in_list(at(2026, 12, 6, 22, 15), now) == "6 Dec"
+        assert in_list(at(2025, 12, 31, 23, 30), now) == "1 Jan"  # this year there
+        assert in_list(at(2025, 6, 1, 12, 0), now) == "2025-06-01"
+        # A message's Date field in full, in the same zone; as it came when it is no date.
+        assert shown_header_date("Mon, 07 Dec 2026 01:20:45 +0000") == "7 Dec 2026, 02:20 CET"
+        assert shown_header_date("yesterday-ish") == "yesterday-ish"
     finally:
         monkeypatch.undo()
         time.tzset()
@@ -379,10 +382,10 @@ def test_a_message_forwarded_inline_is_shown_under_its_own_header(world: World) 
     page = _page(world, "/message/9")
     heading = re.search(r'<dl class="embedded-heading"[^>]*>(.*?)</dl>', page, re.S)
     assert heading is not None
-    fields = dict(re.findall(r"<dt>([^<]*)</dt><dd>([^<]*)</dd>", heading.group(1)))
+    fields = dict(re.findall(r"<dt>([^<]*)</dt><dd>(?:<time[^>]*>)?([^<]*)<", heading.group(1)))
     assert fields == {
         "From": "Carol &lt;carol@example.org&gt;",
-        "Date": "Fri, 4 Dec 2026 09:30:00 +0000",
+        "Date": shown_header_date("Fri, 4 Dec 2026 09:30:00 +0000"),
         "Subject": "Minutes &lt;/dd&gt;&lt;script&gt;x()&lt;/script&gt;",
     }
     assert page.index("FYI, see below.") < heading.start() < page.index("The minutes of Friday.")

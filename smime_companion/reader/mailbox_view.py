@@ -17,6 +17,7 @@ from email.utils import formataddr
 from smime_companion.core import text as mime_text
 from smime_companion.core.mime import address_pairs, addresses, holds_address, shown_mailbox
 from smime_companion.errors import MalformedInput
+from smime_companion.reader import dates
 from smime_companion.reader.verdict_words import Badge, list_badges
 from smime_companion.store.cache import Cache, FolderCount, MessageSummary
 
@@ -30,7 +31,7 @@ class Row:
     summary: MessageSummary
     sender: str
     preview: str
-    date: str  # as a list shows it (shown_date); the full date and time in date_title
+    date: str  # as a list shows it (dates.in_list); the full date and time in date_title
     date_title: str
     unread: bool
     badges: list[Badge]
@@ -78,25 +79,14 @@ def list_page(
             summary=hit,
             sender=_shown_correspondent(hit, own),
             preview=hit.preview if hit.preview is not None else derived.get(hit.id, ""),
-            date=shown_date(hit.date, now),
-            date_title=hit.date.astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+            date=dates.in_list(hit.date, now),
+            date_title=dates.in_full(hit.date),
             unread=hit.id in unread,
             badges=list_badges(hit.decryption, hit.signature, warnings.get(hit.id, [])),
         )
         for hit in shown
     ]
     return ListPage(rows, page, len(hits) > page_size)
-
-
-def shown_date(moment: datetime, now: datetime) -> str:
-    """A row's date as webmail shows it, in this machine's time zone (the reader's user sits
-    at it): the time for today's mail, day and month for this year's, the whole date before."""
-    local, today = moment.astimezone(), now.astimezone()
-    if local.date() == today.date():
-        return local.strftime("%H:%M")
-    if local.year == today.year:
-        return f"{local.day} {local.strftime('%b')}"
-    return local.strftime("%Y-%m-%d")
 
 
 def _shown_correspondent(hit: MessageSummary, own: Sequence[str]) -> str:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
+
+from smime_companion.reader import dates
 
 # How a line or badge looks: good (green), warn (amber), bad (red), info (neutral).
 GOOD, WARN, BAD, INFO = "good", "warn", "bad", "info"
@@ -247,7 +248,7 @@ def verdict_lines(
         if signer.get("reason") and status != "valid":
             parts.append(f"Why: {signer['reason']}.")
         if signer.get("signing_time"):
-            when = _local_time(str(signer["signing_time"]))
+            when = dates.shown_iso_time(str(signer["signing_time"]))
             parts.append(f"Signed at {when} (as the signer's clock said).")
         if signer.get("fingerprint"):
             parts.append(f"Certificate SHA-256 {signer['fingerprint'][:32]}…")
@@ -301,13 +302,3 @@ def layer_lines(report: Mapping[str, Any]) -> list[str]:
         if layer.get("error"):
             out[-1] += f": {layer['error']}"
     return out
-
-
-def _local_time(iso: str) -> str:
-    """An ISO 8601 time from a report as a person reads it, in this machine's time zone
-    ("7 Dec 2026, 01:20 CET"); as it came when it is not one."""
-    try:
-        moment = datetime.fromisoformat(iso).astimezone()
-    except ValueError:
-        return iso
-    return f"{moment.day} {moment.strftime('%b %Y, %H:%M %Z')}"
