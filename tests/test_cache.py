@@ -410,3 +410,33 @@ def test_a_cache_from_before_previews_derives_them_for_the_messages_a_list_shows
         assert cache.summary(first).preview == "Otter news."  # stored
         assert cache.summary(second).preview is None  # not shown yet: not derived yet
         assert cache.fill_previews([first, second]) == {second: "Heron news."}
+
+
+def test_a_cache_from_before_lists_a_signed_message_forwarded_inline_as_one_attachment(
+    tmp_path: Path, pki: TestPki, now: dt.datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from smime_companion.core import text as core_text
+
+    inner = mail(pki, kind="signed", subject="The original", body="Old words.\r\n")
+    raw = mail(pki, subject="Fwd", body="FYI\r\n", extra_parts=(
+        "--b0\r\nContent-Type: message/rfc822\r\nContent-Disposition: inline\r\n\r\n"
+        + inner.decode() + "\r\n"
+    ))  # fmt: skip
+    directory = tmp_path / "data"
+    with monkeypatch.context() as old:  # as an earlier version read it: shown in place
+        old.setattr(core_text, "layer_kind", lambda entity, inside_layer: None)
+        with Cache.open(directory, KEY) as cache:
+            message_id = store(cache, raw, opener(pki), now, uid=1)
+            before = [(a.mime_type, a.filename) for a in cache.attachments(message_id)]
+            assert ("application/pkcs7-signature", "smime.p7s") in before
+            cache.record_scan(message_id, "clean", {2: "clean"})
+    conn = db._open(directory / db.DB_FILENAME, KEY, None)  # as it is, without migrating
+    with conn:
+        conn.execute("PRAGMA user_version = 8")
+    conn.close()
+
+    with Cache.open(directory, KEY) as cache:  # migration 9 derives it again
+        assert [(a.part, a.mime_type) for a in cache.attachments(message_id)] == [
+            (2, "message/rfc822")
+        ]
+        assert cache.messages_to_scan(10) == [message_id]  # its parts changed: scanned again

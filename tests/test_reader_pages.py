@@ -58,9 +58,9 @@ def _signed_document(pki: TestPki, now: dt.datetime) -> bytes:
     return message("Alice <alice@example.org>", "The contract", now, body, "contract")
 
 
-def _forwarded(pki: TestPki, now: dt.datetime, altered: bool) -> bytes:
+def _forwarded(pki: TestPki, now: dt.datetime, altered: bool, inline: bool = False) -> bytes:
     """Carol forwards, as an attachment, a message Alice signed (its text changed on the way
-    when ``altered``)."""
+    when ``altered``); ``inline``: as mutt and KMail forward, the message shown in place."""
     words = signed(pki, "alice", text_entity("The forwarded words."))
     original = message("Alice <alice@example.org>", "The original", now, words, "original")
     if altered:
@@ -69,10 +69,12 @@ def _forwarded(pki: TestPki, now: dt.datetime, altered: bool) -> bytes:
         b"Content-Type: multipart/mixed; boundary=F\r\n\r\n--F\r\n"
         + text_entity("See the attached message.")
         + b"--F\r\nContent-Type: message/rfc822\r\n"
-        + b'Content-Disposition: attachment; filename="original.eml"\r\n\r\n'
+        + (b"Content-Disposition: inline\r\n\r\n" if inline else
+           b'Content-Disposition: attachment; filename="original.eml"\r\n\r\n')
         + original + b"\r\n--F--\r\n"
     )  # fmt: skip
-    return message("Carol <carol@example.org>", "Fwd: the original", now, body, f"fwd{altered}")
+    tag = f"fwd{altered}{inline}"
+    return message("Carol <carol@example.org>", "Fwd: the original", now, body, tag)
 
 
 def _disguised_attachment(now: dt.datetime) -> bytes:
@@ -137,6 +139,7 @@ def world(
         # Sent by the user (Bob, the reader's identity), as the Sent folder holds it.
         b"From: Bob <bob@example.org>\r\nTo: Carol <carol@example.org>, dave@example.org\r\n"
         b"Subject: Sent by me\r\nDate: Fri, 4 Dec 2026 08:00:00 +0000\r\n\r\nHi Carol\r\n",
+        _forwarded(pki, now, altered=True, inline=True),
     ]
     yield from make_world(tmp_path, pki, now, mail)
 
@@ -279,6 +282,20 @@ def test_a_message_forwarded_as_an_attachment_opens_with_its_own_verdict(world: 
     assert "forwarded lies." in altered
     assert "Signed by alice@example.org: valid" not in altered
     assert "Signed by alice@example.org: invalid" in altered
+
+
+def test_a_signed_message_forwarded_inline_opens_with_its_own_verdict_not_in_place(
+    world: World,
+) -> None:
+    # Shown in place, Alice's changed words would stand on Carol's page with no verdict of
+    # their own; as an attachment they open under Alice's (invalid) signature.
+    page = _page(world, "/message/11")
+    assert "forwarded lies." not in page and "smime.p7s" not in page
+    link = re.search(r'href="(/message/11/attached/(\d+))"', page)
+    assert link is not None, "no link to open the forwarded message"
+    attached = _page(world, link.group(1))
+    assert "forwarded lies." in attached
+    assert "Signed by alice@example.org: invalid" in attached
 
 
 def test_only_a_whole_message_part_opens_as_one(world: World) -> None:

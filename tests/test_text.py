@@ -397,5 +397,16 @@ def test_only_a_message_inside_the_content_is_headed() -> None:
         (),
         (("From", "b@example.org"), ("Subject", "Old")),
     ]
+    # A signed (or encrypted) message forwarded inline is an attachment too: its text would
+    # otherwise stand in place, under the verdict of the message carrying it.
+    signed = forward.replace(
+        b"Subject: Old\r\n\r\nThe old words.\r\n",
+        b'Subject: Old\r\nContent-Type: multipart/signed; protocol="application/pkcs7-signature";'
+        b' boundary="s"\r\n\r\n--s\r\n\r\nThe old words.\r\n--s\r\n'
+        b"Content-Type: application/pkcs7-signature\r\n\r\nMIAGCSqGSIb3DQEHAq\r\n--s--\r\n",
+    )
+    assert [(p.mime_type, p.is_attachment) for p in iter_parts(signed)][1:] == [
+        ("message/rfc822", True)
+    ]
     attached = forward.replace(b"Disposition: inline", b"Disposition: attachment")
     assert [(p.mime_type, p.heading) for p in iter_parts(attached)][1] == ("message/rfc822", ())

@@ -23,6 +23,7 @@ from email.utils import parsedate_to_datetime
 from smime_companion.core import legacy_display, printable, tnef, uuencoded
 from smime_companion.core.charsets import decode_mail_text
 from smime_companion.core.html_text import html_to_text
+from smime_companion.core.layer_kinds import layer_kind
 from smime_companion.core.mime import (
     MESSAGE_TYPES,
     Entity,
@@ -201,9 +202,15 @@ def _inner_entities(entity: Entity) -> list[Entity] | None:
         return _without_redundant_forms(ctype.mime_type, parsed)
     if ctype.mime_type in MESSAGE_TYPES and not _disposition_is_attachment(entity):
         try:
-            return [parse_entity(entity.decoded_body(), MAX_HEADER_BYTES, as_content=True)]
+            message = parse_entity(entity.decoded_body(), MAX_HEADER_BYTES, as_content=True)
         except MalformedInput:
             return None
+        if layer_kind(message, inside_layer=False) is not None:
+            # A signed or encrypted message forwarded inline: shown in place, its text would
+            # stand under the verdict of the message carrying it. As an attachment it opens
+            # on a page of its own with its own verdict, as a forward as attachment does.
+            return None
+        return [message]
     return None
 
 

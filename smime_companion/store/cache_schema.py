@@ -282,6 +282,22 @@ def _migration_8(conn: apsw.Connection) -> None:
         conn.execute("ALTER TABLE messages ADD COLUMN preview TEXT")
 
 
+def _migration_9(conn: apsw.Connection) -> None:
+    # A signed or encrypted message forwarded inline is now one attachment that opens with its
+    # own verdict (core.text), where its parts were shown in place: a message cached with one
+    # lists its smime.p7s or .p7m among its attachments, under part numbers the reader no
+    # longer uses. Those messages are derived again (Cache.reindex_pending), as in migration 7.
+    conn.execute(
+        """
+        INSERT OR IGNORE INTO text_pending (message)
+        SELECT DISTINCT message FROM attachments
+        WHERE lower(mime_type) IN ('application/pkcs7-signature', 'application/x-pkcs7-signature',
+                                   'application/pkcs7-mime', 'application/x-pkcs7-mime')
+           OR lower(filename) IN ('smime.p7s', 'smime.p7m')
+        """
+    )
+
+
 MIGRATIONS: list[db.Migration] = [
     _migration_1,
     _migration_2,
@@ -291,6 +307,7 @@ MIGRATIONS: list[db.Migration] = [
     _migration_6,
     _migration_7,
     _migration_8,
+    _migration_9,
 ]
 
 # Server-side "not seen", exactly as the partial index messages_unseen is declared.

@@ -1,7 +1,8 @@
 """The upkeep of the message cache: finishing the upgrade of a cache written by an earlier
 version (its raw messages compressed, migration 4; its text index rebuilt, migration 6; the
 messages holding a winmail.dat, enriched text or an appledouble file derived again, migration
-7; the list previews, migration 8), and merging the text index after bulk work.
+7, and those holding an S/MIME message forwarded inline, migration 9; the list previews,
+migration 8), and merging the text index after bulk work.
 :class:`CacheUpkeep` is that part of :class:`~smime_companion.store.cache.Cache`.
 
 The first upgrades run at open in small transactions and remember what is left in the
@@ -106,8 +107,8 @@ class CacheUpkeep:
     @db.guarded("rebuild the text index")
     def reindex_pending(self, batch: int | None = None) -> int:
         """Derive the text index entries and attachments of the messages listed in
-        ``text_pending`` again (migration 6 lists every message of an older cache, migration 7
-        the ones whose parts core.text now reads otherwise), from their decrypted contents,
+        ``text_pending`` again (migration 6 lists every message of an older cache, migrations 7
+        and 9 the ones whose parts core.text now reads otherwise), from their decrypted contents,
         ``batch`` messages per transaction: an interruption loses nothing, the next call goes
         on from there. Merges the index when it indexed any. Returns how many messages it
         indexed; 0 at once when none are left."""
