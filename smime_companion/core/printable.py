@@ -12,7 +12,6 @@ Pure: strings in, strings out.
 from __future__ import annotations
 
 import re
-import unicodedata
 
 # Bidirectional controls: they reorder what follows on the line (the "Trojan Source" trick),
 # so a Subject could make the verdict printed after it read backwards.
@@ -20,12 +19,6 @@ _BIDI_CONTROLS = frozenset(
     "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 )
 _NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
-
-
-def _is_unsafe(char: str) -> bool:
-    # Cc: C0 and C1 controls and DEL (ESC, CSI U+009B, NUL...); Zl/Zp: U+2028/U+2029, which
-    # some terminals and every JavaScript engine treat as line breaks.
-    return unicodedata.category(char) in ("Cc", "Zl", "Zp") or char in _BIDI_CONTROLS
 
 
 def _escape(char: str) -> str:
@@ -39,8 +32,10 @@ def _escape(char: str) -> str:
 _UNSAFE_OR_BACKSLASH = re.compile(
     "[\\\\\x00-\x1f\x7f-\x9f\u2028\u2029" + "".join(sorted(_BIDI_CONTROLS)) + "]"
 )
-# Every character _is_unsafe names (C0 and C1 controls, DEL, U+2028, U+2029, the bidirectional
-# controls), for a search or a substitution in one pass.
+# The unsafe characters: Unicode's Cc (C0 and C1 controls and DEL: ESC, CSI U+009B, NUL...),
+# Zl and Zp (U+2028, U+2029, which some terminals and every JavaScript engine treat as line
+# breaks) and the bidirectional controls; for a search or a substitution in one pass
+# (tests/test_printable.py checks the set against Unicode's categories).
 UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029" + "".join(sorted(_BIDI_CONTROLS)) + "]")
 _UNSAFE_KEEP_LINES = re.compile(
     "[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029" + "".join(sorted(_BIDI_CONTROLS)) + "]"
@@ -68,8 +63,7 @@ def for_header(text: str) -> str:
     """``text`` fit to be one header field value: every control character, line break and
     bidirectional control becomes a space, runs of spaces become one, and the ends are
     trimmed. The result can neither start a new field nor end the header section."""
-    cleaned = "".join(" " if _is_unsafe(c) else c for c in text)
-    return _SPACES.sub(" ", cleaned).strip()
+    return _SPACES.sub(" ", UNSAFE.sub(" ", text)).strip()
 
 
 __all__ = ["UNSAFE", "for_header", "for_terminal", "for_terminal_lines"]
