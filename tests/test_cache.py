@@ -415,7 +415,7 @@ def test_a_cache_from_before_previews_derives_them_for_the_messages_a_list_shows
 def test_a_cache_from_before_lists_a_signed_message_forwarded_inline_as_one_attachment(
     tmp_path: Path, pki: TestPki, now: dt.datetime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from smime_companion.core import text as core_text
+    from smime_companion.core import layer_kinds
 
     inner = mail(pki, kind="signed", subject="The original", body="Old words.\r\n")
     raw = mail(pki, subject="Fwd", body="FYI\r\n", extra_parts=(
@@ -424,7 +424,7 @@ def test_a_cache_from_before_lists_a_signed_message_forwarded_inline_as_one_atta
     ))  # fmt: skip
     directory = tmp_path / "data"
     with monkeypatch.context() as old:  # as an earlier version read it: shown in place
-        old.setattr(core_text, "layer_kind", lambda entity, inside_layer: None)
+        old.setattr(layer_kinds, "layer_kind", lambda entity, inside_layer: None)
         with Cache.open(directory, KEY) as cache:
             message_id = store(cache, raw, opener(pki), now, uid=1)
             before = [(a.mime_type, a.filename) for a in cache.attachments(message_id)]

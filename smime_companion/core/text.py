@@ -23,7 +23,6 @@ from email.utils import parsedate_to_datetime
 from smime_companion.core import legacy_display, printable, tnef, uuencoded
 from smime_companion.core.charsets import decode_mail_text
 from smime_companion.core.html_text import html_to_text
-from smime_companion.core.layer_kinds import layer_kind
 from smime_companion.core.mime import (
     MESSAGE_TYPES,
     Entity,
@@ -205,6 +204,10 @@ def _inner_entities(entity: Entity) -> list[Entity] | None:
             message = parse_entity(entity.decoded_body(), MAX_HEADER_BYTES, as_content=True)
         except MalformedInput:
             return None
+        # Imported here: layer_kinds loads the CMS engine, which `show` and `search` of mail
+        # without an embedded message never need (tests/test_cli_startup.py).
+        from smime_companion.core.layer_kinds import layer_kind
+
         if layer_kind(message, inside_layer=False) is not None:
             # A signed or encrypted message forwarded inline: shown in place, its text would
             # stand under the verdict of the message carrying it. As an attachment it opens
