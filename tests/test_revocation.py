@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import http.server
-import socket
 import subprocess
 import threading
 import time
@@ -29,6 +28,7 @@ from smime_companion.core.selection import NoCertificate, Selected
 from smime_companion.harvest import CertHarvester
 from smime_companion.revocation_fetch import RevocationChecker, http_fetch
 from smime_companion.store.certstore import CertStore, Sighting
+from smime_companion.testing.dovecot import free_ports
 from tests.conftest import load_cert
 from tests.peers import split_message
 from tests.test_certstore import issue_certificate
@@ -36,12 +36,6 @@ from tests.tools import mime_message, run
 
 if TYPE_CHECKING:
     from smime_companion.testing.pki import TestPki
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_answering(url: str, request: bytes, proc: subprocess.Popen[bytes]) -> None:
@@ -107,7 +101,7 @@ def responders(
     tmp_path_factory: pytest.TempPathFactory, pki: TestPki, at: dt.datetime
 ) -> Iterator[Responders]:
     work = tmp_path_factory.mktemp("revocation")
-    ocsp_port, down_port, crl_port = _free_port(), _free_port(), _free_port()
+    ocsp_port, down_port, crl_port = free_ports(3)
     ocsp_url = f"http://127.0.0.1:{ocsp_port}"
     down_url = f"http://127.0.0.1:{down_port}"
     crl_url = f"http://127.0.0.1:{crl_port}/email-ca.crl"

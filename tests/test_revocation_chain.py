@@ -24,9 +24,9 @@ from smime_companion.core.revocation import RevocationAnswer, chain_answer
 from smime_companion.core.selection import NoCertificate, Selected
 from smime_companion.revocation_fetch import RevocationChecker, http_fetch
 from smime_companion.store.certstore import CertStore, Sighting
+from smime_companion.testing.dovecot import free_port
 from smime_companion.testing.pki import TestPki
 from tests.conftest import load_cert
-from tests.test_revocation import _free_port
 
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)  # one for all, for speed
 
@@ -50,7 +50,7 @@ def crls() -> Iterator[Crls]:
 
 def serving_crls() -> Iterator[Crls]:
     """Generator for fixtures: a started CRL server, stopped after the ``yield``."""
-    served = Crls(_free_port())
+    served = Crls(free_port())
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)

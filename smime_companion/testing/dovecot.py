@@ -14,6 +14,7 @@ is lacking, in one line, before anything is started.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import os
@@ -125,9 +126,21 @@ def missing_requirement() -> str | None:
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different TCP ports on 127.0.0.1 that nothing listens on right now. Asked for
+    one at a time, the kernel may hand out the same free port twice in a row (a Dovecot with
+    its IMAP and IMAPS listeners on one port refuses to start): every socket is held until
+    all are bound."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(count):
+            sock = held.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
 
 
 def make_tls_certificate(directory: Path) -> Path:
@@ -199,8 +212,7 @@ class Dovecot:
         self.separator = separator
         self.special_use = STOCK_SPECIAL_USE if special_use is None else special_use
         self.capability = capability
-        self.port = free_port()
-        self.tls_port = free_port()
+        self.port, self.tls_port = free_ports(2)
         self.oauth2_url = oauth2_introspection_url
         self.cert = make_tls_certificate(self.dir / "ssl")
         self.pid: int | None = None
