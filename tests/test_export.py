@@ -193,3 +193,17 @@ def test_a_body_sent_as_text_and_html_is_exported_once_without_active_content() 
     msg = email.message_from_bytes(out, policy=email.policy.default)
     assert [p.get_content_type() for p in msg.walk()] == ["multipart/mixed", "text/plain"]
     assert next(msg.iter_parts()).get_content() == "See you at noon."
+
+
+def test_an_html_body_split_around_a_picture_is_exported_as_its_text_once() -> None:
+    from tests.test_text import APPLE_SPLIT
+
+    out = export_message(OUTER, APPLE_SPLIT, (), VERDICT, integrity_protected=False)
+    msg = email.message_from_bytes(out, policy=email.policy.default)
+    assert [p.get_content_type() for p in msg.walk()] == [
+        "multipart/mixed",
+        "text/plain",
+        "image/jpeg",
+    ]
+    text = next(msg.iter_parts()).get_content()
+    assert text.count("view from the hotel") == 1 and text.count("Wish you were here") == 1

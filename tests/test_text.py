@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from smime_companion.core.html_text import html_to_text
 from smime_companion.core.text import (
+    Part,
+    body_forms,
     decode_header_text,
     decoded_text,
     extract_text,
@@ -20,6 +22,7 @@ from smime_companion.core.text import (
     iter_parts,
     part_text,
     preview,
+    shown_text,
     summary_headers,
     unflowed,
 )
@@ -410,3 +413,79 @@ def test_only_a_message_inside_the_content_is_headed() -> None:
     ]
     attached = forward.replace(b"Disposition: inline", b"Disposition: attachment")
     assert [(p.mime_type, p.heading) for p in iter_parts(attached)][1] == ("message/rfc822", ())
+
+
+# Apple Mail sends a picture placed in the text as multipart/alternative of the plain text and a
+# multipart/mixed of the HTML before the picture, the picture, and the HTML after it.
+APPLE_SPLIT = (
+    b'Content-Type: multipart/alternative; boundary="Apple-Mail=_A"\r\n\r\n'
+    b"--Apple-Mail=_A\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+    b"Here is the view from the hotel.\r\n\r\n\r\nWish you were here.\r\n"
+    b'--Apple-Mail=_A\r\nContent-Type: multipart/mixed; boundary="Apple-Mail=_B"\r\n\r\n'
+    b"--Apple-Mail=_B\r\nContent-Type: text/html; charset=us-ascii\r\n\r\n"
+    b"<html><body><div>Here is the view from the hotel.</div><div></div></body></html>\r\n"
+    b"--Apple-Mail=_B\r\nContent-Disposition: inline; filename=view.jpg\r\n"
+    b'Content-Type: image/jpeg; name="view.jpg"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+    b"/9j/4AAQSkZJRg==\r\n"
+    b"--Apple-Mail=_B\r\nContent-Type: text/html; charset=us-ascii\r\n\r\n"
+    b"<html><body><div></div><div>Wish you were here.</div></body></html>\r\n"
+    b"--Apple-Mail=_B--\r\n--Apple-Mail=_A--\r\n"
+)
+
+
+def test_an_html_body_split_around_a_picture_is_one_body_with_one_plain_form() -> None:
+    parts = list(iter_parts(APPLE_SPLIT))
+    assert [(p.number, p.mime_type, p.alternative) for p in parts] == [
+        (1, "text/plain", (1, 0)),
+        (2, "text/html", (1, 1)),
+        (3, "image/jpeg", (1, 1)),
+        (4, "text/html", (1, 1)),
+    ]
+    plain = parts[0]
+    assert body_forms(parts) == [(parts[1], plain), (parts[3], plain)]
+    shown = shown_text(parts)
+    assert shown.count("view from the hotel") == 1 and shown.count("Wish you were here") == 1
+    assert preview(shown) == "Here is the view from the hotel. Wish you were here."
+    # Search still finds the words of every part.
+    assert extract_text(APPLE_SPLIT).body.count("Wish you were here") == 2
+
+
+def test_of_a_multipart_alternative_the_last_html_form_is_shown_with_the_plain_one() -> None:
+    def alternative(*forms: bytes) -> bytes:
+        return (
+            b'Content-Type: multipart/alternative; boundary="a"\r\n\r\n'
+            + b"".join(b"--a\r\n" + form for form in forms)
+            + b"--a--\r\n"
+        )
+
+    plain = b"Content-Type: text/plain\r\n\r\nSee you at noon.\r\n"
+    html = b"Content-Type: text/html\r\n\r\n<p>See you at <b>noon</b>.</p>\r\n"
+    older = b"Content-Type: text/html\r\n\r\n<p>See you at noon (old form).</p>\r\n"
+    shown = [
+        (part.number, plain and plain.number) for part, plain in _forms(alternative(plain, html))
+    ]
+    assert shown == [(2, 1)]
+    # The plain text after the HTML (the wrong order some scripts write) is still its plain form.
+    assert [(p.number, q and q.number) for p, q in _forms(alternative(html, plain))] == [(1, 2)]
+    # Of several HTML forms the last is the best (RFC 2046 5.1.4): only it is shown.
+    assert [(p.number, q and q.number) for p, q in _forms(alternative(plain, older, html))] == [
+        (3, 1)
+    ]
+    assert "old form" not in shown_text(list(iter_parts(alternative(plain, older, html))))
+    # Without HTML every form is a body of its own, as before.
+    second = b"Content-Type: text/plain\r\n\r\nA second text.\r\n"
+    assert [(p.number, q) for p, q in _forms(alternative(plain, second))] == [(1, None), (2, None)]
+
+
+def _forms(content: bytes) -> list[tuple[Part, Part | None]]:
+    return body_forms(list(iter_parts(content)))
+
+
+def test_outside_an_alternative_a_plain_part_before_an_html_one_is_its_plain_form() -> None:
+    # Outlook's winmail.dat gives its HTML body after the plain text sent beside it.
+    parts = [
+        Part(1, "text/plain", "", False, b"Hello"),
+        Part(2, "text/html", "", False, b"<p>Hello</p>"),
+        Part(3, "text/plain", "", False, b"Footer"),
+    ]
+    assert body_forms(parts) == [(parts[1], parts[0]), (parts[2], None)]

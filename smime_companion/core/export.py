@@ -179,11 +179,12 @@ def _inactive_body(content: bytes) -> tuple[list[bytes], bytes]:
         parts = list(iter_parts(content))
     except SmimeCompanionError:
         parts = []
-    # A body sent as text and as HTML is written once, as its text (body_forms).
-    html_forms = {html.number for html, plain in body_forms(parts) if plain is not None}
+    # A body sent as text and as HTML is written once, as its text (body_forms); so is an HTML
+    # body split around its pictures, whose pieces share that text.
+    with_plain_form = {part.number for part, plain in body_forms(parts) if plain is not None}
     for part in parts:
         fields: list[str]
-        if part.number in html_forms:
+        if part.number in with_plain_form:
             continue
         if not part.is_attachment:
             # An inline part is text/plain or text/html (iter_parts makes the rest attachments);

@@ -80,6 +80,10 @@ class Part:
     # inline by mutt or KMail): that message's From, To, Cc, Date and Subject, decoded, shown
     # above the part as a mail client does (heading_text). Empty for every other part.
     heading: Heading = ()
+    # Where the part stands in the innermost multipart/alternative holding it: (which one,
+    # numbered in the message from 1; which of its alternatives, from 0). None outside one.
+    # body_forms reads an HTML body split around pictures (Apple Mail) as one body by it.
+    alternative: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -138,19 +142,31 @@ def iter_parts(content: bytes, content_name: str | None = None) -> Iterator[Part
     # of nearly all of its parent) holds about two copies of the content at a time, not one per
     # level of depth. ``protected``: the entity is inside content that carries protected headers.
     # ``heading``: the header fields the leaf first found under the entity shows above it.
-    stack: list[tuple[Entity, int, str | None, bool, Heading]] = [(top, 0, name, protected, ())]
+    # ``alternative``: where the entity stands in a multipart/alternative (Part.alternative).
+    stack: list[tuple[Entity, int, str | None, bool, Heading, tuple[int, int] | None]] = [
+        (top, 0, name, protected, (), None)
+    ]
     del top
     number = 0
+    alternatives = 0  # the multipart/alternatives met so far
     shown: Part | None = None  # the last inline text part, which a TNEF body may repeat
     found: list[uuencoded.UuencodedFile] = []  # files uuencoded inside text parts
     while stack:
-        entity, depth, name, protected, heading = stack.pop()
+        entity, depth, name, protected, heading, alternative = stack.pop()
         if depth < MAX_DEPTH and number < MAX_PARTS:
             inner = _inner_entities(entity)
             if depth == 0 and inner:
                 inner = _without_legacy_display_part(entity, inner)
             if inner is not None:
                 multipart = entity.content_type.mime_type.startswith("multipart/")
+                # The children of an alternative are its alternatives; a multipart's other
+                # children stand where it stands, an attached message's content in none.
+                places: list[tuple[int, int] | None]
+                if entity.content_type.mime_type == "multipart/alternative":
+                    alternatives += 1
+                    places = [(alternatives, branch) for branch in range(len(inner))]
+                else:
+                    places = [alternative if multipart else None] * len(inner)
                 # A multipart's children keep the protection; an attached message is its own.
                 keeps = protected and multipart
                 # A multipart's first part inherits its heading; a message embedded inline (in
@@ -159,11 +175,13 @@ def iter_parts(content: bytes, content_name: str | None = None) -> Iterator[Part
                 headings = [heading] if multipart or depth == 0 else [_heading(inner[0])]
                 headings += [()] * (len(inner) - 1)
                 stack.extend(
-                    (sub, depth + 1, None, keeps, first)
-                    for sub, first in reversed(list(zip(inner, headings, strict=False)))
+                    (sub, depth + 1, None, keeps, first, place)
+                    for sub, first, place in reversed(
+                        list(zip(inner, headings, places, strict=True))
+                    )
                 )
                 continue
-        leaf = _leaf(entity, number + 1, name, protected, heading)
+        leaf = _leaf(entity, number + 1, name, protected, heading, alternative)
         del entity
         for part in _unpacked(leaf, shown):
             number = part.number
@@ -330,7 +348,12 @@ def _marked_v1(entity: Entity) -> bool:
 
 
 def _leaf(
-    entity: Entity, number: int, name: str | None, protected: bool, heading: Heading = ()
+    entity: Entity,
+    number: int,
+    name: str | None,
+    protected: bool,
+    heading: Heading = (),
+    alternative: tuple[int, int] | None = None,
 ) -> Part:
     ctype = entity.content_type
     try:
@@ -350,7 +373,7 @@ def _leaf(
     legacy = protected and not is_attachment and ctype.param(legacy_display.PARAMETER) == "1"
     return Part(
         number, ctype.mime_type, filename, is_attachment, data, ctype.param("charset"),
-        content_id, flowed, legacy, heading,
+        content_id, flowed, legacy, heading, alternative,
     )  # fmt: skip
 
 
@@ -378,24 +401,59 @@ def _param(value: str, name: str) -> str | None:
 
 
 def body_forms(parts: list[Part]) -> list[tuple[Part, Part | None]]:
-    """The bodies among ``parts`` (its inline text parts), each as (part, plain form): a
-    text/plain part followed by a text/html part is one body in two forms, (the HTML, the
-    plain text), as multipart/alternative sends it (Gmail, Outlook, Apple Mail); any other
-    inline part is a body of its own, (it, None). So a reader, a reply or an export shows each
-    body once."""
+    """The bodies among ``parts`` (its inline text parts), each as (part, plain form), so that a
+    reader, a reply or an export shows each body once.
+
+    In a multipart/alternative (Part.alternative) the last alternative with HTML is shown,
+    each of its parts with the alternative that is one text/plain part as its plain form: an
+    HTML body Apple Mail splits around its pictures (the HTML, a picture, the rest of the HTML)
+    is several parts with one plain form, which a text view shows once. Elsewhere a text/plain
+    part followed by a text/html part is one body in two forms, (the HTML, the plain text), as
+    Outlook's winmail.dat gives it beside its text. Any other inline part is a body of its
+    own, (it, None)."""
     inline = [p for p in parts if not p.is_attachment]
     forms: list[tuple[Part, Part | None]] = []
     index = 0
     while index < len(inline):
         part = inline[index]
         following = inline[index + 1] if index + 1 < len(inline) else None
-        if part.mime_type == "text/plain" and following and following.mime_type == "text/html":
+        if part.alternative is not None:
+            end = index + 1
+            while end < len(inline) and _same_alternative(inline[end], part):
+                end += 1
+            forms.extend(_alternative_forms(inline[index:end]))
+            index = end
+        elif part.mime_type == "text/plain" and following and following.mime_type == "text/html":
             forms.append((following, part))
             index += 2
         else:
             forms.append((part, None))
             index += 1
     return forms
+
+
+def _same_alternative(part: Part, other: Part) -> bool:
+    return (
+        part.alternative is not None
+        and other.alternative is not None
+        and part.alternative[0] == other.alternative[0]
+    )
+
+
+def _alternative_forms(group: list[Part]) -> list[tuple[Part, Part | None]]:
+    """The body forms of the inline parts of one multipart/alternative (see body_forms). With
+    no HTML among them each is a body of its own, as elsewhere."""
+    branches: dict[int, list[Part]] = {}
+    for part in group:
+        assert part.alternative is not None  # a group is of parts in an alternative
+        branches.setdefault(part.alternative[1], []).append(part)
+    rich = [b for b in branches.values() if any(p.mime_type == "text/html" for p in b)]
+    if not rich:
+        return [(part, None) for part in group]
+    plain = next(
+        (b[0] for b in branches.values() if len(b) == 1 and b[0].mime_type == "text/plain"), None
+    )
+    return [(part, plain) for part in rich[-1]]
 
 
 def decoded_text(part: Part) -> str:
@@ -571,7 +629,11 @@ def shown_text(parts: list[Part], text_of: Callable[[Part], str] | None = None) 
     heading when the caller has it already."""
     if text_of is None:
         text_of = _headed_text
-    return "\n".join(text_of(plain or part) for part, plain in body_forms(parts))
+    shown: dict[int, Part] = {}  # by number: the pieces of a split HTML body share a plain form
+    for part, plain in body_forms(parts):
+        form = plain or part
+        shown.setdefault(form.number, form)
+    return "\n".join(text_of(form) for form in shown.values())
 
 
 def _headed_text(part: Part) -> str:

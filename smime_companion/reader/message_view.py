@@ -10,9 +10,10 @@ it) is never rendered: it is shown as its text, and its fragment is refused.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -72,6 +73,12 @@ class Body:
     # The header fields of the message it begins, when that message is embedded inline (a
     # digest's, a forward's): shown above it (core.text.Part.heading).
     heading: mime_text.Heading = ()
+    # A later piece of an HTML body split around its pictures (Apple Mail): shown in place, but
+    # the page's text view leaves it out, as the first piece's plain form holds its text.
+    continued: bool = False
+    # The pictures the sender placed before this piece, between it and the one before: shown
+    # there rather than under the text (see _pictures_in_place).
+    pictures: tuple[StoredAttachment, ...] = ()
 
 
 @dataclass
@@ -252,6 +259,7 @@ def message_view(cache: Cache, store: CertStore, message_id: int) -> MessageView
     parts = _parts(content) if content is not None else []
     bodies = _bodies_of(parts, _trusted(report))
     attachments = cache.attachments(message_id)
+    bodies, under_text = _pictures_in_place(bodies, pictures(parts, bodies, attachments))
     changed = key_changed(store, report)
     return MessageView(
         summary=summary,
@@ -267,7 +275,7 @@ def message_view(cache: Cache, store: CertStore, message_id: int) -> MessageView
             summary.signature,
             [*(report.get("warnings") or []), *(["key-changed"] if changed else [])],
         ),
-        pictures=pictures(parts, bodies, attachments),
+        pictures=under_text,
         invitations=invitations(parts),
     )
 
@@ -302,6 +310,23 @@ def pictures(
     return [
         a for a in attachments if a.part in drawable and not (a.scan or "").startswith("infected:")
     ]
+
+
+def _pictures_in_place(
+    bodies: list[Body], shown: list[StoredAttachment]
+) -> tuple[list[Body], list[StoredAttachment]]:
+    """Of the pictures ``shown``, those between two pieces of an HTML body split around them
+    (Apple Mail) go with the later piece (``Body.pictures``), so that the page shows them where
+    the sender placed them. The bodies so, and the pictures left to show under the text."""
+    rest = list(shown)
+    placed = bodies[:1]
+    for before, body in itertools.pairwise(bodies):
+        if body.continued:
+            between = tuple(p for p in rest if before.part < p.part < body.part)
+            rest = [p for p in rest if p not in between]
+            body = replace(body, pictures=between)
+        placed.append(body)
+    return placed, rest
 
 
 def picture(cache: Cache, message_id: int, part_number: int) -> tuple[str, bytes] | None:
@@ -342,15 +367,25 @@ def _bodies_of(parts: list[mime_text.Part], trusted: bool) -> list[Body]:
     text one step away. For content that is not ``trusted`` HTML is never rendered: a body in
     two forms is its plain text, an HTML-only one the HTML's text."""
     bodies: list[Body] = []
+    given: set[int] = set()  # the plain forms met: the pieces of a split HTML body share one
     for part, plain in mime_text.body_forms(parts):
-        heading = (plain or part).heading  # on the first of the two forms
+        continued = plain is not None and plain.number in given
+        if plain is not None:
+            given.add(plain.number)
+        heading = () if continued else (plain or part).heading  # on the first of the forms
         if part.mime_type == "text/html" and trusted:
             number = plain.number if plain else None
-            bodies.append(Body(part.number, "html", "", number, _frame_height(part), heading))
+            height = _frame_height(part)
+            bodies.append(Body(part.number, "html", "", number, height, heading, continued))
+            continue
+        if trusted or plain is None:
+            shown = part  # a text piece of a split HTML body is shown as it comes, like the HTML
+        elif continued:
+            continue  # its plain form is shown already
         else:
-            shown = plain or part
-            text = mime_text.part_text(shown)[:MAX_SHOWN_TEXT]
-            bodies.append(Body(shown.number, "text", text, heading=heading))
+            shown = plain
+        text = mime_text.part_text(shown)[:MAX_SHOWN_TEXT]
+        bodies.append(Body(shown.number, "text", text, heading=heading))
     return bodies
 
 

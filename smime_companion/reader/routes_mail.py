@@ -199,7 +199,7 @@ def message(message_id: int) -> str:
     texts = {
         b.part: message_view.text_body(cache, message_id, b.alternative or b.part) or ""
         for b in view.bodies
-        if b.kind == "html" and as_text
+        if b.kind == "html" and as_text and not b.continued
     }
     back = request.args.get("back", "")
     if not back.startswith("/mail"):
