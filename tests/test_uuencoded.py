@@ -22,11 +22,12 @@ from tests.conftest import load_identity
 from tests.tools import openssl_cms, run
 
 
-def _uuencoded(tmp_path: Path, data: bytes, name: str) -> bytes:
-    """``uuencode`` of ``data`` under ``name``, checked to come back whole from ``uudecode``."""
+def _uuencoded(tmp_path: Path, data: bytes, name: str, base64: bool = False) -> bytes:
+    """``uuencode`` of ``data`` under ``name`` (``uuencode -m``, base64, with ``base64``),
+    checked to come back whole from ``uudecode``."""
     source = tmp_path / "source.bin"
     source.write_bytes(data)
-    block = run(["uuencode", source, name])
+    block = run(["uuencode", *(["-m"] if base64 else []), source, name])
     decoded = tmp_path / "decoded.bin"
     run(["uudecode", "-o", decoded], stdin=block)
     assert decoded.read_bytes() == data
@@ -86,6 +87,20 @@ def test_every_block_is_a_file_and_mime_attachments_keep_their_numbers(tmp_path:
     assert parts[0].data == b"and\n"
 
 
+def test_a_file_uuencoded_in_base64_is_an_attachment_too(tmp_path: Path) -> None:
+    # uuencode -m (POSIX): the same block in base64, between "begin-base64" and "====".
+    data, empty = os.urandom(4000), b""
+    block = _uuencoded(tmp_path, data, "backup.tar", base64=True)
+    assert block.startswith(b"begin-base64 ") and block.endswith(b"====\n")
+    body = b"Backup:\n" + block + _uuencoded(tmp_path, empty, "none", base64=True) + b"Done.\n"
+    parts = list(iter_parts(_plain_message(body.replace(b"\n", b"\r\n"))))
+    assert [(p.filename, p.data) for p in parts[1:]] == [("backup.tar", data), ("none", b"")]
+    assert parts[0].data == b"Backup:\r\nDone.\r\n"
+    # Both encodings in one body, each up to its own end line.
+    mixed = _uuencoded(tmp_path, b"uu", "a") + block + _uuencoded(tmp_path, b"uu2", "b")
+    assert [f.data for f in split_uuencoded(mixed)[1]] == [b"uu", data, b"uu2"]
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -93,8 +108,10 @@ def test_every_block_is_a_file_and_mime_attachments_keep_their_numbers(tmp_path:
         b"> begin 644 quoted.bin\n> M86)C\n> end\n",  # a quoted block stays a quote
         b"begin 644 never-ended.bin\nM86)C9&5F9VAI:FML;6YO<'%R<W1U=G=X>7I!0D-$149'2$E*2TQ-3D]0\n",
         b"begin 644 empty-block\nend\n",
+        b"begin-base64 644 notes.txt\nThese are not base64 lines.\n====\n",
+        b"begin-base64 644 never-ended.bin\nAAAA\n",
     ],
-    ids=["prose", "quoted", "no-end", "no-data"],
+    ids=["prose", "quoted", "no-end", "no-data", "base64-prose", "base64-no-end"],
 )
 def test_text_that_only_looks_like_a_block_stays_text(text: bytes) -> None:
     assert split_uuencoded(text) == (text, [])
@@ -128,6 +145,11 @@ def test_hostile_blocks_cost_one_pass_and_a_bounded_number_of_files() -> None:
     # Thousands of begin lines, each before data that a later begin line breaks, and one end:
     # each begin line is judged by reading up to the next one, never to the end again.
     many = (b"begin 644 x\n" + data_line * 20) * 20_000 + b"end\n"
+    text, files = split_uuencoded(many)
+    assert len(files) == 1 and len(files[0].data) == 20 * 45
+    # The same in base64, and begin lines of one encoding before the end line of the other.
+    base64_line = b"A" * 60 + b"\n"
+    many = (b"begin 644 y\nbegin-base64 644 x\n" + base64_line * 20) * 20_000 + b"====\n"
     text, files = split_uuencoded(many)
     assert len(files) == 1 and len(files[0].data) == 20 * 45
     # Many well-formed blocks: the first MAX_FILES are files, the rest stays text.
