@@ -271,7 +271,18 @@ def plain_shapes() -> list[bytes]:
         b"Content-Type: message/rfc822\r\n\r\nSubject: Two\r\nContent-Type: multipart/mixed; "
         b'boundary="in"\r\n\r\n--in\r\n\r\nSecond.\r\n--in--\r\n--dg--\r\n'
     )
+    # An HTML body Apple Mail splits around a picture, beside its plain text, and a file
+    # uuencoded in base64 (uuencode -m) in that plain text: one body with one plain form.
+    split = (
+        b'Content-Type: multipart/alternative; boundary="al"\r\n\r\n--al\r\n'
+        b"Content-Type: text/plain\r\n\r\nBefore.\r\nbegin-base64 644 a.bin\r\nAAEC\r\n====\r\n"
+        b'After.\r\n--al\r\nContent-Type: multipart/mixed; boundary="sp"\r\n\r\n--sp\r\n'
+        b"Content-Type: text/html\r\n\r\n<p>Before.</p>\r\n--sp\r\nContent-Type: image/gif\r\n"
+        b"Content-Disposition: inline; filename=a.gif\r\n\r\nGIF89a\r\n--sp\r\n"
+        b"Content-Type: text/html\r\n\r\n<p>After.</p>\r\n--sp--\r\n--al--\r\n"
+    )
     return [
+        head + split,
         head + digest,
         head + uuencoded,
         head + invitation,

@@ -10,7 +10,6 @@ it) is never rendered: it is shown as its text, and its fragment is refused.
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -318,15 +317,19 @@ def _pictures_in_place(
     """Of the pictures ``shown``, those between two pieces of an HTML body split around them
     (Apple Mail) go with the later piece (``Body.pictures``), so that the page shows them where
     the sender placed them. The bodies so, and the pictures left to show under the text."""
-    rest = list(shown)
-    placed = bodies[:1]
-    for before, body in itertools.pairwise(bodies):
-        if body.continued:
-            between = tuple(p for p in rest if before.part < p.part < body.part)
-            rest = [p for p in rest if p not in between]
-            body = replace(body, pictures=between)
-        placed.append(body)
-    return placed, rest
+    pictures = sorted(shown, key=lambda picture: picture.part)
+    rest: list[StoredAttachment] = []
+    placed: list[Body] = []
+    taken = 0  # how many of ``pictures`` are placed, or left for under the text
+    for body in bodies:
+        between: list[StoredAttachment] = []
+        while taken < len(pictures) and pictures[taken].part < body.part:
+            picture = pictures[taken]
+            after_piece = body.continued and bool(placed) and placed[-1].part < picture.part
+            (between if after_piece else rest).append(picture)
+            taken += 1
+        placed.append(replace(body, pictures=tuple(between)) if between else body)
+    return placed, rest + pictures[taken:]
 
 
 def picture(cache: Cache, message_id: int, part_number: int) -> tuple[str, bytes] | None:
