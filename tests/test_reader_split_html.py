@@ -62,3 +62,22 @@ def test_the_picture_stands_between_the_pieces_as_the_sender_placed_it(world: Wo
     between = page[page.index("/message/1/html/2") : page.index("/message/1/html/4")]
     assert "/message/1/picture/3" in between
     assert page.count("/message/1/picture/3") == 1  # not again under the text
+
+
+def test_each_picture_goes_between_the_pieces_it_stands_between() -> None:
+    from smime_companion.reader.message_view import Body, _pictures_in_place
+    from smime_companion.store.cache import StoredAttachment
+
+    def picture(part: int) -> StoredAttachment:
+        return StoredAttachment(part, f"{part}.png", "image/png", 10, "", None)
+
+    bodies = [
+        Body(2, "html"),
+        Body(5, "html", continued=True),
+        Body(6, "html", continued=True),
+        Body(8, "text"),  # another body: a picture before it is no piece's
+    ]
+    shown = [picture(n) for n in (1, 3, 4, 7, 9)]
+    placed, under_text = _pictures_in_place(bodies, shown)
+    assert [[p.part for p in b.pictures] for b in placed] == [[], [3, 4], [], []]
+    assert [p.part for p in under_text] == [1, 7, 9]
