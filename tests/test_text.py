@@ -489,3 +489,20 @@ def test_outside_an_alternative_a_plain_part_before_an_html_one_is_its_plain_for
         Part(3, "text/plain", "", False, b"Footer"),
     ]
     assert body_forms(parts) == [(parts[1], parts[0]), (parts[2], None)]
+
+
+def test_a_digest_part_that_is_no_message_is_kept_and_an_empty_multipart_is_empty() -> None:
+    # Found by the fuzzer: a digest part with no Content-Type whose first line is no header
+    # field cannot be read as a message; it is kept as the part it is (here a download).
+    digest = (
+        b'Content-Type: multipart/digest; boundary="d"\r\n\r\n'
+        b"--d\r\n\x00\x00\r\nFrom: x\r\n\r\nbody\r\n--d--\r\n"
+    )
+    [part] = iter_parts(digest)
+    assert b"From: x" in part.data and b"body" in part.data
+    # A multipart whose every part is left out (headers over the limit) holds no part.
+    huge = b"X-Long: " + b"a" * 300_000 + b"\r\n"
+    empty = (
+        b'Content-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\n' + huge + b"\r\nx\r\n--m--\r\n"
+    )
+    assert list(iter_parts(empty)) == []

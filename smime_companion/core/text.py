@@ -12,6 +12,7 @@ every other part. The numbers are what ``smime-companion show --part N`` takes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import unicodedata
@@ -177,7 +178,8 @@ def iter_parts(content: bytes, content_name: str | None = None) -> Iterator[Part
                 stack.extend(
                     (sub, depth + 1, None, keeps, first, place)
                     for sub, first, place in reversed(
-                        list(zip(inner, headings, places, strict=True))
+                        # Not strict: a multipart with no parts has a heading and no child.
+                        list(zip(inner, headings, places, strict=False))
                     )
                 )
                 continue
@@ -210,11 +212,13 @@ def _inner_entities(entity: Entity) -> list[Entity] | None:
         for child in children:
             try:
                 sub = parse_entity(child, MAX_HEADER_BYTES, as_content=True)
-                if digest and sub.get("Content-Type") is None:
-                    # A digest's parts are messages unless they say otherwise (RFC 2046 5.1.5).
-                    sub = parse_entity(_DIGEST_DEFAULT + child, MAX_HEADER_BYTES)
             except MalformedInput:
                 continue  # a part whose header is over the limit is left out
+            if digest and sub.get("Content-Type") is None:
+                # A digest's parts are messages unless they say otherwise (RFC 2046 5.1.5);
+                # one that cannot be read as a message is kept as the part it is.
+                with contextlib.suppress(MalformedInput):
+                    sub = parse_entity(_DIGEST_DEFAULT + child, MAX_HEADER_BYTES)
             parsed.append(sub)
         return _without_redundant_forms(ctype.mime_type, parsed)
     if ctype.mime_type in MESSAGE_TYPES and not _disposition_is_attachment(entity):
