@@ -203,6 +203,10 @@ def test_rtf_that_encapsulates_no_html_has_none(name: str) -> None:
         # \'hh in the document's code page, \uN with its fallback dropped
         (rb"{\rtf1\ansi\ansicpg1251\fromhtml1 {\*\htmltag84 <b>}\'cf\'f0\u1080?\'e2}",
          "<b>Прив"),
+        # ... or in its font's (Outlook's HTML mail from a Greek or Russian system)
+        (rb"{\rtf1\ansi\ansicpg1252\fromhtml1 \deff0{\fonttbl{\f0\fswiss\fcharset161 Arial;}"
+         rb"{\f1\fmodern\fcharset204 Courier New;}}{\*\htmltag19 <p>}\'e3\'e5\'e9\'e1 "
+         rb"{\f1 \'cc\'e8\'f0}{\*\htmltag19 </p>}}", "<p>γεια Мир</p>"),
     ],
 )  # fmt: skip
 def test_de_encapsulation_rules(rtf: bytes, html: str) -> None:
@@ -264,6 +268,19 @@ def test_the_text_of_encapsulated_text_and_of_encapsulated_html() -> None:
         (rb"{\rtf1 gr\'fc\'df}", "grüß"),
         (rb"{\rtf1\ansi\ansicpg932 \'93\'fa\'96\'7b}", "日本"),  # \'7b: the trail byte "{"
         (rb"{\rtf1\ansi\ansicpg936 \'d6\'d0\'ce\'c4}", "中文"),
+        # ... or in the code page of the font's \fcharset (\cpg), which \f chooses for its
+        # group, \deff for the document and \plain resets to \deff's (RTF 1.9.1's table)
+        (rb"{\rtf1\ansi\ansicpg1252\deff0{\fonttbl{\f0\fswiss\fcharset0 Arial;}"
+         rb"{\f1\fswiss\fcharset204 Arial Cyr;}}Gr\'fc\'dfe {\f1 \'cf\'f0\'e8\'e2\'e5\'f2}"
+         rb" gr\'fc\'df}",
+         "Grüße Привет grüß"),
+        (rb"{\rtf1\ansi\deff1{\fonttbl\f0\fcharset0 A;\f1\fcharset161 G;}"
+         rb"\'e1\'e2\f0\'e1\plain\'e1}",
+         "αβáα"),
+        (rb"{\rtf1\ansi{\fonttbl{\f0\fcharset0\cpg1251 X;}{\f1\fcharset238 E;}}\f0\'e0\f1\'b3}",
+         "\u0430ł"),  # a Cyrillic a
+        # a charset without a code page of its own (Symbol) is read in the document's
+        (rb"{\rtf1\ansi\ansicpg1251{\fonttbl{\f0\fcharset2 Symbol;}}\f0\'e0}", "а"),
         # \binN: N bytes of data, whatever they hold
         (b"{\\rtf1 a{\\pict\\bin5 }}{\\{}b}", "ab"),
         # destinations: {\*...}, tables, fields' instructions (not their results), and more

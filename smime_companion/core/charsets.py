@@ -125,7 +125,9 @@ def _lookup(label: str) -> codecs.CodecInfo | None:
 _CODEPAGE_CODECS = {
     65001: "utf-8", 1200: "utf-16-le", 20127: "ascii", 20866: "koi8-r", 21866: "koi8-u",
     50220: "iso2022-jp", 50221: "iso2022-jp", 50222: "iso2022-jp", 51932: "euc-jp",
-    51949: "euc-kr", 52936: "hz", 54936: "gb18030", 10000: "mac-roman",
+    51949: "euc-kr", 52936: "hz", 54936: "gb18030", 10000: "mac-roman", 10004: "mac-arabic",
+    10006: "mac-greek", 10007: "mac-cyrillic", 10029: "mac-latin2", 10081: "mac-turkish",
+    1361: "johab",
 } | {28590 + n: f"iso8859-{n}" for n in range(1, 16)}  # fmt: skip
 
 

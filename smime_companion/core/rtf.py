@@ -210,7 +210,17 @@ _CHARACTERS = {
 _ENCAPSULATED_WORDS = _CHARACTERS | {"par": "\r\n", "line": "\r\n", "tab": "\t"}
 _NATIVE_WORDS = _CHARACTERS | dict.fromkeys(("par", "line", "row", "page", "sect"), "\n")
 _NATIVE_WORDS |= {"tab": "\t", "cell": "\t"}
+_FONT_WORDS = frozenset(("f", "fcharset", "cpg", "ansicpg", "deff", "plain"))
 _SYMBOLS = {"{": "{", "}": "}", "\\": "\\", "~": "\u00a0", "_": "-"}
+# The Windows code page of a font's \fcharsetN (RTF specification 1.9.1, the \fcharset table):
+# a font's \'hh bytes are in it, whatever \ansicpg says (Cyrillic text in a "Arial Cyr" font of
+# a western document). 1 (default), 2 (Symbol) and the charsets whose code page Python lacks
+# are left out: such a font's bytes are read in the document's code page.
+_FONT_CHARSETS = {
+    0: 1252, 77: 10000, 84: 10004, 85: 10006, 86: 10081, 88: 10029, 89: 10007, 128: 932,
+    129: 949, 130: 1361, 134: 936, 136: 950, 161: 1253, 162: 1254, 163: 1258, 177: 1255,
+    178: 1256, 186: 1257, 204: 1251, 222: 874, 238: 1250, 254: 437, 255: 850,
+}  # fmt: skip
 
 
 class _Output:
@@ -229,9 +239,10 @@ class _Output:
         self._flush()
         self.parts.append(text)
 
-    def set_codepage(self, number: int | None) -> None:
-        self._flush()
-        self.codec = codepage_codec(number)
+    def set_codec(self, codec: str) -> None:
+        if codec != self.codec:
+            self._flush()
+            self.codec = codec
 
     def text(self) -> str:
         self._flush()
@@ -254,13 +265,23 @@ class _Reader:
         self.encapsulated = encapsulated
         self.words = _ENCAPSULATED_WORDS if encapsulated else _NATIVE_WORDS
         self.out = _Output()
-        self.stack: list[tuple[bool, bool, bool, int]] = []
+        self.stack: list[tuple[bool, bool, bool, int, bool, int | None]] = []
         self.too_deep = 0  # groups opened past _MAX_DEPTH, read as part of their parent
         self.skip = False  # in a destination whose text is not the document's
         self.htmlrtf = False  # in an \htmlrtf span
         self.htmltag = False  # in an htmltag group
         self.uc = 1  # the fallback characters that follow a \uN
         self.fallback = 0  # fallback characters still to drop
+        # Fonts: the code page of each font the font table gives one (\fcharset, \cpg); the
+        # table's font being defined; the document's code page (\ansicpg) and default font
+        # (\deff); and, kept per group like the state above, whether this is the font table
+        # and the font of the text (\f).
+        self.font_codecs: dict[int, str] = {}
+        self.defining: int | None = None
+        self.document_codec = self.out.codec
+        self.default_font: int | None = None
+        self.fonttbl = False
+        self.font: int | None = None
 
     def read(self, rtf: bytes) -> str:
         starred = False  # the last token was \*: this control word names a destination
@@ -287,7 +308,9 @@ class _Reader:
         if len(self.stack) >= _MAX_DEPTH:
             self.too_deep += 1
         else:
-            self.stack.append((self.skip, self.htmlrtf, self.htmltag, self.uc))
+            self.stack.append(
+                (self.skip, self.htmlrtf, self.htmltag, self.uc, self.fonttbl, self.font)
+            )
 
     def _close(self) -> bool:
         """True when this closes the document's outermost group."""
@@ -295,7 +318,9 @@ class _Reader:
         if self.too_deep:
             self.too_deep -= 1
         elif self.stack:
-            self.skip, self.htmlrtf, self.htmltag, self.uc = self.stack.pop()
+            state = self.stack.pop()
+            self.skip, self.htmlrtf, self.htmltag, self.uc, self.fonttbl, self.font = state
+            self._use_font_codec()
             return not self.stack
         return False
 
@@ -315,18 +340,44 @@ class _Reader:
             self.htmltag, self.htmlrtf = True, False
         elif starred or word in _DESTINATIONS:
             self.skip = True
+            self.fonttbl = self.fonttbl or word == "fonttbl"
+        elif word in _FONT_WORDS:
+            self._font_word(word, param)
         elif word == "htmlrtf":
             self.htmlrtf = param != 0
         elif word == "uc":
             self.uc = max(0, param if param is not None else 1)
-        elif word == "ansicpg" and not self.stack[1:]:
-            self.out.set_codepage(param)
         elif word == "u" and param is not None:
             if self._visible():
                 self.out.add_text(_utf16_unit(param))
             self.fallback = self.uc
         elif word in self.words and self._visible():
             self.out.add_text(self.words[word])
+
+    def _font_word(self, word: str, param: int | None) -> None:
+        """The control words that decide the code page of the text's ``\\'hh`` bytes."""
+        if self.fonttbl:
+            if word == "f":
+                self.defining = param
+            elif self.defining is not None and word in ("fcharset", "cpg") and param is not None:
+                codepage = _FONT_CHARSETS.get(param) if word == "fcharset" else param
+                if codepage is not None:
+                    self.font_codecs[self.defining] = codepage_codec(codepage)
+            return
+        if word == "ansicpg" and not self.stack[1:]:
+            self.document_codec = codepage_codec(param)
+        elif word == "deff" and not self.stack[1:]:
+            self.default_font = param
+        elif word == "f":
+            self.font = param
+        elif word == "plain":  # the default character formatting: the default font
+            self.font = None
+        self._use_font_codec()
+
+    def _use_font_codec(self) -> None:
+        font = self.default_font if self.font is None else self.font
+        codec = self.font_codecs.get(font) if font is not None else None
+        self.out.set_codec(codec or self.document_codec)
 
     def _symbol(self, symbol: str) -> None:
         if symbol in "\r\n" and self._visible():  # a backslash before a line end: \par
