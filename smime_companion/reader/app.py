@@ -15,7 +15,13 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, render_template, request
 
 from smime_companion.core import printable
-from smime_companion.reader import dates, routes_admin, routes_compose, routes_mail
+from smime_companion.reader import (
+    dates,
+    quote_folding,
+    routes_admin,
+    routes_compose,
+    routes_mail,
+)
 from smime_companion.reader.context import ReaderContext, ThreadStores
 from smime_companion.reader.security import (
     COOKIE,
@@ -66,6 +72,7 @@ def create_app(context: ReaderContext, port: int) -> Flask:
     # escaped, so "invoice\u202egpj.exe" cannot pass for "invoiceexe.jpg".
     app.add_template_filter(printable.for_terminal, "visible_controls")
     app.add_template_filter(dates.shown_header_date, "header_date")
+    app.add_template_filter(quote_folding.fold_quotes, "fold_quotes")
     routes_mail.register(app)
     routes_compose.register(app)
     routes_admin.register(app)
