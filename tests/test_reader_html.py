@@ -101,13 +101,14 @@ def test_html_nested_too_deeply_to_parse_in_bounded_time_is_shown_as_its_text() 
 @pytest.mark.parametrize(
     ("html", "height"),
     [
-        ("<p>See you at noon.</p>", "short"),
+        ("<p>See you at noon.</p>", "brief"),
+        ("<p>Hello,</p><p>see you at noon.</p><p>Alice</p><p>--<br>Sent from a phone</p>", "short"),
         ("<p>Hello</p>" + "<img src='cid:a'>" * 2, "medium"),
         ("<p>" + "word " * 300 + "</p>", "medium"),  # 1,500 characters: about 15 lines
         ("<br>".join(["a line"] * 40), "tall"),
         ("<p>Report</p>" + "<img src='cid:a'>" * 4, "tall"),
     ],
-    ids=["note", "two-pictures", "long-paragraph", "many-lines", "many-pictures"],
+    ids=["line", "note", "two-pictures", "long-paragraph", "many-lines", "many-pictures"],
 )
 def test_an_html_body_gets_a_frame_about_as_tall_as_it_is(html: str, height: str) -> None:
     part = Part(2, "text/html", "", False, html.encode(), "utf-8")

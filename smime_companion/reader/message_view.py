@@ -66,7 +66,7 @@ class Body:
     kind: str  # "text" or "html"
     text: str = ""
     alternative: int | None = None  # the part number of the other form of the same body
-    # The height of an HTML body's frame, "short", "medium" or "tall" (see _frame_height): the
+    # The height of an HTML body's frame, "brief", "short", "medium" or "tall" (_frame_height): the
     # frame is sandboxed without scripts, so the page cannot measure what it holds.
     height: str = "tall"
     # The header fields of the message it begins, when that message is embedded inline (a
@@ -430,6 +430,8 @@ def _frame_height(html: mime_text.Part) -> str:
     text = mime_text.part_text(html)
     # A picture counts as ten lines: more than a short frame holds.
     lines = text.count("\n") + len(text) // 100 + 10 * html.data.lower().count(b"<img")
+    if lines <= 2:
+        return "brief"
     if lines <= 8:
         return "short"
     return "medium" if lines <= 24 else "tall"
