@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from smime_companion.reader.quote_folding import FoldedText, TextBlock, fold_quotes
+from smime_companion.reader.html_mail import clean_html
+from smime_companion.reader.quote_folding import (
+    FOLDED_HTML_START,
+    FoldedText,
+    TextBlock,
+    fold_html_quote,
+    fold_quotes,
+)
 from smime_companion.testing.pki import TestPki
 from tests.reader_world import World, encrypted, make_world, message, text_entity
 
@@ -99,3 +106,99 @@ def test_the_page_shows_the_reply_and_folds_the_message_it_answers(world: World)
     assert '<pre class="body quote depth-1">Lunch at noon?</pre>' in folded
     assert '<pre class="body quote depth-2">Free?</pre>' in folded
     assert "&gt; Lunch" not in page  # the quote marks are drawn as bars
+
+
+# HTML replies, through the sanitiser (reader.html_mail keeps the marks of a quote and no other
+# class or id): the reply's own text stays in view, the message it answers is folded.
+
+GMAIL = (
+    '<div dir="ltr">Sounds good.<div><br></div></div><br>'
+    '<div class="gmail_quote gmail_quote_container"><div dir="ltr" class="gmail_attr">'
+    "On Mon, 7 Dec 2026 at 10:00, Alice &lt;a@x&gt; wrote:<br></div>"
+    '<blockquote class="gmail_quote" style="margin:0 0 0 .8ex;border-left:1px #ccc solid">'
+    '<div dir="ltr">Lunch?</div></blockquote></div>'
+)
+THUNDERBIRD = (
+    '<html><body><p>Sounds good.</p><div class="moz-cite-prefix">On 07.12.26 10:00, Alice '
+    'wrote:<br></div><blockquote type="cite" cite="mid:x@y"><p>Lunch?</p></blockquote><br>'
+    "</body></html>"
+)
+APPLE_MAIL = (
+    '<html><body style="word-wrap: break-word;">Sounds good.<div><br></div><div><br>'
+    '<blockquote type="cite"><div>On 7 Dec 2026, at 10:00, Alice wrote:</div>'
+    '<br class="Apple-interchange-newline"><div>Lunch?</div></blockquote></div></body></html>'
+)
+OUTLOOK = (
+    '<div class=WordSection1><p class=MsoNormal>Sounds good.<o:p></o:p></p><div><div style="'
+    'border:none;border-top:solid #E1E1E1 1.0pt;padding:3.0pt 0cm 0cm 0cm"><p class=MsoNormal>'
+    "<b>From:</b> Alice<br><b>Sent:</b> Monday</p></div></div><p class=MsoNormal>Lunch?</p></div>"
+)
+OUTLOOK_WEB = (
+    '<div>Sounds good.</div><hr style="display:inline-block;width:98%" tabindex="-1">'
+    '<div id="divRplyFwdMsg" dir="ltr"><b>From:</b> Alice</div><div>Lunch?</div>'
+)
+
+
+@pytest.mark.parametrize(
+    "html",
+    [GMAIL, THUNDERBIRD, APPLE_MAIL, OUTLOOK, OUTLOOK_WEB],
+    ids=["gmail", "thunderbird", "apple-mail", "outlook", "outlook-web"],
+)
+def test_an_html_reply_folds_the_message_it_answers(html: str) -> None:
+    cleaned = clean_html(html, {}).html
+    shown, _, folded = cleaned.partition(FOLDED_HTML_START)
+    assert "Sounds good." in shown and "Lunch?" not in shown
+    assert "Lunch?" in folded.partition("</details>")[0]
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        # answers written between quotes
+        '<p>Hi</p><div class="moz-cite-prefix">On X wrote:</div><blockquote type="cite">q1'
+        '</blockquote><p>answer</p><blockquote type="cite">q2</blockquote>',
+        '<div><br><blockquote type="cite">q</blockquote>and my answer after it</div>',
+        # nothing of the reply's own before the quote: a forward, a quote alone
+        '<div class="gmail_quote">---------- Forwarded message ---------<br>Text</div>',
+        # a mark only as text, in an attribute value or in a comment
+        "<p>Hi</p><p>&lt;div class=\"gmail_quote\"&gt;</p><p>more</p>",
+        '<p title=\'<div class="gmail_quote">\'>Hi</p><p>more</p>',
+        '<p>Hi</p><!-- <div class="gmail_quote"> --><p>more</p>',
+        # another class or id is no mark
+        '<p>Hi</p><div class="quote">q</div>',
+        '<p>Hi</p><div id="quote">q</div>',
+    ],
+    ids=["interleaved", "answer-after", "forward", "as-text", "in-attribute", "in-comment",
+         "other-class", "other-id"],
+)  # fmt: skip
+def test_html_that_ends_in_no_answered_message_is_not_folded(html: str) -> None:
+    assert FOLDED_HTML_START not in clean_html(html, {}).html
+
+
+def test_the_sanitiser_keeps_only_the_marks_of_a_quote() -> None:
+    cleaned = clean_html(
+        '<div class="gmail_quote evil" id="x">a</div><div id="divRplyFwdMsg">b</div>'
+        '<blockquote type="evil">c</blockquote>',
+        {},
+    ).html
+    assert 'class="gmail_quote"' in cleaned and "evil" not in cleaned and 'id="x"' not in cleaned
+    assert 'id="divRplyFwdMsg"' in cleaned and "type=" not in cleaned
+
+
+def test_folding_html_costs_one_pass() -> None:
+    # Many marks, deeply nested and side by side: each element is looked at once.
+    nested = "<p>Hi</p>" + '<div class="gmail_quote">q' * 1_900 + "</div>" * 1_900
+    flat = "<p>Hi</p>" + '<blockquote type="cite">q</blockquote><p>a</p>' * 50_000
+    assert FOLDED_HTML_START in fold_html_quote(nested)
+    assert FOLDED_HTML_START not in fold_html_quote(flat)
+
+
+def test_a_reply_whose_plain_form_folds_gets_a_frame_for_its_own_lines() -> None:
+    from smime_companion.core.text import Part
+    from smime_companion.reader.message_view import _frame_height
+
+    html = Part(2, "text/html", "", False, ("<p>Sounds good.</p>" + "<p>old</p>" * 60).encode())
+    quoted = "".join(f"> old line {n}\n" for n in range(60))
+    plain = Part(1, "text/plain", "", False, f"Sounds good.\n\nAlice wrote:\n{quoted}".encode())
+    assert _frame_height(html) == "tall"
+    assert _frame_height(html, plain) == "brief"

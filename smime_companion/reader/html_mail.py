@@ -22,6 +22,7 @@ from html import escape
 import nh3
 
 from smime_companion.core.html_text import html_to_text
+from smime_companion.reader.quote_folding import fold_html_quote
 
 # Image types a browser shows without running anything (SVG can carry script: never inlined).
 INLINE_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
@@ -53,8 +54,13 @@ _ATTRIBUTES: dict[str, set[str]] = {
     "td": {"align", "valign", "colspan", "rowspan", "width", "height", "bgcolor"},
     "th": {"align", "valign", "colspan", "rowspan", "width", "height", "bgcolor"},
     "table": {"align", "width", "border", "cellpadding", "cellspacing", "bgcolor"},
+    # Marks of the message a reply answers (quote_folding), kept with these values only.
+    "div": {*nh3.ALLOWED_ATTRIBUTES.get("div", ()), "id"},
+    "blockquote": {*nh3.ALLOWED_ATTRIBUTES.get("blockquote", ()), "type"},
     "*": {"style", "title", "dir", "lang"},
 }
+_CLASSES = {"div": {"gmail_quote", "moz-cite-prefix"}}
+_MARK_VALUES = {("div", "id"): "divRplyFwdMsg", ("blockquote", "type"): "cite"}
 # Removed with everything inside them (nh3 refuses a tag in both sets).
 _DROP_WITH_CONTENT = {
     "script", "style", "svg", "math", "template", "title", "noscript", "head", "iframe",
@@ -142,8 +148,9 @@ def clean_html(html: str, images: Mapping[str, InlineImage]) -> CleanHtml:
         set_tag_attribute_values={"a": {"target": "_blank"}},
         url_schemes={"http", "https", "mailto", "cid"},
         filter_style_properties=_STYLE_PROPERTIES,
+        allowed_classes=_CLASSES,
     )
-    return CleanHtml(cleaned, blocked[0], frozenset(inlined))
+    return CleanHtml(fold_html_quote(cleaned), blocked[0], frozenset(inlined))
 
 
 # The only CSS functions a kept style may call: colours. Anything else with a "(" (url(),
@@ -186,6 +193,8 @@ def _attribute_filter(
             return target if target.lower().startswith(_LINK_SCHEMES) else None
         if attribute == "style":
             return _safe_style(value)
+        if (element, attribute) in _MARK_VALUES:
+            return value if value == _MARK_VALUES[element, attribute] else None
         return value
 
     return keep

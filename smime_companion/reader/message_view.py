@@ -30,6 +30,7 @@ from smime_companion.reader.html_mail import (
     clean_html,
     picture_type,
 )
+from smime_companion.reader.quote_folding import fold_quotes
 from smime_companion.reader.verdict_words import (
     Badge,
     VerdictLine,
@@ -378,7 +379,7 @@ def _bodies_of(parts: list[mime_text.Part], trusted: bool) -> list[Body]:
         heading = () if continued else (plain or part).heading  # on the first of the forms
         if part.mime_type == "text/html" and trusted:
             number = plain.number if plain else None
-            height = _frame_height(part)
+            height = _frame_height(part, plain)
             bodies.append(Body(part.number, "html", "", number, height, heading, continued))
             continue
         if trusted or plain is None:
@@ -423,11 +424,16 @@ def html_body(cache: Cache, message_id: int, part_number: int) -> CleanHtml | No
     return clean_html(mime_text.decoded_text(html), images)
 
 
-def _frame_height(html: mime_text.Part) -> str:
+def _frame_height(html: mime_text.Part, plain: mime_text.Part | None = None) -> str:
     """How tall a frame an HTML body needs, from its text's lines (a long line wraps) and its
-    pictures: a short note should not sit in a frame of most of the window. A guess; the frame
-    scrolls when it is short of the truth."""
+    pictures: a short note should not sit in a frame of most of the window. A reply whose plain
+    form ends in the message it answers counts only its own lines, as the frame folds that
+    message away (quote_folding). A guess; the frame scrolls when it is short of the truth."""
     text = mime_text.part_text(html)
+    if plain is not None:
+        folded = fold_quotes(mime_text.part_text(plain))
+        if folded.folded:
+            text = "\n".join(block.text for block in folded.shown) + "\n\n"  # and the switch
     # A picture counts as ten lines: more than a short frame holds.
     lines = text.count("\n") + len(text) // 100 + 10 * html.data.lower().count(b"<img")
     if lines <= 2:
