@@ -40,6 +40,15 @@ def test_a_reply_above_the_message_it_answers_folds_that_message_and_its_introdu
     )
 
 
+def test_an_introduction_gmail_wrapped_over_two_lines_is_folded_whole() -> None:
+    introduction = "On Mon, Dec 7, 2026 at 10:00 AM Alice Example <alice@example.org>\nwrote:"
+    text = f"Yes!\n\n{introduction}\n\n> Lunch?\n"
+    assert fold_quotes(text) == FoldedText(
+        [B(0, "Yes!")],
+        [B(0, introduction), B(1, "Lunch?")],
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "separator",
     ["-----Original Message-----", "-----Ursprüngliche Nachricht-----", "_" * 32],
