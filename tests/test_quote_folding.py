@@ -47,6 +47,9 @@ def test_an_introduction_gmail_wrapped_over_two_lines_is_folded_whole() -> None:
         [B(0, "Yes!")],
         [B(0, introduction), B(1, "Lunch?")],
     )  # fmt: skip
+    # A short line of the reply's own before the quote does not take the line above with it.
+    folded = fold_quotes("Hello,\n\nMy answer is yes.\nSee below:\n> Lunch?\n")
+    assert folded.shown == [B(0, "Hello,\n\nMy answer is yes.")]
 
 
 @pytest.mark.parametrize(

@@ -81,9 +81,11 @@ def _answered_from(lines: list[tuple[int, str]]) -> int:
         introduction -= 1
     if introduction >= 0 and lines[introduction][1].rstrip().endswith(":"):
         start = introduction
-        # Gmail wraps a long introduction: "On ..., Alice <alice@example.org>" / "wrote:".
+        # Gmail wraps a long introduction after the address: "On ..., Alice <a@example.org>"
+        # then "wrote:". (A short line of the reply's own before a quote, "See below:", keeps
+        # the line above it in view.)
         above = lines[start - 1][1] if start > 0 and not lines[start - 1][0] else ""
-        if len(lines[start][1].split()) <= 3 and above.strip():
+        if len(lines[start][1].split()) <= 3 and "@" in above:
             start -= 1
     return _if_own_text_before(lines, start)
 
