@@ -1,14 +1,17 @@
-"""A plain text body as the message page shows it: the lines it quotes set apart by depth (a bar
-per level instead of the ``>`` marks), and the message it answers, when it ends the text, folded
-away behind "Show quoted text", as webmail does. A reply to a long thread is then its few new
-lines, not a screen of older mail.
+"""A reply as the message page shows it: the lines it quotes set apart by depth (a bar per level
+instead of the ``>`` marks), and the message it answers, when it ends the text, folded away
+behind "Show quoted text", as webmail does. A reply to a long thread is then its few new lines,
+not a screen of older mail.
 
-The message answered is the quoted run that ends the text together with the line introducing it
-("On Monday, Alice wrote:"), or everything from a separator Outlook writes above it in plain text
-("-----Original Message-----" or a line of underscores, then "From: ..."). Only text that has
-lines of its own before that is folded: a message that is all quote shows it all.
+In plain text (:func:`fold_quotes`) the message answered is the quoted run that ends the text
+together with the line introducing it ("On Monday, Alice wrote:"), or everything from a
+separator Outlook writes above it ("-----Original Message-----" or a line of underscores, then
+"From: ..."). In sanitised HTML (:func:`fold_html_quote`) it starts at the mark a mail client
+puts on it (Gmail, Thunderbird, Apple Mail, Outlook). Only a reply with text of its own before
+that is folded: a message that is all quote shows it all.
 
-Pure: text in, blocks out. Each line is looked at once with patterns anchored at its start.
+Pure: text in, blocks or HTML out. Each line is looked at once with patterns anchored at its
+start; the HTML in one pass of the standard library's parser, when a mark is present at all.
 """
 
 from __future__ import annotations
