@@ -56,3 +56,20 @@ def test_a_megabyte_of_unfinished_markup_is_read_once(unit: str) -> None:
     # "<div " took 21 s and a megabyte would take hours (pytest's timeout would stop this).
     html = "<p>before</p>" + unit * (1_000_000 // len(unit))
     assert html_to_text(html).startswith("before")
+
+
+def test_a_quote_is_marked_as_plain_text_marks_it() -> None:
+    # Gmail's reply: the attribution above a blockquote holding the message answered (with a
+    # quote of its own); blank lines inside a quote kept only between quoted paragraphs.
+    html = (
+        '<div dir="ltr">Sounds good.</div><br><div class="gmail_quote"><div>On Monday, Alice '
+        "wrote:<br></div><blockquote><div>Lunch?</div><div><br></div><div>Alice</div>"
+        "<blockquote>Are you\nfree?</blockquote><div><br></div></blockquote></div>Bob"
+    )
+    assert html_to_text(html) == (
+        "Sounds good.\n\nOn Monday, Alice wrote:\n\n> Lunch?\n>\n> Alice\n>\n"
+        "> > Are you\n> > free?\n\nBob"
+    )
+    # A quote never closed, or closed too often, costs no more than its lines; marks stop at 16.
+    assert html_to_text("<blockquote>" * 100_000 + "x") == "> " * 15 + "> x"
+    assert html_to_text("</blockquote>" * 10 + "<p>x</p>") == "x"

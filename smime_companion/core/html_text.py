@@ -39,12 +39,45 @@ _BLANK_LINES = re.compile(r"\n\s*\n+")
 
 def html_to_text(document: str) -> str:
     """Readable plain text of an HTML document: tags dropped, entities decoded, script and style
-    left out, block elements on their own lines, and each link's target after its text
-    (``Pay here <https://...>``) unless the text already shows it."""
+    left out, block elements on their own lines, each link's target after its text
+    (``Pay here <https://...>``) unless the text already shows it, and the lines of a
+    ``<blockquote>`` (the message a reply quotes) marked ``> `` per depth, as plain text quotes."""
     extractor = _Extractor()
     extractor.read(document)
-    lines = (_SPACES.sub(" ", line).strip() for line in "".join(extractor.out).split("\n"))
-    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+    lines = [_SPACES.sub(" ", line).strip() for line in "".join(extractor.out).split("\n")]
+    return _BLANK_LINES.sub("\n\n", "\n".join(_tidy_quotes(lines))).strip()
+
+
+def _tidy_quotes(lines: list[str]) -> list[str]:
+    """``lines`` less the quoted blank lines (``>`` alone) that open or close a quote or repeat
+    one: such a line stays only between two quoted paragraphs at least as deep."""
+    # The depth of the next line that is not a quoted blank line, for each line (from the end).
+    next_depth = [0] * (len(lines) + 1)
+    for index in range(len(lines) - 1, -1, -1):
+        blank = _QUOTE_MARKS.fullmatch(lines[index])
+        next_depth[index] = next_depth[index + 1] if blank else _depth(lines[index])
+    kept: list[str] = []
+    for index, line in enumerate(lines):
+        if not _QUOTE_MARKS.fullmatch(line):
+            kept.append(line)
+            continue
+        depth = line.count(">")
+        previous = kept[-1] if kept else ""
+        between = _depth(previous) >= depth and next_depth[index + 1] >= depth
+        if between and not _QUOTE_MARKS.fullmatch(previous):
+            kept.append(">" * depth)
+    return kept
+
+
+def _depth(line: str) -> int:
+    marks = _QUOTE_MARKS.match(line)
+    return marks.group().count(">") if marks else 0
+
+
+# How a quoted line starts (a quoted blank line is only that). Quote marks are written for this
+# many levels at most (a deeper quote is drawn at it: a hostile nest costs no more per line).
+_QUOTE_MARKS = re.compile(r"(?:> ?)+")
+_MAX_QUOTE_MARKS = 16
 
 
 class _Extractor:
@@ -53,6 +86,8 @@ class _Extractor:
         self.skip_depth = 0
         # The target of each open <a>, and where its text starts in ``out``.
         self.links: list[tuple[str | None, int]] = []
+        self.quotes = 0  # blockquotes open
+        self.marks = ""  # what each line inside them starts with
 
     def read(self, document: str) -> None:
         position, end = 0, len(document)
@@ -98,7 +133,9 @@ class _Extractor:
         if name in _SKIP_TAGS:
             self.skip_depth += 1
         elif name in _BLOCK_TAGS:
-            self.out.append("\n")
+            if name == "blockquote":
+                self.quote(+1)
+            self.newline()
         elif name == "img":
             alt = attributes.get("alt")
             # Outlook writes the picture's cid: address as its alt text: no words of the author.
@@ -118,11 +155,21 @@ class _Extractor:
             if target and target not in "".join(self.out[start:]):
                 self.out.append(f" <{target}>")
         elif name in _BLOCK_TAGS:
-            self.out.append("\n")
+            if name == "blockquote":
+                self.quote(-1)
+            self.newline()
 
     def data(self, text: str) -> None:
         if not self.skip_depth:
-            self.out.append(html.unescape(text))
+            text = html.unescape(text)
+            self.out.append(text.replace("\n", "\n" + self.marks) if self.marks else text)
+
+    def newline(self) -> None:
+        self.out.append("\n" + self.marks)
+
+    def quote(self, step: int) -> None:
+        self.quotes = max(0, self.quotes + step)
+        self.marks = "> " * min(self.quotes, _MAX_QUOTE_MARKS)
 
 
 def _attributes(document: str, position: int) -> tuple[dict[str, str], int]:
