@@ -291,6 +291,10 @@ def plain_shapes() -> list[bytes]:
         head + mixed,
         head + related,
         head + b"Content-Type: text/html\r\n\r\n<div><div><p>unclosed <b>bold <!-- note",
+        # An HTML reply: the answered message in a Gmail quote, quoted again inside.
+        head + b'Content-Type: text/html\r\n\r\n<p>Yes.</p><div class="gmail_quote">On Monday'
+        b' A wrote:<blockquote type="cite"><p>Lunch?</p><blockquote>Free?\n</blockquote>'
+        b"</blockquote></div>",
         head + LEGACY_DISPLAY_PART.replace(b"text/plain; charset=us", b"text/rfc822-headers; x"),
         head.replace(b"\r\n", b"\n") + b"Content-Type: text/plain; charset=iso-2022-jp\n\n"
         b"\x1b$B$3$s$K$A$O\x1b(B\n",
