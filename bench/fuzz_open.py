@@ -81,7 +81,8 @@ with atheris.instrument_imports(include=["smime_companion", "asn1crypto"]):
     from smime_companion.core.open import open_message
     from smime_companion.core.verdicts import SignatureStatus
     from smime_companion.reader.html_mail import InlineImage, clean_html, picture_type
-    from smime_companion.reader.message_view import invitations
+    from smime_companion.reader.message_view import _bodies_of, invitations
+    from smime_companion.reader.quote_folding import fold_quotes
 
 from asn1crypto import cms  # noqa: E402
 from cryptography import x509  # noqa: E402
@@ -365,13 +366,16 @@ def test_one_input(data: bytes) -> None:
 
 
 def _render(content: bytes) -> None:
-    """Each inline part as the reader shows it (``reader.message_view``'s bodies)."""
+    """The page's bodies and each inline part as the reader shows it (``reader.message_view``)."""
     try:
         parts = list(mime_text.iter_parts(content))
     except MalformedInput:  # the reader shows no body for content whose header is over the limit
         return
     images = {p.content_id.lower(): InlineImage(p.mime_type, p.data) for p in parts if p.content_id}
     invitations(parts)  # the meeting invitation cards
+    for trusted in (True, False):  # the bodies of the page, text folded as the page folds it
+        for body in _bodies_of(parts, trusted):
+            fold_quotes(body.text)
     for part in parts:
         if part.mime_type == "text/html" and not part.is_attachment:
             clean_html(mime_text.decoded_text(part), images)
