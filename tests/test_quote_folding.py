@@ -214,3 +214,9 @@ def test_a_reply_whose_plain_form_folds_gets_a_frame_for_its_own_lines() -> None
     plain = Part(1, "text/plain", "", False, f"Sounds good.\n\nAlice wrote:\n{quoted}".encode())
     assert _frame_height(html) == "tall"
     assert _frame_height(html, plain) == "brief"
+    # Without a plain form, the HTML as the frame folds it: a quote a client marked as the
+    # answered message folds, another quote does not.
+    quoting = b"<p>Yes.</p><blockquote>" + b"<p>old</p>" * 60
+    assert _frame_height(Part(2, "text/html", "", False, quoting)) == "tall"
+    cited = quoting.replace(b"<blockquote>", b'<blockquote type="cite">')
+    assert _frame_height(Part(2, "text/html", "", False, cited)) == "brief"

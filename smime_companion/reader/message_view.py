@@ -18,6 +18,7 @@ from typing import Any
 
 from smime_companion.core import text as mime_text
 from smime_companion.core.entry_derivation import derive_entry
+from smime_companion.core.html_text import html_to_text
 from smime_companion.core.invitation import Invitation, read_invitation
 from smime_companion.core.mime import MESSAGE_TYPES, parse_entity
 from smime_companion.core.model import OpenResult
@@ -30,7 +31,7 @@ from smime_companion.reader.html_mail import (
     clean_html,
     picture_type,
 )
-from smime_companion.reader.quote_folding import fold_quotes
+from smime_companion.reader.quote_folding import FOLDED_HTML_START, fold_quotes
 from smime_companion.reader.verdict_words import (
     Badge,
     VerdictLine,
@@ -426,14 +427,20 @@ def html_body(cache: Cache, message_id: int, part_number: int) -> CleanHtml | No
 
 def _frame_height(html: mime_text.Part, plain: mime_text.Part | None = None) -> str:
     """How tall a frame an HTML body needs, from its text's lines (a long line wraps) and its
-    pictures: a short note should not sit in a frame of most of the window. A reply whose plain
-    form ends in the message it answers counts only its own lines, as the frame folds that
-    message away (quote_folding). A guess; the frame scrolls when it is short of the truth."""
+    pictures: a short note should not sit in a frame of most of the window. A reply counts
+    only its own lines when the frame folds the message it answers away (quote_folding): as
+    its plain form folds, or without one, as the sanitised HTML does. A guess; the frame
+    scrolls when it is short of the truth."""
     text = mime_text.part_text(html)
     if plain is not None:
         folded = fold_quotes(mime_text.part_text(plain))
         if folded.folded:
             text = "\n".join(block.text for block in folded.shown) + "\n\n"  # and the switch
+    else:
+        cleaned = clean_html(mime_text.decoded_text(html), {}).html
+        fold = cleaned.find(FOLDED_HTML_START)
+        if fold >= 0:
+            text = html_to_text(cleaned[:fold]) + "\n\n"
     # A picture counts as ten lines: more than a short frame holds.
     lines = text.count("\n") + len(text) // 100 + 10 * html.data.lower().count(b"<img")
     if lines <= 2:
