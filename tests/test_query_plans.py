@@ -97,6 +97,46 @@ def test_verdict_filters_use_their_indexes_not_every_row(
     _never_sorts_or_scans_the_table(steps)
 
 
+@pytest.mark.parametrize(
+    ("query", "index"),
+    [("id:x@example.org", "messages_by_message_id (message_id=?)"),
+     ("signer:alice@example.org", "messages_by_signer (<expr>=?)"),
+     ("scan:clean", "messages_by_scan (scan=?)"), ("scan:pending", "messages_by_scan (scan=?)"),
+     ("is:flagged", "messages_flagged"), ("is:answered", "messages_answered"),
+     ("account:work", "messages_by_account (account=?)")],
+)  # fmt: skip
+def test_field_filters_use_their_indexes_not_every_row(
+    cache: Cache, query: str, index: str
+) -> None:
+    # Their columns lie after the raw message, in overflow pages: a scan reads the whole cache.
+    steps = plan(cache, query, dt.datetime.now(dt.UTC))
+    assert any(index in s for s in steps), steps
+    _never_sorts_or_scans_the_table(steps)
+
+
+def test_infected_is_a_range_of_the_scan_index(cache: Cache) -> None:
+    steps = plan(cache, "scan:infected", dt.datetime.now(dt.UTC))
+    assert any("messages_by_scan (scan>? AND scan<?)" in s for s in steps), steps
+
+
+def test_field_filters_answer_as_a_scan_would(cache: Cache, now: dt.datetime) -> None:
+    everything = cache.search("", now=now)
+    signer = next(m.signer for m in everything if m.signer)
+    cache._conn.execute(
+        "UPDATE messages SET scan = 'infected:Eicar' WHERE id = ?", (everything[0].id,)
+    )
+    try:
+        for query, keep in (
+            (f"signer:{signer.upper()}", lambda m: (m.signer or "").lower() == signer.lower()),
+            ("scan:infected", lambda m: m.id == everything[0].id),
+            ("account:" + everything[0].account, lambda m: m.account == everything[0].account),
+        ):
+            found = [m.id for m in cache.search(query, now=now)]
+            assert found == [m.id for m in everything if keep(m)], query
+    finally:
+        cache._conn.execute("UPDATE messages SET scan = NULL WHERE id = ?", (everything[0].id,))
+
+
 def test_verdict_filters_answer_as_a_scan_would(cache: Cache, now: dt.datetime) -> None:
     everything = cache.search("", now=now)
     for query, keep in (
@@ -111,4 +151,6 @@ def test_the_schema_of_a_new_cache_has_the_plans_indexes(tmp_path: Path) -> None
     with Cache.open(tmp_path / "data", KEY) as fresh:
         names = {r[0] for r in fresh._conn.execute("SELECT name FROM sqlite_master")}
     assert {"messages_encrypted", "messages_signed", "messages_by_signature",
-            "messages_by_decryption", "messages_by_sort_key"} <= names  # fmt: skip
+            "messages_by_decryption", "messages_by_sort_key", "messages_by_message_id",
+            "messages_by_signer", "messages_by_scan", "messages_by_account",
+            "messages_flagged", "messages_answered"} <= names  # fmt: skip

@@ -298,6 +298,27 @@ def _migration_9(conn: apsw.Connection) -> None:
     )
 
 
+def _migration_10(conn: apsw.Connection) -> None:
+    # The field filters of the search language without an index of their own read every row,
+    # and a row's columns after its raw message lie in overflow pages: `id:`, `signer:`,
+    # `scan:`, `is:flagged`, `is:answered` and `account:` read the whole cache when few messages
+    # match (100 to 160 ms at 20,000 messages of the search bench, seconds at a million). Each
+    # gets an index in the query's own words, newest first, as migration 4 gave the verdicts.
+    # Building them reads every row once per index: minutes at a million messages, once.
+    conn.execute(
+        """
+        CREATE INDEX IF NOT EXISTS messages_by_message_id ON messages (message_id, sort_key);
+        CREATE INDEX IF NOT EXISTS messages_by_signer ON messages (lower(signer), sort_key);
+        CREATE INDEX IF NOT EXISTS messages_by_scan ON messages (scan, sort_key);
+        CREATE INDEX IF NOT EXISTS messages_by_account ON messages (account, sort_key);
+        CREATE INDEX IF NOT EXISTS messages_flagged ON messages (sort_key)
+            WHERE instr(flags, ' \\Flagged ') > 0;
+        CREATE INDEX IF NOT EXISTS messages_answered ON messages (sort_key)
+            WHERE instr(flags, ' \\Answered ') > 0;
+        """
+    )
+
+
 MIGRATIONS: list[db.Migration] = [
     _migration_1,
     _migration_2,
@@ -308,6 +329,7 @@ MIGRATIONS: list[db.Migration] = [
     _migration_7,
     _migration_8,
     _migration_9,
+    _migration_10,
 ]
 
 # Server-side "not seen", exactly as the partial index messages_unseen is declared.

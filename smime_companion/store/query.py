@@ -68,7 +68,8 @@ _IS_VALUES: dict[str, tuple[str, tuple[Any, ...]]] = {
 }
 _SCAN_VALUES = {
     "clean": "m.scan = 'clean'",
-    "infected": "m.scan LIKE 'infected:%'",
+    # A range, not LIKE (which ignores case, so no index can answer it): ";" follows ":".
+    "infected": "m.scan >= 'infected:' AND m.scan < 'infected;'",
     "error": "m.scan = 'error'",
     "pending": "m.scan IS NULL",
 }
