@@ -206,14 +206,14 @@ def test_folding_html_costs_one_pass() -> None:
 
 
 def test_a_reply_whose_plain_form_folds_gets_a_frame_for_its_own_lines() -> None:
-    from smime_companion.core.text import Part
+    from smime_companion.core.text import Part, part_text
     from smime_companion.reader.message_view import _frame_height
 
     html = Part(2, "text/html", "", False, ("<p>Sounds good.</p>" + "<p>old</p>" * 60).encode())
     quoted = "".join(f"> old line {n}\n" for n in range(60))
     plain = Part(1, "text/plain", "", False, f"Sounds good.\n\nAlice wrote:\n{quoted}".encode())
     assert _frame_height(html) == "tall"
-    assert _frame_height(html, plain) == "brief"
+    assert _frame_height(html, fold_quotes(part_text(plain))) == "brief"
     # Without a plain form, the HTML as the frame folds it: a quote a client marked as the
     # answered message folds, another quote does not.
     quoting = b"<p>Yes.</p><blockquote>" + b"<p>old</p>" * 60

@@ -31,7 +31,7 @@ from smime_companion.reader.html_mail import (
     clean_html,
     picture_type,
 )
-from smime_companion.reader.quote_folding import FOLDED_HTML_START, fold_quotes
+from smime_companion.reader.quote_folding import FOLDED_HTML_START, FoldedText, fold_quotes
 from smime_companion.reader.verdict_words import (
     Badge,
     VerdictLine,
@@ -372,15 +372,17 @@ def _bodies_of(parts: list[mime_text.Part], trusted: bool) -> list[Body]:
     text one step away. For content that is not ``trusted`` HTML is never rendered: a body in
     two forms is its plain text, an HTML-only one the HTML's text."""
     bodies: list[Body] = []
-    given: set[int] = set()  # the plain forms met: the pieces of a split HTML body share one
+    # The plain forms met, folded (quote_folding), by number: the pieces of a split HTML body
+    # share one, which is read once however many pieces there are.
+    folds: dict[int, FoldedText] = {}
     for part, plain in mime_text.body_forms(parts):
-        continued = plain is not None and plain.number in given
-        if plain is not None:
-            given.add(plain.number)
+        continued = plain is not None and plain.number in folds
+        if plain is not None and not continued:
+            folds[plain.number] = fold_quotes(mime_text.part_text(plain))
         heading = () if continued else (plain or part).heading  # on the first of the forms
         if part.mime_type == "text/html" and trusted:
             number = plain.number if plain else None
-            height = _frame_height(part, plain)
+            height = _frame_height(part, folds[plain.number] if plain else None)
             bodies.append(Body(part.number, "html", "", number, height, heading, continued))
             continue
         if trusted or plain is None:
@@ -425,17 +427,16 @@ def html_body(cache: Cache, message_id: int, part_number: int) -> CleanHtml | No
     return clean_html(mime_text.decoded_text(html), images)
 
 
-def _frame_height(html: mime_text.Part, plain: mime_text.Part | None = None) -> str:
+def _frame_height(html: mime_text.Part, plain: FoldedText | None = None) -> str:
     """How tall a frame an HTML body needs, from its text's lines (a long line wraps) and its
     pictures: a short note should not sit in a frame of most of the window. A reply counts
     only its own lines when the frame folds the message it answers away (quote_folding): as
-    its plain form folds, or without one, as the sanitised HTML does. A guess; the frame
-    scrolls when it is short of the truth."""
+    its plain form (``plain``, folded) folds, or without one, as the sanitised HTML does. A
+    guess; the frame scrolls when it is short of the truth."""
     text = mime_text.part_text(html)
     if plain is not None:
-        folded = fold_quotes(mime_text.part_text(plain))
-        if folded.folded:
-            text = "\n".join(block.text for block in folded.shown) + "\n\n"  # and the switch
+        if plain.folded:
+            text = "\n".join(block.text for block in plain.shown) + "\n\n"  # and the switch
     else:
         cleaned = clean_html(mime_text.decoded_text(html), {}).html
         fold = cleaned.find(FOLDED_HTML_START)
