@@ -69,9 +69,18 @@ def _tidy_quotes(lines: list[str]) -> list[str]:
     return kept
 
 
-def _depth(line: str) -> int:
+def split_quote_marks(line: str) -> tuple[int, str]:
+    """A plain text line's quote depth (its leading ``>`` marks, a space after any of them:
+    ``> > x``, ``>> x``) and its text without them. The one reading of quote marks: what
+    html_to_text writes, the reader's quote folding reads."""
     marks = _QUOTE_MARKS.match(line)
-    return marks.group().count(">") if marks else 0
+    if marks is None:
+        return 0, line
+    return marks.group().count(">"), line[marks.end() :]
+
+
+def _depth(line: str) -> int:
+    return split_quote_marks(line)[0]
 
 
 # How a quoted line starts (a quoted blank line is only that). Quote marks are written for this

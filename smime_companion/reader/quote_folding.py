@@ -20,10 +20,10 @@ import re
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
+from smime_companion.core.html_text import split_quote_marks
+
 __all__ = ["FoldedText", "TextBlock", "fold_html_quote", "fold_quotes"]
 
-# The quote marks that start a line: ">" each, a space after any of them ("> > x", ">> x").
-_MARKS = re.compile(r"(?:> ?)+")
 # Outlook's separators above the message a plain text reply answers: "-----Original
 # Message-----" in the sender's language, or a line of underscores; then a field ("From:",
 # "Von:", "De :").
@@ -53,17 +53,9 @@ class FoldedText:
 
 def fold_quotes(text: str) -> FoldedText:
     """``text`` as blocks by quote depth, its ending quote folded away (see the module)."""
-    lines = [_quoted_line(line) for line in text.split("\n")]
+    lines = [split_quote_marks(line) for line in text.split("\n")]
     start = _answered_from(lines)
     return FoldedText(_blocks(lines[:start]), _blocks(lines[start:]))
-
-
-def _quoted_line(line: str) -> tuple[int, str]:
-    """A line's quote depth and its text without the quote marks."""
-    marks = _MARKS.match(line)
-    if marks is None:
-        return 0, line
-    return marks.group().count(">"), line[marks.end() :]
 
 
 def _answered_from(lines: list[tuple[int, str]]) -> int:
