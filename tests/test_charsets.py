@@ -84,6 +84,57 @@ def test_raw_latin1_headers_and_bodies_of_old_mail_are_readable_and_searchable()
     assert extract_text(old).body.startswith("Viele Grüße")
 
 
+@pytest.mark.parametrize(
+    ("subject", "charset"),
+    [
+        ("Привет из Москвы", "koi8-r"),
+        ("Привет из Москвы", '"windows-1251"'),
+        ("日本語の件名", "Shift_JIS"),
+        ("日本語の件名", "EUC-JP"),
+        ("中文主题", "gb2312"),
+        ("한국어 제목", "euc-kr"),
+        ("Ζωή", "iso-8859-7"),
+    ],
+)
+def test_raw_headers_are_read_in_the_charset_their_section_names(
+    subject: str, charset: str
+) -> None:
+    # Old mail from Russia, Japan, China or Korea wrote its headers raw in the charset of its
+    # text, and said which one in the Content-Type; read as windows-1252 it is mojibake.
+    codec = charset.strip('"')
+    old = (
+        f"From: {subject[:3]} <x@example.org>\r\nSubject: {subject}\r\n"
+        f"Content-Type: text/plain; charset={charset}\r\n\r\n{subject}\r\n"
+    ).encode("cp932" if codec == "Shift_JIS" else codec)
+    headers = summary_headers(parse_entity(old, 65536).fields)
+    assert headers["subject"] == subject
+    assert headers["from"] == f"{subject[:3]} <x@example.org>"
+    assert extract_text(old).body.startswith(subject)
+
+
+def test_raw_iso_2022_jp_headers_are_read_by_their_escapes() -> None:
+    # ISO-2022-JP is 7-bit: its escapes say what it is, with or without a label.
+    for content_type in (b"text/plain; charset=iso-2022-jp", b"text/plain"):
+        old = (
+            b"Subject: " + "会議の件".encode("iso2022_jp") + b"\r\n"
+            b"Content-Type: " + content_type + b"\r\n\r\nbody\r\n"
+        )
+        assert summary_headers(parse_entity(old, 65536).fields)["subject"] == "会議の件"
+
+
+def test_raw_headers_that_are_utf8_or_not_the_named_charset_still_read() -> None:
+    # UTF-8 (RFC 6532) wins over the label; bytes the label cannot read fall back to
+    # windows-1252, as before; a multipart's section names no charset.
+    for raw, content_type, subject in [
+        ("Grüße".encode(), b"text/plain; charset=iso-8859-2", "Grüße"),
+        ("Grüße".encode("latin-1"), b"text/plain; charset=utf-8", "Grüße"),
+        (b"\x81\xff\x81", b"text/plain; charset=shift_jis", "\ufffd\xff\ufffd"),
+        ("Grüße".encode("latin-1"), b"multipart/mixed; boundary=x", "Grüße"),
+    ]:
+        old = b"Subject: " + raw + b"\r\nContent-Type: " + content_type + b"\r\n\r\n"
+        assert summary_headers(parse_entity(old, 65536).fields)["subject"] == subject
+
+
 def test_a_header_of_unclosed_openings_is_read_in_linear_time() -> None:
     # Each "=?" opening must not make the scanner read to the end of the header again.
     for hostile in ("=?a?q?x" * 35_000, "=?a?q?" + "x" * 250_000, "=?" * 120_000):

@@ -80,6 +80,38 @@ def decode_mail_text(data: bytes, charset: str | None = None) -> str:
         return data.decode(_FALLBACK, "replace")
 
 
+# An ISO-2022 escape that designates a double-byte set (JIS X 0208, GB 2312, KS C 5601) or
+# JIS-Roman: old Japanese mail wrote its headers so, raw, without encoded words.
+_ISO2022_ESCAPE = re.compile(rb"\x1b(?:\$[@AB]|\$\([CD]|\(J)")
+
+
+def decode_header_bytes(data: bytes, charset: str | None = None) -> str:
+    """A header field's raw value as text. RFC 6532 says UTF-8; mail from before it wrote
+    headers raw in the charset of its own text (a KOI8-R subject above a KOI8-R body, Shift_JIS,
+    ISO-2022-JP with its escapes). So: ASCII as it is (ISO-2022 escapes read as such), else
+    UTF-8 when the bytes are UTF-8, else ``charset`` (the Content-Type charset of the same header
+    section, as Thunderbird falls back to the body's charset) when it reads them cleanly, else
+    windows-1252. Never raises."""
+    if data.isascii():
+        if b"\x1b" in data and _ISO2022_ESCAPE.search(data) is not None:
+            try:
+                return data.decode("iso2022_jp_2")
+            except UnicodeError:
+                pass
+        return data.decode("ascii")
+    try:
+        return data.decode("utf-8")
+    except UnicodeError:
+        pass
+    codec = _codec(charset)
+    if codec is not None and not codec.startswith(("utf-16", "utf-32")):
+        try:
+            return _without_lone_surrogates(data.decode(codec))
+        except UnicodeError:
+            pass
+    return data.decode(_FALLBACK, "replace")
+
+
 # A code point of the surrogate range on its own: a decoded str holds a proper pair as the one
 # character it encodes, so any such code point is unpaired.
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")

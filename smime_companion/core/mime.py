@@ -17,7 +17,7 @@ from email.message import Message
 from email.utils import getaddresses
 from functools import cached_property
 
-from smime_companion.core.charsets import decode_mail_text
+from smime_companion.core.charsets import decode_header_bytes, decode_mail_text
 from smime_companion.errors import LimitExceeded, MalformedInput
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
@@ -166,11 +166,28 @@ def _parse_fields(
 
 
 def _decoded(fields: list[tuple[bytes, list[bytes]]]) -> tuple[tuple[str, str], ...]:
-    # Values are UTF-8 (RFC 6532), or raw 8-bit text of old mail, read as windows-1252.
+    # Values are UTF-8 (RFC 6532), or raw 8-bit text of old mail: read in the charset the same
+    # header section names for its content, else windows-1252 (core.charsets).
+    values = [b" ".join(part.strip() for part in parts) for _, parts in fields]
+    charset = None
+    if not all(value.isascii() for value in values):
+        charset = _declared_charset(fields)
     return tuple(
-        (name.decode("ascii"), decode_mail_text(b" ".join(part.strip() for part in parts)))
-        for name, parts in fields
+        (name.decode("ascii"), decode_header_bytes(value, charset))
+        for (name, _), value in zip(fields, values, strict=True)
     )
+
+
+_CHARSET_PARAM = re.compile(rb"""charset\s*=\s*["']?([A-Za-z0-9_.:+-]{1,40})""", re.IGNORECASE)
+
+
+def _declared_charset(fields: list[tuple[bytes, list[bytes]]]) -> str | None:
+    """The charset parameter of the section's first Content-Type field, or None."""
+    for name, parts in fields:
+        if name.lower() == b"content-type":
+            match = _CHARSET_PARAM.search(b" ".join(parts))
+            return match.group(1).decode("ascii") if match is not None else None
+    return None
 
 
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
