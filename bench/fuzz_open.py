@@ -282,7 +282,33 @@ def plain_shapes() -> list[bytes]:
         b"Content-Disposition: inline; filename=a.gif\r\n\r\nGIF89a\r\n--sp\r\n"
         b"Content-Type: text/html\r\n\r\n<p>After.</p>\r\n--sp--\r\n--al--\r\n"
     )
+    # BinHex 4.0 (core.binhex): a mac-binhex40 part with a run, and the same block in a text
+    # body under a KOI8-R subject written raw (core.mime reads it in the body's charset).
+    binhex_stream = b"\x05a.txt\x00TEXTMACA\x00\x00\x00\x00\x00\x06\x00\x00\x00\x00"
+    binhex_stream += binascii.crc_hqx(binhex_stream, 0).to_bytes(2, "big")
+    binhex_stream += b"A\x90\x05B" + binascii.crc_hqx(b"AAAAAB", 0).to_bytes(2, "big") + b"\0\0"
+    hqx = (
+        binascii.b2a_base64(binhex_stream, newline=False)
+        .rstrip(b"=")
+        .translate(
+            bytes.maketrans(
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+                b"!\"#$%&'()*+,-012345689@ABCDEFGHIJKLMNPQRSTUVXYZ[`abcdefhijklmpqr",
+            )
+        )
+    )
+    hqx = b"(This file must be converted with BinHex 4.0)\r\n:" + hqx + b":\r\n"
+    binhexed = (
+        b'Content-Type: multipart/mixed; boundary="bh"\r\n\r\n--bh\r\n'
+        b"Content-Type: application/mac-binhex40; name=a.hqx\r\n\r\n" + hqx + b"--bh--\r\n"
+    )
+    in_text = (
+        b"Subject: \xf0\xd2\xc9\xd7\xc5\xd4\r\nContent-Type: text/plain; charset=koi8-r\r\n"
+        b"\r\nFile:\r\n" + hqx + b"Bye\r\n"
+    )
     return [
+        head + binhexed,
+        head + in_text,
         head + split,
         head + digest,
         head + uuencoded,

@@ -8,6 +8,7 @@ helpers here are shared by the other cache test files.
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as dt
 import functools
 import hashlib
@@ -440,3 +441,37 @@ def test_a_cache_from_before_lists_a_signed_message_forwarded_inline_as_one_atta
             (2, "message/rfc822")
         ]
         assert cache.messages_to_scan(10) == [message_id]  # its parts changed: scanned again
+
+
+def test_a_cache_from_before_lists_a_binhex_attachment_as_the_file_it_holds(
+    tmp_path: Path, pki: TestPki, now: dt.datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from smime_companion.core import binhex
+
+    header = b"\x08Memo.txt\x00TEXTMACA\x00\x00" + (5).to_bytes(4, "big") + bytes(4)
+    stream = header + binascii.crc_hqx(header, 0).to_bytes(2, "big")
+    stream += b"Hello" + binascii.crc_hqx(b"Hello", 0).to_bytes(2, "big") + bytes(2)
+    table = bytes.maketrans(
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+        b"!\"#$%&'()*+,-012345689@ABCDEFGHIJKLMNPQRSTUVXYZ[`abcdefhijklmpqr",
+    )
+    block = binascii.b2a_base64(stream, newline=False).rstrip(b"=").translate(table)
+    raw = mail(pki, subject="Memo", body="See the memo.\r\n", extra_parts=(
+        "--b0\r\nContent-Type: application/mac-binhex40; name=Memo.hqx\r\n\r\n"
+        "(This file must be converted with BinHex 4.0)\r\n:" + block.decode() + ":\r\n"
+    ))  # fmt: skip
+    directory = tmp_path / "data"
+    with monkeypatch.context() as old:  # as an earlier version read it: the encoded text
+        old.setattr(binhex, "is_binhex", lambda mime_type, filename: False)
+        with Cache.open(directory, KEY) as cache:
+            message_id = store(cache, raw, opener(pki), now, uid=1)
+            before = [(a.mime_type, a.filename) for a in cache.attachments(message_id)]
+            assert before == [("application/mac-binhex40", "Memo.hqx")]
+    conn = db._open(directory / db.DB_FILENAME, KEY, None)  # as it is, without migrating
+    with conn:
+        conn.execute("PRAGMA user_version = 10")
+    conn.close()
+
+    with Cache.open(directory, KEY) as cache:  # migration 11 derives it again
+        after = [(a.mime_type, a.filename, a.size) for a in cache.attachments(message_id)]
+        assert after == [("application/octet-stream", "Memo.txt", 5)]

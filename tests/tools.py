@@ -9,9 +9,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-def run(argv: Sequence[str | Path], stdin: bytes | None = None, check: bool = True) -> bytes:
-    """Run a command; return stdout. On failure raise AssertionError with its stderr."""
-    proc = subprocess.run([str(a) for a in argv], input=stdin, capture_output=True, timeout=60)
+def run(
+    argv: Sequence[str | Path],
+    stdin: bytes | None = None,
+    check: bool = True,
+    cwd: Path | None = None,
+) -> bytes:
+    """Run a command (in ``cwd``); return stdout. On failure raise AssertionError with its
+    stderr."""
+    proc = subprocess.run(
+        [str(a) for a in argv], input=stdin, capture_output=True, timeout=60, cwd=cwd
+    )
     if check and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(str(a) for a in argv)} failed ({proc.returncode}): "

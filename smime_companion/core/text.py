@@ -5,9 +5,10 @@ never re-serialised); HTML is turned into text by :mod:`core.html_text`.
 
 Parts are numbered 1, 2, 3, ... in depth-first order over the *leaf* parts (non-multipart
 entities); ``message/rfc822`` parts are descended into, and Outlook's TNEF attachment
-(``winmail.dat``) is replaced by the body and files inside it (:mod:`core.tnef`). Files
-uuencoded inside plain text (:mod:`core.uuencoded`) are taken out of it and numbered after
-every other part. The numbers are what ``smime-companion show --part N`` takes.
+(``winmail.dat``) is replaced by the body and files inside it (:mod:`core.tnef`), a BinHex part
+by the file it holds (:mod:`core.binhex`). Files uuencoded or BinHexed inside plain text
+(:mod:`core.uuencoded`, :mod:`core.binhex`) are taken out of it and numbered after every other
+part. The numbers are what ``smime-companion show --part N`` takes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-from smime_companion.core import legacy_display, printable, tnef, uuencoded
+from smime_companion.core import binhex, legacy_display, printable, tnef, uuencoded
 from smime_companion.core.charsets import decode_mail_text
 from smime_companion.core.html_text import html_to_text
 from smime_companion.core.mime import (
@@ -41,6 +42,8 @@ MAX_PARTS = 2000
 MAX_INDEXED_CHARS = 1_000_000
 # A message list row shows this many characters of the message's text at most (see preview).
 PREVIEW_CHARS = 160
+# A file found inside a text part.
+EmbeddedFile = uuencoded.UuencodedFile | binhex.BinhexFile
 
 SUMMARY_HEADERS = ("from", "to", "cc", "subject", "date", "message-id")
 
@@ -151,7 +154,7 @@ def iter_parts(content: bytes, content_name: str | None = None) -> Iterator[Part
     number = 0
     alternatives = 0  # the multipart/alternatives met so far
     shown: Part | None = None  # the last inline text part, which a TNEF body may repeat
-    found: list[uuencoded.UuencodedFile] = []  # files uuencoded inside text parts
+    found: list[EmbeddedFile] = []  # files uuencoded or BinHexed inside text parts
     while stack:
         entity, depth, name, protected, heading, alternative = stack.pop()
         if depth < MAX_DEPTH and number < MAX_PARTS:
@@ -188,11 +191,11 @@ def iter_parts(content: bytes, content_name: str | None = None) -> Iterator[Part
         for part in _unpacked(leaf, shown):
             number = part.number
             if not part.is_attachment:
-                part = _without_uuencoded(part, found)
+                part = _without_embedded_files(part, found)
                 shown = part
             yield part
     # Numbered after every MIME part, so that the numbers of those stay what they were before
-    # uuencoded files were looked for (the cache keeps scan verdicts and rows by part number).
+    # files in text were looked for (the cache keeps scan verdicts and rows by part number).
     for file in found[: max(0, MAX_PARTS - number)]:
         number += 1
         yield Part(number, "application/octet-stream", file.filename, True, file.data)
@@ -305,7 +308,21 @@ def _unpacked(leaf: Part, shown: Part | None) -> Iterator[Part]:
     it carries in its place, numbered on from its number (see :mod:`core.tnef`). A plain-text
     body is left out when it only repeats, up to line breaks and spacing, the inline text part
     ``shown`` before it (Outlook sends the plain text beside the TNEF). A TNEF that cannot be
-    read, or not to its end, or holds nothing, is also offered as it came."""
+    read, or not to its end, or holds nothing, is also offered as it came. A BinHex file
+    (old Macintosh mail) is the file it holds, or as it came when it holds no sound one."""
+    if binhex.is_binhex(leaf.mime_type, leaf.filename):
+        binhexed = binhex.read_binhex(leaf.data)
+        if binhexed is not None:
+            leaf = replace(
+                leaf,
+                mime_type="application/octet-stream",
+                filename=binhexed.filename,
+                is_attachment=True,
+                data=binhexed.data,
+                charset=None,
+            )
+        yield leaf
+        return
     if not tnef.is_tnef(leaf.mime_type, leaf.filename):
         yield leaf
         return
@@ -331,15 +348,18 @@ def _unpacked(leaf: Part, shown: Part | None) -> Iterator[Part]:
         yield replace(leaf, number=number)
 
 
-def _without_uuencoded(part: Part, found: list[uuencoded.UuencodedFile]) -> Part:
-    """``part`` without the files uuencoded in it, which go to ``found`` (:mod:`core.uuencoded`):
-    plain text only, and only while the message has room for more parts."""
+def _without_embedded_files(part: Part, found: list[EmbeddedFile]) -> Part:
+    """``part`` without the files uuencoded (:mod:`core.uuencoded`) or BinHexed
+    (:mod:`core.binhex`) in it, which go to ``found``: plain text only, and only while the
+    message has room for more parts."""
     if part.mime_type != "text/plain" or len(found) >= MAX_PARTS:
         return part
     text, files = uuencoded.split_uuencoded(part.data)
-    if not files:
+    text, binhexed = binhex.split_binhex(text)
+    if not files and not binhexed:
         return part
     found.extend(files)
+    found.extend(binhexed)
     return replace(part, data=text)
 
 

@@ -319,6 +319,24 @@ def _migration_10(conn: apsw.Connection) -> None:
     )
 
 
+def _migration_11(conn: apsw.Connection) -> None:
+    # A BinHex attachment (old Macintosh mail, core.binhex) is now the file it holds, under the
+    # name it gives: a message cached with one listed the encoded .hqx text. Those messages are
+    # derived again (Cache.reindex_pending), as in migration 7. (A block inside a text body is
+    # not listed as an attachment, so its message waits for `cache rebuild`, as uuencoded
+    # blocks did.)
+    conn.execute(
+        """
+        INSERT OR IGNORE INTO text_pending (message)
+        SELECT DISTINCT message FROM attachments
+        WHERE lower(mime_type) IN ('application/mac-binhex40', 'application/mac-binhex',
+                                   'application/x-mac-binhex40', 'application/x-binhex40',
+                                   'application/binhex', 'application/binhex4')
+           OR lower(filename) LIKE '%.hqx'
+        """
+    )
+
+
 MIGRATIONS: list[db.Migration] = [
     _migration_1,
     _migration_2,
@@ -330,6 +348,7 @@ MIGRATIONS: list[db.Migration] = [
     _migration_8,
     _migration_9,
     _migration_10,
+    _migration_11,
 ]
 
 # Server-side "not seen", exactly as the partial index messages_unseen is declared.
