@@ -475,3 +475,30 @@ def test_a_cache_from_before_lists_a_binhex_attachment_as_the_file_it_holds(
     with Cache.open(directory, KEY) as cache:  # migration 11 derives it again
         after = [(a.mime_type, a.filename, a.size) for a in cache.attachments(message_id)]
         assert after == [("application/octet-stream", "Memo.txt", 5)]
+
+
+def test_a_cache_from_before_shows_a_bounce_report_as_text(
+    tmp_path: Path, pki: TestPki, now: dt.datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from smime_companion.core import text
+
+    raw = mail(pki, subject="Undelivered", body="Could not deliver.\r\n", extra_parts=(
+        "--b0\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Final-Recipient: rfc822; nobody@example.com\r\nAction: failed\r\n"
+    ))  # fmt: skip
+    directory = tmp_path / "data"
+    with monkeypatch.context() as old:  # as an earlier version read it: a nameless attachment
+        old.setattr(text, "_REPORT_TYPES", {})
+        with Cache.open(directory, KEY) as cache:
+            message_id = store(cache, raw, opener(pki), now, uid=1)
+            assert [a.mime_type for a in cache.attachments(message_id)] == [
+                "message/delivery-status"
+            ]
+    conn = db._open(directory / db.DB_FILENAME, KEY, None)  # as it is, without migrating
+    with conn:
+        conn.execute("PRAGMA user_version = 10")
+    conn.close()
+
+    with Cache.open(directory, KEY) as cache:  # migration 11 derives it again
+        assert cache.attachments(message_id) == []
+        assert [m.id for m in cache.search("nobody@example.com", now=now)] == [message_id]

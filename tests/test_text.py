@@ -256,8 +256,9 @@ def test_a_legacy_display_part_is_only_header_lines_and_not_too_many() -> None:
     assert parts(b"Subject: Dinner plans\r\nTo: bob@example.org\r\n") == ["text/plain"]
     fields = b"".join(b"X-%d: y\r\n" % i for i in range(20))
     assert parts(fields + b"\r\n\r\n") == ["text/plain"]
-    # More lines than a legacy display holds, or a line that is no field: the sender's text.
-    kept = ["text/rfc822-headers", "text/plain"]
+    # More lines than a legacy display holds, or a line that is no field: the sender's text,
+    # shown as text (as the header section a bounce returns is).
+    kept = ["text/plain", "text/plain"]
     assert parts(fields + b"X-20: y\r\n") == kept
     assert parts(b"Subject: x\r\n\r\nDinner is at 8.\r\n") == kept
 
@@ -266,6 +267,56 @@ def test_an_unclosed_legacy_display_div_leaves_the_html_whole() -> None:
     broken = LEGACY_ALTERNATIVE.replace(b"</pre></div>", b"</pre>")
     html = list(iter_parts(broken))[1]
     assert "Subject: Dinner plans" in decoded_text(html)
+
+
+# --- reports: bounces, read receipts ----------------------------------------------------------
+
+BOUNCE = (
+    b"From: MAILER-DAEMON@mx.example.org\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+    b'Content-Type: multipart/report; report-type=delivery-status; boundary="r"\r\n\r\n'
+    b"--r\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+    b"--r\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.org"
+    b"\r\n\r\nFinal-Recipient: rfc822; nobody@example.com\r\nAction: failed\r\n"
+    b"Status: 5.1.1\r\n--r\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+    b"From: alice@example.org\r\nSubject: Lunch\r\n--r--\r\n"
+)
+
+
+def test_a_bounce_shows_its_delivery_status_and_the_returned_header_as_text() -> None:
+    # Postfix, Exim and Exchange bounce so (RFC 3464); mail clients show the report's parts as
+    # text, and an archive holds thousands: nameless attachments say nothing.
+    parts = list(iter_parts(BOUNCE))
+    assert [(p.mime_type, p.is_attachment) for p in parts] == [("text/plain", False)] * 3
+    text = extract_text(BOUNCE)
+    assert text.attachments == ()
+    assert "Final-Recipient: rfc822; nobody@example.com" in text.body
+    assert "Subject: Lunch" in text.body
+    assert text.preview.startswith("Your message could not be delivered. Reporting-MTA")
+
+
+def test_a_read_receipt_and_an_internationalised_report_are_text() -> None:
+    receipt = (
+        b'Content-Type: multipart/report; report-type=disposition-notification; boundary="d"\r\n'
+        b"\r\n--d\r\nContent-Type: text/plain\r\n\r\nYour message was read.\r\n--d\r\n"
+        b"Content-Type: message/disposition-notification\r\n\r\nReporting-UA: Outlook\r\n"
+        b"Final-Recipient: rfc822;bob@example.org\r\nDisposition: manual-action/MDN-sent-"
+        b"manually; displayed\r\n--d\r\nContent-Type: message/global-delivery-status\r\n\r\n"
+        + "Final-Recipient: utf-8; jörg@bücher.example\r\n".encode()
+        + b"--d--\r\n"
+    )
+    body = extract_text(receipt).body
+    assert "Disposition: manual-action/MDN-sent-manually; displayed" in body
+    assert "jörg@bücher.example" in body  # RFC 6533: UTF-8 without a charset parameter
+
+
+def test_a_report_part_sent_as_a_named_attachment_stays_one() -> None:
+    named = BOUNCE.replace(
+        b"Content-Type: message/delivery-status\r\n",
+        b"Content-Type: message/delivery-status\r\nContent-Disposition: attachment; "
+        b"filename=status.txt\r\n",
+    )
+    [attachment] = extract_text(named).attachments
+    assert (attachment.mime_type, attachment.filename) == ("message/delivery-status", "status.txt")
 
 
 # --- old Apple Mail and Eudora forms ---------------------------------------------------------

@@ -247,6 +247,17 @@ _DIGEST_DEFAULT = b"Content-Type: message/rfc822\r\n"
 # Text parts shown as the message's text (the rest are attachments).
 _INLINE_TEXT_TYPES = ("text/plain", "text/html", "text/enriched", "text/richtext")
 _ENRICHED_TYPES = ("text/enriched", "text/richtext")
+# The parts of a delivery report (RFC 3464, RFC 6533), a read receipt (RFC 8098) and an abuse
+# report (RFC 5965) that are text a person reads, each with the charset its fields are in.
+_REPORT_TYPES = {
+    "message/delivery-status": "us-ascii",
+    "message/disposition-notification": "us-ascii",
+    "message/feedback-report": "us-ascii",
+    "text/rfc822-headers": "us-ascii",
+    "message/global-delivery-status": "utf-8",
+    "message/global-disposition-notification": "utf-8",
+    "message/global-headers": "utf-8",
+}
 
 
 def _without_redundant_forms(multipart: str, children: list[Entity]) -> list[Entity]:
@@ -385,10 +396,13 @@ def _leaf(
     except MalformedInput:
         data = entity.body
     filename = name or _filename(entity)
+    mime_type, charset = ctype.mime_type, ctype.param("charset")
+    if mime_type in _REPORT_TYPES and not filename and not _disposition_is_attachment(entity):
+        # A bounce's delivery status, a read receipt's disposition, the returned message's
+        # header: lines of text, which mail clients show as such, not nameless attachments.
+        mime_type, charset = "text/plain", charset or _REPORT_TYPES[mime_type]
     is_attachment = (
-        _disposition_is_attachment(entity)
-        or bool(filename)
-        or ctype.mime_type not in _INLINE_TEXT_TYPES
+        _disposition_is_attachment(entity) or bool(filename) or mime_type not in _INLINE_TEXT_TYPES
     )
     content_id = (entity.get("Content-ID") or "").strip().strip("<>").strip() or None
     flowed = None
@@ -396,7 +410,7 @@ def _leaf(
         flowed = "delsp" if (ctype.param("delsp") or "").lower() == "yes" else "yes"
     legacy = protected and not is_attachment and ctype.param(legacy_display.PARAMETER) == "1"
     return Part(
-        number, ctype.mime_type, filename, is_attachment, data, ctype.param("charset"),
+        number, mime_type, filename, is_attachment, data, charset,
         content_id, flowed, legacy, heading, alternative,
     )  # fmt: skip
 

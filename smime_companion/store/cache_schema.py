@@ -321,8 +321,10 @@ def _migration_10(conn: apsw.Connection) -> None:
 
 def _migration_11(conn: apsw.Connection) -> None:
     # A BinHex attachment (old Macintosh mail, core.binhex) is now the file it holds, under the
-    # name it gives: a message cached with one listed the encoded .hqx text. Those messages are
-    # derived again (Cache.reindex_pending), as in migration 7. (A block inside a text body is
+    # name it gives: a message cached with one listed the encoded .hqx text. A bounce's delivery
+    # status, a read receipt's disposition and a returned header section are now shown as text:
+    # a message cached with one listed it as a nameless attachment. Those messages are derived
+    # again (Cache.reindex_pending), as in migration 7. (A BinHex block inside a text body is
     # not listed as an attachment, so its message waits for `cache rebuild`, as uuencoded
     # blocks did.)
     conn.execute(
@@ -333,6 +335,12 @@ def _migration_11(conn: apsw.Connection) -> None:
                                    'application/x-mac-binhex40', 'application/x-binhex40',
                                    'application/binhex', 'application/binhex4')
            OR lower(filename) LIKE '%.hqx'
+           OR (lower(mime_type) IN ('message/delivery-status', 'message/disposition-notification',
+                                    'message/feedback-report', 'text/rfc822-headers',
+                                    'message/global-delivery-status',
+                                    'message/global-disposition-notification',
+                                    'message/global-headers')
+               AND coalesce(filename, '') = '')
         """
     )
 
