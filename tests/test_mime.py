@@ -107,6 +107,18 @@ def test_quoted_printable_is_decoded() -> None:
     assert decode_transfer_encoding(b"caf=C3=A9=\r\n!", "quoted-printable") == "café!".encode()
 
 
+@pytest.mark.parametrize(
+    "value", ['"base64"', " Base64 ", "base64; charset=utf-8", "base64 (as sent)", "'base64'"]
+)
+def test_a_transfer_encoding_written_loosely_is_read_as_its_token(value: str) -> None:
+    # Web mailers and scripts quote it or write more after it; readers go by the token.
+    entity = parse_entity(f"Content-Transfer-Encoding: {value}\r\n\r\naGVsbG8=".encode(), LIMIT)
+    assert (entity.transfer_encoding, entity.decoded_body()) == ("base64", b"hello")
+    for absent in ("", '""'):
+        bare = parse_entity(f"Content-Transfer-Encoding: {absent}\r\n\r\nx".encode(), LIMIT)
+        assert bare.transfer_encoding == "7bit"
+
+
 @pytest.mark.parametrize("name", ["x-uuencode", "uuencode", "x-uue"])
 def test_a_uuencoded_attachment_is_its_data(name: str) -> None:
     # As Pegasus Mail and early Netscape sent attachments; encoded by Python's binascii.

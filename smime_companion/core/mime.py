@@ -64,7 +64,12 @@ class Entity:
 
     @property
     def transfer_encoding(self) -> str:
-        return (self.get("Content-Transfer-Encoding") or "7bit").strip().lower()
+        """The Content-Transfer-Encoding's token, lower case: as mail readers read it, also when
+        a sender quoted it or wrote something after it (``"base64"``, ``base64; x``,
+        ``quoted-printable (sic)``)."""
+        value = self.get("Content-Transfer-Encoding") or ""
+        token = _TRANSFER_ENCODING.match(value)
+        return token.group(1).lower() if token is not None else "7bit"
 
     def decoded_body(self) -> bytes:
         """The body with its Content-Transfer-Encoding removed. Raises :class:`MalformedInput`
@@ -82,6 +87,10 @@ class Entity:
     def sender(self) -> Sender:
         """The entity's :class:`Sender` (the one From rule)."""
         return sender_of(self.fields)
+
+
+# The token of a Content-Transfer-Encoding, after blanks and an opening quote.
+_TRANSFER_ENCODING = re.compile(r"""[\s"']*([A-Za-z0-9_.+-]+)""")
 
 
 @dataclass(frozen=True)
