@@ -8,7 +8,7 @@ import base64
 
 import pytest
 
-from smime_companion.core.text import Part
+from smime_companion.core.text import Part, iter_parts
 from smime_companion.reader import message_view
 from smime_companion.reader.html_mail import InlineImage, clean_html
 
@@ -70,6 +70,33 @@ def test_remote_images_are_counted_and_cid_images_become_our_data_uris() -> None
     assert cleaned.inlined == frozenset({"logo@x"})
     assert f'src="data:image/png;base64,{base64.b64encode(PNG).decode()}"' in cleaned.html
     assert "svg" not in cleaned.html  # an SVG part is never inlined: it can carry script
+
+
+def test_an_image_the_message_carries_under_its_content_location_is_shown_not_fetched() -> None:
+    # RFC 2557 (Word, Lotus Notes, saved web pages): the HTML names the picture by a URL and
+    # the message carries the part at that URL; showing the part fetches nothing.
+    related = (
+        b'Content-Type: multipart/related; boundary="r"\r\n\r\n--r\r\n'
+        b'Content-Type: text/html\r\n\r\n<img src="image001.png"><img src="http://a.example/'
+        b'logo.png"><img src="http://a.example/other.png">\r\n--r\r\nContent-Type: image/png'
+        b"\r\nContent-Location: image001.png\r\n\r\n" + PNG + b"\r\n--r\r\n"
+        b"Content-Type: image/png\r\nContent-Location: http://a.example/\r\n logo.png\r\n\r\n"
+        + PNG
+        + b"\r\n--r--\r\n"
+    )
+    parts = list(iter_parts(related))
+    assert [p.content_location for p in parts] == [
+        None,
+        "image001.png",
+        "http://a.example/logo.png",
+    ]
+    locations = {
+        p.content_location: InlineImage(p.mime_type, p.data) for p in parts if p.content_location
+    }
+    cleaned = clean_html(parts[0].data.decode(), {}, locations)
+    assert cleaned.inlined == frozenset({"image001.png", "http://a.example/logo.png"})
+    assert cleaned.html.count("data:image/png;base64,") == 2
+    assert cleaned.remote_images == 1 and "other.png" not in cleaned.html
 
 
 def test_text_structure_styles_and_links_survive() -> None:

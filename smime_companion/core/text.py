@@ -88,6 +88,9 @@ class Part:
     # numbered in the message from 1; which of its alternatives, from 0). None outside one.
     # body_forms reads an HTML body split around pictures (Apple Mail) as one body by it.
     alternative: tuple[int, int] | None = None
+    # Its Content-Location (RFC 2557), blanks of a folded header taken out: the URL an HTML body
+    # of the same message may draw it by instead of a cid: reference (Word, Lotus Notes, MHTML).
+    content_location: str | None = None
 
 
 @dataclass(frozen=True)
@@ -405,13 +408,14 @@ def _leaf(
         _disposition_is_attachment(entity) or bool(filename) or mime_type not in _INLINE_TEXT_TYPES
     )
     content_id = (entity.get("Content-ID") or "").strip().strip("<>").strip() or None
+    location = "".join((entity.get("Content-Location") or "").split()).strip('<>"') or None
     flowed = None
     if (ctype.param("format") or "").lower() == "flowed":
         flowed = "delsp" if (ctype.param("delsp") or "").lower() == "yes" else "yes"
     legacy = protected and not is_attachment and ctype.param(legacy_display.PARAMETER) == "1"
     return Part(
         number, mime_type, filename, is_attachment, data, charset,
-        content_id, flowed, legacy, heading, alternative,
+        content_id, flowed, legacy, heading, alternative, location,
     )  # fmt: skip
 
 

@@ -125,18 +125,24 @@ class CleanHtml:
     as_text: bool = False  # too deeply nested to parse in bounded time: shown as its text
 
 
-def clean_html(html: str, images: Mapping[str, InlineImage]) -> CleanHtml:
+def clean_html(
+    html: str,
+    images: Mapping[str, InlineImage],
+    locations: Mapping[str, InlineImage] | None = None,
+) -> CleanHtml:
     """``html`` (a whole document or a fragment, any junk) as a harmless fragment.
 
     ``images`` maps Content-IDs (without angle brackets, lower case) to the parts a ``cid:``
-    image may show. Never raises for hostile input; costs time linear in its size.
+    image may show; ``locations`` maps Content-Locations (RFC 2557) to the parts an image
+    whose source is that very URL shows, in place of fetching it. Never raises for hostile
+    input; costs time linear in its size.
     """
     if too_deep(html):
         text = html_to_text(html)
         return CleanHtml(f"<pre>{escape(text)}</pre>", 0, frozenset(), as_text=True)
     blocked = [0]
     inlined: set[str] = set()
-    filter_attribute = _attribute_filter(images, blocked, inlined)
+    filter_attribute = _attribute_filter(images, locations or {}, blocked, inlined)
     cleaned = nh3.clean(
         html,
         tags=_TAGS,
@@ -171,7 +177,10 @@ def _safe_style(value: str) -> str | None:
 
 
 def _attribute_filter(
-    images: Mapping[str, InlineImage], blocked: list[int], inlined: set[str]
+    images: Mapping[str, InlineImage],
+    locations: Mapping[str, InlineImage],
+    blocked: list[int],
+    inlined: set[str],
 ) -> Callable[[str, str, str], str | None]:
     def keep(element: str, attribute: str, value: str) -> str | None:
         if attribute in ("src", "href", "cite") or (element == "area" and attribute == "href"):
@@ -182,10 +191,12 @@ def _attribute_filter(
                     image = images.get(cid)
                     if image is not None and _inlinable(image):
                         inlined.add(cid)
-                        return f"data:{image.mime_type};base64," + base64.b64encode(
-                            image.data
-                        ).decode("ascii")
+                        return _data_uri(image)
                     return None
+                image = locations.get(target)
+                if image is not None and _inlinable(image):
+                    inlined.add(target)
+                    return _data_uri(image)
                 blocked[0] += 1
                 return None
             if attribute == "cite":
@@ -198,6 +209,10 @@ def _attribute_filter(
         return value
 
     return keep
+
+
+def _data_uri(image: InlineImage) -> str:
+    return f"data:{image.mime_type};base64," + base64.b64encode(image.data).decode("ascii")
 
 
 def _inlinable(image: InlineImage) -> bool:

@@ -298,7 +298,8 @@ def pictures(
 ) -> list[StoredAttachment]:
     """The attachments shown as pictures under the text, as webmail shows attached photos: a
     PNG, JPEG, GIF or WebP that its bytes confirm (:func:`html_mail.picture_type`), not too
-    large, not found infected, and not one an HTML body shown already draws (``cid:``)."""
+    large, not found infected, and not one an HTML body shown already draws (``cid:``, or by
+    its Content-Location)."""
     html_shown = any(b.kind == "html" for b in bodies)
     drawable = {
         p.number
@@ -306,7 +307,7 @@ def pictures(
         if p.is_attachment
         and len(p.data) <= MAX_INLINE_IMAGE_BYTES
         and picture_type(p.data) is not None
-        and not (html_shown and p.content_id)
+        and not (html_shown and (p.content_id or p.content_location))
     }
     return [
         a for a in attachments if a.part in drawable and not (a.scan or "").startswith("infected:")
@@ -413,9 +414,10 @@ def text_body(cache: Cache, message_id: int, part_number: int) -> str | None:
 
 
 def html_body(cache: Cache, message_id: int, part_number: int) -> CleanHtml | None:
-    """The sanitised fragment of HTML part ``part_number``, its ``cid:`` images inlined from
-    the message's own parts; None when that part is not HTML, or when the message's content is
-    not integrity-protected (its HTML is never rendered)."""
+    """The sanitised fragment of HTML part ``part_number``, its ``cid:`` images (and those it
+    draws by a part's Content-Location) inlined from the message's own parts; None when that
+    part is not HTML, or when the message's content is not integrity-protected (its HTML is
+    never rendered)."""
     content = cache.content(message_id)
     if content is None or not _trusted(cache.report(message_id)):
         return None
@@ -424,7 +426,12 @@ def html_body(cache: Cache, message_id: int, part_number: int) -> CleanHtml | No
     if html is None or html.mime_type != "text/html":
         return None
     images = {p.content_id.lower(): InlineImage(p.mime_type, p.data) for p in parts if p.content_id}
-    return clean_html(mime_text.decoded_text(html), images)
+    locations = {
+        p.content_location: InlineImage(p.mime_type, p.data)
+        for p in parts
+        if p.content_location and p.is_attachment
+    }
+    return clean_html(mime_text.decoded_text(html), images, locations)
 
 
 def _frame_height(html: mime_text.Part, plain: FoldedText | None = None) -> str:
