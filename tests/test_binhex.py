@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from smime_companion.core.binhex import MAX_FILES, read_binhex, split_binhex
+from smime_companion.core.binhex import ALLOWANCE, MAX_FILES, Room, read_binhex, split_binhex
 from smime_companion.core.open import open_message
 from smime_companion.core.text import extract_text, get_part, iter_parts
 from smime_companion.core.verdicts import SignatureStatus
@@ -109,7 +109,7 @@ def test_a_damaged_block_is_offered_as_it_came_and_text_stays_text(tmp_path: Pat
     lines = block.split(b"\n")
     lines[3] = lines[3][:10] + (b"A" if lines[3][10:11] != b"A" else b"B") + lines[3][11:]
     damaged = b"\n".join(lines)  # the data fork's CRC no longer holds
-    assert read_binhex(damaged) is None
+    assert read_binhex(damaged, Room.for_message(len(damaged))) is None
     part = b'Content-Type: application/mac-binhex40; name="notes.hqx"\r\n\r\n' + damaged + b"\r\n"
     [kept] = iter_parts(part)
     assert (kept.mime_type, kept.filename, kept.data) == (
@@ -118,9 +118,9 @@ def test_a_damaged_block_is_offered_as_it_came_and_text_stays_text(tmp_path: Pat
         damaged + b"\r\n",
     )
     text = b"See below.\r\n" + damaged
-    assert split_binhex(text) == (text, [])
+    assert split_binhex(text, Room.for_message(len(text))) == (text, [])
     prose = b"(This file must be converted with BinHex 4.0)\r\n:says who? the old manual:\r\n"
-    assert split_binhex(prose) == (prose, [])
+    assert split_binhex(prose, Room.for_message(len(prose))) == (prose, [])
 
 
 def _hostile_block(data_length: int, body: bytes) -> bytes:
@@ -140,14 +140,28 @@ def _hostile_block(data_length: int, body: bytes) -> bytes:
 def test_hostile_blocks_cost_bounded_memory_and_one_pass() -> None:
     # A run-length bomb: a kilobyte of runs announcing a gigabyte is refused before expanding.
     bomb = _hostile_block(1 << 30, b"A" + b"\x90\xff" * 500)
-    assert read_binhex(bomb) is None
-    # Runs may expand a few times over, not more: 255 bytes per two.
-    assert read_binhex(_hostile_block(255 * 500, b"A" + b"\x90\xff" * 500)) is None
+    assert read_binhex(bomb, Room.for_message(len(bomb))) is None
+    # What one message's blocks expand to together is bounded: a few megabytes and its size.
+    room = Room.for_message(10_000)
+    fits = ALLOWANCE // 2
+    runs = b"\x00" + b"\x90\xff" * (fits // 254)
+    runs += b"\x00" * (fits - 1 - fits // 254 * 254)
+    half = _hostile_block(fits, runs + binascii.crc_hqx(bytes(fits), 0).to_bytes(2, "big"))
+    assert [read_binhex(half, room) is not None for _ in range(3)] == [True, True, False]
     # Many introductions, each before a block that never closes: one pass, no file.
     many = (b"(This file must be converted with BinHex 4.0)\r\n:" + b"A" * 60 + b"\r\n") * 20_000
-    assert split_binhex(many) == (many, [])
+    assert split_binhex(many, Room.for_message(len(many))) == (many, [])
     # Many sound blocks: the first MAX_FILES are files, the rest stays text.
     sound = _hostile_block(3, b"abc" + binascii.crc_hqx(b"abc", 0).to_bytes(2, "big"))
-    text, files = split_binhex(sound * (MAX_FILES + 5))
+    text, files = split_binhex(sound * (MAX_FILES + 5), Room.for_message(0))
     assert len(files) == MAX_FILES and {f.data for f in files} == {b"abc"}
     assert text.count(b"converted with BinHex") == 5
+
+
+def test_a_file_that_shrinks_far_by_run_length_encoding_is_still_read(tmp_path: Path) -> None:
+    # A mostly empty document: 30 KB of zeros in a block of a few hundred characters.
+    sparse = b"%PDF-1.3 " + bytes(30_000)
+    block = _binhexed(tmp_path, sparse, "Form.pdf")
+    assert len(block) < 1000
+    found = read_binhex(block, Room.for_message(len(block)))
+    assert found is not None and found.data == sparse

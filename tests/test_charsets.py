@@ -112,6 +112,19 @@ def test_raw_headers_are_read_in_the_charset_their_section_names(
     assert extract_text(old).body.startswith(subject)
 
 
+def test_raw_headers_of_a_multipart_are_read_in_its_first_8bit_text_charset() -> None:
+    # A KOI8-R letter with an attachment: the charset is named only by its text part, after a
+    # us-ascii one that says nothing about 8-bit bytes.
+    old = (
+        "Subject: Отчёт за квартал\r\nFrom: Иван <ivan@example.org>\r\n"
+        'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+        "Content-Type: text/plain; charset=us-ascii\r\n\r\nHi\r\n--b\r\n"
+        "Content-Type: text/plain; charset=koi8-r\r\n\r\nПривет\r\n--b--\r\n"
+    ).encode("koi8-r")
+    headers = summary_headers(parse_entity(old, 65536).fields)
+    assert (headers["subject"], headers["from"]) == ("Отчёт за квартал", "Иван <ivan@example.org>")
+
+
 def test_raw_iso_2022_jp_headers_are_read_by_their_escapes() -> None:
     # ISO-2022-JP is 7-bit: its escapes say what it is, with or without a label.
     for content_type in (b"text/plain; charset=iso-2022-jp", b"text/plain"):

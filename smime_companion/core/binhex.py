@@ -14,9 +14,10 @@ data fork is a file on any other system; the resource fork is left out, as a mul
 appledouble's ``application/applefile`` part is.
 
 Pure: bytes in, values out. A block is taken only when its header and data fork check against
-their CRCs; anything else stays what it was (text, or the attachment as it came). What a block
-may expand to is bounded (``MAX_EXPANSION``, ``MAX_FILE_BYTES``), so a hostile run-length
-stream costs no more memory than a few times its own size.
+their CRCs; anything else stays what it was (text, or the attachment as it came). What the
+blocks of one message may expand to together is bounded (:class:`Room`: a few megabytes plus
+the message's own size, as CMS compressed layers are), so a run-length bomb (a kilobyte can
+announce and spell out a hundred) is refused before it is expanded.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import binascii
 import re
 from dataclasses import dataclass
 
-__all__ = ["MEDIA_TYPES", "BinhexFile", "is_binhex", "read_binhex", "split_binhex"]
+__all__ = ["MEDIA_TYPES", "BinhexFile", "Room", "is_binhex", "read_binhex", "split_binhex"]
 
 # The media types senders labelled BinHex with (RFC 1741's, and the ones before it).
 MEDIA_TYPES = frozenset(
@@ -54,11 +55,21 @@ _INTRODUCTION = re.compile(
     rb"^\(This file must be converted[^\r\n]{0,80}\)[ \t]*\r?\n\s*(?=:)", re.MULTILINE
 )
 _RUN = 0x90
-# A data fork larger than this many times its encoded text, or than MAX_FILE_BYTES, is not
-# expanded (real files shrink by run-length encoding a little, not by orders of magnitude).
-MAX_EXPANSION = 8
-MAX_FILE_BYTES = 32 * 1024 * 1024
 MAX_FILES = 100  # files taken out of one text
+# What one message's blocks may expand to together: this, plus the message's own size.
+ALLOWANCE = 4 * 1024 * 1024
+_MAX_HEADER = 1 + 255 + 22  # the longest name, the fixed fields and the header's CRC
+
+
+@dataclass
+class Room:
+    """What the BinHex blocks of one message may still expand to, in bytes."""
+
+    left: int
+
+    @classmethod
+    def for_message(cls, size: int) -> Room:
+        return cls(ALLOWANCE + size)
 
 
 @dataclass(frozen=True)
@@ -76,17 +87,19 @@ def is_binhex(mime_type: str, filename: str) -> bool:
     )
 
 
-def read_binhex(data: bytes) -> BinhexFile | None:
+def read_binhex(data: bytes, room: Room) -> BinhexFile | None:
     """The file in the BinHex text ``data`` (an ``application/mac-binhex40`` part: text before
-    the block is skipped), or None when it holds no sound block."""
+    the block is skipped), or None when it holds no sound block or one larger than ``room``
+    (which its data fork then takes up)."""
     introduction = _INTRODUCTION.search(data)
     block = _BLOCK.search(data, introduction.end() if introduction is not None else 0)
-    return _decoded(block.group(1)) if block is not None else None
+    return _decoded(block.group(1), room) if block is not None else None
 
 
-def split_binhex(text: bytes) -> tuple[bytes, list[BinhexFile]]:
+def split_binhex(text: bytes, room: Room) -> tuple[bytes, list[BinhexFile]]:
     """``text`` without its BinHex blocks (introduction line and block), and the files they
-    hold, in order. A text without a sound block comes back unchanged with no files."""
+    hold, in order, as far as ``room`` goes. A text without a sound block comes back unchanged
+    with no files."""
     if b"(This file must be converted" not in text:
         return text, []
     kept: list[bytes] = []
@@ -96,7 +109,7 @@ def split_binhex(text: bytes) -> tuple[bytes, list[BinhexFile]]:
         if len(files) >= MAX_FILES or introduction.start() < position:
             continue
         block = _BLOCK.match(text, introduction.end())
-        file = _decoded(block.group(1)) if block is not None else None
+        file = _decoded(block.group(1), room) if block is not None else None
         if block is None or file is None:
             continue
         kept.append(text[position : introduction.start()])
@@ -109,8 +122,9 @@ def split_binhex(text: bytes) -> tuple[bytes, list[BinhexFile]]:
     return b"".join(kept), files
 
 
-def _decoded(encoded: bytes) -> BinhexFile | None:
-    """The file of one block's text (between its colons), or None when it is not sound."""
+def _decoded(encoded: bytes, room: Room) -> BinhexFile | None:
+    """The file of one block's text (between its colons), or None when it is not sound or
+    its data fork is larger than ``room``, which it takes up."""
     compact = encoded.translate(None, b" \t\r\n\f\v")
     if len(compact) % 4 == 1:
         compact = compact[:-1]  # six bits alone make no byte
@@ -119,9 +133,7 @@ def _decoded(encoded: bytes) -> BinhexFile | None:
         packed = binascii.a2b_base64(compact, strict_mode=True)
     except binascii.Error:
         return None
-    # 300: room for the largest header, whatever the data fork's size.
-    limit = min(MAX_FILE_BYTES, MAX_EXPANSION * len(encoded)) + 300
-    raw = _expanded(packed, limit)
+    raw = _expanded(packed, max(room.left, 0) + _MAX_HEADER + 2)
     if raw is None or not raw:
         return None
     name_length = raw[0]
@@ -134,6 +146,7 @@ def _decoded(encoded: bytes) -> BinhexFile | None:
     if len(raw) < data_end + 2 or _crc(raw, data_start, data_end) != raw[data_end : data_end + 2]:
         return None
     name = bytes(raw[1 : 1 + name_length]).decode("mac-roman")
+    room.left -= data_length
     return BinhexFile(_safe_name(name), bytes(raw[data_start:data_end]))
 
 

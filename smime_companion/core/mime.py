@@ -133,7 +133,9 @@ def parse_entity(raw: bytes, max_header_bytes: int, *, as_content: bool = False)
         header_bytes, body_start = raw, len(raw)
     else:
         header_bytes, body_start = raw[: match.start()], match.end()
-    fields, stopped_at = _parse_fields(header_bytes, stop_at_non_field=as_content)
+    fields, stopped_at = _parse_fields(
+        header_bytes, stop_at_non_field=as_content, body=(raw, body_start)
+    )
     if stopped_at is None:
         return Entity(raw=raw, fields=fields, body_start=body_start)
     return Entity(raw=raw, fields=fields, body_start=stopped_at, headerless=not fields)
@@ -146,7 +148,7 @@ def _starts_with_field(raw: bytes) -> bool:
 
 
 def _parse_fields(
-    header_bytes: bytes, *, stop_at_non_field: bool
+    header_bytes: bytes, *, stop_at_non_field: bool, body: tuple[bytes, int] = (b"", 0)
 ) -> tuple[tuple[tuple[str, str], ...], int | None]:
     """The fields of a header section, and None; or, with ``stop_at_non_field``, the fields
     before the first line that is not one and that line's offset (where the body starts)."""
@@ -167,20 +169,23 @@ def _parse_fields(
         name, sep, value = line.partition(b":")
         if not sep or not _FIELD_NAME.match(name.rstrip()):
             if stop_at_non_field:
-                return _decoded(fields), start
+                return _decoded(fields, body), start
             shown = line[:40].decode("ascii", "replace")
             raise MalformedInput(f"header line is not a field: {shown!r}")
         fields.append((name.rstrip(), [value]))
-    return _decoded(fields), None
+    return _decoded(fields, body), None
 
 
-def _decoded(fields: list[tuple[bytes, list[bytes]]]) -> tuple[tuple[str, str], ...]:
+def _decoded(
+    fields: list[tuple[bytes, list[bytes]]], body: tuple[bytes, int]
+) -> tuple[tuple[str, str], ...]:
     # Values are UTF-8 (RFC 6532), or raw 8-bit text of old mail: read in the charset the same
-    # header section names for its content, else windows-1252 (core.charsets).
+    # header section names for its content, or for a multipart the first its body names (the
+    # text part of a KOI8-R letter with an attachment), else windows-1252 (core.charsets).
     values = [b" ".join(part.strip() for part in parts) for _, parts in fields]
     charset = None
     if not all(value.isascii() for value in values):
-        charset = _declared_charset(fields)
+        charset = _declared_charset(fields) or _body_charset(*body)
     return tuple(
         (name.decode("ascii"), decode_header_bytes(value, charset))
         for (name, _), value in zip(fields, values, strict=True)
@@ -196,6 +201,22 @@ def _declared_charset(fields: list[tuple[bytes, list[bytes]]]) -> str | None:
         if name.lower() == b"content-type":
             match = _CHARSET_PARAM.search(b" ".join(parts))
             return match.group(1).decode("ascii") if match is not None else None
+    return None
+
+
+# How far into a body the charset of its first text part is looked for, and which labels say
+# nothing about 8-bit bytes (a us-ascii part before the one in KOI8-R).
+_BODY_CHARSET_WINDOW = 16 * 1024
+_UNINFORMATIVE = frozenset({"us-ascii", "ascii", "utf-8", "utf8"})
+
+
+def _body_charset(raw: bytes, start: int) -> str | None:
+    """The first charset parameter in the start of ``raw[start:]`` that names an 8-bit
+    charset, or None."""
+    for match in _CHARSET_PARAM.finditer(raw, start, start + _BODY_CHARSET_WINDOW):
+        label = match.group(1).decode("ascii")
+        if label.lower() not in _UNINFORMATIVE:
+            return label
     return None
 
 

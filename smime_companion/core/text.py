@@ -158,6 +158,7 @@ def iter_parts(content: bytes, content_name: str | None = None) -> Iterator[Part
     alternatives = 0  # the multipart/alternatives met so far
     shown: Part | None = None  # the last inline text part, which a TNEF body may repeat
     found: list[EmbeddedFile] = []  # files uuencoded or BinHexed inside text parts
+    room = binhex.Room.for_message(len(content))  # what BinHex files may still expand to
     while stack:
         entity, depth, name, protected, heading, alternative = stack.pop()
         if depth < MAX_DEPTH and number < MAX_PARTS:
@@ -191,10 +192,10 @@ def iter_parts(content: bytes, content_name: str | None = None) -> Iterator[Part
                 continue
         leaf = _leaf(entity, number + 1, name, protected, heading, alternative)
         del entity
-        for part in _unpacked(leaf, shown):
+        for part in _unpacked(leaf, shown, room):
             number = part.number
             if not part.is_attachment:
-                part = _without_embedded_files(part, found)
+                part = _without_embedded_files(part, found, room)
                 shown = part
             yield part
     # Numbered after every MIME part, so that the numbers of those stay what they were before
@@ -317,15 +318,16 @@ def heading_text(part: Part) -> str:
     return "".join(f"{name}: {value}\n" for name, value in part.heading) + "\n"
 
 
-def _unpacked(leaf: Part, shown: Part | None) -> Iterator[Part]:
+def _unpacked(leaf: Part, shown: Part | None, room: binhex.Room) -> Iterator[Part]:
     """``leaf``; or, when it is Outlook's TNEF attachment (winmail.dat), the body and the files
     it carries in its place, numbered on from its number (see :mod:`core.tnef`). A plain-text
     body is left out when it only repeats, up to line breaks and spacing, the inline text part
     ``shown`` before it (Outlook sends the plain text beside the TNEF). A TNEF that cannot be
     read, or not to its end, or holds nothing, is also offered as it came. A BinHex file
-    (old Macintosh mail) is the file it holds, or as it came when it holds no sound one."""
+    (old Macintosh mail) is the file it holds, or as it came when it holds no sound one (or
+    one larger than the ``room`` left for the message's BinHex files)."""
     if binhex.is_binhex(leaf.mime_type, leaf.filename):
-        binhexed = binhex.read_binhex(leaf.data)
+        binhexed = binhex.read_binhex(leaf.data, room)
         if binhexed is not None:
             leaf = replace(
                 leaf,
@@ -362,14 +364,14 @@ def _unpacked(leaf: Part, shown: Part | None) -> Iterator[Part]:
         yield replace(leaf, number=number)
 
 
-def _without_embedded_files(part: Part, found: list[EmbeddedFile]) -> Part:
+def _without_embedded_files(part: Part, found: list[EmbeddedFile], room: binhex.Room) -> Part:
     """``part`` without the files uuencoded (:mod:`core.uuencoded`) or BinHexed
     (:mod:`core.binhex`) in it, which go to ``found``: plain text only, and only while the
     message has room for more parts."""
     if part.mime_type != "text/plain" or len(found) >= MAX_PARTS:
         return part
     text, files = uuencoded.split_uuencoded(part.data)
-    text, binhexed = binhex.split_binhex(text)
+    text, binhexed = binhex.split_binhex(text, room)
     if not files and not binhexed:
         return part
     found.extend(files)
