@@ -68,7 +68,8 @@ def test_a_binhex_block_in_a_text_body_is_an_attachment_and_the_text_closes_up(
 ) -> None:
     # Eudora and Claris Emailer in plain text mode: the block between the lines of the letter.
     picture = os.urandom(1500)
-    block = _binhexed(tmp_path, picture, "Photo:Beach")  # a colon: the Mac's folder mark
+    # A colon is the Mac's folder mark; a Mac file needed no extension: its type says JPEG.
+    block = _binhexed(tmp_path, picture, "Photo:Beach", "-t", "JPEG")
     message = (
         b"From: mac@example.org\r\nTo: bob@example.org\r\nSubject: Holiday\r\n\r\n"
         b"Hello Bob,\r\n\r\nthe picture:\r\n" + block + b"\r\nBye.\r\n"
@@ -76,11 +77,29 @@ def test_a_binhex_block_in_a_text_body_is_an_attachment_and_the_text_closes_up(
     parts = list(iter_parts(message))
     assert [(p.mime_type, p.filename, p.is_attachment) for p in parts] == [
         ("text/plain", "", False),
-        ("application/octet-stream", "Photo_Beach", True),
+        ("application/octet-stream", "Photo_Beach.jpg", True),
     ]
     assert parts[0].data.replace(b"\r\n", b"\n") == b"Hello Bob,\n\nthe picture:\n\nBye.\n"
     assert parts[1].data == picture
     assert "converted" not in extract_text(message).body
+
+
+@pytest.mark.parametrize(
+    ("name", "file_type", "saved_as"),
+    [
+        ("Budget", "XLS8", "Budget.xls"),
+        ("Contract", "PDF ", "Contract.pdf"),
+        ("Budget.xls", "XLS8", "Budget.xls"),  # it has one already
+        ("Release v2", "TEXT", "Release v2.txt"),
+        ("Game", "APPL", "Game"),  # an application: nothing to open it with elsewhere
+    ],
+)
+def test_a_mac_file_without_an_extension_gets_the_one_its_type_stands_for(
+    tmp_path: Path, name: str, file_type: str, saved_as: str
+) -> None:
+    block = _binhexed(tmp_path, b"data", name, "-t", file_type)
+    found = read_binhex(block, Room.for_message(len(block)))
+    assert found is not None and found.filename == saved_as
 
 
 def test_a_binhex_file_inside_a_signed_message_keeps_the_signature_valid(

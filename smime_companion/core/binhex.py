@@ -11,7 +11,8 @@ they make are run-length encoded (0x90 followed by a count repeats the byte befo
 is a literal 0x90); the result is a header (name, type, creator, flags, the two forks'
 lengths), the data fork and the resource fork, each followed by a CRC-16 (XMODEM). Only the
 data fork is a file on any other system; the resource fork is left out, as a multipart/
-appledouble's ``application/applefile`` part is.
+appledouble's ``application/applefile`` part is. A Mac file needed no extension (its type
+code said what it was): a name without one gets the one its type stands for.
 
 Pure: bytes in, values out. A block is taken only when its header and data fork check against
 their CRCs; anything else stays what it was (text, or the attachment as it came). What the
@@ -145,9 +146,10 @@ def _decoded(encoded: bytes, room: Room) -> BinhexFile | None:
     data_end = data_start + data_length
     if len(raw) < data_end + 2 or _crc(raw, data_start, data_end) != raw[data_end : data_end + 2]:
         return None
-    name = bytes(raw[1 : 1 + name_length]).decode("mac-roman")
+    name = _safe_name(bytes(raw[1 : 1 + name_length]).decode("mac-roman"))
+    file_type = bytes(raw[name_length + 2 : name_length + 6])
     room.left -= data_length
-    return BinhexFile(_safe_name(name), bytes(raw[data_start:data_end]))
+    return BinhexFile(_with_extension(name, file_type), bytes(raw[data_start:data_end]))
 
 
 def _expanded(packed: bytes, limit: int) -> bytearray | None:
@@ -185,6 +187,26 @@ def _expanded(packed: bytes, limit: int) -> bytearray | None:
 def _crc(data: bytearray, start: int, end: int) -> bytes:
     """BinHex's CRC-16 (XMODEM: CCITT polynomial, start 0) of ``data[start:end]``."""
     return binascii.crc_hqx(memoryview(data)[start:end], 0).to_bytes(2, "big")
+
+
+# Macintosh file type codes of documents people mailed, by the extension other systems open
+# them by: a Mac file needed no extension ("Budget", type XLS8), a Windows or Linux one does.
+_EXTENSIONS = {
+    b"PDF ": ".pdf", b"TEXT": ".txt", b"RTF ": ".rtf", b"JPEG": ".jpg", b"GIFf": ".gif",
+    b"PNGf": ".png", b"TIFF": ".tif", b"8BPS": ".psd", b"EPSF": ".eps", b"MooV": ".mov",
+    b"W8BN": ".doc", b"W6BN": ".doc", b"WDBN": ".doc", b"XLS8": ".xls", b"XLS5": ".xls",
+    b"XLS4": ".xls", b"SLD8": ".ppt", b"SLD3": ".ppt", b"ZIP ": ".zip", b"SIT!": ".sit",
+    b"SITD": ".sit", b"SIT5": ".sit",
+}  # fmt: skip
+_HAS_EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,5}$")
+
+
+def _with_extension(name: str, file_type: bytes) -> str:
+    """``name``, with the extension its Macintosh file type stands for when it has none."""
+    extension = _EXTENSIONS.get(file_type)
+    if extension is None or _HAS_EXTENSION.search(name):
+        return name
+    return name + extension
 
 
 def _safe_name(name: str) -> str:
