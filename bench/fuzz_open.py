@@ -94,7 +94,7 @@ from smime_companion.core.seal import seal  # noqa: E402
 from smime_companion.errors import MalformedInput  # noqa: E402
 from smime_companion.testing.pki import PKCS12_PASSWORD, make_test_pki  # noqa: E402
 from tests.chaos import costly, forged, hostile  # noqa: E402
-from tests.tools import mime_message, openssl_cms  # noqa: E402
+from tests.tools import binhex_block, mime_message, openssl_cms  # noqa: E402
 
 NOW = dt.datetime.now(dt.UTC)
 SIGNED_TEXT = mime_message(body="Pay 100 EUR to account 1234.\r\n")
@@ -284,20 +284,8 @@ def plain_shapes() -> list[bytes]:
     )
     # BinHex 4.0 (core.binhex): a mac-binhex40 part with a run, and the same block in a text
     # body under a KOI8-R subject written raw (core.mime reads it in the body's charset).
-    binhex_stream = b"\x05a.txt\x00TEXTMACA\x00\x00\x00\x00\x00\x06\x00\x00\x00\x00"
-    binhex_stream += binascii.crc_hqx(binhex_stream, 0).to_bytes(2, "big")
-    binhex_stream += b"A\x90\x05B" + binascii.crc_hqx(b"AAAAAB", 0).to_bytes(2, "big") + b"\0\0"
-    hqx = (
-        binascii.b2a_base64(binhex_stream, newline=False)
-        .rstrip(b"=")
-        .translate(
-            bytes.maketrans(
-                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
-                b"!\"#$%&'()*+,-012345689@ABCDEFGHIJKLMNPQRSTUVXYZ[`abcdefhijklmpqr",
-            )
-        )
-    )
-    hqx = b"(This file must be converted with BinHex 4.0)\r\n:" + hqx + b":\r\n"
+    fork = b"A\x90\x05B" + binascii.crc_hqx(b"AAAAAB", 0).to_bytes(2, "big")
+    hqx = binhex_block(b"a.txt", 6, fork)
     binhexed = (
         b'Content-Type: multipart/mixed; boundary="bh"\r\n\r\n--bh\r\n'
         b"Content-Type: application/mac-binhex40; name=a.hqx\r\n\r\n" + hqx + b"--bh--\r\n"

@@ -19,7 +19,7 @@ from smime_companion.core.binhex import ALLOWANCE, MAX_FILES, Room, read_binhex,
 from smime_companion.core.open import open_message
 from smime_companion.core.text import extract_text, get_part, iter_parts
 from smime_companion.core.verdicts import SignatureStatus
-from tests.tools import openssl_cms, run
+from tests.tools import binhex_block, openssl_cms, run
 
 
 def _binhexed(tmp_path: Path, data: bytes, name: str, *options: str) -> bytes:
@@ -142,36 +142,22 @@ def test_a_damaged_block_is_offered_as_it_came_and_text_stays_text(tmp_path: Pat
     assert split_binhex(prose, Room.for_message(len(prose))) == (prose, [])
 
 
-def _hostile_block(data_length: int, body: bytes) -> bytes:
-    """A block whose header (CRC sound) announces ``data_length`` bytes and whose data is the
-    run-length stream ``body``."""
-    header = b"\x01x\x00" + b"TEXTMACA" + b"\x00\x00"
-    header += data_length.to_bytes(4, "big") + b"\x00\x00\x00\x00"
-    raw = header + binascii.crc_hqx(header, 0).to_bytes(2, "big") + body
-    alphabet = b"!\"#$%&'()*+,-012345689@ABCDEFGHIJKLMNPQRSTUVXYZ[`abcdefhijklmpqr"
-    table = bytes.maketrans(
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", alphabet
-    )
-    encoded = binascii.b2a_base64(raw, newline=False).rstrip(b"=").translate(table)
-    return b"(This file must be converted with BinHex 4.0)\r\n:" + encoded + b":\r\n"
-
-
 def test_hostile_blocks_cost_bounded_memory_and_one_pass() -> None:
     # A run-length bomb: a kilobyte of runs announcing a gigabyte is refused before expanding.
-    bomb = _hostile_block(1 << 30, b"A" + b"\x90\xff" * 500)
+    bomb = binhex_block(b"x", 1 << 30, b"A" + b"\x90\xff" * 500)
     assert read_binhex(bomb, Room.for_message(len(bomb))) is None
     # What one message's blocks expand to together is bounded: a few megabytes and its size.
     room = Room.for_message(10_000)
     fits = ALLOWANCE // 2
     runs = b"\x00" + b"\x90\xff" * (fits // 254)
     runs += b"\x00" * (fits - 1 - fits // 254 * 254)
-    half = _hostile_block(fits, runs + binascii.crc_hqx(bytes(fits), 0).to_bytes(2, "big"))
+    half = binhex_block(b"x", fits, runs + binascii.crc_hqx(bytes(fits), 0).to_bytes(2, "big"))
     assert [read_binhex(half, room) is not None for _ in range(3)] == [True, True, False]
     # Many introductions, each before a block that never closes: one pass, no file.
     many = (b"(This file must be converted with BinHex 4.0)\r\n:" + b"A" * 60 + b"\r\n") * 20_000
     assert split_binhex(many, Room.for_message(len(many))) == (many, [])
     # Many sound blocks: the first MAX_FILES are files, the rest stays text.
-    sound = _hostile_block(3, b"abc" + binascii.crc_hqx(b"abc", 0).to_bytes(2, "big"))
+    sound = binhex_block(b"x", 3, b"abc" + binascii.crc_hqx(b"abc", 0).to_bytes(2, "big"))
     text, files = split_binhex(sound * (MAX_FILES + 5), Room.for_message(0))
     assert len(files) == MAX_FILES and {f.data for f in files} == {b"abc"}
     assert text.count(b"converted with BinHex") == 5

@@ -28,7 +28,7 @@ from smime_companion.errors import CacheError, UsageError
 from smime_companion.store import Cache, FolderState, db
 from smime_companion.testing.pki import TestPki
 from tests.conftest import load_cert, load_identity
-from tests.tools import openssl_cms
+from tests.tools import binhex_block, openssl_cms
 
 KEY = "correct horse battery staple"
 
@@ -443,62 +443,39 @@ def test_a_cache_from_before_lists_a_signed_message_forwarded_inline_as_one_atta
         assert cache.messages_to_scan(10) == [message_id]  # its parts changed: scanned again
 
 
-def test_a_cache_from_before_lists_a_binhex_attachment_as_the_file_it_holds(
+def test_a_cache_from_before_reads_binhex_files_and_report_texts_again(
     tmp_path: Path, pki: TestPki, now: dt.datetime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from smime_companion.core import binhex
+    from smime_companion.core import binhex, text
 
-    header = b"\x08Memo.txt\x00TEXTMACA\x00\x00" + (5).to_bytes(4, "big") + bytes(4)
-    stream = header + binascii.crc_hqx(header, 0).to_bytes(2, "big")
-    stream += b"Hello" + binascii.crc_hqx(b"Hello", 0).to_bytes(2, "big") + bytes(2)
-    table = bytes.maketrans(
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
-        b"!\"#$%&'()*+,-012345689@ABCDEFGHIJKLMNPQRSTUVXYZ[`abcdefhijklmpqr",
-    )
-    block = binascii.b2a_base64(stream, newline=False).rstrip(b"=").translate(table)
-    raw = mail(pki, subject="Memo", body="See the memo.\r\n", extra_parts=(
+    fork = b"Hello" + binascii.crc_hqx(b"Hello", 0).to_bytes(2, "big")
+    memo = mail(pki, subject="Memo", body="See the memo.\r\n", extra_parts=(
         "--b0\r\nContent-Type: application/mac-binhex40; name=Memo.hqx\r\n\r\n"
-        "(This file must be converted with BinHex 4.0)\r\n:" + block.decode() + ":\r\n"
+        + binhex_block(b"Memo.txt", 5, fork).decode()
     ))  # fmt: skip
-    directory = tmp_path / "data"
-    with monkeypatch.context() as old:  # as an earlier version read it: the encoded text
-        old.setattr(binhex, "is_binhex", lambda mime_type, filename: False)
-        with Cache.open(directory, KEY) as cache:
-            message_id = store(cache, raw, opener(pki), now, uid=1)
-            before = [(a.mime_type, a.filename) for a in cache.attachments(message_id)]
-            assert before == [("application/mac-binhex40", "Memo.hqx")]
-    conn = db._open(directory / db.DB_FILENAME, KEY, None)  # as it is, without migrating
-    with conn:
-        conn.execute("PRAGMA user_version = 10")
-    conn.close()
-
-    with Cache.open(directory, KEY) as cache:  # migration 11 derives it again
-        after = [(a.mime_type, a.filename, a.size) for a in cache.attachments(message_id)]
-        assert after == [("application/octet-stream", "Memo.txt", 5)]
-
-
-def test_a_cache_from_before_shows_a_bounce_report_as_text(
-    tmp_path: Path, pki: TestPki, now: dt.datetime, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from smime_companion.core import text
-
-    raw = mail(pki, subject="Undelivered", body="Could not deliver.\r\n", extra_parts=(
+    bounce = mail(pki, subject="Undelivered", body="Could not deliver.\r\n", extra_parts=(
         "--b0\r\nContent-Type: message/delivery-status\r\n\r\n"
         "Final-Recipient: rfc822; nobody@example.com\r\nAction: failed\r\n"
     ))  # fmt: skip
     directory = tmp_path / "data"
-    with monkeypatch.context() as old:  # as an earlier version read it: a nameless attachment
+    with monkeypatch.context() as old:  # as an earlier version read them
+        old.setattr(binhex, "is_binhex", lambda mime_type, filename: False)
         old.setattr(text, "_REPORT_TYPES", {})
         with Cache.open(directory, KEY) as cache:
-            message_id = store(cache, raw, opener(pki), now, uid=1)
-            assert [a.mime_type for a in cache.attachments(message_id)] == [
-                "message/delivery-status"
+            ids = [
+                store(cache, raw, opener(pki), now, uid=n) for n, raw in enumerate((memo, bounce))
+            ]
+            before = [[(a.mime_type, a.filename) for a in cache.attachments(i)] for i in ids]
+            assert before == [
+                [("application/mac-binhex40", "Memo.hqx")],  # the encoded text
+                [("message/delivery-status", "")],  # a nameless attachment
             ]
     conn = db._open(directory / db.DB_FILENAME, KEY, None)  # as it is, without migrating
     with conn:
         conn.execute("PRAGMA user_version = 10")
     conn.close()
 
-    with Cache.open(directory, KEY) as cache:  # migration 11 derives it again
-        assert cache.attachments(message_id) == []
-        assert [m.id for m in cache.search("nobody@example.com", now=now)] == [message_id]
+    with Cache.open(directory, KEY) as cache:  # migration 11 derives them again
+        after = [[(a.mime_type, a.filename, a.size) for a in cache.attachments(i)] for i in ids]
+        assert after == [[("application/octet-stream", "Memo.txt", 5)], []]
+        assert [m.id for m in cache.search("nobody@example.com", now=now)] == [ids[1]]

@@ -3,6 +3,7 @@ in ``tests/peers.py``). Each helper returns the tool's output and fails the test
 
 from __future__ import annotations
 
+import binascii
 import os
 import subprocess
 from collections.abc import Sequence
@@ -57,3 +58,20 @@ def mime_message(
         "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
         f"{body}"
     ).encode()
+
+
+_BINHEX_TABLE = bytes.maketrans(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+    b"!\"#$%&'()*+,-012345689@ABCDEFGHIJKLMNPQRSTUVXYZ[`abcdefhijklmpqr",
+)
+
+
+def binhex_block(name: bytes, data_length: int, stream: bytes) -> bytes:
+    """A BinHex 4.0 block assembled by hand, for shapes macutils' ``binhex`` never writes: a
+    header naming ``name`` (type TEXT) and announcing ``data_length`` bytes, its CRC, then
+    ``stream`` as it is (the data fork, run-length encoded or not, with its CRC or not)."""
+    header = bytes([len(name)]) + name + b"\x00TEXTMACA\x00\x00"
+    header += data_length.to_bytes(4, "big") + bytes(4)
+    raw = header + binascii.crc_hqx(header, 0).to_bytes(2, "big") + stream
+    encoded = binascii.b2a_base64(raw, newline=False).rstrip(b"=").translate(_BINHEX_TABLE)
+    return b"(This file must be converted with BinHex 4.0)\r\n:" + encoded + b":\r\n"
