@@ -135,6 +135,17 @@ def test_raw_iso_2022_jp_headers_are_read_by_their_escapes() -> None:
         assert summary_headers(parse_entity(old, 65536).fields)["subject"] == "会議の件"
 
 
+def test_japanese_mail_without_a_label_is_read_by_its_escapes() -> None:
+    # ISO-2022-JP is 7-bit: Japanese mail went without MIME headers, or with us-ascii.
+    text = "会議は明日の十時からです。\r\nよろしくお願いします。\r\n"
+    for header in (b"", b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n"):
+        old = b"Subject: " + "会議".encode("iso2022_jp") + b"\r\n" + header + b"\r\n"
+        body = extract_text(old + text.encode("iso2022_jp")).body
+        assert body.replace("\r\n", "\n") == text.replace("\r\n", "\n")
+    # An escape of another kind (a terminal's colour) leaves ASCII as it is.
+    assert decode_mail_text(b"\x1b[1mbold\x1b[0m") == "\x1b[1mbold\x1b[0m"
+
+
 def test_raw_headers_that_are_utf8_or_not_the_named_charset_still_read() -> None:
     # UTF-8 (RFC 6532) wins over the label; bytes the label cannot read fall back to
     # windows-1252, as before; a multipart's section names no charset.

@@ -70,6 +70,10 @@ def decode_mail_text(data: bytes, charset: str | None = None) -> str:
             return _without_lone_surrogates(data.decode(codec))
         except UnicodeError:
             pass
+    if data.isascii():
+        # Japanese mail before MIME, and after it without a label: ISO-2022-JP is 7-bit, and
+        # its escapes say what it is (as Thunderbird reads it).
+        return _iso2022(data) or data.decode("ascii")
     try:
         return data.decode("utf-8")
     except UnicodeError:
@@ -93,12 +97,7 @@ def decode_header_bytes(data: bytes, charset: str | None = None) -> str:
     section, as Thunderbird falls back to the body's charset) when it reads them cleanly, else
     windows-1252. Never raises."""
     if data.isascii():
-        if b"\x1b" in data and _ISO2022_ESCAPE.search(data) is not None:
-            try:
-                return data.decode("iso2022_jp_2")
-            except UnicodeError:
-                pass
-        return data.decode("ascii")
+        return _iso2022(data) or data.decode("ascii")
     try:
         return data.decode("utf-8")
     except UnicodeError:
@@ -110,6 +109,17 @@ def decode_header_bytes(data: bytes, charset: str | None = None) -> str:
         except UnicodeError:
             pass
     return data.decode(_FALLBACK, "replace")
+
+
+def _iso2022(data: bytes) -> str | None:
+    """ASCII ``data`` read as ISO-2022-JP (with its -2 extensions) when it holds that
+    encoding's escapes and decodes cleanly; else None."""
+    if b"\x1b" not in data or _ISO2022_ESCAPE.search(data) is None:
+        return None
+    try:
+        return data.decode("iso2022_jp_2")
+    except UnicodeError:
+        return None
 
 
 # A code point of the surrogate range on its own: a decoded str holds a proper pair as the one
