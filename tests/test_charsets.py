@@ -159,6 +159,48 @@ def test_raw_headers_that_are_utf8_or_not_the_named_charset_still_read() -> None
         assert summary_headers(parse_entity(old, 65536).fields)["subject"] == subject
 
 
+# Letters of unlabelled old mail, by language, each in the charsets it travelled in.
+UNLABELLED = [
+    ("Привет, Иван! Посылаю тебе отчёт за третий квартал. Прошу посмотреть цифры до пятницы.",
+     ("cp1251", "koi8-r", "cp866", "iso8859-5")),
+    ("Добрий день! Надсилаю вам звіт за минулий місяць. З повагою, Олена.", ("cp1251", "koi8-u")),
+    ("Здравей, Иване! Изпращам ти доклада за третото тримесечие.", ("cp1251", "cp866")),
+    ("Καλημέρα σας! Σας στέλνω την αναφορά για το τρίτο τρίμηνο.", ("cp1253", "iso8859-7")),
+    ("שלום רב, מצורף הדוח של הרבעון השלישי. אנא בדקו את המספרים.", ("cp1255", "iso8859-8")),
+    ("مرحبا، أرسل لكم تقرير الربع الثالث. يرجى مراجعة الأرقام.", ("cp1256",)),
+    ("Привет", ("cp1251", "koi8-r")),  # a subject of one word
+    ("Sehr geehrte Frau Müller, anbei die Übersicht. Mit freundlichen Grüßen, Jörg Weiß.",
+     ("cp1252",)),
+    ("Bonjour Hélène, voici le rapport. Ça serait très apprécié, déjà vu où à côté.", ("cp1252",)),
+    ("Hola José, ¿podrías revisar las cifras? Gracias, Ángela Núñez.", ("cp1252",)),
+    ("Góðan daginn Þóra, hér er skýrslan fyrir þriðja ársfjórðung. Kveðja, Sigríður.",
+     ("cp1252",)),
+    ("Hej Åsa, här är rapporten. Hälsningar, Björn Öberg. Öl på ön.", ("cp1252",)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "charset"),
+    [(text, charset) for text, charsets in UNLABELLED for charset in charsets],
+    ids=lambda value: value if isinstance(value, str) and len(value) < 12 else None,
+)
+def test_unlabelled_8bit_text_is_read_in_the_charset_its_words_say(text: str, charset: str) -> None:
+    # Before MIME, and from clients that never said: a body (and a raw header) in KOI8-R,
+    # windows-1251, DOS's cp866, Greek, Hebrew or Arabic single-byte charsets, without a label
+    # or labelled us-ascii. Western text stays windows-1252 whatever it holds.
+    data = text.encode(charset)
+    assert decode_mail_text(data) == text
+    assert decode_mail_text(data, "us-ascii") == text
+    old = b"Subject: " + data + b"\r\nMIME-Version: 1.0\r\n\r\n" + data + b"\r\n"
+    assert summary_headers(parse_entity(old, 65536).fields)["subject"] == text
+    assert extract_text(old).body.strip() == text
+
+
+def test_a_declared_charset_is_never_second_guessed() -> None:
+    koi8 = "Привет, как дела у тебя сегодня?".encode("koi8-r")
+    assert decode_mail_text(koi8, "iso-8859-1") == koi8.decode("cp1252")
+
+
 def test_a_header_of_unclosed_openings_is_read_in_linear_time() -> None:
     # Each "=?" opening must not make the scanner read to the end of the header again.
     for hostile in ("=?a?q?x" * 35_000, "=?a?q?" + "x" * 250_000, "=?" * 120_000):

@@ -6,7 +6,9 @@ a UTF-8 body labelled ``us-ascii``. A reader that decodes with the label and a r
 character shows "Gr��e" and cannot find "Grüße". So, as browsers do (the WHATWG Encoding
 Standard's labels: ``iso-8859-1`` and ``us-ascii`` mean windows-1252, ``gb2312`` means GBK...):
 the declared charset when it decodes the bytes cleanly, else UTF-8 when they are UTF-8, else the
-declared charset with replacement characters, or windows-1252 when none was usable.
+declared charset with replacement characters; without a usable label, ISO-2022-JP when its
+escapes say so, else windows-1252 unless the words read as Cyrillic, Greek, Hebrew or Arabic in
+one of the single-byte charsets old mail used for them (:func:`guessed_codec`).
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def decode_mail_text(data: bytes, charset: str | None = None) -> str:
     except UnicodeError:
         pass
     try:
-        return _without_lone_surrogates(data.decode(codec or _FALLBACK, "replace"))
+        return _without_lone_surrogates(data.decode(codec or guessed_codec(data), "replace"))
     except UnicodeError:  # a stateful codec (utf-7, iso-2022) that "replace" does not cover
         return data.decode(_FALLBACK, "replace")
 
@@ -95,7 +97,7 @@ def decode_header_bytes(data: bytes, charset: str | None = None) -> str:
     ISO-2022-JP with its escapes). So: ASCII as it is (ISO-2022 escapes read as such), else
     UTF-8 when the bytes are UTF-8, else ``charset`` (the Content-Type charset of the same header
     section, as Thunderbird falls back to the body's charset) when it reads them cleanly, else
-    windows-1252. Never raises."""
+    as :func:`guessed_codec` reads them. Never raises."""
     if data.isascii():
         return _iso2022(data) or data.decode("ascii")
     try:
@@ -108,7 +110,86 @@ def decode_header_bytes(data: bytes, charset: str | None = None) -> str:
             return _without_lone_surrogates(data.decode(codec))
         except UnicodeError:
             pass
-    return data.decode(_FALLBACK, "replace")
+    return data.decode(guessed_codec(data), "replace")
+
+
+# Unlabelled 8-bit text that is not UTF-8 is western (windows-1252) unless its words read as
+# one of these: the single-byte charsets Russian, Ukrainian, Bulgarian, Greek, Hebrew and Arabic
+# mail used without a label (DOS's cp866 included), each with its script's most frequent
+# letters. Thai and the multi-byte East Asian charsets are not guessed.
+_GUESSES = (
+    ("cp1251", "cyrillic"), ("koi8-u", "cyrillic"), ("cp866", "cyrillic"),
+    ("iso8859-5", "cyrillic"), ("cp1253", "greek"), ("cp1255", "hebrew"), ("cp1256", "arabic"),
+)  # fmt: skip
+_SCRIPTS = {"greek": (0x370, 0x400), "cyrillic": (0x400, 0x530), "hebrew": (0x590, 0x600),
+            "arabic": (0x600, 0x700)}  # fmt: skip
+_FREQUENT = {
+    "cyrillic": frozenset("оеаинтсрвлкдмпуі"),
+    "greek": frozenset("αοειτνσςυρηκμπλ"),
+    "hebrew": frozenset("יוהלארתבמנשע"),
+    "arabic": frozenset("اليمنوهرتبعد"),
+}
+_GUESS_SAMPLE = 64 * 1024  # bytes of a text its charset is guessed from
+_WORD = re.compile(r"[^\W\d_]+")  # a run of letters
+
+
+def guessed_codec(data: bytes) -> str:
+    """The codec unlabelled 8-bit text that is not UTF-8 reads best in: windows-1252, the
+    charset of western mail, unless its words are no western words (a word with letters
+    beyond ASCII and none within it, as "Ïðèâåò" is) and read, in one of the single-byte
+    charsets of other scripts, as words of that script alone, mostly in lower case and made
+    of its frequent letters (a KOI8-R "Привет" read as windows-1251 is "пРИВЕТ"). Looks at
+    the first 64 KB; a western text costs one decoding."""
+    sample = data[:_GUESS_SAMPLE]
+    if _western_share(sample.decode(_FALLBACK, "replace")) >= 0.5:
+        return _FALLBACK
+    best, best_score = _FALLBACK, 0.45  # below this no guess is sure enough
+    for codec, script in _GUESSES:
+        score = _script_score(sample.decode(codec, "replace"), script)
+        if score > best_score:
+            best, best_score = codec, score
+    return best
+
+
+def _western_share(text: str) -> float:
+    """Of the words of ``text`` with two letters or more beyond ASCII, the share a western
+    language writes: Latin letters only, some of them ASCII ("für", "déjà"). 1.0 when there
+    are none."""
+    words = [w for w in _WORD.findall(text) if not w.isascii() and len(w) > 1]
+    if not words:
+        return 1.0
+    western = sum(all(ord(c) < 0x250 for c in w) and not _all_beyond_ascii(w) for w in words)
+    return western / len(words)
+
+
+def _all_beyond_ascii(word: str) -> bool:
+    return not any(c.isascii() for c in word)
+
+
+def _script_score(text: str, script: str) -> float:
+    """How well ``text`` reads as ``script``: the share of its words with letters beyond ASCII
+    that are of that script alone and mostly lower case, times the share of their letters
+    that are the script's frequent ones, times the share of its characters beyond ASCII that
+    are letters at all (a wrong charset reads many bytes as box drawing or symbols)."""
+    low, high = _SCRIPTS[script]
+    frequent = _FREQUENT[script]
+    words = [w for w in _WORD.findall(text) if not w.isascii()]
+    beyond_ascii = len(text) - len(text.encode("ascii", "ignore"))
+    if not words or not beyond_ascii:
+        return 0.0
+    letters_beyond = sum(len(w) - len(w.encode("ascii", "ignore")) for w in words)
+    good = letters = common = 0
+    for word in words:
+        if not all(low <= ord(c) < high for c in word):
+            continue
+        cased = sum(c.islower() or c.isupper() for c in word)
+        if cased and sum(c.islower() for c in word) * 2 < cased:
+            continue
+        good += 1
+        letters += len(word)
+        common += sum(c.lower() in frequent for c in word)
+    frequent_share = common / letters if letters else 0.0
+    return good / len(words) * frequent_share * letters_beyond / beyond_ascii
 
 
 def _iso2022(data: bytes) -> str | None:
