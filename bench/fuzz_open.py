@@ -294,7 +294,16 @@ def plain_shapes() -> list[bytes]:
         b"Subject: \xf0\xd2\xc9\xd7\xc5\xd4\r\nContent-Type: text/plain; charset=koi8-r\r\n"
         b"\r\nFile:\r\n" + hqx + b"Bye\r\n"
     )
+    # Text without a charset label (core.charsets guesses it): KOI8-R and ISO-2022-JP.
+    unlabelled = (
+        b'Content-Type: multipart/mixed; boundary="ul"\r\n\r\n--ul\r\n\r\n'
+        + "Привет, посылаю отчёт за квартал.\r\n".encode("koi8-r")
+        + b"--ul\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+        + "会議は明日です。\r\n".encode("iso2022_jp")
+        + b"--ul--\r\n"
+    )
     return [
+        head + unlabelled,
         head + binhexed,
         head + in_text,
         head + split,
