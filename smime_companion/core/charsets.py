@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from typing import NamedTuple
 
 # WHATWG Encoding Standard labels whose decoder is a superset of what Python's codec of the same
 # name accepts, as mail clients and browsers read them.
@@ -121,16 +122,39 @@ _GUESSES = (
     ("cp1251", "cyrillic"), ("koi8-u", "cyrillic"), ("cp866", "cyrillic"),
     ("iso8859-5", "cyrillic"), ("cp1253", "greek"), ("cp1255", "hebrew"), ("cp1256", "arabic"),
 )  # fmt: skip
-_SCRIPTS = {"greek": (0x370, 0x400), "cyrillic": (0x400, 0x530), "hebrew": (0x590, 0x600),
-            "arabic": (0x600, 0x700)}  # fmt: skip
-_FREQUENT = {
-    "cyrillic": frozenset("оеаинтсрвлкдмпуі"),
-    "greek": frozenset("αοειτνσςυρηκμπλ"),
-    "hebrew": frozenset("יוהלארתבמנשע"),
-    "arabic": frozenset("اليمنوهرتبعد"),
+
+
+class _Script(NamedTuple):
+    """A script's letters as patterns: a word of it alone (no other letter beside it), a run
+    of its letters, of its upper-case ones (None for a script without case) and of its most
+    frequent lower-case letters."""
+
+    alone: re.Pattern[str]
+    letters: re.Pattern[str]
+    upper: re.Pattern[str] | None
+    frequent: re.Pattern[str]
+
+
+def _script(letters: str, upper: str | None, frequent: str) -> _Script:
+    return _Script(
+        re.compile(rf"(?<![^\W\d_])[{letters}]+(?![^\W\d_])"),
+        re.compile(f"[{letters}]+"),
+        re.compile(f"[{upper}]+") if upper else None,
+        re.compile(f"[{frequent}]+"),
+    )
+
+
+_SCRIPTS = {
+    "cyrillic": _script("\u0400-\u052f", "\u0400-\u042f", "оеаинтсрвлкдмпуі"),
+    "greek": _script("\u0386-\u03ce", "\u0386-\u03ab", "αοειτνσςυρηκμπλ"),
+    "hebrew": _script("\u05d0-\u05ea", None, "יוהלארתבמנשע"),
+    "arabic": _script("\u0621-\u064a", None, "اليمنوهرتبعد"),
 }
-_GUESS_SAMPLE = 64 * 1024  # bytes of a text its charset is guessed from
-_WORD = re.compile(r"[^\W\d_]+")  # a run of letters
+_GUESS_SAMPLE = 4096  # bytes of a text its charset is guessed from
+# A word with a letter beyond ASCII; a word of Latin letters.
+_BEYOND_WORD = re.compile(r"[^\W\d_]*[^\W\d_\x00-\x7f][^\W\d_]*")
+_LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f]+")
+_ASCII_LETTER = re.compile(r"[A-Za-z]")
 
 
 def guessed_codec(data: bytes) -> str:
@@ -139,57 +163,49 @@ def guessed_codec(data: bytes) -> str:
     beyond ASCII and none within it, as "Ïðèâåò" is) and read, in one of the single-byte
     charsets of other scripts, as words of that script alone, mostly in lower case and made
     of its frequent letters (a KOI8-R "Привет" read as windows-1251 is "пРИВЕТ"). Looks at
-    the first 64 KB; a western text costs one decoding."""
+    the first 4 KB, with regular expressions only; a western text costs one decoding."""
     sample = data[:_GUESS_SAMPLE]
     if _western_share(sample.decode(_FALLBACK, "replace")) >= 0.5:
         return _FALLBACK
     best, best_score = _FALLBACK, 0.45  # below this no guess is sure enough
     for codec, script in _GUESSES:
-        score = _script_score(sample.decode(codec, "replace"), script)
+        score = _script_score(sample.decode(codec, "replace"), _SCRIPTS[script])
         if score > best_score:
             best, best_score = codec, score
     return best
 
 
 def _western_share(text: str) -> float:
-    """Of the words of ``text`` with two letters or more beyond ASCII, the share a western
-    language writes: Latin letters only, some of them ASCII ("für", "déjà"). 1.0 when there
-    are none."""
-    words = [w for w in _WORD.findall(text) if not w.isascii() and len(w) > 1]
+    """Of the words of ``text`` with two letters or more, one of them beyond ASCII, the share
+    a western language writes: Latin letters only, some of them ASCII ("für", "déjà"). 1.0
+    when there are none."""
+    words = [w for w in _BEYOND_WORD.findall(text) if len(w) > 1]
     if not words:
         return 1.0
-    western = sum(all(ord(c) < 0x250 for c in w) and not _all_beyond_ascii(w) for w in words)
+    western = sum(
+        _LATIN_WORD.fullmatch(w) is not None and _ASCII_LETTER.search(w) is not None for w in words
+    )
     return western / len(words)
 
 
-def _all_beyond_ascii(word: str) -> bool:
-    return not any(c.isascii() for c in word)
-
-
-def _script_score(text: str, script: str) -> float:
+def _script_score(text: str, script: _Script) -> float:
     """How well ``text`` reads as ``script``: the share of its words with letters beyond ASCII
-    that are of that script alone and mostly lower case, times the share of their letters
-    that are the script's frequent ones, times the share of its characters beyond ASCII that
-    are letters at all (a wrong charset reads many bytes as box drawing or symbols)."""
-    low, high = _SCRIPTS[script]
-    frequent = _FREQUENT[script]
-    words = [w for w in _WORD.findall(text) if not w.isascii()]
+    that are of that script alone, times the share of the script's letters that are its
+    frequent ones, times the share of the characters beyond ASCII that are its letters at all
+    (a wrong charset reads many bytes as box drawing or symbols), damped when most of its
+    letters are upper case (as KOI8-R read as windows-1251 is)."""
+    alone, letters_run, upper_run, frequent_run = script
+    words = len(_BEYOND_WORD.findall(text))
     beyond_ascii = len(text) - len(text.encode("ascii", "ignore"))
-    if not words or not beyond_ascii:
+    letters = sum(map(len, letters_run.findall(text)))
+    if not words or not letters:
         return 0.0
-    letters_beyond = sum(len(w) - len(w.encode("ascii", "ignore")) for w in words)
-    good = letters = common = 0
-    for word in words:
-        if not all(low <= ord(c) < high for c in word):
-            continue
-        cased = sum(c.islower() or c.isupper() for c in word)
-        if cased and sum(c.islower() for c in word) * 2 < cased:
-            continue
-        good += 1
-        letters += len(word)
-        common += sum(c.lower() in frequent for c in word)
-    frequent_share = common / letters if letters else 0.0
-    return good / len(words) * frequent_share * letters_beyond / beyond_ascii
+    frequent = sum(map(len, frequent_run.findall(text)))
+    score = len(alone.findall(text)) / words * frequent / letters * letters / beyond_ascii
+    if upper_run is not None:
+        lower_share = 1 - sum(map(len, upper_run.findall(text))) / letters
+        score *= min(1.0, 2 * lower_share)
+    return score
 
 
 def _iso2022(data: bytes) -> str | None:
