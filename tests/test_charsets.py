@@ -196,6 +196,17 @@ def test_unlabelled_8bit_text_is_read_in_the_charset_its_words_say(text: str, ch
     assert extract_text(old).body.strip() == text
 
 
+def test_an_unlabelled_subject_of_one_word_is_read_as_the_body_beneath_it_is() -> None:
+    # One word says little about its charset; the letter below it says more.
+    for charset in ("koi8-r", "cp1251", "cp866"):
+        old = (
+            "Subject: Отчёт\r\nFrom: Иван <ivan@example.org>\r\n\r\n"
+            "Привет, Боб! Посылаю тебе отчёт за третий квартал, посмотри цифры.\r\n"
+        ).encode(charset)
+        headers = summary_headers(parse_entity(old, 65536).fields)
+        assert (headers["subject"], headers["from"]) == ("Отчёт", "Иван <ivan@example.org>")
+
+
 def test_a_declared_charset_is_never_second_guessed() -> None:
     koi8 = "Привет, как дела у тебя сегодня?".encode("koi8-r")
     assert decode_mail_text(koi8, "iso-8859-1") == koi8.decode("cp1252")

@@ -116,12 +116,14 @@ def decode_header_bytes(data: bytes, charset: str | None = None) -> str:
 
 # Unlabelled 8-bit text that is not UTF-8 is western (windows-1252) unless its words read as
 # one of these: the single-byte charsets Russian, Ukrainian, Bulgarian, Greek, Hebrew and Arabic
-# mail used without a label (DOS's cp866 included), each with its script's most frequent
-# letters. Thai and the multi-byte East Asian charsets are not guessed.
+# mail used without a label (DOS's cp866 included), the more common first: a reading scoring
+# almost as well as the best is taken before it (a word or two cannot tell KOI8-R from
+# ISO 8859-5 by letter frequencies). Thai and the multi-byte East Asian charsets are not guessed.
 _GUESSES = (
-    ("cp1251", "cyrillic"), ("koi8-u", "cyrillic"), ("cp866", "cyrillic"),
-    ("iso8859-5", "cyrillic"), ("cp1253", "greek"), ("cp1255", "hebrew"), ("cp1256", "arabic"),
+    ("koi8-u", "cyrillic"), ("cp1251", "cyrillic"), ("cp1253", "greek"), ("cp1255", "hebrew"),
+    ("cp1256", "arabic"), ("cp866", "cyrillic"), ("iso8859-5", "cyrillic"),
 )  # fmt: skip
+_NEAR_BEST = 0.8  # of the best score: a more common charset scoring so is taken instead
 
 
 class _Script(NamedTuple):
@@ -145,8 +147,8 @@ def _script(letters: str, upper: str | None, frequent: str) -> _Script:
 
 
 _SCRIPTS = {
-    "cyrillic": _script("\u0400-\u052f", "\u0400-\u042f", "оеаинтсрвлкдмпуі"),
-    "greek": _script("\u0386-\u03ce", "\u0386-\u03ab", "αοειτνσςυρηκμπλ"),
+    "cyrillic": _script("\u0400-\u052f", "\u0400-\u042f", "оеаинтсрвлкдмпуіОЕАИНТСРВЛКДМПУІ"),
+    "greek": _script("\u0386-\u03ce", "\u0386-\u03ab", "αοειτνσςυρηκμπλΑΟΕΙΤΝΣΥΡΗΚΜΠΛ"),
     "hebrew": _script("\u05d0-\u05ea", None, "יוהלארתבמנשע"),
     "arabic": _script("\u0621-\u064a", None, "اليمنوهرتبعد"),
 }
@@ -167,12 +169,14 @@ def guessed_codec(data: bytes) -> str:
     sample = data[:_GUESS_SAMPLE]
     if _western_share(sample.decode(_FALLBACK, "replace")) >= 0.5:
         return _FALLBACK
-    best, best_score = _FALLBACK, 0.45  # below this no guess is sure enough
-    for codec, script in _GUESSES:
-        score = _script_score(sample.decode(codec, "replace"), _SCRIPTS[script])
-        if score > best_score:
-            best, best_score = codec, score
-    return best
+    scores = [
+        (codec, _script_score(sample.decode(codec, "replace"), _SCRIPTS[script]))
+        for codec, script in _GUESSES
+    ]
+    best = max(score for _, score in scores)
+    if best < 0.45:  # no guess is sure enough
+        return _FALLBACK
+    return next(codec for codec, score in scores if score >= best * _NEAR_BEST)
 
 
 def _western_share(text: str) -> float:

@@ -17,7 +17,7 @@ from email.message import Message
 from email.utils import getaddresses
 from functools import cached_property
 
-from smime_companion.core.charsets import decode_header_bytes, decode_mail_text
+from smime_companion.core.charsets import decode_header_bytes, decode_mail_text, guessed_codec
 from smime_companion.errors import LimitExceeded, MalformedInput
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
@@ -184,8 +184,8 @@ def _decoded(
     # text part of a KOI8-R letter with an attachment), else windows-1252 (core.charsets).
     values = [b" ".join(part.strip() for part in parts) for _, parts in fields]
     charset = None
-    if not all(value.isascii() for value in values):
-        charset = _declared_charset(fields) or _body_charset(*body)
+    if any(not _is_utf8(value) for value in values):
+        charset = _declared_charset(fields) or _body_charset(*body) or _guessed_charset(*body)
     return tuple(
         (name.decode("ascii"), decode_header_bytes(value, charset))
         for (name, _), value in zip(fields, values, strict=True)
@@ -208,6 +208,31 @@ def _declared_charset(fields: list[tuple[bytes, list[bytes]]]) -> str | None:
 # nothing about 8-bit bytes (a us-ascii part before the one in KOI8-R).
 _BODY_CHARSET_WINDOW = 16 * 1024
 _UNINFORMATIVE = frozenset({"us-ascii", "ascii", "utf-8", "utf8"})
+
+
+def _is_utf8(value: bytes) -> bool:
+    """Whether ``value`` is ASCII or UTF-8 (RFC 6532): it needs no charset to be read."""
+    if value.isascii():
+        return True
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _guessed_charset(raw: bytes, start: int) -> str | None:
+    """The charset the start of an unlabelled 8-bit body reads in (core.charsets guesses it:
+    a body says more than a subject of one word), or None when it is ASCII or UTF-8."""
+    sample = raw[start : start + _BODY_CHARSET_WINDOW]
+    if sample.isascii():
+        return None
+    try:
+        sample.decode("utf-8")
+    except UnicodeDecodeError as cut:
+        if cut.start < len(sample) - 4:  # not merely a character cut at the window's end
+            return guessed_codec(sample)
+    return None
 
 
 def _body_charset(raw: bytes, start: int) -> str | None:
