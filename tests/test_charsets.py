@@ -168,6 +168,11 @@ UNLABELLED = [
     ("Καλημέρα σας! Σας στέλνω την αναφορά για το τρίτο τρίμηνο.", ("cp1253", "iso8859-7")),
     ("שלום רב, מצורף הדוח של הרבעון השלישי. אנא בדקו את המספרים.", ("cp1255", "iso8859-8")),
     ("مرحبا، أرسل لكم تقرير الربع الثالث. يرجى مراجعة الأرقام.", ("cp1256",)),
+    ("お疲れ様です。明日の会議の資料を送ります。内容を確認して、連絡してください。",
+     ("shift_jis", "euc_jp")),
+    ("你好，这是我们第三季度的报告。请在星期五之前检查这些数字，谢谢。", ("gb2312",)),
+    ("你好，這是我們第三季度的報告。請在星期五之前檢查這些數字，謝謝。", ("big5",)),
+    ("안녕하세요. 3분기 보고서를 보내드립니다. 금요일까지 확인해 주세요.", ("euc_kr",)),
     ("Привет", ("cp1251", "koi8-r")),  # a subject of one word
     ("Sehr geehrte Frau Müller, anbei die Übersicht. Mit freundlichen Grüßen, Jörg Weiß.",
      ("cp1252",)),
@@ -176,6 +181,7 @@ UNLABELLED = [
     ("Góðan daginn Þóra, hér er skýrslan fyrir þriðja ársfjórðung. Kveðja, Sigríður.",
      ("cp1252",)),
     ("Hej Åsa, här är rapporten. Hälsningar, Björn Öberg. Öl på ön.", ("cp1252",)),
+    ("It’s a “test” – really… 20€ only.", ("cp1252",)),  # no accented letter at all
 ]  # fmt: skip
 
 
@@ -186,8 +192,8 @@ UNLABELLED = [
 )
 def test_unlabelled_8bit_text_is_read_in_the_charset_its_words_say(text: str, charset: str) -> None:
     # Before MIME, and from clients that never said: a body (and a raw header) in KOI8-R,
-    # windows-1251, DOS's cp866, Greek, Hebrew or Arabic single-byte charsets, without a label
-    # or labelled us-ascii. Western text stays windows-1252 whatever it holds.
+    # windows-1251, DOS's cp866, Greek, Hebrew, Arabic, Japanese, Chinese or Korean charsets,
+    # without a label or labelled us-ascii. Western text stays windows-1252 whatever it holds.
     data = text.encode(charset)
     assert decode_mail_text(data) == text
     assert decode_mail_text(data, "us-ascii") == text

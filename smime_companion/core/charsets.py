@@ -7,8 +7,8 @@ character shows "Gr��e" and cannot find "Grüße". So, as browsers do (the W
 Standard's labels: ``iso-8859-1`` and ``us-ascii`` mean windows-1252, ``gb2312`` means GBK...):
 the declared charset when it decodes the bytes cleanly, else UTF-8 when they are UTF-8, else the
 declared charset with replacement characters; without a usable label, ISO-2022-JP when its
-escapes say so, else windows-1252 unless the words read as Cyrillic, Greek, Hebrew or Arabic in
-one of the single-byte charsets old mail used for them (:func:`guessed_codec`).
+escapes say so, else windows-1252 unless the words read as Cyrillic, Greek, Hebrew, Arabic,
+Japanese, Chinese or Korean in one of the charsets old mail used for them (:func:`guessed_codec`).
 """
 
 from __future__ import annotations
@@ -115,13 +115,15 @@ def decode_header_bytes(data: bytes, charset: str | None = None) -> str:
 
 
 # Unlabelled 8-bit text that is not UTF-8 is western (windows-1252) unless its words read as
-# one of these: the single-byte charsets Russian, Ukrainian, Bulgarian, Greek, Hebrew and Arabic
-# mail used without a label (DOS's cp866 included), the more common first: a reading scoring
-# almost as well as the best is taken before it (a word or two cannot tell KOI8-R from
-# ISO 8859-5 by letter frequencies). Thai and the multi-byte East Asian charsets are not guessed.
+# one of these: the charsets Russian, Ukrainian, Bulgarian, Greek, Hebrew, Arabic, Japanese,
+# Chinese and Korean mail used without a label (DOS's cp866 included), the more common first:
+# a reading scoring almost as well as the best is taken before it (a word or two cannot tell
+# KOI8-R from ISO 8859-5 by letter frequencies). Thai is not guessed.
 _GUESSES = (
     ("koi8-u", "cyrillic"), ("cp1251", "cyrillic"), ("cp1253", "greek"), ("cp1255", "hebrew"),
     ("cp1256", "arabic"), ("cp866", "cyrillic"), ("iso8859-5", "cyrillic"),
+    ("cp932", "japanese"), ("euc_jp", "japanese"), ("gb18030", "chinese"),
+    ("big5hkscs", "chinese-traditional"), ("cp949", "korean"),
 )  # fmt: skip
 _NEAR_BEST = 0.8  # of the best score: a more common charset scoring so is taken instead
 
@@ -129,20 +131,23 @@ _NEAR_BEST = 0.8  # of the best score: a more common charset scoring so is taken
 class _Script(NamedTuple):
     """A script's letters as patterns: a word of it alone (no other letter beside it), a run
     of its letters, of its upper-case ones (None for a script without case) and of its most
-    frequent lower-case letters."""
+    frequent letters; and how much its frequent letters count (East Asian scripts spread
+    their text over thousands of characters: the frequent ones are a smaller share of it)."""
 
     alone: re.Pattern[str]
     letters: re.Pattern[str]
     upper: re.Pattern[str] | None
     frequent: re.Pattern[str]
+    weight: float
 
 
-def _script(letters: str, upper: str | None, frequent: str) -> _Script:
+def _script(letters: str, upper: str | None, frequent: str, weight: float = 1.0) -> _Script:
     return _Script(
         re.compile(rf"(?<![^\W\d_])[{letters}]+(?![^\W\d_])"),
         re.compile(f"[{letters}]+"),
         re.compile(f"[{upper}]+") if upper else None,
         re.compile(f"[{frequent}]+"),
+        weight,
     )
 
 
@@ -151,6 +156,31 @@ _SCRIPTS = {
     "greek": _script("\u0386-\u03ce", "\u0386-\u03ab", "αοειτνσςυρηκμπλΑΟΕΙΤΝΣΥΡΗΚΜΠΛ"),
     "hebrew": _script("\u05d0-\u05ea", None, "יוהלארתבמנשע"),
     "arabic": _script("\u0621-\u064a", None, "اليمنوهرتبعد"),
+    # Kana and kanji: the particles and endings written in hiragana are the frequent ones.
+    "japanese": _script(
+        "\u3041-\u30ff\u4e00-\u9fff",
+        None,
+        "のにはをたがでてとしいるれかなっこまもうくすおご",
+        2.0,
+    ),
+    "chinese": _script(
+        "\u4e00-\u9fff",
+        None,
+        "的一是不了在人有我他这中大来上们个国和说地也子时道出要会请",
+        3.0,
+    ),
+    "chinese-traditional": _script(
+        "\u4e00-\u9fff",
+        None,
+        "的一是不了在人有我他這中大來上們個國和說地也子時道出要會請",
+        3.0,
+    ),
+    "korean": _script(
+        "\uac00-\ud7a3",
+        None,
+        "이다는에의을하고가지기도서한사로으리어를게있니습요세해주",
+        1.5,
+    ),
 }
 _GUESS_SAMPLE = 4096  # bytes of a text its charset is guessed from
 # A word with a letter beyond ASCII; a word of Latin letters.
@@ -162,14 +192,17 @@ _ASCII_LETTER = re.compile(r"[A-Za-z]")
 def guessed_codec(data: bytes) -> str:
     """The codec unlabelled 8-bit text that is not UTF-8 reads best in: windows-1252, the
     charset of western mail, unless its words are no western words (a word with letters
-    beyond ASCII and none within it, as "Ïðèâåò" is) and read, in one of the single-byte
-    charsets of other scripts, as words of that script alone, mostly in lower case and made
-    of its frequent letters (a KOI8-R "Привет" read as windows-1251 is "пРИВЕТ"). Looks at
-    the first 4 KB, with regular expressions only; a western text costs one decoding."""
+    beyond ASCII and none within it, as "Ïðèâåò" is; or mostly symbols) and read better, in
+    one of the charsets of other scripts, as words of that script alone, mostly in lower case
+    and made of its frequent letters (a KOI8-R "Привет" read as windows-1251 is "пРИВЕТ").
+    Looks at the first 4 KB, with regular expressions only; western text costs one reading."""
     sample = data[:_GUESS_SAMPLE]
-    if _western_share(sample.decode(_FALLBACK, "replace")) >= 0.5:
-        return _FALLBACK
-    scores = [
+    as_western = sample.decode(_FALLBACK, "replace")
+    western = _western_share(as_western)
+    if western is not None and western >= 0.8:
+        return _FALLBACK  # the common case, after one reading
+    scores = [(_FALLBACK, (western or 0.0) * _letter_share(as_western))]
+    scores += [
         (codec, _script_score(sample.decode(codec, "replace"), _SCRIPTS[script]))
         for codec, script in _GUESSES
     ]
@@ -179,17 +212,25 @@ def guessed_codec(data: bytes) -> str:
     return next(codec for codec, score in scores if score >= best * _NEAR_BEST)
 
 
-def _western_share(text: str) -> float:
+def _western_share(text: str) -> float | None:
     """Of the words of ``text`` with two letters or more, one of them beyond ASCII, the share
-    a western language writes: Latin letters only, some of them ASCII ("für", "déjà"). 1.0
-    when there are none."""
+    a western language writes: Latin letters only, some of them ASCII ("für", "déjà"). None
+    when there are none (Shift_JIS read so is mostly symbols; so are curly quotes)."""
     words = [w for w in _BEYOND_WORD.findall(text) if len(w) > 1]
     if not words:
-        return 1.0
+        return None
     western = sum(
         _LATIN_WORD.fullmatch(w) is not None and _ASCII_LETTER.search(w) is not None for w in words
     )
     return western / len(words)
+
+
+def _letter_share(text: str) -> float:
+    """The share of the characters of ``text`` beyond ASCII that are letters (Shift_JIS read
+    as windows-1252 is mostly quotes, daggers and per-mille signs)."""
+    beyond_ascii = len(text) - len(text.encode("ascii", "ignore"))
+    letters = sum(len(w) - len(w.encode("ascii", "ignore")) for w in _BEYOND_WORD.findall(text))
+    return letters / beyond_ascii if beyond_ascii else 0.0
 
 
 def _script_score(text: str, script: _Script) -> float:
@@ -198,14 +239,14 @@ def _script_score(text: str, script: _Script) -> float:
     frequent ones, times the share of the characters beyond ASCII that are its letters at all
     (a wrong charset reads many bytes as box drawing or symbols), damped when most of its
     letters are upper case (as KOI8-R read as windows-1251 is)."""
-    alone, letters_run, upper_run, frequent_run = script
+    alone, letters_run, upper_run, frequent_run, weight = script
     words = len(_BEYOND_WORD.findall(text))
     beyond_ascii = len(text) - len(text.encode("ascii", "ignore"))
     letters = sum(map(len, letters_run.findall(text)))
     if not words or not letters:
         return 0.0
     frequent = sum(map(len, frequent_run.findall(text)))
-    score = len(alone.findall(text)) / words * frequent / letters * letters / beyond_ascii
+    score = len(alone.findall(text)) / words * weight * frequent / letters * letters / beyond_ascii
     if upper_run is not None:
         lower_share = 1 - sum(map(len, upper_run.findall(text))) / letters
         score *= min(1.0, 2 * lower_share)
