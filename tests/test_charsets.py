@@ -213,6 +213,17 @@ def test_an_unlabelled_subject_of_one_word_is_read_as_the_body_beneath_it_is() -
         assert (headers["subject"], headers["from"]) == ("Отчёт", "Иван <ivan@example.org>")
 
 
+def test_a_western_name_above_an_unlabelled_cyrillic_letter_stays_western() -> None:
+    old = "Subject: Отчёт\r\n\r\nПривет, посылаю тебе отчёт за квартал!\r\n".encode("koi8-r")
+    old = b"To: J\xf6rg M\xfcller <j@example.de>\r\n" + old  # Latin-1, as his client wrote it
+    headers = summary_headers(parse_entity(old, 65536).fields)
+    assert (headers["to"], headers["subject"]) == ("Jörg Müller <j@example.de>", "Отчёт")
+    # A declared charset is the sender's word, for Polish as for anything else.
+    polish = "Subject: Zażółć gęślą jaźń\r\nContent-Type: text/plain; charset=iso-8859-2\r\n\r\n"
+    headers = summary_headers(parse_entity(polish.encode("iso8859-2"), 65536).fields)
+    assert headers["subject"] == "Zażółć gęślą jaźń"
+
+
 def test_a_declared_charset_is_never_second_guessed() -> None:
     koi8 = "Привет, как дела у тебя сегодня?".encode("koi8-r")
     assert decode_mail_text(koi8, "iso-8859-1") == koi8.decode("cp1252")

@@ -92,25 +92,35 @@ def decode_mail_text(data: bytes, charset: str | None = None) -> str:
 _ISO2022_ESCAPE = re.compile(rb"\x1b(?:\$[@AB]|\$\([CD]|\(J)")
 
 
-def decode_header_bytes(data: bytes, charset: str | None = None) -> str:
+def decode_header_bytes(
+    data: bytes, charset: str | None = None, *, guessed: str | None = None
+) -> str:
     """A header field's raw value as text. RFC 6532 says UTF-8; mail from before it wrote
     headers raw in the charset of its own text (a KOI8-R subject above a KOI8-R body, Shift_JIS,
     ISO-2022-JP with its escapes). So: ASCII as it is (ISO-2022 escapes read as such), else
-    UTF-8 when the bytes are UTF-8, else ``charset`` (the Content-Type charset of the same header
-    section, as Thunderbird falls back to the body's charset) when it reads them cleanly, else
-    as :func:`guessed_codec` reads them. Never raises."""
+    UTF-8 when the bytes are UTF-8, else ``charset`` (one the message declares for its text,
+    as Thunderbird falls back to the body's charset) when it reads them cleanly; else
+    windows-1252 when they read as plainly western words there, else the codec ``guessed``
+    for the text beneath, else as :func:`guessed_codec` reads them. Never raises."""
     if data.isascii():
         return _iso2022(data) or data.decode("ascii")
     try:
         return data.decode("utf-8")
     except UnicodeError:
         pass
-    codec = _codec(charset)
-    if codec is not None and not codec.startswith(("utf-16", "utf-32")):
-        try:
-            return _without_lone_surrogates(data.decode(codec))
-        except UnicodeError:
-            pass
+    for label in (charset, None, guessed):
+        if label is None:
+            as_western = data.decode(_FALLBACK, "replace")
+            western = _western_share(as_western)
+            if western is not None and western >= 0.8:
+                return as_western  # "Jörg Müller" above an unlabelled KOI8-R letter
+            continue
+        codec = _codec(label)
+        if codec is not None and not codec.startswith(("utf-16", "utf-32")):
+            try:
+                return _without_lone_surrogates(data.decode(codec))
+            except UnicodeError:
+                pass
     return data.decode(guessed_codec(data), "replace")
 
 

@@ -181,13 +181,16 @@ def _decoded(
 ) -> tuple[tuple[str, str], ...]:
     # Values are UTF-8 (RFC 6532), or raw 8-bit text of old mail: read in the charset the same
     # header section names for its content, or for a multipart the first its body names (the
-    # text part of a KOI8-R letter with an attachment), else windows-1252 (core.charsets).
+    # text part of a KOI8-R letter with an attachment), else as western text, else in the
+    # charset the unlabelled body is guessed to be in (core.charsets.decode_header_bytes).
     values = [b" ".join(part.strip() for part in parts) for _, parts in fields]
-    charset = None
+    declared = guessed = None
     if any(not _is_utf8(value) for value in values):
-        charset = _declared_charset(fields) or _body_charset(*body) or _guessed_charset(*body)
+        declared = _declared_charset(fields) or _body_charset(*body)
+        if declared is None:
+            guessed = _guessed_charset(*body)
     return tuple(
-        (name.decode("ascii"), decode_header_bytes(value, charset))
+        (name.decode("ascii"), decode_header_bytes(value, declared, guessed=guessed))
         for (name, _), value in zip(fields, values, strict=True)
     )
 
