@@ -203,14 +203,16 @@ def test_unlabelled_8bit_text_is_read_in_the_charset_its_words_say(text: str, ch
 
 
 def test_an_unlabelled_subject_of_one_word_is_read_as_the_body_beneath_it_is() -> None:
-    # One word says little about its charset; the letter below it says more.
+    # One word says little about its charset; the letter below it says more. A us-ascii label
+    # says nothing about 8-bit bytes.
     for charset in ("koi8-r", "cp1251", "cp866"):
-        old = (
-            "Subject: Отчёт\r\nFrom: Иван <ivan@example.org>\r\n\r\n"
-            "Привет, Боб! Посылаю тебе отчёт за третий квартал, посмотри цифры.\r\n"
-        ).encode(charset)
-        headers = summary_headers(parse_entity(old, 65536).fields)
-        assert (headers["subject"], headers["from"]) == ("Отчёт", "Иван <ivan@example.org>")
+        for label in ("", "Content-Type: text/plain; charset=us-ascii\r\n"):
+            old = (
+                f"Subject: Отчёт\r\nFrom: Иван <ivan@example.org>\r\n{label}\r\n"
+                "Привет, Боб! Посылаю тебе отчёт за третий квартал, посмотри цифры.\r\n"
+            ).encode(charset)
+            headers = summary_headers(parse_entity(old, 65536).fields)
+            assert (headers["subject"], headers["from"]) == ("Отчёт", "Иван <ivan@example.org>")
 
 
 def test_a_western_name_above_an_unlabelled_cyrillic_letter_stays_western() -> None:

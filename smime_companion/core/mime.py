@@ -199,11 +199,13 @@ _CHARSET_PARAM = re.compile(rb"""charset\s*=\s*["']?([A-Za-z0-9_.:+-]{1,40})""",
 
 
 def _declared_charset(fields: list[tuple[bytes, list[bytes]]]) -> str | None:
-    """The charset parameter of the section's first Content-Type field, or None."""
+    """The charset parameter of the section's first Content-Type field when it names an 8-bit
+    charset (us-ascii says nothing about raw 8-bit bytes), or None."""
     for name, parts in fields:
         if name.lower() == b"content-type":
             match = _CHARSET_PARAM.search(b" ".join(parts))
-            return match.group(1).decode("ascii") if match is not None else None
+            label = match.group(1).decode("ascii") if match is not None else None
+            return label if label is not None and label.lower() not in _UNINFORMATIVE else None
     return None
 
 
