@@ -255,8 +255,10 @@ def _script_score(text: str, script: _Script) -> float:
     letters = sum(map(len, letters_run.findall(text)))
     if not words or not letters:
         return 0.0
-    frequent = sum(map(len, frequent_run.findall(text)))
-    score = len(alone.findall(text)) / words * weight * frequent / letters * letters / beyond_ascii
+    alone_share = len(alone.findall(text)) / words
+    frequent_share = sum(map(len, frequent_run.findall(text))) / letters
+    letter_share = letters / beyond_ascii
+    score = alone_share * weight * frequent_share * letter_share
     if upper_run is not None:
         lower_share = 1 - sum(map(len, upper_run.findall(text))) / letters
         score *= min(1.0, 2 * lower_share)
