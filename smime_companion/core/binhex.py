@@ -115,8 +115,9 @@ def split_binhex(text: bytes, room: Room) -> tuple[bytes, list[BinhexFile]]:
             continue
         kept.append(text[position : introduction.start()])
         files.append(file)
+        # The line break after the closing colon goes with the block, so the text closes up.
         end = block.end()
-        position = end + (text[end : end + 2] == b"\r\n") + (text[end : end + 1] in b"\r\n")
+        position = end + 2 if text.startswith(b"\r\n", end) else end + text.startswith(b"\n", end)
     if not files:
         return text, []
     kept.append(text[position:])
