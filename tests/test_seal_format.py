@@ -258,6 +258,22 @@ def test_missing_date_and_message_id_are_added_from_the_sealing_time(
     assert re.fullmatch(r"<[0-9a-f]{32}@example\.org>", decoded_header(message, "Message-ID") or "")
 
 
+def test_the_date_is_the_sealing_time_in_the_drafts_time_zone(
+    pki: TestPki, at: dt.datetime
+) -> None:
+    # A draft carries the time it was saved; sent a day later, its Date would be a day from
+    # the signing time, which Thunderbird calls an invalid signature (more than an hour).
+    saved = (at - dt.timedelta(days=1)).astimezone(dt.timezone(dt.timedelta(hours=1)))
+    draft = re.sub(
+        rb"Date: [^\r]*", f"Date: {email.utils.format_datetime(saved)}".encode(), text_draft()
+    )
+    message = seal_draft(pki, draft, options=SealOptions(encrypt=False), at=at).main.message
+    sent = email.utils.parsedate_to_datetime(decoded_header(message, "Date") or "")
+    assert sent == at and sent.utcoffset() == dt.timedelta(hours=1)
+    header = message.split(b"\r\n\r\n", 1)[0]
+    assert header.count(b"\r\nDate: ") + header.startswith(b"Date: ") == 1  # replaced, not added
+
+
 # --- multipart/signed and the signed attributes ----------------------------------------------
 
 

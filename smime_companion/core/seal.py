@@ -22,7 +22,7 @@ import hashlib
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timezone
 
 from cryptography import x509
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
@@ -293,15 +293,29 @@ def _check_signer(signer: Identity, sender: str) -> None:
 def _with_date_and_id(
     draft: mime_build.Draft, at: datetime, sender: str, random: RandomBytes
 ) -> mime_build.Draft:
-    """RFC 5322 wants Date; a Message-ID lets replies thread. Add them when the draft lacks them,
-    before signing, so that they are protected too."""
-    fields = list(draft.header_fields)
-    if not draft.values("Date"):
-        fields.append(("Date", email.utils.format_datetime(at)))
+    """The Date is the sealing time, as a mail client dates a message when it sends it (RFC
+    5322: when it was ready to enter the mail system), in the draft Date's time zone: a draft
+    carries the time it was saved, and Thunderbird judges a signature whose signing time is
+    more than an hour from the Date invalid. A Message-ID, which lets replies thread, is added
+    when the draft lacks one. Both before signing, so that they are protected too."""
+    date = email.utils.format_datetime(at.astimezone(_zone_of(draft.values("Date"))))
+    fields = [(name, value) for name, value in draft.header_fields if name.lower() != "date"]
+    dated = [i for i, (name, _) in enumerate(draft.header_fields) if name.lower() == "date"]
+    fields.insert(dated[0] if dated else len(fields), ("Date", date))
     if not draft.values("Message-ID"):
         domain = sender.rsplit("@", 1)[1]
         fields.append(("Message-ID", f"<{random(16).hex()}@{domain}>"))
     return mime_build.Draft(header_fields=tuple(fields), root=draft.root)
+
+
+def _zone_of(dates: Sequence[str]) -> timezone:
+    """The time zone the first of a draft's Date fields is written in; UTC without one."""
+    try:
+        parsed = email.utils.parsedate_to_datetime(dates[0]) if dates else None
+    except (ValueError, TypeError, IndexError, OverflowError):
+        parsed = None
+    offset = parsed.utcoffset() if parsed is not None else None
+    return timezone(offset) if offset is not None else UTC
 
 
 def _recipient_table(
