@@ -2,18 +2,20 @@
 made by NSS's smime.sh; expectations in mailnews/mime/test/unit/test_smime_decrypt.js) that no
 other test here makes in the same shape, made with openssl and judged as Thunderbird judges
 them: a detached signature whose SignedData carries other content than the part shown
-("mismatch-econtent"), one person's signature inside another's ("alice ... dave.sig"), and an
-envelope wrapped in a signed multipart/mixed ("env.mixed.dsig")."""
+("mismatch-econtent"), one person's signature inside another's ("alice ... dave.sig"), an
+envelope wrapped in a signed multipart/mixed ("env.mixed.dsig"), and a Date six hours after the
+signing time ("alice.future.dsig")."""
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import email.utils
 
 from cryptography import x509
 
 from smime_companion.core.open import open_message
-from smime_companion.core.verdicts import Decryption, SignatureStatus
+from smime_companion.core.verdicts import WARN_DATE_MISMATCH, Decryption, SignatureStatus
 from smime_companion.testing.pki import TestPki
 from tests.conftest import load_identity
 from tests.tools import openssl_cms
@@ -79,3 +81,25 @@ def test_an_envelope_inside_a_signed_multipart_is_named_and_left_sealed(
     assert (result.decryption, result.signature) == (Decryption.NONE, SignatureStatus.VALID)
     assert result.warnings == ("partially-encrypted",)
     assert b"from Alice to Bob" not in result.content
+
+
+def test_a_date_hours_from_the_signing_time_is_named_and_the_signature_stays_sound(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime
+) -> None:
+    # An old signed message sent again under a new Date (which the signature does not cover):
+    # Thunderbird calls the signature invalid past an hour; here it is valid, and the reader
+    # says the date is in doubt.
+    signed = openssl_cms(["-sign", "-crlfeol", *_signer(pki, "alice")], REAL)
+
+    def dated(when: dt.datetime | None) -> bytes:
+        date = f"Date: {email.utils.format_datetime(when)}\r\n" if when else ""
+        return f"From: alice@example.org\r\nTo: bob@example.org\r\n{date}".encode() + signed
+
+    [signer] = open_message(dated(None), anchors=anchors, at=now).signers
+    assert signer.signing_time is not None
+    for shift, named in [(6 * 60, True), (-90, True), (10, False), (-10, False)]:
+        result = open_message(
+            dated(signer.signing_time + dt.timedelta(minutes=shift)), anchors=anchors, at=now
+        )
+        assert result.signature == SignatureStatus.VALID
+        assert (WARN_DATE_MISMATCH in result.warnings) is named, shift

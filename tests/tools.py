@@ -4,9 +4,11 @@ in ``tests/peers.py``). Each helper returns the tool's output and fails the test
 from __future__ import annotations
 
 import binascii
+import email.utils
 import os
 import subprocess
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -51,10 +53,12 @@ def mime_message(
     to: str = "bob@example.org",
     subject: str = "Test message",
 ) -> bytes:
-    """A small plain-text MIME message with CRLF line ends."""
+    """A small plain-text MIME message with CRLF line ends, dated now: a peer signs it now,
+    and a Date far from the signing time is a warning of its own (date-mismatch)."""
+    date = email.utils.format_datetime(datetime.now(UTC).replace(microsecond=0))
     return (
         f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\n"
-        "Date: Wed, 25 Nov 2026 09:00:00 +0000\r\nMessage-ID: <test@example.org>\r\n"
+        f"Date: {date}\r\nMessage-ID: <test@example.org>\r\n"
         "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
         f"{body}"
     ).encode()

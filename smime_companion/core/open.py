@@ -31,9 +31,10 @@ certificate signature checks shared by every signer of every layer.
 
 from __future__ import annotations
 
+import email.utils
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 
@@ -51,6 +52,7 @@ from smime_companion.core.mime import (
     MESSAGE_TYPES,
     Entity,
     Sender,
+    first_field,
     holds_address,
     parse_entity,
     sender_of,
@@ -67,6 +69,7 @@ from smime_companion.core.model import (
 from smime_companion.core.verdicts import (
     SIGNATURE_SEVERITY,
     SOUND_SIGNATURES,
+    WARN_DATE_MISMATCH,
     WARN_NOT_INTEGRITY_PROTECTED,
     WARN_WEAK_ALGORITHM,
     Decryption,
@@ -162,6 +165,33 @@ def open_message(
         ),
     )
     return _LayerWalk(opener, limits, entity).run()
+
+
+# How far the Date shown may be from a signer's signing time (Thunderbird allows an hour too:
+# clients date and sign a message when they send it).
+DATE_TOLERANCE = timedelta(hours=1)
+
+
+def _date_far_from_signing(date: str | None, signers: Sequence[SignerReport]) -> bool:
+    """Whether ``date`` (the Date field shown) is further than DATE_TOLERANCE from the signing
+    time of every signer whose signature held and said when it signed."""
+    times = [
+        s.signing_time
+        for s in signers
+        if s.signing_time is not None and s.status in SOUND_SIGNATURES
+    ]
+    if not date or not times:
+        return False
+    try:
+        shown = email.utils.parsedate_to_datetime(date)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return False  # no date to compare; the reader shows it as it came
+    if shown.tzinfo is None:  # "-0000": UTC, local zone unknown (RFC 5322)
+        shown = shown.replace(tzinfo=UTC)
+    try:
+        return all(abs(shown - t) > DATE_TOLERANCE for t in times)
+    except (TypeError, OverflowError):  # a signing time without a zone, or out of range
+        return False
 
 
 def with_revoked_signers(result: OpenResult, revoked: Mapping[str, str]) -> OpenResult:
@@ -324,7 +354,7 @@ class _LayerWalk:
             signer=_deciding_signer_address(signed, signature),
             layers=layers,
             content_cipher=encrypted[0].content_cipher if encrypted else None,
-            warnings=tuple(self._message_warnings(signers)),
+            warnings=tuple(self._message_warnings(signers, headers)),
             error=self.error,
             content=self.entity.raw,
             headers=headers,
@@ -333,7 +363,9 @@ class _LayerWalk:
             content_name=self.content_name,
         )
 
-    def _message_warnings(self, signers: Sequence[SignerReport]) -> list[str]:
+    def _message_warnings(
+        self, signers: Sequence[SignerReport], headers: Sequence[tuple[str, str]]
+    ) -> list[str]:
         """The layers' warnings, then those about the whole message and the content shown."""
         warnings = self.warnings
         # Only a signature inside the encryption covers CBC content: its signer signed the
@@ -346,6 +378,8 @@ class _LayerWalk:
         if any(s.weaknesses for s in signers):
             # Reported beside the verdict, whether it decided it or was accepted for archives.
             warnings.append(WARN_WEAK_ALGORITHM)
+        if _date_far_from_signing(first_field(headers, "Date"), signers):
+            warnings.append(WARN_DATE_MISMATCH)
         # S/MIME parts hidden in the content (an unprotected multipart, an attached message,
         # a decrypted multipart): named, never opened or joined to what is shown.
         mime_type = self.entity.content_type.mime_type

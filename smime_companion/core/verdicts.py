@@ -94,6 +94,11 @@ WARN_PARTIALLY_ENCRYPTED = "partially-encrypted"
 WARN_PARTIALLY_SIGNED = "partially-signed"
 WARN_WEAK_CIPHER = "weak-cipher"
 WARN_MIME_LIMIT = "mime-limit-reached"
+# The Date shown is more than DATE_TOLERANCE from every signer's signing time: an old signed
+# message may have been sent again under a new Date (which the signature does not cover unless
+# the headers are protected). Thunderbird calls such a signature invalid; here it stays what it
+# is, and the reader says why the date is in doubt.
+WARN_DATE_MISMATCH = "date-mismatch"
 # A signer used an algorithm we no longer trust (SHA-1, MD5, RSA under 2048 bits), whether that
 # decided the verdict (weak-algorithm) or was accepted for archives (allow_weak, allow_sha1).
 WARN_WEAK_ALGORITHM = "weak-algorithm"

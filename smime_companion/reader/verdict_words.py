@@ -156,6 +156,13 @@ WARNINGS: dict[str, tuple[str, str, str]] = {
         "The message was encrypted with an old cipher (3DES or "
         "RC2) that no longer offers good protection.",
     ),
+    "date-mismatch": (
+        "date in doubt",
+        WARN,
+        "The message's date is more than an hour from when it was signed (the signing time "
+        "in the verdict above). Mail programs sign a message when they send it: an old signed "
+        "message may have been sent again under a new date. The signature itself is sound.",
+    ),
     "mime-limit-reached": (
         "not fully read",
         WARN,
