@@ -73,14 +73,9 @@ def decode_mail_text(data: bytes, charset: str | None = None) -> str:
             return _without_lone_surrogates(data.decode(codec))
         except UnicodeError:
             pass
-    if data.isascii():
-        # Japanese mail before MIME, and after it without a label: ISO-2022-JP is 7-bit, and
-        # its escapes say what it is (as Thunderbird reads it).
-        return _iso2022(data) or data.decode("ascii")
-    try:
-        return data.decode("utf-8")
-    except UnicodeError:
-        pass
+    text = _without_charset(data)
+    if text is not None:
+        return text
     try:
         return _without_lone_surrogates(data.decode(codec or guessed_codec(data), "replace"))
     except UnicodeError:  # a stateful codec (utf-7, iso-2022) that "replace" does not cover
@@ -102,26 +97,41 @@ def decode_header_bytes(
     as Thunderbird falls back to the body's charset) when it reads them cleanly; else
     windows-1252 when they read as plainly western words there, else the codec ``guessed``
     for the text beneath, else as :func:`guessed_codec` reads them. Never raises."""
+    text = _without_charset(data)
+    if text is not None:
+        return text
+    declared = _strictly(data, charset)
+    if declared is not None:
+        return declared
+    as_western = data.decode(_FALLBACK, "replace")
+    western = _western_share(as_western)
+    if western is not None and western >= 0.8:
+        return as_western  # "Jörg Müller" above an unlabelled KOI8-R letter
+    return _strictly(data, guessed) or data.decode(guessed_codec(data), "replace")
+
+
+def _without_charset(data: bytes) -> str | None:
+    """``data`` as text when it needs no charset: ASCII (Japanese mail before MIME, and after
+    it without a label: ISO-2022-JP is 7-bit and its escapes say what it is, as Thunderbird
+    reads it) or UTF-8; else None."""
     if data.isascii():
         return _iso2022(data) or data.decode("ascii")
     try:
         return data.decode("utf-8")
     except UnicodeError:
-        pass
-    for label in (charset, None, guessed):
-        if label is None:
-            as_western = data.decode(_FALLBACK, "replace")
-            western = _western_share(as_western)
-            if western is not None and western >= 0.8:
-                return as_western  # "Jörg Müller" above an unlabelled KOI8-R letter
-            continue
-        codec = _codec(label)
-        if codec is not None and not codec.startswith(("utf-16", "utf-32")):
-            try:
-                return _without_lone_surrogates(data.decode(codec))
-            except UnicodeError:
-                pass
-    return data.decode(guessed_codec(data), "replace")
+        return None
+
+
+def _strictly(data: bytes, label: str | None) -> str | None:
+    """``data`` read with the charset ``label`` when it reads it cleanly (a header is never in
+    UTF-16 or UTF-32, whatever a label says); else None."""
+    codec = _codec(label)
+    if codec is None or codec.startswith(("utf-16", "utf-32")):
+        return None
+    try:
+        return _without_lone_surrogates(data.decode(codec))
+    except UnicodeError:
+        return None
 
 
 # Unlabelled 8-bit text that is not UTF-8 is western (windows-1252) unless its words read as
