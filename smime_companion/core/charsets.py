@@ -103,10 +103,9 @@ def decode_header_bytes(
     declared = _strictly(data, charset)
     if declared is not None:
         return declared
-    as_western = data.decode(_FALLBACK, "replace")
-    western = _western_share(as_western)
+    western = _western_share(data[:_GUESS_SAMPLE].decode(_FALLBACK, "replace"))
     if western is not None and western >= 0.8:
-        return as_western  # "Jörg Müller" above an unlabelled KOI8-R letter
+        return data.decode(_FALLBACK, "replace")  # "Jörg Müller" above a KOI8-R letter
     return _strictly(data, guessed) or data.decode(guessed_codec(data), "replace")
 
 
@@ -203,8 +202,8 @@ _SCRIPTS = {
     ),
 }
 _GUESS_SAMPLE = 4096  # bytes of a text its charset is guessed from
-# A word with a letter beyond ASCII; a word of Latin letters.
-_BEYOND_WORD = re.compile(r"[^\W\d_]*[^\W\d_\x00-\x7f][^\W\d_]*")
+# A word of letters; a word of Latin letters.
+_WORD = re.compile(r"[^\W\d_]+")  # a run of letters: each character is looked at once
 _LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f]+")
 _ASCII_LETTER = re.compile(r"[A-Za-z]")
 
@@ -236,7 +235,7 @@ def _western_share(text: str) -> float | None:
     """Of the words of ``text`` with two letters or more, one of them beyond ASCII, the share
     a western language writes: Latin letters only, some of them ASCII ("für", "déjà"). None
     when there are none (Shift_JIS read so is mostly symbols; so are curly quotes)."""
-    words = [w for w in _BEYOND_WORD.findall(text) if len(w) > 1]
+    words = [w for w in _beyond_ascii_words(text) if len(w) > 1]
     if not words:
         return None
     western = sum(
@@ -245,11 +244,17 @@ def _western_share(text: str) -> float | None:
     return western / len(words)
 
 
+def _beyond_ascii_words(text: str) -> list[str]:
+    """The words of ``text`` with a letter beyond ASCII. (One pattern for "a word holding such
+    a letter" backtracks through every long ASCII word once per letter of it.)"""
+    return [w for w in _WORD.findall(text) if not w.isascii()]
+
+
 def _letter_share(text: str) -> float:
     """The share of the characters of ``text`` beyond ASCII that are letters (Shift_JIS read
     as windows-1252 is mostly quotes, daggers and per-mille signs)."""
     beyond_ascii = len(text) - len(text.encode("ascii", "ignore"))
-    letters = sum(len(w) - len(w.encode("ascii", "ignore")) for w in _BEYOND_WORD.findall(text))
+    letters = sum(len(w) - len(w.encode("ascii", "ignore")) for w in _beyond_ascii_words(text))
     return letters / beyond_ascii if beyond_ascii else 0.0
 
 
@@ -260,7 +265,7 @@ def _script_score(text: str, script: _Script) -> float:
     (a wrong charset reads many bytes as box drawing or symbols), damped when most of its
     letters are upper case (as KOI8-R read as windows-1251 is)."""
     alone, letters_run, upper_run, frequent_run, weight = script
-    words = len(_BEYOND_WORD.findall(text))
+    words = len(_beyond_ascii_words(text))
     beyond_ascii = len(text) - len(text.encode("ascii", "ignore"))
     letters = sum(map(len, letters_run.findall(text)))
     if not words or not letters:
