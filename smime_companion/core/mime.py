@@ -13,8 +13,9 @@ import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.message import Message
-from email.utils import getaddresses
+from email.utils import getaddresses, parsedate_to_datetime
 from functools import cached_property
 
 from smime_companion.core.charsets import decode_header_bytes, decode_mail_text, guessed_codec
@@ -634,6 +635,20 @@ def to_crlf(data: bytes) -> bytes:
     if line_feeds == 0 or line_feeds == data.count(b"\r\n"):
         return data  # already canonical: no copy of a possibly large entity
     return re.sub(rb"(?<!\r)\n", b"\r\n", data)
+
+
+def header_date(value: str | None) -> datetime | None:
+    """The Date header as an aware UTC datetime, or None when missing or unparsable."""
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+        if parsed.tzinfo is None:  # "-0000" means UTC with unknown local zone (RFC 5322)
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+    # OverflowError: a year too large for a C long, or one a time zone moves past 9999.
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
 
 
 def first_field(fields: Sequence[tuple[str, str]], name: str) -> str | None:

@@ -31,10 +31,9 @@ certificate signature checks shared by every signer of every layer.
 
 from __future__ import annotations
 
-import email.utils
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from cryptography import x509
 
@@ -53,6 +52,7 @@ from smime_companion.core.mime import (
     Entity,
     Sender,
     first_field,
+    header_date,
     holds_address,
     parse_entity,
     sender_of,
@@ -175,22 +175,14 @@ DATE_TOLERANCE = timedelta(hours=1)
 def _date_far_from_signing(date: str | None, signers: Sequence[SignerReport]) -> bool:
     """Whether ``date`` (the Date field shown) is further than DATE_TOLERANCE from the signing
     time of every signer whose signature held and said when it signed."""
-    times = [
-        s.signing_time
-        for s in signers
-        if s.signing_time is not None and s.status in SOUND_SIGNATURES
-    ]
-    if not date or not times:
-        return False
-    try:
-        shown = email.utils.parsedate_to_datetime(date)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return False  # no date to compare; the reader shows it as it came
-    if shown.tzinfo is None:  # "-0000": UTC, local zone unknown (RFC 5322)
-        shown = shown.replace(tzinfo=UTC)
+    shown = header_date(date)
+    sound = [s for s in signers if s.status in SOUND_SIGNATURES]
+    times = [s.signing_time for s in sound if s.signing_time is not None]
+    if shown is None or not times:
+        return False  # nothing to compare; the reader shows the date as it came
     try:
         return all(abs(shown - t) > DATE_TOLERANCE for t in times)
-    except (TypeError, OverflowError):  # a signing time without a zone, or out of range
+    except TypeError:  # a signing time without a zone
         return False
 
 

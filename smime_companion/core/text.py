@@ -19,8 +19,6 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 
 from smime_companion.core import binhex, legacy_display, printable, tnef, uuencoded
 from smime_companion.core.charsets import decode_mail_text
@@ -29,6 +27,7 @@ from smime_companion.core.mime import (
     MESSAGE_TYPES,
     Entity,
     decode_encoded_words,
+    header_date,
     multipart_parts,
     parse_entity,
 )
@@ -107,20 +106,6 @@ def decode_header_text(value: str | None) -> str:
     """A header value with RFC 2047 encoded words decoded (``""`` for None); never raises: a
     broken encoded word is shown as it was rather than dropping the header."""
     return decode_encoded_words(value) if value else ""
-
-
-def header_date(value: str | None) -> datetime | None:
-    """The Date header as an aware UTC datetime, or None when missing or unparsable."""
-    if not value:
-        return None
-    try:
-        parsed = parsedate_to_datetime(value)
-        if parsed.tzinfo is None:  # "-0000" means UTC with unknown local zone (RFC 5322)
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed.astimezone(UTC)
-    # OverflowError: a year too large for a C long, or one a time zone moves past 9999.
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
 
 
 def summary_headers(fields: tuple[tuple[str, str], ...]) -> dict[str, str]:
