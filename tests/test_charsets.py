@@ -182,6 +182,24 @@ UNLABELLED = [
      ("cp1252",)),
     ("Hej Åsa, här är rapporten. Hälsningar, Björn Öberg. Öl på ön.", ("cp1252",)),
     ("It’s a “test” – really… 20€ only.", ("cp1252",)),  # no accented letter at all
+    # Central European and Turkish: windows-1252 would show "przes³anie", "veèer", "tûrõ".
+    ("Dzień dobry, proszę o przesłanie raportu. Pozdrawiam, Łukasz Wiśniewski.",
+     ("cp1250", "iso8859-2")),
+    ("Zażółć gęślą jaźń", ("cp1250", "iso8859-2")),  # a subject of three words
+    ("Dobrý den, děkuji za zprávu. Přeji hezký večer, Jiří Šťastný.", ("cp1250", "iso8859-2")),
+    ("Dobrý deň, posielam vám správu. Ďakujem, Ľubomír.", ("cp1250", "iso8859-2")),
+    ("Árvíztűrő tükörfúrógép. Köszönöm szépen a levelét, Gergő.", ("iso8859-2",)),
+    ("Dobar dan, šaljem vam izvještaj. Hvala, Đurđa Kovačević.", ("cp1250", "iso8859-2")),
+    ("Bună ziua, vă trimit raportul. Mulţumesc, Ştefan.", ("cp1250", "iso8859-2")),
+    ("Merhaba Ayşe, üçüncü çeyrek raporunu gönderiyorum. Teşekkürler, Oğuz.",
+     ("cp1254", "iso8859-9")),
+    # ... and western text with letters or signs those charsets would read otherwise stays.
+    ("Sehr geehrte Frau Müller¹, anbei die Übersicht über 5 m³. Grüße, Jörg.", ("cp1252",)),
+    ("Bon dia, us envio l'informe. Gràcies, Jordi. La col·laboració és útil, però això",
+     ("cp1252",)),
+    ("Med venlig hilsen, Søren Kierkegaard, København, Ærø.", ("cp1252",)),
+    ("Tere, saadan teile aruande. Tänan, Jüri Õunapuu, Tõnu Šmidt.", ("cp1252",)),
+    ("Mañana, niño, pingüino, corazón, también. ¡Olé! ¿Qué? ±2, ¼, £5", ("cp1252",)),
 ]  # fmt: skip
 
 
@@ -192,8 +210,9 @@ UNLABELLED = [
 )
 def test_unlabelled_8bit_text_is_read_in_the_charset_its_words_say(text: str, charset: str) -> None:
     # Before MIME, and from clients that never said: a body (and a raw header) in KOI8-R,
-    # windows-1251, DOS's cp866, Greek, Hebrew, Arabic, Japanese, Chinese or Korean charsets,
-    # without a label or labelled us-ascii. Western text stays windows-1252 whatever it holds.
+    # windows-1251, DOS's cp866, Greek, Hebrew, Arabic, Japanese, Chinese, Korean, Central
+    # European or Turkish charsets, without a label or labelled us-ascii. Western text stays
+    # windows-1252 whatever it holds.
     data = text.encode(charset)
     assert decode_mail_text(data) == text
     assert decode_mail_text(data, "us-ascii") == text

@@ -8,7 +8,8 @@ Standard's labels: ``iso-8859-1`` and ``us-ascii`` mean windows-1252, ``gb2312``
 the declared charset when it decodes the bytes cleanly, else UTF-8 when they are UTF-8, else the
 declared charset with replacement characters; without a usable label, ISO-2022-JP when its
 escapes say so, else windows-1252 unless the words read as Cyrillic, Greek, Hebrew, Arabic,
-Japanese, Chinese or Korean in one of the charsets old mail used for them (:func:`guessed_codec`).
+Japanese, Chinese or Korean in one of the charsets old mail used for them, or as Central European
+or Turkish words in windows-1250, ISO 8859-2 or windows-1254 (:func:`guessed_codec`).
 """
 
 from __future__ import annotations
@@ -103,9 +104,11 @@ def decode_header_bytes(
     declared = _strictly(data, charset)
     if declared is not None:
         return declared
-    western = _western_share(data[:_GUESS_SAMPLE].decode(_FALLBACK, "replace"))
-    if western is not None and western >= 0.8:
-        return data.decode(_FALLBACK, "replace")  # "Jörg Müller" above a KOI8-R letter
+    sample = data[:_GUESS_SAMPLE]
+    as_western = sample.decode(_FALLBACK, "replace")
+    western = _western_share(as_western)
+    if western is not None and western >= 0.8:  # "Jörg Müller" above a KOI8-R letter
+        return data.decode(_latin_codec(sample, as_western), "replace")
     return _strictly(data, guessed) or data.decode(guessed_codec(data), "replace")
 
 
@@ -137,7 +140,8 @@ def _strictly(data: bytes, label: str | None) -> str | None:
 # one of these: the charsets Russian, Ukrainian, Bulgarian, Greek, Hebrew, Arabic, Japanese,
 # Chinese and Korean mail used without a label (DOS's cp866 included), the more common first:
 # a reading scoring almost as well as the best is taken before it (a word or two cannot tell
-# KOI8-R from ISO 8859-5 by letter frequencies). Thai is not guessed.
+# KOI8-R from ISO 8859-5 by letter frequencies). Latin-script charsets are told apart by
+# _latin_codec; Thai is not guessed.
 _GUESSES = (
     ("koi8-u", "cyrillic"), ("cp1251", "cyrillic"), ("cp1253", "greek"), ("cp1255", "hebrew"),
     ("cp1256", "arabic"), ("cp866", "cyrillic"), ("iso8859-5", "cyrillic"),
@@ -213,13 +217,15 @@ def guessed_codec(data: bytes) -> str:
     charset of western mail, unless its words are no western words (a word with letters
     beyond ASCII and none within it, as "Ïðèâåò" is; or mostly symbols) and read better, in
     one of the charsets of other scripts, as words of that script alone, mostly in lower case
-    and made of its frequent letters (a KOI8-R "Привет" read as windows-1251 is "пРИВЕТ").
-    Looks at the first 4 KB, with regular expressions only; western text costs one reading."""
+    and made of its frequent letters (a KOI8-R "Привет" read as windows-1251 is "пРИВЕТ"); or
+    unless Latin-script text reads as one Central European or Turkish language in windows-1250,
+    ISO 8859-2 or windows-1254 (:func:`_latin_codec`). Looks at the first 4 KB, with regular
+    expressions only; western text of one language costs one reading."""
     sample = data[:_GUESS_SAMPLE]
     as_western = sample.decode(_FALLBACK, "replace")
     western = _western_share(as_western)
     if western is not None and western >= 0.8:
-        return _FALLBACK  # the common case, after one reading
+        return _latin_codec(sample, as_western)  # the common case
     scores = [(_FALLBACK, (western or 0.0) * _letter_share(as_western))]
     scores += [
         (codec, _script_score(sample.decode(codec, "replace"), _SCRIPTS[script]))
@@ -227,8 +233,54 @@ def guessed_codec(data: bytes) -> str:
     ]
     best = max(score for _, score in scores)
     if best < 0.45:  # no guess is sure enough
+        return _latin_codec(sample, as_western)
+    codec = next(codec for codec, score in scores if score >= best * _NEAR_BEST)
+    return _latin_codec(sample, as_western) if codec == _FALLBACK else codec
+
+
+# Latin-script text is windows-1252 unless its letters read as one language only in the charset
+# of Central European or Turkish mail: "Za¿ó³æ gê¶l±" is Polish in ISO 8859-2 ("Zażółć gęślą"),
+# "Pøíliš žlu�ouèký" Czech in windows-1250. Each group is the letters beyond ASCII one language
+# (or a few that share them) writes; a reading is as consistent as the largest share of its such
+# letters one group holds.
+_LATIN_CODECS = ("cp1250", "iso8859-2", "cp1254")
+_LATIN_GROUPS = tuple(
+    frozenset(letters)
+    for letters in (
+        "äöüßé", "àâçèéêëîïôùûüÿœæ", "áéíóúñü", "áâãàçéêíóôõú", "àèéìíîòóù",  # de fr es pt it
+        "àçèéíïòóú", "åäöæøéüáíóúýþð", "éëïèöüáó", "äöåõüšž",  # ca, Nordic, nl, fi and et
+        "ąćęłńóśźż", "áčďéěíĺľňóôŕřšťúůýžä", "áéíóöőúüű", "čćđšž", "ăâîşţ",  # pl cs/sk hu hr ro
+        "çğıöşüâî",  # Turkish
+    )
+)  # fmt: skip
+_LETTER_BEYOND_ASCII = re.compile(r"[^\x00-\x7f\W\d_]")  # and superscript digits: see isalpha
+
+
+def _latin_codec(sample: bytes, as_western: str) -> str:
+    """The codec of Latin-script text (its windows-1252 reading ``as_western`` reads as words
+    of a western language): windows-1252 unless windows-1250, ISO 8859-2 or windows-1254 reads
+    it clearly better, as letters of one language where windows-1252 made symbols of some
+    ("przes³anie") or mixed the letters of several ("veèer", "tûrõ"). One count of the
+    letters beyond ASCII; western text of one language costs nothing more."""
+    western = _latin_reading_score(as_western)
+    if western >= 0.95:
         return _FALLBACK
-    return next(codec for codec, score in scores if score >= best * _NEAR_BEST)
+    score, codec = max(
+        (_latin_reading_score(sample.decode(codec, "replace")), codec) for codec in _LATIN_CODECS
+    )
+    return codec if score >= 0.9 and score > western + 0.1 else _FALLBACK
+
+
+def _latin_reading_score(text: str) -> float:
+    """How plainly ``text`` reads as one Latin-script language: the share of its characters
+    beyond ASCII that are letters, times the largest share of those letters one language's
+    group holds."""
+    beyond_ascii = len(text) - len(text.encode("ascii", "ignore"))
+    letters = [c for c in _LETTER_BEYOND_ASCII.findall(text.lower()) if c.isalpha()]
+    if not letters:
+        return 0.0
+    consistent = max(sum(c in group for c in letters) for group in _LATIN_GROUPS)
+    return len(letters) / beyond_ascii * consistent / len(letters)
 
 
 def _western_share(text: str) -> float | None:
