@@ -479,3 +479,30 @@ def test_a_cache_from_before_reads_binhex_files_and_report_texts_again(
         after = [[(a.mime_type, a.filename, a.size) for a in cache.attachments(i)] for i in ids]
         assert after == [[("application/octet-stream", "Memo.txt", 5)], []]
         assert [m.id for m in cache.search("nobody@example.com", now=now)] == [ids[1]]
+
+
+def test_a_cache_from_before_stops_listing_other_text_forms_as_attachments(
+    tmp_path: Path, pki: TestPki, now: dt.datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from smime_companion.core import text
+
+    amp = mail(pki, subject="Your booking", body="See you soon.\r\n", extra_parts=(
+        "--b0\r\nContent-Type: multipart/alternative; boundary=a\r\n\r\n"
+        "--a\r\nContent-Type: text/plain\r\n\r\nBooking 42.\r\n"
+        "--a\r\nContent-Type: text/x-amp-html\r\n\r\n<html amp4email>Booking 42.</html>\r\n"
+        "--a\r\nContent-Type: text/html\r\n\r\n<p>Booking 42.</p>\r\n--a--\r\n"
+    ))  # fmt: skip
+    directory = tmp_path / "data"
+    with monkeypatch.context() as old:  # as an earlier version read it
+        old.setattr(text, "_another_text_form", lambda entity: False)
+        with Cache.open(directory, KEY) as cache:
+            message_id = store(cache, amp, opener(pki), now, uid=1)
+            before = [(a.mime_type, a.filename) for a in cache.attachments(message_id)]
+            assert before == [("text/x-amp-html", "")]
+    conn = db._open(directory / db.DB_FILENAME, KEY, None)  # as it is, without migrating
+    with conn:
+        conn.execute("PRAGMA user_version = 11")
+    conn.close()
+
+    with Cache.open(directory, KEY) as cache:  # migration 12 derives it again
+        assert list(cache.attachments(message_id)) == []

@@ -352,6 +352,37 @@ def test_an_enriched_alternative_beside_plain_text_is_not_shown_twice() -> None:
     assert [p.mime_type for p in iter_parts(alone)] == ["image/png", "text/enriched"]
 
 
+@pytest.mark.parametrize(
+    "form",
+    ["text/x-amp-html", "text/watch-html", "text/x-aol", "text/markdown"],
+)
+def test_other_text_forms_of_an_alternative_are_not_listed_as_attachments(form: str) -> None:
+    # Gmail's AMP mail (plain, AMP, HTML), Apple's watch form, AOL's own: one more rendering
+    # of the same text, which no reader shows. They were listed as nameless attachments.
+    content = (
+        b'Content-Type: multipart/alternative; boundary="a"\r\n\r\n--a\r\n'
+        b"Content-Type: text/plain\r\n\r\nYour booking.\r\n--a\r\n"
+        b"Content-Type: " + form.encode() + b"\r\n\r\n<html>Your booking.</html>\r\n--a\r\n"
+        b"Content-Type: text/html\r\n\r\n<p>Your booking.</p>\r\n--a--\r\n"
+    )
+    assert [p.mime_type for p in iter_parts(content)] == ["text/plain", "text/html"]
+    assert extract_text(content).attachments == ()
+    # Named, or marked as an attachment, it is a file the sender attached: still listed.
+    named = content.replace(form.encode(), form.encode() + b'; name="booking.txt"')
+    assert [p.filename for p in iter_parts(named) if p.is_attachment] == ["booking.txt"]
+
+
+def test_a_calendar_alternative_is_kept_beside_plain_text_and_html() -> None:
+    content = (
+        b'Content-Type: multipart/alternative; boundary="a"\r\n\r\n--a\r\n'
+        b"Content-Type: text/plain\r\n\r\nMeeting.\r\n--a\r\n"
+        b"Content-Type: text/html\r\n\r\n<p>Meeting.</p>\r\n--a\r\n"
+        b"Content-Type: text/calendar; method=REQUEST\r\n\r\nBEGIN:VCALENDAR\r\n"
+        b"END:VCALENDAR\r\n--a--\r\n"
+    )
+    assert [p.mime_type for p in iter_parts(content)][-1] == "text/calendar"
+
+
 def test_an_appledouble_file_is_its_data_without_the_resource_fork() -> None:
     content = (
         b'Content-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\n'

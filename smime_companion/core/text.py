@@ -252,16 +252,31 @@ _REPORT_TYPES = {
 def _without_redundant_forms(multipart: str, children: list[Entity]) -> list[Entity]:
     """``children`` less the parts that only repeat another child in a form a reader does not
     show: the Macintosh resource fork (application/applefile) of a multipart/appledouble file
-    (old Apple Mail), and the text/enriched form of a multipart/alternative that has a plain or
-    HTML one (Apple Mail and Eudora sent both)."""
+    (old Apple Mail), and, in a multipart/alternative that has a plain or HTML form, its other
+    unnamed text forms: text/enriched (Apple Mail, Eudora), Gmail's AMP (text/x-amp-html),
+    Apple's text/watch-html, AOL's text/x-aol. They were listed as nameless attachments. A
+    calendar (an invitation's text/calendar alternative) is kept."""
     if multipart == "multipart/appledouble":
         kept = [c for c in children if c.content_type.mime_type != "application/applefile"]
         return kept or children  # a resource fork alone is all there is: keep it
     if multipart == "multipart/alternative":
-        kept = [c for c in children if c.content_type.mime_type not in _ENRICHED_TYPES]
+        kept = [c for c in children if not _another_text_form(c)]
         forms = {c.content_type.mime_type for c in kept}
         return kept if forms & {"text/plain", "text/html"} else children
     return children
+
+
+def _another_text_form(alternative: Entity) -> bool:
+    """Whether an alternative is an unnamed text form other than plain text, HTML or a
+    calendar."""
+    mime_type = alternative.content_type.mime_type
+    return (
+        mime_type.startswith("text/")
+        and mime_type not in ("text/plain", "text/html")
+        and "calendar" not in mime_type
+        and not _filename(alternative)
+        and not _disposition_is_attachment(alternative)
+    )
 
 
 def _without_legacy_display_part(top: Entity, children: list[Entity]) -> list[Entity]:

@@ -345,6 +345,24 @@ def _migration_11(conn: apsw.Connection) -> None:
     )
 
 
+def _migration_12(conn: apsw.Connection) -> None:
+    # The other text forms of a multipart/alternative (Gmail's AMP text/x-amp-html, Apple's
+    # text/watch-html, AOL's text/x-aol...) are no longer listed as nameless attachments beside
+    # the plain and HTML forms. Messages cached with a nameless text attachment other than plain
+    # text, HTML or a calendar are derived again (Cache.reindex_pending), as in migration 11;
+    # those that were no such form come out as they were.
+    conn.execute(
+        """
+        INSERT OR IGNORE INTO text_pending (message)
+        SELECT DISTINCT message FROM attachments
+        WHERE lower(mime_type) LIKE 'text/%'
+          AND lower(mime_type) NOT IN ('text/plain', 'text/html')
+          AND instr(lower(mime_type), 'calendar') = 0
+          AND coalesce(filename, '') = ''
+        """
+    )
+
+
 MIGRATIONS: list[db.Migration] = [
     _migration_1,
     _migration_2,
@@ -357,6 +375,7 @@ MIGRATIONS: list[db.Migration] = [
     _migration_9,
     _migration_10,
     _migration_11,
+    _migration_12,
 ]
 
 # Server-side "not seen", exactly as the partial index messages_unseen is declared.
