@@ -481,7 +481,7 @@ def test_a_cache_from_before_reads_binhex_files_and_report_texts_again(
         assert [m.id for m in cache.search("nobody@example.com", now=now)] == [ids[1]]
 
 
-def test_a_cache_from_before_stops_listing_other_text_forms_as_attachments(
+def test_a_cache_from_before_reads_alternatives_and_file_names_again(
     tmp_path: Path, pki: TestPki, now: dt.datetime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from smime_companion.core import text
@@ -492,17 +492,29 @@ def test_a_cache_from_before_stops_listing_other_text_forms_as_attachments(
         "--a\r\nContent-Type: text/x-amp-html\r\n\r\n<html amp4email>Booking 42.</html>\r\n"
         "--a\r\nContent-Type: text/html\r\n\r\n<p>Booking 42.</p>\r\n--a--\r\n"
     ))  # fmt: skip
+    named = mail(pki, subject="Photos", body="Two photos.\r\n", extra_parts=(
+        '--b0\r\nContent-Type: image/jpeg; name="=?UTF-8?Q?Stra=C3=9Fe.jpg?="\r\n\r\nJPEG\r\n'
+        '--b0\r\nContent-Type: image/jpeg; name="C:\\Photos\\Haus.jpg"\r\n\r\nJPEG\r\n'
+    ))  # fmt: skip
     directory = tmp_path / "data"
-    with monkeypatch.context() as old:  # as an earlier version read it
+    with monkeypatch.context() as old:  # as an earlier version read them
         old.setattr(text, "_another_text_form", lambda entity: False)
+        old.setattr(text, "_filename", lambda entity: entity.content_type.param("name") or "")
         with Cache.open(directory, KEY) as cache:
-            message_id = store(cache, amp, opener(pki), now, uid=1)
-            before = [(a.mime_type, a.filename) for a in cache.attachments(message_id)]
-            assert before == [("text/x-amp-html", "")]
+            ids = [store(cache, raw, opener(pki), now, uid=n) for n, raw in enumerate((amp, named))]
+            before = [[(a.mime_type, a.filename) for a in cache.attachments(i)] for i in ids]
+            assert before == [
+                [("text/x-amp-html", "")],
+                [
+                    ("image/jpeg", "=?UTF-8?Q?Stra=C3=9Fe.jpg?="),
+                    ("image/jpeg", "C:\\Photos\\Haus.jpg"),
+                ],
+            ]
     conn = db._open(directory / db.DB_FILENAME, KEY, None)  # as it is, without migrating
     with conn:
         conn.execute("PRAGMA user_version = 11")
     conn.close()
 
-    with Cache.open(directory, KEY) as cache:  # migration 12 derives it again
-        assert list(cache.attachments(message_id)) == []
+    with Cache.open(directory, KEY) as cache:  # migration 12 derives them again
+        after = [[a.filename for a in cache.attachments(i)] for i in ids]
+        assert after == [[], ["Straße.jpg", "Haus.jpg"]]

@@ -372,6 +372,32 @@ def test_other_text_forms_of_an_alternative_are_not_listed_as_attachments(form: 
     assert [p.filename for p in iter_parts(named) if p.is_attachment] == ["booking.txt"]
 
 
+@pytest.mark.parametrize(
+    ("fields", "name"),
+    [
+        ('Content-Type: image/jpeg; name="=?UTF-8?B?U3RyYcOfZS5qcGc=?="', "Straße.jpg"),
+        ("Content-Type: image/jpeg; name==?iso-8859-1?Q?Stra=DFe.jpg?=", "Straße.jpg"),
+        ('Content-Type: image/jpeg; name="=?UTF-8?Q?Gro=C3=9Fe?= =?UTF-8?Q?_Stra=C3=9Fe.jpg?="',
+         "Große Straße.jpg"),
+        ("Content-Type: image/jpeg; name*=utf-8''Stra%C3%9Fe.jpg", "Straße.jpg"),
+        ('Content-Type: image/jpeg\r\nContent-Disposition: attachment;\r\n'
+         ' filename="=?UTF-8?B?U3RyYcOfZS5qcGc=?="', "Straße.jpg"),
+        ('Content-Type: image/jpeg; name="C:\\Documents\\Photos\\Haus.jpg"', "Haus.jpg"),
+        ('Content-Type: image/jpeg; name="../../.ssh/id_rsa"', "id_rsa"),
+        ('Content-Type: image/jpeg; name="Photos/"', "Photos/"),
+    ],
+)  # fmt: skip
+def test_a_file_name_is_decoded_and_shown_without_folders(fields: str, name: str) -> None:
+    # Apple Mail and Lotus Notes name a file only in Content-Type, in encoded words as Outlook
+    # and Gmail also write them; Outlook Express and Notes sent the folders too.
+    content = (
+        'Content-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\n'
+        "Content-Type: text/plain\r\n\r\nA photo.\r\n--m\r\n"
+        f"{fields}\r\n\r\nJPEG\r\n--m--\r\n"
+    ).encode()
+    assert [a.filename for a in extract_text(content).attachments] == [name]
+
+
 def test_a_calendar_alternative_is_kept_beside_plain_text_and_html() -> None:
     content = (
         b'Content-Type: multipart/alternative; boundary="a"\r\n\r\n--a\r\n'

@@ -427,12 +427,23 @@ def _disposition_is_attachment(entity: Entity) -> bool:
 
 
 def _filename(entity: Entity) -> str:
+    """The file name a part is sent under: Content-Disposition's filename, else Content-Type's
+    name (Apple Mail and Lotus Notes give only that one), each decoded (RFC 2231, and encoded
+    words, which Outlook, Gmail and Apple Mail write there quoted), without the folders some
+    clients put before it ("C:\\Users\\bob\\report.pdf": Outlook Express, Lotus Notes)."""
     disposition = entity.get("Content-Disposition")
-    if disposition:
-        name = _param(disposition, "filename")
-        if name:
-            return name
-    return entity.content_type.param("name") or ""
+    name = _param(disposition, "filename") if disposition else None
+    if not name:
+        name = decode_header_text(entity.content_type.param("name") or "")
+    return _without_folders(name)
+
+
+def _without_folders(name: str) -> str:
+    """``name`` after its last slash or backslash (the whole of it when nothing follows)."""
+    return _FOLDERS.split(name)[-1].strip() or name
+
+
+_FOLDERS = re.compile(r"[/\\]")
 
 
 def _param(value: str, name: str) -> str | None:

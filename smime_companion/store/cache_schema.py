@@ -348,17 +348,23 @@ def _migration_11(conn: apsw.Connection) -> None:
 def _migration_12(conn: apsw.Connection) -> None:
     # The other text forms of a multipart/alternative (Gmail's AMP text/x-amp-html, Apple's
     # text/watch-html, AOL's text/x-aol...) are no longer listed as nameless attachments beside
-    # the plain and HTML forms. Messages cached with a nameless text attachment other than plain
-    # text, HTML or a calendar are derived again (Cache.reindex_pending), as in migration 11;
-    # those that were no such form come out as they were.
+    # the plain and HTML forms; a file name given only in Content-Type's name parameter is
+    # decoded (encoded words: "=?UTF-8?B?...?=" was shown as it came), and a name is shown
+    # without the folders before it. Messages cached with a nameless text attachment other than
+    # plain text, HTML or a calendar, or with a name holding an encoded word or a folder, are
+    # derived again (Cache.reindex_pending), as in migration 11; those that were no such case
+    # come out as they were.
     conn.execute(
         """
         INSERT OR IGNORE INTO text_pending (message)
         SELECT DISTINCT message FROM attachments
-        WHERE lower(mime_type) LIKE 'text/%'
-          AND lower(mime_type) NOT IN ('text/plain', 'text/html')
-          AND instr(lower(mime_type), 'calendar') = 0
-          AND coalesce(filename, '') = ''
+        WHERE (lower(mime_type) LIKE 'text/%'
+               AND lower(mime_type) NOT IN ('text/plain', 'text/html')
+               AND instr(lower(mime_type), 'calendar') = 0
+               AND coalesce(filename, '') = '')
+           OR instr(filename, '=?') > 0
+           OR instr(filename, '/') > 0
+           OR instr(filename, '\\') > 0
         """
     )
 
