@@ -496,12 +496,21 @@ def test_a_cache_from_before_reads_alternatives_and_file_names_again(
         '--b0\r\nContent-Type: image/jpeg; name="=?UTF-8?Q?Stra=C3=9Fe.jpg?="\r\n\r\nJPEG\r\n'
         '--b0\r\nContent-Type: image/jpeg; name="C:\\Photos\\Haus.jpg"\r\n\r\nJPEG\r\n'
     ))  # fmt: skip
+    broken = mail(pki, subject="Notes", body="My notes.\r\n", extra_parts=(
+        "--b0\r\nContent-Type: multipart/alternative\r\n\r\nThe zebra notes.\r\n"
+    ))  # fmt: skip
+    leaf = text._leaf
     directory = tmp_path / "data"
     with monkeypatch.context() as old:  # as an earlier version read them
         old.setattr(text, "_another_text_form", lambda entity: False)
         old.setattr(text, "_filename", lambda entity: entity.content_type.param("name") or "")
+        old.setattr(text, "_holds_no_text", lambda entity: False)
+        old.setattr(text, "_leaf", lambda *args: leaf(*args[:6]))  # not told it is broken
         with Cache.open(directory, KEY) as cache:
-            ids = [store(cache, raw, opener(pki), now, uid=n) for n, raw in enumerate((amp, named))]
+            ids = [
+                store(cache, raw, opener(pki), now, uid=n)
+                for n, raw in enumerate((amp, named, broken))
+            ]
             before = [[(a.mime_type, a.filename) for a in cache.attachments(i)] for i in ids]
             assert before == [
                 [("text/x-amp-html", "")],
@@ -509,6 +518,7 @@ def test_a_cache_from_before_reads_alternatives_and_file_names_again(
                     ("image/jpeg", "=?UTF-8?Q?Stra=C3=9Fe.jpg?="),
                     ("image/jpeg", "C:\\Photos\\Haus.jpg"),
                 ],
+                [("multipart/alternative", "")],
             ]
     conn = db._open(directory / db.DB_FILENAME, KEY, None)  # as it is, without migrating
     with conn:
@@ -517,4 +527,5 @@ def test_a_cache_from_before_reads_alternatives_and_file_names_again(
 
     with Cache.open(directory, KEY) as cache:  # migration 12 derives them again
         after = [[a.filename for a in cache.attachments(i)] for i in ids]
-        assert after == [[], ["Straße.jpg", "Haus.jpg"]]
+        assert after == [[], ["Straße.jpg", "Haus.jpg"], []]
+        assert [m.id for m in cache.search("zebra notes", now=now)] == [ids[2]]

@@ -83,7 +83,7 @@ def test_broken_mime_is_indexed_as_far_as_it_goes_and_never_raises() -> None:
     broken = (
         b"Content-Type: multipart/mixed\r\n\r\nno boundary at all"  # multipart without boundary
     )
-    assert extract_text(broken).body == ""  # its raw body is not a text part
+    assert extract_text(broken).body == "no boundary at all"  # the text there is
     bad_base64 = (
         b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!not base64!!!"
     )
@@ -396,6 +396,35 @@ def test_a_file_name_is_decoded_and_shown_without_folders(fields: str, name: str
         f"{fields}\r\n\r\nJPEG\r\n--m--\r\n"
     ).encode()
     assert [a.filename for a in extract_text(content).attachments] == [name]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["multipart/mixed", 'multipart/mixed; boundary="never-used"', "multipart/alternative;"],
+)
+def test_a_multipart_without_a_delimited_part_shows_its_text(content_type: str) -> None:
+    # No boundary parameter, or one the body never uses (a gateway rewrote the body, a client
+    # wrote it so): the body is the text there is, as mail clients show it. It was a nameless
+    # "multipart/mixed" attachment and no text.
+    content = (
+        f"Content-Type: {content_type}\r\n\r\nHi there,\r\nthis is the dingus fish.\r\n"
+    ).encode()
+    text = extract_text(content)
+    assert (text.body.strip(), text.attachments) == ("Hi there,\r\nthis is the dingus fish.", ())
+
+
+def test_an_empty_nested_multipart_is_no_attachment() -> None:
+    # Outlook Express for Macintosh gave a nested multipart/alternative its parent's boundary:
+    # the nested one is cut empty, its alternatives become the parent's parts. A nested
+    # multipart holding only its close delimiter is nothing either.
+    content = (
+        b'Content-Type: multipart/mixed; boundary="X"\r\n\r\n--X\r\n'
+        b'Content-Type: multipart/alternative; boundary="X"\r\n\r\n\r\n--X\r\n'
+        b"Content-Type: text/plain\r\n\r\nSome text.\r\n--X\r\n"
+        b'Content-Type: multipart/mixed; boundary="Y"\r\n\r\n--Y--\r\n--X--\r\n'
+    )
+    text = extract_text(content)
+    assert (text.body.strip(), text.attachments) == ("Some text.", ())
 
 
 def test_a_calendar_alternative_is_kept_beside_plain_text_and_html() -> None:

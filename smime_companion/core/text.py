@@ -146,6 +146,7 @@ def iter_parts(content: bytes, content_name: str | None = None) -> Iterator[Part
     room = binhex.Room.for_message(len(content))  # what BinHex files may still expand to
     while stack:
         entity, depth, name, protected, heading, alternative = stack.pop()
+        broken = False  # a multipart without a part delimited by its boundary
         if depth < MAX_DEPTH and number < MAX_PARTS:
             inner = _inner_entities(entity)
             if depth == 0 and inner:
@@ -175,7 +176,10 @@ def iter_parts(content: bytes, content_name: str | None = None) -> Iterator[Part
                     )
                 )
                 continue
-        leaf = _leaf(entity, number + 1, name, protected, heading, alternative)
+            broken = entity.content_type.mime_type.startswith("multipart/")
+            if broken and _holds_no_text(entity):
+                continue  # nothing a reader could show: no part, no text
+        leaf = _leaf(entity, number + 1, name, protected, heading, alternative, broken)
         del entity
         for part in _unpacked(leaf, shown, room):
             number = part.number
@@ -394,6 +398,7 @@ def _leaf(
     protected: bool,
     heading: Heading = (),
     alternative: tuple[int, int] | None = None,
+    broken_multipart: bool = False,
 ) -> Part:
     ctype = entity.content_type
     try:
@@ -402,10 +407,16 @@ def _leaf(
         data = entity.body
     filename = name or _filename(entity)
     mime_type, charset = ctype.mime_type, ctype.param("charset")
-    if mime_type in _REPORT_TYPES and not filename and not _disposition_is_attachment(entity):
+    unnamed_inline = not filename and not _disposition_is_attachment(entity)
+    if mime_type in _REPORT_TYPES and unnamed_inline:
         # A bounce's delivery status, a read receipt's disposition, the returned message's
         # header: lines of text, which mail clients show as such, not nameless attachments.
         mime_type, charset = "text/plain", charset or _REPORT_TYPES[mime_type]
+    elif broken_multipart and unnamed_inline:
+        # A multipart whose boundary is missing or never delimits a part (a list server or a
+        # gateway mangled it, a client wrote it so): its body is the text there is, as mail
+        # clients show it, not a nameless "multipart/mixed" attachment.
+        mime_type = "text/plain"
     is_attachment = (
         _disposition_is_attachment(entity) or bool(filename) or mime_type not in _INLINE_TEXT_TYPES
     )
@@ -419,6 +430,15 @@ def _leaf(
         number, mime_type, filename, is_attachment, data, charset,
         content_id, flowed, legacy, heading, alternative, location,
     )  # fmt: skip
+
+
+def _holds_no_text(multipart: Entity) -> bool:
+    """Whether a multipart that holds no part holds nothing else either: an empty body, or
+    only its close delimiter (a nested multipart that reused its parent's boundary, as Outlook
+    Express for Macintosh wrote them, is cut so)."""
+    body = multipart.body.strip()
+    boundary = multipart.content_type.param("boundary") or ""
+    return not body or body == b"--" + boundary.encode("utf-8", "replace") + b"--"
 
 
 def _disposition_is_attachment(entity: Entity) -> bool:

@@ -350,10 +350,12 @@ def _migration_12(conn: apsw.Connection) -> None:
     # text/watch-html, AOL's text/x-aol...) are no longer listed as nameless attachments beside
     # the plain and HTML forms; a file name given only in Content-Type's name parameter is
     # decoded (encoded words: "=?UTF-8?B?...?=" was shown as it came), and a name is shown
-    # without the folders before it. Messages cached with a nameless text attachment other than
-    # plain text, HTML or a calendar, or with a name holding an encoded word or a folder, are
-    # derived again (Cache.reindex_pending), as in migration 11; those that were no such case
-    # come out as they were.
+    # without the folders before it; a multipart without a part delimited by its boundary is
+    # shown as the text it holds, not listed as a nameless multipart attachment. Messages cached
+    # with a nameless text attachment other than plain text, HTML or a calendar, with a name
+    # holding an encoded word or a folder, or with a multipart attachment, are derived again
+    # (Cache.reindex_pending), as in migration 11; those that were no such case come out as
+    # they were.
     conn.execute(
         """
         INSERT OR IGNORE INTO text_pending (message)
@@ -365,6 +367,7 @@ def _migration_12(conn: apsw.Connection) -> None:
            OR instr(filename, '=?') > 0
            OR instr(filename, '/') > 0
            OR instr(filename, '\\') > 0
+           OR lower(mime_type) LIKE 'multipart/%'
         """
     )
 
