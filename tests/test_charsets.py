@@ -254,8 +254,30 @@ def test_a_long_word_beside_an_8bit_byte_is_read_in_one_pass() -> None:
 
 
 def test_a_declared_charset_is_never_second_guessed() -> None:
+    # ... by a guess: only UTF-8, which text in another charset almost never is (below).
     koi8 = "Привет, как дела у тебя сегодня?".encode("koi8-r")
     assert decode_mail_text(koi8, "iso-8859-1") == koi8.decode("cp1252")
+
+
+@pytest.mark.parametrize(
+    "label", ["iso-8859-1", "windows-1252", "iso-8859-2", "koi8-r", "shift_jis", "gb2312"]
+)
+def test_utf8_text_under_another_label_reads_as_utf8(label: str) -> None:
+    # PHP scripts, web forms and shop systems send UTF-8 labelled iso-8859-1: read by the label,
+    # "Grüße" was "GrÃ¼ÃŸe". In the body, in an encoded word and in an RFC 2231 file name.
+    text = "Grüße aus Köln, Привет, 見積書"
+    assert decode_mail_text(text.encode(), label) == text
+    quoted = "".join(f"={b:02X}" for b in "Grüße".encode())
+    assert decode_encoded_words(f"=?{label}?Q?{quoted}?=") == "Grüße"
+    part = (
+        "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; "
+        f"charset={label}\r\n\r\n{text}\r\n--b\r\nContent-Disposition: attachment; "
+        f"filename*={label}''%C3%9Cbersicht.pdf\r\n\r\n%PDF\r\n--b--\r\n"
+    ).encode()
+    extracted = extract_text(part)
+    assert (extracted.body.strip(), extracted.attachments[0].filename) == (text, "Übersicht.pdf")
+    # Text in the labelled charset is read by it, as before.
+    assert decode_mail_text("Grüße aus Köln".encode("cp1252"), "iso-8859-1") == "Grüße aus Köln"
 
 
 def test_a_header_of_unclosed_openings_is_read_in_linear_time() -> None:

@@ -2,11 +2,12 @@
 
 Mail says which charset it is written in, and is often wrong or silent: a body labelled
 ``iso-8859-1`` holding Windows quotes, raw Latin-1 in a header of 2003, ``charset=unknown-8bit``,
-a UTF-8 body labelled ``us-ascii``. A reader that decodes with the label and a replacement
-character shows "Gr��e" and cannot find "Grüße". So, as browsers do (the WHATWG Encoding
+a UTF-8 body labelled ``us-ascii`` or ``iso-8859-1``. A reader that decodes with the label
+shows "Gr��e" or "GrÃ¼ÃŸe" and cannot find "Grüße". So, as browsers do (the WHATWG Encoding
 Standard's labels: ``iso-8859-1`` and ``us-ascii`` mean windows-1252, ``gb2312`` means GBK...):
-the declared charset when it decodes the bytes cleanly, else UTF-8 when they are UTF-8, else the
-declared charset with replacement characters; without a usable label, ISO-2022-JP when its
+UTF-8 when the bytes are UTF-8 beyond ASCII (text in another charset almost never is), else the
+declared charset when it decodes the bytes cleanly, else the declared charset with replacement
+characters; without a usable label, ISO-2022-JP when its
 escapes say so, else windows-1252 unless the words read as Cyrillic, Greek, Hebrew, Arabic,
 Japanese, Chinese or Korean in one of the charsets old mail used for them, or as Central European
 or Turkish words in windows-1250, ISO 8859-2 or windows-1254 (:func:`guessed_codec`).
@@ -69,7 +70,7 @@ def decode_mail_text(data: bytes, charset: str | None = None) -> str:
     """``data`` as text, read with ``charset`` (a MIME charset label, or None) as mail readers
     read it (see the module's docstring). Never raises."""
     codec = _codec(charset)
-    if codec is not None:
+    if codec is not None and not _utf8_under_another_label(data, codec):
         try:
             return _without_lone_surrogates(data.decode(codec))
         except UnicodeError:
@@ -81,6 +82,21 @@ def decode_mail_text(data: bytes, charset: str | None = None) -> str:
         return _without_lone_surrogates(data.decode(codec or guessed_codec(data), "replace"))
     except UnicodeError:  # a stateful codec (utf-7, iso-2022) that "replace" does not cover
         return data.decode(_FALLBACK, "replace")
+
+
+def _utf8_under_another_label(data: bytes, codec: str) -> bool:
+    """Whether ``data``, labelled with another charset, is UTF-8 beyond ASCII: scripts and web
+    forms send UTF-8 under ``charset=iso-8859-1`` (and encoded words ``=?iso-8859-1?Q?...?=``)
+    that windows-1252 reads without complaint as "GrÃ¼ÃŸe". Text really written in a
+    single-byte charset is almost never also valid UTF-8 (a letter beyond ASCII would have to
+    be followed by symbols such as "Â©"); UTF-16 and UTF-32 labels are taken at their word."""
+    if data.isascii() or codec.startswith(("utf-16", "utf-32", "utf_16", "utf_32")):
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 # An ISO-2022 escape that designates a double-byte set (JIS X 0208, GB 2312, KS C 5601) or
