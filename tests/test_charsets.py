@@ -125,6 +125,20 @@ def test_raw_headers_of_a_multipart_are_read_in_its_first_8bit_text_charset() ->
     assert (headers["subject"], headers["from"]) == ("Отчёт за квартал", "Иван <ivan@example.org>")
 
 
+@pytest.mark.parametrize("charset", ["shift_jis", "koi8-r"])
+def test_a_raw_file_name_is_read_in_the_charset_of_the_letter_beside_it(charset: str) -> None:
+    # Old Japanese (mobile) and Russian mail wrote an attachment's name raw: its own section
+    # names no charset (a PDF has none), its sibling text part does.
+    letter, name = ("見積書をお送りします。", "見積書.pdf") if charset == "shift_jis" else (
+        "Посылаю отчёт.", "Отчёт.pdf")  # fmt: skip
+    old = (
+        'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+        f"Content-Type: text/plain; charset={charset}\r\n\r\n{letter}\r\n--b\r\n"
+        f'Content-Type: application/pdf; name="{name}"\r\n\r\n%PDF\r\n--b--\r\n'
+    ).encode(charset)
+    assert [a.filename for a in extract_text(old).attachments] == [name]
+
+
 def test_raw_iso_2022_jp_headers_are_read_by_their_escapes() -> None:
     # ISO-2022-JP is 7-bit: its escapes say what it is, with or without a label.
     for content_type in (b"text/plain; charset=iso-2022-jp", b"text/plain"):

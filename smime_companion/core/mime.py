@@ -109,7 +109,13 @@ class ContentType:
         return None
 
 
-def parse_entity(raw: bytes, max_header_bytes: int, *, as_content: bool = False) -> Entity:
+def parse_entity(
+    raw: bytes,
+    max_header_bytes: int,
+    *,
+    as_content: bool = False,
+    enclosing: tuple[bytes, int] | None = None,
+) -> Entity:
     """Split a MIME entity into header fields and body (LF or CRLF line ends).
 
     An entity that starts with an empty line has no header fields. Raises :class:`LimitExceeded`
@@ -122,6 +128,10 @@ def parse_entity(raw: bytes, max_header_bytes: int, *, as_content: bool = False)
     of it is body, text/plain by RFC 2045's default). Senders make such content: PHP's
     ``openssl_pkcs7_sign``/``openssl_pkcs7_encrypt`` and ``openssl smime`` without ``-text``
     sign or encrypt a bare text file. A whole message and a draft stay strict.
+
+    ``enclosing`` (the raw bytes of the multipart holding the entity, and where its body
+    starts) is where a charset for raw 8-bit header bytes is looked for when the entity's own
+    section and body name none: a Shift_JIS file name above a PDF, beside a Shift_JIS letter.
     """
     if raw.startswith(b"\r\n") or raw.startswith(b"\n"):
         return Entity(raw=raw, fields=(), body_start=2 if raw.startswith(b"\r\n") else 1)
@@ -135,7 +145,7 @@ def parse_entity(raw: bytes, max_header_bytes: int, *, as_content: bool = False)
     else:
         header_bytes, body_start = raw[: match.start()], match.end()
     fields, stopped_at = _parse_fields(
-        header_bytes, stop_at_non_field=as_content, body=(raw, body_start)
+        header_bytes, stop_at_non_field=as_content, body=(raw, body_start), enclosing=enclosing
     )
     if stopped_at is None:
         return Entity(raw=raw, fields=fields, body_start=body_start)
@@ -149,7 +159,11 @@ def _starts_with_field(raw: bytes) -> bool:
 
 
 def _parse_fields(
-    header_bytes: bytes, *, stop_at_non_field: bool, body: tuple[bytes, int] = (b"", 0)
+    header_bytes: bytes,
+    *,
+    stop_at_non_field: bool,
+    body: tuple[bytes, int] = (b"", 0),
+    enclosing: tuple[bytes, int] | None = None,
 ) -> tuple[tuple[tuple[str, str], ...], int | None]:
     """The fields of a header section, and None; or, with ``stop_at_non_field``, the fields
     before the first line that is not one and that line's offset (where the body starts)."""
@@ -170,24 +184,29 @@ def _parse_fields(
         name, sep, value = line.partition(b":")
         if not sep or not _FIELD_NAME.match(name.rstrip()):
             if stop_at_non_field:
-                return _decoded(fields, body), start
+                return _decoded(fields, body, enclosing), start
             shown = line[:40].decode("ascii", "replace")
             raise MalformedInput(f"header line is not a field: {shown!r}")
         fields.append((name.rstrip(), [value]))
-    return _decoded(fields, body), None
+    return _decoded(fields, body, enclosing), None
 
 
 def _decoded(
-    fields: list[tuple[bytes, list[bytes]]], body: tuple[bytes, int]
+    fields: list[tuple[bytes, list[bytes]]],
+    body: tuple[bytes, int],
+    enclosing: tuple[bytes, int] | None = None,
 ) -> tuple[tuple[str, str], ...]:
     # Values are UTF-8 (RFC 6532), or raw 8-bit text of old mail: read in the charset the same
     # header section names for its content, or for a multipart the first its body names (the
-    # text part of a KOI8-R letter with an attachment), else as western text, else in the
-    # charset the unlabelled body is guessed to be in (core.charsets.decode_header_bytes).
+    # text part of a KOI8-R letter with an attachment), or for a part the first its enclosing
+    # multipart names (a sibling's), else as western text, else in the charset the unlabelled
+    # body is guessed to be in (core.charsets.decode_header_bytes).
     values = [b" ".join(part.strip() for part in parts) for _, parts in fields]
     declared = guessed = None
     if any(not _is_utf8(value) for value in values):
         declared = _declared_charset(fields) or _body_charset(*body)
+        if declared is None and enclosing is not None:
+            declared = _body_charset(*enclosing)
         if declared is None:
             guessed = _guessed_charset(*body)
     return tuple(

@@ -207,7 +207,12 @@ def _inner_entities(entity: Entity) -> list[Entity] | None:
         digest = ctype.mime_type == "multipart/digest"
         for child in children:
             try:
-                sub = parse_entity(child, MAX_HEADER_BYTES, as_content=True)
+                sub = parse_entity(
+                    child,
+                    MAX_HEADER_BYTES,
+                    as_content=True,
+                    enclosing=(entity.raw, entity.body_start),
+                )
             except MalformedInput:
                 continue  # a part whose header is over the limit is left out
             if digest and sub.get("Content-Type") is None:
