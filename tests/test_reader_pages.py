@@ -140,6 +140,8 @@ def world(
         b"From: Bob <bob@example.org>\r\nTo: Carol <carol@example.org>, dave@example.org\r\n"
         b"Subject: Sent by me\r\nDate: Fri, 4 Dec 2026 08:00:00 +0000\r\n\r\nHi Carol\r\n",
         _forwarded(pki, now, altered=True, inline=True),
+        # "аррӏе" in Cyrillic letters, which reads "apple".
+        message("Apple ID <id@аррӏе.com>", "Locked", now, text_entity("Sign in."), "lookalike"),
     ]
     yield from make_world(tmp_path, pki, now, mail)
 
@@ -267,6 +269,12 @@ def test_a_sender_name_that_holds_an_address_is_listed_as_the_real_address(
     assert row.group(1) == "mallory@example.net"
     # The message itself shows the whole field, name and address.
     assert "&#34;alice@example.org&#34; &lt;mallory@example.net&gt;" in _page(world, "/message/7")
+
+
+def test_a_look_alike_address_is_named_and_shown_as_browsers_show_it(world: World) -> None:
+    page = _page(world, "/message/12")
+    assert "Apple ID &lt;id@аррӏе.com&gt; (id@xn--80ak6aa92e.com)" in page
+    assert "Look-alike address" in page and "look-alike address" in _page(world, "/mail")
 
 
 def test_a_message_forwarded_as_an_attachment_opens_with_its_own_verdict(world: World) -> None:

@@ -47,6 +47,7 @@ from smime_companion.core.layer_kinds import (
     wrapped_file_name,
 )
 from smime_companion.core.layer_opening import LayerOpener, LayerStep
+from smime_companion.core.lookalike import is_lookalike
 from smime_companion.core.mime import (
     MESSAGE_TYPES,
     Entity,
@@ -70,6 +71,7 @@ from smime_companion.core.verdicts import (
     SIGNATURE_SEVERITY,
     SOUND_SIGNATURES,
     WARN_DATE_MISMATCH,
+    WARN_LOOKALIKE_ADDRESS,
     WARN_NOT_INTEGRITY_PROTECTED,
     WARN_WEAK_ALGORITHM,
     Decryption,
@@ -372,6 +374,9 @@ class _LayerWalk:
             warnings.append(WARN_WEAK_ALGORITHM)
         if _date_far_from_signing(first_field(headers, "Date"), signers):
             warnings.append(WARN_DATE_MISMATCH)
+        sender = sender_of(tuple(headers))
+        if sender.address is not None and is_lookalike(sender.address):
+            warnings.append(WARN_LOOKALIKE_ADDRESS)
         # S/MIME parts hidden in the content (an unprotected multipart, an attached message,
         # a decrypted multipart): named, never opened or joined to what is shown.
         mime_type = self.entity.content_type.mime_type

@@ -99,6 +99,10 @@ WARN_MIME_LIMIT = "mime-limit-reached"
 # the headers are protected). Thunderbird calls such a signature invalid; here it stays what it
 # is, and the reader says why the date is in doubt.
 WARN_DATE_MISMATCH = "date-mismatch"
+# The sender's address mixes Latin, Cyrillic and Greek letters, or a label of its domain is
+# written in Cyrillic or Greek letters that read as Latin ones (core.lookalike): a valid
+# signature says only that the message comes from that address, which may imitate another.
+WARN_LOOKALIKE_ADDRESS = "look-alike-address"
 # A signer used an algorithm we no longer trust (SHA-1, MD5, RSA under 2048 bits), whether that
 # decided the verdict (weak-algorithm) or was accepted for archives (allow_weak, allow_sha1).
 WARN_WEAK_ALGORITHM = "weak-algorithm"

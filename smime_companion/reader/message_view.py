@@ -20,9 +20,9 @@ from smime_companion.core import text as mime_text
 from smime_companion.core.entry_derivation import derive_entry
 from smime_companion.core.html_text import html_to_text
 from smime_companion.core.invitation import Invitation, read_invitation
-from smime_companion.core.mime import MESSAGE_TYPES, parse_entity
+from smime_companion.core.mime import MESSAGE_TYPES, ascii_address, parse_entity, sender_of
 from smime_companion.core.model import OpenResult
-from smime_companion.core.verdicts import WARN_NOT_INTEGRITY_PROTECTED
+from smime_companion.core.verdicts import WARN_LOOKALIKE_ADDRESS, WARN_NOT_INTEGRITY_PROTECTED
 from smime_companion.errors import MalformedInput
 from smime_companion.reader.html_mail import (
     MAX_INLINE_IMAGE_BYTES,
@@ -156,6 +156,23 @@ def _header_lines(report: dict[str, Any], raw: bytes) -> list[HeaderLine]:
     return headers
 
 
+def _shown_lines(report: dict[str, Any], raw: bytes) -> list[HeaderLine]:
+    """The header lines a page shows: a From whose address looks like another (the warning
+    look-alike-address) with the address's A-label form after it ("id@аррӏе.com
+    (id@xn--80ak6aa92e.com)"), as browsers show such names. (A reply answers the address.)"""
+    lines = _header_lines(report, raw)
+    if WARN_LOOKALIKE_ADDRESS not in (report.get("warnings") or []):
+        return lines
+    return [_with_ascii_form(line) if line.name == "From" else line for line in lines]
+
+
+def _with_ascii_form(line: HeaderLine) -> HeaderLine:
+    address = sender_of((("From", line.value),)).address
+    if address is None or ascii_address(address) == address:
+        return line
+    return replace(line, value=f"{line.value} ({ascii_address(address)})")
+
+
 def effective_headers(cache: Cache, message_id: int) -> list[HeaderLine]:
     """From, To, Cc, Subject and Date as the message means them: protected headers win over
     the outer ones. Raises :class:`UsageError` for an unknown message."""
@@ -237,7 +254,7 @@ def attached_view(
     return AttachedView(
         message_id=message_id,
         part=part_number,
-        headers=_header_lines(report, part.data),
+        headers=_shown_lines(report, part.data),
         header_protection=result.header_protection,
         verdict=verdict_lines(report, key_changed=key_changed(store, report)),
         layers=layer_lines(report),
@@ -255,7 +272,7 @@ def message_view(cache: Cache, store: CertStore, message_id: int) -> MessageView
     raw = cache.raw(message_id)
     content = cache.content(message_id)
     protection = report.get("header_protection")
-    headers = _header_lines(report, raw)
+    headers = _shown_lines(report, raw)
     opened = content is not None and report.get("error") is None
     parts = _parts(content) if content is not None else []
     bodies = _bodies_of(parts, _trusted(report))

@@ -163,6 +163,13 @@ WARNINGS: dict[str, tuple[str, str, str]] = {
         "in the verdict above). Mail programs sign a message when they send it: an old signed "
         "message may have been sent again under a new date. The signature itself is sound.",
     ),
+    "look-alike-address": (
+        "look-alike address",
+        WARN,
+        "The sender's address mixes letters of different alphabets, or writes its domain in "
+        "Cyrillic or Greek letters that look like Latin ones: it may imitate an address you "
+        "know. A valid signature only says the message comes from this address.",
+    ),
     "mime-limit-reached": (
         "not fully read",
         WARN,
