@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 from email.header import decode_header, make_header
@@ -93,6 +94,27 @@ def test_broken_mime_is_indexed_as_far_as_it_goes_and_never_raises() -> None:
     (headerless_binary,) = extract_text(b"\x00\x01 not a header\r\n\r\nbody").attachments
     assert (headerless_binary.mime_type, headerless_binary.size) == ("application/octet-stream", 23)
     assert extract_text(b"Not a header, just text\r\n\r\nbody").body.startswith("Not a header")
+
+
+@pytest.mark.parametrize(
+    "added",
+    [
+        b"\r\n_______________________________________________\r\nLists mailing list\r\n",
+        b"\r\nThanks\r\nAlice\r\n",  # lines of base64 letters after a blank line
+        b"-- \r\nSent from my phone\r\n",  # right below the base64, no blank line
+    ],
+)
+def test_a_footer_added_below_a_base64_text_is_shown_after_the_decoded_text(added: bytes) -> None:
+    # A list server or a company's gateway appended its lines to a base64 body: the body was
+    # shown as base64. The base64 is decoded, what follows it shown as it is.
+    body = base64.encodebytes("Grüße aus Köln, hier ist der Bericht.\n".encode())
+    content = (
+        b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + body + added
+    )  # fmt: skip
+    shown = extract_text(content).body
+    assert shown.startswith("Grüße aus Köln, hier ist der Bericht.\n")
+    assert shown.rstrip().endswith(added.decode().rstrip())
 
 
 def test_encoded_words_and_dates_are_decoded() -> None:

@@ -533,6 +533,31 @@ def _corrupt_base64() -> MalformedInput:
     return MalformedInput("the base64 body is corrupt (invalid characters or padding)")
 
 
+# The first byte that is no base64 and no blank; the first blank line.
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/=\s]")
+_BLANK_LINE = re.compile(rb"\n[ \t\r]*\n")
+
+
+def base64_then_text(body: bytes) -> bytes | None:
+    """A text part's base64 followed by plain lines (a mailing list's footer or a company's
+    disclaimer added below it, a base64 body cut short and continued by hand): the base64
+    decoded, then the rest as it is. None when nothing before such lines decodes."""
+    content = body.lstrip()
+    end = len(content)
+    if (other := _NOT_BASE64.search(content)) is not None:
+        end = content.rfind(b"\n", 0, other.start()) + 1
+    if (blank := _BLANK_LINE.search(content, 0, end)) is not None:
+        end = blank.start() + 1
+    if not content[:end].strip():
+        return None
+    try:
+        decoded = _decode_base64(content[:end], 0)
+    except MalformedInput:
+        return None
+    rest = content[end:].lstrip(b"\r\n")
+    return decoded + (b"\r\n" + rest if rest else b"")
+
+
 def _decode_base64(data: bytes, start: int) -> bytes:
     """Decode the base64 text ``data[start:]``, line breaks and blanks ignored, without copying
     the (possibly large) text. Raises :class:`MalformedInput` on any other character, on text

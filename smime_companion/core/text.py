@@ -26,6 +26,7 @@ from smime_companion.core.html_text import html_to_text
 from smime_companion.core.mime import (
     MESSAGE_TYPES,
     Entity,
+    base64_then_text,
     decode_encoded_words,
     header_date,
     multipart_parts,
@@ -410,6 +411,8 @@ def _leaf(
         data = entity.decoded_body()
     except MalformedInput:
         data = entity.body
+        if entity.transfer_encoding == "base64" and ctype.mime_type.startswith("text/"):
+            data = base64_then_text(data) or data
     filename = name or _filename(entity)
     mime_type, charset = ctype.mime_type, ctype.param("charset")
     unnamed_inline = not filename and not _disposition_is_attachment(entity)
