@@ -142,8 +142,22 @@ def world(
         _forwarded(pki, now, altered=True, inline=True),
         # "аррӏе" in Cyrillic letters, which reads "apple".
         message("Apple ID <id@аррӏе.com>", "Locked", now, text_entity("Sign in."), "lookalike"),
+        _through_a_mailing_list(pki, now),
     ]
     yield from make_world(tmp_path, pki, now, mail)
+
+
+def _through_a_mailing_list(pki: TestPki, now: dt.datetime) -> bytes:
+    """Alice's signed message as Mailman sends it on: in a multipart/mixed with the list's
+    footer after it, the From kept."""
+    body = (
+        b'Content-Type: multipart/mixed; boundary="===L==="\r\n\r\n--===L===\r\n'
+        + signed(pki, "alice", text_entity("The minutes, signed."))
+        + b"\r\n--===L===\r\nContent-Type: text/plain\r\n\r\n"
+        + b"_______________________________________________\r\nteam mailing list\r\n"
+        + b"--===L===--\r\n"
+    )  # fmt: skip
+    return message("Alice <alice@example.org>", "[team] Minutes", now, body, "list")
 
 
 def _forwarded_inline(pki: TestPki, now: dt.datetime) -> bytes:
@@ -275,6 +289,23 @@ def test_a_look_alike_address_is_named_and_shown_as_browsers_show_it(world: Worl
     page = _page(world, "/message/12")
     assert "Apple ID &lt;id@аррӏе.com&gt; (id@xn--80ak6aa92e.com)" in page
     assert "Look-alike address" in page and "look-alike address" in _page(world, "/mail")
+
+
+def test_a_signed_message_a_mailing_list_wrapped_opens_on_its_own_with_its_verdict(
+    world: World,
+) -> None:
+    # Mailman puts a signed message and its footer in a multipart/mixed: the message as a whole
+    # is only partly signed (the footer could say anything), and the signed part opens on a
+    # page of its own, under the message's From, with its own verdict.
+    page = _page(world, "/message/13")
+    assert "partially signed" in page and "/message/13/signed/1" in page
+    assert "Signed by alice@example.org: valid" not in page
+    part = _page(world, "/message/13/signed/1")
+    assert "Signed by alice@example.org: valid" in part
+    assert "The minutes, signed." in part and "team mailing list" not in part
+    cookie, _ = world.session()
+    assert world.request("GET", "/message/13/signed/2", {"Cookie": cookie})[0] == 404
+    assert "/signed/" not in _page(world, "/message/4")  # an attached message opens as such
 
 
 def test_a_message_forwarded_as_an_attachment_opens_with_its_own_verdict(world: World) -> None:

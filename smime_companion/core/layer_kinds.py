@@ -9,6 +9,8 @@ read off the Content-Type too.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from smime_companion.core.cms import is_certificates_only, parse_cms_part
 from smime_companion.core.input_forms import content_type_oid
 from smime_companion.core.mime import (
@@ -160,10 +162,40 @@ def hidden_smime_warnings(
     Those parts are not opened and never joined with the content around them.
     """
     found: list[str] = []
-    stack: list[tuple[Entity, int]] = [(top, 0)]
+    for warning, _entity, _in_message in _hidden_smime(
+        top, max_depth=max_depth, max_parts=max_parts, max_header_bytes=max_header_bytes
+    ):
+        _add(found, warning)
+    return found
+
+
+def hidden_signed_entities(
+    top: Entity, *, max_depth: int, max_parts: int, max_header_bytes: int
+) -> list[Entity]:
+    """The signed entities (multipart/signed, signed-data) inside the unprotected multiparts
+    of the content shown, in the order they come: what a mailing list wraps with its footer
+    (Mailman puts a signed message and the footer in a multipart/mixed). Never joined with
+    the content around them; a reader may open each on its own. Those inside an attached
+    message are left out: the attached message opens on its own."""
+    return [
+        entity
+        for warning, entity, in_message in _hidden_smime(
+            top, max_depth=max_depth, max_parts=max_parts, max_header_bytes=max_header_bytes
+        )
+        if warning == WARN_PARTIALLY_SIGNED and entity is not None and not in_message
+    ]
+
+
+def _hidden_smime(
+    top: Entity, *, max_depth: int, max_parts: int, max_header_bytes: int
+) -> Iterator[tuple[str, Entity | None, bool]]:
+    """(warning, the S/MIME entity or None, whether it is inside an attached message) for each
+    S/MIME part inside ``top`` in document order, and WARN_MIME_LIMIT (with None) where the
+    walk stopped at a limit."""
+    stack: list[tuple[Entity, int, bool]] = [(top, 0, False)]
     examined = 0
     while stack:
-        entity, depth = stack.pop()
+        entity, depth, in_message = stack.pop()
         mime_type = entity.content_type.mime_type
         if depth > 0:
             kind = layer_kind(entity, inside_layer=False)
@@ -172,16 +204,16 @@ def hidden_smime_warnings(
             if kind == "signed" and _carries_only_certificates(entity):
                 continue  # an attached certificate (smime.p7c): nothing is signed in it
             if kind == "multipart/signed" or kind == "signed":
-                _add(found, WARN_PARTIALLY_SIGNED)
+                yield WARN_PARTIALLY_SIGNED, entity, in_message
                 continue
             if kind is not None:  # encrypted, compressed, or a CMS object of unknown kind
-                _add(found, WARN_PARTIALLY_ENCRYPTED)
+                yield WARN_PARTIALLY_ENCRYPTED, entity, in_message
                 continue
         inside_message = mime_type in MESSAGE_TYPES
         if not mime_type.startswith("multipart/") and not inside_message:
             continue
         if depth >= max_depth:
-            _add(found, WARN_MIME_LIMIT)
+            yield WARN_MIME_LIMIT, None, in_message
             continue
         try:
             parts = (
@@ -189,16 +221,18 @@ def hidden_smime_warnings(
             )
         except MalformedInput:
             continue
+        children = []
         for part in parts:
             examined += 1
             if examined > max_parts:
-                _add(found, WARN_MIME_LIMIT)
-                return found
+                yield WARN_MIME_LIMIT, None, in_message
+                return
             try:
-                stack.append((parse_entity(part, max_header_bytes, as_content=True), depth + 1))
+                child = parse_entity(part, max_header_bytes, as_content=True)
             except MalformedInput:
                 continue
-    return found
+            children.append((child, depth + 1, in_message or inside_message))
+        stack.extend(reversed(children))  # popped in document order
 
 
 def _add(items: list[str], item: str) -> None:

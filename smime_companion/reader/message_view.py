@@ -20,9 +20,20 @@ from smime_companion.core import text as mime_text
 from smime_companion.core.entry_derivation import derive_entry
 from smime_companion.core.html_text import html_to_text
 from smime_companion.core.invitation import Invitation, read_invitation
-from smime_companion.core.mime import MESSAGE_TYPES, ascii_address, parse_entity, sender_of
+from smime_companion.core.layer_kinds import hidden_signed_entities
+from smime_companion.core.mime import (
+    MESSAGE_TYPES,
+    Entity,
+    ascii_address,
+    parse_entity,
+    sender_of,
+)
 from smime_companion.core.model import OpenResult
-from smime_companion.core.verdicts import WARN_LOOKALIKE_ADDRESS, WARN_NOT_INTEGRITY_PROTECTED
+from smime_companion.core.verdicts import (
+    WARN_LOOKALIKE_ADDRESS,
+    WARN_NOT_INTEGRITY_PROTECTED,
+    WARN_PARTIALLY_SIGNED,
+)
 from smime_companion.errors import MalformedInput
 from smime_companion.reader.html_mail import (
     MAX_INLINE_IMAGE_BYTES,
@@ -247,14 +258,80 @@ def attached_view(
     part = mime_text.get_part(content, part_number) if content is not None else None
     if part is None or part.mime_type not in MESSAGE_TYPES:
         return None
-    result = open_attached(part.data, arrived)
-    entry = derive_entry(part.data, result, arrived)
+    return _opened_on_its_own(store, message_id, part_number, part.data, arrived, open_attached)
+
+
+# The header fields a signed part opened on its own takes from the message carrying it: the
+# sender its signer must be, and what the page shows.
+_CARRIED_FIELDS = ("from", "to", "cc", "date", "subject", "message-id")
+
+
+def signed_part_count(cache: Cache, message_id: int) -> int:
+    """How many signed parts the content shown holds inside its unprotected multiparts (a
+    signed message and the footer a mailing list wrapped it with); each opens on its own
+    (:func:`signed_part_view`). Looked for only in a message said to be partially signed."""
+    if WARN_PARTIALLY_SIGNED not in (cache.report(message_id).get("warnings") or []):
+        return 0
+    return len(_signed_parts(cache.content(message_id)))
+
+
+def signed_part_view(
+    cache: Cache,
+    store: CertStore,
+    message_id: int,
+    number: int,
+    open_attached: Callable[[bytes, datetime], OpenResult],
+) -> AttachedView | None:
+    """Signed part ``number`` (from 1) of message ``message_id``, opened on its own with the
+    From, To, Date and Subject of the message carrying it (a list keeps its sender's From),
+    judged when that message arrived; None when there is no such part. Raises
+    :class:`UsageError` for an unknown message."""
+    arrived = cache.summary(message_id).arrived
+    content = cache.content(message_id)
+    found = _signed_parts(content)
+    if not 1 <= number <= len(found):
+        return None
+    carried = {**_written(cache.raw(message_id), as_content=False), **_written(content)}
+    fields = "".join(
+        f"{name}: {carried[name.lower()]}\r\n"
+        for name in ("From", "To", "Cc", "Date", "Subject", "Message-ID")
+        if name.lower() in carried
+    )
+    data = fields.encode() + found[number - 1].raw
+    return _opened_on_its_own(store, message_id, -number, data, arrived, open_attached)
+
+
+def _signed_parts(content: bytes | None) -> list[Entity]:
+    if content is None:
+        return []
+    try:
+        top = parse_entity(content, mime_text.MAX_HEADER_BYTES, as_content=True)
+    except MalformedInput:
+        return []
+    return hidden_signed_entities(
+        top,
+        max_depth=mime_text.MAX_DEPTH,
+        max_parts=mime_text.MAX_PARTS,
+        max_header_bytes=mime_text.MAX_HEADER_BYTES,
+    )
+
+
+def _opened_on_its_own(
+    store: CertStore,
+    message_id: int,
+    part: int,
+    data: bytes,
+    arrived: datetime,
+    open_attached: Callable[[bytes, datetime], OpenResult],
+) -> AttachedView:
+    result = open_attached(data, arrived)
+    entry = derive_entry(data, result, arrived)
     report = json.loads(entry.report)
     opened = result.content is not None and result.error is None
     return AttachedView(
         message_id=message_id,
-        part=part_number,
-        headers=_shown_lines(report, part.data),
+        part=part,
+        headers=_shown_lines(report, data),
         header_protection=result.header_protection,
         verdict=verdict_lines(report, key_changed=key_changed(store, report)),
         layers=layer_lines(report),

@@ -147,8 +147,9 @@ WARNINGS: dict[str, tuple[str, str, str]] = {
         "partially signed",
         WARN,
         "Only a part of this message is signed; the rest could have been added by anyone. "
-        "A message forwarded as an attachment has a verdict of its own: open it from the "
-        "attachments.",
+        "The signed part (a mailing list wraps a signed message with its footer so) opens "
+        "on its own with its own verdict; a message forwarded as an attachment opens from "
+        "the attachments.",
     ),
     "weak-cipher": (
         "weak cipher",
