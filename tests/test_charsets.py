@@ -187,6 +187,7 @@ UNLABELLED = [
     ("你好，这是我们第三季度的报告。请在星期五之前检查这些数字，谢谢。", ("gb2312",)),
     ("你好，這是我們第三季度的報告。請在星期五之前檢查這些數字，謝謝。", ("big5",)),
     ("안녕하세요. 3분기 보고서를 보내드립니다. 금요일까지 확인해 주세요.", ("euc_kr",)),
+    ("สวัสดีครับ ผมส่งรายงานไตรมาสที่สามมาให้ กรุณาตรวจสอบตัวเลขก่อนวันศุกร์", ("cp874", "tis-620")),
     ("Привет", ("cp1251", "koi8-r")),  # a subject of one word
     ("Sehr geehrte Frau Müller, anbei die Übersicht. Mit freundlichen Grüßen, Jörg Weiß.",
      ("cp1252",)),
@@ -224,7 +225,7 @@ UNLABELLED = [
 )
 def test_unlabelled_8bit_text_is_read_in_the_charset_its_words_say(text: str, charset: str) -> None:
     # Before MIME, and from clients that never said: a body (and a raw header) in KOI8-R,
-    # windows-1251, DOS's cp866, Greek, Hebrew, Arabic, Japanese, Chinese, Korean, Central
+    # windows-1251, DOS's cp866, Greek, Hebrew, Arabic, Japanese, Chinese, Korean, Thai, Central
     # European or Turkish charsets, without a label or labelled us-ascii. Western text stays
     # windows-1252 whatever it holds.
     data = text.encode(charset)

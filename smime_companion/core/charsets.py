@@ -9,8 +9,8 @@ UTF-8 when the bytes are UTF-8 beyond ASCII (text in another charset almost neve
 declared charset when it decodes the bytes cleanly, else the declared charset with replacement
 characters; without a usable label, ISO-2022-JP when its
 escapes say so, else windows-1252 unless the words read as Cyrillic, Greek, Hebrew, Arabic,
-Japanese, Chinese or Korean in one of the charsets old mail used for them, or as Central European
-or Turkish words in windows-1250, ISO 8859-2 or windows-1254 (:func:`guessed_codec`).
+Japanese, Chinese, Korean or Thai in one of the charsets old mail used for them, or as Central
+European or Turkish words in windows-1250, ISO 8859-2 or windows-1254 (:func:`guessed_codec`).
 """
 
 from __future__ import annotations
@@ -154,15 +154,15 @@ def _strictly(data: bytes, label: str | None) -> str | None:
 
 # Unlabelled 8-bit text that is not UTF-8 is western (windows-1252) unless its words read as
 # one of these: the charsets Russian, Ukrainian, Bulgarian, Greek, Hebrew, Arabic, Japanese,
-# Chinese and Korean mail used without a label (DOS's cp866 included), the more common first:
+# Chinese, Korean and Thai mail used without a label (DOS's cp866 included), the more common first:
 # a reading scoring almost as well as the best is taken before it (a word or two cannot tell
 # KOI8-R from ISO 8859-5 by letter frequencies). Latin-script charsets are told apart by
-# _latin_codec; Thai is not guessed.
+# _latin_codec.
 _GUESSES = (
     ("koi8-u", "cyrillic"), ("cp1251", "cyrillic"), ("cp1253", "greek"), ("cp1255", "hebrew"),
     ("cp1256", "arabic"), ("cp866", "cyrillic"), ("iso8859-5", "cyrillic"),
     ("cp932", "japanese"), ("euc_jp", "japanese"), ("gb18030", "chinese"),
-    ("big5hkscs", "chinese-traditional"), ("cp949", "korean"),
+    ("big5hkscs", "chinese-traditional"), ("cp949", "korean"), ("cp874", "thai"),
 )  # fmt: skip
 _NEAR_BEST = 0.8  # of the best score: a more common charset scoring so is taken instead
 
@@ -214,6 +214,9 @@ _SCRIPTS = {
         "的一是不了在人有我他這中大來上們個國和說地也子時道出要會請",
         3.0,
     ),
+    # Thai: consonants, vowels and tone marks (the marks are letters' companions, not letters
+    # to the regular expressions, so words are runs of consonants and vowels).
+    "thai": _script("\u0e01-\u0e3a\u0e40-\u0e4e", None, "านรอกเมงดยสวลทตไบ่้ี"),
     "korean": _script(
         "\uac00-\ud7a3",
         None,
@@ -223,7 +226,9 @@ _SCRIPTS = {
 }
 _GUESS_SAMPLE = 4096  # bytes of a text its charset is guessed from
 # A word of letters; a word of Latin letters.
-_WORD = re.compile(r"[^\W\d_]+")  # a run of letters: each character is looked at once
+# A run of letters, each character looked at once (Thai vowel and tone marks, which are no
+# letters to Python, inside it: they sit between the letters of a Thai word).
+_WORD = re.compile(r"(?:[^\W\d_]|[\u0e31\u0e34-\u0e3a\u0e47-\u0e4e])+")
 _LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f]+")
 _ASCII_LETTER = re.compile(r"[A-Za-z]")
 
