@@ -72,6 +72,25 @@ def test_remote_images_are_counted_and_cid_images_become_our_data_uris() -> None
     assert "svg" not in cleaned.html  # an SVG part is never inlined: it can carry script
 
 
+def test_a_picture_the_html_carries_as_a_data_uri_is_shown_and_nothing_else_is() -> None:
+    # Pasted pictures and some newsletters carry their images inside the HTML: nothing is
+    # fetched, so a PNG, JPEG, GIF or WebP is shown (written again from its bytes); a data: URI
+    # that is SVG, HTML, not base64 or a picture under a type its bytes deny is dropped.
+    png = base64.b64encode(PNG).decode()
+    svg = base64.b64encode(b'<svg xmlns="http://www.w3.org/2000/svg"><script/></svg>').decode()
+    cleaned = clean_html(
+        f'<img src="data:image/png;base64,{png}" alt="pasted">'
+        f'<img src="DATA:image/gif;charset=x;base64, {png[:20]} {png[20:]}">'
+        f'<img src="data:image/svg+xml;base64,{svg}"><img src="data:image/jpeg;base64,{svg}">'
+        f'<img src="data:image/png,{PNG.decode(errors="ignore")}">'
+        f'<a href="data:image/png;base64,{png}">a link</a>',
+        {},
+    )
+    assert cleaned.html.count(f'src="data:image/png;base64,{png}"') == 2
+    assert "svg" not in cleaned.html.lower() and cleaned.html.count("data:") == 2
+    assert cleaned.remote_images == 0  # nothing was left out that would have been fetched
+
+
 def test_an_image_the_message_carries_under_its_content_location_is_shown_not_fetched() -> None:
     # RFC 2557 (Word, Lotus Notes, saved web pages): the HTML names the picture by a URL and
     # the message carries the part at that URL; showing the part fetches nothing.

@@ -152,7 +152,8 @@ def clean_html(
         strip_comments=True,
         link_rel="noopener noreferrer",
         set_tag_attribute_values={"a": {"target": "_blank"}},
-        url_schemes={"http", "https", "mailto", "cid"},
+        # data: only survives as a picture's source (_embedded_picture); links never keep it.
+        url_schemes={"http", "https", "mailto", "cid", "data"},
         filter_style_properties=_STYLE_PROPERTIES,
         allowed_classes=_CLASSES,
     )
@@ -193,6 +194,8 @@ def _attribute_filter(
                         inlined.add(cid)
                         return _data_uri(image)
                     return None
+                if target[:5].lower() == "data:":
+                    return _embedded_picture(target)
                 image = locations.get(target)
                 if image is not None and _inlinable(image):
                     inlined.add(target)
@@ -209,6 +212,24 @@ def _attribute_filter(
         return value
 
     return keep
+
+
+def _embedded_picture(uri: str) -> str | None:
+    """A picture the HTML carries itself as a base64 ``data:`` URI (pasted into a message by
+    some clients and newsletters): nothing is fetched, so it is shown, written again from its
+    bytes with the type they say; None for anything but a PNG, JPEG, GIF or WebP picture of at
+    most MAX_INLINE_IMAGE_BYTES (an SVG, HTML, a declared type that lies)."""
+    header, comma, payload = uri.partition(",")
+    if not comma or not header.lower().rstrip().endswith(";base64"):
+        return None
+    if len(payload) > MAX_INLINE_IMAGE_BYTES * 4 // 3 + 4096:
+        return None
+    try:
+        data = base64.b64decode("".join(payload.split()), validate=True)
+    except ValueError:  # binascii.Error, or characters beyond ASCII
+        return None
+    kind = picture_type(data)
+    return _data_uri(InlineImage(kind, data)) if kind is not None else None
 
 
 def _data_uri(image: InlineImage) -> str:
