@@ -375,6 +375,23 @@ def test_protected_headers_win_over_the_outer_ones(
     assert [m.id for m in cache.search('subject:"real subject" okapi', now=now)] == [message_id]
 
 
+def test_a_message_dated_after_it_arrived_is_listed_when_it_arrived(
+    cache: Cache, pki: TestPki, now: dt.datetime
+) -> None:
+    # Spam and wrong clocks date mail years ahead: listed by that date, it would stay above
+    # everything until then. A Date up to a day ahead (a clock a little fast) is kept.
+    far = (now + dt.timedelta(days=3650)).strftime("%a, %d %b %Y %H:%M:%S +0000")
+    near = (now + dt.timedelta(hours=20)).strftime("%a, %d %b %Y %H:%M:%S +0000")
+    ids = [
+        store(cache, mail(pki, date=date, subject=subject), opener(pki), now, uid=n)
+        for n, (date, subject) in enumerate(((far, "From 2036"), (near, "Clock fast")))
+    ]
+    summaries = [cache.summary(i) for i in ids]
+    assert summaries[0].date == now.replace(microsecond=0)
+    assert summaries[1].date == dt.datetime.strptime(near, "%a, %d %b %Y %H:%M:%S %z")
+    assert [m.subject for m in cache.search("", now=now)][:2] == ["Clock fast", "From 2036"]
+
+
 def test_a_message_is_listed_with_the_first_words_of_its_decrypted_text(
     cache: Cache, pki: TestPki, now: dt.datetime
 ) -> None:

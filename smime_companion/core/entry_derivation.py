@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives import serialization
 
@@ -53,11 +53,19 @@ def indexed_text(
     return replace(extracted, body=search_form(extracted.body))
 
 
+# How far after its arrival a message's Date may lie and still be the date it is listed under.
+FUTURE_DATE_TOLERANCE = timedelta(days=1)
+
+
 def derive_entry(raw: bytes, result: OpenResult, arrived: datetime) -> CacheEntry:
     """The :class:`CacheEntry` of ``raw``, opened as ``result`` when it arrived at ``arrived``."""
     readable = result.decryption not in UNREADABLE
     headers = mime_text.summary_headers(result.headers or _outer_fields(raw))
     date = mime_text.header_date(headers.get("date")) or arrived
+    if date > arrived + FUTURE_DATE_TOLERANCE:
+        # Dated after it arrived (spam, a sender's wrong clock): listed when it arrived, as
+        # webmail lists mail, not pinned above everything until that date comes.
+        date = arrived
     extracted = readable_text(result.content, result.decryption, result.error, result.content_name)
     content_is_raw = readable and result.content == raw
     return CacheEntry(
