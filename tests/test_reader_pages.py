@@ -201,8 +201,13 @@ def test_a_partially_encrypted_message_is_flagged_and_explained(world: World) ->
     assert "partially encrypted" in listing
     page = _page(world, "/message/2")
     assert "Partially encrypted" in page
-    assert "The encrypted part was not opened" in page
-    assert "someone else" not in page
+    assert "The encrypted part is not shown with it" in page
+    assert "someone else" not in page  # never joined with the wrapper's text (EFAIL)
+    # Opened only on a page of its own, under its own verdict, without the wrapper's words.
+    assert "/message/2/smime/1" in page and "Open the encrypted part" in page
+    part = _page(world, "/message/2/smime/1")
+    assert "someone else&#39;s secret" in part and "click my link" not in part
+    assert "Partially encrypted" not in part
 
 
 def test_status_and_outbox_pages_show_the_accounts_and_the_queue(world: World) -> None:
@@ -298,14 +303,14 @@ def test_a_signed_message_a_mailing_list_wrapped_opens_on_its_own_with_its_verdi
     # is only partly signed (the footer could say anything), and the signed part opens on a
     # page of its own, under the message's From, with its own verdict.
     page = _page(world, "/message/13")
-    assert "partially signed" in page and "/message/13/signed/1" in page
+    assert "partially signed" in page and "/message/13/smime/1" in page
     assert "Signed by alice@example.org: valid" not in page
-    part = _page(world, "/message/13/signed/1")
+    part = _page(world, "/message/13/smime/1")
     assert "Signed by alice@example.org: valid" in part
     assert "The minutes, signed." in part and "team mailing list" not in part
     cookie, _ = world.session()
-    assert world.request("GET", "/message/13/signed/2", {"Cookie": cookie})[0] == 404
-    assert "/signed/" not in _page(world, "/message/4")  # an attached message opens as such
+    assert world.request("GET", "/message/13/smime/2", {"Cookie": cookie})[0] == 404
+    assert "/smime/" not in _page(world, "/message/4")  # an attached message opens as such
 
 
 def test_a_message_forwarded_as_an_attachment_opens_with_its_own_verdict(world: World) -> None:

@@ -169,20 +169,22 @@ def hidden_smime_warnings(
     return found
 
 
-def hidden_signed_entities(
+def hidden_smime_entities(
     top: Entity, *, max_depth: int, max_parts: int, max_header_bytes: int
-) -> list[Entity]:
-    """The signed entities (multipart/signed, signed-data) inside the unprotected multiparts
-    of the content shown, in the order they come: what a mailing list wraps with its footer
-    (Mailman puts a signed message and the footer in a multipart/mixed). Never joined with
-    the content around them; a reader may open each on its own. Those inside an attached
-    message are left out: the attached message opens on its own."""
+) -> list[tuple[str, Entity]]:
+    """("signed" or "encrypted", the entity) for each S/MIME part inside the unprotected
+    multiparts of the content shown, in the order they come: what a mailing list wraps with
+    its footer, or a gateway with its disclaimer (a signed or encrypted message, then text, in
+    a multipart/mixed). Never joined with the content around them; a reader may open each on
+    its own. Those inside an attached message are left out: the attached message opens on its
+    own. ("encrypted" also stands for a compressed part or a CMS object of unknown kind.)"""
+    kinds = {WARN_PARTIALLY_SIGNED: "signed", WARN_PARTIALLY_ENCRYPTED: "encrypted"}
     return [
-        entity
+        (kinds[warning], entity)
         for warning, entity, in_message in _hidden_smime(
             top, max_depth=max_depth, max_parts=max_parts, max_header_bytes=max_header_bytes
         )
-        if warning == WARN_PARTIALLY_SIGNED and entity is not None and not in_message
+        if warning in kinds and entity is not None and not in_message
     ]
 
 

@@ -20,7 +20,7 @@ from smime_companion.core import text as mime_text
 from smime_companion.core.entry_derivation import derive_entry
 from smime_companion.core.html_text import html_to_text
 from smime_companion.core.invitation import Invitation, read_invitation
-from smime_companion.core.layer_kinds import hidden_signed_entities
+from smime_companion.core.layer_kinds import hidden_smime_entities
 from smime_companion.core.mime import (
     MESSAGE_TYPES,
     Entity,
@@ -32,6 +32,7 @@ from smime_companion.core.model import OpenResult
 from smime_companion.core.verdicts import (
     WARN_LOOKALIKE_ADDRESS,
     WARN_NOT_INTEGRITY_PROTECTED,
+    WARN_PARTIALLY_ENCRYPTED,
     WARN_PARTIALLY_SIGNED,
 )
 from smime_companion.errors import MalformedInput
@@ -261,34 +262,31 @@ def attached_view(
     return _opened_on_its_own(store, message_id, part_number, part.data, arrived, open_attached)
 
 
-# The header fields a signed part opened on its own takes from the message carrying it: the
-# sender its signer must be, and what the page shows.
-_CARRIED_FIELDS = ("from", "to", "cc", "date", "subject", "message-id")
+def smime_parts(cache: Cache, message_id: int) -> list[str]:
+    """The kind ("signed" or "encrypted") of each S/MIME part the content shown holds inside
+    its unprotected multiparts (a signed or encrypted message and the footer a mailing list or
+    a gateway wrapped it with); each opens on its own (:func:`smime_part_view`). Looked for
+    only in a message said to be partially signed or encrypted."""
+    warnings = cache.report(message_id).get("warnings") or []
+    if WARN_PARTIALLY_SIGNED not in warnings and WARN_PARTIALLY_ENCRYPTED not in warnings:
+        return []
+    return [kind for kind, _entity in _smime_parts(cache.content(message_id))]
 
 
-def signed_part_count(cache: Cache, message_id: int) -> int:
-    """How many signed parts the content shown holds inside its unprotected multiparts (a
-    signed message and the footer a mailing list wrapped it with); each opens on its own
-    (:func:`signed_part_view`). Looked for only in a message said to be partially signed."""
-    if WARN_PARTIALLY_SIGNED not in (cache.report(message_id).get("warnings") or []):
-        return 0
-    return len(_signed_parts(cache.content(message_id)))
-
-
-def signed_part_view(
+def smime_part_view(
     cache: Cache,
     store: CertStore,
     message_id: int,
     number: int,
     open_attached: Callable[[bytes, datetime], OpenResult],
 ) -> AttachedView | None:
-    """Signed part ``number`` (from 1) of message ``message_id``, opened on its own with the
+    """S/MIME part ``number`` (from 1) of message ``message_id``, opened on its own with the
     From, To, Date and Subject of the message carrying it (a list keeps its sender's From),
     judged when that message arrived; None when there is no such part. Raises
     :class:`UsageError` for an unknown message."""
     arrived = cache.summary(message_id).arrived
     content = cache.content(message_id)
-    found = _signed_parts(content)
+    found = _smime_parts(content)
     if not 1 <= number <= len(found):
         return None
     carried = {**_written(cache.raw(message_id), as_content=False), **_written(content)}
@@ -297,18 +295,18 @@ def signed_part_view(
         for name in ("From", "To", "Cc", "Date", "Subject", "Message-ID")
         if name.lower() in carried
     )
-    data = fields.encode() + found[number - 1].raw
+    data = fields.encode() + found[number - 1][1].raw
     return _opened_on_its_own(store, message_id, -number, data, arrived, open_attached)
 
 
-def _signed_parts(content: bytes | None) -> list[Entity]:
+def _smime_parts(content: bytes | None) -> list[tuple[str, Entity]]:
     if content is None:
         return []
     try:
         top = parse_entity(content, mime_text.MAX_HEADER_BYTES, as_content=True)
     except MalformedInput:
         return []
-    return hidden_signed_entities(
+    return hidden_smime_entities(
         top,
         max_depth=mime_text.MAX_DEPTH,
         max_parts=mime_text.MAX_PARTS,

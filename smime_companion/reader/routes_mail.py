@@ -51,7 +51,7 @@ def register(app: Flask) -> None:
     app.add_url_rule("/message/<int:message_id>/part/<int:part>", "download", download)
     app.add_url_rule("/message/<int:message_id>/picture/<int:part>", "picture", picture)
     app.add_url_rule("/message/<int:message_id>/attached/<int:part>", "attached", attached)
-    app.add_url_rule("/message/<int:message_id>/signed/<int:number>", "signed_part", signed_part)
+    app.add_url_rule("/message/<int:message_id>/smime/<int:number>", "smime_part", smime_part)
     app.add_url_rule("/message/<int:message_id>/raw", "raw", raw)
     app.add_url_rule("/message/<int:message_id>/read", "set_read", set_read, methods=["POST"])
     app.add_url_rule("/api/mailbox", "api_mailbox", api_mailbox)
@@ -206,16 +206,16 @@ def message(message_id: int) -> str:
     if not back.startswith("/mail"):
         back = url_for("mailbox", account=view.summary.account, folder=view.summary.folder)
     attached_parts = {a.part for a in view.attachments if message_view.is_attached_message(a)}
-    signed_parts = message_view.signed_part_count(cache, message_id)
+    smime_parts = message_view.smime_parts(cache, message_id)
     if state.context.open_attached is None:
-        attached_parts, signed_parts = set(), 0
+        attached_parts, smime_parts = set(), []
     return render_template(
         "message.html",
         view=view,
         as_text=as_text,
         texts=texts,
         attached_parts=attached_parts,
-        signed_parts=signed_parts,
+        smime_parts=smime_parts,
         back=back,
         neighbours=_neighbours(back, message_id),
         **_sidebar(),
@@ -281,14 +281,14 @@ def attached(message_id: int, part: int) -> str:
     return render_template("attached.html", view=view, **_sidebar())
 
 
-def signed_part(message_id: int, number: int) -> str:
-    """A signed part of this message that a mailing list (or anyone) wrapped with text of its
-    own, opened on its own with its own verdict."""
+def smime_part(message_id: int, number: int) -> str:
+    """A signed or encrypted part of this message that a mailing list, a gateway (or anyone)
+    wrapped with text of its own, opened on its own with its own verdict."""
     state = reader()
     if state.context.open_attached is None:
         abort(404)
     try:
-        view = message_view.signed_part_view(
+        view = message_view.smime_part_view(
             state.stores.cache(), state.stores.certs(), message_id, number,
             state.context.open_attached,
         )  # fmt: skip
@@ -296,7 +296,7 @@ def signed_part(message_id: int, number: int) -> str:
         abort(404)
     if view is None:
         abort(404)
-    return render_template("attached.html", view=view, signed_part=True, **_sidebar())
+    return render_template("attached.html", view=view, smime_part=True, **_sidebar())
 
 
 # The file name extension of a part sent without a name, by its type, so that a saved meeting

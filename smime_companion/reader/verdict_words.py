@@ -139,16 +139,17 @@ WARNINGS: dict[str, tuple[str, str, str]] = {
         BAD,
         "Only a part of this message was "
         "encrypted; the rest was added by whoever sent it, in the clear. The "
-        "encrypted part was not opened and nothing outside it is protected: "
+        "encrypted part is not shown with it and nothing outside it is protected: "
         "an attacker may have wrapped someone's encrypted mail in their own "
-        "text (EFAIL).",
+        "text (EFAIL). A mailing list's footer or a gateway's disclaimer is added so too: "
+        "the encrypted part opens on its own, with its own verdict.",
     ),
     "partially-signed": (
         "partially signed",
         WARN,
         "Only a part of this message is signed; the rest could have been added by anyone. "
         "The signed part (a mailing list wraps a signed message with its footer so) opens "
-        "on its own with its own verdict; a message forwarded as an attachment opens from "
+        "on its own, with its own verdict; a message forwarded as an attachment opens from "
         "the attachments.",
     ),
     "weak-cipher": (
