@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 from flask import (
@@ -266,29 +267,28 @@ def html_part(message_id: int, part: int) -> Response:
 def attached(message_id: int, part: int) -> str:
     """A message attached to this one (forwarded as an attachment), opened with its own
     verdict."""
-    state = reader()
-    if state.context.open_attached is None:
-        abort(404)
-    try:
-        view = message_view.attached_view(
-            state.stores.cache(), state.stores.certs(), message_id, part,
-            state.context.open_attached,
-        )  # fmt: skip
-    except UsageError:
-        abort(404)
-    if view is None:
-        abort(404)
-    return render_template("attached.html", view=view, **_sidebar())
+    return _opened_on_its_own(message_view.attached_view, message_id, part)
 
 
 def smime_part(message_id: int, number: int) -> str:
     """A signed or encrypted part of this message that a mailing list, a gateway (or anyone)
     wrapped with text of its own, opened on its own with its own verdict."""
+    return _opened_on_its_own(message_view.smime_part_view, message_id, number, smime_part=True)
+
+
+def _opened_on_its_own(
+    view_of: Callable[..., message_view.AttachedView | None],
+    message_id: int,
+    number: int,
+    **values: Any,
+) -> str:
+    """The page of what ``view_of`` opens of message ``message_id`` on its own (404 when the
+    reader cannot open messages or there is no such thing)."""
     state = reader()
     if state.context.open_attached is None:
         abort(404)
     try:
-        view = message_view.smime_part_view(
+        view = view_of(
             state.stores.cache(), state.stores.certs(), message_id, number,
             state.context.open_attached,
         )  # fmt: skip
@@ -296,7 +296,7 @@ def smime_part(message_id: int, number: int) -> str:
         abort(404)
     if view is None:
         abort(404)
-    return render_template("attached.html", view=view, smime_part=True, **_sidebar())
+    return render_template("attached.html", view=view, **values, **_sidebar())
 
 
 # The file name extension of a part sent without a name, by its type, so that a saved meeting
