@@ -225,9 +225,9 @@ _SCRIPTS = {
     ),
 }
 _GUESS_SAMPLE = 4096  # bytes of a text its charset is guessed from
-# A word of letters; a word of Latin letters.
-# A run of letters, each character looked at once (Thai vowel and tone marks, which are no
-# letters to Python, inside it: they sit between the letters of a Thai word).
+# A word: a run of letters, each character looked at once (Thai vowel and tone marks, which
+# are no letters to Python, inside it: they sit between the letters of a Thai word). A word of
+# Latin letters.
 _WORD = re.compile(r"(?:[^\W\d_]|[\u0e31\u0e34-\u0e3a\u0e47-\u0e4e])+")
 _LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f]+")
 _ASCII_LETTER = re.compile(r"[A-Za-z]")
@@ -286,10 +286,13 @@ def _latin_codec(sample: bytes, as_western: str) -> str:
     western = _latin_reading_score(as_western)
     if western >= 0.95:
         return _FALLBACK
-    score, codec = max(
-        (_latin_reading_score(sample.decode(codec, "replace")), codec) for codec in _LATIN_CODECS
-    )
-    return codec if score >= 0.9 and score > western + 0.1 else _FALLBACK
+    # The first of the best: text that reads the same in two of them (Polish without ą, ś or
+    # ź) is taken as the more common charset.
+    scores = {
+        codec: _latin_reading_score(sample.decode(codec, "replace")) for codec in _LATIN_CODECS
+    }
+    codec = max(scores, key=scores.__getitem__)
+    return codec if scores[codec] >= 0.9 and scores[codec] > western + 0.1 else _FALLBACK
 
 
 def _latin_reading_score(text: str) -> float:
