@@ -220,11 +220,12 @@ def references_of(cache: Cache, message_id: int) -> str:
 @dataclass
 class AttachedView:
     """A message attached to a cached one (a message/rfc822 part, as "forward as attachment"
-    sends it), opened on its own: its headers, its own verdict, its text (HTML as text: its
-    frame route serves cached messages only) and the names of its attachments."""
+    sends it), or an S/MIME part a list or a gateway wrapped, opened on its own: its headers,
+    its own verdict, its text (HTML as text: its frame route serves cached messages only) and
+    the names of its attachments."""
 
     message_id: int
-    part: int
+    part: int  # the attached message's part number; minus the number of an S/MIME part
     headers: list[HeaderLine]
     header_protection: str | None
     verdict: list[VerdictLine]
