@@ -275,6 +275,20 @@ def test_a_declared_charset_is_never_second_guessed() -> None:
 
 
 @pytest.mark.parametrize(
+    ("data", "label"),
+    [
+        ("Grüße".encode("utf-16-le"), "unicode"),  # Outlook's name for UTF-16
+        (b"\xff\xfe" + "Grüße".encode("utf-16-le"), "unicode"),
+        ("Grüße".encode("utf-16-be"), "unicodeFFFE"),
+        (b"\xef\xbb\xbf" + "Grüße".encode(), "utf-8"),  # Windows' byte order mark, dropped
+        (b"\xef\xbb\xbf" + "Grüße".encode(), None),
+    ],
+)
+def test_windows_names_and_marks_of_unicode_text_are_read(data: bytes, label: str | None) -> None:
+    assert decode_mail_text(data, label) == "Grüße"
+
+
+@pytest.mark.parametrize(
     "label", ["iso-8859-1", "windows-1252", "iso-8859-2", "koi8-r", "shift_jis", "gb2312"]
 )
 def test_utf8_text_under_another_label_reads_as_utf8(label: str) -> None:

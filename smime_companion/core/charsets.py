@@ -53,6 +53,9 @@ _LABELS = {
         "cp932": "windows-31j",
         "cp949": "windows-949 ks_c_5601-1989 ksc_5601 cseuckr csksc56011987 iso-ir-149",
         "utf-8": "x-unicode20utf8",
+        # Outlook and Windows name UTF-16 "unicode" (little-endian, as WHATWG reads the label).
+        "utf-16-le": "unicode csunicode iso-10646-ucs-2 ucs-2 unicodefeff",
+        "utf-16-be": "unicodefffe",
     }.items()
     for label in labels.split()
 }
@@ -68,7 +71,14 @@ _FALLBACK = "cp1252"  # the charset of western mail written without a label
 
 def decode_mail_text(data: bytes, charset: str | None = None) -> str:
     """``data`` as text, read with ``charset`` (a MIME charset label, or None) as mail readers
-    read it (see the module's docstring). Never raises."""
+    read it (see the module's docstring), without a byte order mark in front (Windows writes
+    one before UTF-8 and UTF-16 text; a reply would quote it, an export write it). Never
+    raises."""
+    text = _decoded(data, charset)
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _decoded(data: bytes, charset: str | None) -> str:
     codec = _codec(charset)
     if codec is not None and not _utf8_under_another_label(data, codec):
         try:
