@@ -75,7 +75,12 @@ def world(tmp_path: Path, pki: TestPki, now: dt.datetime) -> Iterator[World]:
         b"<p>See you at <b>noon</b>.</p>\r\n--A--\r\n",
         "both",
     )  # fmt: skip
-    mail = [original, attached, german, poison, carriage, alternative]
+    # A name whose encoded word hides a line break and a tab (a spammer's, or a broken client's).
+    broken_name = message(
+        "=?utf-8?q?Mallory=0A_Bcc=3A_eve=40example=2Eorg=09?= <mallory@example.net>",
+        "Hidden line", now, text_entity("Answer me."), "hidden",
+    )  # fmt: skip
+    mail = [original, attached, german, poison, carriage, alternative, broken_name]
     yield from make_world(tmp_path, pki, now, mail)
 
 
@@ -169,6 +174,16 @@ def test_answers_to_fields_with_bare_carriage_returns_can_be_sent(world: World) 
     # An invalid media type is text/plain (RFC 2045 section 5.2); the name as the page shows it.
     assert (item.filename, item.mime_type) == ("notes\\r.txt", "text/plain")
     assert forward.subject == "Fwd: Minutes Bcc: eve@example.org"
+
+
+def test_a_name_hiding_a_line_break_is_answered_on_one_line(world: World) -> None:
+    # The reply form's To held the line break and the draft was refused ("To must be one
+    # line"): the name is one line of printable text, the address the one written.
+    with runtime.open_cache(world.config) as cache:
+        fields = compose.answer_fields(cache, 7, "reply", BOB, ["bob@example.org"])
+    assert fields.to == '"Mallory Bcc: eve@example.org" <mallory@example.net>'
+    again, _ = compose.read_draft(compose.build_draft(fields, world.now), "work")
+    assert again.to == fields.to
 
 
 @pytest.mark.parametrize(

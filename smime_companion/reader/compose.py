@@ -201,7 +201,10 @@ def _shown(name: str, address: str) -> str:
     it holds a special, never RFC 2047-encoded (``email.utils.formataddr`` writes
     ``=?utf-8?b?...?=`` for "Jörg", and raises for an internationalised address);
     :func:`build_draft` encodes what it sends."""
-    name = mime_text.decode_header_text(name).strip()
+    # One line of printable text: an encoded word can hide a line break or a control
+    # character in a name, which a field of the form cannot hold.
+    decoded = mime_text.decode_header_text(name)
+    name = " ".join("".join(c if c.isprintable() else " " for c in decoded).split())
     if not name or name.lower() == address.lower():
         return address
     if _SPECIALS.search(name):
