@@ -222,4 +222,7 @@ def test_is_smime_message_reads_the_top_level_content_type_only(
 
 
 def test_a_message_whose_header_cannot_be_parsed_counts_as_smime_so_it_is_kept() -> None:
-    assert is_smime_message(b"From: a@example.org\r\nthis is not a header line\r\n\r\n") is True
+    assert is_smime_message(b"this is not a header line\r\nFrom: a@example.org\r\n\r\n") is True
+    # A stray line after a field continues it (core.mime, received=True): the header is read,
+    # and a plain message is no S/MIME.
+    assert is_smime_message(b"From: a@example.org\r\nthis is a stray line\r\n\r\n") is False

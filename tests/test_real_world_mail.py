@@ -702,6 +702,25 @@ def test_a_header_section_with_a_stray_line_ends_there(
     assert extract_text(result.content).body.startswith("This line is no field")
 
 
+def test_a_stray_line_in_a_received_header_section_continues_the_field_before_it(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime
+) -> None:
+    # A field folded without its leading blank (an Enron-era References), a relay's stray
+    # line: the message was "malformed" and nothing of it was shown. Mail readers show it.
+    signed = _sign(pki.cert("alice"), pki.key("alice"), ["-certfile", pki.intermediate,
+                   "-crlfeol"], mime_message())  # fmt: skip
+    for stray in (b"References: <a@example.org>, <b.\r\nc@example.org>\r\n",
+                  b"X-Relay: checked\r\nquite Delivered-To: bob@example.org\r\n"):  # fmt: skip
+        result = _open(stray + signed, anchors, now)
+        assert (result.signature, result.error) == (S.VALID, None)
+        assert extract_text(result.content).body.startswith("Hello Bob")
+    # The From a signer must hold is read as written, a stray line after it included: one
+    # that adds an address leaves no single sender.
+    sent = _open(b"From: alice@example.org\r\n" + signed, anchors, now)
+    stray = _open(b"From: alice@example.org\r\nmallory@example.net\r\n" + signed, anchors, now)
+    assert (sent.signature, stray.signature) == (S.VALID, S.EMAIL_MISMATCH)
+
+
 def test_a_whole_message_without_a_header_section_is_still_malformed(now: dt.datetime) -> None:
     # Outside a layer, a "message" whose first line is no field was never checked as mail.
     result = _open(b"Nighthawk,\n\nTop secret\n", (), now)

@@ -186,6 +186,6 @@ def _outer_fields(raw: bytes) -> tuple[tuple[str, str], ...]:
     # When opening produced no effective headers (e.g. an unparsable message), the outer header
     # section is the best we have; when even that is broken, the message has none.
     try:
-        return parse_entity(raw, mime_text.MAX_HEADER_BYTES).fields
+        return parse_entity(raw, mime_text.MAX_HEADER_BYTES, received=True).fields
     except MalformedInput:
         return ()

@@ -114,6 +114,7 @@ def parse_entity(
     max_header_bytes: int,
     *,
     as_content: bool = False,
+    received: bool = False,
     enclosing: tuple[bytes, int] | None = None,
 ) -> Entity:
     """Split a MIME entity into header fields and body (LF or CRLF line ends).
@@ -128,6 +129,12 @@ def parse_entity(
     of it is body, text/plain by RFC 2045's default). Senders make such content: PHP's
     ``openssl_pkcs7_sign``/``openssl_pkcs7_encrypt`` and ``openssl smime`` without ``-text``
     sign or encrypt a bare text file. A whole message and a draft stay strict.
+
+    ``received`` reads a whole message as it arrived: a line inside its header section that is
+    neither a field nor a continuation (a field folded without its leading blank, as in
+    ``References: <a@x>, <b.\nc@x>``, or a relay's stray line) is read as a continuation of the
+    field before it, as mail readers keep such messages readable, rather than making the message
+    malformed. Its first line must still be a field; a draft stays strict.
 
     ``enclosing`` (the raw bytes of the multipart holding the entity, and where its body
     starts) is where a charset for raw 8-bit header bytes is looked for when the entity's own
@@ -145,7 +152,11 @@ def parse_entity(
     else:
         header_bytes, body_start = raw[: match.start()], match.end()
     fields, stopped_at = _parse_fields(
-        header_bytes, stop_at_non_field=as_content, body=(raw, body_start), enclosing=enclosing
+        header_bytes,
+        stop_at_non_field=as_content,
+        stray_lines_continue=received,
+        body=(raw, body_start),
+        enclosing=enclosing,
     )
     if stopped_at is None:
         return Entity(raw=raw, fields=fields, body_start=body_start)
@@ -162,11 +173,13 @@ def _parse_fields(
     header_bytes: bytes,
     *,
     stop_at_non_field: bool,
+    stray_lines_continue: bool = False,
     body: tuple[bytes, int] = (b"", 0),
     enclosing: tuple[bytes, int] | None = None,
 ) -> tuple[tuple[tuple[str, str], ...], int | None]:
     """The fields of a header section, and None; or, with ``stop_at_non_field``, the fields
-    before the first line that is not one and that line's offset (where the body starts)."""
+    before the first line that is not one and that line's offset (where the body starts). With
+    ``stray_lines_continue``, a line after the first field that is not one continues it."""
     fields: list[tuple[bytes, list[bytes]]] = []
     offset = 0
     for line in header_bytes.split(b"\n"):
@@ -185,6 +198,9 @@ def _parse_fields(
         if not sep or not _FIELD_NAME.match(name.rstrip()):
             if stop_at_non_field:
                 return _decoded(fields, body, enclosing), start
+            if stray_lines_continue and fields:
+                fields[-1][1].append(line)
+                continue
             shown = line[:40].decode("ascii", "replace")
             raise MalformedInput(f"header line is not a field: {shown!r}")
         fields.append((name.rstrip(), [value]))

@@ -111,7 +111,10 @@ def is_smime_message(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> bool:
     cannot be parsed is treated as S/MIME, so it is kept (and ``open`` says what is wrong)."""
     try:
         return (
-            layer_kind(parse_entity(raw, limits.max_header_bytes), inside_layer=False) is not None
+            layer_kind(
+                parse_entity(raw, limits.max_header_bytes, received=True), inside_layer=False
+            )
+            is not None
         )
     except (MalformedInput, LimitExceeded):
         return True
@@ -149,7 +152,7 @@ def open_message(
     if len(raw) > limits.max_message_bytes:
         return _malformed(raw, f"message of {len(raw)} bytes is larger than the limit")
     try:
-        entity = parse_entity(raw, limits.max_header_bytes)
+        entity = parse_entity(raw, limits.max_header_bytes, received=True)
     except MalformedInput as exc:
         return _malformed(raw, f"message is malformed: {exc}")
     opener = LayerOpener(

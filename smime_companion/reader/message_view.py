@@ -115,7 +115,7 @@ class MessageView:
 
 def _outer_headers(raw: bytes) -> dict[str, str]:
     try:
-        fields = parse_entity(raw, mime_text.MAX_HEADER_BYTES).fields
+        fields = parse_entity(raw, mime_text.MAX_HEADER_BYTES, received=True).fields
     except MalformedInput:
         return {}
     return mime_text.summary_headers(fields)
@@ -132,7 +132,9 @@ def _written(data: bytes | None, as_content: bool = True) -> dict[str, str]:
     if data is None:
         return {}
     try:
-        fields = parse_entity(data, mime_text.MAX_HEADER_BYTES, as_content=as_content).fields
+        fields = parse_entity(
+            data, mime_text.MAX_HEADER_BYTES, as_content=as_content, received=True
+        ).fields
     except MalformedInput:
         return {}
     out: dict[str, str] = {}
