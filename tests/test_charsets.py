@@ -274,6 +274,24 @@ def test_a_declared_charset_is_never_second_guessed() -> None:
     assert decode_mail_text(koi8, "iso-8859-1") == koi8.decode("cp1252")
 
 
+@pytest.mark.parametrize("label", ["utf-8", None, "iso-8859-1"])
+def test_utf8_with_a_flaw_is_read_as_utf8_with_a_replacement_there(label: str | None) -> None:
+    # A character cut short where a client split a line, a stray Latin-1 byte: the rest was
+    # read as windows-1252 ("Ã¼" for every "ü"). Two in three of the bytes beyond ASCII in
+    # well-formed UTF-8 sequences say UTF-8; text in an 8-bit charset almost never has them.
+    flawed = "Grüße aus Köln, 是".encode() + b" \xe6 " + "Straße".encode()
+    assert decode_mail_text(flawed, label) == "Grüße aus Köln, 是 \ufffd Straße"
+    subject = "Grüße aus Köln, Привет".encode()[:-1]  # cut inside the last letter
+    headers = summary_headers(parse_entity(b"Subject: " + subject + b"\r\n\r\n", 65536).fields)
+    assert headers["subject"] == "Grüße aus Köln, Приве\ufffd"
+    # Western and Cyrillic 8-bit text is no UTF-8 with a flaw.
+    assert decode_mail_text("Grüße aus Köln".encode("cp1252"), label) == "Grüße aus Köln"
+    russian = "Привет, как дела? Посылаю отчёт.".encode("cp1251")
+    assert decode_mail_text(russian, "cp1251" if label == "iso-8859-1" else label) == (
+        "Привет, как дела? Посылаю отчёт."
+    )
+
+
 @pytest.mark.parametrize(
     ("data", "label"),
     [

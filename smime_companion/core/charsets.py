@@ -5,12 +5,13 @@ Mail says which charset it is written in, and is often wrong or silent: a body l
 a UTF-8 body labelled ``us-ascii`` or ``iso-8859-1``. A reader that decodes with the label
 shows "Gr��e" or "GrÃ¼ÃŸe" and cannot find "Grüße". So, as browsers do (the WHATWG Encoding
 Standard's labels: ``iso-8859-1`` and ``us-ascii`` mean windows-1252, ``gb2312`` means GBK...):
-UTF-8 when the bytes are UTF-8 beyond ASCII (text in another charset almost never is), else the
-declared charset when it decodes the bytes cleanly, else the declared charset with replacement
-characters; without a usable label, ISO-2022-JP when its
-escapes say so, else windows-1252 unless the words read as Cyrillic, Greek, Hebrew, Arabic,
-Japanese, Chinese, Korean or Thai in one of the charsets old mail used for them, or as Central
-European or Turkish words in windows-1250, ISO 8859-2 or windows-1254 (:func:`guessed_codec`).
+UTF-8 when the bytes are UTF-8 beyond ASCII, or mostly (text in another charset almost never
+is; a flaw becomes a replacement character), else the declared charset when it decodes the
+bytes cleanly, else the declared charset with replacement characters; without a usable label,
+ISO-2022-JP when its escapes say so, else windows-1252 unless the words read as Cyrillic, Greek,
+Hebrew, Arabic, Japanese, Chinese, Korean or Thai in one of the charsets old mail used for them,
+or as Central European or Turkish words in windows-1250, ISO 8859-2 or windows-1254
+(:func:`guessed_codec`).
 """
 
 from __future__ import annotations
@@ -88,24 +89,49 @@ def _decoded(data: bytes, charset: str | None) -> str:
     text = _without_charset(data)
     if text is not None:
         return text
+    if _mostly_utf8(data):
+        # UTF-8 with a stray byte or a character cut short (a client that split a line inside
+        # one): read as UTF-8 with a replacement character there, not all of it as 8-bit text.
+        return _without_lone_surrogates(data.decode("utf-8", "replace"))
     try:
         return _without_lone_surrogates(data.decode(codec or guessed_codec(data), "replace"))
     except UnicodeError:  # a stateful codec (utf-7, iso-2022) that "replace" does not cover
         return data.decode(_FALLBACK, "replace")
 
 
+# A well-formed UTF-8 sequence of two, three or four bytes.
+_UTF8_SEQUENCE = re.compile(
+    rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}"
+)
+_UTF8_SAMPLE = 64 * 1024
+
+
+def _mostly_utf8(data: bytes) -> bool:
+    """Whether at least two in three of the bytes beyond ASCII at the start of ``data`` (which
+    is not UTF-8 throughout) belong to well-formed UTF-8 sequences: UTF-8 with a flaw, not text
+    in an 8-bit charset, where such sequences are rare."""
+    sample = data[:_UTF8_SAMPLE]
+    beyond_ascii = len(sample) - len(sample.translate(None, _HIGH_BYTES))
+    in_sequences = sum(map(len, _UTF8_SEQUENCE.findall(sample)))
+    return in_sequences > 0 and in_sequences >= 2 * (beyond_ascii - in_sequences)
+
+
+_HIGH_BYTES = bytes(range(0x80, 0x100))
+
+
 def _utf8_under_another_label(data: bytes, codec: str) -> bool:
-    """Whether ``data``, labelled with another charset, is UTF-8 beyond ASCII: scripts and web
-    forms send UTF-8 under ``charset=iso-8859-1`` (and encoded words ``=?iso-8859-1?Q?...?=``)
-    that windows-1252 reads without complaint as "GrÃ¼ÃŸe". Text really written in a
-    single-byte charset is almost never also valid UTF-8 (a letter beyond ASCII would have to
-    be followed by symbols such as "Â©"); UTF-16 and UTF-32 labels are taken at their word."""
+    """Whether ``data``, labelled with another charset, is UTF-8 beyond ASCII (or mostly, see
+    :func:`_mostly_utf8`): scripts and web forms send UTF-8 under ``charset=iso-8859-1`` (and
+    encoded words ``=?iso-8859-1?Q?...?=``) that windows-1252 reads without complaint as
+    "GrÃ¼ÃŸe". Text really written in a single-byte charset is almost never also valid UTF-8
+    (a letter beyond ASCII would have to be followed by symbols such as "Â©"); UTF-16 and
+    UTF-32 labels are taken at their word."""
     if data.isascii() or codec.startswith(("utf-16", "utf-32", "utf_16", "utf_32")):
         return False
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:
-        return False
+        return _mostly_utf8(data)  # UTF-8 with a flaw is UTF-8 still
     return True
 
 
@@ -127,6 +153,8 @@ def decode_header_bytes(
     text = _without_charset(data)
     if text is not None:
         return text
+    if _mostly_utf8(data):  # a UTF-8 subject cut inside a character
+        return _without_lone_surrogates(data.decode("utf-8", "replace"))
     declared = _strictly(data, charset)
     if declared is not None:
         return declared
