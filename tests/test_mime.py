@@ -95,6 +95,16 @@ def test_a_huge_header_section_hits_the_limit() -> None:
 def test_a_line_that_is_not_a_header_field_is_malformed() -> None:
     with pytest.raises(MalformedInput, match="not a field"):
         parse_entity(b"this is not a header\r\n\r\nbody", LIMIT)
+    stray = b"From: a@example.org\r\nstray line\r\nTo: b@example.org\r\n\r\nbody"
+    with pytest.raises(MalformedInput, match="not a field"):
+        parse_entity(stray, LIMIT)  # a draft stays strict
+    # As received, and as content: a stray line that fields follow continues the field before
+    # it; one after the last field starts the body.
+    for mode in ({"received": True}, {"as_content": True}):
+        entity = parse_entity(stray, LIMIT, **mode)
+        assert entity.fields == (("From", "a@example.org stray line"), ("To", "b@example.org"))
+        last = parse_entity(b"From: a@example.org\r\nstray line\r\n\r\nbody", LIMIT, **mode)
+        assert (last.fields, last.body) == ((("From", "a@example.org"),), b"stray line\r\n\r\nbody")
 
 
 def test_base64_tolerates_line_breaks_and_missing_padding_but_not_garbage() -> None:

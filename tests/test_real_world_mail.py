@@ -716,6 +716,16 @@ def test_a_stray_line_in_a_received_header_section_continues_the_field_before_it
         assert extract_text(result.content).body.startswith("Hello Bob")
     # The From a signer must hold is read as written, a stray line after it included: one
     # that adds an address leaves no single sender.
+    # Exchange wrote a long diagnostic field over two lines, the second without its blank: a
+    # plain message's text is read below its Content-Type, not from the stray line on.
+    plain = (
+        b"From: alice@example.org\r\nx-microsoft-exchange-diagnostics: 1;AM4PR01MB;6:1Y77Vd\r\n"
+        b"P8FxVksOO2tmFWl+LxT0Acgv7RaCFBKFmzA31fwJabrv\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/alternative; boundary="b"\r\n\r\n--b\r\n'
+        b"Content-Type: text/plain\r\n\r\nThe minutes.\r\n--b--\r\n"
+    )
+    opened = _open(plain, anchors, now)
+    assert extract_text(opened.content).body.strip() == "The minutes."
     sent = _open(b"From: alice@example.org\r\n" + signed, anchors, now)
     stray = _open(b"From: alice@example.org\r\nmallory@example.net\r\n" + signed, anchors, now)
     assert (sent.signature, stray.signature) == (S.VALID, S.EMAIL_MISMATCH)

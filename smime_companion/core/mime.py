@@ -124,7 +124,8 @@ def parse_entity(
     header line is neither a field nor a continuation.
 
     ``as_content`` reads the content of a MIME part or of an S/MIME layer as mail readers do:
-    the header section ends at the first line that is neither a field nor a continuation, and
+    the header section ends at a line that is neither a field nor a continuation and that no
+    field follows (one that fields follow continues the field before it), and
     content whose first line is not a field has no header section at all (``headerless``: all
     of it is body, text/plain by RFC 2045's default). Senders make such content: PHP's
     ``openssl_pkcs7_sign``/``openssl_pkcs7_encrypt`` and ``openssl smime`` without ``-text``
@@ -133,8 +134,9 @@ def parse_entity(
     ``received`` reads a whole message as it arrived: a line inside its header section that is
     neither a field nor a continuation (a field folded without its leading blank, as in
     ``References: <a@x>, <b.\nc@x>``, or a relay's stray line) is read as a continuation of the
-    field before it, as mail readers keep such messages readable, rather than making the message
-    malformed. Its first line must still be a field; a draft stays strict.
+    field before it when more fields follow, as mail readers keep such messages readable, and
+    otherwise starts the body, rather than making the message malformed. Its first line must
+    still be a field; a draft stays strict. Content (``as_content``) is read the same way.
 
     ``enclosing`` (the raw bytes of the multipart holding the entity, and where its body
     starts) is where a charset for raw 8-bit header bytes is looked for when the entity's own
@@ -177,12 +179,18 @@ def _parse_fields(
     body: tuple[bytes, int] = (b"", 0),
     enclosing: tuple[bytes, int] | None = None,
 ) -> tuple[tuple[tuple[str, str], ...], int | None]:
-    """The fields of a header section, and None; or, with ``stop_at_non_field``, the fields
-    before the first line that is not one and that line's offset (where the body starts). With
-    ``stray_lines_continue``, a line after the first field that is not one continues it."""
+    """The fields of a header section, and None; or, with ``stop_at_non_field`` or
+    ``stray_lines_continue``, the fields before a line that is not one and that line's offset
+    (where the body starts). In those two modes a stray line between fields (a field folded
+    without its leading blank, an Exchange diagnostic's second line, a relay's junk line)
+    continues the field before it, as readers keep such a section whole; only one after the
+    last field ends the section there. Strict, a stray line raises."""
+    lines = header_bytes.split(b"\n")
+    lenient = stop_at_non_field or stray_lines_continue
+    last_field = _last_field_index(lines) if lenient else -1
     fields: list[tuple[bytes, list[bytes]]] = []
     offset = 0
-    for line in header_bytes.split(b"\n"):
+    for index, line in enumerate(lines):
         start, offset = offset, offset + len(line) + 1
         line = line.rstrip(b"\r")
         if not line:
@@ -194,17 +202,32 @@ def _parse_fields(
                 raise MalformedInput("header section starts with a continuation line")
             fields[-1][1].append(line)
             continue
-        name, sep, value = line.partition(b":")
-        if not sep or not _FIELD_NAME.match(name.rstrip()):
-            if stop_at_non_field:
-                return _decoded(fields, body, enclosing), start
-            if stray_lines_continue and fields:
-                fields[-1][1].append(line)
+        if not _is_field(line):
+            if fields and index < last_field:
+                fields[-1][1].append(line)  # more fields follow: it continues this one
                 continue
+            if stop_at_non_field or (stray_lines_continue and fields):
+                return _decoded(fields, body, enclosing), start
             shown = line[:40].decode("ascii", "replace")
             raise MalformedInput(f"header line is not a field: {shown!r}")
+        name, _, value = line.partition(b":")
         fields.append((name.rstrip(), [value]))
     return _decoded(fields, body, enclosing), None
+
+
+def _is_field(line: bytes) -> bool:
+    """Whether ``line`` (no line end, not a continuation) starts a header field."""
+    name, sep, _ = line.partition(b":")
+    return bool(sep) and _FIELD_NAME.match(name.rstrip()) is not None
+
+
+def _last_field_index(lines: list[bytes]) -> int:
+    """The index of the last line of ``lines`` that starts a header field, or -1."""
+    for index in range(len(lines) - 1, -1, -1):
+        line = lines[index].rstrip(b"\r")
+        if line and line[:1] not in (b" ", b"\t") and _is_field(line):
+            return index
+    return -1
 
 
 def _decoded(
