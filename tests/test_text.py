@@ -435,6 +435,22 @@ def test_a_multipart_without_a_delimited_part_shows_its_text(content_type: str) 
     assert (text.body.strip(), text.attachments) == ("Hi there,\r\nthis is the dingus fish.", ())
 
 
+@pytest.mark.parametrize(
+    "content_type", ['multipart/mixed; boundary="BOUNDARY_"', "multipart/alternative"]
+)
+def test_a_multipart_is_read_by_the_boundary_its_body_uses(content_type: str) -> None:
+    # A script that wrote one random boundary into the header and another into the body, or
+    # none into the header: the body's delimiter lines (a line "--" and a boundary, then a
+    # Content- field) say which. Shown as raw MIME text before.
+    content = (
+        f"Content-Type: {content_type}\r\n\r\n--BOUNDARY\r\nContent-Type: text/plain\r\n\r\n"
+        "message 1\r\n--BOUNDARY\r\nContent-Type: text/html\r\n\r\n<p>message 2</p>\r\n"
+        "--BOUNDARY--\r\n"
+    ).encode()
+    assert [p.mime_type for p in iter_parts(content)] == ["text/plain", "text/html"]
+    assert "Content-Type" not in extract_text(content).body
+
+
 def test_an_empty_nested_multipart_is_no_attachment() -> None:
     # Outlook Express for Macintosh gave a nested multipart/alternative its parent's boundary:
     # the nested one is cut empty, its alternatives become the parent's parts. A nested

@@ -641,14 +641,15 @@ def _decode_base64(data: bytes, start: int) -> bytes:
         raise corrupt() from None
 
 
-def multipart_parts(entity: Entity, max_parts: int) -> list[bytes]:
+def multipart_parts(entity: Entity, max_parts: int, boundary: str | None = None) -> list[bytes]:
     """The raw bytes of each body part of a multipart entity, exactly as they appear.
 
     Per RFC 2046 the line break before a delimiter belongs to the delimiter, so it is not part of
     the preceding body part. Raises :class:`MalformedInput` without a boundary or without any
-    delimiter, :class:`LimitExceeded` past ``max_parts``.
+    delimiter, :class:`LimitExceeded` past ``max_parts``. ``boundary`` replaces the one the
+    Content-Type names (see :func:`boundary_in_body`).
     """
-    boundary = entity.content_type.param("boundary")
+    boundary = boundary or entity.content_type.param("boundary")
     if not boundary:
         raise MalformedInput(f"{entity.content_type.mime_type} has no boundary parameter")
     delimiter = b"--" + boundary.encode("utf-8", "replace")
@@ -673,6 +674,21 @@ def multipart_parts(entity: Entity, max_parts: int) -> list[bytes]:
         mime_type = entity.content_type.mime_type
         raise MalformedInput(f"{mime_type} body has no part delimited by its boundary")
     return parts
+
+
+# A line that reads as a delimiter: "--", a boundary, then a header field of a body part.
+_DELIMITER_LIKE = re.compile(
+    rb"^--([!-~]{1,70})\r?\n(?=content-[a-z-]+:)", re.IGNORECASE | re.MULTILINE
+)
+
+
+def boundary_in_body(entity: Entity) -> str | None:
+    """The boundary a multipart's body uses, read off its first line that looks like a
+    delimiter (``--`` and a boundary, then a ``Content-...`` field), for a multipart whose
+    Content-Type names none or one its body never uses (a script that wrote two random
+    boundaries, a gateway that rewrote one of them); None when no line looks like one."""
+    found = _DELIMITER_LIKE.search(entity.raw, entity.body_start)
+    return found.group(1).decode("ascii") if found is not None else None
 
 
 def _delimiter_lines(

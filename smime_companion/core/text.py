@@ -27,6 +27,7 @@ from smime_companion.core.mime import (
     MESSAGE_TYPES,
     Entity,
     base64_then_text,
+    boundary_in_body,
     decode_encoded_words,
     header_date,
     multipart_parts,
@@ -203,7 +204,14 @@ def _inner_entities(entity: Entity) -> list[Entity] | None:
         try:
             children = multipart_parts(entity, MAX_PARTS)
         except MalformedInput:
-            return None
+            # No boundary, or one the body never uses: the one its delimiter lines use, if any.
+            boundary = boundary_in_body(entity)
+            try:
+                children = multipart_parts(entity, MAX_PARTS, boundary) if boundary else []
+            except MalformedInput:
+                children = []
+            if not children:
+                return None
         parsed = []
         digest = ctype.mime_type == "multipart/digest"
         for child in children:
