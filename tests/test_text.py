@@ -314,6 +314,9 @@ def test_a_bounce_shows_its_delivery_status_and_the_returned_header_as_text() ->
     assert "Final-Recipient: rfc822; nobody@example.com" in text.body
     assert "Subject: Lunch" in text.body
     assert text.preview.startswith("Your message could not be delivered. Reporting-MTA")
+    # Lotus Domino and Exchange name the returned header section message/rfc822-headers.
+    domino = BOUNCE.replace(b"text/rfc822-headers", b"message/rfc822-headers")
+    assert extract_text(domino).attachments == () and "Subject: Lunch" in extract_text(domino).body
 
 
 def test_a_read_receipt_and_an_internationalised_report_are_text() -> None:

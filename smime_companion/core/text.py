@@ -261,6 +261,7 @@ _REPORT_TYPES = {
     "message/disposition-notification": "us-ascii",
     "message/feedback-report": "us-ascii",
     "text/rfc822-headers": "us-ascii",
+    "message/rfc822-headers": "us-ascii",  # Lotus Domino's and Exchange's name for it
     "message/global-delivery-status": "utf-8",
     "message/global-disposition-notification": "utf-8",
     "message/global-headers": "utf-8",

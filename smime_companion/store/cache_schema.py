@@ -353,7 +353,8 @@ def _migration_12(conn: apsw.Connection) -> None:
     # without the folders before it; a multipart without a part delimited by its boundary is
     # shown as the text it holds, not listed as a nameless multipart attachment. Messages cached
     # with a nameless text attachment other than plain text, HTML or a calendar, with a name
-    # holding an encoded word or a folder, or with a multipart attachment, are derived again
+    # holding an encoded word or a folder, with a multipart attachment, or with a nameless
+    # message/rfc822-headers (a bounce's returned header, shown as text now), are derived again
     # (Cache.reindex_pending), as in migration 11; those that were no such case come out as
     # they were.
     conn.execute(
@@ -368,6 +369,7 @@ def _migration_12(conn: apsw.Connection) -> None:
            OR instr(filename, '/') > 0
            OR instr(filename, '\\') > 0
            OR lower(mime_type) LIKE 'multipart/%'
+           OR (lower(mime_type) = 'message/rfc822-headers' AND coalesce(filename, '') = '')
         """
     )
 
