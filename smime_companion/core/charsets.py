@@ -203,25 +203,33 @@ class _Script(NamedTuple):
     """A script's letters as patterns: a word of it alone (no other letter beside it), a run
     of its letters, of its upper-case ones (None for a script without case) and of its most
     frequent letters; and how much its frequent letters count (East Asian scripts spread
-    their text over thousands of characters: the frequent ones are a smaller share of it)."""
+    their text over thousands of characters: the frequent ones are a smaller share of it); and
+    the marks left out of a reading before it is scored (the vowel and tone marks of Thai, which
+    are no letters to Python's patterns and would cut each word in pieces)."""
 
     alone: re.Pattern[str]
     letters: re.Pattern[str]
     upper: re.Pattern[str] | None
     frequent: re.Pattern[str]
     weight: float
+    marks: dict[int, None]
 
 
-def _script(letters: str, upper: str | None, frequent: str, weight: float = 1.0) -> _Script:
+def _script(
+    letters: str, upper: str | None, frequent: str, weight: float = 1.0, marks: str = ""
+) -> _Script:
     return _Script(
         re.compile(rf"(?<![^\W\d_])[{letters}]+(?![^\W\d_])"),
         re.compile(f"[{letters}]+"),
         re.compile(f"[{upper}]+") if upper else None,
         re.compile(f"[{frequent}]+"),
         weight,
+        dict.fromkeys(map(ord, marks)),
     )
 
 
+# Thai's vowel and tone marks (combining characters written above and below the consonants).
+_THAI_MARKS = "".join(map(chr, [0x0E31, *range(0x0E34, 0x0E3B), *range(0x0E47, 0x0E4F)]))
 _SCRIPTS = {
     "cyrillic": _script("\u0400-\u052f", "\u0400-\u042f", "оеаинтсрвлкдмпуіОЕАИНТСРВЛКДМПУІ"),
     "greek": _script("\u0386-\u03ce", "\u0386-\u03ab", "αοειτνσςυρηκμπλΑΟΕΙΤΝΣΥΡΗΚΜΠΛ"),
@@ -246,9 +254,10 @@ _SCRIPTS = {
         "的一是不了在人有我他這中大來上們個國和說地也子時道出要會請",
         3.0,
     ),
-    # Thai: consonants, vowels and tone marks (the marks are letters' companions, not letters
-    # to the regular expressions, so words are runs of consonants and vowels).
-    "thai": _script("\u0e01-\u0e3a\u0e40-\u0e4e", None, "านรอกเมงดยสวลทตไบ่้ี"),
+    # Thai: consonants and vowels, its vowel and tone marks left out before scoring.
+    "thai": _script(
+        "\u0e01-\u0e30\u0e32\u0e33\u0e40-\u0e46", None, "านรอกเมงดยสวลทตไบ", marks=_THAI_MARKS
+    ),
     "korean": _script(
         "\uac00-\ud7a3",
         None,
@@ -257,10 +266,8 @@ _SCRIPTS = {
     ),
 }
 _GUESS_SAMPLE = 4096  # bytes of a text its charset is guessed from
-# A word: a run of letters, each character looked at once (Thai vowel and tone marks, which
-# are no letters to Python, inside it: they sit between the letters of a Thai word). A word of
-# Latin letters.
-_WORD = re.compile(r"(?:[^\W\d_]|[\u0e31\u0e34-\u0e3a\u0e47-\u0e4e])+")
+# A word (a run of letters: each character is looked at once); a word of Latin letters.
+_WORD = re.compile(r"[^\W\d_]+")
 _LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f]+")
 _ASCII_LETTER = re.compile(r"[A-Za-z]")
 
@@ -372,7 +379,9 @@ def _script_score(text: str, script: _Script) -> float:
     frequent ones, times the share of the characters beyond ASCII that are its letters at all
     (a wrong charset reads many bytes as box drawing or symbols), damped when most of its
     letters are upper case (as KOI8-R read as windows-1251 is)."""
-    alone, letters_run, upper_run, frequent_run, weight = script
+    alone, letters_run, upper_run, frequent_run, weight, marks = script
+    if marks:
+        text = text.translate(marks)
     words = len(_beyond_ascii_words(text))
     beyond_ascii = len(text) - len(text.encode("ascii", "ignore"))
     letters = sum(map(len, letters_run.findall(text)))

@@ -186,8 +186,7 @@ def _parse_fields(
     continues the field before it, as readers keep such a section whole; only one after the
     last field ends the section there. Strict, a stray line raises."""
     lines = header_bytes.split(b"\n")
-    lenient = stop_at_non_field or stray_lines_continue
-    last_field = _last_field_index(lines) if lenient else -1
+    last_field: int | None = None  # found at the first stray line: most sections have none
     fields: list[tuple[bytes, list[bytes]]] = []
     offset = 0
     for index, line in enumerate(lines):
@@ -202,15 +201,18 @@ def _parse_fields(
                 raise MalformedInput("header section starts with a continuation line")
             fields[-1][1].append(line)
             continue
-        if not _is_field(line):
-            if fields and index < last_field:
-                fields[-1][1].append(line)  # more fields follow: it continues this one
-                continue
+        name, sep, value = line.partition(b":")
+        if not sep or not _FIELD_NAME.match(name.rstrip()):
+            if fields and (stop_at_non_field or stray_lines_continue):
+                if last_field is None:
+                    last_field = _last_field_index(lines)
+                if index < last_field:
+                    fields[-1][1].append(line)  # more fields follow: it continues this one
+                    continue
             if stop_at_non_field or (stray_lines_continue and fields):
                 return _decoded(fields, body, enclosing), start
             shown = line[:40].decode("ascii", "replace")
             raise MalformedInput(f"header line is not a field: {shown!r}")
-        name, _, value = line.partition(b":")
         fields.append((name.rstrip(), [value]))
     return _decoded(fields, body, enclosing), None
 
