@@ -191,12 +191,6 @@ def _date_far_from_signing(date: str | None, signers: Sequence[SignerReport]) ->
         return False
 
 
-def _may_look_alike(from_field: str | None) -> bool:
-    """Whether a From field holds anything a look-alike address needs (a letter beyond ASCII,
-    an ``xn--`` label): most do not, and reading the address costs the email package's parser."""
-    return from_field is not None and (not from_field.isascii() or "xn--" in from_field.lower())
-
-
 def with_revoked_signers(result: OpenResult, revoked: Mapping[str, str]) -> OpenResult:
     """``result`` with every signer whose certificate is in ``revoked`` (SHA-256 fingerprint ->
     why, one line) made ``revoked``, and each layer's and the overall verdict recomputed.
@@ -357,7 +351,7 @@ class _LayerWalk:
             signer=_deciding_signer_address(signed, signature),
             layers=layers,
             content_cipher=encrypted[0].content_cipher if encrypted else None,
-            warnings=tuple(self._message_warnings(signers, headers)),
+            warnings=tuple(self._message_warnings(signers, headers, sender)),
             error=self.error,
             content=self.entity.raw,
             headers=headers,
@@ -367,7 +361,10 @@ class _LayerWalk:
         )
 
     def _message_warnings(
-        self, signers: Sequence[SignerReport], headers: Sequence[tuple[str, str]]
+        self,
+        signers: Sequence[SignerReport],
+        headers: Sequence[tuple[str, str]],
+        sender: Sender,
     ) -> list[str]:
         """The layers' warnings, then those about the whole message and the content shown."""
         warnings = self.warnings
@@ -383,10 +380,8 @@ class _LayerWalk:
             warnings.append(WARN_WEAK_ALGORITHM)
         if _date_far_from_signing(first_field(headers, "Date"), signers):
             warnings.append(WARN_DATE_MISMATCH)
-        if _may_look_alike(first_field(headers, "From")):
-            sender = sender_of(tuple(headers))
-            if sender.address is not None and is_lookalike(sender.address):
-                warnings.append(WARN_LOOKALIKE_ADDRESS)
+        if sender.address is not None and is_lookalike(sender.address):
+            warnings.append(WARN_LOOKALIKE_ADDRESS)
         # S/MIME parts hidden in the content (an unprotected multipart, an attached message,
         # a decrypted multipart): named, never opened or joined to what is shown.
         mime_type = self.entity.content_type.mime_type
