@@ -17,6 +17,7 @@ or as Central European or Turkish words in windows-1250, ISO 8859-2 or windows-1
 from __future__ import annotations
 
 import codecs
+import contextlib
 import re
 from typing import NamedTuple
 
@@ -81,24 +82,25 @@ def decode_mail_text(data: bytes, charset: str | None = None) -> str:
 
 def _decoded(data: bytes, charset: str | None) -> str:
     codec = _codec(charset)
-    if codec is not None and not _utf8_under_another_label(data, codec):
-        try:
+    # ASCII is read by its label first (UTF-7, ISO-2022 are 7-bit), and so is UTF-16 or
+    # UTF-32 (their bytes are no 8-bit text); anything else is UTF-8 when it reads as UTF-8.
+    label_first = codec is not None and (data.isascii() or codec.startswith(_WIDE_CODECS))
+    if codec is not None and label_first:
+        with contextlib.suppress(UnicodeError):
             return _without_lone_surrogates(data.decode(codec))
-        except UnicodeError:
-            pass
     text = _without_charset(data)
     if text is not None:
         return text
-    if _mostly_utf8(data):
-        # UTF-8 with a stray byte or a character cut short (a client that split a line inside
-        # one): read as UTF-8 with a replacement character there, not all of it as 8-bit text.
-        return _without_lone_surrogates(data.decode("utf-8", "replace"))
+    if codec is not None and not label_first:
+        with contextlib.suppress(UnicodeError):
+            return _without_lone_surrogates(data.decode(codec))
     try:
         return _without_lone_surrogates(data.decode(codec or guessed_codec(data), "replace"))
     except UnicodeError:  # a stateful codec (utf-7, iso-2022) that "replace" does not cover
         return data.decode(_FALLBACK, "replace")
 
 
+_WIDE_CODECS = ("utf-16", "utf-32", "utf_16", "utf_32")
 _UTF8_SAMPLE = 64 * 1024
 
 
@@ -111,22 +113,6 @@ def _mostly_utf8(data: bytes) -> bool:
     flaws = text.count("\ufffd")
     beyond_ascii = len(text) - len(text.encode("ascii", "ignore"))
     return beyond_ascii - flaws >= max(flaws, 1)
-
-
-def _utf8_under_another_label(data: bytes, codec: str) -> bool:
-    """Whether ``data``, labelled with another charset, is UTF-8 beyond ASCII (or mostly, see
-    :func:`_mostly_utf8`): scripts and web forms send UTF-8 under ``charset=iso-8859-1`` (and
-    encoded words ``=?iso-8859-1?Q?...?=``) that windows-1252 reads without complaint as
-    "GrÃ¼ÃŸe". Text really written in a single-byte charset is almost never also valid UTF-8
-    (a letter beyond ASCII would have to be followed by symbols such as "Â©"); UTF-16 and
-    UTF-32 labels are taken at their word."""
-    if data.isascii() or codec.startswith(("utf-16", "utf-32", "utf_16", "utf_32")):
-        return False
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return _mostly_utf8(data)  # UTF-8 with a flaw is UTF-8 still
-    return True
 
 
 # An ISO-2022 escape that designates a double-byte set (JIS X 0208, GB 2312, KS C 5601) or
@@ -147,8 +133,6 @@ def decode_header_bytes(
     text = _without_charset(data)
     if text is not None:
         return text
-    if _mostly_utf8(data):  # a UTF-8 subject cut inside a character
-        return _without_lone_surrogates(data.decode("utf-8", "replace"))
     declared = _strictly(data, charset)
     if declared is not None:
         return declared
@@ -161,15 +145,23 @@ def decode_header_bytes(
 
 
 def _without_charset(data: bytes) -> str | None:
-    """``data`` as text when it needs no charset: ASCII (Japanese mail before MIME, and after
-    it without a label: ISO-2022-JP is 7-bit and its escapes say what it is, as Thunderbird
-    reads it) or UTF-8; else None."""
+    """``data`` as text when it needs no charset, whatever a label says: ASCII (Japanese mail
+    before MIME, and after it without a label: ISO-2022-JP is 7-bit and its escapes say what
+    it is, as Thunderbird reads it), UTF-8, or UTF-8 with a flaw (:func:`_mostly_utf8`: a
+    character cut short, a stray byte, read as a replacement character); else None. Scripts
+    and web forms send UTF-8 under ``charset=iso-8859-1`` (and encoded words
+    ``=?iso-8859-1?Q?...?=``) that windows-1252 reads without complaint as "GrÃ¼ÃŸe"; text
+    really written in an 8-bit charset is almost never also UTF-8 (a letter beyond ASCII would
+    have to be followed by symbols such as "Â©")."""
     if data.isascii():
         return _iso2022(data) or data.decode("ascii")
     try:
         return data.decode("utf-8")
     except UnicodeError:
-        return None
+        pass
+    if _mostly_utf8(data):
+        return _without_lone_surrogates(data.decode("utf-8", "replace"))
+    return None
 
 
 def _strictly(data: bytes, label: str | None) -> str | None:
