@@ -35,3 +35,15 @@ def test_an_envelope_inside_decrypted_content_is_named_and_left_sealed(pki, anch
     assert result.decryption == Decryption.OK
     assert "partially-encrypted" in result.warnings
     assert b"the secret" not in result.content
+
+
+def test_an_envelope_in_a_multipart_with_a_wrong_boundary_is_named_too(pki, anchors, now) -> None:
+    # The reader splits such a multipart by the boundary its body uses (core.mime.parts_as_read);
+    # the S/MIME parts the warnings look for are found in the same parts, or one shown as an
+    # attachment would go unnamed.
+    raw = forged.p7m_octet_stream_attached(pki)
+    header, _, body = raw.partition(b"\r\n\r\n")
+    boundary = header.split(b"boundary=", 1)[1].split(b"\r\n")[0].split(b";")[0].strip(b'"')
+    wrong = header.replace(boundary, boundary + b"-not-used") + b"\r\n\r\n" + body
+    result = open_message(wrong, identities=[load_identity(pki, "bob")], anchors=anchors, at=now)
+    assert result.warnings == ("partially-encrypted",)

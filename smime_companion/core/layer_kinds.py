@@ -19,6 +19,7 @@ from smime_companion.core.mime import (
     decode_transfer_encoding,
     multipart_parts,
     parse_entity,
+    parts_as_read,
 )
 from smime_companion.core.verdicts import (
     WARN_MIME_LIMIT,
@@ -218,9 +219,7 @@ def _hidden_smime(
             yield WARN_MIME_LIMIT, None, in_message
             continue
         try:
-            parts = (
-                [entity.decoded_body()] if inside_message else multipart_parts(entity, max_parts)
-            )
+            parts = [entity.decoded_body()] if inside_message else parts_as_read(entity, max_parts)
         except MalformedInput:
             continue
         children = []

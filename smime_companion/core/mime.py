@@ -693,6 +693,20 @@ def boundary_in_body(entity: Entity) -> str | None:
     return found.group(1).decode("ascii") if found is not None else None
 
 
+def parts_as_read(entity: Entity, max_parts: int) -> list[bytes]:
+    """The body parts of a multipart as a reader shows them: by its boundary, else by the one
+    its body uses (:func:`boundary_in_body`). What is shown and what the hidden S/MIME parts
+    are looked for in must be split alike. Raises as :func:`multipart_parts` does when neither
+    delimits a part. (A multipart/signed is verified by its own boundary only.)"""
+    try:
+        return multipart_parts(entity, max_parts)
+    except MalformedInput:
+        boundary = boundary_in_body(entity)
+        if boundary is None:
+            raise
+        return multipart_parts(entity, max_parts, boundary)
+
+
 def _delimiter_lines(
     body: bytes, delimiter: bytes, begin: int = 0
 ) -> Iterator[tuple[int, int, bool]]:

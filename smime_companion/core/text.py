@@ -27,11 +27,10 @@ from smime_companion.core.mime import (
     MESSAGE_TYPES,
     Entity,
     base64_then_text,
-    boundary_in_body,
     decode_encoded_words,
     header_date,
-    multipart_parts,
     parse_entity,
+    parts_as_read,
 )
 from smime_companion.errors import MalformedInput, SmimeCompanionError
 
@@ -202,16 +201,9 @@ def _inner_entities(entity: Entity) -> list[Entity] | None:
     ctype = entity.content_type
     if ctype.mime_type.startswith("multipart/"):
         try:
-            children = multipart_parts(entity, MAX_PARTS)
+            children = parts_as_read(entity, MAX_PARTS)
         except MalformedInput:
-            # No boundary, or one the body never uses: the one its delimiter lines use, if any.
-            boundary = boundary_in_body(entity)
-            try:
-                children = multipart_parts(entity, MAX_PARTS, boundary) if boundary else []
-            except MalformedInput:
-                children = []
-            if not children:
-                return None
+            return None
         parsed = []
         digest = ctype.mime_type == "multipart/digest"
         for child in children:
