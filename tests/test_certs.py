@@ -19,6 +19,7 @@ from smime_companion.core.certs import (
     allows_encryption,
     allows_signing,
     capabilities_from_attribute,
+    describe_subject,
     email_addresses,
     fingerprint_sha256,
     is_usable_for_email,
@@ -237,6 +238,31 @@ def test_an_issuer_name_from_cms_prints_like_the_certificates_issuer(pki: TestPk
     olga = load_cert(pki.cert("olga"))
     subject = asn1_x509.Certificate.load(olga.public_bytes(Encoding.DER)).subject
     assert name_to_rfc4514(subject) == olga.subject.rfc4514_string()
+
+
+def test_a_subject_email_attribute_is_shown_by_its_name_not_its_number() -> None:
+    # Old certificates (Thawte Freemail, Evolution's, CAcert) carry the address in the subject
+    # only; RFC 4514 has no name for it, so cryptography alone prints "1.2.840.113549.1.9.1=".
+    cert = _self_signed(subject_email="alice@example.org")
+    assert describe_subject(cert) == "emailAddress=alice@example.org,CN=Test"
+    assert cert.subject.rfc4514_string().startswith("1.2.840.113549.1.9.1=")  # what is compared
+
+
+def test_an_empty_subject_is_described_as_asked() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    nameless = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "CA")]))
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    assert describe_subject(nameless) == "(empty subject)"
+    assert describe_subject(nameless, "") == ""
 
 
 def test_an_eku_without_email_protection_makes_an_ed25519_certificate_unusable_for_email() -> None:

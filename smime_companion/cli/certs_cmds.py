@@ -33,7 +33,7 @@ from smime_companion.cli.flags import (
 from smime_companion.cli.unlock import unlocked
 from smime_companion.config import Config
 from smime_companion.core.cert_vocabulary import CertRecord
-from smime_companion.core.certs import fingerprint_sha256
+from smime_companion.core.certs import describe_name, describe_subject, fingerprint_sha256
 from smime_companion.core.model import Identity
 from smime_companion.core.printable import for_terminal
 from smime_companion.core.selection import NoCertificate, effective_trust
@@ -94,8 +94,8 @@ def _record_json(record: CertRecord, at: dt.datetime) -> dict[str, Any]:
     return {
         "address": record.address,
         "fingerprint": record.fingerprint,
-        "subject": record.certificate.subject.rfc4514_string(),
-        "issuer": record.certificate.issuer.rfc4514_string(),
+        "subject": describe_subject(record.certificate, ""),
+        "issuer": describe_name(record.certificate.issuer, ""),
         "not_before": record.not_before.isoformat(),
         "not_after": record.not_after.isoformat(),
         "trust": str(effective_trust(record, at)),
@@ -108,7 +108,7 @@ def _record_json(record: CertRecord, at: dt.datetime) -> dict[str, Any]:
         "revocation_checked": record.revocation_checked.isoformat()
         if record.revocation_checked
         else None,
-        "chain": [c.subject.rfc4514_string() for c in record.chain],
+        "chain": [describe_subject(c, "") for c in record.chain],
     }
 
 
@@ -189,15 +189,15 @@ def run_show(args: argparse.Namespace) -> int:
         return EXIT_OK
     for record in records:
         print(for_terminal(_line(record, now)))
-        print(for_terminal(f"  subject      {record.certificate.subject.rfc4514_string()}"))
-        print(for_terminal(f"  issuer       {record.certificate.issuer.rfc4514_string()}"))
+        print(for_terminal(f"  subject      {describe_subject(record.certificate, '')}"))
+        print(for_terminal(f"  issuer       {describe_name(record.certificate.issuer, '')}"))
         print(for_terminal(f"  fingerprint  {record.fingerprint}"))
         print(for_terminal(f"  capabilities {', '.join(record.capabilities) or '-'}"))
         checked = record.revocation_checked.isoformat() if record.revocation_checked else "never"
         where = evidence[record.fingerprint] or "-"
         print(for_terminal(f"  revocation   {record.revocation} (checked {checked}; {where})"))
         for issuer in record.chain:
-            print(for_terminal(f"  chain        {issuer.subject.rfc4514_string()}"))
+            print(for_terminal(f"  chain        {describe_subject(issuer, '')}"))
     if selection is not None:
         if isinstance(selection, NoCertificate):
             print(for_terminal(f"encryption: none ({selection.reason})"))
@@ -411,7 +411,7 @@ def run_identity_list(args: argparse.Namespace) -> int:
                 {
                     "fingerprint": i.fingerprint,
                     "addresses": list(i.addresses),
-                    "subject": i.identity.certificate.subject.rfc4514_string(),
+                    "subject": describe_subject(i.identity.certificate, ""),
                     "not_before": i.identity.certificate.not_valid_before_utc.isoformat(),
                     "not_after": i.identity.certificate.not_valid_after_utc.isoformat(),
                     "imported": i.imported.isoformat() if i.imported else None,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from smime_companion import runtime
 from smime_companion.cli.flags import Subcommands, add_command, config_from_args
 from smime_companion.config import AccountConfig, Config
+from smime_companion.core.certs import describe_name, describe_subject
 from smime_companion.core.printable import for_terminal
 from smime_companion.errors import SmimeCompanionError
 
@@ -87,7 +88,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         checks.warn("identity: none configured (encrypted mail cannot be opened)")
     for identity in identities:
         cert = identity.certificate
-        subject = cert.subject.rfc4514_string()
+        subject = describe_subject(cert)
         days = (cert.not_valid_after_utc - now).days
         if cert.not_valid_before_utc > now:
             checks.fail(
@@ -157,7 +158,7 @@ def _check_harvested(checks: _Checks, config: Config, anchors: list[Any], now: d
         if now > record.certificate.not_valid_after_utc or record.trust == Trust.TOFU:
             continue  # expired is not a trust problem; a pin is the user's decision
         if chain_to_anchor(record.certificate, [*record.chain, *pool], anchors) is None:
-            issuer = record.certificate.issuer.rfc4514_string() or "(no issuer)"
+            issuer = describe_name(record.certificate.issuer, "(no issuer)")
             unanchored.setdefault(issuer, []).append(record.fingerprint)
     if not unanchored:
         checks.ok(f"harvested certificates: all {len(records)} chain to an anchor or are pinned")

@@ -34,7 +34,7 @@ from smime_companion.config import (
     default_data_dir,
     parse_config,
 )
-from smime_companion.core.certs import email_addresses
+from smime_companion.core.certs import describe_name, describe_subject, email_addresses
 from smime_companion.core.model import Identity
 from smime_companion.core.printable import for_terminal
 from smime_companion.errors import ImapError, KeyLoadError, SecretUnavailable, UsageError
@@ -365,8 +365,8 @@ def _server_trust(ask: _Asker, config_path: Path, host: str, port: int) -> Path 
             f"The TLS certificate of {host}:{port} is not trusted by this system ({seen.problem})."
         )
     )
-    print(for_terminal(f"  subject: {cert.subject.rfc4514_string()}"))
-    print(for_terminal(f"  issuer:  {cert.issuer.rfc4514_string()}"))
+    print(for_terminal(f"  subject: {describe_subject(cert, '')}"))
+    print(for_terminal(f"  issuer:  {describe_name(cert.issuer, '')}"))
     print(f"  SHA-256 fingerprint: {pretty}")
     print("Compare the fingerprint with what your mail provider or administrator shows.")
     if not ask.tty:

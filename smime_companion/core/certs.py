@@ -211,15 +211,32 @@ def fingerprint_sha256(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
-def describe_subject(cert: x509.Certificate, empty: str = "(empty subject)") -> str:
-    """The subject as RFC 4514 text, ``empty`` when it has no attribute, and "(unreadable
-    subject)" when cryptography refuses it: names are parsed only when first read, and a
-    certificate that did not come through ``core.cert_loading`` (which reads them) may carry
-    one cryptography cannot parse. Never raises."""
+# RFC 4514 names no emailAddress attribute, so cryptography prints its dotted OID; the name
+# OpenSSL and most mail clients show it under is clearer to a person (display only: names that
+# are compared use plain ``rfc4514_string``).
+_SHOWN_ATTRIBUTE_NAMES = {NameOID.EMAIL_ADDRESS: "emailAddress"}
+
+
+def describe_name(name: x509.Name, empty: str = "(empty name)") -> str:
+    """A distinguished name as RFC 4514 text for a person to read (emailAddress by that name),
+    ``empty`` when it has no attribute, and "(unreadable name)" when cryptography refuses it:
+    names are parsed only when first read. Never raises."""
     try:
-        return cert.subject.rfc4514_string() or empty
+        return name.rfc4514_string(_SHOWN_ATTRIBUTE_NAMES) or empty
+    except (ValueError, TypeError):
+        return "(unreadable name)"
+
+
+def describe_subject(cert: x509.Certificate, empty: str = "(empty subject)") -> str:
+    """The subject as :func:`describe_name` shows it, "(unreadable subject)" when cryptography
+    refuses it (a certificate that did not come through ``core.cert_loading``, which reads
+    names, may carry one cryptography cannot parse). Never raises."""
+    try:
+        subject = cert.subject
     except (ValueError, TypeError):
         return "(unreadable subject)"
+    shown = describe_name(subject, empty)
+    return "(unreadable subject)" if shown == "(unreadable name)" else shown
 
 
 def is_usable_for_email(cert: x509.Certificate) -> bool:

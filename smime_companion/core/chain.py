@@ -31,6 +31,7 @@ from smime_companion.core.cert_loading import load_certificate
 from smime_companion.core.certs import (
     CertificateDefect,
     allows_signing,
+    describe_name,
     describe_subject,
     email_addresses,
     extension_value,
@@ -532,7 +533,7 @@ class PathBuilder:
             return self._search.gave_up
         if self.rejections:
             return "no path to a trust anchor: " + next(reversed(self.rejections.values()))
-        issuer = signer.cert.issuer.rfc4514_string() or "(empty issuer)"
+        issuer = describe_name(signer.cert.issuer, "(empty issuer)")
         if signer.cert.subject == signer.cert.issuer:
             return f"self-signed certificate {issuer} is not a trust anchor"
         return f"no path to a trust anchor: issuer {issuer} is not known"

@@ -27,7 +27,11 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
 from smime_companion.core.cert_vocabulary import Revocation
-from smime_companion.core.certs import CertificateDefect, extension_value
+from smime_companion.core.certs import (
+    CertificateDefect,
+    describe_subject,
+    extension_value,
+)
 from smime_companion.core.signatures import certificate_signed_by, signed_by, structure_signed_by
 
 # Clocks differ: a response "produced" slightly in our future is still fine.
@@ -253,9 +257,7 @@ def read_crl(
         else:
             crl = x509.load_der_x509_crl(data)
         if crl.issuer != issuer.subject:
-            return unavailable(
-                f"CRL from {source} is not issued by {issuer.subject.rfc4514_string()}"
-            )
+            return unavailable(f"CRL from {source} is not issued by {describe_subject(issuer)}")
         if not structure_signed_by(
             crl.public_bytes(serialization.Encoding.DER), issuer.public_key()
         ):
@@ -316,6 +318,4 @@ def chain_answer(
 def _about_ca(
     ca: x509.Certificate, answer: RevocationAnswer, checked: datetime, what: str
 ) -> RevocationAnswer:
-    return replace(
-        answer, checked=checked, reason=f"the issuing CA {ca.subject.rfc4514_string()}: {what}"
-    )
+    return replace(answer, checked=checked, reason=f"the issuing CA {describe_subject(ca)}: {what}")

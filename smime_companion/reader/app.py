@@ -15,6 +15,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, render_template, request
 
 from smime_companion.core import printable
+from smime_companion.core.certs import describe_subject
 from smime_companion.reader import (
     dates,
     quote_folding,
@@ -71,6 +72,7 @@ def create_app(context: ReaderContext, port: int) -> Flask:
     # A name the sender chose for a file: its bidirectional and control characters shown
     # escaped, so "invoice\u202egpj.exe" cannot pass for "invoiceexe.jpg".
     app.add_template_filter(printable.for_terminal, "visible_controls")
+    app.add_template_filter(describe_subject, "subject")
     app.add_template_filter(dates.shown_header_date, "header_date")
     app.add_template_filter(quote_folding.fold_quotes, "fold_quotes")
     routes_mail.register(app)
