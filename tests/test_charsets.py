@@ -208,6 +208,11 @@ UNLABELLED = [
     ("Bună ziua, vă trimit raportul. Mulţumesc, Ştefan.", ("cp1250", "iso8859-2")),
     ("Merhaba Ayşe, üçüncü çeyrek raporunu gönderiyorum. Teşekkürler, Oğuz.",
      ("cp1254", "iso8859-9")),
+    # Baltic: windows-1252 would show "Aèiû", "Bçrziòð", "Ðmidt".
+    ("Laba diena, siunčiu jums ataskaitą. Ačiū, Žygimantas Šimkus, Vilnius.",
+     ("cp1257", "iso8859-13")),
+    ("Labdien, nosūtu jums pārskatu. Paldies, Jānis Bērziņš, Rīga.", ("cp1257", "iso8859-13")),
+    ("Tere, saadan teile aruande. Tänan, Jüri Õunapuu, Tõnu Šmidt.", ("cp1257",)),
     # ... and western text with letters or signs those charsets would read otherwise stays.
     ("Sehr geehrte Frau Müller¹, anbei die Übersicht über 5 m³. Grüße, Jörg.", ("cp1252",)),
     ("Bon dia, us envio l'informe. Gràcies, Jordi. La col·laboració és útil, però això",

@@ -10,8 +10,8 @@ is; a flaw becomes a replacement character), else the declared charset when it d
 bytes cleanly, else the declared charset with replacement characters; without a usable label,
 ISO-2022-JP when its escapes say so, else windows-1252 unless the words read as Cyrillic, Greek,
 Hebrew, Arabic, Japanese, Chinese, Korean or Thai in one of the charsets old mail used for them,
-or as Central European or Turkish words in windows-1250, ISO 8859-2 or windows-1254
-(:func:`guessed_codec`).
+or as Central European, Turkish or Baltic words in windows-1250, ISO 8859-2, windows-1254 or
+windows-1257 (:func:`guessed_codec`).
 """
 
 from __future__ import annotations
@@ -270,9 +270,9 @@ def guessed_codec(data: bytes) -> str:
     beyond ASCII and none within it, as "Ïðèâåò" is; or mostly symbols) and read better, in
     one of the charsets of other scripts, as words of that script alone, mostly in lower case
     and made of its frequent letters (a KOI8-R "Привет" read as windows-1251 is "пРИВЕТ"); or
-    unless Latin-script text reads as one Central European or Turkish language in windows-1250,
-    ISO 8859-2 or windows-1254 (:func:`_latin_codec`). Looks at the first 4 KB, with regular
-    expressions only; western text of one language costs one reading."""
+    unless Latin-script text reads as one Central European, Turkish or Baltic language in
+    windows-1250, ISO 8859-2, windows-1254 or windows-1257 (:func:`_latin_codec`). Looks at the
+    first 4 KB, with regular expressions only; western text of one language costs one reading."""
     sample = data[:_GUESS_SAMPLE]
     as_western = sample.decode(_FALLBACK, "replace")
     western = _western_share(as_western)
@@ -291,18 +291,18 @@ def guessed_codec(data: bytes) -> str:
 
 
 # Latin-script text is windows-1252 unless its letters read as one language only in the charset
-# of Central European or Turkish mail: "Za¿ó³æ gê¶l±" is Polish in ISO 8859-2 ("Zażółć gęślą"),
-# "Pøíliš žlu�ouèký" Czech in windows-1250. Each group is the letters beyond ASCII one language
-# (or a few that share them) writes; a reading is as consistent as the largest share of its such
-# letters one group holds.
-_LATIN_CODECS = ("cp1250", "iso8859-2", "cp1254")
+# of Central European, Turkish or Baltic mail: "Za¿ó³æ gê¶l±" is Polish in ISO 8859-2 ("Zażółć
+# gęślą"), "Pøíliš žlu�ouèký" Czech in windows-1250, "Aèiû" Lithuanian in windows-1257 ("Ačiū").
+# Each group is the letters beyond ASCII one language (or a few that share them) writes; a
+# reading is as consistent as the largest share of its such letters one group holds.
+_LATIN_CODECS = ("cp1250", "iso8859-2", "cp1254", "cp1257")
 _LATIN_GROUPS = tuple(
     frozenset(letters)
     for letters in (
         "äöüßé", "àâçèéêëîïôùûüÿœæ", "áéíóúñü", "áâãàçéêíóôõú", "àèéìíîòóù",  # de fr es pt it
         "àçèéíïòóú", "åäöæøéüáíóúýþð", "éëïèöüáó", "äöåõüšž",  # ca, Nordic, nl, fi and et
         "ąćęłńóśźż", "áčďéěíĺľňóôŕřšťúůýžä", "áéíóöőúüű", "čćđšž", "ăâîşţ",  # pl cs/sk hu hr ro
-        "çğıöşüâî",  # Turkish
+        "çğıöşüâî", "ąčęėįšųūž", "āčēģīķļņšūž",  # Turkish, Lithuanian, Latvian
     )
 )  # fmt: skip
 _LETTER_BEYOND_ASCII = re.compile(r"[^\x00-\x7f\W\d_]")  # and superscript digits: see isalpha
@@ -310,10 +310,10 @@ _LETTER_BEYOND_ASCII = re.compile(r"[^\x00-\x7f\W\d_]")  # and superscript digit
 
 def _latin_codec(sample: bytes, as_western: str) -> str:
     """The codec of Latin-script text (its windows-1252 reading ``as_western`` reads as words
-    of a western language): windows-1252 unless windows-1250, ISO 8859-2 or windows-1254 reads
-    it clearly better, as letters of one language where windows-1252 made symbols of some
-    ("przes³anie") or mixed the letters of several ("veèer", "tûrõ"). One count of the
-    letters beyond ASCII; western text of one language costs nothing more."""
+    of a western language): windows-1252 unless windows-1250, ISO 8859-2, windows-1254 or
+    windows-1257 reads it clearly better, as letters of one language where windows-1252 made
+    symbols of some ("przes³anie") or mixed the letters of several ("veèer", "tûrõ", "Ðmidt").
+    One count of the letters beyond ASCII; western text of one language costs nothing more."""
     western = _latin_reading_score(as_western)
     if western >= 0.95:
         return _FALLBACK
