@@ -141,8 +141,17 @@ def pair_keys_with_certificates(
     identities = []
     for key in keys:
         match = next((c for c in cert_list if public_keys_match(key, c)), None)
+        if match is None and not cert_list:
+            raise KeyLoadError(
+                "a private key came without its certificate; give the certificate too "
+                "(--cert, the config's cert, or in the same PEM file)"
+            )
         if match is None:
-            raise KeyLoadError("a private key has no matching certificate; add it with --cert")
+            raise KeyLoadError(
+                f"the private key matches none of the {len(cert_list)} certificate(s) given: "
+                "each key needs the certificate of its own public key (compare "
+                "'openssl pkey -pubout' with 'openssl x509 -pubkey -noout')"
+            )
         chain = tuple(c for c in cert_list if c is not match)
         identities.append(Identity(key=key, certificate=match, chain=chain))
     return identities

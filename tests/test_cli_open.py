@@ -91,6 +91,19 @@ def test_a_wrong_pkcs12_password_is_a_usage_error(sealed: Path, pki: TestPki) ->
     assert b"wrong PKCS#12 password" in proc.stderr
 
 
+def test_a_key_without_its_certificate_is_a_usage_error_saying_which_is_missing(
+    sealed: Path, pki: TestPki
+) -> None:
+    alone = _run("open", sealed, "--key", pki.key("bob"))
+    assert alone.returncode == 2
+    assert alone.stderr.decode().count("\n") == 1
+    assert "came without its certificate" in alone.stderr.decode()
+    # The certificate of another key (a renewal's, a colleague's) is the common mistake.
+    mismatched = _run("open", sealed, "--key", pki.key("bob"), "--cert", pki.cert("alice"))
+    assert mismatched.returncode == 2
+    assert "matches none of the 1 certificate(s) given" in mismatched.stderr.decode()
+
+
 def test_a_bad_at_time_is_a_usage_error(sealed: Path) -> None:
     proc = _run("open", sealed, "--at", "yesterday")
     assert proc.returncode == 2 and b"ISO-8601" in proc.stderr
