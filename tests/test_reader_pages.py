@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from smime_companion import runtime
 from smime_companion.cli import main
 from smime_companion.reader.dates import in_list, shown_header_date
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki
@@ -352,7 +353,7 @@ def test_only_a_whole_message_part_opens_as_one(world: World) -> None:
 def test_outlook_rich_text_shows_what_winmail_dat_holds(world: World) -> None:
     page = _page(world, "/message/8")
     assert "valid" in page and "winmail.dat" not in page
-    for name in ("TBZ PARIV GmbH.jpg", "image003.jpg", "UmlautAnhang-\u00e4\u00fc\u00f6.txt"):
+    for name in ("TBZ PARIV GmbH.jpg", "UmlautAnhang-\u00e4\u00fc\u00f6.txt"):
         assert f"{html.escape(name)}</a>" in page
     # The HTML Outlook wrapped in RTF is the body (its plain text one step away), and its
     # inline picture is drawn from the file Outlook sent with it.
@@ -363,6 +364,26 @@ def test_outlook_rich_text_shows_what_winmail_dat_holds(world: World) -> None:
     cookie, _ = world.session()
     status, headers, body = world.request("GET", "/message/8/part/5", {"Cookie": cookie})
     assert (status, body) == (200, b"TEST \xe4\xf6\xfc +-*/~")  # Windows-1252, as sent
+
+
+def test_a_picture_the_html_draws_is_listed_with_the_attachments_only_in_the_text_view(
+    world: World,
+) -> None:
+    # image003.jpg is the logo Outlook's HTML draws by its cid (as every Outlook signature
+    # does): webmail does not list it again; the text view draws nothing, so lists it.
+    assert "image003.jpg</a>" not in _page(world, "/message/8")
+    assert "image003.jpg</a>" in _page(world, "/message/8?view=text")
+
+
+def test_a_picture_the_scanner_found_infected_is_never_drawn_and_stays_listed(
+    world: World,
+) -> None:
+    with runtime.open_cache(world.config) as cache:
+        cache.record_scan(8, "clean", {4: "infected:Eicar-Test-Signature"})
+    frame = _page(world, "/message/8/html/2")
+    assert "data:image/jpeg;base64," not in frame
+    page = _page(world, "/message/8")
+    assert "image003.jpg</a>" in page and "infected:Eicar-Test-Signature" in page
 
 
 def test_an_attached_photo_is_shown_as_a_picture_under_the_text(world: World) -> None:

@@ -109,6 +109,9 @@ class MessageView:
     badges: list[Badge] = field(default_factory=list)
     # Attached pictures shown under the text (see :func:`pictures`), by part number.
     pictures: list[StoredAttachment] = field(default_factory=list)
+    # The parts an HTML body shown draws in place (cid: or Content-Location images, an
+    # Outlook signature's logo): not listed with the attachments unless the page shows text.
+    drawn: frozenset[int] = frozenset()
     # Meeting invitations the message carries, shown as cards above the text.
     invitations: list[Invitation] = field(default_factory=list)
 
@@ -355,7 +358,8 @@ def message_view(cache: Cache, store: CertStore, message_id: int) -> MessageView
     parts = _parts(content) if content is not None else []
     bodies = _bodies_of(parts, _trusted(report))
     attachments = cache.attachments(message_id)
-    bodies, under_text = _pictures_in_place(bodies, pictures(parts, bodies, attachments))
+    drawn = _drawn_by_html(parts, bodies, attachments)
+    bodies, under_text = _pictures_in_place(bodies, pictures(parts, drawn, attachments))
     changed = key_changed(store, report)
     return MessageView(
         summary=summary,
@@ -372,6 +376,7 @@ def message_view(cache: Cache, store: CertStore, message_id: int) -> MessageView
             [*(report.get("warnings") or []), *(["key-changed"] if changed else [])],
         ),
         pictures=under_text,
+        drawn=drawn,
         invitations=invitations(parts),
     )
 
@@ -389,24 +394,62 @@ def invitations(parts: list[mime_text.Part]) -> list[Invitation]:
 
 
 def pictures(
-    parts: list[mime_text.Part], bodies: list[Body], attachments: list[StoredAttachment]
+    parts: list[mime_text.Part], drawn: frozenset[int], attachments: list[StoredAttachment]
 ) -> list[StoredAttachment]:
     """The attachments shown as pictures under the text, as webmail shows attached photos: a
     PNG, JPEG, GIF or WebP that its bytes confirm (:func:`html_mail.picture_type`), not too
-    large, not found infected, and not one an HTML body shown already draws (``cid:``, or by
-    its Content-Location)."""
-    html_shown = any(b.kind == "html" for b in bodies)
+    large, not found infected, and not one an HTML body shown already draws (``drawn``)."""
     drawable = {
         p.number
         for p in parts
         if p.is_attachment
         and len(p.data) <= MAX_INLINE_IMAGE_BYTES
         and picture_type(p.data) is not None
-        and not (html_shown and (p.content_id or p.content_location))
+        and p.number not in drawn
     }
     return [
         a for a in attachments if a.part in drawable and not (a.scan or "").startswith("infected:")
     ]
+
+
+def _drawn_by_html(
+    parts: list[mime_text.Part], bodies: list[Body], attachments: list[StoredAttachment]
+) -> frozenset[int]:
+    """The parts the HTML bodies shown draw in place: the images their ``cid:`` references
+    and Content-Locations name, as :func:`html_body` inlines them (the same sanitiser decides,
+    so a reference it drops, or an image it refuses, leaves the part listed)."""
+    shown_html = {b.part for b in bodies if b.kind == "html"}
+    images, locations = _inline_images(parts, attachments)
+    if not shown_html or not (images or locations):
+        return frozenset()
+    used: set[str] = set()
+    for part in parts:
+        if part.number in shown_html:
+            used |= clean_html(mime_text.decoded_text(part), images, locations).inlined
+    return frozenset(
+        p.number
+        for p in parts
+        if (p.content_id and p.content_id.lower() in images and p.content_id.lower() in used)
+        or (p.content_location in locations and p.content_location in used)
+    )
+
+
+def _inline_images(
+    parts: list[mime_text.Part], attachments: list[StoredAttachment]
+) -> tuple[dict[str, InlineImage], dict[str, InlineImage]]:
+    """The parts an HTML body may draw, by Content-ID (lower case) and by Content-Location;
+    never one the scanner found infected (listed with its finding instead)."""
+    infected = {a.part for a in attachments if (a.scan or "").startswith("infected:")}
+    usable = [p for p in parts if p.number not in infected]
+    images = {
+        p.content_id.lower(): InlineImage(p.mime_type, p.data) for p in usable if p.content_id
+    }
+    locations = {
+        p.content_location: InlineImage(p.mime_type, p.data)
+        for p in usable
+        if p.content_location and p.is_attachment
+    }
+    return images, locations
 
 
 def _pictures_in_place(
@@ -520,12 +563,7 @@ def html_body(cache: Cache, message_id: int, part_number: int) -> CleanHtml | No
     html = next((p for p in parts if p.number == part_number), None)
     if html is None or html.mime_type != "text/html":
         return None
-    images = {p.content_id.lower(): InlineImage(p.mime_type, p.data) for p in parts if p.content_id}
-    locations = {
-        p.content_location: InlineImage(p.mime_type, p.data)
-        for p in parts
-        if p.content_location and p.is_attachment
-    }
+    images, locations = _inline_images(parts, cache.attachments(message_id))
     return clean_html(mime_text.decoded_text(html), images, locations)
 
 

@@ -207,6 +207,9 @@ def message(message_id: int) -> str:
     if not back.startswith("/mail"):
         back = url_for("mailbox", account=view.summary.account, folder=view.summary.folder)
     attached_parts = {a.part for a in view.attachments if message_view.is_attached_message(a)}
+    # A picture the HTML draws in place is not listed again, as webmail does; the text view
+    # draws none, so there every attachment is listed.
+    listed = [a for a in view.attachments if as_text or a.part not in view.drawn]
     smime_parts = message_view.smime_parts(cache, message_id)
     if state.context.open_attached is None:
         attached_parts, smime_parts = set(), []
@@ -216,6 +219,7 @@ def message(message_id: int) -> str:
         as_text=as_text,
         texts=texts,
         attached_parts=attached_parts,
+        listed=listed,
         smime_parts=smime_parts,
         back=back,
         neighbours=_neighbours(back, message_id),
