@@ -9,7 +9,7 @@ import base64
 import pytest
 
 from smime_companion.core.text import Part, iter_parts
-from smime_companion.reader import message_view
+from smime_companion.reader import html_mail, message_view
 from smime_companion.reader.html_mail import InlineImage, clean_html
 
 PNG = b"\x89PNG\r\n\x1a\n fake image bytes"
@@ -70,6 +70,23 @@ def test_remote_images_are_counted_and_cid_images_become_our_data_uris() -> None
     assert cleaned.inlined == frozenset({"logo@x"})
     assert f'src="data:image/png;base64,{base64.b64encode(PNG).decode()}"' in cleaned.html
     assert "svg" not in cleaned.html  # an SVG part is never inlined: it can carry script
+
+
+def test_a_picture_named_a_thousand_times_is_drawn_within_a_budget_not_a_thousand_times(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each reference is a data: URI of its own: 17 KB of HTML naming one 5 MB part a thousand
+    # times came to 7 GB. Past the budget a picture is withheld (and counted), not drawn.
+    monkeypatch.setattr(html_mail, "MAX_INLINED_BYTES", 1_000_000)
+    photo = InlineImage("image/png", PNG + b"\0" * 300_000)
+    cleaned = clean_html("<p>Hi</p>" + '<img src="cid:logo@x">' * 1000, {"logo@x": photo})
+    assert cleaned.html.count("data:image/png;base64,") == 3
+    assert cleaned.withheld == 997
+    assert len(cleaned.html) < 1_000_000 * 4 // 3 + 30_000
+    assert cleaned.inlined == frozenset({"logo@x"})
+    # The same picture named a few times, as newsletters repeat a spacer, is drawn each time.
+    spacer = clean_html('<img src="cid:logo@x">' * 3, IMAGES)
+    assert (spacer.html.count("data:image/png"), spacer.withheld) == (3, 0)
 
 
 def test_a_picture_the_html_carries_as_a_data_uri_is_shown_and_nothing_else_is() -> None:

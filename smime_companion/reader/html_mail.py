@@ -46,6 +46,11 @@ def picture_type(data: bytes) -> str | None:
 
 # A cid: image larger than this is listed as an attachment instead of inlined.
 MAX_INLINE_IMAGE_BYTES = 5 * 1024 * 1024
+# The pictures one HTML body may draw from the message's parts, in all: each reference is a
+# data: URI of its own, so a short body naming one large part a thousand times would otherwise
+# grow into gigabytes. Mail servers take messages of 25 to 35 MB; pictures past this are not
+# drawn (CleanHtml.withheld).
+MAX_INLINED_BYTES = 32 * 1024 * 1024
 
 _TAGS = set(nh3.ALLOWED_TAGS) | {"font"}
 _ATTRIBUTES: dict[str, set[str]] = {
@@ -123,6 +128,7 @@ class CleanHtml:
     remote_images: int
     inlined: frozenset[str]
     as_text: bool = False  # too deeply nested to parse in bounded time: shown as its text
+    withheld: int = 0  # pictures of the message's own not drawn: past MAX_INLINED_BYTES
 
 
 def clean_html(
@@ -140,9 +146,8 @@ def clean_html(
     if too_deep(html):
         text = html_to_text(html)
         return CleanHtml(f"<pre>{escape(text)}</pre>", 0, frozenset(), as_text=True)
-    blocked = [0]
-    inlined: set[str] = set()
-    filter_attribute = _attribute_filter(images, locations or {}, blocked, inlined)
+    drawing = _Drawing()
+    filter_attribute = _attribute_filter(images, locations or {}, drawing)
     cleaned = nh3.clean(
         html,
         tags=_TAGS,
@@ -157,7 +162,37 @@ def clean_html(
         filter_style_properties=_STYLE_PROPERTIES,
         allowed_classes=_CLASSES,
     )
-    return CleanHtml(fold_html_quote(cleaned), blocked[0], frozenset(inlined))
+    return CleanHtml(
+        fold_html_quote(cleaned),
+        drawing.blocked,
+        frozenset(drawing.inlined),
+        withheld=drawing.withheld,
+    )
+
+
+class _Drawing:
+    """What the image sources of one HTML body came to: remote ones blocked, the message's own
+    pictures drawn (their data: URIs written once each) within MAX_INLINED_BYTES, and those
+    withheld past it."""
+
+    def __init__(self) -> None:
+        self.blocked = 0
+        self.withheld = 0
+        self.inlined: set[str] = set()
+        self._left = MAX_INLINED_BYTES
+        self._uris: dict[int, str] = {}  # by id() of the image, alive in the caller's maps
+
+    def draw(self, name: str, image: InlineImage) -> str | None:
+        """The data: URI that draws ``image`` (known to the message as ``name``), or None when
+        the budget is spent."""
+        if len(image.data) > self._left:
+            self.withheld += 1
+            return None
+        self._left -= len(image.data)
+        self.inlined.add(name)
+        if id(image) not in self._uris:
+            self._uris[id(image)] = _data_uri(image)
+        return self._uris[id(image)]
 
 
 # The only CSS functions a kept style may call: colours. Anything else with a "(" (url(),
@@ -178,10 +213,7 @@ def _safe_style(value: str) -> str | None:
 
 
 def _attribute_filter(
-    images: Mapping[str, InlineImage],
-    locations: Mapping[str, InlineImage],
-    blocked: list[int],
-    inlined: set[str],
+    images: Mapping[str, InlineImage], locations: Mapping[str, InlineImage], drawing: _Drawing
 ) -> Callable[[str, str, str], str | None]:
     def keep(element: str, attribute: str, value: str) -> str | None:
         if attribute in ("src", "href", "cite") or (element == "area" and attribute == "href"):
@@ -191,16 +223,14 @@ def _attribute_filter(
                     cid = target[4:].strip().strip("<>").lower()
                     image = images.get(cid)
                     if image is not None and _inlinable(image):
-                        inlined.add(cid)
-                        return _data_uri(image)
+                        return drawing.draw(cid, image)
                     return None
                 if target[:5].lower() == "data:":
                     return _embedded_picture(target)
                 image = locations.get(target)
                 if image is not None and _inlinable(image):
-                    inlined.add(target)
-                    return _data_uri(image)
-                blocked[0] += 1
+                    return drawing.draw(target, image)
+                drawing.blocked += 1
                 return None
             if attribute == "cite":
                 return None  # a URL nobody needs to see, and no reason to keep one

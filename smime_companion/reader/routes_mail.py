@@ -24,7 +24,7 @@ from smime_companion.core import printable
 from smime_companion.core import text as mime_text
 from smime_companion.errors import SmimeCompanionError, UsageError
 from smime_companion.reader import mailbox_view, message_view
-from smime_companion.reader.html_mail import CleanHtml
+from smime_companion.reader.html_mail import MAX_INLINED_BYTES, CleanHtml
 from smime_companion.reader.security import COOKIE
 from smime_companion.reader.web_state import new_nonce, reader
 
@@ -261,7 +261,12 @@ def html_part(message_id: int, part: int) -> Response:
     if cleaned is None:
         abort(404)
     nonce = new_nonce()
-    page = render_template("frame.html", cleaned=cleaned, nonce=nonce)
+    page = render_template(
+        "frame.html",
+        cleaned=cleaned,
+        nonce=nonce,
+        max_inlined_mb=MAX_INLINED_BYTES // (1024 * 1024),
+    )
     response = Response(page, mimetype="text/html")
     response.headers["Content-Security-Policy"] = FRAME_POLICY.format(nonce=nonce)
     response.headers["X-Frame-Options"] = "SAMEORIGIN"
