@@ -357,3 +357,41 @@ def test_a_page_of_another_origin_can_neither_read_nor_change_anything(
         attacker.shutdown()
     with runtime.open_cache(world.config) as cache:
         assert cache.unread_among([cache.summary(target.id)]) == {target.id}  # unchanged
+
+
+def test_a_message_of_many_html_bodies_loads_only_the_frames_in_sight(
+    tmp_path: Path, pki: TestPki, now: dt.datetime, browser: Any
+) -> None:
+    # Each frame reads the message again on the server: a digest or a hostile message of 300
+    # bodies opened 300 of them at once, each costing what the whole message costs to read.
+    bodies = b"".join(
+        b"--o\r\nContent-Type: multipart/alternative; boundary=a%d\r\n\r\n"
+        b"--a%d\r\nContent-Type: text/plain\r\n\r\nplain %d\r\n"
+        b"--a%d\r\nContent-Type: text/html\r\n\r\n<p>html %d</p>\r\n--a%d--\r\n" % ((i,) * 6)
+        for i in range(300)
+    )
+    digest = (
+        b"From: list@example.org\r\nSubject: Digest\r\nDate: Mon, 07 Dec 2026 10:00:00 +0000\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=o\r\n\r\n"
+        + bodies + b"--o--\r\n"
+    )  # fmt: skip
+    worlds = make_world(tmp_path / "digest", pki, now, [digest])
+    world = next(worlds)
+    try:
+        _sign_in(browser, world)
+        requested_urls(browser)
+        frames: list[str] = []  # the frames asked for so far (reading the log drains it)
+
+        def asked_for(part: int) -> bool:
+            frames.extend(u for u in requested_urls(browser) if "/message/1/html/" in u)
+            return any(u.endswith(f"/message/1/html/{part}") for u in frames)
+
+        browser.get(f"http://127.0.0.1:{world.port}/message/1")
+        wait_for(lambda: asked_for(2))
+        time.sleep(1)  # what the page would still ask for
+        asked_for(2)
+        assert len(frames) < 60, len(frames)
+        browser.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+        wait_for(lambda: asked_for(600))
+    finally:
+        next(worlds, None)

@@ -542,13 +542,17 @@ def _parts(content: bytes) -> list[mime_text.Part]:
         return []
 
 
-def text_body(cache: Cache, message_id: int, part_number: int) -> str | None:
-    """The text of part ``part_number`` (HTML turned into text), or None when there is none."""
+def text_bodies(cache: Cache, message_id: int, part_numbers: set[int]) -> dict[int, str]:
+    """The text of each of parts ``part_numbers`` that is plain text or HTML (HTML turned into
+    text), by number; the content is read once, however many bodies the message has."""
     content = cache.content(message_id)
-    part = mime_text.get_part(content, part_number) if content is not None else None
-    if part is None or part.mime_type not in ("text/plain", "text/html"):
-        return None
-    return mime_text.part_text(part)[:MAX_SHOWN_TEXT]
+    if content is None or not part_numbers:
+        return {}
+    return {
+        part.number: mime_text.part_text(part)[:MAX_SHOWN_TEXT]
+        for part in _parts(content)
+        if part.number in part_numbers and part.mime_type in ("text/plain", "text/html")
+    }
 
 
 def html_body(cache: Cache, message_id: int, part_number: int) -> CleanHtml | None:

@@ -198,11 +198,11 @@ def message(message_id: int) -> str:
         cache.set_read(message_id, True)
         _mark_seen_on_server(message_id)
     as_text = request.args.get("view") == "text"
-    texts = {
-        b.part: message_view.text_body(cache, message_id, b.alternative or b.part) or ""
-        for b in view.bodies
-        if b.kind == "html" and as_text and not b.continued
-    }
+    shown_as_text = [b for b in view.bodies if b.kind == "html" and as_text and not b.continued]
+    found = message_view.text_bodies(
+        cache, message_id, {b.alternative or b.part for b in shown_as_text}
+    )
+    texts = {b.part: found.get(b.alternative or b.part, "") for b in shown_as_text}
     back = request.args.get("back", "")
     if not back.startswith("/mail"):
         back = url_for("mailbox", account=view.summary.account, folder=view.summary.folder)
