@@ -5,12 +5,16 @@ message's own cid: images survive."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
+from pathlib import Path
 
 import pytest
 
 from smime_companion.core.text import Part, iter_parts
 from smime_companion.reader import html_mail, message_view
 from smime_companion.reader.html_mail import InlineImage, clean_html
+from smime_companion.testing.pki import TestPki
+from tests.reader_world import make_world
 
 PNG = b"\x89PNG\r\n\x1a\n fake image bytes"
 IMAGES = {
@@ -87,6 +91,11 @@ def test_a_picture_named_a_thousand_times_is_drawn_within_a_budget_not_a_thousan
     # The same picture named a few times, as newsletters repeat a spacer, is drawn each time.
     spacer = clean_html('<img src="cid:logo@x">' * 3, IMAGES)
     assert (spacer.html.count("data:image/png"), spacer.withheld) == (3, 0)
+    # Asked only which parts it draws (the message page, for each body), nothing is written.
+    decided = clean_html("<p>Hi</p>" + '<img src="cid:logo@x">' * 1000, {"logo@x": photo},
+                         pictures=False)  # fmt: skip
+    assert (decided.inlined, decided.withheld) == (cleaned.inlined, cleaned.withheld)
+    assert "base64" not in decided.html and len(decided.html) < 30_000
 
 
 def test_a_picture_the_html_carries_as_a_data_uri_is_shown_and_nothing_else_is() -> None:
@@ -176,3 +185,37 @@ def test_html_nested_too_deeply_to_parse_in_bounded_time_is_shown_as_its_text() 
 def test_an_html_body_gets_a_frame_about_as_tall_as_it_is(html: str, height: str) -> None:
     part = Part(2, "text/html", "", False, html.encode(), "utf-8")
     assert message_view._frame_height(part) == height
+
+
+def _related(html_bodies: int, picture: bytes) -> bytes:
+    """A multipart/related message of ``html_bodies`` HTML bodies, each drawing ``picture``."""
+    bodies = b"".join(
+        b'--r\r\nContent-Type: text/html\r\n\r\n<p>Part %d</p><img src="cid:photo@x">\r\n' % i
+        for i in range(html_bodies)
+    )
+    return (
+        b"From: alice@example.org\r\nSubject: Photos\r\nDate: Mon, 07 Dec 2026 10:00:00 +0000\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/related; boundary=r\r\n\r\n" + bodies
+        + b"--r\r\nContent-Type: image/png\r\nContent-ID: <photo@x>\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(picture) + b"--r--\r\n"
+    )  # fmt: skip
+
+
+def test_the_html_bodies_of_one_message_share_one_budget_of_pictures(
+    tmp_path: Path, pki: TestPki, now: dt.datetime
+) -> None:
+    # A thousand bodies naming one picture each would otherwise draw it a thousand times over,
+    # each within its own budget: the message's 32 MB are shared, here 3.2 MB per body.
+    photo = PNG + b"\0" * (4 * 1024 * 1024)
+    worlds = make_world(tmp_path, pki, now, [_related(1, photo), _related(10, photo)])
+    world = next(worlds)
+    try:
+        cookie, _ = world.session()
+        _, _, alone = world.request("GET", "/message/1/html/1", {"Cookie": cookie})
+        assert alone.count(b"data:image/png;base64,") == 1
+        _, _, shared = world.request("GET", "/message/2/html/1", {"Cookie": cookie})
+        assert b"data:image/png" not in shared and b"1 picture of this message not drawn" in shared
+        _, _, page = world.request("GET", "/message/2", {"Cookie": cookie})
+        assert b"part 11</a>" in page  # so it is listed with the attachments
+    finally:
+        next(worlds, None)

@@ -46,10 +46,10 @@ def picture_type(data: bytes) -> str | None:
 
 # A cid: image larger than this is listed as an attachment instead of inlined.
 MAX_INLINE_IMAGE_BYTES = 5 * 1024 * 1024
-# The pictures one HTML body may draw from the message's parts, in all: each reference is a
-# data: URI of its own, so a short body naming one large part a thousand times would otherwise
-# grow into gigabytes. Mail servers take messages of 25 to 35 MB; pictures past this are not
-# drawn (CleanHtml.withheld).
+# The pictures a message's HTML may draw from its parts, in all (its HTML bodies share it): each
+# reference is a data: URI of its own, so a short body naming one large part a thousand times
+# would otherwise grow into gigabytes. Mail servers take messages of 25 to 35 MB; pictures past
+# this are not drawn (CleanHtml.withheld).
 MAX_INLINED_BYTES = 32 * 1024 * 1024
 
 _TAGS = set(nh3.ALLOWED_TAGS) | {"font"}
@@ -135,18 +135,23 @@ def clean_html(
     html: str,
     images: Mapping[str, InlineImage],
     locations: Mapping[str, InlineImage] | None = None,
+    *,
+    pictures: bool = True,
+    budget: int | None = None,
 ) -> CleanHtml:
     """``html`` (a whole document or a fragment, any junk) as a harmless fragment.
 
     ``images`` maps Content-IDs (without angle brackets, lower case) to the parts a ``cid:``
     image may show; ``locations`` maps Content-Locations (RFC 2557) to the parts an image
-    whose source is that very URL shows, in place of fetching it. Never raises for hostile
-    input; costs time linear in its size.
+    whose source is that very URL shows, in place of fetching it, up to ``budget`` bytes of
+    them (MAX_INLINED_BYTES by default). Without ``pictures`` those images are decided on as
+    ever (``inlined``, ``withheld``) but not written out, for a caller that only needs to know
+    which parts the body draws. Never raises for hostile input; costs time linear in its size.
     """
     if too_deep(html):
         text = html_to_text(html)
         return CleanHtml(f"<pre>{escape(text)}</pre>", 0, frozenset(), as_text=True)
-    drawing = _Drawing()
+    drawing = _Drawing(pictures, MAX_INLINED_BYTES if budget is None else budget)
     filter_attribute = _attribute_filter(images, locations or {}, drawing)
     cleaned = nh3.clean(
         html,
@@ -172,14 +177,15 @@ def clean_html(
 
 class _Drawing:
     """What the image sources of one HTML body came to: remote ones blocked, the message's own
-    pictures drawn (their data: URIs written once each) within MAX_INLINED_BYTES, and those
-    withheld past it."""
+    pictures drawn (their data: URIs written once each) within the budget, and those withheld
+    past it."""
 
-    def __init__(self) -> None:
+    def __init__(self, pictures: bool, budget: int) -> None:
+        self.pictures = pictures  # write the data: URIs, or only decide (a placeholder)
         self.blocked = 0
         self.withheld = 0
         self.inlined: set[str] = set()
-        self._left = MAX_INLINED_BYTES
+        self._left = budget
         self._uris: dict[int, str] = {}  # by id() of the image, alive in the caller's maps
 
     def draw(self, name: str, image: InlineImage) -> str | None:
@@ -190,6 +196,8 @@ class _Drawing:
             return None
         self._left -= len(image.data)
         self.inlined.add(name)
+        if not self.pictures:
+            return "data:,"
         if id(image) not in self._uris:
             self._uris[id(image)] = _data_uri(image)
         return self._uris[id(image)]

@@ -38,6 +38,7 @@ from smime_companion.core.verdicts import (
 from smime_companion.errors import MalformedInput
 from smime_companion.reader.html_mail import (
     MAX_INLINE_IMAGE_BYTES,
+    MAX_INLINED_BYTES,
     CleanHtml,
     InlineImage,
     clean_html,
@@ -423,15 +424,27 @@ def _drawn_by_html(
     if not shown_html or not (images or locations):
         return frozenset()
     used: set[str] = set()
+    budget = _picture_budget(parts)
     for part in parts:
         if part.number in shown_html:
-            used |= clean_html(mime_text.decoded_text(part), images, locations).inlined
+            html = mime_text.decoded_text(part)
+            used |= clean_html(html, images, locations, pictures=False, budget=budget).inlined
     return frozenset(
         p.number
         for p in parts
         if (p.content_id and p.content_id.lower() in images and p.content_id.lower() in used)
         or (p.content_location in locations and p.content_location in used)
     )
+
+
+def _picture_budget(parts: list[mime_text.Part]) -> int:
+    """How many bytes of the message's pictures each of its HTML bodies may draw: the
+    message's budget (html_mail.MAX_INLINED_BYTES) shared by them, so that a thousand bodies
+    naming one large picture cost no more than one."""
+    html_bodies = sum(
+        1 for part, _plain in mime_text.body_forms(parts) if part.mime_type == "text/html"
+    )
+    return MAX_INLINED_BYTES // max(1, html_bodies)
 
 
 def _inline_images(
@@ -568,7 +581,8 @@ def html_body(cache: Cache, message_id: int, part_number: int) -> CleanHtml | No
     if html is None or html.mime_type != "text/html":
         return None
     images, locations = _inline_images(parts, cache.attachments(message_id))
-    return clean_html(mime_text.decoded_text(html), images, locations)
+    budget = _picture_budget(parts)
+    return clean_html(mime_text.decoded_text(html), images, locations, budget=budget)
 
 
 def _frame_height(html: mime_text.Part, plain: FoldedText | None = None) -> str:
