@@ -170,6 +170,26 @@ def test_html_nested_too_deeply_to_parse_in_bounded_time_is_shown_as_its_text() 
     assert not clean_html("<p onclick=x>" * 20_000 + "<" * 100_000, {}).as_text
 
 
+@pytest.mark.parametrize("unit", ["&", "a&nbsp;b ", "&amp; ", "\xa0", "\xad", "\x85"])
+def test_html_whose_text_the_sanitiser_would_take_quadratic_time_on_is_shown_as_its_text(
+    unit: str,
+) -> None:
+    # The sanitiser's work grows with the square of how many ampersands, non-breaking spaces
+    # or soft hyphens one text holds (a million ampersands: 8.4 s): past 100,000, text.
+    costly = "<p onclick=x>Report</p>" + unit * 150_000
+    cleaned = clean_html(costly, {})
+    assert cleaned.as_text == "holds over 100,000 ampersands or special spaces"
+    assert cleaned.html.startswith("<pre>") and "Report" in cleaned.html
+    assert "onclick" not in cleaned.html
+    assert not clean_html("<p>Fish &amp; chips&nbsp;to go</p>" * 10_000, {}).as_text
+
+
+def test_html_longer_than_two_megabytes_is_shown_as_its_text() -> None:
+    long = "<p>" + "words " * 400_000 + "</p>"
+    assert clean_html(long, {}).as_text == "is larger than 2 MB"
+    assert not clean_html(long[:1_900_000], {}).as_text
+
+
 @pytest.mark.parametrize(
     ("html", "height"),
     [

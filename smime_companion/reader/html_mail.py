@@ -87,6 +87,13 @@ _LINK_SCHEMES = ("http://", "https://", "mailto:")
 # The HTML parser's work grows with the square of how deeply elements nest (50,000 nested <div>
 # cost 9 s here; 2,000 cost milliseconds). A document nested deeper than this is shown as text.
 MAX_NESTING = 2000
+# And with the square of how many of these characters one text holds (the serialiser writes
+# them as references): 1,000,000 ampersands cost 8.4 s, 100,000 a tenth of a second. HTML with
+# more of them, or longer than MAX_RENDERED_HTML (a bound for what was not found), is shown as
+# its text too; Gmail clips a message's HTML at a twentieth of that length.
+_COSTLY_CHARACTERS = "&\xa0\xad\x85"
+MAX_COSTLY_CHARACTERS = 100_000
+MAX_RENDERED_HTML = 2_000_000
 # Elements that nest nothing (void) or close themselves when a sibling starts (optional end
 # tags): not counted as nesting, so an old table or list without end tags is not "deep".
 _NOT_NESTING = frozenset(
@@ -95,6 +102,17 @@ _NOT_NESTING = frozenset(
 )
 # A tag's start, whatever follows (a '<' inside an attribute value must not hide a tag).
 _TAG_START = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)")
+
+
+def _too_costly(html: str) -> str:
+    """Why parsing ``html`` would cost more than bounded time (for "This HTML ..."), or ""."""
+    if len(html) > MAX_RENDERED_HTML:
+        return f"is larger than {MAX_RENDERED_HTML // 1_000_000} MB"
+    if too_deep(html):
+        return "is nested too deeply"
+    if sum(html.count(c) for c in _COSTLY_CHARACTERS) > MAX_COSTLY_CHARACTERS:
+        return f"holds over {MAX_COSTLY_CHARACTERS:,} ampersands or special spaces"
+    return ""
 
 
 def too_deep(html: str, limit: int = MAX_NESTING) -> bool:
@@ -127,7 +145,9 @@ class CleanHtml:
     html: str
     remote_images: int
     inlined: frozenset[str]
-    as_text: bool = False  # too deeply nested to parse in bounded time: shown as its text
+    # Why the HTML is shown as its text ("is nested too deeply", "is larger than 2 MB": too
+    # costly to parse in bounded time), or "" when it is shown as HTML.
+    as_text: str = ""
     withheld: int = 0  # pictures of the message's own not drawn: past MAX_INLINED_BYTES
 
 
@@ -148,9 +168,10 @@ def clean_html(
     ever (``inlined``, ``withheld``) but not written out, for a caller that only needs to know
     which parts the body draws. Never raises for hostile input; costs time linear in its size.
     """
-    if too_deep(html):
+    too_much = _too_costly(html)
+    if too_much:
         text = html_to_text(html)
-        return CleanHtml(f"<pre>{escape(text)}</pre>", 0, frozenset(), as_text=True)
+        return CleanHtml(f"<pre>{escape(text)}</pre>", 0, frozenset(), as_text=too_much)
     drawing = _Drawing(pictures, MAX_INLINED_BYTES if budget is None else budget)
     filter_attribute = _attribute_filter(images, locations or {}, drawing)
     cleaned = nh3.clean(
