@@ -523,6 +523,19 @@ def test_a_chain_missing_its_intermediate_is_untrusted(
     assert "Test Email CA" in (outcome.signers[0].reason or "")
 
 
+def test_a_chain_whose_root_is_not_trusted_names_the_root_not_the_intermediate(
+    pki: TestPki, now: dt.datetime
+) -> None:
+    # A real case: Thunderbird 24 sent its StartCom intermediate along, and StartCom's root is
+    # no longer in any bundle. The reason named the intermediate, which the message carried.
+    outcome = check(sign(pki, "alice"), [], now)
+    assert outcome.status == S.UNTRUSTED
+    assert outcome.signers[0].reason == (
+        "no path to a trust anchor: issuer CN=Test Root CA,O=smime-companion test of the "
+        "intermediate CN=Test Email CA,O=smime-companion test is not known"
+    )
+
+
 def test_extra_certificates_supply_a_missing_intermediate(
     pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime
 ) -> None:

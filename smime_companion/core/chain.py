@@ -359,6 +359,10 @@ class _Search:
     steps: int = 0
     checks: int = 0
     gave_up: str | None = None  # why the search stopped before it was complete
+    # The highest certificate reached whose issuer is nowhere to be found (the signer's own
+    # issuer, or an intermediate's: a root the user does not trust), and how high it stood.
+    unlinked: Cert | None = None
+    unlinked_height: int = 0
 
 
 class PathBuilder:
@@ -419,6 +423,10 @@ class PathBuilder:
             return
         if len(path) >= MAX_CHAIN_LENGTH:
             self.rejections[top.der] = f"the path is longer than {MAX_CHAIN_LENGTH} certificates"
+            return
+        if top.issuer_key not in self.by_subject:
+            if len(path) > search.unlinked_height:
+                search.unlinked, search.unlinked_height = top, len(path)
             return
         position = (top.der, len(path), below)
         if position in self._dead:
@@ -536,6 +544,14 @@ class PathBuilder:
         issuer = describe_name(signer.cert.issuer, "(empty issuer)")
         if signer.cert.subject == signer.cert.issuer:
             return f"self-signed certificate {issuer} is not a trust anchor"
+        unlinked = self._search.unlinked
+        if unlinked is not None and unlinked is not signer:
+            # The message carried the intermediates; the root they lead to is not trusted.
+            root = describe_name(unlinked.cert.issuer, "(empty issuer)")
+            return (
+                f"no path to a trust anchor: issuer {root} of the intermediate "
+                f"{unlinked.subject_text} is not known"
+            )
         return f"no path to a trust anchor: issuer {issuer} is not known"
 
 
