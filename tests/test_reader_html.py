@@ -234,7 +234,7 @@ def test_the_html_bodies_of_one_message_share_one_budget_of_pictures(
         _, _, alone = world.request("GET", "/message/1/html/1", {"Cookie": cookie})
         assert alone.count(b"data:image/png;base64,") == 1
         _, _, shared = world.request("GET", "/message/2/html/1", {"Cookie": cookie})
-        assert b"data:image/png" not in shared and b"1 picture of this message not drawn" in shared
+        assert b"data:image/png" not in shared and b"1 picture not drawn here" in shared
         _, _, page = world.request("GET", "/message/2", {"Cookie": cookie})
         assert b"part 11</a>" in page  # so it is listed with the attachments
     finally:

@@ -148,7 +148,7 @@ class CleanHtml:
     # Why the HTML is shown as its text ("is nested too deeply", "is larger than 2 MB": too
     # costly to parse in bounded time), or "" when it is shown as HTML.
     as_text: str = ""
-    withheld: int = 0  # pictures of the message's own not drawn: past MAX_INLINED_BYTES
+    withheld: int = 0  # pictures of the message's own not drawn: past the budget
 
 
 def clean_html(
