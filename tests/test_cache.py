@@ -546,3 +546,63 @@ def test_a_cache_from_before_reads_alternatives_and_file_names_again(
         after = [[a.filename for a in cache.attachments(i)] for i in ids]
         assert after == [[], ["Straße.jpg", "Haus.jpg"], []]
         assert [m.id for m in cache.search("zebra notes", now=now)] == [ids[2]]
+
+
+def _outlook_with_logo(pki: TestPki) -> bytes:
+    """An Outlook-shaped message: its HTML draws the signature's logo by Content-ID, and a
+    report is attached beside it."""
+    return mail(pki, subject="Logo", body="Report attached.\r\n", extra_parts=(
+        "--b0\r\nContent-Type: multipart/related; boundary=r\r\n\r\n"
+        '--r\r\nContent-Type: text/html\r\n\r\n<p>Report attached.</p>'
+        '<img src="cid:image001.png@01DA2B3C.4D5E6F70">\r\n'
+        "--r\r\nContent-Type: image/png; name=image001.png\r\n"
+        "Content-ID: <image001.png@01DA2B3C.4D5E6F70>\r\n\r\nPNG\r\n--r--\r\n"
+        '--b0\r\nContent-Type: application/pdf; name="report.pdf"\r\n\r\n%PDF-1.4\r\n'
+    ))  # fmt: skip
+
+
+def test_a_picture_the_html_draws_is_inline_and_puts_no_paper_clip_on_the_row(
+    cache: Cache, pki: TestPki, now: dt.datetime
+) -> None:
+    # Every Outlook signature carries its logo so: a row with only that is no message with
+    # attachments, for the list's paper clip and for has:attachment.
+    logo_only = (
+        _outlook_with_logo(pki)
+        .replace(b"application/pdf", b"text/plain")
+        .replace(b'; name="report.pdf"', b"")
+    )
+    with_report, only_logo = (
+        store(cache, raw, opener(pki), now, uid=n)
+        for n, raw in enumerate((_outlook_with_logo(pki), logo_only))
+    )
+    assert [(a.filename, a.inline) for a in cache.attachments(with_report)] == [
+        ("image001.png", True),
+        ("report.pdf", False),
+    ]
+    assert (cache.summary(with_report).attachments, cache.summary(only_logo).attachments) == (1, 0)
+    assert [m.id for m in cache.search("has:attachment", now=now)] == [with_report]
+
+
+def test_a_cache_from_before_learns_which_pictures_are_inline_and_keeps_their_scans(
+    tmp_path: Path, pki: TestPki, now: dt.datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from smime_companion.core import text
+
+    directory = tmp_path / "data"
+    with monkeypatch.context() as old:  # as an earlier version read them: none inline
+        old.setattr(text, "_cid_references", lambda html: set())
+        with Cache.open(directory, KEY) as cache:
+            message_id = store(cache, _outlook_with_logo(pki), opener(pki), now, uid=1)
+            cache.record_scan(message_id, "clean", {3: "clean", 4: "clean"})
+            assert cache.summary(message_id).attachments == 2
+    conn = db._open(directory / db.DB_FILENAME, KEY, None)  # as it is, without migrating
+    with conn:
+        conn.execute("ALTER TABLE attachments DROP COLUMN inline")
+        conn.execute("PRAGMA user_version = 12")
+    conn.close()
+
+    with Cache.open(directory, KEY) as cache:  # migration 13 derives it again
+        cache.reindex_pending()
+        assert cache.summary(message_id).attachments == 1
+        assert [a.scan for a in cache.attachments(message_id)] == ["clean", "clean"]
+        assert cache.summary(message_id).scan == "clean"

@@ -50,13 +50,17 @@ SUMMARY_HEADERS = ("from", "to", "cc", "subject", "date", "message-id")
 
 @dataclass(frozen=True)
 class Attachment:
-    """One attachment: its part number, name (may be empty), type, decoded size and SHA-256."""
+    """One attachment: its part number, name (may be empty), type, decoded size and SHA-256,
+    and whether it is ``inline``: a picture an HTML body of the message names by its
+    Content-ID (a signature's logo), part of the text rather than a file sent to be saved, so
+    not counted by the lists' paper clip nor by ``has:attachment``."""
 
     part: int
     filename: str
     mime_type: str
     size: int
     sha256: str
+    inline: bool = False
 
 
 # Header fields as (name, decoded value) pairs, in the order HEADING_FIELDS names them.
@@ -677,6 +681,8 @@ def extract_text(content: bytes, content_name: str | None = None) -> MessageText
     chunks: list[str] = []
     size = 0
     attachments: list[Attachment] = []
+    pictures: dict[int, str] = {}  # attached pictures with a Content-ID, by part number
+    named: set[str] = set()  # the Content-IDs the HTML bodies name in cid: URLs
     inline: list[Part] = []
     texts: dict[int, str] = {}
     try:
@@ -691,7 +697,11 @@ def extract_text(content: bytes, content_name: str | None = None) -> MessageText
                         sha256=hashlib.sha256(part.data).hexdigest(),
                     )
                 )
+                if part.content_id and part.mime_type.startswith("image/"):
+                    pictures[part.number] = part.content_id.lower()
                 continue
+            if part.mime_type == "text/html":
+                named.update(_cid_references(part))
             if size < MAX_INDEXED_CHARS:
                 text = _headed_text(part)[: MAX_INDEXED_CHARS - size]
                 chunks.append(text)
@@ -703,7 +713,19 @@ def extract_text(content: bytes, content_name: str | None = None) -> MessageText
     # The preview is of the text as read: a message sent as text and HTML (most are) would
     # otherwise show its first sentence twice.
     shown = shown_text(inline, lambda part: texts[part.number])
+    attachments = [
+        replace(a, inline=True) if pictures.get(a.part) in named else a for a in attachments
+    ]
     return MessageText("\n".join(chunks), tuple(attachments), preview(shown))
+
+
+# A cid: URL (RFC 2392) in HTML, as the reader resolves it: brackets and case do not count.
+_CID_URL = re.compile(r"""cid:\s*<?\s*([^\s"'<>()]+)""", re.IGNORECASE)
+
+
+def _cid_references(html: Part) -> set[str]:
+    """The Content-IDs (lower case) HTML part ``html`` names in ``cid:`` URLs."""
+    return {found.lower() for found in _CID_URL.findall(decoded_text(html))}
 
 
 def shown_text(parts: list[Part], text_of: Callable[[Part], str] | None = None) -> str:

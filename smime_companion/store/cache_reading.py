@@ -32,7 +32,7 @@ SCAN_INFECTED_PREFIX = "infected:"
 _SUMMARY_COLUMNS = (
     "m.id, m.account, m.folder, m.uidvalidity, m.uid, m.date, m.arrived, m.sender, m.recipients, "
     "m.cc, m.subject, m.message_id, m.decryption, m.signature, m.signer, m.error, m.scan, m.flags, "
-    "(SELECT count(*) FROM attachments a WHERE a.message = m.id), m.preview"
+    "(SELECT count(*) FROM attachments a WHERE a.message = m.id AND NOT a.inline), m.preview"
 )
 
 
@@ -100,7 +100,8 @@ class FolderCount:
 
 @dataclass(frozen=True)
 class StoredAttachment:
-    """An attachment row: part number, name, type, size, SHA-256 and its scan verdict."""
+    """An attachment row: part number, name, type, size, SHA-256, its scan verdict, and
+    whether it is a picture the HTML draws (:attr:`core.text.Attachment.inline`)."""
 
     part: int
     filename: str
@@ -108,6 +109,7 @@ class StoredAttachment:
     size: int
     sha256: str
     scan: str | None
+    inline: bool = False
 
 
 def stored_bytes(value: Any, compressed: Any) -> bytes:
@@ -189,9 +191,9 @@ class CacheReading:
     def attachments(self, message_id: int) -> list[StoredAttachment]:
         """The attachments of message ``message_id`` in part order."""
         return [
-            StoredAttachment(int(r[0]), r[1], r[2], int(r[3]), r[4], r[5])
+            StoredAttachment(int(r[0]), r[1], r[2], int(r[3]), r[4], r[5], bool(r[6]))
             for r in self._conn.execute(
-                "SELECT part, filename, mime_type, size, sha256, scan FROM attachments "
+                "SELECT part, filename, mime_type, size, sha256, scan, inline FROM attachments "
                 "WHERE message = ? ORDER BY part",
                 (message_id,),
             )

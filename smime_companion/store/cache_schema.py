@@ -92,9 +92,12 @@ def insert_attachments(
 ) -> None:
     """Add the attachment rows of a message (its earlier ones deleted first by the caller)."""
     conn.executemany(
-        "INSERT INTO attachments (message, part, filename, mime_type, size, sha256) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        [(message_id, a.part, a.filename, a.mime_type, a.size, a.sha256) for a in attachments],
+        "INSERT INTO attachments (message, part, filename, mime_type, size, sha256, inline) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (message_id, a.part, a.filename, a.mime_type, a.size, a.sha256, int(a.inline))
+            for a in attachments
+        ],
     )
 
 
@@ -374,6 +377,24 @@ def _migration_12(conn: apsw.Connection) -> None:
     )
 
 
+def _migration_13(conn: apsw.Connection) -> None:
+    # A picture an HTML body names by its Content-ID (the logo in every Outlook signature) is
+    # part of the text, not a file sent to be saved: marked inline, it no longer puts a paper
+    # clip on its message's row nor matches has:attachment. Messages cached with an attached
+    # picture are derived again (Cache.reindex_pending) to learn which of theirs are inline;
+    # only that flag changes for them (their scan verdicts stay). Like every migration it may
+    # run again on a database set back to an earlier version, which has the column already.
+    columns = [str(row[1]) for row in conn.execute("PRAGMA table_info(attachments)")]
+    if "inline" not in columns:
+        conn.execute("ALTER TABLE attachments ADD COLUMN inline INTEGER NOT NULL DEFAULT 0")
+    conn.execute(
+        """
+        INSERT OR IGNORE INTO text_pending (message)
+        SELECT DISTINCT message FROM attachments WHERE lower(mime_type) LIKE 'image/%';
+        """
+    )
+
+
 MIGRATIONS: list[db.Migration] = [
     _migration_1,
     _migration_2,
@@ -387,6 +408,7 @@ MIGRATIONS: list[db.Migration] = [
     _migration_10,
     _migration_11,
     _migration_12,
+    _migration_13,
 ]
 
 # Server-side "not seen", exactly as the partial index messages_unseen is declared.

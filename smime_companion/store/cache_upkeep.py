@@ -159,19 +159,26 @@ class CacheUpkeep:
         stored = [
             tuple(r)
             for r in self._conn.execute(
-                "SELECT part, filename, mime_type, size, sha256 FROM attachments "
+                "SELECT part, filename, mime_type, size, sha256, inline FROM attachments "
                 "WHERE message = ? ORDER BY part",
                 (message_id,),
             )
         ]
         filenames = [str(r[1]) for r in stored]
         new = derived.attachments
-        rows = [(a.part, a.filename, a.mime_type, a.size, a.sha256) for a in new]
-        if readable and rows != stored:
+        rows = [(a.part, a.filename, a.mime_type, a.size, a.sha256, int(a.inline)) for a in new]
+        if readable and [r[:5] for r in rows] != [r[:5] for r in stored]:
             self._conn.execute("DELETE FROM attachments WHERE message = ?", (message_id,))
             insert_attachments(self._conn, message_id, new)
             self._conn.execute("UPDATE messages SET scan = NULL WHERE id = ?", (message_id,))
             filenames = [a.filename for a in new]
+        elif readable and rows != stored:
+            # The same parts, only which are inline pictures told anew (migration 13): the
+            # scan verdicts, which name parts by number, still hold.
+            self._conn.executemany(
+                "UPDATE attachments SET inline = ? WHERE message = ? AND part = ?",
+                [(int(a.inline), message_id, a.part) for a in new],
+            )
         self._conn.execute(
             "UPDATE messages SET preview = ? WHERE id = ?", (derived.preview, message_id)
         )

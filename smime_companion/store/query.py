@@ -74,7 +74,7 @@ _SCAN_VALUES = {
     "pending": "m.scan IS NULL",
 }
 _HAS_VALUES = {
-    "attachment": "EXISTS (SELECT 1 FROM attachments a WHERE a.message = m.id)",
+    "attachment": "EXISTS (SELECT 1 FROM attachments a WHERE a.message = m.id AND NOT a.inline)",
 }
 
 
