@@ -590,7 +590,7 @@ def test_a_cache_from_before_learns_which_pictures_are_inline_and_keeps_their_sc
 
     directory = tmp_path / "data"
     with monkeypatch.context() as old:  # as an earlier version read them: none inline
-        old.setattr(text, "_cid_references", lambda html: set())
+        old.setattr(text, "_picture_sources", lambda html: set())
         with Cache.open(directory, KEY) as cache:
             message_id = store(cache, _outlook_with_logo(pki), opener(pki), now, uid=1)
             cache.record_scan(message_id, "clean", {3: "clean", 4: "clean"})

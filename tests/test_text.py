@@ -686,14 +686,18 @@ def test_a_digest_part_that_is_no_message_is_kept_and_an_empty_multipart_is_empt
     assert list(iter_parts(empty)) == []
 
 
-def test_only_pictures_an_html_body_names_by_content_id_are_inline() -> None:
-    # Brackets and case do not count in a cid: URL (RFC 2392), as the reader resolves it.
+def test_only_pictures_an_html_body_draws_by_content_id_or_location_are_inline() -> None:
+    # Brackets and case do not count in a cid: URL (RFC 2392), as the reader resolves it; Word
+    # and Lotus Notes name a picture by its Content-Location (RFC 2557) instead.
     message = (
         b"MIME-Version: 1.0\r\nContent-Type: multipart/related; boundary=r\r\n\r\n"
         b'--r\r\nContent-Type: text/html\r\n\r\n<img src="cid:<Logo@X>"><img src=CID:chart@x>'
+        b'<img width=40 src="file:///C:/Temp/image002.gif">'
         b'<a href="cid:doc@x">the contract</a>\r\n'
         b"--r\r\nContent-Type: image/png\r\nContent-ID: <logo@x>\r\n\r\nPNG\r\n"
         b"--r\r\nContent-Type: image/gif\r\nContent-ID: <Chart@X>\r\n\r\nGIF\r\n"
+        b"--r\r\nContent-Type: image/gif\r\nContent-Location: file:///C:/Temp/image002.gif\r\n"
+        b"\r\nGIF\r\n"
         b"--r\r\nContent-Type: image/jpeg; name=holiday.jpg\r\nContent-ID: <photo@x>\r\n\r\nJPG\r\n"
         b"--r\r\nContent-Type: application/pdf; name=contract.pdf\r\nContent-ID: <doc@x>\r\n\r\n"
         b"%PDF\r\n--r--\r\n"
@@ -701,6 +705,7 @@ def test_only_pictures_an_html_body_names_by_content_id_are_inline() -> None:
     attachments = extract_text(message).attachments
     assert [(a.mime_type, a.inline) for a in attachments] == [
         ("image/png", True),
+        ("image/gif", True),
         ("image/gif", True),
         ("image/jpeg", False),  # named by no cid: URL: a photo sent along
         ("application/pdf", False),  # a document, even one the HTML links to

@@ -51,9 +51,9 @@ SUMMARY_HEADERS = ("from", "to", "cc", "subject", "date", "message-id")
 @dataclass(frozen=True)
 class Attachment:
     """One attachment: its part number, name (may be empty), type, decoded size and SHA-256,
-    and whether it is ``inline``: a picture an HTML body of the message names by its
-    Content-ID (a signature's logo), part of the text rather than a file sent to be saved, so
-    not counted by the lists' paper clip nor by ``has:attachment``."""
+    and whether it is ``inline``: a picture an HTML body of the message draws by its
+    Content-ID or its Content-Location (a signature's logo), part of the text rather than a
+    file sent to be saved, so not counted by the lists' paper clip nor by ``has:attachment``."""
 
     part: int
     filename: str
@@ -681,8 +681,10 @@ def extract_text(content: bytes, content_name: str | None = None) -> MessageText
     chunks: list[str] = []
     size = 0
     attachments: list[Attachment] = []
-    pictures: dict[int, str] = {}  # attached pictures with a Content-ID, by part number
-    named: set[str] = set()  # the Content-IDs the HTML bodies name in cid: URLs
+    # Attached pictures by part number: their Content-ID (lower case, as "cid:" + it) and
+    # Content-Location, and the sources the HTML bodies' images name.
+    pictures: dict[int, tuple[str | None, str | None]] = {}
+    named: set[str] = set()
     inline: list[Part] = []
     texts: dict[int, str] = {}
     try:
@@ -697,11 +699,12 @@ def extract_text(content: bytes, content_name: str | None = None) -> MessageText
                         sha256=hashlib.sha256(part.data).hexdigest(),
                     )
                 )
-                if part.content_id and part.mime_type.startswith("image/"):
-                    pictures[part.number] = part.content_id.lower()
+                if part.mime_type.startswith("image/"):
+                    cid = "cid:" + part.content_id.lower() if part.content_id else None
+                    pictures[part.number] = (cid, part.content_location)
                 continue
             if part.mime_type == "text/html":
-                named.update(_cid_references(part))
+                named.update(_picture_sources(part))
             if size < MAX_INDEXED_CHARS:
                 text = _headed_text(part)[: MAX_INDEXED_CHARS - size]
                 chunks.append(text)
@@ -714,18 +717,27 @@ def extract_text(content: bytes, content_name: str | None = None) -> MessageText
     # otherwise show its first sentence twice.
     shown = shown_text(inline, lambda part: texts[part.number])
     attachments = [
-        replace(a, inline=True) if pictures.get(a.part) in named else a for a in attachments
+        replace(a, inline=True) if named.intersection(pictures.get(a.part, ())) else a
+        for a in attachments
     ]
     return MessageText("\n".join(chunks), tuple(attachments), preview(shown))
 
 
-# A cid: URL (RFC 2392) in HTML, as the reader resolves it: brackets and case do not count.
+# An image's source in HTML: a cid: URL (RFC 2392; brackets and case do not count, as the
+# reader resolves it) or another URL, which a part's Content-Location may name (RFC 2557).
 _CID_URL = re.compile(r"""cid:\s*<?\s*([^\s"'<>()]+)""", re.IGNORECASE)
+# Any element's src (a pattern tied to <img ...> backtracks over long attribute runs): a
+# Content-Location named by another element's source is not drawn, and rare enough.
+_IMAGE_SOURCE = re.compile(r"""\bsrc\s*=\s*["']?\s*([^"'\s>]+)""", re.IGNORECASE)
 
 
-def _cid_references(html: Part) -> set[str]:
-    """The Content-IDs (lower case) HTML part ``html`` names in ``cid:`` URLs."""
-    return {found.lower() for found in _CID_URL.findall(decoded_text(html))}
+def _picture_sources(html: Part) -> set[str]:
+    """The sources HTML part ``html`` names for pictures: "cid:" and the Content-ID (lower
+    case) for each cid: URL anywhere, and each image's other source URL as written."""
+    text = decoded_text(html)
+    sources = {"cid:" + found.lower() for found in _CID_URL.findall(text)}
+    sources.update(found for found in _IMAGE_SOURCE.findall(text) if found[:4].lower() != "cid:")
+    return sources
 
 
 def shown_text(parts: list[Part], text_of: Callable[[Part], str] | None = None) -> str:
