@@ -217,26 +217,28 @@ def fingerprint_sha256(cert: x509.Certificate) -> str:
 _SHOWN_ATTRIBUTE_NAMES = {NameOID.EMAIL_ADDRESS: "emailAddress"}
 
 
-def describe_name(name: x509.Name, empty: str = "(empty name)") -> str:
+def describe_name(
+    name: x509.Name, empty: str = "(empty name)", unreadable: str = "(unreadable name)"
+) -> str:
     """A distinguished name as RFC 4514 text for a person to read (emailAddress by that name),
-    ``empty`` when it has no attribute, and "(unreadable name)" when cryptography refuses it:
+    ``empty`` when it has no attribute, and ``unreadable`` when cryptography refuses it:
     names are parsed only when first read. Never raises."""
     try:
         return name.rfc4514_string(_SHOWN_ATTRIBUTE_NAMES) or empty
     except (ValueError, TypeError):
-        return "(unreadable name)"
+        return unreadable
 
 
 def describe_subject(cert: x509.Certificate, empty: str = "(empty subject)") -> str:
     """The subject as :func:`describe_name` shows it, "(unreadable subject)" when cryptography
     refuses it (a certificate that did not come through ``core.cert_loading``, which reads
     names, may carry one cryptography cannot parse). Never raises."""
+    unreadable = "(unreadable subject)"
     try:
         subject = cert.subject
     except (ValueError, TypeError):
-        return "(unreadable subject)"
-    shown = describe_name(subject, empty)
-    return "(unreadable subject)" if shown == "(unreadable name)" else shown
+        return unreadable
+    return describe_name(subject, empty, unreadable)
 
 
 def is_usable_for_email(cert: x509.Certificate) -> bool:
