@@ -265,6 +265,16 @@ def test_an_empty_subject_is_described_as_asked() -> None:
     assert describe_subject(nameless, "") == ""
 
 
+def test_a_subject_cryptography_cannot_read_is_described_as_unreadable() -> None:
+    # cryptography parses names only when first read, so such a certificate loads; the
+    # certificates core.cert_loading refuses can still reach a report from elsewhere.
+    der = _self_signed().public_bytes(Encoding.DER)
+    common_name = b"\x0c\x04Test"  # CN=Test as a UTF8String, in the issuer and the subject
+    assert der.count(common_name) == 2
+    broken = x509.load_der_x509_certificate(der.replace(common_name, b"\x03\x04\x00est"))
+    assert describe_subject(broken) == "(unreadable subject)"
+
+
 def test_an_eku_without_email_protection_makes_an_ed25519_certificate_unusable_for_email() -> None:
     # Usage checks look at extensions only, whatever the key type.
     key = ed25519.Ed25519PrivateKey.generate()
