@@ -12,6 +12,7 @@ import binascii
 import datetime as dt
 import functools
 import hashlib
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from smime_companion.core.model import Identity, OpenResult
 from smime_companion.core.open import open_message
 from smime_companion.core.verdicts import Decryption, SignatureStatus
 from smime_companion.errors import CacheError, UsageError
-from smime_companion.store import Cache, FolderState, db
+from smime_companion.store import Cache, FolderState, cache_upkeep, db
 from smime_companion.testing.pki import TestPki
 from tests.conftest import load_cert, load_identity
 from tests.tools import binhex_block, openssl_cms
@@ -606,3 +607,34 @@ def test_a_cache_from_before_learns_which_pictures_are_inline_and_keeps_their_sc
         assert cache.summary(message_id).attachments == 1
         assert [a.scan for a in cache.attachments(message_id)] == ["clean", "clean"]
         assert cache.summary(message_id).scan == "clean"
+
+
+def test_a_long_upgrade_says_how_far_it_has_come(
+    tmp_path: Path,
+    pki: TestPki,
+    now: dt.datetime,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Deriving a large cache again takes minutes at open; a command waiting on it must not
+    # look hung.
+    directory = tmp_path / "data"
+    with Cache.open(directory, KEY) as cache:
+        for uid in range(1, 6):
+            store(cache, _outlook_with_logo(pki), opener(pki), now, uid=uid)
+    conn = db._open(directory / db.DB_FILENAME, KEY, None)
+    with conn:
+        conn.execute("PRAGMA user_version = 12")  # migration 13 lists all five again
+    conn.close()
+    monkeypatch.setattr(cache_upkeep, "REINDEX_BATCH", 2)
+    monkeypatch.setattr(cache_upkeep, "PROGRESS_SECONDS", 0.0)
+
+    with caplog.at_level(logging.WARNING), Cache.open(directory, KEY):
+        pass
+
+    assert [r.getMessage() for r in caplog.records] == [
+        "rebuilding the search index of the 5 messages of a cache from an earlier version "
+        "(once; interrupting is safe: it goes on next time)",
+        "rebuilding the search index: 2 of 5 messages (40%)",
+        "rebuilding the search index: 4 of 5 messages (80%)",
+    ]

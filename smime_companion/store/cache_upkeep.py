@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,27 @@ _STORED_TEXT_COLUMNS = (
 COMPRESS_BATCH = 200
 # Messages re-indexed per transaction when upgrading an older cache's text index (migration 6).
 REINDEX_BATCH = 200
+# An upgrade of a large cache takes minutes (about a millisecond a message): it says how far it
+# has come at most this often, so that a command waiting on it does not look hung.
+PROGRESS_SECONDS = 10.0
+
+
+class _Progress:
+    """Logs "WHAT: n of TOTAL messages (p%)" at most every PROGRESS_SECONDS."""
+
+    def __init__(self, what: str, total: int) -> None:
+        self.what = what
+        self.total = total
+        self.done = 0
+        self.last = time.monotonic()
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_SECONDS and self.done < self.total:
+            self.last = now
+            percent = 100 * self.done // max(self.total, 1)
+            log.warning("%s: %d of %d messages (%d%%)", self.what, self.done, self.total, percent)
 
 
 class CacheUpkeep:
@@ -61,10 +83,10 @@ class CacheUpkeep:
                 "interrupting is safe: it goes on next time)",
                 pending,
             )
-            self.compress_pending()
+            self.compress_pending(progress=_Progress("compressing the cache", pending))
 
     @db.guarded("compress the cache")
-    def compress_pending(self, batch: int | None = None) -> int:
+    def compress_pending(self, batch: int | None = None, progress: _Progress | None = None) -> int:
         """Compress the raw messages and contents that a cache from before migration 4 holds as
         they came, ``batch`` rows per transaction (an interruption loses nothing: the next call
         goes on from there). Returns how many rows were compressed; 0 at once when none are
@@ -87,6 +109,8 @@ class CacheUpkeep:
                          message_id),
                     )  # fmt: skip
             done += len(rows)
+            if progress is not None:
+                progress.advance(len(rows))
             if len(rows) < batch:
                 return done
 
@@ -102,10 +126,10 @@ class CacheUpkeep:
                 "version (once; interrupting is safe: it goes on next time)",
                 pending,
             )
-            self.reindex_pending()
+            self.reindex_pending(progress=_Progress("rebuilding the search index", pending))
 
     @db.guarded("rebuild the text index")
-    def reindex_pending(self, batch: int | None = None) -> int:
+    def reindex_pending(self, batch: int | None = None, progress: _Progress | None = None) -> int:
         """Derive the text index entries and attachments of the messages listed in
         ``text_pending`` again (migration 6 lists every message of an older cache, migrations 7
         and 9 the ones whose parts core.text now reads otherwise), from their decrypted contents,
@@ -136,6 +160,8 @@ class CacheUpkeep:
                 raise
             self._conn.execute("COMMIT")
             done += len(pending)
+            if progress is not None:
+                progress.advance(len(pending))
             if len(pending) < batch:
                 break
         if done:
