@@ -67,6 +67,22 @@ def test_stdin_is_read_for_a_dash(sealed: Path, pki: TestPki) -> None:
     assert json.loads(proc.stdout)["signature"] == "untrusted"
 
 
+@pytest.mark.parametrize("as_json", [True, False])
+def test_content_on_stdout_sends_the_report_to_stderr(
+    sealed: Path, pki: TestPki, as_json: bool
+) -> None:
+    # `open msg -o - | next-program` must pass the message alone, not the report after it.
+    proc = _run("open", sealed, "--key", pki.key("bob"), "--cert", pki.cert("bob"),
+                "--anchor", pki.root, "-o", "-", *(["--json"] if as_json else []))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert b"this is a test" in proc.stdout
+    assert b"decryption" not in proc.stdout and b"this is a test" not in proc.stderr
+    if as_json:
+        assert json.loads(proc.stderr)["signature"] == "valid"
+    else:
+        assert b"signature:  valid by alice@example.org" in proc.stderr
+
+
 def test_without_the_right_key_exit_1_and_no_key(sealed: Path, pki: TestPki) -> None:
     proc = _run("open", sealed, "--key", pki.key("alice"), "--cert", pki.cert("alice"), "--json")
     assert proc.returncode == 1

@@ -40,7 +40,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("message", metavar="MSG", help="message file, or - for standard input")
     p.add_argument(
-        "-o", "--output", metavar="OUT", help="write the innermost MIME entity here ('-': stdout)"
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="write the innermost MIME entity here ('-': stdout, and the report to stderr)",
     )
     add_paths_flag(
         p, "--key", "PEM", "a private key to decrypt with (repeatable; pair it with its --cert)"
@@ -122,11 +125,14 @@ def run(args: argparse.Namespace) -> int:
         result = with_revoked_signers(result, RevocationChecker().revoked_signers(result, at))
     if args.output:
         write_output(args.output, result.content)
+    # With the content on standard output the report goes to standard error, so that neither
+    # is spoilt by the other (a pipe gets the message alone, as openssl's does).
+    report = sys.stderr if args.output == "-" else sys.stdout
     if args.json:
-        json.dump(result.to_json(), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        json.dump(result.to_json(), report, indent=2)
+        report.write("\n")
     else:
-        print(_summary(result))
+        print(_summary(result), file=report)
     return 0 if result.ok else 1
 
 
