@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from asn1crypto import algos, cms, core, keys
 from asn1crypto import x509 as asn1_x509
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, padding, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric import padding as rsa_padding
@@ -301,7 +302,33 @@ def test_message_for_other_people_is_no_key(pki: TestPki) -> None:
     outcome = open_with(der, [load_identity(pki, "bob"), load_identity(pki, "dave")])
     assert outcome.status == Decryption.NO_KEY
     assert outcome.plaintext is None
-    assert outcome.error == "no RecipientInfo matches any of our 2 keys"
+    # The error names whom it was encrypted to, as the certificates say it (openssl -serial).
+    alice, carol = (load_cert(pki.cert(user)) for user in ("alice", "carol"))
+    issuer = "CN=Test Email CA,O=smime-companion test"
+    assert alice.issuer.rfc4514_string() == issuer
+    assert outcome.error == (
+        f"not encrypted to any of our 2 keys; encrypted to serial {alice.serial_number:X} from "
+        f"{issuer}; serial {carol.serial_number:X} from {issuer}"
+    )
+
+
+def test_a_message_to_many_names_its_first_recipients_and_counts_the_rest(pki: TestPki) -> None:
+    der = encrypt("-aes128", *(pki.cert("alice") for _ in range(5)))
+    outcome = open_with(der, [])
+    assert outcome.status == Decryption.NO_KEY
+    assert outcome.error is not None
+    assert outcome.error.startswith("no key to decrypt with; encrypted to serial ")
+    assert outcome.error.count("; serial ") == 2 and outcome.error.endswith(" and 2 more")
+
+
+def test_a_recipient_named_by_key_identifier_is_named_so(pki: TestPki) -> None:
+    der = encrypt("-aes128", "-keyid", pki.cert("alice"))
+    ski = load_cert(pki.cert("alice")).extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+    outcome = open_with(der, [load_identity(pki, "bob")])
+    assert outcome.error == (
+        "not encrypted to any of our 1 key; encrypted to the certificate with key identifier "
+        + ski.value.digest.hex().upper()
+    )
 
 
 def test_without_identities_the_message_is_no_key(pki: TestPki) -> None:

@@ -349,13 +349,27 @@ def name_to_rfc4514(name: asn1_x509.Name) -> str:
     Never raises for a parsed name.
     """
     try:
-        rdns = []
-        for rdn in name.chosen:
-            attrs = [
-                x509.NameAttribute(ObjectIdentifier(atv["type"].dotted), atv["value"].native)
-                for atv in rdn
-            ]
-            rdns.append(x509.RelativeDistinguishedName(attrs))
-        return x509.Name(rdns).rfc4514_string()
+        return _as_x509_name(name).rfc4514_string()
     except ASN1_ERRORS:
         return "#" + name.dump().hex()
+
+
+def describe_cms_name(name: asn1_x509.Name | bytes) -> str:
+    """A name read from CMS (an issuerAndSerialNumber: asn1crypto's, or its DER) as
+    :func:`describe_name` shows a certificate's, for a person to read. Never raises."""
+    try:
+        parsed = name if isinstance(name, asn1_x509.Name) else asn1_x509.Name.load(name)
+        return describe_name(_as_x509_name(parsed))
+    except ASN1_ERRORS:
+        return "(unreadable name)"
+
+
+def _as_x509_name(name: asn1_x509.Name) -> x509.Name:
+    rdns = []
+    for rdn in name.chosen:
+        attrs = [
+            x509.NameAttribute(ObjectIdentifier(atv["type"].dotted), atv["value"].native)
+            for atv in rdn
+        ]
+        rdns.append(x509.RelativeDistinguishedName(attrs))
+    return x509.Name(rdns)

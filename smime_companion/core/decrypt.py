@@ -26,6 +26,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from smime_companion.core.certs import describe_cms_name
 from smime_companion.core.cms import ASN1_ERRORS
 from smime_companion.core.cms_algorithms import ContentCipher
 from smime_companion.core.content_decryption import decrypt_content
@@ -239,12 +240,37 @@ def _same_name(named: asn1_x509.Name | bytes | None, ours: asn1_x509.Name) -> bo
         return False
 
 
+# Recipients a no-key error names: enough to recognise one's own (old) certificate among them,
+# few enough that a message to thousands still gives one short line.
+_NAMED_RECIPIENTS = 3
+
+
 def _no_key_message(envelope: Envelope, our_keys: Sequence[_OurKey]) -> str:
+    """Says which certificates the message was encrypted to, so that the reader can tell
+    whose key (or which of their own older certificates) would open it."""
     count = len(our_keys)
-    message = f"no RecipientInfo matches any of our {count} key{'' if count == 1 else 's'}"
+    recipients = envelope.recipients
+    if count:
+        message = f"not encrypted to any of our {count} key{'' if count == 1 else 's'}"
+    else:
+        message = "no key to decrypt with"
+    if recipients:
+        named = "; ".join(_recipient_label(r) for r in recipients[:_NAMED_RECIPIENTS])
+        more = len(recipients) - _NAMED_RECIPIENTS
+        message += f"; encrypted to {named}" + (f" and {more} more" if more > 0 else "")
     if envelope.other_recipients:
         message += f" ({envelope.other_recipients} KEK, password or other recipient(s) not handled)"
     return message
+
+
+def _recipient_label(recipient: EnvelopeRecipient) -> str:
+    """A recipient as its RecipientInfo names it: the certificate's issuer and serial number
+    (in hex, as ``openssl x509 -serial`` prints it), or its subject key identifier."""
+    if recipient.ski is not None:
+        return f"the certificate with key identifier {recipient.ski.hex().upper()}"
+    if recipient.issuer is None or recipient.serial is None:
+        return "an unnamed certificate"
+    return f"serial {recipient.serial:X} from {describe_cms_name(recipient.issuer)}"
 
 
 # --- recovering the content-encryption key ------------------------------------------------------
