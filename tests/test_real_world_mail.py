@@ -977,3 +977,27 @@ def test_a_footer_a_list_server_added_as_a_third_part_is_not_shown_as_signed(
     assert (result.signature, result.error) == (S.VALID, None)
     assert "partially-signed" in result.warnings
     assert b"this is a test" in result.content and b"unsubscribe" not in result.content
+
+
+def test_a_signature_standing_alone_says_its_signed_content_is_missing(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime, tmp_path: Path
+) -> None:
+    # Bouncy Castle's brokenEnv.message: a message whose whole body is a detached signature
+    # (a multipart/signed whose first part was lost). It was passed as ordinary content with
+    # no signature, exit 0; labelled pkcs7-mime it already said what is wrong.
+    signed = _detached(pki)
+    start = signed.index(b"Content-Type: application/pkcs7-signature")
+    part = signed[start : signed.index(b"\r\n------", start)]
+    result = _open(_headed(part, "Signed"), anchors, now)
+    assert result.signature == S.MALFORMED and not result.ok
+    assert result.error is not None and "signed content was not given" in result.error
+    # A certificate sent under that label is still a certificate, and an attached signature
+    # file beside a text is still an attachment.
+    certs = _p7c_part(_certs_only(pki, tmp_path, "openssl")).replace(
+        b"application/pkcs7-mime; smime-type=certs-only", b"application/pkcs7-signature"
+    )
+    assert b"application/pkcs7-signature" in certs
+    as_certs = _open(_headed(certs), anchors, now)
+    assert (as_certs.signature, as_certs.error) == (S.NONE, None)
+    attached = _open(_mixed(b"The signature file you asked for.", part), anchors, now)
+    assert (attached.signature, attached.error, attached.warnings) == (S.NONE, None, ())

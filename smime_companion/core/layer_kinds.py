@@ -61,6 +61,18 @@ def layer_kind(entity: Entity, inside_layer: bool) -> str | None:
     return "cms"
 
 
+def walked_layer_kind(entity: Entity, inside_layer: bool) -> str | None:
+    """:func:`layer_kind` of the entity the opening walk stands on: also ``cms`` for a PKCS#7
+    signature standing alone (the second part of a multipart/signed whose first part a gateway
+    or a "save the signature" dropped), so that opening says its signed content is missing
+    instead of passing it as ordinary content with no signature. An attached .p7s inside
+    other content is still an attachment (see :func:`hidden_smime_warnings`)."""
+    kind = layer_kind(entity, inside_layer)
+    if kind is None and entity.content_type.mime_type in PKCS7_SIGNATURE_TYPES:
+        return "cms"
+    return kind
+
+
 # The header section of a signature part is a few lines; a larger one is not looked at.
 _SIGNATURE_PART_HEADER_BYTES = 16 * 1024
 

@@ -42,8 +42,8 @@ from smime_companion.core.certs import fingerprint_sha256
 from smime_companion.core.input_forms import as_message
 from smime_companion.core.layer_kinds import (
     hidden_smime_warnings,
-    layer_kind,
     protection_of,
+    walked_layer_kind,
     wrapped_file_name,
 )
 from smime_companion.core.layer_opening import LayerOpener, LayerStep
@@ -111,7 +111,7 @@ def is_smime_message(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> bool:
     cannot be parsed is treated as S/MIME, so it is kept (and ``open`` says what is wrong)."""
     try:
         return (
-            layer_kind(
+            walked_layer_kind(
                 parse_entity(raw, limits.max_header_bytes, received=True), inside_layer=False
             )
             is not None
@@ -280,7 +280,7 @@ class _LayerWalk:
     def _unwrap_one(self) -> bool:
         """Open the current entity when it is a layer and move inside it; False when the walk
         ends (ordinary content, the layer limit, a layer that cannot be opened)."""
-        kind = layer_kind(self.entity, inside_layer=bool(self.layers))
+        kind = walked_layer_kind(self.entity, inside_layer=bool(self.layers))
         if kind is None:
             return False
         if len(self.layers) >= self.limits.max_layers:
