@@ -568,6 +568,23 @@ def test_a_certificate_expired_at_the_time_checked_is_expired(
     assert "expired on" in (outcome.signers[0].reason or "")
 
 
+def test_an_expiry_on_the_day_judged_is_given_to_the_second(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...]
+) -> None:
+    # Bouncy Castle's validator.expired.eml: judged hours after the certificate ran out, on
+    # the same day, "expired on 2006-09-01" seemed to say it was still valid that day.
+    not_after = load_cert(pki.cert("expired")).not_valid_after_utc
+    later = check(sign(pki, "expired"), anchors, not_after + dt.timedelta(seconds=1),
+                  from_=["expired@example.org"])  # fmt: skip
+    assert later.status == S.EXPIRED
+    assert f"expired on {not_after:%Y-%m-%d} at {not_after:%H:%M:%S} UTC" in (
+        later.signers[0].reason or ""
+    )
+    days_later = check(sign(pki, "expired"), anchors, not_after + dt.timedelta(days=2),
+                       from_=["expired@example.org"])  # fmt: skip
+    assert (days_later.signers[0].reason or "").endswith(f"expired on {not_after.date()}")
+
+
 def test_an_expired_certificate_is_valid_at_a_time_inside_its_validity(
     pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime
 ) -> None:

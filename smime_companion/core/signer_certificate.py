@@ -8,7 +8,7 @@ of the certificate's addresses (RFC 8550 section 3).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from smime_companion.core.chain import Cert
 from smime_companion.core.mime import holds_address
@@ -56,10 +56,19 @@ def _validity_problem(c: Cert, role: str, at: datetime) -> tuple[SignatureStatus
     """``expired`` or ``not-yet-valid`` with its reason when ``c`` is not valid at ``at``."""
     not_before, not_after = c.validity
     if at < not_before:
-        return S.NOT_YET_VALID, f"{role} {c.subject_text} is valid from {not_before.date()}"
+        return S.NOT_YET_VALID, f"{role} {c.subject_text} is valid from {_moment(not_before, at)}"
     if at > not_after:
-        return S.EXPIRED, f"{role} {c.subject_text} expired on {not_after.date()}"
+        return S.EXPIRED, f"{role} {c.subject_text} expired on {_moment(not_after, at)}"
     return None
+
+
+def _moment(boundary: datetime, at: datetime) -> str:
+    """The date of a validity boundary; with its time (UTC) when the message is judged on that
+    same day, where the date alone would seem to say it was still valid."""
+    boundary = boundary.astimezone(UTC)
+    if boundary.date() == at.astimezone(UTC).date():
+        return f"{boundary:%Y-%m-%d} at {boundary:%H:%M:%S} UTC"
+    return f"{boundary.date()}"
 
 
 def _path_problems(
