@@ -19,6 +19,7 @@ from smime_companion.core.certs import (
     allows_encryption,
     allows_signing,
     capabilities_from_attribute,
+    describe_name,
     describe_subject,
     email_addresses,
     fingerprint_sha256,
@@ -246,6 +247,21 @@ def test_a_subject_email_attribute_is_shown_by_its_name_not_its_number() -> None
     cert = _self_signed(subject_email="alice@example.org")
     assert describe_subject(cert) == "emailAddress=alice@example.org,CN=Test"
     assert cert.subject.rfc4514_string().startswith("1.2.840.113549.1.9.1=")  # what is compared
+
+
+def test_a_persons_name_attributes_are_shown_by_their_names() -> None:
+    # Thawte Freemail's "2.5.4.42=Ralf,2.5.4.4=Hauser" (Bouncy Castle's embeddedmulti.message).
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.GIVEN_NAME, "Ralf"),
+            x509.NameAttribute(NameOID.SURNAME, "Hauser"),
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, "PNODE-123"),
+            x509.NameAttribute(NameOID.ORGANIZATION_IDENTIFIER, "VATDE-1"),
+        ]
+    )
+    assert describe_name(name) == (
+        "organizationIdentifier=VATDE-1,serialNumber=PNODE-123,sn=Hauser,givenName=Ralf"
+    )
 
 
 def test_an_empty_subject_is_described_as_asked() -> None:

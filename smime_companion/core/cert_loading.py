@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from smime_companion.core.certs import describe_subject
 from smime_companion.core.verdicts import WARN_NON_DER_CERTIFICATE, WARN_NON_POSITIVE_SERIAL
 
 
@@ -72,7 +73,7 @@ def certificate_notes(cert: x509.Certificate) -> tuple[str, ...]:
     defects = _defects(cert)
     if not defects:
         return ()
-    subject = cert.subject.rfc4514_string() or "(empty subject)"
+    subject = describe_subject(cert)
     return tuple(
         f"certificate {subject} has {text}; accepted, as other mail programs do"
         for text in defects.values()

@@ -214,7 +214,19 @@ def fingerprint_sha256(cert: x509.Certificate) -> str:
 # RFC 4514 names no emailAddress attribute, so cryptography prints its dotted OID; the name
 # OpenSSL and most mail clients show it under is clearer to a person (display only: names that
 # are compared use plain ``rfc4514_string``).
-_SHOWN_ATTRIBUTE_NAMES = {NameOID.EMAIL_ADDRESS: "emailAddress"}
+_SHOWN_ATTRIBUTE_NAMES = {
+    NameOID.EMAIL_ADDRESS: "emailAddress",
+    # Personal certificates (Thawte Freemail, national ID cards, qualified certificates) name
+    # people by these; RFC 4519 gives the names.
+    NameOID.GIVEN_NAME: "givenName",
+    NameOID.SURNAME: "sn",
+    NameOID.SERIAL_NUMBER: "serialNumber",
+    NameOID.TITLE: "title",
+    NameOID.INITIALS: "initials",
+    NameOID.GENERATION_QUALIFIER: "generationQualifier",
+    NameOID.PSEUDONYM: "pseudonym",
+    NameOID.ORGANIZATION_IDENTIFIER: "organizationIdentifier",
+}
 
 
 def describe_name(
