@@ -318,7 +318,17 @@ def test_a_message_to_many_names_its_first_recipients_and_counts_the_rest(pki: T
     assert outcome.status == Decryption.NO_KEY
     assert outcome.error is not None
     assert outcome.error.startswith("no key to decrypt with; encrypted to serial ")
-    assert outcome.error.count("; serial ") == 2 and outcome.error.endswith(" and 2 more")
+    assert outcome.error.count("; serial ") == 1 and outcome.error.endswith(" and 3 more")
+
+
+def test_a_recipient_whose_issuer_is_a_kilobyte_long_is_named_in_short(pki: TestPki) -> None:
+    def long_issuer(info: cms.ContentInfo) -> None:
+        rid = info["content"]["recipient_infos"][0].chosen["rid"].chosen
+        rid["issuer"] = asn1_x509.Name.build({"organization_name": "A" * 2000})
+
+    outcome = open_with(edit(encrypt("-aes128", pki.cert("alice")), long_issuer), [])
+    assert outcome.error is not None and len(outcome.error) < 200
+    assert " from O=AAAA" in outcome.error and outcome.error.endswith("A...")
 
 
 def test_a_recipient_named_by_key_identifier_is_named_so(pki: TestPki) -> None:

@@ -240,9 +240,11 @@ def _same_name(named: asn1_x509.Name | bytes | None, ours: asn1_x509.Name) -> bo
         return False
 
 
-# Recipients a no-key error names: enough to recognise one's own (old) certificate among them,
-# few enough that a message to thousands still gives one short line.
-_NAMED_RECIPIENTS = 3
+# Recipients a no-key error names, and the length of each name or number in it: enough to
+# recognise one's own (old) certificate, short enough that a message to thousands, or with
+# names a kilobyte long, still gives one short line.
+_NAMED_RECIPIENTS = 2
+_SHOWN_CHARACTERS = 64
 
 
 def _no_key_message(envelope: Envelope, our_keys: Sequence[_OurKey]) -> str:
@@ -267,10 +269,15 @@ def _recipient_label(recipient: EnvelopeRecipient) -> str:
     """A recipient as its RecipientInfo names it: the certificate's issuer and serial number
     (in hex, as ``openssl x509 -serial`` prints it), or its subject key identifier."""
     if recipient.ski is not None:
-        return f"the certificate with key identifier {recipient.ski.hex().upper()}"
+        return f"the certificate with key identifier {_clipped(recipient.ski.hex().upper())}"
     if recipient.issuer is None or recipient.serial is None:
         return "an unnamed certificate"
-    return f"serial {recipient.serial:X} from {describe_cms_name(recipient.issuer)}"
+    issuer = _clipped(describe_cms_name(recipient.issuer))
+    return f"serial {_clipped(f'{recipient.serial:X}')} from {issuer}"
+
+
+def _clipped(text: str) -> str:
+    return text if len(text) <= _SHOWN_CHARACTERS else text[: _SHOWN_CHARACTERS - 3] + "..."
 
 
 # --- recovering the content-encryption key ------------------------------------------------------
