@@ -7,6 +7,7 @@ permitted. Each case is a real message under a CA carrying the constraint."""
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 
 import pytest
 from cryptography import x509
@@ -95,3 +96,53 @@ def test_an_address_outside_a_permitted_domain_is_still_refused(now: dt.datetime
     status, reason = _verdict(world, now)
     assert status == SignatureStatus.UNTRUSTED
     assert "outside the name constraints" in reason
+
+
+# The other subjectAltName forms (PKITS 4.13.30 to 4.13.38 check DNS and URI names too).
+@pytest.mark.parametrize(
+    ("other", "constraint", "outside"),
+    [
+        (x509.DNSName("Mail.EVIL.example."), x509.DNSName("evil.example"), True),
+        (x509.DNSName("evil.example"), x509.DNSName("evil.example"), True),
+        (x509.DNSName("notevil.example"), x509.DNSName("evil.example"), False),
+        (x509.UniformResourceIdentifier("https://EVIL.example/x"),
+         x509.UniformResourceIdentifier("evil.example"), True),
+        (x509.UniformResourceIdentifier("https://www.evil.example/"),
+         x509.UniformResourceIdentifier("evil.example"), False),  # a host, not its subdomains
+        (x509.UniformResourceIdentifier("https://www.evil.example/"),
+         x509.UniformResourceIdentifier(".evil.example"), True),
+        (x509.IPAddress(ipaddress.ip_address("10.1.2.3")),
+         x509.IPAddress(ipaddress.ip_network("10.0.0.0/8")), True),
+        (x509.IPAddress(ipaddress.ip_address("192.0.2.1")),
+         x509.IPAddress(ipaddress.ip_network("10.0.0.0/8")), False),
+        (x509.DirectoryName(_dn((NameOID.ORGANIZATION_NAME, "evil  CORP"))),
+         x509.DirectoryName(_dn((NameOID.ORGANIZATION_NAME, "Evil Corp"))), True),
+    ],
+)  # fmt: skip
+def test_other_alt_names_are_held_to_an_exclusion(
+    now: dt.datetime, other: x509.GeneralName, constraint: x509.GeneralName, outside: bool
+) -> None:
+    world = constrained_message(
+        signer_email="alice@example.org",
+        signer_subject=PLAIN,
+        excluded=[constraint],
+        other_names=(other,),
+    )
+    status, reason = _verdict(world, now)
+    if outside:
+        assert status == SignatureStatus.UNTRUSTED
+        assert "outside the name constraints" in reason
+    else:
+        assert (status, reason) == (SignatureStatus.VALID, "")
+
+
+def test_a_uri_without_a_host_is_outside_a_permitted_uri_subtree(now: dt.datetime) -> None:
+    world = constrained_message(
+        signer_email="alice@example.org",
+        signer_subject=PLAIN,
+        permitted=[x509.UniformResourceIdentifier(".example.org"), x509.RFC822Name("example.org")],
+        other_names=(x509.UniformResourceIdentifier("urn:uuid:0000"),),
+    )
+    status, reason = _verdict(world, now)
+    assert status == SignatureStatus.UNTRUSTED
+    assert "URI urn:uuid:0000" in reason

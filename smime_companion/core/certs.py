@@ -9,9 +9,10 @@ one without restrictions.
 from __future__ import annotations
 
 import functools
+import unicodedata
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from asn1crypto import cms, core
 from asn1crypto import x509 as asn1_x509
@@ -227,6 +228,26 @@ _SHOWN_ATTRIBUTE_NAMES = {
     NameOID.PSEUDONYM: "pseudonym",
     NameOID.ORGANIZATION_IDENTIFIER: "organizationIdentifier",
 }
+
+
+ComparableName = tuple[frozenset[tuple[str, Any]], ...]
+
+
+def comparable_name(name: x509.Name) -> ComparableName:
+    """``name`` in the form RFC 5280 section 7.1 compares names in (after RFC 4518): each RDN
+    a set of type and value, string values compared without case and without insignificant
+    spaces. A CA's name in its children's issuer field may differ so from its own subject
+    (capitals, doubled spaces, another string type) and still be the same name."""
+    return tuple(
+        frozenset((a.oid.dotted_string, _comparable_value(a.value)) for a in rdn)
+        for rdn in name.rdns
+    )
+
+
+def _comparable_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return " ".join(unicodedata.normalize("NFKC", value).casefold().split())
+    return value
 
 
 def describe_name(

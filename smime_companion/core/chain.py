@@ -30,7 +30,9 @@ from smime_companion.core.ber_walker import der_elements
 from smime_companion.core.cert_loading import load_certificate
 from smime_companion.core.certs import (
     CertificateDefect,
+    ComparableName,
     allows_signing,
+    comparable_name,
     describe_name,
     describe_subject,
     email_addresses,
@@ -103,14 +105,14 @@ class Cert:
         return self.cert.issuer
 
     @cached_property
-    def subject_key(self) -> tuple[frozenset[tuple[str, Any]], ...]:
-        """The subject as cryptography's ``Name.__eq__`` compares it (each RDN a set of type and
-        value), in a form that compares in one step: path building compares names a lot."""
-        return _name_key(self.cert.subject)
+    def subject_key(self) -> ComparableName:
+        """The subject as RFC 5280 compares names (:func:`~core.certs.comparable_name`), in a
+        form that compares in one step: path building compares names a lot."""
+        return comparable_name(self.cert.subject)
 
     @cached_property
-    def issuer_key(self) -> tuple[frozenset[tuple[str, Any]], ...]:
-        return _name_key(self.cert.issuer)
+    def issuer_key(self) -> ComparableName:
+        return comparable_name(self.cert.issuer)
 
     @cached_property
     def public_key(self) -> CertificatePublicKeyTypes:
@@ -205,10 +207,6 @@ class Cert:
             return extension_value(self.cert, x509.NameConstraints)
         except CertificateDefect as exc:
             return exc
-
-
-def _name_key(name: x509.Name) -> tuple[frozenset[tuple[str, Any]], ...]:
-    return tuple(frozenset((a.oid.dotted_string, a.value) for a in rdn) for rdn in name.rdns)
 
 
 # Bounded: a hostile stream of mail with fresh certificates only evicts entries.

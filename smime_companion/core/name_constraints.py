@@ -1,26 +1,36 @@
 """Name constraints (RFC 5280 section 4.2.1.10) on a built certification path.
 
-Applied to the names S/MIME relies on: the signer's email addresses (rfc822Name, the subject's
-emailAddress attributes included) and the subjects (directoryName) of the certificates below
-each CA, compared in a normal form (section 7). Other name forms are not checked.
+Applied to the signer's email addresses (rfc822Name, the subject's emailAddress attributes
+included), to the subjects (directoryName) of the certificates below each CA, and to the
+dNSName, uniformResourceIdentifier, directoryName and iPAddress entries of their
+subjectAltName, compared in a normal form (section 7). otherName and other rarer forms are not
+checked.
 """
 
 from __future__ import annotations
 
-import unicodedata
+import ipaddress
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from smime_companion.core.certs import CertificateDefect, describe_subject
+from smime_companion.core.certs import (
+    CertificateDefect,
+    ComparableName,
+    comparable_name,
+    describe_name,
+    describe_subject,
+    extension_value,
+)
 from smime_companion.core.chain import Cert
 
 
 def name_constraint_violation(path: tuple[Cert, ...], addresses: tuple[str, ...]) -> str | None:
-    """RFC 5280 section 4.2.1.10 for the names S/MIME relies on: the signer's email addresses
-    (rfc822Name) and the subjects (directoryName) of the certificates below each CA.
+    """RFC 5280 section 4.2.1.10: the signer's email addresses (rfc822Name), and the subjects
+    (directoryName) and subjectAltName entries of the certificates below each CA.
 
     Names and constraints are compared in a normal form (section 7): host names in lower case,
     without a trailing dot, internationalised labels as IDNA A-labels; directory names by
@@ -35,21 +45,44 @@ def name_constraint_violation(path: tuple[Cert, ...], addresses: tuple[str, ...]
             return f"name constraints of {describe_subject(ca)} cannot be read"
         if constraints is None:
             continue
-        below = [c.cert for c in path[:position]]
         ca_name = describe_subject(ca)
         emails = _subtrees(constraints, x509.RFC822Name, _normal_email_constraint)
         for address in _constrained_addresses(path[0].cert, addresses):
             if not _allowed(_normal_email(address), emails, _email_matches):
                 return f"address {address} is outside the name constraints of {ca_name}"
-        names = _subtrees(constraints, x509.DirectoryName, _normal_dn)
-        for cert in below:
-            subject = cert.subject
-            # The self-issued certificates' subjects are exempt; an empty subject says nothing.
-            if len(subject) == 0 or (cert is not path[0].cert and cert.subject == cert.issuer):
+        names = _subtrees(constraints, x509.DirectoryName, comparable_name)
+        for below in path[:position]:
+            cert = below.cert
+            # Self-issued CA certificates are exempt (a CA's key rollover), the signer's never.
+            if below is not path[0] and below.self_issued:
                 continue
-            if not _allowed(_normal_dn(subject), names, _dn_matches):
+            # An empty subject says nothing.
+            if len(cert.subject) and not _allowed(below.subject_key, names, _dn_matches):
                 name = describe_subject(cert)
                 return f"subject {name} is outside the name constraints of {ca_name}"
+            outside = _alt_name_outside(cert, constraints)
+            if outside is not None:
+                name = describe_subject(cert)
+                return f"{outside} of {name} is outside the name constraints of {ca_name}"
+    return None
+
+
+def _alt_name_outside(cert: x509.Certificate, constraints: x509.NameConstraints) -> str | None:
+    """The first subjectAltName entry of ``cert`` outside ``constraints`` ("host name X"), or
+    None. A SAN that cannot be read is outside whenever it could have been constrained."""
+    try:
+        san = extension_value(cert, x509.SubjectAlternativeName)
+    except CertificateDefect:
+        return "the unreadable subjectAltName"
+    if san is None:
+        return None
+    for kind, words, normal, normal_constraint, matches in _ALT_NAME_FORMS:
+        subtrees = _subtrees(constraints, kind, normal_constraint)
+        if not subtrees[0] and not subtrees[1]:
+            continue
+        for value in san.get_values_for_type(kind):  # type: ignore[arg-type]
+            if not _allowed(normal(value), subtrees, matches):
+                return f"{words} {value if isinstance(value, str) else _describe_value(value)}"
     return None
 
 
@@ -130,23 +163,82 @@ def _email_matches(address: tuple[str, str], constraint: tuple[str, str]) -> boo
     return address[1] == host
 
 
-_NormalDn = tuple[frozenset[tuple[str, Any]], ...]
+def _dn_matches(subject: ComparableName, constraint: ComparableName) -> bool:
+    # A directoryName subtree holds the names that start with its RDNs.
+    return subject[: len(constraint)] == constraint
 
 
-def _normal_dn(name: x509.Name) -> _NormalDn:
-    return tuple(
-        frozenset((a.oid.dotted_string, _normal_dn_value(a.value)) for a in rdn)
-        for rdn in name.rdns
-    )
+def _normal_host_constraint(constraint: str) -> str | None:
+    """A dNSName or URI constraint: a host, or ".domain" for the hosts below it; "" (a
+    dNSName constraint with no labels) holds every host."""
+    constraint = constraint.strip()
+    if not constraint:
+        return ""
+    normal = _normal_host(constraint.lstrip("."))
+    if normal is None:
+        return None
+    return "." + normal if constraint.startswith(".") else normal
 
 
-def _normal_dn_value(value: Any) -> Any:
-    # RFC 5280 section 7.1 (after RFC 4518): case-insensitive, insignificant spaces removed.
-    if isinstance(value, str):
-        return " ".join(unicodedata.normalize("NFKC", value).casefold().split())
+def _dns_matches(host: str, constraint: str) -> bool:
+    # RFC 5280: any name made by adding labels on the left of the constraint is inside it
+    # ("example.com" holds "mail.example.com", never "badexample.com").
+    if constraint == "":
+        return True
+    if constraint.startswith("."):
+        return host.endswith(constraint)
+    return host == constraint or host.endswith("." + constraint)
+
+
+def _uri_host(uri: str) -> str | None:
+    """The host of a URI as constraints compare it; None for a URI without one (a URN), which
+    no URI constraint can be said to hold."""
+    try:
+        host = urlsplit(uri.strip()).hostname
+    except ValueError:
+        return None
+    return _normal_host(host) if host else None
+
+
+def _host_matches(host: str, constraint: str) -> bool:
+    # A URI constraint names a host exactly, or with a leading period the hosts below a domain.
+    if constraint.startswith("."):
+        return host.endswith(constraint)
+    return host == constraint
+
+
+def _same(value: Any) -> Any:
     return value
 
 
-def _dn_matches(subject: _NormalDn, constraint: _NormalDn) -> bool:
-    # A directoryName subtree holds the names that start with its RDNs.
-    return subject[: len(constraint)] == constraint
+def _in(address: Any, network: Any) -> bool:
+    # An iPAddress constraint is a network; a SAN entry an address of the same version.
+    if isinstance(network, ipaddress.IPv4Network | ipaddress.IPv6Network) and isinstance(
+        address, ipaddress.IPv4Address | ipaddress.IPv6Address
+    ):
+        return address.version == network.version and address in network
+    return False
+
+
+def _describe_value(value: Any) -> str:
+    """A SAN entry that is no string (a directory name, an IP address) for a reason."""
+    return describe_name(value) if isinstance(value, x509.Name) else str(value)
+
+
+# The subjectAltName forms checked besides rfc822Name: the words a reason names it by, the
+# normal form of a name and of a constraint, and whether a name falls inside a subtree.
+_ALT_NAME_FORMS: tuple[
+    tuple[
+        type[x509.GeneralName],
+        str,
+        Callable[[Any], Any],
+        Callable[[Any], Any],
+        Callable[[Any, Any], bool],
+    ],
+    ...,
+] = (
+    (x509.DNSName, "host name", _normal_host, _normal_host_constraint, _dns_matches),
+    (x509.UniformResourceIdentifier, "URI", _uri_host, _normal_host_constraint, _host_matches),
+    (x509.DirectoryName, "directory name", comparable_name, comparable_name, _dn_matches),
+    (x509.IPAddress, "IP address", _same, _same, _in),
+)

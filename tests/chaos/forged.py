@@ -257,8 +257,10 @@ def constrained_message(
     permitted: list[x509.GeneralName] | None = None,
     excluded: list[x509.GeneralName] | None = None,
     from_field: str | None = None,
+    other_names: tuple[x509.GeneralName, ...] = (),
 ) -> ConstrainedWorld:
-    """A message signed by ``signer_email`` (in the SAN) with ``signer_subject``, under an
+    """A message signed by ``signer_email`` (in the SAN, beside ``other_names``) with
+    ``signer_subject``, under an
     intermediate CA whose NameConstraints are ``permitted`` / ``excluded``, below a root of its
     own (the anchor to pass). The From is ``from_field`` or the signer's address."""
     now = dt.datetime.now(dt.UTC)
@@ -304,7 +306,9 @@ def constrained_message(
     )
     signer = (
         issue(signer_subject, signer_key, ca_name, ca_key, 3)
-        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(signer_email)]), False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.RFC822Name(signer_email), *other_names]), False
+        )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), False)
         .sign(ca_key, hashes.SHA256())
     )
