@@ -276,6 +276,30 @@ def test_gpgsm_include_certs_0_opens_with_the_certificates_given(
     assert proc2.returncode == 0, proc2.stdout + proc2.stderr
 
 
+def test_gpgsm_armoured_output_opens_as_it_was_saved(
+    pki: TestPki, tmp_path: Path, anchors: tuple[x509.Certificate, ...], now: dt.datetime
+) -> None:
+    # `gpgsm --armor` labels its PEM "SIGNED MESSAGE" and "ENCRYPTED MESSAGE", not PKCS7/CMS:
+    # such a file was "header line is not a field".
+    content = b"Content-Type: text/plain\r\n\r\nArmoured by gpgsm.\r\n"
+    (tmp_path / "content").write_bytes(content)
+    with GpgsmHome(tmp_path / "gnupg", pki, ["alice"]) as home:
+        home.import_certificate("bob")
+        sign = ["-u", "alice@example.org", "--armor", "--sign", "-o", tmp_path / "signed.pem"]
+        home._gpgsm([*sign, tmp_path / "content"], passphrase=True)
+        seal = ["-r", "bob@example.org", "--armor", "--encrypt", "-o", tmp_path / "sealed.pem"]
+        home._gpgsm([*seal, tmp_path / "content"])
+    signed, sealed = ((tmp_path / name).read_bytes() for name in ("signed.pem", "sealed.pem"))
+    assert signed.startswith(b"-----BEGIN SIGNED MESSAGE-----")
+    assert sealed.startswith(b"-----BEGIN ENCRYPTED MESSAGE-----")
+    opened = _open(signed, anchors, now)
+    assert [p[0] for p in opened.signers[0].problems] == [S.EMAIL_MISMATCH]  # no From in a file
+    assert b"Armoured by gpgsm." in opened.content
+    decrypted = open_message(sealed, identities=[load_identity(pki, "bob")], at=now)
+    assert (decrypted.decryption, decrypted.error) == (Decryption.OK, None)
+    assert b"Armoured by gpgsm." in decrypted.content
+
+
 def test_rfc9216_nocerts_example_verifies_with_the_certificate_given(now: dt.datetime) -> None:
     # Public vector: Alice (RSA) and Carlos (Ed25519) sign without certificates. With Carlos's
     # certificate given (and trusted directly), his signature is sound; Alice's cannot be found.

@@ -3,7 +3,8 @@
 People open more than RFC 5322 messages: mail saved from an mbox (or KMail's files) starts with
 the mbox ``From `` separator line; an attachment saved from webmail or Outlook (``smime.p7m``),
 or ``openssl cms -out`` with ``-outform DER`` or ``PEM``, is a bare CMS ContentInfo in DER, BER,
-base64 or PEM armour (``PKCS7``, ``CMS``, Netscape's ``PKCS #7 SIGNED DATA``). :func:`as_message`
+base64 or PEM armour (``PKCS7``, ``CMS``, Netscape's ``PKCS #7 SIGNED DATA``, gpgsm's
+``SIGNED MESSAGE`` and ``ENCRYPTED MESSAGE``). :func:`as_message`
 recognises those forms, as ``openssl cms -inform`` does, and gives the message they stand for;
 anything else is returned unchanged (the same object, never a copy). Pure and cheap: a message
 costs a look at its first bytes.
@@ -22,8 +23,11 @@ _SMIME_TYPES = {
     bytes.fromhex("060b2a864886f70d0109100117"): "authEnveloped-data",
     bytes.fromhex("060b2a864886f70d0109100109"): "compressed-data",
 }
+# The armour labels: RFC 7468's (PKCS7, CMS), Netscape's, and gpgsm's (its --armor output).
 _PEM = re.compile(
-    rb"\A\s*-----BEGIN (PKCS7|CMS|PKCS #7 SIGNED DATA)-----\r?\n(.*?)-----END \1-----\s*\Z", re.S
+    rb"\A\s*-----BEGIN (PKCS7|CMS|PKCS #7 SIGNED DATA|SIGNED MESSAGE|ENCRYPTED MESSAGE)-----"
+    rb"\r?\n(.*?)-----END \1-----\s*\Z",
+    re.S,
 )
 _UTF8_BOM = b"\xef\xbb\xbf"  # in front of .eml files some Windows programs save
 _BASE64_TEXT = re.compile(rb"\A[A-Za-z0-9+/=\r\n\t ]+\Z")
