@@ -285,10 +285,10 @@ def test_gpgsm_armoured_output_opens_as_it_was_saved(
     (tmp_path / "content").write_bytes(content)
     with GpgsmHome(tmp_path / "gnupg", pki, ["alice"]) as home:
         home.import_certificate("bob")
-        sign = ["-u", "alice@example.org", "--armor", "--sign", "-o", tmp_path / "signed.pem"]
-        home._gpgsm([*sign, tmp_path / "content"], passphrase=True)
-        seal = ["-r", "bob@example.org", "--armor", "--encrypt", "-o", tmp_path / "sealed.pem"]
-        home._gpgsm([*seal, tmp_path / "content"])
+        sign: list[str | Path] = ["-u", "alice@example.org", "--armor", "--sign", "-o"]
+        home._gpgsm([*sign, tmp_path / "signed.pem", tmp_path / "content"], passphrase=True)
+        seal: list[str | Path] = ["-r", "bob@example.org", "--armor", "--encrypt", "-o"]
+        home._gpgsm([*seal, tmp_path / "sealed.pem", tmp_path / "content"])
     signed, sealed = ((tmp_path / name).read_bytes() for name in ("signed.pem", "sealed.pem"))
     assert signed.startswith(b"-----BEGIN SIGNED MESSAGE-----")
     assert sealed.startswith(b"-----BEGIN ENCRYPTED MESSAGE-----")
