@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from smime_companion import keyfiles
+from smime_companion.core import der_writer
 from smime_companion.core.cert_loading import load_certificate
 from smime_companion.core.model import OpenResult
 from smime_companion.core.open import open_message
@@ -862,9 +863,7 @@ def test_pem_armour_under_a_base64_label_is_read_as_the_armour_it_is(
 
 
 def _tlv(tag: int, content: bytes) -> bytes:
-    size = len(content)
-    length = bytes([size]) if size < 128 else bytes([0x80 | 2]) + size.to_bytes(2, "big")
-    return bytes([tag]) + length + content
+    return der_writer.tlv(tag, content)  # DER lengths: each case has its one defect only
 
 
 def _loosely_encoded(pki: TestPki, defect: str) -> bytes:
@@ -883,6 +882,10 @@ def _loosely_encoded(pki: TestPki, defect: str) -> bytes:
         extension = tbs["extensions"][plain]
         extensions[plain] = _tlv(0x30, extension["extn_id"].dump() + b"\x01\x01\x00"
                                  + extension["extn_value"].dump())  # fmt: skip
+    elif defect == "teletex-latin-1-name":
+        # L=Düsseldorf as a T.61 string holding Latin-1, as German CAs wrote it around 2000.
+        locality = _tlv(0x30, b"\x06\x03\x55\x04\x07" + _tlv(0x14, "Düsseldorf".encode("latin-1")))
+        fields["subject"] = _tlv(0x30, tbs["subject"].chosen.contents + _tlv(0x31, locality))
     else:  # utctime-without-seconds
         validity = tbs["validity"]
         not_before = validity["not_before"].chosen.dump()
@@ -901,7 +904,13 @@ def _loosely_encoded(pki: TestPki, defect: str) -> bytes:
 
 
 @pytest.mark.parametrize(
-    "defect", ["boolean-true-as-01", "critical-false-written-out", "utctime-without-seconds"]
+    "defect",
+    [
+        "boolean-true-as-01",
+        "critical-false-written-out",
+        "utctime-without-seconds",
+        "teletex-latin-1-name",
+    ],
 )
 def test_a_signer_certificate_encoded_loosely_is_accepted_and_named(
     pki: TestPki,
@@ -911,8 +920,8 @@ def test_a_signer_certificate_encoded_loosely_is_accepted_and_named(
     defect: str,
 ) -> None:
     der = _loosely_encoded(pki, defect)
-    with pytest.raises(ValueError):
-        x509.load_der_x509_certificate(der)  # what used to make the signer "not in the message"
+    with pytest.raises(ValueError):  # what used to make the signer "not in the message"
+        x509.load_der_x509_certificate(der).subject  # noqa: B018 (names are read lazily)
     cert = tmp_path / "alice-loose.pem"
     cert.write_bytes(b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(der)
                      + b"-----END CERTIFICATE-----\n")  # fmt: skip
@@ -925,7 +934,10 @@ def test_a_signer_certificate_encoded_loosely_is_accepted_and_named(
     [signer] = result.all_signers()
     assert signer.certificate is not None
     assert signer.certificate.public_bytes(Encoding.DER) == der  # carried as it was, and reported
-    assert any("not DER" in note for note in signer.notes)
+    said = "Teletex strings holding Latin-1" if defect == "teletex-latin-1-name" else "not DER"
+    assert any(said in note for note in signer.notes)
+    if defect == "teletex-latin-1-name":
+        assert "L=Düsseldorf" in signer.certificate.subject.rfc4514_string()
     # What the CA signed is the certificate as sent: one changed byte of it and it is no longer
     # its issuer's.
     forged = der.replace(b"Alice", b"Alicf")

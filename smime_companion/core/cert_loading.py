@@ -9,7 +9,10 @@ gpgsm accept most of them:
   warns on each one and has announced it will refuse them);
 - an encoding that is BER but not DER: a BOOLEAN TRUE written as 01 rather than FF, a default
   value written out (``critical FALSE``) (OpenSSL accepts both), a UTCTime without seconds.
-  cryptography refuses these.
+  cryptography refuses these;
+- names holding a TeletexString (T.61) with Latin-1 letters in it, as European CAs wrote
+  "Düsseldorf" around 2000 (T.61 spells accents otherwise; OpenSSL and gpgsm read them as
+  Latin-1). cryptography refuses the names; the copy carries them as UTF8String.
 
 Such a certificate is loaded from a DER copy (re-encoded by asn1crypto, its serial made positive)
 and wrapped so that everything that identifies the certificate (its serial number, its bytes, its
@@ -27,14 +30,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from smime_companion.core.ber_walker import der_elements
 from smime_companion.core.certs import describe_subject
+from smime_companion.core.der_writer import tlv
 from smime_companion.core.verdicts import WARN_NON_DER_CERTIFICATE, WARN_NON_POSITIVE_SERIAL
 
 
 def load_certificate(der: bytes) -> x509.Certificate:
     """The certificate in ``der``, as cryptography loads it or, when cryptography refuses only
-    its non-positive serial number or its non-DER encoding, as a stand-in that behaves as the
-    original.
+    its non-positive serial number, its non-DER encoding or its names' Teletex strings, as a
+    stand-in that behaves as the original.
 
     Raises ``ValueError`` for anything that is not a certificate cryptography can read, names
     included: cryptography parses the subject and issuer only when first read, and a name it
@@ -45,7 +50,10 @@ def load_certificate(der: bytes) -> x509.Certificate:
     try:
         cert.subject, cert.issuer  # noqa: B018 (read for the parsing)
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"the certificate's names cannot be read: {exc}") from None
+        readable = _with_teletex_names_as_utf8(der)
+        if readable is None:
+            raise ValueError(f"the certificate's names cannot be read: {exc}") from None
+        return readable
     return cert
 
 
@@ -66,6 +74,56 @@ def _loaded(der: bytes) -> x509.Certificate:
     except (ValueError, TypeError, KeyError):
         raise refused from None
     return _ToleratedCertificate(loadable, der, serial, not_der)  # type: ignore[return-value]
+
+
+def _with_teletex_names_as_utf8(der: bytes) -> x509.Certificate | None:
+    """A stand-in for a certificate whose names cryptography refuses only for their
+    TeletexStrings: a copy with those values as UTF8String, read as Latin-1 (as OpenSSL and
+    gpgsm show them). Rewritten byte by byte, not by asn1crypto, which would re-encode every
+    Teletex string it has read (one in an extension too) and fail on the same letters. None
+    when that is not what is wrong."""
+    try:
+        ((cert_tag, _, cert_value),) = der_elements(der)
+        tbs, *rest = der_elements(cert_value)
+        fields = [encoding for _, encoding, _ in der_elements(tbs[2])]
+        first = 1 if fields[0][:1] == b"\xa0" else 0  # the optional [0] version
+        issuer, subject = first + 2, first + 4
+        fields[issuer], changed_issuer = _utf8_name(fields[issuer])
+        fields[subject], changed_subject = _utf8_name(fields[subject])
+        if not (changed_issuer or changed_subject) or cert_tag != 0x30:
+            return None
+        if fields[first][2:3] and fields[first][2] & 0x80 or fields[first][2:] == b"\x00":
+            fields[first] = b"\x02\x01\x01"  # a non-positive serial, as in _loaded
+        copy = tlv(0x30, tlv(0x30, b"".join(fields)) + b"".join(e for _, e, _ in rest))
+        loadable = x509.load_der_x509_certificate(copy)
+        loadable.subject, loadable.issuer  # noqa: B018 (read for the parsing)
+        serial = int(asn1_x509.Certificate.load(der)["tbs_certificate"]["serial_number"].native)
+    except (ValueError, TypeError, KeyError, IndexError, UnicodeError):
+        return None
+    tolerated = _ToleratedCertificate(loadable, der, serial, not_der=False)
+    tolerated.teletex_names = True
+    return tolerated  # type: ignore[return-value]
+
+
+_TELETEX_STRING, _UTF8_STRING = 0x14, 0x0C
+
+
+def _utf8_name(name: bytes) -> tuple[bytes, bool]:
+    """The Name ``name`` (DER) with each TeletexString value as a UTF8String of its Latin-1
+    reading, and whether there was any. Raises ValueError for what is not DER."""
+    ((_, _, rdns),) = der_elements(name)
+    changed = False
+    out = []
+    for _, _, rdn in der_elements(rdns):
+        pairs = []
+        for _, _, pair in der_elements(rdn):
+            (_, type_der, _), (tag, value_der, value) = der_elements(pair)
+            if tag == _TELETEX_STRING:
+                value_der = tlv(_UTF8_STRING, value.decode("latin-1").encode())
+                changed = True
+            pairs.append(tlv(0x30, type_der + value_der))
+        out.append(tlv(0x31, b"".join(sorted(pairs))))
+    return tlv(0x30, b"".join(out)), changed
 
 
 def certificate_notes(cert: x509.Certificate) -> tuple[str, ...]:
@@ -95,6 +153,10 @@ def _defects(cert: x509.Certificate) -> dict[str, str]:
         )
     if isinstance(cert, _ToleratedCertificate) and cert.not_der:
         defects[WARN_NON_DER_CERTIFICATE] = "an encoding that is not DER"
+    elif isinstance(cert, _ToleratedCertificate) and cert.teletex_names:
+        defects[WARN_NON_DER_CERTIFICATE] = (
+            "names in Teletex strings holding Latin-1 letters, read as Latin-1"
+        )
     return defects
 
 
@@ -110,6 +172,7 @@ class _ToleratedCertificate:
         self._der = der
         self._serial = serial
         self.not_der = not_der  # besides its serial, its encoding was tolerated
+        self.teletex_names = False  # its names' TeletexStrings are UTF8Strings in the copy
 
     @property
     def serial_number(self) -> int:
