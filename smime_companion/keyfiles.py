@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from smime_companion.core.cert_loading import load_certificate
+from smime_companion.core.cert_loading import UNREADABLE_NAMES, load_certificate
 from smime_companion.core.model import Identity
 from smime_companion.errors import KeyLoadError
 
@@ -44,7 +44,9 @@ def certificates_from_bytes(data: bytes, name: str) -> list[x509.Certificate]:
                 raise ValueError("no certificate")
             return certificates
         return [load_certificate(data)]
-    except ValueError:
+    except ValueError as exc:
+        if str(exc).startswith(UNREADABLE_NAMES):  # a certificate, but not one we can read
+            raise KeyLoadError(f"{name}: {exc}") from None
         raise KeyLoadError(f"{name}: not a PEM or DER certificate") from None
 
 

@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki
+from tests.conftest import load_cert
 from tests.tools import mime_message, minimal_env, openssl_cms
 
 CLI = [sys.executable, "-m", "smime_companion"]
@@ -136,3 +138,16 @@ def test_at_moves_the_validity_check_in_time(pki: TestPki, tmp_path: Path) -> No
     proc = _run("open", path, "--anchor", pki.root, "--at", "2099-01-01T00:00:00Z", "--json")
     assert proc.returncode == 1
     assert json.loads(proc.stdout)["signature"] == "expired"
+
+
+def test_an_anchor_whose_names_cannot_be_read_says_so(
+    sealed: Path, pki: TestPki, tmp_path: Path
+) -> None:
+    # Not "not a PEM or DER certificate": it is one, and the person should learn what is wrong.
+    der = load_cert(pki.cert("alice")).public_bytes(Encoding.DER)
+    assert der.count(b"\x0c\x05Alice") == 1
+    broken = tmp_path / "broken.der"
+    broken.write_bytes(der.replace(b"\x0c\x05Alice", b"\x03\x05\x00lice"))  # a BIT STRING CN
+    proc = _run("open", sealed, "--anchor", broken)
+    assert proc.returncode == 2
+    assert b"broken.der: the certificate's names cannot be read" in proc.stderr

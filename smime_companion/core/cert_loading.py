@@ -36,6 +36,10 @@ from smime_companion.core.der_writer import tlv
 from smime_companion.core.verdicts import WARN_NON_DER_CERTIFICATE, WARN_NON_POSITIVE_SERIAL
 
 
+# How load_certificate's error starts for a certificate whose names cannot be read.
+UNREADABLE_NAMES = "the certificate's names cannot be read"
+
+
 def load_certificate(der: bytes) -> x509.Certificate:
     """The certificate in ``der``, as cryptography loads it or, when cryptography refuses only
     its non-positive serial number, its non-DER encoding or its names' Teletex strings, as a
@@ -52,7 +56,7 @@ def load_certificate(der: bytes) -> x509.Certificate:
     except (ValueError, TypeError) as exc:
         readable = _with_teletex_names_as_utf8(der)
         if readable is None:
-            raise ValueError(f"the certificate's names cannot be read: {exc}") from None
+            raise ValueError(f"{UNREADABLE_NAMES}: {exc}") from None
         return readable
     return cert
 
