@@ -35,7 +35,6 @@ from smime_companion.core.certs import describe_subject
 from smime_companion.core.der_writer import tlv
 from smime_companion.core.verdicts import WARN_NON_DER_CERTIFICATE, WARN_NON_POSITIVE_SERIAL
 
-
 # How load_certificate's error starts for a certificate whose names cannot be read.
 UNREADABLE_NAMES = "the certificate's names cannot be read"
 

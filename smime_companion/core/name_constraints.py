@@ -10,9 +10,9 @@ checked.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -190,13 +190,15 @@ def _dns_matches(host: str, constraint: str) -> bool:
     return host == constraint or host.endswith("." + constraint)
 
 
+# RFC 3986: scheme "://" [userinfo "@"] host; an IP literal in brackets is no host name.
+_URI_HOST = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/?#]*@)?([^\[\]:/?#@]*)(?:[:/?#]|\Z)")
+
+
 def _uri_host(uri: str) -> str | None:
     """The host of a URI as constraints compare it; None for a URI without one (a URN), which
     no URI constraint can be said to hold."""
-    try:
-        host = urlsplit(uri.strip()).hostname
-    except ValueError:
-        return None
+    found = _URI_HOST.match(uri.strip())
+    host = found.group(1) if found else ""
     return _normal_host(host) if host else None
 
 

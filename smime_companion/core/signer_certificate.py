@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from smime_companion.core.certificate_policies import policy_violation
 from smime_companion.core.chain import Cert
 from smime_companion.core.mime import holds_address
 from smime_companion.core.name_constraints import name_constraint_violation
@@ -107,6 +108,9 @@ def _path_problems(
     constraint = name_constraint_violation(path, addresses)
     if constraint:
         problems.append((Stage.CHAIN, S.UNTRUSTED, constraint))
+    policy = policy_violation(path)
+    if policy:
+        problems.append((Stage.CHAIN, S.UNTRUSTED, policy))
     return problems
 
 

@@ -1,0 +1,69 @@
+"""Certificate policy processing (``core.certificate_policies``): PKITS's sections 4.8 to 4.12
+are the specification (tests/test_pkits.py); here what they do not cover."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from smime_companion.core.certificate_policies import MAX_NODES, policy_violation
+from smime_companion.core.chain import cert_of
+
+
+def _issued(
+    name: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: str,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    extensions: list[x509.ExtensionType],
+) -> x509.Certificate:
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+    )
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _policies(count: int) -> x509.CertificatePolicies:
+    return x509.CertificatePolicies(
+        [x509.PolicyInformation(x509.ObjectIdentifier(f"1.3.6.1.4.1.99999.{n}"), None)
+         for n in range(count)]
+    )  # fmt: skip
+
+
+def test_a_ca_with_more_policies_than_the_bound_fails_quickly() -> None:
+    # Policy trees can grow exponentially (OpenSSL's CVE-2023-0464): the tree is cut at
+    # MAX_NODES and the path then fails, in bounded time.
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(3)]
+    root = _issued("Root", keys[0], "Root", keys[0], [])
+    ca = _issued("CA", keys[1], "Root", keys[0], [_policies(MAX_NODES + 1)])
+    signer = _issued("Signer", keys[2], "CA", keys[1], [_policies(MAX_NODES + 1)])
+    started = time.monotonic()
+    reason = policy_violation((cert_of(signer), cert_of(ca), cert_of(root)))
+    assert reason == f"the certificate policies of the path make more than {MAX_NODES} combinations"
+    assert time.monotonic() - started < 2
+
+
+def test_without_any_policy_extension_a_path_is_fine_unless_a_ca_requires_one() -> None:
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(3)]
+    root = _issued("Root", keys[0], "Root", keys[0], [])
+    plain_ca = _issued("CA", keys[1], "Root", keys[0], [])
+    signer = _issued("Signer", keys[2], "CA", keys[1], [])
+    assert policy_violation((cert_of(signer), cert_of(plain_ca), cert_of(root))) is None
+    requiring = x509.PolicyConstraints(require_explicit_policy=0, inhibit_policy_mapping=None)
+    strict_ca = _issued("CA", keys[1], "Root", keys[0], [_policies(1), requiring])
+    reason = policy_violation((cert_of(signer), cert_of(strict_ca), cert_of(root)))
+    assert reason is not None and "no certificate policy is valid" in reason
