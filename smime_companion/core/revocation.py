@@ -15,6 +15,7 @@ into "dated in the future", hence ``unavailable``, hence passed under ``soft``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,13 +23,15 @@ from typing import Any
 from asn1crypto import ocsp as asn1_ocsp
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
-from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, ExtensionOID
 
 from smime_companion.core.cert_vocabulary import Revocation
 from smime_companion.core.certs import (
     CertificateDefect,
+    comparable_name,
     describe_subject,
     extension_value,
 )
@@ -285,6 +288,97 @@ def read_crl(
             f"revoked at {entry.revocation_date_utc.isoformat()} ({source})",
         )
     return RevocationAnswer(Revocation.GOOD, at, source, next_update, data)
+
+
+# CRLs a message carries that are looked at, and the entries of each: a sender adds one or
+# two; a hostile message may not make every signer check cost more.
+MAX_CARRIED_CRLS = 8
+
+
+def revoked_by_carried_crls(
+    cert: x509.Certificate, issuer: x509.Certificate, crls: tuple[bytes, ...], at: datetime
+) -> str | None:
+    """Why ``cert`` was revoked at ``at``, when a CRL the message carries (its SignedData's
+    ``crls``) says so: a CRL of ``issuer``, signed by it, listing the serial with a revocation
+    date not after ``at``; a certificate on hold counts unless a delta CRL of the issuer
+    removes it again. None otherwise, also for CRLs that cannot be read or are not the
+    issuer's: a message is no source of revocation information one can require, only of
+    evidence. How old the CRL is does not matter for a revocation it lists (a CA does not
+    revoke in advance). Never raises."""
+    issuer_name = comparable_name(issuer.subject)
+    listed: list[tuple[x509.RevokedCertificate, bool]] = []  # (entry, from a delta CRL)
+    for data in crls[:MAX_CARRIED_CRLS]:
+        try:
+            crl = _carried_crl(data)
+            if comparable_name(crl.issuer) != issuer_name or not _usable(crl):
+                continue
+            if not _crl_signed_by(data, issuer):
+                continue
+            entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+            if entry is not None and not any(e.critical for e in entry.extensions):
+                listed.append((entry, _is_delta(crl)))
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            continue
+    removed = any(_reason(entry) == x509.ReasonFlags.remove_from_crl for entry, _ in listed)
+    for entry, delta in listed:
+        reason = _reason(entry)
+        if reason == x509.ReasonFlags.remove_from_crl:
+            continue
+        if reason == x509.ReasonFlags.certificate_hold and removed:
+            continue  # put on hold, then released
+        if entry.revocation_date_utc <= at + CLOCK_SKEW:
+            return (
+                f"was revoked at {entry.revocation_date_utc.isoformat()} (a "
+                f"{'delta ' if delta else ''}CRL of {describe_subject(issuer)} the message "
+                "carries)"
+            )
+    return None
+
+
+# Every signer and every link of every path asks about the same few CRLs of one message: each
+# is parsed, and its signature checked against an issuer, once.
+@functools.lru_cache(maxsize=MAX_CARRIED_CRLS)
+def _carried_crl(data: bytes) -> x509.CertificateRevocationList:
+    return x509.load_der_x509_crl(data)
+
+
+@functools.lru_cache(maxsize=4 * MAX_CARRIED_CRLS)
+def _crl_signed_by(data: bytes, issuer: x509.Certificate) -> bool:
+    return structure_signed_by(data, issuer.public_key())
+
+
+# The critical CRL extensions understood well enough to read a listing: RFC 5280 has a CRL
+# with any other critical extension set aside.
+_KNOWN_CRITICAL_CRL_EXTENSIONS = frozenset(
+    {ExtensionOID.ISSUING_DISTRIBUTION_POINT, ExtensionOID.DELTA_CRL_INDICATOR}
+)
+
+
+def _usable(crl: x509.CertificateRevocationList) -> bool:
+    """Whether a listing in ``crl`` may be read as it stands: no critical extension we do not
+    know, and not an indirect CRL (whose entries may name another CA's certificates)."""
+    for extension in crl.extensions:
+        if extension.critical and extension.oid not in _KNOWN_CRITICAL_CRL_EXTENSIONS:
+            return False
+        value = extension.value
+        if isinstance(value, x509.IssuingDistributionPoint) and value.indirect_crl:
+            return False
+    return True
+
+
+def _is_delta(crl: x509.CertificateRevocationList) -> bool:
+    try:
+        crl.extensions.get_extension_for_oid(ExtensionOID.DELTA_CRL_INDICATOR)
+    except x509.ExtensionNotFound:
+        return False
+    return True
+
+
+def _reason(entry: x509.RevokedCertificate) -> x509.ReasonFlags | None:
+    try:
+        return entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+    except (x509.ExtensionNotFound, ValueError):
+        return None
 
 
 def chain_answer(

@@ -58,6 +58,7 @@ class SignerContext:
     allow_weak: bool = False
     unreadable_certs: int = 0  # certificates of the message cryptography could not load
     digests: dict[str, bytes] = field(default_factory=dict)  # content digest by algorithm name
+    crls: tuple[bytes, ...] = ()  # the CRLs the SignedData carries (DER), as evidence only
     _builder: PathBuilder | None = None
 
     @property

@@ -60,6 +60,7 @@ from smime_companion.core.chain import (
 )
 from smime_companion.core.cms import ASN1_ERRORS
 from smime_companion.core.model import SignerReport, VerifyOutcome, signed_data_verdict
+from smime_companion.core.revocation import MAX_CARRIED_CRLS
 from smime_companion.core.signatures import SIGNATURE_ALGORITHMS, digest_named_by
 from smime_companion.core.signed_attributes import (
     NamedCertificate,
@@ -171,6 +172,7 @@ def verify_signed_data(
         allow_sha1=allow_sha1 or allow_weak,
         budget=budget if budget is not None else WorkBudget(),
         allow_weak=allow_weak,
+        crls=_message_crls(signed_data),
     )
     reports = tuple(_check_signer_safely(i, si, context) for i, si in enumerate(signer_infos))
     status = signed_data_verdict([r.status for r in reports])
@@ -227,6 +229,20 @@ def _message_certificates(signed_data: cms.SignedData) -> CertificateSet:
         return CertificateSet((), 0)
     # A sender attaches the same certificates to every message: read them once per encoding.
     return certificates_in_set(certs.contents)
+
+
+def _message_crls(signed_data: cms.SignedData) -> tuple[bytes, ...]:
+    """The X.509 CRLs of the SignedData's ``crls`` (DER), the other RevocationInfoChoices
+    skipped; () when there are none or they cannot be read."""
+    try:
+        crls = signed_data["crls"]
+        if isinstance(crls, core.Void):
+            return ()
+        return tuple(choice.chosen.dump() for choice in crls if choice.name == "crl")[
+            :MAX_CARRIED_CRLS
+        ]
+    except ASN1_ERRORS:
+        return ()
 
 
 def _check_signer_safely(
