@@ -78,7 +78,7 @@ class _Tree:
 def policy_violation(path: tuple[Cert, ...]) -> str | None:
     """Why no certificate policy is valid for ``path`` (signer first, anchor last) under the
     inputs mail clients use, or None. The anchor's own extensions are not processed."""
-    certs = [c for c in reversed(path[:-1])]  # from the one the anchor issued down to the signer
+    certs = list(reversed(path[:-1]))  # from the one the anchor issued down to the signer
     n = len(certs)
     tree: _Tree | None = _Tree()
     explicit_policy = inhibit_any_policy = policy_mapping = n + 1

@@ -290,34 +290,59 @@ def read_crl(
     return RevocationAnswer(Revocation.GOOD, at, source, next_update, data)
 
 
-# CRLs a message carries that are looked at, and the entries of each: a sender adds one or
-# two; a hostile message may not make every signer check cost more.
+# CRLs a message carries that are looked at: a sender adds one or two; a hostile message may
+# not make every signer check cost more.
 MAX_CARRIED_CRLS = 8
 
 
+class CarriedCrl:
+    """A CRL a message carries (its SignedData's ``crls``), read once for the whole message:
+    every signer and every link of every path asks about the same few."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self._signed_by: dict[bytes, bool] = {}
+
+    @functools.cached_property
+    def crl(self) -> x509.CertificateRevocationList | None:
+        try:
+            return x509.load_der_x509_crl(self.data)
+        except ValueError:
+            return None
+
+    def signed_by(self, issuer: x509.Certificate) -> bool:
+        key = issuer.public_bytes(serialization.Encoding.DER)
+        if key not in self._signed_by:
+            try:
+                self._signed_by[key] = structure_signed_by(self.data, issuer.public_key())
+            except (ValueError, TypeError, UnsupportedAlgorithm):
+                self._signed_by[key] = False
+        return self._signed_by[key]
+
+
 def revoked_by_carried_crls(
-    cert: x509.Certificate, issuer: x509.Certificate, crls: tuple[bytes, ...], at: datetime
+    cert: x509.Certificate, issuer: x509.Certificate, crls: tuple[CarriedCrl, ...], at: datetime
 ) -> str | None:
-    """Why ``cert`` was revoked at ``at``, when a CRL the message carries (its SignedData's
-    ``crls``) says so: a CRL of ``issuer``, signed by it, listing the serial with a revocation
-    date not after ``at``; a certificate on hold counts unless a delta CRL of the issuer
-    removes it again. None otherwise, also for CRLs that cannot be read or are not the
-    issuer's: a message is no source of revocation information one can require, only of
-    evidence. How old the CRL is does not matter for a revocation it lists (a CA does not
-    revoke in advance). Never raises."""
+    """Why ``cert`` was revoked at ``at``, when a CRL the message carries says so: a CRL of
+    ``issuer``, signed by it, listing the serial with a revocation date not after ``at``; a
+    certificate on hold counts unless a delta CRL of the issuer removes it again. None
+    otherwise, also for CRLs that cannot be read or are not the issuer's: a message is no
+    source of revocation information one can require, only of evidence. How old the CRL is
+    does not matter for a revocation it lists (a CA does not revoke in advance). Never
+    raises."""
     issuer_name = comparable_name(issuer.subject)
     listed: list[tuple[x509.RevokedCertificate, bool]] = []  # (entry, from a delta CRL)
-    for data in crls[:MAX_CARRIED_CRLS]:
+    for carried in crls[:MAX_CARRIED_CRLS]:
+        crl = carried.crl
         try:
-            crl = _carried_crl(data)
-            if comparable_name(crl.issuer) != issuer_name or not _usable(crl):
+            if crl is None or comparable_name(crl.issuer) != issuer_name or not _usable(crl):
                 continue
-            if not _crl_signed_by(data, issuer):
+            if not carried.signed_by(issuer):
                 continue
             entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
             if entry is not None and not any(e.critical for e in entry.extensions):
                 listed.append((entry, _is_delta(crl)))
-        except (ValueError, TypeError, UnsupportedAlgorithm):
+        except (ValueError, TypeError):
             continue
     removed = any(_reason(entry) == x509.ReasonFlags.remove_from_crl for entry, _ in listed)
     for entry, delta in listed:
@@ -333,18 +358,6 @@ def revoked_by_carried_crls(
                 "carries)"
             )
     return None
-
-
-# Every signer and every link of every path asks about the same few CRLs of one message: each
-# is parsed, and its signature checked against an issuer, once.
-@functools.lru_cache(maxsize=MAX_CARRIED_CRLS)
-def _carried_crl(data: bytes) -> x509.CertificateRevocationList:
-    return x509.load_der_x509_crl(data)
-
-
-@functools.lru_cache(maxsize=4 * MAX_CARRIED_CRLS)
-def _crl_signed_by(data: bytes, issuer: x509.Certificate) -> bool:
-    return structure_signed_by(data, issuer.public_key())
 
 
 # The critical CRL extensions understood well enough to read a listing: RFC 5280 has a CRL

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes
 from smime_companion.core.cert_loading import certificate_notes
 from smime_companion.core.chain import Cert, PathBuilder, WorkBudget
 from smime_companion.core.model import SignerReport
+from smime_companion.core.revocation import CarriedCrl
 from smime_companion.core.signatures import HASH_FACTORIES
 from smime_companion.core.verdicts import SIGNATURE_SEVERITY, SignatureStatus
 
@@ -58,7 +59,7 @@ class SignerContext:
     allow_weak: bool = False
     unreadable_certs: int = 0  # certificates of the message cryptography could not load
     digests: dict[str, bytes] = field(default_factory=dict)  # content digest by algorithm name
-    crls: tuple[bytes, ...] = ()  # the CRLs the SignedData carries (DER), as evidence only
+    crls: tuple[CarriedCrl, ...] = ()  # the CRLs the SignedData carries, as evidence only
     _builder: PathBuilder | None = None
 
     @property

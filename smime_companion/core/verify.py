@@ -60,7 +60,7 @@ from smime_companion.core.chain import (
 )
 from smime_companion.core.cms import ASN1_ERRORS
 from smime_companion.core.model import SignerReport, VerifyOutcome, signed_data_verdict
-from smime_companion.core.revocation import MAX_CARRIED_CRLS
+from smime_companion.core.revocation import MAX_CARRIED_CRLS, CarriedCrl
 from smime_companion.core.signatures import SIGNATURE_ALGORITHMS, digest_named_by
 from smime_companion.core.signed_attributes import (
     NamedCertificate,
@@ -231,16 +231,15 @@ def _message_certificates(signed_data: cms.SignedData) -> CertificateSet:
     return certificates_in_set(certs.contents)
 
 
-def _message_crls(signed_data: cms.SignedData) -> tuple[bytes, ...]:
-    """The X.509 CRLs of the SignedData's ``crls`` (DER), the other RevocationInfoChoices
-    skipped; () when there are none or they cannot be read."""
+def _message_crls(signed_data: cms.SignedData) -> tuple[CarriedCrl, ...]:
+    """The X.509 CRLs of the SignedData's ``crls``, the other RevocationInfoChoices skipped;
+    () when there are none or they cannot be read."""
     try:
         crls = signed_data["crls"]
         if isinstance(crls, core.Void):
             return ()
-        return tuple(choice.chosen.dump() for choice in crls if choice.name == "crl")[
-            :MAX_CARRIED_CRLS
-        ]
+        found = [choice.chosen.dump() for choice in crls if choice.name == "crl"]
+        return tuple(CarriedCrl(data) for data in found[:MAX_CARRIED_CRLS])
     except ASN1_ERRORS:
         return ()
 
