@@ -16,7 +16,9 @@ with header protection), small hostile messages (``tests/chaos/hostile.py``), an
 (``tests/chaos/costly.py``, ``tests/chaos/forged.py``): certificate-graph mazes, compression nested
 in compression, BER chunk floods in CompressedData, SignedData, EnvelopedData and a detached
 signature, two From fields or addresses, a poison From, protected headers outside the signature, a
-CBC gadget, an impostor certificate with the signer's identifier. libFuzzer mutates them as bytes
+CBC gadget, an impostor certificate with the signer's identifier; and NIST PKITS messages
+(tests/vectors/pkits) that reach certificate policy processing, name constraints on every SAN
+form and the CRLs a message carries. libFuzzer mutates them as bytes
 (MIME-level damage: headers, boundaries, base64 line breaks); the custom mutator also decodes the
 base64 CMS body of a message, mutates the DER with libFuzzer's mutator and encodes it again
 (CMS-level damage that survives the base64 decoding). Plain mail of the shapes the text walk reads
@@ -24,7 +26,7 @@ base64 CMS body of a message, mutates the DER with libFuzzer's mutator and encod
 RFC 2231 names, uuencode, broken base64, the older protected-headers scheme's Legacy Display
 part) seeds the indexing side.
 
-Every input is opened as bob with the test root as the only anchor. A finding is:
+Every input is opened as bob with the test root and PKITS's root as the anchors. A finding is:
 - an exception out of ``open_message`` (it must return a status or an error line, never raise),
   out of ``derive_entry`` (the daemon would cache the message unindexed, "internal error while
   indexing"), out of the reader's rendering of a part or out of the export;
@@ -115,7 +117,12 @@ def make_seeds(directory: Path) -> list[bytes]:
     """Make the seed messages (see the module docstring); fill ``WORLD``; return the seeds."""
     pki = make_test_pki(directory / "pki")
     WORLD.identity = keyfiles.load_pkcs12(pki.p12("bob"), PKCS12_PASSWORD.encode())
-    WORLD.anchors = (x509.load_pem_x509_certificate(pki.root.read_bytes()),)
+    pkits = REPO / "tests" / "vectors" / "pkits"
+    WORLD.anchors = (
+        x509.load_pem_x509_certificate(pki.root.read_bytes()),
+        # NIST's PKITS root: its messages below reach policy processing and carried CRLs.
+        x509.load_pem_x509_certificate((pkits / "TrustAnchorRootCertificate.pem").read_bytes()),
+    )
     seeds = []
     for user in ("alice", "carol", "dave"):
         base: list[str | Path] = [
@@ -181,6 +188,21 @@ def make_seeds(directory: Path) -> list[bytes]:
         forged.duplicate_signer_id(pki),
         forged.encrypted_message_attached(pki),
         *plain_shapes(),
+        # Certificate policies, name constraints on every SAN form, CRLs carried in the message.
+        *(
+            (pkits / f"Signed{name}.eml").read_bytes()
+            for name in (
+                "ValidPolicyMappingTest1",
+                "InvalidinhibitPolicyMappingTest1",
+                "InvalidMappingFromanyPolicyTest7",
+                "ValidRequireExplicitPolicyTest2",
+                "InvalidRevokedEETest3",
+                "ValiddeltaCRLTest5",
+                "InvalidDNSnameConstraintsTest31",
+                "ValidURInameConstraintsTest34",
+                "ValidNameChainingCapitalizationTest5",
+            )
+        ),
         # The older protected-headers scheme's Legacy Display part, encrypted as it is sent.
         openssl_cms(["-encrypt", "-aes-256-gcm", "-recip", pki.cert("bob")], LEGACY_DISPLAY_PART),
     ]
