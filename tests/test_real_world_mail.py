@@ -987,6 +987,25 @@ def test_a_saved_eml_with_a_bom_or_doubled_line_ends_opens(
     assert (result.signature, result.signer, result.error) == (S.VALID, "alice@example.org", None)
 
 
+def test_doubled_line_ends_inside_the_signed_part_alone_verify_as_openssl_reads_them(
+    pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime, tmp_path: Path
+) -> None:
+    # wolfSSL's smime-test-canon.p7s: some lines of the signed part end CR CR LF, the rest of
+    # the message does not. OpenSSL's canonical form strips every CR before a line's LF.
+    signed = _detached(pki)
+    start = signed.index(b"this is a test")
+    damaged = signed[:start] + signed[start:].replace(b"\r\n", b"\r\r\n", 1)
+    assert damaged.count(b"\r\r\n") == 1
+    (tmp_path / "damaged.eml").write_bytes(damaged)
+    run(["openssl", "cms", "-verify", "-CAfile", pki.root, "-in", tmp_path / "damaged.eml",
+         "-out", "/dev/null"])  # fmt: skip
+    result = _open(damaged, anchors, now)
+    assert (result.signature, result.error) == (S.VALID, None)
+    assert b"\r\r\n" not in result.content  # what is shown is what verified
+    altered = damaged.replace(b"this is a test", b"this is a tesT")
+    assert _open(altered, anchors, now).signature == S.INVALID
+
+
 def test_only_encodings_are_tolerated_not_bytes_after_a_certificate(pki: TestPki) -> None:
     # Bytes after it change its fingerprint and nothing it says: still refused, as cryptography
     # and OpenSSL refuse them, so one certificate cannot pass for another.

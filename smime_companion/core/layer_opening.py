@@ -152,6 +152,14 @@ class LayerOpener:
             as_received = self._verify(info, signed_raw, checked)
             if as_received.status != SignatureStatus.INVALID:
                 outcome = as_received
+        if outcome.status == SignatureStatus.INVALID and b"\r\r" in signed_raw:
+            # Lines whose end a Windows program converted twice (CR CR LF) inside the part.
+            # OpenSSL's canonical form strips every CR before a line's LF (and so verifies
+            # such a part); when that form verifies, it is what is shown.
+            collapsed = _CR_RUN.sub(b"\r\n", canonical)
+            as_collapsed = self._verify(info, collapsed, checked)
+            if as_collapsed.status != SignatureStatus.INVALID:
+                outcome, signed_raw = as_collapsed, collapsed
         if outcome.status == SignatureStatus.INVALID and _MBOX_ESCAPED.search(signed_raw):
             # An mbox writer (Thunderbird's among them) put ">" before each body line that began
             # "From " and no reader took it off: the signature covers the line as it was sent.
@@ -305,6 +313,8 @@ def _signed_step(layer_type: str, outcome: VerifyOutcome, next_raw: bytes | None
 _ID_CT_RECEIPT = "1.2.840.113549.1.9.16.1.1"
 # A body line an mbox writer escaped: one ">" too many before "From " (mboxo and mboxrd).
 _MBOX_ESCAPED = re.compile(rb"(?m)^>(>*From )")
+# A line end with more than one CR before its LF.
+_CR_RUN = re.compile(rb"\r\r+\n")
 
 
 def _content_type_of(info: cms.ContentInfo) -> str | None:
