@@ -349,6 +349,25 @@ def test_a_bare_signed_cms_file_opens(
     assert b"this is a test" in result.content
 
 
+@pytest.mark.parametrize(
+    ("command", "kind"),
+    [
+        (["-EncryptedData_encrypt", "-aes128", "-secretkey", "00" * 16], "encrypted_data"),
+        (["-digest_create"], "digested_data"),
+        (["-data_create"], "data"),
+    ],
+)
+def test_a_bare_cms_file_of_another_type_says_what_it_is(
+    now: dt.datetime, command: list[str], kind: str
+) -> None:
+    # RFC 4134's examples 3.1, 6.0, 7.1: read as a header section they gave "header line is
+    # not a field: '0W\x06\t*...'".
+    der = openssl_cms([*command, "-outform", "DER"], b"Hello\r\n")
+    result = open_message(der, at=now)
+    assert result.decryption == Decryption.UNSUPPORTED and not result.ok
+    assert result.error == f"decryption: unsupported CMS content type {kind!r}"
+
+
 def test_a_bare_enveloped_pem_file_decrypts(pki: TestPki, now: dt.datetime) -> None:
     p7m = openssl_cms(["-encrypt", "-outform", "PEM", "-recip", pki.cert("bob")], mime_message())
     assert p7m.startswith(b"-----BEGIN CMS-----")

@@ -24,6 +24,17 @@ _SMIME_TYPES = {
     bytes.fromhex("060b2a864886f70d0109100109"): "compressed-data",
 }
 # The armour labels: RFC 7468's (PKCS7, CMS), Netscape's, and gpgsm's (its --armor output).
+# Other CMS content types a bare file may hold: recognised so that opening says what it is
+# (no S/MIME layer of ours) instead of reading DER as a header section.
+_OTHER_CMS_TYPES = frozenset(
+    {
+        bytes.fromhex("06092a864886f70d010701"),  # data
+        bytes.fromhex("06092a864886f70d010704"),  # signedAndEnvelopedData (PKCS #7)
+        bytes.fromhex("06092a864886f70d010705"),  # digestedData
+        bytes.fromhex("06092a864886f70d010706"),  # encryptedData
+        bytes.fromhex("060b2a864886f70d0109100102"),  # authenticatedData
+    }
+)
 _PEM = re.compile(
     rb"\A\s*-----BEGIN (PKCS7|CMS|PKCS #7 SIGNED DATA|SIGNED MESSAGE|ENCRYPTED MESSAGE)-----"
     rb"\r?\n(.*?)-----END \1-----\s*\Z",
@@ -86,7 +97,7 @@ def content_type_oid(der: bytes) -> bytes | None:
     if pos + 2 > len(der) or der[pos] != 0x06:
         return None
     oid = der[pos : pos + 2 + der[pos + 1]]
-    return oid if oid in _SMIME_TYPES else None
+    return oid if oid in _SMIME_TYPES or oid in _OTHER_CMS_TYPES else None
 
 
 def der_of_text(data: bytes) -> bytes:
@@ -116,7 +127,7 @@ def _decoded_text(raw: bytes) -> bytes | None:
 
 def _wrapped(der: bytes) -> bytes:
     oid = content_type_oid(der)
-    smime_type = _SMIME_TYPES[oid] if oid is not None else None
+    smime_type = _SMIME_TYPES.get(oid) if oid is not None else None
     return (
         b"MIME-Version: 1.0\r\n"
         b"Content-Type: application/pkcs7-mime; smime-type="
