@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import time
 
 import pytest
 from cryptography import x509
@@ -146,3 +147,19 @@ def test_a_uri_without_a_host_is_outside_a_permitted_uri_subtree(now: dt.datetim
     status, reason = _verdict(world, now)
     assert status == SignatureStatus.UNTRUSTED
     assert "URI urn:uuid:0000" in reason
+
+
+def test_names_and_constraints_too_many_to_compare_fail_in_bounded_time(now: dt.datetime) -> None:
+    # Every name is held against every subtree: 1,000 host names under 1,000 excluded ones
+    # would be a million comparisons (ten thousand of each, a hundred million).
+    world = constrained_message(
+        signer_email="alice@example.org",
+        signer_subject=PLAIN,
+        excluded=[x509.DNSName(f"evil{n}.example") for n in range(1000)],
+        other_names=tuple(x509.DNSName(f"host{n}.example.org") for n in range(1000)),
+    )
+    started = time.monotonic()
+    status, reason = _verdict(world, now)
+    assert time.monotonic() - started < 2
+    assert status == SignatureStatus.UNTRUSTED
+    assert "too many to compare (over 200,000 comparisons)" in reason

@@ -46,6 +46,11 @@ def name_constraint_violation(path: tuple[Cert, ...], addresses: tuple[str, ...]
         if constraints is None:
             continue
         ca_name = describe_subject(ca)
+        if _comparisons(path[:position], constraints, addresses) > MAX_COMPARISONS:
+            return (
+                f"the names below {ca_name} and its name constraints are too many to compare "
+                f"(over {MAX_COMPARISONS:,} comparisons)"
+            )
         emails = _subtrees(constraints, x509.RFC822Name, _normal_email_constraint)
         for address in _constrained_addresses(path[0].cert, addresses):
             if not _allowed(_normal_email(address), emails, _email_matches):
@@ -65,6 +70,26 @@ def name_constraint_violation(path: tuple[Cert, ...], addresses: tuple[str, ...]
                 name = describe_subject(cert)
                 return f"{outside} of {name} is outside the name constraints of {ca_name}"
     return None
+
+
+# Names times constraints: every name is held against every subtree. Real CAs constrain a
+# handful of names; a hostile certificate with ten thousand of each would cost a hundred
+# million comparisons, and fails instead.
+MAX_COMPARISONS = 200_000
+
+
+def _comparisons(
+    below: tuple[Cert, ...], constraints: x509.NameConstraints, addresses: tuple[str, ...]
+) -> int:
+    subtrees = len(constraints.permitted_subtrees or ()) + len(constraints.excluded_subtrees or ())
+    names = len(addresses) + 1
+    for c in below:
+        try:
+            san = extension_value(c.cert, x509.SubjectAlternativeName)
+        except CertificateDefect:
+            san = None
+        names += 1 + (len(san) if san is not None else 0)
+    return names * subtrees
 
 
 def _alt_name_outside(cert: x509.Certificate, constraints: x509.NameConstraints) -> str | None:
