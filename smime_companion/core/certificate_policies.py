@@ -8,7 +8,8 @@ that ``inhibitPolicyMapping`` or ``inhibitAnyPolicy`` forbid, leaving no policy 
 whole path. Qualifiers play no part in the verdict and are not kept.
 
 Hostile input costs bounded work: the tree is cut at ``MAX_NODES`` (mappings can make it grow
-exponentially, as OpenSSL learnt in CVE-2023-0464), and a path that reaches it fails.
+exponentially, as OpenSSL learnt in CVE-2023-0464), a certificate's policies are held against
+at most ``MAX_COMPARISONS`` nodes in all, and a path that reaches either bound fails.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from smime_companion.core.cms import ASN1_ERRORS
 
 ANY_POLICY = CertificatePoliciesOID.ANY_POLICY.dotted_string
 MAX_NODES = 1000
+# A certificate's policies times the nodes above them: each policy is held against each node.
+MAX_COMPARISONS = 200_000
 _READ_ERRORS: tuple[type[Exception], ...] = (CertificateDefect, *ASN1_ERRORS)
 
 
@@ -113,7 +116,7 @@ def policy_violation(path: tuple[Cert, ...]) -> str | None:
         if not isinstance(signer, str) and signer.require_explicit == 0:
             explicit_policy = 0
     except _TooLarge:
-        return f"the certificate policies of the path make more than {MAX_NODES} combinations"
+        return "the certificate policies of the path are too many to process"
     if tree is None and explicit_policy <= 0:
         return _no_policy(path[0])
     return None
@@ -198,6 +201,8 @@ def _with_policies(
     if facts.policies is None:
         return None
     parents = tree.levels[i - 1] if len(tree.levels) > i - 1 else []
+    if len(facts.policies) * len(parents) > MAX_COMPARISONS:
+        raise _TooLarge  # every policy is held against every node above it
     for policy in dict.fromkeys(facts.policies):
         if policy == ANY_POLICY:
             continue
