@@ -95,7 +95,8 @@ def _with_teletex_names_as_utf8(der: bytes) -> x509.Certificate | None:
         fields[subject], changed_subject = _utf8_name(fields[subject])
         if not (changed_issuer or changed_subject) or cert_tag != 0x30:
             return None
-        if fields[first][2:3] and fields[first][2] & 0x80 or fields[first][2:] == b"\x00":
+        ((_, _, serial_value),) = der_elements(fields[first])
+        if not serial_value or serial_value[0] & 0x80 or serial_value == b"\x00":
             fields[first] = b"\x02\x01\x01"  # a non-positive serial, as in _loaded
         copy = tlv(0x30, tlv(0x30, b"".join(fields)) + b"".join(e for _, e, _ in rest))
         loadable = x509.load_der_x509_certificate(copy)
@@ -103,9 +104,9 @@ def _with_teletex_names_as_utf8(der: bytes) -> x509.Certificate | None:
         serial = int(asn1_x509.Certificate.load(der)["tbs_certificate"]["serial_number"].native)
     except (ValueError, TypeError, KeyError, IndexError, UnicodeError):
         return None
-    tolerated = _ToleratedCertificate(loadable, der, serial, not_der=False)
-    tolerated.teletex_names = True
-    return tolerated  # type: ignore[return-value]
+    return _ToleratedCertificate(  # type: ignore[return-value]
+        loadable, der, serial, not_der=False, teletex_names=True
+    )
 
 
 _TELETEX_STRING, _UTF8_STRING = 0x14, 0x0C
@@ -170,12 +171,19 @@ class _ToleratedCertificate:
     identical. Signatures are checked by :mod:`smime_companion.core.signatures` over
     ``public_bytes()``, so the original's signature is what gets checked."""
 
-    def __init__(self, loadable: x509.Certificate, der: bytes, serial: int, not_der: bool) -> None:
+    def __init__(
+        self,
+        loadable: x509.Certificate,
+        der: bytes,
+        serial: int,
+        not_der: bool,
+        teletex_names: bool = False,
+    ) -> None:
         self._loadable = loadable
         self._der = der
         self._serial = serial
         self.not_der = not_der  # besides its serial, its encoding was tolerated
-        self.teletex_names = False  # its names' TeletexStrings are UTF8Strings in the copy
+        self.teletex_names = teletex_names  # its names' TeletexStrings are UTF8Strings in the copy
 
     @property
     def serial_number(self) -> int:
