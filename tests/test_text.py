@@ -410,6 +410,20 @@ def test_other_text_forms_of_an_alternative_are_not_listed_as_attachments(form: 
         ('Content-Type: image/jpeg; name="C:\\Documents\\Photos\\Haus.jpg"', "Haus.jpg"),
         ('Content-Type: image/jpeg; name="../../.ssh/id_rsa"', "id_rsa"),
         ('Content-Type: image/jpeg; name="Photos/"', "Photos/"),
+        # Long names split in RFC 2231 continuations, plain (Thunderbird, ASCII names) or
+        # encoded, in any order; the plain pieces were read as a parameter "name*0".
+        ('Content-Type: image/jpeg\r\nContent-Disposition: attachment;\r\n'
+         ' filename*0="Holiday photos from the ";\r\n filename*1="lake, 2026.jpg"',
+         "Holiday photos from the lake, 2026.jpg"),
+        ('Content-Type: image/jpeg;\r\n name*1="Haus.jpg";\r\n name*0="Unser "', "Unser Haus.jpg"),
+        ("Content-Type: image/jpeg\r\nContent-Disposition: attachment;\r\n"
+         " filename*0*=utf-8''Gro%C3%9Fe;\r\n filename*1=\" Stra\";\r\n filename*2*=%C3%9Fe.jpg",
+         "Große Straße.jpg"),
+        # Both forms (the plain one for readers without RFC 2231): the exact one is meant.
+        ("Content-Type: image/jpeg\r\nContent-Disposition: attachment;\r\n"
+         " filename=\"Strasse.jpg\"; filename*=utf-8''Stra%C3%9Fe.jpg", "Straße.jpg"),
+        ("Content-Type: image/jpeg\r\nContent-Disposition: attachment;\r\n"
+         " filename*=utf-8''Stra%C3%9Fe.jpg; filename=\"Strasse.jpg\"", "Straße.jpg"),
     ],
 )  # fmt: skip
 def test_a_file_name_is_decoded_and_shown_without_folders(fields: str, name: str) -> None:

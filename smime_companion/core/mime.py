@@ -343,10 +343,16 @@ def parse_content_type(value: str | None) -> ContentType:
         # The email package's RFC 2231 joining raises on some broken values (``name*`` beside
         # ``name*0`` makes it sort None against 0): read every parameter as written instead.
         return ContentType(mime_type, _parameters_as_written(value))
+    extended: list[tuple[str, str]] = []
     for key, param in parsed:
-        text = param if isinstance(param, str) else _rfc2231_text(param)
-        params.append((key.lower(), text))
-    return ContentType(mime_type, tuple(params))
+        if isinstance(param, str):
+            params.append((key.lower(), param))
+        else:
+            extended.append((key.lower(), _rfc2231_text(param)))
+    # A name given both ways (``filename="report.pdf"; filename*=utf-8''r%C3%A9port.pdf``, the
+    # plain form for readers that know no RFC 2231) means the extended one, the only one that
+    # can say the name exactly; param() takes the first, so it comes first.
+    return ContentType(mime_type, tuple(extended + params))
 
 
 def _parameters_as_written(value: str) -> tuple[tuple[str, str], ...]:
@@ -371,7 +377,7 @@ def _parse_simple_content_type(value: str) -> ContentType | None:
         if param is None:
             break
         key = param.group(1)
-        if key.endswith("*"):
+        if "*" in key:
             return None  # RFC 2231 encoded or continued: the email package decodes it
         quoted = param.group(2)
         params.append((key.lower(), quoted if quoted is not None else param.group(3)))
