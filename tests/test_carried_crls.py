@@ -80,12 +80,13 @@ def test_a_crl_of_the_issuer_listing_the_signer_makes_the_signature_revoked(
     pki: TestPki, anchors: tuple[x509.Certificate, ...]
 ) -> None:
     at = _at(pki)
-    result = open_message(
-        _signed_carrying(pki, _crl(pki, at - dt.timedelta(minutes=30))), anchors=anchors, at=at
-    )
+    revoked_at = (at - dt.timedelta(minutes=30)).replace(microsecond=0)
+    result = open_message(_signed_carrying(pki, _crl(pki, revoked_at)), anchors=anchors, at=at)
     assert result.signature == S.REVOKED
     reason = result.signers[0].reason or ""
-    assert "was revoked at" in reason and "the message carries" in reason
+    # The moment as a person reads it, in UTC (not ISO's 2026-12-07T13:58:30+00:00).
+    assert f"was revoked at {revoked_at.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC" in reason
+    assert "the message carries" in reason
 
 
 @pytest.mark.parametrize("case", ["another key", "revoked later", "unknown critical extension"])

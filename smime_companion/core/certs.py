@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import unicodedata
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from asn1crypto import cms, core
@@ -260,6 +260,14 @@ def describe_name(
         return name.rfc4514_string(_SHOWN_ATTRIBUTE_NAMES) or empty
     except (ValueError, TypeError):
         return unreadable
+
+
+def describe_time(moment: datetime) -> str:
+    """A moment as reasons name it: ``2026-12-07 13:58:30 UTC`` (ISO's ``T`` and offset read as
+    noise to a person; a naive time is taken as UTC, as cryptography's ``*_utc`` values are)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
 
 
 def describe_subject(cert: x509.Certificate, empty: str = "(empty subject)") -> str:

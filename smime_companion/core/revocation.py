@@ -33,6 +33,7 @@ from smime_companion.core.certs import (
     CertificateDefect,
     comparable_name,
     describe_subject,
+    describe_time,
     extension_value,
 )
 from smime_companion.core.signatures import certificate_signed_by, signed_by, structure_signed_by
@@ -155,14 +156,16 @@ def read_ocsp_response(
     if this_update > now + CLOCK_SKEW:
         return unavailable(f"OCSP response from {source} is dated in the future")
     if next_update is not None and next_update < now - CLOCK_SKEW:
-        return unavailable(f"OCSP response from {source} is stale (next update {next_update})")
+        return unavailable(
+            f"OCSP response from {source} is stale (next update {describe_time(next_update)})"
+        )
     if next_update is None and this_update < now - MAX_AGE_WITHOUT_NEXT_UPDATE - CLOCK_SKEW:
         return unavailable(
             f"OCSP response from {source} has no next update and is older than "
-            f"{_hours(MAX_AGE_WITHOUT_NEXT_UPDATE)} hours (produced {this_update})"
+            f"{_hours(MAX_AGE_WITHOUT_NEXT_UPDATE)} hours (produced {describe_time(this_update)})"
         )
     if status == ocsp.OCSPCertStatus.REVOKED:
-        when = revoked_at.isoformat() if revoked_at else "an unknown time"
+        when = describe_time(revoked_at) if revoked_at else "an unknown time"
         return RevocationAnswer(
             Revocation.REVOKED, at, source, next_update, der, f"revoked at {when} ({source})"
         )
@@ -269,7 +272,9 @@ def read_crl(
         if crl.last_update_utc > now + CLOCK_SKEW:
             return unavailable(f"CRL from {source} is dated in the future")
         if next_update is not None and next_update < now - CLOCK_SKEW:
-            return unavailable(f"CRL from {source} is stale (next update {next_update})")
+            return unavailable(
+                f"CRL from {source} is stale (next update {describe_time(next_update)})"
+            )
         if next_update is None and crl.last_update_utc < now - MAX_AGE_WITHOUT_NEXT_UPDATE:
             return unavailable(
                 f"CRL from {source} has no next update and is older than "
@@ -285,7 +290,7 @@ def read_crl(
             source,
             next_update,
             data,
-            f"revoked at {entry.revocation_date_utc.isoformat()} ({source})",
+            f"revoked at {describe_time(entry.revocation_date_utc)} ({source})",
         )
     return RevocationAnswer(Revocation.GOOD, at, source, next_update, data)
 
@@ -353,7 +358,7 @@ def revoked_by_carried_crls(
             continue  # put on hold, then released
         if entry.revocation_date_utc <= at + CLOCK_SKEW:
             return (
-                f"was revoked at {entry.revocation_date_utc.isoformat()} (a "
+                f"was revoked at {describe_time(entry.revocation_date_utc)} (a "
                 f"{'delta ' if delta else ''}CRL of {describe_subject(issuer)} the message "
                 "carries)"
             )
