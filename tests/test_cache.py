@@ -393,6 +393,41 @@ def test_a_message_dated_after_it_arrived_is_listed_when_it_arrived(
     assert [m.subject for m in cache.search("", now=now)][:2] == ["Clock fast", "From 2036"]
 
 
+@pytest.mark.parametrize(
+    ("date_field", "listed"),
+    [
+        ("", "2009-03-14 08:15:00"),  # no Date at all: the receiving server's date
+        ("Date: Samstag, 14. Maerz 2009\r\n", "2009-03-14 08:15:00"),  # unreadable: the same
+        ("Date: 2009-03-14T09:00:00+01:00\r\n", "2009-03-14 08:00:00"),  # ISO 8601 (scripts)
+        ("Date: Sat, 14 Mar 2009 09:00:00 +01:00\r\n", "2009-03-14 08:00:00"),  # "+01:00"
+    ],
+)
+def test_an_archived_message_without_a_readable_date_keeps_its_place_in_the_years(
+    cache: Cache, pki: TestPki, now: dt.datetime, date_field: str, listed: str
+) -> None:
+    # Old archives hold messages with no Date or one no parser reads; listed on the day of the
+    # sync, a 2009 message sat above this week's mail. The topmost Received field is the
+    # date the user's own server took it.
+    raw = (
+        "Received: from relay.example.net by mx.example.org with ESMTP id 1A2B;\r\n"
+        "\tSat, 14 Mar 2009 09:15:00 +0100 (CET)\r\n"
+        "Received: from alice-pc by relay.example.net; Sat, 14 Mar 2009 09:14:58 +0100\r\n"
+        f"From: alice@example.org\r\nTo: bob@example.org\r\nSubject: Old\r\n{date_field}"
+        "\r\nFrom the archive.\r\n"
+    ).encode()
+    summary = cache.summary(store(cache, raw, opener(pki), now, uid=1))
+    assert summary.date == dt.datetime.fromisoformat(listed).replace(tzinfo=dt.UTC)
+
+
+def test_a_message_without_any_date_is_listed_when_it_arrived(
+    cache: Cache, pki: TestPki, now: dt.datetime
+) -> None:
+    raw = b"From: alice@example.org\r\nSubject: Undated\r\n\r\nNo date, no Received.\r\n"
+    assert cache.summary(store(cache, raw, opener(pki), now, uid=1)).date == now.replace(
+        microsecond=0
+    )
+
+
 def test_a_message_is_listed_with_the_first_words_of_its_decrypted_text(
     cache: Cache, pki: TestPki, now: dt.datetime
 ) -> None:

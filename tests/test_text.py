@@ -132,6 +132,25 @@ def test_encoded_words_and_dates_are_decoded() -> None:
 
 
 @pytest.mark.parametrize(
+    ("value", "utc"),
+    [
+        ("Tue, 10 Feb 2026 11:30:00 +0100 (CET)", "2026-02-10 10:30"),
+        ("Tue, 10 Feb 2026 11:30:00 +01:00", "2026-02-10 10:30"),  # read as UTC before
+        ("Tue, 10 Feb 2026 11:30 -05:30 (IST?)", "2026-02-10 17:00"),
+        ("2026-02-10T11:30:00+01:00", "2026-02-10 10:30"),  # ISO 8601, as scripts write it
+        ("2026-02-10T10:30:00Z", "2026-02-10 10:30"),
+        ("2026-02-10 10:30:00", "2026-02-10 10:30"),  # no zone: UTC
+        ("2026-02-30T10:30:00Z", None),
+        ("9999-12-31T23:59:59-12:00", None),  # past year 9999 in UTC
+        ("10:00 +01:00 (" * 5000, None),  # long: no date, and no time spent looking
+    ],
+)  # fmt: skip
+def test_dates_in_the_forms_mailers_and_scripts_write(value: str, utc: str | None) -> None:
+    expected = None if utc is None else dt.datetime.fromisoformat(utc).replace(tzinfo=dt.UTC)
+    assert header_date(value) == expected
+
+
+@pytest.mark.parametrize(
     "value",
     [
         "Mon, 1 Jan 99999999999999999999 00:00:00 +0000",  # raised OverflowError (fuzz_open)

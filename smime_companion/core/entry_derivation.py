@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 
 from smime_companion.core import text as mime_text
 from smime_companion.core.cache_entry import REOPEN_DECRYPTION, UNREADABLE, CacheEntry, epoch
-from smime_companion.core.mime import parse_entity
+from smime_companion.core.mime import first_field, parse_entity
 from smime_companion.core.model import OpenResult
 from smime_companion.core.normalise import search_form
 from smime_companion.core.open import with_revoked_signers
@@ -61,7 +61,7 @@ def derive_entry(raw: bytes, result: OpenResult, arrived: datetime) -> CacheEntr
     """The :class:`CacheEntry` of ``raw``, opened as ``result`` when it arrived at ``arrived``."""
     readable = result.decryption not in UNREADABLE
     headers = mime_text.summary_headers(result.headers or _outer_fields(raw))
-    date = mime_text.header_date(headers.get("date")) or arrived
+    date = mime_text.header_date(headers.get("date")) or _received_date(raw) or arrived
     if date > arrived + FUTURE_DATE_TOLERANCE:
         # Dated after it arrived (spam, a sender's wrong clock): listed when it arrived, as
         # webmail lists mail, not pinned above everything until that date comes.
@@ -180,6 +180,17 @@ def _report(result: OpenResult, arrived: datetime) -> str:
         ],
     }
     return json.dumps(report, sort_keys=True)
+
+
+def _received_date(raw: bytes) -> datetime | None:
+    """When the receiving server took a message whose Date is missing or unreadable: the date
+    after the last ``;`` of its topmost Received field (RFC 5321 section 4.4), which the server
+    delivering to the mailbox writes. So an archive's dateless messages keep their place among
+    the years, instead of all being listed on the day they were synced."""
+    received = first_field(_outer_fields(raw), "received")
+    if received is None or ";" not in received:
+        return None
+    return mime_text.header_date(received.rpartition(";")[2])
 
 
 def _outer_fields(raw: bytes) -> tuple[tuple[str, str], ...]:

@@ -759,16 +759,46 @@ def to_crlf(data: bytes) -> bytes:
 
 
 def header_date(value: str | None) -> datetime | None:
-    """The Date header as an aware UTC datetime, or None when missing or unparsable."""
+    """The Date header as an aware UTC datetime, or None when missing or unparsable.
+
+    Beside RFC 5322's form, two that scripts and some old mailers write: an offset with a colon
+    (``+01:00``, which the email package would drop, reading the time as UTC) and ISO 8601
+    (``2026-12-07T10:00:00+01:00``). A time without a zone is taken as UTC."""
     if not value:
         return None
+    if len(value) <= _LONGEST_DATE:
+        value = _COLON_OFFSET.sub(r"\1\2", value)
     try:
         parsed = parsedate_to_datetime(value)
-        if parsed.tzinfo is None:  # "-0000" means UTC with unknown local zone (RFC 5322)
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed.astimezone(UTC)
     # OverflowError: a year too large for a C long, or one a time zone moves past 9999.
     except (TypeError, ValueError, IndexError, OverflowError):
+        parsed = _iso_date(value)
+        if parsed is None:
+            return None
+    if parsed.tzinfo is None:  # "-0000" means UTC with unknown local zone (RFC 5322)
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # a zone that moves the time past year 9999 (or before 1)
+        return None
+
+
+# "+01:00" at the end of a date (or before a trailing comment): RFC 5322 writes "+0100". Only
+# looked for in a value of a date's length (a long one is no date anyone wrote).
+_LONGEST_DATE = 200
+_COLON_OFFSET = re.compile(r"(?<=\d\d:\d\d )([+-]\d\d):(\d\d)(?=\s*(?:\([^()]*\))?\s*$)")
+# ISO 8601 as scripts write it: a date, "T" or a blank, a time, an optional zone.
+_ISO_DATE = re.compile(
+    r"\s*\d{4}-\d\d-\d\d[T ]\d\d:\d\d(?::\d\d(?:\.\d{1,6})?)?(?:Z|[+-]\d\d:?\d\d)?\s*"
+)
+
+
+def _iso_date(value: str) -> datetime | None:
+    if _ISO_DATE.fullmatch(value) is None:
+        return None
+    try:
+        return datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
         return None
 
 
