@@ -768,13 +768,14 @@ def header_date(value: str | None) -> datetime | None:
         return None
     if len(value) <= _LONGEST_DATE:
         value = _COLON_OFFSET.sub(r"\1\2", value)
+    parsed: datetime | None
     try:
         parsed = parsedate_to_datetime(value)
     # OverflowError: a year too large for a C long, or one a time zone moves past 9999.
     except (TypeError, ValueError, IndexError, OverflowError):
         parsed = _iso_date(value)
-        if parsed is None:
-            return None
+    if parsed is None:
+        return None
     if parsed.tzinfo is None:  # "-0000" means UTC with unknown local zone (RFC 5322)
         parsed = parsed.replace(tzinfo=UTC)
     try:
