@@ -577,7 +577,9 @@ def test_an_expiry_on_the_day_judged_is_given_to_the_second(
     later = check(sign(pki, "expired"), anchors, not_after + dt.timedelta(seconds=1),
                   from_=["expired@example.org"])  # fmt: skip
     assert later.status == S.EXPIRED
-    assert f"expired on {not_after:%Y-%m-%d %H:%M:%S} UTC" in (later.signers[0].reason or "")
+    assert f"expired on {not_after:%Y-%m-%d} at {not_after:%H:%M:%S} UTC" in (
+        later.signers[0].reason or ""
+    )
     days_later = check(sign(pki, "expired"), anchors, not_after + dt.timedelta(days=2),
                        from_=["expired@example.org"])  # fmt: skip
     assert (days_later.signers[0].reason or "").endswith(f"expired on {not_after.date()}")

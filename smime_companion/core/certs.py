@@ -263,8 +263,10 @@ def describe_name(
 
 
 def describe_time(moment: datetime) -> str:
-    """A moment as reasons name it: ``2026-12-07 13:58:30 UTC`` (ISO's ``T`` and offset read as
-    noise to a person; a naive time is taken as UTC, as cryptography's ``*_utc`` values are)."""
+    """A moment as revocation reasons name it: ``revoked at 2026-12-07 13:58:30 UTC`` (ISO's
+    ``T`` and offset read as noise to a person; a naive time is taken as UTC, as cryptography's
+    ``*_utc`` values are). A validity boundary says ``expired on 2026-12-07 at 13:58:30 UTC``
+    (``core.signer_certificate``), the same moment after "on"."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"

@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from smime_companion.core.certificate_policies import policy_violation
-from smime_companion.core.certs import describe_time
 from smime_companion.core.chain import Cert
 from smime_companion.core.mime import holds_address
 from smime_companion.core.name_constraints import name_constraint_violation
@@ -70,7 +69,7 @@ def _moment(boundary: datetime, at: datetime) -> str:
     same day, where the date alone would seem to say it was still valid."""
     boundary = boundary.astimezone(UTC)
     if boundary.date() == at.astimezone(UTC).date():
-        return describe_time(boundary)
+        return f"{boundary:%Y-%m-%d} at {boundary:%H:%M:%S} UTC"
     return f"{boundary.date()}"
 
 
