@@ -80,7 +80,13 @@ def world(tmp_path: Path, pki: TestPki, now: dt.datetime) -> Iterator[World]:
         "=?utf-8?q?Mallory=0A_Bcc=3A_eve=40example=2Eorg=09?= <mallory@example.net>",
         "Hidden line", now, text_entity("Answer me."), "hidden",
     )  # fmt: skip
-    mail = [original, attached, german, poison, carriage, alternative, broken_name]
+    # An archived message without a Date: listed at its Received date.
+    undated = (
+        b"Received: from relay.example.net by mx.example.org; Sat, 14 Mar 2009 09:15:00 +0100\r\n"
+        b"From: Alice <alice@example.org>\r\nTo: Bob <bob@example.org>\r\nSubject: Old news\r\n"
+        + text_entity("From the archive.")
+    )
+    mail = [original, attached, german, poison, carriage, alternative, broken_name, undated]
     yield from make_world(tmp_path, pki, now, mail)
 
 
@@ -107,6 +113,16 @@ def test_reply_all_adds_the_others_but_never_yourself(world: World) -> None:
         fields = compose.answer_fields(cache, 1, "reply-all", BOB, ["bob@example.org"])
     assert fields.to == "Alice Work <alice.work@example.org>"
     assert fields.cc == "Carol <carol@example.org>"
+
+
+def test_answering_a_message_without_a_date_names_the_date_it_is_listed_under(
+    world: World,
+) -> None:
+    with runtime.open_cache(world.config) as cache:
+        forward = compose.answer_fields(cache, 8, "forward", BOB, [])
+        reply = compose.answer_fields(cache, 8, "reply", BOB, ["bob@example.org"])
+    assert "Date: Sat, 14 Mar 2009 08:15:00 +0000" in forward.body
+    assert "On Sat, 14 Mar 2009 08:15:00 +0000, Alice <alice@example.org> wrote:" in reply.body
 
 
 def test_a_forward_carries_the_attachments_and_the_original_header(world: World) -> None:

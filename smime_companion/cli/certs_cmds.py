@@ -33,7 +33,12 @@ from smime_companion.cli.flags import (
 from smime_companion.cli.unlock import unlocked
 from smime_companion.config import Config
 from smime_companion.core.cert_vocabulary import CertRecord
-from smime_companion.core.certs import describe_name, describe_subject, fingerprint_sha256
+from smime_companion.core.certs import (
+    describe_name,
+    describe_subject,
+    describe_time,
+    fingerprint_sha256,
+)
 from smime_companion.core.model import Identity
 from smime_companion.core.printable import for_terminal
 from smime_companion.core.selection import NoCertificate, effective_trust
@@ -193,7 +198,7 @@ def run_show(args: argparse.Namespace) -> int:
         print(for_terminal(f"  issuer       {describe_name(record.certificate.issuer, '')}"))
         print(for_terminal(f"  fingerprint  {record.fingerprint}"))
         print(for_terminal(f"  capabilities {', '.join(record.capabilities) or '-'}"))
-        checked = record.revocation_checked.isoformat() if record.revocation_checked else "never"
+        checked = describe_time(record.revocation_checked) if record.revocation_checked else "never"
         where = evidence[record.fingerprint] or "-"
         print(for_terminal(f"  revocation   {record.revocation} (checked {checked}; {where})"))
         for issuer in record.chain:

@@ -140,7 +140,8 @@ def answer_fields(
         h.name.lower(): h.value for h in message_view.effective_headers(cache, message_id)
     }
     original_from = view_headers.get("from", summary.sender)
-    date = view_headers.get("date", summary.date.isoformat())
+    # A message without a Date: the date it is listed under, written as a Date field would be.
+    date = view_headers.get("date", email.utils.format_datetime(summary.date))
     text = message_view.quoted_text(cache, message_id)
     subject = _reply_subject(view_headers.get("subject", summary.subject), mode)
     if mode == "forward":
