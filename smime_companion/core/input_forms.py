@@ -23,7 +23,6 @@ _SMIME_TYPES = {
     bytes.fromhex("060b2a864886f70d0109100117"): "authEnveloped-data",
     bytes.fromhex("060b2a864886f70d0109100109"): "compressed-data",
 }
-# The armour labels: RFC 7468's (PKCS7, CMS), Netscape's, and gpgsm's (its --armor output).
 # Other CMS content types a bare file may hold: recognised so that opening says what it is
 # (no S/MIME layer of ours) instead of reading DER as a header section.
 _OTHER_CMS_TYPES = frozenset(
@@ -35,6 +34,7 @@ _OTHER_CMS_TYPES = frozenset(
         bytes.fromhex("060b2a864886f70d0109100102"),  # authenticatedData
     }
 )
+# The armour labels: RFC 7468's (PKCS7, CMS), Netscape's, and gpgsm's (its --armor output).
 _PEM = re.compile(
     rb"\A\s*-----BEGIN (PKCS7|CMS|PKCS #7 SIGNED DATA|SIGNED MESSAGE|ENCRYPTED MESSAGE)-----"
     rb"\r?\n(.*?)-----END \1-----\s*\Z",
