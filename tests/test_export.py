@@ -207,3 +207,15 @@ def test_an_html_body_split_around_a_picture_is_exported_as_its_text_once() -> N
     ]
     text = next(msg.iter_parts()).get_content()
     assert text.count("view from the hotel") == 1 and text.count("Wish you were here") == 1
+
+
+def test_a_text_file_sent_inline_is_exported_as_text_under_its_name() -> None:
+    from tests.test_text import text_file_message
+
+    content = text_file_message("inline; filename=minutes.txt")
+    out = export_message(OUTER, content, (), VERDICT, integrity_protected=False)
+    msg = email.message_from_bytes(out, policy=email.policy.default)
+    note, file = msg.iter_parts()
+    assert note.get_filename() is None and file.get_filename() == "minutes.txt"
+    assert file.get_content_disposition() == "inline"
+    assert file.get_content() == "Quorum reached; the walrus budget passed."

@@ -86,7 +86,16 @@ def world(tmp_path: Path, pki: TestPki, now: dt.datetime) -> Iterator[World]:
         b"From: Alice <alice@example.org>\r\nTo: Bob <bob@example.org>\r\nSubject: Old news\r\n"
         + text_entity("From the archive.")
     )
-    mail = [original, attached, german, poison, carriage, alternative, broken_name, undated]
+    # A text file attached as Apple Mail and mutt attach one: inline, under its name.
+    text_file = message(
+        "Carol <carol@example.org>", "Minutes", now,
+        b"Content-Type: multipart/mixed; boundary=M\r\n\r\n--M\r\n" + text_entity("Below.")
+        + b"--M\r\nContent-Type: text/plain; name=minutes.txt\r\n"
+        b"Content-Disposition: inline; filename=minutes.txt\r\n\r\nQuorum reached.\r\n--M--\r\n",
+        "minutes",
+    )  # fmt: skip
+    mail = [original, attached, german, poison, carriage, alternative, broken_name, undated,
+            text_file]  # fmt: skip
     yield from make_world(tmp_path, pki, now, mail)
 
 
@@ -138,6 +147,17 @@ def test_a_forward_carries_the_attachments_and_the_original_header(world: World)
     )
     again, _ = compose.read_draft(built, "work")
     assert again.attachments == fields.attachments
+
+
+def test_a_text_file_sent_inline_is_quoted_and_a_forward_also_carries_it(world: World) -> None:
+    with runtime.open_cache(world.config) as cache:
+        reply = compose.answer_fields(cache, 9, "reply", BOB, ["bob@example.org"])
+        forward = compose.answer_fields(cache, 9, "forward", BOB, [])
+    assert "> Below.\n> Quorum reached." in reply.body and not reply.attachments
+    assert "Quorum reached." in forward.body
+    (item,) = forward.attachments
+    assert (item.filename, item.mime_type, item.data) == ("minutes.txt", "text/plain",
+                                                          b"Quorum reached.")  # fmt: skip
 
 
 def test_a_reply_shows_names_as_written_never_encoded_words(world: World) -> None:

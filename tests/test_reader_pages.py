@@ -144,8 +144,23 @@ def world(
         # "аррӏе" in Cyrillic letters, which reads "apple".
         message("Apple ID <id@аррӏе.com>", "Locked", now, text_entity("Sign in."), "lookalike"),
         _through_a_mailing_list(pki, now),
+        _with_a_text_file(pki, now),
     ]
     yield from make_world(tmp_path, pki, now, mail)
+
+
+def _with_a_text_file(pki: TestPki, now: dt.datetime) -> bytes:
+    """Signed and encrypted: a note and a text file, attached as Apple Mail attaches one
+    (inline, under its name)."""
+    entity = (
+        b'Content-Type: multipart/mixed; boundary="Apple-Mail=_1"\r\n\r\n--Apple-Mail=_1\r\n'
+        + text_entity("The log you asked for.")
+        + b"--Apple-Mail=_1\r\nContent-Disposition: inline; filename=build.log\r\n"
+        + b'Content-Type: text/plain; x-unix-mode=0644; name="build.log"\r\n\r\n'
+        + b"error: the walrus is out of memory\r\n--Apple-Mail=_1--\r\n"
+    )  # fmt: skip
+    sealed = encrypted(pki, signed(pki, "alice", entity))
+    return message("Alice <alice@example.org>", "Build log", now, sealed, "log")
 
 
 def _through_a_mailing_list(pki: TestPki, now: dt.datetime) -> bytes:
@@ -401,6 +416,21 @@ def test_an_attached_photo_is_shown_as_a_picture_under_the_text(world: World) ->
     for path in ("/message/8/picture/5", "/message/6/picture/2", "/message/8/picture/99"):
         status, _, _ = world.request("GET", path, {"Cookie": cookie})
         assert status == 404, path
+
+
+def test_a_text_file_sent_inline_is_shown_under_its_name_and_listed(world: World) -> None:
+    page = _page(world, "/message/14")
+    caption = 'Attached text file <a href="/message/14/part/2" download>build.log</a>'
+    assert caption in page
+    assert page.index("The log you asked for.") < page.index(caption)
+    assert page.index(caption) < page.index("the walrus is out of memory")
+    assert page.count("build.log") == 2  # the caption and the attachments table
+    cookie, _ = world.session()
+    status, headers, body = world.request("GET", "/message/14/part/2", {"Cookie": cookie})
+    assert status == 200 and body == b"error: the walrus is out of memory"
+    assert "filename*=UTF-8''build.log" in headers["Content-Disposition"]
+    listed = _page(world, "/mail?q=walrus")
+    assert "Build log" in listed  # the file's words are searched with the text
 
 
 def test_an_invitation_is_shown_as_a_card_above_the_text(world: World) -> None:

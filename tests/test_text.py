@@ -363,6 +363,54 @@ def test_a_report_part_sent_as_a_named_attachment_stays_one() -> None:
     assert (attachment.mime_type, attachment.filename) == ("message/delivery-status", "status.txt")
 
 
+def text_file_message(disposition: str, content_type: str = "text/plain") -> bytes:
+    """A note and a text file (as Apple Mail and mutt attach one: inline, under its name)."""
+    return (
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nThe minutes are below.\r\n"
+        + f"--b\r\nContent-Type: {content_type}; name=minutes.txt\r\n".encode()
+        + (f"Content-Disposition: {disposition}\r\n".encode() if disposition else b"")
+        + b"\r\nQuorum reached; the walrus budget passed.\r\n--b--\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "disposition",
+    ["inline; filename=minutes.txt", 'INLINE ; filename="minutes.txt"', "inline"],
+)
+def test_a_text_file_sent_inline_is_read_in_the_text_and_offered_as_its_file(
+    disposition: str,
+) -> None:
+    # RFC 2183: "inline" asks for the part to be shown with the message; its name is what to
+    # save it as. Thunderbird and Apple Mail show such a file in the text, and list it.
+    message = text_file_message(disposition)
+    text = extract_text(message)
+    assert "the walrus budget passed" in text.body  # searchable, and in the preview
+    assert text.preview.startswith("The minutes are below. Quorum reached")
+    [file] = text.attachments
+    assert (file.part, file.filename, file.mime_type, file.inline) == (
+        2, "minutes.txt", "text/plain", False,
+    )  # fmt: skip
+    part = get_part(message, 2)
+    assert part is not None and part.also_a_file and not part.is_attachment
+    assert "walrus budget" in shown_text(list(iter_parts(message)))  # what a reply quotes
+
+
+@pytest.mark.parametrize(
+    ("disposition", "content_type"),
+    [
+        ("attachment; filename=minutes.txt", "text/plain"),  # sent to be saved
+        ("", "text/plain"),  # a name alone (Lotus Notes): as before, a file
+        ("inline; filename=minutes.txt", "text/html"),  # an HTML file is never drawn as the text
+        ("inline; filename=minutes.txt", "text/csv"),
+    ],
+)
+def test_other_named_parts_stay_files_only(disposition: str, content_type: str) -> None:
+    text = extract_text(text_file_message(disposition, content_type))
+    assert "walrus" not in text.body
+    assert [a.filename for a in text.attachments] == ["minutes.txt"]
+
+
 # --- old Apple Mail and Eudora forms ---------------------------------------------------------
 
 ENRICHED = (

@@ -191,6 +191,8 @@ def _inactive_body(content: bytes) -> tuple[list[bytes], bytes]:
             # part_text turns HTML into its text.
             text = part_text(part)
             fields = ["Content-Type: text/plain; charset=utf-8"]
+            if part.also_a_file:  # a text file sent to be shown: shown, under its name
+                fields.append("Content-Disposition: inline; " + _filename_param(part.filename))
             data = text.encode("utf-8")
         else:
             mime_type = part.mime_type if _MIME_TYPE.match(part.mime_type) else ""

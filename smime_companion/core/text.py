@@ -95,6 +95,10 @@ class Part:
     # Its Content-Location (RFC 2557), blanks of a folded header taken out: the URL an HTML body
     # of the same message may draw it by instead of a cid: reference (Word, Lotus Notes, MHTML).
     content_location: str | None = None
+    # A text/plain part sent inline under a file name (RFC 2183: "inline" asks for it to be
+    # shown with the message, the name is what to save it as; Apple Mail and mutt attach text
+    # files so): read as text like any inline part, and also offered as the file it names.
+    also_a_file: bool = False
 
 
 @dataclass(frozen=True)
@@ -430,7 +434,8 @@ def _leaf(
         # gateway mangled it, a client wrote it so): its body is the text there is, as mail
         # clients show it, not a nameless "multipart/mixed" attachment.
         mime_type = "text/plain"
-    is_attachment = (
+    also_a_file = bool(filename) and mime_type == "text/plain" and _disposition_is_inline(entity)
+    is_attachment = not also_a_file and (
         _disposition_is_attachment(entity) or bool(filename) or mime_type not in _INLINE_TEXT_TYPES
     )
     content_id = (entity.get("Content-ID") or "").strip().strip("<>").strip() or None
@@ -441,7 +446,7 @@ def _leaf(
     legacy = protected and not is_attachment and ctype.param(legacy_display.PARAMETER) == "1"
     return Part(
         number, mime_type, filename, is_attachment, data, charset,
-        content_id, flowed, legacy, heading, alternative, location,
+        content_id, flowed, legacy, heading, alternative, location, also_a_file,
     )  # fmt: skip
 
 
@@ -457,6 +462,12 @@ def _holds_no_text(multipart: Entity) -> bool:
 def _disposition_is_attachment(entity: Entity) -> bool:
     value = (entity.get("Content-Disposition") or "").strip().lower()
     return value.startswith("attachment")
+
+
+def _disposition_is_inline(entity: Entity) -> bool:
+    """Whether the part asks, in so many words, to be shown with the message."""
+    value = (entity.get("Content-Disposition") or "").split(";", 1)[0]
+    return value.strip().lower() == "inline"
 
 
 def _filename(entity: Entity) -> str:
@@ -689,7 +700,7 @@ def extract_text(content: bytes, content_name: str | None = None) -> MessageText
     texts: dict[int, str] = {}
     try:
         for part in iter_parts(content, content_name):
-            if part.is_attachment:
+            if part.is_attachment or part.also_a_file:
                 attachments.append(
                     Attachment(
                         part=part.number,
@@ -699,6 +710,7 @@ def extract_text(content: bytes, content_name: str | None = None) -> MessageText
                         sha256=hashlib.sha256(part.data).hexdigest(),
                     )
                 )
+            if part.is_attachment:
                 if part.mime_type.startswith("image/"):
                     cid = "cid:" + part.content_id.lower() if part.content_id else None
                     pictures[part.number] = (cid, part.content_location)

@@ -347,7 +347,7 @@ def read_draft(raw: bytes, account: str) -> tuple[DraftFields, str | None]:
     body = ""
     attached: list[Attached] = []
     for part in mime_text.iter_parts(raw):
-        if part.is_attachment:
+        if part.is_attachment or part.also_a_file:
             attached.append(Attached(part.filename, part.mime_type, part.data))
         elif not body and part.mime_type == "text/plain":
             body = mime_text.part_text(part)

@@ -93,6 +93,9 @@ class Body:
     # The pictures the sender placed before this piece, between it and the one before: shown
     # there rather than under the text (see _pictures_in_place).
     pictures: tuple[StoredAttachment, ...] = ()
+    # The name of the text file this body is (core.text.Part.also_a_file): captioned with it,
+    # so that where the message's own text ends is seen, as Thunderbird marks it.
+    file_name: str = ""
 
 
 @dataclass
@@ -544,7 +547,8 @@ def _bodies_of(parts: list[mime_text.Part], trusted: bool) -> list[Body]:
         else:
             shown = plain
         text = mime_text.part_text(shown)[:MAX_SHOWN_TEXT]
-        bodies.append(Body(shown.number, "text", text, heading=heading))
+        file_name = shown.filename if shown.also_a_file else ""
+        bodies.append(Body(shown.number, "text", text, heading=heading, file_name=file_name))
     return bodies
 
 
@@ -620,6 +624,9 @@ def quoted_text(cache: Cache, message_id: int) -> str:
 
 
 def attachment_parts(cache: Cache, message_id: int) -> Sequence[mime_text.Part]:
-    """The attachment parts of the message, with their bytes (for forwarding)."""
+    """The attachment parts of the message, with their bytes (for forwarding): also a text
+    file sent to be shown inline, which the forward's quoted text holds as well."""
     content = cache.content(message_id)
-    return [p for p in _parts(content) if p.is_attachment] if content is not None else []
+    if content is None:
+        return []
+    return [p for p in _parts(content) if p.is_attachment or p.also_a_file]
