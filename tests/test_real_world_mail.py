@@ -17,7 +17,7 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from smime_companion import keyfiles
 from smime_companion.core import der_writer
 from smime_companion.core.cert_loading import load_certificate
+from smime_companion.core.mime import first_field
 from smime_companion.core.model import OpenResult
 from smime_companion.core.open import open_message
 from smime_companion.core.text import extract_text
@@ -994,16 +995,36 @@ def test_a_signed_message_with_an_mbox_escaped_from_line_is_valid_as_sent(
 # --- 17. .eml files Windows tools saved ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("damage", ["byte-order-mark", "cr-cr-lf"])
+SAVED_SLIPS: dict[str, Callable[[bytes], bytes]] = {
+    "byte-order-mark": lambda signed: b"\xef\xbb\xbf" + signed,
+    "cr-cr-lf": lambda signed: re.sub(rb"\r?\n", b"\r\r\n", signed),  # openssl's LF ones too
+    # A script that printed an empty line first; an archiver that indented the first field.
+    "empty-lines-first": lambda signed: b"\r\n \r\n" + signed,
+    "first-field-indented": lambda signed: b"  \t" + signed,
+}
+
+
+@pytest.mark.parametrize("damage", SAVED_SLIPS)
 def test_a_saved_eml_with_a_bom_or_doubled_line_ends_opens(
     pki: TestPki, anchors: tuple[x509.Certificate, ...], now: dt.datetime, damage: str
 ) -> None:
     signed = _detached(pki)
-    saved = b"\xef\xbb\xbf" + signed if damage == "byte-order-mark" else (
-        re.sub(rb"\r?\n", b"\r\r\n", signed)  # every line end, openssl's LF ones too
-    )  # fmt: skip
-    result = _open(saved, anchors, now)
+    assert signed.startswith(b"MIME-Version: 1.0\r\n")  # the field the slips land before
+    result = _open(SAVED_SLIPS[damage](signed), anchors, now)
     assert (result.signature, result.signer, result.error) == (S.VALID, "alice@example.org", None)
+    assert first_field(result.headers, "mime-version") == "1.0"
+
+
+def test_an_empty_line_before_text_that_is_no_field_still_means_no_header(
+    now: dt.datetime,
+) -> None:
+    # Only blanks before a header field are a slip; before prose they mean what they say.
+    saved = b"\r\nDear Bob: no header here.\r\n"
+    result = open_message(saved, at=now)
+    assert (result.decryption, result.signature, result.content) == (
+        Decryption.NONE, SignatureStatus.NONE, saved,
+    )  # fmt: skip
+    assert extract_text(result.content).body.strip() == "Dear Bob: no header here."
 
 
 def test_doubled_line_ends_inside_the_signed_part_alone_verify_as_openssl_reads_them(

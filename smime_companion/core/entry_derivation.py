@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import serialization
 
 from smime_companion.core import text as mime_text
 from smime_companion.core.cache_entry import REOPEN_DECRYPTION, UNREADABLE, CacheEntry, epoch
+from smime_companion.core.input_forms import as_message
 from smime_companion.core.mime import first_field, parse_entity
 from smime_companion.core.model import OpenResult
 from smime_companion.core.normalise import search_form
@@ -197,6 +198,6 @@ def _outer_fields(raw: bytes) -> tuple[tuple[str, str], ...]:
     # When opening produced no effective headers (e.g. an unparsable message), the outer header
     # section is the best we have; when even that is broken, the message has none.
     try:
-        return parse_entity(raw, mime_text.MAX_HEADER_BYTES, received=True).fields
+        return parse_entity(as_message(raw), mime_text.MAX_HEADER_BYTES, received=True).fields
     except MalformedInput:
         return ()

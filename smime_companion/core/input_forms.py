@@ -41,16 +41,22 @@ _PEM = re.compile(
     re.S,
 )
 _UTF8_BOM = b"\xef\xbb\xbf"  # in front of .eml files some Windows programs save
+# Blanks and empty lines before a message's first field: how far they are looked through, and
+# the start of a field (a name of printable ASCII but the colon, then the colon).
+_MAX_LEADING_BLANKS = 1024
+_FIELD_START = re.compile(rb"[!-9;-~]+[ \t]*:")
 _BASE64_TEXT = re.compile(rb"\A[A-Za-z0-9+/=\r\n\t ]+\Z")
 
 
 def as_message(raw: bytes) -> bytes:
     """The message ``raw`` stands for: without a leading byte order mark or mbox ``From `` line,
+    without blanks before its first field (see :func:`_without_leading_blanks`),
     with CR CR LF line ends repaired (see :func:`_with_line_ends_repaired`), and with a bare
     CMS object (DER, BER, base64 or PEM) wrapped as an ``application/pkcs7-mime`` entity whose
     ``smime-type`` names the object's content type. Anything else comes back unchanged.
     Never raises."""
-    raw = _with_line_ends_repaired(_without_mbox_separator(raw.removeprefix(_UTF8_BOM)))
+    raw = _without_mbox_separator(raw.removeprefix(_UTF8_BOM))
+    raw = _with_line_ends_repaired(_without_leading_blanks(raw))
     head = raw[:2]
     if head[:1] == b"\x30":
         return _wrapped(raw) if content_type_oid(raw) is not None else raw
@@ -80,6 +86,22 @@ def _without_mbox_separator(raw: bytes) -> bytes:
     if end < 0 or raw[5:end].lstrip().startswith(b":"):
         return raw
     return raw[end + 1 :]
+
+
+def _without_leading_blanks(raw: bytes) -> bytes:
+    """``raw`` from its first header field on, when only blanks and empty lines stand before
+    that field: a message saved with its first field indented (" From: ...") or after an empty
+    line (a script that printed one first). Read as they are, the first would be malformed (a
+    header section cannot start with a continuation line) and the second all body, its fields
+    shown as text. Anything else comes back unchanged."""
+    if raw[:1] not in (b" ", b"\t", b"\r", b"\n"):
+        return raw
+    window = raw[:_MAX_LEADING_BLANKS]
+    start = len(window) - len(window.lstrip(b" \t\r\n"))
+    # A field's name is short: looking further would only scan a long run of text.
+    if start == len(window) or _FIELD_START.match(raw, start, start + 1000) is None:
+        return raw
+    return raw[start:]
 
 
 def content_type_oid(der: bytes) -> bytes | None:
