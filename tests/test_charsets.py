@@ -160,6 +160,34 @@ def test_japanese_mail_without_a_label_is_read_by_its_escapes() -> None:
     assert decode_mail_text(b"\x1b[1mbold\x1b[0m") == "\x1b[1mbold\x1b[0m"
 
 
+# Outlook writes code page 932's NEC characters in ISO-2022-JP's double-byte runs (row 0x2D:
+# ① is 2D21, Ⅲ 2D37, № 2D62, ㈱ 2D6A), which Python's ISO-2022-JP codecs refuse.
+NEC_RUN = b"\x1b$B-!-7-b-j\x1b(B"
+
+
+@pytest.mark.parametrize("label", ["iso-2022-jp", "ISO-2022-JP", None])
+def test_iso_2022_jp_with_the_characters_outlook_adds_reads_as_windows_reads_it(
+    label: str | None,
+) -> None:
+    data = b"Agenda " + NEC_RUN + b" \x1b$B2q5D\x1b(B \x1b(I6B\x1b(B"  # "会議", half-width "カツ"
+    assert decode_mail_text(data, label) == "Agenda ①Ⅲ№㈱ 会議 ｶﾂ"
+    # A subject from php-mime-mail-parser's test mail (issue 116): Russian in JIS X 0208 with
+    # the NEC numero sign, as one encoded word.
+    subject = "=?iso-2022-jp?B?GyRCJygnJS1iGyhCNDEgGyRCJ2AnZBsoQiAyOC4wOS4yMDE2?="
+    assert decode_encoded_words(subject) == "ЖД№41 от 28.09.2016"
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [b"\x1b$B-!-\x1b(B", b"\x1b$B-!\r\n-7\x1b(B", b"\x1b$B-!\x1b$(D-7\x1b(B", b"\x1b$B-!\x0e"],
+)
+def test_an_iso_2022_jp_run_that_is_no_run_of_codes_is_not_read_as_one(broken: bytes) -> None:
+    # A run cut in half, a line end inside it, an escape or a shift of another kind: read as
+    # before (never an exception, never text made up from half a code).
+    text = decode_mail_text(broken, "iso-2022-jp")
+    assert "①" not in text and "Ⅲ" not in text
+
+
 def test_raw_headers_that_are_utf8_or_not_the_named_charset_still_read() -> None:
     # UTF-8 (RFC 6532) wins over the label; bytes the label cannot read fall back to
     # windows-1252, as before; a multipart's section names no charset.

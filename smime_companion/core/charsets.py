@@ -390,14 +390,74 @@ def _script_score(text: str, script: _Script) -> float:
 
 
 def _iso2022(data: bytes) -> str | None:
-    """ASCII ``data`` read as ISO-2022-JP (with its -2 extensions) when it holds that
-    encoding's escapes and decodes cleanly; else None."""
+    """ASCII ``data`` read as ISO-2022-JP (with its -2 extensions, or as Windows reads it: see
+    :func:`_iso2022_jp_windows`) when it holds that encoding's escapes and decodes cleanly;
+    else None."""
     if b"\x1b" not in data or _ISO2022_ESCAPE.search(data) is None:
         return None
     try:
         return data.decode("iso2022_jp_2")
     except UnicodeError:
+        return _iso2022_jp_windows(data)
+
+
+# The escapes of ISO-2022-JP as Windows writes it (code pages 50220/50221): ASCII, JIS-Roman,
+# half-width katakana, and the double-byte set (JIS X 0208, old and new designation).
+_ISO2022_JP_SWITCH = re.compile(rb"(\x1b\([BJI]|\x1b\$[@B])")
+
+
+def _iso2022_jp_windows(data: bytes) -> str | None:
+    """ISO-2022-JP ``data`` as Windows and Japanese mail clients read it, or None when it is
+    not that. Outlook writes the NEC and IBM characters of code page 932 (①, №, ㈱, Roman
+    numerals: common in Japanese business mail) in ISO-2022-JP's double-byte runs, which
+    Python's codecs refuse as outside JIS X 0208. Each such run is taken to Shift_JIS (the
+    same table, arithmetically rearranged) and read as code page 932, which holds them."""
+    pieces = _ISO2022_JP_SWITCH.split(data)
+    text: list[str] = []
+    mode = b"\x1b(B"
+    try:
+        for index, piece in enumerate(pieces):
+            if index % 2:  # the separators split() keeps: the escapes
+                mode = piece
+            elif b"\x1b" in piece or b"\x0e" in piece or b"\x0f" in piece:
+                return None  # another escape, or a shift: not this encoding
+            elif mode.startswith(b"\x1b$"):
+                text.append(_shift_jis(piece).decode("cp932"))
+            elif mode == b"\x1b(I":  # JIS X 0201 katakana: Shift_JIS's single bytes A1-DF
+                text.append(bytes(b | 0x80 for b in piece).decode("cp932"))
+            else:
+                text.append(piece.decode("ascii"))
+    except (UnicodeError, ValueError):
         return None
+    return "".join(text)
+
+
+# JIS row -> Shift_JIS lead byte; whether the row is odd (as the bit 0x80); and (that bit |
+# the JIS cell) -> Shift_JIS trail byte. Bytes outside rows and cells map to 0 (no code).
+_SJIS_LEAD = bytes(
+    (r + 1) // 2 + (0x70 if r <= 0x5E else 0xB0) if 0x21 <= r <= 0x7E else 0 for r in range(256)
+)
+_ODD_ROW = bytes(0x80 if r % 2 else 0 for r in range(256))
+_SJIS_TRAIL = bytes(
+    (c + (0x1F if c <= 0x5F else 0x20) if odd else c + 0x7E) if 0x21 <= c <= 0x7E else 0
+    for odd, c in ((b & 0x80, b & 0x7F) for b in range(256))
+)
+
+
+def _shift_jis(jis: bytes) -> bytes:
+    """A run of JIS double-byte codes (rows and cells 0x21-0x7E) as the same characters in
+    Shift_JIS, computed with byte tables (no loop in Python: a run may be megabytes). Raises
+    ValueError for a byte outside a code or a run cut in half."""
+    if len(jis) % 2 or jis.translate(None, bytes(range(0x21, 0x7F))):
+        raise ValueError("not a run of JIS double-byte codes")
+    rows, cells = jis[0::2], jis[1::2]
+    # The row's parity joins its cell as the top bit (cells are 7-bit): one table then gives
+    # the trail byte. OR on the runs as integers is bytewise, with no carry between bytes.
+    marked = int.from_bytes(cells) | int.from_bytes(rows.translate(_ODD_ROW))
+    out = bytearray(len(jis))
+    out[0::2] = rows.translate(_SJIS_LEAD)
+    out[1::2] = marked.to_bytes(len(cells)).translate(_SJIS_TRAIL)
+    return bytes(out)
 
 
 # A code point of the surrogate range on its own: a decoded str holds a proper pair as the one
