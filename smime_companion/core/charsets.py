@@ -424,7 +424,7 @@ def _iso2022_jp_windows(data: bytes) -> str | None:
             elif mode.startswith(b"\x1b$"):
                 text.append(_shift_jis(piece).decode("cp932"))
             elif mode == b"\x1b(I":  # JIS X 0201 katakana: Shift_JIS's single bytes A1-DF
-                text.append(bytes(b | 0x80 for b in piece).decode("cp932"))
+                text.append(piece.translate(_HIGH_BIT).decode("cp932"))
             else:
                 text.append(piece.decode("ascii"))
     except (UnicodeError, ValueError):
@@ -438,6 +438,7 @@ _SJIS_LEAD = bytes(
     (r + 1) // 2 + (0x70 if r <= 0x5E else 0xB0) if 0x21 <= r <= 0x7E else 0 for r in range(256)
 )
 _ODD_ROW = bytes(0x80 if r % 2 else 0 for r in range(256))
+_HIGH_BIT = bytes(b | 0x80 for b in range(256))
 _SJIS_TRAIL = bytes(
     (c + (0x1F if c <= 0x5F else 0x20) if odd else c + 0x7E) if 0x21 <= c <= 0x7E else 0
     for odd, c in ((b & 0x80, b & 0x7F) for b in range(256))
