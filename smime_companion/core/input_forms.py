@@ -15,6 +15,8 @@ from __future__ import annotations
 import binascii
 import re
 
+from smime_companion.core.mime import starts_with_field
+
 # The content types a bare ContentInfo may hold, by the DER of their OID, and the smime-type
 # parameter of the application/pkcs7-mime entity that stands for it.
 _SMIME_TYPES = {
@@ -41,10 +43,8 @@ _PEM = re.compile(
     re.S,
 )
 _UTF8_BOM = b"\xef\xbb\xbf"  # in front of .eml files some Windows programs save
-# Blanks and empty lines before a message's first field: how far they are looked through, and
-# the start of a field (a name of printable ASCII but the colon, then the colon).
+# How far blanks and empty lines before a message's first field are looked through.
 _MAX_LEADING_BLANKS = 1024
-_FIELD_START = re.compile(rb"[!-9;-~]+[ \t]*:")
 _BASE64_TEXT = re.compile(rb"\A[A-Za-z0-9+/=\r\n\t ]+\Z")
 
 
@@ -98,8 +98,8 @@ def _without_leading_blanks(raw: bytes) -> bytes:
         return raw
     window = raw[:_MAX_LEADING_BLANKS]
     start = len(window) - len(window.lstrip(b" \t\r\n"))
-    # A field's name is short: looking further would only scan a long run of text.
-    if start == len(window) or _FIELD_START.match(raw, start, start + 1000) is None:
+    # starts_with_field reads a line's first 1,000 bytes: the slice copies no more.
+    if start == len(window) or not starts_with_field(raw[start : start + 1000]):
         return raw
     return raw[start:]
 

@@ -147,7 +147,7 @@ def parse_entity(
     match = _HEADER_END.search(raw, 0, max_header_bytes + 4)
     if match is None:
         if len(raw) > max_header_bytes:
-            if as_content and not _starts_with_field(raw):
+            if as_content and not starts_with_field(raw):
                 return Entity(raw=raw, fields=(), headerless=True)
             raise LimitExceeded(f"header section is larger than {max_header_bytes} bytes")
         header_bytes, body_start = raw, len(raw)
@@ -165,7 +165,7 @@ def parse_entity(
     return Entity(raw=raw, fields=fields, body_start=stopped_at, headerless=not fields)
 
 
-def _starts_with_field(raw: bytes) -> bool:
+def starts_with_field(raw: bytes) -> bool:
     """Whether the first line of ``raw`` is a header field (``name:``)."""
     name, sep, _ = raw[:1000].partition(b":")
     return bool(sep) and b"\n" not in name and _FIELD_NAME.match(name.rstrip()) is not None
