@@ -32,7 +32,7 @@ from smime_companion.testing.dovecot import free_ports
 from tests.conftest import load_cert
 from tests.peers import split_message
 from tests.test_certstore import issue_certificate
-from tests.tools import mime_message, run
+from tests.tools import mime_message, ocsp_index_line, run
 
 if TYPE_CHECKING:
     from smime_companion.testing.pki import TestPki
@@ -68,14 +68,6 @@ class Responders:
     down: x509.Certificate  # OCSP responder down, no CRL
     crl: bytes
     keys: dict[str, CertificateIssuerPrivateKeyTypes]  # by address
-
-
-def _index_line(cert: x509.Certificate, revoked: dt.datetime | None) -> str:
-    expires = cert.not_valid_after_utc.strftime("%y%m%d%H%M%SZ")
-    when = revoked.strftime("%y%m%d%H%M%SZ") if revoked else ""
-    subject = "/CN=" + cert.subject.rfc4514_string().removeprefix("CN=")
-    status = "R" if revoked else "V"
-    return f"{status}\t{expires}\t{when}\t{cert.serial_number:X}\tunknown\t{subject}\n"
 
 
 @pytest.fixture(scope="session")
@@ -145,7 +137,12 @@ def responders(
     )
     index = work / "index.txt"
     index.write_text(
-        _index_line(made.good, None) + _index_line(made.revoked, at - dt.timedelta(hours=2))
+        ocsp_index_line(made.good.serial_number, made.good.not_valid_after_utc)
+        + ocsp_index_line(
+            made.revoked.serial_number,
+            made.revoked.not_valid_after_utc,
+            at - dt.timedelta(hours=2),
+        )
     )
     proc = subprocess.Popen(
         ["openssl", "ocsp", "-index", str(index), "-port", str(ocsp_port),

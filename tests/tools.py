@@ -47,6 +47,31 @@ def openssl_cms(args: Sequence[str | Path], data: bytes | None = None) -> bytes:
     return run(["openssl", "cms", *args], stdin=data)
 
 
+def ocsp_index_line(serial: int, expires: datetime, revoked: datetime | None = None) -> str:
+    """One line of an OpenSSL CA index (what ``openssl ocsp -index`` answers from): the
+    certificate ``serial`` is valid, or revoked at ``revoked``."""
+    when = revoked.strftime("%y%m%d%H%M%SZ") if revoked else ""
+    status = "R" if revoked else "V"
+    return f"{status}\t{expires:%y%m%d%H%M%SZ}\t{when}\t{serial:X}\tunknown\t/CN=test\n"
+
+
+def openssl_ocsp_response(
+    index: str, issuer: Path, serial: int, signer: Path, signer_key: Path, work: Path
+) -> bytes:
+    """The DER OCSP response ``openssl ocsp`` gives as a responder, offline: about the
+    certificate ``serial`` of ``issuer``, from ``index`` (lines of :func:`ocsp_index_line`),
+    signed with ``signer_key`` as ``signer`` (the issuer itself, or a delegated responder,
+    whose certificate it includes)."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "index.txt").write_text(index)
+    request, response = work / "request.der", work / "response.der"
+    run(["openssl", "ocsp", "-issuer", issuer, "-serial", hex(serial), "-no_nonce",
+         "-reqout", request])  # fmt: skip
+    run(["openssl", "ocsp", "-index", work / "index.txt", "-CA", issuer, "-rsigner", signer,
+         "-rkey", signer_key, "-reqin", request, "-respout", response, "-ndays", "1"])  # fmt: skip
+    return response.read_bytes()
+
+
 def mime_message(
     body: str = "Hello Bob,\r\nthis is a test.\r\n",
     sender: str = "alice@example.org",

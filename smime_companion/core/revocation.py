@@ -40,6 +40,9 @@ from smime_companion.core.signatures import certificate_signed_by, signed_by, st
 
 # Clocks differ: a response "produced" slightly in our future is still fine.
 CLOCK_SKEW = timedelta(minutes=5)
+# Delegated responder certificates a response may name: a responder sends its own; a hostile
+# one may not make us check the signatures of thousands of look-alikes.
+MAX_DELEGATES_TRIED = 4
 # An OCSP response without nextUpdate says "newer information is always available" (RFC 6960
 # 4.2.2.1): it is believed for this long after its thisUpdate, never longer, so an old "good"
 # cannot be replayed over plain HTTP once the certificate is revoked (Mozilla uses one day).
@@ -200,8 +203,9 @@ def _ocsp_signer(
     and valid at ``now`` (an expired responder key may be in anyone's hands). None when
     neither signed it."""
     candidates = [issuer]
-    for delegate in response.certificates:
-        if delegate.issuer != issuer.subject or not certificate_signed_by(delegate, issuer):
+    naming_issuer = [d for d in response.certificates if d.issuer == issuer.subject]
+    for delegate in naming_issuer[:MAX_DELEGATES_TRIED]:
+        if not certificate_signed_by(delegate, issuer):
             continue
         if not (
             delegate.not_valid_before_utc - CLOCK_SKEW
@@ -295,9 +299,10 @@ def read_crl(
     return RevocationAnswer(Revocation.GOOD, at, source, next_update, data)
 
 
-# CRLs a message carries that are looked at: a sender adds one or two; a hostile message may
-# not make every signer check cost more.
+# CRLs and OCSP responses a message carries that are looked at: a sender adds one or two; a
+# hostile message may not make every signer check cost more.
 MAX_CARRIED_CRLS = 8
+MAX_CARRIED_OCSP_RESPONSES = 8
 
 
 class CarriedCrl:
@@ -362,6 +367,74 @@ def revoked_by_carried_crls(
                 f"{'delta ' if delta else ''}CRL of {describe_subject(issuer)} the message "
                 "carries)"
             )
+    return None
+
+
+class CarriedOcspResponse:
+    """An OCSP response a message carries (RFC 5940's ``id-ri-ocsp-response`` among its
+    SignedData's ``crls``: a signer "staples" its certificate's status), read once for the whole
+    message."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self._signed_for: dict[tuple[bytes, datetime], bool] = {}
+
+    @functools.cached_property
+    def response(self) -> ocsp.OCSPResponse | None:
+        """The response when it is readable and answered (status ``successful``), else None."""
+        try:
+            response = ocsp.load_der_ocsp_response(self.data)
+        except ValueError:
+            return None
+        if response.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
+            return None
+        return response
+
+    def signed_for(self, issuer: x509.Certificate, at: datetime) -> bool:
+        """Whether ``issuer``, or a responder it delegated that was valid at ``at``, signed it."""
+        key = (issuer.public_bytes(serialization.Encoding.DER), at)
+        if key not in self._signed_for:
+            response = self.response
+            try:
+                signed = response is not None and _ocsp_signer(response, issuer, at) is not None
+            except (ValueError, TypeError, UnsupportedAlgorithm):
+                signed = False
+            self._signed_for[key] = signed
+        return self._signed_for[key]
+
+
+def revoked_by_carried_ocsp(
+    cert: x509.Certificate,
+    issuer: x509.Certificate,
+    responses: tuple[CarriedOcspResponse, ...],
+    at: datetime,
+) -> str | None:
+    """Why ``cert`` was revoked at ``at``, when an OCSP response the message carries says so:
+    signed by ``issuer`` or a responder it delegated, naming ``cert`` as revoked (or on hold)
+    since a time not after ``at``. As with carried CRLs, only evidence of a revocation counts:
+    a carried "good" proves nothing here (the message chose what to carry), nor does how old
+    the response is. None otherwise, also for responses that cannot be read. Never raises."""
+    for carried in responses[:MAX_CARRIED_OCSP_RESPONSES]:
+        response = carried.response
+        if response is None:
+            continue
+        try:
+            single = _single_response(response, cert, issuer)
+            if single is None or single.certificate_status != ocsp.OCSPCertStatus.REVOKED:
+                continue
+            revoked_at = single.revocation_time_utc
+            on_hold = single.revocation_reason == x509.ReasonFlags.certificate_hold
+        except (ValueError, TypeError):
+            continue
+        if revoked_at is None or revoked_at > at + CLOCK_SKEW:
+            continue
+        if not carried.signed_for(issuer, at):
+            continue
+        what = "put on hold" if on_hold else "revoked"
+        return (
+            f"was {what} at {describe_time(revoked_at)} (an OCSP response of "
+            f"{describe_subject(issuer)} the message carries)"
+        )
     return None
 
 

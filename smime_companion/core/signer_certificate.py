@@ -14,7 +14,7 @@ from smime_companion.core.certificate_policies import policy_violation
 from smime_companion.core.chain import Cert
 from smime_companion.core.mime import holds_address
 from smime_companion.core.name_constraints import name_constraint_violation
-from smime_companion.core.revocation import revoked_by_carried_crls
+from smime_companion.core.revocation import revoked_by_carried_crls, revoked_by_carried_ocsp
 from smime_companion.core.signer_findings import (
     MIN_RSA_BITS,
     WEAK_HASH_NAMES,
@@ -107,7 +107,9 @@ def _path_problems(
                 if not allowed:
                     problems.append((Stage.WEAK, S.WEAK_ALGORITHM, reason))
     for position, (c, issuer) in enumerate(zip(path, path[1:], strict=False)):
-        revoked = revoked_by_carried_crls(c.cert, issuer.cert, ctx.crls, ctx.at)
+        revoked = revoked_by_carried_crls(
+            c.cert, issuer.cert, ctx.crls, ctx.at
+        ) or revoked_by_carried_ocsp(c.cert, issuer.cert, ctx.ocsp_responses, ctx.at)
         if revoked:
             role = _role(position, len(path))
             problems.append((Stage.CHAIN, S.REVOKED, f"{role} {c.subject_text} {revoked}"))

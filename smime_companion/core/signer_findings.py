@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes
 from smime_companion.core.cert_loading import certificate_notes
 from smime_companion.core.chain import Cert, PathBuilder, WorkBudget
 from smime_companion.core.model import SignerReport
-from smime_companion.core.revocation import CarriedCrl
+from smime_companion.core.revocation import CarriedCrl, CarriedOcspResponse
 from smime_companion.core.signatures import HASH_FACTORIES
 from smime_companion.core.verdicts import SIGNATURE_SEVERITY, SignatureStatus
 
@@ -60,6 +60,7 @@ class SignerContext:
     unreadable_certs: int = 0  # certificates of the message cryptography could not load
     digests: dict[str, bytes] = field(default_factory=dict)  # content digest by algorithm name
     crls: tuple[CarriedCrl, ...] = ()  # the CRLs the SignedData carries, as evidence only
+    ocsp_responses: tuple[CarriedOcspResponse, ...] = ()  # and its OCSP responses, likewise
     _builder: PathBuilder | None = None
 
     @property

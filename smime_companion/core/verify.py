@@ -60,7 +60,12 @@ from smime_companion.core.chain import (
 )
 from smime_companion.core.cms import ASN1_ERRORS
 from smime_companion.core.model import SignerReport, VerifyOutcome, signed_data_verdict
-from smime_companion.core.revocation import MAX_CARRIED_CRLS, CarriedCrl
+from smime_companion.core.revocation import (
+    MAX_CARRIED_CRLS,
+    MAX_CARRIED_OCSP_RESPONSES,
+    CarriedCrl,
+    CarriedOcspResponse,
+)
 from smime_companion.core.signatures import SIGNATURE_ALGORITHMS, digest_named_by
 from smime_companion.core.signed_attributes import (
     NamedCertificate,
@@ -159,6 +164,7 @@ def verify_signed_data(
         note = f"only the first {MAX_SIGNERS} of {len(signer_infos)} signers were checked"
         signer_infos = signer_infos[:MAX_SIGNERS]
 
+    crls, ocsp_responses = _carried_revocation(signed_data)
     context = SignerContext(
         content=content,
         econtent_type=econtent_type,
@@ -172,7 +178,8 @@ def verify_signed_data(
         allow_sha1=allow_sha1 or allow_weak,
         budget=budget if budget is not None else WorkBudget(),
         allow_weak=allow_weak,
-        crls=_message_crls(signed_data),
+        crls=crls,
+        ocsp_responses=ocsp_responses,
     )
     reports = tuple(_check_signer_safely(i, si, context) for i, si in enumerate(signer_infos))
     status = signed_data_verdict([r.status for r in reports])
@@ -231,17 +238,27 @@ def _message_certificates(signed_data: cms.SignedData) -> CertificateSet:
     return certificates_in_set(certs.contents)
 
 
-def _message_crls(signed_data: cms.SignedData) -> tuple[CarriedCrl, ...]:
-    """The X.509 CRLs of the SignedData's ``crls``, the other RevocationInfoChoices skipped;
-    () when there are none or they cannot be read."""
+def _carried_revocation(
+    signed_data: cms.SignedData,
+) -> tuple[tuple[CarriedCrl, ...], tuple[CarriedOcspResponse, ...]]:
+    """The X.509 CRLs and the OCSP responses (RFC 5940) of the SignedData's ``crls``, other
+    RevocationInfoChoices skipped; empty when there are none or they cannot be read."""
     try:
-        crls = signed_data["crls"]
-        if isinstance(crls, core.Void):
-            return ()
-        found = [choice.chosen.dump() for choice in crls if choice.name == "crl"]
-        return tuple(CarriedCrl(data) for data in found[:MAX_CARRIED_CRLS])
+        choices = signed_data["crls"]
+        if isinstance(choices, core.Void):
+            return (), ()
+        crls: list[bytes] = []
+        responses: list[bytes] = []
+        for choice in choices:
+            if choice.name == "crl":
+                if len(crls) < MAX_CARRIED_CRLS:
+                    crls.append(choice.chosen.dump())
+            elif choice.chosen["other_rev_info_format"].native == "ocsp_response":
+                if len(responses) < MAX_CARRIED_OCSP_RESPONSES:
+                    responses.append(choice.chosen["other_rev_info"].dump())
+        return tuple(map(CarriedCrl, crls)), tuple(map(CarriedOcspResponse, responses))
     except ASN1_ERRORS:
-        return ()
+        return (), ()
 
 
 def _check_signer_safely(
