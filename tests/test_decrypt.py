@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, padding, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric import padding as rsa_padding
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM
 from cryptography.hazmat.primitives.ciphers.algorithms import AES
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 from hypothesis import given, settings
@@ -614,13 +614,19 @@ def _auth_enveloped_with_attributes(
     tag_length: int = 16,
     write_icvlen: bool = True,
     aad_tag: int = 0x31,
+    ccm: bool = False,
 ) -> bytes:
-    """DER of an AuthEnvelopedData to bob (RSA-OAEP-SHA256, AES-128-GCM) whose authAttrs are
-    ``attrs``; the AAD is their DER as a SET OF (RFC 5083 section 2), or under ``aad_tag``.
-    Without ``write_icvlen`` the GCMParameters leave aes-ICVlen out, which means 12."""
-    cek, nonce = os.urandom(16), os.urandom(12)
+    """DER of an AuthEnvelopedData to bob (RSA-OAEP-SHA256, AES-128-GCM, or AES-128-CCM with a
+    13-byte nonce) whose authAttrs are ``attrs``; the AAD is their DER as a SET OF (RFC 5083
+    section 2), or under ``aad_tag``. Without ``write_icvlen`` the GCMParameters (or
+    CCMParameters, the same form) leave aes-ICVlen out, which means 12."""
+    cek, nonce = os.urandom(16), os.urandom(13 if ccm else 12)
     aad = bytes([aad_tag]) + attrs.dump()[1:] if attrs is not None else b""
-    sealed = AESGCM(cek).encrypt(nonce, BODY, aad)
+    if ccm:  # the tag is as long as asked; padded to the 16 bytes cut off below
+        sealed = AESCCM(cek, tag_length=tag_length).encrypt(nonce, BODY, aad)
+        sealed += b"\0" * (16 - tag_length)
+    else:
+        sealed = AESGCM(cek).encrypt(nonce, BODY, aad)
     bob_key = load_cert(pki.cert("bob")).public_key()
     assert isinstance(bob_key, rsa.RSAPublicKey)
     oaep = rsa_padding.OAEP(rsa_padding.MGF1(hashes.SHA256()), hashes.SHA256(), None)
@@ -664,13 +670,16 @@ def _auth_enveloped_with_attributes(
                 "encrypted_content": sealed[:-16],  # AESGCM appends a 16-byte tag
             },
             "auth_attrs": attrs,
-            # A shorter GCM tag is the full tag truncated (NIST SP 800-38D).
+            # A shorter GCM tag is the full tag truncated (NIST SP 800-38D); CCM's is made short.
             "mac": sealed[-16:][:tag_length],
         }
     )
     if attrs is None:
         del aed["auth_attrs"]
     info = cms.ContentInfo({"content_type": "authenticated_enveloped_data", "content": aed})
+    if ccm:  # asn1crypto's CcmParams cannot leave the length out: id-aes128-GCM becomes -CCM
+        gcm_oid = bytes.fromhex("0609608648016503040106")
+        return info.dump().replace(gcm_oid, gcm_oid[:-1] + b"\x07", 1)
     return info.dump()
 
 
@@ -737,6 +746,52 @@ def test_gcm_parameters_without_icvlen_mean_a_twelve_byte_tag(pki: TestPki) -> N
     outcome = open_with(der, [load_identity(pki, "bob")])
     assert outcome.status == Decryption.OK, outcome.error
     assert outcome.plaintext == BODY
+
+
+def test_gcm_parameters_without_icvlen_beside_a_longer_tag_read_the_tag_as_it_is(
+    pki: TestPki,
+) -> None:
+    # A writer that forgot the length (TaaviE/smime-rs's CCM messages leave it out beside a
+    # 16-byte tag): the whole tag is checked, so nothing is weaker than with the length written.
+    der = _auth_enveloped_with_attributes(pki, None, tag_length=16, write_icvlen=False)
+    outcome = open_with(der, [load_identity(pki, "bob")])
+    assert (outcome.status, outcome.plaintext) == (Decryption.OK, BODY)
+
+    def flip_tag(info: cms.ContentInfo) -> None:
+        tag = bytearray(info["content"]["mac"].native)
+        tag[-1] ^= 0x01
+        info["content"]["mac"] = bytes(tag)
+
+    assert open_with(edit(der, flip_tag), [load_identity(pki, "bob")]).status == Decryption.FAILED
+
+
+# AES-CCM (RFC 5084 section 3.1) is assembled from cryptography's AESCCM: OpenSSL 3.0, gpgsm and
+# NSS write none, and OpenSSL's CMS reader refuses it ("unsupported cipher").
+
+
+@pytest.mark.parametrize(("tag_length", "write_icvlen"), [(16, True), (12, False), (14, True)])
+def test_aes_ccm_content_decrypts_with_its_tag_checked(
+    pki: TestPki, tag_length: int, write_icvlen: bool
+) -> None:
+    der = _auth_enveloped_with_attributes(
+        pki, _attrs(b"\x01" * 32), tag_length=tag_length, write_icvlen=write_icvlen, ccm=True
+    )
+    result = open_with(der, [load_identity(pki, "bob")])
+    assert (result.status, result.plaintext) == (Decryption.OK, BODY), result.error
+    assert (result.content_cipher, result.integrity_protected) == ("aes-128-ccm", True)
+    # The mac is the last field: its last byte is the DER's (asn1crypto cannot re-encode
+    # CCMParameters without the length, so the bytes are changed directly).
+    altered = open_with(der[:-1] + bytes([der[-1] ^ 0x01]), [load_identity(pki, "bob")])
+    assert altered.status == Decryption.FAILED
+    assert "CCM tag mismatch" in (altered.error or "")
+
+
+def test_an_aes_ccm_tag_shorter_than_twelve_bytes_is_refused(pki: TestPki) -> None:
+    # RFC 5084 allows 4 to 10 bytes too; a short tag eases forgery, as with GCM.
+    der = _auth_enveloped_with_attributes(pki, None, tag_length=8, ccm=True)
+    outcome = open_with(der, [load_identity(pki, "bob")])
+    assert outcome.status == Decryption.MALFORMED
+    assert "CCM tag length 8" in (outcome.error or "")
 
 
 def test_altered_authenticated_attribute_is_failed(pki: TestPki) -> None:

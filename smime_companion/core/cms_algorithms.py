@@ -38,7 +38,7 @@ class ContentCipher:
 
     name: str
     oid: str
-    mode: Literal["cbc", "gcm", "chacha20-poly1305"]
+    mode: Literal["cbc", "gcm", "ccm", "chacha20-poly1305"]
     key_size: int
     weak: bool = False  # a legacy cipher we still read but flag (64-bit block, old design)
     # RC2's effective key bits (RFC 2268), read from the message's parameters; 0 for the others.
@@ -66,6 +66,10 @@ CONTENT_CIPHERS: dict[str, ContentCipher] = {
         ContentCipher("aes-128-gcm", "2.16.840.1.101.3.4.1.6", "gcm", 16),
         ContentCipher("aes-192-gcm", "2.16.840.1.101.3.4.1.26", "gcm", 24),
         ContentCipher("aes-256-gcm", "2.16.840.1.101.3.4.1.46", "gcm", 32),
+        # RFC 5084 section 3.1: AES-CCM in AuthEnvelopedData (few clients write it).
+        ContentCipher("aes-128-ccm", "2.16.840.1.101.3.4.1.7", "ccm", 16),
+        ContentCipher("aes-192-ccm", "2.16.840.1.101.3.4.1.27", "ccm", 24),
+        ContentCipher("aes-256-ccm", "2.16.840.1.101.3.4.1.47", "ccm", 32),
         ContentCipher("3des-cbc", "1.2.840.113549.3.7", "cbc", 24, weak=True),
         # Old archives: single DES (56-bit key) and RC2, whose key size and name come from its
         # parameters (rc2_cipher); both are opened and flagged weak.
@@ -320,7 +324,8 @@ class EccCmsSharedInfo(core.Sequence):
 
 
 class GcmParameters(core.Sequence):
-    """GCMParameters, RFC 5084 section 3.2: the nonce and the tag (ICV) length, default 12."""
+    """GCMParameters, RFC 5084 section 3.2: the nonce and the tag (ICV) length, default 12.
+    CCMParameters (section 3.1) have the same form."""
 
     _fields = [
         ("aes_nonce", core.OctetString),

@@ -1,6 +1,6 @@
-"""The content of an envelope decrypted with its recovered key: AES-GCM and ChaCha20-Poly1305
-(tag checked), and CBC with AES, Triple-DES, DES and RC2 (PKCS#7 padding checked), copying a large
-plaintext as little as possible.
+"""The content of an envelope decrypted with its recovered key: AES-GCM, AES-CCM and
+ChaCha20-Poly1305 (tag checked), and CBC with AES, Triple-DES, DES and RC2 (PKCS#7 padding
+checked), copying a large plaintext as little as possible.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.decrepit.ciphers.algorithms import RC2, SEED, Camellia, TripleDES
 from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherAlgorithm, modes
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESCCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.ciphers.algorithms import AES
 
 from smime_companion.core import rc2
@@ -46,16 +46,22 @@ def _decrypt_with(envelope: Envelope, cipher: ContentCipher, cek: bytes) -> byte
                 Decryption.FAILED, "GCM tag mismatch: content was altered or the key is wrong"
             ) from None
 
-    if cipher.mode == "chacha20-poly1305":
+    if cipher.mode in ("chacha20-poly1305", "ccm"):
+        # One buffer of ciphertext and tag, as cryptography's AEAD interface takes it.
+        sealed = bytes(envelope.ciphertext) + envelope.tag
         try:
-            # One buffer of ciphertext and tag, as cryptography's AEAD interface takes it.
-            return ChaCha20Poly1305(cek).decrypt(
-                envelope.iv, bytes(envelope.ciphertext) + envelope.tag, envelope.aad
-            )
+            if cipher.mode == "ccm":
+                return AESCCM(cek, tag_length=len(envelope.tag)).decrypt(
+                    envelope.iv, sealed, envelope.aad
+                )
+            return ChaCha20Poly1305(cek).decrypt(envelope.iv, sealed, envelope.aad)
         except InvalidTag:
+            tag = "CCM" if cipher.mode == "ccm" else "Poly1305"
             raise DecryptFailure(
-                Decryption.FAILED, "Poly1305 tag mismatch: content was altered or the key is wrong"
+                Decryption.FAILED, f"{tag} tag mismatch: content was altered or the key is wrong"
             ) from None
+        except ValueError as exc:  # CCM: more content than its nonce's length field can count
+            raise DecryptFailure(Decryption.MALFORMED, f"{cipher.name}: {one_line(exc)}") from None
     if cipher.oid == RC2_CBC_OID and (cipher.effective_bits != 128 or len(cek) != 16):
         return _rc2_python_decrypt(envelope, cipher, cek)
     return _cbc_decrypt(_cbc_algorithm(cipher, cek), envelope.iv, envelope.ciphertext)

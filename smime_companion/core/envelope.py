@@ -105,7 +105,7 @@ def read_envelope(
     if cipher.mode == "chacha20-poly1305":
         nonce, tag = _chacha_nonce_and_tag(content, cipher, parameters)
     else:
-        nonce, tag = _gcm_nonce_and_tag(content, cipher, parameters)
+        nonce, tag = _aes_aead_nonce_and_tag(content, cipher, parameters)
     aad = _auth_attrs_aad(content)
     return Envelope(recipients, others, cipher, None, nonce, ciphertext, tag, aad)
 
@@ -183,26 +183,41 @@ def _octets(value: core.Asn1Value) -> bytes:
     return b""
 
 
-def _gcm_nonce_and_tag(
+# The nonce lengths RFC 5084 allows: any for GCM (12 recommended; we read 8 to 128), 7 to 13
+# for CCM, whose nonce and length field share 15 bytes.
+_NONCE_SIZES = {"gcm": range(8, 129), "ccm": range(7, 14)}
+
+
+def _aes_aead_nonce_and_tag(
     content: cms.AuthEnvelopedData, cipher: ContentCipher, parameters: core.Asn1Value
 ) -> tuple[bytes, bytes]:
-    """RFC 5084: the nonce of the GCMParameters and the tag in the mac, of the length the
-    parameters say. Raises DecryptFailure for anything else."""
+    """RFC 5084: the nonce of the GCMParameters or CCMParameters and the tag in the mac, of the
+    length the parameters say. Raises DecryptFailure for anything else."""
+    mode = cipher.mode.upper()
     if isinstance(parameters, core.Void):
-        raise DecryptFailure(Decryption.MALFORMED, f"{cipher.name} without GCMParameters")
+        raise DecryptFailure(Decryption.MALFORMED, f"{cipher.name} without {mode}Parameters")
     params = GcmParameters.load(parameters.dump(), strict=True)
     nonce = bytes(params["aes_nonce"].native)
     icv_len = int(params["aes_icvlen"].native)
     tag = bytes(content["mac"].native)
-    # RFC 5084 allows GCM tags of 12 to 16 bytes (AES-GCMICVlen); fewer would ease forgery.
-    if not 12 <= icv_len <= 16:
-        raise DecryptFailure(Decryption.MALFORMED, f"GCM tag length {icv_len} is outside 12..16")
+    length_left_out = len(der_elements(params.contents)) == 1
+    if length_left_out and 12 < len(tag) <= 16:
+        # The length left out (meaning 12) beside a longer tag: its writer forgot to write the
+        # length (TaaviE/smime-rs's CCM messages). The tag is still checked, in full.
+        icv_len = len(tag)
+    # RFC 5084 allows GCM tags of 12 to 16 bytes and CCM tags of 4 to 16 (even lengths); fewer
+    # than 12 would ease forgery, so both are read from 12 bytes up.
+    if not 12 <= icv_len <= 16 or (cipher.mode == "ccm" and icv_len % 2):
+        raise DecryptFailure(
+            Decryption.MALFORMED, f"{mode} tag length {icv_len} is outside what we accept (12..16)"
+        )
     if len(tag) != icv_len:
         raise DecryptFailure(
-            Decryption.MALFORMED, f"the GCM tag has {len(tag)} bytes, the parameters say {icv_len}"
+            Decryption.MALFORMED,
+            f"the {mode} tag has {len(tag)} bytes, the parameters say {icv_len}",
         )
-    if not 8 <= len(nonce) <= 128:
-        raise DecryptFailure(Decryption.UNSUPPORTED, f"GCM nonce of {len(nonce)} bytes")
+    if len(nonce) not in _NONCE_SIZES[cipher.mode]:
+        raise DecryptFailure(Decryption.UNSUPPORTED, f"{mode} nonce of {len(nonce)} bytes")
     return nonce, tag
 
 

@@ -30,6 +30,7 @@ from email.header import Header
 from email.utils import encode_rfc2231
 
 from smime_companion.core import printable
+from smime_companion.core.cms_algorithms import CONTENT_CIPHERS
 from smime_companion.core.text import SUMMARY_HEADERS, body_forms, iter_parts, part_text
 from smime_companion.core.verdicts import WARN_NOT_INTEGRITY_PROTECTED
 from smime_companion.errors import SmimeCompanionError
@@ -47,7 +48,8 @@ ACTIVE_TYPES = frozenset(
         "application/javascript",
     }
 )
-_AEAD_PREFIXES = ("aes-128-gcm", "aes-192-gcm", "aes-256-gcm", "chacha20-poly1305")
+# The authenticated content ciphers, by the names the cache records (aes-256-gcm, aes-128-ccm...).
+_AEAD_PREFIXES = tuple(c.name for c in CONTENT_CIPHERS.values() if c.aead)
 _UNSTRUCTURED = frozenset({"subject"})
 
 _CONTENT_FIELD = re.compile(rb"^(content-[!-9;-~]*|mime-version)\s*:", re.IGNORECASE)
