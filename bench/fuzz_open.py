@@ -18,7 +18,8 @@ in compression, BER chunk floods in CompressedData, SignedData, EnvelopedData an
 signature, two From fields or addresses, a poison From, protected headers outside the signature, a
 CBC gadget, an impostor certificate with the signer's identifier; and NIST PKITS messages
 (tests/vectors/pkits) that reach certificate policy processing, name constraints on every SAN
-form and the CRLs a message carries. libFuzzer mutates them as bytes
+form and the CRLs a message carries; and a signed message carrying an OCSP response (RFC
+5940) that names its signer revoked. libFuzzer mutates them as bytes
 (MIME-level damage: headers, boundaries, base64 line breaks); the custom mutator also decodes the
 base64 CMS body of a message, mutates the DER with libFuzzer's mutator and encodes it again
 (CMS-level damage that survives the base64 decoding). Plain mail of the shapes the text walk reads
@@ -94,9 +95,16 @@ from smime_companion.core.cert_vocabulary import Recipient  # noqa: E402
 from smime_companion.core.model import Identity  # noqa: E402
 from smime_companion.core.seal import seal  # noqa: E402
 from smime_companion.errors import MalformedInput  # noqa: E402
-from smime_companion.testing.pki import PKCS12_PASSWORD, make_test_pki  # noqa: E402
+from smime_companion.testing.pki import PKCS12_PASSWORD, TestPki, make_test_pki  # noqa: E402
 from tests.chaos import costly, forged, hostile  # noqa: E402
-from tests.tools import binhex_block, mime_message, openssl_cms  # noqa: E402
+from tests.tools import (  # noqa: E402
+    binhex_block,
+    mime_message,
+    ocsp_index_line,
+    openssl_cms,
+    openssl_ocsp_response,
+    signed_carrying_revocation,
+)
 
 NOW = dt.datetime.now(dt.UTC)
 SIGNED_TEXT = mime_message(body="Pay 100 EUR to account 1234.\r\n")
@@ -111,6 +119,18 @@ class World:
 
 
 WORLD = World()
+
+
+def _revoking_alice(pki: TestPki, directory: Path) -> bytes:
+    """The test intermediate's OCSP response naming alice revoked a day ago."""
+    alice = x509.load_pem_x509_certificate(pki.cert("alice").read_bytes())
+    index = ocsp_index_line(
+        alice.serial_number, alice.not_valid_after_utc, NOW - dt.timedelta(days=1)
+    )
+    key = pki.directory / "intermediate.key.pem"
+    return openssl_ocsp_response(
+        index, pki.intermediate, alice.serial_number, pki.intermediate, key, directory / "ocsp"
+    )
 
 
 def make_seeds(directory: Path) -> list[bytes]:
@@ -203,6 +223,8 @@ def make_seeds(directory: Path) -> list[bytes]:
                 "ValidNameChainingCapitalizationTest5",
             )
         ),
+        # An OCSP response the signer stapled (RFC 5940), made by openssl ocsp: alice revoked.
+        signed_carrying_revocation(pki, ocsp_responses=(_revoking_alice(pki, directory),)),
         # The older protected-headers scheme's Legacy Display part, encrypted as it is sent.
         openssl_cms(["-encrypt", "-aes-256-gcm", "-recip", pki.cert("bob")], LEGACY_DISPLAY_PART),
     ]

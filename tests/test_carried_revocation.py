@@ -7,13 +7,10 @@ certificate), judged an hour after the test PKI's certificates begin."""
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 from pathlib import Path
 
 import pytest
-from asn1crypto import cms
-from asn1crypto import crl as asn1_crl
 from asn1crypto import ocsp as asn1_ocsp
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
@@ -27,7 +24,7 @@ from smime_companion.core.open import open_message
 from smime_companion.core.verdicts import SignatureStatus as S
 from smime_companion.testing.pki import TestPki
 from tests.conftest import load_cert
-from tests.tools import mime_message, ocsp_index_line, openssl_cms, openssl_ocsp_response
+from tests.tools import ocsp_index_line, openssl_ocsp_response, signed_carrying_revocation
 
 
 def _at(pki: TestPki) -> dt.datetime:
@@ -61,45 +58,14 @@ def _crl(
     return crl.public_bytes(serialization.Encoding.DER)
 
 
-def _signed_carrying(
-    pki: TestPki, crl: bytes = b"", ocsp_responses: tuple[bytes, ...] = ()
-) -> bytes:
-    """An opaque signed message by alice whose SignedData carries ``crl`` and
-    ``ocsp_responses`` (the crls field lies outside what the signature covers)."""
-    der = openssl_cms(
-        ["-sign", "-nodetach", "-outform", "DER", "-signer", pki.cert("alice"),
-         "-inkey", pki.key("alice"), "-certfile", pki.intermediate],
-        mime_message(),
-    )  # fmt: skip
-    info = cms.ContentInfo.load(der)
-    signed = info["content"]
-    choices = []
-    if crl:
-        choices.append(
-            cms.RevocationInfoChoice(name="crl", value=asn1_crl.CertificateList.load(crl))
-        )
-    for response in ocsp_responses:
-        other = cms.OtherRevocationInfoFormat(
-            {"other_rev_info_format": "ocsp_response",
-             "other_rev_info": asn1_ocsp.OCSPResponse.load(response)}
-        )  # fmt: skip
-        choices.append(cms.RevocationInfoChoice(name="other", value=other))
-    signed["crls"] = cms.RevocationInfoChoices(choices)
-    body = base64.encodebytes(info.dump(force=True)).replace(b"\n", b"\r\n")
-    return (
-        b"From: alice@example.org\r\nTo: bob@example.org\r\nSubject: Signed\r\n"
-        b"MIME-Version: 1.0\r\n"
-        b'Content-Type: application/pkcs7-mime; smime-type=signed-data; name="smime.p7m"\r\n'
-        b"Content-Transfer-Encoding: base64\r\n\r\n" + body
-    )
-
-
 def test_a_crl_of_the_issuer_listing_the_signer_makes_the_signature_revoked(
     pki: TestPki, anchors: tuple[x509.Certificate, ...]
 ) -> None:
     at = _at(pki)
     revoked_at = (at - dt.timedelta(minutes=30)).replace(microsecond=0)
-    result = open_message(_signed_carrying(pki, _crl(pki, revoked_at)), anchors=anchors, at=at)
+    result = open_message(
+        signed_carrying_revocation(pki, _crl(pki, revoked_at)), anchors=anchors, at=at
+    )
     assert result.signature == S.REVOKED
     reason = result.signers[0].reason or ""
     # The moment as a person reads it, in UTC (not ISO's 2026-12-07T13:58:30+00:00).
@@ -120,7 +86,7 @@ def test_a_crl_that_proves_nothing_changes_nothing(
     else:  # RFC 5280: a CRL with a critical extension one does not know is set aside
         crl = _crl(pki, before, critical=x509.UnrecognizedExtension(
             x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"), b"\x05\x00"))  # fmt: skip
-    result = open_message(_signed_carrying(pki, crl), anchors=anchors, at=at)
+    result = open_message(signed_carrying_revocation(pki, crl), anchors=anchors, at=at)
     assert (result.signature, result.signers[0].reason) == (S.VALID, None)
 
 
@@ -183,7 +149,9 @@ def test_a_stapled_ocsp_response_naming_the_signer_revoked_makes_the_signature_r
     revoked_at = (at - dt.timedelta(minutes=30)).replace(microsecond=0)
     responder = _responder(pki, at, tmp_path) if signed_by != "the issuer" else None
     response = _alice_response(pki, tmp_path, revoked_at, responder)
-    result = open_message(_signed_carrying(pki, ocsp_responses=(response,)), anchors=anchors, at=at)
+    result = open_message(
+        signed_carrying_revocation(pki, ocsp_responses=(response,)), anchors=anchors, at=at
+    )
     assert result.signature == S.REVOKED
     reason = result.signers[0].reason or ""
     assert f"was revoked at {revoked_at:%Y-%m-%d %H:%M:%S} UTC" in reason
@@ -202,7 +170,9 @@ def test_a_stapled_response_revoking_the_intermediate_revokes_the_signature(
         index, pki.root, intermediate.serial_number, pki.root, pki.directory / "root.key.pem",
         tmp_path,
     )  # fmt: skip
-    result = open_message(_signed_carrying(pki, ocsp_responses=(response,)), anchors=anchors, at=at)
+    result = open_message(
+        signed_carrying_revocation(pki, ocsp_responses=(response,)), anchors=anchors, at=at
+    )
     assert result.signature == S.REVOKED
     assert "intermediate" in (result.signers[0].reason or "")
 
@@ -233,7 +203,9 @@ def test_a_stapled_response_that_proves_nothing_changes_nothing(
     else:  # an expired responder's key may be in anyone's hands
         expired = _responder(pki, at - dt.timedelta(days=10), tmp_path, days=2)
         response = _alice_response(pki, tmp_path, before, expired)
-    result = open_message(_signed_carrying(pki, ocsp_responses=(response,)), anchors=anchors, at=at)
+    result = open_message(
+        signed_carrying_revocation(pki, ocsp_responses=(response,)), anchors=anchors, at=at
+    )
     assert (result.signature, result.signers[0].reason) == (S.VALID, None)
 
 
@@ -272,7 +244,7 @@ def test_a_response_with_many_look_alike_responders_is_bounded_and_still_read(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(revocation, "certificate_signed_by", counting)
         result = open_message(
-            _signed_carrying(pki, ocsp_responses=(stuffed,)), anchors=anchors, at=at
+            signed_carrying_revocation(pki, ocsp_responses=(stuffed,)), anchors=anchors, at=at
         )
     assert result.signature == S.REVOKED
     assert len(checked) <= revocation.MAX_DELEGATES_TRIED

@@ -3,6 +3,7 @@ in ``tests/peers.py``). Each helper returns the tool's output and fails the test
 
 from __future__ import annotations
 
+import base64
 import binascii
 import email.utils
 import os
@@ -10,6 +11,14 @@ import subprocess
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from asn1crypto import cms
+from asn1crypto import crl as asn1_crl
+from asn1crypto import ocsp as asn1_ocsp
+
+if TYPE_CHECKING:
+    from smime_companion.testing.pki import TestPki
 
 
 def run(
@@ -104,3 +113,36 @@ def binhex_block(name: bytes, data_length: int, stream: bytes) -> bytes:
     raw = header + binascii.crc_hqx(header, 0).to_bytes(2, "big") + stream
     encoded = binascii.b2a_base64(raw, newline=False).rstrip(b"=").translate(_BINHEX_TABLE)
     return b"(This file must be converted with BinHex 4.0)\r\n:" + encoded + b":\r\n"
+
+
+def signed_carrying_revocation(
+    pki: TestPki, crl: bytes = b"", ocsp_responses: tuple[bytes, ...] = ()
+) -> bytes:
+    """An opaque signed message by alice whose SignedData carries ``crl`` and
+    ``ocsp_responses`` (the crls field lies outside what the signature covers)."""
+    der = openssl_cms(
+        ["-sign", "-nodetach", "-outform", "DER", "-signer", pki.cert("alice"),
+         "-inkey", pki.key("alice"), "-certfile", pki.intermediate],
+        mime_message(),
+    )  # fmt: skip
+    info = cms.ContentInfo.load(der)
+    signed = info["content"]
+    choices = []
+    if crl:
+        choices.append(
+            cms.RevocationInfoChoice(name="crl", value=asn1_crl.CertificateList.load(crl))
+        )
+    for response in ocsp_responses:
+        other = cms.OtherRevocationInfoFormat(
+            {"other_rev_info_format": "ocsp_response",
+             "other_rev_info": asn1_ocsp.OCSPResponse.load(response)}
+        )  # fmt: skip
+        choices.append(cms.RevocationInfoChoice(name="other", value=other))
+    signed["crls"] = cms.RevocationInfoChoices(choices)
+    body = base64.encodebytes(info.dump(force=True)).replace(b"\n", b"\r\n")
+    return (
+        b"From: alice@example.org\r\nTo: bob@example.org\r\nSubject: Signed\r\n"
+        b"MIME-Version: 1.0\r\n"
+        b'Content-Type: application/pkcs7-mime; smime-type=signed-data; name="smime.p7m"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + body
+    )
