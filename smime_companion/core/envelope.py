@@ -200,7 +200,10 @@ def _aes_aead_nonce_and_tag(
     nonce = bytes(params["aes_nonce"].native)
     icv_len = int(params["aes_icvlen"].native)
     tag = bytes(content["mac"].native)
-    length_left_out = len(der_elements(params.contents)) == 1
+    try:
+        length_left_out = len(der_elements(params.contents)) == 1
+    except ValueError:  # not DER (indefinite lengths): read as the parameters say
+        length_left_out = False
     if length_left_out and 12 < len(tag) <= 16:
         # The length left out (meaning 12) beside a longer tag: its writer forgot to write the
         # length (TaaviE/smime-rs's CCM messages). The tag is still checked, in full.
