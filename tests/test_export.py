@@ -14,7 +14,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smime_companion.core.export import export_message, header_value, is_integrity_protected
+from smime_companion.core.cms_algorithms import CONTENT_CIPHERS
+from smime_companion.core.export import (
+    AEAD_CIPHER_NAMES,
+    export_message,
+    header_value,
+    is_integrity_protected,
+)
 
 OUTER = (
     b"From: outer@example.org\r\nTo: bob@example.org\r\nSubject: ...\r\n"
@@ -163,6 +169,7 @@ def test_integrity_protected_content_keeps_its_html() -> None:
         ("ok", "untrusted", "des-ede3-cbc", (), False),
         ("ok", "valid", "aes-256-cbc", (), True),
         ("ok", "none", "aes-256-gcm", (), True),
+        ("ok", "none", "aes-128-ccm", (), True),
         ("none", "none", None, (), True),  # nothing decrypted: no secret to leak
         ("none", "invalid", None, (), True),
         ("no-key", "none", None, (), True),
@@ -171,6 +178,11 @@ def test_integrity_protected_content_keeps_its_html() -> None:
 )
 def test_what_counts_as_integrity_protected(decryption, signature, cipher, warnings, expected):
     assert is_integrity_protected(decryption, signature, cipher, warnings) is expected
+
+
+def test_every_authenticated_cipher_we_decrypt_counts_as_integrity_protected() -> None:
+    # export keeps its own list (core.cms_algorithms would load asn1crypto into `show`).
+    assert set(AEAD_CIPHER_NAMES) == {c.name for c in CONTENT_CIPHERS.values() if c.aead}
 
 
 @given(st.text(max_size=80), st.sampled_from(["Subject", "From", "To", "Message-ID"]))

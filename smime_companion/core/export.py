@@ -30,7 +30,6 @@ from email.header import Header
 from email.utils import encode_rfc2231
 
 from smime_companion.core import printable
-from smime_companion.core.cms_algorithms import CONTENT_CIPHERS
 from smime_companion.core.text import SUMMARY_HEADERS, body_forms, iter_parts, part_text
 from smime_companion.core.verdicts import WARN_NOT_INTEGRITY_PROTECTED
 from smime_companion.errors import SmimeCompanionError
@@ -48,8 +47,13 @@ ACTIVE_TYPES = frozenset(
         "application/javascript",
     }
 )
-# The authenticated content ciphers, by the names the cache records (aes-256-gcm, aes-128-ccm...).
-_AEAD_PREFIXES = tuple(c.name for c in CONTENT_CIPHERS.values() if c.aead)
+# The authenticated content ciphers, by the names the cache records: written out rather than
+# read from core.cms_algorithms, which loads asn1crypto into `show` (tests/test_export.py
+# holds the two lists together).
+AEAD_CIPHER_NAMES = (
+    "aes-128-gcm", "aes-192-gcm", "aes-256-gcm", "aes-128-ccm", "aes-192-ccm", "aes-256-ccm",
+    "chacha20-poly1305",
+)  # fmt: skip
 _UNSTRUCTURED = frozenset({"subject"})
 
 _CONTENT_FIELD = re.compile(rb"^(content-[!-9;-~]*|mime-version)\s*:", re.IGNORECASE)
@@ -74,7 +78,7 @@ def is_integrity_protected(
         return False
     if decryption != "ok":
         return True
-    if content_cipher is not None and content_cipher.lower().startswith(_AEAD_PREFIXES):
+    if content_cipher is not None and content_cipher.lower().startswith(AEAD_CIPHER_NAMES):
         return True
     return signature == "valid"
 
@@ -229,6 +233,7 @@ def _filename_param(name: str) -> str:
 
 __all__ = [
     "ACTIVE_TYPES",
+    "AEAD_CIPHER_NAMES",
     "export_message",
     "header_value",
     "is_integrity_protected",
