@@ -22,7 +22,7 @@ from smime_companion import keyfiles
 from smime_companion.core import revocation
 from smime_companion.core.open import open_message
 from smime_companion.core.verdicts import SignatureStatus as S
-from smime_companion.testing.pki import TestPki
+from smime_companion.testing.pki import TestPki, write_key
 from tests.conftest import load_cert
 from tests.tools import ocsp_index_line, openssl_ocsp_response, signed_carrying_revocation
 
@@ -116,13 +116,7 @@ def _responder(
     )
     work.mkdir(parents=True, exist_ok=True)
     (work / "responder.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (work / "responder.key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    write_key(work / "responder.key.pem", key)
     return work / "responder.pem", work / "responder.key.pem"
 
 

@@ -113,7 +113,8 @@ def _new_key(key_type: str) -> CertificateIssuerPrivateKeyTypes:
     return ec.generate_private_key(curve)
 
 
-def _write_key(path: Path, key: CertificateIssuerPrivateKeyTypes) -> None:
+def write_key(path: Path, key: CertificateIssuerPrivateKeyTypes) -> None:
+    """``key`` as unencrypted PKCS#8 PEM at ``path``."""
     path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -260,9 +261,9 @@ def make_test_pki(directory: Path, now: dt.datetime | None = None) -> TestPki:
     rogue = _ca("Rogue Root CA", rogue_key, None, rogue_key, now, email_only_eku=False)
 
     (directory / "root.pem").write_bytes(_pem(root))
-    _write_key(directory / "root.key.pem", root_key)
+    write_key(directory / "root.key.pem", root_key)
     (directory / "intermediate.pem").write_bytes(_pem(inter))
-    _write_key(directory / "intermediate.key.pem", inter_key)
+    write_key(directory / "intermediate.key.pem", inter_key)
     (directory / "rogue-root.pem").write_bytes(_pem(rogue))
 
     for spec in USERS:
@@ -270,7 +271,7 @@ def make_test_pki(directory: Path, now: dt.datetime | None = None) -> TestPki:
         rogue_issued = spec.issuer == "rogue"
         issuer_cert, issuer_key = (rogue, rogue_key) if rogue_issued else (inter, inter_key)
         cert = _user_cert(spec, key, issuer_cert, issuer_key, now)
-        _write_key(directory / f"{spec.name}.key.pem", key)
+        write_key(directory / f"{spec.name}.key.pem", key)
         (directory / f"{spec.name}.cert.pem").write_bytes(_pem(cert))
         (directory / f"{spec.name}.chain.pem").write_bytes(_pem(cert) + _pem(issuer_cert))
         (directory / f"{spec.name}.p12").write_bytes(
