@@ -16,6 +16,7 @@ CPU time less so.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import shutil
@@ -50,6 +51,9 @@ class Row:
     max_rss: int  # bytes
     outcome: str
     met: bool
+
+
+YESTERDAY = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
 
 
 def messages(pki: TestPki, workdir: Path) -> list[tuple[str, bytes, Path]]:
@@ -94,6 +98,10 @@ def messages(pki: TestPki, workdir: Path) -> list[tuple[str, bytes, Path]]:
         ("5,000 RecipientInfos", lambda: hostile.many_recipients(pki, 5000)),
         ("500 look-alike issuers", lambda: hostile.huge_chain(pki, 500, keep_real=True)),
         ("20,000 header fields", lambda: hostile.many_header_fields(20_000)),
+        ("stapled OCSP: 8 responses of 20,000 answers",
+         lambda: costly.ocsp_answer_flood(pki, 20_000, 8)),
+        ("stapled OCSP: 150 look-alike responders (under the size cap)",
+         lambda: costly.ocsp_look_alike_responders(pki, YESTERDAY, 150)),
     ]  # fmt: skip
     built = [(name, make(), root) for name, make in out]
     for name, domain in (

@@ -16,10 +16,12 @@ into "dated in the future", hence ``unavailable``, hence passed under ``soft``.
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from asn1crypto import core as asn1_core
 from asn1crypto import ocsp as asn1_ocsp
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
@@ -40,9 +42,12 @@ from smime_companion.core.signatures import certificate_signed_by, signed_by, st
 
 # Clocks differ: a response "produced" slightly in our future is still fine.
 CLOCK_SKEW = timedelta(minutes=5)
-# Delegated responder certificates a response may name: a responder sends its own; a hostile
-# one may not make us check the signatures of thousands of look-alikes.
-MAX_DELEGATES_TRIED = 4
+# Certificates a response carries that are looked at for its delegated responder: a responder
+# sends its own (perhaps with its issuer); a hostile one may not make us read thousands.
+MAX_RESPONDER_CERTIFICATES = 4
+# Certificates one response answers for that are looked at: we ask about one, a signer staples
+# one per certificate of its chain; a hostile response may list a million.
+MAX_SINGLE_RESPONSES = 16
 # An OCSP response without nextUpdate says "newer information is always available" (RFC 6960
 # 4.2.2.1): it is believed for this long after its thisUpdate, never longer, so an old "good"
 # cannot be replayed over plain HTTP once the certificate is revoked (Mozilla uses one day).
@@ -184,7 +189,7 @@ def _single_response(
 ) -> ocsp.OCSPSingleResponse | None:
     issuer_info = asn1_x509.Certificate.load(issuer.public_bytes(serialization.Encoding.DER))
     key_hashes = {"sha1": issuer_info.public_key.sha1, "sha256": issuer_info.public_key.sha256}
-    for single in response.responses:
+    for single in itertools.islice(response.responses, MAX_SINGLE_RESPONSES):
         expected = key_hashes.get(single.hash_algorithm.name)
         if single.serial_number == cert.serial_number and single.issuer_key_hash == expected:
             return single
@@ -203,9 +208,9 @@ def _ocsp_signer(
     and valid at ``now`` (an expired responder key may be in anyone's hands). None when
     neither signed it."""
     candidates = [issuer]
-    naming_issuer = [d for d in response.certificates if d.issuer == issuer.subject]
-    for delegate in naming_issuer[:MAX_DELEGATES_TRIED]:
-        if not certificate_signed_by(delegate, issuer):
+    issuer_name = issuer.subject
+    for delegate in _responder_certificates(response):
+        if delegate.issuer != issuer_name or not certificate_signed_by(delegate, issuer):
             continue
         if not (
             delegate.not_valid_before_utc - CLOCK_SKEW
@@ -229,6 +234,20 @@ def _ocsp_signer(
         ):
             return candidate
     return None
+
+
+def _responder_certificates(response: ocsp.OCSPResponse) -> list[x509.Certificate]:
+    """The first :data:`MAX_RESPONDER_CERTIFICATES` certificates ``response`` carries, read
+    with asn1crypto: cryptography's ``certificates`` loads every one, about a millisecond each."""
+    try:
+        basic = asn1_ocsp.OCSPResponse.load(response.public_bytes(serialization.Encoding.DER))
+        certs = basic["response_bytes"]["response"].parsed["certs"]
+        if isinstance(certs, asn1_core.Void):
+            return []
+        first = itertools.islice(certs, MAX_RESPONDER_CERTIFICATES)
+        return [x509.load_der_x509_certificate(cert.dump()) for cert in first]
+    except (ValueError, TypeError, KeyError):
+        return []
 
 
 def _signature_parameters(response: ocsp.OCSPResponse) -> Any:
@@ -302,7 +321,9 @@ def read_crl(
 # CRLs and OCSP responses a message carries that are looked at: a sender adds one or two; a
 # hostile message may not make every signer check cost more.
 MAX_CARRIED_CRLS = 8
-MAX_CARRIED_OCSP_RESPONSES = 8
+MAX_CARRIED_OCSP_RESPONSES = 4  # one per certificate of a path is what a signer staples
+# A real response is a few kilobytes (a status, a signature, perhaps the responder's certificate).
+MAX_OCSP_RESPONSE_BYTES = 64 * 1024
 
 
 class CarriedCrl:

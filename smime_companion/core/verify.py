@@ -63,6 +63,7 @@ from smime_companion.core.model import SignerReport, VerifyOutcome, signed_data_
 from smime_companion.core.revocation import (
     MAX_CARRIED_CRLS,
     MAX_CARRIED_OCSP_RESPONSES,
+    MAX_OCSP_RESPONSE_BYTES,
     CarriedCrl,
     CarriedOcspResponse,
 )
@@ -253,9 +254,12 @@ def _carried_revocation(
             if choice.name == "crl":
                 if len(crls) < MAX_CARRIED_CRLS:
                     crls.append(choice.chosen.dump())
-            elif choice.chosen["other_rev_info_format"].native == "ocsp_response":
-                if len(responses) < MAX_CARRIED_OCSP_RESPONSES:
-                    responses.append(choice.chosen["other_rev_info"].dump())
+            elif len(responses) < MAX_CARRIED_OCSP_RESPONSES:  # looked into only while wanted
+                other = choice.chosen
+                if len(other.contents) > MAX_OCSP_RESPONSE_BYTES:
+                    continue
+                if other["other_rev_info_format"].native == "ocsp_response":
+                    responses.append(other["other_rev_info"].dump())
         return tuple(map(CarriedCrl, crls)), tuple(map(CarriedOcspResponse, responses))
     except ASN1_ERRORS:
         return (), ()

@@ -1,5 +1,6 @@
 """Hostile messages that try to cost work (issue 14): certificate-graph mazes for the path
-search, compression nested in compression, and BER chunk floods for every CMS path. Each builder
+search, compression nested in compression, BER chunk floods for every CMS path, and stapled
+OCSP responses stuffed with answers or look-alike responders. Each builder
 makes a whole message (bytes, CRLF) at test time, with cryptography, asn1crypto and openssl;
 none is ever ``valid``.
 
@@ -19,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from asn1crypto import cms
+from asn1crypto import ocsp as asn1_ocsp
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -26,7 +29,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from smime_companion.testing.pki import TestPki
 from tests.chaos.hostile import pkcs7_mime
-from tests.tools import mime_message, openssl_cms
+from tests.tools import (
+    mime_message,
+    ocsp_index_line,
+    openssl_cms,
+    openssl_ocsp_response,
+    signed_carrying_revocation,
+)
 
 _DAY = dt.timedelta(days=1)
 
@@ -352,3 +361,56 @@ def enveloped_chunk_flood(pki: TestPki, size: int, chunk: int = 1) -> bytes:
         pos += 2 + octets + length
     flood = chunked(b"".join(pieces), chunk, tag=0xA0)
     return pkcs7_mime("enveloped-data", der[:start] + flood + der[pos + 2 :], "Enveloped flood")
+
+
+def _stuffed_ocsp_response(
+    pki: TestPki, user: str, revoked: dt.datetime, answers: int, look_alikes: int
+) -> bytes:
+    """The test intermediate's OCSP response (``openssl ocsp``) naming ``user`` revoked at
+    ``revoked``, its one answer repeated ``answers`` times and ``look_alikes`` certificates added
+    that name the intermediate as issuer (each a signature check for a reader that tries every
+    one). Repeating answers breaks the response's signature; adding certificates does not."""
+    cert = x509.load_pem_x509_certificate(pki.cert(user).read_bytes())
+    index = ocsp_index_line(cert.serial_number, cert.not_valid_after_utc, revoked)
+    key = pki.directory / "intermediate.key.pem"
+    with tempfile.TemporaryDirectory() as tmp:
+        response = openssl_ocsp_response(
+            index, pki.intermediate, cert.serial_number, pki.intermediate, key, Path(tmp)
+        )
+    parsed = asn1_ocsp.OCSPResponse.load(response)
+    basic = parsed["response_bytes"]["response"].parsed
+    if answers > 1:
+        one = basic["tbs_response_data"]["responses"][0]
+        basic["tbs_response_data"]["responses"] = [one] * answers
+    if look_alikes:
+        fake_key = ec.generate_private_key(ec.SECP256R1())
+        issuer = x509.load_pem_x509_certificate(pki.intermediate.read_bytes())
+        look_alike = (
+            x509.CertificateBuilder()
+            .subject_name(_name("Responder"))
+            .issuer_name(issuer.subject)
+            .public_key(fake_key.public_key())
+            .serial_number(1)
+            .not_valid_before(revoked - _DAY)
+            .not_valid_after(revoked + 365 * _DAY)
+            .sign(fake_key, hashes.SHA256())
+        )
+        copy = asn1_x509.Certificate.load(look_alike.public_bytes(serialization.Encoding.DER))
+        basic["certs"] = [copy] * look_alikes
+    parsed["response_bytes"]["response"] = basic
+    return parsed.dump(force=True)
+
+
+def ocsp_look_alike_responders(pki: TestPki, revoked: dt.datetime, count: int = 2000) -> bytes:
+    """Alice's signed message stapling the intermediate's response that names her revoked at
+    ``revoked``, beside ``count`` look-alike responder certificates."""
+    response = _stuffed_ocsp_response(pki, "alice", revoked, 1, count)
+    return signed_carrying_revocation(pki, ocsp_responses=(response,))
+
+
+def ocsp_answer_flood(pki: TestPki, answers: int = 20_000, responses: int = 8) -> bytes:
+    """Alice's signed message stapling ``responses`` copies of a response that answers
+    ``answers`` times about bob (none about alice)."""
+    revoked = dt.datetime.now(dt.UTC) - _DAY
+    response = _stuffed_ocsp_response(pki, "bob", revoked, answers, 0)
+    return signed_carrying_revocation(pki, ocsp_responses=(response,) * responses)
