@@ -240,8 +240,7 @@ def _responder_certificates(response: ocsp.OCSPResponse) -> list[x509.Certificat
     """The first :data:`MAX_RESPONDER_CERTIFICATES` certificates ``response`` carries, read
     with asn1crypto: cryptography's ``certificates`` loads every one, about a millisecond each."""
     try:
-        basic = asn1_ocsp.OCSPResponse.load(response.public_bytes(serialization.Encoding.DER))
-        certs = basic["response_bytes"]["response"].parsed["certs"]
+        certs = _basic_response(response)["certs"]
         if isinstance(certs, asn1_core.Void):
             return []
         first = itertools.islice(certs, MAX_RESPONDER_CERTIFICATES)
@@ -253,10 +252,16 @@ def _responder_certificates(response: ocsp.OCSPResponse) -> list[x509.Certificat
 def _signature_parameters(response: ocsp.OCSPResponse) -> Any:
     """The asn1crypto parameters of the response's signature algorithm (RSASSA-PSS needs them)."""
     try:
-        basic = asn1_ocsp.OCSPResponse.load(response.public_bytes(serialization.Encoding.DER))
-        return basic["response_bytes"]["response"].parsed["signature_algorithm"]["parameters"]
+        return _basic_response(response)["signature_algorithm"]["parameters"]
     except (ValueError, TypeError, KeyError):
         return None
+
+
+def _basic_response(response: ocsp.OCSPResponse) -> asn1_ocsp.BasicOCSPResponse:
+    """The response's BasicOCSPResponse as asn1crypto reads it (lazily: what is asked for)."""
+    parsed = asn1_ocsp.OCSPResponse.load(response.public_bytes(serialization.Encoding.DER))
+    basic: asn1_ocsp.BasicOCSPResponse = parsed["response_bytes"]["response"].parsed
+    return basic
 
 
 def read_crl(
