@@ -794,6 +794,19 @@ def test_an_aes_ccm_tag_shorter_than_twelve_bytes_is_refused(pki: TestPki) -> No
     assert "CCM tag length 8" in (outcome.error or "")
 
 
+def test_aes_ccm_content_longer_than_its_nonce_can_count_is_one_clear_line(pki: TestPki) -> None:
+    # A 13-byte nonce leaves two bytes to count the length: 70,000 bytes cannot be CCM content.
+    der = _auth_enveloped_with_attributes(pki, None, ccm=True)
+
+    def lengthen(info: cms.ContentInfo) -> None:
+        eci = info["content"]["auth_encrypted_content_info"]
+        eci["encrypted_content"] = os.urandom(70_000)
+
+    outcome = open_with(edit(der, lengthen), [load_identity(pki, "bob")])
+    assert outcome.status == Decryption.MALFORMED
+    assert outcome.error == "70000 bytes of content are more than a 13-byte CCM nonce can count"
+
+
 def test_altered_authenticated_attribute_is_failed(pki: TestPki) -> None:
     der = _auth_enveloped_with_attributes(pki, _attrs(b"\x01" * 32))
 

@@ -46,25 +46,31 @@ def _decrypt_with(envelope: Envelope, cipher: ContentCipher, cek: bytes) -> byte
                 Decryption.FAILED, "GCM tag mismatch: content was altered or the key is wrong"
             ) from None
 
-    if cipher.mode in ("chacha20-poly1305", "ccm"):
-        # One buffer of ciphertext and tag, as cryptography's AEAD interface takes it.
-        sealed = bytes(envelope.ciphertext) + envelope.tag
-        try:
-            if cipher.mode == "ccm":
-                return AESCCM(cek, tag_length=len(envelope.tag)).decrypt(
-                    envelope.iv, sealed, envelope.aad
-                )
-            return ChaCha20Poly1305(cek).decrypt(envelope.iv, sealed, envelope.aad)
-        except InvalidTag:
-            tag = "CCM" if cipher.mode == "ccm" else "Poly1305"
-            raise DecryptFailure(
-                Decryption.FAILED, f"{tag} tag mismatch: content was altered or the key is wrong"
-            ) from None
-        except ValueError as exc:  # CCM: more content than its nonce's length field can count
-            raise DecryptFailure(Decryption.MALFORMED, f"{cipher.name}: {one_line(exc)}") from None
+    if cipher.mode == "ccm":
+        return _open_sealed(AESCCM(cek, tag_length=len(envelope.tag)), envelope, "CCM")
+    if cipher.mode == "chacha20-poly1305":
+        return _open_sealed(ChaCha20Poly1305(cek), envelope, "Poly1305")
     if cipher.oid == RC2_CBC_OID and (cipher.effective_bits != 128 or len(cek) != 16):
         return _rc2_python_decrypt(envelope, cipher, cek)
     return _cbc_decrypt(_cbc_algorithm(cipher, cek), envelope.iv, envelope.ciphertext)
+
+
+def _open_sealed(aead: AESCCM | ChaCha20Poly1305, envelope: Envelope, tag_name: str) -> bytes:
+    """Decrypt with one of cryptography's one-shot AEADs, which take ciphertext and tag as one
+    buffer. Raises DecryptFailure for a wrong tag, or for content longer than a CCM nonce leaves
+    room to count (RFC 3610: the nonce and the length field share 15 bytes)."""
+    try:
+        return aead.decrypt(envelope.iv, bytes(envelope.ciphertext) + envelope.tag, envelope.aad)
+    except InvalidTag:
+        raise DecryptFailure(
+            Decryption.FAILED, f"{tag_name} tag mismatch: content was altered or the key is wrong"
+        ) from None
+    except ValueError:
+        raise DecryptFailure(
+            Decryption.MALFORMED,
+            f"{len(envelope.ciphertext)} bytes of content are more than a "
+            f"{len(envelope.iv)}-byte {tag_name} nonce can count",
+        ) from None
 
 
 def _cbc_algorithm(cipher: ContentCipher, cek: bytes) -> CipherAlgorithm:
